@@ -8,7 +8,7 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from .helpers import pika_params
+from .helpers import connect, pika_params
 
 
 @pytest.fixture
@@ -26,3 +26,14 @@ def conn(broker_url: str) -> Iterator[pika.BlockingConnection]:
 def ch(conn: pika.BlockingConnection) -> BlockingChannel:
     """A channel on ``conn``."""
     return conn.channel()
+
+
+@pytest.fixture
+def xname(uid: str, request: pytest.FixtureRequest, broker_url: str) -> Iterator[str]:
+    """A unique exchange name; ``xname``, ``xname + ".1"`` .. ``".3"`` are deleted afterwards."""
+    name = f"test.x.{request.node.name[:30]}.{uid}"
+    yield name
+    with connect(broker_url) as c:
+        chan = c.channel()
+        for n in (name, *(f"{name}.{i}" for i in range(1, 4))):
+            chan.exchange_delete(n)  # RabbitMQ: deleting a missing exchange is not an error
