@@ -1,0 +1,3 @@
+from smartbroker.cli import app
+
+app()

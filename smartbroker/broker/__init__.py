@@ -1,0 +1,1 @@
+"""Broker state: virtual hosts with their exchanges, queues and bindings; channels; consumers."""

@@ -1,0 +1,250 @@
+"""Per-channel state: consumers, unacked deliveries, prefetch, confirms, transactions.
+
+The channel turns queue hand-overs into ``basic.deliver`` bytes on its connection's output
+buffer, and turns client settlements (ack/nack/reject/recover) into queue calls. Unacked
+deliveries live in an OrderedDict keyed by delivery tag (tags increase), so an ack with
+``multiple`` pops from the front: O(1) per message.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from smartbroker.broker.consumer import ChannelConsumer
+from smartbroker.errors import ChannelError, precondition_failed
+from smartbroker.message import Message
+from smartbroker.protocol import codec
+from smartbroker.queues.base import QueueEntry
+
+if TYPE_CHECKING:
+    from smartbroker.queues.base import Queue
+    from smartbroker.server.connection import AMQPConnection
+
+
+class Unacked:
+    __slots__ = ("tag", "entry", "queue", "consumer")
+
+    def __init__(self, tag: int, entry: QueueEntry, queue: Queue,
+                 consumer: ChannelConsumer | None) -> None:
+        self.tag = tag
+        self.entry = entry
+        self.queue = queue
+        self.consumer = consumer
+
+
+class Channel:
+    def __init__(self, conn: AMQPConnection, number: int) -> None:
+        self.conn = conn
+        self.number = number
+        self.consumers: dict[str, ChannelConsumer] = {}
+        self.unacked: OrderedDict[int, Unacked] = OrderedDict()
+        self.unacked_total = 0
+        self.delivery_tag = 0
+        self.consumer_prefetch = 0  # basic.qos global=false: applies to new consumers
+        self.global_prefetch = 0  # basic.qos global=true: shared by the channel's consumers
+        self.flow_active = True
+        self.closing = False  # we sent channel.close and await close-ok
+        self.confirm = False
+        self.publish_seq = 0
+        self.confirm_upto = 0  # highest publish seq ready to be confirmed
+        self.confirm_sent = 0
+        self.tx: list[tuple[str, Any]] | None = None  # pending tx actions when in tx mode
+        # content assembly state for basic.publish
+        self.pending: tuple[str, str, bytes, bool] | None = None
+        self.pending_header: bytes | None = None
+        self.pending_size = 0
+        self.pending_body: list[bytes] = []
+        self.pending_received = 0
+
+    # -- delivery ------------------------------------------------------------------------
+    @property
+    def deliverable(self) -> bool:
+        return self.flow_active and not self.closing and self.conn.writable
+
+    def deliver(self, consumer: ChannelConsumer, queue: Queue, entry: QueueEntry) -> None:
+        self.delivery_tag += 1
+        tag = self.delivery_tag
+        msg = entry.message
+        if not consumer.no_ack:
+            self.unacked[tag] = Unacked(tag, entry, queue, consumer)
+            consumer.unacked += 1
+            self.unacked_total += 1
+        conn = self.conn
+        conn.write(codec.deliver_frame(self.number, consumer.tag_ss, tag, entry.redelivered,
+                                       msg.exchange_rk_ss))
+        conn.write_many(codec.content_frames(self.number, msg.header_payload, msg.body, conn.frame_max))
+
+    def send_get_ok(self, queue: Queue, entry: QueueEntry, no_ack: bool) -> None:
+        self.delivery_tag += 1
+        tag = self.delivery_tag
+        if not no_ack:
+            self.unacked[tag] = Unacked(tag, entry, queue, None)
+            self.unacked_total += 1
+            queue.track_unacked()
+        msg = entry.message
+        conn = self.conn
+        conn.write(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_rk_ss,
+                                      queue.message_count))
+        conn.write_many(codec.content_frames(self.number, msg.header_payload, msg.body, conn.frame_max))
+
+    def add_consumer(self, consumer: ChannelConsumer) -> None:
+        self.consumers[consumer.tag] = consumer
+        consumer.queue.add_consumer(consumer)
+
+    def cancel_consumer(self, tag: str) -> ChannelConsumer | None:
+        consumer = self.consumers.pop(tag, None)
+        if consumer is not None:
+            consumer.queue.remove_consumer(consumer)
+        return consumer
+
+    def consumer_cancelled_by_broker(self, consumer: ChannelConsumer) -> None:
+        if self.consumers.pop(consumer.tag, None) is None:
+            return
+        if self.conn.client_capability("consumer_cancel_notify") and not self.closing:
+            from pamqp import commands
+
+            self.conn.send_method(self.number, commands.Basic.Cancel(consumer_tag=consumer.tag,
+                                                                     nowait=True))
+
+    # -- settlement ----------------------------------------------------------------------
+    def _take(self, tag: int, multiple: bool) -> list[Unacked]:
+        unacked = self.unacked
+        if multiple:
+            if tag != 0 and tag not in unacked:
+                raise precondition_failed(f"unknown delivery tag {tag}")
+            taken = []
+            while unacked:
+                first = next(iter(unacked))
+                if tag and first > tag:
+                    break
+                taken.append(unacked.popitem(last=False)[1])
+            return taken
+        record = unacked.pop(tag, None)
+        if record is None:
+            raise precondition_failed(f"unknown delivery tag {tag}")
+        return [record]
+
+    def _release(self, records: list[Unacked]) -> set[Queue]:
+        touched: set[Queue] = set()
+        self.unacked_total -= len(records)
+        for rec in records:
+            if rec.consumer is not None:
+                rec.consumer.unacked -= 1
+            touched.add(rec.queue)
+        return touched
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        records = self._take(tag, multiple)
+        if self.tx is not None:
+            self.tx.append(("ack", records))
+            return
+        self._apply_ack(records)
+
+    def _apply_ack(self, records: list[Unacked]) -> None:
+        touched = self._release(records)
+        for rec in records:
+            rec.queue.ack(rec.entry)
+        self._redispatch(touched)
+
+    def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
+        records = self._take(tag, multiple)
+        if self.tx is not None:
+            self.tx.append(("nack", (records, requeue)))
+            return
+        self._apply_nack(records, requeue)
+
+    def _apply_nack(self, records: list[Unacked], requeue: bool) -> None:
+        touched = self._release(records)
+        if requeue:
+            self._requeue(records)
+        else:
+            for rec in records:
+                rec.queue.reject(rec.entry)
+        self._redispatch(touched)
+
+    def _requeue(self, records: list[Unacked]) -> None:
+        by_queue: dict[Queue, list[QueueEntry]] = {}
+        for rec in records:
+            by_queue.setdefault(rec.queue, []).append(rec.entry)
+        for queue, entries in by_queue.items():
+            queue.requeue(entries)
+
+    def _redispatch(self, queues: set[Queue]) -> None:
+        for queue in queues:
+            if queue.consumers:
+                queue.dispatch()
+
+    def recover(self) -> None:
+        """basic.recover(requeue=true): every unacked delivery goes back to its queue."""
+        records = list(self.unacked.values())
+        self.unacked.clear()
+        touched = self._release(records)
+        self._requeue(records)
+        self._redispatch(touched)
+
+    def redispatch_all(self) -> None:
+        """Credit or writability came back: let our consumers' queues deliver again."""
+        self._redispatch({c.queue for c in self.consumers.values()})
+
+    # -- publish -------------------------------------------------------------------------
+    def publish(self, msg: Message) -> None:
+        if self.confirm:
+            self.publish_seq += 1
+        if self.tx is not None:
+            self.tx.append(("publish", msg))
+            return
+        self.conn.route_publish(self, msg)
+
+    def confirm_ack(self, seq: int) -> None:
+        if seq > self.confirm_upto:
+            self.confirm_upto = seq
+        self.conn.confirms_pending(self)
+
+    def confirm_nack(self, seq: int) -> None:
+        self.flush_confirms()
+        self.conn.write(codec.nack_frame(self.number, seq, False))
+        self.confirm_sent = max(self.confirm_sent, seq)
+        if self.confirm_upto < seq:
+            self.confirm_upto = seq
+
+    def flush_confirms(self) -> None:
+        upto = self.confirm_upto
+        if upto > self.confirm_sent:
+            self.conn.write(codec.ack_frame(self.number, upto, upto - self.confirm_sent > 1))
+            self.confirm_sent = upto
+
+    # -- transactions --------------------------------------------------------------------
+    def tx_commit(self) -> None:
+        actions, self.tx = self.tx or [], []
+        for kind, payload in actions:
+            if kind == "publish":
+                self.conn.route_publish(self, payload)
+            elif kind == "ack":
+                self._apply_ack(payload)
+            else:
+                self._apply_nack(*payload)
+
+    def tx_rollback(self) -> None:
+        """Discard pending publishes; deliveries settled in the transaction stay unacked."""
+        actions, self.tx = self.tx or [], []
+        restored = [rec for kind, payload in actions if kind != "publish"
+                    for rec in (payload if kind == "ack" else payload[0])]
+        if restored:
+            merged = sorted([*self.unacked.values(), *restored], key=lambda rec: rec.tag)
+            self.unacked = OrderedDict((rec.tag, rec) for rec in merged)
+
+    # -- teardown ------------------------------------------------------------------------
+    def teardown(self) -> None:
+        """Channel or connection closed: cancel consumers and requeue unacked deliveries."""
+        for tag in list(self.consumers):
+            self.cancel_consumer(tag)
+        records = list(self.unacked.values())
+        self.unacked.clear()
+        self._release(records)
+        self._requeue(records)
+        self.tx = None
+        self.pending = None
+
+
+__all__ = ["Channel", "ChannelError"]

@@ -1,0 +1,296 @@
+"""A virtual host: the exchanges, queues and bindings one AMQP connection works with.
+
+Every declare/delete/bind rule and reply code here is RabbitMQ's. ``route`` is the one
+routing loop: it follows exchange-to-exchange bindings with a visited set and falls back
+to an exchange's alternate exchange when that exchange routes nowhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from smartbroker.broker.exchange import Binding, Exchange
+from smartbroker.errors import (
+    ChannelError,
+    access_refused,
+    command_invalid,
+    not_found,
+    precondition_failed,
+    resource_locked,
+)
+from smartbroker.exchanges import EXCHANGE_TYPES
+from smartbroker.message import Message
+from smartbroker.queues.classic import ClassicQueue
+
+Queue = ClassicQueue
+PREDECLARED = {
+    "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
+    "amq.headers": "headers", "amq.match": "headers",
+}
+
+
+def generated_name(prefix: str) -> str:
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+class VirtualHost:
+    def __init__(self, name: str = "/") -> None:
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {"": Exchange("", "direct", durable=True)}
+        for ex_name, type_name in PREDECLARED.items():
+            self.exchanges[ex_name] = Exchange(ex_name, type_name, durable=True)
+        self.queues: dict[str, Queue] = {}
+        self.on_queue_deleted: list[Callable[[Queue], None]] = []
+
+    # -- lookups -------------------------------------------------------------------------
+    def where(self) -> str:
+        return f"in vhost '{self.name}'"
+
+    def exchange(self, name: str) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise not_found(f"no exchange '{name}' {self.where()}")
+        return ex
+
+    def queue(self, name: str, owner: object | None = None) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            raise not_found(f"no queue '{name}' {self.where()}")
+        self.check_exclusive(q, owner)
+        return q
+
+    def check_exclusive(self, q: Queue, owner: object | None) -> None:
+        if q.exclusive_owner is not None and q.exclusive_owner is not owner:
+            raise resource_locked(
+                f"cannot obtain exclusive access to locked queue '{q.name}' {self.where()}. "
+                "It could be originally declared on another connection or the exclusive "
+                "property value does not match that of the original declaration.")
+
+    # -- exchanges -----------------------------------------------------------------------
+    def declare_exchange(self, name: str, type_name: str, *, passive: bool = False,
+                         durable: bool = False, auto_delete: bool = False, internal: bool = False,
+                         arguments: Mapping[str, Any] | None = None) -> Exchange:
+        if name == "":
+            raise access_refused("operation not permitted on the default exchange")
+        existing = self.exchanges.get(name)
+        if passive:
+            if existing is None:
+                raise not_found(f"no exchange '{name}' {self.where()}")
+            return existing
+        if existing is None and name.startswith("amq."):
+            raise access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        if type_name not in EXCHANGE_TYPES:
+            raise command_invalid(f"unknown exchange type '{type_name}'")
+        if existing is not None:
+            self._check_exchange_equivalent(existing, type_name, durable, auto_delete, internal,
+                                            arguments or {})
+            return existing
+        ex = Exchange(name, type_name, durable=durable, auto_delete=auto_delete,
+                      internal=internal, arguments=arguments)
+        self.exchanges[name] = ex
+        return ex
+
+    def _check_exchange_equivalent(self, ex: Exchange, type_name: str, durable: bool,
+                                   auto_delete: bool, internal: bool,
+                                   arguments: Mapping[str, Any]) -> None:
+        for field, have, want in (("type", ex.type_name, type_name), ("durable", ex.durable, durable),
+                                  ("auto_delete", ex.auto_delete, auto_delete),
+                                  ("internal", ex.internal, internal)):
+            if have != want:
+                raise precondition_failed(
+                    f"inequivalent arg '{field}' for exchange '{ex.name}' {self.where()}: "
+                    f"received '{_fmt(want)}' but current is '{_fmt(have)}'")
+        have_ae, want_ae = ex.arguments.get("alternate-exchange"), arguments.get("alternate-exchange")
+        if _fmt(have_ae) != _fmt(want_ae):
+            raise precondition_failed(
+                f"inequivalent arg 'alternate-exchange' for exchange '{ex.name}' {self.where()}: "
+                f"received {_fmt(want_ae)!r} but current is {_fmt(have_ae)!r}")
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == "":
+            raise access_refused("operation not permitted on the default exchange")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            return  # RabbitMQ: deleting a missing exchange is not an error
+        if name.startswith("amq.") and name in PREDECLARED:
+            raise access_refused(f"operation not permitted on reserved exchange '{name}'")
+        if if_unused and ex.bindings:
+            raise precondition_failed(f"exchange '{name}' {self.where()} in use")
+        self._drop_exchange(ex)
+
+    def _drop_exchange(self, ex: Exchange) -> None:
+        self.exchanges.pop(ex.name, None)
+        for binding in list(ex.bindings.values()):
+            self._remove_binding(binding, cascade=False)
+        for binding in list(ex.inbound):
+            self._remove_binding(binding)
+
+    # -- queues --------------------------------------------------------------------------
+    def declare_queue(self, name: str, *, passive: bool = False, durable: bool = False,
+                      exclusive: bool = False, auto_delete: bool = False,
+                      arguments: Mapping[str, Any] | None = None,
+                      owner: object | None = None) -> tuple[Queue, bool]:
+        """Return (queue, created)."""
+        arguments = dict(arguments or {})
+        if passive:
+            return self.queue(name, owner), False
+        if name == "":
+            name = generated_name("amq.gen-")
+        elif name.startswith("amq."):
+            raise access_refused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.check_exclusive(existing, owner)
+            self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
+            return existing, False
+        from smartbroker.queues.arguments import validate_queue_arguments
+
+        validate_queue_arguments(name, self.name, arguments)
+        q = Queue(name, self.name, durable=durable, auto_delete=auto_delete,
+                  exclusive_owner=owner if exclusive else None, arguments=arguments,
+                  on_unused=self._queue_unused)
+        self.queues[name] = q
+        self.exchanges[""].router.bind(q, name, {})
+        return q, True
+
+    def _check_queue_equivalent(self, q: Queue, durable: bool, exclusive: bool,
+                                auto_delete: bool, arguments: Mapping[str, Any]) -> None:
+        if q.durable != durable:
+            raise precondition_failed(
+                f"inequivalent arg 'durable' for queue '{q.name}' {self.where()}: "
+                f"received '{_fmt(durable)}' but current is '{_fmt(q.durable)}'")
+        if q.auto_delete != auto_delete:
+            raise precondition_failed(
+                f"inequivalent arg 'auto_delete' for queue '{q.name}' {self.where()}: "
+                f"received '{_fmt(auto_delete)}' but current is '{_fmt(q.auto_delete)}'")
+        if (q.exclusive_owner is not None) != exclusive:
+            raise resource_locked(
+                f"cannot obtain exclusive access to locked queue '{q.name}' {self.where()}. "
+                "It could be originally declared on another connection or the exclusive "
+                "property value does not match that of the original declaration.")
+        for arg in sorted(q.capabilities.equivalence_arguments):
+            have, want = q.arguments.get(arg), arguments.get(arg)
+            if arg == "x-queue-type" and _fmt(want or "classic") == _fmt(have or "classic"):
+                continue
+            if _norm(have) != _norm(want):
+                raise precondition_failed(
+                    f"inequivalent arg '{arg}' for queue '{q.name}' {self.where()}: "
+                    f"received {_describe(want)} but current is {_describe(have)}")
+
+    def delete_queue(self, name: str, *, if_unused: bool = False, if_empty: bool = False,
+                     owner: object | None = None) -> int:
+        q = self.queues.get(name)
+        if q is None:
+            return 0  # RabbitMQ: deleting a missing queue succeeds with 0 messages
+        self.check_exclusive(q, owner)
+        if if_unused and q.consumer_count:
+            raise precondition_failed(f"queue '{name}' {self.where()} in use")
+        if if_empty and q.message_count:
+            raise precondition_failed(f"queue '{name}' {self.where()} not empty")
+        return self.drop_queue(q)
+
+    def drop_queue(self, q: Queue) -> int:
+        if self.queues.get(q.name) is not q:
+            return 0
+        del self.queues[q.name]
+        self.exchanges[""].router.unbind(q, q.name, {})
+        for binding in list(q.bindings):
+            self._remove_binding(binding)
+        count = q.delete()
+        for hook in self.on_queue_deleted:
+            hook(q)
+        return count
+
+    def _queue_unused(self, q: Queue) -> None:
+        self.drop_queue(q)
+
+    def purge_queue(self, name: str, owner: object | None = None) -> int:
+        return self.queue(name, owner).purge()
+
+    # -- bindings ------------------------------------------------------------------------
+    def bind(self, source_name: str, destination: Queue | Exchange, routing_key: str,
+             arguments: Mapping[str, Any]) -> None:
+        if source_name == "":
+            raise access_refused("operation not permitted on the default exchange")
+        source = self.exchange(source_name)
+        source.router.validate_binding(routing_key, arguments)
+        binding = Binding(source, destination, routing_key, dict(arguments))
+        if source.add_binding(binding):
+            destination_bindings(destination).add(binding)
+
+    def unbind(self, source_name: str, destination: Queue | Exchange, routing_key: str,
+               arguments: Mapping[str, Any]) -> None:
+        if source_name == "":
+            raise access_refused("operation not permitted on the default exchange")
+        source = self.exchange(source_name)
+        binding = source.bindings.get(Binding(source, destination, routing_key, dict(arguments)).key)
+        if binding is not None:
+            self._remove_binding(binding)
+
+    def _remove_binding(self, binding: Binding, cascade: bool = True) -> None:
+        source = binding.source
+        if source.remove_binding(binding) is None:
+            return
+        destination_bindings(binding.destination).discard(binding)
+        if cascade and source.auto_delete and not source.bindings and source.name in self.exchanges:
+            self._drop_exchange(source)
+
+    # -- routing -------------------------------------------------------------------------
+    def route(self, exchange: Exchange, message: Message, routing_keys: list[str]) -> set[Queue]:
+        """Queues the message goes to; follows e2e bindings and alternate exchanges."""
+        queues: set[Queue] = set()
+        visited = {exchange}
+        pending = [exchange]
+        headers = message.headers if exchange.router.uses_headers else None
+        while pending:
+            ex = pending.pop()
+            found = False
+            for key in routing_keys:
+                for dest in ex.router.route(key, headers if ex.router.uses_headers else None):
+                    found = True
+                    if isinstance(dest, Exchange):
+                        if dest not in visited:
+                            visited.add(dest)
+                            if dest.router.uses_headers and headers is None:
+                                headers = message.headers
+                            pending.append(dest)
+                    else:
+                        queues.add(dest)
+            if not found and (ae_name := ex.alternate_exchange):
+                ae = self.exchanges.get(ae_name)
+                if ae is not None and ae not in visited:
+                    visited.add(ae)
+                    if ae.router.uses_headers and headers is None:
+                        headers = message.headers
+                    pending.append(ae)
+        return queues
+
+
+def destination_bindings(destination: Any) -> set[Binding]:
+    return destination.inbound if isinstance(destination, Exchange) else destination.bindings
+
+
+def _norm(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "none"
+    kind = {bool: "bool", int: "long", float: "double", str: "longstr", bytes: "longstr"}.get(
+        type(value), type(value).__name__)
+    return f"the value '{_fmt(value)}' of type '{kind}'"
+
+
+__all__ = ["ChannelError", "VirtualHost", "generated_name"]

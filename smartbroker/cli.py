@@ -1,0 +1,59 @@
+"""The ``smartbroker`` command: ``serve`` runs the broker; admin commands arrive with the API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from smartbroker.config import Config
+
+app = typer.Typer(help="smartbroker: an AMQP 0-9-1 broker with a Kafka-style log mode.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 0.0.0.0]")] = None,
+    port: Annotated[int | None, typer.Option(help="AMQP port [default: 5672]")] = None,
+    management_port: Annotated[int | None, typer.Option(help="Management HTTP port [default: 15672]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory [default: ./data]")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: info]")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file")] = None,
+) -> None:
+    """Run the broker (AMQP on --port, management API on --management-port)."""
+    try:
+        cfg = Config.load(config, host=host, port=port, management_port=management_port,
+                          data_dir=data_dir, log_level=log_level)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    except OSError as exc:
+        fail(f"cannot read config file: {exc}")
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from smartbroker.server.app import StartupError, run
+
+    try:
+        run(cfg)
+    except StartupError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def version() -> None:
+    """Print the smartbroker version."""
+    import smartbroker
+
+    typer.echo(smartbroker.__version__)

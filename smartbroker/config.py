@@ -1,0 +1,45 @@
+"""Settings, one pydantic model: defaults < TOML file (--config) < SMARTBROKER_* env < flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMARTBROKER_", extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(5672, ge=0, le=65535)
+    management_port: int = Field(15672, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    log_level: LogLevel = "info"
+
+    default_user: str = "guest"
+    default_pass: str = "guest"
+    default_vhost: str = "/"
+
+    channel_max: int = Field(2047, ge=1, le=65535)
+    frame_max: int = Field(131072, ge=4096)
+    heartbeat: int = Field(60, ge=0, le=65535)
+    handshake_timeout: float = Field(10.0, gt=0)
+    max_message_size: int = Field(128 * 1024 * 1024, ge=1)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Config:
+        """File values first, then env (pydantic-settings), then explicit flag overrides."""
+        file_values: dict[str, Any] = {}
+        if config_file is not None:
+            with open(config_file, "rb") as fh:
+                raw = tomllib.load(fh)
+            file_values = {k.replace("-", "_"): v for k, v in raw.get("smartbroker", raw).items()}
+        env_values = cls().model_dump(exclude_unset=True)
+        merged = {**file_values, **env_values,
+                  **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**merged)

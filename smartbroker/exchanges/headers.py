@@ -1,0 +1,108 @@
+"""Headers exchange: match message headers against binding arguments (``x-match``).
+
+As RabbitMQ: ``all`` (default) / ``any`` ignore binding keys starting with ``x-``;
+``all-with-x`` / ``any-with-x`` include them. A binding value of void (None) matches on the
+header's presence. Values match only when equal and of the same type class (an int never
+equals a float or a bool). An ``all`` binding with no keys matches every message; ``any``
+with no keys matches none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any, ClassVar
+
+from smartbroker.errors import precondition_failed
+from smartbroker.exchanges.base import Table
+
+MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
+
+
+def _type_class(value: Any) -> type:
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, float):
+        return float
+    if isinstance(value, str | bytes):
+        return str
+    return type(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bytes):
+        a = a.decode(errors="replace")
+    if isinstance(b, bytes):
+        b = b.decode(errors="replace")
+    return _type_class(a) is _type_class(b) and a == b
+
+
+class _Pattern:
+    __slots__ = ("match_all", "pairs")
+
+    def __init__(self, arguments: Table) -> None:
+        mode = arguments.get("x-match", "all")
+        if isinstance(mode, bytes):
+            mode = mode.decode()
+        with_x = mode.endswith("-with-x")
+        self.match_all = mode.startswith("all")
+        self.pairs = [(k, v) for k, v in arguments.items()
+                      if k != "x-match" and (with_x or not k.startswith("x-"))]
+
+    def matches(self, headers: Table) -> bool:
+        if self.match_all:
+            for key, want in self.pairs:
+                if key not in headers or (want is not None and not _same(want, headers[key])):
+                    return False
+            return True
+        for key, want in self.pairs:
+            if key in headers and (want is None or _same(want, headers[key])):
+                return True
+        return False
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class HeadersExchange:
+    type_name: ClassVar[str] = "headers"
+    uses_headers: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._bindings: dict[tuple[Hashable, Any], tuple[_Pattern, int]] = {}
+
+    def validate_binding(self, routing_key: str, arguments: Table) -> None:
+        mode = arguments.get("x-match", "all")
+        if isinstance(mode, bytes):
+            mode = mode.decode(errors="replace")
+        if not isinstance(mode, str):
+            raise precondition_failed(f"Invalid x-match field type {type(mode).__name__} "
+                                      "(value <<...>>); expected longstr")
+        if mode not in MATCH_MODES:
+            raise precondition_failed(f"Invalid x-match field value <<\"{mode}\">>; expected "
+                                      "all, any, all-with-x, or any-with-x")
+
+    def bind(self, destination: Hashable, routing_key: str, arguments: Table) -> None:
+        key = (destination, _freeze(dict(arguments)))
+        pattern, count = self._bindings.get(key, (None, 0))
+        self._bindings[key] = (pattern or _Pattern(arguments), count + 1)
+
+    def unbind(self, destination: Hashable, routing_key: str, arguments: Table) -> None:
+        key = (destination, _freeze(dict(arguments)))
+        entry = self._bindings.get(key)
+        if entry is None:
+            return
+        if entry[1] > 1:
+            self._bindings[key] = (entry[0], entry[1] - 1)
+        else:
+            del self._bindings[key]
+
+    def route(self, routing_key: str, headers: Table | None) -> Iterable[Hashable]:
+        headers = headers or {}
+        return {dest for (dest, _), (pattern, _) in self._bindings.items() if pattern.matches(headers)}

@@ -1,0 +1,95 @@
+"""AMQP class ``basic``: qos, consume, cancel, get, settlement, recover.
+
+``basic.publish`` and the content frames take the connection's fast path; the ack family
+has a fast path there too and lands in ``Channel.ack``/``nack`` either way.
+"""
+
+from __future__ import annotations
+
+from pamqp import commands
+
+from smartbroker.broker.consumer import ChannelConsumer
+from smartbroker.broker.vhost import generated_name
+from smartbroker.errors import access_refused, not_allowed, not_implemented
+
+
+def qos(conn, ch, m: commands.Basic.Qos) -> None:
+    if m.prefetch_size:
+        raise not_implemented(f"prefetch_size!=0 ({m.prefetch_size})")
+    if m.global_:
+        ch.global_prefetch = m.prefetch_count
+    else:
+        ch.consumer_prefetch = m.prefetch_count
+    conn.send_method(ch.number, commands.Basic.QosOk())
+    ch.redispatch_all()
+
+
+def consume(conn, ch, m: commands.Basic.Consume) -> None:
+    q = conn.vhost.queue(m.queue, conn)
+    tag = m.consumer_tag or generated_name("amq.ctag-")
+    if tag in ch.consumers:
+        raise not_allowed(f"attempt to reuse consumer tag '{tag}'")
+    if q.consumers and (m.exclusive or q.exclusive_consumer):
+        raise access_refused(f"queue '{q.name}' in vhost '{conn.vhost.name}' in exclusive use")
+    args = m.arguments or {}
+    priority = args.get("x-priority", 0)
+    consumer = ChannelConsumer(ch, q, tag, no_ack=m.no_ack, exclusive=m.exclusive,
+                               prefetch=ch.consumer_prefetch,
+                               priority=priority if isinstance(priority, int) else 0,
+                               arguments=dict(args))
+    if not m.nowait:
+        conn.send_method(ch.number, commands.Basic.ConsumeOk(consumer_tag=tag))
+    ch.add_consumer(consumer)
+
+
+def cancel(conn, ch, m: commands.Basic.Cancel) -> None:
+    ch.cancel_consumer(m.consumer_tag)
+    if not m.nowait:
+        conn.send_method(ch.number, commands.Basic.CancelOk(consumer_tag=m.consumer_tag))
+
+
+def get(conn, ch, m: commands.Basic.Get) -> None:
+    q = conn.vhost.queue(m.queue, conn)
+    entry = q.get()
+    if entry is None:
+        conn.send_method(ch.number, commands.Basic.GetEmpty())
+        return
+    ch.send_get_ok(q, entry, m.no_ack)
+
+
+def ack(conn, ch, m: commands.Basic.Ack) -> None:
+    ch.ack(m.delivery_tag, m.multiple)
+
+
+def nack(conn, ch, m: commands.Basic.Nack) -> None:
+    ch.nack(m.delivery_tag, m.multiple, m.requeue)
+
+
+def reject(conn, ch, m: commands.Basic.Reject) -> None:
+    ch.nack(m.delivery_tag, False, m.requeue)
+
+
+def recover(conn, ch, m: commands.Basic.Recover) -> None:
+    if not m.requeue:
+        raise not_implemented("requeue=false")
+    ch.recover()
+    conn.send_method(ch.number, commands.Basic.RecoverOk())
+
+
+def recover_async(conn, ch, m: commands.Basic.RecoverAsync) -> None:
+    if not m.requeue:
+        raise not_implemented("requeue=false")
+    ch.recover()
+
+
+HANDLERS = {
+    commands.Basic.Qos: qos,
+    commands.Basic.Consume: consume,
+    commands.Basic.Cancel: cancel,
+    commands.Basic.Get: get,
+    commands.Basic.Ack: ack,
+    commands.Basic.Nack: nack,
+    commands.Basic.Reject: reject,
+    commands.Basic.Recover: recover,
+    commands.Basic.RecoverAsync: recover_async,
+}

@@ -1,0 +1,145 @@
+"""AMQP class ``connection``: the handshake (start/tune/open) and close, on channel 0.
+
+States advance strictly: AWAIT_START_OK -> AWAIT_TUNE_OK -> AWAIT_OPEN -> OPEN, and
+CLOSING once either side has sent ``connection.close``. Any other method on channel 0 in a
+state that does not expect it is a 503 COMMAND_INVALID (RabbitMQ's reply).
+"""
+
+from __future__ import annotations
+
+import enum
+import platform
+import struct
+
+from pamqp import commands, decode
+
+import smartbroker
+from smartbroker.errors import ConnectionError, command_invalid, not_allowed
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "consumer_priorities": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+}
+MECHANISMS = "PLAIN AMQPLAIN"
+
+
+class State(enum.Enum):
+    AWAIT_HEADER = 0
+    AWAIT_START_OK = 1
+    AWAIT_TUNE_OK = 2
+    AWAIT_OPEN = 3
+    OPEN = 4
+    CLOSING = 5
+    CLOSED = 6
+
+
+def start_method() -> commands.Connection.Start:
+    return commands.Connection.Start(
+        version_major=0, version_minor=9,
+        server_properties={
+            "product": "smartbroker",
+            "version": smartbroker.__version__,
+            "platform": f"Python {platform.python_version()}",
+            "cluster_name": f"smartbroker@{platform.node()}",
+            "copyright": "smartbroker contributors",
+            "information": "Licensed under the Apache License 2.0",
+            "capabilities": dict(CAPABILITIES),
+        },
+        mechanisms=MECHANISMS, locales="en_US")
+
+
+def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] | None:
+    raw = response.encode("latin-1") if isinstance(response, str) else bytes(response)
+    if mechanism == "PLAIN":
+        parts = raw.split(b"\x00")
+        if len(parts) != 3:
+            return None
+        return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
+    if mechanism == "AMQPLAIN":
+        try:
+            _, table = decode.field_table(struct.pack(">I", len(raw)) + raw)
+        except (ValueError, struct.error):
+            return None
+        login, password = table.get("LOGIN"), table.get("PASSWORD")
+        if login is None or password is None:
+            return None
+        as_text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
+        return as_text(login), as_text(password)
+    return None
+
+
+def start_ok(conn, m: commands.Connection.StartOk) -> None:
+    conn.client_properties = m.client_properties or {}
+    if m.mechanism not in MECHANISMS.split():
+        raise ConnectionError(540, f"unknown authentication mechanism '{m.mechanism}'")
+    credentials = parse_credentials(m.mechanism, m.response)
+    user = conn.broker.users.authenticate(*credentials) if credentials else None
+    if user is None:
+        conn.refuse_login(m.mechanism, credentials[0] if credentials else "")
+        return
+    conn.user = user
+    cfg = conn.broker.config
+    conn.state = State.AWAIT_TUNE_OK
+    conn.send_method(0, commands.Connection.Tune(
+        channel_max=cfg.channel_max, frame_max=cfg.frame_max, heartbeat=cfg.heartbeat))
+
+
+def tune_ok(conn, m: commands.Connection.TuneOk) -> None:
+    cfg = conn.broker.config
+    if m.frame_max and m.frame_max < 4096:
+        raise not_allowed(f"frame_max={m.frame_max} < 4096 min size")
+    if m.frame_max > cfg.frame_max:
+        raise not_allowed(f"frame_max={m.frame_max} > {cfg.frame_max} max size")
+    if m.channel_max > cfg.channel_max:
+        raise not_allowed(f"channel_max={m.channel_max} > {cfg.channel_max} max")
+    conn.frame_max = m.frame_max or cfg.frame_max
+    conn.channel_max = m.channel_max or cfg.channel_max
+    conn.start_heartbeat(m.heartbeat)
+    conn.state = State.AWAIT_OPEN
+
+
+def open_(conn, m: commands.Connection.Open) -> None:
+    vhost = conn.broker.vhosts.get(m.virtual_host)
+    if vhost is None:
+        raise not_allowed(f"vhost {m.virtual_host} not found")
+    conn.vhost = vhost
+    conn.state = State.OPEN
+    conn.send_method(0, commands.Connection.OpenOk())
+
+
+def close(conn, m: commands.Connection.Close) -> None:
+    conn.send_method(0, commands.Connection.CloseOk())
+    conn.close_transport()
+
+
+def close_ok(conn, m: commands.Connection.CloseOk) -> None:
+    conn.close_transport()
+
+
+def blocked_ack(conn, m: object) -> None:
+    return None
+
+
+EXPECTED = {
+    State.AWAIT_START_OK: {commands.Connection.StartOk: start_ok},
+    State.AWAIT_TUNE_OK: {commands.Connection.TuneOk: tune_ok},
+    State.AWAIT_OPEN: {commands.Connection.Open: open_, commands.Connection.Close: close},
+    State.OPEN: {commands.Connection.Close: close, commands.Connection.CloseOk: close_ok,
+                 commands.Connection.Blocked: blocked_ack, commands.Connection.Unblocked: blocked_ack},
+    State.CLOSING: {commands.Connection.Close: close, commands.Connection.CloseOk: close_ok},
+}
+
+
+def handle(conn, method) -> None:
+    handler = EXPECTED.get(conn.state, {}).get(type(method))
+    if handler is None:
+        if conn.state is State.CLOSING:
+            return  # after connection.close only close/close-ok matter
+        raise command_invalid(f"unexpected method {method.name} in state {conn.state.name.lower()}")
+    handler(conn, method)

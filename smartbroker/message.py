@@ -1,0 +1,79 @@
+"""A message in flight: routing info, the raw content-header payload and the body.
+
+Properties are decoded only when something asks for them (headers exchange, TTL,
+dead-lettering, persistence); an unchanged message is forwarded byte-for-byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pamqp import commands
+
+from smartbroker.protocol import codec
+
+
+class Message:
+    __slots__ = ("exchange", "routing_key", "exchange_rk_ss", "header_payload", "body",
+                 "_properties", "flags", "mandatory")
+
+    def __init__(self, exchange: str, routing_key: str, exchange_rk_ss: bytes,
+                 header_payload: bytes, body: bytes, mandatory: bool = False) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.exchange_rk_ss = exchange_rk_ss
+        self.header_payload = header_payload
+        self.body = body
+        self.flags = codec.property_flags(header_payload)
+        self.mandatory = mandatory
+        self._properties: commands.Basic.Properties | None = None
+
+    @classmethod
+    def build(cls, exchange: str, routing_key: str, body: bytes,
+              properties: commands.Basic.Properties | None = None) -> Message:
+        """A message made inside the broker (dead-lettering, HTTP publish, tests)."""
+        props = properties or commands.Basic.Properties()
+        header = codec.encode_header(len(body), props)
+        msg = cls(exchange, routing_key, codec.shortstr(exchange) + codec.shortstr(routing_key),
+                  header, body)
+        msg._properties = props
+        return msg
+
+    @property
+    def properties(self) -> commands.Basic.Properties:
+        if self._properties is None:
+            self._properties = codec.decode_properties(self.header_payload)
+        return self._properties
+
+    @property
+    def headers(self) -> dict[str, Any] | None:
+        if not self.flags & codec.FLAG_HEADERS:
+            return None
+        return self.properties.headers
+
+    @property
+    def persistent(self) -> bool:
+        return bool(self.flags & codec.FLAG_DELIVERY_MODE) and self.properties.delivery_mode == 2
+
+    @property
+    def priority(self) -> int:
+        if not self.flags & codec.FLAG_PRIORITY:
+            return 0
+        return self.properties.priority or 0
+
+    @property
+    def expiration(self) -> str | None:
+        if not self.flags & codec.FLAG_EXPIRATION:
+            return None
+        return self.properties.expiration
+
+    @property
+    def body_size(self) -> int:
+        return len(self.body)
+
+    def with_properties(self, properties: commands.Basic.Properties, exchange: str | None = None,
+                        routing_key: str | None = None) -> Message:
+        """A copy with new properties (and optionally new routing info), re-encoded."""
+        ex = self.exchange if exchange is None else exchange
+        rk = self.routing_key if routing_key is None else routing_key
+        return Message.build(ex, rk, self.body, properties)

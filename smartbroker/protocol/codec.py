@@ -1,0 +1,175 @@
+"""Hand-written ``struct`` codec for the hot methods; pamqp encodes and decodes the rest.
+
+Rules: the content-header payload of a published message is kept as raw bytes and forwarded
+unchanged to consumers; the exchange and routing-key short strings of ``basic.publish`` are
+kept raw too and copied into ``basic.deliver``. ``tests/unit/test_codec.py`` checks every
+function here against pamqp with hypothesis.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pamqp import commands, frame as pamqp_frame
+from pamqp.base import Frame as PamqpMethod
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+FRAME_END_BYTE = b"\xce"
+FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+_frame_header = struct.Struct("!BHI")
+_method_ids = struct.Struct("!HH")
+_deliver_tail = struct.Struct("!QB")
+_get_ok_head = struct.Struct("!HHQB")
+_ack = struct.Struct("!HHQB")
+_ulong = struct.Struct("!I")
+_header_prefix = struct.Struct("!HHQ")
+
+HEARTBEAT_FRAME = _frame_header.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END_BYTE
+
+# (class_id, method_id) packed as one int, as pamqp's INDEX_MAPPING keys are
+BASIC_PUBLISH = 0x003C0028
+BASIC_ACK = 0x003C0050
+BASIC_NACK = 0x003C0078
+BASIC_REJECT = 0x003C005A
+
+_DELIVER_PREFIX = _method_ids.pack(60, 60)
+_RETURN_PREFIX = _method_ids.pack(60, 50)
+_GET_OK_PREFIX = _method_ids.pack(60, 71)
+
+
+def shortstr(value: str) -> bytes:
+    raw = value.encode()
+    if len(raw) > 255:
+        raise ValueError("short string longer than 255 bytes")
+    return bytes((len(raw),)) + raw
+
+
+def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    return _frame_header.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+def method_frame(channel: int, method: PamqpMethod) -> bytes:
+    """Slow path: any pamqp method object to one frame."""
+    return pamqp_frame.marshal(method, channel)
+
+
+def decode_method(payload: bytes) -> PamqpMethod:
+    """Slow path: a method frame payload to a pamqp object (raises on bad input)."""
+    return pamqp_frame._unmarshal_method_frame(payload)
+
+
+def content_frames(channel: int, header_payload: bytes, body: bytes, frame_max: int) -> list[bytes]:
+    """Content header + body frames, the body split so no frame exceeds ``frame_max``."""
+    parts = [_frame_header.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END_BYTE]
+    size = len(body)
+    if size == 0:
+        return parts
+    chunk = frame_max - FRAME_OVERHEAD
+    if size <= chunk:
+        parts += (_frame_header.pack(FRAME_BODY, channel, size), body, FRAME_END_BYTE)
+        return parts
+    view = memoryview(body)
+    for start in range(0, size, chunk):
+        piece = view[start : start + chunk]
+        parts += (_frame_header.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END_BYTE)
+    return parts
+
+
+def deliver_frame(channel: int, consumer_tag_ss: bytes, delivery_tag: int, redelivered: bool,
+                  exchange_rk_ss: bytes) -> bytes:
+    """``basic.deliver``: consumer tag and exchange/routing-key short strings pre-encoded."""
+    payload_size = 4 + len(consumer_tag_ss) + 9 + len(exchange_rk_ss)
+    return b"".join((
+        _frame_header.pack(FRAME_METHOD, channel, payload_size),
+        _DELIVER_PREFIX,
+        consumer_tag_ss,
+        _deliver_tail.pack(delivery_tag, redelivered),
+        exchange_rk_ss,
+        FRAME_END_BYTE,
+    ))
+
+
+def get_ok_frame(channel: int, delivery_tag: int, redelivered: bool, exchange_rk_ss: bytes,
+                 message_count: int) -> bytes:
+    payload = b"".join((
+        _GET_OK_PREFIX,
+        _deliver_tail.pack(delivery_tag, redelivered),
+        exchange_rk_ss,
+        _ulong.pack(message_count),
+    ))
+    return frame(FRAME_METHOD, channel, payload)
+
+
+def return_frame(channel: int, reply_code: int, reply_text: str, exchange_rk_ss: bytes) -> bytes:
+    payload = _RETURN_PREFIX + struct.pack("!H", reply_code) + shortstr(reply_text) + exchange_rk_ss
+    return frame(FRAME_METHOD, channel, payload)
+
+
+def ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    return frame(FRAME_METHOD, channel, _ack.pack(60, 80, delivery_tag, multiple))
+
+
+def nack_frame(channel: int, delivery_tag: int, multiple: bool, requeue: bool = False) -> bytes:
+    bits = (1 if multiple else 0) | (2 if requeue else 0)
+    return frame(FRAME_METHOD, channel, _ack.pack(60, 120, delivery_tag, bits))
+
+
+def parse_publish(payload: bytes) -> tuple[str, str, bytes, bool, bool]:
+    """``basic.publish`` payload -> (exchange, routing_key, raw exchange+rk short strings,
+    mandatory, immediate). Raises ``IndexError``/``UnicodeDecodeError`` on malformed input."""
+    ex_len = payload[6]
+    ex_end = 7 + ex_len
+    rk_len = payload[ex_end]
+    rk_end = ex_end + 1 + rk_len
+    bits = payload[rk_end]
+    exchange = payload[7:ex_end].decode() if ex_len else ""
+    routing_key = payload[ex_end + 1 : rk_end].decode() if rk_len else ""
+    return exchange, routing_key, payload[6:rk_end], bool(bits & 1), bool(bits & 2)
+
+
+def parse_ack(payload: bytes) -> tuple[int, int]:
+    """``basic.ack``/``nack``/``reject`` payload -> (delivery_tag, bits)."""
+    _, _, tag, bits = _ack.unpack_from(payload)
+    return tag, bits
+
+
+def parse_header(payload: bytes) -> tuple[int, int]:
+    """Content header payload -> (class_id, body_size); properties stay raw."""
+    class_id, _weight, body_size = _header_prefix.unpack_from(payload)
+    return class_id, body_size
+
+
+def encode_header(body_size: int, properties: commands.Basic.Properties) -> bytes:
+    """Content header payload for re-encoded properties (dead-lettering, stream headers)."""
+    return _header_prefix.pack(60, 0, body_size) + properties.marshal()
+
+
+def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
+    """Lazily decode the properties of a content header payload."""
+    from pamqp.header import ContentHeader
+
+    content_header = ContentHeader()
+    content_header.unmarshal(header_payload)
+    return content_header.properties
+
+
+# Property flag bits (AMQP 0-9-1 basic class), checked without decoding the properties
+FLAG_HEADERS = 1 << 13
+FLAG_DELIVERY_MODE = 1 << 12
+FLAG_PRIORITY = 1 << 11
+FLAG_EXPIRATION = 1 << 8
+FLAG_USER_ID = 1 << 4
+
+
+def property_flags(header_payload: bytes) -> int:
+    return (header_payload[12] << 8) | header_payload[13] if len(header_payload) >= 14 else 0
+
+
+__all__ = [name for name in dir() if not name.startswith("_") and name not in {"annotations", "struct"}]

@@ -1,0 +1,102 @@
+"""What every queue type offers the broker, and what a queue needs from a consumer.
+
+A queue never touches a socket: it hands entries to ``Consumer.deliver`` and the channel
+behind the consumer encodes and writes them. A unit test can drive a queue with a fake
+consumer. Queue types compose their parts (a message store, a dispatcher); they do not
+inherit from each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from smartbroker.message import Message
+
+
+class QueueEntry:
+    """One message sitting in (or delivered from) one queue."""
+
+    __slots__ = ("message", "seq", "redelivered", "delivery_count", "enqueued_at", "expires_at")
+
+    def __init__(self, message: Message, seq: int, enqueued_at: float = 0.0) -> None:
+        self.message = message
+        self.seq = seq
+        self.redelivered = False
+        self.delivery_count = 0
+        self.enqueued_at = enqueued_at
+        self.expires_at: float | None = None
+
+    def __lt__(self, other: QueueEntry) -> bool:  # heap order: original position
+        return self.seq < other.seq
+
+
+class Consumer(Protocol):
+    tag: str
+    no_ack: bool
+    exclusive: bool
+    priority: int
+
+    def can_take(self) -> bool:
+        """Has credit (prefetch), and its connection is writable."""
+
+    def deliver(self, queue: Queue, entry: QueueEntry) -> None:
+        """Send the entry; for ``no_ack`` consumers the queue forgets it after this call."""
+
+    def cancelled_by_broker(self) -> None:
+        """The queue is gone: tell the client (``basic.cancel``) and forget the consumer."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a queue type accepts: its ``x-`` arguments and which operations work."""
+
+    arguments: frozenset[str]
+    supports_get: bool = True
+    supports_no_ack: bool = True
+    supports_exclusive: bool = True
+    equivalence_arguments: frozenset[str] = field(default_factory=frozenset)
+
+
+class Queue(Protocol):
+    capabilities: ClassVar[Capabilities]
+    name: str
+    vhost: str
+    durable: bool
+    exclusive_owner: object | None
+    auto_delete: bool
+    arguments: Mapping[str, Any]
+
+    def publish(self, message: Message) -> bool:
+        """Enqueue (and deliver, if a consumer has credit); False if the queue refused it."""
+
+    def dispatch(self) -> None:
+        """Deliver ready messages to consumers with credit."""
+
+    def get(self) -> QueueEntry | None: ...
+
+    def ack(self, entry: QueueEntry) -> None: ...
+
+    def requeue(self, entries: list[QueueEntry]) -> None: ...
+
+    def reject(self, entry: QueueEntry) -> None:
+        """Settle without requeue (dead-letters with reason ``rejected`` when configured)."""
+
+    def add_consumer(self, consumer: Consumer) -> None: ...
+
+    def remove_consumer(self, consumer: Consumer) -> None: ...
+
+    def purge(self) -> int: ...
+
+    def delete(self) -> int:
+        """Cancel consumers, drop messages; return how many were ready."""
+
+    @property
+    def message_count(self) -> int: ...
+
+    @property
+    def consumer_count(self) -> int: ...
+
+    @property
+    def unacked_count(self) -> int: ...

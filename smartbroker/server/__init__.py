@@ -1,0 +1,1 @@
+"""The asyncio side: listeners, the per-connection protocol adapter, write coalescing."""

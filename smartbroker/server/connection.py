@@ -1,0 +1,510 @@
+"""One client connection: frame loop, channel dispatch, output buffer, heartbeats.
+
+An ``asyncio.Protocol`` that stays thin on I/O: ``data_received`` splits frames and feeds
+them synchronously through handlers; output goes to a list that is written once per loop
+pass. Hot path: ``basic.publish`` + header + body frames are parsed with ``struct`` and
+routed without pamqp; pamqp decodes every other method. Every error becomes the AMQP reply
+RabbitMQ gives, and unexpected exceptions become 541 INTERNAL_ERROR, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+from pamqp.exceptions import UnmarshalingException
+
+from smartbroker.broker.channel import Channel
+from smartbroker.errors import (
+    AMQPError,
+    ChannelError,
+    ConnectionError,
+    access_refused,
+    channel_error,
+    frame_error,
+    not_allowed,
+    not_found,
+    not_implemented,
+    precondition_failed,
+    unexpected_frame,
+)
+from smartbroker.handlers import CHANNEL_HANDLERS
+from smartbroker.handlers import connection as connection_class
+from smartbroker.handlers.connection import State
+from smartbroker.message import Message
+from smartbroker.protocol import codec
+
+if TYPE_CHECKING:
+    from smartbroker.broker.core import Broker
+    from smartbroker.broker.vhost import VirtualHost
+
+log = logging.getLogger("smartbroker.connection")
+
+_frame_header = struct.Struct("!BHI")
+_method_index = struct.Struct("!I")
+_PRE_TUNE_FRAME_MAX = 131072
+CLOSE_TIMEOUT = 3.0
+
+
+class AMQPConnection(asyncio.Protocol):
+    def __init__(self, broker: Broker, flusher: Any) -> None:
+        self.broker = broker
+        self.flusher = flusher
+        self.state = State.AWAIT_HEADER
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.name = "?"
+        self.user: Any = None
+        self.vhost: VirtualHost = None  # type: ignore[assignment]
+        self.client_properties: dict[str, Any] = {}
+        self.frame_max = _PRE_TUNE_FRAME_MAX
+        self.channel_max = broker.config.channel_max
+        self.heartbeat = 0
+        self.channels: dict[int, Channel] = {}
+        self.exclusive_queues: set[Any] = set()
+        self.writable = True
+        self.connected_at = time.time()
+        self._buf = b""
+        self._out: list[bytes] = []
+        self._dirty = False
+        self._confirm_channels: set[Channel] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._received = True
+        self._sent = False
+        self._idle_ticks = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        sock = transport.get_extra_info("sockname") or ("?", 0)
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.name = f"{peer[0]}:{peer[1]} -> {sock[0]}:{sock[1]}"
+        self.broker.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(self.broker.config.handshake_timeout,
+                                            self._handshake_timeout))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = State.CLOSED
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.broker.connections.discard(self)
+        self._teardown()
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        for ch in list(self.channels.values()):
+            ch.redispatch_all()
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        self.bytes_in += len(data)
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        pos = 0
+        try:
+            if self.state is State.AWAIT_HEADER:
+                if len(data) < 8:
+                    self._buf = data
+                    return
+                if data[:8] != codec.PROTOCOL_HEADER:
+                    self._bad_header()
+                    return
+                pos = 8
+                self.state = State.AWAIT_START_OK
+                self.send_method(0, connection_class.start_method())
+            pos = self._frames(data, pos)
+        except AMQPError as err:
+            self._connection_error(err if isinstance(err, ConnectionError)
+                                   else ConnectionError(err.code, err.text, err.class_id, err.method_id))
+            pos = len(data)
+        except Exception:
+            log.exception("internal error on connection %s", self.name)
+            self._connection_error(ConnectionError(541, "internal error"))
+            pos = len(data)
+        if pos < len(data) and self.state is not State.CLOSED:
+            self._buf = data[pos:]
+        self.flush()
+
+    # -- frames --------------------------------------------------------------------------
+    def _frames(self, data: bytes, pos: int) -> int:
+        size_all = len(data)
+        limit = self.frame_max - codec.FRAME_OVERHEAD
+        unpack = _frame_header.unpack_from
+        while size_all - pos >= 8:
+            ftype, number, size = unpack(data, pos)
+            if size > limit:
+                raise frame_error(f"type {ftype}, first 16 octets = {data[pos:pos + 16]!r}: "
+                                  f"{{frame_too_large,{size},{limit}}}")
+            end = pos + 7 + size
+            if end >= size_all:
+                break
+            if data[end] != codec.FRAME_END:
+                raise frame_error(f"type {ftype}, all octets = <<>>: {{invalid_frame_end_marker,{data[end]}}}")
+            payload = data[pos + 7:end]
+            pos = end + 1
+            if self.state is State.CLOSED:
+                break
+            if number == 0:
+                self._frame_channel0(ftype, payload)
+            elif self.state is State.OPEN:
+                self._frame_channel(ftype, number, payload)
+            elif self.state is not State.CLOSING:
+                raise unexpected_frame(f"type {ftype} on channel {number} before connection.open")
+        return pos
+
+    def _frame_channel0(self, ftype: int, payload: bytes) -> None:
+        if ftype == codec.FRAME_HEARTBEAT:
+            return
+        if ftype != codec.FRAME_METHOD:
+            raise unexpected_frame(f"type {ftype} on channel 0")
+        method = self._decode(payload)
+        try:
+            connection_class.handle(self, method)
+        except AMQPError as err:
+            raise err.at(*_ids(payload)) from None
+
+    def _frame_channel(self, ftype: int, number: int, payload: bytes) -> None:
+        ch = self.channels.get(number)
+        if ftype == codec.FRAME_METHOD:
+            index = _method_index.unpack_from(payload)[0] if len(payload) >= 4 else -1
+            if ch is None:
+                self._open_channel(number, payload, index)
+                return
+            if ch.closing:
+                if index in (0x00140028, 0x00140029):  # channel.close / close-ok
+                    self._channel_method(ch, payload, index)
+                return
+            if ch.pending is not None:
+                raise unexpected_frame("expected content header for class 60, got non content "
+                                       "header frame instead").at(*_ids(payload))
+            self._channel_method(ch, payload, index)
+        elif ftype == codec.FRAME_HEADER:
+            if ch is None:
+                raise channel_error(f"unexpected content header on channel {number}")
+            if ch.closing:
+                return
+            self._content_header(ch, payload)
+        elif ftype == codec.FRAME_BODY:
+            if ch is None:
+                raise channel_error(f"unexpected content body on channel {number}")
+            if ch.closing:
+                return
+            self._content_body(ch, payload)
+        elif ftype == codec.FRAME_HEARTBEAT:
+            raise frame_error(f"heartbeat frame on non-zero channel {number}")
+        else:
+            raise frame_error(f"unknown frame type {ftype}")
+
+    def _open_channel(self, number: int, payload: bytes, index: int) -> None:
+        if index != 0x0014000A:  # channel.open
+            raise channel_error("expected 'channel.open'").at(*_ids(payload))
+        if number > self.channel_max:
+            raise not_allowed(f"number of channels opened ({number}) has reached the "
+                              f"negotiated channel_max ({self.channel_max})").at(20, 10)
+        self.channels[number] = Channel(self, number)
+        self.send_method(number, commands.Channel.OpenOk())
+
+    def _channel_method(self, ch: Channel, payload: bytes, index: int) -> None:
+        try:
+            if index == codec.BASIC_PUBLISH:
+                self._publish_method(ch, payload)
+                return
+            if index == codec.BASIC_ACK and len(payload) == 13:
+                tag, bits = codec.parse_ack(payload)
+                ch.ack(tag, bool(bits & 1))
+                return
+            method = self._decode(payload)
+            if index == 0x0014000A:
+                raise channel_error("second 'channel.open' seen")
+            handler = CHANNEL_HANDLERS.get(type(method))
+            if handler is None:
+                raise not_implemented(f"method {method.name} is not supported")
+            handler(self, ch, method)
+        except ChannelError as err:
+            self._channel_error(ch, err.at(*_ids(payload)))
+        except ConnectionError as err:
+            raise err.at(*_ids(payload)) from None
+
+    def _decode(self, payload: bytes) -> Any:
+        try:
+            return codec.decode_method(payload)
+        except (UnmarshalingException, ValueError, struct.error, UnicodeDecodeError, IndexError) as exc:
+            cls_id, meth_id = _ids(payload)
+            if "Unknown method index" in str(exc):
+                raise ConnectionError(540, f"unknown method (class {cls_id}, method {meth_id})",
+                                      cls_id, meth_id) from None
+            raise ConnectionError(502, "cannot decode method frame", cls_id, meth_id) from None
+
+    # -- content assembly (hot path) -----------------------------------------------------
+    def _publish_method(self, ch: Channel, payload: bytes) -> None:
+        try:
+            exchange, rk, ex_rk_ss, mandatory, immediate = codec.parse_publish(payload)
+        except (IndexError, UnicodeDecodeError):
+            raise ConnectionError(502, "cannot decode basic.publish", 60, 40) from None
+        if immediate:
+            raise not_implemented("immediate=true").at(60, 40)
+        ch.pending = (exchange, rk, ex_rk_ss, mandatory)
+
+    def _content_header(self, ch: Channel, payload: bytes) -> None:
+        if ch.pending is None or ch.pending_header is not None:
+            raise unexpected_frame("expected method frame, got content header").at(60, 40)
+        if len(payload) < 14:
+            raise frame_error("content header too short")
+        class_id, body_size = codec.parse_header(payload)
+        if class_id != 60:
+            raise unexpected_frame(f"expected content header for class 60, got one for class {class_id} instead").at(60, 40)
+        if body_size > self.broker.config.max_message_size:
+            ch.pending = None
+            self._channel_error(ch, precondition_failed(
+                f"message size {body_size} is larger than configured max size "
+                f"{self.broker.config.max_message_size}").at(60, 40))
+            return
+        if body_size == 0:
+            self._complete(ch, payload, b"")
+            return
+        ch.pending_header = payload
+        ch.pending_size = body_size
+        ch.pending_received = 0
+        ch.pending_body = []
+
+    def _content_body(self, ch: Channel, payload: bytes) -> None:
+        header = ch.pending_header
+        if header is None:
+            raise unexpected_frame("expected content header for class 60, got content body").at(60, 40)
+        received = ch.pending_received + len(payload)
+        if received > ch.pending_size:
+            raise frame_error(f"content body exceeds declared size {ch.pending_size}").at(60, 40)
+        if received == ch.pending_size:
+            body = b"".join((*ch.pending_body, payload)) if ch.pending_body else payload
+            ch.pending_header = None
+            ch.pending_body = []
+            self._complete(ch, header, body)
+        else:
+            ch.pending_body.append(payload)
+            ch.pending_received = received
+
+    def _complete(self, ch: Channel, header: bytes, body: bytes) -> None:
+        exchange, rk, ex_rk_ss, mandatory = ch.pending  # type: ignore[misc]
+        ch.pending = None
+        msg = Message(exchange, rk, ex_rk_ss, header, body, mandatory)
+        try:
+            self.check_publish(msg)
+            ch.publish(msg)
+        except ChannelError as err:
+            self._channel_error(ch, err.at(60, 40))
+
+    def check_publish(self, msg: Message) -> None:
+        ex = self.vhost.exchanges.get(msg.exchange)
+        if ex is None:
+            raise not_found(f"no exchange '{msg.exchange}' in vhost '{self.vhost.name}'")
+        if ex.internal:
+            raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
+                                 f"'{self.vhost.name}'")
+        if msg.flags & codec.FLAG_USER_ID:
+            user_id = msg.properties.user_id
+            if user_id != self.user.name:
+                raise precondition_failed(f"user_id property set to '{user_id}' but authenticated "
+                                          f"user was '{self.user.name}'")
+
+    def route_publish(self, ch: Channel, msg: Message) -> None:
+        """Route one complete message, deliver it, and settle its confirm (if any)."""
+        vhost = self.vhost
+        ex = vhost.exchanges.get(msg.exchange)
+        if ex is None:  # deleted between publish and tx.commit
+            queues: set = set()
+        elif ex.name == "":
+            q = vhost.queues.get(msg.routing_key)
+            queues = {q} if q is not None else set()
+        else:
+            queues = vhost.route(ex, msg, [msg.routing_key])
+        accepted = True
+        if queues:
+            for q in queues:
+                if not q.publish(msg):
+                    accepted = False
+        elif msg.mandatory:
+            self.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
+            self.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, self.frame_max))
+        if ch.confirm:
+            if accepted:
+                ch.confirm_ack(ch.publish_seq)
+            else:
+                ch.confirm_nack(ch.publish_seq)
+
+    # -- output --------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._dirty:
+            self._dirty = True
+            self.flusher.mark(self)
+
+    def write_many(self, parts: list[bytes]) -> None:
+        self._out.extend(parts)
+        if not self._dirty:
+            self._dirty = True
+            self.flusher.mark(self)
+
+    def send_method(self, channel: int, method: Any) -> None:
+        self.write(codec.method_frame(channel, method))
+
+    def confirms_pending(self, ch: Channel) -> None:
+        self._confirm_channels.add(ch)
+        if not self._dirty:
+            self._dirty = True
+            self.flusher.mark(self)
+
+    def flush(self) -> None:
+        if self._confirm_channels:
+            chans, self._confirm_channels = self._confirm_channels, set()
+            for ch in chans:
+                ch.flush_confirms()
+        self._dirty = False
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        data = b"".join(out)
+        self.bytes_out += len(data)
+        self._sent = True
+        transport.write(data)
+
+    def client_capability(self, name: str) -> bool:
+        caps = self.client_properties.get("capabilities") or {}
+        return bool(caps.get(name))
+
+    # -- channels ------------------------------------------------------------------------
+    def close_channel(self, ch: Channel, reply: bool) -> None:
+        """Client sent channel.close: release everything, answer close-ok."""
+        ch.teardown()
+        self.channels.pop(ch.number, None)
+        self._confirm_channels.discard(ch)
+        if reply:
+            self.send_method(ch.number, commands.Channel.CloseOk())
+
+    def forget_channel(self, ch: Channel) -> None:
+        if ch.closing:
+            self.channels.pop(ch.number, None)
+
+    def _channel_error(self, ch: Channel, err: AMQPError) -> None:
+        log.info("channel %d on %s closed: %s", ch.number, self.name, err.reply_text)
+        ch.flush_confirms()
+        ch.closing = True
+        ch.pending = None
+        ch.pending_header = None
+        ch.teardown()
+        self._confirm_channels.discard(ch)
+        self.send_method(ch.number, commands.Channel.Close(
+            reply_code=err.code, reply_text=err.reply_text, class_id=err.class_id,
+            method_id=err.method_id))
+
+    # -- connection lifecycle ------------------------------------------------------------
+    def _connection_error(self, err: ConnectionError) -> None:
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        log.warning("closing connection %s: %s (class %d, method %d)", self.name, err.reply_text,
+                    err.class_id, err.method_id)
+        if self.state in (State.AWAIT_HEADER,):
+            self.close_transport()
+            return
+        self._teardown()
+        self.send_method(0, commands.Connection.Close(
+            reply_code=err.code, reply_text=err.reply_text, class_id=err.class_id,
+            method_id=err.method_id))
+        self.state = State.CLOSING
+        self._buf = b""
+        self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
+
+    def refuse_login(self, mechanism: str, username: str) -> None:
+        log.warning("login refused for user '%s' on %s", username, self.name)
+        self.state = State.CLOSING
+        self.send_method(0, commands.Connection.Close(
+            reply_code=403,
+            reply_text=f"ACCESS_REFUSED - Login was refused using authentication mechanism "
+                       f"{mechanism}. For details see the broker logfile.",
+            class_id=0, method_id=0))
+        self.flush()
+        self.close_transport()
+
+    def server_close(self, code: int = 320, text: str = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'") -> None:
+        """Broker-initiated close (shutdown, management API)."""
+        if self.state is State.OPEN:
+            self._teardown()
+            self.send_method(0, commands.Connection.Close(reply_code=code, reply_text=text,
+                                                          class_id=0, method_id=0))
+            self.state = State.CLOSING
+            self.flush()
+            self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
+        else:
+            self.close_transport()
+
+    def close_transport(self) -> None:
+        self.flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _bad_header(self) -> None:
+        if self.transport is not None:
+            self.transport.write(codec.PROTOCOL_HEADER)
+        self.state = State.CLOSED
+        self.close_transport()
+
+    def _handshake_timeout(self) -> None:
+        if self.state not in (State.OPEN, State.CLOSING, State.CLOSED):
+            log.warning("handshake timeout on %s", self.name)
+            self.close_transport()
+
+    def _teardown(self) -> None:
+        channels, self.channels = self.channels, {}
+        for ch in channels.values():
+            ch.teardown()
+        self._confirm_channels.clear()
+        queues, self.exclusive_queues = self.exclusive_queues, set()
+        for q in queues:
+            self.vhost.drop_queue(q)
+
+    # -- heartbeats ----------------------------------------------------------------------
+    def start_heartbeat(self, interval: int) -> None:
+        self.heartbeat = interval
+        if interval > 0:
+            self._schedule_heartbeat()
+
+    def _schedule_heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers = [t for t in self._timers if not t.cancelled()]
+        self._timers.append(loop.call_later(self.heartbeat / 2, self._heartbeat_tick))
+
+    def _heartbeat_tick(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        if not self._sent:
+            self.write(codec.HEARTBEAT_FRAME)
+        self._sent = False
+        self._idle_ticks = 0 if self._received else self._idle_ticks + 1
+        self._received = False
+        if self._idle_ticks >= 4:  # two full heartbeat intervals without a byte
+            log.warning("missed heartbeats from client %s, timeout: %ds", self.name, self.heartbeat)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._schedule_heartbeat()
+
+
+def _ids(payload: bytes) -> tuple[int, int]:
+    if len(payload) >= 4:
+        return struct.unpack_from("!HH", payload)
+    return 0, 0
