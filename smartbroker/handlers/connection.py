@@ -69,7 +69,8 @@ def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] 
         login, password = table.get("LOGIN"), table.get("PASSWORD")
         if login is None or password is None:
             return None
-        as_text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
+        def as_text(v):
+            return (v.decode() if isinstance(v, bytes) else str(v))
         return as_text(login), as_text(password)
     return None
 

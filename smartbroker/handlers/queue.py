@@ -9,9 +9,8 @@ def declare(conn, ch, m: commands.Queue.Declare) -> None:
     q, created = conn.vhost.declare_queue(
         m.queue, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
         auto_delete=m.auto_delete, arguments=m.arguments or {}, owner=conn)
-    if created:
-        if q.exclusive_owner is conn:
-            conn.exclusive_queues.add(q)
+    if created and q.exclusive_owner is conn:
+        conn.exclusive_queues.add(q)
     q.touch()
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.DeclareOk(
