@@ -85,14 +85,17 @@ def connection_error(code: int) -> Iterator[list[pika.exceptions.ConnectionClose
 
 
 def queue_exists(url: str, name: str) -> bool:
-    """Passive-declare ``name`` on a fresh connection: True if it exists."""
+    """Passive-declare ``name`` on a fresh connection: True if it exists.
+
+    Another connection's exclusive queue answers 405 RESOURCE_LOCKED, which also means it exists.
+    """
     with connect(url) as c:
         chan = c.channel()
         try:
             chan.queue_declare(name, passive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            assert exc.reply_code == 404, exc
-            return False
+            assert exc.reply_code in (404, 405), exc
+            return exc.reply_code == 405
         return True
 
 
@@ -128,3 +131,16 @@ def run(coro_fn: Callable[..., Awaitable[T]], *args: Any, timeout: float = 20.0)
         return await asyncio.wait_for(coro_fn(*args), timeout)
 
     return asyncio.run(main())
+
+
+def eventually(cond: Callable[[], bool], timeout: float = TIMEOUT, interval: float = 0.02) -> None:
+    """Poll ``cond`` (which does its own broker round trips) until true or fail at the deadline.
+
+    Used for effects RabbitMQ applies asynchronously, e.g. deleting exclusive queues
+    after their connection has gone.
+    """
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before timeout")
+        time.sleep(interval)
