@@ -44,6 +44,7 @@ class Channel:
         self.consumer_prefetch = 0  # basic.qos global=false: applies to new consumers
         self.global_prefetch = 0  # basic.qos global=true: shared by the channel's consumers
         self.flow_active = True
+        self.last_queue: str | None = None  # for empty queue names (AMQP 0-9-1)
         self.closing = False  # we sent channel.close and await close-ok
         self.confirm = False
         self.publish_seq = 0
@@ -104,8 +105,8 @@ class Channel:
         if self.conn.client_capability("consumer_cancel_notify") and not self.closing:
             from pamqp import commands
 
-            self.conn.send_method(self.number, commands.Basic.Cancel(consumer_tag=consumer.tag,
-                                                                     nowait=True))
+            self.conn.send_method(self.number, codec.build(
+                commands.Basic.Cancel, consumer_tag=consumer.tag, nowait=True))
 
     # -- settlement ----------------------------------------------------------------------
     def _take(self, tag: int, multiple: bool) -> list[Unacked]:

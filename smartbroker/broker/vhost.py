@@ -229,11 +229,13 @@ class VirtualHost:
         if source.add_binding(binding):
             destination_bindings(destination).add(binding)
 
-    def unbind(self, source_name: str, destination: Queue | Exchange, routing_key: str,
+    def unbind(self, source_name: str, destination: Queue | Exchange | None, routing_key: str,
                arguments: Mapping[str, Any]) -> None:
         if source_name == "":
             raise access_refused("operation not permitted on the default exchange")
-        source = self.exchange(source_name)
+        source = self.exchanges.get(source_name)
+        if source is None or destination is None:
+            return  # RabbitMQ: unbinding something that does not exist succeeds
         binding = source.bindings.get(Binding(source, destination, routing_key, dict(arguments)).key)
         if binding is not None:
             self._remove_binding(binding)

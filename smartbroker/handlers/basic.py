@@ -11,6 +11,8 @@ from pamqp import commands
 from smartbroker.broker.consumer import ChannelConsumer
 from smartbroker.broker.vhost import generated_name
 from smartbroker.errors import access_refused, not_allowed, not_implemented
+from smartbroker.handlers.queue import queue_name
+from smartbroker.protocol import codec
 
 
 def qos(conn, ch, m: commands.Basic.Qos) -> None:
@@ -25,7 +27,7 @@ def qos(conn, ch, m: commands.Basic.Qos) -> None:
 
 
 def consume(conn, ch, m: commands.Basic.Consume) -> None:
-    q = conn.vhost.queue(m.queue, conn)
+    q = conn.vhost.queue(queue_name(ch, m.queue), conn)
     tag = m.consumer_tag or generated_name("amq.ctag-")
     if tag in ch.consumers:
         raise not_allowed(f"attempt to reuse consumer tag '{tag}'")
@@ -38,18 +40,18 @@ def consume(conn, ch, m: commands.Basic.Consume) -> None:
                                priority=priority if isinstance(priority, int) else 0,
                                arguments=dict(args))
     if not m.nowait:
-        conn.send_method(ch.number, commands.Basic.ConsumeOk(consumer_tag=tag))
+        conn.send_method(ch.number, codec.build(commands.Basic.ConsumeOk, consumer_tag=tag))
     ch.add_consumer(consumer)
 
 
 def cancel(conn, ch, m: commands.Basic.Cancel) -> None:
     ch.cancel_consumer(m.consumer_tag)
     if not m.nowait:
-        conn.send_method(ch.number, commands.Basic.CancelOk(consumer_tag=m.consumer_tag))
+        conn.send_method(ch.number, codec.build(commands.Basic.CancelOk, consumer_tag=m.consumer_tag))
 
 
 def get(conn, ch, m: commands.Basic.Get) -> None:
-    q = conn.vhost.queue(m.queue, conn)
+    q = conn.vhost.queue(queue_name(ch, m.queue), conn)
     entry = q.get()
     if entry is None:
         conn.send_method(ch.number, commands.Basic.GetEmpty())

@@ -34,7 +34,10 @@ def bind(conn, ch, m: commands.Exchange.Bind) -> None:
 
 
 def unbind(conn, ch, m: commands.Exchange.Unbind) -> None:
-    conn.vhost.unbind(m.source, _destination(conn, m.destination), m.routing_key, m.arguments or {})
+    if m.destination == "" or m.source == "":
+        raise access_refused("operation not permitted on the default exchange")
+    destination = conn.vhost.exchanges.get(m.destination)
+    conn.vhost.unbind(m.source, destination, m.routing_key, m.arguments or {})
     if not m.nowait:
         conn.send_method(ch.number, commands.Exchange.UnbindOk())
 

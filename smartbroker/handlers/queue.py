@@ -4,40 +4,55 @@ from __future__ import annotations
 
 from pamqp import commands
 
+from smartbroker.errors import not_found
+from smartbroker.protocol import codec
+
+
+def queue_name(ch, name: str) -> str:
+    """An empty queue name means the channel's last declared queue (AMQP 0-9-1)."""
+    if name:
+        return name
+    if ch.last_queue is None:
+        raise not_found("no previously declared queue")
+    return ch.last_queue
+
 
 def declare(conn, ch, m: commands.Queue.Declare) -> None:
     q, created = conn.vhost.declare_queue(
-        m.queue, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
+        m.queue if not m.passive else queue_name(ch, m.queue), passive=m.passive, durable=m.durable, exclusive=m.exclusive,
         auto_delete=m.auto_delete, arguments=m.arguments or {}, owner=conn)
     if created and q.exclusive_owner is conn:
         conn.exclusive_queues.add(q)
     q.touch()
+    ch.last_queue = q.name
     if not m.nowait:
-        conn.send_method(ch.number, commands.Queue.DeclareOk(
+        conn.send_method(ch.number, codec.build(commands.Queue.DeclareOk,
             queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count))
 
 
 def bind(conn, ch, m: commands.Queue.Bind) -> None:
-    q = conn.vhost.queue(m.queue, conn)
+    q = conn.vhost.queue(queue_name(ch, m.queue), conn)
     conn.vhost.bind(m.exchange, q, m.routing_key, m.arguments or {})
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.BindOk())
 
 
 def unbind(conn, ch, m: commands.Queue.Unbind) -> None:
-    q = conn.vhost.queue(m.queue, conn)
+    q = conn.vhost.queues.get(queue_name(ch, m.queue))
+    if q is not None:
+        conn.vhost.check_exclusive(q, conn)
     conn.vhost.unbind(m.exchange, q, m.routing_key, m.arguments or {})
     conn.send_method(ch.number, commands.Queue.UnbindOk())
 
 
 def purge(conn, ch, m: commands.Queue.Purge) -> None:
-    count = conn.vhost.purge_queue(m.queue, conn)
+    count = conn.vhost.purge_queue(queue_name(ch, m.queue), conn)
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.PurgeOk(message_count=count))
 
 
 def delete(conn, ch, m: commands.Queue.Delete) -> None:
-    count = conn.vhost.delete_queue(m.queue, if_unused=m.if_unused, if_empty=m.if_empty, owner=conn)
+    count = conn.vhost.delete_queue(queue_name(ch, m.queue), if_unused=m.if_unused, if_empty=m.if_empty, owner=conn)
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.DeleteOk(message_count=count))
 

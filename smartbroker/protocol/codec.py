@@ -8,9 +8,10 @@ function here against pamqp with hypothesis.
 
 from __future__ import annotations
 
+import inspect
 import struct
 
-from pamqp import commands
+from pamqp import commands, encode
 from pamqp import frame as pamqp_frame
 from pamqp.base import Frame as PamqpMethod
 
@@ -57,8 +58,49 @@ def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
 
 
 def method_frame(channel: int, method: PamqpMethod) -> bytes:
-    """Slow path: any pamqp method object to one frame."""
-    return pamqp_frame.marshal(method, channel)
+    """Slow path: any pamqp method object to one frame, without pamqp's client-side name
+    validation (RabbitMQ accepts any UTF-8 queue/exchange name up to 255 bytes)."""
+    return frame(FRAME_METHOD, channel, _ulong.pack(method.index) + _marshal_fields(method))
+
+
+def _marshal_fields(method: PamqpMethod) -> bytes:
+    out: list[bytes] = []
+    bits = -1
+    for name in method.__slots__:
+        kind = method.amqp_type(name)
+        value = getattr(method, name, 0)
+        if kind == "bit":
+            if bits < 0:
+                bits, offset = 0, 0
+            bits |= (1 << offset) if value else 0
+            offset += 1
+            if offset == 8:
+                out.append(bytes((bits,)))
+                bits = -1
+            continue
+        if bits >= 0:
+            out.append(bytes((bits,)))
+            bits = -1
+        out.append(encode.by_type(value, kind))
+    if bits >= 0:
+        out.append(bytes((bits,)))
+    return b"".join(out)
+
+
+def build(cls: type[PamqpMethod], **fields: object) -> PamqpMethod:
+    """Make a pamqp method object for sending, skipping its client-side validation."""
+    defaults = _defaults.get(cls)
+    if defaults is None:
+        sig = inspect.signature(cls.__init__)
+        defaults = {k: p.default for k, p in sig.parameters.items() if k != "self"}
+        _defaults[cls] = defaults
+    method = cls.__new__(cls)
+    for name in cls.__slots__:
+        setattr(method, name, fields.get(name, defaults.get(name)))
+    return method
+
+
+_defaults: dict[type, dict[str, object]] = {}
 
 
 def decode_method(payload: bytes) -> PamqpMethod:

@@ -168,8 +168,13 @@ class AMQPConnection(asyncio.Protocol):
     def _frame_channel0(self, ftype: int, payload: bytes) -> None:
         if ftype == codec.FRAME_HEARTBEAT:
             return
+        if ftype not in (codec.FRAME_METHOD, codec.FRAME_HEADER, codec.FRAME_BODY):
+            raise frame_error(f"unknown frame type {ftype}")
         if ftype != codec.FRAME_METHOD:
-            raise unexpected_frame(f"type {ftype} on channel 0")
+            raise unexpected_frame(f"content frame of type {ftype} on channel 0")
+        if len(payload) >= 2 and payload[1] != 10:  # only class connection lives on channel 0
+            raise channel_error(f"expected channel 0 methods of class connection, got class "
+                                f"{payload[1]}").at(*_ids(payload))
         method = self._decode(payload)
         try:
             connection_class.handle(self, method)
@@ -204,7 +209,7 @@ class AMQPConnection(asyncio.Protocol):
                 return
             self._content_body(ch, payload)
         elif ftype == codec.FRAME_HEARTBEAT:
-            raise frame_error(f"heartbeat frame on non-zero channel {number}")
+            raise unexpected_frame(f"heartbeat frame on non-zero channel {number}")
         else:
             raise frame_error(f"unknown frame type {ftype}")
 
@@ -260,7 +265,7 @@ class AMQPConnection(asyncio.Protocol):
 
     def _content_header(self, ch: Channel, payload: bytes) -> None:
         if ch.pending is None or ch.pending_header is not None:
-            raise unexpected_frame("expected method frame, got content header").at(60, 40)
+            raise unexpected_frame("expected method frame, got content header")
         if len(payload) < 14:
             raise frame_error("content header too short")
         class_id, body_size = codec.parse_header(payload)
@@ -283,7 +288,7 @@ class AMQPConnection(asyncio.Protocol):
     def _content_body(self, ch: Channel, payload: bytes) -> None:
         header = ch.pending_header
         if header is None:
-            raise unexpected_frame("expected content header for class 60, got content body").at(60, 40)
+            raise unexpected_frame("expected content header for class 60, got content body")
         received = ch.pending_received + len(payload)
         if received > ch.pending_size:
             raise frame_error(f"content body exceeds declared size {ch.pending_size}").at(60, 40)
