@@ -292,3 +292,14 @@ def test_aio_pika_queue_declare_and_errors(broker_url: str, qname: str) -> None:
             await channel.queue_delete(qname + ".d")
 
     run(body)
+
+
+def test_redeclare_server_named_queue_by_name_403(conn: pika.BlockingConnection) -> None:
+    """Even the owner cannot non-passively redeclare an amq.gen-* queue by name: 403
+    ACCESS_REFUSED (the amq. prefix check runs before the existing-queue lookup); passive works."""
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    assert ch.queue_declare(q, passive=True).method.queue == q
+    with channel_error(403):
+        ch.queue_declare(q, exclusive=True)
+    assert conn.channel().queue_declare(q, passive=True).method.queue == q
