@@ -496,10 +496,9 @@ def test_delivery_tags_increase_per_channel(conn: pika.BlockingConnection) -> No
     ch.basic_consume(q, got)
     wait_until(conn, lambda: len(got.items) == 1)
     assert tags + [got.items[0][0].delivery_tag] == [1, 2, 3]
+    ch.basic_cancel(got.items[0][0].consumer_tag)
     ch2 = conn.channel()
     ch2.basic_publish("", q, b"x")
-    ch.basic_cancel(got.items[0][0].consumer_tag)
-    ch.basic_ack(3, multiple=True)
     assert ch2.basic_get(q)[0].delivery_tag == 1
 
 
@@ -510,12 +509,16 @@ def _get_n(ch: BlockingChannel, q: str, n: int) -> list[Any]:
     return [ch.basic_get(q, auto_ack=False)[0] for _ in range(n)]
 
 
-def test_ack_removes_message(cch: BlockingChannel) -> None:
-    q = cch.queue_declare("", exclusive=True).method.queue
-    publish_confirmed(cch, q, [b"1"])
-    (m,) = _get_n(cch, q, 1)
-    cch.basic_ack(m.delivery_tag)
-    cch.close()
+def test_ack_removes_message(conn: pika.BlockingConnection) -> None:
+    """An acked message is gone for good: closing the channel does not requeue it."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    publish_confirmed(ch, q, [b"1", b"2"])
+    m1, _ = _get_n(ch, q, 2)
+    ch.basic_ack(m1.delivery_tag)
+    ch.close()
+    assert drain(conn.channel(), q) == [b"2"]
 
 
 def test_ack_multiple(conn: pika.BlockingConnection) -> None:

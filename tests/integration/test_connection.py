@@ -10,7 +10,7 @@ import pytest
 from pamqp import commands, heartbeat
 
 from .helpers import Broker, connect, pika_params, run
-from .rawamqp import PROTOCOL_HEADER, RawAMQP
+from .rawamqp import PROTOCOL_HEADER, Closed, RawAMQP
 
 CAPABILITIES = [
     "publisher_confirms",
@@ -155,3 +155,17 @@ def test_connection_close_by_client_closes_channels(broker_url: str) -> None:
     chan = c.channel()
     c.close()
     assert c.is_closed and chan.is_closed
+
+
+def test_silent_client_disconnected_after_missed_heartbeats(broker: Broker) -> None:
+    """heartbeat=1 negotiated and the client never sends anything: the broker drops the
+    TCP connection (RabbitMQ: after ~2 missed intervals, without a connection.close)."""
+    with RawAMQP(broker.host, broker.port) as raw:
+        raw.handshake(heartbeat=1)
+        frames = []
+        try:
+            while True:
+                frames.append(raw.read_frame(timeout=8)[1])
+        except Closed:
+            pass
+        assert frames and all(isinstance(f, heartbeat.Heartbeat) for f in frames)

@@ -8,7 +8,6 @@ tests assert on the connection.close frame rather than waiting for the hang-up.
 
 from __future__ import annotations
 
-import pika
 import pytest
 from pamqp import body, commands, frame
 
@@ -240,9 +239,3 @@ def test_client_close_handshake(raw: RawAMQP) -> None:
     raw.handshake()
     raw.send_frame(commands.Connection.Close(reply_code=200, reply_text="Normal shutdown", class_id=0, method_id=0))
     raw.expect(commands.Connection.CloseOk)
-
-
-def test_pika_still_connects(broker: BrokerInfo) -> None:
-    """Sanity: the ordinary-client check used by every test in this file."""
-    assert_broker_usable(broker)
-    assert isinstance(pika.__version__, str)
