@@ -77,3 +77,28 @@ class Message:
         ex = self.exchange if exchange is None else exchange
         rk = self.routing_key if routing_key is None else routing_key
         return Message.build(ex, rk, self.body, properties)
+
+
+def has_sender_routing(header_payload: bytes) -> bool:
+    """Cheap pre-check for CC/BCC headers (short-string key followed by an array tag)."""
+    return b"\x02CCA" in header_payload or b"\x03BCCA" in header_payload
+
+
+def with_sender_routing(message: Message) -> tuple[Message, list[str]]:
+    """RabbitMQ's sender-selected distribution: route to routing key + CC + BCC, and strip
+    BCC from what consumers see."""
+    import copy
+
+    headers = message.properties.headers or {}
+    keys = [message.routing_key]
+    for name in ("CC", "BCC"):
+        values = headers.get(name)
+        if isinstance(values, list):
+            keys += [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    if "BCC" in headers:
+        props = copy.copy(message.properties)
+        props.headers = {k: v for k, v in headers.items() if k != "BCC"}
+        stripped = message.with_properties(props)
+        stripped.mandatory = message.mandatory
+        message = stripped
+    return message, keys

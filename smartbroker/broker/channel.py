@@ -66,7 +66,7 @@ class Channel:
     def deliver(self, consumer: ChannelConsumer, queue: Queue, entry: QueueEntry) -> None:
         self.delivery_tag += 1
         tag = self.delivery_tag
-        msg = entry.message
+        msg = entry.message if entry.delivery_count == 1 else queue.delivery_message(entry)
         if not consumer.no_ack:
             self.unacked[tag] = Unacked(tag, entry, queue, consumer)
             consumer.unacked += 1
@@ -83,7 +83,7 @@ class Channel:
             self.unacked[tag] = Unacked(tag, entry, queue, None)
             self.unacked_total += 1
             queue.track_unacked()
-        msg = entry.message
+        msg = entry.message if entry.delivery_count == 1 else queue.delivery_message(entry)
         conn = self.conn
         conn.write(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_rk_ss,
                                       queue.message_count))

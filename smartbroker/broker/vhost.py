@@ -7,12 +7,14 @@ to an exchange's alternate exchange when that exchange routes nowhere.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from smartbroker.broker.exchange import Binding, Exchange
+from smartbroker.dlq.deadletter import dead_letter
 from smartbroker.errors import (
     ChannelError,
     access_refused,
@@ -158,8 +160,7 @@ class VirtualHost:
 
         validate_queue_arguments(name, self.name, arguments)
         q = Queue(name, self.name, durable=durable, auto_delete=auto_delete,
-                  exclusive_owner=owner if exclusive else None, arguments=arguments,
-                  on_unused=self._queue_unused)
+                  exclusive_owner=owner if exclusive else None, arguments=arguments, host=self)
         self.queues[name] = q
         self.exchanges[""].router.bind(q, name, {})
         return q, True
@@ -212,8 +213,24 @@ class VirtualHost:
             hook(q)
         return count
 
-    def _queue_unused(self, q: Queue) -> None:
+    # -- what queues need from their host (QueueHost) ------------------------------------
+    def queue_unused(self, q: Queue) -> None:
+        """Auto-delete (last consumer gone) or x-expires (unused for too long)."""
         self.drop_queue(q)
+
+    def dead_letter(self, q: Queue, message: Message, reason: str) -> None:
+        settings = q.settings
+        if settings.dead_letter_exchange is None:
+            return
+        dead_letter(self, message, q.name, reason, settings.dead_letter_exchange,
+                    settings.dead_letter_routing_key)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests): timers are driven by hand
+            return None
+        return loop.call_later(delay, callback)
 
     def purge_queue(self, name: str, owner: object | None = None) -> int:
         return self.queue(name, owner).purge()

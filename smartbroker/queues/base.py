@@ -18,15 +18,17 @@ from smartbroker.message import Message
 class QueueEntry:
     """One message sitting in (or delivered from) one queue."""
 
-    __slots__ = ("message", "seq", "redelivered", "delivery_count", "enqueued_at", "expires_at")
+    __slots__ = ("message", "seq", "redelivered", "delivery_count", "expires_at", "ready",
+                 "store_id")
 
-    def __init__(self, message: Message, seq: int, enqueued_at: float = 0.0) -> None:
+    def __init__(self, message: Message, seq: int, expires_at: float | None = None) -> None:
         self.message = message
         self.seq = seq
         self.redelivered = False
         self.delivery_count = 0
-        self.enqueued_at = enqueued_at
-        self.expires_at: float | None = None
+        self.expires_at = expires_at  # monotonic seconds, None = never
+        self.ready = False  # in the ready list (not delivered, not removed)
+        self.store_id: int | None = None  # position in the durable store, if persisted
 
     def __lt__(self, other: QueueEntry) -> bool:  # heap order: original position
         return self.seq < other.seq
@@ -75,6 +77,9 @@ class Queue(Protocol):
         """Deliver ready messages to consumers with credit."""
 
     def get(self) -> QueueEntry | None: ...
+
+    def delivery_message(self, entry: QueueEntry) -> Message:
+        """The message to send for a redelivery (may add headers such as x-delivery-count)."""
 
     def ack(self, entry: QueueEntry) -> None: ...
 

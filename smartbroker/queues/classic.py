@@ -1,19 +1,25 @@
-"""Classic queue: RabbitMQ semantics, in memory (durability arrives with the store).
+"""Classic queue: RabbitMQ semantics for ordering, settlement and message lifecycle.
 
-Delivery: round-robin over consumers with credit; an exclusive consumer locks the queue.
-Settlement: ack forgets, requeue puts the entry back at its original position with
-``redelivered`` set, reject drops it.
+Delivery: consumers are kept sorted by ``x-priority`` (stable by arrival); the highest
+priority consumers with credit get messages round-robin, lower ones only when those are
+blocked; with single-active-consumer only the first consumer receives. Settlement: ack
+forgets, requeue restores the original position with ``redelivered`` set, reject drops or
+dead-letters. Lifecycle: TTL (queue and per-message; expired messages leave even when no
+consumer reads, by a timer on the earliest expiry), length limits with the three overflow
+modes, delivery limit, ``x-expires`` for unused queues.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from smartbroker.message import Message
 from smartbroker.queues.base import Capabilities, Consumer, QueueEntry
-from smartbroker.queues.ready import ReadyList
+from smartbroker.queues.ready import PriorityReady, ReadyList
+from smartbroker.queues.settings import QueueSettings
 
 CLASSIC_ARGUMENTS = frozenset({
     "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
@@ -29,6 +35,37 @@ EQUIVALENCE_ARGUMENTS = frozenset({
 })
 
 
+class QueueHost(Protocol):
+    """What a queue needs from its virtual host."""
+
+    def dead_letter(self, queue: ClassicQueue, message: Message, reason: str) -> None: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any: ...
+
+    def queue_unused(self, queue: ClassicQueue) -> None: ...
+
+
+class _NoHost:
+    def dead_letter(self, queue: ClassicQueue, message: Message, reason: str) -> None:
+        return None
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+        return None
+
+    def queue_unused(self, queue: ClassicQueue) -> None:
+        return None
+
+
+def message_ttl_ms(message: Message) -> int | None:
+    expiration = message.expiration
+    if expiration is None:
+        return None
+    try:
+        return max(int(expiration), 0)
+    except ValueError:
+        return None
+
+
 class ClassicQueue:
     capabilities: ClassVar[Capabilities] = Capabilities(
         arguments=CLASSIC_ARGUMENTS, equivalence_arguments=EQUIVALENCE_ARGUMENTS)
@@ -36,29 +73,43 @@ class ClassicQueue:
 
     def __init__(self, name: str, vhost: str, *, durable: bool = False, auto_delete: bool = False,
                  exclusive_owner: object | None = None, arguments: Mapping[str, Any] | None = None,
-                 on_unused: Callable[[ClassicQueue], None] | None = None) -> None:
+                 on_unused: Callable[[ClassicQueue], None] | None = None,
+                 host: QueueHost | None = None, policy: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.vhost = vhost
         self.durable = durable
         self.auto_delete = auto_delete
         self.exclusive_owner = exclusive_owner
         self.arguments: dict[str, Any] = dict(arguments or {})
-        self.ready = ReadyList()
+        self.host: QueueHost = host or _NoHost()
+        self._on_unused = on_unused
+        self.policy_name: str | None = None
+        self.settings = QueueSettings.resolve(self.arguments, policy)
+        self.ready: ReadyList | PriorityReady = (
+            PriorityReady(self.settings.max_priority) if self.settings.max_priority else ReadyList())
         self.consumers: list[Consumer] = []
         self.bindings: set[Any] = set()  # maintained by the vhost, for cleanup on delete
         self._rr = 0
         self._seq = 0
         self._unacked = 0
         self._had_consumer = False
-        self._on_unused = on_unused
+        self._expiry_heap: list[tuple[float, int, QueueEntry]] = []
+        self._expiry_timer: Any = None
+        self._expiry_due: float | None = None
+        self._unused_timer: Any = None
         self.deleted = False
         self.last_used = time.monotonic()
-        self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0}
+        self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
+        self._schedule_unused_check()
 
-    # -- counts --------------------------------------------------------------------------
+    # -- counts ----------------------------------------------------------------------------
     @property
     def message_count(self) -> int:
-        return len(self.ready)
+        return self.ready.count
+
+    @property
+    def message_bytes(self) -> int:
+        return self.ready.bytes
 
     @property
     def consumer_count(self) -> int:
@@ -70,34 +121,118 @@ class ClassicQueue:
 
     @property
     def exclusive_consumer(self) -> bool:
-        return bool(self.consumers) and self.consumers[0].exclusive
+        return any(c.exclusive for c in self.consumers)
+
+    def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
+        self.policy_name = name
+        self.settings = QueueSettings.resolve(self.arguments, definition)
+        self._schedule_unused_check()
+        self._enforce_limits()
 
     def touch(self) -> None:
         """Declared, consumed or polled: the queue counts as used (``x-expires``)."""
         self.last_used = time.monotonic()
 
-    # -- publish and deliver ---------------------------------------------------------------
+    # -- publish ---------------------------------------------------------------------------
     def publish(self, message: Message) -> bool:
+        """Enqueue; False when refused by ``reject-publish`` overflow (the publisher is nacked)."""
+        settings = self.settings
+        if settings.has_limits and settings.overflow != "drop-head" and self._would_overflow(message):
+            if settings.overflow == "reject-publish-dlx":
+                self._dead_letter(message, "maxlen")
+            return False
         self._seq += 1
         self.stats["publish"] += 1
-        self.ready.push(QueueEntry(message, self._seq))
+        entry = QueueEntry(message, self._seq)
+        ttl = settings.message_ttl
+        if message.flags & 0x0100:  # expiration property present
+            per_message = message_ttl_ms(message)
+            if per_message is not None:
+                ttl = per_message if ttl is None else min(ttl, per_message)
+        if ttl is not None:
+            if ttl == 0:  # deliverable right now, or expired at once
+                return self._publish_ttl_zero(entry)
+            entry.expires_at = time.monotonic() + ttl / 1000.0
+            self._track_expiry(entry)
+        self.ready.push(entry)
         if self.consumers:
             self.dispatch()
+        if settings.has_limits:
+            self._enforce_limits()
         return True
 
-    def dispatch(self) -> None:
-        consumers = self.consumers
+    def _publish_ttl_zero(self, entry: QueueEntry) -> bool:
+        consumer = self._pick_consumer()
+        if consumer is None:
+            self._dead_letter(entry.message, "expired")
+        else:
+            self._hand_over(consumer, entry)
+        return True
+
+    def _would_overflow(self, message: Message) -> bool:
+        settings = self.settings
+        if self._pick_consumer(peek=True) is not None and not self.ready:
+            return False
+        if settings.max_length is not None and self.ready.count >= settings.max_length:
+            return True
+        return (settings.max_length_bytes is not None
+                and self.ready.bytes + len(message.body) > settings.max_length_bytes)
+
+    def _enforce_limits(self) -> None:
+        settings = self.settings
         ready = self.ready
-        while ready and consumers:
+        while ready.count and (
+                (settings.max_length is not None and ready.count > settings.max_length)
+                or (settings.max_length_bytes is not None and ready.bytes > settings.max_length_bytes)):
+            entry = ready.pop_oldest()
+            self._dead_letter(entry.message, "maxlen")
+
+    # -- deliver ---------------------------------------------------------------------------
+    def _pick_consumer(self, peek: bool = False) -> Consumer | None:
+        consumers = self.consumers
+        if not consumers:
+            return None
+        if self.settings.single_active_consumer:
+            first = consumers[0]
+            return first if first.can_take() else None
+        top = consumers[0].priority
+        if consumers[-1].priority == top:  # common case: one priority level
             n = len(consumers)
             for _ in range(n):
                 consumer = consumers[self._rr % n]
-                self._rr += 1
+                if not peek:
+                    self._rr += 1
                 if consumer.can_take():
-                    break
-            else:
+                    return consumer
+            return None
+        start = 0
+        while start < len(consumers):  # per priority level, highest first
+            level = consumers[start].priority
+            end = start
+            while end < len(consumers) and consumers[end].priority == level:
+                end += 1
+            group = consumers[start:end]
+            for _ in range(len(group)):
+                consumer = group[self._rr % len(group)]
+                if not peek:
+                    self._rr += 1
+                if consumer.can_take():
+                    return consumer
+            start = end
+        return None
+
+    def dispatch(self) -> None:
+        ready = self.ready
+        check_expiry = self._expiry_heap
+        while ready.count:
+            consumer = self._pick_consumer()
+            if consumer is None:
                 return
-            self._hand_over(consumer, ready.pop())
+            entry = ready.pop()
+            if check_expiry and entry.expires_at is not None and entry.expires_at <= time.monotonic():
+                self._dead_letter(entry.message, "expired")
+                continue
+            self._hand_over(consumer, entry)
 
     def _hand_over(self, consumer: Consumer, entry: QueueEntry) -> None:
         entry.delivery_count += 1
@@ -106,14 +241,29 @@ class ClassicQueue:
             self._unacked += 1
         consumer.deliver(self, entry)
 
+    def delivery_message(self, entry: QueueEntry) -> Message:
+        """The message as delivered: with ``x-delivery-count`` on redeliveries when the
+        queue has a delivery limit (as quorum queues do)."""
+        if self.settings.delivery_limit is None or entry.delivery_count <= 1:
+            return entry.message
+        import copy
+
+        props = copy.copy(entry.message.properties)
+        props.headers = {**(props.headers or {}), "x-delivery-count": entry.delivery_count - 1}
+        return entry.message.with_properties(props)
+
     def get(self) -> QueueEntry | None:
         self.last_used = time.monotonic()
-        if not self.ready:
-            return None
-        entry = self.ready.pop()
-        entry.delivery_count += 1
-        self.stats["deliver"] += 1
-        return entry
+        ready = self.ready
+        while ready.count:
+            entry = ready.pop()
+            if entry.expires_at is not None and entry.expires_at <= time.monotonic():
+                self._dead_letter(entry.message, "expired")
+                continue
+            entry.delivery_count += 1
+            self.stats["deliver"] += 1
+            return entry
+        return None
 
     def track_unacked(self) -> None:
         """A ``basic.get`` without no_ack leaves the entry unacked on the channel."""
@@ -126,23 +276,75 @@ class ClassicQueue:
 
     def reject(self, entry: QueueEntry) -> None:
         self._unacked -= 1
+        if not self.deleted:
+            self._dead_letter(entry.message, "rejected")
 
     def requeue(self, entries: list[QueueEntry]) -> None:
+        limit = self.settings.delivery_limit
+        now = time.monotonic()
         for entry in entries:
             self._unacked -= 1
             if self.deleted:
                 continue
+            if limit is not None and entry.delivery_count > limit:
+                self._dead_letter(entry.message, "delivery_limit")
+                continue
+            if entry.expires_at is not None and entry.expires_at <= now:
+                self._dead_letter(entry.message, "expired")
+                continue
             entry.redelivered = True
             self.stats["redeliver"] += 1
             self.ready.requeue(entry)
+            if entry.expires_at is not None:
+                self._track_expiry(entry)
         if self.consumers:
             self.dispatch()
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        if self.settings.dead_letter_exchange is not None:
+            self.stats["dead_lettered"] += 1
+            self.host.dead_letter(self, message, reason)
+
+    # -- expiry ----------------------------------------------------------------------------
+    def _track_expiry(self, entry: QueueEntry) -> None:
+        due = entry.expires_at
+        assert due is not None
+        heapq.heappush(self._expiry_heap, (due, entry.seq, entry))
+        if self._expiry_due is None or due < self._expiry_due:
+            self._arm_expiry(due)
+
+    def _arm_expiry(self, due: float) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_due = due
+        self._expiry_timer = self.host.call_later(max(due - time.monotonic(), 0.0) + 0.001,
+                                                  self.expire_now)
+
+    def expire_now(self) -> None:
+        """Dead-letter every ready message whose TTL has passed (timer callback)."""
+        self._expiry_timer = None
+        self._expiry_due = None
+        heap = self._expiry_heap
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            _, _, entry = heapq.heappop(heap)
+            if entry.ready and not self.deleted:
+                self.ready.remove(entry)
+                self._dead_letter(entry.message, "expired")
+        while heap and not heap[0][2].ready:  # delivered or removed: no longer expiring here
+            heapq.heappop(heap)
+        if heap and not self.deleted:
+            self._arm_expiry(heap[0][0])
 
     # -- consumers -------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
         self._had_consumer = True
         self.last_used = time.monotonic()
-        self.consumers.append(consumer)
+        consumers = self.consumers
+        index = len(consumers)
+        while index > 0 and consumers[index - 1].priority < consumer.priority:
+            index -= 1
+        consumers.insert(index, consumer)
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
@@ -151,8 +353,35 @@ class ClassicQueue:
         except ValueError:
             return
         self.last_used = time.monotonic()
-        if not self.consumers and self.auto_delete and self._had_consumer and self._on_unused:
-            self._on_unused(self)
+        if self.consumers:
+            self.dispatch()
+        elif self.auto_delete and self._had_consumer:
+            if self._on_unused is not None:
+                self._on_unused(self)
+            else:
+                self.host.queue_unused(self)
+
+    # -- x-expires -------------------------------------------------------------------------
+    def _schedule_unused_check(self) -> None:
+        if self._unused_timer is not None:
+            self._unused_timer.cancel()
+            self._unused_timer = None
+        expires = self.settings.expires
+        if expires is None or self.deleted:
+            return
+        due = self.last_used + expires / 1000.0
+        self._unused_timer = self.host.call_later(max(due - time.monotonic(), 0.0) + 0.001,
+                                                  self._unused_check)
+
+    def _unused_check(self) -> None:
+        self._unused_timer = None
+        expires = self.settings.expires
+        if self.deleted or expires is None:
+            return
+        if not self.consumers and time.monotonic() >= self.last_used + expires / 1000.0:
+            self.host.queue_unused(self)
+            return
+        self._schedule_unused_check()
 
     # -- lifecycle -------------------------------------------------------------------------
     def purge(self) -> int:
@@ -160,8 +389,12 @@ class ClassicQueue:
 
     def delete(self) -> int:
         self.deleted = True
-        count = len(self.ready)
+        for timer in (self._expiry_timer, self._unused_timer):
+            if timer is not None:
+                timer.cancel()
+        count = self.ready.count
         self.ready.clear()
+        self._expiry_heap.clear()
         consumers, self.consumers = self.consumers, []
         for consumer in consumers:
             consumer.cancelled_by_broker()

@@ -2,7 +2,9 @@
 
 Fresh entries append to a deque. A requeued entry was once at the head, so its sequence
 number is below every entry still in the deque; requeued entries therefore live in a
-min-heap that is always drained before the deque. Push, pop and requeue are O(1)/O(log n).
+min-heap that is always drained before the deque. Entries removed from the middle (per-
+message TTL expiry) are only marked and skipped when they reach the head, so push, pop,
+remove and requeue are all O(1) or O(log n). ``PriorityReady`` keeps one list per priority.
 """
 
 from __future__ import annotations
@@ -14,40 +16,128 @@ from smartbroker.queues.base import QueueEntry
 
 
 class ReadyList:
-    __slots__ = ("_fresh", "_requeued", "bytes")
+    __slots__ = ("_fresh", "_requeued", "count", "bytes")
 
     def __init__(self) -> None:
         self._fresh: deque[QueueEntry] = deque()
         self._requeued: list[QueueEntry] = []
+        self.count = 0
         self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._fresh) + len(self._requeued)
+        return self.count
 
     def __bool__(self) -> bool:
-        return bool(self._fresh) or bool(self._requeued)
+        return self.count > 0
 
     def push(self, entry: QueueEntry) -> None:
+        entry.ready = True
         self._fresh.append(entry)
+        self.count += 1
         self.bytes += len(entry.message.body)
 
     def requeue(self, entry: QueueEntry) -> None:
+        entry.ready = True
         heapq.heappush(self._requeued, entry)
+        self.count += 1
         self.bytes += len(entry.message.body)
 
+    def _skip_removed(self) -> None:
+        while self._requeued and not self._requeued[0].ready:
+            heapq.heappop(self._requeued)
+        while self._fresh and not self._fresh[0].ready:
+            self._fresh.popleft()
+
     def peek(self) -> QueueEntry | None:
+        if not self.count:
+            return None
+        self._skip_removed()
         if self._requeued:
             return self._requeued[0]
-        return self._fresh[0] if self._fresh else None
+        return self._fresh[0]
 
     def pop(self) -> QueueEntry:
+        if self._requeued or not self._fresh[0].ready:
+            self._skip_removed()
         entry = heapq.heappop(self._requeued) if self._requeued else self._fresh.popleft()
+        entry.ready = False
+        self.count -= 1
         self.bytes -= len(entry.message.body)
         return entry
 
+    pop_oldest = pop  # one priority level: the oldest is the head
+
+    def remove(self, entry: QueueEntry) -> None:
+        """Take an entry out wherever it is (lazily: it is skipped when it reaches the head)."""
+        if entry.ready:
+            entry.ready = False
+            self.count -= 1
+            self.bytes -= len(entry.message.body)
+
     def clear(self) -> list[QueueEntry]:
-        entries = sorted(self._requeued) + list(self._fresh)
+        entries = [e for e in sorted(self._requeued) if e.ready] + [e for e in self._fresh if e.ready]
+        for entry in entries:
+            entry.ready = False
         self._fresh.clear()
         self._requeued.clear()
+        self.count = 0
         self.bytes = 0
         return entries
+
+
+class PriorityReady:
+    """One ReadyList per priority 0..max; higher priorities first, FIFO within one."""
+
+    __slots__ = ("_levels", "_max")
+
+    def __init__(self, max_priority: int) -> None:
+        self._max = max_priority
+        self._levels = [ReadyList() for _ in range(max_priority + 1)]
+
+    def _level(self, entry: QueueEntry) -> ReadyList:
+        return self._levels[min(max(entry.message.priority, 0), self._max)]
+
+    @property
+    def count(self) -> int:
+        return sum(level.count for level in self._levels)
+
+    @property
+    def bytes(self) -> int:
+        return sum(level.bytes for level in self._levels)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return any(level.count for level in self._levels)
+
+    def push(self, entry: QueueEntry) -> None:
+        self._level(entry).push(entry)
+
+    def requeue(self, entry: QueueEntry) -> None:
+        self._level(entry).requeue(entry)
+
+    def peek(self) -> QueueEntry | None:
+        for level in reversed(self._levels):
+            if level.count:
+                return level.peek()
+        return None
+
+    def pop(self) -> QueueEntry:
+        for level in reversed(self._levels):
+            if level.count:
+                return level.pop()
+        raise IndexError("pop from an empty queue")
+
+    def pop_oldest(self) -> QueueEntry:
+        """drop-head overflow drops the lowest-priority head first, as RabbitMQ does."""
+        for level in self._levels:
+            if level.count:
+                return level.pop()
+        raise IndexError("pop from an empty queue")
+
+    def remove(self, entry: QueueEntry) -> None:
+        self._level(entry).remove(entry)
+
+    def clear(self) -> list[QueueEntry]:
+        return [e for level in reversed(self._levels) for e in level.clear()]

@@ -35,7 +35,7 @@ from smartbroker.errors import (
 from smartbroker.handlers import CHANNEL_HANDLERS
 from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
-from smartbroker.message import Message
+from smartbroker.message import Message, has_sender_routing, with_sender_routing
 from smartbroker.protocol import codec
 
 if TYPE_CHECKING:
@@ -318,6 +318,12 @@ class AMQPConnection(asyncio.Protocol):
         if ex.internal:
             raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
                                  f"'{self.vhost.name}'")
+        if msg.flags & codec.FLAG_EXPIRATION:
+            expiration = msg.properties.expiration
+            if not (expiration or "").isdigit():
+                raise precondition_failed(f"invalid expiration '{expiration}': no_integer"
+                                          if not expiration or not expiration.lstrip("-").isdigit()
+                                          else f"invalid expiration '{expiration}': value_negative")
         if msg.flags & codec.FLAG_USER_ID:
             user_id = msg.properties.user_id
             if user_id != self.user.name:
@@ -328,13 +334,16 @@ class AMQPConnection(asyncio.Protocol):
         """Route one complete message, deliver it, and settle its confirm (if any)."""
         vhost = self.vhost
         ex = vhost.exchanges.get(msg.exchange)
+        keys = [msg.routing_key]
+        if msg.flags & codec.FLAG_HEADERS and has_sender_routing(msg.header_payload):
+            msg, keys = with_sender_routing(msg)
         if ex is None:  # deleted between publish and tx.commit
             queues: set = set()
-        elif ex.name == "":
+        elif ex.name == "" and len(keys) == 1:
             q = vhost.queues.get(msg.routing_key)
             queues = {q} if q is not None else set()
         else:
-            queues = vhost.route(ex, msg, [msg.routing_key])
+            queues = vhost.route(ex, msg, keys)
         accepted = True
         if queues:
             for q in queues:

@@ -1,0 +1,1 @@
+"""Dead-lettering: x-death records, DLX routing, cycle detection (and, later, redrive)."""

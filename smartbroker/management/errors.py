@@ -1,0 +1,87 @@
+"""HTTP errors as RabbitMQ's management plugin returns them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from smartbroker.errors import AMQPError
+
+REALM = 'Basic realm="RabbitMQ Management"'
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, reason: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+        self.headers = headers
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "Object Not Found", "Not Found")
+
+
+def bad_request(reason: str) -> ApiError:
+    return ApiError(400, "bad_request", reason)
+
+
+def not_authorized(reason: str = "Login failed") -> ApiError:
+    return ApiError(401, "not_authorized", reason, {"WWW-Authenticate": REALM})
+
+
+def from_amqp(err: AMQPError) -> ApiError:
+    """A broker refusal (inequivalent arg, reserved name...) as RabbitMQ's API reports it."""
+    if err.code == 404:
+        return ApiError(404, "not_found", err.text)
+    if err.code == 403:
+        return ApiError(403, "access_refused", err.text)
+    return bad_request(err.text)
+
+
+def _response(err: ApiError) -> JSONResponse:
+    return JSONResponse({"error": err.error, "reason": err.reason}, status_code=err.status,
+                        headers=err.headers)
+
+
+async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _response(exc)
+
+
+async def amqp_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AMQPError)
+    return _response(from_amqp(exc))
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return _response(not_found())
+    if exc.status_code == 405:
+        return _response(ApiError(405, "Method Not Allowed", "Method Not Allowed"))
+    return _response(ApiError(exc.status_code, "error", str(exc.detail)))
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _response(bad_request(describe_validation(exc.errors())))
+
+
+def describe_validation(errors: Any) -> str:
+    parts = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        if e.get("type") == "json_invalid":
+            return "not_json"
+        if e.get("type") == "missing":
+            parts.append(f"{{key_missing,{'.'.join(loc)}}}")
+        else:
+            parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg')}")
+    return "[" + ",".join(parts) + "]"

@@ -1,0 +1,75 @@
+"""A classic queue's effective settings: its ``x-`` arguments, else the matching policy.
+
+Queue arguments win over policy keys, as in RabbitMQ. Recomputed whenever the queue's
+policy changes, so the hot path reads plain attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# policy key -> queue argument
+POLICY_KEYS = {
+    "message-ttl": "x-message-ttl",
+    "expires": "x-expires",
+    "max-length": "x-max-length",
+    "max-length-bytes": "x-max-length-bytes",
+    "overflow": "x-overflow",
+    "dead-letter-exchange": "x-dead-letter-exchange",
+    "dead-letter-routing-key": "x-dead-letter-routing-key",
+    "delivery-limit": "x-delivery-limit",
+}
+POLICY_REFUSED = {"max-priority": "x-max-priority",
+                  "single-active-consumer": "x-single-active-consumer"}
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    message_ttl: int | None = None  # ms
+    expires: int | None = None  # ms
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: str = "drop-head"
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    delivery_limit: int | None = None
+    max_priority: int = 0
+    single_active_consumer: bool = False
+
+    @classmethod
+    def resolve(cls, arguments: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> QueueSettings:
+        merged: dict[str, Any] = {}
+        for key, arg in POLICY_KEYS.items():
+            if policy and key in policy:
+                merged[arg] = policy[key]
+        merged.update({k: v for k, v in arguments.items() if v is not None})
+
+        def num(arg: str) -> int | None:
+            value = merged.get(arg)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        dlx = _text(merged.get("x-dead-letter-exchange"))
+        dlrk = _text(merged.get("x-dead-letter-routing-key"))
+        max_priority = num("x-max-priority") or 0
+        return cls(
+            message_ttl=num("x-message-ttl"),
+            expires=num("x-expires"),
+            max_length=num("x-max-length"),
+            max_length_bytes=num("x-max-length-bytes"),
+            overflow=_text(merged.get("x-overflow")) or "drop-head",
+            dead_letter_exchange=dlx if isinstance(dlx, str) else None,
+            dead_letter_routing_key=dlrk if isinstance(dlrk, str) else None,
+            delivery_limit=num("x-delivery-limit"),
+            max_priority=min(max_priority, 255),
+            single_active_consumer=bool(merged.get("x-single-active-consumer")),
+        )
+
+    @property
+    def has_limits(self) -> bool:
+        return self.max_length is not None or self.max_length_bytes is not None
