@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from smartbroker.broker.exchange import Binding, Exchange
+from smartbroker.broker.policies import Policy, effective_policy
 from smartbroker.dlq.deadletter import dead_letter
 from smartbroker.errors import (
     ChannelError,
@@ -53,6 +54,7 @@ class VirtualHost:
         for ex_name, type_name in PREDECLARED.items():
             self.exchanges[ex_name] = Exchange(ex_name, type_name, durable=True)
         self.queues: dict[str, Queue] = {}
+        self.policies: dict[str, Policy] = {}
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
 
     # -- lookups -------------------------------------------------------------------------
@@ -159,8 +161,11 @@ class VirtualHost:
         from smartbroker.queues.arguments import validate_queue_arguments
 
         validate_queue_arguments(name, self.name, arguments)
+        policy = effective_policy(self.policies, name, "queue")
         q = Queue(name, self.name, durable=durable, auto_delete=auto_delete,
-                  exclusive_owner=owner if exclusive else None, arguments=arguments, host=self)
+                  exclusive_owner=owner if exclusive else None, arguments=arguments, host=self,
+                  policy=policy.definition if policy else None)
+        q.policy_name = policy.name if policy else None
         self.queues[name] = q
         self.exchanges[""].router.bind(q, name, {})
         return q, True
@@ -235,6 +240,32 @@ class VirtualHost:
     def purge_queue(self, name: str, owner: object | None = None) -> int:
         return self.queue(name, owner).purge()
 
+    # -- policies ------------------------------------------------------------------------
+    def set_policy(self, policy: Policy) -> None:
+        self.policies[policy.name] = policy
+        self._reapply_policies()
+
+    def clear_policy(self, name: str) -> bool:
+        if self.policies.pop(name, None) is None:
+            return False
+        self._reapply_policies()
+        return True
+
+    def _reapply_policies(self) -> None:
+        for q in list(self.queues.values()):
+            policy = effective_policy(self.policies, q.name, "queue")
+            q.apply_policy(policy.name if policy else None, policy.definition if policy else None)
+
+    def alternate_exchange(self, ex: Exchange) -> str | None:
+        """The exchange's argument wins; else an ``alternate-exchange`` policy key."""
+        if ex.alternate_exchange:
+            return ex.alternate_exchange
+        if not self.policies:
+            return None
+        policy = effective_policy(self.policies, ex.name, "exchange")
+        value = policy.definition.get("alternate-exchange") if policy else None
+        return value if isinstance(value, str) and value else None
+
     # -- bindings ------------------------------------------------------------------------
     def bind(self, source_name: str, destination: Queue | Exchange, routing_key: str,
              arguments: Mapping[str, Any]) -> None:
@@ -286,7 +317,7 @@ class VirtualHost:
                             pending.append(dest)
                     else:
                         queues.add(dest)
-            if not found and (ae_name := ex.alternate_exchange):
+            if not found and (ae_name := self.alternate_exchange(ex)):
                 ae = self.exchanges.get(ae_name)
                 if ae is not None and ae not in visited:
                     visited.add(ae)

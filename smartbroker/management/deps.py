@@ -1,0 +1,97 @@
+"""Request dependencies: basic auth against broker users, state and vhost lookups, and
+a route class that decodes percent-encoded path segments (``%2F`` is the vhost ``/``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import unquote
+
+from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from starlette.routing import Match
+
+from smartbroker.management.errors import not_authorized, not_found
+
+if TYPE_CHECKING:
+    from smartbroker.auth import User
+    from smartbroker.broker.core import Broker
+    from smartbroker.broker.vhost import VirtualHost
+    from smartbroker.management.state import ManagementState
+
+MANAGEMENT_TAGS = {"administrator", "management", "monitoring", "policymaker"}
+
+
+class DecodedRoute(APIRoute):
+    """Path parameters arrive still percent-encoded (see ``RawPathMiddleware``); decode
+    them after matching so ``/api/queues/%2F/a%2Fb`` is vhost ``/``, queue ``a/b``."""
+
+    def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
+        match, child = super().matches(scope)
+        params = child.get("path_params")
+        if match is not Match.NONE and params:
+            child["path_params"] = {k: unquote(v) if isinstance(v, str) else v
+                                    for k, v in params.items()}
+        return match, child
+
+
+class RawPathMiddleware:
+    """Route on the raw path, so an encoded ``/`` inside a segment stays inside it."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            raw = scope["raw_path"].decode("latin-1").split("?", 1)[0]
+            segments = [unquote(s) for s in raw.split("/")]
+            scope = dict(scope)
+            scope["path"] = "/".join(s.replace("%", "%25").replace("/", "%2F") for s in segments)
+        await self.app(scope, receive, send)
+
+
+def get_state(request: Request) -> ManagementState:
+    return request.app.state.management
+
+
+def get_broker(request: Request) -> Broker:
+    return request.app.state.management.broker
+
+
+def authenticate(request: Request) -> User:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic" or not token:
+        raise not_authorized("Login failed")
+    try:
+        name, _, password = base64.b64decode(token.strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise not_authorized("Login failed") from None
+    user = request.app.state.management.broker.users.authenticate(name, password)
+    if user is None:
+        raise not_authorized("Login failed")
+    if not MANAGEMENT_TAGS & set(user.tags):
+        raise not_authorized("Not management user")
+    return user
+
+
+def require_admin(user: Annotated[Any, Depends(authenticate)]) -> Any:
+    from smartbroker.management.errors import not_authorized as na
+
+    if "administrator" not in user.tags:
+        raise na("Not administrator user")
+    return user
+
+
+def lookup_vhost(broker: Broker, name: str) -> VirtualHost:
+    vhost = broker.vhosts.get(name)
+    if vhost is None:
+        raise not_found()
+    return vhost
+
+
+StateDep = Annotated["ManagementState", Depends(get_state)]
+BrokerDep = Annotated["Broker", Depends(get_broker)]
+UserDep = Annotated["User", Depends(authenticate)]
