@@ -1,0 +1,420 @@
+"""Classic queue driven by fake consumers: order, round-robin, credit, requeue, lifecycle."""
+
+from __future__ import annotations
+
+import pytest
+
+from smartbroker.message import Message
+from smartbroker.queues.base import QueueEntry
+from smartbroker.queues.classic import ClassicQueue
+
+
+class FakeConsumer:
+    """A consumer with optional credit (None = unlimited) that records what it gets."""
+
+    def __init__(self, tag: str = "c", credit: int | None = None, no_ack: bool = False,
+                 exclusive: bool = False) -> None:
+        self.tag = tag
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.priority = 0
+        self.credit = credit
+        self.received: list[QueueEntry] = []
+        self.cancelled = 0
+
+    def can_take(self) -> bool:
+        return self.credit is None or self.credit > 0
+
+    def deliver(self, queue: ClassicQueue, entry: QueueEntry) -> None:
+        assert self.can_take(), "delivered to a consumer without credit"
+        if self.credit is not None:
+            self.credit -= 1
+        self.received.append(entry)
+
+    def cancelled_by_broker(self) -> None:
+        self.cancelled += 1
+
+    @property
+    def bodies(self) -> list[int]:
+        return [int(e.message.body) for e in self.received]
+
+
+def msg(n: int) -> Message:
+    return Message.build("", "q", str(n).encode())
+
+
+def publish(q: ClassicQueue, *numbers: int) -> None:
+    for n in numbers:
+        assert q.publish(msg(n)) is True
+
+
+def body(entry: QueueEntry | None) -> int | None:
+    return None if entry is None else int(entry.message.body)
+
+
+def drain(q: ClassicQueue) -> list[int]:
+    out = []
+    while (entry := q.get()) is not None:
+        out.append(body(entry))
+    return out
+
+
+@pytest.fixture
+def q() -> ClassicQueue:
+    return ClassicQueue("q", "/")
+
+
+# --------------------------------------------------------------------------- order
+
+
+def test_get_is_fifo(q):
+    publish(q, *range(1, 11))
+    assert q.message_count == 10
+    assert drain(q) == list(range(1, 11))
+    assert q.message_count == 0
+    assert q.get() is None
+
+
+def test_consumer_added_later_receives_backlog_in_order(q):
+    publish(q, 1, 2, 3)
+    c = FakeConsumer()
+    q.add_consumer(c)
+    publish(q, 4, 5)
+    assert c.bodies == [1, 2, 3, 4, 5]
+    assert q.message_count == 0
+
+
+def test_fresh_deliveries_are_not_redelivered(q):
+    c = FakeConsumer()
+    q.add_consumer(c)
+    publish(q, 1, 2)
+    assert [e.redelivered for e in c.received] == [False, False]
+    assert [e.delivery_count for e in c.received] == [1, 1]
+
+
+# --------------------------------------------------------------------------- round-robin and credit
+
+
+def test_round_robin_across_two_consumers(q):
+    a, b = FakeConsumer("a"), FakeConsumer("b")
+    q.add_consumer(a)
+    q.add_consumer(b)
+    publish(q, *range(1, 7))
+    assert a.bodies == [1, 3, 5]
+    assert b.bodies == [2, 4, 6]
+
+
+def test_round_robin_backlog_is_shared_when_credit_returns(q):
+    a, b = FakeConsumer("a", credit=0), FakeConsumer("b", credit=0)
+    q.add_consumer(a)
+    q.add_consumer(b)
+    publish(q, *range(1, 7))
+    a.credit = b.credit = 10
+    q.dispatch()
+    assert sorted(a.bodies + b.bodies) == list(range(1, 7))
+    assert abs(len(a.bodies) - len(b.bodies)) <= 1
+    assert a.bodies == sorted(a.bodies) and b.bodies == sorted(b.bodies)
+
+
+def test_round_robin_skips_consumer_without_credit(q):
+    a, b = FakeConsumer("a", credit=1), FakeConsumer("b")
+    q.add_consumer(a)
+    q.add_consumer(b)
+    publish(q, 1, 2, 3, 4)
+    assert a.bodies == [1]
+    assert b.bodies == [2, 3, 4]
+
+
+def test_no_credit_means_no_delivery_until_dispatch_after_credit(q):
+    c = FakeConsumer(credit=0)
+    q.add_consumer(c)
+    publish(q, 1, 2, 3)
+    assert c.received == []
+    assert q.message_count == 3
+    c.credit = 2
+    q.dispatch()
+    assert c.bodies == [1, 2]
+    assert q.message_count == 1
+    c.credit = 1
+    q.dispatch()
+    assert c.bodies == [1, 2, 3]
+    assert q.message_count == 0
+
+
+def test_prefetch_limits_in_flight(q):
+    c = FakeConsumer(credit=2)
+    q.add_consumer(c)
+    publish(q, *range(1, 6))
+    assert c.bodies == [1, 2]
+    assert q.message_count == 3
+    assert q.unacked_count == 2
+
+
+def test_dispatch_without_consumers_is_a_no_op(q):
+    publish(q, 1)
+    q.dispatch()
+    assert q.message_count == 1
+
+
+def test_removed_consumer_gets_nothing_more(q):
+    a, b = FakeConsumer("a"), FakeConsumer("b")
+    q.add_consumer(a)
+    q.add_consumer(b)
+    q.remove_consumer(a)
+    publish(q, 1, 2, 3)
+    assert a.bodies == []
+    assert b.bodies == [1, 2, 3]
+    assert q.consumer_count == 1
+
+
+# --------------------------------------------------------------------------- requeue
+
+
+def test_requeue_goes_back_to_original_position_with_consumer(q):
+    c = FakeConsumer(credit=5)
+    q.add_consumer(c)
+    publish(q, *range(1, 9))
+    assert c.bodies == [1, 2, 3, 4, 5]
+    by_body = {body(e): e for e in c.received}
+    q.requeue([by_body[4]])
+    q.requeue([by_body[2]])
+    assert q.message_count == 5
+    c.received.clear()
+    c.credit = 10
+    q.dispatch()
+    assert c.bodies == [2, 4, 6, 7, 8]
+    assert [e.redelivered for e in c.received] == [True, True, False, False, False]
+    assert [e.delivery_count for e in c.received] == [2, 2, 1, 1, 1]
+
+
+def test_requeue_goes_back_to_original_position_with_get(q):
+    publish(q, *range(1, 9))
+    got = {body(e): e for e in (q.get() for _ in range(5))}
+    q.requeue([got[4]])
+    q.requeue([got[2]])
+    assert [body(q.get()) for _ in range(3)] == [2, 4, 6]
+
+
+@pytest.mark.parametrize("order", [
+    pytest.param([1, 2, 3], id="in-order"),
+    pytest.param([3, 2, 1], id="reversed"),
+    pytest.param([2, 3, 1], id="shuffled"),
+])
+def test_requeue_many_restores_original_order(q, order):
+    publish(q, 1, 2, 3, 4)
+    got = {body(e): e for e in (q.get() for _ in range(3))}
+    q.requeue([got[n] for n in order])
+    entries = [q.get() for _ in range(4)]
+    assert [body(e) for e in entries] == [1, 2, 3, 4]
+    assert [e.redelivered for e in entries] == [True, True, True, False]
+
+
+def test_requeue_before_later_publishes(q):
+    publish(q, 1, 2)
+    first = q.get()
+    publish(q, 3)
+    q.requeue([first])
+    assert drain(q) == [1, 2, 3]
+
+
+def test_requeued_message_redelivered_again(q):
+    publish(q, 1)
+    for attempt in range(1, 4):
+        entry = q.get()
+        assert body(entry) == 1
+        assert entry.delivery_count == attempt
+        assert entry.redelivered is (attempt > 1)
+        q.requeue([entry])
+    assert q.message_count == 1
+
+
+def test_requeue_dispatches_to_waiting_consumer(q):
+    publish(q, 1)
+    entry = q.get()
+    q.track_unacked()
+    c = FakeConsumer()
+    q.add_consumer(c)
+    assert c.received == []
+    q.requeue([entry])
+    assert c.bodies == [1]
+    assert c.received[0].redelivered is True
+
+
+def test_ready_bytes_accounting(q):
+    publish(q, 1, 22, 333)
+    assert q.ready.bytes == 6
+    e = q.get()
+    assert q.ready.bytes == 5
+    q.requeue([e])
+    assert q.ready.bytes == 6
+    q.purge()
+    assert q.ready.bytes == 0
+
+
+# --------------------------------------------------------------------------- unacked accounting
+
+
+def test_unacked_counts_consumer_deliveries_and_settlements(q):
+    c = FakeConsumer()
+    q.add_consumer(c)
+    publish(q, 1, 2, 3, 4)
+    assert q.unacked_count == 4
+    e1, e2, e3, e4 = c.received
+    q.ack(e1)
+    assert q.unacked_count == 3
+    q.reject(e2)
+    assert q.unacked_count == 2
+    q.remove_consumer(c)
+    q.requeue([e3, e4])
+    assert q.unacked_count == 0
+    assert q.message_count == 2
+
+
+def test_no_ack_consumer_leaves_nothing_unacked(q):
+    c = FakeConsumer(no_ack=True)
+    q.add_consumer(c)
+    publish(q, 1, 2, 3)
+    assert c.bodies == [1, 2, 3]
+    assert q.unacked_count == 0
+
+
+def test_get_counts_unacked_only_when_tracked(q):
+    publish(q, 1, 2)
+    e1 = q.get()  # as if no_ack=True
+    assert q.unacked_count == 0
+    e2 = q.get()
+    q.track_unacked()
+    assert q.unacked_count == 1
+    q.ack(e2)
+    assert q.unacked_count == 0
+    assert e1 is not None
+
+
+def test_reject_drops_message(q):
+    publish(q, 1, 2)
+    e = q.get()
+    q.track_unacked()
+    q.reject(e)
+    assert drain(q) == [2]
+
+
+# --------------------------------------------------------------------------- purge and delete
+
+
+def test_purge_returns_ready_count_and_keeps_unacked(q):
+    c = FakeConsumer(credit=2)
+    q.add_consumer(c)
+    publish(q, *range(1, 6))
+    assert q.purge() == 3
+    assert q.message_count == 0
+    assert q.unacked_count == 2
+    assert q.purge() == 0
+
+
+def test_purge_counts_requeued_entries(q):
+    publish(q, 1, 2, 3)
+    e = q.get()
+    q.requeue([e])
+    assert q.purge() == 3
+    assert q.get() is None
+
+
+def test_purged_queue_keeps_consumers_and_still_delivers(q):
+    c = FakeConsumer(credit=0)
+    q.add_consumer(c)
+    publish(q, 1, 2)
+    q.purge()
+    c.credit = 5
+    publish(q, 3)
+    assert c.bodies == [3]
+
+
+def test_delete_cancels_consumers_and_returns_ready_count(q):
+    a, b = FakeConsumer("a", credit=1), FakeConsumer("b", credit=1)
+    q.add_consumer(a)
+    q.add_consumer(b)
+    publish(q, 1, 2, 3, 4, 5)
+    assert q.delete() == 3
+    assert (a.cancelled, b.cancelled) == (1, 1)
+    assert q.consumer_count == 0
+    assert q.message_count == 0
+    assert q.deleted is True
+
+
+def test_requeue_after_delete_drops_entries(q):
+    c = FakeConsumer()
+    q.add_consumer(c)
+    publish(q, 1, 2)
+    q.delete()
+    q.requeue(list(c.received))
+    assert q.message_count == 0
+    assert q.unacked_count == 0
+
+
+def test_delete_does_not_fire_auto_delete_callback():
+    fired = []
+    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    c = FakeConsumer()
+    q.add_consumer(c)
+    q.delete()
+    assert c.cancelled == 1
+    assert fired == []
+
+
+# --------------------------------------------------------------------------- auto-delete
+
+
+def test_auto_delete_fires_after_last_consumer_leaves():
+    fired = []
+    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    a, b = FakeConsumer("a"), FakeConsumer("b")
+    q.add_consumer(a)
+    q.add_consumer(b)
+    q.remove_consumer(a)
+    assert fired == []
+    q.remove_consumer(b)
+    assert fired == [q]
+
+
+def test_auto_delete_never_fires_without_a_consumer():
+    fired = []
+    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    publish(q, 1)
+    q.get()
+    q.purge()
+    q.remove_consumer(FakeConsumer())  # never added
+    assert fired == []
+
+
+def test_auto_delete_removing_unknown_consumer_does_not_fire():
+    fired = []
+    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    a = FakeConsumer("a")
+    q.add_consumer(a)
+    q.remove_consumer(FakeConsumer("stranger"))
+    assert fired == []
+    q.remove_consumer(a)
+    q.remove_consumer(a)  # second removal of the same consumer fires nothing more
+    assert fired == [q]
+
+
+def test_not_auto_delete_never_fires():
+    fired = []
+    q = ClassicQueue("q", "/", auto_delete=False, on_unused=fired.append)
+    a = FakeConsumer()
+    q.add_consumer(a)
+    q.remove_consumer(a)
+    assert fired == []
+
+
+# --------------------------------------------------------------------------- counts
+
+
+def test_counts_and_exclusive_consumer_flag(q):
+    assert (q.message_count, q.consumer_count, q.exclusive_consumer) == (0, 0, False)
+    x = FakeConsumer("x", credit=0, exclusive=True)
+    q.add_consumer(x)
+    publish(q, 1, 2)
+    assert (q.message_count, q.consumer_count, q.exclusive_consumer) == (2, 1, True)
+    q.remove_consumer(x)
+    assert q.exclusive_consumer is False
