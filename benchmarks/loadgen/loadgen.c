@@ -732,7 +732,7 @@ static void *consumer(void *arg)
                 }
             }
             if (got >= 256) {
-                atomic_fetch_add_explicit(&g_delivered, got + 0, memory_order_relaxed);
+                atomic_fetch_add_explicit(&g_delivered, got, memory_order_relaxed);
                 local += got;
                 got = 0;
             }
