@@ -8,7 +8,7 @@ deliveries live in an OrderedDict keyed by delivery tag (tags increase), so an a
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.consumer import ChannelConsumer
@@ -48,8 +48,10 @@ class Channel:
         self.closing = False  # we sent channel.close and await close-ok
         self.confirm = False
         self.publish_seq = 0
-        self.confirm_upto = 0  # highest publish seq ready to be confirmed
-        self.confirm_sent = 0
+        self.routed_upto = 0  # every publish up to this seq has been routed
+        self.confirm_sent = 0  # confirms have been sent up to this seq
+        self.sync_waiting: deque[int] = deque()  # seqs whose records await fsync
+        self.nacked: deque[int] = deque()  # refused seqs, nacked in order at flush
         self.tx: list[tuple[str, Any]] | None = None  # pending tx actions when in tx mode
         # content assembly state for basic.publish
         self.pending: tuple[str, str, bytes, bool] | None = None
@@ -197,23 +199,45 @@ class Channel:
             return
         self.conn.route_publish(self, msg)
 
-    def confirm_ack(self, seq: int) -> None:
-        if seq > self.confirm_upto:
-            self.confirm_upto = seq
+    def confirm_settled(self, seq: int, accepted: bool, wait_for_sync: bool) -> None:
+        """A publish was routed: confirm it at the next flush (after fsync if persistent)."""
+        if not accepted:
+            self.nacked.append(seq)
+        elif wait_for_sync:
+            self.sync_waiting.append(seq)
+        self.routed_upto = seq
         self.conn.confirms_pending(self)
 
-    def confirm_nack(self, seq: int) -> None:
-        self.flush_confirms()
-        self.conn.write(codec.nack_frame(self.number, seq, False))
-        self.confirm_sent = max(self.confirm_sent, seq)
-        if self.confirm_upto < seq:
-            self.confirm_upto = seq
+    def sync_mark(self) -> int:
+        """Group commit: the highest seq covered by the fsync that is starting now."""
+        return self.sync_waiting[-1] if self.sync_waiting else 0
+
+    def synced(self, mark: int) -> None:
+        waiting = self.sync_waiting
+        while waiting and waiting[0] <= mark:
+            waiting.popleft()
+        self.conn.confirms_pending(self)
 
     def flush_confirms(self) -> None:
-        upto = self.confirm_upto
-        if upto > self.confirm_sent:
-            self.conn.write(codec.ack_frame(self.number, upto, upto - self.confirm_sent > 1))
-            self.confirm_sent = upto
+        """Send acks (multiple) and nacks, in order, for every settled seq below the first
+        one still waiting for fsync."""
+        upto = self.routed_upto
+        if self.sync_waiting:
+            upto = min(upto, self.sync_waiting[0] - 1)
+        sent = self.confirm_sent
+        if upto <= sent:
+            return
+        write = self.conn.write
+        nacked = self.nacked
+        while nacked and nacked[0] <= upto:
+            seq = nacked.popleft()
+            if seq - 1 > sent:
+                write(codec.ack_frame(self.number, seq - 1, seq - 1 - sent > 1))
+            write(codec.nack_frame(self.number, seq, False))
+            sent = seq
+        if upto > sent:
+            write(codec.ack_frame(self.number, upto, upto - sent > 1))
+        self.confirm_sent = upto
 
     # -- transactions --------------------------------------------------------------------
     def tx_commit(self) -> None:

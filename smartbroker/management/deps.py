@@ -92,6 +92,7 @@ def lookup_vhost(broker: Broker, name: str) -> VirtualHost:
     return vhost
 
 
-StateDep = Annotated["ManagementState", Depends(get_state)]
-BrokerDep = Annotated["Broker", Depends(get_broker)]
-UserDep = Annotated["User", Depends(authenticate)]
+StateDep = Annotated[Any, Depends(get_state)]  # ManagementState
+BrokerDep = Annotated[Any, Depends(get_broker)]  # Broker
+UserDep = Annotated[Any, Depends(authenticate)]  # smartbroker.auth.User
+AdminDep = Annotated[Any, Depends(require_admin)]

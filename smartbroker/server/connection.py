@@ -353,10 +353,7 @@ class AMQPConnection(asyncio.Protocol):
             self.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
             self.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, self.frame_max))
         if ch.confirm:
-            if accepted:
-                ch.confirm_ack(ch.publish_seq)
-            else:
-                ch.confirm_nack(ch.publish_seq)
+            ch.confirm_settled(ch.publish_seq, accepted, False)
 
     # -- output --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

@@ -1,0 +1,27 @@
+"""One module per resource; ``ROUTERS`` is the list the app mounts, in order."""
+
+from smartbroker.management.routers import (
+    bindings,
+    connections,
+    definitions,
+    exchanges,
+    health,
+    metrics,
+    overview,
+    queues,
+    users,
+    vhosts,
+)
+
+ROUTERS = [
+    overview.router,
+    vhosts.router,
+    users.router,
+    connections.router,
+    exchanges.router,
+    queues.router,
+    bindings.router,
+    definitions.router,
+    health.router,
+    metrics.router,
+]

@@ -1,0 +1,96 @@
+"""/api/bindings[/{vhost}] and the e/q, e/e binding resources."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import quote, unquote_plus
+
+from fastapi import Response
+
+from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.errors import ApiError, not_found
+from smartbroker.management.formatting import properties_key
+from smartbroker.management.models import BindingBody
+from smartbroker.management.routers.common import api_router, exchange_name
+from smartbroker.management.views import bindings_of
+
+router = api_router()
+Kind = Literal["q", "e"]
+KIND_NAMES = {"q": "queue", "e": "exchange"}
+
+
+@router.get("/bindings")
+def list_bindings(state: StateDep) -> list[dict[str, Any]]:
+    return [b for vh in state.broker.vhosts.values() for b in bindings_of(vh)]
+
+
+@router.get("/bindings/{vhost}")
+def vhost_bindings(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+    return bindings_of(lookup_vhost(state.broker, vhost))
+
+
+def _ends(state: Any, vhost: str, source: str, kind: Kind, dest: str) -> tuple[Any, Any, Any]:
+    vh = lookup_vhost(state.broker, vhost)
+    src = vh.exchanges.get(exchange_name(source))
+    target = vh.queues.get(dest) if kind == "q" else vh.exchanges.get(exchange_name(dest))
+    if src is None:
+        raise ApiError(404, "not_found", f"no exchange '{source}' in vhost '{vhost}'")
+    if target is None:
+        raise ApiError(404, "not_found",
+                       f"no {KIND_NAMES[kind]} '{dest}' in vhost '{vhost}'")
+    return vh, src, target
+
+
+def _between(state: Any, vhost: str, source: str, kind: Kind, dest: str) -> list[dict[str, Any]]:
+    vh, src, target = _ends(state, vhost, source, kind, dest)
+    return [b for b in bindings_of(vh) if b["source"] == src.name
+            and b["destination_type"] == KIND_NAMES[kind] and b["destination"] == target.name]
+
+
+@router.get("/bindings/{vhost}/e/{source}/{kind}/{dest}")
+def get_bindings(vhost: str, source: str, kind: Kind, dest: str,
+                 state: StateDep) -> list[dict[str, Any]]:
+    return _between(state, vhost, source, kind, dest)
+
+
+@router.post("/bindings/{vhost}/e/{source}/{kind}/{dest}", status_code=201)
+def create_binding(vhost: str, source: str, kind: Kind, dest: str, body: BindingBody,
+                   state: StateDep) -> Response:
+    vh, src, target = _ends(state, vhost, source, kind, dest)
+    vh.bind(src.name, target, body.routing_key, body.arguments)
+    key = properties_key(body.routing_key, body.arguments)
+    return Response(status_code=201, headers={"Location": quote(key, safe="~")})
+
+
+def _matches(binding: dict[str, Any], props: str) -> bool:
+    key = binding["properties_key"]
+    return props in (key, unquote_plus(key)) or (
+        not binding["arguments"] and props == binding["routing_key"])
+
+
+@router.get("/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}")
+def get_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
+                state: StateDep) -> dict[str, Any]:
+    for b in _between(state, vhost, source, kind, dest):
+        if _matches(b, props):
+            return b
+    raise not_found()
+
+
+@router.delete("/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}", status_code=204)
+def delete_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
+                   state: StateDep) -> Response:
+    vh = lookup_vhost(state.broker, vhost)
+    src = vh.exchanges.get(exchange_name(source))
+    target = vh.queues.get(dest) if kind == "q" else vh.exchanges.get(exchange_name(dest))
+    if src is None or target is None:
+        raise not_found()
+    for binding in list(src.bindings.values()):
+        if binding.destination is not target:
+            continue
+        doc = {"properties_key": properties_key(binding.routing_key, binding.arguments),
+               "arguments": binding.arguments, "routing_key": binding.routing_key}
+        if _matches(doc, props):
+            vh.unbind(src.name, target, binding.routing_key, binding.arguments)
+            return Response(status_code=204)
+    raise not_found()

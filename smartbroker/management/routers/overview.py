@@ -1,0 +1,100 @@
+"""/api/overview, /api/whoami, /api/nodes."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import smartbroker
+from smartbroker.exchanges import EXCHANGE_TYPES
+from smartbroker.management.deps import StateDep, UserDep
+from smartbroker.management.models import WhoAmI
+from smartbroker.management.routers.common import api_router
+from smartbroker.management.state import resident_memory
+from smartbroker.management.views import message_stats, open_connections
+
+RABBITMQ_COMPAT_VERSION = "3.13.7"
+
+router = api_router()
+
+
+def _totals(state: Any) -> dict[str, Any]:
+    queues = exchanges = consumers = ready = unacked = 0
+    for vhost in state.broker.vhosts.values():
+        exchanges += len(vhost.exchanges)
+        for q in vhost.queues.values():
+            queues += 1
+            consumers += q.consumer_count
+            ready += q.message_count
+            unacked += q.unacked_count
+    conns = open_connections(state)
+    return {
+        "object_totals": {"connections": len(conns),
+                          "channels": sum(len(c.channels) for c in conns),
+                          "exchanges": exchanges, "queues": queues, "consumers": consumers},
+        "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
+                         "messages_unacknowledged": unacked},
+    }
+
+
+@router.get("/overview")
+def overview(state: StateDep) -> dict[str, Any]:
+    cfg = state.broker.config
+    listeners = [{"node": state.node, "protocol": "amqp", "ip_address": cfg.host,
+                  "port": state.amqp_port or cfg.port},
+                 {"node": state.node, "protocol": "http", "ip_address": cfg.host,
+                  "port": state.http_port or cfg.management_port}]
+    return {
+        "management_version": RABBITMQ_COMPAT_VERSION,
+        "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
+        "product_name": "smartbroker",
+        "product_version": smartbroker.__version__,
+        "cluster_name": state.node,
+        "node": state.node,
+        "rates_mode": "basic",
+        "disable_stats": False,
+        "enable_queue_totals": True,
+        "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
+        "message_stats": message_stats(state.totals()),
+        **_totals(state),
+        "listeners": listeners,
+        "contexts": [{"node": state.node, "description": "RabbitMQ Management", "path": "/",
+                      "port": str(state.http_port or cfg.management_port)}],
+    }
+
+
+@router.get("/whoami", response_model=WhoAmI)
+def whoami(user: UserDep) -> WhoAmI:
+    return WhoAmI(name=user.name, tags=list(user.tags))
+
+
+def _node(state: Any) -> dict[str, Any]:
+    return {
+        "name": state.node,
+        "type": "disc",
+        "running": True,
+        "os_pid": str(os.getpid()),
+        "mem_used": resident_memory(),
+        "mem_alarm": False,
+        "disk_free_alarm": False,
+        "uptime": int((time.time() - state.started_at) * 1000),
+        "processors": os.cpu_count() or 1,
+        "rates_mode": "basic",
+        "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
+        "partitions": [],
+    }
+
+
+@router.get("/nodes")
+def nodes(state: StateDep) -> list[dict[str, Any]]:
+    return [_node(state)]
+
+
+@router.get("/nodes/{name}")
+def node(name: str, state: StateDep) -> dict[str, Any]:
+    from smartbroker.management.errors import not_found
+
+    if name != state.node:
+        raise not_found()
+    return _node(state)

@@ -1,0 +1,104 @@
+"""/api/users[/{name}] and /api/permissions[/{vhost}/{user}] (administrator only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+
+from smartbroker.auth import User
+from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.errors import bad_request, not_found
+from smartbroker.management.models import PermissionBody, UserBody, split_tags
+from smartbroker.management.routers.common import api_router
+from smartbroker.management.state import Permission
+from smartbroker.management.views import user_json
+
+router = api_router(admin=True)
+
+
+def put_user_record(state: Any, name: str, body: UserBody) -> bool:
+    """Create or update a user; True if created. Without a password the user cannot log in."""
+    users = state.broker.users
+    existing = users.users.get(name)
+    tags = split_tags(body.tags)
+    if body.password is not None:
+        user = users.add(name, body.password, tags)
+    elif body.password_hash is not None:
+        if body.hashing_algorithm not in (None, "rabbit_password_hashing_sha256"):
+            raise bad_request(f"unsupported hashing algorithm '{body.hashing_algorithm}'")
+        user = User(name, body.password_hash, tags)
+        users.users[name] = user
+    elif existing is not None:
+        existing.tags = tags
+        return False
+    else:
+        user = User(name, "", tags)  # passwordless: no login, as RabbitMQ
+        users.users[name] = user
+    return existing is None
+
+
+@router.get("/users")
+def list_users(state: StateDep) -> list[dict[str, Any]]:
+    return [user_json(u) for u in state.broker.users.users.values()]
+
+
+@router.get("/users/{name}")
+def get_user(name: str, state: StateDep) -> dict[str, Any]:
+    user = state.broker.users.users.get(name)
+    if user is None:
+        raise not_found()
+    return user_json(user)
+
+
+@router.put("/users/{name}", status_code=201)
+def put_user(name: str, body: UserBody, state: StateDep) -> Response:
+    created = put_user_record(state, name, body)
+    return Response(status_code=201 if created else 204)
+
+
+@router.delete("/users/{name}", status_code=204)
+def delete_user(name: str, state: StateDep) -> Response:
+    if state.broker.users.users.pop(name, None) is None:
+        raise not_found()
+    for key in [k for k in state.permissions if k[1] == name]:
+        del state.permissions[key]
+    return Response(status_code=204)
+
+
+@router.get("/users/{name}/permissions")
+def user_permissions(name: str, state: StateDep) -> list[dict[str, str]]:
+    if name not in state.broker.users.users:
+        raise not_found()
+    return [p.as_json() for (_, u), p in state.permissions.items() if u == name]
+
+
+@router.get("/permissions")
+def list_permissions(state: StateDep) -> list[dict[str, str]]:
+    return [p.as_json() for p in state.permissions.values()]
+
+
+@router.get("/permissions/{vhost}/{user}")
+def get_permission(vhost: str, user: str, state: StateDep) -> dict[str, str]:
+    perm = state.permissions.get((vhost, user))
+    if perm is None:
+        raise not_found()
+    return perm.as_json()
+
+
+@router.put("/permissions/{vhost}/{user}", status_code=201)
+def put_permission(vhost: str, user: str, body: PermissionBody, state: StateDep) -> Response:
+    lookup_vhost(state.broker, vhost)
+    if user not in state.broker.users.users:
+        raise bad_request(f"no user '{user}'")
+    created = (vhost, user) not in state.permissions
+    state.permissions[(vhost, user)] = Permission(user, vhost, body.configure, body.write,
+                                                  body.read)
+    return Response(status_code=201 if created else 204)
+
+
+@router.delete("/permissions/{vhost}/{user}", status_code=204)
+def delete_permission(vhost: str, user: str, state: StateDep) -> Response:
+    if state.permissions.pop((vhost, user), None) is None:
+        raise not_found()
+    return Response(status_code=204)

@@ -1,0 +1,68 @@
+"""/api/vhosts[/{vhost}] and the vhost's permissions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Body as BodyParam
+from fastapi import Response
+
+from smartbroker.broker.vhost import VirtualHost
+from smartbroker.management.deps import AdminDep, StateDep, lookup_vhost
+from smartbroker.management.models import VhostBody, split_tags
+from smartbroker.management.routers.common import api_router
+from smartbroker.management.views import vhost_json
+
+router = api_router()
+
+
+def create_vhost(state: Any, name: str, body: VhostBody | None = None) -> bool:
+    """Create ``name`` if missing (True if created); record its description and tags."""
+    broker = state.broker
+    created = name not in broker.vhosts
+    if created:
+        broker.vhosts[name] = VirtualHost(name)
+        state.hook_vhosts()
+    if body is not None:
+        state.vhost_meta[name] = {"description": body.description, "tags": split_tags(body.tags),
+                                  "default_queue_type": body.default_queue_type}
+    return created
+
+
+@router.get("/vhosts")
+def list_vhosts(state: StateDep) -> list[dict[str, Any]]:
+    return [vhost_json(v, state) for v in state.broker.vhosts.values()]
+
+
+@router.get("/vhosts/{vhost}")
+def get_vhost(vhost: str, state: StateDep) -> dict[str, Any]:
+    return vhost_json(lookup_vhost(state.broker, vhost), state)
+
+
+@router.put("/vhosts/{vhost}", status_code=201)
+def put_vhost(vhost: str, state: StateDep, _: AdminDep,
+              body: VhostBody | None = BodyParam(None)) -> Response:  # noqa: B008
+    created = create_vhost(state, vhost, body or VhostBody())
+    return Response(status_code=201 if created else 204)
+
+
+@router.delete("/vhosts/{vhost}", status_code=204)
+def delete_vhost(vhost: str, state: StateDep, _: AdminDep) -> Response:
+    broker = state.broker
+    vh = lookup_vhost(broker, vhost)
+    for conn in list(broker.connections):
+        if conn.vhost is vh:
+            conn.server_close(320, "CONNECTION_FORCED - vhost deleted")
+    for q in list(vh.queues.values()):
+        vh.drop_queue(q)
+    del broker.vhosts[vhost]
+    state.vhost_meta.pop(vhost, None)
+    for key in [k for k in state.permissions if k[0] == vhost]:
+        del state.permissions[key]
+    return Response(status_code=204)
+
+
+@router.get("/vhosts/{vhost}/permissions")
+def vhost_permissions(vhost: str, state: StateDep) -> list[dict[str, str]]:
+    lookup_vhost(state.broker, vhost)
+    return [p.as_json() for (v, _), p in state.permissions.items() if v == vhost]

@@ -1,0 +1,272 @@
+"""One segment: a data file of frames, its write buffer and its sparse offset/time index.
+
+The index keeps one entry per ``index_interval`` bytes (offset, file position, max timestamp
+so far), so a read is one bisect plus one small pread. It is saved next to the data file
+when the segment is closed; if it is missing or stale, it is rebuilt by scanning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator
+
+from . import record
+from .api import LogStats, Record
+
+log = logging.getLogger(__name__)
+
+# Module-level so tests can inject disk-full / I/O errors.
+_pwrite = os.pwrite
+_pread = os.pread
+
+IDX_HEAD = struct.Struct("<4sIQQQqI")  # magic, version, base, data size, next offset, max ts, n
+IDX_MAGIC = b"SBIX"
+READ_CHUNK = 16 * 1024
+SCAN_CHUNK = 1 << 20
+
+
+def data_name(base: int) -> str:
+    return f"{base:020d}.log"
+
+
+def index_name(base: int) -> str:
+    return f"{base:020d}.idx"
+
+
+class Segment:
+    """A data file plus its in-memory sparse index; appends go to ``buf`` until written."""
+
+    def __init__(self, directory: str, base: int, fd: int, index_interval: int, stats: LogStats) -> None:
+        self.directory = directory
+        self.base = base
+        self.fd = fd
+        self.path = os.path.join(directory, data_name(base))
+        self.index_path = os.path.join(directory, index_name(base))
+        self.interval = index_interval
+        self.stats = stats
+        self.written = 0  # bytes in the file
+        self.buf = bytearray()  # frames not yet written; they follow ``written``
+        self.next_offset = base
+        self.max_ts = -1
+        self.idx_off = array("q")
+        self.idx_pos = array("q")
+        self.idx_ts = array("q")
+        self._last_idx = -index_interval
+        self._bad_seen: set[int] = set()
+
+    # -- writing ---------------------------------------------------------------------
+
+    @property
+    def end(self) -> int:
+        """Logical size: written bytes plus buffered ones."""
+        return self.written + len(self.buf)
+
+    def note(self, offset: int, count: int, ts: int, pos: int) -> None:
+        """Account for a frame placed at ``pos``; add a sparse index entry when due."""
+        if ts > self.max_ts:
+            self.max_ts = ts
+        if pos - self._last_idx >= self.interval:
+            self.idx_off.append(offset)
+            self.idx_pos.append(pos)
+            self.idx_ts.append(self.max_ts)
+            self._last_idx = pos
+        self.next_offset = offset + count
+
+    def append(self, offset: int, ts: int, key: bytes | None, payload: bytes) -> None:
+        self.note(offset, 1, ts, self.written + len(self.buf))
+        record.encode_into(self.buf, offset, ts, key, payload)
+
+    def append_frame(self, offset: int, count: int, ts: int, frame: bytes) -> None:
+        self.note(offset, count, ts, self.written + len(self.buf))
+        self.buf += frame
+
+    def write_out(self) -> bool:
+        """Write the buffer to the file (page cache). Returns True if bytes were written.
+
+        On an error the unwritten remainder stays buffered and is retried next time; the
+        file never holds anything but whole frames followed by (at worst) one partial one.
+        """
+        if not self.buf:
+            return False
+        data, self.buf = self.buf, bytearray()
+        done = 0
+        try:
+            with memoryview(data) as mv:
+                while done < len(data):
+                    done += _pwrite(self.fd, mv[done:], self.written + done)
+        except OSError:
+            self.stats.write_errors += 1
+            self.buf = data[done:] + self.buf
+            raise
+        finally:
+            self.written += done
+        return True
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _read(self, pos: int, n: int) -> bytes:
+        """Bytes at [pos, pos+n) of the logical segment (file, then buffer)."""
+        if pos >= self.written:
+            rel = pos - self.written
+            return bytes(self.buf[rel : rel + n])
+        data = _pread(self.fd, min(n, self.written - pos), pos)
+        if pos + n > self.written and len(data) == self.written - pos:
+            data += bytes(self.buf[: pos + n - self.written])
+        return data
+
+    def frames(self, pos: int, chunk: int = SCAN_CHUNK, end: int | None = None) -> Iterator[tuple[int, bytes, int]]:
+        """Yield (pos, data, rel) for each valid frame from ``pos``; bad frames are counted, skipped.
+
+        After the generator finishes, ``self.stop_pos`` is where valid data ends when the
+        rest was torn or garbage (else None): recovery truncates the tail segment there.
+        """
+        end = self.end if end is None else end
+        self.stop_pos: int | None = None
+        data, dpos = b"", pos
+        while pos < end:
+            rel = pos - dpos
+            status, size = record.check(data, rel)
+            if status == record.INCOMPLETE:
+                if dpos + len(data) >= end:  # the frame runs past the end: torn
+                    self.stop_pos = pos
+                    return
+                data, dpos = self._read(pos, max(chunk, size)), pos
+                continue
+            if status == record.BAD:
+                if pos not in self._bad_seen:
+                    self._bad_seen.add(pos)
+                    self.stats.bad_records += 1
+                    log.warning("bad record at %s:%d, skipping", self.path, pos)
+                nxt = self._resync(pos + 1, end)
+                if nxt is None:
+                    self.stop_pos = pos
+                    return
+                pos = nxt
+                continue
+            yield pos, data, rel
+            pos += size
+
+    def _resync(self, pos: int, end: int) -> int | None:
+        """Position of the next valid frame at or after ``pos`` (found by its magic), if any."""
+        while pos < end:
+            blk = self._read(pos, SCAN_CHUNK)
+            if not blk:
+                return None
+            i = blk.find(record.MAGIC)
+            while i >= 0:
+                cand = pos + i
+                status, size = record.check(blk, i)
+                if status == record.INCOMPLETE and cand + size <= end:
+                    status, size = record.check(self._read(cand, size), 0)
+                if status == record.OK:
+                    return cand
+                i = blk.find(record.MAGIC, i + 1)
+            pos += max(1, len(blk) - len(record.MAGIC) + 1)
+        return None
+
+    def locate(self, offset: int) -> int:
+        """File position of the last indexed frame at or before ``offset``."""
+        i = bisect_right(self.idx_off, offset) - 1
+        return self.idx_pos[i] if i >= 0 else 0
+
+    def read(self, offset: int) -> Record | None:
+        if not self.base <= offset < self.next_offset:
+            return None
+        for _pos, data, rel in self.frames(self.locate(offset), READ_CHUNK):
+            base, ts, _flags, count = record.head(data, rel)
+            if base > offset:
+                return None  # a gap (compacted or skipped as corrupt)
+            if offset < base + count:
+                key, payload = record.entries(data, rel)[offset - base]
+                return Record(offset, ts, key, payload)
+        return None
+
+    def records(self, start: int) -> Iterator[Record]:
+        for _pos, data, rel in self.frames(self.locate(start) if start > self.base else 0):
+            base, ts, _flags, count = record.head(data, rel)
+            if base + count <= start:
+                continue
+            for i, (key, payload) in enumerate(record.entries(data, rel)):
+                if base + i >= start:
+                    yield Record(base + i, ts, key, payload)
+
+    def first_at_or_after(self, ts: int) -> int | None:
+        """Offset of the first record whose timestamp is >= ``ts`` (None if there is none)."""
+        if self.max_ts < ts:
+            return None
+        i = bisect_right(self.idx_ts, ts - 1) - 1  # last entry whose max-so-far is < ts
+        for _pos, data, rel in self.frames(self.idx_pos[i] if i >= 0 else 0, READ_CHUNK):
+            base, fts, _flags, _count = record.head(data, rel)
+            if fts >= ts:
+                return base
+        return None
+
+    # -- recovery and the index file -------------------------------------------------
+
+    def recover(self, tail: bool, trust_index: bool = True) -> None:
+        """Load the index file, then scan whatever it does not cover; cut a torn tail."""
+        size = os.fstat(self.fd).st_size
+        self.written = size
+        start = self.load_index(size, tail) if trust_index else 0
+        if start == size and start > 0:
+            return
+        if start == 0 and size > 0:
+            self.stats.rebuilt_indexes += 1
+        for pos, data, rel in self.frames(start, SCAN_CHUNK, size):
+            base, ts, _flags, count = record.head(data, rel)
+            self.note(base, count, ts, pos)
+        if self.stop_pos is not None and tail:
+            cut = size - self.stop_pos
+            log.warning("truncating %d torn bytes at the tail of %s", cut, self.path)
+            self.stats.truncated_bytes += cut
+            os.ftruncate(self.fd, self.stop_pos)
+            self.written = self.stop_pos
+
+    def load_index(self, size: int, tail: bool) -> int:
+        """Load the saved index; returns the data size it covers (0 = none usable)."""
+        try:
+            with open(self.index_path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            return 0
+        try:
+            magic, version, base, covered, nxt, max_ts, n = IDX_HEAD.unpack_from(raw, 0)
+            body_end = IDX_HEAD.size + 24 * n
+            ok = (
+                magic == IDX_MAGIC
+                and version == 1
+                and base == self.base
+                and len(raw) == body_end + 4
+                and zlib.crc32(raw[:body_end]) == struct.unpack_from("<I", raw, body_end)[0]
+                and (covered <= size if tail else covered == size)
+            )
+        except struct.error:
+            ok = False
+        if not ok:
+            log.warning("index %s is stale or damaged; rebuilding", self.index_path)
+            return 0
+        cols = [array("q") for _ in range(3)]
+        for i, col in enumerate(cols):
+            col.frombytes(raw[IDX_HEAD.size + 8 * n * i : IDX_HEAD.size + 8 * n * (i + 1)])
+        self.idx_off, self.idx_pos, self.idx_ts = cols
+        self._last_idx = self.idx_pos[-1] if n else -self.interval
+        self.next_offset, self.max_ts = nxt, max_ts
+        return covered
+
+    def save_index(self) -> None:
+        """Write the index for the bytes written so far (atomically, via rename)."""
+        n = len(self.idx_off)
+        body = IDX_HEAD.pack(IDX_MAGIC, 1, self.base, self.written, self.next_offset, self.max_ts, n)
+        body += self.idx_off.tobytes() + self.idx_pos.tobytes() + self.idx_ts.tobytes()
+        tmp = self.index_path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(body + struct.pack("<I", zlib.crc32(body)))
+            os.replace(tmp, self.index_path)
+        except OSError as e:  # only costs a rescan at the next start
+            log.warning("could not save index %s: %s", self.index_path, e)
