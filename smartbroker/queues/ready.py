@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Iterator
 
 from smartbroker.queues.base import QueueEntry
 
@@ -66,6 +67,15 @@ class ReadyList:
         return entry
 
     pop_oldest = pop  # one priority level: the oldest is the head
+
+    def __iter__(self) -> Iterator[QueueEntry]:
+        """Ready entries in delivery order, without taking them (browsing)."""
+        for entry in sorted(self._requeued):
+            if entry.ready:
+                yield entry
+        for entry in self._fresh:
+            if entry.ready:
+                yield entry
 
     def remove(self, entry: QueueEntry) -> None:
         """Take an entry out wherever it is (lazily: it is skipped when it reaches the head)."""
@@ -138,6 +148,10 @@ class PriorityReady:
 
     def remove(self, entry: QueueEntry) -> None:
         self._level(entry).remove(entry)
+
+    def __iter__(self) -> Iterator[QueueEntry]:
+        for level in reversed(self._levels):
+            yield from level
 
     def clear(self) -> list[QueueEntry]:
         return [e for level in reversed(self._levels) for e in level.clear()]
