@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import smartbroker
 from smartbroker.broker.exchange import Exchange
 from smartbroker.errors import AMQPError
 from smartbroker.management.errors import bad_request
+from smartbroker.management.formatting import product_version
 from smartbroker.management.models import UserBody, VhostBody
 from smartbroker.management.state import Permission
 from smartbroker.management.views import user_json
@@ -52,7 +52,7 @@ def export(state: Any, only_vhost: str | None = None) -> dict[str, Any]:
         "rabbit_version": COMPAT_VERSION,
         "rabbitmq_version": COMPAT_VERSION,
         "product_name": "smartbroker",
-        "product_version": smartbroker.__version__,
+        "product_version": product_version(),
     }
     if only_vhost is None:
         doc["users"] = [user_json(u) for u in broker.users.users.values()]
@@ -61,8 +61,8 @@ def export(state: Any, only_vhost: str | None = None) -> dict[str, Any]:
         doc["topic_permissions"] = []
         doc["parameters"] = []
         doc["global_parameters"] = []
-    doc["policies"] = [dict(p) for (v, _), p in state.policies.items()
-                       if only_vhost in (None, v)]
+    doc["policies"] = [p.as_json() for vh in vhosts
+                       for p in getattr(vh, "policies", {}).values()]
     doc["queues"] = queues
     doc["exchanges"] = exchanges
     doc["bindings"] = bindings
@@ -76,6 +76,22 @@ def _vhost_meta(state: Any, name: str) -> dict[str, Any]:
     return {"description": meta.get("description", ""), "tags": meta.get("tags", []),
             "metadata": {"description": meta.get("description", ""),
                          "tags": meta.get("tags", [])}}
+
+
+def set_policy(broker: Any, vhost: str, item: dict[str, Any]) -> None:
+    """Hand a RabbitMQ policy document to the core's policies (400 if it refuses it)."""
+    from smartbroker.broker.policies import Policy, PolicyError
+
+    vh = broker.vhosts.get(vhost)
+    if vh is None:
+        raise bad_request(f"vhost '{vhost}' does not exist")
+    try:
+        priority = int(item.get("priority", 0))
+        policy = Policy(item["name"], item["pattern"], dict(item["definition"] or {}),
+                        priority=priority, apply_to=item.get("apply-to", "all"), vhost=vhost)
+    except (PolicyError, TypeError, ValueError) as exc:
+        raise bad_request(str(exc)) from None
+    vh.set_policy(policy)
 
 
 def _need(item: Any, *keys: str) -> None:
@@ -114,9 +130,8 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
             item["user"], item["vhost"], item.get("configure", ".*"), item.get("write", ".*"),
             item.get("read", ".*"))
     for item in doc.get("policies") or []:
-        _need(item, "name")
-        vh = vhost_of(item)
-        state.policies[(vh, item["name"])] = {**item, "vhost": vh}
+        _need(item, "name", "pattern", "definition")
+        set_policy(broker, vhost_of(item), item)
 
     def vhost(item: dict[str, Any]) -> Any:
         name = vhost_of(item)

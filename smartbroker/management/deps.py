@@ -16,10 +16,8 @@ from starlette.routing import Match
 from smartbroker.management.errors import not_authorized, not_found
 
 if TYPE_CHECKING:
-    from smartbroker.auth import User
     from smartbroker.broker.core import Broker
     from smartbroker.broker.vhost import VirtualHost
-    from smartbroker.management.state import ManagementState
 
 MANAGEMENT_TAGS = {"administrator", "management", "monitoring", "policymaker"}
 
@@ -38,7 +36,8 @@ class DecodedRoute(APIRoute):
 
 
 class RawPathMiddleware:
-    """Route on the raw path, so an encoded ``/`` inside a segment stays inside it."""
+    """Route on the raw path, so an encoded ``/`` inside a segment stays inside it, and
+    read API bodies as JSON whatever their content type (as RabbitMQ does)."""
 
     def __init__(self, app: Callable) -> None:
         self.app = app
@@ -49,18 +48,22 @@ class RawPathMiddleware:
             segments = [unquote(s) for s in raw.split("/")]
             scope = dict(scope)
             scope["path"] = "/".join(s.replace("%", "%25").replace("/", "%2F") for s in segments)
+            if scope["method"] in ("PUT", "POST") and raw.startswith("/api/"):
+                # RabbitMQ reads every body as JSON whatever its content type (curl -d)
+                headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
         await self.app(scope, receive, send)
 
 
-def get_state(request: Request) -> ManagementState:
+async def get_state(request: Request) -> Any:  # ManagementState
     return request.app.state.management
 
 
-def get_broker(request: Request) -> Broker:
+async def get_broker(request: Request) -> Any:  # Broker
     return request.app.state.management.broker
 
 
-def authenticate(request: Request) -> User:
+async def authenticate(request: Request) -> Any:  # smartbroker.auth.User
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic" or not token:
@@ -77,7 +80,7 @@ def authenticate(request: Request) -> User:
     return user
 
 
-def require_admin(user: Annotated[Any, Depends(authenticate)]) -> Any:
+async def require_admin(user: Annotated[Any, Depends(authenticate)]) -> Any:
     from smartbroker.management.errors import not_authorized as na
 
     if "administrator" not in user.tags:

@@ -43,7 +43,7 @@ def properties_json(props: commands.Basic.Properties) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in PROPERTY_NAMES:
         value = getattr(props, name, None)
-        if value is not None:
+        if value is not None and not (name == "cluster_id" and value == ""):
             out[name] = jsonable(value)
     return out
 
@@ -87,3 +87,19 @@ def properties_key(routing_key: str, arguments: Mapping[str, Any]) -> str:
     if not arguments:
         return quote_plus(routing_key) if routing_key else "~"
     return f"{quote_plus(routing_key)}~{args_hash(arguments)}"
+
+
+def product_version() -> str:
+    """smartbroker's version (from the package, else from its installed metadata)."""
+    import smartbroker
+
+    version = getattr(smartbroker, "__version__", None)
+    if version:
+        return version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("smartbroker")
+    except PackageNotFoundError:
+        return "0+unknown"

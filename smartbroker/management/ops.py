@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from smartbroker.errors import access_refused, not_found
 from smartbroker.management.formatting import properties_json
-from smartbroker.message import Message
+from smartbroker.message import Message, has_sender_routing, with_sender_routing
+from smartbroker.protocol import codec
 
 if TYPE_CHECKING:
     from smartbroker.broker.vhost import VirtualHost
@@ -25,22 +26,29 @@ AckMode = Literal["ack_requeue_true", "ack_requeue_false", "reject_requeue_true"
 
 
 def route(vhost: VirtualHost, msg: Message) -> bool:
-    """Route ``msg`` into its queues; True if at least one queue took it."""
+    """Route ``msg`` into its queues; True if at least one queue took it.
+
+    Same steps as ``AMQPConnection.route_publish`` (minus mandatory returns and confirms,
+    which belong to a channel): sender-selected CC/BCC keys, the default-exchange
+    shortcut, ``vhost.route`` and ``queue.publish``.
+    """
     publish = getattr(vhost, "publish", None)
     if callable(publish):  # a core entry point, when there is one
-        result = publish(msg)
-        return bool(result)
+        return bool(publish(msg))
     ex = vhost.exchanges.get(msg.exchange)
     if ex is None:
         raise not_found(f"no exchange '{msg.exchange}' in vhost '{vhost.name}'")
     if ex.internal:
         raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
                              f"'{vhost.name}'")
-    if ex.name == "":
+    keys = [msg.routing_key]
+    if msg.flags & codec.FLAG_HEADERS and has_sender_routing(msg.header_payload):
+        msg, keys = with_sender_routing(msg)
+    if ex.name == "" and len(keys) == 1:
         q = vhost.queues.get(msg.routing_key)
         queues = {q} if q is not None else set()
     else:
-        queues = vhost.route(ex, msg, [msg.routing_key])
+        queues = vhost.route(ex, msg, keys)
     routed = False
     for q in queues:
         if q.publish(msg):

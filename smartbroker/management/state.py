@@ -1,5 +1,5 @@
-"""What the management layer keeps beside the broker: permissions and policies as
-definitions (recorded for export/import; the core does not enforce them yet), counters
+"""What the management layer keeps beside the broker: permissions (recorded
+for definitions export/import; the core does not enforce them yet), counters
 that outlive deleted queues and closed connections, and the start time."""
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class ManagementState:
     started_at: float = field(default_factory=time.time)
     node: str = field(default_factory=lambda: f"smartbroker@{socket.gethostname()}")
     permissions: dict[tuple[str, str], Permission] = field(default_factory=dict)
-    policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     vhost_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     retired_stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
     retired_bytes: list[int] = field(default_factory=lambda: [0, 0])

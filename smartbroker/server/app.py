@@ -33,6 +33,13 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     ports = ", ".join(str(s.getsockname()[1]) for s in server.sockets)
     log.info("smartbroker listening for AMQP on %s port %s (data dir %s)", config.host, ports,
              config.data_dir)
+    from smartbroker.management import start_management
+
+    try:
+        management = await start_management(broker, config, server.sockets[0].getsockname()[1])
+    except BaseException:
+        server.close()
+        raise
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
@@ -44,6 +51,7 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     finally:
         log.info("shutting down: closing %d connection(s)", len(broker.connections))
         server.close()
+        await management.stop()
         for conn in list(broker.connections):
             conn.server_close()
         deadline = loop.time() + SHUTDOWN_GRACE

@@ -20,12 +20,12 @@ KIND_NAMES = {"q": "queue", "e": "exchange"}
 
 
 @router.get("/bindings")
-def list_bindings(state: StateDep) -> list[dict[str, Any]]:
+async def list_bindings(state: StateDep) -> list[dict[str, Any]]:
     return [b for vh in state.broker.vhosts.values() for b in bindings_of(vh)]
 
 
 @router.get("/bindings/{vhost}")
-def vhost_bindings(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_bindings(vhost: str, state: StateDep) -> list[dict[str, Any]]:
     return bindings_of(lookup_vhost(state.broker, vhost))
 
 
@@ -48,13 +48,13 @@ def _between(state: Any, vhost: str, source: str, kind: Kind, dest: str) -> list
 
 
 @router.get("/bindings/{vhost}/e/{source}/{kind}/{dest}")
-def get_bindings(vhost: str, source: str, kind: Kind, dest: str,
+async def get_bindings(vhost: str, source: str, kind: Kind, dest: str,
                  state: StateDep) -> list[dict[str, Any]]:
     return _between(state, vhost, source, kind, dest)
 
 
 @router.post("/bindings/{vhost}/e/{source}/{kind}/{dest}", status_code=201)
-def create_binding(vhost: str, source: str, kind: Kind, dest: str, body: BindingBody,
+async def create_binding(vhost: str, source: str, kind: Kind, dest: str, body: BindingBody,
                    state: StateDep) -> Response:
     vh, src, target = _ends(state, vhost, source, kind, dest)
     vh.bind(src.name, target, body.routing_key, body.arguments)
@@ -69,7 +69,7 @@ def _matches(binding: dict[str, Any], props: str) -> bool:
 
 
 @router.get("/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}")
-def get_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
+async def get_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
                 state: StateDep) -> dict[str, Any]:
     for b in _between(state, vhost, source, kind, dest):
         if _matches(b, props):
@@ -78,7 +78,7 @@ def get_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
 
 
 @router.delete("/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}", status_code=204)
-def delete_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
+async def delete_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
                    state: StateDep) -> Response:
     vh = lookup_vhost(state.broker, vhost)
     src = vh.exchanges.get(exchange_name(source))

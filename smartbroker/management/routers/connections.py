@@ -36,22 +36,22 @@ def _find(state: Any, name: str) -> Any:
 
 
 @router.get("/connections")
-def list_connections(state: StateDep) -> list[dict[str, Any]]:
+async def list_connections(state: StateDep) -> list[dict[str, Any]]:
     return [connection_json(c, state) for c in _conns(state, None)]
 
 
 @router.get("/vhosts/{vhost}/connections")
-def vhost_connections(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_connections(vhost: str, state: StateDep) -> list[dict[str, Any]]:
     return [connection_json(c, state) for c in _conns(state, vhost)]
 
 
 @router.get("/connections/{name}")
-def get_connection(name: str, state: StateDep) -> dict[str, Any]:
+async def get_connection(name: str, state: StateDep) -> dict[str, Any]:
     return connection_json(_find(state, name), state)
 
 
 @router.delete("/connections/{name}", status_code=204)
-def close_connection(name: str, request: Request, state: StateDep) -> Response:
+async def close_connection(name: str, request: Request, state: StateDep) -> Response:
     conn = _find(state, name)
     reason = request.headers.get("x-reason", "Closed via management plugin")
     conn.server_close(320, f"CONNECTION_FORCED - {reason}")
@@ -59,7 +59,7 @@ def close_connection(name: str, request: Request, state: StateDep) -> Response:
 
 
 @router.get("/connections/{name}/channels")
-def connection_channels(name: str, state: StateDep) -> list[dict[str, Any]]:
+async def connection_channels(name: str, state: StateDep) -> list[dict[str, Any]]:
     conn = _find(state, name)
     return [channel_json(conn, ch, state) for ch in conn.channels.values()]
 
@@ -70,17 +70,17 @@ def _channels(state: Any, vhost: str | None) -> list[dict[str, Any]]:
 
 
 @router.get("/channels")
-def list_channels(state: StateDep) -> list[dict[str, Any]]:
+async def list_channels(state: StateDep) -> list[dict[str, Any]]:
     return _channels(state, None)
 
 
 @router.get("/vhosts/{vhost}/channels")
-def vhost_channels(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_channels(vhost: str, state: StateDep) -> list[dict[str, Any]]:
     return _channels(state, vhost)
 
 
 @router.get("/channels/{name}")
-def get_channel(name: str, state: StateDep) -> dict[str, Any]:
+async def get_channel(name: str, state: StateDep) -> dict[str, Any]:
     for conn in open_connections(state):
         for ch in conn.channels.values():
             if channel_name(conn, ch.number) == name:
@@ -94,10 +94,10 @@ def _consumers(state: Any, vhost: str | None) -> list[dict[str, Any]]:
 
 
 @router.get("/consumers")
-def list_consumers(state: StateDep) -> list[dict[str, Any]]:
+async def list_consumers(state: StateDep) -> list[dict[str, Any]]:
     return _consumers(state, None)
 
 
 @router.get("/consumers/{vhost}")
-def vhost_consumers(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_consumers(vhost: str, state: StateDep) -> list[dict[str, Any]]:
     return _consumers(state, vhost)

@@ -24,7 +24,7 @@ async def _body(request: Request) -> Any:
 
 
 @router.get("/definitions")
-def export_all(state: StateDep) -> dict[str, Any]:
+async def export_all(state: StateDep) -> dict[str, Any]:
     return definitions.export(state)
 
 
@@ -35,7 +35,7 @@ async def import_all(request: Request, state: StateDep) -> Response:
 
 
 @router.get("/definitions/{vhost}")
-def export_vhost(vhost: str, state: StateDep) -> dict[str, Any]:
+async def export_vhost(vhost: str, state: StateDep) -> dict[str, Any]:
     lookup_vhost(state.broker, vhost)
     return definitions.export(state, vhost)
 

@@ -22,19 +22,19 @@ router = api_router()
 
 
 @router.get("/exchanges")
-def list_exchanges(state: StateDep) -> list[dict[str, Any]]:
+async def list_exchanges(state: StateDep) -> list[dict[str, Any]]:
     return [exchange_json(ex, vh) for vh in state.broker.vhosts.values()
             for ex in vh.exchanges.values()]
 
 
 @router.get("/exchanges/{vhost}")
-def vhost_exchanges(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_exchanges(vhost: str, state: StateDep) -> list[dict[str, Any]]:
     vh = lookup_vhost(state.broker, vhost)
     return [exchange_json(ex, vh) for ex in vh.exchanges.values()]
 
 
 @router.get("/exchanges/{vhost}/{name}")
-def get_exchange(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
+async def get_exchange(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
     vh = lookup_vhost(state.broker, vhost)
     ex = vh.exchanges.get(exchange_name(name))
     if ex is None:
@@ -43,7 +43,7 @@ def get_exchange(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
 
 
 @router.put("/exchanges/{vhost}/{name}", status_code=201)
-def put_exchange(vhost: str, name: str, body: ExchangeBody, state: StateDep) -> Response:
+async def put_exchange(vhost: str, name: str, body: ExchangeBody, state: StateDep) -> Response:
     vh = lookup_vhost(state.broker, vhost)
     from smartbroker.exchanges import EXCHANGE_TYPES
 
@@ -57,7 +57,7 @@ def put_exchange(vhost: str, name: str, body: ExchangeBody, state: StateDep) -> 
 
 
 @router.delete("/exchanges/{vhost}/{name}", status_code=204)
-def delete_exchange(vhost: str, name: str, request: Request, state: StateDep) -> Response:
+async def delete_exchange(vhost: str, name: str, request: Request, state: StateDep) -> Response:
     vh = lookup_vhost(state.broker, vhost)
     name = exchange_name(name)
     if name not in vh.exchanges:
@@ -67,7 +67,7 @@ def delete_exchange(vhost: str, name: str, request: Request, state: StateDep) ->
 
 
 @router.post("/exchanges/{vhost}/{name}/publish", response_model=PublishResult)
-def publish(vhost: str, name: str, body: PublishBody, state: StateDep) -> PublishResult:
+async def publish(vhost: str, name: str, body: PublishBody, state: StateDep) -> PublishResult:
     vh = lookup_vhost(state.broker, vhost)
     if body.payload_encoding == "base64":
         try:

@@ -6,9 +6,9 @@ import os
 import time
 from typing import Any
 
-import smartbroker
 from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.management.deps import StateDep, UserDep
+from smartbroker.management.formatting import product_version
 from smartbroker.management.models import WhoAmI
 from smartbroker.management.routers.common import api_router
 from smartbroker.management.state import resident_memory
@@ -39,7 +39,7 @@ def _totals(state: Any) -> dict[str, Any]:
 
 
 @router.get("/overview")
-def overview(state: StateDep) -> dict[str, Any]:
+async def overview(state: StateDep) -> dict[str, Any]:
     cfg = state.broker.config
     listeners = [{"node": state.node, "protocol": "amqp", "ip_address": cfg.host,
                   "port": state.amqp_port or cfg.port},
@@ -49,7 +49,7 @@ def overview(state: StateDep) -> dict[str, Any]:
         "management_version": RABBITMQ_COMPAT_VERSION,
         "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
         "product_name": "smartbroker",
-        "product_version": smartbroker.__version__,
+        "product_version": product_version(),
         "cluster_name": state.node,
         "node": state.node,
         "rates_mode": "basic",
@@ -65,7 +65,7 @@ def overview(state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/whoami", response_model=WhoAmI)
-def whoami(user: UserDep) -> WhoAmI:
+async def whoami(user: UserDep) -> WhoAmI:
     return WhoAmI(name=user.name, tags=list(user.tags))
 
 
@@ -87,12 +87,12 @@ def _node(state: Any) -> dict[str, Any]:
 
 
 @router.get("/nodes")
-def nodes(state: StateDep) -> list[dict[str, Any]]:
+async def nodes(state: StateDep) -> list[dict[str, Any]]:
     return [_node(state)]
 
 
 @router.get("/nodes/{name}")
-def node(name: str, state: StateDep) -> dict[str, Any]:
+async def node(name: str, state: StateDep) -> dict[str, Any]:
     from smartbroker.management.errors import not_found
 
     if name != state.node:

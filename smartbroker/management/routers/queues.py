@@ -25,24 +25,24 @@ def _queue(state: Any, vhost: str, name: str) -> tuple[Any, Any]:
 
 
 @router.get("/queues")
-def list_queues(state: StateDep) -> list[dict[str, Any]]:
+async def list_queues(state: StateDep) -> list[dict[str, Any]]:
     return [queue_json(q, state) for vh in state.broker.vhosts.values()
             for q in list(vh.queues.values())]
 
 
 @router.get("/queues/{vhost}")
-def vhost_queues(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_queues(vhost: str, state: StateDep) -> list[dict[str, Any]]:
     vh = lookup_vhost(state.broker, vhost)
     return [queue_json(q, state) for q in list(vh.queues.values())]
 
 
 @router.get("/queues/{vhost}/{name}")
-def get_queue(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
+async def get_queue(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
     return queue_json(_queue(state, vhost, name)[1], state)
 
 
 @router.put("/queues/{vhost}/{name}", status_code=201)
-def put_queue(vhost: str, name: str, body: QueueBody, state: StateDep) -> Response:
+async def put_queue(vhost: str, name: str, body: QueueBody, state: StateDep) -> Response:
     vh = lookup_vhost(state.broker, vhost)
     existing = vh.queues.get(name)
     if existing is not None and existing.exclusive_owner is not None:
@@ -53,7 +53,7 @@ def put_queue(vhost: str, name: str, body: QueueBody, state: StateDep) -> Respon
 
 
 @router.delete("/queues/{vhost}/{name}", status_code=204)
-def delete_queue(vhost: str, name: str, request: Request, state: StateDep) -> Response:
+async def delete_queue(vhost: str, name: str, request: Request, state: StateDep) -> Response:
     vh, q = _queue(state, vhost, name)
     params = request.query_params
     if params.get("if-unused") == "true" and q.consumer_count:
@@ -65,19 +65,19 @@ def delete_queue(vhost: str, name: str, request: Request, state: StateDep) -> Re
 
 
 @router.delete("/queues/{vhost}/{name}/contents", status_code=204)
-def purge_queue(vhost: str, name: str, state: StateDep) -> Response:
+async def purge_queue(vhost: str, name: str, state: StateDep) -> Response:
     _queue(state, vhost, name)[1].purge()
     return Response(status_code=204)
 
 
 @router.post("/queues/{vhost}/{name}/get")
-def get_messages(vhost: str, name: str, body: GetBody, state: StateDep) -> list[dict[str, Any]]:
+async def get_messages(vhost: str, name: str, body: GetBody, state: StateDep) -> list[dict[str, Any]]:
     vh, q = _queue(state, vhost, name)
     return ops.get(vh, q.name, body.count, body.ackmode, body.encoding, body.truncate)
 
 
 @router.get("/queues/{vhost}/{name}/bindings")
-def queue_bindings(vhost: str, name: str, state: StateDep) -> list[dict[str, Any]]:
+async def queue_bindings(vhost: str, name: str, state: StateDep) -> list[dict[str, Any]]:
     vh, q = _queue(state, vhost, name)
     return [b for b in bindings_of(vh) if b["destination_type"] == "queue"
             and b["destination"] == q.name]

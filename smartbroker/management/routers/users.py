@@ -39,12 +39,12 @@ def put_user_record(state: Any, name: str, body: UserBody) -> bool:
 
 
 @router.get("/users")
-def list_users(state: StateDep) -> list[dict[str, Any]]:
+async def list_users(state: StateDep) -> list[dict[str, Any]]:
     return [user_json(u) for u in state.broker.users.users.values()]
 
 
 @router.get("/users/{name}")
-def get_user(name: str, state: StateDep) -> dict[str, Any]:
+async def get_user(name: str, state: StateDep) -> dict[str, Any]:
     user = state.broker.users.users.get(name)
     if user is None:
         raise not_found()
@@ -52,13 +52,13 @@ def get_user(name: str, state: StateDep) -> dict[str, Any]:
 
 
 @router.put("/users/{name}", status_code=201)
-def put_user(name: str, body: UserBody, state: StateDep) -> Response:
+async def put_user(name: str, body: UserBody, state: StateDep) -> Response:
     created = put_user_record(state, name, body)
     return Response(status_code=201 if created else 204)
 
 
 @router.delete("/users/{name}", status_code=204)
-def delete_user(name: str, state: StateDep) -> Response:
+async def delete_user(name: str, state: StateDep) -> Response:
     if state.broker.users.users.pop(name, None) is None:
         raise not_found()
     for key in [k for k in state.permissions if k[1] == name]:
@@ -67,19 +67,19 @@ def delete_user(name: str, state: StateDep) -> Response:
 
 
 @router.get("/users/{name}/permissions")
-def user_permissions(name: str, state: StateDep) -> list[dict[str, str]]:
+async def user_permissions(name: str, state: StateDep) -> list[dict[str, str]]:
     if name not in state.broker.users.users:
         raise not_found()
     return [p.as_json() for (_, u), p in state.permissions.items() if u == name]
 
 
 @router.get("/permissions")
-def list_permissions(state: StateDep) -> list[dict[str, str]]:
+async def list_permissions(state: StateDep) -> list[dict[str, str]]:
     return [p.as_json() for p in state.permissions.values()]
 
 
 @router.get("/permissions/{vhost}/{user}")
-def get_permission(vhost: str, user: str, state: StateDep) -> dict[str, str]:
+async def get_permission(vhost: str, user: str, state: StateDep) -> dict[str, str]:
     perm = state.permissions.get((vhost, user))
     if perm is None:
         raise not_found()
@@ -87,7 +87,7 @@ def get_permission(vhost: str, user: str, state: StateDep) -> dict[str, str]:
 
 
 @router.put("/permissions/{vhost}/{user}", status_code=201)
-def put_permission(vhost: str, user: str, body: PermissionBody, state: StateDep) -> Response:
+async def put_permission(vhost: str, user: str, body: PermissionBody, state: StateDep) -> Response:
     lookup_vhost(state.broker, vhost)
     if user not in state.broker.users.users:
         raise bad_request(f"no user '{user}'")
@@ -98,7 +98,7 @@ def put_permission(vhost: str, user: str, body: PermissionBody, state: StateDep)
 
 
 @router.delete("/permissions/{vhost}/{user}", status_code=204)
-def delete_permission(vhost: str, user: str, state: StateDep) -> Response:
+async def delete_permission(vhost: str, user: str, state: StateDep) -> Response:
     if state.permissions.pop((vhost, user), None) is None:
         raise not_found()
     return Response(status_code=204)

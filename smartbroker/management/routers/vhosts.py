@@ -30,24 +30,24 @@ def create_vhost(state: Any, name: str, body: VhostBody | None = None) -> bool:
 
 
 @router.get("/vhosts")
-def list_vhosts(state: StateDep) -> list[dict[str, Any]]:
+async def list_vhosts(state: StateDep) -> list[dict[str, Any]]:
     return [vhost_json(v, state) for v in state.broker.vhosts.values()]
 
 
 @router.get("/vhosts/{vhost}")
-def get_vhost(vhost: str, state: StateDep) -> dict[str, Any]:
+async def get_vhost(vhost: str, state: StateDep) -> dict[str, Any]:
     return vhost_json(lookup_vhost(state.broker, vhost), state)
 
 
 @router.put("/vhosts/{vhost}", status_code=201)
-def put_vhost(vhost: str, state: StateDep, _: AdminDep,
+async def put_vhost(vhost: str, state: StateDep, _: AdminDep,
               body: VhostBody | None = BodyParam(None)) -> Response:  # noqa: B008
     created = create_vhost(state, vhost, body or VhostBody())
     return Response(status_code=201 if created else 204)
 
 
 @router.delete("/vhosts/{vhost}", status_code=204)
-def delete_vhost(vhost: str, state: StateDep, _: AdminDep) -> Response:
+async def delete_vhost(vhost: str, state: StateDep, _: AdminDep) -> Response:
     broker = state.broker
     vh = lookup_vhost(broker, vhost)
     for conn in list(broker.connections):
@@ -63,6 +63,6 @@ def delete_vhost(vhost: str, state: StateDep, _: AdminDep) -> Response:
 
 
 @router.get("/vhosts/{vhost}/permissions")
-def vhost_permissions(vhost: str, state: StateDep) -> list[dict[str, str]]:
+async def vhost_permissions(vhost: str, state: StateDep) -> list[dict[str, str]]:
     lookup_vhost(state.broker, vhost)
     return [p.as_json() for (v, _), p in state.permissions.items() if v == vhost]

@@ -1,0 +1,42 @@
+"""/api/health/checks/* and /api/aliveness-test/{vhost}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smartbroker.management import ops
+from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.models import Status
+from smartbroker.management.routers.common import api_router
+from smartbroker.message import Message
+
+router = api_router()
+
+ALIVENESS_QUEUE = "aliveness-test"
+
+
+@router.get("/health/checks/alarms", response_model=Status)
+async def alarms() -> Status:
+    return Status(status="ok")
+
+
+@router.get("/health/checks/local-alarms", response_model=Status)
+async def local_alarms() -> Status:
+    return Status(status="ok")
+
+
+@router.get("/health/checks/virtual-hosts", response_model=Status)
+async def virtual_hosts() -> Status:
+    return Status(status="ok")
+
+
+@router.get("/aliveness-test/{vhost}")
+async def aliveness(vhost: str, state: StateDep) -> dict[str, Any]:
+    """Declare a queue, publish to it and get the message back, as RabbitMQ does."""
+    vh = lookup_vhost(state.broker, vhost)
+    vh.declare_queue(ALIVENESS_QUEUE)
+    ops.route(vh, Message.build("", ALIVENESS_QUEUE, b"test_message"))
+    got = ops.get(vh, ALIVENESS_QUEUE, 1, "ack_requeue_false", "auto", None)
+    if not got or got[0]["payload"] != "test_message":
+        return {"status": "failed", "reason": "aliveness test message not received"}
+    return {"status": "ok"}

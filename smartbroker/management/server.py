@@ -1,0 +1,94 @@
+"""uvicorn inside the broker's event loop.
+
+We bind the socket ourselves so a port in use is a one-line ``StartupError`` (uvicorn
+would log and ``sys.exit``), and we keep uvicorn away from signal handling and logging
+config: the broker owns SIGINT/SIGTERM and the log format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from smartbroker.management.app import create_app
+from smartbroker.management.state import ManagementState
+
+if TYPE_CHECKING:
+    from smartbroker.broker.core import Broker
+    from smartbroker.config import Config
+
+log = logging.getLogger("smartbroker.management")
+SHUTDOWN_TIMEOUT = 3.0
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the broker handles signals
+        yield
+
+
+class ManagementServer:
+    def __init__(self, state: ManagementState, server: uvicorn.Server, sock: socket.socket) -> None:
+        self.state = state
+        self.server = server
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        self.task: asyncio.Task | None = None
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests (bounded), close the socket."""
+        self.server.should_exit = True
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), SHUTDOWN_TIMEOUT + 1)
+            except (TimeoutError, asyncio.CancelledError):
+                self.server.force_exit = True
+                self.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self.task
+            except Exception:  # pragma: no cover - logged, shutdown goes on
+                log.exception("management server failed while stopping")
+        self.sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def start_management(broker: Broker, config: Config, amqp_port: int | None = None) -> ManagementServer:
+    """Bind the management port and serve the API as a task on the running loop."""
+    from smartbroker.server.app import StartupError
+
+    try:
+        sock = _bind(config.host, config.management_port)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {config.host}:{config.management_port}: "
+                           f"{exc.strerror or exc}") from None
+    state = ManagementState(broker)
+    state.amqp_port = amqp_port
+    uv_config = uvicorn.Config(create_app(state), log_config=None, access_log=False,
+                               lifespan="off", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
+                               log_level="warning", server_header=False)
+    server = _EmbeddedServer(uv_config)
+    mgmt = ManagementServer(state, server, sock)
+    state.http_port = mgmt.port
+    mgmt.task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]),
+                                                       name="management-http")
+    log.info("management API listening on %s port %d", config.host, mgmt.port)
+    return mgmt
