@@ -595,9 +595,15 @@ def main(argv=None) -> int:
         HERE / "results" / f"{name}-{started.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
+    try:
+        commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
     doc = {
         "name": name,
         "date": started.isoformat(timespec="seconds"),
+        "repo_commit": commit,
         "machine": machine,
         "targets": [{"name": t.name, "url": t.safe_url, "server": t.server,
                      "broker_pids": t.pids, "broker_idle_cpu_pct": idle.get(t.name)}
