@@ -47,6 +47,7 @@ class GroupCommit:
         self,
         prepare: Callable[[], tuple[int, list[int]]],
         finished: Callable[[OSError | None], None],
+        pending: Callable[[], bool],
         policy: str = "batch",
         interval: float = 0.005,
         durable: int = 0,
@@ -58,6 +59,7 @@ class GroupCommit:
         self.durable = durable
         self._prepare = prepare
         self._finished = finished
+        self._pending = pending
         self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -68,9 +70,8 @@ class GroupCommit:
         """Note new unsynced data: schedule a round (no-op outside an event loop)."""
         if self._task is not None or self._timer is not None:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = asyncio._get_running_loop()  # None outside a loop; cheaper than raising
+        if loop is None:
             return
         delay = 0.0 if self.policy == "always" else self.interval
         self._timer = loop.call_later(delay, self._start)
@@ -93,10 +94,11 @@ class GroupCommit:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        error: OSError | None = None
         try:
             while True:
                 waiters, self._waiters = self._waiters, []
-                error: OSError | None = None
+                error = None
                 try:
                     covered, fds = self._prepare()
                     if fds and self.policy != "never":
@@ -124,11 +126,13 @@ class GroupCommit:
             self._task = None
             if self._waiters:  # arrived after the last check; serve them
                 self._start()
+            elif self._pending() and not error:  # appended during the round, nobody waiting
+                self.kick()
 
     def sync_blocking(self) -> None:
         """Flush and fsync on the calling thread (close(), scripts and sync callers)."""
-        covered, fds = self._prepare()
         try:
+            covered, fds = self._prepare()
             if self.policy != "never":
                 fsync_all(fds)
                 self.fsyncs += 1

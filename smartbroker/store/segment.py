@@ -27,6 +27,7 @@ _pread = os.pread
 IDX_HEAD = struct.Struct("<4sIQQQqI")  # magic, version, base, data size, next offset, max ts, n
 IDX_MAGIC = b"SBIX"
 READ_CHUNK = 16 * 1024
+_encode_into = record.encode_into
 SCAN_CHUNK = 1 << 20
 
 
@@ -78,8 +79,18 @@ class Segment:
         self.next_offset = offset + count
 
     def append(self, offset: int, ts: int, key: bytes | None, payload: bytes) -> None:
-        self.note(offset, 1, ts, self.written + len(self.buf))
-        record.encode_into(self.buf, offset, ts, key, payload)
+        """The hot path: ``note`` inlined, one encode into the buffer."""
+        buf = self.buf
+        pos = self.written + len(buf)
+        if ts > self.max_ts:
+            self.max_ts = ts
+        if pos - self._last_idx >= self.interval:
+            self.idx_off.append(offset)
+            self.idx_pos.append(pos)
+            self.idx_ts.append(self.max_ts)
+            self._last_idx = pos
+        self.next_offset = offset + 1
+        _encode_into(buf, offset, ts, key, payload)
 
     def append_frame(self, offset: int, count: int, ts: int, frame: bytes) -> None:
         self.note(offset, count, ts, self.written + len(self.buf))

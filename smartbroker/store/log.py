@@ -1,0 +1,380 @@
+"""SegmentLog: the on-disk log (a directory of segments) with group commit.
+
+Layout: ``<base:020d>.log`` data files, ``<base>.idx`` saved sparse indexes, and
+``<start>-<end>.hole`` markers for segments deleted out of order (so recovery can tell a
+deliberate gap from a lost file). Offsets are never reused: the newest segment is never
+deleted, and its file name keeps the next offset even when it is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+
+from . import record
+from .api import LogStats, Record, SegmentInfo, StoreUnavailable
+from .commit import GroupCommit
+from .segment import Segment, data_name
+
+log = logging.getLogger(__name__)
+
+
+class SegmentLog:
+    """Append-only segment log; see ``api.Log`` for the contract."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: str = "batch",
+        segment_bytes: int = 32 << 20,
+        sync_interval_ms: float = 5.0,
+        index_interval: int = 4096,
+        write_buffer_bytes: int = 1 << 20,
+        verify: bool = False,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.segment_bytes = segment_bytes
+        self.index_interval = index_interval
+        self.write_buffer_bytes = write_buffer_bytes
+        self._stats = LogStats()
+        self._segs: list[Segment] = []
+        self._bases: list[int] = []
+        self._holes: list[tuple[int, int]] = []
+        self._unsynced: dict[int, Segment] = {}  # base -> segment written but not fsynced
+        self._in_round: list[Segment] = []
+        self._to_close: list[int] = []
+        self._dir_dirty = False
+        self._unavailable: OSError | None = None
+        self._closed = False
+        self._dir_fd = os.open(self.directory, os.O_RDONLY)
+        self._open(verify)
+        self._commit = GroupCommit(
+            self._prepare, self._finished, self._has_pending, fsync, sync_interval_ms / 1000,
+            durable=self.next_offset,
+        )
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _open(self, verify: bool) -> None:
+        logs, idxs = set(), set()
+        for name in os.listdir(self.directory):
+            stem, _, ext = name.partition(".")
+            if ext == "log" and stem.isdigit():
+                logs.add(int(stem))
+            elif ext == "idx" and stem.isdigit():
+                idxs.add(int(stem))
+            elif ext == "hole" and "-" in stem:
+                a, b = stem.split("-")
+                self._holes.append((int(a), int(b)))
+        bases = sorted(logs)
+        top = max(bases + [e for _, e in self._holes] + [0])
+        for base in sorted(idxs - logs):
+            log.error("segment %s is missing (its index is there)", data_name(base))
+            top = max(top, base + 1)
+        for i, base in enumerate(bases):
+            path = os.path.join(self.directory, data_name(base))
+            fd = -1
+            try:
+                fd = os.open(path, os.O_RDWR)
+                seg = Segment(self.directory, base, fd, self.index_interval, self._stats)
+                seg.recover(tail=i == len(bases) - 1, trust_index=not verify)
+            except OSError as e:
+                log.error("segment %s is unreadable, skipping it: %s", path, e)
+                self._stats.unreadable_segments.append(path)
+                if fd >= 0:
+                    os.close(fd)
+                top = max(top, base + 1)
+                continue
+            self._segs.append(seg)
+            self._bases.append(base)
+        for prev, seg in zip(self._segs, self._segs[1:], strict=False):
+            if prev.next_offset < seg.base and not self._hole_covers(prev.next_offset, seg.base):
+                log.error("offsets %d..%d are missing (segment lost)", prev.next_offset, seg.base - 1)
+                self._stats.missing_ranges.append((prev.next_offset, seg.base))
+        if not self._segs or top > self._segs[-1].next_offset:
+            self._create(top)  # never reuse offsets a lost or unreadable tail may have held
+        self._drop_old_holes()
+
+    def _hole_covers(self, start: int, end: int) -> bool:
+        for a, b in sorted(self._holes):
+            if a <= start < b:
+                start = b
+        return start >= end
+
+    def _drop_old_holes(self) -> None:
+        first = self._bases[0]
+        for a, b in [h for h in self._holes if h[1] <= first]:
+            self._holes.remove((a, b))
+            self._unlink(f"{a:020d}-{b:020d}.hole")
+
+    def _create(self, base: int) -> Segment:
+        fd = os.open(os.path.join(self.directory, data_name(base)), os.O_RDWR | os.O_CREAT, 0o644)
+        seg = Segment(self.directory, base, fd, self.index_interval, self._stats)
+        self._segs.append(seg)
+        self._bases.append(base)
+        self._dir_dirty = True
+        return seg
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def first_offset(self) -> int:
+        return self._segs[0].base
+
+    @property
+    def next_offset(self) -> int:
+        return self._segs[-1].next_offset
+
+    @property
+    def durable_offset(self) -> int:
+        return self._commit.durable
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.end for s in self._segs)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segs)
+
+    @property
+    def stats(self) -> LogStats:
+        self._stats.fsyncs = self._commit.fsyncs
+        return self._stats
+
+    # -- appending -------------------------------------------------------------------
+
+    def append(self, payload: bytes, timestamp_ms: int | None = None, key: bytes | None = None) -> int:
+        """Buffer one record; returns its offset. Durable only after ``sync``/``wait_durable``."""
+        if self._unavailable is not None:
+            self._retry()
+        seg = self._segs[-1]
+        if seg.end + record.OVERHEAD + len(payload) > self.segment_bytes and seg.end:
+            seg = self._roll()
+        off = seg.next_offset
+        seg.append(off, int(time.time() * 1000) if timestamp_ms is None else timestamp_ms, key, payload)
+        if len(seg.buf) >= self.write_buffer_bytes:
+            self._write_out(seg)
+        self._commit.kick()
+        return off
+
+    def append_batch(
+        self, payloads: list[bytes], timestamp_ms: int | None = None, keys: list[bytes | None] | None = None
+    ) -> list[int]:
+        """Buffer several records as one frame: after a crash all are there or none is."""
+        if not payloads:
+            return []
+        if self._unavailable is not None:
+            self._retry()
+        seg = self._segs[-1]
+        ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        frame = record.encode_batch(seg.next_offset, ts, list(zip(keys or [None] * len(payloads), payloads, strict=True)))
+        if seg.end + len(frame) > self.segment_bytes and seg.end:
+            seg = self._roll()
+            frame = record.encode_batch(seg.next_offset, ts, list(zip(keys or [None] * len(payloads), payloads, strict=True)))
+        off = seg.next_offset
+        seg.append_frame(off, len(payloads), ts, frame)
+        if len(seg.buf) >= self.write_buffer_bytes:
+            self._write_out(seg)
+        self._commit.kick()
+        return list(range(off, off + len(payloads)))
+
+    def _write_out(self, seg: Segment) -> None:
+        """Hand a buffer to the OS; a failure is remembered (the data stays buffered)."""
+        try:
+            if seg.write_out():
+                self._unsynced[seg.base] = seg
+        except OSError as e:
+            log.error("write to %s failed: %s", seg.path, e)
+            self._unavailable = e
+
+    def _retry(self) -> None:
+        """While the disk is failing, refuse new records unless pending ones now go through."""
+        seg = self._segs[-1]
+        try:
+            if seg.write_out():
+                self._unsynced[seg.base] = seg
+        except OSError as e:
+            self._unavailable = e
+            raise StoreUnavailable(f"storage unavailable: {e}") from e
+        self._unavailable = None
+
+    def _roll(self) -> Segment:
+        """Close the active segment and start a new one at the next offset."""
+        old = self._segs[-1]
+        try:
+            if old.write_out():
+                self._unsynced[old.base] = old
+            new = self._create(old.next_offset)
+        except OSError as e:
+            self._unavailable = e
+            raise StoreUnavailable(f"cannot roll segment: {e}") from e
+        old.save_index()
+        return new
+
+    def roll(self) -> None:
+        if self._segs[-1].end:
+            self._roll()
+
+    # -- group commit hooks ----------------------------------------------------------
+
+    def _prepare(self) -> tuple[int, list[int]]:
+        covered = self.next_offset
+        seg = self._segs[-1]
+        if seg.write_out():
+            self._unsynced[seg.base] = seg
+        self._in_round = list(self._unsynced.values())
+        self._unsynced.clear()
+        fds = [s.fd for s in self._in_round]
+        if self._dir_dirty:
+            fds.append(self._dir_fd)
+            self._dir_dirty = False
+        return covered, fds
+
+    def _finished(self, error: OSError | None) -> None:
+        if error is None:
+            self._unavailable = None
+        else:
+            log.error("commit failed: %s", error)
+            self._stats.fsync_errors += 1
+            self._unavailable = error
+            for s in self._in_round:
+                if s.fd not in self._to_close:
+                    self._unsynced[s.base] = s
+            self._dir_dirty = True
+        self._in_round = []
+        for fd in self._to_close:
+            os.close(fd)
+        self._to_close.clear()
+
+    def _has_pending(self) -> bool:
+        return bool(self._segs[-1].buf or self._unsynced)
+
+    async def sync(self) -> None:
+        """Return when everything appended before the call is durable (shared fsync)."""
+        await self._commit.wait(self.next_offset)
+
+    async def wait_durable(self, offset: int) -> None:
+        await self._commit.wait(offset + 1)
+
+    def flush(self) -> None:
+        """Blocking write + fsync on this thread (for close and non-async callers)."""
+        self._commit.sync_blocking()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _find(self, offset: int) -> Segment | None:
+        i = bisect_right(self._bases, offset) - 1
+        if i < 0 or offset >= self._segs[i].next_offset:
+            return None
+        return self._segs[i]
+
+    def read_record(self, offset: int) -> Record | None:
+        seg = self._find(offset)
+        return seg.read(offset) if seg is not None else None
+
+    def read(self, offset: int) -> bytes | None:
+        rec = self.read_record(offset)
+        return rec.payload if rec is not None else None
+
+    def scan_records(self, start: int = 0) -> Iterator[Record]:
+        i = max(0, bisect_right(self._bases, start) - 1)
+        for seg in list(self._segs[i:]):
+            if seg.next_offset > start and seg.fd >= 0:
+                yield from seg.records(start)
+
+    def scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        for rec in self.scan_records(start):
+            yield rec.offset, rec.payload
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int:
+        """First offset whose record timestamp is >= the given one (next_offset if none)."""
+        for seg in self._segs:
+            found = seg.first_at_or_after(timestamp_ms)
+            if found is not None:
+                return found
+        return self.next_offset
+
+    # -- segments and deletion -------------------------------------------------------
+
+    def segments(self) -> list[SegmentInfo]:
+        last = self._segs[-1]
+        return [SegmentInfo(s.base, s.next_offset, s.end, s.max_ts, s is last) for s in self._segs]
+
+    def segment_of(self, offset: int) -> int | None:
+        seg = self._find(offset)
+        return seg.base if seg is not None else None
+
+    def delete_segment(self, base_offset: int) -> bool:
+        """Delete one whole segment (e.g. all its enqueues acked). The active one is rolled first."""
+        i = bisect_left(self._bases, base_offset)
+        if i == len(self._bases) or self._bases[i] != base_offset:
+            return False
+        seg = self._segs[i]
+        if i == len(self._segs) - 1:
+            if not seg.end:
+                return False
+            self._roll()
+        if i > 0:  # out of order: leave a marker so recovery does not call the gap a loss
+            hole = (seg.base, self._bases[i + 1])
+            try:
+                with open(os.path.join(self.directory, f"{hole[0]:020d}-{hole[1]:020d}.hole"), "wb"):
+                    pass
+            except OSError as e:
+                raise StoreUnavailable(f"cannot record deletion: {e}") from e
+            self._holes.append(hole)
+        del self._segs[i], self._bases[i]
+        self._unsynced.pop(seg.base, None)
+        self._unlink(data_name(seg.base))
+        self._unlink(os.path.basename(seg.index_path))
+        if self._commit.busy:
+            self._to_close.append(seg.fd)  # an fsync thread may be using it
+        else:
+            os.close(seg.fd)
+        seg.fd = -1
+        self._drop_old_holes()
+        return True
+
+    def delete_before(self, offset: int) -> int:
+        """Delete closed segments lying entirely below ``offset``; returns how many."""
+        n = 0
+        while len(self._segs) > 1 and self._segs[0].next_offset <= offset:
+            self.delete_segment(self._segs[0].base)
+            n += 1
+        return n
+
+    def _unlink(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.directory, name))
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, fsync (unless policy ``never``), save the active index, close files."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except StoreUnavailable as e:
+            log.error("closing with unflushed data: %s", e)
+        if not self._segs[-1].buf:
+            self._segs[-1].save_index()
+        self._closed = True
+        for seg in self._segs:
+            os.close(seg.fd)
+            seg.fd = -1
+        for fd in self._to_close:
+            os.close(fd)
+        self._to_close.clear()
+        os.close(self._dir_fd)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self.sync()
+        self.close()
