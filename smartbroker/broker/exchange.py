@@ -7,15 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.exchanges import EXCHANGE_TYPES, ExchangeType
-
-
-def freeze(value: Any) -> Any:
-    """A hashable, order-independent form of an AMQP table value (binding identity)."""
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
-    return value
+from smartbroker.exchanges.base import freeze
 
 
 @dataclass(frozen=True, eq=False)

@@ -25,6 +25,7 @@ from smartbroker.errors import (
     resource_locked,
 )
 from smartbroker.exchanges import EXCHANGE_TYPES
+from smartbroker.exchanges.headers import same_value
 from smartbroker.message import Message
 from smartbroker.queues.classic import ClassicQueue
 
@@ -189,7 +190,7 @@ class VirtualHost:
             have, want = q.arguments.get(arg), arguments.get(arg)
             if arg == "x-queue-type" and _fmt(want or "classic") == _fmt(have or "classic"):
                 continue
-            if _norm(have) != _norm(want):
+            if not (have is None and want is None) and not same_value(have, want):
                 raise precondition_failed(
                     f"inequivalent arg '{arg}' for queue '{q.name}' {self.where()}: "
                     f"received {_describe(want)} but current is {_describe(have)}")
@@ -329,10 +330,6 @@ class VirtualHost:
 
 def destination_bindings(destination: Any) -> set[Binding]:
     return destination.inbound if isinstance(destination, Exchange) else destination.bindings
-
-
-def _norm(value: Any) -> Any:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _describe(value: Any) -> str:

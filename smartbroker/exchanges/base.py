@@ -49,3 +49,14 @@ class RefCounted:
 
     def __bool__(self) -> bool:
         return bool(self.counts)
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, order-independent form of an AMQP table value (binding identity)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return value

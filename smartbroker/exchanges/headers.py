@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
-from smartbroker.exchanges.base import Table
+from smartbroker.exchanges.base import Table, freeze
 
 MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
@@ -25,16 +25,17 @@ def _type_class(value: Any) -> type:
         return int
     if isinstance(value, float):
         return float
-    if isinstance(value, str | bytes):
+    if isinstance(value, str | bytes | bytearray):
         return str
     return type(value)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bytes):
-        a = a.decode(errors="replace")
-    if isinstance(b, bytes):
-        b = b.decode(errors="replace")
+def same_value(a: Any, b: Any) -> bool:
+    """Equal and of the same AMQP type class (RabbitMQ never equates 1, 1.0 and true)."""
+    if isinstance(a, bytes | bytearray):
+        a = bytes(a).decode(errors="replace")
+    if isinstance(b, bytes | bytearray):
+        b = bytes(b).decode(errors="replace")
     return _type_class(a) is _type_class(b) and a == b
 
 
@@ -53,21 +54,15 @@ class _Pattern:
     def matches(self, headers: Table) -> bool:
         if self.match_all:
             for key, want in self.pairs:
-                if key not in headers or (want is not None and not _same(want, headers[key])):
+                if key not in headers or (want is not None and not same_value(want, headers[key])):
                     return False
             return True
         for key, want in self.pairs:
-            if key in headers and (want is None or _same(want, headers[key])):
+            if key in headers and (want is None or same_value(want, headers[key])):
                 return True
         return False
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
 
 
 class HeadersExchange:
@@ -89,12 +84,12 @@ class HeadersExchange:
                                       "all, any, all-with-x, or any-with-x")
 
     def bind(self, destination: Hashable, routing_key: str, arguments: Table) -> None:
-        key = (destination, _freeze(dict(arguments)))
+        key = (destination, freeze(arguments))
         pattern, count = self._bindings.get(key, (None, 0))
         self._bindings[key] = (pattern or _Pattern(arguments), count + 1)
 
     def unbind(self, destination: Hashable, routing_key: str, arguments: Table) -> None:
-        key = (destination, _freeze(dict(arguments)))
+        key = (destination, freeze(arguments))
         entry = self._bindings.get(key)
         if entry is None:
             return

@@ -49,6 +49,9 @@ def validate_queue_arguments(queue: str, vhost: str, arguments: Mapping[str, Any
             raise bad("x-max-priority", f"{{value_out_of_range,{value}}}")
     if "x-queue-type" in arguments and _text(arguments["x-queue-type"]) not in QUEUE_TYPES:
         raise bad("x-queue-type", f"{{unacceptable_value,{_text(arguments['x-queue-type'])}}}")
+    if "x-single-active-consumer" in arguments and not isinstance(arguments["x-single-active-consumer"], bool):
+        value = arguments["x-single-active-consumer"]
+        raise bad("x-single-active-consumer", f"{{unacceptable_type,{type(value).__name__}}}")
     for arg in ("x-dead-letter-exchange", "x-dead-letter-routing-key"):
         if arg in arguments and not isinstance(arguments[arg], str | bytes):
             raise bad(arg, f"{{unacceptable_type,{type(arguments[arg]).__name__}}}")

@@ -8,7 +8,7 @@ inherit from each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -16,19 +16,43 @@ from smartbroker.message import Message
 
 
 class QueueEntry:
-    """One message sitting in (or delivered from) one queue."""
+    """One message sitting in (or delivered from) one queue.
 
-    __slots__ = ("message", "seq", "redelivered", "delivery_count", "expires_at", "ready",
-                 "store_id")
+    A durable queue may page the message out (``page_out``): the entry then keeps only
+    its size, priority and store position, and ``message`` reads it back from the store.
+    """
+
+    __slots__ = ("_message", "seq", "redelivered", "delivery_count", "expires_at", "ready",
+                 "store_id", "size", "priority", "loader")
 
     def __init__(self, message: Message, seq: int, expires_at: float | None = None) -> None:
-        self.message = message
+        self._message: Message | None = message
         self.seq = seq
         self.redelivered = False
         self.delivery_count = 0
         self.expires_at = expires_at  # monotonic seconds, None = never
         self.ready = False  # in the ready list (not delivered, not removed)
         self.store_id: int | None = None  # position in the durable store, if persisted
+        self.size = len(message.body)
+        self.priority = message.priority if message.flags & 0x0800 else 0
+        self.loader: Callable[[QueueEntry], Message] | None = None
+
+    @property
+    def message(self) -> Message:
+        message = self._message
+        if message is None:
+            assert self.loader is not None, "paged-out entry without a loader"
+            message = self.loader(self)
+        return message
+
+    @property
+    def paged_out(self) -> bool:
+        return self._message is None
+
+    def page_out(self, loader: Callable[[QueueEntry], Message]) -> None:
+        """Drop the in-memory copy; ``loader`` reads it back (from the store) on demand."""
+        self.loader = loader
+        self._message = None
 
     def __lt__(self, other: QueueEntry) -> bool:  # heap order: original position
         return self.seq < other.seq

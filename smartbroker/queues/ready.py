@@ -35,13 +35,13 @@ class ReadyList:
         entry.ready = True
         self._fresh.append(entry)
         self.count += 1
-        self.bytes += len(entry.message.body)
+        self.bytes += entry.size
 
     def requeue(self, entry: QueueEntry) -> None:
         entry.ready = True
         heapq.heappush(self._requeued, entry)
         self.count += 1
-        self.bytes += len(entry.message.body)
+        self.bytes += entry.size
 
     def _skip_removed(self) -> None:
         while self._requeued and not self._requeued[0].ready:
@@ -63,7 +63,7 @@ class ReadyList:
         entry = heapq.heappop(self._requeued) if self._requeued else self._fresh.popleft()
         entry.ready = False
         self.count -= 1
-        self.bytes -= len(entry.message.body)
+        self.bytes -= entry.size
         return entry
 
     pop_oldest = pop  # one priority level: the oldest is the head
@@ -82,7 +82,7 @@ class ReadyList:
         if entry.ready:
             entry.ready = False
             self.count -= 1
-            self.bytes -= len(entry.message.body)
+            self.bytes -= entry.size
 
     def clear(self) -> list[QueueEntry]:
         entries = [e for e in sorted(self._requeued) if e.ready] + [e for e in self._fresh if e.ready]
@@ -105,7 +105,7 @@ class PriorityReady:
         self._levels = [ReadyList() for _ in range(max_priority + 1)]
 
     def _level(self, entry: QueueEntry) -> ReadyList:
-        return self._levels[min(max(entry.message.priority, 0), self._max)]
+        return self._levels[min(max(entry.priority, 0), self._max)]
 
     @property
     def count(self) -> int:

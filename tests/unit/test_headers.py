@@ -159,8 +159,6 @@ def test_validate_binding_rejects_bad_x_match_with_406(arguments):
     assert err.value.reply_text.startswith("PRECONDITION_FAILED - Invalid x-match field")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a binding value that is an AMQP byte array "
-                   "(bytearray) makes the binding key unhashable; bind raises TypeError")
 def test_byte_array_binding_value_matches_equal_byte_array_header():
     ex = HeadersExchange()
     ex.bind("q", "", {"blob": bytearray(b"\x00\xff")})

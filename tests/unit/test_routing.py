@@ -479,9 +479,6 @@ def test_error_reply_text_names_the_object(vh):
 # --------------------------------------------------------------------------- known bugs
 
 
-@pytest.mark.xfail(strict=True, reason="bug: binding arguments holding an AMQP byte array "
-                   "(pamqp decodes 'x' to bytearray) are unhashable; freeze() leaves them as is "
-                   "and bind raises TypeError (a 541 connection close on the wire)")
 @pytest.mark.parametrize("type_name", ["direct", "topic", "fanout"])
 def test_bind_with_byte_array_argument(vh, type_name):
     vh.declare_exchange("e", type_name)
@@ -492,8 +489,6 @@ def test_bind_with_byte_array_argument(vh, type_name):
     assert route(vh, "e", "k") == set()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: queue argument equivalence compares with Python ==, "
-                   "so 1 == True == 1.0; RabbitMQ also requires the same type class (406)")
 @pytest.mark.parametrize("new_value", [
     pytest.param(True, id="bool"),
     pytest.param(5.0, id="float"),
