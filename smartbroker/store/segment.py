@@ -142,21 +142,20 @@ class Segment:
         while pos < end:
             rel = pos - dpos
             status, size = record.check(data, rel)
+            if status == record.INCOMPLETE and pos + size > end:
+                status = record.BAD  # runs past the end: torn, unless a valid frame follows
             if status == record.INCOMPLETE:
-                if dpos + len(data) >= end:  # the frame runs past the end: torn
-                    self.stop_pos = pos
-                    return
                 data, dpos = self._read(pos, max(chunk, size)), pos
                 continue
             if status == record.BAD:
+                nxt = self._resync(pos + 1, end)
+                if nxt is None:  # nothing valid after it: a torn tail (or garbage to the end)
+                    self.stop_pos = pos
+                    return
                 if pos not in self._bad_seen:
                     self._bad_seen.add(pos)
                     self.stats.bad_records += 1
-                    log.warning("bad record at %s:%d, skipping", self.path, pos)
-                nxt = self._resync(pos + 1, end)
-                if nxt is None:
-                    self.stop_pos = pos
-                    return
+                    log.warning("bad record at %s:%d, skipping it", self.path, pos)
                 pos = nxt
                 continue
             yield pos, data, rel
@@ -231,7 +230,10 @@ class Segment:
         for pos, data, rel in self.frames(start, SCAN_CHUNK, size):
             base, ts, _flags, count = record.head(data, rel)
             self.note(base, count, ts, pos)
-        if self.stop_pos is not None and tail:
+        if self.stop_pos is not None and not tail:
+            self.stats.bad_records += 1  # a closed segment ends in garbage; keep it, skip it
+            log.warning("bad data at the end of %s:%d", self.path, self.stop_pos)
+        elif self.stop_pos is not None:
             cut = size - self.stop_pos
             log.warning("truncating %d torn bytes at the tail of %s", cut, self.path)
             self.stats.truncated_bytes += cut

@@ -63,6 +63,7 @@ def test_torn_tail_record_is_truncated(tmp_path):
     log = SegmentLog(d, segment_bytes=8192)
     assert log.next_offset == 199
     assert log.stats.truncated_bytes == 200 + 41 - 50
+    assert log.stats.bad_records == 0
     assert log.read(198) == payload(198) and log.read(199) is None
     assert log.append(b"again") == 199
     log.close()
@@ -192,6 +193,7 @@ def test_torn_batch_is_all_or_nothing(tmp_path):
     os.truncate(tail, tail.stat().st_size - 400)  # the third entry and part of the second
     log = SegmentLog(d)
     assert log.next_offset == 1
+    assert log.stats.bad_records == 0 and log.stats.truncated_bytes > 0
     assert [p for _, p in log.scan()] == [b"single"]
     log.close()
 
