@@ -40,13 +40,13 @@ class GroupCommit:
     """Tracks the durable offset and runs commit rounds for one log.
 
     ``prepare`` (loop thread) writes buffers out and returns (offset covered, fds to fsync);
-    ``finished`` is told the outcome of each round (None or the OSError).
+    ``finished`` is told the outcome of each round (None or the exception).
     """
 
     def __init__(
         self,
         prepare: Callable[[], tuple[int, list[int]]],
-        finished: Callable[[OSError | None], None],
+        finished: Callable[[Exception | None], None],
         pending: Callable[[], bool],
         policy: str = "batch",
         interval: float = 0.005,
@@ -94,7 +94,7 @@ class GroupCommit:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        error: OSError | None = None
+        error: Exception | None = None
         try:
             while True:
                 waiters, self._waiters = self._waiters, []
@@ -108,7 +108,7 @@ class GroupCommit:
                         finally:
                             self.busy = False
                         self.fsyncs += 1
-                except OSError as e:
+                except Exception as e:  # anything, or waiters would hang forever
                     error = e
                 else:
                     self.durable = max(self.durable, covered)
@@ -136,7 +136,7 @@ class GroupCommit:
             if self.policy != "never":
                 fsync_all(fds)
                 self.fsyncs += 1
-        except OSError as e:
+        except Exception as e:
             self._finished(e)
             raise StoreUnavailable(f"fsync failed: {e}") from e
         self.durable = max(self.durable, covered)

@@ -50,7 +50,7 @@ class SegmentLog:
         self._in_round: list[Segment] = []
         self._to_close: list[int] = []
         self._dir_dirty = False
-        self._unavailable: OSError | None = None
+        self._unavailable: Exception | None = None
         self._closed = False
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
         self._open(verify)
@@ -237,7 +237,7 @@ class SegmentLog:
             self._dir_dirty = False
         return covered, fds
 
-    def _finished(self, error: OSError | None) -> None:
+    def _finished(self, error: Exception | None) -> None:
         if error is None:
             self._unavailable = None
         else:
@@ -245,7 +245,7 @@ class SegmentLog:
             self._stats.fsync_errors += 1
             self._unavailable = error
             for s in self._in_round:
-                if s.fd not in self._to_close:
+                if s.fd >= 0:  # not deleted meanwhile
                     self._unsynced[s.base] = s
             self._dir_dirty = True
         self._in_round = []

@@ -172,3 +172,49 @@ def test_flush_is_a_blocking_sync(tmp_path):
     log.flush()
     assert log.durable_offset == 1 and log.stats.fsyncs == 1
     log.close()
+
+
+def test_segment_deleted_during_a_failing_fsync_is_forgotten(tmp_path, monkeypatch):
+    log = SegmentLog(tmp_path / "a", segment_bytes=1024)
+    entered, gate = threading.Event(), threading.Event()
+
+    def failing(fds: list[int]) -> None:
+        entered.set()
+        assert gate.wait(5)
+        raise OSError(errno.EIO, "I/O error")
+
+    async def main() -> None:
+        log.append(b"x" * 900)
+        log.append(b"y" * 900)  # rolls: segment 0 is closed, waiting for its fsync
+        monkeypatch.setattr(commit, "fsync_all", failing)
+        task = asyncio.create_task(log.sync())
+        assert await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+        assert log.delete_segment(0)  # while the fsync thread holds its fd
+        gate.set()
+        with pytest.raises(StoreUnavailable):
+            await task
+        monkeypatch.undo()
+        await log.sync()  # must not try to fsync the deleted segment's fd
+        assert log.durable_offset == 2 and log.read(1) == b"y" * 900
+
+    asyncio.run(main())
+    log.close()
+
+
+def test_unexpected_error_in_a_round_fails_waiters_instead_of_hanging(tmp_path, monkeypatch):
+    log = SegmentLog(tmp_path / "a")
+
+    def weird(fds: list[int]) -> None:
+        raise ValueError("not an OSError")
+
+    async def main() -> None:
+        monkeypatch.setattr(commit, "fsync_all", weird)
+        log.append(b"a")
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(log.sync(), 5)
+        monkeypatch.undo()
+        await log.sync()
+        assert log.durable_offset == 1
+
+    asyncio.run(main())
+    log.close()
