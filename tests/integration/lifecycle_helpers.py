@@ -6,6 +6,8 @@ import base64
 import datetime as dt
 import json
 import os
+import socket
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -144,3 +146,16 @@ def queue_routable(chan: BlockingChannel, queue: str) -> bool:
     except pika.exceptions.UnroutableError:
         return False
     return True
+
+
+def wait_for_listener(host: str, port: int, timeout: float = 10.0) -> None:
+    """Block until ``host:port`` accepts TCP connections (fail at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.02)
