@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -35,9 +36,28 @@ class User:
 class Users:
     def __init__(self) -> None:
         self.users: dict[str, User] = {}
+        self.listener: Any = None  # Persistence: told about every change
 
     def add(self, name: str, password: str, tags: list[str] | None = None) -> User:
-        user = User(name, hash_password(password), list(tags or []))
+        """Create or replace a user (password hashed)."""
+        return self.save(User(name, hash_password(password), list(tags or [])))
+
+    def save(self, user: User) -> User:
+        self.users[user.name] = user
+        if self.listener is not None:
+            self.listener.user_saved(user.name, user.password_hash, user.tags)
+        return user
+
+    def delete(self, name: str) -> bool:
+        if self.users.pop(name, None) is None:
+            return False
+        if self.listener is not None:
+            self.listener.user_deleted(name)
+        return True
+
+    def restore(self, name: str, password_hash: str, tags: list[str]) -> User:
+        """A user loaded from the definitions store (already hashed)."""
+        user = User(name, password_hash, list(tags))
         self.users[name] = user
         return user
 

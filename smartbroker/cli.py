@@ -1,4 +1,5 @@
-"""The ``smartbroker`` command: ``serve`` runs the broker; admin commands arrive with the API."""
+"""The ``smartbroker`` command: ``serve`` runs the broker; admin commands talk to its
+management API (``cli_admin``), client commands speak AMQP (``cli_messages``)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,13 @@ def version() -> None:
     import smartbroker
 
     typer.echo(smartbroker.__version__)
+
+
+def _register_commands() -> None:
+    from smartbroker import cli_admin, cli_messages
+
+    cli_admin.register(app)
+    cli_messages.register(app)
+
+
+_register_commands()

@@ -30,6 +30,9 @@ class Config(BaseSettings):
     heartbeat: int = Field(60, ge=0, le=65535)
     handshake_timeout: float = Field(10.0, gt=0)
     max_message_size: int = Field(128 * 1024 * 1024, ge=1)
+    # always: fsync before every confirm, alone; batch: confirms share fsyncs (group
+    # commit, default); never: no fsync (survives a process crash, not a power cut)
+    fsync: Literal["always", "batch", "never"] = "batch"
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Config:

@@ -53,7 +53,11 @@ class Message:
 
     @property
     def persistent(self) -> bool:
-        return bool(self.flags & codec.FLAG_DELIVERY_MODE) and self.properties.delivery_mode == 2
+        if not self.flags & codec.FLAG_DELIVERY_MODE:
+            return False
+        if self._properties is not None:
+            return self._properties.delivery_mode == 2
+        return codec.delivery_mode(self.header_payload, self.flags) == 2
 
     @property
     def priority(self) -> int:

@@ -84,7 +84,6 @@ class Channel:
         if not no_ack:
             self.unacked[tag] = Unacked(tag, entry, queue, None)
             self.unacked_total += 1
-            queue.track_unacked()
         msg = entry.message if entry.delivery_count == 1 else queue.delivery_message(entry)
         conn = self.conn
         conn.write(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_rk_ss,
@@ -211,6 +210,13 @@ class Channel:
     def sync_mark(self) -> int:
         """Group commit: the highest seq covered by the fsync that is starting now."""
         return self.sync_waiting[-1] if self.sync_waiting else 0
+
+    def sync_failed(self, mark: int) -> None:
+        """The store could not fsync: nack what was waiting (the publisher may retry)."""
+        waiting = self.sync_waiting
+        while waiting and waiting[0] <= mark:
+            self.nacked.append(waiting.popleft())
+        self.conn.confirms_pending(self)
 
     def synced(self, mark: int) -> None:
         waiting = self.sync_waiting

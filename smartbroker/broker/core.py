@@ -9,6 +9,7 @@ from smartbroker.broker.vhost import VirtualHost
 from smartbroker.config import Config
 
 if TYPE_CHECKING:
+    from smartbroker.broker.persistence import Persistence
     from smartbroker.server.connection import AMQPConnection
 
 
@@ -19,3 +20,28 @@ class Broker:
         self.users = Users()
         self.users.add(config.default_user, config.default_pass, ["administrator"])
         self.connections: set[AMQPConnection] = set()
+        self.persistence: Persistence | None = None
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(name)
+            if self.persistence is not None:
+                vhost.store = self.persistence.messages
+                vhost.listener = self.persistence
+                self.persistence.vhost_added(name)
+        return vhost
+
+    def delete_vhost(self, name: str) -> bool:
+        """Close its connections, delete its queues (and their stored messages)."""
+        vhost = self.vhosts.pop(name, None)
+        if vhost is None:
+            return False
+        for conn in list(self.connections):
+            if conn.vhost is vhost:
+                conn.server_close(320, f"CONNECTION_FORCED - vhost '{name}' is deleted")
+        for q in list(vhost.queues.values()):
+            vhost.drop_queue(q)
+        if self.persistence is not None:
+            self.persistence.vhost_deleted(name)
+        return True

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Binding, Exchange
 from smartbroker.broker.policies import Policy, effective_policy
@@ -26,14 +27,30 @@ from smartbroker.errors import (
 )
 from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.exchanges.headers import same_value
-from smartbroker.message import Message
+from smartbroker.message import Message, has_sender_routing, with_sender_routing
+from smartbroker.protocol.codec import FLAG_HEADERS
 from smartbroker.queues.classic import ClassicQueue
+
+if TYPE_CHECKING:
+    from smartbroker.broker.durable import MessageStore
 
 Queue = ClassicQueue
 PREDECLARED = {
     "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
     "amq.headers": "headers", "amq.match": "headers",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What happened to one publish; truthy when it reached at least one queue."""
+
+    routed: bool
+    accepted: bool  # no queue refused it (reject-publish overflow): else nack
+    stored: bool  # written to the message store: confirm only after fsync
+
+    def __bool__(self) -> bool:
+        return self.routed
 
 
 def generated_name(prefix: str) -> str:
@@ -56,6 +73,8 @@ class VirtualHost:
             self.exchanges[ex_name] = Exchange(ex_name, type_name, durable=True)
         self.queues: dict[str, Queue] = {}
         self.policies: dict[str, Policy] = {}
+        self.store: MessageStore | None = None  # set when the broker persists messages
+        self.listener: Any = None  # Persistence: told about every definition change
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
 
     # -- lookups -------------------------------------------------------------------------
@@ -104,6 +123,8 @@ class VirtualHost:
         ex = Exchange(name, type_name, durable=durable, auto_delete=auto_delete,
                       internal=internal, arguments=arguments)
         self.exchanges[name] = ex
+        if self.listener is not None:
+            self.listener.exchange_declared(self.name, ex)
         return ex
 
     def _check_exchange_equivalent(self, ex: Exchange, type_name: str, durable: bool,
@@ -136,6 +157,8 @@ class VirtualHost:
 
     def _drop_exchange(self, ex: Exchange) -> None:
         self.exchanges.pop(ex.name, None)
+        if self.listener is not None:
+            self.listener.exchange_deleted(self.name, ex)
         for binding in list(ex.bindings.values()):
             self._remove_binding(binding, cascade=False)
         for binding in list(ex.inbound):
@@ -169,6 +192,8 @@ class VirtualHost:
         q.policy_name = policy.name if policy else None
         self.queues[name] = q
         self.exchanges[""].router.bind(q, name, {})
+        if self.listener is not None:
+            self.listener.queue_declared(self.name, q)
         return q, True
 
     def _check_queue_equivalent(self, q: Queue, durable: bool, exclusive: bool,
@@ -212,6 +237,8 @@ class VirtualHost:
             return 0
         del self.queues[q.name]
         self.exchanges[""].router.unbind(q, q.name, {})
+        if self.listener is not None:
+            self.listener.queue_deleted(self.name, q)
         for binding in list(q.bindings):
             self._remove_binding(binding)
         count = q.delete()
@@ -244,11 +271,15 @@ class VirtualHost:
     # -- policies ------------------------------------------------------------------------
     def set_policy(self, policy: Policy) -> None:
         self.policies[policy.name] = policy
+        if self.listener is not None:
+            self.listener.policy_set(self.name, policy)
         self._reapply_policies()
 
     def clear_policy(self, name: str) -> bool:
         if self.policies.pop(name, None) is None:
             return False
+        if self.listener is not None:
+            self.listener.policy_cleared(self.name, name)
         self._reapply_policies()
         return True
 
@@ -277,6 +308,8 @@ class VirtualHost:
         binding = Binding(source, destination, routing_key, dict(arguments))
         if source.add_binding(binding):
             destination_bindings(destination).add(binding)
+            if self.listener is not None:
+                self.listener.binding_added(self.name, binding)
 
     def unbind(self, source_name: str, destination: Queue | Exchange | None, routing_key: str,
                arguments: Mapping[str, Any]) -> None:
@@ -294,8 +327,48 @@ class VirtualHost:
         if source.remove_binding(binding) is None:
             return
         destination_bindings(binding.destination).discard(binding)
+        if self.listener is not None:
+            self.listener.binding_removed(self.name, binding)
         if cascade and source.auto_delete and not source.bindings and source.name in self.exchanges:
             self._drop_exchange(source)
+
+    # -- publishing ----------------------------------------------------------------------
+    def publish(self, msg: Message) -> Published:
+        """Route ``msg`` from its exchange and enqueue it everywhere it goes: the one entry
+        point for AMQP publishes, dead-letters, redrives and HTTP publishes."""
+        ex = self.exchanges.get(msg.exchange)
+        keys = [msg.routing_key]
+        if msg.flags & FLAG_HEADERS and has_sender_routing(msg.header_payload):
+            msg, keys = with_sender_routing(msg)
+        if ex is None:
+            queues: set[Queue] = set()
+        elif ex.name == "" and len(keys) == 1:
+            q = self.queues.get(msg.routing_key)
+            queues = {q} if q is not None else set()
+        else:
+            queues = self.route(ex, msg, keys)
+        if not queues:
+            return Published(False, True, False)
+        accepted, stored = self.enqueue(queues, msg)
+        return Published(True, accepted, stored)
+
+    def enqueue(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, bool]:
+        """Put ``msg`` on each queue, persisting it once for the durable ones.
+        Returns (every queue accepted it, it was written to the message store)."""
+        store = self.store
+        store_id = None
+        if store is not None and msg.persistent:
+            durable = [q.name for q in queues if q.durable]
+            if durable:
+                store_id = store.enqueue(self.name, durable, msg)
+        accepted = True
+        for q in queues:
+            sid = store_id if q.durable else None
+            if not q.publish(msg, sid):
+                accepted = False
+                if sid is not None:
+                    store.forget(self.name, q.name, sid)
+        return accepted, store_id is not None
 
     # -- routing -------------------------------------------------------------------------
     def route(self, exchange: Exchange, message: Message, routing_keys: list[str]) -> set[Queue]:

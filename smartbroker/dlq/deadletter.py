@@ -95,10 +95,7 @@ def dead_letter(vhost: Any, message: Message, queue_name: str, reason: str,
     if not targets:
         return 0
     deaths = dead.properties.headers["x-death"]
-    delivered = 0
-    for queue in targets:
-        if is_cycle(queue.name, deaths):
-            continue
-        if queue.publish(dead):
-            delivered += 1
-    return delivered
+    targets = [queue for queue in targets if not is_cycle(queue.name, deaths)]
+    if targets:
+        vhost.enqueue(targets, dead)
+    return len(targets)

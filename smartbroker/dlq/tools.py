@@ -113,9 +113,9 @@ def redrive(vhost: Any, queue: Any, *, to_exchange: str | None = None, limit: in
         if not targets:
             result.unroutable += 1
             continue
-        for target in targets:
-            target.publish(republished)
+        vhost.enqueue(targets, republished)
         queue.ready.remove(entry)  # only now: it has been routed again
+        queue.settle_removed(entry)
         result.moved += 1
         if progress is not None:
             progress(1)

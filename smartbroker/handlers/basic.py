@@ -52,7 +52,7 @@ def cancel(conn, ch, m: commands.Basic.Cancel) -> None:
 
 def get(conn, ch, m: commands.Basic.Get) -> None:
     q = conn.vhost.queue(queue_name(ch, m.queue), conn)
-    entry = q.get()
+    entry = q.get(m.no_ack)
     if entry is None:
         conn.send_method(ch.number, commands.Basic.GetEmpty())
         return

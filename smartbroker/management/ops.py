@@ -66,7 +66,6 @@ def get(vhost: VirtualHost, queue_name: str, count: int, ackmode: AckMode, encod
         entry = q.get()
         if entry is None:
             break
-        q.track_unacked()  # held like a basic.get without no_ack until settled below
         taken.append((entry, message_json(entry, q.message_count, encoding, truncate)))
     entries = [entry for entry, _ in taken]
     if ackmode in ("ack_requeue_true", "reject_requeue_true"):

@@ -211,6 +211,21 @@ FLAG_EXPIRATION = 1 << 8
 FLAG_USER_ID = 1 << 4
 
 
+def delivery_mode(header_payload: bytes, flags: int) -> int:
+    """The delivery-mode property without decoding the others: it follows only
+    content-type, content-encoding (short strings) and headers (a length-prefixed table)."""
+    if not flags & FLAG_DELIVERY_MODE:
+        return 0
+    pos = 14
+    if flags & (1 << 15):
+        pos += 1 + header_payload[pos]
+    if flags & (1 << 14):
+        pos += 1 + header_payload[pos]
+    if flags & FLAG_HEADERS:
+        pos += 4 + _ulong.unpack_from(header_payload, pos)[0]
+    return header_payload[pos]
+
+
 def property_flags(header_payload: bytes) -> int:
     return (header_payload[12] << 8) | header_payload[13] if len(header_payload) >= 14 else 0
 

@@ -54,6 +54,12 @@ class QueueEntry:
         self.loader = loader
         self._message = None
 
+    def page_in(self) -> None:
+        """Keep the message in memory again (before its store record may go away)."""
+        if self._message is None:
+            self._message = self.message
+            self.loader = None
+
     def __lt__(self, other: QueueEntry) -> bool:  # heap order: original position
         return self.seq < other.seq
 

@@ -44,8 +44,12 @@ class QueueHost(Protocol):
 
     def queue_unused(self, queue: ClassicQueue) -> None: ...
 
+    store: Any  # smartbroker.broker.durable.MessageStore | None
+
 
 class _NoHost:
+    store = None
+
     def dead_letter(self, queue: ClassicQueue, message: Message, reason: str) -> None:
         return None
 
@@ -54,6 +58,9 @@ class _NoHost:
 
     def queue_unused(self, queue: ClassicQueue) -> None:
         return None
+
+
+PAGE_OUT_AFTER = 20_000  # ready persistent messages kept in memory per durable queue
 
 
 def message_ttl_ms(message: Message) -> int | None:
@@ -134,16 +141,19 @@ class ClassicQueue:
         self.last_used = time.monotonic()
 
     # -- publish ---------------------------------------------------------------------------
-    def publish(self, message: Message) -> bool:
-        """Enqueue; False when refused by ``reject-publish`` overflow (the publisher is nacked)."""
+    def publish(self, message: Message, store_id: int | None = None) -> bool:
+        """Enqueue; False when refused by ``reject-publish`` overflow (the publisher is nacked).
+        ``store_id``: the message's record in the message store (persistent, durable queue)."""
         settings = self.settings
         if settings.has_limits and settings.overflow != "drop-head" and self._would_overflow(message):
-            if settings.overflow == "reject-publish-dlx":
-                self._dead_letter(message, "maxlen")
+            if settings.overflow == "reject-publish-dlx" and settings.dead_letter_exchange is not None:
+                self.stats["dead_lettered"] += 1
+                self.host.dead_letter(self, message, "maxlen")
             return False
         self._seq += 1
         self.stats["publish"] += 1
         entry = QueueEntry(message, self._seq)
+        entry.store_id = store_id
         ttl = settings.message_ttl
         if message.flags & 0x0100:  # expiration property present
             per_message = message_ttl_ms(message)
@@ -155,6 +165,8 @@ class ClassicQueue:
             entry.expires_at = time.monotonic() + ttl / 1000.0
             self._track_expiry(entry)
         self.ready.push(entry)
+        if store_id is not None and self.ready.count > PAGE_OUT_AFTER:
+            entry.page_out(self._load)
         if self.consumers:
             self.dispatch()
         if settings.has_limits:
@@ -164,7 +176,7 @@ class ClassicQueue:
     def _publish_ttl_zero(self, entry: QueueEntry) -> bool:
         consumer = self._pick_consumer()
         if consumer is None:
-            self._dead_letter(entry.message, "expired")
+            self._dead_letter(entry, "expired")
         else:
             self._hand_over(consumer, entry)
         return True
@@ -185,7 +197,7 @@ class ClassicQueue:
                 (settings.max_length is not None and ready.count > settings.max_length)
                 or (settings.max_length_bytes is not None and ready.bytes > settings.max_length_bytes)):
             entry = ready.pop_oldest()
-            self._dead_letter(entry.message, "maxlen")
+            self._dead_letter(entry, "maxlen")
 
     # -- deliver ---------------------------------------------------------------------------
     def _pick_consumer(self, peek: bool = False) -> Consumer | None:
@@ -230,15 +242,20 @@ class ClassicQueue:
                 return
             entry = ready.pop()
             if check_expiry and entry.expires_at is not None and entry.expires_at <= time.monotonic():
-                self._dead_letter(entry.message, "expired")
+                self._dead_letter(entry, "expired")
                 continue
             self._hand_over(consumer, entry)
 
     def _hand_over(self, consumer: Consumer, entry: QueueEntry) -> None:
         entry.delivery_count += 1
         self.stats["deliver"] += 1
-        if not consumer.no_ack:
-            self._unacked += 1
+        if consumer.no_ack:
+            consumer.deliver(self, entry)
+            self._forget(entry)
+            return
+        self._unacked += 1
+        if entry.store_id is not None and entry.delivery_count == 1 and not entry.redelivered:
+            self.host.store.delivered(self.vhost, self.name, entry.store_id)
         consumer.deliver(self, entry)
 
     def delivery_message(self, entry: QueueEntry) -> Message:
@@ -252,32 +269,40 @@ class ClassicQueue:
         props.headers = {**(props.headers or {}), "x-delivery-count": entry.delivery_count - 1}
         return entry.message.with_properties(props)
 
-    def get(self) -> QueueEntry | None:
+    def get(self, no_ack: bool = False) -> QueueEntry | None:
+        """``basic.get``: without no_ack the entry stays unacked until the channel settles it."""
         self.last_used = time.monotonic()
         ready = self.ready
         while ready.count:
             entry = ready.pop()
             if entry.expires_at is not None and entry.expires_at <= time.monotonic():
-                self._dead_letter(entry.message, "expired")
+                self._dead_letter(entry, "expired")
                 continue
             entry.delivery_count += 1
             self.stats["deliver"] += 1
+            if no_ack:
+                entry.page_in()  # its store record may be reclaimed once forgotten
+                self._forget(entry)
+            else:
+                self._unacked += 1
+                if entry.store_id is not None and entry.delivery_count == 1 and not entry.redelivered:
+                    self.host.store.delivered(self.vhost, self.name, entry.store_id)
             return entry
         return None
-
-    def track_unacked(self) -> None:
-        """A ``basic.get`` without no_ack leaves the entry unacked on the channel."""
-        self._unacked += 1
 
     # -- settlement ------------------------------------------------------------------------
     def ack(self, entry: QueueEntry) -> None:
         self._unacked -= 1
         self.stats["ack"] += 1
+        if entry.store_id is not None:
+            self._forget(entry)
 
     def reject(self, entry: QueueEntry) -> None:
         self._unacked -= 1
-        if not self.deleted:
-            self._dead_letter(entry.message, "rejected")
+        if self.deleted:
+            self._forget(entry)
+        else:
+            self._dead_letter(entry, "rejected")
 
     def requeue(self, entries: list[QueueEntry]) -> None:
         limit = self.settings.delivery_limit
@@ -285,12 +310,13 @@ class ClassicQueue:
         for entry in entries:
             self._unacked -= 1
             if self.deleted:
+                self._forget(entry)
                 continue
             if limit is not None and entry.delivery_count > limit:
-                self._dead_letter(entry.message, "delivery_limit")
+                self._dead_letter(entry, "delivery_limit")
                 continue
             if entry.expires_at is not None and entry.expires_at <= now:
-                self._dead_letter(entry.message, "expired")
+                self._dead_letter(entry, "expired")
                 continue
             entry.redelivered = True
             self.stats["redeliver"] += 1
@@ -300,10 +326,43 @@ class ClassicQueue:
         if self.consumers:
             self.dispatch()
 
-    def _dead_letter(self, message: Message, reason: str) -> None:
+    def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
+        """The entry leaves this queue for the DLX (if any): route its copy, then forget it."""
         if self.settings.dead_letter_exchange is not None:
             self.stats["dead_lettered"] += 1
-            self.host.dead_letter(self, message, reason)
+            self.host.dead_letter(self, entry.message, reason)
+        self._forget(entry)
+
+    def settle_removed(self, entry: QueueEntry) -> None:
+        """An entry taken out by an operator tool (redrive) is gone for good."""
+        self._forget(entry)
+
+    def _forget(self, entry: QueueEntry) -> None:
+        if entry.store_id is not None:
+            self.host.store.forget(self.vhost, self.name, entry.store_id)
+            entry.store_id = None
+
+    def _load(self, entry: QueueEntry) -> Message:
+        assert entry.store_id is not None
+        return self.host.store.load(entry.store_id)
+
+    def restore(self, entries: list[Any]) -> None:
+        """Recovery: put the store's live entries back, bodies left on disk."""
+        now_wall, now = time.time() * 1000, time.monotonic()
+        ttl = self.settings.message_ttl
+        for rec in entries:
+            self._seq += 1
+            entry = QueueEntry.__new__(QueueEntry)
+            entry.seq, entry.redelivered, entry.delivery_count = self._seq, rec.redelivered, 0
+            entry.ready, entry.store_id, entry.size, entry.priority = False, rec.offset, rec.size, rec.priority
+            entry.page_out(self._load)
+            limit = ttl if rec.expiration_ms is None else (
+                rec.expiration_ms if ttl is None else min(ttl, rec.expiration_ms))
+            entry.expires_at = None
+            if limit is not None:
+                entry.expires_at = now + (rec.timestamp_ms + limit - now_wall) / 1000.0
+                self._track_expiry(entry)
+            self.ready.push(entry)
 
     # -- expiry ----------------------------------------------------------------------------
     def _track_expiry(self, entry: QueueEntry) -> None:
@@ -330,7 +389,7 @@ class ClassicQueue:
             _, _, entry = heapq.heappop(heap)
             if entry.ready and not self.deleted:
                 self.ready.remove(entry)
-                self._dead_letter(entry.message, "expired")
+                self._dead_letter(entry, "expired")
         while heap and not heap[0][2].ready:  # delivered or removed: no longer expiring here
             heapq.heappop(heap)
         if heap and not self.deleted:
@@ -385,15 +444,17 @@ class ClassicQueue:
 
     # -- lifecycle -------------------------------------------------------------------------
     def purge(self) -> int:
-        return len(self.ready.clear())
+        entries = self.ready.clear()
+        for entry in entries:
+            self._forget(entry)
+        return len(entries)
 
     def delete(self) -> int:
         self.deleted = True
         for timer in (self._expiry_timer, self._unused_timer):
             if timer is not None:
                 timer.cancel()
-        count = self.ready.count
-        self.ready.clear()
+        count = self.purge()
         self._expiry_heap.clear()
         consumers, self.consumers = self.consumers, []
         for consumer in consumers:

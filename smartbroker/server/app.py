@@ -8,6 +8,7 @@ import logging
 import signal
 
 from smartbroker.broker.core import Broker
+from smartbroker.broker.persistence import Persistence
 from smartbroker.config import Config
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
@@ -23,6 +24,9 @@ class StartupError(Exception):
 async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     broker = Broker(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    persistence = Persistence(config.data_dir, config.fsync)
+    persistence.restore(broker)
+    broker.persistence = persistence
     loop = asyncio.get_running_loop()
     flusher = Flusher()
     try:
@@ -61,6 +65,7 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
             if conn.transport is not None:
                 conn.transport.abort()
         await server.wait_closed()
+        await persistence.aclose()
         log.info("stopped")
 
 

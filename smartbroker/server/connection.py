@@ -35,7 +35,7 @@ from smartbroker.errors import (
 from smartbroker.handlers import CHANNEL_HANDLERS
 from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
-from smartbroker.message import Message, has_sender_routing, with_sender_routing
+from smartbroker.message import Message
 from smartbroker.protocol import codec
 
 if TYPE_CHECKING:
@@ -332,28 +332,14 @@ class AMQPConnection(asyncio.Protocol):
 
     def route_publish(self, ch: Channel, msg: Message) -> None:
         """Route one complete message, deliver it, and settle its confirm (if any)."""
-        vhost = self.vhost
-        ex = vhost.exchanges.get(msg.exchange)
-        keys = [msg.routing_key]
-        if msg.flags & codec.FLAG_HEADERS and has_sender_routing(msg.header_payload):
-            msg, keys = with_sender_routing(msg)
-        if ex is None:  # deleted between publish and tx.commit
-            queues: set = set()
-        elif ex.name == "" and len(keys) == 1:
-            q = vhost.queues.get(msg.routing_key)
-            queues = {q} if q is not None else set()
-        else:
-            queues = vhost.route(ex, msg, keys)
-        accepted = True
-        if queues:
-            for q in queues:
-                if not q.publish(msg):
-                    accepted = False
-        elif msg.mandatory:
+        result = self.vhost.publish(msg)
+        if not result.routed and msg.mandatory:
             self.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
             self.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, self.frame_max))
         if ch.confirm:
-            ch.confirm_settled(ch.publish_seq, accepted, False)
+            ch.confirm_settled(ch.publish_seq, result.accepted, result.stored)
+            if result.stored:
+                self.vhost.store.request_sync(ch)
 
     # -- output --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

@@ -231,7 +231,6 @@ def test_requeued_message_redelivered_again(q):
 def test_requeue_dispatches_to_waiting_consumer(q):
     publish(q, 1)
     entry = q.get()
-    q.track_unacked()
     c = FakeConsumer()
     q.add_consumer(c)
     assert c.received == []
@@ -278,12 +277,11 @@ def test_no_ack_consumer_leaves_nothing_unacked(q):
     assert q.unacked_count == 0
 
 
-def test_get_counts_unacked_only_when_tracked(q):
+def test_get_counts_unacked_only_without_no_ack(q):
     publish(q, 1, 2)
-    e1 = q.get()  # as if no_ack=True
+    e1 = q.get(no_ack=True)
     assert q.unacked_count == 0
     e2 = q.get()
-    q.track_unacked()
     assert q.unacked_count == 1
     q.ack(e2)
     assert q.unacked_count == 0
@@ -293,7 +291,6 @@ def test_get_counts_unacked_only_when_tracked(q):
 def test_reject_drops_message(q):
     publish(q, 1, 2)
     e = q.get()
-    q.track_unacked()
     q.reject(e)
     assert drain(q) == [2]
 

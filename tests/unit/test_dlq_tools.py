@@ -25,7 +25,6 @@ def _kill(vh: VirtualHost, work, body: bytes) -> None:
     for q in vh.route(vh.exchanges["work"], msg, ["jobs"]):
         q.publish(msg)
     entry = work.get()
-    work.track_unacked()
     work.reject(entry)
 
 

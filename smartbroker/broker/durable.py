@@ -1,0 +1,244 @@
+"""Persistent messages of durable queues in one shared segment log (group commit).
+
+One log serves every durable queue of the broker, so a message routed to several durable
+queues is written once and one fsync covers every queue. Records:
+
+* ``E`` enqueue: vhost, the durable queue names, exchange+routing key, raw header, body;
+* ``D`` delivered (first delivery of an entry: it comes back ``redelivered`` after a crash);
+* ``A`` forget (acked, dropped, dead-lettered elsewhere, purged, deleted).
+
+A segment is deleted once every enqueue in it is forgotten *and* every older segment is
+gone: deleting only from the head keeps ``A`` records from disappearing before the ``E``
+records they cancel. Publisher confirms wait for ``sync`` through ``SyncWaiters``: one
+fsync round for everyone who asked since the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from smartbroker.message import Message
+from smartbroker.protocol import codec
+from smartbroker.store.api import StoreUnavailable
+from smartbroker.store.log import SegmentLog
+
+log = logging.getLogger("smartbroker.store")
+_u16 = struct.Struct("<H")
+_u32 = struct.Struct("<I")
+_ack = struct.Struct("<cQ")
+
+
+def _name(value: str) -> bytes:
+    raw = value.encode()
+    return _u16.pack(len(raw)) + raw
+
+
+def _read_name(data: bytes, pos: int) -> tuple[str, int]:
+    (n,) = _u16.unpack_from(data, pos)
+    return data[pos + 2:pos + 2 + n].decode(), pos + 2 + n
+
+
+def encode_enqueue(vhost: str, queues: list[str], msg: Message) -> bytes:
+    return b"".join((b"E", _name(vhost), _u16.pack(len(queues)), *map(_name, queues),
+                     _u16.pack(len(msg.exchange_rk_ss)), msg.exchange_rk_ss,
+                     _u32.pack(len(msg.header_payload)), msg.header_payload, msg.body))
+
+
+def decode_enqueue(data: bytes) -> tuple[str, list[str], Message]:
+    vhost, pos = _read_name(data, 1)
+    (count,) = _u16.unpack_from(data, pos)
+    pos += 2
+    queues = []
+    for _ in range(count):
+        name, pos = _read_name(data, pos)
+        queues.append(name)
+    (n,) = _u16.unpack_from(data, pos)
+    ex_rk = data[pos + 2:pos + 2 + n]
+    pos += 2 + n
+    (h,) = _u32.unpack_from(data, pos)
+    header = data[pos + 4:pos + 4 + h]
+    body = data[pos + 4 + h:]
+    ex_len = ex_rk[0]
+    exchange = ex_rk[1:1 + ex_len].decode()
+    routing_key = ex_rk[2 + ex_len:].decode()
+    return vhost, queues, Message(exchange, routing_key, ex_rk, header, body)
+
+
+def encode_mark(kind: bytes, offset: int, vhost: str, queue: str) -> bytes:
+    return _ack.pack(kind, offset) + _name(vhost) + _name(queue)
+
+
+def decode_mark(data: bytes) -> tuple[bytes, int, str, str]:
+    kind, offset = _ack.unpack_from(data)
+    vhost, pos = _read_name(data, _ack.size)
+    queue, _ = _read_name(data, pos)
+    return kind, offset, vhost, queue
+
+
+@dataclass(slots=True)
+class RecoveredEntry:
+    offset: int
+    timestamp_ms: int
+    size: int
+    priority: int
+    expiration_ms: int | None
+    redelivered: bool
+
+
+class SyncWaiter(Protocol):
+    def sync_mark(self) -> int: ...
+    def synced(self, mark: int) -> None: ...
+    def sync_failed(self, mark: int) -> None: ...
+
+
+class MessageStore:
+    def __init__(self, directory: Path, fsync: str = "batch",
+                 segment_bytes: int = 64 << 20) -> None:
+        self.log = SegmentLog(directory, fsync=fsync, segment_bytes=segment_bytes)
+        self._live: defaultdict[int, int] = defaultdict(int)  # segment base -> live refs
+        self._waiters: set[SyncWaiter] = set()
+        self._sync_task: asyncio.Task[None] | None = None
+        self.failed = False
+
+    # -- writing ---------------------------------------------------------------------------
+    def enqueue(self, vhost: str, queues: list[str], msg: Message) -> int:
+        offset = self.log.append(encode_enqueue(vhost, queues, msg), int(time.time() * 1000))
+        base = self.log.segment_of(offset)
+        if base is not None:
+            self._live[base] += len(queues)
+        return offset
+
+    def delivered(self, vhost: str, queue: str, offset: int) -> None:
+        self._append(encode_mark(b"D", offset, vhost, queue))
+
+    def forget(self, vhost: str, queue: str, offset: int) -> None:
+        self._append(encode_mark(b"A", offset, vhost, queue))
+        base = self.log.segment_of(offset)
+        if base is None:
+            return
+        left = self._live[base] - 1
+        if left > 0:
+            self._live[base] = left
+            return
+        self._live.pop(base, None)
+        self._reclaim()
+
+    def _append(self, payload: bytes) -> None:
+        try:
+            self.log.append(payload)
+        except StoreUnavailable:
+            log.error("message store unavailable: a settlement record was not written")
+
+    def _reclaim(self) -> None:
+        """Delete closed head segments that hold no live enqueue."""
+        for seg in self.log.segments():
+            if seg.active or self._live.get(seg.base_offset):
+                return
+            self.log.delete_segment(seg.base_offset)
+
+    def load(self, offset: int) -> Message:
+        data = self.log.read(offset)
+        if data is None:
+            raise KeyError(f"message at offset {offset} is missing from the store")
+        return decode_enqueue(data)[2]
+
+    # -- group commit for confirms --------------------------------------------------------
+    def request_sync(self, waiter: SyncWaiter) -> None:
+        self._waiters.add(waiter)
+        if self._sync_task is None:
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_rounds())
+
+    async def _sync_rounds(self) -> None:
+        try:
+            while self._waiters:
+                batch, self._waiters = self._waiters, set()
+                marks = [(w, w.sync_mark()) for w in batch]
+                try:
+                    await self.log.sync()
+                except StoreUnavailable as exc:
+                    log.error("fsync failed, nacking %d publisher(s): %s", len(marks), exc)
+                    for waiter, mark in marks:
+                        waiter.sync_failed(mark)
+                    continue
+                for waiter, mark in marks:
+                    waiter.synced(mark)
+        finally:
+            self._sync_task = None
+
+    # -- recovery --------------------------------------------------------------------------
+    def recover(self) -> dict[tuple[str, str], list[RecoveredEntry]]:
+        """Every live (queue -> entries) in the log, in enqueue order, bodies left on disk."""
+        live: dict[tuple[str, str], dict[int, RecoveredEntry]] = defaultdict(dict)
+        delivered: set[tuple[str, str, int]] = set()
+        for record in self.log.scan_records():
+            data = record.payload
+            kind = data[:1]
+            if kind == b"E":
+                try:
+                    vhost, queues, msg = decode_enqueue(data)
+                except (struct.error, UnicodeDecodeError, IndexError):
+                    self.log.stats.bad_records += 1
+                    continue
+                entry = RecoveredEntry(record.offset, record.timestamp_ms, len(msg.body),
+                                       msg.priority if msg.flags & codec.FLAG_PRIORITY else 0,
+                                       _expiration_ms(msg), False)
+                for queue in queues:
+                    live[(vhost, queue)][record.offset] = entry if len(queues) == 1 else \
+                        RecoveredEntry(*_fields(entry))
+            elif kind in (b"A", b"D"):
+                try:
+                    mark, offset, vhost, queue = decode_mark(data)
+                except (struct.error, UnicodeDecodeError):
+                    self.log.stats.bad_records += 1
+                    continue
+                if mark == b"A":
+                    live[(vhost, queue)].pop(offset, None)
+                else:
+                    delivered.add((vhost, queue, offset))
+        result: dict[tuple[str, str], list[RecoveredEntry]] = {}
+        for (vhost, queue), entries in live.items():
+            if not entries:
+                continue
+            for offset, entry in entries.items():
+                entry.redelivered = (vhost, queue, offset) in delivered
+                base = self.log.segment_of(offset)
+                if base is not None:
+                    self._live[base] += 1
+            result[(vhost, queue)] = list(entries.values())
+        return result
+
+    def drop_unclaimed(self, claimed: set[tuple[str, str]],
+                       recovered: dict[tuple[str, str], list[RecoveredEntry]]) -> None:
+        """Forget entries of queues that no longer exist (deleted while the broker was down)."""
+        for key, entries in recovered.items():
+            if key not in claimed:
+                for entry in entries:
+                    self.forget(key[0], key[1], entry.offset)
+
+    async def aclose(self) -> None:
+        await self.log.aclose()
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _fields(entry: RecoveredEntry) -> Iterator[object]:
+    return iter((entry.offset, entry.timestamp_ms, entry.size, entry.priority,
+                 entry.expiration_ms, entry.redelivered))
+
+
+def _expiration_ms(msg: Message) -> int | None:
+    if not msg.flags & codec.FLAG_EXPIRATION:
+        return None
+    try:
+        return max(int(msg.properties.expiration), 0)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,191 @@
+"""What every admin/client command shares: options, the HTTP API client, one-line errors,
+tables and JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import typer
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+DEFAULT_API = "http://guest:guest@localhost:15672"
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="SMARTBROKER_URL",
+                                     help="AMQP URL of the broker")]
+ApiOpt = Annotated[str, typer.Option("--api", envvar="SMARTBROKER_API",
+                                     help="Management HTTP API URL (with user:password)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts)")]
+VhostFilterOpt = Annotated[str | None, typer.Option("--vhost", help="Only this vhost [default: all]")]
+VhostOpt = Annotated[str, typer.Option("--vhost", help="Virtual host")]
+ArgOpt = Annotated[list[str] | None, typer.Option(
+    "--arg", help="Argument key=value (value parsed as JSON when it can be); repeatable")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(Exception):
+    """Printed as ``error: <message>`` on stderr, exit code 1."""
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password (for messages)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+_MISSING = re.compile(r"no (queue|exchange|vhost) '(.*)' in vhost '(.*)'")
+
+
+def friendly(text: str) -> str:
+    """``NOT_FOUND - no queue 'x' in vhost '/'`` → ``queue 'x' not found in vhost '/'``."""
+    m = _MISSING.search(text)
+    if m:
+        return f"{m.group(1)} '{m.group(2)}' not found in vhost '{m.group(3)}'"
+    return re.sub(r"^[A-Z_]+ - ", "", text)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn every failure into one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CliError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            typer.echo(f"error: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
+        except Exception as exc:  # the last net: still one line
+            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_pairs(pairs: Sequence[str] | None, what: str = "argument") -> dict[str, Any]:
+    """``k=v`` items as a dict; values that parse as JSON (numbers, true) keep their type."""
+    out: dict[str, Any] = {}
+    for item in pairs or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"{what} '{item}' is not of the form key=value")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+class Api:
+    """The management HTTP API, synchronously (one request per call)."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        self.user = parts.username or "guest"
+        self.password = parts.password or "guest"
+        host = parts.hostname or "localhost"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        self.base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None,
+                not_found: str | None = None) -> Any:
+        import httpx
+
+        try:
+            resp = httpx.request(method, f"{self.base}/api/{path}", json=body,
+                                 auth=(self.user, self.password), timeout=self.timeout)
+        except httpx.HTTPError:
+            raise CliError(f"cannot reach broker at {self.base}") from None
+        if resp.status_code == 401:
+            raise CliError(f"access refused by {self.base} for user '{self.user}'")
+        if resp.status_code == 404:
+            raise CliError(not_found or friendly(_reason(resp)) or f"not found: /api/{path}")
+        if resp.status_code >= 400:
+            raise CliError(friendly(_reason(resp)) or f"HTTP {resp.status_code} from /api/{path}")
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise CliError(f"{self.base} did not answer with JSON (is it the management API?)") from None
+
+    def get(self, path: str, not_found: str | None = None) -> Any:
+        return self.request("GET", path, not_found=not_found)
+
+    def put(self, path: str, body: Any, not_found: str | None = None) -> Any:
+        return self.request("PUT", path, body, not_found)
+
+    def post(self, path: str, body: Any, not_found: str | None = None) -> Any:
+        return self.request("POST", path, body, not_found)
+
+    def delete(self, path: str, not_found: str | None = None) -> Any:
+        return self.request("DELETE", path, not_found=not_found)
+
+
+def _reason(resp: Any) -> str:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return ""
+    if isinstance(doc, dict):
+        reason = doc.get("reason") or doc.get("error") or ""
+        return "" if reason == "Not Found" else str(reason)
+    return ""
+
+
+# -- output ----------------------------------------------------------------------------
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
+    table = Table(*columns, box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    numeric = set()
+    materialized = [list(r) for r in rows]
+    for i, _ in enumerate(columns):
+        if materialized and all(isinstance(r[i], int | float) and not isinstance(r[i], bool)
+                                for r in materialized):
+            numeric.add(i)
+    for i in numeric:
+        table.columns[i].justify = "right"
+    for row in materialized:
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    from rich.markup import escape
+
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return escape(json.dumps(value, sort_keys=True)) if value else ""
+    return escape(str(value))
