@@ -15,7 +15,7 @@ from smartbroker.protocol import codec
 
 class Message:
     __slots__ = ("exchange", "routing_key", "exchange_rk_ss", "header_payload", "body",
-                 "_properties", "flags", "mandatory")
+                 "_properties", "flags", "mandatory", "bcc")
 
     def __init__(self, exchange: str, routing_key: str, exchange_rk_ss: bytes,
                  header_payload: bytes, body: bytes, mandatory: bool = False) -> None:
@@ -27,6 +27,7 @@ class Message:
         self.flags = codec.property_flags(header_payload)
         self.mandatory = mandatory
         self._properties: commands.Basic.Properties | None = None
+        self.bcc: list[str] | None = None  # BCC keys stripped from the headers, kept to route
 
     @classmethod
     def build(cls, exchange: str, routing_key: str, body: bytes,
@@ -83,8 +84,11 @@ class Message:
         return Message.build(ex, rk, self.body, properties)
 
 
-def has_sender_routing(header_payload: bytes) -> bool:
-    """Cheap pre-check for CC/BCC headers (short-string key followed by an array tag)."""
+def has_sender_routing(header_payload: bytes, loose: bool = False) -> bool:
+    """Cheap pre-check for CC/BCC headers: a short-string key followed by the array tag,
+    or (``loose``) by any value type."""
+    if loose:
+        return b"\x02CC" in header_payload or b"\x03BCC" in header_payload
     return b"\x02CCA" in header_payload or b"\x03BCCA" in header_payload
 
 
@@ -104,5 +108,7 @@ def with_sender_routing(message: Message) -> tuple[Message, list[str]]:
         props.headers = {k: v for k, v in headers.items() if k != "BCC"}
         stripped = message.with_properties(props)
         stripped.mandatory = message.mandatory
+        bcc = headers["BCC"]
+        stripped.bcc = [v.decode() if isinstance(v, bytes) else str(v) for v in bcc] if isinstance(bcc, list) else []
         message = stripped
     return message, keys

@@ -46,6 +46,7 @@ class Channel:
         self.flow_active = True
         self.last_queue: str | None = None  # for empty queue names (AMQP 0-9-1)
         self.closing = False  # we sent channel.close and await close-ok
+        self.torn_down = False  # closed: nothing more is delivered here
         self.confirm = False
         self.publish_seq = 0
         self.routed_upto = 0  # every publish up to this seq has been routed
@@ -63,7 +64,7 @@ class Channel:
     # -- delivery ------------------------------------------------------------------------
     @property
     def deliverable(self) -> bool:
-        return self.flow_active and not self.closing and self.conn.writable
+        return self.flow_active and not self.closing and not self.torn_down and self.conn.writable
 
     def deliver(self, consumer: ChannelConsumer, queue: Queue, entry: QueueEntry) -> None:
         self.delivery_tag += 1
@@ -84,7 +85,7 @@ class Channel:
         if not no_ack:
             self.unacked[tag] = Unacked(tag, entry, queue, None)
             self.unacked_total += 1
-        msg = entry.message if entry.delivery_count == 1 else queue.delivery_message(entry)
+        msg = queue.delivery_message(entry, on_get=True)
         conn = self.conn
         conn.write(codec.get_ok_frame(self.number, tag, entry.redelivered, msg.exchange_rk_ss,
                                       queue.message_count))
@@ -267,13 +268,15 @@ class Channel:
 
     # -- teardown ------------------------------------------------------------------------
     def teardown(self) -> None:
-        """Channel or connection closed: cancel consumers and requeue unacked deliveries."""
-        for tag in list(self.consumers):
-            self.cancel_consumer(tag)
+        """Channel or connection closed: requeue unacked deliveries, then cancel consumers
+        (so a single-active-consumer successor gets the requeued messages first)."""
+        self.torn_down = True
         records = list(self.unacked.values())
         self.unacked.clear()
         self._release(records)
         self._requeue(records)
+        for tag in list(self.consumers):
+            self.cancel_consumer(tag)
         self.tx = None
         self.pending = None
 

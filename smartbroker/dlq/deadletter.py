@@ -2,7 +2,7 @@
 
 The ``x-death`` header is RabbitMQ's: a list of tables, newest first, one per
 (queue, reason) pair, each with ``count``, ``reason``, ``queue``, ``time``, ``exchange``,
-``routing-keys`` and (if the message had one) ``original-expiration``. A repeat death for
+``routing-keys`` and (if the message had one) ``original-expiration``. BCC keys route the copy but are never recorded. A repeat death for
 the same pair increments its count and moves it to the front. ``x-first-death-*`` headers
 are set once; ``x-last-death-*`` on every death. The copy loses its ``expiration`` and
 ``BCC``. A target queue already in the message's death history is a cycle and is skipped,
@@ -39,7 +39,9 @@ def with_death(message: Message, queue_name: str, reason: str,
     props = copy.copy(message.properties)
     headers: dict[str, Any] = dict(props.headers or {})
     routing_keys = original_routing_keys(message, headers)
-    headers.pop("BCC", None)
+    bcc = headers.pop("BCC", None)
+    bcc_keys = [_text(k) for k in bcc] if isinstance(bcc, list) else (message.bcc or [])
+    route_keys = routing_keys + bcc_keys
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0, tzinfo=None)
     deaths = [d for d in headers.get("x-death") or [] if isinstance(d, dict)]
     existing = None
@@ -67,7 +69,7 @@ def with_death(message: Message, queue_name: str, reason: str,
     headers["x-last-death-exchange"] = message.exchange
     props.headers = headers
     props.expiration = None
-    keys = [dlrk] if dlrk is not None else routing_keys
+    keys = [dlrk] if dlrk is not None else route_keys
     if dlrk is not None:
         headers.pop("CC", None)
     return message.with_properties(props, exchange=dlx, routing_key=keys[0]), keys

@@ -100,6 +100,7 @@ class ClassicQueue:
         self._seq = 0
         self._unacked = 0
         self._had_consumer = False
+        self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
         self._expiry_heap: list[tuple[float, int, QueueEntry]] = []
         self._expiry_timer: Any = None
         self._expiry_due: float | None = None
@@ -205,6 +206,8 @@ class ClassicQueue:
         if not consumers:
             return None
         if self.settings.single_active_consumer:
+            if self._sac_waiting_for is not None:
+                return None
             first = consumers[0]
             return first if first.can_take() else None
         top = consumers[0].priority
@@ -258,10 +261,14 @@ class ClassicQueue:
             self.host.store.delivered(self.vhost, self.name, entry.store_id)
         consumer.deliver(self, entry)
 
-    def delivery_message(self, entry: QueueEntry) -> Message:
-        """The message as delivered: with ``x-delivery-count`` on redeliveries when the
-        queue has a delivery limit (as quorum queues do)."""
-        if self.settings.delivery_limit is None or entry.delivery_count <= 1:
+    def delivery_message(self, entry: QueueEntry, on_get: bool = False) -> Message:
+        """The message as delivered. Queues that count deliveries (quorum type, or a
+        delivery limit) add ``x-delivery-count`` on redeliveries; RabbitMQ's quorum queues
+        add it to every ``basic.get``, even the first (value 0)."""
+        quorum = self.arguments.get("x-queue-type") in ("quorum", b"quorum")
+        if not (quorum or self.settings.delivery_limit is not None):
+            return entry.message
+        if entry.delivery_count <= 1 and not (on_get and quorum):
             return entry.message
         import copy
 
@@ -296,6 +303,8 @@ class ClassicQueue:
         self.stats["ack"] += 1
         if entry.store_id is not None:
             self._forget(entry)
+        if self._sac_waiting_for is not None:
+            self._sac_check_handover()
 
     def reject(self, entry: QueueEntry) -> None:
         self._unacked -= 1
@@ -303,6 +312,14 @@ class ClassicQueue:
             self._forget(entry)
         else:
             self._dead_letter(entry, "rejected")
+        if self._sac_waiting_for is not None:
+            self._sac_check_handover()
+
+    def _sac_check_handover(self) -> None:
+        old = self._sac_waiting_for
+        if old is not None and not getattr(old, "unacked", 0):
+            self._sac_waiting_for = None
+            self.dispatch()
 
     def requeue(self, entries: list[QueueEntry]) -> None:
         limit = self.settings.delivery_limit
@@ -323,6 +340,8 @@ class ClassicQueue:
             self.ready.requeue(entry)
             if entry.expires_at is not None:
                 self._track_expiry(entry)
+        if self._sac_waiting_for is not None:
+            self._sac_check_handover()
         if self.consumers:
             self.dispatch()
 
@@ -407,10 +426,14 @@ class ClassicQueue:
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
+        was_active = bool(self.consumers) and self.consumers[0] is consumer
         try:
             self.consumers.remove(consumer)
         except ValueError:
             return
+        if was_active and self.settings.single_active_consumer and getattr(consumer, "unacked", 0):
+            # RabbitMQ hands over only once the old active consumer's messages are settled
+            self._sac_waiting_for = consumer
         self.last_used = time.monotonic()
         if self.consumers:
             self.dispatch()

@@ -1,6 +1,7 @@
 """A classic queue's effective settings: its ``x-`` arguments, else the matching policy.
 
-Queue arguments win over policy keys, as in RabbitMQ. Recomputed whenever the queue's
+Queue arguments win over policy keys, except numeric limits (TTL, expires, lengths),
+where the smaller value applies, as in RabbitMQ. Recomputed whenever the queue's
 policy changes, so the hot path reads plain attributes.
 """
 
@@ -23,6 +24,15 @@ POLICY_KEYS = {
 }
 POLICY_REFUSED = {"max-priority": "x-max-priority",
                   "single-active-consumer": "x-single-active-consumer"}
+
+
+# numeric limits where RabbitMQ applies the smaller of the argument and the policy
+MIN_OF_BOTH = frozenset({"x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes",
+                         "x-delivery-limit"})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _text(value: Any) -> Any:
@@ -48,7 +58,14 @@ class QueueSettings:
         for key, arg in POLICY_KEYS.items():
             if policy and key in policy:
                 merged[arg] = policy[key]
-        merged.update({k: v for k, v in arguments.items() if v is not None})
+        for arg, value in arguments.items():
+            if value is None:
+                continue
+            current = merged.get(arg)
+            if arg in MIN_OF_BOTH and _is_int(current) and _is_int(value):
+                merged[arg] = min(current, value)  # RabbitMQ: the stricter limit wins
+            else:
+                merged[arg] = value
 
         def num(arg: str) -> int | None:
             value = merged.get(arg)

@@ -35,7 +35,7 @@ from smartbroker.errors import (
 from smartbroker.handlers import CHANNEL_HANDLERS
 from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
-from smartbroker.message import Message
+from smartbroker.message import Message, has_sender_routing
 from smartbroker.protocol import codec
 
 if TYPE_CHECKING:
@@ -324,6 +324,13 @@ class AMQPConnection(asyncio.Protocol):
                 raise precondition_failed(f"invalid expiration '{expiration}': no_integer"
                                           if not expiration or not expiration.lstrip("-").isdigit()
                                           else f"invalid expiration '{expiration}': value_negative")
+        if msg.flags & codec.FLAG_HEADERS and has_sender_routing(msg.header_payload, loose=True):
+            headers = msg.properties.headers or {}
+            for name in ("CC", "BCC"):
+                if name in headers and not isinstance(headers[name], list):
+                    kind = "longstr" if isinstance(headers[name], str | bytes) else type(headers[name]).__name__
+                    raise precondition_failed(
+                        f'invalid message: {{unacceptable_type_in_header,"{name}",{kind}}}')
         if msg.flags & codec.FLAG_USER_ID:
             user_id = msg.properties.user_id
             if user_id != self.user.name:
