@@ -247,15 +247,22 @@ class Channel:
         self.confirm_sent = upto
 
     # -- transactions --------------------------------------------------------------------
-    def tx_commit(self) -> None:
+    def tx_commit(self) -> bool:
+        """Apply the transaction's publishes and settlements; True if any of them wrote to
+        the message store, so ``tx.commit-ok`` must wait for the fsync."""
         actions, self.tx = self.tx or [], []
+        stored = False
         for kind, payload in actions:
             if kind == "publish":
-                self.conn.route_publish(self, payload)
-            elif kind == "ack":
+                stored |= self.conn.route_publish(self, payload).stored
+                continue
+            records = payload if kind == "ack" else payload[0]
+            stored |= any(rec.entry.store_id is not None for rec in records)
+            if kind == "ack":
                 self._apply_ack(payload)
             else:
                 self._apply_nack(*payload)
+        return stored
 
     def tx_rollback(self) -> None:
         """Discard pending publishes; deliveries settled in the transaction stay unacked."""

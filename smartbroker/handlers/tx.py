@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pamqp import commands
 
-from smartbroker.errors import precondition_failed
+from smartbroker.errors import ChannelError, precondition_failed
 
 
 def select(conn, ch, m: commands.Tx.Select) -> None:
@@ -15,10 +15,30 @@ def select(conn, ch, m: commands.Tx.Select) -> None:
     conn.send_method(ch.number, commands.Tx.SelectOk())
 
 
+class _CommitWaiter:
+    """Sends tx.commit-ok once the transaction's store records are fsynced."""
+
+    def __init__(self, conn, ch) -> None:
+        self.conn, self.ch = conn, ch
+
+    def sync_mark(self) -> int:
+        return 0
+
+    def synced(self, mark: int) -> None:
+        if not self.ch.closing and self.ch.number in self.conn.channels:
+            self.conn.send_method(self.ch.number, commands.Tx.CommitOk())
+
+    def sync_failed(self, mark: int) -> None:
+        if self.ch.number in self.conn.channels:
+            self.conn.fail_channel(self.ch, ChannelError(506, "message store unavailable", 90, 20))
+
+
 def commit(conn, ch, m: commands.Tx.Commit) -> None:
     if ch.tx is None:
         raise precondition_failed("channel is not transactional")
-    ch.tx_commit()
+    if ch.tx_commit() and conn.vhost.store is not None:
+        conn.vhost.store.request_sync(_CommitWaiter(conn, ch))
+        return
     conn.send_method(ch.number, commands.Tx.CommitOk())
 
 

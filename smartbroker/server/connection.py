@@ -40,7 +40,7 @@ from smartbroker.protocol import codec
 
 if TYPE_CHECKING:
     from smartbroker.broker.core import Broker
-    from smartbroker.broker.vhost import VirtualHost
+    from smartbroker.broker.vhost import Published, VirtualHost
 
 log = logging.getLogger("smartbroker.connection")
 
@@ -337,7 +337,7 @@ class AMQPConnection(asyncio.Protocol):
                 raise precondition_failed(f"user_id property set to '{user_id}' but authenticated "
                                           f"user was '{self.user.name}'")
 
-    def route_publish(self, ch: Channel, msg: Message) -> None:
+    def route_publish(self, ch: Channel, msg: Message) -> Published:
         """Route one complete message, deliver it, and settle its confirm (if any)."""
         result = self.vhost.publish(msg)
         if not result.routed and msg.mandatory:
@@ -347,6 +347,7 @@ class AMQPConnection(asyncio.Protocol):
             ch.confirm_settled(ch.publish_seq, result.accepted, result.stored)
             if result.stored:
                 self.vhost.store.request_sync(ch)
+        return result
 
     # -- output --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -403,6 +404,11 @@ class AMQPConnection(asyncio.Protocol):
     def forget_channel(self, ch: Channel) -> None:
         if ch.closing:
             self.channels.pop(ch.number, None)
+
+    def fail_channel(self, ch: Channel, err: AMQPError) -> None:
+        """Close a channel from outside a frame handler (e.g. a failed fsync)."""
+        self._channel_error(ch, err)
+        self.flush()
 
     def _channel_error(self, ch: Channel, err: AMQPError) -> None:
         log.info("channel %d on %s closed: %s", ch.number, self.name, err.reply_text)
