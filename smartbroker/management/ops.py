@@ -1,9 +1,7 @@
 """Publishing and getting through the API, on the same code paths as AMQP.
 
-``route`` mirrors what ``AMQPConnection.route_publish`` does for a channel (default
-exchange shortcut, else ``vhost.route``, then ``queue.publish``) without a channel. If the
-core grows a ``VirtualHost.publish(message)`` it is used instead, so there is one routing
-entry point. ``get`` takes entries with ``queue.get`` and settles them with the queue's own
+``route`` goes through ``VirtualHost.publish`` like an AMQP publish (CC/BCC, alternate
+exchanges, persistence). ``get`` takes entries with ``queue.get`` and settles them with the queue's own
 ack/reject/requeue, exactly as a channel's basic.get + ack/nack would.
 """
 
@@ -14,8 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from smartbroker.errors import access_refused, not_found
 from smartbroker.management.formatting import properties_json
-from smartbroker.message import Message, has_sender_routing, with_sender_routing
-from smartbroker.protocol import codec
+from smartbroker.message import Message
 
 if TYPE_CHECKING:
     from smartbroker.broker.vhost import VirtualHost
@@ -26,34 +23,16 @@ AckMode = Literal["ack_requeue_true", "ack_requeue_false", "reject_requeue_true"
 
 
 def route(vhost: VirtualHost, msg: Message) -> bool:
-    """Route ``msg`` into its queues; True if at least one queue took it.
-
-    Same steps as ``AMQPConnection.route_publish`` (minus mandatory returns and confirms,
-    which belong to a channel): sender-selected CC/BCC keys, the default-exchange
-    shortcut, ``vhost.route`` and ``queue.publish``.
-    """
-    publish = getattr(vhost, "publish", None)
-    if callable(publish):  # a core entry point, when there is one
-        return bool(publish(msg))
+    """Route ``msg`` into its queues through ``VirtualHost.publish`` (the entry point AMQP
+    publishes use); True if at least one queue took it. Mandatory returns and confirms
+    belong to a channel and have no HTTP counterpart."""
     ex = vhost.exchanges.get(msg.exchange)
     if ex is None:
         raise not_found(f"no exchange '{msg.exchange}' in vhost '{vhost.name}'")
     if ex.internal:
         raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
                              f"'{vhost.name}'")
-    keys = [msg.routing_key]
-    if msg.flags & codec.FLAG_HEADERS and has_sender_routing(msg.header_payload):
-        msg, keys = with_sender_routing(msg)
-    if ex.name == "" and len(keys) == 1:
-        q = vhost.queues.get(msg.routing_key)
-        queues = {q} if q is not None else set()
-    else:
-        queues = vhost.route(ex, msg, keys)
-    routed = False
-    for q in queues:
-        if q.publish(msg):
-            routed = True
-    return routed
+    return bool(vhost.publish(msg).routed)
 
 
 def get(vhost: VirtualHost, queue_name: str, count: int, ackmode: AckMode, encoding: str,

@@ -23,18 +23,16 @@ def put_user_record(state: Any, name: str, body: UserBody) -> bool:
     existing = users.users.get(name)
     tags = split_tags(body.tags)
     if body.password is not None:
-        user = users.add(name, body.password, tags)
+        users.add(name, body.password, tags)
     elif body.password_hash is not None:
         if body.hashing_algorithm not in (None, "rabbit_password_hashing_sha256"):
             raise bad_request(f"unsupported hashing algorithm '{body.hashing_algorithm}'")
-        user = User(name, body.password_hash, tags)
-        users.users[name] = user
+        users.save(User(name, body.password_hash, tags))
     elif existing is not None:
-        existing.tags = tags
+        users.save(User(name, existing.password_hash, tags))
         return False
     else:
-        user = User(name, "", tags)  # passwordless: no login, as RabbitMQ
-        users.users[name] = user
+        users.save(User(name, "", tags))  # passwordless: no login, as RabbitMQ
     return existing is None
 
 
@@ -59,7 +57,7 @@ async def put_user(name: str, body: UserBody, state: StateDep) -> Response:
 
 @router.delete("/users/{name}", status_code=204)
 async def delete_user(name: str, state: StateDep) -> Response:
-    if state.broker.users.users.pop(name, None) is None:
+    if not state.broker.users.delete(name):
         raise not_found()
     for key in [k for k in state.permissions if k[1] == name]:
         del state.permissions[key]

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import Body as BodyParam
 from fastapi import Response
 
-from smartbroker.broker.vhost import VirtualHost
 from smartbroker.management.deps import AdminDep, StateDep, lookup_vhost
 from smartbroker.management.models import VhostBody, split_tags
 from smartbroker.management.routers.common import api_router
@@ -21,7 +20,7 @@ def create_vhost(state: Any, name: str, body: VhostBody | None = None) -> bool:
     broker = state.broker
     created = name not in broker.vhosts
     if created:
-        broker.vhosts[name] = VirtualHost(name)
+        broker.add_vhost(name)
         state.hook_vhosts()
     if body is not None:
         state.vhost_meta[name] = {"description": body.description, "tags": split_tags(body.tags),
@@ -48,14 +47,8 @@ async def put_vhost(vhost: str, state: StateDep, _: AdminDep,
 
 @router.delete("/vhosts/{vhost}", status_code=204)
 async def delete_vhost(vhost: str, state: StateDep, _: AdminDep) -> Response:
-    broker = state.broker
-    vh = lookup_vhost(broker, vhost)
-    for conn in list(broker.connections):
-        if conn.vhost is vh:
-            conn.server_close(320, "CONNECTION_FORCED - vhost deleted")
-    for q in list(vh.queues.values()):
-        vh.drop_queue(q)
-    del broker.vhosts[vhost]
+    lookup_vhost(state.broker, vhost)
+    state.broker.delete_vhost(vhost)  # closes its connections, deletes its queues
     state.vhost_meta.pop(vhost, None)
     for key in [k for k in state.permissions if k[0] == vhost]:
         del state.permissions[key]
