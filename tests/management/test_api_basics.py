@@ -1,0 +1,128 @@
+"""Overview, auth, errors, vhosts, users, permissions, health."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+def test_overview_has_rabbitmq_fields(api: httpx.Client) -> None:
+    doc = api.get("/api/overview").json()
+    for key in ("rabbitmq_version", "management_version", "node", "object_totals",
+                "queue_totals", "listeners", "message_stats"):
+        assert key in doc
+    assert {"connections", "channels", "exchanges", "queues", "consumers"} <= set(doc["object_totals"])
+    assert {"messages", "messages_ready", "messages_unacknowledged"} <= set(doc["queue_totals"])
+    assert any(lst["protocol"] == "amqp" for lst in doc["listeners"])
+
+
+def test_whoami(api: httpx.Client, api_auth: tuple[str, str]) -> None:
+    doc = api.get("/api/whoami").json()
+    assert doc["name"] == api_auth[0]
+    assert "administrator" in doc["tags"]
+
+
+def test_bad_password_is_401_with_challenge(api_base: str) -> None:
+    resp = httpx.get(f"{api_base}/api/overview", auth=("guest", "wrong"))
+    assert resp.status_code == 401
+    assert resp.headers["www-authenticate"].startswith("Basic ")
+    assert resp.json()["error"] == "not_authorized"
+
+
+def test_no_credentials_is_401(api_base: str) -> None:
+    assert httpx.get(f"{api_base}/api/queues").status_code == 401
+
+
+def test_unknown_object_is_rabbitmq_404(api: httpx.Client) -> None:
+    resp = api.get("/api/queues/%2F/no-such-queue-here")
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "Object Not Found", "reason": "Not Found"}
+    assert api.get("/api/vhosts/no-such-vhost").status_code == 404
+
+
+def test_nodes(api: httpx.Client) -> None:
+    nodes = api.get("/api/nodes").json()
+    assert len(nodes) >= 1 and nodes[0]["running"] is True and "name" in nodes[0]
+
+
+def test_vhosts_list_and_one(api: httpx.Client) -> None:
+    names = [v["name"] for v in api.get("/api/vhosts").json()]
+    assert "/" in names
+    doc = api.get("/api/vhosts/%2F").json()
+    assert doc["name"] == "/"
+    assert "messages" in doc
+
+
+def test_vhost_create_and_delete(api: httpx.Client, uid: str) -> None:
+    name = f"test-vh-{uid}"
+    assert api.put(f"/api/vhosts/{name}").status_code == 201
+    assert api.put(f"/api/vhosts/{name}").status_code == 204
+    assert api.get(f"/api/vhosts/{name}").json()["name"] == name
+    assert api.put(f"/api/queues/{name}/q1", json={}).status_code == 201
+    assert api.delete(f"/api/vhosts/{name}").status_code == 204
+    assert api.get(f"/api/vhosts/{name}").status_code == 404
+
+
+def test_user_lifecycle_and_login(api: httpx.Client, api_base: str, uid: str) -> None:
+    name = f"test-user-{uid}"
+    assert api.put(f"/api/users/{name}", json={"password": "pw1", "tags": "management"}).status_code == 201
+    user = api.get(f"/api/users/{name}").json()
+    assert user["tags"] == ["management"]
+    assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+    assert httpx.get(f"{api_base}/api/whoami", auth=(name, "pw1")).json()["name"] == name
+    assert api.put(f"/api/users/{name}", json={"password": "pw2", "tags": "management"}).status_code == 204
+    assert httpx.get(f"{api_base}/api/whoami", auth=(name, "pw1")).status_code == 401
+    assert httpx.get(f"{api_base}/api/whoami", auth=(name, "pw2")).status_code == 200
+    assert name in [u["name"] for u in api.get("/api/users").json()]
+    assert api.delete(f"/api/users/{name}").status_code == 204
+    assert api.get(f"/api/users/{name}").status_code == 404
+
+
+def test_user_without_management_tag_is_refused(api: httpx.Client, api_base: str, uid: str) -> None:
+    name = f"test-plain-{uid}"
+    api.put(f"/api/users/{name}", json={"password": "pw", "tags": ""})
+    try:
+        assert httpx.get(f"{api_base}/api/overview", auth=(name, "pw")).status_code == 401
+    finally:
+        api.delete(f"/api/users/{name}")
+
+
+def test_permissions(api: httpx.Client, api_auth: tuple[str, str], uid: str) -> None:
+    doc = api.get(f"/api/permissions/%2F/{api_auth[0]}").json()
+    assert doc == {"user": api_auth[0], "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+    name = f"test-perm-{uid}"
+    api.put(f"/api/users/{name}", json={"password": "pw", "tags": ""})
+    try:
+        assert api.get(f"/api/permissions/%2F/{name}").status_code == 404
+        body = {"configure": "^q", "write": ".*", "read": ""}
+        assert api.put(f"/api/permissions/%2F/{name}", json=body).status_code == 201
+        assert api.get(f"/api/permissions/%2F/{name}").json()["configure"] == "^q"
+        assert api.delete(f"/api/permissions/%2F/{name}").status_code == 204
+    finally:
+        api.delete(f"/api/users/{name}")
+
+
+def test_health_alarms_and_aliveness(api: httpx.Client) -> None:
+    assert api.get("/api/health/checks/alarms").json() == {"status": "ok"}
+    assert api.get("/api/aliveness-test/%2F").json() == {"status": "ok"}
+
+
+def test_bad_json_is_400(api: httpx.Client, queue: str) -> None:
+    resp = api.post(f"/api/queues/%2F/{queue}/get", content=b"not json")
+    assert resp.status_code == 400
+    assert resp.json()["error"] == "bad_request"
+
+
+@pytest.mark.extension
+def test_metrics_prometheus(api: httpx.Client, api_base: str, queue: str, pub) -> None:
+    pub("", queue, "m1")
+    text = httpx.get(f"{api_base}/metrics").text
+    line = f'rabbitmq_queue_messages_ready{{queue="{queue}",vhost="/"}} 1.0'
+    assert line in text
+    for name in ("rabbitmq_queue_messages_unacked", "rabbitmq_queue_consumers",
+                 "rabbitmq_queue_messages_published_total", "rabbitmq_connections",
+                 "rabbitmq_channels", "rabbitmq_connection_incoming_bytes_total",
+                 "rabbitmq_connection_outgoing_bytes_total",
+                 "rabbitmq_process_resident_memory_bytes",
+                 "rabbitmq_global_messages_received_total"):
+        assert f"\n{name}" in text, name
