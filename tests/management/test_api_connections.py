@@ -56,7 +56,7 @@ def test_connection_channel_consumer_listed(api: httpx.Client, amqp, queue: str,
     assert consumers[0]["queue"] == {"name": queue, "vhost": "/"}
     assert consumers[0]["ack_required"] is True
     assert consumers[0]["prefetch_count"] == 7
-    assert api.get(f"/api/queues/%2F/{queue}").json().get("consumers", 1) == 1
+    assert _wait(lambda: api.get(f"/api/queues/%2F/{queue}").json().get("consumers") == 1)
 
 
 def _q(name: str) -> str:

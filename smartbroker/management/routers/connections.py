@@ -8,7 +8,7 @@ from fastapi import Request, Response
 
 from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.errors import not_found
-from smartbroker.management.routers.common import api_router
+from smartbroker.management.routers.common import api_router, paginate
 from smartbroker.management.views import (
     channel_json,
     channel_name,
@@ -36,8 +36,8 @@ def _find(state: Any, name: str) -> Any:
 
 
 @router.get("/connections")
-async def list_connections(state: StateDep) -> list[dict[str, Any]]:
-    return [connection_json(c, state) for c in _conns(state, None)]
+async def list_connections(request: Request, state: StateDep) -> Any:
+    return paginate(request, [connection_json(c, state) for c in _conns(state, None)])
 
 
 @router.get("/vhosts/{vhost}/connections")
@@ -70,8 +70,8 @@ def _channels(state: Any, vhost: str | None) -> list[dict[str, Any]]:
 
 
 @router.get("/channels")
-async def list_channels(state: StateDep) -> list[dict[str, Any]]:
-    return _channels(state, None)
+async def list_channels(request: Request, state: StateDep) -> Any:
+    return paginate(request, _channels(state, None))
 
 
 @router.get("/vhosts/{vhost}/channels")

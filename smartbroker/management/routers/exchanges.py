@@ -14,7 +14,7 @@ from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request, not_found
 from smartbroker.management.formatting import properties_from_json
 from smartbroker.management.models import ExchangeBody, PublishBody, PublishResult
-from smartbroker.management.routers.common import api_router, exchange_name
+from smartbroker.management.routers.common import api_router, exchange_name, paginate
 from smartbroker.management.views import exchange_json
 from smartbroker.message import Message
 
@@ -22,15 +22,15 @@ router = api_router()
 
 
 @router.get("/exchanges")
-async def list_exchanges(state: StateDep) -> list[dict[str, Any]]:
-    return [exchange_json(ex, vh) for vh in state.broker.vhosts.values()
-            for ex in vh.exchanges.values()]
+async def list_exchanges(request: Request, state: StateDep) -> Any:
+    return paginate(request, [exchange_json(ex, vh) for vh in state.broker.vhosts.values()
+                              for ex in vh.exchanges.values()])
 
 
 @router.get("/exchanges/{vhost}")
-async def vhost_exchanges(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_exchanges(vhost: str, request: Request, state: StateDep) -> Any:
     vh = lookup_vhost(state.broker, vhost)
-    return [exchange_json(ex, vh) for ex in vh.exchanges.values()]
+    return paginate(request, [exchange_json(ex, vh) for ex in vh.exchanges.values()])
 
 
 @router.get("/exchanges/{vhost}/{name}")

@@ -10,7 +10,7 @@ from smartbroker.management import ops
 from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request, not_found
 from smartbroker.management.models import GetBody, QueueBody
-from smartbroker.management.routers.common import api_router
+from smartbroker.management.routers.common import api_router, paginate
 from smartbroker.management.views import bindings_of, queue_json
 
 router = api_router()
@@ -25,15 +25,15 @@ def _queue(state: Any, vhost: str, name: str) -> tuple[Any, Any]:
 
 
 @router.get("/queues")
-async def list_queues(state: StateDep) -> list[dict[str, Any]]:
-    return [queue_json(q, state) for vh in state.broker.vhosts.values()
-            for q in list(vh.queues.values())]
+async def list_queues(request: Request, state: StateDep) -> Any:
+    return paginate(request, [queue_json(q, state) for vh in state.broker.vhosts.values()
+                              for q in list(vh.queues.values())])
 
 
 @router.get("/queues/{vhost}")
-async def vhost_queues(vhost: str, state: StateDep) -> list[dict[str, Any]]:
+async def vhost_queues(vhost: str, request: Request, state: StateDep) -> Any:
     vh = lookup_vhost(state.broker, vhost)
-    return [queue_json(q, state) for q in list(vh.queues.values())]
+    return paginate(request, [queue_json(q, state) for q in list(vh.queues.values())])
 
 
 @router.get("/queues/{vhost}/{name}")
