@@ -152,6 +152,9 @@ class Channel:
 
     def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
         records = self._take(tag, multiple)
+        for rec in records:
+            if not rec.queue.capabilities.supports_reject:
+                raise rec.queue.refused("basic.nack and basic.reject")
         if self.tx is not None:
             self.tx.append(("nack", (records, requeue)))
             return
@@ -247,22 +250,24 @@ class Channel:
         self.confirm_sent = upto
 
     # -- transactions --------------------------------------------------------------------
-    def tx_commit(self) -> bool:
-        """Apply the transaction's publishes and settlements; True if any of them wrote to
-        the message store, so ``tx.commit-ok`` must wait for the fsync."""
+    def tx_commit(self) -> set[Any]:
+        """Apply the transaction's publishes and settlements; returns the logs they wrote
+        to, which ``tx.commit-ok`` must wait to see fsynced."""
         actions, self.tx = self.tx or [], []
-        stored = False
+        logs: set[Any] = set()
+        store = self.conn.vhost.store
         for kind, payload in actions:
             if kind == "publish":
-                stored |= self.conn.route_publish(self, payload).stored
+                logs.update(self.conn.route_publish(self, payload).logs)
                 continue
             records = payload if kind == "ack" else payload[0]
-            stored |= any(rec.entry.store_id is not None for rec in records)
+            if store is not None and any(rec.entry.store_id is not None for rec in records):
+                logs.add(store.log)
             if kind == "ack":
                 self._apply_ack(payload)
             else:
                 self._apply_nack(*payload)
-        return stored
+        return logs
 
     def tx_rollback(self) -> None:
         """Discard pending publishes; deliveries settled in the transaction stay unacked."""

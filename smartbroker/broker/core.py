@@ -27,7 +27,7 @@ class Broker:
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name)
             if self.persistence is not None:
-                vhost.store = self.persistence.messages
+                self.persistence.attach(vhost)
                 vhost.listener = self.persistence
                 self.persistence.vhost_added(name)
         return vhost

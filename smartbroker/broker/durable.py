@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from smartbroker.message import Message
 from smartbroker.protocol import codec
@@ -105,12 +105,15 @@ class MessageStore:
         self.log = SegmentLog(directory, fsync=fsync, segment_bytes=segment_bytes)
         self._live: defaultdict[int, int] = defaultdict(int)  # segment base -> live refs
         self._waiters: set[SyncWaiter] = set()
+        self._logs: set[Any] = set()
+        self.write_out_pending = False
         self._sync_task: asyncio.Task[None] | None = None
         self.failed = False
 
     # -- writing ---------------------------------------------------------------------------
     def enqueue(self, vhost: str, queues: list[str], msg: Message) -> int:
         offset = self.log.append(encode_enqueue(vhost, queues, msg), int(time.time() * 1000))
+        self._schedule_write_out()
         base = self.log.segment_of(offset)
         if base is not None:
             self._live[base] += len(queues)
@@ -136,6 +139,25 @@ class MessageStore:
             self.log.append(payload)
         except StoreUnavailable:
             log.error("message store unavailable: a settlement record was not written")
+            return
+        self._schedule_write_out()
+
+    def _schedule_write_out(self) -> None:
+        """Hand this loop pass's records to the OS at its end, so a kill -9 loses no
+        processed ack or publish (fsync, for power loss, stays with group commit)."""
+        if self.write_out_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.write_out_pending = True
+        loop.call_soon(self.write_out_now)
+
+    def write_out_now(self) -> None:
+        if self.write_out_pending:
+            self.write_out_pending = False
+            self.log.write_out()
 
     def _reclaim(self) -> None:
         """Delete closed head segments that hold no live enqueue."""
@@ -151,8 +173,10 @@ class MessageStore:
         return decode_enqueue(data)[2]
 
     # -- group commit for confirms --------------------------------------------------------
-    def request_sync(self, waiter: SyncWaiter) -> None:
+    def request_sync(self, waiter: SyncWaiter, logs: tuple[Any, ...] = ()) -> None:
+        """Call ``waiter.synced`` once ``logs`` (default: the message log) are fsynced."""
         self._waiters.add(waiter)
+        self._logs.update(logs or (self.log,))
         if self._sync_task is None:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_rounds())
 
@@ -160,9 +184,10 @@ class MessageStore:
         try:
             while self._waiters:
                 batch, self._waiters = self._waiters, set()
+                logs, self._logs = self._logs, set()
                 marks = [(w, w.sync_mark()) for w in batch]
                 try:
-                    await self.log.sync()
+                    await asyncio.gather(*(lg.sync() for lg in logs))
                 except StoreUnavailable as exc:
                     log.error("fsync failed, nacking %d publisher(s): %s", len(marks), exc)
                     for waiter, mark in marks:

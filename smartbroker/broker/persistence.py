@@ -54,8 +54,16 @@ def _binding_def(vhost: str, binding: Binding) -> BindingDef:
 class Persistence:
     def __init__(self, data_dir: Path, fsync: str = "batch") -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.fsync = fsync
         self.definitions = DefinitionStore(data_dir / "definitions.sqlite3")
         self.messages = MessageStore(data_dir / "messages", fsync=fsync)
+
+    def attach(self, vhost: VirtualHost) -> None:
+        """Give a vhost its message store and stream directory (listening comes later)."""
+        vhost.store = self.messages
+        vhost.data_dir = self.data_dir
+        vhost.fsync = self.fsync
 
     # -- listener: called by VirtualHost on every change -------------------------------
     def exchange_declared(self, vhost: str, ex: Exchange) -> None:
@@ -121,7 +129,7 @@ class Persistence:
                 self.user_saved(user.name, user.password_hash, user.tags)
         broker.users.listener = self
         for vhost in broker.vhosts.values():
-            vhost.store = self.messages
+            self.attach(vhost)
         for pdef in defs.policies:
             vhost = broker.vhosts.get(pdef.vhost)
             if vhost is None:
@@ -183,6 +191,10 @@ class Persistence:
         except AMQPError as exc:
             log.error("skipping stored definition: %s", exc.reply_text)
 
-    async def aclose(self) -> None:
+    async def aclose(self, broker: Broker | None = None) -> None:
+        for vhost in (broker.vhosts.values() if broker else ()):
+            for q in vhost.queues.values():
+                if q.type_name == "stream":
+                    q.close()
         await self.messages.aclose()
         self.definitions.close()

@@ -12,6 +12,7 @@ import base64
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Binding, Exchange
@@ -29,12 +30,15 @@ from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.exchanges.headers import same_value
 from smartbroker.message import Message, has_sender_routing, with_sender_routing
 from smartbroker.protocol.codec import FLAG_HEADERS
+from smartbroker.queues.arguments import validate_queue_arguments
 from smartbroker.queues.classic import ClassicQueue
+from smartbroker.queues.stream import StreamQueue
+from smartbroker.queues.stream_args import StreamSettings
 
 if TYPE_CHECKING:
     from smartbroker.broker.durable import MessageStore
 
-Queue = ClassicQueue
+Queue = ClassicQueue | StreamQueue
 PREDECLARED = {
     "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
     "amq.headers": "headers", "amq.match": "headers",
@@ -47,7 +51,11 @@ class Published:
 
     routed: bool
     accepted: bool  # no queue refused it (reject-publish overflow): else nack
-    stored: bool  # written to the message store: confirm only after fsync
+    logs: tuple[Any, ...]  # written to these logs: confirm only after they are fsynced
+
+    @property
+    def stored(self) -> bool:
+        return bool(self.logs)
 
     def __bool__(self) -> bool:
         return self.routed
@@ -55,6 +63,10 @@ class Published:
 
 def generated_name(prefix: str) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def _fmt(value: Any) -> str:
@@ -75,6 +87,8 @@ class VirtualHost:
         self.policies: dict[str, Policy] = {}
         self.store: MessageStore | None = None  # set when the broker persists messages
         self.listener: Any = None  # Persistence: told about every definition change
+        self.data_dir: Path | None = None  # where stream queues keep their logs
+        self.fsync = "batch"
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
 
     # -- lookups -------------------------------------------------------------------------
@@ -182,13 +196,16 @@ class VirtualHost:
             self.check_exclusive(existing, owner)
             self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
             return existing, False
-        from smartbroker.queues.arguments import validate_queue_arguments
-
-        validate_queue_arguments(name, self.name, arguments)
         policy = effective_policy(self.policies, name, "queue")
-        q = Queue(name, self.name, durable=durable, auto_delete=auto_delete,
-                  exclusive_owner=owner if exclusive else None, arguments=arguments, host=self,
-                  policy=policy.definition if policy else None)
+        if _text(arguments.get("x-queue-type")) == "stream":
+            settings = StreamSettings.parse(name, self.name, durable, exclusive, auto_delete, arguments)
+            q = StreamQueue(name, self.name, durable=True, arguments=arguments, host=self,
+                            settings=settings)
+        else:
+            validate_queue_arguments(name, self.name, arguments)
+            q = ClassicQueue(name, self.name, durable=durable, auto_delete=auto_delete,
+                             exclusive_owner=owner if exclusive else None, arguments=arguments,
+                             host=self, policy=policy.definition if policy else None)
         q.policy_name = policy.name if policy else None
         self.queues[name] = q
         self.exchanges[""].router.bind(q, name, {})
@@ -348,27 +365,34 @@ class VirtualHost:
         else:
             queues = self.route(ex, msg, keys)
         if not queues:
-            return Published(False, True, False)
-        accepted, stored = self.enqueue(queues, msg)
-        return Published(True, accepted, stored)
+            return Published(False, True, ())
+        accepted, logs = self.enqueue(queues, msg)
+        return Published(True, accepted, logs)
 
-    def enqueue(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, bool]:
-        """Put ``msg`` on each queue, persisting it once for the durable ones.
-        Returns (every queue accepted it, it was written to the message store)."""
+    def enqueue(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, tuple[Any, ...]]:
+        """Put ``msg`` on each queue, persisting it once for the durable classic ones (streams
+        append to their own partition logs). Returns (every queue accepted it, the logs that
+        must be fsynced before it is confirmed)."""
         store = self.store
         store_id = None
         if store is not None and msg.persistent:
-            durable = [q.name for q in queues if q.durable]
+            durable = [q.name for q in queues if q.durable and q.type_name != "stream"]
             if durable:
                 store_id = store.enqueue(self.name, durable, msg)
         accepted = True
+        logs = [store.log] if store_id is not None else []
         for q in queues:
+            if q.type_name == "stream":
+                q.publish(msg)
+                if q.last_log is not None:
+                    logs.append(q.last_log)
+                continue
             sid = store_id if q.durable else None
             if not q.publish(msg, sid):
                 accepted = False
                 if sid is not None:
                     store.forget(self.name, q.name, sid)
-        return accepted, store_id is not None
+        return accepted, tuple(logs)
 
     # -- routing -------------------------------------------------------------------------
     def route(self, exchange: Exchange, message: Message, routing_keys: list[str]) -> set[Queue]:

@@ -36,8 +36,9 @@ class _CommitWaiter:
 def commit(conn, ch, m: commands.Tx.Commit) -> None:
     if ch.tx is None:
         raise precondition_failed("channel is not transactional")
-    if ch.tx_commit() and conn.vhost.store is not None:
-        conn.vhost.store.request_sync(_CommitWaiter(conn, ch))
+    logs = ch.tx_commit()
+    if logs and conn.vhost.store is not None:
+        conn.vhost.store.request_sync(_CommitWaiter(conn, ch), logs)
         return
     conn.send_method(ch.number, commands.Tx.CommitOk())
 

@@ -226,6 +226,39 @@ def delivery_mode(header_payload: bytes, flags: int) -> int:
     return header_payload[pos]
 
 
+def add_headers(header_payload: bytes, flags: int, extra: bytes) -> bytes:
+    """Append encoded table entries (``extra``) to a content header's ``headers`` table
+    without decoding anything else: the table sits after content-type and
+    content-encoding (short strings) and is a u32-length-prefixed run of entries."""
+    pos = 14
+    if flags & (1 << 15):
+        pos += 1 + header_payload[pos]
+    if flags & (1 << 14):
+        pos += 1 + header_payload[pos]
+    if flags & FLAG_HEADERS:
+        size = _ulong.unpack_from(header_payload, pos)[0]
+        end = pos + 4 + size
+        return b"".join((header_payload[:pos], _ulong.pack(size + len(extra)),
+                         header_payload[pos + 4:end], extra, header_payload[end:]))
+    new_flags = flags | FLAG_HEADERS
+    return b"".join((header_payload[:12], bytes((new_flags >> 8, new_flags & 0xFF)),
+                     header_payload[14:pos], _ulong.pack(len(extra)), extra, header_payload[pos:]))
+
+
+_long_long = struct.Struct("!q")
+_long = struct.Struct("!i")
+
+
+def table_entry_long(name_ss: bytes, value: int) -> bytes:
+    """One field-table entry of type ``l`` (signed 64-bit), name pre-encoded."""
+    return name_ss + b"l" + _long_long.pack(value)
+
+
+def table_entry_int(name_ss: bytes, value: int) -> bytes:
+    """One field-table entry of type ``I`` (signed 32-bit), name pre-encoded."""
+    return name_ss + b"I" + _long.pack(value)
+
+
 def property_flags(header_payload: bytes) -> int:
     return (header_payload[12] << 8) | header_payload[13] if len(header_payload) >= 14 else 0
 

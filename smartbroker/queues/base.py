@@ -89,6 +89,9 @@ class Capabilities:
     supports_no_ack: bool = True
     supports_exclusive: bool = True
     equivalence_arguments: frozenset[str] = field(default_factory=frozenset)
+    supports_reject: bool = True  # basic.nack / basic.reject
+    supports_purge: bool = True
+    requires_prefetch: bool = False  # consumers must have basic.qos credit
 
 
 class Queue(Protocol):

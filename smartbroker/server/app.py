@@ -65,7 +65,7 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
             if conn.transport is not None:
                 conn.transport.abort()
         await server.wait_closed()
-        await persistence.aclose()
+        await persistence.aclose(broker)
         log.info("stopped")
 
 

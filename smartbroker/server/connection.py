@@ -346,7 +346,7 @@ class AMQPConnection(asyncio.Protocol):
         if ch.confirm:
             ch.confirm_settled(ch.publish_seq, result.accepted, result.stored)
             if result.stored:
-                self.vhost.store.request_sync(ch)
+                self.vhost.store.request_sync(ch, result.logs)
         return result
 
     # -- output --------------------------------------------------------------------------
@@ -380,6 +380,9 @@ class AMQPConnection(asyncio.Protocol):
         if not self._out:
             return
         out, self._out = self._out, []
+        store = self.vhost.store if self.vhost is not None else None
+        if store is not None and store.write_out_pending:
+            store.write_out_now()  # delivery marks reach the OS before the deliveries leave
         transport = self.transport
         if transport is None or transport.is_closing():
             return

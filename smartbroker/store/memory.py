@@ -50,6 +50,9 @@ class MemoryLog:
             self._segs.append(seg)
         return seg
 
+    def write_out(self) -> None:
+        """Nothing to hand over: memory is the medium."""
+
     def append(self, payload: bytes, timestamp_ms: int | None = None, key: bytes | None = None) -> int:
         size = record.frame_size(len(payload), len(key) if key else 0)
         seg = self._room(size)

@@ -1,0 +1,398 @@
+"""Stream queue: Kafka's log behind AMQP. Partitioned, append-only, replayable.
+
+A message goes to partition ``mmh3(key) % partitions`` (key: the ``x-message-key`` header,
+else the routing key) and gets the next offset there. Consumers are readers with a cursor
+per partition; reading never removes anything. Prefetch is credit and an ack only returns
+credit (and, in a consumer group, commits). ``basic.get``, nack/reject and purge are
+refused as RabbitMQ refuses them. Retention deletes whole closed segments by age or size.
+Consumer groups live in ``groups.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import struct
+import time
+from collections.abc import Mapping
+from itertools import islice
+from pathlib import Path
+from typing import Any, ClassVar
+
+import mmh3
+
+from smartbroker.errors import not_implemented, precondition_failed
+from smartbroker.message import Message
+from smartbroker.protocol import codec
+from smartbroker.queues.base import Capabilities, Consumer
+from smartbroker.queues.groups import ConsumerGroup, GroupMember, OffsetBook
+from smartbroker.queues.stream_args import (
+    EQUIVALENCE_ARGUMENTS,
+    STREAM_ARGUMENTS,
+    OffsetSpec,
+    StreamSettings,
+    parse_offset_spec,
+)
+from smartbroker.store.log import SegmentLog
+from smartbroker.store.memory import MemoryLog
+
+log = logging.getLogger("smartbroker.stream")
+PARTITION_SEED = 104729
+RETENTION_INTERVAL = 1.0  # seconds between retention passes
+READ_BATCH = 128
+_OFFSET_SS = codec.shortstr("x-stream-offset")
+_PARTITION_SS = codec.shortstr("x-stream-partition")
+_u16 = struct.Struct("<H")
+_u32 = struct.Struct("<I")
+
+
+def partition_for(key: str | bytes, partitions: int) -> int:
+    """The partition of a key: the hash RabbitMQ stream clients use for super streams."""
+    if partitions == 1:
+        return 0
+    return mmh3.hash(key, seed=PARTITION_SEED, signed=False) % partitions
+
+
+def message_key(msg: Message) -> str:
+    headers = msg.headers if msg.flags & codec.FLAG_HEADERS else None
+    if headers and "x-message-key" in headers:
+        key = headers["x-message-key"]
+        return key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+    return msg.routing_key
+
+
+def encode_record(msg: Message) -> bytes:
+    return b"".join((_u16.pack(len(msg.exchange_rk_ss)), msg.exchange_rk_ss,
+                     _u32.pack(len(msg.header_payload)), msg.header_payload, msg.body))
+
+
+def decode_record(data: bytes, partition: int, offset: int) -> Message:
+    (n,) = _u16.unpack_from(data, 0)
+    ex_rk = data[2:2 + n]
+    (h,) = _u32.unpack_from(data, 2 + n)
+    header = data[6 + n:6 + n + h]
+    body = data[6 + n + h:]
+    ex_len = ex_rk[0]
+    flags = codec.property_flags(header)
+    extra = codec.table_entry_long(_OFFSET_SS, offset) + codec.table_entry_int(_PARTITION_SS, partition)
+    return Message(ex_rk[1:1 + ex_len].decode(), ex_rk[2 + ex_len:].decode(), ex_rk,
+                   codec.add_headers(header, flags, extra), body)
+
+
+class StreamEntry:
+    """One delivery from a stream: what the channel tracks until it is acked."""
+
+    __slots__ = ("message", "partition", "offset", "redelivered", "delivery_count", "store_id",
+                 "reader")
+
+    def __init__(self, message: Message, partition: int, offset: int, redelivered: bool,
+                 reader: Reader) -> None:
+        self.message = message
+        self.partition = partition
+        self.offset = offset
+        self.redelivered = redelivered
+        self.delivery_count = 1
+        self.store_id = None
+        self.reader = reader
+
+
+class Reader:
+    """A consumer's cursors: partition -> next offset to read."""
+
+    __slots__ = ("consumer", "cursors", "member", "_rr", "start")
+
+    def __init__(self, consumer: Consumer, start: OffsetSpec) -> None:
+        self.consumer = consumer
+        self.cursors: dict[int, int] = {}
+        self.member: GroupMember | None = None
+        self._rr = 0
+        self.start = start
+
+
+class StreamQueue:
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        arguments=STREAM_ARGUMENTS, supports_get=False, supports_no_ack=False,
+        supports_exclusive=False, equivalence_arguments=EQUIVALENCE_ARGUMENTS,
+        supports_reject=False, supports_purge=False, requires_prefetch=True)
+    type_name: ClassVar[str] = "stream"
+
+    def __init__(self, name: str, vhost: str, *, durable: bool = True, auto_delete: bool = False,
+                 exclusive_owner: object | None = None, arguments: Mapping[str, Any] | None = None,
+                 host: Any = None, policy: Mapping[str, Any] | None = None,
+                 settings: StreamSettings | None = None) -> None:
+        self.name = name
+        self.vhost = vhost
+        self.durable = durable
+        self.auto_delete = False
+        self.exclusive_owner = None
+        self.arguments: dict[str, Any] = dict(arguments or {})
+        self.host = host
+        self.stream = settings or StreamSettings()
+        self.policy_name: str | None = None
+        self.bindings: set[Any] = set()
+        self.consumers: list[Consumer] = []
+        self.readers: dict[Consumer, Reader] = {}
+        self.deleted = False
+        self.last_used = time.monotonic()
+        self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
+        self.directory = self._directory()
+        self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
+        self.last_log: Any = None  # the log the last publish went to (for confirms)
+        self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
+        self.groups: dict[str, ConsumerGroup] = {}
+        self._retention_timer = None
+        self._schedule_retention()
+
+    # -- storage ---------------------------------------------------------------------------
+    def _directory(self) -> Path | None:
+        root = getattr(self.host, "data_dir", None)
+        if root is None:
+            return None
+        digest = hashlib.sha1(f"{self.vhost}\x00{self.name}".encode()).hexdigest()[:20]
+        path = Path(root) / "streams" / digest
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "name").write_text(f"{self.vhost}\n{self.name}\n")
+        return path
+
+    def _open_log(self, name: str, segment_bytes: int | None = None) -> Any:
+        size = segment_bytes or self.stream.segment_bytes
+        if self.directory is None:
+            return MemoryLog(segment_bytes=size)
+        fsync = getattr(self.host, "fsync", "batch")
+        return SegmentLog(self.directory / name, fsync=fsync, segment_bytes=size)
+
+    # -- counts ----------------------------------------------------------------------------
+    @property
+    def message_count(self) -> int:
+        return 0  # RabbitMQ reports 0 ready messages for streams: nothing is consumed away
+
+    @property
+    def total_messages(self) -> int:
+        return sum(lg.next_offset - lg.first_offset for lg in self.logs)
+
+    @property
+    def message_bytes(self) -> int:
+        return sum(lg.size_bytes for lg in self.logs)
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    @property
+    def unacked_count(self) -> int:
+        return sum(getattr(c, "unacked", 0) for c in self.consumers)
+
+    @property
+    def exclusive_consumer(self) -> bool:
+        return False
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
+        self.policy_name = name
+
+    # -- publish ---------------------------------------------------------------------------
+    def publish(self, message: Message, store_id: int | None = None) -> bool:
+        index = partition_for(message_key(message), len(self.logs))
+        key = message_key(message).encode() if self.stream.compact else None
+        target = self.logs[index]
+        target.append(encode_record(message), int(time.time() * 1000), key)
+        self.last_log = target if self.directory is not None else None
+        self.stats["publish"] += 1
+        if self.consumers:
+            self.dispatch()
+        return True
+
+    # -- consumers -------------------------------------------------------------------------
+    def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
+        """Refuse what RabbitMQ refuses (prefetch is credit), plus our group arguments."""
+        group = arguments.get("x-consumer-group")
+        if (no_ack and group is None) or (not no_ack and prefetch == 0):
+            raise precondition_failed(f"consumer prefetch count is not set for "
+                                      f"'queue '{self.name}' in vhost '{self.vhost}''")
+        parse_offset_spec(arguments.get("x-stream-offset"))
+        partition = arguments.get("x-stream-partition")
+        if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool)
+                                      or not 0 <= partition < len(self.logs)):
+            raise precondition_failed(f"invalid x-stream-partition {partition!r}: queue "
+                                      f"'{self.name}' has {len(self.logs)} partition(s)")
+        if group is not None and partition is not None:
+            raise precondition_failed("x-stream-partition and x-consumer-group cannot be combined")
+        if group is not None:
+            ConsumerGroup.validate_arguments(arguments)
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        args = getattr(consumer, "arguments", {}) or {}
+        reader = Reader(consumer, parse_offset_spec(args.get("x-stream-offset")))
+        self.readers[consumer] = reader
+        self.consumers.append(consumer)
+        self.last_used = time.monotonic()
+        group_name = args.get("x-consumer-group")
+        if group_name is not None:
+            group_name = group_name.decode() if isinstance(group_name, bytes) else str(group_name)
+            group = self.groups.get(group_name)
+            if group is None:
+                group = self.groups[group_name] = ConsumerGroup(group_name, self, self.offsets)
+            group.join(reader, args)
+        else:
+            only = args.get("x-stream-partition")
+            partitions = [only] if only is not None else range(len(self.logs))
+            for p in partitions:
+                reader.cursors[p] = self.start_offset(p, reader.start)
+        self.dispatch()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        reader = self.readers.pop(consumer, None)
+        if reader is None:
+            return
+        self.consumers.remove(consumer)
+        if reader.member is not None:
+            reader.member.group.leave(reader)
+        self.dispatch()
+
+    def start_offset(self, partition: int, spec: OffsetSpec) -> int:
+        lg = self.logs[partition]
+        if spec.kind == "first":
+            return lg.first_offset
+        if spec.kind == "last":
+            return max(lg.next_offset - 1, lg.first_offset)
+        if spec.kind == "offset":
+            return max(spec.value, lg.first_offset)
+        if spec.kind == "timestamp":
+            return lg.offset_for_timestamp(spec.value)
+        return lg.next_offset  # next
+
+    # -- delivery --------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        for reader in list(self.readers.values()):
+            self._fill(reader)
+
+    def _fill(self, reader: Reader) -> None:
+        consumer = reader.consumer
+        if not reader.cursors or not consumer.can_take():
+            return
+        partitions = list(reader.cursors)
+        idle = 0
+        while idle < len(partitions) and consumer.can_take():
+            p = partitions[reader._rr % len(partitions)]
+            reader._rr += 1
+            if p not in reader.cursors:  # revoked meanwhile
+                idle += 1
+                continue
+            if self._read_partition(reader, p):
+                idle = 0
+            else:
+                idle += 1
+
+    def _read_partition(self, reader: Reader, p: int) -> bool:
+        cursor = reader.cursors[p]
+        lg = self.logs[p]
+        if cursor >= lg.next_offset:
+            return False
+        consumer = reader.consumer
+        member = reader.member
+        sent = False
+        for rec in islice(lg.scan_records(cursor), READ_BATCH):
+            if not consumer.can_take() or reader.cursors.get(p) is None:
+                break
+            message = decode_record(rec.payload, p, rec.offset)
+            redelivered = member.group.was_delivered(p, rec.offset) if member else False
+            reader.cursors[p] = rec.offset + 1
+            entry = StreamEntry(message, p, rec.offset, redelivered, reader)
+            self.stats["deliver"] += 1
+            if member is not None:
+                member.group.delivered(p, rec.offset, consumer.no_ack)
+            consumer.deliver(self, entry)
+            sent = True
+        return sent
+
+    def delivery_message(self, entry: Any, on_get: bool = False) -> Message:
+        return entry.message
+
+    # -- settlement: an ack returns credit; in a group it commits -------------------------
+    def ack(self, entry: StreamEntry) -> None:
+        self.stats["ack"] += 1
+        member = entry.reader.member
+        if member is not None:
+            member.group.acked(entry.reader, entry.partition, entry.offset)
+
+    def requeue(self, entries: list[Any]) -> None:
+        """Channel closed with deliveries outstanding: nothing goes back (a log is replayed
+        by offset); a group redelivers uncommitted offsets to the partition's next owner."""
+        if self.consumers:
+            self.dispatch()
+
+    def reject(self, entry: Any) -> None:
+        raise self.refused("basic.nack and basic.reject")
+
+    def refused(self, what: str) -> Exception:
+        return not_implemented(f"{what} not supported by stream queues queue '{self.name}' "
+                               f"in vhost '{self.vhost}'")
+
+    def get(self, no_ack: bool = False) -> None:
+        raise self.refused("basic.get")
+
+    def purge(self) -> int:
+        raise self.refused("queue.purge")
+
+    # -- retention ---------------------------------------------------------------------------
+    def _schedule_retention(self) -> None:
+        if self.host is None or self.deleted:
+            return
+        if self.stream.max_age is None and self.stream.max_length_bytes is None and not self.stream.compact:
+            return
+        self._retention_timer = self.host.call_later(RETENTION_INTERVAL, self._retention_tick)
+
+    def _retention_tick(self) -> None:
+        self._retention_timer = None
+        try:
+            self.enforce_retention()
+        except Exception:  # never let a retention bug stop the broker
+            log.exception("retention failed for stream %s", self.name)
+        self._schedule_retention()
+
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Delete closed head segments past ``x-max-age`` or beyond ``x-max-length-bytes``;
+        returns how many segments went. Readers that pointed into them skip ahead."""
+        settings = self.stream
+        if not settings.delete:
+            return 0
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        removed = 0
+        for lg in self.logs:
+            segments = lg.segments()
+            total = sum(s.size_bytes for s in segments)
+            for seg in segments:
+                if seg.active:
+                    break
+                too_old = (settings.max_age is not None
+                           and 0 <= seg.max_timestamp_ms < now_ms - settings.max_age * 1000)
+                too_big = settings.max_length_bytes is not None and total > settings.max_length_bytes
+                if not (too_old or too_big):
+                    break
+                lg.delete_segment(seg.base_offset)
+                total -= seg.size_bytes
+                removed += 1
+        return removed
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def delete(self) -> int:
+        self.deleted = True
+        if self._retention_timer is not None:
+            self._retention_timer.cancel()
+        consumers, self.consumers = self.consumers, []
+        self.readers.clear()
+        for consumer in consumers:
+            consumer.cancelled_by_broker()
+        for lg in [*self.logs, self.offsets.log]:
+            lg.close()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return 0
+
+    def close(self) -> None:
+        """Broker shutdown: flush and close the logs (data stays)."""
+        for lg in [*self.logs, self.offsets.log]:
+            lg.close()

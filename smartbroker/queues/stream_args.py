@@ -1,0 +1,136 @@
+"""Stream queue declaration arguments and consumer offset specs, with RabbitMQ's 406s."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from smartbroker.errors import precondition_failed
+
+STREAM_ARGUMENTS = frozenset({
+    "x-queue-type", "x-partitions", "x-max-age", "x-max-length-bytes",
+    "x-stream-max-segment-size-bytes", "x-cleanup-policy", "x-delete-retention",
+    "x-initial-cluster-size", "x-queue-leader-locator",
+})
+EQUIVALENCE_ARGUMENTS = frozenset({"x-queue-type", "x-partitions", "x-max-age",
+                                   "x-max-length-bytes", "x-stream-max-segment-size-bytes",
+                                   "x-cleanup-policy"})
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
+_AGE = re.compile(r"^(\d+)([YMDhms])$")
+_AGE_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_age(value: Any) -> float | None:
+    """``"7D"`` -> seconds; None when it is not an age string (units Y M D h m s)."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if not isinstance(value, str):
+        return None
+    match = _AGE.match(value)
+    if match is None:
+        return None
+    return int(match.group(1)) * _AGE_SECONDS[match.group(2)]
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    partitions: int = 1
+    max_age: float | None = None  # seconds
+    max_length_bytes: int | None = None  # per partition
+    segment_bytes: int = 500_000_000
+    compact: bool = False
+    delete: bool = True
+    delete_retention: float = 86400.0  # tombstones kept this long (seconds)
+
+    @classmethod
+    def parse(cls, queue: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool,
+              arguments: Mapping[str, Any]) -> StreamSettings:
+        where = f"for queue '{queue}' in vhost '{vhost}'"
+        if not durable:
+            raise precondition_failed(f"invalid property 'non-durable' {where}")
+        if exclusive:
+            raise precondition_failed(f"invalid property 'exclusive-owner' {where}")
+        if auto_delete:
+            raise precondition_failed(f"invalid property 'auto-delete' {where}")
+        for arg in arguments:
+            if arg.startswith("x-") and arg not in STREAM_ARGUMENTS:
+                raise precondition_failed(
+                    f"invalid arg '{arg}' {where} of queue type rabbit_stream_queue")
+
+        def bad(arg: str, why: str) -> Exception:
+            return precondition_failed(f"invalid arg '{arg}' {where}: {why}")
+
+        partitions = arguments.get("x-partitions", 1)
+        if not _is_int(partitions) or partitions < 1:
+            raise bad("x-partitions", f"expected an integer >= 1, got {partitions!r}")
+        if partitions > 1024:
+            raise bad("x-partitions", f"at most 1024 partitions, got {partitions}")
+        max_age = None
+        if "x-max-age" in arguments:
+            max_age = parse_age(arguments["x-max-age"])
+            if max_age is None:
+                raise bad("x-max-age", f"expected an age like 7D, 12h, 30m or 45s (units Y M D h m s), "
+                                       f"got {_text(arguments['x-max-age'])!r}")
+        ints = {}
+        for arg in ("x-max-length-bytes", "x-stream-max-segment-size-bytes"):
+            if arg in arguments:
+                value = arguments[arg]
+                if not _is_int(value):
+                    raise bad(arg, f'"expected integer, got {type(value).__name__}"')
+                if value <= 0:
+                    raise bad(arg, f"expected a positive integer, got {value}")
+                ints[arg] = value
+        policy = _text(arguments.get("x-cleanup-policy", "delete"))
+        if policy not in CLEANUP_POLICIES:
+            raise bad("x-cleanup-policy", f"expected delete, compact or compact,delete, got {policy!r}")
+        retention = 86400.0
+        if "x-delete-retention" in arguments:
+            parsed = parse_age(arguments["x-delete-retention"])
+            if parsed is None:
+                raise bad("x-delete-retention", "expected an age like 1D or 12h")
+            retention = parsed
+        return cls(partitions=partitions, max_age=max_age,
+                   max_length_bytes=ints.get("x-max-length-bytes"),
+                   segment_bytes=ints.get("x-stream-max-segment-size-bytes", 500_000_000),
+                   compact="compact" in policy, delete="delete" in policy,
+                   delete_retention=retention)
+
+
+@dataclass(frozen=True)
+class OffsetSpec:
+    """Where a reader starts: ``first``, ``last``, ``next``, an offset, or a time (ms)."""
+
+    kind: str  # first | last | next | offset | timestamp
+    value: int = 0
+
+
+def parse_offset_spec(value: Any) -> OffsetSpec:
+    value = _text(value)
+    if value is None or value == "next":
+        return OffsetSpec("next")
+    if value in ("first", "last"):
+        return OffsetSpec(value)
+    if isinstance(value, datetime.datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        return OffsetSpec("timestamp", int(stamp.timestamp() * 1000))
+    if _is_int(value):
+        if value < 0:
+            raise precondition_failed(f"invalid x-stream-offset {value}: offsets start at 0")
+        return OffsetSpec("offset", value)
+    seconds = parse_age(value)
+    if seconds is not None:
+        return OffsetSpec("timestamp", int((time.time() - seconds) * 1000))
+    raise precondition_failed(f"invalid x-stream-offset {value!r}: expected first, last, next, "
+                              "an offset, a timestamp or an interval like 10m")
