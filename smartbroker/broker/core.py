@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from smartbroker.auth import Users
+from smartbroker.broker.idempotence import ProducerRegistry
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.config import Config
 
@@ -21,6 +22,7 @@ class Broker:
         self.users.add(config.default_user, config.default_pass, ["administrator"])
         self.connections: set[AMQPConnection] = set()
         self.persistence: Persistence | None = None
+        self.producers = ProducerRegistry()  # replaced by a durable one by Persistence
 
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)

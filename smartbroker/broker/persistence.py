@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.durable import MessageStore
 from smartbroker.broker.exchange import Binding, Exchange
+from smartbroker.broker.idempotence import ProducerRegistry
 from smartbroker.broker.policies import Policy, PolicyError
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.errors import AMQPError
@@ -159,6 +160,7 @@ class Persistence:
             if dest is not None and bdef.source in vhost.exchanges:
                 self._try(vhost.bind, bdef.source, dest, bdef.routing_key, bdef.arguments)
         self._restore_messages(broker)
+        broker.producers = ProducerRegistry(self.data_dir / "producers", self.fsync)
         for vhost in broker.vhosts.values():
             vhost.listener = self
 
@@ -192,6 +194,8 @@ class Persistence:
             log.error("skipping stored definition: %s", exc.reply_text)
 
     async def aclose(self, broker: Broker | None = None) -> None:
+        if broker is not None:
+            broker.producers.close()
         for vhost in (broker.vhosts.values() if broker else ()):
             for q in vhost.queues.values():
                 if q.type_name == "stream":

@@ -19,6 +19,8 @@ from pamqp import commands
 from pamqp.exceptions import UnmarshalingException
 
 from smartbroker.broker.channel import Channel
+from smartbroker.broker.idempotence import producer_headers
+from smartbroker.broker.vhost import Published
 from smartbroker.errors import (
     AMQPError,
     ChannelError,
@@ -39,8 +41,7 @@ from smartbroker.message import Message, has_sender_routing
 from smartbroker.protocol import codec
 
 if TYPE_CHECKING:
-    from smartbroker.broker.core import Broker
-    from smartbroker.broker.vhost import Published, VirtualHost
+    from smartbroker.broker.core import Broker, VirtualHost
 
 log = logging.getLogger("smartbroker.connection")
 
@@ -48,6 +49,7 @@ _frame_header = struct.Struct("!BHI")
 _method_index = struct.Struct("!I")
 _PRE_TUNE_FRAME_MAX = 131072
 CLOSE_TIMEOUT = 3.0
+DUPLICATE = Published(routed=True, accepted=True, logs=())
 
 
 class AMQPConnection(asyncio.Protocol):
@@ -339,7 +341,13 @@ class AMQPConnection(asyncio.Protocol):
 
     def route_publish(self, ch: Channel, msg: Message) -> Published:
         """Route one complete message, deliver it, and settle its confirm (if any)."""
-        result = self.vhost.publish(msg)
+        producers = self.broker.producers
+        if producers.is_duplicate(self.vhost.name, msg):
+            result = DUPLICATE  # a producer's retry: dropped, confirmed as a success
+        else:
+            result = self.vhost.publish(msg)
+            if producer_headers(msg) is not None and self.vhost.store is not None:
+                result = Published(result.routed, result.accepted, (*result.logs, producers.log))
         if not result.routed and msg.mandatory:
             self.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
             self.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, self.frame_max))
