@@ -283,6 +283,8 @@ class Channel:
         """Channel or connection closed: requeue unacked deliveries, then cancel consumers
         (so a single-active-consumer successor gets the requeued messages first)."""
         self.torn_down = True
+        if self.tx:
+            self.tx_rollback()  # settlements of an uncommitted transaction never happened
         records = list(self.unacked.values())
         self.unacked.clear()
         self._release(records)

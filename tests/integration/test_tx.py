@@ -70,3 +70,18 @@ def test_commit_without_select_is_406(ch: BlockingChannel) -> None:
 def test_rollback_without_select_is_406(ch: BlockingChannel) -> None:
     with channel_error(406):
         ch.tx_rollback()
+
+
+def test_acks_of_an_uncommitted_transaction_are_undone_when_the_connection_drops(
+        broker_url: str, qname: str, ch: BlockingChannel) -> None:
+    ch.queue_declare(qname)
+    ch.basic_publish("", qname, b"work")
+    worker = connect(broker_url)
+    wch = worker.channel()
+    wch.tx_select()
+    method = wch.basic_get(qname)[0]
+    wch.basic_ack(method.delivery_tag)
+    wch.basic_publish("", qname, b"result")
+    worker.close()  # no commit: neither the ack nor the publish happened
+    assert drain(ch, qname) == [b"work"]
+    ch.queue_delete(qname)
