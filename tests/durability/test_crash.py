@@ -214,6 +214,8 @@ def test_kill_while_publishing_and_consuming(sb, qname: str, seed: int) -> None:
     # Acks are not confirmed: an acked message may come back if its ack was in flight,
     # but only a few (prefetch 100 plus the last moments before the crash), never twice.
     assert len(back) <= 500, f"{len(back)} acked messages came back"
+    not_flagged = sorted(msg_id(m.body) for m in back if not m.redelivered)
+    assert not not_flagged, f"acked, back, and not redelivered: {not_flagged[:10]}"
 
 
 def test_acked_message_that_comes_back_is_marked_redelivered(sb, qname: str) -> None:
