@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from . import record
 from .api import LogStats, Record, SegmentInfo, StoreUnavailable
 from .commit import GroupCommit
-from .segment import Segment, data_name
+from .segment import Segment, data_name, index_name
 
 log = logging.getLogger(__name__)
+COMPACT_SUFFIX = ".compact"  # a compacted rewrite of <base>.log before it is renamed over it
 
 
 class SegmentLog:
@@ -72,6 +73,8 @@ class SegmentLog:
             elif ext == "hole" and "-" in stem:
                 a, b = stem.split("-")
                 self._holes.append((int(a), int(b)))
+            elif ext.endswith(COMPACT_SUFFIX):  # a compaction cut short: the old file stands
+                self._unlink(name)
         bases = sorted(logs)
         top = max(bases + [e for _, e in self._holes] + [0])
         for base in sorted(idxs - logs):
@@ -328,13 +331,7 @@ class SegmentLog:
                 return False
             self._roll()
         if i > 0:  # out of order: leave a marker so recovery does not call the gap a loss
-            hole = (seg.base, self._bases[i + 1])
-            try:
-                with open(os.path.join(self.directory, f"{hole[0]:020d}-{hole[1]:020d}.hole"), "wb"):
-                    pass
-            except OSError as e:
-                raise StoreUnavailable(f"cannot record deletion: {e}") from e
-            self._holes.append(hole)
+            self._add_hole(seg.base, self._bases[i + 1])
         del self._segs[i], self._bases[i]
         self._unsynced.pop(seg.base, None)
         self._unlink(data_name(seg.base))
@@ -354,6 +351,63 @@ class SegmentLog:
             self.delete_segment(self._segs[0].base)
             n += 1
         return n
+
+    def _add_hole(self, start: int, end: int) -> None:
+        """Mark [start, end) as deliberately empty; touching markers merge into one (so a
+        compacted stream does not pile up one file per deleted segment). The new marker is
+        created before the old ones go, so a crash leaves overlapping markers, never none."""
+        for a, b in list(self._holes):
+            if a <= end and start <= b:
+                start, end = min(a, start), max(b, end)
+        try:
+            with open(os.path.join(self.directory, f"{start:020d}-{end:020d}.hole"), "wb"):
+                pass
+        except OSError as e:
+            raise StoreUnavailable(f"cannot record deletion: {e}") from e
+        for a, b in [h for h in self._holes if start <= h[0] and h[1] <= end]:
+            self._holes.remove((a, b))
+            if (a, b) == (start, end):
+                continue
+            self._unlink(f"{a:020d}-{b:020d}.hole")
+        self._holes.append((start, end))
+
+    # -- compaction primitives (the policy lives in compact.py) ------------------------
+
+    def closed_segments(self) -> list[Segment]:
+        """Closed segments entirely in their files: immutable, so a compaction thread may
+        read them through descriptors of its own."""
+        return [s for s in self._segs[:-1] if not s.buf]
+
+    def replace_segment(self, old: Segment, new: Segment | None) -> bool:
+        """Swap closed segment ``old`` for its compacted rewrite ``new`` (already written
+        and fsynced at ``old.path + COMPACT_SUFFIX``), or delete it when ``new`` is None.
+
+        The rename is atomic: after a crash the directory holds the old file or the new
+        one. Offsets keep their numbers; the segment still ends where it did (a marker
+        covers a dropped tail). Returns False, changing nothing, if ``old`` is gone.
+        """
+        i = bisect_left(self._bases, old.base)
+        if self._closed or i >= len(self._segs) - 1 or self._segs[i] is not old:
+            return False
+        if new is None:
+            return self.delete_segment(old.base)
+        if new.next_offset < old.next_offset:
+            self._add_hole(new.next_offset, old.next_offset)
+        self._unlink(index_name(old.base))  # a stale index must never describe the new file
+        os.replace(old.path + COMPACT_SUFFIX, old.path)
+        self._dir_dirty = True  # the next commit round fsyncs the directory
+        new.stats = self._stats
+        new.next_offset = old.next_offset
+        new.max_ts = max(new.max_ts, old.max_ts)  # retention ages the segment as before
+        self._segs[i] = new
+        self._unsynced.pop(old.base, None)
+        if self._commit.busy:
+            self._to_close.append(old.fd)
+        else:
+            os.close(old.fd)
+        old.fd = -1
+        new.save_index()
+        return True
 
     def _unlink(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

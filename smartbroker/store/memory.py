@@ -8,7 +8,7 @@ matches SegmentLog.
 from __future__ import annotations
 
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,10 +22,23 @@ class _Seg:
     records: list[Record] = field(default_factory=list)
     size: int = 0
     max_ts: int = -1
+    next_offset: int = -1  # one past the last offset it holds (compaction may leave gaps)
+    offsets: list[int] = field(default_factory=list)  # record offsets, for bisecting gaps
 
-    @property
-    def next_offset(self) -> int:
-        return self.records[-1].offset + 1 if self.records else self.base
+    def __post_init__(self) -> None:
+        if self.next_offset < 0:
+            self.next_offset = self.base
+
+    def add(self, rec: Record) -> None:
+        self.records.append(rec)
+        self.offsets.append(rec.offset)
+        self.next_offset = rec.offset + 1
+
+    def index(self, offset: int) -> int:
+        """Position of the first record at or after ``offset``."""
+        if not self.records or self.records[-1].offset - self.base == len(self.records) - 1:
+            return max(0, offset - self.base)  # dense: no compaction has touched it
+        return bisect_left(self.offsets, offset)
 
 
 class MemoryLog:
@@ -58,7 +71,7 @@ class MemoryLog:
         seg = self._room(size)
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         off = seg.next_offset
-        seg.records.append(Record(off, ts, None if key is None else bytes(key), bytes(payload)))
+        seg.add(Record(off, ts, None if key is None else bytes(key), bytes(payload)))
         seg.size += size
         seg.max_ts = max(seg.max_ts, ts)
         return off
@@ -74,7 +87,7 @@ class MemoryLog:
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         base = seg.next_offset
         for i, (key, payload) in enumerate(items):
-            seg.records.append(Record(base + i, ts, key, bytes(payload)))
+            seg.add(Record(base + i, ts, key, bytes(payload)))
         seg.size += size
         seg.max_ts = max(seg.max_ts, ts)
         return list(range(base, base + len(items)))
@@ -87,7 +100,11 @@ class MemoryLog:
 
     def read_record(self, offset: int) -> Record | None:
         seg = self._find(offset)
-        return None if seg is None else seg.records[offset - seg.base]
+        if seg is None:
+            return None
+        i = seg.index(offset)
+        rec = seg.records[i] if i < len(seg.records) else None
+        return rec if rec is not None and rec.offset == offset else None
 
     def read(self, offset: int) -> bytes | None:
         rec = self.read_record(offset)
@@ -95,7 +112,8 @@ class MemoryLog:
 
     def scan_records(self, start: int = 0) -> Iterator[Record]:
         for seg in list(self._segs):
-            yield from seg.records[max(0, start - seg.base) :]
+            if seg.next_offset > start:
+                yield from seg.records[seg.index(start) :]
 
     def scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
         for rec in self.scan_records(start):
@@ -114,6 +132,26 @@ class MemoryLog:
     def segment_of(self, offset: int) -> int | None:
         seg = self._find(offset)
         return None if seg is None else seg.base
+
+    def closed_segments(self) -> list[_Seg]:
+        """Closed segments: what compaction may rewrite."""
+        return self._segs[:-1]
+
+    def replace_segment(self, old: _Seg, kept: list[Record] | None) -> bool:
+        """Swap a closed segment's records for the compacted subset (None or [] deletes
+        it); offsets and the segment's end stay. False if ``old`` is no longer here."""
+        i = next((j for j, s in enumerate(self._segs[:-1]) if s is old), None)
+        if i is None:
+            return False
+        if not kept:
+            return self.delete_segment(old.base)
+        new = _Seg(old.base, max_ts=old.max_ts)
+        for rec in kept:
+            new.add(rec)
+            new.size += record.frame_size(len(rec.payload), len(rec.key) if rec.key else 0)
+        new.next_offset = old.next_offset
+        self._segs[i] = new
+        return True
 
     def roll(self) -> None:
         if self._segs[-1].size:
