@@ -355,11 +355,16 @@ class StreamQueue:
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
         """Delete closed head segments past ``x-max-age`` or beyond ``x-max-length-bytes``;
-        returns how many segments went. Readers that pointed into them skip ahead."""
+        returns how many segments went. Readers that pointed into them skip ahead.
+        With ``compact`` it also starts a compaction pass (``queues/compaction.py``)."""
         settings = self.stream
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if settings.compact:
+            from smartbroker.queues.compaction import compact_stream
+
+            compact_stream(self, now_ms)
         if not settings.delete:
             return 0
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         removed = 0
         for lg in self.logs:
             segments = lg.segments()
