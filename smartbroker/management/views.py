@@ -57,7 +57,20 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "exclusive_consumer_tag": consumers[0].tag if consumers and consumers[0].exclusive else None,
         "consumer_utilisation": None,
         "message_stats": message_stats(getattr(q, "stats", {})),
+        **(_stream_fields(q) if queue_type(q) == "stream" else {}),
     }
+
+
+def _stream_fields(q: Any) -> dict[str, Any]:
+    """A stream's messages are the records in its log (nothing is consumed away); its
+    partitions' offsets and its consumer groups as /api/streams shows them."""
+    from smartbroker.management.routers.streams import group_names, partition_json
+
+    partitions = [partition_json(q, p) for p in range(len(q.logs))]
+    return {"messages": sum(p["messages"] for p in partitions),
+            "message_bytes": sum(p["size_bytes"] for p in partitions),
+            "stream": {"partition_count": len(partitions), "partitions": partitions},
+            "groups": group_names(q)}
 
 
 def exchange_json(ex: Exchange, vhost: VirtualHost) -> dict[str, Any]:

@@ -3,13 +3,16 @@
 from smartbroker.management.routers import (
     bindings,
     connections,
+    dashboard,
     definitions,
+    dlq,
     exchanges,
     health,
     metrics,
     overview,
     policies,
     queues,
+    streams,
     users,
     vhosts,
 )
@@ -26,4 +29,7 @@ ROUTERS = [
     definitions.router,
     health.router,
     metrics.router,
+    dlq.router,
+    streams.router,
+    dashboard.router,
 ]
