@@ -24,6 +24,8 @@ class Config(BaseSettings):
     default_user: str = "guest"
     default_pass: str = "guest"
     default_vhost: str = "/"
+    # users that may only log in from 127.0.0.1/::1 (RabbitMQ's loopback_users)
+    loopback_users: list[str] = Field(default_factory=lambda: ["guest"])
 
     channel_max: int = Field(2047, ge=1, le=65535)
     frame_max: int = Field(131072, ge=4096)

@@ -83,6 +83,7 @@ class BrokerProcess:
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(self.host, self.port, self.proc)
+        wait_for_port(self.host, self.management_port, self.proc)
         return self
 
     def stop(self, timeout: float = 10.0) -> int | None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from smartbroker.auth import Users
 from smartbroker.broker.idempotence import ProducerRegistry
+from smartbroker.broker.permissions import Permission, Permissions
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.config import Config
 
@@ -20,6 +21,8 @@ class Broker:
         self.vhosts: dict[str, VirtualHost] = {config.default_vhost: VirtualHost(config.default_vhost)}
         self.users = Users()
         self.users.add(config.default_user, config.default_pass, ["administrator"])
+        self.permissions = Permissions()
+        self.permissions.set(Permission(config.default_user, config.default_vhost))
         self.connections: set[AMQPConnection] = set()
         self.persistence: Persistence | None = None
         self.producers = ProducerRegistry()  # replaced by a durable one by Persistence
@@ -44,6 +47,8 @@ class Broker:
                 conn.server_close(320, f"CONNECTION_FORCED - vhost '{name}' is deleted")
         for q in list(vhost.queues.values()):
             vhost.drop_queue(q)
+        for vhost_name, user in [k for k in self.permissions.entries if k[0] == name]:
+            self.permissions.delete(vhost_name, user)
         if self.persistence is not None:
             self.persistence.vhost_deleted(name)
         return True

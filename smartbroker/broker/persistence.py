@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from smartbroker.broker.durable import MessageStore
 from smartbroker.broker.exchange import Binding, Exchange
 from smartbroker.broker.idempotence import ProducerRegistry
+from smartbroker.broker.permissions import Permission
 from smartbroker.broker.policies import Policy, PolicyError
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.errors import AMQPError
@@ -23,6 +24,7 @@ from smartbroker.store.definitions import (
     BindingDef,
     DefinitionStore,
     ExchangeDef,
+    PermissionDef,
     PolicyDef,
     QueueDef,
     UserDef,
@@ -113,6 +115,13 @@ class Persistence:
     def user_deleted(self, name: str) -> None:
         self.definitions.delete_user(name)
 
+    def permission_set(self, perm: Permission) -> None:
+        self.definitions.save_permission(PermissionDef(perm.user, perm.vhost, perm.configure,
+                                                       perm.write, perm.read))
+
+    def permission_deleted(self, vhost: str, user: str) -> None:
+        self.definitions.delete_permission(user, vhost)
+
     # -- startup -------------------------------------------------------------------------
     def restore(self, broker: Broker) -> None:
         defs = self.definitions.load_all()
@@ -129,6 +138,15 @@ class Persistence:
             for user in broker.users.users.values():
                 self.user_saved(user.name, user.password_hash, user.tags)
         broker.users.listener = self
+        if defs.permissions:
+            broker.permissions.entries.clear()
+            for pdef in defs.permissions:
+                broker.permissions.set(Permission(pdef.user, pdef.vhost, pdef.configure,
+                                                  pdef.write, pdef.read))
+        else:
+            for perm in broker.permissions.entries.values():
+                self.permission_set(perm)
+        broker.permissions.listener = self
         for vhost in broker.vhosts.values():
             self.attach(vhost)
         for pdef in defs.policies:

@@ -182,14 +182,14 @@ class VirtualHost:
     def declare_queue(self, name: str, *, passive: bool = False, durable: bool = False,
                       exclusive: bool = False, auto_delete: bool = False,
                       arguments: Mapping[str, Any] | None = None,
-                      owner: object | None = None) -> tuple[Queue, bool]:
-        """Return (queue, created)."""
+                      owner: object | None = None, server_named: bool = False) -> tuple[Queue, bool]:
+        """Return (queue, created). ``server_named``: the name was generated (``amq.gen-``)."""
         arguments = dict(arguments or {})
         if passive:
             return self.queue(name, owner), False
         if name == "":
             name = generated_name("amq.gen-")
-        elif name.startswith("amq."):
+        elif name.startswith("amq.") and not server_named:
             raise access_refused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         existing = self.queues.get(name)
         if existing is not None:

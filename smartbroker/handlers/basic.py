@@ -27,7 +27,9 @@ def qos(conn, ch, m: commands.Basic.Qos) -> None:
 
 
 def consume(conn, ch, m: commands.Basic.Consume) -> None:
-    q = conn.vhost.queue(queue_name(ch, m.queue), conn)
+    name = queue_name(ch, m.queue)
+    conn.check("read", "queue", name)
+    q = conn.vhost.queue(name, conn)
     tag = m.consumer_tag or generated_name("amq.ctag-")
     if tag in ch.consumers:
         raise not_allowed(f"attempt to reuse consumer tag '{tag}'")
@@ -54,7 +56,9 @@ def cancel(conn, ch, m: commands.Basic.Cancel) -> None:
 
 
 def get(conn, ch, m: commands.Basic.Get) -> None:
-    q = conn.vhost.queue(queue_name(ch, m.queue), conn)
+    name = queue_name(ch, m.queue)
+    conn.check("read", "queue", name)
+    q = conn.vhost.queue(name, conn)
     entry = q.get(m.no_ack)
     if entry is None:
         conn.send_method(ch.number, commands.Basic.GetEmpty())

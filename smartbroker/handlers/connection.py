@@ -14,7 +14,7 @@ import struct
 from pamqp import commands, decode
 
 import smartbroker
-from smartbroker.errors import ConnectionError, command_invalid, not_allowed
+from smartbroker.errors import command_invalid, not_allowed
 
 CAPABILITIES = {
     "publisher_confirms": True,
@@ -78,9 +78,13 @@ def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] 
 def start_ok(conn, m: commands.Connection.StartOk) -> None:
     conn.client_properties = m.client_properties or {}
     if m.mechanism not in MECHANISMS.split():
-        raise ConnectionError(540, f"unknown authentication mechanism '{m.mechanism}'")
+        conn.refuse_login(m.mechanism, "", send_close=False)  # RabbitMQ: just the socket
+        return
     credentials = parse_credentials(m.mechanism, m.response)
     user = conn.broker.users.authenticate(*credentials) if credentials else None
+    if user is not None and user.name in conn.broker.config.loopback_users and not conn.is_loopback:
+        conn.refuse_login(m.mechanism, user.name, reason="may only log in via localhost")
+        return
     if user is None:
         conn.refuse_login(m.mechanism, credentials[0] if credentials else "")
         return
@@ -109,6 +113,8 @@ def open_(conn, m: commands.Connection.Open) -> None:
     vhost = conn.broker.vhosts.get(m.virtual_host)
     if vhost is None:
         raise not_allowed(f"vhost {m.virtual_host} not found")
+    if not conn.broker.permissions.can_access(vhost.name, conn.user.name):
+        raise not_allowed(f"access to vhost '{vhost.name}' refused for user '{conn.user.name}'")
     conn.vhost = vhost
     conn.state = State.OPEN
     conn.send_method(0, commands.Connection.OpenOk())

@@ -8,6 +8,8 @@ from smartbroker.errors import access_refused
 
 
 def declare(conn, ch, m: commands.Exchange.Declare) -> None:
+    if not m.passive:
+        conn.check("configure", "exchange", m.exchange)
     conn.vhost.declare_exchange(m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
                                 auto_delete=m.auto_delete, internal=m.internal,
                                 arguments=m.arguments or {})
@@ -16,6 +18,7 @@ def declare(conn, ch, m: commands.Exchange.Declare) -> None:
 
 
 def delete(conn, ch, m: commands.Exchange.Delete) -> None:
+    conn.check("configure", "exchange", m.exchange)
     conn.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
     if not m.nowait:
         conn.send_method(ch.number, commands.Exchange.DeleteOk())
@@ -28,6 +31,8 @@ def _destination(conn, name: str):
 
 
 def bind(conn, ch, m: commands.Exchange.Bind) -> None:
+    conn.check("write", "exchange", m.destination)
+    conn.check("read", "exchange", m.source)
     conn.vhost.bind(m.source, _destination(conn, m.destination), m.routing_key, m.arguments or {})
     if not m.nowait:
         conn.send_method(ch.number, commands.Exchange.BindOk())
@@ -36,6 +41,8 @@ def bind(conn, ch, m: commands.Exchange.Bind) -> None:
 def unbind(conn, ch, m: commands.Exchange.Unbind) -> None:
     if m.destination == "" or m.source == "":
         raise access_refused("operation not permitted on the default exchange")
+    conn.check("write", "exchange", m.destination)
+    conn.check("read", "exchange", m.source)
     destination = conn.vhost.exchanges.get(m.destination)
     conn.vhost.unbind(m.source, destination, m.routing_key, m.arguments or {})
     if not m.nowait:

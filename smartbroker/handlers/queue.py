@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pamqp import commands
 
+from smartbroker.broker.vhost import generated_name
 from smartbroker.errors import not_found
 from smartbroker.protocol import codec
 
@@ -18,8 +19,13 @@ def queue_name(ch, name: str) -> str:
 
 
 def declare(conn, ch, m: commands.Queue.Declare) -> None:
+    if m.passive:
+        name = queue_name(ch, m.queue)
+    else:
+        name = m.queue or generated_name("amq.gen-")
+        conn.check("configure", "queue", name)
     q, created = conn.vhost.declare_queue(
-        m.queue if not m.passive else queue_name(ch, m.queue), passive=m.passive, durable=m.durable, exclusive=m.exclusive,
+        name, server_named=not m.queue, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
         auto_delete=m.auto_delete, arguments=m.arguments or {}, owner=conn)
     if created and q.exclusive_owner is conn:
         conn.exclusive_queues.add(q)
@@ -31,14 +37,20 @@ def declare(conn, ch, m: commands.Queue.Declare) -> None:
 
 
 def bind(conn, ch, m: commands.Queue.Bind) -> None:
-    q = conn.vhost.queue(queue_name(ch, m.queue), conn)
+    name = queue_name(ch, m.queue)
+    conn.check("write", "queue", name)
+    conn.check("read", "exchange", m.exchange)
+    q = conn.vhost.queue(name, conn)
     conn.vhost.bind(m.exchange, q, m.routing_key, m.arguments or {})
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.BindOk())
 
 
 def unbind(conn, ch, m: commands.Queue.Unbind) -> None:
-    q = conn.vhost.queues.get(queue_name(ch, m.queue))
+    name = queue_name(ch, m.queue)
+    conn.check("write", "queue", name)
+    conn.check("read", "exchange", m.exchange)
+    q = conn.vhost.queues.get(name)
     if q is not None:
         conn.vhost.check_exclusive(q, conn)
     conn.vhost.unbind(m.exchange, q, m.routing_key, m.arguments or {})
@@ -46,13 +58,17 @@ def unbind(conn, ch, m: commands.Queue.Unbind) -> None:
 
 
 def purge(conn, ch, m: commands.Queue.Purge) -> None:
-    count = conn.vhost.purge_queue(queue_name(ch, m.queue), conn)
+    name = queue_name(ch, m.queue)
+    conn.check("read", "queue", name)
+    count = conn.vhost.purge_queue(name, conn)
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.PurgeOk(message_count=count))
 
 
 def delete(conn, ch, m: commands.Queue.Delete) -> None:
-    count = conn.vhost.delete_queue(queue_name(ch, m.queue), if_unused=m.if_unused, if_empty=m.if_empty, owner=conn)
+    name = queue_name(ch, m.queue)
+    conn.check("configure", "queue", name)
+    count = conn.vhost.delete_queue(name, if_unused=m.if_unused, if_empty=m.if_empty, owner=conn)
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.DeleteOk(message_count=count))
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from smartbroker.broker.exchange import Exchange
+from smartbroker.broker.permissions import Permission
 from smartbroker.errors import AMQPError
 from smartbroker.management.errors import bad_request
 from smartbroker.management.formatting import product_version
 from smartbroker.management.models import UserBody, VhostBody
-from smartbroker.management.state import Permission
 from smartbroker.management.views import user_json
 
 COMPAT_VERSION = "3.13.7"
@@ -57,7 +57,7 @@ def export(state: Any, only_vhost: str | None = None) -> dict[str, Any]:
     if only_vhost is None:
         doc["users"] = [user_json(u) for u in broker.users.users.values()]
         doc["vhosts"] = [{"name": v.name, **_vhost_meta(state, v.name)} for v in vhosts]
-        doc["permissions"] = [p.as_json() for p in state.permissions.values()]
+        doc["permissions"] = [p.as_json() for p in state.broker.permissions.entries.values()]
         doc["topic_permissions"] = []
         doc["parameters"] = []
         doc["global_parameters"] = []
@@ -126,9 +126,9 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
         put_user_record(state, item["name"], UserBody.model_validate(item))
     for item in doc.get("permissions") or []:
         _need(item, "user", "vhost")
-        state.permissions[(item["vhost"], item["user"])] = Permission(
+        state.broker.permissions.set(Permission(
             item["user"], item["vhost"], item.get("configure", ".*"), item.get("write", ".*"),
-            item.get("read", ".*"))
+            item.get("read", ".*")))
     for item in doc.get("policies") or []:
         _need(item, "name", "pattern", "definition")
         set_policy(broker, vhost_of(item), item)

@@ -1,6 +1,5 @@
-"""What the management layer keeps beside the broker: permissions (recorded
-for definitions export/import; the core does not enforce them yet), counters
-that outlive deleted queues and closed connections, and the start time."""
+"""What the management layer keeps beside the broker: counters that outlive
+deleted queues and closed connections, vhost metadata, and the start time."""
 
 from __future__ import annotations
 
@@ -17,24 +16,10 @@ STAT_KEYS = ("publish", "deliver", "ack", "redeliver")
 
 
 @dataclass
-class Permission:
-    user: str
-    vhost: str
-    configure: str = ".*"
-    write: str = ".*"
-    read: str = ".*"
-
-    def as_json(self) -> dict[str, str]:
-        return {"user": self.user, "vhost": self.vhost, "configure": self.configure,
-                "write": self.write, "read": self.read}
-
-
-@dataclass
 class ManagementState:
     broker: Broker
     started_at: float = field(default_factory=time.time)
     node: str = field(default_factory=lambda: f"smartbroker@{socket.gethostname()}")
-    permissions: dict[tuple[str, str], Permission] = field(default_factory=dict)
     vhost_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     retired_stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
     retired_bytes: list[int] = field(default_factory=lambda: [0, 0])
@@ -44,9 +29,6 @@ class ManagementState:
     http_port: int | None = None
 
     def __post_init__(self) -> None:
-        cfg = self.broker.config
-        self.permissions[(cfg.default_vhost, cfg.default_user)] = Permission(
-            cfg.default_user, cfg.default_vhost)
         self.hook_vhosts()
 
     # -- counters that survive deletion --------------------------------------------------

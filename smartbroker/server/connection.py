@@ -80,6 +80,8 @@ class AMQPConnection(asyncio.Protocol):
         self._idle_ticks = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self._perm_cache: set[tuple[str, str, str]] = set()
+        self._perm_version = -1
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -314,6 +316,7 @@ class AMQPConnection(asyncio.Protocol):
             self._channel_error(ch, err.at(60, 40))
 
     def check_publish(self, msg: Message) -> None:
+        self.check("write", "exchange", msg.exchange)
         ex = self.vhost.exchanges.get(msg.exchange)
         if ex is None:
             raise not_found(f"no exchange '{msg.exchange}' in vhost '{self.vhost.name}'")
@@ -450,16 +453,34 @@ class AMQPConnection(asyncio.Protocol):
         self._buf = b""
         self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
 
-    def refuse_login(self, mechanism: str, username: str) -> None:
-        log.warning("login refused for user '%s' on %s", username, self.name)
+    def refuse_login(self, mechanism: str, username: str, reason: str = "bad credentials",
+                     send_close: bool = True) -> None:
+        log.warning("login refused for user '%s' on %s: %s", username, self.name, reason)
         self.state = State.CLOSING
-        self.send_method(0, commands.Connection.Close(
-            reply_code=403,
-            reply_text=f"ACCESS_REFUSED - Login was refused using authentication mechanism "
-                       f"{mechanism}. For details see the broker logfile.",
-            class_id=0, method_id=0))
+        if send_close:
+            self.send_method(0, commands.Connection.Close(
+                reply_code=403,
+                reply_text=f"ACCESS_REFUSED - Login was refused using authentication mechanism "
+                           f"{mechanism}. For details see the broker logfile.",
+                class_id=0, method_id=0))
         self.flush()
         self.close_transport()
+
+    @property
+    def is_loopback(self) -> bool:
+        host = self.peer.rsplit(":", 1)[0].strip("[]")
+        return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
+
+    def check(self, kind: str, resource: str, name: str) -> None:
+        """Permission check with a per-connection cache (dropped when permissions change)."""
+        perms = self.broker.permissions
+        if self._perm_version != perms.version:
+            self._perm_cache.clear()
+            self._perm_version = perms.version
+        key = (kind, resource, name)
+        if key not in self._perm_cache:
+            perms.check(self.user.name, self.vhost.name, kind, resource, name)  # raises 403
+            self._perm_cache.add(key)
 
     def server_close(self, code: int = 320, text: str = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'") -> None:
         """Broker-initiated close (shutdown, management API)."""

@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import Response
 
 from smartbroker.auth import User
+from smartbroker.broker.permissions import Permission
 from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request, not_found
 from smartbroker.management.models import PermissionBody, UserBody, split_tags
 from smartbroker.management.routers.common import api_router
-from smartbroker.management.state import Permission
 from smartbroker.management.views import user_json
 
 router = api_router(admin=True)
@@ -59,8 +59,8 @@ async def put_user(name: str, body: UserBody, state: StateDep) -> Response:
 async def delete_user(name: str, state: StateDep) -> Response:
     if not state.broker.users.delete(name):
         raise not_found()
-    for key in [k for k in state.permissions if k[1] == name]:
-        del state.permissions[key]
+    for vhost, user in [k for k in state.broker.permissions.entries if k[1] == name]:
+        state.broker.permissions.delete(vhost, user)
     return Response(status_code=204)
 
 
@@ -68,17 +68,17 @@ async def delete_user(name: str, state: StateDep) -> Response:
 async def user_permissions(name: str, state: StateDep) -> list[dict[str, str]]:
     if name not in state.broker.users.users:
         raise not_found()
-    return [p.as_json() for (_, u), p in state.permissions.items() if u == name]
+    return [p.as_json() for (_, u), p in state.broker.permissions.entries.items() if u == name]
 
 
 @router.get("/permissions")
 async def list_permissions(state: StateDep) -> list[dict[str, str]]:
-    return [p.as_json() for p in state.permissions.values()]
+    return [p.as_json() for p in state.broker.permissions.entries.values()]
 
 
 @router.get("/permissions/{vhost}/{user}")
 async def get_permission(vhost: str, user: str, state: StateDep) -> dict[str, str]:
-    perm = state.permissions.get((vhost, user))
+    perm = state.broker.permissions.get(vhost, user)
     if perm is None:
         raise not_found()
     return perm.as_json()
@@ -89,14 +89,13 @@ async def put_permission(vhost: str, user: str, body: PermissionBody, state: Sta
     lookup_vhost(state.broker, vhost)
     if user not in state.broker.users.users:
         raise bad_request(f"no user '{user}'")
-    created = (vhost, user) not in state.permissions
-    state.permissions[(vhost, user)] = Permission(user, vhost, body.configure, body.write,
-                                                  body.read)
+    created = state.broker.permissions.get(vhost, user) is None
+    state.broker.permissions.set(Permission(user, vhost, body.configure, body.write, body.read))
     return Response(status_code=201 if created else 204)
 
 
 @router.delete("/permissions/{vhost}/{user}", status_code=204)
 async def delete_permission(vhost: str, user: str, state: StateDep) -> Response:
-    if state.permissions.pop((vhost, user), None) is None:
+    if not state.broker.permissions.delete(vhost, user):
         raise not_found()
     return Response(status_code=204)

@@ -50,12 +50,10 @@ async def delete_vhost(vhost: str, state: StateDep, _: AdminDep) -> Response:
     lookup_vhost(state.broker, vhost)
     state.broker.delete_vhost(vhost)  # closes its connections, deletes its queues
     state.vhost_meta.pop(vhost, None)
-    for key in [k for k in state.permissions if k[0] == vhost]:
-        del state.permissions[key]
     return Response(status_code=204)
 
 
 @router.get("/vhosts/{vhost}/permissions")
 async def vhost_permissions(vhost: str, state: StateDep) -> list[dict[str, str]]:
     lookup_vhost(state.broker, vhost)
-    return [p.as_json() for (v, _), p in state.permissions.items() if v == vhost]
+    return [p.as_json() for (v, _), p in state.broker.permissions.entries.items() if v == vhost]
