@@ -61,10 +61,12 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from smartbroker import cli_admin, cli_messages
+    from smartbroker import cli_admin, cli_dlq, cli_messages, cli_streams
 
     cli_admin.register(app)
     cli_messages.register(app)
+    cli_dlq.register(app)
+    cli_streams.register(app)
 
 
 _register_commands()
