@@ -95,7 +95,7 @@ class Got:
         return (self.partition, self.offset)
 
 
-@dataclass
+@dataclass(eq=False)
 class Reader:
     """One connection, one channel, one ``basic.consume`` on a stream.
 
