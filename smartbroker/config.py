@@ -32,6 +32,12 @@ class Config(BaseSettings):
     heartbeat: int = Field(60, ge=0, le=65535)
     handshake_timeout: float = Field(10.0, gt=0)
     max_message_size: int = Field(128 * 1024 * 1024, ge=1)
+    max_connections: int = Field(65535, ge=1)
+    # resource alarms (RabbitMQ's vm_memory_high_watermark and disk_free_limit): publishers
+    # are blocked while the broker's RSS is above the watermark (<= 1: fraction of RAM,
+    # above 1: bytes) or the data directory's disk has less free space than the limit
+    memory_high_watermark: float = Field(0.4, gt=0)
+    disk_free_limit: int = Field(50 * 1024 * 1024, ge=0)
     # always: fsync before every confirm, alone; batch: confirms share fsyncs (group
     # commit, default); never: no fsync (survives a process crash, not a power cut)
     fsync: Literal["always", "batch", "never"] = "batch"

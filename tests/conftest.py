@@ -53,6 +53,7 @@ class BrokerProcess:
     port: int = field(default_factory=free_port)
     management_port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -81,7 +82,8 @@ class BrokerProcess:
             "--log-level", "info",
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env})
         wait_for_port(self.host, self.port, self.proc)
         wait_for_port(self.host, self.management_port, self.proc)
         return self

@@ -24,6 +24,7 @@ class Broker:
         self.permissions = Permissions()
         self.permissions.set(Permission(config.default_user, config.default_vhost))
         self.connections: set[AMQPConnection] = set()
+        self.alarms: set[str] = set()  # "memory" / "disk" while a resource alarm is on
         self.persistence: Persistence | None = None
         self.producers = ProducerRegistry()  # replaced by a durable one by Persistence
 

@@ -10,6 +10,7 @@ import signal
 from smartbroker.broker.core import Broker
 from smartbroker.broker.persistence import Persistence
 from smartbroker.config import Config
+from smartbroker.server.alarms import ResourceMonitor
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
 
@@ -44,6 +45,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     except BaseException:
         server.close()
         raise
+    monitor = ResourceMonitor(broker, config.data_dir)
+    monitor.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
@@ -55,6 +58,7 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     finally:
         log.info("shutting down: closing %d connection(s)", len(broker.connections))
         server.close()
+        await monitor.stop()
         await management.stop()
         for conn in list(broker.connections):
             conn.server_close()

@@ -81,6 +81,8 @@ class AMQPConnection(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self._perm_cache: set[tuple[str, str, str]] = set()
+        self.has_published = False
+        self.blocked = False
         self._perm_version = -1
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -90,6 +92,11 @@ class AMQPConnection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         self.name = f"{peer[0]}:{peer[1]} -> {sock[0]}:{sock[1]}"
+        if len(self.broker.connections) >= self.broker.config.max_connections:
+            log.warning("refusing %s: max_connections (%d) reached", self.name,
+                        self.broker.config.max_connections)
+            transport.close()
+            return
         self.broker.connections.add(self)
         loop = asyncio.get_running_loop()
         self._timers.append(loop.call_later(self.broker.config.handshake_timeout,
@@ -102,6 +109,25 @@ class AMQPConnection(asyncio.Protocol):
         self._timers.clear()
         self.broker.connections.discard(self)
         self._teardown()
+
+    # -- flow control (resource alarms) ----------------------------------------------------
+    def block(self, reason: str) -> None:
+        if self.blocked or self.transport is None:
+            return
+        self.blocked = True
+        if self.client_capability("connection.blocked"):
+            self.send_method(0, commands.Connection.Blocked(reason=reason))
+            self.flush()
+        self.transport.pause_reading()
+
+    def unblock(self) -> None:
+        if not self.blocked or self.transport is None:
+            return
+        self.blocked = False
+        if self.client_capability("connection.blocked"):
+            self.send_method(0, commands.Connection.Unblocked())
+            self.flush()
+        self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -266,6 +292,10 @@ class AMQPConnection(asyncio.Protocol):
         if immediate:
             raise not_implemented("immediate=true").at(60, 40)
         ch.pending = (exchange, rk, ex_rk_ss, mandatory)
+        if not self.has_published:
+            self.has_published = True
+            if self.broker.alarms:
+                self.block("low on " + "/".join(sorted(self.broker.alarms)))
 
     def _content_header(self, ch: Channel, payload: bytes) -> None:
         if ch.pending is None or ch.pending_header is not None:

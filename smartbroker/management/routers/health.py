@@ -15,14 +15,25 @@ router = api_router()
 ALIVENESS_QUEUE = "aliveness-test"
 
 
+def _alarm_status(state: Any) -> Any:
+    alarms = sorted(state.broker.alarms)
+    if not alarms:
+        return Status(status="ok")
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=503, content={
+        "status": "failed", "reason": f"resource alarm(s) in effect: {', '.join(alarms)}",
+        "alarms": [{"resource": a, "node": state.node} for a in alarms]})
+
+
 @router.get("/health/checks/alarms", response_model=Status)
-async def alarms() -> Status:
-    return Status(status="ok")
+async def alarms(state: StateDep) -> Any:
+    return _alarm_status(state)
 
 
 @router.get("/health/checks/local-alarms", response_model=Status)
-async def local_alarms() -> Status:
-    return Status(status="ok")
+async def local_alarms(state: StateDep) -> Any:
+    return _alarm_status(state)
 
 
 @router.get("/health/checks/virtual-hosts", response_model=Status)
