@@ -39,6 +39,7 @@ from .memory import MemoryLog
 from .segment import Segment
 
 WRITE_CHUNK = 1 << 20
+YIELD_EVERY = 64  # frames read by the compaction thread between GIL hand-overs
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -173,7 +174,7 @@ class Compactor:
     def _install(self, rewrites: list[_Rewrite]) -> CompactionResult:
         result = CompactionResult()
         for rw in rewrites:
-            if rw.new is not None and rw.removed == 0:  # nothing to drop after all
+            if rw.removed == 0:  # nothing to drop after all
                 self.dead.pop(rw.view.base, None)
                 continue
             done = self.log.replace_segment(rw.view.seg, rw.new)
@@ -249,7 +250,9 @@ class Compactor:
             reader = Segment(os.path.dirname(v.seg.path), v.base, fd, 1 << 62, LogStats())
             reader.written = v.written
             reader.next_offset = v.next_offset
-            for fpos, data, rel in reader.frames(pos, end=v.written):
+            for n, (fpos, data, rel) in enumerate(reader.frames(pos, end=v.written)):
+                if n % YIELD_EVERY == 0:
+                    time.sleep(0)  # hand the GIL to the event loop now and then
                 size = record.PREFIX_SIZE + record.PREFIX.unpack_from(data, rel)[1]
                 base, ts, _flags, _count = record.head(data, rel)
                 for i, (key, payload) in enumerate(record.entries(data, rel)):
@@ -267,46 +270,71 @@ class Compactor:
         return not (rec.timestamp_ms <= cutoff and self.is_tombstone(rec.payload))
 
     def _rewrite(self, v: _View, cutoff: int) -> _Rewrite:
+        """Decide record by record; on disk the survivors stream straight into the new
+        file (no list of records builds up: less memory, shorter GC pauses for the loop)."""
+        out = _Output(v) if self.disk else None
         kept: list[Record] = []
-        removed = 0
-        before = 0
+        removed = before = after = 0
         tombs: list[tuple[bytes, int]] = []
-        for rec, _end in self._read(v, 0):
-            before += record.frame_size(len(rec.payload), len(rec.key or b""))
-            if self._keep(rec, cutoff):
-                kept.append(rec)
-            else:
-                removed += 1
-                if rec.key is not None and self.latest.get(rec.key) == rec.offset:
-                    tombs.append((rec.key, rec.offset))
-        after = sum(record.frame_size(len(r.payload), len(r.key or b"")) for r in kept)
-        if not kept:
-            return _Rewrite(v, None, removed, before, 0, tombs)
-        if removed == 0 or not self.disk:
-            return _Rewrite(v, kept, removed, before, after, tombs)
-        return _Rewrite(v, self._write(v, kept), removed, before, after, tombs)
-
-    def _write(self, v: _View, kept: list[Record]) -> Segment:
-        """Write the survivors beside the old file and fsync them (worker thread)."""
-        old: Segment = v.seg
-        fd = os.open(old.path + COMPACT_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            new = Segment(old.directory, v.base, fd, old.interval, LogStats())
-            for rec in kept:
-                new.append(rec.offset, rec.timestamp_ms, rec.key, rec.payload)
-                if len(new.buf) >= WRITE_CHUNK:
-                    new.write_out()
-            new.write_out()
-            os.fsync(fd)
+            for rec, _end in self._read(v, 0):
+                size = record.frame_size(len(rec.payload), len(rec.key or b""))
+                before += size
+                if self._keep(rec, cutoff):
+                    after += size
+                    if out is not None:
+                        out.add(rec)
+                    else:
+                        kept.append(rec)
+                else:
+                    removed += 1
+                    if rec.key is not None and self.latest.get(rec.key) == rec.offset:
+                        tombs.append((rec.key, rec.offset))
+            if out is None:
+                return _Rewrite(v, kept or None, removed, before, after, tombs)
+            if removed == 0 or out.new is None:  # nothing to drop, or nothing left: no file
+                out.discard()
+                return _Rewrite(v, None, removed, before, after, tombs)
+            out.finish()
+            return _Rewrite(v, out.new, removed, before, after, tombs)
         except BaseException:
-            os.close(fd)
-            _unlink(old.path + COMPACT_SUFFIX)
+            if out is not None:
+                out.discard()
             raise
-        return new
 
     def _discard(self, v: _View, new: Segment) -> None:
         os.close(new.fd)
         _unlink(v.seg.path + COMPACT_SUFFIX)
+
+
+class _Output:
+    """The compacted copy of one segment, written beside it as ``<base>.log.compact``."""
+
+    def __init__(self, v: _View) -> None:
+        self.old: Segment = v.seg
+        self.base = v.base
+        self.new: Segment | None = None
+
+    def add(self, rec: Record) -> None:
+        new = self.new
+        if new is None:
+            fd = os.open(self.old.path + COMPACT_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            new = self.new = Segment(self.old.directory, self.base, fd, self.old.interval, LogStats())
+        new.append(rec.offset, rec.timestamp_ms, rec.key, rec.payload)
+        if len(new.buf) >= WRITE_CHUNK:
+            new.write_out()
+
+    def finish(self) -> None:
+        """Write the rest and fsync: only a complete, durable file is renamed in."""
+        assert self.new is not None
+        self.new.write_out()
+        os.fsync(self.new.fd)
+
+    def discard(self) -> None:
+        if self.new is not None:
+            os.close(self.new.fd)
+            _unlink(self.old.path + COMPACT_SUFFIX)
+            self.new = None
 
 
 def _unlink(path: str) -> None:
