@@ -52,6 +52,10 @@ def _response(err: ApiError) -> JSONResponse:
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    if exc.headers and request.headers.get("x-requested-with") == "XMLHttpRequest":
+        # a browser shows its own login dialog on a Basic challenge (and fetch() hangs
+        # until it is answered): script requests (the dashboard) get the 401 without it
+        exc = ApiError(exc.status, exc.error, exc.reason)
     return _response(exc)
 
 
