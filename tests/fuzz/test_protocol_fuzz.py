@@ -40,6 +40,9 @@ from smartbroker.handlers.connection import State
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
 
+# pamqp warns when the fuzzer builds deprecated methods (e.g. access.request)
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 CORPUS = Path(__file__).parent / "corpus"
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_END = b"\xce"
@@ -638,7 +641,7 @@ def test_random_bytes(data: st.DataObject) -> None:
     replay(chunks, skip_known=True)
 
 
-@fuzz_settings(400)
+@fuzz_settings(600)
 @given(st.data())
 def test_random_frames(data: st.DataObject) -> None:
     """Handshake + random well-framed pamqp methods, content frames, raw frames; truncated,
@@ -1002,7 +1005,7 @@ def _marshals(props: Any) -> bool:
     return True
 
 
-ConnectionMachine.TestCase.settings = fuzz_settings(30, stateful_step_count=40)
+ConnectionMachine.TestCase.settings = fuzz_settings(40, stateful_step_count=40)
 TestConnectionMachine = ConnectionMachine.TestCase
 
 
