@@ -30,11 +30,16 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory [default: ./data]")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: info]")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file")] = None,
+    tls_port: Annotated[int | None, typer.Option(help="AMQPS port [default: 5671]")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: enables TLS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="CA bundle for client certificates")] = None,
 ) -> None:
     """Run the broker (AMQP on --port, management API on --management-port)."""
     try:
         cfg = Config.load(config, host=host, port=port, management_port=management_port,
-                          data_dir=data_dir, log_level=log_level)
+                          data_dir=data_dir, log_level=log_level, tls_port=tls_port,
+                          tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")

@@ -33,6 +33,13 @@ class Config(BaseSettings):
     handshake_timeout: float = Field(10.0, gt=0)
     max_message_size: int = Field(128 * 1024 * 1024, ge=1)
     max_connections: int = Field(65535, ge=1)
+    # TLS: a second AMQP listener (and HTTPS for the management API) when a cert is given
+    tls_port: int = Field(5671, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # CA bundle to verify client certificates
+    tls_verify_peer: bool = False  # ask clients for a certificate (EXTERNAL auth)
+    tls_fail_if_no_peer_cert: bool = False  # and refuse clients without one
     # resource alarms (RabbitMQ's vm_memory_high_watermark and disk_free_limit): publishers
     # are blocked while the broker's RSS is above the watermark (<= 1: fraction of RAM,
     # above 1: bytes) or the data directory's disk has less free space than the limit

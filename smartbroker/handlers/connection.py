@@ -39,7 +39,7 @@ class State(enum.Enum):
     CLOSED = 6
 
 
-def start_method() -> commands.Connection.Start:
+def start_method(external: bool = False) -> commands.Connection.Start:
     return commands.Connection.Start(
         version_major=0, version_minor=9,
         server_properties={
@@ -51,7 +51,7 @@ def start_method() -> commands.Connection.Start:
             "information": "Licensed under the Apache License 2.0",
             "capabilities": dict(CAPABILITIES),
         },
-        mechanisms=MECHANISMS, locales="en_US")
+        mechanisms=("EXTERNAL " if external else "") + MECHANISMS, locales="en_US")
 
 
 def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] | None:
@@ -77,11 +77,18 @@ def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] 
 
 def start_ok(conn, m: commands.Connection.StartOk) -> None:
     conn.client_properties = m.client_properties or {}
-    if m.mechanism not in MECHANISMS.split():
+    if m.mechanism == "EXTERNAL" and conn.peer_cert_name is not None:
+        user = conn.broker.users.users.get(conn.peer_cert_name)
+        if user is None:
+            conn.refuse_login(m.mechanism, conn.peer_cert_name, reason="no user for certificate")
+            return
+        credentials = (user.name, "")
+    elif m.mechanism not in MECHANISMS.split():
         conn.refuse_login(m.mechanism, "", send_close=False)  # RabbitMQ: just the socket
         return
-    credentials = parse_credentials(m.mechanism, m.response)
-    user = conn.broker.users.authenticate(*credentials) if credentials else None
+    else:
+        credentials = parse_credentials(m.mechanism, m.response)
+        user = conn.broker.users.authenticate(*credentials) if credentials else None
     if user is not None and user.name in conn.broker.config.loopback_users and not conn.is_loopback:
         conn.refuse_login(m.mechanism, user.name, reason="may only log in via localhost")
         return

@@ -82,9 +82,13 @@ async def start_management(broker: Broker, config: Config, amqp_port: int | None
                            f"{exc.strerror or exc}") from None
     state = ManagementState(broker)
     state.amqp_port = amqp_port
+    tls = {} if config.tls_cert is None else {
+        "ssl_certfile": str(config.tls_cert),
+        "ssl_keyfile": str(config.tls_key) if config.tls_key else None,
+        "ssl_ca_certs": str(config.tls_ca) if config.tls_ca else None}
     uv_config = uvicorn.Config(create_app(state), log_config=None, access_log=False,
                                lifespan="off", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
-                               log_level="warning", server_header=False)
+                               log_level="warning", server_header=False, **tls)
     server = _EmbeddedServer(uv_config)
     mgmt = ManagementServer(state, server, sock)
     state.http_port = mgmt.port

@@ -13,6 +13,7 @@ from smartbroker.config import Config
 from smartbroker.server.alarms import ResourceMonitor
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
+from smartbroker.server.tls import server_context
 
 log = logging.getLogger("smartbroker")
 SHUTDOWN_GRACE = 3.0
@@ -35,6 +36,18 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
                                           config.host, config.port, reuse_address=True, backlog=1024)
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    tls = server_context(config)
+    servers = [server]
+    if tls is not None:
+        try:
+            servers.append(await loop.create_server(lambda: AMQPConnection(broker, flusher),
+                                                    config.host, config.tls_port, ssl=tls,
+                                                    reuse_address=True, backlog=1024))
+        except OSError as exc:
+            server.close()
+            raise StartupError(f"cannot listen on {config.host}:{config.tls_port} (TLS): "
+                               f"{exc.strerror or exc}") from None
+        log.info("smartbroker listening for AMQP over TLS on %s port %d", config.host, config.tls_port)
     ports = ", ".join(str(s.getsockname()[1]) for s in server.sockets)
     log.info("smartbroker listening for AMQP on %s port %s (data dir %s)", config.host, ports,
              config.data_dir)
@@ -57,7 +70,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         log.info("shutting down: closing %d connection(s)", len(broker.connections))
-        server.close()
+        for srv in servers:
+            srv.close()
         await monitor.stop()
         await management.stop()
         for conn in list(broker.connections):
@@ -68,7 +82,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
         for conn in list(broker.connections):
             if conn.transport is not None:
                 conn.transport.abort()
-        await server.wait_closed()
+        for srv in servers:
+            await srv.wait_closed()
         await persistence.aclose(broker)
         log.info("stopped")
 

@@ -39,6 +39,7 @@ from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
 from smartbroker.message import Message, has_sender_routing
 from smartbroker.protocol import codec
+from smartbroker.server.tls import peer_common_name
 
 if TYPE_CHECKING:
     from smartbroker.broker.core import Broker, VirtualHost
@@ -82,6 +83,7 @@ class AMQPConnection(asyncio.Protocol):
         self.bytes_out = 0
         self._perm_cache: set[tuple[str, str, str]] = set()
         self.has_published = False
+        self.peer_cert_name: str | None = None  # CN of a verified TLS client certificate
         self.blocked = False
         self._perm_version = -1
 
@@ -98,6 +100,7 @@ class AMQPConnection(asyncio.Protocol):
             transport.close()
             return
         self.broker.connections.add(self)
+        self.peer_cert_name = peer_common_name(transport)
         loop = asyncio.get_running_loop()
         self._timers.append(loop.call_later(self.broker.config.handshake_timeout,
                                             self._handshake_timeout))
@@ -154,7 +157,7 @@ class AMQPConnection(asyncio.Protocol):
                     return
                 pos = 8
                 self.state = State.AWAIT_START_OK
-                self.send_method(0, connection_class.start_method())
+                self.send_method(0, connection_class.start_method(self.peer_cert_name is not None))
             pos = self._frames(data, pos)
         except AMQPError as err:
             self._connection_error(err if isinstance(err, ConnectionError)
