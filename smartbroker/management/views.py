@@ -144,7 +144,7 @@ def connection_json(conn: Any, state: ManagementState) -> dict[str, Any]:
         "peer_port": peer_port,
         "host": host,
         "port": port,
-        "state": "running" if conn.vhost is not None else "starting",
+        "state": ("blocked" if conn.blocked else "running") if conn.vhost is not None else "starting",
         "type": "network",
         "protocol": "AMQP 0-9-1",
         "auth_mechanism": "PLAIN",

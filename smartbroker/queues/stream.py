@@ -209,9 +209,11 @@ class StreamQueue:
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
         """Refuse what RabbitMQ refuses (prefetch is credit), plus our group arguments."""
         group = arguments.get("x-consumer-group")
-        if (no_ack and group is None) or (not no_ack and prefetch == 0):
+        if prefetch == 0 and not (no_ack and group is not None):
             raise precondition_failed(f"consumer prefetch count is not set for "
                                       f"'queue '{self.name}' in vhost '{self.vhost}''")
+        if no_ack and group is None:
+            raise self.refused("automatic acknowledgement")
         parse_offset_spec(arguments.get("x-stream-offset"))
         partition = arguments.get("x-stream-partition")
         if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool)

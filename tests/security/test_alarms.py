@@ -3,9 +3,11 @@ high watermark and unblocked below it, while other connections keep working."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pika
 import pytest
 
@@ -23,10 +25,10 @@ def _rss(proc: BrokerProcess) -> int:
     return 0
 
 
-def _pump_until(conn: pika.BlockingConnection, cond, timeout: float = 15.0) -> bool:
+def _until(cond, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while not cond() and time.monotonic() < deadline:
-        conn.process_data_events(time_limit=0.05)
+        time.sleep(0.05)
     return cond()
 
 
@@ -34,33 +36,46 @@ def test_memory_alarm_blocks_and_unblocks_publishers(tmp_path: Path) -> None:
     probe = BrokerProcess(data_dir=tmp_path / "probe").start()
     baseline = _rss(probe)
     probe.stop()
-    watermark = baseline + 120 * MiB
     broker = BrokerProcess(data_dir=tmp_path / "data", env={
-        "SMARTBROKER_MEMORY_HIGH_WATERMARK": str(watermark),
+        "SMARTBROKER_MEMORY_HIGH_WATERMARK": str(baseline + 120 * MiB),
         "MALLOC_MMAP_THRESHOLD_": "65536",  # big bodies go back to the OS when freed
     }).start()
-    try:
-        events: list[str] = []
-        publisher = pika.BlockingConnection(pika.URLParameters(broker.url))
-        publisher.add_on_connection_blocked_callback(lambda *_: events.append("blocked"))
-        publisher.add_on_connection_unblocked_callback(lambda *_: events.append("unblocked"))
-        ch = publisher.channel()
+    events: list[str] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        """Publishes until told to stop; pika blocks inside basic_publish while the broker
+        does not read its socket, which is exactly the back-pressure under test."""
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        conn.add_on_connection_blocked_callback(lambda *_: events.append("blocked"))
+        conn.add_on_connection_unblocked_callback(lambda *_: events.append("unblocked"))
+        ch = conn.channel()
         ch.queue_declare("ballast")
-        body = b"x" * MiB
-        for _ in range(400):
-            ch.basic_publish("", "ballast", body)
-            publisher.process_data_events(time_limit=0)
-            if "blocked" in events:
-                break
-        assert _pump_until(publisher, lambda: "blocked" in events), "never blocked"
+        while not stop.is_set():
+            ch.basic_publish("", "ballast", b"x" * MiB)
+            conn.process_data_events(time_limit=0)
+        conn.close()
+
+    api = httpx.Client(base_url=f"http://127.0.0.1:{broker.management_port}",
+                       auth=("guest", "guest"), timeout=5)
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    def publisher_state() -> set[str]:
+        return {c["state"] for c in api.get("/api/connections").json()}
+
+    try:
+        assert _until(lambda: api.get("/api/health/checks/alarms").status_code == 503), "no alarm"
+        assert _until(lambda: "blocked" in publisher_state()), "publisher never blocked"
         admin = pika.BlockingConnection(pika.URLParameters(broker.url))  # never published
-        admin.channel().queue_declare("other")  # other clients keep working
+        admin.channel().queue_declare("other")  # other clients keep working meanwhile
         admin.channel().queue_purge("ballast")
-        assert _pump_until(publisher, lambda: "unblocked" in events), "never unblocked"
-        ch.basic_publish("", "other", b"after the alarm")
-        publisher.process_data_events(time_limit=0.1)
-        assert admin.channel().basic_get("other", auto_ack=True)[2] == b"after the alarm"
+        stop.set()
+        assert _until(lambda: api.get("/api/health/checks/alarms").status_code == 200)
+        publisher.join(15)
+        assert not publisher.is_alive(), "publisher still stuck after the alarm cleared"
+        assert events[:2] == ["blocked", "unblocked"]  # the client was told both ways
         admin.close()
-        publisher.close()
     finally:
+        stop.set()
+        api.close()
         broker.stop()

@@ -6,7 +6,6 @@ Everything here passes against RabbitMQ 3.10 too, except tests marked ``extensio
 from __future__ import annotations
 
 import datetime
-import os
 import time
 
 import pytest
@@ -140,10 +139,6 @@ def test_consume_with_no_ack_and_no_prefetch_is_refused(ch, stream, broker_url):
     assert "consumer prefetch count is not set" in err[0].reply_text
 
 
-@pytest.mark.xfail(not os.environ.get("SMARTBROKER_TEST_URL"), strict=True,
-                   reason="bug: smartbroker answers no_ack=True with prefetch set by channel.close "
-                          "406 'consumer prefetch count is not set'; RabbitMQ 3.10 closes the "
-                          "connection 540 'automatic acknowledgement not supported by stream queues'")
 def test_consume_with_no_ack_is_refused(ch, stream, broker_url):
     q = filled(ch, stream, 1)
     c = connect(broker_url)
