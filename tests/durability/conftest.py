@@ -9,7 +9,9 @@ HTTP API. Nothing here sleeps and hopes: every wait polls a condition against a 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -130,6 +132,21 @@ class Durable:
     # -- AMQP ------------------------------------------------------------------------
     def connect(self, **kwargs: Any) -> pika.BlockingConnection:
         return pika.BlockingConnection(pika_params(self.url, **kwargs))
+
+    @staticmethod
+    def keep_answering(conn: pika.BlockingConnection) -> threading.Thread:
+        """Hand ``conn`` to a thread that keeps reading it, so the client answers the
+        broker's connection.close at a graceful stop (as a live application would)
+        instead of making it wait out its shutdown grace period. The test must not use
+        ``conn`` afterwards."""
+        def pump() -> None:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                while conn.is_open:
+                    conn.process_data_events(time_limit=0.05)
+
+        thread = threading.Thread(target=pump, daemon=True)
+        thread.start()
+        return thread
 
     def declare(self, queue: str, **kwargs: Any) -> None:
         conn = self.connect()

@@ -129,6 +129,7 @@ def test_transient_and_exclusive_objects_do_not_survive(sb, uid: str, mode: str)
     ch.confirm_delivery()
     ch.basic_publish("", exclusive_q, b"x", pika.BasicProperties(delivery_mode=2))
     ch.basic_publish("", transient_q, b"t", pika.BasicProperties(delivery_mode=2))
+    sb.keep_answering(owner)
 
     bounce(sb, mode)
 

@@ -112,6 +112,7 @@ def test_unacked_messages_come_back_redelivered(sb, qname: str, mode: str) -> No
         pub.basic_publish("", qname, b"m10", pika.BasicProperties(delivery_mode=2))
         sb.kill_restart()
     else:
+        sb.keep_answering(conn)
         sb.restart()  # closes the connection: the 4 are requeued, then the broker stops
     got = sb.drain(qname)
     expected = [f"m{i}".encode() for i in range(10 if mode == "restart" else 11)]
