@@ -39,6 +39,8 @@ from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
 from smartbroker.message import Message, has_sender_routing
 from smartbroker.protocol import codec
+from smartbroker.protocol.properties import Malformed
+from smartbroker.protocol.properties import validate as validate_properties
 from smartbroker.server.tls import peer_common_name
 
 if TYPE_CHECKING:
@@ -176,7 +178,7 @@ class AMQPConnection(asyncio.Protocol):
         size_all = len(data)
         limit = self.frame_max - codec.FRAME_OVERHEAD
         unpack = _frame_header.unpack_from
-        while size_all - pos >= 8:
+        while size_all - pos >= 7:
             ftype, number, size = unpack(data, pos)
             if size > limit:
                 raise frame_error(f"type {ftype}, first 16 octets = {data[pos:pos + 16]!r}: "
@@ -314,6 +316,12 @@ class AMQPConnection(asyncio.Protocol):
                 f"message size {body_size} is larger than configured max size "
                 f"{self.broker.config.max_message_size}").at(60, 40))
             return
+        if payload[12] or payload[13]:  # properties present: clients must be able to decode them
+            try:
+                validate_properties(payload)
+            except Malformed as exc:
+                raise ConnectionError(502, f"unable to decode content properties: {exc}",
+                                      60, 40) from None
         if body_size == 0:
             self._complete(ch, payload, b"")
             return

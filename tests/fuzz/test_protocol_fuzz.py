@@ -52,18 +52,7 @@ _env_examples = int(os.environ.get("SMARTBROKER_FUZZ_EXAMPLES", "0") or 0)
 # of such a file is a strict xfail; the property tests skip (``reject``) inputs whose failure
 # contains the signature, so they keep hunting for *new* bugs. The core owner deletes the
 # entry when fixing the bug; strict xfail then flags a fixed bug that is still listed.
-KNOWN_BUGS: dict[str, tuple[str, str]] = {
-    "bad-properties-expiration-541.bin": (
-        "bug: a content header whose property block does not decode (here: expiration flag "
-        "set, no property bytes) raises inside Message.properties -> 541 INTERNAL_ERROR "
-        "instead of a protocol error",
-        "in decode_properties"),
-    "bad-properties-forwarded-to-consumer.bin": (
-        "bug: a content header with a malformed property block (flags word with the "
-        "continuation bit and nothing after it) is accepted and forwarded verbatim to "
-        "consumers, whose client cannot parse it",
-        "Could not unmarshal ContentHeader frame"),
-}
+KNOWN_BUGS: dict[str, tuple[str, str]] = {}  # corpus file -> (reason, log signature)
 
 
 def known_bug(message: str) -> bool:

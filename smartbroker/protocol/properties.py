@@ -1,0 +1,108 @@
+"""Structural validation of content-header properties without decoding them.
+
+The broker forwards property bytes untouched, so a malformed block would reach (and
+break) every consumer's parser. This walks the block once — flags, short strings (valid
+UTF-8), tables and arrays of every AMQP field type pamqp knows — at a fraction of the
+cost of a full decode, and rejects anything a client could not decode.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+
+_u32 = struct.Struct("!I").unpack_from
+# property bits in wire order (bit 15 first); bit 0 is the flag-word continuation
+_SHORTSTR, _TABLE = -1, -2
+_LAYOUT = ((15, _SHORTSTR), (14, _SHORTSTR), (13, _TABLE), (12, 1), (11, 1), (10, _SHORTSTR),
+           (9, _SHORTSTR), (8, _SHORTSTR), (7, _SHORTSTR), (6, 8), (5, _SHORTSTR),
+           (4, _SHORTSTR), (3, _SHORTSTR), (2, _SHORTSTR))
+# field type byte -> fixed size; S/x (u32-sized), F (table), A (array) handled apart
+_FIXED = {ord(k): v for k, v in {"t": 1, "b": 1, "B": 1, "s": 2, "u": 2, "I": 4, "i": 4,
+                                  "l": 8, "L": 8, "f": 4, "d": 8, "D": 5, "T": 8, "V": 0}.items()}
+_FIXED[0] = 0
+_S, _X, _F, _A = ord("S"), ord("x"), ord("F"), ord("A")
+MAX_DEPTH = 32
+
+
+class Malformed(ValueError):
+    """The property block cannot be decoded."""
+
+
+@lru_cache(maxsize=256)
+def _present(flags: int) -> tuple[int, ...]:
+    return tuple(kind for bit, kind in _LAYOUT if flags & (1 << bit))
+
+
+def _check_text(data: bytes, start: int, stop: int) -> None:
+    try:
+        data[start:stop].decode("utf-8")
+    except UnicodeDecodeError:
+        raise Malformed("short string is not UTF-8") from None
+
+
+def _fields(data: bytes, pos: int, end: int, keyed: bool, depth: int) -> None:
+    """Walk the entries of a table (``keyed``) or array between pos and end."""
+    if depth > MAX_DEPTH:
+        raise Malformed("nesting too deep")
+    fixed = _FIXED
+    while pos < end:
+        if keyed:
+            stop = pos + 1 + data[pos]
+            if stop >= end:
+                raise Malformed("table key overruns the table")
+            if not data[pos + 1:stop].isascii():
+                _check_text(data, pos + 1, stop)
+            pos = stop
+        kind = data[pos]
+        pos += 1
+        size = fixed.get(kind)
+        if size is not None:
+            pos += size
+        elif kind in (_S, _X, _F, _A):
+            if pos + 4 > end:
+                raise Malformed("truncated length")
+            stop = pos + 4 + _u32(data, pos)[0]
+            if stop > end:
+                raise Malformed("value overruns its table")
+            if kind in (_F, _A):
+                _fields(data, pos + 4, stop, kind == _F, depth + 1)
+            pos = stop
+        else:
+            raise Malformed(f"unknown field type {kind!r}")
+    if pos != end:
+        raise Malformed("field value overruns its table")
+
+
+def validate(header_payload: bytes) -> None:
+    """Raise ``Malformed`` unless the content header's properties decode cleanly."""
+    data = header_payload
+    end = len(data)
+    if end < 14:
+        raise Malformed("content header too short")
+    flags = (data[12] << 8) | data[13]
+    if flags & 1:
+        raise Malformed("property flags continue past the basic class's properties")
+    pos = 14
+    for kind in _present(flags):
+        if kind == _SHORTSTR:
+            if pos >= end:
+                raise Malformed("truncated short string")
+            stop = pos + 1 + data[pos]
+            if stop > end:
+                raise Malformed("short string overruns the property block")
+            if not data[pos + 1:stop].isascii():
+                _check_text(data, pos + 1, stop)
+            pos = stop
+        elif kind == _TABLE:
+            if pos + 4 > end:
+                raise Malformed("truncated headers table")
+            stop = pos + 4 + _u32(data, pos)[0]
+            if stop > end:
+                raise Malformed("headers table overruns the property block")
+            _fields(data, pos + 4, stop, True, 0)
+            pos = stop
+        else:
+            pos += kind
+            if pos > end:
+                raise Malformed("truncated property")
