@@ -66,9 +66,10 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from smartbroker import cli_admin, cli_dlq, cli_messages, cli_streams, demo
+    from smartbroker import cli_access, cli_admin, cli_dlq, cli_messages, cli_streams, demo
 
     cli_admin.register(app)
+    cli_access.register(app)
     cli_messages.register(app)
     cli_dlq.register(app)
     cli_streams.register(app)

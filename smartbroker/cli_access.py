@@ -1,0 +1,106 @@
+"""Admin commands for access and policies: vhosts add/delete, users set-permissions,
+policies list/set/delete (through the management API, RabbitMQ's JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from smartbroker.cli_admin import users_app, vhosts_app
+from smartbroker.cli_common import (
+    DEFAULT_API,
+    Api,
+    ApiOpt,
+    CliError,
+    JsonOpt,
+    VhostOpt,
+    handle_errors,
+    print_json,
+    print_table,
+    q,
+)
+
+policies_app = typer.Typer(help="List, set and delete policies (queue settings by name pattern).",
+                           no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(policies_app, name="policies")
+
+
+@vhosts_app.command("add")
+@handle_errors
+def vhosts_add(name: str, api: ApiOpt = DEFAULT_API,
+               description: Annotated[str, typer.Option(help="Free text")] = "") -> None:
+    """Create a virtual host."""
+    Api(api).put(f"vhosts/{q(name)}", {"description": description})
+    typer.echo(f"vhost '{name}' added")
+
+
+@vhosts_app.command("delete")
+@handle_errors
+def vhosts_delete(name: str, api: ApiOpt = DEFAULT_API) -> None:
+    """Delete a virtual host, its queues and messages (its connections are closed)."""
+    Api(api).delete(f"vhosts/{q(name)}", not_found=f"vhost '{name}' not found")
+    typer.echo(f"vhost '{name}' deleted")
+
+
+@users_app.command("set-permissions")
+@handle_errors
+def users_set_permissions(
+    name: str,
+    configure: Annotated[str, typer.Argument(help="regex of resources it may declare/delete")],
+    write: Annotated[str, typer.Argument(help="regex of resources it may publish/bind to")],
+    read: Annotated[str, typer.Argument(help="regex of resources it may consume/bind from")],
+    api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
+) -> None:
+    """Grant NAME permissions in a vhost (RabbitMQ's three regexes; "" denies)."""
+    Api(api).put(f"permissions/{q(vhost)}/{q(name)}",
+                 {"configure": configure, "write": write, "read": read})
+    typer.echo(f"permissions of user '{name}' in vhost '{vhost}' set")
+
+
+@policies_app.command("list")
+@handle_errors
+def policies_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+    """List policies."""
+    rows = Api(api).get("policies")
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["vhost", "name", "pattern", "apply-to", "priority", "definition"],
+                [(r["vhost"], r["name"], r["pattern"], r.get("apply-to", "all"),
+                  r.get("priority", 0), json.dumps(r.get("definition", {}), sort_keys=True))
+                 for r in rows])
+
+
+@policies_app.command("set")
+@handle_errors
+def policies_set(
+    name: str,
+    pattern: Annotated[str, typer.Argument(help="regex on queue (or exchange) names")],
+    definition: Annotated[str, typer.Argument(help='JSON, e.g. \'{"message-ttl": 60000}\'')],
+    api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
+    priority: Annotated[int, typer.Option(help="the highest matching policy applies")] = 0,
+    apply_to: Annotated[str, typer.Option("--apply-to", help="queues, exchanges or all")] = "queues",
+) -> None:
+    """Set a policy: its keys apply live to matching queues (queue arguments win)."""
+    try:
+        parsed: Any = json.loads(definition)
+    except ValueError as exc:
+        raise CliError(f"definition is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise CliError("definition must be a JSON object")
+    Api(api).put(f"policies/{q(vhost)}/{q(name)}", {"pattern": pattern, "definition": parsed,
+                                                    "priority": priority, "apply-to": apply_to})
+    typer.echo(f"policy '{name}' set")
+
+
+@policies_app.command("delete")
+@handle_errors
+def policies_delete(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/") -> None:
+    """Delete a policy."""
+    Api(api).delete(f"policies/{q(vhost)}/{q(name)}", not_found=f"policy '{name}' not found")
+    typer.echo(f"policy '{name}' deleted")

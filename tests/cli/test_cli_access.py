@@ -1,0 +1,52 @@
+"""CLI: vhosts add/delete, users set-permissions, policies list/set/delete."""
+
+from __future__ import annotations
+
+import json
+
+import pika
+
+
+def test_vhost_add_grant_and_delete(cli, uid: str, broker_url: str) -> None:
+    vhost, user = f"vh-{uid}", f"u-{uid}"
+    assert cli("vhosts", "add", vhost).exit_code == 0
+    assert cli("users", "add", user, "pw").exit_code == 0
+    result = cli("users", "set-permissions", user, ".*", ".*", ".*", "--vhost", vhost)
+    assert result.exit_code == 0, result.output
+    host_port = broker_url.split("@", 1)[1].split("/", 1)[0]
+    conn = pika.BlockingConnection(pika.URLParameters(f"amqp://{user}:pw@{host_port}/{vhost}"))
+    conn.channel().queue_declare("inside", exclusive=True)
+    conn.close()
+    listed = json.loads(cli("vhosts", "list", "--json").output)
+    assert vhost in {v["name"] for v in listed}
+    assert cli("vhosts", "delete", vhost).exit_code == 0
+    assert vhost not in {v["name"] for v in json.loads(cli("vhosts", "list", "--json").output)}
+    missing = cli("vhosts", "delete", vhost)
+    assert missing.exit_code != 0 and "not found" in missing.output
+    cli("users", "delete", user)
+
+
+def test_policy_set_list_delete_applies_live(cli, qname: str, broker_url: str) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(broker_url))
+    ch = conn.channel()
+    ch.queue_declare(qname, exclusive=True)
+    name = f"cap-{qname}"
+    result = cli("policies", "set", name, f"^{qname}$", '{"max-length": 1}', "--priority", "5")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(cli("policies", "list", "--json").output)
+    mine = [r for r in rows if r["name"] == name]
+    assert mine and mine[0]["definition"] == {"max-length": 1} and mine[0]["priority"] == 5
+    for body in (b"1", b"2", b"3"):
+        ch.basic_publish("", qname, body)
+    assert ch.queue_declare(qname, passive=True).method.message_count == 1  # applied live
+    assert cli("policies", "delete", name).exit_code == 0
+    ch.basic_publish("", qname, b"4")
+    assert ch.queue_declare(qname, passive=True).method.message_count == 2
+    conn.close()
+
+
+def test_policy_errors_are_one_line(cli) -> None:
+    bad_json = cli("policies", "set", "p", ".*", "{not json")
+    assert bad_json.exit_code != 0 and bad_json.output.count("\n") <= 1
+    refused = cli("policies", "set", "p", ".*", '{"max-priority": 5}')
+    assert refused.exit_code != 0 and "max-priority" in refused.output
