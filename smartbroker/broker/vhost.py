@@ -11,7 +11,6 @@ import asyncio
 import base64
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,13 +44,16 @@ PREDECLARED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class Published:
-    """What happened to one publish; truthy when it reached at least one queue."""
+    """What happened to one publish; truthy when it reached at least one queue.
+    (A plain slotted class: this is built once per publish on the hot path.)"""
 
-    routed: bool
-    accepted: bool  # no queue refused it (reject-publish overflow): else nack
-    logs: tuple[Any, ...]  # written to these logs: confirm only after they are fsynced
+    __slots__ = ("routed", "accepted", "logs")
+
+    def __init__(self, routed: bool, accepted: bool, logs: tuple[Any, ...]) -> None:
+        self.routed = routed
+        self.accepted = accepted  # no queue refused it (reject-publish overflow): else nack
+        self.logs = logs  # written to these logs: confirm only after they are fsynced
 
     @property
     def stored(self) -> bool:
@@ -59,6 +61,11 @@ class Published:
 
     def __bool__(self) -> bool:
         return self.routed
+
+
+ROUTED = Published(True, True, ())
+UNROUTED = Published(False, True, ())
+REFUSED = Published(True, False, ())
 
 
 def generated_name(prefix: str) -> str:
@@ -358,15 +365,22 @@ class VirtualHost:
         if msg.flags & FLAG_HEADERS and has_sender_routing(msg.header_payload):
             msg, keys = with_sender_routing(msg)
         if ex is None:
-            queues: set[Queue] = set()
-        elif ex.name == "" and len(keys) == 1:
+            return UNROUTED
+        if ex.name == "" and len(keys) == 1:
             q = self.queues.get(msg.routing_key)
-            queues = {q} if q is not None else set()
+            if q is None:
+                return UNROUTED
+            if q.type_name == "classic" and not (q.durable and self.store is not None
+                                                 and msg.persistent):
+                return ROUTED if q.publish(msg) else REFUSED  # the common transient case
+            queues: set[Queue] = {q}
         else:
             queues = self.route(ex, msg, keys)
         if not queues:
-            return Published(False, True, ())
+            return UNROUTED
         accepted, logs = self.enqueue(queues, msg)
+        if not logs:
+            return ROUTED if accepted else REFUSED
         return Published(True, accepted, logs)
 
     def enqueue(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, tuple[Any, ...]]:

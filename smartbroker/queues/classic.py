@@ -92,6 +92,7 @@ class ClassicQueue:
         self._on_unused = on_unused
         self.policy_name: str | None = None
         self.settings = QueueSettings.resolve(self.arguments, policy)
+        self._limited = self.settings.has_limits
         self.ready: ReadyList | PriorityReady = (
             PriorityReady(self.settings.max_priority) if self.settings.max_priority else ReadyList())
         self.consumers: list[Consumer] = []
@@ -134,6 +135,7 @@ class ClassicQueue:
     def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
         self.policy_name = name
         self.settings = QueueSettings.resolve(self.arguments, definition)
+        self._limited = self.settings.has_limits
         self._schedule_unused_check()
         self._enforce_limits()
 
@@ -146,7 +148,8 @@ class ClassicQueue:
         """Enqueue; False when refused by ``reject-publish`` overflow (the publisher is nacked).
         ``store_id``: the message's record in the message store (persistent, durable queue)."""
         settings = self.settings
-        if settings.has_limits and settings.overflow != "drop-head" and self._would_overflow(message):
+        limited = self._limited
+        if limited and settings.overflow != "drop-head" and self._would_overflow(message):
             if settings.overflow == "reject-publish-dlx" and settings.dead_letter_exchange is not None:
                 self.stats["dead_lettered"] += 1
                 self.host.dead_letter(self, message, "maxlen")
@@ -170,7 +173,7 @@ class ClassicQueue:
             entry.page_out(self._load)
         if self.consumers:
             self.dispatch()
-        if settings.has_limits:
+        if limited:
             self._enforce_limits()
         return True
 
@@ -254,7 +257,8 @@ class ClassicQueue:
         self.stats["deliver"] += 1
         if consumer.no_ack:
             consumer.deliver(self, entry)
-            self._forget(entry)
+            if entry.store_id is not None:
+                self._forget(entry)
             return
         self._unacked += 1
         if entry.store_id is not None and entry.delivery_count == 1 and not entry.redelivered:

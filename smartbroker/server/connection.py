@@ -88,6 +88,7 @@ class AMQPConnection(asyncio.Protocol):
         self.peer_cert_name: str | None = None  # CN of a verified TLS client certificate
         self.blocked = False
         self._perm_version = -1
+        self._write_ok: str | None = None  # last exchange we may publish to (fast path)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -190,6 +191,12 @@ class AMQPConnection(asyncio.Protocol):
                 raise frame_error(f"type {ftype}, all octets = <<>>: {{invalid_frame_end_marker,{data[end]}}}")
             payload = data[pos + 7:end]
             pos = end + 1
+            if ftype == 3:  # fast path: a body frame for a channel awaiting one
+                ch = self.channels.get(number)
+                if ch is not None and ch.pending_header is not None and not ch.closing \
+                        and self.state is State.OPEN:
+                    self._content_body(ch, payload)
+                    continue
             if self.state is State.CLOSED:
                 break
             if number == 0:
@@ -357,7 +364,9 @@ class AMQPConnection(asyncio.Protocol):
             self._channel_error(ch, err.at(60, 40))
 
     def check_publish(self, msg: Message) -> None:
-        self.check("write", "exchange", msg.exchange)
+        if msg.exchange != self._write_ok or self._perm_version != self.broker.permissions.version:
+            self.check("write", "exchange", msg.exchange)
+            self._write_ok = msg.exchange
         ex = self.vhost.exchanges.get(msg.exchange)
         if ex is None:
             raise not_found(f"no exchange '{msg.exchange}' in vhost '{self.vhost.name}'")
@@ -385,13 +394,10 @@ class AMQPConnection(asyncio.Protocol):
 
     def route_publish(self, ch: Channel, msg: Message) -> Published:
         """Route one complete message, deliver it, and settle its confirm (if any)."""
-        producers = self.broker.producers
-        if producers.is_duplicate(self.vhost.name, msg):
-            result = DUPLICATE  # a producer's retry: dropped, confirmed as a success
+        if msg.flags & codec.FLAG_HEADERS and producer_headers(msg) is not None:
+            result = self._idempotent_publish(msg)
         else:
             result = self.vhost.publish(msg)
-            if producer_headers(msg) is not None and self.vhost.store is not None:
-                result = Published(result.routed, result.accepted, (*result.logs, producers.log))
         if not result.routed and msg.mandatory:
             self.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
             self.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, self.frame_max))
@@ -400,6 +406,15 @@ class AMQPConnection(asyncio.Protocol):
             if result.stored:
                 self.vhost.store.request_sync(ch, result.logs)
         return result
+
+    def _idempotent_publish(self, msg: Message) -> Published:
+        producers = self.broker.producers
+        if producers.is_duplicate(self.vhost.name, msg):
+            return DUPLICATE  # a producer's retry: dropped, confirmed as a success
+        result = self.vhost.publish(msg)
+        if self.vhost.store is None:
+            return result
+        return Published(result.routed, result.accepted, (*result.logs, producers.log))
 
     # -- output --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
