@@ -167,14 +167,27 @@ def nack_frame(channel: int, delivery_tag: int, multiple: bool, requeue: bool = 
 def parse_publish(payload: bytes) -> tuple[str, str, bytes, bool, bool]:
     """``basic.publish`` payload -> (exchange, routing_key, raw exchange+rk short strings,
     mandatory, immediate). Raises ``IndexError``/``UnicodeDecodeError`` on malformed input."""
-    ex_len = payload[6]
-    ex_end = 7 + ex_len
-    rk_len = payload[ex_end]
-    rk_end = ex_end + 1 + rk_len
-    bits = payload[rk_end]
-    exchange = payload[7:ex_end].decode() if ex_len else ""
-    routing_key = payload[ex_end + 1 : rk_end].decode() if rk_len else ""
-    return exchange, routing_key, payload[6:rk_end], bool(bits & 1), bool(bits & 2)
+    exchange_rk_ss, bits = publish_route(payload)
+    exchange, routing_key = decode_route(exchange_rk_ss)
+    return exchange, routing_key, exchange_rk_ss, bool(bits & 1), bool(bits & 2)
+
+
+def publish_route(payload: bytes) -> tuple[bytes, int]:
+    """``basic.publish`` payload -> (raw exchange + routing-key short strings, flag bits)."""
+    ex_end = 7 + payload[6]
+    rk_end = ex_end + 1 + payload[ex_end]
+    return payload[6:rk_end], payload[rk_end]
+
+
+def decode_route(exchange_rk_ss: bytes) -> tuple[str, str]:
+    """The two short strings of ``publish_route`` -> (exchange, routing key)."""
+    ex_end = 1 + exchange_rk_ss[0]
+    exchange = exchange_rk_ss[1:ex_end].decode()
+    rk_len = exchange_rk_ss[ex_end]
+    routing_key = exchange_rk_ss[ex_end + 1:ex_end + 1 + rk_len].decode()
+    if len(exchange_rk_ss) != ex_end + 1 + rk_len:
+        raise IndexError("short string overruns the method")
+    return exchange, routing_key
 
 
 def parse_ack(payload: bytes) -> tuple[int, int]:

@@ -25,9 +25,11 @@ class QueueEntry:
     __slots__ = ("_message", "seq", "redelivered", "delivery_count", "expires_at", "ready",
                  "store_id", "size", "priority", "loader")
 
-    def __init__(self, message: Message, seq: int, expires_at: float | None = None) -> None:
+    def __init__(self, message: Message, seq: int | None = None,
+                 expires_at: float | None = None) -> None:
         self._message: Message | None = message
-        self.seq = seq
+        self.seq = seq  # queue position, given when it first leaves the ready list (lazily:
+        # an int per waiting message would cost memory); requeue restores this order
         self.redelivered = False
         self.delivery_count = 0
         self.expires_at = expires_at  # monotonic seconds, None = never

@@ -12,13 +12,14 @@ modes, delivery limit, ``x-expires`` for unused queues.
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from smartbroker.message import Message
 from smartbroker.queues.base import Capabilities, Consumer, QueueEntry
-from smartbroker.queues.ready import PriorityReady, ReadyList
+from smartbroker.queues.ready import PriorityReady, ReadyList, next_position
 from smartbroker.queues.settings import QueueSettings
 
 CLASSIC_ARGUMENTS = frozenset({
@@ -98,11 +99,11 @@ class ClassicQueue:
         self.consumers: list[Consumer] = []
         self.bindings: set[Any] = set()  # maintained by the vhost, for cleanup on delete
         self._rr = 0
-        self._seq = 0
         self._unacked = 0
         self._had_consumer = False
         self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
         self._expiry_heap: list[tuple[float, int, QueueEntry]] = []
+        self._expiry_order = itertools.count()
         self._expiry_timer: Any = None
         self._expiry_due: float | None = None
         self._unused_timer: Any = None
@@ -154,9 +155,8 @@ class ClassicQueue:
                 self.stats["dead_lettered"] += 1
                 self.host.dead_letter(self, message, "maxlen")
             return False
-        self._seq += 1
         self.stats["publish"] += 1
-        entry = QueueEntry(message, self._seq)
+        entry = QueueEntry(message)
         entry.store_id = store_id
         ttl = settings.message_ttl
         if message.flags & 0x0100:  # expiration property present
@@ -182,6 +182,7 @@ class ClassicQueue:
         if consumer is None:
             self._dead_letter(entry, "expired")
         else:
+            entry.seq = next_position()
             self._hand_over(consumer, entry)
         return True
 
@@ -374,9 +375,8 @@ class ClassicQueue:
         now_wall, now = time.time() * 1000, time.monotonic()
         ttl = self.settings.message_ttl
         for rec in entries:
-            self._seq += 1
             entry = QueueEntry.__new__(QueueEntry)
-            entry.seq, entry.redelivered, entry.delivery_count = self._seq, rec.redelivered, 0
+            entry.seq, entry.redelivered, entry.delivery_count = None, rec.redelivered, 0
             entry.ready, entry.store_id, entry.size, entry.priority = False, rec.offset, rec.size, rec.priority
             entry.page_out(self._load)
             limit = ttl if rec.expiration_ms is None else (
@@ -391,7 +391,7 @@ class ClassicQueue:
     def _track_expiry(self, entry: QueueEntry) -> None:
         due = entry.expires_at
         assert due is not None
-        heapq.heappush(self._expiry_heap, (due, entry.seq, entry))
+        heapq.heappush(self._expiry_heap, (due, next(self._expiry_order), entry))
         if self._expiry_due is None or due < self._expiry_due:
             self._arm_expiry(due)
 

@@ -10,10 +10,14 @@ remove and requeue are all O(1) or O(log n). ``PriorityReady`` keeps one list pe
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from collections.abc import Iterator
 
 from smartbroker.queues.base import QueueEntry
+
+_positions = itertools.count(1)  # one counter for every queue: only the order matters
+next_position = _positions.__next__
 
 
 class ReadyList:
@@ -60,7 +64,12 @@ class ReadyList:
     def pop(self) -> QueueEntry:
         if self._requeued or not self._fresh[0].ready:
             self._skip_removed()
-        entry = heapq.heappop(self._requeued) if self._requeued else self._fresh.popleft()
+        if self._requeued:
+            entry = heapq.heappop(self._requeued)
+        else:
+            entry = self._fresh.popleft()
+            if entry.seq is None:
+                entry.seq = next_position()
         entry.ready = False
         self.count -= 1
         self.bytes -= entry.size

@@ -52,6 +52,7 @@ _frame_header = struct.Struct("!BHI")
 _method_index = struct.Struct("!I")
 _PRE_TUNE_FRAME_MAX = 131072
 CLOSE_TIMEOUT = 3.0
+INTERN_LIMIT = 4096  # distinct routes/content headers remembered per connection
 DUPLICATE = Published(routed=True, accepted=True, logs=())
 
 
@@ -89,6 +90,8 @@ class AMQPConnection(asyncio.Protocol):
         self.blocked = False
         self._perm_version = -1
         self._write_ok: str | None = None  # last exchange we may publish to (fast path)
+        self._routes: dict[bytes, tuple[str, str, bytes]] = {}  # interned publish routing
+        self._headers: dict[bytes, bytes] = {}  # interned content headers
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -298,12 +301,17 @@ class AMQPConnection(asyncio.Protocol):
     # -- content assembly (hot path) -----------------------------------------------------
     def _publish_method(self, ch: Channel, payload: bytes) -> None:
         try:
-            exchange, rk, ex_rk_ss, mandatory, immediate = codec.parse_publish(payload)
+            ex_rk_ss, bits = codec.publish_route(payload)
+            route = self._routes.get(ex_rk_ss)
+            if route is None:  # shared strings: queued messages do not each hold a copy
+                if len(self._routes) >= INTERN_LIMIT:
+                    self._routes.clear()
+                route = self._routes[ex_rk_ss] = (*codec.decode_route(ex_rk_ss), ex_rk_ss)
         except (IndexError, UnicodeDecodeError):
             raise ConnectionError(502, "cannot decode basic.publish", 60, 40) from None
-        if immediate:
+        if bits & 2:
             raise not_implemented("immediate=true").at(60, 40)
-        ch.pending = (exchange, rk, ex_rk_ss, mandatory)
+        ch.pending = (*route, bool(bits & 1))
         if not self.has_published:
             self.has_published = True
             if self.broker.alarms:
@@ -323,12 +331,19 @@ class AMQPConnection(asyncio.Protocol):
                 f"message size {body_size} is larger than configured max size "
                 f"{self.broker.config.max_message_size}").at(60, 40))
             return
-        if payload[12] or payload[13]:  # properties present: clients must be able to decode them
-            try:
-                validate_properties(payload)
-            except Malformed as exc:
-                raise ConnectionError(502, f"unable to decode content properties: {exc}",
-                                      60, 40) from None
+        known = self._headers.get(payload)
+        if known is not None:
+            payload = known  # seen (and validated) before: share one copy
+        else:
+            if payload[12] or payload[13]:  # properties: clients must be able to decode them
+                try:
+                    validate_properties(payload)
+                except Malformed as exc:
+                    raise ConnectionError(502, f"unable to decode content properties: {exc}",
+                                          60, 40) from None
+            if len(self._headers) >= INTERN_LIMIT:
+                self._headers.clear()
+            self._headers[payload] = payload
         if body_size == 0:
             self._complete(ch, payload, b"")
             return
