@@ -200,7 +200,7 @@ class Channel:
         if self.tx is not None:
             self.tx.append(("publish", msg))
             return
-        self.conn.route_publish(self, msg)
+        self.conn.publisher.route_publish(self, msg)
 
     def confirm_settled(self, seq: int, accepted: bool, wait_for_sync: bool) -> None:
         """A publish was routed: confirm it at the next flush (after fsync if persistent)."""
@@ -258,7 +258,7 @@ class Channel:
         store = self.conn.vhost.store
         for kind, payload in actions:
             if kind == "publish":
-                logs.update(self.conn.route_publish(self, payload).logs)
+                logs.update(self.conn.publisher.route_publish(self, payload).logs)
                 continue
             records = payload if kind == "ack" else payload[0]
             if store is not None and any(rec.entry.store_id is not None for rec in records):

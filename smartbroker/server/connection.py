@@ -19,28 +19,22 @@ from pamqp import commands
 from pamqp.exceptions import UnmarshalingException
 
 from smartbroker.broker.channel import Channel
-from smartbroker.broker.idempotence import producer_headers
-from smartbroker.broker.vhost import Published
 from smartbroker.errors import (
     AMQPError,
     ChannelError,
     ConnectionError,
-    access_refused,
     channel_error,
     frame_error,
     not_allowed,
-    not_found,
     not_implemented,
-    precondition_failed,
     unexpected_frame,
 )
 from smartbroker.handlers import CHANNEL_HANDLERS
 from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
-from smartbroker.message import Message, has_sender_routing
 from smartbroker.protocol import codec
-from smartbroker.protocol.properties import Malformed
-from smartbroker.protocol.properties import validate as validate_properties
+from smartbroker.server.heartbeat import Heartbeats
+from smartbroker.server.publisher import Publisher
 from smartbroker.server.tls import peer_common_name
 
 if TYPE_CHECKING:
@@ -52,8 +46,6 @@ _frame_header = struct.Struct("!BHI")
 _method_index = struct.Struct("!I")
 _PRE_TUNE_FRAME_MAX = 131072
 CLOSE_TIMEOUT = 3.0
-INTERN_LIMIT = 4096  # distinct routes/content headers remembered per connection
-DUPLICATE = Published(routed=True, accepted=True, logs=())
 
 
 class AMQPConnection(asyncio.Protocol):
@@ -79,9 +71,9 @@ class AMQPConnection(asyncio.Protocol):
         self._dirty = False
         self._confirm_channels: set[Channel] = set()
         self._timers: list[asyncio.TimerHandle] = []
-        self._received = True
-        self._sent = False
-        self._idle_ticks = 0
+        self._heartbeats: Heartbeats | None = None
+        self.received = True  # any byte since the last heartbeat tick
+        self.sent = False  # any byte written since the last heartbeat tick
         self.bytes_in = 0
         self.bytes_out = 0
         self._perm_cache: set[tuple[str, str, str]] = set()
@@ -89,9 +81,7 @@ class AMQPConnection(asyncio.Protocol):
         self.peer_cert_name: str | None = None  # CN of a verified TLS client certificate
         self.blocked = False
         self._perm_version = -1
-        self._write_ok: str | None = None  # last exchange we may publish to (fast path)
-        self._routes: dict[bytes, tuple[str, str, bytes]] = {}  # interned publish routing
-        self._headers: dict[bytes, bytes] = {}  # interned content headers
+        self.publisher = Publisher(self)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -116,6 +106,8 @@ class AMQPConnection(asyncio.Protocol):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        if self._heartbeats is not None:
+            self._heartbeats.stop()
         self.broker.connections.discard(self)
         self._teardown()
 
@@ -147,7 +139,7 @@ class AMQPConnection(asyncio.Protocol):
             ch.redispatch_all()
 
     def data_received(self, data: bytes) -> None:
-        self._received = True
+        self.received = True
         self.bytes_in += len(data)
         if self._buf:
             data = self._buf + data
@@ -198,7 +190,7 @@ class AMQPConnection(asyncio.Protocol):
                 ch = self.channels.get(number)
                 if ch is not None and ch.pending_header is not None and not ch.closing \
                         and self.state is State.OPEN:
-                    self._content_body(ch, payload)
+                    self.publisher.content_body(ch, payload)
                     continue
             if self.state is State.CLOSED:
                 break
@@ -246,13 +238,13 @@ class AMQPConnection(asyncio.Protocol):
                 raise channel_error(f"unexpected content header on channel {number}")
             if ch.closing:
                 return
-            self._content_header(ch, payload)
+            self.publisher.content_header(ch, payload)
         elif ftype == codec.FRAME_BODY:
             if ch is None:
                 raise channel_error(f"unexpected content body on channel {number}")
             if ch.closing:
                 return
-            self._content_body(ch, payload)
+            self.publisher.content_body(ch, payload)
         elif ftype == codec.FRAME_HEARTBEAT:
             raise unexpected_frame(f"heartbeat frame on non-zero channel {number}")
         else:
@@ -270,7 +262,7 @@ class AMQPConnection(asyncio.Protocol):
     def _channel_method(self, ch: Channel, payload: bytes, index: int) -> None:
         try:
             if index == codec.BASIC_PUBLISH:
-                self._publish_method(ch, payload)
+                self.publisher.publish_method(ch, payload)
                 return
             if index == codec.BASIC_ACK and len(payload) == 13:
                 tag, bits = codec.parse_ack(payload)
@@ -284,7 +276,7 @@ class AMQPConnection(asyncio.Protocol):
                 raise not_implemented(f"method {method.name} is not supported")
             handler(self, ch, method)
         except ChannelError as err:
-            self._channel_error(ch, err.at(*_ids(payload)))
+            self.channel_failed(ch, err.at(*_ids(payload)))
         except ConnectionError as err:
             raise err.at(*_ids(payload)) from None
 
@@ -297,139 +289,6 @@ class AMQPConnection(asyncio.Protocol):
                 raise ConnectionError(540, f"unknown method (class {cls_id}, method {meth_id})",
                                       cls_id, meth_id) from None
             raise ConnectionError(502, "cannot decode method frame", cls_id, meth_id) from None
-
-    # -- content assembly (hot path) -----------------------------------------------------
-    def _publish_method(self, ch: Channel, payload: bytes) -> None:
-        try:
-            ex_rk_ss, bits = codec.publish_route(payload)
-            route = self._routes.get(ex_rk_ss)
-            if route is None:  # shared strings: queued messages do not each hold a copy
-                if len(self._routes) >= INTERN_LIMIT:
-                    self._routes.clear()
-                route = self._routes[ex_rk_ss] = (*codec.decode_route(ex_rk_ss), ex_rk_ss)
-        except (IndexError, UnicodeDecodeError):
-            raise ConnectionError(502, "cannot decode basic.publish", 60, 40) from None
-        if bits & 2:
-            raise not_implemented("immediate=true").at(60, 40)
-        ch.pending = (*route, bool(bits & 1))
-        if not self.has_published:
-            self.has_published = True
-            if self.broker.alarms:
-                self.block("low on " + "/".join(sorted(self.broker.alarms)))
-
-    def _content_header(self, ch: Channel, payload: bytes) -> None:
-        if ch.pending is None or ch.pending_header is not None:
-            raise unexpected_frame("expected method frame, got content header")
-        if len(payload) < 14:
-            raise frame_error("content header too short")
-        class_id, body_size = codec.parse_header(payload)
-        if class_id != 60:
-            raise unexpected_frame(f"expected content header for class 60, got one for class {class_id} instead").at(60, 40)
-        if body_size > self.broker.config.max_message_size:
-            ch.pending = None
-            self._channel_error(ch, precondition_failed(
-                f"message size {body_size} is larger than configured max size "
-                f"{self.broker.config.max_message_size}").at(60, 40))
-            return
-        known = self._headers.get(payload)
-        if known is not None:
-            payload = known  # seen (and validated) before: share one copy
-        else:
-            if payload[12] or payload[13]:  # properties: clients must be able to decode them
-                try:
-                    validate_properties(payload)
-                except Malformed as exc:
-                    raise ConnectionError(502, f"unable to decode content properties: {exc}",
-                                          60, 40) from None
-            if len(self._headers) >= INTERN_LIMIT:
-                self._headers.clear()
-            self._headers[payload] = payload
-        if body_size == 0:
-            self._complete(ch, payload, b"")
-            return
-        ch.pending_header = payload
-        ch.pending_size = body_size
-        ch.pending_received = 0
-        ch.pending_body = []
-
-    def _content_body(self, ch: Channel, payload: bytes) -> None:
-        header = ch.pending_header
-        if header is None:
-            raise unexpected_frame("expected content header for class 60, got content body")
-        received = ch.pending_received + len(payload)
-        if received > ch.pending_size:
-            raise frame_error(f"content body exceeds declared size {ch.pending_size}").at(60, 40)
-        if received == ch.pending_size:
-            body = b"".join((*ch.pending_body, payload)) if ch.pending_body else payload
-            ch.pending_header = None
-            ch.pending_body = []
-            self._complete(ch, header, body)
-        else:
-            ch.pending_body.append(payload)
-            ch.pending_received = received
-
-    def _complete(self, ch: Channel, header: bytes, body: bytes) -> None:
-        exchange, rk, ex_rk_ss, mandatory = ch.pending  # type: ignore[misc]
-        ch.pending = None
-        msg = Message(exchange, rk, ex_rk_ss, header, body, mandatory)
-        try:
-            self.check_publish(msg)
-            ch.publish(msg)
-        except ChannelError as err:
-            self._channel_error(ch, err.at(60, 40))
-
-    def check_publish(self, msg: Message) -> None:
-        if msg.exchange != self._write_ok or self._perm_version != self.broker.permissions.version:
-            self.check("write", "exchange", msg.exchange)
-            self._write_ok = msg.exchange
-        ex = self.vhost.exchanges.get(msg.exchange)
-        if ex is None:
-            raise not_found(f"no exchange '{msg.exchange}' in vhost '{self.vhost.name}'")
-        if ex.internal:
-            raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
-                                 f"'{self.vhost.name}'")
-        if msg.flags & codec.FLAG_EXPIRATION:
-            expiration = msg.properties.expiration
-            if not (expiration or "").isdigit():
-                raise precondition_failed(f"invalid expiration '{expiration}': no_integer"
-                                          if not expiration or not expiration.lstrip("-").isdigit()
-                                          else f"invalid expiration '{expiration}': value_negative")
-        if msg.flags & codec.FLAG_HEADERS and has_sender_routing(msg.header_payload, loose=True):
-            headers = msg.properties.headers or {}
-            for name in ("CC", "BCC"):
-                if name in headers and not isinstance(headers[name], list):
-                    kind = "longstr" if isinstance(headers[name], str | bytes) else type(headers[name]).__name__
-                    raise precondition_failed(
-                        f'invalid message: {{unacceptable_type_in_header,"{name}",{kind}}}')
-        if msg.flags & codec.FLAG_USER_ID:
-            user_id = msg.properties.user_id
-            if user_id != self.user.name:
-                raise precondition_failed(f"user_id property set to '{user_id}' but authenticated "
-                                          f"user was '{self.user.name}'")
-
-    def route_publish(self, ch: Channel, msg: Message) -> Published:
-        """Route one complete message, deliver it, and settle its confirm (if any)."""
-        if msg.flags & codec.FLAG_HEADERS and producer_headers(msg) is not None:
-            result = self._idempotent_publish(msg)
-        else:
-            result = self.vhost.publish(msg)
-        if not result.routed and msg.mandatory:
-            self.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
-            self.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, self.frame_max))
-        if ch.confirm:
-            ch.confirm_settled(ch.publish_seq, result.accepted, result.stored)
-            if result.stored:
-                self.vhost.store.request_sync(ch, result.logs)
-        return result
-
-    def _idempotent_publish(self, msg: Message) -> Published:
-        producers = self.broker.producers
-        if producers.is_duplicate(self.vhost.name, msg):
-            return DUPLICATE  # a producer's retry: dropped, confirmed as a success
-        result = self.vhost.publish(msg)
-        if self.vhost.store is None:
-            return result
-        return Published(result.routed, result.accepted, (*result.logs, producers.log))
 
     # -- output --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -470,7 +329,7 @@ class AMQPConnection(asyncio.Protocol):
             return
         data = b"".join(out)
         self.bytes_out += len(data)
-        self._sent = True
+        self.sent = True
         transport.write(data)
 
     def client_capability(self, name: str) -> bool:
@@ -492,10 +351,10 @@ class AMQPConnection(asyncio.Protocol):
 
     def fail_channel(self, ch: Channel, err: AMQPError) -> None:
         """Close a channel from outside a frame handler (e.g. a failed fsync)."""
-        self._channel_error(ch, err)
+        self.channel_failed(ch, err)
         self.flush()
 
-    def _channel_error(self, ch: Channel, err: AMQPError) -> None:
+    def channel_failed(self, ch: Channel, err: AMQPError) -> None:
         log.info("channel %d on %s closed: %s", ch.number, self.name, err.reply_text)
         ch.flush_confirms()
         ch.closing = True
@@ -576,6 +435,11 @@ class AMQPConnection(asyncio.Protocol):
         self.state = State.CLOSED
         self.close_transport()
 
+    def start_heartbeat(self, interval: int) -> None:
+        self.heartbeat = interval
+        if interval > 0:
+            self._heartbeats = Heartbeats(self, interval)
+
     def _handshake_timeout(self) -> None:
         if self.state not in (State.OPEN, State.CLOSING, State.CLOSED):
             log.warning("handshake timeout on %s", self.name)
@@ -589,32 +453,6 @@ class AMQPConnection(asyncio.Protocol):
         queues, self.exclusive_queues = self.exclusive_queues, set()
         for q in queues:
             self.vhost.drop_queue(q)
-
-    # -- heartbeats ----------------------------------------------------------------------
-    def start_heartbeat(self, interval: int) -> None:
-        self.heartbeat = interval
-        if interval > 0:
-            self._schedule_heartbeat()
-
-    def _schedule_heartbeat(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timers = [t for t in self._timers if not t.cancelled()]
-        self._timers.append(loop.call_later(self.heartbeat / 2, self._heartbeat_tick))
-
-    def _heartbeat_tick(self) -> None:
-        if self.state is State.CLOSED:
-            return
-        if not self._sent:
-            self.write(codec.HEARTBEAT_FRAME)
-        self._sent = False
-        self._idle_ticks = 0 if self._received else self._idle_ticks + 1
-        self._received = False
-        if self._idle_ticks >= 4:  # two full heartbeat intervals without a byte
-            log.warning("missed heartbeats from client %s, timeout: %ds", self.name, self.heartbeat)
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        self._schedule_heartbeat()
 
 
 def _ids(payload: bytes) -> tuple[int, int]:
