@@ -219,17 +219,26 @@ def consume(
     count: Annotated[int | None, typer.Option("--count", "-n", min=1,
                                               help="Stop after N messages [default: run until Ctrl-C]")] = None,
     prefetch: Annotated[int, typer.Option("--prefetch")] = 100,
+    offset: Annotated[str | None, typer.Option(
+        "--offset", help="Streams: first, last, next, an offset, or an interval like 10m")] = None,
+    group: Annotated[str | None, typer.Option(
+        "--group", help="Streams: consume as a member of this consumer group")] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     vhost: AmqpVhostOpt = None,
 ) -> None:
     """Consume messages (acking each) and print them."""
+    arguments: dict[str, Any] = {}
+    if offset is not None:
+        arguments["x-stream-offset"] = int(offset) if offset.isdigit() else offset
+    if group is not None:
+        arguments["x-consumer-group"] = group
 
     async def work(channel: Any) -> int:
         await channel.set_qos(prefetch_count=prefetch)
         q = await channel.get_queue(queue, ensure=True)
         seen = 0
-        async with q.iterator() as it:
+        async with q.iterator(arguments=arguments or None) as it:
             async for msg in it:
                 _show(msg, as_json)
                 await msg.ack()

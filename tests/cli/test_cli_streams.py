@@ -83,3 +83,20 @@ def test_group_errors(cli, qname: str) -> None:
     result = cli("streams", "info", qname)
     assert result.exit_code == 1
     assert result.stderr == f"error: queue '{qname}' not found in vhost '/'\n"
+
+
+def test_consume_a_stream_from_an_offset(cli, qname: str, broker_url: str) -> None:
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(broker_url))
+    ch = conn.channel()
+    ch.queue_declare(qname, durable=True, arguments={"x-queue-type": "stream"})
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", qname, f"event-{i}".encode())
+    result = cli("consume", qname, "--offset", "3", "--count", "2", "--json")
+    assert result.exit_code == 0, result.output
+    bodies = [line for line in result.output.splitlines() if "event-" in line]
+    assert len(bodies) == 2 and "event-3" in bodies[0] and "event-4" in bodies[1]
+    ch.queue_delete(qname)
+    conn.close()
