@@ -31,6 +31,7 @@ class User:
     name: str
     password_hash: str
     tags: list[str] = field(default_factory=list)
+    limits: dict[str, int] = field(default_factory=dict)  # max-connections, max-channels
 
 
 class Users:

@@ -1,5 +1,5 @@
-"""Admin commands for access and policies: vhosts add/delete, users set-permissions,
-policies list/set/delete (through the management API, RabbitMQ's JSON)."""
+"""Admin commands for access, limits and policies: vhosts add/delete/set-limit, users
+set-permissions/set-limit, policies list/set/delete (management API, RabbitMQ's JSON)."""
 
 from __future__ import annotations
 
@@ -104,3 +104,37 @@ def policies_delete(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/")
     """Delete a policy."""
     Api(api).delete(f"policies/{q(vhost)}/{q(name)}", not_found=f"policy '{name}' not found")
     typer.echo(f"policy '{name}' deleted")
+
+
+def _set_limit(api: str, path: str, value: int | None, what: str) -> None:
+    client = Api(api)
+    if value is None or value < 0:
+        client.delete(path, not_found=f"{what} not found")
+        typer.echo(f"{what}: limit cleared")
+    else:
+        client.put(path, {"value": value})
+        typer.echo(f"{what}: limit set to {value}")
+
+
+@vhosts_app.command("set-limit")
+@handle_errors
+def vhosts_set_limit(
+    name: str,
+    limit: Annotated[str, typer.Argument(help="max-connections or max-queues")],
+    value: Annotated[int, typer.Argument(help="the limit; -1 clears it")],
+    api: ApiOpt = DEFAULT_API,
+) -> None:
+    """Limit a vhost's connections or queues (RabbitMQ's vhost limits)."""
+    _set_limit(api, f"vhost-limits/{q(name)}/{q(limit)}", value, f"vhost '{name}' {limit}")
+
+
+@users_app.command("set-limit")
+@handle_errors
+def users_set_limit(
+    name: str,
+    limit: Annotated[str, typer.Argument(help="max-connections or max-channels")],
+    value: Annotated[int, typer.Argument(help="the limit; -1 clears it")],
+    api: ApiOpt = DEFAULT_API,
+) -> None:
+    """Limit a user's connections or channels (RabbitMQ's user limits)."""
+    _set_limit(api, f"user-limits/{q(name)}/{q(limit)}", value, f"user '{name}' {limit}")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from smartbroker.auth import Users
 from smartbroker.broker.idempotence import ProducerRegistry
+from smartbroker.broker.limits import USER_LIMITS, VHOST_LIMITS
 from smartbroker.broker.permissions import Permission, Permissions
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.config import Config
@@ -37,6 +38,24 @@ class Broker:
                 vhost.listener = self.persistence
                 self.persistence.vhost_added(name)
         return vhost
+
+    # -- limits (broker/limits.py) ---------------------------------------------------------
+    def set_limit(self, kind: str, owner: str, name: str, value: int | None) -> None:
+        """Set (or with None clear) a vhost or user limit; ValueError for a bad name/value."""
+        allowed = VHOST_LIMITS if kind == "vhost" else USER_LIMITS
+        if name not in allowed:
+            raise ValueError(f"unknown {kind} limit '{name}'; expected one of {', '.join(allowed)}")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"limit '{name}' must be an integer, got {value!r}")
+        holder = self.vhosts.get(owner) if kind == "vhost" else self.users.users.get(owner)
+        if holder is None:
+            raise KeyError(owner)
+        if value is None:
+            holder.limits.pop(name, None)
+        else:
+            holder.limits[name] = value
+        if self.persistence is not None:
+            self.persistence.limits_changed(kind, owner, dict(holder.limits))
 
     def delete_vhost(self, name: str) -> bool:
         """Close its connections, delete its queues (and their stored messages)."""

@@ -106,6 +106,12 @@ class Persistence:
     def vhost_added(self, name: str) -> None:
         self.definitions.save_vhost(VHostDef(name))
 
+    def limits_changed(self, kind: str, owner: str, limits: dict[str, int]) -> None:
+        if kind == "vhost":
+            self.definitions.save_vhost(VHostDef(owner, {"limits": limits}))
+        else:
+            self.definitions.save_user_limits(owner, limits)
+
     def vhost_deleted(self, name: str) -> None:
         self.definitions.delete_vhost(name)
 
@@ -127,6 +133,8 @@ class Persistence:
         defs = self.definitions.load_all()
         if defs.vhosts:
             broker.vhosts = {v.name: broker.vhosts.get(v.name) or VirtualHost(v.name) for v in defs.vhosts}
+            for vdef in defs.vhosts:
+                broker.vhosts[vdef.name].limits = dict((vdef.metadata or {}).get("limits") or {})
         else:  # first start: keep and record the defaults
             for name in broker.vhosts:
                 self.vhost_added(name)
@@ -137,6 +145,9 @@ class Persistence:
         else:
             for user in broker.users.users.values():
                 self.user_saved(user.name, user.password_hash, user.tags)
+        for name, limits in self.definitions.load_user_limits().items():
+            if name in broker.users.users:
+                broker.users.users[name].limits = dict(limits)
         broker.users.listener = self
         if defs.permissions:
             broker.permissions.entries.clear()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Binding, Exchange
+from smartbroker.broker.limits import check_queue
 from smartbroker.broker.policies import Policy, effective_policy
 from smartbroker.dlq.deadletter import dead_letter
 from smartbroker.errors import (
@@ -95,6 +96,7 @@ class VirtualHost:
         self.store: MessageStore | None = None  # set when the broker persists messages
         self.listener: Any = None  # Persistence: told about every definition change
         self.data_dir: Path | None = None  # where stream queues keep their logs
+        self.limits: dict[str, int] = {}  # max-connections, max-queues (broker/limits.py)
         self.fsync = "batch"
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
 
@@ -203,6 +205,7 @@ class VirtualHost:
             self.check_exclusive(existing, owner)
             self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
             return existing, False
+        check_queue(self, name)
         policy = effective_policy(self.policies, name, "queue")
         if _text(arguments.get("x-queue-type")) == "stream":
             settings = StreamSettings.parse(name, self.name, durable, exclusive, auto_delete, arguments)

@@ -14,6 +14,7 @@ import struct
 from pamqp import commands, decode
 
 import smartbroker
+from smartbroker.broker.limits import check_connection
 from smartbroker.errors import command_invalid, not_allowed
 
 CAPABILITIES = {
@@ -122,6 +123,7 @@ def open_(conn, m: commands.Connection.Open) -> None:
         raise not_allowed(f"vhost {m.virtual_host} not found")
     if not conn.broker.permissions.can_access(vhost.name, conn.user.name):
         raise not_allowed(f"access to vhost '{vhost.name}' refused for user '{conn.user.name}'")
+    check_connection(conn.broker, conn, vhost)
     conn.vhost = vhost
     conn.state = State.OPEN
     conn.send_method(0, commands.Connection.OpenOk())

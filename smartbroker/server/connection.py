@@ -19,6 +19,7 @@ from pamqp import commands
 from pamqp.exceptions import UnmarshalingException
 
 from smartbroker.broker.channel import Channel
+from smartbroker.broker.limits import check_channel
 from smartbroker.errors import (
     AMQPError,
     ChannelError,
@@ -256,6 +257,7 @@ class AMQPConnection(asyncio.Protocol):
         if number > self.channel_max:
             raise not_allowed(f"number of channels opened ({number}) has reached the "
                               f"negotiated channel_max ({self.channel_max})").at(20, 10)
+        check_channel(self.broker, self)
         self.channels[number] = Channel(self, number)
         self.send_method(number, commands.Channel.OpenOk())
 

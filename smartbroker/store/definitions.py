@@ -144,6 +144,7 @@ class Definitions:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vhosts (name TEXT PRIMARY KEY, metadata TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_limits (name TEXT PRIMARY KEY, limits TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, tags TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS permissions (user TEXT, vhost TEXT, configure TEXT, write TEXT, read TEXT,
   PRIMARY KEY (user, vhost));
@@ -190,6 +191,15 @@ class DefinitionStore:
             self._db.execute(sql, args)
 
     # -- writers ---------------------------------------------------------------------
+
+    def save_user_limits(self, name: str, limits: dict[str, int]) -> None:
+        if limits:
+            self._run("INSERT OR REPLACE INTO user_limits VALUES (?, ?)", name, dumps(limits))
+        else:
+            self._run("DELETE FROM user_limits WHERE name = ?", name)
+
+    def load_user_limits(self) -> dict[str, dict[str, int]]:
+        return {n: loads(v) for n, v in self._db.execute("SELECT * FROM user_limits")}
 
     def save_vhost(self, v: VHostDef) -> None:
         self._run("INSERT OR REPLACE INTO vhosts VALUES (?, ?)", v.name, dumps(v.metadata))

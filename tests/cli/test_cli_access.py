@@ -50,3 +50,15 @@ def test_policy_errors_are_one_line(cli) -> None:
     assert bad_json.exit_code != 0 and bad_json.output.count("\n") <= 1
     refused = cli("policies", "set", "p", ".*", '{"max-priority": 5}')
     assert refused.exit_code != 0 and "max-priority" in refused.output
+
+
+def test_set_and_clear_limits(cli, uid: str) -> None:
+    vhost = f"lim-{uid}"
+    cli("vhosts", "add", vhost)
+    result = cli("vhosts", "set-limit", vhost, "max-queues", "5")
+    assert result.exit_code == 0, result.output
+    assert cli("vhosts", "set-limit", vhost, "max-queues", "-1").exit_code == 0
+    bad = cli("vhosts", "set-limit", vhost, "max-bananas", "1")
+    assert bad.exit_code != 0 and "max-bananas" in bad.output
+    assert cli("users", "set-limit", "guest", "max-channels", "-1").exit_code in (0, 1)
+    cli("vhosts", "delete", vhost)
