@@ -106,8 +106,11 @@ def policies_delete(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/")
     typer.echo(f"policy '{name}' deleted")
 
 
-def _set_limit(api: str, path: str, value: int | None, what: str) -> None:
+def _set_limit(api: str, path: str, raw: str, what: str) -> None:
     client = Api(api)
+    if raw.lower() != "none" and not raw.lstrip("-").isdigit():
+        raise CliError(f"limit value must be an integer or 'none', got '{raw}'")
+    value = None if raw.lower() == "none" else int(raw)
     if value is None or value < 0:
         client.delete(path, not_found=f"{what} not found")
         typer.echo(f"{what}: limit cleared")
@@ -121,7 +124,7 @@ def _set_limit(api: str, path: str, value: int | None, what: str) -> None:
 def vhosts_set_limit(
     name: str,
     limit: Annotated[str, typer.Argument(help="max-connections or max-queues")],
-    value: Annotated[int, typer.Argument(help="the limit; -1 clears it")],
+    value: Annotated[str, typer.Argument(help="the limit, or 'none' to clear it")],
     api: ApiOpt = DEFAULT_API,
 ) -> None:
     """Limit a vhost's connections or queues (RabbitMQ's vhost limits)."""
@@ -133,7 +136,7 @@ def vhosts_set_limit(
 def users_set_limit(
     name: str,
     limit: Annotated[str, typer.Argument(help="max-connections or max-channels")],
-    value: Annotated[int, typer.Argument(help="the limit; -1 clears it")],
+    value: Annotated[str, typer.Argument(help="the limit, or 'none' to clear it")],
     api: ApiOpt = DEFAULT_API,
 ) -> None:
     """Limit a user's connections or channels (RabbitMQ's user limits)."""
