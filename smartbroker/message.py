@@ -12,22 +12,49 @@ from pamqp import commands
 
 from smartbroker.protocol import codec
 
+Route = tuple[str, str, bytes]  # exchange, routing key, both as raw short strings
+
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "exchange_rk_ss", "header_payload", "body",
-                 "_properties", "flags", "mandatory", "bcc")
+    """Few slots on purpose: a queued message costs memory per instance. The route tuple
+    and the flags int are shared between messages with the same route and header."""
+
+    __slots__ = ("route", "header_payload", "body", "_properties", "flags", "mandatory")
+    bcc: list[str] | None = None  # BCC keys stripped from the headers (see BccMessage)
 
     def __init__(self, exchange: str, routing_key: str, exchange_rk_ss: bytes,
                  header_payload: bytes, body: bytes, mandatory: bool = False) -> None:
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.exchange_rk_ss = exchange_rk_ss
+        self.route: Route = (exchange, routing_key, exchange_rk_ss)
         self.header_payload = header_payload
         self.body = body
         self.flags = codec.property_flags(header_payload)
         self.mandatory = mandatory
         self._properties: commands.Basic.Properties | None = None
-        self.bcc: list[str] | None = None  # BCC keys stripped from the headers, kept to route
+
+    @classmethod
+    def routed(cls, route: Route, header_payload: bytes, body: bytes, flags: int,
+               mandatory: bool) -> Message:
+        """The publish hot path: route and flags come interned from the connection."""
+        msg = cls.__new__(cls)
+        msg.route = route
+        msg.header_payload = header_payload
+        msg.body = body
+        msg.flags = flags
+        msg.mandatory = mandatory
+        msg._properties = None
+        return msg
+
+    @property
+    def exchange(self) -> str:
+        return self.route[0]
+
+    @property
+    def routing_key(self) -> str:
+        return self.route[1]
+
+    @property
+    def exchange_rk_ss(self) -> bytes:
+        return self.route[2]
 
     @classmethod
     def build(cls, exchange: str, routing_key: str, body: bytes,
@@ -106,9 +133,15 @@ def with_sender_routing(message: Message) -> tuple[Message, list[str]]:
     if "BCC" in headers:
         props = copy.copy(message.properties)
         props.headers = {k: v for k, v in headers.items() if k != "BCC"}
-        stripped = message.with_properties(props)
+        stripped = BccMessage.build(message.exchange, message.routing_key, message.body, props)
         stripped.mandatory = message.mandatory
         bcc = headers["BCC"]
         stripped.bcc = [v.decode() if isinstance(v, bytes) else str(v) for v in bcc] if isinstance(bcc, list) else []
         message = stripped
     return message, keys
+
+
+class BccMessage(Message):
+    """A message whose BCC header was stripped: the keys are kept to route dead letters."""
+
+    __slots__ = ("bcc",)

@@ -55,8 +55,9 @@ class Channel:
         self.nacked: deque[int] = deque()  # refused seqs, nacked in order at flush
         self.tx: list[tuple[str, Any]] | None = None  # pending tx actions when in tx mode
         # content assembly state for basic.publish
-        self.pending: tuple[str, str, bytes, bool] | None = None
+        self.pending: tuple[tuple[str, str, bytes], bool] | None = None  # route, mandatory
         self.pending_header: bytes | None = None
+        self.pending_flags = 0
         self.pending_size = 0
         self.pending_body: list[bytes] = []
         self.pending_received = 0

@@ -15,19 +15,33 @@ from typing import Any, ClassVar, Protocol
 from smartbroker.message import Message
 
 
+class PagedOut:
+    """Stands in for a message whose body stays in the store: what the ready list needs
+    (size, priority) and how to read the message back."""
+
+    __slots__ = ("size", "priority", "loader")
+
+    def __init__(self, size: int, priority: int,
+                 loader: Callable[[QueueEntry], Message]) -> None:
+        self.size = size
+        self.priority = priority
+        self.loader = loader
+
+
 class QueueEntry:
     """One message sitting in (or delivered from) one queue.
 
-    A durable queue may page the message out (``page_out``): the entry then keeps only
-    its size, priority and store position, and ``message`` reads it back from the store.
+    A durable queue may page the message out (``page_out``): the entry then holds a
+    ``PagedOut`` stub, and ``message`` reads the message back from the store. Few slots
+    on purpose: a queue may hold millions of entries.
     """
 
     __slots__ = ("_message", "seq", "redelivered", "delivery_count", "expires_at", "ready",
-                 "store_id", "size", "priority", "loader")
+                 "store_id")
 
     def __init__(self, message: Message, seq: int | None = None,
                  expires_at: float | None = None) -> None:
-        self._message: Message | None = message
+        self._message: Message | PagedOut = message
         self.seq = seq  # queue position, given when it first leaves the ready list (lazily:
         # an int per waiting message would cost memory); requeue restores this order
         self.redelivered = False
@@ -35,32 +49,36 @@ class QueueEntry:
         self.expires_at = expires_at  # monotonic seconds, None = never
         self.ready = False  # in the ready list (not delivered, not removed)
         self.store_id: int | None = None  # position in the durable store, if persisted
-        self.size = len(message.body)
-        self.priority = message.priority if message.flags & 0x0800 else 0
-        self.loader: Callable[[QueueEntry], Message] | None = None
 
     @property
     def message(self) -> Message:
         message = self._message
-        if message is None:
-            assert self.loader is not None, "paged-out entry without a loader"
-            message = self.loader(self)
-        return message
+        if message.__class__ is PagedOut:
+            return message.loader(self)  # type: ignore[union-attr]
+        return message  # type: ignore[return-value]
+
+    @property
+    def size(self) -> int:
+        message = self._message
+        return message.size if message.__class__ is PagedOut else len(message.body)  # type: ignore[union-attr]
+
+    @property
+    def priority(self) -> int:
+        return self._message.priority
 
     @property
     def paged_out(self) -> bool:
-        return self._message is None
+        return self._message.__class__ is PagedOut
 
     def page_out(self, loader: Callable[[QueueEntry], Message]) -> None:
         """Drop the in-memory copy; ``loader`` reads it back (from the store) on demand."""
-        self.loader = loader
-        self._message = None
+        if self._message.__class__ is not PagedOut:
+            self._message = PagedOut(self.size, self.priority, loader)
 
     def page_in(self) -> None:
         """Keep the message in memory again (before its store record may go away)."""
-        if self._message is None:
+        if self._message.__class__ is PagedOut:
             self._message = self.message
-            self.loader = None
 
     def __lt__(self, other: QueueEntry) -> bool:  # heap order: original position
         return self.seq < other.seq

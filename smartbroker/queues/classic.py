@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from smartbroker.message import Message
-from smartbroker.queues.base import Capabilities, Consumer, QueueEntry
+from smartbroker.queues.base import Capabilities, Consumer, PagedOut, QueueEntry
 from smartbroker.queues.ready import PriorityReady, ReadyList, next_position
 from smartbroker.queues.settings import QueueSettings
 
@@ -377,8 +377,8 @@ class ClassicQueue:
         for rec in entries:
             entry = QueueEntry.__new__(QueueEntry)
             entry.seq, entry.redelivered, entry.delivery_count = None, rec.redelivered, 0
-            entry.ready, entry.store_id, entry.size, entry.priority = False, rec.offset, rec.size, rec.priority
-            entry.page_out(self._load)
+            entry.ready, entry.store_id = False, rec.offset
+            entry._message = PagedOut(rec.size, rec.priority, self._load)
             limit = ttl if rec.expiration_ms is None else (
                 rec.expiration_ms if ttl is None else min(ttl, rec.expiration_ms))
             entry.expires_at = None

@@ -41,7 +41,7 @@ class Publisher:
         self.conn = conn
         self._write_ok: str | None = None  # last exchange we may publish to (fast path)
         self._routes: dict[bytes, tuple[str, str, bytes]] = {}  # interned publish routing
-        self._headers: dict[bytes, bytes] = {}  # interned content headers
+        self._headers: dict[bytes, tuple[bytes, int]] = {}  # interned headers and their flags
 
     def publish_method(self, ch: Channel, payload: bytes) -> None:
         conn = self.conn
@@ -56,7 +56,7 @@ class Publisher:
             raise ConnectionError(502, "cannot decode basic.publish", 60, 40) from None
         if bits & 2:
             raise not_implemented("immediate=true").at(60, 40)
-        ch.pending = (*route, bool(bits & 1))
+        ch.pending = (route, bool(bits & 1))
         if not conn.has_published:
             conn.has_published = True
             if conn.broker.alarms:
@@ -79,7 +79,7 @@ class Publisher:
             return
         known = self._headers.get(payload)
         if known is not None:
-            payload = known  # seen (and validated) before: share one copy
+            payload, flags = known  # seen (and validated) before: share one copy
         else:
             if payload[12] or payload[13]:  # properties: clients must be able to decode them
                 try:
@@ -89,11 +89,13 @@ class Publisher:
                                           60, 40) from None
             if len(self._headers) >= INTERN_LIMIT:
                 self._headers.clear()
-            self._headers[payload] = payload
+            flags = codec.property_flags(payload)
+            self._headers[payload] = (payload, flags)
         if body_size == 0:
-            self.complete(ch, payload, b"")
+            self.complete(ch, payload, flags, b"")
             return
         ch.pending_header = payload
+        ch.pending_flags = flags
         ch.pending_size = body_size
         ch.pending_received = 0
         ch.pending_body = []
@@ -109,16 +111,16 @@ class Publisher:
             body = b"".join((*ch.pending_body, payload)) if ch.pending_body else payload
             ch.pending_header = None
             ch.pending_body = []
-            self.complete(ch, header, body)
+            self.complete(ch, header, ch.pending_flags, body)
         else:
             ch.pending_body.append(payload)
             ch.pending_received = received
 
-    def complete(self, ch: Channel, header: bytes, body: bytes) -> None:
+    def complete(self, ch: Channel, header: bytes, flags: int, body: bytes) -> None:
         conn = self.conn
-        exchange, rk, ex_rk_ss, mandatory = ch.pending  # type: ignore[misc]
+        route, mandatory = ch.pending  # type: ignore[misc]
         ch.pending = None
-        msg = Message(exchange, rk, ex_rk_ss, header, body, mandatory)
+        msg = Message.routed(route, header, body, flags, mandatory)
         try:
             self.check_publish(msg)
             ch.publish(msg)
