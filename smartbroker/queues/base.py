@@ -17,7 +17,8 @@ from smartbroker.message import Message
 
 class PagedOut:
     """Stands in for a message whose body stays in the store: what the ready list needs
-    (size, priority) and how to read the message back."""
+    (size, priority) and how to read the message back (by the entry's ``store_id``). One
+    stub serves every paged entry of a queue with the same size and priority."""
 
     __slots__ = ("size", "priority", "loader")
 
@@ -70,10 +71,9 @@ class QueueEntry:
     def paged_out(self) -> bool:
         return self._message.__class__ is PagedOut
 
-    def page_out(self, loader: Callable[[QueueEntry], Message]) -> None:
-        """Drop the in-memory copy; ``loader`` reads it back (from the store) on demand."""
-        if self._message.__class__ is not PagedOut:
-            self._message = PagedOut(self.size, self.priority, loader)
+    def page_out(self, stub: PagedOut) -> None:
+        """Drop the in-memory copy; the stub's loader reads it back on demand."""
+        self._message = stub
 
     def page_in(self) -> None:
         """Keep the message in memory again (before its store record may go away)."""
@@ -115,24 +115,36 @@ class Capabilities:
 
 
 class Queue(Protocol):
+    """What the broker and channels call on any queue type (``ClassicQueue``,
+    ``StreamQueue``). A type refuses what it does not support with RabbitMQ's reply
+    (streams: ``get``, ``reject`` and ``purge`` raise 540) and says so in ``capabilities``."""
+
     capabilities: ClassVar[Capabilities]
+    type_name: ClassVar[str]
     name: str
     vhost: str
     durable: bool
     exclusive_owner: object | None
     auto_delete: bool
     arguments: Mapping[str, Any]
+    consumers: list[Consumer]
 
-    def publish(self, message: Message) -> bool:
-        """Enqueue (and deliver, if a consumer has credit); False if the queue refused it."""
+    def publish(self, message: Message, store_id: int | None = None) -> bool:
+        """Enqueue (and deliver, if a consumer has credit); False if the queue refused it.
+        ``store_id``: the message's record in the shared message store, if persisted."""
 
     def dispatch(self) -> None:
         """Deliver ready messages to consumers with credit."""
 
-    def get(self) -> QueueEntry | None: ...
+    def get(self, no_ack: bool = False) -> QueueEntry | None: ...
 
-    def delivery_message(self, entry: QueueEntry) -> Message:
-        """The message to send for a redelivery (may add headers such as x-delivery-count)."""
+    def delivery_message(self, entry: QueueEntry, on_get: bool = False) -> Message:
+        """The message to send (may add headers such as x-delivery-count)."""
+
+    def touch(self) -> None:
+        """Declared or used: restarts the ``x-expires`` clock."""
+
+    def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None: ...
 
     def ack(self, entry: QueueEntry) -> None: ...
 

@@ -104,6 +104,7 @@ class ClassicQueue:
         self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
         self._expiry_heap: list[tuple[float, int, QueueEntry]] = []
         self._expiry_order = itertools.count()
+        self._stubs: dict[tuple[int, int], PagedOut] = {}
         self._expiry_timer: Any = None
         self._expiry_due: float | None = None
         self._unused_timer: Any = None
@@ -170,7 +171,7 @@ class ClassicQueue:
             self._track_expiry(entry)
         self.ready.push(entry)
         if store_id is not None and self.ready.count > PAGE_OUT_AFTER:
-            entry.page_out(self._load)
+            entry.page_out(self._stub(entry.size, entry.priority))
         if self.consumers:
             self.dispatch()
         if limited:
@@ -366,6 +367,15 @@ class ClassicQueue:
             self.host.store.forget(self.vhost, self.name, entry.store_id)
             entry.store_id = None
 
+    def _stub(self, size: int, priority: int) -> PagedOut:
+        """Shared stand-ins for paged-out entries (memory: one per size and priority)."""
+        stub = self._stubs.get((size, priority))
+        if stub is None:
+            if len(self._stubs) >= 4096:
+                self._stubs.clear()
+            stub = self._stubs[(size, priority)] = PagedOut(size, priority, self._load)
+        return stub
+
     def _load(self, entry: QueueEntry) -> Message:
         assert entry.store_id is not None
         return self.host.store.load(entry.store_id)
@@ -378,7 +388,7 @@ class ClassicQueue:
             entry = QueueEntry.__new__(QueueEntry)
             entry.seq, entry.redelivered, entry.delivery_count = None, rec.redelivered, 0
             entry.ready, entry.store_id = False, rec.offset
-            entry._message = PagedOut(rec.size, rec.priority, self._load)
+            entry.page_out(self._stub(rec.size, rec.priority))
             limit = ttl if rec.expiration_ms is None else (
                 rec.expiration_ms if ttl is None else min(ttl, rec.expiration_ms))
             entry.expires_at = None
