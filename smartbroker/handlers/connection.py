@@ -8,6 +8,7 @@ state that does not expect it is a 503 COMMAND_INVALID (RabbitMQ's reply).
 from __future__ import annotations
 
 import enum
+import logging
 import platform
 import struct
 
@@ -17,6 +18,7 @@ import smartbroker
 from smartbroker.broker.limits import check_connection
 from smartbroker.errors import command_invalid, not_allowed
 
+log = logging.getLogger("smartbroker.connection")
 CAPABILITIES = {
     "publisher_confirms": True,
     "exchange_exchange_bindings": True,
@@ -76,25 +78,45 @@ def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] 
     return None
 
 
+def is_loopback(peer: str) -> bool:
+    host = peer.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
+
+
+def refuse_login(conn, mechanism: str, username: str, reason: str = "bad credentials",
+                 send_close: bool = True) -> None:
+    """RabbitMQ's answer to a failed login: 403 with authentication_failure_close."""
+    log.warning("login refused for user '%s' on %s: %s", username, conn.name, reason)
+    conn.state = State.CLOSING
+    if send_close:
+        conn.send_method(0, commands.Connection.Close(
+            reply_code=403,
+            reply_text=f"ACCESS_REFUSED - Login was refused using authentication mechanism "
+                       f"{mechanism}. For details see the broker logfile.",
+            class_id=0, method_id=0))
+    conn.flush()
+    conn.close_transport()
+
+
 def start_ok(conn, m: commands.Connection.StartOk) -> None:
     conn.client_properties = m.client_properties or {}
     if m.mechanism == "EXTERNAL" and conn.peer_cert_name is not None:
         user = conn.broker.users.users.get(conn.peer_cert_name)
         if user is None:
-            conn.refuse_login(m.mechanism, conn.peer_cert_name, reason="no user for certificate")
+            refuse_login(conn, m.mechanism, conn.peer_cert_name, reason="no user for certificate")
             return
         credentials = (user.name, "")
     elif m.mechanism not in MECHANISMS.split():
-        conn.refuse_login(m.mechanism, "", send_close=False)  # RabbitMQ: just the socket
+        refuse_login(conn, m.mechanism, "", send_close=False)  # RabbitMQ: just the socket
         return
     else:
         credentials = parse_credentials(m.mechanism, m.response)
         user = conn.broker.users.authenticate(*credentials) if credentials else None
-    if user is not None and user.name in conn.broker.config.loopback_users and not conn.is_loopback:
-        conn.refuse_login(m.mechanism, user.name, reason="may only log in via localhost")
+    if user is not None and user.name in conn.broker.config.loopback_users and not is_loopback(conn.peer):
+        refuse_login(conn, m.mechanism, user.name, reason="may only log in via localhost")
         return
     if user is None:
-        conn.refuse_login(m.mechanism, credentials[0] if credentials else "")
+        refuse_login(conn, m.mechanism, credentials[0] if credentials else "")
         return
     conn.user = user
     cfg = conn.broker.config

@@ -385,24 +385,6 @@ class AMQPConnection(asyncio.Protocol):
         self._buf = b""
         self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
 
-    def refuse_login(self, mechanism: str, username: str, reason: str = "bad credentials",
-                     send_close: bool = True) -> None:
-        log.warning("login refused for user '%s' on %s: %s", username, self.name, reason)
-        self.state = State.CLOSING
-        if send_close:
-            self.send_method(0, commands.Connection.Close(
-                reply_code=403,
-                reply_text=f"ACCESS_REFUSED - Login was refused using authentication mechanism "
-                           f"{mechanism}. For details see the broker logfile.",
-                class_id=0, method_id=0))
-        self.flush()
-        self.close_transport()
-
-    @property
-    def is_loopback(self) -> bool:
-        host = self.peer.rsplit(":", 1)[0].strip("[]")
-        return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
-
     def check(self, kind: str, resource: str, name: str) -> None:
         """Permission check with a per-connection cache (dropped when permissions change)."""
         perms = self.broker.permissions
