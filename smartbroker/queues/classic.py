@@ -11,14 +11,13 @@ modes, delivery limit, ``x-expires`` for unused queues.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from smartbroker.message import Message
 from smartbroker.queues.base import Capabilities, Consumer, PagedOut, QueueEntry
+from smartbroker.queues.expiry import MessageExpiry
 from smartbroker.queues.ready import PriorityReady, ReadyList, next_position
 from smartbroker.queues.settings import QueueSettings
 
@@ -102,11 +101,8 @@ class ClassicQueue:
         self._unacked = 0
         self._had_consumer = False
         self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
-        self._expiry_heap: list[tuple[float, int, QueueEntry]] = []
-        self._expiry_order = itertools.count()
+        self.expiry = MessageExpiry(self.host.call_later, self._expire)
         self._stubs: dict[tuple[int, int], PagedOut] = {}
-        self._expiry_timer: Any = None
-        self._expiry_due: float | None = None
         self._unused_timer: Any = None
         self.deleted = False
         self.last_used = time.monotonic()
@@ -168,7 +164,7 @@ class ClassicQueue:
             if ttl == 0:  # deliverable right now, or expired at once
                 return self._publish_ttl_zero(entry)
             entry.expires_at = time.monotonic() + ttl / 1000.0
-            self._track_expiry(entry)
+            self.expiry.track(entry)
         self.ready.push(entry)
         if store_id is not None and self.ready.count > PAGE_OUT_AFTER:
             entry.page_out(self._stub(entry.size, entry.priority))
@@ -243,7 +239,7 @@ class ClassicQueue:
 
     def dispatch(self) -> None:
         ready = self.ready
-        check_expiry = self._expiry_heap
+        check_expiry = self.expiry
         while ready.count:
             consumer = self._pick_consumer()
             if consumer is None:
@@ -345,7 +341,7 @@ class ClassicQueue:
             self.stats["redeliver"] += 1
             self.ready.requeue(entry)
             if entry.expires_at is not None:
-                self._track_expiry(entry)
+                self.expiry.track(entry)
         if self._sac_waiting_for is not None:
             self._sac_check_handover()
         if self.consumers:
@@ -394,39 +390,13 @@ class ClassicQueue:
             entry.expires_at = None
             if limit is not None:
                 entry.expires_at = now + (rec.timestamp_ms + limit - now_wall) / 1000.0
-                self._track_expiry(entry)
+                self.expiry.track(entry)
             self.ready.push(entry)
 
-    # -- expiry ----------------------------------------------------------------------------
-    def _track_expiry(self, entry: QueueEntry) -> None:
-        due = entry.expires_at
-        assert due is not None
-        heapq.heappush(self._expiry_heap, (due, next(self._expiry_order), entry))
-        if self._expiry_due is None or due < self._expiry_due:
-            self._arm_expiry(due)
-
-    def _arm_expiry(self, due: float) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        self._expiry_due = due
-        self._expiry_timer = self.host.call_later(max(due - time.monotonic(), 0.0) + 0.001,
-                                                  self.expire_now)
-
-    def expire_now(self) -> None:
-        """Dead-letter every ready message whose TTL has passed (timer callback)."""
-        self._expiry_timer = None
-        self._expiry_due = None
-        heap = self._expiry_heap
-        now = time.monotonic()
-        while heap and heap[0][0] <= now:
-            _, _, entry = heapq.heappop(heap)
-            if entry.ready and not self.deleted:
-                self.ready.remove(entry)
-                self._dead_letter(entry, "expired")
-        while heap and not heap[0][2].ready:  # delivered or removed: no longer expiring here
-            heapq.heappop(heap)
-        if heap and not self.deleted:
-            self._arm_expiry(heap[0][0])
+    def _expire(self, entry: QueueEntry) -> None:
+        if not self.deleted:
+            self.ready.remove(entry)
+            self._dead_letter(entry, "expired")
 
     # -- consumers -------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer) -> None:
@@ -488,11 +458,10 @@ class ClassicQueue:
 
     def delete(self) -> int:
         self.deleted = True
-        for timer in (self._expiry_timer, self._unused_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._unused_timer is not None:
+            self._unused_timer.cancel()
+        self.expiry.stop()
         count = self.purge()
-        self._expiry_heap.clear()
         consumers, self.consumers = self.consumers, []
         for consumer in consumers:
             consumer.cancelled_by_broker()
