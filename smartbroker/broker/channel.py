@@ -45,6 +45,7 @@ class Channel:
         self.global_prefetch = 0  # basic.qos global=true: shared by the channel's consumers
         self.flow_active = True
         self.last_queue: str | None = None  # for empty queue names (AMQP 0-9-1)
+        self.reply_to: Any = None  # direct reply-to consumer (broker/direct_reply.py)
         self.closing = False  # we sent channel.close and await close-ok
         self.torn_down = False  # closed: nothing more is delivered here
         self.confirm = False

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.broker.direct_reply import PREFIX as REPLY_PREFIX
 from smartbroker.broker.exchange import Binding, Exchange
 from smartbroker.broker.limits import check_queue
 from smartbroker.broker.policies import Policy, effective_policy
@@ -97,6 +98,7 @@ class VirtualHost:
         self.listener: Any = None  # Persistence: told about every definition change
         self.data_dir: Path | None = None  # where stream queues keep their logs
         self.limits: dict[str, int] = {}  # max-connections, max-queues (broker/limits.py)
+        self.replies: dict[str, Any] = {}  # direct reply-to consumers by token
         self.fsync = "batch"
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
 
@@ -372,7 +374,7 @@ class VirtualHost:
         if ex.name == "" and len(keys) == 1:
             q = self.queues.get(msg.routing_key)
             if q is None:
-                return UNROUTED
+                return self._direct_reply(msg)
             if q.type_name == "classic" and not (q.durable and self.store is not None
                                                  and msg.persistent):
                 return ROUTED if q.publish(msg) else REFUSED  # the common transient case
@@ -385,6 +387,17 @@ class VirtualHost:
         if not logs:
             return ROUTED if accepted else REFUSED
         return Published(True, accepted, logs)
+
+    def _direct_reply(self, msg: Message) -> Published:
+        """Default exchange, no such queue: maybe a reply to a direct reply-to consumer."""
+        rk = msg.routing_key
+        if not rk.startswith(REPLY_PREFIX):
+            return UNROUTED
+        reply = self.replies.get(rk[len(REPLY_PREFIX):])
+        if reply is None:
+            return UNROUTED
+        reply.deliver(msg)
+        return ROUTED
 
     def enqueue(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, tuple[Any, ...]]:
         """Put ``msg`` on each queue, persisting it once for the durable classic ones (streams

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pamqp import commands
 
 from smartbroker.broker.consumer import ChannelConsumer
+from smartbroker.broker.direct_reply import PSEUDO_QUEUE, ReplyTo
 from smartbroker.broker.vhost import generated_name
-from smartbroker.errors import access_refused, not_allowed, not_implemented
+from smartbroker.errors import access_refused, not_allowed, not_implemented, precondition_failed
 from smartbroker.handlers.queue import queue_name
 from smartbroker.protocol import codec
 
@@ -26,7 +27,26 @@ def qos(conn, ch, m: commands.Basic.Qos) -> None:
     ch.redispatch_all()
 
 
+def consume_replies(conn, ch, m: commands.Basic.Consume) -> None:
+    """Direct reply-to: the pseudo-queue ``amq.rabbitmq.reply-to`` (no_ack only)."""
+    if not m.no_ack:
+        raise precondition_failed("reply consumer cannot acknowledge")
+    if ch.reply_to is not None:
+        raise precondition_failed("reply consumer already set")
+    tag = m.consumer_tag or generated_name("amq.ctag-")
+    if tag in ch.consumers:
+        raise not_allowed(f"attempt to reuse consumer tag '{tag}'")
+    reply = ch.reply_to = ReplyTo(ch, conn.vhost.replies)
+    consumer = ChannelConsumer(ch, reply, tag, no_ack=True, exclusive=True, prefetch=0)
+    if not m.nowait:
+        conn.send_method(ch.number, codec.build(commands.Basic.ConsumeOk, consumer_tag=tag))
+    ch.add_consumer(consumer)
+
+
 def consume(conn, ch, m: commands.Basic.Consume) -> None:
+    if m.queue == PSEUDO_QUEUE:
+        consume_replies(conn, ch, m)
+        return
     name = queue_name(ch, m.queue)
     conn.check("read", "queue", name)
     q = conn.vhost.queue(name, conn)

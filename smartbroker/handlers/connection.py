@@ -28,6 +28,7 @@ CAPABILITIES = {
     "consumer_priorities": True,
     "authentication_failure_close": True,
     "per_consumer_qos": True,
+    "direct_reply_to": True,
 }
 MECHANISMS = "PLAIN AMQPLAIN"
 

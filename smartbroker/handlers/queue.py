@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pamqp import commands
 
+from smartbroker.broker.direct_reply import PSEUDO_QUEUE
 from smartbroker.broker.vhost import generated_name
 from smartbroker.errors import not_found
 from smartbroker.protocol import codec
@@ -19,6 +20,10 @@ def queue_name(ch, name: str) -> str:
 
 
 def declare(conn, ch, m: commands.Queue.Declare) -> None:
+    if m.passive and m.queue == PSEUDO_QUEUE:  # direct reply-to exists for every channel
+        conn.send_method(ch.number, codec.build(commands.Queue.DeclareOk, queue=PSEUDO_QUEUE,
+                                                message_count=0, consumer_count=1))
+        return
     if m.passive:
         name = queue_name(ch, m.queue)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from smartbroker.broker.direct_reply import RAW_MARKER, rewrite_reply_to
 from smartbroker.broker.idempotence import producer_headers
 from smartbroker.broker.vhost import Published
 from smartbroker.errors import (
@@ -122,6 +123,8 @@ class Publisher:
         ch.pending = None
         msg = Message.routed(route, header, body, flags, mandatory)
         try:
+            if RAW_MARKER in header:  # reply_to: amq.rabbitmq.reply-to (direct reply-to)
+                msg = rewrite_reply_to(ch, msg)
             self.check_publish(msg)
             ch.publish(msg)
         except ChannelError as err:
