@@ -316,7 +316,7 @@ def consumers_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
         return
     print_table(["vhost", "queue", "consumer_tag", "channel", "ack", "prefetch", "exclusive"],
                 [(r["queue"]["vhost"], r["queue"]["name"], r["consumer_tag"],
-                  r.get("channel_details", {}).get("name"), r.get("ack_required"),
+                  (r.get("channel_details") or {}).get("name"), r.get("ack_required"),
                   r.get("prefetch_count", 0), r.get("exclusive")) for r in rows])
 
 

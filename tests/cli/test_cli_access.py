@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pika
 
@@ -36,12 +37,23 @@ def test_policy_set_list_delete_applies_live(cli, qname: str, broker_url: str) -
     rows = json.loads(cli("policies", "list", "--json").output)
     mine = [r for r in rows if r["name"] == name]
     assert mine and mine[0]["definition"] == {"max-length": 1} and mine[0]["priority"] == 5
+    ch.confirm_delivery()
+
+    def depth() -> int:
+        return ch.queue_declare(qname, passive=True).method.message_count
+
+    def eventually(cond) -> bool:  # RabbitMQ applies policies asynchronously
+        deadline = time.monotonic() + 10
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return cond()
+
+    assert eventually(lambda: (ch.basic_publish("", qname, b"x"), depth())[1] == 1)  # applied live
     for body in (b"1", b"2", b"3"):
         ch.basic_publish("", qname, body)
-    assert ch.queue_declare(qname, passive=True).method.message_count == 1  # applied live
+    assert depth() == 1
     assert cli("policies", "delete", name).exit_code == 0
-    ch.basic_publish("", qname, b"4")
-    assert ch.queue_declare(qname, passive=True).method.message_count == 2
+    assert eventually(lambda: (ch.basic_publish("", qname, b"y"), depth())[1] >= 2)
     conn.close()
 
 

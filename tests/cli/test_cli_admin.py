@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -18,9 +19,15 @@ def test_status_table_and_json(cli) -> None:
 def test_queue_declare_list_purge_delete(cli, qname: str) -> None:
     assert cli("queues", "declare", qname, "--transient", "--arg", "x-max-length=10").exit_code == 0
     cli("publish", "", qname, "hello", "--count", "3")
-    rows = json.loads(cli("queues", "list", "--vhost", "/", "--json").stdout)
-    [row] = [r for r in rows if r["name"] == qname]
-    assert row["messages"] == 3 and row["arguments"] == {"x-max-length": 10}
+
+    def row() -> dict:  # RabbitMQ's API reports message stats a few seconds late
+        rows = json.loads(cli("queues", "list", "--vhost", "/", "--json").stdout)
+        return next(r for r in rows if r["name"] == qname)
+
+    deadline = time.monotonic() + 15
+    while row().get("messages") != 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert row()["messages"] == 3 and row()["arguments"] == {"x-max-length": 10}
     table = cli("queues", "list").stdout
     line = next(ln for ln in table.splitlines() if qname in ln)
     assert line.split()[-5:] == ["3", "3", "0", "0", "no"]

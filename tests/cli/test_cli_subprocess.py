@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -19,8 +20,14 @@ def test_subprocess_declare_publish_list(api_url: str, broker_url: str, qname: s
     try:
         proc = run("publish", "", qname, "x", "--count", "20", env=env)
         assert proc.returncode == 0, proc.stderr
-        rows = json.loads(run("queues", "list", "--json", env=env).stdout)
-        assert [r["messages"] for r in rows if r["name"] == qname] == [20]
+        def depth() -> list[int | None]:  # RabbitMQ's API reports stats a few seconds late
+            rows = json.loads(run("queues", "list", "--json", env=env).stdout)
+            return [r.get("messages") for r in rows if r["name"] == qname]
+
+        deadline = time.monotonic() + 15
+        while depth() != [20] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert depth() == [20]
     finally:
         run("queues", "delete", qname, env=env)
 
