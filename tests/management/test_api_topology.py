@@ -89,3 +89,25 @@ def test_exchange_to_exchange_binding(api: httpx.Client, exchange: str, queue: s
 def test_binding_to_missing_queue_is_404(api: httpx.Client, exchange: str, uid: str) -> None:
     resp = api.post(f"/api/bindings/%2F/e/{exchange}/q/missing.{uid}", json={"routing_key": "k"})
     assert resp.status_code == 404
+
+
+def test_exchange_bindings_source_and_destination(api, uid: str) -> None:
+    """RabbitMQ's /api/exchanges/{vhost}/{name}/bindings/source|destination."""
+    src, dst, q = f"src-{uid}", f"dst-{uid}", f"q-{uid}"
+    for name in (src, dst):
+        assert api.put(f"/api/exchanges/%2F/{name}", json={"type": "direct"}).status_code in (201, 204)
+    assert api.put(f"/api/queues/%2F/{q}", json={"durable": False}).status_code in (201, 204)
+    try:
+        assert api.post(f"/api/bindings/%2F/e/{src}/e/{dst}", json={"routing_key": "k1"}).status_code == 201
+        assert api.post(f"/api/bindings/%2F/e/{src}/q/{q}", json={"routing_key": "k2"}).status_code == 201
+        out = api.get(f"/api/exchanges/%2F/{src}/bindings/source").json()
+        assert sorted((b["destination"], b["routing_key"]) for b in out) == [(dst, "k1"), (q, "k2")]
+        into = api.get(f"/api/exchanges/%2F/{dst}/bindings/destination").json()
+        assert [(b["source"], b["routing_key"]) for b in into] == [(src, "k1")]
+        assert api.get(f"/api/exchanges/%2F/{dst}/bindings/source").json() == []
+        missing = api.get(f"/api/exchanges/%2F/nope-{uid}/bindings/source")
+        assert (missing.status_code, missing.json()) == (200, [])  # RabbitMQ: empty, not 404
+    finally:
+        api.delete(f"/api/queues/%2F/{q}")
+        for name in (src, dst):
+            api.delete(f"/api/exchanges/%2F/{name}")

@@ -94,3 +94,25 @@ async def delete_binding(vhost: str, source: str, kind: Kind, dest: str, props: 
             vh.unbind(src.name, target, binding.routing_key, binding.arguments)
             return Response(status_code=204)
     raise not_found()
+
+
+def _exchange_bindings(state: Any, vhost: str, name: str, side: str) -> list[dict[str, Any]]:
+    vh = lookup_vhost(state.broker, vhost)
+    ex_name = exchange_name(name)  # RabbitMQ answers [] for a missing exchange, not 404
+    if side == "source":
+        return [b for b in bindings_of(vh) if b["source"] == ex_name]
+    return [b for b in bindings_of(vh) if b["destination_type"] == "exchange"
+            and b["destination"] == ex_name]
+
+
+@router.get("/exchanges/{vhost}/{name}/bindings/source")
+async def exchange_source_bindings(vhost: str, name: str, state: StateDep) -> list[dict[str, Any]]:
+    """Bindings in which the exchange is the source (RabbitMQ's path)."""
+    return _exchange_bindings(state, vhost, name, "source")
+
+
+@router.get("/exchanges/{vhost}/{name}/bindings/destination")
+async def exchange_destination_bindings(vhost: str, name: str,
+                                        state: StateDep) -> list[dict[str, Any]]:
+    """Bindings in which the exchange is the destination (exchange-to-exchange)."""
+    return _exchange_bindings(state, vhost, name, "destination")
