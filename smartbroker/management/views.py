@@ -6,23 +6,25 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Exchange
 from smartbroker.management.formatting import jsonable, properties_key
+from smartbroker.management.rates import RATES
 
 if TYPE_CHECKING:
     from smartbroker.broker.vhost import VirtualHost
     from smartbroker.management.state import ManagementState
 
 
-def _rate(value: int | float) -> dict[str, Any]:
-    return {"rate": 0.0}
+def _rate(value: int | float, key: Any = None) -> dict[str, Any]:
+    return {"rate": RATES.rate(key, value) if key is not None else 0.0}
 
 
-def message_stats(stats: dict[str, int]) -> dict[str, Any]:
+def message_stats(stats: dict[str, int], key: Any = None) -> dict[str, Any]:
+    """RabbitMQ's message_stats; ``key`` names the counters so rates can be computed."""
     out: dict[str, Any] = {}
     for src, names in (("publish", ("publish",)), ("deliver", ("deliver_get", "deliver")),
                        ("ack", ("ack",)), ("redeliver", ("redeliver",))):
         for name in names:
             out[name] = stats.get(src, 0)
-            out[f"{name}_details"] = _rate(out[name])
+            out[f"{name}_details"] = _rate(out[name], (key, name) if key is not None else None)
     return out
 
 
@@ -56,7 +58,7 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "consumers": q.consumer_count,
         "exclusive_consumer_tag": consumers[0].tag if consumers and consumers[0].exclusive else None,
         "consumer_utilisation": None,
-        "message_stats": message_stats(getattr(q, "stats", {})),
+        "message_stats": message_stats(getattr(q, "stats", {}), ("queue", id(q))),
         **(_stream_fields(q) if queue_type(q) == "stream" else {}),
     }
 

@@ -140,3 +140,24 @@ def test_queue_name_with_slash_and_space(api: httpx.Client, uid: str) -> None:
         assert api.get(quoted).json()["name"] == name
     finally:
         api.delete(quoted)
+
+
+def test_publish_rate_is_reported(api, broker_url: str, qname: str) -> None:
+    """message_stats.publish_details.rate reflects recent publishing (sampled per read)."""
+    import time
+
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(broker_url))
+    ch = conn.channel()
+    ch.queue_declare(qname, exclusive=True)
+    rate = 0.0
+    deadline = time.monotonic() + 15
+    while rate <= 0 and time.monotonic() < deadline:
+        for _ in range(50):
+            ch.basic_publish("", qname, b"x")
+        conn.process_data_events(time_limit=0.3)
+        stats = api.get(f"/api/queues/%2F/{qname}").json().get("message_stats", {})
+        rate = stats.get("publish_details", {}).get("rate", 0.0)
+    conn.close()
+    assert rate > 0

@@ -56,7 +56,7 @@ async def overview(state: StateDep) -> dict[str, Any]:
         "disable_stats": False,
         "enable_queue_totals": True,
         "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
-        "message_stats": message_stats(state.totals()),
+        "message_stats": message_stats(state.totals(), "overview"),
         **_totals(state),
         "listeners": listeners,
         "contexts": [{"node": state.node, "description": "RabbitMQ Management", "path": "/",
