@@ -161,6 +161,12 @@ def close_ok(conn, m: commands.Connection.CloseOk) -> None:
     conn.close_transport()
 
 
+def update_secret(conn, m: commands.Connection.UpdateSecret) -> None:
+    """RabbitMQ's extension for rotating credentials (OAuth tokens) on a live connection.
+    With password users, RabbitMQ's internal backend accepts it without a check: so do we."""
+    conn.send_method(0, commands.Connection.UpdateSecretOk())
+
+
 def blocked_ack(conn, m: object) -> None:
     return None
 
@@ -170,6 +176,7 @@ EXPECTED = {
     State.AWAIT_TUNE_OK: {commands.Connection.TuneOk: tune_ok},
     State.AWAIT_OPEN: {commands.Connection.Open: open_, commands.Connection.Close: close},
     State.OPEN: {commands.Connection.Close: close, commands.Connection.CloseOk: close_ok,
+                 commands.Connection.UpdateSecret: update_secret,
                  commands.Connection.Blocked: blocked_ack, commands.Connection.Unblocked: blocked_ack},
     State.CLOSING: {commands.Connection.Close: close, commands.Connection.CloseOk: close_ok},
 }

@@ -169,3 +169,13 @@ def test_silent_client_disconnected_after_missed_heartbeats(broker: Broker) -> N
         except Closed:
             pass
         assert frames and all(isinstance(f, heartbeat.Heartbeat) for f in frames)
+
+
+def test_update_secret(broker: Broker) -> None:
+    """connection.update-secret (RabbitMQ extension, for OAuth token refresh): with password
+    users RabbitMQ answers update-secret-ok and the connection keeps working."""
+    with RawAMQP(broker.host, broker.port) as raw:
+        raw.handshake()
+        raw.send_frame(commands.Connection.UpdateSecret(new_secret="guest", reason="rotation"))
+        raw.expect(commands.Connection.UpdateSecretOk)
+        raw.open_channel(1)
