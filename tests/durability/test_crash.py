@@ -120,8 +120,10 @@ class Consumer(threading.Thread):
                     continue
                 i = msg_id(data)
                 self.received.append(i)
-                ch.basic_ack(method.delivery_tag)  # written to the socket when this returns
+                # counted before sending: if the broker dies while basic_ack is flushing, the
+                # ack may have reached it (the message is gone) although pika raises here
                 self.acked.add(i)
+                ch.basic_ack(method.delivery_tag)
                 self.first_ack.set()
         except (pika.exceptions.AMQPError, OSError) as exc:  # killed broker
             self.error = exc
