@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.direct_reply import PREFIX as REPLY_PREFIX
+from smartbroker.broker.equivalence import check_exchange_equivalent, check_queue_equivalent
 from smartbroker.broker.exchange import Binding, Exchange
 from smartbroker.broker.limits import check_queue
 from smartbroker.broker.policies import Policy, effective_policy
@@ -28,7 +29,6 @@ from smartbroker.errors import (
     resource_locked,
 )
 from smartbroker.exchanges import EXCHANGE_TYPES
-from smartbroker.exchanges.headers import same_value
 from smartbroker.message import Message, has_sender_routing, with_sender_routing
 from smartbroker.protocol.codec import FLAG_HEADERS
 from smartbroker.queues.arguments import validate_queue_arguments
@@ -76,14 +76,6 @@ def generated_name(prefix: str) -> str:
 
 def _text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return str(value)
 
 
 class VirtualHost:
@@ -142,7 +134,7 @@ class VirtualHost:
         if type_name not in EXCHANGE_TYPES:
             raise command_invalid(f"unknown exchange type '{type_name}'")
         if existing is not None:
-            self._check_exchange_equivalent(existing, type_name, durable, auto_delete, internal,
+            check_exchange_equivalent(existing, self.where(), type_name, durable, auto_delete, internal,
                                             arguments or {})
             return existing
         ex = Exchange(name, type_name, durable=durable, auto_delete=auto_delete,
@@ -151,22 +143,6 @@ class VirtualHost:
         if self.listener is not None:
             self.listener.exchange_declared(self.name, ex)
         return ex
-
-    def _check_exchange_equivalent(self, ex: Exchange, type_name: str, durable: bool,
-                                   auto_delete: bool, internal: bool,
-                                   arguments: Mapping[str, Any]) -> None:
-        for field, have, want in (("type", ex.type_name, type_name), ("durable", ex.durable, durable),
-                                  ("auto_delete", ex.auto_delete, auto_delete),
-                                  ("internal", ex.internal, internal)):
-            if have != want:
-                raise precondition_failed(
-                    f"inequivalent arg '{field}' for exchange '{ex.name}' {self.where()}: "
-                    f"received '{_fmt(want)}' but current is '{_fmt(have)}'")
-        have_ae, want_ae = ex.arguments.get("alternate-exchange"), arguments.get("alternate-exchange")
-        if _fmt(have_ae) != _fmt(want_ae):
-            raise precondition_failed(
-                f"inequivalent arg 'alternate-exchange' for exchange '{ex.name}' {self.where()}: "
-                f"received {_fmt(want_ae)!r} but current is {_fmt(have_ae)!r}")
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
         if name == "":
@@ -205,7 +181,7 @@ class VirtualHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.check_exclusive(existing, owner)
-            self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
+            check_queue_equivalent(existing, self.where(), durable, exclusive, auto_delete, arguments)
             return existing, False
         check_queue(self, name)
         policy = effective_policy(self.policies, name, "queue")
@@ -224,30 +200,6 @@ class VirtualHost:
         if self.listener is not None:
             self.listener.queue_declared(self.name, q)
         return q, True
-
-    def _check_queue_equivalent(self, q: Queue, durable: bool, exclusive: bool,
-                                auto_delete: bool, arguments: Mapping[str, Any]) -> None:
-        if q.durable != durable:
-            raise precondition_failed(
-                f"inequivalent arg 'durable' for queue '{q.name}' {self.where()}: "
-                f"received '{_fmt(durable)}' but current is '{_fmt(q.durable)}'")
-        if q.auto_delete != auto_delete:
-            raise precondition_failed(
-                f"inequivalent arg 'auto_delete' for queue '{q.name}' {self.where()}: "
-                f"received '{_fmt(auto_delete)}' but current is '{_fmt(q.auto_delete)}'")
-        if (q.exclusive_owner is not None) != exclusive:
-            raise resource_locked(
-                f"cannot obtain exclusive access to locked queue '{q.name}' {self.where()}. "
-                "It could be originally declared on another connection or the exclusive "
-                "property value does not match that of the original declaration.")
-        for arg in sorted(q.capabilities.equivalence_arguments):
-            have, want = q.arguments.get(arg), arguments.get(arg)
-            if arg == "x-queue-type" and _fmt(want or "classic") == _fmt(have or "classic"):
-                continue
-            if not (have is None and want is None) and not same_value(have, want):
-                raise precondition_failed(
-                    f"inequivalent arg '{arg}' for queue '{q.name}' {self.where()}: "
-                    f"received {_describe(want)} but current is {_describe(have)}")
 
     def delete_queue(self, name: str, *, if_unused: bool = False, if_empty: bool = False,
                      owner: object | None = None) -> int:
@@ -457,14 +409,6 @@ class VirtualHost:
 
 def destination_bindings(destination: Any) -> set[Binding]:
     return destination.inbound if isinstance(destination, Exchange) else destination.bindings
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "none"
-    kind = {bool: "bool", int: "long", float: "double", str: "longstr", bytes: "longstr"}.get(
-        type(value), type(value).__name__)
-    return f"the value '{_fmt(value)}' of type '{kind}'"
 
 
 __all__ = ["ChannelError", "VirtualHost", "generated_name"]
