@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from smartbroker.message import Message
-from smartbroker.queues.base import Capabilities, Consumer, PagedOut, QueueEntry
+from smartbroker.queues.base import Capabilities, Consumer, QueueEntry
 from smartbroker.queues.expiry import MessageExpiry
+from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager
 from smartbroker.queues.ready import PriorityReady, ReadyList, next_position
 from smartbroker.queues.settings import QueueSettings
 
@@ -60,9 +61,6 @@ class _NoHost:
         return None
 
 
-PAGE_OUT_AFTER = 20_000  # ready persistent messages kept in memory per durable queue
-
-
 def message_ttl_ms(message: Message) -> int | None:
     expiration = message.expiration
     if expiration is None:
@@ -102,7 +100,7 @@ class ClassicQueue:
         self._had_consumer = False
         self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
         self.expiry = MessageExpiry(self.host.call_later, self._expire)
-        self._stubs: dict[tuple[int, int], PagedOut] = {}
+        self.pager = Pager(lambda offset: self.host.store.load(offset))
         self._unused_timer: Any = None
         self.deleted = False
         self.last_used = time.monotonic()
@@ -167,7 +165,7 @@ class ClassicQueue:
             self.expiry.track(entry)
         self.ready.push(entry)
         if store_id is not None and self.ready.count > PAGE_OUT_AFTER:
-            entry.page_out(self._stub(entry.size, entry.priority))
+            entry.page_out(self.pager.stub(entry.size, entry.priority))
         if self.consumers:
             self.dispatch()
         if limited:
@@ -363,33 +361,10 @@ class ClassicQueue:
             self.host.store.forget(self.vhost, self.name, entry.store_id)
             entry.store_id = None
 
-    def _stub(self, size: int, priority: int) -> PagedOut:
-        """Shared stand-ins for paged-out entries (memory: one per size and priority)."""
-        stub = self._stubs.get((size, priority))
-        if stub is None:
-            if len(self._stubs) >= 4096:
-                self._stubs.clear()
-            stub = self._stubs[(size, priority)] = PagedOut(size, priority, self._load)
-        return stub
-
-    def _load(self, entry: QueueEntry) -> Message:
-        assert entry.store_id is not None
-        return self.host.store.load(entry.store_id)
-
-    def restore(self, entries: list[Any]) -> None:
+    def restore(self, records: list[Any]) -> None:
         """Recovery: put the store's live entries back, bodies left on disk."""
-        now_wall, now = time.time() * 1000, time.monotonic()
-        ttl = self.settings.message_ttl
-        for rec in entries:
-            entry = QueueEntry.__new__(QueueEntry)
-            entry.seq, entry.redelivered, entry.delivery_count = None, rec.redelivered, 0
-            entry.ready, entry.store_id = False, rec.offset
-            entry.page_out(self._stub(rec.size, rec.priority))
-            limit = ttl if rec.expiration_ms is None else (
-                rec.expiration_ms if ttl is None else min(ttl, rec.expiration_ms))
-            entry.expires_at = None
-            if limit is not None:
-                entry.expires_at = now + (rec.timestamp_ms + limit - now_wall) / 1000.0
+        for entry in self.pager.restored_entries(records, self.settings.message_ttl):
+            if entry.expires_at is not None:
                 self.expiry.track(entry)
             self.ready.push(entry)
 
