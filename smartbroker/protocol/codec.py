@@ -31,6 +31,7 @@ _deliver_tail = struct.Struct("!QB")
 _get_ok_head = struct.Struct("!HHQB")
 _ack = struct.Struct("!HHQB")
 _ulong = struct.Struct("!I")
+_ulonglong = struct.Struct("!Q")
 _header_prefix = struct.Struct("!HHQ")
 
 HEARTBEAT_FRAME = _frame_header.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END_BYTE
@@ -60,10 +61,11 @@ def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
 def method_frame(channel: int, method: PamqpMethod) -> bytes:
     """Slow path: any pamqp method object to one frame, without pamqp's client-side name
     validation (RabbitMQ accepts any UTF-8 queue/exchange name up to 255 bytes)."""
-    return frame(FRAME_METHOD, channel, _ulong.pack(method.index) + _marshal_fields(method))
+    return frame(FRAME_METHOD, channel, _ulong.pack(method.index) + marshal_fields(method))
 
 
-def _marshal_fields(method: PamqpMethod) -> bytes:
+def marshal_fields(method: PamqpMethod) -> bytes:
+    """pamqp's field encoding of a method, without its client-side validation."""
     out: list[bytes] = []
     bits = -1
     for name in method.__slots__:
@@ -81,7 +83,8 @@ def _marshal_fields(method: PamqpMethod) -> bytes:
         if bits >= 0:
             out.append(bytes((bits,)))
             bits = -1
-        out.append(encode.by_type(value, kind))
+        # pamqp encodes long-long signed; on the wire (delivery tags) it is unsigned
+        out.append(_ulonglong.pack(value) if kind == "longlong" else encode.by_type(value, kind))
     if bits >= 0:
         out.append(bytes((bits,)))
     return b"".join(out)

@@ -37,6 +37,7 @@ from pamqp.exceptions import UnmarshalingException
 from smartbroker.broker.core import Broker
 from smartbroker.config import Config
 from smartbroker.handlers.connection import State
+from smartbroker.protocol import codec
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
 
@@ -401,38 +402,12 @@ _by_type: dict[str, st.SearchStrategy[Any]] = {
 METHOD_CLASSES = sorted(commands.INDEX_MAPPING.values(), key=lambda c: c.index)
 
 
-def marshal_fields(method: Any) -> bytes:
-    """pamqp's field encoding without its client-side validation (names, ticket, ...)."""
-    out: list[bytes] = []
-    bits, offset = -1, 0
-    for name in method.__slots__:
-        kind = method.amqp_type(name)
-        value = getattr(method, name)
-        if kind == "bit":
-            if bits < 0:
-                bits, offset = 0, 0
-            bits |= (1 << offset) if value else 0
-            offset += 1
-            if offset == 8:
-                out.append(bytes((bits,)))
-                bits = -1
-            continue
-        if bits >= 0:
-            out.append(bytes((bits,)))
-            bits = -1
-        # pamqp encodes longlong signed; on the wire it is unsigned (delivery tags)
-        out.append(struct.pack("!Q", value) if kind == "longlong" else encode.by_type(value, kind))
-    if bits >= 0:
-        out.append(bytes((bits,)))
-    return b"".join(out)
-
-
 def method_frame(method: Any, channel: int) -> bytes:
     """pamqp.frame.marshal when the method validates, else the same bytes unvalidated."""
     try:
         return frame.marshal(method, channel)
     except (ValueError, TypeError, struct.error):
-        payload = struct.pack("!I", method.index) + marshal_fields(method)
+        payload = struct.pack("!I", method.index) + codec.marshal_fields(method)
         return raw_frame(1, channel, payload)
 
 
