@@ -42,21 +42,8 @@ ROOT = HERE.parent
 LOADGEN = HERE / "build" / "loadgen"
 sys.path.insert(0, str(HERE))
 import pika  # noqa: E402
+from netutil import free_port, port_open  # noqa: E402
 from run import loadavg, machine_info  # noqa: E402  (same machine description as run.py)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def rss_kib(pid: int) -> dict[str, int]:

@@ -63,6 +63,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import pika  # noqa: E402
 import pika.exceptions as pex  # noqa: E402
+from netutil import free_port, port_open  # noqa: E402
 from run import loadavg, machine_info  # noqa: E402
 
 QUEUES = ["soak.q0", "soak.q1", "soak.q2"]
@@ -71,18 +72,6 @@ AUTH = "Basic Z3Vlc3Q6Z3Vlc3Q="  # guest:guest
 logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
 
 
 def now() -> float:

@@ -48,6 +48,7 @@ from typing import Any
 
 import aio_pika
 import pika
+from netutil import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -56,12 +57,6 @@ STREAM = {"x-queue-type": "stream"}
 
 
 # --------------------------------------------------------------------------- broker
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:
