@@ -19,28 +19,26 @@ class Message:
     """Few slots on purpose: a queued message costs memory per instance. The route tuple
     and the flags int are shared between messages with the same route and header."""
 
-    __slots__ = ("route", "header_payload", "body", "_properties", "flags", "mandatory")
+    __slots__ = ("route", "header_payload", "body", "_properties", "flags")
     bcc: list[str] | None = None  # BCC keys stripped from the headers (see BccMessage)
+    ready = True  # a bare message in a ready list is always ready (see queues.ready)
 
     def __init__(self, exchange: str, routing_key: str, exchange_rk_ss: bytes,
-                 header_payload: bytes, body: bytes, mandatory: bool = False) -> None:
+                 header_payload: bytes, body: bytes) -> None:
         self.route: Route = (exchange, routing_key, exchange_rk_ss)
         self.header_payload = header_payload
         self.body = body
         self.flags = codec.property_flags(header_payload)
-        self.mandatory = mandatory
         self._properties: commands.Basic.Properties | None = None
 
     @classmethod
-    def routed(cls, route: Route, header_payload: bytes, body: bytes, flags: int,
-               mandatory: bool) -> Message:
+    def routed(cls, route: Route, header_payload: bytes, body: bytes, flags: int) -> Message:
         """The publish hot path: route and flags come interned from the connection."""
         msg = cls.__new__(cls)
         msg.route = route
         msg.header_payload = header_payload
         msg.body = body
         msg.flags = flags
-        msg.mandatory = mandatory
         msg._properties = None
         return msg
 
@@ -100,6 +98,10 @@ class Message:
         return self.properties.expiration
 
     @property
+    def size(self) -> int:
+        return len(self.body)
+
+    @property
     def body_size(self) -> int:
         return len(self.body)
 
@@ -134,7 +136,6 @@ def with_sender_routing(message: Message) -> tuple[Message, list[str]]:
         props = copy.copy(message.properties)
         props.headers = {k: v for k, v in headers.items() if k != "BCC"}
         stripped = BccMessage.build(message.exchange, message.routing_key, message.body, props)
-        stripped.mandatory = message.mandatory
         bcc = headers["BCC"]
         stripped.bcc = [v.decode() if isinstance(v, bytes) else str(v) for v in bcc] if isinstance(bcc, list) else []
         message = stripped

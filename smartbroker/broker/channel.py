@@ -196,13 +196,13 @@ class Channel:
         self._redispatch({c.queue for c in self.consumers.values()})
 
     # -- publish -------------------------------------------------------------------------
-    def publish(self, msg: Message) -> None:
+    def publish(self, msg: Message, mandatory: bool) -> None:
         if self.confirm:
             self.publish_seq += 1
         if self.tx is not None:
-            self.tx.append(("publish", msg))
+            self.tx.append(("publish", (msg, mandatory)))
             return
-        self.conn.publisher.route_publish(self, msg)
+        self.conn.publisher.route_publish(self, msg, mandatory)
 
     def confirm_settled(self, seq: int, accepted: bool, wait_for_sync: bool) -> None:
         """A publish was routed: confirm it at the next flush (after fsync if persistent)."""
@@ -260,7 +260,7 @@ class Channel:
         store = self.conn.vhost.store
         for kind, payload in actions:
             if kind == "publish":
-                logs.update(self.conn.publisher.route_publish(self, payload).logs)
+                logs.update(self.conn.publisher.route_publish(self, *payload).logs)
                 continue
             records = payload if kind == "ack" else payload[0]
             if store is not None and any(rec.entry.store_id is not None for rec in records):

@@ -72,6 +72,4 @@ def rewrite_reply_to(channel: Channel, message: Message) -> Message:
         raise precondition_failed("fast reply consumer does not exist")
     props = copy.copy(message.properties)
     props.reply_to = reply.name
-    rewritten = message.with_properties(props)
-    rewritten.mandatory = message.mandatory
-    return rewritten
+    return message.with_properties(props)

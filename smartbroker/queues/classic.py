@@ -151,21 +151,24 @@ class ClassicQueue:
                 self.host.dead_letter(self, message, "maxlen")
             return False
         self.stats["publish"] += 1
-        entry = QueueEntry(message)
-        entry.store_id = store_id
         ttl = settings.message_ttl
         if message.flags & 0x0100:  # expiration property present
             per_message = message_ttl_ms(message)
             if per_message is not None:
                 ttl = per_message if ttl is None else min(ttl, per_message)
-        if ttl is not None:
-            if ttl == 0:  # deliverable right now, or expired at once
-                return self._publish_ttl_zero(entry)
-            entry.expires_at = time.monotonic() + ttl / 1000.0
-            self.expiry.track(entry)
-        self.ready.push(entry)
-        if store_id is not None and self.ready.count > PAGE_OUT_AFTER:
-            entry.page_out(self.pager.stub(entry.size, entry.priority))
+        if ttl is None and store_id is None:
+            self.ready.push_message(message)  # no per-queue state yet: no entry object
+        else:
+            entry = QueueEntry(message)
+            entry.store_id = store_id
+            if ttl is not None:
+                if ttl == 0:  # deliverable right now, or expired at once
+                    return self._publish_ttl_zero(entry)
+                entry.expires_at = time.monotonic() + ttl / 1000.0
+                self.expiry.track(entry)
+            self.ready.push(entry)
+            if store_id is not None and self.ready.count > PAGE_OUT_AFTER:
+                entry.page_out(self.pager.stub(entry.size, entry.priority))
         if self.consumers:
             self.dispatch()
         if limited:

@@ -5,6 +5,10 @@ number is below every entry still in the deque; requeued entries therefore live 
 min-heap that is always drained before the deque. Entries removed from the middle (per-
 message TTL expiry) are only marked and skipped when they reach the head, so push, pop,
 remove and requeue are all O(1) or O(log n). ``PriorityReady`` keeps one list per priority.
+
+Memory: a message that needs no per-queue state yet (transient, no TTL, never delivered)
+waits in the deque as the bare ``Message``; its ``QueueEntry`` is made when it leaves the
+ready list (or is looked at). One million waiting messages then cost no entry objects.
 """
 
 from __future__ import annotations
@@ -14,17 +18,27 @@ import itertools
 from collections import deque
 from collections.abc import Iterator
 
+from smartbroker.message import Message
 from smartbroker.queues.base import QueueEntry
 
 _positions = itertools.count(1)  # one counter for every queue: only the order matters
 next_position = _positions.__next__
 
 
+def _entry(item: QueueEntry | Message) -> QueueEntry:
+    """The entry for a deque item: bare messages get theirs now (still ready)."""
+    if item.__class__ is QueueEntry:
+        return item  # type: ignore[return-value]
+    entry = QueueEntry(item)  # type: ignore[arg-type]
+    entry.ready = True
+    return entry
+
+
 class ReadyList:
     __slots__ = ("_fresh", "_requeued", "count", "bytes")
 
     def __init__(self) -> None:
-        self._fresh: deque[QueueEntry] = deque()
+        self._fresh: deque[QueueEntry | Message] = deque()
         self._requeued: list[QueueEntry] = []
         self.count = 0
         self.bytes = 0
@@ -40,6 +54,12 @@ class ReadyList:
         self._fresh.append(entry)
         self.count += 1
         self.bytes += entry.size
+
+    def push_message(self, message: Message) -> None:
+        """A fresh message with no per-queue state: kept bare until it leaves."""
+        self._fresh.append(message)
+        self.count += 1
+        self.bytes += len(message.body)
 
     def requeue(self, entry: QueueEntry) -> None:
         entry.ready = True
@@ -59,7 +79,10 @@ class ReadyList:
         self._skip_removed()
         if self._requeued:
             return self._requeued[0]
-        return self._fresh[0]
+        head = self._fresh[0]
+        if head.__class__ is not QueueEntry:
+            head = self._fresh[0] = _entry(head)
+        return head  # type: ignore[return-value]
 
     def pop(self) -> QueueEntry:
         if self._requeued or not self._fresh[0].ready:
@@ -68,7 +91,10 @@ class ReadyList:
             entry = heapq.heappop(self._requeued)
         else:
             entry = self._fresh.popleft()
-            if entry.seq is None:
+            if entry.__class__ is not QueueEntry:
+                entry = QueueEntry(entry)  # type: ignore[arg-type]
+                entry.seq = next_position()
+            elif entry.seq is None:
                 entry.seq = next_position()
         entry.ready = False
         self.count -= 1
@@ -78,13 +104,15 @@ class ReadyList:
     pop_oldest = pop  # one priority level: the oldest is the head
 
     def __iter__(self) -> Iterator[QueueEntry]:
-        """Ready entries in delivery order, without taking them (browsing)."""
+        """Ready entries in delivery order, without taking them (browsing). Bare messages
+        get their entries first, so a browsed entry can later be ``remove``d."""
+        self._fresh = deque(map(_entry, self._fresh))
         for entry in sorted(self._requeued):
             if entry.ready:
                 yield entry
         for entry in self._fresh:
             if entry.ready:
-                yield entry
+                yield entry  # type: ignore[misc]
 
     def remove(self, entry: QueueEntry) -> None:
         """Take an entry out wherever it is (lazily: it is skipped when it reaches the head)."""
@@ -94,7 +122,8 @@ class ReadyList:
             self.bytes -= entry.size
 
     def clear(self) -> list[QueueEntry]:
-        entries = [e for e in sorted(self._requeued) if e.ready] + [e for e in self._fresh if e.ready]
+        entries = ([e for e in sorted(self._requeued) if e.ready]
+                   + [_entry(e) for e in self._fresh if e.ready])
         for entry in entries:
             entry.ready = False
         self._fresh.clear()
@@ -132,6 +161,9 @@ class PriorityReady:
 
     def push(self, entry: QueueEntry) -> None:
         self._level(entry).push(entry)
+
+    def push_message(self, message: Message) -> None:
+        self._levels[min(max(message.priority, 0), self._max)].push_message(message)
 
     def requeue(self, entry: QueueEntry) -> None:
         self._level(entry).requeue(entry)

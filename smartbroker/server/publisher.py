@@ -121,12 +121,12 @@ class Publisher:
         conn = self.conn
         route, mandatory = ch.pending  # type: ignore[misc]
         ch.pending = None
-        msg = Message.routed(route, header, body, flags, mandatory)
+        msg = Message.routed(route, header, body, flags)
         try:
             if RAW_MARKER in header:  # reply_to: amq.rabbitmq.reply-to (direct reply-to)
                 msg = rewrite_reply_to(ch, msg)
             self.check_publish(msg)
-            ch.publish(msg)
+            ch.publish(msg, mandatory)
         except ChannelError as err:
             conn.channel_failed(ch, err.at(60, 40))
 
@@ -160,14 +160,14 @@ class Publisher:
                 raise precondition_failed(f"user_id property set to '{user_id}' but authenticated "
                                           f"user was '{conn.user.name}'")
 
-    def route_publish(self, ch: Channel, msg: Message) -> Published:
+    def route_publish(self, ch: Channel, msg: Message, mandatory: bool) -> Published:
         """Route one complete message, deliver it, and settle its confirm (if any)."""
         conn = self.conn
         if msg.flags & codec.FLAG_HEADERS and producer_headers(msg) is not None:
             result = self._idempotent_publish(msg)
         else:
             result = conn.vhost.publish(msg)
-        if not result.routed and msg.mandatory:
+        if not result.routed and mandatory:
             conn.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
             conn.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, conn.frame_max))
         if ch.confirm:
