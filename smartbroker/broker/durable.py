@@ -4,8 +4,14 @@ One log serves every durable queue of the broker, so a message routed to several
 queues is written once and one fsync covers every queue. Records:
 
 * ``E`` enqueue: vhost, the durable queue names, exchange+routing key, raw header, body;
-* ``D`` delivered (first delivery of an entry: it comes back ``redelivered`` after a crash);
-* ``A`` forget (acked, dropped, dead-lettered elsewhere, purged, deleted).
+* ``d`` delivered (first deliveries of entries: they come back ``redelivered`` after a crash);
+* ``a`` forget (acked, dropped, dead-lettered elsewhere, purged, deleted).
+
+``d`` and ``a`` carry every offset one queue marked during one event-loop pass: marks are
+collected in memory and written as one record per queue just before the pass's records
+go to the OS (``write_out_now``, which runs before any delivery or confirm leaves) and
+before every fsync round. Logs written by older versions hold ``D``/``A`` records with a
+single offset; recovery reads both.
 
 A segment is deleted once every enqueue in it is forgotten *and* every older segment is
 gone: deleting only from the head keeps ``A`` records from disappearing before the ``E``
@@ -34,6 +40,7 @@ log = logging.getLogger("smartbroker.store")
 _u16 = struct.Struct("<H")
 _u32 = struct.Struct("<I")
 _ack = struct.Struct("<cQ")
+MARK_DELIVERED, MARK_FORGET = b"d", b"a"
 
 
 def _name(value: str) -> bytes:
@@ -46,10 +53,15 @@ def _read_name(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos + 2:pos + 2 + n].decode(), pos + 2 + n
 
 
-def encode_enqueue(vhost: str, queues: list[str], msg: Message) -> bytes:
-    return b"".join((b"E", _name(vhost), _u16.pack(len(queues)), *map(_name, queues),
-                     _u16.pack(len(msg.exchange_rk_ss)), msg.exchange_rk_ss,
-                     _u32.pack(len(msg.header_payload)), msg.header_payload, msg.body))
+def enqueue_prefix(vhost: str, queues: list[str]) -> bytes:
+    """The start of an ``E`` record: the same for every message to the same queues."""
+    return b"".join((b"E", _name(vhost), _u16.pack(len(queues)), *map(_name, queues)))
+
+
+def encode_enqueue(vhost: str, queues: list[str], msg: Message, prefix: bytes | None = None) -> bytes:
+    ex_rk, header = msg.exchange_rk_ss, msg.header_payload
+    return b"".join((prefix or enqueue_prefix(vhost, queues), _u16.pack(len(ex_rk)), ex_rk,
+                     _u32.pack(len(header)), header, msg.body))
 
 
 def decode_enqueue(data: bytes) -> tuple[str, list[str], Message]:
@@ -83,6 +95,25 @@ def decode_mark(data: bytes) -> tuple[bytes, int, str, str]:
     return kind, offset, vhost, queue
 
 
+def encode_marks(kind: bytes, vhost: str, queue: str, offsets: list[int]) -> bytes:
+    """A ``d``/``a`` record: one queue's marks of one loop pass."""
+    return b"".join((kind, _name(vhost), _name(queue), _u32.pack(len(offsets)),
+                     struct.pack(f"<{len(offsets)}Q", *offsets)))
+
+
+def decode_marks(data: bytes) -> tuple[bytes, str, str, tuple[int, ...]]:
+    """Either record format -> (``D``/``A``, vhost, queue, offsets)."""
+    kind = data[:1]
+    if kind in (b"D", b"A"):
+        kind, offset, vhost, queue = decode_mark(data)
+        return kind, vhost, queue, (offset,)
+    vhost, pos = _read_name(data, 1)
+    queue, pos = _read_name(data, pos)
+    (count,) = _u32.unpack_from(data, pos)
+    offsets = struct.unpack_from(f"<{count}Q", data, pos + 4)
+    return kind.upper(), vhost, queue, offsets
+
+
 @dataclass(slots=True)
 class RecoveredEntry:
     offset: int
@@ -109,10 +140,18 @@ class MessageStore:
         self.write_out_pending = False
         self._sync_task: asyncio.Task[None] | None = None
         self.failed = False
+        self._prefixes: dict[tuple[str, tuple[str, ...]], bytes] = {}  # E record starts
+        self._marks: dict[tuple[bytes, str, str], list[int]] = {}  # this pass's d/a marks
 
     # -- writing ---------------------------------------------------------------------------
     def enqueue(self, vhost: str, queues: list[str], msg: Message) -> int:
-        offset = self.log.append(encode_enqueue(vhost, queues, msg), int(time.time() * 1000))
+        key = (vhost, tuple(queues))
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            if len(self._prefixes) >= 4096:
+                self._prefixes.clear()
+            prefix = self._prefixes[key] = enqueue_prefix(vhost, queues)
+        offset = self.log.append(encode_enqueue(vhost, queues, msg, prefix), int(time.time() * 1000))
         self._schedule_write_out()
         base = self.log.segment_of(offset)
         if base is not None:
@@ -120,10 +159,10 @@ class MessageStore:
         return offset
 
     def delivered(self, vhost: str, queue: str, offset: int) -> None:
-        self._append(encode_mark(b"D", offset, vhost, queue))
+        self._mark(MARK_DELIVERED, vhost, queue, offset)
 
     def forget(self, vhost: str, queue: str, offset: int) -> None:
-        self._append(encode_mark(b"A", offset, vhost, queue))
+        self._mark(MARK_FORGET, vhost, queue, offset)
         base = self.log.segment_of(offset)
         if base is None:
             return
@@ -134,29 +173,44 @@ class MessageStore:
         self._live.pop(base, None)
         self._reclaim()
 
-    def _append(self, payload: bytes) -> None:
-        try:
-            self.log.append(payload)
-        except StoreUnavailable:
-            log.error("message store unavailable: a settlement record was not written")
+    def _mark(self, kind: bytes, vhost: str, queue: str, offset: int) -> None:
+        pending = self._marks.get((kind, vhost, queue))
+        if pending is not None:
+            pending.append(offset)
             return
-        self._schedule_write_out()
+        self._marks[(kind, vhost, queue)] = [offset]
+        if not self._schedule_write_out():
+            self._write_marks()  # no event loop (tools, tests): write at once
 
-    def _schedule_write_out(self) -> None:
+    def _write_marks(self) -> None:
+        """This pass's marks into the log, one record per queue and kind; before the log's
+        buffer goes to the OS or is fsynced, and before segments are reclaimed."""
+        marks, self._marks = self._marks, {}
+        for (kind, vhost, queue), offsets in marks.items():
+            try:
+                self.log.append(encode_marks(kind, vhost, queue, offsets))
+            except StoreUnavailable:
+                log.error("message store unavailable: %d settlement record(s) not written",
+                          len(offsets))
+
+    def _schedule_write_out(self) -> bool:
         """Hand this loop pass's records to the OS at its end, so a kill -9 loses no
-        processed ack or publish (fsync, for power loss, stays with group commit)."""
+        processed ack or publish (fsync, for power loss, stays with group commit).
+        False outside an event loop."""
         if self.write_out_pending:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
+            return True
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            return False
         self.write_out_pending = True
         loop.call_soon(self.write_out_now)
+        return True
 
     def write_out_now(self) -> None:
         if self.write_out_pending:
             self.write_out_pending = False
+            if self._marks:
+                self._write_marks()
             self.log.write_out()
 
     def _reclaim(self) -> None:
@@ -185,6 +239,8 @@ class MessageStore:
             while self._waiters:
                 batch, self._waiters = self._waiters, set()
                 logs, self._logs = self._logs, set()
+                if self._marks:
+                    self._write_marks()  # a transaction's acks are covered by its fsync
                 marks = [(w, w.sync_mark()) for w in batch]
                 try:
                     await asyncio.gather(*(lg.sync() for lg in logs))
@@ -218,16 +274,18 @@ class MessageStore:
                 for queue in queues:
                     live[(vhost, queue)][record.offset] = entry if len(queues) == 1 else \
                         RecoveredEntry(*_fields(entry))
-            elif kind in (b"A", b"D"):
+            elif kind in (b"a", b"d", b"A", b"D"):
                 try:
-                    mark, offset, vhost, queue = decode_mark(data)
+                    mark, vhost, queue, offsets = decode_marks(data)
                 except (struct.error, UnicodeDecodeError):
                     self.log.stats.bad_records += 1
                     continue
                 if mark == b"A":
-                    live[(vhost, queue)].pop(offset, None)
+                    entries = live[(vhost, queue)]
+                    for offset in offsets:
+                        entries.pop(offset, None)
                 else:
-                    delivered.add((vhost, queue, offset))
+                    delivered.update((vhost, queue, offset) for offset in offsets)
         result: dict[tuple[str, str], list[RecoveredEntry]] = {}
         for (vhost, queue), entries in live.items():
             if not entries:
@@ -249,9 +307,11 @@ class MessageStore:
                     self.forget(key[0], key[1], entry.offset)
 
     async def aclose(self) -> None:
+        self._write_marks()
         await self.log.aclose()
 
     def close(self) -> None:
+        self._write_marks()
         self.log.close()
 
 

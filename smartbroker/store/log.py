@@ -317,6 +317,9 @@ class SegmentLog:
         return [SegmentInfo(s.base, s.next_offset, s.end, s.max_ts, s is last) for s in self._segs]
 
     def segment_of(self, offset: int) -> int | None:
+        last = self._segs[-1]
+        if last.base <= offset < last.next_offset:  # the usual case: a recent record
+            return last.base
         seg = self._find(offset)
         return seg.base if seg is not None else None
 

@@ -1,0 +1,66 @@
+"""The shared message store: enqueue/deliver/forget records and what recovery makes of
+them, for marks written one per loop pass (``d``/``a``) and for older single-offset logs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from smartbroker.broker.durable import MessageStore, encode_mark
+from smartbroker.message import Message
+
+
+def message(body: bytes) -> Message:
+    return Message.build("", "q", body)
+
+
+def recovered(directory: Path) -> dict[tuple[str, str], list[tuple[int, bool]]]:
+    store = MessageStore(directory)
+    try:
+        return {key: [(e.offset, e.redelivered) for e in entries]
+                for key, entries in store.recover().items()}
+    finally:
+        store.close()
+
+
+def test_marks_made_in_one_loop_pass_are_one_record_per_queue_and_recover(tmp_path: Path):
+    store = MessageStore(tmp_path)
+
+    async def one_pass() -> list[int]:
+        offsets = [store.enqueue("/", ["q1", "q2"], message(b"m%d" % i)) for i in range(5)]
+        for off in offsets[:3]:
+            store.delivered("/", "q1", off)
+        for off in offsets[:2]:
+            store.forget("/", "q1", off)
+        store.forget("/", "q2", offsets[4])
+        records_before = store.log.next_offset
+        store.write_out_now()
+        # 5 enqueues, then d(q1), a(q1), a(q2): three mark records, not six
+        assert store.log.next_offset - records_before == 3
+        return offsets
+
+    offsets = asyncio.run(one_pass())
+    store.close()
+    got = recovered(tmp_path)
+    assert got[("/", "q1")] == [(offsets[2], True), (offsets[3], False), (offsets[4], False)]
+    assert got[("/", "q2")] == [(off, False) for off in offsets[:4]]
+
+
+def test_marks_outside_an_event_loop_are_written_at_once(tmp_path: Path):
+    store = MessageStore(tmp_path)
+    off = store.enqueue("/", ["q"], message(b"x"))
+    before = store.log.next_offset
+    store.forget("/", "q", off)
+    assert store.log.next_offset == before + 1
+    store.close()
+    assert recovered(tmp_path) == {}
+
+
+def test_single_offset_marks_of_older_logs_still_recover(tmp_path: Path):
+    store = MessageStore(tmp_path)
+    first = store.enqueue("/", ["q"], message(b"a"))
+    second = store.enqueue("/", ["q"], message(b"b"))
+    store.log.append(encode_mark(b"D", second, "/", "q"))
+    store.log.append(encode_mark(b"A", first, "/", "q"))
+    store.close()
+    assert recovered(tmp_path) == {("/", "q"): [(second, True)]}
