@@ -79,11 +79,7 @@ class Message:
 
     @property
     def persistent(self) -> bool:
-        if not self.flags & codec.FLAG_DELIVERY_MODE:
-            return False
-        if self._properties is not None:
-            return self._properties.delivery_mode == 2
-        return codec.delivery_mode(self.header_payload, self.flags) == 2
+        return bool(self.flags & codec.FLAG_PERSISTENT)
 
     @property
     def priority(self) -> int:

@@ -53,12 +53,13 @@ def _read_name(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos + 2:pos + 2 + n].decode(), pos + 2 + n
 
 
-def enqueue_prefix(vhost: str, queues: list[str]) -> bytes:
+def enqueue_prefix(vhost: str, queues: tuple[str, ...] | list[str]) -> bytes:
     """The start of an ``E`` record: the same for every message to the same queues."""
     return b"".join((b"E", _name(vhost), _u16.pack(len(queues)), *map(_name, queues)))
 
 
-def encode_enqueue(vhost: str, queues: list[str], msg: Message, prefix: bytes | None = None) -> bytes:
+def encode_enqueue(vhost: str, queues: tuple[str, ...] | list[str], msg: Message,
+                   prefix: bytes | None = None) -> bytes:
     ex_rk, header = msg.exchange_rk_ss, msg.header_payload
     return b"".join((prefix or enqueue_prefix(vhost, queues), _u16.pack(len(ex_rk)), ex_rk,
                      _u32.pack(len(header)), header, msg.body))
@@ -144,8 +145,8 @@ class MessageStore:
         self._marks: dict[tuple[bytes, str, str], list[int]] = {}  # this pass's d/a marks
 
     # -- writing ---------------------------------------------------------------------------
-    def enqueue(self, vhost: str, queues: list[str], msg: Message) -> int:
-        key = (vhost, tuple(queues))
+    def enqueue(self, vhost: str, queues: tuple[str, ...], msg: Message) -> int:
+        key = (vhost, queues)
         prefix = self._prefixes.get(key)
         if prefix is None:
             if len(self._prefixes) >= 4096:
@@ -163,15 +164,6 @@ class MessageStore:
 
     def forget(self, vhost: str, queue: str, offset: int) -> None:
         self._mark(MARK_FORGET, vhost, queue, offset)
-        base = self.log.segment_of(offset)
-        if base is None:
-            return
-        left = self._live[base] - 1
-        if left > 0:
-            self._live[base] = left
-            return
-        self._live.pop(base, None)
-        self._reclaim()
 
     def _mark(self, kind: bytes, vhost: str, queue: str, offset: int) -> None:
         pending = self._marks.get((kind, vhost, queue))
@@ -186,12 +178,33 @@ class MessageStore:
         """This pass's marks into the log, one record per queue and kind; before the log's
         buffer goes to the OS or is fsynced, and before segments are reclaimed."""
         marks, self._marks = self._marks, {}
+        emptied = False
         for (kind, vhost, queue), offsets in marks.items():
             try:
                 self.log.append(encode_marks(kind, vhost, queue, offsets))
             except StoreUnavailable:
                 log.error("message store unavailable: %d settlement record(s) not written",
                           len(offsets))
+            if kind is MARK_FORGET:
+                emptied = self._release(offsets) or emptied
+        if emptied:
+            self._reclaim()
+
+    def _release(self, offsets: list[int]) -> bool:
+        """Count forgotten enqueues off their segments; True if a segment has none left."""
+        live, segment_of = self._live, self.log.segment_of
+        emptied = False
+        for offset in offsets:
+            base = segment_of(offset)
+            if base is None:
+                continue
+            left = live[base] - 1
+            if left > 0:
+                live[base] = left
+            else:
+                live.pop(base, None)
+                emptied = True
+        return emptied
 
     def _schedule_write_out(self) -> bool:
         """Hand this loop pass's records to the OS at its end, so a kill -9 loses no

@@ -87,6 +87,7 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.policies: dict[str, Policy] = {}
         self.store: MessageStore | None = None  # set when the broker persists messages
+        self._stored: Published | None = None  # the result of a stored publish, shared
         self.listener: Any = None  # Persistence: told about every definition change
         self.data_dir: Path | None = None  # where stream queues keep their logs
         self.limits: dict[str, int] = {}  # max-connections, max-queues (broker/limits.py)
@@ -327,8 +328,9 @@ class VirtualHost:
             q = self.queues.get(msg.routing_key)
             if q is None:
                 return self._direct_reply(msg)
-            if q.type_name == "classic" and not (q.durable and self.store is not None
-                                                 and msg.persistent):
+            if q.type_name == "classic":
+                if q.durable and self.store is not None and msg.persistent:
+                    return self._publish_stored(q, msg)
                 return ROUTED if q.publish(msg) else REFUSED  # the common transient case
             queues: set[Queue] = {q}
         else:
@@ -339,6 +341,19 @@ class VirtualHost:
         if not logs:
             return ROUTED if accepted else REFUSED
         return Published(True, accepted, logs)
+
+    def _publish_stored(self, q: Queue, msg: Message) -> Published:
+        """A persistent message to one durable classic queue (the confirms benchmark case)."""
+        store = self.store
+        assert store is not None
+        sid = store.enqueue(self.name, (q.name,), msg)
+        stored = self._stored
+        if stored is None or stored.logs[0] is not store.log:
+            stored = self._stored = Published(True, True, (store.log,))
+        if q.publish(msg, sid):
+            return stored
+        store.forget(self.name, q.name, sid)
+        return Published(True, False, stored.logs)
 
     def _direct_reply(self, msg: Message) -> Published:
         """Default exchange, no such queue: maybe a reply to a direct reply-to consumer."""
@@ -358,7 +373,7 @@ class VirtualHost:
         store = self.store
         store_id = None
         if store is not None and msg.persistent:
-            durable = [q.name for q in queues if q.durable and q.type_name != "stream"]
+            durable = tuple(q.name for q in queues if q.durable and q.type_name != "stream")
             if durable:
                 store_id = store.enqueue(self.name, durable, msg)
         accepted = True

@@ -225,6 +225,10 @@ FLAG_DELIVERY_MODE = 1 << 12
 FLAG_PRIORITY = 1 << 11
 FLAG_EXPIRATION = 1 << 8
 FLAG_USER_ID = 1 << 4
+# Bits above the 16 wire bits: facts about a header worked out once per distinct header
+# (``property_flags``) so the hot path tests a bit instead of parsing. Never encoded.
+FLAG_PERSISTENT = 1 << 16  # delivery-mode 2
+FLAG_REPLY_TO_PSEUDO = 1 << 17  # the header holds "amq.rabbitmq.reply-to" (set by the publisher)
 
 
 def delivery_mode(header_payload: bytes, flags: int) -> int:
@@ -256,7 +260,7 @@ def add_headers(header_payload: bytes, flags: int, extra: bytes) -> bytes:
         end = pos + 4 + size
         return b"".join((header_payload[:pos], _ulong.pack(size + len(extra)),
                          header_payload[pos + 4:end], extra, header_payload[end:]))
-    new_flags = flags | FLAG_HEADERS
+    new_flags = (flags | FLAG_HEADERS) & 0xFFFF
     return b"".join((header_payload[:12], bytes((new_flags >> 8, new_flags & 0xFF)),
                      header_payload[14:pos], _ulong.pack(len(extra)), extra, header_payload[pos:]))
 
@@ -276,7 +280,17 @@ def table_entry_int(name_ss: bytes, value: int) -> bytes:
 
 
 def property_flags(header_payload: bytes) -> int:
-    return (header_payload[12] << 8) | header_payload[13] if len(header_payload) >= 14 else 0
+    """The wire property flags, plus ``FLAG_PERSISTENT`` when delivery-mode is 2."""
+    if len(header_payload) < 14:
+        return 0
+    flags = (header_payload[12] << 8) | header_payload[13]
+    if flags & FLAG_DELIVERY_MODE:
+        try:
+            if delivery_mode(header_payload, flags) == 2:
+                flags |= FLAG_PERSISTENT
+        except (IndexError, struct.error):  # truncated block: validation reports it
+            pass
+    return flags
 
 
 __all__ = [name for name in dir() if not name.startswith("_") and name not in {"annotations", "struct"}]

@@ -91,6 +91,8 @@ class Publisher:
             if len(self._headers) >= INTERN_LIMIT:
                 self._headers.clear()
             flags = codec.property_flags(payload)
+            if RAW_MARKER in payload:  # reply_to may be amq.rabbitmq.reply-to
+                flags |= codec.FLAG_REPLY_TO_PSEUDO
             self._headers[payload] = (payload, flags)
         if body_size == 0:
             self.complete(ch, payload, flags, b"")
@@ -123,7 +125,7 @@ class Publisher:
         ch.pending = None
         msg = Message.routed(route, header, body, flags)
         try:
-            if RAW_MARKER in header:  # reply_to: amq.rabbitmq.reply-to (direct reply-to)
+            if flags & codec.FLAG_REPLY_TO_PSEUDO:  # direct reply-to
                 msg = rewrite_reply_to(ch, msg)
             self.check_publish(msg)
             ch.publish(msg, mandatory)

@@ -27,7 +27,7 @@ def test_marks_made_in_one_loop_pass_are_one_record_per_queue_and_recover(tmp_pa
     store = MessageStore(tmp_path)
 
     async def one_pass() -> list[int]:
-        offsets = [store.enqueue("/", ["q1", "q2"], message(b"m%d" % i)) for i in range(5)]
+        offsets = [store.enqueue("/", ("q1", "q2"), message(b"m%d" % i)) for i in range(5)]
         for off in offsets[:3]:
             store.delivered("/", "q1", off)
         for off in offsets[:2]:
@@ -48,7 +48,7 @@ def test_marks_made_in_one_loop_pass_are_one_record_per_queue_and_recover(tmp_pa
 
 def test_marks_outside_an_event_loop_are_written_at_once(tmp_path: Path):
     store = MessageStore(tmp_path)
-    off = store.enqueue("/", ["q"], message(b"x"))
+    off = store.enqueue("/", ("q",), message(b"x"))
     before = store.log.next_offset
     store.forget("/", "q", off)
     assert store.log.next_offset == before + 1
@@ -58,9 +58,30 @@ def test_marks_outside_an_event_loop_are_written_at_once(tmp_path: Path):
 
 def test_single_offset_marks_of_older_logs_still_recover(tmp_path: Path):
     store = MessageStore(tmp_path)
-    first = store.enqueue("/", ["q"], message(b"a"))
-    second = store.enqueue("/", ["q"], message(b"b"))
+    first = store.enqueue("/", ("q",), message(b"a"))
+    second = store.enqueue("/", ("q",), message(b"b"))
     store.log.append(encode_mark(b"D", second, "/", "q"))
     store.log.append(encode_mark(b"A", first, "/", "q"))
     store.close()
     assert recovered(tmp_path) == {("/", "q"): [(second, True)]}
+
+
+def test_segments_whose_enqueues_are_all_forgotten_are_deleted_from_the_head(tmp_path: Path):
+    store = MessageStore(tmp_path, segment_bytes=4096)
+
+    async def fill_and_ack() -> tuple[list[int], int]:
+        offsets = [store.enqueue("/", ("q",), message(b"x" * 500)) for _ in range(40)]
+        store.write_out_now()
+        segments_before = len(store.log.segments())
+        for off in offsets[:-1]:  # the last message stays queued
+            store.forget("/", "q", off)
+        store.write_out_now()
+        return offsets, segments_before
+
+    offsets, before = asyncio.run(fill_and_ack())
+    after = store.log.segments()
+    assert before >= 5
+    assert len(after) <= 2  # the segment holding the queued message, and the active one
+    assert after[0].base_offset <= offsets[-1]
+    store.close()
+    assert recovered(tmp_path) == {("/", "q"): [(offsets[-1], False)]}
