@@ -140,6 +140,18 @@ class Channel:
         return touched
 
     def ack(self, tag: int, multiple: bool) -> None:
+        if not multiple and self.tx is None:  # the common case, without the batch bookkeeping
+            rec = self.unacked.pop(tag, None)
+            if rec is None:
+                raise precondition_failed(f"unknown delivery tag {tag}")
+            self.unacked_total -= 1
+            if rec.consumer is not None:
+                rec.consumer.unacked -= 1
+            queue = rec.queue
+            queue.ack(rec.entry)
+            if queue.consumers:
+                queue.dispatch()
+            return
         records = self._take(tag, multiple)
         if self.tx is not None:
             self.tx.append(("ack", records))
