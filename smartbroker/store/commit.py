@@ -31,9 +31,14 @@ def executor() -> ThreadPoolExecutor:
     return _executor
 
 
+# fdatasync: the data and the file size, without the mtime-only inode updates fsync adds
+# (an append-only log needs nothing else; PostgreSQL's WAL default on Linux). macOS has none.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 def fsync_all(fds: list[int]) -> None:
     for fd in fds:
-        os.fsync(fd)
+        _datasync(fd)
 
 
 class GroupCommit:
