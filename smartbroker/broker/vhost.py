@@ -50,16 +50,13 @@ class Published:
     """What happened to one publish; truthy when it reached at least one queue.
     (A plain slotted class: this is built once per publish on the hot path.)"""
 
-    __slots__ = ("routed", "accepted", "logs")
+    __slots__ = ("routed", "accepted", "logs", "stored")
 
     def __init__(self, routed: bool, accepted: bool, logs: tuple[Any, ...]) -> None:
         self.routed = routed
         self.accepted = accepted  # no queue refused it (reject-publish overflow): else nack
         self.logs = logs  # written to these logs: confirm only after they are fsynced
-
-    @property
-    def stored(self) -> bool:
-        return bool(self.logs)
+        self.stored = bool(logs)
 
     def __bool__(self) -> bool:
         return self.routed

@@ -156,32 +156,43 @@ class ClassicQueue:
             per_message = message_ttl_ms(message)
             if per_message is not None:
                 ttl = per_message if ttl is None else min(ttl, per_message)
+        # Nothing waiting and a consumer with credit: straight to it, past the ready list.
+        consumer = self._pick_consumer() if self.consumers and not self.ready.count else None
         if ttl is None and store_id is None:
+            if consumer is not None:
+                self._hand_over_new(consumer, QueueEntry(message))
+                return True
             self.ready.push_message(message)  # no per-queue state yet: no entry object
         else:
             entry = QueueEntry(message)
             entry.store_id = store_id
             if ttl is not None:
                 if ttl == 0:  # deliverable right now, or expired at once
-                    return self._publish_ttl_zero(entry)
+                    return self._publish_ttl_zero(entry, consumer)
                 entry.expires_at = time.monotonic() + ttl / 1000.0
+            if consumer is not None:
+                self._hand_over_new(consumer, entry)
+                return True
+            if ttl is not None:
                 self.expiry.track(entry)
             self.ready.push(entry)
             if store_id is not None and self.ready.count > PAGE_OUT_AFTER:
                 entry.page_out(self.pager.stub(entry.size, entry.priority))
-        if self.consumers:
+        if self.consumers and self.ready.count > 1:  # else: none of them could take it
             self.dispatch()
         if limited:
             self._enforce_limits()
         return True
 
-    def _publish_ttl_zero(self, entry: QueueEntry) -> bool:
-        consumer = self._pick_consumer()
+    def _hand_over_new(self, consumer: Consumer, entry: QueueEntry) -> None:
+        entry.seq = next_position()
+        self._hand_over(consumer, entry)
+
+    def _publish_ttl_zero(self, entry: QueueEntry, consumer: Consumer | None) -> bool:
         if consumer is None:
             self._dead_letter(entry, "expired")
         else:
-            entry.seq = next_position()
-            self._hand_over(consumer, entry)
+            self._hand_over_new(consumer, entry)
         return True
 
     def _would_overflow(self, message: Message) -> bool:

@@ -173,8 +173,9 @@ class Publisher:
             conn.write(codec.return_frame(ch.number, 312, "NO_ROUTE", msg.exchange_rk_ss))
             conn.write_many(codec.content_frames(ch.number, msg.header_payload, msg.body, conn.frame_max))
         if ch.confirm:
-            ch.confirm_settled(ch.publish_seq, result.accepted, result.stored)
-            if result.stored:
+            stored = result.stored
+            ch.confirm_settled(ch.publish_seq, result.accepted, stored)
+            if stored:
                 conn.vhost.store.request_sync(ch, result.logs)
         return result
 
