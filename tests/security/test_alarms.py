@@ -69,8 +69,10 @@ def test_memory_alarm_blocks_and_unblocks_publishers(tmp_path: Path) -> None:
         admin = pika.BlockingConnection(pika.URLParameters(broker.url))  # never published
         admin.channel().queue_declare("other")  # other clients keep working meanwhile
         admin.channel().queue_purge("ballast")
-        stop.set()
         assert _until(lambda: api.get("/api/health/checks/alarms").status_code == 200)
+        # pika runs the callback from process_data_events: keep the publisher looping
+        assert _until(lambda: "unblocked" in events), "client never told it was unblocked"
+        stop.set()
         publisher.join(15)
         assert not publisher.is_alive(), "publisher still stuck after the alarm cleared"
         assert events[:2] == ["blocked", "unblocked"]  # the client was told both ways
