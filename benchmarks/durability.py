@@ -27,10 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +39,7 @@ ROOT = HERE.parent
 LOADGEN = HERE / "build" / "loadgen"
 sys.path.insert(0, str(HERE))
 import pika  # noqa: E402
-from netutil import free_port, port_open  # noqa: E402
+from brokerproc import BrokerProcess  # noqa: E402
 from run import loadavg, machine_info  # noqa: E402  (same machine description as run.py)
 
 
@@ -58,76 +55,6 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-class Broker:
-    def __init__(self, data_dir: Path, fsync: str) -> None:
-        self.data_dir = data_dir
-        self.port, self.mport = free_port(), free_port()
-        self.log_path = data_dir.parent / "broker.log"
-        self.env = {**os.environ, "SMARTBROKER_FSYNC": fsync}
-        self.proc: subprocess.Popen | None = None
-        self.started_at = 0.0
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def start(self) -> float:
-        """Start; returns seconds until the AMQP port accepts connections."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the subprocess
-        self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smartbroker", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--management-port", str(self.mport),
-             "--data-dir", str(self.data_dir), "--log-level", "info"],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
-        deadline = self.started_at + 600
-        while not port_open(self.port):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited with {self.proc.returncode}; see {self.log_path}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("broker did not open its port")
-            time.sleep(0.005)
-        return time.monotonic() - self.started_at
-
-    def ready_for_signals(self) -> None:
-        """The SIGTERM handler is installed once the management port answers HTTP."""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.mport), timeout=1) as s:
-                    s.sendall(b"GET /api/overview HTTP/1.0\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n")
-                    if s.recv(64).startswith(b"HTTP/1.1 200"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise TimeoutError("management API never answered")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> float:
-        """Graceful stop; returns seconds it took."""
-        assert self.proc is not None
-        self.ready_for_signals()
-        t = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(300)
-        if rc != 0:
-            raise RuntimeError(f"broker exited with {rc} on SIGTERM")
-        return time.monotonic() - t
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 # ----------------------------------------------------------------- Python confirm publisher
@@ -192,7 +119,7 @@ def queue_depth(url: str, queue: str) -> int:
         conn.close()
 
 
-def first_message_after_start(broker: Broker, queue: str) -> tuple[float, float]:
+def first_message_after_start(broker: BrokerProcess, queue: str) -> tuple[float, float]:
     """Start the broker; (s to port open, s to the first message consumable)."""
     to_port = broker.start()
     params = pika.URLParameters(broker.url)
@@ -212,7 +139,7 @@ def first_message_after_start(broker: Broker, queue: str) -> tuple[float, float]
 # ----------------------------------------------------------------------------- loadgen
 
 
-def loadgen_throughput(broker: Broker, args: argparse.Namespace) -> dict | None:
+def loadgen_throughput(broker: BrokerProcess, args: argparse.Namespace) -> dict | None:
     if not LOADGEN.exists():
         return None
     cmd = [str(LOADGEN), "--url", broker.url, "--queue", "sbdur-c", "-p", "1", "-c", "1",
@@ -249,7 +176,7 @@ def main() -> int:
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sb-durability-bench-"))
-    broker = Broker(tmp / "data", args.fsync)
+    broker = BrokerProcess(tmp / "data", env={"SMARTBROKER_FSYNC": args.fsync})
     result: dict = {"benchmark": "durability", "date": dt.datetime.now().isoformat(timespec="seconds"),
                     "machine": machine_info(), "loadavg_before": loadavg(),
                     "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -301,7 +228,9 @@ def main() -> int:
                      f"{result['b_fill']['rss_bytes_per_message']:.0f} B/msg"))
 
         # (c) recovery: graceful restart, then kill -9
-        stop_s = broker.stop()
+        stop_s, rc = broker.stop()
+        if rc != 0:
+            raise RuntimeError(f"broker exited with {rc} on SIGTERM")
         to_port, to_first = first_message_after_start(broker, "sbdur-fill")
         depth = queue_depth(broker.url, "sbdur-fill")
         rss_after = rss_kib(broker.pid)
@@ -311,7 +240,7 @@ def main() -> int:
                      f"{to_port:.2f} s / {to_first:.2f} s (stop {stop_s:.2f} s); "
                      f"RSS {rss_after['VmRSS'] / 1024:,.0f} MiB"))
         assert depth == args.count, f"graceful restart: {depth} of {args.count} back"
-        broker.ready_for_signals()
+        broker.ready_for_signals()  # a kill -9 of a broker that finished starting
         broker.kill()
         to_port, to_first = first_message_after_start(broker, "sbdur-fill")
         depth = queue_depth(broker.url, "sbdur-fill")
@@ -326,7 +255,7 @@ def main() -> int:
                                   if "recovered" in line or "truncat" in line or "bad record" in line]
         broker.stop()
     finally:
-        if broker.proc is not None and broker.proc.poll() is None:
+        if broker.alive():
             broker.kill()
         result["loadavg_after"] = loadavg()
         shutil.rmtree(tmp, ignore_errors=True)

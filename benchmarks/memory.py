@@ -28,7 +28,8 @@ from pamqp import exceptions as pamqp_exceptions
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from durability import Broker, rss_kib  # noqa: E402  (same broker process handling)
+from brokerproc import BrokerProcess  # noqa: E402
+from durability import rss_kib  # noqa: E402
 from run import loadavg, machine_info  # noqa: E402
 
 BATCH = 1000
@@ -92,7 +93,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sb-memory-") as tmp:
-        broker = Broker(Path(tmp) / "data", "batch")
+        broker = BrokerProcess(Path(tmp) / "data")
         broker.start()
         try:
             client = RawClient(broker.port)

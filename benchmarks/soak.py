@@ -47,14 +47,12 @@ import json
 import logging
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -63,11 +61,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import pika  # noqa: E402
 import pika.exceptions as pex  # noqa: E402
-from netutil import free_port, port_open  # noqa: E402
+from brokerproc import BrokerProcess  # noqa: E402
 from run import loadavg, machine_info  # noqa: E402
 
 QUEUES = ["soak.q0", "soak.q1", "soak.q2"]
-AUTH = "Basic Z3Vlc3Q6Z3Vlc3Q="  # guest:guest
 
 logging.getLogger("pika").setLevel(logging.CRITICAL)
 
@@ -81,14 +78,11 @@ def now() -> float:
 # ----------------------------------------------------------------------------- broker
 
 
-class Broker:
+class Broker(BrokerProcess):
+    """The soak's broker: runs from ``tree``, ready once the management API answers."""
+
     def __init__(self, tree: Path, data_dir: Path, log_path: Path) -> None:
-        self.tree = tree
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.port, self.mport = free_port(), free_port()
-        self.proc: subprocess.Popen | None = None
-        self.env = {**os.environ, "PYTHONPATH": str(tree)}
+        super().__init__(data_dir, log_path, tree=tree)
 
     def params(self, **kw) -> pika.ConnectionParameters:
         base = dict(host="127.0.0.1", port=self.port, connection_attempts=1, socket_timeout=3,
@@ -96,58 +90,11 @@ class Broker:
         base.update(kw)
         return pika.ConnectionParameters(**base)
 
-    def api(self, path: str, timeout: float = 2.0) -> dict | list:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.mport}{path}",
-                                     headers={"Authorization": AUTH})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
-
-    def start(self, timeout: float = 90.0) -> float:
-        """Start and wait until the AMQP port accepts and the management API answers."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the subprocess
-        log.write(f"\n===== soak: start at {time.strftime('%H:%M:%S')} =====\n".encode())
-        log.flush()
-        t0 = now()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smartbroker", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--management-port", str(self.mport),
-             "--data-dir", str(self.data_dir), "--log-level", "info"],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.tree,
-            start_new_session=True)
-        log.close()
-        deadline = t0 + timeout
-        while now() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited with {self.proc.returncode} at start")
-            if port_open(self.port):
-                try:
-                    self.api("/api/overview", timeout=1.0)
-                    return now() - t0
-                except Exception:  # noqa: BLE001 - not ready yet
-                    pass
-            time.sleep(0.05)
-        raise TimeoutError("broker did not become ready")
+    def start(self, timeout: float = 90.0, wait_api: bool = True) -> float:
+        return super().start(timeout, wait_api)
 
     def stop(self, timeout: float = 60.0) -> tuple[float, int | None]:
-        """SIGTERM; returns (seconds, exit code); kill -9 and None after ``timeout``."""
-        assert self.proc is not None
-        t0 = now()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            rc = None
-        return now() - t0, rc
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return super().stop(timeout)
 
 
 # ----------------------------------------------------------------------------- state

@@ -37,9 +37,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +46,7 @@ from typing import Any
 
 import aio_pika
 import pika
-from netutil import free_port
+from brokerproc import BrokerProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,47 +55,6 @@ STREAM = {"x-queue-type": "stream"}
 
 
 # --------------------------------------------------------------------------- broker
-
-
-class Broker:
-    """A smartbroker subprocess on free ports with a temporary data directory."""
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="sb-streams-bench-"))
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def start(self) -> Broker:
-        log = open(self.tmp / "broker.log", "ab")  # noqa: SIM115 - owned by the subprocess
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smartbroker", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--management-port", str(free_port()),
-             "--data-dir", str(self.tmp / "data"), "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited: {(self.tmp / 'broker.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("broker did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def declare(url: str, name: str, arguments: dict[str, Any] | None) -> None:
@@ -307,7 +264,9 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from run import machine_info  # noqa: E402 - the runner's machine description
 
-    broker = Broker().start()
+    tmp = Path(tempfile.mkdtemp(prefix="sb-streams-bench-"))
+    broker = BrokerProcess(tmp / "data", log_level="warning")
+    broker.start(timeout=20)
     url = broker.url
     results: dict[str, Any] = {"publish": {}, "consume": {}, "rebalance": {}}
     try:
@@ -335,7 +294,8 @@ def main() -> None:
             print(f"  rebalance {mode}: {results['rebalance'][mode]['pause_ms_median']} ms",
                   flush=True)
     finally:
-        broker.stop()
+        broker.stop(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     doc = {
         "benchmark": "streams",
