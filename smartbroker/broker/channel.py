@@ -8,7 +8,9 @@ deliveries live in an OrderedDict keyed by delivery tag (tags increase), so an a
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.consumer import ChannelConsumer
@@ -62,6 +64,7 @@ class Channel:
         self.pending_size = 0
         self.pending_body: list[bytes] = []
         self.pending_received = 0
+        self.held_cancels: list[Any] | None = None  # see cancels_after_reply
 
     # -- delivery ------------------------------------------------------------------------
     @property
@@ -109,8 +112,22 @@ class Channel:
         if self.conn.client_capability("consumer_cancel_notify") and not self.closing:
             from pamqp import commands
 
-            self.conn.send_method(self.number, codec.build(
-                commands.Basic.Cancel, consumer_tag=consumer.tag, nowait=True))
+            cancel = codec.build(commands.Basic.Cancel, consumer_tag=consumer.tag, nowait=True)
+            if self.held_cancels is not None:
+                self.held_cancels.append(cancel)
+            else:
+                self.conn.send_method(self.number, cancel)
+
+    @contextlib.contextmanager
+    def cancels_after_reply(self) -> Iterator[list[Any]]:
+        """Hold broker-sent ``basic.cancel``s for this channel's own consumers while a method
+        of this channel runs (``queue.delete``): RabbitMQ sends the reply first. The caller
+        sends its reply, then the held cancels."""
+        self.held_cancels = held = []
+        try:
+            yield held
+        finally:
+            self.held_cancels = None
 
     # -- settlement ----------------------------------------------------------------------
     def _take(self, tag: int, multiple: bool) -> list[Unacked]:

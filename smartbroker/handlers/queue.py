@@ -73,9 +73,13 @@ def purge(conn, ch, m: commands.Queue.Purge) -> None:
 def delete(conn, ch, m: commands.Queue.Delete) -> None:
     name = queue_name(ch, m.queue)
     conn.check("configure", "queue", name)
-    count = conn.vhost.delete_queue(name, if_unused=m.if_unused, if_empty=m.if_empty, owner=conn)
+    with ch.cancels_after_reply() as cancels:
+        count = conn.vhost.delete_queue(name, if_unused=m.if_unused, if_empty=m.if_empty,
+                                        owner=conn)
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.DeleteOk(message_count=count))
+    for cancel in cancels:  # this channel's consumers of the queue: after delete-ok, as RabbitMQ
+        conn.send_method(ch.number, cancel)
 
 
 HANDLERS = {

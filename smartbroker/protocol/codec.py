@@ -58,6 +58,12 @@ def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
     return _frame_header.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
 
 
+def channel_open_ok_frame(channel: int) -> bytes:
+    """``channel.open-ok`` with an empty reserved longstr, as RabbitMQ sends it (pamqp's
+    encoder insists on "0")."""
+    return frame(FRAME_METHOD, channel, b"\x00\x14\x00\x0b\x00\x00\x00\x00")
+
+
 def method_frame(channel: int, method: PamqpMethod) -> bytes:
     """Slow path: any pamqp method object to one frame, without pamqp's client-side name
     validation (RabbitMQ accepts any UTF-8 queue/exchange name up to 255 bytes)."""

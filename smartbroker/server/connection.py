@@ -211,8 +211,7 @@ class AMQPConnection(asyncio.Protocol):
         if ftype != codec.FRAME_METHOD:
             raise unexpected_frame(f"content frame of type {ftype} on channel 0")
         if len(payload) >= 2 and payload[1] != 10:  # only class connection lives on channel 0
-            raise channel_error(f"expected channel 0 methods of class connection, got class "
-                                f"{payload[1]}").at(*_ids(payload))
+            raise channel_error("unexpected method in connection state running").at(*_ids(payload))
         method = self._decode(payload)
         try:
             connection_class.handle(self, method)
@@ -254,12 +253,13 @@ class AMQPConnection(asyncio.Protocol):
     def _open_channel(self, number: int, payload: bytes, index: int) -> None:
         if index != 0x0014000A:  # channel.open
             raise channel_error("expected 'channel.open'").at(*_ids(payload))
-        if number > self.channel_max:
-            raise not_allowed(f"number of channels opened ({number}) has reached the "
-                              f"negotiated channel_max ({self.channel_max})").at(20, 10)
+        if self.channel_max and len(self.channels) >= self.channel_max:
+            # as RabbitMQ: the limit is on how many are open, any number may be used
+            raise not_allowed(f"number of channels opened ({len(self.channels)}) has reached "
+                              f"the negotiated channel_max ({self.channel_max})")
         check_channel(self.broker, self)
         self.channels[number] = Channel(self, number)
-        self.send_method(number, commands.Channel.OpenOk())
+        self.write(codec.channel_open_ok_frame(number))
 
     def _channel_method(self, ch: Channel, payload: bytes, index: int) -> None:
         try:

@@ -128,6 +128,8 @@ class RawAMQP:
         vhost: str = "/",
         frame_max: int | None = None,
         heartbeat: int = 0,
+        capabilities: dict[str, bool] | None = None,
+        channel_max: int | None = None,
     ) -> None:
         """Protocol header, start/start-ok (PLAIN), tune/tune-ok, open/open-ok."""
         self.send(PROTOCOL_HEADER)
@@ -135,19 +137,19 @@ class RawAMQP:
         self.server_properties = start.server_properties
         self.send_frame(
             commands.Connection.StartOk(
-                client_properties={"product": "rawamqp", "capabilities": {}},
+                client_properties={"product": "rawamqp", "capabilities": capabilities or {}},
                 mechanism="PLAIN",
                 response=f"\0{user}\0{password}",
                 locale="en_US",
             )
         )
         tune = self.expect(commands.Connection.Tune)
-        self.channel_max = tune.channel_max
+        self.channel_max = tune.channel_max if channel_max is None else channel_max
         self.frame_max = frame_max if frame_max is not None else tune.frame_max
         self.heartbeat = heartbeat
         self.send_frame(
             commands.Connection.TuneOk(
-                channel_max=tune.channel_max, frame_max=self.frame_max, heartbeat=heartbeat
+                channel_max=self.channel_max, frame_max=self.frame_max, heartbeat=heartbeat
             )
         )
         self.send_frame(commands.Connection.Open(virtual_host=vhost))

@@ -344,6 +344,24 @@ def test_cancel_unknown_tag_is_ok(broker: Broker) -> None:
         assert raw.expect(commands.Basic.CancelOk).consumer_tag == "never-existed"
 
 
+def test_queue_delete_ok_comes_before_the_cancel_of_the_deleting_channels_consumer(
+        broker: Broker, qname: str) -> None:
+    """A channel deleting the queue it consumes from gets queue.delete-ok first and then
+    basic.cancel, as from RabbitMQ (py-amqp/kombu raise ConsumerCancelled otherwise)."""
+    with RawAMQP(broker.host, broker.port) as raw:
+        raw.handshake(capabilities={"consumer_cancel_notify": True})
+        raw.open_channel(1)
+        raw.send_frame(commands.Queue.Declare(queue=qname), 1)
+        raw.expect(commands.Queue.DeclareOk)
+        raw.send_frame(commands.Basic.Consume(queue=qname, consumer_tag="own"), 1)
+        raw.expect(commands.Basic.ConsumeOk)
+        raw.send_frame(commands.Queue.Delete(queue=qname), 1)
+        frames = [raw.read_frame(), raw.read_frame()]
+        assert [type(value) for _, value in frames] == [commands.Queue.DeleteOk, commands.Basic.Cancel]
+        channel, cancel = frames[1]
+        assert (channel, cancel.consumer_tag, cancel.nowait) == (1, "own", True)
+
+
 def test_broker_cancels_consumer_when_queue_deleted(conn: pika.BlockingConnection, broker_url: str, qname: str) -> None:
     """consumer_cancel_notify: deleting the queue sends basic.cancel to its consumers."""
     ch = conn.channel()

@@ -135,8 +135,33 @@ def test_channel_method_on_channel_zero_is_channel_error(raw: RawAMQP, broker: B
     """queue.declare on channel 0: 504 CHANNEL_ERROR (50, 10)."""
     raw.handshake()
     raw.send_frame(commands.Queue.Declare(queue="", exclusive=True), 0)
-    _assert_close(raw.expect_connection_close(), 504, 50, 10)
+    close = raw.expect_connection_close()
+    _assert_close(close, 504, 50, 10)
+    assert close.reply_text == "CHANNEL_ERROR - unexpected method in connection state running"
     assert_broker_usable(broker)
+
+
+def test_channel_numbers_above_channel_max_may_be_used(raw: RawAMQP, broker: BrokerInfo) -> None:
+    """channel_max limits how many channels are open, not their numbers: with channel_max 2,
+    channels 5 and 65535 open; a third is 530 NOT_ALLOWED naming the count (class 0)."""
+    raw.handshake(channel_max=2)
+    raw.open_channel(5)
+    raw.open_channel(65535)
+    raw.send_frame(commands.Channel.Open(), 7)
+    close = raw.expect_connection_close()
+    _assert_close(close, 530, 0, 0)
+    assert close.reply_text == ("NOT_ALLOWED - number of channels opened (2) has reached the "
+                                "negotiated channel_max (2)")
+    assert_broker_usable(broker)
+
+
+def test_channel_open_ok_carries_an_empty_channel_id(raw: RawAMQP) -> None:
+    """channel.open-ok's reserved longstr is empty, byte for byte as from RabbitMQ."""
+    raw.handshake()
+    raw.send_frame(commands.Channel.Open(), 1)
+    # method frame on channel 1, size 8: class 20, method 11, longstr of length 0; frame end
+    expected = b"\x01\x00\x01\x00\x00\x00\x08" + b"\x00\x14\x00\x0b" + b"\x00\x00\x00\x00" + b"\xce"
+    assert raw.read_raw(len(expected)) == expected
 
 
 def test_second_channel_open_is_channel_error(raw: RawAMQP, broker: BrokerInfo) -> None:
