@@ -153,8 +153,11 @@ def open_(conn, m: commands.Connection.Open) -> None:
 
 
 def close(conn, m: commands.Connection.Close) -> None:
-    conn.send_method(0, commands.Connection.CloseOk())
-    conn.close_transport()
+    if conn.state is State.CLOSING:  # both sides closing at once: nothing left to wait for
+        conn.send_method(0, commands.Connection.CloseOk())
+        conn.close_transport()
+        return
+    conn.closed_by_client()
 
 
 def close_ok(conn, m: commands.Connection.CloseOk) -> None:

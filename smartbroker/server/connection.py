@@ -47,6 +47,7 @@ _frame_header = struct.Struct("!BHI")
 _method_index = struct.Struct("!I")
 _PRE_TUNE_FRAME_MAX = 131072
 CLOSE_TIMEOUT = 3.0
+CLOSED_LINGER = 30.0  # after close-ok, the client closes the socket (RabbitMQ's ?CLOSING_TIMEOUT)
 
 
 class AMQPConnection(asyncio.Protocol):
@@ -407,6 +408,20 @@ class AMQPConnection(asyncio.Protocol):
             self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
         else:
             self.close_transport()
+
+    def closed_by_client(self) -> None:
+        """``connection.close`` from the client: release channels and exclusive queues now,
+        answer close-ok, then leave the socket to the client as RabbitMQ does (closed here
+        only after the heartbeat timeout, at most 30 s). A client that reads close-ok before
+        EOF shuts down cleanly instead of seeing a lost connection."""
+        self._teardown()
+        self.send_method(0, commands.Connection.CloseOk())
+        self.state = State.CLOSED
+        self._buf = b""
+        if self._heartbeats is not None:
+            self._heartbeats.stop()
+        linger = self.heartbeat if 0 < self.heartbeat < CLOSED_LINGER else CLOSED_LINGER
+        self._timers.append(asyncio.get_running_loop().call_later(linger, self.close_transport))
 
     def close_transport(self) -> None:
         self.flush()

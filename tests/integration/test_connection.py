@@ -127,6 +127,36 @@ def test_server_sends_heartbeats(broker: Broker) -> None:
         assert isinstance(value, heartbeat.Heartbeat)
 
 
+def test_client_close_releases_exclusive_queues_before_close_ok(broker: Broker,
+                                                               broker_url: str) -> None:
+    """After the client's connection.close the broker has dropped the connection's exclusive
+    queues by the time close-ok arrives, and leaves closing the socket to the client (as
+    RabbitMQ: a client reading close-ok never sees a lost connection first)."""
+    with RawAMQP(broker.host, broker.port) as raw:
+        raw.handshake()
+        raw.open_channel(1)
+        raw.send_frame(commands.Queue.Declare(queue="", exclusive=True), 1)
+        name = raw.expect(commands.Queue.DeclareOk).queue
+        raw.send_frame(commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+        raw.expect(commands.Connection.CloseOk)
+        with connect(broker_url) as other:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+                other.channel().queue_declare(name, passive=True)
+            assert info.value.reply_code == 404
+        assert not raw.wait_closed(timeout=0.3), "socket closed under the client after close-ok"
+
+
+def test_socket_left_open_after_close_ok_is_closed_after_the_heartbeat_timeout(
+        broker: Broker) -> None:
+    """A client that never closes its socket after close-ok: the broker closes it after the
+    negotiated heartbeat interval (RabbitMQ: heartbeat, or 30 s without heartbeats)."""
+    with RawAMQP(broker.host, broker.port) as raw:
+        raw.handshake(heartbeat=1)
+        raw.send_frame(commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+        raw.expect(commands.Connection.CloseOk)
+        assert raw.wait_closed(timeout=10)
+
+
 def test_aio_pika_heartbeat_negotiated(broker_url: str) -> None:
     """aio-pika asking heartbeat=5 gets 5."""
 
