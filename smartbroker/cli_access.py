@@ -1,5 +1,5 @@
 """Admin commands for access, limits and policies: vhosts add/delete/set-limit, users
-set-permissions/set-limit, policies list/set/delete (management API, RabbitMQ's JSON)."""
+set-permissions/set-topic-permissions/set-limit, policies list/set/delete (management API, RabbitMQ's JSON)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,30 @@ def users_set_permissions(
     Api(api).put(f"permissions/{q(vhost)}/{q(name)}",
                  {"configure": configure, "write": write, "read": read})
     typer.echo(f"permissions of user '{name}' in vhost '{vhost}' set")
+
+
+@users_app.command("set-topic-permissions")
+@handle_errors
+def users_set_topic_permissions(
+    name: str,
+    exchange: Annotated[str, typer.Argument(help="a topic exchange")],
+    write: Annotated[str, typer.Argument(help="regex of routing keys it may publish with")],
+    read: Annotated[str, typer.Argument(help="regex of routing keys it may bind with")],
+    api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
+) -> None:
+    """Restrict NAME's routing keys on a topic exchange ({username}, {vhost} expand)."""
+    Api(api).put(f"topic-permissions/{q(vhost)}/{q(name)}",
+                 {"exchange": exchange, "write": write, "read": read})
+    typer.echo(f"topic permissions of user '{name}' on exchange '{exchange}' in vhost '{vhost}' set")
+
+
+@users_app.command("clear-topic-permissions")
+@handle_errors
+def users_clear_topic_permissions(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/") -> None:
+    """Drop every topic permission of NAME in a vhost."""
+    Api(api).delete(f"topic-permissions/{q(vhost)}/{q(name)}",
+                    not_found=f"user '{name}' has no topic permissions in vhost '{vhost}'")
+    typer.echo(f"topic permissions of user '{name}' in vhost '{vhost}' cleared")
 
 
 @policies_app.command("list")

@@ -69,6 +69,8 @@ class Broker:
             vhost.drop_queue(q)
         for vhost_name, user in [k for k in self.permissions.entries if k[0] == name]:
             self.permissions.delete(vhost_name, user)
+        for vhost_name, user in {k[:2] for k in self.permissions.topic if k[0] == name}:
+            self.permissions.delete_topic(vhost_name, user)
         if self.persistence is not None:
             self.persistence.vhost_deleted(name)
         return True

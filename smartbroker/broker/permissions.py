@@ -4,10 +4,16 @@ Which operation needs which permission on which resource is RabbitMQ's table:
 configure for declare/delete, write for publishing into an exchange and for the queue
 (or destination exchange) side of a bind, read for consuming/getting/purging and for the
 exchange (or source) side of a bind. The default exchange is checked as ``amq.default``.
+
+Topic permissions (RabbitMQ's topic authorisation) add two regexes per user, vhost and
+topic exchange: ``write`` for the routing key of a publish, ``read`` for the routing key of
+a bind from that exchange. ``{username}`` and ``{vhost}`` in them are expanded. No entry
+for an exchange means no topic restriction.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,9 +48,33 @@ class Permission:
                 "write": self.write, "read": self.read}
 
 
+@functools.lru_cache(maxsize=1024)
+def _topic_regex(pattern: str, user: str, vhost: str) -> re.Pattern[str]:
+    return re.compile(pattern.replace("{username}", user).replace("{vhost}", vhost))
+
+
+@dataclass
+class TopicPermission:
+    user: str
+    vhost: str
+    exchange: str
+    write: str = ".*"
+    read: str = ".*"
+
+    def allows(self, kind: Kind, routing_key: str) -> bool:
+        pattern = self.write if kind == "write" else self.read
+        return bool(pattern) and _topic_regex(pattern, self.user, self.vhost).search(
+            routing_key) is not None
+
+    def as_json(self) -> dict[str, str]:
+        return {"user": self.user, "vhost": self.vhost, "exchange": self.exchange,
+                "write": self.write, "read": self.read}
+
+
 class Permissions:
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str], Permission] = {}
+        self.topic: dict[tuple[str, str, str], TopicPermission] = {}  # (vhost, user, exchange)
         self.listener: Any = None
         self.version = 0  # bumped on every change: connections drop cached decisions
 
@@ -75,3 +105,29 @@ class Permissions:
         if perm is None or not perm.allows(kind, checked):
             raise access_refused(f"access to {resource} '{checked}' in vhost '{vhost}' "
                                  f"refused for user '{user}'")
+
+    # -- topic permissions ---------------------------------------------------------------
+    def set_topic(self, perm: TopicPermission) -> None:
+        self.topic[(perm.vhost, perm.user, perm.exchange)] = perm
+        self.version += 1
+        if self.listener is not None:
+            self.listener.topic_permission_set(perm)
+
+    def delete_topic(self, vhost: str, user: str, exchange: str | None = None) -> int:
+        """Drop one user's topic permissions in a vhost (all, or one exchange's)."""
+        keys = [k for k in self.topic if k[0] == vhost and k[1] == user
+                and (exchange is None or k[2] == exchange)]
+        for key in keys:
+            del self.topic[key]
+            if self.listener is not None:
+                self.listener.topic_permission_deleted(*key)
+        self.version += 1
+        return len(keys)
+
+    def check_topic(self, user: str, vhost: str, kind: Kind, exchange: str,
+                    routing_key: str) -> None:
+        """For topic exchanges: 403 unless the routing key matches the user's pattern."""
+        perm = self.topic.get((vhost, user, exchange))
+        if perm is not None and not perm.allows(kind, routing_key):
+            raise access_refused(f"access to topic '{routing_key}' in exchange "
+                                 f"'{exchange}' in vhost '{vhost}' refused for user '{user}'")

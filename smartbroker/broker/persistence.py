@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from smartbroker.broker.durable import MessageStore
 from smartbroker.broker.exchange import Binding, Exchange
 from smartbroker.broker.idempotence import ProducerRegistry
-from smartbroker.broker.permissions import Permission
+from smartbroker.broker.permissions import Permission, TopicPermission
 from smartbroker.broker.policies import Policy, PolicyError
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.errors import AMQPError
@@ -128,6 +128,12 @@ class Persistence:
     def permission_deleted(self, vhost: str, user: str) -> None:
         self.definitions.delete_permission(user, vhost)
 
+    def topic_permission_set(self, perm: TopicPermission) -> None:
+        self.definitions.save_topic_permission(perm.as_json())
+
+    def topic_permission_deleted(self, vhost: str, user: str, exchange: str) -> None:
+        self.definitions.delete_topic_permission(user, vhost, exchange)
+
     # -- startup -------------------------------------------------------------------------
     def restore(self, broker: Broker) -> None:
         defs = self.definitions.load_all()
@@ -157,6 +163,8 @@ class Persistence:
         else:
             for perm in broker.permissions.entries.values():
                 self.permission_set(perm)
+        for tdef in self.definitions.load_topic_permissions():
+            broker.permissions.set_topic(TopicPermission(**tdef))
         broker.permissions.listener = self
         for vhost in broker.vhosts.values():
             self.attach(vhost)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from smartbroker.broker.exchange import Exchange
-from smartbroker.broker.permissions import Permission
+from smartbroker.broker.permissions import Permission, TopicPermission
 from smartbroker.errors import AMQPError
 from smartbroker.management.errors import bad_request
 from smartbroker.management.formatting import product_version
@@ -58,7 +58,7 @@ def export(state: Any, only_vhost: str | None = None) -> dict[str, Any]:
         doc["users"] = [user_json(u) for u in broker.users.users.values()]
         doc["vhosts"] = [{"name": v.name, **_vhost_meta(state, v.name)} for v in vhosts]
         doc["permissions"] = [p.as_json() for p in state.broker.permissions.entries.values()]
-        doc["topic_permissions"] = []
+        doc["topic_permissions"] = [p.as_json() for p in state.broker.permissions.topic.values()]
         doc["parameters"] = []
         doc["global_parameters"] = []
     doc["policies"] = [p.as_json() for vh in vhosts
@@ -128,6 +128,11 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
         _need(item, "user", "vhost")
         state.broker.permissions.set(Permission(
             item["user"], item["vhost"], item.get("configure", ".*"), item.get("write", ".*"),
+            item.get("read", ".*")))
+    for item in doc.get("topic_permissions") or []:
+        _need(item, "user", "vhost", "exchange")
+        state.broker.permissions.set_topic(TopicPermission(
+            item["user"], item["vhost"], item["exchange"], item.get("write", ".*"),
             item.get("read", ".*")))
     for item in doc.get("policies") or []:
         _need(item, "name", "pattern", "definition")

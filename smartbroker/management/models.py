@@ -66,6 +66,12 @@ class PermissionBody(Body):
     read: str
 
 
+class TopicPermissionBody(Body):
+    exchange: str
+    write: str = ".*"
+    read: str = ".*"
+
+
 class PublishResult(BaseModel):
     routed: bool
 

@@ -397,6 +397,16 @@ class AMQPConnection(asyncio.Protocol):
             perms.check(self.user.name, self.vhost.name, kind, resource, name)  # raises 403
             self._perm_cache.add(key)
 
+    def check_topic(self, kind: str, exchange: str, routing_key: str) -> None:
+        """Topic permissions: only topic exchanges, only users that have some."""
+        perms = self.broker.permissions
+        if not perms.topic:
+            return
+        ex = self.vhost.exchanges.get(exchange)
+        if ex is not None and ex.type_name == "topic":
+            perms.check_topic(self.user.name, self.vhost.name, kind, exchange,  # type: ignore[arg-type]
+                              routing_key)
+
     def server_close(self, code: int = 320, text: str = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'") -> None:
         """Broker-initiated close (shutdown, management API)."""
         if self.state is State.OPEN:

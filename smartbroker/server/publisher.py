@@ -143,6 +143,9 @@ class Publisher:
         if ex.internal:
             raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
                                  f"'{conn.vhost.name}'")
+        if conn.broker.permissions.topic and ex.type_name == "topic":
+            conn.broker.permissions.check_topic(conn.user.name, conn.vhost.name, "write",
+                                                msg.exchange, msg.routing_key)
         if msg.flags & codec.FLAG_EXPIRATION:
             expiration = msg.properties.expiration
             if not (expiration or "").isdigit():

@@ -148,6 +148,8 @@ CREATE TABLE IF NOT EXISTS user_limits (name TEXT PRIMARY KEY, limits TEXT NOT N
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, tags TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS permissions (user TEXT, vhost TEXT, configure TEXT, write TEXT, read TEXT,
   PRIMARY KEY (user, vhost));
+CREATE TABLE IF NOT EXISTS topic_permissions (user TEXT, vhost TEXT, exchange TEXT, write TEXT,
+  read TEXT, PRIMARY KEY (user, vhost, exchange));
 CREATE TABLE IF NOT EXISTS exchanges (vhost TEXT, name TEXT, type TEXT, durable INTEGER, auto_delete INTEGER,
   internal INTEGER, arguments TEXT, PRIMARY KEY (vhost, name));
 CREATE TABLE IF NOT EXISTS queues (vhost TEXT, name TEXT, durable INTEGER, auto_delete INTEGER,
@@ -207,7 +209,8 @@ class DefinitionStore:
     def delete_vhost(self, name: str) -> None:
         """Drop the vhost and everything in it, as RabbitMQ does."""
         with self.transaction():
-            for table in ("exchanges", "queues", "bindings", "policies", "permissions"):
+            for table in ("exchanges", "queues", "bindings", "policies", "permissions",
+                          "topic_permissions"):
                 self._db.execute(f"DELETE FROM {table} WHERE vhost = ?", (name,))
             self._db.execute("DELETE FROM vhosts WHERE name = ?", (name,))
 
@@ -217,6 +220,7 @@ class DefinitionStore:
     def delete_user(self, name: str) -> None:
         with self.transaction():
             self._db.execute("DELETE FROM permissions WHERE user = ?", (name,))
+            self._db.execute("DELETE FROM topic_permissions WHERE user = ?", (name,))
             self._db.execute("DELETE FROM users WHERE name = ?", (name,))
 
     def save_permission(self, p: PermissionDef) -> None:
@@ -225,6 +229,19 @@ class DefinitionStore:
 
     def delete_permission(self, user: str, vhost: str) -> None:
         self._run("DELETE FROM permissions WHERE user = ? AND vhost = ?", user, vhost)
+
+    def save_topic_permission(self, p: dict[str, str]) -> None:
+        self._run("INSERT OR REPLACE INTO topic_permissions VALUES (?, ?, ?, ?, ?)",
+                  p["user"], p["vhost"], p["exchange"], p["write"], p["read"])
+
+    def delete_topic_permission(self, user: str, vhost: str, exchange: str) -> None:
+        self._run("DELETE FROM topic_permissions WHERE user = ? AND vhost = ? AND exchange = ?",
+                  user, vhost, exchange)
+
+    def load_topic_permissions(self) -> list[dict[str, str]]:
+        rows = self._db.execute("SELECT user, vhost, exchange, write, read FROM topic_permissions")
+        return [dict(zip(("user", "vhost", "exchange", "write", "read"), row, strict=True))
+                for row in rows]
 
     def save_exchange(self, e: ExchangeDef) -> None:
         self._run("INSERT OR REPLACE INTO exchanges VALUES (?, ?, ?, ?, ?, ?, ?)", e.vhost, e.name, e.type,

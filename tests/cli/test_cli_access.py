@@ -1,4 +1,4 @@
-"""CLI: vhosts add/delete, users set-permissions, policies list/set/delete."""
+"""CLI: vhosts add/delete, users set-permissions/set-topic-permissions, policies."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import time
 
 import pika
+import pika.exceptions
 
 
 def test_vhost_add_grant_and_delete(cli, uid: str, broker_url: str) -> None:
@@ -24,6 +25,31 @@ def test_vhost_add_grant_and_delete(cli, uid: str, broker_url: str) -> None:
     assert vhost not in {v["name"] for v in json.loads(cli("vhosts", "list", "--json").output)}
     missing = cli("vhosts", "delete", vhost)
     assert missing.exit_code != 0 and "not found" in missing.output
+    cli("users", "delete", user)
+
+
+def test_topic_permissions_set_enforced_and_cleared(cli, uid: str, broker_url: str) -> None:
+    user = f"t-{uid}"
+    assert cli("users", "add", user, "pw").exit_code == 0
+    assert cli("users", "set-permissions", user, ".*", ".*", ".*").exit_code == 0
+    result = cli("users", "set-topic-permissions", user, "amq.topic", "^allowed$", ".*")
+    assert result.exit_code == 0, result.output
+    host_port = broker_url.split("@", 1)[1].split("/", 1)[0]
+    conn = pika.BlockingConnection(pika.URLParameters(f"amqp://{user}:pw@{host_port}/"))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("amq.topic", "allowed", b"ok")
+        try:
+            ch.basic_publish("amq.topic", "denied", b"no")
+            raise AssertionError("publish with a denied routing key went through")
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            assert exc.reply_code == 403
+    finally:
+        conn.close()
+    assert cli("users", "clear-topic-permissions", user).exit_code == 0
+    again = cli("users", "clear-topic-permissions", user)
+    assert again.exit_code != 0 and "no topic permissions" in again.output
     cli("users", "delete", user)
 
 

@@ -220,6 +220,24 @@ def test_users_survive(sb, uid: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_topic_permissions_survive_and_are_exported(sb, uid: str, mode: str) -> None:
+    carol = f"carol-{uid}"
+    assert sb.api("PUT", f"/users/{carol}", {"password": "c", "tags": ""})[0] in (201, 204)
+    topic = {"exchange": "amq.topic", "write": "^{username}\\.", "read": "^public\\."}
+    assert sb.api("PUT", f"/topic-permissions/%2F/{carol}", topic)[0] in (201, 204)
+
+    bounce(sb, mode)
+
+    status, got = sb.api("GET", f"/topic-permissions/%2F/{carol}")
+    assert status == 200 and [{k: p[k] for k in topic} for p in got] == [topic]
+    status, exported = sb.api("GET", "/definitions")
+    assert {**topic, "user": carol, "vhost": "/"} in exported["topic_permissions"]
+    assert sb.api("DELETE", f"/users/{carol}")[0] == 204
+    bounce(sb, mode)
+    assert sb.api("GET", f"/topic-permissions/%2F/{carol}")[0] == 404
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_vhost_and_its_contents_survive(sb, uid: str, mode: str) -> None:
     vhost = f"vh-{uid}"
     assert sb.api("PUT", f"/vhosts/{vhost}", {})[0] in (201, 204)

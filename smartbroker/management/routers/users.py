@@ -1,4 +1,5 @@
-"""/api/users[/{name}] and /api/permissions[/{vhost}/{user}] (administrator only)."""
+"""/api/users[/{name}], /api/permissions[/{vhost}/{user}] and
+/api/topic-permissions[/{vhost}/{user}] (administrator only)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Any
 from fastapi import Response
 
 from smartbroker.auth import User
-from smartbroker.broker.permissions import Permission
+from smartbroker.broker.permissions import Permission, TopicPermission
 from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request, not_found
-from smartbroker.management.models import PermissionBody, UserBody, split_tags
+from smartbroker.management.models import PermissionBody, TopicPermissionBody, UserBody, split_tags
 from smartbroker.management.routers.common import api_router
 from smartbroker.management.views import user_json
 
@@ -59,8 +60,11 @@ async def put_user(name: str, body: UserBody, state: StateDep) -> Response:
 async def delete_user(name: str, state: StateDep) -> Response:
     if not state.broker.users.delete(name):
         raise not_found()
-    for vhost, user in [k for k in state.broker.permissions.entries if k[1] == name]:
-        state.broker.permissions.delete(vhost, user)
+    perms = state.broker.permissions
+    for vhost, user in [k for k in perms.entries if k[1] == name]:
+        perms.delete(vhost, user)
+    for vhost, user in {k[:2] for k in perms.topic if k[1] == name}:
+        perms.delete_topic(vhost, user)
     return Response(status_code=204)
 
 
@@ -97,5 +101,46 @@ async def put_permission(vhost: str, user: str, body: PermissionBody, state: Sta
 @router.delete("/permissions/{vhost}/{user}", status_code=204)
 async def delete_permission(vhost: str, user: str, state: StateDep) -> Response:
     if not state.broker.permissions.delete(vhost, user):
+        raise not_found()
+    return Response(status_code=204)
+
+
+@router.get("/topic-permissions")
+async def list_topic_permissions(state: StateDep) -> list[dict[str, str]]:
+    return [p.as_json() for p in state.broker.permissions.topic.values()]
+
+
+@router.get("/users/{name}/topic-permissions")
+async def user_topic_permissions(name: str, state: StateDep) -> list[dict[str, str]]:
+    if name not in state.broker.users.users:
+        raise not_found()
+    return [p.as_json() for p in state.broker.permissions.topic.values() if p.user == name]
+
+
+@router.get("/topic-permissions/{vhost}/{user}")
+async def get_topic_permissions(vhost: str, user: str, state: StateDep) -> list[dict[str, str]]:
+    found = [p.as_json() for p in state.broker.permissions.topic.values()
+             if p.vhost == vhost and p.user == user]
+    if not found:
+        raise not_found()
+    return found
+
+
+@router.put("/topic-permissions/{vhost}/{user}", status_code=201)
+async def put_topic_permission(vhost: str, user: str, body: TopicPermissionBody,
+                               state: StateDep) -> Response:
+    lookup_vhost(state.broker, vhost)
+    if user not in state.broker.users.users:
+        raise bad_request(f"no user '{user}'")
+    perms = state.broker.permissions
+    created = (vhost, user, body.exchange) not in perms.topic
+    perms.set_topic(TopicPermission(user, vhost, body.exchange, body.write, body.read))
+    return Response(status_code=201 if created else 204)
+
+
+@router.delete("/topic-permissions/{vhost}/{user}", status_code=204)
+async def delete_topic_permissions(vhost: str, user: str, state: StateDep,
+                                   exchange: str | None = None) -> Response:
+    if not state.broker.permissions.delete_topic(vhost, user, exchange):
         raise not_found()
     return Response(status_code=204)
