@@ -21,6 +21,7 @@ from smartbroker.queues.expiry import MessageExpiry
 from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager
 from smartbroker.queues.ready import PriorityReady, ReadyList, next_position
 from smartbroker.queues.settings import QueueSettings
+from smartbroker.queues.unused import UnusedExpiry
 
 CLASSIC_ARGUMENTS = frozenset({
     "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
@@ -101,11 +102,11 @@ class ClassicQueue:
         self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
         self.expiry = MessageExpiry(self.host.call_later, self._expire)
         self.pager = Pager(lambda offset: self.host.store.load(offset))
-        self._unused_timer: Any = None
+        self.unused = UnusedExpiry(self, self.host.call_later, lambda: self.host.queue_unused(self))
         self.deleted = False
         self.last_used = time.monotonic()
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
-        self._schedule_unused_check()
+        self.unused.schedule()
 
     # -- counts ----------------------------------------------------------------------------
     @property
@@ -132,7 +133,7 @@ class ClassicQueue:
         self.policy_name = name
         self.settings = QueueSettings.resolve(self.arguments, definition)
         self._limited = self.settings.has_limits
-        self._schedule_unused_check()
+        self.unused.schedule()
         self._enforce_limits()
 
     def touch(self) -> None:
@@ -416,28 +417,6 @@ class ClassicQueue:
             else:
                 self.host.queue_unused(self)
 
-    # -- x-expires -------------------------------------------------------------------------
-    def _schedule_unused_check(self) -> None:
-        if self._unused_timer is not None:
-            self._unused_timer.cancel()
-            self._unused_timer = None
-        expires = self.settings.expires
-        if expires is None or self.deleted:
-            return
-        due = self.last_used + expires / 1000.0
-        self._unused_timer = self.host.call_later(max(due - time.monotonic(), 0.0) + 0.001,
-                                                  self._unused_check)
-
-    def _unused_check(self) -> None:
-        self._unused_timer = None
-        expires = self.settings.expires
-        if self.deleted or expires is None:
-            return
-        if not self.consumers and time.monotonic() >= self.last_used + expires / 1000.0:
-            self.host.queue_unused(self)
-            return
-        self._schedule_unused_check()
-
     # -- lifecycle -------------------------------------------------------------------------
     def purge(self) -> int:
         entries = self.ready.clear()
@@ -447,8 +426,7 @@ class ClassicQueue:
 
     def delete(self) -> int:
         self.deleted = True
-        if self._unused_timer is not None:
-            self._unused_timer.cancel()
+        self.unused.cancel()
         self.expiry.stop()
         count = self.purge()
         consumers, self.consumers = self.consumers, []

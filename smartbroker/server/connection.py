@@ -34,6 +34,7 @@ from smartbroker.handlers import CHANNEL_HANDLERS
 from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
 from smartbroker.protocol import codec
+from smartbroker.server.access import Access
 from smartbroker.server.heartbeat import Heartbeats
 from smartbroker.server.publisher import Publisher
 from smartbroker.server.tls import peer_common_name
@@ -78,11 +79,12 @@ class AMQPConnection(asyncio.Protocol):
         self.sent = False  # any byte written since the last heartbeat tick
         self.bytes_in = 0
         self.bytes_out = 0
-        self._perm_cache: set[tuple[str, str, str]] = set()
         self.has_published = False
         self.peer_cert_name: str | None = None  # CN of a verified TLS client certificate
         self.blocked = False
-        self._perm_version = -1
+        self.access = Access(self)
+        self.check = self.access.check  # conn.check("write", "exchange", name) in handlers
+        self.check_topic = self.access.check_topic_named
         self.publisher = Publisher(self)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -385,27 +387,6 @@ class AMQPConnection(asyncio.Protocol):
         self.state = State.CLOSING
         self._buf = b""
         self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
-
-    def check(self, kind: str, resource: str, name: str) -> None:
-        """Permission check with a per-connection cache (dropped when permissions change)."""
-        perms = self.broker.permissions
-        if self._perm_version != perms.version:
-            self._perm_cache.clear()
-            self._perm_version = perms.version
-        key = (kind, resource, name)
-        if key not in self._perm_cache:
-            perms.check(self.user.name, self.vhost.name, kind, resource, name)  # raises 403
-            self._perm_cache.add(key)
-
-    def check_topic(self, kind: str, exchange: str, routing_key: str) -> None:
-        """Topic permissions: only topic exchanges, only users that have some."""
-        perms = self.broker.permissions
-        if not perms.topic:
-            return
-        ex = self.vhost.exchanges.get(exchange)
-        if ex is not None and ex.type_name == "topic":
-            perms.check_topic(self.user.name, self.vhost.name, kind, exchange,  # type: ignore[arg-type]
-                              routing_key)
 
     def server_close(self, code: int = 320, text: str = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'") -> None:
         """Broker-initiated close (shutdown, management API)."""

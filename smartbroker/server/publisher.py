@@ -134,7 +134,7 @@ class Publisher:
 
     def check_publish(self, msg: Message) -> None:
         conn = self.conn
-        if msg.exchange != self._write_ok or conn._perm_version != conn.broker.permissions.version:
+        if msg.exchange != self._write_ok or conn.access.version != conn.broker.permissions.version:
             conn.check("write", "exchange", msg.exchange)
             self._write_ok = msg.exchange
         ex = conn.vhost.exchanges.get(msg.exchange)
@@ -143,9 +143,8 @@ class Publisher:
         if ex.internal:
             raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
                                  f"'{conn.vhost.name}'")
-        if conn.broker.permissions.topic and ex.type_name == "topic":
-            conn.broker.permissions.check_topic(conn.user.name, conn.vhost.name, "write",
-                                                msg.exchange, msg.routing_key)
+        if conn.broker.permissions.topic:
+            conn.access.check_topic("write", ex, msg.routing_key)
         if msg.flags & codec.FLAG_EXPIRATION:
             expiration = msg.properties.expiration
             if not (expiration or "").isdigit():

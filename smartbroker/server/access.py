@@ -1,0 +1,42 @@
+"""What one connection may do: RabbitMQ's permission checks (``Permissions``) with a cache
+of what this connection was already allowed, dropped whenever any permission changes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smartbroker.server.connection import AMQPConnection
+
+
+class Access:
+    __slots__ = ("conn", "_allowed", "version")
+
+    def __init__(self, conn: AMQPConnection) -> None:
+        self.conn = conn
+        self._allowed: set[tuple[str, str, str]] = set()
+        self.version = -1  # the Permissions.version the cache was filled under
+
+    def check(self, kind: str, resource: str, name: str) -> None:
+        """configure/write/read on a queue or exchange; 403 unless allowed."""
+        conn = self.conn
+        perms = conn.broker.permissions
+        if self.version != perms.version:
+            self._allowed.clear()
+            self.version = perms.version
+        key = (kind, resource, name)
+        if key not in self._allowed:
+            perms.check(conn.user.name, conn.vhost.name, kind, resource, name)  # type: ignore[arg-type]
+            self._allowed.add(key)
+
+    def check_topic(self, kind: str, exchange: Any, routing_key: str) -> None:
+        """Topic permissions: only on topic exchanges, only for users that have some."""
+        conn = self.conn
+        perms = conn.broker.permissions
+        if perms.topic and exchange is not None and exchange.type_name == "topic":
+            perms.check_topic(conn.user.name, conn.vhost.name, kind, exchange.name,  # type: ignore[arg-type]
+                              routing_key)
+
+    def check_topic_named(self, kind: str, exchange: str, routing_key: str) -> None:
+        if self.conn.broker.permissions.topic:
+            self.check_topic(kind, self.conn.vhost.exchanges.get(exchange), routing_key)
