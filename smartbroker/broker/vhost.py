@@ -31,7 +31,7 @@ from smartbroker.errors import (
 from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.message import Message, has_sender_routing, with_sender_routing
 from smartbroker.protocol.codec import FLAG_HEADERS
-from smartbroker.queues.arguments import validate_queue_arguments
+from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
 from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
@@ -145,11 +145,11 @@ class VirtualHost:
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
         if name == "":
             raise access_refused("operation not permitted on the default exchange")
+        if name.startswith("amq."):
+            raise access_refused(f"deletion of system exchange '{name}' {self.where()} not allowed")
         ex = self.exchanges.get(name)
         if ex is None:
             return  # RabbitMQ: deleting a missing exchange is not an error
-        if name.startswith("amq.") and name in PREDECLARED:
-            raise access_refused(f"operation not permitted on reserved exchange '{name}'")
         if if_unused and ex.bindings:
             raise precondition_failed(f"exchange '{name}' {self.where()} in use")
         self._drop_exchange(ex)
@@ -188,6 +188,11 @@ class VirtualHost:
             q = StreamQueue(name, self.name, durable=True, arguments=arguments, host=self,
                             settings=settings)
         else:
+            if _text(arguments.get("x-queue-type")) == "quorum":  # served by a classic queue
+                if "x-max-priority" in arguments:
+                    raise precondition_failed(f"invalid arg 'x-max-priority' for queue '{name}' in "
+                                              f"vhost '{self.name}' of queue type rabbit_quorum_queue")
+                check_replicated_properties(name, self.name, durable, exclusive, auto_delete)
             validate_queue_arguments(name, self.name, arguments)
             q = ClassicQueue(name, self.name, durable=durable, auto_delete=auto_delete,
                              exclusive_owner=owner if exclusive else None, arguments=arguments,

@@ -25,7 +25,7 @@ def declare(conn, ch, m: commands.Queue.Declare) -> None:
                                                 message_count=0, consumer_count=1))
         return
     if m.passive:
-        name = queue_name(ch, m.queue)
+        name = m.queue  # RabbitMQ: no "last declared queue" shortcut here ('' is not found)
     else:
         name = m.queue or generated_name("amq.gen-")
         conn.check("configure", "queue", name)

@@ -1,16 +1,19 @@
-"""Validation of queue ``x-`` arguments, with RabbitMQ's 406 messages."""
+"""Validation of queue ``x-`` arguments, with RabbitMQ's 406 messages (texts taken from
+RabbitMQ 3.10: type errors name the AMQP field type, as the client sent it)."""
 
 from __future__ import annotations
 
+import datetime
+import decimal
 from collections.abc import Mapping
 from typing import Any
 
 from smartbroker.errors import precondition_failed
 
 _NON_NEGATIVE_INTS = ("x-message-ttl", "x-max-length", "x-max-length-bytes", "x-delivery-limit")
-_POSITIVE_INTS = ("x-expires",)
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum")
+QUEUE_MODES = ("default", "lazy")
 
 
 def _is_int(value: Any) -> bool:
@@ -21,41 +24,76 @@ def _text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
+def amqp_type(value: Any) -> str:
+    """The field-table type name RabbitMQ reports for a decoded value."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -(1 << 31) <= value < (1 << 31) else "long"
+    for kinds, name in ((str | bytes, "longstr"), (dict, "table"), (list | tuple, "array"),
+                        (float, "double"), (decimal.Decimal, "decimal"),
+                        (datetime.datetime, "timestamp")):
+        if isinstance(value, kinds):
+            return name
+    return "void" if value is None else type(value).__name__
+
+
+def check_replicated_properties(queue: str, vhost: str, durable: bool, exclusive: bool,
+                                auto_delete: bool) -> None:
+    """Quorum and stream queues are durable, shared and kept: RabbitMQ's checks, in its order."""
+    where = f"for queue '{queue}' in vhost '{vhost}'"
+    if auto_delete:
+        raise precondition_failed(f"invalid property 'auto-delete' {where}")
+    if exclusive:
+        raise precondition_failed(f"invalid property 'exclusive-owner' {where}")
+    if not durable:
+        raise precondition_failed(f"invalid property 'non-durable' {where}")
+
+
 def validate_queue_arguments(queue: str, vhost: str, arguments: Mapping[str, Any]) -> None:
     def bad(arg: str, why: str) -> Exception:
         return precondition_failed(f"invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {why}")
 
-    for arg in _NON_NEGATIVE_INTS:
-        if arg in arguments:
-            value = arguments[arg]
-            if not _is_int(value):
-                raise bad(arg, f"{{unacceptable_type,{type(value).__name__}}}")
-            if value < 0:
-                raise bad(arg, f"{{value_negative,{value}}}")
-    for arg in _POSITIVE_INTS:
-        if arg in arguments:
-            value = arguments[arg]
-            if not _is_int(value):
-                raise bad(arg, f"{{unacceptable_type,{type(value).__name__}}}")
-            if value <= 0:
-                raise bad(arg, f"{{value_zero_or_less,{value}}}")
-    if "x-overflow" in arguments and _text(arguments["x-overflow"]) not in OVERFLOW_MODES:
-        raise bad("x-overflow", f"{{unacceptable_value,{_text(arguments['x-overflow'])}}}")
-    if "x-max-priority" in arguments:
-        value = arguments["x-max-priority"]
+    def integer(arg: str) -> int | None:
+        if arg not in arguments:
+            return None
+        value = arguments[arg]
         if not _is_int(value):
-            raise bad("x-max-priority", f"{{unacceptable_type,{type(value).__name__}}}")
-        if not 0 <= value <= 255:
-            raise bad("x-max-priority", f"{{value_out_of_range,{value}}}")
-    if "x-queue-type" in arguments and _text(arguments["x-queue-type"]) not in QUEUE_TYPES:
-        raise bad("x-queue-type", f"{{unacceptable_value,{_text(arguments['x-queue-type'])}}}")
+            raise bad(arg, f'"expected integer, got {amqp_type(value)}"')
+        return value
+
+    def string(arg: str) -> str | None:
+        if arg not in arguments:
+            return None
+        value = arguments[arg]
+        if not isinstance(value, str | bytes):
+            raise bad(arg, f"{{unacceptable_type,{amqp_type(value)}}}")
+        return _text(value)
+
+    for arg in _NON_NEGATIVE_INTS:
+        value = integer(arg)
+        if value is not None and value < 0:
+            raise bad(arg, f"{{value_negative,{value}}}")
+    expires = integer("x-expires")
+    if expires is not None and expires <= 0:
+        raise bad("x-expires", "{value_zero,0}" if expires == 0 else f"{{value_negative,{expires}}}")
+    priority = integer("x-max-priority")
+    if priority is not None and priority < 0:
+        raise bad("x-max-priority", f"{{value_negative,{priority}}}")
+    if priority is not None and priority > 255:
+        raise bad("x-max-priority", f"{{max_value_exceeded,{priority}}}")
+    if (overflow := string("x-overflow")) is not None and overflow not in OVERFLOW_MODES:
+        raise bad("x-overflow", "invalid_overflow")
+    if (mode := string("x-queue-mode")) is not None and mode not in QUEUE_MODES:
+        raise bad("x-queue-mode", f"\"unsupported queue mode '{mode}'\"")
+    if (kind := string("x-queue-type")) is not None and kind not in QUEUE_TYPES:
+        raise bad("x-queue-type", f"\"unsupported queue type '{kind}'\"")
     if "x-single-active-consumer" in arguments and not isinstance(arguments["x-single-active-consumer"], bool):
-        value = arguments["x-single-active-consumer"]
-        raise bad("x-single-active-consumer", f"{{unacceptable_type,{type(value).__name__}}}")
-    for arg in ("x-dead-letter-exchange", "x-dead-letter-routing-key"):
-        if arg in arguments and not isinstance(arguments[arg], str | bytes):
-            raise bad(arg, f"{{unacceptable_type,{type(arguments[arg]).__name__}}}")
-    if "x-dead-letter-routing-key" in arguments and "x-dead-letter-exchange" not in arguments:
-        raise precondition_failed(
-            f"invalid arg 'x-dead-letter-routing-key' for queue '{queue}' in vhost '{vhost}': "
-            "Missing dead-letter-exchange")
+        raise bad("x-single-active-consumer",
+                  f"{{unacceptable_type,{amqp_type(arguments['x-single-active-consumer'])}}}")
+    dlx = arguments.get("x-dead-letter-exchange")
+    if dlx is not None and not isinstance(dlx, str | bytes):
+        raise precondition_failed(f"invalid type '{amqp_type(dlx)}' for arg 'x-dead-letter-exchange' "
+                                  f"in queue '{queue}' in vhost '{vhost}'")
+    if string("x-dead-letter-routing-key") is not None and dlx is None:
+        raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")

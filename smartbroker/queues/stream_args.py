@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.errors import precondition_failed
+from smartbroker.queues.arguments import check_replicated_properties
 
 STREAM_ARGUMENTS = frozenset({
     "x-queue-type", "x-partitions", "x-max-age", "x-max-length-bytes",
@@ -58,16 +59,11 @@ class StreamSettings:
     def parse(cls, queue: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool,
               arguments: Mapping[str, Any]) -> StreamSettings:
         where = f"for queue '{queue}' in vhost '{vhost}'"
-        if not durable:
-            raise precondition_failed(f"invalid property 'non-durable' {where}")
-        if exclusive:
-            raise precondition_failed(f"invalid property 'exclusive-owner' {where}")
-        if auto_delete:
-            raise precondition_failed(f"invalid property 'auto-delete' {where}")
         for arg in arguments:
             if arg.startswith("x-") and arg not in STREAM_ARGUMENTS:
                 raise precondition_failed(
                     f"invalid arg '{arg}' {where} of queue type rabbit_stream_queue")
+        check_replicated_properties(queue, vhost, durable, exclusive, auto_delete)
 
         def bad(arg: str, why: str) -> Exception:
             return precondition_failed(f"invalid arg '{arg}' {where}: {why}")
