@@ -8,6 +8,7 @@ from typing import Any
 from smartbroker.broker.exchange import Exchange
 from smartbroker.errors import precondition_failed, resource_locked
 from smartbroker.exchanges.headers import same_value
+from smartbroker.queues.arguments import amqp_type
 
 
 def _fmt(value: Any) -> str:
@@ -55,14 +56,15 @@ def check_queue_equivalent(q: Any, where: str, durable: bool, exclusive: bool,
         if arg == "x-queue-type" and _fmt(want or "classic") == _fmt(have or "classic"):
             continue
         if not (have is None and want is None) and not same_value(have, want):
+            both = have is not None and want is not None  # RabbitMQ: plain values then
+            received, current = (f"'{_fmt(want)}'", f"'{_fmt(have)}'") if both else (
+                _describe(want), _describe(have))
             raise precondition_failed(
                 f"inequivalent arg '{arg}' for queue '{q.name}' {where}: "
-                f"received {_describe(want)} but current is {_describe(have)}")
+                f"received {received} but current is {current}")
 
 
 def _describe(value: Any) -> str:
     if value is None:
         return "none"
-    kind = {bool: "bool", int: "long", float: "double", str: "longstr", bytes: "longstr"}.get(
-        type(value), type(value).__name__)
-    return f"the value '{_fmt(value)}' of type '{kind}'"
+    return f"the value '{_fmt(value)}' of type '{amqp_type(value)}'"

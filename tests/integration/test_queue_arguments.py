@@ -82,3 +82,17 @@ def test_amq_exchanges_cannot_be_deleted(conn: pika.BlockingConnection, name: st
         conn.channel().exchange_delete(name)
     assert err[0].reply_text == (f"ACCESS_REFUSED - deletion of system exchange '{name}' in "
                                  f"vhost '/' not allowed")
+
+
+def test_redeclare_with_another_argument_value(conn: pika.BlockingConnection, qname: str) -> None:
+    ch = conn.channel()
+    ch.queue_declare(qname, auto_delete=True, arguments={"x-max-length": 5})
+    with channel_error(406) as err:
+        conn.channel().queue_declare(qname, auto_delete=True, arguments={"x-max-length": 6})
+    assert err[0].reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue "
+                                 f"'{qname}' in vhost '/': received '6' but current is '5'")
+    with channel_error(406) as err:
+        conn.channel().queue_declare(qname, auto_delete=True)
+    assert err[0].reply_text == (f"PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue "
+                                 f"'{qname}' in vhost '/': received none but current is the value "
+                                 f"'5' of type 'signedint'")
