@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from urllib.parse import urlsplit
+
 import httpx
+import pika
 import pytest
 
 
@@ -126,3 +130,37 @@ def test_metrics_prometheus(api: httpx.Client, api_base: str, queue: str, pub) -
                  "rabbitmq_process_resident_memory_bytes",
                  "rabbitmq_global_messages_received_total"):
         assert f"\n{name}" in text, name
+
+
+def test_health_endpoints_that_monitoring_tools_poll(api: httpx.Client, broker) -> None:
+    """The older /api/healthchecks/node, port and protocol listener checks, quorum checks."""
+    assert api.get("/api/healthchecks/node").json()["status"] == "ok"
+    amqp_port = urlsplit(broker.url).port or 5672
+    assert api.get(f"/api/health/checks/port-listener/{amqp_port}").json() == {
+        "status": "ok", "port": amqp_port}
+    missing = api.get("/api/health/checks/port-listener/1")
+    assert missing.status_code == 503 and missing.json()["status"] == "failed"
+    assert api.get("/api/health/checks/protocol-listener/amqp").json()["status"] == "ok"
+    assert api.get("/api/health/checks/node-is-quorum-critical").json()["status"] == "ok"
+
+
+def test_queue_details_list_its_consumers(api: httpx.Client, broker, qname: str) -> None:
+    with pika.BlockingConnection(pika.URLParameters(broker.url)) as conn:
+        ch = conn.channel()
+        ch.queue_declare(qname, exclusive=True)
+        ch.basic_qos(prefetch_count=7)
+        ch.basic_consume(qname, lambda *a: None, consumer_tag="seen-by-api")
+        deadline = time.monotonic() + 15  # RabbitMQ's statistics arrive every 5 s
+        while not (consumers := api.get(f"/api/queues/%2F/{qname}").json()["consumer_details"]):
+            assert time.monotonic() < deadline, "the consumer never showed up"
+            conn.sleep(0.2)
+    assert [(c["consumer_tag"], c["prefetch_count"], c["ack_required"]) for c in consumers] == [
+        ("seen-by-api", 7, True)]
+    assert consumers[0]["queue"] == {"name": qname, "vhost": "/"}
+
+
+def test_cluster_name_and_node_limits(api: httpx.Client) -> None:
+    assert api.get("/api/cluster-name").json()["name"]
+    node = api.get("/api/nodes").json()[0]
+    assert node["mem_limit"] > 0 and node["disk_free"] > 0 and node["fd_total"] > 0
+    assert node["disk_free_limit"] >= 0

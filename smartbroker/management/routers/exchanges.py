@@ -39,7 +39,7 @@ async def get_exchange(vhost: str, name: str, state: StateDep) -> dict[str, Any]
     ex = vh.exchanges.get(exchange_name(name))
     if ex is None:
         raise not_found()
-    return exchange_json(ex, vh)
+    return {**exchange_json(ex, vh), "incoming": [], "outgoing": []}  # per-peer rates: none kept
 
 
 @router.put("/exchanges/{vhost}/{name}", status_code=201)

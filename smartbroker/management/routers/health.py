@@ -41,6 +41,50 @@ async def virtual_hosts() -> Status:
     return Status(status="ok")
 
 
+@router.get("/healthchecks/node", response_model=Status)
+async def node_health() -> Status:
+    """RabbitMQ's older single health check (still used by many container healthchecks)."""
+    return Status(status="ok")
+
+
+@router.get("/health/checks/node-is-quorum-critical", response_model=Status)
+@router.get("/health/checks/node-is-mirror-sync-critical", response_model=Status)
+async def not_critical() -> Status:
+    """One node: no quorum or mirror depends on this one alone."""
+    return Status(status="ok")
+
+
+def _listeners(state: Any) -> dict[str, int]:
+    cfg = state.broker.config
+    found = {"amqp": state.amqp_port or cfg.port, "http": state.http_port or cfg.management_port}
+    if getattr(cfg, "tls_port", None) and getattr(cfg, "tls_cert", None):
+        found["amqp/ssl"] = cfg.tls_port
+    return found
+
+
+@router.get("/health/checks/port-listener/{port}")
+async def port_listener(port: int, state: StateDep) -> Any:
+    ports = sorted(_listeners(state).values())
+    if port in ports:
+        return {"status": "ok", "port": port}
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=503, content={
+        "status": "failed", "reason": "No active listener", "missing": port, "ports": ports})
+
+
+@router.get("/health/checks/protocol-listener/{protocol}")
+async def protocol_listener(protocol: str, state: StateDep) -> Any:
+    listeners = _listeners(state)
+    if protocol in listeners:
+        return {"status": "ok", "protocol": protocol}
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=503, content={
+        "status": "failed", "reason": "No active listener", "missing": protocol,
+        "protocols": sorted(listeners)})
+
+
 @router.get("/aliveness-test/{vhost}")
 async def aliveness(vhost: str, state: StateDep) -> dict[str, Any]:
     """Declare a queue, publish to it and get the message back, as RabbitMQ does."""

@@ -83,7 +83,50 @@ def _node(state: Any) -> dict[str, Any]:
         "rates_mode": "basic",
         "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
         "partitions": [],
+        **_resources(state),
     }
+
+
+def _resources(state: Any) -> dict[str, Any]:
+    """The node's limits and use, under RabbitMQ's field names."""
+    import resource
+    import shutil
+
+    from smartbroker.server.alarms import memory_limit
+
+    cfg = state.broker.config
+    try:
+        disk_free = shutil.disk_usage(cfg.data_dir).free
+    except OSError:
+        disk_free = 0
+    try:
+        fd_used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fd_used = 0
+    conns = open_connections(state)
+    fd_total = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return {"mem_limit": memory_limit(cfg.memory_high_watermark), "disk_free": disk_free,
+            "disk_free_limit": cfg.disk_free_limit, "fd_used": fd_used, "fd_total": fd_total,
+            "sockets_used": len(conns), "sockets_total": cfg.max_connections,
+            "proc_used": 1, "proc_total": 1, "run_queue": 0, "db_dir": str(cfg.data_dir),
+            "enabled_plugins": [], "applications": [], "config_files": [], "log_files": [],
+            "auth_mechanisms": [{"name": "PLAIN", "enabled": True},
+                                {"name": "AMQPLAIN", "enabled": True},
+                                {"name": "EXTERNAL", "enabled": bool(getattr(cfg, "tls_cert", None))}]}
+
+
+@router.get("/cluster-name")
+async def cluster_name(state: StateDep) -> dict[str, str]:
+    return {"name": state.node}
+
+
+@router.get("/extensions")
+@router.get("/feature-flags")
+@router.get("/global-parameters")
+@router.get("/parameters")
+async def nothing_here() -> list[Any]:
+    """RabbitMQ endpoints for plugins, feature flags and runtime parameters: none here."""
+    return []
 
 
 @router.get("/nodes")

@@ -11,7 +11,7 @@ from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request, not_found
 from smartbroker.management.models import GetBody, QueueBody
 from smartbroker.management.routers.common import api_router, paginate
-from smartbroker.management.views import bindings_of, queue_json
+from smartbroker.management.views import bindings_of, consumer_json, queue_json
 
 router = api_router()
 
@@ -38,7 +38,12 @@ async def vhost_queues(vhost: str, request: Request, state: StateDep) -> Any:
 
 @router.get("/queues/{vhost}/{name}")
 async def get_queue(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
-    return queue_json(_queue(state, vhost, name)[1], state)
+    """One queue, with RabbitMQ's detail fields: its consumers, per-source rates (none kept)."""
+    q = _queue(state, vhost, name)[1]
+    details = [consumer_json(c.channel.conn, c.channel, c) for c in getattr(q, "consumers", ())
+               if hasattr(c, "channel")]
+    return {**queue_json(q, state), "consumer_details": details, "incoming": [],
+            "deliveries": [], "garbage_collection": {}}
 
 
 @router.put("/queues/{vhost}/{name}", status_code=201)
