@@ -164,3 +164,8 @@ def test_cluster_name_and_node_limits(api: httpx.Client) -> None:
     node = api.get("/api/nodes").json()[0]
     assert node["mem_limit"] > 0 and node["disk_free"] > 0 and node["fd_total"] > 0
     assert node["disk_free_limit"] >= 0
+
+
+def test_auth_settings_need_no_login_and_say_no_oauth(api_base: str) -> None:
+    settings = httpx.get(f"{api_base}/api/auth", timeout=10)  # no credentials
+    assert settings.status_code == 200 and settings.json()["enable_uaa"] is False

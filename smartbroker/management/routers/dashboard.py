@@ -37,3 +37,10 @@ async def index_html() -> Response:
 @router.get("/static/{name}")
 async def static(name: str) -> Response:
     return _file(name)
+
+
+@router.get("/api/auth")
+async def auth_settings() -> dict[str, object]:
+    """What a login page asks before it has credentials (RabbitMQ: no authentication either):
+    no OAuth 2 (UAA) here, basic auth only."""
+    return {"enable_uaa": False, "uaa_client_id": "", "uaa_location": ""}
