@@ -86,6 +86,7 @@ def decode_enqueue(data: bytes) -> tuple[str, list[str], Message]:
 
 
 def encode_mark(kind: bytes, offset: int, vhost: str, queue: str) -> bytes:
+    """The single-offset ``D``/``A`` record of older logs (kept so tests can write one)."""
     return _ack.pack(kind, offset) + _name(vhost) + _name(queue)
 
 

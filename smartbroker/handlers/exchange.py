@@ -33,7 +33,7 @@ def _destination(conn, name: str):
 def bind(conn, ch, m: commands.Exchange.Bind) -> None:
     conn.check("write", "exchange", m.destination)
     conn.check("read", "exchange", m.source)
-    conn.check_topic("read", m.source, m.routing_key)
+    conn.access.check_topic_named("read", m.source, m.routing_key)
     conn.vhost.bind(m.source, _destination(conn, m.destination), m.routing_key, m.arguments or {})
     if not m.nowait:
         conn.send_method(ch.number, commands.Exchange.BindOk())
@@ -44,7 +44,7 @@ def unbind(conn, ch, m: commands.Exchange.Unbind) -> None:
         raise access_refused("operation not permitted on the default exchange")
     conn.check("write", "exchange", m.destination)
     conn.check("read", "exchange", m.source)
-    conn.check_topic("read", m.source, m.routing_key)
+    conn.access.check_topic_named("read", m.source, m.routing_key)
     destination = conn.vhost.exchanges.get(m.destination)
     conn.vhost.unbind(m.source, destination, m.routing_key, m.arguments or {})
     if not m.nowait:

@@ -45,7 +45,7 @@ def bind(conn, ch, m: commands.Queue.Bind) -> None:
     name = queue_name(ch, m.queue)
     conn.check("write", "queue", name)
     conn.check("read", "exchange", m.exchange)
-    conn.check_topic("read", m.exchange, m.routing_key)
+    conn.access.check_topic_named("read", m.exchange, m.routing_key)
     q = conn.vhost.queue(name, conn)
     conn.vhost.bind(m.exchange, q, m.routing_key, m.arguments or {})
     if not m.nowait:
@@ -56,7 +56,7 @@ def unbind(conn, ch, m: commands.Queue.Unbind) -> None:
     name = queue_name(ch, m.queue)
     conn.check("write", "queue", name)
     conn.check("read", "exchange", m.exchange)
-    conn.check_topic("read", m.exchange, m.routing_key)
+    conn.access.check_topic_named("read", m.exchange, m.routing_key)
     q = conn.vhost.queues.get(name)
     if q is not None:
         conn.vhost.check_exclusive(q, conn)

@@ -84,7 +84,6 @@ class AMQPConnection(asyncio.Protocol):
         self.blocked = False
         self.access = Access(self)
         self.check = self.access.check  # conn.check("write", "exchange", name) in handlers
-        self.check_topic = self.access.check_topic_named
         self.publisher = Publisher(self)
 
     # -- asyncio.Protocol ----------------------------------------------------------------

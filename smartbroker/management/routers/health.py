@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 from smartbroker.management import ops
 from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.models import Status
@@ -15,15 +17,17 @@ router = api_router()
 ALIVENESS_QUEUE = "aliveness-test"
 
 
+def _failed(reason: str, **details: Any) -> JSONResponse:
+    """RabbitMQ's failed health check: 503 with a reason and what was found."""
+    return JSONResponse(status_code=503, content={"status": "failed", "reason": reason, **details})
+
+
 def _alarm_status(state: Any) -> Any:
     alarms = sorted(state.broker.alarms)
     if not alarms:
         return Status(status="ok")
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=503, content={
-        "status": "failed", "reason": f"resource alarm(s) in effect: {', '.join(alarms)}",
-        "alarms": [{"resource": a, "node": state.node} for a in alarms]})
+    return _failed(f"resource alarm(s) in effect: {', '.join(alarms)}",
+                   alarms=[{"resource": a, "node": state.node} for a in alarms])
 
 
 @router.get("/health/checks/alarms", response_model=Status)
@@ -67,10 +71,7 @@ async def port_listener(port: int, state: StateDep) -> Any:
     ports = sorted(_listeners(state).values())
     if port in ports:
         return {"status": "ok", "port": port}
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=503, content={
-        "status": "failed", "reason": "No active listener", "missing": port, "ports": ports})
+    return _failed("No active listener", missing=port, ports=ports)
 
 
 @router.get("/health/checks/protocol-listener/{protocol}")
@@ -78,11 +79,7 @@ async def protocol_listener(protocol: str, state: StateDep) -> Any:
     listeners = _listeners(state)
     if protocol in listeners:
         return {"status": "ok", "protocol": protocol}
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=503, content={
-        "status": "failed", "reason": "No active listener", "missing": protocol,
-        "protocols": sorted(listeners)})
+    return _failed("No active listener", missing=protocol, protocols=sorted(listeners))
 
 
 @router.get("/aliveness-test/{vhost}")
