@@ -115,6 +115,26 @@ class BrokerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def tracebacks(self) -> list[str]:
+        """Each traceback in this broker's log, with the line before it (what was logged)."""
+        lines = self.log().splitlines()
+        return ["\n".join(lines[max(i - 1, 0):i + 25]) for i, line in enumerate(lines)
+                if line.startswith("Traceback (most recent call last)")]
+
+
+def assert_clean_log(proc: BrokerProcess) -> None:
+    """Nothing a client sends may reach the broker log as a traceback (issue 12): every test
+    broker's log is checked when its fixture ends. Set SMARTBROKER_TEST_ALLOW_TRACEBACKS=1
+    to only report them."""
+    found = proc.tracebacks()
+    if not found:
+        return
+    report = f"broker log {proc.log_path} holds {len(found)} traceback(s); the first:\n{found[0]}"
+    if os.environ.get("SMARTBROKER_TEST_ALLOW_TRACEBACKS"):
+        sys.stderr.write(report + "\n")
+        return
+    pytest.fail(report, pytrace=False)
+
 
 @dataclass
 class BrokerInfo:
@@ -148,7 +168,10 @@ def broker() -> Iterator[BrokerInfo]:
         yield BrokerInfo(proc.url, proc.host, proc.port, proc.api, False, proc)
     finally:
         proc.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            assert_clean_log(proc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture
@@ -166,6 +189,7 @@ def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
         yield proc
     finally:
         proc.stop()
+    assert_clean_log(proc)
 
 
 @pytest.fixture
