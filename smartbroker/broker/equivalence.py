@@ -8,7 +8,7 @@ from typing import Any
 from smartbroker.broker.exchange import Exchange
 from smartbroker.errors import precondition_failed, resource_locked
 from smartbroker.exchanges.headers import same_value
-from smartbroker.queues.arguments import amqp_type
+from smartbroker.protocol.field_types import amqp_type
 
 
 def _fmt(value: Any) -> str:

@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smartbroker.errors import precondition_failed
 from smartbroker.exchanges import EXCHANGE_TYPES, ExchangeType
 from smartbroker.exchanges.base import freeze
+from smartbroker.protocol.field_types import amqp_type
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,3 +63,11 @@ class Exchange:
 
     def __repr__(self) -> str:
         return f"Exchange({self.name!r}, {self.type_name!r})"
+
+
+def validate_exchange_arguments(exchange: str, vhost: str, arguments: Mapping[str, Any]) -> None:
+    """RabbitMQ's 406 for an ``alternate-exchange`` that is not a string."""
+    if "alternate-exchange" in arguments and not isinstance(arguments["alternate-exchange"], str | bytes):
+        kind = amqp_type(arguments["alternate-exchange"])
+        raise precondition_failed(f"invalid type '{kind}' for arg 'alternate-exchange' in exchange "
+                                  f"'{exchange}' in vhost '{vhost}'")

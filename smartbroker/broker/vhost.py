@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.direct_reply import PREFIX as REPLY_PREFIX
 from smartbroker.broker.equivalence import check_exchange_equivalent, check_queue_equivalent
-from smartbroker.broker.exchange import Binding, Exchange
+from smartbroker.broker.exchange import Binding, Exchange, validate_exchange_arguments
 from smartbroker.broker.limits import check_queue
 from smartbroker.broker.policies import Policy, effective_policy
 from smartbroker.dlq.deadletter import dead_letter
@@ -135,6 +135,7 @@ class VirtualHost:
             check_exchange_equivalent(existing, self.where(), type_name, durable, auto_delete, internal,
                                             arguments or {})
             return existing
+        validate_exchange_arguments(name, self.name, arguments or {})
         ex = Exchange(name, type_name, durable=durable, auto_delete=auto_delete,
                       internal=internal, arguments=arguments)
         self.exchanges[name] = ex

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
 from smartbroker.exchanges.base import Table, freeze
+from smartbroker.protocol.field_types import amqp_type
 
 MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
@@ -77,8 +78,8 @@ class HeadersExchange:
         if isinstance(mode, bytes):
             mode = mode.decode(errors="replace")
         if not isinstance(mode, str):
-            raise precondition_failed(f"Invalid x-match field type {type(mode).__name__} "
-                                      "(value <<...>>); expected longstr")
+            raise precondition_failed(f"Invalid x-match field type {amqp_type(mode)} "
+                                      f"(value {_erlang_term(mode)}); expected longstr")
         if mode not in MATCH_MODES:
             raise precondition_failed(f"Invalid x-match field value <<\"{mode}\">>; expected "
                                       "all, any, all-with-x, or any-with-x")
@@ -101,3 +102,14 @@ class HeadersExchange:
     def route(self, routing_key: str, headers: Table | None) -> Iterable[Hashable]:
         headers = headers or {}
         return {dest for (dest, _), (pattern, _) in self._bindings.items() if pattern.matches(headers)}
+
+
+def _erlang_term(value: Any) -> str:
+    """How RabbitMQ prints a scalar field value in its error texts (others elided)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "undefined"
+    if isinstance(value, int | float):
+        return str(value)
+    return "<<...>>"

@@ -14,6 +14,7 @@ from smartbroker.broker.vhost import generated_name
 from smartbroker.errors import access_refused, not_allowed, not_implemented, precondition_failed
 from smartbroker.handlers.queue import queue_name
 from smartbroker.protocol import codec
+from smartbroker.queues.arguments import validate_consumer_arguments
 
 
 def qos(conn, ch, m: commands.Basic.Qos) -> None:
@@ -53,16 +54,17 @@ def consume(conn, ch, m: commands.Basic.Consume) -> None:
     tag = m.consumer_tag or generated_name("amq.ctag-")
     if tag in ch.consumers:
         raise not_allowed(f"attempt to reuse consumer tag '{tag}'")
+    args = m.arguments or {}
+    validate_consumer_arguments(q.name, conn.vhost.name, args)
     if q.consumers and (m.exclusive or q.exclusive_consumer):
         raise access_refused(f"queue '{q.name}' in vhost '{conn.vhost.name}' in exclusive use")
-    args = m.arguments or {}
     validate = getattr(q, "validate_consumer", None)
     if validate is not None:
         validate(args, m.no_ack, ch.consumer_prefetch)
     priority = args.get("x-priority", 0)
     consumer = ChannelConsumer(ch, q, tag, no_ack=m.no_ack, exclusive=m.exclusive,
                                prefetch=ch.consumer_prefetch,
-                               priority=priority if isinstance(priority, int) else 0,
+                               priority=priority,
                                arguments=dict(args))
     if not m.nowait:
         conn.send_method(ch.number, codec.build(commands.Basic.ConsumeOk, consumer_tag=tag))

@@ -3,12 +3,11 @@ RabbitMQ 3.10: type errors name the AMQP field type, as the client sent it)."""
 
 from __future__ import annotations
 
-import datetime
-import decimal
 from collections.abc import Mapping
 from typing import Any
 
 from smartbroker.errors import precondition_failed
+from smartbroker.protocol.field_types import amqp_type
 
 _NON_NEGATIVE_INTS = ("x-message-ttl", "x-max-length", "x-max-length-bytes", "x-delivery-limit")
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
@@ -22,20 +21,6 @@ def _is_int(value: Any) -> bool:
 
 def _text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def amqp_type(value: Any) -> str:
-    """The field-table type name RabbitMQ reports for a decoded value."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "signedint" if -(1 << 31) <= value < (1 << 31) else "long"
-    for kinds, name in ((str | bytes, "longstr"), (dict, "table"), (list | tuple, "array"),
-                        (float, "double"), (decimal.Decimal, "decimal"),
-                        (datetime.datetime, "timestamp")):
-        if isinstance(value, kinds):
-            return name
-    return "void" if value is None else type(value).__name__
 
 
 def check_replicated_properties(queue: str, vhost: str, durable: bool, exclusive: bool,
@@ -97,3 +82,16 @@ def validate_queue_arguments(queue: str, vhost: str, arguments: Mapping[str, Any
                                   f"in queue '{queue}' in vhost '{vhost}'")
     if string("x-dead-letter-routing-key") is not None and dlx is None:
         raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
+
+
+def validate_consumer_arguments(queue: str, vhost: str, arguments: Mapping[str, Any]) -> None:
+    """basic.consume arguments every queue type checks, with RabbitMQ's 406 texts
+    (rabbit_amqqueue:check_consume_arguments)."""
+    def bad(arg: str, why: str) -> Exception:
+        return precondition_failed(f"invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {why}")
+
+    if "x-priority" in arguments and not _is_int(arguments["x-priority"]):
+        raise bad("x-priority", f'"expected integer, got {amqp_type(arguments["x-priority"])}"')
+    failover = arguments.get("x-cancel-on-ha-failover", False)
+    if not isinstance(failover, bool):
+        raise bad("x-cancel-on-ha-failover", f"{{unacceptable_type,{amqp_type(failover)}}}")
