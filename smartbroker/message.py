@@ -11,6 +11,7 @@ from typing import Any
 from pamqp import commands
 
 from smartbroker.protocol import codec
+from smartbroker.protocol import property_codec as pc
 
 Route = tuple[str, str, bytes]  # exchange, routing key, both as raw short strings
 
@@ -119,23 +120,39 @@ def has_sender_routing(header_payload: bytes, loose: bool = False) -> bool:
 
 def with_sender_routing(message: Message) -> tuple[Message, list[str]]:
     """RabbitMQ's sender-selected distribution: route to routing key + CC + BCC, and strip
-    BCC from what consumers see."""
-    import copy
-
+    BCC from what consumers see (by splicing the raw headers table: every other byte of
+    the publisher's properties is kept)."""
     headers = message.properties.headers or {}
     keys = [message.routing_key]
     for name in ("CC", "BCC"):
-        values = headers.get(name)
-        if isinstance(values, list):
-            keys += [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+        keys += _routing_keys(headers.get(name))
     if "BCC" in headers:
-        props = copy.copy(message.properties)
-        props.headers = {k: v for k, v in headers.items() if k != "BCC"}
-        stripped = BccMessage.build(message.exchange, message.routing_key, message.body, props)
-        bcc = headers["BCC"]
-        stripped.bcc = [v.decode() if isinstance(v, bytes) else str(v) for v in bcc] if isinstance(bcc, list) else []
+        raw = pc.split_properties(message.header_payload)["headers"]
+        kept = [entry for key, entry in pc.table_entries(raw) if key != "BCC"]
+        header = pc.replace_properties(message.header_payload, {"headers": pc.join_table(kept)})
+        stripped = BccMessage(message.exchange, message.routing_key, message.exchange_rk_ss,
+                              header, message.body)
+        stripped.bcc = _routing_keys(headers["BCC"])
         message = stripped
     return message, keys
+
+
+def with_delivery_count(message: Message, count: int) -> Message:
+    """A copy with ``x-delivery-count`` (a long, as RabbitMQ writes it) set in the raw
+    headers; every other property keeps the publisher's bytes."""
+    raw = pc.split_properties(message.header_payload).get("headers")
+    entries = [e for key, e in pc.table_entries(raw) if key != "x-delivery-count"] if raw else []
+    entries.append(pc.typed_entry("x-delivery-count", b"l", count.to_bytes(8, "big", signed=True)))
+    header = pc.replace_properties(message.header_payload, {"headers": pc.join_table(entries)})
+    return Message(message.exchange, message.routing_key, message.exchange_rk_ss, header, message.body)
+
+
+def _routing_keys(values: Any) -> list[str]:
+    """A CC/BCC header as routing keys: only an array counts; bytes that are not UTF-8
+    are read with replacement characters rather than failing the publish."""
+    if not isinstance(values, list):
+        return []
+    return [v.decode(errors="replace") if isinstance(v, bytes | bytearray) else str(v) for v in values]
 
 
 class BccMessage(Message):

@@ -144,6 +144,7 @@ class MessageStore:
         self.failed = False
         self._prefixes: dict[tuple[str, tuple[str, ...]], bytes] = {}  # E record starts
         self._marks: dict[tuple[bytes, str, str], list[int]] = {}  # this pass's d/a marks
+        self.undecodable_properties = 0  # recovered records whose properties could not be read
 
     # -- writing ---------------------------------------------------------------------------
     def enqueue(self, vhost: str, queues: tuple[str, ...], msg: Message) -> int:
@@ -279,12 +280,12 @@ class MessageStore:
             if kind == b"E":
                 try:
                     vhost, queues, msg = decode_enqueue(data)
-                except (struct.error, UnicodeDecodeError, IndexError):
+                except (struct.error, ValueError, IndexError):
                     self.log.stats.bad_records += 1
                     continue
+                priority, expiration_ms = self._recovered_facts(msg)
                 entry = RecoveredEntry(record.offset, record.timestamp_ms, len(msg.body),
-                                       msg.priority if msg.flags & codec.FLAG_PRIORITY else 0,
-                                       _expiration_ms(msg), False)
+                                       priority, expiration_ms, False)
                 for queue in queues:
                     live[(vhost, queue)][record.offset] = entry if len(queues) == 1 else \
                         RecoveredEntry(*_fields(entry))
@@ -311,6 +312,16 @@ class MessageStore:
                     self._live[base] += 1
             result[(vhost, queue)] = list(entries.values())
         return result
+
+    def _recovered_facts(self, msg: Message) -> tuple[int, int | None]:
+        """(priority, per-message TTL) of a recovered message. Properties that cannot be
+        read (a record damaged on disk) are counted and the message is kept as if it had
+        neither: recovery never fails on one message."""
+        try:
+            return (msg.priority if msg.flags & codec.FLAG_PRIORITY else 0), _expiration_ms(msg)
+        except ValueError:
+            self.undecodable_properties += 1
+            return 0, None
 
     def drop_unclaimed(self, claimed: set[tuple[str, str]],
                        recovered: dict[tuple[str, str], list[RecoveredEntry]]) -> None:

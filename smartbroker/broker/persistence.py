@@ -218,6 +218,9 @@ class Persistence:
         log.info("recovered %d message(s) in %d queue(s); skipped %d damaged record(s), "
                  "truncated %d torn byte(s)", total, len(claimed), stats.bad_records,
                  stats.truncated_bytes)
+        if self.messages.undecodable_properties:
+            log.warning("message store: %d recovered message(s) have unreadable properties "
+                        "(kept, without priority or TTL)", self.messages.undecodable_properties)
         for gap in stats.missing_ranges:
             log.error("message store: offsets %d-%d are missing (segment lost)", *gap)
         for name in stats.unreadable_segments:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smartbroker.message import Message
+from smartbroker.protocol.fields import Timestamp
 
 
 def _text(value: Any) -> Any:
@@ -38,6 +39,10 @@ class DeadMessage:
         return {k: v for k, v in self.__dict__.items() if k != "headers"}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def last_death(message: Message) -> dict[str, Any] | None:
     deaths = (message.headers or {}).get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
@@ -48,6 +53,8 @@ def last_death(message: Message) -> dict[str, Any] | None:
 def describe(position: int, message: Message, preview: int = 80) -> DeadMessage:
     death = last_death(message) or {}
     when = death.get("time")
+    if isinstance(when, Timestamp):
+        when = when.as_datetime()
     if isinstance(when, datetime.datetime):
         when = when.replace(tzinfo=datetime.UTC).isoformat()
     body = message.body[:preview].decode("utf-8", errors="replace")
@@ -56,8 +63,8 @@ def describe(position: int, message: Message, preview: int = 80) -> DeadMessage:
         reason=_text(death.get("reason")),
         queue=_text(death.get("queue")),
         exchange=_text(death.get("exchange")),
-        routing_keys=[_text(k) for k in death.get("routing-keys") or []],
-        count=int(death.get("count") or 0),
+        routing_keys=[_text(k) for k in _list(death.get("routing-keys"))],
+        count=death["count"] if type(death.get("count")) is int else 0,
         time=when if isinstance(when, str) else None,
         deaths=len((message.headers or {}).get("x-death") or []),
         body_preview=body,

@@ -86,21 +86,20 @@ def is_loopback(peer: str) -> bool:
 
 def refuse_login(conn, mechanism: str, username: str, reason: str = "bad credentials",
                  send_close: bool = True) -> None:
-    """RabbitMQ's answer to a failed login: 403 with authentication_failure_close."""
+    """RabbitMQ's answer to a failed login (rabbit_reader:auth_fail): a client announcing
+    ``authentication_failure_close`` gets ``connection.close`` 403 and the socket stays open
+    until its close-ok (or a timeout), so it reads the refusal instead of a reset; any other
+    client sees the socket closed after a delay, without a frame."""
     log.warning("login refused for user '%s' on %s: %s", username, conn.name, reason)
-    conn.state = State.CLOSING
-    if send_close:
-        conn.send_method(0, commands.Connection.Close(
-            reply_code=403,
-            reply_text=f"ACCESS_REFUSED - Login was refused using authentication mechanism "
-                       f"{mechanism}. For details see the broker logfile.",
-            class_id=0, method_id=0))
-    conn.flush()
-    conn.close_transport()
+    if send_close and conn.client_capability("authentication_failure_close"):
+        conn.refuse(403, f"ACCESS_REFUSED - Login was refused using authentication mechanism "
+                         f"{mechanism}. For details see the broker logfile.")
+    else:
+        conn.close_silently()
 
 
 def start_ok(conn, m: commands.Connection.StartOk) -> None:
-    conn.client_properties = m.client_properties or {}
+    conn.client_properties = m.client_properties if isinstance(m.client_properties, dict) else {}
     if m.mechanism == "EXTERNAL" and conn.peer_cert_name is not None:
         user = conn.broker.users.users.get(conn.peer_cert_name)
         if user is None:
@@ -126,16 +125,25 @@ def start_ok(conn, m: commands.Connection.StartOk) -> None:
         channel_max=cfg.channel_max, frame_max=cfg.frame_max, heartbeat=cfg.heartbeat))
 
 
+def _negotiated(field: str, value: int, minimum: int, maximum: int) -> None:
+    """rabbit_reader:validate_negotiated_integer_value: 0 means "no limit" from the client,
+    which a broker with a limit refuses, as RabbitMQ does (the failure is logged; the client
+    sees the socket closed, see AMQPConnection.close_silently)."""
+    if value and value < minimum:
+        raise not_allowed(f"negotiated {field} = {value} is lower than the minimum allowed "
+                          f"value ({minimum})")
+    if value == 0 or value > maximum:
+        detail = " (no limit)" if value == 0 and field == "channel_max" else ""
+        raise not_allowed(f"negotiated {field} = {value}{detail} is higher than the maximum "
+                          f"allowed value ({maximum})")
+
+
 def tune_ok(conn, m: commands.Connection.TuneOk) -> None:
     cfg = conn.broker.config
-    if m.frame_max and m.frame_max < 4096:
-        raise not_allowed(f"frame_max={m.frame_max} < 4096 min size")
-    if m.frame_max > cfg.frame_max:
-        raise not_allowed(f"frame_max={m.frame_max} > {cfg.frame_max} max size")
-    if m.channel_max > cfg.channel_max:
-        raise not_allowed(f"channel_max={m.channel_max} > {cfg.channel_max} max")
-    conn.frame_max = m.frame_max or cfg.frame_max
-    conn.channel_max = m.channel_max or cfg.channel_max
+    _negotiated("frame_max", m.frame_max, 4096, cfg.frame_max)
+    _negotiated("channel_max", m.channel_max, 1, cfg.channel_max)
+    conn.frame_max = m.frame_max
+    conn.channel_max = m.channel_max
     conn.start_heartbeat(m.heartbeat)
     conn.state = State.AWAIT_OPEN
 

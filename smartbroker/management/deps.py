@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
-from smartbroker.management.errors import not_authorized, not_found
+from smartbroker.management.errors import not_authorised, not_authorized, not_found
 
 if TYPE_CHECKING:
     from smartbroker.broker.core import Broker
@@ -76,15 +76,26 @@ async def authenticate(request: Request) -> Any:  # smartbroker.auth.User
     if user is None:
         raise not_authorized("Login failed")
     if not MANAGEMENT_TAGS & set(user.tags):
-        raise not_authorized("Not management user")
+        raise not_authorised("Not management user")
     return user
 
 
-async def require_admin(user: Annotated[Any, Depends(authenticate)]) -> Any:
-    from smartbroker.management.errors import not_authorized as na
+async def authorize(request: Request, user: Annotated[Any, Depends(authenticate)]) -> Any:
+    """The caller of an API route, admitted by the route's rule (``authz.ENDPOINT_RULES``;
+    routes without one are administrator-only)."""
+    from smartbroker.management.authz import ENDPOINT_RULES, Caller, Rule
 
+    caller = Caller(user, request.app.state.management.broker)
+    route = request.scope.get("route")
+    rule = ENDPOINT_RULES.get((request.method, getattr(route, "path", "")), Rule.ADMIN)
+    caller.enforce(rule, request.path_params.get("vhost"))
+    request.state.caller = caller
+    return caller
+
+
+async def require_admin(user: Annotated[Any, Depends(authenticate)]) -> Any:
     if "administrator" not in user.tags:
-        raise na("Not administrator user")
+        raise not_authorised("Not administrator user")
     return user
 
 
@@ -99,3 +110,4 @@ StateDep = Annotated[Any, Depends(get_state)]  # ManagementState
 BrokerDep = Annotated[Any, Depends(get_broker)]  # Broker
 UserDep = Annotated[Any, Depends(authenticate)]  # smartbroker.auth.User
 AdminDep = Annotated[Any, Depends(require_admin)]
+CallerDep = Annotated[Any, Depends(authorize)]  # smartbroker.management.authz.Caller

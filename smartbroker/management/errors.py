@@ -36,6 +36,12 @@ def not_authorized(reason: str = "Login failed") -> ApiError:
     return ApiError(401, "not_authorized", reason, {"WWW-Authenticate": REALM})
 
 
+def not_authorised(reason: str) -> ApiError:
+    """An authenticated user refused (RabbitMQ spells this one with an s, and sends no
+    Basic challenge: logging in again would not help)."""
+    return ApiError(401, "not_authorised", reason)
+
+
 def from_amqp(err: AMQPError) -> ApiError:
     """A broker refusal (inequivalent arg, reserved name...) as RabbitMQ's API reports it."""
     if err.code == 404:

@@ -213,16 +213,17 @@ def parse_header(payload: bytes) -> tuple[int, int]:
 
 def encode_header(body_size: int, properties: commands.Basic.Properties) -> bytes:
     """Content header payload for re-encoded properties (dead-lettering, stream headers)."""
-    return _header_prefix.pack(60, 0, body_size) + properties.marshal()
+    from smartbroker.protocol.property_codec import encode_properties
+
+    return _header_prefix.pack(60, 0, body_size) + encode_properties(properties)
 
 
 def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
-    """Lazily decode the properties of a content header payload."""
-    from pamqp.header import ContentHeader
+    """Lazily decode the properties of a content header payload, defensively: never
+    raises for a header ``properties.validate`` accepted (see ``property_codec``)."""
+    from smartbroker.protocol.property_codec import decode_properties as decode
 
-    content_header = ContentHeader()
-    content_header.unmarshal(header_payload)
-    return content_header.properties
+    return decode(header_payload)
 
 
 # Property flag bits (AMQP 0-9-1 basic class), checked without decoding the properties

@@ -1,15 +1,19 @@
 """Structural validation of content-header properties without decoding them.
 
 The broker forwards property bytes untouched, so a malformed block would reach (and
-break) every consumer's parser. This walks the block once — flags, short strings (valid
-UTF-8), tables and arrays of every AMQP field type pamqp knows — at a fraction of the
-cost of a full decode, and rejects anything a client could not decode.
+break) every consumer's parser. This walks the block once — flags, short strings,
+tables and arrays of every AMQP field type — at a fraction of the cost of a full decode,
+and rejects anything a client could not decode. As RabbitMQ, it accepts short strings,
+table keys and long strings that are not UTF-8 (they are bytes on the wire) and tables
+nested to any depth that fits the frame: the walk keeps an explicit stack, no recursion.
 """
 
 from __future__ import annotations
 
 import struct
 from functools import lru_cache
+
+from smartbroker.protocol.fields import Malformed
 
 _u32 = struct.Struct("!I").unpack_from
 # property bits in wire order (bit 15 first); bit 0 is the flag-word continuation
@@ -22,11 +26,8 @@ _FIXED = {ord(k): v for k, v in {"t": 1, "b": 1, "B": 1, "s": 2, "u": 2, "I": 4,
                                   "l": 8, "L": 8, "f": 4, "d": 8, "D": 5, "T": 8, "V": 0}.items()}
 _FIXED[0] = 0
 _S, _X, _F, _A = ord("S"), ord("x"), ord("F"), ord("A")
-MAX_DEPTH = 32
 
-
-class Malformed(ValueError):
-    """The property block cannot be decoded."""
+__all__ = ["Malformed", "validate", "validate_fields"]
 
 
 @lru_cache(maxsize=256)
@@ -34,26 +35,23 @@ def _present(flags: int) -> tuple[int, ...]:
     return tuple(kind for bit, kind in _LAYOUT if flags & (1 << bit))
 
 
-def _check_text(data: bytes, start: int, stop: int) -> None:
-    try:
-        data[start:stop].decode("utf-8")
-    except UnicodeDecodeError:
-        raise Malformed("short string is not UTF-8") from None
-
-
-def _fields(data: bytes, pos: int, end: int, keyed: bool, depth: int) -> None:
-    """Walk the entries of a table (``keyed``) or array between pos and end."""
-    if depth > MAX_DEPTH:
-        raise Malformed("nesting too deep")
+def validate_fields(data: bytes, pos: int, end: int, keyed: bool) -> None:
+    """Walk the entries of a table (``keyed``) or array between pos and end, and every
+    nested one, with an explicit stack of (end, keyed) for the enclosing containers."""
     fixed = _FIXED
-    while pos < end:
+    stack: list[tuple[int, bool]] = []
+    while True:
+        if pos >= end:
+            if pos != end:
+                raise Malformed("field value overruns its table")
+            if not stack:
+                return
+            end, keyed = stack.pop()
+            continue
         if keyed:
-            stop = pos + 1 + data[pos]
-            if stop >= end:
+            pos += 1 + data[pos]
+            if pos >= end:
                 raise Malformed("table key overruns the table")
-            if not data[pos + 1:stop].isascii():
-                _check_text(data, pos + 1, stop)
-            pos = stop
         kind = data[pos]
         pos += 1
         size = fixed.get(kind)
@@ -66,12 +64,12 @@ def _fields(data: bytes, pos: int, end: int, keyed: bool, depth: int) -> None:
             if stop > end:
                 raise Malformed("value overruns its table")
             if kind in (_F, _A):
-                _fields(data, pos + 4, stop, kind == _F, depth + 1)
-            pos = stop
+                stack.append((end, keyed))
+                pos, end, keyed = pos + 4, stop, kind == _F
+            else:
+                pos = stop
         else:
             raise Malformed(f"unknown field type {kind!r}")
-    if pos != end:
-        raise Malformed("field value overruns its table")
 
 
 def validate(header_payload: bytes) -> None:
@@ -88,19 +86,16 @@ def validate(header_payload: bytes) -> None:
         if kind == _SHORTSTR:
             if pos >= end:
                 raise Malformed("truncated short string")
-            stop = pos + 1 + data[pos]
-            if stop > end:
+            pos += 1 + data[pos]
+            if pos > end:
                 raise Malformed("short string overruns the property block")
-            if not data[pos + 1:stop].isascii():
-                _check_text(data, pos + 1, stop)
-            pos = stop
         elif kind == _TABLE:
             if pos + 4 > end:
                 raise Malformed("truncated headers table")
             stop = pos + 4 + _u32(data, pos)[0]
             if stop > end:
                 raise Malformed("headers table overruns the property block")
-            _fields(data, pos + 4, stop, True, 0)
+            validate_fields(data, pos + 4, stop, True)
             pos = stop
         else:
             pos += kind

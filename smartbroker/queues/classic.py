@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
-from smartbroker.message import Message
+from smartbroker.message import Message, with_delivery_count
 from smartbroker.queues.base import Capabilities, Consumer, QueueEntry
 from smartbroker.queues.expiry import MessageExpiry
 from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager
@@ -285,11 +285,7 @@ class ClassicQueue:
             return entry.message
         if entry.delivery_count <= 1 and not (on_get and quorum):
             return entry.message
-        import copy
-
-        props = copy.copy(entry.message.properties)
-        props.headers = {**(props.headers or {}), "x-delivery-count": entry.delivery_count - 1}
-        return entry.message.with_properties(props)
+        return with_delivery_count(entry.message, entry.delivery_count - 1)
 
     def get(self, no_ack: bool = False) -> QueueEntry | None:
         """``basic.get``: without no_ack the entry stays unacked until the channel settles it."""

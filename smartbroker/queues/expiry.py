@@ -48,14 +48,16 @@ class MessageExpiry:
         self._due = None
         heap = self._heap
         now = time.monotonic()
-        while heap and heap[0][0] <= now:
-            _, _, entry = heapq.heappop(heap)
-            if entry.ready:
-                self._expire(entry)
-        while heap and not heap[0][2].ready:  # delivered or removed: no longer expiring here
-            heapq.heappop(heap)
-        if heap:
-            self._arm(heap[0][0])
+        try:
+            while heap and heap[0][0] <= now:
+                _, _, entry = heapq.heappop(heap)
+                if entry.ready:
+                    self._expire(entry)
+        finally:  # whatever one entry did, the timer keeps running for the others
+            while heap and not heap[0][2].ready:  # delivered or removed: no longer expiring here
+                heapq.heappop(heap)
+            if heap:
+                self._arm(heap[0][0])
 
     def stop(self) -> None:
         if self._timer is not None:

@@ -46,8 +46,10 @@ log = logging.getLogger("smartbroker.connection")
 
 _frame_header = struct.Struct("!BHI")
 _method_index = struct.Struct("!I")
-_PRE_TUNE_FRAME_MAX = 131072
+_PRE_TUNE_FRAME_MAX = 4096  # RabbitMQ's frame_min_size: the cap on every frame before tune-ok
+_HANDSHAKE_STATES = (State.AWAIT_START_OK, State.AWAIT_TUNE_OK)
 CLOSE_TIMEOUT = 3.0
+SILENT_CLOSE_DELAY = 3.0  # RabbitMQ's ?SILENT_CLOSE_DELAY: a failed handshake waits, then hangs up
 CLOSED_LINGER = 30.0  # after close-ok, the client closes the socket (RabbitMQ's ?CLOSING_TIMEOUT)
 
 
@@ -175,13 +177,15 @@ class AMQPConnection(asyncio.Protocol):
     # -- frames --------------------------------------------------------------------------
     def _frames(self, data: bytes, pos: int) -> int:
         size_all = len(data)
-        limit = self.frame_max - codec.FRAME_OVERHEAD
+        # As rabbit_reader: a payload of up to frame_max octets is accepted (an 8-octet
+        # allowance for clients that split bodies at frame_max); the text names frame_max - 8.
+        limit = self.frame_max
         unpack = _frame_header.unpack_from
         while size_all - pos >= 7:
             ftype, number, size = unpack(data, pos)
             if size > limit:
-                raise frame_error(f"type {ftype}, first 16 octets = {data[pos:pos + 16]!r}: "
-                                  f"{{frame_too_large,{size},{limit}}}")
+                raise frame_error(f"type {ftype}, all octets = <<>>: "
+                                  f"{{frame_too_large,{size},{limit - codec.FRAME_OVERHEAD}}}")
             end = pos + 7 + size
             if end >= size_all:
                 break
@@ -337,8 +341,8 @@ class AMQPConnection(asyncio.Protocol):
         transport.write(data)
 
     def client_capability(self, name: str) -> bool:
-        caps = self.client_properties.get("capabilities") or {}
-        return bool(caps.get(name))
+        caps = self.client_properties.get("capabilities") if isinstance(self.client_properties, dict) else None
+        return isinstance(caps, dict) and caps.get(name) is True
 
     # -- channels ------------------------------------------------------------------------
     def close_channel(self, ch: Channel, reply: bool) -> None:
@@ -379,6 +383,9 @@ class AMQPConnection(asyncio.Protocol):
         if self.state in (State.AWAIT_HEADER,):
             self.close_transport()
             return
+        if self.state in _HANDSHAKE_STATES:
+            self.close_silently()
+            return
         self._teardown()
         self.send_method(0, commands.Connection.Close(
             reply_code=err.code, reply_text=err.reply_text, class_id=err.class_id,
@@ -412,6 +419,25 @@ class AMQPConnection(asyncio.Protocol):
             self._heartbeats.stop()
         linger = self.heartbeat if 0 < self.heartbeat < CLOSED_LINGER else CLOSED_LINGER
         self._timers.append(asyncio.get_running_loop().call_later(linger, self.close_transport))
+
+    def close_silently(self) -> None:
+        """A failed handshake (before tune-ok, or a login refused to a client without
+        ``authentication_failure_close``): as RabbitMQ, no ``connection.close``; input is
+        ignored and the socket dropped after SILENT_CLOSE_DELAY, which also slows down
+        password guessing."""
+        self.state = State.CLOSED
+        self._buf = b""
+        self._timers.append(asyncio.get_running_loop().call_later(SILENT_CLOSE_DELAY,
+                                                                  self.close_transport))
+
+    def refuse(self, code: int, text: str) -> None:
+        """``connection.close`` during the handshake (a refused login): the client reads it,
+        answers close-ok (then we hang up) or is dropped after CLOSE_TIMEOUT."""
+        self.send_method(0, commands.Connection.Close(reply_code=code, reply_text=text,
+                                                      class_id=0, method_id=0))
+        self.state = State.CLOSING
+        self._buf = b""
+        self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
 
     def close_transport(self) -> None:
         self.flush()

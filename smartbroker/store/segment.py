@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from . import record
 from .api import LogStats, Record
+from .handles import HANDLES
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,11 @@ def index_name(base: int) -> str:
 
 
 class Segment:
-    """A data file plus its in-memory sparse index; appends go to ``buf`` until written."""
+    """A data file plus its in-memory sparse index; appends go to ``buf`` until written.
+
+    ``fd`` is -1 while the file is closed by the broker-wide ``handles.HANDLES`` cache
+    (reopened on the next read or write); ``deleted`` once the file is gone for good.
+    """
 
     def __init__(self, directory: str, base: int, fd: int, index_interval: int, stats: LogStats) -> None:
         self.directory = directory
@@ -59,6 +64,15 @@ class Segment:
         self.idx_ts = array("q")
         self._last_idx = -index_interval
         self._bad_seen: set[int] = set()
+        self.used = True  # read or written since the handle cache's clock last passed
+        self.dirty = False  # written bytes not yet fsynced: the handle must stay open
+        self.deleted = False
+
+    def handle(self) -> int:
+        """The open descriptor, reopening an evicted file."""
+        self.used = True
+        fd = self.fd
+        return fd if fd >= 0 else HANDLES.reopen(self)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -107,9 +121,11 @@ class Segment:
         data, self.buf = self.buf, bytearray()
         done = 0
         try:
+            fd = self.handle()
+            self.dirty = True
             with memoryview(data) as mv:
                 while done < len(data):
-                    done += _pwrite(self.fd, mv[done:], self.written + done)
+                    done += _pwrite(fd, mv[done:], self.written + done)
         except OSError:
             self.stats.write_errors += 1
             self.buf = data[done:] + self.buf
@@ -125,7 +141,7 @@ class Segment:
         if pos >= self.written:
             rel = pos - self.written
             return bytes(self.buf[rel : rel + n])
-        data = _pread(self.fd, min(n, self.written - pos), pos)
+        data = _pread(self.handle(), min(n, self.written - pos), pos)
         if pos + n > self.written and len(data) == self.written - pos:
             data += bytes(self.buf[: pos + n - self.written])
         return data

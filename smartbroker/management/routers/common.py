@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from smartbroker.management.deps import DecodedRoute, authenticate, require_admin
+from smartbroker.management.deps import DecodedRoute, authorize
+from smartbroker.management.listing import list_response
 
 
-def api_router(admin: bool = False) -> APIRouter:
-    dep = require_admin if admin else authenticate
-    return APIRouter(prefix="/api", route_class=DecodedRoute, dependencies=[Depends(dep)])
+def api_router() -> APIRouter:
+    """Every route authenticates and passes its rule in ``authz.ENDPOINT_RULES``."""
+    return APIRouter(prefix="/api", route_class=DecodedRoute, dependencies=[Depends(authorize)])
 
 
 def exchange_name(name: str) -> str:
@@ -20,41 +20,19 @@ def exchange_name(name: str) -> str:
     return "" if name == "amq.default" else name
 
 
-def paginate(request: Request, items: list[dict[str, Any]]) -> Any:
-    """RabbitMQ's list options: ``sort``/``sort_reverse``, ``columns``, and with ``page`` a
-    paged envelope (``name`` filter, ``use_regex``) as its clients (AMQPStorm) expect."""
-    params = request.query_params
-    sort = params.get("sort")
-    if sort:
-        def key(d: dict[str, Any]) -> tuple[bool, Any]:
-            value = d.get(sort)
-            return (isinstance(value, str), value if value is not None else 0)
+async def paginate(request: Request, docs: list[dict[str, Any]]) -> Any:
+    """RabbitMQ's list options over already rendered documents (see ``listing``)."""
+    return await list_response(request, docs, _same, name=lambda d: str(d.get("name", "")))
 
-        items = sorted(items, key=key, reverse=params.get("sort_reverse") == "true")
-    if "page" not in params:
-        return items
-    try:
-        page = max(int(params.get("page", 1)), 1)
-        page_size = min(max(int(params.get("page_size", 100)), 1), 500)
-    except ValueError:
-        from smartbroker.management.errors import bad_request
 
-        raise bad_request("page and page_size must be integers") from None
-    total = len(items)
-    name = params.get("name")
-    if name:
-        if params.get("use_regex") == "true":
-            try:
-                rx = re.compile(name)
-            except re.error:
-                from smartbroker.management.errors import bad_request
+def _same(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc
 
-                raise bad_request(f"invalid regex '{name}'") from None
-            items = [d for d in items if rx.search(str(d.get("name", "")))]
-        else:
-            items = [d for d in items if name in str(d.get("name", ""))]
-    filtered = len(items)
-    page_items = items[(page - 1) * page_size: page * page_size]
-    return {"filtered_count": filtered, "item_count": len(page_items), "items": page_items,
-            "page": page, "page_count": max((filtered + page_size - 1) // page_size, 1),
-            "page_size": page_size, "total_count": total}
+
+def vhost_filter(caller: Any, broker: Any, vhost: str | None = None) -> list[Any]:
+    """The vhosts whose objects ``caller`` may list (one, if the route names it)."""
+    if vhost is not None:
+        from smartbroker.management.deps import lookup_vhost
+
+        return [lookup_vhost(broker, vhost)]
+    return [vh for name, vh in list(broker.vhosts.items()) if caller.sees_vhost(name)]

@@ -37,7 +37,7 @@ def _find(state: Any, name: str) -> Any:
 
 @router.get("/connections")
 async def list_connections(request: Request, state: StateDep) -> Any:
-    return paginate(request, [connection_json(c, state) for c in _conns(state, None)])
+    return await paginate(request, [connection_json(c, state) for c in _conns(state, None)])
 
 
 @router.get("/vhosts/{vhost}/connections")
@@ -71,7 +71,7 @@ def _channels(state: Any, vhost: str | None) -> list[dict[str, Any]]:
 
 @router.get("/channels")
 async def list_channels(request: Request, state: StateDep) -> Any:
-    return paginate(request, _channels(state, None))
+    return await paginate(request, _channels(state, None))
 
 
 @router.get("/vhosts/{vhost}/channels")

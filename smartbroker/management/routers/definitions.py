@@ -12,7 +12,7 @@ from smartbroker.management.deps import StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request
 from smartbroker.management.routers.common import api_router
 
-router = api_router(admin=True)
+router = api_router()
 
 
 async def _body(request: Request) -> Any:

@@ -99,12 +99,12 @@ def _list(vhosts: list[Any]) -> list[dict[str, Any]]:
 @router.get("/dlq")
 async def list_dlqs(request: Request, state: StateDep) -> Any:
     """Queues that receive dead letters (a DLX routes to them) or hold dead-lettered messages."""
-    return paginate(request, _list(list(state.broker.vhosts.values())))
+    return await paginate(request, _list(list(state.broker.vhosts.values())))
 
 
 @router.get("/dlq/{vhost}")
 async def vhost_dlqs(vhost: str, request: Request, state: StateDep) -> Any:
-    return paginate(request, _list([lookup_vhost(state.broker, vhost)]))
+    return await paginate(request, _list([lookup_vhost(state.broker, vhost)]))
 
 
 @router.get("/dlq/{vhost}/{queue}")

@@ -23,14 +23,14 @@ router = api_router()
 
 @router.get("/exchanges")
 async def list_exchanges(request: Request, state: StateDep) -> Any:
-    return paginate(request, [exchange_json(ex, vh) for vh in state.broker.vhosts.values()
+    return await paginate(request, [exchange_json(ex, vh) for vh in state.broker.vhosts.values()
                               for ex in vh.exchanges.values()])
 
 
 @router.get("/exchanges/{vhost}")
 async def vhost_exchanges(vhost: str, request: Request, state: StateDep) -> Any:
     vh = lookup_vhost(state.broker, vhost)
-    return paginate(request, [exchange_json(ex, vh) for ex in vh.exchanges.values()])
+    return await paginate(request, [exchange_json(ex, vh) for ex in vh.exchanges.values()])
 
 
 @router.get("/exchanges/{vhost}/{name}")

@@ -7,10 +7,13 @@ from typing import Any
 from fastapi import Request, Response
 
 from smartbroker.management import ops
-from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.authz import Refusal
+from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request, not_found
+from smartbroker.management.listing import list_response
 from smartbroker.management.models import GetBody, QueueBody
-from smartbroker.management.routers.common import api_router, paginate
+from smartbroker.management.names import check_name
+from smartbroker.management.routers.common import api_router, vhost_filter
 from smartbroker.management.views import bindings_of, consumer_json, queue_json
 
 router = api_router()
@@ -24,16 +27,20 @@ def _queue(state: Any, vhost: str, name: str) -> tuple[Any, Any]:
     return vh, q
 
 
+async def _list(request: Request, state: Any, caller: Any, vhost: str | None) -> Any:
+    queues = [q for vh in vhost_filter(caller, state.broker, vhost) for q in vh.queues.values()]
+    return await list_response(request, queues, lambda q: queue_json(q, state),
+                               key=lambda q: (q.vhost, q.name), name=lambda q: q.name)
+
+
 @router.get("/queues")
-async def list_queues(request: Request, state: StateDep) -> Any:
-    return paginate(request, [queue_json(q, state) for vh in state.broker.vhosts.values()
-                              for q in list(vh.queues.values())])
+async def list_queues(request: Request, state: StateDep, caller: CallerDep) -> Any:
+    return await _list(request, state, caller, None)
 
 
 @router.get("/queues/{vhost}")
-async def vhost_queues(vhost: str, request: Request, state: StateDep) -> Any:
-    vh = lookup_vhost(state.broker, vhost)
-    return paginate(request, [queue_json(q, state) for q in list(vh.queues.values())])
+async def vhost_queues(vhost: str, request: Request, state: StateDep, caller: CallerDep) -> Any:
+    return await _list(request, state, caller, vhost)
 
 
 @router.get("/queues/{vhost}/{name}")
@@ -47,9 +54,12 @@ async def get_queue(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
 
 
 @router.put("/queues/{vhost}/{name}", status_code=201)
-async def put_queue(vhost: str, name: str, body: QueueBody, state: StateDep) -> Response:
+async def put_queue(vhost: str, name: str, body: QueueBody, state: StateDep,
+                    caller: CallerDep) -> Response:
     vh = lookup_vhost(state.broker, vhost)
+    check_name("queue", name)
     existing = vh.queues.get(name)
+    caller.amqp(vhost).check_declare("queue", name, body.arguments, existing is not None)
     if existing is not None and existing.exclusive_owner is not None:
         raise bad_request(f"queue '{name}' in vhost '{vhost}' is exclusive to another connection")
     _, created = vh.declare_queue(name, durable=body.durable, auto_delete=body.auto_delete,
@@ -58,8 +68,10 @@ async def put_queue(vhost: str, name: str, body: QueueBody, state: StateDep) -> 
 
 
 @router.delete("/queues/{vhost}/{name}", status_code=204)
-async def delete_queue(vhost: str, name: str, request: Request, state: StateDep) -> Response:
+async def delete_queue(vhost: str, name: str, request: Request, state: StateDep,
+                       caller: CallerDep) -> Response:
     vh, q = _queue(state, vhost, name)
+    caller.amqp(vhost).check("configure", "queue", name)
     params = request.query_params
     if params.get("if-unused") == "true" and q.consumer_count:
         raise bad_request(f"queue '{name}' in vhost '{vhost}' in use")
@@ -70,14 +82,18 @@ async def delete_queue(vhost: str, name: str, request: Request, state: StateDep)
 
 
 @router.delete("/queues/{vhost}/{name}/contents", status_code=204)
-async def purge_queue(vhost: str, name: str, state: StateDep) -> Response:
-    _queue(state, vhost, name)[1].purge()
+async def purge_queue(vhost: str, name: str, state: StateDep, caller: CallerDep) -> Response:
+    q = _queue(state, vhost, name)[1]
+    caller.amqp(vhost).check("read", "queue", name)
+    q.purge()
     return Response(status_code=204)
 
 
 @router.post("/queues/{vhost}/{name}/get")
-async def get_messages(vhost: str, name: str, body: GetBody, state: StateDep) -> list[dict[str, Any]]:
+async def get_messages(vhost: str, name: str, body: GetBody, state: StateDep,
+                       caller: CallerDep) -> list[dict[str, Any]]:
     vh, q = _queue(state, vhost, name)
+    caller.amqp(vhost).check("read", "queue", name, Refusal.REASON)
     return ops.get(vh, q.name, body.count, body.ackmode, body.encoding, body.truncate)
 
 

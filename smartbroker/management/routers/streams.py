@@ -121,12 +121,12 @@ def _group(state: Any, vhost: str, queue: str, group: str) -> Any:
 # -- streams -------------------------------------------------------------------------------
 @router.get("/streams")
 async def list_streams(request: Request, state: StateDep) -> Any:
-    return paginate(request, [stream_json(s) for s in _streams(list(state.broker.vhosts.values()))])
+    return await paginate(request, [stream_json(s) for s in _streams(list(state.broker.vhosts.values()))])
 
 
 @router.get("/streams/{vhost}")
 async def vhost_streams(vhost: str, request: Request, state: StateDep) -> Any:
-    return paginate(request, [stream_json(s) for s in _streams([lookup_vhost(state.broker, vhost)])])
+    return await paginate(request, [stream_json(s) for s in _streams([lookup_vhost(state.broker, vhost)])])
 
 
 @router.get("/streams/{vhost}/{name}")
@@ -141,12 +141,12 @@ def _groups(vhosts: list[Any]) -> list[dict[str, Any]]:
 
 @router.get("/groups")
 async def list_groups(request: Request, state: StateDep) -> Any:
-    return paginate(request, _groups(list(state.broker.vhosts.values())))
+    return await paginate(request, _groups(list(state.broker.vhosts.values())))
 
 
 @router.get("/groups/{vhost}")
 async def vhost_groups(vhost: str, request: Request, state: StateDep) -> Any:
-    return paginate(request, _groups([lookup_vhost(state.broker, vhost)]))
+    return await paginate(request, _groups([lookup_vhost(state.broker, vhost)]))
 
 
 @router.get("/groups/{vhost}/{queue}/{group}")

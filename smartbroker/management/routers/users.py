@@ -15,7 +15,7 @@ from smartbroker.management.models import PermissionBody, TopicPermissionBody, U
 from smartbroker.management.routers.common import api_router
 from smartbroker.management.views import user_json
 
-router = api_router(admin=True)
+router = api_router()
 
 
 def put_user_record(state: Any, name: str, body: UserBody) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Body as BodyParam
 from fastapi import Response
 
+from smartbroker.broker.permissions import Permission
 from smartbroker.management.deps import AdminDep, StateDep, lookup_vhost
 from smartbroker.management.models import VhostBody, split_tags
 from smartbroker.management.routers.common import api_router
@@ -39,9 +40,11 @@ async def get_vhost(vhost: str, state: StateDep) -> dict[str, Any]:
 
 
 @router.put("/vhosts/{vhost}", status_code=201)
-async def put_vhost(vhost: str, state: StateDep, _: AdminDep,
+async def put_vhost(vhost: str, state: StateDep, user: AdminDep,
               body: VhostBody | None = BodyParam(None)) -> Response:  # noqa: B008
     created = create_vhost(state, vhost, body or VhostBody())
+    if created:  # as RabbitMQ's API: the creator may use the vhost it made
+        state.broker.permissions.set(Permission(user.name, vhost))
     return Response(status_code=201 if created else 204)
 
 
