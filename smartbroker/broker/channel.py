@@ -149,12 +149,25 @@ class Channel:
 
     def _release(self, records: list[Unacked]) -> set[Queue]:
         touched: set[Queue] = set()
+        before = self.unacked_total
         self.unacked_total -= len(records)
         for rec in records:
-            if rec.consumer is not None:
-                rec.consumer.unacked -= 1
+            consumer = rec.consumer
+            if consumer is not None:
+                consumer.unacked -= 1
+                if consumer.parked:
+                    consumer.wake()
             touched.add(rec.queue)
+        if self.global_prefetch and self.unacked_total < self.global_prefetch <= before:
+            self._wake_all()  # the channel's shared credit is back
         return touched
+
+    def _wake_all(self) -> None:
+        """Every consumer of this channel may have credit again (global qos, flow,
+        writability): parked ones rejoin their queues' rings."""
+        for consumer in self.consumers.values():
+            if consumer.parked:
+                consumer.wake()
 
     def ack(self, tag: int, multiple: bool) -> None:
         if not multiple and self.tx is None:  # the common case, without the batch bookkeeping
@@ -162,8 +175,13 @@ class Channel:
             if rec is None:
                 raise precondition_failed(f"unknown delivery tag {tag}")
             self.unacked_total -= 1
-            if rec.consumer is not None:
-                rec.consumer.unacked -= 1
+            consumer = rec.consumer
+            if consumer is not None:
+                consumer.unacked -= 1
+                if consumer.parked:
+                    consumer.wake()
+            if self.global_prefetch and self.unacked_total + 1 == self.global_prefetch:
+                self._wake_all()  # the channel's shared credit is back
             queue = rec.queue
             queue.ack(rec.entry)
             if queue.consumers:
@@ -222,6 +240,7 @@ class Channel:
 
     def redispatch_all(self) -> None:
         """Credit or writability came back: let our consumers' queues deliver again."""
+        self._wake_all()
         self._redispatch({c.queue for c in self.consumers.values()})
 
     # -- publish -------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""A consumer as the queue sees it: credit checks and delivery onto the channel's socket."""
+"""A consumer as the queue sees it: credit checks and delivery onto the channel's socket.
+
+A classic queue parks a consumer without credit (``parked``); the channel wakes it when
+credit may be back, so queues never scan blocked consumers."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
 
 class ChannelConsumer:
     __slots__ = ("channel", "queue", "tag", "tag_ss", "no_ack", "exclusive", "priority",
-                 "prefetch", "unacked", "arguments")
+                 "prefetch", "unacked", "arguments", "parked")
 
     def __init__(self, channel: Channel, queue: Queue, tag: str, *, no_ack: bool,
                  exclusive: bool, prefetch: int, priority: int = 0,
@@ -29,6 +32,7 @@ class ChannelConsumer:
         self.prefetch = prefetch
         self.unacked = 0
         self.arguments = arguments or {}
+        self.parked = False  # a classic queue left it out of its ring: wake it on credit
 
     def can_take(self) -> bool:
         ch = self.channel
@@ -39,6 +43,12 @@ class ChannelConsumer:
         if self.prefetch and self.unacked >= self.prefetch:
             return False
         return not ch.global_prefetch or ch.unacked_total < ch.global_prefetch
+
+    def wake(self) -> None:
+        """Credit may be back (ack, qos, flow, writable): a parked consumer rejoins its
+        queue's round-robin ring; the caller dispatches the queue."""
+        if self.parked:
+            self.queue.wake(self)  # type: ignore[attr-defined]  # only classic queues park
 
     def deliver(self, queue: Queue, entry: QueueEntry) -> None:
         self.channel.deliver(self, queue, entry)

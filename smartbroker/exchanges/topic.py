@@ -3,8 +3,9 @@
 Semantics are RabbitMQ's: words are split on ``.``; an empty key has zero words (so only
 the empty binding key and ``#`` match it) and empty words are real words (``a..b`` has three);
 ``*`` matches exactly one word and ``#`` zero or more, anywhere in the key. Routing cost is
-O(words x wildcard branches) and independent of the number of bindings; a visited set keeps
-keys like ``#.#.#`` from exploring the same (node, position) twice.
+O(words x live trie nodes), independent of the number of bindings, and iterative: the trie is
+walked as an NFA (a set of live nodes per word), so neither a 255-word key nor a binding key
+made of many ``#`` can recurse deeply or explode.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ def split_words(key: str) -> list[str]:
 
 
 class _Node:
-    __slots__ = ("children", "star", "hash", "dests")
+    __slots__ = ("children", "star", "hash", "dests", "is_hash")
 
-    def __init__(self) -> None:
+    def __init__(self, is_hash: bool = False) -> None:
+        self.is_hash = is_hash  # reached by a ``#`` word: matches any number of words
         self.children: dict[str, _Node] = {}
         self.star: _Node | None = None
         self.hash: _Node | None = None
@@ -49,7 +51,7 @@ class TopicExchange:
                 node.star = node.star or _Node()
                 node = node.star
             elif word == "#":
-                node.hash = node.hash or _Node()
+                node.hash = node.hash or _Node(is_hash=True)
                 node = node.hash
             else:
                 node = node.children.setdefault(word, _Node())
@@ -83,27 +85,39 @@ class TopicExchange:
                 del parent.children[word]
 
     def route(self, routing_key: str, headers: Table | None) -> Iterable[Hashable]:
-        words = split_words(routing_key)
-        n = len(words)
+        """Walk the trie as an NFA over the words: one set of live nodes per position, no
+        recursion, so a 255-word key or a binding key of many ``#`` costs O(words x live
+        nodes), never a deep stack or exponential time."""
+        root = self._root
+        live = _with_hashes((root,)) if root.hash is not None else {root}
+        for word in split_words(routing_key):
+            step: set[_Node] = set()
+            for node in live:
+                if node.is_hash:  # ``#`` takes one more word and stays
+                    step.add(node)
+                child = node.children.get(word)
+                if child is not None:
+                    step.add(child)
+                if node.star is not None:
+                    step.add(node.star)
+            if not step:
+                return ()
+            live = _with_hashes(step)
         out: set[Hashable] = set()
-        seen: set[tuple[int, int]] = set()
-
-        def walk(node: _Node, i: int) -> None:
-            mark = (id(node), i)
-            if mark in seen:
-                return
-            seen.add(mark)
-            if node.hash is not None:
-                for j in range(i, n + 1):
-                    walk(node.hash, j)
-            if i == n:
+        for node in live:
+            if node.dests:
                 out.update(node.dests.counts)
-                return
-            child = node.children.get(words[i])
-            if child is not None:
-                walk(child, i + 1)
-            if node.star is not None:
-                walk(node.star, i + 1)
-
-        walk(self._root, 0)
         return out
+
+
+def _with_hashes(nodes: Iterable[_Node]) -> set[_Node]:
+    """The nodes plus every ``#`` node reachable from them by matching zero words."""
+    live = set(nodes)
+    todo = [node.hash for node in live if node.hash is not None]
+    while todo:
+        node = todo.pop()
+        if node not in live:
+            live.add(node)
+            if node.hash is not None:
+                todo.append(node.hash)
+    return live

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from smartbroker.message import Message, with_delivery_count
-from smartbroker.queues.base import Capabilities, Consumer, QueueEntry
+from smartbroker.queues.base import Capabilities, Consumer, ConsumerRings, QueueEntry
 from smartbroker.queues.expiry import MessageExpiry
 from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager
 from smartbroker.queues.ready import PriorityReady, ReadyList, next_position
@@ -94,9 +94,9 @@ class ClassicQueue:
         self._limited = self.settings.has_limits
         self.ready: ReadyList | PriorityReady = (
             PriorityReady(self.settings.max_priority) if self.settings.max_priority else ReadyList())
-        self.consumers: list[Consumer] = []
+        self._ring = ConsumerRings()  # who may take a message next (see ConsumerRings)
+        self.consumers: list[Consumer] = self._ring.members  # by priority, highest first
         self.bindings: set[Any] = set()  # maintained by the vhost, for cleanup on delete
-        self._rr = 0
         self._unacked = 0
         self._had_consumer = False
         self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
@@ -216,39 +216,17 @@ class ClassicQueue:
 
     # -- deliver ---------------------------------------------------------------------------
     def _pick_consumer(self, peek: bool = False) -> Consumer | None:
-        consumers = self.consumers
-        if not consumers:
-            return None
         if self.settings.single_active_consumer:
-            if self._sac_waiting_for is not None:
+            consumers = self.consumers
+            if not consumers or self._sac_waiting_for is not None:
                 return None
             first = consumers[0]
             return first if first.can_take() else None
-        top = consumers[0].priority
-        if consumers[-1].priority == top:  # common case: one priority level
-            n = len(consumers)
-            for _ in range(n):
-                consumer = consumers[self._rr % n]
-                if not peek:
-                    self._rr += 1
-                if consumer.can_take():
-                    return consumer
-            return None
-        start = 0
-        while start < len(consumers):  # per priority level, highest first
-            level = consumers[start].priority
-            end = start
-            while end < len(consumers) and consumers[end].priority == level:
-                end += 1
-            group = consumers[start:end]
-            for _ in range(len(group)):
-                consumer = group[self._rr % len(group)]
-                if not peek:
-                    self._rr += 1
-                if consumer.can_take():
-                    return consumer
-            start = end
-        return None
+        return self._ring.pick(peek)
+
+    def wake(self, consumer: Consumer) -> None:
+        """Its channel says credit may be back for a parked consumer (the caller dispatches)."""
+        self._ring.wake(consumer)
 
     def dispatch(self) -> None:
         ready = self.ready
@@ -388,18 +366,12 @@ class ClassicQueue:
     def add_consumer(self, consumer: Consumer) -> None:
         self._had_consumer = True
         self.last_used = time.monotonic()
-        consumers = self.consumers
-        index = len(consumers)
-        while index > 0 and consumers[index - 1].priority < consumer.priority:
-            index -= 1
-        consumers.insert(index, consumer)
+        self._ring.add(consumer)
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         was_active = bool(self.consumers) and self.consumers[0] is consumer
-        try:
-            self.consumers.remove(consumer)
-        except ValueError:
+        if not self._ring.remove(consumer):
             return
         if was_active and self.settings.single_active_consumer and getattr(consumer, "unacked", 0):
             # RabbitMQ hands over only once the old active consumer's messages are settled
@@ -425,7 +397,6 @@ class ClassicQueue:
         self.unused.cancel()
         self.expiry.stop()
         count = self.purge()
-        consumers, self.consumers = self.consumers, []
-        for consumer in consumers:
+        for consumer in self._ring.clear():
             consumer.cancelled_by_broker()
         return count

@@ -275,3 +275,103 @@ def test_route_matches_reference_after_unbinds(bindings, data):
     for dest, binding in keep:
         ex.unbind(dest, binding, {})
     assert ex._root.is_empty()
+
+
+# --------------------------------------------------------------------------- long keys (issue 12 B)
+
+
+def dp_match(binding: str, routing_key: str) -> bool:
+    """A second reference without recursion (dynamic programming over prefixes), usable on
+    keys of hundreds of words where ``reference_match`` would take exponential time."""
+    pattern, words = split_words(binding), split_words(routing_key)
+    # ok[j]: the pattern prefix seen so far matches the first j words
+    ok = [True] + [False] * len(words)
+    for head in pattern:
+        if head == "#":
+            for j in range(1, len(words) + 1):
+                ok[j] = ok[j] or ok[j - 1]
+        else:
+            ok = [False] + [ok[j - 1] and (head == "*" or head == words[j - 1])
+                            for j in range(1, len(words) + 1)]
+    return ok[len(words)]
+
+
+@pytest.mark.parametrize(("binding", "routing_key", "expected"), CASES,
+                         ids=[_case_id(c) for c in CASES])
+def test_dp_reference_agrees_with_table(binding, routing_key, expected):
+    assert dp_match(binding, routing_key) is expected
+
+
+def _low_recursion_limit():
+    """Any recursion per word or per binding-key word would now raise RecursionError."""
+    import sys
+
+    class Limit:
+        def __enter__(self):
+            self.old = sys.getrecursionlimit()
+            sys.setrecursionlimit(120)
+
+        def __exit__(self, *exc):
+            sys.setrecursionlimit(self.old)
+
+    return Limit()
+
+
+WORDS_255 = ".".join(f"w{i % 7}" for i in range(255))
+
+
+@pytest.mark.parametrize(("binding", "routing_key"), [
+    (WORDS_255, WORDS_255),
+    (".".join(["*"] * 255), WORDS_255),
+    (".".join(["#"] * 127), WORDS_255),
+    (".".join(["#", "*"] * 127), WORDS_255),
+    (".".join(["#", "w0"] * 100), WORDS_255),
+    (".".join(["#"] * 127), ".".join(["#"] * 255)),
+    ("#." + WORDS_255, WORDS_255),
+    (WORDS_255 + ".#", WORDS_255 + ".x"),
+    ("*." + WORDS_255, WORDS_255),
+])
+def test_long_keys_route_without_recursion(binding, routing_key):
+    """255-word keys (a 255-byte routing key has at most 128 words, but HTTP once let longer
+    binding keys in) and keys of many ``#``: bind, route and unbind with a tiny stack."""
+    ex = TopicExchange()
+    with _low_recursion_limit():
+        ex.bind("q", binding, {})
+        routed = "q" in set(ex.route(routing_key, None))
+        ex.unbind("q", binding, {})
+    assert routed is dp_match(binding, routing_key)
+    assert ex._root.is_empty()
+
+
+def test_many_hash_bindings_against_long_keys_stay_polynomial():
+    """Every prefix of a 200-word run of '#': the live set stays small (no blow-up)."""
+    ex = TopicExchange()
+    for n in range(1, 200, 13):
+        ex.bind(f"h{n}", ".".join(["#"] * n + ["end"]), {})
+    key = ".".join(["x"] * 250 + ["end"])
+    with _low_recursion_limit():
+        assert set(ex.route(key, None)) == {f"h{n}" for n in range(1, 200, 13)}
+        assert set(ex.route(key + ".x", None)) == set()
+
+
+long_binding_keys = st.lists(st.sampled_from(["a", "b", "*", "#", ""]), max_size=40).map(".".join)
+long_routing_keys = st.lists(st.sampled_from(["a", "b", "c", ""]), max_size=60).map(".".join)
+
+
+@SETTINGS
+@given(bindings=st.lists(st.tuples(st.sampled_from(["q1", "q2", "q3"]), long_binding_keys),
+                         max_size=6),
+       keys=st.lists(long_routing_keys, min_size=1, max_size=4))
+def test_route_matches_dp_reference_on_long_keys(bindings, keys):
+    ex = TopicExchange()
+    for dest, binding in bindings:
+        ex.bind(dest, binding, {})
+    for key in keys:
+        expected = {dest for dest, binding in bindings if dp_match(binding, key)}
+        assert set(ex.route(key, None)) == expected, key
+
+
+@SETTINGS
+@given(binding=binding_keys, key=routing_keys)
+def test_dp_reference_agrees_with_recursive_reference(binding, key):
+    assert dp_match(binding, key) is reference_match(binding, key)
