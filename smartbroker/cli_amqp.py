@@ -1,7 +1,8 @@
 """One AMQP session for a client command (publish, get, consume): connect, run the work,
 close, and turn every refusal by the broker into RabbitMQ's reply code and text.
 
-A command sees ``error: 530 NOT_ALLOWED - vhost x not found``, never an aiormq repr.
+A command sees ``error: 530 NOT_ALLOWED - vhost x not found``, never an aiormq repr: the
+broker's close is what went wrong, not the follow-up errors of the calls it interrupted.
 """
 
 from __future__ import annotations
@@ -12,10 +13,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from smartbroker.cli_common import CliError, safe_url
 
 T = TypeVar("T")
+CONNECT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+
+
+def with_vhost(url: str, vhost: str | None) -> str:
+    """``url`` with its path replaced by ``vhost`` (None: keep the URL's own)."""
+    if vhost is None:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
 
 
 @dataclass
@@ -32,6 +44,11 @@ class Session:
         if not self.closed.done():
             self.closed.set_result(exc or ConnectionError("connection closed"))
 
+    def fail(self, exc: BaseException) -> None:
+        """End the session's waits with ``exc`` (e.g. the broker cancelled our consumer)."""
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
     async def until_closed(self, work: Awaitable[T]) -> T:
         """``await work``, but give up when the broker closes the channel or connection."""
         task = asyncio.ensure_future(work)
@@ -42,6 +59,13 @@ class Session:
         with contextlib.suppress(BaseException):
             await task
         raise self.closed.result()
+
+    async def watch_cancel(self, queue: str) -> None:
+        """A consumer the broker cancels (its queue was deleted) ends the command."""
+        underlay = await self.channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(
+            lambda _frame: self.fail(CliError(f"the broker cancelled the consumer of queue "
+                                              f"'{queue}' (queue deleted?)")))
 
 
 def run_amqp(url: str, work: Callable[[Session], Awaitable[T]]) -> T:
@@ -55,31 +79,35 @@ def run_amqp(url: str, work: Callable[[Session], Awaitable[T]]) -> T:
 
     async def main() -> T:
         try:
-            connection = await aio_pika.connect(url, timeout=10)
+            connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT)
         except (aiormq.exceptions.ConnectionClosed,
                 aiormq.exceptions.ProbableAuthenticationError):
             raise
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             raise CliError(f"cannot reach broker at {safe_url(url)}{_why(exc)}") from None
         try:
-            channel = await connection.channel(publisher_confirms=True)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
             session = Session(connection, channel)
             connection.close_callbacks.add(session.on_close)
             channel.close_callbacks.add(session.on_close)
             try:
                 return await work(session)
+            except CliError:
+                raise
             except Exception:
                 if session.closed.done() and reply_line(session.closed.result()):
                     raise session.closed.result() from None
                 raise
         finally:
             with contextlib.suppress(BaseException):  # the broker may already have closed it
-                await asyncio.wait_for(connection.close(), 5)
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
 
     try:
         return asyncio.run(main())
     except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
         raise CliError(reply_line(exc) or f"{type(exc).__name__}: {exc}") from None
+    except TimeoutError:
+        raise CliError(f"timed out waiting for the broker at {safe_url(url)}") from None
 
 
 def _why(exc: BaseException) -> str:

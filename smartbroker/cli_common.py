@@ -42,6 +42,15 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def require(**names: str | None) -> None:
+    """Refuse empty names before any request: the API answers an empty path segment with
+    a redirect (RabbitMQ: 405) and AMQP reads an empty vhost as the default one, so an
+    empty name would "succeed" at doing nothing. ``require(queue=name)``; None is unset."""
+    for what, value in names.items():
+        if value == "":
+            raise CliError(f"{what.replace('_', ' ')} name must not be empty")
+
+
 _MISSING = re.compile(r"no (queue|exchange|vhost) '(.*)' in vhost '(.*)'")
 
 
@@ -117,16 +126,20 @@ class Api:
                                  auth=(self.user, self.password), timeout=self.timeout)
         except httpx.HTTPError:
             raise CliError(f"cannot reach broker at {self.base}") from None
-        if resp.status_code == 401:
+        reason = _reason(resp) if resp.status_code >= 300 else ""
+        if resp.status_code == 401 and reason in ("", "Login failed"):
             raise CliError(f"access refused by {self.base} for user '{self.user}'")
         if resp.status_code == 404:
-            raise CliError(not_found or friendly(_reason(resp)) or f"not found: /api/{path}")
-        if resp.status_code >= 400:
-            raise CliError(friendly(_reason(resp)) or f"HTTP {resp.status_code} from /api/{path}")
+            raise CliError(not_found or friendly(reason) or f"not found: /api/{path}")
+        if resp.status_code >= 300:  # a redirect is no answer either (it is not followed)
+            raise CliError(friendly(reason) or f"HTTP {resp.status_code} "
+                           f"{resp.reason_phrase} from {method} /api/{path}")
         if resp.status_code == 204 or not resp.content:
             return None
         try:
             return resp.json()
+        except RecursionError:
+            raise CliError(f"{self.base} answered with JSON nested too deeply to read") from None
         except ValueError:
             raise CliError(f"{self.base} did not answer with JSON (is it the management API?)") from None
 
@@ -144,13 +157,14 @@ class Api:
 
 
 def _reason(resp: Any) -> str:
+    """RabbitMQ's ``reason`` of an error answer, on one line (some span several)."""
     try:
         doc = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     if isinstance(doc, dict):
         reason = doc.get("reason") or doc.get("error") or ""
-        return "" if reason == "Not Found" else str(reason)
+        return "" if reason == "Not Found" else " ".join(str(reason).split())
     return ""
 
 

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Annotated, Any
 
 import typer
 
+from smartbroker.cli_amqp import Session, run_amqp, with_vhost
 from smartbroker.cli_common import (
     DEFAULT_URL,
     CliError,
     JsonOpt,
     UrlOpt,
-    friendly,
     handle_errors,
     parse_pairs,
-    safe_url,
+    require,
 )
 
-T = TypeVar("T")
 AmqpVhostOpt = Annotated[str | None, typer.Option(
     "--vhost", help="Virtual host [default: the one in --url]")]
 
@@ -34,52 +31,6 @@ def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("get")(get)
     app.command("consume")(consume)
-
-
-def _with_vhost(url: str, vhost: str | None) -> str:
-    if vhost is None:
-        return url
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
-
-
-def _run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Connect, run ``work(channel)``, close; AMQP failures become one-line CliErrors."""
-    import logging
-
-    import aio_pika
-    import aiormq
-
-    for name in ("aio_pika", "aiormq"):  # their connection-failure logs would be a 2nd line
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-    async def main() -> T:
-        try:
-            conn = await aio_pika.connect(url, timeout=10)
-        except (TimeoutError, OSError, aiormq.exceptions.AMQPConnectionError) as exc:
-            if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
-                raise CliError(f"access refused by broker at {safe_url(url)}") from None
-            raise CliError(f"cannot reach broker at {safe_url(url)}") from None
-        try:
-            channel = await conn.channel(publisher_confirms=True)
-            return await work(channel)
-        finally:
-            with contextlib.suppress(Exception):  # the broker may already have closed it
-                await asyncio.wait_for(conn.close(), 5)
-
-    try:
-        return asyncio.run(main())
-    except aiormq.exceptions.AMQPError as exc:
-        raise CliError(friendly(_reply_text(exc))) from None
-
-
-def _reply_text(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
-    for arg in args:
-        text = getattr(arg, "reply_text", None)
-        if text:
-            return str(text)
-    return str(args[0]) if args else type(exc).__name__
 
 
 def _message_doc(msg: Any) -> dict[str, Any]:
@@ -137,11 +88,15 @@ def publish(
     url: UrlOpt = DEFAULT_URL,
     vhost: AmqpVhostOpt = None,
 ) -> None:
-    """Publish a message (with publisher confirms)."""
+    """Publish a message (mandatory, with publisher confirms): a message that reaches no
+    queue is returned by the broker (312 NO_ROUTE) and the command fails."""
     import aio_pika
 
+    require(vhost=vhost)
     if (body is None) == (file is None):
         raise CliError("give a BODY or --file, not both and not neither")
+    if len(routing_key.encode()) > 255:
+        raise CliError("routing key is longer than 255 bytes")
     try:
         payload = file.read_bytes() if file is not None else body.encode()  # type: ignore[union-attr]
     except OSError as exc:
@@ -149,34 +104,66 @@ def publish(
     headers = parse_pairs(header, "header")
     mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
 
-    async def work(channel: Any) -> int:
+    async def work(session: Session) -> Outcome:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        channel = session.channel
         ex = (channel.default_exchange if exchange == "" else
-              await channel.get_exchange(exchange, ensure=True))
-        unroutable = 0
+              await session.until_closed(channel.get_exchange(exchange, ensure=True)))
+        outcome = Outcome()
+        console = Console(stderr=True)  # no bar (not even its blank line) when not a tty
         progress = Progress(TextColumn("publishing"), BarColumn(), MofNCompleteColumn(),
-                            console=Console(stderr=True), transient=True, disable=count < 2)
+                            console=console, transient=True,
+                            disable=count < 2 or not console.is_terminal)
         with progress:
             task = progress.add_task("publish", total=count)
             window: list[Awaitable[Any]] = []
-            for _ in range(count):
+            for i in range(count):
                 msg = aio_pika.Message(payload, headers=headers or None, delivery_mode=mode,
                                        content_type=content_type)
-                window.append(ex.publish(msg, routing_key, mandatory=False))
-                if len(window) >= 256:
-                    await asyncio.gather(*window)
+                window.append(ex.publish(msg, routing_key, mandatory=True))
+                if len(window) >= 256 or i == count - 1:
+                    outcome.add(await session.until_closed(asyncio.gather(*window)))
                     progress.advance(task, len(window))
                     window = []
-            if window:
-                await asyncio.gather(*window)
-                progress.advance(task, len(window))
-        return unroutable
+        return outcome
 
-    _run(_with_vhost(url, vhost), work)
-    typer.echo(f"published {count} message{'s' if count != 1 else ''} to exchange "
-               f"'{exchange}' with routing key '{routing_key}'", err=True)
+    outcome = run_amqp(with_vhost(url, vhost), work)
+    where = f"exchange '{exchange}' with routing key '{routing_key}'"
+    if outcome.returned:
+        raise CliError(f"{_of(outcome.returned, count)} returned as unroutable: "
+                       f"{outcome.return_reason} ({where})")
+    if outcome.nacked:
+        raise CliError(f"{_of(outcome.nacked, count)} refused by the broker (basic.nack) "
+                       f"({where})")
+    typer.echo(f"published {_of(count, count)} to {where}", err=True)
+
+
+class Outcome:
+    """What the broker said about each published message: confirmed, returned or nacked."""
+
+    def __init__(self) -> None:
+        self.returned = 0
+        self.nacked = 0
+        self.return_reason = ""
+
+    def add(self, confirmations: list[Any]) -> None:
+        from aiormq import spec
+        from aiormq.abc import DeliveredMessage
+
+        for answer in confirmations:
+            if isinstance(answer, DeliveredMessage) and isinstance(answer.delivery,
+                                                                   spec.Basic.Return):
+                self.returned += 1
+                self.return_reason = f"{answer.delivery.reply_code} {answer.delivery.reply_text}"
+            elif isinstance(answer, spec.Basic.Nack):
+                self.nacked += 1
+
+
+def _of(n: int, total: int) -> str:
+    noun = "message" if total == 1 else "messages"
+    return f"{n} {noun}" if n == total else f"{n} of {total} {noun}"
 
 
 # -- get ---------------------------------------------------------------------------------
@@ -190,12 +177,13 @@ def get(
     vhost: AmqpVhostOpt = None,
 ) -> None:
     """Get up to N messages with basic.get; ack them, or --requeue them."""
+    require(queue=queue, vhost=vhost)
 
-    async def work(channel: Any) -> int:
-        q = await channel.get_queue(queue, ensure=True)
+    async def work(session: Session) -> int:
+        q = await session.until_closed(session.channel.get_queue(queue, ensure=True))
         got = []
         for _ in range(count):
-            msg = await q.get(no_ack=False, fail=False)
+            msg = await session.until_closed(q.get(no_ack=False, fail=False))
             if msg is None:
                 break
             got.append(msg)
@@ -207,7 +195,7 @@ def get(
                 await msg.ack()
         return len(got)
 
-    n = _run(_with_vhost(url, vhost), work)
+    n = run_amqp(with_vhost(url, vhost), work)
     if n == 0:
         typer.echo(f"queue '{queue}' is empty", err=True)
 
@@ -218,7 +206,7 @@ def consume(
     queue: str,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1,
                                               help="Stop after N messages [default: run until Ctrl-C]")] = None,
-    prefetch: Annotated[int, typer.Option("--prefetch")] = 100,
+    prefetch: Annotated[int, typer.Option("--prefetch", min=1)] = 100,
     offset: Annotated[str | None, typer.Option(
         "--offset", help="Streams: first, last, next, an offset, or an interval like 10m")] = None,
     group: Annotated[str | None, typer.Option(
@@ -227,24 +215,39 @@ def consume(
     url: UrlOpt = DEFAULT_URL,
     vhost: AmqpVhostOpt = None,
 ) -> None:
-    """Consume messages (acking each) and print them."""
+    """Consume messages and print them, acking each one printed.
+
+    With --count N the broker is never given credit for more than N deliveries, so the
+    command stops after exactly N, acks them all and leaves the rest in the queue (or,
+    for a stream, unread) — nothing is nacked or redelivered.
+    """
+    require(queue=queue, vhost=vhost, group=group, offset=offset)
     arguments: dict[str, Any] = {}
     if offset is not None:
         arguments["x-stream-offset"] = int(offset) if offset.isdigit() else offset
     if group is not None:
         arguments["x-consumer-group"] = group
+    window = prefetch if count is None else min(prefetch, count)
 
-    async def work(channel: Any) -> int:
-        await channel.set_qos(prefetch_count=prefetch)
-        q = await channel.get_queue(queue, ensure=True)
-        seen = 0
-        async with q.iterator(arguments=arguments or None) as it:
-            async for msg in it:
-                _show(msg, as_json)
+    async def work(session: Session) -> int:
+        channel = session.channel
+        await session.until_closed(channel.set_qos(prefetch_count=window))
+        q = await session.until_closed(channel.get_queue(queue, ensure=True))
+        await session.watch_cancel(queue)
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        await session.until_closed(q.consume(inbox.put, arguments=arguments or None))
+        seen = acked = 0
+        msg = None
+        while count is None or seen < count:
+            msg = await session.until_closed(inbox.get())
+            _show(msg, as_json)
+            seen += 1
+            # ack as we go only while the credit it frees cannot bring a delivery past N
+            if count is None or seen <= count - window:
                 await msg.ack()
-                seen += 1
-                if count is not None and seen >= count:
-                    break
+                acked = seen
+        if msg is not None and acked < seen:
+            await msg.ack(multiple=True)
         return seen
 
-    _run(_with_vhost(url, vhost), work)
+    run_amqp(with_vhost(url, vhost), work)

@@ -130,10 +130,10 @@ def test_unreachable_amqp_is_one_line(cli) -> None:
 def test_missing_queue_over_amqp_is_one_line(cli, uid: str) -> None:
     result = cli("get", f"nope.{uid}")
     assert result.exit_code == 1
-    assert result.stderr == f"error: queue 'nope.{uid}' not found in vhost '/'\n"
+    assert result.stderr == f"error: 404 NOT_FOUND - no queue 'nope.{uid}' in vhost '/'\n"
     result = cli("publish", f"nope.{uid}", "k", "body")
     assert result.exit_code == 1
-    assert result.stderr == f"error: exchange 'nope.{uid}' not found in vhost '/'\n"
+    assert result.stderr == f"error: 404 NOT_FOUND - no exchange 'nope.{uid}' in vhost '/'\n"
 
 
 def test_publish_needs_a_body(cli) -> None:
