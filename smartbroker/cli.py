@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import tomllib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from smartbroker.config import Config
 
@@ -43,8 +45,12 @@ def serve(
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"config file {config} is not valid TOML: {exc}")
+    except SettingsError as exc:  # an environment variable that does not parse
+        fail(f"invalid setting: {exc}")
     except OSError as exc:
-        fail(f"cannot read config file: {exc}")
+        fail(f"cannot read config file {config}: {exc.strerror or exc}")
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from smartbroker.server.app import StartupError, run
@@ -55,6 +61,9 @@ def serve(
         fail(str(exc))
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # still one line; the traceback only with --log-level debug
+        logging.getLogger("smartbroker").debug("the broker stopped", exc_info=True)
+        fail(f"the broker stopped: {type(exc).__name__}: {exc}")
 
 
 @app.command()

@@ -20,6 +20,7 @@ from smartbroker.cli_common import (
     print_json,
     print_table,
     q,
+    require,
 )
 
 policies_app = typer.Typer(help="List, set and delete policies (queue settings by name pattern).",
@@ -35,6 +36,7 @@ def register(app: typer.Typer) -> None:
 def vhosts_add(name: str, api: ApiOpt = DEFAULT_API,
                description: Annotated[str, typer.Option(help="Free text")] = "") -> None:
     """Create a virtual host."""
+    require(vhost=name)
     Api(api).put(f"vhosts/{q(name)}", {"description": description})
     typer.echo(f"vhost '{name}' added")
 
@@ -43,6 +45,7 @@ def vhosts_add(name: str, api: ApiOpt = DEFAULT_API,
 @handle_errors
 def vhosts_delete(name: str, api: ApiOpt = DEFAULT_API) -> None:
     """Delete a virtual host, its queues and messages (its connections are closed)."""
+    require(vhost=name)
     Api(api).delete(f"vhosts/{q(name)}", not_found=f"vhost '{name}' not found")
     typer.echo(f"vhost '{name}' deleted")
 
@@ -57,6 +60,7 @@ def users_set_permissions(
     api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
 ) -> None:
     """Grant NAME permissions in a vhost (RabbitMQ's three regexes; "" denies)."""
+    require(user=name, vhost=vhost)
     Api(api).put(f"permissions/{q(vhost)}/{q(name)}",
                  {"configure": configure, "write": write, "read": read})
     typer.echo(f"permissions of user '{name}' in vhost '{vhost}' set")
@@ -72,6 +76,7 @@ def users_set_topic_permissions(
     api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
 ) -> None:
     """Restrict NAME's routing keys on a topic exchange ({username}, {vhost} expand)."""
+    require(user=name, exchange=exchange, vhost=vhost)
     Api(api).put(f"topic-permissions/{q(vhost)}/{q(name)}",
                  {"exchange": exchange, "write": write, "read": read})
     typer.echo(f"topic permissions of user '{name}' on exchange '{exchange}' in vhost '{vhost}' set")
@@ -81,6 +86,7 @@ def users_set_topic_permissions(
 @handle_errors
 def users_clear_topic_permissions(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/") -> None:
     """Drop every topic permission of NAME in a vhost."""
+    require(user=name, vhost=vhost)
     Api(api).delete(f"topic-permissions/{q(vhost)}/{q(name)}",
                     not_found=f"user '{name}' has no topic permissions in vhost '{vhost}'")
     typer.echo(f"topic permissions of user '{name}' in vhost '{vhost}' cleared")
@@ -111,6 +117,7 @@ def policies_set(
     apply_to: Annotated[str, typer.Option("--apply-to", help="queues, exchanges or all")] = "queues",
 ) -> None:
     """Set a policy: its keys apply live to matching queues (queue arguments win)."""
+    require(policy=name, vhost=vhost)
     try:
         parsed: Any = json.loads(definition)
     except ValueError as exc:
@@ -126,6 +133,7 @@ def policies_set(
 @handle_errors
 def policies_delete(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/") -> None:
     """Delete a policy."""
+    require(policy=name, vhost=vhost)
     Api(api).delete(f"policies/{q(vhost)}/{q(name)}", not_found=f"policy '{name}' not found")
     typer.echo(f"policy '{name}' deleted")
 
@@ -152,6 +160,7 @@ def vhosts_set_limit(
     api: ApiOpt = DEFAULT_API,
 ) -> None:
     """Limit a vhost's connections or queues (RabbitMQ's vhost limits)."""
+    require(vhost=name, limit=limit)
     _set_limit(api, f"vhost-limits/{q(name)}/{q(limit)}", value, f"vhost '{name}' {limit}")
 
 
@@ -164,4 +173,5 @@ def users_set_limit(
     api: ApiOpt = DEFAULT_API,
 ) -> None:
     """Limit a user's connections or channels (RabbitMQ's user limits)."""
+    require(user=name, limit=limit)
     _set_limit(api, f"user-limits/{q(name)}/{q(limit)}", value, f"user '{name}' {limit}")

@@ -22,6 +22,7 @@ from smartbroker.cli_common import (
     print_json,
     print_table,
     q,
+    require,
 )
 
 queues_app = typer.Typer(help="List, declare, delete and purge queues.", no_args_is_help=True)
@@ -95,6 +96,7 @@ def status(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
 def queues_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                 as_json: JsonOpt = False) -> None:
     """List queues with message and consumer counts."""
+    require(vhost=vhost)
     rows = _listing(api, "queues", vhost)
     if as_json:
         print_json(rows)
@@ -117,6 +119,7 @@ def queues_declare(
     arg: ArgOpt = None,
 ) -> None:
     """Declare a queue (idempotent; an inequivalent redeclare is an error)."""
+    require(queue=name, vhost=vhost)
     arguments = parse_pairs(arg)
     if queue_type:
         arguments["x-queue-type"] = queue_type
@@ -136,6 +139,7 @@ def queues_delete(
     if_unused: Annotated[bool, typer.Option("--if-unused")] = False,
 ) -> None:
     """Delete a queue and its messages."""
+    require(queue=name, vhost=vhost)
     params = "&".join(p for p, on in (("if-empty=true", if_empty), ("if-unused=true", if_unused))
                       if on)
     Api(api).delete(f"queues/{q(vhost)}/{q(name)}" + (f"?{params}" if params else ""),
@@ -147,6 +151,7 @@ def queues_delete(
 @handle_errors
 def queues_purge(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/") -> None:
     """Drop every ready message of a queue."""
+    require(queue=name, vhost=vhost)
     Api(api).delete(f"queues/{q(vhost)}/{q(name)}/contents",
                     not_found=f"queue '{name}' not found in vhost '{vhost}'")
     typer.echo(f"queue '{name}' purged")
@@ -158,6 +163,7 @@ def queues_purge(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/") ->
 def exchanges_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                    as_json: JsonOpt = False) -> None:
     """List exchanges."""
+    require(vhost=vhost)
     rows = _listing(api, "exchanges", vhost)
     if as_json:
         print_json(rows)
@@ -180,6 +186,7 @@ def exchanges_declare(
     arg: ArgOpt = None,
 ) -> None:
     """Declare an exchange."""
+    require(exchange=name, vhost=vhost)
     Api(api).put(f"exchanges/{q(vhost)}/{q(name)}",
                  {"type": type_, "durable": durable, "auto_delete": auto_delete,
                   "internal": internal, "arguments": parse_pairs(arg)},
@@ -192,6 +199,7 @@ def exchanges_declare(
 def exchanges_delete(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
                      if_unused: Annotated[bool, typer.Option("--if-unused")] = False) -> None:
     """Delete an exchange and its bindings."""
+    require(exchange=name, vhost=vhost)
     Api(api).delete(f"exchanges/{q(vhost)}/{q(name)}" + ("?if-unused=true" if if_unused else ""),
                     not_found=f"exchange '{name}' not found in vhost '{vhost}'")
     typer.echo(f"exchange '{name}' deleted")
@@ -203,6 +211,7 @@ def exchanges_delete(name: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/"
 def bindings_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                   as_json: JsonOpt = False) -> None:
     """List bindings (default-exchange bindings included, as RabbitMQ lists them)."""
+    require(vhost=vhost)
     rows = _listing(api, "bindings", vhost)
     if as_json:
         print_json(rows)
@@ -218,6 +227,9 @@ RoutingKeyOpt = Annotated[str, typer.Option("--routing-key", "-k")]
 
 
 def _binding_path(vhost: str, source: str, destination: str, to_exchange: bool) -> str:
+    require(vhost=vhost, **{"exchange" if to_exchange else "queue": destination})
+    if source == "":  # RabbitMQ's AMQP text (its HTTP API: 401 "Access refused.")
+        raise CliError("operation not permitted on the default exchange")
     return f"bindings/{q(vhost)}/e/{q(source)}/{'e' if to_exchange else 'q'}/{q(destination)}"
 
 
@@ -254,6 +266,7 @@ def unbind(source: str, destination: str, api: ApiOpt = DEFAULT_API, vhost: Vhos
 def connections_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                      as_json: JsonOpt = False) -> None:
     """List client connections."""
+    require(vhost=vhost)
     rows = _vhost_listing(api, "connections", vhost)
     if as_json:
         print_json(rows)
@@ -273,20 +286,12 @@ def _client(props: dict[str, Any]) -> str:
 def connections_close(name: str, api: ApiOpt = DEFAULT_API,
                       reason: Annotated[str | None, typer.Option("--reason")] = None) -> None:
     """Close a client connection by NAME (as `connections list` shows it)."""
+    require(connection=name)
     client = Api(api)
-    client.get(f"connections/{q(name)}", not_found=f"connection '{name}' not found")
-    import httpx
-
-    headers = {"X-Reason": reason} if reason else {}
-    try:
-        resp = httpx.delete(f"{client.base}/api/connections/{q(name)}", headers=headers,
-                            auth=(client.user, client.password), timeout=client.timeout)
-    except httpx.HTTPError:
-        raise CliError(f"cannot reach broker at {client.base}") from None
-    if resp.status_code == 404:
-        raise CliError(f"connection '{name}' not found")
-    if resp.status_code >= 400:
-        raise CliError(f"HTTP {resp.status_code} closing connection '{name}'")
+    missing = f"connection '{name}' not found"
+    client.get(f"connections/{q(name)}", not_found=missing)
+    client.request("DELETE", f"connections/{q(name)}", not_found=missing,
+                   headers={"X-Reason": reason} if reason else None)
     typer.echo(f"connection '{name}' closed")
 
 
@@ -295,6 +300,7 @@ def connections_close(name: str, api: ApiOpt = DEFAULT_API,
 def channels_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                   as_json: JsonOpt = False) -> None:
     """List channels."""
+    require(vhost=vhost)
     rows = _vhost_listing(api, "channels", vhost)
     if as_json:
         print_json(rows)
@@ -310,6 +316,7 @@ def channels_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
 def consumers_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                    as_json: JsonOpt = False) -> None:
     """List consumers."""
+    require(vhost=vhost)
     rows = _listing(api, "consumers", vhost)
     if as_json:
         print_json(rows)
@@ -356,6 +363,7 @@ def _tags(tags: Any) -> list[str]:
 def users_add(name: str, password: str, api: ApiOpt = DEFAULT_API,
               tags: Annotated[str, typer.Option("--tags", help="e.g. administrator")] = "") -> None:
     """Add a user (or replace its password and tags)."""
+    require(user=name)
     Api(api).put(f"users/{q(name)}", {"password": password, "tags": tags})
     typer.echo(f"user '{name}' added")
 
@@ -364,6 +372,7 @@ def users_add(name: str, password: str, api: ApiOpt = DEFAULT_API,
 @handle_errors
 def users_delete(name: str, api: ApiOpt = DEFAULT_API) -> None:
     """Delete a user."""
+    require(user=name)
     Api(api).delete(f"users/{q(name)}", not_found=f"user '{name}' not found")
     typer.echo(f"user '{name}' deleted")
 
@@ -372,6 +381,7 @@ def users_delete(name: str, api: ApiOpt = DEFAULT_API) -> None:
 @handle_errors
 def users_set_password(name: str, password: str, api: ApiOpt = DEFAULT_API) -> None:
     """Change a user's password (tags are kept)."""
+    require(user=name)
     client = Api(api)
     user = client.get(f"users/{q(name)}", not_found=f"user '{name}' not found")
     client.put(f"users/{q(name)}", {"password": password, "tags": _tags(user.get("tags"))})
@@ -389,7 +399,10 @@ def definitions_export(file: Annotated[Path, typer.Argument(help="Output file, -
     if str(file) == "-":
         typer.echo(text, nl=False)
         return
-    file.write_text(text)
+    try:
+        file.write_text(text)
+    except OSError as exc:
+        raise CliError(f"cannot write {file}: {exc.strerror or exc}") from None
     typer.echo(f"definitions exported to {file}", err=True)
 
 

@@ -118,11 +118,11 @@ class Api:
         self.timeout = timeout
 
     def request(self, method: str, path: str, body: Any = None,
-                not_found: str | None = None) -> Any:
+                not_found: str | None = None, headers: dict[str, str] | None = None) -> Any:
         import httpx
 
         try:
-            resp = httpx.request(method, f"{self.base}/api/{path}", json=body,
+            resp = httpx.request(method, f"{self.base}/api/{path}", json=body, headers=headers,
                                  auth=(self.user, self.password), timeout=self.timeout)
         except httpx.HTTPError:
             raise CliError(f"cannot reach broker at {self.base}") from None

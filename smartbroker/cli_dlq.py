@@ -20,6 +20,7 @@ from smartbroker.cli_common import (
     print_json,
     print_table,
     q,
+    require,
 )
 
 dlq_app = typer.Typer(help="Inspect, redrive and purge dead-letter queues.", no_args_is_help=True)
@@ -45,6 +46,7 @@ def _missing(queue: str, vhost: str) -> str:
 def dlq_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
              as_json: JsonOpt = False) -> None:
     """List dead-letter queues: where dead letters are routed, or where they sit."""
+    require(vhost=vhost)
     client = Api(api)
     rows = client.get("dlq" if vhost is None else f"dlq/{q(vhost)}",
                       not_found=f"vhost '{vhost}' not found")
@@ -69,6 +71,7 @@ def dlq_inspect(
     as_json: JsonOpt = False,
 ) -> None:
     """Browse dead-lettered messages without consuming them."""
+    require(queue=queue, vhost=vhost)
     doc = Api(api).get(f"{_path(vhost, queue)}?limit={limit}", not_found=_missing(queue, vhost))
     if as_json:
         print_json(doc)
@@ -117,6 +120,7 @@ def dlq_redrive(
     Each message leaves the DLQ only after it has been routed again, so an interrupted
     redrive loses nothing; messages that route nowhere stay in the DLQ.
     """
+    require(queue=queue, vhost=vhost)
     client = Api(api)
     path = _path(vhost, queue)
     depth = client.get(f"{path}?limit=0", not_found=_missing(queue, vhost))["messages"]
@@ -194,6 +198,7 @@ def _dry_run(client: Api, path: str, queue: str, vhost: str, to_exchange: str | 
 @handle_errors
 def dlq_purge(queue: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/") -> None:
     """Drop every message of a dead-letter queue."""
+    require(queue=queue, vhost=vhost)
     client = Api(api)
     missing = _missing(queue, vhost)
     before = client.get(f"queues/{q(vhost)}/{q(queue)}", not_found=missing)

@@ -19,6 +19,7 @@ from smartbroker.cli_common import (
     print_json,
     print_table,
     q,
+    require,
 )
 
 streams_app = typer.Typer(help="Stream queues: partitions, offsets, retention.",
@@ -62,6 +63,7 @@ def _offset(value: int | None) -> Any:
 def streams_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                  as_json: JsonOpt = False) -> None:
     """List stream queues with message counts, sizes and groups."""
+    require(vhost=vhost)
     rows = Api(api).get("streams" if vhost is None else f"streams/{q(vhost)}",
                         not_found=f"vhost '{vhost}' not found")
     if as_json:
@@ -79,6 +81,7 @@ def streams_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
 def streams_info(queue: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
                  as_json: JsonOpt = False) -> None:
     """Partitions (first/last offset, size, segments) and retention of a stream."""
+    require(stream=queue, vhost=vhost)
     doc = Api(api).get(f"streams/{q(vhost)}/{q(queue)}",
                        not_found=f"queue '{queue}' not found in vhost '{vhost}'")
     if as_json:
@@ -110,6 +113,7 @@ def streams_info(queue: str, api: ApiOpt = DEFAULT_API, vhost: VhostOpt = "/",
 def groups_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                 as_json: JsonOpt = False) -> None:
     """List consumer groups (live, or with committed offsets only) and their total lag."""
+    require(vhost=vhost)
     rows = Api(api).get("groups" if vhost is None else f"groups/{q(vhost)}",
                         not_found=f"vhost '{vhost}' not found")
     if as_json:
@@ -144,6 +148,7 @@ QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="The stream 
 def groups_describe(group: str, api: ApiOpt = DEFAULT_API, queue: QueueOpt = None,
                     vhost: VhostOpt = "/", as_json: JsonOpt = False) -> None:
     """Members, assignment, committed offset and lag per partition of a group."""
+    require(group=group, stream=queue, vhost=vhost)
     doc = _find_group(Api(api), group, queue, vhost)
     if as_json:
         print_json(doc)
@@ -185,6 +190,7 @@ def groups_reset_offsets(
 
     Refused while the group has members: stop its consumers first.
     """
+    require(group=group, stream=queue, vhost=vhost)
     choices = [("earliest", None, to_earliest), ("latest", None, to_latest),
                ("offset", to_offset, to_offset is not None),
                ("datetime", to_datetime, to_datetime is not None),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import ssl
+from pathlib import Path
 
 from smartbroker.broker.core import Broker
 from smartbroker.broker.persistence import Persistence
@@ -20,14 +23,57 @@ SHUTDOWN_GRACE = 3.0
 
 
 class StartupError(Exception):
-    """A listener could not start (port in use, bad address): one line, exit code 1."""
+    """The broker cannot start (unusable data directory, port in use, bad TLS files): one
+    line on stderr and exit code 1, not a traceback the operator has to read."""
+
+
+def check_data_dir(path: Path) -> None:
+    """Create the data directory and prove it writable now, before recovery or a client
+    depends on it (a file, a read-only mount, a path under a file)."""
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"data directory {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"data directory {path} is not usable: "
+                           f"{exc.strerror or exc}") from None
+
+
+_TLS_REASONS = {  # OpenSSL's reason codes, in words
+    "PEM lib": "not a PEM certificate and key",
+    "NO_START_LINE": "not a PEM file",
+    "KEY_VALUES_MISMATCH": "the key does not match the certificate",
+    "NO_CERTIFICATE_OR_CRL_FOUND": "no certificate in the CA file",
+}
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The TLS context, with unreadable or mismatched PEM files as a StartupError."""
+    try:
+        return server_context(config)
+    except OSError as exc:  # ssl.SSLError included
+        files = ", ".join(str(f) for f in (config.tls_cert, config.tls_key, config.tls_ca) if f)
+        reason = getattr(exc, "reason", None)
+        if reason is None and "PEM lib" in str(exc):
+            reason = "PEM lib"
+        why = _TLS_REASONS.get(reason or "", reason) or exc.strerror or str(exc)
+        raise StartupError(f"cannot load TLS files ({files}): {why}") from None
 
 
 async def serve(config: Config, started: asyncio.Event | None = None) -> None:
+    check_data_dir(config.data_dir)
+    tls = tls_context(config)
     broker = Broker(config)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    persistence = Persistence(config.data_dir, config.fsync)
-    persistence.restore(broker)
+    try:
+        persistence = Persistence(config.data_dir, config.fsync)
+        persistence.restore(broker)
+    except OSError as exc:
+        raise StartupError(f"cannot recover from data directory {config.data_dir}: "
+                           f"{exc.strerror or exc}"
+                           + (f" ({exc.filename})" if exc.filename else "")) from None
     broker.persistence = persistence
     loop = asyncio.get_running_loop()
     flusher = Flusher()
@@ -36,7 +82,6 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
                                           config.host, config.port, reuse_address=True, backlog=1024)
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
-    tls = server_context(config)
     servers = [server]
     if tls is not None:
         try:
