@@ -23,6 +23,33 @@ from smartbroker.errors import access_refused
 Kind = Literal["configure", "write", "read"]
 
 
+class InvalidRegex(ValueError):
+    """A permission regex that cannot be compiled: refused when written, never stored (a
+    stored one would fail every later check of that user)."""
+
+    def __init__(self, pattern: str, err: re.error) -> None:
+        super().__init__(f"invalid regular expression '{pattern}': {err.msg}")
+        self.pattern = pattern
+        self.msg = err.msg
+        self.pos = err.pos or 0
+
+    def reason(self) -> list[Any]:
+        """RabbitMQ's API reason: ``["invalid_regexp", Pattern, [Message, Position]]``."""
+        return ["invalid_regexp", self.pattern, [self.msg, self.pos]]
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    """Python's ``re`` (not Erlang's PCRE: the two differ at the edges): what it cannot
+    compile is refused, as RabbitMQ refuses what PCRE cannot."""
+    if not isinstance(pattern, str):
+        raise InvalidRegex(repr(pattern), re.error("not a string"))
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as err:
+        raise InvalidRegex(pattern, err if isinstance(err, re.error)
+                           else re.error(str(err))) from None
+
+
 @dataclass
 class Permission:
     user: str
@@ -36,7 +63,7 @@ class Permission:
     def __post_init__(self) -> None:
         for kind in ("configure", "write", "read"):
             pattern = getattr(self, kind)
-            self._compiled[kind] = re.compile(pattern) if pattern else None  # "" denies all
+            self._compiled[kind] = compile_regex(pattern) if pattern else None  # "" denies all
 
     def allows(self, kind: Kind, name: str) -> bool:
         """RabbitMQ matches unanchored (``re:run``): anchor with ^...$ to be strict."""
@@ -50,7 +77,7 @@ class Permission:
 
 @functools.lru_cache(maxsize=1024)
 def _topic_regex(pattern: str, user: str, vhost: str) -> re.Pattern[str]:
-    return re.compile(pattern.replace("{username}", user).replace("{vhost}", vhost))
+    return compile_regex(pattern.replace("{username}", user).replace("{vhost}", vhost))
 
 
 @dataclass
@@ -61,6 +88,11 @@ class TopicPermission:
     write: str = ".*"
     read: str = ".*"
 
+    def __post_init__(self) -> None:
+        for pattern in (self.write, self.read):
+            if pattern:
+                _topic_regex(pattern, self.user, self.vhost)  # InvalidRegex now, not at publish
+
     def allows(self, kind: Kind, routing_key: str) -> bool:
         pattern = self.write if kind == "write" else self.read
         return bool(pattern) and _topic_regex(pattern, self.user, self.vhost).search(
@@ -69,6 +101,18 @@ class TopicPermission:
     def as_json(self) -> dict[str, str]:
         return {"user": self.user, "vhost": self.vhost, "exchange": self.exchange,
                 "write": self.write, "read": self.read}
+
+
+def indirect_targets(resource: str, arguments: dict[str, Any] | None) -> list[str]:
+    """The exchanges a new queue (``x-dead-letter-exchange``) or exchange
+    (``alternate-exchange``) will route into: declaring one needs write on them, or it would
+    be a way into an exchange the user may not publish to (RabbitMQ's ``check_dlx`` and
+    alternate-exchange check). Non-string values are left to the declare's own validation."""
+    key = "x-dead-letter-exchange" if resource == "queue" else "alternate-exchange"
+    value = (arguments or {}).get(key)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return [value] if isinstance(value, str) else []
 
 
 class Permissions:

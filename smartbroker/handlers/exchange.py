@@ -10,6 +10,8 @@ from smartbroker.errors import access_refused
 def declare(conn, ch, m: commands.Exchange.Declare) -> None:
     if not m.passive:
         conn.check("configure", "exchange", m.exchange)
+        conn.access.check_declare("exchange", m.exchange, m.arguments,
+                                  m.exchange in conn.vhost.exchanges)
     conn.vhost.declare_exchange(m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
                                 auto_delete=m.auto_delete, internal=m.internal,
                                 arguments=m.arguments or {})

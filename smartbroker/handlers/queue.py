@@ -29,6 +29,7 @@ def declare(conn, ch, m: commands.Queue.Declare) -> None:
     else:
         name = m.queue or generated_name("amq.gen-")
         conn.check("configure", "queue", name)
+        conn.access.check_declare("queue", name, m.arguments, name in conn.vhost.queues)
     q, created = conn.vhost.declare_queue(
         name, server_named=not m.queue, passive=m.passive, durable=m.durable, exclusive=m.exclusive,
         auto_delete=m.auto_delete, arguments=m.arguments or {}, owner=conn)

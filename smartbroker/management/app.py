@@ -27,6 +27,8 @@ def create_app(state: ManagementState) -> Any:
     app.add_exception_handler(AMQPError, errors.amqp_error_handler)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
+    for exc_class in errors.INVALID_INPUT:
+        app.add_exception_handler(exc_class, errors.invalid_input_handler)
     for router in ROUTERS:
         app.include_router(router)
     return RawPathMiddleware(app)

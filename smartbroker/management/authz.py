@@ -23,6 +23,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.broker.permissions import indirect_targets
 from smartbroker.errors import AMQPError
 from smartbroker.management.errors import ApiError, bad_request, not_authorised
 
@@ -215,17 +216,6 @@ class AmqpAccess:
         for target in indirect_targets(resource, arguments):
             self.check("read", resource, name)
             self.check("write", "exchange", target)
-
-
-def indirect_targets(resource: str, arguments: dict[str, Any] | None) -> list[str]:
-    """The exchanges a new queue (``x-dead-letter-exchange``) or exchange
-    (``alternate-exchange``) will route into; non-string values are left to the declare's
-    own argument validation."""
-    key = "x-dead-letter-exchange" if resource == "queue" else "alternate-exchange"
-    value = (arguments or {}).get(key)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return [value] if isinstance(value, str) else []
 
 
 def refusal_error(err: AMQPError, refusal: Refusal) -> ApiError:

@@ -15,6 +15,7 @@ from smartbroker.errors import AMQPError
 from smartbroker.management.errors import bad_request
 from smartbroker.management.formatting import product_version
 from smartbroker.management.models import UserBody, VhostBody
+from smartbroker.management.names import check_numbers
 from smartbroker.management.views import user_json
 
 COMPAT_VERSION = "3.13.7"
@@ -100,6 +101,31 @@ def _need(item: Any, *keys: str) -> None:
     for key in keys:
         if key not in item:
             raise bad_request(f"definition {item!r} has no '{key}'")
+        if not isinstance(item[key], str):
+            raise bad_request(f"definition {item!r}: '{key}' must be a string")
+
+
+def _permissions(doc: dict[str, Any]) -> tuple[list[Permission], list[TopicPermission]]:
+    """The document's permissions, every regex compiled (``InvalidRegex`` is a 400 with
+    RabbitMQ's reason) before anything of the document is applied."""
+    perms = []
+    for item in _items(doc, "permissions"):
+        _need(item, "user", "vhost")
+        perms.append(Permission(item["user"], item["vhost"], item.get("configure", ".*"),
+                                item.get("write", ".*"), item.get("read", ".*")))
+    topics = []
+    for item in _items(doc, "topic_permissions"):
+        _need(item, "user", "vhost", "exchange")
+        topics.append(TopicPermission(item["user"], item["vhost"], item["exchange"],
+                                      item.get("write", ".*"), item.get("read", ".*")))
+    return perms, topics
+
+
+def _items(doc: dict[str, Any], key: str) -> list[Any]:
+    items = doc.get(key) or []
+    if not isinstance(items, list):
+        raise bad_request(f"'{key}' must be a list")
+    return items
 
 
 def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
@@ -110,31 +136,27 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
 
     if not isinstance(doc, dict):
         raise bad_request("definitions must be a JSON object")
+    check_numbers(doc, "definitions")
     broker = state.broker
+    permissions, topic_permissions = _permissions(doc)  # all valid, or nothing is applied
 
     def vhost_of(item: dict[str, Any]) -> str:
         return only_vhost if only_vhost is not None else item.get("vhost", "/")
 
-    for item in doc.get("vhosts") or []:
+    for item in _items(doc, "vhosts"):
         _need(item, "name")
         meta = item.get("metadata") or {}
         create_vhost(state, item["name"], VhostBody(
             description=item.get("description", meta.get("description", "")),
             tags=item.get("tags", meta.get("tags", "")) or ""))
-    for item in doc.get("users") or []:
+    for item in _items(doc, "users"):
         _need(item, "name")
         put_user_record(state, item["name"], UserBody.model_validate(item))
-    for item in doc.get("permissions") or []:
-        _need(item, "user", "vhost")
-        state.broker.permissions.set(Permission(
-            item["user"], item["vhost"], item.get("configure", ".*"), item.get("write", ".*"),
-            item.get("read", ".*")))
-    for item in doc.get("topic_permissions") or []:
-        _need(item, "user", "vhost", "exchange")
-        state.broker.permissions.set_topic(TopicPermission(
-            item["user"], item["vhost"], item["exchange"], item.get("write", ".*"),
-            item.get("read", ".*")))
-    for item in doc.get("policies") or []:
+    for perm in permissions:
+        state.broker.permissions.set(perm)
+    for topic in topic_permissions:
+        state.broker.permissions.set_topic(topic)
+    for item in _items(doc, "policies"):
         _need(item, "name", "pattern", "definition")
         set_policy(broker, vhost_of(item), item)
 
@@ -145,7 +167,7 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
         return broker.vhosts[name]
 
     try:
-        for item in doc.get("exchanges") or []:
+        for item in _items(doc, "exchanges"):
             _need(item, "name")
             vh = vhost(item)
             vh.declare_exchange(item["name"], item.get("type", "direct"),
@@ -153,13 +175,13 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
                                 auto_delete=bool(item.get("auto_delete", False)),
                                 internal=bool(item.get("internal", False)),
                                 arguments=item.get("arguments") or {})
-        for item in doc.get("queues") or []:
+        for item in _items(doc, "queues"):
             _need(item, "name")
             vh = vhost(item)
             vh.declare_queue(item["name"], durable=bool(item.get("durable", True)),
                              auto_delete=bool(item.get("auto_delete", False)),
                              arguments=item.get("arguments") or {})
-        for item in doc.get("bindings") or []:
+        for item in _items(doc, "bindings"):
             _need(item, "source", "destination")
             vh = vhost(item)
             kind = item.get("destination_type", "queue")

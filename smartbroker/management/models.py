@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from smartbroker.management.names import check_numbers
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_numbers(cls, data: Any) -> Any:
+        """Every request body: no integer wider than AMQP's 64 bits, no inf/NaN."""
+        check_numbers(data)
+        return data
 
 
 class QueueBody(Body):
@@ -60,16 +69,38 @@ class VhostBody(Body):
     tracing: bool = False
 
 
+def _regex(value: str) -> str:
+    """Compiled now, so an invalid pattern is a 400 and never stored."""
+    from smartbroker.broker.permissions import InvalidRegex, compile_regex
+    from smartbroker.management.errors import invalid_regex
+
+    try:
+        compile_regex(value)
+    except InvalidRegex as exc:  # not a ValueError out of here: RabbitMQ's reason, as is
+        raise invalid_regex(exc) from None
+    return value
+
+
 class PermissionBody(Body):
     configure: str
     write: str
     read: str
+
+    @field_validator("configure", "write", "read", mode="after")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        return _regex(value)
 
 
 class TopicPermissionBody(Body):
     exchange: str
     write: str = ".*"
     read: str = ".*"
+
+    @field_validator("write", "read", mode="after")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        return _regex(value)
 
 
 class PublishResult(BaseModel):

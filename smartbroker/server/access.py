@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.broker.permissions import indirect_targets
+
 if TYPE_CHECKING:
     from smartbroker.server.connection import AMQPConnection
 
@@ -28,6 +30,18 @@ class Access:
         if key not in self._allowed:
             perms.check(conn.user.name, conn.vhost.name, kind, resource, name)  # type: ignore[arg-type]
             self._allowed.add(key)
+
+    def check_declare(self, resource: str, name: str, arguments: dict[str, Any] | None,
+                      exists: bool) -> None:
+        """A declare that creates a queue with a dead-letter exchange (an exchange with an
+        alternate exchange) also needs read on itself and write on that exchange, as in
+        RabbitMQ: 403 naming the refused resource. Redeclaring an existing one is only
+        compared for equivalence (no new route is made)."""
+        if exists:
+            return
+        for target in indirect_targets(resource, arguments):
+            self.check("read", resource, name)
+            self.check("write", "exchange", target)
 
     def check_topic(self, kind: str, exchange: Any, routing_key: str) -> None:
         """Topic permissions: only on topic exchanges, only for users that have some."""

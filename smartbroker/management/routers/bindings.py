@@ -7,11 +7,12 @@ from urllib.parse import quote, unquote_plus
 
 from fastapi import Response
 
-from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
 from smartbroker.management.errors import ApiError, not_found
 from smartbroker.management.formatting import properties_key
 from smartbroker.management.models import BindingBody
-from smartbroker.management.routers.common import api_router, exchange_name
+from smartbroker.management.names import check_name
+from smartbroker.management.routers.common import api_router, exchange_name, vhost_filter
 from smartbroker.management.views import bindings_of
 
 router = api_router()
@@ -20,8 +21,8 @@ KIND_NAMES = {"q": "queue", "e": "exchange"}
 
 
 @router.get("/bindings")
-async def list_bindings(state: StateDep) -> list[dict[str, Any]]:
-    return [b for vh in state.broker.vhosts.values() for b in bindings_of(vh)]
+async def list_bindings(state: StateDep, caller: CallerDep) -> list[dict[str, Any]]:
+    return [b for vh in vhost_filter(caller, state.broker) for b in bindings_of(vh)]
 
 
 @router.get("/bindings/{vhost}")
@@ -55,11 +56,23 @@ async def get_bindings(vhost: str, source: str, kind: Kind, dest: str,
 
 @router.post("/bindings/{vhost}/e/{source}/{kind}/{dest}", status_code=201)
 async def create_binding(vhost: str, source: str, kind: Kind, dest: str, body: BindingBody,
-                   state: StateDep) -> Response:
+                         state: StateDep, caller: CallerDep) -> Response:
     vh, src, target = _ends(state, vhost, source, kind, dest)
+    _check_bind(caller, vhost, src, kind, target, body.routing_key)
+    check_name("routing_key", body.routing_key)
     vh.bind(src.name, target, body.routing_key, body.arguments)
     key = properties_key(body.routing_key, body.arguments)
     return Response(status_code=201, headers={"Location": quote(key, safe="~")})
+
+
+def _check_bind(caller: Any, vhost: str, src: Any, kind: Kind, target: Any,
+                routing_key: str) -> None:
+    """queue.bind / exchange.bind as RabbitMQ checks them: write on the destination, read
+    on the source, topic read permission on the key."""
+    access = caller.amqp(vhost)
+    access.check("write", KIND_NAMES[kind], target.name)
+    access.check("read", "exchange", src.name)
+    access.check_topic("read", src, routing_key)
 
 
 def _matches(binding: dict[str, Any], props: str) -> bool:
@@ -79,7 +92,7 @@ async def get_binding(vhost: str, source: str, kind: Kind, dest: str, props: str
 
 @router.delete("/bindings/{vhost}/e/{source}/{kind}/{dest}/{props}", status_code=204)
 async def delete_binding(vhost: str, source: str, kind: Kind, dest: str, props: str,
-                   state: StateDep) -> Response:
+                         state: StateDep, caller: CallerDep) -> Response:
     vh = lookup_vhost(state.broker, vhost)
     src = vh.exchanges.get(exchange_name(source))
     target = vh.queues.get(dest) if kind == "q" else vh.exchanges.get(exchange_name(dest))
@@ -91,6 +104,7 @@ async def delete_binding(vhost: str, source: str, kind: Kind, dest: str, props: 
         doc = {"properties_key": properties_key(binding.routing_key, binding.arguments),
                "arguments": binding.arguments, "routing_key": binding.routing_key}
         if _matches(doc, props):
+            _check_bind(caller, vhost, src, kind, target, binding.routing_key)
             vh.unbind(src.name, target, binding.routing_key, binding.arguments)
             return Response(status_code=204)
     raise not_found()

@@ -15,10 +15,11 @@ from pydantic import Field
 
 from smartbroker.dlq import tools
 from smartbroker.errors import not_found as amqp_not_found
-from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.authz import Refusal
+from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
 from smartbroker.management.errors import bad_request, not_found
 from smartbroker.management.models import Body
-from smartbroker.management.routers.common import api_router, paginate
+from smartbroker.management.routers.common import api_router, paginate, vhost_filter
 from smartbroker.management.views import queue_type
 
 router = api_router()
@@ -67,6 +68,22 @@ def _dead_letter_targets(vh: Any) -> dict[str, set[str]]:
     return sources
 
 
+def _redrive_targets(q: Any, body: RedriveBody) -> set[str]:
+    """The exchanges a redrive would publish to (the batch it would take)."""
+    if body.to_exchange is not None:
+        return {body.to_exchange}
+    limit = body.limit if body.limit is not None else MAX_REDRIVE_BATCH
+    targets = set()
+    for i, entry in enumerate(list(q.ready)):
+        if i >= limit:
+            break
+        death = tools.last_death(entry.message)
+        if death is not None:
+            name = death.get("exchange") or ""
+            targets.add(name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name))
+    return targets
+
+
 def _head_has_death(q: Any) -> bool:
     ready = getattr(q, "ready", None)
     if ready is None:
@@ -97,9 +114,9 @@ def _list(vhosts: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/dlq")
-async def list_dlqs(request: Request, state: StateDep) -> Any:
+async def list_dlqs(request: Request, state: StateDep, caller: CallerDep) -> Any:
     """Queues that receive dead letters (a DLX routes to them) or hold dead-lettered messages."""
-    return await paginate(request, _list(list(state.broker.vhosts.values())))
+    return await paginate(request, _list(vhost_filter(caller, state.broker)))
 
 
 @router.get("/dlq/{vhost}")
@@ -108,21 +125,31 @@ async def vhost_dlqs(vhost: str, request: Request, state: StateDep) -> Any:
 
 
 @router.get("/dlq/{vhost}/{queue}")
-async def inspect_dlq(vhost: str, queue: str, state: StateDep, limit: int = 20) -> dict[str, Any]:
-    """The first ``limit`` ready messages with their newest death, without consuming them."""
+async def inspect_dlq(vhost: str, queue: str, state: StateDep, caller: CallerDep,
+                      limit: int = 20) -> dict[str, Any]:
+    """The first ``limit`` ready messages with their newest death, without consuming them
+    (message contents: read permission on the queue, as a get would need)."""
     if not 0 <= limit <= MAX_INSPECT:
         raise bad_request(f"limit must be between 0 and {MAX_INSPECT}")
     _, q = _dead_letter_queue(state, vhost, queue)
+    caller.amqp(vhost).check("read", "queue", q.name, Refusal.REASON)
     return {"name": q.name, "vhost": vhost, "messages": q.message_count,
             "items": [m.as_json() for m in tools.inspect(q, limit)]}
 
 
 @router.post("/dlq/{vhost}/{queue}/redrive")
-async def redrive_dlq(vhost: str, queue: str, body: RedriveBody, state: StateDep) -> dict[str, Any]:
-    """Route messages back to where they died (or to ``to_exchange``), then remove them."""
+async def redrive_dlq(vhost: str, queue: str, body: RedriveBody, state: StateDep,
+                      caller: CallerDep) -> dict[str, Any]:
+    """Route messages back to where they died (or to ``to_exchange``), then remove them:
+    a get from the DLQ and a publish to each target exchange, so read on the queue and
+    write on every exchange a message would go to."""
     vh, q = _dead_letter_queue(state, vhost, queue)
+    access = caller.amqp(vhost)
+    access.check("read", "queue", q.name, Refusal.REASON)
     if body.to_exchange is not None and body.to_exchange not in vh.exchanges:
         raise amqp_not_found(f"no exchange '{body.to_exchange}' in vhost '{vhost}'")
+    for target in _redrive_targets(q, body):
+        access.check("write", "exchange", target, Refusal.BAD)
     result = tools.redrive(vh, q, to_exchange=body.to_exchange, limit=body.limit,
                            dry_run=body.dry_run)
     return {"moved": result.moved, "unroutable": result.unroutable,

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from smartbroker.management import ops
-from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.authz import Refusal
+from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
 from smartbroker.management.models import Status
 from smartbroker.management.routers.common import api_router
 from smartbroker.message import Message
@@ -83,9 +84,14 @@ async def protocol_listener(protocol: str, state: StateDep) -> Any:
 
 
 @router.get("/aliveness-test/{vhost}")
-async def aliveness(vhost: str, state: StateDep) -> dict[str, Any]:
-    """Declare a queue, publish to it and get the message back, as RabbitMQ does."""
+async def aliveness(vhost: str, state: StateDep, caller: CallerDep) -> dict[str, Any]:
+    """Declare a queue, publish to it and get the message back, as RabbitMQ does: as the
+    caller, so with its permissions on that queue and the default exchange."""
     vh = lookup_vhost(state.broker, vhost)
+    access = caller.amqp(vhost)
+    access.check("configure", "queue", ALIVENESS_QUEUE, Refusal.REASON)
+    access.check("write", "exchange", "", Refusal.REASON)
+    access.check("read", "queue", ALIVENESS_QUEUE, Refusal.REASON)
     vh.declare_queue(ALIVENESS_QUEUE)
     ops.route(vh, Message.build("", ALIVENESS_QUEUE, b"test_message"))
     got = ops.get(vh, ALIVENESS_QUEUE, 1, "ack_requeue_false", "auto", None)

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import Request, Response
 
-from smartbroker.management.deps import AdminDep, StateDep
+from smartbroker.management.deps import AdminDep, CallerDep, StateDep
 from smartbroker.management.errors import bad_request, not_found
+from smartbroker.management.names import check_numbers
 from smartbroker.management.routers.common import api_router
 
 router = api_router()
@@ -24,8 +25,8 @@ def _user_rows(broker: Any, only: str | None = None) -> list[dict[str, Any]]:
 
 
 @router.get("/vhost-limits")
-async def vhost_limits(state: StateDep) -> list[dict[str, Any]]:
-    return _vhost_rows(state.broker)
+async def vhost_limits(state: StateDep, caller: CallerDep) -> list[dict[str, Any]]:
+    return [row for row in _vhost_rows(state.broker) if caller.lists_vhost(row["vhost"])]
 
 
 @router.get("/vhost-limits/{vhost}")
@@ -36,14 +37,17 @@ async def vhost_limits_of(vhost: str, state: StateDep) -> list[dict[str, Any]]:
 
 
 @router.get("/user-limits")
-async def user_limits(state: StateDep) -> list[dict[str, Any]]:
-    return _user_rows(state.broker)
+async def user_limits(state: StateDep, caller: CallerDep) -> list[dict[str, Any]]:
+    """Others' limits take monitoring; a management user sees its own."""
+    return [row for row in _user_rows(state.broker) if caller.sees_owner(row["user"])]
 
 
 @router.get("/user-limits/{user}")
-async def user_limits_of(user: str, state: StateDep) -> list[dict[str, Any]]:
+async def user_limits_of(user: str, state: StateDep, caller: CallerDep) -> list[dict[str, Any]]:
     if user not in state.broker.users.users:
         raise not_found()
+    if not caller.sees_owner(user):
+        return []
     return _user_rows(state.broker, user)
 
 
@@ -52,6 +56,7 @@ async def _set(kind: str, owner: str, name: str, request: Request, state: Any) -
         body = await request.json()
     except ValueError:
         raise bad_request("body is not JSON") from None
+    check_numbers(body, "limit")
     value = body.get("value") if isinstance(body, dict) else None
     if value is None:
         raise bad_request('body must be {"value": <integer>}')

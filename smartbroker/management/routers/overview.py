@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from smartbroker.exchanges import EXCHANGE_TYPES
-from smartbroker.management.deps import StateDep, UserDep
+from smartbroker.management.deps import CallerDep, StateDep, UserDep
 from smartbroker.management.formatting import product_version
 from smartbroker.management.models import WhoAmI
 from smartbroker.management.routers.common import api_router
@@ -19,16 +19,21 @@ RABBITMQ_COMPAT_VERSION = "3.13.7"
 router = api_router()
 
 
-def _totals(state: Any) -> dict[str, Any]:
+def _totals(state: Any, caller: Any) -> dict[str, Any]:
+    """Object and message totals over what the caller may see: every vhost for monitoring
+    users, else the vhosts it may log into and its own connections (as RabbitMQ)."""
     queues = exchanges = consumers = ready = unacked = 0
-    for vhost in state.broker.vhosts.values():
+    for name, vhost in list(state.broker.vhosts.items()):
+        if not (caller.is_monitor or caller.may_login(name)):
+            continue
         exchanges += len(vhost.exchanges)
         for q in vhost.queues.values():
             queues += 1
             consumers += q.consumer_count
             ready += q.message_count
             unacked += q.unacked_count
-    conns = open_connections(state)
+    conns = [c for c in open_connections(state)
+             if caller.sees_owner(getattr(getattr(c, "user", None), "name", None))]
     return {
         "object_totals": {"connections": len(conns),
                           "channels": sum(len(c.channels) for c in conns),
@@ -39,7 +44,7 @@ def _totals(state: Any) -> dict[str, Any]:
 
 
 @router.get("/overview")
-async def overview(state: StateDep) -> dict[str, Any]:
+async def overview(state: StateDep, caller: CallerDep) -> dict[str, Any]:
     cfg = state.broker.config
     listeners = [{"node": state.node, "protocol": "amqp", "ip_address": cfg.host,
                   "port": state.amqp_port or cfg.port},
@@ -57,7 +62,7 @@ async def overview(state: StateDep) -> dict[str, Any]:
         "enable_queue_totals": True,
         "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
         "message_stats": message_stats(state.totals(), "overview"),
-        **_totals(state),
+        **_totals(state, caller),
         "listeners": listeners,
         "contexts": [{"node": state.node, "description": "RabbitMQ Management", "path": "/",
                       "port": str(state.http_port or cfg.management_port)}],

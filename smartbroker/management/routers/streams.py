@@ -15,10 +15,11 @@ from typing import Any, Literal
 from fastapi import Request
 from pydantic import Field
 
-from smartbroker.management.deps import StateDep, lookup_vhost
+from smartbroker.management.authz import Refusal
+from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
 from smartbroker.management.errors import ApiError, bad_request, not_found
 from smartbroker.management.models import Body
-from smartbroker.management.routers.common import api_router, paginate
+from smartbroker.management.routers.common import api_router, paginate, vhost_filter
 
 router = api_router()
 
@@ -120,8 +121,9 @@ def _group(state: Any, vhost: str, queue: str, group: str) -> Any:
 
 # -- streams -------------------------------------------------------------------------------
 @router.get("/streams")
-async def list_streams(request: Request, state: StateDep) -> Any:
-    return await paginate(request, [stream_json(s) for s in _streams(list(state.broker.vhosts.values()))])
+async def list_streams(request: Request, state: StateDep, caller: CallerDep) -> Any:
+    return await paginate(request, [stream_json(s)
+                                    for s in _streams(vhost_filter(caller, state.broker))])
 
 
 @router.get("/streams/{vhost}")
@@ -140,8 +142,8 @@ def _groups(vhosts: list[Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/groups")
-async def list_groups(request: Request, state: StateDep) -> Any:
-    return await paginate(request, _groups(list(state.broker.vhosts.values())))
+async def list_groups(request: Request, state: StateDep, caller: CallerDep) -> Any:
+    return await paginate(request, _groups(vhost_filter(caller, state.broker)))
 
 
 @router.get("/groups/{vhost}")
@@ -201,9 +203,11 @@ def target_offset(stream: Any, group: str, p: int, body: ResetBody) -> int:
 
 @router.post("/groups/{vhost}/{queue}/{group}/reset")
 async def reset_group(vhost: str, queue: str, group: str, body: ResetBody,
-                      state: StateDep) -> dict[str, Any]:
-    """Move the group's committed offsets (all partitions); 409 while it has members."""
+                      state: StateDep, caller: CallerDep) -> dict[str, Any]:
+    """Move the group's committed offsets (all partitions); 409 while it has members.
+    Committing offsets is what a consumer of the stream does: read on the queue."""
     stream = _group(state, vhost, queue, group)
+    caller.amqp(vhost).check("read", "queue", stream.name, Refusal.REASON)
     live = stream.groups.get(group)
     if live is not None and live.active:
         members, held = len(live.members), len(live.held)

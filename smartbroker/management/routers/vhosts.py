@@ -8,7 +8,7 @@ from fastapi import Body as BodyParam
 from fastapi import Response
 
 from smartbroker.broker.permissions import Permission
-from smartbroker.management.deps import AdminDep, StateDep, lookup_vhost
+from smartbroker.management.deps import AdminDep, CallerDep, StateDep, lookup_vhost
 from smartbroker.management.models import VhostBody, split_tags
 from smartbroker.management.routers.common import api_router
 from smartbroker.management.views import vhost_json
@@ -30,8 +30,10 @@ def create_vhost(state: Any, name: str, body: VhostBody | None = None) -> bool:
 
 
 @router.get("/vhosts")
-async def list_vhosts(state: StateDep) -> list[dict[str, Any]]:
-    return [vhost_json(v, state) for v in state.broker.vhosts.values()]
+async def list_vhosts(state: StateDep, caller: CallerDep) -> list[dict[str, Any]]:
+    """The vhosts the caller may log into (monitoring and administrators: all)."""
+    return [vhost_json(v, state) for name, v in list(state.broker.vhosts.items())
+            if caller.lists_vhost(name)]
 
 
 @router.get("/vhosts/{vhost}")
