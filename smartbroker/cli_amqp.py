@@ -68,10 +68,23 @@ class Session:
                                               f"'{queue}' (queue deleted?)")))
 
 
+def check_url(url: str) -> None:
+    """A malformed --url is the user's typo, not a ValueError from deep inside aiormq."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise CliError(f"invalid --url: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise CliError(f"invalid --url {safe_url(url)!r}: expected amqp://user:password@host:port/vhost")
+
+
 def run_amqp(url: str, work: Callable[[Session], Awaitable[T]]) -> T:
     """Connect to ``url``, run ``work(session)`` on a confirm channel, close."""
     import aio_pika
     import aiormq
+
+    check_url(url)
 
     for name in ("aio_pika", "aiormq"):  # their own logging of the same failure: a 2nd line
         logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -108,12 +108,18 @@ class Api:
     """The management HTTP API, synchronously (one request per call)."""
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            port = parts.port
+        except ValueError as exc:
+            raise CliError(f"invalid --api: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise CliError(f"invalid --api {safe_url(url)!r}: expected http(s)://user:password@host:port")
         self.user = parts.username or "guest"
         self.password = parts.password or "guest"
         host = parts.hostname or "localhost"
-        if parts.port:
-            host = f"{host}:{parts.port}"
+        if port:
+            host = f"{host}:{port}"
         self.base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
         self.timeout = timeout
 

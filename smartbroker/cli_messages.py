@@ -221,7 +221,9 @@ def consume(
     command stops after exactly N, acks them all and leaves the rest in the queue (or,
     for a stream, unread) — nothing is nacked or redelivered.
     """
-    require(queue=queue, vhost=vhost, group=group, offset=offset)
+    require(queue=queue, vhost=vhost, group=group)
+    if offset == "":
+        raise CliError("--offset must not be empty: first, last, next, an offset or an interval")
     arguments: dict[str, Any] = {}
     if offset is not None:
         arguments["x-stream-offset"] = int(offset) if offset.isdigit() else offset
@@ -235,7 +237,7 @@ def consume(
         q = await session.until_closed(channel.get_queue(queue, ensure=True))
         await session.watch_cancel(queue)
         inbox: asyncio.Queue[Any] = asyncio.Queue()
-        await session.until_closed(q.consume(inbox.put, arguments=arguments or None))
+        tag = await session.until_closed(q.consume(inbox.put, arguments=arguments or None))
         seen = acked = 0
         msg = None
         while count is None or seen < count:
@@ -247,6 +249,9 @@ def consume(
                 await msg.ack()
                 acked = seen
         if msg is not None and acked < seen:
+            # cancel first: the credit this ack frees would bring deliveries that the
+            # close then hands back as redelivered
+            await session.until_closed(q.cancel(tag))
             await msg.ack(multiple=True)
         return seen
 
