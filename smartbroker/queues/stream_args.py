@@ -23,6 +23,13 @@ EQUIVALENCE_ARGUMENTS = frozenset({"x-queue-type", "x-partitions", "x-max-age",
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
 _AGE = re.compile(r"^(\d+)([YMDhms])$")
 _AGE_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+# x-stream-max-segment-size-bytes: RabbitMQ refuses values above 3 GB (its text below) and
+# accepts any positive value under it. Refusing small ones would break clients that work
+# with RabbitMQ, so a value under one page is raised to a page instead: a smaller segment
+# still costs a file (and a block) of its own while adding nothing. Open segment files are
+# bounded separately (store/handles.py), so small segments no longer cost descriptors.
+MIN_SEGMENT_BYTES = 4096
+MAX_SEGMENT_BYTES = 3_000_000_000
 
 
 def parse_age(value: Any) -> float | None:
@@ -88,6 +95,8 @@ class StreamSettings:
                 if value <= 0:
                     raise bad(arg, f"expected a positive integer, got {value}")
                 ints[arg] = value
+        if ints.get("x-stream-max-segment-size-bytes", 0) > MAX_SEGMENT_BYTES:
+            raise precondition_failed("Exceeded max value for x-stream-max-segment-size-bytes")
         policy = _text(arguments.get("x-cleanup-policy", "delete"))
         if policy not in CLEANUP_POLICIES:
             raise bad("x-cleanup-policy", f"expected delete, compact or compact,delete, got {policy!r}")
@@ -99,7 +108,8 @@ class StreamSettings:
             retention = parsed
         return cls(partitions=partitions, max_age=max_age,
                    max_length_bytes=ints.get("x-max-length-bytes"),
-                   segment_bytes=ints.get("x-stream-max-segment-size-bytes", 500_000_000),
+                   segment_bytes=max(MIN_SEGMENT_BYTES,
+                                     ints.get("x-stream-max-segment-size-bytes", 500_000_000)),
                    compact="compact" in policy, delete="delete" in policy,
                    delete_retention=retention)
 

@@ -10,6 +10,12 @@ keeps descriptors for its clients (it used to run out and refuse connections).
 Eviction is CLOCK (second chance): a use only sets ``seg.used``, so the hot paths pay one
 attribute store, not an LRU reordering. A segment whose written bytes still await fsync
 (``seg.dirty``) is never evicted: the commit thread fsyncs through its descriptor.
+Segments leave the cache by ``forget`` (``Segment.close``) when deleted, replaced or their
+log is closed; the cache closes a descriptor only if it still is the segment's own file
+(checked by inode), so a log abandoned without ``close`` (a simulated crash) can never make
+it close a descriptor number that was reused for something else.
+
+``SMARTBROKER_SEGMENT_FILES`` overrides the capacity (at least 16).
 """
 
 from __future__ import annotations
@@ -32,11 +38,15 @@ class Handle(Protocol):
     used: bool
     dirty: bool
     deleted: bool
+    ino: tuple[int, int]
 
 
 def default_capacity() -> int:
     """A quarter of the process's descriptor limit (the rest is for sockets and the
     like), between 16 and 1024."""
+    env = os.environ.get("SMARTBROKER_SEGMENT_FILES", "")
+    if env.isdigit():
+        return max(MIN_CAPACITY, int(env))
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_CAPACITY
@@ -55,48 +65,60 @@ class HandleCache:
     def __len__(self) -> int:
         return len(self._open)
 
+    def open_file(self, path: str, flags: int = os.O_RDWR, mode: int = 0o644) -> int:
+        """``os.open``; out of descriptors, close every idle segment file and try again."""
+        try:
+            return os.open(path, flags, mode)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            self._evict(len(self._open))
+            return os.open(path, flags, mode)
+
     def opened(self, seg: Handle) -> None:
         """``seg.fd`` was just opened (created, recovered, compacted in): count it."""
+        st = os.fstat(seg.fd)
+        seg.ino = (st.st_dev, st.st_ino)
         self._open[seg] = None
         seg.used = True
         if len(self._open) > self.capacity:
-            self._evict(len(self._open) - self.capacity)
+            self._evict(len(self._open) - self.capacity, keep=seg)
 
     def reopen(self, seg: Handle) -> int:
         """The descriptor of a segment that was evicted: open its file again."""
         if seg.deleted:
             raise OSError(errno.EBADF, "segment was deleted", seg.path)
-        try:
-            fd = os.open(seg.path, os.O_RDWR)
-        except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-            self._evict(len(self._open))  # out of descriptors: give back all we can
-            fd = os.open(seg.path, os.O_RDWR)
-        seg.fd = fd
+        seg.fd = self.open_file(seg.path)
         self.reopens += 1
         self.opened(seg)
-        return fd
+        return seg.fd
+
+    def trim(self) -> None:
+        """Back down to ``capacity`` once segments that awaited fsync may be closed."""
+        if len(self._open) > self.capacity:
+            self._evict(len(self._open) - self.capacity)
 
     def forget(self, seg: Handle) -> None:
         """``seg`` closes its descriptor itself (deleted, replaced, log closed)."""
         self._open.pop(seg, None)
 
-    def _evict(self, n: int) -> None:
+    def _evict(self, n: int, keep: Handle | None = None) -> None:
         """Close ``n`` segments, oldest first, sparing those used since the clock last
-        passed (once) and those awaiting fsync."""
+        passed (once), those awaiting fsync and ``keep`` (just opened for its caller)."""
         budget = 2 * len(self._open)
         while n > 0 and budget > 0 and self._open:
             budget -= 1
             seg = next(iter(self._open))
             del self._open[seg]
-            if seg.dirty or seg.used:
+            if seg.dirty or seg.used or seg is keep:
                 seg.used = False
                 self._open[seg] = None  # to the back of the clock
                 continue
             if seg.fd >= 0:
                 with contextlib.suppress(OSError):
-                    os.close(seg.fd)
+                    st = os.fstat(seg.fd)
+                    if (st.st_dev, st.st_ino) == seg.ino:
+                        os.close(seg.fd)
                 seg.fd = -1
             self.evictions += 1
             n -= 1

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from . import record
 from .api import LogStats, Record, SegmentInfo, StoreUnavailable
 from .commit import GroupCommit
+from .handles import HANDLES
 from .segment import Segment, data_name, index_name
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class SegmentLog:
         self._bases: list[int] = []
         self._holes: list[tuple[int, int]] = []
         self._unsynced: dict[int, Segment] = {}  # base -> segment written but not fsynced
-        self._in_round: list[Segment] = []
+        self._in_round: list[tuple[Segment, int]] = []  # (segment, its write count) being fsynced
         self._to_close: list[int] = []
         self._dir_dirty = False
         self._unavailable: Exception | None = None
@@ -82,15 +83,15 @@ class SegmentLog:
             top = max(top, base + 1)
         for i, base in enumerate(bases):
             path = os.path.join(self.directory, data_name(base))
-            fd = -1
+            seg = None
             try:
-                fd = os.open(path, os.O_RDWR)
-                seg = Segment(self.directory, base, fd, self.index_interval, self._stats)
+                seg = Segment(self.directory, base, HANDLES.open_file(path), self.index_interval, self._stats)
+                HANDLES.opened(seg)  # recovering thousands of segments keeps only so many open
                 seg.recover(tail=i == len(bases) - 1, trust_index=not verify)
             except OSError as e:
                 log.error("segment %s is unreadable, skipping it: %s", path, e)
                 self._stats.unreadable_segments.append(path)
-                if fd >= 0:
+                if seg is not None and (fd := seg.close()) >= 0:
                     os.close(fd)
                 top = max(top, base + 1)
                 continue
@@ -117,8 +118,9 @@ class SegmentLog:
             self._unlink(f"{a:020d}-{b:020d}.hole")
 
     def _create(self, base: int) -> Segment:
-        fd = os.open(os.path.join(self.directory, data_name(base)), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = HANDLES.open_file(os.path.join(self.directory, data_name(base)), os.O_RDWR | os.O_CREAT)
         seg = Segment(self.directory, base, fd, self.index_interval, self._stats)
+        HANDLES.opened(seg)
         self._segs.append(seg)
         self._bases.append(base)
         self._dir_dirty = True
@@ -232,9 +234,9 @@ class SegmentLog:
         seg = self._segs[-1]
         if seg.write_out():
             self._unsynced[seg.base] = seg
-        self._in_round = list(self._unsynced.values())
+        self._in_round = [(s, s.writes) for s in self._unsynced.values()]
         self._unsynced.clear()
-        fds = [s.fd for s in self._in_round]
+        fds = [s.handle() for s, _ in self._in_round]  # dirty: open, and kept open meanwhile
         if self._dir_dirty:
             fds.append(self._dir_fd)
             self._dir_dirty = False
@@ -243,12 +245,16 @@ class SegmentLog:
     def _finished(self, error: Exception | None) -> None:
         if error is None:
             self._unavailable = None
+            for s, writes in self._in_round:
+                if s.writes == writes:  # nothing written since: the cache may close it now
+                    s.dirty = False
+            HANDLES.trim()
         else:
             log.error("commit failed: %s", error)
             self._stats.fsync_errors += 1
             self._unavailable = error
-            for s in self._in_round:
-                if s.fd >= 0:  # not deleted meanwhile
+            for s, _ in self._in_round:
+                if not s.deleted:
                     self._unsynced[s.base] = s
             self._dir_dirty = True
         self._in_round = []
@@ -295,7 +301,7 @@ class SegmentLog:
     def scan_records(self, start: int = 0) -> Iterator[Record]:
         i = max(0, bisect_right(self._bases, start) - 1)
         for seg in list(self._segs[i:]):
-            if seg.next_offset > start and seg.fd >= 0:
+            if seg.next_offset > start and not seg.deleted:
                 yield from seg.records(start)
 
     def scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -339,11 +345,7 @@ class SegmentLog:
         self._unsynced.pop(seg.base, None)
         self._unlink(data_name(seg.base))
         self._unlink(os.path.basename(seg.index_path))
-        if self._commit.busy:
-            self._to_close.append(seg.fd)  # an fsync thread may be using it
-        else:
-            os.close(seg.fd)
-        seg.fd = -1
+        self._close_segment(seg)
         self._drop_old_holes()
         return True
 
@@ -404,13 +406,21 @@ class SegmentLog:
         new.max_ts = max(new.max_ts, old.max_ts)  # retention ages the segment as before
         self._segs[i] = new
         self._unsynced.pop(old.base, None)
-        if self._commit.busy:
-            self._to_close.append(old.fd)
-        else:
-            os.close(old.fd)
-        old.fd = -1
+        self._close_segment(old)
+        new.dirty = False  # written and fsynced by the compaction before the rename
+        HANDLES.opened(new)
         new.save_index()
         return True
+
+    def _close_segment(self, seg: Segment) -> None:
+        """A segment leaves the log for good (deleted or replaced)."""
+        fd = seg.close(deleted=True)
+        if fd < 0:
+            return
+        if self._commit.busy:
+            self._to_close.append(fd)  # an fsync thread may be using it
+        else:
+            os.close(fd)
 
     def _unlink(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -430,8 +440,8 @@ class SegmentLog:
             self._segs[-1].save_index()
         self._closed = True
         for seg in self._segs:
-            os.close(seg.fd)
-            seg.fd = -1
+            if (fd := seg.close()) >= 0:
+                os.close(fd)
         for fd in self._to_close:
             os.close(fd)
         self._to_close.clear()

@@ -66,13 +66,23 @@ class Segment:
         self._bad_seen: set[int] = set()
         self.used = True  # read or written since the handle cache's clock last passed
         self.dirty = False  # written bytes not yet fsynced: the handle must stay open
+        self.writes = 0  # write_out calls so far: a commit round clears ``dirty`` only if unchanged
         self.deleted = False
+        self.ino = (-1, -1)  # (st_dev, st_ino) of ``fd``: the cache closes only its own file
 
     def handle(self) -> int:
         """The open descriptor, reopening an evicted file."""
         self.used = True
         fd = self.fd
         return fd if fd >= 0 else HANDLES.reopen(self)
+
+    def close(self, deleted: bool = False) -> int:
+        """Leave the handle cache; returns the descriptor (-1 if none) for the caller to
+        close, now or, while an fsync thread may hold it, after the commit round."""
+        HANDLES.forget(self)
+        fd, self.fd = self.fd, -1
+        self.deleted = self.deleted or deleted
+        return fd
 
     # -- writing ---------------------------------------------------------------------
 
@@ -123,6 +133,7 @@ class Segment:
         try:
             fd = self.handle()
             self.dirty = True
+            self.writes += 1
             with memoryview(data) as mv:
                 while done < len(data):
                     done += _pwrite(fd, mv[done:], self.written + done)
@@ -236,7 +247,7 @@ class Segment:
 
     def recover(self, tail: bool, trust_index: bool = True) -> None:
         """Load the index file, then scan whatever it does not cover; cut a torn tail."""
-        size = os.fstat(self.fd).st_size
+        size = os.fstat(self.handle()).st_size
         self.written = size
         start = self.load_index(size, tail) if trust_index else 0
         if start == size and start > 0:
@@ -253,7 +264,7 @@ class Segment:
             cut = size - self.stop_pos
             log.warning("truncating %d torn bytes at the tail of %s", cut, self.path)
             self.stats.truncated_bytes += cut
-            os.ftruncate(self.fd, self.stop_pos)
+            os.ftruncate(self.handle(), self.stop_pos)
             self.written = self.stop_pos
 
     def load_index(self, size: int, tail: bool) -> int:
