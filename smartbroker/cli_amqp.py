@@ -124,10 +124,18 @@ def run_amqp(url: str, work: Callable[[Session], Awaitable[T]]) -> T:
 
 
 def _why(exc: BaseException) -> str:
+    """Why a connect failed, when it says more than "nothing listens there"."""
+    import socket
+    import ssl
+
+    exc = exc.__cause__ or exc  # aiormq wraps the socket's error
     if isinstance(exc, TimeoutError):
         return " (timed out)"
-    reason = exc.args[-1] if exc.args and isinstance(exc.args[-1], str) else ""
-    return f" ({reason})" if reason else ""
+    if isinstance(exc, ssl.SSLError):
+        return f" (TLS: {exc.reason or exc.strerror})"
+    if isinstance(exc, socket.gaierror):
+        return f" ({exc.strerror})"
+    return ""
 
 
 def reply_line(exc: BaseException) -> str | None:
