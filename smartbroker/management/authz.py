@@ -41,6 +41,7 @@ class Rule(enum.Enum):
     POLICIES = "is_authorized_policies"            # administrator, or policymaker in {vhost}
     GLOBAL_PARAMETERS = "is_authorized_global_parameters"  # policymaker
     OBJECT = "is_authorized_user"                  # checked by the router against the owner
+    PUBLIC = "no_login"                            # asked before login (``/api/auth``)
 
 
 def _rules(rule: Rule, *routes: str) -> dict[tuple[str, str], Rule]:
@@ -66,6 +67,12 @@ ENDPOINT_RULES: dict[tuple[str, str], Rule] = {
              "GET /api/health/checks/protocol-listener/{protocol}",
              "GET /api/dlq", "GET /api/streams", "GET /api/groups"),
     **_rules(Rule.MONITOR, "GET /api/nodes", "GET /api/nodes/{name}"),
+    **_rules(Rule.PUBLIC, "GET /api/auth"),
+    **_rules(Rule.ADMIN, "GET /api/users", "GET,PUT,DELETE /api/users/{name}",
+             "GET /api/users/{name}/permissions", "GET /api/users/{name}/topic-permissions",
+             "GET /api/permissions", "GET,PUT,DELETE /api/permissions/{vhost}/{user}",
+             "GET /api/topic-permissions", "GET,PUT,DELETE /api/topic-permissions/{vhost}/{user}",
+             "GET,POST /api/definitions", "GET,POST /api/definitions/{vhost}"),
     **_rules(Rule.ADMIN, "GET /api/feature-flags", "GET,PUT,DELETE /api/vhosts/{vhost}",
              "GET /api/vhosts/{vhost}/permissions",
              "PUT,DELETE /api/vhost-limits/{vhost}/{name}",
