@@ -27,6 +27,18 @@ policies_app = typer.Typer(help="List, set and delete policies (queue settings b
                            no_args_is_help=True)
 
 
+def check_regexes(*patterns: str) -> None:
+    """Refuse a pattern the broker could not compile, before any request (the broker
+    refuses it too: 400 invalid_regexp), with one readable line."""
+    from smartbroker.broker.permissions import InvalidRegex, compile_regex
+
+    for pattern in patterns:
+        try:
+            compile_regex(pattern)
+        except InvalidRegex as exc:
+            raise CliError(str(exc)) from None
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(policies_app, name="policies")
 
@@ -61,6 +73,7 @@ def users_set_permissions(
 ) -> None:
     """Grant NAME permissions in a vhost (RabbitMQ's three regexes; "" denies)."""
     require(user=name, vhost=vhost)
+    check_regexes(configure, write, read)
     Api(api).put(f"permissions/{q(vhost)}/{q(name)}",
                  {"configure": configure, "write": write, "read": read})
     typer.echo(f"permissions of user '{name}' in vhost '{vhost}' set")
@@ -77,6 +90,7 @@ def users_set_topic_permissions(
 ) -> None:
     """Restrict NAME's routing keys on a topic exchange ({username}, {vhost} expand)."""
     require(user=name, exchange=exchange, vhost=vhost)
+    check_regexes(write, read)
     Api(api).put(f"topic-permissions/{q(vhost)}/{q(name)}",
                  {"exchange": exchange, "write": write, "read": read})
     typer.echo(f"topic permissions of user '{name}' on exchange '{exchange}' in vhost '{vhost}' set")
