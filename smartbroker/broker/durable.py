@@ -13,10 +13,13 @@ go to the OS (``write_out_now``, which runs before any delivery or confirm leave
 before every fsync round. Logs written by older versions hold ``D``/``A`` records with a
 single offset; recovery reads both.
 
-A segment is deleted once every enqueue in it is forgotten *and* every older segment is
-gone: deleting only from the head keeps ``A`` records from disappearing before the ``E``
-records they cancel. Publisher confirms wait for ``sync`` through ``SyncWaiters``: one
-fsync round for everyone who asked since the last one.
+A head segment is deleted once every enqueue in it is forgotten. A segment behind a
+live one is rewritten by ``store.reclaim.Reclaimer`` once less than half of it is live:
+live enqueues and the marks still needed stay at their offsets, the rest goes (so one
+parked message no longer pins every acked segment after it). ``refs`` (offset -> record
+size and queues still holding it) and ``live`` (segment -> live enqueue bytes) are what
+both need. Publisher confirms wait for ``sync`` through ``SyncWaiters``: one fsync round
+for everyone who asked since the last one.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from smartbroker.message import Message
 from smartbroker.protocol import codec
 from smartbroker.store.api import StoreUnavailable
 from smartbroker.store.log import SegmentLog
+from smartbroker.store.reclaim import Reclaimer, SparseSegments
 
 log = logging.getLogger("smartbroker.store")
 _u16 = struct.Struct("<H")
@@ -124,6 +128,7 @@ class RecoveredEntry:
     priority: int
     expiration_ms: int | None
     redelivered: bool
+    stored: int = 0  # bytes of its enqueue record
 
 
 class SyncWaiter(Protocol):
@@ -136,7 +141,9 @@ class MessageStore:
     def __init__(self, directory: Path, fsync: str = "batch",
                  segment_bytes: int = 64 << 20) -> None:
         self.log = SegmentLog(directory, fsync=fsync, segment_bytes=segment_bytes)
-        self._live: defaultdict[int, int] = defaultdict(int)  # segment base -> live refs
+        self._live: defaultdict[int, int] = defaultdict(int)  # segment base -> live enqueue bytes
+        self._refs: dict[int, int] = {}  # enqueue offset -> record size << 16 | queues holding it
+        self.reclaimer = Reclaimer(self.log, self._refs, self._live, (decode_marks, encode_marks))
         self._waiters: set[SyncWaiter] = set()
         self._logs: set[Any] = set()
         self.write_out_pending = False
@@ -154,11 +161,13 @@ class MessageStore:
             if len(self._prefixes) >= 4096:
                 self._prefixes.clear()
             prefix = self._prefixes[key] = enqueue_prefix(vhost, queues)
-        offset = self.log.append(encode_enqueue(vhost, queues, msg, prefix), int(time.time() * 1000))
+        data = encode_enqueue(vhost, queues, msg, prefix)
+        offset = self.log.append(data, int(time.time() * 1000))
         self._schedule_write_out()
+        self._refs[offset] = len(data) << 16 | len(queues)
         base = self.log.segment_of(offset)
         if base is not None:
-            self._live[base] += len(queues)
+            self._live[base] += len(data)
         return offset
 
     def delivered(self, vhost: str, queue: str, offset: int) -> None:
@@ -189,18 +198,27 @@ class MessageStore:
                           len(offsets))
             if kind is MARK_FORGET:
                 emptied = self._release(offsets) or emptied
+                self.reclaimer.schedule()
         if emptied:
             self._reclaim()
 
     def _release(self, offsets: list[int]) -> bool:
         """Count forgotten enqueues off their segments; True if a segment has none left."""
-        live, segment_of = self._live, self.log.segment_of
+        live, refs, segment_of = self._live, self._refs, self.log.segment_of
         emptied = False
         for offset in offsets:
+            ref = refs.get(offset)
+            if ref is None:
+                continue
+            ref -= 1
+            if ref & 0xFFFF:
+                refs[offset] = ref  # another queue still holds it
+                continue
+            del refs[offset]
             base = segment_of(offset)
             if base is None:
                 continue
-            left = live[base] - 1
+            left = live[base] - (ref >> 16)
             if left > 0:
                 live[base] = left
             else:
@@ -234,6 +252,7 @@ class MessageStore:
             if seg.active or self._live.get(seg.base_offset):
                 return
             self.log.delete_segment(seg.base_offset)
+            self.reclaimer.forget_segment(seg.base_offset)
 
     def load(self, offset: int) -> Message:
         data = self.log.read(offset)
@@ -274,9 +293,11 @@ class MessageStore:
         """Every live (queue -> entries) in the log, in enqueue order, bodies left on disk."""
         live: dict[tuple[str, str], dict[int, RecoveredEntry]] = defaultdict(dict)
         delivered: set[tuple[str, str, int]] = set()
+        sparse = SparseSegments(self.log, self.reclaimer.kept)
         for record in self.log.scan_records():
             data = record.payload
             kind = data[:1]
+            sparse.see(record.offset, kind == b"E")
             if kind == b"E":
                 try:
                     vhost, queues, msg = decode_enqueue(data)
@@ -285,7 +306,7 @@ class MessageStore:
                     continue
                 priority, expiration_ms = self._recovered_facts(msg)
                 entry = RecoveredEntry(record.offset, record.timestamp_ms, len(msg.body),
-                                       priority, expiration_ms, False)
+                                       priority, expiration_ms, False, len(data))
                 for queue in queues:
                     live[(vhost, queue)][record.offset] = entry if len(queues) == 1 else \
                         RecoveredEntry(*_fields(entry))
@@ -301,15 +322,22 @@ class MessageStore:
                         entries.pop(offset, None)
                 else:
                     delivered.update((vhost, queue, offset) for offset in offsets)
+        sparse.finish()
         result: dict[tuple[str, str], list[RecoveredEntry]] = {}
+        refs = self._refs
         for (vhost, queue), entries in live.items():
             if not entries:
                 continue
             for offset, entry in entries.items():
                 entry.redelivered = (vhost, queue, offset) in delivered
+                ref = refs.get(offset)
+                if ref is not None:
+                    refs[offset] = ref + 1
+                    continue
+                refs[offset] = entry.stored << 16 | 1
                 base = self.log.segment_of(offset)
                 if base is not None:
-                    self._live[base] += 1
+                    self._live[base] += entry.stored
             result[(vhost, queue)] = list(entries.values())
         return result
 
@@ -332,17 +360,19 @@ class MessageStore:
                     self.forget(key[0], key[1], entry.offset)
 
     async def aclose(self) -> None:
+        await self.reclaimer.aclose()
         self._write_marks()
         await self.log.aclose()
 
     def close(self) -> None:
+        self.reclaimer.close()
         self._write_marks()
         self.log.close()
 
 
 def _fields(entry: RecoveredEntry) -> Iterator[object]:
     return iter((entry.offset, entry.timestamp_ms, entry.size, entry.priority,
-                 entry.expiration_ms, entry.redelivered))
+                 entry.expiration_ms, entry.redelivered, entry.stored))
 
 
 def _expiration_ms(msg: Message) -> int | None:

@@ -10,6 +10,7 @@ RabbitMQ.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,15 @@ if TYPE_CHECKING:
     from smartbroker.broker.core import Broker
 
 log = logging.getLogger("smartbroker.persistence")
+MESSAGE_SEGMENT_BYTES = 64 << 20
+MIN_SEGMENT_BYTES = 4096  # as streams' x-stream-max-segment-size-bytes (stream_args.py)
+
+
+def message_segment_bytes() -> int:
+    """Segment size of the message store: ``SMARTBROKER_MESSAGE_SEGMENT_BYTES`` (tests and
+    benchmarks use small ones), at least 4 KiB, else 64 MiB."""
+    raw = os.environ.get("SMARTBROKER_MESSAGE_SEGMENT_BYTES", "")
+    return max(MIN_SEGMENT_BYTES, int(raw)) if raw.isdigit() else MESSAGE_SEGMENT_BYTES
 
 
 def _persisted_queue(q: Any) -> bool:
@@ -60,7 +70,8 @@ class Persistence:
         self.data_dir = data_dir
         self.fsync = fsync
         self.definitions = DefinitionStore(data_dir / "definitions.sqlite3")
-        self.messages = MessageStore(data_dir / "messages", fsync=fsync)
+        self.messages = MessageStore(data_dir / "messages", fsync=fsync,
+                                     segment_bytes=message_segment_bytes())
 
     def attach(self, vhost: VirtualHost) -> None:
         """Give a vhost its message store and stream directory (listening comes later)."""
