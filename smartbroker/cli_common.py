@@ -8,7 +8,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import typer
@@ -70,20 +70,23 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CliError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            _error(str(exc))
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except OSError as exc:
-            typer.echo(f"error: {exc.strerror or exc}", err=True)
-            raise typer.Exit(1) from None
+            _error(str(exc.strerror or exc))
         except Exception as exc:  # the last net: still one line
-            typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            raise typer.Exit(1) from None
+            _error(f"{type(exc).__name__}: {exc}")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(message: str) -> NoReturn:
+    """``error: <message>`` on one line (a broker's or an exception's text may span several)."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(1) from None
 
 
 def parse_pairs(pairs: Sequence[str] | None, what: str = "argument") -> dict[str, Any]:

@@ -199,3 +199,20 @@ def test_serve_bad_config(tmp_path: Path) -> None:
     proc = serve(tmp_path, "--data-dir", "data", env={"SMARTBROKER_LOOPBACK_USERS": "x"})
     assert_one_line(proc, 'error: invalid setting: error parsing value for field '
                           '"loopback_users" from source "EnvSettingsSource"')
+
+
+@pytest.mark.parametrize(("command", "line"), [
+    (["queues", "declare"],
+     "error: Missing argument 'name'. (see 'smartbroker queues declare --help')"),
+    (["queues", "frobnicate"], "error: No such command 'frobnicate'. (see 'smartbroker queues --help')"),
+    (["get", "q", "--count", "0"],
+     "error: Invalid value for '--count' / '-n': Input should be greater than or equal to 1 "
+     "(see 'smartbroker get --help')"),
+    (["queues", "list", "--bogus"],
+     "error: No such option: --bogus (see 'smartbroker queues list --help')"),
+])
+def test_usage_errors_are_one_line(command: list[str], line: str) -> None:
+    """A real process: the boxed rich panel was several lines of stderr."""
+    script = Path(sys.executable).parent / "smartbroker"  # the installed entry point
+    proc = subprocess.run([str(script), *command], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stderr, proc.stdout) == (2, line + "\n", "")
