@@ -1,5 +1,6 @@
-"""Admin commands for access, limits and policies: vhosts add/delete/set-limit, users
-set-permissions/set-topic-permissions/set-limit, policies list/set/delete (management API, RabbitMQ's JSON)."""
+"""Admin commands for access, limits and policies: users list/add/delete/set-password/
+set-permissions/set-topic-permissions/set-limit, vhosts add/delete/set-limit, policies
+list/set/delete (management API, RabbitMQ's JSON)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,55 @@ def register(app: typer.Typer) -> None:
     app.add_typer(policies_app, name="policies")
 
 
+# -- users ---------------------------------------------------------------------------------
+@users_app.command("list")
+@handle_errors
+def users_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
+    """List users and their tags."""
+    rows = Api(api).get("users")
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["name", "tags"], [(r["name"], ",".join(_tags(r.get("tags")))) for r in rows])
+
+
+def _tags(tags: Any) -> list[str]:
+    if isinstance(tags, str):
+        return [t for t in tags.split(",") if t]
+    return list(tags or [])
+
+
+@users_app.command("add")
+@handle_errors
+def users_add(name: str, password: str, api: ApiOpt = DEFAULT_API,
+              tags: Annotated[str, typer.Option("--tags", help="e.g. administrator")] = "") -> None:
+    """Add a user (or replace its password and tags)."""
+    require(user=name)
+    Api(api).put(f"users/{q(name)}", {"password": password, "tags": tags})
+    typer.echo(f"user '{name}' added")
+
+
+@users_app.command("delete")
+@handle_errors
+def users_delete(name: str, api: ApiOpt = DEFAULT_API) -> None:
+    """Delete a user."""
+    require(user=name)
+    Api(api).delete(f"users/{q(name)}", not_found=f"user '{name}' not found")
+    typer.echo(f"user '{name}' deleted")
+
+
+@users_app.command("set-password")
+@handle_errors
+def users_set_password(name: str, password: str, api: ApiOpt = DEFAULT_API) -> None:
+    """Change a user's password (tags are kept)."""
+    require(user=name)
+    client = Api(api)
+    user = client.get(f"users/{q(name)}", not_found=f"user '{name}' not found")
+    client.put(f"users/{q(name)}", {"password": password, "tags": _tags(user.get("tags"))})
+    typer.echo(f"password of user '{name}' changed")
+
+
+# -- vhosts --------------------------------------------------------------------------------
 @vhosts_app.command("add")
 @handle_errors
 def vhosts_add(name: str, api: ApiOpt = DEFAULT_API,

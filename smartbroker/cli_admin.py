@@ -327,7 +327,7 @@ def consumers_list(api: ApiOpt = DEFAULT_API, vhost: VhostFilterOpt = None,
                   r.get("prefetch_count", 0), r.get("exclusive")) for r in rows])
 
 
-# -- vhosts, users -----------------------------------------------------------------------
+# -- vhosts -------------------------------------------------------------------------------
 @vhosts_app.command("list")
 @handle_errors
 def vhosts_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
@@ -339,53 +339,6 @@ def vhosts_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
     print_table(["name", "messages", "ready", "unacked", "description"],
                 [(r["name"], r.get("messages", 0), r.get("messages_ready", 0),
                   r.get("messages_unacknowledged", 0), r.get("description", "")) for r in rows])
-
-
-@users_app.command("list")
-@handle_errors
-def users_list(api: ApiOpt = DEFAULT_API, as_json: JsonOpt = False) -> None:
-    """List users and their tags."""
-    rows = Api(api).get("users")
-    if as_json:
-        print_json(rows)
-        return
-    print_table(["name", "tags"], [(r["name"], ",".join(_tags(r.get("tags")))) for r in rows])
-
-
-def _tags(tags: Any) -> list[str]:
-    if isinstance(tags, str):
-        return [t for t in tags.split(",") if t]
-    return list(tags or [])
-
-
-@users_app.command("add")
-@handle_errors
-def users_add(name: str, password: str, api: ApiOpt = DEFAULT_API,
-              tags: Annotated[str, typer.Option("--tags", help="e.g. administrator")] = "") -> None:
-    """Add a user (or replace its password and tags)."""
-    require(user=name)
-    Api(api).put(f"users/{q(name)}", {"password": password, "tags": tags})
-    typer.echo(f"user '{name}' added")
-
-
-@users_app.command("delete")
-@handle_errors
-def users_delete(name: str, api: ApiOpt = DEFAULT_API) -> None:
-    """Delete a user."""
-    require(user=name)
-    Api(api).delete(f"users/{q(name)}", not_found=f"user '{name}' not found")
-    typer.echo(f"user '{name}' deleted")
-
-
-@users_app.command("set-password")
-@handle_errors
-def users_set_password(name: str, password: str, api: ApiOpt = DEFAULT_API) -> None:
-    """Change a user's password (tags are kept)."""
-    require(user=name)
-    client = Api(api)
-    user = client.get(f"users/{q(name)}", not_found=f"user '{name}' not found")
-    client.put(f"users/{q(name)}", {"password": password, "tags": _tags(user.get("tags"))})
-    typer.echo(f"password of user '{name}' changed")
 
 
 # -- definitions -------------------------------------------------------------------------
