@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.routing import Match
 
 from smartbroker.management.errors import not_authorised, not_authorized, not_found
@@ -24,7 +27,14 @@ MANAGEMENT_TAGS = {"administrator", "management", "monitoring", "policymaker"}
 
 class DecodedRoute(APIRoute):
     """Path parameters arrive still percent-encoded (see ``RawPathMiddleware``); decode
-    them after matching so ``/api/queues/%2F/a%2Fb`` is vhost ``/``, queue ``a/b``."""
+    them after matching so ``/api/queues/%2F/a%2Fb`` is vhost ``/``, queue ``a/b``.
+
+    Results are rendered by ``jsonio.DeepJSONResponse``: they carry client-chosen tables
+    of any depth, which FastAPI's own encoders (recursive, depth-limited) cannot take."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        kwargs["response_model"] = None
+        super().__init__(path, _rendered(endpoint, lambda: self.status_code), **kwargs)
 
     def matches(self, scope: dict[str, Any]) -> tuple[Match, dict[str, Any]]:
         match, child = super().matches(scope)
@@ -33,6 +43,25 @@ class DecodedRoute(APIRoute):
             child["path_params"] = {k: unquote(v) if isinstance(v, str) else v
                                     for k, v in params.items()}
         return match, child
+
+
+def _rendered(endpoint: Callable[..., Any], status: Callable[[], int | None]) -> Callable[..., Any]:
+    """``endpoint`` returning a ``DeepJSONResponse`` (with the route's status code) for
+    whatever it returns that is not already a response."""
+    from smartbroker.management.jsonio import DeepJSONResponse
+
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, BaseModel):  # our own response models: shallow
+            result = result.model_dump(mode="json", by_alias=True)
+        return DeepJSONResponse(result, status_code=status() or 200)
+
+    return run
 
 
 class RawPathMiddleware:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import decimal
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -12,31 +11,14 @@ from urllib.parse import quote_plus
 
 from pamqp import commands
 
+from smartbroker.exchanges.base import freeze
+from smartbroker.management.jsonio import jsonable
+
 PROPERTY_NAMES = (
     "content_type", "content_encoding", "headers", "delivery_mode", "priority",
     "correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type",
     "user_id", "app_id", "cluster_id",
 )
-
-
-def jsonable(value: Any) -> Any:
-    """An AMQP table value (bytes, Decimal, datetime, nested tables) as plain JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bytes | bytearray | memoryview):
-        try:
-            return bytes(value).decode()
-        except UnicodeDecodeError:
-            return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, dt.datetime):
-        return int(value.replace(tzinfo=value.tzinfo or dt.UTC).timestamp())
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 def properties_json(props: commands.Basic.Properties) -> dict[str, Any]:
@@ -77,7 +59,7 @@ def properties_from_json(data: Mapping[str, Any]) -> commands.Basic.Properties:
 
 def args_hash(arguments: Mapping[str, Any]) -> str:
     """A short stable token for a binding's arguments (RabbitMQ uses phash2; any hash works)."""
-    canon = repr(sorted((str(k), repr(jsonable(v))) for k, v in arguments.items()))
+    canon = repr(freeze(dict(arguments)))  # flat: arguments may nest as deep as a frame allows
     digest = hashlib.sha256(canon.encode()).digest()[:4]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 

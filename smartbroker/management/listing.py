@@ -19,7 +19,6 @@ missing sort values count as 0 and sort before everything else.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ import re2
 from fastapi import Request, Response
 
 from smartbroker.management.errors import ApiError, bad_request
+from smartbroker.management.jsonio import dumps
 
 CHUNK = 256
 MAX_PAGE_SIZE = 500
@@ -108,7 +108,7 @@ def order_key(value: Any) -> tuple[int, Any]:
         return (1, value)
     if value is None:
         return (0, 0)
-    return (2, json.dumps(value, sort_keys=True, default=str))
+    return (2, dumps(value))
 
 
 async def render_all(objects: list[T], render: Callable[[T], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,14 +124,14 @@ async def encode(value: Any) -> Response:
     """JSON for a (possibly long) list, encoded slice by slice."""
     items = value.get("items") if isinstance(value, dict) else value
     if not isinstance(items, list) or len(items) <= CHUNK:
-        return Response(json.dumps(value, default=str), media_type="application/json")
+        return Response(dumps(value), media_type="application/json")
     parts = []
     for start in range(0, len(items), CHUNK):
-        parts.append(",".join(json.dumps(d, default=str) for d in items[start:start + CHUNK]))
+        parts.append(",".join(dumps(d) for d in items[start:start + CHUNK]))
         await asyncio.sleep(0)
     body = "[" + ",".join(parts) + "]"
     if isinstance(value, dict):
-        head = json.dumps({k: v for k, v in value.items() if k != "items"}, default=str)
+        head = dumps({k: v for k, v in value.items() if k != "items"})
         body = head[:-1] + ', "items": ' + body + "}"
     return Response(body, media_type="application/json")
 

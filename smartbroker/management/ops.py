@@ -41,11 +41,16 @@ def get(vhost: VirtualHost, queue_name: str, count: int, ackmode: AckMode, encod
     if q is None:
         raise not_found(f"no queue '{queue_name}' in vhost '{vhost.name}'")
     taken: list[tuple[QueueEntry, dict[str, Any]]] = []
-    for _ in range(max(count, 0)):
-        entry = q.get()
-        if entry is None:
-            break
-        taken.append((entry, message_json(entry, q.message_count, encoding, truncate)))
+    try:
+        for _ in range(max(count, 0)):
+            entry = q.get()
+            if entry is None:
+                break
+            taken.append((entry, {}))
+            taken[-1] = (entry, message_json(entry, q.message_count, encoding, truncate))
+    except Exception:
+        q.requeue([entry for entry, _ in taken])  # a message that cannot be shown stays queued
+        raise
     entries = [entry for entry, _ in taken]
     if ackmode in ("ack_requeue_true", "reject_requeue_true"):
         if entries:
