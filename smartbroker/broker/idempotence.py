@@ -2,7 +2,9 @@
 
 A publish with headers ``x-producer-id`` (string) and ``x-producer-seq`` (long) whose
 sequence is not above the last one accepted for that producer in the vhost is a retry of
-something already routed: it is dropped and still confirmed as a success. The state is
+something already routed: it is dropped and still confirmed as a success. A sequence counts
+as accepted only once its publish was (a publish nacked, e.g. by ``reject-publish``
+overflow, leaves nothing behind, so its retry goes through). The state is
 durable (a keyed log: newest record per producer wins, rewritten compactly at startup) and
 bounded (producers idle longer than ``idle_expiry`` are forgotten; at most ``max_producers``
 are kept, least recently seen first out).
@@ -70,25 +72,30 @@ class ProducerRegistry:
         log.flush()
         return log
 
-    def is_duplicate(self, vhost: str, msg: Message) -> bool:
-        """True for a retry to drop; otherwise records the new sequence (durably)."""
-        ids = producer_headers(msg)
-        if ids is None:
-            return False
-        pid, seq = ids
+    def is_duplicate(self, vhost: str, pid: str, seq: int) -> bool:
+        """True for a retry of a publish already accepted (to drop, and confirm). Records
+        nothing: a publish that is then refused (nacked) must stay retryable."""
         key = (vhost, pid)
-        now = time.time()
         previous = self.last.get(key)
-        if previous is not None and seq <= previous[0]:
-            self.last[key] = (previous[0], now)
-            self.last.move_to_end(key)
-            return True
+        if previous is None or seq > previous[0]:
+            return False
+        self.last[key] = (previous[0], time.time())
+        self.last.move_to_end(key)
+        return True
+
+    def accepted(self, vhost: str, pid: str, seq: int) -> None:
+        """The publish was accepted (routed or not, but not nacked): remember its sequence,
+        durably, so a retry is dropped from now on."""
+        key = (vhost, pid)
+        previous = self.last.get(key)
+        now = time.time()
+        if previous is not None and seq <= previous[0]:  # cannot happen in one publish order
+            return
         self.last[key] = (seq, now)
         self.last.move_to_end(key)
         self.log.append(_state.pack(seq, now), None, f"{vhost}\x00{pid}".encode())
         while len(self.last) > self.max_producers:
             self.last.popitem(last=False)
-        return False
 
     def close(self) -> None:
         self.log.close()

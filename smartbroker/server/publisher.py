@@ -167,8 +167,8 @@ class Publisher:
     def route_publish(self, ch: Channel, msg: Message, mandatory: bool) -> Published:
         """Route one complete message, deliver it, and settle its confirm (if any)."""
         conn = self.conn
-        if msg.flags & codec.FLAG_HEADERS and producer_headers(msg) is not None:
-            result = self._idempotent_publish(msg)
+        if msg.flags & codec.FLAG_HEADERS and (ids := producer_headers(msg)) is not None:
+            result = self._idempotent_publish(msg, *ids)
         else:
             result = conn.vhost.publish(msg)
         if not result.routed and mandatory:
@@ -181,12 +181,16 @@ class Publisher:
                 conn.vhost.store.request_sync(ch, result.logs)
         return result
 
-    def _idempotent_publish(self, msg: Message) -> Published:
+    def _idempotent_publish(self, msg: Message, pid: str, seq: int) -> Published:
         conn = self.conn
         producers = conn.broker.producers
-        if producers.is_duplicate(conn.vhost.name, msg):
+        vhost = conn.vhost.name
+        if producers.is_duplicate(vhost, pid, seq):
             return DUPLICATE  # a producer's retry: dropped, confirmed as a success
         result = conn.vhost.publish(msg)
+        if not result.accepted:
+            return result  # nacked: the sequence stays unused, so the retry is accepted
+        producers.accepted(vhost, pid, seq)
         if conn.vhost.store is None:
             return result
         return Published(result.routed, result.accepted, (*result.logs, producers.log))
