@@ -10,6 +10,9 @@ from smartbroker.errors import precondition_failed
 from smartbroker.protocol.field_types import amqp_type
 
 _NON_NEGATIVE_INTS = ("x-message-ttl", "x-max-length", "x-max-length-bytes", "x-delivery-limit")
+# rabbit_misc:check_expiry (RabbitMQ 3.10): TTLs, x-expires and per-message expiration are
+# at most ten years, in milliseconds
+MAX_EXPIRY = 315_360_000_000
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum")
 QUEUE_MODES = ("default", "lazy")
@@ -62,6 +65,10 @@ def validate_queue_arguments(queue: str, vhost: str, arguments: Mapping[str, Any
     expires = integer("x-expires")
     if expires is not None and expires <= 0:
         raise bad("x-expires", "{value_zero,0}" if expires == 0 else f"{{value_negative,{expires}}}")
+    for arg in ("x-message-ttl", "x-expires"):
+        value = arguments.get(arg)
+        if value is not None and value > MAX_EXPIRY:
+            raise bad(arg, f"{{value_too_large,{value}}}")
     priority = integer("x-max-priority")
     if priority is not None and priority < 0:
         raise bad("x-max-priority", f"{{value_negative,{priority}}}")
@@ -95,3 +102,67 @@ def validate_consumer_arguments(queue: str, vhost: str, arguments: Mapping[str, 
     failover = arguments.get("x-cancel-on-ha-failover", False)
     if not isinstance(failover, bool):
         raise bad("x-cancel-on-ha-failover", f"{{unacceptable_type,{amqp_type(failover)}}}")
+
+
+# -- per-message ``expiration`` ---------------------------------------------------------------
+# rabbit_basic:parse_expiration: string:to_integer on the raw bytes (an optional sign, ASCII
+# digits, leading zeros allowed, no spaces), nothing may be left over, then check_expiry.
+# The 406 text prints the error with Erlang's ~p, which wraps a term that does not fit on
+# the 80-column line it starts on; RabbitMQ cuts reply texts to 255 bytes ending in "...".
+_EXPIRATION_PREFIX = "invalid expiration '"
+_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v",
+            8: "\\b", 12: "\\f", 27: "\\e"}
+
+
+def parse_expiration(raw: str) -> int | None:
+    """Milliseconds, or None when RabbitMQ would refuse it (see expiration_error)."""
+    digits = raw[1:] if raw[:1] in ("+", "-") else raw
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    value = int(raw)
+    return value if 0 <= value <= MAX_EXPIRY else None
+
+
+def expiration_error(raw: str) -> str | None:
+    """RabbitMQ's 406 text for an ``expiration`` it refuses, or None if it is accepted."""
+    data = raw.encode()
+    pos = 1 if data[:1] in (b"+", b"-") else 0
+    end = pos
+    while end < len(data) and 48 <= data[end] <= 57:
+        end += 1
+    if end == pos:
+        return _truncated(f"{_EXPIRATION_PREFIX}{raw}': no_integer")
+    value, rest = int(data[:end]), data[end:]
+    if rest:
+        term = ("leftover_string", _erlang_string(rest))
+    elif value < 0:
+        term = ("value_negative", str(value))
+    elif value > MAX_EXPIRY:
+        term = ("value_too_large", str(value))
+    else:
+        return None
+    column = len(_EXPIRATION_PREFIX) + len(data) + 3  # where ~p starts printing
+    return _truncated(f"{_EXPIRATION_PREFIX}{raw}': {_erlang_pair(*term, column)}")
+
+
+def _erlang_pair(tag: str, value: str, column: int, line: int = 80) -> str:
+    """``{tag,value}`` as io_lib's ~p prints it from ``column``: on one line if it fits,
+    else the second element on its own line under the first."""
+    flat = f"{{{tag},{value}}}"
+    if column + len(flat) <= line - 2:
+        return flat
+    return f"{{{tag},\n{' ' * (column + 1)}{value}}}"
+
+
+def _erlang_string(data: bytes) -> str:
+    """A byte list as ~p prints it: a quoted string when every byte is printable Latin-1,
+    else a list of integers (long lists are not wrapped here, unlike RabbitMQ)."""
+    if all(32 <= b <= 126 or b >= 160 or b in _ESCAPES for b in data):
+        return '"' + data.decode(errors="replace").translate(_ESCAPES) + '"'
+    return "[" + ",".join(str(b) for b in data) + "]"
+
+
+def _truncated(text: str, prefix: str = "PRECONDITION_FAILED - ") -> str:
+    if len(prefix) + len(text) <= 255:
+        return text
+    return text[:252 - len(prefix)] + "..."

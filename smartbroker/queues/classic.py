@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from smartbroker.message import Message, with_delivery_count
+from smartbroker.queues.arguments import parse_expiration
 from smartbroker.queues.base import Capabilities, Consumer, ConsumerRings, QueueEntry
 from smartbroker.queues.expiry import MessageExpiry
 from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager
@@ -64,12 +65,7 @@ class _NoHost:
 
 def message_ttl_ms(message: Message) -> int | None:
     expiration = message.expiration
-    if expiration is None:
-        return None
-    try:
-        return max(int(expiration), 0)
-    except ValueError:
-        return None
+    return None if expiration is None else parse_expiration(expiration)
 
 
 class ClassicQueue:

@@ -28,6 +28,7 @@ from smartbroker.message import Message, has_sender_routing
 from smartbroker.protocol import codec
 from smartbroker.protocol.properties import Malformed
 from smartbroker.protocol.properties import validate as validate_properties
+from smartbroker.queues.arguments import expiration_error, parse_expiration
 
 if TYPE_CHECKING:
     from smartbroker.broker.channel import Channel
@@ -146,11 +147,9 @@ class Publisher:
         if conn.broker.permissions.topic:
             conn.access.check_topic("write", ex, msg.routing_key)
         if msg.flags & codec.FLAG_EXPIRATION:
-            expiration = msg.properties.expiration
-            if not (expiration or "").isdigit():
-                raise precondition_failed(f"invalid expiration '{expiration}': no_integer"
-                                          if not expiration or not expiration.lstrip("-").isdigit()
-                                          else f"invalid expiration '{expiration}': value_negative")
+            expiration = msg.properties.expiration or ""
+            if parse_expiration(expiration) is None:  # RabbitMQ's parse, limits and texts
+                raise precondition_failed(expiration_error(expiration) or "invalid expiration")
         if msg.flags & codec.FLAG_HEADERS and has_sender_routing(msg.header_payload, loose=True):
             headers = msg.properties.headers or {}
             for name in ("CC", "BCC"):
