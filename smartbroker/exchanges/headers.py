@@ -9,12 +9,14 @@ with no keys matches none.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Hashable, Iterable
 from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
 from smartbroker.exchanges.base import Table, freeze
 from smartbroker.protocol.field_types import amqp_type
+from smartbroker.protocol.fields import Timestamp
 
 MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 
@@ -32,7 +34,12 @@ def _type_class(value: Any) -> type:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Equal and of the same AMQP type class (RabbitMQ never equates 1, 1.0 and true)."""
+    """Equal and of the same AMQP type class (RabbitMQ never equates 1, 1.0 and true).
+    Tables, arrays and timestamps compare by ``freeze``: flat, so a header nested as deep
+    as a frame allows never recurses."""
+    if isinstance(a, dict | list | datetime.datetime | Timestamp) or isinstance(
+            b, dict | list | datetime.datetime | Timestamp):
+        return freeze(a) == freeze(b)
     if isinstance(a, bytes | bytearray):
         a = bytes(a).decode(errors="replace")
     if isinstance(b, bytes | bytearray):

@@ -51,10 +51,19 @@ def scalar(value: Any) -> Any:
 def _children(value: Any) -> Iterator[tuple[Any, Any]] | None:
     """(key or None, child) pairs of a container, or None for a scalar."""
     if isinstance(value, Mapping):
-        return ((str(k), v) for k, v in value.items())
+        return ((_key(k), v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return ((None, v) for v in value)
     return None
+
+
+def _key(key: Any) -> str:
+    """A table key as JSON text: keys that were not UTF-8 on the wire (kept as surrogates
+    by ``fields.key_text``) show with replacement characters."""
+    text = str(key)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def jsonable(value: Any) -> Any:

@@ -202,6 +202,23 @@ def encode_fields(container: Mapping[str, Any] | list[Any]) -> bytes:
             stack[-1][1].append(tag + _pack_u32(len(body)) + body)
 
 
+def depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (0 for a scalar), without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def encode_table(table: Mapping[str, Any]) -> bytes:
     """A field table with its u32 length prefix."""
     body = encode_fields(table)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from smartbroker.protocol import fields
+
 _TAGS = ("$b", "$d", "$dec", "$ts")
 
 
@@ -60,12 +62,28 @@ def decode_value(v: Any) -> Any:
     return {k: decode_value(x) for k, x in v.items()}
 
 
+JSON_DEPTH = 100  # deeper values are stored as an AMQP field table (see ``dumps``)
+
+
 def dumps(v: Any) -> str:
+    """JSON text for a definition value. Arguments nested deeper than ``JSON_DEPTH`` (a
+    client may nest them as deep as a frame allows) are stored as the base64 of their
+    AMQP table encoding, which is written and read without recursion; the JSON encoders
+    and ``encode_value`` recurse."""
+    if fields.depth(v) > JSON_DEPTH:
+        raw = fields.encode_table({"v": v})
+        return json.dumps({"$amqp": base64.b64encode(raw).decode("ascii")})
     return json.dumps(encode_value(v), sort_keys=True, separators=(",", ":"))
 
 
 def loads(s: str) -> Any:
-    return decode_value(json.loads(s))
+    value = json.loads(s)
+    if isinstance(value, dict) and len(value) == 1 and "$amqp" in value:
+        from smartbroker.protocol.codec import with_datetimes
+
+        table, _ = fields.decode_table(base64.b64decode(value["$amqp"]))
+        return with_datetimes(table)["v"]
+    return decode_value(value)
 
 
 @dataclass
