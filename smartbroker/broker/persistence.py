@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from smartbroker.broker.durable import MessageStore
 from smartbroker.broker.exchange import Binding, Exchange
 from smartbroker.broker.idempotence import ProducerRegistry
-from smartbroker.broker.permissions import Permission, TopicPermission
+from smartbroker.broker.permissions import InvalidRegex, Permission, TopicPermission
 from smartbroker.broker.policies import Policy, PolicyError
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.errors import AMQPError
@@ -169,13 +169,22 @@ class Persistence:
         if defs.permissions:
             broker.permissions.entries.clear()
             for pdef in defs.permissions:
-                broker.permissions.set(Permission(pdef.user, pdef.vhost, pdef.configure,
-                                                  pdef.write, pdef.read))
+                try:
+                    broker.permissions.set(Permission(pdef.user, pdef.vhost, pdef.configure,
+                                                      pdef.write, pdef.read))
+                except InvalidRegex as exc:  # stored before regexes were checked: deny
+                    log.error("skipping stored permission of %s in %s: %s", pdef.user,
+                              pdef.vhost, exc)
         else:
             for perm in broker.permissions.entries.values():
                 self.permission_set(perm)
         for tdef in self.definitions.load_topic_permissions():
-            broker.permissions.set_topic(TopicPermission(**tdef))
+            try:
+                broker.permissions.set_topic(TopicPermission(**tdef))
+            except InvalidRegex as exc:  # denied, not dropped: no entry would allow all keys
+                log.error("stored topic permission %s denies all: %s", tdef, exc)
+                broker.permissions.set_topic(TopicPermission(**{**tdef, "write": "",
+                                                                "read": ""}))
         broker.permissions.listener = self
         for vhost in broker.vhosts.values():
             self.attach(vhost)
