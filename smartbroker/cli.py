@@ -61,6 +61,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [default: 0.0.0.0]")] = None,
     port: Annotated[int | None, typer.Option(help="AMQP port [default: 5672]")] = None,
     management_port: Annotated[int | None, typer.Option(help="Management HTTP port [default: 15672]")] = None,
+    prometheus_port: Annotated[int | None, typer.Option(
+        help="Prometheus /metrics port, as RabbitMQ's plugin; 0 = off [default: 15692]")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory [default: ./data]")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error [default: info]")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file")] = None,
@@ -72,6 +74,7 @@ def serve(
     """Run the broker (AMQP on --port, management API on --management-port)."""
     try:
         cfg = Config.load(config, host=host, port=port, management_port=management_port,
+                          prometheus_port=prometheus_port,
                           data_dir=data_dir, log_level=log_level, tls_port=tls_port,
                           tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
     except ValidationError as exc:

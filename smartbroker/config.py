@@ -18,6 +18,7 @@ class Config(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(5672, ge=0, le=65535)
     management_port: int = Field(15672, ge=0, le=65535)
+    prometheus_port: int = Field(15692, ge=0, le=65535)  # GET /metrics, no auth; 0 = off
     data_dir: Path = Path("./data")
     log_level: LogLevel = "info"
 

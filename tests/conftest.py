@@ -80,6 +80,7 @@ class BrokerProcess:
             "--management-port", str(self.management_port),
             "--data-dir", str(self.data_dir),
             "--log-level", "info",
+            *(() if "--prometheus-port" in self.extra_args else ("--prometheus-port", "0")),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

@@ -40,9 +40,12 @@ class ManagementServer:
         self.sock = sock
         self.port: int = sock.getsockname()[1]
         self.task: asyncio.Task | None = None
+        self.prometheus: ManagementServer | None = None  # the /metrics listener, if any
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests (bounded), close the socket."""
+        if self.prometheus is not None:
+            await self.prometheus.stop()
         self.server.should_exit = True
         if self.task is not None:
             try:
@@ -89,10 +92,45 @@ async def start_management(broker: Broker, config: Config, amqp_port: int | None
     uv_config = uvicorn.Config(create_app(state), log_config=None, access_log=False,
                                lifespan="off", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
                                log_level="warning", server_header=False, **tls)
-    server = _EmbeddedServer(uv_config)
-    mgmt = ManagementServer(state, server, sock)
+    mgmt = _serve(state, uv_config, sock, "management-http")
     state.http_port = mgmt.port
-    mgmt.task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]),
-                                                       name="management-http")
     log.info("management API listening on %s port %d", config.host, mgmt.port)
+    mgmt.prometheus = start_prometheus(state, config)
     return mgmt
+
+
+def _serve(state: ManagementState, uv_config: uvicorn.Config, sock: socket.socket,
+           name: str) -> ManagementServer:
+    server = _EmbeddedServer(uv_config)
+    running = ManagementServer(state, server, sock)
+    running.task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name=name)
+    return running
+
+
+def start_prometheus(state: ManagementState, config: Config) -> ManagementServer | None:
+    """RabbitMQ's Prometheus listener (the rabbitmq_prometheus plugin's port, 15692):
+    ``GET /metrics`` only, without authentication, so a scraper needs no management
+    credentials. Optional: ``--prometheus-port 0`` turns it off, and a port already in
+    use is a warning, not a startup failure (the management port serves /metrics too)."""
+    if not config.prometheus_port:
+        return None
+    try:
+        sock = _bind(config.host, config.prometheus_port)
+    except OSError as exc:
+        log.warning("Prometheus metrics not served on %s:%d: %s", config.host,
+                    config.prometheus_port, exc.strerror or exc)
+        return None
+    from fastapi import FastAPI
+
+    from smartbroker.management.metrics import registry_for
+    from smartbroker.management.routers.metrics import router
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.metrics_registry = registry_for(state)
+    app.include_router(router)
+    uv_config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                               timeout_graceful_shutdown=SHUTDOWN_TIMEOUT, log_level="warning",
+                               server_header=False)
+    running = _serve(state, uv_config, sock, "prometheus-http")
+    log.info("Prometheus metrics listening on %s port %d", config.host, running.port)
+    return running

@@ -49,3 +49,32 @@ def test_clean_shutdown_with_open_http_connection(own_broker) -> None:
     log = own_broker.log()
     assert "Traceback" not in log
     assert "stopped" in log
+
+
+@pytest.mark.extension
+def test_prometheus_port_serves_metrics_without_login(tmp_path) -> None:
+    """RabbitMQ's Prometheus plugin listens on its own port (15692) and asks no credentials;
+    a port already taken there only costs the listener, never the broker."""
+    from tests.conftest import BrokerProcess, assert_clean_log, free_port
+
+    metrics_port = free_port()
+    proc = BrokerProcess(data_dir=tmp_path / "a",
+                         extra_args=["--prometheus-port", str(metrics_port)]).start()
+    try:
+        reply = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert reply.status_code == 200
+        assert "\nrabbitmq_build_info{" in reply.text and "\nrabbitmq_connections " in reply.text
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/api/overview",
+                         timeout=10).status_code == 404  # metrics only: no API there
+        second = BrokerProcess(data_dir=tmp_path / "b",
+                               extra_args=["--prometheus-port", str(metrics_port)]).start()
+        try:
+            assert httpx.get(f"http://127.0.0.1:{second.management_port}/api/overview",
+                             auth=("guest", "guest"), timeout=10).status_code == 200
+            assert f"Prometheus metrics not served on 127.0.0.1:{metrics_port}" in second.log()
+        finally:
+            second.stop()
+        assert_clean_log(second)
+    finally:
+        proc.stop()
+    assert_clean_log(proc)
