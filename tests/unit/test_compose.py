@@ -127,10 +127,10 @@ def test_service_builds_from_repo_top(service: dict) -> None:
     assert service.get("image") == "smartbroker:latest"
 
 
-def test_service_publishes_amqp_and_management_ports(service: dict) -> None:
+def test_service_publishes_amqp_management_and_metrics_ports(service: dict) -> None:
     ports = service.get("ports") or []
-    assert {5672, 15672} <= _container_ports(ports)
-    assert {5672, 15672} <= _published_ports(ports)
+    assert {5672, 15672, 15692} <= _container_ports(ports)
+    assert {5672, 15672, 15692} <= _published_ports(ports)
 
 
 def test_named_volume_is_declared_and_mounted(compose: dict, service: dict) -> None:
@@ -185,7 +185,7 @@ def test_dockerfile_exposes_ports() -> None:
     for keyword, args in _dockerfile_instructions():
         if keyword == "EXPOSE":
             exposed |= {int(p.split("/", 1)[0]) for p in args.split()}
-    assert {5672, 15672} <= exposed
+    assert {5672, 15672, 15692} <= exposed
 
 
 def test_dockerfile_entrypoint_and_cmd() -> None:
