@@ -115,12 +115,12 @@ class ConsumerRings:
     wake-up; any other (a test double) is never parked, only rotated to the back.
     """
 
-    __slots__ = ("members", "_ring_of", "_rings")
+    __slots__ = ("members", "_ring_of", "rings")
 
     def __init__(self) -> None:
         self.members: list[Consumer] = []
         self._ring_of: dict[int, deque[Consumer]] = {}
-        self._rings: list[deque[Consumer]] = []  # the rings, highest priority first
+        self.rings: list[deque[Consumer]] = []  # the rings, highest priority first
 
     def add(self, consumer: Consumer) -> None:
         members = self.members
@@ -157,20 +157,20 @@ class ConsumerRings:
         gone = list(self.members)
         self.members.clear()  # the same list object: the queue exposes it as ``consumers``
         self._ring_of.clear()
-        self._rings = []
+        self.rings = []
         for consumer in gone:
             if getattr(consumer, "parked", False):
                 consumer.parked = False
         return gone
 
     def _reorder(self) -> None:
-        self._rings = [self._ring_of[p] for p in sorted(self._ring_of, reverse=True)]
+        self.rings = [self._ring_of[p] for p in sorted(self._ring_of, reverse=True)]
 
     def pick(self, peek: bool = False) -> Consumer | None:
         """The next consumer with credit, round-robin within the highest level that has
         one; ``peek`` leaves the rotation as it is. Amortised O(1): each consumer looked
         at and found blocked leaves its ring until woken."""
-        for ring in self._rings:
+        for ring in self.rings:
             for _ in range(len(ring)):
                 consumer = ring[0]
                 if consumer.can_take():

@@ -218,6 +218,15 @@ class ClassicQueue:
                 return None
             first = consumers[0]
             return first if first.can_take() else None
+        rings = self._ring.rings
+        if rings:  # fast path: the next consumer of the top level can take it
+            ring = rings[0]
+            if ring:
+                consumer = ring[0]
+                if consumer.can_take():
+                    if not peek:
+                        ring.rotate(-1)
+                    return consumer
         return self._ring.pick(peek)
 
     def wake(self, consumer: Consumer) -> None:
