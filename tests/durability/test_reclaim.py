@@ -10,14 +10,12 @@ ones survive a restart and a kill -9, including a kill in the middle of the traf
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
+import time
+from typing import Any
 
 import pytest
-from conftest import Durable, poll
-from test_crash import JOIN_TIMEOUT, Consumer, Publisher, kill_after, msg_id
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, assert_clean_log
+from tests.durability.test_crash import JOIN_TIMEOUT, Consumer, Publisher, kill_after, msg_id
 
 pytestmark = pytest.mark.extension
 
@@ -27,24 +25,26 @@ ROUNDS, PER_ROUND = 6, 600  # ~14 MiB through B
 
 
 @pytest.fixture
-def small_segments(tmp_path: Path) -> Iterator[Durable]:
-    if EXTERNAL_URL:
-        pytest.skip("needs a smartbroker subprocess of its own")
-    proc = BrokerProcess(data_dir=tmp_path / "data",
-                         env={"SMARTBROKER_MESSAGE_SEGMENT_BYTES": str(SEGMENT)})
-    proc.start()
-    try:
-        yield Durable(proc)
-    finally:
-        proc.stop()
-    assert_clean_log(proc)
+def small_segments(sb: Any) -> Any:
+    """``sb`` (conftest.py), restarted with small message-store segments."""
+    sb.stop()
+    sb.proc.env["SMARTBROKER_MESSAGE_SEGMENT_BYTES"] = str(SEGMENT)
+    sb.start()
+    return sb
 
 
-def store_bytes(sb: Durable) -> int:
+def poll(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.05)
+
+
+def store_bytes(sb: Any) -> int:
     return sum(p.stat().st_size for p in sb.messages_dir.glob("*.log"))
 
 
-def test_parked_message_does_not_pin_acked_segments(small_segments: Durable) -> None:
+def test_parked_message_does_not_pin_acked_segments(small_segments: Any) -> None:
     sb = small_segments
     sb.declare("A")
     sb.declare("B")
@@ -66,7 +66,7 @@ def test_parked_message_does_not_pin_acked_segments(small_segments: Durable) -> 
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_kill_during_traffic_and_reclaim(small_segments: Durable, seed: int) -> None:
+def test_kill_during_traffic_and_reclaim(small_segments: Any, seed: int) -> None:
     """test_crash.py's publish+consume crash, with a parked message and small segments so
     that segments are being rewritten when the kill lands."""
     sb = small_segments
@@ -81,7 +81,7 @@ def test_kill_during_traffic_and_reclaim(small_segments: Durable, seed: int) -> 
     pub = Publisher(sb.url, "B", first=3000, count=6000)
     pub.start()
     warm.start()
-    poll(lambda: len(warm.acked) > 2500, what="backlog consumed")
+    poll(lambda: len(warm.acked) > 2500, timeout=20, what="backlog consumed")
     kill_after(sb, warm.first_ack, rng)
     pub.join(JOIN_TIMEOUT)
     warm.join(JOIN_TIMEOUT)
