@@ -78,11 +78,15 @@ class Reclaimer:
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self.closing = False
+        self._again = False
 
     # -- scheduling ----------------------------------------------------------------------
     def schedule(self) -> None:
         """Something was forgotten: look for candidates soon (cheap when already due)."""
-        if self._timer is not None or self._task is not None or self.closing:
+        if self._task is not None:
+            self._again = True  # the running pass may have looked already: look once more
+            return
+        if self._timer is not None or self.closing:
             return
         loop = asyncio._get_running_loop()
         if loop is not None:
@@ -90,6 +94,7 @@ class Reclaimer:
 
     def _tick(self) -> None:
         self._timer = None
+        self._again = False
         if not self.closing and self.candidates():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -136,6 +141,9 @@ class Reclaimer:
             log.exception("message store compaction failed; will retry")
         finally:
             self._task = None
+            if self._again:
+                self._again = False
+                self.schedule()
 
     async def reclaim(self, seg: Segment) -> bool:
         """Rewrite one closed segment; True if it was replaced or deleted."""
