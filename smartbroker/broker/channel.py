@@ -156,7 +156,7 @@ class Channel:
             if consumer is not None:
                 consumer.unacked -= 1
                 if consumer.parked:
-                    consumer.wake()
+                    consumer.queue.wake(consumer)  # type: ignore[attr-defined]
             touched.add(rec.queue)
         if self.global_prefetch and self.unacked_total < self.global_prefetch <= before:
             self._wake_all()  # the channel's shared credit is back
@@ -179,7 +179,7 @@ class Channel:
             if consumer is not None:
                 consumer.unacked -= 1
                 if consumer.parked:
-                    consumer.wake()
+                    consumer.queue.wake(consumer)  # type: ignore[attr-defined]
             if self.global_prefetch and self.unacked_total + 1 == self.global_prefetch:
                 self._wake_all()  # the channel's shared credit is back
             queue = rec.queue

@@ -166,14 +166,17 @@ class ConsumerRings:
     def _reorder(self) -> None:
         self.rings = [self._ring_of[p] for p in sorted(self._ring_of, reverse=True)]
 
-    def pick(self, peek: bool = False) -> Consumer | None:
+    def pick(self, peek: bool = False, first_blocked: bool = False) -> Consumer | None:
         """The next consumer with credit, round-robin within the highest level that has
-        one; ``peek`` leaves the rotation as it is. Amortised O(1): each consumer looked
-        at and found blocked leaves its ring until woken."""
+        one; ``peek`` leaves the rotation as it is; ``first_blocked``: the caller already
+        found the first consumer of the top ring without credit. Amortised O(1): each
+        consumer looked at and found blocked leaves its ring until woken."""
         for ring in self.rings:
             for _ in range(len(ring)):
                 consumer = ring[0]
-                if consumer.can_take():
+                if first_blocked:
+                    first_blocked = False
+                elif consumer.can_take():
                     if not peek:
                         ring.rotate(-1)
                     return consumer

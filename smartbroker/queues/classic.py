@@ -92,6 +92,8 @@ class ClassicQueue:
             PriorityReady(self.settings.max_priority) if self.settings.max_priority else ReadyList())
         self._ring = ConsumerRings()  # who may take a message next (see ConsumerRings)
         self.consumers: list[Consumer] = self._ring.members  # by priority, highest first
+        # its channel says credit may be back for a parked consumer (the caller dispatches)
+        self.wake: Callable[[Consumer], None] = self._ring.wake
         self.bindings: set[Any] = set()  # maintained by the vhost, for cleanup on delete
         self._unacked = 0
         self._had_consumer = False
@@ -227,11 +229,8 @@ class ClassicQueue:
                     if not peek:
                         ring.rotate(-1)
                     return consumer
+                return self._ring.pick(peek, first_blocked=True)
         return self._ring.pick(peek)
-
-    def wake(self, consumer: Consumer) -> None:
-        """Its channel says credit may be back for a parked consumer (the caller dispatches)."""
-        self._ring.wake(consumer)
 
     def dispatch(self) -> None:
         ready = self.ready
