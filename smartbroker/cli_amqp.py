@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from smartbroker import cli_decoding
 from smartbroker.cli_common import CliError, safe_url
 
 T = TypeVar("T")
@@ -116,7 +117,8 @@ def run_amqp(url: str, work: Callable[[Session], Awaitable[T]]) -> T:
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
 
     try:
-        return asyncio.run(main())
+        with cli_decoding.tolerant():
+            return asyncio.run(main())
     except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
         raise CliError(reply_line(exc) or f"{type(exc).__name__}: {exc}") from None
     except TimeoutError:

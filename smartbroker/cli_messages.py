@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
@@ -22,6 +21,8 @@ from smartbroker.cli_common import (
     parse_pairs,
     require,
 )
+from smartbroker.cli_decoding import timestamp_seconds
+from smartbroker.management.jsonio import dumps, jsonable
 
 AmqpVhostOpt = Annotated[str | None, typer.Option(
     "--vhost", help="Virtual host [default: the one in --url]")]
@@ -46,29 +47,17 @@ def _message_doc(msg: Any) -> dict[str, Any]:
         if msg.delivery_mode else None, "priority": msg.priority,
         "correlation_id": msg.correlation_id, "reply_to": msg.reply_to,
         "expiration": msg.expiration, "message_id": msg.message_id,
-        "timestamp": int(msg.timestamp.timestamp()) if msg.timestamp else None,
+        "timestamp": timestamp_seconds(msg.timestamp),
         "type": msg.type, "user_id": msg.user_id, "app_id": msg.app_id,
     }.items() if v not in (None, "")}
     return {"exchange": msg.exchange, "routing_key": msg.routing_key,
-            "redelivered": bool(msg.redelivered), "properties": _jsonable(props),
+            "redelivered": bool(msg.redelivered), "properties": jsonable(props),
             "payload": body, "payload_encoding": encoding}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 def _show(msg: Any, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(_message_doc(msg), sort_keys=True) + "\n")
+        sys.stdout.write(dumps(_message_doc(msg)) + "\n")
     else:
         sys.stdout.write(msg.body.decode(errors="replace") + "\n")
     sys.stdout.flush()
