@@ -378,7 +378,8 @@ def _fields(entry: RecoveredEntry) -> Iterator[object]:
 def _expiration_ms(msg: Message) -> int | None:
     if not msg.flags & codec.FLAG_EXPIRATION:
         return None
+    expiration = msg.properties.expiration  # unreadable properties: Malformed, counted
     try:
-        return max(int(msg.properties.expiration), 0)
+        return max(int(expiration), 0)
     except (TypeError, ValueError):
         return None

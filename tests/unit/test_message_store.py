@@ -85,3 +85,25 @@ def test_segments_whose_enqueues_are_all_forgotten_are_deleted_from_the_head(tmp
     assert after[0].base_offset <= offsets[-1]
     store.close()
     assert recovered(tmp_path) == {("/", "q"): [(offsets[-1], False)]}
+
+
+def test_a_message_whose_properties_cannot_be_read_is_kept_and_counted(tmp_path: Path):
+    """Recovery never fails on one message: properties damaged on disk (here a priority
+    flag with no priority byte, an expiration that overruns the header) cost the message
+    its priority and TTL, not its place in the queue, and are counted for the log."""
+    import struct
+
+    store = MessageStore(tmp_path)
+    good = store.enqueue("/", ("q",), message(b"good"))
+    for flags, values in ((0x0800, b""), (0x0100, b"\x09abc")):
+        header = struct.pack("!HHQH", 60, 0, 7, flags) + values
+        store.enqueue("/", ("q",), Message("", "q", b"\x00\x01q", header, b"damaged"))
+    store.close()
+    store = MessageStore(tmp_path)
+    try:
+        entries = store.recover()[("/", "q")]
+        assert [e.offset for e in entries][0] == good and len(entries) == 3
+        assert all(e.priority == 0 and e.expiration_ms is None for e in entries[1:])
+        assert store.undecodable_properties == 2
+    finally:
+        store.close()
