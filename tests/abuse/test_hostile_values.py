@@ -329,3 +329,24 @@ def _count(broker: Any, queue: str, expected: int) -> list[tuple[bytes, bytes]] 
     if len(docs) < expected:
         return None
     return [(b"", doc["payload"].encode()) for doc in docs]
+
+
+def test_oversized_start_ok_is_refused_before_it_costs_anything(broker: Any) -> None:
+    """Before tune-ok every frame is capped at 4096 bytes, as RabbitMQ's frame_min_size:
+    a 128 KiB start-ok (a table of 130k void fields) ends the connection unread, and the
+    broker goes on serving others."""
+    voids = b"".join(entry(b"", b"V", b"") for _ in range(130_000))
+    client = RawClient(broker.host, broker.port)
+    client.sock.sendall(b"AMQP\x00\x00\x09\x01")
+    client.expect(10, 10)
+    payload = struct.pack("!HH", 10, 11) + longstr(voids) + shortstr("PLAIN") + \
+        longstr(b"\x00guest\x00guest") + shortstr("en_US")
+    try:
+        client.send_method(0, payload)
+        with pytest.raises((ConnectionError, OSError)):
+            client.expect(10, 30)  # never tuned: the socket is closed instead
+    finally:
+        client.close()
+    other = raw(broker)  # and everyone else is served as before
+    other.queue_declare("")
+    other.close()
