@@ -23,6 +23,7 @@ from smartbroker.cli_common import (
     print_table,
     q,
     require,
+    to_json,
 )
 
 queues_app = typer.Typer(help="List, declare, delete and purge queues.", no_args_is_help=True)
@@ -348,7 +349,7 @@ def definitions_export(file: Annotated[Path, typer.Argument(help="Output file, -
                        api: ApiOpt = DEFAULT_API) -> None:
     """Export users, vhosts, permissions, policies, exchanges, queues and bindings."""
     doc = Api(api).get("definitions")
-    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    text = to_json(doc) + "\n"
     if str(file) == "-":
         typer.echo(text, nl=False)
         return

@@ -146,7 +146,7 @@ class Api:
         if resp.status_code == 204 or not resp.content:
             return None
         try:
-            return resp.json()
+            return deep_json(resp.text)
         except RecursionError:
             raise CliError(f"{self.base} answered with JSON nested too deeply to read") from None
         except ValueError:
@@ -178,8 +178,19 @@ def _reason(resp: Any) -> str:
 
 
 # -- output ----------------------------------------------------------------------------
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """Indented, sorted JSON; for values nested too deep for ``json.dumps`` (client-chosen
+    tables), the iterative encoder's compact form."""
+    try:
+        return json.dumps(data, indent=indent, sort_keys=True)
+    except RecursionError:
+        from smartbroker.management.jsonio import dumps
+
+        return dumps(data)
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(to_json(data) + "\n")
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
@@ -210,5 +221,43 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict | list):
-        return escape(json.dumps(value, sort_keys=True)) if value else ""
+        return escape(to_json(value, indent=None)) if value else ""
     return escape(str(value))
+
+
+def deep_json(text: str) -> Any:
+    """``json.loads`` for answers that carry client-chosen tables (queue arguments, client
+    properties) nested as deep as an AMQP frame allows: Python's parser recurses once per
+    level, so a deep answer is parsed again in a thread with a large stack and a raised
+    recursion limit (the CLI is one short-lived process)."""
+    import json
+    import sys
+    import threading
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        pass
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def parse() -> None:
+        try:
+            result.append(json.loads(text))
+        except BaseException as exc:  # handed back to the caller's thread
+            failure.append(exc)
+
+    limit, stack = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(max(limit, 200_000))
+    threading.stack_size(512 << 20)
+    try:
+        worker = threading.Thread(target=parse)
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(stack)
+        sys.setrecursionlimit(limit)
+    if failure:
+        raise failure[0]
+    return result[0]
+

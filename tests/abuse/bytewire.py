@@ -115,6 +115,14 @@ class RawClient:
         self.send_method(1, method(50, 10, b"\x00\x00" + shortstr(name) + bytes((bits,)) + arguments))
         self.expect(50, 11)
 
+    def queue_delete(self, name: str) -> None:
+        self.send_method(1, method(50, 40, b"\x00\x00" + shortstr(name) + b"\x00"))
+        self.expect(50, 41)
+
+    def exchange_delete(self, name: str) -> None:
+        self.send_method(1, method(40, 20, b"\x00\x00" + shortstr(name) + b"\x00"))
+        self.expect(40, 21)
+
     def exchange_declare(self, name: str, kind: str, arguments: bytes = b"\x00\x00\x00\x00") -> None:
         self.send_method(1, method(40, 10, b"\x00\x00" + shortstr(name) + shortstr(kind)
                                    + b"\x00" + arguments))

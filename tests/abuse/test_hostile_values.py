@@ -101,6 +101,17 @@ def test_tables_nested_thousands_deep_work_on_every_path(broker: Any, uid: str) 
     # before tune-ok every frame is at most 4096 bytes (RabbitMQ's frame_min_size)
     client.open(client_properties=table(entry("deep", b"F", nested_table(500))))
     queue, exchange, bound = f"deep.q.{uid}", f"deep.hx.{uid}", f"deep.hq.{uid}"
+    try:
+        _deep_paths(broker, client, deep, queue, exchange, bound)
+    finally:  # the shared broker's other tests list these objects
+        client.queue_delete(queue)
+        client.queue_delete(bound)
+        client.exchange_delete(exchange)
+        client.close()
+
+
+def _deep_paths(broker: Any, client: RawClient, deep: bytes, queue: str, exchange: str,
+                bound: str) -> None:
     client.queue_declare(queue, durable=True, arguments=table(deep))
     client.queue_declare(queue, durable=True, arguments=table(deep))  # equivalent redeclare
     client.exchange_declare(exchange, "headers", arguments=table(deep))
@@ -119,7 +130,6 @@ def test_tables_nested_thousands_deep_work_on_every_path(broker: Any, uid: str) 
         if broker.api is not None:
             reply = httpx.get(f"{broker.api}{path}", timeout=TIMEOUT)
             assert reply.status_code == 200, (path, reply.text[:300])
-    client.close()
 
 
 def test_dead_letter_chain_of_200_queues_delivers(broker: Any, uid: str) -> None:
