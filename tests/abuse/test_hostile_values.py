@@ -14,13 +14,9 @@ that restart the broker need a smartbroker process of their own.
 
 from __future__ import annotations
 
-import json
 import struct
-import sys
 import time
 import urllib.parse
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bytewire import (  # noqa: E402
+from smartbroker.cli_common import deep_json
+from tests.abuse.bytewire import (
     RawClient,
     entry,
     headers_property,
@@ -39,19 +35,9 @@ from bytewire import (  # noqa: E402
     shortstr,
     table,
 )
+from tests.management.scenarios import poll
 
 TIMEOUT = 10.0
-
-
-def poll(cond: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.02)
 
 
 def raw(broker: Any) -> RawClient:
@@ -68,12 +54,7 @@ def api_get(broker: Any, queue: str, count: int) -> list[dict[str, Any]]:
     reply = httpx.post(url, json={"count": count, "ackmode": "ack_requeue_true",
                                   "encoding": "auto"}, timeout=TIMEOUT)
     assert reply.status_code == 200, reply.text[:300]
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 4 * DEPTH))  # Python's own parser recurses per level
-    try:
-        return json.loads(reply.text)
-    finally:
-        sys.setrecursionlimit(limit)
+    return deep_json(reply.text)  # json.loads, with room for its recursion per level
 
 
 def drain(client: RawClient, queue: str, expected: int) -> list[tuple[bytes, bytes]]:
@@ -86,7 +67,7 @@ def drain(client: RawClient, queue: str, expected: int) -> list[tuple[bytes, byt
             out.append((got[1], got[2]))
         return len(out) >= expected
 
-    poll(more, f"{expected} message(s) in {queue}")
+    poll(more, what=f"{expected} message(s) in {queue}")
     return out
 
 
@@ -143,7 +124,7 @@ def test_dead_letter_chain_of_200_queues_delivers(broker: Any, uid: str) -> None
                                               "x-dead-letter-routing-key": nxt})
         ch.queue_declare(names[-1])
         ch.basic_publish("", names[0], b"down the chain")
-        _, props, body = poll(lambda: _get(ch, names[-1]), "message at the end of the chain")
+        _, props, body = poll(lambda: _get(ch, names[-1]), what="message at the end of the chain")
         assert body == b"down the chain"
         deaths = props.headers["x-death"]
         assert len(deaths) == hops and {d["reason"] for d in deaths} == {"expired"}
@@ -184,15 +165,15 @@ def test_microsecond_timestamp_with_priority_survives_dlx_ttl_headers_and_api(
         method, got, _ = ch.basic_get(work)
         assert method is not None and got.timestamp == MICROSECONDS and got.priority == 3
         ch.basic_reject(method.delivery_tag, requeue=False)
-        _, dl_props, dl_body = poll(lambda: _get(ch, dead), "dead letter after reject")
+        _, dl_props, dl_body = poll(lambda: _get(ch, dead), what="dead letter after reject")
         assert dl_body == b"work" and dl_props.timestamp == MICROSECONDS
         assert dl_props.headers["x-death"][0]["reason"] == "rejected"  # x-death: 5 replaced
         # TTL: the timer keeps expiring after (and behind) such a message
         for i in range(3):
             ch.basic_publish("", ttl, f"ttl-{i}".encode(), props)
-        bodies = {poll(lambda: _get(ch, dead), f"expired message {i}")[2] for i in range(3)}
+        bodies = {poll(lambda: _get(ch, dead), what=f"expired message {i}")[2] for i in range(3)}
         assert bodies == {b"ttl-0", b"ttl-1", b"ttl-2"}
-        assert poll(lambda: _get(ch, hq), "headers-routed copy")[2] == b"headers"
+        assert poll(lambda: _get(ch, hq), what="headers-routed copy")[2] == b"headers"
         ch.queue_delete(work)
         ch.queue_delete(dead)
         ch.queue_delete(ttl)
@@ -320,13 +301,13 @@ def test_fuzzed_property_values_survive_restart_dlx_ttl_and_api(
     for body, block in sent.items():  # again, now rejecting each into the DLX
         client.publish("", work, block, body)
     for _ in sent:
-        tag_, _, body = poll(lambda: client.get(work, no_ack=False), "message to reject")
+        tag_, _, body = poll(lambda: client.get(work, no_ack=False), what="message to reject")
         client.reject(tag_, requeue=False)
     assert {body for _, body in drain(client, dead, len(sent))} == set(sent)
     for body, block in sent.items():
         client.publish("", ttl, block, body)
     assert {body for _, body in poll(lambda: _count(own_broker, expired, len(sent)),
-                                     "every message expired into the DLX")} == set(sent)
+                                     what="every message expired into the DLX")} == set(sent)
     assert {doc["payload"] for doc in api_get(own_broker, expired, len(sent))} == \
         {body.decode() for body in sent}
     assert {body for _, body in drain(client, expired, len(sent))} == set(sent)
@@ -358,5 +339,7 @@ def test_oversized_start_ok_is_refused_before_it_costs_anything(broker: Any) -> 
     finally:
         client.close()
     other = raw(broker)  # and everyone else is served as before
-    other.queue_declare("")
+    name = f"after.start-ok.{time.monotonic_ns()}"
+    other.queue_declare(name)
+    other.queue_delete(name)
     other.close()

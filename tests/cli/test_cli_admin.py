@@ -94,7 +94,8 @@ def test_definitions_export_import(cli, tmp_path, qname: str) -> None:
         doc = json.loads(path.read_text())
         assert any(q["name"] == qname for q in doc["queues"])
         cli("queues", "delete", qname)
-        assert cli("definitions", "import", str(path)).exit_code == 0
+        result = cli("definitions", "import", str(path))
+        assert result.exit_code == 0, result.output
         names = [q["name"] for q in json.loads(cli("queues", "list", "--json").stdout)]
         assert qname in names
     finally:

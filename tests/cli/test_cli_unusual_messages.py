@@ -4,11 +4,9 @@ these with InvalidFrameError. Passes against RabbitMQ 3.10.8 too (SMARTBROKER_TE
 
 from __future__ import annotations
 
-import json
-import sys
-
 import pika
 
+from smartbroker.cli_common import deep_json
 from tests.abuse.bytewire import RawClient, entry, headers_property, nested_table, table
 
 MICROSECONDS = 1_764_000_000_000_000
@@ -32,12 +30,7 @@ def test_get_and_consume_show_unusual_properties(cli, broker, broker_url: str, q
         result = cli("get", qname, "--count", "2", "--json", "--requeue")
         assert (result.exit_code, result.stderr) == (0, "")
         first, second = result.stdout.splitlines()
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(10_000)  # Python's JSON parser recurses once per level
-        try:
-            odd, deep = json.loads(first), json.loads(second)
-        finally:
-            sys.setrecursionlimit(limit)
+        odd, deep = deep_json(first), deep_json(second)  # json.loads with a deep stack
         assert odd["payload"] == "odd" and odd["properties"]["timestamp"] == MICROSECONDS
         assert odd["properties"]["headers"] == {"x-death": 5}
         level = deep["properties"]["headers"]["deep"]
