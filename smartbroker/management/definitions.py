@@ -177,6 +177,8 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
                                 arguments=item.get("arguments") or {})
         for item in _items(doc, "queues"):
             _need(item, "name")
+            if str(item["name"]).startswith("amq."):
+                continue  # as RabbitMQ: server-named (amq.gen-*) queues are not recreated
             vh = vhost(item)
             vh.declare_queue(item["name"], durable=bool(item.get("durable", True)),
                              auto_delete=bool(item.get("auto_delete", False)),

@@ -54,3 +54,13 @@ def test_import_rejects_junk(api: httpx.Client) -> None:
     resp = api.post("/api/definitions", content=b"{nope",
                     headers={"content-type": "application/json"})
     assert resp.status_code == 400
+
+
+def test_import_skips_server_named_queues(api: httpx.Client, uid: str) -> None:
+    """An export may hold server-named queues (amq.gen-*); RabbitMQ's import accepts the
+    document and does not recreate them (a client may not declare amq.* names)."""
+    name = f"amq.gen-{uid}"
+    doc = {"queues": [{"name": name, "vhost": "/", "durable": True, "auto_delete": False,
+                       "arguments": {}}]}
+    assert api.post("/api/definitions", json=doc).status_code in (201, 204)
+    assert api.get(f"/api/queues/%2F/{name}").status_code == 404
