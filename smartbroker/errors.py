@@ -45,7 +45,10 @@ class AMQPError(Exception):
     @property
     def reply_text(self) -> str:
         """RabbitMQ's format: ``NOT_FOUND - no queue 'q' in vhost '/'``."""
-        return f"{REPLY_NAMES.get(self.code, 'ERROR')} - {self.text}"[:255]
+        text = f"{REPLY_NAMES.get(self.code, 'ERROR')} - {self.text}"
+        if not text.isascii():  # names a client sent as bytes that are not UTF-8
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return text[:255]
 
     def at(self, class_id: int, method_id: int) -> AMQPError:
         """Attach the offending method's ids unless already set."""
@@ -62,6 +65,14 @@ class ConnectionError(AMQPError):  # noqa: A001 - AMQP's name for it
     """Hard error: the whole connection is closed."""
 
     soft = False
+
+
+class MalformedFrame(ConnectionError):
+    """A frame that cannot be parsed at all (RabbitMQ's ``rabbit_binary_parser``): the
+    close names no method (class 0, method 0), whatever method the bytes claimed to be."""
+
+    def at(self, class_id: int, method_id: int) -> AMQPError:
+        return self
 
 
 def not_found(text: str) -> ChannelError:

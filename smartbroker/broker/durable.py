@@ -83,9 +83,7 @@ def decode_enqueue(data: bytes) -> tuple[str, list[str], Message]:
     (h,) = _u32.unpack_from(data, pos)
     header = data[pos + 4:pos + 4 + h]
     body = data[pos + 4 + h:]
-    ex_len = ex_rk[0]
-    exchange = ex_rk[1:1 + ex_len].decode()
-    routing_key = ex_rk[2 + ex_len:].decode()
+    exchange, routing_key = codec.decode_route(ex_rk)  # publish kept non-UTF-8 bytes
     return vhost, queues, Message(exchange, routing_key, ex_rk, header, body)
 
 

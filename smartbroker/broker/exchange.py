@@ -44,8 +44,8 @@ class Exchange:
     @property
     def alternate_exchange(self) -> str | None:
         value = self.arguments.get("alternate-exchange")
-        if isinstance(value, bytes):
-            value = value.decode()
+        if isinstance(value, bytes):  # not UTF-8: no exchange can have that name
+            value = value.decode("utf-8", "surrogateescape")
         return value if isinstance(value, str) and value else None
 
     def add_binding(self, binding: Binding) -> bool:

@@ -12,11 +12,12 @@ import logging
 import platform
 import struct
 
-from pamqp import commands, decode
+from pamqp import commands
 
 import smartbroker
 from smartbroker.broker.limits import check_connection
 from smartbroker.errors import command_invalid, not_allowed
+from smartbroker.protocol import fields
 
 log = logging.getLogger("smartbroker.connection")
 CAPABILITIES = {
@@ -66,15 +67,16 @@ def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] 
             return None
         return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
     if mechanism == "AMQPLAIN":
-        try:
-            _, table = decode.field_table(struct.pack(">I", len(raw)) + raw)
-        except (ValueError, struct.error):
+        try:  # the iterative decoder: any depth, linear time, never a traceback
+            table, _ = fields.decode_table(struct.pack(">I", len(raw)) + raw)
+        except ValueError:
             return None
         login, password = table.get("LOGIN"), table.get("PASSWORD")
         if login is None or password is None:
             return None
-        def as_text(v):
-            return (v.decode() if isinstance(v, bytes) else str(v))
+
+        def as_text(v: object) -> str:
+            return v.decode(errors="replace") if isinstance(v, bytes | bytearray) else str(v)
         return as_text(login), as_text(password)
     return None
 

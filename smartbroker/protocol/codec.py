@@ -214,7 +214,8 @@ def nack_frame(channel: int, delivery_tag: int, multiple: bool, requeue: bool = 
 
 def parse_publish(payload: bytes) -> tuple[str, str, bytes, bool, bool]:
     """``basic.publish`` payload -> (exchange, routing_key, raw exchange+rk short strings,
-    mandatory, immediate). Raises ``IndexError``/``UnicodeDecodeError`` on malformed input."""
+    mandatory, immediate). Raises ``IndexError`` on malformed input; names that are not
+    UTF-8 are kept (see ``decode_route``)."""
     exchange_rk_ss, bits = publish_route(payload)
     exchange, routing_key = decode_route(exchange_rk_ss)
     return exchange, routing_key, exchange_rk_ss, bool(bits & 1), bool(bits & 2)
@@ -228,11 +229,13 @@ def publish_route(payload: bytes) -> tuple[bytes, int]:
 
 
 def decode_route(exchange_rk_ss: bytes) -> tuple[str, str]:
-    """The two short strings of ``publish_route`` -> (exchange, routing key)."""
+    """The two short strings of ``publish_route`` -> (exchange, routing key). As RabbitMQ,
+    publish does not check them for UTF-8: other bytes survive as surrogates (deliveries
+    carry the original bytes, ``exchange_rk_ss``)."""
     ex_end = 1 + exchange_rk_ss[0]
-    exchange = exchange_rk_ss[1:ex_end].decode()
+    exchange = exchange_rk_ss[1:ex_end].decode("utf-8", "surrogateescape")
     rk_len = exchange_rk_ss[ex_end]
-    routing_key = exchange_rk_ss[ex_end + 1:ex_end + 1 + rk_len].decode()
+    routing_key = exchange_rk_ss[ex_end + 1:ex_end + 1 + rk_len].decode("utf-8", "surrogateescape")
     if len(exchange_rk_ss) != ex_end + 1 + rk_len:
         raise IndexError("short string overruns the method")
     return exchange, routing_key

@@ -73,11 +73,10 @@ def decode_record(data: bytes, partition: int, offset: int) -> Message:
     (h,) = _u32.unpack_from(data, 2 + n)
     header = data[6 + n:6 + n + h]
     body = data[6 + n + h:]
-    ex_len = ex_rk[0]
     flags = codec.property_flags(header)
     extra = codec.table_entry_long(_OFFSET_SS, offset) + codec.table_entry_int(_PARTITION_SS, partition)
-    return Message(ex_rk[1:1 + ex_len].decode(), ex_rk[2 + ex_len:].decode(), ex_rk,
-                   codec.add_headers(header, flags, extra), body)
+    exchange, routing_key = codec.decode_route(ex_rk)
+    return Message(exchange, routing_key, ex_rk, codec.add_headers(header, flags, extra), body)
 
 
 class StreamEntry:
@@ -196,7 +195,7 @@ class StreamQueue:
     # -- publish ---------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> bool:
         index = partition_for(message_key(message), len(self.logs))
-        key = message_key(message).encode() if self.stream.compact else None
+        key = message_key(message).encode("utf-8", "surrogateescape") if self.stream.compact else None
         target = self.logs[index]
         target.append(encode_record(message), int(time.time() * 1000), key)
         self.last_log = target if self.directory is not None else None
@@ -223,6 +222,8 @@ class StreamQueue:
         if group is not None and partition is not None:
             raise precondition_failed("x-stream-partition and x-consumer-group cannot be combined")
         if group is not None:
+            if not isinstance(group, str):  # bytes here: a long string that is not UTF-8
+                raise precondition_failed("x-consumer-group must be a UTF-8 string")
             ConsumerGroup.validate_arguments(arguments)
 
     def add_consumer(self, consumer: Consumer) -> None:

@@ -24,6 +24,7 @@ from smartbroker.errors import (
     AMQPError,
     ChannelError,
     ConnectionError,
+    MalformedFrame,
     channel_error,
     frame_error,
     not_allowed,
@@ -218,7 +219,10 @@ class AMQPConnection(asyncio.Protocol):
             raise unexpected_frame(f"content frame of type {ftype} on channel 0")
         if len(payload) >= 2 and payload[1] != 10:  # only class connection lives on channel 0
             raise channel_error("unexpected method in connection state running").at(*_ids(payload))
-        method = self._decode(payload)
+        try:
+            method = self._decode(payload)
+        except MalformedFrame as err:  # RabbitMQ's reader names connection methods
+            raise ConnectionError(err.code, err.text, *_ids(payload)) from None
         try:
             connection_class.handle(self, method)
         except AMQPError as err:
@@ -296,6 +300,8 @@ class AMQPConnection(asyncio.Protocol):
             if "Unknown method index" in str(exc):
                 raise ConnectionError(540, f"unknown method (class {cls_id}, method {meth_id})",
                                       cls_id, meth_id) from None
+            if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__cause__, UnicodeDecodeError):
+                raise MalformedFrame(501, "Malformed UTF-8 in shortstr") from None  # as RabbitMQ
             raise ConnectionError(502, "cannot decode method frame", cls_id, meth_id) from None
 
     # -- output --------------------------------------------------------------------------

@@ -192,10 +192,12 @@ def test_parse_publish_truncated_payload_raises_index_error(payload):
         codec.parse_publish(payload)
 
 
-def test_parse_publish_invalid_utf8_raises():
-    payload = b"\x00\x3c\x00\x28\x00\x00\x01\xff\x00\x00"
-    with pytest.raises(UnicodeDecodeError):
-        codec.parse_publish(payload)
+def test_parse_publish_keeps_names_that_are_not_utf8():
+    """As RabbitMQ, publish does not check its short strings: the bytes survive."""
+    payload = b"\x00\x3c\x00\x28\x00\x00\x01\xff\x02a\xfe\x00"
+    exchange, routing_key, _mandatory = codec.parse_publish(payload)[:3]
+    assert exchange.encode("utf-8", "surrogateescape") == b"\xff"
+    assert routing_key.encode("utf-8", "surrogateescape") == b"a\xfe"
 
 
 @SETTINGS
