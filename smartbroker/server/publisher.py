@@ -28,6 +28,7 @@ from smartbroker.message import Message, has_sender_routing
 from smartbroker.protocol import codec
 from smartbroker.protocol.properties import Malformed
 from smartbroker.protocol.properties import validate as validate_properties
+from smartbroker.protocol.property_codec import split_properties
 from smartbroker.queues.arguments import expiration_error, parse_expiration
 
 if TYPE_CHECKING:
@@ -89,6 +90,12 @@ class Publisher:
                 except Malformed as exc:
                     raise ConnectionError(502, f"unable to decode content properties: {exc}",
                                           60, 40) from None
+                mode = split_properties(payload).get("delivery_mode")
+                if mode is not None and mode[0] not in (1, 2):  # as RabbitMQ 3.10
+                    ch.pending = None
+                    conn.channel_failed(ch, precondition_failed(
+                        f"invalid message: {{delivery_mode_unknown,{mode[0]}}}").at(60, 40))
+                    return
             if len(self._headers) >= INTERN_LIMIT:
                 self._headers.clear()
             flags = codec.property_flags(payload)

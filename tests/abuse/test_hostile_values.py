@@ -343,3 +343,16 @@ def test_oversized_start_ok_is_refused_before_it_costs_anything(broker: Any) -> 
     other.queue_declare(name)
     other.queue_delete(name)
     other.close()
+
+
+@pytest.mark.parametrize("mode", [0, 3, 255])
+def test_unknown_delivery_mode_is_refused_as_rabbitmq_does(broker: Any, uid: str, mode: int) -> None:
+    """RabbitMQ 3.10 accepts delivery modes 1 and 2 only: the channel is closed with 406."""
+    with pika.BlockingConnection(pika.URLParameters(broker.url)) as conn:
+        ch = conn.channel()
+        ch.queue_declare(f"dm.{uid}", auto_delete=True)
+        ch.confirm_delivery()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            ch.basic_publish("", f"dm.{uid}", b"x", pika.BasicProperties(delivery_mode=mode))
+        assert (refused.value.reply_code, refused.value.reply_text) == (
+            406, f"PRECONDITION_FAILED - invalid message: {{delivery_mode_unknown,{mode}}}")
