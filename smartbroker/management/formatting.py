@@ -43,6 +43,9 @@ def properties_from_json(data: Mapping[str, Any]) -> commands.Basic.Properties:
         elif key in ("delivery_mode", "priority"):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise bad_request(f"property '{key}' must be an integer")
+            if key == "delivery_mode" and value not in (1, 2):  # as over AMQP
+                raise bad_request(f"406 PRECONDITION_FAILED - invalid message: "
+                                  f"{{delivery_mode_unknown,{value}}}")
         elif key == "headers":
             if not isinstance(value, dict):
                 raise bad_request("property 'headers' must be an object")
