@@ -92,16 +92,24 @@ def exchange_json(ex: Exchange, vhost: VirtualHost) -> dict[str, Any]:
 
 def bindings_of(vhost: VirtualHost) -> list[dict[str, Any]]:
     """Every binding in the vhost, default-exchange ones first, as RabbitMQ lists them."""
-    out = [binding_json(vhost.name, "", q.name, "queue", q.name, {})
-           for q in vhost.queues.values()]
-    for ex in vhost.exchanges.values():
+    return [binding_json(*row) for row in binding_rows(vhost)]
+
+
+BindingRow = tuple[str, str, str, str, str, Any]  # binding_json's arguments
+
+
+def binding_rows(vhost: VirtualHost) -> list[BindingRow]:
+    """``bindings_of`` before rendering: cheap tuples, so a long list can be paged and
+    rendered in slices (``listing.list_response``)."""
+    out: list[BindingRow] = [(vhost.name, "", q.name, "queue", q.name, {})
+                             for q in list(vhost.queues.values())]
+    for ex in list(vhost.exchanges.values()):
         if ex.name == "":
             continue
-        for b in ex.bindings.values():
+        for b in list(ex.bindings.values()):
             dest = b.destination
             kind = "exchange" if isinstance(dest, Exchange) else "queue"
-            out.append(binding_json(vhost.name, ex.name, dest.name, kind, b.routing_key,
-                                    b.arguments))
+            out.append((vhost.name, ex.name, dest.name, kind, b.routing_key, b.arguments))
     return out
 
 

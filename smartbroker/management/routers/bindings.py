@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import quote, unquote_plus
 
-from fastapi import Response
+from fastapi import Request, Response
 
 from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
 from smartbroker.management.errors import ApiError, not_found
 from smartbroker.management.formatting import properties_key
+from smartbroker.management.listing import list_response
 from smartbroker.management.models import BindingBody
 from smartbroker.management.names import check_name
 from smartbroker.management.routers.common import api_router, exchange_name, vhost_filter
-from smartbroker.management.views import bindings_of
+from smartbroker.management.views import BindingRow, binding_json, binding_rows, bindings_of
 
 router = api_router()
 Kind = Literal["q", "e"]
@@ -21,13 +22,18 @@ KIND_NAMES = {"q": "queue", "e": "exchange"}
 
 
 @router.get("/bindings")
-async def list_bindings(state: StateDep, caller: CallerDep) -> list[dict[str, Any]]:
-    return [b for vh in vhost_filter(caller, state.broker) for b in bindings_of(vh)]
+async def list_bindings(request: Request, state: StateDep, caller: CallerDep) -> Any:
+    rows = [row for vh in vhost_filter(caller, state.broker) for row in binding_rows(vh)]
+    return await list_response(request, rows, _render)
 
 
 @router.get("/bindings/{vhost}")
-async def vhost_bindings(vhost: str, state: StateDep) -> list[dict[str, Any]]:
-    return bindings_of(lookup_vhost(state.broker, vhost))
+async def vhost_bindings(vhost: str, request: Request, state: StateDep) -> Any:
+    return await list_response(request, binding_rows(lookup_vhost(state.broker, vhost)), _render)
+
+
+def _render(row: BindingRow) -> dict[str, Any]:
+    return binding_json(*row)
 
 
 def _ends(state: Any, vhost: str, source: str, kind: Kind, dest: str) -> tuple[Any, Any, Any]:

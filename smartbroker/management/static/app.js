@@ -3,6 +3,7 @@
 "use strict";
 
 const REFRESH_MS = 2000;
+const PAGE_SIZE = 500; // rows per list and refresh (RabbitMQ's largest page)
 const HISTORY = 60; // chart points (2 minutes)
 const KEY = "smartbroker.auth";
 const $ = (id) => document.getElementById(id);
@@ -213,11 +214,21 @@ async function refresh() {
   const now = Date.now();
   const names = ["overview", "queues", "exchanges", "bindings", "connections", "streams",
     "groups", "dlq"];
-  const results = await Promise.allSettled(names.map((n) => api(n)));
+  // lists are asked for one bounded page each: a broker with 20k queues renders 500 rows
+  // per refresh, not 20k (the envelope's total_count says how many there are)
+  const results = await Promise.allSettled(names.map((n) =>
+    api(n === "overview" ? n : `${n}?page=1&page_size=${PAGE_SIZE}`)));
   const failed = results.find((r) => r.status === "rejected" && r.reason instanceof AuthError);
   if (failed) return signOut(failed.reason.message);
-  const data = Object.fromEntries(names.map((n, i) =>
-    [n, results[i].status === "fulfilled" ? results[i].value : null]));
+  const truncated = [];
+  const data = Object.fromEntries(names.map((n, i) => {
+    const value = results[i].status === "fulfilled" ? results[i].value : null;
+    if (value && Array.isArray(value.items)) {
+      if (value.total_count > value.items.length) truncated.push(`${n} ${value.items.length}/${value.total_count}`);
+      return [n, value.items];
+    }
+    return [n, value];
+  }));
   if (data.overview) renderOverview(data.overview, now);
   if (data.queues) renderQueues(data.queues, now);
   if (data.exchanges) {
@@ -240,7 +251,8 @@ async function refresh() {
   if (data.dlq) renderDlq(data.dlq);
   const errors = results.filter((r) => r.status === "rejected").length;
   $("status").textContent = errors ? `${errors} request(s) failed` : "connected";
-  $("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
+  $("updated").textContent = "updated " + new Date(now).toLocaleTimeString() +
+    (truncated.length ? ` (first page only: ${truncated.join(", ")})` : "");
   timer = setTimeout(refresh, REFRESH_MS);
 }
 
