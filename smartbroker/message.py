@@ -125,14 +125,14 @@ def with_sender_routing(message: Message) -> tuple[Message, list[str]]:
     headers = message.properties.headers or {}
     keys = [message.routing_key]
     for name in ("CC", "BCC"):
-        keys += _routing_keys(headers.get(name))
+        keys += routing_keys_in(headers.get(name))
     if "BCC" in headers:
         raw = pc.split_properties(message.header_payload)["headers"]
         kept = [entry for key, entry in pc.table_entries(raw) if key != "BCC"]
         header = pc.replace_properties(message.header_payload, {"headers": pc.join_table(kept)})
         stripped = BccMessage(message.exchange, message.routing_key, message.exchange_rk_ss,
                               header, message.body)
-        stripped.bcc = _routing_keys(headers["BCC"])
+        stripped.bcc = routing_keys_in(headers["BCC"])
         message = stripped
     return message, keys
 
@@ -147,7 +147,7 @@ def with_delivery_count(message: Message, count: int) -> Message:
     return Message(message.exchange, message.routing_key, message.exchange_rk_ss, header, message.body)
 
 
-def _routing_keys(values: Any) -> list[str]:
+def routing_keys_in(values: Any) -> list[str]:
     """A CC/BCC header as routing keys: only an array counts; bytes that are not UTF-8
     are read with replacement characters rather than failing the publish."""
     if not isinstance(values, list):

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from smartbroker.message import Message
 from smartbroker.protocol import codec
+from smartbroker.queues.arguments import parse_expiration
 from smartbroker.store.api import StoreUnavailable
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.reclaim import Reclaimer, SparseSegments
@@ -377,7 +378,4 @@ def _expiration_ms(msg: Message) -> int | None:
     if not msg.flags & codec.FLAG_EXPIRATION:
         return None
     expiration = msg.properties.expiration  # unreadable properties: Malformed, counted
-    try:
-        return max(int(expiration), 0)
-    except (TypeError, ValueError):
-        return None
+    return parse_expiration(expiration) if isinstance(expiration, str) else None

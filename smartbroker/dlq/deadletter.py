@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from smartbroker.message import Message
+from smartbroker.message import Message, routing_keys_in
 from smartbroker.protocol import property_codec as pc
 from smartbroker.protocol.fields import Malformed
 
@@ -41,17 +41,6 @@ _pack_u32 = struct.Struct("!I").pack
 
 def _text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else value
-
-
-def _keys(value: Any) -> list[str]:
-    """CC/BCC values as routing keys (only an array counts, as in RabbitMQ)."""
-    if not isinstance(value, list):
-        return []
-    return [_text(v) if isinstance(v, bytes | bytearray) else str(v) for v in value]
-
-
-def original_routing_keys(message: Message, headers: dict[str, Any]) -> list[str]:
-    return [message.routing_key, *_keys(headers.get("CC"))]
 
 
 def _long(key: str, value: int) -> bytes:
@@ -129,8 +118,8 @@ def with_death(message: Message, queue_name: str, reason: str,
         entry = by_key.get(key)
         return None if entry is None else pc.decode_value(*pc.entry_value(entry))
 
-    routing_keys = [message.routing_key, *_keys(value("CC"))]
-    bcc_keys = _keys(value("BCC")) if "BCC" in by_key else (message.bcc or [])
+    routing_keys = [message.routing_key, *routing_keys_in(value("CC"))]
+    bcc_keys = routing_keys_in(value("BCC")) if "BCC" in by_key else (message.bcc or [])
     now = int(time.time())
     deaths, matched = _deaths(by_key.get("x-death"), queue_name, reason, now)
     if not matched:

@@ -18,7 +18,9 @@ from pamqp import commands, encode
 from pamqp import decode as pamqp_decode
 from pamqp import frame as pamqp_frame
 from pamqp.base import Frame as PamqpMethod
+from pamqp.exceptions import UnmarshalingException
 
+from smartbroker.errors import ConnectionError, MalformedFrame
 from smartbroker.protocol import fields
 
 FRAME_METHOD = 1
@@ -119,8 +121,18 @@ _defaults: dict[type, dict[str, object]] = {}
 
 
 def decode_method(payload: bytes) -> PamqpMethod:
-    """Slow path: a method frame payload to a pamqp object (raises on bad input)."""
-    return pamqp_frame._unmarshal_method_frame(payload)
+    """Slow path: a method frame payload to a pamqp object, or the connection error
+    RabbitMQ answers bytes it cannot parse with."""
+    try:
+        return pamqp_frame._unmarshal_method_frame(payload)
+    except (UnmarshalingException, ValueError, struct.error, IndexError) as exc:
+        cls_id, meth_id = struct.unpack_from("!HH", payload) if len(payload) >= 4 else (0, 0)
+        if "Unknown method index" in str(exc):
+            raise ConnectionError(540, f"unknown method (class {cls_id}, method {meth_id})",
+                                  cls_id, meth_id) from None
+        if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__cause__, UnicodeDecodeError):
+            raise MalformedFrame(501, "Malformed UTF-8 in shortstr") from None  # as RabbitMQ
+        raise ConnectionError(502, "cannot decode method frame", cls_id, meth_id) from None
 
 
 def _decode_method_table(value: bytes) -> tuple[int, dict[str, Any]]:

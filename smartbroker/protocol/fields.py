@@ -52,6 +52,12 @@ _SCALARS: dict[int, tuple[int, Any]] = {
     ord("f"): (4, struct.Struct("!f").unpack_from), ord("d"): (8, struct.Struct("!d").unpack_from),
 }
 _u64 = struct.Struct("!Q").unpack_from
+# payload size of every fixed-size field type, by tag (0 = void, as pamqp also reads it);
+# the validator and the raw-entry walkers of property_codec share this one table
+FIXED_SIZES: dict[int, int] = {ord(k): v for k, v in {
+    "t": 1, "b": 1, "B": 1, "s": 2, "u": 2, "I": 4, "i": 4, "l": 8, "L": 8, "f": 4, "d": 8,
+    "D": 5, "T": 8, "V": 0}.items()}
+FIXED_SIZES[0] = 0
 _T, _TS, _D, _V, _NUL = ord("t"), ord("T"), ord("D"), ord("V"), 0
 _S, _X, _F, _A = ord("S"), ord("x"), ord("F"), ord("A")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from functools import lru_cache
 
+from smartbroker.protocol.fields import FIXED_SIZES as _FIXED
 from smartbroker.protocol.fields import Malformed
 
 _u32 = struct.Struct("!I").unpack_from
@@ -22,9 +23,6 @@ _LAYOUT = ((15, _SHORTSTR), (14, _SHORTSTR), (13, _TABLE), (12, 1), (11, 1), (10
            (9, _SHORTSTR), (8, _SHORTSTR), (7, _SHORTSTR), (6, 8), (5, _SHORTSTR),
            (4, _SHORTSTR), (3, _SHORTSTR), (2, _SHORTSTR))
 # field type byte -> fixed size; S/x (u32-sized), F (table), A (array) handled apart
-_FIXED = {ord(k): v for k, v in {"t": 1, "b": 1, "B": 1, "s": 2, "u": 2, "I": 4, "i": 4,
-                                  "l": 8, "L": 8, "f": 4, "d": 8, "D": 5, "T": 8, "V": 0}.items()}
-_FIXED[0] = 0
 _S, _X, _F, _A = ord("S"), ord("x"), ord("F"), ord("A")
 
 __all__ = ["Malformed", "validate", "validate_fields"]

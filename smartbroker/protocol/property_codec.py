@@ -21,6 +21,7 @@ from typing import Any
 from pamqp import commands
 
 from smartbroker.protocol import fields
+from smartbroker.protocol.fields import FIXED_SIZES as _FIXED
 from smartbroker.protocol.fields import Malformed, Timestamp
 
 _SS, _TABLE, _OCTET, _TS = "shortstr", "table", "octet", "timestamp"
@@ -34,9 +35,6 @@ LAYOUT: tuple[tuple[str, int, str], ...] = (
 )
 _u32 = struct.Struct("!I").unpack_from
 _pack_u32 = struct.Struct("!I").pack
-_FIXED = {ord(k): v for k, v in {"t": 1, "b": 1, "B": 1, "s": 2, "u": 2, "I": 4, "i": 4,
-                                  "l": 8, "L": 8, "f": 4, "d": 8, "D": 5, "T": 8, "V": 0}.items()}
-_FIXED[0] = 0
 _SIZED = frozenset(b"SxFA")
 
 

@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
-from pamqp.exceptions import UnmarshalingException
 
 from smartbroker.broker.channel import Channel
 from smartbroker.broker.limits import check_channel
@@ -220,7 +219,7 @@ class AMQPConnection(asyncio.Protocol):
         if len(payload) >= 2 and payload[1] != 10:  # only class connection lives on channel 0
             raise channel_error("unexpected method in connection state running").at(*_ids(payload))
         try:
-            method = self._decode(payload)
+            method = codec.decode_method(payload)
         except MalformedFrame as err:  # RabbitMQ's reader names connection methods
             raise ConnectionError(err.code, err.text, *_ids(payload)) from None
         try:
@@ -280,7 +279,7 @@ class AMQPConnection(asyncio.Protocol):
                 tag, bits = codec.parse_ack(payload)
                 ch.ack(tag, bool(bits & 1))
                 return
-            method = self._decode(payload)
+            method = codec.decode_method(payload)
             if index == 0x0014000A:
                 raise channel_error("second 'channel.open' seen")
             handler = CHANNEL_HANDLERS.get(type(method))
@@ -291,18 +290,6 @@ class AMQPConnection(asyncio.Protocol):
             self.channel_failed(ch, err.at(*_ids(payload)))
         except ConnectionError as err:
             raise err.at(*_ids(payload)) from None
-
-    def _decode(self, payload: bytes) -> Any:
-        try:
-            return codec.decode_method(payload)
-        except (UnmarshalingException, ValueError, struct.error, UnicodeDecodeError, IndexError) as exc:
-            cls_id, meth_id = _ids(payload)
-            if "Unknown method index" in str(exc):
-                raise ConnectionError(540, f"unknown method (class {cls_id}, method {meth_id})",
-                                      cls_id, meth_id) from None
-            if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__cause__, UnicodeDecodeError):
-                raise MalformedFrame(501, "Malformed UTF-8 in shortstr") from None  # as RabbitMQ
-            raise ConnectionError(502, "cannot decode method frame", cls_id, meth_id) from None
 
     # -- output --------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

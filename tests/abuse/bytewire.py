@@ -94,13 +94,18 @@ class RawClient:
                                  f"{frame.method_id}: {frame.payload[:120]!r}")
         return frame
 
-    def open(self, client_properties: bytes = b"\x00\x00\x00\x00", user: str = "guest",
-             password: str = "guest", vhost: str = "/") -> None:
+    def start_ok(self, client_properties: bytes = b"\x00\x00\x00\x00", mechanism: str = "PLAIN",
+                 response: bytes = b"\x00guest\x00guest") -> None:
+        """Protocol header, connection.start, and this start-ok (tune comes next)."""
         self.sock.sendall(b"AMQP\x00\x00\x09\x01")
         self.expect(10, 10)  # start
-        response = longstr(b"\x00" + user.encode() + b"\x00" + password.encode())
-        self.send_method(0, method(10, 11, client_properties + shortstr("PLAIN") + response
-                                   + shortstr("en_US")))
+        self.send_method(0, method(10, 11, client_properties + shortstr(mechanism)
+                                   + longstr(response) + shortstr("en_US")))
+
+    def open(self, client_properties: bytes = b"\x00\x00\x00\x00", user: str = "guest",
+             password: str = "guest", vhost: str = "/") -> None:
+        self.start_ok(client_properties,
+                      response=b"\x00" + user.encode() + b"\x00" + password.encode())
         tune = self.expect(10, 30)
         channel_max, frame_max, _heartbeat = struct.unpack("!HIH", tune.payload[4:12])
         self.frame_max = frame_max

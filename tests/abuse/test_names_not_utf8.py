@@ -53,10 +53,7 @@ def test_channel_method_with_malformed_short_string_is_a_frame_error(broker: Any
 def test_connection_open_with_malformed_vhost_names_the_method(broker: Any) -> None:
     client = RawClient(broker.host, broker.port)
     try:
-        client.sock.sendall(b"AMQP\x00\x00\x09\x01")
-        client.expect(10, 10)
-        client.send_method(0, method(10, 11, NO_ARGS + shortstr("PLAIN")
-                                     + longstr(b"\x00guest\x00guest") + shortstr("en_US")))
+        client.start_ok()
         tune = client.expect(10, 30)
         client.send_method(0, method(10, 31, tune.payload[4:12]))
         client.send_method(0, method(10, 40, shortstr(b"/\xff") + shortstr("") + b"\x00"))
@@ -140,13 +137,8 @@ def test_amqplain_login_that_is_not_utf8_is_refused(broker: Any) -> None:
 
     client = RawClient(broker.host, broker.port)
     try:
-        client.sock.sendall(b"AMQP\x00\x00\x09\x01")
-        client.expect(10, 10)
-        response = entry("LOGIN", b"S", longstr(b"gu\xffest")) + \
-            entry("PASSWORD", b"S", longstr(b"guest"))
-        caps = NO_ARGS
-        client.send_method(0, method(10, 11, caps + shortstr("AMQPLAIN") + longstr(response)
-                                     + shortstr("en_US")))
+        client.start_ok(mechanism="AMQPLAIN", response=entry("LOGIN", b"S", longstr(b"gu\xffest"))
+                        + entry("PASSWORD", b"S", longstr(b"guest")))
         with pytest.raises((ConnectionError, OSError)):
             client.expect(10, 30)  # never tuned: refused, then the socket closes
     finally:

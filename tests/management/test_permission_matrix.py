@@ -15,7 +15,6 @@ The matrix passes against a real RabbitMQ 3.10.8 too::
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -23,6 +22,8 @@ from urllib.parse import quote
 import httpx
 import pika
 import pytest
+
+from tests.management.scenarios import poll
 
 TAGS = ("management", "policymaker", "monitoring", "administrator")
 PASSWORD = "matrix-pw"
@@ -88,19 +89,6 @@ def user_factory(admin: httpx.Client, world: World) -> Iterator[Callable[[str, b
         admin.delete(f"/api/users/{name}")
 
 
-def wait_for(fetch: Callable[[], object], what: str, timeout: float = 20.0) -> object:
-    """Poll ``fetch`` until it returns something truthy (RabbitMQ's connection stats appear
-    a few seconds after the connection; smartbroker's at once)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = fetch()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not appear within {timeout}s")
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def guest_connection(broker, admin: httpx.Client, world: World) -> Iterator[str]:
     """An AMQP connection of the admin user in the vhost; yields its API name."""
@@ -115,7 +103,7 @@ def guest_connection(broker, admin: httpx.Client, world: World) -> Iterator[str]
                 return c["name"]
         return None
 
-    name = wait_for(find, "the admin's connection")
+    name = poll(find, timeout=20.0, what="the admin's connection")  # RabbitMQ: seconds
     yield str(name)
     if conn.is_open:
         with contextlib.suppress(Exception):  # closed by the test through the API
