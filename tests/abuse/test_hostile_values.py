@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from smartbroker.cli_common import deep_json
+from smartbroker.cli.common import deep_json
 from tests.abuse.bytewire import (
     RawClient,
     entry,

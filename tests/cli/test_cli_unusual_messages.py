@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pika
 
-from smartbroker.cli_common import deep_json
+from smartbroker.cli.common import deep_json
 from tests.abuse.bytewire import RawClient, entry, headers_property, nested_table, table
 
 MICROSECONDS = 1_764_000_000_000_000

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from smartbroker import cli_decoding
-from smartbroker.cli_common import CliError, safe_url
+from smartbroker.cli import decoding
+from smartbroker.cli.common import CliError, safe_url
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
@@ -117,7 +117,7 @@ def run_amqp(url: str, work: Callable[[Session], Awaitable[T]]) -> T:
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
 
     try:
-        with cli_decoding.tolerant():
+        with decoding.tolerant():
             return asyncio.run(main())
     except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
         raise CliError(reply_line(exc) or f"{type(exc).__name__}: {exc}") from None

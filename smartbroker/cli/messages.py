@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from smartbroker.cli_amqp import Session, run_amqp, with_vhost
-from smartbroker.cli_common import (
+from smartbroker.cli.amqp import Session, run_amqp, with_vhost
+from smartbroker.cli.common import (
     DEFAULT_URL,
     CliError,
     JsonOpt,
@@ -21,7 +21,7 @@ from smartbroker.cli_common import (
     parse_pairs,
     require,
 )
-from smartbroker.cli_decoding import timestamp_seconds
+from smartbroker.cli.decoding import timestamp_seconds
 from smartbroker.management.jsonio import dumps, jsonable
 
 AmqpVhostOpt = Annotated[str | None, typer.Option(

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from smartbroker.cli_admin import users_app, vhosts_app
-from smartbroker.cli_common import (
+from smartbroker.cli.admin import users_app, vhosts_app
+from smartbroker.cli.common import (
     DEFAULT_API,
     Api,
     ApiOpt,

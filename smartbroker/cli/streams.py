@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from smartbroker.cli_common import (
+from smartbroker.cli.common import (
     DEFAULT_API,
     Api,
     ApiOpt,

@@ -1,5 +1,5 @@
 """The ``smartbroker`` command: ``serve`` runs the broker; admin commands talk to its
-management API (``cli_admin``), client commands speak AMQP (``cli_messages``)."""
+management API (``cli.admin``), client commands speak AMQP (``cli.messages``)."""
 
 from __future__ import annotations
 
@@ -110,13 +110,14 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from smartbroker import cli_access, cli_admin, cli_dlq, cli_messages, cli_streams, demo
+    from smartbroker import demo
+    from smartbroker.cli import access, admin, dlq, messages, streams
 
-    cli_admin.register(app)
-    cli_access.register(app)
-    cli_messages.register(app)
-    cli_dlq.register(app)
-    cli_streams.register(app)
+    admin.register(app)
+    access.register(app)
+    messages.register(app)
+    dlq.register(app)
+    streams.register(app)
     demo.register(app)
 
 
