@@ -1,19 +1,52 @@
-"""Settings, one pydantic model: defaults < TOML file (--config) < SMARTBROKER_* env < flags."""
+"""Settings, one pydantic model: defaults < TOML file (--config) < SMARTBROKER_* env < flags.
+
+The merge is pydantic-settings' own: ``settings_customise_sources`` lists the sources from
+strongest to weakest (flags arrive as init arguments). ``Config.load`` turns every way a
+setting can be wrong into one ``ConfigError`` line, so ``serve`` never shows a traceback.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
+class ConfigError(ValueError):
+    """A setting that cannot be used, already phrased as one line for the operator."""
+
+
+class _TomlFile(TomlConfigSettingsSource):
+    """The ``--config`` file: keys at the top level or under ``[smartbroker]``, spelt as
+    the flags (``log-level``) or as the fields (``log_level``). Unlike the stock source, a
+    missing file is an error: the operator named it."""
+
+    def _read_files(self, files: Any, deep_merge: bool = False) -> dict[str, Any]:
+        return {} if files is None else self._read_file(Path(files))
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        with open(file_path, "rb") as fh:
+            raw = tomllib.load(fh)
+        table = raw.get("smartbroker", raw)
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {file_path}: 'smartbroker' is not a table")
+        return {k.replace("-", "_"): v for k, v in table.items()}
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SMARTBROKER_", extra="forbid")
+    toml_file: ClassVar[Path | None] = None  # set on the subclass ``load`` builds
 
     host: str = "0.0.0.0"
     port: int = Field(5672, ge=0, le=65535)
@@ -49,16 +82,41 @@ class Config(BaseSettings):
     # always: fsync before every confirm, alone; batch: confirms share fsyncs (group
     # commit, default); never: no fsync (survives a process crash, not a power cut)
     fsync: Literal["always", "batch", "never"] = "batch"
+    # milliseconds between samples of the message counters behind the API's *_details.rate
+    # (RabbitMQ's collect_statistics_interval, same default)
+    collect_statistics_interval: int = Field(5000, ge=10)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Strongest first: flags, SMARTBROKER_* env, the TOML file (no .env, no secrets dir)."""
+        return init_settings, env_settings, _TomlFile(settings_cls, cls.toml_file)
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Config:
-        """File values first, then env (pydantic-settings), then explicit flag overrides."""
-        file_values: dict[str, Any] = {}
-        if config_file is not None:
-            with open(config_file, "rb") as fh:
-                raw = tomllib.load(fh)
-            file_values = {k.replace("-", "_"): v for k, v in raw.get("smartbroker", raw).items()}
-        env_values = cls().model_dump(exclude_unset=True)
-        merged = {**file_values, **env_values,
-                  **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(**merged)
+        """The settings from every source; ``overrides`` (the flags) that are None are unset.
+
+        Raises ConfigError with one readable line for a bad value, an unknown key, an
+        unreadable or malformed file, or an environment variable that does not parse."""
+        flags = {k: v for k, v in overrides.items() if v is not None}
+        # a subclass per call carries the file name to the source: no module-level state
+        loader = type(cls.__name__, (cls,), {"toml_file": config_file, "__module__": cls.__module__})
+        try:
+            return loader(**flags)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "?"
+            raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+        except SettingsError as exc:  # e.g. SMARTBROKER_LOOPBACK_USERS that is not JSON
+            raise ConfigError(f"invalid setting: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: "
+                              f"{exc.strerror or exc}") from None
