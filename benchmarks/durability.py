@@ -40,7 +40,7 @@ LOADGEN = HERE / "build" / "loadgen"
 sys.path.insert(0, str(HERE))
 import pika  # noqa: E402
 from brokerproc import BrokerProcess  # noqa: E402
-from run import loadavg, machine_info  # noqa: E402  (same machine description as run.py)
+from machine import loadavg, machine_info  # noqa: E402  (same machine description as run.py)
 
 
 def rss_kib(pid: int) -> dict[str, int]:

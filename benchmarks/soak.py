@@ -62,7 +62,7 @@ sys.path.insert(0, str(HERE))
 import pika  # noqa: E402
 import pika.exceptions as pex  # noqa: E402
 from brokerproc import BrokerProcess  # noqa: E402
-from run import loadavg, machine_info  # noqa: E402
+from machine import loadavg, machine_info  # noqa: E402
 
 QUEUES = ["soak.q0", "soak.q1", "soak.q2"]
 
