@@ -14,14 +14,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.consumer import ChannelConsumer
+from smartbroker.broker.direct_reply import rewrite_reply_to
 from smartbroker.errors import ChannelError, precondition_failed
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues.base import QueueEntry
+from smartbroker.queues.base import QueueEntry, require
 
 if TYPE_CHECKING:
+    from smartbroker.broker.outbox import Outbox
+    from smartbroker.broker.publish import PublishSession
     from smartbroker.queues.base import Queue
-    from smartbroker.server.connection import AMQPConnection
 
 
 class Unacked:
@@ -36,9 +38,13 @@ class Unacked:
 
 
 class Channel:
-    def __init__(self, conn: AMQPConnection, number: int) -> None:
+    """One AMQP channel; writes only through its connection's ``Outbox`` and publishes
+    through the connection's ``PublishSession``."""
+
+    def __init__(self, conn: Outbox, number: int, session: PublishSession) -> None:
         self.conn = conn
         self.number = number
+        self.session = session
         self.consumers: dict[str, ChannelConsumer] = {}
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
         self.unacked_total = 0
@@ -202,8 +208,7 @@ class Channel:
     def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
         records = self._take(tag, multiple)
         for rec in records:
-            if not rec.queue.capabilities.supports_reject:
-                raise rec.queue.refused("basic.nack and basic.reject")
+            require(rec.queue, "reject")  # the queue type's capabilities decide
         if self.tx is not None:
             self.tx.append(("nack", (records, requeue)))
             return
@@ -244,13 +249,25 @@ class Channel:
         self._redispatch({c.queue for c in self.consumers.values()})
 
     # -- publish -------------------------------------------------------------------------
-    def publish(self, msg: Message, mandatory: bool) -> None:
+    def publish(self, route: tuple[str, str, bytes], mandatory: bool, header_payload: bytes,
+                flags: int, body: bytes) -> None:
+        """One complete message from the client (route and header interned by the front
+        end, ``flags`` from ``codec.property_flags``). Raises ChannelError when refused; the
+        front end closes the channel with it (class/method 60/40). The hot path: one
+        Message, the checks, then routing, with no layer between (kept flat for speed)."""
+        msg = Message.routed(route, header_payload, body, flags)
+        if flags & codec.FLAG_REPLY_TO_PSEUDO:  # direct reply-to
+            msg = rewrite_reply_to(self, msg)
+        session = self.session
+        if not session.conn.has_published:
+            session.first_publish()
+        session.check(msg)
         if self.confirm:
             self.publish_seq += 1
         if self.tx is not None:
             self.tx.append(("publish", (msg, mandatory)))
             return
-        self.conn.publisher.route_publish(self, msg, mandatory)
+        session.route(self, msg, mandatory)
 
     def confirm_settled(self, seq: int, accepted: bool, wait_for_sync: bool) -> None:
         """A publish was routed: confirm it at the next flush (after fsync if persistent)."""
@@ -305,10 +322,11 @@ class Channel:
         to, which ``tx.commit-ok`` must wait to see fsynced."""
         actions, self.tx = self.tx or [], []
         logs: set[Any] = set()
-        store = self.conn.vhost.store
+        store = self.session.store
+        route = self.session.route
         for kind, payload in actions:
             if kind == "publish":
-                logs.update(self.conn.publisher.route_publish(self, *payload).logs)
+                logs.update(route(self, *payload).logs)
                 continue
             records = payload if kind == "ack" else payload[0]
             if store is not None and any(rec.entry.store_id is not None for rec in records):

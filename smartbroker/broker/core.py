@@ -12,8 +12,8 @@ from smartbroker.broker.vhost import VirtualHost
 from smartbroker.config import Config
 
 if TYPE_CHECKING:
+    from smartbroker.broker.outbox import ClientConnection
     from smartbroker.broker.persistence import Persistence
-    from smartbroker.server.connection import AMQPConnection
 
 
 class Broker:
@@ -24,7 +24,7 @@ class Broker:
         self.users.add(config.default_user, config.default_pass, ["administrator"])
         self.permissions = Permissions()
         self.permissions.set(Permission(config.default_user, config.default_vhost))
-        self.connections: set[AMQPConnection] = set()
+        self.connections: set[ClientConnection] = set()  # every listener's live clients
         self.alarms: set[str] = set()  # "memory" / "disk" while a resource alarm is on
         self.persistence: Persistence | None = None
         self.producers = ProducerRegistry()  # replaced by a durable one by Persistence
@@ -32,10 +32,11 @@ class Broker:
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = self.vhosts[name] = VirtualHost(name)
-            if self.persistence is not None:
-                self.persistence.attach(vhost)
-                vhost.listener = self.persistence
+            persistence = self.persistence
+            vhost = self.vhosts[name] = (VirtualHost(name) if persistence is None
+                                         else persistence.vhost(name))
+            if persistence is not None:
+                vhost.listener = persistence
                 self.persistence.vhost_added(name)
         return vhost
 

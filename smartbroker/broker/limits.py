@@ -11,6 +11,7 @@ from smartbroker.errors import not_allowed, precondition_failed
 
 if TYPE_CHECKING:
     from smartbroker.broker.core import Broker
+    from smartbroker.broker.outbox import ClientConnection
 
 VHOST_LIMITS = ("max-connections", "max-queues")
 USER_LIMITS = ("max-connections", "max-channels")
@@ -21,7 +22,7 @@ def _limit(limits: dict[str, int], name: str) -> int | None:
     return value if value is not None and value >= 0 else None
 
 
-def check_connection(broker: Broker, conn: Any, vhost: Any) -> None:
+def check_connection(broker: Broker, conn: ClientConnection, vhost: Any) -> None:
     """At connection.open: the vhost's and the user's connection limits."""
     others = [c for c in broker.connections if c is not conn and c.vhost is not None]
     limit = _limit(vhost.limits, "max-connections")
@@ -34,7 +35,7 @@ def check_connection(broker: Broker, conn: Any, vhost: Any) -> None:
                           f"limit ({limit}) is reached")
 
 
-def check_channel(broker: Broker, conn: Any) -> None:
+def check_channel(broker: Broker, conn: ClientConnection) -> None:
     """At channel.open: the user's channel limit, across all its connections."""
     limit = _limit(conn.user.limits, "max-channels")
     if limit is None:

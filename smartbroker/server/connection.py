@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 
+from smartbroker.broker.access import Access
 from smartbroker.broker.channel import Channel
 from smartbroker.broker.limits import check_channel
+from smartbroker.broker.publish import PublishSession
 from smartbroker.errors import (
     AMQPError,
     ChannelError,
@@ -34,7 +36,6 @@ from smartbroker.handlers import CHANNEL_HANDLERS
 from smartbroker.handlers import connection as connection_class
 from smartbroker.handlers.connection import State
 from smartbroker.protocol import codec
-from smartbroker.server.access import Access
 from smartbroker.server.heartbeat import Heartbeats
 from smartbroker.server.publisher import Publisher
 from smartbroker.server.tls import peer_common_name
@@ -84,9 +85,10 @@ class AMQPConnection(asyncio.Protocol):
         self.has_published = False
         self.peer_cert_name: str | None = None  # CN of a verified TLS client certificate
         self.blocked = False
-        self.access = Access(self)
+        self.access = Access(broker.permissions, self)
         self.check = self.access.check  # conn.check("write", "exchange", name) in handlers
-        self.publisher = Publisher(self)
+        self.publishing = PublishSession(broker, self, self.access)  # broker/publish.py
+        self.publisher = Publisher(self)  # content assembly
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -267,7 +269,7 @@ class AMQPConnection(asyncio.Protocol):
             raise not_allowed(f"number of channels opened ({len(self.channels)}) has reached "
                               f"the negotiated channel_max ({self.channel_max})")
         check_channel(self.broker, self)
-        self.channels[number] = Channel(self, number)
+        self.channels[number] = Channel(self, number, self.publishing)
         self.write(codec.channel_open_ok_frame(number))
 
     def _channel_method(self, ch: Channel, payload: bytes, index: int) -> None:

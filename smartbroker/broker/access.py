@@ -1,33 +1,37 @@
 """What one connection may do: RabbitMQ's permission checks (``Permissions``) with a cache
-of what this connection was already allowed, dropped whenever any permission changes."""
+of what this connection was already allowed, dropped whenever any permission changes.
+
+Broker policy, not I/O: it reads the connection's user and vhost (set at connection.open,
+after this object is made) through the ``ClientConnection`` protocol."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from smartbroker.broker.permissions import indirect_targets
+from smartbroker.broker.permissions import Permissions, indirect_targets
 
 if TYPE_CHECKING:
-    from smartbroker.server.connection import AMQPConnection
+    from smartbroker.broker.outbox import ClientConnection
 
 
 class Access:
-    __slots__ = ("conn", "_allowed", "version")
+    __slots__ = ("conn", "permissions", "_allowed", "version")
 
-    def __init__(self, conn: AMQPConnection) -> None:
+    def __init__(self, permissions: Permissions, conn: ClientConnection) -> None:
         self.conn = conn
+        self.permissions = permissions
         self._allowed: set[tuple[str, str, str]] = set()
         self.version = -1  # the Permissions.version the cache was filled under
 
     def check(self, kind: str, resource: str, name: str) -> None:
         """configure/write/read on a queue or exchange; 403 unless allowed."""
-        conn = self.conn
-        perms = conn.broker.permissions
+        perms = self.permissions
         if self.version != perms.version:
             self._allowed.clear()
             self.version = perms.version
         key = (kind, resource, name)
         if key not in self._allowed:
+            conn = self.conn
             perms.check(conn.user.name, conn.vhost.name, kind, resource, name)  # type: ignore[arg-type]
             self._allowed.add(key)
 
@@ -45,12 +49,12 @@ class Access:
 
     def check_topic(self, kind: str, exchange: Any, routing_key: str) -> None:
         """Topic permissions: only on topic exchanges, only for users that have some."""
-        conn = self.conn
-        perms = conn.broker.permissions
+        perms = self.permissions
         if perms.topic and exchange is not None and exchange.type_name == "topic":
+            conn = self.conn
             perms.check_topic(conn.user.name, conn.vhost.name, kind, exchange.name,  # type: ignore[arg-type]
                               routing_key)
 
     def check_topic_named(self, kind: str, exchange: str, routing_key: str) -> None:
-        if self.conn.broker.permissions.topic:
+        if self.permissions.topic:
             self.check_topic(kind, self.conn.vhost.exchanges.get(exchange), routing_key)
