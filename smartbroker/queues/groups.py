@@ -13,12 +13,12 @@ stream's offsets log (a keyed log: the newest record per group/partition wins).
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.errors import precondition_failed
+from smartbroker.queues.offsets import OffsetBook
 from smartbroker.queues.stream_args import parse_offset_spec
 
 if TYPE_CHECKING:
@@ -26,36 +26,10 @@ if TYPE_CHECKING:
 
 REBALANCE_MODES = ("cooperative", "eager")
 DEFAULT_SESSION_TIMEOUT_MS = 10_000
-_offset = struct.Struct("<q")
 
 
 def _text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-class OffsetBook:
-    """Durable committed offsets of every group of one stream."""
-
-    def __init__(self, log: Any) -> None:
-        self.log = log
-        self.offsets: dict[tuple[str, int], int] = {}
-        for record in log.scan_records():
-            if record.key is None:
-                continue
-            group, _, part = record.key.decode().rpartition("\x00")
-            self.offsets[(group, int(part))] = _offset.unpack(record.payload)[0]
-
-    def get(self, group: str, partition: int) -> int | None:
-        return self.offsets.get((group, partition))
-
-    def commit(self, group: str, partition: int, offset: int) -> None:
-        if self.offsets.get((group, partition)) == offset:
-            return
-        self.offsets[(group, partition)] = offset
-        self.log.append(_offset.pack(offset), None, f"{group}\x00{partition}".encode())
-
-    def groups(self) -> set[str]:
-        return {group for group, _ in self.offsets}
 
 
 class GroupMember:

@@ -1,0 +1,120 @@
+"""Committed offsets of consumer groups, and the offset arithmetic every front end shares.
+
+``OffsetBook`` is the one store of committed offsets of a stream: the AMQP consumer groups
+commit to it as they ack, an operator resets it, and a second front end (a Kafka
+listener's OffsetCommit/OffsetFetch) can use the same book. It is a keyed log: the newest
+record per group/partition wins, an empty record deletes the key, so re-opening the log
+replays it into the same table. ``OffsetReset`` is ``kafka-consumer-groups
+--reset-offsets``: where to move a group, always clipped to what the partition holds.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+RESET_KINDS = ("earliest", "latest", "offset", "datetime", "shift")
+_offset = struct.Struct("<q")
+
+
+def _key(group: str, partition: int) -> bytes:
+    return f"{group}\x00{partition}".encode()
+
+
+class OffsetBook:
+    """Durable committed offsets of every group of one stream (``log``: its offsets log)."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.offsets: dict[tuple[str, int], int] = {}
+        for record in log.scan_records():
+            if record.key is None:
+                continue
+            group, _, part = record.key.decode().rpartition("\x00")
+            if record.payload:
+                self.offsets[(group, int(part))] = _offset.unpack(record.payload)[0]
+            else:  # a tombstone: the group was deleted
+                self.offsets.pop((group, int(part)), None)
+
+    def get(self, group: str, partition: int) -> int | None:
+        return self.offsets.get((group, partition))
+
+    def commit(self, group: str, partition: int, offset: int) -> None:
+        if self.offsets.get((group, partition)) == offset:
+            return  # acks that do not advance the offset write nothing
+        self.offsets[(group, partition)] = offset
+        self.log.append(_offset.pack(offset), None, _key(group, partition))
+
+    def forget(self, group: str) -> bool:
+        """Delete every committed offset of ``group`` (tombstones); False if it had none."""
+        keys = [key for key in self.offsets if key[0] == group]
+        for key in keys:
+            del self.offsets[key]
+            self.log.append(b"", None, _key(*key))
+        return bool(keys)
+
+    def groups(self) -> set[str]:
+        return {group for group, _ in self.offsets}
+
+    def partitions(self, group: str) -> dict[int, int]:
+        """The committed offsets of one group, by partition."""
+        return {p: offset for (g, p), offset in self.offsets.items() if g == group}
+
+
+def position(committed: int | None, log: Any) -> int:
+    """Where a group reads next in a partition: its committed offset, never before the
+    first offset retention kept (records before it are gone); the start if none."""
+    first = log.first_offset
+    return first if committed is None else max(committed, first)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetReset:
+    """Where a reset moves a group's committed offsets. ``value`` is the offset
+    (``offset``), epoch milliseconds (``datetime``) or the delta (``shift``); unused for
+    ``earliest`` (first offset kept) and ``latest`` (past the last offset)."""
+
+    kind: str
+    value: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in RESET_KINDS:
+            raise ValueError(f"unknown reset {self.kind!r}: expected one of {RESET_KINDS}")
+        if self.kind in ("offset", "datetime", "shift") and self.value is None:
+            raise ValueError(f"'{self.kind}' reset needs an integer value")
+
+    def target(self, log: Any, committed: int) -> int:
+        """The new committed offset of one partition, clipped to ``[first, next]``."""
+        first, end = log.first_offset, log.next_offset
+        if self.kind == "earliest":
+            return first
+        if self.kind == "latest":
+            return end
+        assert self.value is not None  # __post_init__
+        if self.kind == "datetime":
+            wanted = log.offset_for_timestamp(self.value)
+        elif self.kind == "offset":
+            wanted = self.value
+        else:
+            wanted = committed + self.value
+        return min(max(wanted, first), end)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    """What one partition of a stream holds, by offset (``last`` is None when empty)."""
+
+    partition: int
+    first: int
+    last: int | None
+    next: int
+    messages: int
+    size_bytes: int
+    segments: int
+
+    @classmethod
+    def of(cls, partition: int, log: Any) -> PartitionOffsets:
+        first, end = log.first_offset, log.next_offset
+        return cls(partition, first, end - 1 if end > first else None, end, end - first,
+                   log.size_bytes, len(log.segments()))
