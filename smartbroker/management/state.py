@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.management.rates import MessageRates, readings
+
 if TYPE_CHECKING:
     from smartbroker.broker.core import Broker
 
@@ -27,9 +29,12 @@ class ManagementState:
     _hooked: set[int] = field(default_factory=set)
     amqp_port: int | None = None
     http_port: int | None = None
+    rates: MessageRates = field(init=False)  # sampled on a timer the server starts
 
     def __post_init__(self) -> None:
         self.hook_vhosts()
+        self.rates = MessageRates(lambda: readings(self),
+                                  self.broker.config.collect_statistics_interval / 1000)
 
     # -- counters that survive deletion --------------------------------------------------
     def hook_vhosts(self) -> None:

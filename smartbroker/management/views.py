@@ -6,25 +6,27 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Exchange
 from smartbroker.management.formatting import jsonable, properties_key
-from smartbroker.management.rates import RATES
 
 if TYPE_CHECKING:
     from smartbroker.broker.vhost import VirtualHost
     from smartbroker.management.state import ManagementState
 
 
-def _rate(value: int | float, key: Any = None) -> dict[str, Any]:
-    return {"rate": RATES.rate(key, value) if key is not None else 0.0}
+def _rate(rate: float = 0.0) -> dict[str, Any]:
+    return {"rate": rate}
 
 
-def message_stats(stats: dict[str, int], key: Any = None) -> dict[str, Any]:
-    """RabbitMQ's message_stats; ``key`` names the counters so rates can be computed."""
+def message_stats(stats: dict[str, int], rates: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """RabbitMQ's message_stats; ``rates`` are the counters' last sampled rates, in
+    ``state.STAT_KEYS`` order (``MessageRates.of``), None for none yet."""
     out: dict[str, Any] = {}
-    for src, names in (("publish", ("publish",)), ("deliver", ("deliver_get", "deliver")),
-                       ("ack", ("ack",)), ("redeliver", ("redeliver",))):
+    for i, (src, names) in enumerate((("publish", ("publish",)),
+                                      ("deliver", ("deliver_get", "deliver")),
+                                      ("ack", ("ack",)), ("redeliver", ("redeliver",)))):
+        rate = rates[i] if rates is not None else 0.0
         for name in names:
             out[name] = stats.get(src, 0)
-            out[f"{name}_details"] = _rate(out[name], (key, name) if key is not None else None)
+            out[f"{name}_details"] = _rate(rate)
     return out
 
 
@@ -58,7 +60,7 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "consumers": q.consumer_count,
         "exclusive_consumer_tag": consumers[0].tag if consumers and consumers[0].exclusive else None,
         "consumer_utilisation": None,
-        "message_stats": message_stats(getattr(q, "stats", {}), ("queue", id(q))),
+        "message_stats": message_stats(getattr(q, "stats", {}), state.rates.of(id(q))),
         **(_stream_fields(q) if queue_type(q) == "stream" else {}),
     }
 

@@ -105,6 +105,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
         raise
     monitor = ResourceMonitor(broker, config.data_dir)
     monitor.start()
+    rates = management.state.rates  # *_details.rate, sampled every collect_statistics_interval
+    rates.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
@@ -118,6 +120,7 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
         for srv in servers:
             srv.close()
         await monitor.stop()
+        await rates.stop()
         await management.stop()
         for conn in list(broker.connections):
             conn.server_close()

@@ -143,7 +143,8 @@ def test_queue_name_with_slash_and_space(api: httpx.Client, uid: str) -> None:
 
 
 def test_publish_rate_is_reported(api, broker_url: str, qname: str) -> None:
-    """message_stats.publish_details.rate reflects recent publishing (sampled per read)."""
+    """message_stats.publish_details.rate reflects recent publishing (sampled every
+    collect_statistics_interval, 5 s by default as in RabbitMQ: this waits up to 15 s)."""
     import time
 
     import pika

@@ -10,6 +10,7 @@ from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.management.deps import CallerDep, StateDep, UserDep
 from smartbroker.management.formatting import product_version
 from smartbroker.management.models import WhoAmI
+from smartbroker.management.rates import OVERVIEW
 from smartbroker.management.routers.common import api_router
 from smartbroker.management.state import resident_memory
 from smartbroker.management.views import message_stats, open_connections
@@ -61,7 +62,7 @@ async def overview(state: StateDep, caller: CallerDep) -> dict[str, Any]:
         "disable_stats": False,
         "enable_queue_totals": True,
         "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
-        "message_stats": message_stats(state.totals(), "overview"),
+        "message_stats": message_stats(state.totals(), state.rates.of(OVERVIEW)),
         **_totals(state, caller),
         "listeners": listeners,
         "contexts": [{"node": state.node, "description": "RabbitMQ Management", "path": "/",
