@@ -4,6 +4,10 @@ Layout: ``<base:020d>.log`` data files, ``<base>.idx`` saved sparse indexes, and
 ``<start>-<end>.hole`` markers for segments deleted out of order (so recovery can tell a
 deliberate gap from a lost file). Offsets are never reused: the newest segment is never
 deleted, and its file name keeps the next offset even when it is empty.
+
+Opening the directory is ``recovery.py``, the markers ``holes.py``, the fsync rounds
+``commit.py`` and the compaction policy ``compact.py``; this module appends, reads and
+deletes.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from . import record
 from .api import LogStats, Record, SegmentInfo, StoreUnavailable
 from .commit import GroupCommit
 from .handles import HANDLES
+from .holes import HoleMarkers, unlink
+from .recovery import COMPACT_SUFFIX, recover
 from .segment import Segment, data_name, index_name
 
+__all__ = ["COMPACT_SUFFIX", "SegmentLog"]  # COMPACT_SUFFIX: compact.py and tests import it here
 log = logging.getLogger(__name__)
-COMPACT_SUFFIX = ".compact"  # a compacted rewrite of <base>.log before it is renamed over it
 
 
 class SegmentLog:
@@ -47,7 +53,7 @@ class SegmentLog:
         self._stats = LogStats()
         self._segs: list[Segment] = []
         self._bases: list[int] = []
-        self._holes: list[tuple[int, int]] = []
+        self._holes = HoleMarkers(self.directory)
         self._unsynced: dict[int, Segment] = {}  # base -> segment written but not fsynced
         self._in_round: list[tuple[Segment, int]] = []  # (segment, its write count) being fsynced
         self._to_close: list[int] = []
@@ -64,58 +70,12 @@ class SegmentLog:
     # -- opening ---------------------------------------------------------------------
 
     def _open(self, verify: bool) -> None:
-        logs, idxs = set(), set()
-        for name in os.listdir(self.directory):
-            stem, _, ext = name.partition(".")
-            if ext == "log" and stem.isdigit():
-                logs.add(int(stem))
-            elif ext == "idx" and stem.isdigit():
-                idxs.add(int(stem))
-            elif ext == "hole" and "-" in stem:
-                a, b = stem.split("-")
-                self._holes.append((int(a), int(b)))
-            elif ext.endswith(COMPACT_SUFFIX):  # a compaction cut short: the old file stands
-                self._unlink(name)
-        bases = sorted(logs)
-        top = max(bases + [e for _, e in self._holes] + [0])
-        for base in sorted(idxs - logs):
-            log.error("segment %s is missing (its index is there)", data_name(base))
-            top = max(top, base + 1)
-        for i, base in enumerate(bases):
-            path = os.path.join(self.directory, data_name(base))
-            seg = None
-            try:
-                seg = Segment(self.directory, base, HANDLES.open_file(path), self.index_interval, self._stats)
-                HANDLES.opened(seg)  # recovering thousands of segments keeps only so many open
-                seg.recover(tail=i == len(bases) - 1, trust_index=not verify)
-            except OSError as e:
-                log.error("segment %s is unreadable, skipping it: %s", path, e)
-                self._stats.unreadable_segments.append(path)
-                if seg is not None and (fd := seg.close()) >= 0:
-                    os.close(fd)
-                top = max(top, base + 1)
-                continue
-            self._segs.append(seg)
-            self._bases.append(base)
-        for prev, seg in zip(self._segs, self._segs[1:], strict=False):
-            if prev.next_offset < seg.base and not self._hole_covers(prev.next_offset, seg.base):
-                log.error("offsets %d..%d are missing (segment lost)", prev.next_offset, seg.base - 1)
-                self._stats.missing_ranges.append((prev.next_offset, seg.base))
+        self._segs, top = recover(self.directory, self.index_interval, self._stats,
+                                  self._holes, verify)
+        self._bases = [s.base for s in self._segs]
         if not self._segs or top > self._segs[-1].next_offset:
             self._create(top)  # never reuse offsets a lost or unreadable tail may have held
-        self._drop_old_holes()
-
-    def _hole_covers(self, start: int, end: int) -> bool:
-        for a, b in sorted(self._holes):
-            if a <= start < b:
-                start = b
-        return start >= end
-
-    def _drop_old_holes(self) -> None:
-        first = self._bases[0]
-        for a, b in [h for h in self._holes if h[1] <= first]:
-            self._holes.remove((a, b))
-            self._unlink(f"{a:020d}-{b:020d}.hole")
+        self._holes.drop_below(self._bases[0])
 
     def _create(self, base: int) -> Segment:
         fd = HANDLES.open_file(os.path.join(self.directory, data_name(base)), os.O_RDWR | os.O_CREAT)
@@ -340,13 +300,13 @@ class SegmentLog:
                 return False
             self._roll()
         if i > 0:  # out of order: leave a marker so recovery does not call the gap a loss
-            self._add_hole(seg.base, self._bases[i + 1])
+            self._holes.add(seg.base, self._bases[i + 1])
         del self._segs[i], self._bases[i]
         self._unsynced.pop(seg.base, None)
         self._unlink(data_name(seg.base))
         self._unlink(os.path.basename(seg.index_path))
         self._close_segment(seg)
-        self._drop_old_holes()
+        self._holes.drop_below(self._bases[0])
         return True
 
     def delete_before(self, offset: int) -> int:
@@ -356,25 +316,6 @@ class SegmentLog:
             self.delete_segment(self._segs[0].base)
             n += 1
         return n
-
-    def _add_hole(self, start: int, end: int) -> None:
-        """Mark [start, end) as deliberately empty; touching markers merge into one (so a
-        compacted stream does not pile up one file per deleted segment). The new marker is
-        created before the old ones go, so a crash leaves overlapping markers, never none."""
-        for a, b in list(self._holes):
-            if a <= end and start <= b:
-                start, end = min(a, start), max(b, end)
-        try:
-            with open(os.path.join(self.directory, f"{start:020d}-{end:020d}.hole"), "wb"):
-                pass
-        except OSError as e:
-            raise StoreUnavailable(f"cannot record deletion: {e}") from e
-        for a, b in [h for h in self._holes if start <= h[0] and h[1] <= end]:
-            self._holes.remove((a, b))
-            if (a, b) == (start, end):
-                continue
-            self._unlink(f"{a:020d}-{b:020d}.hole")
-        self._holes.append((start, end))
 
     # -- compaction primitives (the policy lives in compact.py) ------------------------
 
@@ -397,7 +338,7 @@ class SegmentLog:
         if new is None:
             return self.delete_segment(old.base)
         if new.next_offset < old.next_offset:
-            self._add_hole(new.next_offset, old.next_offset)
+            self._holes.add(new.next_offset, old.next_offset)
         self._unlink(index_name(old.base))  # a stale index must never describe the new file
         os.replace(old.path + COMPACT_SUFFIX, old.path)
         self._dir_dirty = True  # the next commit round fsyncs the directory
@@ -423,8 +364,7 @@ class SegmentLog:
             os.close(fd)
 
     def _unlink(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.directory, name))
+        unlink(self.directory, name)
 
     # -- closing ---------------------------------------------------------------------
 
