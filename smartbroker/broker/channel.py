@@ -13,6 +13,8 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from pamqp import commands
+
 from smartbroker.broker.consumer import ChannelConsumer
 from smartbroker.broker.direct_reply import rewrite_reply_to
 from smartbroker.errors import ChannelError, precondition_failed
@@ -116,8 +118,6 @@ class Channel:
         if self.consumers.pop(consumer.tag, None) is None:
             return
         if self.conn.client_capability("consumer_cancel_notify") and not self.closing:
-            from pamqp import commands
-
             cancel = codec.build(commands.Basic.Cancel, consumer_tag=consumer.tag, nowait=True)
             if self.held_cancels is not None:
                 self.held_cancels.append(cancel)

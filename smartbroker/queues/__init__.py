@@ -1,0 +1,1 @@
+"""Queue types (classic, stream) behind one interface (base.Queue)."""
