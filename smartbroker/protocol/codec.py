@@ -8,20 +8,13 @@ function here against pamqp with hypothesis.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import inspect
 import struct
-from typing import Any
 
 from pamqp import commands, encode
-from pamqp import decode as pamqp_decode
-from pamqp import frame as pamqp_frame
 from pamqp.base import Frame as PamqpMethod
-from pamqp.exceptions import UnmarshalingException
 
-from smartbroker.errors import ConnectionError, MalformedFrame
-from smartbroker.protocol import fields
+from smartbroker.protocol.methods import decode_method, with_datetimes  # noqa: F401 - re-exported
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -120,52 +113,6 @@ def build(cls: type[PamqpMethod], **fields: object) -> PamqpMethod:
 _defaults: dict[type, dict[str, object]] = {}
 
 
-def decode_method(payload: bytes) -> PamqpMethod:
-    """Slow path: a method frame payload to a pamqp object, or the connection error
-    RabbitMQ answers bytes it cannot parse with."""
-    try:
-        return pamqp_frame._unmarshal_method_frame(payload)
-    except (UnmarshalingException, ValueError, struct.error, IndexError) as exc:
-        cls_id, meth_id = struct.unpack_from("!HH", payload) if len(payload) >= 4 else (0, 0)
-        if "Unknown method index" in str(exc):
-            raise ConnectionError(540, f"unknown method (class {cls_id}, method {meth_id})",
-                                  cls_id, meth_id) from None
-        if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__cause__, UnicodeDecodeError):
-            raise MalformedFrame(501, "Malformed UTF-8 in shortstr") from None  # as RabbitMQ
-        raise ConnectionError(502, "cannot decode method frame", cls_id, meth_id) from None
-
-
-def _decode_method_table(value: bytes) -> tuple[int, dict[str, Any]]:
-    """pamqp's ``decode.field_table`` for method frames (client properties, arguments),
-    replaced: pamqp recurses per nesting level (a RecursionError for a table a few hundred
-    deep, which RabbitMQ accepts) and copies the rest of the frame per entry (quadratic in
-    a table of many tiny fields). ``fields.decode_table`` is linear and iterative.
-    Timestamps become ``datetime`` as pamqp makes them, where one can hold them, since
-    argument checks (``x-stream-offset``) expect that."""
-    try:
-        table, end = fields.decode_table(value, 0)
-    except fields.Malformed as exc:
-        raise ValueError(str(exc)) from None
-    return end, with_datetimes(table)
-
-
-def with_datetimes(table: dict[str, Any]) -> dict[str, Any]:
-    """``table`` with its ``fields.Timestamp`` values made ``datetime`` where they fit."""
-    stack: list[Any] = [table]
-    while stack:
-        container = stack.pop()
-        pairs = container.items() if isinstance(container, dict) else enumerate(container)
-        for key, value in list(pairs):
-            if isinstance(value, dict | list):
-                stack.append(value)
-            elif isinstance(value, fields.Timestamp):
-                seconds = int(value) / 1000.0 if value > 0xFFFFFFFF else int(value)
-                with contextlib.suppress(OverflowError, OSError, ValueError):  # else: raw int
-                    container[key] = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-    return table
-
-
-pamqp_decode.METHODS["table"] = _decode_method_table
 
 
 def content_frames(channel: int, header_payload: bytes, body: bytes, frame_max: int) -> list[bytes]:
