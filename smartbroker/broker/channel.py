@@ -20,7 +20,7 @@ from smartbroker.broker.direct_reply import rewrite_reply_to
 from smartbroker.errors import ChannelError, precondition_failed
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues.base import QueueEntry, require
+from smartbroker.queues.base import QueueEntry
 
 if TYPE_CHECKING:
     from smartbroker.broker.outbox import Outbox
@@ -208,7 +208,8 @@ class Channel:
     def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
         records = self._take(tag, multiple)
         for rec in records:
-            require(rec.queue, "reject")  # the queue type's capabilities decide
+            if not rec.queue.capabilities.supports_reject:
+                raise rec.queue.refused("basic.nack and basic.reject")
         if self.tx is not None:
             self.tx.append(("nack", (records, requeue)))
             return
