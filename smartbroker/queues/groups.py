@@ -1,231 +1,197 @@
-"""Consumer groups on a stream: partitions shared by members, offsets committed by acks.
+"""The consumer groups of one stream, behind the one API every front end uses.
 
-Each partition is owned by exactly one member (members beyond the partition count sit
-idle). The committed offset of a partition is the next offset to read: one past the
-highest *contiguously* acked delivery, so a crash redelivers only unacked work
-(at-least-once); with ``no_ack`` it commits at delivery (at-most-once). Rebalancing on
-join/leave is ``cooperative`` (sticky: only partitions that must move are revoked) or
-``eager`` (everything revoked and reassigned: the classic stop-the-world). A member with
-``x-group-instance-id`` that leaves keeps its partitions for the session timeout, so a quick
-reconnect resumes without any rebalance (static membership). Commits are durable in the
-stream's offsets log (a keyed log: the newest record per group/partition wins).
+A group's state is in two parts, both here in ``queues/``: the live group
+(``groups_members.ConsumerGroup``: members, assignment, unacked progress) and its committed
+offsets (``offsets.OffsetBook``, durable in the stream's offsets log). A group exists
+while it has either, so after a restart a group known only by its offsets is still
+listed, described, reset and deleted. AMQP consumers ``join`` and ``leave``; the
+management API (and the CLI through it) lists, describes, resets and deletes; another
+front end can ``commit`` and read ``committed`` on the same book. A refusal is a
+``GroupError`` whose text a front end shows as it is.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from smartbroker.errors import precondition_failed
-from smartbroker.queues.offsets import OffsetBook
-from smartbroker.queues.stream_args import parse_offset_spec
+from smartbroker.queues.groups_members import ConsumerGroup, GroupMember
+from smartbroker.queues.offsets import OffsetBook, OffsetReset, position
 
 if TYPE_CHECKING:
     from smartbroker.queues.stream import Reader, StreamQueue
 
-REBALANCE_MODES = ("cooperative", "eager")
-DEFAULT_SESSION_TIMEOUT_MS = 10_000
+__all__ = ["GroupActive", "GroupError", "GroupInfo", "GroupMember", "MemberInfo",
+           "OffsetMove", "PartitionLag", "StreamGroups", "UnknownGroup", "UnknownPartition"]
 
 
-def _text(value: Any) -> Any:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
+class GroupError(Exception):
+    """A group operation refused; ``str()`` is the text for the client."""
 
 
-class GroupMember:
-    __slots__ = ("reader", "group", "instance_id", "session_timeout")
+class UnknownGroup(GroupError):
+    """No live group and no committed offsets by that name on the stream."""
 
-    def __init__(self, reader: Reader, group: ConsumerGroup, instance_id: str | None,
-                 session_timeout: float) -> None:
-        self.reader = reader
-        self.group = group
-        self.instance_id = instance_id
-        self.session_timeout = session_timeout
+
+class UnknownPartition(GroupError):
+    """The stream has no such partition."""
+
+
+class GroupActive(GroupError):
+    """The group has members (or static members within their session timeout): its
+    offsets are theirs to move, by acking."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    consumer_tag: str
+    instance_id: str | None
+    partitions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    partition: int
+    committed: int  # the next offset the group reads
+    first: int  # the first offset the partition still holds
+    end: int  # the partition's next offset
+    lag: int
+    owner: str | None  # the consumer tag of the member that owns it
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    name: str
+    queue: str
+    vhost: str
+    active: bool
+    rebalance: str | None  # None: no member joined since the broker started
+    members: tuple[MemberInfo, ...]
+    static_members_away: int
+    partitions: tuple[PartitionLag, ...]
 
     @property
-    def partitions(self) -> list[int]:
-        return sorted(self.reader.cursors)
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
 
 
-class _Progress:
-    """Deliveries of one partition not yet acked, in delivery order."""
+@dataclass(frozen=True, slots=True)
+class OffsetMove:
+    """One partition of a reset: the committed offset before and after."""
 
-    __slots__ = ("pending", "acked", "high")
-
-    def __init__(self) -> None:
-        self.pending: deque[int] = deque()
-        self.acked: set[int] = set()
-        self.high = -1  # highest offset ever delivered in this group (for ``redelivered``)
+    partition: int
+    before: int
+    after: int
+    lag_after: int
 
 
-class ConsumerGroup:
-    def __init__(self, name: str, stream: StreamQueue, book: OffsetBook) -> None:
-        self.name = name
+class StreamGroups:
+    """Every consumer group of one stream: live groups by name plus the offset book."""
+
+    validate_arguments = staticmethod(ConsumerGroup.validate_arguments)
+
+    def __init__(self, stream: StreamQueue, book: OffsetBook) -> None:
         self.stream = stream
         self.book = book
-        self.members: list[GroupMember] = []
-        self.owner: dict[int, GroupMember] = {}
-        self.held: dict[str, tuple[list[int], Any]] = {}  # static members away: partitions, timer
-        self.progress = {p: _Progress() for p in range(len(stream.logs))}
-        self.mode = "cooperative"
-        self.rebalances = 0
+        self.live: dict[str, ConsumerGroup] = {}
+
+    # -- membership (AMQP consumers with x-consumer-group) ---------------------------------
+    def join(self, name: str, reader: Reader, arguments: Mapping[str, Any]) -> ConsumerGroup:
+        group = self.live.get(name)
+        if group is None:
+            group = self.live[name] = ConsumerGroup(name, self.stream, self.book)
+        group.join(reader, arguments)
+        return group
 
     @staticmethod
-    def validate_arguments(arguments: Mapping[str, Any]) -> None:
-        mode = _text(arguments.get("x-rebalance", "cooperative"))
-        if mode not in REBALANCE_MODES:
-            raise precondition_failed(f"invalid x-rebalance {mode!r}: expected cooperative or eager")
-        instance = arguments.get("x-group-instance-id")
-        if instance is not None and not isinstance(instance, str | bytes):
-            raise precondition_failed("x-group-instance-id must be a string")
-        timeout = arguments.get("x-session-timeout", DEFAULT_SESSION_TIMEOUT_MS)
-        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
-            raise precondition_failed("x-session-timeout must be a non-negative integer (ms)")
+    def leave(reader: Reader) -> None:
+        if reader.member is not None:
+            reader.member.group.leave(reader)
 
-    # -- offsets ---------------------------------------------------------------------------
-    def committed(self, partition: int) -> int:
-        offset = self.book.get(self.name, partition)
-        lg = self.stream.logs[partition]
-        return lg.first_offset if offset is None else max(offset, lg.first_offset)
+    # -- reading -----------------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self.live or any(g == name for g, _ in self.book.offsets)
 
-    def lag(self, partition: int) -> int:
-        return max(self.stream.logs[partition].next_offset - self.committed(partition), 0)
+    def names(self) -> list[str]:
+        return sorted(set(self.live) | self.book.groups())
 
-    def _initialise(self, arguments: Mapping[str, Any]) -> None:
-        """A new group starts where its first member's ``x-stream-offset`` says, once."""
-        spec = parse_offset_spec(arguments.get("x-stream-offset"))
-        for p in range(len(self.stream.logs)):
-            if self.book.get(self.name, p) is None:
-                self.book.commit(self.name, p, self.stream.start_offset(p, spec))
+    def committed(self, name: str, partition: int) -> int:
+        """The next offset the group reads in ``partition`` (the start if it never committed)."""
+        return position(self.book.get(name, partition), self._log(partition))
 
-    # -- membership ------------------------------------------------------------------------
-    def join(self, reader: Reader, arguments: Mapping[str, Any]) -> None:
-        if not self.members and not self.held:
-            self.mode = _text(arguments.get("x-rebalance", "cooperative"))
-        self._initialise(arguments)
-        instance = arguments.get("x-group-instance-id")
-        instance = _text(instance) if instance is not None else None
-        timeout = arguments.get("x-session-timeout", DEFAULT_SESSION_TIMEOUT_MS) / 1000.0
-        member = GroupMember(reader, self, instance, timeout)
-        reader.member = member
-        self.members.append(member)
-        if instance is not None and instance in self.held:
-            partitions, timer = self.held.pop(instance)
-            if timer is not None:
-                timer.cancel()
-            for p in partitions:  # same partitions back, no rebalance
-                self._assign(p, member)
+    def lag(self, name: str, partition: int) -> int:
+        return max(self._log(partition).next_offset - self.committed(name, partition), 0)
+
+    def describe(self, name: str) -> GroupInfo:
+        live = self._existing(name)
+        owners = {p: m.reader.consumer.tag for p, m in live.owner.items()} if live else {}
+        partitions = []
+        for p, lg in enumerate(self.stream.logs):
+            committed = position(self.book.get(name, p), lg)
+            partitions.append(PartitionLag(p, committed, lg.first_offset, lg.next_offset,
+                                           max(lg.next_offset - committed, 0), owners.get(p)))
+        members = tuple(MemberInfo(m.reader.consumer.tag, m.instance_id, tuple(m.partitions))
+                        for m in live.members) if live else ()
+        return GroupInfo(name, self.stream.name, self.stream.vhost,
+                         live is not None and live.active, live.mode if live else None,
+                         members, len(live.held) if live else 0, tuple(partitions))
+
+    def describe_all(self) -> list[GroupInfo]:
+        return [self.describe(name) for name in self.names()]
+
+    # -- changing ----------------------------------------------------------------------------
+    def commit(self, name: str, partition: int, offset: int) -> None:
+        """Commit for a front end whose members commit explicitly (the AMQP members
+        commit as they ack, in ``ConsumerGroup``); creates the group if need be."""
+        self._log(partition)
+        self.book.commit(name, partition, offset)
+
+    def reset(self, name: str, to: OffsetReset, *, dry_run: bool = False) -> list[OffsetMove]:
+        """Move every partition's committed offset (``kafka-consumer-groups
+        --reset-offsets``); refused while the group has members."""
+        self._existing(name)
+        self.refuse_if_active(name, "resetting offsets")
+        plan = []
+        for p, lg in enumerate(self.stream.logs):
+            before = position(self.book.get(name, p), lg)
+            after = to.target(lg, before)
+            plan.append(OffsetMove(p, before, after, max(lg.next_offset - after, 0)))
+        if not dry_run:
+            for move in plan:
+                self.book.commit(name, move.partition, move.after)
+        return plan
+
+    def delete(self, name: str) -> None:
+        """Forget the group and its committed offsets; refused while it has members."""
+        self._existing(name)
+        self.refuse_if_active(name, "deleting it")
+        self.live.pop(name, None)
+        self.book.forget(name)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _log(self, partition: int) -> Any:
+        logs = self.stream.logs
+        if not 0 <= partition < len(logs):
+            raise UnknownPartition(f"stream '{self.stream.name}' in vhost '{self.stream.vhost}' "
+                                   f"has no partition {partition}")
+        return logs[partition]
+
+    def _existing(self, name: str) -> ConsumerGroup | None:
+        """The live group (None if only its offsets exist); ``UnknownGroup`` if neither."""
+        live = self.live.get(name)
+        if live is None and name not in self:
+            raise UnknownGroup(f"consumer group '{name}' not found on stream "
+                               f"'{self.stream.name}' in vhost '{self.stream.vhost}'")
+        return live
+
+    def refuse_if_active(self, name: str, doing: str) -> None:
+        """``GroupActive`` if the group has members: only a stopped group is moved."""
+        live = self.live.get(name)
+        if live is None or not live.active:
             return
-        self.rebalance()
-
-    def leave(self, reader: Reader) -> None:
-        member = reader.member
-        if member is None or member not in self.members:
-            return
-        self.members.remove(member)
-        reader.member = None
-        partitions = [p for p, owner in self.owner.items() if owner is member]
-        for p in partitions:
-            self._revoke(p)
-        if member.instance_id is not None and member.session_timeout > 0 and partitions:
-            timer = self.stream.host.call_later(member.session_timeout,
-                                                lambda: self._session_expired(member.instance_id)) \
-                if self.stream.host is not None else None
-            self.held[member.instance_id] = (partitions, timer)
-            return
-        self.rebalance()
-
-    def _session_expired(self, instance_id: str) -> None:
-        if self.held.pop(instance_id, None) is not None:
-            self.rebalance()
-            self.stream.dispatch()
-
-    # -- assignment ------------------------------------------------------------------------
-    def _assign(self, partition: int, member: GroupMember) -> None:
-        self.owner[partition] = member
-        member.reader.cursors[partition] = self.committed(partition)
-
-    def _revoke(self, partition: int) -> None:
-        owner = self.owner.pop(partition, None)
-        if owner is not None:
-            owner.reader.cursors.pop(partition, None)
-        progress = self.progress[partition]
-        progress.pending.clear()
-        progress.acked.clear()
-
-    def rebalance(self) -> None:
-        """Give every free partition an owner, ``cooperative``ly or ``eager``ly."""
-        self.rebalances += 1
-        held = {p for parts, _ in self.held.values() for p in parts}
-        partitions = [p for p in range(len(self.stream.logs)) if p not in held]
-        members = self.members
-        if not members:
-            for p in partitions:
-                self._revoke(p)
-            return
-        if self.mode == "eager":
-            for p in partitions:
-                self._revoke(p)
-        quota = {m: len(partitions) // len(members) + (1 if i < len(partitions) % len(members) else 0)
-                 for i, m in enumerate(members)}
-        kept: dict[GroupMember, list[int]] = {m: [] for m in members}
-        free = []
-        for p in partitions:
-            owner = self.owner.get(p)
-            if owner in kept and len(kept[owner]) < quota[owner]:
-                kept[owner].append(p)
-            else:
-                if owner is not None:
-                    self._revoke(p)
-                free.append(p)
-        for member in members:
-            while len(kept[member]) < quota[member] and free:
-                p = free.pop(0)
-                kept[member].append(p)
-                self._assign(p, member)
-
-    # -- deliveries and commits ------------------------------------------------------------
-    def was_delivered(self, partition: int, offset: int) -> bool:
-        return offset <= self.progress[partition].high
-
-    def delivered(self, partition: int, offset: int, no_ack: bool) -> None:
-        progress = self.progress[partition]
-        if offset > progress.high:
-            progress.high = offset
-        if no_ack:
-            if not progress.pending:
-                self.book.commit(self.name, partition, offset + 1)
-            return
-        progress.pending.append(offset)
-
-    def acked(self, reader: Reader, partition: int, offset: int) -> None:
-        member = reader.member
-        if member is None or self.owner.get(partition) is not member:
-            return  # revoked meanwhile: its new owner gets it again
-        progress = self.progress[partition]
-        progress.acked.add(offset)
-        pending = progress.pending
-        advanced = None
-        while pending and pending[0] in progress.acked:
-            done = pending.popleft()
-            progress.acked.discard(done)
-            advanced = done + 1
-        if advanced is not None:
-            self.book.commit(self.name, partition, advanced)
-
-    # -- admin -----------------------------------------------------------------------------
-    @property
-    def active(self) -> bool:
-        return bool(self.members) or bool(self.held)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "group": self.name, "queue": self.stream.name, "rebalance": self.mode,
-            "members": [{"consumer_tag": m.reader.consumer.tag, "instance_id": m.instance_id,
-                         "partitions": m.partitions} for m in self.members],
-            "partitions": [{"partition": p, "committed_offset": self.committed(p),
-                            "end_offset": self.stream.logs[p].next_offset, "lag": self.lag(p),
-                            "owner": getattr(self.owner.get(p), "reader", None) and
-                            self.owner[p].reader.consumer.tag}
-                           for p in range(len(self.stream.logs))],
-        }
+        members, held = len(live.members), len(live.held)
+        what = f"{members} active member(s)" + (f" and {held} static member(s) within their "
+                                                 f"session timeout" if held else "")
+        raise GroupActive(f"consumer group '{name}' on stream '{self.stream.name}' has "
+                          f"{what}: stop its consumers before {doing}")

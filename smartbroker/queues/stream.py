@@ -26,7 +26,8 @@ from smartbroker.errors import not_implemented, precondition_failed
 from smartbroker.message import Message
 from smartbroker.protocol import codec
 from smartbroker.queues.base import Capabilities, Consumer
-from smartbroker.queues.groups import ConsumerGroup, GroupMember, OffsetBook
+from smartbroker.queues.groups import GroupMember, StreamGroups
+from smartbroker.queues.offsets import OffsetBook
 from smartbroker.queues.stream_args import (
     EQUIVALENCE_ARGUMENTS,
     STREAM_ARGUMENTS,
@@ -139,7 +140,7 @@ class StreamQueue:
         self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
         self.last_log: Any = None  # the log the last publish went to (for confirms)
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
-        self.groups: dict[str, ConsumerGroup] = {}
+        self.groups = StreamGroups(self, self.offsets)
         self._retention_timer = None
         self._schedule_retention()
 
@@ -224,7 +225,7 @@ class StreamQueue:
         if group is not None:
             if not isinstance(group, str):  # bytes here: a long string that is not UTF-8
                 raise precondition_failed("x-consumer-group must be a UTF-8 string")
-            ConsumerGroup.validate_arguments(arguments)
+            StreamGroups.validate_arguments(arguments)
 
     def add_consumer(self, consumer: Consumer) -> None:
         args = getattr(consumer, "arguments", {}) or {}
@@ -235,10 +236,7 @@ class StreamQueue:
         group_name = args.get("x-consumer-group")
         if group_name is not None:
             group_name = group_name.decode() if isinstance(group_name, bytes) else str(group_name)
-            group = self.groups.get(group_name)
-            if group is None:
-                group = self.groups[group_name] = ConsumerGroup(group_name, self, self.offsets)
-            group.join(reader, args)
+            self.groups.join(group_name, reader, args)
         else:
             only = args.get("x-stream-partition")
             partitions = [only] if only is not None else range(len(self.logs))
@@ -251,8 +249,7 @@ class StreamQueue:
         if reader is None:
             return
         self.consumers.remove(consumer)
-        if reader.member is not None:
-            reader.member.group.leave(reader)
+        self.groups.leave(reader)
         self.dispatch()
 
     def start_offset(self, partition: int, spec: OffsetSpec) -> int:

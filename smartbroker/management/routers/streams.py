@@ -1,10 +1,12 @@
 """/api/streams[/{vhost}[/{name}]] and /api/groups[...] (smartbroker's own: RabbitMQ has no
 HTTP view of stream offsets or consumer groups).
 
-A group is listed if it has a ``ConsumerGroup`` on the stream (members joined since the
-broker started) or committed offsets in the stream's ``OffsetBook`` (e.g. after a restart).
-Resetting offsets follows ``kafka-consumer-groups --reset-offsets``: refused (409) while the
-group has members, every target clipped to the partition's ``[first, next]`` offsets.
+Consumer-group state and its operations live in ``queues/groups.py`` (``StreamGroups``:
+a group exists while it has live members or committed offsets, e.g. after a restart) and
+the offset arithmetic in ``queues/offsets.py``; this router parses the request, calls
+them, and renders JSON. Resetting offsets follows ``kafka-consumer-groups
+--reset-offsets``: refused (409) while the group has members, every target clipped to the
+partition's ``[first, next]`` offsets.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
 from smartbroker.management.errors import ApiError, bad_request, not_found
 from smartbroker.management.models import Body
 from smartbroker.management.routers.common import api_router, paginate, vhost_filter
+from smartbroker.queues.groups import GroupActive, GroupError, GroupInfo, UnknownGroup
+from smartbroker.queues.offsets import OffsetReset, PartitionOffsets
 
 router = api_router()
 
@@ -51,15 +55,13 @@ def _stream(state: Any, vhost: str, name: str) -> Any:
 
 
 def group_names(stream: Any) -> list[str]:
-    return sorted(set(stream.groups) | stream.offsets.groups())
+    return stream.groups.names()
 
 
 def partition_json(stream: Any, p: int) -> dict[str, Any]:
-    lg = stream.logs[p]
-    first, nxt = lg.first_offset, lg.next_offset
-    return {"partition": p, "first_offset": first,
-            "last_offset": nxt - 1 if nxt > first else None, "next_offset": nxt,
-            "messages": nxt - first, "size_bytes": lg.size_bytes, "segments": len(lg.segments())}
+    o = PartitionOffsets.of(p, stream.logs[p])
+    return {"partition": p, "first_offset": o.first, "last_offset": o.last, "next_offset": o.next,
+            "messages": o.messages, "size_bytes": o.size_bytes, "segments": o.segments}
 
 
 def stream_json(stream: Any) -> dict[str, Any]:
@@ -79,41 +81,21 @@ def stream_json(stream: Any) -> dict[str, Any]:
     }
 
 
-def _committed(stream: Any, group: str, p: int) -> int:
-    live = stream.groups.get(group)
-    if live is not None:
-        return live.committed(p)
-    offset = stream.offsets.get(group, p)
-    lg = stream.logs[p]
-    return lg.first_offset if offset is None else max(offset, lg.first_offset)
-
-
-def group_json(stream: Any, name: str) -> dict[str, Any]:
-    live = stream.groups.get(name)
-    if live is not None:
-        doc = live.describe()
-        held = len(live.held)
-        members, mode = doc["members"], doc["rebalance"]
-        owners = {p["partition"]: p["owner"] for p in doc["partitions"]}
-    else:
-        held, members, mode, owners = 0, [], None, {}
-    partitions = []
-    for p in range(len(stream.logs)):
-        lg = stream.logs[p]
-        committed = _committed(stream, name, p)
-        partitions.append({"partition": p, "committed_offset": committed,
-                           "first_offset": lg.first_offset, "end_offset": lg.next_offset,
-                           "lag": max(lg.next_offset - committed, 0), "owner": owners.get(p)})
-    active = bool(members) or held > 0
-    return {"group": name, "name": name, "queue": stream.name, "vhost": stream.vhost,
-            "state": "active" if active else "empty", "active": active, "rebalance": mode,
-            "members": members, "static_members_away": held,
-            "lag": sum(p["lag"] for p in partitions), "partitions": partitions}
+def group_json(info: GroupInfo) -> dict[str, Any]:
+    return {"group": info.name, "name": info.name, "queue": info.queue, "vhost": info.vhost,
+            "state": "active" if info.active else "empty", "active": info.active,
+            "rebalance": info.rebalance,
+            "members": [{"consumer_tag": m.consumer_tag, "instance_id": m.instance_id,
+                         "partitions": list(m.partitions)} for m in info.members],
+            "static_members_away": info.static_members_away, "lag": info.lag,
+            "partitions": [{"partition": p.partition, "committed_offset": p.committed,
+                            "first_offset": p.first, "end_offset": p.end, "lag": p.lag,
+                            "owner": p.owner} for p in info.partitions]}
 
 
 def _group(state: Any, vhost: str, queue: str, group: str) -> Any:
     stream = _stream(state, vhost, queue)
-    if group not in stream.groups and group not in stream.offsets.groups():
+    if group not in stream.groups:
         raise ApiError(404, "not_found", f"consumer group '{group}' not found on stream "
                                          f"'{queue}' in vhost '{vhost}'")
     return stream
@@ -138,7 +120,7 @@ async def get_stream(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
 
 # -- consumer groups -------------------------------------------------------------------------
 def _groups(vhosts: list[Any]) -> list[dict[str, Any]]:
-    return [group_json(s, g) for s in _streams(vhosts) for g in group_names(s)]
+    return [group_json(info) for s in _streams(vhosts) for info in s.groups.describe_all()]
 
 
 @router.get("/groups")
@@ -153,7 +135,7 @@ async def vhost_groups(vhost: str, request: Request, state: StateDep) -> Any:
 
 @router.get("/groups/{vhost}/{queue}/{group}")
 async def get_group(vhost: str, queue: str, group: str, state: StateDep) -> dict[str, Any]:
-    return group_json(_group(state, vhost, queue, group), group)
+    return group_json(_group(state, vhost, queue, group).groups.describe(group))
 
 
 def parse_datetime_ms(value: Any) -> int:
@@ -187,18 +169,21 @@ def _int_value(body: ResetBody) -> int:
     return value
 
 
-def target_offset(stream: Any, group: str, p: int, body: ResetBody) -> int:
-    lg = stream.logs[p]
-    first, nxt = lg.first_offset, lg.next_offset
-    if body.to == "earliest":
-        return first
-    if body.to == "latest":
-        return nxt
+def reset_spec(body: ResetBody) -> OffsetReset:
+    """The body as the queue's reset takes it (datetimes as epoch milliseconds)."""
+    if body.to in ("earliest", "latest"):
+        return OffsetReset(body.to)
     if body.to == "datetime":
-        return min(max(lg.offset_for_timestamp(parse_datetime_ms(body.value)), first), nxt)
-    n = _int_value(body)
-    wanted = n if body.to == "offset" else _committed(stream, group, p) + n
-    return min(max(wanted, first), nxt)
+        return OffsetReset("datetime", parse_datetime_ms(body.value))
+    return OffsetReset(body.to, _int_value(body))
+
+
+def _refused(error: GroupError) -> ApiError:
+    if isinstance(error, UnknownGroup):
+        return ApiError(404, "not_found", str(error))
+    if isinstance(error, GroupActive):
+        return ApiError(409, "conflict", str(error))
+    return bad_request(str(error))
 
 
 @router.post("/groups/{vhost}/{queue}/{group}/reset")
@@ -208,21 +193,12 @@ async def reset_group(vhost: str, queue: str, group: str, body: ResetBody,
     Committing offsets is what a consumer of the stream does: read on the queue."""
     stream = _group(state, vhost, queue, group)
     caller.amqp(vhost).check("read", "queue", stream.name, Refusal.REASON)
-    live = stream.groups.get(group)
-    if live is not None and live.active:
-        members, held = len(live.members), len(live.held)
-        what = f"{members} active member(s)" + (f" and {held} static member(s) within their "
-                                                 f"session timeout" if held else "")
-        raise ApiError(409, "conflict", f"consumer group '{group}' on stream '{queue}' has "
-                                        f"{what}: stop its consumers before resetting offsets")
-    plan = []
-    for p in range(len(stream.logs)):
-        before = _committed(stream, group, p)
-        after = target_offset(stream, group, p, body)
-        plan.append({"partition": p, "before": before, "after": after,
-                     "lag_after": max(stream.logs[p].next_offset - after, 0)})
-    if not body.dry_run:
-        for row in plan:
-            stream.offsets.commit(group, row["partition"], row["after"])
+    try:
+        stream.groups.refuse_if_active(group, "resetting offsets")  # 409 before a bad value
+        plan = stream.groups.reset(group, reset_spec(body), dry_run=body.dry_run)
+    except GroupError as error:
+        raise _refused(error) from None
     return {"group": group, "queue": queue, "vhost": vhost, "to": body.to, "value": body.value,
-            "dry_run": body.dry_run, "partitions": plan}
+            "dry_run": body.dry_run,
+            "partitions": [{"partition": m.partition, "before": m.before, "after": m.after,
+                            "lag_after": m.lag_after} for m in plan]}
