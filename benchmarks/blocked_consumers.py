@@ -25,8 +25,9 @@ from pamqp import body, commands, frame, header
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from brokerproc import BrokerProcess  # noqa: E402
 from memory import BATCH, RawClient  # noqa: E402
+
+from smartbroker.launcher import BrokerProcess  # noqa: E402
 
 
 def consume_many(client: RawClient, queue: str, consumers: int) -> None:

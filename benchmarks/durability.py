@@ -39,8 +39,11 @@ ROOT = HERE.parent
 LOADGEN = HERE / "build" / "loadgen"
 sys.path.insert(0, str(HERE))
 import pika  # noqa: E402
-from brokerproc import BrokerProcess  # noqa: E402
 from machine import loadavg, machine_info  # noqa: E402  (same machine description as run.py)
+
+from smartbroker.launcher import BrokerProcess  # noqa: E402
+
+START_TIMEOUT, STOP_TIMEOUT = 600.0, 300.0  # a million persistent messages to recover, flush
 
 
 def rss_kib(pid: int) -> dict[str, int]:
@@ -121,7 +124,7 @@ def queue_depth(url: str, queue: str) -> int:
 
 def first_message_after_start(broker: BrokerProcess, queue: str) -> tuple[float, float]:
     """Start the broker; (s to port open, s to the first message consumable)."""
-    to_port = broker.start()
+    to_port = broker.start(START_TIMEOUT, wait_api=False).startup_seconds
     params = pika.URLParameters(broker.url)
     params.connection_attempts = 1
     while True:
@@ -183,8 +186,8 @@ def main() -> int:
                     "loadgen": LOADGEN.exists()}
     rows: list[tuple[str, str]] = []
     try:
-        result["cold_start_s"] = broker.start()
-        broker.ready_for_signals()
+        result["cold_start_s"] = broker.start(START_TIMEOUT, wait_api=False).startup_seconds
+        broker.wait_serving()
 
         # (a) throughput
         lg = loadgen_throughput(broker, args)
@@ -228,7 +231,8 @@ def main() -> int:
                      f"{result['b_fill']['rss_bytes_per_message']:.0f} B/msg"))
 
         # (c) recovery: graceful restart, then kill -9
-        stop_s, rc = broker.stop()
+        rc = broker.stop(STOP_TIMEOUT)
+        stop_s = broker.stop_seconds
         if rc != 0:
             raise RuntimeError(f"broker exited with {rc} on SIGTERM")
         to_port, to_first = first_message_after_start(broker, "sbdur-fill")
@@ -240,7 +244,7 @@ def main() -> int:
                      f"{to_port:.2f} s / {to_first:.2f} s (stop {stop_s:.2f} s); "
                      f"RSS {rss_after['VmRSS'] / 1024:,.0f} MiB"))
         assert depth == args.count, f"graceful restart: {depth} of {args.count} back"
-        broker.ready_for_signals()  # a kill -9 of a broker that finished starting
+        broker.wait_serving()  # a kill -9 of a broker that finished starting
         broker.kill()
         to_port, to_first = first_message_after_start(broker, "sbdur-fill")
         depth = queue_depth(broker.url, "sbdur-fill")
@@ -253,7 +257,7 @@ def main() -> int:
         assert depth == args.count, f"after kill -9: {depth} of {args.count} back"
         result["recovery_log"] = [line for line in broker.log().splitlines()
                                   if "recovered" in line or "truncat" in line or "bad record" in line]
-        broker.stop()
+        broker.stop(STOP_TIMEOUT)
     finally:
         if broker.alive():
             broker.kill()

@@ -28,9 +28,10 @@ from pamqp import exceptions as pamqp_exceptions
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from brokerproc import BrokerProcess  # noqa: E402
 from durability import rss_kib  # noqa: E402
 from machine import loadavg, machine_info  # noqa: E402
+
+from smartbroker.launcher import BrokerProcess  # noqa: E402
 
 BATCH = 1000
 

@@ -22,7 +22,7 @@ import pika
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from brokerproc import BrokerProcess  # noqa: E402
+from smartbroker.launcher import BrokerProcess  # noqa: E402
 
 
 def store_mib(data_dir: Path) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
         broker = BrokerProcess(Path(tmp) / "data",
                                env={"SMARTBROKER_MESSAGE_SEGMENT_BYTES": str(seg)},
                                **({"tree": args.tree} if args.tree else {}))
-        broker.start(wait_api=True)
+        broker.start()
         try:
             conn = pika.BlockingConnection(pika.URLParameters(broker.url))
             ch = conn.channel()

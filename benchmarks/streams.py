@@ -46,7 +46,8 @@ from typing import Any
 
 import aio_pika
 import pika
-from brokerproc import BrokerProcess
+
+from smartbroker.launcher import BrokerProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -262,7 +263,7 @@ def main() -> None:
     args = ap.parse_args()
 
     sys.path.insert(0, str(HERE))
-    from run import machine_info  # noqa: E402 - the runner's machine description
+    from machine import machine_info  # the runner's machine description
 
     tmp = Path(tempfile.mkdtemp(prefix="sb-streams-bench-"))
     broker = BrokerProcess(tmp / "data", log_level="warning")

@@ -8,119 +8,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+# The broker subprocess helper lives in the package (shared with the benchmarks and the
+# demo); re-exported here because many tests import it from tests.conftest.
+from smartbroker.launcher import BrokerProcess, free_port, wait_for_port
+
+__all__ = ["BrokerProcess", "assert_clean_log", "free_port", "wait_for_port"]
+
 EXTERNAL_URL = os.environ.get("SMARTBROKER_TEST_URL")
 EXTERNAL_API = os.environ.get("SMARTBROKER_TEST_API")  # e.g. http://guest:guest@localhost:15672
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(host: str, port: int, proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
-    """Block until the port accepts connections (or the process dies)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"broker exited early with code {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"broker did not listen on {host}:{port} within {timeout}s")
-
-
-@dataclass
-class BrokerProcess:
-    """A smartbroker started as a subprocess; restartable and killable for crash tests."""
-
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    management_port: int = field(default_factory=free_port)
-    extra_args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen | None = None
-    log_path: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    @property
-    def api(self) -> str:
-        return f"http://guest:guest@127.0.0.1:{self.management_port}"
-
-    def start(self) -> BrokerProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir.parent / f"broker-{self.port}.log"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the subprocess
-        cmd = [
-            sys.executable, "-m", "smartbroker", "serve",
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--management-port", str(self.management_port),
-            "--data-dir", str(self.data_dir),
-            "--log-level", "info",
-            *(() if "--prometheus-port" in self.extra_args else ("--prometheus-port", "0")),
-            *self.extra_args,
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **self.env})
-        wait_for_port(self.host, self.port, self.proc)
-        wait_for_port(self.host, self.management_port, self.proc)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
-        self.proc = None
-        return rc
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> BrokerProcess:
-        self.stop()
-        return self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def tracebacks(self) -> list[str]:
-        """Each traceback in this broker's log, with the line before it (what was logged)."""
-        lines = self.log().splitlines()
-        return ["\n".join(lines[max(i - 1, 0):i + 25]) for i, line in enumerate(lines)
-                if line.startswith("Traceback (most recent call last)")]
 
 
 def assert_clean_log(proc: BrokerProcess) -> None:

@@ -1,0 +1,228 @@
+"""Start a smartbroker subprocess on free loopback ports, wait until it serves, stop it.
+
+The one copy used by the test fixtures, the benchmark scripts and ``smartbroker demo``:
+each needs a broker it owns (its own data dir and ports) that it can stop gracefully,
+``kill -9`` and restart on the same ports. Readiness is polled (AMQP port, then an HTTP
+answer from the management API), never slept for. Standard library only, so that neither
+the package nor the benchmarks depend on a test library.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+_AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+_POLL = 0.01  # seconds between readiness probes
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the broker binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, proc: subprocess.Popen | None,
+                  timeout: float = 20.0) -> None:
+    """Block until ``port`` accepts connections; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while not port_open(host, port):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"broker exited early with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"broker did not listen on {host}:{port} within {timeout}s")
+        time.sleep(_POLL)
+
+
+class BrokerProcess:
+    """One ``python -m smartbroker serve`` child: restartable (same ports and data dir)
+    and killable, with its log in a file next to the data dir.
+
+    ``--prometheus-port 0`` is passed unless ``extra_args`` names a port, so that many
+    brokers run side by side. ``tree`` runs the ``smartbroker`` of another checkout
+    (``PYTHONPATH`` and cwd), as the soak test does with a frozen worktree.
+    """
+
+    def __init__(self, data_dir: Path, *, log_path: Path | None = None,
+                 port: int | None = None, management_port: int | None = None,
+                 extra_args: Iterable[str] = (), env: Mapping[str, str] | None = None,
+                 log_level: str = "info", tree: Path | None = None,
+                 new_session: bool = False) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.management_port = management_port or free_port()
+        self.log_path = log_path or self.data_dir.parent / f"broker-{self.port}.log"
+        self.extra_args = list(extra_args)
+        self.env = dict(env or {})
+        self.log_level = log_level
+        self.tree = tree
+        self.new_session = new_session  # a Ctrl-C of the caller does not reach the broker
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.startup_seconds = 0.0  # start() until the AMQP port (and API) answered
+        self.stop_seconds = 0.0  # SIGTERM until exit (or SIGKILL), of the last stop()
+        self._serving = False  # the management API answered: the SIGTERM handler is in
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{HOST}:{self.port}/"
+
+    @property
+    def api(self) -> str:
+        """The management API's base URL with the default credentials."""
+        return f"http://guest:guest@{HOST}:{self.management_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the broker was never started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self) -> list[str]:
+        named_prometheus = any(a.split("=")[0] == "--prometheus-port" for a in self.extra_args)
+        return [sys.executable, "-m", "smartbroker", "serve", "--host", HOST,
+                "--port", str(self.port), "--management-port", str(self.management_port),
+                "--data-dir", str(self.data_dir), "--log-level", self.log_level,
+                *(() if named_prometheus else ("--prometheus-port", "0")), *self.extra_args]
+
+    def start(self, timeout: float = 60.0, wait_api: bool = True) -> BrokerProcess:
+        """Start and wait until AMQP accepts connections (recovery is done by then) and,
+        with ``wait_api``, the management API answers. ``startup_seconds`` says how long."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            log.write(f"===== start at {time.strftime('%H:%M:%S')} =====\n".encode())
+            log.flush()
+            self.started_at = time.monotonic()
+            self._serving = False
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, cwd=self.tree,
+                                         start_new_session=self.new_session)
+        try:
+            wait_for_port(HOST, self.port, self.proc, timeout)
+            if wait_api:
+                self.wait_serving(self.started_at + timeout - time.monotonic())
+        except (RuntimeError, TimeoutError) as exc:
+            self.kill()
+            raise type(exc)(f"{exc}; see {self.log_path}") from None
+        self.startup_seconds = time.monotonic() - self.started_at
+        return self
+
+    def serving(self) -> bool:
+        """Whether the management API answers HTTP (any status: 401 is an answer too)."""
+        if not self._serving:
+            try:
+                self._request("/api/healthchecks/node", timeout=1.0)
+                self._serving = True
+            except urllib.error.HTTPError:
+                self._serving = True
+            except (OSError, ValueError):
+                pass
+        return self._serving
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """Until the management API answers; by then the SIGTERM handler is installed."""
+        deadline = time.monotonic() + timeout
+        while not self.serving():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited early with code {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the management API did not answer")
+            time.sleep(_POLL)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Graceful stop: SIGTERM once the handler is installed (the API answered), then
+        SIGKILL after ``timeout``. Returns the exit code (negative for a signal), None if
+        it was never started."""
+        if self.proc is None:
+            return None
+        if self.alive():
+            # a SIGTERM before the handler is in would not be a graceful stop; a broker
+            # that hangs or dies while starting is terminated anyway
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                self.wait_serving(min(timeout, 60.0))
+            t0 = time.monotonic()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.stop_seconds = time.monotonic() - t0
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs in the broker."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, timeout: float = 10.0) -> BrokerProcess:
+        self.stop(timeout)
+        return self.start()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tracebacks(self) -> list[str]:
+        """Each traceback in the log, with the line before it (what was being logged)."""
+        lines = self.log().splitlines()
+        return ["\n".join(lines[max(i - 1, 0):i + 25]) for i, line in enumerate(lines)
+                if line.startswith("Traceback (most recent call last)")]
+
+    def get_json(self, path: str, timeout: float = 2.0) -> Any:
+        """GET ``path`` (``/api/...``) from the management API as guest."""
+        return json.loads(self._request(path, timeout))
+
+    def _request(self, path: str, timeout: float) -> bytes:
+        req = urllib.request.Request(f"http://{HOST}:{self.management_port}{path}",
+                                     headers={"Authorization": _AUTH})
+        with _DIRECT.open(req, timeout=timeout) as resp:
+            return resp.read()
+
+    def rss(self) -> int | None:
+        """Resident memory of the broker in bytes (Linux), None when unknown."""
+        if not self.alive():
+            return None
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
