@@ -71,15 +71,16 @@ class PublishSession:
         the front end adds class/method 60/40 and closes the channel."""
         conn = self.conn
         access = self.access
-        if msg.exchange != self._write_ok or access.version != access.permissions.version:
-            access.check("write", "exchange", msg.exchange)
-            self._write_ok = msg.exchange
+        exchange = msg.route[0]  # not msg.exchange: a property call less per publish
+        if exchange != self._write_ok or access.version != access.permissions.version:
+            access.check("write", "exchange", exchange)
+            self._write_ok = exchange
         vhost = conn.vhost
-        ex = vhost.exchanges.get(msg.exchange)
+        ex = vhost.exchanges.get(exchange)
         if ex is None:
-            raise not_found(f"no exchange '{msg.exchange}' in vhost '{vhost.name}'")
+            raise not_found(f"no exchange '{exchange}' in vhost '{vhost.name}'")
         if ex.internal:
-            raise access_refused(f"cannot publish to internal exchange '{msg.exchange}' in vhost "
+            raise access_refused(f"cannot publish to internal exchange '{exchange}' in vhost "
                                  f"'{vhost.name}'")
         if access.permissions.topic:
             access.check_topic("write", ex, msg.routing_key)
