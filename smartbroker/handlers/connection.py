@@ -1,13 +1,12 @@
-"""AMQP class ``connection``: the handshake (start/tune/open) and close, on channel 0.
+"""AMQP class ``connection`` on channel 0: authentication, vhost access and limits.
 
-States advance strictly: AWAIT_START_OK -> AWAIT_TUNE_OK -> AWAIT_OPEN -> OPEN, and
-CLOSING once either side has sent ``connection.close``. Any other method on channel 0 in a
-state that does not expect it is a 503 COMMAND_INVALID (RabbitMQ's reply).
+The protocol (``protocol/states.py``) decides which method may come when and moves the
+state; these handlers only react to the methods it lets through and ask it to send the
+replies (tune, open-ok, close-ok), which is what moves it on.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import platform
 import struct
@@ -16,8 +15,11 @@ from pamqp import commands
 
 import smartbroker
 from smartbroker.broker.limits import check_connection
-from smartbroker.errors import command_invalid, not_allowed
+from smartbroker.errors import not_allowed
 from smartbroker.protocol import fields
+from smartbroker.protocol.states import State
+
+__all__ = ["CAPABILITIES", "HANDLERS", "MECHANISMS", "State", "handle", "start_method"]
 
 log = logging.getLogger("smartbroker.connection")
 CAPABILITIES = {
@@ -32,16 +34,6 @@ CAPABILITIES = {
     "direct_reply_to": True,
 }
 MECHANISMS = "PLAIN AMQPLAIN"
-
-
-class State(enum.Enum):
-    AWAIT_HEADER = 0
-    AWAIT_START_OK = 1
-    AWAIT_TUNE_OK = 2
-    AWAIT_OPEN = 3
-    OPEN = 4
-    CLOSING = 5
-    CLOSED = 6
 
 
 def start_method(external: bool = False) -> commands.Connection.Start:
@@ -121,33 +113,13 @@ def start_ok(conn, m: commands.Connection.StartOk) -> None:
         refuse_login(conn, m.mechanism, credentials[0] if credentials else "")
         return
     conn.user = user
-    cfg = conn.broker.config
-    conn.state = State.AWAIT_TUNE_OK
-    conn.send_method(0, commands.Connection.Tune(
-        channel_max=cfg.channel_max, frame_max=cfg.frame_max, heartbeat=cfg.heartbeat))
-
-
-def _negotiated(field: str, value: int, minimum: int, maximum: int) -> None:
-    """rabbit_reader:validate_negotiated_integer_value: 0 means "no limit" from the client,
-    which a broker with a limit refuses, as RabbitMQ does (the failure is logged; the client
-    sees the socket closed, see AMQPConnection.close_silently)."""
-    if value and value < minimum:
-        raise not_allowed(f"negotiated {field} = {value} is lower than the minimum allowed "
-                          f"value ({minimum})")
-    if value == 0 or value > maximum:
-        detail = " (no limit)" if value == 0 and field == "channel_max" else ""
-        raise not_allowed(f"negotiated {field} = {value}{detail} is higher than the maximum "
-                          f"allowed value ({maximum})")
+    conn.write(conn.proto.send_tune())
 
 
 def tune_ok(conn, m: commands.Connection.TuneOk) -> None:
-    cfg = conn.broker.config
-    _negotiated("frame_max", m.frame_max, 4096, cfg.frame_max)
-    _negotiated("channel_max", m.channel_max, 1, cfg.channel_max)
-    conn.frame_max = m.frame_max
-    conn.channel_max = m.channel_max
-    conn.start_heartbeat(m.heartbeat)
-    conn.state = State.AWAIT_OPEN
+    """The protocol checked and took the client's limits (RabbitMQ's
+    validate_negotiated_integer_value); the connection starts heartbeats."""
+    conn.tuned()
 
 
 def open_(conn, m: commands.Connection.Open) -> None:
@@ -158,13 +130,12 @@ def open_(conn, m: commands.Connection.Open) -> None:
         raise not_allowed(f"access to vhost '{vhost.name}' refused for user '{conn.user.name}'")
     check_connection(conn.broker, conn, vhost)
     conn.vhost = vhost
-    conn.state = State.OPEN
-    conn.send_method(0, commands.Connection.OpenOk())
+    conn.write(conn.proto.send_open_ok())
 
 
 def close(conn, m: commands.Connection.Close) -> None:
-    if conn.state is State.CLOSING:  # both sides closing at once: nothing left to wait for
-        conn.send_method(0, commands.Connection.CloseOk())
+    if conn.proto.close_sent:  # both sides closing at once: nothing left to wait for
+        conn.write(conn.proto.send_close_ok())
         conn.close_transport()
         return
     conn.closed_by_client()
@@ -184,21 +155,18 @@ def blocked_ack(conn, m: object) -> None:
     return None
 
 
-EXPECTED = {
-    State.AWAIT_START_OK: {commands.Connection.StartOk: start_ok},
-    State.AWAIT_TUNE_OK: {commands.Connection.TuneOk: tune_ok},
-    State.AWAIT_OPEN: {commands.Connection.Open: open_, commands.Connection.Close: close},
-    State.OPEN: {commands.Connection.Close: close, commands.Connection.CloseOk: close_ok,
-                 commands.Connection.UpdateSecret: update_secret,
-                 commands.Connection.Blocked: blocked_ack, commands.Connection.Unblocked: blocked_ack},
-    State.CLOSING: {commands.Connection.Close: close, commands.Connection.CloseOk: close_ok},
+HANDLERS = {
+    commands.Connection.StartOk: start_ok,
+    commands.Connection.TuneOk: tune_ok,
+    commands.Connection.Open: open_,
+    commands.Connection.Close: close,
+    commands.Connection.CloseOk: close_ok,
+    commands.Connection.UpdateSecret: update_secret,
+    commands.Connection.Blocked: blocked_ack,
+    commands.Connection.Unblocked: blocked_ack,
 }
 
 
 def handle(conn, method) -> None:
-    handler = EXPECTED.get(conn.state, {}).get(type(method))
-    if handler is None:
-        if conn.state is State.CLOSING:
-            return  # after connection.close only close/close-ok matter
-        raise command_invalid(f"unexpected method {method.name} in state {conn.state.name.lower()}")
-    handler(conn, method)
+    """A connection method the protocol's table allowed in the current state."""
+    HANDLERS[type(method)](conn, method)

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from smartbroker.handlers.connection import State
 from smartbroker.protocol import codec
+from smartbroker.protocol.states import State
 
 if TYPE_CHECKING:
     from smartbroker.server.connection import AMQPConnection
