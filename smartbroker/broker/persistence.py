@@ -21,6 +21,7 @@ from smartbroker.broker.permissions import InvalidRegex, Permission, TopicPermis
 from smartbroker.broker.policies import Policy, PolicyError
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.errors import AMQPError
+from smartbroker.queues.base import Storage
 from smartbroker.store.definitions import (
     BindingDef,
     DefinitionStore,
@@ -72,12 +73,12 @@ class Persistence:
         self.definitions = DefinitionStore(data_dir / "definitions.sqlite3")
         self.messages = MessageStore(data_dir / "messages", fsync=fsync,
                                      segment_bytes=message_segment_bytes())
+        # what every vhost (and through it every durable queue) persists into
+        self.storage = Storage(self.messages, data_dir, fsync)
 
-    def attach(self, vhost: VirtualHost) -> None:
-        """Give a vhost its message store and stream directory (listening comes later)."""
-        vhost.store = self.messages
-        vhost.data_dir = self.data_dir
-        vhost.fsync = self.fsync
+    def vhost(self, name: str) -> VirtualHost:
+        """A new vhost that persists here (its listener is set once restore is done)."""
+        return VirtualHost(name, self.storage)
 
     # -- listener: called by VirtualHost on every change -------------------------------
     def exchange_declared(self, vhost: str, ex: Exchange) -> None:
@@ -148,8 +149,10 @@ class Persistence:
     # -- startup -------------------------------------------------------------------------
     def restore(self, broker: Broker) -> None:
         defs = self.definitions.load_all()
+        # the vhosts made before persistence existed are still empty: made again, with storage
+        names = [v.name for v in defs.vhosts] if defs.vhosts else list(broker.vhosts)
+        broker.vhosts = {name: self.vhost(name) for name in names}
         if defs.vhosts:
-            broker.vhosts = {v.name: broker.vhosts.get(v.name) or VirtualHost(v.name) for v in defs.vhosts}
             for vdef in defs.vhosts:
                 broker.vhosts[vdef.name].limits = dict((vdef.metadata or {}).get("limits") or {})
         else:  # first start: keep and record the defaults
@@ -186,8 +189,6 @@ class Persistence:
                 broker.permissions.set_topic(TopicPermission(**{**tdef, "write": "",
                                                                 "read": ""}))
         broker.permissions.listener = self
-        for vhost in broker.vhosts.values():
-            self.attach(vhost)
         for pdef in defs.policies:
             vhost = broker.vhosts.get(pdef.vhost)
             if vhost is None:
@@ -258,7 +259,6 @@ class Persistence:
             broker.producers.close()
         for vhost in (broker.vhosts.values() if broker else ()):
             for q in vhost.queues.values():
-                if q.type_name == "stream":
-                    q.close()
+                q.close()
         await self.messages.aclose()
         self.definitions.close()

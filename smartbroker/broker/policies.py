@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smartbroker.queues.settings import POLICY_KEYS, POLICY_REFUSED
+from smartbroker.queues.stream_args import STREAM_POLICY_KEYS, policy_key_error
 
 EXCHANGE_KEYS = {"alternate-exchange"}
 INTEGER_KEYS = ("message-ttl", "expires", "max-length", "max-length-bytes", "delivery-limit")
@@ -61,9 +62,11 @@ def validate_definition(definition: Mapping[str, Any]) -> None:
         if key in POLICY_REFUSED:
             raise PolicyError(f"'{key}' cannot be set by a policy (RabbitMQ refuses it too); "
                               f"use the queue argument '{POLICY_REFUSED[key]}'")
-        if key not in POLICY_KEYS and key not in EXCHANGE_KEYS:
+        if key not in POLICY_KEYS and key not in EXCHANGE_KEYS and key not in STREAM_POLICY_KEYS:
             raise PolicyError(f"'{key}' is not a recognised policy key; supported: "
-                              f"{', '.join(sorted({*POLICY_KEYS, *EXCHANGE_KEYS}))}")
+                              f"{', '.join(sorted({*POLICY_KEYS, *EXCHANGE_KEYS, *STREAM_POLICY_KEYS}))}")
+        if (why := policy_key_error(key, value)) is not None:
+            raise PolicyError(why)
         minimum = 1 if key == "expires" else 0
         if key in INTEGER_KEYS and (not isinstance(value, int) or isinstance(value, bool)
                                     or value < minimum):

@@ -1,8 +1,8 @@
 """A virtual host: the exchanges, queues and bindings one AMQP connection works with.
 
-Every declare/delete/bind rule and reply code here is RabbitMQ's. ``route`` is the one
-routing loop: it follows exchange-to-exchange bindings with a visited set and falls back
-to an exchange's alternate exchange when that exchange routes nowhere.
+Every declare/delete/bind rule and reply code here is RabbitMQ's. Queues are built by
+their type's ``declare`` through the registry (``queues/types.py``) and used only
+through the ``Queue`` interface; routing is ``broker/routing.py``.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import asyncio
 import base64
 import os
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from smartbroker.broker.direct_reply import PREFIX as REPLY_PREFIX
 from smartbroker.broker.equivalence import check_exchange_equivalent, check_queue_equivalent
 from smartbroker.broker.exchange import Binding, Exchange, validate_exchange_arguments
 from smartbroker.broker.limits import check_queue
 from smartbroker.broker.policies import Policy, effective_policy
-from smartbroker.dlq.deadletter import dead_letter
+from smartbroker.broker.routing import alternate_exchange, route
+from smartbroker.dlq.deadletter import DeadLetters
 from smartbroker.errors import (
     ChannelError,
     access_refused,
@@ -31,15 +31,9 @@ from smartbroker.errors import (
 from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.message import Message, has_sender_routing, with_sender_routing
 from smartbroker.protocol.codec import FLAG_HEADERS
-from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
-from smartbroker.queues.classic import ClassicQueue
-from smartbroker.queues.stream import StreamQueue
-from smartbroker.queues.stream_args import StreamSettings
+from smartbroker.queues.base import ACCEPTED, Queue, QueueSpec, Storage, require
+from smartbroker.queues.types import declare_queue
 
-if TYPE_CHECKING:
-    from smartbroker.broker.durable import MessageStore
-
-Queue = ClassicQueue | StreamQueue
 PREDECLARED = {
     "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
     "amq.headers": "headers", "amq.match": "headers",
@@ -71,25 +65,24 @@ def generated_name(prefix: str) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
-def _text(value: Any) -> Any:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
 class VirtualHost:
-    def __init__(self, name: str = "/") -> None:
+    """``storage``: where durable queues persist (None: nothing survives a restart); given
+    here once by ``Persistence.storage``, never set afterwards."""
+
+    def __init__(self, name: str = "/", storage: Storage | None = None) -> None:
         self.name = name
+        self.storage = storage
         self.exchanges: dict[str, Exchange] = {"": Exchange("", "direct", durable=True)}
         for ex_name, type_name in PREDECLARED.items():
             self.exchanges[ex_name] = Exchange(ex_name, type_name, durable=True)
         self.queues: dict[str, Queue] = {}
         self.policies: dict[str, Policy] = {}
-        self.store: MessageStore | None = None  # set when the broker persists messages
+        self.store: Any = storage.store if storage is not None else None  # MessageStore
         self._stored: Published | None = None  # the result of a stored publish, shared
         self.listener: Any = None  # Persistence: told about every definition change
-        self.data_dir: Path | None = None  # where stream queues keep their logs
         self.limits: dict[str, int] = {}  # max-connections, max-queues (broker/limits.py)
         self.replies: dict[str, Any] = {}  # direct reply-to consumers by token
-        self.fsync = "batch"
+        self.dead_letters = DeadLetters(self)  # this vhost's dead-letter trampoline
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
 
     # -- lookups -------------------------------------------------------------------------
@@ -184,20 +177,9 @@ class VirtualHost:
             return existing, False
         check_queue(self, name)
         policy = effective_policy(self.policies, name, "queue")
-        if _text(arguments.get("x-queue-type")) == "stream":
-            settings = StreamSettings.parse(name, self.name, durable, exclusive, auto_delete, arguments)
-            q = StreamQueue(name, self.name, durable=True, arguments=arguments, host=self,
-                            settings=settings)
-        else:
-            if _text(arguments.get("x-queue-type")) == "quorum":  # served by a classic queue
-                if "x-max-priority" in arguments:
-                    raise precondition_failed(f"invalid arg 'x-max-priority' for queue '{name}' in "
-                                              f"vhost '{self.name}' of queue type rabbit_quorum_queue")
-                check_replicated_properties(name, self.name, durable, exclusive, auto_delete)
-            validate_queue_arguments(name, self.name, arguments)
-            q = ClassicQueue(name, self.name, durable=durable, auto_delete=auto_delete,
-                             exclusive_owner=owner if exclusive else None, arguments=arguments,
-                             host=self, policy=policy.definition if policy else None)
+        spec = QueueSpec(name, self.name, durable, exclusive, auto_delete, arguments, owner,
+                         policy.definition if policy else None)
+        q = declare_queue(spec, self, self.storage)
         q.policy_name = policy.name if policy else None
         self.queues[name] = q
         self.exchanges[""].router.bind(q, name, {})
@@ -240,8 +222,8 @@ class VirtualHost:
         settings = q.settings
         if settings.dead_letter_exchange is None:
             return
-        dead_letter(self, message, q.name, reason, settings.dead_letter_exchange,
-                    settings.dead_letter_routing_key)
+        self.dead_letters.send(message, q.name, reason, settings.dead_letter_exchange,
+                               settings.dead_letter_routing_key)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
         try:
@@ -251,7 +233,9 @@ class VirtualHost:
         return loop.call_later(delay, callback)
 
     def purge_queue(self, name: str, owner: object | None = None) -> int:
-        return self.queue(name, owner).purge()
+        q = self.queue(name, owner)
+        require(q, "purge")
+        return q.purge()
 
     # -- policies ------------------------------------------------------------------------
     def set_policy(self, policy: Policy) -> None:
@@ -273,15 +257,8 @@ class VirtualHost:
             policy = effective_policy(self.policies, q.name, "queue")
             q.apply_policy(policy.name if policy else None, policy.definition if policy else None)
 
-    def alternate_exchange(self, ex: Exchange) -> str | None:
-        """The exchange's argument wins; else an ``alternate-exchange`` policy key."""
-        if ex.alternate_exchange:
-            return ex.alternate_exchange
-        if not self.policies:
-            return None
-        policy = effective_policy(self.policies, ex.name, "exchange")
-        value = policy.definition.get("alternate-exchange") if policy else None
-        return value if isinstance(value, str) and value else None
+    alternate_exchange = alternate_exchange  # broker/routing.py
+    route = route  # broker/routing.py; ``publish`` calls it directly (no extra frame)
 
     # -- bindings ------------------------------------------------------------------------
     def bind(self, source_name: str, destination: Queue | Exchange, routing_key: str,
@@ -331,13 +308,15 @@ class VirtualHost:
             q = self.queues.get(msg.routing_key)
             if q is None:
                 return self._direct_reply(msg)
-            if q.type_name == "classic":
-                if q.durable and self.store is not None and msg.persistent:
-                    return self._publish_stored(q, msg)
-                return ROUTED if q.publish(msg) else REFUSED  # the common transient case
-            queues: set[Queue] = {q}
-        else:
-            queues = self.route(ex, msg, keys)
+            if q.uses_store and msg.persistent and self.store is not None:
+                return self._publish_stored(q, msg)
+            result = q.publish(msg)
+            if result is ACCEPTED:
+                return ROUTED  # the common transient case
+            if result.sync is None:
+                return ROUTED if result.accepted else REFUSED
+            return Published(True, result.accepted, (result.sync,))
+        queues = route(self, ex, msg, keys)
         if not queues:
             return UNROUTED
         accepted, logs = self.enqueue(queues, msg)
@@ -353,7 +332,7 @@ class VirtualHost:
         stored = self._stored
         if stored is None or stored.logs[0] is not store.log:
             stored = self._stored = Published(True, True, (store.log,))
-        if q.publish(msg, sid):
+        if q.publish(msg, sid).accepted:
             return stored
         store.forget(self.name, q.name, sid)
         return Published(True, False, stored.logs)
@@ -370,59 +349,27 @@ class VirtualHost:
         return ROUTED
 
     def enqueue(self, queues: Iterable[Queue], msg: Message) -> tuple[bool, tuple[Any, ...]]:
-        """Put ``msg`` on each queue, persisting it once for the durable classic ones (streams
-        append to their own partition logs). Returns (every queue accepted it, the logs that
-        must be fsynced before it is confirmed)."""
+        """Put ``msg`` on each queue, persisting it once in the message store for the queues
+        that use it (streams append to their own logs). Returns (every queue accepted it,
+        the logs that must be fsynced before it is confirmed)."""
         store = self.store
         store_id = None
         if store is not None and msg.persistent:
-            durable = tuple(q.name for q in queues if q.durable and q.type_name != "stream")
+            durable = tuple(q.name for q in queues if q.uses_store)
             if durable:
                 store_id = store.enqueue(self.name, durable, msg)
         accepted = True
         logs = [store.log] if store_id is not None else []
         for q in queues:
-            if q.type_name == "stream":
-                q.publish(msg)
-                if q.last_log is not None:
-                    logs.append(q.last_log)
-                continue
-            sid = store_id if q.durable else None
-            if not q.publish(msg, sid):
+            sid = store_id if q.uses_store else None
+            result = q.publish(msg, sid)
+            if not result.accepted:
                 accepted = False
                 if sid is not None:
                     store.forget(self.name, q.name, sid)
+            elif result.sync is not None:
+                logs.append(result.sync)
         return accepted, tuple(logs)
-
-    # -- routing -------------------------------------------------------------------------
-    def route(self, exchange: Exchange, message: Message, routing_keys: list[str]) -> set[Queue]:
-        """Queues the message goes to; follows e2e bindings and alternate exchanges."""
-        queues: set[Queue] = set()
-        visited = {exchange}
-        pending = [exchange]
-        headers = message.headers if exchange.router.uses_headers else None
-        while pending:
-            ex = pending.pop()
-            found = False
-            for key in routing_keys:
-                for dest in ex.router.route(key, headers if ex.router.uses_headers else None):
-                    found = True
-                    if isinstance(dest, Exchange):
-                        if dest not in visited:
-                            visited.add(dest)
-                            if dest.router.uses_headers and headers is None:
-                                headers = message.headers
-                            pending.append(dest)
-                    else:
-                        queues.add(dest)
-            if not found and (ae_name := self.alternate_exchange(ex)):
-                ae = self.exchanges.get(ae_name)
-                if ae is not None and ae not in visited:
-                    visited.add(ae)
-                    if ae.router.uses_headers and headers is None:
-                        headers = message.headers
-                    pending.append(ae)
-        return queues
 
 
 def destination_bindings(destination: Any) -> set[Binding]:

@@ -159,24 +159,31 @@ def is_cycle(queue_name: str, deaths: Iterable[Any]) -> bool:
     return False
 
 
-_pending: collections.deque[tuple[Any, Message, str, str, str, str | None]] = collections.deque()
-_running = False
+class DeadLetters:
+    """One vhost's dead-letter trampoline (see the module docstring): owned by the vhost,
+    so two vhosts (or two tests) never share a queue of pending dead-letters."""
 
+    __slots__ = ("vhost", "_pending", "_running")
 
-def dead_letter(vhost: Any, message: Message, queue_name: str, reason: str,
-                dlx: str, dlrk: str | None) -> None:
-    """Route the dead-lettered copy through the DLX (now, or after the dead-letter being
-    routed when this one happened: see the module docstring)."""
-    global _running
-    _pending.append((vhost, message, queue_name, reason, dlx, dlrk))
-    if _running:
-        return
-    _running = True
-    try:
-        while _pending:
-            _route_dead_letter(*_pending.popleft())
-    finally:
-        _running = False  # on a bug, what is left is routed by the next dead-letter
+    def __init__(self, vhost: Any) -> None:
+        self.vhost = vhost
+        self._pending: collections.deque[tuple[Message, str, str, str, str | None]] = \
+            collections.deque()
+        self._running = False
+
+    def send(self, message: Message, queue_name: str, reason: str, dlx: str,
+             dlrk: str | None) -> None:
+        """Route the dead-lettered copy through the DLX (now, or after the dead-letter
+        being routed when this one happened)."""
+        self._pending.append((message, queue_name, reason, dlx, dlrk))
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self._pending:
+                _route_dead_letter(self.vhost, *self._pending.popleft())
+        finally:
+            self._running = False  # on a bug, what is left is routed by the next dead-letter
 
 
 def _route_dead_letter(vhost: Any, message: Message, queue_name: str, reason: str,

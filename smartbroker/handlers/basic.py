@@ -58,9 +58,7 @@ def consume(conn, ch, m: commands.Basic.Consume) -> None:
     validate_consumer_arguments(q.name, conn.vhost.name, args)
     if q.consumers and (m.exclusive or q.exclusive_consumer):
         raise access_refused(f"queue '{q.name}' in vhost '{conn.vhost.name}' in exclusive use")
-    validate = getattr(q, "validate_consumer", None)
-    if validate is not None:
-        validate(args, m.no_ack, ch.consumer_prefetch)
+    q.validate_consumer(args, m.no_ack, ch.consumer_prefetch)
     priority = args.get("x-priority", 0)
     consumer = ChannelConsumer(ch, q, tag, no_ack=m.no_ack, exclusive=m.exclusive,
                                prefetch=ch.consumer_prefetch,

@@ -11,16 +11,30 @@ modes, delivery limit, ``x-expires`` for unused queues.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from smartbroker.message import Message, with_delivery_count
-from smartbroker.queues.arguments import parse_expiration
-from smartbroker.queues.base import Capabilities, Consumer, ConsumerRings, QueueEntry
+from smartbroker.queues.arguments import parse_expiration, validate_queue_arguments
+from smartbroker.queues.base import (
+    ACCEPTED,
+    REFUSED,
+    Capabilities,
+    Consumer,
+    NoHost,
+    PublishResult,
+    QueueEntry,
+    QueueHost,
+    QueueSpec,
+    Storage,
+    check_consume,
+)
 from smartbroker.queues.expiry import MessageExpiry
 from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager
-from smartbroker.queues.ready import PriorityReady, ReadyList, next_position
+from smartbroker.queues.ready import PriorityReady, ReadyList
+from smartbroker.queues.rings import ConsumerRings
 from smartbroker.queues.settings import QueueSettings
 from smartbroker.queues.unused import UnusedExpiry
 
@@ -36,31 +50,6 @@ EQUIVALENCE_ARGUMENTS = frozenset({
     "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority",
     "x-single-active-consumer", "x-queue-type", "x-delivery-limit",
 })
-
-
-class QueueHost(Protocol):
-    """What a queue needs from its virtual host."""
-
-    def dead_letter(self, queue: ClassicQueue, message: Message, reason: str) -> None: ...
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Any: ...
-
-    def queue_unused(self, queue: ClassicQueue) -> None: ...
-
-    store: Any  # smartbroker.broker.durable.MessageStore | None
-
-
-class _NoHost:
-    store = None
-
-    def dead_letter(self, queue: ClassicQueue, message: Message, reason: str) -> None:
-        return None
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
-        return None
-
-    def queue_unused(self, queue: ClassicQueue) -> None:
-        return None
 
 
 def message_ttl_ms(message: Message) -> int | None:
@@ -83,13 +72,17 @@ class ClassicQueue:
         self.auto_delete = auto_delete
         self.exclusive_owner = exclusive_owner
         self.arguments: dict[str, Any] = dict(arguments or {})
-        self.host: QueueHost = host or _NoHost()
+        self.host: QueueHost = host or NoHost()
         self._on_unused = on_unused
         self.policy_name: str | None = None
+        self.uses_store = durable
         self.settings = QueueSettings.resolve(self.arguments, policy)
         self._limited = self.settings.has_limits
+        # queue positions: only their order within this queue matters (requeue order)
+        self._next_position: Callable[[], int] = itertools.count(1).__next__
         self.ready: ReadyList | PriorityReady = (
-            PriorityReady(self.settings.max_priority) if self.settings.max_priority else ReadyList())
+            PriorityReady(self.settings.max_priority, self._next_position)
+            if self.settings.max_priority else ReadyList(self._next_position))
         self._ring = ConsumerRings()  # who may take a message next (see ConsumerRings)
         self.consumers: list[Consumer] = self._ring.members  # by priority, highest first
         # its channel says credit may be back for a parked consumer (the caller dispatches)
@@ -105,6 +98,14 @@ class ClassicQueue:
         self.last_used = time.monotonic()
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
         self.unused.schedule()
+
+    @classmethod
+    def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> ClassicQueue:
+        """queue.declare of a classic queue: RabbitMQ's argument checks, then the queue."""
+        validate_queue_arguments(spec.name, spec.vhost, spec.arguments)
+        return cls(spec.name, spec.vhost, durable=spec.durable, auto_delete=spec.auto_delete,
+                   exclusive_owner=spec.owner if spec.exclusive else None,
+                   arguments=spec.arguments, host=host, policy=spec.policy)
 
     # -- counts ----------------------------------------------------------------------------
     @property
@@ -139,8 +140,8 @@ class ClassicQueue:
         self.last_used = time.monotonic()
 
     # -- publish ---------------------------------------------------------------------------
-    def publish(self, message: Message, store_id: int | None = None) -> bool:
-        """Enqueue; False when refused by ``reject-publish`` overflow (the publisher is nacked).
+    def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
+        """Enqueue; REFUSED by ``reject-publish`` overflow (the publisher is nacked).
         ``store_id``: the message's record in the message store (persistent, durable queue)."""
         settings = self.settings
         limited = self._limited
@@ -148,7 +149,7 @@ class ClassicQueue:
             if settings.overflow == "reject-publish-dlx" and settings.dead_letter_exchange is not None:
                 self.stats["dead_lettered"] += 1
                 self.host.dead_letter(self, message, "maxlen")
-            return False
+            return REFUSED
         self.stats["publish"] += 1
         ttl = settings.message_ttl
         if message.flags & 0x0100:  # expiration property present
@@ -160,18 +161,19 @@ class ClassicQueue:
         if ttl is None and store_id is None:
             if consumer is not None:
                 self._hand_over_new(consumer, QueueEntry(message))
-                return True
+                return ACCEPTED
             self.ready.push_message(message)  # no per-queue state yet: no entry object
         else:
             entry = QueueEntry(message)
             entry.store_id = store_id
             if ttl is not None:
                 if ttl == 0:  # deliverable right now, or expired at once
-                    return self._publish_ttl_zero(entry, consumer)
+                    self._publish_ttl_zero(entry, consumer)
+                    return ACCEPTED
                 entry.expires_at = time.monotonic() + ttl / 1000.0
             if consumer is not None:
                 self._hand_over_new(consumer, entry)
-                return True
+                return ACCEPTED
             if ttl is not None:
                 self.expiry.track(entry)
             self.ready.push(entry)
@@ -181,18 +183,17 @@ class ClassicQueue:
             self.dispatch()
         if limited:
             self._enforce_limits()
-        return True
+        return ACCEPTED
 
     def _hand_over_new(self, consumer: Consumer, entry: QueueEntry) -> None:
-        entry.seq = next_position()
+        entry.seq = self._next_position()
         self._hand_over(consumer, entry)
 
-    def _publish_ttl_zero(self, entry: QueueEntry, consumer: Consumer | None) -> bool:
+    def _publish_ttl_zero(self, entry: QueueEntry, consumer: Consumer | None) -> None:
         if consumer is None:
             self._dead_letter(entry, "expired")
         else:
             self._hand_over_new(consumer, entry)
-        return True
 
     def _would_overflow(self, message: Message) -> bool:
         settings = self.settings
@@ -367,6 +368,9 @@ class ClassicQueue:
             self._dead_letter(entry, "expired")
 
     # -- consumers -------------------------------------------------------------------------
+    def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
+        check_consume(self, no_ack, prefetch)
+
     def add_consumer(self, consumer: Consumer) -> None:
         self._had_consumer = True
         self.last_used = time.monotonic()
@@ -404,3 +408,6 @@ class ClassicQueue:
         for consumer in self._ring.clear():
             consumer.cancelled_by_broker()
         return count
+
+    def close(self) -> None:
+        """Broker shutdown: nothing to release (the message store is closed by its owner)."""

@@ -14,15 +14,11 @@ ready list (or is looked at). One million waiting messages then cost no entry ob
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from smartbroker.message import Message
 from smartbroker.queues.base import QueueEntry
-
-_positions = itertools.count(1)  # one counter for every queue: only the order matters
-next_position = _positions.__next__
 
 
 def _entry(item: QueueEntry | Message) -> QueueEntry:
@@ -35,9 +31,13 @@ def _entry(item: QueueEntry | Message) -> QueueEntry:
 
 
 class ReadyList:
-    __slots__ = ("_fresh", "_requeued", "count", "bytes")
+    """``next_position``: the queue's position counter (an entry gets its position when it
+    leaves; only the order within one queue matters)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_fresh", "_requeued", "count", "bytes", "_next_position")
+
+    def __init__(self, next_position: Callable[[], int]) -> None:
+        self._next_position = next_position
         self._fresh: deque[QueueEntry | Message] = deque()
         self._requeued: list[QueueEntry] = []
         self.count = 0
@@ -93,9 +93,9 @@ class ReadyList:
             entry = self._fresh.popleft()
             if entry.__class__ is not QueueEntry:
                 entry = QueueEntry(entry)  # type: ignore[arg-type]
-                entry.seq = next_position()
+                entry.seq = self._next_position()
             elif entry.seq is None:
-                entry.seq = next_position()
+                entry.seq = self._next_position()
         entry.ready = False
         self.count -= 1
         self.bytes -= entry.size
@@ -138,9 +138,9 @@ class PriorityReady:
 
     __slots__ = ("_levels", "_max")
 
-    def __init__(self, max_priority: int) -> None:
+    def __init__(self, max_priority: int, next_position: Callable[[], int]) -> None:
         self._max = max_priority
-        self._levels = [ReadyList() for _ in range(max_priority + 1)]
+        self._levels = [ReadyList(next_position) for _ in range(max_priority + 1)]
 
     def _level(self, entry: QueueEntry) -> ReadyList:
         return self._levels[min(max(entry.priority, 0), self._max)]

@@ -22,10 +22,21 @@ from typing import Any, ClassVar
 
 import mmh3
 
-from smartbroker.errors import not_implemented, precondition_failed
+from smartbroker.errors import precondition_failed
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues.base import Capabilities, Consumer
+from smartbroker.queues.base import (
+    ACCEPTED,
+    Capabilities,
+    Consumer,
+    NoHost,
+    PublishResult,
+    QueueHost,
+    QueueSpec,
+    Storage,
+    check_consume,
+    refused,
+)
 from smartbroker.queues.groups import GroupMember, StreamGroups
 from smartbroker.queues.offsets import OffsetBook
 from smartbroker.queues.stream_args import (
@@ -34,6 +45,7 @@ from smartbroker.queues.stream_args import (
     OffsetSpec,
     StreamSettings,
     parse_offset_spec,
+    policy_settings,
 )
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
@@ -111,24 +123,30 @@ class Reader:
 
 
 class StreamQueue:
+    """A stream is always durable, shared and kept (``declare`` refuses the rest with
+    RabbitMQ's 406s), so those three are fixed here, not silently dropped arguments."""
+
     capabilities: ClassVar[Capabilities] = Capabilities(
         arguments=STREAM_ARGUMENTS, supports_get=False, supports_no_ack=False,
         supports_exclusive=False, equivalence_arguments=EQUIVALENCE_ARGUMENTS,
-        supports_reject=False, supports_purge=False, requires_prefetch=True)
+        supports_reject=False, supports_purge=False, requires_prefetch=True,
+        uses_message_store=False, label="stream queues")
     type_name: ClassVar[str] = "stream"
+    durable: ClassVar[bool] = True
+    auto_delete: ClassVar[bool] = False
+    exclusive_owner: ClassVar[None] = None
+    uses_store: ClassVar[bool] = False  # its partition logs are its store
 
-    def __init__(self, name: str, vhost: str, *, durable: bool = True, auto_delete: bool = False,
-                 exclusive_owner: object | None = None, arguments: Mapping[str, Any] | None = None,
-                 host: Any = None, policy: Mapping[str, Any] | None = None,
-                 settings: StreamSettings | None = None) -> None:
+    def __init__(self, name: str, vhost: str, *, arguments: Mapping[str, Any] | None = None,
+                 host: QueueHost | None = None, settings: StreamSettings | None = None,
+                 storage: Storage | None = None, policy: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.vhost = vhost
-        self.durable = durable
-        self.auto_delete = False
-        self.exclusive_owner = None
         self.arguments: dict[str, Any] = dict(arguments or {})
-        self.host = host
-        self.stream = settings or StreamSettings()
+        self.host: QueueHost = host or NoHost()
+        self.storage = storage  # None: logs in memory
+        self.declared = settings or StreamSettings()  # from the arguments
+        self.stream = policy_settings(self.declared, policy)  # with the policy applied
         self.policy_name: str | None = None
         self.bindings: set[Any] = set()
         self.consumers: list[Consumer] = []
@@ -138,17 +156,27 @@ class StreamQueue:
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
         self.directory = self._directory()
         self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
-        self.last_log: Any = None  # the log the last publish went to (for confirms)
+        # what a publish to each partition returns: confirm once that log is fsynced
+        self._published = [ACCEPTED if self.directory is None else PublishResult(True, lg)
+                           for lg in self.logs]
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
         self.groups = StreamGroups(self, self.offsets)
         self._retention_timer = None
         self._schedule_retention()
 
+    @classmethod
+    def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> StreamQueue:
+        """queue.declare of a stream: RabbitMQ's property and argument checks, then the queue."""
+        settings = StreamSettings.parse(spec.name, spec.vhost, spec.durable, spec.exclusive,
+                                        spec.auto_delete, spec.arguments)
+        return cls(spec.name, spec.vhost, arguments=spec.arguments, host=host,
+                   settings=settings, storage=storage, policy=spec.policy)
+
     # -- storage ---------------------------------------------------------------------------
     def _directory(self) -> Path | None:
-        root = getattr(self.host, "data_dir", None)
-        if root is None:
+        if self.storage is None:
             return None
+        root = self.storage.data_dir
         digest = hashlib.sha1(f"{self.vhost}\x00{self.name}".encode()).hexdigest()[:20]
         path = Path(root) / "streams" / digest
         path.mkdir(parents=True, exist_ok=True)
@@ -159,8 +187,8 @@ class StreamQueue:
         size = segment_bytes or self.stream.segment_bytes
         if self.directory is None:
             return MemoryLog(segment_bytes=size)
-        fsync = getattr(self.host, "fsync", "batch")
-        return SegmentLog(self.directory / name, fsync=fsync, segment_bytes=size)
+        assert self.storage is not None
+        return SegmentLog(self.directory / name, fsync=self.storage.fsync, segment_bytes=size)
 
     # -- counts ----------------------------------------------------------------------------
     @property
@@ -181,7 +209,7 @@ class StreamQueue:
 
     @property
     def unacked_count(self) -> int:
-        return sum(getattr(c, "unacked", 0) for c in self.consumers)
+        return sum(c.unacked for c in self.consumers)
 
     @property
     def exclusive_consumer(self) -> bool:
@@ -191,29 +219,32 @@ class StreamQueue:
         self.last_used = time.monotonic()
 
     def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
+        """What RabbitMQ applies to streams: max-age, max-length-bytes and
+        stream-max-segment-size-bytes (new segments); other keys do not concern a log."""
         self.policy_name = name
+        had_retention = self._retention_timer is not None
+        self.stream = policy_settings(self.declared, definition)
+        for lg in self.logs:
+            lg.segment_bytes = self.stream.segment_bytes
+        if not had_retention:
+            self._schedule_retention()
 
     # -- publish ---------------------------------------------------------------------------
-    def publish(self, message: Message, store_id: int | None = None) -> bool:
+    def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
+        """Append to the key's partition; the result names that log for confirms."""
         index = partition_for(message_key(message), len(self.logs))
         key = message_key(message).encode("utf-8", "surrogateescape") if self.stream.compact else None
-        target = self.logs[index]
-        target.append(encode_record(message), int(time.time() * 1000), key)
-        self.last_log = target if self.directory is not None else None
+        self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
         self.stats["publish"] += 1
         if self.consumers:
             self.dispatch()
-        return True
+        return self._published[index]
 
     # -- consumers -------------------------------------------------------------------------
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
         """Refuse what RabbitMQ refuses (prefetch is credit), plus our group arguments."""
         group = arguments.get("x-consumer-group")
-        if prefetch == 0 and not (no_ack and group is not None):
-            raise precondition_failed(f"consumer prefetch count is not set for "
-                                      f"'queue '{self.name}' in vhost '{self.vhost}''")
-        if no_ack and group is None:
-            raise self.refused("automatic acknowledgement")
+        check_consume(self, no_ack, prefetch, grouped=group is not None)
         parse_offset_spec(arguments.get("x-stream-offset"))
         partition = arguments.get("x-stream-partition")
         if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool)
@@ -325,21 +356,20 @@ class StreamQueue:
             self.dispatch()
 
     def reject(self, entry: Any) -> None:
-        raise self.refused("basic.nack and basic.reject")
-
-    def refused(self, what: str) -> Exception:
-        return not_implemented(f"{what} not supported by stream queues queue '{self.name}' "
-                               f"in vhost '{self.vhost}'")
+        raise refused(self, "reject")
 
     def get(self, no_ack: bool = False) -> None:
-        raise self.refused("basic.get")
+        raise refused(self, "get")
 
     def purge(self) -> int:
-        raise self.refused("queue.purge")
+        raise refused(self, "purge")
+
+    def wake(self, consumer: Consumer) -> None:
+        """Streams never park a consumer: its channel dispatches when credit is back."""
 
     # -- retention ---------------------------------------------------------------------------
     def _schedule_retention(self) -> None:
-        if self.host is None or self.deleted:
+        if self.deleted:
             return
         if self.stream.max_age is None and self.stream.max_length_bytes is None and not self.stream.compact:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import time
@@ -20,6 +21,9 @@ STREAM_ARGUMENTS = frozenset({
 EQUIVALENCE_ARGUMENTS = frozenset({"x-queue-type", "x-partitions", "x-max-age",
                                    "x-max-length-bytes", "x-stream-max-segment-size-bytes",
                                    "x-cleanup-policy"})
+# policy keys RabbitMQ applies to streams (rabbit_stream_queue:make_stream_conf); each is
+# combined with the queue argument by taking the smaller value
+STREAM_POLICY_KEYS = ("max-age", "max-length-bytes", "stream-max-segment-size-bytes")
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
 _AGE = re.compile(r"^(\d+)([YMDhms])$")
 _AGE_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
@@ -112,6 +116,35 @@ class StreamSettings:
                                      ints.get("x-stream-max-segment-size-bytes", 500_000_000)),
                    compact="compact" in policy, delete="delete" in policy,
                    delete_retention=retention)
+
+
+def policy_settings(declared: StreamSettings, policy: Mapping[str, Any] | None) -> StreamSettings:
+    """The declared settings with a policy's stream keys applied (the smaller value wins,
+    as RabbitMQ's ``args_policy_lookup(..., fun min/2)``); invalid values were refused
+    when the policy was set (``policy_key_error``)."""
+    if not policy:
+        return declared
+    changes: dict[str, Any] = {}
+    age = parse_age(policy.get("max-age"))
+    if age is not None:
+        changes["max_age"] = age if declared.max_age is None else min(age, declared.max_age)
+    size = policy.get("max-length-bytes")
+    if _is_int(size) and size > 0:
+        changes["max_length_bytes"] = (size if declared.max_length_bytes is None
+                                       else min(size, declared.max_length_bytes))
+    segment = policy.get("stream-max-segment-size-bytes")
+    if _is_int(segment) and 0 < segment <= MAX_SEGMENT_BYTES:
+        changes["segment_bytes"] = max(MIN_SEGMENT_BYTES, min(segment, declared.segment_bytes))
+    return dataclasses.replace(declared, **changes) if changes else declared
+
+
+def policy_key_error(key: str, value: Any) -> str | None:
+    """Why a policy value for a stream key is refused, or None if it is fine."""
+    if key == "max-age" and parse_age(value) is None:
+        return f"'max-age' must be an age like 7D, 12h, 30m or 45s (units Y M D h m s), got {value!r}"
+    if key == "stream-max-segment-size-bytes" and not (_is_int(value) and 0 < value <= MAX_SEGMENT_BYTES):
+        return f"'{key}' must be an integer between 1 and {MAX_SEGMENT_BYTES}, got {value!r}"
+    return None
 
 
 @dataclass(frozen=True)

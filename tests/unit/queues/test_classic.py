@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smartbroker.message import Message
-from smartbroker.queues.base import QueueEntry
+from smartbroker.queues.base import ACCEPTED, QueueEntry
 from smartbroker.queues.classic import ClassicQueue
 
 
@@ -45,7 +45,7 @@ def msg(n: int) -> Message:
 
 def publish(q: ClassicQueue, *numbers: int) -> None:
     for n in numbers:
-        assert q.publish(msg(n)) is True
+        assert q.publish(msg(n)) is ACCEPTED
 
 
 def body(entry: QueueEntry | None) -> int | None:

@@ -3,11 +3,18 @@ every way of looking at or taking them must still hand out entries, in order."""
 
 from __future__ import annotations
 
+import itertools
+
 from pamqp import commands
 
 from smartbroker.message import Message
 from smartbroker.queues.base import QueueEntry
 from smartbroker.queues.ready import PriorityReady, ReadyList
+
+
+def positions():
+    """A fresh position counter, as each queue owns one."""
+    return itertools.count(1).__next__
 
 
 def msg(n: int, priority: int | None = None) -> Message:
@@ -19,7 +26,7 @@ def bodies(entries: list[QueueEntry]) -> list[int]:
 
 
 def test_bare_messages_come_out_as_entries_in_fifo_order_with_counts():
-    ready = ReadyList()
+    ready = ReadyList(positions())
     for n in range(3):
         ready.push_message(msg(n))
     assert (ready.count, ready.bytes) == (3, 3)
@@ -31,7 +38,7 @@ def test_bare_messages_come_out_as_entries_in_fifo_order_with_counts():
 
 
 def test_peek_then_pop_hands_out_the_same_entry():
-    ready = ReadyList()
+    ready = ReadyList(positions())
     ready.push_message(msg(7))
     peeked = ready.peek()
     assert peeked is ready.pop()
@@ -39,7 +46,7 @@ def test_peek_then_pop_hands_out_the_same_entry():
 
 
 def test_browsed_entries_can_be_removed_and_are_then_skipped():
-    ready = ReadyList()
+    ready = ReadyList(positions())
     for n in range(4):
         ready.push_message(msg(n))
     browsed = list(ready)
@@ -51,7 +58,7 @@ def test_browsed_entries_can_be_removed_and_are_then_skipped():
 
 
 def test_requeued_entry_goes_before_bare_messages_that_came_after_it():
-    ready = ReadyList()
+    ready = ReadyList(positions())
     for n in range(3):
         ready.push_message(msg(n))
     first = ready.pop()
@@ -60,7 +67,7 @@ def test_requeued_entry_goes_before_bare_messages_that_came_after_it():
 
 
 def test_mixed_entries_and_bare_messages_keep_order_and_clear_returns_all():
-    ready = ReadyList()
+    ready = ReadyList(positions())
     ready.push_message(msg(0))
     ready.push(QueueEntry(msg(1)))
     ready.push_message(msg(2))
@@ -71,7 +78,7 @@ def test_mixed_entries_and_bare_messages_keep_order_and_clear_returns_all():
 
 
 def test_priority_levels_take_bare_messages_by_their_priority():
-    ready = PriorityReady(5)
+    ready = PriorityReady(5, positions())
     ready.push_message(msg(1, priority=1))
     ready.push_message(msg(5, priority=5))
     ready.push_message(msg(0))
