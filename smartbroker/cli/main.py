@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 from typer.core import TyperGroup
 
 try:  # typer vendors click since 0.2x: its exceptions are not click's
@@ -19,7 +16,7 @@ try:  # typer vendors click since 0.2x: its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer on click
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from smartbroker.config import Config
+from smartbroker.config import Config, ConfigError
 
 
 class OneLineErrors(TyperGroup):
@@ -41,7 +38,7 @@ class OneLineErrors(TyperGroup):
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
             sys.exit(exc.exit_code)
-        except click_errors.Abort:
+        except typer.Abort:  # typer's own class (its vendored click has none)
             typer.echo("error: aborted", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -77,15 +74,8 @@ def serve(
                           prometheus_port=prometheus_port,
                           data_dir=data_dir, log_level=log_level, tls_port=tls_port,
                           tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
-    except tomllib.TOMLDecodeError as exc:
-        fail(f"config file {config} is not valid TOML: {exc}")
-    except SettingsError as exc:  # an environment variable that does not parse
-        fail(f"invalid setting: {exc}")
-    except OSError as exc:
-        fail(f"cannot read config file {config}: {exc.strerror or exc}")
+    except ConfigError as exc:  # already one line: a bad value, file or variable
+        fail(str(exc))
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from smartbroker.server.app import StartupError, run
@@ -110,8 +100,7 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from smartbroker import demo
-    from smartbroker.cli import access, admin, dlq, messages, streams
+    from smartbroker.cli import access, admin, demo, dlq, messages, streams
 
     admin.register(app)
     access.register(app)
