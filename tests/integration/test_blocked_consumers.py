@@ -48,9 +48,15 @@ def publish(ch: BlockingChannel, queue: str, bodies: list[bytes]) -> None:
         ch.basic_publish("", queue, body)
 
 
-def settle(conn: pika.BlockingConnection) -> None:
-    """Give the broker a moment to deliver anything it (wrongly) would."""
-    conn.process_data_events(time_limit=0.3)
+def settle(holder: Holder, queue: str) -> int:
+    """The queue's ready count, read by a round trip on the holder's channel: the broker
+    answers it after what was sent before on that channel (acks, cancel, qos) and after
+    the confirmed publishes, so a delivery it made, rightly or wrongly, has left the ready
+    count by then. No waiting for a delivery that should not come; deliveries already
+    received are handed to the callbacks."""
+    ready = ready_count(holder.ch, queue)
+    holder.conn.process_data_events(time_limit=0)
+    return ready
 
 
 def test_ack_brings_back_exactly_the_consumer_that_acked(conn: pika.BlockingConnection,
@@ -62,14 +68,12 @@ def test_ack_brings_back_exactly_the_consumer_that_acked(conn: pika.BlockingConn
     wait_until(conn, lambda: holder.total() == 40)
     assert all(len(v) == 1 for v in holder.got.values())  # round-robin: one each
     publish(ch, qname, [f"n{i}".encode() for i in range(25)])
-    settle(conn)
-    assert holder.total() == 40 and ready_count(ch, qname) == 25
+    assert settle(holder, qname) == 25 and holder.total() == 40
     for i, tag in enumerate((holder.tags[7], holder.tags[3], holder.tags[31])):
         holder.ch.basic_ack(holder.last_tag(tag))
         wait_until(conn, lambda i=i: holder.total() == 41 + i)
         assert holder.bodies(tag)[-1] == f"n{i}".encode()  # FIFO, to the one with credit
-    settle(conn)
-    assert holder.total() == 43 and ready_count(ch, qname) == 22
+    assert settle(holder, qname) == 22 and holder.total() == 43
 
 
 def test_nack_requeue_and_reject_give_credit_back(conn: pika.BlockingConnection,
@@ -97,7 +101,7 @@ def test_multiple_ack_wakes_every_consumer_it_frees(conn: pika.BlockingConnectio
     publish(ch, qname, [str(i).encode() for i in range(5)])
     wait_until(conn, lambda: holder.total() == 5)
     publish(ch, qname, [str(i).encode() for i in range(5, 12)])
-    settle(conn)
+    assert settle(holder, qname) == 7
     holder.ch.basic_ack(0, multiple=True)
     wait_until(conn, lambda: holder.total() == 10)
     assert all(len(v) == 2 for v in holder.got.values())
@@ -126,17 +130,14 @@ def test_global_qos_credit_back_wakes_the_channels_consumers(
     holder = Holder(conn, qname, consumers=4, prefetch=0, global_prefetch=2)
     publish(ch, qname, [str(i).encode() for i in range(10)])
     wait_until(conn, lambda: holder.total() == 2)
-    settle(conn)
-    assert holder.total() == 2
+    assert settle(holder, qname) == 8 and holder.total() == 2
     some = next(tag for tag, got in holder.got.items() if got)
     holder.ch.basic_ack(holder.last_tag(some))
     wait_until(conn, lambda: holder.total() == 3)
-    settle(conn)
-    assert holder.total() == 3
+    assert settle(holder, qname) == 7 and holder.total() == 3
     holder.ch.basic_qos(prefetch_count=5, global_qos=True)
     wait_until(conn, lambda: holder.total() == 6)  # 2 unacked + 3 more
-    settle(conn)
-    assert holder.total() == 6 and ready_count(ch, qname) == 4
+    assert settle(holder, qname) == 4 and holder.total() == 6
 
 
 def test_cancelled_blocked_consumer_is_not_woken_by_its_late_ack(
@@ -149,8 +150,7 @@ def test_cancelled_blocked_consumer_is_not_woken_by_its_late_ack(
     gone, stays = holder.tags
     holder.ch.basic_cancel(gone)
     holder.ch.basic_ack(holder.last_tag(gone))  # settling after cancel is allowed
-    settle(conn)
-    assert holder.total() == 2 and ready_count(ch, qname) == 1
+    assert settle(holder, qname) == 1 and holder.total() == 2
     holder.ch.basic_ack(holder.last_tag(stays))
     wait_until(conn, lambda: holder.total() == 3)
     assert holder.bodies(stays)[-1] == b"2"
