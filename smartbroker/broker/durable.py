@@ -38,6 +38,7 @@ from smartbroker.message import Message
 from smartbroker.protocol import codec
 from smartbroker.queues.arguments import parse_expiration
 from smartbroker.store.api import StoreUnavailable
+from smartbroker.store.executors import Executors
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.reclaim import Reclaimer, SparseSegments
 
@@ -138,11 +139,13 @@ class SyncWaiter(Protocol):
 
 class MessageStore:
     def __init__(self, directory: Path, fsync: str = "batch",
-                 segment_bytes: int = 64 << 20) -> None:
-        self.log = SegmentLog(directory, fsync=fsync, segment_bytes=segment_bytes)
+                 segment_bytes: int = 64 << 20, executors: Executors | None = None) -> None:
+        self.log = SegmentLog(directory, fsync=fsync, segment_bytes=segment_bytes,
+                              executor=executors.fsync if executors is not None else None)
         self._live: defaultdict[int, int] = defaultdict(int)  # segment base -> live enqueue bytes
         self._refs: dict[int, int] = {}  # enqueue offset -> record size << 16 | queues holding it
-        self.reclaimer = Reclaimer(self.log, self._refs, self._live, (decode_marks, encode_marks))
+        self.reclaimer = Reclaimer(self.log, self._refs, self._live, (decode_marks, encode_marks),
+                                   executor=executors.compact if executors is not None else None)
         self._waiters: set[SyncWaiter] = set()
         self._logs: set[Any] = set()
         self.write_out_pending = False

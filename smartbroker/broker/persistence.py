@@ -32,6 +32,7 @@ from smartbroker.store.definitions import (
     UserDef,
     VHostDef,
 )
+from smartbroker.store.executors import Executors
 
 if TYPE_CHECKING:
     from smartbroker.broker.core import Broker
@@ -71,10 +72,12 @@ class Persistence:
         self.data_dir = data_dir
         self.fsync = fsync
         self.definitions = DefinitionStore(data_dir / "definitions.sqlite3")
+        self.executors = Executors()  # the disk worker threads of every store below
         self.messages = MessageStore(data_dir / "messages", fsync=fsync,
-                                     segment_bytes=message_segment_bytes())
+                                     segment_bytes=message_segment_bytes(),
+                                     executors=self.executors)
         # what every vhost (and through it every durable queue) persists into
-        self.storage = Storage(self.messages, data_dir, fsync)
+        self.storage = Storage(self.messages, data_dir, fsync, self.executors)
 
     def vhost(self, name: str) -> VirtualHost:
         """A new vhost that persists here (its listener is set once restore is done)."""
@@ -262,3 +265,4 @@ class Persistence:
                 q.close()
         await self.messages.aclose()
         self.definitions.close()
+        self.executors.shutdown()

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 from smartbroker.errors import AMQPError, not_implemented, precondition_failed
 from smartbroker.message import Message
+from smartbroker.store.executors import Executors
 
 
 class PagedOut:
@@ -211,6 +212,7 @@ class Storage:
     store: Any  # the shared message store (classic queues)
     data_dir: Path  # stream queues keep their logs under data_dir/streams
     fsync: str = "batch"
+    executors: Executors | None = None  # the broker's disk worker threads
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,10 @@ class StreamCompaction:
     def __init__(self, stream: Any) -> None:
         self.stream = stream
         retention_ms = int(stream.stream.delete_retention * 1000)
-        self.compactors = [Compactor(lg, delete_retention_ms=retention_ms, is_tombstone=is_tombstone)
-                           for lg in stream.logs]
+        storage = stream.storage
+        executor = storage.executors.compact if storage and storage.executors else None
+        self.compactors = [Compactor(lg, delete_retention_ms=retention_ms, is_tombstone=is_tombstone,
+                                     executor=executor) for lg in stream.logs]
         self.task: asyncio.Task[None] | None = None
         self.passes = 0
         self.last: list[CompactionResult] = []

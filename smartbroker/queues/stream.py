@@ -187,8 +187,11 @@ class StreamQueue:
         size = segment_bytes or self.stream.segment_bytes
         if self.directory is None:
             return MemoryLog(segment_bytes=size)
-        assert self.storage is not None
-        return SegmentLog(self.directory / name, fsync=self.storage.fsync, segment_bytes=size)
+        storage = self.storage
+        assert storage is not None
+        executor = storage.executors.fsync if storage.executors is not None else None
+        return SegmentLog(self.directory / name, fsync=storage.fsync, segment_bytes=size,
+                          executor=executor)
 
     # -- counts ----------------------------------------------------------------------------
     @property

@@ -16,20 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from .api import FSYNC_POLICIES, StoreUnavailable
-
-_executor: ThreadPoolExecutor | None = None
-
-
-def executor() -> ThreadPoolExecutor:
-    """One small pool shared by every log, so thousands of queues do not mean threads."""
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-fsync")
-    return _executor
-
 
 # fdatasync: the data and the file size, without the mtime-only inode updates fsync adds
 # (an append-only log needs nothing else; PostgreSQL's WAL default on Linux). macOS has none.
@@ -56,7 +45,10 @@ class GroupCommit:
         policy: str = "batch",
         interval: float = 0.005,
         durable: int = 0,
+        executor: Executor | None = None,
     ) -> None:
+        # where fsyncs run: the broker's shared pool (store/executors.py), else the loop's
+        self._executor = executor
         if policy not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {policy!r}")
         self.policy = policy
@@ -109,7 +101,7 @@ class GroupCommit:
                     if fds and self.policy != "never":
                         self.busy = True
                         try:
-                            await loop.run_in_executor(executor(), fsync_all, fds)
+                            await loop.run_in_executor(self._executor, fsync_all, fds)
                         finally:
                             self.busy = False
                         self.fsyncs += 1

@@ -28,7 +28,7 @@ import os
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,17 +40,6 @@ from .segment import Segment
 
 WRITE_CHUNK = 1 << 20
 YIELD_EVERY = 64  # frames read by the compaction thread between GIL hand-overs
-_executor: ThreadPoolExecutor | None = None
-
-
-def executor() -> ThreadPoolExecutor:
-    """One compaction thread for all logs: rewrites are background work, not urgent."""
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-compact")
-    return _executor
-
-
 def empty_payload(payload: bytes) -> bool:
     """The default tombstone test: an empty payload."""
     return not payload
@@ -99,8 +88,11 @@ class Compactor:
         *,
         delete_retention_ms: int = 86_400_000,
         is_tombstone: Callable[[bytes], bool] = empty_payload,
+        executor: Executor | None = None,
     ) -> None:
         self.log = log
+        # the broker's compaction thread (store/executors.py), else the loop's default
+        self.executor = executor
         self.delete_retention_ms = delete_retention_ms
         self.is_tombstone = is_tombstone
         self.disk = isinstance(log, SegmentLog)
@@ -135,7 +127,7 @@ class Compactor:
             views = self._snapshot()
             loop_time = time.perf_counter() - start
             rewrites = await asyncio.get_running_loop().run_in_executor(
-                executor(), self._work, views, now_ms)
+                self.executor, self._work, views, now_ms)
             t = time.perf_counter()
             result = self._install(rewrites)
         finally:

@@ -18,6 +18,7 @@ import os
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
+from concurrent.futures import Executor
 
 from . import record
 from .api import LogStats, Record, SegmentInfo, StoreUnavailable
@@ -44,6 +45,7 @@ class SegmentLog:
         index_interval: int = 4096,
         write_buffer_bytes: int = 1 << 20,
         verify: bool = False,
+        executor: Executor | None = None,  # for fsyncs (store/executors.py); None: the loop's
     ) -> None:
         self.directory = os.fspath(directory)
         os.makedirs(self.directory, exist_ok=True)
@@ -64,7 +66,7 @@ class SegmentLog:
         self._open(verify)
         self._commit = GroupCommit(
             self._prepare, self._finished, self._has_pending, fsync, sync_interval_ms / 1000,
-            durable=self.next_offset,
+            durable=self.next_offset, executor=executor,
         )
 
     # -- opening ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ import os
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from . import compact, record
@@ -65,8 +66,10 @@ class Reclaimer:
         marks: tuple[Callable[[bytes], tuple[bytes, str, str, tuple[int, ...]]],
                      Callable[[bytes, str, str, list[int]], bytes]],
         threshold: float = THRESHOLD,
+        executor: Executor | None = None,
     ) -> None:
         self.log = log_
+        self.executor = executor  # the broker's compaction thread, else the loop's default
         self.refs = refs  # enqueue offset -> (record size << 16) | queues still holding it
         self.live_bytes = live_bytes  # segment base -> bytes of live enqueues
         self.decode_marks, self.encode_marks = marks
@@ -151,7 +154,7 @@ class Reclaimer:
         live = self.live_bytes.get(seg.base, 0)
         presence: Presence = [(s.base, s.next_offset, self.kept.get(s.base)) for s in self.log._segs]  # noqa: SLF001
         view = compact._View(seg, seg.base, seg.next_offset, seg.written, True)  # noqa: SLF001
-        out, kept, dropped = await loop.run_in_executor(compact.executor(), self._rewrite, view, presence)
+        out, kept, dropped = await loop.run_in_executor(self.executor, self._rewrite, view, presence)
         self.done[seg.base] = (live, self.gen)
         if self.closing or not dropped:
             if out is not None:
@@ -162,7 +165,7 @@ class Reclaimer:
             if out is not None:
                 out.discard()
             return False
-        await loop.run_in_executor(compact.executor(), _fsync_dir, self.log.directory)
+        await loop.run_in_executor(self.executor, _fsync_dir, self.log.directory)
         self.stats.bytes_reclaimed += seg.end - (new.end if new is not None else 0)
         if new is None:
             self.stats.segments_deleted += 1
