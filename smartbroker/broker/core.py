@@ -32,10 +32,11 @@ class Broker:
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
         if vhost is None:
-            vhost = self.vhosts[name] = VirtualHost(name)
-            if self.persistence is not None:
-                self.persistence.attach(vhost)
-                vhost.listener = self.persistence
+            persistence = self.persistence
+            vhost = self.vhosts[name] = (VirtualHost(name) if persistence is None
+                                         else persistence.vhost(name))
+            if persistence is not None:
+                vhost.listener = persistence
                 self.persistence.vhost_added(name)
         return vhost
 
