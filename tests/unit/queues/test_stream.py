@@ -1,0 +1,274 @@
+"""The stream queue on its own: no broker, no socket. Fake consumers with credit read
+from first/last/next/an offset/a time, settle by returning credit, and every operation a
+log cannot do is refused by capability with RabbitMQ's reply."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from smartbroker.errors import AMQPError
+from smartbroker.message import Message
+from smartbroker.queues import stream as stream_module
+from smartbroker.queues.base import ACCEPTED, QueueSpec, Storage, require
+from smartbroker.queues.classic import ClassicQueue
+from smartbroker.queues.stream import StreamEntry, StreamQueue
+from smartbroker.queues.stream_args import StreamSettings
+from smartbroker.queues.types import QuorumQueue, declare_queue, queue_type
+from smartbroker.store.log import SegmentLog
+
+
+class Reader:
+    """A consumer with credit (prefetch) that records what it is sent; ``settle`` acks
+    like a channel does: the queue is told, the credit comes back, the queue dispatches."""
+
+    def __init__(self, credit: int = 100, offset: object = "first", **arguments: object) -> None:
+        self.tag = "r"
+        self.no_ack = False
+        self.exclusive = False
+        self.priority = 0
+        self.parked = False
+        self.unacked = 0
+        self.credit = credit
+        self.arguments = {"x-stream-offset": offset, **arguments}
+        self.got: list[StreamEntry] = []
+        self.cancelled = False
+
+    def can_take(self) -> bool:
+        return self.unacked < self.credit
+
+    def deliver(self, queue: StreamQueue, entry: StreamEntry) -> None:
+        assert self.can_take(), "delivered beyond credit"
+        self.unacked += 1
+        self.got.append(entry)
+
+    def cancelled_by_broker(self) -> None:
+        self.cancelled = True
+
+    def settle(self, queue: StreamQueue, count: int) -> None:
+        for entry in self.got[:count]:
+            queue.ack(entry)
+        self.unacked -= count
+        queue.dispatch()
+
+    @property
+    def offsets(self) -> list[int]:
+        return [e.offset for e in self.got]
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [e.message.body for e in self.got]
+
+
+def msg(body: bytes | str, key: str = "k") -> Message:
+    return Message.build("", key, body.encode() if isinstance(body, str) else body)
+
+
+def stream(settings: StreamSettings | None = None, **kwargs: object) -> StreamQueue:
+    return StreamQueue("s", "/", settings=settings, **kwargs)
+
+
+def fill(q: StreamQueue, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        q.publish(msg(f"m{i}"))
+
+
+def attach(q: StreamQueue, reader: Reader) -> Reader:
+    q.validate_consumer(reader.arguments, reader.no_ack, reader.credit)
+    q.add_consumer(reader)
+    return reader
+
+
+# --------------------------------------------------------------------------- append, read
+
+
+def test_append_then_read_from_first_in_order_with_offset_headers():
+    q = stream()
+    fill(q, 5)
+    r = attach(q, Reader())
+    assert r.offsets == [0, 1, 2, 3, 4]
+    assert r.bodies == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert r.got[2].message.headers["x-stream-offset"] == 2
+    assert q.total_messages == 5 and q.message_count == 0  # RabbitMQ: 0 ready for streams
+
+
+def test_reading_removes_nothing_a_second_reader_replays_it_all():
+    q = stream()
+    fill(q, 3)
+    first, second = attach(q, Reader()), Reader()
+    attach(q, second)
+    assert first.offsets == second.offsets == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("offset", "expected"), [
+    ("first", [0, 1, 2, 3, 4, 5]),
+    ("last", [3, 4, 5]),  # the last message there was, then what comes
+    ("next", [4, 5]),  # only what is published after the reader joined
+    (2, [2, 3, 4, 5]),
+    (4, [4, 5]),
+])
+def test_start_offsets(offset, expected):
+    q = stream()
+    fill(q, 4)
+    r = attach(q, Reader(offset=offset))
+    fill(q, 2, start=4)
+    assert r.offsets == expected
+
+
+def test_start_at_a_timestamp(monkeypatch):
+    q = stream()
+    clock = [1_000.0]
+    monkeypatch.setattr(stream_module.time, "time", lambda: clock[0])
+    fill(q, 3)
+    clock[0] = 2_000.0
+    fill(q, 2, start=3)
+    # an AMQP timestamp arrives decoded as a datetime: the first message at or after it
+    r = attach(q, Reader(offset=datetime.datetime.fromtimestamp(1_500, datetime.UTC)))
+    assert r.offsets == [3, 4]
+
+
+# --------------------------------------------------------------------------- credit
+
+
+def test_delivery_stops_at_credit_and_an_ack_returns_it():
+    q = stream()
+    fill(q, 5)
+    r = attach(q, Reader(credit=2))
+    assert r.offsets == [0, 1]
+    r.settle(q, 1)
+    assert r.offsets == [0, 1, 2]
+    r.settle(q, 2)
+    assert r.offsets == [0, 1, 2, 3, 4]
+    assert q.stats["ack"] == 3
+
+
+def test_requeue_sends_nothing_back_a_log_is_replayed_by_offset():
+    q = stream()
+    fill(q, 2)
+    r = attach(q, Reader())
+    q.requeue(list(r.got))
+    assert r.offsets == [0, 1]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(("call", "text"), [
+    (lambda q: q.get(), "basic.get not supported by stream queues queue 's' in vhost '/'"),
+    (lambda q: q.purge(), "queue.purge not supported by stream queues queue 's' in vhost '/'"),
+    (lambda q: require(q, "reject"),
+     "basic.nack and basic.reject not supported by stream queues queue 's' in vhost '/'"),
+    (lambda q: q.validate_consumer({}, True, 10),
+     "automatic acknowledgement not supported by stream queues queue 's' in vhost '/'"),
+])
+def test_what_a_log_cannot_do_is_refused_with_540(call, text):
+    with pytest.raises(AMQPError) as err:
+        call(stream())
+    assert (err.value.code, err.value.text) == (540, text)
+
+
+def test_a_consumer_without_prefetch_is_refused_with_406():
+    with pytest.raises(AMQPError) as err:
+        stream().validate_consumer({}, False, 0)
+    assert err.value.code == 406
+    assert err.value.text == "consumer prefetch count is not set for 'queue 's' in vhost '/''"
+
+
+def test_classic_queues_allow_what_streams_refuse():
+    q = ClassicQueue("c", "/")
+    for operation in ("get", "purge", "reject", "no_ack"):
+        require(q, operation)
+    q.validate_consumer({}, True, 0)
+
+
+@pytest.mark.parametrize(("exclusive", "auto_delete", "durable", "text"), [
+    (True, False, True, "invalid property 'exclusive-owner' for queue 's' in vhost '/'"),
+    (False, True, True, "invalid property 'auto-delete' for queue 's' in vhost '/'"),
+    (False, False, False, "invalid property 'non-durable' for queue 's' in vhost '/'"),
+])
+def test_declare_refuses_what_a_stream_cannot_be(exclusive, auto_delete, durable, text):
+    spec = QueueSpec("s", "/", durable, exclusive, auto_delete, {"x-queue-type": "stream"})
+    with pytest.raises(AMQPError) as err:
+        declare_queue(spec, None, None)  # type: ignore[arg-type]
+    assert (err.value.code, err.value.text) == (406, text)
+
+
+def test_the_registry_picks_the_type_from_x_queue_type():
+    assert queue_type({"x-queue-type": "stream"}) is StreamQueue
+    assert queue_type({"x-queue-type": b"quorum"}) is QuorumQueue
+    assert queue_type({}) is ClassicQueue
+    assert queue_type({"x-queue-type": "nonsense"}) is ClassicQueue  # which refuses it
+    with pytest.raises(AMQPError, match="unsupported queue type 'nonsense'"):
+        declare_queue(QueueSpec("q", "/", True, False, False, {"x-queue-type": "nonsense"}),
+                      None, None)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_in_memory_publish_needs_no_fsync():
+    assert stream().publish(msg("x")) is ACCEPTED
+
+
+def test_on_disk_publish_names_the_partition_log_to_fsync(tmp_path):
+    q = stream(StreamSettings(partitions=2), storage=Storage(None, tmp_path))
+    result = q.publish(msg("x", key="a"))
+    assert result.accepted and isinstance(result.sync, SegmentLog)
+    assert result.sync in q.logs
+    q.close()
+
+
+def test_on_disk_stream_survives_reopening(tmp_path):
+    storage = Storage(None, tmp_path)
+    q = stream(storage=storage)
+    fill(q, 3)
+    q.close()
+    again = stream(storage=storage)
+    r = attach(again, Reader())
+    assert r.bodies == [b"m0", b"m1", b"m2"]
+    again.delete()
+    assert r.cancelled
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def big(i: int) -> Message:
+    return msg(bytes([i % 256]) * 1000)
+
+
+def test_max_length_bytes_deletes_whole_head_segments():
+    q = stream(StreamSettings(segment_bytes=4096, max_length_bytes=8192))
+    for i in range(40):
+        q.publish(big(i))
+    before = q.logs[0].first_offset
+    removed = q.enforce_retention()
+    assert removed > 0 and q.logs[0].first_offset > before
+    assert q.message_bytes <= 8192 + 4096  # the active segment is never deleted
+    r = attach(q, Reader())
+    assert r.offsets[0] == q.logs[0].first_offset  # "first" is the new head
+
+
+def test_max_age_deletes_closed_segments_older_than_the_age(monkeypatch):
+    q = stream(StreamSettings(segment_bytes=4096, max_age=60))
+    clock = [1_000.0]
+    monkeypatch.setattr(stream_module.time, "time", lambda: clock[0])
+    for i in range(10):
+        q.publish(big(i))
+    clock[0] = 2_000.0
+    for i in range(10):
+        q.publish(big(i))
+    assert q.enforce_retention(now_ms=2_000_000) > 0
+    assert q.enforce_retention(now_ms=2_000_000) == 0  # what is left is young or active
+    assert q.logs[0].first_offset > 0
+
+
+def test_a_policy_applies_max_age_and_the_smaller_length_wins():
+    q = stream(StreamSettings(max_length_bytes=10_000))
+    q.apply_policy("p", {"max-age": "1h", "max-length-bytes": 50_000,
+                         "stream-max-segment-size-bytes": 8192})
+    assert (q.policy_name, q.stream.max_age, q.stream.max_length_bytes) == ("p", 3600, 10_000)
+    assert q.logs[0].segment_bytes == 8192
+    q.apply_policy(None, None)
+    assert (q.stream.max_age, q.stream.max_length_bytes) == (None, 10_000)
