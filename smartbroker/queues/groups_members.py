@@ -129,10 +129,10 @@ class ConsumerGroup:
         for p in partitions:
             self._revoke(p)
         if member.instance_id is not None and member.session_timeout > 0 and partitions:
+            instance = member.instance_id
             timer = self.stream.host.call_later(member.session_timeout,
-                                                lambda: self._session_expired(member.instance_id)) \
-                if self.stream.host is not None else None
-            self.held[member.instance_id] = (partitions, timer)
+                                                lambda: self._session_expired(instance))
+            self.held[instance] = (partitions, timer)  # no timer on NoHost: held until rejoin
             return
         self.rebalance()
 
