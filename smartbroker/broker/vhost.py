@@ -219,11 +219,9 @@ class VirtualHost:
         self.drop_queue(q)
 
     def dead_letter(self, q: Queue, message: Message, reason: str) -> None:
-        settings = q.settings
-        if settings.dead_letter_exchange is None:
-            return
-        self.dead_letters.send(message, q.name, reason, settings.dead_letter_exchange,
-                               settings.dead_letter_routing_key)
+        target = q.dead_letter_target
+        if target is not None:
+            self.dead_letters.send(message, q.name, reason, *target)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
         try:

@@ -56,7 +56,7 @@ class BrokerCollector(Collector):
                 unacked.add_metric(lv, q.unacked_count)
                 messages.add_metric(lv, q.message_count + q.unacked_count)
                 consumers.add_metric(lv, q.consumer_count)
-                stats = getattr(q, "stats", {})
+                stats = q.stats
                 for key, family in counters.items():
                     family.add_metric(lv, stats.get(key, 0))
         yield from (ready, unacked, messages, consumers, *counters.values())

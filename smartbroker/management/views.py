@@ -31,13 +31,13 @@ def message_stats(stats: dict[str, int], rates: tuple[float, ...] | None = None)
 
 
 def queue_type(q: Any) -> str:
-    return getattr(q, "type_name", None) or str(q.arguments.get("x-queue-type") or "classic")
+    return q.type_name
 
 
 def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
     ready, unacked = q.message_count, q.unacked_count
     owner = q.exclusive_owner
-    consumers = list(getattr(q, "consumers", ()))
+    consumers = list(q.consumers)
     return {
         "name": q.name,
         "vhost": q.vhost,
@@ -56,11 +56,11 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "messages_ready_details": _rate(0),
         "messages_unacknowledged": unacked,
         "messages_unacknowledged_details": _rate(0),
-        "message_bytes_ready": getattr(getattr(q, "ready", None), "bytes", 0),
+        "message_bytes_ready": q.message_bytes_ready,
         "consumers": q.consumer_count,
         "exclusive_consumer_tag": consumers[0].tag if consumers and consumers[0].exclusive else None,
         "consumer_utilisation": None,
-        "message_stats": message_stats(getattr(q, "stats", {}), state.rates.of(id(q))),
+        "message_stats": message_stats(q.stats, state.rates.of(id(q))),
         **(_stream_fields(q) if queue_type(q) == "stream" else {}),
     }
 

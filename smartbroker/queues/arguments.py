@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from smartbroker.errors import precondition_failed
+from smartbroker.message import Message
 from smartbroker.protocol.field_types import amqp_type
 
 _NON_NEGATIVE_INTS = ("x-message-ttl", "x-max-length", "x-max-length-bytes", "x-delivery-limit")
@@ -166,3 +167,23 @@ def _truncated(text: str, prefix: str = "PRECONDITION_FAILED - ") -> str:
     if len(prefix) + len(text) <= 255:
         return text
     return text[:252 - len(prefix)] + "..."
+
+
+CLASSIC_ARGUMENTS = frozenset({
+    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority",
+    "x-single-active-consumer", "x-queue-mode", "x-queue-type", "x-delivery-limit",
+    "x-queue-master-locator", "x-queue-version", "x-queue-leader-locator",
+})
+# Arguments whose value must match on redeclare (RabbitMQ's equivalence check)
+EQUIVALENCE_ARGUMENTS = frozenset({
+    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority",
+    "x-single-active-consumer", "x-queue-type", "x-delivery-limit",
+})
+
+
+def message_ttl_ms(message: Message) -> int | None:
+    """A message's own TTL (its ``expiration`` property), in ms."""
+    expiration = message.expiration
+    return None if expiration is None else parse_expiration(expiration)

@@ -121,6 +121,7 @@ class Capabilities:
     supports_purge: bool = True
     requires_prefetch: bool = False  # consumers must have basic.qos credit
     uses_message_store: bool = True  # persistent messages go to the vhost's message store
+    supports_browse: bool = True  # a ``ready`` list operator tools browse and take from (dlq)
     label: str = "classic queues"  # as RabbitMQ names the type in its 540 replies
 
 
@@ -318,6 +319,13 @@ class Queue(Protocol):
 
     @property
     def message_bytes(self) -> int: ...
+
+    @property
+    def message_bytes_ready(self) -> int: ...
+
+    @property
+    def dead_letter_target(self) -> tuple[str, str | None] | None:
+        """(exchange, routing key or None) where dead letters go; None: dropped."""
 
     @property
     def consumer_count(self) -> int: ...

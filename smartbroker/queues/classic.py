@@ -17,7 +17,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from smartbroker.message import Message, with_delivery_count
-from smartbroker.queues.arguments import parse_expiration, validate_queue_arguments
+from smartbroker.queues.arguments import (
+    CLASSIC_ARGUMENTS,
+    EQUIVALENCE_ARGUMENTS,
+    message_ttl_ms,
+    validate_queue_arguments,
+)
 from smartbroker.queues.base import (
     ACCEPTED,
     REFUSED,
@@ -37,24 +42,6 @@ from smartbroker.queues.ready import PriorityReady, ReadyList
 from smartbroker.queues.rings import ConsumerRings
 from smartbroker.queues.settings import QueueSettings
 from smartbroker.queues.unused import UnusedExpiry
-
-CLASSIC_ARGUMENTS = frozenset({
-    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
-    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority",
-    "x-single-active-consumer", "x-queue-mode", "x-queue-type", "x-delivery-limit",
-    "x-queue-master-locator", "x-queue-version", "x-queue-leader-locator",
-})
-# Arguments whose value must match on redeclare (RabbitMQ's equivalence check)
-EQUIVALENCE_ARGUMENTS = frozenset({
-    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
-    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority",
-    "x-single-active-consumer", "x-queue-type", "x-delivery-limit",
-})
-
-
-def message_ttl_ms(message: Message) -> int | None:
-    expiration = message.expiration
-    return None if expiration is None else parse_expiration(expiration)
 
 
 class ClassicQueue:
@@ -115,6 +102,13 @@ class ClassicQueue:
     @property
     def message_bytes(self) -> int:
         return self.ready.bytes
+
+    message_bytes_ready = message_bytes
+
+    @property
+    def dead_letter_target(self) -> tuple[str, str | None] | None:
+        dlx = self.settings.dead_letter_exchange
+        return None if dlx is None else (dlx, self.settings.dead_letter_routing_key)
 
     @property
     def consumer_count(self) -> int:

@@ -13,18 +13,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import struct
 import time
 from collections.abc import Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
 
-import mmh3
-
 from smartbroker.errors import precondition_failed
 from smartbroker.message import Message
-from smartbroker.protocol import codec
 from smartbroker.queues.base import (
     ACCEPTED,
     Capabilities,
@@ -47,49 +43,18 @@ from smartbroker.queues.stream_args import (
     parse_offset_spec,
     policy_settings,
 )
+from smartbroker.queues.stream_records import (
+    decode_record,
+    encode_record,
+    message_key,
+    partition_for,
+)
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
 
 log = logging.getLogger("smartbroker.stream")
-PARTITION_SEED = 104729
 RETENTION_INTERVAL = 1.0  # seconds between retention passes
 READ_BATCH = 128
-_OFFSET_SS = codec.shortstr("x-stream-offset")
-_PARTITION_SS = codec.shortstr("x-stream-partition")
-_u16 = struct.Struct("<H")
-_u32 = struct.Struct("<I")
-
-
-def partition_for(key: str | bytes, partitions: int) -> int:
-    """The partition of a key: the hash RabbitMQ stream clients use for super streams."""
-    if partitions == 1:
-        return 0
-    return mmh3.hash(key, seed=PARTITION_SEED, signed=False) % partitions
-
-
-def message_key(msg: Message) -> str:
-    headers = msg.headers if msg.flags & codec.FLAG_HEADERS else None
-    if headers and "x-message-key" in headers:
-        key = headers["x-message-key"]
-        return key.decode(errors="replace") if isinstance(key, bytes) else str(key)
-    return msg.routing_key
-
-
-def encode_record(msg: Message) -> bytes:
-    return b"".join((_u16.pack(len(msg.exchange_rk_ss)), msg.exchange_rk_ss,
-                     _u32.pack(len(msg.header_payload)), msg.header_payload, msg.body))
-
-
-def decode_record(data: bytes, partition: int, offset: int) -> Message:
-    (n,) = _u16.unpack_from(data, 0)
-    ex_rk = data[2:2 + n]
-    (h,) = _u32.unpack_from(data, 2 + n)
-    header = data[6 + n:6 + n + h]
-    body = data[6 + n + h:]
-    flags = codec.property_flags(header)
-    extra = codec.table_entry_long(_OFFSET_SS, offset) + codec.table_entry_int(_PARTITION_SS, partition)
-    exchange, routing_key = codec.decode_route(ex_rk)
-    return Message(exchange, routing_key, ex_rk, codec.add_headers(header, flags, extra), body)
 
 
 class StreamEntry:
@@ -130,7 +95,7 @@ class StreamQueue:
         arguments=STREAM_ARGUMENTS, supports_get=False, supports_no_ack=False,
         supports_exclusive=False, equivalence_arguments=EQUIVALENCE_ARGUMENTS,
         supports_reject=False, supports_purge=False, requires_prefetch=True,
-        uses_message_store=False, label="stream queues")
+        uses_message_store=False, supports_browse=False, label="stream queues")
     type_name: ClassVar[str] = "stream"
     durable: ClassVar[bool] = True
     auto_delete: ClassVar[bool] = False
@@ -205,6 +170,9 @@ class StreamQueue:
     @property
     def message_bytes(self) -> int:
         return sum(lg.size_bytes for lg in self.logs)
+
+    message_bytes_ready = 0  # nothing waits to be consumed away from a log
+    dead_letter_target = None  # a log drops nothing it would dead-letter
 
     @property
     def consumer_count(self) -> int:

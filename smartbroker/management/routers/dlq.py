@@ -39,7 +39,7 @@ def _dead_letter_queue(state: Any, vhost: str, name: str) -> tuple[Any, Any]:
     q = vh.queues.get(name)
     if q is None:
         raise not_found()
-    if not hasattr(q, "ready"):
+    if not q.capabilities.supports_browse:
         raise bad_request(f"queue '{name}' in vhost '{vhost}' is a {queue_type(q)} queue, "
                           f"not a dead-letter queue")
     return vh, q
@@ -49,12 +49,11 @@ def _dead_letter_targets(vh: Any) -> dict[str, set[str]]:
     """Queue name -> the queues whose dead letters can land in it (by DLX binding)."""
     sources: dict[str, set[str]] = {}
     for q in list(vh.queues.values()):
-        settings = getattr(q, "settings", None)
-        dlx = getattr(settings, "dead_letter_exchange", None)
-        if dlx is None:
+        target = q.dead_letter_target
+        if target is None:
             continue
+        dlx, dlrk = target
         if dlx == "":
-            dlrk = getattr(settings, "dead_letter_routing_key", None)
             if dlrk:
                 sources.setdefault(dlrk, set()).add(q.name)
             continue
@@ -85,10 +84,9 @@ def _redrive_targets(q: Any, body: RedriveBody) -> set[str]:
 
 
 def _head_has_death(q: Any) -> bool:
-    ready = getattr(q, "ready", None)
-    if ready is None:
+    if not q.capabilities.supports_browse:
         return False
-    for entry in ready:
+    for entry in q.ready:
         return tools.last_death(entry.message) is not None
     return False
 
@@ -106,7 +104,7 @@ def _list(vhosts: list[Any]) -> list[dict[str, Any]]:
     for vh in vhosts:
         targets = _dead_letter_targets(vh)
         for q in list(vh.queues.values()):
-            if not hasattr(q, "ready"):
+            if not q.capabilities.supports_browse:
                 continue
             if q.name in targets or _head_has_death(q):
                 out.append(_summary(vh, q, targets.get(q.name, set())))
