@@ -89,17 +89,24 @@ def test_junk_bodies_are_4xx(api: httpx.Client, queue: str, exchange: str) -> No
     assert api.get("/api/permissions/%2F/guest").json()["configure"] == ".*"
 
 
-@pytest.mark.parametrize("params", [
-    {"sort": "arguments"}, {"sort": "foo.bar.baz"}, {"sort": "name", "sort_reverse": "maybe"},
-    {"sort": "message_stats.publish"}, {"page": "0"}, {"page": "x"}, {"page_size": "-1"},
-    {"page": "1", "page_size": str(HUGE)}, {"name": "(", "use_regex": "true"},
-    {"name": "(a+)+$", "use_regex": "true", "page": "1"},
+@pytest.mark.parametrize(("params", "code"), [
+    ({"sort": "arguments"}, 200), ({"sort": "foo.bar.baz"}, 200),
+    ({"sort": "name", "sort_reverse": "maybe"}, 200),  # RabbitMQ 3.10.8: a 500 for queues
+    ({"sort": "message_stats.publish"}, 200), ({"page": "0"}, 400), ({"page": "x"}, 400),
+    ({"page_size": "-1"}, 200),  # no page: no paging, page_size unread (as RabbitMQ)
+    ({"page": "1", "page_size": str(HUGE)}, 400),
+    ({"name": "(", "use_regex": "true"}, 400),  # RabbitMQ: 200 and the filter dropped
+    ({"name": "(a+)+$", "use_regex": "true", "page": "1"}, 200),  # RE2: linear time
 ])
 @pytest.mark.parametrize("what", ["queues", "exchanges", "connections", "channels", "dlq",
                                   "streams"])
 def test_list_options_never_500(api: httpx.Client, queue: str, what: str,
-                                params: dict[str, str]) -> None:
+                                params: dict[str, str], code: int) -> None:
+    """Each odd list option gets one definite answer: the list, or RabbitMQ's error shape."""
     resp = api.get(f"/api/{what}", params=params)
-    assert resp.status_code < 500, resp.text[:200]
-    if resp.status_code >= 400:
+    assert resp.status_code == code, resp.text[:200]
+    if code == 400:
         assert set(resp.json()) == {"error", "reason"}
+    else:
+        doc = resp.json()  # one page of the list when a page was asked for, else the list
+        assert isinstance(doc["items"] if "page" in params else doc, list)
