@@ -7,6 +7,7 @@ observe exactly what the broker answers (frames received, then socket close).
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import struct
 import time
@@ -109,6 +110,17 @@ class RawAMQP:
         except TimeoutError:
             return False
         return True
+
+    def peer_closed(self) -> bool:
+        """Whether the peer's close (FIN or reset) has already arrived, without waiting:
+        for checking a close did not happen once a later event proves the peer moved on."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
