@@ -121,6 +121,7 @@ class Capabilities:
     supports_purge: bool = True
     requires_prefetch: bool = False  # consumers must have basic.qos credit
     uses_message_store: bool = True  # persistent messages go to the vhost's message store
+    offset_log: bool = False  # read by offset, with consumer groups (``groups``; /api/streams)
     supports_browse: bool = True  # a ``ready`` list operator tools browse and take from (dlq)
     label: str = "classic queues"  # as RabbitMQ names the type in its 540 replies
 

@@ -37,7 +37,8 @@ class ResetBody(Body):
 
 
 def is_stream(q: Any) -> bool:
-    return getattr(q, "type_name", None) == "stream"
+    """A queue with an offset log and consumer groups, as its type's capabilities say."""
+    return q.capabilities.offset_log
 
 
 def _streams(vhosts: list[Any]) -> list[Any]:
