@@ -6,8 +6,7 @@ shared-broker test in test_api_queues.py checks the same against RabbitMQ's 5 s 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pika
 import pytest
 
 from tests.conftest import EXTERNAL_URL, BrokerProcess, assert_clean_log
+from tests.management.scenarios import poll
 
 pytestmark = pytest.mark.extension
 
@@ -33,15 +33,6 @@ def fast_sampling(tmp_path: Path) -> Iterator[BrokerProcess]:
     assert_clean_log(proc)
 
 
-def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 10.0) -> Any:
-    """Read until ``done`` holds (each read is an HTTP round trip, no sleeping)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-
-
 def test_rates_follow_traffic_and_fall_back_to_zero(fast_sampling: BrokerProcess) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(fast_sampling.url))
     ch = conn.channel()
@@ -53,21 +44,23 @@ def test_rates_follow_traffic_and_fall_back_to_zero(fast_sampling: BrokerProcess
             queue = api.get(f"/api/queues/%2F/{q}").json()["message_stats"]
             return queue, api.get("/api/overview").json()["message_stats"]
 
-        def publishing() -> tuple[dict[str, Any], dict[str, Any]]:
+        def publishing_seen() -> tuple[dict[str, Any], dict[str, Any]] | None:
             for _ in range(20):
                 ch.basic_publish("", q, b"x")  # confirmed: counted before the next read
-            return stats()
+            queue, overview = stats()
+            rated = min(queue["publish_details"]["rate"], overview["publish_details"]["rate"]) > 0
+            return (queue, overview) if rated else None
 
-        queue, overview = poll(publishing, lambda s: s[0]["publish_details"]["rate"] > 0
-                               and s[1]["publish_details"]["rate"] > 0)
-        assert queue["publish_details"]["rate"] > 0, queue
-        assert overview["publish_details"]["rate"] > 0, overview
+        queue, overview = poll(publishing_seen, what="a publish rate above 0")
         assert set(queue) == {"publish", "publish_details", "deliver_get", "deliver_get_details",
                               "deliver", "deliver_details", "ack", "ack_details",
                               "redeliver", "redeliver_details"}
         assert queue["deliver_details"] == {"rate": 0.0}  # nothing consumed
 
-        queue, _ = poll(stats, lambda s: s[0]["publish_details"]["rate"] == 0.0)
-        assert queue["publish_details"] == {"rate": 0.0}  # a later sample saw no publishes
-        assert queue["publish"] > 0
+        def idle_seen() -> dict[str, Any] | None:
+            queue = stats()[0]
+            return queue if queue["publish_details"]["rate"] == 0.0 else None
+
+        queue = poll(idle_seen, what="the rate back at 0 once publishing stopped")
+        assert queue["publish"] > 0  # the counter stays; a later sample saw no publishes
     conn.close()
