@@ -61,7 +61,7 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "exclusive_consumer_tag": consumers[0].tag if consumers and consumers[0].exclusive else None,
         "consumer_utilisation": None,
         "message_stats": message_stats(q.stats, state.rates.of(id(q))),
-        **(_stream_fields(q) if queue_type(q) == "stream" else {}),
+        **(_stream_fields(q) if q.capabilities.offset_log else {}),
     }
 
 
