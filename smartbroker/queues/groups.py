@@ -124,7 +124,7 @@ class StreamGroups:
         return max(self._log(partition).next_offset - self.committed(name, partition), 0)
 
     def describe(self, name: str) -> GroupInfo:
-        live = self._existing(name)
+        live = self.require(name)
         owners = {p: m.reader.consumer.tag for p, m in live.owner.items()} if live else {}
         partitions = []
         for p, lg in enumerate(self.stream.logs):
@@ -150,7 +150,7 @@ class StreamGroups:
     def reset(self, name: str, to: OffsetReset, *, dry_run: bool = False) -> list[OffsetMove]:
         """Move every partition's committed offset (``kafka-consumer-groups
         --reset-offsets``); refused while the group has members."""
-        self._existing(name)
+        self.require(name)
         self.refuse_if_active(name, "resetting offsets")
         plan = []
         for p, lg in enumerate(self.stream.logs):
@@ -164,7 +164,7 @@ class StreamGroups:
 
     def delete(self, name: str) -> None:
         """Forget the group and its committed offsets; refused while it has members."""
-        self._existing(name)
+        self.require(name)
         self.refuse_if_active(name, "deleting it")
         self.live.pop(name, None)
         self.book.forget(name)
@@ -177,7 +177,7 @@ class StreamGroups:
                                    f"has no partition {partition}")
         return logs[partition]
 
-    def _existing(self, name: str) -> ConsumerGroup | None:
+    def require(self, name: str) -> ConsumerGroup | None:
         """The live group (None if only its offsets exist); ``UnknownGroup`` if neither."""
         live = self.live.get(name)
         if live is None and name not in self:

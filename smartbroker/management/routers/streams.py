@@ -96,9 +96,10 @@ def group_json(info: GroupInfo) -> dict[str, Any]:
 
 def _group(state: Any, vhost: str, queue: str, group: str) -> Any:
     stream = _stream(state, vhost, queue)
-    if group not in stream.groups:
-        raise ApiError(404, "not_found", f"consumer group '{group}' not found on stream "
-                                         f"'{queue}' in vhost '{vhost}'")
+    try:
+        stream.groups.require(group)
+    except GroupError as error:
+        raise _refused(error) from None
     return stream
 
 
