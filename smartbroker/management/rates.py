@@ -83,9 +83,14 @@ def readings(state: ManagementState) -> Iterable[tuple[Hashable, tuple[int, ...]
     """The counters behind ``message_stats``: the broker's totals and each live queue's."""
     from smartbroker.management.state import STAT_KEYS
 
-    yield OVERVIEW, tuple(state.totals()[k] for k in STAT_KEYS)
-    for vhost in list(state.broker.vhosts.values()):
+    state.hook_vhosts()  # a queue deleted from a new vhost still counts in the totals
+    totals = [state.retired_stats[k] for k in STAT_KEYS]
+    for vhost in list(state.broker.vhosts.values()):  # one pass: totals and queues together
         for q in list(vhost.queues.values()):
             stats = q.stats
             if stats:
-                yield id(q), tuple(stats.get(k, 0) for k in STAT_KEYS)
+                values = tuple(stats.get(k, 0) for k in STAT_KEYS)
+                for i, v in enumerate(values):
+                    totals[i] += v
+                yield id(q), values
+    yield OVERVIEW, tuple(totals)

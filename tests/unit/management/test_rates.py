@@ -101,3 +101,22 @@ def test_timer_samples_until_stopped() -> None:
         assert task is not None and task.cancelled()  # no sample can come any more
 
     asyncio.run(scenario())
+
+
+def test_readings_are_the_queues_and_their_totals_with_deleted_queues() -> None:
+    from types import SimpleNamespace
+
+    from smartbroker.management.rates import OVERVIEW, readings
+    from smartbroker.management.state import ManagementState
+
+    busy = SimpleNamespace(stats={"publish": 5, "deliver": 2, "ack": 1})
+    idle = SimpleNamespace(stats={})
+    vhost = SimpleNamespace(queues={"busy": busy, "idle": idle}, on_queue_deleted=[])
+    broker = SimpleNamespace(vhosts={"/": vhost},
+                             config=SimpleNamespace(collect_statistics_interval=250))
+    state = ManagementState(broker)  # type: ignore[arg-type]
+    assert state.rates.interval == 0.25
+    gone = SimpleNamespace(stats={"publish": 10, "redeliver": 3})
+    for callback in vhost.on_queue_deleted:
+        callback(gone)
+    assert dict(readings(state)) == {id(busy): (5, 2, 1, 0), OVERVIEW: (15, 2, 1, 3)}
