@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,7 +27,11 @@ from typing import Any
 
 HOST = "127.0.0.1"
 _AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+_INSECURE = ssl.create_default_context()
+_INSECURE.check_hostname = False  # loopback, and test brokers use their own CA
+_INSECURE.verify_mode = ssl.CERT_NONE
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}),  # loopback: no proxy
+                                      urllib.request.HTTPSHandler(context=_INSECURE))
 _POLL = 0.01  # seconds between readiness probes
 
 
@@ -84,6 +90,7 @@ class BrokerProcess:
         self.startup_seconds = 0.0  # start() until the AMQP port (and API) answered
         self.stop_seconds = 0.0  # SIGTERM until exit (or SIGKILL), of the last stop()
         self._serving = False  # the management API answered: the SIGTERM handler is in
+        self._https = False  # the API speaks HTTPS when TLS is configured (flag, env or file)
 
     @property
     def host(self) -> str:
@@ -139,15 +146,17 @@ class BrokerProcess:
         return self
 
     def serving(self) -> bool:
-        """Whether the management API answers HTTP (any status: 401 is an answer too)."""
+        """Whether the management API answers (any status: 401 is an answer too)."""
         if not self._serving:
             try:
                 self._request("/api/healthchecks/node", timeout=1.0)
                 self._serving = True
             except urllib.error.HTTPError:
                 self._serving = True
-            except (OSError, ValueError):
-                pass
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                if not isinstance(reason, ConnectionRefusedError | TimeoutError):
+                    self._https = not self._https  # it accepted but did not answer: the other one
         return self._serving
 
     def wait_serving(self, timeout: float = 60.0) -> None:
@@ -179,6 +188,7 @@ class BrokerProcess:
                 self.proc.kill()
                 self.proc.wait()
             self.stop_seconds = time.monotonic() - t0
+        self._serving = False
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -187,6 +197,7 @@ class BrokerProcess:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait()
+        self._serving = False
 
     def restart(self, timeout: float = 10.0) -> BrokerProcess:
         self.stop(timeout)
@@ -209,7 +220,8 @@ class BrokerProcess:
         return json.loads(self._request(path, timeout))
 
     def _request(self, path: str, timeout: float) -> bytes:
-        req = urllib.request.Request(f"http://{HOST}:{self.management_port}{path}",
+        scheme = "https" if self._https else "http"
+        req = urllib.request.Request(f"{scheme}://{HOST}:{self.management_port}{path}",
                                      headers={"Authorization": _AUTH})
         with _DIRECT.open(req, timeout=timeout) as resp:
             return resp.read()

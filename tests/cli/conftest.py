@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from urllib.parse import urlsplit
 
 import pytest
 from typer.testing import CliRunner
 
 from smartbroker.cli import app
+from smartbroker.launcher import wait_for_port
 
 
 @pytest.fixture(scope="session")
@@ -17,15 +16,7 @@ def api_url(broker) -> str:
     if not broker.api:
         pytest.skip("no management API (set SMARTBROKER_TEST_API for an external broker)")
     parts = urlsplit(broker.api)
-    deadline = time.monotonic() + 20
-    while True:  # the broker fixture waits for the AMQP port; HTTP opens just after
-        try:
-            with socket.create_connection((parts.hostname, parts.port), timeout=0.5):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    wait_for_port(parts.hostname or "127.0.0.1", parts.port or 15672, None)  # external ones
     return broker.api
 
 

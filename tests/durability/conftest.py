@@ -98,13 +98,7 @@ class Durable:
         """AMQP answers as soon as recovery is done; the management API and the SIGTERM
         handler come up a moment later (a SIGTERM before that is not a graceful stop).
         An answered HTTP request means the startup code has run to its end."""
-        poll(self._management_answers, what="management API answering")
-
-    def _management_answers(self) -> bool:
-        try:
-            return self._request("GET", "/overview")[0] == 200
-        except OSError:
-            return False
+        self.proc.wait_serving(TIMEOUT)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), and check that it was one."""

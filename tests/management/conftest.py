@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from smartbroker.launcher import wait_for_port
+
 
 @pytest.fixture(scope="session")
 def api_base(broker) -> str:
@@ -19,19 +21,8 @@ def api_base(broker) -> str:
 
 
 def wait_for_api(host: str, port: int, timeout: float = 20.0) -> None:
-    """The broker fixture waits for the AMQP port; the HTTP port opens just after it."""
-    import socket
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    """A smartbroker fixture broker already answers HTTP; an external one may still start."""
+    wait_for_port(host, port, None, timeout)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,59 @@
+"""smartbroker.launcher: the broker subprocess the tests, benchmarks and the demo share."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from smartbroker.launcher import BrokerProcess, free_port, port_open, wait_for_port
+
+
+def test_command_turns_prometheus_off_unless_a_port_is_named(tmp_path: Path) -> None:
+    cmd = BrokerProcess(tmp_path / "data").command()
+    assert cmd[cmd.index("--prometheus-port") + 1] == "0"
+    for extra in (["--prometheus-port", "9999"], ["--prometheus-port=9999"]):
+        cmd = BrokerProcess(tmp_path / "data", extra_args=extra).command()
+        assert cmd[-len(extra):] == extra
+        assert "--prometheus-port" not in cmd[:-len(extra)]
+
+
+def test_wait_for_port_gives_up_at_its_deadline() -> None:
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        wait_for_port("127.0.0.1", port, None, timeout=0.2)
+    assert time.monotonic() - started < 5
+
+
+def test_start_stop_kill_restart(tmp_path: Path) -> None:
+    proc = BrokerProcess(tmp_path / "data").start()
+    try:
+        assert proc.serving() and port_open(proc.host, proc.port)
+        assert proc.get_json("/api/overview")["product_name"]
+        assert (proc.rss() or 0) > 0
+        ports = proc.port, proc.management_port
+        proc.kill()
+        assert not proc.alive() and proc.proc is not None
+        assert proc.proc.returncode == -signal.SIGKILL
+        proc.start()  # same ports and data dir after kill -9
+        assert (proc.port, proc.management_port) == ports and proc.serving()
+        assert proc.stop() == 0
+        assert "stopped" in proc.log() and not proc.tracebacks()
+        assert proc.restart().alive()
+    finally:
+        proc.stop()
+
+
+def test_a_broker_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # its AMQP port is in use: serve exits with an error
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = BrokerProcess(tmp_path / "data", port=taken.getsockname()[1])
+        with pytest.raises(RuntimeError, match=str(proc.log_path)):
+            proc.start(timeout=30)
+    assert not proc.alive()
+    assert "cannot listen" in proc.log()
