@@ -2,8 +2,9 @@
 
 As RabbitMQ's ``collect_statistics_interval``: every interval the counters are read once,
 and a rate is the change since the previous reading divided by the time between them. An
-API read is a dict lookup, every reader sees the same numbers, and nothing is sampled
-while nobody is looking. Sampling walks every queue once per interval, off the hot path.
+API read is a dict lookup and every reader sees the same numbers (before, each read took
+its own sample). Sampling walks every queue once per interval, off the hot path; a queue
+with all counters at zero costs no entry.
 """
 
 from __future__ import annotations
