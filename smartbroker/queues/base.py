@@ -8,10 +8,11 @@ inherit from each other.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from smartbroker.errors import AMQPError, not_implemented, precondition_failed
 from smartbroker.message import Message
@@ -179,6 +180,23 @@ ACCEPTED = PublishResult(True)
 REFUSED = PublishResult(False)
 
 
+class Settle(enum.Enum):
+    """How a channel settles deliveries (basic.ack, nack/reject with or without requeue)."""
+
+    ACK = "ack"
+    REQUEUE = "requeue"
+    DISCARD = "discard"
+
+
+class DeadLetter(NamedTuple):
+    """An action: route ``message``'s dead-lettered copy through ``queue``'s DLX (the
+    caller hands it to ``QueueHost.dead_letter``); ``reason`` as in x-death."""
+
+    queue: Queue
+    message: Message
+    reason: str
+
+
 class QueueHost(Protocol):
     """What a queue needs from its virtual host, given in the queue's constructor."""
 
@@ -248,8 +266,12 @@ class Queue(Protocol):
     ``require``/``check_consume`` above refuse it with RabbitMQ's reply; the type's own
     method raises the same reply if it is called anyway.
 
-    Publish returns a ``PublishResult``, settlement returns nothing the caller must act
-    on (dead-letters go to the host), as RabbitMQ's rabbit_queue_type returns actions.
+    Operations return what the caller must do, as RabbitMQ's rabbit_queue_type returns
+    {State, Actions}: ``publish`` a ``PublishResult`` (the log a confirm waits for) and
+    ``settle`` the ``DeadLetter`` actions that settling caused (returning is "settled").
+    ``ack`` (the hot path, never an action) and ``reject``/``requeue`` (``settle`` with
+    the actions handed to the host) remain for callers that do not perform actions.
+    Dead-letters a queue causes on its own (TTL timer, overflow) go to its host.
     Delivery stays a callback (``Consumer.deliver``) rather than an action list: it is
     the hot path, and measured on this machine a returned list costs one allocation and a
     second loop per publish and per dispatch batch (about 60 ns, ~3 % of a transient
@@ -292,6 +314,8 @@ class Queue(Protocol):
         """Declared or used: restarts the ``x-expires`` clock."""
 
     def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None: ...
+
+    def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]: ...
 
     def ack(self, entry: Any) -> None: ...
 

@@ -28,15 +28,18 @@ from smartbroker.queues.base import (
     REFUSED,
     Capabilities,
     Consumer,
+    DeadLetter,
     NoHost,
     PublishResult,
     QueueEntry,
     QueueHost,
     QueueSpec,
+    Settle,
     Storage,
     check_consume,
 )
 from smartbroker.queues.expiry import MessageExpiry
+from smartbroker.queues.limits import over_limit, would_overflow
 from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager
 from smartbroker.queues.ready import PriorityReady, ReadyList
 from smartbroker.queues.rings import ConsumerRings
@@ -78,6 +81,7 @@ class ClassicQueue:
         self._unacked = 0
         self._had_consumer = False
         self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
+        self._actions: list[DeadLetter] | None = None  # collects dead-letters during settle
         self.expiry = MessageExpiry(self.host.call_later, self._expire)
         self.pager = Pager(lambda offset: self.host.store.load(offset))
         self.unused = UnusedExpiry(self, self.host.call_later, lambda: self.host.queue_unused(self))
@@ -190,22 +194,13 @@ class ClassicQueue:
             self._hand_over_new(consumer, entry)
 
     def _would_overflow(self, message: Message) -> bool:
-        settings = self.settings
         if self._pick_consumer(peek=True) is not None and not self.ready:
-            return False
-        if settings.max_length is not None and self.ready.count >= settings.max_length:
-            return True
-        return (settings.max_length_bytes is not None
-                and self.ready.bytes + len(message.body) > settings.max_length_bytes)
+            return False  # it goes straight to a consumer
+        return would_overflow(self.settings, self.ready, message)
 
     def _enforce_limits(self) -> None:
-        settings = self.settings
-        ready = self.ready
-        while ready.count and (
-                (settings.max_length is not None and ready.count > settings.max_length)
-                or (settings.max_length_bytes is not None and ready.bytes > settings.max_length_bytes)):
-            entry = ready.pop_oldest()
-            self._dead_letter(entry, "maxlen")
+        while over_limit(self.settings, self.ready):
+            self._dead_letter(self.ready.pop_oldest(), "maxlen")
 
     # -- deliver ---------------------------------------------------------------------------
     def _pick_consumer(self, peek: bool = False) -> Consumer | None:
@@ -294,7 +289,31 @@ class ClassicQueue:
         if self._sac_waiting_for is not None:
             self._sac_check_handover()
 
+    def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
+        """Ack, requeue or discard deliveries; the dead-letters this causes are returned
+        for the caller to route, not routed here (see ``Queue``)."""
+        actions: list[DeadLetter] = []
+        self._actions = actions
+        try:
+            if op is Settle.REQUEUE:
+                self._requeue(entries)
+            else:
+                settle_one = self.ack if op is Settle.ACK else self._discard
+                for entry in entries:
+                    settle_one(entry)
+        finally:
+            self._actions = None
+        return actions
+
     def reject(self, entry: QueueEntry) -> None:
+        for action in self.settle(Settle.DISCARD, [entry]):
+            self.host.dead_letter(self, action.message, action.reason)
+
+    def requeue(self, entries: list[QueueEntry]) -> None:
+        for action in self.settle(Settle.REQUEUE, entries):
+            self.host.dead_letter(self, action.message, action.reason)
+
+    def _discard(self, entry: QueueEntry) -> None:
         self._unacked -= 1
         if self.deleted:
             self._forget(entry)
@@ -309,7 +328,7 @@ class ClassicQueue:
             self._sac_waiting_for = None
             self.dispatch()
 
-    def requeue(self, entries: list[QueueEntry]) -> None:
+    def _requeue(self, entries: list[QueueEntry]) -> None:
         limit = self.settings.delivery_limit
         now = time.monotonic()
         for entry in entries:
@@ -337,7 +356,10 @@ class ClassicQueue:
         """The entry leaves this queue for the DLX (if any): route its copy, then forget it."""
         if self.settings.dead_letter_exchange is not None:
             self.stats["dead_lettered"] += 1
-            self.host.dead_letter(self, entry.message, reason)
+            if self._actions is not None:  # inside ``settle``: the caller routes it
+                self._actions.append(DeadLetter(self, entry.message, reason))
+            else:
+                self.host.dead_letter(self, entry.message, reason)
         self._forget(entry)
 
     def settle_removed(self, entry: QueueEntry) -> None:

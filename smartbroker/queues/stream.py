@@ -11,7 +11,6 @@ Consumer groups live in ``groups.py``.
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
 import time
 from collections.abc import Mapping
@@ -25,16 +24,19 @@ from smartbroker.queues.base import (
     ACCEPTED,
     Capabilities,
     Consumer,
+    DeadLetter,
     NoHost,
     PublishResult,
     QueueHost,
     QueueSpec,
+    Settle,
     Storage,
     check_consume,
     refused,
 )
 from smartbroker.queues.groups import GroupMember, StreamGroups
 from smartbroker.queues.offsets import OffsetBook
+from smartbroker.queues.retention import Retention
 from smartbroker.queues.stream_args import (
     EQUIVALENCE_ARGUMENTS,
     STREAM_ARGUMENTS,
@@ -52,8 +54,6 @@ from smartbroker.queues.stream_records import (
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
 
-log = logging.getLogger("smartbroker.stream")
-RETENTION_INTERVAL = 1.0  # seconds between retention passes
 READ_BATCH = 128
 
 
@@ -127,8 +127,8 @@ class StreamQueue:
                            for lg in self.logs]
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
         self.groups = StreamGroups(self, self.offsets)
-        self._retention_timer = None
-        self._schedule_retention()
+        self.retention = Retention(self)  # the timer that deletes old segments
+        self.retention.schedule()
 
     @classmethod
     def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> StreamQueue:
@@ -194,12 +194,11 @@ class StreamQueue:
         """What RabbitMQ applies to streams: max-age, max-length-bytes and
         stream-max-segment-size-bytes (new segments); other keys do not concern a log."""
         self.policy_name = name
-        had_retention = self._retention_timer is not None
         self.stream = policy_settings(self.declared, definition)
         for lg in self.logs:
             lg.segment_bytes = self.stream.segment_bytes
-        if not had_retention:
-            self._schedule_retention()
+        if not self.retention.scheduled:
+            self.retention.schedule()
 
     # -- publish ---------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
@@ -327,6 +326,18 @@ class StreamQueue:
         if self.consumers:
             self.dispatch()
 
+    def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]:
+        """Ack returns credit, requeue sends nothing back, discard is refused: a log
+        never dead-letters, so there is never an action."""
+        if op is Settle.DISCARD:
+            raise refused(self, "reject")
+        if op is Settle.ACK:
+            for entry in entries:
+                self.ack(entry)
+        else:
+            self.requeue(entries)
+        return []
+
     def reject(self, entry: Any) -> None:
         raise refused(self, "reject")
 
@@ -339,56 +350,14 @@ class StreamQueue:
     def wake(self, consumer: Consumer) -> None:
         """Streams never park a consumer: its channel dispatches when credit is back."""
 
-    # -- retention ---------------------------------------------------------------------------
-    def _schedule_retention(self) -> None:
-        if self.deleted:
-            return
-        if self.stream.max_age is None and self.stream.max_length_bytes is None and not self.stream.compact:
-            return
-        self._retention_timer = self.host.call_later(RETENTION_INTERVAL, self._retention_tick)
-
-    def _retention_tick(self) -> None:
-        self._retention_timer = None
-        try:
-            self.enforce_retention()
-        except Exception:  # never let a retention bug stop the broker
-            log.exception("retention failed for stream %s", self.name)
-        self._schedule_retention()
-
     def enforce_retention(self, now_ms: int | None = None) -> int:
-        """Delete closed head segments past ``x-max-age`` or beyond ``x-max-length-bytes``;
-        returns how many segments went. Readers that pointed into them skip ahead.
-        With ``compact`` it also starts a compaction pass (``queues/compaction.py``)."""
-        settings = self.stream
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        if settings.compact:
-            from smartbroker.queues.compaction import compact_stream
-
-            compact_stream(self, now_ms)
-        if not settings.delete:
-            return 0
-        removed = 0
-        for lg in self.logs:
-            segments = lg.segments()
-            total = sum(s.size_bytes for s in segments)
-            for seg in segments:
-                if seg.active:
-                    break
-                too_old = (settings.max_age is not None
-                           and 0 <= seg.max_timestamp_ms < now_ms - settings.max_age * 1000)
-                too_big = settings.max_length_bytes is not None and total > settings.max_length_bytes
-                if not (too_old or too_big):
-                    break
-                lg.delete_segment(seg.base_offset)
-                total -= seg.size_bytes
-                removed += 1
-        return removed
+        """One retention pass now (``queues/retention.py``); how many segments went."""
+        return self.retention.enforce(now_ms)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def delete(self) -> int:
         self.deleted = True
-        if self._retention_timer is not None:
-            self._retention_timer.cancel()
+        self.retention.cancel()
         consumers, self.consumers = self.consumers, []
         self.readers.clear()
         for consumer in consumers:
