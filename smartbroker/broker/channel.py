@@ -65,13 +65,6 @@ class Channel:
         self.sync_waiting: deque[int] = deque()  # seqs whose records await fsync
         self.nacked: deque[int] = deque()  # refused seqs, nacked in order at flush
         self.tx: list[tuple[str, Any]] | None = None  # pending tx actions when in tx mode
-        # content assembly state for basic.publish
-        self.pending: tuple[tuple[str, str, bytes], bool] | None = None  # route, mandatory
-        self.pending_header: bytes | None = None
-        self.pending_flags = 0
-        self.pending_size = 0
-        self.pending_body: list[bytes] = []
-        self.pending_received = 0
         self.held_cancels: list[Any] | None = None  # see cancels_after_reply
 
     # -- delivery ------------------------------------------------------------------------
@@ -361,7 +354,6 @@ class Channel:
         for tag in list(self.consumers):
             self.cancel_consumer(tag)
         self.tx = None
-        self.pending = None
 
 
 __all__ = ["Channel", "ChannelError"]
