@@ -247,8 +247,9 @@ class Channel:
                 flags: int, body: bytes) -> None:
         """One complete message from the client (route and header interned by the front
         end, ``flags`` from ``codec.property_flags``). Raises ChannelError when refused; the
-        front end closes the channel with it (class/method 60/40). The hot path: one
-        Message, the checks, then routing, with no layer between (kept flat for speed)."""
+        front end closes the channel with it (class/method 60/40). The hot path: the
+        Message is built here, and the session is called twice (check, route); nothing else
+        is layered in between."""
         msg = Message.routed(route, header_payload, body, flags)
         if flags & codec.FLAG_REPLY_TO_PSEUDO:  # direct reply-to
             msg = rewrite_reply_to(self, msg)
