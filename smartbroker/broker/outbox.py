@@ -49,12 +49,20 @@ class ClientConnection(Outbox, Protocol):
     """One client connection as the broker (core, limits, publish session, management) sees
     it: who it is, where it is, and how to close or throttle it."""
 
-    name: str
+    name: str  # "peer -> local" addresses, RabbitMQ's connection name
+    peer: str
     user: Any  # auth.User once logged in
     vhost: VirtualHost  # set at connection.open
     channels: dict[int, Channel]
     blocked: bool
     has_published: bool  # resource alarms block only connections that have published
+    # what the management API lists (negotiated values and counters)
+    client_properties: dict[str, Any]
+    channel_max: int
+    heartbeat: int
+    connected_at: float
+    bytes_in: int
+    bytes_out: int
 
     def block(self, reason: str) -> None:
         """Resource alarm: stop reading (and tell the client if it asked to be told)."""

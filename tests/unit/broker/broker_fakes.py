@@ -21,6 +21,12 @@ class FakeConnection:
 
     def __init__(self, broker: Broker, user: str = "guest", vhost: str = "/") -> None:
         self.name = "fake"
+        self.peer = "fake:1"
+        self.client_properties: dict[str, Any] = {}
+        self.channel_max = 2047
+        self.heartbeat = 0
+        self.connected_at = 0.0
+        self.bytes_in = self.bytes_out = 0
         self.user = broker.users.users[user]
         self.vhost = broker.vhosts[vhost]
         self.channels: dict[int, Channel] = {}
