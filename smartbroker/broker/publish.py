@@ -50,12 +50,8 @@ class PublishSession:
         self._write_ok: str | None = None  # last exchange we may publish to (fast path)
 
     @property
-    def vhost(self) -> VirtualHost:
-        return self.conn.vhost  # set at connection.open, after the session is made
-
-    @property
     def store(self) -> MessageStore | None:
-        return self.conn.vhost.store
+        return self.conn.vhost.store  # the vhost is set at connection.open, after __init__
 
     def first_publish(self) -> None:
         """From its first publish on, a connection is blocked while a resource alarm is on
