@@ -89,12 +89,17 @@ class QueueEntry:
 
 
 class Consumer(Protocol):
+    """What a queue needs from a consumer (``broker.consumer.ChannelConsumer``, or a test
+    double that keeps the same promises)."""
+
     tag: str
     no_ack: bool
     exclusive: bool
     priority: int
-    # ChannelConsumer: True while a classic queue has parked it for lack of credit; its
-    # channel then calls ``queue.wake(consumer)`` once credit may be back (ConsumerRings)
+    arguments: Mapping[str, Any]  # basic.consume arguments (x-stream-offset, groups, ...)
+    unacked: int  # deliveries not yet settled (single-active-consumer hand-over waits)
+    # True while a queue has parked it for lack of credit; whoever gives credit back
+    # calls ``queue.wake(consumer)`` and then dispatches (ConsumerRings)
     parked: bool
 
     def can_take(self) -> bool:

@@ -324,7 +324,7 @@ class ClassicQueue:
 
     def _sac_check_handover(self) -> None:
         old = self._sac_waiting_for
-        if old is not None and not getattr(old, "unacked", 0):
+        if old is not None and not old.unacked:
             self._sac_waiting_for = None
             self.dispatch()
 
@@ -397,7 +397,7 @@ class ClassicQueue:
         was_active = bool(self.consumers) and self.consumers[0] is consumer
         if not self._ring.remove(consumer):
             return
-        if was_active and self.settings.single_active_consumer and getattr(consumer, "unacked", 0):
+        if was_active and self.settings.single_active_consumer and consumer.unacked:
             # RabbitMQ hands over only once the old active consumer's messages are settled
             self._sac_waiting_for = consumer
         self.last_used = time.monotonic()

@@ -14,8 +14,8 @@ class ConsumerRings:
     Why rings: a consumer found without credit is *parked* (left out of its ring) until
     its channel calls ``wake`` when an ack, qos, flow or writability gives credit back; a
     publish then never walks blocked consumers (issue 12: 5,000 consumers at prefetch 1
-    made every publish O(consumers)). Consumers with a ``parked`` attribute promise that
-    wake-up; any other (a test double) is never parked, only rotated to the back.
+    made every publish O(consumers)). Every ``Consumer`` has ``parked`` and promises
+    that wake-up (a test double calls ``queue.wake`` when it gives credit back).
     """
 
     __slots__ = ("members", "_ring_of", "rings")
@@ -35,8 +35,7 @@ class ConsumerRings:
         if ring is None:
             ring = self._ring_of[consumer.priority] = deque()
             self._reorder()
-        if getattr(consumer, "parked", None) is not None:
-            consumer.parked = False
+        consumer.parked = False
         ring.append(consumer)
 
     def remove(self, consumer: Consumer) -> bool:
@@ -46,7 +45,7 @@ class ConsumerRings:
         except ValueError:
             return False
         priority = consumer.priority
-        if getattr(consumer, "parked", False):
+        if consumer.parked:
             consumer.parked = False  # gone: its channel must not wake it here again
         else:
             self._ring_of[priority].remove(consumer)
@@ -62,8 +61,7 @@ class ConsumerRings:
         self._ring_of.clear()
         self.rings = []
         for consumer in gone:
-            if getattr(consumer, "parked", False):
-                consumer.parked = False
+            consumer.parked = False
         return gone
 
     def _reorder(self) -> None:
@@ -84,10 +82,7 @@ class ConsumerRings:
                         ring.rotate(-1)
                     return consumer
                 ring.popleft()
-                if getattr(consumer, "parked", None) is None:  # cannot be woken: keep asking
-                    ring.append(consumer)
-                else:
-                    consumer.parked = True
+                consumer.parked = True
         return None
 
     def wake(self, consumer: Consumer) -> None:

@@ -230,7 +230,7 @@ class StreamQueue:
             StreamGroups.validate_arguments(arguments)
 
     def add_consumer(self, consumer: Consumer) -> None:
-        args = getattr(consumer, "arguments", {}) or {}
+        args = consumer.arguments
         reader = Reader(consumer, parse_offset_spec(args.get("x-stream-offset")))
         self.readers[consumer] = reader
         self.consumers.append(consumer)

@@ -18,6 +18,9 @@ class FakeConsumer:
         self.no_ack = no_ack
         self.exclusive = exclusive
         self.priority = 0
+        self.arguments: dict = {}
+        self.unacked = 0
+        self.parked = False  # the queue parks it without credit; ``give`` wakes it
         self.credit = credit
         self.received: list[QueueEntry] = []
         self.cancelled = 0
@@ -37,6 +40,14 @@ class FakeConsumer:
     @property
     def bodies(self) -> list[int]:
         return [int(e.message.body) for e in self.received]
+
+
+def give(q: ClassicQueue, consumer: FakeConsumer, credit: int, dispatch: bool = True) -> None:
+    """Credit back, as a channel gives it: wake the consumer if parked, then dispatch."""
+    consumer.credit = credit
+    q.wake(consumer)
+    if dispatch:
+        q.dispatch()
 
 
 def msg(n: int) -> Message:
@@ -109,8 +120,8 @@ def test_round_robin_backlog_is_shared_when_credit_returns(q):
     q.add_consumer(a)
     q.add_consumer(b)
     publish(q, *range(1, 7))
-    a.credit = b.credit = 10
-    q.dispatch()
+    give(q, a, 10, dispatch=False)
+    give(q, b, 10)
     assert sorted(a.bodies + b.bodies) == list(range(1, 7))
     assert abs(len(a.bodies) - len(b.bodies)) <= 1
     assert a.bodies == sorted(a.bodies) and b.bodies == sorted(b.bodies)
@@ -131,12 +142,10 @@ def test_no_credit_means_no_delivery_until_dispatch_after_credit(q):
     publish(q, 1, 2, 3)
     assert c.received == []
     assert q.message_count == 3
-    c.credit = 2
-    q.dispatch()
+    give(q, c, 2)
     assert c.bodies == [1, 2]
     assert q.message_count == 1
-    c.credit = 1
-    q.dispatch()
+    give(q, c, 1)
     assert c.bodies == [1, 2, 3]
     assert q.message_count == 0
 
@@ -180,8 +189,7 @@ def test_requeue_goes_back_to_original_position_with_consumer(q):
     q.requeue([by_body[2]])
     assert q.message_count == 5
     c.received.clear()
-    c.credit = 10
-    q.dispatch()
+    give(q, c, 10)
     assert c.bodies == [2, 4, 6, 7, 8]
     assert [e.redelivered for e in c.received] == [True, True, False, False, False]
     assert [e.delivery_count for e in c.received] == [2, 2, 1, 1, 1]
@@ -321,7 +329,7 @@ def test_purged_queue_keeps_consumers_and_still_delivers(q):
     q.add_consumer(c)
     publish(q, 1, 2)
     q.purge()
-    c.credit = 5
+    give(q, c, 5, dispatch=False)
     publish(q, 3)
     assert c.bodies == [3]
 
