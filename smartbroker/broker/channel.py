@@ -20,7 +20,7 @@ from smartbroker.broker.direct_reply import rewrite_reply_to
 from smartbroker.errors import ChannelError, precondition_failed
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues.base import QueueEntry
+from smartbroker.queues.base import QueueEntry, require
 
 if TYPE_CHECKING:
     from smartbroker.broker.outbox import Outbox
@@ -201,8 +201,7 @@ class Channel:
     def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
         records = self._take(tag, multiple)
         for rec in records:
-            if not rec.queue.capabilities.supports_reject:
-                raise rec.queue.refused("basic.nack and basic.reject")
+            require(rec.queue, "reject")  # the queue type's capabilities decide
         if self.tx is not None:
             self.tx.append(("nack", (records, requeue)))
             return
