@@ -384,3 +384,23 @@ def test_other_methods_are_decoded_with_pamqp_classes() -> None:
                                                                 arguments=args)))
     assert isinstance(event.method, commands.Queue.Declare)
     assert (event.method.queue, event.method.durable, event.method.arguments) == ("q", True, args)
+
+
+def test_a_13_byte_content_header_that_looks_like_an_ack_is_a_header() -> None:
+    looks_like_ack = b"\x00\x3c\x00\x50" + b"\x00" * 9  # class 60, weight 0x50, truncated
+    err = _error(open_pair(), _raw_frame(2, 1, looks_like_ack))  # no publish before it
+    assert (err.code, err.text) == (505, "expected method frame, got content header")
+
+
+def test_ack_in_the_middle_of_a_message_is_505() -> None:
+    pair = open_pair()
+    pair.feed(method(1, commands.Basic.Publish()))
+    err = _error(pair, method(1, commands.Basic.Ack(delivery_tag=1)))
+    assert err.code == 505
+
+
+def test_oversized_frame_is_refused_from_its_header_alone() -> None:
+    pair = Pair()
+    pair.handshake(frame_max=4096)
+    err = _error(pair, struct.pack("!BHI", 1, 1, 5000))
+    assert err.text == "type 1, all octets = <<>>: {frame_too_large,5000,4088}"
