@@ -121,7 +121,6 @@ class Capabilities:
     arguments: frozenset[str]
     supports_get: bool = True
     supports_no_ack: bool = True
-    supports_exclusive: bool = True
     equivalence_arguments: frozenset[str] = field(default_factory=frozenset)
     supports_reject: bool = True  # basic.nack / basic.reject
     supports_purge: bool = True

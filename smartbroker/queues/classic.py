@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from smartbroker.message import Message, with_delivery_count
+from smartbroker.message import Message
 from smartbroker.queues.arguments import (
     CLASSIC_ARGUMENTS,
     EQUIVALENCE_ARGUMENTS,
@@ -54,7 +54,6 @@ class ClassicQueue:
 
     def __init__(self, name: str, vhost: str, *, durable: bool = False, auto_delete: bool = False,
                  exclusive_owner: object | None = None, arguments: Mapping[str, Any] | None = None,
-                 on_unused: Callable[[ClassicQueue], None] | None = None,
                  host: QueueHost | None = None, policy: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.vhost = vhost
@@ -63,9 +62,8 @@ class ClassicQueue:
         self.exclusive_owner = exclusive_owner
         self.arguments: dict[str, Any] = dict(arguments or {})
         self.host: QueueHost = host or NoHost()
-        self._on_unused = on_unused
         self.policy_name: str | None = None
-        self.uses_store = durable
+        self.uses_store = durable and self.capabilities.uses_message_store
         self.settings = QueueSettings.resolve(self.arguments, policy)
         self._limited = self.settings.has_limits
         # queue positions: only their order within this queue matters (requeue order)
@@ -249,15 +247,8 @@ class ClassicQueue:
         consumer.deliver(self, entry)
 
     def delivery_message(self, entry: QueueEntry, on_get: bool = False) -> Message:
-        """The message as delivered. Queues that count deliveries (quorum type, or a
-        delivery limit) add ``x-delivery-count`` on redeliveries; RabbitMQ's quorum queues
-        add it to every ``basic.get``, even the first (value 0)."""
-        quorum = self.arguments.get("x-queue-type") in ("quorum", b"quorum")
-        if not (quorum or self.settings.delivery_limit is not None):
-            return entry.message
-        if entry.delivery_count <= 1 and not (on_get and quorum):
-            return entry.message
-        return with_delivery_count(entry.message, entry.delivery_count - 1)
+        """The message as delivered (``QueueSettings.delivery_message``)."""
+        return self.settings.delivery_message(entry.message, entry.delivery_count, on_get)
 
     def get(self, no_ack: bool = False) -> QueueEntry | None:
         """``basic.get``: without no_ack the entry stays unacked until the channel settles it."""
@@ -404,10 +395,7 @@ class ClassicQueue:
         if self.consumers:
             self.dispatch()
         elif self.auto_delete and self._had_consumer:
-            if self._on_unused is not None:
-                self._on_unused(self)
-            else:
-                self.host.queue_unused(self)
+            self.host.queue_unused(self)
 
     # -- lifecycle -------------------------------------------------------------------------
     def purge(self) -> int:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smartbroker.message import Message, with_delivery_count
+
 # policy key -> queue argument
 POLICY_KEYS = {
     "message-ttl": "x-message-ttl",
@@ -51,6 +53,7 @@ class QueueSettings:
     delivery_limit: int | None = None
     max_priority: int = 0
     single_active_consumer: bool = False
+    quorum: bool = False  # declared x-queue-type quorum (served by a classic queue)
 
     @classmethod
     def resolve(cls, arguments: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> QueueSettings:
@@ -85,7 +88,18 @@ class QueueSettings:
             delivery_limit=num("x-delivery-limit"),
             max_priority=min(max_priority, 255),
             single_active_consumer=bool(merged.get("x-single-active-consumer")),
+            quorum=_text(arguments.get("x-queue-type")) == "quorum",
         )
+
+    def delivery_message(self, message: Message, delivery_count: int, on_get: bool) -> Message:
+        """The message as delivered. Queues that count deliveries (quorum type, or a
+        delivery limit) add ``x-delivery-count`` on redeliveries; RabbitMQ's quorum queues
+        add it to every ``basic.get``, even the first (value 0)."""
+        if not (self.quorum or self.delivery_limit is not None):
+            return message
+        if delivery_count <= 1 and not (on_get and self.quorum):
+            return message
+        return with_delivery_count(message, delivery_count - 1)
 
     @property
     def has_limits(self) -> bool:

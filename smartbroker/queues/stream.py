@@ -93,7 +93,7 @@ class StreamQueue:
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         arguments=STREAM_ARGUMENTS, supports_get=False, supports_no_ack=False,
-        supports_exclusive=False, equivalence_arguments=EQUIVALENCE_ARGUMENTS,
+        equivalence_arguments=EQUIVALENCE_ARGUMENTS,
         supports_reject=False, supports_purge=False, requires_prefetch=True,
         uses_message_store=False, supports_browse=False, label="stream queues",
         offset_log=True)

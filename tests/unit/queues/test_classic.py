@@ -50,6 +50,16 @@ def give(q: ClassicQueue, consumer: FakeConsumer, credit: int, dispatch: bool = 
         q.dispatch()
 
 
+class UnusedHost(NoHost):
+    """Records the queues that tell their host they are unused (auto-delete)."""
+
+    def __init__(self, fired: list) -> None:
+        self.fired = fired
+
+    def queue_unused(self, queue) -> None:
+        self.fired.append(queue)
+
+
 def msg(n: int) -> Message:
     return Message.build("", "q", str(n).encode())
 
@@ -358,7 +368,7 @@ def test_requeue_after_delete_drops_entries(q):
 
 def test_delete_does_not_fire_auto_delete_callback():
     fired = []
-    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    q = ClassicQueue("q", "/", auto_delete=True, host=UnusedHost(fired))
     c = FakeConsumer()
     q.add_consumer(c)
     q.delete()
@@ -371,7 +381,7 @@ def test_delete_does_not_fire_auto_delete_callback():
 
 def test_auto_delete_fires_after_last_consumer_leaves():
     fired = []
-    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    q = ClassicQueue("q", "/", auto_delete=True, host=UnusedHost(fired))
     a, b = FakeConsumer("a"), FakeConsumer("b")
     q.add_consumer(a)
     q.add_consumer(b)
@@ -383,7 +393,7 @@ def test_auto_delete_fires_after_last_consumer_leaves():
 
 def test_auto_delete_never_fires_without_a_consumer():
     fired = []
-    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    q = ClassicQueue("q", "/", auto_delete=True, host=UnusedHost(fired))
     publish(q, 1)
     q.get()
     q.purge()
@@ -393,7 +403,7 @@ def test_auto_delete_never_fires_without_a_consumer():
 
 def test_auto_delete_removing_unknown_consumer_does_not_fire():
     fired = []
-    q = ClassicQueue("q", "/", auto_delete=True, on_unused=fired.append)
+    q = ClassicQueue("q", "/", auto_delete=True, host=UnusedHost(fired))
     a = FakeConsumer("a")
     q.add_consumer(a)
     q.remove_consumer(FakeConsumer("stranger"))
@@ -405,7 +415,7 @@ def test_auto_delete_removing_unknown_consumer_does_not_fire():
 
 def test_not_auto_delete_never_fires():
     fired = []
-    q = ClassicQueue("q", "/", auto_delete=False, on_unused=fired.append)
+    q = ClassicQueue("q", "/", auto_delete=False, host=UnusedHost(fired))
     a = FakeConsumer()
     q.add_consumer(a)
     q.remove_consumer(a)
