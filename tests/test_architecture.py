@@ -27,6 +27,8 @@ def test_import_contracts_are_kept() -> None:
 def test_the_contracts_cover_the_core() -> None:
     """The linter passing means nothing if the contracts were dropped or narrowed."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert not config.get("exclude_type_checking_imports")  # "not even for type checking"
+    assert all(not contract.get("allow_indirect_imports") for contract in config["contracts"])
     forbidden = {(source, target) for contract in config["contracts"]
                  if contract["type"] == "forbidden"
                  for source in contract["source_modules"]
