@@ -1,7 +1,10 @@
-"""Fuzzing the frame parser and the connection state machine, in-process.
+"""Fuzzing the asyncio adapter and the broker behind it, in-process.
 
-``AMQPConnection`` is driven through a fake transport inside an asyncio loop: no sockets,
-so thousands of inputs run in seconds. Any exception that escapes ``data_received`` or
+The protocol alone (frames, states, content assembly) is fuzzed without a broker or an
+event loop in ``test_protocol_sansio_fuzz.py``. Here ``AMQPConnection`` is driven through
+a fake transport inside an asyncio loop, for what needs the broker: channel and queue
+cleanup, the 541 path, closing the transport. No sockets, so thousands of inputs run in
+seconds. Any exception that escapes ``data_received`` or
 ``connection_lost`` (or a loop callback such as the flusher or a timer), and any ERROR log
 record with a traceback (the broker's 541 INTERNAL_ERROR path), is a bug. The broker's
 output must always parse as AMQP frames, and after it sent ``connection.close`` only
