@@ -4,6 +4,14 @@ A queue never touches a socket: it hands entries to ``Consumer.deliver`` and the
 behind the consumer encodes and writes them. A unit test can drive a queue with a fake
 consumer. Queue types compose their parts (a message store, a dispatcher); they do not
 inherit from each other.
+
+- ``Queue``: what the broker calls; operations return actions (``PublishResult``,
+  ``DeadLetter``) as RabbitMQ's rabbit_queue_type does.
+- ``Capabilities`` + ``require``/``check_consume``: the one place an unsupported
+  operation is refused, with RabbitMQ's reply.
+- ``QueueType``: how ``queues/types.py`` (the registry by ``x-queue-type``) builds one.
+- ``QueueHost``/``Storage``: what a queue is given in its constructor (its vhost's
+  dead-lettering and timers; where it persists).
 """
 
 from __future__ import annotations

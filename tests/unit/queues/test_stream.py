@@ -272,3 +272,13 @@ def test_a_policy_applies_max_age_and_the_smaller_length_wins():
     assert q.logs[0].segment_bytes == 8192
     q.apply_policy(None, None)
     assert (q.stream.max_age, q.stream.max_length_bytes) == (None, 10_000)
+
+
+def test_policies_accept_the_stream_keys_and_refuse_bad_values():
+    from smartbroker.broker.policies import Policy, PolicyError
+
+    Policy("p", ".*", {"max-age": "7D", "stream-max-segment-size-bytes": 1_000_000})
+    with pytest.raises(PolicyError, match="'max-age' must be an age"):
+        Policy("p", ".*", {"max-age": "soon"})
+    with pytest.raises(PolicyError, match="'stream-max-segment-size-bytes' must be an integer"):
+        Policy("p", ".*", {"stream-max-segment-size-bytes": 0})
