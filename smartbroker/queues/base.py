@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -140,11 +141,11 @@ class Capabilities:
 
 
 # operation -> (the capability that allows it, what RabbitMQ's 540 reply calls it)
-OPERATIONS = {
-    "get": ("supports_get", "basic.get"),
-    "purge": ("supports_purge", "queue.purge"),
-    "reject": ("supports_reject", "basic.nack and basic.reject"),
-    "no_ack": ("supports_no_ack", "automatic acknowledgement"),
+OPERATIONS: dict[str, tuple[Callable[[Capabilities], bool], str]] = {
+    "get": (attrgetter("supports_get"), "basic.get"),
+    "purge": (attrgetter("supports_purge"), "queue.purge"),
+    "reject": (attrgetter("supports_reject"), "basic.nack and basic.reject"),
+    "no_ack": (attrgetter("supports_no_ack"), "automatic acknowledgement"),
 }
 
 
@@ -158,7 +159,8 @@ def refused(queue: Queue, operation: str) -> AMQPError:
 
 def require(queue: Queue, operation: str) -> None:
     """Raise ``refused`` unless the queue's capabilities allow ``operation``."""
-    if not getattr(queue.capabilities, OPERATIONS[operation][0]):
+    allowed, _what = OPERATIONS[operation]
+    if not allowed(queue.capabilities):
         raise refused(queue, operation)
 
 
