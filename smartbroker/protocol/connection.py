@@ -368,12 +368,17 @@ class Connection:
         return codec.deliver_frame(channel, consumer_tag_ss, delivery_tag, redelivered,
                                    exchange_rk_ss)
 
+    def send_get_ok(self, channel: int, delivery_tag: int, redelivered: bool,
+                    exchange_rk_ss: bytes, message_count: int) -> bytes:
+        return codec.get_ok_frame(channel, delivery_tag, redelivered, exchange_rk_ss,
+                                  message_count)
+
+    def send_return(self, channel: int, reply_code: int, reply_text: str,
+                    exchange_rk_ss: bytes) -> bytes:
+        return codec.return_frame(channel, reply_code, reply_text, exchange_rk_ss)
+
     def send_heartbeat(self) -> bytes:
         return codec.HEARTBEAT_FRAME
-
-    def channel_closing(self, channel: int) -> bool:
-        ch = self.channels.get(channel)
-        return ch is not None and ch.state is _CH_CLOSING
 
 
 __all__ = ["PRE_TUNE_FRAME_MAX", "Connection", "LocalProtocolError"]

@@ -404,3 +404,18 @@ def test_oversized_frame_is_refused_from_its_header_alone() -> None:
     pair.handshake(frame_max=4096)
     err = _error(pair, struct.pack("!BHI", 1, 1, 5000))
     assert err.text == "type 1, all octets = <<>>: {frame_too_large,5000,4088}"
+
+
+def test_deliver_get_ok_return_and_heartbeat_frames() -> None:
+    server = open_pair().server
+    route = b"\x0aamq.direct\x01k"
+    frames = read_frames(server.send_deliver(1, b"\x03ctg", 5, True, route)
+                         + server.send_get_ok(1, 6, False, route, 3)
+                         + server.send_return(1, 312, "NO_ROUTE", route)
+                         + server.send_heartbeat())
+    deliver, get_ok, returned, beat = (f for _, f in frames)
+    assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered,
+            deliver.exchange, deliver.routing_key) == ("ctg", 5, True, "amq.direct", "k")
+    assert (get_ok.delivery_tag, get_ok.message_count) == (6, 3)
+    assert (returned.reply_code, returned.reply_text, returned.routing_key) == (312, "NO_ROUTE", "k")
+    assert type(beat).__name__ == "Heartbeat"
