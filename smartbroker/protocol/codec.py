@@ -2,7 +2,7 @@
 
 Rules: the content-header payload of a published message is kept as raw bytes and forwarded
 unchanged to consumers; the exchange and routing-key short strings of ``basic.publish`` are
-kept raw too and copied into ``basic.deliver``. ``tests/unit/test_codec.py`` checks every
+kept raw too and copied into ``basic.deliver``. ``tests/unit/protocol/test_codec.py`` checks every
 function here against pamqp with hypothesis.
 """
 
