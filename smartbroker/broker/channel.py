@@ -1,17 +1,20 @@
 """Per-channel state: consumers, unacked deliveries, prefetch, confirms, transactions.
 
 The channel turns queue hand-overs into ``basic.deliver`` bytes on its connection's output
-buffer, and turns client settlements (ack/nack/reject/recover) into queue calls. Unacked
-deliveries live in an OrderedDict keyed by delivery tag (tags increase), so an ack with
-``multiple`` pops from the front: O(1) per message.
+buffer, and turns client settlements (ack/nack/reject/recover, and teardown) into
+``Queue.settle`` calls, one per queue, performing the ``DeadLetter`` actions they return
+through its ``DeadLetterer`` (the vhost), as rabbit_channel does with rabbit_queue_type's
+actions. The single basic.ack calls ``Queue.ack`` directly: it never has an action, and it
+is the hot path. Unacked deliveries live in an OrderedDict keyed by delivery tag (tags
+increase), so an ack with ``multiple`` pops from the front: O(1) per message.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict, deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pamqp import commands
 
@@ -20,12 +23,19 @@ from smartbroker.broker.direct_reply import rewrite_reply_to
 from smartbroker.errors import ChannelError, precondition_failed
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues.base import QueueEntry, require
+from smartbroker.queues.base import QueueEntry, Settle, require
 
 if TYPE_CHECKING:
     from smartbroker.broker.outbox import Outbox
     from smartbroker.broker.publish import PublishSession
-    from smartbroker.queues.base import Queue
+    from smartbroker.queues.base import DeadLetter, Queue
+
+
+class DeadLetterer(Protocol):
+    """Performs the actions settling returns (``VirtualHost.perform``): given to the
+    channel in its constructor, so broker/ never reaches through the connection."""
+
+    def perform(self, actions: list[DeadLetter]) -> None: ...
 
 
 class Unacked:
@@ -40,13 +50,16 @@ class Unacked:
 
 
 class Channel:
-    """One AMQP channel; writes only through its connection's ``Outbox`` and publishes
-    through the connection's ``PublishSession``."""
+    """One AMQP channel; writes only through its connection's ``Outbox``, publishes
+    through the connection's ``PublishSession`` and dead-letters what settling returns
+    through ``dead_letters`` (the connection's vhost)."""
 
-    def __init__(self, conn: Outbox, number: int, session: PublishSession) -> None:
+    def __init__(self, conn: Outbox, number: int, session: PublishSession,
+                 dead_letters: DeadLetterer) -> None:
         self.conn = conn
         self.number = number
         self.session = session
+        self.dead_letters = dead_letters
         self.consumers: dict[str, ChannelConsumer] = {}
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
         self.unacked_total = 0
@@ -146,8 +159,10 @@ class Channel:
             raise precondition_failed(f"unknown delivery tag {tag}")
         return [record]
 
-    def _release(self, records: list[Unacked]) -> set[Queue]:
-        touched: set[Queue] = set()
+    def _release(self, records: list[Unacked]) -> dict[Queue, list[QueueEntry]]:
+        """Give the records' credit back; returns their entries grouped by queue (in tag
+        order), what ``_settle`` hands to each queue."""
+        by_queue: dict[Queue, list[QueueEntry]] = {}
         before = self.unacked_total
         self.unacked_total -= len(records)
         for rec in records:
@@ -156,10 +171,22 @@ class Channel:
                 consumer.unacked -= 1
                 if consumer.parked:
                     consumer.queue.wake(consumer)  # type: ignore[attr-defined]
-            touched.add(rec.queue)
+            entries = by_queue.get(rec.queue)
+            if entries is None:
+                by_queue[rec.queue] = [rec.entry]
+            else:
+                entries.append(rec.entry)
         if self.global_prefetch and self.unacked_total < self.global_prefetch <= before:
             self._wake_all()  # the channel's shared credit is back
-        return touched
+        return by_queue
+
+    def _settle(self, op: Settle, by_queue: dict[Queue, list[QueueEntry]]) -> None:
+        """One ``Queue.settle`` per queue; the dead-letters it returns are routed now,
+        before the next queue settles."""
+        for queue, entries in by_queue.items():
+            actions = queue.settle(op, entries)
+            if actions:
+                self.dead_letters.perform(actions)
 
     def _wake_all(self) -> None:
         """Every consumer of this channel may have credit again (global qos, flow,
@@ -193,10 +220,9 @@ class Channel:
         self._apply_ack(records)
 
     def _apply_ack(self, records: list[Unacked]) -> None:
-        touched = self._release(records)
-        for rec in records:
-            rec.queue.ack(rec.entry)
-        self._redispatch(touched)
+        by_queue = self._release(records)
+        self._settle(Settle.ACK, by_queue)
+        self._redispatch(by_queue)
 
     def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
         records = self._take(tag, multiple)
@@ -208,22 +234,11 @@ class Channel:
         self._apply_nack(records, requeue)
 
     def _apply_nack(self, records: list[Unacked], requeue: bool) -> None:
-        touched = self._release(records)
-        if requeue:
-            self._requeue(records)
-        else:
-            for rec in records:
-                rec.queue.reject(rec.entry)
-        self._redispatch(touched)
+        by_queue = self._release(records)
+        self._settle(Settle.REQUEUE if requeue else Settle.DISCARD, by_queue)
+        self._redispatch(by_queue)
 
-    def _requeue(self, records: list[Unacked]) -> None:
-        by_queue: dict[Queue, list[QueueEntry]] = {}
-        for rec in records:
-            by_queue.setdefault(rec.queue, []).append(rec.entry)
-        for queue, entries in by_queue.items():
-            queue.requeue(entries)
-
-    def _redispatch(self, queues: set[Queue]) -> None:
+    def _redispatch(self, queues: Iterable[Queue]) -> None:
         for queue in queues:
             if queue.consumers:
                 queue.dispatch()
@@ -232,9 +247,9 @@ class Channel:
         """basic.recover(requeue=true): every unacked delivery goes back to its queue."""
         records = list(self.unacked.values())
         self.unacked.clear()
-        touched = self._release(records)
-        self._requeue(records)
-        self._redispatch(touched)
+        by_queue = self._release(records)
+        self._settle(Settle.REQUEUE, by_queue)
+        self._redispatch(by_queue)
 
     def redispatch_all(self) -> None:
         """Credit or writability came back: let our consumers' queues deliver again."""
@@ -349,8 +364,7 @@ class Channel:
             self.tx_rollback()  # settlements of an uncommitted transaction never happened
         records = list(self.unacked.values())
         self.unacked.clear()
-        self._release(records)
-        self._requeue(records)
+        self._settle(Settle.REQUEUE, self._release(records))  # a requeue dispatches itself
         for tag in list(self.consumers):
             self.cancel_consumer(tag)
         self.tx = None

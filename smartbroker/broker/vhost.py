@@ -31,7 +31,7 @@ from smartbroker.errors import (
 from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.message import Message, has_sender_routing, with_sender_routing
 from smartbroker.protocol.codec import FLAG_HEADERS
-from smartbroker.queues.base import ACCEPTED, Queue, QueueSpec, Storage, require
+from smartbroker.queues.base import ACCEPTED, DeadLetter, Queue, QueueSpec, Storage, require
 from smartbroker.queues.types import declare_queue
 
 PREDECLARED = {
@@ -222,6 +222,12 @@ class VirtualHost:
         target = q.dead_letter_target
         if target is not None:
             self.dead_letters.send(message, q.name, reason, *target)
+
+    def perform(self, actions: list[DeadLetter]) -> None:
+        """Route the dead-letters a ``Queue.settle`` returned (channels and the management
+        API settle; the vhost is their ``DeadLetterer``)."""
+        for action in actions:
+            self.dead_letter(action.queue, action.message, action.reason)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
         try:

@@ -1,8 +1,8 @@
 """Publishing and getting through the API, on the same code paths as AMQP.
 
 ``route`` goes through ``VirtualHost.publish`` like an AMQP publish (CC/BCC, alternate
-exchanges, persistence). ``get`` takes entries with ``queue.get`` and settles them with the queue's own
-ack/reject/requeue, exactly as a channel's basic.get + ack/nack would.
+exchanges, persistence). ``get`` takes entries with ``queue.get`` and settles them with ``queue.settle``, routing
+the dead-letters it returns through the vhost, exactly as a channel's basic.get + ack/nack would.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from smartbroker.errors import access_refused, not_found
 from smartbroker.management.formatting import properties_json
 from smartbroker.message import Message
+from smartbroker.queues.base import Settle
 
 if TYPE_CHECKING:
     from smartbroker.broker.vhost import VirtualHost
@@ -49,18 +50,15 @@ def get(vhost: VirtualHost, queue_name: str, count: int, ackmode: AckMode, encod
             taken.append((entry, {}))
             taken[-1] = (entry, message_json(entry, q.message_count, encoding, truncate))
     except Exception:
-        q.requeue([entry for entry, _ in taken])  # a message that cannot be shown stays queued
+        vhost.perform(q.settle(Settle.REQUEUE, [entry for entry, _ in taken]))  # stays queued
         raise
     entries = [entry for entry, _ in taken]
     if ackmode in ("ack_requeue_true", "reject_requeue_true"):
-        if entries:
-            q.requeue(entries)
-    elif ackmode == "ack_requeue_false":
-        for entry in entries:
-            q.ack(entry)
+        op = Settle.REQUEUE
     else:
-        for entry in entries:
-            q.reject(entry)
+        op = Settle.ACK if ackmode == "ack_requeue_false" else Settle.DISCARD
+    if entries:
+        vhost.perform(q.settle(op, entries))
     return [doc for _, doc in taken]
 
 

@@ -282,10 +282,16 @@ class Queue(Protocol):
 
     Operations return what the caller must do, as RabbitMQ's rabbit_queue_type returns
     {State, Actions}: ``publish`` a ``PublishResult`` (the log a confirm waits for) and
-    ``settle`` the ``DeadLetter`` actions that settling caused (returning is "settled").
-    ``ack`` (the hot path, never an action) and ``reject``/``requeue`` (``settle`` with
-    the actions handed to the host) remain for callers that do not perform actions.
-    Dead-letters a queue causes on its own (TTL timer, overflow) go to its host.
+    ``settle`` the ``DeadLetter`` actions that settling caused (returning is "settled"),
+    which the caller performs (a channel, the management API: ``VirtualHost.perform``).
+    ``ack`` stays beside ``settle`` for the single basic.ack, the hot path: it never has
+    an action, and a list per ack would cost an allocation and a loop.
+    Dead-letters a queue causes on its own go to its host (``QueueHost.dead_letter``),
+    not back as actions: a TTL timer has no caller to return to; expiry found while
+    dispatching and ``drop-head``/``reject-publish-dlx`` overflow happen inside
+    ``dispatch``/``publish``, the hot path, whose callers (an ack, a publish, a consume)
+    would all have to carry and check an action list that is empty on every message
+    but the rare expired or overflowing one.
     Delivery stays a callback (``Consumer.deliver``) rather than a ``Deliver`` action:
     it is the hot path. Measured (CPython 3.11, this machine): a transient publish that
     is delivered at once runs 11 calls and ~240 bytecodes (~1.1 us) through
@@ -331,14 +337,12 @@ class Queue(Protocol):
 
     def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None: ...
 
-    def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]: ...
+    def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]:
+        """Ack, requeue or discard (dead-letters with reason ``rejected`` when configured)
+        deliveries; returns the dead-letters for the caller to route."""
 
-    def ack(self, entry: Any) -> None: ...
-
-    def requeue(self, entries: list[Any]) -> None: ...
-
-    def reject(self, entry: Any) -> None:
-        """Settle without requeue (dead-letters with reason ``rejected`` when configured)."""
+    def ack(self, entry: Any) -> None:
+        """``settle(Settle.ACK, [entry])`` without the list: the single basic.ack."""
 
     def add_consumer(self, consumer: Consumer) -> None: ...
 

@@ -296,14 +296,6 @@ class ClassicQueue:
             self._actions = None
         return actions
 
-    def reject(self, entry: QueueEntry) -> None:
-        for action in self.settle(Settle.DISCARD, [entry]):
-            self.host.dead_letter(self, action.message, action.reason)
-
-    def requeue(self, entries: list[QueueEntry]) -> None:
-        for action in self.settle(Settle.REQUEUE, entries):
-            self.host.dead_letter(self, action.message, action.reason)
-
     def _discard(self, entry: QueueEntry) -> None:
         self._unacked -= 1
         if self.deleted:

@@ -320,26 +320,19 @@ class StreamQueue:
         if member is not None:
             member.group.acked(entry.reader, entry.partition, entry.offset)
 
-    def requeue(self, entries: list[Any]) -> None:
-        """Channel closed with deliveries outstanding: nothing goes back (a log is replayed
-        by offset); a group redelivers uncommitted offsets to the partition's next owner."""
-        if self.consumers:
-            self.dispatch()
-
     def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]:
-        """Ack returns credit, requeue sends nothing back, discard is refused: a log
-        never dead-letters, so there is never an action."""
+        """Ack returns credit, discard is refused, and requeue (nack, a channel closed with
+        deliveries outstanding) sends nothing back: a log is replayed by offset, and a group
+        redelivers uncommitted offsets to the partition's next owner. A log never
+        dead-letters, so there is never an action."""
         if op is Settle.DISCARD:
             raise refused(self, "reject")
         if op is Settle.ACK:
             for entry in entries:
                 self.ack(entry)
-        else:
-            self.requeue(entries)
+        elif self.consumers:
+            self.dispatch()
         return []
-
-    def reject(self, entry: Any) -> None:
-        raise refused(self, "reject")
 
     def get(self, no_ack: bool = False) -> None:
         raise refused(self, "get")

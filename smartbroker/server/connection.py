@@ -194,7 +194,7 @@ class AMQPConnection(asyncio.Protocol):
                 self._method(event.channel, event.method)
             elif kind is ChannelOpen:
                 check_channel(self.broker, self)
-                channels[event.channel] = Channel(self, event.channel, self.publishing)
+                channels[event.channel] = Channel(self, event.channel, self.publishing, self.vhost)
                 self.write(self.proto.send_channel_open_ok(event.channel))
             elif kind is ChannelClosed:
                 channels.pop(event.channel, None)

@@ -74,7 +74,7 @@ class FakeConnection:
 
     # test helpers
     def open_channel(self, number: int = 1) -> Channel:
-        ch = self.channels[number] = Channel(self, number, self.session)
+        ch = self.channels[number] = Channel(self, number, self.session, self.vhost)
         return ch
 
     def flush(self) -> list[bytes]:

@@ -7,6 +7,7 @@ from pamqp import commands
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.dlq import tools
 from smartbroker.message import Message
+from smartbroker.queues.base import Settle
 
 
 def _setup() -> tuple[VirtualHost, object, object]:
@@ -25,7 +26,7 @@ def _kill(vh: VirtualHost, work, body: bytes) -> None:
     for q in vh.route(vh.exchanges["work"], msg, ["jobs"]):
         q.publish(msg)
     entry = work.get()
-    work.reject(entry)
+    vh.perform(work.settle(Settle.DISCARD, [entry]))
 
 
 def test_inspect_shows_reason_source_and_preview_without_consuming() -> None:

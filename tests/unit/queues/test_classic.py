@@ -9,6 +9,19 @@ from smartbroker.queues.base import ACCEPTED, NoHost, QueueEntry, Settle
 from smartbroker.queues.classic import ClassicQueue
 
 
+def requeue(q: ClassicQueue, entries: list[QueueEntry]) -> None:
+    """nack with requeue, as a channel does it: the dead-letters settling returns are
+    routed through the queue's host."""
+    for action in q.settle(Settle.REQUEUE, entries):
+        q.host.dead_letter(action.queue, action.message, action.reason)
+
+
+def reject(q: ClassicQueue, entry: QueueEntry) -> None:
+    """nack without requeue, as a channel does it (see ``requeue``)."""
+    for action in q.settle(Settle.DISCARD, [entry]):
+        q.host.dead_letter(action.queue, action.message, action.reason)
+
+
 class FakeConsumer:
     """A consumer with optional credit (None = unlimited) that records what it gets."""
 
@@ -195,8 +208,8 @@ def test_requeue_goes_back_to_original_position_with_consumer(q):
     publish(q, *range(1, 9))
     assert c.bodies == [1, 2, 3, 4, 5]
     by_body = {body(e): e for e in c.received}
-    q.requeue([by_body[4]])
-    q.requeue([by_body[2]])
+    requeue(q, [by_body[4]])
+    requeue(q, [by_body[2]])
     assert q.message_count == 5
     c.received.clear()
     give(q, c, 10)
@@ -208,8 +221,8 @@ def test_requeue_goes_back_to_original_position_with_consumer(q):
 def test_requeue_goes_back_to_original_position_with_get(q):
     publish(q, *range(1, 9))
     got = {body(e): e for e in (q.get() for _ in range(5))}
-    q.requeue([got[4]])
-    q.requeue([got[2]])
+    requeue(q, [got[4]])
+    requeue(q, [got[2]])
     assert [body(q.get()) for _ in range(3)] == [2, 4, 6]
 
 
@@ -221,7 +234,7 @@ def test_requeue_goes_back_to_original_position_with_get(q):
 def test_requeue_many_restores_original_order(q, order):
     publish(q, 1, 2, 3, 4)
     got = {body(e): e for e in (q.get() for _ in range(3))}
-    q.requeue([got[n] for n in order])
+    requeue(q, [got[n] for n in order])
     entries = [q.get() for _ in range(4)]
     assert [body(e) for e in entries] == [1, 2, 3, 4]
     assert [e.redelivered for e in entries] == [True, True, True, False]
@@ -231,7 +244,7 @@ def test_requeue_before_later_publishes(q):
     publish(q, 1, 2)
     first = q.get()
     publish(q, 3)
-    q.requeue([first])
+    requeue(q, [first])
     assert drain(q) == [1, 2, 3]
 
 
@@ -242,7 +255,7 @@ def test_requeued_message_redelivered_again(q):
         assert body(entry) == 1
         assert entry.delivery_count == attempt
         assert entry.redelivered is (attempt > 1)
-        q.requeue([entry])
+        requeue(q, [entry])
     assert q.message_count == 1
 
 
@@ -252,7 +265,7 @@ def test_requeue_dispatches_to_waiting_consumer(q):
     c = FakeConsumer()
     q.add_consumer(c)
     assert c.received == []
-    q.requeue([entry])
+    requeue(q, [entry])
     assert c.bodies == [1]
     assert c.received[0].redelivered is True
 
@@ -262,7 +275,7 @@ def test_ready_bytes_accounting(q):
     assert q.ready.bytes == 6
     e = q.get()
     assert q.ready.bytes == 5
-    q.requeue([e])
+    requeue(q, [e])
     assert q.ready.bytes == 6
     q.purge()
     assert q.ready.bytes == 0
@@ -279,10 +292,10 @@ def test_unacked_counts_consumer_deliveries_and_settlements(q):
     e1, e2, e3, e4 = c.received
     q.ack(e1)
     assert q.unacked_count == 3
-    q.reject(e2)
+    reject(q, e2)
     assert q.unacked_count == 2
     q.remove_consumer(c)
-    q.requeue([e3, e4])
+    requeue(q, [e3, e4])
     assert q.unacked_count == 0
     assert q.message_count == 2
 
@@ -309,7 +322,7 @@ def test_get_counts_unacked_only_without_no_ack(q):
 def test_reject_drops_message(q):
     publish(q, 1, 2)
     e = q.get()
-    q.reject(e)
+    reject(q, e)
     assert drain(q) == [2]
 
 
@@ -329,7 +342,7 @@ def test_purge_returns_ready_count_and_keeps_unacked(q):
 def test_purge_counts_requeued_entries(q):
     publish(q, 1, 2, 3)
     e = q.get()
-    q.requeue([e])
+    requeue(q, [e])
     assert q.purge() == 3
     assert q.get() is None
 
@@ -361,7 +374,7 @@ def test_requeue_after_delete_drops_entries(q):
     q.add_consumer(c)
     publish(q, 1, 2)
     q.delete()
-    q.requeue(list(c.received))
+    requeue(q, list(c.received))
     assert q.message_count == 0
     assert q.unacked_count == 0
 
@@ -482,8 +495,8 @@ def test_reject_and_requeue_hand_the_actions_to_the_host():
     host = RecordingHost()
     q = ClassicQueue("q", "/", arguments={**DLX, "x-delivery-limit": 0}, host=host)
     publish(q, 1, 2)
-    q.reject(q.get())
-    q.requeue([q.get()])
+    reject(q, q.get())
+    requeue(q, [q.get()])
     assert host.dead == [("q", b"1", "rejected"), ("q", b"2", "delivery_limit")]
 
 

@@ -11,7 +11,7 @@ import pytest
 from smartbroker.errors import AMQPError
 from smartbroker.message import Message
 from smartbroker.queues import stream as stream_module
-from smartbroker.queues.base import ACCEPTED, QueueSpec, Storage, require
+from smartbroker.queues.base import ACCEPTED, QueueSpec, Settle, Storage, require
 from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.stream import StreamEntry, StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
@@ -147,7 +147,7 @@ def test_requeue_sends_nothing_back_a_log_is_replayed_by_offset():
     q = stream()
     fill(q, 2)
     r = attach(q, Reader())
-    q.requeue(list(r.got))
+    assert q.settle(Settle.REQUEUE, list(r.got)) == []
     assert r.offsets == [0, 1]
 
 

@@ -10,7 +10,7 @@ from pamqp import commands
 from smartbroker.broker.durable import MessageStore
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.message import Message
-from smartbroker.queues.base import Storage
+from smartbroker.queues.base import Settle, Storage
 from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.stream import StreamQueue
 
@@ -94,5 +94,5 @@ def test_positions_are_per_queue_only_the_order_matters():
             q.publish(Message.build("", q.name, b"%d" % i))
     taken = [a.get(), b.get(), a.get()]
     assert [e.seq for e in taken] == [1, 1, 2]
-    a.requeue([taken[2], taken[0]])
+    assert a.settle(Settle.REQUEUE, [taken[2], taken[0]]) == []
     assert [a.get().message.body for _ in range(3)] == [b"0", b"1", b"2"]
