@@ -77,3 +77,55 @@ def test_teardown_requeues_unacked_deliveries(conn) -> None:
     ch.teardown()
     assert conn.vhost.queues["q"].message_count == 2
     assert ch.consumers == {}
+
+
+class RecordingDeadLetterer:
+    """The channel's DeadLetterer: records each batch of actions, then routes it."""
+
+    def __init__(self, vhost) -> None:
+        self.vhost = vhost
+        self.batches: list[list[tuple[str, bytes, str]]] = []
+
+    def perform(self, actions) -> None:
+        self.batches.append([(a.queue.name, a.message.body, a.reason) for a in actions])
+        self.vhost.perform(actions)
+
+
+def dead_lettering(conn: FakeConnection) -> RecordingDeadLetterer:
+    vhost = conn.vhost
+    vhost.declare_exchange("dlx", "fanout")
+    dlq, _ = vhost.declare_queue("dlq")
+    vhost.bind("dlx", dlq, "", {})
+    for name in ("w1", "w2"):
+        vhost.declare_queue(name, arguments={"x-dead-letter-exchange": "dlx"})
+    return RecordingDeadLetterer(vhost)
+
+
+def test_nack_without_requeue_performs_the_dead_letter_actions_per_queue(conn) -> None:
+    performer = dead_lettering(conn)
+    ch = Channel(conn, 1, conn.session, performer)
+    for name, body in (("w1", b"a"), ("w2", b"b"), ("w1", b"c")):
+        publish(ch, "", name, body)
+    for name in ("w1", "w2", "w1"):
+        entry = conn.vhost.queues[name].get()
+        ch.send_get_ok(conn.vhost.queues[name], entry, no_ack=False)
+    ch.nack(3, True, False)
+    assert performer.batches == [[("w1", b"a", "rejected"), ("w1", b"c", "rejected")],
+                                 [("w2", b"b", "rejected")]]
+    dlq = conn.vhost.queues["dlq"]
+    assert [dlq.get(no_ack=True).message.body for _ in range(3)] == [b"a", b"c", b"b"]
+    assert ch.unacked_total == 0
+
+
+def test_requeue_and_ack_have_no_actions(conn) -> None:
+    performer = dead_lettering(conn)
+    ch = Channel(conn, 1, conn.session, performer)
+    publish(ch, "", "w1", b"a")
+    publish(ch, "", "w1", b"b")
+    for _ in range(2):
+        ch.send_get_ok(conn.vhost.queues["w1"], conn.vhost.queues["w1"].get(), no_ack=False)
+    ch.nack(1, False, True)
+    ch.ack(2, True)
+    ch.recover()
+    assert performer.batches == []
+    assert conn.vhost.queues["w1"].message_count == 1
