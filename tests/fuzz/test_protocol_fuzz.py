@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, note, reject, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pamqp import body as pamqp_body
@@ -51,17 +51,6 @@ CORPUS = Path(__file__).parent / "corpus"
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_END = b"\xce"
 _env_examples = int(os.environ.get("SMARTBROKER_FUZZ_EXAMPLES", "0") or 0)
-
-# Corpus files that still crash the broker: name -> (reason, signature). The corpus replay
-# of such a file is a strict xfail; the property tests skip (``reject``) inputs whose failure
-# contains the signature, so they keep hunting for *new* bugs. The core owner deletes the
-# entry when fixing the bug; strict xfail then flags a fixed bug that is still listed.
-KNOWN_BUGS: dict[str, tuple[str, str]] = {}  # corpus file -> (reason, log signature)
-
-
-def known_bug(message: str) -> bool:
-    return any(signature in message for _, signature in KNOWN_BUGS.values())
-
 
 def examples(default: int) -> int:
     return _env_examples or default
@@ -339,15 +328,12 @@ async def run_chunks(chunks: list[bytes], *, broker: Broker | None = None) -> Cl
     return client
 
 
-def replay(chunks: list[bytes], *, skip_known: bool = False) -> Client:
-    """Run one input; ``skip_known``: an input that hits a KNOWN_BUGS signature is
-    rejected (hypothesis treats it as invalid) instead of failing."""
+def replay(chunks: list[bytes]) -> Client:
+    """Run one input; any broker bug fails with a hint for adding it to the corpus."""
     data = b"".join(chunks)
     try:
         return asyncio.run(run_chunks(chunks))
     except AssertionError as exc:
-        if skip_known and known_bug(str(exc)):
-            reject()
         raise AssertionError(f"{exc}\n{corpus_hint(data)}") from None
     except Exception as exc:
         raise AssertionError(f"exception escaped the protocol layer: {exc!r}\n"
@@ -605,7 +591,7 @@ def test_random_bytes(data: st.DataObject) -> None:
     stream = prefix + data.draw(st.binary(max_size=300))
     chunks = data.draw(splits(stream))
     note(repr(stream))
-    replay(chunks, skip_known=True)
+    replay(chunks)
 
 
 @fuzz_settings(600)
@@ -616,7 +602,7 @@ def test_random_frames(data: st.DataObject) -> None:
     stream = data.draw(session())
     chunks = data.draw(splits(stream))
     note(repr(stream))
-    client = replay(chunks, skip_known=True)
+    client = replay(chunks)
     # the handshake alone always succeeds
     if stream.startswith(handshake_bytes()[:8]) and len(client.frames) >= 1:
         assert isinstance(client.frames[0][1], commands.Connection.Start)
@@ -629,7 +615,7 @@ def test_handshake_prefixes(cut_frames: int, data: st.DataObject) -> None:
     steps = [PROTOCOL_HEADER, *[handshake_bytes()[i:j] for i, j in _handshake_bounds()]]
     keep = steps[:min(cut_frames, len(steps))]
     extra = method_frame(data.draw(methods()), data.draw(st.sampled_from([0, 0, 1])))
-    replay([b"".join(keep) + extra], skip_known=True)
+    replay([b"".join(keep) + extra])
 
 
 def _handshake_bounds() -> list[tuple[int, int]]:
@@ -661,13 +647,7 @@ def test_known_good_session_parses() -> None:
 # --------------------------------------------------------------------------------------
 def _corpus_params() -> list[Any]:
     files = sorted(CORPUS.glob("*.bin")) if CORPUS.is_dir() else []
-    params = []
-    for path in files:
-        marks = []
-        if path.name in KNOWN_BUGS:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[path.name][0]))
-        params.append(pytest.param(path, id=path.name, marks=marks))
-    return params
+    return [pytest.param(path, id=path.name) for path in files]
 
 
 @pytest.mark.parametrize("path", _corpus_params())
@@ -710,9 +690,6 @@ class ConnectionMachine(RuleBasedStateMachine):
         try:
             return self.loop.run_until_complete(coro)
         except AssertionError as exc:
-            if known_bug(str(exc)):
-                self.bugs.found.clear()
-                reject()
             raise AssertionError(f"{exc}\n{self._hint()}") from None
         except Exception as exc:
             raise AssertionError(f"exception escaped the protocol layer: {exc!r}\n"
@@ -936,9 +913,6 @@ class ConnectionMachine(RuleBasedStateMachine):
     @invariant()
     def consistent(self) -> None:
         found = "\n".join(self.bugs.found)
-        if found and known_bug(found):
-            self.bugs.found.clear()
-            reject()
         assert not found, found + "\n" + self._hint()
         try:
             check_consistency(self.broker, self.clients)
@@ -958,7 +932,7 @@ class ConnectionMachine(RuleBasedStateMachine):
                         assert q.exclusive_owner is None, "exclusive queue survived its owner"
                         assert not q.consumers, "consumer survived its connection"
                 found = "\n".join(self.bugs.found)
-                assert not found or known_bug(found), found
+                assert not found, found
         finally:
             self._bugs_cm.__exit__(None, None, None)
             self.loop.close()
