@@ -80,6 +80,7 @@ class Reclaimer:
         self.stats = ReclaimStats()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._turn = asyncio.Lock()  # one rewrite at a time: two would share <base>.log.compact
         self.closing = False
         self._again = False
 
@@ -149,12 +150,30 @@ class Reclaimer:
                 self.schedule()
 
     async def reclaim(self, seg: Segment) -> bool:
-        """Rewrite one closed segment; True if it was replaced or deleted."""
+        """Rewrite one closed segment; True if it was replaced or deleted.
+
+        Calls take turns (the timer's pass and a direct call, as tests and tools make):
+        two rewrites of one segment would write the same ``.compact`` file at once."""
+        async with self._turn:
+            if seg.deleted:  # deleted, or replaced by the pass this call waited for
+                return False
+            return await self._reclaim(seg)
+
+    async def _reclaim(self, seg: Segment) -> bool:
         loop = asyncio.get_running_loop()
         live = self.live_bytes.get(seg.base, 0)
         presence: Presence = [(s.base, s.next_offset, self.kept.get(s.base)) for s in self.log._segs]  # noqa: SLF001
         view = compact._View(seg, seg.base, seg.next_offset, seg.written, True)  # noqa: SLF001
-        out, kept, dropped = await loop.run_in_executor(self.executor, self._rewrite, view, presence)
+        try:
+            out, kept, dropped = await loop.run_in_executor(self.executor, self._rewrite, view, presence)
+        except FileNotFoundError:
+            if not seg.deleted:
+                raise
+            return False  # its last live enqueues were acked: the store deleted it first
+        if seg.deleted:  # deleted by the store while the thread read it: nothing to install
+            if out is not None:
+                out.discard()
+            return False
         self.done[seg.base] = (live, self.gen)
         if self.closing or not dropped:
             if out is not None:
