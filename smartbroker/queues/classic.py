@@ -71,14 +71,15 @@ class ClassicQueue:
         self.ready: ReadyList | PriorityReady = (
             PriorityReady(self.settings.max_priority, self._next_position)
             if self.settings.max_priority else ReadyList(self._next_position))
-        self._ring = ConsumerRings()  # who may take a message next (see ConsumerRings)
+        self._ring = ConsumerRings(self.settings.single_active_consumer)
         self.consumers: list[Consumer] = self._ring.members  # by priority, highest first
+        # who takes the next message: the ring's bound method, called directly (hot path)
+        self._pick_consumer: Callable[..., Consumer | None] = self._ring.next
         # its channel says credit may be back for a parked consumer (the caller dispatches)
         self.wake: Callable[[Consumer], None] = self._ring.wake
         self.bindings: set[Any] = set()  # maintained by the vhost, for cleanup on delete
         self._unacked = 0
         self._had_consumer = False
-        self._sac_waiting_for: Consumer | None = None  # old active consumer still holding messages
         self._actions: list[DeadLetter] | None = None  # collects dead-letters during settle
         self.expiry = MessageExpiry(self.host.call_later, self._expire)
         self.pager = Pager(lambda offset: self.host.store.load(offset))
@@ -128,6 +129,7 @@ class ClassicQueue:
         self.policy_name = name
         self.settings = QueueSettings.resolve(self.arguments, definition)
         self._limited = self.settings.has_limits
+        self._ring.single_active = self.settings.single_active_consumer
         self.unused.schedule()
         self._enforce_limits()
 
@@ -201,25 +203,6 @@ class ClassicQueue:
             self._dead_letter(self.ready.pop_oldest(), "maxlen")
 
     # -- deliver ---------------------------------------------------------------------------
-    def _pick_consumer(self, peek: bool = False) -> Consumer | None:
-        if self.settings.single_active_consumer:
-            consumers = self.consumers
-            if not consumers or self._sac_waiting_for is not None:
-                return None
-            first = consumers[0]
-            return first if first.can_take() else None
-        rings = self._ring.rings
-        if rings:  # fast path: the next consumer of the top level can take it
-            ring = rings[0]
-            if ring:
-                consumer = ring[0]
-                if consumer.can_take():
-                    if not peek:
-                        ring.rotate(-1)
-                    return consumer
-                return self._ring.pick(peek, first_blocked=True)
-        return self._ring.pick(peek)
-
     def dispatch(self) -> None:
         ready = self.ready
         check_expiry = self.expiry
@@ -277,8 +260,8 @@ class ClassicQueue:
         self.stats["ack"] += 1
         if entry.store_id is not None:
             self._forget(entry)
-        if self._sac_waiting_for is not None:
-            self._sac_check_handover()
+        if self._ring.waiting_for is not None and self._ring.handed_over():
+            self.dispatch()  # single-active-consumer: the successor starts
 
     def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
         """Ack, requeue or discard deliveries; the dead-letters this causes are returned
@@ -302,13 +285,7 @@ class ClassicQueue:
             self._forget(entry)
         else:
             self._dead_letter(entry, "rejected")
-        if self._sac_waiting_for is not None:
-            self._sac_check_handover()
-
-    def _sac_check_handover(self) -> None:
-        old = self._sac_waiting_for
-        if old is not None and not old.unacked:
-            self._sac_waiting_for = None
+        if self._ring.handed_over():
             self.dispatch()
 
     def _requeue(self, entries: list[QueueEntry]) -> None:
@@ -330,9 +307,7 @@ class ClassicQueue:
             self.ready.requeue(entry)
             if entry.expires_at is not None:
                 self.expiry.track(entry)
-        if self._sac_waiting_for is not None:
-            self._sac_check_handover()
-        if self.consumers:
+        if self._ring.handed_over() or self.consumers:
             self.dispatch()
 
     def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
@@ -377,12 +352,8 @@ class ClassicQueue:
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
-        was_active = bool(self.consumers) and self.consumers[0] is consumer
-        if not self._ring.remove(consumer):
+        if not self._ring.remove(consumer):  # single active: it may wait for a hand-over
             return
-        if was_active and self.settings.single_active_consumer and consumer.unacked:
-            # RabbitMQ hands over only once the old active consumer's messages are settled
-            self._sac_waiting_for = consumer
         self.last_used = time.monotonic()
         if self.consumers:
             self.dispatch()

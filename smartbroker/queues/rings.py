@@ -1,4 +1,5 @@
-"""A classic queue's consumers in delivery order: priority levels of round-robin rings."""
+"""A classic queue's consumers in delivery order: priority levels of round-robin rings,
+and who may take the next message (``ConsumerRings.next``, single-active-consumer included)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,51 @@ class ConsumerRings:
     publish then never walks blocked consumers (issue 12: 5,000 consumers at prefetch 1
     made every publish O(consumers)). Every ``Consumer`` has ``parked`` and promises
     that wake-up (a test double calls ``queue.wake`` when it gives credit back).
+
+    With ``single_active`` (x-single-active-consumer) only the first member receives, and
+    when it leaves holding unacked messages its successor waits (``waiting_for``) until
+    they are settled, as RabbitMQ hands over.
     """
 
-    __slots__ = ("members", "_ring_of", "rings")
+    __slots__ = ("members", "_ring_of", "rings", "single_active", "waiting_for")
 
-    def __init__(self) -> None:
+    def __init__(self, single_active: bool = False) -> None:
         self.members: list[Consumer] = []
         self._ring_of: dict[int, deque[Consumer]] = {}
         self.rings: list[deque[Consumer]] = []  # the rings, highest priority first
+        self.single_active = single_active  # the queue updates it when a policy changes
+        self.waiting_for: Consumer | None = None  # old active consumer still holding messages
+
+    def next(self, peek: bool = False) -> Consumer | None:
+        """The consumer that takes the next message (rotating its ring unless ``peek``),
+        or None. The queue calls this bound method directly: it is the publish and
+        dispatch hot path, so the common case is inlined here rather than in ``pick``."""
+        if self.single_active:
+            members = self.members
+            if not members or self.waiting_for is not None:
+                return None
+            first = members[0]
+            return first if first.can_take() else None
+        rings = self.rings
+        if rings:  # fast path: the next consumer of the top level can take it
+            ring = rings[0]
+            if ring:
+                consumer = ring[0]
+                if consumer.can_take():
+                    if not peek:
+                        ring.rotate(-1)
+                    return consumer
+                return self.pick(peek, first_blocked=True)
+        return self.pick(peek)
+
+    def handed_over(self) -> bool:
+        """True once the old active consumer has nothing unacked left: the next one may
+        start (the caller dispatches)."""
+        old = self.waiting_for
+        if old is not None and not old.unacked:
+            self.waiting_for = None
+            return True
+        return False
 
     def add(self, consumer: Consumer) -> None:
         members = self.members
@@ -40,10 +78,13 @@ class ConsumerRings:
 
     def remove(self, consumer: Consumer) -> bool:
         """False if it was not a consumer here."""
+        was_active = bool(self.members) and self.members[0] is consumer
         try:
             self.members.remove(consumer)
         except ValueError:
             return False
+        if was_active and self.single_active and consumer.unacked:
+            self.waiting_for = consumer  # RabbitMQ hands over once its messages are settled
         priority = consumer.priority
         if consumer.parked:
             consumer.parked = False  # gone: its channel must not wake it here again
