@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from smartbroker.broker.consumer import ChannelConsumer
 from smartbroker.management import ops
 from smartbroker.management.authz import Refusal
 from smartbroker.management.deps import CallerDep, StateDep, lookup_vhost
@@ -47,8 +48,8 @@ async def vhost_queues(vhost: str, request: Request, state: StateDep, caller: Ca
 async def get_queue(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
     """One queue, with RabbitMQ's detail fields: its consumers, per-source rates (none kept)."""
     q = _queue(state, vhost, name)[1]
-    details = [consumer_json(c.channel.conn, c.channel, c) for c in getattr(q, "consumers", ())
-               if hasattr(c, "channel")]
+    details = [consumer_json(c.channel.conn, c.channel, c) for c in q.consumers
+               if isinstance(c, ChannelConsumer)]  # a channel's (not a test double's)
     return {**queue_json(q, state), "consumer_details": details, "incoming": [],
             "deliveries": [], "garbage_collection": {}}
 
