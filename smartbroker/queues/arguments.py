@@ -169,12 +169,6 @@ def _truncated(text: str, prefix: str = "PRECONDITION_FAILED - ") -> str:
     return text[:252 - len(prefix)] + "..."
 
 
-CLASSIC_ARGUMENTS = frozenset({
-    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
-    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority",
-    "x-single-active-consumer", "x-queue-mode", "x-queue-type", "x-delivery-limit",
-    "x-queue-master-locator", "x-queue-version", "x-queue-leader-locator",
-})
 # Arguments whose value must match on redeclare (RabbitMQ's equivalence check)
 EQUIVALENCE_ARGUMENTS = frozenset({
     "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",

@@ -125,9 +125,13 @@ class Consumer(Protocol):
 class Capabilities:
     """What a queue type accepts: its ``x-`` arguments and which operations work. The
     flags are read in ONE place, ``require`` below (and ``check_consume``), which raises
-    RabbitMQ's reply for what the type does not support."""
+    RabbitMQ's reply for what the type does not support; ``arguments`` in
+    ``check_arguments``."""
 
-    arguments: frozenset[str]
+    # the x- arguments a declare may carry (``rabbit_type`` names the type in the 406);
+    # None: any, as RabbitMQ's classic type keeps unknown ones
+    arguments: frozenset[str] | None = None
+    rabbit_type: str = "rabbit_classic_queue"
     supports_get: bool = True
     supports_no_ack: bool = True
     equivalence_arguments: frozenset[str] = field(default_factory=frozenset)
@@ -162,6 +166,18 @@ def require(queue: Queue, operation: str) -> None:
     allowed, _what = OPERATIONS[operation]
     if not allowed(queue.capabilities):
         raise refused(queue, operation)
+
+
+def check_arguments(capabilities: Capabilities, spec: QueueSpec) -> None:
+    """Refuse a declare's ``x-`` argument the type does not accept (406, RabbitMQ 3.10.8's
+    text), before any of its values is looked at."""
+    accepted = capabilities.arguments
+    if accepted is None:
+        return
+    for arg in spec.arguments:
+        if arg.startswith("x-") and arg not in accepted:
+            raise precondition_failed(f"invalid arg '{arg}' for queue '{spec.name}' in vhost "
+                                      f"'{spec.vhost}' of queue type {capabilities.rabbit_type}")
 
 
 def check_consume(queue: Queue, no_ack: bool, prefetch: int, grouped: bool = False) -> None:

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 from smartbroker.message import Message
 from smartbroker.queues.arguments import (
-    CLASSIC_ARGUMENTS,
     EQUIVALENCE_ARGUMENTS,
     message_ttl_ms,
     validate_queue_arguments,
@@ -49,7 +48,7 @@ from smartbroker.queues.unused import UnusedExpiry
 
 class ClassicQueue:
     capabilities: ClassVar[Capabilities] = Capabilities(
-        arguments=CLASSIC_ARGUMENTS, equivalence_arguments=EQUIVALENCE_ARGUMENTS)
+        equivalence_arguments=EQUIVALENCE_ARGUMENTS)  # any x- argument: unknown ones are kept
     type_name: ClassVar[str] = "classic"
 
     def __init__(self, name: str, vhost: str, *, durable: bool = False, auto_delete: bool = False,

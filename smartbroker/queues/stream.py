@@ -31,6 +31,7 @@ from smartbroker.queues.base import (
     QueueSpec,
     Settle,
     Storage,
+    check_arguments,
     check_consume,
     refused,
 )
@@ -92,7 +93,7 @@ class StreamQueue:
     RabbitMQ's 406s), so those three are fixed here, not silently dropped arguments."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        arguments=STREAM_ARGUMENTS, supports_get=False, supports_no_ack=False,
+        arguments=STREAM_ARGUMENTS, rabbit_type="rabbit_stream_queue", supports_get=False, supports_no_ack=False,
         equivalence_arguments=EQUIVALENCE_ARGUMENTS,
         supports_reject=False, supports_purge=False, requires_prefetch=True,
         uses_message_store=False, supports_browse=False, label="stream queues",
@@ -133,6 +134,7 @@ class StreamQueue:
     @classmethod
     def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> StreamQueue:
         """queue.declare of a stream: RabbitMQ's property and argument checks, then the queue."""
+        check_arguments(cls.capabilities, spec)
         settings = StreamSettings.parse(spec.name, spec.vhost, spec.durable, spec.exclusive,
                                         spec.auto_delete, spec.arguments)
         return cls(spec.name, spec.vhost, arguments=spec.arguments, host=host,

@@ -69,11 +69,9 @@ class StreamSettings:
     @classmethod
     def parse(cls, queue: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool,
               arguments: Mapping[str, Any]) -> StreamSettings:
+        """The declare's settings, RabbitMQ's 406s (unknown arguments are refused before,
+        by ``queues.base.check_arguments`` reading ``STREAM_ARGUMENTS``)."""
         where = f"for queue '{queue}' in vhost '{vhost}'"
-        for arg in arguments:
-            if arg.startswith("x-") and arg not in STREAM_ARGUMENTS:
-                raise precondition_failed(
-                    f"invalid arg '{arg}' {where} of queue type rabbit_stream_queue")
         check_replicated_properties(queue, vhost, durable, exclusive, auto_delete)
 
         def bad(arg: str, why: str) -> Exception:

@@ -9,6 +9,7 @@ from pamqp import commands
 
 from smartbroker.broker.durable import MessageStore
 from smartbroker.broker.vhost import VirtualHost
+from smartbroker.errors import ChannelError
 from smartbroker.message import Message
 from smartbroker.queues.base import Settle, Storage
 from smartbroker.queues.classic import ClassicQueue
@@ -96,3 +97,17 @@ def test_positions_are_per_queue_only_the_order_matters():
     assert [e.seq for e in taken] == [1, 1, 2]
     assert a.settle(Settle.REQUEUE, [taken[2], taken[0]]) == []
     assert [a.get().message.body for _ in range(3)] == [b"0", b"1", b"2"]
+
+
+def test_a_type_refuses_the_x_arguments_its_capabilities_do_not_accept():
+    """Streams declare their arguments; the refusal comes before any property check
+    (RabbitMQ 3.10.8's order and text). Classic queues keep unknown arguments."""
+    vh = VirtualHost("/")
+    with pytest.raises(ChannelError) as err:
+        vh.declare_queue("s", durable=False, arguments={"x-queue-type": "stream", "x-foo": 1})
+    assert (err.value.code, err.value.text) == (
+        406, "invalid arg 'x-foo' for queue 's' in vhost '/' of queue type rabbit_stream_queue")
+    q, _ = vh.declare_queue("c", arguments={"x-foo": 1, "other": 2})
+    assert q.capabilities.arguments is None and q.arguments["x-foo"] == 1
+    assert "x-foo" not in StreamQueue.capabilities.arguments
+    assert "x-max-age" in StreamQueue.capabilities.arguments
