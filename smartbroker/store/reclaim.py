@@ -188,12 +188,15 @@ class Reclaimer:
         self.stats.bytes_reclaimed += seg.end - (new.end if new is not None else 0)
         if new is None:
             self.stats.segments_deleted += 1
-            self.kept.pop(seg.base, None)
         else:
             self.stats.segments_rewritten += 1
-            self.kept[seg.base] = kept
         self.gen += 1
-        self.done[seg.base] = (live, self.gen)
+        if new is None or new.deleted:  # gone, maybe by the store during the fsync above
+            self.kept.pop(seg.base, None)
+            self.done.pop(seg.base, None)
+        else:
+            self.kept[seg.base] = kept
+            self.done[seg.base] = (live, self.gen)
         return True
 
     def _rewrite(self, view: compact._View, presence: Presence) -> tuple[compact._Output | None, frozenset[int], int]:  # noqa: SLF001

@@ -31,16 +31,17 @@ def message(body: bytes) -> Message:
 
 
 class InlineExecutor(Executor):
-    """Runs the job at once on the caller's thread, after ``before`` (called on the loop,
-    as ``run_in_executor`` submits from there): the loop's moment just before the
-    worker thread starts."""
+    """Runs each job at once on the caller's thread, after the next of ``before`` (called
+    on the loop, as ``run_in_executor`` submits from there): the loop's moment just
+    before a worker thread would start."""
 
-    def __init__(self, before: Callable[[], None]) -> None:
-        self.before = before
+    def __init__(self, *before: Callable[[], None] | None) -> None:
+        self.before = list(before)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.before()
-        self.before = lambda: None
+        step = self.before.pop(0) if self.before else None
+        if step is not None:
+            step()
         fut: Future[Any] = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
@@ -130,6 +131,29 @@ def test_head_segment_deleted_before_the_thread_opens_it(
     assert ("/", "B") in store.recover()  # the later segments' messages, nothing else
     assert all(store.log.segment_of(o) is None for o in left)
     store.close()
+
+
+def test_rewritten_segment_deleted_while_the_directory_is_fsynced(tmp_path: Path) -> None:
+    """The store deletes the freshly installed segment (its last enqueues acked) while
+    the pass fsyncs the directory: the pass must not note it as still there."""
+
+    async def run() -> None:
+        store = MessageStore(tmp_path, segment_bytes=SEG)
+        left, base = await two_segments_half_acked(store)
+
+        def ack_the_rest() -> None:
+            for o in left:
+                store.forget("/", "B", o)
+            store.write_out_now()
+
+        store.reclaimer.executor = InlineExecutor(None, ack_the_rest)  # rewrite, dir fsync
+        assert await store.reclaimer.reclaim(store.reclaimer.candidates()[0]) is True
+        assert store.reclaimer.stats.segments_rewritten == 1
+        assert store.log.segments()[0].base_offset != base
+        assert base not in store.reclaimer.kept and base not in store.reclaimer.done
+        await store.aclose()
+
+    asyncio.run(run())
 
 
 def test_two_passes_over_one_segment_take_turns(tmp_path: Path) -> None:
