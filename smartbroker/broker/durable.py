@@ -141,7 +141,8 @@ class MessageStore:
     def __init__(self, directory: Path, fsync: str = "batch",
                  segment_bytes: int = 64 << 20, executors: Executors | None = None) -> None:
         self.log = SegmentLog(directory, fsync=fsync, segment_bytes=segment_bytes,
-                              executor=executors.fsync if executors is not None else None)
+                              executor=executors.fsync if executors is not None else None,
+                              handles=executors.handles if executors is not None else None)
         self._live: defaultdict[int, int] = defaultdict(int)  # segment base -> live enqueue bytes
         self._refs: dict[int, int] = {}  # enqueue offset -> record size << 16 | queues holding it
         self.reclaimer = Reclaimer(self.log, self._refs, self._live, (decode_marks, encode_marks),

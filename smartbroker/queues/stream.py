@@ -93,7 +93,8 @@ class StreamQueue:
     RabbitMQ's 406s), so those three are fixed here, not silently dropped arguments."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        arguments=STREAM_ARGUMENTS, rabbit_type="rabbit_stream_queue", supports_get=False, supports_no_ack=False,
+        arguments=STREAM_ARGUMENTS, rabbit_type="rabbit_stream_queue",
+        supports_get=False, supports_no_ack=False,
         equivalence_arguments=EQUIVALENCE_ARGUMENTS,
         supports_reject=False, supports_purge=False, requires_prefetch=True,
         uses_message_store=False, supports_browse=False, label="stream queues",
@@ -157,9 +158,11 @@ class StreamQueue:
             return MemoryLog(segment_bytes=size)
         storage = self.storage
         assert storage is not None
-        executor = storage.executors.fsync if storage.executors is not None else None
+        executors = storage.executors
+        if executors is None:
+            return SegmentLog(self.directory / name, fsync=storage.fsync, segment_bytes=size)
         return SegmentLog(self.directory / name, fsync=storage.fsync, segment_bytes=size,
-                          executor=executor)
+                          executor=executors.fsync, handles=executors.handles)
 
     # -- counts ----------------------------------------------------------------------------
     @property

@@ -1,5 +1,6 @@
 """The worker threads the stores use for blocking disk work, owned by whoever starts the
-broker (``Persistence``) and passed down to every log, compactor and reclaimer.
+broker (``Persistence``) and passed down to every log, compactor and reclaimer; with them
+the broker-wide bound on open segment files (``handles``, store/handles.py).
 
 Two small pools, made on first use: ``fsync`` (group commits: a few threads so thousands
 of logs do not mean thousands of threads) and ``compact`` (one thread: rewrites are
@@ -11,16 +12,19 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from .handles import HandleCache
+
 FSYNC_WORKERS = 4
 COMPACT_WORKERS = 1
 
 
 class Executors:
-    __slots__ = ("_fsync", "_compact")
+    __slots__ = ("_fsync", "_compact", "handles")
 
-    def __init__(self) -> None:
+    def __init__(self, handles: HandleCache | None = None) -> None:
         self._fsync: ThreadPoolExecutor | None = None
         self._compact: ThreadPoolExecutor | None = None
+        self.handles = handles if handles is not None else HandleCache()  # every log's files
 
     @property
     def fsync(self) -> ThreadPoolExecutor:

@@ -1,9 +1,13 @@
 """One broker-wide bound on open segment files.
 
-Every segment of every log (stream partitions, offsets logs, the message store) reaches its
-file through this cache. A segment is opened when it is first read or written and stays
-open while it is used; once more than ``capacity`` are open, the least recently used one
-is closed and reopened on its next use. So a stream with thousands of tiny segments, or
+One ``HandleCache`` per broker, owned by its ``Executors`` (store/executors.py; made by
+``Persistence`` with the disk threads) and passed by constructor to every ``SegmentLog``
+(stream partitions, offsets logs, the message store), which gives it to its segments. A
+log built without one (tools, tests) gets a cache of its own.
+
+A segment is opened when it is first read or written and stays open while it is used;
+once more than ``capacity`` are open, the least recently used one is closed and reopened
+on its next use. So a stream with thousands of tiny segments, or
 thousands of streams, hold at most ``capacity`` descriptors between them, and the broker
 keeps descriptors for its clients (it used to run out and refuse connections).
 
@@ -123,5 +127,3 @@ class HandleCache:
             self.evictions += 1
             n -= 1
 
-
-HANDLES = HandleCache()

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from . import record
 from .api import LogStats, Record, SegmentInfo, StoreUnavailable
 from .commit import GroupCommit
-from .handles import HANDLES
+from .handles import HandleCache
 from .holes import HoleMarkers, unlink
 from .recovery import COMPACT_SUFFIX, recover
 from .segment import Segment, data_name, index_name
@@ -46,8 +46,10 @@ class SegmentLog:
         write_buffer_bytes: int = 1 << 20,
         verify: bool = False,
         executor: Executor | None = None,  # for fsyncs (store/executors.py); None: the loop's
+        handles: HandleCache | None = None,  # the broker's (Executors.handles); None: its own
     ) -> None:
         self.directory = os.fspath(directory)
+        self._handles = handles if handles is not None else HandleCache()
         os.makedirs(self.directory, exist_ok=True)
         self.segment_bytes = segment_bytes
         self.index_interval = index_interval
@@ -73,16 +75,17 @@ class SegmentLog:
 
     def _open(self, verify: bool) -> None:
         self._segs, top = recover(self.directory, self.index_interval, self._stats,
-                                  self._holes, verify)
+                                  self._holes, verify, self._handles)
         self._bases = [s.base for s in self._segs]
         if not self._segs or top > self._segs[-1].next_offset:
             self._create(top)  # never reuse offsets a lost or unreadable tail may have held
         self._holes.drop_below(self._bases[0])
 
     def _create(self, base: int) -> Segment:
-        fd = HANDLES.open_file(os.path.join(self.directory, data_name(base)), os.O_RDWR | os.O_CREAT)
-        seg = Segment(self.directory, base, fd, self.index_interval, self._stats)
-        HANDLES.opened(seg)
+        handles = self._handles
+        fd = handles.open_file(os.path.join(self.directory, data_name(base)), os.O_RDWR | os.O_CREAT)
+        seg = Segment(self.directory, base, fd, self.index_interval, self._stats, handles)
+        handles.opened(seg)
         self._segs.append(seg)
         self._bases.append(base)
         self._dir_dirty = True
@@ -210,7 +213,7 @@ class SegmentLog:
             for s, writes in self._in_round:
                 if s.writes == writes:  # nothing written since: the cache may close it now
                     s.dirty = False
-            HANDLES.trim()
+            self._handles.trim()
         else:
             log.error("commit failed: %s", error)
             self._stats.fsync_errors += 1
@@ -345,13 +348,14 @@ class SegmentLog:
         os.replace(old.path + COMPACT_SUFFIX, old.path)
         self._dir_dirty = True  # the next commit round fsyncs the directory
         new.stats = self._stats
+        new.handles = self._handles
         new.next_offset = old.next_offset
         new.max_ts = max(new.max_ts, old.max_ts)  # retention ages the segment as before
         self._segs[i] = new
         self._unsynced.pop(old.base, None)
         self._close_segment(old)
         new.dirty = False  # written and fsynced by the compaction before the rename
-        HANDLES.opened(new)
+        self._handles.opened(new)
         new.save_index()
         return True
 

@@ -10,7 +10,7 @@ import logging
 import os
 
 from .api import LogStats
-from .handles import HANDLES
+from .handles import HandleCache
 from .holes import HoleMarkers, unlink
 from .segment import Segment, data_name
 
@@ -19,7 +19,7 @@ COMPACT_SUFFIX = ".compact"  # a compacted rewrite of <base>.log before it is re
 
 
 def recover(directory: str, index_interval: int, stats: LogStats, holes: HoleMarkers,
-            verify: bool) -> tuple[list[Segment], int]:
+            verify: bool, handles: HandleCache) -> tuple[list[Segment], int]:
     """The readable segments in offset order, and the lowest offset a new segment may
     start at (past every lost or unreadable file). Fills ``holes`` from their markers."""
     logs, idxs = set(), set()
@@ -43,8 +43,8 @@ def recover(directory: str, index_interval: int, stats: LogStats, holes: HoleMar
         path = os.path.join(directory, data_name(base))
         seg = None
         try:
-            seg = Segment(directory, base, HANDLES.open_file(path), index_interval, stats)
-            HANDLES.opened(seg)  # recovering thousands of segments keeps only so many open
+            seg = Segment(directory, base, handles.open_file(path), index_interval, stats, handles)
+            handles.opened(seg)  # recovering thousands of segments keeps only so many open
             seg.recover(tail=i == len(bases) - 1, trust_index=not verify)
         except OSError as e:
             log.error("segment %s is unreadable, skipping it: %s", path, e)

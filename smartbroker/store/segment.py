@@ -7,6 +7,7 @@ when the segment is closed; if it is missing or stale, it is rebuilt by scanning
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 
 from . import record
 from .api import LogStats, Record
-from .handles import HANDLES
+from .handles import HandleCache
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,15 @@ def index_name(base: int) -> str:
 class Segment:
     """A data file plus its in-memory sparse index; appends go to ``buf`` until written.
 
-    ``fd`` is -1 while the file is closed by the broker-wide ``handles.HANDLES`` cache
-    (reopened on the next read or write); ``deleted`` once the file is gone for good.
+    ``fd`` is -1 while the file is closed by its log's ``handles`` cache (reopened on the
+    next read or write); ``deleted`` once the file is gone for good. A segment without a
+    cache (a compaction's reader) keeps its descriptor until closed.
     """
 
-    def __init__(self, directory: str, base: int, fd: int, index_interval: int, stats: LogStats) -> None:
+    def __init__(self, directory: str, base: int, fd: int, index_interval: int, stats: LogStats,
+                 handles: HandleCache | None = None) -> None:
         self.directory = directory
+        self.handles = handles
         self.base = base
         self.fd = fd
         self.path = os.path.join(directory, data_name(base))
@@ -74,12 +78,17 @@ class Segment:
         """The open descriptor, reopening an evicted file."""
         self.used = True
         fd = self.fd
-        return fd if fd >= 0 else HANDLES.reopen(self)
+        if fd >= 0:
+            return fd
+        if self.handles is None:
+            raise OSError(errno.EBADF, "segment file is closed", self.path)
+        return self.handles.reopen(self)
 
     def close(self, deleted: bool = False) -> int:
         """Leave the handle cache; returns the descriptor (-1 if none) for the caller to
         close, now or, while an fsync thread may hold it, after the commit round."""
-        HANDLES.forget(self)
+        if self.handles is not None:
+            self.handles.forget(self)
         fd, self.fd = self.fd, -1
         self.deleted = self.deleted or deleted
         return fd

@@ -1,4 +1,5 @@
-"""The broker-wide bound on open segment files (store/handles.py), on real SegmentLogs."""
+"""The broker-wide bound on open segment files (store/handles.py), on real SegmentLogs
+sharing one HandleCache, as a broker's logs share ``Executors.handles``."""
 
 from __future__ import annotations
 
@@ -9,20 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from smartbroker.store.handles import HANDLES
+from smartbroker.store.executors import Executors
+from smartbroker.store.handles import HandleCache
 from smartbroker.store.log import SegmentLog
 
 CAP = 16
 
 
-@pytest.fixture(autouse=True)
-def small_cache() -> Iterator[None]:
-    old = HANDLES.capacity
-    HANDLES.capacity = CAP
-    try:
-        yield
-    finally:
-        HANDLES.capacity = old
+@pytest.fixture
+def cache() -> Iterator[HandleCache]:
+    executors = Executors(HandleCache(CAP))  # one per broker, made with the disk threads
+    yield executors.handles
+    executors.shutdown()
 
 
 def fds() -> int:
@@ -36,20 +35,22 @@ def fill(log: SegmentLog, n: int) -> list[bytes]:
     return bodies
 
 
-def test_many_segments_few_descriptors_and_every_record_readable(tmp_path: Path) -> None:
+def test_many_segments_few_descriptors_and_every_record_readable(tmp_path: Path,
+                                                                 cache: HandleCache) -> None:
     before = fds()
-    log = SegmentLog(tmp_path / "a", segment_bytes=256)  # ~one record per segment
+    log = SegmentLog(tmp_path / "a", segment_bytes=256, handles=cache)  # ~one record per segment
     bodies = fill(log, 400)
     log.flush()
     assert log.segment_count >= 300
     assert fds() - before <= CAP + 4
     assert [p for _, p in log.scan()] == bodies  # replay from the first segment
     assert log.read(7) == bodies[7] and log.read(399) == bodies[399]
-    assert HANDLES.reopens > 0
+    assert cache.reopens > 0
     log.close()
     assert fds() <= before  # (other tests' leftover segments may have been evicted meanwhile)
 
-    log = SegmentLog(tmp_path / "a", segment_bytes=256)  # recovery keeps the bound too
+    # recovery keeps the bound too
+    log = SegmentLog(tmp_path / "a", segment_bytes=256, handles=cache)
     assert fds() - before <= CAP + 4
     assert [p for _, p in log.scan()] == bodies
     assert log.append(b"more") == 400
@@ -57,8 +58,8 @@ def test_many_segments_few_descriptors_and_every_record_readable(tmp_path: Path)
     assert fds() <= before  # (other tests' leftover segments may have been evicted meanwhile)
 
 
-def test_segments_awaiting_fsync_stay_open(tmp_path: Path) -> None:
-    logs = [SegmentLog(tmp_path / f"l{i}") for i in range(3 * CAP)]
+def test_segments_awaiting_fsync_stay_open(tmp_path: Path, cache: HandleCache) -> None:
+    logs = [SegmentLog(tmp_path / f"l{i}", handles=cache) for i in range(3 * CAP)]
     for lg in logs:
         lg.append(b"unsynced")
         lg.write_out()  # in the page cache, not fsynced: its descriptor must stay
@@ -67,18 +68,19 @@ def test_segments_awaiting_fsync_stay_open(tmp_path: Path) -> None:
     for lg in logs:
         lg.flush()
     assert not any(s.dirty for s in dirty)
-    extra = SegmentLog(tmp_path / "extra")  # the next open evicts down to the bound
-    assert len(HANDLES) <= CAP
+    extra = SegmentLog(tmp_path / "extra", handles=cache)  # the next open evicts down to the bound
+    assert len(cache) <= CAP
     for lg in logs + [extra]:
         lg.close()
     for i in range(3 * CAP):
-        assert [p for _, p in SegmentLog(tmp_path / f"l{i}").scan()] == [b"unsynced"]
+        assert [p for _, p in SegmentLog(tmp_path / f"l{i}", handles=cache).scan()] == [b"unsynced"]
 
 
-def test_group_commit_across_many_logs(tmp_path: Path) -> None:
+def test_group_commit_across_many_logs(tmp_path: Path, cache: HandleCache) -> None:
     """Concurrent appends + syncs on more logs than the cache holds: every write lands."""
     async def main() -> None:
-        logs = [SegmentLog(tmp_path / f"l{i}", segment_bytes=512) for i in range(2 * CAP)]
+        logs = [SegmentLog(tmp_path / f"l{i}", segment_bytes=512, handles=cache)
+                for i in range(2 * CAP)]
         for round_ in range(20):
             for lg in logs:
                 lg.append(b"r%02d" % round_ + b"y" * 200)
@@ -88,12 +90,12 @@ def test_group_commit_across_many_logs(tmp_path: Path) -> None:
 
     asyncio.run(main())
     for i in range(2 * CAP):
-        got = [p[:3] for _, p in SegmentLog(tmp_path / f"l{i}").scan()]
+        got = [p[:3] for _, p in SegmentLog(tmp_path / f"l{i}", handles=cache).scan()]
         assert got == [b"r%02d" % r for r in range(20)]
 
 
-def test_deleted_segment_is_never_reopened(tmp_path: Path) -> None:
-    log = SegmentLog(tmp_path / "a", segment_bytes=256)
+def test_deleted_segment_is_never_reopened(tmp_path: Path, cache: HandleCache) -> None:
+    log = SegmentLog(tmp_path / "a", segment_bytes=256, handles=cache)
     fill(log, 50)
     log.flush()
     first = log.segments()[0].base_offset
@@ -104,3 +106,13 @@ def test_deleted_segment_is_never_reopened(tmp_path: Path) -> None:
         seg.handle()
     assert log.read(first) is None
     log.close()
+
+
+def test_the_bound_is_per_cache_a_log_without_one_has_its_own(tmp_path: Path,
+                                                              cache: HandleCache) -> None:
+    shared = [SegmentLog(tmp_path / f"s{i}", handles=cache) for i in range(3)]
+    alone = SegmentLog(tmp_path / "alone")
+    assert len(cache) == 3
+    for lg in [*shared, alone]:
+        lg.close()
+    assert len(cache) == 0
