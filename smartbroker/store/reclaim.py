@@ -20,6 +20,10 @@ files whose live data falls under a threshold; so does this, for one segment at 
    thread. Only then does the store count the dropped enqueues as gone from disk, so marks
    elsewhere are dropped only once their enqueues are durably gone.
 
+Passes take turns (one ``.compact`` file per segment). The store may delete the head
+segment a pass is reading, or has just installed, once its last live enqueue is acked: the
+pass then skips it quietly (a FileNotFoundError only if it opened the file too late).
+
 A kill -9 at any point leaves the old file or the new one, each of which recovers to the
 same messages; a leftover ``.compact`` is swept at open. The loop only pays for the
 snapshot and the rename; reading and writing run in the compaction thread.
