@@ -300,8 +300,8 @@ class Queue(Protocol):
     {State, Actions}: ``publish`` a ``PublishResult`` (the log a confirm waits for) and
     ``settle`` the ``DeadLetter`` actions that settling caused (returning is "settled"),
     which the caller performs (a channel, the management API: ``VirtualHost.perform``).
-    ``ack`` stays beside ``settle`` for the single basic.ack, the hot path: it never has
-    an action, and a list per ack would cost an allocation and a loop.
+    ``ack`` stays beside ``settle`` for basic.ack (single or multiple), the hot path: it
+    never has an action, and a list per ack would cost an allocation and a loop.
     Dead-letters a queue causes on its own go to its host (``QueueHost.dead_letter``),
     not back as actions: a TTL timer has no caller to return to; expiry found while
     dispatching and ``drop-head``/``reject-publish-dlx`` overflow happen inside
@@ -358,7 +358,7 @@ class Queue(Protocol):
         deliveries; returns the dead-letters for the caller to route."""
 
     def ack(self, entry: Any) -> None:
-        """``settle(Settle.ACK, [entry])`` without the list: the single basic.ack."""
+        """``settle(Settle.ACK, [entry])`` without the list: basic.ack's hot path."""
 
     def add_consumer(self, consumer: Consumer) -> None: ...
 

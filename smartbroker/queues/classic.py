@@ -265,15 +265,19 @@ class ClassicQueue:
     def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
         """Ack, requeue or discard deliveries; the dead-letters this causes are returned
         for the caller to route, not routed here (see ``Queue``)."""
+        if op is Settle.ACK:  # never an action (a multiple basic.ack: no bookkeeping)
+            ack = self.ack
+            for entry in entries:
+                ack(entry)
+            return []
         actions: list[DeadLetter] = []
         self._actions = actions
         try:
             if op is Settle.REQUEUE:
                 self._requeue(entries)
             else:
-                settle_one = self.ack if op is Settle.ACK else self._discard
                 for entry in entries:
-                    settle_one(entry)
+                    self._discard(entry)
         finally:
             self._actions = None
         return actions
