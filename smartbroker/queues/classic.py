@@ -72,8 +72,6 @@ class ClassicQueue:
             if self.settings.max_priority else ReadyList(self._next_position))
         self._ring = ConsumerRings(self.settings.single_active_consumer)
         self.consumers: list[Consumer] = self._ring.members  # by priority, highest first
-        # who takes the next message: the ring's bound method, called directly (hot path)
-        self._pick_consumer: Callable[..., Consumer | None] = self._ring.next
         # its channel says credit may be back for a parked consumer (the caller dispatches)
         self.wake: Callable[[Consumer], None] = self._ring.wake
         self.bindings: set[Any] = set()  # maintained by the vhost, for cleanup on delete
@@ -154,7 +152,7 @@ class ClassicQueue:
             if per_message is not None:
                 ttl = per_message if ttl is None else min(ttl, per_message)
         # Nothing waiting and a consumer with credit: straight to it, past the ready list.
-        consumer = self._pick_consumer() if self.consumers and not self.ready.count else None
+        consumer = self._ring.next() if self.consumers and not self.ready.count else None
         if ttl is None and store_id is None:
             if consumer is not None:
                 self._hand_over_new(consumer, QueueEntry(message))
@@ -193,7 +191,7 @@ class ClassicQueue:
             self._hand_over_new(consumer, entry)
 
     def _would_overflow(self, message: Message) -> bool:
-        if self._pick_consumer(peek=True) is not None and not self.ready:
+        if self._ring.next(peek=True) is not None and not self.ready:
             return False  # it goes straight to a consumer
         return would_overflow(self.settings, self.ready, message)
 
@@ -206,7 +204,7 @@ class ClassicQueue:
         ready = self.ready
         check_expiry = self.expiry
         while ready.count:
-            consumer = self._pick_consumer()
+            consumer = self._ring.next()
             if consumer is None:
                 return
             entry = ready.pop()

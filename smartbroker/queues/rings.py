@@ -34,8 +34,9 @@ class ConsumerRings:
 
     def next(self, peek: bool = False) -> Consumer | None:
         """The consumer that takes the next message (rotating its ring unless ``peek``),
-        or None. The queue calls this bound method directly: it is the publish and
-        dispatch hot path, so the common case is inlined here rather than in ``pick``."""
+        or None. The publish and dispatch hot path: the queue calls ``self._ring.next()``
+        (measured as fast as its former own method; a bound method kept on the queue was
+        ~3 % slower per publish), and the common case is inlined here, not in ``pick``."""
         if self.single_active:
             members = self.members
             if not members or self.waiting_for is not None:
