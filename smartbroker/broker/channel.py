@@ -169,7 +169,7 @@ class Channel:
             if consumer is not None:
                 consumer.unacked -= 1
                 if consumer.parked:
-                    consumer.queue.wake(consumer)  # type: ignore[attr-defined]
+                    consumer.queue.wake(consumer)
             touched.add(rec.queue)
         if self.global_prefetch and self.unacked_total < self.global_prefetch <= before:
             self._wake_all()  # the channel's shared credit is back
@@ -206,7 +206,7 @@ class Channel:
             if consumer is not None:
                 consumer.unacked -= 1
                 if consumer.parked:
-                    consumer.queue.wake(consumer)  # type: ignore[attr-defined]
+                    consumer.queue.wake(consumer)
             if self.global_prefetch and self.unacked_total + 1 == self.global_prefetch:
                 self._wake_all()  # the channel's shared credit is back
             queue = rec.queue

@@ -48,7 +48,7 @@ class ChannelConsumer:
         """Credit may be back (ack, qos, flow, writable): a parked consumer rejoins its
         queue's round-robin ring; the caller dispatches the queue."""
         if self.parked:
-            self.queue.wake(self)  # type: ignore[attr-defined]  # only classic queues park
+            self.queue.wake(self)  # only classic queues park (Queue.wake)
 
     def deliver(self, queue: Queue, entry: QueueEntry) -> None:
         self.channel.deliver(self, queue, entry)
