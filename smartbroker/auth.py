@@ -35,9 +35,11 @@ class User:
 
 
 class Users:
-    def __init__(self) -> None:
+    def __init__(self, listener: Any = None) -> None:
+        """``listener``: the definitions recorder told about every change (None: nothing
+        is persisted); given here, never set afterwards."""
         self.users: dict[str, User] = {}
-        self.listener: Any = None  # Persistence: told about every change
+        self.listener = listener
 
     def add(self, name: str, password: str, tags: list[str] | None = None) -> User:
         """Create or replace a user (password hashed)."""

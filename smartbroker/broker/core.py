@@ -17,17 +17,36 @@ if TYPE_CHECKING:
 
 
 class Broker:
-    def __init__(self, config: Config) -> None:
+    """Everything it depends on comes in here: with ``persistence`` its users, permissions
+    and vhosts record their changes there, producers' dedup state is the durable one, and
+    the stored state is restored before the constructor returns (without it: the
+    defaults, kept in memory)."""
+
+    def __init__(self, config: Config, persistence: Persistence | None = None) -> None:
         self.config = config
-        self.vhosts: dict[str, VirtualHost] = {config.default_vhost: VirtualHost(config.default_vhost)}
-        self.users = Users()
-        self.users.add(config.default_user, config.default_pass, ["administrator"])
-        self.permissions = Permissions()
-        self.permissions.set(Permission(config.default_user, config.default_vhost))
+        self.persistence = persistence
+        self.recorder = persistence.recorder if persistence is not None else None
+        self.vhosts: dict[str, VirtualHost] = {}
+        self.users = Users(self.recorder)
+        self.permissions = Permissions(self.recorder)
         self.connections: set[ClientConnection] = set()  # every listener's live clients
         self.alarms: set[str] = set()  # "memory" / "disk" while a resource alarm is on
-        self.persistence: Persistence | None = None
-        self.producers = ProducerRegistry()  # replaced by a durable one by Persistence
+        self.producers = persistence.producers if persistence is not None else ProducerRegistry()
+        if persistence is None:
+            self.add_defaults()
+        else:
+            persistence.restore(self)  # adds the defaults of whatever nothing is stored for
+
+    def add_defaults(self, vhost: bool = True, user: bool = True, permission: bool = True) -> None:
+        """The configured default vhost, administrator and its permission there (recorded
+        when there is a recorder: at first start they are what gets stored)."""
+        config = self.config
+        if vhost:
+            self.add_vhost(config.default_vhost)
+        if user:
+            self.users.add(config.default_user, config.default_pass, ["administrator"])
+        if permission:
+            self.permissions.set(Permission(config.default_user, config.default_vhost))
 
     def add_vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)
@@ -35,9 +54,8 @@ class Broker:
             persistence = self.persistence
             vhost = self.vhosts[name] = (VirtualHost(name) if persistence is None
                                          else persistence.vhost(name))
-            if persistence is not None:
-                vhost.listener = persistence
-                self.persistence.vhost_added(name)
+            if self.recorder is not None:
+                self.recorder.vhost_added(name)
         return vhost
 
     # -- limits (broker/limits.py) ---------------------------------------------------------
@@ -55,8 +73,8 @@ class Broker:
             holder.limits.pop(name, None)
         else:
             holder.limits[name] = value
-        if self.persistence is not None:
-            self.persistence.limits_changed(kind, owner, dict(holder.limits))
+        if self.recorder is not None:
+            self.recorder.limits_changed(kind, owner, dict(holder.limits))
 
     def delete_vhost(self, name: str) -> bool:
         """Close its connections, delete its queues (and their stored messages)."""
@@ -72,6 +90,6 @@ class Broker:
             self.permissions.delete(vhost_name, user)
         for vhost_name, user in {k[:2] for k in self.permissions.topic if k[0] == name}:
             self.permissions.delete_topic(vhost_name, user)
-        if self.persistence is not None:
-            self.persistence.vhost_deleted(name)
+        if self.recorder is not None:
+            self.recorder.vhost_deleted(name)
         return True

@@ -21,6 +21,7 @@ from typing import Any
 
 from smartbroker.message import Message
 from smartbroker.protocol import codec
+from smartbroker.store.handles import HandleCache
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
 
@@ -43,18 +44,22 @@ def producer_headers(msg: Message) -> tuple[str, int] | None:
 
 class ProducerRegistry:
     def __init__(self, directory: Path | None = None, fsync: str = "batch",
-                 idle_expiry: float = 7 * 86400, max_producers: int = 100_000) -> None:
+                 idle_expiry: float = 7 * 86400, max_producers: int = 100_000,
+                 handles: HandleCache | None = None) -> None:
+        """``directory`` None: in memory only. ``handles``: the broker's bound on open
+        segment files (``Executors.handles``), so these fds count with the others."""
         self.idle_expiry = idle_expiry
         self.max_producers = max_producers
         self.last: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self.log: Any = MemoryLog()
         if directory is not None:
-            self.log = self._open_compacted(directory, fsync)
+            self.log = self._open_compacted(directory, fsync, handles)
 
-    def _open_compacted(self, directory: Path, fsync: str) -> SegmentLog:
+    def _open_compacted(self, directory: Path, fsync: str,
+                        handles: HandleCache | None) -> SegmentLog:
         """Load the newest state per producer, then rewrite it into a fresh log."""
         if directory.exists():
-            old = SegmentLog(directory, fsync=fsync)
+            old = SegmentLog(directory, fsync=fsync, handles=handles)
             now = time.time()
             for record in old.scan_records():
                 if record.key is None:
@@ -66,7 +71,7 @@ class ProducerRegistry:
                     self.last.move_to_end((vhost, pid))
             old.close()
             shutil.rmtree(directory)
-        log = SegmentLog(directory, fsync=fsync, segment_bytes=16 << 20)
+        log = SegmentLog(directory, fsync=fsync, segment_bytes=16 << 20, handles=handles)
         for (vhost, pid), (seq, seen) in self.last.items():
             log.append(_state.pack(seq, seen), None, f"{vhost}\x00{pid}".encode())
         log.flush()

@@ -116,10 +116,12 @@ def indirect_targets(resource: str, arguments: dict[str, Any] | None) -> list[st
 
 
 class Permissions:
-    def __init__(self) -> None:
+    def __init__(self, listener: Any = None) -> None:
+        """``listener``: the definitions recorder told about every change (None: nothing
+        is persisted); given here, never set afterwards."""
         self.entries: dict[tuple[str, str], Permission] = {}
         self.topic: dict[tuple[str, str, str], TopicPermission] = {}  # (vhost, user, exchange)
-        self.listener: Any = None
+        self.listener = listener
         self.version = 0  # bumped on every change: connections drop cached decisions
 
     def set(self, perm: Permission) -> None:

@@ -1,10 +1,11 @@
 """What survives a restart: durable definitions (SQLite) and persistent messages (log).
 
-``Persistence`` is the vhosts' listener: every change to a durable exchange, queue,
-binding or policy is written when it happens. At startup ``restore`` rebuilds the
-vhosts from the definitions and then puts each durable queue's live messages back,
-bodies left on disk. Transient objects and exclusive queues are never written, as in
-RabbitMQ.
+``Persistence`` owns the stores and what is built on them: the definitions recorder
+(broker/recorder.py; the listener given to users, permissions and every vhost, which
+writes each change when it happens), the vhosts' ``Storage`` and the durable producer
+registry. A ``Broker`` built with it calls ``restore`` once from its constructor: the
+definitions are read back into it and then each durable queue's live messages are put
+back, bodies left on disk.
 """
 
 from __future__ import annotations
@@ -15,23 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.durable import MessageStore
-from smartbroker.broker.exchange import Binding, Exchange
 from smartbroker.broker.idempotence import ProducerRegistry
 from smartbroker.broker.permissions import InvalidRegex, Permission, TopicPermission
 from smartbroker.broker.policies import Policy, PolicyError
+from smartbroker.broker.recorder import DefinitionsRecorder
 from smartbroker.broker.vhost import VirtualHost
 from smartbroker.errors import AMQPError
 from smartbroker.queues.base import Storage
-from smartbroker.store.definitions import (
-    BindingDef,
-    DefinitionStore,
-    ExchangeDef,
-    PermissionDef,
-    PolicyDef,
-    QueueDef,
-    UserDef,
-    VHostDef,
-)
+from smartbroker.store.definitions import Definitions, DefinitionStore, PermissionDef
 from smartbroker.store.executors import Executors
 
 if TYPE_CHECKING:
@@ -49,23 +41,6 @@ def message_segment_bytes() -> int:
     return max(MIN_SEGMENT_BYTES, int(raw)) if raw.isdigit() else MESSAGE_SEGMENT_BYTES
 
 
-def _persisted_queue(q: Any) -> bool:
-    return q.durable and q.exclusive_owner is None
-
-
-def _persisted_binding(binding: Binding) -> bool:
-    dest = binding.destination
-    durable_dest = dest.durable if isinstance(dest, Exchange) else _persisted_queue(dest)
-    return binding.source.durable and durable_dest
-
-
-def _binding_def(vhost: str, binding: Binding) -> BindingDef:
-    dest = binding.destination
-    kind = "exchange" if isinstance(dest, Exchange) else "queue"
-    return BindingDef(vhost, binding.source.name, dest.name, kind, binding.routing_key,
-                      dict(binding.arguments))
-
-
 class Persistence:
     def __init__(self, data_dir: Path, fsync: str = "batch") -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -78,112 +53,44 @@ class Persistence:
                                      executors=self.executors)
         # what every vhost (and through it every durable queue) persists into
         self.storage = Storage(self.messages, data_dir, fsync, self.executors)
+        # the listener of users, permissions and every vhost (broker/recorder.py)
+        self.recorder = DefinitionsRecorder(self.definitions)
+        # producers' dedup state; its files under the broker's bound on open handles
+        self.producers = ProducerRegistry(data_dir / "producers", fsync,
+                                          handles=self.executors.handles)
 
     def vhost(self, name: str) -> VirtualHost:
-        """A new vhost that persists here (its listener is set once restore is done)."""
-        return VirtualHost(name, self.storage)
-
-    # -- listener: called by VirtualHost on every change -------------------------------
-    def exchange_declared(self, vhost: str, ex: Exchange) -> None:
-        if ex.durable:
-            self.definitions.save_exchange(ExchangeDef(vhost, ex.name, ex.type_name, True,
-                                                       ex.auto_delete, ex.internal, dict(ex.arguments)))
-
-    def exchange_deleted(self, vhost: str, ex: Exchange) -> None:
-        if ex.durable:
-            self.definitions.delete_exchange(vhost, ex.name)
-
-    def queue_declared(self, vhost: str, q: Any) -> None:
-        if _persisted_queue(q):
-            self.definitions.save_queue(QueueDef(vhost, q.name, True, q.auto_delete,
-                                                 dict(q.arguments), q.type_name))
-
-    def queue_deleted(self, vhost: str, q: Any) -> None:
-        if _persisted_queue(q):
-            self.definitions.delete_queue(vhost, q.name)
-
-    def binding_added(self, vhost: str, binding: Binding) -> None:
-        if _persisted_binding(binding):
-            self.definitions.save_binding(_binding_def(vhost, binding))
-
-    def binding_removed(self, vhost: str, binding: Binding) -> None:
-        if _persisted_binding(binding):
-            self.definitions.delete_binding(_binding_def(vhost, binding))
-
-    def policy_set(self, vhost: str, policy: Policy) -> None:
-        self.definitions.save_policy(PolicyDef(vhost, policy.name, policy.pattern,
-                                               dict(policy.definition), policy.priority,
-                                               policy.apply_to))
-
-    def policy_cleared(self, vhost: str, name: str) -> None:
-        self.definitions.delete_policy(vhost, name)
-
-    def vhost_added(self, name: str) -> None:
-        self.definitions.save_vhost(VHostDef(name))
-
-    def limits_changed(self, kind: str, owner: str, limits: dict[str, int]) -> None:
-        if kind == "vhost":
-            self.definitions.save_vhost(VHostDef(owner, {"limits": limits}))
-        else:
-            self.definitions.save_user_limits(owner, limits)
-
-    def vhost_deleted(self, name: str) -> None:
-        self.definitions.delete_vhost(name)
-
-    def user_saved(self, name: str, password_hash: str, tags: list[str]) -> None:
-        self.definitions.save_user(UserDef(name, password_hash, list(tags)))
-
-    def user_deleted(self, name: str) -> None:
-        self.definitions.delete_user(name)
-
-    def permission_set(self, perm: Permission) -> None:
-        self.definitions.save_permission(PermissionDef(perm.user, perm.vhost, perm.configure,
-                                                       perm.write, perm.read))
-
-    def permission_deleted(self, vhost: str, user: str) -> None:
-        self.definitions.delete_permission(user, vhost)
-
-    def topic_permission_set(self, perm: TopicPermission) -> None:
-        self.definitions.save_topic_permission(perm.as_json())
-
-    def topic_permission_deleted(self, vhost: str, user: str, exchange: str) -> None:
-        self.definitions.delete_topic_permission(user, vhost, exchange)
+        """A new vhost that persists here and records its definitions here."""
+        return VirtualHost(name, self.storage, self.recorder)
 
     # -- startup -------------------------------------------------------------------------
     def restore(self, broker: Broker) -> None:
+        """Called once by ``Broker.__init__``: first the defaults of whatever nothing is
+        stored for (first start: recorded, as a client's declarations would be), then the
+        stored definitions, read back in restoring mode so that nothing is written again."""
         defs = self.definitions.load_all()
-        # the vhosts made before persistence existed are still empty: made again, with storage
-        names = [v.name for v in defs.vhosts] if defs.vhosts else list(broker.vhosts)
-        broker.vhosts = {name: self.vhost(name) for name in names}
-        if defs.vhosts:
+        broker.add_defaults(vhost=not defs.vhosts, user=not defs.users,
+                            permission=not defs.permissions)
+        with self.recorder.replaying():
             for vdef in defs.vhosts:
-                broker.vhosts[vdef.name].limits = dict((vdef.metadata or {}).get("limits") or {})
-        else:  # first start: keep and record the defaults
-            for name in broker.vhosts:
-                self.vhost_added(name)
-        if defs.users:
-            broker.users.users.clear()
+                broker.add_vhost(vdef.name).limits.update((vdef.metadata or {}).get("limits") or {})
             for udef in defs.users:
                 broker.users.restore(udef.name, udef.password_hash, udef.tags)
-        else:
-            for user in broker.users.users.values():
-                self.user_saved(user.name, user.password_hash, user.tags)
-        for name, limits in self.definitions.load_user_limits().items():
-            if name in broker.users.users:
-                broker.users.users[name].limits = dict(limits)
-        broker.users.listener = self
-        if defs.permissions:
-            broker.permissions.entries.clear()
-            for pdef in defs.permissions:
-                try:
-                    broker.permissions.set(Permission(pdef.user, pdef.vhost, pdef.configure,
-                                                      pdef.write, pdef.read))
-                except InvalidRegex as exc:  # stored before regexes were checked: deny
-                    log.error("skipping stored permission of %s in %s: %s", pdef.user,
-                              pdef.vhost, exc)
-        else:
-            for perm in broker.permissions.entries.values():
-                self.permission_set(perm)
+            for name, limits in self.definitions.load_user_limits().items():
+                if name in broker.users.users:
+                    broker.users.users[name].limits.update(limits)
+            self._restore_permissions(broker, defs.permissions)
+            self._restore_vhost_definitions(broker, defs)
+        self._restore_messages(broker)
+
+    def _restore_permissions(self, broker: Broker, stored: list[PermissionDef]) -> None:
+        for pdef in stored:
+            try:
+                broker.permissions.set(Permission(pdef.user, pdef.vhost, pdef.configure,
+                                                  pdef.write, pdef.read))
+            except InvalidRegex as exc:  # stored before regexes were checked: deny
+                log.error("skipping stored permission of %s in %s: %s", pdef.user,
+                          pdef.vhost, exc)
         for tdef in self.definitions.load_topic_permissions():
             try:
                 broker.permissions.set_topic(TopicPermission(**tdef))
@@ -191,7 +98,9 @@ class Persistence:
                 log.error("stored topic permission %s denies all: %s", tdef, exc)
                 broker.permissions.set_topic(TopicPermission(**{**tdef, "write": "",
                                                                 "read": ""}))
-        broker.permissions.listener = self
+
+    def _restore_vhost_definitions(self, broker: Broker, defs: Definitions) -> None:
+        """Policies, exchanges, queues, bindings; one refused now is logged and skipped."""
         for pdef in defs.policies:
             vhost = broker.vhosts.get(pdef.vhost)
             if vhost is None:
@@ -220,10 +129,6 @@ class Persistence:
             dest = table.get(bdef.destination)
             if dest is not None and bdef.source in vhost.exchanges:
                 self._try(vhost.bind, bdef.source, dest, bdef.routing_key, bdef.arguments)
-        self._restore_messages(broker)
-        broker.producers = ProducerRegistry(self.data_dir / "producers", self.fsync)
-        for vhost in broker.vhosts.values():
-            vhost.listener = self
 
     def _restore_messages(self, broker: Broker) -> None:
         recovered = self.messages.recover()
@@ -258,8 +163,7 @@ class Persistence:
             log.error("skipping stored definition: %s", exc.reply_text)
 
     async def aclose(self, broker: Broker | None = None) -> None:
-        if broker is not None:
-            broker.producers.close()
+        self.producers.close()
         for vhost in (broker.vhosts.values() if broker else ()):
             for q in vhost.queues.values():
                 q.close()

@@ -119,7 +119,7 @@ class PublishSession:
 
     def _idempotent(self, vhost: VirtualHost, msg: Message, pid: str, seq: int) -> Published:
         """A producer id + sequence header: drop retries of what was already accepted."""
-        producers = self.broker.producers  # replaced by a durable registry at recovery
+        producers = self.broker.producers  # the durable one when the broker persists
         if producers.is_duplicate(vhost.name, pid, seq):
             return DUPLICATE  # a producer's retry: dropped, confirmed as a success
         result = vhost.publish(msg)

@@ -66,10 +66,12 @@ def generated_name(prefix: str) -> str:
 
 
 class VirtualHost:
-    """``storage``: where durable queues persist (None: nothing survives a restart); given
-    here once by ``Persistence.storage``, never set afterwards."""
+    """``storage``: where durable queues persist (None: nothing survives a restart);
+    ``listener``: the definitions recorder told about every definition change (None:
+    nothing is recorded). Both given here by ``Persistence.vhost``, never set afterwards."""
 
-    def __init__(self, name: str = "/", storage: Storage | None = None) -> None:
+    def __init__(self, name: str = "/", storage: Storage | None = None,
+                 listener: Any = None) -> None:
         self.name = name
         self.storage = storage
         self.exchanges: dict[str, Exchange] = {"": Exchange("", "direct", durable=True)}
@@ -79,7 +81,7 @@ class VirtualHost:
         self.policies: dict[str, Policy] = {}
         self.store: Any = storage.store if storage is not None else None  # MessageStore
         self._stored: Published | None = None  # the result of a stored publish, shared
-        self.listener: Any = None  # Persistence: told about every definition change
+        self.listener = listener
         self.limits: dict[str, int] = {}  # max-connections, max-queues (broker/limits.py)
         self.replies: dict[str, Any] = {}  # direct reply-to consumers by token
         self.dead_letters = DeadLetters(self)  # this vhost's dead-letter trampoline

@@ -66,15 +66,13 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     check_data_dir(config.data_dir)
     tls = tls_context(config)
-    broker = Broker(config)
     try:
         persistence = Persistence(config.data_dir, config.fsync)
-        persistence.restore(broker)
+        broker = Broker(config, persistence)  # restores from it before returning
     except OSError as exc:
         raise StartupError(f"cannot recover from data directory {config.data_dir}: "
                            f"{exc.strerror or exc}"
                            + (f" ({exc.filename})" if exc.filename else "")) from None
-    broker.persistence = persistence
     loop = asyncio.get_running_loop()
     flusher = Flusher()
     try:

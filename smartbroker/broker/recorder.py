@@ -1,0 +1,142 @@
+"""The definitions recorder: writes every durable definition change to SQLite as it happens.
+
+Users, Permissions, every VirtualHost and the Broker get it in their constructors as their
+``listener``. While ``restoring`` is on, it writes nothing: startup rebuilds the broker
+through the same declare/set calls a client makes, and what is being read back from the
+store must not be written into it again. Transient objects and exclusive queues are never
+written, as in RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from smartbroker.broker.exchange import Binding, Exchange
+from smartbroker.broker.permissions import Permission, TopicPermission
+from smartbroker.broker.policies import Policy
+from smartbroker.store.definitions import (
+    BindingDef,
+    DefinitionStore,
+    ExchangeDef,
+    PermissionDef,
+    PolicyDef,
+    QueueDef,
+    UserDef,
+    VHostDef,
+)
+
+
+def _persisted_queue(q: Any) -> bool:
+    return q.durable and q.exclusive_owner is None
+
+
+def _persisted_binding(binding: Binding) -> bool:
+    dest = binding.destination
+    durable_dest = dest.durable if isinstance(dest, Exchange) else _persisted_queue(dest)
+    return binding.source.durable and durable_dest
+
+
+def _binding_def(vhost: str, binding: Binding) -> BindingDef:
+    dest = binding.destination
+    kind = "exchange" if isinstance(dest, Exchange) else "queue"
+    return BindingDef(vhost, binding.source.name, dest.name, kind, binding.routing_key,
+                      dict(binding.arguments))
+
+
+class DefinitionsRecorder:
+    """Listener of Users, Permissions, VirtualHost and Broker (definition changes only;
+    never on the message path, so the ``restoring`` check costs nothing that matters)."""
+
+    def __init__(self, definitions: DefinitionStore) -> None:
+        self.definitions = definitions
+        self.restoring = False  # on while startup reads the store back: write nothing
+
+    @contextlib.contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Restoring mode for the duration of the block (what it declares is not saved)."""
+        self.restoring = True
+        try:
+            yield
+        finally:
+            self.restoring = False
+
+    # -- vhost definitions ---------------------------------------------------------------
+    def exchange_declared(self, vhost: str, ex: Exchange) -> None:
+        if ex.durable and not self.restoring:
+            self.definitions.save_exchange(ExchangeDef(vhost, ex.name, ex.type_name, True,
+                                                       ex.auto_delete, ex.internal, dict(ex.arguments)))
+
+    def exchange_deleted(self, vhost: str, ex: Exchange) -> None:
+        if ex.durable and not self.restoring:
+            self.definitions.delete_exchange(vhost, ex.name)
+
+    def queue_declared(self, vhost: str, q: Any) -> None:
+        if _persisted_queue(q) and not self.restoring:
+            self.definitions.save_queue(QueueDef(vhost, q.name, True, q.auto_delete,
+                                                 dict(q.arguments), q.type_name))
+
+    def queue_deleted(self, vhost: str, q: Any) -> None:
+        if _persisted_queue(q) and not self.restoring:
+            self.definitions.delete_queue(vhost, q.name)
+
+    def binding_added(self, vhost: str, binding: Binding) -> None:
+        if _persisted_binding(binding) and not self.restoring:
+            self.definitions.save_binding(_binding_def(vhost, binding))
+
+    def binding_removed(self, vhost: str, binding: Binding) -> None:
+        if _persisted_binding(binding) and not self.restoring:
+            self.definitions.delete_binding(_binding_def(vhost, binding))
+
+    def policy_set(self, vhost: str, policy: Policy) -> None:
+        if not self.restoring:
+            self.definitions.save_policy(PolicyDef(vhost, policy.name, policy.pattern,
+                                                   dict(policy.definition), policy.priority,
+                                                   policy.apply_to))
+
+    def policy_cleared(self, vhost: str, name: str) -> None:
+        if not self.restoring:
+            self.definitions.delete_policy(vhost, name)
+
+    # -- broker definitions --------------------------------------------------------------
+    def vhost_added(self, name: str) -> None:
+        if not self.restoring:
+            self.definitions.save_vhost(VHostDef(name))
+
+    def limits_changed(self, kind: str, owner: str, limits: dict[str, int]) -> None:
+        if self.restoring:
+            return
+        if kind == "vhost":
+            self.definitions.save_vhost(VHostDef(owner, {"limits": limits}))
+        else:
+            self.definitions.save_user_limits(owner, limits)
+
+    def vhost_deleted(self, name: str) -> None:
+        if not self.restoring:
+            self.definitions.delete_vhost(name)
+
+    def user_saved(self, name: str, password_hash: str, tags: list[str]) -> None:
+        if not self.restoring:
+            self.definitions.save_user(UserDef(name, password_hash, list(tags)))
+
+    def user_deleted(self, name: str) -> None:
+        if not self.restoring:
+            self.definitions.delete_user(name)
+
+    def permission_set(self, perm: Permission) -> None:
+        if not self.restoring:
+            self.definitions.save_permission(PermissionDef(perm.user, perm.vhost, perm.configure,
+                                                           perm.write, perm.read))
+
+    def permission_deleted(self, vhost: str, user: str) -> None:
+        if not self.restoring:
+            self.definitions.delete_permission(user, vhost)
+
+    def topic_permission_set(self, perm: TopicPermission) -> None:
+        if not self.restoring:
+            self.definitions.save_topic_permission(perm.as_json())
+
+    def topic_permission_deleted(self, vhost: str, user: str, exchange: str) -> None:
+        if not self.restoring:
+            self.definitions.delete_topic_permission(user, vhost, exchange)
