@@ -20,7 +20,9 @@ def message(body: bytes) -> Message:
 
 
 async def reclaim_all(store: MessageStore) -> None:
-    """What the reclaimer's timer does, without waiting for it."""
+    """What the reclaimer's timer does, without waiting for it. The timer's own pass may
+    run meanwhile (these tests outlast INTERVAL): reclaim() calls take turns, which
+    test_store_reclaim_races.py checks interleaving by interleaving."""
     store.write_out_now()
     await store.log.sync()
     for seg in store.reclaimer.candidates():
