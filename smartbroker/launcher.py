@@ -34,6 +34,8 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}),  # loopba
                                       urllib.request.HTTPSHandler(context=_INSECURE))
 _POLL = 0.01  # seconds between readiness probes
 
+_PORT_RETRIES = 3  # a picked port taken before the broker binds it: pick again
+
 
 def free_port() -> int:
     """A loopback port nobody listens on right now (the broker binds it a moment later)."""
@@ -77,6 +79,9 @@ class BrokerProcess:
                  log_level: str = "info", tree: Path | None = None,
                  new_session: bool = False) -> None:
         self.data_dir = Path(data_dir)
+        # ports we picked ourselves may be taken by someone else before the broker binds
+        # them (tests run in parallel): start() then picks again, see _PORT_RETRIES
+        self._own_ports = port is None and management_port is None
         self.port = port or free_port()
         self.management_port = management_port or free_port()
         self.log_path = log_path or self.data_dir.parent / f"broker-{self.port}.log"
@@ -122,7 +127,23 @@ class BrokerProcess:
 
     def start(self, timeout: float = 60.0, wait_api: bool = True) -> BrokerProcess:
         """Start and wait until AMQP accepts connections (recovery is done by then) and,
-        with ``wait_api``, the management API answers. ``startup_seconds`` says how long."""
+        with ``wait_api``, the management API answers. ``startup_seconds`` says how long.
+        On a first start with ports we picked, a port taken meanwhile by another process
+        (the broker exits with "cannot listen on") means new ports and another try."""
+        for attempt in range(_PORT_RETRIES):
+            try:
+                self._start_once(timeout, wait_api)
+                self._own_ports = False  # a restart keeps these ports
+                return self
+            except RuntimeError:
+                lost_race = self._own_ports and self.proc is not None and self.started_at \
+                    and "cannot listen on" in self.log().rsplit("===== start at", 1)[-1]
+                if not lost_race or attempt == _PORT_RETRIES - 1:
+                    raise
+                self.port, self.management_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float, wait_api: bool) -> BrokerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env}
         if self.tree is not None:

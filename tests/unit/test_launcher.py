@@ -57,3 +57,32 @@ def test_a_broker_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> N
             proc.start(timeout=30)
     assert not proc.alive()
     assert "cannot listen" in proc.log()
+
+
+def test_a_picked_port_taken_before_the_broker_binds_it_means_new_ports(tmp_path: Path) -> None:
+    """Parallel tests race for free ports: the launcher picks again instead of failing."""
+    proc = BrokerProcess(tmp_path / "data")
+    taken = proc.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        proc.start()
+    try:
+        assert proc.port != taken and proc.serving()
+        assert "cannot listen on" in proc.log()
+        ports = proc.port, proc.management_port
+        proc.restart()
+        assert (proc.port, proc.management_port) == ports
+    finally:
+        proc.stop()
+
+
+def test_ports_given_by_the_caller_are_not_replaced(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        proc = BrokerProcess(tmp_path / "data", port=taken, management_port=free_port())
+        with pytest.raises(RuntimeError, match="exited early"):
+            proc.start()
+    assert proc.port == taken
