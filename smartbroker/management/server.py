@@ -83,8 +83,7 @@ async def start_management(broker: Broker, config: Config, amqp_port: int | None
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host}:{config.management_port}: "
                            f"{exc.strerror or exc}") from None
-    state = ManagementState(broker)
-    state.amqp_port = amqp_port
+    state = ManagementState(broker, amqp_port=amqp_port, http_port=sock.getsockname()[1])
     tls = {} if config.tls_cert is None else {
         "ssl_certfile": str(config.tls_cert),
         "ssl_keyfile": str(config.tls_key) if config.tls_key else None,
@@ -93,7 +92,6 @@ async def start_management(broker: Broker, config: Config, amqp_port: int | None
                                lifespan="off", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
                                log_level="warning", server_header=False, **tls)
     mgmt = _serve(state, uv_config, sock, "management-http")
-    state.http_port = mgmt.port
     log.info("management API listening on %s port %d", config.host, mgmt.port)
     mgmt.prometheus = start_prometheus(state, config)
     return mgmt
