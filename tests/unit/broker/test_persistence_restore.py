@@ -147,3 +147,14 @@ def test_stored_bad_regexes_are_skipped_or_deny_all(tmp_path: Path,
     assert restored == 2  # the defaults of the vhost and user only: nothing re-saved
     assert "skipping stored permission" in caplog.text
     assert "denies all" in caplog.text
+
+
+def test_producer_registry_files_count_under_the_brokers_handle_bound(tmp_path: Path):
+    async def check() -> None:
+        persistence = Persistence(tmp_path, "never")
+        broker = Broker(Config(data_dir=tmp_path), persistence)
+        assert broker.producers is persistence.producers
+        assert broker.producers.log._handles is persistence.executors.handles
+        await persistence.aclose(broker)
+
+    asyncio.run(check())
