@@ -34,13 +34,18 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class ManagementServer:
-    def __init__(self, state: ManagementState, server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serves ``uv_config``'s app on the bound ``sock`` from construction (a task on the
+    running loop) until ``stop``; ``prometheus``: the /metrics listener it stops too."""
+
+    def __init__(self, state: ManagementState, uv_config: uvicorn.Config, sock: socket.socket,
+                 name: str, prometheus: ManagementServer | None = None) -> None:
         self.state = state
-        self.server = server
+        self.server = _EmbeddedServer(uv_config)
         self.sock = sock
         self.port: int = sock.getsockname()[1]
-        self.task: asyncio.Task | None = None
-        self.prometheus: ManagementServer | None = None  # the /metrics listener, if any
+        self.prometheus = prometheus
+        self.task: asyncio.Task | None = asyncio.get_running_loop().create_task(
+            self.server.serve(sockets=[sock]), name=name)
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests (bounded), close the socket."""
@@ -91,18 +96,10 @@ async def start_management(broker: Broker, config: Config, amqp_port: int | None
     uv_config = uvicorn.Config(create_app(state), log_config=None, access_log=False,
                                lifespan="off", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
                                log_level="warning", server_header=False, **tls)
-    mgmt = _serve(state, uv_config, sock, "management-http")
+    prometheus = start_prometheus(state, config)
+    mgmt = ManagementServer(state, uv_config, sock, "management-http", prometheus)
     log.info("management API listening on %s port %d", config.host, mgmt.port)
-    mgmt.prometheus = start_prometheus(state, config)
     return mgmt
-
-
-def _serve(state: ManagementState, uv_config: uvicorn.Config, sock: socket.socket,
-           name: str) -> ManagementServer:
-    server = _EmbeddedServer(uv_config)
-    running = ManagementServer(state, server, sock)
-    running.task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name=name)
-    return running
 
 
 def start_prometheus(state: ManagementState, config: Config) -> ManagementServer | None:
@@ -129,6 +126,6 @@ def start_prometheus(state: ManagementState, config: Config) -> ManagementServer
     uv_config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                timeout_graceful_shutdown=SHUTDOWN_TIMEOUT, log_level="warning",
                                server_header=False)
-    running = _serve(state, uv_config, sock, "prometheus-http")
+    running = ManagementServer(state, uv_config, sock, "prometheus-http")
     log.info("Prometheus metrics listening on %s port %d", config.host, running.port)
     return running
