@@ -20,10 +20,18 @@ import pytest
 
 from smartbroker.broker.durable import MessageStore
 from smartbroker.message import Message
+from smartbroker.store import reclaim
 from smartbroker.store.log import COMPACT_SUFFIX
 
 SEG = 16 * 1024
 BODY = b"b" * 500
+
+
+@pytest.fixture(autouse=True)
+def no_timer_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the passes a test starts run: the reclaimer's timer would add one of its own
+    at a moment of the scheduler's choosing (a slow fsync under load is enough)."""
+    monkeypatch.setattr(reclaim, "INTERVAL", 3600.0)
 
 
 def message(body: bytes) -> Message:
