@@ -1,7 +1,8 @@
 """Stream queue: Kafka's log behind AMQP. Partitioned, append-only, replayable.
 
-A message goes to partition ``mmh3(key) % partitions`` (key: the ``x-message-key`` header,
-else the routing key) and gets the next offset there. Consumers are readers with a cursor
+A message goes to the partition of its ``x-message-key`` header (Kafka's murmur2, so the
+same as a Kafka client's; streams created before keep their mmh3 rule), else of its routing
+key (``partitioner.py``), and gets the next offset there. Consumers are readers with a cursor
 per partition; reading never removes anything. Prefetch is credit and an ack only returns
 credit (and, in a consumer group, commits). ``basic.get``, nack/reject and purge are
 refused as RabbitMQ refuses them. Retention deletes whole closed segments by age or size.
@@ -37,6 +38,10 @@ from smartbroker.queues.base import (
 )
 from smartbroker.queues.groups import GroupMember, StreamGroups
 from smartbroker.queues.offsets import OffsetBook
+from smartbroker.queues.partitioner import choose
+from smartbroker.queues.partitioner import (  # noqa: F401 (re-exported: the routing-key rule)
+    legacy_partition as partition_for,
+)
 from smartbroker.queues.retention import Retention
 from smartbroker.queues.stream_args import (
     EQUIVALENCE_ARGUMENTS,
@@ -47,10 +52,10 @@ from smartbroker.queues.stream_args import (
     policy_settings,
 )
 from smartbroker.queues.stream_records import (
+    PARTITION_OF,
     decode_record,
     encode_record,
     message_key,
-    partition_for,
 )
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
@@ -123,6 +128,9 @@ class StreamQueue:
         self.last_used = time.monotonic()
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
         self.directory = self._directory()
+        # before the logs open: a directory with logs but no record is a legacy stream
+        self.partitioner = choose(self.directory, fsync=storage is not None and storage.fsync != "never")
+        self._partition_of = PARTITION_OF[self.partitioner]
         self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
         # what a publish to each partition returns: confirm once that log is fsynced
         self._published = [ACCEPTED if self.directory is None else PublishResult(True, lg)
@@ -208,7 +216,7 @@ class StreamQueue:
     # -- publish ---------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         """Append to the key's partition; the result names that log for confirms."""
-        index = partition_for(message_key(message), len(self.logs))
+        index = self._partition_of(message, len(self.logs))
         key = message_key(message).encode("utf-8", "surrogateescape") if self.stream.compact else None
         self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
         self.stats["publish"] += 1

@@ -16,6 +16,7 @@ from typing import Any
 import mmh3
 import pika
 import pika.exceptions
+from kafka.partitioner.default import murmur2 as kafka_murmur2
 from pika.adapters.blocking_connection import BlockingChannel
 
 from tests.integration.helpers import TIMEOUT, connect
@@ -24,8 +25,15 @@ SEED = 104729
 
 
 def partition_of(key: str, partitions: int) -> int:
-    """The partition smartbroker must choose: the super-stream hash of RabbitMQ clients."""
-    return mmh3.hash(key, seed=SEED, signed=False) % partitions
+    """The partition smartbroker must choose for an ``x-message-key``: a Kafka client's
+    (kafka-python's murmur2 default partitioner), so either protocol puts a key in one place."""
+    return (kafka_murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def routing_partition_of(routing_key: str, partitions: int) -> int:
+    """The partition of a message without ``x-message-key``: the super-stream hash of
+    RabbitMQ stream clients over its routing key."""
+    return mmh3.hash(routing_key, seed=SEED, signed=False) % partitions
 
 
 def keys_by_partition(partitions: int, per: int = 1, prefix: str = "key") -> dict[int, list[str]]:

@@ -1,9 +1,18 @@
-"""Partitioning by key (mmh3, seed 104729), per-partition order and offsets (smartbroker)."""
+"""Partitioning by key (``x-message-key``: Kafka's murmur2, as Kafka clients; else the routing
+key's mmh3, seed 104729), per-partition order and offsets (smartbroker)."""
 
 from __future__ import annotations
 
 import pytest
-from stream_helpers import keys_by_partition, partition_of, publish, pump_until, quiet, read_all
+from stream_helpers import (
+    keys_by_partition,
+    partition_of,
+    publish,
+    pump_until,
+    quiet,
+    read_all,
+    routing_partition_of,
+)
 
 from tests.integration.helpers import channel_error, connect
 
@@ -24,7 +33,7 @@ def test_routing_key_picks_the_partition(ch, stream, broker_url, uid):
     assert sorted(g.text for g in got) == sorted(keys)
     for g in got:
         assert g.routing_key == g.text
-        assert g.partition == partition_of(g.text, 5), g
+        assert g.partition == routing_partition_of(g.text, 5), g
     assert len({g.partition for g in got}) == 5  # 40 keys spread over all 5
 
 

@@ -7,14 +7,17 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from pamqp import commands
 
 from smartbroker.errors import AMQPError
 from smartbroker.message import Message
 from smartbroker.queues import stream as stream_module
 from smartbroker.queues.base import ACCEPTED, QueueSpec, Settle, Storage, require
 from smartbroker.queues.classic import ClassicQueue
+from smartbroker.queues.partitioner import kafka_partition, legacy_partition
 from smartbroker.queues.stream import StreamEntry, StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
+from smartbroker.queues.stream_records import decode_record
 from smartbroker.queues.types import QuorumQueue, declare_queue, queue_type
 from smartbroker.store.log import SegmentLog
 
@@ -229,6 +232,80 @@ def test_on_disk_stream_survives_reopening(tmp_path):
     assert r.bodies == [b"m0", b"m1", b"m2"]
     again.delete()
     assert r.cancelled
+
+
+# --------------------------------------------------------------------------- partitioning
+
+
+def keyed(body: str, key: object, routing_key: str = "rk") -> Message:
+    return Message.build("", routing_key, body.encode(),
+                         commands.Basic.Properties(headers={"x-message-key": key}))
+
+
+def partition_of(q: StreamQueue, body: str) -> int:
+    """The partition whose log holds ``body`` (read straight from the logs)."""
+    found = [p for p, lg in enumerate(q.logs) for rec in lg.scan_records(lg.first_offset)
+             if decode_record(rec.payload, p, rec.offset).body == body.encode()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_new_stream_puts_keys_where_kafka_clients_do():
+    q = stream(StreamSettings(partitions=4))
+    assert q.partitioner == "murmur2"
+    keys = [f"user-{i}" for i in range(40)]
+    for k in keys:
+        q.publish(keyed(k, k))
+    got = [partition_of(q, k) for k in keys]
+    assert got == [kafka_partition(k.encode(), 4) for k in keys]
+    assert set(got) == {0, 1, 2, 3}
+    assert got != [legacy_partition(k, 4) for k in keys]  # the rules differ on these keys
+
+
+def test_unkeyed_messages_keep_the_routing_key_rule():
+    q = stream(StreamSettings(partitions=4))
+    for rk in (f"device.{i}" for i in range(20)):
+        q.publish(msg(rk, key=rk))
+        assert partition_of(q, rk) == legacy_partition(rk, 4)
+
+
+def test_a_stream_on_disk_records_its_rule_and_keeps_it(tmp_path):
+    storage = Storage(None, tmp_path)
+    q = stream(StreamSettings(partitions=3), storage=storage)
+    assert q.partitioner == "murmur2" and (q.directory / "partitioner").exists()
+    q.close()
+    again = stream(StreamSettings(partitions=3), storage=storage)
+    assert again.partitioner == "murmur2"
+    again.publish(keyed("a", "order-9"))
+    assert partition_of(again, "a") == kafka_partition(b"order-9", 3)
+    again.delete()
+    assert stream(StreamSettings(partitions=3), storage=storage).partitioner == "murmur2"
+
+
+def test_a_stream_written_before_keeps_the_legacy_rule(tmp_path):
+    storage = Storage(None, tmp_path)
+    q = stream(StreamSettings(partitions=4), storage=storage)
+    q.publish(keyed("old", "k0"))
+    q.close()
+    (q.directory / "partitioner").unlink()  # what an older version's data directory looks like
+    for _ in range(2):  # recorded as legacy on the first reopening, kept on the next
+        old = stream(StreamSettings(partitions=4), storage=storage)
+        assert old.partitioner == "legacy"
+        old.close()
+    old = stream(StreamSettings(partitions=4), storage=storage)
+    keys = [f"user-{i}" for i in range(40)]
+    for k in keys:
+        old.publish(keyed(k, k))
+    assert [partition_of(old, k) for k in keys] == [legacy_partition(k, 4) for k in keys]
+    old.close()
+
+
+def test_a_one_partition_stream_never_decodes_headers():
+    q = stream()
+    m = keyed("x", "k")
+    m._properties = None  # as received off the wire
+    q.publish(m)
+    assert m._properties is None
 
 
 # --------------------------------------------------------------------------- retention
