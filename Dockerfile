@@ -15,7 +15,7 @@ RUN pip install . \
 
 USER smartbroker
 VOLUME ["/var/lib/smartbroker"]
-EXPOSE 5672 15672 15692
+EXPOSE 5672 15672 15692 9092
 
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 5672), timeout=2).close()"]

@@ -86,7 +86,8 @@ def main() -> None:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-traced", "serve", "--port", str(port),
          "--management-port", str(mport), "--prometheus-port", "0", "--data-dir", data],
-        cwd=args.repo, env={**os.environ, "TRACE_OUT": out},
+        # Kafka off by env, not flag: an older --repo has no --kafka-port (and ignores it)
+        cwd=args.repo, env={**os.environ, "TRACE_OUT": out, "SMARTBROKER_KAFKA_PORT": "0"},
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "log"), "w"))  # noqa: SIM115
     try:
         params = pika.ConnectionParameters("127.0.0.1", port, connection_attempts=50,

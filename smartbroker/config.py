@@ -85,6 +85,14 @@ class Config(BaseSettings):
     # milliseconds between samples of the message counters behind the API's *_details.rate
     # (RabbitMQ's collect_statistics_interval, same default)
     collect_statistics_interval: int = Field(5000, ge=10)
+    # the Kafka listener (issue 14), 0 = off. Metadata sends clients to
+    # kafka_advertised_host (unset: the address each client connected to, which is right
+    # unless there is NAT or a proxy between them); the stream queues of kafka_vhost are
+    # the topics
+    kafka_port: int = Field(9092, ge=0, le=65535)
+    kafka_advertised_host: str | None = None
+    kafka_vhost: str = "/"
+    kafka_auto_create_topics: bool = True  # Kafka's auto.create.topics.enable (with Produce)
 
     @classmethod
     def settings_customise_sources(

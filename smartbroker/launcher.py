@@ -68,7 +68,8 @@ class BrokerProcess:
     """One ``python -m smartbroker serve`` child: restartable (same ports and data dir)
     and killable, with its log in a file next to the data dir.
 
-    ``--prometheus-port 0`` is passed unless ``extra_args`` names a port, so that many
+    ``--prometheus-port 0`` and ``--kafka-port 0`` are passed unless ``extra_args`` names
+    a port (or ``kafka=True`` asks for a free Kafka port, ``kafka_port``), so that many
     brokers run side by side. ``tree`` runs the ``smartbroker`` of another checkout
     (``PYTHONPATH`` and cwd), as the soak test does with a frozen worktree.
     """
@@ -77,13 +78,14 @@ class BrokerProcess:
                  port: int | None = None, management_port: int | None = None,
                  extra_args: Iterable[str] = (), env: Mapping[str, str] | None = None,
                  log_level: str = "info", tree: Path | None = None,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, kafka: bool = False) -> None:
         self.data_dir = Path(data_dir)
         # ports we picked ourselves may be taken by someone else before the broker binds
         # them (tests run in parallel): start() then picks again, see _PORT_RETRIES
         self._own_ports = port is None and management_port is None
         self.port = port or free_port()
         self.management_port = management_port or free_port()
+        self.kafka_port: int | None = free_port() if kafka else None  # None: Kafka off
         self.log_path = log_path or self.data_dir.parent / f"broker-{self.port}.log"
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
@@ -106,6 +108,13 @@ class BrokerProcess:
         return f"amqp://guest:guest@{HOST}:{self.port}/"
 
     @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port`` for Kafka clients (the listener is up once the API answers: it
+        starts before the management API)."""
+        assert self.kafka_port is not None, "started without kafka=True"
+        return f"{HOST}:{self.kafka_port}"
+
+    @property
     def api(self) -> str:
         """The management API's base URL with the default credentials."""
         return f"http://guest:guest@{HOST}:{self.management_port}"
@@ -119,11 +128,13 @@ class BrokerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self) -> list[str]:
-        named_prometheus = any(a.split("=")[0] == "--prometheus-port" for a in self.extra_args)
+        named = {a.split("=")[0] for a in self.extra_args}
+        kafka = () if "--kafka-port" in named else ("--kafka-port", str(self.kafka_port or 0))
         return [sys.executable, "-m", "smartbroker", "serve", "--host", HOST,
                 "--port", str(self.port), "--management-port", str(self.management_port),
                 "--data-dir", str(self.data_dir), "--log-level", self.log_level,
-                *(() if named_prometheus else ("--prometheus-port", "0")), *self.extra_args]
+                *(() if "--prometheus-port" in named else ("--prometheus-port", "0")),
+                *kafka, *self.extra_args]
 
     def start(self, timeout: float = 60.0, wait_api: bool = True) -> BrokerProcess:
         """Start and wait until AMQP accepts connections (recovery is done by then) and,
@@ -141,6 +152,8 @@ class BrokerProcess:
                 if not lost_race or attempt == _PORT_RETRIES - 1:
                     raise
                 self.port, self.management_port = free_port(), free_port()
+                if self.kafka_port is not None:
+                    self.kafka_port = free_port()
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float, wait_api: bool) -> BrokerProcess:

@@ -67,13 +67,19 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: enables TLS")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key")] = None,
     tls_ca: Annotated[Path | None, typer.Option(help="CA bundle for client certificates")] = None,
+    kafka_port: Annotated[int | None, typer.Option(
+        help="Kafka protocol port; 0 = off [default: 9092]")] = None,
+    kafka_advertised_host: Annotated[str | None, typer.Option(
+        help="Host Kafka clients are told to connect to [default: the address they used]")] = None,
 ) -> None:
-    """Run the broker (AMQP on --port, management API on --management-port)."""
+    """Run the broker (AMQP on --port, management API on --management-port, Kafka on
+    --kafka-port)."""
     try:
         cfg = Config.load(config, host=host, port=port, management_port=management_port,
                           prometheus_port=prometheus_port,
                           data_dir=data_dir, log_level=log_level, tls_port=tls_port,
-                          tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca)
+                          tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+                          kafka_port=kafka_port, kafka_advertised_host=kafka_advertised_host)
     except ConfigError as exc:  # already one line: a bad value, file or variable
         fail(str(exc))
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,

@@ -13,6 +13,8 @@ from pathlib import Path
 from smartbroker.broker.core import Broker
 from smartbroker.broker.persistence import Persistence
 from smartbroker.config import Config
+from smartbroker.kafka.handlers import Node
+from smartbroker.kafka.listener import KafkaListener
 from smartbroker.server.alarms import ResourceMonitor
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
@@ -63,6 +65,27 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
         raise StartupError(f"cannot load TLS files ({files}): {why}") from None
 
 
+async def start_kafka(broker: Broker, config: Config,
+                      servers: list[asyncio.Server]) -> KafkaListener | None:
+    """The Kafka listener (``kafka_port`` 0: none); a port in use is the same one-line
+    StartupError as for AMQP, after closing the AMQP ``servers`` already listening."""
+    if not config.kafka_port:
+        return None
+    node = Node(config.kafka_advertised_host, config.kafka_port,
+                Node.cluster_id_for(str(config.data_dir.resolve())), config.kafka_vhost)
+    kafka = KafkaListener(broker, node)
+    try:
+        await kafka.start(config.host, config.kafka_port)
+    except OSError as exc:
+        for srv in servers:
+            srv.close()
+        raise StartupError(f"cannot listen on {config.host}:{config.kafka_port} (Kafka): "
+                           f"{exc.strerror or exc}") from None
+    log.info("smartbroker listening for Kafka on %s port %d (topics: the streams of vhost %s)",
+             config.host, config.kafka_port, config.kafka_vhost)
+    return kafka
+
+
 async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     check_data_dir(config.data_dir)
     tls = tls_context(config)
@@ -94,12 +117,15 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     ports = ", ".join(str(s.getsockname()[1]) for s in server.sockets)
     log.info("smartbroker listening for AMQP on %s port %s (data dir %s)", config.host, ports,
              config.data_dir)
+    kafka = await start_kafka(broker, config, servers)
     from smartbroker.management import start_management
 
     try:
         management = await start_management(broker, config, server.sockets[0].getsockname()[1])
     except BaseException:
         server.close()
+        if kafka is not None:
+            kafka.close()
         raise
     monitor = ResourceMonitor(broker, config.data_dir)
     monitor.start()
@@ -117,6 +143,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
         log.info("shutting down: closing %d connection(s)", len(broker.connections))
         for srv in servers:
             srv.close()
+        if kafka is not None:
+            kafka.close()
         await monitor.stop()
         await rates.stop()
         await management.stop()
@@ -130,6 +158,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
                 conn.transport.abort()
         for srv in servers:
             await srv.wait_closed()
+        if kafka is not None:
+            await kafka.wait_closed()
         await persistence.aclose(broker)
         log.info("stopped")
 

@@ -112,7 +112,7 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
     return subprocess.run(
         [sys.executable, "-m", "smartbroker", "serve", "--host", "127.0.0.1",
          "--port", str(free_port()), "--management-port", str(free_port()),
-         "--tls-port", str(free_port()), *args],
+         "--tls-port", str(free_port()), "--kafka-port", "0", *args],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
         env={**os.environ, **(env or {})})
 

@@ -21,7 +21,7 @@ def test_management_port_in_use_is_one_line_exit_1(tmp_path) -> None:
         port = busy.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "smartbroker", "serve", "--host", "127.0.0.1",
-             "--port", str(amqp_port), "--management-port", str(port),
+             "--port", str(amqp_port), "--management-port", str(port), "--kafka-port", "0",
              "--data-dir", str(tmp_path / "data")],
             capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1

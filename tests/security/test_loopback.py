@@ -33,7 +33,7 @@ def _serve(tmp_path: Path, *extra_env: tuple[str, str]) -> tuple[subprocess.Pope
     env = {**os.environ, **dict(extra_env)}
     proc = subprocess.Popen([sys.executable, "-m", "smartbroker", "serve", "--host", "0.0.0.0",
                              "--port", str(port), "--management-port", str(free_port()),
-                             "--data-dir", str(tmp_path / "d")], env=env,
+                             "--kafka-port", "0", "--data-dir", str(tmp_path / "d")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, proc)
     return proc, port

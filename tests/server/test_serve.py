@@ -42,7 +42,7 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
         port = blocker.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "smartbroker", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--management-port", str(free_port()),
+             "--port", str(port), "--management-port", str(free_port()), "--kafka-port", "0",
              "--data-dir", str(tmp_path / "d")],
             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
@@ -61,7 +61,7 @@ def test_env_and_config_file_and_flags_precedence(tmp_path: Path) -> None:
     env = {**os.environ, "SMARTBROKER_PORT": str(env_port),
            "SMARTBROKER_MANAGEMENT_PORT": str(free_port())}
     proc = subprocess.Popen([sys.executable, "-m", "smartbroker", "serve", "--config", str(config),
-                             "--data-dir", str(tmp_path / "d")], env=env,
+                             "--kafka-port", "0", "--data-dir", str(tmp_path / "d")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port("127.0.0.1", env_port, proc)
@@ -70,7 +70,8 @@ def test_env_and_config_file_and_flags_precedence(tmp_path: Path) -> None:
         proc.wait(10)
     flag_port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "smartbroker", "serve", "--config", str(config),
-                             "--port", str(flag_port), "--data-dir", str(tmp_path / "d")],
+                             "--port", str(flag_port), "--kafka-port", "0",
+                             "--data-dir", str(tmp_path / "d")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port("127.0.0.1", flag_port, proc)
@@ -81,7 +82,7 @@ def test_env_and_config_file_and_flags_precedence(tmp_path: Path) -> None:
 
 def test_bad_setting_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "smartbroker", "serve", "--port", "99999",
-                             "--data-dir", str(tmp_path / "d")],
+                             "--kafka-port", "0", "--data-dir", str(tmp_path / "d")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

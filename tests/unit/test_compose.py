@@ -133,6 +133,16 @@ def test_service_publishes_amqp_management_and_metrics_ports(service: dict) -> N
     assert {5672, 15672, 15692} <= _published_ports(ports)
 
 
+def test_service_publishes_kafka_and_advertises_the_host_side(service: dict) -> None:
+    """9092 on both sides, and Metadata names localhost: the container's own address is
+    unreachable from the host, where the clients are."""
+    ports = service.get("ports") or []
+    assert 9092 in _container_ports(ports) and 9092 in _published_ports(ports)
+    argv = _as_argv(service["command"])
+    assert argv[argv.index("--kafka-port") + 1] == "9092"
+    assert argv[argv.index("--kafka-advertised-host") + 1] == "localhost"
+
+
 def test_named_volume_is_declared_and_mounted(compose: dict, service: dict) -> None:
     declared = compose.get("volumes") or {}
     mounts = _volume_mounts(service.get("volumes") or [])
@@ -185,7 +195,7 @@ def test_dockerfile_exposes_ports() -> None:
     for keyword, args in _dockerfile_instructions():
         if keyword == "EXPOSE":
             exposed |= {int(p.split("/", 1)[0]) for p in args.split()}
-    assert {5672, 15672, 15692} <= exposed
+    assert {5672, 15672, 15692, 9092} <= exposed
 
 
 def test_dockerfile_entrypoint_and_cmd() -> None:

@@ -1,0 +1,172 @@
+"""Kafka request handlers: request -> broker lookup -> response body.
+
+``SUPPORTED`` is the one list of what is implemented: ApiVersions advertises exactly it,
+and ``KafkaConnection`` refuses anything outside it before a handler runs. Add an API by
+adding its handler to ``HANDLERS`` and its versions to ``SUPPORTED``.
+
+Topics are the stream queues of the Kafka vhost (``kafka_vhost``): a stream's partitions
+are the topic's partitions. This node is the only broker (node id 0), leader and only
+in-sync replica of every partition, with no leader epochs (-1).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from smartbroker.broker.core import Broker
+from smartbroker.kafka import codec
+from smartbroker.kafka.codec import Request
+from smartbroker.kafka.errors import ErrorCode
+
+SUPPORTED: dict[int, tuple[int, int]] = {
+    codec.API_VERSIONS: (0, 4),
+    codec.METADATA: (0, 12),
+}
+NODE_ID = 0
+MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
+_NO_UUID = uuid.UUID(int=0)
+_TOPIC_IDS = uuid.UUID("0a2d5e4e-8f4b-4a43-9c6e-6b61666b6131")  # uuid5 namespace of ours
+
+
+def valid_topic_name(name: str) -> bool:
+    """Kafka's Topic.validate: 1-249 characters of [a-zA-Z0-9._-], not "." or ".."."""
+    return (0 < len(name) <= MAX_TOPIC_LENGTH and name not in (".", "..")
+            and _LEGAL_TOPIC.fullmatch(name) is not None)
+
+
+@dataclass(frozen=True)
+class Node:
+    """What Metadata says about this broker: where clients reach it, and the cluster id."""
+
+    host: str | None  # None: the address each client connected to (Session.local_host)
+    port: int
+    cluster_id: str
+    vhost: str
+
+    @staticmethod
+    def cluster_id_for(seed: str) -> str:
+        """A Kafka-shaped cluster id (22 characters of URL-safe base64), stable for one
+        data directory across restarts."""
+        raw = uuid.uuid5(_TOPIC_IDS, seed).bytes
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@dataclass
+class Session:
+    """One connection as the handlers see it (the authenticated user joins it with SASL)."""
+
+    peer: str
+    local_host: str  # the address the client reached us on
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    topic_id: uuid.UUID
+
+
+class KafkaHandlers:
+    """The handlers of one listener, sharing the broker and this node's identity."""
+
+    def __init__(self, broker: Broker, node: Node) -> None:
+        self.broker = broker
+        self.node = node
+        self.table: dict[int, Callable[[Request, Session], Any]] = {
+            codec.API_VERSIONS: self.api_versions,
+            codec.METADATA: self.metadata,
+        }
+        assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
+
+    def handle(self, request: Request, session: Session) -> Any:
+        """The response body for ``request`` (its api key is one of SUPPORTED)."""
+        return self.table[request.api_key](request, session)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    def topics(self) -> Iterator[Topic]:
+        """The Kafka vhost's stream queues whose names Kafka allows (a stream declared over
+        AMQP as "a b" or "a/b" exists, but no Kafka client could name it)."""
+        vhost = self.broker.vhosts.get(self.node.vhost)
+        if vhost is None:
+            return
+        for name, queue in list(vhost.queues.items()):
+            topic = self._topic(name, queue)
+            if topic is not None and valid_topic_name(name):
+                yield topic
+
+    def topic(self, name: str) -> Topic | None:
+        vhost = self.broker.vhosts.get(self.node.vhost)
+        return None if vhost is None else self._topic(name, vhost.queues.get(name))
+
+    def _topic(self, name: str, queue: Any) -> Topic | None:
+        """A stream queue as a topic; None for a classic queue (not a topic) or nothing."""
+        if queue is None or getattr(queue, "type_name", None) != "stream" \
+                or getattr(queue, "deleted", False):
+            return None
+        # TODO(issue 14): a topic id stored with the stream, so that a topic deleted and
+        # created again gets a new one, as in Kafka; derived from the name until then
+        return Topic(name, len(queue.logs), uuid.uuid5(_TOPIC_IDS, f"{self.node.vhost}\0{name}"))
+
+    # -- ApiVersions -----------------------------------------------------------------------
+
+    def api_versions(self, request: Request, session: Session) -> Any:
+        cls = codec.response_class(codec.API_VERSIONS)
+        return cls(version=request.api_version, error_code=ErrorCode.NONE, throttle_time_ms=0,
+                   api_keys=[cls.ApiVersion(api_key=key, min_version=lo, max_version=hi)
+                             for key, (lo, hi) in sorted(SUPPORTED.items())])
+
+    # -- Metadata --------------------------------------------------------------------------
+
+    def metadata(self, request: Request, session: Session) -> Any:
+        cls = codec.response_class(codec.METADATA)
+        body = request.body
+        wanted = body.topics
+        if wanted is None or (request.api_version == 0 and not wanted):
+            topics = [self._topic_metadata(cls, t) for t in self.topics()]  # all topics
+        else:
+            topics = [self._requested(cls, t) for t in wanted]
+        return cls(version=request.api_version, throttle_time_ms=0,
+                   brokers=[cls.MetadataResponseBroker(
+                       node_id=NODE_ID, host=self.node.host or session.local_host,
+                       port=self.node.port, rack=None)],
+                   cluster_id=self.node.cluster_id, controller_id=NODE_ID, topics=topics,
+                   authorized_operations=None)
+
+    def _requested(self, cls: Any, wanted: Any) -> Any:
+        name = wanted.name
+        if name is None:  # v10+: by topic id
+            tid = getattr(wanted, "topic_id", None)
+            found = next((t for t in self.topics() if t.topic_id == tid), None)
+            if found is None:
+                return self._topic_error(cls, None, ErrorCode.UNKNOWN_TOPIC_ID, tid)
+            return self._topic_metadata(cls, found)
+        if not valid_topic_name(name):
+            return self._topic_error(cls, name, ErrorCode.INVALID_TOPIC_EXCEPTION)
+        found = self.topic(name)
+        if found is None:  # auto-creation comes with Produce (kafka_auto_create_topics)
+            return self._topic_error(cls, name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        return self._topic_metadata(cls, found)
+
+    @staticmethod
+    def _topic_error(cls: Any, name: str | None, code: ErrorCode,
+                     topic_id: uuid.UUID | None = None) -> Any:
+        return cls.MetadataResponseTopic(error_code=code, name=name,
+                                         topic_id=topic_id or _NO_UUID, is_internal=False,
+                                         partitions=[], authorized_operations=None)
+
+    @staticmethod
+    def _topic_metadata(cls: Any, topic: Topic) -> Any:
+        part = cls.MetadataResponseTopic.MetadataResponsePartition
+        partitions = [part(error_code=ErrorCode.NONE, partition_index=i, leader_id=NODE_ID,
+                           leader_epoch=-1, replica_nodes=[NODE_ID], isr_nodes=[NODE_ID],
+                           offline_replicas=[]) for i in range(topic.partitions)]
+        return cls.MetadataResponseTopic(error_code=ErrorCode.NONE, name=topic.name,
+                                         topic_id=topic.topic_id, is_internal=False,
+                                         partitions=partitions, authorized_operations=None)

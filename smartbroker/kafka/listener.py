@@ -1,0 +1,108 @@
+"""The Kafka listener: one ``asyncio.Protocol`` per connection around the sans-IO
+``KafkaConnection``, and ``KafkaListener`` to start and stop the server.
+
+Every request so far is answered synchronously inside ``data_received``, so the responses
+of one read leave in one ``transport.write``. A request the client sent badly closes the
+connection with one log line (Kafka does the same), never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from smartbroker.broker.core import Broker
+from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
+from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocolError
+
+log = logging.getLogger("smartbroker.kafka")
+
+
+class KafkaClientProtocol(asyncio.Protocol):
+    """One client connection: bytes in, requests to the handlers, responses out in order."""
+
+    def __init__(self, handlers: KafkaHandlers, connections: set[KafkaClientProtocol]) -> None:
+        self.handlers = handlers
+        self.connections = connections
+        self.conn = KafkaConnection(SUPPORTED)
+        self.transport: asyncio.Transport | None = None
+        self.session = Session("?", "localhost")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        local = transport.get_extra_info("sockname") or ("localhost", 0)
+        self.session = Session(f"{peer[0]}:{peer[1]}", local[0])
+        self.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.transport = None
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        return False  # close our side too: Kafka has no half-closed connections
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        out: list[bytes] = []
+        try:
+            while (request := conn.next_request()) is not NEED_DATA:
+                out.append(conn.send_response(request, self.handlers.handle(request, self.session)))
+        except KafkaProtocolError as exc:
+            log.info("closing Kafka connection %s: %s", self.session.peer, exc)
+            self._close(out)
+            return
+        except Exception as exc:  # a handler bug: one line, the connection closes
+            log.error("closing Kafka connection %s: %s: %s", self.session.peer, type(exc).__name__, exc)
+            log.debug("handler failure", exc_info=True)
+            self._close(out)
+            return
+        out.append(conn.data_to_send())  # replies the connection made itself (KIP-511)
+        data_out = b"".join(out)
+        if data_out and self.transport is not None:
+            self.transport.write(data_out)
+        # TODO(issue 14): once Fetch can wait, pause reading while many responses are
+        # owed (conn.in_flight), as Kafka mutes a connection until it has answered
+
+    def _close(self, ready: list[bytes]) -> None:
+        """Write what was already answered, then close (as Kafka's socket server does)."""
+        if self.transport is None:
+            return
+        data = b"".join(ready)
+        if data:
+            self.transport.write(data)
+        self.transport.close()
+
+
+class KafkaListener:
+    """The Kafka server socket and its live connections."""
+
+    def __init__(self, broker: Broker, node: Node) -> None:
+        self.handlers = KafkaHandlers(broker, node)
+        self.connections: set[KafkaClientProtocol] = set()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int, **kwargs: Any) -> int:
+        """Listen on ``host:port``; returns the bound port. OSError as create_server
+        raises it (the caller turns a port in use into its one-line StartupError)."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: KafkaClientProtocol(self.handlers, self.connections), host, port,
+            reuse_address=True, backlog=1024, **kwargs)
+        return self.server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Stop accepting and close every connection (they hold nothing to finish yet)."""
+        if self.server is not None:
+            self.server.close()
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.close()
+
+    async def wait_closed(self) -> None:
+        if self.server is not None:
+            await self.server.wait_closed()
