@@ -30,8 +30,7 @@ class KafkaClientProtocol(asyncio.Protocol):
         self.session = Session("?", "localhost")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         peer = transport.get_extra_info("peername") or ("?", 0)
         local = transport.get_extra_info("sockname") or ("localhost", 0)
         self.session = Session(f"{peer[0]}:{peer[1]}", local[0])

@@ -21,6 +21,20 @@ def test_command_turns_prometheus_off_unless_a_port_is_named(tmp_path: Path) -> 
         assert "--prometheus-port" not in cmd[:-len(extra)]
 
 
+def test_command_turns_kafka_off_unless_asked_or_named(tmp_path: Path) -> None:
+    proc = BrokerProcess(tmp_path / "data")
+    cmd = proc.command()
+    assert proc.kafka_port is None and cmd[cmd.index("--kafka-port") + 1] == "0"
+    proc = BrokerProcess(tmp_path / "data", kafka=True)
+    cmd = proc.command()
+    assert proc.kafka_port and cmd[cmd.index("--kafka-port") + 1] == str(proc.kafka_port)
+    assert proc.kafka_bootstrap == f"127.0.0.1:{proc.kafka_port}"
+    for extra in (["--kafka-port", "9999"], ["--kafka-port=9999"]):
+        cmd = BrokerProcess(tmp_path / "data", extra_args=extra).command()
+        assert cmd[-len(extra):] == extra
+        assert "--kafka-port" not in cmd[:-len(extra)]
+
+
 def test_wait_for_port_gives_up_at_its_deadline() -> None:
     port = free_port()
     started = time.monotonic()
