@@ -104,3 +104,16 @@ def test_kafka_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot listen on 127.0.0.1:{port} (Kafka): ")
+
+
+def test_graceful_stop_closes_kafka_connections(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", kafka=True).start()
+    try:
+        with connect(broker) as sock:
+            sock.sendall(api_versions(1)[:6])  # half a request in flight
+            assert broker.stop(timeout=10) == 0
+            assert broker.stop_seconds < 5
+            assert closed_by_peer(sock)
+    finally:
+        broker.kill()
+    assert not broker.tracebacks()

@@ -98,3 +98,24 @@ def test_kcat_lists_the_streams(kafka_broker: BrokerProcess, streams: dict[str, 
     assert classic(streams) not in topics
     assert [(b["id"], b["name"]) for b in meta["brokers"]] == [
         (0, f"127.0.0.1:{kafka_broker.kafka_port}")]
+
+
+def test_aiokafka_sees_the_streams(kafka_broker: BrokerProcess, streams: dict[str, int]) -> None:
+    """aiokafka speaks old versions (Metadata v0/v1): the same answer there."""
+    aiokafka = pytest.importorskip("aiokafka")
+    import asyncio
+
+    async def partitions() -> dict[str, set[int]]:
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap)
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap)
+        await consumer.start()
+        await producer.start()
+        try:
+            topics = await consumer.topics()
+            assert set(streams) <= topics and classic(streams) not in topics
+            return {name: await producer.partitions_for(name) for name in streams}
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    assert asyncio.run(partitions()) == {name: set(range(n)) for name, n in streams.items()}
