@@ -129,7 +129,10 @@ class BrokerProcess:
 
     def command(self) -> list[str]:
         named = {a.split("=")[0] for a in self.extra_args}
-        kafka = () if "--kafka-port" in named else ("--kafka-port", str(self.kafka_port or 0))
+        # another checkout (``tree``) may predate --kafka-port: _start_once sets it by
+        # environment there, which an older Config ignores
+        kafka = () if "--kafka-port" in named or self.tree is not None \
+            else ("--kafka-port", str(self.kafka_port or 0))
         return [sys.executable, "-m", "smartbroker", "serve", "--host", HOST,
                 "--port", str(self.port), "--management-port", str(self.management_port),
                 "--data-dir", str(self.data_dir), "--log-level", self.log_level,
@@ -161,6 +164,8 @@ class BrokerProcess:
         env = {**os.environ, **self.env}
         if self.tree is not None:
             env["PYTHONPATH"] = str(self.tree)
+            if "SMARTBROKER_KAFKA_PORT" not in self.env:
+                env["SMARTBROKER_KAFKA_PORT"] = str(self.kafka_port or 0)
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             log.write(f"===== start at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()

@@ -33,6 +33,18 @@ def test_command_turns_kafka_off_unless_asked_or_named(tmp_path: Path) -> None:
         cmd = BrokerProcess(tmp_path / "data", extra_args=extra).command()
         assert cmd[-len(extra):] == extra
         assert "--kafka-port" not in cmd[:-len(extra)]
+    # another checkout may not know the flag: there it goes by environment
+    assert "--kafka-port" not in BrokerProcess(tmp_path / "data", tree=tmp_path).command()
+
+
+def test_a_broker_from_another_tree_runs_without_kafka(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = BrokerProcess(tmp_path / "data", tree=root).start()
+    try:
+        assert "listening for AMQP" in proc.log()
+        assert "listening for Kafka" not in proc.log()
+    finally:
+        proc.stop()
 
 
 def test_wait_for_port_gives_up_at_its_deadline() -> None:
