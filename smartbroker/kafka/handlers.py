@@ -22,6 +22,7 @@ from smartbroker.broker.core import Broker
 from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.protocol import KafkaProtocolError
 
 SUPPORTED: dict[int, tuple[int, int]] = {
     codec.API_VERSIONS: (0, 4),
@@ -131,6 +132,9 @@ class KafkaHandlers:
         if wanted is None or (request.api_version == 0 and not wanted):
             topics = [self._topic_metadata(cls, t) for t in self.topics()]  # all topics
         else:
+            if request.api_version < 12 and any(t.name is None for t in wanted):
+                # Kafka's MetadataRequest: topic ids only from v12; refused as it parses
+                raise KafkaProtocolError("Metadata before v12 with a null topic name")
             topics = [self._requested(cls, t) for t in wanted]
         return cls(version=request.api_version, throttle_time_ms=0,
                    brokers=[cls.MetadataResponseBroker(

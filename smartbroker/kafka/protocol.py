@@ -87,7 +87,8 @@ class KafkaConnection:
             start = self._pos + 4
             if len(buf) - start < size:
                 return self._compact()
-            payload = bytes(buf[start:start + size])
+            with memoryview(buf) as view:  # one copy of the request, not two
+                payload = bytes(view[start:start + size])
             self._pos = start + size
             request = self._decode(payload)
             if request is not None:

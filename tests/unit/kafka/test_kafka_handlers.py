@@ -13,7 +13,7 @@ from smartbroker.broker.core import Broker
 from smartbroker.config import Config
 from smartbroker.kafka import codec
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session, valid_topic_name
-from smartbroker.kafka.protocol import KafkaConnection
+from smartbroker.kafka.protocol import KafkaConnection, KafkaProtocolError
 
 SESSION = Session("127.0.0.1:50000", "127.0.0.1")
 
@@ -110,6 +110,12 @@ def test_metadata_v12_ids_and_epochs(broker: Broker) -> None:
     assert [(t.name, t.error_code) for t in resp.topics] == [("orders", 0)]
     unknown = b"\x02" + uuid.uuid4().bytes + b"\x00" + b"\x00" + b"\x01\x00\x00"
     assert [t.error_code for t in ask(handlers(broker), 3, 12, unknown).topics] == [100]
+
+
+def test_metadata_v11_by_topic_id_is_refused(broker: Broker) -> None:
+    by_id = b"\x02" + uuid.uuid4().bytes + b"\x00" + b"\x00" + b"\x01\x00\x00"
+    with pytest.raises(KafkaProtocolError, match="null topic name"):
+        ask(handlers(broker), 3, 11, by_id)
 
 
 def test_advertised_host_defaults_to_the_address_connected_to(broker: Broker) -> None:
