@@ -117,3 +117,18 @@ def test_graceful_stop_closes_kafka_connections(tmp_path: Path) -> None:
     finally:
         broker.kill()
     assert not broker.tracebacks()
+
+
+def test_advertised_host_flag_is_what_metadata_names(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", kafka=True,
+                           extra_args=["--kafka-advertised-host", "broker.example"]).start()
+    try:
+        with connect(broker) as sock:
+            sock.sendall(frame(struct.pack(">hhih", 3, 1, 9, -1) + struct.pack(">i", 0)))
+            reply = recv_frame(sock)
+    finally:
+        broker.stop()
+    # correlation id, brokers [1]: node 0, host "broker.example", port
+    head = struct.pack(">iiih", 9, 1, 0, len(b"broker.example")) + b"broker.example"
+    assert reply[:len(head)] == head
+    assert struct.unpack_from(">i", reply, len(head))[0] == broker.kafka_port
