@@ -108,9 +108,8 @@ class KafkaHandlers:
 
     def _topic(self, name: str, queue: Any) -> Topic | None:
         """A stream queue as a topic; None for a classic queue (not a topic) or nothing."""
-        if queue is None or getattr(queue, "type_name", None) != "stream" \
-                or getattr(queue, "deleted", False):
-            return None
+        if queue is None or not queue.capabilities.offset_log:
+            return None  # a queue leaves vhost.queues before it is deleted
         # TODO(issue 14): a topic id stored with the stream, so that a topic deleted and
         # created again gets a new one, as in Kafka; derived from the name until then
         return Topic(name, len(queue.logs), uuid.uuid5(_TOPIC_IDS, f"{self.node.vhost}\0{name}"))
