@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,6 +57,7 @@ from smartbroker.queues.stream_records import (
     encode_record,
     message_key,
 )
+from smartbroker.store.api import Record
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
 
@@ -139,6 +140,8 @@ class StreamQueue:
         self.groups = StreamGroups(self, self.offsets)
         self.retention = Retention(self)  # the timer that deletes old segments
         self.retention.schedule()
+        # called with a partition that grew: Kafka Fetches waiting for data (kafka/fetch.py)
+        self.on_append: list[Callable[[int], None]] = []
 
     @classmethod
     def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> StreamQueue:
@@ -220,9 +223,29 @@ class StreamQueue:
         key = message_key(message).encode("utf-8", "surrogateescape") if self.stream.compact else None
         self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
         self.stats["publish"] += 1
+        if self.on_append:  # the one check the hot path pays for waiting Kafka Fetches
+            self.appended(index)
         if self.consumers:
             self.dispatch()
         return self._published[index]
+
+    # -- the Kafka side's read interface ---------------------------------------------------
+    def bounds(self, partition: int) -> tuple[int, int]:
+        """(first offset still kept, next offset to be written) of one partition: Kafka's
+        log start offset and high watermark."""
+        lg = self.logs[partition]
+        return lg.first_offset, lg.next_offset
+
+    def records(self, partition: int, offset: int) -> Iterator[Record]:
+        """The records of one partition from ``offset`` on (gaps left by compaction are
+        skipped); the caller stops reading when it has enough."""
+        return self.logs[partition].scan_records(offset)
+
+    def appended(self, partition: int) -> None:
+        """Tell the waiting readers (``on_append``) that ``partition`` grew; whoever appends
+        outside ``publish`` (Kafka Produce) calls this too."""
+        for callback in list(self.on_append):
+            callback(partition)
 
     # -- consumers -------------------------------------------------------------------------
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
