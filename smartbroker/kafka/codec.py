@@ -39,6 +39,7 @@ def _message_classes() -> tuple[dict[int, type[ApiMessage]], dict[int, type[ApiM
 REQUESTS, RESPONSES = _message_classes()
 API_VERSIONS = metadata.ApiVersionsRequest.API_KEY  # 18
 METADATA = metadata.MetadataRequest.API_KEY  # 3
+FETCH = consumer.FetchRequest.API_KEY  # 1
 
 
 class DecodeError(ValueError):
@@ -243,7 +244,35 @@ def write_batch(records: Iterable[tuple[int, bytes | None, bytes | None,
     return bytes(batch)
 
 
-__all__ = ["API_VERSIONS", "METADATA", "REQUESTS", "RESPONSES", "DecodeError", "Header",
+BATCH_OVERHEAD = 61  # the RecordBatch v2 header, before its first record
+
+
+def record_size(key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes | None]]) -> int:
+    """An upper bound of one record's size inside a batch (its varint deltas and length at
+    their widest), so Fetch can stop before max_bytes without encoding twice."""
+    return 1 + 10 + 10 + 5 + DefaultRecordBatchBuilder.size_of(key, value, headers)
+
+
+def write_batch_at(records: list[tuple[int, int, bytes | None, bytes | None,
+                                       list[tuple[str, bytes | None]]]]) -> bytes:
+    """One uncompressed RecordBatch v2 from (offset, timestamp_ms, key, value, headers)
+    tuples in offset order, offsets kept as they are (compaction leaves gaps, so they are
+    not always consecutive): what Fetch sends for records read from a partition log."""
+    base = records[0][0]
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+        producer_epoch=-1, base_sequence=-1, batch_size=2**31 - 1)
+    for offset, timestamp, key, value, headers in records:
+        builder.append(offset - base, timestamp=timestamp, key=key, value=value,
+                       headers=headers)
+    batch = builder.build()
+    struct.pack_into(">q", batch, 0, base)  # baseOffset lies outside the CRC
+    return bytes(batch)
+
+
+__all__ = ["API_VERSIONS", "BATCH_OVERHEAD", "FETCH", "METADATA", "REQUESTS", "RESPONSES", "DecodeError", "Header",
            "Record", "Request", "api_versions_error", "decode_header", "decode_request",
            "encode_response", "frame_size", "is_flexible", "max_version",
-           "peek_header", "read_batches", "read_records", "response_class", "write_batch"]
+           "peek_header", "read_batches", "read_records", "record_size", "response_class",
+           "write_batch", "write_batch_at"]
