@@ -22,11 +22,13 @@ from smartbroker.broker.core import Broker
 from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.fetch import Fetcher
 from smartbroker.kafka.protocol import KafkaProtocolError
 
 SUPPORTED: dict[int, tuple[int, int]] = {
     codec.API_VERSIONS: (0, 4),
     codec.METADATA: (0, 12),
+    codec.FETCH: (4, 12),  # v13+ name topics by id
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -79,9 +81,11 @@ class KafkaHandlers:
     def __init__(self, broker: Broker, node: Node) -> None:
         self.broker = broker
         self.node = node
+        self.fetcher = Fetcher(broker, node.vhost)
         self.table: dict[int, Callable[[Request, Session], Any]] = {
             codec.API_VERSIONS: self.api_versions,
             codec.METADATA: self.metadata,
+            codec.FETCH: self.fetcher.fetch,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 

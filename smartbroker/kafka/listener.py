@@ -1,9 +1,11 @@
 """The Kafka listener: one ``asyncio.Protocol`` per connection around the sans-IO
 ``KafkaConnection``, and ``KafkaListener`` to start and stop the server.
 
-Every request so far is answered synchronously inside ``data_received``, so the responses
-of one read leave in one ``transport.write``. A request the client sent badly closes the
-connection with one log line (Kafka does the same), never a traceback.
+Requests are answered inside ``data_received``, so the responses of one read leave in one
+``transport.write``; a handler may instead return a future (a Fetch waiting for data), whose
+response is written when it completes, after the ones before it (``KafkaConnection`` keeps
+request order). A request the client sent badly closes the connection with one log line
+(Kafka does the same), never a traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import logging
 from typing import Any
 
 from smartbroker.broker.core import Broker
+from smartbroker.kafka.codec import Request
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
 from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocolError
 
 log = logging.getLogger("smartbroker.kafka")
+MAX_IN_FLIGHT = 64  # stop reading while this many responses are owed (Kafka mutes a channel)
 
 
 class KafkaClientProtocol(asyncio.Protocol):
@@ -28,6 +32,8 @@ class KafkaClientProtocol(asyncio.Protocol):
         self.conn = KafkaConnection(SUPPORTED)
         self.transport: asyncio.Transport | None = None
         self.session = Session("?", "localhost")
+        self.waiting: set[asyncio.Future[Any]] = set()  # deferred responses (Fetch long-poll)
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -39,6 +45,9 @@ class KafkaClientProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.transport = None
+        for future in list(self.waiting):
+            future.cancel()  # a Fetch still waiting drops its timer and stream hooks
+        self.waiting.clear()
 
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
@@ -50,7 +59,11 @@ class KafkaClientProtocol(asyncio.Protocol):
         out: list[bytes] = []
         try:
             while (request := conn.next_request()) is not NEED_DATA:
-                out.append(conn.send_response(request, self.handlers.handle(request, self.session)))
+                body = self.handlers.handle(request, self.session)
+                if isinstance(body, asyncio.Future):
+                    self._defer(request, body)
+                else:
+                    out.append(conn.send_response(request, body))
         except KafkaProtocolError as exc:
             log.info("closing Kafka connection %s: %s", self.session.peer, exc)
             self._close(out)
@@ -64,8 +77,32 @@ class KafkaClientProtocol(asyncio.Protocol):
         data_out = b"".join(out)
         if data_out and self.transport is not None:
             self.transport.write(data_out)
-        # TODO(issue 14): once Fetch can wait, pause reading while many responses are
-        # owed (conn.in_flight), as Kafka mutes a connection until it has answered
+        if self.waiting and conn.in_flight >= MAX_IN_FLIGHT and self.transport is not None:
+            self.transport.pause_reading()  # resumed when the waiting responses are sent
+            self.paused = True
+
+    def _defer(self, request: Request, future: asyncio.Future[Any]) -> None:
+        """Answer ``request`` when ``future`` completes (later responses queue behind it)."""
+        self.waiting.add(future)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self.waiting.discard(f)
+            if f.cancelled() or self.transport is None:
+                return
+            exc = f.exception()
+            if exc is not None:
+                log.error("closing Kafka connection %s: %s: %s", self.session.peer,
+                          type(exc).__name__, exc)
+                self._close([])
+                return
+            data = self.conn.send_response(request, f.result())
+            if data:
+                self.transport.write(data)
+            if self.paused and self.conn.in_flight < MAX_IN_FLIGHT:
+                self.paused = False
+                self.transport.resume_reading()
+
+        future.add_done_callback(done)
 
     def _close(self, ready: list[bytes]) -> None:
         """Write what was already answered, then close (as Kafka's socket server does)."""

@@ -60,12 +60,12 @@ def test_api_versions_advertises_exactly_the_handlers(broker: Broker) -> None:
     resp = ask(handlers(broker), 18, 0, b"")
     assert resp.error_code == 0
     assert {(k.api_key, k.min_version, k.max_version) for k in resp.api_keys} == {
-        (18, 0, 4), (3, 0, 12)}
+        (18, 0, 4), (3, 0, 12), (1, 4, 12)}
 
 
 def test_api_versions_v3(broker: Broker) -> None:
     resp = ask(handlers(broker), 18, 3, b"\x02c\x021\x00")
-    assert {k.api_key for k in resp.api_keys} == {18, 3}
+    assert {k.api_key for k in resp.api_keys} == {18, 3, 1}
 
 
 def test_metadata_all_topics_are_the_streams(broker: Broker) -> None:

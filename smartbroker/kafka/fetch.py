@@ -1,0 +1,208 @@
+"""Kafka Fetch (v4-12) on stream queues, with long-poll that never blocks the loop.
+
+A Fetch reads each requested partition from its fetch offset, up to its partition max
+bytes and the request's max bytes (the first record of the first partition with data is
+sent even when larger, as Kafka does since KIP-74), as one RecordBatch v2 per partition.
+When less than ``min_bytes`` is readable the answer is a future: it completes when a
+requested partition grows (``StreamQueue.on_append``) and enough is readable, or when
+``max_wait_ms`` runs out. The listener writes it when it completes; ``KafkaConnection``
+keeps the connection's responses in request order meanwhile.
+
+Not kept: fetch sessions (KIP-227). A full fetch (epoch 0 or -1) is answered with session
+id 0, so clients stay on full fetches; an incremental one gets FETCH_SESSION_ID_NOT_FOUND,
+as from a Kafka broker whose session cache is full. ``read_committed`` reads what
+``read_uncommitted`` reads until transactions exist (the last stable offset is the high
+watermark and no transaction is ever aborted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from smartbroker.broker.core import Broker
+from smartbroker.kafka import codec
+from smartbroker.kafka.codec import Request
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.records import stored_to_record
+
+_FULL_EPOCHS = (0, -1)  # FetchMetadata.INITIAL_EPOCH and FINAL_EPOCH: not incremental
+
+
+@dataclass(slots=True)
+class _Wanted:
+    """One requested partition and what reading it found."""
+
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int
+    queue: Any = None  # the stream queue, None for an unknown topic or partition
+
+
+class Fetcher:
+    """Fetch for the listener's handlers: reads stream partitions of the Kafka vhost."""
+
+    def __init__(self, broker: Broker, vhost: str) -> None:
+        self.broker = broker
+        self.vhost = vhost
+
+    def fetch(self, request: Request, session: Any) -> Any:
+        """The response body, or a future of it when the request waits for data."""
+        body = request.body
+        cls = codec.response_class(codec.FETCH)
+        version = request.api_version
+        if version >= 7 and body.session_epoch not in _FULL_EPOCHS:
+            return cls(version=version, throttle_time_ms=0,
+                       error_code=ErrorCode.FETCH_SESSION_ID_NOT_FOUND, session_id=0,
+                       responses=[])
+        wanted = self._wanted(body.topics)
+        response, readable, failed = self._read(cls, version, wanted, body.max_bytes)
+        if (failed or readable >= body.min_bytes or body.max_wait_ms <= 0 or not wanted):
+            return response
+        return _Waiting(self, cls, version, wanted, body).future
+
+    def _wanted(self, topics: Any) -> list[_Wanted]:
+        vhost = self.broker.vhosts.get(self.vhost)
+        queues = vhost.queues if vhost is not None else {}
+        out = []
+        for topic in topics:
+            queue = queues.get(topic.topic)
+            if queue is not None and not queue.capabilities.offset_log:
+                queue = None  # a classic queue is not a topic
+            for part in topic.partitions:
+                found = queue if queue is not None and 0 <= part.partition < len(queue.logs) else None
+                out.append(_Wanted(topic.topic, part.partition, part.fetch_offset,
+                                   part.partition_max_bytes, found))
+        return out
+
+    def _read(self, cls: Any, version: int, wanted: list[_Wanted],
+              max_bytes: int) -> tuple[Any, int, bool]:
+        """(response, record bytes in it, whether a partition failed)."""
+        pdata = cls.FetchableTopicResponse.PartitionData
+        topics: list[Any] = []
+        by_name: dict[str, list[Any]] = {}
+        total = 0
+        failed = False
+        for w in wanted:
+            parts = by_name.get(w.topic)
+            if parts is None:
+                parts = by_name[w.topic] = []
+                topics.append(cls.FetchableTopicResponse(topic=w.topic, partitions=parts))
+            queue = w.queue
+            if queue is None or queue.deleted:
+                parts.append(self._error(pdata, w, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                failed = True
+                continue
+            first, high = queue.bounds(w.partition)
+            if not first <= w.offset <= high:
+                parts.append(self._error(pdata, w, ErrorCode.OFFSET_OUT_OF_RANGE))
+                failed = True
+                continue
+            records = b""
+            if w.offset < high:
+                limit = min(w.max_bytes, max_bytes - total)
+                records = self._batch(queue, w, limit, min_one=total == 0)
+                total += len(records)
+            parts.append(pdata(partition_index=w.partition, error_code=ErrorCode.NONE,
+                               high_watermark=high, last_stable_offset=high,
+                               log_start_offset=first, aborted_transactions=[],
+                               preferred_read_replica=-1, records=records))
+        response = cls(version=version, throttle_time_ms=0, error_code=ErrorCode.NONE,
+                       session_id=0, responses=topics)
+        return response, total, failed
+
+    def _batch(self, queue: Any, w: _Wanted, limit: int, min_one: bool) -> bytes:
+        """One batch of the partition's records from the fetch offset, at most ``limit``
+        bytes unless ``min_one`` lets its first record go over."""
+        size = codec.BATCH_OVERHEAD
+        out: list[tuple[int, int, bytes | None, bytes | None, Any]] = []
+        record_size = codec.record_size
+        for rec in queue.records(w.partition, w.offset):
+            # the mapping of kafka/records.py, straight from the stored bytes (no Message)
+            timestamp, key, value, headers = stored_to_record(rec.payload, rec.timestamp_ms)
+            size += record_size(key, value, headers)
+            if size > limit and (out or not min_one):
+                break
+            out.append((rec.offset, timestamp, key, value, headers))
+            if size >= limit:
+                break
+        return codec.write_batch_at(out) if out else b""
+
+    @staticmethod
+    def _error(pdata: Any, w: _Wanted, code: ErrorCode) -> Any:
+        """A failed partition, as Kafka's ReplicaManager reports it: unknown offsets."""
+        return pdata(partition_index=w.partition, error_code=code, high_watermark=-1,
+                     last_stable_offset=-1, log_start_offset=-1, aborted_transactions=[],
+                     preferred_read_replica=-1, records=b"")
+
+
+class _Waiting:
+    """A Fetch waiting for ``min_bytes`` or ``max_wait_ms``: an asyncio timer and a
+    callback on each requested stream; nothing runs on the loop while nothing changes."""
+
+    def __init__(self, fetcher: Fetcher, cls: Any, version: int, wanted: list[_Wanted],
+                 body: Any) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.fetcher = fetcher
+        self.cls = cls
+        self.version = version
+        self.wanted = wanted
+        self.max_bytes = body.max_bytes
+        self.min_bytes = body.min_bytes
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.checking = False
+        self.hooks: list[tuple[Any, Callable[[int], None]]] = []
+        partitions: dict[Any, set[int]] = {}
+        for w in wanted:
+            partitions.setdefault(w.queue, set()).add(w.partition)
+        for queue, parts in partitions.items():
+            hook = self._hook(parts)
+            queue.on_append.append(hook)
+            self.hooks.append((queue, hook))
+        self.timer = loop.call_later(body.max_wait_ms / 1000, self._finish)
+        self.future.add_done_callback(self._cleanup)
+
+    def _hook(self, parts: set[int]) -> Callable[[int], None]:
+        def grew(partition: int) -> None:
+            # runs inside the publish: only schedule the read, once per loop pass
+            if partition in parts and not self.checking:
+                self.checking = True
+                self.loop.call_soon(self._check)
+        return grew
+
+    def _check(self) -> None:
+        self.checking = False
+        if self.future.done():
+            return
+        try:
+            response, readable, failed = self.fetcher._read(
+                self.cls, self.version, self.wanted, self.max_bytes)
+        except Exception as exc:  # reported by the listener as a handler failure
+            self.future.set_exception(exc)
+            return
+        if failed or readable >= self.min_bytes:
+            self.future.set_result(response)
+
+    def _finish(self) -> None:
+        if self.future.done():
+            return
+        try:
+            response, _, _ = self.fetcher._read(self.cls, self.version, self.wanted,
+                                                self.max_bytes)
+        except Exception as exc:
+            self.future.set_exception(exc)
+            return
+        self.future.set_result(response)
+
+    def _cleanup(self, _future: asyncio.Future[Any]) -> None:
+        """Done or cancelled (the connection closed): drop the timer and the hooks."""
+        self.timer.cancel()
+        for queue, hook in self.hooks:
+            with contextlib.suppress(ValueError):
+                queue.on_append.remove(hook)
+        self.hooks.clear()
