@@ -1,0 +1,248 @@
+"""Fetch through real Kafka clients, from streams filled over AMQP: kafka-python,
+confluent-kafka and kcat read values, keys, headers and offsets in order per partition; a
+Fetch waiting at the end gets a message published afterwards while another connection is
+answered meanwhile; max_bytes bounds; offsets out of range."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+from kafka.protocol.consumer import FetchRequest, FetchResponse
+from kafka.protocol.metadata import MetadataRequest, MetadataResponse
+
+from smartbroker.kafka import codec
+from smartbroker.launcher import BrokerProcess
+
+pytestmark = pytest.mark.extension
+PARTITIONS = 3
+COUNT = 30
+
+
+def publish(broker: BrokerProcess, queue: str, messages: list[tuple[str, bytes]]) -> None:
+    """(key, body) pairs to ``queue`` over AMQP, confirmed."""
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for key, body in messages:
+            ch.basic_publish("", queue, body, pika.BasicProperties(
+                headers={"x-message-key": key, "origin": "amqp"}, timestamp=1700000000))
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def topic(kafka_broker: BrokerProcess) -> Iterator[tuple[str, dict[int, list[tuple[bytes, bytes]]]]]:
+    """A 3-partition stream with COUNT keyed messages, and what each partition holds in
+    order: (key, value), as an AMQP consumer of each partition sees them."""
+    name = f"fetch-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True,
+                     arguments={"x-queue-type": "stream", "x-partitions": PARTITIONS})
+    publish(kafka_broker, name, [(f"key-{i % 7}", b"value-%d" % i) for i in range(COUNT)])
+    expected: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(PARTITIONS)}
+    ch.basic_qos(prefetch_count=100)
+    got: list[tuple[int, int, bytes, bytes]] = []
+    for method, props, body in ch.consume(name, arguments={"x-stream-offset": "first"},
+                                          inactivity_timeout=5):
+        if method is None:
+            break
+        h = props.headers
+        got.append((h["x-stream-partition"], h["x-stream-offset"],
+                    h["x-message-key"].encode(), body))
+        ch.basic_ack(method.delivery_tag)
+        if len(got) == COUNT:
+            break
+    ch.cancel()
+    for p, offset, key, body in sorted(got):
+        assert offset == len(expected[p])
+        expected[p].append((key, body))
+    assert len(got) == COUNT and all(expected.values()), "keys spread over every partition"
+    try:
+        yield name, expected
+    finally:
+        ch.queue_delete(name)
+        conn.close()
+
+
+def test_kafka_python_reads_what_amqp_published(kafka_broker: BrokerProcess, topic: Any) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    name, expected = topic
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             enable_auto_commit=False, fetch_max_wait_ms=100)
+    try:
+        tps = [TopicPartition(name, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        got: dict[int, list[Any]] = {p: [] for p in range(PARTITIONS)}
+        deadline = time.monotonic() + 20
+        while sum(map(len, got.values())) < COUNT and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                got[tp.partition].extend(records)
+    finally:
+        consumer.close()
+    for p in range(PARTITIONS):
+        assert [r.offset for r in got[p]] == list(range(len(expected[p])))
+        assert [(r.key, r.value) for r in got[p]] == expected[p]
+        assert all(("origin", b"amqp") in r.headers for r in got[p])
+        # the record time is the stream entry's; the AMQP property travels as a header
+        assert all(abs(r.timestamp / 1000 - time.time()) < 600 for r in got[p])
+        assert all(("x-amqp-timestamp", b"1700000000") in r.headers for r in got[p])
+
+
+def test_confluent_kafka_assign_with_offsets(kafka_broker: BrokerProcess, topic: Any) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    name, expected = topic
+    consumer = Consumer({"bootstrap.servers": kafka_broker.kafka_bootstrap,
+                         "group.id": f"g-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    try:
+        consumer.assign([TopicPartition(name, p, 0) for p in range(PARTITIONS)])
+        got: dict[int, list[Any]] = {p: [] for p in range(PARTITIONS)}
+        deadline = time.monotonic() + 20
+        while sum(map(len, got.values())) < COUNT and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=100, timeout=0.5):
+                assert msg.error() is None, msg.error()
+                got[msg.partition()].append((msg.offset(), msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    for p in range(PARTITIONS):
+        assert got[p] == [(i, k, v) for i, (k, v) in enumerate(expected[p])]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_reads_a_partition(kafka_broker: BrokerProcess, topic: Any) -> None:
+    name, expected = topic
+    out = subprocess.run(
+        ["kcat", "-C", "-b", kafka_broker.kafka_bootstrap, "-t", name, "-p", "0", "-o", "0",
+         "-e", "-J"], capture_output=True, text=True, timeout=30, check=True).stdout
+    got = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(m["offset"], m["key"].encode(), m["payload"].encode()) for m in got] == [
+        (i, k, v) for i, (k, v) in enumerate(expected[0])]
+
+
+# -- on the wire: long-poll, bounds, errors --------------------------------------------------
+
+
+def send(sock: socket.socket, request: Any, corr: int) -> None:
+    request.with_header(correlation_id=corr, client_id="fetch-test")
+    sock.sendall(bytes(request.encode(header=True, framed=True)))
+
+
+def receive(sock: socket.socket, cls: Any, version: int) -> tuple[int, Any]:
+    size = struct.unpack(">i", recv_exactly(sock, 4))[0]
+    data = recv_exactly(sock, size)
+    return struct.unpack_from(">i", data)[0], cls.decode(data, version=version, header=True)
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def fetch_request(name: str, offset: int, *, partition: int = 0, max_wait_ms: int = 0,
+                  max_bytes: int = 1 << 20, partition_max_bytes: int = 1 << 20) -> Any:
+    t = FetchRequest.FetchTopic
+    return FetchRequest(
+        version=11, replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1, max_bytes=max_bytes,
+        isolation_level=0, session_id=0, session_epoch=-1, forgotten_topics_data=[],
+        rack_id="", topics=[t(topic=name, partitions=[t.FetchPartition(
+            partition=partition, current_leader_epoch=-1, fetch_offset=offset,
+            log_start_offset=-1, partition_max_bytes=partition_max_bytes)])])
+
+
+def connect(broker: BrokerProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=20)
+
+
+def test_long_poll_wakes_on_an_amqp_publish_and_blocks_nothing(
+        kafka_broker: BrokerProcess, topic: Any) -> None:
+    name, expected = topic
+    end = len(expected[1])
+    with connect(kafka_broker) as waiting, connect(kafka_broker) as other:
+        send(waiting, fetch_request(name, end, partition=1, max_wait_ms=15000), 1)
+        # a request behind the Fetch on the same connection is answered after it
+        send(waiting, MetadataRequest(version=1, topics=None), 2)
+        # another connection is served while the Fetch waits: the loop is not blocked
+        send(other, MetadataRequest(version=1, topics=None), 3)
+        corr, meta = receive(other, MetadataResponse, 1)
+        assert corr == 3 and name in {t.name for t in meta.topics}
+        # The Fetch's bytes reached the broker's socket before the Metadata's on `other`, so
+        # the loop pass that answered `other` had the Fetch ready too: it is waiting now.
+        # Publish to partition 1 (with a key that goes there).
+        key = next(k for k, _ in expected[1]).decode()
+        result: dict[str, Any] = {}
+
+        def read() -> None:
+            result["fetch"] = receive(waiting, FetchResponse, 11)
+            result["meta"] = receive(waiting, MetadataResponse, 1)
+        reader = threading.Thread(target=read)
+        reader.start()
+        started = time.monotonic()
+        publish(kafka_broker, name, [(key, b"late")])
+        reader.join(20)
+        elapsed = time.monotonic() - started
+    assert not reader.is_alive()
+    corr, resp = result["fetch"]
+    assert corr == 1
+    part = resp.responses[0].partitions[0]
+    assert part.error_code == 0 and part.high_watermark == end + 1
+    assert [(r.offset, r.value) for r in codec.read_records(part.records)] == [(end, b"late")]
+    assert elapsed < 10, "woken by the publish, not by max_wait_ms"
+    assert result["meta"][0] == 2  # in request order, after the Fetch
+
+
+def test_long_poll_times_out_empty(kafka_broker: BrokerProcess, topic: Any) -> None:
+    name, expected = topic
+    with connect(kafka_broker) as sock:
+        started = time.monotonic()
+        send(sock, fetch_request(name, len(expected[2]), partition=2, max_wait_ms=300), 1)
+        _, resp = receive(sock, FetchResponse, 11)
+        assert time.monotonic() - started >= 0.25
+    part = resp.responses[0].partitions[0]
+    assert (part.error_code, part.records) == (0, b"")
+
+
+def test_max_bytes_bounds_the_answer(kafka_broker: BrokerProcess, topic: Any) -> None:
+    name, expected = topic
+    with connect(kafka_broker) as sock:
+        send(sock, fetch_request(name, 0, partition_max_bytes=1), 1)
+        _, one = receive(sock, FetchResponse, 11)
+        send(sock, fetch_request(name, 0, max_bytes=200), 2)
+        _, some = receive(sock, FetchResponse, 11)
+    assert [r.offset for r in codec.read_records(one.responses[0].partitions[0].records)] == [0]
+    records = some.responses[0].partitions[0].records
+    assert len(records) <= 200
+    assert 1 <= len(codec.read_records(records)) < len(expected[0])
+
+
+def test_offset_out_of_range(kafka_broker: BrokerProcess, topic: Any) -> None:
+    name, expected = topic
+    with connect(kafka_broker) as sock:
+        send(sock, fetch_request(name, len(expected[0]) + 5), 1)
+        _, resp = receive(sock, FetchResponse, 11)
+        part = resp.responses[0].partitions[0]
+        assert (part.error_code, part.high_watermark) == (1, -1)
+        send(sock, fetch_request(name + "-missing", 0, max_wait_ms=5000), 2)
+        _, resp = receive(sock, FetchResponse, 11)
+        assert resp.responses[0].partitions[0].error_code == 3
