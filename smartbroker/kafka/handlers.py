@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import codec
+from smartbroker.kafka import codec, offsets, produce
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.fetch import Fetcher
@@ -29,6 +29,8 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     codec.API_VERSIONS: (0, 4),
     codec.METADATA: (0, 12),
     codec.FETCH: (4, 12),  # v13+ name topics by id
+    produce.PRODUCE: produce.VERSIONS,
+    offsets.LIST_OFFSETS: offsets.VERSIONS,
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -82,10 +84,15 @@ class KafkaHandlers:
         self.broker = broker
         self.node = node
         self.fetcher = Fetcher(broker, node.vhost)
+        self.streams = produce.Topics(broker, node.vhost, valid_topic_name)
+        self.producer = produce.Producer(broker, self.streams)
+        self.lister = offsets.OffsetLister(self.streams)
         self.table: dict[int, Callable[[Request, Session], Any]] = {
             codec.API_VERSIONS: self.api_versions,
             codec.METADATA: self.metadata,
             codec.FETCH: self.fetcher.fetch,
+            produce.PRODUCE: self.producer.produce,
+            offsets.LIST_OFFSETS: self.lister.list_offsets,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 
@@ -138,7 +145,9 @@ class KafkaHandlers:
             if request.api_version < 12 and any(t.name is None for t in wanted):
                 # Kafka's MetadataRequest: topic ids only from v12; refused as it parses
                 raise KafkaProtocolError("Metadata before v12 with a null topic name")
-            topics = [self._requested(cls, t) for t in wanted]
+            # Kafka: v0-3 may always auto-create, v4+ when the client allows it
+            create = request.api_version < 4 or bool(body.allow_auto_topic_creation)
+            topics = [self._requested(cls, t, create) for t in wanted]
         return cls(version=request.api_version, throttle_time_ms=0,
                    brokers=[cls.MetadataResponseBroker(
                        node_id=NODE_ID, host=self.node.host or session.local_host,
@@ -146,7 +155,7 @@ class KafkaHandlers:
                    cluster_id=self.node.cluster_id, controller_id=NODE_ID, topics=topics,
                    authorized_operations=None)
 
-    def _requested(self, cls: Any, wanted: Any) -> Any:
+    def _requested(self, cls: Any, wanted: Any, create: bool) -> Any:
         name = wanted.name
         if name is None:  # v10+: by topic id
             tid = getattr(wanted, "topic_id", None)
@@ -157,7 +166,13 @@ class KafkaHandlers:
         if not valid_topic_name(name):
             return self._topic_error(cls, name, ErrorCode.INVALID_TOPIC_EXCEPTION)
         found = self.topic(name)
-        if found is None:  # auto-creation comes with Produce (kafka_auto_create_topics)
+        if found is None and create:  # when kafka_auto_create_topics is on
+            try:
+                self.streams.stream(name, create=True)
+            except produce.PartitionError as exc:
+                return self._topic_error(cls, name, exc.code)
+            found = self.topic(name)
+        if found is None:
             return self._topic_error(cls, name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         return self._topic_metadata(cls, found)
 

@@ -17,6 +17,7 @@ from typing import Any
 from smartbroker.broker.core import Broker
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
+from smartbroker.kafka.produce import NO_RESPONSE
 from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocolError
 
 log = logging.getLogger("smartbroker.kafka")
@@ -62,6 +63,8 @@ class KafkaClientProtocol(asyncio.Protocol):
                 body = self.handlers.handle(request, self.session)
                 if isinstance(body, asyncio.Future):
                     self._defer(request, body)
+                elif body is NO_RESPONSE:  # Produce with acks=0
+                    out.append(conn.no_response(request))
                 else:
                     out.append(conn.send_response(request, body))
         except KafkaProtocolError as exc:

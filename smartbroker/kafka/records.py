@@ -70,6 +70,8 @@ _PREFIX = struct.Struct("!HHQ")  # class id 60, weight 0, body size
 _FLAGS = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
+_U16_LE = struct.Struct("<H")  # the stored record's own lengths are little-endian
+_U32_LE = struct.Struct("<I")
 _S, _X, _V = ord("S"), ord("x"), ord("V")
 _EMPTY_ENTRY = pc.typed_entry(EMPTY_VALUE_HEADER, b"t", b"\x01")
 _KEY_SS = bytes((len(KEY_HEADER),)) + KEY_HEADER.encode()
@@ -145,6 +147,15 @@ def _property_bytes(kind: str, data: bytes) -> bytes | None:
     return None
 
 
+def stored_record(topic_route: bytes, timestamp_ms: int, key: bytes | None,
+                  value: bytes | None, headers: KafkaHeaders) -> bytes:
+    """A record as a stream log entry (``stream_records.encode_record``'s layout, built
+    without a Message: Produce's per-record path)."""
+    header = record_header(timestamp_ms, key, value, headers)
+    return b"".join((_U16_LE.pack(len(topic_route)), topic_route, _U32_LE.pack(len(header)),
+                     header, value or b""))
+
+
 def record_to_message(topic_route: bytes, timestamp_ms: int, key: bytes | None,
                       value: bytes | None, headers: KafkaHeaders) -> Message:
     """The AMQP message a record becomes (``topic_route`` from ``route_for``)."""
@@ -165,8 +176,8 @@ def message_to_record(message: Message, timestamp_ms: int) -> KafkaRecord:
 def stored_to_record(payload: bytes, timestamp_ms: int) -> KafkaRecord:
     """The record of one stream log entry (``stream_records.encode_record`` bytes) without
     building a Message or adding the delivery headers."""
-    (n,) = struct.unpack_from("<H", payload, 0)
-    (h,) = struct.unpack_from("<I", payload, 2 + n)
+    (n,) = _U16_LE.unpack_from(payload, 0)
+    (h,) = _U32_LE.unpack_from(payload, 2 + n)
     start = 6 + n
     return header_to_record(payload[start:start + h], payload[start + h:], timestamp_ms)
 
@@ -226,4 +237,4 @@ def _header_bytes(kind: int, data: bytes) -> bytes | None:
 __all__ = ["EMPTY_VALUE_HEADER", "ESCAPE", "KEY_HEADER", "KafkaHeaders", "KafkaRecord",
            "PROPERTY_PREFIX", "RESERVED", "RecordError", "header_to_record",
            "message_to_record", "record_header", "record_to_message", "route_for",
-           "stored_to_record"]
+           "stored_record", "stored_to_record"]

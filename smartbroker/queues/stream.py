@@ -247,6 +247,27 @@ class StreamQueue:
         for callback in list(self.on_append):
             callback(partition)
 
+    def append_stored(self, partition: int,
+                      records: list[tuple[bytes, int, bytes | None]]) -> tuple[int, PublishResult]:
+        """The Kafka front end's append: ``(stored record, timestamp ms, key)`` entries go
+        to ``partition`` as they are (a Kafka producer chose it). Returns the first offset
+        and the result whose ``sync`` log a durable acknowledgement waits for. The
+        compaction key is the Kafka key (an unkeyed record's is the topic name, as for an
+        unkeyed AMQP publish)."""
+        lg = self.logs[partition]
+        compact = self.stream.compact
+        first = lg.next_offset
+        for payload, timestamp_ms, key in records:
+            if compact and key is None:
+                key = self.name.encode("utf-8", "surrogateescape")
+            lg.append(payload, timestamp_ms, key if compact else None)
+        self.stats["publish"] += len(records)
+        if self.on_append:
+            self.appended(partition)
+        if self.consumers:
+            self.dispatch()
+        return first, self._published[partition]
+
     # -- consumers -------------------------------------------------------------------------
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
         """Refuse what RabbitMQ refuses (prefetch is credit), plus our group arguments."""

@@ -80,7 +80,9 @@ def test_confluent_kafka_sees_the_streams(kafka_broker: BrokerProcess, streams: 
         assert {(p.leader, tuple(p.replicas), tuple(p.isrs))
                 for p in topic.partitions.values()} == {(0, (0,), (0,))}
     assert classic(streams) not in meta.topics
-    missing = admin.list_topics(topic=f"missing-{uuid.uuid4().hex[:6]}", timeout=10)
+    # a missing name would be auto-created (librdkafka's admin asks to, and Kafka's
+    # auto.create.topics.enable is on): a classic queue's name cannot be, nor is a topic
+    missing = admin.list_topics(topic=classic(streams), timeout=10)
     (only,) = missing.topics.values()
     assert only.error is not None
     assert only.error.code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART

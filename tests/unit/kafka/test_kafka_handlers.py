@@ -60,12 +60,12 @@ def test_api_versions_advertises_exactly_the_handlers(broker: Broker) -> None:
     resp = ask(handlers(broker), 18, 0, b"")
     assert resp.error_code == 0
     assert {(k.api_key, k.min_version, k.max_version) for k in resp.api_keys} == {
-        (18, 0, 4), (3, 0, 12), (1, 4, 12)}
+        (18, 0, 4), (3, 0, 12), (1, 4, 12), (0, 3, 10), (2, 1, 7)}
 
 
 def test_api_versions_v3(broker: Broker) -> None:
     resp = ask(handlers(broker), 18, 3, b"\x02c\x021\x00")
-    assert {k.api_key for k in resp.api_keys} == {18, 3, 1}
+    assert {k.api_key for k in resp.api_keys} == {18, 3, 1, 0, 2}
 
 
 def test_metadata_all_topics_are_the_streams(broker: Broker) -> None:
@@ -89,6 +89,7 @@ def test_metadata_v1_empty_list_means_none(broker: Broker) -> None:
 
 
 def test_metadata_errors_per_topic(broker: Broker) -> None:
+    broker.config.kafka_auto_create_topics = False  # Metadata v1 would create "nope"
     resp = ask(handlers(broker), 3, 1, metadata_v1("orders", "classic", "nope", "bad name",
                                                    "a" * 250, ".."))
     assert [(t.name, t.error_code, len(t.partitions)) for t in resp.topics] == [

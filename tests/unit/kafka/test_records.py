@@ -35,6 +35,7 @@ def test_record_message_record_round_trip(record):
     assert message.exchange == "" and message.routing_key == "orders"
     assert r.message_to_record(message, record[0]) == record
     assert r.stored_to_record(encode_record(message), record[0]) == record
+    assert r.stored_record(ROUTE, *record) == encode_record(message)
 
 
 def test_record_as_amqp_sees_it():

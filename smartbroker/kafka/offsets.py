@@ -1,0 +1,102 @@
+"""ListOffsets: a partition's offsets by position or by time, from the stream's log.
+
+Per partition and timestamp, as Kafka answers: -2 (earliest) is the first offset still
+kept (the log start offset), -1 (latest) the next offset to be written (the high
+watermark; with no transactions it is the last stable offset too, so read_committed gets
+the same), -3 (max timestamp, v7) the first record with the largest timestamp, found
+through the segments' maximum timestamps so that one segment at most is scanned; any
+other value the first record whose timestamp is at or after it (offset and timestamp -1
+when there is none). Kafka's v0 list of old-style offsets is not offered (v1+). No leader
+epochs: -1. ListOffsets creates no topic (an unknown one, like a name Kafka forbids, is
+UNKNOWN_TOPIC_OR_PARTITION, as Kafka reports a topic missing from its metadata).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smartbroker.kafka import codec
+from smartbroker.kafka.codec import Request
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.produce import PartitionError, Topics
+
+LIST_OFFSETS = 2
+VERSIONS = (1, 7)
+EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
+
+
+def max_timestamp(lg: Any) -> tuple[int, int]:
+    """(offset, timestamp) of the first record with the partition's largest timestamp;
+    (-1, -1) when the partition is empty."""
+    best = None
+    for seg in lg.segments():
+        if seg.max_timestamp_ms >= 0 and (best is None or seg.max_timestamp_ms > best.max_timestamp_ms):
+            best = seg
+    if best is None:
+        return -1, -1
+    start = max(best.base_offset, lg.first_offset)
+    for rec in lg.scan_records(start):
+        if rec.offset >= best.next_offset:
+            break
+        if rec.timestamp_ms == best.max_timestamp_ms:
+            return rec.offset, rec.timestamp_ms
+    return -1, -1  # retention took the segment meanwhile
+
+
+def offset_for_time(lg: Any, timestamp_ms: int) -> tuple[int, int]:
+    """(offset, timestamp) of the first record at or after ``timestamp_ms``; (-1, -1)
+    when every record is older."""
+    offset = lg.offset_for_timestamp(timestamp_ms)
+    if offset >= lg.next_offset:
+        return -1, -1
+    for rec in lg.scan_records(max(offset, lg.first_offset)):  # a compacted gap skips ahead
+        return rec.offset, rec.timestamp_ms
+    return -1, -1
+
+
+def lookup(lg: Any, timestamp_ms: int) -> tuple[int, int]:
+    """(offset, timestamp) ListOffsets answers for one partition and requested time."""
+    if timestamp_ms == EARLIEST:
+        return lg.first_offset, -1
+    if timestamp_ms == LATEST:
+        return lg.next_offset, -1
+    if timestamp_ms == MAX_TIMESTAMP:
+        return max_timestamp(lg)
+    return offset_for_time(lg, timestamp_ms)
+
+
+class OffsetLister:
+    """The ListOffsets handler of one listener."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+
+    def list_offsets(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(LIST_OFFSETS)
+        topic_cls = cls.ListOffsetsTopicResponse
+        part_cls = topic_cls.ListOffsetsPartitionResponse
+        version = request.api_version
+        answers = []
+        for topic in request.body.topics:
+            try:
+                queue = self.topics.stream(topic.name, create=False)
+            except PartitionError:
+                queue = None
+            parts = []
+            for p in topic.partitions:
+                index = p.partition_index
+                if queue is None or not 0 <= index < len(queue.logs) or (
+                        p.timestamp == MAX_TIMESTAMP and version < 7):
+                    code = (ErrorCode.UNSUPPORTED_VERSION if queue is not None
+                            and 0 <= index < len(queue.logs)
+                            else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                    parts.append(part_cls(partition_index=index, error_code=code,
+                                          timestamp=-1, offset=-1, leader_epoch=-1,
+                                          old_style_offsets=[]))
+                    continue
+                offset, ts = lookup(queue.logs[index], p.timestamp)
+                parts.append(part_cls(partition_index=index, error_code=ErrorCode.NONE,
+                                      timestamp=ts, offset=offset, leader_epoch=-1,
+                                      old_style_offsets=[]))
+            answers.append(topic_cls(name=topic.name, partitions=parts))
+        return cls(version=version, throttle_time_ms=0, topics=answers)

@@ -1,0 +1,197 @@
+"""Produce: Kafka record batches appended to stream partitions, and topic auto-creation.
+
+Each partition's batches are decoded and checked whole before anything is appended, so a
+partition's data is stored entirely or not at all (Kafka's rule too). Records go to the
+partition the request names (a Kafka client partitions; nothing is re-partitioned here),
+mapped to stream entries by ``records.py``. Acknowledgement:
+
+* ``acks=0``: no response at all (``NO_RESPONSE``; the listener skips the request);
+* ``acks=1`` / ``acks=-1``: one node is every replica, so both answer once the append is
+  durable under the stream's fsync mode, the same wait an AMQP publisher confirm does
+  (``PublishResult.sync``: the partition log's ``sync``), as a future so the loop never
+  blocks; in-memory streams answer at once.
+
+Refusals, per partition, with Kafka's codes: a name Kafka forbids is
+INVALID_TOPIC_EXCEPTION; an unknown topic (auto-creation off, or the name held by a classic
+queue: Metadata does not list it as a topic either, so clients never get this far) and a
+partition out of range are UNKNOWN_TOPIC_OR_PARTITION; bad CRC, magic or framing is
+CORRUPT_MESSAGE; a value over ``max_message_size`` is MESSAGE_TOO_LARGE. This broker has no
+idempotent or transactional producers yet (InitProducerId is not advertised, so clients
+with ``enable.idempotence=false``, the only mode that can work, never send such batches): a
+batch with a producer id is UNKNOWN_PRODUCER_ID, a transactional one or a request with a
+transactional id INVALID_TXN_STATE (no transaction can be ongoing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from smartbroker.broker.core import Broker
+from smartbroker.errors import AMQPError
+from smartbroker.kafka import codec, records
+from smartbroker.kafka.codec import Request
+from smartbroker.kafka.errors import ErrorCode
+
+log = logging.getLogger("smartbroker.kafka")
+PRODUCE = 0
+VERSIONS = (3, 10)
+NO_RESPONSE = object()  # acks=0: the listener sends nothing for this request
+STREAM_ARGUMENTS = {"x-queue-type": "stream"}  # Kafka's num.partitions = 1: the default
+
+
+class PartitionError(Exception):
+    """One partition refused: its Kafka error code and message."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Topics:
+    """The Kafka vhost's stream queues by topic name, creating them on first use when
+    ``kafka_auto_create_topics`` is on (through ``VirtualHost.declare_queue``, the path
+    AMQP's queue.declare takes: persisted, and visible over AMQP and HTTP)."""
+
+    def __init__(self, broker: Broker, vhost: str, valid_name: Callable[[str], bool]) -> None:
+        self.broker = broker
+        self.vhost = vhost
+        self.valid_name = valid_name
+
+    def stream(self, name: str, *, create: bool) -> Any:
+        """The stream queue of topic ``name``; raises PartitionError when there is none."""
+        if not self.valid_name(name):
+            raise PartitionError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"invalid topic name {name!r}")
+        vhost = self.broker.vhosts.get(self.vhost)
+        queue = None if vhost is None else vhost.queues.get(name)
+        if queue is None and create and vhost is not None and self.broker.config.kafka_auto_create_topics:
+            try:
+                queue, _ = vhost.declare_queue(name, durable=True, arguments=STREAM_ARGUMENTS)
+            except AMQPError as exc:  # e.g. a reserved amq.* name
+                log.info("Kafka auto-creation of topic %r refused: %s", name, exc)
+                queue = None
+            else:
+                log.info("Kafka topic %r auto-created as a stream in vhost %r", name, self.vhost)
+        if queue is None or not queue.capabilities.offset_log:
+            raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                 f"unknown topic {name!r}" if queue is None
+                                 else f"{name!r} is a classic queue, not a topic")
+        return queue
+
+
+class Producer:
+    """The Produce handler of one listener."""
+
+    def __init__(self, broker: Broker, topics: Topics) -> None:
+        self.broker = broker
+        self.topics = topics
+
+    def produce(self, request: Request, session: Any) -> Any:
+        body = request.body
+        acks = body.acks
+        cls = codec.response_class(PRODUCE)
+        topic_cls = cls.TopicProduceResponse
+        part_cls = topic_cls.PartitionProduceResponse
+        logs: list[tuple[Any, int]] = []  # (log to sync, its last appended offset)
+        answers = []
+        for topic in body.topic_data:
+            parts = []
+            for pdata in topic.partition_data:
+                try:
+                    if acks not in (0, 1, -1):
+                        raise PartitionError(ErrorCode.INVALID_REQUIRED_ACKS, f"acks={acks}")
+                    if body.transactional_id is not None:
+                        raise PartitionError(ErrorCode.INVALID_TXN_STATE,
+                                             "transactions are not supported yet")
+                    queue = self.topics.stream(topic.name, create=True)
+                    base, log_start, sync = self._append(queue, topic.name, pdata)
+                except PartitionError as exc:
+                    parts.append(part_cls(index=pdata.index, error_code=exc.code,
+                                          base_offset=-1, log_append_time_ms=-1,
+                                          log_start_offset=-1, record_errors=[],
+                                          error_message=str(exc)))
+                    continue
+                if sync is not None:
+                    logs.append(sync)
+                parts.append(part_cls(index=pdata.index, error_code=ErrorCode.NONE,
+                                      base_offset=base, log_append_time_ms=-1,
+                                      log_start_offset=log_start, record_errors=[],
+                                      error_message=None))
+            answers.append(topic_cls(name=topic.name, partition_responses=parts))
+        if acks == 0:
+            return NO_RESPONSE
+        response = cls(version=request.api_version, responses=answers, throttle_time_ms=0)
+        if not logs:
+            return response
+        return asyncio.ensure_future(self._durable(response, logs))
+
+    def _append(self, queue: Any, name: str, pdata: Any) -> tuple[int, int, Any]:
+        """Decode and check a partition's batches, then append them all; (base offset,
+        log start offset, (log, last offset) to sync or None)."""
+        index = pdata.index
+        if not 0 <= index < len(queue.logs):
+            raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                 f"topic {name!r} has no partition {index}")
+        entries = self._entries(name, pdata.records)
+        first, result = queue.append_stored(index, entries)
+        lg = queue.logs[index]
+        sync = None if result.sync is None else (result.sync, first + len(entries) - 1)
+        return first, lg.first_offset, sync
+
+    def _entries(self, name: str, data: Any) -> list[tuple[bytes, int, bytes | None]]:
+        """(stored record, timestamp ms, key) of every record in ``data``."""
+        if not data:
+            raise PartitionError(ErrorCode.CORRUPT_MESSAGE, "no record batch")
+        route = records.route_for(name)
+        limit = self.broker.config.max_message_size
+        now = int(time.time() * 1000)
+        out = []
+        try:
+            for batch in codec.read_batches(data):
+                if batch.is_transactional or batch.is_control_batch:
+                    raise PartitionError(ErrorCode.INVALID_TXN_STATE,
+                                         "transactional batches are not supported yet")
+                if batch.producer_id >= 0:
+                    raise PartitionError(ErrorCode.UNKNOWN_PRODUCER_ID,
+                                         "idempotent producers are not supported yet")
+                for rec in batch:
+                    value = rec.value
+                    if value is not None and len(value) > limit:
+                        raise PartitionError(ErrorCode.MESSAGE_TOO_LARGE,
+                                             f"record of {len(value)} bytes is over the limit "
+                                             f"of {limit} bytes")
+                    key = rec.key
+                    ts = rec.timestamp if rec.timestamp >= 0 else now
+                    out.append((records.stored_record(route, ts, key, value, list(rec.headers)),
+                                ts, key))
+        except codec.DecodeError as exc:
+            raise PartitionError(ErrorCode.CORRUPT_MESSAGE, str(exc)) from None
+        except records.RecordError as exc:
+            raise PartitionError(ErrorCode.INVALID_RECORD, str(exc)) from None
+        except PartitionError:
+            raise
+        except Exception as exc:  # the library's decompression and varint errors
+            raise PartitionError(ErrorCode.CORRUPT_MESSAGE,
+                                 f"{type(exc).__name__}: {exc}") from None
+        if not out:
+            raise PartitionError(ErrorCode.CORRUPT_MESSAGE, "no records")
+        return out
+
+    @staticmethod
+    async def _durable(response: Any, logs: list[tuple[Any, int]]) -> Any:
+        """The response once every appended record is durable (a failed fsync is
+        KAFKA_STORAGE_ERROR for the partitions that were waiting, as a nack for AMQP)."""
+        try:
+            await asyncio.gather(*(lg.wait_durable(last) for lg, last in logs))
+        except Exception as exc:  # StoreUnavailable: the disk refused; retried later
+            log.warning("Kafka produce not durable: %s", exc)
+            for topic in response.responses:
+                for part in topic.partition_responses:
+                    if part.error_code == ErrorCode.NONE:
+                        part.error_code = ErrorCode.KAFKA_STORAGE_ERROR
+                        part.base_offset = -1
+                        part.error_message = str(exc)
+        return response

@@ -1,0 +1,164 @@
+"""Produce through real Kafka clients, read back over AMQP: kafka-python (acks 0, 1, all;
+keys, headers, timestamps), confluent-kafka with enable.idempotence=false, kcat -P. A key
+lands in the same partition from AMQP and Kafka; a topic produced to is auto-created as a
+durable stream visible over AMQP and /api/queues."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from typing import Any
+
+import pika
+import pytest
+
+from smartbroker.launcher import BrokerProcess
+from smartbroker.queues.partitioner import kafka_partition
+
+pytestmark = pytest.mark.extension
+PARTITIONS = 3
+TS = 1_700_000_000_123
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def declare_stream(broker: BrokerProcess, queue: str, partitions: int = PARTITIONS) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        conn.channel().queue_declare(queue, durable=True, arguments={
+            "x-queue-type": "stream", "x-partitions": partitions})
+    finally:
+        conn.close()
+
+
+def read_amqp(broker: BrokerProcess, queue: str, count: int) -> list[tuple[int, int, Any, bytes]]:
+    """(partition, offset, properties, body) of the first ``count`` messages of every
+    partition, as an AMQP stream consumer from ``first`` gets them, sorted."""
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    got = []
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=200)
+        for method, props, body in ch.consume(queue, arguments={"x-stream-offset": "first"},
+                                              inactivity_timeout=10):
+            if method is None:
+                break
+            got.append((props.headers["x-stream-partition"], props.headers["x-stream-offset"],
+                        props, body))
+            ch.basic_ack(method.delivery_tag)
+            if len(got) == count:
+                break
+        ch.cancel()
+    finally:
+        conn.close()
+    assert len(got) == count
+    return sorted(got, key=lambda g: (g[0], g[1]))
+
+
+def kafka_python_producer(broker: BrokerProcess, **config: Any) -> Any:
+    kafka = pytest.importorskip("kafka")
+    return kafka.KafkaProducer(bootstrap_servers=broker.kafka_bootstrap,
+                               enable_idempotence=False, **config)
+
+
+@pytest.mark.parametrize("acks", [0, 1, "all"])
+def test_kafka_python_produce_read_over_amqp(kafka_broker: BrokerProcess, acks: Any) -> None:
+    topic = name("produce")
+    declare_stream(kafka_broker, topic)
+    producer = kafka_python_producer(kafka_broker, acks=acks)
+    sent = []
+    try:
+        for i in range(12):
+            key = f"user-{i % 4}".encode()
+            future = producer.send(topic, value=b"value-%d" % i, key=key,
+                                   headers=[("trace", b"t%d" % i), ("empty", b"")],
+                                   timestamp_ms=TS + i)
+            sent.append((key, b"value-%d" % i, TS + i, future))
+        producer.flush(timeout=30)
+        metas = [f.get(timeout=30) for *_, f in sent]
+    finally:
+        producer.close(timeout=10)
+    got = read_amqp(kafka_broker, topic, len(sent))
+    by_value = {body: (p, off, props) for p, off, props, body in got}
+    for (key, value, ts, _), meta in zip(sent, metas, strict=True):
+        p, off, props = by_value[value]
+        assert p == kafka_partition(key, PARTITIONS) == meta.partition
+        if acks != 0:  # acks=0: the client never learns the offset
+            assert off == meta.offset
+        assert props.headers["x-message-key"] == key.decode()
+        assert props.headers["trace"] == f"t{ts - TS}"
+        assert props.headers["empty"] == ""
+        assert props.timestamp == ts // 1000
+    for p in range(PARTITIONS):  # offsets dense from 0 in each partition
+        offsets = [off for q, off, _, _ in got if q == p]
+        assert offsets == list(range(len(offsets)))
+
+
+def test_same_key_same_partition_from_amqp_and_kafka(kafka_broker: BrokerProcess) -> None:
+    topic = name("cross")
+    declare_stream(kafka_broker, topic, partitions=5)
+    keys = [f"device-{i}" for i in range(10)]
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for key in keys:
+            ch.basic_publish("", topic, b"amqp:" + key.encode(),
+                             pika.BasicProperties(headers={"x-message-key": key}))
+    finally:
+        conn.close()
+    producer = kafka_python_producer(kafka_broker, acks="all")
+    try:
+        for key in keys:  # the client partitions (murmur2); the broker keeps its choice
+            producer.send(topic, value=b"kafka:" + key.encode(), key=key.encode())
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    got = read_amqp(kafka_broker, topic, 2 * len(keys))
+    partition_of: dict[str, set[int]] = {}
+    for p, _, props, _ in got:
+        partition_of.setdefault(props.headers["x-message-key"], set()).add(p)
+    assert partition_of == {k: {kafka_partition(k.encode(), 5)} for k in keys}
+
+
+def test_confluent_producer_auto_creates_the_topic(kafka_broker: BrokerProcess) -> None:
+    ck = pytest.importorskip("confluent_kafka")
+    topic = name("auto")
+    producer = ck.Producer({"bootstrap.servers": kafka_broker.kafka_bootstrap,
+                            "enable.idempotence": False, "acks": "all",
+                            "partitioner": "murmur2_random"})
+    reports: list[Any] = []
+    for i in range(5):
+        producer.produce(topic, value=b"c%d" % i, key=b"k%d" % i,
+                         headers=[("h", b"v%d" % i), ("nothing", None)], timestamp=TS + i,
+                         on_delivery=lambda err, msg: reports.append((err, msg)))
+    assert producer.flush(30) == 0
+    assert [err for err, _ in reports] == [None] * 5
+    # Kafka's num.partitions = 1: everything in partition 0, offsets 0..4
+    assert sorted((m.partition(), m.offset()) for _, m in reports) == [(0, i) for i in range(5)]
+    queues = {q["name"]: q for q in kafka_broker.get_json("/api/queues")}
+    assert queues[topic]["type"] == "stream" and queues[topic]["durable"] is True
+    got = read_amqp(kafka_broker, topic, 5)
+    assert [(p, off, body) for p, off, _, body in got] == [(0, i, b"c%d" % i) for i in range(5)]
+    props = got[1][2]
+    assert props.headers["x-message-key"] == "k1"
+    assert props.headers["h"] == "v1" and props.headers["nothing"] is None
+    assert props.timestamp == (TS + 1) // 1000
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_produce(kafka_broker: BrokerProcess) -> None:
+    topic = name("kcat")
+    declare_stream(kafka_broker, topic, partitions=2)
+    lines = "".join(f"key{i}:line {i}\n" for i in range(6))
+    subprocess.run(["kcat", "-P", "-b", kafka_broker.kafka_bootstrap, "-t", topic, "-p", "1",
+                    "-K", ":", "-H", "via=kcat", "-X", "enable.idempotence=false"],
+                   input=lines, text=True, timeout=30, check=True)
+    got = read_amqp(kafka_broker, topic, 6)
+    assert [(p, off, body) for p, off, _, body in got] == [
+        (1, i, b"line %d" % i) for i in range(6)]  # -p 1: the partition kcat chose
+    assert [g[2].headers["x-message-key"] for g in got] == [f"key{i}" for i in range(6)]
+    assert {g[2].headers["via"] for g in got} == {"kcat"}
