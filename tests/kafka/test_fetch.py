@@ -77,6 +77,20 @@ def topic(kafka_broker: BrokerProcess) -> Iterator[tuple[str, dict[int, list[tup
         conn.close()
 
 
+@pytest.fixture
+def empty(kafka_broker: BrokerProcess) -> Iterator[str]:
+    """A one-partition stream of its own, for the tests that publish while they wait."""
+    name = f"wait-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
+    try:
+        yield name
+    finally:
+        ch.queue_delete(name)
+        conn.close()
+
+
 def test_kafka_python_reads_what_amqp_published(kafka_broker: BrokerProcess, topic: Any) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -123,6 +137,61 @@ def test_confluent_kafka_assign_with_offsets(kafka_broker: BrokerProcess, topic:
         consumer.close()
     for p in range(PARTITIONS):
         assert got[p] == [(i, k, v) for i, (k, v) in enumerate(expected[p])]
+
+
+def test_aiokafka_reads_with_its_old_versions(kafka_broker: BrokerProcess, topic: Any) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    name, expected = topic
+
+    async def read() -> dict[int, list[Any]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                                    enable_auto_commit=False, fetch_max_wait_ms=100)
+        await consumer.start()
+        got: dict[int, list[Any]] = {p: [] for p in range(PARTITIONS)}
+        try:
+            tps = [TopicPartition(name, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, 0)
+            deadline = time.monotonic() + 20
+            while sum(map(len, got.values())) < COUNT and time.monotonic() < deadline:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    got[tp.partition].extend(records)
+        finally:
+            await consumer.stop()
+        return got
+
+    got = asyncio.run(read())
+    for p in range(PARTITIONS):
+        assert [(r.offset, r.key, r.value) for r in got[p]] == [
+            (i, k, v) for i, (k, v) in enumerate(expected[p])]
+
+
+def test_kafka_python_consumer_waiting_at_the_end_gets_a_later_publish(
+        kafka_broker: BrokerProcess, empty: str) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    publish(kafka_broker, empty, [("a", b"before")])
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             enable_auto_commit=False, fetch_max_wait_ms=10000)
+    try:
+        tp = TopicPartition(empty, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 1)
+        assert consumer.poll(timeout_ms=200) == {}  # nothing yet: its Fetch waits
+        publish(kafka_broker, empty, [("a", b"after")])
+        started = time.monotonic()
+        got: list[Any] = []
+        while not got and time.monotonic() - started < 20:
+            got.extend(consumer.poll(timeout_ms=1000).get(tp, []))
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.close()
+    assert [(r.offset, r.value) for r in got] == [(1, b"after")]
+    assert elapsed < 5, "the waiting Fetch was answered by the publish, not its timeout"
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
@@ -176,21 +245,17 @@ def connect(broker: BrokerProcess) -> socket.socket:
 
 
 def test_long_poll_wakes_on_an_amqp_publish_and_blocks_nothing(
-        kafka_broker: BrokerProcess, topic: Any) -> None:
-    name, expected = topic
-    end = len(expected[1])
+        kafka_broker: BrokerProcess, empty: str) -> None:
     with connect(kafka_broker) as waiting, connect(kafka_broker) as other:
-        send(waiting, fetch_request(name, end, partition=1, max_wait_ms=15000), 1)
+        send(waiting, fetch_request(empty, 0, max_wait_ms=15000), 1)
         # a request behind the Fetch on the same connection is answered after it
         send(waiting, MetadataRequest(version=1, topics=None), 2)
         # another connection is served while the Fetch waits: the loop is not blocked
         send(other, MetadataRequest(version=1, topics=None), 3)
         corr, meta = receive(other, MetadataResponse, 1)
-        assert corr == 3 and name in {t.name for t in meta.topics}
+        assert corr == 3 and empty in {t.name for t in meta.topics}
         # The Fetch's bytes reached the broker's socket before the Metadata's on `other`, so
         # the loop pass that answered `other` had the Fetch ready too: it is waiting now.
-        # Publish to partition 1 (with a key that goes there).
-        key = next(k for k, _ in expected[1]).decode()
         result: dict[str, Any] = {}
 
         def read() -> None:
@@ -199,28 +264,27 @@ def test_long_poll_wakes_on_an_amqp_publish_and_blocks_nothing(
         reader = threading.Thread(target=read)
         reader.start()
         started = time.monotonic()
-        publish(kafka_broker, name, [(key, b"late")])
+        publish(kafka_broker, empty, [("k", b"late")])
         reader.join(20)
         elapsed = time.monotonic() - started
     assert not reader.is_alive()
     corr, resp = result["fetch"]
     assert corr == 1
     part = resp.responses[0].partitions[0]
-    assert part.error_code == 0 and part.high_watermark == end + 1
-    assert [(r.offset, r.value) for r in codec.read_records(part.records)] == [(end, b"late")]
+    assert part.error_code == 0 and part.high_watermark == 1
+    assert [(r.offset, r.value) for r in codec.read_records(part.records)] == [(0, b"late")]
     assert elapsed < 10, "woken by the publish, not by max_wait_ms"
     assert result["meta"][0] == 2  # in request order, after the Fetch
 
 
-def test_long_poll_times_out_empty(kafka_broker: BrokerProcess, topic: Any) -> None:
-    name, expected = topic
+def test_long_poll_times_out_empty(kafka_broker: BrokerProcess, empty: str) -> None:
     with connect(kafka_broker) as sock:
         started = time.monotonic()
-        send(sock, fetch_request(name, len(expected[2]), partition=2, max_wait_ms=300), 1)
+        send(sock, fetch_request(empty, 0, max_wait_ms=300), 1)
         _, resp = receive(sock, FetchResponse, 11)
         assert time.monotonic() - started >= 0.25
     part = resp.responses[0].partitions[0]
-    assert (part.error_code, part.records) == (0, b"")
+    assert (part.error_code, part.high_watermark, part.records) == (0, 0, b"")
 
 
 def test_max_bytes_bounds_the_answer(kafka_broker: BrokerProcess, topic: Any) -> None:
