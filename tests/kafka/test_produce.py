@@ -162,3 +162,37 @@ def test_kcat_produce(kafka_broker: BrokerProcess) -> None:
         (1, i, b"line %d" % i) for i in range(6)]  # -p 1: the partition kcat chose
     assert [g[2].headers["x-message-key"] for g in got] == [f"key{i}" for i in range(6)]
     assert {g[2].headers["via"] for g in got} == {"kcat"}
+
+
+def test_aiokafka_produce_and_offsets(kafka_broker: BrokerProcess) -> None:
+    """aiokafka negotiates older versions: produce (auto-creating the topic) and ListOffsets."""
+    aiokafka = pytest.importorskip("aiokafka")
+    import asyncio
+
+    topic = name("aio")
+
+    async def run() -> tuple[Any, ...]:
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                                             acks="all")
+        await producer.start()
+        try:
+            sent = [await producer.send_and_wait(topic, b"v%d" % i, key=b"k", timestamp_ms=TS + i,
+                                                 headers=[("h", b"%d" % i)]) for i in range(3)]
+        finally:
+            await producer.stop()
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap)
+        await consumer.start()
+        try:
+            tp = aiokafka.TopicPartition(topic, 0)
+            return (sent, await consumer.beginning_offsets([tp]), await consumer.end_offsets([tp]),
+                    await consumer.offsets_for_times({tp: TS + 1}), tp)
+        finally:
+            await consumer.stop()
+
+    sent, first, end, times, tp = asyncio.run(asyncio.wait_for(run(), 60))
+    assert [(m.partition, m.offset) for m in sent] == [(0, 0), (0, 1), (0, 2)]
+    assert (first[tp], end[tp]) == (0, 3)
+    assert (times[tp].offset, times[tp].timestamp) == (1, TS + 1)
+    got = read_amqp(kafka_broker, topic, 3)
+    assert [(body, props.headers["h"]) for _, _, props, body in got] == [
+        (b"v0", "0"), (b"v1", "1"), (b"v2", "2")]

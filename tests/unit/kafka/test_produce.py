@@ -201,3 +201,35 @@ def test_list_offsets(broker: Broker) -> None:
     assert "nope" not in broker.vhosts["/"].queues  # ListOffsets creates nothing
     assert list_offsets(h, "classic", [(0, -1)])[0][1] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     assert list_offsets(h, "orders", [(0, -1)], version=1) == [(0, 0, 3, -1)]
+
+
+def test_acks_wait_until_the_partition_log_is_durable(tmp_path: Any) -> None:
+    """A stream on disk: the response is a future, done only once the records are fsynced."""
+    from smartbroker.queues.base import Storage
+    from smartbroker.queues.stream import StreamQueue
+    from smartbroker.queues.stream_args import StreamSettings
+
+    stream = StreamQueue("disk", "/", settings=StreamSettings(partitions=2),
+                         storage=Storage(store=None, data_dir=tmp_path, fsync="always"))
+
+    class OneTopic:
+        def stream(self, name: str, *, create: bool) -> StreamQueue:
+            return stream
+
+    producer = Producer(Broker(Config()), OneTopic())  # type: ignore[arg-type]
+    body = PRODUCE(version=9, transactional_id=None, acks=-1, timeout_ms=1000, topic_data=[
+        PRODUCE.TopicProduceData(name="disk", partition_data=[
+            PRODUCE.TopicProduceData.PartitionProduceData(index=1, records=batch(b"a", b"b"))])])
+
+    async def run() -> Any:
+        future = producer.produce(codec.Request(codec.Header(0, 9, 1, "c"), body), SESSION)
+        assert isinstance(future, asyncio.Future)
+        assert stream.logs[1].durable_offset < 2  # appended, not yet fsynced
+        response = await future
+        assert stream.logs[1].durable_offset >= 2
+        return response
+
+    try:
+        assert results(asyncio.run(run())) == [("disk", 1, 0, 0)]
+    finally:
+        stream.close()
