@@ -100,8 +100,7 @@ def test_kafka_python_reads_what_amqp_published(kafka_broker: BrokerProcess, top
     try:
         tps = [TopicPartition(name, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
+        consumer.seek_to_beginning()  # ListOffsets EARLIEST, then Fetch
         got: dict[int, list[Any]] = {p: [] for p in range(PARTITIONS)}
         deadline = time.monotonic() + 20
         while sum(map(len, got.values())) < COUNT and time.monotonic() < deadline:
@@ -198,7 +197,7 @@ def test_kafka_python_consumer_waiting_at_the_end_gets_a_later_publish(
 def test_kcat_reads_a_partition(kafka_broker: BrokerProcess, topic: Any) -> None:
     name, expected = topic
     out = subprocess.run(
-        ["kcat", "-C", "-b", kafka_broker.kafka_bootstrap, "-t", name, "-p", "0", "-o", "0",
+        ["kcat", "-C", "-b", kafka_broker.kafka_bootstrap, "-t", name, "-p", "0", "-o", "beginning",
          "-e", "-J"], capture_output=True, text=True, timeout=30, check=True).stdout
     got = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [(m["offset"], m["key"].encode(), m["payload"].encode()) for m in got] == [
@@ -310,3 +309,47 @@ def test_offset_out_of_range(kafka_broker: BrokerProcess, topic: Any) -> None:
         send(sock, fetch_request(name + "-missing", 0, max_wait_ms=5000), 2)
         _, resp = receive(sock, FetchResponse, 11)
         assert resp.responses[0].partitions[0].error_code == 3
+
+
+def test_kafka_produced_records_come_back_whole_and_wake_a_waiting_fetch(
+        kafka_broker: BrokerProcess, empty: str) -> None:
+    """Key, headers (a repeated name, an empty value) and the producer's timestamp survive the
+    round trip through the stream; a Fetch waiting at the end is woken by a Kafka Produce."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap, acks="all",
+                             enable_idempotence=False)  # no InitProducerId yet
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             enable_auto_commit=False, fetch_max_wait_ms=10000)
+    headers = [("h", b"1"), ("h", b"2"), ("empty", b"")]
+    try:
+        producer.send(empty, key=b"\x00key", value=b"first", headers=headers,
+                      timestamp_ms=1600000000123, partition=0).get(timeout=10)
+        tp = TopicPartition(empty, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 1)
+        assert consumer.poll(timeout_ms=200) == {}  # waiting at the end
+        producer.send(empty, key=None, value=b"second", partition=0).get(timeout=10)
+        started = time.monotonic()
+        got: list[Any] = []
+        while not got and time.monotonic() - started < 20:
+            got.extend(consumer.poll(timeout_ms=1000).get(tp, []))
+        assert time.monotonic() - started < 5, "woken by the Produce, not the timeout"
+    finally:
+        producer.close()
+        consumer.close()
+    # from the start, by a consumer of its own (the first one's next Fetch now waits 10 s)
+    reader = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                           enable_auto_commit=False, fetch_max_wait_ms=100)
+    try:
+        reader.assign([tp])
+        reader.seek(tp, 0)
+        first: list[Any] = []
+        while not first and time.monotonic() - started < 20:
+            first.extend(reader.poll(timeout_ms=1000).get(tp, []))
+    finally:
+        reader.close()
+    assert [(r.offset, r.key, r.value) for r in got] == [(1, None, b"second")]
+    r = first[0]
+    assert (r.offset, r.key, r.value, r.timestamp) == (0, b"\x00key", b"first", 1600000000123)
+    assert list(r.headers) == headers
