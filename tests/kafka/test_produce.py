@@ -196,3 +196,31 @@ def test_aiokafka_produce_and_offsets(kafka_broker: BrokerProcess) -> None:
     got = read_amqp(kafka_broker, topic, 3)
     assert [(body, props.headers["h"]) for _, _, props, body in got] == [
         (b"v0", "0"), (b"v1", "1"), (b"v2", "2")]
+
+
+def test_auto_created_topic_and_records_survive_a_restart(tmp_path: Any) -> None:
+    """Auto-creation goes through the vhost's declare path, so the stream is recorded."""
+    kafka = pytest.importorskip("kafka")
+    proc = BrokerProcess(tmp_path / "data", kafka=True).start()
+    try:
+        topic = name("kept")
+        producer = kafka_python_producer(proc, acks="all")
+        try:
+            for i in range(3):
+                producer.send(topic, value=b"r%d" % i, key=b"k", timestamp_ms=TS + i)
+            producer.flush(timeout=30)
+        finally:
+            producer.close(timeout=10)
+        proc.restart()
+        consumer = kafka.KafkaConsumer(bootstrap_servers=proc.kafka_bootstrap)
+        try:
+            tp = kafka.TopicPartition(topic, 0)
+            assert consumer.end_offsets([tp]) == {tp: 3}
+        finally:
+            consumer.close()
+        got = read_amqp(proc, topic, 3)
+        assert [(off, body, props.headers["x-message-key"]) for _, off, props, body in got] == [
+            (i, b"r%d" % i, "k") for i in range(3)]
+    finally:
+        proc.stop()
+    assert proc.tracebacks() == []
