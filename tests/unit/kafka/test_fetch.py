@@ -221,3 +221,16 @@ def test_cancelled_wait_drops_timer_and_hook(broker: Broker) -> None:
         await asyncio.sleep(0)
         assert stream(broker).on_append == []
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("key,value,headers", [
+    (None, None, []), (b"", b"", []), (b"k" * 300, b"v" * 70000, []),
+    (b"k", b"v", [("h", b"1"), ("ünï", None), ("x" * 200, b"y" * 200)]),
+])
+def test_record_size_is_an_upper_bound(key: bytes | None, value: bytes | None,
+                                       headers: list[tuple[str, bytes | None]]) -> None:
+    records = [(offset, 1700000000000 + offset * 99999, key, value, headers)
+               for offset in (5, 9, 2**30)]
+    batch = codec.write_batch_at(records)
+    assert len(batch) <= codec.BATCH_OVERHEAD + 3 * codec.record_size(key, value, headers)
+    assert len(codec.write_batch_at(records[:1])) >= codec.BATCH_OVERHEAD
