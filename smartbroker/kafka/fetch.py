@@ -1,4 +1,5 @@
-"""Kafka Fetch (v4-12) on stream queues, with long-poll that never blocks the loop.
+"""Kafka Fetch (v4-16; from v13 topics are named by the id Metadata gives) on stream
+queues, with long-poll that never blocks the loop.
 
 A Fetch reads each requested partition from its fetch offset, up to its partition max
 bytes and the request's max bytes (the first record of the first partition with data is
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,19 +38,23 @@ _FULL_EPOCHS = (0, -1)  # FetchMetadata.INITIAL_EPOCH and FINAL_EPOCH: not incre
 class _Wanted:
     """One requested partition and what reading it found."""
 
-    topic: str
+    topic: str | None  # None: a v13+ topic id that names no stream
     partition: int
     offset: int
     max_bytes: int
     queue: Any = None  # the stream queue, None for an unknown topic or partition
+    topic_id: uuid.UUID | None = None  # v13+: how the request named the topic
 
 
 class Fetcher:
     """Fetch for the listener's handlers: reads stream partitions of the Kafka vhost."""
 
-    def __init__(self, broker: Broker, vhost: str) -> None:
+    def __init__(self, broker: Broker, vhost: str,
+                 topic_id: Callable[[str], uuid.UUID]) -> None:
         self.broker = broker
         self.vhost = vhost
+        self.topic_id = topic_id  # the id Metadata gives a topic (handlers.py)
+        self._names: dict[uuid.UUID, str] = {}  # topic id -> name, rebuilt on a miss
 
     def fetch(self, request: Request, session: Any) -> Any:
         """The response body, or a future of it when the request waits for data."""
@@ -59,42 +65,58 @@ class Fetcher:
             return cls(version=version, throttle_time_ms=0,
                        error_code=ErrorCode.FETCH_SESSION_ID_NOT_FOUND, session_id=0,
                        responses=[])
-        wanted = self._wanted(body.topics)
+        wanted = self._wanted(body.topics, version >= 13)
         response, readable, failed = self._read(cls, version, wanted, body.max_bytes)
         if (failed or readable >= body.min_bytes or body.max_wait_ms <= 0 or not wanted):
             return response
         return _Waiting(self, cls, version, wanted, body).future
 
-    def _wanted(self, topics: Any) -> list[_Wanted]:
+    def _wanted(self, topics: Any, by_id: bool) -> list[_Wanted]:
         vhost = self.broker.vhosts.get(self.vhost)
         queues = vhost.queues if vhost is not None else {}
         out = []
         for topic in topics:
-            queue = queues.get(topic.topic)
+            if by_id:
+                topic_id: uuid.UUID | None = topic.topic_id
+                name = self._name_of(topic.topic_id, queues)
+            else:
+                topic_id, name = None, topic.topic
+            queue = queues.get(name) if name is not None else None
             if queue is not None and not queue.capabilities.offset_log:
                 queue = None  # a classic queue is not a topic
             for part in topic.partitions:
                 found = queue if queue is not None and 0 <= part.partition < len(queue.logs) else None
-                out.append(_Wanted(topic.topic, part.partition, part.fetch_offset,
-                                   part.partition_max_bytes, found))
+                out.append(_Wanted(name, part.partition, part.fetch_offset,
+                                   part.partition_max_bytes, found, topic_id))
         return out
+
+    def _name_of(self, topic_id: uuid.UUID, queues: Any) -> str | None:
+        """The stream a v13+ Fetch names by id (the cache is rebuilt when an id is new)."""
+        name = self._names.get(topic_id)
+        if name is None or name not in queues:
+            self._names = {self.topic_id(n): n for n, q in list(queues.items())
+                           if q.capabilities.offset_log}
+            name = self._names.get(topic_id)
+        return name
 
     def _read(self, cls: Any, version: int, wanted: list[_Wanted],
               max_bytes: int) -> tuple[Any, int, bool]:
         """(response, record bytes in it, whether a partition failed)."""
         pdata = cls.FetchableTopicResponse.PartitionData
         topics: list[Any] = []
-        by_name: dict[str, list[Any]] = {}
+        by_topic: dict[tuple[str | None, uuid.UUID | None], list[Any]] = {}
         total = 0
         failed = False
         for w in wanted:
-            parts = by_name.get(w.topic)
+            parts = by_topic.get((w.topic, w.topic_id))
             if parts is None:
-                parts = by_name[w.topic] = []
-                topics.append(cls.FetchableTopicResponse(topic=w.topic, partitions=parts))
+                parts = by_topic[w.topic, w.topic_id] = []
+                topics.append(cls.FetchableTopicResponse(topic=w.topic, topic_id=w.topic_id,
+                                                         partitions=parts))
             queue = w.queue
             if queue is None or queue.deleted:
-                parts.append(self._error(pdata, w, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                parts.append(self._error(pdata, w, ErrorCode.UNKNOWN_TOPIC_ID if w.topic is None
+                                         else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 failed = True
                 continue
             first, high = queue.bounds(w.partition)

@@ -28,7 +28,7 @@ from smartbroker.kafka.protocol import KafkaProtocolError
 SUPPORTED: dict[int, tuple[int, int]] = {
     codec.API_VERSIONS: (0, 4),
     codec.METADATA: (0, 12),
-    codec.FETCH: (4, 12),  # v13+ name topics by id
+    codec.FETCH: (4, 16),
     produce.PRODUCE: produce.VERSIONS,
     offsets.LIST_OFFSETS: offsets.VERSIONS,
 }
@@ -83,7 +83,7 @@ class KafkaHandlers:
     def __init__(self, broker: Broker, node: Node) -> None:
         self.broker = broker
         self.node = node
-        self.fetcher = Fetcher(broker, node.vhost)
+        self.fetcher = Fetcher(broker, node.vhost, self.topic_id)
         self.streams = produce.Topics(broker, node.vhost, valid_topic_name)
         self.producer = produce.Producer(broker, self.streams)
         self.lister = offsets.OffsetLister(self.streams)
@@ -123,7 +123,11 @@ class KafkaHandlers:
             return None  # a queue leaves vhost.queues before it is deleted
         # TODO(issue 14): a topic id stored with the stream, so that a topic deleted and
         # created again gets a new one, as in Kafka; derived from the name until then
-        return Topic(name, len(queue.logs), uuid.uuid5(_TOPIC_IDS, f"{self.node.vhost}\0{name}"))
+        return Topic(name, len(queue.logs), self.topic_id(name))
+
+    def topic_id(self, name: str) -> uuid.UUID:
+        """What Metadata calls the topic, and Fetch v13+ names it by."""
+        return uuid.uuid5(_TOPIC_IDS, f"{self.node.vhost}\0{name}")
 
     # -- ApiVersions -----------------------------------------------------------------------
 

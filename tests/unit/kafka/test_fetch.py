@@ -5,6 +5,7 @@ append or by max_wait_ms, its hooks gone afterwards)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,17 +56,24 @@ def publish(broker: Broker, partition: int, body: bytes) -> None:
 def request(version: int = 11, *, offset: int = 0, partition: int = 0, topic: str = "orders",
             max_wait_ms: int = 0, min_bytes: int = 1, max_bytes: int = 1 << 20,
             partition_max_bytes: int = 1 << 20, session_id: int = 0, session_epoch: int = -1,
-            partitions: list[tuple[int, int]] | None = None) -> bytes:
+            partitions: list[tuple[int, int]] | None = None,
+            topic_id: uuid.UUID | None = None) -> bytes:
     parts = [P(partition=p, current_leader_epoch=-1, fetch_offset=o, log_start_offset=-1,
                last_fetched_epoch=-1, partition_max_bytes=partition_max_bytes)
              for p, o in (partitions or [(partition, offset)])]
     r = FetchRequest(version=version, replica_id=-1, max_wait_ms=max_wait_ms,
                      min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=0,
                      session_id=session_id, session_epoch=session_epoch,
-                     topics=[T(topic=topic, partitions=parts)], forgotten_topics_data=[],
+                     topics=[T(topic=topic, topic_id=topic_id or topic_uuid(topic),
+                               partitions=parts)], forgotten_topics_data=[],
                      rack_id="")
     r.with_header(correlation_id=1, client_id="t")
     return bytes(r.encode(header=True, framed=True))
+
+
+def topic_uuid(name: str) -> uuid.UUID:
+    """The id Metadata gives ``name`` (what a v13+ Fetch names it by)."""
+    return KafkaHandlers(Broker(Config()), Node("h", 9092, "c", "/")).topic_id(name)
 
 
 def handlers(broker: Broker) -> KafkaHandlers:
@@ -96,7 +104,7 @@ def only(resp: Any) -> Any:
     return part
 
 
-@pytest.mark.parametrize("version", [4, 5, 7, 11, 12])
+@pytest.mark.parametrize("version", [4, 5, 7, 11, 12, 13, 15, 16])
 def test_records_from_the_offset_with_watermarks(broker: Broker, version: int) -> None:
     for i in range(5):
         publish(broker, 1, b"m%d" % i)
@@ -234,3 +242,17 @@ def test_record_size_is_an_upper_bound(key: bytes | None, value: bytes | None,
     batch = codec.write_batch_at(records)
     assert len(batch) <= codec.BATCH_OVERHEAD + 3 * codec.record_size(key, value, headers)
     assert len(codec.write_batch_at(records[:1])) >= codec.BATCH_OVERHEAD
+
+
+def test_v13_names_topics_by_the_id_metadata_gives(broker: Broker) -> None:
+    publish(broker, 0, b"x")
+    resp = fetch(broker, request(13))
+    [topic] = resp.responses
+    assert topic.topic_id == topic_uuid("orders")
+    assert [r.value for r in codec.read_records(topic.partitions[0].records)] == [b"x"]
+    unknown = uuid.uuid4()
+    resp = fetch(broker, request(16, topic_id=unknown, max_wait_ms=500))
+    assert resp.responses[0].topic_id == unknown
+    assert only(resp).error_code == 100  # UNKNOWN_TOPIC_ID
+    resp = fetch(broker, request(13, topic_id=topic_uuid("classic")))
+    assert only(resp).error_code == 100  # a classic queue is no topic, whatever its id

@@ -60,7 +60,7 @@ def test_api_versions_advertises_exactly_the_handlers(broker: Broker) -> None:
     resp = ask(handlers(broker), 18, 0, b"")
     assert resp.error_code == 0
     assert {(k.api_key, k.min_version, k.max_version) for k in resp.api_keys} == {
-        (18, 0, 4), (3, 0, 12), (1, 4, 12), (0, 3, 10), (2, 1, 7)}
+        (18, 0, 4), (3, 0, 12), (1, 4, 16), (0, 3, 10), (2, 1, 7)}
 
 
 def test_api_versions_v3(broker: Broker) -> None:
