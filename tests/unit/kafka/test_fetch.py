@@ -57,12 +57,12 @@ def request(version: int = 11, *, offset: int = 0, partition: int = 0, topic: st
             max_wait_ms: int = 0, min_bytes: int = 1, max_bytes: int = 1 << 20,
             partition_max_bytes: int = 1 << 20, session_id: int = 0, session_epoch: int = -1,
             partitions: list[tuple[int, int]] | None = None,
-            topic_id: uuid.UUID | None = None) -> bytes:
+            topic_id: uuid.UUID | None = None, isolation_level: int = 0) -> bytes:
     parts = [P(partition=p, current_leader_epoch=-1, fetch_offset=o, log_start_offset=-1,
                last_fetched_epoch=-1, partition_max_bytes=partition_max_bytes)
              for p, o in (partitions or [(partition, offset)])]
     r = FetchRequest(version=version, replica_id=-1, max_wait_ms=max_wait_ms,
-                     min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=0,
+                     min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level,
                      session_id=session_id, session_epoch=session_epoch,
                      topics=[T(topic=topic, topic_id=topic_id or topic_uuid(topic),
                                partitions=parts)], forgotten_topics_data=[],
@@ -256,3 +256,19 @@ def test_v13_names_topics_by_the_id_metadata_gives(broker: Broker) -> None:
     assert only(resp).error_code == 100  # UNKNOWN_TOPIC_ID
     resp = fetch(broker, request(13, topic_id=topic_uuid("classic")))
     assert only(resp).error_code == 100  # a classic queue is no topic, whatever its id
+
+
+def test_closing_a_session_is_a_plain_full_fetch(broker: Broker) -> None:
+    publish(broker, 0, b"x")
+    resp = fetch(broker, request(session_id=77, session_epoch=-1))  # FINAL_EPOCH
+    assert (resp.error_code, resp.session_id) == (0, 0)
+    assert len(codec.read_records(only(resp).records)) == 1
+
+
+def test_read_committed_reads_what_read_uncommitted_reads(broker: Broker) -> None:
+    """No transactions yet: everything is committed, the LSO is the high watermark."""
+    for i in range(3):
+        publish(broker, 0, b"%d" % i)
+    part = only(fetch(broker, request(isolation_level=1)))
+    assert (part.last_stable_offset, part.high_watermark, part.aborted_transactions) == (3, 3, [])
+    assert len(codec.read_records(part.records)) == 3
