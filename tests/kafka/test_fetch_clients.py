@@ -353,3 +353,35 @@ def test_kafka_produced_records_come_back_whole_and_wake_a_waiting_fetch(
     r = first[0]
     assert (r.offset, r.key, r.value, r.timestamp) == (0, b"\x00key", b"first", 1600000000123)
     assert list(r.headers) == headers
+
+
+def test_retention_moves_the_log_start(kafka_broker: BrokerProcess) -> None:
+    """Records retention deleted are gone: a Fetch below the new log start is out of range,
+    one at it reads on from there (retention runs every second)."""
+    from tests.integration.helpers import eventually
+
+    name = f"retained-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments={
+        "x-queue-type": "stream", "x-max-length-bytes": 20_000,
+        "x-stream-max-segment-size-bytes": 4096})
+    try:
+        publish(kafka_broker, name, [("k", b"x" * 1024)] * 100)
+        with connect(kafka_broker) as sock:
+            def first_fetch_error() -> int:
+                send(sock, fetch_request(name, 0), 1)
+                return receive(sock, FetchResponse, 11)[1].responses[0].partitions[0].error_code
+            eventually(lambda: first_fetch_error() == 1, timeout=10)
+            end = 100
+            send(sock, fetch_request(name, end), 2)  # at the end: log start and HW, no error
+            part = receive(sock, FetchResponse, 11)[1].responses[0].partitions[0]
+            assert (part.error_code, part.high_watermark) == (0, end)
+            start = part.log_start_offset
+            assert 0 < start < end
+            send(sock, fetch_request(name, start), 3)
+            part = receive(sock, FetchResponse, 11)[1].responses[0].partitions[0]
+        assert codec.read_records(part.records)[0].offset == start
+    finally:
+        ch.queue_delete(name)
+        conn.close()
