@@ -92,13 +92,18 @@ class KafkaClientProtocol(asyncio.Protocol):
             self.waiting.discard(f)
             if f.cancelled() or self.transport is None:
                 return
-            exc = f.exception()
-            if exc is not None:
+            try:
+                body = f.result()
+                if body is NO_RESPONSE:
+                    data = self.conn.no_response(request)
+                else:
+                    data = self.conn.send_response(request, body)
+            except Exception as exc:  # a handler bug, as in data_received: one line, close
                 log.error("closing Kafka connection %s: %s: %s", self.session.peer,
                           type(exc).__name__, exc)
+                log.debug("handler failure", exc_info=True)
                 self._close([])
                 return
-            data = self.conn.send_response(request, f.result())
             if data:
                 self.transport.write(data)
             if self.paused and self.conn.in_flight < MAX_IN_FLIGHT:

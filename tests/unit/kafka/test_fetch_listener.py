@@ -5,6 +5,7 @@ or stream hook left), reading pauses while too many responses are owed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from typing import Any
 
@@ -121,3 +122,19 @@ def test_reading_pauses_while_many_responses_are_owed(monkeypatch: Any) -> None:
         await asyncio.sleep(0)
         assert not t.paused and correlation_ids(t.writes) == [1, 2, 3]
     asyncio.run(run())
+
+
+def test_a_failing_deferred_answer_closes_with_one_line(caplog: Any) -> None:
+    async def run() -> None:
+        p, t, queue = setup()
+        p.data_received(fetch(1))
+        future = next(iter(p.waiting))
+        with caplog.at_level(logging.INFO, logger="smartbroker.kafka"):
+            future.set_exception(RuntimeError("boom"))
+            await asyncio.sleep(0)
+        assert t.closed and t.writes == []
+    asyncio.run(run())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "closing Kafka connection 10.0.0.9:5555: RuntimeError: boom"]
+    assert all(r.exc_info is None for r in errors)
