@@ -5,6 +5,8 @@ append or by max_wait_ms, its hooks gone afterwards)."""
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -272,3 +274,31 @@ def test_read_committed_reads_what_read_uncommitted_reads(broker: Broker) -> Non
     part = only(fetch(broker, request(isolation_level=1)))
     assert (part.last_stable_offset, part.high_watermark, part.aborted_transactions) == (3, 3, [])
     assert len(codec.read_records(part.records)) == 3
+
+
+def _library_batch(records: list[Any]) -> bytes:
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    base = records[0][0]
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=2**31 - 1)
+    for offset, timestamp, key, value, headers in records:
+        builder.append(offset - base, timestamp=timestamp, key=key, value=value, headers=headers)
+    batch = builder.build()
+    struct.pack_into(">q", batch, 0, base)
+    return bytes(batch)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_write_batch_at_is_byte_for_byte_the_library_builder(seed: int) -> None:
+    rnd = random.Random(seed)
+    offset, records = rnd.randrange(0, 2**40), []
+    for _ in range(rnd.randrange(1, 40)):
+        offset += rnd.choice([1, 1, 2, 300, 20000])  # compaction gaps, varints of every width
+
+        def blob() -> bytes | None:
+            return rnd.choice([None, b"", rnd.randbytes(rnd.choice([1, 127, 128, 20000]))])
+        headers = [(rnd.choice(["h", "ünï", "x" * 200]), blob()) for _ in range(rnd.randrange(3))]
+        records.append((offset, 1700000000000 + rnd.randrange(-10**7, 10**7), blob(), blob(),
+                        headers))
+    assert codec.write_batch_at(records) == _library_batch(records)
