@@ -11,12 +11,10 @@ Consumer groups live in ``groups.py``.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
-from pathlib import Path
 from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
@@ -57,9 +55,8 @@ from smartbroker.queues.stream_records import (
     encode_record,
     message_key,
 )
+from smartbroker.queues.stream_storage import open_log, stream_directory
 from smartbroker.store.api import Record
-from smartbroker.store.log import SegmentLog
-from smartbroker.store.memory import MemoryLog
 
 READ_BATCH = 128
 
@@ -128,7 +125,7 @@ class StreamQueue:
         self.deleted = False
         self.last_used = time.monotonic()
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
-        self.directory = self._directory()
+        self.directory = stream_directory(storage, vhost, name)
         # before the logs open: a directory with logs but no record is a legacy stream
         self.partitioner = choose(self.directory, fsync=storage is not None and storage.fsync != "never")
         self._partition_of = PARTITION_OF[self.partitioner]
@@ -152,28 +149,8 @@ class StreamQueue:
         return cls(spec.name, spec.vhost, arguments=spec.arguments, host=host,
                    settings=settings, storage=storage, policy=spec.policy)
 
-    # -- storage ---------------------------------------------------------------------------
-    def _directory(self) -> Path | None:
-        if self.storage is None:
-            return None
-        root = self.storage.data_dir
-        digest = hashlib.sha1(f"{self.vhost}\x00{self.name}".encode()).hexdigest()[:20]
-        path = Path(root) / "streams" / digest
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "name").write_text(f"{self.vhost}\n{self.name}\n")
-        return path
-
     def _open_log(self, name: str, segment_bytes: int | None = None) -> Any:
-        size = segment_bytes or self.stream.segment_bytes
-        if self.directory is None:
-            return MemoryLog(segment_bytes=size)
-        storage = self.storage
-        assert storage is not None
-        executors = storage.executors
-        if executors is None:
-            return SegmentLog(self.directory / name, fsync=storage.fsync, segment_bytes=size)
-        return SegmentLog(self.directory / name, fsync=storage.fsync, segment_bytes=size,
-                          executor=executors.fsync, handles=executors.handles)
+        return open_log(self.directory, self.storage, name, segment_bytes or self.stream.segment_bytes)
 
     # -- counts ----------------------------------------------------------------------------
     @property
