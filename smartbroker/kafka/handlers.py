@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import codec, offsets, produce
+from smartbroker.kafka import admin, codec, offsets, produce
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.fetch import Fetcher
@@ -31,6 +31,9 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     codec.FETCH: (4, 16),
     produce.PRODUCE: produce.VERSIONS,
     offsets.LIST_OFFSETS: offsets.VERSIONS,
+    admin.CREATE_TOPICS: admin.CREATE_VERSIONS,
+    admin.DELETE_TOPICS: admin.DELETE_VERSIONS,
+    admin.DESCRIBE_CONFIGS: admin.DESCRIBE_VERSIONS,
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -87,12 +90,16 @@ class KafkaHandlers:
         self.streams = produce.Topics(broker, node.vhost, valid_topic_name)
         self.producer = produce.Producer(broker, self.streams)
         self.lister = offsets.OffsetLister(self.streams)
+        self.admin = admin.TopicAdmin(broker, self.streams, self.topic_id)
         self.table: dict[int, Callable[[Request, Session], Any]] = {
             codec.API_VERSIONS: self.api_versions,
             codec.METADATA: self.metadata,
             codec.FETCH: self.fetcher.fetch,
             produce.PRODUCE: self.producer.produce,
             offsets.LIST_OFFSETS: self.lister.list_offsets,
+            admin.CREATE_TOPICS: self.admin.create_topics,
+            admin.DELETE_TOPICS: self.admin.delete_topics,
+            admin.DESCRIBE_CONFIGS: self.admin.describe_configs,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 

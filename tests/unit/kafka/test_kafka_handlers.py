@@ -60,12 +60,13 @@ def test_api_versions_advertises_exactly_the_handlers(broker: Broker) -> None:
     resp = ask(handlers(broker), 18, 0, b"")
     assert resp.error_code == 0
     assert {(k.api_key, k.min_version, k.max_version) for k in resp.api_keys} == {
-        (18, 0, 4), (3, 0, 12), (1, 4, 16), (0, 3, 10), (2, 1, 7)}
+        (18, 0, 4), (3, 0, 12), (1, 4, 16), (0, 3, 10), (2, 1, 7), (19, 2, 7), (20, 1, 6),
+        (32, 0, 4)}
 
 
 def test_api_versions_v3(broker: Broker) -> None:
     resp = ask(handlers(broker), 18, 3, b"\x02c\x021\x00")
-    assert {k.api_key for k in resp.api_keys} == {18, 3, 1, 0, 2}
+    assert {k.api_key for k in resp.api_keys} == {18, 3, 1, 0, 2, 19, 20, 32}
 
 
 def test_metadata_all_topics_are_the_streams(broker: Broker) -> None:

@@ -1,0 +1,263 @@
+"""Topic administration: CreateTopics, DeleteTopics and DescribeConfigs.
+
+A topic is a durable stream queue of the Kafka vhost, so these go through the paths AMQP
+takes: CreateTopics is ``VirtualHost.declare_queue`` (persisted, visible over AMQP and
+HTTP), DeleteTopics is ``VirtualHost.delete_queue`` (queue.delete's path). Configs are the
+stream's arguments (``configs.py`` maps them).
+
+A name held by a classic queue is not a topic: CreateTopics says TOPIC_ALREADY_EXISTS (the
+name is taken, which is what Kafka says for a taken name; the message says it is a classic
+queue), DeleteTopics and DescribeConfigs say UNKNOWN_TOPIC_OR_PARTITION, as Metadata does
+not list it. One node is every replica: replication factor -1 or 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from smartbroker.broker.core import Broker
+from smartbroker.errors import AMQPError
+from smartbroker.kafka import codec, configs
+from smartbroker.kafka.codec import Request
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.produce import STREAM_ARGUMENTS, Topics
+from smartbroker.queues.stream_args import StreamSettings
+
+log = logging.getLogger("smartbroker.kafka")
+CREATE_TOPICS, CREATE_VERSIONS = 19, (2, 7)
+DELETE_TOPICS, DELETE_VERSIONS = 20, (1, 6)
+DESCRIBE_CONFIGS, DESCRIBE_VERSIONS = 32, (0, 4)
+TOPIC, BROKER = 2, 4  # DescribeConfigs resource types
+MAX_PARTITIONS = 1024  # StreamSettings' limit on x-partitions
+_NO_UUID = uuid.UUID(int=0)
+
+
+class TopicError(Exception):
+    """One topic refused: its Kafka error code and message."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TopicAdmin:
+    """The admin handlers of one listener."""
+
+    def __init__(self, broker: Broker, streams: Topics,
+                 topic_id: Callable[[str], uuid.UUID]) -> None:
+        self.broker = broker
+        self.streams = streams  # the vhost's name and Kafka's topic name rule
+        self.topic_id = topic_id
+
+    def _vhost(self) -> Any:
+        vhost = self.broker.vhosts.get(self.streams.vhost)
+        if vhost is None:
+            raise TopicError(ErrorCode.UNKNOWN_SERVER_ERROR,
+                             f"the Kafka vhost {self.streams.vhost!r} does not exist")
+        return vhost
+
+    def _stream(self, name: str) -> Any:
+        """The stream queue of an existing topic; TopicError 3 otherwise."""
+        vhost = self._vhost()
+        queue = vhost.queues.get(name)
+        if queue is None or not queue.capabilities.offset_log:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             "This server does not host this topic-partition."
+                             if queue is None else f"{name!r} is a classic queue, not a topic")
+        return queue
+
+    # -- CreateTopics ----------------------------------------------------------------------
+
+    def create_topics(self, request: Request, session: Any) -> Any:
+        body = request.body
+        cls = codec.response_class(CREATE_TOPICS)
+        names = [t.name for t in body.topics]
+        results = []
+        for topic in body.topics:
+            try:
+                if names.count(topic.name) > 1:
+                    raise TopicError(ErrorCode.INVALID_REQUEST,
+                                     f"Create topics request from client contains multiple "
+                                     f"entries for the following topics: {topic.name}")
+                queue, arguments, partitions = self._create(topic, bool(body.validate_only))
+            except TopicError as exc:
+                results.append(self._created(cls, topic.name, exc.code, str(exc)))
+                continue
+            results.append(self._created(cls, topic.name, ErrorCode.NONE, None,
+                                         arguments, partitions))
+        return cls(version=request.api_version, throttle_time_ms=0, topics=results)
+
+    def _create(self, topic: Any, validate_only: bool) -> tuple[Any, dict[str, Any], int]:
+        """Check one CreatableTopic and (unless ``validate_only``) declare its stream."""
+        name = topic.name
+        if not self.streams.valid_name(name) or name.startswith("amq."):
+            raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                             f"Topic name {name!r} is illegal: 1-249 characters of "
+                             "[a-zA-Z0-9._-], not '.' or '..', and not amq.* (reserved)")
+        vhost = self._vhost()
+        existing = vhost.queues.get(name)
+        if existing is not None:
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS,
+                             f"Topic '{name}' already exists." if existing.capabilities.offset_log
+                             else f"'{name}' is the name of a classic queue in vhost "
+                                  f"'{vhost.name}'")
+        partitions = self._partitions(topic)
+        try:
+            arguments = configs.to_arguments((c.name, c.value) for c in topic.configs)
+        except configs.ConfigError as exc:
+            raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from None
+        arguments = {**STREAM_ARGUMENTS, "x-partitions": partitions, **arguments}
+        try:
+            if validate_only:  # what declare_queue would refuse, without declaring
+                StreamSettings.parse(name, vhost.name, True, False, False, arguments)
+                return None, arguments, partitions
+            queue, _ = vhost.declare_queue(name, durable=True, arguments=arguments)
+        except AMQPError as exc:
+            raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from None
+        log.info("Kafka topic %r created as a stream of %d partition(s) in vhost %r",
+                 name, partitions, vhost.name)
+        return queue, arguments, partitions
+
+    @staticmethod
+    def _partitions(topic: Any) -> int:
+        """The partition count, from num_partitions or a manual assignment (all on us)."""
+        assignments = topic.assignments or []
+        rf = topic.replication_factor
+        if assignments:
+            if topic.num_partitions != -1 or rf != -1:
+                raise TopicError(ErrorCode.INVALID_REQUEST, "Both numPartitions or "
+                                 "replicationFactor and replicasAssignments were set. "
+                                 "Both cannot be used at the same time.")
+            indexes = sorted(a.partition_index for a in assignments)
+            if indexes != list(range(len(indexes))):
+                raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                                 "Partitions should be a consecutive 0-based integer sequence")
+            for a in assignments:
+                if list(a.broker_ids) != [0]:
+                    raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                                     f"partition {a.partition_index}: this single node "
+                                     f"(broker 0) is the only replica, got {a.broker_ids}")
+            partitions = len(indexes)
+        else:
+            partitions = 1 if topic.num_partitions == -1 else topic.num_partitions
+            if rf == 0 or rf < -1:
+                raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                                 "Replication factor must be larger than 0, or -1 to use "
+                                 "the default value.")
+            if rf > 1:
+                raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                                 f"Unable to replicate the partition {rf} time(s): The target "
+                                 f"replication factor of {rf} cannot be reached because only "
+                                 "1 broker(s) are registered.")
+        if partitions <= 0:
+            raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                             "Number of partitions was set to an invalid non-positive value.")
+        if partitions > MAX_PARTITIONS:
+            raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                             f"Number of partitions {partitions} is over smartbroker's "
+                             f"limit of {MAX_PARTITIONS}")
+        return partitions
+
+    def _created(self, cls: Any, name: str, code: ErrorCode, message: str | None,
+                 arguments: dict[str, Any] | None = None, partitions: int = -1) -> Any:
+        result = cls.CreatableTopicResult
+        entry = result.CreatableTopicConfigs
+        described = [] if arguments is None else configs.describe(arguments)
+        return result(name=name, topic_id=self.topic_id(name) if code == 0 else _NO_UUID,
+                      error_code=code, error_message=message, topic_config_error_code=0,
+                      num_partitions=partitions, replication_factor=1 if code == 0 else -1,
+                      configs=[entry(name=e.name, value=e.value, read_only=False,
+                                     config_source=e.source, is_sensitive=False)
+                               for e in described] if code == 0 else None)
+
+    # -- DeleteTopics ----------------------------------------------------------------------
+
+    def delete_topics(self, request: Request, session: Any) -> Any:
+        body = request.body
+        cls = codec.response_class(DELETE_TOPICS)
+        if request.api_version >= 6:
+            wanted = [(t.name, t.topic_id) for t in body.topics]
+        else:
+            wanted = [(name, None) for name in body.topic_names]
+        results = []
+        for name, tid in wanted:
+            code, message = ErrorCode.NONE, None
+            try:
+                name = self._named(name, tid)
+                self._stream(name)
+                self._vhost().delete_queue(name)
+                log.info("Kafka topic %r deleted from vhost %r", name, self.streams.vhost)
+            except TopicError as exc:
+                code, message = exc.code, str(exc)
+            except AMQPError as exc:  # not expected for a durable stream
+                code, message = ErrorCode.UNKNOWN_SERVER_ERROR, str(exc)
+            results.append(cls.DeletableTopicResult(
+                name=name, topic_id=tid if tid is not None and name is None
+                else (self.topic_id(name) if code == 0 and name else _NO_UUID),
+                error_code=code, error_message=message))
+        return cls(version=request.api_version, throttle_time_ms=0, responses=results)
+
+    def _named(self, name: str | None, tid: uuid.UUID | None) -> str:
+        """The topic's name, given its name or (v6, name null) its id."""
+        if name is not None:
+            return name
+        vhost = self._vhost()
+        for qname, queue in list(vhost.queues.items()):
+            if (queue.capabilities.offset_log and self.streams.valid_name(qname)
+                    and self.topic_id(qname) == tid):
+                return qname
+        raise TopicError(ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID.")
+
+    # -- DescribeConfigs -------------------------------------------------------------------
+
+    def describe_configs(self, request: Request, session: Any) -> Any:
+        body = request.body
+        cls = codec.response_class(DESCRIBE_CONFIGS)
+        result = cls.DescribeConfigsResult
+        results = []
+        for res in body.resources:
+            code, message, entries = ErrorCode.NONE, None, []
+            try:
+                entries = self._resource(res.resource_type, res.resource_name,
+                                         res.configuration_keys)
+            except TopicError as exc:
+                code, message = exc.code, str(exc)
+            results.append(result(
+                error_code=code, error_message=message, resource_type=res.resource_type,
+                resource_name=res.resource_name,
+                configs=[self._config(result.DescribeConfigsResourceResult, e, read_only)
+                         for e, read_only in entries]))
+        return cls(version=request.api_version, throttle_time_ms=0, results=results)
+
+    def _resource(self, kind: int, name: str,
+                  keys: list[str] | None) -> list[tuple[configs.Entry, bool]]:
+        if kind == TOPIC:
+            if not self.streams.valid_name(name):
+                raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name {name!r} is illegal")
+            return [(e, False) for e in configs.describe(self._stream(name).arguments, keys)]
+        if kind == BROKER:
+            if name not in ("", "0"):
+                raise TopicError(ErrorCode.INVALID_REQUEST,
+                                 f"Unexpected broker id, expected 0 but received {name}")
+            entries = self._broker_configs()
+            return [(e, True) for e in entries if keys is None or e.name in keys]
+        raise TopicError(ErrorCode.INVALID_REQUEST,
+                         f"resource type {kind} is not supported (topics: 2, brokers: 4)")
+
+    def _broker_configs(self) -> list[configs.Entry]:
+        """The few broker settings this broker has in Kafka's terms (all read-only)."""
+        auto = "true" if self.broker.config.kafka_auto_create_topics else "false"
+        return [configs.Entry("auto.create.topics.enable", auto, auto == "true", 1),
+                configs.Entry("num.partitions", "1", True, configs.INT),
+                configs.Entry("default.replication.factor", "1", True, 4)]
+
+    @staticmethod
+    def _config(cls: Any, e: configs.Entry, read_only: bool) -> Any:
+        return cls(name=e.name, value=e.value, read_only=read_only,
+                   config_source=e.source if not read_only or e.is_default
+                   else configs.SOURCE_STATIC_BROKER,
+                   is_default=e.is_default, is_sensitive=False, synonyms=[],
+                   config_type=e.config_type, documentation=None)

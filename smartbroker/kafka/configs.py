@@ -1,0 +1,185 @@
+"""Topic configs <-> stream queue arguments, both ways.
+
+A topic's configs are stored nowhere but in its stream's declaration arguments, so a
+topic created by Kafka and a stream declared over AMQP describe the same way:
+
+================== ==================================== =========================
+Kafka config       queue argument                        unset (our default)
+================== ==================================== =========================
+retention.ms       x-max-age (whole seconds, as "7D")    -1: kept for ever
+retention.bytes    x-max-length-bytes (per partition)    -1: no size limit
+segment.bytes      x-stream-max-segment-size-bytes       500000000
+cleanup.policy     x-cleanup-policy                      delete
+delete.retention.ms x-delete-retention                   86400000 (1D)
+================== ==================================== =========================
+
+An unset config describes as what the stream actually does (a stream without
+``x-max-age`` keeps everything: -1, not Kafka's seven days), marked as the default.
+Any other config is refused with INVALID_CONFIG: an unknown name, or one Kafka knows that
+this broker does not implement (said so in the message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from smartbroker.queues.stream_args import CLEANUP_POLICIES, parse_age
+
+# Kafka's ConfigType (DescribeConfigs v3+) and ConfigSource numbers
+LONG, INT, LIST = 5, 3, 7
+SOURCE_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
+
+# Kafka topic configs this broker does not implement: named in the refusal
+KAFKA_TOPIC_CONFIGS = frozenset({
+    "compression.type", "file.delete.delay.ms", "flush.messages", "flush.ms",
+    "follower.replication.throttled.replicas", "index.interval.bytes",
+    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
+    "max.compaction.lag.ms", "max.message.bytes", "message.downconversion.enable",
+    "message.format.version", "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms",
+    "message.timestamp.type", "min.cleanable.dirty.ratio", "min.compaction.lag.ms",
+    "min.insync.replicas", "preallocate", "remote.storage.enable", "segment.index.bytes",
+    "segment.jitter.ms", "segment.ms", "unclean.leader.election.enable",
+})
+_UNITS = (("D", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_INT32_MAX = 2**31 - 1
+
+
+class ConfigError(ValueError):
+    """A config refused: INVALID_CONFIG with this message."""
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """One supported config: its queue argument, type and what an unset one means."""
+
+    name: str
+    argument: str
+    config_type: int
+    default: str
+
+
+MAPPED: dict[str, Mapped] = {m.name: m for m in (
+    Mapped("retention.ms", "x-max-age", LONG, "-1"),
+    Mapped("retention.bytes", "x-max-length-bytes", LONG, "-1"),
+    Mapped("segment.bytes", "x-stream-max-segment-size-bytes", INT, "500000000"),
+    Mapped("cleanup.policy", "x-cleanup-policy", LIST, "delete"),
+    Mapped("delete.retention.ms", "x-delete-retention", LONG, "86400000"),
+)}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A config as DescribeConfigs (and CreateTopics v5+) shows it."""
+
+    name: str
+    value: str
+    is_default: bool
+    config_type: int
+
+    @property
+    def source(self) -> int:
+        return SOURCE_DEFAULT if self.is_default else SOURCE_TOPIC
+
+
+def age_string(ms: int) -> str:
+    """Milliseconds as RabbitMQ's age string in the largest exact unit ("7D", "90m")."""
+    seconds = ms // 1000
+    for unit, size in _UNITS:
+        if seconds % size == 0 and (seconds or unit == "s"):
+            return f"{seconds // size}{unit}"
+    raise AssertionError("unreachable: 's' divides everything")
+
+
+def _long(name: str, value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ConfigError(f"Invalid value {value} for configuration {name}: "
+                          "Not a number of type LONG") from None
+
+
+def _duration(name: str, value: str, *, infinite: bool) -> str | None:
+    ms = _long(name, value)
+    if ms == -1 and infinite:
+        return None
+    if ms < 0:
+        raise ConfigError(f"Invalid value {ms} for configuration {name}: Value must be at least "
+                          f"{-1 if infinite else 0}")
+    if ms % 1000:
+        raise ConfigError(f"Invalid value {ms} for configuration {name}: smartbroker keeps "
+                          "stream ages in whole seconds (a multiple of 1000 ms)")
+    return age_string(ms)
+
+
+def _argument(m: Mapped, value: str) -> Any:
+    """The queue argument for one config value; None: leave the argument unset."""
+    if m.name in ("retention.ms", "delete.retention.ms"):
+        return _duration(m.name, value, infinite=m.name == "retention.ms")
+    if m.name == "retention.bytes":
+        size = _long(m.name, value)
+        if size == -1:
+            return None
+        if size <= 0:
+            raise ConfigError(f"Invalid value {size} for configuration retention.bytes: "
+                              "-1 (no limit) or a positive number of bytes")
+        return size
+    if m.name == "segment.bytes":
+        size = _long(m.name, value)
+        if not 14 <= size <= _INT32_MAX:  # Kafka's range for segment.bytes
+            raise ConfigError(f"Invalid value {size} for configuration segment.bytes: "
+                              "Value must be at least 14")
+        return size
+    policy = ",".join(p.strip() for p in value.split(","))
+    if policy not in CLEANUP_POLICIES:
+        raise ConfigError(f"Invalid value {value} for configuration cleanup.policy: "
+                          "expected delete, compact or compact,delete")
+    return policy
+
+
+def to_arguments(configs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
+    """CreateTopics configs -> stream arguments; raises ConfigError. A null value is
+    Kafka's "use the default" (no argument)."""
+    out: dict[str, Any] = {}
+    for name, value in configs:
+        m = MAPPED.get(name)
+        if m is None:
+            if name in KAFKA_TOPIC_CONFIGS:
+                raise ConfigError(f"Topic config {name} is not supported by smartbroker "
+                                  "(supported: " + ", ".join(MAPPED) + ")")
+            raise ConfigError(f"Unknown topic config name: {name}")
+        if value is None:
+            continue
+        argument = _argument(m, value)
+        if argument is not None:
+            out[m.argument] = argument
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _described(m: Mapped, value: Any) -> str:
+    """A queue argument as the config's value (arguments were validated at declare)."""
+    if m.argument in ("x-max-age", "x-delete-retention"):
+        seconds = parse_age(value)
+        return m.default if seconds is None else str(int(seconds) * 1000)
+    return _text(value)
+
+
+def describe(arguments: Mapping[str, Any], keys: Iterable[str] | None = None) -> list[Entry]:
+    """Every mapped config of a stream (or those of ``keys`` among them, in our order;
+    names we do not map are left out, as Kafka leaves out unknown keys)."""
+    wanted = None if keys is None else set(keys)
+    out = []
+    for m in MAPPED.values():
+        if wanted is not None and m.name not in wanted:
+            continue
+        if m.argument in arguments:
+            out.append(Entry(m.name, _described(m, arguments[m.argument]), False, m.config_type))
+        else:
+            out.append(Entry(m.name, m.default, True, m.config_type))
+    return out
