@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import admin, codec, offsets, produce
+from smartbroker.kafka import admin, codec, groups, offsets, produce
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.fetch import Fetcher
@@ -34,6 +34,9 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     admin.CREATE_TOPICS: admin.CREATE_VERSIONS,
     admin.DELETE_TOPICS: admin.DELETE_VERSIONS,
     admin.DESCRIBE_CONFIGS: admin.DESCRIBE_VERSIONS,
+    groups.FIND_COORDINATOR: groups.COORDINATOR_VERSIONS,
+    groups.OFFSET_COMMIT: groups.COMMIT_VERSIONS,
+    groups.OFFSET_FETCH: groups.FETCH_VERSIONS,
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -91,6 +94,9 @@ class KafkaHandlers:
         self.producer = produce.Producer(broker, self.streams)
         self.lister = offsets.OffsetLister(self.streams)
         self.admin = admin.TopicAdmin(broker, self.streams, self.topic_id)
+        self.groups = groups.GroupCoordinator(
+            self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port),
+            lambda: [t.name for t in self.topics()])
         self.table: dict[int, Callable[[Request, Session], Any]] = {
             codec.API_VERSIONS: self.api_versions,
             codec.METADATA: self.metadata,
@@ -100,6 +106,9 @@ class KafkaHandlers:
             admin.CREATE_TOPICS: self.admin.create_topics,
             admin.DELETE_TOPICS: self.admin.delete_topics,
             admin.DESCRIBE_CONFIGS: self.admin.describe_configs,
+            groups.FIND_COORDINATOR: self.groups.find_coordinator,
+            groups.OFFSET_COMMIT: self.groups.offset_commit,
+            groups.OFFSET_FETCH: self.groups.offset_fetch,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 

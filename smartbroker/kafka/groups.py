@@ -1,0 +1,181 @@
+"""FindCoordinator, OffsetCommit and OffsetFetch on the one committed-offset store.
+
+A Kafka group spans topics, but smartbroker keeps committed offsets per stream: a Kafka
+group's offset for topic T partition p is stored in T's ``StreamGroups`` (its
+``OffsetBook``) under the group id, exactly where an AMQP consumer group of that name on
+T commits as it acks. So a group that exists only through Kafka commits shows up, per
+stream it committed on, in ``smartbroker groups list|describe|reset-offsets`` and
+``/api/groups`` as a group with offsets and no members (inactive), and an AMQP
+``x-consumer-group`` consumer of that name resumes from the Kafka-committed offset (and
+the other way round).
+
+Only what a consumer with manual assignment (``assign()``) needs is served here: "simple"
+commits (generation -1, no member id). The join/sync/heartbeat protocol is not served yet,
+so no Kafka member exists: as Kafka's GroupCoordinator answers a commit naming a member it
+does not know, any commit with a member id, instance id or generation >= 0 is
+UNKNOWN_MEMBER_ID; and a simple commit to a group that has members (here: an active AMQP
+group of that name on the topic) is UNKNOWN_MEMBER_ID too, Kafka's answer for a simple
+commit to a non-empty group. The book holds offsets only: a commit's metadata string is
+not kept, and OffsetFetch answers "" (Kafka's "no metadata") and leader epoch -1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from smartbroker.kafka import codec
+from smartbroker.kafka.codec import Request
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.produce import PartitionError, Topics
+
+OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR = 8, 9, 10
+COMMIT_VERSIONS = (2, 8)
+FETCH_VERSIONS = (1, 8)
+COORDINATOR_VERSIONS = (0, 4)
+KEY_GROUP, KEY_TRANSACTION = 0, 1
+NO_OFFSET = -1
+
+
+def valid_group_id(group: str | None) -> bool:
+    """A group id the offset book can key: not empty (Kafka allows "" for offsets only,
+    for old clients; smartbroker's groups need a name) and without NUL (the book's
+    separator)."""
+    return bool(group) and "\x00" not in group  # type: ignore[operator]
+
+
+class GroupCoordinator:
+    """The coordinator (this node) for every group, over the Kafka vhost's streams."""
+
+    def __init__(self, topics: Topics, node_address: Any, stream_names: Any) -> None:
+        self.topics = topics
+        self.node_address = node_address  # session -> (node id, host, port), as Metadata says
+        self.stream_names = stream_names  # () -> the Kafka vhost's topic names
+
+    # -- FindCoordinator -------------------------------------------------------------------
+
+    def find_coordinator(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(FIND_COORDINATOR)
+        body, version = request.body, request.api_version
+        key_type = body.key_type if version >= 1 else KEY_GROUP
+        node_id, host, port = self.node_address(session)
+        if key_type == KEY_GROUP:
+            code, message = ErrorCode.NONE, None
+        elif key_type == KEY_TRANSACTION:  # transactions come later
+            code, message = ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported yet"
+        else:
+            code, message = ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}"
+        if code != ErrorCode.NONE:
+            node_id, host, port = -1, "", -1
+        if version < 4:
+            return cls(version=version, throttle_time_ms=0, error_code=code,
+                       error_message=message, node_id=node_id, host=host, port=port)
+        return cls(version=version, throttle_time_ms=0, coordinators=[
+            cls.Coordinator(key=key, node_id=node_id, host=host, port=port, error_code=code,
+                            error_message=message) for key in body.coordinator_keys])
+
+    # -- OffsetCommit ----------------------------------------------------------------------
+
+    def offset_commit(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(OFFSET_COMMIT)
+        topic_cls = cls.OffsetCommitResponseTopic
+        part_cls = topic_cls.OffsetCommitResponsePartition
+        body = request.body
+        group = body.group_id
+        if not valid_group_id(group):
+            refusal: ErrorCode | None = ErrorCode.INVALID_GROUP_ID
+        elif (body.generation_id_or_member_epoch >= 0 or body.member_id
+              or getattr(body, "group_instance_id", None) is not None):
+            refusal = ErrorCode.UNKNOWN_MEMBER_ID  # no Kafka member exists (no JoinGroup yet)
+        else:
+            refusal = None
+        answers = []
+        for topic in body.topics:
+            codes = self._commit_topic(group, topic, refusal)
+            answers.append(topic_cls(name=topic.name, partitions=[
+                part_cls(partition_index=i, error_code=c) for i, c in codes]))
+        return cls(version=request.api_version, throttle_time_ms=0, topics=answers)
+
+    def _commit_topic(self, group: str, topic: Any,
+                      refusal: ErrorCode | None) -> list[tuple[int, ErrorCode]]:
+        parts = [(p.partition_index, p.committed_offset) for p in topic.partitions]
+        if refusal is not None:
+            return [(i, refusal) for i, _ in parts]
+        queue = self._stream(topic.name)
+        if queue is None:
+            return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, _ in parts]
+        groups = queue.groups
+        live = groups.live.get(group)
+        if live is not None and live.active:  # the group's members are AMQP consumers
+            return [(i, ErrorCode.UNKNOWN_MEMBER_ID) for i, _ in parts]
+        codes = []
+        for index, offset in parts:
+            if not 0 <= index < len(queue.logs):
+                codes.append((index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            groups.book.commit(group, index, offset)
+            codes.append((index, ErrorCode.NONE))
+        return codes
+
+    # -- OffsetFetch -----------------------------------------------------------------------
+
+    def offset_fetch(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(OFFSET_FETCH)
+        body, version = request.body, request.api_version
+        if version >= 8:
+            group_cls = cls.OffsetFetchResponseGroup
+            topic_cls = group_cls.OffsetFetchResponseTopics
+            part_cls = topic_cls.OffsetFetchResponsePartitions
+            groups = []
+            for g in body.groups:
+                code, topics = self._fetch_group(g.group_id, g.topics, topic_cls, part_cls)
+                groups.append(group_cls(group_id=g.group_id, topics=topics, error_code=code))
+            return cls(version=version, throttle_time_ms=0, groups=groups)
+        topic_cls = cls.OffsetFetchResponseTopic
+        part_cls = topic_cls.OffsetFetchResponsePartition
+        code, topics = self._fetch_group(body.group_id, body.topics, topic_cls, part_cls)
+        if code != ErrorCode.NONE and version < 2:  # no top-level error code before v2
+            topics = [topic_cls(name=t.name, partitions=[
+                part_cls(partition_index=i, committed_offset=NO_OFFSET, committed_leader_epoch=-1,
+                         metadata="", error_code=code) for i in t.partition_indexes])
+                for t in body.topics or ()]
+        return cls(version=version, throttle_time_ms=0, error_code=code, topics=topics)
+
+    def _fetch_group(self, group: str, wanted: Iterable[Any] | None, topic_cls: Any,
+                     part_cls: Any) -> tuple[ErrorCode, list[Any]]:
+        if not valid_group_id(group):
+            return ErrorCode.INVALID_GROUP_ID, []
+
+        def part(index: int, offset: int | None, code: ErrorCode = ErrorCode.NONE) -> Any:
+            return part_cls(partition_index=index,
+                            committed_offset=NO_OFFSET if offset is None else offset,
+                            committed_leader_epoch=-1, metadata="", error_code=code)
+
+        answers = []
+        if wanted is None:  # every topic the group has offsets in
+            for name in self.stream_names():
+                queue = self._stream(name)
+                if queue is None:
+                    continue
+                committed = queue.groups.book.partitions(group)
+                if committed:
+                    answers.append(topic_cls(name=name, partitions=[
+                        part(i, o) for i, o in sorted(committed.items())]))
+            return ErrorCode.NONE, answers
+        for topic in wanted:
+            queue = self._stream(topic.name)
+            parts = []
+            for index in topic.partition_indexes:
+                if queue is None or not 0 <= index < len(queue.logs):
+                    # Kafka answers an unknown partition with no offset and no error
+                    parts.append(part(index, None))
+                else:
+                    parts.append(part(index, queue.groups.book.get(group, index)))
+            answers.append(topic_cls(name=topic.name, partitions=parts))
+        return ErrorCode.NONE, answers
+
+    def _stream(self, name: str) -> Any:
+        try:
+            return self.topics.stream(name, create=False)
+        except PartitionError:
+            return None
