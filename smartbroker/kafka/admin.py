@@ -250,9 +250,9 @@ class TopicAdmin:
     def _broker_configs(self) -> list[configs.Entry]:
         """The few broker settings this broker has in Kafka's terms (all read-only)."""
         auto = "true" if self.broker.config.kafka_auto_create_topics else "false"
-        return [configs.Entry("auto.create.topics.enable", auto, auto == "true", 1),
+        return [configs.Entry("auto.create.topics.enable", auto, auto == "true", configs.BOOLEAN),
                 configs.Entry("num.partitions", "1", True, configs.INT),
-                configs.Entry("default.replication.factor", "1", True, 4)]
+                configs.Entry("default.replication.factor", "1", True, configs.INT)]
 
     @staticmethod
     def _config(cls: Any, e: configs.Entry, read_only: bool) -> Any:

@@ -28,7 +28,7 @@ from typing import Any
 from smartbroker.queues.stream_args import CLEANUP_POLICIES, parse_age
 
 # Kafka's ConfigType (DescribeConfigs v3+) and ConfigSource numbers
-LONG, INT, LIST = 5, 3, 7
+BOOLEAN, INT, LONG, LIST = 1, 3, 5, 7
 SOURCE_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
 
 # Kafka topic configs this broker does not implement: named in the refusal

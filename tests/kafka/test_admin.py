@@ -59,12 +59,16 @@ def test_kafka_python_create_describe_delete(kafka_broker: BrokerProcess, amqp: 
         assert q["arguments"] == {"x-queue-type": "stream", "x-partitions": 3,
                                   "x-max-age": "1D", "x-max-length-bytes": 1048576,
                                   "x-cleanup-policy": "compact"}
-        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)],
-                                           config_filter="all")
-        text = repr(described)
-        for fragment in ("retention.ms", "86400000", "1048576", "compact",
-                         "delete.retention.ms", "segment.bytes"):
-            assert fragment in text
+        resource = [ConfigResource(ConfigResourceType.TOPIC, name)]
+        every = admin.describe_configs(resource, config_filter="all")["topic"][name]
+        assert {k: (v["value"], v["config_source"], v["read_only"]) for k, v in every.items()} == {
+            "retention.ms": ("86400000", "DYNAMIC_TOPIC_CONFIG", False),
+            "retention.bytes": ("1048576", "DYNAMIC_TOPIC_CONFIG", False),
+            "cleanup.policy": ("compact", "DYNAMIC_TOPIC_CONFIG", False),
+            "segment.bytes": ("500000000", "DEFAULT_CONFIG", False),
+            "delete.retention.ms": ("86400000", "DEFAULT_CONFIG", False)}
+        modified = admin.describe_configs(resource)["topic"][name]  # the set ones only
+        assert set(modified) == {"retention.ms", "retention.bytes", "cleanup.policy"}
         with pytest.raises(Exception, match="TopicAlreadyExists"):
             admin.create_topics({name: {"num_partitions": 1}})
         with pytest.raises(Exception, match="InvalidConfiguration|InvalidConfig"):
