@@ -217,6 +217,7 @@ class TopicAdmin:
         body = request.body
         cls = codec.response_class(DESCRIBE_CONFIGS)
         result = cls.DescribeConfigsResult
+        synonyms = request.api_version >= 1 and bool(body.include_synonyms)
         results = []
         for res in body.resources:
             code, message, entries = ErrorCode.NONE, None, []
@@ -228,8 +229,8 @@ class TopicAdmin:
             results.append(result(
                 error_code=code, error_message=message, resource_type=res.resource_type,
                 resource_name=res.resource_name,
-                configs=[self._config(result.DescribeConfigsResourceResult, e, read_only)
-                         for e, read_only in entries]))
+                configs=[self._config(result.DescribeConfigsResourceResult, e, read_only,
+                                      synonyms) for e, read_only in entries]))
         return cls(version=request.api_version, throttle_time_ms=0, results=results)
 
     def _resource(self, kind: int, name: str,
@@ -255,9 +256,13 @@ class TopicAdmin:
                 configs.Entry("default.replication.factor", "1", True, configs.INT)]
 
     @staticmethod
-    def _config(cls: Any, e: configs.Entry, read_only: bool) -> Any:
-        return cls(name=e.name, value=e.value, read_only=read_only,
-                   config_source=e.source if not read_only or e.is_default
-                   else configs.SOURCE_STATIC_BROKER,
-                   is_default=e.is_default, is_sensitive=False, synonyms=[],
-                   config_type=e.config_type, documentation=None)
+    def _config(cls: Any, e: configs.Entry, read_only: bool, synonyms: bool) -> Any:
+        """One described config; its synonyms (asked for) are itself alone: there are no
+        broker-level configs a topic config falls back to here."""
+        source = (e.source if not read_only or e.is_default
+                  else configs.SOURCE_STATIC_BROKER)
+        synonym = cls.DescribeConfigsSynonym
+        return cls(name=e.name, value=e.value, read_only=read_only, config_source=source,
+                   is_default=e.is_default, is_sensitive=False,
+                   synonyms=[synonym(name=e.name, value=e.value, source=source)] if synonyms
+                   else [], config_type=e.config_type, documentation=None)

@@ -149,3 +149,36 @@ def test_a_classic_queue_is_not_a_topic(kafka_broker: BrokerProcess, amqp: Any) 
         assert exists_over_amqp(amqp, name)
     finally:
         ch.queue_delete(name)
+
+
+def test_a_created_topic_survives_a_restart(tmp_path: Any) -> None:
+    """CreateTopics persists the stream as queue.declare does: after a restart the topic is
+    there with its partitions and configs (a broker of its own: the shared one is not
+    restarted)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from tests.conftest import EXTERNAL_URL, assert_clean_log
+
+    if EXTERNAL_URL:
+        pytest.skip("the Kafka listener is smartbroker's own")
+    proc = BrokerProcess(tmp_path / "data", kafka=True).start()
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=proc.kafka_bootstrap, request_timeout_ms=10000)
+        try:
+            admin.create_topics({"kept": {"num_partitions": 2,
+                                          "configs": {"retention.ms": "7200000"}}})
+        finally:
+            admin.close()
+        proc.restart()
+        admin = KafkaAdminClient(bootstrap_servers=proc.kafka_bootstrap, request_timeout_ms=10000)
+        try:
+            assert "kept" in admin.list_topics()
+            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kept")])
+            assert described["topic"]["kept"]["retention.ms"]["value"] == "7200000"
+        finally:
+            admin.close()
+        assert proc.get_json("/api/queues/%2F/kept")["arguments"]["x-partitions"] == 2
+    finally:
+        proc.stop()
+        assert_clean_log(proc)

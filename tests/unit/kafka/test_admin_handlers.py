@@ -144,9 +144,9 @@ def test_delete_by_name_and_by_id(h: KafkaHandlers, broker: Broker) -> None:
 
 
 def describe(h: KafkaHandlers, resources: list[tuple[int, str, list[str] | None]],
-             version: int = 4) -> Any:
+             version: int = 4, synonyms: bool = False) -> Any:
     r = DESCRIBE.DescribeConfigsResource
-    body = DESCRIBE(version=version, include_synonyms=False, include_documentation=False,
+    body = DESCRIBE(version=version, include_synonyms=synonyms, include_documentation=False,
                     resources=[r(resource_type=t, resource_name=n, configuration_keys=k)
                                for t, n, k in resources])
     return roundtrip(h, 32, version, body).results
@@ -190,3 +190,12 @@ def test_age_strings_round_trip() -> None:
     args = configs.to_arguments([("retention.ms", "172800000")])
     assert args == {"x-max-age": "2D"}
     assert configs.describe(args, ["retention.ms"])[0].value == "172800000"
+
+
+def test_describe_synonyms_when_asked(h: KafkaHandlers) -> None:
+    [res] = describe(h, [(TOPIC, "orders", ["retention.ms", "segment.bytes"])], synonyms=True)
+    assert {c.name: [(s.name, s.value, s.source) for s in c.synonyms] for c in res.configs} == {
+        "retention.ms": [("retention.ms", "604800000", configs.SOURCE_TOPIC)],
+        "segment.bytes": [("segment.bytes", "500000000", configs.SOURCE_DEFAULT)]}
+    [res] = describe(h, [(TOPIC, "orders", ["retention.ms"])])
+    assert res.configs[0].synonyms == []
