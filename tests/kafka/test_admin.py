@@ -182,3 +182,36 @@ def test_a_created_topic_survives_a_restart(tmp_path: Any) -> None:
     finally:
         proc.stop()
         assert_clean_log(proc)
+
+
+def test_deleting_a_topic_being_read(kafka_broker: BrokerProcess, amqp: Any) -> None:
+    """A consumer long-polling a topic that is deleted gets an error for it, not a hang or
+    a traceback in the broker log (checked when the module's broker stops)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+    name = f"reading-{uid()}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             request_timeout_ms=10000)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             enable_idempotence=False)
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             fetch_max_wait_ms=500, enable_auto_commit=False)
+    try:
+        admin.create_topics({name: {"num_partitions": 1}})
+        producer.send(name, b"one", partition=0).get(timeout=10)
+        consumer.assign([TopicPartition(name, 0)])
+        consumer.seek_to_beginning()
+        got: list[bytes] = []
+        for _ in range(20):
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(r.value for r in records)
+            if got:
+                break
+        assert got == [b"one"]
+        admin.delete_topics([name])
+        assert not exists_over_amqp(amqp, name)
+        assert consumer.poll(timeout_ms=1500) == {}
+    finally:
+        consumer.close()
+        producer.close()
+        admin.close()
