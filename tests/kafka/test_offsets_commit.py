@@ -141,3 +141,56 @@ def test_confluent_kafka_commit_committed_and_amqp(kafka_broker: BrokerProcess, 
         assert tp.offset == COUNT
     finally:
         consumer.close()
+
+
+def test_commit_to_a_group_with_amqp_members_is_refused(kafka_broker: BrokerProcess,
+                                                        topic: str) -> None:
+    """A group's members come from one protocol at a time: while an AMQP member is in the
+    group, a Kafka commit for it is UNKNOWN_MEMBER_ID (Kafka's answer to a commit from
+    outside a non-empty group) and the stored offset does not move."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    group = f"busy-{uuid.uuid4().hex[:6]}"
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    consumer = Consumer({"bootstrap.servers": kafka_broker.kafka_bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=1)
+        ch.basic_consume(topic, lambda *a: None, arguments={  # at the end: nothing delivered
+            "x-consumer-group": group, "x-stream-offset": "next"})
+        assert group_doc(kafka_broker, topic, group)["state"] == "active"
+        with pytest.raises(KafkaException) as caught:
+            consumer.commit(offsets=[TopicPartition(topic, 0, 7)], asynchronous=False)
+        assert caught.value.args[0].code() == KafkaError.UNKNOWN_MEMBER_ID
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        assert tp.offset == COUNT  # where the AMQP group started, not the refused 7
+    finally:
+        consumer.close()
+        conn.close()
+
+
+def test_aiokafka_commit_and_committed(kafka_broker: BrokerProcess, topic: str) -> None:
+    """aiokafka speaks the oldest versions (FindCoordinator v0, OffsetCommit v2,
+    OffsetFetch v1)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    group = f"aio-{uuid.uuid4().hex[:6]}"
+    tp = TopicPartition(topic, 0)
+
+    async def run() -> tuple[int | None, int | None]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                                    group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            before = await consumer.committed(tp)
+            await consumer.commit({tp: 6})
+            return before, await consumer.committed(tp)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(run()) == (None, 6)
+    assert group_doc(kafka_broker, topic, group)["partitions"][0]["committed_offset"] == 6
