@@ -199,3 +199,15 @@ def test_describe_synonyms_when_asked(h: KafkaHandlers) -> None:
         "segment.bytes": [("segment.bytes", "500000000", configs.SOURCE_DEFAULT)]}
     [res] = describe(h, [(TOPIC, "orders", ["retention.ms"])])
     assert res.configs[0].synonyms == []
+
+
+def test_config_values_kafka_accepts() -> None:
+    assert configs.to_arguments([("cleanup.policy", "delete,compact"),
+                                 ("retention.bytes", None), ("delete.retention.ms", "0")]) == {
+        "x-cleanup-policy": "delete,compact", "x-delete-retention": "0s"}
+    with pytest.raises(configs.ConfigError, match="at least 0"):
+        configs.to_arguments([("delete.retention.ms", "-1")])
+    described = {e.name: e for e in configs.describe({"x-delete-retention": "2h"})}
+    assert described["delete.retention.ms"].value == "7200000"
+    assert not described["delete.retention.ms"].is_default
+    assert described["retention.ms"].is_default and described["retention.ms"].value == "-1"
