@@ -28,6 +28,7 @@ from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.produce import PartitionError, Topics
+from smartbroker.queues.groups import GroupActive, UnknownPartition
 
 OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR = 8, 9, 10
 COMMIT_VERSIONS = (2, 8)
@@ -105,16 +106,18 @@ class GroupCoordinator:
         if queue is None:
             return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, _ in parts]
         groups = queue.groups
-        live = groups.live.get(group)
-        if live is not None and live.active:  # the group's members are AMQP consumers
+        try:
+            groups.refuse_if_active(group, "committing")
+        except GroupActive:  # the group's members are AMQP consumers
             return [(i, ErrorCode.UNKNOWN_MEMBER_ID) for i, _ in parts]
         codes = []
         for index, offset in parts:
-            if not 0 <= index < len(queue.logs):
+            try:
+                groups.commit(group, index, offset)
+            except UnknownPartition:
                 codes.append((index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
-                continue
-            groups.book.commit(group, index, offset)
-            codes.append((index, ErrorCode.NONE))
+            else:
+                codes.append((index, ErrorCode.NONE))
         return codes
 
     # -- OffsetFetch -----------------------------------------------------------------------

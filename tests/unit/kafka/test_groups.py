@@ -149,6 +149,8 @@ def test_simple_commit_to_a_group_with_amqp_members(broker: Broker, h: KafkaHand
 
     class Live:
         active = True
+        members = [object()]
+        held: dict[str, object] = {}
 
     orders.groups.live["busy"] = Live()  # an AMQP group with members on this topic
     assert commit(h, "busy", {"orders": {0: 1}, "single": {0: 1}}) == {
