@@ -1,10 +1,12 @@
 """Committed offsets through real Kafka clients, on the store AMQP consumer groups use:
 kafka-python and confluent-kafka commit with assign(), a new consumer of the group resumes
 there, /api/groups describes the group (no members), and an AMQP x-consumer-group consumer
-of the same name resumes from the Kafka-committed offset."""
+of the same name resumes from the Kafka-committed offset; aiokafka and kcat too."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -194,3 +196,24 @@ def test_aiokafka_commit_and_committed(kafka_broker: BrokerProcess, topic: str) 
 
     assert asyncio.run(run()) == (None, 6)
     assert group_doc(kafka_broker, topic, group)["partitions"][0]["committed_offset"] == 6
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_resumes_from_stored_offset_and_commits(kafka_broker: BrokerProcess,
+                                                     topic: str) -> None:
+    """kcat (librdkafka 2.0, legacy consumer) with ``-o stored``: OffsetFetch gives where to
+    start, and its auto-commit stores where it stopped."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    group = f"kcat-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer({"bootstrap.servers": kafka_broker.kafka_bootstrap, "group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 4)], asynchronous=False)
+    finally:
+        consumer.close()
+    out = subprocess.run(
+        ["kcat", "-C", "-b", kafka_broker.kafka_bootstrap, "-t", topic, "-p", "0", "-o", "stored",
+         "-e", "-q", "-X", f"group.id={group}", "-f", "%o %s\\n"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.splitlines() == [f"{i} m{i}" for i in range(4, COUNT)]
+    assert group_doc(kafka_broker, topic, group)["partitions"][0]["committed_offset"] == COUNT
