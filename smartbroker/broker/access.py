@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from smartbroker.broker.outbox import ClientConnection
 
 
+def is_loopback(peer: str) -> bool:
+    """Whether ``host:port`` is a loopback address (RabbitMQ's loopback_users rule)."""
+    host = peer.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
+
+
+def may_connect_from(config: Any, user_name: str, peer: str) -> bool:
+    """RabbitMQ's loopback_users: those users may only connect from this machine."""
+    return user_name not in config.loopback_users or is_loopback(peer)
+
+
 class Access:
     __slots__ = ("conn", "permissions", "_allowed", "version")
 

@@ -14,6 +14,7 @@ import struct
 from pamqp import commands
 
 import smartbroker
+from smartbroker.broker.access import may_connect_from
 from smartbroker.broker.limits import check_connection
 from smartbroker.errors import not_allowed
 from smartbroker.protocol import fields
@@ -73,11 +74,6 @@ def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] 
     return None
 
 
-def is_loopback(peer: str) -> bool:
-    host = peer.rsplit(":", 1)[0].strip("[]")
-    return host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127.")
-
-
 def refuse_login(conn, mechanism: str, username: str, reason: str = "bad credentials",
                  send_close: bool = True) -> None:
     """RabbitMQ's answer to a failed login (rabbit_reader:auth_fail): a client announcing
@@ -106,7 +102,7 @@ def start_ok(conn, m: commands.Connection.StartOk) -> None:
     else:
         credentials = parse_credentials(m.mechanism, m.response)
         user = conn.broker.users.authenticate(*credentials) if credentials else None
-    if user is not None and user.name in conn.broker.config.loopback_users and not is_loopback(conn.peer):
+    if user is not None and not may_connect_from(conn.broker.config, user.name, conn.peer):
         refuse_login(conn, m.mechanism, user.name, reason="may only log in via localhost")
         return
     if user is None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
+from smartbroker.broker.access import may_connect_from
 from smartbroker.broker.core import Broker
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
@@ -22,6 +23,19 @@ from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocol
 
 log = logging.getLogger("smartbroker.kafka")
 MAX_IN_FLIGHT = 64  # stop reading while this many responses are owed (Kafka mutes a channel)
+
+
+def may_connect(broker: Broker, peer: str) -> bool:
+    """Without SASL a Kafka client acts as the default user, under that user's loopback
+    rule (issue 14): with RabbitMQ's defaults, guest, so only clients on this machine. A
+    refused client is dropped at once, as Kafka drops one whose authentication fails."""
+    name = broker.config.default_user
+    if name in broker.users.users and may_connect_from(broker.config, name, peer):
+        return True
+    log.warning("refusing Kafka connection from %s: without SASL a client acts as the "
+                "default user '%s', who may only connect via localhost or does not exist",
+                peer, name)
+    return False
 
 
 class KafkaClientProtocol(asyncio.Protocol):
@@ -41,6 +55,9 @@ class KafkaClientProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         local = transport.get_extra_info("sockname") or ("localhost", 0)
         self.session = Session(f"{peer[0]}:{peer[1]}", local[0])
+        if not may_connect(self.handlers.broker, self.session.peer):
+            transport.close()
+            return
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,0 +1,71 @@
+"""Without SASL a Kafka client acts as the default user, under its loopback rule: with the
+defaults (guest, loopback-only) a client from another address is dropped, as RabbitMQ
+refuses guest over AMQP from another address (tests/security/test_loopback.py)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXTERNAL_URL, BrokerProcess, assert_clean_log
+
+pytestmark = pytest.mark.extension
+
+# ApiVersions v0: size, api_key 18, version 0, correlation id 7, client id "t"
+API_VERSIONS_V0 = struct.pack(">ihhih", 11, 18, 0, 7, 1) + b"t"
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def _ask(address: str, port: int) -> bytes:
+    """Send ApiVersions from ``address`` to the broker; what comes back before EOF."""
+    with socket.create_connection((address, port), timeout=10,
+                                  source_address=(address, 0)) as sock:
+        sock.sendall(API_VERSIONS_V0)
+        data = b""
+        while len(data) < 8:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:  # closed with our request unread: a reset
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+@pytest.mark.parametrize("loopback_users, remote_answered", [('["guest"]', False), ("[]", True)])
+def test_a_kafka_client_without_sasl_is_guest_from_loopback_only(
+        loopback_users: str, remote_answered: bool) -> None:
+    if EXTERNAL_URL:
+        pytest.skip("the Kafka listener is smartbroker's own")
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    tmp = Path(tempfile.mkdtemp(prefix="smartbroker-kafka-loopback-"))
+    proc = BrokerProcess(tmp / "data", kafka=True, extra_args=["--host", "0.0.0.0"],
+                         env={"SMARTBROKER_LOOPBACK_USERS": loopback_users}).start()
+    try:
+        local = _ask("127.0.0.1", proc.kafka_port)
+        assert struct.unpack(">ii", local[:8])[1] == 7  # answered: correlation id 7
+        remote = _ask(address, proc.kafka_port)
+        if remote_answered:
+            assert struct.unpack(">ii", remote[:8])[1] == 7
+        else:
+            assert remote == b""  # dropped without an answer
+            assert "refusing Kafka connection from" in proc.log()
+    finally:
+        proc.stop()
+        assert_clean_log(proc)
