@@ -21,6 +21,7 @@ from typing import Any
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
 from smartbroker.kafka import codec, configs
+from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.produce import STREAM_ARGUMENTS, Topics
@@ -58,6 +59,12 @@ class TopicAdmin:
             raise TopicError(ErrorCode.UNKNOWN_SERVER_ERROR,
                              f"the Kafka vhost {self.streams.vhost!r} does not exist")
         return vhost
+
+    def _require(self, kind: str, name: str) -> None:
+        """TopicError 29 unless the client may ``kind`` the topic (authz.py)."""
+        if not topic_allowed(self.broker, self.streams.vhost, kind, name):
+            raise TopicError(ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                             f"{kind} access to topic {name!r} refused")
 
     def _stream(self, name: str) -> Any:
         """The stream queue of an existing topic; TopicError 3 otherwise."""
@@ -98,6 +105,7 @@ class TopicAdmin:
                              f"Topic name {name!r} is illegal: 1-249 characters of "
                              "[a-zA-Z0-9._-], not '.' or '..', and not amq.* (reserved)")
         vhost = self._vhost()
+        self._require("configure", name)
         existing = vhost.queues.get(name)
         if existing is not None:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS,
@@ -188,6 +196,7 @@ class TopicAdmin:
             try:
                 name = self._named(name, tid)
                 self._stream(name)
+                self._require("configure", name)
                 self._vhost().delete_queue(name)
                 log.info("Kafka topic %r deleted from vhost %r", name, self.streams.vhost)
             except TopicError as exc:

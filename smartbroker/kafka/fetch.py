@@ -27,6 +27,7 @@ from typing import Any
 
 from smartbroker.broker.core import Broker
 from smartbroker.kafka import codec
+from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.records import stored_to_record
@@ -44,6 +45,7 @@ class _Wanted:
     max_bytes: int
     queue: Any = None  # the stream queue, None for an unknown topic or partition
     topic_id: uuid.UUID | None = None  # v13+: how the request named the topic
+    denied: bool = False  # the client may not read it (authz.py)
 
 
 class Fetcher:
@@ -84,10 +86,12 @@ class Fetcher:
             queue = queues.get(name) if name is not None else None
             if queue is not None and not queue.capabilities.offset_log:
                 queue = None  # a classic queue is not a topic
+            denied = queue is not None and not topic_allowed(self.broker, self.vhost, "read", name)
             for part in topic.partitions:
                 found = queue if queue is not None and 0 <= part.partition < len(queue.logs) else None
                 out.append(_Wanted(name, part.partition, part.fetch_offset,
-                                   part.partition_max_bytes, found, topic_id))
+                                   part.partition_max_bytes, None if denied else found,
+                                   topic_id, denied))
         return out
 
     def _name_of(self, topic_id: uuid.UUID, queues: Any) -> str | None:
@@ -115,7 +119,8 @@ class Fetcher:
                                                          partitions=parts))
             queue = w.queue
             if queue is None or queue.deleted:
-                parts.append(self._error(pdata, w, ErrorCode.UNKNOWN_TOPIC_ID if w.topic is None
+                parts.append(self._error(pdata, w, ErrorCode.TOPIC_AUTHORIZATION_FAILED if w.denied
+                                         else ErrorCode.UNKNOWN_TOPIC_ID if w.topic is None
                                          else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 failed = True
                 continue

@@ -79,7 +79,7 @@ class OffsetLister:
         answers = []
         for topic in request.body.topics:
             try:
-                queue = self.topics.stream(topic.name, create=False)
+                queue = self.topics.stream(topic.name, create=False, need="read")
             except PartitionError:
                 queue = None
             parts = []

@@ -33,6 +33,7 @@ from typing import Any
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
 from smartbroker.kafka import codec, records
+from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 
@@ -61,13 +62,18 @@ class Topics:
         self.vhost = vhost
         self.valid_name = valid_name
 
-    def stream(self, name: str, *, create: bool) -> Any:
-        """The stream queue of topic ``name``; raises PartitionError when there is none."""
+    def stream(self, name: str, *, create: bool, need: str | None = None) -> Any:
+        """The stream queue of topic ``name``; raises PartitionError when there is none, or
+        when the client may not ``need`` it (authz.py; creating needs ``configure``)."""
         if not self.valid_name(name):
             raise PartitionError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"invalid topic name {name!r}")
+        if need is not None and not topic_allowed(self.broker, self.vhost, need, name):
+            raise PartitionError(ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                                 f"{need} access to topic {name!r} refused")
         vhost = self.broker.vhosts.get(self.vhost)
         queue = None if vhost is None else vhost.queues.get(name)
-        if queue is None and create and vhost is not None and self.broker.config.kafka_auto_create_topics:
+        if queue is None and create and vhost is not None and self.broker.config.kafka_auto_create_topics \
+                and topic_allowed(self.broker, self.vhost, "configure", name):
             try:
                 queue, _ = vhost.declare_queue(name, durable=True, arguments=STREAM_ARGUMENTS)
             except AMQPError as exc:  # e.g. a reserved amq.* name
@@ -106,7 +112,7 @@ class Producer:
                     if body.transactional_id is not None:
                         raise PartitionError(ErrorCode.INVALID_TXN_STATE,
                                              "transactions are not supported yet")
-                    queue = self.topics.stream(topic.name, create=True)
+                    queue = self.topics.stream(topic.name, create=True, need="write")
                     base, log_start, sync = self._append(queue, topic.name, pdata)
                 except PartitionError as exc:
                     parts.append(part_cls(index=pdata.index, error_code=exc.code,

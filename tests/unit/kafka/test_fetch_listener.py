@@ -27,7 +27,7 @@ class FakeTransport:
         self.paused = False
 
     def get_extra_info(self, name: str) -> Any:
-        return {"peername": ("10.0.0.9", 5555), "sockname": ("10.0.0.1", 9092)}.get(name)
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("10.0.0.1", 9092)}.get(name)
 
     def write(self, data: bytes) -> None:
         assert not self.closed
@@ -136,5 +136,5 @@ def test_a_failing_deferred_answer_closes_with_one_line(caplog: Any) -> None:
     asyncio.run(run())
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == [
-        "closing Kafka connection 10.0.0.9:5555: RuntimeError: boom"]
+        "closing Kafka connection 127.0.0.1:5555: RuntimeError: boom"]
     assert all(r.exc_info is None for r in errors)

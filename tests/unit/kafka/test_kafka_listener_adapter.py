@@ -21,7 +21,7 @@ class FakeTransport:
         self.closed = False
 
     def get_extra_info(self, name: str) -> Any:
-        return {"peername": ("10.0.0.9", 5555), "sockname": ("10.0.0.1", 9092)}.get(name)
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("10.0.0.1", 9092)}.get(name)
 
     def write(self, data: bytes) -> None:
         assert not self.closed
@@ -53,7 +53,7 @@ def proto() -> tuple[KafkaClientProtocol, FakeTransport, set[KafkaClientProtocol
 
 def test_one_write_per_read_and_the_advertised_host(proto: Any) -> None:
     p, t, connections = proto
-    assert p in connections and p.session.peer == "10.0.0.9:5555"
+    assert p in connections and p.session.peer == "127.0.0.1:5555"
     p.data_received(api_versions(1) + metadata_all(2) + metadata_all(3)[:5])
     assert len(t.writes) == 1
     assert b"10.0.0.1" in t.writes[0]  # Metadata names the address the client used
@@ -69,7 +69,7 @@ def test_refusal_closes_after_what_was_answered(proto: Any, caplog: pytest.LogCa
         p.data_received(api_versions(1) + struct.pack(">i", -1))
     assert t.closed and len(t.writes) == 1
     assert [r.getMessage() for r in caplog.records] == [
-        "closing Kafka connection 10.0.0.9:5555: request of -1 bytes is over the limit of "
+        "closing Kafka connection 127.0.0.1:5555: request of -1 bytes is over the limit of "
         "104857600 bytes"]
 
 
@@ -85,7 +85,7 @@ def test_a_handler_failure_is_one_line_and_a_close(proto: Any,
         p.data_received(api_versions(1) + metadata_all(2))
     assert t.closed and len(t.writes) == 1
     (record,) = caplog.records
-    assert record.getMessage() == "closing Kafka connection 10.0.0.9:5555: RuntimeError: boom"
+    assert record.getMessage() == "closing Kafka connection 127.0.0.1:5555: RuntimeError: boom"
     assert record.exc_info is None  # no traceback unless the log level is debug
 
 
