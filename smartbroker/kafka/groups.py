@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from smartbroker.kafka import codec
+from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.produce import PartitionError, Topics
@@ -102,6 +103,8 @@ class GroupCoordinator:
         parts = [(p.partition_index, p.committed_offset) for p in topic.partitions]
         if refusal is not None:
             return [(i, refusal) for i, _ in parts]
+        if not self._may_read(topic.name):
+            return [(i, ErrorCode.TOPIC_AUTHORIZATION_FAILED) for i, _ in parts]
         queue = self._stream(topic.name)
         if queue is None:
             return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, _ in parts]
@@ -158,7 +161,7 @@ class GroupCoordinator:
         if wanted is None:  # every topic the group has offsets in
             for name in self.stream_names():
                 queue = self._stream(name)
-                if queue is None:
+                if queue is None or not self._may_read(name):
                     continue
                 committed = queue.groups.book.partitions(group)
                 if committed:
@@ -166,6 +169,11 @@ class GroupCoordinator:
                         part(i, o) for i, o in sorted(committed.items())]))
             return ErrorCode.NONE, answers
         for topic in wanted:
+            if not self._may_read(topic.name):
+                answers.append(topic_cls(name=topic.name, partitions=[
+                    part(i, None, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                    for i in topic.partition_indexes]))
+                continue
             queue = self._stream(topic.name)
             parts = []
             for index in topic.partition_indexes:
@@ -176,6 +184,11 @@ class GroupCoordinator:
                     parts.append(part(index, queue.groups.book.get(group, index)))
             answers.append(topic_cls(name=topic.name, partitions=parts))
         return ErrorCode.NONE, answers
+
+    def _may_read(self, name: str) -> bool:
+        """Committing and reading a group's offsets of a topic need ``read`` on it (authz.py;
+        Kafka checks READ on the topic; group permissions do not exist here)."""
+        return topic_allowed(self.topics.broker, self.topics.vhost, "read", name)
 
     def _stream(self, name: str) -> Any:
         try:

@@ -10,7 +10,7 @@ from smartbroker.broker.permissions import Permission
 from smartbroker.config import Config
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.errors import ErrorCode
-from smartbroker.kafka.handlers import valid_topic_name
+from smartbroker.kafka.handlers import KafkaHandlers, Node, valid_topic_name
 from smartbroker.kafka.produce import PartitionError, Topics
 
 
@@ -50,3 +50,23 @@ def test_produce_to_a_topic_without_write_is_29_and_auto_creation_needs_configur
     assert "orders" not in broker.vhosts["/"].queues
     broker.permissions.set(Permission("guest", "/", "^orders$", "^orders$", ".*"))
     assert topics.stream("orders", create=True, need="write").capabilities.offset_log
+
+
+
+def test_committing_a_group_offset_needs_read_on_the_topic(broker_with_streams: Broker) -> None:
+    from tests.unit.kafka.test_groups import commit
+
+    broker_with_streams.permissions.set(Permission("guest", "/", ".*", ".*", "^orders$"))
+    handlers = KafkaHandlers(broker_with_streams, Node(None, 19092, Node.cluster_id_for("x"), "/"))
+    codes = commit(handlers, "g1", {"orders": {0: 5}, "single": {0: 2}})
+    assert codes == {("orders", 0): 0, ("single", 0): ErrorCode.TOPIC_AUTHORIZATION_FAILED}
+    assert broker_with_streams.vhosts["/"].queues["single"].groups.book.get("g1", 0) is None
+
+
+@pytest.fixture
+def broker_with_streams() -> Broker:
+    broker = Broker(Config())
+    vhost = broker.vhosts["/"]
+    vhost.declare_queue("orders", durable=True, arguments={"x-queue-type": "stream"})
+    vhost.declare_queue("single", durable=True, arguments={"x-queue-type": "stream"})
+    return broker
