@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from smartbroker.broker.core import Broker
-from smartbroker.config import Config
 from smartbroker.kafka import codec, configs
 from smartbroker.kafka.admin import TOPIC
 from smartbroker.kafka.handlers import KafkaHandlers, Node, Session
+from tests.unit.kafka.kafka_fixtures import broker_with
 
 SESSION = Session("127.0.0.1:50000", "127.0.0.1")
 CREATE, DELETE, DESCRIBE = codec.REQUESTS[19], codec.REQUESTS[20], codec.REQUESTS[32]
@@ -22,17 +22,9 @@ CREATE, DELETE, DESCRIBE = codec.REQUESTS[19], codec.REQUESTS[20], codec.REQUEST
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    b = Broker(Config())
-    vhost = b.vhosts["/"]
-    vhost.declare_queue("orders", durable=True, arguments={
+    yield from broker_with({"orders": {
         "x-queue-type": "stream", "x-partitions": 3, "x-max-age": "7D",
-        "x-max-length-bytes": 1000000, "x-cleanup-policy": b"compact"})
-    vhost.declare_queue("classic", durable=True)
-    yield b
-    for q in list(vhost.queues.values()):
-        close = getattr(q, "close", None)
-        if close is not None:
-            close()
+        "x-max-length-bytes": 1000000, "x-cleanup-policy": b"compact"}, "classic": None})
 
 
 @pytest.fixture

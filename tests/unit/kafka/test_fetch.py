@@ -18,28 +18,19 @@ from pamqp import commands
 from smartbroker.broker.core import Broker
 from smartbroker.config import Config
 from smartbroker.kafka import codec
-from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
+from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node
 from smartbroker.kafka.protocol import KafkaConnection
 from smartbroker.message import Message
 from smartbroker.queues.stream_records import encode_record
+from tests.unit.kafka.kafka_fixtures import SESSION, THREE_PARTITIONS, broker_with
 
-SESSION = Session("127.0.0.1:50000", "127.0.0.1")
 T = FetchRequest.FetchTopic
 P = T.FetchPartition
 
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    b = Broker(Config())
-    vhost = b.vhosts["/"]
-    vhost.declare_queue("orders", durable=True,
-                        arguments={"x-queue-type": "stream", "x-partitions": 3})
-    vhost.declare_queue("classic", durable=True)
-    yield b
-    for q in list(vhost.queues.values()):
-        close = getattr(q, "close", None)
-        if close is not None:
-            close()
+    yield from broker_with({"orders": THREE_PARTITIONS, "classic": None})
 
 
 def stream(broker: Broker) -> Any:

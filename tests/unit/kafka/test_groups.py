@@ -10,27 +10,18 @@ from typing import Any
 import pytest
 
 from smartbroker.broker.core import Broker
-from smartbroker.config import Config
 from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Header, Request
 from smartbroker.kafka.groups import FIND_COORDINATOR, OFFSET_COMMIT, OFFSET_FETCH
 from smartbroker.kafka.handlers import KafkaHandlers, Node, Session
+from tests.unit.kafka.kafka_fixtures import ONE_PARTITION, THREE_PARTITIONS, broker_with
 
-SESSION = Session("127.0.0.1:50000", "10.0.0.7")
+SESSION = Session("127.0.0.1:50000", "10.0.0.7")  # the address the client reached us on
 
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    b = Broker(Config())
-    vhost = b.vhosts["/"]
-    vhost.declare_queue("orders", durable=True,
-                        arguments={"x-queue-type": "stream", "x-partitions": 3})
-    vhost.declare_queue("single", durable=True, arguments={"x-queue-type": "stream"})
-    yield b
-    for q in list(vhost.queues.values()):
-        close = getattr(q, "close", None)
-        if close is not None:
-            close()
+    yield from broker_with({"orders": THREE_PARTITIONS, "single": ONE_PARTITION})
 
 
 @pytest.fixture

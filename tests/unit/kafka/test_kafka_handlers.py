@@ -10,28 +10,16 @@ from collections.abc import Iterator
 import pytest
 
 from smartbroker.broker.core import Broker
-from smartbroker.config import Config
 from smartbroker.kafka import codec
-from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session, valid_topic_name
+from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, valid_topic_name
 from smartbroker.kafka.protocol import KafkaConnection, KafkaProtocolError
-
-SESSION = Session("127.0.0.1:50000", "127.0.0.1")
+from tests.unit.kafka.kafka_fixtures import ONE_PARTITION, SESSION, THREE_PARTITIONS, broker_with
 
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    b = Broker(Config())
-    vhost = b.vhosts["/"]
-    vhost.declare_queue("orders", durable=True,
-                        arguments={"x-queue-type": "stream", "x-partitions": 3})
-    vhost.declare_queue("single", durable=True, arguments={"x-queue-type": "stream"})
-    vhost.declare_queue("classic", durable=True)
-    vhost.declare_queue("bad name", durable=True, arguments={"x-queue-type": "stream"})
-    yield b
-    for q in list(vhost.queues.values()):
-        close = getattr(q, "close", None)
-        if close is not None:
-            close()
+    yield from broker_with({"orders": THREE_PARTITIONS, "single": ONE_PARTITION, "classic": None,
+                           "bad name": ONE_PARTITION})
 
 
 def handlers(broker: Broker, host: str | None = "kafka.example", vhost: str = "/") -> KafkaHandlers:

@@ -15,12 +15,12 @@ from smartbroker.broker.core import Broker
 from smartbroker.config import Config
 from smartbroker.kafka import codec, records
 from smartbroker.kafka.errors import ErrorCode
-from smartbroker.kafka.handlers import KafkaHandlers, Node, Session
+from smartbroker.kafka.handlers import KafkaHandlers, Node
 from smartbroker.kafka.offsets import lookup
 from smartbroker.kafka.produce import NO_RESPONSE, Producer
 from smartbroker.store.memory import MemoryLog
+from tests.unit.kafka.kafka_fixtures import SESSION, THREE_PARTITIONS, broker_with
 
-SESSION = Session("127.0.0.1:50000", "127.0.0.1")
 PRODUCE = codec.REQUESTS[0]
 LIST = codec.REQUESTS[2]
 TS = 1_700_000_000_000
@@ -28,16 +28,7 @@ TS = 1_700_000_000_000
 
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    b = Broker(Config())
-    vhost = b.vhosts["/"]
-    vhost.declare_queue("orders", durable=True,
-                        arguments={"x-queue-type": "stream", "x-partitions": 3})
-    vhost.declare_queue("classic", durable=True)
-    yield b
-    for q in list(vhost.queues.values()):
-        close = getattr(q, "close", None)
-        if close is not None:
-            close()
+    yield from broker_with({"orders": THREE_PARTITIONS, "classic": None})
 
 
 def handlers(broker: Broker) -> KafkaHandlers:
