@@ -54,7 +54,7 @@ def test_produce_to_a_topic_without_write_is_29_and_auto_creation_needs_configur
 
 
 def test_committing_a_group_offset_needs_read_on_the_topic(broker_with_streams: Broker) -> None:
-    from tests.unit.kafka.test_groups import commit
+    from tests.unit.kafka.test_kafka_groups import commit
 
     broker_with_streams.permissions.set(Permission("guest", "/", ".*", ".*", "^orders$"))
     handlers = KafkaHandlers(broker_with_streams, Node(None, 19092, Node.cluster_id_for("x"), "/"))
