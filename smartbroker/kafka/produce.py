@@ -88,6 +88,9 @@ class Topics:
         return queue
 
 
+ALARM_RECHECK = 0.25  # seconds, the resource monitor's sampling interval
+
+
 class Producer:
     """The Produce handler of one listener."""
 
@@ -96,6 +99,23 @@ class Producer:
         self.topics = topics
 
     def produce(self, request: Request, session: Any) -> Any:
+        """Append now, or, while a memory or disk alarm is on, once it has cleared."""
+        if self.broker.alarms:
+            return asyncio.ensure_future(self._after_alarms(request, session))
+        return self._produce_now(request, session)
+
+    async def _after_alarms(self, request: Request, session: Any) -> Any:
+        """As RabbitMQ blocks AMQP publishers under a resource alarm (server/alarms.py),
+        a Produce waits until every alarm has cleared: nothing is appended meanwhile, and
+        the connection's later requests wait behind it (responses keep request order; the
+        listener stops reading once 64 are owed). Polled as often as the resource monitor
+        samples, since alarms carry no event."""
+        while self.broker.alarms:
+            await asyncio.sleep(ALARM_RECHECK)
+        result = self._produce_now(request, session)
+        return await result if asyncio.isfuture(result) else result
+
+    def _produce_now(self, request: Request, session: Any) -> Any:
         body = request.body
         acks = body.acks
         cls = codec.response_class(PRODUCE)

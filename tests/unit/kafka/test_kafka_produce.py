@@ -224,3 +224,25 @@ def test_acks_wait_until_the_partition_log_is_durable(tmp_path: Any) -> None:
         assert results(asyncio.run(run())) == [("disk", 1, 0, 0)]
     finally:
         stream.close()
+
+
+def test_under_a_resource_alarm_produce_waits_and_appends_once_it_clears(broker: Broker) -> None:
+    """As an AMQP publisher is blocked under a memory or disk alarm, a Produce waits:
+    nothing is appended until every alarm has cleared, then it answers as usual."""
+    producer = Producer(broker, handlers(broker).streams)
+    body = PRODUCE(version=9, transactional_id=None, acks=1, timeout_ms=1000, topic_data=[
+        PRODUCE.TopicProduceData(name="orders", partition_data=[
+            PRODUCE.TopicProduceData.PartitionProduceData(index=0, records=batch(b"a"))])])
+    log0 = broker.vhosts["/"].queues["orders"].logs[0]
+
+    async def run() -> Any:
+        broker.alarms.add("disk")
+        future = producer.produce(codec.Request(codec.Header(0, 9, 1, "c"), body), SESSION)
+        assert isinstance(future, asyncio.Future)
+        await asyncio.sleep(0)  # the waiting task runs once: the alarm is still on
+        assert not future.done() and log0.next_offset == 0
+        broker.alarms.clear()
+        return await asyncio.wait_for(future, 5)
+
+    assert results(asyncio.run(run())) == [("orders", 0, 0, 0)]
+    assert log0.next_offset == 1
