@@ -6,14 +6,17 @@ against another broker such as RabbitMQ; tests marked ``extension`` are then ski
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -22,7 +25,8 @@ import pytest
 # demo); re-exported here because many tests import it from tests.conftest.
 from smartbroker.launcher import BrokerProcess, free_port, wait_for_port
 
-__all__ = ["BrokerProcess", "assert_clean_log", "free_port", "wait_for_port"]
+__all__ = ["BrokerProcess", "assert_clean_log", "free_port", "non_loopback_address",
+           "running_broker", "wait_for_port"]
 
 EXTERNAL_URL = os.environ.get("SMARTBROKER_TEST_URL")
 EXTERNAL_API = os.environ.get("SMARTBROKER_TEST_API")  # e.g. http://guest:guest@localhost:15672
@@ -40,6 +44,34 @@ def assert_clean_log(proc: BrokerProcess) -> None:
         sys.stderr.write(report + "\n")
         return
     pytest.fail(report, pytrace=False)
+
+
+@contextlib.contextmanager
+def running_broker(prefix: str = "smartbroker-test-", **kwargs: Any) -> Iterator[BrokerProcess]:
+    """A started broker subprocess in a fresh temporary directory (``kwargs`` go to
+    ``BrokerProcess``); stopped, its log checked for tracebacks, and removed on exit."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    proc = BrokerProcess(tmp / "data", **kwargs).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        try:
+            assert_clean_log(proc)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def non_loopback_address() -> str | None:
+    """This machine's outward IPv4 address (to connect from somewhere that is not
+    loopback), or None when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
 
 
 @dataclass
@@ -68,16 +100,8 @@ def broker() -> Iterator[BrokerInfo]:
         u = urlparse(EXTERNAL_URL)
         yield BrokerInfo(EXTERNAL_URL, u.hostname or "localhost", u.port or 5672, EXTERNAL_API, True)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="smartbroker-test-"))
-    proc = BrokerProcess(data_dir=tmp / "data").start()
-    try:
+    with running_broker() as proc:
         yield BrokerInfo(proc.url, proc.host, proc.port, proc.api, False, proc)
-    finally:
-        proc.stop()
-        try:
-            assert_clean_log(proc)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, assert_clean_log
+from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
 
 
 @pytest.fixture(scope="module")
 def kafka_broker() -> Iterator[BrokerProcess]:
     if EXTERNAL_URL:
         pytest.skip("the Kafka listener is smartbroker's own")
-    tmp = Path(tempfile.mkdtemp(prefix="smartbroker-kafka-"))
-    proc = BrokerProcess(tmp / "data", kafka=True).start()
-    try:
+    with running_broker("smartbroker-kafka-", kafka=True) as proc:
         yield proc
-    finally:
-        proc.stop()
-        try:
-            assert_clean_log(proc)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)

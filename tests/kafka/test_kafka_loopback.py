@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import socket
 import struct
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, assert_clean_log
+from tests.conftest import EXTERNAL_URL, non_loopback_address, running_broker
 
 pytestmark = pytest.mark.extension
 
 # ApiVersions v0: size, api_key 18, version 0, correlation id 7, client id "t"
 API_VERSIONS_V0 = struct.pack(">ihhih", 11, 18, 0, 7, 1) + b"t"
-
-
-def _non_loopback_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))
-            address = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if address.startswith("127.") else address
 
 
 def _ask(address: str, port: int) -> bytes:
@@ -51,13 +39,12 @@ def test_a_kafka_client_without_sasl_is_guest_from_loopback_only(
         loopback_users: str, remote_answered: bool) -> None:
     if EXTERNAL_URL:
         pytest.skip("the Kafka listener is smartbroker's own")
-    address = _non_loopback_address()
+    address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
-    tmp = Path(tempfile.mkdtemp(prefix="smartbroker-kafka-loopback-"))
-    proc = BrokerProcess(tmp / "data", kafka=True, extra_args=["--host", "0.0.0.0"],
-                         env={"SMARTBROKER_LOOPBACK_USERS": loopback_users}).start()
-    try:
+    with running_broker("smartbroker-kafka-loopback-", kafka=True,
+                        extra_args=["--host", "0.0.0.0"],
+                        env={"SMARTBROKER_LOOPBACK_USERS": loopback_users}) as proc:
         local = _ask("127.0.0.1", proc.kafka_port)
         assert struct.unpack(">ii", local[:8])[1] == 7  # answered: correlation id 7
         remote = _ask(address, proc.kafka_port)
@@ -66,6 +53,3 @@ def test_a_kafka_client_without_sasl_is_guest_from_loopback_only(
         else:
             assert remote == b""  # dropped without an answer
             assert "refusing Kafka connection from" in proc.log()
-    finally:
-        proc.stop()
-        assert_clean_log(proc)

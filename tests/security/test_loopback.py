@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +10,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port, non_loopback_address, wait_for_port
 
 pytestmark = pytest.mark.extension
-
-
-def _non_loopback_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))
-            address = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if address.startswith("127.") else address
 
 
 def _serve(tmp_path: Path, *extra_env: tuple[str, str]) -> tuple[subprocess.Popen, int]:
@@ -40,7 +29,7 @@ def _serve(tmp_path: Path, *extra_env: tuple[str, str]) -> tuple[subprocess.Pope
 
 
 def test_guest_refused_from_a_remote_address_but_fine_on_loopback(tmp_path: Path) -> None:
-    address = _non_loopback_address()
+    address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
     proc, port = _serve(tmp_path)
@@ -55,7 +44,7 @@ def test_guest_refused_from_a_remote_address_but_fine_on_loopback(tmp_path: Path
 
 
 def test_loopback_users_is_configurable(tmp_path: Path) -> None:
-    address = _non_loopback_address()
+    address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
     proc, port = _serve(tmp_path, ("SMARTBROKER_LOOPBACK_USERS", "[]"))
