@@ -37,9 +37,6 @@ from smartbroker.queues.base import (
 from smartbroker.queues.groups import GroupMember, StreamGroups
 from smartbroker.queues.offsets import OffsetBook
 from smartbroker.queues.partitioner import choose
-from smartbroker.queues.partitioner import (  # noqa: F401 (re-exported: the routing-key rule)
-    legacy_partition as partition_for,
-)
 from smartbroker.queues.retention import Retention
 from smartbroker.queues.stream_args import (
     EQUIVALENCE_ARGUMENTS,

@@ -21,7 +21,7 @@ _u32 = struct.Struct("<I")
 
 def murmur2_partition_of(msg: Message, partitions: int) -> int:
     """New streams: Kafka's murmur2 of the ``x-message-key`` header, else (no Kafka key) the
-    routing key's legacy hash. mmh3 is called inline, not via ``partition_for``: one
+    routing key's legacy hash. mmh3 is called inline, not via ``legacy_partition``: one
     function layer less per publish."""
     if partitions == 1:
         return 0  # nothing to decode: a one-partition stream never reads the headers

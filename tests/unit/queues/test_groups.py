@@ -23,7 +23,8 @@ from smartbroker.queues.groups import (
     UnknownPartition,
 )
 from smartbroker.queues.offsets import OffsetReset
-from smartbroker.queues.stream import StreamEntry, StreamQueue, partition_for
+from smartbroker.queues.partitioner import legacy_partition as partition_for
+from smartbroker.queues.stream import StreamEntry, StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
 
 
