@@ -37,3 +37,11 @@ def xname(uid: str, request: pytest.FixtureRequest, broker_url: str) -> Iterator
         chan = c.channel()
         for n in (name, *(f"{name}.{i}" for i in range(1, 4))):
             chan.exchange_delete(n)  # RabbitMQ: deleting a missing exchange is not an error
+
+
+@pytest.fixture
+def cch(conn: pika.BlockingConnection) -> BlockingChannel:
+    """A channel in confirm mode."""
+    c = conn.channel()
+    c.confirm_delivery()
+    return c
