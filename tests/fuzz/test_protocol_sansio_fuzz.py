@@ -6,7 +6,7 @@ streams, cut at random points; a scripted server answers every turn as the adapt
 ``ChannelFailed``). Only ``ConnectionError`` may escape ``next_event``, with RabbitMQ's
 reply text; everything the server sends must parse as AMQP frames; a ``Publish`` carries
 exactly the body size its header declared; input never piles up beyond one frame. Much
-faster than the adapter-level fuzzing in ``test_protocol_fuzz.py`` (which keeps the cases
+faster than the adapter-level fuzzing in ``test_protocol_fuzz_*.py`` (which keeps the cases
 that need the broker: channel and queue cleanup, the 541 path, transport closing).
 """
 
@@ -16,18 +16,11 @@ import struct
 from typing import Any
 
 import pytest
+from fuzz_harness import CORPUS, PROTOCOL_HEADER, fuzz_settings, handshake_bytes
+from fuzz_strategies import publish_sequence, session, splits
 from hypothesis import given, note
 from hypothesis import strategies as st
 from pamqp import commands, frame
-from test_protocol_fuzz import (
-    CORPUS,
-    PROTOCOL_HEADER,
-    fuzz_settings,
-    handshake_bytes,
-    publish_sequence,
-    session,
-    splits,
-)
 
 from smartbroker.errors import ConnectionError
 from smartbroker.protocol import codec
