@@ -1,28 +1,73 @@
-"""What a Kafka client may do to a topic: the broker's permissions, as over AMQP.
+"""What a Kafka client may do to a topic or group: the broker's permissions, as over AMQP.
 
-Until SASL exists, every Kafka connection acts as the default user (``listener.may_connect``
-has already applied that user's loopback rule). Kafka operations map to RabbitMQ's
-permission kinds on the topic's queue name in the Kafka vhost (issue 14): Produce is
-``write``, Fetch, ListOffsets and offset reads are ``read``, creating (also by
+A Kafka connection acts as the user it authenticated as with SASL, or without SASL as the
+default user (``listener`` has already applied that user's loopback rule). Kafka operations
+map to RabbitMQ's permission kinds on the topic's queue name in the Kafka vhost (issue 14):
+Produce is ``write``, Fetch, ListOffsets and group offsets are ``read``, creating (also by
 auto-creation) and deleting a topic is ``configure``. A refusal is Kafka's
-TOPIC_AUTHORIZATION_FAILED (29) for that topic.
+TOPIC_AUTHORIZATION_FAILED (29) for that topic, GROUP_AUTHORIZATION_FAILED (30) for a group
+the user may not use at all (``group_allowed``).
+
+Who is asking: ``KafkaHandlers.handle`` runs each handler inside ``acting_as(session.user)``
+(a context variable, so the handlers of topics and groups need no user argument threaded
+through them); a caller may also pass ``user`` explicitly. Outside any request (unit tests
+calling a handler's helper directly) the default user is assumed, as before SASL existed.
 """
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from smartbroker.errors import AMQPError
 
+_ACTING_AS: contextvars.ContextVar[str | None] = contextvars.ContextVar("kafka_user", default=None)
 
-def topic_allowed(broker: Any, vhost: str, kind: str, topic: str) -> bool:
-    """Whether the default user may ``kind`` (configure/write/read) the topic ``topic``."""
-    user = broker.config.default_user
-    permissions = broker.permissions
-    if user not in broker.users.users or not permissions.can_access(vhost, user):
+
+@contextmanager
+def acting_as(user: str) -> Iterator[None]:
+    """Run the permission checks inside as ``user`` (the connection's)."""
+    token = _ACTING_AS.set(user)
+    try:
+        yield
+    finally:
+        _ACTING_AS.reset(token)
+
+
+def current_user(broker: Any, user: str | None = None) -> str:
+    """``user``, else the connection's user of the request being handled, else the
+    default user."""
+    return user or _ACTING_AS.get() or broker.config.default_user
+
+
+def vhost_allowed(broker: Any, vhost: str, user: str) -> bool:
+    """Whether ``user`` exists and may use ``vhost`` at all (RabbitMQ's vhost access)."""
+    return user in broker.users.users and broker.permissions.can_access(vhost, user)
+
+
+def topic_allowed(broker: Any, vhost: str, kind: str, topic: str, user: str | None = None) -> bool:
+    """Whether the user may ``kind`` (configure/write/read) the topic ``topic``."""
+    name = current_user(broker, user)
+    if not vhost_allowed(broker, vhost, name):
         return False
     try:
-        permissions.check(user, vhost, kind, "queue", topic)
+        broker.permissions.check(name, vhost, kind, "queue", topic)
     except AMQPError:
         return False
     return True
+
+
+def group_allowed(broker: Any, vhost: str, group: str, user: str | None = None) -> bool:
+    """Whether the user may use the consumer group ``group`` at all: group operations need
+    ``read`` on the topics they name (check those with ``topic_allowed``); a request naming
+    no topic (FindCoordinator, JoinGroup, Heartbeat, ListGroups...) is refused with
+    GROUP_AUTHORIZATION_FAILED only when the user may read nothing in the Kafka vhost (no
+    access to it, or an empty read pattern, RabbitMQ's "deny all"). Groups themselves have
+    no permissions in RabbitMQ's model, so ``group`` names no resource here."""
+    name = current_user(broker, user)
+    if not vhost_allowed(broker, vhost, name):
+        return False
+    perm = broker.permissions.get(vhost, name)
+    return perm is not None and perm.read not in ("", "^$")
