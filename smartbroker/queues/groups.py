@@ -8,21 +8,29 @@ listed, described, reset and deleted. AMQP consumers ``join`` and ``leave``; the
 management API (and the CLI through it) lists, describes, resets and deletes; another
 front end can ``commit`` and read ``committed`` on the same book. A refusal is a
 ``GroupError`` whose text a front end shows as it is.
+
+Another front end's members (Kafka's, whose group protocol runs in its own coordinator)
+are seen through ``attach_external``: a provider that answers, when asked, the group's
+current members with this stream's partitions. So listing, describing, lag and the
+"refused while active" rule treat them as members, and a group's members come from one
+protocol at a time: an AMQP consumer joining a group held by external members is refused
+(405), and the other front end asks ``amqp_active`` before letting its members in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.errors import resource_locked
 from smartbroker.queues.groups_members import ConsumerGroup, GroupMember
 from smartbroker.queues.offsets import OffsetBook, OffsetReset, position
 
 if TYPE_CHECKING:
     from smartbroker.queues.stream import Reader, StreamQueue
 
-__all__ = ["GroupActive", "GroupError", "GroupInfo", "GroupMember", "MemberInfo",
+__all__ = ["ExternalMembers", "GroupActive", "GroupError", "GroupInfo", "GroupMember", "MemberInfo",
            "OffsetMove", "PartitionLag", "StreamGroups", "UnknownGroup", "UnknownPartition"]
 
 
@@ -45,9 +53,16 @@ class GroupActive(GroupError):
 
 @dataclass(frozen=True, slots=True)
 class MemberInfo:
-    consumer_tag: str
+    consumer_tag: str  # the AMQP consumer tag, or the other protocol's member id
     instance_id: str | None
-    partitions: tuple[int, ...]
+    partitions: tuple[int, ...]  # of this stream
+    client_id: str | None = None
+    client_host: str | None = None
+    protocol: str = "amqp"
+
+
+ExternalMembers = Callable[[], Sequence[MemberInfo]]
+"""The current members of a group held by another front end (empty: none now)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +85,7 @@ class GroupInfo:
     members: tuple[MemberInfo, ...]
     static_members_away: int
     partitions: tuple[PartitionLag, ...]
+    protocol: str | None = None  # whose members: "amqp", "kafka"; None without members
 
     @property
     def lag(self) -> int:
@@ -95,6 +111,7 @@ class StreamGroups:
         self.stream = stream
         self.book = book
         self.live: dict[str, ConsumerGroup] = {}
+        self.external: dict[str, ExternalMembers] = {}
 
     # -- membership (AMQP consumers with x-consumer-group) ---------------------------------
     def join(self, name: str, reader: Reader, arguments: Mapping[str, Any]) -> ConsumerGroup:
@@ -109,12 +126,43 @@ class StreamGroups:
         if reader.member is not None:
             reader.member.group.leave(reader)
 
+    def validate_join(self, name: str, arguments: Mapping[str, Any]) -> None:
+        """Refuse (405, before anything changes) an AMQP consumer joining a group whose
+        members are another protocol's: a group's members come from one protocol at a time."""
+        self.validate_arguments(arguments)
+        members = self.external_members(name)
+        if members:
+            raise resource_locked(
+                f"consumer group '{name}' on stream '{self.stream.name}' in vhost "
+                f"'{self.stream.vhost}' has {len(members)} {members[0].protocol.capitalize()} "
+                f"member(s): a group's members come from one protocol at a time")
+
+    # -- members of another front end (Kafka) ----------------------------------------------
+    def attach_external(self, name: str, provider: ExternalMembers) -> None:
+        """Let ``provider`` tell who the group's members are (replaces an earlier one)."""
+        self.external[name] = provider
+
+    def detach_external(self, name: str) -> None:
+        self.external.pop(name, None)
+
+    def external_members(self, name: str) -> tuple[MemberInfo, ...]:
+        provider = self.external.get(name)
+        return tuple(provider()) if provider is not None else ()
+
+    def amqp_active(self, name: str) -> bool:
+        """Whether AMQP consumers hold the group (members, or static members away within
+        their session timeout): the other front end refuses its members then."""
+        live = self.live.get(name)
+        return live is not None and live.active
+
     # -- reading -----------------------------------------------------------------------------
     def __contains__(self, name: object) -> bool:
-        return name in self.live or any(g == name for g, _ in self.book.offsets)
+        return (name in self.live or any(g == name for g, _ in self.book.offsets)
+                or (isinstance(name, str) and bool(self.external_members(name))))
 
     def names(self) -> list[str]:
-        return sorted(set(self.live) | self.book.groups())
+        held = {name for name in self.external if self.external_members(name)}
+        return sorted(set(self.live) | self.book.groups() | held)
 
     def committed(self, name: str, partition: int) -> int:
         """The next offset the group reads in ``partition`` (the start if it never committed)."""
@@ -126,16 +174,20 @@ class StreamGroups:
     def describe(self, name: str) -> GroupInfo:
         live = self.require(name)
         owners = {p: m.reader.consumer.tag for p, m in live.owner.items()} if live else {}
+        external = self.external_members(name)
+        for member in external:
+            owners.update(dict.fromkeys(member.partitions, member.consumer_tag))
         partitions = []
         for p, lg in enumerate(self.stream.logs):
             committed = position(self.book.get(name, p), lg)
             partitions.append(PartitionLag(p, committed, lg.first_offset, lg.next_offset,
                                            max(lg.next_offset - committed, 0), owners.get(p)))
-        members = tuple(MemberInfo(m.reader.consumer.tag, m.instance_id, tuple(m.partitions))
-                        for m in live.members) if live else ()
-        return GroupInfo(name, self.stream.name, self.stream.vhost,
-                         live is not None and live.active, live.mode if live else None,
-                         members, len(live.held) if live else 0, tuple(partitions))
+        members = tuple(_amqp_member(m) for m in live.members) if live else ()
+        active = live is not None and live.active
+        protocol = "amqp" if active else external[0].protocol if external else None
+        return GroupInfo(name, self.stream.name, self.stream.vhost, active or bool(external),
+                         live.mode if live else None, members + external,
+                         len(live.held) if live else 0, tuple(partitions), protocol)
 
     def describe_all(self) -> list[GroupInfo]:
         return [self.describe(name) for name in self.names()]
@@ -187,6 +239,11 @@ class StreamGroups:
 
     def refuse_if_active(self, name: str, doing: str) -> None:
         """``GroupActive`` if the group has members: only a stopped group is moved."""
+        external = self.external_members(name)
+        if external:
+            raise GroupActive(f"consumer group '{name}' on stream '{self.stream.name}' has "
+                              f"{len(external)} active {external[0].protocol.capitalize()} "
+                              f"member(s): stop its consumers before {doing}")
         live = self.live.get(name)
         if live is None or not live.active:
             return
@@ -195,3 +252,19 @@ class StreamGroups:
                                                  f"session timeout" if held else "")
         raise GroupActive(f"consumer group '{name}' on stream '{self.stream.name}' has "
                           f"{what}: stop its consumers before {doing}")
+
+
+def _amqp_member(member: GroupMember) -> MemberInfo:
+    """An AMQP member as every view shows it: client id is the connection's name (or the
+    client library's product), client host its peer address, when the consumer has them."""
+    consumer = member.reader.consumer
+    conn = getattr(getattr(consumer, "channel", None), "conn", None)
+    peer = getattr(conn, "peer", None)
+    props = getattr(conn, "client_properties", None)
+    props = props if isinstance(props, dict) else {}
+    client_id = props.get("connection_name") or props.get("product")
+    if isinstance(client_id, bytes):
+        client_id = client_id.decode(errors="replace")
+    host = peer.rpartition(":")[0] or None if isinstance(peer, str) else None
+    return MemberInfo(consumer.tag, member.instance_id, tuple(member.partitions),
+                      client_id if isinstance(client_id, str) else None, host)

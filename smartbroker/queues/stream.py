@@ -258,7 +258,7 @@ class StreamQueue:
         if group is not None:
             if not isinstance(group, str):  # bytes here: a long string that is not UTF-8
                 raise precondition_failed("x-consumer-group must be a UTF-8 string")
-            StreamGroups.validate_arguments(arguments)
+            self.groups.validate_join(group, arguments)
 
     def add_consumer(self, consumer: Consumer) -> None:
         args = consumer.arguments
