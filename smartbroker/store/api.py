@@ -31,6 +31,17 @@ class Record(NamedTuple):
     payload: bytes
 
 
+class Frame(NamedTuple):
+    """One stored frame as Fetch reads it: a Kafka batch's bytes as they were stored
+    (``batch``, no record decoded), or the records of an AMQP frame (``batch`` None)."""
+
+    base: int
+    count: int  # offsets it covers
+    timestamp_ms: int  # a Kafka batch's max timestamp
+    batch: bytes | None
+    records: list[Record]
+
+
 class SegmentInfo(NamedTuple):
     """What retention and queue-side deletion need to know about one segment."""
 
@@ -81,6 +92,13 @@ class Log(Protocol):
     def read_record(self, offset: int) -> Record | None: ...
     def scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]: ...
     def scan_records(self, start: int = 0) -> Iterator[Record]: ...
+    def scan_frames(self, start: int = 0) -> Iterator[Frame]:
+        """Frames from the one holding ``start`` on (it may begin before ``start``)."""
+        ...
+    def append_kafka_batch(self, batch: bytes | bytearray | memoryview, count: int,
+                           max_ts: int) -> int:
+        """Store a Kafka RecordBatch v2 as one frame of ``count`` offsets; its base offset."""
+        ...
     def offset_for_timestamp(self, timestamp_ms: int) -> int: ...
     def segments(self) -> list[SegmentInfo]: ...
     def segment_of(self, offset: int) -> int | None: ...

@@ -14,7 +14,10 @@ A ``Compactor`` belongs to one log (one stream partition). Each pass:
 
 Records without a key are always kept. A tombstone (``is_tombstone(payload)``) is kept
 until its timestamp is ``delete_retention_ms`` old, then dropped too (older records of
-its key are gone already: the tombstone superseded them). The active segment is never
+its key are gone already: the tombstone superseded them). A Kafka batch is read through
+its records (``record.records_of``); in a rewritten segment its survivors become
+single-record frames at their own offsets, as Kafka's cleaner re-encodes a batch with
+only its survivors. The active segment is never
 rewritten. On a ``SegmentLog``, steps 1 and 2 only read closed (immutable) files and the
 written part of the active one through descriptors of their own, so ``run_async`` does
 them in a worker thread and the event loop only pays for the snapshot and the renames.
@@ -35,7 +38,7 @@ from typing import Any
 from . import record
 from .api import LogStats, Record
 from .log import COMPACT_SUFFIX, SegmentLog
-from .memory import MemoryLog
+from .memory import MemoryLog, expand
 from .segment import Segment
 
 WRITE_CHUNK = 1 << 20
@@ -232,7 +235,8 @@ class Compactor:
         """Records of a viewed segment from position ``pos``, each with the position after it."""
         if not self.disk:
             for i in range(pos, v.written):
-                yield v.seg.records[i], i + 1
+                for rec in expand(v.seg.records[i]):  # a Kafka batch: its records
+                    yield rec, i + 1
             return
         try:
             fd = os.open(v.seg.path, os.O_RDONLY)
@@ -246,9 +250,8 @@ class Compactor:
                 if n % YIELD_EVERY == 0:
                     time.sleep(0)  # hand the GIL to the event loop now and then
                 size = record.PREFIX_SIZE + record.PREFIX.unpack_from(data, rel)[1]
-                base, ts, _flags, _count = record.head(data, rel)
-                for i, (key, payload) in enumerate(record.entries(data, rel)):
-                    yield Record(base + i, ts, key, payload), fpos + size
+                for rec in record.records_of(data, rel):  # a Kafka batch's too, decoded
+                    yield rec, fpos + size
         finally:
             os.close(fd)
 

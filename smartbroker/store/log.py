@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 
 from . import record
-from .api import LogStats, Record, SegmentInfo, StoreUnavailable
+from .api import Frame, LogStats, Record, SegmentInfo, StoreUnavailable
 from .commit import GroupCommit
 from .handles import HandleCache
 from .holes import HoleMarkers, unlink
@@ -155,6 +155,22 @@ class SegmentLog:
         self._commit.kick()
         return list(range(off, off + len(payloads)))
 
+    def append_kafka_batch(self, batch: bytes | bytearray | memoryview, count: int,
+                           max_ts: int) -> int:
+        """Buffer a Kafka RecordBatch v2 as one frame of ``count`` offsets (copied once,
+        baseOffset patched); returns its base offset."""
+        if self._unavailable is not None:
+            self._retry()
+        seg = self._segs[-1]
+        if seg.end + record.OVERHEAD + len(batch) > self.segment_bytes and seg.end:
+            seg = self._roll()
+        off = seg.next_offset
+        seg.append_kafka(off, count, max_ts, batch)
+        if len(seg.buf) >= self.write_buffer_bytes:
+            self._write_out(seg)
+        self._commit.kick()
+        return off
+
     def _write_out(self, seg: Segment) -> None:
         """Hand a buffer to the OS; a failure is remembered (the data stays buffered)."""
         try:
@@ -268,6 +284,12 @@ class SegmentLog:
         for seg in list(self._segs[i:]):
             if seg.next_offset > start and not seg.deleted:
                 yield from seg.records(start)
+
+    def scan_frames(self, start: int = 0) -> Iterator[Frame]:
+        i = max(0, bisect_right(self._bases, start) - 1)
+        for seg in list(self._segs[i:]):
+            if seg.next_offset > start and not seg.deleted:
+                yield from seg.frame_views(start)
 
     def scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
         for rec in self.scan_records(start):

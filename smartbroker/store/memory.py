@@ -11,15 +11,32 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import record
-from .api import LogStats, Record, SegmentInfo
+from .api import Frame, LogStats, Record, SegmentInfo
+
+
+class KafkaItem(NamedTuple):
+    """A stored Kafka batch (``record.py``'s Kafka frame, in memory): ``count`` offsets."""
+
+    offset: int  # base offset
+    timestamp_ms: int  # the batch's max timestamp
+    count: int
+    batch: bytes
+
+
+def expand(item: Record | KafkaItem) -> list[Record]:
+    """The records of one stored item."""
+    if type(item) is KafkaItem:
+        return record.expand_batch(item.batch, item.offset, item.timestamp_ms)
+    return [item]  # type: ignore[list-item]
 
 
 @dataclass
 class _Seg:
     base: int
-    records: list[Record] = field(default_factory=list)
+    records: list[Record | KafkaItem] = field(default_factory=list)
     size: int = 0
     max_ts: int = -1
     next_offset: int = -1  # one past the last offset it holds (compaction may leave gaps)
@@ -29,16 +46,21 @@ class _Seg:
         if self.next_offset < 0:
             self.next_offset = self.base
 
-    def add(self, rec: Record) -> None:
+    def add(self, rec: Record | KafkaItem) -> None:
         self.records.append(rec)
         self.offsets.append(rec.offset)
-        self.next_offset = rec.offset + 1
+        self.next_offset = rec.offset + (rec.count if type(rec) is KafkaItem else 1)  # type: ignore[union-attr]
 
     def index(self, offset: int) -> int:
-        """Position of the first record at or after ``offset``."""
-        if not self.records or self.records[-1].offset - self.base == len(self.records) - 1:
-            return max(0, offset - self.base)  # dense: no compaction has touched it
-        return bisect_left(self.offsets, offset)
+        """Position of the first item holding or following ``offset``."""
+        if not self.records or self.next_offset - self.base == len(self.records):
+            return max(0, offset - self.base)  # dense, one offset per item
+        i = bisect_left(self.offsets, offset)
+        if i and (i == len(self.offsets) or self.offsets[i] != offset):
+            prev = self.records[i - 1]
+            if type(prev) is KafkaItem and prev.offset + prev.count > offset:
+                return i - 1  # inside a batch
+        return i
 
 
 class MemoryLog:
@@ -92,6 +114,19 @@ class MemoryLog:
         seg.max_ts = max(seg.max_ts, ts)
         return list(range(base, base + len(items)))
 
+    def append_kafka_batch(self, batch: bytes | bytearray | memoryview, count: int,
+                           max_ts: int) -> int:
+        """A Kafka batch as one item of ``count`` offsets, baseOffset patched."""
+        data = bytearray(batch)
+        seg = self._room(record.OVERHEAD + len(data))
+        base = seg.next_offset
+        data[0:8] = base.to_bytes(8, "big", signed=True)
+        data[12:16] = b"\x00\x00\x00\x00"  # partitionLeaderEpoch 0, as on disk
+        seg.add(KafkaItem(base, max_ts, count, bytes(data)))
+        seg.size += record.OVERHEAD + len(data)
+        seg.max_ts = max(seg.max_ts, max_ts)
+        return base
+
     def _find(self, offset: int) -> _Seg | None:
         i = bisect_right([s.base for s in self._segs], offset) - 1
         if i < 0 or offset >= self._segs[i].next_offset:
@@ -103,8 +138,10 @@ class MemoryLog:
         if seg is None:
             return None
         i = seg.index(offset)
-        rec = seg.records[i] if i < len(seg.records) else None
-        return rec if rec is not None and rec.offset == offset else None
+        item = seg.records[i] if i < len(seg.records) else None
+        if type(item) is KafkaItem:
+            return next((r for r in expand(item) if r.offset == offset), None)
+        return item if item is not None and item.offset == offset else None  # type: ignore[return-value]
 
     def read(self, offset: int) -> bytes | None:
         rec = self.read_record(offset)
@@ -113,16 +150,34 @@ class MemoryLog:
     def scan_records(self, start: int = 0) -> Iterator[Record]:
         for seg in list(self._segs):
             if seg.next_offset > start:
-                yield from seg.records[seg.index(start) :]
+                for item in seg.records[seg.index(start) :]:
+                    if type(item) is KafkaItem:
+                        yield from (r for r in expand(item) if r.offset >= start)
+                    else:
+                        yield item  # type: ignore[misc]
+
+    def scan_frames(self, start: int = 0) -> Iterator[Frame]:
+        for seg in list(self._segs):
+            if seg.next_offset > start:
+                for item in seg.records[seg.index(start) :]:
+                    if type(item) is KafkaItem:
+                        yield Frame(item.offset, item.count, item.timestamp_ms, item.batch, [])
+                    else:
+                        yield Frame(item.offset, 1, item.timestamp_ms, None, [item])  # type: ignore[list-item]
 
     def scan(self, start: int = 0) -> Iterator[tuple[int, bytes]]:
         for rec in self.scan_records(start):
             yield rec.offset, rec.payload
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int:
-        for rec in self.scan_records():
-            if rec.timestamp_ms >= timestamp_ms:
-                return rec.offset
+        for seg in self._segs:
+            if seg.max_ts < timestamp_ms:
+                continue
+            for item in seg.records:
+                if item.timestamp_ms >= timestamp_ms:  # a batch's is its max
+                    for rec in expand(item):
+                        if rec.timestamp_ms >= timestamp_ms:
+                            return rec.offset
         return self.next_offset
 
     def segments(self) -> list[SegmentInfo]:

@@ -9,12 +9,21 @@ A frame is ``prefix | head | entries``:
 
 A batch is one frame with count > 1, so one CRC covers it: after a crash it is either
 entirely there or entirely cut/skipped. Entry i has offset ``base + i``.
+
+A Kafka frame (flag ``FLAG_KAFKA``) holds one entry, a Kafka RecordBatch v2 exactly as
+the producer sent it (baseOffset patched), covering ``count`` offsets; its timestamp is the
+batch's max timestamp (what retention and the time index need). The store never parses the
+batch: Fetch serves its bytes, and whoever needs records registers a ``batch_reader``
+(``queues/kafka_batch.py``), so store/ stays free of Kafka code.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
+
+from .api import Record
 
 MAGIC = b"\xa7SB1"
 PREFIX = struct.Struct("<4sII")
@@ -27,6 +36,8 @@ ENTRY_SIZE = ENTRY.size
 OVERHEAD = PREFIX_SIZE + HEAD_SIZE + ENTRY_SIZE  # bytes added to a single record
 MAX_BODY = 1 << 30
 FLAG_BATCH = 1
+FLAG_KAFKA = 2
+_KAFKA_HEAD = struct.Struct("<QqBIiI")  # HEAD + the one ENTRY of a Kafka frame
 
 OK, INCOMPLETE, BAD = 0, 1, 2
 
@@ -69,6 +80,60 @@ def encode_batch(base: int, ts: int, items: list[tuple[bytes | None, bytes]]) ->
     return _prefix_pack(MAGIC, len(body), _crc(body)) + body
 
 
+def encode_kafka_into(buf: bytearray, base: int, ts: int, count: int,
+                      batch: bytes | bytearray | memoryview) -> None:
+    """Append a Kafka frame holding ``batch`` at offset ``base`` to ``buf``: the batch is
+    copied once, then its baseOffset (bytes 0-7) and partitionLeaderEpoch (bytes 12-15),
+    both outside Kafka's CRC-32C, are patched in place."""
+    start = len(buf)
+    head = _KAFKA_HEAD.pack(base, ts, FLAG_KAFKA, count, -1, len(batch))
+    buf += _prefix_pack(MAGIC, len(head) + len(batch), 0)
+    buf += head
+    pos = len(buf)
+    buf += batch
+    _BASE_OFFSET.pack_into(buf, pos, base)
+    _LEADER_EPOCH.pack_into(buf, pos + 12, 0)
+    with memoryview(buf) as mv:
+        crc = _crc(mv[start + PREFIX_SIZE:])
+    _CRC.pack_into(buf, start + 8, crc)
+
+
+_BASE_OFFSET = struct.Struct(">q")
+_LEADER_EPOCH = struct.Struct(">i")
+_CRC = struct.Struct("<I")
+BatchReader = Callable[[bytes, int, int], list[Record]]
+_batch_reader: list[BatchReader] = []
+
+
+def set_batch_reader(reader: BatchReader) -> None:
+    """Register how a Kafka batch becomes records: ``reader(batch, base, frame_ts)`` returns
+    the Records it holds (absolute offsets, their own timestamps; control records none)."""
+    _batch_reader[:] = [reader]
+
+
+def kafka_batch(data: bytes | bytearray | memoryview, pos: int) -> bytes:
+    """The batch bytes of a checked Kafka frame at ``pos``."""
+    start = pos + PREFIX_SIZE + HEAD_SIZE + ENTRY_SIZE
+    plen = ENTRY.unpack_from(data, pos + PREFIX_SIZE + HEAD_SIZE)[1]
+    return bytes(data[start : start + plen])
+
+
+def records_of(data: bytes | bytearray | memoryview, pos: int) -> list[Record]:
+    """The records of a checked frame of either kind (a Kafka frame's through the
+    registered batch reader)."""
+    base, ts, flags, _count = HEAD.unpack_from(data, pos + PREFIX_SIZE)
+    if flags & FLAG_KAFKA:
+        return expand_batch(kafka_batch(data, pos), base, ts)
+    return [Record(base + i, ts, key, payload) for i, (key, payload) in enumerate(entries(data, pos))]
+
+
+def expand_batch(batch: bytes, base: int, ts: int) -> list[Record]:
+    """The records of a stored Kafka batch (needs a registered reader)."""
+    if not _batch_reader:
+        raise RuntimeError("no Kafka batch reader registered (import smartbroker.queues.kafka_batch)")
+    return _batch_reader[0](batch, base, ts)
+
+
 def check(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     """Classify the frame at ``data[pos:]``: (OK, size), (INCOMPLETE, size needed), (BAD, 0)."""
     avail = len(data) - pos
@@ -84,9 +149,9 @@ def check(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     if _crc(memoryview(data)[start : pos + size]) != crc:
         return BAD, 0
     # CRC matched; still make sure the entries add up, so decode() cannot run off the end.
-    count = HEAD.unpack_from(data, start)[3]
+    _base, _ts, flags, count = HEAD.unpack_from(data, start)
     p, end = start + HEAD_SIZE, pos + size
-    for _ in range(count):
+    for _ in range(1 if flags & FLAG_KAFKA else count):
         if p + ENTRY_SIZE > end:
             return BAD, 0
         klen, plen = ENTRY.unpack_from(data, p)

@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 
 from . import record
-from .api import LogStats, Record
+from .api import Frame, LogStats, Record
 from .handles import HandleCache
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,12 @@ class Segment:
         self.note(offset, count, ts, self.written + len(self.buf))
         self.buf += frame
 
+    def append_kafka(self, offset: int, count: int, ts: int,
+                     batch: bytes | bytearray | memoryview) -> None:
+        """A Kafka batch as one frame, copied once into the buffer (record.py)."""
+        self.note(offset, count, ts, self.written + len(self.buf))
+        record.encode_kafka_into(self.buf, offset, ts, count, batch)
+
     def write_out(self) -> bool:
         """Write the buffer to the file (page cache). Returns True if bytes were written.
 
@@ -224,22 +230,42 @@ class Segment:
         if not self.base <= offset < self.next_offset:
             return None
         for _pos, data, rel in self.frames(self.locate(offset), READ_CHUNK):
-            base, ts, _flags, count = record.head(data, rel)
+            base, ts, flags, count = record.head(data, rel)
             if base > offset:
                 return None  # a gap (compacted or skipped as corrupt)
             if offset < base + count:
+                if flags & record.FLAG_KAFKA:  # a control record or none: no record there
+                    return next((r for r in record.records_of(data, rel) if r.offset == offset), None)
                 key, payload = record.entries(data, rel)[offset - base]
                 return Record(offset, ts, key, payload)
         return None
 
     def records(self, start: int) -> Iterator[Record]:
         for _pos, data, rel in self.frames(self.locate(start) if start > self.base else 0):
-            base, ts, _flags, count = record.head(data, rel)
+            base, ts, flags, count = record.head(data, rel)
             if base + count <= start:
+                continue
+            if flags & record.FLAG_KAFKA:
+                for rec in record.records_of(data, rel):
+                    if rec.offset >= start:
+                        yield rec
                 continue
             for i, (key, payload) in enumerate(record.entries(data, rel)):
                 if base + i >= start:
                     yield Record(base + i, ts, key, payload)
+
+    def frame_views(self, start: int) -> Iterator[Frame]:
+        """Frames from the one holding ``start``: Kafka batches as bytes, no decoding."""
+        for _pos, data, rel in self.frames(self.locate(start) if start > self.base else 0):
+            base, ts, flags, count = record.head(data, rel)
+            if base + count <= start:
+                continue
+            if flags & record.FLAG_KAFKA:
+                yield Frame(base, count, ts, record.kafka_batch(data, rel), [])
+            else:
+                yield Frame(base, count, ts, None,
+                            [Record(base + i, ts, key, payload)
+                             for i, (key, payload) in enumerate(record.entries(data, rel))])
 
     def first_at_or_after(self, ts: int) -> int | None:
         """Offset of the first record whose timestamp is >= ``ts`` (None if there is none)."""
@@ -247,9 +273,14 @@ class Segment:
             return None
         i = bisect_right(self.idx_ts, ts - 1) - 1  # last entry whose max-so-far is < ts
         for _pos, data, rel in self.frames(self.idx_pos[i] if i >= 0 else 0, READ_CHUNK):
-            base, fts, _flags, _count = record.head(data, rel)
+            base, fts, flags, _count = record.head(data, rel)
             if fts >= ts:
-                return base
+                if not flags & record.FLAG_KAFKA:
+                    return base
+                # a batch's frame time is its max: the first record at or after ts is inside
+                found = next((r.offset for r in record.records_of(data, rel) if r.timestamp_ms >= ts), None)
+                if found is not None:
+                    return found
         return None
 
     # -- recovery and the index file -------------------------------------------------
