@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.auth import ScramCredential
 from smartbroker.broker.durable import MessageStore
 from smartbroker.broker.idempotence import ProducerRegistry
 from smartbroker.broker.permissions import InvalidRegex, Permission, TopicPermission
@@ -79,6 +80,10 @@ class Persistence:
             for name, limits in self.definitions.load_user_limits().items():
                 if name in broker.users.users:
                     broker.users.users[name].limits.update(limits)
+            for name, rows in self.definitions.load_user_scram().items():
+                if name in broker.users.users:
+                    broker.users.users[name].scram = {m: ScramCredential.from_row(*row)
+                                                      for m, row in rows.items()}
             self._restore_permissions(broker, defs.permissions)
             self._restore_vhost_definitions(broker, defs)
         self._restore_messages(broker)

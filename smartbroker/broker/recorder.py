@@ -120,6 +120,11 @@ class DefinitionsRecorder:
         if not self.restoring:
             self.definitions.save_user(UserDef(name, password_hash, list(tags)))
 
+    def user_scram_saved(self, name: str, rows: dict[str, tuple[str, int, str, str]]) -> None:
+        """A user's SCRAM credentials, mechanism -> (salt, iterations, stored, server key)."""
+        if not self.restoring:
+            self.definitions.save_user_scram(name, rows)
+
     def user_deleted(self, name: str) -> None:
         if not self.restoring:
             self.definitions.delete_user(name)

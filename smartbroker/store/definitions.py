@@ -164,6 +164,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vhosts (name TEXT PRIMARY KEY, metadata TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS user_limits (name TEXT PRIMARY KEY, limits TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, tags TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS user_scram (name TEXT, mechanism TEXT, salt TEXT, iterations INTEGER,
+  stored_key TEXT, server_key TEXT, PRIMARY KEY (name, mechanism));
 CREATE TABLE IF NOT EXISTS permissions (user TEXT, vhost TEXT, configure TEXT, write TEXT, read TEXT,
   PRIMARY KEY (user, vhost));
 CREATE TABLE IF NOT EXISTS topic_permissions (user TEXT, vhost TEXT, exchange TEXT, write TEXT,
@@ -235,8 +237,23 @@ class DefinitionStore:
     def save_user(self, u: UserDef) -> None:
         self._run("INSERT OR REPLACE INTO users VALUES (?, ?, ?)", u.name, u.password_hash, dumps(u.tags))
 
+    def save_user_scram(self, name: str, rows: dict[str, tuple[str, int, str, str]]) -> None:
+        """Replace a user's SCRAM credentials (mechanism -> salt, iterations, keys)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM user_scram WHERE name = ?", (name,))
+            for mechanism, row in rows.items():
+                self._db.execute("INSERT INTO user_scram VALUES (?, ?, ?, ?, ?, ?)",
+                                 (name, mechanism, *row))
+
+    def load_user_scram(self) -> dict[str, dict[str, tuple[str, int, str, str]]]:
+        out: dict[str, dict[str, tuple[str, int, str, str]]] = {}
+        for name, mechanism, *row in self._db.execute("SELECT * FROM user_scram"):
+            out.setdefault(name, {})[mechanism] = tuple(row)  # type: ignore[assignment]
+        return out
+
     def delete_user(self, name: str) -> None:
         with self.transaction():
+            self._db.execute("DELETE FROM user_scram WHERE name = ?", (name,))
             self._db.execute("DELETE FROM permissions WHERE user = ?", (name,))
             self._db.execute("DELETE FROM topic_permissions WHERE user = ?", (name,))
             self._db.execute("DELETE FROM users WHERE name = ?", (name,))

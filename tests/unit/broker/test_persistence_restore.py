@@ -62,7 +62,8 @@ async def declare_everything(broker: Broker) -> None:
 
 def test_first_start_records_the_defaults(tmp_path: Path):
     restored, _ = run_broker(tmp_path)
-    assert restored == 3  # default vhost, user and permission, recorded once
+    # default vhost, user (and its SCRAM-SHA-256/512 credentials) and permission, recorded once
+    assert restored == 5
     assert run_broker(tmp_path) == (0, 0)  # the second start reads them back, writes nothing
 
 
@@ -144,7 +145,8 @@ def test_stored_bad_regexes_are_skipped_or_deny_all(tmp_path: Path,
         restored, _ = run_broker(tmp_path, inspect)
     assert seen["perm"] is None  # skipped, and no default put in its place
     assert seen["topic"] == ("", "")  # denies all
-    assert restored == 2  # the defaults of the vhost and user only: nothing re-saved
+    # the defaults of the vhost and user (with its 2 SCRAM credentials) only: nothing re-saved
+    assert restored == 4
     assert "skipping stored permission" in caplog.text
     assert "denies all" in caplog.text
 
