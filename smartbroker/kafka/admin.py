@@ -195,7 +195,7 @@ class TopicAdmin:
             code, message = ErrorCode.NONE, None
             try:
                 name = self._named(name, tid)
-                self._stream(name)
+                tid = self._stream(name).meta.topic_id  # the id it had, for the response
                 self._require("configure", name)
                 self._vhost().delete_queue(name)
                 log.info("Kafka topic %r deleted from vhost %r", name, self.streams.vhost)
@@ -204,8 +204,7 @@ class TopicAdmin:
             except AMQPError as exc:  # not expected for a durable stream
                 code, message = ErrorCode.UNKNOWN_SERVER_ERROR, str(exc)
             results.append(cls.DeletableTopicResult(
-                name=name, topic_id=tid if tid is not None and name is None
-                else (self.topic_id(name) if code == 0 and name else _NO_UUID),
+                name=name, topic_id=tid if tid is not None else _NO_UUID,
                 error_code=code, error_message=message))
         return cls(version=request.api_version, throttle_time_ms=0, responses=results)
 
@@ -216,7 +215,7 @@ class TopicAdmin:
         vhost = self._vhost()
         for qname, queue in list(vhost.queues.items()):
             if (queue.capabilities.offset_log and self.streams.valid_name(qname)
-                    and self.topic_id(qname) == tid):
+                    and queue.meta.topic_id == tid):
                 return qname
         raise TopicError(ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID.")
 

@@ -97,7 +97,7 @@ class Fetcher:
     def _name_of(self, topic_id: uuid.UUID, queues: Any) -> str | None:
         """The stream a v13+ Fetch names by id (the cache is rebuilt when an id is new)."""
         name = self._names.get(topic_id)
-        if name is None or name not in queues:
+        if name is None or name not in queues or self.topic_id(name) != topic_id:
             self._names = {self.topic_id(n): n for n, q in list(queues.items())
                            if q.capabilities.offset_log}
             name = self._names.get(topic_id)

@@ -137,13 +137,14 @@ class KafkaHandlers:
         """A stream queue as a topic; None for a classic queue (not a topic) or nothing."""
         if queue is None or not queue.capabilities.offset_log:
             return None  # a queue leaves vhost.queues before it is deleted
-        # TODO(issue 14): a topic id stored with the stream, so that a topic deleted and
-        # created again gets a new one, as in Kafka; derived from the name until then
-        return Topic(name, len(queue.logs), self.topic_id(name))
+        return Topic(name, len(queue.logs), queue.meta.topic_id)
 
     def topic_id(self, name: str) -> uuid.UUID:
-        """What Metadata calls the topic, and Fetch v13+ names it by."""
-        return uuid.uuid5(_TOPIC_IDS, f"{self.node.vhost}\0{name}")
+        """What Metadata calls the topic, and Fetch v13+ names it by: the id stored with
+        the stream (``StreamMeta``), new for a topic deleted and created again, as in
+        Kafka; the zero id when there is no such topic."""
+        topic = self.topic(name)
+        return _NO_UUID if topic is None else topic.topic_id
 
     # -- ApiVersions -----------------------------------------------------------------------
 

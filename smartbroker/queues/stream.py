@@ -52,7 +52,7 @@ from smartbroker.queues.stream_records import (
     encode_record,
     message_key,
 )
-from smartbroker.queues.stream_storage import open_log, stream_directory
+from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
 from smartbroker.store.api import Record
 
 READ_BATCH = 128
@@ -113,7 +113,9 @@ class StreamQueue:
         self.arguments: dict[str, Any] = dict(arguments or {})
         self.host: QueueHost = host or NoHost()
         self.storage = storage  # None: logs in memory
-        self.declared = settings or StreamSettings()  # from the arguments
+        self.directory = stream_directory(storage, vhost, name)
+        self.meta = StreamMeta.load(self.directory, fsync=storage is not None and storage.fsync != "never")
+        self.declared = self.meta.settings(settings or StreamSettings(), self.arguments, name, vhost)
         self.stream = policy_settings(self.declared, policy)  # with the policy applied
         self.policy_name: str | None = None
         self.bindings: set[Any] = set()
@@ -122,7 +124,6 @@ class StreamQueue:
         self.deleted = False
         self.last_used = time.monotonic()
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
-        self.directory = stream_directory(storage, vhost, name)
         # before the logs open: a directory with logs but no record is a legacy stream
         self.partitioner = choose(self.directory, fsync=storage is not None and storage.fsync != "never")
         self._partition_of = PARTITION_OF[self.partitioner]

@@ -5,17 +5,35 @@ The directory name is a digest of vhost and name (any queue name is a safe path)
 group offsets in ``offsets``. Without storage (a broker with no data directory, unit tests)
 every log is a ``MemoryLog``. The logs share the broker's fsync threads and file-handle
 cache (``Storage.executors``) when it has them.
+
+``meta.json`` beside them (``StreamMeta``) keeps what changes after the declaration: the
+topic id Kafka names the stream by, and what Kafka's admin APIs changed (a grown partition
+count, config overrides, each partition's log start offset). Queue arguments stay as
+declared, because AMQP redeclares are checked against them (RabbitMQ's arguments are
+immutable, as a policy does not change them either): the overrides apply on top.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smartbroker.errors import AMQPError
 from smartbroker.queues.base import Storage
+from smartbroker.queues.stream_args import StreamSettings
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
+
+log = logging.getLogger("smartbroker.stream")
+META_FILE = "meta.json"
 
 
 def stream_directory(storage: Storage | None, vhost: str, name: str) -> Path | None:
@@ -39,3 +57,87 @@ def open_log(directory: Path | None, storage: Storage | None, name: str,
         return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes)
     return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes,
                       executor=executors.fsync, handles=executors.handles)
+
+
+@dataclass
+class StreamMeta:
+    """A stream's identity and post-declaration changes, durable in ``meta.json``.
+
+    ``overrides`` maps queue arguments to the value Kafka set (None: back to the default,
+    whatever the declaration said); ``log_start`` a partition to its log start offset
+    (DeleteRecords). A memory-only stream keeps all this in memory: a random topic id.
+    """
+
+    directory: Path | None
+    topic_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    partitions: int = 0  # the count CreatePartitions grew it to; 0: as declared
+    overrides: dict[str, Any] = field(default_factory=dict)
+    log_start: dict[int, int] = field(default_factory=dict)
+    fsync: bool = True  # False when the broker never fsyncs (``--fsync never``)
+
+    @classmethod
+    def load(cls, directory: Path | None, *, fsync: bool = True) -> StreamMeta:
+        """The stream's meta; a new stream (or one from before topic ids) gets a fresh id,
+        saved at once so that it survives a restart."""
+        meta = cls(directory, fsync=fsync)
+        path = None if directory is None else directory / META_FILE
+        if path is None:
+            return meta
+        try:
+            raw = json.loads(path.read_text())
+            meta.topic_id = uuid.UUID(raw["topic_id"])
+            meta.partitions = int(raw.get("partitions", 0))
+            meta.overrides = dict(raw.get("overrides", {}))
+            meta.log_start = {int(p): int(o) for p, o in raw.get("log_start", {}).items()}
+        except FileNotFoundError:
+            meta.save()
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("%s is unreadable (%s): the stream gets a new topic id", path, exc)
+            meta.save()
+        return meta
+
+    def save(self) -> None:
+        """Write ``meta.json`` atomically and durably (temp file, fsync, rename)."""
+        if self.directory is None:
+            return
+        raw = {"topic_id": str(self.topic_id), "partitions": self.partitions,
+               "overrides": self.overrides,
+               "log_start": {str(p): o for p, o in sorted(self.log_start.items())}}
+        tmp = self.directory / (META_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(raw, f)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.directory / META_FILE)
+        if not self.fsync:
+            return
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def arguments(self, declared: Mapping[str, Any]) -> dict[str, Any]:
+        """The declared arguments with the overrides applied: what the stream does now."""
+        effective = dict(declared)
+        for argument, value in self.overrides.items():
+            if value is None:
+                effective.pop(argument, None)
+            else:
+                effective[argument] = value
+        return effective
+
+    def settings(self, declared: StreamSettings, arguments: Mapping[str, Any],
+                 name: str, vhost: str) -> StreamSettings:
+        """The declared settings with the overrides and a grown partition count applied."""
+        settings = declared
+        if self.overrides:
+            try:
+                settings = StreamSettings.parse(name, vhost, True, False, False,
+                                                self.arguments(arguments))
+            except AMQPError as exc:  # checked when set: only a hand-edited file gets here
+                log.error("stream %r: config overrides ignored: %s", name, exc)
+        if self.partitions > settings.partitions:
+            settings = dataclasses.replace(settings, partitions=self.partitions)
+        return settings

@@ -16,7 +16,6 @@ from kafka.protocol.consumer import FetchRequest
 from pamqp import commands
 
 from smartbroker.broker.core import Broker
-from smartbroker.config import Config
 from smartbroker.kafka import codec
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node
 from smartbroker.kafka.protocol import KafkaConnection
@@ -28,9 +27,14 @@ T = FetchRequest.FetchTopic
 P = T.FetchPartition
 
 
+_CURRENT: list[Broker] = []  # the test's broker, whose streams hold the topic ids
+
+
 @pytest.fixture
 def broker() -> Iterator[Broker]:
-    yield from broker_with({"orders": THREE_PARTITIONS, "classic": None})
+    for made in broker_with({"orders": THREE_PARTITIONS, "classic": None}):
+        _CURRENT[:] = [made]
+        yield made
 
 
 def stream(broker: Broker) -> Any:
@@ -65,8 +69,9 @@ def request(version: int = 11, *, offset: int = 0, partition: int = 0, topic: st
 
 
 def topic_uuid(name: str) -> uuid.UUID:
-    """The id Metadata gives ``name`` (what a v13+ Fetch names it by)."""
-    return KafkaHandlers(Broker(Config()), Node("h", 9092, "c", "/")).topic_id(name)
+    """The id Metadata gives ``name`` (what a v13+ Fetch names it by): the one stored with
+    the test broker's stream (the zero id for no topic)."""
+    return KafkaHandlers(_CURRENT[0], Node("h", 9092, "c", "/")).topic_id(name)
 
 
 def handlers(broker: Broker) -> KafkaHandlers:
