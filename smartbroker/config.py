@@ -93,6 +93,9 @@ class Config(BaseSettings):
     kafka_advertised_host: str | None = None
     kafka_vhost: str = "/"
     kafka_auto_create_topics: bool = True  # Kafka's auto.create.topics.enable (with Produce)
+    # Kafka's group.initial.rebalance.delay.ms: how long a group's first rebalance waits for
+    # more members to join (each join extends it, up to the rebalance timeout)
+    kafka_initial_rebalance_delay_ms: int = Field(3000, ge=0)
 
     @classmethod
     def settings_customise_sources(
