@@ -303,6 +303,20 @@ def write_batch_at(records: list[tuple[int, int, bytes | None, bytes | None,
     return bytes(batch)
 
 
+def control_batch(producer_id: int, producer_epoch: int, commit: bool,
+                  coordinator_epoch: int, timestamp_ms: int) -> bytes:
+    """A transaction marker: a control batch (attributes transactional and control) of one
+    control record, key (version 0, type 1 commit / 0 abort), value (version 0,
+    coordinator epoch), as Kafka's EndTransactionMarker; base offset 0 until stored."""
+    key = struct.pack(">hh", 0, 1 if commit else 0)
+    value = struct.pack(">hi", 0, coordinator_epoch)
+    batch = bytearray(write_batch_at([(0, timestamp_ms, key, value, [])]))
+    struct.pack_into(">h", batch, 21, 0x30)  # transactional | control, CreateTime
+    struct.pack_into(">qhi", batch, 43, producer_id, producer_epoch, -1)
+    struct.pack_into(">I", batch, 17, calc_crc32c(memoryview(batch)[21:]))
+    return bytes(batch)
+
+
 # baseOffset, length, leader epoch, magic, crc, attributes, last offset delta, first and
 # max timestamp, producer id and epoch, base sequence, record count: 61 bytes
 _BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -327,7 +341,7 @@ _SMALL_VARINTS.extend(bytes([v]) if v < 128 else bytes([(v & 0x7F) | 0x80, v >> 
 
 
 __all__ = ["API_VERSIONS", "BATCH_OVERHEAD", "FETCH", "METADATA", "REQUESTS", "RESPONSES", "DecodeError", "Header",
-           "Record", "Request", "api_versions_error", "decode_header", "decode_request",
+           "Record", "Request", "api_versions_error", "control_batch", "decode_header", "decode_request",
            "encode_response", "frame_size", "is_flexible", "max_version",
            "peek_header", "read_batches", "read_records", "record_size", "response_class",
            "write_batch", "write_batch_at"]

@@ -1,0 +1,352 @@
+"""Idempotent and transactional producers' state per stream partition (Kafka's KIP-98).
+
+Kafka keeps, per partition and producer id, the producer's epoch and the metadata of its
+last five batches (``ProducerStateManager`` / ``ProducerAppendInfo``); this is the same,
+with the same rules, so that the Kafka front end can answer as Kafka does:
+
+* a batch whose (epoch, first sequence, last sequence) equals one of the last five is a
+  retry: it is not stored again and is acknowledged with its original offset;
+* an older epoch is ``INVALID_PRODUCER_EPOCH``; a newer epoch must start at sequence 0;
+  within an epoch the first sequence must follow the last (wrapping at 2^31-1), else
+  ``OUT_OF_ORDER_SEQUENCE_NUMBER`` (a retry older than the five included, as Kafka 2.x+);
+* a producer the partition does not know (or has forgotten) is accepted at any sequence
+  and tracked from there (Kafka 2.5+, KIP-360);
+* a producer inside a transaction must write transactional batches (``INVALID_TXN_STATE``).
+
+Transactions: a producer's first transactional batch opens its transaction at that offset;
+a control batch (COMMIT or ABORT marker) closes it. The last stable offset (LSO) is the
+first offset of the earliest open transaction, else the high watermark: read_committed
+readers (Kafka Fetch with isolation level 1, and every AMQP reader) stop there. An aborted
+transaction is remembered as (producer id, first offset, marker offset) for Fetch's
+``aborted_transactions`` list, and as the offset ranges its batches occupy, so an AMQP
+reader (which sees offsets, not producer ids) can skip them.
+
+Only the 61-byte batch header is read here (plus a control record's 4-byte key), never
+the records, so this module needs no Kafka codec and ``queues/`` stays free of ``kafka/``.
+It is built from the stored batches' headers when a stream loads (``rebuild``), scanning
+only what a snapshot (written on clean shutdown, ``save``) does not cover.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+CACHED_BATCHES = 5  # Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN
+MAX_SEQUENCE = 2**31 - 1
+NO_PRODUCER_ID = -1
+_HEADER = struct.Struct(">qiibIhiqqqhii")  # the RecordBatch v2 header, 61 bytes
+HEADER_SIZE = _HEADER.size
+TRANSACTIONAL, CONTROL = 0x10, 0x20
+SNAPSHOT = "producer-state.json"
+
+
+class BatchHeader(NamedTuple):
+    """What the producer-state rules read from a RecordBatch v2 header."""
+
+    base_offset: int
+    last_offset_delta: int
+    attributes: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    count: int
+
+    @property
+    def transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL)
+
+    @property
+    def control(self) -> bool:
+        return bool(self.attributes & CONTROL)
+
+    @property
+    def last_sequence(self) -> int:
+        """Kafka's DefaultRecordBatch.lastSequence: the base sequence plus the last offset
+        delta, wrapping past 2^31-1 to 0."""
+        if self.base_sequence < 0:
+            return -1
+        return (self.base_sequence + self.last_offset_delta) % (MAX_SEQUENCE + 1)
+
+
+def parse_header(batch: bytes | bytearray | memoryview) -> BatchHeader:
+    """The header of one RecordBatch v2 (``batch`` starts at its baseOffset)."""
+    (base, _len, _epoch, _magic, _crc, attributes, delta, _first_ts, max_ts, pid, epoch,
+     seq, count) = _HEADER.unpack_from(batch, 0)
+    return BatchHeader(base, delta, attributes, max_ts, pid, epoch, seq, count)
+
+
+def control_type(batch: bytes | bytearray | memoryview) -> int:
+    """A control batch's marker type (0 abort, 1 commit; Kafka's ControlRecordType), read
+    from its first record's key (version int16, type int16); -1 when unreadable."""
+    pos = HEADER_SIZE
+    try:
+        for _ in range(4):  # record length, (attributes byte), timestamp and offset deltas
+            if _ == 1:
+                pos += 1
+                continue
+            pos = _skip_varint(batch, pos)
+        pos = _skip_varint(batch, pos)  # key length (4)
+        return struct.unpack_from(">h", batch, pos + 2)[0]
+    except (IndexError, struct.error):
+        return -1
+
+
+def _skip_varint(data: bytes | bytearray | memoryview, pos: int) -> int:
+    while data[pos] & 0x80:
+        pos += 1
+    return pos + 1
+
+
+class ProducerStateError(Exception):
+    """A batch the rules refuse; ``error`` is Kafka's error name (``ErrorCode[error]``)."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class BatchMeta(NamedTuple):
+    first_seq: int
+    last_seq: int
+    first_offset: int
+    last_offset: int
+
+
+@dataclass(slots=True)
+class ProducerEntry:
+    epoch: int
+    batches: deque[BatchMeta] = field(default_factory=lambda: deque(maxlen=CACHED_BATCHES))
+    txn_first: int = -1  # first offset of its open transaction here, -1 none
+    coordinator_epoch: int = -1
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1].last_seq if self.batches else -1
+
+
+def _in_sequence(last: int, first: int) -> bool:
+    return first == last + 1 or (first == 0 and last == MAX_SEQUENCE)
+
+
+class PartitionProducers:
+    """One partition's producers, open transactions and aborted transactions."""
+
+    def __init__(self) -> None:
+        self.producers: dict[int, ProducerEntry] = {}
+        self.open: dict[int, list[list[int]]] = {}  # pid -> [first, last] ranges it wrote
+        self.aborted: list[tuple[int, int, int]] = []  # (pid, first offset, marker offset)
+        self._starts: list[int] = []  # aborted data ranges, sorted, for AMQP readers
+        self._ends: list[int] = []
+
+    # -- checks (before an append) ---------------------------------------------------------
+    def duplicate(self, h: BatchHeader) -> BatchMeta | None:
+        """The batch already stored when ``h`` is a retry of one of the last five."""
+        entry = self.producers.get(h.producer_id)
+        if entry is None or entry.epoch != h.producer_epoch:
+            return None
+        last = h.last_sequence
+        for meta in entry.batches:
+            if meta.first_seq == h.base_sequence and meta.last_seq == last:
+                return meta
+        return None
+
+    def check(self, h: BatchHeader) -> None:
+        """Raise ProducerStateError when Kafka would refuse this data batch."""
+        entry = self.producers.get(h.producer_id)
+        if entry is None:
+            return  # unknown (or forgotten) producer: any sequence, Kafka 2.5+
+        if h.producer_epoch < entry.epoch:
+            raise ProducerStateError(
+                "INVALID_PRODUCER_EPOCH", f"epoch {h.producer_epoch} of producer "
+                f"{h.producer_id} is older than its current epoch {entry.epoch}")
+        if h.producer_epoch != entry.epoch:
+            if h.base_sequence != 0:
+                raise ProducerStateError(
+                    "OUT_OF_ORDER_SEQUENCE_NUMBER", f"new epoch {h.producer_epoch} of producer "
+                    f"{h.producer_id} starts at sequence {h.base_sequence}, not 0")
+        elif not _in_sequence(entry.last_seq, h.base_sequence):
+            raise ProducerStateError(
+                "OUT_OF_ORDER_SEQUENCE_NUMBER", f"producer {h.producer_id}: sequence "
+                f"{h.base_sequence} does not follow {entry.last_seq}")
+        if entry.txn_first >= 0 and not h.transactional:
+            raise ProducerStateError("INVALID_TXN_STATE", f"producer {h.producer_id} has an "
+                                     "open transaction: its writes must be transactional")
+
+    # -- updates (after an append, and when rebuilding) ------------------------------------
+    def appended(self, h: BatchHeader, base: int) -> None:
+        """A data batch (``h``) was stored at offsets ``base`` .. base + last offset delta."""
+        pid = h.producer_id
+        if pid < 0:
+            return
+        last = base + h.last_offset_delta
+        entry = self.producers.get(pid)
+        if entry is None:
+            entry = self.producers[pid] = ProducerEntry(h.producer_epoch)
+        elif entry.epoch != h.producer_epoch:
+            entry.epoch = h.producer_epoch
+            entry.batches.clear()
+        entry.batches.append(BatchMeta(h.base_sequence, h.last_sequence, base, last))
+        if h.transactional:
+            ranges = self.open.get(pid)
+            if ranges is None:
+                entry.txn_first = base
+                self.open[pid] = [[base, last]]
+            elif ranges[-1][1] + 1 == base:
+                ranges[-1][1] = last
+            else:
+                ranges.append([base, last])
+
+    def marker(self, pid: int, epoch: int, commit: bool, offset: int,
+               coordinator_epoch: int = -1) -> None:
+        """A COMMIT or ABORT control batch of ``pid`` was stored at ``offset``."""
+        entry = self.producers.get(pid)
+        if entry is None:
+            entry = self.producers[pid] = ProducerEntry(epoch)
+        elif epoch != entry.epoch:
+            entry.epoch = epoch
+            entry.batches.clear()
+        first = entry.txn_first if entry.txn_first >= 0 else offset
+        entry.txn_first = -1
+        entry.coordinator_epoch = coordinator_epoch
+        ranges = self.open.pop(pid, [])
+        if not commit:
+            self.aborted.append((pid, first, offset))
+            for start, end in ranges:
+                i = bisect_right(self._starts, start)
+                self._starts.insert(i, start)
+                self._ends.insert(i, end)
+
+    def observe(self, batch: bytes | bytearray | memoryview, base: int) -> None:
+        """Rebuild: a stored batch (at ``base``) as if just appended, without checks."""
+        h = parse_header(batch)
+        if h.producer_id < 0:
+            return
+        if h.control:
+            kind = control_type(batch)
+            if kind in (0, 1):
+                self.marker(h.producer_id, h.producer_epoch, kind == 1, base)
+        else:
+            self.appended(h, base)
+
+    # -- reading ---------------------------------------------------------------------------
+    def lso(self, high_watermark: int) -> int:
+        """The last stable offset: where the earliest open transaction starts."""
+        if not self.open:
+            return high_watermark
+        return min(r[0][0] for r in self.open.values())
+
+    def aborted_between(self, start: int, end: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions a Fetch of
+        [start, end) must list (Kafka: last offset >= start and first offset < end)."""
+        return [(pid, first) for pid, first, last in self.aborted
+                if last >= start and first < end]
+
+    def is_aborted(self, offset: int) -> bool:
+        """Whether ``offset`` holds a record of an aborted transaction (AMQP readers)."""
+        i = bisect_right(self._starts, offset) - 1  # ranges are disjoint: ends sorted too
+        return i >= 0 and self._ends[i] >= offset
+
+    def forget_before(self, log_start: int) -> None:
+        """Drop aborted transactions retention has removed entirely."""
+        self.aborted = [a for a in self.aborted if a[2] >= log_start]
+        keep = [(s, e) for s, e in zip(self._starts, self._ends, strict=True) if e >= log_start]
+        self._starts = [s for s, _ in keep]
+        self._ends = [e for _, e in keep]
+
+    # -- snapshot --------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"producers": {str(pid): [e.epoch, e.txn_first, e.coordinator_epoch,
+                                         [list(b) for b in e.batches]]
+                              for pid, e in self.producers.items()},
+                "open": {str(pid): r for pid, r in self.open.items()},
+                "aborted": [list(a) for a in self.aborted],
+                "ranges": [[s, e] for s, e in zip(self._starts, self._ends, strict=True)]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PartitionProducers:
+        state = cls()
+        for pid, (epoch, txn_first, coord, batches) in data["producers"].items():
+            entry = ProducerEntry(epoch, txn_first=txn_first, coordinator_epoch=coord)
+            entry.batches.extend(BatchMeta(*b) for b in batches)
+            state.producers[int(pid)] = entry
+        state.open = {int(pid): r for pid, r in data["open"].items()}
+        state.aborted = [tuple(a) for a in data["aborted"]]  # type: ignore[misc]
+        state._starts = [s for s, _ in data["ranges"]]
+        state._ends = [e for _, e in data["ranges"]]
+        return state
+
+
+class StreamProducers:
+    """Every partition's ``PartitionProducers`` of one stream (``StreamQueue.txns``)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = [PartitionProducers() for _ in range(partitions)]
+
+    def __getitem__(self, partition: int) -> PartitionProducers:
+        return self.partitions[partition]
+
+    def lso(self, partition: int, high_watermark: int) -> int:
+        return self.partitions[partition].lso(high_watermark)
+
+
+def snapshot_path(directory: Path | None) -> Path | None:
+    return None if directory is None else directory / SNAPSHOT
+
+
+def save(directory: Path | None, state: StreamProducers, next_offsets: list[int]) -> None:
+    """Write the snapshot: the state and, per partition, the offset it is complete up to
+    (the next load scans only past it). Written atomically; fsynced."""
+    path = snapshot_path(directory)
+    if path is None:
+        return
+    data = {"next": next_offsets, "partitions": [p.to_json() for p in state.partitions]}
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(directory: Path | None, logs: list[Any],
+         frames: Any) -> StreamProducers | None:
+    """The state of a stream at load: None when it never had a producer id (no snapshot:
+    the AMQP-only fast path), else the snapshot plus what the logs hold past it.
+    ``frames(partition, offset)`` yields (base offset, Kafka batch bytes or None)."""
+    path = snapshot_path(directory)
+    if path is None or not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        parts = [PartitionProducers.from_json(p) for p in data["partitions"]]
+        nexts = list(data["next"])
+        if len(parts) != len(logs):
+            raise ValueError("partition count changed")
+    except (OSError, ValueError, KeyError, TypeError):
+        parts, nexts = [PartitionProducers() for _ in logs], [0] * len(logs)
+    state = StreamProducers(0)
+    state.partitions = parts
+    for p, lg in enumerate(logs):
+        start = nexts[p]
+        if start > lg.next_offset:  # the log lost its tail (recovery): scan it all
+            state.partitions[p] = PartitionProducers()
+            start = 0
+        rebuild(state.partitions[p], frames(p, max(start, lg.first_offset)), start)
+        state.partitions[p].forget_before(lg.first_offset)
+    return state
+
+
+def rebuild(part: PartitionProducers, frames: Iterable[tuple[int, Any]], start: int) -> None:
+    """Replay stored Kafka batches' headers at or past ``start`` into ``part``."""
+    for base, batch in frames:
+        if batch is not None and base >= start and len(batch) >= HEADER_SIZE:
+            part.observe(batch, base)
