@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
 from smartbroker.message import Message
+from smartbroker.queues import kafka_batch  # registers the store's Kafka batch reader
 from smartbroker.queues.base import (
     ACCEPTED,
     Capabilities,
@@ -53,7 +54,7 @@ from smartbroker.queues.stream_records import (
     message_key,
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
-from smartbroker.store.api import Record
+from smartbroker.store.api import Frame, Record
 
 READ_BATCH = 128
 
@@ -127,6 +128,7 @@ class StreamQueue:
         # before the logs open: a directory with logs but no record is a legacy stream
         self.partitioner = choose(self.directory, fsync=storage is not None and storage.fsync != "never")
         self._partition_of = PARTITION_OF[self.partitioner]
+        self._own_route = kafka_batch.route_for(name)  # the route of records Kafka produced
         self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
         # what a publish to each partition returns: confirm once that log is fsynced
         self._published = [ACCEPTED if self.directory is None else PublishResult(True, lg)
@@ -215,6 +217,35 @@ class StreamQueue:
         """The records of one partition from ``offset`` on (gaps left by compaction are
         skipped); the caller stops reading when it has enough."""
         return self.logs[partition].scan_records(offset)
+
+    def kafka_frames(self, partition: int, offset: int) -> Iterator[Frame]:
+        """The stored frames of one partition from the one holding ``offset`` on (it may
+        start before ``offset``): a Kafka batch as the bytes it was stored as (``batch``),
+        an AMQP frame as its records. What Fetch serves without decoding Kafka records."""
+        return self.logs[partition].scan_frames(offset)
+
+    def append_kafka_batches(self, partition: int,
+                             batches: list[tuple[bytes | memoryview, int, int]]
+                             ) -> tuple[int, PublishResult]:
+        """The Kafka front end's append of checked RecordBatch v2 bytes, each ``(batch,
+        offsets it covers (lastOffsetDelta + 1), max timestamp ms)``, stored as they are
+        (only baseOffset and partitionLeaderEpoch are patched, both outside the CRC), to
+        ``partition`` (a Kafka producer chose it). Returns the first batch's base offset
+        and the result whose ``sync`` log a durable acknowledgement waits for. AMQP
+        readers decode the records (``kafka_batch.py``); producer id, epoch and sequence
+        stay in the stored batch headers."""
+        lg = self.logs[partition]
+        first = lg.next_offset
+        n = 0
+        for batch, count, max_ts in batches:
+            lg.append_kafka_batch(batch, count, max_ts)
+            n += count
+        self.stats["publish"] += n
+        if self.on_append:
+            self.appended(partition)
+        if self.consumers:
+            self.dispatch()
+        return first, self._published[partition]
 
     def appended(self, partition: int) -> None:
         """Tell the waiting readers (``on_append``) that ``partition`` grew; whoever appends
@@ -331,7 +362,7 @@ class StreamQueue:
         for rec in islice(lg.scan_records(cursor), READ_BATCH):
             if not consumer.can_take() or reader.cursors.get(p) is None:
                 break
-            message = decode_record(rec.payload, p, rec.offset)
+            message = decode_record(rec.payload, p, rec.offset, self._own_route)
             redelivered = member.group.was_delivered(p, rec.offset) if member else False
             reader.cursors[p] = rec.offset + 1
             entry = StreamEntry(message, p, rec.offset, redelivered, reader)

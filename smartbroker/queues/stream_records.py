@@ -58,9 +58,12 @@ def encode_record(msg: Message) -> bytes:
                      _u32.pack(len(msg.header_payload)), msg.header_payload, msg.body))
 
 
-def decode_record(data: bytes, partition: int, offset: int) -> Message:
+def decode_record(data: bytes, partition: int, offset: int, own_route: bytes | None = None) -> Message:
+    """A stored entry as the message a reader gets. A record produced over Kafka is stored
+    with an empty route (``kafka_batch.OWN_ROUTE``, 2 bytes): it was sent to the stream
+    itself, so it reads as ``own_route`` (exchange "", routing key the stream's name)."""
     (n,) = _u16.unpack_from(data, 0)
-    ex_rk = data[2:2 + n]
+    ex_rk = data[2:2 + n] if n != 2 or own_route is None else own_route
     (h,) = _u32.unpack_from(data, 2 + n)
     header = data[6 + n:6 + n + h]
     body = data[6 + n + h:]
