@@ -1,5 +1,8 @@
 """Kafka records <-> AMQP messages: the one mapping both front ends agree on.
 
+It lives in queues/ (not kafka/) because AMQP readers of a stream decode the Kafka batches
+it stores (``kafka_batch.py``); ``kafka/records.py`` is the Kafka side's name for it.
+
 A stream stores AMQP messages (``queues/stream_records.py``: route, content header, body)
 with a log timestamp; Produce turns each Kafka record into such a stored message, and Fetch
 turns a stored message back into a record. Nothing set on one side is lost on the other:
