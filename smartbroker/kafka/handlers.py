@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import admin, codec, groups, offsets, produce
+from smartbroker.kafka import admin, codec, groups, offsets, produce, sasl
+from smartbroker.kafka.authz import acting_as
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.fetch import Fetcher
@@ -27,6 +28,8 @@ from smartbroker.kafka.protocol import KafkaProtocolError
 
 SUPPORTED: dict[int, tuple[int, int]] = {
     codec.API_VERSIONS: (0, 4),
+    sasl.SASL_HANDSHAKE: sasl.HANDSHAKE_VERSIONS,
+    sasl.SASL_AUTHENTICATE: sasl.AUTHENTICATE_VERSIONS,
     codec.METADATA: (0, 12),
     codec.FETCH: (4, 16),
     produce.PRODUCE: produce.VERSIONS,
@@ -70,10 +73,15 @@ class Node:
 
 @dataclass
 class Session:
-    """One connection as the handlers see it (the authenticated user joins it with SASL)."""
+    """One connection as the handlers see it."""
 
     peer: str
     local_host: str  # the address the client reached us on
+    # the user it acts as: the default user without SASL (when its loopback rule allows),
+    # the SASL user once authenticated; None until then (only ApiVersions and SASL served)
+    user: str | None = None
+    sasl: Any = None  # sasl.SaslExchange from the SaslHandshake on
+    closing: bool = False  # a SASL refusal: close once its response is written
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class KafkaHandlers:
     def __init__(self, broker: Broker, node: Node) -> None:
         self.broker = broker
         self.node = node
+        self.sasl = sasl.SaslHandlers(broker, node.vhost)
         self.fetcher = Fetcher(broker, node.vhost, self.topic_id)
         self.streams = produce.Topics(broker, node.vhost, valid_topic_name)
         self.producer = produce.Producer(broker, self.streams)
@@ -99,6 +108,8 @@ class KafkaHandlers:
             lambda: [t.name for t in self.topics()])
         self.table: dict[int, Callable[[Request, Session], Any]] = {
             codec.API_VERSIONS: self.api_versions,
+            sasl.SASL_HANDSHAKE: self.sasl.handshake,
+            sasl.SASL_AUTHENTICATE: self.sasl.authenticate,
             codec.METADATA: self.metadata,
             codec.FETCH: self.fetcher.fetch,
             produce.PRODUCE: self.producer.produce,
@@ -113,8 +124,10 @@ class KafkaHandlers:
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 
     def handle(self, request: Request, session: Session) -> Any:
-        """The response body for ``request`` (its api key is one of SUPPORTED)."""
-        return self.table[request.api_key](request, session)
+        """The response body for ``request`` (its api key is one of SUPPORTED), with the
+        permission checks made as the session's user (authz.py)."""
+        with acting_as(session.user or self.broker.config.default_user):
+            return self.table[request.api_key](request, session)
 
     # -- topics ----------------------------------------------------------------------------
 
