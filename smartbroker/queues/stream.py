@@ -54,6 +54,7 @@ from smartbroker.queues.stream_records import (
     message_key,
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
+from smartbroker.queues.stream_tail import Tail
 from smartbroker.store.api import Frame, Record
 
 READ_BATCH = 128
@@ -130,9 +131,11 @@ class StreamQueue:
         self._partition_of = PARTITION_OF[self.partitioner]
         self._own_route = kafka_batch.route_for(name)  # the route of records Kafka produced
         self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
+        self.meta.restore_log_starts(self.logs)  # where DeleteRecords left each partition
         # what a publish to each partition returns: confirm once that log is fsynced
         self._published = [ACCEPTED if self.directory is None else PublishResult(True, lg)
                            for lg in self.logs]
+        self._tails = [Tail(i) for i in range(len(self.logs))]  # live readers' fast path
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
         self.groups = StreamGroups(self, self.offsets)
         self.retention = Retention(self)  # the timer that deletes old segments
@@ -197,12 +200,15 @@ class StreamQueue:
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         """Append to the key's partition; the result names that log for confirms."""
         index = self._partition_of(message, len(self.logs))
-        key = message_key(message).encode("utf-8", "surrogateescape") if self.stream.compact else None
-        self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
+        compact = self.stream.compact
+        key = message_key(message).encode("utf-8", "surrogateescape") if compact else None
+        offset = self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
         self.stats["publish"] += 1
         if self.on_append:  # the one check the hot path pays for waiting Kafka Fetches
             self.appended(index)
-        if self.consumers:
+        if self.readers:
+            if not compact:  # compaction may drop a record from the log, never from a tail
+                self._tails[index].add(offset, message)
             self.dispatch()
         return self._published[index]
 
@@ -315,6 +321,9 @@ class StreamQueue:
             return
         self.consumers.remove(consumer)
         self.groups.leave(reader)
+        if not self.readers:
+            for tail in self._tails:
+                tail.clear()
         self.dispatch()
 
     def start_offset(self, partition: int, spec: OffsetSpec) -> int:
@@ -356,6 +365,9 @@ class StreamQueue:
         lg = self.logs[p]
         if cursor >= lg.next_offset:
             return False
+        tail = self._tails[p]
+        if tail.base <= cursor < tail.end and cursor >= lg.first_offset:
+            return self._deliver_tail(reader, p, tail, cursor)
         consumer = reader.consumer
         member = reader.member
         sent = False
@@ -372,6 +384,25 @@ class StreamQueue:
             consumer.deliver(self, entry)
             sent = True
         return sent
+
+    def _deliver_tail(self, reader: Reader, p: int, tail: Tail, cursor: int) -> bool:
+        """``_read_partition`` from the in-memory tail: the same deliveries, nothing read
+        back from the log (``stream_tail.py``)."""
+        consumer = reader.consumer
+        member = reader.member
+        messages, base = tail.messages, tail.base
+        stop = min(tail.end, cursor + READ_BATCH)
+        offset = cursor
+        while offset < stop and consumer.can_take() and p in reader.cursors:
+            redelivered = member.group.was_delivered(p, offset) if member else False
+            reader.cursors[p] = offset + 1
+            entry = StreamEntry(messages[offset - base], p, offset, redelivered, reader)
+            if member is not None:
+                member.group.delivered(p, offset, consumer.no_ack)
+            consumer.deliver(self, entry)
+            offset += 1
+        self.stats["deliver"] += offset - cursor
+        return offset > cursor
 
     def delivery_message(self, entry: Any, on_get: bool = False) -> Message:
         return entry.message

@@ -141,3 +141,9 @@ class StreamMeta:
         if self.partitions > settings.partitions:
             settings = dataclasses.replace(settings, partitions=self.partitions)
         return settings
+
+    def restore_log_starts(self, logs: list[Any]) -> None:
+        """At open: each partition log starts where DeleteRecords left it."""
+        for partition, offset in self.log_start.items():
+            if partition < len(logs):
+                logs[partition].set_start(offset)

@@ -55,6 +55,7 @@ class SegmentLog:
         self.index_interval = index_interval
         self.write_buffer_bytes = write_buffer_bytes
         self._stats = LogStats()
+        self._start = 0  # Kafka's log start offset (set_start); below it nothing is read
         self._segs: list[Segment] = []
         self._bases: list[int] = []
         self._holes = HoleMarkers(self.directory)
@@ -95,7 +96,7 @@ class SegmentLog:
 
     @property
     def first_offset(self) -> int:
-        return self._segs[0].base
+        return max(self._segs[0].base, self._start)
 
     @property
     def next_offset(self) -> int:
@@ -272,7 +273,7 @@ class SegmentLog:
         return self._segs[i]
 
     def read_record(self, offset: int) -> Record | None:
-        seg = self._find(offset)
+        seg = self._find(offset) if offset >= self._start else None
         return seg.read(offset) if seg is not None else None
 
     def read(self, offset: int) -> bytes | None:
@@ -280,12 +281,14 @@ class SegmentLog:
         return rec.payload if rec is not None else None
 
     def scan_records(self, start: int = 0) -> Iterator[Record]:
+        start = max(start, self._start)
         i = max(0, bisect_right(self._bases, start) - 1)
         for seg in list(self._segs[i:]):
             if seg.next_offset > start and not seg.deleted:
                 yield from seg.records(start)
 
     def scan_frames(self, start: int = 0) -> Iterator[Frame]:
+        start = max(start, self._start)
         i = max(0, bisect_right(self._bases, start) - 1)
         for seg in list(self._segs[i:]):
             if seg.next_offset > start and not seg.deleted:
@@ -300,7 +303,7 @@ class SegmentLog:
         for seg in self._segs:
             found = seg.first_at_or_after(timestamp_ms)
             if found is not None:
-                return found
+                return max(found, self._start)
         return self.next_offset
 
     # -- segments and deletion -------------------------------------------------------
@@ -335,6 +338,14 @@ class SegmentLog:
         self._close_segment(seg)
         self._holes.drop_below(self._bases[0])
         return True
+
+    def set_start(self, offset: int) -> None:
+        """Kafka's log start offset (DeleteRecords): offsets below ``offset`` are gone for
+        every reader, even inside a segment that stays; whole segments below it go. Not
+        stored here: the caller keeps it durable (queues/stream_storage.py) and sets it
+        again when the log reopens."""
+        self._start = max(self._start, min(offset, self.next_offset))
+        self.delete_before(self._start)
 
     def delete_before(self, offset: int) -> int:
         """Delete closed segments lying entirely below ``offset``; returns how many."""

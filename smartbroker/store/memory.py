@@ -70,8 +70,9 @@ class MemoryLog:
         self.segment_bytes = segment_bytes
         self._segs = [_Seg(0)]
         self._stats = LogStats()
+        self._start = 0  # Kafka's log start offset (set_start); below it nothing is read
 
-    first_offset = property(lambda self: self._segs[0].base)
+    first_offset = property(lambda self: max(self._segs[0].base, self._start))
     next_offset = property(lambda self: self._segs[-1].next_offset)
     durable_offset = next_offset
     size_bytes = property(lambda self: sum(s.size for s in self._segs))
@@ -134,7 +135,7 @@ class MemoryLog:
         return self._segs[i]
 
     def read_record(self, offset: int) -> Record | None:
-        seg = self._find(offset)
+        seg = self._find(offset) if offset >= self._start else None
         if seg is None:
             return None
         i = seg.index(offset)
@@ -148,6 +149,7 @@ class MemoryLog:
         return None if rec is None else rec.payload
 
     def scan_records(self, start: int = 0) -> Iterator[Record]:
+        start = max(start, self._start)
         for seg in list(self._segs):
             if seg.next_offset > start:
                 for item in seg.records[seg.index(start) :]:
@@ -157,6 +159,7 @@ class MemoryLog:
                         yield item  # type: ignore[misc]
 
     def scan_frames(self, start: int = 0) -> Iterator[Frame]:
+        start = max(start, self._start)
         for seg in list(self._segs):
             if seg.next_offset > start:
                 for item in seg.records[seg.index(start) :]:
@@ -177,7 +180,7 @@ class MemoryLog:
                 if item.timestamp_ms >= timestamp_ms:  # a batch's is its max
                     for rec in expand(item):
                         if rec.timestamp_ms >= timestamp_ms:
-                            return rec.offset
+                            return max(rec.offset, self._start)
         return self.next_offset
 
     def segments(self) -> list[SegmentInfo]:
@@ -222,6 +225,11 @@ class MemoryLog:
                 del self._segs[i]
                 return True
         return False
+
+    def set_start(self, offset: int) -> None:
+        """Kafka's log start offset, as ``SegmentLog.set_start``."""
+        self._start = max(self._start, min(offset, self.next_offset))
+        self.delete_before(self._start)
 
     def delete_before(self, offset: int) -> int:
         n = 0
