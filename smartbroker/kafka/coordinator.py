@@ -1,0 +1,564 @@
+"""Kafka's classic group coordinator: JoinGroup, SyncGroup, Heartbeat and LeaveGroup as
+transitions of ``KafkaGroup`` (membership.py), following Kafka's GroupCoordinator.
+
+Rules and costs:
+
+* Empty -> PreparingRebalance on the first join: the initial rebalance delay
+  (``kafka_initial_rebalance_delay_ms``) waits for more members, each new one extending it
+  up to the rebalance timeout. Later rebalances wait until every member has rejoined, or
+  the longest rebalance timeout, after which members that did not rejoin are removed.
+* Completing a join starts a generation: the leader gets every member's metadata and
+  assigns; everyone else waits in SyncGroup until the leader's SyncGroup arrives
+  (CompletingRebalance -> Stable). Members that do not sync within the rebalance timeout
+  are removed (Kafka 3.x).
+* A member whose session timeout passes without a heartbeat (or join, sync, commit) is
+  removed and the group rebalances; a closed connection removes nobody, a LeaveGroup does.
+* Static members (``group.instance.id``, KIP-345) that rejoin with a new member id replace
+  their old id; in a Stable group with unchanged protocols that is no rebalance.
+
+Answers that wait (JoinGroup, SyncGroup) are callbacks the handlers turn into futures;
+timers come from ``Timers`` (the event loop's ``call_later``; a fake clock in unit tests).
+One timer per member (its session) plus one per group, all cancelled when the group goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.membership import (
+    COMPLETING,
+    DEAD,
+    EMPTY,
+    PREPARING,
+    STABLE,
+    KafkaGroup,
+    KafkaMember,
+)
+
+__all__ = ["Coordinator", "JoinResult", "KafkaGroup", "KafkaMember", "LoopTimers",
+           "SyncResult", "Timers"]
+
+log = logging.getLogger("smartbroker.kafka")
+MIN_SESSION_TIMEOUT_MS = 6000  # Kafka's group.min.session.timeout.ms default
+MAX_SESSION_TIMEOUT_MS = 1800000  # group.max.session.timeout.ms
+NEW_MEMBER_JOIN_TIMEOUT_MS = 300000  # GroupCoordinator.NewMemberJoinTimeoutMs
+
+
+class Timers(Protocol):
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+        """Run ``callback`` after ``delay`` seconds; the result has ``cancel()``."""
+
+
+class LoopTimers:
+    """The running event loop's timers (the handlers run inside it)."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    error: ErrorCode
+    member_id: str
+    generation: int = -1
+    protocol_type: str | None = None
+    protocol_name: str | None = None
+    leader_id: str = ""
+    members: list[tuple[str, str | None, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    error: ErrorCode
+    protocol_type: str | None = None
+    protocol_name: str | None = None
+    assignment: bytes = b""
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """What a JoinGroup asks, whatever its version."""
+
+    group_id: str
+    member_id: str
+    instance_id: str | None
+    client_id: str
+    client_host: str
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    protocol_type: str
+    protocols: list[tuple[str, bytes]]
+    require_known_member_id: bool  # v4+: MEMBER_ID_REQUIRED first
+
+
+class Coordinator:
+    """Every Kafka group of this node, in memory (committed offsets are durable, in the
+    streams' books; members rejoin after a restart, as they do when a coordinator moves)."""
+
+    def __init__(self, timers: Timers | None = None, initial_delay_ms: int = 3000) -> None:
+        self.groups: dict[str, KafkaGroup] = {}
+        self.timers: Timers = timers or LoopTimers()
+        self.initial_delay_ms = initial_delay_ms
+        # called with a group whenever its members or their assignment change
+        self.watchers: list[Callable[[KafkaGroup], None]] = []
+
+    def group(self, group_id: str) -> KafkaGroup | None:
+        return self.groups.get(group_id)
+
+    def remove(self, group_id: str) -> None:
+        """Forget a group (DeleteGroups of an Empty or Dead one): Dead, timers cancelled,
+        anyone still waiting answered COORDINATOR_NOT_AVAILABLE so they rediscover it."""
+        group = self.groups.pop(group_id, None)
+        if group is None:
+            return
+        group.state = DEAD
+        for member in list(group.members.values()):
+            self._drop(group, member, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+        for timer in (*group.pending.values(), group.join_timer, group.sync_timer):
+            if timer is not None:
+                timer.cancel()
+        group.pending.clear()
+        self._changed(group)
+
+    # -- JoinGroup -------------------------------------------------------------------------
+
+    def join(self, req: JoinRequest, respond: Callable[[JoinResult], None]) -> None:
+        """Answer ``respond`` now (an error, MEMBER_ID_REQUIRED, a known member's current
+        generation) or when the rebalance completes."""
+        def fail(code: ErrorCode) -> None:
+            respond(JoinResult(code, req.member_id))
+
+        if not MIN_SESSION_TIMEOUT_MS <= req.session_timeout_ms <= MAX_SESSION_TIMEOUT_MS:
+            return fail(ErrorCode.INVALID_SESSION_TIMEOUT)
+        group = self.groups.get(req.group_id)
+        if group is None:
+            if req.member_id:  # Kafka: a known member id of an unknown group
+                return fail(ErrorCode.UNKNOWN_MEMBER_ID)
+            group = self.groups[req.group_id] = KafkaGroup(req.group_id)
+        names = [n for n, _ in req.protocols]
+        if not group.supports(req.protocol_type, names):
+            return fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
+        if not req.member_id:
+            return self._join_unknown(group, req, respond)
+        return self._join_known(group, req, respond)
+
+    def _join_unknown(self, group: KafkaGroup, req: JoinRequest,
+                      respond: Callable[[JoinResult], None]) -> None:
+        prefix = req.instance_id if req.instance_id is not None else req.client_id
+        member_id = f"{prefix}-{uuid.uuid4()}"
+        if req.instance_id is not None:
+            old = group.static.get(req.instance_id)
+            if old is not None and old in group.members:
+                return self._replace_static(group, old, member_id, req, respond)
+        elif req.require_known_member_id:
+            # KIP-394: the member comes back with this id; forgotten after a session
+            group.pending[member_id] = self.timers.call_later(
+                req.session_timeout_ms / 1000, lambda: self._expire_pending(group, member_id))
+            return respond(JoinResult(ErrorCode.MEMBER_ID_REQUIRED, member_id))
+        self._add_member(group, member_id, req, respond)
+
+    def _join_known(self, group: KafkaGroup, req: JoinRequest,
+                    respond: Callable[[JoinResult], None]) -> None:
+        member_id = req.member_id
+        if member_id in group.pending:
+            group.pending.pop(member_id).cancel()
+            return self._add_member(group, member_id, req, respond)
+        code = self._check_member(group, member_id, req.instance_id)
+        if code != ErrorCode.NONE:
+            return respond(JoinResult(code, member_id))
+        member = group.members[member_id]
+        if group.state == PREPARING:
+            return self._update_member(group, member, req, respond)
+        if group.state == COMPLETING and member.matches(req.protocols):
+            # the answer was lost: the same one again (the leader gets the members again)
+            self._heartbeat(group, member)
+            return respond(self._join_result(group, member_id))
+        if group.state == STABLE and member_id != group.leader_id \
+                and member.matches(req.protocols):
+            self._heartbeat(group, member)
+            return respond(self._join_result(group, member_id, with_members=False))
+        self._update_member(group, member, req, respond)  # a changed subscription, or the leader
+
+    def _add_member(self, group: KafkaGroup, member_id: str, req: JoinRequest,
+                    respond: Callable[[JoinResult], None]) -> None:
+        member = KafkaMember(member_id, req.instance_id, req.client_id, req.client_host,
+                             req.session_timeout_ms, req.rebalance_timeout_ms,
+                             req.protocol_type, list(req.protocols), is_new=True,
+                             awaiting_join=respond)
+        if not group.members:
+            group.protocol_type = req.protocol_type
+        group.members[member_id] = member
+        if req.instance_id is not None:
+            group.static[req.instance_id] = member_id
+        if group.leader_id is None:
+            group.leader_id = member_id
+        if group.state == PREPARING and group.generation == 0:
+            group.new_member_added = True
+        self._heartbeat(group, member, NEW_MEMBER_JOIN_TIMEOUT_MS)
+        self._rebalance(group)
+        self._try_complete_join(group)
+
+    def _update_member(self, group: KafkaGroup, member: KafkaMember, req: JoinRequest,
+                       respond: Callable[[JoinResult], None]) -> None:
+        member.protocols = list(req.protocols)
+        member.session_timeout_ms = req.session_timeout_ms
+        member.rebalance_timeout_ms = req.rebalance_timeout_ms
+        if member.awaiting_join is not None:  # a second join replaces the first (Kafka too)
+            member.awaiting_join(JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member.member_id))
+        member.awaiting_join = respond
+        self._heartbeat(group, member)
+        self._rebalance(group)
+        self._try_complete_join(group)
+
+    def _replace_static(self, group: KafkaGroup, old_id: str, new_id: str, req: JoinRequest,
+                        respond: Callable[[JoinResult], None]) -> None:
+        """KIP-345: the instance's new member id takes the old one's place; whoever still
+        waits under the old id is fenced. No rebalance when Stable and nothing changed."""
+        member = group.members.pop(old_id)
+        self._fence_old(member)
+        if member.heartbeat is not None:
+            member.heartbeat.cancel()
+        leader = group.leader_id
+        member.member_id = new_id
+        group.members[new_id] = member
+        group.static[req.instance_id] = new_id  # type: ignore[index]
+        group.pending_sync.discard(old_id)
+        if group.leader_id == old_id:
+            group.leader_id = new_id
+        unchanged = member.matches(req.protocols)
+        member.client_id, member.client_host = req.client_id, req.client_host
+        member.session_timeout_ms = req.session_timeout_ms
+        member.rebalance_timeout_ms = req.rebalance_timeout_ms
+        member.protocols = list(req.protocols)
+        self._heartbeat(group, member)
+        if group.state == STABLE and (unchanged or group.select_protocol() == group.protocol_name):
+            # the old leader id is kept in the answer, so a leader replaced this way does
+            # not assign in a group that would not pass its assignment on (as Kafka does)
+            self._changed(group)
+            return respond(JoinResult(ErrorCode.NONE, new_id, group.generation,
+                                      group.protocol_type, group.protocol_name,
+                                      old_id if leader == old_id else leader or ""))
+        member.awaiting_join = respond
+        if group.state == PREPARING:
+            self._try_complete_join(group)
+        else:
+            self._rebalance(group)
+
+    @staticmethod
+    def _fence_old(member: KafkaMember) -> None:
+        if member.awaiting_join is not None:
+            join, member.awaiting_join = member.awaiting_join, None
+            join(JoinResult(ErrorCode.FENCED_INSTANCE_ID, member.member_id))
+        if member.awaiting_sync is not None:
+            sync, member.awaiting_sync = member.awaiting_sync, None
+            sync(SyncResult(ErrorCode.FENCED_INSTANCE_ID))
+
+    # -- the rebalance ---------------------------------------------------------------------
+
+    def _rebalance(self, group: KafkaGroup) -> None:
+        """Kafka's maybePrepareRebalance: from Empty, Stable or CompletingRebalance."""
+        if group.state not in (EMPTY, STABLE, COMPLETING):
+            return
+        if group.state == COMPLETING:
+            for member in group.members.values():
+                if member.awaiting_sync is not None:
+                    sync, member.awaiting_sync = member.awaiting_sync, None
+                    sync(SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
+        self._cancel(group, "sync_timer")
+        group.pending_sync.clear()
+        if group.state == EMPTY:
+            delay = self.initial_delay_ms
+            remaining = max(group.rebalance_timeout_ms() - delay, 0)
+            group.initial_delay = True
+            group.new_member_added = False
+            self._join_timer(group, delay, lambda: self._initial_delay_over(group, delay, remaining))
+        else:
+            group.initial_delay = False
+            self._join_timer(group, group.rebalance_timeout_ms(), lambda: self._join_expired(group))
+        group.state = PREPARING
+        self._changed(group)
+
+    def _join_timer(self, group: KafkaGroup, delay_ms: int, callback: Callable[[], None]) -> None:
+        self._cancel(group, "join_timer")
+        group.join_timer = self.timers.call_later(delay_ms / 1000, _guarded(callback))
+
+    def _initial_delay_over(self, group: KafkaGroup, delay: int, remaining: int) -> None:
+        group.join_timer = None
+        if group.state != PREPARING:
+            return
+        if group.new_member_added and remaining > 0:
+            group.new_member_added = False
+            step = min(delay, remaining)
+            self._join_timer(group, step,
+                             lambda: self._initial_delay_over(group, delay, max(remaining - step, 0)))
+            return
+        self._join_expired(group)
+
+    def _try_complete_join(self, group: KafkaGroup) -> None:
+        if group.state == PREPARING and not group.initial_delay and group.all_joined():
+            self._complete_join(group)
+
+    def _join_expired(self, group: KafkaGroup) -> None:
+        """The rebalance timeout (or initial delay) is over: who has not rejoined is out."""
+        group.join_timer = None
+        if group.state != PREPARING:
+            return
+        for member in [m for m in group.members.values() if m.awaiting_join is None]:
+            self._drop(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
+        self._complete_join(group)
+
+    def _complete_join(self, group: KafkaGroup) -> None:
+        self._cancel(group, "join_timer")
+        group.initial_delay = False
+        group.generation += 1
+        if not group.members:
+            group.protocol_name = None
+            group.leader_id = None
+            group.state = EMPTY
+            self._changed(group)
+            return
+        group.protocol_name = group.select_protocol()
+        if group.leader_id not in group.members:
+            group.leader_id = next(iter(group.members))
+        group.state = COMPLETING
+        group.pending_sync = set(group.members)
+        for member in list(group.members.values()):
+            answer, member.awaiting_join = member.awaiting_join, None
+            member.is_new = False
+            member.assignment = b""
+            self._heartbeat(group, member)
+            if answer is not None:
+                answer(self._join_result(group, member.member_id))
+        generation = group.generation
+        self._cancel(group, "sync_timer")
+        group.sync_timer = self.timers.call_later(
+            group.rebalance_timeout_ms() / 1000,
+            _guarded(lambda: self._sync_expired(group, generation)))
+        self._changed(group)
+
+    def _join_result(self, group: KafkaGroup, member_id: str,
+                     with_members: bool = True) -> JoinResult:
+        members = []
+        if with_members and member_id == group.leader_id:
+            name = group.protocol_name or ""
+            members = [(m.member_id, m.group_instance_id, m.metadata(name))
+                       for m in group.members.values()]
+        return JoinResult(ErrorCode.NONE, member_id, group.generation, group.protocol_type,
+                          group.protocol_name, group.leader_id or "", members)
+
+    def _sync_expired(self, group: KafkaGroup, generation: int) -> None:
+        """Kafka 3.x: members that never sent SyncGroup in time are removed."""
+        group.sync_timer = None
+        if group.generation != generation or group.state not in (COMPLETING, STABLE):
+            return
+        late = [group.members[i] for i in group.pending_sync if i in group.members]
+        group.pending_sync.clear()
+        for member in late:
+            self._drop(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
+        if late:
+            self._after_removal(group)
+
+    # -- SyncGroup -------------------------------------------------------------------------
+
+    def sync(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+             protocol: tuple[str | None, str | None], assignments: dict[str, bytes],
+             respond: Callable[[SyncResult], None]) -> None:
+        group = self.groups.get(group_id)
+        if group is None:
+            return respond(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
+        code = self._check_member(group, member_id, instance_id)
+        if code == ErrorCode.NONE and generation != group.generation:
+            code = ErrorCode.ILLEGAL_GENERATION
+        protocol_type, protocol_name = protocol
+        if code == ErrorCode.NONE and (
+                (protocol_type is not None and protocol_type != group.protocol_type)
+                or (protocol_name is not None and protocol_name != group.protocol_name)):
+            code = ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+        if code == ErrorCode.NONE and group.state == EMPTY:
+            code = ErrorCode.UNKNOWN_MEMBER_ID
+        if code == ErrorCode.NONE and group.state == PREPARING:
+            code = ErrorCode.REBALANCE_IN_PROGRESS
+        if code != ErrorCode.NONE:
+            return respond(SyncResult(code))
+        member = group.members[member_id]
+        group.pending_sync.discard(member_id)
+        self._heartbeat(group, member)
+        if group.state == STABLE:
+            return respond(self._sync_result(group, member))
+        if member.awaiting_sync is not None:
+            member.awaiting_sync(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
+        member.awaiting_sync = respond
+        if member_id != group.leader_id:
+            return
+        for m in group.members.values():  # members the leader left out get nothing
+            m.assignment = assignments.get(m.member_id, b"")
+        group.state = STABLE
+        for m in group.members.values():
+            if m.awaiting_sync is not None:
+                answer, m.awaiting_sync = m.awaiting_sync, None
+                answer(self._sync_result(group, m))
+        self._changed(group)
+
+    @staticmethod
+    def _sync_result(group: KafkaGroup, member: KafkaMember) -> SyncResult:
+        return SyncResult(ErrorCode.NONE, group.protocol_type, group.protocol_name,
+                          member.assignment)
+
+    # -- Heartbeat, LeaveGroup, OffsetCommit's check ---------------------------------------
+
+    def heartbeat(self, group_id: str, generation: int, member_id: str,
+                  instance_id: str | None) -> ErrorCode:
+        group = self.groups.get(group_id)
+        if group is None or group.state == EMPTY:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        code = self._check_member(group, member_id, instance_id)
+        if code == ErrorCode.NONE and generation != group.generation:
+            code = ErrorCode.ILLEGAL_GENERATION
+        if code != ErrorCode.NONE:
+            return code
+        self._heartbeat(group, group.members[member_id])
+        return ErrorCode.REBALANCE_IN_PROGRESS if group.state == PREPARING else ErrorCode.NONE
+
+    def leave(self, group_id: str, leaving: list[tuple[str, str | None]]) -> list[ErrorCode]:
+        """One code per (member id, instance id) leaving; v3+ may name a static member by
+        its instance id alone."""
+        group = self.groups.get(group_id)
+        codes = []
+        for member_id, instance_id in leaving:
+            if group is None:
+                codes.append(ErrorCode.UNKNOWN_MEMBER_ID)
+                continue
+            if not member_id and instance_id is not None:
+                member_id = group.static.get(instance_id, "")
+            if member_id in group.pending:
+                group.pending.pop(member_id).cancel()
+                self._try_complete_join(group)
+                codes.append(ErrorCode.NONE)
+                continue
+            code = self._check_member(group, member_id, instance_id)
+            codes.append(code)
+            if code == ErrorCode.NONE:
+                self._drop(group, group.members[member_id], ErrorCode.UNKNOWN_MEMBER_ID)
+                self._after_removal(group)
+        return codes
+
+    def commit_check(self, group_id: str, generation: int, member_id: str,
+                     instance_id: str | None) -> ErrorCode:
+        """Kafka's validateOffsetCommit for a group commit (a simple commit, generation < 0
+        with no member, is NONE for a group without Kafka members)."""
+        group = self.groups.get(group_id)
+        simple = generation < 0 and not member_id and instance_id is None
+        if group is None:
+            return ErrorCode.NONE if generation < 0 and simple else (
+                ErrorCode.ILLEGAL_GENERATION if generation >= 0 else ErrorCode.UNKNOWN_MEMBER_ID)
+        if simple:
+            return ErrorCode.NONE if group.state == EMPTY else ErrorCode.UNKNOWN_MEMBER_ID
+        code = self._check_member(group, member_id, instance_id)
+        if code != ErrorCode.NONE:
+            return code
+        if generation != group.generation:
+            return ErrorCode.ILLEGAL_GENERATION
+        if group.state == COMPLETING:
+            return ErrorCode.REBALANCE_IN_PROGRESS
+        self._heartbeat(group, group.members[member_id])
+        return ErrorCode.NONE
+
+    # -- members ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_member(group: KafkaGroup, member_id: str, instance_id: str | None) -> ErrorCode:
+        """Kafka's validateCurrentMember: a static member's id must be the instance's
+        current one (FENCED_INSTANCE_ID), and the member must exist."""
+        if group.state == DEAD:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        if instance_id is not None and instance_id in group.static \
+                and group.static[instance_id] != member_id:
+            return ErrorCode.FENCED_INSTANCE_ID
+        if member_id not in group.members:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        return ErrorCode.NONE
+
+    def _heartbeat(self, group: KafkaGroup, member: KafkaMember, timeout_ms: int = 0) -> None:
+        """Restart the member's session timer."""
+        if member.heartbeat is not None:
+            member.heartbeat.cancel()
+        member.heartbeat = self.timers.call_later(
+            (timeout_ms or member.session_timeout_ms) / 1000,
+            _guarded(lambda: self._expire(group, member)))
+
+    def _expire(self, group: KafkaGroup, member: KafkaMember) -> None:
+        """A session timeout: out, unless it is a known member waiting for a rebalance to
+        complete (Kafka keeps those alive)."""
+        member.heartbeat = None
+        if group.members.get(member.member_id) is not member:
+            return
+        if (member.awaiting_join is not None and not member.is_new) \
+                or member.awaiting_sync is not None:
+            return self._heartbeat(group, member)
+        log.info("Kafka group %s: member %s left (session timeout %d ms)", group.group_id,
+                 member.member_id, member.session_timeout_ms)
+        self._drop(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
+        self._after_removal(group)
+
+    def _expire_pending(self, group: KafkaGroup, member_id: str) -> None:
+        if group.pending.pop(member_id, None) is not None:
+            self._try_complete_join(group)
+
+    def _drop(self, group: KafkaGroup, member: KafkaMember, code: ErrorCode) -> None:
+        """Remove a member, answering whatever it still waits for with ``code``."""
+        group.members.pop(member.member_id, None)
+        if member.group_instance_id is not None \
+                and group.static.get(member.group_instance_id) == member.member_id:
+            del group.static[member.group_instance_id]
+        group.pending_sync.discard(member.member_id)
+        if member.heartbeat is not None:
+            member.heartbeat.cancel()
+            member.heartbeat = None
+        if member.awaiting_join is not None:
+            join, member.awaiting_join = member.awaiting_join, None
+            join(JoinResult(code, member.member_id))
+        if member.awaiting_sync is not None:
+            sync, member.awaiting_sync = member.awaiting_sync, None
+            sync(SyncResult(code))
+        if group.leader_id == member.member_id:
+            group.leader_id = next(iter(group.members), None)
+
+    def _after_removal(self, group: KafkaGroup) -> None:
+        """Kafka's removeMemberAndUpdateGroup."""
+        if group.state in (STABLE, COMPLETING):
+            self._rebalance(group)
+        elif group.state == PREPARING:
+            self._try_complete_join(group)
+        self._changed(group)
+
+    @staticmethod
+    def _cancel(group: KafkaGroup, attr: str) -> None:
+        timer = getattr(group, attr)
+        if timer is not None:
+            timer.cancel()
+            setattr(group, attr, None)
+
+    def _changed(self, group: KafkaGroup) -> None:
+        for watcher in self.watchers:
+            try:
+                watcher(group)
+            except Exception as exc:  # a view's bug must not break the group
+                log.error("Kafka group %s watcher failed: %s: %s", group.group_id,
+                          type(exc).__name__, exc)
+
+
+def _guarded(callback: Callable[[], None]) -> Callable[[], None]:
+    """A timer callback that logs one line instead of a loop traceback if it fails."""
+    def run() -> None:
+        try:
+            callback()
+        except Exception as exc:
+            log.error("Kafka group timer failed: %s: %s", type(exc).__name__, exc)
+            log.debug("group timer failure", exc_info=True)
+    return run
