@@ -248,6 +248,11 @@ def write_batch(records: Iterable[tuple[int, bytes | None, bytes | None,
 BATCH_OVERHEAD = 61  # the RecordBatch v2 header, before its first record
 
 
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """Kafka's CRC-32C (the ``crc32c`` C package through the library)."""
+    return calc_crc32c(data)
+
+
 def record_size(key: bytes | None, value: bytes | None,
                 headers: list[tuple[str, bytes | None]]) -> int:
     """An upper bound of one record's size inside a batch (every varint at its widest), so
@@ -340,7 +345,7 @@ _SMALL_VARINTS.extend(bytes([v]) if v < 128 else bytes([(v & 0x7F) | 0x80, v >> 
                       for v in range(16384))
 
 
-__all__ = ["API_VERSIONS", "BATCH_OVERHEAD", "FETCH", "METADATA", "REQUESTS", "RESPONSES", "DecodeError", "Header",
+__all__ = ["API_VERSIONS", "BATCH_OVERHEAD", "crc32c", "FETCH", "METADATA", "REQUESTS", "RESPONSES", "DecodeError", "Header",
            "Record", "Request", "api_versions_error", "control_batch", "decode_header", "decode_request",
            "encode_response", "frame_size", "is_flexible", "max_version",
            "peek_header", "read_batches", "read_records", "record_size", "response_class",

@@ -1,9 +1,12 @@
 """Kafka Fetch (v4-16; from v13 topics are named by the id Metadata gives) on stream
 queues, with long-poll that never blocks the loop.
 
-A Fetch reads each requested partition from its fetch offset, up to its partition max
-bytes and the request's max bytes (the first record of the first partition with data is
-sent even when larger, as Kafka does since KIP-74), as one RecordBatch v2 per partition.
+A Fetch reads each requested partition's stored frames from the one holding its fetch
+offset (``StreamQueue.kafka_frames``), up to its partition max bytes and the request's max
+bytes (the first batch of the first partition with data is sent even when larger, as Kafka
+does since KIP-74). A batch produced over Kafka is sent as the bytes it was stored as, whole
+(from its first record, as Kafka does: clients skip what precedes their offset); records
+published over AMQP are encoded into one RecordBatch v2 per run of them (``records.py``).
 When less than ``min_bytes`` is readable the answer is a future: it completes when a
 requested partition grows (``StreamQueue.on_append``) and enough is readable, or when
 ``max_wait_ms`` runs out. The listener writes it when it completes; ``KafkaConnection``
@@ -143,21 +146,49 @@ class Fetcher:
         return response, total, failed
 
     def _batch(self, queue: Any, w: _Wanted, limit: int, min_one: bool) -> bytes:
-        """One batch of the partition's records from the fetch offset, at most ``limit``
-        bytes unless ``min_one`` lets its first record go over."""
-        size = codec.BATCH_OVERHEAD
-        out: list[tuple[int, int, bytes | None, bytes | None, Any]] = []
+        """The partition's batches from the fetch offset, at most ``limit`` bytes unless
+        ``min_one`` lets the first go over: stored Kafka batches as they are, AMQP
+        records encoded (each run of them one batch)."""
+        parts: list[bytes] = []
+        size = 0  # bytes in ``parts``
+        run: list[tuple[int, int, bytes | None, bytes | None, Any]] = []
+        run_size = codec.BATCH_OVERHEAD  # an upper bound of ``run`` encoded
         record_size = codec.record_size
-        for rec in queue.records(w.partition, w.offset):
-            # the mapping of kafka/records.py, straight from the stored bytes (no Message)
-            timestamp, key, value, headers = stored_to_record(rec.payload, rec.timestamp_ms)
-            size += record_size(key, value, headers)
-            if size > limit and (out or not min_one):
+        full = False
+        for frame in queue.kafka_frames(w.partition, w.offset):
+            batch = frame.batch
+            if batch is not None:
+                if run:
+                    encoded = codec.write_batch_at(run)
+                    parts.append(encoded)
+                    size += len(encoded)
+                    run, run_size = [], codec.BATCH_OVERHEAD
+                if size + len(batch) > limit and (parts or not min_one):
+                    break
+                parts.append(batch)
+                size += len(batch)
+                if size >= limit:
+                    break
+                continue
+            for rec in frame.records:
+                if rec.offset < w.offset:
+                    continue
+                # the mapping of kafka/records.py, straight from the stored bytes (no Message)
+                timestamp, key, value, headers = stored_to_record(rec.payload, rec.timestamp_ms)
+                grown = run_size + record_size(key, value, headers)
+                if size + grown > limit and (parts or run or not min_one):
+                    full = True
+                    break
+                run.append((rec.offset, timestamp, key, value, headers))
+                run_size = grown
+                if size + grown >= limit:
+                    full = True
+                    break
+            if full:
                 break
-            out.append((rec.offset, timestamp, key, value, headers))
-            if size >= limit:
-                break
-        return codec.write_batch_at(out) if out else b""
+        if run:
+            parts.append(codec.write_batch_at(run))
+        return b"".join(parts) if len(parts) != 1 else parts[0]
 
     @staticmethod
     def _error(pdata: Any, w: _Wanted, code: ErrorCode) -> Any:

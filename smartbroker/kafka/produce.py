@@ -1,9 +1,12 @@
 """Produce: Kafka record batches appended to stream partitions, and topic auto-creation.
 
-Each partition's batches are decoded and checked whole before anything is appended, so a
-partition's data is stored entirely or not at all (Kafka's rule too). Records go to the
-partition the request names (a Kafka client partitions; nothing is re-partitioned here),
-mapped to stream entries by ``records.py``. Acknowledgement:
+Each partition's batches are checked whole before anything is appended, so a partition's
+data is stored entirely or not at all (Kafka's rule too). Records go to the partition the
+request names (a Kafka client partitions; nothing is re-partitioned here). A batch is
+checked by its header and CRC only (``batches.py``) and stored as the bytes it arrived as
+(``StreamQueue.append_kafka_batches``): no record is decoded, Fetch serves the same bytes,
+and AMQP readers decode them. A compacted topic's records are decoded and stored one by one
+(``records.py``), since compaction needs each record's key. Acknowledgement:
 
 * ``acks=0``: no response at all (``NO_RESPONSE``; the listener skips the request);
 * ``acks=1`` / ``acks=-1``: one node is every replica, so both answer once the append is
@@ -15,7 +18,9 @@ Refusals, per partition, with Kafka's codes: a name Kafka forbids is
 INVALID_TOPIC_EXCEPTION; an unknown topic (auto-creation off, or the name held by a classic
 queue: Metadata does not list it as a topic either, so clients never get this far) and a
 partition out of range are UNKNOWN_TOPIC_OR_PARTITION; bad CRC, magic or framing is
-CORRUPT_MESSAGE; a value over ``max_message_size`` is MESSAGE_TOO_LARGE. This broker has no
+CORRUPT_MESSAGE; a batch over ``max_message_size`` is MESSAGE_TOO_LARGE (Kafka's
+``max.message.bytes`` limits batches), snappy, lz4 or zstd UNSUPPORTED_COMPRESSION_TYPE
+(no library to decode them for AMQP readers is installed). This broker has no
 idempotent or transactional producers yet (InitProducerId is not advertised, so clients
 with ``enable.idempotence=false``, the only mode that can work, never send such batches): a
 batch with a producer id is UNKNOWN_PRODUCER_ID, a transactional one or a request with a
@@ -32,7 +37,7 @@ from typing import Any
 
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
-from smartbroker.kafka import codec, records
+from smartbroker.kafka import batches, codec, records
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -155,17 +160,40 @@ class Producer:
         return asyncio.ensure_future(self._durable(response, logs))
 
     def _append(self, queue: Any, name: str, pdata: Any) -> tuple[int, int, Any]:
-        """Decode and check a partition's batches, then append them all; (base offset,
-        log start offset, (log, last offset) to sync or None)."""
+        """Check a partition's batches, then append them all; (base offset, log start
+        offset, (log, last offset) to sync or None)."""
         index = pdata.index
         if not 0 <= index < len(queue.logs):
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"topic {name!r} has no partition {index}")
-        entries = self._entries(name, pdata.records)
-        first, result = queue.append_stored(index, entries)
+        if queue.stream.compact:
+            entries = self._entries(name, pdata.records)
+            first, result = queue.append_stored(index, entries)
+            count = len(entries)
+        else:
+            checked = self._batches(pdata.records)
+            first, result = queue.append_kafka_batches(
+                index, [(b.data, b.count, b.max_ts) for b in checked])
+            count = sum(b.count for b in checked)
         lg = queue.logs[index]
-        sync = None if result.sync is None else (result.sync, first + len(entries) - 1)
+        sync = None if result.sync is None else (result.sync, first + count - 1)
         return first, lg.first_offset, sync
+
+    def _batches(self, data: Any) -> list[batches.Batch]:
+        """The partition's batches, checked by header and CRC only."""
+        try:
+            checked = batches.split(data)
+            for batch in checked:
+                if batch.transactional or batch.control:
+                    raise PartitionError(ErrorCode.INVALID_TXN_STATE,
+                                         "transactional batches are not supported yet")
+                if batch.producer_id >= 0:
+                    raise PartitionError(ErrorCode.UNKNOWN_PRODUCER_ID,
+                                         "idempotent producers are not supported yet")
+            batches.check_size(checked, self.broker.config.max_message_size)
+        except batches.BatchRefused as exc:
+            raise PartitionError(exc.code, str(exc)) from None
+        return checked
 
     def _entries(self, name: str, data: Any) -> list[tuple[bytes, int, bytes | None]]:
         """(stored record, timestamp ms, key) of every record in ``data``."""

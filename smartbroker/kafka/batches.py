@@ -1,0 +1,107 @@
+"""Produce's check of RecordBatch v2 bytes, header only: what lets a batch be stored as it
+arrived without decoding a record.
+
+Per batch: whole (its length inside the data), magic 2, Kafka's CRC-32C over attributes to
+the end, at least one record and ``lastOffsetDelta + 1`` records (dense offsets), a
+compression this broker can decode for AMQP readers (``queues/kafka_batch.py``). The
+records themselves are left to the producer's CRC: a batch whose record fields do not parse
+is served to Kafka readers as sent, and AMQP readers skip it.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+from smartbroker.kafka import codec
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.queues.kafka_batch import (
+    COMPRESSION_MASK,
+    CONTROL,
+    HEADER,
+    HEADER_SIZE,
+    SUPPORTED_COMPRESSION,
+    TRANSACTIONAL,
+)
+
+_LENGTH = struct.Struct(">i")
+_MIN_LENGTH = HEADER_SIZE - 12  # batchLength counts from the partition leader epoch on
+
+
+class BatchRefused(Exception):
+    """A batch Produce refuses: its Kafka error code and message."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One checked batch: its bytes and what its header says."""
+
+    data: memoryview
+    count: int  # offsets it covers
+    max_ts: int  # its max timestamp, or the arrival time if it has none
+    attributes: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+
+    @property
+    def transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL)
+
+    @property
+    def control(self) -> bool:
+        return bool(self.attributes & CONTROL)
+
+
+def check_size(checked: list[Batch], limit: int) -> None:
+    """Kafka's ``max.message.bytes`` limits a batch (``max_message_size`` here)."""
+    for batch in checked:
+        if len(batch.data) > limit:
+            raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"record batch of {len(batch.data)} "
+                               f"bytes is over the limit of {limit} bytes")
+
+
+def split(data: bytes | memoryview | None) -> list[Batch]:
+    """The checked batches of a partition's records field; raises BatchRefused."""
+    if not data:
+        raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, "no record batch")
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
+    out: list[Batch] = []
+    now = -1
+    while pos < end:
+        if end - pos < HEADER_SIZE:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, "truncated record batch header")
+        (length,) = _LENGTH.unpack_from(view, pos + 8)
+        size = 12 + length
+        if length < _MIN_LENGTH or pos + size > end:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"record batch length {length} "
+                               f"does not fit the {end - pos} bytes left")
+        (_base, _length, _epoch, magic, crc, attributes, last_delta, _first_ts, max_ts,
+         pid, pepoch, seq, count) = HEADER.unpack_from(view, pos)
+        if magic != 2:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"record batch magic {magic} is not v2")
+        batch = view[pos:pos + size]
+        if codec.crc32c(batch[21:]) != crc:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch")
+        if count < 1:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, "no records")
+        if last_delta + 1 != count:
+            raise BatchRefused(ErrorCode.INVALID_RECORD, f"record count {count} does not match "
+                               f"lastOffsetDelta {last_delta}")
+        compression = attributes & COMPRESSION_MASK
+        if compression not in SUPPORTED_COMPRESSION:
+            raise BatchRefused(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
+                               f"compression type {compression} is not supported (none and gzip are)")
+        if max_ts < 0:
+            now = now if now >= 0 else int(time.time() * 1000)
+            max_ts = now
+        out.append(Batch(batch, count, max_ts, attributes, pid, pepoch, seq))
+        pos += size
+    return out
