@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import admin, codec, groups, offsets, produce, sasl
+from smartbroker.kafka import admin, codec, group_admin, groups, offsets, produce, sasl
 from smartbroker.kafka.authz import acting_as
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -40,6 +40,10 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     groups.FIND_COORDINATOR: groups.COORDINATOR_VERSIONS,
     groups.OFFSET_COMMIT: groups.COMMIT_VERSIONS,
     groups.OFFSET_FETCH: groups.FETCH_VERSIONS,
+    group_admin.LIST_GROUPS: group_admin.LIST_VERSIONS,
+    group_admin.DESCRIBE_GROUPS: group_admin.DESCRIBE_VERSIONS,
+    group_admin.DELETE_GROUPS: group_admin.DELETE_VERSIONS,
+    group_admin.OFFSET_DELETE: group_admin.OFFSET_DELETE_VERSIONS,
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -106,6 +110,9 @@ class KafkaHandlers:
         self.groups = groups.GroupCoordinator(
             self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port),
             lambda: [t.name for t in self.topics()])
+        # the coordinator of Kafka members, once there is one (kafka/coordinator.py)
+        self.group_admin = group_admin.GroupAdmin(
+            self.streams, lambda: getattr(self, "coordinator", None))
         self.table: dict[int, Callable[[Request, Session], Any]] = {
             codec.API_VERSIONS: self.api_versions,
             sasl.SASL_HANDSHAKE: self.sasl.handshake,
@@ -120,6 +127,10 @@ class KafkaHandlers:
             groups.FIND_COORDINATOR: self.groups.find_coordinator,
             groups.OFFSET_COMMIT: self.groups.offset_commit,
             groups.OFFSET_FETCH: self.groups.offset_fetch,
+            group_admin.LIST_GROUPS: self.group_admin.list_groups,
+            group_admin.DESCRIBE_GROUPS: self.group_admin.describe_groups,
+            group_admin.DELETE_GROUPS: self.group_admin.delete_groups,
+            group_admin.OFFSET_DELETE: self.group_admin.offset_delete,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 

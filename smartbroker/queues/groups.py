@@ -221,6 +221,13 @@ class StreamGroups:
         self.live.pop(name, None)
         self.book.forget(name)
 
+    def forget_offsets(self, name: str, partitions: list[int]) -> None:
+        """Delete the group's committed offsets of ``partitions`` (Kafka's OffsetDelete;
+        the front end has checked that no member consumes the stream)."""
+        for p in partitions:
+            self._log(p)
+        self.book.forget(name, partitions)
+
     # -- helpers -----------------------------------------------------------------------------
     def _log(self, partition: int) -> Any:
         logs = self.stream.logs

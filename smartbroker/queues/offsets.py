@@ -11,6 +11,7 @@ replays it into the same table. ``OffsetReset`` is ``kafka-consumer-groups
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +47,11 @@ class OffsetBook:
         self.offsets[(group, partition)] = offset
         self.log.append(_offset.pack(offset), None, _key(group, partition))
 
-    def forget(self, group: str) -> bool:
-        """Delete every committed offset of ``group`` (tombstones); False if it had none."""
-        keys = [key for key in self.offsets if key[0] == group]
+    def forget(self, group: str, partitions: Iterable[int] | None = None) -> bool:
+        """Delete the committed offsets of ``group`` (of ``partitions`` only, if given:
+        Kafka's OffsetDelete) with tombstones; False if it had none."""
+        only = None if partitions is None else set(partitions)
+        keys = [key for key in self.offsets if key[0] == group and (only is None or key[1] in only)]
         for key in keys:
             del self.offsets[key]
             self.log.append(b"", None, _key(*key))
