@@ -1,22 +1,22 @@
-"""FindCoordinator, OffsetCommit and OffsetFetch on the one committed-offset store.
+"""FindCoordinator, OffsetCommit and OffsetFetch on the one committed-offset store, and
+the group membership APIs (join.py) over this node's ``Coordinator``.
 
 A Kafka group spans topics, but smartbroker keeps committed offsets per stream: a Kafka
 group's offset for topic T partition p is stored in T's ``StreamGroups`` (its
 ``OffsetBook``) under the group id, exactly where an AMQP consumer group of that name on
-T commits as it acks. So a group that exists only through Kafka commits shows up, per
-stream it committed on, in ``smartbroker groups list|describe|reset-offsets`` and
-``/api/groups`` as a group with offsets and no members (inactive), and an AMQP
+T commits as it acks. So a group's offsets show up, per stream it committed on, in
+``smartbroker groups list|describe|reset-offsets`` and ``/api/groups``, and an AMQP
 ``x-consumer-group`` consumer of that name resumes from the Kafka-committed offset (and
 the other way round).
 
-Only what a consumer with manual assignment (``assign()``) needs is served here: "simple"
-commits (generation -1, no member id). The join/sync/heartbeat protocol is not served yet,
-so no Kafka member exists: as Kafka's GroupCoordinator answers a commit naming a member it
-does not know, any commit with a member id, instance id or generation >= 0 is
-UNKNOWN_MEMBER_ID; and a simple commit to a group that has members (here: an active AMQP
-group of that name on the topic) is UNKNOWN_MEMBER_ID too, Kafka's answer for a simple
-commit to a non-empty group. The book holds offsets only: a commit's metadata string is
-not kept, and OffsetFetch answers "" (Kafka's "no metadata") and leader epoch -1.
+An OffsetCommit is checked as Kafka's GroupCoordinator checks it (``commit_check``): with
+a member id or generation it must come from a current member of the current generation
+(UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS while the group completes
+a rebalance, FENCED_INSTANCE_ID); a "simple" commit (generation -1, no member, what
+``assign()`` consumers send) is refused with UNKNOWN_MEMBER_ID for a group that has
+members, Kafka ones or an active AMQP group of that name on the topic. The book holds
+offsets only: a commit's metadata string is not kept, and OffsetFetch answers "" (Kafka's
+"no metadata") and leader epoch -1.
 """
 
 from __future__ import annotations
@@ -27,7 +27,19 @@ from typing import Any
 from smartbroker.kafka import codec
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
+from smartbroker.kafka.coordinator import Coordinator
 from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.join import (
+    HEARTBEAT,
+    HEARTBEAT_VERSIONS,
+    JOIN_GROUP,
+    JOIN_VERSIONS,
+    LEAVE_GROUP,
+    LEAVE_VERSIONS,
+    SYNC_GROUP,
+    SYNC_VERSIONS,
+    GroupMembership,
+)
 from smartbroker.kafka.produce import PartitionError, Topics
 from smartbroker.queues.groups import GroupActive, UnknownPartition
 
@@ -36,6 +48,10 @@ COMMIT_VERSIONS = (2, 8)
 FETCH_VERSIONS = (1, 8)
 COORDINATOR_VERSIONS = (0, 4)
 KEY_GROUP, KEY_TRANSACTION = 0, 1
+# the membership APIs (join.py) and their versions, for handlers.SUPPORTED
+MEMBERSHIP_VERSIONS: dict[int, tuple[int, int]] = {
+    JOIN_GROUP: JOIN_VERSIONS, SYNC_GROUP: SYNC_VERSIONS, HEARTBEAT: HEARTBEAT_VERSIONS,
+    LEAVE_GROUP: LEAVE_VERSIONS}
 NO_OFFSET = -1
 
 
@@ -53,6 +69,15 @@ class GroupCoordinator:
         self.topics = topics
         self.node_address = node_address  # session -> (node id, host, port), as Metadata says
         self.stream_names = stream_names  # () -> the Kafka vhost's topic names
+        self.coordinator = Coordinator(
+            initial_delay_ms=topics.broker.config.kafka_initial_rebalance_delay_ms)
+        self.membership = GroupMembership(self.coordinator, valid_group_id)
+
+    def membership_table(self) -> dict[int, Any]:
+        """api key -> handler of the membership APIs (MEMBERSHIP_VERSIONS's keys)."""
+        m = self.membership
+        return {JOIN_GROUP: m.join_group, SYNC_GROUP: m.sync_group,
+                HEARTBEAT: m.heartbeat, LEAVE_GROUP: m.leave_group}
 
     # -- FindCoordinator -------------------------------------------------------------------
 
@@ -84,22 +109,25 @@ class GroupCoordinator:
         part_cls = topic_cls.OffsetCommitResponsePartition
         body = request.body
         group = body.group_id
+        refusal: ErrorCode | None = None
         if not valid_group_id(group):
-            refusal: ErrorCode | None = ErrorCode.INVALID_GROUP_ID
-        elif (body.generation_id_or_member_epoch >= 0 or body.member_id
-              or getattr(body, "group_instance_id", None) is not None):
-            refusal = ErrorCode.UNKNOWN_MEMBER_ID  # no Kafka member exists (no JoinGroup yet)
+            refusal = ErrorCode.INVALID_GROUP_ID
         else:
-            refusal = None
+            code = self.coordinator.commit_check(
+                group, body.generation_id_or_member_epoch, body.member_id or "",
+                getattr(body, "group_instance_id", None))
+            refusal = None if code == ErrorCode.NONE else code
+        simple = (body.generation_id_or_member_epoch < 0 and not body.member_id
+                  and getattr(body, "group_instance_id", None) is None)
         answers = []
         for topic in body.topics:
-            codes = self._commit_topic(group, topic, refusal)
+            codes = self._commit_topic(group, topic, refusal, simple)
             answers.append(topic_cls(name=topic.name, partitions=[
                 part_cls(partition_index=i, error_code=c) for i, c in codes]))
         return cls(version=request.api_version, throttle_time_ms=0, topics=answers)
 
-    def _commit_topic(self, group: str, topic: Any,
-                      refusal: ErrorCode | None) -> list[tuple[int, ErrorCode]]:
+    def _commit_topic(self, group: str, topic: Any, refusal: ErrorCode | None,
+                      simple: bool) -> list[tuple[int, ErrorCode]]:
         parts = [(p.partition_index, p.committed_offset) for p in topic.partitions]
         if refusal is not None:
             return [(i, refusal) for i, _ in parts]
@@ -110,7 +138,8 @@ class GroupCoordinator:
             return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, _ in parts]
         groups = queue.groups
         try:
-            groups.refuse_if_active(group, "committing")
+            if simple:  # a member's commit was checked against the Kafka group instead
+                groups.refuse_if_active(group, "committing")
         except GroupActive:  # the group's members are AMQP consumers
             return [(i, ErrorCode.UNKNOWN_MEMBER_ID) for i, _ in parts]
         codes = []
