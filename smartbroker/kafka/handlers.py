@@ -40,6 +40,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     groups.FIND_COORDINATOR: groups.COORDINATOR_VERSIONS,
     groups.OFFSET_COMMIT: groups.COMMIT_VERSIONS,
     groups.OFFSET_FETCH: groups.FETCH_VERSIONS,
+    **groups.MEMBERSHIP_VERSIONS,  # JoinGroup, SyncGroup, Heartbeat, LeaveGroup
     group_admin.LIST_GROUPS: group_admin.LIST_VERSIONS,
     group_admin.DESCRIBE_GROUPS: group_admin.DESCRIBE_VERSIONS,
     group_admin.DELETE_GROUPS: group_admin.DELETE_VERSIONS,
@@ -110,6 +111,7 @@ class KafkaHandlers:
         self.groups = groups.GroupCoordinator(
             self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port),
             lambda: [t.name for t in self.topics()])
+        self.coordinator = self.groups.coordinator  # the Kafka groups (kafka/coordinator.py)
         # the coordinator of Kafka members, once there is one (kafka/coordinator.py)
         self.group_admin = group_admin.GroupAdmin(
             self.streams, lambda: getattr(self, "coordinator", None))
@@ -127,6 +129,7 @@ class KafkaHandlers:
             groups.FIND_COORDINATOR: self.groups.find_coordinator,
             groups.OFFSET_COMMIT: self.groups.offset_commit,
             groups.OFFSET_FETCH: self.groups.offset_fetch,
+            **self.groups.membership_table(),
             group_admin.LIST_GROUPS: self.group_admin.list_groups,
             group_admin.DESCRIBE_GROUPS: self.group_admin.describe_groups,
             group_admin.DELETE_GROUPS: self.group_admin.delete_groups,
