@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from smartbroker.kafka import codec
+from smartbroker.kafka import codec, group_view
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.coordinator import Coordinator
@@ -72,6 +72,14 @@ class GroupCoordinator:
         self.coordinator = Coordinator(
             initial_delay_ms=topics.broker.config.kafka_initial_rebalance_delay_ms)
         self.membership = GroupMembership(self.coordinator, valid_group_id)
+        self.coordinator.watchers.append(self._show_members)
+
+    def _show_members(self, group: Any) -> None:
+        """Let the streams a group subscribes to show its Kafka members (with lag) in
+        ``smartbroker groups``, ``/api/groups`` and the dashboard (group_view.py)."""
+        if group.members:
+            group_view.link_streams(self.topics, lambda: self.coordinator, group.group_id,
+                                    group.topics())
 
     def membership_table(self) -> dict[int, Any]:
         """api key -> handler of the membership APIs (MEMBERSHIP_VERSIONS's keys)."""
