@@ -93,6 +93,14 @@ class Config(BaseSettings):
     kafka_advertised_host: str | None = None
     kafka_vhost: str = "/"
     kafka_auto_create_topics: bool = True  # Kafka's auto.create.topics.enable (with Produce)
+    # Kafka security (issue 14 part 5). kafka_tls_port: a second Kafka listener with TLS as
+    # for AMQP (tls_cert/tls_key/tls_ca), serving SSL and SASL_SSL; 0 = off.
+    # SASL (PLAIN, SCRAM-SHA-256/512) is offered on every Kafka listener; a client without
+    # it acts as the default user under its loopback rule, unless kafka_sasl_required
+    # (Kafka's SASL_PLAINTEXT/SASL_SSL): then only ApiVersions and SASL are served before
+    # a client has authenticated
+    kafka_tls_port: int = Field(0, ge=0, le=65535)
+    kafka_sasl_required: bool = False
     # Kafka's group.initial.rebalance.delay.ms: how long a group's first rebalance waits for
     # more members to join (each join extends it, up to the rebalance timeout)
     kafka_initial_rebalance_delay_ms: int = Field(3000, ge=0)

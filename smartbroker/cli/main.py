@@ -71,6 +71,12 @@ def serve(
         help="Kafka protocol port; 0 = off [default: 9092]")] = None,
     kafka_advertised_host: Annotated[str | None, typer.Option(
         help="Host Kafka clients are told to connect to [default: the address they used]")] = None,
+    kafka_tls_port: Annotated[int | None, typer.Option(
+        help="Kafka over TLS (SSL, SASL_SSL) with the --tls-* files; 0 = off [default: 0]")] = None,
+    kafka_sasl_required: Annotated[bool | None, typer.Option(
+        "--kafka-sasl-required/--kafka-sasl-optional",
+        help="Kafka clients must authenticate with SASL (else: the default user under its "
+             "loopback rule) [default: optional]")] = None,
 ) -> None:
     """Run the broker (AMQP on --port, management API on --management-port, Kafka on
     --kafka-port)."""
@@ -79,7 +85,8 @@ def serve(
                           prometheus_port=prometheus_port,
                           data_dir=data_dir, log_level=log_level, tls_port=tls_port,
                           tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
-                          kafka_port=kafka_port, kafka_advertised_host=kafka_advertised_host)
+                          kafka_port=kafka_port, kafka_advertised_host=kafka_advertised_host,
+                          kafka_tls_port=kafka_tls_port, kafka_sasl_required=kafka_sasl_required)
     except ConfigError as exc:  # already one line: a bad value, file or variable
         fail(str(exc))
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,

@@ -6,6 +6,13 @@ Requests are answered inside ``data_received``, so the responses of one read lea
 response is written when it completes, after the ones before it (``KafkaConnection`` keeps
 request order). A request the client sent badly closes the connection with one log line
 (Kafka does the same), never a traceback.
+
+Security (issue 14 part 5): a client acts as the default user without SASL when that user's
+loopback rule allows its address and ``kafka_sasl_required`` is off; otherwise only
+ApiVersions and SASL are served until it authenticates (``KafkaConnection.pre_auth``), as on
+Kafka's SASL_PLAINTEXT/SASL_SSL listeners. A SASL refusal is answered, then the connection
+closes. Each connection is in ``broker.connections`` (``connections.py``) for the
+management API.
 """
 
 from __future__ import annotations
@@ -16,37 +23,52 @@ from typing import Any
 
 from smartbroker.broker.access import may_connect_from
 from smartbroker.broker.core import Broker
+from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Request
+from smartbroker.kafka.connections import KafkaConnectionRecord
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
 from smartbroker.kafka.produce import NO_RESPONSE
-from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocolError
+from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocolError, SaslToken
+from smartbroker.kafka.sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, SaslFailure
 
 log = logging.getLogger("smartbroker.kafka")
 MAX_IN_FLIGHT = 64  # stop reading while this many responses are owed (Kafka mutes a channel)
+# Kafka's connection.failed.authentication.delay.ms: a refused login's socket closes this
+# much later, so a client retrying in a loop cannot spin the broker
+FAILED_AUTH_DELAY = 0.1
+PRE_AUTH = frozenset({codec.API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE})
+SASL_KEYS = (SASL_HANDSHAKE, SASL_AUTHENTICATE)
 
 
 def may_connect(broker: Broker, peer: str) -> bool:
-    """Without SASL a Kafka client acts as the default user, under that user's loopback
-    rule (issue 14): with RabbitMQ's defaults, guest, so only clients on this machine. A
-    refused client is dropped at once, as Kafka drops one whose authentication fails."""
-    name = broker.config.default_user
-    if name in broker.users.users and may_connect_from(broker.config, name, peer):
-        return True
-    log.warning("refusing Kafka connection from %s: without SASL a client acts as the "
-                "default user '%s', who may only connect via localhost or does not exist",
-                peer, name)
-    return False
+    """Whether a client that does not authenticate acts as the default user: unless SASL
+    is required, under that user's loopback rule (issue 14): with RabbitMQ's defaults,
+    guest, so only clients on this machine. Others must authenticate with SASL first."""
+    config = broker.config
+    name = config.default_user
+    return (not config.kafka_sasl_required and name in broker.users.users
+            and may_connect_from(config, name, peer))
+
+
+def _why_sasl(broker: Broker) -> str:
+    if broker.config.kafka_sasl_required:
+        return "SASL authentication is required (kafka_sasl_required)"
+    return (f"without SASL a client acts as the default user '{broker.config.default_user}', "
+            f"who may only connect via localhost or does not exist")
 
 
 class KafkaClientProtocol(asyncio.Protocol):
     """One client connection: bytes in, requests to the handlers, responses out in order."""
 
-    def __init__(self, handlers: KafkaHandlers, connections: set[KafkaClientProtocol]) -> None:
+    def __init__(self, handlers: KafkaHandlers, connections: set[KafkaClientProtocol],
+                 tls: bool = False) -> None:
         self.handlers = handlers
         self.connections = connections
+        self.tls = tls
         self.conn = KafkaConnection(SUPPORTED)
         self.transport: asyncio.Transport | None = None
         self.session = Session("?", "localhost")
+        self.record = KafkaConnectionRecord("?", "?", tls, self._close_now)
         self.waiting: set[asyncio.Future[Any]] = set()  # deferred responses (Fetch long-poll)
         self.paused = False
 
@@ -55,13 +77,25 @@ class KafkaClientProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         local = transport.get_extra_info("sockname") or ("localhost", 0)
         self.session = Session(f"{peer[0]}:{peer[1]}", local[0])
-        if not may_connect(self.handlers.broker, self.session.peer):
+        broker = self.handlers.broker
+        if len(broker.connections) >= broker.config.max_connections:
+            log.warning("refusing Kafka connection from %s: max_connections (%d) reached",
+                        self.session.peer, broker.config.max_connections)
             transport.close()
             return
+        self.record = KafkaConnectionRecord(self.session.peer, f"{local[0]}:{local[1]}",
+                                            self.tls, self._close_now)
+        if may_connect(broker, self.session.peer):
+            self.session.user = broker.config.default_user
+            self.record.acting_as(broker, self.session.user, self.handlers.node.vhost, "none")
+        else:
+            self.conn.pre_auth = PRE_AUTH  # ApiVersions and SASL only, until authenticated
+        broker.connections.add(self.record)
         self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        self.handlers.broker.connections.discard(self.record)
         self.transport = None
         for future in list(self.waiting):
             future.cancel()  # a Fetch still waiting drops its timer and stream hooks
@@ -73,19 +107,42 @@ class KafkaClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
+        session = self.session
+        record = self.record
+        record.bytes_in += len(data)
         conn.receive_data(data)
         out: list[bytes] = []
         try:
             while (request := conn.next_request()) is not NEED_DATA:
-                body = self.handlers.handle(request, self.session)
+                if type(request) is SaslToken:  # after a SaslHandshake v0
+                    reply = self.handlers.sasl.raw_token(request.token, session)
+                    out.append(conn.send_token(request, reply))
+                    self._after_sasl()
+                    continue
+                if not record.client_properties:
+                    record.client_id(request.header.client_id)
+                body = self.handlers.handle(request, session)
                 if isinstance(body, asyncio.Future):
                     self._defer(request, body)
                 elif body is NO_RESPONSE:  # Produce with acks=0
                     out.append(conn.no_response(request))
                 else:
                     out.append(conn.send_response(request, body))
+                if request.api_key in SASL_KEYS:
+                    if session.closing:  # refused: the answer goes, then the socket closes
+                        self._close(out, FAILED_AUTH_DELAY)
+                        return
+                    self._after_sasl()
+        except SaslFailure as exc:  # a raw (v0) token: Kafka closes without an answer
+            log.warning("Kafka SASL login refused for %s: %s", session.peer, exc)
+            self._close(out, FAILED_AUTH_DELAY)
+            return
         except KafkaProtocolError as exc:
-            log.info("closing Kafka connection %s: %s", self.session.peer, exc)
+            if conn.pre_auth is not None:
+                log.warning("refusing Kafka connection from %s: %s; %s", session.peer, exc,
+                            _why_sasl(self.handlers.broker))
+            else:
+                log.info("closing Kafka connection %s: %s", session.peer, exc)
             self._close(out)
             return
         except Exception as exc:  # a handler bug: one line, the connection closes
@@ -96,10 +153,25 @@ class KafkaClientProtocol(asyncio.Protocol):
         out.append(conn.data_to_send())  # replies the connection made itself (KIP-511)
         data_out = b"".join(out)
         if data_out and self.transport is not None:
+            record.bytes_out += len(data_out)
             self.transport.write(data_out)
         if self.waiting and conn.in_flight >= MAX_IN_FLIGHT and self.transport is not None:
             self.transport.pause_reading()  # resumed when the waiting responses are sent
             self.paused = True
+
+    def _after_sasl(self) -> None:
+        """Follow the SASL exchange: raw tokens after a v0 handshake, everything once
+        authenticated (and the management API lists the user)."""
+        exchange = self.session.sasl
+        if exchange is None:
+            return
+        if exchange.done:
+            if self.record.auth_mechanism != exchange.mechanism:
+                self.conn.authenticated()
+                self.record.acting_as(self.handlers.broker, self.session.user or "",
+                                      self.handlers.node.vhost, exchange.mechanism)
+        elif exchange.raw and not self.conn.raw_tokens:
+            self.conn.expect_raw_tokens(True)
 
     def _defer(self, request: Request, future: asyncio.Future[Any]) -> None:
         """Answer ``request`` when ``future`` completes (later responses queue behind it)."""
@@ -122,6 +194,7 @@ class KafkaClientProtocol(asyncio.Protocol):
                 self._close([])
                 return
             if data:
+                self.record.bytes_out += len(data)
                 self.transport.write(data)
             if self.paused and self.conn.in_flight < MAX_IN_FLIGHT:
                 self.paused = False
@@ -129,14 +202,26 @@ class KafkaClientProtocol(asyncio.Protocol):
 
         future.add_done_callback(done)
 
-    def _close(self, ready: list[bytes]) -> None:
-        """Write what was already answered, then close (as Kafka's socket server does)."""
-        if self.transport is None:
+    def _close(self, ready: list[bytes], delay: float = 0.0) -> None:
+        """Write what was already answered, then close (as Kafka's socket server does),
+        ``delay`` seconds later with nothing more read meanwhile."""
+        transport = self.transport
+        if transport is None:
             return
         data = b"".join(ready)
         if data:
-            self.transport.write(data)
-        self.transport.close()
+            self.record.bytes_out += len(data)
+            transport.write(data)
+        if delay:
+            transport.pause_reading()
+            asyncio.get_running_loop().call_later(delay, transport.close)
+        else:
+            transport.close()
+
+    def _close_now(self) -> None:
+        """Closed by the broker (management API, vhost deleted): no answer owed is sent."""
+        if self.transport is not None:
+            self.transport.close()
 
 
 class KafkaListener:
@@ -145,25 +230,28 @@ class KafkaListener:
     def __init__(self, broker: Broker, node: Node) -> None:
         self.handlers = KafkaHandlers(broker, node)
         self.connections: set[KafkaClientProtocol] = set()
-        self.server: asyncio.AbstractServer | None = None
+        self.servers: list[asyncio.AbstractServer] = []  # plain, and TLS when configured
 
     async def start(self, host: str, port: int, **kwargs: Any) -> int:
-        """Listen on ``host:port``; returns the bound port. OSError as create_server
-        raises it (the caller turns a port in use into its one-line StartupError)."""
+        """Listen on ``host:port`` (``ssl=`` a context: SSL and SASL_SSL); returns the
+        bound port. OSError as create_server raises it (the caller turns a port in use
+        into its one-line StartupError). Called once per listening port."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: KafkaClientProtocol(self.handlers, self.connections), host, port,
+        tls = kwargs.get("ssl") is not None
+        server = await loop.create_server(
+            lambda: KafkaClientProtocol(self.handlers, self.connections, tls), host, port,
             reuse_address=True, backlog=1024, **kwargs)
-        return self.server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.servers.append(server)
+        return server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Stop accepting and close every connection (they hold nothing to finish yet)."""
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         for proto in list(self.connections):
             if proto.transport is not None:
                 proto.transport.close()
 
     async def wait_closed(self) -> None:
-        if self.server is not None:
-            await self.server.wait_closed()
+        for server in self.servers:
+            await server.wait_closed()

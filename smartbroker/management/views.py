@@ -158,9 +158,10 @@ def connection_json(conn: Any, state: ManagementState) -> dict[str, Any]:
         "port": port,
         "state": ("blocked" if conn.blocked else "running") if conn.vhost is not None else "starting",
         "type": "network",
-        "protocol": "AMQP 0-9-1",
-        "auth_mechanism": "PLAIN",
-        "ssl": False,
+        # a Kafka connection (kafka/connections.py) says its own; AMQP's are the defaults
+        "protocol": getattr(conn, "protocol", "AMQP 0-9-1"),
+        "auth_mechanism": getattr(conn, "auth_mechanism", "PLAIN"),
+        "ssl": getattr(conn, "ssl", False),
         "channels": len(conn.channels),
         "channel_max": conn.channel_max,
         "frame_max": conn.frame_max,

@@ -1,6 +1,7 @@
 """Without SASL a Kafka client acts as the default user, under its loopback rule: with the
-defaults (guest, loopback-only) a client from another address is dropped, as RabbitMQ
-refuses guest over AMQP from another address (tests/security/test_loopback.py)."""
+defaults (guest, loopback-only) a client from another address is served ApiVersions and
+SASL only (it may authenticate as another user), and dropped at any other request, as
+RabbitMQ refuses guest over AMQP from another address (tests/security/test_loopback.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ from tests.conftest import EXTERNAL_URL, non_loopback_address, running_broker
 
 pytestmark = pytest.mark.extension
 
-# ApiVersions v0: size, api_key 18, version 0, correlation id 7, client id "t"
-API_VERSIONS_V0 = struct.pack(">ihhih", 11, 18, 0, 7, 1) + b"t"
+# Metadata v0 for every topic: size, api_key 3, version 0, correlation id 7, client id "t",
+# an empty topic array
+METADATA_V0 = struct.pack(">ihhih", 15, 3, 0, 7, 1) + b"t" + struct.pack(">i", 0)
 
 
 def _ask(address: str, port: int) -> bytes:
-    """Send ApiVersions from ``address`` to the broker; what comes back before EOF."""
+    """Send Metadata from ``address`` to the broker; what comes back before EOF."""
     with socket.create_connection((address, port), timeout=10,
                                   source_address=(address, 0)) as sock:
-        sock.sendall(API_VERSIONS_V0)
+        sock.sendall(METADATA_V0)
         data = b""
         while len(data) < 8:
             try:
