@@ -366,7 +366,7 @@ class StreamQueue:
         if cursor >= lg.next_offset:
             return False
         tail = self._tails[p]
-        if tail.base <= cursor < tail.end and cursor >= lg.first_offset:
+        if tail.base <= cursor < tail.end and cursor >= lg.first_offset and not self.stream.compact:
             return self._deliver_tail(reader, p, tail, cursor)
         consumer = reader.consumer
         member = reader.member

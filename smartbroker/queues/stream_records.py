@@ -67,7 +67,26 @@ def decode_record(data: bytes, partition: int, offset: int, own_route: bytes | N
     (h,) = _u32.unpack_from(data, 2 + n)
     header = data[6 + n:6 + n + h]
     body = data[6 + n + h:]
-    flags = codec.property_flags(header)
-    extra = codec.table_entry_long(_OFFSET_SS, offset) + codec.table_entry_int(_PARTITION_SS, partition)
     exchange, routing_key = codec.decode_route(ex_rk)
-    return Message(exchange, routing_key, ex_rk, codec.add_headers(header, flags, extra), body)
+    return delivery_message((exchange, routing_key, ex_rk), header, codec.property_flags(header),
+                            body, partition, offset)
+
+
+_partition_entries: dict[int, bytes] = {}  # partition -> its encoded header entry
+
+
+def delivery_headers(offset: int, partition: int) -> bytes:
+    """The two table entries a stream delivery carries (the partition's is interned)."""
+    part = _partition_entries.get(partition)
+    if part is None:
+        part = _partition_entries[partition] = codec.table_entry_int(_PARTITION_SS, partition)
+    return codec.table_entry_long(_OFFSET_SS, offset) + part
+
+
+def delivery_message(route: tuple[str, str, bytes], header_payload: bytes, flags: int,
+                     body: bytes, partition: int, offset: int) -> Message:
+    """The message as a stream delivers it: the stored header with the offset and
+    partition entries spliced into its headers table (nothing else is decoded). The
+    same for a record read back and for a publish kept in the tail (stream_tail.py)."""
+    header = codec.add_headers(header_payload, flags, delivery_headers(offset, partition))
+    return Message.routed(route, header, body, flags | codec.FLAG_HEADERS)
