@@ -53,22 +53,22 @@ class TopicAdmin:
         self.streams = streams  # the vhost's name and Kafka's topic name rule
         self.topic_id = topic_id
 
-    def _vhost(self) -> Any:
+    def vhost(self) -> Any:
         vhost = self.broker.vhosts.get(self.streams.vhost)
         if vhost is None:
             raise TopicError(ErrorCode.UNKNOWN_SERVER_ERROR,
                              f"the Kafka vhost {self.streams.vhost!r} does not exist")
         return vhost
 
-    def _require(self, kind: str, name: str) -> None:
+    def require(self, kind: str, name: str) -> None:
         """TopicError 29 unless the client may ``kind`` the topic (authz.py)."""
         if not topic_allowed(self.broker, self.streams.vhost, kind, name):
             raise TopicError(ErrorCode.TOPIC_AUTHORIZATION_FAILED,
                              f"{kind} access to topic {name!r} refused")
 
-    def _stream(self, name: str) -> Any:
+    def stream_of(self, name: str) -> Any:
         """The stream queue of an existing topic; TopicError 3 otherwise."""
-        vhost = self._vhost()
+        vhost = self.vhost()
         queue = vhost.queues.get(name)
         if queue is None or not queue.capabilities.offset_log:
             raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
@@ -104,8 +104,8 @@ class TopicAdmin:
             raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION,
                              f"Topic name {name!r} is illegal: 1-249 characters of "
                              "[a-zA-Z0-9._-], not '.' or '..', and not amq.* (reserved)")
-        vhost = self._vhost()
-        self._require("configure", name)
+        vhost = self.vhost()
+        self.require("configure", name)
         existing = vhost.queues.get(name)
         if existing is not None:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS,
@@ -195,9 +195,9 @@ class TopicAdmin:
             code, message = ErrorCode.NONE, None
             try:
                 name = self._named(name, tid)
-                tid = self._stream(name).meta.topic_id  # the id it had, for the response
-                self._require("configure", name)
-                self._vhost().delete_queue(name)
+                tid = self.stream_of(name).meta.topic_id  # the id it had, for the response
+                self.require("configure", name)
+                self.vhost().delete_queue(name)
                 log.info("Kafka topic %r deleted from vhost %r", name, self.streams.vhost)
             except TopicError as exc:
                 code, message = exc.code, str(exc)
@@ -212,7 +212,7 @@ class TopicAdmin:
         """The topic's name, given its name or (v6, name null) its id."""
         if name is not None:
             return name
-        vhost = self._vhost()
+        vhost = self.vhost()
         for qname, queue in list(vhost.queues.items()):
             if (queue.capabilities.offset_log and self.streams.valid_name(qname)
                     and queue.meta.topic_id == tid):
@@ -246,7 +246,9 @@ class TopicAdmin:
         if kind == TOPIC:
             if not self.streams.valid_name(name):
                 raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name {name!r} is illegal")
-            return [(e, False) for e in configs.describe(self._stream(name).arguments, keys)]
+            stream = self.stream_of(name)  # declared arguments, with what Kafka altered
+            return [(e, False) for e in configs.describe(stream.meta.arguments(stream.arguments),
+                                                         keys)]
         if kind == BROKER:
             if name not in ("", "0"):
                 raise TopicError(ErrorCode.INVALID_REQUEST,

@@ -158,6 +158,18 @@ def to_arguments(configs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
     return out
 
 
+def overrides(declared: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """What must lie over the ``declared`` arguments for the mapped ones to be ``wanted``
+    (``to_arguments``' output, the topic's whole config set): argument -> value, or None
+    to unset one the declaration set."""
+    out: dict[str, Any] = {}
+    for m in MAPPED.values():
+        have, want = declared.get(m.argument), wanted.get(m.argument)
+        if (None if have is None else _text(have)) != (None if want is None else _text(want)):
+            out[m.argument] = want
+    return out
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 

@@ -19,7 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import admin, codec, group_admin, groups, offsets, produce, sasl
+from smartbroker.kafka import (
+    admin,
+    alter_configs,
+    cluster,
+    codec,
+    group_admin,
+    groups,
+    offsets,
+    partitions,
+    produce,
+    records_admin,
+    sasl,
+)
 from smartbroker.kafka.authz import acting_as
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -37,6 +49,11 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     admin.CREATE_TOPICS: admin.CREATE_VERSIONS,
     admin.DELETE_TOPICS: admin.DELETE_VERSIONS,
     admin.DESCRIBE_CONFIGS: admin.DESCRIBE_VERSIONS,
+    partitions.CREATE_PARTITIONS: partitions.PARTITIONS_VERSIONS,
+    records_admin.DELETE_RECORDS: records_admin.RECORDS_VERSIONS,
+    alter_configs.ALTER_CONFIGS: alter_configs.ALTER_VERSIONS,
+    alter_configs.INCREMENTAL_ALTER_CONFIGS: alter_configs.INCREMENTAL_VERSIONS,
+    cluster.DESCRIBE_CLUSTER: cluster.CLUSTER_VERSIONS,
     groups.FIND_COORDINATOR: groups.COORDINATOR_VERSIONS,
     groups.OFFSET_COMMIT: groups.COMMIT_VERSIONS,
     groups.OFFSET_FETCH: groups.FETCH_VERSIONS,
@@ -108,11 +125,15 @@ class KafkaHandlers:
         self.producer = produce.Producer(broker, self.streams)
         self.lister = offsets.OffsetLister(self.streams)
         self.admin = admin.TopicAdmin(broker, self.streams, self.topic_id)
+        self.partitions = partitions.PartitionAdmin(self.admin)
+        self.records_admin = records_admin.RecordsAdmin(self.admin)
+        self.alterer = alter_configs.ConfigAlterer(self.admin)
+        self.cluster = cluster.ClusterInfo(
+            node.cluster_id, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port))
         self.groups = groups.GroupCoordinator(
             self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port),
             lambda: [t.name for t in self.topics()])
         self.coordinator = self.groups.coordinator  # the Kafka groups (kafka/coordinator.py)
-        # the coordinator of Kafka members, once there is one (kafka/coordinator.py)
         self.group_admin = group_admin.GroupAdmin(
             self.streams, lambda: getattr(self, "coordinator", None))
         self.table: dict[int, Callable[[Request, Session], Any]] = {
@@ -126,6 +147,11 @@ class KafkaHandlers:
             admin.CREATE_TOPICS: self.admin.create_topics,
             admin.DELETE_TOPICS: self.admin.delete_topics,
             admin.DESCRIBE_CONFIGS: self.admin.describe_configs,
+            partitions.CREATE_PARTITIONS: self.partitions.create_partitions,
+            records_admin.DELETE_RECORDS: self.records_admin.delete_records,
+            alter_configs.ALTER_CONFIGS: self.alterer.alter_configs,
+            alter_configs.INCREMENTAL_ALTER_CONFIGS: self.alterer.incremental_alter_configs,
+            cluster.DESCRIBE_CLUSTER: self.cluster.describe_cluster,
             groups.FIND_COORDINATOR: self.groups.find_coordinator,
             groups.OFFSET_COMMIT: self.groups.offset_commit,
             groups.OFFSET_FETCH: self.groups.offset_fetch,
