@@ -32,7 +32,7 @@ from smartbroker.kafka import codec
 from smartbroker.kafka.authz import group_allowed, topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
-from smartbroker.kafka.group_view import DEAD, Coordinator, GroupView
+from smartbroker.kafka.group_view import DEAD, Coordinator, GroupView, group_watcher
 from smartbroker.kafka.produce import Topics
 from smartbroker.queues.groups import GroupError
 
@@ -57,6 +57,9 @@ class GroupAdmin:
         self.topics = topics
         self.view = GroupView(topics, coordinator)
         self.coordinator = coordinator
+        kafka = coordinator()
+        if kafka is not None:  # Kafka members shown by the streams' group API
+            kafka.watchers.append(group_watcher(topics, coordinator))
 
     def _group_allowed(self, group_id: str) -> bool:
         return group_allowed(self.topics.broker, self.topics.vhost, group_id)

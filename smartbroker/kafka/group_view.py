@@ -38,6 +38,9 @@ EMPTY, STABLE, DEAD = "Empty", "Stable", "Dead"
 class Coordinator(Protocol):
     """What this module needs of the Kafka group coordinator (kafka/coordinator.py)."""
 
+    groups: dict[str, Any]
+    watchers: list[Callable[[Any], None]]  # called with a group whenever its members change
+
     def group(self, group_id: str) -> Any: ...
 
     def remove(self, group_id: str) -> None: ...
@@ -116,6 +119,34 @@ def link_streams(topics: Topics, coordinator: Callable[[], Coordinator | None],
                 group_id, lambda t=name: kafka_members(coordinator, group_id, t))
 
 
+def group_watcher(topics: Topics, coordinator: Callable[[], Coordinator | None]
+                  ) -> Callable[[Any], None]:
+    """What the coordinator calls whenever a group's members or assignment change: its
+    members are attached to the streams holding its committed offsets (Kafka refuses to
+    reset any offset of a group with members; ``groups.GroupCoordinator`` attaches them to
+    the streams it subscribes to), and detached from every stream once the group is gone."""
+    def changed(group: Any) -> None:
+        group_id = group.group_id
+        if group.state == DEAD:
+            for _, queue in _streams(topics):
+                queue.groups.detach_external(group_id)
+            return
+        if not group.members:
+            return  # an Empty group: the providers already answer no members
+        names = {n for n, q in _streams(topics)
+                 if group_id not in q.groups.external and q.groups.book.partitions(group_id)}
+        link_streams(topics, coordinator, group_id, names)
+    return changed
+
+
+def _streams(topics: Topics) -> list[tuple[str, Any]]:
+    vhost = topics.broker.vhosts.get(topics.vhost)
+    if vhost is None:
+        return []
+    return [(name, q) for name, q in list(vhost.queues.items())
+            if q.capabilities.offset_log and topics.valid_name(name)]
+
+
 def _queue(topics: Topics, name: str) -> Any:
     vhost = topics.broker.vhosts.get(topics.vhost)
     queue = None if vhost is None else vhost.queues.get(name)
@@ -131,11 +162,7 @@ class GroupView:
 
     def streams(self) -> list[tuple[str, Any]]:
         """(topic, stream queue) of every stream of the Kafka vhost a client can name."""
-        vhost = self.topics.broker.vhosts.get(self.topics.vhost)
-        if vhost is None:
-            return []
-        return [(name, q) for name, q in list(vhost.queues.items())
-                if q.capabilities.offset_log and self.topics.valid_name(name)]
+        return _streams(self.topics)
 
     def kafka_group(self, group_id: str) -> Any:
         return live_kafka_group(self.coordinator(), group_id)

@@ -16,7 +16,12 @@ from smartbroker.broker.permissions import Permission
 from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Header, Request
 from smartbroker.kafka.group_admin import DELETE_GROUPS, DESCRIBE_GROUPS, LIST_GROUPS, OFFSET_DELETE
-from smartbroker.kafka.group_view import assignment_bytes, link_streams, subscription_bytes
+from smartbroker.kafka.group_view import (
+    assignment_bytes,
+    group_watcher,
+    link_streams,
+    subscription_bytes,
+)
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node
 from smartbroker.queues.groups import GroupActive
 from smartbroker.queues.offsets import OffsetReset
@@ -53,6 +58,7 @@ class FakeGroup:
 class FakeCoordinator:
     def __init__(self) -> None:
         self.groups: dict[str, FakeGroup] = {}
+        self.watchers: list[Any] = []
 
     def group(self, group_id: str) -> FakeGroup | None:
         return self.groups.get(group_id)
@@ -92,7 +98,7 @@ def coordinator() -> FakeCoordinator:
 @pytest.fixture
 def h(broker: Broker, coordinator: FakeCoordinator) -> KafkaHandlers:
     handlers = KafkaHandlers(broker, Node(None, 19092, Node.cluster_id_for("x"), "/"))
-    handlers.coordinator = coordinator  # type: ignore[attr-defined]
+    handlers.coordinator = coordinator  # type: ignore[assignment]
     return handlers
 
 
@@ -275,3 +281,22 @@ def test_refused_without_read_in_the_vhost(h: KafkaHandlers, broker: Broker) -> 
     assert delete(h, "og") == {"og": 30}
     assert offset_delete(h, "og", {"single": [0]}).error_code == 30
     assert stream(broker, "single").groups.book.get("og", 0) == 3
+
+
+def test_group_watcher_links_and_unlinks_streams(h: KafkaHandlers, broker: Broker,
+                                                 coordinator: FakeCoordinator) -> None:
+    changed = group_watcher(h.streams, lambda: coordinator)
+    group = FakeGroup("w", members={"m-1": FakeMember("m-1")}, subscribed={"orders"},
+                      assigned_to={"m-1": {"orders": [0, 1, 2]}})
+    coordinator.groups["w"] = group
+    stream(broker, "single").groups.commit("w", 0, 2)  # offsets elsewhere: linked too
+    link_streams(h.streams, lambda: coordinator, "w", group.topics())  # G1's watcher
+    changed(group)
+    assert stream(broker, "orders").groups.describe("w").protocol == "kafka"
+    single = stream(broker, "single").groups.describe("w")
+    assert single.active and single.members[0].partitions == ()
+    group.state = "Dead"
+    coordinator.groups.pop("w")
+    changed(group)
+    assert stream(broker, "orders").groups.external == {}
+    assert not stream(broker, "single").groups.describe("w").active
