@@ -13,11 +13,12 @@ lz4 or zstd library is installed here), so Produce refuses the rest.
 
 from __future__ import annotations
 
+import logging
 import struct
 import zlib
 from collections import OrderedDict
 
-from smartbroker.queues.kafka_mapping import route_for, stored_record
+from smartbroker.queues.kafka_mapping import RecordError, route_for, stored_record
 from smartbroker.store import record as store_record
 from smartbroker.store.api import Record
 
@@ -31,6 +32,7 @@ TIMESTAMP_LOG_APPEND = 0x08
 TRANSACTIONAL = 0x10
 CONTROL = 0x20
 _CACHE_SIZE = 8
+log = logging.getLogger(__name__)
 
 
 class BatchError(ValueError):
@@ -117,13 +119,24 @@ def stored_records(batch: bytes, base: int, frame_ts: int) -> list[Record]:
     """The registered store reader: stream entries (route ``OWN_ROUTE``) keyed by the Kafka
     key. A few recent batches are kept decoded, since readers advancing through a large
     batch in steps ask for it again and again."""
-    ident = (base, bytes(batch[17:21]), len(batch))  # base offset, CRC-32C, size
+    ident = (base, bytes(batch[:HEADER_SIZE]), len(batch))  # the header holds the CRC-32C
     found = _cache.get(ident)
     if found is not None:
         _cache.move_to_end(ident)
         return found
-    out = [Record(offset, ts, key, stored_record(OWN_ROUTE, ts, key, value, headers))
-           for offset, ts, key, value, headers in records(batch, frame_ts)]
+    try:
+        decoded = records(batch, frame_ts)
+    except (BatchError, IndexError, zlib.error, struct.error) as exc:
+        # Produce checked the header and CRC, not the records: a producer's broken batch
+        # is Kafka readers' to see as sent, and holds nothing an AMQP reader can take
+        log.warning("stored Kafka batch at offset %d has unreadable records: %s", base, exc)
+        decoded = []
+    out = []
+    for offset, ts, key, value, headers in decoded:
+        try:
+            out.append(Record(offset, ts, key, stored_record(OWN_ROUTE, ts, key, value, headers)))
+        except RecordError as exc:  # e.g. a header name no AMQP table can hold
+            log.warning("Kafka record at offset %d skipped for AMQP readers: %s", offset, exc)
     _cache[ident] = out
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
