@@ -119,6 +119,14 @@ def link_streams(topics: Topics, coordinator: Callable[[], Coordinator | None],
                 group_id, lambda t=name: kafka_members(coordinator, group_id, t))
 
 
+def amqp_holder(topics: Topics, group_id: str) -> str | None:
+    """The first stream of the Kafka vhost where AMQP consumers hold ``group_id`` (None:
+    nowhere). A group's members come from one protocol at a time, so a Kafka JoinGroup
+    for such a group is answered INCONSISTENT_GROUP_PROTOCOL, as Kafka answers a member
+    whose protocol type differs from the group's."""
+    return next((n for n, q in _streams(topics) if q.groups.amqp_active(group_id)), None)
+
+
 def group_watcher(topics: Topics, coordinator: Callable[[], Coordinator | None]
                   ) -> Callable[[Any], None]:
     """What the coordinator calls whenever a group's members or assignment change: its

@@ -17,6 +17,7 @@ from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Header, Request
 from smartbroker.kafka.group_admin import DELETE_GROUPS, DESCRIBE_GROUPS, LIST_GROUPS, OFFSET_DELETE
 from smartbroker.kafka.group_view import (
+    amqp_holder,
     assignment_bytes,
     group_watcher,
     link_streams,
@@ -300,3 +301,10 @@ def test_group_watcher_links_and_unlinks_streams(h: KafkaHandlers, broker: Broke
     changed(group)
     assert stream(broker, "orders").groups.external == {}
     assert not stream(broker, "single").groups.describe("w").active
+
+
+def test_amqp_holder_names_the_stream_of_amqp_members(h: KafkaHandlers, broker: Broker) -> None:
+    assert amqp_holder(h.streams, "ag") is None
+    stream(broker, "single").add_consumer(Consumer("amq.ctag-1", "ag"))
+    assert amqp_holder(h.streams, "ag") == "single"
+    assert amqp_holder(h.streams, "other") is None
