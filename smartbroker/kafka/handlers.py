@@ -99,6 +99,7 @@ class Session:
 
     peer: str
     local_host: str  # the address the client reached us on
+    port: int = 0  # the port Metadata advertises to it (its listener's: TLS or not); 0: Node's
     # the user it acts as: the default user without SASL (when its loopback rule allows),
     # the SASL user once authenticated; None until then (only ApiVersions and SASL served)
     user: str | None = None
@@ -131,7 +132,7 @@ class KafkaHandlers:
         self.cluster = cluster.ClusterInfo(
             node.cluster_id, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port))
         self.groups = groups.GroupCoordinator(
-            self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port),
+            self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, s.port or self.node.port),
             lambda: [t.name for t in self.topics()])
         self.coordinator = self.groups.coordinator  # the Kafka groups (kafka/coordinator.py)
         self.group_admin = group_admin.GroupAdmin(
@@ -225,7 +226,7 @@ class KafkaHandlers:
         return cls(version=request.api_version, throttle_time_ms=0,
                    brokers=[cls.MetadataResponseBroker(
                        node_id=NODE_ID, host=self.node.host or session.local_host,
-                       port=self.node.port, rack=None)],
+                       port=session.port or self.node.port, rack=None)],
                    cluster_id=self.node.cluster_id, controller_id=NODE_ID, topics=topics,
                    authorized_operations=None)
 

@@ -61,10 +61,11 @@ class KafkaClientProtocol(asyncio.Protocol):
     """One client connection: bytes in, requests to the handlers, responses out in order."""
 
     def __init__(self, handlers: KafkaHandlers, connections: set[KafkaClientProtocol],
-                 tls: bool = False) -> None:
+                 tls: bool = False, advertised_port: int = 0) -> None:
         self.handlers = handlers
         self.connections = connections
         self.tls = tls
+        self.advertised_port = advertised_port  # Metadata's port for it; 0: the Node's
         self.conn = KafkaConnection(SUPPORTED)
         self.transport: asyncio.Transport | None = None
         self.session = Session("?", "localhost")
@@ -77,6 +78,7 @@ class KafkaClientProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         local = transport.get_extra_info("sockname") or ("localhost", 0)
         self.session = Session(f"{peer[0]}:{peer[1]}", local[0])
+        self.session.port = self.advertised_port
         broker = self.handlers.broker
         if len(broker.connections) >= broker.config.max_connections:
             log.warning("refusing Kafka connection from %s: max_connections (%d) reached",
@@ -238,11 +240,15 @@ class KafkaListener:
         into its one-line StartupError). Called once per listening port."""
         loop = asyncio.get_running_loop()
         tls = kwargs.get("ssl") is not None
+        bound = [0]  # a TLS client is sent to the TLS port in Metadata, not the plain one
         server = await loop.create_server(
-            lambda: KafkaClientProtocol(self.handlers, self.connections, tls), host, port,
-            reuse_address=True, backlog=1024, **kwargs)
+            lambda: KafkaClientProtocol(self.handlers, self.connections, tls, bound[0]),
+            host, port, reuse_address=True, backlog=1024, **kwargs)
         self.servers.append(server)
-        return server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        if tls:
+            bound[0] = port
+        return port
 
     def close(self) -> None:
         """Stop accepting and close every connection (they hold nothing to finish yet)."""

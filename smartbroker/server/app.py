@@ -67,22 +67,34 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 async def start_kafka(broker: Broker, config: Config,
                       servers: list[asyncio.Server]) -> KafkaListener | None:
-    """The Kafka listener (``kafka_port`` 0: none); a port in use is the same one-line
-    StartupError as for AMQP, after closing the AMQP ``servers`` already listening."""
-    if not config.kafka_port:
+    """The Kafka listeners (``kafka_port`` and ``kafka_tls_port``, 0: none); a port in
+    use is the same one-line StartupError as for AMQP, after closing the AMQP ``servers``
+    already listening."""
+    if not config.kafka_port and not config.kafka_tls_port:
         return None
-    node = Node(config.kafka_advertised_host, config.kafka_port,
+    tls = tls_context(config) if config.kafka_tls_port else None
+    if config.kafka_tls_port and tls is None:
+        raise StartupError("kafka_tls_port needs a TLS certificate (--tls-cert, --tls-key)")
+    node = Node(config.kafka_advertised_host, config.kafka_port or config.kafka_tls_port,
                 Node.cluster_id_for(str(config.data_dir.resolve())), config.kafka_vhost)
     kafka = KafkaListener(broker, node)
-    try:
-        await kafka.start(config.host, config.kafka_port)
-    except OSError as exc:
-        for srv in servers:
-            srv.close()
-        raise StartupError(f"cannot listen on {config.host}:{config.kafka_port} (Kafka): "
-                           f"{exc.strerror or exc}") from None
-    log.info("smartbroker listening for Kafka on %s port %d (topics: the streams of vhost %s)",
-             config.host, config.kafka_port, config.kafka_vhost)
+    for port, ctx in ((config.kafka_port, None), (config.kafka_tls_port, tls)):
+        if not port:
+            continue
+        try:
+            await kafka.start(config.host, port, ssl=ctx)
+        except OSError as exc:
+            for srv in servers:
+                srv.close()
+            kafka.close()
+            raise StartupError(f"cannot listen on {config.host}:{port} (Kafka"
+                               f"{' TLS' if ctx else ''}): {exc.strerror or exc}") from None
+    if config.kafka_tls_port:
+        log.info("smartbroker listening for Kafka over TLS (SSL, SASL_SSL) on %s port %d",
+                 config.host, config.kafka_tls_port)
+    if config.kafka_port:
+        log.info("smartbroker listening for Kafka on %s port %d (topics: the streams of vhost "
+                 "%s)", config.host, config.kafka_port, config.kafka_vhost)
     return kafka
 
 
