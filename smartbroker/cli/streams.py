@@ -154,6 +154,7 @@ def groups_describe(group: str, api: ApiOpt = DEFAULT_API, queue: QueueOpt = Non
         print_json(doc)
         return
     mode = f", {doc['rebalance']} rebalance" if doc.get("rebalance") else ""
+    mode += f", {doc['protocol']} members" if doc.get("protocol") == "kafka" else ""
     away = doc.get("static_members_away") or 0
     title = (f"group '{doc['group']}' on stream '{doc['queue']}': {doc['state']}, "
              f"{len(doc['members'])} member(s){mode}"
@@ -163,8 +164,9 @@ def groups_describe(group: str, api: ApiOpt = DEFAULT_API, queue: QueueOpt = Non
                 [(p["partition"], p.get("owner") or "-", p["committed_offset"], p["end_offset"],
                   p["lag"]) for p in doc["partitions"]])
     if doc["members"]:
-        print_table(["member", "instance id", "partitions"],
-                    [(m["consumer_tag"], m.get("instance_id") or "-",
+        print_table(["member", "instance id", "client id", "client host", "partitions"],
+                    [(m["consumer_tag"], m.get("instance_id") or "-", m.get("client_id") or "-",
+                      m.get("client_host") or "-",
                       ",".join(str(p) for p in m["partitions"]) or "-") for m in doc["members"]])
 
 

@@ -85,9 +85,11 @@ def stream_json(stream: Any) -> dict[str, Any]:
 def group_json(info: GroupInfo) -> dict[str, Any]:
     return {"group": info.name, "name": info.name, "queue": info.queue, "vhost": info.vhost,
             "state": "active" if info.active else "empty", "active": info.active,
-            "rebalance": info.rebalance,
+            "rebalance": info.rebalance, "protocol": info.protocol,
             "members": [{"consumer_tag": m.consumer_tag, "instance_id": m.instance_id,
-                         "partitions": list(m.partitions)} for m in info.members],
+                         "partitions": list(m.partitions), "client_id": m.client_id,
+                         "client_host": m.client_host, "protocol": m.protocol}
+                        for m in info.members],
             "static_members_away": info.static_members_away, "lag": info.lag,
             "partitions": [{"partition": p.partition, "committed_offset": p.committed,
                             "first_offset": p.first, "end_offset": p.end, "lag": p.lag,

@@ -162,7 +162,8 @@ function renderGroups(groups) {
   const rows = [];
   for (const g of groups) {
     for (const p of g.partitions) {
-      rows.push([g.vhost, g.queue, g.group, g.state, p.partition, p.owner || "-",
+      const state = g.protocol === "kafka" ? `${g.state} (Kafka)` : g.state;
+      rows.push([g.vhost, g.queue, g.group, state, p.partition, p.owner || "-",
         p.committed_offset, p.end_offset,
         { text: p.lag, cls: p.lag > 1000 ? "lag-high" : null, attrs: { "data-col": "lag" } }]);
     }
