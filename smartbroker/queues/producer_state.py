@@ -292,7 +292,10 @@ class StreamProducers:
         self.partitions = [PartitionProducers() for _ in range(partitions)]
 
     def __getitem__(self, partition: int) -> PartitionProducers:
-        return self.partitions[partition]
+        parts = self.partitions
+        while partition >= len(parts):  # the stream grew (CreatePartitions)
+            parts.append(PartitionProducers())
+        return parts[partition]
 
     def lso(self, partition: int, high_watermark: int) -> int:
         return self.partitions[partition].lso(high_watermark)
@@ -329,8 +332,10 @@ def load(directory: Path | None, logs: list[Any],
         data = json.loads(path.read_text())
         parts = [PartitionProducers.from_json(p) for p in data["partitions"]]
         nexts = list(data["next"])
-        if len(parts) != len(logs):
-            raise ValueError("partition count changed")
+        if len(parts) > len(logs) or len(nexts) != len(parts):
+            raise ValueError("partition count does not match")
+        parts += [PartitionProducers() for _ in range(len(logs) - len(parts))]
+        nexts += [0] * (len(logs) - len(nexts))
     except (OSError, ValueError, KeyError, TypeError):
         parts, nexts = [PartitionProducers() for _ in logs], [0] * len(logs)
     state = StreamProducers(0)

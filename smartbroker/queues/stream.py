@@ -11,6 +11,7 @@ Consumer groups live in ``groups.py``.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,7 +20,10 @@ from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
 from smartbroker.message import Message
-from smartbroker.queues import kafka_batch  # registers the store's Kafka batch reader
+from smartbroker.queues import (
+    kafka_batch,  # registers the store's Kafka batch reader
+    producer_state,
+)
 from smartbroker.queues.base import (
     ACCEPTED,
     Capabilities,
@@ -132,6 +136,10 @@ class StreamQueue:
         self._own_route = kafka_batch.route_for(name)  # the route of records Kafka produced
         self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
         self.meta.restore_log_starts(self.logs)  # where DeleteRecords left each partition
+        # Kafka producers' state (idempotence, transactions: queues/producer_state.py);
+        # None for a stream that never had a producer id: the AMQP-only read path
+        self.txns = producer_state.load(self.directory, self.logs, lambda p, o: (
+            (f.base, f.batch) for f in self.logs[p].scan_frames(o)))
         # what a publish to each partition returns: confirm once that log is fsynced
         self._published = [ACCEPTED if self.directory is None else PublishResult(True, lg)
                            for lg in self.logs]
@@ -363,10 +371,13 @@ class StreamQueue:
     def _read_partition(self, reader: Reader, p: int) -> bool:
         cursor = reader.cursors[p]
         lg = self.logs[p]
-        if cursor >= lg.next_offset:
+        txns = self.txns  # committed data only: up to the last stable offset
+        end = lg.next_offset if txns is None else txns[p].lso(lg.next_offset)
+        if cursor >= end:
             return False
         tail = self._tails[p]
-        if tail.base <= cursor < tail.end and cursor >= lg.first_offset and not self.stream.compact:
+        if tail.base <= cursor < tail.end and cursor >= lg.first_offset and not self.stream.compact \
+                and txns is None:
             return self._deliver_tail(reader, p, tail, cursor)
         consumer = reader.consumer
         member = reader.member
@@ -374,6 +385,13 @@ class StreamQueue:
         for rec in islice(lg.scan_records(cursor), READ_BATCH):
             if not consumer.can_take() or reader.cursors.get(p) is None:
                 break
+            if txns is not None:
+                if rec.offset >= end:
+                    break
+                if txns[p].is_aborted(rec.offset):  # an aborted transaction's record
+                    reader.cursors[p] = rec.offset + 1
+                    sent = True  # progress: the caller reads on
+                    continue
             message = decode_record(rec.payload, p, rec.offset, self._own_route)
             redelivered = member.group.was_delivered(p, rec.offset) if member else False
             reader.cursors[p] = rec.offset + 1
@@ -456,6 +474,14 @@ class StreamQueue:
         return 0
 
     def close(self) -> None:
-        """Broker shutdown: flush and close the logs (data stays)."""
+        """Broker shutdown: flush and close the logs (data stays), and snapshot the Kafka
+        producer state so the next load scans nothing."""
+        if self.txns is not None and not self.deleted:
+            try:
+                producer_state.save(self.directory, self.txns,
+                                    [lg.next_offset for lg in self.logs])
+            except OSError as exc:  # the next load rebuilds from the older snapshot
+                logging.getLogger(__name__).warning("producer state of %r not saved: %s",
+                                                    self.name, exc)
         for lg in [*self.logs, self.offsets.log]:
             lg.close()
