@@ -20,7 +20,7 @@ from smartbroker.kafka.errors import ErrorCode
 DESCRIBE_CLUSTER, CLUSTER_VERSIONS = 60, (0, 2)
 BROKERS = 1  # EndpointType: brokers (controllers: 2)
 UNSUPPORTED_ENDPOINT_TYPE = 119  # Kafka's Errors.UNSUPPORTED_ENDPOINT_TYPE
-OMITTED = -2147483648  # authorized_operations when not asked for
+OMITTED = None  # authorized_operations not asked for (the codec writes -2^31)
 DESCRIBE, DESCRIBE_CONFIGS = 8, 10  # Kafka's AclOperation codes
 
 
@@ -44,7 +44,8 @@ class ClusterInfo:
                                      f"but we wanted an endpoint of type {endpoint_type}",
                        endpoint_type=endpoint_type, cluster_id=self.cluster_id,
                        controller_id=-1, brokers=[], authorized_operations=OMITTED)
-        operations = ((1 << DESCRIBE) | (1 << DESCRIBE_CONFIGS)
+        # the codec takes the bitfield as the set of its bits
+        operations = ({DESCRIBE, DESCRIBE_CONFIGS}
                       if body.include_cluster_authorized_operations else OMITTED)
         broker = cls.DescribeClusterBroker(broker_id=node_id, host=host, port=port, rack=None,
                                            is_fenced=False)
