@@ -20,11 +20,10 @@ queue: Metadata does not list it as a topic either, so clients never get this fa
 partition out of range are UNKNOWN_TOPIC_OR_PARTITION; bad CRC, magic or framing is
 CORRUPT_MESSAGE; a batch over ``max_message_size`` is MESSAGE_TOO_LARGE (Kafka's
 ``max.message.bytes`` limits batches), snappy, lz4 or zstd UNSUPPORTED_COMPRESSION_TYPE
-(no library to decode them for AMQP readers is installed). This broker has no
-idempotent or transactional producers yet (InitProducerId is not advertised, so clients
-with ``enable.idempotence=false``, the only mode that can work, never send such batches): a
-batch with a producer id is UNKNOWN_PRODUCER_ID, a transactional one or a request with a
-transactional id INVALID_TXN_STATE (no transaction can be ongoing).
+(no library to decode them for AMQP readers is installed). Batches with a producer id
+go through ``idempotence.admit`` first (Kafka's producer-state rules: a retry is answered
+with its original offset and stored once; sequence, epoch and transaction errors refuse
+the partition's data).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from typing import Any
 
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
-from smartbroker.kafka import batches, codec, records
+from smartbroker.kafka import batches, codec, idempotence, records
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -102,6 +101,8 @@ class Producer:
     def __init__(self, broker: Broker, topics: Topics) -> None:
         self.broker = broker
         self.topics = topics
+        # producer id -> (epoch, partitions of its ongoing transaction): the coordinator's
+        self.txn_lookup: idempotence.TxnLookup = lambda pid: None
 
     def produce(self, request: Request, session: Any) -> Any:
         """Append now, or, while a memory or disk alarm is on, once it has cleared."""
@@ -134,9 +135,6 @@ class Producer:
                 try:
                     if acks not in (0, 1, -1):
                         raise PartitionError(ErrorCode.INVALID_REQUIRED_ACKS, f"acks={acks}")
-                    if body.transactional_id is not None:
-                        raise PartitionError(ErrorCode.INVALID_TXN_STATE,
-                                             "transactions are not supported yet")
                     queue = self.topics.stream(topic.name, create=True, need="write")
                     base, log_start, sync = self._append(queue, topic.name, pdata)
                 except PartitionError as exc:
@@ -166,12 +164,18 @@ class Producer:
         if not 0 <= index < len(queue.logs):
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"topic {name!r} has no partition {index}")
-        if queue.stream.compact:
-            entries = self._entries(name, pdata.records)
+        checked = self._batches(pdata.records)
+        entries = self._entries(name, pdata.records) if queue.stream.compact else None
+        try:
+            original = idempotence.admit(queue, name, index, checked, self.txn_lookup)
+        except idempotence.Refused as exc:
+            raise PartitionError(exc.code, str(exc)) from None
+        if original is not None:  # a retry: stored once, answered with its first offset
+            return original, queue.logs[index].first_offset, None
+        if entries is not None:
             first, result = queue.append_stored(index, entries)
             count = len(entries)
         else:
-            checked = self._batches(pdata.records)
             first, result = queue.append_kafka_batches(
                 index, [(b.data, b.count, b.max_ts) for b in checked])
             count = sum(b.count for b in checked)
@@ -183,13 +187,6 @@ class Producer:
         """The partition's batches, checked by header and CRC only."""
         try:
             checked = batches.split(data)
-            for batch in checked:
-                if batch.transactional or batch.control:
-                    raise PartitionError(ErrorCode.INVALID_TXN_STATE,
-                                         "transactional batches are not supported yet")
-                if batch.producer_id >= 0:
-                    raise PartitionError(ErrorCode.UNKNOWN_PRODUCER_ID,
-                                         "idempotent producers are not supported yet")
             batches.check_size(checked, self.broker.config.max_message_size)
         except batches.BatchRefused as exc:
             raise PartitionError(exc.code, str(exc)) from None
@@ -205,12 +202,6 @@ class Producer:
         out = []
         try:
             for batch in codec.read_batches(data):
-                if batch.is_transactional or batch.is_control_batch:
-                    raise PartitionError(ErrorCode.INVALID_TXN_STATE,
-                                         "transactional batches are not supported yet")
-                if batch.producer_id >= 0:
-                    raise PartitionError(ErrorCode.UNKNOWN_PRODUCER_ID,
-                                         "idempotent producers are not supported yet")
                 for rec in batch:
                     value = rec.value
                     if value is not None and len(value) > limit:

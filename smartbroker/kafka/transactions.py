@@ -1,0 +1,347 @@
+"""The transaction coordinator (KIP-98): producer ids, and each transactional id's state.
+
+This node coordinates every transactional id. What it keeps per transactional id is
+Kafka's ``TransactionMetadata``: producer id and epoch (and the previous ones, so that a
+retried epoch bump is recognised), timeout, state, the partitions and groups in the
+ongoing transaction, and the offsets its TxnOffsetCommits hold until the commit. The
+state is durable: one JSON file in the data directory, rewritten atomically on every
+transition (a few per transaction), so a restart keeps fencing and open transactions;
+a transaction caught between PrepareCommit/PrepareAbort and its markers is completed at
+load. Producer ids are handed out from blocks of ``ID_BLOCK`` whose end is persisted
+before any id of the block is used (Kafka's ProducerIdManager), so an id is never given
+twice, across restarts too.
+
+Markers are written through ``MarkerWriter`` (txn_api.py appends the control batches to
+the stream partitions and returns what to wait for before answering), so Prepare* states
+last one call: EndTxn answers once every marker is durable. A transaction older than its
+timeout is aborted by a timer (``loop.call_later``, never blocking), with the epoch bumped
+first so the producer that let it time out is fenced, as Kafka's
+``abortTimedOutTransactions`` does. Errors are Kafka's names (``ErrorCode[name]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("smartbroker.kafka")
+ID_BLOCK = 1000
+MAX_TIMEOUT_MS = 900_000  # Kafka's transaction.max.timeout.ms default
+MAX_EPOCH = 32767  # Short.MAX_VALUE: an epoch at MAX_EPOCH - 1 is exhausted
+EMPTY, ONGOING = "Empty", "Ongoing"
+PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
+COMPLETE_COMMIT, COMPLETE_ABORT = "CompleteCommit", "CompleteAbort"
+
+Partition = tuple[str, int]  # (topic, partition)
+# (partitions, producer id, epoch, commit) -> something to await before answering, or None
+MarkerWriter = Callable[[list[Partition], int, int, bool], Any]
+# (group, {(topic, partition): offset}) -> None: the offsets become visible
+OffsetApplier = Callable[[str, dict[Partition, int]], None]
+
+
+class TxnError(Exception):
+    """A refusal; ``error`` is Kafka's error name."""
+
+    def __init__(self, error: str, message: str = "") -> None:
+        super().__init__(message or error)
+        self.error = error
+
+
+@dataclass
+class TxnMetadata:
+    transactional_id: str
+    producer_id: int
+    epoch: int
+    timeout_ms: int
+    state: str = EMPTY
+    last_producer_id: int = -1
+    last_epoch: int = -1
+    partitions: set[Partition] = field(default_factory=set)
+    groups: set[str] = field(default_factory=set)
+    offsets: dict[str, dict[Partition, int]] = field(default_factory=dict)
+    started_ms: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.producer_id, "epoch": self.epoch, "timeout": self.timeout_ms,
+                "state": self.state, "last_pid": self.last_producer_id,
+                "last_epoch": self.last_epoch, "partitions": sorted(self.partitions),
+                "groups": sorted(self.groups), "started": self.started_ms,
+                "offsets": {g: [[t, p, o] for (t, p), o in sorted(offs.items())]
+                            for g, offs in self.offsets.items()}}
+
+    @classmethod
+    def from_json(cls, txn_id: str, d: dict[str, Any]) -> TxnMetadata:
+        return cls(txn_id, d["pid"], d["epoch"], d["timeout"], d["state"], d["last_pid"],
+                   d["last_epoch"], {(t, p) for t, p in d["partitions"]}, set(d["groups"]),
+                   {g: {(t, p): o for t, p, o in offs} for g, offs in d["offsets"].items()},
+                   d["started"])
+
+
+def _exhausted(epoch: int) -> bool:
+    return epoch >= MAX_EPOCH - 1
+
+
+class TransactionCoordinator:
+    """Producer ids and transactional ids, durable under ``path`` (None: in memory)."""
+
+    def __init__(self, path: Path | None, markers: MarkerWriter, apply_offsets: OffsetApplier,
+                 max_timeout_ms: int = MAX_TIMEOUT_MS) -> None:
+        self.path = path
+        self.markers = markers
+        self.apply_offsets = apply_offsets
+        self.max_timeout_ms = max_timeout_ms
+        self.txns: dict[str, TxnMetadata] = {}
+        self._next_id = 0
+        self._block_end = 0  # ids below it are reserved (persisted)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._by_pid: dict[int, str] = {}  # producer id -> its transactional id
+        self._load()
+
+    # -- persistence -----------------------------------------------------------------------
+    def _load(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            self._next_id = self._block_end = int(data["block_end"])
+            self.txns = {tid: TxnMetadata.from_json(tid, d)
+                         for tid, d in data["transactions"].items()}
+            self._by_pid = {m.producer_id: tid for tid, m in self.txns.items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # refusing to start would lose every topic; ids go on past a fresh block
+            log.error("Kafka transaction state %s unreadable (%s): starting empty",
+                      self.path, exc)
+
+    def recover(self) -> None:
+        """Finish what a crash interrupted: Prepare* transactions get their markers, and
+        open ones get their timeout timer back (called once the streams are loaded)."""
+        for meta in list(self.txns.values()):
+            if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                self._complete(meta, meta.state == PREPARE_COMMIT)
+            elif meta.state == ONGOING:
+                self._schedule_timeout(meta)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = {"block_end": self._block_end,
+                "transactions": {tid: m.to_json() for tid, m in self.txns.items()}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def new_producer_id(self) -> int:
+        """A producer id never handed out before (on this data directory)."""
+        if self._next_id >= self._block_end:
+            self._block_end = self._next_id + ID_BLOCK
+            self._save()
+        pid = self._next_id
+        self._next_id += 1
+        return pid
+
+    # -- InitProducerId --------------------------------------------------------------------
+    def init_producer_id(self, txn_id: str | None, timeout_ms: int, expected_pid: int = -1,
+                         expected_epoch: int = -1) -> tuple[int, int]:
+        """(producer id, epoch); raises TxnError. Kafka's handleInitProducerId."""
+        if txn_id is None:
+            return self.new_producer_id(), 0  # idempotent only: always a fresh id
+        if not txn_id:
+            raise TxnError("INVALID_REQUEST", "empty transactional id")
+        if not 0 < timeout_ms <= self.max_timeout_ms:
+            raise TxnError("INVALID_TRANSACTION_TIMEOUT",
+                           f"transaction timeout {timeout_ms} ms is not in 1..{self.max_timeout_ms}")
+        expected = None if expected_pid == -1 and expected_epoch == -1 else (expected_pid,
+                                                                               expected_epoch)
+        meta = self.txns.get(txn_id)
+        if meta is None:
+            meta = self.txns[txn_id] = TxnMetadata(txn_id, self.new_producer_id(), -1, timeout_ms)
+        if expected is not None and not (
+                meta.epoch == -1 or expected[0] == meta.producer_id
+                or (expected[0] == meta.last_producer_id and _exhausted(expected[1]))):
+            raise TxnError("PRODUCER_FENCED", "producer id does not match the transactional id")
+        if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            raise TxnError("CONCURRENT_TRANSACTIONS")
+        if meta.state == ONGOING:
+            # Kafka: fence the current producer (bump), abort its transaction, and have
+            # the new one retry, which bumps the epoch a second time
+            self._fence_and_abort(meta)
+            raise TxnError("CONCURRENT_TRANSACTIONS", "aborting the previous producer's transaction")
+        if _exhausted(meta.epoch) and (expected is None or expected[1] == meta.epoch):
+            meta.last_producer_id, meta.last_epoch = meta.producer_id, meta.epoch
+            meta.producer_id, meta.epoch = self.new_producer_id(), 0
+        elif expected is None:
+            meta.epoch, meta.last_epoch = meta.epoch + 1, -1
+        elif meta.epoch == -1 or expected[1] == meta.epoch:
+            meta.epoch, meta.last_epoch = meta.epoch + 1, meta.epoch
+        elif expected[1] != meta.last_epoch:  # else a retried bump: the same epoch again
+            raise TxnError("PRODUCER_FENCED", f"epoch {expected[1]} is not the current one")
+        self._by_pid[meta.producer_id] = txn_id
+        meta.timeout_ms = timeout_ms
+        meta.state = EMPTY
+        meta.partitions.clear()
+        meta.groups.clear()
+        meta.offsets.clear()
+        self._save()
+        return meta.producer_id, meta.epoch
+
+    # -- the transaction -------------------------------------------------------------------
+    def _current(self, txn_id: str | None, pid: int, epoch: int) -> TxnMetadata:
+        """The metadata a request from (pid, epoch) may act on; Kafka's checks, in order."""
+        if not txn_id:
+            raise TxnError("INVALID_REQUEST", "no transactional id")
+        meta = self.txns.get(txn_id)
+        if meta is None or meta.producer_id != pid:
+            raise TxnError("INVALID_PRODUCER_ID_MAPPING",
+                           f"producer id {pid} is not the one of transactional id {txn_id!r}")
+        if meta.epoch != epoch:
+            raise TxnError("PRODUCER_FENCED", f"epoch {epoch} is not the current {meta.epoch}")
+        if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            raise TxnError("CONCURRENT_TRANSACTIONS")
+        return meta
+
+    def add_partitions(self, txn_id: str, pid: int, epoch: int,
+                       partitions: list[Partition]) -> None:
+        meta = self._current(txn_id, pid, epoch)
+        if meta.state == ONGOING and set(partitions) <= meta.partitions:
+            return
+        self._begin(meta)
+        meta.partitions.update(partitions)
+        self._save()
+
+    def add_offsets(self, txn_id: str, pid: int, epoch: int, group: str) -> None:
+        meta = self._current(txn_id, pid, epoch)
+        if meta.state == ONGOING and group in meta.groups:
+            return
+        self._begin(meta)
+        meta.groups.add(group)
+        self._save()
+
+    def txn_offset_commit(self, txn_id: str, pid: int, epoch: int, group: str,
+                          offsets: dict[Partition, int]) -> None:
+        """Hold the offsets until the transaction commits (dropped if it aborts)."""
+        meta = self._current(txn_id, pid, epoch)
+        if meta.state != ONGOING or group not in meta.groups:
+            raise TxnError("INVALID_TXN_STATE", f"group {group!r} was not added to the "
+                           "transaction (AddOffsetsToTxn)")
+        meta.offsets.setdefault(group, {}).update(offsets)
+        self._save()
+
+    def end_txn(self, txn_id: str, pid: int, epoch: int, commit: bool) -> Any:
+        """Commit or abort; returns what to await (the markers' durability) or None."""
+        meta = self.txns.get(txn_id) if txn_id else None
+        if meta is None or meta.producer_id != pid:
+            raise TxnError("INVALID_PRODUCER_ID_MAPPING")
+        if meta.epoch != epoch:
+            raise TxnError("PRODUCER_FENCED", f"epoch {epoch} is not the current {meta.epoch}")
+        done = COMPLETE_COMMIT if commit else COMPLETE_ABORT
+        if meta.state == done:
+            return None  # a retry of what already completed
+        if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            if meta.state == (PREPARE_COMMIT if commit else PREPARE_ABORT):
+                raise TxnError("CONCURRENT_TRANSACTIONS")
+            raise TxnError("INVALID_TXN_STATE")
+        if meta.state != ONGOING:
+            raise TxnError("INVALID_TXN_STATE", f"no transaction to {'commit' if commit else 'abort'}"
+                           f" (state {meta.state})")
+        return self._complete(meta, commit)
+
+    def _begin(self, meta: TxnMetadata) -> None:
+        if meta.state != ONGOING:
+            meta.state = ONGOING
+            meta.partitions.clear()
+            meta.groups.clear()
+            meta.offsets.clear()
+            meta.started_ms = int(time.time() * 1000)
+            self._schedule_timeout(meta)
+
+    def _complete(self, meta: TxnMetadata, commit: bool) -> Any:
+        """Prepare (durably), write the markers, apply or drop the offsets, complete."""
+        self._cancel_timeout(meta.transactional_id)
+        meta.state = PREPARE_COMMIT if commit else PREPARE_ABORT
+        self._save()
+        waiting = None
+        if meta.partitions:
+            waiting = self.markers(sorted(meta.partitions), meta.producer_id, meta.epoch, commit)
+        if commit:
+            for group, offsets in meta.offsets.items():
+                self.apply_offsets(group, offsets)
+        meta.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
+        meta.partitions.clear()
+        meta.groups.clear()
+        meta.offsets.clear()
+        self._save()
+        return waiting
+
+    def _fence_and_abort(self, meta: TxnMetadata) -> Any:
+        """Bump the epoch (the old producer is fenced), then abort with the new epoch."""
+        if _exhausted(meta.epoch):  # no room to bump: abort with the current epoch
+            return self._complete(meta, False)
+        meta.epoch, meta.last_epoch = meta.epoch + 1, -1
+        return self._complete(meta, False)
+
+    # -- timeouts --------------------------------------------------------------------------
+    def _schedule_timeout(self, meta: TxnMetadata) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests of the state machine): expire_now()
+            return
+        self._cancel_timeout(meta.transactional_id)
+        left = meta.started_ms + meta.timeout_ms - time.time() * 1000
+        txn_id, pid, epoch = meta.transactional_id, meta.producer_id, meta.epoch
+        self._timers[txn_id] = loop.call_later(max(left, 0) / 1000, self._expire, txn_id,
+                                               pid, epoch)
+
+    def _cancel_timeout(self, txn_id: str) -> None:
+        timer = self._timers.pop(txn_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, txn_id: str, pid: int, epoch: int) -> None:
+        self._timers.pop(txn_id, None)
+        meta = self.txns.get(txn_id)
+        if meta is None or meta.state != ONGOING or (meta.producer_id, meta.epoch) != (pid, epoch):
+            return
+        log.info("Kafka transaction of %r (producer %d epoch %d) timed out after %d ms: aborted",
+                 txn_id, pid, epoch, meta.timeout_ms)
+        try:
+            waiting = self._fence_and_abort(meta)
+        except Exception:  # a marker could not be written: retried by the next call
+            log.exception("aborting the timed-out transaction of %r failed", txn_id)
+            return
+        if asyncio.isfuture(waiting):
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def expire_now(self, now_ms: int | None = None) -> list[str]:
+        """Abort every transaction past its timeout now (tests, and without a loop)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        expired = [m for m in self.txns.values()
+                   if m.state == ONGOING and m.started_ms + m.timeout_ms <= now]
+        for meta in expired:
+            self._expire(meta.transactional_id, meta.producer_id, meta.epoch)
+        return [m.transactional_id for m in expired]
+
+    def lookup(self, pid: int) -> tuple[int, set[Partition] | None] | None:
+        """(current epoch, partitions of its ongoing transaction or None) of producer
+        ``pid``, None for a producer without a transactional id: Produce checks that a
+        transactional batch's partition was added (Kafka's transaction verification)."""
+        txn_id = self._by_pid.get(pid)
+        meta = self.txns.get(txn_id) if txn_id is not None else None
+        if meta is None or meta.producer_id != pid:
+            return None
+        return meta.epoch, (meta.partitions if meta.state == ONGOING else None)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()

@@ -1,0 +1,250 @@
+"""InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn: the
+wire side of the transaction coordinator (transactions.py), and how its decisions reach
+the streams.
+
+* Markers: EndTxn (or a timeout, or a fencing InitProducerId) writes one control batch
+  (``codec.control_batch``) to every partition of the transaction, as stored Kafka batches
+  Fetch serves and AMQP readers skip. The partition's producer state learns the marker
+  first, so the readers the append wakes see the new last stable offset. EndTxn answers
+  once every marker is durable (as Produce with acks=all).
+* Offsets: a committed transaction's TxnOffsetCommit offsets go to the one
+  committed-offset store, ``queue.groups.commit`` (as OffsetCommit does, groups.py).
+* Errors as Kafka's KafkaApis: PRODUCER_FENCED is INVALID_PRODUCER_EPOCH to the versions
+  before it existed (InitProducerId < 4, AddPartitionsToTxn/AddOffsetsToTxn/EndTxn < 2,
+  TxnOffsetCommit < 3); AddPartitionsToTxn answers an unknown or forbidden topic per
+  partition and OPERATION_NOT_ATTEMPTED for the others.
+* Permissions: Kafka's TransactionalId and IdempotentWrite resources do not exist in
+  RabbitMQ's model, so a producer id is given to a user that may write some topic of the
+  Kafka vhost (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED, or CLUSTER_AUTHORIZATION_FAILED
+  without a transactional id); partitions need ``write``, offsets ``read`` on the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from smartbroker.kafka import codec, idempotence
+from smartbroker.kafka.authz import current_user, group_allowed, vhost_allowed
+from smartbroker.kafka.codec import Request
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.groups import valid_group_id
+from smartbroker.kafka.produce import PartitionError, Topics
+from smartbroker.kafka.transactions import Partition, TransactionCoordinator, TxnError
+
+log = logging.getLogger("smartbroker.kafka")
+INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN = 22, 24, 25
+END_TXN, TXN_OFFSET_COMMIT = 26, 28
+VERSIONS = {INIT_PRODUCER_ID: (0, 4), ADD_PARTITIONS_TO_TXN: (0, 3),
+            ADD_OFFSETS_TO_TXN: (0, 3), END_TXN: (0, 3), TXN_OFFSET_COMMIT: (0, 3)}
+_FENCED_SINCE = {INIT_PRODUCER_ID: 4, ADD_PARTITIONS_TO_TXN: 2, ADD_OFFSETS_TO_TXN: 2,
+                 END_TXN: 2, TXN_OFFSET_COMMIT: 3}
+CLUSTER_AUTHORIZATION_FAILED = 31
+
+
+def _code(error: str, api_key: int, version: int) -> int:
+    if error == "PRODUCER_FENCED" and version < _FENCED_SINCE[api_key]:
+        return ErrorCode.INVALID_PRODUCER_EPOCH
+    return ErrorCode[error]
+
+
+class TxnHandlers:
+    """The transaction APIs of one listener, over the Kafka vhost's streams."""
+
+    def __init__(self, broker: Any, topics: Topics) -> None:
+        self.broker = broker
+        self.topics = topics
+        persistence = getattr(broker, "persistence", None)
+        path = None if persistence is None else persistence.data_dir / "kafka" / "transactions.json"
+        self.coordinator = TransactionCoordinator(path, self.write_markers, self.apply_offsets)
+        self.coordinator.recover()
+
+    def table(self) -> dict[int, Any]:
+        return {INIT_PRODUCER_ID: self.init_producer_id,
+                ADD_PARTITIONS_TO_TXN: self.add_partitions_to_txn,
+                ADD_OFFSETS_TO_TXN: self.add_offsets_to_txn,
+                END_TXN: self.end_txn, TXN_OFFSET_COMMIT: self.txn_offset_commit}
+
+    def _may_write_some(self) -> bool:
+        """A producer id goes to a user that may write some topic (see the docstring)."""
+        vhost = self.topics.vhost
+        user = current_user(self.broker)
+        if not vhost_allowed(self.broker, vhost, user):
+            return False
+        perm = self.broker.permissions.get(vhost, user)
+        return perm is not None and perm.write not in ("", "^$")
+
+    # -- the streams' side -----------------------------------------------------------------
+    def write_markers(self, partitions: list[Partition], pid: int, epoch: int,
+                      commit: bool) -> Any:
+        """Append a COMMIT/ABORT marker to each partition; a future of their durability,
+        or None when nothing needs waiting for. A topic deleted meanwhile is skipped."""
+        now = int(time.time() * 1000)
+        batch = codec.control_batch(pid, epoch, commit, 0, now)
+        waits = []
+        for topic, index in partitions:
+            try:
+                queue = self.topics.stream(topic, create=False)
+            except PartitionError:
+                continue
+            if queue.deleted or not 0 <= index < len(queue.logs):
+                continue
+            state = idempotence.producers_of(queue)[index]
+            offset = queue.bounds(index)[1]
+            state.marker(pid, epoch, commit, offset)
+            if queue.stream.compact:  # stored per record there: the marker lives in memory
+                if queue.consumers:
+                    queue.dispatch()
+                continue
+            first, result = queue.append_kafka_batches(index, [(batch, 1, now)])
+            if queue.consumers:
+                queue.dispatch()  # the LSO moved: AMQP readers may go on
+            if result.sync is not None:
+                waits.append(result.sync.wait_durable(first))
+        if not waits:
+            return None
+        return asyncio.ensure_future(asyncio.gather(*waits))
+
+    def apply_offsets(self, group: str, offsets: dict[Partition, int]) -> None:
+        """A committed transaction's offsets become the group's committed offsets."""
+        for (topic, index), offset in offsets.items():
+            try:
+                queue = self.topics.stream(topic, create=False)
+                queue.groups.commit(group, index, offset)
+            except Exception as exc:  # deleted topic, or partition gone: Kafka drops it too
+                log.info("transactional offset of group %r on %s-%d dropped: %s",
+                         group, topic, index, exc)
+
+    # -- InitProducerId --------------------------------------------------------------------
+    def init_producer_id(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(INIT_PRODUCER_ID)
+        body, version = request.body, request.api_version
+        txn_id = body.transactional_id
+        pid, epoch, code = -1, -1, ErrorCode.NONE
+        if not self._may_write_some():
+            code = (ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED if txn_id is not None
+                    else CLUSTER_AUTHORIZATION_FAILED)
+        else:
+            expected = (body.producer_id, body.producer_epoch) if version >= 3 else (-1, -1)
+            try:
+                pid, epoch = self.coordinator.init_producer_id(
+                    txn_id, body.transaction_timeout_ms, *expected)
+            except TxnError as exc:
+                code = _code(exc.error, INIT_PRODUCER_ID, version)
+        return cls(version=version, throttle_time_ms=0, error_code=code, producer_id=pid,
+                   producer_epoch=epoch)
+
+    # -- AddPartitionsToTxn ----------------------------------------------------------------
+    def add_partitions_to_txn(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(ADD_PARTITIONS_TO_TXN)
+        topic_cls = cls.AddPartitionsToTxnTopicResult
+        part_cls = topic_cls.AddPartitionsToTxnPartitionResult
+        body, version = request.body, request.api_version
+        wanted = [(t.name, list(t.partitions)) for t in body.v3_and_below_topics]
+        errors: dict[Partition, int] = {}
+        for name, parts in wanted:
+            try:
+                queue = self.topics.stream(name, create=False, need="write")
+            except PartitionError as exc:
+                errors.update({(name, p): exc.code for p in parts})
+                continue
+            errors.update({(name, p): ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                           for p in parts if not 0 <= p < len(queue.logs)})
+        if errors:
+            default = ErrorCode.OPERATION_NOT_ATTEMPTED
+        else:
+            default = ErrorCode.NONE
+            try:
+                self.coordinator.add_partitions(
+                    body.v3_and_below_transactional_id, body.v3_and_below_producer_id,
+                    body.v3_and_below_producer_epoch,
+                    [(name, p) for name, parts in wanted for p in parts])
+            except TxnError as exc:
+                default = _code(exc.error, ADD_PARTITIONS_TO_TXN, version)
+        return cls(version=version, throttle_time_ms=0, results_by_topic_v3_and_below=[
+            topic_cls(name=name, results_by_partition=[
+                part_cls(partition_index=p, partition_error_code=errors.get((name, p), default))
+                for p in parts]) for name, parts in wanted])
+
+    # -- AddOffsetsToTxn -------------------------------------------------------------------
+    def add_offsets_to_txn(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(ADD_OFFSETS_TO_TXN)
+        body, version = request.body, request.api_version
+        code = ErrorCode.NONE
+        if not valid_group_id(body.group_id):
+            code = ErrorCode.INVALID_GROUP_ID
+        elif not group_allowed(self.broker, self.topics.vhost, body.group_id):
+            code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+        else:
+            try:
+                self.coordinator.add_offsets(body.transactional_id, body.producer_id,
+                                             body.producer_epoch, body.group_id)
+            except TxnError as exc:
+                code = _code(exc.error, ADD_OFFSETS_TO_TXN, version)
+        return cls(version=version, throttle_time_ms=0, error_code=code)
+
+    # -- TxnOffsetCommit -------------------------------------------------------------------
+    def txn_offset_commit(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(TXN_OFFSET_COMMIT)
+        topic_cls = cls.TxnOffsetCommitResponseTopic
+        part_cls = topic_cls.TxnOffsetCommitResponsePartition
+        body, version = request.body, request.api_version
+        group = body.group_id
+        codes: dict[Partition, int] = {}
+        offsets: dict[Partition, int] = {}
+        refusal = (ErrorCode.INVALID_GROUP_ID if not valid_group_id(group)
+                   else ErrorCode.GROUP_AUTHORIZATION_FAILED
+                   if not group_allowed(self.broker, self.topics.vhost, group) else None)
+        for topic in body.topics:
+            queue, code = None, refusal
+            if code is None:
+                try:
+                    queue = self.topics.stream(topic.name, create=False, need="read")
+                except PartitionError as exc:
+                    code = exc.code
+            for p in topic.partitions:
+                key = (topic.name, p.partition_index)
+                if code is not None:
+                    codes[key] = code
+                elif not 0 <= p.partition_index < len(queue.logs):
+                    codes[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                else:
+                    offsets[key] = p.committed_offset
+        if offsets:
+            try:
+                self.coordinator.txn_offset_commit(body.transactional_id, body.producer_id,
+                                                   body.producer_epoch, group, offsets)
+                codes.update(dict.fromkeys(offsets, ErrorCode.NONE))
+            except TxnError as exc:
+                codes.update(dict.fromkeys(offsets, _code(exc.error, TXN_OFFSET_COMMIT, version)))
+        return cls(version=version, throttle_time_ms=0, topics=[
+            topic_cls(name=t.name, partitions=[
+                part_cls(partition_index=p.partition_index,
+                         error_code=codes[(t.name, p.partition_index)]) for p in t.partitions])
+            for t in body.topics])
+
+    # -- EndTxn ----------------------------------------------------------------------------
+    def end_txn(self, request: Request, session: Any) -> Any:
+        cls = codec.response_class(END_TXN)
+        body, version = request.body, request.api_version
+        try:
+            waiting = self.coordinator.end_txn(body.transactional_id, body.producer_id,
+                                               body.producer_epoch, bool(body.committed))
+        except TxnError as exc:
+            return cls(version=version, throttle_time_ms=0,
+                       error_code=_code(exc.error, END_TXN, version))
+        response = cls(version=version, throttle_time_ms=0, error_code=ErrorCode.NONE)
+        if waiting is None:
+            return response
+        return asyncio.ensure_future(self._durable(response, waiting))
+
+    @staticmethod
+    async def _durable(response: Any, waiting: Any) -> Any:
+        try:
+            await waiting
+        except Exception as exc:  # the markers are written; their fsync failed
+            log.warning("Kafka transaction markers not durable: %s", exc)
+            response.error_code = ErrorCode.KAFKA_STORAGE_ERROR
+        return response
