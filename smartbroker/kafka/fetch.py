@@ -14,9 +14,10 @@ keeps the connection's responses in request order meanwhile.
 
 Not kept: fetch sessions (KIP-227). A full fetch (epoch 0 or -1) is answered with session
 id 0, so clients stay on full fetches; an incremental one gets FETCH_SESSION_ID_NOT_FOUND,
-as from a Kafka broker whose session cache is full. ``read_committed`` reads what
-``read_uncommitted`` reads until transactions exist (the last stable offset is the high
-watermark and no transaction is ever aborted).
+as from a Kafka broker whose session cache is full. ``read_committed`` (isolation level
+1) reads up to the partition's last stable offset and gets the aborted transactions in the
+fetched range (producer id, first offset), so the client drops their records; every Fetch
+reports the last stable offset (``queues/producer_state.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class _Wanted:
     queue: Any = None  # the stream queue, None for an unknown topic or partition
     topic_id: uuid.UUID | None = None  # v13+: how the request named the topic
     denied: bool = False  # the client may not read it (authz.py)
+    committed: bool = False  # read_committed: up to the last stable offset
 
 
 class Fetcher:
@@ -71,6 +73,9 @@ class Fetcher:
                        error_code=ErrorCode.FETCH_SESSION_ID_NOT_FOUND, session_id=0,
                        responses=[])
         wanted = self._wanted(body.topics, version >= 13)
+        if body.isolation_level == 1:  # read_committed
+            for w in wanted:
+                w.committed = True
         response, readable, failed = self._read(cls, version, wanted, body.max_bytes)
         if (failed or readable >= body.min_bytes or body.max_wait_ms <= 0 or not wanted):
             return response
@@ -133,19 +138,25 @@ class Fetcher:
                 failed = True
                 continue
             records = b""
-            if w.offset < high:
+            txns = queue.txns  # transactions (queues/producer_state.py), None if never
+            stable = high if txns is None else txns[w.partition].lso(high)
+            end = stable if w.committed else high
+            if w.offset < end:
                 limit = min(w.max_bytes, max_bytes - total)
-                records = self._batch(queue, w, limit, min_one=total == 0)
+                records = self._batch(queue, w, limit, min_one=total == 0, end=end)
                 total += len(records)
+            aborted = [] if txns is None or not w.committed or not records else [
+                pdata.AbortedTransaction(producer_id=pid, first_offset=offset)
+                for pid, offset in txns[w.partition].aborted_between(w.offset, end)]
             parts.append(pdata(partition_index=w.partition, error_code=ErrorCode.NONE,
-                               high_watermark=high, last_stable_offset=high,
-                               log_start_offset=first, aborted_transactions=[],
+                               high_watermark=high, last_stable_offset=stable,
+                               log_start_offset=first, aborted_transactions=aborted,
                                preferred_read_replica=-1, records=records))
         response = cls(version=version, throttle_time_ms=0, error_code=ErrorCode.NONE,
                        session_id=0, responses=topics)
         return response, total, failed
 
-    def _batch(self, queue: Any, w: _Wanted, limit: int, min_one: bool) -> bytes:
+    def _batch(self, queue: Any, w: _Wanted, limit: int, min_one: bool, end: int) -> bytes:
         """The partition's batches from the fetch offset, at most ``limit`` bytes unless
         ``min_one`` lets the first go over: stored Kafka batches as they are, AMQP
         records encoded (each run of them one batch)."""
@@ -156,6 +167,8 @@ class Fetcher:
         record_size = codec.record_size
         full = False
         for frame in queue.kafka_frames(w.partition, w.offset):
+            if frame.base >= end:  # the last stable offset (read_committed)
+                break
             batch = frame.batch
             if batch is not None:
                 if run:
@@ -173,6 +186,9 @@ class Fetcher:
             for rec in frame.records:
                 if rec.offset < w.offset:
                     continue
+                if rec.offset >= end:
+                    full = True
+                    break
                 # the mapping of kafka/records.py, straight from the stored bytes (no Message)
                 timestamp, key, value, headers = stored_to_record(rec.payload, rec.timestamp_ms)
                 grown = run_size + record_size(key, value, headers)

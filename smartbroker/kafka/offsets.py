@@ -2,9 +2,8 @@
 
 Per partition and timestamp, as Kafka answers: -2 (earliest) is the first offset still
 kept (the log start offset), -1 (latest) the next offset to be written (the high
-watermark; with no transactions it is the last stable offset too, so read_committed gets
-the same), -3 (max timestamp, v7) the first record with the largest timestamp, found
-through the segments' maximum timestamps so that one segment at most is scanned; any
+watermark; read_committed, v2+, gets the last stable offset), -3 (max timestamp, v7)
+the first record with the largest timestamp, found through the segments' maximum timestamps so that one segment at most is scanned; any
 other value the first record whose timestamp is at or after it (offset and timestamp -1
 when there is none). Kafka's v0 list of old-style offsets is not offered (v1+). No leader
 epochs: -1. ListOffsets creates no topic (an unknown one, like a name Kafka forbids, is
@@ -76,6 +75,7 @@ class OffsetLister:
         topic_cls = cls.ListOffsetsTopicResponse
         part_cls = topic_cls.ListOffsetsPartitionResponse
         version = request.api_version
+        committed = version >= 2 and request.body.isolation_level == 1
         answers = []
         for topic in request.body.topics:
             try:
@@ -95,6 +95,8 @@ class OffsetLister:
                                           old_style_offsets=[]))
                     continue
                 offset, ts = lookup(queue.logs[index], p.timestamp)
+                if p.timestamp == LATEST and committed and queue.txns is not None:
+                    offset = queue.txns[index].lso(offset)  # read_committed: the LSO
                 parts.append(part_cls(partition_index=index, error_code=ErrorCode.NONE,
                                       timestamp=ts, offset=offset, leader_epoch=-1,
                                       old_style_offsets=[]))
