@@ -1,34 +1,31 @@
 """Kafka's classic group coordinator: JoinGroup, SyncGroup, Heartbeat and LeaveGroup as
 transitions of ``KafkaGroup`` (membership.py), following Kafka's GroupCoordinator.
 
-Rules and costs:
+Requests drive these transitions (rebalance.py has those that timers drive):
 
-* Empty -> PreparingRebalance on the first join: the initial rebalance delay
-  (``kafka_initial_rebalance_delay_ms``) waits for more members, each new one extending it
-  up to the rebalance timeout. Later rebalances wait until every member has rejoined, or
-  the longest rebalance timeout, after which members that did not rejoin are removed.
-* Completing a join starts a generation: the leader gets every member's metadata and
-  assigns; everyone else waits in SyncGroup until the leader's SyncGroup arrives
-  (CompletingRebalance -> Stable). Members that do not sync within the rebalance timeout
-  are removed (Kafka 3.x).
-* A member whose session timeout passes without a heartbeat (or join, sync, commit) is
-  removed and the group rebalances; a closed connection removes nobody, a LeaveGroup does.
+* A new dynamic member of v4+ first gets MEMBER_ID_REQUIRED with its id (KIP-394), then
+  joins with it; a join of a new member, or a changed subscription, or the leader's
+  rejoin while Stable, starts a rebalance; a known member with nothing changed gets the
+  current generation at once.
+* SyncGroup: the leader's assignments complete the generation (CompletingRebalance ->
+  Stable) and answer the members waiting in theirs.
+* Heartbeat keeps a session alive; during a rebalance it says REBALANCE_IN_PROGRESS.
+* LeaveGroup removes members (v3+: several, static ones by instance id) and rebalances;
+  a closed connection removes nobody (the session timeout does).
 * Static members (``group.instance.id``, KIP-345) that rejoin with a new member id replace
-  their old id; in a Stable group with unchanged protocols that is no rebalance.
+  their old id, fencing it; in a Stable group with unchanged protocols that is no rebalance.
+* OffsetCommit's check (``commit_check``) is Kafka's validateOffsetCommit.
 
-Answers that wait (JoinGroup, SyncGroup) are callbacks the handlers turn into futures;
-timers come from ``Timers`` (the event loop's ``call_later``; a fake clock in unit tests).
-One timer per member (its session) plus one per group, all cancelled when the group goes.
+Answers that wait (JoinGroup, SyncGroup) are callbacks the handlers turn into futures.
+State is in memory: after a restart members get UNKNOWN_MEMBER_ID and rejoin (committed
+offsets are durable, in the streams' books), as when a Kafka coordinator moves.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.membership import (
@@ -40,45 +37,20 @@ from smartbroker.kafka.membership import (
     KafkaGroup,
     KafkaMember,
 )
+from smartbroker.kafka.rebalance import (
+    NEW_MEMBER_JOIN_TIMEOUT_MS,
+    JoinResult,
+    LoopTimers,
+    Rebalance,
+    SyncResult,
+    Timers,
+)
 
-__all__ = ["Coordinator", "JoinResult", "KafkaGroup", "KafkaMember", "LoopTimers",
-           "SyncResult", "Timers"]
+__all__ = ["Coordinator", "JoinRequest", "JoinResult", "KafkaGroup", "KafkaMember",
+           "LoopTimers", "SyncResult", "Timers"]
 
-log = logging.getLogger("smartbroker.kafka")
 MIN_SESSION_TIMEOUT_MS = 6000  # Kafka's group.min.session.timeout.ms default
 MAX_SESSION_TIMEOUT_MS = 1800000  # group.max.session.timeout.ms
-NEW_MEMBER_JOIN_TIMEOUT_MS = 300000  # GroupCoordinator.NewMemberJoinTimeoutMs
-
-
-class Timers(Protocol):
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
-        """Run ``callback`` after ``delay`` seconds; the result has ``cancel()``."""
-
-
-class LoopTimers:
-    """The running event loop's timers (the handlers run inside it)."""
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Any:
-        return asyncio.get_running_loop().call_later(delay, callback)
-
-
-@dataclass(frozen=True)
-class JoinResult:
-    error: ErrorCode
-    member_id: str
-    generation: int = -1
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    leader_id: str = ""
-    members: list[tuple[str, str | None, bytes]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    error: ErrorCode
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    assignment: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -104,9 +76,9 @@ class Coordinator:
     def __init__(self, timers: Timers | None = None, initial_delay_ms: int = 3000) -> None:
         self.groups: dict[str, KafkaGroup] = {}
         self.timers: Timers = timers or LoopTimers()
-        self.initial_delay_ms = initial_delay_ms
+        self.rebalance = Rebalance(self.timers, initial_delay_ms)
         # called with a group whenever its members or their assignment change
-        self.watchers: list[Callable[[KafkaGroup], None]] = []
+        self.watchers = self.rebalance.watchers
 
     def group(self, group_id: str) -> KafkaGroup | None:
         return self.groups.get(group_id)
@@ -119,12 +91,12 @@ class Coordinator:
             return
         group.state = DEAD
         for member in list(group.members.values()):
-            self._drop(group, member, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+            self.rebalance.drop(group, member, ErrorCode.COORDINATOR_NOT_AVAILABLE)
         for timer in (*group.pending.values(), group.join_timer, group.sync_timer):
             if timer is not None:
                 timer.cancel()
         group.pending.clear()
-        self._changed(group)
+        self.rebalance.changed(group)
 
     # -- JoinGroup -------------------------------------------------------------------------
 
@@ -177,12 +149,12 @@ class Coordinator:
             return self._update_member(group, member, req, respond)
         if group.state == COMPLETING and member.matches(req.protocols):
             # the answer was lost: the same one again (the leader gets the members again)
-            self._heartbeat(group, member)
-            return respond(self._join_result(group, member_id))
+            self.rebalance.heartbeat(group, member)
+            return respond(self.rebalance.join_result(group, member_id))
         if group.state == STABLE and member_id != group.leader_id \
                 and member.matches(req.protocols):
-            self._heartbeat(group, member)
-            return respond(self._join_result(group, member_id, with_members=False))
+            self.rebalance.heartbeat(group, member)
+            return respond(self.rebalance.join_result(group, member_id, with_members=False))
         self._update_member(group, member, req, respond)  # a changed subscription, or the leader
 
     def _add_member(self, group: KafkaGroup, member_id: str, req: JoinRequest,
@@ -200,9 +172,9 @@ class Coordinator:
             group.leader_id = member_id
         if group.state == PREPARING and group.generation == 0:
             group.new_member_added = True
-        self._heartbeat(group, member, NEW_MEMBER_JOIN_TIMEOUT_MS)
-        self._rebalance(group)
-        self._try_complete_join(group)
+        self.rebalance.heartbeat(group, member, NEW_MEMBER_JOIN_TIMEOUT_MS)
+        self.rebalance.prepare(group)
+        self.rebalance.try_complete_join(group)
 
     def _update_member(self, group: KafkaGroup, member: KafkaMember, req: JoinRequest,
                        respond: Callable[[JoinResult], None]) -> None:
@@ -212,9 +184,9 @@ class Coordinator:
         if member.awaiting_join is not None:  # a second join replaces the first (Kafka too)
             member.awaiting_join(JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member.member_id))
         member.awaiting_join = respond
-        self._heartbeat(group, member)
-        self._rebalance(group)
-        self._try_complete_join(group)
+        self.rebalance.heartbeat(group, member)
+        self.rebalance.prepare(group)
+        self.rebalance.try_complete_join(group)
 
     def _replace_static(self, group: KafkaGroup, old_id: str, new_id: str, req: JoinRequest,
                         respond: Callable[[JoinResult], None]) -> None:
@@ -236,19 +208,19 @@ class Coordinator:
         member.session_timeout_ms = req.session_timeout_ms
         member.rebalance_timeout_ms = req.rebalance_timeout_ms
         member.protocols = list(req.protocols)
-        self._heartbeat(group, member)
+        self.rebalance.heartbeat(group, member)
         if group.state == STABLE and (unchanged or group.select_protocol() == group.protocol_name):
             # the old leader id is kept in the answer, so a leader replaced this way does
             # not assign in a group that would not pass its assignment on (as Kafka does)
-            self._changed(group)
+            self.rebalance.changed(group)
             return respond(JoinResult(ErrorCode.NONE, new_id, group.generation,
                                       group.protocol_type, group.protocol_name,
                                       old_id if leader == old_id else leader or ""))
         member.awaiting_join = respond
         if group.state == PREPARING:
-            self._try_complete_join(group)
+            self.rebalance.try_complete_join(group)
         else:
-            self._rebalance(group)
+            self.rebalance.prepare(group)
 
     @staticmethod
     def _fence_old(member: KafkaMember) -> None:
@@ -258,111 +230,6 @@ class Coordinator:
         if member.awaiting_sync is not None:
             sync, member.awaiting_sync = member.awaiting_sync, None
             sync(SyncResult(ErrorCode.FENCED_INSTANCE_ID))
-
-    # -- the rebalance ---------------------------------------------------------------------
-
-    def _rebalance(self, group: KafkaGroup) -> None:
-        """Kafka's maybePrepareRebalance: from Empty, Stable or CompletingRebalance."""
-        if group.state not in (EMPTY, STABLE, COMPLETING):
-            return
-        if group.state == COMPLETING:
-            for member in group.members.values():
-                if member.awaiting_sync is not None:
-                    sync, member.awaiting_sync = member.awaiting_sync, None
-                    sync(SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
-        self._cancel(group, "sync_timer")
-        group.pending_sync.clear()
-        if group.state == EMPTY:
-            delay = self.initial_delay_ms
-            remaining = max(group.rebalance_timeout_ms() - delay, 0)
-            group.initial_delay = True
-            group.new_member_added = False
-            self._join_timer(group, delay, lambda: self._initial_delay_over(group, delay, remaining))
-        else:
-            group.initial_delay = False
-            self._join_timer(group, group.rebalance_timeout_ms(), lambda: self._join_expired(group))
-        group.state = PREPARING
-        self._changed(group)
-
-    def _join_timer(self, group: KafkaGroup, delay_ms: int, callback: Callable[[], None]) -> None:
-        self._cancel(group, "join_timer")
-        group.join_timer = self.timers.call_later(delay_ms / 1000, _guarded(callback))
-
-    def _initial_delay_over(self, group: KafkaGroup, delay: int, remaining: int) -> None:
-        group.join_timer = None
-        if group.state != PREPARING:
-            return
-        if group.new_member_added and remaining > 0:
-            group.new_member_added = False
-            step = min(delay, remaining)
-            self._join_timer(group, step,
-                             lambda: self._initial_delay_over(group, delay, max(remaining - step, 0)))
-            return
-        self._join_expired(group)
-
-    def _try_complete_join(self, group: KafkaGroup) -> None:
-        if group.state == PREPARING and not group.initial_delay and group.all_joined():
-            self._complete_join(group)
-
-    def _join_expired(self, group: KafkaGroup) -> None:
-        """The rebalance timeout (or initial delay) is over: who has not rejoined is out."""
-        group.join_timer = None
-        if group.state != PREPARING:
-            return
-        for member in [m for m in group.members.values() if m.awaiting_join is None]:
-            self._drop(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
-        self._complete_join(group)
-
-    def _complete_join(self, group: KafkaGroup) -> None:
-        self._cancel(group, "join_timer")
-        group.initial_delay = False
-        group.generation += 1
-        if not group.members:
-            group.protocol_name = None
-            group.leader_id = None
-            group.state = EMPTY
-            self._changed(group)
-            return
-        group.protocol_name = group.select_protocol()
-        if group.leader_id not in group.members:
-            group.leader_id = next(iter(group.members))
-        group.state = COMPLETING
-        group.pending_sync = set(group.members)
-        for member in list(group.members.values()):
-            answer, member.awaiting_join = member.awaiting_join, None
-            member.is_new = False
-            member.assignment = b""
-            self._heartbeat(group, member)
-            if answer is not None:
-                answer(self._join_result(group, member.member_id))
-        generation = group.generation
-        self._cancel(group, "sync_timer")
-        group.sync_timer = self.timers.call_later(
-            group.rebalance_timeout_ms() / 1000,
-            _guarded(lambda: self._sync_expired(group, generation)))
-        self._changed(group)
-
-    def _join_result(self, group: KafkaGroup, member_id: str,
-                     with_members: bool = True) -> JoinResult:
-        members = []
-        if with_members and member_id == group.leader_id:
-            name = group.protocol_name or ""
-            members = [(m.member_id, m.group_instance_id, m.metadata(name))
-                       for m in group.members.values()]
-        return JoinResult(ErrorCode.NONE, member_id, group.generation, group.protocol_type,
-                          group.protocol_name, group.leader_id or "", members)
-
-    def _sync_expired(self, group: KafkaGroup, generation: int) -> None:
-        """Kafka 3.x: members that never sent SyncGroup in time are removed."""
-        group.sync_timer = None
-        if group.generation != generation or group.state not in (COMPLETING, STABLE):
-            return
-        late = [group.members[i] for i in group.pending_sync if i in group.members]
-        group.pending_sync.clear()
-        for member in late:
-            self._drop(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
-        if late:
-            self._after_removal(group)
 
     # -- SyncGroup -------------------------------------------------------------------------
 
@@ -388,7 +255,7 @@ class Coordinator:
             return respond(SyncResult(code))
         member = group.members[member_id]
         group.pending_sync.discard(member_id)
-        self._heartbeat(group, member)
+        self.rebalance.heartbeat(group, member)
         if group.state == STABLE:
             return respond(self._sync_result(group, member))
         if member.awaiting_sync is not None:
@@ -403,7 +270,7 @@ class Coordinator:
             if m.awaiting_sync is not None:
                 answer, m.awaiting_sync = m.awaiting_sync, None
                 answer(self._sync_result(group, m))
-        self._changed(group)
+        self.rebalance.changed(group)
 
     @staticmethod
     def _sync_result(group: KafkaGroup, member: KafkaMember) -> SyncResult:
@@ -422,7 +289,7 @@ class Coordinator:
             code = ErrorCode.ILLEGAL_GENERATION
         if code != ErrorCode.NONE:
             return code
-        self._heartbeat(group, group.members[member_id])
+        self.rebalance.heartbeat(group, group.members[member_id])
         return ErrorCode.REBALANCE_IN_PROGRESS if group.state == PREPARING else ErrorCode.NONE
 
     def leave(self, group_id: str, leaving: list[tuple[str, str | None]]) -> list[ErrorCode]:
@@ -438,14 +305,14 @@ class Coordinator:
                 member_id = group.static.get(instance_id, "")
             if member_id in group.pending:
                 group.pending.pop(member_id).cancel()
-                self._try_complete_join(group)
+                self.rebalance.try_complete_join(group)
                 codes.append(ErrorCode.NONE)
                 continue
             code = self._check_member(group, member_id, instance_id)
             codes.append(code)
             if code == ErrorCode.NONE:
-                self._drop(group, group.members[member_id], ErrorCode.UNKNOWN_MEMBER_ID)
-                self._after_removal(group)
+                self.rebalance.drop(group, group.members[member_id], ErrorCode.UNKNOWN_MEMBER_ID)
+                self.rebalance.after_removal(group)
         return codes
 
     def commit_check(self, group_id: str, generation: int, member_id: str,
@@ -466,7 +333,7 @@ class Coordinator:
             return ErrorCode.ILLEGAL_GENERATION
         if group.state == COMPLETING:
             return ErrorCode.REBALANCE_IN_PROGRESS
-        self._heartbeat(group, group.members[member_id])
+        self.rebalance.heartbeat(group, group.members[member_id])
         return ErrorCode.NONE
 
     # -- members ---------------------------------------------------------------------------
@@ -484,81 +351,7 @@ class Coordinator:
             return ErrorCode.UNKNOWN_MEMBER_ID
         return ErrorCode.NONE
 
-    def _heartbeat(self, group: KafkaGroup, member: KafkaMember, timeout_ms: int = 0) -> None:
-        """Restart the member's session timer."""
-        if member.heartbeat is not None:
-            member.heartbeat.cancel()
-        member.heartbeat = self.timers.call_later(
-            (timeout_ms or member.session_timeout_ms) / 1000,
-            _guarded(lambda: self._expire(group, member)))
-
-    def _expire(self, group: KafkaGroup, member: KafkaMember) -> None:
-        """A session timeout: out, unless it is a known member waiting for a rebalance to
-        complete (Kafka keeps those alive)."""
-        member.heartbeat = None
-        if group.members.get(member.member_id) is not member:
-            return
-        if (member.awaiting_join is not None and not member.is_new) \
-                or member.awaiting_sync is not None:
-            return self._heartbeat(group, member)
-        log.info("Kafka group %s: member %s left (session timeout %d ms)", group.group_id,
-                 member.member_id, member.session_timeout_ms)
-        self._drop(group, member, ErrorCode.UNKNOWN_MEMBER_ID)
-        self._after_removal(group)
-
     def _expire_pending(self, group: KafkaGroup, member_id: str) -> None:
         if group.pending.pop(member_id, None) is not None:
-            self._try_complete_join(group)
+            self.rebalance.try_complete_join(group)
 
-    def _drop(self, group: KafkaGroup, member: KafkaMember, code: ErrorCode) -> None:
-        """Remove a member, answering whatever it still waits for with ``code``."""
-        group.members.pop(member.member_id, None)
-        if member.group_instance_id is not None \
-                and group.static.get(member.group_instance_id) == member.member_id:
-            del group.static[member.group_instance_id]
-        group.pending_sync.discard(member.member_id)
-        if member.heartbeat is not None:
-            member.heartbeat.cancel()
-            member.heartbeat = None
-        if member.awaiting_join is not None:
-            join, member.awaiting_join = member.awaiting_join, None
-            join(JoinResult(code, member.member_id))
-        if member.awaiting_sync is not None:
-            sync, member.awaiting_sync = member.awaiting_sync, None
-            sync(SyncResult(code))
-        if group.leader_id == member.member_id:
-            group.leader_id = next(iter(group.members), None)
-
-    def _after_removal(self, group: KafkaGroup) -> None:
-        """Kafka's removeMemberAndUpdateGroup."""
-        if group.state in (STABLE, COMPLETING):
-            self._rebalance(group)
-        elif group.state == PREPARING:
-            self._try_complete_join(group)
-        self._changed(group)
-
-    @staticmethod
-    def _cancel(group: KafkaGroup, attr: str) -> None:
-        timer = getattr(group, attr)
-        if timer is not None:
-            timer.cancel()
-            setattr(group, attr, None)
-
-    def _changed(self, group: KafkaGroup) -> None:
-        for watcher in self.watchers:
-            try:
-                watcher(group)
-            except Exception as exc:  # a view's bug must not break the group
-                log.error("Kafka group %s watcher failed: %s: %s", group.group_id,
-                          type(exc).__name__, exc)
-
-
-def _guarded(callback: Callable[[], None]) -> Callable[[], None]:
-    """A timer callback that logs one line instead of a loop traceback if it fails."""
-    def run() -> None:
-        try:
-            callback()
-        except Exception as exc:
-            log.error("Kafka group timer failed: %s: %s", type(exc).__name__, exc)
-            log.debug("group timer failure", exc_info=True)
-    return run
