@@ -96,8 +96,8 @@ class GroupCoordinator:
         node_id, host, port = self.node_address(session)
         if key_type == KEY_GROUP:
             code, message = ErrorCode.NONE, None
-        elif key_type == KEY_TRANSACTION:  # transactions come later
-            code, message = ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported yet"
+        elif key_type == KEY_TRANSACTION:  # this node coordinates transactions too (txn_api.py)
+            code, message = ErrorCode.NONE, None
         else:
             code, message = ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}"
         if code != ErrorCode.NONE:
