@@ -84,8 +84,22 @@ class GroupCoordinator:
     def membership_table(self) -> dict[int, Any]:
         """api key -> handler of the membership APIs (MEMBERSHIP_VERSIONS's keys)."""
         m = self.membership
-        return {JOIN_GROUP: m.join_group, SYNC_GROUP: m.sync_group,
+        return {JOIN_GROUP: self._join_group, SYNC_GROUP: m.sync_group,
                 HEARTBEAT: m.heartbeat, LEAVE_GROUP: m.leave_group}
+
+    def _join_group(self, request: Request, session: Any) -> Any:
+        """A group's members come from one protocol at a time: while AMQP consumers hold
+        the group on a stream, a Kafka member is INCONSISTENT_GROUP_PROTOCOL (Kafka's
+        answer to a member whose protocol type differs from the group's)."""
+        body, version = request.body, request.api_version
+        if not valid_group_id(body.group_id) or not group_view.amqp_holder(
+                self.topics, body.group_id):
+            return self.membership.join_group(request, session)
+        cls = codec.response_class(JOIN_GROUP)
+        return cls(version=version, throttle_time_ms=0,
+                   error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL, generation_id=-1,
+                   protocol_type=None, protocol_name=None if version >= 7 else "", leader="",
+                   skip_assignment=False, member_id=body.member_id or "", members=[])
 
     # -- FindCoordinator -------------------------------------------------------------------
 

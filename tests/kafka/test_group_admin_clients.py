@@ -195,3 +195,19 @@ def test_amqp_consumer_may_not_join_a_kafka_held_group(broker: BrokerProcess,
     # once the Kafka member left, AMQP consumers may use the group (and its offsets)
     with amqp_member(broker, group, topic):
         pass
+
+
+def test_kafka_member_may_not_join_an_amqp_held_group(broker: BrokerProcess, topic: str) -> None:
+    from kafka import KafkaConsumer
+    from kafka.errors import InconsistentGroupProtocolError
+
+    group = f"amqp-held-{uuid.uuid4().hex[:6]}"
+    with amqp_member(broker, group, topic):
+        consumer = KafkaConsumer(bootstrap_servers=broker.kafka_bootstrap, group_id=group,
+                                 fetch_max_wait_ms=100)
+        try:
+            consumer.subscribe([topic])
+            with pytest.raises(InconsistentGroupProtocolError):
+                wait_for(lambda: False, "the refusal", lambda: consumer.poll(timeout_ms=100))
+        finally:
+            consumer.close()
