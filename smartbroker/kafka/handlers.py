@@ -31,6 +31,7 @@ from smartbroker.kafka import (
     produce,
     records_admin,
     sasl,
+    txn_api,
 )
 from smartbroker.kafka.authz import acting_as
 from smartbroker.kafka.codec import Request
@@ -62,6 +63,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     group_admin.DESCRIBE_GROUPS: group_admin.DESCRIBE_VERSIONS,
     group_admin.DELETE_GROUPS: group_admin.DELETE_VERSIONS,
     group_admin.OFFSET_DELETE: group_admin.OFFSET_DELETE_VERSIONS,
+    **txn_api.VERSIONS,  # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, ...
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -124,6 +126,8 @@ class KafkaHandlers:
         self.fetcher = Fetcher(broker, node.vhost, self.topic_id)
         self.streams = produce.Topics(broker, node.vhost, valid_topic_name)
         self.producer = produce.Producer(broker, self.streams)
+        self.txn = txn_api.TxnHandlers(broker, self.streams)  # idempotence, transactions
+        self.producer.txn_lookup = self.txn.coordinator.lookup
         self.lister = offsets.OffsetLister(self.streams)
         self.admin = admin.TopicAdmin(broker, self.streams, self.topic_id)
         self.partitions = partitions.PartitionAdmin(self.admin)
@@ -161,6 +165,7 @@ class KafkaHandlers:
             group_admin.DESCRIBE_GROUPS: self.group_admin.describe_groups,
             group_admin.DELETE_GROUPS: self.group_admin.delete_groups,
             group_admin.OFFSET_DELETE: self.group_admin.offset_delete,
+            **self.txn.table(),
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 
