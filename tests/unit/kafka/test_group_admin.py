@@ -308,3 +308,26 @@ def test_amqp_holder_names_the_stream_of_amqp_members(h: KafkaHandlers, broker: 
     stream(broker, "single").add_consumer(Consumer("amq.ctag-1", "ag"))
     assert amqp_holder(h.streams, "ag") == "single"
     assert amqp_holder(h.streams, "other") is None
+
+
+@pytest.mark.parametrize("version", range(6))
+def test_every_advertised_version_encodes(h: KafkaHandlers, broker: Broker,
+                                          coordinator: FakeCoordinator, version: int) -> None:
+    kafka_group(coordinator, broker, h)
+    stream(broker, "single").groups.commit("og", 0, 3)
+    assert set(listed(h, version=version)) == {"kg", "og"}
+    got = described(h, "kg", "og", version=version)
+    assert {m.member_id for m in got["kg"].members} == {"m-1", "m-2"}
+    assert (got["og"].group_state, got["og"].members) == ("Empty", [])
+    if version <= 2:
+        assert delete(h, "og", "kg", version=version) == {"og": 0, "kg": 68}
+
+
+def test_odd_input_is_answered_not_raised(h: KafkaHandlers, broker: Broker) -> None:
+    stream(broker, "single").groups.commit("og", 0, 3)
+    assert described(h, "a\x00b")["a\x00b"].group_state == "Dead"
+    assert delete(h, "", "a\x00b") == {"": 69, "a\x00b": 69}
+    assert offset_delete(h, "", {"single": [0]}).error_code == 69
+    assert codes(offset_delete(h, "og", {"single": [-1, 2**31 - 1], "no such topic": [0]})) == {
+        ("single", -1): 3, ("single", 2**31 - 1): 3, ("no such topic", 0): 3}
+    assert stream(broker, "single").groups.book.get("og", 0) == 3
