@@ -11,23 +11,23 @@ connection already authenticated, which is only refused, as Kafka's KafkaApis do
 
 A user passes when its password (PLAIN) or SCRAM proof is right, it may connect from the
 client's address (RabbitMQ's loopback rule, as over AMQP), and it has access to the Kafka
-vhost. SCRAM needs credentials derived when the password was set (``auth.ScramCredential``);
-a user whose password was only ever given hashed can use PLAIN only.
+vhost. SCRAM (``scram.py``) needs credentials derived when the password was set
+(``auth.ScramCredential``); a user whose password was only ever given hashed can use PLAIN
+only.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from scramp import ScramException, ScramMechanism
-
-from smartbroker.auth import SCRAM_MECHANISMS, check_password
+from smartbroker.auth import SCRAM_MECHANISMS, ScramCredential, check_password
 from smartbroker.broker.access import may_connect_from
 from smartbroker.kafka import codec
 from smartbroker.kafka.authz import vhost_allowed
 from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.scram import ScramExchange, ScramFailure
 
 log = logging.getLogger("smartbroker.kafka")
 
@@ -50,9 +50,7 @@ class SaslExchange:
     mechanism: str | None = None  # chosen at the handshake
     raw: bool = False  # v0 handshake: tokens come without SaslAuthenticate framing
     done: bool = False  # authenticated
-    scram: Any = None  # scramp's ScramServer while a SCRAM exchange runs
-    scram_user: str | None = None
-    steps: int = field(default=0)
+    scram: ScramExchange | None = None  # while a SCRAM exchange runs
 
 
 class SaslHandlers:
@@ -122,7 +120,6 @@ class SaslHandlers:
     def step(self, exchange: SaslExchange, token: bytes, session: Any) -> bytes:
         """Evaluate one client token; the server's reply. Sets ``session.user`` when the
         exchange completes."""
-        exchange.steps += 1
         if exchange.mechanism == "PLAIN":
             user = self._plain(token)
             self._admit(user, session, exchange)
@@ -154,40 +151,32 @@ class SaslHandlers:
         mechanism = exchange.mechanism
         assert mechanism is not None
 
-        def credential(username: str) -> tuple[bytes, bytes, bytes, int]:
+        def credential(username: str) -> ScramCredential:
             user = self.broker.users.users.get(username)
             if user is None:
-                raise SaslFailure(f"Authentication failed during authentication due to invalid "
-                                  f"credentials with SASL mechanism {mechanism}")
-            cred = user.scram.get(mechanism)
-            if cred is None:
-                raise SaslFailure(f"Authentication failed: user '{username}' has no {mechanism} "
-                                  f"credentials (its password was only given hashed: set its "
-                                  f"password again, or use SASL PLAIN)")
-            exchange.scram_user = username
-            return cred.salt, cred.stored_key, cred.server_key, cred.iterations
+                raise ScramFailure(f"Authentication failed during authentication due to "
+                                   f"invalid credentials with SASL mechanism {mechanism}")
+            if mechanism not in user.scram:
+                raise ScramFailure(
+                    f"Authentication failed: user '{username}' has no {mechanism} credentials "
+                    f"(its password was only given hashed: set its password again, or use "
+                    f"SASL PLAIN)")
+            return user.scram[mechanism]
 
-        server = ScramMechanism(mechanism).make_server(credential)
+        exchange.scram = ScramExchange(mechanism, credential)
         try:
-            server.set_client_first(token.decode("utf-8"))
-            first = server.get_server_first()
-        except (ScramException, UnicodeDecodeError) as exc:
-            raise SaslFailure(f"Authentication failed: invalid SCRAM client-first message "
-                              f"({exc})") from None
-        exchange.scram = server
-        return first.encode()
+            return exchange.scram.first(token)
+        except ScramFailure as exc:
+            raise SaslFailure(str(exc)) from None
 
     def _scram_final(self, exchange: SaslExchange, token: bytes, session: Any) -> bytes:
-        server = exchange.scram
+        scram = exchange.scram
         try:
-            server.set_client_final(token.decode("utf-8"))
-            final = server.get_server_final()
-        except (ScramException, UnicodeDecodeError):
-            raise SaslFailure(f"Authentication failed during authentication due to invalid "
-                              f"credentials with SASL mechanism {exchange.mechanism}") from None
-        assert exchange.scram_user is not None
-        self._admit(exchange.scram_user, session, exchange)
-        return final.encode()
+            final = scram.final(token)
+        except ScramFailure as exc:
+            raise SaslFailure(str(exc)) from None
+        self._admit(scram.username, session, exchange)
+        return final
 
     def _admit(self, user: str, session: Any, exchange: SaslExchange) -> None:
         """The credentials were right: the loopback rule and vhost access decide."""
