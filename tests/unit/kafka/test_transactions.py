@@ -1,0 +1,283 @@
+"""Idempotence and transactions through the handlers of an in-memory broker: a retried
+batch stored once and answered with its original offset, sequence and epoch errors, the
+transaction APIs with Kafka's codes (fencing, CONCURRENT_TRANSACTIONS, version-dependent
+PRODUCER_FENCED), markers, read_committed Fetch and ListOffsets, offsets visible on commit
+only, timeouts, AMQP readers, and the coordinator's state across a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smartbroker.broker.core import Broker
+from smartbroker.kafka import codec
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.handlers import KafkaHandlers, Node
+from smartbroker.kafka.transactions import TransactionCoordinator, TxnError
+from tests.unit.kafka.kafka_fixtures import SESSION, THREE_PARTITIONS, broker_with
+from tests.unit.kafka.test_kafka_produce import produce, results
+
+TS = 1_700_000_000_000
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    yield from broker_with({"orders": THREE_PARTITIONS})
+
+
+@pytest.fixture
+def h(broker: Broker) -> KafkaHandlers:
+    return KafkaHandlers(broker, Node("h", 9092, Node.cluster_id_for("x"), "/"))
+
+
+def call(h: KafkaHandlers, api_key: int, version: int, **fields: Any) -> Any:
+    body = codec.REQUESTS[api_key](version=version, **fields)
+    return h.handle(codec.Request(codec.Header(api_key, version, 1, "c"), body), SESSION)
+
+
+def data(pid: int, epoch: int, seq: int, n: int = 1, txn: bool = False) -> bytes:
+    return codec.write_batch([(TS + i, None, b"v%d-%d" % (seq, i), []) for i in range(n)],
+                             producer_id=pid, producer_epoch=epoch, base_sequence=seq,
+                             transactional=txn)
+
+
+def init(h: KafkaHandlers, txn_id: str | None = None, version: int = 4,
+         timeout_ms: int = 60000) -> tuple[int, int, int]:
+    r = call(h, 22, version, transactional_id=txn_id, transaction_timeout_ms=timeout_ms)
+    return r.error_code, r.producer_id, r.producer_epoch
+
+
+def add_partitions(h: KafkaHandlers, txn_id: str, pid: int, epoch: int,
+                   parts: list[tuple[str, list[int]]], version: int = 3) -> list[int]:
+    req = codec.REQUESTS[24]
+    r = call(h, 24, version, v3_and_below_transactional_id=txn_id,
+             v3_and_below_producer_id=pid, v3_and_below_producer_epoch=epoch,
+             v3_and_below_topics=[req.AddPartitionsToTxnTopic(name=n, partitions=p)
+                                  for n, p in parts])
+    return [p.partition_error_code for t in r.results_by_topic_v3_and_below
+            for p in t.results_by_partition]
+
+
+def end(h: KafkaHandlers, txn_id: str, pid: int, epoch: int, commit: bool,
+        version: int = 3) -> int:
+    r = call(h, 26, version, transactional_id=txn_id, producer_id=pid, producer_epoch=epoch,
+             committed=commit)
+    assert not hasattr(r, "__await__"), "in-memory streams answer at once"
+    return r.error_code
+
+
+def fetch(h: KafkaHandlers, partition: int, isolation: int, offset: int = 0) -> Any:
+    req = codec.REQUESTS[1]
+    body = req(version=11, replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20,
+               isolation_level=isolation, session_id=0, session_epoch=-1,
+               topics=[req.FetchTopic(topic="orders", partitions=[req.FetchTopic.FetchPartition(
+                   partition=partition, current_leader_epoch=-1, fetch_offset=offset,
+                   log_start_offset=-1, partition_max_bytes=1 << 20)])],
+               forgotten_topics_data=[], rack_id="")
+    part = h.handle(codec.Request(codec.Header(1, 11, 1, "c"), body), SESSION).responses[0].partitions[0]
+    values = [r.value for r in codec.read_records(part.records)]
+    return part, values
+
+
+# -- idempotence -------------------------------------------------------------------------
+
+
+def test_init_producer_id_without_transactional_id(h: KafkaHandlers) -> None:
+    first, second = init(h), init(h)
+    assert first[0] == second[0] == ErrorCode.NONE
+    assert first[1] != second[1] and first[2] == second[2] == 0
+
+
+def test_retried_batch_is_stored_once_and_answered_with_its_original_offset(
+        broker: Broker, h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h)
+    produce(h, [("orders", 0, data(99, 0, 0))])  # another producer first: offset 0
+    first = results(produce(h, [("orders", 0, data(pid, epoch, 0, n=3))]))[0]
+    assert first[2:] == (ErrorCode.NONE, 1)
+    second = results(produce(h, [("orders", 0, data(pid, epoch, 3))]))[0]
+    assert second[2:] == (ErrorCode.NONE, 4)
+    retry = results(produce(h, [("orders", 0, data(pid, epoch, 0, n=3))]))[0]
+    assert retry[2:] == (ErrorCode.NONE, 1)  # the original offset, nothing stored
+    assert broker.vhosts["/"].queues["orders"].logs[0].next_offset == 5
+    gap = results(produce(h, [("orders", 0, data(pid, epoch, 7))]))[0]
+    assert gap[2] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+    stale = results(produce(h, [("orders", 0, data(99, 0, 1))]))[0]
+    assert stale[2:] == (ErrorCode.NONE, 5)
+    assert broker.vhosts["/"].queues["orders"].logs[0].next_offset == 6
+
+
+def test_sequences_are_per_partition(broker: Broker, h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h)
+    got = results(produce(h, [("orders", 0, data(pid, epoch, 0)), ("orders", 1, data(pid, epoch, 0))]))
+    assert [r[2] for r in got] == [ErrorCode.NONE, ErrorCode.NONE]
+
+
+# -- transactions ------------------------------------------------------------------------
+
+
+def test_abort_hides_records_from_read_committed(broker: Broker, h: KafkaHandlers) -> None:
+    code, pid, epoch = init(h, "tx")
+    assert (code, epoch) == (ErrorCode.NONE, 0)
+    produce(h, [("orders", 0, data(50, 0, 0))])  # offset 0, outside the transaction
+    assert add_partitions(h, "tx", pid, epoch, [("orders", [0])]) == [ErrorCode.NONE]
+    assert results(produce(h, [("orders", 0, data(pid, epoch, 0, n=2, txn=True))],
+                           transactional_id="tx"))[0][2:] == (ErrorCode.NONE, 1)
+    produce(h, [("orders", 0, data(50, 0, 1))])  # offset 3, after the open transaction
+    part, values = fetch(h, 0, isolation=1)
+    assert (part.high_watermark, part.last_stable_offset) == (4, 1)
+    assert values == [b"v0-0"]
+    queue = broker.vhosts["/"].queues["orders"]
+    assert queue.txns[0].lso(queue.logs[0].next_offset) == 1
+    assert end(h, "tx", pid, epoch, commit=False) == ErrorCode.NONE
+    part, values = fetch(h, 0, isolation=1)
+    assert part.last_stable_offset == part.high_watermark == 5  # the marker is offset 4
+    assert [(a.producer_id, a.first_offset) for a in part.aborted_transactions] == [(pid, 1)]
+    assert b"v0-0" in values and b"v1-0" in values  # the client drops the aborted ones
+    _, uncommitted = fetch(h, 0, isolation=0)
+    assert b"v0-1" in uncommitted
+    assert end(h, "tx", pid, epoch, commit=False) == ErrorCode.NONE  # a retry
+    assert end(h, "tx", pid, epoch, commit=True) == ErrorCode.INVALID_TXN_STATE
+    req = codec.REQUESTS[2]
+    lo = call(h, 2, 5, replica_id=-1, isolation_level=1, topics=[req.ListOffsetsTopic(
+        name="orders", partitions=[req.ListOffsetsTopic.ListOffsetsPartition(
+            partition_index=0, current_leader_epoch=-1, timestamp=-1)])])
+    assert lo.topics[0].partitions[0].offset == 5
+
+
+def test_transactional_batch_needs_its_partition_added(h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h, "tx")
+    got = results(produce(h, [("orders", 1, data(pid, epoch, 0, txn=True))], transactional_id="tx"))
+    assert got[0][2] == ErrorCode.INVALID_TXN_STATE
+    add_partitions(h, "tx", pid, epoch, [("orders", [0])])
+    got = results(produce(h, [("orders", 1, data(pid, epoch, 0, txn=True))], transactional_id="tx"))
+    assert got[0][2] == ErrorCode.INVALID_TXN_STATE
+
+
+def test_add_partitions_errors(h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h, "tx")
+    assert add_partitions(h, "tx", pid, epoch, [("orders", [0, 7]), ("nope", [0])]) == [
+        ErrorCode.OPERATION_NOT_ATTEMPTED, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION]
+    assert add_partitions(h, "tx", pid + 1, epoch, [("orders", [0])]) == [
+        ErrorCode.INVALID_PRODUCER_ID_MAPPING]
+    assert add_partitions(h, "other", pid, epoch, [("orders", [0])]) == [
+        ErrorCode.INVALID_PRODUCER_ID_MAPPING]
+
+
+def test_fencing_by_a_new_producer(broker: Broker, h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h, "tx")
+    add_partitions(h, "tx", pid, epoch, [("orders", [2])])
+    produce(h, [("orders", 2, data(pid, epoch, 0, txn=True))], transactional_id="tx")
+    # the second producer: the old one's transaction is aborted first (retry), then it
+    # gets the epoch bumped a second time
+    assert init(h, "tx")[0] == ErrorCode.CONCURRENT_TRANSACTIONS
+    code, pid2, epoch2 = init(h, "tx")
+    assert (code, pid2, epoch2) == (ErrorCode.NONE, pid, epoch + 2)
+    queue = broker.vhosts["/"].queues["orders"]
+    assert queue.txns[2].lso(queue.logs[2].next_offset) == queue.logs[2].next_offset == 2
+    # the old producer is fenced everywhere, in the versions' words
+    assert end(h, "tx", pid, epoch, commit=True) == ErrorCode.PRODUCER_FENCED
+    assert end(h, "tx", pid, epoch, commit=True, version=1) == ErrorCode.INVALID_PRODUCER_EPOCH
+    assert add_partitions(h, "tx", pid, epoch, [("orders", [2])]) == [ErrorCode.PRODUCER_FENCED]
+    got = results(produce(h, [("orders", 2, data(pid, epoch, 1, txn=True))], transactional_id="tx"))
+    assert got[0][2] == ErrorCode.INVALID_PRODUCER_EPOCH
+
+
+def test_offsets_visible_on_commit_only(broker: Broker, h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h, "tx")
+    assert call(h, 25, 3, transactional_id="tx", producer_id=pid, producer_epoch=epoch,
+                group_id="g").error_code == ErrorCode.NONE
+    req = codec.REQUESTS[28]
+
+    def commit_offset(offset: int, version: int = 3) -> int:
+        r = call(h, 28, version, transactional_id="tx", group_id="g", producer_id=pid,
+                 producer_epoch=epoch, generation_id=-1, member_id="", group_instance_id=None,
+                 topics=[req.TxnOffsetCommitRequestTopic(name="orders", partitions=[
+                     req.TxnOffsetCommitRequestTopic.TxnOffsetCommitRequestPartition(
+                         partition_index=1, committed_offset=offset,
+                         committed_leader_epoch=-1, committed_metadata="")])])
+        return r.topics[0].partitions[0].error_code
+
+    assert commit_offset(7) == ErrorCode.NONE
+    groups = broker.vhosts["/"].queues["orders"].groups
+    assert groups.book.get("g", 1) is None
+    assert end(h, "tx", pid, epoch, commit=True) == ErrorCode.NONE
+    assert groups.book.get("g", 1) == 7
+    assert commit_offset(9) == ErrorCode.INVALID_TXN_STATE  # no AddOffsetsToTxn this time
+
+
+def test_timeout_aborts_and_fences(broker: Broker, h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h, "tx", timeout_ms=1000)
+    add_partitions(h, "tx", pid, epoch, [("orders", [0])])
+    produce(h, [("orders", 0, data(pid, epoch, 0, txn=True))], transactional_id="tx")
+    coordinator = h.txn.coordinator
+    assert coordinator.expire_now(coordinator.txns["tx"].started_ms + 999) == []
+    assert coordinator.expire_now(coordinator.txns["tx"].started_ms + 1000) == ["tx"]
+    part, values = fetch(h, 0, isolation=1)
+    assert part.last_stable_offset == 2 and len(part.aborted_transactions) == 1
+    assert end(h, "tx", pid, epoch, commit=True) == ErrorCode.PRODUCER_FENCED
+
+
+def test_init_producer_id_checks(h: KafkaHandlers) -> None:
+    assert init(h, "tx", timeout_ms=0)[0] == ErrorCode.INVALID_TRANSACTION_TIMEOUT
+    assert init(h, "tx", timeout_ms=900_001)[0] == ErrorCode.INVALID_TRANSACTION_TIMEOUT
+    assert init(h, "")[0] == ErrorCode.INVALID_REQUEST
+    _, pid, epoch = init(h, "tx")
+    r = call(h, 22, 4, transactional_id="tx", transaction_timeout_ms=1000, producer_id=pid + 1,
+             producer_epoch=epoch)
+    assert r.error_code == ErrorCode.PRODUCER_FENCED
+    r = call(h, 22, 3, transactional_id="tx", transaction_timeout_ms=1000, producer_id=pid + 1,
+             producer_epoch=epoch)
+    assert r.error_code == ErrorCode.INVALID_PRODUCER_EPOCH  # before v4
+    r = call(h, 22, 4, transactional_id="tx", transaction_timeout_ms=1000, producer_id=pid,
+             producer_epoch=epoch)  # KIP-360 bump by the current producer
+    assert (r.error_code, r.producer_id, r.producer_epoch) == (ErrorCode.NONE, pid, epoch + 1)
+
+
+def test_find_coordinator_for_transactions(h: KafkaHandlers) -> None:
+    r = call(h, 10, 3, key="tx", key_type=1)
+    assert (r.error_code, r.node_id) == (ErrorCode.NONE, 0)
+
+
+def test_amqp_reader_sees_committed_records_only(broker: Broker, h: KafkaHandlers) -> None:
+    queue = broker.vhosts["/"].queues["orders"]
+    _, pid, epoch = init(h, "tx")
+    add_partitions(h, "tx", pid, epoch, [("orders", [0])])
+    produce(h, [("orders", 0, data(pid, epoch, 0, n=2, txn=True))], transactional_id="tx")
+    end(h, "tx", pid, epoch, commit=False)
+    add_partitions(h, "tx", pid, epoch, [("orders", [0])])
+    produce(h, [("orders", 0, data(pid, epoch, 2, txn=True))], transactional_id="tx")
+    visible = [(rec.offset, queue.txns[0].is_aborted(rec.offset))
+               for rec in queue.records(0, 0)]
+    assert visible == [(0, True), (1, True), (3, False)]  # 2 is the marker
+    assert queue.txns[0].lso(queue.logs[0].next_offset) == 3  # open: AMQP readers stop
+    end(h, "tx", pid, epoch, commit=True)
+    assert queue.txns[0].lso(queue.logs[0].next_offset) == 5
+
+
+def test_coordinator_state_survives_a_restart(tmp_path: Path) -> None:
+    written: list[tuple[list[tuple[str, int]], int, int, bool]] = []
+
+    def markers(parts: list[tuple[str, int]], pid: int, epoch: int, commit: bool) -> None:
+        written.append((parts, pid, epoch, commit))
+
+    path = tmp_path / "transactions.json"
+    c = TransactionCoordinator(path, markers, lambda g, o: None)
+    pid, epoch = c.init_producer_id("tx", 60000)
+    c.add_partitions("tx", pid, epoch, [("t", 0)])
+    other = c.new_producer_id()
+    c2 = TransactionCoordinator(path, markers, lambda g, o: None)
+    assert c2.new_producer_id() > other  # ids never reused
+    assert c2.txns["tx"].state == "Ongoing" and c2.txns["tx"].partitions == {("t", 0)}
+    c2.txns["tx"].state = "PrepareCommit"  # as if it crashed before the markers
+    c2._save()
+    c3 = TransactionCoordinator(path, markers, lambda g, o: None)
+    c3.recover()
+    assert written == [([("t", 0)], pid, epoch, True)]
+    assert c3.txns["tx"].state == "CompleteCommit"
+    with pytest.raises(TxnError) as err:
+        c3.add_partitions("tx", pid, epoch - 1, [("t", 0)])
+    assert err.value.error == "PRODUCER_FENCED"
