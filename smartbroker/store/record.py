@@ -12,7 +12,10 @@ entirely there or entirely cut/skipped. Entry i has offset ``base + i``.
 
 A Kafka frame (flag ``FLAG_KAFKA``) holds one entry, a Kafka RecordBatch v2 exactly as
 the producer sent it (baseOffset patched), covering ``count`` offsets; its timestamp is the
-batch's max timestamp (what retention and the time index need). The store never parses the
+batch's max timestamp (what retention and the time index need). Its frame CRC covers the
+head, the entry and the batch up to the batch's own CRC field; the rest is covered by that
+field, Kafka's CRC-32C (checked by Produce, rechecked here on every read: 3-4 times cheaper
+than zlib's over the same bytes, and nothing is hashed twice on append). The store never parses the
 batch: Fetch serves its bytes, and whoever needs records registers a ``batch_reader``
 (``queues/kafka_batch.py``), so store/ stays free of Kafka code.
 """
@@ -22,6 +25,8 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
+
+from crc32c import crc32c as _crc32c
 
 from .api import Record
 
@@ -38,6 +43,10 @@ MAX_BODY = 1 << 30
 FLAG_BATCH = 1
 FLAG_KAFKA = 2
 _KAFKA_HEAD = struct.Struct("<QqBIiI")  # HEAD + the one ENTRY of a Kafka frame
+_KAFKA_BATCH_CRC = 21  # the batch's bytes before its CRC-32C covers the rest
+_KAFKA_COVERED = _KAFKA_HEAD.size + _KAFKA_BATCH_CRC  # what the frame CRC covers
+_KAFKA_MIN = _KAFKA_HEAD.size + 61  # a RecordBatch v2 header at least
+_BATCH_CRC = struct.Struct(">I")
 
 OK, INCOMPLETE, BAD = 0, 1, 2
 
@@ -94,7 +103,7 @@ def encode_kafka_into(buf: bytearray, base: int, ts: int, count: int,
     _BASE_OFFSET.pack_into(buf, pos, base)
     _LEADER_EPOCH.pack_into(buf, pos + 12, 0)
     with memoryview(buf) as mv:
-        crc = _crc(mv[start + PREFIX_SIZE:])
+        crc = _crc(mv[start + PREFIX_SIZE : start + PREFIX_SIZE + _KAFKA_COVERED])
     _CRC.pack_into(buf, start + 8, crc)
 
 
@@ -146,6 +155,8 @@ def check(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     if avail < size:
         return INCOMPLETE, size
     start = pos + PREFIX_SIZE
+    if data[start + 16] & FLAG_KAFKA:  # the flags byte of HEAD
+        return (OK, size) if _check_kafka(data, start, length, crc) == OK else (BAD, 0)
     if _crc(memoryview(data)[start : pos + size]) != crc:
         return BAD, 0
     # CRC matched; still make sure the entries add up, so decode() cannot run off the end.
@@ -159,6 +170,23 @@ def check(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     if p != end or count == 0:
         return BAD, 0
     return OK, size
+
+
+def _check_kafka(data: bytes | bytearray | memoryview, start: int, length: int, crc: int) -> int:
+    """OK or BAD for a Kafka frame's body at ``start``: the frame CRC over its head, then
+    the batch's own CRC-32C over the rest."""
+    if length < _KAFKA_MIN:
+        return BAD
+    with memoryview(data) as mv:
+        if _crc(mv[start : start + _KAFKA_COVERED]) != crc:
+            return BAD
+        _base, _ts, _flags, count, klen, plen = _KAFKA_HEAD.unpack_from(data, start)
+        if count < 1 or klen != -1 or plen != length - _KAFKA_HEAD.size:
+            return BAD
+        batch = start + _KAFKA_HEAD.size
+        if _crc32c(mv[batch + _KAFKA_BATCH_CRC : start + length]) != _BATCH_CRC.unpack_from(data, batch + 17)[0]:
+            return BAD
+    return OK
 
 
 def head(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int, int, int]:

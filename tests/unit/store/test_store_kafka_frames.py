@@ -101,6 +101,23 @@ def test_batches_survive_a_reopen_and_a_torn_one_is_cut(tmp_path: Path):
     log.close()
 
 
+def test_a_flipped_bit_inside_a_stored_batch_is_caught_by_its_crc32c(tmp_path: Path):
+    path = tmp_path / "log"
+    log = SegmentLog(path)
+    put(log, batch(3))
+    put(log, batch(2, tag=b"w"))
+    log.close()
+    data = path / f"{0:020d}.log"
+    raw = bytearray(data.read_bytes())
+    raw[-5] ^= 0x01  # in the second batch's records: outside the frame's own CRC
+    data.write_bytes(bytes(raw))
+    (path / f"{0:020d}.idx").unlink()
+    log = SegmentLog(path)
+    assert [r.offset for r in log.scan_records()] == [0, 1, 2]  # the torn tail is cut
+    assert log.stats.truncated_bytes > 0
+    log.close()
+
+
 def test_gzip_batches_are_read_and_others_refused_by_the_reader():
     raw = bytearray(batch(2))
     records = kafka_batch.records(bytes(raw))
