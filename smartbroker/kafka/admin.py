@@ -246,6 +246,7 @@ class TopicAdmin:
         if kind == TOPIC:
             if not self.streams.valid_name(name):
                 raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name {name!r} is illegal")
+            self.require("configure", name)  # KAFKA.md: configs need configure
             stream = self.stream_of(name)  # declared arguments, with what Kafka altered
             return [(e, False) for e in configs.describe(stream.meta.arguments(stream.arguments),
                                                          keys)]
@@ -259,11 +260,24 @@ class TopicAdmin:
                          f"resource type {kind} is not supported (topics: 2, brokers: 4)")
 
     def _broker_configs(self) -> list[configs.Entry]:
-        """The few broker settings this broker has in Kafka's terms (all read-only)."""
-        auto = "true" if self.broker.config.kafka_auto_create_topics else "false"
-        return [configs.Entry("auto.create.topics.enable", auto, auto == "true", configs.BOOLEAN),
-                configs.Entry("num.partitions", "1", True, configs.INT),
-                configs.Entry("default.replication.factor", "1", True, configs.INT)]
+        """The broker settings this broker has in Kafka's terms, with the values it really
+        uses (all read-only: they are ``smartbroker serve`` options or fixed here). The
+        log defaults are a new stream's: kept for ever, 500 MB segments."""
+        cfg = self.broker.config
+        auto = "true" if cfg.kafka_auto_create_topics else "false"
+        entry = configs.Entry
+        return [entry("auto.create.topics.enable", auto, auto == "true", configs.BOOLEAN),
+                entry("num.partitions", "1", True, configs.INT),
+                entry("default.replication.factor", "1", True, configs.INT),
+                entry("broker.id", "0", False, configs.INT),
+                entry("message.max.bytes", str(cfg.max_message_size), False, configs.INT),
+                entry("log.dirs", str(cfg.data_dir / "streams"), False, configs.STRING),
+                entry("log.retention.ms", "-1", True, configs.LONG),
+                entry("log.retention.bytes", "-1", True, configs.LONG),
+                entry("log.segment.bytes", "500000000", True, configs.INT),
+                entry("log.cleanup.policy", "delete", True, configs.LIST),
+                entry("group.initial.rebalance.delay.ms",
+                      str(cfg.kafka_initial_rebalance_delay_ms), False, configs.INT)]
 
     @staticmethod
     def _config(cls: Any, e: configs.Entry, read_only: bool, synonyms: bool) -> Any:

@@ -1,7 +1,8 @@
 """Topic configs <-> stream queue arguments, both ways.
 
-A topic's configs are stored nowhere but in its stream's declaration arguments, so a
-topic created by Kafka and a stream declared over AMQP describe the same way:
+A topic's configs are its stream's declaration arguments (so a topic created by Kafka and a
+stream declared over AMQP describe the same way) with what AlterConfigs changed laid over
+them (``overrides``; kept beside the declaration, see ``alter_configs.py``):
 
 ================== ==================================== =========================
 Kafka config       queue argument                        unset (our default)
@@ -28,7 +29,7 @@ from typing import Any
 from smartbroker.queues.stream_args import CLEANUP_POLICIES, parse_age
 
 # Kafka's ConfigType (DescribeConfigs v3+) and ConfigSource numbers
-BOOLEAN, INT, LONG, LIST = 1, 3, 5, 7
+BOOLEAN, STRING, INT, LONG, LIST = 1, 2, 3, 5, 7
 SOURCE_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
 
 # Kafka topic configs this broker does not implement: named in the refusal

@@ -225,6 +225,24 @@ def test_each_admin_api_needs_configure_on_the_topic(h: KafkaHandlers, broker: B
     assert alter(h, "orders", {"retention.ms": "1000"})[0] == denied
     assert incremental(h, "orders", [("retention.ms", SET, "1000")])[0] == denied
     assert len(orders(broker).logs) == 2 and orders(broker).meta.overrides == {}
+    r = DESCRIBE.DescribeConfigsResource
+    body = DESCRIBE(version=4, include_synonyms=False, include_documentation=False,
+                    resources=[r(resource_type=TOPIC, resource_name="orders",
+                                 configuration_keys=None)])
+    [res] = roundtrip(h, 32, 4, body).results
+    assert res.error_code == denied
+
+
+def test_broker_configs_are_the_values_used(h: KafkaHandlers, broker: Broker) -> None:
+    r = DESCRIBE.DescribeConfigsResource
+    body = DESCRIBE(version=4, include_synonyms=False, include_documentation=False,
+                    resources=[r(resource_type=BROKER, resource_name="0",
+                                 configuration_keys=None)])
+    [res] = roundtrip(h, 32, 4, body).results
+    got = {c.name: (c.value, c.read_only) for c in res.configs}
+    assert got["message.max.bytes"] == (str(broker.config.max_message_size), True)
+    assert got["broker.id"] == ("0", True)
+    assert got["log.retention.ms"] == ("-1", True)  # a new stream keeps everything
 
 
 # -- DescribeCluster -----------------------------------------------------------------------
