@@ -211,3 +211,31 @@ def test_kafka_member_may_not_join_an_amqp_held_group(broker: BrokerProcess, top
                 wait_for(lambda: False, "the refusal", lambda: consumer.poll(timeout_ms=100))
         finally:
             consumer.close()
+
+
+def test_aiokafka_admin_lists_and_describes(broker: BrokerProcess, topic: str) -> None:
+    """aiokafka asks old versions (ListGroups v2, DescribeGroups v3). It decodes a
+    DescribeGroups v3 answer with the v2 layout (aiokafka's DescribeGroupsRequest_v3
+    .RESPONSE_TYPE), leaving each group's authorized_operations unread: one group per
+    call is all it can read, from Kafka too."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    ag, og = f"aag-{uuid.uuid4().hex[:6]}", f"aog-{uuid.uuid4().hex[:6]}"
+    offsets_only(broker, og, topic)
+
+    async def run() -> tuple[Any, Any]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.kafka_bootstrap)
+        await admin.start()
+        try:
+            described = [await admin.describe_consumer_groups([g]) for g in (ag, og)]
+            return await admin.list_consumer_groups(), described
+        finally:
+            await admin.close()
+
+    with amqp_member(broker, ag, topic):
+        listed, described = asyncio.run(run())
+    assert {(ag, "consumer"), (og, "")} <= set(listed)
+    states = {g[1]: (g[2], g[3], len(g[5])) for [resp] in described for g in resp.groups}
+    assert states == {ag: ("Stable", "consumer", 1), og: ("Empty", "", 0)}
