@@ -143,6 +143,19 @@ def test_delete_records_moves_the_low_watermark(h: KafkaHandlers, broker: Broker
     assert delete_records(h, "orders", [(p, -1)], version) == [(p, high[p], 0)]
 
 
+def test_fetch_below_the_new_log_start_is_out_of_range(h: KafkaHandlers, broker: Broker) -> None:
+    from tests.unit.kafka.test_fetch import fetch, only, request
+
+    fill(orders(broker), 20)
+    p = max(range(2), key=lambda i: orders(broker).logs[i].next_offset)
+    delete_records(h, "orders", [(p, 2)])
+    tid = h.topic_id("orders")
+    part = only(fetch(broker, request(11, topic="orders", partition=p, offset=1, topic_id=tid)))
+    assert part.error_code == ErrorCode.OFFSET_OUT_OF_RANGE
+    part = only(fetch(broker, request(11, topic="orders", partition=p, offset=2, topic_id=tid)))
+    assert part.error_code == 0 and part.log_start_offset == 2
+
+
 def test_delete_records_refusals(h: KafkaHandlers, broker: Broker) -> None:
     fill(orders(broker), 4)
     high = orders(broker).logs[0].next_offset
