@@ -64,10 +64,17 @@ def admit(queue: Any, topic: str, partition: int, batches: list[Any],
             dup = part.duplicate(h)
             if dup is not None:
                 return dup.first_offset
+    base = queue.bounds(partition)[1]
+    if len(headers) == 1:  # what clients send: checked before anything changes
+        try:
+            _check(part, headers[0], topic, partition, txn_lookup)
+        except ps.ProducerStateError as exc:
+            raise Refused(ErrorCode[exc.error], str(exc)) from None
+        part.appended(headers[0], base)
+        return None
     saved = {h.producer_id: (copy.deepcopy(part.producers.get(h.producer_id)),
                              copy.deepcopy(part.open.get(h.producer_id)))
              for h in headers if h.producer_id >= 0}
-    base = queue.bounds(partition)[1]
     try:
         for h in headers:
             _check(part, h, topic, partition, txn_lookup)

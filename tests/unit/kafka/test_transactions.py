@@ -109,6 +109,17 @@ def test_retried_batch_is_stored_once_and_answered_with_its_original_offset(
     assert broker.vhosts["/"].queues["orders"].logs[0].next_offset == 6
 
 
+def test_partition_with_a_refused_batch_leaves_the_state_as_it_was(
+        broker: Broker, h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h)
+    got = results(produce(h, [("orders", 0, data(pid, epoch, 0) + data(pid, epoch, 5))]))
+    assert got[0][2] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+    assert broker.vhosts["/"].queues["orders"].logs[0].next_offset == 0
+    got = results(produce(h, [("orders", 0, data(pid, epoch, 0) + data(pid, epoch, 1))]))
+    assert got[0][2:] == (ErrorCode.NONE, 0)  # seq 0 was not remembered: no duplicate
+    assert results(produce(h, [("orders", 0, data(pid, epoch, 1))]))[0][2:] == (ErrorCode.NONE, 1)
+
+
 def test_sequences_are_per_partition(broker: Broker, h: KafkaHandlers) -> None:
     _, pid, epoch = init(h)
     got = results(produce(h, [("orders", 0, data(pid, epoch, 0)), ("orders", 1, data(pid, epoch, 0))]))
