@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from smartbroker.kafka import codec, group_view
-from smartbroker.kafka.authz import topic_allowed
+from smartbroker.kafka.authz import group_allowed, topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.coordinator import Coordinator
 from smartbroker.kafka.errors import ErrorCode
@@ -71,7 +71,9 @@ class GroupCoordinator:
         self.stream_names = stream_names  # () -> the Kafka vhost's topic names
         self.coordinator = Coordinator(
             initial_delay_ms=topics.broker.config.kafka_initial_rebalance_delay_ms)
-        self.membership = GroupMembership(self.coordinator, valid_group_id)
+        self.membership = GroupMembership(
+            self.coordinator, valid_group_id,
+            allowed=lambda group: group_allowed(topics.broker, topics.vhost, group))
         self.coordinator.watchers.append(self._show_members)
 
     def _show_members(self, group: Any) -> None:
@@ -108,9 +110,7 @@ class GroupCoordinator:
         body, version = request.body, request.api_version
         key_type = body.key_type if version >= 1 else KEY_GROUP
         node_id, host, port = self.node_address(session)
-        if key_type == KEY_GROUP:
-            code, message = ErrorCode.NONE, None
-        elif key_type == KEY_TRANSACTION:  # this node coordinates transactions too (txn_api.py)
+        if key_type in (KEY_GROUP, KEY_TRANSACTION):  # transactions too (txn_api.py)
             code, message = ErrorCode.NONE, None
         else:
             code, message = ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}"
@@ -134,6 +134,8 @@ class GroupCoordinator:
         refusal: ErrorCode | None = None
         if not valid_group_id(group):
             refusal = ErrorCode.INVALID_GROUP_ID
+        elif not group_allowed(self.topics.broker, self.topics.vhost, group):
+            refusal = ErrorCode.GROUP_AUTHORIZATION_FAILED
         else:
             code = self.coordinator.commit_check(
                 group, body.generation_id_or_member_epoch, body.member_id or "",
@@ -202,6 +204,8 @@ class GroupCoordinator:
                      part_cls: Any) -> tuple[ErrorCode, list[Any]]:
         if not valid_group_id(group):
             return ErrorCode.INVALID_GROUP_ID, []
+        if not group_allowed(self.topics.broker, self.topics.vhost, group):
+            return ErrorCode.GROUP_AUTHORIZATION_FAILED, []
 
         def part(index: int, offset: int | None, code: ErrorCode = ErrorCode.NONE) -> Any:
             return part_cls(partition_index=index,

@@ -34,10 +34,19 @@ class GroupMembership:
     """The four membership APIs over one ``Coordinator``."""
 
     def __init__(self, coordinator: Coordinator, valid_group_id: Callable[[Any], bool],
-                 new_future: Callable[[], asyncio.Future[Any]] = _loop_future) -> None:
+                 new_future: Callable[[], asyncio.Future[Any]] = _loop_future,
+                 allowed: Callable[[str], bool] = lambda group: True) -> None:
         self.coordinator = coordinator
         self.valid_group_id = valid_group_id
         self.new_future = new_future  # unit tests pass a loop that is not running
+        self.allowed = allowed  # group id -> may the connection's user use it (authz.py)
+
+    def _refusal(self, group_id: Any) -> ErrorCode | None:
+        if not self.valid_group_id(group_id):
+            return ErrorCode.INVALID_GROUP_ID
+        if not self.allowed(group_id):
+            return ErrorCode.GROUP_AUTHORIZATION_FAILED
+        return None
 
     def _answer(self, build: Callable[[Any], Any]) -> tuple[Any, Callable[[Any], None]]:
         """A future and the callback that completes it with ``build(result)``; the body
@@ -70,8 +79,8 @@ class GroupMembership:
                            for m, i, meta in r.members])
 
         member_id = body.member_id or ""
-        if not self.valid_group_id(body.group_id):
-            return build(JoinResult(ErrorCode.INVALID_GROUP_ID, member_id))
+        if (refusal := self._refusal(body.group_id)) is not None:
+            return build(JoinResult(refusal, member_id))
         instance_id = body.group_instance_id if version >= 5 else None
         host = session.peer.rsplit(":", 1)[0]
         rebalance = body.rebalance_timeout_ms if version >= 1 else -1
@@ -98,8 +107,8 @@ class GroupMembership:
                        protocol_type=r.protocol_type, protocol_name=r.protocol_name,
                        assignment=r.assignment)
 
-        if not self.valid_group_id(body.group_id):
-            return build(SyncResult(ErrorCode.INVALID_GROUP_ID))
+        if (refusal := self._refusal(body.group_id)) is not None:
+            return build(SyncResult(refusal))
         instance_id = body.group_instance_id if version >= 3 else None
         protocol = (body.protocol_type, body.protocol_name) if version >= 5 else (None, None)
         assignments = {a.member_id: bytes(a.assignment or b"") for a in body.assignments or ()}
@@ -113,8 +122,8 @@ class GroupMembership:
     def heartbeat(self, request: Request, session: Any) -> Any:
         body, version = request.body, request.api_version
         cls = codec.response_class(HEARTBEAT)
-        if not self.valid_group_id(body.group_id):
-            code = ErrorCode.INVALID_GROUP_ID
+        if (refusal := self._refusal(body.group_id)) is not None:
+            code = refusal
         else:
             instance_id = body.group_instance_id if version >= 3 else None
             code = self.coordinator.heartbeat(body.group_id, body.generation_id,
@@ -130,8 +139,8 @@ class GroupMembership:
             leaving = [(m.member_id or "", m.group_instance_id) for m in body.members]
         else:
             leaving = [(body.member_id or "", None)]
-        if not self.valid_group_id(body.group_id):
-            top, codes = ErrorCode.INVALID_GROUP_ID, [ErrorCode.INVALID_GROUP_ID] * len(leaving)
+        if (refusal := self._refusal(body.group_id)) is not None:
+            top, codes = refusal, [refusal] * len(leaving)
         else:
             top, codes = ErrorCode.NONE, self.coordinator.leave(body.group_id, leaving)
         if version < 3:  # Kafka: before v3 the one member's error is the answer's

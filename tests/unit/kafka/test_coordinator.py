@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from smartbroker.broker.core import Broker
+from smartbroker.broker.permissions import Permission
 from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Header, Request
 from smartbroker.kafka.coordinator import Coordinator
@@ -105,7 +106,8 @@ def env(broker: Broker) -> Iterator[Env]:
     # the handlers' group APIs over this coordinator and clock
     h.groups.coordinator = h.coordinator = coordinator
     coordinator.watchers.append(h.groups._show_members)
-    membership = GroupMembership(coordinator, valid_group_id, loop.create_future)
+    membership = GroupMembership(coordinator, valid_group_id, loop.create_future,
+                                 h.groups.membership.allowed)
     h.table.update({JOIN_GROUP: membership.join_group, SYNC_GROUP: membership.sync_group,
                     HEARTBEAT: membership.heartbeat, LEAVE_GROUP: membership.leave_group})
     yield Env(clock, coordinator, h, loop)
@@ -348,3 +350,15 @@ def test_a_cancelled_answer_is_dropped_quietly(env: Env) -> None:
     assert group is not None and a in group.members and group.state == "CompletingRebalance"
     env.clock.advance(20000)  # never syncs: removed
     assert not group.members and group.state == "Empty"
+
+
+def test_a_user_who_may_read_nothing_may_not_use_groups(env: Env, broker: Broker) -> None:
+    from tests.unit.kafka.test_kafka_groups import commit
+
+    broker.permissions.set(Permission(broker.config.default_user, "/", read="^$"))
+    assert join(env).error_code == E.GROUP_AUTHORIZATION_FAILED
+    assert sync(env, "m", 1).error_code == E.GROUP_AUTHORIZATION_FAILED
+    assert heartbeat(env, "m", 1) == E.GROUP_AUTHORIZATION_FAILED
+    assert env.call(LEAVE_GROUP, 0, group_id="g", member_id="m").error_code == 30
+    assert commit(env.handlers, "g", {"orders": {0: 1}}) == {("orders", 0): 30}
+    assert env.coordinator.group("g") is None

@@ -72,10 +72,10 @@ def test_find_coordinator_is_this_node(h: KafkaHandlers) -> None:
         ("a", 0, 0, "10.0.0.7"), ("b", 0, 0, "10.0.0.7")]
 
 
-def test_find_coordinator_for_transactions_is_not_available(h: KafkaHandlers) -> None:
+def test_find_coordinator_for_transactions_is_this_node(h: KafkaHandlers) -> None:
     resp = call(h, FIND_COORDINATOR, 4, key_type=1, coordinator_keys=["tx"])
-    assert [(c.error_code, c.node_id) for c in resp.coordinators] == [(15, -1)]
-    assert call(h, FIND_COORDINATOR, 1, key="tx", key_type=1).error_code == 15
+    assert [(c.error_code, c.node_id) for c in resp.coordinators] == [(0, 0)]
+    assert call(h, FIND_COORDINATOR, 1, key="tx", key_type=1).error_code == 0
 
 
 @pytest.mark.parametrize("version", [2, 5, 8])
