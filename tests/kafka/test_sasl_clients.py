@@ -1,4 +1,4 @@
-"""SASL PLAIN and SCRAM-SHA-256/512 against the broker's users, with confluent-kafka,
+"""SASL PLAIN and SCRAM-SHA-256/512 against the broker's users, with confluent-kafka, aiokafka,
 kafka-python and kcat: the right password produces and consumes, a wrong one is the
 client's authentication error; the user's permissions then decide (a user without write
 gets TOPIC_AUTHORIZATION_FAILED); a user whose password was only given hashed has no SCRAM
@@ -149,3 +149,26 @@ def test_a_user_without_access_to_the_kafka_vhost_is_refused(sasl_broker: Broker
     _, errors = confluent_produce(config, topic_name(), [b"x"], timeout=3)
     auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
     assert auth and "has no access to vhost '/'" in auth[0].str()
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_aiokafka_sasl(sasl_broker: BrokerProcess, mechanism: str) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError
+
+    async def produce(password: str) -> int:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=sasl_broker.kafka_bootstrap, security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism=mechanism, sasl_plain_username="alice", sasl_plain_password=password,
+            request_timeout_ms=5000)
+        try:
+            await producer.start()
+            return (await producer.send_and_wait(topic_name("aio"), b"v")).offset
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(produce(PASSWORD)) == 0
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(produce("wrong"))
