@@ -322,3 +322,34 @@ def test_admin_changes_and_the_topic_id_survive_a_restart(tmp_path: Any) -> None
     finally:
         proc.stop()
         assert_clean_log(proc)
+
+
+# -- aiokafka (older protocol versions) -----------------------------------------------------
+
+def test_aiokafka_create_partitions_delete_records_describe_cluster(
+        kafka_broker: BrokerProcess) -> None:
+    import asyncio
+
+    pytest.importorskip("aiokafka")
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+    from aiokafka.structs import TopicPartition
+
+    name = f"grow-aio-{uid()}"
+
+    async def run() -> tuple[Any, Any]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, 1, 1)])
+            await admin.create_partitions({name: NewPartitions(total_count=2)})
+            produce(kafka_broker.kafka_bootstrap, name, 1, 5)
+            low = await admin.delete_records({TopicPartition(name, 1): RecordsToDelete(3)})
+            cluster = await admin.describe_cluster()
+            await admin.delete_topics([name])
+            return low, cluster
+        finally:
+            await admin.close()
+
+    low, cluster = asyncio.run(run())
+    assert low == {TopicPartition(name, 1): 3}
+    assert cluster["controller_id"] == 0 and len(cluster["brokers"]) == 1
