@@ -397,7 +397,7 @@ class StreamQueue:
             return False
         tail = self._tails[p]
         if tail.base <= cursor < tail.end and cursor >= lg.first_offset and not self.stream.compact \
-                and txns is None:
+                and tail.end <= end:  # AMQP publishes only, all below the LSO
             return self._deliver_tail(reader, p, tail, cursor)
         consumer = reader.consumer
         member = reader.member
