@@ -28,8 +28,9 @@ from .holes import HoleMarkers, unlink
 from .recovery import COMPACT_SUFFIX, recover
 from .segment import Segment, data_name, index_name
 
-__all__ = ["COMPACT_SUFFIX", "SegmentLog"]  # COMPACT_SUFFIX: compact.py and tests import it here
+__all__ = ["COMPACT_SUFFIX", "DIRECT_BYTES", "SegmentLog"]  # COMPACT_SUFFIX: compact.py and tests import it here
 log = logging.getLogger(__name__)
+DIRECT_BYTES = 64 << 10  # a Kafka batch this large is written from the request, not buffered
 
 
 class SegmentLog:
@@ -166,9 +167,21 @@ class SegmentLog:
         if seg.end + record.OVERHEAD + len(batch) > self.segment_bytes and seg.end:
             seg = self._roll()
         off = seg.next_offset
-        seg.append_kafka(off, count, max_ts, batch)
-        if len(seg.buf) >= self.write_buffer_bytes:
+        if len(batch) < DIRECT_BYTES:
+            seg.append_kafka(off, count, max_ts, batch)
+            if len(seg.buf) >= self.write_buffer_bytes:
+                self._write_out(seg)
+        else:  # a large batch goes to the OS from the request's bytes: no copy to buffer
             self._write_out(seg)
+            if self._unavailable is not None:
+                seg.append_kafka(off, count, max_ts, batch)  # kept for the retry
+            else:
+                try:
+                    seg.write_kafka(off, count, max_ts, batch)
+                except OSError as e:
+                    log.error("write to %s failed: %s", seg.path, e)
+                    self._unavailable = e
+                self._unsynced[seg.base] = seg
         self._commit.kick()
         return off
 

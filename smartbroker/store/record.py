@@ -43,8 +43,8 @@ MAX_BODY = 1 << 30
 FLAG_BATCH = 1
 FLAG_KAFKA = 2
 _KAFKA_HEAD = struct.Struct("<QqBIiI")  # HEAD + the one ENTRY of a Kafka frame
-_KAFKA_BATCH_CRC = 21  # the batch's bytes before its CRC-32C covers the rest
-_KAFKA_COVERED = _KAFKA_HEAD.size + _KAFKA_BATCH_CRC  # what the frame CRC covers
+KAFKA_BATCH_CRC = 21  # the batch's bytes before its CRC-32C covers the rest
+_KAFKA_COVERED = _KAFKA_HEAD.size + KAFKA_BATCH_CRC  # what the frame CRC covers
 _KAFKA_MIN = _KAFKA_HEAD.size + 61  # a RecordBatch v2 header at least
 _BATCH_CRC = struct.Struct(">I")
 
@@ -89,27 +89,28 @@ def encode_batch(base: int, ts: int, items: list[tuple[bytes | None, bytes]]) ->
     return _prefix_pack(MAGIC, len(body), _crc(body)) + body
 
 
+def kafka_head(base: int, ts: int, count: int, batch: bytes | bytearray | memoryview) -> bytes:
+    """A Kafka frame up to the batch's CRC-32C field: prefix, head, entry and the batch's
+    first 21 bytes with baseOffset and partitionLeaderEpoch (both outside Kafka's CRC)
+    patched. The rest of the frame is ``batch[21:]`` as it is."""
+    first = bytearray(batch[:KAFKA_BATCH_CRC])
+    _BASE_OFFSET.pack_into(first, 0, base)
+    _LEADER_EPOCH.pack_into(first, 12, 0)
+    head = _KAFKA_HEAD.pack(base, ts, FLAG_KAFKA, count, -1, len(batch)) + first
+    return _prefix_pack(MAGIC, _KAFKA_HEAD.size + len(batch), _crc(head)) + head
+
+
 def encode_kafka_into(buf: bytearray, base: int, ts: int, count: int,
                       batch: bytes | bytearray | memoryview) -> None:
-    """Append a Kafka frame holding ``batch`` at offset ``base`` to ``buf``: the batch is
-    copied once, then its baseOffset (bytes 0-7) and partitionLeaderEpoch (bytes 12-15),
-    both outside Kafka's CRC-32C, are patched in place."""
-    start = len(buf)
-    head = _KAFKA_HEAD.pack(base, ts, FLAG_KAFKA, count, -1, len(batch))
-    buf += _prefix_pack(MAGIC, len(head) + len(batch), 0)
-    buf += head
-    pos = len(buf)
-    buf += batch
-    _BASE_OFFSET.pack_into(buf, pos, base)
-    _LEADER_EPOCH.pack_into(buf, pos + 12, 0)
-    with memoryview(buf) as mv:
-        crc = _crc(mv[start + PREFIX_SIZE : start + PREFIX_SIZE + _KAFKA_COVERED])
-    _CRC.pack_into(buf, start + 8, crc)
+    """Append a Kafka frame holding ``batch`` at offset ``base`` to ``buf`` (the batch is
+    copied once)."""
+    buf += kafka_head(base, ts, count, batch)
+    with memoryview(batch) as mv:
+        buf += mv[KAFKA_BATCH_CRC:]
 
 
 _BASE_OFFSET = struct.Struct(">q")
 _LEADER_EPOCH = struct.Struct(">i")
-_CRC = struct.Struct("<I")
 BatchReader = Callable[[bytes, int, int], list[Record]]
 _batch_reader: list[BatchReader] = []
 
@@ -184,7 +185,7 @@ def _check_kafka(data: bytes | bytearray | memoryview, start: int, length: int, 
         if count < 1 or klen != -1 or plen != length - _KAFKA_HEAD.size:
             return BAD
         batch = start + _KAFKA_HEAD.size
-        if _crc32c(mv[batch + _KAFKA_BATCH_CRC : start + length]) != _BATCH_CRC.unpack_from(data, batch + 17)[0]:
+        if _crc32c(mv[batch + KAFKA_BATCH_CRC : start + length]) != _BATCH_CRC.unpack_from(data, batch + 17)[0]:
             return BAD
     return OK
 

@@ -3,6 +3,8 @@ reads inside a batch, frames back as bytes, timestamps, recovery and compaction.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import struct
 from pathlib import Path
@@ -12,8 +14,9 @@ import pytest
 from smartbroker.kafka import codec
 from smartbroker.queues import kafka_batch
 from smartbroker.queues.kafka_mapping import stored_to_record
-from smartbroker.store import SegmentLog
+from smartbroker.store import SegmentLog, StoreUnavailable, segment
 from smartbroker.store.compact import Compactor
+from smartbroker.store.log import DIRECT_BYTES
 
 TS = 1_700_000_000_000
 
@@ -150,3 +153,62 @@ def test_compaction_keeps_the_newest_record_per_key_inside_batches(make_log):
             for r in log.scan_records() if r.offset < 5}
     assert kept == {2: (b"a", b"a2"), 3: (b"b", b"b2"), 4: (b"c", b"c1")}
     assert log.next_offset == 13
+
+
+def big(tag: bytes) -> bytes:
+    """A batch over DIRECT_BYTES: written from the request's bytes, not buffered."""
+    data = codec.write_batch([(TS, None, tag * 1024, []) for _ in range(80)])
+    assert len(data) >= DIRECT_BYTES
+    return data
+
+
+def test_large_batches_written_directly_read_back_and_reopen(tmp_path: Path):
+    log = SegmentLog(tmp_path / "log")
+    log.append(b"small")
+    put(log, batch(2))  # buffered
+    assert put(log, big(b"a")) == 3  # the buffer is written first: file order kept
+    log.append(b"after")
+    put(log, big(b"b"))
+    got = [(f.base, f.count) for f in log.scan_frames(0)]
+    assert got == [(0, 1), (1, 2), (3, 80), (83, 1), (84, 80)]
+    log.close()
+    log = SegmentLog(tmp_path / "log")
+    assert [(f.base, f.count) for f in log.scan_frames(0)] == got
+    assert log.stats.bad_records == 0
+    log.close()
+
+
+def test_a_direct_write_that_fails_is_kept_and_retried(tmp_path: Path, monkeypatch):
+    log = SegmentLog(tmp_path / "log")
+    real, real_pwrite = segment._pwritev, segment._pwrite
+    calls: list[int] = []
+
+    def disk_full(fd: int, parts: list, pos: int) -> int:
+        if not calls:  # the first write lands partly, as when the disk fills mid-write
+            calls.append(1)
+            return real(fd, [bytes(parts[0][:10])], pos)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def still_full(fd: int, data: memoryview, pos: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def main() -> None:
+        monkeypatch.setattr(segment, "_pwritev", disk_full)
+        monkeypatch.setattr(segment, "_pwrite", still_full)  # the buffered rest's retry
+        assert put(log, big(b"a")) == 0
+        with pytest.raises(StoreUnavailable):
+            await log.sync()
+        with pytest.raises(StoreUnavailable):
+            put(log, batch(1))
+        monkeypatch.setattr(segment, "_pwritev", real)
+        monkeypatch.setattr(segment, "_pwrite", real_pwrite)  # space is back
+        await log.sync()
+        assert put(log, big(b"b")) == 80
+        await log.sync()
+
+    asyncio.run(main())
+    log.close()
+    log = SegmentLog(tmp_path / "log")
+    assert [(f.base, f.count) for f in log.scan_frames(0)] == [(0, 80), (80, 80)]
+    assert log.stats.bad_records == 0 and log.stats.truncated_bytes == 0
+    log.close()
