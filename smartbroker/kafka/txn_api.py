@@ -33,6 +33,7 @@ from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.groups import valid_group_id
 from smartbroker.kafka.produce import PartitionError, Topics
 from smartbroker.kafka.transactions import Partition, TransactionCoordinator, TxnError
+from smartbroker.queues import producer_state
 
 log = logging.getLogger("smartbroker.kafka")
 INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN = 22, 24, 25
@@ -42,6 +43,7 @@ VERSIONS = {INIT_PRODUCER_ID: (0, 4), ADD_PARTITIONS_TO_TXN: (0, 3),
 _FENCED_SINCE = {INIT_PRODUCER_ID: 4, ADD_PARTITIONS_TO_TXN: 2, ADD_OFFSETS_TO_TXN: 2,
                  END_TXN: 2, TXN_OFFSET_COMMIT: 3}
 CLUSTER_AUTHORIZATION_FAILED = 31
+MAINTENANCE_SECONDS = 60.0  # producer expiry and state snapshots
 
 
 def _code(error: str, api_key: int, version: int) -> int:
@@ -60,6 +62,40 @@ class TxnHandlers:
         path = None if persistence is None else persistence.data_dir / "kafka" / "transactions.json"
         self.coordinator = TransactionCoordinator(path, self.write_markers, self.apply_offsets)
         self.coordinator.recover()
+        self._maintenance: asyncio.TimerHandle | None = None
+        self._schedule_maintenance()
+
+    def _schedule_maintenance(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # handlers built outside a loop (unit tests): maintain() by hand
+            return
+        self._maintenance = loop.call_later(MAINTENANCE_SECONDS, self._maintain)
+
+    def _maintain(self) -> None:
+        try:
+            self.maintain()
+        except Exception:  # never lose the timer: the next pass retries
+            log.exception("Kafka producer state maintenance failed")
+        self._schedule_maintenance()
+
+    def maintain(self, now_ms: int | None = None) -> int:
+        """Forget idle producers and snapshot the streams' producer state, so that the
+        load after a crash scans only what was appended since (queues/producer_state.py).
+        Returns how many producers were forgotten."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        vhost = self.broker.vhosts.get(self.topics.vhost)
+        forgotten = 0
+        for queue in list(vhost.queues.values()) if vhost is not None else ():
+            state = getattr(queue, "txns", None)
+            if state is None or queue.deleted:
+                continue
+            forgotten += state.expire(now)
+            try:
+                producer_state.save(queue.directory, state, [lg.next_offset for lg in queue.logs])
+            except OSError as exc:  # the older snapshot stays: a longer scan at load
+                log.warning("producer state of stream %r not saved: %s", queue.name, exc)
+        return forgotten
 
     def table(self) -> dict[int, Any]:
         return {INIT_PRODUCER_ID: self.init_producer_id,
@@ -93,7 +129,7 @@ class TxnHandlers:
                 continue
             state = idempotence.producers_of(queue)[index]
             offset = queue.bounds(index)[1]
-            state.marker(pid, epoch, commit, offset)
+            state.marker(pid, epoch, commit, offset, timestamp_ms=now)
             if queue.stream.compact:  # stored per record there: the marker lives in memory
                 if queue.consumers:
                     queue.dispatch()

@@ -46,6 +46,7 @@ _HEADER = struct.Struct(">qiibIhiqqqhii")  # the RecordBatch v2 header, 61 bytes
 HEADER_SIZE = _HEADER.size
 TRANSACTIONAL, CONTROL = 0x10, 0x20
 SNAPSHOT = "producer-state.json"
+PRODUCER_ID_EXPIRATION_MS = 86_400_000  # Kafka's producer.id.expiration.ms default
 
 
 class BatchHeader(NamedTuple):
@@ -127,6 +128,7 @@ class ProducerEntry:
     batches: deque[BatchMeta] = field(default_factory=lambda: deque(maxlen=CACHED_BATCHES))
     txn_first: int = -1  # first offset of its open transaction here, -1 none
     coordinator_epoch: int = -1
+    last_ts: int = -1  # its last batch's max timestamp (ms): what expiry looks at
 
     @property
     def last_seq(self) -> int:
@@ -195,6 +197,7 @@ class PartitionProducers:
             entry.epoch = h.producer_epoch
             entry.batches.clear()
         entry.batches.append(BatchMeta(h.base_sequence, h.last_sequence, base, last))
+        entry.last_ts = max(entry.last_ts, h.max_timestamp)
         if h.transactional:
             ranges = self.open.get(pid)
             if ranges is None:
@@ -206,7 +209,7 @@ class PartitionProducers:
                 ranges.append([base, last])
 
     def marker(self, pid: int, epoch: int, commit: bool, offset: int,
-               coordinator_epoch: int = -1) -> None:
+               coordinator_epoch: int = -1, timestamp_ms: int = -1) -> None:
         """A COMMIT or ABORT control batch of ``pid`` was stored at ``offset``."""
         entry = self.producers.get(pid)
         if entry is None:
@@ -217,6 +220,7 @@ class PartitionProducers:
         first = entry.txn_first if entry.txn_first >= 0 else offset
         entry.txn_first = -1
         entry.coordinator_epoch = coordinator_epoch
+        entry.last_ts = max(entry.last_ts, timestamp_ms)
         ranges = self.open.pop(pid, [])
         if not commit:
             self.aborted.append((pid, first, offset))
@@ -233,7 +237,8 @@ class PartitionProducers:
         if h.control:
             kind = control_type(batch)
             if kind in (0, 1):
-                self.marker(h.producer_id, h.producer_epoch, kind == 1, base)
+                self.marker(h.producer_id, h.producer_epoch, kind == 1, base,
+                            timestamp_ms=h.max_timestamp)
         else:
             self.appended(h, base)
 
@@ -255,6 +260,15 @@ class PartitionProducers:
         i = bisect_right(self._starts, offset) - 1  # ranges are disjoint: ends sorted too
         return i >= 0 and self._ends[i] >= offset
 
+    def expire(self, now_ms: int, idle_ms: int = PRODUCER_ID_EXPIRATION_MS) -> int:
+        """Forget producers idle for ``idle_ms`` without an open transaction (Kafka's
+        producer.id.expiration.ms); a forgotten one is accepted at any sequence again."""
+        old = [pid for pid, e in self.producers.items()
+               if e.txn_first < 0 and e.last_ts < now_ms - idle_ms]
+        for pid in old:
+            del self.producers[pid]
+        return len(old)
+
     def forget_before(self, log_start: int) -> None:
         """Drop aborted transactions retention has removed entirely."""
         self.aborted = [a for a in self.aborted if a[2] >= log_start]
@@ -265,7 +279,7 @@ class PartitionProducers:
     # -- snapshot --------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {"producers": {str(pid): [e.epoch, e.txn_first, e.coordinator_epoch,
-                                         [list(b) for b in e.batches]]
+                                         [list(b) for b in e.batches], e.last_ts]
                               for pid, e in self.producers.items()},
                 "open": {str(pid): r for pid, r in self.open.items()},
                 "aborted": [list(a) for a in self.aborted],
@@ -274,8 +288,9 @@ class PartitionProducers:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PartitionProducers:
         state = cls()
-        for pid, (epoch, txn_first, coord, batches) in data["producers"].items():
-            entry = ProducerEntry(epoch, txn_first=txn_first, coordinator_epoch=coord)
+        for pid, (epoch, txn_first, coord, batches, last_ts) in data["producers"].items():
+            entry = ProducerEntry(epoch, txn_first=txn_first, coordinator_epoch=coord,
+                                  last_ts=last_ts)
             entry.batches.extend(BatchMeta(*b) for b in batches)
             state.producers[int(pid)] = entry
         state.open = {int(pid): r for pid, r in data["open"].items()}
@@ -299,6 +314,9 @@ class StreamProducers:
 
     def lso(self, partition: int, high_watermark: int) -> int:
         return self.partitions[partition].lso(high_watermark)
+
+    def expire(self, now_ms: int, idle_ms: int = PRODUCER_ID_EXPIRATION_MS) -> int:
+        return sum(p.expire(now_ms, idle_ms) for p in self.partitions)
 
 
 def snapshot_path(directory: Path | None) -> Path | None:

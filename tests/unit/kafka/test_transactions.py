@@ -120,6 +120,21 @@ def test_partition_with_a_refused_batch_leaves_the_state_as_it_was(
     assert results(produce(h, [("orders", 0, data(pid, epoch, 1))]))[0][2:] == (ErrorCode.NONE, 1)
 
 
+def test_idle_producers_are_forgotten(broker: Broker, h: KafkaHandlers) -> None:
+    _, pid, epoch = init(h)
+    _, tpid, tepoch = init(h, "tx")
+    produce(h, [("orders", 0, data(pid, epoch, 0))])
+    add_partitions(h, "tx", tpid, tepoch, [("orders", [0])])
+    produce(h, [("orders", 0, data(tpid, tepoch, 0, txn=True))], transactional_id="tx")
+    day = 86_400_000
+    assert h.txn.maintain(TS + day) == 0
+    assert h.txn.maintain(TS + day + 1) == 1  # the one inside a transaction stays
+    state = broker.vhosts["/"].queues["orders"].txns[0]
+    assert pid not in state.producers and tpid in state.producers
+    # forgotten: the same sequence is a new batch now, as Kafka after expiry
+    assert results(produce(h, [("orders", 0, data(pid, epoch, 0))]))[0][2:] == (ErrorCode.NONE, 2)
+
+
 def test_sequences_are_per_partition(broker: Broker, h: KafkaHandlers) -> None:
     _, pid, epoch = init(h)
     got = results(produce(h, [("orders", 0, data(pid, epoch, 0)), ("orders", 1, data(pid, epoch, 0))]))
