@@ -6,7 +6,8 @@ positions all begin there, and whole segments below it are deleted. The start is
 with the stream (``StreamMeta``, fsynced before the answer) and survives a restart.
 
 As in Kafka: offset -1 means the high watermark; an offset above it (or below -1) is
-OFFSET_OUT_OF_RANGE; an offset below the current start changes nothing and answers the
+OFFSET_OUT_OF_RANGE; a topic whose ``cleanup.policy`` lacks ``delete`` (compact only) is
+POLICY_VIOLATION; an offset below the current start changes nothing and answers the
 current start; an unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION; a failed
 partition's low watermark is -1. Deleting records needs ``configure`` on the topic
 (Kafka's DELETE), TOPIC_AUTHORIZATION_FAILED otherwise.
@@ -61,6 +62,8 @@ class RecordsAdmin:
         """(low watermark, error code) for one partition."""
         if not 0 <= partition < len(stream.logs):
             return -1, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        if not stream.stream.delete:  # Kafka: only a topic whose cleanup.policy has delete
+            return -1, ErrorCode.POLICY_VIOLATION
         high = stream.logs[partition].next_offset
         if offset == HIGH_WATERMARK:
             offset = high

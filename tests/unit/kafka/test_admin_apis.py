@@ -165,6 +165,10 @@ def test_delete_records_refusals(h: KafkaHandlers, broker: Broker) -> None:
     assert delete_records(h, "nope", [(0, 0)]) == [(0, -1, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)]
     assert delete_records(h, "classic", [(0, 0)])[0][2] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     assert orders(broker).bounds(0)[0] == 0
+    assert alter(h, "orders", {"cleanup.policy": "compact"}) == (0, None)
+    assert delete_records(h, "orders", [(0, 1)]) == [(0, -1, ErrorCode.POLICY_VIOLATION)]
+    assert alter(h, "orders", {"cleanup.policy": "compact,delete"}) == (0, None)
+    assert delete_records(h, "orders", [(0, -1)]) == [(0, high, 0)]
 
 
 # -- AlterConfigs / IncrementalAlterConfigs ------------------------------------------------
