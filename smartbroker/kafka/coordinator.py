@@ -44,6 +44,7 @@ from smartbroker.kafka.rebalance import (
     Rebalance,
     SyncResult,
     Timers,
+    guarded,
 )
 
 __all__ = ["Coordinator", "JoinRequest", "JoinResult", "KafkaGroup", "KafkaMember",
@@ -131,7 +132,8 @@ class Coordinator:
         elif req.require_known_member_id:
             # KIP-394: the member comes back with this id; forgotten after a session
             group.pending[member_id] = self.timers.call_later(
-                req.session_timeout_ms / 1000, lambda: self._expire_pending(group, member_id))
+                req.session_timeout_ms / 1000,
+                guarded(lambda: self._expire_pending(group, member_id)))
             return respond(JoinResult(ErrorCode.MEMBER_ID_REQUIRED, member_id))
         self._add_member(group, member_id, req, respond)
 

@@ -105,7 +105,7 @@ class Rebalance:
 
     def _join_timer(self, group: KafkaGroup, delay_ms: int, callback: Callable[[], None]) -> None:
         self.cancel(group, "join_timer")
-        group.join_timer = self.timers.call_later(delay_ms / 1000, _guarded(callback))
+        group.join_timer = self.timers.call_later(delay_ms / 1000, guarded(callback))
 
     def _initial_delay_over(self, group: KafkaGroup, delay: int, remaining: int) -> None:
         group.join_timer = None
@@ -158,7 +158,7 @@ class Rebalance:
         self.cancel(group, "sync_timer")
         group.sync_timer = self.timers.call_later(
             group.rebalance_timeout_ms() / 1000,
-            _guarded(lambda: self._sync_expired(group, generation)))
+            guarded(lambda: self._sync_expired(group, generation)))
         self.changed(group)
 
     def join_result(self, group: KafkaGroup, member_id: str,
@@ -189,7 +189,7 @@ class Rebalance:
             member.heartbeat.cancel()
         member.heartbeat = self.timers.call_later(
             (timeout_ms or member.session_timeout_ms) / 1000,
-            _guarded(lambda: self._expire(group, member)))
+            guarded(lambda: self._expire(group, member)))
 
     def _expire(self, group: KafkaGroup, member: KafkaMember) -> None:
         """A session timeout: out, unless it is a known member waiting for a rebalance to
@@ -250,7 +250,7 @@ class Rebalance:
 
 
 
-def _guarded(callback: Callable[[], None]) -> Callable[[], None]:
+def guarded(callback: Callable[[], None]) -> Callable[[], None]:
     """A timer callback that logs one line instead of a loop traceback if it fails."""
     def run() -> None:
         try:
