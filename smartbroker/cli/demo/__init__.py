@@ -39,7 +39,8 @@ ROWS = (("messages stored", "stored"), ("disk used (data dir)", "disk"),
         ("broker memory growth", "memory"), ("publish throughput", "publish_rate"),
         ("consume throughput (3 services)", "consume_rate"),
         ("late-joining service can read", "late_join"),
-        ("replay after a \"bug fix\"", "replay"), ("poison message", "poison"))
+        ("replay after a \"bug fix\"", "replay"), ("poison message", "poison"),
+        ("a Kafka consumer reads the same data", "kafka"))
 
 
 def render(classic: Outcome, stream: Outcome, n: int, console: Console) -> None:
@@ -55,7 +56,8 @@ def render(classic: Outcome, stream: Outcome, n: int, console: Console) -> None:
     console.print(table)
 
 
-async def _compare(n: int, url: str | None, api: str | None, console: Console) -> tuple[Outcome, Outcome]:
+async def _compare(n: int, url: str | None, api: str | None, kafka: str | None,
+                   console: Console) -> tuple[Outcome, Outcome]:
     for name in ("aio_pika", "aiormq"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
@@ -63,7 +65,8 @@ async def _compare(n: int, url: str | None, api: str | None, console: Console) -
     results = []
     with Progress(*columns, console=console, transient=False) as progress:
         for run in (run_classic, run_stream):
-            broker = Broker(url, api or _default_api(url)) if url else await asyncio.to_thread(Broker.start)
+            broker = Broker(url, api or _default_api(url), kafka=kafka) if url \
+                else await asyncio.to_thread(Broker.start)
             try:
                 results.append(await run(broker, n, progress))
             finally:
@@ -83,15 +86,20 @@ def compare(
     messages: Annotated[int, typer.Option("--messages", "-n", min=10, help="Order events to publish")] = 20_000,
     url: Annotated[str | None, typer.Option("--url", help="Use this broker instead of starting one")] = None,
     api: Annotated[str | None, typer.Option("--api", help="Its management API [default: port 15672]")] = None,
+    kafka: Annotated[str | None, typer.Option(
+        "--kafka-bootstrap", help="With --url: its Kafka listener, host:port [default: port 9092]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Also print the results as one JSON line")] = False,
 ) -> None:
     """Run one workload through classic queues (fanout) and through a partitioned stream
-    (consumer groups) and print what each stored, cost and allowed, side by side."""
+    (consumer groups) and print what each stored, cost and allowed, side by side; then a
+    Kafka consumer reads the same stream, at the same offsets."""
     console = Console()
     where = url or "a fresh broker subprocess per setup (temp data dir, free ports)"
     console.print(f"[bold]workload[/]: {messages:,} order events, services {', '.join(SERVICES)}; "
                   f"event {messages // 2} is a poison message for billing; broker: {where}")
-    classic, stream = asyncio.run(_compare(messages, url, api, console))
+    if url and kafka is None:
+        kafka = f"{urlsplit(url).hostname}:9092"
+    classic, stream = asyncio.run(_compare(messages, url, api, kafka, console))
     render(classic, stream, messages, console)
     if as_json:
         doc = {"messages": messages, "classic": asdict(classic), "stream": asdict(stream)}

@@ -92,6 +92,7 @@ async def run_classic(broker: Broker, n: int, progress: Progress) -> Outcome:
         out.poison = (f"billing nacked it {poison_deliveries}x, then the broker dead-lettered it "
                       f"to demo.dlq (x-delivery-limit {DELIVERY_LIMIT}); gone from billing's queue, "
                       f"{dead} message in the DLQ")
+        out.kafka = "none: a classic queue is not a Kafka topic (only streams are)"
         for name in (*(f"demo.classic.{s}" for s in SERVICES), "demo.classic.audit", "demo.dlq"):
             await ch.queue_delete(name)
         await ch.exchange_delete("demo.orders")

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 from rich.progress import Progress
 
+from smartbroker.cli.demo.kafka_side import describe, read_over_kafka
 from smartbroker.cli.demo.workload import (
     PARTITIONS,
     SERVICES,
@@ -48,12 +49,14 @@ async def run_stream(broker: Broker, n: int, progress: Progress) -> Outcome:
 
         task = progress.add_task("stream: 3 consumer groups read", total=3 * n)
         poison_at_offset: list[tuple[int, int]] = []
+        poison_key: list[str] = []
 
         def service(svc: str) -> Callable[[Any], Awaitable[bool]]:
             async def handle(msg: Any) -> bool:
                 if svc == "billing" and b'"NaN"' in msg.body:  # log it, skip it, move on
                     poison_at_offset.append((msg.headers["x-stream-partition"],
                                              msg.headers["x-stream-offset"]))
+                    poison_key.append(str(msg.headers.get("x-message-key")))
                 await msg.ack()  # commits the group's offset
                 progress.advance(task)
                 return True
@@ -83,10 +86,24 @@ async def run_stream(broker: Broker, n: int, progress: Progress) -> Outcome:
                  if poison_at_offset else "?")
         out.poison = (f"stays in the log at {where}; billing logged and acked it, so the group "
                       "committed past it and kept going; after the fix it is re-read by offset")
+        out.kafka = await _kafka_read(broker, name, n, progress,
+                                      poison_at_offset[0] if poison_at_offset else None,
+                                      poison_key[0] if poison_key else None)
         await ch.queue_delete(name)
     finally:
         await conn.close()
     return out
+
+
+async def _kafka_read(broker: Broker, name: str, n: int, progress: Progress,
+                      poison: tuple[int, int] | None, key: str | None) -> str:
+    """The same stream read by a Kafka consumer (in a thread: kafka-python blocks)."""
+    if broker.kafka is None:
+        return "not shown: no Kafka listener given (--kafka-bootstrap)"
+    task = progress.add_task("stream: a Kafka consumer reads it too", total=1)
+    read = await asyncio.to_thread(read_over_kafka, broker.kafka, name, n)
+    progress.advance(task)
+    return describe(read, n, poison, key)
 
 
 def _counting(progress: Progress, task: Any) -> Callable[[Any], Awaitable[bool]]:

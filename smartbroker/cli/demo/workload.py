@@ -35,18 +35,20 @@ class Broker:
     url: str
     api: str
     process: BrokerProcess | None = None
+    kafka: str | None = None  # host:port of its Kafka listener; None: no Kafka side
 
     @classmethod
     def start(cls) -> Broker:
-        """A fresh broker on free ports with its data dir and log in a temp dir."""
+        """A fresh broker on free ports (Kafka listener included) with its data dir and
+        log in a temp dir."""
         tmp = Path(tempfile.mkdtemp(prefix="smartbroker-demo-"))
-        process = BrokerProcess(tmp / "data", log_level="warning")
+        process = BrokerProcess(tmp / "data", log_level="warning", kafka=True)
         try:
             process.start()
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return cls(process.url, process.api, process)
+        return cls(process.url, process.api, process, process.kafka_bootstrap)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -87,6 +89,7 @@ class Outcome:
     late_join: str = ""
     replay: str = ""
     poison: str = ""
+    kafka: str = ""
 
 
 def size(n: int | None) -> str:
