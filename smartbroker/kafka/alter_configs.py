@@ -73,6 +73,8 @@ class ConfigAlterer:
             if res.resource_name not in ("", "0"):
                 raise TopicError(ErrorCode.INVALID_REQUEST, "Unexpected broker id, expected 0 "
                                  f"but received {res.resource_name}")
+            if not names:  # no dynamic broker configs to reset: nothing to do
+                return
             raise TopicError(ErrorCode.INVALID_REQUEST,
                              "smartbroker's broker configs cannot be updated over Kafka: they "
                              "are `smartbroker serve` options (" + ", ".join(names) + ")")

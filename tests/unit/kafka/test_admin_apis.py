@@ -229,6 +229,7 @@ def test_broker_configs_are_read_only(h: KafkaHandlers) -> None:
     assert incremental(h, "", [("num.partitions", SET, "3")], kind=BROKER)[0] == \
         ErrorCode.INVALID_REQUEST
     assert alter(h, "7", {}, kind=BROKER)[0] == ErrorCode.INVALID_REQUEST
+    assert alter(h, "0", {}, kind=BROKER) == (0, None)  # resets no dynamic config: fine
 
 
 # -- authorization -------------------------------------------------------------------------
