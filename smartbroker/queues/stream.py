@@ -59,7 +59,7 @@ from smartbroker.queues.stream_records import (
     message_key,
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
-from smartbroker.queues.stream_tail import Tail
+from smartbroker.queues.stream_tail import Tail, partition_budget
 from smartbroker.store.api import Frame, Record
 
 READ_BATCH = 128
@@ -144,7 +144,8 @@ class StreamQueue:
         # what a publish to each partition returns: confirm once that log is fsynced
         self._published = [ACCEPTED if self.directory is None else PublishResult(True, lg)
                            for lg in self.logs]
-        self._tails = [Tail(i) for i in range(len(self.logs))]  # live readers' fast path
+        budget = partition_budget(len(self.logs))
+        self._tails = [Tail(i, budget) for i in range(len(self.logs))]  # live readers' fast path
         self._dispatch_pending = False
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
         self.groups = StreamGroups(self, self.offsets)
@@ -428,13 +429,12 @@ class StreamQueue:
         back from the log (``stream_tail.py``)."""
         consumer = reader.consumer
         member = reader.member
-        messages, base = tail.messages, tail.base
         stop = min(tail.end, cursor + READ_BATCH)
         offset = cursor
         while offset < stop and consumer.can_take() and p in reader.cursors:
             redelivered = member.group.was_delivered(p, offset) if member else False
             reader.cursors[p] = offset + 1
-            entry = StreamEntry(messages[offset - base], p, offset, redelivered, reader)
+            entry = StreamEntry(tail.get(offset), p, offset, redelivered, reader)
             if member is not None:
                 member.group.delivered(p, offset, consumer.no_ack)
             consumer.deliver(self, entry)

@@ -19,45 +19,66 @@ from __future__ import annotations
 from smartbroker.message import Message
 from smartbroker.queues.stream_records import delivery_message
 
-MAX_BYTES = 4 << 20  # body bytes kept per partition before the older half goes
-MAX_ENTRIES = 8192
+STREAM_BYTES = 16 << 20  # body bytes a stream keeps, split over its partitions
+PARTITION_BYTES = 4 << 20  # but at least this per partition
+MAX_ENTRIES = 32768
+
+
+def partition_budget(partitions: int) -> int:
+    """Bytes one partition's tail may hold. Covering a reader's usual lag matters: a
+    consumer with prefetch 1000 behind a backlog of 5000 reads ~4000 records back."""
+    return max(PARTITION_BYTES, STREAM_BYTES // max(partitions, 1))
 
 
 class Tail:
-    """Delivery messages for offsets ``base .. base + len(messages) - 1``."""
+    """The publishes at offsets ``base .. base + len(sources) - 1``; ``built[i]`` is the
+    delivery message of ``sources[i]``, made when a reader first needs it."""
 
-    __slots__ = ("partition", "base", "messages", "nbytes")
+    __slots__ = ("partition", "base", "sources", "built", "nbytes", "max_bytes")
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, max_bytes: int = PARTITION_BYTES) -> None:
         self.partition = partition
         self.base = 0
-        self.messages: list[Message] = []
+        self.sources: list[Message] = []
+        self.built: list[Message | None] = []
         self.nbytes = 0
+        self.max_bytes = max_bytes
 
     @property
     def end(self) -> int:
-        return self.base + len(self.messages)
+        return self.base + len(self.sources)
 
     def add(self, offset: int, msg: Message) -> None:
         """Keep the publish just appended at ``offset`` (a gap starts a new run)."""
-        messages = self.messages
-        if offset != self.base + len(messages):
-            messages.clear()
+        sources = self.sources
+        if offset != self.base + len(sources):
+            self.clear()
             self.base = offset
-            self.nbytes = 0
-        messages.append(delivery_message(msg.route, msg.header_payload, msg.flags, msg.body,
-                                         self.partition, offset))
+        sources.append(msg)
+        self.built.append(None)
         self.nbytes += len(msg.body)
-        if self.nbytes > MAX_BYTES or len(messages) > MAX_ENTRIES:
-            self._drop_older_half()
+        if self.nbytes > self.max_bytes or len(sources) > MAX_ENTRIES:
+            self._drop_oldest()
 
-    def _drop_older_half(self) -> None:
-        half = len(self.messages) // 2 or 1
-        self.nbytes -= sum(len(m.body) for m in self.messages[:half])
-        del self.messages[:half]
-        self.base += half
+    def get(self, offset: int) -> Message:
+        """The delivery message at ``offset`` (``base <= offset < end``)."""
+        i = offset - self.base
+        msg = self.built[i]
+        if msg is None:
+            src = self.sources[i]
+            msg = self.built[i] = delivery_message(src.route, src.header_payload, src.flags,
+                                                   src.body, self.partition, offset)
+        return msg
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest quarter: amortised O(1) per publish, and most of the tail stays."""
+        n = len(self.sources) // 4 or 1
+        self.nbytes -= sum(len(m.body) for m in self.sources[:n])
+        del self.sources[:n], self.built[:n]
+        self.base += n
 
     def clear(self) -> None:
-        if self.messages:
-            self.messages.clear()
+        if self.sources:
+            self.sources.clear()
+            self.built.clear()
             self.nbytes = 0
