@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Run kafka-python's own integration suite (from its PyPI sdist) against smartbroker.
+
+    .venv/bin/python tests/client_suites/run_kafka_python_suite.py            # whole suite
+    .venv/bin/python tests/client_suites/run_kafka_python_suite.py -k producer
+    .venv/bin/python tests/client_suites/run_kafka_python_suite.py --bootstrap 127.0.0.1:9092
+
+Not a pytest module of ours (the file name keeps it out of collection): it downloads
+the sdist of the kafka-python version installed in this interpreter (cached in
+``--cache``), unpacks it into a temporary directory and runs ``test/integration`` with
+the interpreter's pytest against a smartbroker it starts itself (free ports, temporary
+data dir, Kafka listener on), or against ``--bootstrap``.
+
+How the suite is pointed at an existing broker, using only its own switches:
+
+* ``KAFKA_URI=PLAINTEXT://host:port`` makes its ``kafka_broker`` fixture an external
+  broker (no JVM is started); ``KAFKA_VERSION`` (default 4.2.0, the sdist's own default)
+  sets the ``api_version`` its clients are built with and which version-gated tests run
+  (>= 4.0 also means no ZooKeeper); ``KAFKA_ROOT`` must name an existing directory (the
+  fixture checks it even when external), so an empty one is given.
+* The sdist lacks ``test/service.py`` and ``test/__init__.py``, which the fixtures
+  import (``test`` would otherwise resolve to the standard library's package): this
+  script writes an ``__init__.py`` and a minimal ``service.py`` of its own whose
+  ``ExternalService`` does nothing and whose ``SpawnedService`` refuses to spawn.
+* The sdist's pytest options (``--timeout=300 --timeout-method=thread``, DEBUG logging)
+  are replaced by ``--timeout`` (default 60 s per test) with the signal method (the
+  thread method ends the whole run at the first hung test) and warnings-level logging.
+
+Tests that need what an external broker cannot give (SASL/SSL fixtures that start their
+own JVM broker) skip themselves (``KAFKA_URI`` set) or fail at fixture setup; the summary
+lists every failure with its first error line. ``--junit`` keeps the full report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from smartbroker.launcher import BrokerProcess  # noqa: E402
+
+SERVICE_STUB = '''"""Stand-in for kafka-python's test/service.py, absent from its sdist (written by
+smartbroker's tests/client_suites/run_kafka_python_suite.py): only external brokers."""
+
+
+class ExternalService:
+    def __init__(self, host, port):
+        self.host, self.port = host, port
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+class SpawnedService:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("this run uses an external broker (KAFKA_URI); nothing is spawned")
+'''
+
+
+def sdist(cache: Path, ver: str) -> Path:
+    """The kafka-python sdist of ``ver``, downloaded once with pip into ``cache``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob(f"kafka_python-{ver}.tar.gz"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:",
+                        "--no-deps", "-d", str(cache), f"kafka-python=={ver}"], check=True)
+        found = sorted(cache.glob(f"kafka_python-{ver}.tar.gz"))
+    return found[0]
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    src = next(into.glob("kafka_python-*"))
+    (src / "test" / "__init__.py").touch()
+    (src / "test" / "service.py").write_text(SERVICE_STUB)
+    return src
+
+
+def summarize(junit: Path) -> tuple[collections.Counter, list[tuple[str, str]]]:
+    """Outcome counts and (test, first message line) of every failure or error."""
+    counts: collections.Counter = collections.Counter()
+    failures: list[tuple[str, str]] = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        bad = case.find("failure")
+        if bad is None:
+            bad = case.find("error")
+        if bad is not None:
+            counts[bad.tag] += 1
+            msg = (bad.get("message") or bad.text or "").strip().splitlines()
+            failures.append((name, msg[0][:200] if msg else ""))
+        elif case.find("skipped") is not None:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return counts, failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bootstrap", help="host:port of a running broker (default: start one)")
+    ap.add_argument("--kafka-version", default="4.2.0", help="KAFKA_VERSION for the suite")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sb-suites")
+    ap.add_argument("--timeout", type=int, default=60, help="seconds per test")
+    ap.add_argument("--junit", type=Path, help="keep the JUnit XML report here")
+    ap.add_argument("pytest_args", nargs="*", help="passed to pytest (e.g. -k producer)")
+    a = ap.parse_args()
+    ver = version("kafka-python")
+    work = Path(tempfile.mkdtemp(prefix="kafka-python-suite-"))
+    src = unpack(sdist(a.cache, ver), work)
+    (work / "kafka-root").mkdir()
+    broker = None
+    if a.bootstrap is None:
+        broker = BrokerProcess(work / "data", kafka=True).start()
+        a.bootstrap = broker.kafka_bootstrap
+    junit = a.junit or work / "junit.xml"
+    env = {**os.environ, "KAFKA_URI": f"PLAINTEXT://{a.bootstrap}",
+           "KAFKA_VERSION": a.kafka_version, "KAFKA_ROOT": str(work / "kafka-root")}
+    cmd = [sys.executable, "-m", "pytest", "test/integration", "-p", "no:cacheprovider",
+           "-o", "addopts=", "-o", "log_level=WARNING", f"--timeout={a.timeout}",
+           "--timeout-method=signal", "-q", "-rfEs", f"--junitxml={junit}", *a.pytest_args]
+    print(f"kafka-python {ver} suite from {src} against {a.bootstrap}:\n  {' '.join(cmd)}",
+          flush=True)
+    try:
+        rc = subprocess.run(cmd, cwd=src, env=env).returncode
+    finally:
+        if broker is not None:
+            broker.stop()
+            tracebacks = broker.tracebacks()
+            if tracebacks:
+                print(f"\nbroker log has {len(tracebacks)} traceback(s): {broker.log_path}")
+    if junit.exists():
+        counts, failures = summarize(junit)
+        print(f"\nkafka-python {ver}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        for name, msg in failures:
+            print(f"  FAIL {name}: {msg}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
