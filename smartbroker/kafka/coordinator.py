@@ -23,6 +23,7 @@ offsets are durable, in the streams' books), as when a Kafka coordinator moves.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class JoinRequest:
     protocol_type: str
     protocols: list[tuple[str, bytes]]
     require_known_member_id: bool  # v4+: MEMBER_ID_REQUIRED first
+    can_skip_assignment: bool = False  # v9+: KIP-814
 
 
 class Coordinator:
@@ -212,9 +214,14 @@ class Coordinator:
         member.protocols = list(req.protocols)
         self.rebalance.heartbeat(group, member)
         if group.state == STABLE and (unchanged or group.select_protocol() == group.protocol_name):
-            # the old leader id is kept in the answer, so a leader replaced this way does
-            # not assign in a group that would not pass its assignment on (as Kafka does)
             self.rebalance.changed(group)
+            if leader == old_id and req.can_skip_assignment:
+                # KIP-814 (v9+): the leader learns it leads, with the members, but must
+                # not assign (a Stable group would not pass a new assignment on)
+                result = self.rebalance.join_result(group, new_id)
+                return respond(dataclasses.replace(result, skip_assignment=True))
+            # before v9 the old leader id is kept in the answer, so a leader replaced this
+            # way does not assign at all (as Kafka does)
             return respond(JoinResult(ErrorCode.NONE, new_id, group.generation,
                                       group.protocol_type, group.protocol_name,
                                       old_id if leader == old_id else leader or ""))

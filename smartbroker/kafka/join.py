@@ -72,7 +72,7 @@ class GroupMembership:
             name = r.protocol_name if r.protocol_name is not None or version >= 7 else ""
             return cls(version=version, throttle_time_ms=0, error_code=r.error,
                        generation_id=r.generation, protocol_type=r.protocol_type,
-                       protocol_name=name, leader=r.leader_id, skip_assignment=False,
+                       protocol_name=name, leader=r.leader_id, skip_assignment=r.skip_assignment,
                        member_id=r.member_id, members=[
                            cls.JoinGroupResponseMember(member_id=m, group_instance_id=i,
                                                        metadata=meta)
@@ -91,7 +91,7 @@ class GroupMembership:
             rebalance_timeout_ms=rebalance if rebalance > 0 else body.session_timeout_ms,
             protocol_type=body.protocol_type or "",
             protocols=[(p.name, bytes(p.metadata or b"")) for p in body.protocols],
-            require_known_member_id=version >= 4)
+            require_known_member_id=version >= 4, can_skip_assignment=version >= 9)
         future, respond = self._answer(build)
         self.coordinator.join(req, respond)
         return self._now_or_later(future)

@@ -59,6 +59,7 @@ class JoinResult:
     protocol_name: str | None = None
     leader_id: str = ""
     members: list[tuple[str, str | None, bytes]] = field(default_factory=list)
+    skip_assignment: bool = False  # KIP-814: a static leader rejoining a Stable group
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,12 @@ class Rebalance:
             remaining = max(group.rebalance_timeout_ms() - delay, 0)
             group.initial_delay = True
             group.new_member_added = False
-            self._join_timer(group, delay, lambda: self._initial_delay_over(group, delay, remaining))
+            self._join_timer(group, delay,
+                             lambda: self._initial_delay_over(group, delay, remaining))
         else:
             group.initial_delay = False
-            self._join_timer(group, group.rebalance_timeout_ms(), lambda: self._join_expired(group))
+            self._join_timer(group, group.rebalance_timeout_ms(),
+                             lambda: self._join_expired(group))
         group.state = PREPARING
         self.changed(group)
 
@@ -114,8 +117,8 @@ class Rebalance:
         if group.new_member_added and remaining > 0:
             group.new_member_added = False
             step = min(delay, remaining)
-            self._join_timer(group, step,
-                             lambda: self._initial_delay_over(group, delay, max(remaining - step, 0)))
+            left = max(remaining - step, 0)
+            self._join_timer(group, step, lambda: self._initial_delay_over(group, delay, left))
             return
         self._join_expired(group)
 

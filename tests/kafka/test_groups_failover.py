@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
 from tests.kafka.test_groups_members import ALL, PARTITIONS, shared_once, wait_for
 
-pytestmark = pytest.mark.skipif(bool(EXTERNAL_URL), reason="the Kafka listener is smartbroker's own")
+pytestmark = pytest.mark.skipif(bool(EXTERNAL_URL),
+                                reason="the Kafka listener is smartbroker's own")
 
 
 @pytest.fixture

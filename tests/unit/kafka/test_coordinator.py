@@ -362,3 +362,24 @@ def test_a_user_who_may_read_nothing_may_not_use_groups(env: Env, broker: Broker
     assert env.call(LEAVE_GROUP, 0, group_id="g", member_id="m").error_code == 30
     assert commit(env.handlers, "g", {"orders": {0: 1}}) == {("orders", 0): 30}
     assert env.coordinator.group("g") is None
+
+
+@pytest.mark.parametrize("version", [7, 9])
+def test_a_static_leader_rejoining_a_stable_group_does_not_assign(env: Env, version: int) -> None:
+    """KIP-814: from v9 the leader hears it leads, with the members, and skip_assignment;
+    before, the answer names the old leader id, so it does not think it leads."""
+    fa = join(env, instance="i-a", version=version)
+    fb = join(env, instance="i-b", version=version)
+    env.clock.advance(TWO_DELAYS)
+    a = answer(fa, JOIN_GROUP, version).member_id
+    b = answer(fb, JOIN_GROUP, version).member_id
+    sync(env, a, 1, {a: b"for-a", b: b"for-b"}, instance="i-a")
+    again = join(env, instance="i-a", version=version)
+    assert again.error_code == 0 and again.generation_id == 1 and again.member_id != a
+    if version >= 9:
+        assert (again.leader, again.skip_assignment) == (again.member_id, True)
+        assert sorted(m.member_id for m in again.members) == sorted([again.member_id, b])
+    else:
+        assert (again.leader, again.members) == (a, [])
+    assert heartbeat(env, b, 1, "i-b") == E.NONE  # no rebalance either way
+    assert sync(env, again.member_id, 1, instance="i-a").assignment == b"for-a"
