@@ -139,6 +139,7 @@ class KafkaHandlers:
             self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, s.port or self.node.port),
             lambda: [t.name for t in self.topics()])
         self.coordinator = self.groups.coordinator  # the Kafka groups (kafka/coordinator.py)
+        self.txn.group_of = self.coordinator.group  # TxnOffsetCommit checks member/generation
         self.group_admin = group_admin.GroupAdmin(
             self.streams, lambda: getattr(self, "coordinator", None))
         self.table: dict[int, Callable[[Request, Session], Any]] = {

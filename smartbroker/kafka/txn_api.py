@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from smartbroker.kafka import codec, idempotence
@@ -62,6 +63,8 @@ class TxnHandlers:
         path = None if persistence is None else persistence.data_dir / "kafka" / "transactions.json"
         self.coordinator = TransactionCoordinator(path, self.write_markers, self.apply_offsets)
         self.coordinator.recover()
+        # group id -> its Kafka group (coordinator.py) or None: TxnOffsetCommit's checks
+        self.group_of: Callable[[str], Any] = lambda group: None
         self._maintenance: asyncio.TimerHandle | None = None
         self._schedule_maintenance()
 
@@ -232,7 +235,8 @@ class TxnHandlers:
         offsets: dict[Partition, int] = {}
         refusal = (ErrorCode.INVALID_GROUP_ID if not valid_group_id(group)
                    else ErrorCode.GROUP_AUTHORIZATION_FAILED
-                   if not group_allowed(self.broker, self.topics.vhost, group) else None)
+                   if not group_allowed(self.broker, self.topics.vhost, group)
+                   else self._member_check(group, body, version))
         for topic in body.topics:
             queue, code = None, refusal
             if code is None:
@@ -260,6 +264,22 @@ class TxnHandlers:
                 part_cls(partition_index=p.partition_index,
                          error_code=codes[(t.name, p.partition_index)]) for p in t.partitions])
             for t in body.topics])
+
+    def _member_check(self, group: str, body: Any, version: int) -> ErrorCode | None:
+        """KIP-447 (v3): a commit naming a member or generation is checked against the
+        group, as Kafka's doTxnCommitOffsets does (a group it does not know has no member
+        and generation 0); without them it is not (the producer's epoch fences)."""
+        if version < 3:
+            return None
+        member, generation = body.member_id, body.generation_id
+        kafka_group = self.group_of(group)
+        members = kafka_group.members if kafka_group is not None else {}
+        current = kafka_group.generation if kafka_group is not None else 0
+        if member and member not in members:
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        if generation >= 0 and generation != current:
+            return ErrorCode.ILLEGAL_GENERATION
+        return None
 
     # -- EndTxn ----------------------------------------------------------------------------
     def end_txn(self, request: Request, session: Any) -> Any:

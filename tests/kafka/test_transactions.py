@@ -232,3 +232,34 @@ def test_timed_out_transaction_is_aborted(kafka_broker: BrokerProcess) -> None:
     assert values(kafka_broker, topic, "read_committed", 1, timeout=10) == [b"plain"]
     with pytest.raises(KafkaException):
         p.commit_transaction(10)
+
+
+def test_exactly_once_with_a_subscribed_consumer(kafka_broker: BrokerProcess) -> None:
+    """KIP-447: the group metadata of a consumer that joined the group (member id and
+    generation) goes with the offsets, and the coordinator checks it."""
+    src, dst, group = name("eos-sub-in"), name("eos-sub-out"), name("eos-sub-g")
+    _fill_input(kafka_broker, src, 3)
+    c = Consumer({"bootstrap.servers": kafka_broker.kafka_bootstrap, "group.id": group,
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed"})
+    c.subscribe([src])
+    p = producer(kafka_broker, name("tx"))
+    try:
+        got: list[Any] = []
+        deadline = time.monotonic() + 30  # the group's initial rebalance delay included
+        while len(got) < 3 and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                got.append(m)
+        assert len(got) == 3
+        p.begin_transaction()
+        for m in got:
+            p.produce(dst, m.value() + b"!", partition=0)
+        p.send_offsets_to_transaction([TopicPartition(src, 0, got[-1].offset() + 1)],
+                                      c.consumer_group_metadata(), 30)
+        p.commit_transaction(30)
+        committed = c.committed([TopicPartition(src, 0)], 10)
+    finally:
+        c.close()
+    assert committed[0].offset == 3
+    assert values(kafka_broker, dst, "read_committed", 3) == [b"0!", b"1!", b"2!"]

@@ -227,6 +227,19 @@ def test_offsets_visible_on_commit_only(broker: Broker, h: KafkaHandlers) -> Non
                          committed_leader_epoch=-1, committed_metadata="")])])
         return r.topics[0].partitions[0].error_code
 
+    def member_commit(member: str, generation: int) -> int:
+        r = call(h, 28, 3, transactional_id="tx", group_id="g", producer_id=pid,
+                 producer_epoch=epoch, generation_id=generation, member_id=member,
+                 group_instance_id=None, topics=[req.TxnOffsetCommitRequestTopic(
+                     name="orders", partitions=[
+                         req.TxnOffsetCommitRequestTopic.TxnOffsetCommitRequestPartition(
+                             partition_index=1, committed_offset=3,
+                             committed_leader_epoch=-1, committed_metadata="")])])
+        return r.topics[0].partitions[0].error_code
+
+    # KIP-447: "g" has no Kafka member, so a named member or generation is stale
+    assert member_commit("m-1", -1) == ErrorCode.UNKNOWN_MEMBER_ID
+    assert member_commit("", 4) == ErrorCode.ILLEGAL_GENERATION
     assert commit_offset(7) == ErrorCode.NONE
     groups = broker.vhosts["/"].queues["orders"].groups
     assert groups.book.get("g", 1) is None
