@@ -263,3 +263,39 @@ def test_exactly_once_with_a_subscribed_consumer(kafka_broker: BrokerProcess) ->
         c.close()
     assert committed[0].offset == 3
     assert values(kafka_broker, dst, "read_committed", 3) == [b"0!", b"1!", b"2!"]
+
+
+def test_aiokafka_transactions(kafka_broker: BrokerProcess) -> None:
+    """aiokafka speaks the transaction APIs' old versions (v0)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import TopicPartition as AioTopicPartition
+
+    topic = name("txn-aio")
+
+    async def scenario() -> list[bytes]:
+        p = AIOKafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             transactional_id=name("tx"))
+        await p.start()
+        try:
+            await p.begin_transaction()
+            await p.send_and_wait(topic, b"gone", partition=0)
+            await p.abort_transaction()
+            async with p.transaction():
+                await p.send_and_wait(topic, b"kept", partition=0)
+        finally:
+            await p.stop()
+        c = AIOKafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap,
+                             isolation_level="read_committed", enable_auto_commit=False)
+        await c.start()
+        try:
+            tp = AioTopicPartition(topic, 0)
+            c.assign([tp])
+            await c.seek_to_beginning(tp)
+            got = await c.getmany(tp, timeout_ms=3000)
+            return [m.value for m in got.get(tp, [])]
+        finally:
+            await c.stop()
+
+    assert asyncio.run(scenario()) == [b"kept"]
