@@ -78,6 +78,8 @@ class SaslHandlers:
             return cls(version=request.api_version,
                        error_code=ErrorCode.UNSUPPORTED_SASL_MECHANISM, mechanisms=list(MECHANISMS))
         session.sasl = SaslExchange(mechanism, raw=request.api_version == 0)
+        log.debug("Kafka client %s: SaslHandshake v%d, %s%s", session.peer, request.api_version,
+                  mechanism, " (raw tokens follow)" if session.sasl.raw else "")
         return cls(version=request.api_version, error_code=ErrorCode.NONE,
                    mechanisms=list(MECHANISMS))
 

@@ -98,8 +98,25 @@ def test_kafka_python_sasl(sasl_broker: BrokerProcess, mechanism: str,
     assert "Authentication failed" in caplog.text
 
 
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+def test_kafka_python_as_a_0_11_client_sends_raw_tokens(sasl_broker: BrokerProcess,
+                                                        mechanism: str) -> None:
+    """Told it talks to Kafka 0.11, kafka-python uses SaslHandshake v0 and then raw SASL
+    tokens without SaslAuthenticate framing, as Kafka still accepts."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=sasl_broker.kafka_bootstrap, security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=mechanism, sasl_plain_username="alice", sasl_plain_password=PASSWORD,
+        api_version=(0, 11, 0), enable_idempotence=False)
+    try:
+        assert producer.send(topic_name("v0"), b"raw").get(timeout=15).offset == 0
+    finally:
+        producer.close()
+
+
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+@pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_kcat_sasl(sasl_broker: BrokerProcess, mechanism: str) -> None:
     topic = topic_name("kcat")
     sasl = ["-X", "security.protocol=SASL_PLAINTEXT", "-X", f"sasl.mechanisms={mechanism}",
