@@ -143,7 +143,8 @@ class Fetcher:
             end = stable if w.committed else high
             if w.offset < end:
                 limit = min(w.max_bytes, max_bytes - total)
-                records = self._batch(queue, w, limit, min_one=total == 0, end=end)
+                skip = txns[w.partition].is_aborted if txns is not None and w.committed else None
+                records = self._batch(queue, w, limit, min_one=total == 0, end=end, skip=skip)
                 total += len(records)
             aborted = [] if txns is None or not w.committed or not records else [
                 pdata.AbortedTransaction(producer_id=pid, first_offset=offset)
@@ -156,7 +157,8 @@ class Fetcher:
                        session_id=0, responses=topics)
         return response, total, failed
 
-    def _batch(self, queue: Any, w: _Wanted, limit: int, min_one: bool, end: int) -> bytes:
+    def _batch(self, queue: Any, w: _Wanted, limit: int, min_one: bool, end: int,
+               skip: Callable[[int], bool] | None = None) -> bytes:
         """The partition's batches from the fetch offset, at most ``limit`` bytes unless
         ``min_one`` lets the first go over: stored Kafka batches as they are, AMQP
         records encoded (each run of them one batch)."""
@@ -189,6 +191,9 @@ class Fetcher:
                 if rec.offset >= end:
                     full = True
                     break
+                if skip is not None and skip(rec.offset):
+                    continue  # an aborted transaction's record stored per record (compacted
+                    # topics): re-encoded without its producer id, so dropped here
                 # the mapping of kafka/records.py, straight from the stored bytes (no Message)
                 timestamp, key, value, headers = stored_to_record(rec.payload, rec.timestamp_ms)
                 grown = run_size + record_size(key, value, headers)

@@ -17,12 +17,14 @@ at the last stable offset.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues import producer_state as ps
 
+log = logging.getLogger("smartbroker.kafka")
 # producer id -> (its transaction's producer epoch, partitions) if it is ongoing, else its
 # current epoch and None: what the transaction coordinator knows (transactions.py)
 TxnLookup = Callable[[int], "tuple[int, set[tuple[str, int]] | None] | None"]
@@ -43,7 +45,10 @@ def producers_of(queue: Any) -> ps.StreamProducers:
     state = queue.txns
     if state is None:
         state = queue.txns = ps.StreamProducers(len(queue.logs))
-        ps.save(queue.directory, state, [lg.next_offset for lg in queue.logs])
+        try:
+            ps.save(queue.directory, state, [lg.next_offset for lg in queue.logs])
+        except OSError as exc:  # kept in memory; the next maintenance pass saves it
+            log.warning("producer state of stream %r not saved: %s", queue.name, exc)
     return state
 
 

@@ -173,6 +173,29 @@ def test_abort_hides_records_from_read_committed(broker: Broker, h: KafkaHandler
     assert lo.topics[0].partitions[0].offset == 5
 
 
+def test_abort_on_a_compacted_topic(broker: Broker, h: KafkaHandlers) -> None:
+    """Records of a compacted topic are stored one by one (no producer id kept): Fetch
+    drops an aborted transaction's records itself."""
+    broker.vhosts["/"].declare_queue("keyed", durable=True, arguments={
+        "x-queue-type": "stream", "x-cleanup-policy": "compact"})
+    _, pid, epoch = init(h, "tx")
+    add_partitions(h, "tx", pid, epoch, [("keyed", [0])])
+    batch = codec.write_batch([(TS, b"k", b"gone", [])], producer_id=pid, producer_epoch=epoch,
+                              base_sequence=0, transactional=True)
+    assert results(produce(h, [("keyed", 0, batch)], transactional_id="tx"))[0][2] == ErrorCode.NONE
+    end(h, "tx", pid, epoch, commit=False)
+    produce(h, [("keyed", 0, codec.write_batch([(TS, b"k", b"kept", [])]))])
+    req = codec.REQUESTS[1]
+    body = req(version=11, replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20,
+               isolation_level=1, session_id=0, session_epoch=-1,
+               topics=[req.FetchTopic(topic="keyed", partitions=[req.FetchTopic.FetchPartition(
+                   partition=0, current_leader_epoch=-1, fetch_offset=0,
+                   log_start_offset=-1, partition_max_bytes=1 << 20)])],
+               forgotten_topics_data=[], rack_id="")
+    part = h.handle(codec.Request(codec.Header(1, 11, 1, "c"), body), SESSION).responses[0].partitions[0]
+    assert [r.value for r in codec.read_records(part.records)] == [b"kept"]
+
+
 def test_transactional_batch_needs_its_partition_added(h: KafkaHandlers) -> None:
     _, pid, epoch = init(h, "tx")
     got = results(produce(h, [("orders", 1, data(pid, epoch, 0, txn=True))], transactional_id="tx"))
