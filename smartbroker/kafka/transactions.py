@@ -128,24 +128,37 @@ class TransactionCoordinator:
             elif meta.state == ONGOING:
                 self._schedule_timeout(meta)
 
-    def _save(self) -> None:
+    def _save(self, strict: bool = False) -> None:
+        """Write the state (atomically, fsynced). A disk that refuses leaves the state in
+        memory with a warning, unless ``strict`` (a producer-id block: handing out ids
+        whose block is not durable could give them twice), then COORDINATOR_NOT_AVAILABLE."""
         if self.path is None:
             return
         data = {"block_end": self._block_end,
                 "transactions": {tid: m.to_json() for tid, m in self.txns.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("Kafka transaction state not saved to %s: %s", self.path, exc)
+            if strict:
+                raise TxnError("COORDINATOR_NOT_AVAILABLE", str(exc)) from None
 
     def new_producer_id(self) -> int:
         """A producer id never handed out before (on this data directory)."""
         if self._next_id >= self._block_end:
+            end = self._block_end
             self._block_end = self._next_id + ID_BLOCK
-            self._save()
+            try:
+                self._save(strict=True)
+            except TxnError:
+                self._block_end = end
+                raise
         pid = self._next_id
         self._next_id += 1
         return pid

@@ -343,3 +343,12 @@ def test_coordinator_state_survives_a_restart(tmp_path: Path) -> None:
     with pytest.raises(TxnError) as err:
         c3.add_partitions("tx", pid, epoch - 1, [("t", 0)])
     assert err.value.error == "PRODUCER_FENCED"
+
+
+def test_a_disk_that_refuses_never_hands_out_an_id_twice(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    c = TransactionCoordinator(blocker / "transactions.json", lambda *a: None, lambda g, o: None)
+    with pytest.raises(TxnError) as err:
+        c.init_producer_id(None, 1000)
+    assert err.value.error == "COORDINATOR_NOT_AVAILABLE"
