@@ -67,9 +67,10 @@ class TopicAdmin:
                              f"{kind} access to topic {name!r} refused")
 
     def stream_of(self, name: str) -> Any:
-        """The stream queue of an existing topic; TopicError 3 otherwise."""
+        """The stream queue of an existing topic; TopicError 3 otherwise (a stream whose
+        name Kafka forbids, declared over AMQP, is no topic: Metadata does not list it)."""
         vhost = self.vhost()
-        queue = vhost.queues.get(name)
+        queue = vhost.queues.get(name) if self.streams.valid_name(name) else None
         if queue is None or not queue.capabilities.offset_log:
             raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                              "This server does not host this topic-partition."

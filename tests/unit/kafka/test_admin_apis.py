@@ -223,6 +223,14 @@ def test_alter_refusals_change_nothing(h: KafkaHandlers, broker: Broker) -> None
     assert described(h, "orders") == before
 
 
+def test_a_stream_kafka_cannot_name_is_no_topic(h: KafkaHandlers, broker: Broker) -> None:
+    broker.vhosts["/"].declare_queue("a b", durable=True, arguments={"x-queue-type": "stream"})
+    assert grow(h, ("a b", 3)) == [("a b", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)]
+    assert alter(h, "a b", {"retention.ms": "1000"})[0] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert delete_records(h, "a b", [(0, 0)])[0][2] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert len(broker.vhosts["/"].queues["a b"].logs) == 1
+
+
 def test_broker_configs_are_read_only(h: KafkaHandlers) -> None:
     code, message = alter(h, "0", {"num.partitions": "3"}, kind=BROKER)
     assert code == ErrorCode.INVALID_REQUEST and "serve" in message
