@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from smartbroker.queues.kafka_batch import CONTROL, HEADER, HEADER_SIZE, TRANSACTIONAL
+
 CACHED_BATCHES = 5  # Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN
 MAX_SEQUENCE = 2**31 - 1
 NO_PRODUCER_ID = -1
-_HEADER = struct.Struct(">qiibIhiqqqhii")  # the RecordBatch v2 header, 61 bytes
-HEADER_SIZE = _HEADER.size
-TRANSACTIONAL, CONTROL = 0x10, 0x20
 SNAPSHOT = "producer-state.json"
 PRODUCER_ID_EXPIRATION_MS = 86_400_000  # Kafka's producer.id.expiration.ms default
 
@@ -81,7 +80,7 @@ class BatchHeader(NamedTuple):
 def parse_header(batch: bytes | bytearray | memoryview) -> BatchHeader:
     """The header of one RecordBatch v2 (``batch`` starts at its baseOffset)."""
     (base, _len, _epoch, _magic, _crc, attributes, delta, _first_ts, max_ts, pid, epoch,
-     seq, count) = _HEADER.unpack_from(batch, 0)
+     seq, count) = HEADER.unpack_from(batch, 0)
     return BatchHeader(base, delta, attributes, max_ts, pid, epoch, seq, count)
 
 
