@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -30,8 +32,8 @@ pytestmark = pytest.mark.extension
 
 @pytest.fixture(scope="module")
 def sasl_broker() -> Iterator[BrokerProcess]:
-    """A broker with users: alice (all), reader (read only), hashed (password given only
-    as a hash), stranger (no permissions in "/")."""
+    """A broker with users: alice (all), reader (read only), writer (no read), hashed
+    (password given only as a hash), stranger (no permissions in "/")."""
     if EXTERNAL_URL:
         pytest.skip("the Kafka listener is smartbroker's own")
     with running_broker("smartbroker-kafka-sasl-", kafka=True) as proc:
@@ -39,6 +41,7 @@ def sasl_broker() -> Iterator[BrokerProcess]:
         add_user(proc, "reader", permissions=(".*", "^$", ".*"))
         add_user(proc, "hashed", password=None, password_hash=hash_password(PASSWORD))
         add_user(proc, "stranger", permissions=None)
+        add_user(proc, "writer", permissions=(".*", ".*", "^$"))  # may read nothing
         yield proc
 
 
@@ -189,3 +192,26 @@ def test_aiokafka_sasl(sasl_broker: BrokerProcess, mechanism: str) -> None:
     assert asyncio.run(produce(PASSWORD)) == 0
     with pytest.raises(KafkaConnectionError):
         asyncio.run(produce("wrong"))
+
+
+def test_a_user_who_may_read_nothing_gets_group_authorization_failed(
+        sasl_broker: BrokerProcess) -> None:
+    from confluent_kafka import Consumer, KafkaError
+
+    topic = topic_name()
+    writer = confluent_sasl(sasl_broker.kafka_bootstrap, "PLAIN", "writer", PASSWORD)
+    assert confluent_produce(writer, topic, [b"x"])[0] == [None]  # write it may
+    errors: list[Any] = []
+    consumer = Consumer({**writer, "group.id": topic_name("g"), "error_cb": errors.append})
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is not None:
+                errors.append(msg.error())
+            if any(e.code() == KafkaError.GROUP_AUTHORIZATION_FAILED for e in errors):
+                break
+    finally:
+        consumer.close()
+    assert any(e.code() == KafkaError.GROUP_AUTHORIZATION_FAILED for e in errors), errors
