@@ -34,6 +34,7 @@ from typing import Any
 log = logging.getLogger("smartbroker.kafka")
 ID_BLOCK = 1000
 MAX_TIMEOUT_MS = 900_000  # Kafka's transaction.max.timeout.ms default
+TRANSACTIONAL_ID_EXPIRATION_MS = 7 * 86_400_000  # Kafka's transactional.id.expiration.ms
 MAX_EPOCH = 32767  # Short.MAX_VALUE: an epoch at MAX_EPOCH - 1 is exhausted
 EMPTY, ONGOING = "Empty", "Ongoing"
 PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
@@ -67,12 +68,14 @@ class TxnMetadata:
     groups: set[str] = field(default_factory=set)
     offsets: dict[str, dict[Partition, int]] = field(default_factory=dict)
     started_ms: int = -1
+    updated_ms: int = -1  # last request or transition: what transactional-id expiry reads
 
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.producer_id, "epoch": self.epoch, "timeout": self.timeout_ms,
                 "state": self.state, "last_pid": self.last_producer_id,
                 "last_epoch": self.last_epoch, "partitions": sorted(self.partitions),
                 "groups": sorted(self.groups), "started": self.started_ms,
+                "updated": self.updated_ms,
                 "offsets": {g: [[t, p, o] for (t, p), o in sorted(offs.items())]
                             for g, offs in self.offsets.items()}}
 
@@ -81,7 +84,11 @@ class TxnMetadata:
         return cls(txn_id, d["pid"], d["epoch"], d["timeout"], d["state"], d["last_pid"],
                    d["last_epoch"], {(t, p) for t, p in d["partitions"]}, set(d["groups"]),
                    {g: {(t, p): o for t, p, o in offs} for g, offs in d["offsets"].items()},
-                   d["started"])
+                   d["started"], d.get("updated", -1))
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
 
 
 def _exhausted(epoch: int) -> bool:
@@ -200,6 +207,7 @@ class TransactionCoordinator:
         elif expected[1] != meta.last_epoch:  # else a retried bump: the same epoch again
             raise TxnError("PRODUCER_FENCED", f"epoch {expected[1]} is not the current one")
         self._by_pid[meta.producer_id] = txn_id
+        meta.updated_ms = _now()
         meta.timeout_ms = timeout_ms
         meta.state = EMPTY
         meta.partitions.clear()
@@ -221,6 +229,7 @@ class TransactionCoordinator:
             raise TxnError("PRODUCER_FENCED", f"epoch {epoch} is not the current {meta.epoch}")
         if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
             raise TxnError("CONCURRENT_TRANSACTIONS")
+        meta.updated_ms = _now()
         return meta
 
     def add_partitions(self, txn_id: str, pid: int, epoch: int,
@@ -290,6 +299,7 @@ class TransactionCoordinator:
             for group, offsets in meta.offsets.items():
                 self.apply_offsets(group, offsets)
         meta.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
+        meta.updated_ms = _now()
         meta.partitions.clear()
         meta.groups.clear()
         meta.offsets.clear()
@@ -353,6 +363,22 @@ class TransactionCoordinator:
         if meta is None or meta.producer_id != pid:
             return None
         return meta.epoch, (meta.partitions if meta.state == ONGOING else None)
+
+    def expire_ids(self, now_ms: int | None = None,
+                   idle_ms: int = TRANSACTIONAL_ID_EXPIRATION_MS) -> list[str]:
+        """Forget transactional ids unused for ``idle_ms`` with no transaction open (Kafka's
+        transactional.id.expiration.ms): their next InitProducerId starts afresh."""
+        now = _now() if now_ms is None else now_ms
+        gone = [tid for tid, m in self.txns.items()
+                if m.state not in (ONGOING, PREPARE_COMMIT, PREPARE_ABORT)
+                and m.updated_ms < now - idle_ms]
+        for tid in gone:
+            meta = self.txns.pop(tid)
+            if self._by_pid.get(meta.producer_id) == tid:
+                del self._by_pid[meta.producer_id]
+        if gone:
+            self._save()
+        return gone
 
     def close(self) -> None:
         for timer in self._timers.values():

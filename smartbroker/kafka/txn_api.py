@@ -83,10 +83,11 @@ class TxnHandlers:
         self._schedule_maintenance()
 
     def maintain(self, now_ms: int | None = None) -> int:
-        """Forget idle producers and snapshot the streams' producer state, so that the
-        load after a crash scans only what was appended since (queues/producer_state.py).
-        Returns how many producers were forgotten."""
+        """Forget idle transactional ids and producers, and snapshot the streams' producer
+        state, so that the load after a crash scans only what was appended since
+        (queues/producer_state.py). Returns how many producers were forgotten."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        self.coordinator.expire_ids(now)
         vhost = self.broker.vhosts.get(self.topics.vhost)
         forgotten = 0
         for queue in list(vhost.queues.values()) if vhost is not None else ():

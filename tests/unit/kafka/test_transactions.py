@@ -352,3 +352,16 @@ def test_a_disk_that_refuses_never_hands_out_an_id_twice(tmp_path: Path) -> None
     with pytest.raises(TxnError) as err:
         c.init_producer_id(None, 1000)
     assert err.value.error == "COORDINATOR_NOT_AVAILABLE"
+
+
+def test_idle_transactional_ids_are_forgotten() -> None:
+    c = TransactionCoordinator(None, lambda *a: None, lambda g, o: None)
+    pid, epoch = c.init_producer_id("idle", 1000)
+    c.init_producer_id("busy", 1000)
+    bpid, bepoch = c.txns["busy"].producer_id, c.txns["busy"].epoch
+    c.add_partitions("busy", bpid, bepoch, [("t", 0)])  # open: never forgotten
+    week = 7 * 86_400_000
+    assert c.expire_ids(c.txns["idle"].updated_ms + week) == []
+    assert c.expire_ids(c.txns["idle"].updated_ms + week + 1) == ["idle"]
+    assert c.lookup(pid) is None and c.lookup(bpid) is not None
+    assert c.init_producer_id("idle", 1000)[0] != pid  # afresh
