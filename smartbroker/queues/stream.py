@@ -15,8 +15,8 @@ import asyncio
 import logging
 import shutil
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from itertools import islice
 from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
@@ -40,7 +40,7 @@ from smartbroker.queues.base import (
     check_consume,
     refused,
 )
-from smartbroker.queues.groups import GroupMember, StreamGroups
+from smartbroker.queues.groups import StreamGroups
 from smartbroker.queues.offsets import OffsetBook
 from smartbroker.queues.partitioner import choose
 from smartbroker.queues.retention import Retention
@@ -52,47 +52,15 @@ from smartbroker.queues.stream_args import (
     parse_offset_spec,
     policy_settings,
 )
+from smartbroker.queues.stream_delivery import Reader, StreamEntry, fill
 from smartbroker.queues.stream_records import (
     PARTITION_OF,
-    decode_record,
     encode_record,
     message_key,
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
-from smartbroker.queues.stream_tail import Tail, partition_budget
+from smartbroker.queues.stream_tail import Chunks, Tail, partition_budget
 from smartbroker.store.api import Frame, Record
-
-READ_BATCH = 128
-
-
-class StreamEntry:
-    """One delivery from a stream: what the channel tracks until it is acked."""
-
-    __slots__ = ("message", "partition", "offset", "redelivered", "delivery_count", "store_id",
-                 "reader")
-
-    def __init__(self, message: Message, partition: int, offset: int, redelivered: bool,
-                 reader: Reader) -> None:
-        self.message = message
-        self.partition = partition
-        self.offset = offset
-        self.redelivered = redelivered
-        self.delivery_count = 1
-        self.store_id = None
-        self.reader = reader
-
-
-class Reader:
-    """A consumer's cursors: partition -> next offset to read."""
-
-    __slots__ = ("consumer", "cursors", "member", "_rr", "start")
-
-    def __init__(self, consumer: Consumer, start: OffsetSpec) -> None:
-        self.consumer = consumer
-        self.cursors: dict[int, int] = {}
-        self.member: GroupMember | None = None
-        self._rr = 0
-        self.start = start
 
 
 class StreamQueue:
@@ -146,6 +114,7 @@ class StreamQueue:
                            for lg in self.logs]
         budget = partition_budget(len(self.logs))
         self._tails = [Tail(i, budget) for i in range(len(self.logs))]  # live readers' fast path
+        self._chunks: defaultdict[int, Chunks] = defaultdict(Chunks)  # recent log reads
         self._dispatch_pending = False
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
         self.groups = StreamGroups(self, self.offsets)
@@ -335,6 +304,7 @@ class StreamQueue:
         if not self.readers:
             for tail in self._tails:
                 tail.clear()
+            self._chunks.clear()
         self.dispatch()
 
     def start_offset(self, partition: int, spec: OffsetSpec) -> int:
@@ -370,77 +340,7 @@ class StreamQueue:
         if self.deleted:
             return
         for reader in list(self.readers.values()):
-            self._fill(reader)
-
-    def _fill(self, reader: Reader) -> None:
-        consumer = reader.consumer
-        if not reader.cursors or not consumer.can_take():
-            return
-        partitions = list(reader.cursors)
-        idle = 0
-        while idle < len(partitions) and consumer.can_take():
-            p = partitions[reader._rr % len(partitions)]
-            reader._rr += 1
-            if p not in reader.cursors:  # revoked meanwhile
-                idle += 1
-                continue
-            if self._read_partition(reader, p):
-                idle = 0
-            else:
-                idle += 1
-
-    def _read_partition(self, reader: Reader, p: int) -> bool:
-        cursor = reader.cursors[p]
-        lg = self.logs[p]
-        txns = self.txns  # committed data only: up to the last stable offset
-        end = lg.next_offset if txns is None else txns[p].lso(lg.next_offset)
-        if cursor >= end:
-            return False
-        tail = self._tails[p]
-        if tail.base <= cursor < tail.end and cursor >= lg.first_offset and not self.stream.compact \
-                and tail.end <= end:  # AMQP publishes only, all below the LSO
-            return self._deliver_tail(reader, p, tail, cursor)
-        consumer = reader.consumer
-        member = reader.member
-        sent = False
-        for rec in islice(lg.scan_records(cursor), READ_BATCH):
-            if not consumer.can_take() or reader.cursors.get(p) is None:
-                break
-            if txns is not None:
-                if rec.offset >= end:
-                    break
-                if txns[p].is_aborted(rec.offset):  # an aborted transaction's record
-                    reader.cursors[p] = rec.offset + 1
-                    sent = True  # progress: the caller reads on
-                    continue
-            message = decode_record(rec.payload, p, rec.offset, self._own_route)
-            redelivered = member.group.was_delivered(p, rec.offset) if member else False
-            reader.cursors[p] = rec.offset + 1
-            entry = StreamEntry(message, p, rec.offset, redelivered, reader)
-            self.stats["deliver"] += 1
-            if member is not None:
-                member.group.delivered(p, rec.offset, consumer.no_ack)
-            consumer.deliver(self, entry)
-            sent = True
-        return sent
-
-    def _deliver_tail(self, reader: Reader, p: int, tail: Tail, cursor: int) -> bool:
-        """``_read_partition`` from the in-memory tail: the same deliveries, nothing read
-        back from the log (``stream_tail.py``)."""
-        consumer = reader.consumer
-        member = reader.member
-        stop = min(tail.end, cursor + READ_BATCH)
-        offset = cursor
-        while offset < stop and consumer.can_take() and p in reader.cursors:
-            redelivered = member.group.was_delivered(p, offset) if member else False
-            reader.cursors[p] = offset + 1
-            entry = StreamEntry(tail.get(offset), p, offset, redelivered, reader)
-            if member is not None:
-                member.group.delivered(p, offset, consumer.no_ack)
-            consumer.deliver(self, entry)
-            offset += 1
-        self.stats["deliver"] += offset - cursor
-        return offset > cursor
+            fill(self, reader)
 
     def delivery_message(self, entry: Any, on_get: bool = False) -> Message:
         return entry.message

@@ -16,6 +16,8 @@ entries, and kept only while the stream has readers.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from smartbroker.message import Message
 from smartbroker.queues.stream_records import delivery_message
 
@@ -82,3 +84,51 @@ class Tail:
             self.sources.clear()
             self.built.clear()
             self.nbytes = 0
+
+
+CHUNK = 256  # offsets per chunk of recent reads; chunks are aligned so readers share them
+MAX_CHUNKS = 16  # per partition, least recently used dropped first
+
+
+class Chunk:
+    """Delivery messages for offsets ``base .. base + len(messages) - 1`` read from the
+    log (None where nothing is delivered: a gap, an aborted transaction's record)."""
+
+    __slots__ = ("base", "messages")
+
+    def __init__(self, base: int, messages: list[Message | None]) -> None:
+        self.base = base
+        self.messages = messages
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.messages)
+
+    def get(self, offset: int) -> Message | None:
+        return self.messages[offset - self.base]
+
+
+class Chunks:
+    """One partition's recently read chunks: what one reader decoded, the next reader of
+    the same offsets gets without reading the log again."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self) -> None:
+        self.chunks: OrderedDict[int, Chunk] = OrderedDict()
+
+    def get(self, offset: int) -> Chunk | None:
+        chunk = self.chunks.get(offset - offset % CHUNK)
+        if chunk is None or offset >= chunk.end:
+            return None
+        return chunk
+
+    def put(self, base: int, messages: list[Message | None]) -> Chunk:
+        chunk = self.chunks[base] = Chunk(base, messages)
+        self.chunks.move_to_end(base)
+        if len(self.chunks) > MAX_CHUNKS:
+            self.chunks.popitem(last=False)
+        return chunk
+
+    def clear(self) -> None:
+        self.chunks.clear()
