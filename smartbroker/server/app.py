@@ -74,6 +74,8 @@ async def start_kafka(broker: Broker, config: Config,
         return None
     tls = tls_context(config) if config.kafka_tls_port else None
     if config.kafka_tls_port and tls is None:
+        for srv in servers:
+            srv.close()
         raise StartupError("kafka_tls_port needs a TLS certificate (--tls-cert, --tls-key)")
     node = Node(config.kafka_advertised_host, config.kafka_port or config.kafka_tls_port,
                 Node.cluster_id_for(str(config.data_dir.resolve())), config.kafka_vhost)

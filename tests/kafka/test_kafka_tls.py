@@ -66,3 +66,18 @@ def test_sasl_ssl_round_trip(tls_kafka: BrokerProcess, pki: Path) -> None:  # no
 def test_the_plain_port_still_serves_plaintext(tls_kafka: BrokerProcess) -> None:
     config = {"bootstrap.servers": tls_kafka.kafka_bootstrap}
     assert confluent_produce(config, topic_name("plain"), [b"x"])[0] == [None]
+
+
+def test_a_kafka_tls_port_without_a_certificate_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "smartbroker", "serve", "--host", "127.0.0.1",
+         "--port", str(free_port()), "--management-port", str(free_port()),
+         "--prometheus-port", "0", "--kafka-port", str(free_port()),
+         "--kafka-tls-port", str(free_port()), "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: kafka_tls_port needs a TLS certificate (--tls-cert, --tls-key)")
