@@ -4,12 +4,12 @@ This node coordinates every transactional id. What it keeps per transactional id
 Kafka's ``TransactionMetadata``: producer id and epoch (and the previous ones, so that a
 retried epoch bump is recognised), timeout, state, the partitions and groups in the
 ongoing transaction, and the offsets its TxnOffsetCommits hold until the commit. The
-state is durable: one JSON file in the data directory, rewritten atomically on every
-transition (a few per transaction), so a restart keeps fencing and open transactions;
-a transaction caught between PrepareCommit/PrepareAbort and its markers is completed at
-load. Producer ids are handed out from blocks of ``ID_BLOCK`` whose end is persisted
-before any id of the block is used (Kafka's ProducerIdManager), so an id is never given
-twice, across restarts too.
+state is durable: every transition appends that id's record to a keyed log in the data
+directory (txn_log.py, Kafka's ``__transaction_state`` in small), so a restart keeps
+fencing and open transactions; a transaction caught between PrepareCommit/PrepareAbort
+and its markers is completed at load. Producer ids are handed out from blocks of
+``ID_BLOCK`` whose end is fsynced before any id of the block is used (Kafka's
+ProducerIdManager), so an id is never given twice, across restarts too.
 
 Markers are written through ``MarkerWriter`` (txn_api.py appends the control batches to
 the stream partitions and returns what to wait for before answering), so Prepare* states
@@ -22,14 +22,14 @@ first so the producer that let it time out is fenced, as Kafka's
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from smartbroker.kafka.txn_log import BLOCK_KEY, TxnStateLog
 
 log = logging.getLogger("smartbroker.kafka")
 ID_BLOCK = 1000
@@ -96,11 +96,12 @@ def _exhausted(epoch: int) -> bool:
 
 
 class TransactionCoordinator:
-    """Producer ids and transactional ids, durable under ``path`` (None: in memory)."""
+    """Producer ids and transactional ids, durable in ``directory`` (txn_log.py; None:
+    in memory only)."""
 
-    def __init__(self, path: Path | None, markers: MarkerWriter, apply_offsets: OffsetApplier,
-                 max_timeout_ms: int = MAX_TIMEOUT_MS) -> None:
-        self.path = path
+    def __init__(self, directory: Path | None, markers: MarkerWriter,
+                 apply_offsets: OffsetApplier, max_timeout_ms: int = MAX_TIMEOUT_MS,
+                 fsync: str = "batch", executor: Any = None, handles: Any = None) -> None:
         self.markers = markers
         self.apply_offsets = apply_offsets
         self.max_timeout_ms = max_timeout_ms
@@ -109,22 +110,28 @@ class TransactionCoordinator:
         self._block_end = 0  # ids below it are reserved (persisted)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._by_pid: dict[int, str] = {}  # producer id -> its transactional id
-        self._load()
+        self._durable = directory is None  # False: ids cannot be reserved durably
+        try:
+            self.state = TxnStateLog(directory, fsync, executor, handles)
+            self._durable = True
+        except Exception as exc:  # refusing to start would lose every topic
+            log.error("Kafka transaction state in %s unusable (%s): kept in memory, no "
+                      "producer ids handed out", directory, exc)
+            self.state = TxnStateLog(None)
+        self._load(self.state.records)
 
     # -- persistence -----------------------------------------------------------------------
-    def _load(self) -> None:
-        if self.path is None or not self.path.exists():
-            return
-        try:
-            data = json.loads(self.path.read_text())
-            self._next_id = self._block_end = int(data["block_end"])
-            self.txns = {tid: TxnMetadata.from_json(tid, d)
-                         for tid, d in data["transactions"].items()}
-            self._by_pid = {m.producer_id: tid for tid, m in self.txns.items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # refusing to start would lose every topic; ids go on past a fresh block
-            log.error("Kafka transaction state %s unreadable (%s): starting empty",
-                      self.path, exc)
+    def _load(self, records: dict[bytes, Any]) -> None:
+        for key, value in records.items():
+            try:
+                if key == BLOCK_KEY:
+                    self._next_id = self._block_end = int(value["block_end"])
+                else:
+                    tid = key.decode()
+                    self.txns[tid] = TxnMetadata.from_json(tid, value)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("Kafka transaction state record %r unreadable: %s", key, exc)
+        self._by_pid = {m.producer_id: tid for tid, m in self.txns.items()}
 
     def recover(self) -> None:
         """Finish what a crash interrupted: Prepare* transactions get their markers, and
@@ -135,37 +142,28 @@ class TransactionCoordinator:
             elif meta.state == ONGOING:
                 self._schedule_timeout(meta)
 
-    def _save(self, strict: bool = False) -> None:
-        """Write the state (atomically, fsynced). A disk that refuses leaves the state in
-        memory with a warning, unless ``strict`` (a producer-id block: handing out ids
-        whose block is not durable could give them twice), then COORDINATOR_NOT_AVAILABLE."""
-        if self.path is None:
-            return
-        data = {"block_end": self._block_end,
-                "transactions": {tid: m.to_json() for tid, m in self.txns.items()}}
-        tmp = self.path.with_suffix(".tmp")
+    def _save(self, meta: TxnMetadata) -> None:
+        """Record ``meta``'s new state (one append; a disk that refuses leaves it in
+        memory with a warning: the log reports it)."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.warning("Kafka transaction state not saved to %s: %s", self.path, exc)
-            if strict:
-                raise TxnError("COORDINATOR_NOT_AVAILABLE", str(exc)) from None
+            self.state.put(meta.transactional_id.encode(), meta.to_json())
+        except Exception as exc:
+            log.warning("Kafka transaction state of %r not recorded: %s",
+                        meta.transactional_id, exc)
 
     def new_producer_id(self) -> int:
         """A producer id never handed out before (on this data directory)."""
         if self._next_id >= self._block_end:
-            end = self._block_end
-            self._block_end = self._next_id + ID_BLOCK
+            # durable before any id of it is used, or ids could be handed out twice
+            if not self._durable:
+                raise TxnError("COORDINATOR_NOT_AVAILABLE", "producer ids cannot be recorded")
+            end = self._next_id + ID_BLOCK
             try:
-                self._save(strict=True)
-            except TxnError:
-                self._block_end = end
-                raise
+                self.state.put(BLOCK_KEY, {"block_end": end}, durable=True)
+            except Exception as exc:
+                log.warning("Kafka producer-id block not recorded: %s", exc)
+                raise TxnError("COORDINATOR_NOT_AVAILABLE", str(exc)) from None
+            self._block_end = end
         pid = self._next_id
         self._next_id += 1
         return pid
@@ -213,7 +211,7 @@ class TransactionCoordinator:
         meta.partitions.clear()
         meta.groups.clear()
         meta.offsets.clear()
-        self._save()
+        self._save(meta)
         return meta.producer_id, meta.epoch
 
     # -- the transaction -------------------------------------------------------------------
@@ -239,7 +237,7 @@ class TransactionCoordinator:
             return
         self._begin(meta)
         meta.partitions.update(partitions)
-        self._save()
+        self._save(meta)
 
     def add_offsets(self, txn_id: str, pid: int, epoch: int, group: str) -> None:
         meta = self._current(txn_id, pid, epoch)
@@ -247,7 +245,7 @@ class TransactionCoordinator:
             return
         self._begin(meta)
         meta.groups.add(group)
-        self._save()
+        self._save(meta)
 
     def txn_offset_commit(self, txn_id: str, pid: int, epoch: int, group: str,
                           offsets: dict[Partition, int]) -> None:
@@ -257,7 +255,7 @@ class TransactionCoordinator:
             raise TxnError("INVALID_TXN_STATE", f"group {group!r} was not added to the "
                            "transaction (AddOffsetsToTxn)")
         meta.offsets.setdefault(group, {}).update(offsets)
-        self._save()
+        self._save(meta)
 
     def end_txn(self, txn_id: str, pid: int, epoch: int, commit: bool) -> Any:
         """Commit or abort; returns what to await (the markers' durability) or None."""
@@ -291,7 +289,7 @@ class TransactionCoordinator:
         """Prepare (durably), write the markers, apply or drop the offsets, complete."""
         self._cancel_timeout(meta.transactional_id)
         meta.state = PREPARE_COMMIT if commit else PREPARE_ABORT
-        self._save()
+        self._save(meta)
         waiting = None
         if meta.partitions:
             waiting = self.markers(sorted(meta.partitions), meta.producer_id, meta.epoch, commit)
@@ -303,7 +301,7 @@ class TransactionCoordinator:
         meta.partitions.clear()
         meta.groups.clear()
         meta.offsets.clear()
-        self._save()
+        self._save(meta)
         return waiting
 
     def _fence_and_abort(self, meta: TxnMetadata) -> Any:
@@ -376,11 +374,14 @@ class TransactionCoordinator:
             meta = self.txns.pop(tid)
             if self._by_pid.get(meta.producer_id) == tid:
                 del self._by_pid[meta.producer_id]
-        if gone:
-            self._save()
+            try:
+                self.state.put(tid.encode(), None)
+            except Exception as exc:
+                log.warning("expiry of transactional id %r not recorded: %s", tid, exc)
         return gone
 
     def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self.state.close()

@@ -60,8 +60,14 @@ class TxnHandlers:
         self.broker = broker
         self.topics = topics
         persistence = getattr(broker, "persistence", None)
-        path = None if persistence is None else persistence.data_dir / "kafka" / "transactions.json"
-        self.coordinator = TransactionCoordinator(path, self.write_markers, self.apply_offsets)
+        if persistence is None:  # a broker without a data directory: in memory
+            self.coordinator = TransactionCoordinator(None, self.write_markers, self.apply_offsets)
+        else:
+            storage = persistence.storage
+            self.coordinator = TransactionCoordinator(
+                persistence.data_dir / "kafka-transactions", self.write_markers,
+                self.apply_offsets, fsync=storage.fsync, executor=persistence.executors.fsync,
+                handles=persistence.executors.handles)
         self.coordinator.recover()
         # group id -> its Kafka group (coordinator.py) or None: TxnOffsetCommit's checks
         self.group_of: Callable[[str], Any] = lambda group: None

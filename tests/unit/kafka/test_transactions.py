@@ -326,16 +326,21 @@ def test_coordinator_state_survives_a_restart(tmp_path: Path) -> None:
     def markers(parts: list[tuple[str, int]], pid: int, epoch: int, commit: bool) -> None:
         written.append((parts, pid, epoch, commit))
 
-    path = tmp_path / "transactions.json"
+    path = tmp_path / "kafka-transactions"
     c = TransactionCoordinator(path, markers, lambda g, o: None)
     pid, epoch = c.init_producer_id("tx", 60000)
     c.add_partitions("tx", pid, epoch, [("t", 0)])
+    c.init_producer_id("gone", 60000)
+    assert c.expire_ids(c.txns["gone"].updated_ms + 7 * 86_400_000 + 1) == ["gone"]
     other = c.new_producer_id()
+    c.close()
     c2 = TransactionCoordinator(path, markers, lambda g, o: None)
     assert c2.new_producer_id() > other  # ids never reused
+    assert set(c2.txns) == {"tx"}
     assert c2.txns["tx"].state == "Ongoing" and c2.txns["tx"].partitions == {("t", 0)}
     c2.txns["tx"].state = "PrepareCommit"  # as if it crashed before the markers
-    c2._save()
+    c2._save(c2.txns["tx"])
+    c2.close()
     c3 = TransactionCoordinator(path, markers, lambda g, o: None)
     c3.recover()
     assert written == [([("t", 0)], pid, epoch, True)]
@@ -343,12 +348,18 @@ def test_coordinator_state_survives_a_restart(tmp_path: Path) -> None:
     with pytest.raises(TxnError) as err:
         c3.add_partitions("tx", pid, epoch - 1, [("t", 0)])
     assert err.value.error == "PRODUCER_FENCED"
+    c3.close()
+    # a crash between the two steps of the compaction at load: the new log is used
+    path.rename(path.with_name(path.name + ".new"))
+    c4 = TransactionCoordinator(path, markers, lambda g, o: None)
+    assert c4.txns["tx"].state == "CompleteCommit"
+    c4.close()
 
 
 def test_a_disk_that_refuses_never_hands_out_an_id_twice(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    c = TransactionCoordinator(blocker / "transactions.json", lambda *a: None, lambda g, o: None)
+    c = TransactionCoordinator(blocker / "kafka-transactions", lambda *a: None, lambda g, o: None)
     with pytest.raises(TxnError) as err:
         c.init_producer_id(None, 1000)
     assert err.value.error == "COORDINATOR_NOT_AVAILABLE"
