@@ -101,11 +101,33 @@ class TxnHandlers:
             if state is None or queue.deleted:
                 continue
             forgotten += state.expire(now)
-            try:
-                producer_state.save(queue.directory, state, [lg.next_offset for lg in queue.logs])
-            except OSError as exc:  # the older snapshot stays: a longer scan at load
-                log.warning("producer state of stream %r not saved: %s", queue.name, exc)
+            if queue.directory is None:
+                continue
+            data = producer_state.encode_snapshot(state, [lg.next_offset for lg in queue.logs])
+            self._write_later(queue, data)
         return forgotten
+
+    def _write_later(self, queue: Any, data: bytes) -> None:
+        """The snapshot file is written and fsynced on a disk thread, not the loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests): now
+            loop = None
+        persistence = getattr(self.broker, "persistence", None)
+        if loop is None or persistence is None:
+            try:
+                producer_state.write_snapshot(queue.directory, data)
+            except OSError as exc:
+                log.warning("producer state of stream %r not saved: %s", queue.name, exc)
+            return
+        future = loop.run_in_executor(persistence.executors.fsync,
+                                      producer_state.write_snapshot, queue.directory, data)
+
+        def done(f: asyncio.Future[None]) -> None:
+            exc = None if f.cancelled() else f.exception()
+            if exc is not None:  # the older snapshot stays: a longer scan at load
+                log.warning("producer state of stream %r not saved: %s", queue.name, exc)
+        future.add_done_callback(done)
 
     def table(self) -> dict[int, Any]:
         return {INIT_PRODUCER_ID: self.init_producer_id,

@@ -325,13 +325,23 @@ def snapshot_path(directory: Path | None) -> Path | None:
 def save(directory: Path | None, state: StreamProducers, next_offsets: list[int]) -> None:
     """Write the snapshot: the state and, per partition, the offset it is complete up to
     (the next load scans only past it). Written atomically; fsynced."""
+    write_snapshot(directory, encode_snapshot(state, next_offsets))
+
+
+def encode_snapshot(state: StreamProducers, next_offsets: list[int]) -> bytes:
+    """The snapshot's bytes (taken on the loop, where the state is consistent)."""
+    return json.dumps({"next": next_offsets,
+                       "partitions": [p.to_json() for p in state.partitions]}).encode()
+
+
+def write_snapshot(directory: Path | None, data: bytes) -> None:
+    """Replace the snapshot file with ``data`` (atomically, fsynced; any thread)."""
     path = snapshot_path(directory)
     if path is None:
         return
-    data = {"next": next_offsets, "partitions": [p.to_json() for p in state.partitions]}
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
