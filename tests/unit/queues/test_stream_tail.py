@@ -1,0 +1,134 @@
+"""Where a stream delivery comes from (the in-memory tail, a shared chunk of recent reads,
+or the log) never changes what a reader gets: the same offsets, bodies and header bytes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smartbroker.message import Message
+from smartbroker.protocol import codec
+from smartbroker.queues import stream_tail
+from smartbroker.queues.base import Storage
+from smartbroker.queues.stream import StreamQueue
+from smartbroker.queues.stream_args import StreamSettings
+from smartbroker.queues.stream_records import decode_record, encode_record
+from smartbroker.queues.stream_tail import CHUNK, Chunks, Tail
+from tests.unit.queues.test_stream import Reader, attach, fill, msg
+
+
+def with_headers(body: str) -> Message:
+    """A message whose header already has a table (the splice appends to it)."""
+    m = Message.build("ex", "rk", body.encode())
+    header = codec.add_headers(m.header_payload, m.flags, codec.table_entry_long(b"\x01a", 7))
+    return Message("ex", "rk", m.exchange_rk_ss, header, m.body)
+
+
+@pytest.mark.parametrize("make", [lambda i: msg(f"m{i}"), lambda i: with_headers(f"h{i}")])
+def test_a_tail_message_is_byte_for_byte_what_reading_the_record_back_gives(make):
+    tail = Tail(3)
+    for offset in range(10, 15):
+        tail.add(offset, make(offset))
+    for offset in range(10, 15):
+        got = tail.get(offset)
+        want = decode_record(encode_record(make(offset)), 3, offset)
+        assert (got.header_payload, got.body, got.exchange_rk_ss, got.flags) == \
+            (want.header_payload, want.body, want.exchange_rk_ss, want.flags)
+        assert got.headers["x-stream-offset"] == offset
+        assert got.headers["x-stream-partition"] == 3
+    assert tail.get(12) is tail.get(12)  # built once, shared by every reader
+
+
+def test_an_append_made_elsewhere_breaks_the_run_and_the_next_publish_starts_anew():
+    tail = Tail(0)
+    tail.add(0, msg("a"))
+    tail.add(1, msg("b"))
+    tail.add(5, msg("f"))  # offsets 2-4 were a Kafka batch: not here
+    assert (tail.base, tail.end) == (5, 6)
+    assert tail.get(5).body == b"f"
+
+
+def test_the_tail_is_bounded_and_keeps_the_newest():
+    tail = Tail(0, max_bytes=10 * 100)
+    for offset in range(50):
+        tail.add(offset, msg(b"x" * 100))
+    assert tail.nbytes <= 1000
+    assert tail.end == 50 and tail.base > 0
+    assert tail.nbytes == sum(len(m.body) for m in tail.sources)
+    tail.clear()
+    assert (tail.sources, tail.nbytes) == ([], 0)
+
+
+def test_chunks_are_aligned_bounded_and_miss_past_their_end():
+    chunks = Chunks()
+    chunk = chunks.put(CHUNK, [msg("a"), None])
+    assert chunks.get(CHUNK + 1) is chunk and chunk.get(CHUNK + 1) is None
+    assert chunks.get(CHUNK + 2) is None  # not read yet: a miss, read the log
+    for i in range(2, 2 + stream_tail.MAX_CHUNKS):
+        chunks.put(i * CHUNK, [msg("b")])
+    assert chunks.get(CHUNK) is None  # least recently used went first
+
+
+def deliveries(reader: Reader) -> list[tuple[int, bytes, bytes]]:
+    return [(e.offset, e.message.body, e.message.header_payload) for e in reader.got]
+
+
+def test_a_reader_behind_the_tail_reads_chunks_and_gets_the_same_as_a_live_one(monkeypatch):
+    monkeypatch.setattr(stream_tail, "PARTITION_BYTES", 64)  # a tail of a few records
+    monkeypatch.setattr(stream_tail, "STREAM_BYTES", 64)
+    q = StreamQueue("s", "/")
+    live = attach(q, Reader(credit=10_000))
+    n = CHUNK * 2 + 10
+    fill(q, n)
+    assert q._tails[0].base > 0  # most of it is no longer in the tail
+    late = attach(q, Reader(credit=10_000))  # replays from the log, chunk by chunk
+    assert deliveries(late) == deliveries(live)
+    assert [o for o, _, _ in deliveries(late)] == list(range(n))
+    again = attach(q, Reader(credit=10_000))
+    # a third reader of the same offsets gets the very messages the chunks hold
+    shared = [a.message is b.message for a, b in zip(late.got, again.got, strict=True)]
+    assert shared[:CHUNK] == [True] * CHUNK
+
+
+def test_single_acks_read_ahead_by_chunk_not_by_record(monkeypatch, tmp_path):
+    monkeypatch.setattr(stream_tail, "PARTITION_BYTES", 64)
+    monkeypatch.setattr(stream_tail, "STREAM_BYTES", 64)
+    q = StreamQueue("s", "/", storage=Storage(store=None, data_dir=tmp_path, fsync="never"))
+    fill(q, 300)
+    reads = []
+    scan = q.logs[0].scan_records
+    monkeypatch.setattr(q.logs[0], "scan_records", lambda start: reads.append(start) or scan(start))
+    r = attach(q, Reader(credit=1))
+    for _ in range(299):
+        r.settle(q, 1)
+        r.got.clear()
+    assert r.unacked == 1 and q.readers[r].cursors[0] == 300
+    assert reads == [0, CHUNK]  # two chunk reads for 300 deliveries, credit one at a time
+
+
+def test_compacted_streams_and_cursors_below_the_log_start_read_the_log():
+    q = StreamQueue("s", "/", settings=StreamSettings(segment_bytes=4096, max_length_bytes=8192))
+    r = attach(q, Reader(credit=5))
+    fill(q, 400)
+    assert q.enforce_retention() > 0
+    first = q.logs[0].first_offset
+    assert first > 5
+    r.settle(q, 5)  # its cursor (5) now lies below the log start: on from there
+    assert r.offsets[5] == first
+
+
+def test_publishes_and_acks_in_one_loop_pass_dispatch_once():
+    async def main() -> tuple[int, list[int]]:
+        q = StreamQueue("s", "/")
+        r = attach(q, Reader(credit=100))
+        calls = []
+        original = q.dispatch_now
+        q.dispatch_now = lambda: calls.append(1) or original()  # type: ignore[method-assign]
+        fill(q, 20)
+        assert r.offsets == []  # nothing yet: the pass is still running
+        await asyncio.sleep(0)
+        return len(calls), r.offsets
+
+    calls, offsets = asyncio.run(main())
+    assert calls == 1 and offsets == list(range(20))
