@@ -101,6 +101,7 @@ class TxnHandlers:
             if state is None or queue.deleted:
                 continue
             forgotten += state.expire(now)
+            state.forget_before([lg.first_offset for lg in queue.logs])
             if queue.directory is None:
                 continue
             data = producer_state.encode_snapshot(state, [lg.next_offset for lg in queue.logs])

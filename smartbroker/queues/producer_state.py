@@ -251,8 +251,15 @@ class PartitionProducers:
     def aborted_between(self, start: int, end: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of the aborted transactions a Fetch of
         [start, end) must list (Kafka: last offset >= start and first offset < end)."""
-        return [(pid, first) for pid, first, last in self.aborted
-                if last >= start and first < end]
+        aborted = self.aborted  # in marker-offset order: skip those ended before start
+        lo, hi = 0, len(aborted)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if aborted[mid][2] < start:
+                lo = mid + 1
+            else:
+                hi = mid
+        return [(pid, first) for pid, first, _last in aborted[lo:] if first < end]
 
     def is_aborted(self, offset: int) -> bool:
         """Whether ``offset`` holds a record of an aborted transaction (AMQP readers)."""
@@ -316,6 +323,11 @@ class StreamProducers:
 
     def expire(self, now_ms: int, idle_ms: int = PRODUCER_ID_EXPIRATION_MS) -> int:
         return sum(p.expire(now_ms, idle_ms) for p in self.partitions)
+
+    def forget_before(self, log_starts: list[int]) -> None:
+        """Drop aborted transactions that retention or DeleteRecords removed."""
+        for part, start in zip(self.partitions, log_starts, strict=False):
+            part.forget_before(start)
 
 
 def snapshot_path(directory: Path | None) -> Path | None:

@@ -143,3 +143,21 @@ def test_rebuild_from_stored_batches_and_snapshot(tmp_path: Path) -> None:
     assert loaded is not None and loaded[0].to_json() == live.to_json()
     ps.save(tmp_path, snap, [99])  # past the log's end (its tail was cut): full scan
     assert ps.load(tmp_path, [lg], frames)[0].to_json() == live.to_json()
+
+
+def test_aborted_between_and_forgetting() -> None:
+    part = ps.PartitionProducers()
+    append(part, header(1, 0, 0, n=2, txn=True), 0)  # 0-1, open until 10
+    append(part, header(2, 0, 0, txn=True), 2)
+    part.marker(2, 0, commit=False, offset=3)  # (2, 2, 3)
+    append(part, header(3, 0, 0, txn=True), 4)
+    part.marker(3, 0, commit=False, offset=5)  # (3, 4, 5)
+    part.marker(1, 0, commit=False, offset=10)  # (1, 0, 10)
+    assert part.aborted_between(0, 2) == [(1, 0)]
+    assert part.aborted_between(3, 5) == [(2, 2), (3, 4), (1, 0)]
+    assert part.aborted_between(6, 11) == [(1, 0)]
+    assert part.aborted_between(11, 20) == []
+    assert [o for o in range(11) if part.is_aborted(o)] == [0, 1, 2, 4]
+    part.forget_before(4)
+    assert part.aborted == [(3, 4, 5), (1, 0, 10)]
+    assert [o for o in range(11) if part.is_aborted(o)] == [4]
