@@ -43,7 +43,6 @@ VERSIONS = {INIT_PRODUCER_ID: (0, 4), ADD_PARTITIONS_TO_TXN: (0, 3),
             ADD_OFFSETS_TO_TXN: (0, 3), END_TXN: (0, 3), TXN_OFFSET_COMMIT: (0, 3)}
 _FENCED_SINCE = {INIT_PRODUCER_ID: 4, ADD_PARTITIONS_TO_TXN: 2, ADD_OFFSETS_TO_TXN: 2,
                  END_TXN: 2, TXN_OFFSET_COMMIT: 3}
-CLUSTER_AUTHORIZATION_FAILED = 31
 MAINTENANCE_SECONDS = 60.0  # producer expiry and state snapshots
 
 
@@ -194,7 +193,7 @@ class TxnHandlers:
         pid, epoch, code = -1, -1, ErrorCode.NONE
         if not self._may_write_some():
             code = (ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED if txn_id is not None
-                    else CLUSTER_AUTHORIZATION_FAILED)
+                    else ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
         else:
             expected = (body.producer_id, body.producer_epoch) if version >= 3 else (-1, -1)
             try:
