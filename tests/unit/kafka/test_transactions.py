@@ -376,3 +376,17 @@ def test_idle_transactional_ids_are_forgotten() -> None:
     assert c.expire_ids(c.txns["idle"].updated_ms + week + 1) == ["idle"]
     assert c.lookup(pid) is None and c.lookup(bpid) is not None
     assert c.init_producer_id("idle", 1000)[0] != pid  # afresh
+
+
+def test_permissions(broker: Broker) -> None:
+    from smartbroker.broker.permissions import Permission
+
+    h = KafkaHandlers(broker, Node("h", 9092, Node.cluster_id_for("x"), "/"))
+    broker.permissions.set(Permission("guest", "/", ".*", "^$", "^orders$"))
+    assert init(h)[0] == ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+    assert init(h, "tx")[0] == ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    broker.permissions.set(Permission("guest", "/", ".*", "^orders$", "^$"))
+    _, pid, epoch = init(h, "tx")
+    assert add_partitions(h, "tx", pid, epoch, [("orders", [0])]) == [ErrorCode.NONE]
+    r = call(h, 25, 3, transactional_id="tx", producer_id=pid, producer_epoch=epoch, group_id="g")
+    assert r.error_code == ErrorCode.GROUP_AUTHORIZATION_FAILED  # may read nothing
