@@ -299,3 +299,30 @@ def test_aiokafka_transactions(kafka_broker: BrokerProcess) -> None:
             await c.stop()
 
     assert asyncio.run(scenario()) == [b"kept"]
+
+
+@pytest.fixture
+def own_broker() -> Any:
+    """A broker of this test alone: it gets killed."""
+    from tests.conftest import EXTERNAL_URL, running_broker
+
+    if EXTERNAL_URL:
+        pytest.skip("restarts smartbroker itself")
+    with running_broker("smartbroker-txn-", kafka=True) as proc:
+        yield proc
+
+
+def test_open_transaction_survives_a_kill(own_broker: BrokerProcess) -> None:
+    """The coordinator's state and the partition's open transaction come back after
+    kill -9: the transaction still holds read_committed back, and commits afterwards."""
+    topic = name("txn-kill")
+    p = producer(own_broker, name("tx"))
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(topic, b"%d" % i, partition=0)
+    assert p.flush(10) == 0
+    own_broker.kill()
+    own_broker.start()
+    assert values(own_broker, topic, "read_committed", 0, timeout=2) == []
+    p.commit_transaction(60)  # the client reconnects to the same port
+    assert values(own_broker, topic, "read_committed", 3) == [b"0", b"1", b"2"]
