@@ -22,6 +22,8 @@ How the suite is pointed at an existing broker, using only its own switches:
   import (``test`` would otherwise resolve to the standard library's package): this
   script writes an ``__init__.py`` and a minimal ``service.py`` of its own whose
   ``ExternalService`` does nothing and whose ``SpawnedService`` refuses to spawn.
+* The broker it starts has the group setting the suite's own Kafka config has
+  (``group.initial.rebalance.delay.ms=0``: ``SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS``).
 * The sdist's pytest options (``--timeout=300 --timeout-method=thread``, DEBUG logging)
   are replaced by ``--timeout`` (default 60 s per test) with the signal method (the
   thread method ends the whole run at the first hung test) and warnings-level logging.
@@ -48,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from smartbroker.launcher import BrokerProcess  # noqa: E402
 
+BROKER_ENV = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "0"}
 SERVICE_STUB = '''"""Stand-in for kafka-python's test/service.py, absent from its sdist (written by
 smartbroker's tests/client_suites/run_kafka_python_suite.py): only external brokers."""
 
@@ -113,28 +116,30 @@ def summarize(junit: Path) -> tuple[collections.Counter, list[tuple[str, str]]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 epilog="Other arguments are passed to pytest.")
     ap.add_argument("--bootstrap", help="host:port of a running broker (default: start one)")
     ap.add_argument("--kafka-version", default="4.2.0", help="KAFKA_VERSION for the suite")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sb-suites")
     ap.add_argument("--timeout", type=int, default=60, help="seconds per test")
     ap.add_argument("--junit", type=Path, help="keep the JUnit XML report here")
-    ap.add_argument("pytest_args", nargs="*", help="passed to pytest (e.g. -k producer)")
-    a = ap.parse_args()
+    a, pytest_args = ap.parse_known_args()  # the rest goes to pytest (e.g. -k producer)
     ver = version("kafka-python")
     work = Path(tempfile.mkdtemp(prefix="kafka-python-suite-"))
     src = unpack(sdist(a.cache, ver), work)
     (work / "kafka-root").mkdir()
     broker = None
     if a.bootstrap is None:
-        broker = BrokerProcess(work / "data", kafka=True).start()
+        # the suite's own broker config (servers/resources/*/kafka.properties) sets
+        # group.initial.rebalance.delay.ms=0; its group tests wait 15 s for 4 members
+        broker = BrokerProcess(work / "data", kafka=True, env=BROKER_ENV).start()
         a.bootstrap = broker.kafka_bootstrap
     junit = a.junit or work / "junit.xml"
     env = {**os.environ, "KAFKA_URI": f"PLAINTEXT://{a.bootstrap}",
            "KAFKA_VERSION": a.kafka_version, "KAFKA_ROOT": str(work / "kafka-root")}
     cmd = [sys.executable, "-m", "pytest", "test/integration", "-p", "no:cacheprovider",
            "-o", "addopts=", "-o", "log_level=WARNING", f"--timeout={a.timeout}",
-           "--timeout-method=signal", "-q", "-rfEs", f"--junitxml={junit}", *a.pytest_args]
+           "--timeout-method=signal", "-q", "-rfEs", f"--junitxml={junit}", *pytest_args]
     print(f"kafka-python {ver} suite from {src} against {a.bootstrap}:\n  {' '.join(cmd)}",
           flush=True)
     try:
