@@ -103,6 +103,7 @@ class Producer:
         self.topics = topics
         # producer id -> (epoch, partitions of its ongoing transaction): the coordinator's
         self.txn_lookup: idempotence.TxnLookup = lambda pid: None
+        self.appended = [0, 0]  # record batches, records stored (Prometheus, kafka/stats.py)
 
     def produce(self, request: Request, session: Any) -> Any:
         """Append now, or, while a memory or disk alarm is on, once it has cleared."""
@@ -179,6 +180,9 @@ class Producer:
             first, result = queue.append_kafka_batches(
                 index, [(b.data, b.count, b.max_ts) for b in checked])
             count = sum(b.count for b in checked)
+        appended = self.appended
+        appended[0] += len(checked)
+        appended[1] += count
         lg = queue.logs[index]
         sync = None if result.sync is None else (result.sync, first + count - 1)
         return first, lg.first_offset, sync
