@@ -33,6 +33,7 @@ from smartbroker.kafka.sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, SaslFailur
 
 log = logging.getLogger("smartbroker.kafka")
 MAX_IN_FLIGHT = 64  # stop reading while this many responses are owed (Kafka mutes a channel)
+MAX_ANSWERED = 1 << 20  # answer bytes per pass; the rest of a pipeline waits (bounded memory)
 # Kafka's connection.failed.authentication.delay.ms: a refused login's socket closes this
 # much later, so a client retrying in a loop cannot spin the broker
 FAILED_AUTH_DELAY = 0.1
@@ -72,6 +73,9 @@ class KafkaClientProtocol(asyncio.Protocol):
         self.record = KafkaConnectionRecord("?", "?", tls, self._close_now)
         self.waiting: set[asyncio.Future[Any]] = set()  # deferred responses (Fetch long-poll)
         self.paused = False
+        self.backlog = False  # requests buffered but not yet served (MAX_ANSWERED reached)
+        self.write_blocked = False  # the client does not read its answers (pause_writing)
+        self.held = False  # reading paused for the two above
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -108,14 +112,48 @@ class KafkaClientProtocol(asyncio.Protocol):
         return False  # close our side too: Kafka has no half-closed connections
 
     def data_received(self, data: bytes) -> None:
+        self.record.bytes_in += len(data)
+        self.conn.receive_data(data)
+        if not self.backlog:  # else a _serve is due and keeps the order
+            self._serve()
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers: read no more of its requests."""
+        self.write_blocked = True
+        self._hold()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self._hold()
+        if self.backlog:
+            asyncio.get_running_loop().call_soon(self._serve_later)
+
+    def _hold(self) -> None:
+        """Reading stops while answers pile up unread or requests wait (a client pipelining
+        without reading cannot make the broker hold its answers: Kafka mutes the channel)."""
+        hold = self.backlog or self.write_blocked
+        if hold == self.held or self.transport is None or self.session.closing:
+            return
+        self.held = hold
+        if hold:
+            self.transport.pause_reading()
+        elif not self.paused:
+            self.transport.resume_reading()
+
+    def _serve_later(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._serve()
+
+    def _serve(self) -> None:
+        """Answer the buffered requests, MAX_ANSWERED bytes of answers at most per pass."""
         conn = self.conn
         session = self.session
         record = self.record
-        record.bytes_in += len(data)
-        conn.receive_data(data)
         out: list[bytes] = []
+        size = 0
+        self.backlog = False
         try:
-            while (request := conn.next_request()) is not NEED_DATA:
+            while size < MAX_ANSWERED and (request := conn.next_request()) is not NEED_DATA:
                 if type(request) is SaslToken:  # after a SaslHandshake v0
                     reply = self.handlers.sasl.raw_token(request.token, session)
                     out.append(conn.send_token(request, reply))
@@ -130,6 +168,7 @@ class KafkaClientProtocol(asyncio.Protocol):
                     out.append(conn.no_response(request))
                 else:
                     out.append(conn.send_response(request, body))
+                    size += len(out[-1])
                 if request.api_key in SASL_KEYS:
                     if session.closing:  # refused: the answer goes, then the socket closes
                         self._close(out, FAILED_AUTH_DELAY)
@@ -160,6 +199,10 @@ class KafkaClientProtocol(asyncio.Protocol):
         if self.waiting and conn.in_flight >= MAX_IN_FLIGHT and self.transport is not None:
             self.transport.pause_reading()  # resumed when the waiting responses are sent
             self.paused = True
+        self.backlog = size >= MAX_ANSWERED
+        self._hold()
+        if self.backlog and not self.write_blocked:
+            asyncio.get_running_loop().call_soon(self._serve_later)
 
     def _after_sasl(self) -> None:
         """Follow the SASL exchange: raw tokens after a v0 handshake, everything once
@@ -200,7 +243,8 @@ class KafkaClientProtocol(asyncio.Protocol):
                 self.transport.write(data)
             if self.paused and self.conn.in_flight < MAX_IN_FLIGHT:
                 self.paused = False
-                self.transport.resume_reading()
+                if not self.held:
+                    self.transport.resume_reading()
 
         future.add_done_callback(done)
 
