@@ -1,0 +1,379 @@
+"""Hostile clients on the Kafka port of a real broker: bad size prefixes, a request that
+never completes, unsupported keys and versions, pipelining without reading, long-polls
+abandoned, absurd admin requests, a join storm. Each must get Kafka's answer or a clean
+close, leave no ERROR or traceback in the broker log, and another client must keep
+producing and fetching in the same test. (Produce-side abuse: test_kafka_abuse_produce.py.)
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kafka.protocol import admin, consumer, metadata, producer
+from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+
+MAX_REQUEST = 100 * 1024 * 1024  # socket.request.max.bytes
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[BrokerProcess]:
+    if EXTERNAL_URL:
+        pytest.skip("the Kafka listener is smartbroker's own")
+    with running_broker("smartbroker-kafka-abuse-", kafka=True) as proc:
+        yield proc
+
+
+class Raw:
+    """A Kafka client on a bare socket: requests from kafka-python's protocol classes,
+    sent pipelined or one at a time, responses read by correlation id."""
+
+    def __init__(self, port: int, timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.corr = 0
+        self.sent: dict[int, tuple[Any, int]] = {}
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def encode(self, cls: Any, version: int, **fields: Any) -> bytes:
+        self.corr += 1
+        req = cls(version=version, **fields)
+        req.with_header(correlation_id=self.corr, client_id="abuse")
+        self.sent[self.corr] = (cls, version)
+        return bytes(req.encode(header=True, framed=True))
+
+    def call(self, cls: Any, version: int, **fields: Any) -> Any:
+        self.sock.sendall(self.encode(cls, version, **fields))
+        return self.response()
+
+    def response(self) -> Any:
+        (size,) = struct.unpack(">i", self.recv(4))
+        data = self.recv(size)
+        (corr,) = struct.unpack_from(">i", data)
+        cls, version = self.sent.pop(corr)
+        return cls.RESPONSE_TYPE.decode(data, version=version, header=True) \
+            if hasattr(cls, "RESPONSE_TYPE") else _response_class(cls).decode(
+                data, version=version, header=True)
+
+    def recv(self, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.sock.recv(min(n - len(data), 1 << 20))
+            if not chunk:
+                raise EOFError(f"closed after {len(data)} of {n} bytes")
+            data += chunk
+        return bytes(data)
+
+    def closed_by_peer(self, timeout: float = 10.0) -> bool:
+        """The broker closed the connection (EOF or reset) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+
+def _response_class(request_cls: Any) -> Any:
+    name = request_cls.__name__.replace("Request", "Response")
+    for module in (admin, consumer, metadata, producer):
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise LookupError(name)
+
+
+def batch(values: list[bytes], key: bytes | None = None,
+          headers: list[tuple[str, bytes]] | None = None) -> bytes:
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=2**31 - 1)
+    now = int(time.time() * 1000)
+    for i, value in enumerate(values):
+        builder.append(i, timestamp=now, key=key, value=value, headers=headers or [])
+    return bytes(builder.build())
+
+
+def produce(raw: Raw, topic: str, records: bytes, partition: int = 0, version: int = 7) -> Any:
+    """One Produce (acks=-1); the partition response."""
+    P = producer.ProduceRequest
+    resp = raw.call(P, version, transactional_id=None, acks=-1, timeout_ms=10000, topic_data=[
+        P.TopicProduceData(name=topic, partition_data=[
+            P.TopicProduceData.PartitionProduceData(index=partition, records=records)])])
+    return resp.responses[0].partition_responses[0]
+
+
+def fetch_request(raw: Raw, topic: str, offset: int, max_wait_ms: int = 0,
+                  max_bytes: int = 1 << 20, version: int = 11) -> bytes:
+    F = consumer.FetchRequest
+    return raw.encode(F, version, replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=1,
+                      max_bytes=max_bytes, isolation_level=0, session_id=0, session_epoch=-1,
+                      topics=[F.FetchTopic(topic=topic, partitions=[F.FetchTopic.FetchPartition(
+                          partition=0, current_leader_epoch=-1, fetch_offset=offset,
+                          log_start_offset=-1, partition_max_bytes=max_bytes)])],
+                      forgotten_topics_data=[], rack_id="")
+
+
+def fetch(raw: Raw, topic: str, offset: int, max_wait_ms: int = 0) -> Any:
+    raw.sock.sendall(fetch_request(raw, topic, offset, max_wait_ms))
+    return raw.response().responses[0].partitions[0]
+
+
+def healthy(broker: BrokerProcess) -> None:
+    """Another client still produces, fetches what it produced, and gets metadata."""
+    topic = f"healthy-{uuid.uuid4().hex[:8]}"
+    with Raw(broker.kafka_port) as raw:
+        M = metadata.MetadataRequest
+        meta = raw.call(M, 8, topics=[M.MetadataRequestTopic(name=topic)],
+                        allow_auto_topic_creation=True, include_cluster_authorized_operations=False,
+                        include_topic_authorized_operations=False)
+        assert meta.topics[0].error_code in (0, 5), meta  # 5: LEADER_NOT_AVAILABLE, retry
+        part = produce(raw, topic, batch([b"alive"]))
+        assert part.error_code == 0, part
+        got = fetch(raw, topic, part.base_offset)
+        assert got.error_code == 0 and b"alive" in bytes(got.records), got
+
+
+def quiet(broker: BrokerProcess, since: int) -> None:
+    """No traceback and no ERROR line in the broker log after byte ``since``."""
+    text = broker.log_path.read_text(errors="replace")[since:]
+    bad = [line for line in text.splitlines() if "Traceback" in line or " ERROR " in line]
+    assert not bad, "\n".join(bad[:10])
+
+
+def mark(broker: BrokerProcess) -> int:
+    return len(broker.log_path.read_text(errors="replace"))
+
+
+# -- size prefixes and unfinished requests ---------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", [2**31 - 1, -(2**31), -1, MAX_REQUEST + 1],
+                         ids=["2GiB-1", "int32-min(2GiB unsigned)", "negative", "just-over"])
+def test_size_prefix_out_of_bounds_closes(broker: BrokerProcess, prefix: int) -> None:
+    since = mark(broker)
+    with Raw(broker.kafka_port) as raw:
+        raw.sock.sendall(struct.pack(">i", prefix) + b"\x00" * 64)
+        assert raw.closed_by_peer()
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_exactly_the_bound_is_accepted_as_a_frame(broker: BrokerProcess) -> None:
+    """A prefix of exactly 100 MiB is a frame Kafka would read; the broker waits for it
+    (we send a part and leave), and others are served meanwhile."""
+    since = mark(broker)
+    with Raw(broker.kafka_port) as raw:
+        raw.sock.sendall(struct.pack(">i", MAX_REQUEST) + b"\x00" * 1024)
+        assert not raw.closed_by_peer(timeout=0.5)
+        healthy(broker)
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_slowloris_partial_frames_do_not_stall_others(broker: BrokerProcess) -> None:
+    since = mark(broker)
+    slow = [Raw(broker.kafka_port) for _ in range(50)]
+    try:
+        for i, raw in enumerate(slow):  # a header's worth of a Metadata that never ends
+            raw.sock.sendall(struct.pack(">ihhi", 200, 3, 8, i)[: 4 + i % 8])
+        start = time.monotonic()
+        healthy(broker)
+        assert time.monotonic() - start < 5
+        for raw in slow[:10]:  # a trickle, a byte at a time
+            raw.sock.sendall(b"\x00")
+        healthy(broker)
+    finally:
+        for raw in slow:
+            raw.close()
+    quiet(broker, since)
+
+
+# -- unsupported keys and versions -------------------------------------------------------------
+
+
+def test_api_versions_too_new_is_answered_others_close(broker: BrokerProcess) -> None:
+    """KIP-511: an ApiVersions newer than the broker's is answered UNSUPPORTED_VERSION (35)
+    in a v0 response; an unknown api key, or a known one at a version not advertised,
+    closes the connection, as Kafka's request parsing does."""
+    since = mark(broker)
+    with Raw(broker.kafka_port) as raw:
+        raw.sock.sendall(struct.pack(">ihhih", 12, 18, 999, 41, 2) + b"cc")
+        (size,) = struct.unpack(">i", raw.recv(4))
+        corr, code = struct.unpack_from(">ih", raw.recv(size))
+        assert (corr, code) == (41, 35)
+    for key, version in [(9999, 0), (-1, 0), (3, 999), (0, 0), (3, -1)]:
+        with Raw(broker.kafka_port) as raw:
+            raw.sock.sendall(struct.pack(">ihhih", 10, key, version, 1, -1))
+            assert raw.closed_by_peer(), (key, version)
+    healthy(broker)
+    quiet(broker, since)
+
+
+# -- pipelining without reading --------------------------------------------------------------
+
+
+def test_pipelined_fetches_unread_keep_broker_memory_bounded(broker: BrokerProcess) -> None:
+    """Thousands of Fetch requests of ~1 MiB answers each, never read: the broker must stop
+    reading the socket (Kafka mutes a channel with a response outstanding) rather than
+    hold every answer in memory. Read afterwards, every answer arrives, in order."""
+    since = mark(broker)
+    topic = f"big-{uuid.uuid4().hex[:8]}"
+    with Raw(broker.kafka_port) as raw:
+        for _ in range(8):
+            assert produce(raw, topic, batch([b"x" * 1000] * 120)).error_code == 0
+    rss0 = broker.rss() or 0
+    n = 400
+    with Raw(broker.kafka_port, timeout=60) as greedy:
+        greedy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        wire = b"".join(fetch_request(greedy, topic, 0) for _ in range(n))
+        greedy.sock.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 5
+        while sent < len(wire) and time.monotonic() < deadline:
+            try:
+                sent += greedy.sock.send(wire[sent:sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.01)
+        growth, deadline = 0, time.monotonic() + 2  # watch what it does with what it read
+        while time.monotonic() < deadline and growth < 150 * 1024 * 1024:
+            growth = max(growth, (broker.rss() or 0) - rss0)
+            time.sleep(0.05)
+        print(f"broker RSS growth with {n} unread ~1 MiB Fetch answers: {growth >> 20} MiB")
+        healthy(broker)
+        assert growth < 150 * 1024 * 1024, f"broker grew {growth >> 20} MiB holding answers"
+        greedy.sock.setblocking(True)
+        greedy.sock.settimeout(60)
+        if sent < len(wire):
+            greedy.sock.sendall(wire[sent:])  # reading lets the broker go on
+        first = greedy.response()
+        assert first.responses[0].partitions[0].error_code == 0
+        for _ in range(n - 1):
+            greedy.response()
+    healthy(broker)
+    quiet(broker, since)
+
+
+# -- long-polls abandoned ---------------------------------------------------------------------
+
+
+def test_abandoned_long_polls_leave_nothing_behind(broker: BrokerProcess) -> None:
+    """Fetches waiting max_wait_ms = 2^31-1 on a topic nobody writes, then the clients
+    vanish: the broker stays responsive, and a later append wakes nobody stale (a
+    leaked hook would raise or log when it fires)."""
+    since = mark(broker)
+    topic = f"idle-{uuid.uuid4().hex[:8]}"
+    with Raw(broker.kafka_port) as raw:
+        end = produce(raw, topic, batch([b"seed"])).base_offset + 1
+    for _ in range(3):
+        waiting = [Raw(broker.kafka_port) for _ in range(40)]
+        for raw in waiting:
+            raw.sock.sendall(fetch_request(raw, topic, end, max_wait_ms=2**31 - 1))
+        healthy(broker)
+        for raw in waiting:
+            raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()  # a reset, not even a FIN
+    with Raw(broker.kafka_port) as raw:
+        part = produce(raw, topic, batch([b"after"]))  # fires any hook left behind
+        assert part.error_code == 0
+        got = fetch(raw, topic, end, max_wait_ms=100)
+        assert b"after" in bytes(got.records)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the management API agrees they are gone
+        kafka = [c for c in broker.get_json("/api/connections") if c.get("protocol") == "Kafka"]
+        if not kafka:
+            break
+        time.sleep(0.1)
+    assert not kafka, kafka
+    quiet(broker, since)
+
+
+# -- absurd admin requests --------------------------------------------------------------------
+
+
+def create_topics(raw: Raw, topics: list[tuple[str, int, int]], version: int = 4) -> Any:
+    C = admin.CreateTopicsRequest
+    return raw.call(C, version, topics=[
+        C.CreatableTopic(name=name, num_partitions=parts, replication_factor=rf,
+                         assignments=[], configs=[]) for name, parts, rf in topics],
+        timeout_ms=10000, validate_only=False)
+
+
+def test_create_topics_absurd_partitions_refused_without_allocating(broker: BrokerProcess) -> None:
+    since = mark(broker)
+    rss0 = broker.rss() or 0
+    base = uuid.uuid4().hex[:8]
+    with Raw(broker.kafka_port) as raw:
+        start = time.monotonic()
+        resp = create_topics(raw, [(f"{base}-huge", 1_000_000, 1), (f"{base}-max", 2**31 - 1, 1),
+                                   (f"{base}-neg", -7, 1), (f"{base}-rf", 1, 30000),
+                                   (f"{base}-zero", 0, 1)])
+        assert time.monotonic() - start < 5
+        codes = {t.name.split("-")[-1]: t.error_code for t in resp.topics}
+        # INVALID_PARTITIONS (37) and INVALID_REPLICATION_FACTOR (38), as Kafka
+        assert codes == {"huge": 37, "max": 37, "neg": 37, "rf": 38, "zero": 37}, codes
+        P = admin.CreatePartitionsRequest
+        assert create_topics(raw, [(f"{base}-ok", 1, 1)]).topics[0].error_code == 0
+        grow = raw.call(P, 1, topics=[P.CreatePartitionsTopic(
+            name=f"{base}-ok", count=1_000_000, assignments=None)], timeout_ms=10000,
+            validate_only=False)
+        assert grow.results[0].error_code == 37, grow
+    assert (broker.rss() or 0) - rss0 < 100 * 1024 * 1024
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_topic_names_at_and_over_kafkas_limit(broker: BrokerProcess) -> None:
+    """249 characters is the longest legal topic name: it works end to end (and survives
+    being a stream's directory name); 250 is INVALID_TOPIC_EXCEPTION (17) everywhere."""
+    since = mark(broker)
+    longest = ("t" + uuid.uuid4().hex) .ljust(249, "x")
+    over = longest + "y"
+    with Raw(broker.kafka_port) as raw:
+        assert create_topics(raw, [(over, 1, 1)]).topics[0].error_code == 17
+        assert produce(raw, over, batch([b"v"])).error_code == 17
+        assert create_topics(raw, [(longest, 1, 1)]).topics[0].error_code == 0
+        part = produce(raw, longest, batch([b"long"]))
+        assert part.error_code == 0, part
+        assert b"long" in bytes(fetch(raw, longest, part.base_offset).records)
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_metadata_for_ten_thousand_names(broker: BrokerProcess) -> None:
+    """Metadata naming 10k topics that do not exist, without auto-creation: each is
+    UNKNOWN_TOPIC_OR_PARTITION (3), in one timely answer; none is created."""
+    since = mark(broker)
+    M = metadata.MetadataRequest
+    names = [f"nx-{uuid.uuid4().hex[:6]}-{i}" for i in range(10_000)]
+    with Raw(broker.kafka_port, timeout=60) as raw:
+        start = time.monotonic()
+        resp = raw.call(M, 8, topics=[M.MetadataRequestTopic(name=n) for n in names],
+                        allow_auto_topic_creation=False,
+                        include_cluster_authorized_operations=False,
+                        include_topic_authorized_operations=False)
+        took = time.monotonic() - start
+        assert {t.error_code for t in resp.topics} == {3} and len(resp.topics) == 10_000
+        assert took < 10, took
+        every = raw.call(M, 8, topics=None, allow_auto_topic_creation=False,
+                         include_cluster_authorized_operations=False,
+                         include_topic_authorized_operations=False)
+        assert not {t.name for t in every.topics} & set(names)
+    healthy(broker)
+    quiet(broker, since)
