@@ -27,7 +27,7 @@ from pathlib import Path
 from machine import machine_info, proc_cpu_s
 from report import METRICS, print_table, ratio, summarize, table_rows
 from runner import HERE, build_loadgen, make_target, run_scenario
-from scenarios import Scenario, standard_scenarios, sweep_scenarios
+from scenarios import Scenario, standard_scenarios, stream_scenarios, sweep_scenarios
 
 # --------------------------------------------------------------------------- main
 
@@ -48,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--sweep", action="store_true",
                    help="run the scale sweep (1/10/100/1000 queues; 1/10/100 connection pairs; "
                    "10,000 topic bindings) instead of A-F")
+    p.add_argument("--streams", action="store_true",
+                   help="run issue 14's stream scenarios (S1 1 KiB confirms, S2 128 B, S4 four "
+                   "readers, SB B on a stream) instead of A-F; add B to compare with classic")
     p.add_argument("--reps", type=int, default=3, help="repetitions per scenario [%(default)s]")
     p.add_argument("--duration", type=float, default=5, help="publish seconds [%(default)s]")
     p.add_argument("--latency-duration", type=float, default=10,
@@ -76,12 +79,14 @@ def parse_args(argv=None):
 
 
 def select(args) -> list[Scenario]:
-    pool = sweep_scenarios() if args.sweep else standard_scenarios()
+    pool = sweep_scenarios() if args.sweep else stream_scenarios() if args.streams \
+        else standard_scenarios()
     if not args.scenarios:
         return pool
-    want = args.scenarios.split(",") if "," in args.scenarios or not args.scenarios.isalpha() \
+    by_key = {s.key: s for s in standard_scenarios() + sweep_scenarios() + stream_scenarios()}
+    want = [args.scenarios] if args.scenarios in by_key else args.scenarios.split(",") \
+        if "," in args.scenarios or not args.scenarios.isalpha() \
         or not args.scenarios.isupper() else list(args.scenarios)
-    by_key = {s.key: s for s in standard_scenarios() + sweep_scenarios()}
     bad = [w for w in want if w not in by_key]
     if bad:
         sys.exit(f"run.py: unknown scenario(s) {bad}; known: {', '.join(by_key)}")
@@ -142,7 +147,8 @@ def main(argv=None) -> int:
         print(f"ratio rows: {targets[0].name} / {targets[1].name} (>1 means {targets[0].name} "
               "is higher: better for msg/s and deliv/CPU-s, worse for latency and CPU)")
 
-    name = "-vs-".join(t.name for t in targets) + ("-sweep" if args.sweep else "")
+    name = "-vs-".join(t.name for t in targets) + ("-sweep" if args.sweep else "") \
+        + ("-streams" if args.streams else "")
     out = Path(args.out) if args.out else \
         HERE / "results" / f"{name}-{started.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

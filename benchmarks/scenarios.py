@@ -40,6 +40,29 @@ def standard_scenarios() -> list[Scenario]:
     ]
 
 
+STREAM = ["--durable", "--queue-arg", "x-queue-type=stream",
+          "--consumer-arg", "x-stream-offset=first"]
+
+
+def stream_scenarios() -> list[Scenario]:
+    """Issue 14's streams over AMQP (``run.py --streams``): a stream queue read from
+    ``first`` with prefetch 1000 (credit), and B's shape on a stream for the
+    classic-vs-stream cost per delivery. Every consumer of a stream gets every message,
+    so S4 counts four deliveries per publish (the closed loop keeps all four readers live)."""
+    s = [*STREAM, "--prefetch", "1000"]
+    return [
+        Scenario("S1", "stream, 1 KiB, persistent, confirms (window 100), prefetch 1000",
+                 ["-p", "1", "-c", "1", "-s", "1024", "--persistent", "--confirm", "100", *s],
+                 show_latency=True),
+        Scenario("S2", "stream, 128 B, no confirms, prefetch 1000",
+                 ["-p", "1", "-c", "1", "-s", "128", *s]),
+        Scenario("S4", "stream, four readers from first, 1 KiB, prefetch 1000",
+                 ["-p", "1", "-c", "4", "-s", "1024", *s]),
+        Scenario("SB", "B's shape on a stream: 1 KiB, manual ack, prefetch 100",
+                 ["-p", "1", "-c", "1", "-s", "1024", "--prefetch", "100", *STREAM]),
+    ]
+
+
 def sweep_scenarios() -> list[Scenario]:
     out = []
     small = ["-s", "256", "--prefetch", "100"]

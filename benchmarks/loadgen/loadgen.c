@@ -54,7 +54,49 @@ static struct {
     char broker_pids[256];
     char label[64];
     int keep, delete_only;
+    int stream; /* a --queue-arg x-queue-type=stream: every consumer reads every message */
 } opt;
+
+/* --queue-arg / --consumer-arg KEY=VALUE: an integer becomes a long ('l'), true/false a
+ * boolean, anything else a string, as stream arguments need (x-stream-offset=first). */
+#define MAX_ARGS 16
+typedef struct {
+    int n;
+    amqp_table_entry_t e[MAX_ARGS];
+} arg_table_t;
+static arg_table_t g_qargs, g_cargs;
+
+static void add_arg(arg_table_t *t, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv || t->n >= MAX_ARGS) {
+        fprintf(stderr, "loadgen: bad or too many KEY=VALUE arguments: %s\n", kv);
+        exit(2);
+    }
+    amqp_table_entry_t *e = &t->e[t->n++];
+    e->key = amqp_cstring_bytes(strndup(kv, (size_t)(eq - kv)));
+    const char *v = eq + 1;
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    if (*v && end && !*end) {
+        e->value.kind = AMQP_FIELD_KIND_I64;
+        e->value.value.i64 = n;
+    } else if (!strcmp(v, "true") || !strcmp(v, "false")) {
+        e->value.kind = AMQP_FIELD_KIND_BOOLEAN;
+        e->value.value.boolean = v[0] == 't';
+    } else {
+        e->value.kind = AMQP_FIELD_KIND_UTF8;
+        e->value.value.bytes = amqp_cstring_bytes(strdup(v));
+    }
+    if (t == &g_qargs && !strncmp(kv, "x-queue-type=stream", 20))
+        opt.stream = 1;
+}
+
+static amqp_table_t arg_table(arg_table_t *t)
+{
+    amqp_table_t table = {.num_entries = t->n, .entries = t->e};
+    return table;
+}
 
 static const char *xkind_name(enum xkind k)
 {
@@ -297,9 +339,14 @@ static void target_routing_key(int t, char *buf, size_t n)
         queue_name(t, buf, n);
 }
 
-/* Deliveries expected per publish. */
+/* Deliveries expected per publish. A stream delivers every message to each of its
+ * consumers (consumer j reads queue j % Q), a queue to one of them. */
 static int copies_per_publish(void)
 {
+    if (opt.stream) {
+        int per_queue = opt.cons / opt.queues > 0 ? opt.cons / opt.queues : 1;
+        return opt.xkind == X_FANOUT ? opt.queues * per_queue : per_queue;
+    }
     return opt.xkind == X_FANOUT ? opt.queues : 1;
 }
 
@@ -644,7 +691,7 @@ static void *consumer(void *arg)
         char qn[160];
         queue_name(qs[i], qn, sizeof qn);
         amqp_basic_consume(c, 1, amqp_cstring_bytes(qn), amqp_empty_bytes, 0, opt.auto_ack, 0,
-                           amqp_empty_table);
+                           arg_table(&g_cargs));
         if (!rpc_ok(c, "basic.consume"))
             break;
     }
@@ -847,12 +894,20 @@ static int setup_topology(amqp_connection_state_t c)
     for (int q = 0; q < opt.queues; q++) {
         char qn[160];
         queue_name(q, qn, sizeof qn);
-        amqp_queue_declare(c, 1, amqp_cstring_bytes(qn), 0, opt.durable, 0, 0, amqp_empty_table);
+        if (opt.stream) { /* a stream cannot be purged: start from an empty one */
+            amqp_queue_delete(c, 1, amqp_cstring_bytes(qn), 0, 0);
+            if (!rpc_ok(c, "queue.delete"))
+                return 0;
+        }
+        amqp_queue_declare(c, 1, amqp_cstring_bytes(qn), 0, opt.durable, 0, 0,
+                           arg_table(&g_qargs));
         if (!rpc_ok(c, "queue.declare"))
             return 0;
-        amqp_queue_purge(c, 1, amqp_cstring_bytes(qn));
-        if (!rpc_ok(c, "queue.purge"))
-            return 0;
+        if (!opt.stream) {
+            amqp_queue_purge(c, 1, amqp_cstring_bytes(qn));
+            if (!rpc_ok(c, "queue.purge"))
+                return 0;
+        }
         if (opt.xkind == X_FANOUT || opt.xkind == X_DIRECT) {
             amqp_queue_bind(c, 1, amqp_cstring_bytes(qn), amqp_cstring_bytes(opt.exchange),
                             amqp_cstring_bytes(opt.xkind == X_DIRECT ? qn : ""),
@@ -955,6 +1010,9 @@ static void usage(FILE *o)
         "  -r, --rate R          total publish rate in msg/s, 0 = as fast as allowed [0]\n"
         "  --persistent          delivery-mode 2 (default 1)\n"
         "  --durable             durable queues and exchange\n"
+        "  --queue-arg K=V       queue.declare argument, repeatable (x-queue-type=stream);\n"
+        "                        a stream is deleted and declared afresh, not purged\n"
+        "  --consumer-arg K=V    basic.consume argument, repeatable (x-stream-offset=first)\n"
         "  --confirm W           publisher confirms with at most W unconfirmed messages\n"
         "  --prefetch P          basic.qos prefetch-count per consumer, 0 = unlimited [0]\n"
         "  --auto-ack            consume with no-ack (default: manual ack of every message)\n"
@@ -991,7 +1049,8 @@ static void parse_args(int argc, char **argv)
     const char *xtype = "fanout";
     enum {
         O_URL = 256, O_QUEUE, O_QUEUES, O_PERS, O_DUR, O_CONF, O_PREF, O_AUTO, O_MULTI, O_BACK,
-        O_COAL, O_EX, O_EXT, O_BIND, O_BATCH, O_DRAIN, O_IDLE, O_PID, O_LABEL, O_KEEP, O_DEL
+        O_COAL, O_EX, O_EXT, O_BIND, O_BATCH, O_DRAIN, O_IDLE, O_PID, O_LABEL, O_KEEP, O_DEL,
+        O_QARG, O_CARG
     };
     static const struct option lo[] = {
         {"url", 1, 0, O_URL}, {"queue", 1, 0, O_QUEUE}, {"queues", 1, 0, O_QUEUES},
@@ -1003,7 +1062,8 @@ static void parse_args(int argc, char **argv)
         {"exchange-type", 1, 0, O_EXT}, {"bindings", 1, 0, O_BIND}, {"batch", 1, 0, O_BATCH},
         {"drain-timeout", 1, 0, O_DRAIN}, {"idle-timeout", 1, 0, O_IDLE},
         {"broker-pid", 1, 0, O_PID}, {"label", 1, 0, O_LABEL}, {"keep", 0, 0, O_KEEP},
-        {"delete-only", 0, 0, O_DEL}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"delete-only", 0, 0, O_DEL}, {"queue-arg", 1, 0, O_QARG},
+        {"consumer-arg", 1, 0, O_CARG}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "p:c:s:d:n:r:h", lo, NULL)) != -1) {
         switch (ch) {
@@ -1034,6 +1094,8 @@ static void parse_args(int argc, char **argv)
         case O_LABEL: snprintf(opt.label, sizeof opt.label, "%s", optarg); break;
         case O_KEEP: opt.keep = 1; break;
         case O_DEL: opt.delete_only = 1; break;
+        case O_QARG: add_arg(&g_qargs, optarg); break;
+        case O_CARG: add_arg(&g_cargs, optarg); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
