@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any
 
 from smartbroker.broker.access import may_connect_from
@@ -30,6 +31,7 @@ from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
 from smartbroker.kafka.produce import NO_RESPONSE
 from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocolError, SaslToken
 from smartbroker.kafka.sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, SaslFailure
+from smartbroker.kafka.stats import KafkaStats, register
 
 log = logging.getLogger("smartbroker.kafka")
 MAX_IN_FLIGHT = 64  # stop reading while this many responses are owed (Kafka mutes a channel)
@@ -62,8 +64,10 @@ class KafkaClientProtocol(asyncio.Protocol):
     """One client connection: bytes in, requests to the handlers, responses out in order."""
 
     def __init__(self, handlers: KafkaHandlers, connections: set[KafkaClientProtocol],
-                 tls: bool = False, advertised_port: int = 0) -> None:
+                 tls: bool = False, advertised_port: int = 0,
+                 stats: KafkaStats | None = None) -> None:
         self.handlers = handlers
+        self.stats = stats if stats is not None else KafkaStats()  # for Prometheus
         self.connections = connections
         self.tls = tls
         self.advertised_port = advertised_port  # Metadata's port for it; 0: the Node's
@@ -98,10 +102,14 @@ class KafkaClientProtocol(asyncio.Protocol):
             self.conn.pre_auth = PRE_AUTH  # ApiVersions and SASL only, until authenticated
         broker.connections.add(self.record)
         self.connections.add(self)
+        self.stats.opened += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.handlers.broker.connections.discard(self.record)
+        retired = self.stats.retired_bytes
+        retired[0] += self.record.bytes_in
+        retired[1] += self.record.bytes_out
         self.transport = None
         for future in list(self.waiting):
             future.cancel()  # a Fetch still waiting drops its timer and stream hooks
@@ -152,6 +160,8 @@ class KafkaClientProtocol(asyncio.Protocol):
         out: list[bytes] = []
         size = 0
         self.backlog = False
+        stats = self.stats
+        started = perf_counter()  # a request's time runs from the pass that serves it
         try:
             while size < MAX_ANSWERED and (request := conn.next_request()) is not NEED_DATA:
                 if type(request) is SaslToken:  # after a SaslHandshake v0
@@ -163,12 +173,14 @@ class KafkaClientProtocol(asyncio.Protocol):
                     record.client_id(request.header.client_id)
                 body = self.handlers.handle(request, session)
                 if isinstance(body, asyncio.Future):
-                    self._defer(request, body)
+                    self._defer(request, body, started)
                 elif body is NO_RESPONSE:  # Produce with acks=0
                     out.append(conn.no_response(request))
+                    stats.answered(request.api_key, None, started)
                 else:
                     out.append(conn.send_response(request, body))
                     size += len(out[-1])
+                    stats.answered(request.api_key, body, started)
                 if request.api_key in SASL_KEYS:
                     if session.closing:  # refused: the answer goes, then the socket closes
                         self._close(out, FAILED_AUTH_DELAY)
@@ -218,7 +230,7 @@ class KafkaClientProtocol(asyncio.Protocol):
         elif exchange.raw and not self.conn.raw_tokens:
             self.conn.expect_raw_tokens(True)
 
-    def _defer(self, request: Request, future: asyncio.Future[Any]) -> None:
+    def _defer(self, request: Request, future: asyncio.Future[Any], started: float) -> None:
         """Answer ``request`` when ``future`` completes (later responses queue behind it)."""
         self.waiting.add(future)
 
@@ -230,8 +242,10 @@ class KafkaClientProtocol(asyncio.Protocol):
                 body = f.result()
                 if body is NO_RESPONSE:
                     data = self.conn.no_response(request)
+                    body = None
                 else:
                     data = self.conn.send_response(request, body)
+                self.stats.answered(request.api_key, body, started)
             except Exception as exc:  # a handler bug, as in data_received: one line, close
                 log.error("closing Kafka connection %s: %s: %s", self.session.peer,
                           type(exc).__name__, exc)
@@ -277,6 +291,9 @@ class KafkaListener:
         self.handlers = KafkaHandlers(broker, node)
         self.connections: set[KafkaClientProtocol] = set()
         self.servers: list[asyncio.AbstractServer] = []  # plain, and TLS when configured
+        self.ports: list[tuple[int, bool]] = []  # (bound port, TLS) for /api/overview
+        self.stats = KafkaStats()  # the connections' counters, for Prometheus
+        register(broker, self)  # how management/kafka_metrics.py finds the listener
 
     async def start(self, host: str, port: int, **kwargs: Any) -> int:
         """Listen on ``host:port`` (``ssl=`` a context: SSL and SASL_SSL); returns the
@@ -286,12 +303,14 @@ class KafkaListener:
         tls = kwargs.get("ssl") is not None
         bound = [0]  # a TLS client is sent to the TLS port in Metadata, not the plain one
         server = await loop.create_server(
-            lambda: KafkaClientProtocol(self.handlers, self.connections, tls, bound[0]),
+            lambda: KafkaClientProtocol(self.handlers, self.connections, tls, bound[0],
+                                        self.stats),
             host, port, reuse_address=True, backlog=1024, **kwargs)
         self.servers.append(server)
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         if tls:
             bound[0] = port
+        self.ports.append((port, tls))
         return port
 
     def close(self) -> None:

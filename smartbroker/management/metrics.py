@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from smartbroker.management.formatting import product_version
+from smartbroker.management.kafka_metrics import KafkaCollector
 from smartbroker.management.state import resident_memory
 from smartbroker.management.views import open_connections
 
@@ -89,6 +90,7 @@ class BrokerCollector(Collector):
 def registry_for(state: Any) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(state))
+    registry.register(KafkaCollector(state))
     return registry
 
 

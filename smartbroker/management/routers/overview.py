@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from smartbroker.exchanges import EXCHANGE_TYPES
+from smartbroker.kafka.stats import listener_of
 from smartbroker.management.deps import CallerDep, StateDep, UserDep
 from smartbroker.management.formatting import product_version
 from smartbroker.management.models import WhoAmI
@@ -35,13 +36,35 @@ def _totals(state: Any, caller: Any) -> dict[str, Any]:
             unacked += q.unacked_count
     conns = [c for c in open_connections(state)
              if caller.sees_owner(getattr(getattr(c, "user", None), "name", None))]
+    kafka = sum(1 for c in conns if getattr(c, "protocol", "") == "Kafka")
     return {
         "object_totals": {"connections": len(conns),
                           "channels": sum(len(c.channels) for c in conns),
                           "exchanges": exchanges, "queues": queues, "consumers": consumers},
         "queue_totals": {"messages": ready + unacked, "messages_ready": ready,
                          "messages_unacknowledged": unacked},
+        # smartbroker's: object_totals counts both protocols' connections, as RabbitMQ's
+        # counts AMQP, MQTT and STOMP ones alike; these split them
+        "connection_totals": {"amqp": len(conns) - kafka, "kafka": kafka},
     }
+
+
+def _kafka(state: Any, caller: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The Kafka listeners (RabbitMQ's ``listeners`` shape, protocol "kafka" and
+    "kafka/ssl" as it says "amqp/ssl") and the Kafka summary: its vhost and, when the
+    caller may see that vhost, the consumer groups Kafka clients see (ListGroups')."""
+    listener = listener_of(state.broker)
+    if listener is None:
+        return [], None
+    cfg = state.broker.config
+    listeners = [{"node": state.node, "protocol": "kafka/ssl" if tls else "kafka",
+                  "ip_address": cfg.host, "port": port}
+                 for port, tls in getattr(listener, "ports", ())]
+    vhost = listener.handlers.node.vhost
+    groups = None
+    if caller.is_monitor or caller.may_login(vhost):
+        groups = len(listener.handlers.group_admin.view.group_ids())
+    return listeners, {"vhost": vhost, "groups": groups}
 
 
 @router.get("/overview")
@@ -51,6 +74,8 @@ async def overview(state: StateDep, caller: CallerDep) -> dict[str, Any]:
                   "port": state.amqp_port or cfg.port},
                  {"node": state.node, "protocol": "http", "ip_address": cfg.host,
                   "port": state.http_port or cfg.management_port}]
+    kafka_listeners, kafka = _kafka(state, caller)
+    listeners += kafka_listeners
     return {
         "management_version": RABBITMQ_COMPAT_VERSION,
         "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
@@ -65,6 +90,7 @@ async def overview(state: StateDep, caller: CallerDep) -> dict[str, Any]:
         "message_stats": message_stats(state.totals(), state.rates.of(OVERVIEW)),
         **_totals(state, caller),
         "listeners": listeners,
+        **({"kafka": kafka} if kafka is not None else {}),
         "contexts": [{"node": state.node, "description": "RabbitMQ Management", "path": "/",
                       "port": str(state.http_port or cfg.management_port)}],
     }
