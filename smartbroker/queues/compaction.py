@@ -17,6 +17,7 @@ import time
 import weakref
 from typing import Any
 
+from smartbroker.queues.kafka_mapping import stored_to_record
 from smartbroker.store.compact import CompactionResult, Compactor
 
 log = logging.getLogger("smartbroker.stream.compaction")
@@ -26,10 +27,14 @@ _states: weakref.WeakKeyDictionary[Any, StreamCompaction] = weakref.WeakKeyDicti
 
 
 def is_tombstone(payload: bytes) -> bool:
-    """A stream record (see ``stream.encode_record``) whose message body is empty."""
+    """A stream record (see ``stream.encode_record``) whose message body is empty, unless
+    it is a Kafka record's empty non-null value (``x-kafka-empty-value``): Kafka keeps
+    those, only a null value is a tombstone."""
     (n,) = _u16.unpack_from(payload, 0)
     (h,) = _u32.unpack_from(payload, 2 + n)
-    return len(payload) == 6 + n + h
+    if len(payload) != 6 + n + h:
+        return False
+    return stored_to_record(payload, 0)[2] is None
 
 
 class StreamCompaction:
