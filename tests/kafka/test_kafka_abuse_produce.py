@@ -1,0 +1,314 @@
+"""Hostile Produce requests and a group join storm on a real broker's Kafka port: batches
+whose CRC, record count, length or varints lie, 100k tiny records, unknown compression,
+10k topics that do not exist (bounded by the vhost's max-queues), huge header counts.
+Each gets Kafka's error (or is stored as sent where the broker checks headers only, see
+kafka/batches.py), nothing reaches the log as ERROR or a traceback, AMQP readers of the
+stream survive what was stored, and another client keeps working in the same test.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import struct
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+from kafka.protocol import admin, consumer, producer
+from kafka.record.util import calc_crc32c
+from test_kafka_abuse import Raw, batch, fetch, healthy, mark, produce, quiet
+
+from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+
+CORRUPT_MESSAGE, UNKNOWN_TOPIC, INVALID_RECORD, UNSUPPORTED_COMPRESSION = 2, 3, 87, 76
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[BrokerProcess]:
+    if EXTERNAL_URL:
+        pytest.skip("the Kafka listener is smartbroker's own")
+    with running_broker("smartbroker-kafka-abuse-produce-", kafka=True) as proc:
+        yield proc
+
+
+def recrc(data: bytes | bytearray) -> bytes:
+    """The batch with its CRC-32C made right again (so a lie gets past the CRC check)."""
+    buf = bytearray(data)
+    struct.pack_into(">I", buf, 17, calc_crc32c(bytes(buf[21:])))
+    return bytes(buf)
+
+
+def patched(data: bytes, at: int, fmt: str, value: int, fix_crc: bool = True) -> bytes:
+    buf = bytearray(data)
+    struct.pack_into(fmt, buf, at, value)
+    return recrc(buf) if fix_crc else bytes(buf)
+
+
+def amqp_reads_all(broker: BrokerProcess, queue: str, at_least: int) -> list[bytes]:
+    """An AMQP stream reader from the first offset gets at least ``at_least`` messages and
+    its channel stays open (what the broker could not decode is skipped, not fatal)."""
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=1000)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 10
+        for _m, _p, body in ch.consume(queue, arguments={"x-stream-offset": "first"},
+                                       inactivity_timeout=1):
+            if body is not None:
+                got.append(body)
+                ch.basic_ack(_m.delivery_tag)
+            if len(got) >= at_least or time.monotonic() > deadline:
+                break
+        assert ch.is_open
+        ch.cancel()
+        return got
+    finally:
+        conn.close()
+
+
+# -- lying batches ----------------------------------------------------------------------------
+
+
+def test_bad_crc_is_corrupt_message(broker: BrokerProcess) -> None:
+    since = mark(broker)
+    topic = f"crc-{uuid.uuid4().hex[:8]}"
+    good = batch([b"a", b"b"])
+    with Raw(broker.kafka_port) as raw:
+        assert produce(raw, topic, patched(good, 17, ">I", 0xDEADBEEF, fix_crc=False)).error_code \
+            == CORRUPT_MESSAGE
+        flipped = good[:-2] + bytes([good[-2] ^ 0x40]) + good[-1:]  # a bit of the last value
+        assert produce(raw, topic, flipped).error_code == CORRUPT_MESSAGE
+        assert produce(raw, topic, good).error_code == 0  # the same connection goes on
+    healthy(broker)
+    quiet(broker, since)
+
+
+@pytest.mark.parametrize("case", ["count-only", "length-over", "length-under", "truncated",
+                                  "magic", "empty"])
+def test_lying_headers_are_refused(broker: BrokerProcess, case: str) -> None:
+    since = mark(broker)
+    topic = f"lie-{case}-{uuid.uuid4().hex[:8]}"
+    good = batch([b"a", b"b", b"c"])
+    bad = {
+        "count-only": patched(good, 57, ">i", 1000),  # lastOffsetDelta still says 3
+        "length-over": patched(good, 8, ">i", len(good) + 100, fix_crc=False),
+        "length-under": patched(good, 8, ">i", 20, fix_crc=False),
+        "truncated": good[:40],
+        "magic": patched(good, 16, ">b", 7, fix_crc=False),
+        "empty": patched(patched(good, 57, ">i", 0), 23, ">i", -1),
+    }[case]
+    with Raw(broker.kafka_port) as raw:
+        code = produce(raw, topic, bad).error_code
+        assert code in (CORRUPT_MESSAGE, INVALID_RECORD), code
+        assert produce(raw, topic, good).error_code == 0
+    healthy(broker)
+    quiet(broker, since)
+
+
+def _one_record_claiming(n: int) -> bytes:
+    """One real record in a batch whose header (count and lastOffsetDelta, CRC right)
+    claims ``n``: the header check cannot tell (Kafka iterates the records and refuses)."""
+    return patched(patched(batch([b"only"]), 23, ">i", n - 1), 57, ">i", n)
+
+
+def test_consistent_header_lies_and_bad_varints_do_not_hurt_readers(broker: BrokerProcess) -> None:
+    """Batches whose header and CRC are right but whose records lie: a count of 1000 over
+    one record, a record length varint of ten 0xff bytes, a header count of 2^31-1. The
+    broker stores them or refuses them with CORRUPT_MESSAGE/INVALID_RECORD; either way a
+    Kafka fetch and an AMQP reader of the stream go on to the good record after them."""
+    since = mark(broker)
+    topic = f"varint-{uuid.uuid4().hex[:8]}"
+    one = batch([b"x"])
+    head = 61  # the first record's length varint
+    huge_varint = recrc(one[:head] + b"\xff" * 10 + b"\x01" + one[head + 1:])
+    rec = bytearray(batch([b"h"]))
+    rec[-1] = 0  # the record's header count (varint 0) is the last byte ...
+    many_headers = recrc(bytes(rec[:-1]) + b"\xfe\xff\xff\xff\x0f")  # ... now 2^31-1
+    codes = {}
+    with Raw(broker.kafka_port) as raw:
+        for name, data in [("count", _one_record_claiming(1000)), ("varint", huge_varint),
+                           ("headers", many_headers)]:
+            codes[name] = produce(raw, topic, data).error_code
+            assert codes[name] in (0, CORRUPT_MESSAGE, INVALID_RECORD), codes
+        good = produce(raw, topic, batch([b"after-the-lies"]))
+        assert good.error_code == 0
+        seen = fetch(raw, topic, 0)
+        assert seen.error_code == 0 and b"after-the-lies" in bytes(
+            fetch(raw, topic, good.base_offset).records)
+    print("codes for consistent lies:", codes)
+    assert b"after-the-lies" in amqp_reads_all(broker, topic, 1)
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_compacted_topic_refuses_unparsable_records(broker: BrokerProcess) -> None:
+    since = mark(broker)
+    topic = f"compact-{uuid.uuid4().hex[:8]}"
+    with Raw(broker.kafka_port) as raw:
+        CT = admin.CreateTopicsRequest
+        resp = raw.call(CT, 4, topics=[CT.CreatableTopic(
+            name=topic, num_partitions=1, replication_factor=1, assignments=[],
+            configs=[CT.CreatableTopic.CreatableTopicConfig(name="cleanup.policy",
+                                                            value="compact")])],
+            timeout_ms=10000, validate_only=False)
+        assert resp.topics[0].error_code == 0, resp
+        keyed = batch([b"v"], key=b"k")
+        liar = recrc(keyed[:61] + b"\xff" * 10 + b"\x01" + keyed[62:])
+        assert produce(raw, topic, liar).error_code == CORRUPT_MESSAGE
+        assert produce(raw, topic, _one_record_claiming(50)).error_code in (
+            CORRUPT_MESSAGE, INVALID_RECORD)
+        assert produce(raw, topic, keyed).error_code == 0
+    healthy(broker)
+    quiet(broker, since)
+
+
+@pytest.mark.parametrize("codec_id", [2, 3, 4, 5, 6, 7])
+def test_compression_the_broker_cannot_read(broker: BrokerProcess, codec_id: int) -> None:
+    """snappy/lz4/zstd (2-4) and ids Kafka does not define (5-7): UNSUPPORTED_COMPRESSION_TYPE
+    (76) for both (Kafka serves 2-4; the README says these are not supported)."""
+    since = mark(broker)
+    topic = f"codec-{uuid.uuid4().hex[:8]}"
+    with Raw(broker.kafka_port) as raw:
+        data = patched(batch([b"z"]), 21, ">h", codec_id)
+        assert produce(raw, topic, data).error_code in (UNSUPPORTED_COMPRESSION, CORRUPT_MESSAGE)
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_gzip_bomb_is_not_inflated_whole(broker: BrokerProcess) -> None:
+    """A gzip batch of ~100 KiB that inflates to ~100 MiB of records: stored (Kafka takes
+    gzip), and an AMQP reader of the stream must not make the broker inflate it all at once
+    beyond max_message_size nor die (RSS bounded, still serving)."""
+    since = mark(broker)
+    topic = f"bomb-{uuid.uuid4().hex[:8]}"
+    inner = batch([b"\x00" * (1 << 20)] * 96)  # 96 records of 1 MiB zeros
+    body = gzip.compress(inner[61:], 9)
+    header = bytearray(inner[:61])
+    struct.pack_into(">h", header, 21, 1)  # gzip
+    bomb = bytearray(header + body)
+    struct.pack_into(">i", bomb, 8, len(bomb) - 12)
+    bomb_b = recrc(bomb)
+    with Raw(broker.kafka_port, timeout=60) as raw:
+        code = produce(raw, topic, bomb_b).error_code
+        assert code in (0, CORRUPT_MESSAGE, INVALID_RECORD), code
+        assert produce(raw, topic, batch([b"after-bomb"])).error_code == 0
+    rss0 = broker.rss() or 0
+    got = amqp_reads_all(broker, topic, 97 if code == 0 else 1)
+    assert got and got[-1] == b"after-bomb"
+    print(f"gzip bomb: produce code {code}, RSS growth {((broker.rss() or 0) - rss0) >> 20} MiB")
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_a_hundred_thousand_tiny_records(broker: BrokerProcess) -> None:
+    since = mark(broker)
+    topic = f"tiny-{uuid.uuid4().hex[:8]}"
+    with Raw(broker.kafka_port, timeout=60) as raw:
+        part = produce(raw, topic, batch([b""] * 100_000))
+        assert part.error_code == 0, part
+        assert produce(raw, topic, batch([b"last"])).base_offset == part.base_offset + 100_000
+    healthy(broker)
+    quiet(broker, since)
+
+
+# -- many topics --------------------------------------------------------------------------------
+
+
+def _api(broker: BrokerProcess, method: str, path: str, body: Any = None) -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{broker.management_port}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status
+
+
+def test_produce_to_ten_thousand_unknown_topics_obeys_max_queues(broker: BrokerProcess) -> None:
+    """Auto-creation has no bound in Kafka; here the vhost's max-queues applies: with room
+    for 20 more queues, a Produce naming 10k new topics creates 20 and answers
+    UNKNOWN_TOPIC_OR_PARTITION for the rest, promptly."""
+    since = mark(broker)
+    existing = len(broker.get_json("/api/queues/%2F"))
+    assert _api(broker, "PUT", "/api/vhost-limits/%2F/max-queues", {"value": existing + 20}) < 300
+    try:
+        P = producer.ProduceRequest
+        one = batch([b"v"])
+        base = uuid.uuid4().hex[:6]
+        with Raw(broker.kafka_port, timeout=120) as raw:
+            start = time.monotonic()
+            resp = raw.call(P, 7, transactional_id=None, acks=1, timeout_ms=10000, topic_data=[
+                P.TopicProduceData(name=f"many-{base}-{i}", partition_data=[
+                    P.TopicProduceData.PartitionProduceData(index=0, records=one)])
+                for i in range(10_000)])
+            took = time.monotonic() - start
+        codes = [t.partition_responses[0].error_code for t in resp.responses]
+        assert codes.count(0) == 20 and set(codes) == {0, UNKNOWN_TOPIC}, set(codes)
+        print(f"10k unknown topics under max-queues: {took:.2f}s")
+        assert took < 30
+    finally:
+        _api(broker, "DELETE", "/api/vhost-limits/%2F/max-queues")
+    healthy(broker)
+    quiet(broker, since)
+
+
+def test_headers_by_the_thousand(broker: BrokerProcess) -> None:
+    since = mark(broker)
+    topic = f"hdrs-{uuid.uuid4().hex[:8]}"
+    headers = [(f"h{i}", b"v") for i in range(10_000)]
+    with Raw(broker.kafka_port, timeout=60) as raw:
+        part = produce(raw, topic, batch([b"with-headers"], headers=headers))
+        assert part.error_code == 0
+        assert b"with-headers" in bytes(fetch(raw, topic, part.base_offset).records)
+    assert b"with-headers" in amqp_reads_all(broker, topic, 1)
+    healthy(broker)
+    quiet(broker, since)
+
+
+# -- a join storm ---------------------------------------------------------------------------------
+
+
+def test_join_group_storm(broker: BrokerProcess) -> None:
+    """300 connections join one group (v5: MEMBER_ID_REQUIRED, then again with the id) and
+    vanish without leaving; the coordinator answers each, the broker stays responsive, and
+    a member of another group is its leader meanwhile."""
+    since = mark(broker)
+    group = f"storm-{uuid.uuid4().hex[:8]}"
+    J = consumer.JoinGroupRequest
+    proto = [J.JoinGroupRequestProtocol(name="range", metadata=b"\x00\x01\x00\x00\x00\x00")]
+
+    def join(raw: Raw, member: str, name: str = group) -> Any:
+        return raw.call(J, 5, group_id=name, session_timeout_ms=6000,
+                        rebalance_timeout_ms=6000, member_id=member, group_instance_id=None,
+                        protocol_type="consumer", protocols=proto)
+
+    stormers = [Raw(broker.kafka_port) for _ in range(300)]
+    try:
+        ids = []
+        for raw in stormers:
+            first = join(raw, "")
+            assert first.error_code == 79, first  # MEMBER_ID_REQUIRED
+            ids.append(first.member_id)
+        for raw, member in zip(stormers, ids, strict=True):  # the second join waits for the rebalance
+            raw.sock.sendall(raw.encode(J, 5, group_id=group, session_timeout_ms=6000,
+                                        rebalance_timeout_ms=6000, member_id=member,
+                                        group_instance_id=None, protocol_type="consumer",
+                                        protocols=proto))
+        healthy(broker)
+        with Raw(broker.kafka_port, timeout=30) as calm:
+            other = f"calm-{uuid.uuid4().hex[:8]}"
+            member = join(calm, "", other).member_id
+            joined = join(calm, member, other)
+            assert joined.error_code == 0 and joined.leader == member, joined
+    finally:
+        for raw in stormers:
+            raw.close()
+    healthy(broker)
+    quiet(broker, since)
