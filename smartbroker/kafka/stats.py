@@ -22,8 +22,10 @@ from typing import Any
 
 from smartbroker.kafka import codec
 
-_I32 = struct.Struct(">i")
-_I16 = struct.Struct(">h")
+# RecordBatch v2 header fields read: batchLength (at 8), attributes (21), recordCount (57)
+_HEADER = struct.Struct(">8xi9xh34xi")
+_PRODUCE = 0  # api key (produce.py imports the broker; this module stays light)
+_FETCH = codec.FETCH
 _BATCH_HEADER = 61  # RecordBatch v2, up to the record count
 _CONTROL = 0x20  # attributes bit of a transaction marker batch
 Plan = tuple[tuple[str, Any, bool], ...]  # (field, nested plan or None for a code, is array)
@@ -80,18 +82,18 @@ def _plan(cls: type) -> Plan:
     return plan
 
 
-def _codes(obj: Any, plan: Plan, errors: dict[tuple[int, int], int], key: int) -> None:
+def _codes(obj: Any, plan: Plan, errors: dict[int, int]) -> None:
     for name, sub, many in plan:
         value = getattr(obj, name, None)
         if value is None:
             continue
         if sub is None:
-            errors[key, value] = errors.get((key, value), 0) + 1
+            errors[value] = errors.get(value, 0) + 1
         elif many:
             for item in value:
-                _codes(item, sub, errors, key)
+                _codes(item, sub, errors)
         else:
-            _codes(value, sub, errors, key)
+            _codes(value, sub, errors)
 
 
 def batch_counts(data: Any) -> tuple[int, int]:
@@ -101,26 +103,37 @@ def batch_counts(data: Any) -> tuple[int, int]:
         return 0, 0
     size = len(data)
     pos = batches = records = 0
-    unpack_i32, unpack_i16 = _I32.unpack_from, _I16.unpack_from
+    unpack = _HEADER.unpack_from
     while pos + _BATCH_HEADER <= size:
-        end = pos + 12 + unpack_i32(data, pos + 8)[0]
-        if end > size:
+        length, attributes, count = unpack(data, pos)
+        end = pos + 12 + length
+        if end > size or length < 0:
             break
-        if not unpack_i16(data, pos + 21)[0] & _CONTROL:
+        if not attributes & _CONTROL:
             batches += 1
-            records += unpack_i32(data, pos + 57)[0]
+            records += count
         pos = end
     return batches, records
+
+
+class ApiCounts:
+    """One api's answered requests, their seconds, and their error codes by code."""
+
+    __slots__ = ("count", "seconds", "errors")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.errors: dict[int, int] = {}
 
 
 class KafkaStats:
     """What the Kafka listener has done since the broker started."""
 
-    __slots__ = ("requests", "errors", "fetched", "opened", "retired_bytes")
+    __slots__ = ("apis", "fetched", "opened", "retired_bytes")
 
     def __init__(self) -> None:
-        self.requests: dict[int, list[float]] = {}  # api key -> [answered, seconds]
-        self.errors: dict[tuple[int, int], int] = {}  # (api key, error code) -> count
+        self.apis: dict[int, ApiCounts] = {}  # by api key
         self.fetched = [0, 0]  # record batches, records sent in Fetch responses
         self.opened = 0  # connections accepted
         self.retired_bytes = [0, 0]  # in, out of connections since closed
@@ -128,30 +141,34 @@ class KafkaStats:
     def answered(self, api_key: int, body: Any, started: float) -> None:
         """A request answered (``body`` None: no response, acks=0), ``started`` being the
         ``perf_counter()`` of the read that brought it in."""
-        per = self.requests.get(api_key)
+        per = self.apis.get(api_key)
         if per is None:
-            per = self.requests[api_key] = [0, 0.0]
-        per[0] += 1
-        per[1] += perf_counter() - started
+            per = self.apis[api_key] = ApiCounts()
+        per.count += 1
+        per.seconds += perf_counter() - started
         if body is None:
             return
-        if api_key == codec.FETCH:
-            self._fetch(body)
-            return
-        plan = _PLANS.get(type(body))
-        _codes(body, plan if plan is not None else _plan(type(body)), self.errors, api_key)
+        errors = per.errors
+        if api_key == _PRODUCE:  # the walk of _codes, unrolled for the hot paths
+            for topic in body.responses:
+                for part in topic.partition_responses:
+                    code = part.error_code
+                    errors[code] = errors.get(code, 0) + 1
+        elif api_key == _FETCH:
+            self._fetch(body, errors)
+        else:
+            plan = _PLANS.get(type(body))
+            _codes(body, plan if plan is not None else _plan(type(body)), errors)
 
-    def _fetch(self, body: Any) -> None:
+    def _fetch(self, body: Any, errors: dict[int, int]) -> None:
         """Error codes (top level and per partition) and the batches sent."""
-        errors = self.errors
-        key = codec.FETCH
         code = getattr(body, "error_code", None) or 0
-        errors[key, code] = errors.get((key, code), 0) + 1
+        errors[code] = errors.get(code, 0) + 1
         fetched = self.fetched
         for topic in body.responses or ():
             for part in topic.partitions or ():
                 code = part.error_code
-                errors[key, code] = errors.get((key, code), 0) + 1
+                errors[code] = errors.get(code, 0) + 1
                 records = part.records
                 if records:
                     batches, count = batch_counts(records)

@@ -62,15 +62,15 @@ def listener_metrics(listener: Any) -> Iterator[Any]:
     latency = SummaryMetricFamily("kafka_network_request_duration_seconds",
                                   "Kafka requests from the read that brought them in to "
                                   "their answer", labels=["request"])
-    for key, (count, seconds) in sorted(list(stats.requests.items())):
-        name = api_name(key)
-        requests.add_metric([name], count)
-        latency.add_metric([name], count_value=count, sum_value=seconds)
     errors = CounterMetricFamily("kafka_network_request_errors", "Error codes in Kafka "
                                  "responses (one per partition or group, NONE included)",
                                  labels=["request", "error"])
-    for (key, code), count in sorted(list(stats.errors.items())):
-        errors.add_metric([api_name(key), error_name(code)], count)
+    for key, per in sorted(list(stats.apis.items())):
+        name = api_name(key)
+        requests.add_metric([name], per.count)
+        latency.add_metric([name], count_value=per.count, sum_value=per.seconds)
+        for code, count in sorted(list(per.errors.items())):
+            errors.add_metric([name, error_name(code)], count)
     yield from (requests, latency, errors)
     live = [p.record for p in list(listener.connections)]
     bytes_in = stats.retired_bytes[0] + sum(r.bytes_in for r in live)
