@@ -75,6 +75,10 @@ class GroupCoordinator:
             self.coordinator, valid_group_id,
             allowed=lambda group: group_allowed(topics.broker, topics.vhost, group))
         self.coordinator.watchers.append(self._show_members)
+        # (group, topic, partition) -> whether an open transaction holds an offset for it
+        # (the transaction coordinator's, wired by handlers.py): OffsetFetch with
+        # require_stable answers UNSTABLE_OFFSET_COMMIT for it
+        self.pending_txn_offset: Any = lambda group, topic, partition: False
 
     def _show_members(self, group: Any) -> None:
         """Let the streams a group subscribes to show its Kafka members (with lag) in
@@ -187,12 +191,14 @@ class GroupCoordinator:
             part_cls = topic_cls.OffsetFetchResponsePartitions
             groups = []
             for g in body.groups:
-                code, topics = self._fetch_group(g.group_id, g.topics, topic_cls, part_cls)
+                code, topics = self._fetch_group(g.group_id, g.topics, topic_cls, part_cls,
+                                                 bool(body.require_stable))
                 groups.append(group_cls(group_id=g.group_id, topics=topics, error_code=code))
             return cls(version=version, throttle_time_ms=0, groups=groups)
         topic_cls = cls.OffsetFetchResponseTopic
         part_cls = topic_cls.OffsetFetchResponsePartition
-        code, topics = self._fetch_group(body.group_id, body.topics, topic_cls, part_cls)
+        code, topics = self._fetch_group(body.group_id, body.topics, topic_cls, part_cls,
+                                         version >= 7 and bool(body.require_stable))
         if code != ErrorCode.NONE and version < 2:  # no top-level error code before v2
             topics = [topic_cls(name=t.name, partitions=[
                 part_cls(partition_index=i, committed_offset=NO_OFFSET, committed_leader_epoch=-1,
@@ -201,7 +207,7 @@ class GroupCoordinator:
         return cls(version=version, throttle_time_ms=0, error_code=code, topics=topics)
 
     def _fetch_group(self, group: str, wanted: Iterable[Any] | None, topic_cls: Any,
-                     part_cls: Any) -> tuple[ErrorCode, list[Any]]:
+                     part_cls: Any, stable: bool = False) -> tuple[ErrorCode, list[Any]]:
         if not valid_group_id(group):
             return ErrorCode.INVALID_GROUP_ID, []
         if not group_allowed(self.topics.broker, self.topics.vhost, group):
@@ -235,6 +241,8 @@ class GroupCoordinator:
                 if queue is None or not 0 <= index < len(queue.logs):
                     # Kafka answers an unknown partition with no offset and no error
                     parts.append(part(index, None))
+                elif stable and self.pending_txn_offset(group, topic.name, index):
+                    parts.append(part(index, None, ErrorCode.UNSTABLE_OFFSET_COMMIT))
                 else:
                     parts.append(part(index, queue.groups.book.get(group, index)))
             answers.append(topic_cls(name=topic.name, partitions=parts))

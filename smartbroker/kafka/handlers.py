@@ -140,6 +140,7 @@ class KafkaHandlers:
             lambda: [t.name for t in self.topics()])
         self.coordinator = self.groups.coordinator  # the Kafka groups (kafka/coordinator.py)
         self.txn.group_of = self.coordinator.group  # TxnOffsetCommit checks member/generation
+        self.groups.pending_txn_offset = self.txn.coordinator.pending_offset
         self.group_admin = group_admin.GroupAdmin(
             self.streams, lambda: getattr(self, "coordinator", None))
         self.table: dict[int, Callable[[Request, Session], Any]] = {

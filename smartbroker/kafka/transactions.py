@@ -380,6 +380,13 @@ class TransactionCoordinator:
                 log.warning("expiry of transactional id %r not recorded: %s", tid, exc)
         return gone
 
+    def pending_offset(self, group: str, topic: str, partition: int) -> bool:
+        """Whether an ongoing transaction holds an offset of ``group`` for the partition
+        (OffsetFetch with require_stable: Kafka's UNSTABLE_OFFSET_COMMIT)."""
+        key = (topic, partition)
+        return any(m.state == ONGOING and key in m.offsets.get(group, ())
+                   for m in self.txns.values())
+
     def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()

@@ -266,8 +266,19 @@ def test_offsets_visible_on_commit_only(broker: Broker, h: KafkaHandlers) -> Non
     assert commit_offset(7) == ErrorCode.NONE
     groups = broker.vhosts["/"].queues["orders"].groups
     assert groups.book.get("g", 1) is None
+    fetch_req = codec.REQUESTS[9]
+
+    def fetched(stable: bool) -> tuple[int, int]:
+        r = call(h, 9, 7, group_id="g", require_stable=stable, topics=[
+            fetch_req.OffsetFetchRequestTopic(name="orders", partition_indexes=[1])])
+        p = r.topics[0].partitions[0]
+        return p.error_code, p.committed_offset
+
+    assert fetched(stable=True) == (ErrorCode.UNSTABLE_OFFSET_COMMIT, -1)  # pending
+    assert fetched(stable=False) == (ErrorCode.NONE, -1)
     assert end(h, "tx", pid, epoch, commit=True) == ErrorCode.NONE
     assert groups.book.get("g", 1) == 7
+    assert fetched(stable=True) == (ErrorCode.NONE, 7)
     assert commit_offset(9) == ErrorCode.INVALID_TXN_STATE  # no AddOffsetsToTxn this time
 
 
