@@ -44,6 +44,19 @@ class ChannelConsumer:
             return False
         return not ch.global_prefetch or ch.unacked_total < ch.global_prefetch
 
+    def credit_left(self) -> int:
+        """How many deliveries it can take now: ``can_take`` as a count, so a stream
+        delivers a run of records without asking before each one."""
+        ch = self.channel
+        if not ch.deliverable:
+            return 0
+        if self.no_ack:
+            return 1 << 30
+        n = self.prefetch - self.unacked if self.prefetch else 1 << 30
+        if ch.global_prefetch:
+            n = min(n, ch.global_prefetch - ch.unacked_total)
+        return max(n, 0)
+
     def wake(self) -> None:
         """Credit may be back (ack, qos, flow, writable): a parked consumer rejoins its
         queue's round-robin ring; the caller dispatches the queue."""

@@ -109,6 +109,20 @@ def _deliver_run(stream: StreamQueue, reader: Reader, p: int, run: Run, cursor: 
     consumer = reader.consumer
     member = reader.member
     stop = min(run.end, end, cursor + READ_BATCH)
+    credit = getattr(consumer, "credit_left", None)  # test fakes may lack it
+    if member is None and credit is not None:  # the common case, without per-record checks
+        stop = min(stop, cursor + credit())
+        deliver, get = consumer.deliver, run.get
+        sent = 0
+        for offset in range(cursor, stop):
+            msg = get(offset)
+            if msg is not None:
+                deliver(stream, StreamEntry(msg, p, offset, False, reader))
+                sent += 1
+        if stop > cursor:
+            reader.cursors[p] = stop
+        stream.stats["deliver"] += sent
+        return stop > cursor
     offset = cursor
     sent = 0
     while offset < stop and consumer.can_take() and p in reader.cursors:

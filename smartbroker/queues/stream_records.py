@@ -72,7 +72,13 @@ def decode_record(data: bytes, partition: int, offset: int, own_route: bytes | N
                             body, partition, offset)
 
 
+_OFFSET_ENTRY = struct.Struct(f"!{len(_OFFSET_SS)}scq")  # name, type 'l', value
+_be_u32 = struct.Struct("!I")
 _partition_entries: dict[int, bytes] = {}  # partition -> its encoded header entry
+# content header -> (bytes before the headers table's size, its size, the table, the rest)
+_templates: dict[bytes, tuple[bytes, int, bytes, bytes]] = {}
+MAX_TEMPLATES = 256  # publishers mostly repeat a few headers; unique ones just miss
+_new_message = Message.__new__
 
 
 def delivery_headers(offset: int, partition: int) -> bytes:
@@ -80,13 +86,48 @@ def delivery_headers(offset: int, partition: int) -> bytes:
     part = _partition_entries.get(partition)
     if part is None:
         part = _partition_entries[partition] = codec.table_entry_int(_PARTITION_SS, partition)
-    return codec.table_entry_long(_OFFSET_SS, offset) + part
+    return _OFFSET_ENTRY.pack(_OFFSET_SS, b"l", offset) + part
+
+
+def _template(header_payload: bytes, flags: int) -> tuple[bytes, int, bytes, bytes]:
+    """``header_payload`` cut around its headers table, as ``codec.add_headers`` cuts it
+    (a header without a table gets an empty one and the headers flag)."""
+    pos = 14
+    if flags & (1 << 15):
+        pos += 1 + header_payload[pos]
+    if flags & (1 << 14):
+        pos += 1 + header_payload[pos]
+    if flags & codec.FLAG_HEADERS:
+        size = _be_u32.unpack_from(header_payload, pos)[0]
+        end = pos + 4 + size
+        return header_payload[:pos], size, header_payload[pos + 4:end], header_payload[end:]
+    new_flags = (flags | codec.FLAG_HEADERS) & 0xFFFF
+    head = header_payload[:12] + bytes((new_flags >> 8, new_flags & 0xFF)) + header_payload[14:pos]
+    return head, 0, b"", header_payload[pos:]
 
 
 def delivery_message(route: tuple[str, str, bytes], header_payload: bytes, flags: int,
                      body: bytes, partition: int, offset: int) -> Message:
     """The message as a stream delivers it: the stored header with the offset and
     partition entries spliced into its headers table (nothing else is decoded). The
-    same for a record read back and for a publish kept in the tail (stream_tail.py)."""
-    header = codec.add_headers(header_payload, flags, delivery_headers(offset, partition))
-    return Message.routed(route, header, body, flags | codec.FLAG_HEADERS)
+    same for a record read back and for a publish kept in the tail (stream_tail.py).
+    The cut of a header is remembered: a delivery is then one join."""
+    t = _templates.get(header_payload)
+    if t is None:
+        t = _template(header_payload, flags)
+        if len(_templates) >= MAX_TEMPLATES:
+            _templates.clear()
+        _templates[header_payload] = t
+    part = _partition_entries.get(partition)
+    if part is None:
+        part = _partition_entries[partition] = codec.table_entry_int(_PARTITION_SS, partition)
+    offset_entry = _OFFSET_ENTRY.pack(_OFFSET_SS, b"l", offset)
+    head, size, table, rest = t
+    msg = _new_message(Message)
+    msg.route = route
+    msg.header_payload = b"".join((head, _be_u32.pack(size + len(offset_entry) + len(part)), table,
+                                   offset_entry, part, rest))
+    msg.body = body
+    msg.flags = flags | codec.FLAG_HEADERS
+    msg._properties = None
+    return msg

@@ -13,7 +13,7 @@ from smartbroker.queues import stream_tail
 from smartbroker.queues.base import Storage
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
-from smartbroker.queues.stream_records import decode_record, encode_record
+from smartbroker.queues.stream_records import decode_record, delivery_message, encode_record
 from smartbroker.queues.stream_tail import CHUNK, Chunks, Tail
 from tests.unit.queues.test_stream import Reader, attach, fill, msg
 
@@ -132,3 +132,38 @@ def test_publishes_and_acks_in_one_loop_pass_dispatch_once():
 
     calls, offsets = asyncio.run(main())
     assert calls == 1 and offsets == list(range(20))
+
+
+@pytest.mark.parametrize("make", [lambda i: msg(f"m{i}"), lambda i: with_headers(f"h{i}")])
+def test_the_remembered_header_cut_splices_as_codec_add_headers_does(make):
+    m = make(1)
+    for offset, partition in [(0, 0), (5, 3), (2**40, 7), (6, 3)]:
+        got = delivery_message(m.route, m.header_payload, m.flags, m.body, partition, offset)
+        extra = codec.table_entry_long(codec.shortstr("x-stream-offset"), offset) \
+            + codec.table_entry_int(codec.shortstr("x-stream-partition"), partition)
+        assert got.header_payload == codec.add_headers(m.header_payload, m.flags, extra)
+
+
+class ChannelLikeReader(Reader):
+    """A reader that, like a channel's consumer, tells its credit as a count."""
+
+    def credit_left(self) -> int:
+        return max(self.credit_limit - self.unacked, 0)
+
+    def __init__(self, credit: int) -> None:
+        super().__init__(credit=credit)
+        self.credit_limit = credit
+
+
+def test_a_run_delivered_by_credit_count_is_what_per_record_checks_deliver(monkeypatch):
+    monkeypatch.setattr(stream_tail, "PARTITION_BYTES", 64)
+    monkeypatch.setattr(stream_tail, "STREAM_BYTES", 64)
+    q = StreamQueue("s", "/")
+    fill(q, CHUNK + 40)
+    plain, counted = attach(q, Reader(credit=7)), attach(q, ChannelLikeReader(7))
+    while len(plain.got) < CHUNK + 40:
+        assert counted.unacked == plain.unacked == 7
+        for r in (plain, counted):
+            r.settle(q, 7)
+    assert deliveries(counted) == deliveries(plain)
+    assert [e.offset for e in counted.got] == list(range(CHUNK + 40))
