@@ -1,26 +1,31 @@
-"""Idempotence and transactions through the handlers of an in-memory broker: a retried
-batch stored once and answered with its original offset, sequence and epoch errors, the
-transaction APIs with Kafka's codes (fencing, CONCURRENT_TRANSACTIONS, version-dependent
-PRODUCER_FENCED), markers, read_committed Fetch and ListOffsets, offsets visible on commit
-only, timeouts, AMQP readers, and the coordinator's state across a restart."""
+"""Transactions through the handlers of an in-memory broker: the APIs with Kafka's codes
+(fencing, CONCURRENT_TRANSACTIONS, version-dependent PRODUCER_FENCED), markers,
+read_committed Fetch and ListOffsets, offsets visible on commit only (and
+UNSTABLE_OFFSET_COMMIT meanwhile), timeouts, AMQP readers, compacted topics, permissions."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from smartbroker.broker.core import Broker
 from smartbroker.kafka import codec
 from smartbroker.kafka.errors import ErrorCode
-from smartbroker.kafka.handlers import KafkaHandlers, Node
-from smartbroker.kafka.transactions import TransactionCoordinator, TxnError
-from tests.unit.kafka.kafka_fixtures import SESSION, THREE_PARTITIONS, broker_with
+from smartbroker.kafka.handlers import KafkaHandlers
+from tests.unit.kafka.kafka_fixtures import THREE_PARTITIONS, broker_with
 from tests.unit.kafka.test_kafka_produce import produce, results
-
-TS = 1_700_000_000_000
+from tests.unit.kafka.txn_helpers import (
+    SESSION,
+    TS,
+    add_partitions,
+    call,
+    data,
+    end,
+    fetch,
+    handlers,
+    init,
+)
 
 
 @pytest.fixture
@@ -30,118 +35,8 @@ def broker() -> Iterator[Broker]:
 
 @pytest.fixture
 def h(broker: Broker) -> KafkaHandlers:
-    return KafkaHandlers(broker, Node("h", 9092, Node.cluster_id_for("x"), "/"))
+    return handlers(broker)
 
-
-def call(h: KafkaHandlers, api_key: int, version: int, **fields: Any) -> Any:
-    body = codec.REQUESTS[api_key](version=version, **fields)
-    return h.handle(codec.Request(codec.Header(api_key, version, 1, "c"), body), SESSION)
-
-
-def data(pid: int, epoch: int, seq: int, n: int = 1, txn: bool = False) -> bytes:
-    return codec.write_batch([(TS + i, None, b"v%d-%d" % (seq, i), []) for i in range(n)],
-                             producer_id=pid, producer_epoch=epoch, base_sequence=seq,
-                             transactional=txn)
-
-
-def init(h: KafkaHandlers, txn_id: str | None = None, version: int = 4,
-         timeout_ms: int = 60000) -> tuple[int, int, int]:
-    r = call(h, 22, version, transactional_id=txn_id, transaction_timeout_ms=timeout_ms)
-    return r.error_code, r.producer_id, r.producer_epoch
-
-
-def add_partitions(h: KafkaHandlers, txn_id: str, pid: int, epoch: int,
-                   parts: list[tuple[str, list[int]]], version: int = 3) -> list[int]:
-    req = codec.REQUESTS[24]
-    r = call(h, 24, version, v3_and_below_transactional_id=txn_id,
-             v3_and_below_producer_id=pid, v3_and_below_producer_epoch=epoch,
-             v3_and_below_topics=[req.AddPartitionsToTxnTopic(name=n, partitions=p)
-                                  for n, p in parts])
-    return [p.partition_error_code for t in r.results_by_topic_v3_and_below
-            for p in t.results_by_partition]
-
-
-def end(h: KafkaHandlers, txn_id: str, pid: int, epoch: int, commit: bool,
-        version: int = 3) -> int:
-    r = call(h, 26, version, transactional_id=txn_id, producer_id=pid, producer_epoch=epoch,
-             committed=commit)
-    assert not hasattr(r, "__await__"), "in-memory streams answer at once"
-    return r.error_code
-
-
-def fetch(h: KafkaHandlers, partition: int, isolation: int, offset: int = 0) -> Any:
-    req = codec.REQUESTS[1]
-    body = req(version=11, replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20,
-               isolation_level=isolation, session_id=0, session_epoch=-1,
-               topics=[req.FetchTopic(topic="orders", partitions=[req.FetchTopic.FetchPartition(
-                   partition=partition, current_leader_epoch=-1, fetch_offset=offset,
-                   log_start_offset=-1, partition_max_bytes=1 << 20)])],
-               forgotten_topics_data=[], rack_id="")
-    part = h.handle(codec.Request(codec.Header(1, 11, 1, "c"), body), SESSION).responses[0].partitions[0]
-    values = [r.value for r in codec.read_records(part.records)]
-    return part, values
-
-
-# -- idempotence -------------------------------------------------------------------------
-
-
-def test_init_producer_id_without_transactional_id(h: KafkaHandlers) -> None:
-    first, second = init(h), init(h)
-    assert first[0] == second[0] == ErrorCode.NONE
-    assert first[1] != second[1] and first[2] == second[2] == 0
-
-
-def test_retried_batch_is_stored_once_and_answered_with_its_original_offset(
-        broker: Broker, h: KafkaHandlers) -> None:
-    _, pid, epoch = init(h)
-    produce(h, [("orders", 0, data(99, 0, 0))])  # another producer first: offset 0
-    first = results(produce(h, [("orders", 0, data(pid, epoch, 0, n=3))]))[0]
-    assert first[2:] == (ErrorCode.NONE, 1)
-    second = results(produce(h, [("orders", 0, data(pid, epoch, 3))]))[0]
-    assert second[2:] == (ErrorCode.NONE, 4)
-    retry = results(produce(h, [("orders", 0, data(pid, epoch, 0, n=3))]))[0]
-    assert retry[2:] == (ErrorCode.NONE, 1)  # the original offset, nothing stored
-    assert broker.vhosts["/"].queues["orders"].logs[0].next_offset == 5
-    gap = results(produce(h, [("orders", 0, data(pid, epoch, 7))]))[0]
-    assert gap[2] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
-    stale = results(produce(h, [("orders", 0, data(99, 0, 1))]))[0]
-    assert stale[2:] == (ErrorCode.NONE, 5)
-    assert broker.vhosts["/"].queues["orders"].logs[0].next_offset == 6
-
-
-def test_partition_with_a_refused_batch_leaves_the_state_as_it_was(
-        broker: Broker, h: KafkaHandlers) -> None:
-    _, pid, epoch = init(h)
-    got = results(produce(h, [("orders", 0, data(pid, epoch, 0) + data(pid, epoch, 5))]))
-    assert got[0][2] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
-    assert broker.vhosts["/"].queues["orders"].logs[0].next_offset == 0
-    got = results(produce(h, [("orders", 0, data(pid, epoch, 0) + data(pid, epoch, 1))]))
-    assert got[0][2:] == (ErrorCode.NONE, 0)  # seq 0 was not remembered: no duplicate
-    assert results(produce(h, [("orders", 0, data(pid, epoch, 1))]))[0][2:] == (ErrorCode.NONE, 1)
-
-
-def test_idle_producers_are_forgotten(broker: Broker, h: KafkaHandlers) -> None:
-    _, pid, epoch = init(h)
-    _, tpid, tepoch = init(h, "tx")
-    produce(h, [("orders", 0, data(pid, epoch, 0))])
-    add_partitions(h, "tx", tpid, tepoch, [("orders", [0])])
-    produce(h, [("orders", 0, data(tpid, tepoch, 0, txn=True))], transactional_id="tx")
-    day = 86_400_000
-    assert h.txn.maintain(TS + day) == 0
-    assert h.txn.maintain(TS + day + 1) == 1  # the one inside a transaction stays
-    state = broker.vhosts["/"].queues["orders"].txns[0]
-    assert pid not in state.producers and tpid in state.producers
-    # forgotten: the same sequence is a new batch now, as Kafka after expiry
-    assert results(produce(h, [("orders", 0, data(pid, epoch, 0))]))[0][2:] == (ErrorCode.NONE, 2)
-
-
-def test_sequences_are_per_partition(broker: Broker, h: KafkaHandlers) -> None:
-    _, pid, epoch = init(h)
-    got = results(produce(h, [("orders", 0, data(pid, epoch, 0)), ("orders", 1, data(pid, epoch, 0))]))
-    assert [r[2] for r in got] == [ErrorCode.NONE, ErrorCode.NONE]
-
-
-# -- transactions ------------------------------------------------------------------------
 
 
 def test_abort_hides_records_from_read_committed(broker: Broker, h: KafkaHandlers) -> None:
@@ -331,68 +226,10 @@ def test_amqp_reader_sees_committed_records_only(broker: Broker, h: KafkaHandler
     assert queue.txns[0].lso(queue.logs[0].next_offset) == 5
 
 
-def test_coordinator_state_survives_a_restart(tmp_path: Path) -> None:
-    written: list[tuple[list[tuple[str, int]], int, int, bool]] = []
-
-    def markers(parts: list[tuple[str, int]], pid: int, epoch: int, commit: bool) -> None:
-        written.append((parts, pid, epoch, commit))
-
-    path = tmp_path / "kafka-transactions"
-    c = TransactionCoordinator(path, markers, lambda g, o: None)
-    pid, epoch = c.init_producer_id("tx", 60000)
-    c.add_partitions("tx", pid, epoch, [("t", 0)])
-    c.init_producer_id("gone", 60000)
-    assert c.expire_ids(c.txns["gone"].updated_ms + 7 * 86_400_000 + 1) == ["gone"]
-    other = c.new_producer_id()
-    c.close()
-    c2 = TransactionCoordinator(path, markers, lambda g, o: None)
-    assert c2.new_producer_id() > other  # ids never reused
-    assert set(c2.txns) == {"tx"}
-    assert c2.txns["tx"].state == "Ongoing" and c2.txns["tx"].partitions == {("t", 0)}
-    c2.txns["tx"].state = "PrepareCommit"  # as if it crashed before the markers
-    c2._save(c2.txns["tx"])
-    c2.close()
-    c3 = TransactionCoordinator(path, markers, lambda g, o: None)
-    c3.recover()
-    assert written == [([("t", 0)], pid, epoch, True)]
-    assert c3.txns["tx"].state == "CompleteCommit"
-    with pytest.raises(TxnError) as err:
-        c3.add_partitions("tx", pid, epoch - 1, [("t", 0)])
-    assert err.value.error == "PRODUCER_FENCED"
-    c3.close()
-    # a crash between the two steps of the compaction at load: the new log is used
-    path.rename(path.with_name(path.name + ".new"))
-    c4 = TransactionCoordinator(path, markers, lambda g, o: None)
-    assert c4.txns["tx"].state == "CompleteCommit"
-    c4.close()
-
-
-def test_a_disk_that_refuses_never_hands_out_an_id_twice(tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    c = TransactionCoordinator(blocker / "kafka-transactions", lambda *a: None, lambda g, o: None)
-    with pytest.raises(TxnError) as err:
-        c.init_producer_id(None, 1000)
-    assert err.value.error == "COORDINATOR_NOT_AVAILABLE"
-
-
-def test_idle_transactional_ids_are_forgotten() -> None:
-    c = TransactionCoordinator(None, lambda *a: None, lambda g, o: None)
-    pid, epoch = c.init_producer_id("idle", 1000)
-    c.init_producer_id("busy", 1000)
-    bpid, bepoch = c.txns["busy"].producer_id, c.txns["busy"].epoch
-    c.add_partitions("busy", bpid, bepoch, [("t", 0)])  # open: never forgotten
-    week = 7 * 86_400_000
-    assert c.expire_ids(c.txns["idle"].updated_ms + week) == []
-    assert c.expire_ids(c.txns["idle"].updated_ms + week + 1) == ["idle"]
-    assert c.lookup(pid) is None and c.lookup(bpid) is not None
-    assert c.init_producer_id("idle", 1000)[0] != pid  # afresh
-
-
 def test_permissions(broker: Broker) -> None:
     from smartbroker.broker.permissions import Permission
 
-    h = KafkaHandlers(broker, Node("h", 9092, Node.cluster_id_for("x"), "/"))
+    h = handlers(broker)
     broker.permissions.set(Permission("guest", "/", ".*", "^$", "^orders$"))
     assert init(h)[0] == ErrorCode.CLUSTER_AUTHORIZATION_FAILED
     assert init(h, "tx")[0] == ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
