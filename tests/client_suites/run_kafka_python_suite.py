@@ -22,6 +22,8 @@ How the suite is pointed at an existing broker, using only its own switches:
   import (``test`` would otherwise resolve to the standard library's package): this
   script writes an ``__init__.py`` and a minimal ``service.py`` of its own whose
   ``ExternalService`` does nothing and whose ``SpawnedService`` refuses to spawn.
+* python-snappy, lz4 and zstandard are pip-installed into ``--cache`` and put on the
+  suite's PYTHONPATH (``--no-codecs`` skips it, and kafka-python then skips 6 tests).
 * The broker it starts has the group setting the suite's own Kafka config has
   (``group.initial.rebalance.delay.ms=0``: ``SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS``).
 * The sdist's pytest options (``--timeout=300 --timeout-method=thread``, DEBUG logging)
@@ -50,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from smartbroker.launcher import BrokerProcess  # noqa: E402
 
+CODEC_PACKAGES = ("python-snappy", "lz4", "zstandard")
 BROKER_ENV = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "0"}
 SERVICE_STUB = '''"""Stand-in for kafka-python's test/service.py, absent from its sdist (written by
 smartbroker's tests/client_suites/run_kafka_python_suite.py): only external brokers."""
@@ -84,6 +87,17 @@ def sdist(cache: Path, ver: str) -> Path:
                         "--no-deps", "-d", str(cache), f"kafka-python=={ver}"], check=True)
         found = sorted(cache.glob(f"kafka_python-{ver}.tar.gz"))
     return found[0]
+
+
+def codecs(cache: Path) -> Path:
+    """python-snappy, lz4 and zstandard, installed once with pip into ``cache/codecs`` and
+    put on the suite's PYTHONPATH only: without them kafka-python skips its snappy, lz4
+    and zstd tests (the project's own environment does not need them)."""
+    target = cache / "codecs"
+    if not (target / "zstandard").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target),
+                        *CODEC_PACKAGES], check=True)
+    return target
 
 
 def unpack(archive: Path, into: Path) -> Path:
@@ -122,6 +136,8 @@ def main() -> int:
     ap.add_argument("--kafka-version", default="4.2.0", help="KAFKA_VERSION for the suite")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sb-suites")
     ap.add_argument("--timeout", type=int, default=60, help="seconds per test")
+    ap.add_argument("--no-codecs", action="store_true",
+                    help="do not install python-snappy/lz4/zstandard for the suite")
     ap.add_argument("--junit", type=Path, help="keep the JUnit XML report here")
     a, pytest_args = ap.parse_known_args()  # the rest goes to pytest (e.g. -k producer)
     ver = version("kafka-python")
@@ -137,6 +153,9 @@ def main() -> int:
     junit = a.junit or work / "junit.xml"
     env = {**os.environ, "KAFKA_URI": f"PLAINTEXT://{a.bootstrap}",
            "KAFKA_VERSION": a.kafka_version, "KAFKA_ROOT": str(work / "kafka-root")}
+    if not a.no_codecs:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(codecs(a.cache)), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "pytest", "test/integration", "-p", "no:cacheprovider",
            "-o", "addopts=", "-o", "log_level=WARNING", f"--timeout={a.timeout}",
            "--timeout-method=signal", "-q", "-rfEs", f"--junitxml={junit}", *pytest_args]
