@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 
 from smartbroker.kafka import codec
@@ -19,6 +20,7 @@ from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues.kafka_batch import (
     COMPRESSION_MASK,
     CONTROL,
+    GZIP,
     HEADER,
     HEADER_SIZE,
     SUPPORTED_COMPRESSION,
@@ -59,11 +61,25 @@ class Batch:
 
 
 def check_size(checked: list[Batch], limit: int) -> None:
-    """Kafka's ``max.message.bytes`` limits a batch (``max_message_size`` here)."""
+    """Kafka's ``max.message.bytes`` limits a batch (``max_message_size`` here), and the
+    same limit what a gzip batch inflates to: a few KiB of gzip can inflate to GiBs in
+    whoever decodes it (AMQP readers, compaction); inflated here 1 MiB at a time, as Kafka
+    inflates compressed batches to validate them."""
     for batch in checked:
         if len(batch.data) > limit:
             raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"record batch of {len(batch.data)} "
                                f"bytes is over the limit of {limit} bytes")
+        if batch.attributes & COMPRESSION_MASK == GZIP:
+            inflater, rest, size = zlib.decompressobj(47), bytes(batch.data[HEADER_SIZE:]), 0
+            try:
+                while rest and size <= limit:
+                    size += len(inflater.decompress(rest, 1 << 20))
+                    rest = inflater.unconsumed_tail
+            except zlib.error as exc:
+                raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"gzip record batch: {exc}") from None
+            if size > limit:
+                raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"gzip record batch inflates "
+                                   f"past the limit of {limit} bytes")
 
 
 def split(data: bytes | memoryview | None) -> list[Batch]:
