@@ -22,25 +22,31 @@ first so the producer that let it time out is fenced, as Kafka's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smartbroker.kafka.txn_log import BLOCK_KEY, TxnStateLog
+from smartbroker.kafka.txn_log import (
+    BLOCK_KEY,
+    COMPLETE_ABORT,
+    COMPLETE_COMMIT,
+    EMPTY,
+    ONGOING,
+    PREPARE_ABORT,
+    PREPARE_COMMIT,
+    Partition,
+    TxnMetadata,
+    TxnStateLog,
+)
 
 log = logging.getLogger("smartbroker.kafka")
 ID_BLOCK = 1000
 MAX_TIMEOUT_MS = 900_000  # Kafka's transaction.max.timeout.ms default
 TRANSACTIONAL_ID_EXPIRATION_MS = 7 * 86_400_000  # Kafka's transactional.id.expiration.ms
 MAX_EPOCH = 32767  # Short.MAX_VALUE: an epoch at MAX_EPOCH - 1 is exhausted
-EMPTY, ONGOING = "Empty", "Ongoing"
-PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
-COMPLETE_COMMIT, COMPLETE_ABORT = "CompleteCommit", "CompleteAbort"
-
-Partition = tuple[str, int]  # (topic, partition)
 # (partitions, producer id, epoch, commit) -> something to await before answering, or None
 MarkerWriter = Callable[[list[Partition], int, int, bool], Any]
 # (group, {(topic, partition): offset}) -> None: the offsets become visible
@@ -53,38 +59,6 @@ class TxnError(Exception):
     def __init__(self, error: str, message: str = "") -> None:
         super().__init__(message or error)
         self.error = error
-
-
-@dataclass
-class TxnMetadata:
-    transactional_id: str
-    producer_id: int
-    epoch: int
-    timeout_ms: int
-    state: str = EMPTY
-    last_producer_id: int = -1
-    last_epoch: int = -1
-    partitions: set[Partition] = field(default_factory=set)
-    groups: set[str] = field(default_factory=set)
-    offsets: dict[str, dict[Partition, int]] = field(default_factory=dict)
-    started_ms: int = -1
-    updated_ms: int = -1  # last request or transition: what transactional-id expiry reads
-
-    def to_json(self) -> dict[str, Any]:
-        return {"pid": self.producer_id, "epoch": self.epoch, "timeout": self.timeout_ms,
-                "state": self.state, "last_pid": self.last_producer_id,
-                "last_epoch": self.last_epoch, "partitions": sorted(self.partitions),
-                "groups": sorted(self.groups), "started": self.started_ms,
-                "updated": self.updated_ms,
-                "offsets": {g: [[t, p, o] for (t, p), o in sorted(offs.items())]
-                            for g, offs in self.offsets.items()}}
-
-    @classmethod
-    def from_json(cls, txn_id: str, d: dict[str, Any]) -> TxnMetadata:
-        return cls(txn_id, d["pid"], d["epoch"], d["timeout"], d["state"], d["last_pid"],
-                   d["last_epoch"], {(t, p) for t, p in d["partitions"]}, set(d["groups"]),
-                   {g: {(t, p): o for t, p, o in offs} for g, offs in d["offsets"].items()},
-                   d["started"], d.get("updated", -1))
 
 
 def _now() -> int:
@@ -136,11 +110,18 @@ class TransactionCoordinator:
     def recover(self) -> None:
         """Finish what a crash interrupted: Prepare* transactions get their markers, and
         open ones get their timeout timer back (called once the streams are loaded)."""
+        self.retry_prepared()
+        for meta in list(self.txns.values()):
+            if meta.state == ONGOING:
+                self._schedule_timeout(meta)
+
+    def retry_prepared(self) -> None:
+        """Write the markers of transactions left prepared (a crash, or a marker the
+        disk refused): at load and on every maintenance pass."""
         for meta in list(self.txns.values()):
             if meta.state in (PREPARE_COMMIT, PREPARE_ABORT):
-                self._complete(meta, meta.state == PREPARE_COMMIT)
-            elif meta.state == ONGOING:
-                self._schedule_timeout(meta)
+                with contextlib.suppress(TxnError):  # logged; the next pass retries
+                    self._complete(meta, meta.state == PREPARE_COMMIT)
 
     def _save(self, meta: TxnMetadata) -> None:
         """Record ``meta``'s new state (one append; a disk that refuses leaves it in
@@ -292,7 +273,13 @@ class TransactionCoordinator:
         self._save(meta)
         waiting = None
         if meta.partitions:
-            waiting = self.markers(sorted(meta.partitions), meta.producer_id, meta.epoch, commit)
+            try:
+                waiting = self.markers(sorted(meta.partitions), meta.producer_id, meta.epoch,
+                                       commit)
+            except Exception as exc:  # stays prepared: retry_prepared writes them later
+                log.warning("markers of the transaction of %r not written: %s",
+                            meta.transactional_id, exc)
+                raise TxnError("COORDINATOR_NOT_AVAILABLE", str(exc)) from None
         if commit:
             for group, offsets in meta.offsets.items():
                 self.apply_offsets(group, offsets)

@@ -93,6 +93,7 @@ class TxnHandlers:
         (queues/producer_state.py). Returns how many producers were forgotten."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         self.coordinator.expire_ids(now)
+        self.coordinator.retry_prepared()
         vhost = self.broker.vhosts.get(self.topics.vhost)
         forgotten = 0
         for queue in list(vhost.queues.values()) if vhost is not None else ():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,45 @@ from smartbroker.store.log import SegmentLog
 
 log = logging.getLogger("smartbroker.kafka")
 BLOCK_KEY = b"\x00producer-id-block"
+EMPTY, ONGOING = "Empty", "Ongoing"
+PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
+COMPLETE_COMMIT, COMPLETE_ABORT = "CompleteCommit", "CompleteAbort"
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass
+class TxnMetadata:
+    """Kafka's TransactionMetadata: what is kept per transactional id, one record each."""
+
+    transactional_id: str
+    producer_id: int
+    epoch: int
+    timeout_ms: int
+    state: str = EMPTY
+    last_producer_id: int = -1
+    last_epoch: int = -1
+    partitions: set[Partition] = field(default_factory=set)
+    groups: set[str] = field(default_factory=set)
+    offsets: dict[str, dict[Partition, int]] = field(default_factory=dict)
+    started_ms: int = -1
+    updated_ms: int = -1  # last request or transition: what transactional-id expiry reads
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.producer_id, "epoch": self.epoch, "timeout": self.timeout_ms,
+                "state": self.state, "last_pid": self.last_producer_id,
+                "last_epoch": self.last_epoch, "partitions": sorted(self.partitions),
+                "groups": sorted(self.groups), "started": self.started_ms,
+                "updated": self.updated_ms,
+                "offsets": {g: [[t, p, o] for (t, p), o in sorted(offs.items())]
+                            for g, offs in self.offsets.items()}}
+
+    @classmethod
+    def from_json(cls, txn_id: str, d: dict[str, Any]) -> TxnMetadata:
+        return cls(txn_id, d["pid"], d["epoch"], d["timeout"], d["state"], d["last_pid"],
+                   d["last_epoch"], {(t, p) for t, p in d["partitions"]}, set(d["groups"]),
+                   {g: {(t, p): o for t, p, o in offs} for g, offs in d["offsets"].items()},
+                   d["started"], d.get("updated", -1))
 
 
 class TxnStateLog:

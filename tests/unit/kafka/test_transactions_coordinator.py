@@ -67,3 +67,29 @@ def test_idle_transactional_ids_are_forgotten() -> None:
     assert c.expire_ids(c.txns["idle"].updated_ms + week + 1) == ["idle"]
     assert c.lookup(pid) is None and c.lookup(bpid) is not None
     assert c.init_producer_id("idle", 1000)[0] != pid  # afresh
+
+
+def test_markers_the_disk_refuses_are_written_later() -> None:
+    fail = [True]
+    written: list[bool] = []
+
+    def markers(parts: list[tuple[str, int]], pid: int, epoch: int, commit: bool) -> None:
+        if fail[0]:
+            raise OSError("disk full")
+        written.append(commit)
+
+    c = TransactionCoordinator(None, markers, lambda g, o: None)
+    pid, epoch = c.init_producer_id("tx", 60000)
+    c.add_partitions("tx", pid, epoch, [("t", 0)])
+    with pytest.raises(TxnError) as err:
+        c.end_txn("tx", pid, epoch, commit=True)
+    assert err.value.error == "COORDINATOR_NOT_AVAILABLE"
+    with pytest.raises(TxnError) as err:
+        c.end_txn("tx", pid, epoch, commit=True)  # the client's retry
+    assert err.value.error == "CONCURRENT_TRANSACTIONS"
+    c.retry_prepared()  # still refused: stays prepared
+    assert c.txns["tx"].state == "PrepareCommit"
+    fail[0] = False
+    c.retry_prepared()  # the maintenance pass
+    assert c.txns["tx"].state == "CompleteCommit" and written == [True]
+    assert c.end_txn("tx", pid, epoch, commit=True) is None
