@@ -6,6 +6,8 @@ same transactional id fences the first; a transaction past its timeout is aborte
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -326,3 +328,21 @@ def test_open_transaction_survives_a_kill(own_broker: BrokerProcess) -> None:
     assert values(own_broker, topic, "read_committed", 0, timeout=2) == []
     p.commit_transaction(60)  # the client reconnects to the same port
     assert values(own_broker, topic, "read_committed", 3) == [b"0", b"1", b"2"]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_reads_committed_records_only(kafka_broker: BrokerProcess) -> None:
+    """kcat from Debian (librdkafka 2.0: read_committed is librdkafka's default) skips an
+    aborted transaction and its markers; an idempotent kcat producer works too."""
+    topic = name("txn-kcat")
+    p = producer(kafka_broker, name("tx"))
+    p.begin_transaction()
+    p.produce(topic, b"aborted", partition=0)
+    p.flush(10)
+    p.abort_transaction(30)
+    subprocess.run(["kcat", "-P", "-b", kafka_broker.kafka_bootstrap, "-t", topic, "-p", "0",
+                    "-X", "enable.idempotence=true"], input=b"plain\n", check=True, timeout=30)
+    out = subprocess.run(["kcat", "-C", "-b", kafka_broker.kafka_bootstrap, "-t", topic,
+                          "-p", "0", "-o", "beginning", "-e", "-f", "%o %s\\n"],
+                         capture_output=True, check=True, timeout=30).stdout
+    assert out.decode().splitlines() == ["2 plain"]  # 0 aborted, 1 its marker
