@@ -178,6 +178,9 @@ class GroupCoordinator:
                 codes.append((index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
             else:
                 codes.append((index, ErrorCode.NONE))
+        # handed to the OS before the answer, as Kafka's page cache holds an acknowledged
+        # commit: it survives a broker crash (kill -9), not a power cut
+        groups.book.log.write_out()
         return codes
 
     # -- OffsetFetch -----------------------------------------------------------------------
