@@ -6,6 +6,9 @@ it from the beginning, no group, no commits. It looks for the poison event the A
 billing service met and reports where it found it: the partition and offset are the same
 numbers the AMQP delivery carried in ``x-stream-partition`` / ``x-stream-offset``, and the
 record key is the ``x-message-key`` the AMQP publisher set.
+
+kafka-python is used here as a client, as the demo uses aio-pika: the broker's own
+Kafka code still reaches the library only through ``smartbroker/kafka/codec.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class KafkaRead:
         return self.count / self.seconds if self.seconds > 0 else 0.0
 
 
-def read_over_kafka(bootstrap: str, topic: str, n: int) -> KafkaRead:
+def read_over_kafka(bootstrap: str, topic: str, n: int,
+                    connect_timeout_ms: int = 10_000) -> KafkaRead:
     """Read ``n`` records of ``topic`` from offset 0 of every partition (blocking; run it
     in a thread). Errors become ``KafkaRead.error``: the demo reports them, not crash."""
     try:
@@ -42,7 +46,8 @@ def read_over_kafka(bootstrap: str, topic: str, n: int) -> KafkaRead:
     consumer = None
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                 request_timeout_ms=15_000, client_id="smartbroker-demo")
+                                 request_timeout_ms=15_000, client_id="smartbroker-demo",
+                                 bootstrap_timeout_ms=connect_timeout_ms)
         parts = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + 15
         while not parts and time.monotonic() < deadline:  # metadata arrives asynchronously
