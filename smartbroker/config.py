@@ -93,6 +93,7 @@ class Config(BaseSettings):
     kafka_advertised_host: str | None = None
     kafka_vhost: str = "/"
     kafka_auto_create_topics: bool = True  # Kafka's auto.create.topics.enable (with Produce)
+    kafka_num_partitions: int = Field(1, ge=1, le=1024)  # Kafka's num.partitions (auto, -1)
     # Kafka security (issue 14 part 5). kafka_tls_port: a second Kafka listener with TLS as
     # for AMQP (tls_cert/tls_key/tls_ca), serving SSL and SASL_SSL; 0 = off.
     # SASL (PLAIN, SCRAM-SHA-256/512) is offered on every Kafka listener; a client without

@@ -113,7 +113,7 @@ class TopicAdmin:
                              f"Topic '{name}' already exists." if existing.capabilities.offset_log
                              else f"'{name}' is the name of a classic queue in vhost "
                                   f"'{vhost.name}'")
-        partitions = self._partitions(topic)
+        partitions = self._partitions(topic, self.broker.config.kafka_num_partitions)
         try:
             arguments = configs.to_arguments((c.name, c.value) for c in topic.configs)
         except configs.ConfigError as exc:
@@ -131,7 +131,7 @@ class TopicAdmin:
         return queue, arguments, partitions
 
     @staticmethod
-    def _partitions(topic: Any) -> int:
+    def _partitions(topic: Any, default: int = 1) -> int:
         """The partition count, from num_partitions or a manual assignment (all on us)."""
         assignments = topic.assignments or []
         rf = topic.replication_factor
@@ -151,7 +151,7 @@ class TopicAdmin:
                                      f"(broker 0) is the only replica, got {a.broker_ids}")
             partitions = len(indexes)
         else:
-            partitions = 1 if topic.num_partitions == -1 else topic.num_partitions
+            partitions = default if topic.num_partitions == -1 else topic.num_partitions
             if rf == 0 or rf < -1:
                 raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
                                  "Replication factor must be larger than 0, or -1 to use "
@@ -268,7 +268,8 @@ class TopicAdmin:
         auto = "true" if cfg.kafka_auto_create_topics else "false"
         entry = configs.Entry
         return [entry("auto.create.topics.enable", auto, auto == "true", configs.BOOLEAN),
-                entry("num.partitions", "1", True, configs.INT),
+                entry("num.partitions", str(cfg.kafka_num_partitions),
+                      cfg.kafka_num_partitions == 1, configs.INT),
                 entry("default.replication.factor", "1", True, configs.INT),
                 entry("broker.id", "0", False, configs.INT),
                 entry("message.max.bytes", str(cfg.max_message_size), False, configs.INT),

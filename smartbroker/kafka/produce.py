@@ -45,7 +45,7 @@ log = logging.getLogger("smartbroker.kafka")
 PRODUCE = 0
 VERSIONS = (3, 10)
 NO_RESPONSE = object()  # acks=0: the listener sends nothing for this request
-STREAM_ARGUMENTS = {"x-queue-type": "stream"}  # Kafka's num.partitions = 1: the default
+STREAM_ARGUMENTS = {"x-queue-type": "stream"}  # 1 partition unless kafka_num_partitions
 
 
 class PartitionError(Exception):
@@ -79,7 +79,10 @@ class Topics:
         if queue is None and create and vhost is not None and self.broker.config.kafka_auto_create_topics \
                 and topic_allowed(self.broker, self.vhost, "configure", name):
             try:
-                queue, _ = vhost.declare_queue(name, durable=True, arguments=STREAM_ARGUMENTS)
+                count = self.broker.config.kafka_num_partitions  # Kafka's num.partitions
+                arguments = STREAM_ARGUMENTS if count == 1 else {**STREAM_ARGUMENTS,
+                                                                 "x-partitions": count}
+                queue, _ = vhost.declare_queue(name, durable=True, arguments=arguments)
             except AMQPError as exc:  # e.g. a reserved amq.* name
                 log.info("Kafka auto-creation of topic %r refused: %s", name, exc)
                 queue = None
