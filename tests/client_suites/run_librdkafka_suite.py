@@ -17,11 +17,12 @@ Not a pytest module of ours (the file name keeps it out of collection), nor part
 
 What it does, with only the suite's own switches: starts a smartbroker (free ports,
 temporary data dir, Kafka listener on, ``SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS``
-low, as test clusters set ``group.initial.rebalance.delay.ms``) unless ``--bootstrap``
+low, as test clusters set ``group.initial.rebalance.delay.ms``, and
+``SMARTBROKER_KAFKA_NUM_PARTITIONS=4``, the suite's clusters' ``num.partitions``) unless ``--bootstrap``
 names one, writes a ``test.conf`` (``bootstrap.servers``, a timeout multiplier) given to
 the runner by ``RDKAFKA_TEST_CONF``, and runs each selected test number as its own
-``test-runner -L -Q`` process (``TESTS=0nnn``; ``-L`` leaves out the broker-less mock
-tests, which do not talk to us; ``-Q`` is the suite's quick mode) with
+``test-runner -L`` process (``TESTS=0nnn``; ``-L`` leaves out the broker-less mock
+tests, which do not talk to us; not ``-Q``, the quick mode that skips most sub-tests) with
 ``TEST_KAFKA_VERSION`` (default 3.4.0, the suite Makefile's "latest") so that version-gated
 tests are chosen as for a Kafka 3.x broker, and a wall-clock timeout per test. A broker
 that died is restarted before the next test and reported. The summary lists every test
@@ -69,6 +70,7 @@ DEFAULT_TESTS = "0001-0140"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SUMMARY_ROW = re.compile(r"^\|\s*(\d{4}_\S+)\s*\|\s*(PASSED|FAILED|SKIPPED|RUNNING)\s*\|"
                          r"\s*([\d.]+)s\s*\|(.*)$")
+LOCAL_ONLY = "Filtered due to negative test flags"
 FAIL_HEAD = re.compile(r'^### Test "(\d{4}_[^"]+)" failed at (.*?): ###')
 
 
@@ -77,7 +79,7 @@ class Entry:
     """One test entry's outcome (``name`` as the runner's summary names it)."""
 
     name: str
-    status: str  # PASSED, FAILED, SKIPPED, TIMEOUT, EXCLUDED, CRASHED
+    status: str  # PASSED, FAILED, SKIPPED, LOCAL, TIMEOUT, EXCLUDED, CRASHED
     seconds: float = 0.0
     reason: str = ""
 
@@ -86,6 +88,7 @@ class Entry:
 class Run:
     entries: list[Entry] = field(default_factory=list)
     broker_restarts: list[str] = field(default_factory=list)
+    log_errors: int = 0
 
 
 def parse_numbers(spec: str) -> list[str]:
@@ -118,7 +121,11 @@ def parse_output(number: str, text: str) -> list[Entry]:
         if row and row.group(1).startswith(number):
             name, status, secs, rest = row.groups()
             reason = reasons.get(name, "") if status == "FAILED" else rest.strip(" |")
+            if status == "SKIPPED" and LOCAL_ONLY in reason:
+                status, reason = "LOCAL", "broker-less test, left out by -L"
             entries.append(Entry(name, status, float(secs), reason))
+    if not entries:  # a failed test aborts the runner before its summary
+        entries = [Entry(name, "FAILED", 0.0, reason) for name, reason in reasons.items()]
     return entries
 
 
@@ -168,7 +175,8 @@ def broker(args: argparse.Namespace, tmp: Path) -> Iterator[BrokerProcess | None
     if args.bootstrap:
         yield None
         return
-    env = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": str(args.rebalance_delay_ms)}
+    env = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": str(args.rebalance_delay_ms),
+           "SMARTBROKER_KAFKA_NUM_PARTITIONS": str(args.num_partitions)}
     proc = BrokerProcess(tmp / "data", kafka=True, env=env, log_path=tmp / "broker.log")
     proc.start()
     try:
@@ -202,10 +210,13 @@ def report(run: Run, out: Path | None) -> int:
     for e in run.entries:
         print(f"{e.name:<{width}}  {e.status:<8} {e.seconds:7.1f}s  {e.reason}")
     print("\n" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    if run.log_errors:
+        print(f"broker log: {run.log_errors} ERROR/Traceback line(s)")
     for note in run.broker_restarts:
         print(f"broker restarted: {note}")
     if out:
         out.write_text(json.dumps({"counts": counts, "restarts": run.broker_restarts,
+                                   "log_errors": run.log_errors,
                                    "entries": [e.__dict__ for e in run.entries]}, indent=1))
     bad = sum(counts.get(s, 0) for s in ("FAILED", "TIMEOUT", "CRASHED"))
     return 1 if bad else 0
@@ -219,10 +230,13 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per test number")
     ap.add_argument("--bootstrap", help="an already running broker's Kafka host:port")
     ap.add_argument("--kafka-version", default="3.4.0", help="TEST_KAFKA_VERSION")
-    ap.add_argument("--runner-args", default="-Q", help="extra test-runner flags (-Q quick)")
+    ap.add_argument("--runner-args", default="",
+                    help="extra test-runner flags (-Q: quick mode, which skips most sub-tests)")
     ap.add_argument("--timeout-multiplier", type=float, default=2.0,
                     help="test.timeout.multiplier in test.conf (a shared, slow machine)")
     ap.add_argument("--rebalance-delay-ms", type=int, default=100)
+    ap.add_argument("--num-partitions", type=int, default=4,
+                    help="num.partitions of auto-created topics (the suite's clusters: 4)")
     ap.add_argument("--no-exclude", action="store_true", help="run the EXCLUDED tests too")
     ap.add_argument("--build", action="store_true", help="make libs and test-runner if missing")
     ap.add_argument("--nice", type=int, default=10)
@@ -252,6 +266,10 @@ def main() -> int:
                 run.broker_restarts.append(f"after {number}")
                 proc.start()
                 write_conf(conf, proc.kafka_bootstrap, args.timeout_multiplier)
+    broker_log = tmp / "broker.log"
+    if broker_log.exists():
+        run.log_errors = sum(1 for line in broker_log.read_text(errors="replace").splitlines()
+                             if " ERROR " in line or line.startswith("Traceback"))
     code = report(run, args.json)
     if args.keep or code:
         print(f"logs kept in {tmp}")
