@@ -116,6 +116,7 @@ class StreamQueue:
         self._tails = [Tail(i, budget) for i in range(len(self.logs))]  # live readers' fast path
         self._chunks: defaultdict[int, Chunks] = defaultdict(Chunks)  # recent log reads
         self._dispatch_pending = False
+        self.closed = False
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
         self.groups = StreamGroups(self, self.offsets)
         self.retention = Retention(self)  # the timer that deletes old segments
@@ -337,7 +338,7 @@ class StreamQueue:
 
     def dispatch_now(self) -> None:
         self._dispatch_pending = False
-        if self.deleted:
+        if self.deleted or self.closed:
             return
         for reader in list(self.readers.values()):
             fill(self, reader)
@@ -396,6 +397,7 @@ class StreamQueue:
     def close(self) -> None:
         """Broker shutdown: flush and close the logs (data stays), and snapshot the Kafka
         producer state so the next load scans nothing."""
+        self.closed = True  # a dispatch already scheduled must not read closed logs
         if self.txns is not None and not self.deleted:
             try:
                 producer_state.save(self.directory, self.txns,
