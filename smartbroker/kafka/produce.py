@@ -51,9 +51,11 @@ STREAM_ARGUMENTS = {"x-queue-type": "stream"}  # 1 partition unless kafka_num_pa
 class PartitionError(Exception):
     """One partition refused: its Kafka error code and message."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str,
+                 record_errors: list[tuple[int, str]] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.record_errors = record_errors or []  # (batch index, message): Kafka's RecordError
 
 
 class Topics:
@@ -142,9 +144,11 @@ class Producer:
                     queue = self.topics.stream(topic.name, create=True, need="write")
                     base, log_start, sync = self._append(queue, topic.name, pdata)
                 except PartitionError as exc:
+                    errors = [part_cls.BatchIndexAndErrorMessage(
+                        batch_index=i, batch_index_error_message=m) for i, m in exc.record_errors]
                     parts.append(part_cls(index=pdata.index, error_code=exc.code,
                                           base_offset=-1, log_append_time_ms=-1,
-                                          log_start_offset=-1, record_errors=[],
+                                          log_start_offset=-1, record_errors=errors,
                                           error_message=str(exc)))
                     continue
                 if sync is not None:
@@ -169,7 +173,7 @@ class Producer:
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"topic {name!r} has no partition {index}")
         checked = self._batches(pdata.records)
-        entries = self._entries(name, pdata.records) if queue.stream.compact else None
+        entries = self._entries(name, pdata.records, index) if queue.stream.compact else None
         try:
             original = idempotence.admit(queue, name, index, checked, self.txn_lookup)
         except idempotence.Refused as exc:
@@ -199,17 +203,23 @@ class Producer:
             raise PartitionError(exc.code, str(exc)) from None
         return checked
 
-    def _entries(self, name: str, data: Any) -> list[tuple[bytes, int, bytes | None]]:
-        """(stored record, timestamp ms, key) of every record in ``data``."""
+    def _entries(self, name: str, data: Any,
+                 index: int = 0) -> list[tuple[bytes, int, bytes | None]]:
+        """(stored record, timestamp ms, key) of every record in ``data``; a keyless record
+        refuses the batch with INVALID_RECORD and its index, as Kafka's LogValidator."""
         if not data:
             raise PartitionError(ErrorCode.CORRUPT_MESSAGE, "no record batch")
         route = records.route_for(name)
         limit = self.broker.config.max_message_size
         now = int(time.time() * 1000)
         out = []
+        keyless: list[tuple[int, str]] = []
         try:
             for batch in codec.read_batches(data):
-                for rec in batch:
+                for i, rec in enumerate(batch):
+                    if rec.key is None:
+                        keyless.append((i, "Compacted topic cannot accept message without key "
+                                           f"in topic partition {name}-{index}."))
                     value = rec.value
                     if value is not None and len(value) > limit:
                         raise PartitionError(ErrorCode.MESSAGE_TOO_LARGE,
@@ -230,6 +240,12 @@ class Producer:
                                  f"{type(exc).__name__}: {exc}") from None
         if not out:
             raise PartitionError(ErrorCode.CORRUPT_MESSAGE, "no records")
+        if keyless:
+            shown = ", ".join(f"RecordError(batchIndex={i}, message='{m}')" for i, m in keyless[:3])
+            raise PartitionError(ErrorCode.INVALID_RECORD, "One or more records have been "
+                                 f"rejected due to {len(keyless)} record errors in total, and "
+                                 f"only showing the first three errors at most: [{shown}]",
+                                 keyless)
         return out
 
     @staticmethod
