@@ -23,12 +23,17 @@ from smartbroker.queues.kafka_batch import (
     GZIP,
     HEADER,
     HEADER_SIZE,
+    NONE,
     SUPPORTED_COMPRESSION,
     TRANSACTIONAL,
 )
 
 _LENGTH = struct.Struct(">i")
 _MIN_LENGTH = HEADER_SIZE - 12  # batchLength counts from the partition leader epoch on
+# the smallest record: length, attributes, timestamp and offset deltas, key and value
+# lengths, header count, a byte each. A header claiming more records than fit is a lie
+# (Kafka finds it iterating the records) that would open a gap of offsets readers step over
+MIN_RECORD = 7
 
 
 class BatchRefused(Exception):
@@ -80,6 +85,9 @@ def check_size(checked: list[Batch], limit: int) -> None:
             if size > limit:
                 raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"gzip record batch inflates "
                                    f"past the limit of {limit} bytes")
+            if batch.count > size // MIN_RECORD:
+                raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"{batch.count} records cannot "
+                                   f"fit in {size} bytes")
 
 
 def split(data: bytes | memoryview | None) -> list[Batch]:
@@ -112,6 +120,9 @@ def split(data: bytes | memoryview | None) -> list[Batch]:
             raise BatchRefused(ErrorCode.INVALID_RECORD, f"record count {count} does not match "
                                f"lastOffsetDelta {last_delta}")
         compression = attributes & COMPRESSION_MASK
+        if compression == NONE and count > (size - HEADER_SIZE) // MIN_RECORD:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"{count} records cannot fit in "
+                               f"{size - HEADER_SIZE} bytes")
         if compression not in SUPPORTED_COMPRESSION:
             raise BatchRefused(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
                                f"compression type {compression} is not supported (none and gzip are)")
