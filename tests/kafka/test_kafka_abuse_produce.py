@@ -39,8 +39,10 @@ def broker() -> Iterator[BrokerProcess]:
 
 
 def recrc(data: bytes | bytearray) -> bytes:
-    """The batch with its CRC-32C made right again (so a lie gets past the CRC check)."""
+    """The batch with its length and CRC-32C made right again (so a lie inside the records
+    gets past the header checks)."""
     buf = bytearray(data)
+    struct.pack_into(">i", buf, 8, len(buf) - 12)
     struct.pack_into(">I", buf, 17, calc_crc32c(bytes(buf[21:])))
     return bytes(buf)
 
@@ -135,7 +137,8 @@ def test_consistent_header_lies_and_bad_varints_do_not_hurt_readers(broker: Brok
     many_headers = recrc(bytes(rec[:-1]) + b"\xfe\xff\xff\xff\x0f")  # ... now 2^31-1
     codes = {}
     with Raw(broker.kafka_port) as raw:
-        for name, data in [("count", _one_record_claiming(1000)), ("varint", huge_varint),
+        for name, data in [("count", _one_record_claiming(1000)),
+                           ("count-max", _one_record_claiming(2**31 - 1)), ("varint", huge_varint),
                            ("headers", many_headers)]:
             codes[name] = produce(raw, topic, data).error_code
             assert codes[name] in (0, CORRUPT_MESSAGE, INVALID_RECORD), codes
