@@ -74,7 +74,7 @@ KafkaRecordTuple = tuple[int, int, bytes | None, bytes | None, list[tuple[str, b
 def records(batch: bytes, frame_ts: int = -1) -> list[KafkaRecordTuple]:
     """(offset, timestamp ms, key, value, headers) of every record of a v2 batch (none for
     a control batch). A record without a timestamp gets ``frame_ts``."""
-    (base, _length, _epoch, magic, _crc, attributes, _last_delta, first_ts, max_ts,
+    (base, _length, _epoch, magic, _crc, attributes, last_delta, first_ts, max_ts,
      _pid, _pepoch, _seq, count) = HEADER.unpack_from(batch, 0)
     if magic != 2:
         raise BatchError(f"magic {magic} is not 2")
@@ -89,6 +89,7 @@ def records(batch: bytes, frame_ts: int = -1) -> list[KafkaRecordTuple]:
         raise BatchError(f"compression type {codec} is not supported")
     log_append = attributes & TIMESTAMP_LOG_APPEND
     out: list[KafkaRecordTuple] = []
+    prev = -1  # offset deltas rise within the batch: a reader's chunk trusts their order
     for _ in range(count):
         length, pos = _varint(data, pos)
         end = pos + length
@@ -97,6 +98,9 @@ def records(batch: bytes, frame_ts: int = -1) -> list[KafkaRecordTuple]:
         pos += 1  # record attributes: unused
         ts_delta, pos = _varint(data, pos)
         off_delta, pos = _varint(data, pos)
+        if not prev < off_delta <= last_delta:
+            raise BatchError(f"record offset delta {off_delta} out of order or past the batch")
+        prev = off_delta
         key, pos = _bytes(data, pos)
         value, pos = _bytes(data, pos)
         n, pos = _varint(data, pos)
