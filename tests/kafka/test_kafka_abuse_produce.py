@@ -116,6 +116,23 @@ def test_lying_headers_are_refused(broker: BrokerProcess, case: str) -> None:
     quiet(broker, since)
 
 
+def zigzag(n: int) -> bytes:
+    v, out = (n << 1) ^ (n >> 63), bytearray()
+    while v > 0x7F:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    return bytes(out + bytes([v]))
+
+
+def offset_delta_lie(delta: int) -> bytes:
+    """One record whose offset delta says ``delta`` (readers compute base + delta)."""
+    one = batch([b"od"])
+    body = one[62:]  # after the record's one-byte length: attributes, timestamp delta, ...
+    assert body[2] == 0  # ... and the offset delta 0, one byte each
+    body = body[:2] + zigzag(delta) + body[3:]
+    return recrc(one[:61] + zigzag(len(body)) + body)
+
+
 def _one_record_claiming(n: int) -> bytes:
     """One real record in a batch whose header (count and lastOffsetDelta, CRC right)
     claims ``n``: the header check cannot tell (Kafka iterates the records and refuses)."""
@@ -139,7 +156,8 @@ def test_consistent_header_lies_and_bad_varints_do_not_hurt_readers(broker: Brok
     with Raw(broker.kafka_port) as raw:
         for name, data in [("count", _one_record_claiming(1000)),
                            ("count-max", _one_record_claiming(2**31 - 1)), ("varint", huge_varint),
-                           ("headers", many_headers)]:
+                           ("headers", many_headers), ("delta-huge", offset_delta_lie(2**40)),
+                           ("delta-negative", offset_delta_lie(-(2**40)))]:
             codes[name] = produce(raw, topic, data).error_code
             assert codes[name] in (0, CORRUPT_MESSAGE, INVALID_RECORD), codes
         good = produce(raw, topic, batch([b"after-the-lies"]))
