@@ -178,7 +178,7 @@ def run_client(broker: Any, what: str, topic: str, *args: str,
 
 
 def admin(broker: Any) -> AdminClient:
-    return AdminClient({"bootstrap.servers": broker.bootstrap})
+    return AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 4})  # no info lines
 
 
 def create_topic(broker: Any, topic: str, partitions: int) -> None:
