@@ -1,0 +1,201 @@
+"""Bounds a hostile Kafka client meets, each found by the abuse and fuzz tests: the
+listener's back-pressure on answers, nulls the schema does not allow, gzip bombs, record
+counts and offset deltas that lie."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from typing import Any
+
+import pytest
+from kafka.record.util import calc_crc32c
+
+from smartbroker.broker.core import Broker
+from smartbroker.config import Config
+from smartbroker.kafka import batches, codec, listener
+from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.handlers import KafkaHandlers, Node
+from smartbroker.kafka.listener import KafkaClientProtocol
+from smartbroker.queues import kafka_batch
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.reading = True
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 9092)}.get(name)
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def api_versions(corr: int) -> bytes:
+    payload = struct.pack(">hhih", 18, 0, corr, -1)
+    return struct.pack(">i", len(payload)) + payload
+
+
+def correlation_ids(data: bytes) -> list[int]:
+    out, pos = [], 0
+    while pos < len(data):
+        size, corr = struct.unpack_from(">ii", data, pos)
+        out.append(corr)
+        pos += 4 + size
+    return out
+
+
+def connected() -> tuple[KafkaClientProtocol, Transport]:
+    proto = KafkaClientProtocol(KafkaHandlers(Broker(Config()), Node(None, 9092, "c", "/")), set())
+    transport = Transport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    return proto, transport
+
+
+def test_a_pipeline_is_answered_a_bounded_amount_per_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_ANSWERED bytes of answers in one pass, the rest of what was read waits for
+    the next loop pass with reading paused; all are answered, in order."""
+    monkeypatch.setattr(listener, "MAX_ANSWERED", 600)  # a few ApiVersions answers
+
+    async def run() -> None:
+        proto, transport = connected()
+        proto.data_received(b"".join(api_versions(c) for c in range(1, 11)))
+        first = correlation_ids(b"".join(transport.writes))
+        assert first == list(range(1, len(first) + 1)) and len(first) < 5
+        assert proto.backlog and not transport.reading
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert correlation_ids(b"".join(transport.writes)) == list(range(1, 11))
+        assert not proto.backlog and transport.reading
+
+    asyncio.run(run())
+
+
+def test_unread_answers_stop_reading_until_the_client_reads() -> None:
+    async def run() -> None:
+        proto, transport = connected()
+        proto.pause_writing()  # the transport's buffer passed its high-water mark
+        assert not transport.reading
+        proto.data_received(api_versions(1))  # already in flight: still answered
+        proto.resume_writing()
+        assert transport.reading and correlation_ids(b"".join(transport.writes)) == [1]
+
+    asyncio.run(run())
+
+
+def test_backlog_waits_for_resume_writing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listener, "MAX_ANSWERED", 1)
+
+    async def run() -> None:
+        proto, transport = connected()
+        proto.pause_writing()
+        proto.data_received(api_versions(1) + api_versions(2))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert correlation_ids(b"".join(transport.writes)) == [1]  # nothing more while blocked
+        proto.resume_writing()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert correlation_ids(b"".join(transport.writes)) == [1, 2] and transport.reading
+        proto.connection_lost(None)
+
+    asyncio.run(run())
+
+
+# -- nulls ------------------------------------------------------------------------------------
+
+
+def request(api_key: int, version: int, body: bytes) -> bytes:
+    flexible = b"\x00" if codec.is_flexible(api_key, version) else b""
+    return struct.pack(">hhih", api_key, version, 1, 1) + b"c" + flexible + body
+
+
+@pytest.mark.parametrize("key,version,body", [
+    (13, 4, b"\x00\x00\x00"),  # LeaveGroup v4: null group id and members (compact)
+    (13, 0, b"\xff\xff" + b"\x00\x01m"),  # LeaveGroup v0: group id length -1
+    (3, 1, b"\x00\x00\x00\x01\xff\xff"),  # Metadata v1: a topic name of length -1
+    (18, 3, b"\x00\x00\x00"),  # ApiVersions v3: null software name and version
+])
+def test_nulls_where_the_schema_allows_none_are_refused(key: int, version: int,
+                                                        body: bytes) -> None:
+    with pytest.raises(codec.DecodeError, match="not nullable"):
+        codec.decode_request(request(key, version, body))
+
+
+def test_nullable_fields_may_be_null() -> None:
+    decoded = codec.decode_request(request(3, 1, b"\xff\xff\xff\xff"))  # Metadata: all topics
+    assert decoded.body.topics is None
+    produce = codec.decode_request(request(0, 3, b"\xff\xff" + struct.pack(">hii", 1, 100, 0)))
+    assert produce.body.transactional_id is None and produce.body.topic_data == []
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+def gzip_batch(inner: bytes, count: int) -> bytes:
+    head = bytearray(codec.write_batch([(0, None, b"x", [])])[:61])
+    struct.pack_into(">h", head, 21, 1)  # gzip
+    struct.pack_into(">i", head, 23, count - 1)
+    struct.pack_into(">i", head, 57, count)
+    out = bytearray(head + inner)
+    struct.pack_into(">i", out, 8, len(out) - 12)
+    struct.pack_into(">I", out, 17, calc_crc32c(bytes(out[21:])))
+    return bytes(out)
+
+
+def gzip(data: bytes) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return z.compress(data) + z.flush()
+
+
+def refusal(data: bytes, limit: int = 1 << 20) -> ErrorCode | None:
+    try:
+        batches.check_size(batches.split(data), limit)
+    except batches.BatchRefused as exc:
+        return exc.code
+    return None
+
+
+def test_gzip_bomb_and_broken_gzip() -> None:
+    records = codec.write_batch([(0, None, b"v" * 100, [])] * 3)[61:]
+    assert refusal(gzip_batch(gzip(records), 3)) is None
+    assert refusal(gzip_batch(gzip(b"\x00" * (5 << 20)), 3)) == ErrorCode.MESSAGE_TOO_LARGE
+    assert refusal(gzip_batch(b"not gzip at all", 3)) == ErrorCode.CORRUPT_MESSAGE
+    assert refusal(gzip_batch(gzip(records), 1000)) == ErrorCode.CORRUPT_MESSAGE  # 3 fit, not 1000
+
+
+def test_more_records_claimed_than_bytes_can_hold() -> None:
+    one = bytearray(codec.write_batch([(0, None, b"x", [])]))
+    struct.pack_into(">i", one, 23, 99)
+    struct.pack_into(">i", one, 57, 100)
+    struct.pack_into(">I", one, 17, calc_crc32c(bytes(one[21:])))
+    assert refusal(bytes(one)) == ErrorCode.CORRUPT_MESSAGE
+    tiny = codec.write_batch([(0, None, b"", [])] * 1000)  # the smallest records there are
+    assert refusal(tiny) is None
+
+
+def test_offset_deltas_that_fall_or_pass_the_batch_are_unreadable() -> None:
+    good = codec.write_batch([(0, None, b"a", []), (0, None, b"b", [])])
+    assert [r[0] for r in kafka_batch.records(good)] == [0, 1]
+    for delta in (5, 0):  # the second record's delta (1): past lastOffsetDelta, or not rising
+        bad = bytearray(good)
+        second = 61 + 1 + good[61] // 2  # after the first record (its length is one byte)
+        assert bad[second + 3] == 2  # zigzag(1)
+        bad[second + 3] = delta * 2
+        with pytest.raises(kafka_batch.BatchError, match="offset delta"):
+            kafka_batch.records(bytes(bad))
