@@ -37,6 +37,7 @@ from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.records import stored_to_record
 
 _FULL_EPOCHS = (0, -1)  # FetchMetadata.INITIAL_EPOCH and FINAL_EPOCH: not incremental
+FETCH_MAX_BYTES = 55 * 1024 * 1024  # Kafka's broker fetch.max.bytes: a client asks for less
 
 
 @dataclass(slots=True)
@@ -76,7 +77,8 @@ class Fetcher:
         if body.isolation_level == 1:  # read_committed
             for w in wanted:
                 w.committed = True
-        response, readable, failed = self._read(cls, version, wanted, body.max_bytes)
+        response, readable, failed = self._read(cls, version, wanted,
+                                                min(body.max_bytes, FETCH_MAX_BYTES))
         if (failed or readable >= body.min_bytes or body.max_wait_ms <= 0 or not wanted):
             return response
         return _Waiting(self, cls, version, wanted, body).future
@@ -231,7 +233,7 @@ class _Waiting:
         self.cls = cls
         self.version = version
         self.wanted = wanted
-        self.max_bytes = body.max_bytes
+        self.max_bytes = min(body.max_bytes, FETCH_MAX_BYTES)
         self.min_bytes = body.min_bytes
         self.future: asyncio.Future[Any] = loop.create_future()
         self.checking = False
