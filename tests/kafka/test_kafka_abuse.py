@@ -270,6 +270,29 @@ def test_pipelined_fetches_unread_keep_broker_memory_bounded(broker: BrokerProce
     quiet(broker, since)
 
 
+def test_fetch_asking_for_two_gibibytes_gets_at_most_fetch_max_bytes(broker: BrokerProcess) -> None:
+    """max_bytes and partition_max_bytes of 2^31-1 over ~80 MiB of log: the answer stops at
+    Kafka's broker fetch.max.bytes (55 MiB), not at what the client asked for."""
+    since = mark(broker)
+    topic = f"huge-fetch-{uuid.uuid4().hex[:8]}"
+    with Raw(broker.kafka_port, timeout=60) as raw:
+        chunk = batch([b"y" * 1000] * 1000)  # ~1 MiB
+        for _ in range(80):
+            assert produce(raw, topic, chunk).error_code == 0
+        F = consumer.FetchRequest
+        raw.sock.sendall(raw.encode(
+            F, 11, replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=2**31 - 1,
+            isolation_level=0, session_id=0, session_epoch=-1, forgotten_topics_data=[],
+            rack_id="", topics=[F.FetchTopic(topic=topic, partitions=[F.FetchTopic.FetchPartition(
+                partition=0, current_leader_epoch=-1, fetch_offset=0, log_start_offset=-1,
+                partition_max_bytes=2**31 - 1)] * 3)]))
+        parts = raw.response().responses[0].partitions
+        total = sum(len(bytes(p.records or b"")) for p in parts)
+        assert 0 < total <= 55 * 1024 * 1024 + len(chunk), total
+    healthy(broker)
+    quiet(broker, since)
+
+
 # -- long-polls abandoned ---------------------------------------------------------------------
 
 
