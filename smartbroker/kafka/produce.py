@@ -45,6 +45,7 @@ log = logging.getLogger("smartbroker.kafka")
 PRODUCE = 0
 VERSIONS = (3, 10)
 NO_RESPONSE = object()  # acks=0: the listener sends nothing for this request
+CREATE_BUDGET, CREATE_WINDOW = 0.25, 0.5  # seconds of topic auto-creation per window
 STREAM_ARGUMENTS = {"x-queue-type": "stream"}  # 1 partition unless kafka_num_partitions
 
 
@@ -67,6 +68,17 @@ class Topics:
         self.broker = broker
         self.vhost = vhost
         self.valid_name = valid_name
+        self._window = self._spent = 0.0  # auto-creation time spent since _window began
+
+    def _may_auto_create(self) -> bool:
+        """Creating a stream is synchronous (files, the definition persisted: ~10 ms), so
+        at most CREATE_BUDGET seconds of it per CREATE_WINDOW: one request naming 10k new
+        topics stalled every client for ~90 s. The rest are LEADER_NOT_AVAILABLE, which
+        clients retry, as while Kafka's controller creates a topic."""
+        now = time.monotonic()
+        if now - self._window >= CREATE_WINDOW:
+            self._window, self._spent = now, 0.0
+        return self._spent < CREATE_BUDGET
 
     def stream(self, name: str, *, create: bool, need: str | None = None) -> Any:
         """The stream queue of topic ``name``; raises PartitionError when there is none, or
@@ -80,6 +92,10 @@ class Topics:
         queue = None if vhost is None else vhost.queues.get(name)
         if queue is None and create and vhost is not None and self.broker.config.kafka_auto_create_topics \
                 and topic_allowed(self.broker, self.vhost, "configure", name):
+            if not self._may_auto_create():
+                raise PartitionError(ErrorCode.LEADER_NOT_AVAILABLE,
+                                     f"topic {name!r} is being created, retry")
+            start = time.monotonic()
             try:
                 count = self.broker.config.kafka_num_partitions  # Kafka's num.partitions
                 arguments = STREAM_ARGUMENTS if count == 1 else {**STREAM_ARGUMENTS,
@@ -90,6 +106,8 @@ class Topics:
                 queue = None
             else:
                 log.info("Kafka topic %r auto-created as a stream in vhost %r", name, self.vhost)
+            finally:
+                self._spent += time.monotonic() - start
         if queue is None or not queue.capabilities.offset_log:
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"unknown topic {name!r}" if queue is None
