@@ -144,7 +144,10 @@ def healthy(broker: BrokerProcess) -> None:
                         allow_auto_topic_creation=True, include_cluster_authorized_operations=False,
                         include_topic_authorized_operations=False)
         assert meta.topics[0].error_code in (0, 5), meta  # 5: LEADER_NOT_AVAILABLE, retry
-        part = produce(raw, topic, batch([b"alive"]))
+        deadline = time.monotonic() + 5
+        while (part := produce(raw, topic, batch([b"alive"]))).error_code == 5 \
+                and time.monotonic() < deadline:  # auto-creation throttled: retry, as clients do
+            time.sleep(0.05)
         assert part.error_code == 0, part
         got = fetch(raw, topic, part.base_offset)
         assert got.error_code == 0 and b"alive" in bytes(got.records), got
