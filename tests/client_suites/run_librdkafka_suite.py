@@ -56,6 +56,7 @@ from smartbroker.launcher import BrokerProcess  # noqa: E402
 EXCLUDED: dict[str, str] = {
     "0038": "performance run (millions of messages), not a conformance test",
     "0047": "known issue in librdkafka's own list (TEST_F_KNOWN_ISSUE)",
+    "0052": "creates topics with kafka-topics.sh (--config message.timestamp.type)",
     "0079": "fork() test of the client library, broker-independent",
     "0097": "SSL listener with the suite's certificates (ssl.* in test.conf)",
     "0101": "fetch from follower: needs racks and replicas on several brokers",
@@ -123,6 +124,8 @@ def parse_output(number: str, text: str) -> list[Entry]:
             reason = reasons.get(name, "") if status == "FAILED" else rest.strip(" |")
             if status == "SKIPPED" and LOCAL_ONLY in reason:
                 status, reason = "LOCAL", "broker-less test, left out by -L"
+            elif status == "SKIPPED" and not reason:
+                reason = "another scenario's test (--scenario)"
             entries.append(Entry(name, status, float(secs), reason))
     if not entries:  # a failed test aborts the runner before its summary
         entries = [Entry(name, "FAILED", 0.0, reason) for name, reason in reasons.items()]
@@ -146,7 +149,8 @@ def run_one(runner: Path, number: str, conf: Path, args: argparse.Namespace,
            "LD_LIBRARY_PATH": f"{runner.parent.parent / 'src'}:{runner.parent.parent / 'src-cpp'}",
            "RDKAFKA_GITVER": "smartbroker-run"}
     env.pop("CI", None)
-    cmd = ["nice", "-n", str(args.nice), str(runner), "-L", *args.runner_args.split()]
+    cmd = ["nice", "-n", str(args.nice), str(runner), "-L", "-s", args.scenario,
+           *args.runner_args.split()]
     started = time.monotonic()
     log = log_dir / f"{number}.log"
     with log.open("wb") as out:
@@ -176,7 +180,8 @@ def broker(args: argparse.Namespace, tmp: Path) -> Iterator[BrokerProcess | None
         yield None
         return
     env = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": str(args.rebalance_delay_ms),
-           "SMARTBROKER_KAFKA_NUM_PARTITIONS": str(args.num_partitions)}
+           "SMARTBROKER_KAFKA_NUM_PARTITIONS": str(args.num_partitions),
+           "SMARTBROKER_KAFKA_AUTO_CREATE_TOPICS": str(args.scenario != "noautocreate").lower()}
     proc = BrokerProcess(tmp / "data", kafka=True, env=env, log_path=tmp / "broker.log")
     proc.start()
     try:
@@ -234,6 +239,9 @@ def main() -> int:
                     help="extra test-runner flags (-Q: quick mode, which skips most sub-tests)")
     ap.add_argument("--timeout-multiplier", type=float, default=2.0,
                     help="test.timeout.multiplier in test.conf (a shared, slow machine)")
+    ap.add_argument("--scenario", default="default", choices=("default", "noautocreate"),
+                    help="the suite's scenario; noautocreate starts the broker with "
+                         "auto-creation off and runs the tests made for it")
     ap.add_argument("--rebalance-delay-ms", type=int, default=100)
     ap.add_argument("--num-partitions", type=int, default=4,
                     help="num.partitions of auto-created topics (the suite's clusters: 4)")
