@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -82,11 +83,11 @@ class TopicAdmin:
     def create_topics(self, request: Request, session: Any) -> Any:
         body = request.body
         cls = codec.response_class(CREATE_TOPICS)
-        names = [t.name for t in body.topics]
+        names = Counter(t.name for t in body.topics)  # not list.count: 10k topics, 10^8 steps
         results = []
         for topic in body.topics:
             try:
-                if names.count(topic.name) > 1:
+                if names[topic.name] > 1:
                     raise TopicError(ErrorCode.INVALID_REQUEST,
                                      f"Create topics request from client contains multiple "
                                      f"entries for the following topics: {topic.name}")
