@@ -121,6 +121,13 @@ function renderOverview(o, now) {
   $("t-connections").textContent = obj.connections ?? 0;
   $("t-queues").textContent = obj.queues ?? 0;
   $("t-consumers").textContent = obj.consumers ?? 0;
+  // the Kafka listener's port(s), Kafka connections and the groups Kafka clients see
+  const kafka = (o.listeners || []).filter((l) => String(l.protocol).startsWith("kafka"));
+  for (const el of document.querySelectorAll(".card.kafka")) el.hidden = !kafka.length;
+  $("t-kafka-port").textContent = kafka.map((l) =>
+    l.protocol === "kafka/ssl" ? `${l.port} (TLS)` : `${l.port}`).join(", ") || "-";
+  $("t-kafka-connections").textContent = (o.connection_totals || {}).kafka ?? 0;
+  $("t-kafka-groups").textContent = (o.kafka || {}).groups ?? "-";
   const rates = {
     publish: rate("all.publish", s.publish || 0, now),
     deliver: rate("all.deliver", s.deliver_get || 0, now),
