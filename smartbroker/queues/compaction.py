@@ -66,12 +66,12 @@ class StreamCompaction:
         try:
             results = []
             for compactor in self.compactors:
-                if self.stream.deleted:
+                if self.stream.deleted or self.stream.closed:
                     return
                 results.append(await compactor.run_async(now_ms))
             self._done(results)
         except Exception:  # a failed pass leaves the old segments; the next one retries
-            if not self.stream.deleted:
+            if not (self.stream.deleted or self.stream.closed):  # else: shutdown's executor
                 log.exception("compaction failed for stream %s", self.stream.name)
 
     def _done(self, results: list[CompactionResult]) -> None:

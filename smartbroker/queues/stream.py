@@ -398,6 +398,7 @@ class StreamQueue:
         """Broker shutdown: flush and close the logs (data stays), and snapshot the Kafka
         producer state so the next load scans nothing."""
         self.closed = True  # a dispatch already scheduled must not read closed logs
+        self.retention.cancel()  # nor a retention or compaction pass start over them
         if self.txns is not None and not self.deleted:
             try:
                 producer_state.save(self.directory, self.txns,
