@@ -133,7 +133,7 @@ class KafkaClientProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_blocked = False
         self._hold()
-        if self.backlog:
+        if self.transport is not None:  # requests read meanwhile, or left for later
             asyncio.get_running_loop().call_soon(self._serve_later)
 
     def _hold(self) -> None:
@@ -163,7 +163,8 @@ class KafkaClientProtocol(asyncio.Protocol):
         stats = self.stats
         started = perf_counter()  # a request's time runs from the pass that serves it
         try:
-            while size < MAX_ANSWERED and (request := conn.next_request()) is not NEED_DATA:
+            while (size < MAX_ANSWERED and conn.in_flight < MAX_IN_FLIGHT
+                   and (request := conn.next_request()) is not NEED_DATA):
                 if type(request) is SaslToken:  # after a SaslHandshake v0
                     reply = self.handlers.sasl.raw_token(request.token, session)
                     out.append(conn.send_token(request, reply))
@@ -259,6 +260,7 @@ class KafkaClientProtocol(asyncio.Protocol):
                 self.paused = False
                 if not self.held:
                     self.transport.resume_reading()
+                    asyncio.get_running_loop().call_soon(self._serve_later)  # what was read
 
         future.add_done_callback(done)
 

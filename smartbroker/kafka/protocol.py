@@ -184,7 +184,7 @@ class KafkaConnection:
         return b"".join(out)
 
     def _slot(self, request: Request | SaslToken) -> list[Any]:
-        for slot in self._slots:
+        for slot in reversed(self._slots):  # most often the newest (answered at once)
             if slot[0] is request:
                 return slot
         raise ValueError("response to a request that was not received or already answered")
