@@ -199,3 +199,43 @@ def test_offset_deltas_that_fall_or_pass_the_batch_are_unreadable() -> None:
         bad[second + 3] = delta * 2
         with pytest.raises(kafka_batch.BatchError, match="offset delta"):
             kafka_batch.records(bytes(bad))
+
+
+def test_answers_held_behind_a_waiting_fetch_are_bounded() -> None:
+    """A Fetch that waits, then 500 pipelined requests in one read: their answers must
+    wait behind it (request order), but at most MAX_IN_FLIGHT of them are made and held;
+    the rest stay unparsed until the Fetch is answered, then all go, in order."""
+    from kafka.protocol.consumer import FetchRequest
+    from pamqp import commands
+
+    from smartbroker.message import Message
+
+    t = FetchRequest.FetchTopic
+    wait = FetchRequest(version=11, replica_id=-1, max_wait_ms=60000, min_bytes=1,
+                        max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
+                        forgotten_topics_data=[], rack_id="",
+                        topics=[t(topic="s", partitions=[t.FetchPartition(
+                            partition=0, current_leader_epoch=-1, fetch_offset=0,
+                            log_start_offset=-1, partition_max_bytes=1 << 20)])])
+    wait.with_header(correlation_id=1, client_id="c")
+
+    async def run() -> None:
+        proto, transport = connected()
+        vhost = proto.handlers.broker.vhosts["/"]
+        queue, _ = vhost.declare_queue("s", durable=True, arguments={"x-queue-type": "stream"})
+        proto.data_received(bytes(wait.encode(header=True, framed=True))
+                            + b"".join(api_versions(c) for c in range(2, 502)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert proto.conn.in_flight <= listener.MAX_IN_FLIGHT and not transport.writes
+        queue.publish(Message.build("", "s", b"x", commands.Basic.Properties()))
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if len(correlation_ids(b"".join(transport.writes))) == 501:
+                break
+        assert correlation_ids(b"".join(transport.writes)) == list(range(1, 502))
+        assert transport.reading
+        proto.connection_lost(None)
+        queue.close()
+
+    asyncio.run(run())
