@@ -229,7 +229,10 @@ class KafkaHandlers:
                 raise KafkaProtocolError("Metadata before v12 with a null topic name")
             # Kafka: v0-3 may always auto-create, v4+ when the client allows it
             create = request.api_version < 4 or bool(body.allow_auto_topic_creation)
-            topics = [self._requested(cls, t, create) for t in wanted]
+            # topic ids resolved through one map, not a scan of every topic per id
+            by_id = {t.topic_id: t for t in self.topics()} if any(
+                t.name is None for t in wanted) else {}
+            topics = [self._requested(cls, t, create, by_id) for t in wanted]
         return cls(version=request.api_version, throttle_time_ms=0,
                    brokers=[cls.MetadataResponseBroker(
                        node_id=NODE_ID, host=self.node.host or session.local_host,
@@ -237,11 +240,11 @@ class KafkaHandlers:
                    cluster_id=self.node.cluster_id, controller_id=NODE_ID, topics=topics,
                    authorized_operations=None)
 
-    def _requested(self, cls: Any, wanted: Any, create: bool) -> Any:
+    def _requested(self, cls: Any, wanted: Any, create: bool, by_id: dict[Any, Topic]) -> Any:
         name = wanted.name
         if name is None:  # v10+: by topic id
             tid = getattr(wanted, "topic_id", None)
-            found = next((t for t in self.topics() if t.topic_id == tid), None)
+            found = by_id.get(tid)
             if found is None:
                 return self._topic_error(cls, None, ErrorCode.UNKNOWN_TOPIC_ID, tid)
             return self._topic_metadata(cls, found)
