@@ -63,6 +63,7 @@ class Fetcher:
         self.vhost = vhost
         self.topic_id = topic_id  # the id Metadata gives a topic (handlers.py)
         self._names: dict[uuid.UUID, str] = {}  # topic id -> name, rebuilt on a miss
+        self._fresh = False  # _names was rebuilt during the request being read
 
     def fetch(self, request: Request, session: Any) -> Any:
         """The response body, or a future of it when the request waits for data."""
@@ -87,6 +88,7 @@ class Fetcher:
         vhost = self.broker.vhosts.get(self.vhost)
         queues = vhost.queues if vhost is not None else {}
         out = []
+        self._fresh = False  # the id map is rebuilt once per request at most
         for topic in topics:
             if by_id:
                 topic_id: uuid.UUID | None = topic.topic_id
@@ -107,7 +109,9 @@ class Fetcher:
     def _name_of(self, topic_id: uuid.UUID, queues: Any) -> str | None:
         """The stream a v13+ Fetch names by id (the cache is rebuilt when an id is new)."""
         name = self._names.get(topic_id)
-        if name is None or name not in queues or self.topic_id(name) != topic_id:
+        if (name is None or name not in queues or self.topic_id(name) != topic_id) \
+                and not self._fresh:  # 10k unknown ids: not 10k rebuilds
+            self._fresh = True
             self._names = {self.topic_id(n): n for n, q in list(queues.items())
                            if q.capabilities.offset_log}
             name = self._names.get(topic_id)
