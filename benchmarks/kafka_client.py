@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The client side of ``benchmarks/kafka.py``: one measurement per process, JSON on stdout.
+"""The client side of ``benchmarks/kafka_vs_tansu.py``: one measurement per process, JSON on stdout.
 
     python benchmarks/kafka_client.py produce --bootstrap H:P --topic T --size 100 --count N
     python benchmarks/kafka_client.py consume --bootstrap H:P --topic T --count N
@@ -38,7 +38,7 @@ def consumer_conf(bootstrap: str) -> dict[str, Any]:
     which smartbroker does not serve yet at the time of writing, and reading is what we
     measure. The "Tansu stalls after ~59k of 200k" seen with ``assign`` of partition 0
     was not a stall: Tansu auto-creates a topic with 4 partitions, and partition 0 held
-    only its share. ``kafka.py`` therefore creates every topic itself, with the same
+    only its share. ``kafka_vs_tansu.py`` therefore creates every topic itself, with the same
     partition count on both brokers, and we assign all of them from the beginning.
 
     Why a larger prefetch queue: with librdkafka's defaults the consumer stops fetching

