@@ -10,11 +10,13 @@
   beside Kafka's. ``kafka_consumergroup_lag`` and ``_current_offset`` have the
   kafka-exporter shape (labels ``group``, ``topic``, ``partition``, plus ``vhost`` since
   a stream's name is unique only in its vhost), for partitions with a committed offset,
-  as exporters read them with OffsetFetch. Groups by state use Kafka's state names; in the
-  Kafka vhost they are what ListGroups says (``kafka/group_view.py``); elsewhere an AMQP
-  group is Stable while its consumers are there, else Empty.
+  as exporters read them with OffsetFetch. Groups by state use Kafka's state names, as
+  ListGroups states them (``kafka/group_view.py``): a Kafka group with members is in its
+  coordinator's state; a group AMQP consumers hold is Stable; any other (offsets only,
+  or a Kafka group without members) is Empty.
 
-Nothing here runs per request: a scrape walks the committed offsets once.
+Nothing here runs per request, and a scrape is one pass over the committed offsets and
+live groups (not ``GroupView.summary`` per group, which walks every stream per group).
 """
 
 from __future__ import annotations
@@ -109,12 +111,12 @@ def group_metrics(broker: Any, listener: Any) -> Iterator[Any]:
     by_state = dict.fromkeys(GROUP_STATES, 0)
     kafka_vhost = listener.handlers.node.vhost if listener is not None else None
     for vname, vhost in list(broker.vhosts.items()):
-        streams = _streams(vhost)
-        names: set[str] = set()
-        for stream in streams:
+        active: dict[str, bool] = {}  # every group of the vhost: AMQP consumers hold it
+        for stream in _streams(vhost):
             groups = stream.groups
             logs = stream.logs
             for (group, partition), committed in list(groups.book.offsets.items()):
+                active.setdefault(group, False)
                 if not 0 <= partition < len(logs):
                     continue
                 log = logs[partition]
@@ -122,14 +124,14 @@ def group_metrics(broker: Any, listener: Any) -> Iterator[Any]:
                 labels = [vname, group, stream.name, str(partition)]
                 current.add_metric(labels, at)
                 lag.add_metric(labels, max(log.next_offset - at, 0))
-            if vname != kafka_vhost:
-                names.update(groups.names())
-        if vname == kafka_vhost:
-            _kafka_states(listener, by_state)
-            continue
-        for name in names:
-            active = any(s.groups.amqp_active(name) for s in streams)
-            by_state["Stable" if active else "Empty"] += 1
+            for group in list(groups.live):
+                active[group] = active.get(group, False) or groups.amqp_active(group)
+        kafka = _kafka_groups(listener) if vname == kafka_vhost else {}
+        for group, amqp in active.items():
+            state = kafka.pop(group, None) or ("Stable" if amqp else "Empty")
+            by_state[state] = by_state.get(state, 0) + 1
+        for state in kafka.values():  # Kafka groups with no offsets and no AMQP consumers
+            by_state[state or "Empty"] = by_state.get(state or "Empty", 0) + 1
     yield from (lag, current)
     states = GaugeMetricFamily("kafka_consumergroups", "Consumer groups by state (Kafka's "
                                "state names), AMQP groups included", labels=["state"])
@@ -138,10 +140,13 @@ def group_metrics(broker: Any, listener: Any) -> Iterator[Any]:
     yield states
 
 
-def _kafka_states(listener: Any, by_state: dict[str, int]) -> None:
-    """The Kafka vhost's groups as ListGroups states them."""
-    view = listener.handlers.group_admin.view
-    for group_id in view.group_ids():
-        summary = view.summary(group_id)
-        if summary is not None:
-            by_state[summary.state] = by_state.get(summary.state, 0) + 1
+def _kafka_groups(listener: Any) -> dict[str, str | None]:
+    """The coordinator's groups but Dead ones: their state while they have members or are
+    rebalancing, None for an Empty one (then AMQP consumers may hold it, as ListGroups)."""
+    coordinator = getattr(listener.handlers, "coordinator", None)
+    out: dict[str, str | None] = {}
+    for group_id, group in list(getattr(coordinator, "groups", {}).items()):
+        state = group.state
+        if state != "Dead":
+            out[group_id] = state if group.members or state != "Empty" else None
+    return out

@@ -142,6 +142,10 @@ class Groups:
     def book(self) -> Any:
         return SimpleNamespace(offsets=self.offsets)
 
+    @property
+    def live(self) -> dict[str, Any]:
+        return dict.fromkeys(self.active)
+
     def names(self) -> list[str]:
         return sorted({g for g, _ in self.offsets} | self.active)
 
@@ -202,16 +206,19 @@ def test_listener_counters_exposed() -> None:
     stats.answered(codec.FETCH, fetch_response((0, records(0, 3))), 0.0)
     stats.opened = 3
     stats.retired_bytes = [100, 200]
-    view = SimpleNamespace(group_ids=lambda: {"k1", "k2"},
-                           summary=lambda g: SimpleNamespace(
-                               state={"k1": "PreparingRebalance", "k2": "Stable"}[g]))
+    coordinator = SimpleNamespace(groups={
+        "k1": SimpleNamespace(state="PreparingRebalance", members={"m": 1}),
+        "k2": SimpleNamespace(state="Stable", members={"m": 1}),
+        "k3": SimpleNamespace(state="Empty", members={}),  # offsets only: Empty
+        "k4": SimpleNamespace(state="Dead", members={})})
     listener = SimpleNamespace(
         stats=stats,
         connections=[SimpleNamespace(record=SimpleNamespace(bytes_in=5, bytes_out=7))],
         handlers=SimpleNamespace(producer=SimpleNamespace(appended=[4, 40]),
                                  node=SimpleNamespace(vhost="kafka"),
-                                 group_admin=SimpleNamespace(view=view)))
-    broker = Broker({"kafka": SimpleNamespace(queues={})})
+                                 coordinator=coordinator))
+    topic = stream("t", [Log(0, 5)], Groups({("k2", 0): 1, ("k3", 0): 2}))
+    broker = Broker({"kafka": SimpleNamespace(queues={"t": topic})})
     register(broker, listener)
     samples = scrape(SimpleNamespace(broker=broker))
 
@@ -234,4 +241,6 @@ def test_listener_counters_exposed() -> None:
     assert value("kafka_server_fetched_records_total") == 3
     assert value("kafka_consumergroups", state="PreparingRebalance") == 1
     assert value("kafka_consumergroups", state="Stable") == 1
-    assert value("kafka_consumergroups", state="Empty") == 0
+    assert value("kafka_consumergroups", state="Empty") == 1
+    assert value("kafka_consumergroup_lag", vhost="kafka", group="k3", topic="t",
+                 partition="0") == 3
