@@ -2,8 +2,8 @@
 (``management/kafka_metrics.py``).
 
 Counting must not slow the request path, so the listener only bumps plain numbers held
-here: per answered request its api's [count, seconds] pair, and one increment per error
-code the response carries (Kafka's ``RequestMetrics`` ErrorsPerSec counts each
+here: per answered request its api's count and seconds (``ApiCounts``), and one increment
+per error code the response carries (Kafka's ``RequestMetrics`` ErrorsPerSec counts each
 partition's code, NONE included). Which fields of a response hold error codes is worked
 out once per response class from its schema (``_plan``), so a response is walked along
 those fields only. A Fetch response's record batches are counted from their 61-byte
@@ -30,19 +30,20 @@ _BATCH_HEADER = 61  # RecordBatch v2, up to the record count
 _CONTROL = 0x20  # attributes bit of a transaction marker batch
 Plan = tuple[tuple[str, Any, bool], ...]  # (field, nested plan or None for a code, is array)
 _PLANS: dict[type, Plan] = {}
-# broker -> its KafkaListener: how the management side finds it (weak: a broker in a test
-# process goes away with its listener)
-_LISTENERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# id(broker) -> its KafkaListener: how the management side finds it. Weak values: a
+# listener holds its broker, so while the entry lives the id names that broker, and a
+# broker made and dropped in a test process takes its entry with it.
+_LISTENERS: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 
 def register(broker: Any, listener: Any) -> None:
-    """``listener`` serves Kafka for ``broker`` (``listener_of`` finds it)."""
-    _LISTENERS[broker] = listener
+    """``listener`` (which keeps ``broker`` alive) serves Kafka for ``broker``."""
+    _LISTENERS[id(broker)] = listener
 
 
 def listener_of(broker: Any) -> Any:
     """The broker's KafkaListener, or None when Kafka is off."""
-    return _LISTENERS.get(broker)
+    return _LISTENERS.get(id(broker))
 
 
 def api_name(api_key: int) -> str:

@@ -160,6 +160,10 @@ class Broker:
         self.vhosts = vhosts
 
 
+class Listener(SimpleNamespace):
+    """A KafkaListener's attributes the collector reads (weakly referable, as the real one)."""
+
+
 def stream(name: str, logs: list[Log], groups: Groups) -> Any:
     return SimpleNamespace(name=name, logs=logs, groups=groups,
                            capabilities=SimpleNamespace(offset_log=True))
@@ -211,7 +215,7 @@ def test_listener_counters_exposed() -> None:
         "k2": SimpleNamespace(state="Stable", members={"m": 1}),
         "k3": SimpleNamespace(state="Empty", members={}),  # offsets only: Empty
         "k4": SimpleNamespace(state="Dead", members={})})
-    listener = SimpleNamespace(
+    listener = Listener(
         stats=stats,
         connections=[SimpleNamespace(record=SimpleNamespace(bytes_in=5, bytes_out=7))],
         handlers=SimpleNamespace(producer=SimpleNamespace(appended=[4, 40]),
@@ -221,6 +225,8 @@ def test_listener_counters_exposed() -> None:
     broker = Broker({"kafka": SimpleNamespace(queues={"t": topic})})
     register(broker, listener)
     samples = scrape(SimpleNamespace(broker=broker))
+    del listener
+    assert not any(n.startswith("kafka_network") for n, _ in scrape(SimpleNamespace(broker=broker)))
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, frozenset(labels.items()))]
