@@ -95,6 +95,8 @@ class OffsetLister:
                                           old_style_offsets=[]))
                     continue
                 offset, ts = lookup(queue.logs[index], p.timestamp)
+                if p.timestamp == EARLIEST:
+                    offset = queue.bounds(index)[0]  # a compacted topic's log start stays
                 if p.timestamp == LATEST and committed and queue.txns is not None:
                     offset = queue.txns[index].lso(offset)  # read_committed: the LSO
                 parts.append(part_cls(partition_index=index, error_code=ErrorCode.NONE,

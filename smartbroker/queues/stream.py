@@ -196,8 +196,12 @@ class StreamQueue:
     # -- the Kafka side's read interface ---------------------------------------------------
     def bounds(self, partition: int) -> tuple[int, int]:
         """(first offset still kept, next offset to be written) of one partition: Kafka's
-        log start offset and high watermark."""
+        log start offset and high watermark. Compaction never moves Kafka's log start (its
+        cleaner keeps an emptied segment's base offset): a compact-only topic starts at 0,
+        a fetch inside the removed head reads on from the first record kept."""
         lg = self.logs[partition]
+        if self.stream.compact and not self.stream.delete:
+            return 0, lg.next_offset
         return lg.first_offset, lg.next_offset
 
     def records(self, partition: int, offset: int) -> Iterator[Record]:

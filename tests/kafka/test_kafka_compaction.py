@@ -81,14 +81,33 @@ def read_until(broker: BrokerProcess, name: str, want: set[int], timeout: float)
         time.sleep(0.5)
 
 
-def amqp_offsets(broker: BrokerProcess, name: str, count: int) -> dict[int, tuple[Any, bytes]]:
+def first_from(broker: BrokerProcess, name: str, offset: int) -> int | None:
+    """The offset of the first record a kafka-python consumer gets after seeking."""
+    kafka = pytest.importorskip("kafka")
+    tp = kafka.TopicPartition(name, 0)
+    consumer = kafka.KafkaConsumer(bootstrap_servers=broker.kafka_bootstrap,
+                                   enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                return records[0].offset
+    finally:
+        consumer.close()
+    return None
+
+
+def amqp_offsets(broker: BrokerProcess, name: str, count: int,
+                 start: int | str = "first") -> dict[int, tuple[Any, bytes]]:
     conn = pika.BlockingConnection(pika.URLParameters(broker.url))
     got: dict[int, tuple[Any, bytes]] = {}
     try:
         ch = conn.channel()
         ch.basic_qos(prefetch_count=count)
         last = None
-        for method, props, body in ch.consume(name, arguments={"x-stream-offset": "first"},
+        for method, props, body in ch.consume(name, arguments={"x-stream-offset": start},
                                               inactivity_timeout=5):
             if method is None:
                 break
@@ -123,6 +142,10 @@ def test_compacted_topic_keeps_the_newest_value_per_key(kafka_broker: BrokerProc
     assert set(amqp) == want  # the same offsets over AMQP
     props, body = amqp[newest[KEYS[3]]]
     assert props.headers["x-message-key"] == "key-3" and body == by_offset[newest[KEYS[3]]][3]
+    assert first_from(kafka_broker, name, 3) == min(want)  # a fetch inside a gap goes on
+    assert earliest(kafka_broker, name) == 0  # compaction never moves the log start
+    first = amqp_offsets(kafka_broker, name, 1, start=3)
+    assert list(first) == [min(want)]
 
     # past delete.retention.ms the tombstones go; the empty value stays
     after = want - {newest[KEYS[0]], newest[KEYS[1]]}
