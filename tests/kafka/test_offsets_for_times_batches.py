@@ -127,3 +127,20 @@ def test_after_a_restart(broker_and_topic: tuple[BrokerProcess, str, int]) -> No
     proc.start()
     kafka_python_lookup(proc, topic, amqp_ts)
     confluent_lookup(proc, topic)
+
+
+def test_kcat_starts_at_a_timestamp(broker_and_topic: tuple[BrokerProcess, str, int]) -> None:
+    """kcat -o s@<ms> (librdkafka 2.0's offsets_for_times) starts at the record inside
+    the batch."""
+    import shutil
+    import subprocess
+
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat is not installed")
+    proc, topic, _ = broker_and_topic
+    for target in (15, 41, 101):
+        out = subprocess.run(["kcat", "-C", "-b", proc.kafka_bootstrap, "-t", topic, "-p", "0",
+                              "-o", f"s@{TS + target}", "-c", "1", "-e", "-q", "-f", "%o %T\\n"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        offset, ts = EXPECTED[target]
+        assert out.split() == [str(offset), str(ts)], target
