@@ -282,6 +282,10 @@ def test_producing_to_a_classic_queue_name_fails(kafka_broker: BrokerProcess) ->
         producer.produce(name, b"lost", on_delivery=lambda err, _msg: errors.append(err))
         producer.flush(15)
         assert len(errors) == 1 and errors[0] is not None
+        assert errors[0].code() == ck.KafkaError._MSG_TIMED_OUT  # the topic never appeared
+        meta = producer.list_topics(name, timeout=10).topics[name]
+        assert meta.error is not None
+        assert meta.error.code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART
         assert ch.queue_declare(name, passive=True).method.message_count == 0
     finally:
         ch.queue_delete(name)
