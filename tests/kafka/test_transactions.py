@@ -346,3 +346,25 @@ def test_kcat_reads_committed_records_only(kafka_broker: BrokerProcess) -> None:
                           "-p", "0", "-o", "beginning", "-e", "-f", "%o %s\\n"],
                          capture_output=True, check=True, timeout=30).stdout
     assert out.decode().splitlines() == ["2 plain"]  # 0 aborted, 1 its marker
+
+
+def test_kafka_python_second_producer_fences_the_first(kafka_broker: BrokerProcess) -> None:
+    import kafka.errors as kafka_errors
+
+    topic, txn_id = name("fence-kp"), name("tx")
+    first = KafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap, transactional_id=txn_id)
+    second = KafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap, transactional_id=txn_id)
+    try:
+        first.init_transactions()
+        first.begin_transaction()
+        first.send(topic, b"zombie", partition=0).get(10)
+        second.init_transactions()  # retried past CONCURRENT_TRANSACTIONS, epoch bumped twice
+        second.begin_transaction()
+        second.send(topic, b"live", partition=0)
+        second.commit_transaction()
+        with pytest.raises(kafka_errors.KafkaError):
+            first.commit_transaction()
+    finally:
+        first.close(5)
+        second.close(5)
+    assert values(kafka_broker, topic, "read_committed", 1) == [b"live"]
