@@ -77,6 +77,7 @@ def amqp_values(broker: BrokerProcess, queue: str, expect: int, timeout: float =
     return got
 
 
+@pytest.mark.extension  # AMQP readers of the stream too
 def test_abort_then_commit(kafka_broker: BrokerProcess) -> None:
     topic = name("txn")
     p = producer(kafka_broker, name("tx"))
@@ -96,6 +97,7 @@ def test_abort_then_commit(kafka_broker: BrokerProcess) -> None:
     assert amqp_values(kafka_broker, topic, 3) == committed  # AMQP readers: committed only
 
 
+@pytest.mark.extension  # AMQP readers of the stream too
 def test_open_transaction_holds_read_committed_back(kafka_broker: BrokerProcess) -> None:
     topic = name("txn-open")
     plain = Producer({"bootstrap.servers": kafka_broker.kafka_bootstrap})

@@ -210,6 +210,7 @@ def test_find_coordinator_for_transactions(h: KafkaHandlers) -> None:
     assert (r.error_code, r.node_id) == (ErrorCode.NONE, 0)
 
 
+@pytest.mark.extension
 def test_amqp_reader_sees_committed_records_only(broker: Broker, h: KafkaHandlers) -> None:
     queue = broker.vhosts["/"].queues["orders"]
     _, pid, epoch = init(h, "tx")
