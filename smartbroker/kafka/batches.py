@@ -3,7 +3,7 @@ arrived without decoding a record.
 
 Per batch: whole (its length inside the data), magic 2, Kafka's CRC-32C over attributes to
 the end, at least one record and ``lastOffsetDelta + 1`` records (dense offsets), a
-compression this broker can decode for AMQP readers (``queues/kafka_batch.py``). The
+compression Kafka defines (none, gzip, snappy, lz4, zstd; ``queues/kafka_compression.py``). The
 records themselves are left to the producer's CRC: a batch whose record fields do not parse
 is served to Kafka readers as sent, and AMQP readers skip it.
 """
@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import struct
 import time
-import zlib
 from dataclasses import dataclass
 
 from smartbroker.kafka import codec
 from smartbroker.kafka.errors import ErrorCode
+from smartbroker.queues import kafka_compression
 from smartbroker.queues.kafka_batch import (
     COMPRESSION_MASK,
     CONTROL,
-    GZIP,
     HEADER,
     HEADER_SIZE,
     NONE,
@@ -67,27 +66,26 @@ class Batch:
 
 def check_size(checked: list[Batch], limit: int) -> None:
     """Kafka's ``max.message.bytes`` limits a batch (``max_message_size`` here), and the
-    same limit what a gzip batch inflates to: a few KiB of gzip can inflate to GiBs in
-    whoever decodes it (AMQP readers, compaction); inflated here 1 MiB at a time, as Kafka
-    inflates compressed batches to validate them."""
+    same limit what a compressed batch inflates to: a few KiB of gzip, lz4 or zstd can
+    inflate to GiBs in whoever decodes it (AMQP readers, compaction); inflated here 1 MiB
+    at a time and not kept, as Kafka inflates compressed batches to validate them."""
     for batch in checked:
         if len(batch.data) > limit:
             raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"record batch of {len(batch.data)} "
                                f"bytes is over the limit of {limit} bytes")
-        if batch.attributes & COMPRESSION_MASK == GZIP:
-            inflater, rest, size = zlib.decompressobj(47), bytes(batch.data[HEADER_SIZE:]), 0
-            try:
-                while rest and size <= limit:
-                    size += len(inflater.decompress(rest, 1 << 20))
-                    rest = inflater.unconsumed_tail
-            except zlib.error as exc:
-                raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"gzip record batch: {exc}") from None
-            if size > limit:
-                raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"gzip record batch inflates "
-                                   f"past the limit of {limit} bytes")
-            if batch.count > size // MIN_RECORD:
-                raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"{batch.count} records cannot "
-                                   f"fit in {size} bytes")
+        compression = batch.attributes & COMPRESSION_MASK
+        if compression == NONE or batch.control:
+            continue
+        try:
+            size = kafka_compression.inflated_size(compression, batch.data[HEADER_SIZE:], limit)
+        except kafka_compression.CompressionError as exc:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"record batch: {exc}") from None
+        except kafka_compression.TooLarge:
+            raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"{kafka_compression.NAMES[compression]}"
+                               f" record batch inflates past the limit of {limit} bytes") from None
+        if batch.count > size // MIN_RECORD:
+            raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"{batch.count} records cannot "
+                               f"fit in {size} bytes")
 
 
 def split(data: bytes | memoryview | None) -> list[Batch]:
@@ -125,7 +123,7 @@ def split(data: bytes | memoryview | None) -> list[Batch]:
                                f"{size - HEADER_SIZE} bytes")
         if compression not in SUPPORTED_COMPRESSION:
             raise BatchRefused(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
-                               f"compression type {compression} is not supported (none and gzip are)")
+                               f"compression type {compression} is not one of Kafka's (0-4)")
         if max_ts < 0:
             now = now if now >= 0 else int(time.time() * 1000)
             max_ts = now

@@ -19,8 +19,8 @@ INVALID_TOPIC_EXCEPTION; an unknown topic (auto-creation off, or the name held b
 queue: Metadata does not list it as a topic either, so clients never get this far) and a
 partition out of range are UNKNOWN_TOPIC_OR_PARTITION; bad CRC, magic or framing is
 CORRUPT_MESSAGE; a batch over ``max_message_size`` is MESSAGE_TOO_LARGE (Kafka's
-``max.message.bytes`` limits batches), snappy, lz4 or zstd UNSUPPORTED_COMPRESSION_TYPE
-(no library to decode them for AMQP readers is installed). Batches with a producer id
+``max.message.bytes`` limits batches, and what a compressed one inflates to), a
+compression id Kafka does not define UNSUPPORTED_COMPRESSION_TYPE. Batches with a producer id
 go through ``idempotence.admit`` first (Kafka's producer-state rules: a retry is answered
 with its original offset and stored once; sequence, epoch and transaction errors refuse
 the partition's data).

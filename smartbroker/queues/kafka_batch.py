@@ -7,17 +7,17 @@ with the route ``OWN_ROUTE`` (exchange "" and routing key "", which no publish c
 stream with): the stream reads it as addressed to itself, since a batch does not know its
 topic's name. Control batches (transaction markers) occupy offsets but hold no records.
 
-Only what ``SUPPORTED_COMPRESSION`` lists can be decoded (gzip through zlib; no snappy,
-lz4 or zstd library is installed here), so Produce refuses the rest.
+All of Kafka's codecs (none, gzip, snappy, lz4, zstd) are decoded through
+``kafka_compression.py``; Produce refuses ids Kafka does not define.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-import zlib
 from collections import OrderedDict
 
+from smartbroker.queues import kafka_compression
 from smartbroker.queues.kafka_mapping import RecordError, route_for, stored_record
 from smartbroker.store import record as store_record
 from smartbroker.store.api import Record
@@ -25,8 +25,11 @@ from smartbroker.store.api import Record
 HEADER = struct.Struct(">qiibIhiqqqhii")  # the 61-byte RecordBatch v2 header
 HEADER_SIZE = HEADER.size
 OWN_ROUTE = route_for("")
-NONE, GZIP = 0, 1
-SUPPORTED_COMPRESSION = frozenset({NONE, GZIP})
+NONE, GZIP = kafka_compression.NONE, kafka_compression.GZIP
+SUPPORTED_COMPRESSION = kafka_compression.CODECS
+# Produce refused batches inflating past max_message_size; this bounds what a reader
+# inflates from a log written under a larger limit (or by an older broker)
+READ_LIMIT = 1 << 30
 COMPRESSION_MASK = 0x07
 TIMESTAMP_LOG_APPEND = 0x08
 TRANSACTIONAL = 0x10
@@ -83,10 +86,12 @@ def records(batch: bytes, frame_ts: int = -1) -> list[KafkaRecordTuple]:
     codec = attributes & COMPRESSION_MASK
     if codec == NONE:
         data, pos = batch, HEADER_SIZE
-    elif codec == GZIP:
-        data, pos = zlib.decompress(bytes(batch[HEADER_SIZE:]), 47), 0
     else:
-        raise BatchError(f"compression type {codec} is not supported")
+        try:
+            data = kafka_compression.inflate(codec, memoryview(batch)[HEADER_SIZE:], READ_LIMIT)
+        except (kafka_compression.CompressionError, kafka_compression.TooLarge) as exc:
+            raise BatchError(str(exc)) from None
+        pos = 0
     log_append = attributes & TIMESTAMP_LOG_APPEND
     out: list[KafkaRecordTuple] = []
     prev = -1  # offset deltas rise within the batch: a reader's chunk trusts their order
@@ -130,7 +135,7 @@ def stored_records(batch: bytes, base: int, frame_ts: int) -> list[Record]:
         return found
     try:
         decoded = records(batch, frame_ts)
-    except (BatchError, IndexError, zlib.error, struct.error) as exc:
+    except (BatchError, IndexError, struct.error) as exc:
         # Produce checked the header and CRC, not the records: a producer's broken batch
         # is Kafka readers' to see as sent, and holds nothing an AMQP reader can take
         log.warning("stored Kafka batch at offset %d has unreadable records: %s", base, exc)

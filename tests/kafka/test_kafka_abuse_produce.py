@@ -195,8 +195,8 @@ def test_compacted_topic_refuses_unparsable_records(broker: BrokerProcess) -> No
 
 @pytest.mark.parametrize("codec_id", [2, 3, 4, 5, 6, 7])
 def test_compression_the_broker_cannot_read(broker: BrokerProcess, codec_id: int) -> None:
-    """snappy/lz4/zstd (2-4) and ids Kafka does not define (5-7): UNSUPPORTED_COMPRESSION_TYPE
-    (76) for both (Kafka serves 2-4; the README says these are not supported)."""
+    """Records claimed to be snappy/lz4/zstd (2-4) that are not: CORRUPT_MESSAGE; ids Kafka
+    does not define (5-7): UNSUPPORTED_COMPRESSION_TYPE (76)."""
     since = mark(broker)
     topic = f"codec-{uuid.uuid4().hex[:8]}"
     with Raw(broker.kafka_port) as raw:

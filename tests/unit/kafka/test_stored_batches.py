@@ -107,7 +107,7 @@ def test_a_compacted_topic_still_stores_records_with_their_keys(broker: Broker) 
 
 
 @pytest.mark.parametrize("change,code", [
-    (lambda b: struct.pack_into(">h", b, 21, 2), ErrorCode.UNSUPPORTED_COMPRESSION_TYPE),  # snappy
+    (lambda b: struct.pack_into(">h", b, 21, 5), ErrorCode.UNSUPPORTED_COMPRESSION_TYPE),  # no codec
     (lambda b: struct.pack_into(">i", b, 23, 5), ErrorCode.INVALID_RECORD),  # lastOffsetDelta
     (lambda b: struct.pack_into(">b", b, 16, 1), ErrorCode.CORRUPT_MESSAGE),  # magic
     (lambda b: struct.pack_into(">i", b, 8, 10**6), ErrorCode.CORRUPT_MESSAGE),  # length
