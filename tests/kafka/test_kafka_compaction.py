@@ -201,7 +201,8 @@ def test_retention_set_by_alter_configs_deletes_old_segments(kafka_broker: Broke
     admin = admin_client(kafka_broker)
     resource = ConfigResource(ConfigResourceType.TOPIC, name, configs={"retention.bytes": "8192"})
     try:
-        admin.alter_configs([resource])
+        # legacy AlterConfigs (kafka-python fills in the other altered configs it replaces)
+        admin.alter_configs([resource], incremental=False)
         by_size = wait_earliest(kafka_broker, name, 0)
         assert by_size > 0, "retention.bytes deleted closed head segments"
         incremental_retention_ms(kafka_broker, name, 60000)  # keeps retention.bytes
