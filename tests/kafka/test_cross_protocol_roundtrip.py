@@ -124,3 +124,32 @@ def test_kafka_amqp_relay_kafka(kafka_broker: BrokerProcess) -> None:
         ch.queue_delete(source)
         ch.queue_delete(target)
         conn.close()
+
+
+def test_amqp_transactions_seen_by_kafka_on_commit_only(kafka_broker: BrokerProcess) -> None:
+    """tx.select publishes to a stream are invisible to Kafka (ListOffsets latest, Fetch)
+    until tx.commit; a rollback leaves no offsets behind."""
+    kafka = pytest.importorskip("kafka")
+    name = f"rt-tx-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
+    tp = kafka.TopicPartition(name, 0)
+    consumer = kafka.KafkaConsumer(bootstrap_servers=kafka_broker.kafka_bootstrap)
+    try:
+        ch.tx_select()
+        for i in range(3):
+            ch.basic_publish("", name, b"rolled-back-%d" % i)
+        assert consumer.end_offsets([tp]) == {tp: 0}
+        ch.tx_rollback()
+        for i in range(2):
+            ch.basic_publish("", name, b"committed-%d" % i)
+        assert consumer.end_offsets([tp]) == {tp: 0}
+        ch.tx_commit()
+        assert consumer.end_offsets([tp]) == {tp: 2}
+        records = kafka_python_records(kafka_broker.kafka_bootstrap, name, 1, 2)
+        assert [(r[1], r[3]) for r in records] == [(0, b"committed-0"), (1, b"committed-1")]
+    finally:
+        consumer.close()
+        ch.queue_delete(name)
+        conn.close()
