@@ -225,3 +225,40 @@ def test_only_a_null_value_is_a_tombstone() -> None:
     assert not is_tombstone(stored_record(OWN_ROUTE, 1, b"k", b"", []))
     assert not is_tombstone(stored_record(OWN_ROUTE, 1, b"k", b"v", [("h", b"")]))
     assert is_tombstone(stored_record(OWN_ROUTE, 1, b"k", None, [("h", b"x")]))
+
+
+def test_amqp_and_kafka_writes_compact_by_the_same_key(kafka_broker: BrokerProcess) -> None:
+    """x-message-key and the Kafka key are one compaction key: the newest write of a key
+    wins whichever protocol made it, and an AMQP empty body is a tombstone for a key Kafka
+    wrote."""
+    kafka = pytest.importorskip("kafka")
+    name = f"compact-x-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_broker, name, {"cleanup.policy": "compact", "segment.bytes": "4096"})
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    producer = kafka.KafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap, acks="all")
+
+    def amqp(key: str, body: bytes) -> None:
+        ch.basic_publish("", name, body, pika.BasicProperties(headers={"x-message-key": key}))
+
+    def kafka_send(key: bytes, value: bytes | None) -> int:
+        return producer.send(name, key=key, value=value).get(timeout=30).offset
+
+    try:
+        for r in range(3):
+            amqp("shared", b"amqp %d " % r + VALUE)
+            kafka_send(b"shared", b"kafka %d " % r + VALUE)
+            kafka_send(b"gone", b"kafka gone %d " % r + VALUE)
+        amqp("shared", b"amqp last " + VALUE)
+        amqp("gone", b"")  # an AMQP tombstone for a Kafka-written key
+        pads = {kafka_send(b"pad-%d" % i, VALUE) for i in range(PAD)}
+    finally:
+        producer.close(timeout=10)
+        conn.close()
+    shared, tomb = 9, 10  # offsets of the last "shared" write and of the tombstone
+    got = read_until(kafka_broker, name, {shared, tomb} | pads, timeout=30)
+    by_offset = {r[1]: r for r in got}
+    assert set(by_offset) == {shared, tomb} | pads
+    assert by_offset[shared][2:4] == (b"shared", b"amqp last " + VALUE)
+    assert by_offset[tomb][2:4] == (b"gone", None)  # kept until delete.retention.ms
