@@ -53,6 +53,7 @@ MEMBERSHIP_VERSIONS: dict[int, tuple[int, int]] = {
     JOIN_GROUP: JOIN_VERSIONS, SYNC_GROUP: SYNC_VERSIONS, HEARTBEAT: HEARTBEAT_VERSIONS,
     LEAVE_GROUP: LEAVE_VERSIONS}
 NO_OFFSET = -1
+MAX_METADATA = 4096  # Kafka's offset.metadata.max.bytes (characters of the metadata string)
 
 
 def valid_group_id(group: str | None) -> bool:
@@ -156,24 +157,28 @@ class GroupCoordinator:
 
     def _commit_topic(self, group: str, topic: Any, refusal: ErrorCode | None,
                       simple: bool) -> list[tuple[int, ErrorCode]]:
-        parts = [(p.partition_index, p.committed_offset) for p in topic.partitions]
+        parts = [(p.partition_index, p.committed_offset, p.committed_metadata or "")
+                 for p in topic.partitions]
         if refusal is not None:
-            return [(i, refusal) for i, _ in parts]
+            return [(i, refusal) for i, _, _ in parts]
         if not self._may_read(topic.name):
-            return [(i, ErrorCode.TOPIC_AUTHORIZATION_FAILED) for i, _ in parts]
+            return [(i, ErrorCode.TOPIC_AUTHORIZATION_FAILED) for i, _, _ in parts]
         queue = self._stream(topic.name)
         if queue is None:
-            return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, _ in parts]
+            return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, _, _ in parts]
         groups = queue.groups
         try:
             if simple:  # a member's commit was checked against the Kafka group instead
                 groups.refuse_if_active(group, "committing")
         except GroupActive:  # the group's members are AMQP consumers
-            return [(i, ErrorCode.UNKNOWN_MEMBER_ID) for i, _ in parts]
+            return [(i, ErrorCode.UNKNOWN_MEMBER_ID) for i, _, _ in parts]
         codes = []
-        for index, offset in parts:
+        for index, offset, metadata in parts:
+            if len(metadata) > MAX_METADATA:  # Kafka's offset.metadata.max.bytes
+                codes.append((index, ErrorCode.OFFSET_METADATA_TOO_LARGE))
+                continue
             try:
-                groups.commit(group, index, offset)
+                groups.commit(group, index, offset, metadata)
             except UnknownPartition:
                 codes.append((index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
             else:
@@ -216,10 +221,11 @@ class GroupCoordinator:
         if not group_allowed(self.topics.broker, self.topics.vhost, group):
             return ErrorCode.GROUP_AUTHORIZATION_FAILED, []
 
-        def part(index: int, offset: int | None, code: ErrorCode = ErrorCode.NONE) -> Any:
+        def part(index: int, offset: int | None, code: ErrorCode = ErrorCode.NONE,
+                 metadata: str = "") -> Any:
             return part_cls(partition_index=index,
                             committed_offset=NO_OFFSET if offset is None else offset,
-                            committed_leader_epoch=-1, metadata="", error_code=code)
+                            committed_leader_epoch=-1, metadata=metadata, error_code=code)
 
         answers = []
         if wanted is None:  # every topic the group has offsets in
@@ -229,8 +235,10 @@ class GroupCoordinator:
                     continue
                 committed = queue.groups.book.partitions(group)
                 if committed:
+                    book = queue.groups.book
                     answers.append(topic_cls(name=name, partitions=[
-                        part(i, o) for i, o in sorted(committed.items())]))
+                        part(i, o, ErrorCode.NONE, book.metadata_of(group, i))
+                        for i, o in sorted(committed.items())]))
             return ErrorCode.NONE, answers
         for topic in wanted:
             if not self._may_read(topic.name):
@@ -247,7 +255,9 @@ class GroupCoordinator:
                 elif stable and self.pending_txn_offset(group, topic.name, index):
                     parts.append(part(index, None, ErrorCode.UNSTABLE_OFFSET_COMMIT))
                 else:
-                    parts.append(part(index, queue.groups.book.get(group, index)))
+                    book = queue.groups.book
+                    parts.append(part(index, book.get(group, index), ErrorCode.NONE,
+                                      book.metadata_of(group, index)))
             answers.append(topic_cls(name=topic.name, partitions=parts))
         return ErrorCode.NONE, answers
 

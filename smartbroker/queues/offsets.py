@@ -29,23 +29,48 @@ class OffsetBook:
     def __init__(self, log: Any) -> None:
         self.log = log
         self.offsets: dict[tuple[str, int], int] = {}
+        # a Kafka commit's metadata string, stored after the offset (only non-empty ones)
+        self.metadata: dict[tuple[str, int], str] = {}
         for record in log.scan_records():
             if record.key is None:
                 continue
             group, _, part = record.key.decode().rpartition("\x00")
+            key = (group, int(part))
             if record.payload:
-                self.offsets[(group, int(part))] = _offset.unpack(record.payload)[0]
+                self.offsets[key] = _offset.unpack_from(record.payload)[0]
+                if len(record.payload) > _offset.size:
+                    self.metadata[key] = bytes(record.payload[_offset.size:]).decode()
+                else:
+                    self.metadata.pop(key, None)
             else:  # a tombstone: the group was deleted
-                self.offsets.pop((group, int(part)), None)
+                self.offsets.pop(key, None)
+                self.metadata.pop(key, None)
 
     def get(self, group: str, partition: int) -> int | None:
         return self.offsets.get((group, partition))
 
-    def commit(self, group: str, partition: int, offset: int) -> None:
+    def commit(self, group: str, partition: int, offset: int, metadata: str = "") -> None:
+        if metadata or self.metadata:  # Kafka commits with metadata; AMQP acks never
+            self._commit_with_metadata((group, partition), offset, metadata)
+            return
         if self.offsets.get((group, partition)) == offset:
             return  # acks that do not advance the offset write nothing
         self.offsets[(group, partition)] = offset
         self.log.append(_offset.pack(offset), None, _key(group, partition))
+
+    def _commit_with_metadata(self, key: tuple[str, int], offset: int, metadata: str) -> None:
+        if self.offsets.get(key) == offset and self.metadata.get(key, "") == metadata:
+            return
+        self.offsets[key] = offset
+        if metadata:
+            self.metadata[key] = metadata
+        else:
+            self.metadata.pop(key, None)
+        self.log.append(_offset.pack(offset) + metadata.encode(), None, _key(*key))
+
+    def metadata_of(self, group: str, partition: int) -> str:
+        """The metadata string committed with the offset ("" if none)."""
+        return self.metadata.get((group, partition), "")
 
     def forget(self, group: str, partitions: Iterable[int] | None = None) -> bool:
         """Delete the committed offsets of ``group`` (of ``partitions`` only, if given:
@@ -54,6 +79,7 @@ class OffsetBook:
         keys = [key for key in self.offsets if key[0] == group and (only is None or key[1] in only)]
         for key in keys:
             del self.offsets[key]
+            self.metadata.pop(key, None)
             self.log.append(b"", None, _key(*key))
         return bool(keys)
 
