@@ -190,6 +190,9 @@ class StreamQueue:
         if self.readers:
             if not compact:  # compaction may drop a record from the log, never from a tail
                 self._tails[index].add(offset, message)
+            else:  # what the tail or the chunks held may be compacted away from now on
+                self._tails[index].clear()
+                self._chunks.clear()
             self.dispatch()
         return self._published[index]
 

@@ -18,7 +18,7 @@ from smartbroker.message import Message
 from smartbroker.queues.base import Consumer
 from smartbroker.queues.stream_args import OffsetSpec
 from smartbroker.queues.stream_records import decode_record
-from smartbroker.queues.stream_tail import CHUNK
+from smartbroker.queues.stream_tail import CHUNK, CHUNK_BYTES
 
 if TYPE_CHECKING:
     from smartbroker.queues.groups import GroupMember
@@ -141,15 +141,19 @@ def _deliver_run(stream: StreamQueue, reader: Reader, p: int, run: Run, cursor: 
 
 
 def _load_chunk(stream: StreamQueue, p: int, cursor: int, end: int) -> Run:
-    """Read and decode the aligned chunk holding ``cursor`` (up to ``end``) from the log,
-    and keep it for the other readers."""
+    """Read and decode the chunk holding ``cursor`` (up to ``end``) from the log, and keep
+    it for the other readers. It covers up to ``CHUNK`` offsets, fewer if its messages
+    pass ``CHUNK_BYTES`` (it then ends after ``cursor``'s record and the next chunk
+    continues it)."""
     lg = stream.logs[p]
     txns = stream.txns
-    start = cursor - cursor % CHUNK
+    chunks = stream._chunks[p]
+    start = chunks.start_for(cursor)
     first = max(start, lg.first_offset)
     stop = min(start + CHUNK, end)
     messages: list[Message | None] = [None] * (first - start)
     own_route = stream._own_route
+    size = 0
     for rec in lg.scan_records(first):
         offset = rec.offset
         if offset >= stop:
@@ -160,10 +164,13 @@ def _load_chunk(stream: StreamQueue, p: int, cursor: int, end: int) -> Run:
             messages.append(None)  # an aborted transaction's record
             continue
         messages.append(decode_record(rec.payload, p, offset, own_route))
+        size += len(rec.payload)
+        if size > CHUNK_BYTES and offset >= cursor:
+            return chunks.put(start, messages)
     # every offset below ``stop`` (<= the log's next offset) has been scanned: one with no
     # record now never gets one, so the chunk covers them all and a reader passes over them
     messages.extend([None] * (stop - start - len(messages)))
-    return stream._chunks[p].put(start, messages)
+    return chunks.put(start, messages)
 
 
 def _read_log(stream: StreamQueue, reader: Reader, p: int, cursor: int, end: int) -> bool:

@@ -87,7 +87,8 @@ class Tail:
 
 
 CHUNK = 256  # offsets per chunk of recent reads; chunks are aligned so readers share them
-MAX_CHUNKS = 16  # per partition, least recently used dropped first
+CHUNK_BYTES = 1 << 20  # a chunk stops early past this many bytes (large messages)
+MAX_CHUNKS = 16  # per partition, the oldest loaded dropped first
 
 
 class Chunk:
@@ -118,10 +119,22 @@ class Chunks:
         self.chunks: OrderedDict[int, Chunk] = OrderedDict()
 
     def get(self, offset: int) -> Chunk | None:
+        """The chunk holding ``offset``: the aligned one, or the one that continues it
+        where a chunk of large messages stopped early."""
         chunk = self.chunks.get(offset - offset % CHUNK)
-        if chunk is None or offset >= chunk.end:
-            return None
+        while chunk is not None and offset >= chunk.end:
+            chunk = self.chunks.get(chunk.end)
         return chunk
+
+    def start_for(self, offset: int) -> int:
+        """Where a new chunk holding ``offset`` starts: at the aligned offset, or where
+        the kept chunks from there end."""
+        start = offset - offset % CHUNK
+        chunk = self.chunks.get(start)
+        while chunk is not None and chunk.end <= offset:
+            start = chunk.end
+            chunk = self.chunks.get(start)
+        return start
 
     def put(self, base: int, messages: list[Message | None]) -> Chunk:
         chunk = self.chunks[base] = Chunk(base, messages)

@@ -9,7 +9,7 @@ import pytest
 
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues import stream_tail
+from smartbroker.queues import stream_delivery, stream_tail
 from smartbroker.queues.base import Storage
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
@@ -67,7 +67,7 @@ def test_chunks_are_aligned_bounded_and_miss_past_their_end():
     assert chunks.get(CHUNK + 2) is None  # not read yet: a miss, read the log
     for i in range(2, 2 + stream_tail.MAX_CHUNKS):
         chunks.put(i * CHUNK, [msg("b")])
-    assert chunks.get(CHUNK) is None  # least recently used went first
+    assert chunks.get(CHUNK) is None  # the oldest went first
 
 
 def deliveries(reader: Reader) -> list[tuple[int, bytes, bytes]]:
@@ -167,3 +167,20 @@ def test_a_run_delivered_by_credit_count_is_what_per_record_checks_deliver(monke
             r.settle(q, 7)
     assert deliveries(counted) == deliveries(plain)
     assert [e.offset for e in counted.got] == list(range(CHUNK + 40))
+
+
+def test_chunks_of_large_messages_stop_early_and_continue(monkeypatch):
+    monkeypatch.setattr(stream_tail, "PARTITION_BYTES", 64)
+    monkeypatch.setattr(stream_tail, "STREAM_BYTES", 64)
+    monkeypatch.setattr(stream_tail, "CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(stream_delivery, "CHUNK_BYTES", 10_000)
+    q = StreamQueue("s", "/")
+    for i in range(40):
+        q.publish(msg(bytes([i]) * 3000))
+    r = attach(q, Reader(credit=3))
+    while len(r.got) < 40:
+        r.settle(q, 3)
+    assert [e.message.body[:1] for e in r.got] == [bytes([i]) for i in range(40)]
+    chunks = list(q._chunks[0].chunks.values())
+    assert len(chunks) > 1 and all(len(c.messages) <= 5 for c in chunks)  # ~10 kB each
+    assert chunks[0].base == 0 and all(a.end == b.base for a, b in zip(chunks, chunks[1:], strict=False))
