@@ -76,7 +76,9 @@ RECORDS: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]]
     (b"k3", b"", [("empty", b"")]),  # an empty value, not a tombstone
     (None, b"no-key", [("null-header", None)]),
     (b"\x00\xffbin", b"binary key", [("x-amqp-content-type", b"text/plain"),
-                                     ("x-amqp-message-id", b"id-4")]),
+                                     ("x-amqp-message-id", b"id-4"),
+                                     ("x-amqp-priority", b"high"),  # no octet: a header
+                                     ("x-amqp-timestamp", b"1234567890")]),
     (b"k1", b"v5", [("x-message-key", b"spoof")]),  # a header named like the key
 ]
 
@@ -116,7 +118,7 @@ def test_amqp_reader_sees_every_record(kafka_broker: BrokerProcess,
         assert h["x-stream-offset"] == offsets[i]
         assert h["x-stream-partition"] == 0
         assert body == (value or b"")
-        assert props.timestamp == (TS + 1000 * i) // 1000
+        assert props.timestamp == (TS + 1000 * i) // 1000 or i == 4  # 4: x-amqp-timestamp
         if key is None:
             assert "x-message-key" not in h
         else:
@@ -129,6 +131,8 @@ def test_amqp_reader_sees_every_record(kafka_broker: BrokerProcess,
     assert got[3][0].headers["null-header"] is None
     assert got[4][0].content_type == "text/plain" and got[4][0].message_id == "id-4"
     assert "x-amqp-content-type" not in got[4][0].headers
+    assert got[4][0].priority is None and got[4][0].headers["x-amqp-priority"] == "high"
+    assert got[4][0].timestamp == 1234567890  # the header wins over the record's time
     assert got[5][0].headers["x-message-key"] == "k1"  # the record key, not the header
     assert got[5][0].headers["x-kafka-header:x-message-key"] == "spoof"
 
