@@ -1,5 +1,7 @@
-"""The Kafka listener: one ``asyncio.Protocol`` per connection around the sans-IO
-``KafkaConnection``, and ``KafkaListener`` to start and stop the server.
+"""The Kafka listener: one ``asyncio.BufferedProtocol`` per connection around the sans-IO
+``KafkaConnection`` (the socket reads into the connection's buffers: one copy of a
+Produce's bytes before kafka-python decodes it, not three), and ``KafkaListener`` to start
+and stop the server.
 
 Requests are answered inside ``data_received``, so the responses of one read leave in one
 ``transport.write``; a handler may instead return a future (a Fetch waiting for data), whose
@@ -60,7 +62,7 @@ def _why_sasl(broker: Broker) -> str:
             f"who may only connect via localhost or does not exist")
 
 
-class KafkaClientProtocol(asyncio.Protocol):
+class KafkaClientProtocol(asyncio.BufferedProtocol):
     """One client connection: bytes in, requests to the handlers, responses out in order."""
 
     def __init__(self, handlers: KafkaHandlers, connections: set[KafkaClientProtocol],
@@ -119,10 +121,20 @@ class KafkaClientProtocol(asyncio.Protocol):
         self.conn.receive_data(b"")
         return False  # close our side too: Kafka has no half-closed connections
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conn.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.record.bytes_in += nbytes
+        self.conn.buffer_updated(nbytes)
+        if not self.backlog:  # else a _serve is due and keeps the order
+            self._serve()
+
     def data_received(self, data: bytes) -> None:
+        """Bytes handed over whole (a transport without ``get_buffer`` support)."""
         self.record.bytes_in += len(data)
         self.conn.receive_data(data)
-        if not self.backlog:  # else a _serve is due and keeps the order
+        if not self.backlog:
             self._serve()
 
     def pause_writing(self) -> None:

@@ -1,8 +1,16 @@
 """``KafkaConnection``: the server side of one Kafka connection, sans-IO (no socket, no
 asyncio), in the manner of h11 and of ``smartbroker.protocol`` for AMQP.
 
-``receive_data(bytes)`` buffers; ``next_request()`` returns a decoded ``Request`` or
-``NEED_DATA``; ``send_response(request, body)`` returns the bytes that may be written now.
+``get_buffer()`` / ``buffer_updated(n)`` let the socket read straight into the
+connection's buffers (``asyncio.BufferedProtocol``), ``receive_data(bytes)`` copies bytes in;
+``next_request()`` returns a decoded ``Request`` or ``NEED_DATA``;
+``send_response(request, body)`` returns the bytes that may be written now.
+
+Receiving costs one copy of a request's bytes, made by the kernel: small frames are read
+many at a time into a scratch buffer, a large one (a Produce) into a buffer of its own
+size, reused for the next large frame (the decoded request holds copies of what it needs,
+never a view of these buffers). Neither is ever resized while a view of it may be alive:
+a bigger one is allocated instead.
 Kafka answers a connection's requests in the order they came (clients pipeline and match
 by correlation id, some by order), so a response that is ready before an earlier one (a
 Fetch still waiting, later) is held back until the earlier one is sent.
@@ -22,6 +30,7 @@ client sends raw SASL tokens (a size, no request header): ``expect_raw_tokens`` 
 from __future__ import annotations
 
 import enum
+import struct
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +42,11 @@ from smartbroker.kafka.errors import ErrorCode
 
 MAX_REQUEST_SIZE = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes default
 MAX_PRE_AUTH_SIZE = 512 * 1024  # Kafka's sasl.server.max.receive.size default
+SCRATCH = 128 * 1024  # the shared read buffer: many small frames per read
+LARGE = 32 * 1024  # a frame over this is read into a buffer of its own, not the scratch
+MIN_ROOM = 16 * 1024  # the scratch is compacted (or replaced) when less is free
+KEEP = 2 * 1024 * 1024  # a large-frame buffer up to this size is kept for the next one
+_SIZE = struct.Struct(">i")
 
 
 class KafkaProtocolError(Exception):
@@ -60,15 +74,21 @@ class KafkaConnection:
     ``supported`` maps each api key the broker implements to its (min, max) version: a
     request outside it is refused here, so the handlers only see what they advertised."""
 
-    __slots__ = ("_buffer", "_pos", "_slots", "eof", "supported", "max_request_size",
-                 "pre_auth", "raw_tokens")
+    __slots__ = ("_buffer", "_pos", "_end", "_frame", "_filled", "_want", "_done", "_spare",
+                 "_slots", "eof", "supported", "max_request_size", "pre_auth", "raw_tokens")
 
     def __init__(self, supported: Mapping[int, tuple[int, int]],
                  max_request_size: int = MAX_REQUEST_SIZE) -> None:
         self.supported = supported
         self.max_request_size = max_request_size
-        self._buffer = bytearray()
+        self._buffer = bytearray(SCRATCH)  # scratch: small frames, a large one's prefix
         self._pos = 0  # start of the first unparsed frame in _buffer
+        self._end = 0  # end of the bytes read into _buffer
+        self._frame: bytearray | None = None  # a large frame being read, no size prefix
+        self._filled = 0  # bytes of it read
+        self._want = 0  # its size
+        self._done: memoryview | None = None  # a large frame read whole, not yet parsed
+        self._spare: bytearray | None = None  # the last large frame's buffer, for the next
         # responses owed, in request order: [request, frame or None until it is ready]
         self._slots: deque[list[Any]] = deque()
         self.eof = False  # the peer closed its side
@@ -81,15 +101,68 @@ class KafkaConnection:
         bound, as Kafka mutes a connection until it has answered)."""
         return len(self._slots)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes from the socket; ``b""`` means the peer closed its side."""
         if not data:
             self.eof = True
             return
-        if self._pos and self._pos == len(self._buffer):
-            self._buffer.clear()  # everything parsed: restart at the front, no copy
+        view = memoryview(data)
+        while view:
+            room = self.get_buffer(len(view))
+            n = min(len(room), len(view))
+            room[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next read goes (never empty): the rest of a large frame, else the
+        scratch's free end. A frame over LARGE whose size prefix is in gets its own buffer
+        here, once every frame before it was parsed."""
+        if self._frame is not None:
+            return memoryview(self._frame)[self._filled:self._want]
+        buf, pos, end = self._buffer, self._pos, self._end
+        if pos == end:
+            self._pos = self._end = pos = end = 0
+        elif end - pos >= 4 and self._done is None:
+            size = _SIZE.unpack_from(buf, pos)[0]
+            have = end - pos - 4
+            if LARGE < size <= self._limit() and have < size:
+                return self._start_frame(size, memoryview(buf)[pos + 4:end])
+        if len(buf) - end < MIN_ROOM:
+            kept = end - pos  # unparsed frames (reading is paused then) or a partial one
+            if kept + MIN_ROOM > len(buf):
+                new = bytearray(2 * kept + MIN_ROOM)
+                new[:kept] = buf[pos:end]
+                self._buffer = buf = new
+            else:
+                buf[:kept] = buf[pos:end]
             self._pos = 0
-        self._buffer += data
+            self._end = end = kept
+        return memoryview(buf)[end:]
+
+    def _start_frame(self, size: int, head: memoryview) -> memoryview:
+        frame = self._spare
+        if frame is None or len(frame) < size:
+            frame = bytearray(min(KEEP, size * 5 // 4) if size <= KEEP else size)
+            if size <= KEEP:
+                self._spare = frame
+        frame[:len(head)] = head
+        self._frame, self._filled, self._want = frame, len(head), size
+        self._pos = self._end = 0
+        return memoryview(frame)[self._filled:size]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the view ``get_buffer`` returned."""
+        if self._frame is None:
+            self._end += nbytes
+            return
+        self._filled += nbytes
+        if self._filled >= self._want:
+            self._done = memoryview(self._frame)[:self._want]
+            self._frame = None
+
+    def _limit(self) -> int:
+        return self.max_request_size if self.pre_auth is None else MAX_PRE_AUTH_SIZE
 
     def expect_raw_tokens(self, on: bool) -> None:
         """The frames that follow are raw SASL tokens (``on``), or requests again."""
@@ -104,22 +177,25 @@ class KafkaConnection:
         """The next complete request, decoded; NEED_DATA until one is in. Raises
         KafkaProtocolError when the connection must be closed."""
         while True:
-            buf = self._buffer
-            size = codec.frame_size(buf, self._pos)
-            if size is None:
-                return self._compact()
-            limit = self.max_request_size if self.pre_auth is None else MAX_PRE_AUTH_SIZE
-            if size < 0 or size > limit:
-                raise KafkaProtocolError(f"request of {size} bytes is over the limit of "
-                                         f"{limit} bytes")
-            start = self._pos + 4
-            if len(buf) - start < size:
-                return self._compact()
-            with memoryview(buf) as view:  # one copy of the request, not two
-                payload = bytes(view[start:start + size])
-            self._pos = start + size
+            payload = self._done
+            if payload is not None:  # its size was checked when its buffer was made
+                self._done = None
+            else:
+                buf, pos = self._buffer, self._pos
+                if self._end - pos < 4:
+                    return NEED_DATA
+                size = _SIZE.unpack_from(buf, pos)[0]
+                limit = self._limit()
+                if size < 0 or size > limit:
+                    raise KafkaProtocolError(f"request of {size} bytes is over the limit of "
+                                             f"{limit} bytes")
+                start = pos + 4
+                if self._end - start < size:
+                    return NEED_DATA
+                payload = memoryview(buf)[start:start + size]  # decoded before it is reused
+                self._pos = start + size
             if self.raw_tokens:
-                token = SaslToken(payload)
+                token = SaslToken(bytes(payload))
                 self._slots.append([token, None])
                 return token
             request = self._decode(payload)
@@ -127,13 +203,7 @@ class KafkaConnection:
                 self._slots.append([request, None])
                 return request
 
-    def _compact(self) -> _NeedData:
-        if self._pos:  # drop parsed frames before the partial one waits for more bytes
-            del self._buffer[:self._pos]
-            self._pos = 0
-        return NEED_DATA
-
-    def _decode(self, payload: bytes) -> Request | None:
+    def _decode(self, payload: memoryview) -> Request | None:
         """A request for the handlers, or None when it was answered here (KIP-511)."""
         try:
             api_key, api_version, correlation_id = codec.peek_header(payload)
