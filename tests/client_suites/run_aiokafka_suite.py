@@ -251,6 +251,8 @@ def main() -> int:
     cmd = [sys.executable, "-m", "pytest", *where, "-p", "no:cacheprovider",
            "--docker-image", a.docker_image, "--no-pull", f"--timeout={a.timeout}",
            "-o", "asyncio_default_fixture_loop_scope=function",  # unset: a warning = error
+           "-W", "ignore::pytest.PytestRemovedIn10Warning",  # its CI's pytest is 9.0
+           "--continue-on-collection-errors",
            "--timeout-method=signal", "-q", "-rfEs", f"--junitxml={junit}", *pytest_args]
     print(f"aiokafka {ver} suite from {src} against {broker.kafka_bootstrap} "
           f"(TLS {tls_port}):\n  {' '.join(cmd)}", flush=True)
