@@ -19,9 +19,9 @@ measures, with the same 1 KiB persistent messages throughout:
    median over events, for ``x-rebalance: cooperative`` and ``eager``. Also reported: how
    many deliveries were redelivered (duplicates caused by revocation) per event.
 
-Why not ``benchmarks/build/loadgen``: the C load generator declares its queues without
-arguments (so it cannot declare a stream) and purges them before a run (streams refuse
-``queue.purge`` with 540). Both sides of every comparison here use the same Python client,
+Why not ``benchmarks/build/loadgen``: when this script was written the C load generator
+could not declare a stream (it can now: ``run.py --streams`` measures issue 14's stream
+scenarios with it, see docs/performance.md). Both sides of every comparison here use the same Python client,
 so the numbers compare the broker, not the clients; absolute msg/s are client-bound (one
 aio-pika process manages roughly 10-20k msg/s), which is why publishing uses processes.
 
