@@ -53,9 +53,22 @@ def message_key(msg: Message) -> str:
     return msg.routing_key
 
 
+_prefixes: dict[tuple[bytes, bytes], bytes] = {}  # (route, content header) -> record prefix
+
+
 def encode_record(msg: Message) -> bytes:
-    return b"".join((_u16.pack(len(msg.exchange_rk_ss)), msg.exchange_rk_ss,
-                     _u32.pack(len(msg.header_payload)), msg.header_payload, msg.body))
+    """Route and content header length-prefixed, then the body. Publishers repeat a few
+    routes and headers, so their encoded prefix is remembered (bounded like the splice
+    cuts): a record is then one concatenation."""
+    ex_rk = msg.route[2]
+    header = msg.header_payload
+    prefix = _prefixes.get((ex_rk, header))
+    if prefix is None:
+        prefix = b"".join((_u16.pack(len(ex_rk)), ex_rk, _u32.pack(len(header)), header))
+        if len(_prefixes) >= MAX_TEMPLATES:
+            _prefixes.clear()
+        _prefixes[(ex_rk, header)] = prefix
+    return prefix + msg.body
 
 
 def decode_record(data: bytes, partition: int, offset: int, own_route: bytes | None = None) -> Message:
