@@ -70,13 +70,15 @@ def produce_rounds(broker: BrokerProcess, name: str,
     return newest, pads
 
 
-def read_until(broker: BrokerProcess, name: str, want: set[int], timeout: float) -> list[Record]:
-    """Read the topic from the beginning until its offsets are ``want`` (the cleaner runs
-    every second), or the deadline passes; the last read."""
+def read_until(broker: BrokerProcess, name: str, want: set[int], timeout: float,
+               *alternatives: set[int]) -> list[Record]:
+    """Read the topic from the beginning until its offsets are ``want`` or one of the
+    ``alternatives`` (the cleaner runs every second), or the deadline passes; the last
+    read."""
     deadline = time.monotonic() + timeout
     while True:
         got = kafka_python_records(broker.kafka_bootstrap, name, 1, len(want), timeout=5)
-        if {r[1] for r in got} == want or time.monotonic() > deadline:
+        if {r[1] for r in got} in (want, *alternatives) or time.monotonic() > deadline:
             return got
         time.sleep(0.5)
 
@@ -130,16 +132,19 @@ def test_compacted_topic_keeps_the_newest_value_per_key(kafka_broker: BrokerProc
     produced_at = time.monotonic()
     newest, pads = produce_rounds(kafka_broker, name)
     want = set(newest.values()) | pads
-    got = read_until(kafka_broker, name, want, timeout=30)
+    after = want - {newest[KEYS[0]], newest[KEYS[1]]}  # once the tombstones expired
+    got = read_until(kafka_broker, name, want, 30, after)  # a slow machine: maybe gone
     by_offset = {r[1]: r for r in got}
-    assert set(by_offset) == want, "superseded records removed, the newest kept"
+    assert set(by_offset) == want or (
+        set(by_offset) == after and time.monotonic() - produced_at > DELETE_RETENTION_MS / 1000
+    ), "superseded records removed, the newest kept"
     assert min(want) > 0  # offsets preserved: the first records are gone, not renumbered
-    if time.monotonic() - produced_at < DELETE_RETENTION_MS / 1000:
+    if set(by_offset) == want:
         assert by_offset[newest[KEYS[0]]][3] is None  # the tombstone, still there
     assert by_offset[newest[KEYS[2]]][3] == b""  # empty, not null
     assert by_offset[newest[KEYS[3]]][3] == b"key-3 round %d " % (ROUNDS - 1) + VALUE
     amqp = amqp_offsets(kafka_broker, name, len(want))
-    assert set(amqp) == want  # the same offsets over AMQP
+    assert set(amqp) in (want, after)  # the same offsets over AMQP
     props, body = amqp[newest[KEYS[3]]]
     assert props.headers["x-message-key"] == "key-3" and body == by_offset[newest[KEYS[3]]][3]
     assert first_from(kafka_broker, name, 3) == min(want)  # a fetch inside a gap goes on
@@ -148,7 +153,6 @@ def test_compacted_topic_keeps_the_newest_value_per_key(kafka_broker: BrokerProc
     assert list(first) == [min(want)]
 
     # past delete.retention.ms the tombstones go; the empty value stays
-    after = want - {newest[KEYS[0]], newest[KEYS[1]]}
     got = read_until(kafka_broker, name, after, timeout=DELETE_RETENTION_MS / 1000 + 30)
     assert {r[1] for r in got} == after
     assert set(amqp_offsets(kafka_broker, name, len(after))) == after
