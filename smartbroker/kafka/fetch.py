@@ -148,6 +148,9 @@ class Fetcher:
             stable = high if txns is None else txns[w.partition].lso(high)
             end = stable if w.committed else high
             if w.offset < end:
+                # what a consumer is served is handed to the OS first: it survives a crash
+                # (kill -9) as Kafka's page cache does, so no offset it saw is reused
+                queue.logs[w.partition].write_out()
                 limit = min(w.max_bytes, max_bytes - total)
                 skip = txns[w.partition].is_aborted if txns is not None and w.committed else None
                 records = self._batch(queue, w, limit, min_one=total == 0, end=end, skip=skip)

@@ -189,3 +189,51 @@ def test_a_compacted_topic_after_kill_9(own_kafka_broker: BrokerProcess) -> None
     after = kafka_python_records(broker.kafka_bootstrap, name, 1, len(want), timeout=30)
     assert [(r[1], r[2], r[3]) for r in after] == [(r[1], r[2], r[3]) for r in before]
     assert set(amqp_offsets(broker, name, len(want))) == want
+
+
+def test_what_a_consumer_saw_survives_kill_9(own_kafka_broker: BrokerProcess) -> None:
+    """A Kafka consumer tails a stream that an AMQP publisher (no confirms) fills; after
+    kill -9 every record the consumer was served is stored at the offset it saw, so no
+    offset it consumed is reused for another record (a Fetch used to serve records still
+    in the broker's write buffer, which a crash loses)."""
+    kafka = pytest.importorskip("kafka")
+    broker = own_kafka_broker
+    name = f"seen-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
+    seen: dict[int, bytes] = {}
+    stop = threading.Event()
+
+    def tail() -> None:
+        consumer = kafka.KafkaConsumer(bootstrap_servers=broker.kafka_bootstrap,
+                                       fetch_max_wait_ms=10)
+        tp = kafka.TopicPartition(name, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        with contextlib.suppress(Exception):  # the broker goes away under it
+            while not stop.is_set():
+                for records in consumer.poll(timeout_ms=50).values():
+                    seen.update((r.offset, r.value) for r in records)
+        with contextlib.suppress(Exception):
+            consumer.close(timeout=1)
+
+    reader = threading.Thread(target=tail, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    i = 0
+    with contextlib.suppress(Exception):
+        while len(seen) < 5000 and time.monotonic() < deadline:
+            ch.basic_publish("", name, b"m%d" % i)
+            i += 1
+            if i % 200 == 0:
+                conn.process_data_events(0)
+    broker.kill()  # while publishes are in flight
+    stop.set()
+    reader.join(10)
+    assert len(seen) >= 5000
+    broker.start()
+    stored = {r[1]: r[3] for r in kafka_python_records(broker.kafka_bootstrap, name, 1,
+                                                      len(seen), timeout=30)}
+    phantom = {o: v for o, v in seen.items() if stored.get(o) != v}
+    assert not phantom, f"{len(phantom)} records served before the kill are gone"
