@@ -71,3 +71,18 @@ def group_allowed(broker: Any, vhost: str, group: str, user: str | None = None) 
         return False
     perm = broker.permissions.get(vhost, name)
     return perm is not None and perm.read not in ("", "^$")
+
+
+# Kafka's AclOperation codes a topic can have, by the permission kind that grants them;
+# DESCRIBE comes with any of them, as Kafka implies it from READ, WRITE, DELETE and ALTER
+_TOPIC_OPERATIONS = {"read": (3,), "write": (4,), "configure": (5, 6, 7, 10, 11)}
+DESCRIBE = 8
+
+
+def topic_operations(broker: Any, vhost: str, topic: str) -> set[int]:
+    """What Metadata v8+ lists as the topic's authorized operations when a client asks
+    (librdkafka's describe_topics): READ, WRITE, CREATE/DELETE/ALTER/DESCRIBE_CONFIGS/
+    ALTER_CONFIGS from read, write and configure on it, DESCRIBE with any."""
+    ops = {op for kind, granted in _TOPIC_OPERATIONS.items()
+           if topic_allowed(broker, vhost, kind, topic) for op in granted}
+    return ops | {DESCRIBE} if ops else ops

@@ -33,7 +33,7 @@ from smartbroker.kafka import (
     sasl,
     txn_api,
 )
-from smartbroker.kafka.authz import acting_as
+from smartbroker.kafka.authz import acting_as, topic_operations
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.fetch import Fetcher
@@ -233,12 +233,21 @@ class KafkaHandlers:
             by_id = {t.topic_id: t for t in self.topics()} if any(
                 t.name is None for t in wanted) else {}
             topics = [self._requested(cls, t, create, by_id) for t in wanted]
+        version = request.api_version
+        if version >= 8 and body.include_topic_authorized_operations:  # describe_topics
+            for t in topics:
+                if t.error_code == ErrorCode.NONE:
+                    t.authorized_operations = topic_operations(self.broker, self.node.vhost,
+                                                               t.name)
+        # v8-10 (librdkafka's describe_cluster): what DescribeCluster answers
+        cluster_ops = ({cluster.DESCRIBE, cluster.DESCRIBE_CONFIGS} if 8 <= version <= 10
+                       and body.include_cluster_authorized_operations else None)
         return cls(version=request.api_version, throttle_time_ms=0,
                    brokers=[cls.MetadataResponseBroker(
                        node_id=NODE_ID, host=self.node.host or session.local_host,
                        port=session.port or self.node.port, rack=None)],
                    cluster_id=self.node.cluster_id, controller_id=NODE_ID, topics=topics,
-                   authorized_operations=None)
+                   authorized_operations=cluster_ops)
 
     def _requested(self, cls: Any, wanted: Any, create: bool, by_id: dict[Any, Topic]) -> Any:
         name = wanted.name
