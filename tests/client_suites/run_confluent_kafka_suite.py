@@ -20,7 +20,8 @@ trivup cluster. Beyond that:
 * ``trivup`` (imported by ``cluster_fixture.py`` even for a ByoFixture) is a stand-in
   module written here; the schema-registry and serializer packages its fixtures import
   (authlib, joserfc, attrs, cachetools, avro, fastavro, jsonschema and its helpers,
-  protobuf) and pytest-asyncio are pip-installed once into ``--cache`` (no deps).
+  protobuf, googleapis-common-protos) and pytest-asyncio are pip-installed once into
+  ``--cache`` (no deps).
 * ``sasl_cluster`` (always a trivup cluster with SASL PLAIN user ``sasl_user``) is
   replaced by a ByoFixture speaking SASL_PLAINTEXT PLAIN to the same broker as user
   ``sasl_user``/``sasl_user``, whom this script creates (appended to the copied
@@ -61,7 +62,7 @@ from smartbroker.launcher import BrokerProcess  # noqa: E402
 MIRROR = Path("/work/.mirror/confluentinc+confluent-kafka-python/repo")
 DEPS = ("pytest-asyncio==1.3.0", "authlib", "joserfc", "attrs", "cachetools", "avro",
         "fastavro", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py",
-        "protobuf")
+        "protobuf", "googleapis-common-protos")
 BROKER_ENV = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "0"}
 SASL_USER = "sasl_user"  # the suite's create_sasl_cluster: sasl_users 'sasl_user=sasl_user'
 NOT_RUN = ("schema_registry", "share_consumer_oauth", "integration_test.py")
@@ -110,7 +111,7 @@ def tests_tree(source: Path, tag: str, into: Path) -> Path:
 def deps(cache: Path, work: Path) -> Path:
     """Its fixtures' imports, installed once into ``cache``, and the trivup stand-in."""
     target = cache / "confluent-deps"
-    if not (target / "google" / "protobuf").is_dir():
+    if not (target / "google" / "type").is_dir():
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade",
                         "--target", str(target), *DEPS], check=True)
     stub = work / "stub" / "trivup" / "clusters"
@@ -163,7 +164,7 @@ def main() -> int:
     where = [] if any(x.startswith("tests") for x in pytest_args) else ["tests/integration"]
     cmd = [sys.executable, "-m", "pytest", *where, "-p", "no:cacheprovider",
            *(f"--ignore=tests/integration/{p}" for p in skip),
-           "-o", "asyncio_default_fixture_loop_scope=function",
+           "-o", "asyncio_default_fixture_loop_scope=function", "--continue-on-collection-errors",
            f"--timeout={a.timeout}", "--timeout-method=signal", "-q", "-rfEs",
            f"--junitxml={junit}", *pytest_args]
     print(f"confluent-kafka {version('confluent-kafka')} with its {a.tag} suite from {src} "
