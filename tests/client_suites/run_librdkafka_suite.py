@@ -238,7 +238,8 @@ def main() -> int:
     ap.add_argument("--source", type=Path, default=os.environ.get("LIBRDKAFKA_SRC"),
                     help="librdkafka source tree (default $LIBRDKAFKA_SRC)")
     ap.add_argument("--tests", default=DEFAULT_TESTS, help="numbers and ranges: 0001-0050,0056")
-    ap.add_argument("--timeout", type=float, default=240.0, help="seconds per test number")
+    ap.add_argument("--timeout", type=float, default=900.0,
+                    help="seconds per test number (0113 takes about 9 minutes here)")
     ap.add_argument("--bootstrap", help="an already running broker's Kafka host:port")
     ap.add_argument("--kafka-version", default="3.4.0", help="TEST_KAFKA_VERSION")
     ap.add_argument("--runner-args", default="",
