@@ -26,7 +26,7 @@ from typing import Any
 
 from smartbroker.broker.access import may_connect_from
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import codec
+from smartbroker.kafka import allocator, codec
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.connections import KafkaConnectionRecord
 from smartbroker.kafka.handlers import SUPPORTED, KafkaHandlers, Node, Session
@@ -308,6 +308,7 @@ class KafkaListener:
         self.ports: list[tuple[int, bool]] = []  # (bound port, TLS) for /api/overview
         self.stats = KafkaStats()  # the connections' counters, for Prometheus
         register(broker, self)  # how management/kafka_metrics.py finds the listener
+        allocator.tune()  # 1-2 MB request and response buffers reuse heap pages
 
     async def start(self, host: str, port: int, **kwargs: Any) -> int:
         """Listen on ``host:port`` (``ssl=`` a context: SSL and SASL_SSL); returns the
