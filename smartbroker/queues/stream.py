@@ -6,7 +6,8 @@ key (``partitioner.py``), and gets the next offset there. Consumers are readers 
 per partition; reading never removes anything. Prefetch is credit and an ack only returns
 credit (and, in a consumer group, commits). ``basic.get``, nack/reject and purge are
 refused as RabbitMQ refuses them. Retention deletes whole closed segments by age or size.
-Consumer groups live in ``groups.py``.
+Consumer groups live in ``groups.py``; how readers get their deliveries (credit, the
+in-memory tail of recent publishes, shared chunks of older records) in ``stream_delivery.py``.
 """
 
 from __future__ import annotations
