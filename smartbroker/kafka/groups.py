@@ -157,28 +157,28 @@ class GroupCoordinator:
 
     def _commit_topic(self, group: str, topic: Any, refusal: ErrorCode | None,
                       simple: bool) -> list[tuple[int, ErrorCode]]:
-        parts = [(p.partition_index, p.committed_offset, p.committed_metadata or "")
-                 for p in topic.partitions]
+        parts = [(p.partition_index, p.committed_offset, p.committed_metadata or "",
+                  _epoch(p)) for p in topic.partitions]
         if refusal is not None:
-            return [(i, refusal) for i, _, _ in parts]
+            return [(i, refusal) for i, *_ in parts]
         if not self._may_read(topic.name):
-            return [(i, ErrorCode.TOPIC_AUTHORIZATION_FAILED) for i, _, _ in parts]
+            return [(i, ErrorCode.TOPIC_AUTHORIZATION_FAILED) for i, *_ in parts]
         queue = self._stream(topic.name)
         if queue is None:
-            return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, _, _ in parts]
+            return [(i, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for i, *_ in parts]
         groups = queue.groups
         try:
             if simple:  # a member's commit was checked against the Kafka group instead
                 groups.refuse_if_active(group, "committing")
         except GroupActive:  # the group's members are AMQP consumers
-            return [(i, ErrorCode.UNKNOWN_MEMBER_ID) for i, _, _ in parts]
+            return [(i, ErrorCode.UNKNOWN_MEMBER_ID) for i, *_ in parts]
         codes = []
-        for index, offset, metadata in parts:
+        for index, offset, metadata, epoch in parts:
             if len(metadata) > MAX_METADATA:  # Kafka's offset.metadata.max.bytes
                 codes.append((index, ErrorCode.OFFSET_METADATA_TOO_LARGE))
                 continue
             try:
-                groups.commit(group, index, offset, metadata)
+                groups.commit(group, index, offset, metadata, epoch)
             except UnknownPartition:
                 codes.append((index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
             else:
@@ -222,10 +222,10 @@ class GroupCoordinator:
             return ErrorCode.GROUP_AUTHORIZATION_FAILED, []
 
         def part(index: int, offset: int | None, code: ErrorCode = ErrorCode.NONE,
-                 metadata: str = "") -> Any:
+                 extra: tuple[int, str] = (-1, "")) -> Any:
             return part_cls(partition_index=index,
                             committed_offset=NO_OFFSET if offset is None else offset,
-                            committed_leader_epoch=-1, metadata=metadata, error_code=code)
+                            committed_leader_epoch=extra[0], metadata=extra[1], error_code=code)
 
         answers = []
         if wanted is None:  # every topic the group has offsets in
@@ -237,7 +237,7 @@ class GroupCoordinator:
                 if committed:
                     book = queue.groups.book
                     answers.append(topic_cls(name=name, partitions=[
-                        part(i, o, ErrorCode.NONE, book.metadata_of(group, i))
+                        part(i, o, ErrorCode.NONE, book.extra_of(group, i))
                         for i, o in sorted(committed.items())]))
             return ErrorCode.NONE, answers
         for topic in wanted:
@@ -257,7 +257,7 @@ class GroupCoordinator:
                 else:
                     book = queue.groups.book
                     parts.append(part(index, book.get(group, index), ErrorCode.NONE,
-                                      book.metadata_of(group, index)))
+                                      book.extra_of(group, index)))
             answers.append(topic_cls(name=topic.name, partitions=parts))
         return ErrorCode.NONE, answers
 
@@ -271,3 +271,9 @@ class GroupCoordinator:
             return self.topics.stream(name, create=False)
         except PartitionError:
             return None
+
+
+def _epoch(partition: Any) -> int:
+    """A committed partition's leader epoch (OffsetCommit v6+; -1 before, or unknown)."""
+    epoch = getattr(partition, "committed_leader_epoch", None)
+    return -1 if epoch is None else epoch

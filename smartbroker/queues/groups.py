@@ -193,11 +193,12 @@ class StreamGroups:
         return [self.describe(name) for name in self.names()]
 
     # -- changing ----------------------------------------------------------------------------
-    def commit(self, name: str, partition: int, offset: int, metadata: str = "") -> None:
+    def commit(self, name: str, partition: int, offset: int, metadata: str = "",
+               epoch: int = -1) -> None:
         """Commit for a front end whose members commit explicitly (the AMQP members
         commit as they ack, in ``ConsumerGroup``); creates the group if need be."""
         self._log(partition)
-        self.book.commit(name, partition, offset, metadata)
+        self.book.commit(name, partition, offset, metadata, epoch)
 
     def reset(self, name: str, to: OffsetReset, *, dry_run: bool = False) -> list[OffsetMove]:
         """Move every partition's committed offset (``kafka-consumer-groups

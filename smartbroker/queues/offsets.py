@@ -17,6 +17,9 @@ from typing import Any
 
 RESET_KINDS = ("earliest", "latest", "offset", "datetime", "shift")
 _offset = struct.Struct("<q")
+_epoch = struct.Struct("<i")  # a Kafka commit's leader epoch, then its metadata (UTF-8)
+_EXTRA = _offset.size + _epoch.size
+_NO_EXTRA = (-1, "")
 
 
 def _key(group: str, partition: int) -> bytes:
@@ -29,48 +32,54 @@ class OffsetBook:
     def __init__(self, log: Any) -> None:
         self.log = log
         self.offsets: dict[tuple[str, int], int] = {}
-        # a Kafka commit's metadata string, stored after the offset (only non-empty ones)
-        self.metadata: dict[tuple[str, int], str] = {}
+        # a Kafka commit's leader epoch and metadata string, stored after the offset
+        # (only those other than (-1, ""), which AMQP acks and resets commit)
+        self.extra: dict[tuple[str, int], tuple[int, str]] = {}
         for record in log.scan_records():
             if record.key is None:
                 continue
             group, _, part = record.key.decode().rpartition("\x00")
             key = (group, int(part))
-            if record.payload:
-                self.offsets[key] = _offset.unpack_from(record.payload)[0]
-                if len(record.payload) > _offset.size:
-                    self.metadata[key] = bytes(record.payload[_offset.size:]).decode()
+            payload = record.payload
+            if payload:
+                self.offsets[key] = _offset.unpack_from(payload)[0]
+                if len(payload) > _offset.size:
+                    epoch = _epoch.unpack_from(payload, _offset.size)[0]
+                    self.extra[key] = (epoch, bytes(payload[_EXTRA:]).decode())
                 else:
-                    self.metadata.pop(key, None)
+                    self.extra.pop(key, None)
             else:  # a tombstone: the group was deleted
                 self.offsets.pop(key, None)
-                self.metadata.pop(key, None)
+                self.extra.pop(key, None)
 
     def get(self, group: str, partition: int) -> int | None:
         return self.offsets.get((group, partition))
 
-    def commit(self, group: str, partition: int, offset: int, metadata: str = "") -> None:
-        if metadata or self.metadata:  # Kafka commits with metadata; AMQP acks never
-            self._commit_with_metadata((group, partition), offset, metadata)
+    def commit(self, group: str, partition: int, offset: int, metadata: str = "",
+               epoch: int = -1) -> None:
+        if metadata or epoch != -1 or self.extra:  # Kafka's extras; AMQP acks have none
+            self._commit_extra((group, partition), offset, (epoch, metadata))
             return
         if self.offsets.get((group, partition)) == offset:
             return  # acks that do not advance the offset write nothing
         self.offsets[(group, partition)] = offset
         self.log.append(_offset.pack(offset), None, _key(group, partition))
 
-    def _commit_with_metadata(self, key: tuple[str, int], offset: int, metadata: str) -> None:
-        if self.offsets.get(key) == offset and self.metadata.get(key, "") == metadata:
+    def _commit_extra(self, key: tuple[str, int], offset: int, extra: tuple[int, str]) -> None:
+        if self.offsets.get(key) == offset and self.extra.get(key, _NO_EXTRA) == extra:
             return
         self.offsets[key] = offset
-        if metadata:
-            self.metadata[key] = metadata
+        payload = _offset.pack(offset)
+        if extra == _NO_EXTRA:
+            self.extra.pop(key, None)
         else:
-            self.metadata.pop(key, None)
-        self.log.append(_offset.pack(offset) + metadata.encode(), None, _key(*key))
+            self.extra[key] = extra
+            payload += _epoch.pack(extra[0]) + extra[1].encode()
+        self.log.append(payload, None, _key(*key))
 
-    def metadata_of(self, group: str, partition: int) -> str:
-        """The metadata string committed with the offset ("" if none)."""
-        return self.metadata.get((group, partition), "")
+    def extra_of(self, group: str, partition: int) -> tuple[int, str]:
+        """The leader epoch and metadata committed with the offset ((-1, "") if none)."""
+        return self.extra.get((group, partition), _NO_EXTRA)
 
     def forget(self, group: str, partitions: Iterable[int] | None = None) -> bool:
         """Delete the committed offsets of ``group`` (of ``partitions`` only, if given:
@@ -79,7 +88,7 @@ class OffsetBook:
         keys = [key for key in self.offsets if key[0] == group and (only is None or key[1] in only)]
         for key in keys:
             del self.offsets[key]
-            self.metadata.pop(key, None)
+            self.extra.pop(key, None)
             self.log.append(b"", None, _key(*key))
         return bool(keys)
 

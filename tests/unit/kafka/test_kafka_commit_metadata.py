@@ -1,4 +1,4 @@
-"""A Kafka commit's metadata string is kept with the offset (durably, in the stream's offset
+"""A Kafka commit's metadata string and leader epoch are kept with the offset (durably, in the stream's offset
 book) and OffsetFetch answers it, as Kafka does; librdkafka's own suite checks it (0099).
 AMQP acks and resets commit without metadata, which clears it, as a Kafka commit without
 metadata does. Over offset.metadata.max.bytes (4096) is OFFSET_METADATA_TOO_LARGE."""
@@ -35,12 +35,13 @@ def call(broker: Broker, api_key: int, version: int, **fields: Any) -> Any:
     return codec.response_class(api_key).decode(wire[4:], version=version, header=True)
 
 
-def commit(broker: Broker, partition: int, offset: int, metadata: str | None) -> int:
+def commit(broker: Broker, partition: int, offset: int, metadata: str | None,
+           epoch: int = -1, version: int = 8) -> int:
     topic_cls = codec.REQUESTS[OFFSET_COMMIT].OffsetCommitRequestTopic
     part = topic_cls.OffsetCommitRequestPartition(
-        partition_index=partition, committed_offset=offset, committed_leader_epoch=-1,
+        partition_index=partition, committed_offset=offset, committed_leader_epoch=epoch,
         committed_metadata=metadata)
-    resp = call(broker, OFFSET_COMMIT, 8, group_id="g", generation_id_or_member_epoch=-1,
+    resp = call(broker, OFFSET_COMMIT, version, group_id="g", generation_id_or_member_epoch=-1,
                 member_id="", group_instance_id=None, retention_time_ms=-1,
                 topics=[topic_cls(name="orders", partitions=[part])])
     return resp.topics[0].partitions[0].error_code
@@ -80,8 +81,8 @@ def test_book_keeps_metadata_across_reopen(tmp_path: Path) -> None:
     book.log.close()
     again = OffsetBook(SegmentLog(tmp_path / "offsets", fsync="never"))
     assert again.partitions("g") == {0: 5, 1: 7} and again.get("h", 0) == 1
-    assert [again.metadata_of("g", p) for p in (0, 1)] == ["meta", ""]
-    assert again.forget("g", [0]) and again.metadata_of("g", 0) == ""
+    assert [again.extra_of("g", p) for p in (0, 1)] == [(-1, "meta"), (-1, "")]
+    assert again.forget("g", [0]) and again.extra_of("g", 0) == (-1, "")
     again.log.close()
 
 
@@ -93,3 +94,21 @@ def test_acks_without_metadata_write_only_changes() -> None:
     book.commit("g", 0, 1, "m")
     book.commit("g", 0, 1, "m")
     assert lg.next_offset == 2
+
+
+def test_the_leader_epoch_comes_back(broker: Broker, tmp_path: Path) -> None:
+    """librdkafka's AlterConsumerGroupOffsets/ListConsumerGroupOffsets compare it (0081)."""
+    assert commit(broker, 0, 10, None, epoch=2) == 0
+    assert commit(broker, 1, 20, "m", epoch=3) == 0
+    assert commit(broker, 2, 30, None, version=5) == 0  # no epoch before v6
+    resp = call(broker, OFFSET_FETCH, 7, group_id="g", require_stable=False, topics=[
+        codec.REQUESTS[OFFSET_FETCH].OffsetFetchRequestTopic(name="orders",
+                                                             partition_indexes=[0, 1, 2])])
+    assert [(p.committed_offset, p.committed_leader_epoch, p.metadata)
+            for p in resp.topics[0].partitions] == [(10, 2, ""), (20, 3, "m"), (30, -1, "")]
+    book = OffsetBook(SegmentLog(tmp_path / "o", fsync="never"))
+    book.commit("g", 0, 1, "", 7)
+    book.log.close()
+    again = OffsetBook(SegmentLog(tmp_path / "o", fsync="never"))
+    assert (again.get("g", 0), again.extra_of("g", 0)) == (1, (7, ""))
+    again.log.close()
