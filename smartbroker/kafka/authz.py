@@ -3,8 +3,9 @@
 A Kafka connection acts as the user it authenticated as with SASL, or without SASL as the
 default user (``listener`` has already applied that user's loopback rule). Kafka operations
 map to RabbitMQ's permission kinds on the topic's queue name in the Kafka vhost (issue 14):
-Produce is ``write``, Fetch, ListOffsets and group offsets are ``read``, creating (also by
-auto-creation) and deleting a topic is ``configure``. A refusal is Kafka's
+Produce is ``write``, Fetch, ListOffsets and committing group offsets are ``read``, reading
+them (OffsetFetch) any of the three (Kafka's DESCRIBE), creating (also by auto-creation) and
+deleting a topic is ``configure``. A refusal is Kafka's
 TOPIC_AUTHORIZATION_FAILED (29) for that topic, GROUP_AUTHORIZATION_FAILED (30) for a group
 the user may not use at all (``group_allowed``).
 
@@ -86,3 +87,9 @@ def topic_operations(broker: Any, vhost: str, topic: str) -> set[int]:
     ops = {op for kind, granted in _TOPIC_OPERATIONS.items()
            if topic_allowed(broker, vhost, kind, topic) for op in granted}
     return ops | {DESCRIBE} if ops else ops
+
+
+def topic_describable(broker: Any, vhost: str, topic: str) -> bool:
+    """Kafka's DESCRIBE on a topic (OffsetFetch needs it): any of configure, write or read
+    on it, as Kafka implies DESCRIBE from READ, WRITE, DELETE and ALTER."""
+    return any(topic_allowed(broker, vhost, kind, topic) for kind in _TOPIC_OPERATIONS)

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from smartbroker.kafka import codec, group_view
-from smartbroker.kafka.authz import group_allowed, topic_allowed
+from smartbroker.kafka.authz import group_allowed, topic_allowed, topic_describable
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.coordinator import Coordinator
 from smartbroker.kafka.errors import ErrorCode
@@ -231,7 +231,8 @@ class GroupCoordinator:
         if wanted is None:  # every topic the group has offsets in
             for name in self.stream_names():
                 queue = self._stream(name)
-                if queue is None or not self._may_read(name):
+                if queue is None or not topic_describable(self.topics.broker, self.topics.vhost,
+                                                          name):
                     continue
                 committed = queue.groups.book.partitions(group)
                 if committed:
@@ -240,8 +241,8 @@ class GroupCoordinator:
                         part(i, o, ErrorCode.NONE, book.extra_of(group, i))
                         for i, o in sorted(committed.items())]))
             return ErrorCode.NONE, answers
-        for topic in wanted:
-            if not self._may_read(topic.name):
+        for topic in wanted:  # Kafka: OffsetFetch needs DESCRIBE on the topic
+            if not topic_describable(self.topics.broker, self.topics.vhost, topic.name):
                 answers.append(topic_cls(name=topic.name, partitions=[
                     part(i, None, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
                     for i in topic.partition_indexes]))
@@ -262,8 +263,9 @@ class GroupCoordinator:
         return ErrorCode.NONE, answers
 
     def _may_read(self, name: str) -> bool:
-        """Committing and reading a group's offsets of a topic need ``read`` on it (authz.py;
-        Kafka checks READ on the topic; group permissions do not exist here)."""
+        """Committing a group's offsets of a topic needs ``read`` on it (authz.py; Kafka
+        checks READ on the topic; group permissions do not exist here). Reading them
+        needs any permission on it (``topic_describable``: Kafka's DESCRIBE)."""
         return topic_allowed(self.topics.broker, self.topics.vhost, "read", name)
 
     def _stream(self, name: str) -> Any:

@@ -33,7 +33,7 @@ from smartbroker.kafka import (
     sasl,
     txn_api,
 )
-from smartbroker.kafka.authz import acting_as, topic_operations
+from smartbroker.kafka.authz import acting_as, topic_allowed, topic_operations
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.fetch import Fetcher
@@ -260,6 +260,10 @@ class KafkaHandlers:
         if not valid_topic_name(name):
             return self._topic_error(cls, name, ErrorCode.INVALID_TOPIC_EXCEPTION)
         found = self.topic(name)
+        if found is None and create and self.broker.config.kafka_auto_create_topics and \
+                not topic_allowed(self.broker, self.node.vhost, "configure", name):
+            # Kafka's Metadata: a topic the client may not create is refused as such
+            return self._topic_error(cls, name, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
         if found is None and create:  # when kafka_auto_create_topics is on
             try:
                 self.streams.stream(name, create=True)

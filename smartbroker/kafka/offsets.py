@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from smartbroker.kafka import codec
+from smartbroker.kafka.authz import topic_describable
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.produce import PartitionError, Topics
@@ -78,8 +79,11 @@ class OffsetLister:
         committed = version >= 2 and request.body.isolation_level == 1
         answers = []
         for topic in request.body.topics:
+            # Kafka: ListOffsets needs DESCRIBE on the topic (any permission here), checked
+            # before the topic's existence; a refusal is TOPIC_AUTHORIZATION_FAILED
+            denied = not topic_describable(self.topics.broker, self.topics.vhost, topic.name)
             try:
-                queue = self.topics.stream(topic.name, create=False, need="read")
+                queue = None if denied else self.topics.stream(topic.name, create=False)
             except PartitionError:
                 queue = None
             parts = []
@@ -87,7 +91,8 @@ class OffsetLister:
                 index = p.partition_index
                 if queue is None or not 0 <= index < len(queue.logs) or (
                         p.timestamp == MAX_TIMESTAMP and version < 7):
-                    code = (ErrorCode.UNSUPPORTED_VERSION if queue is not None
+                    code = (ErrorCode.TOPIC_AUTHORIZATION_FAILED if denied
+                            else ErrorCode.UNSUPPORTED_VERSION if queue is not None
                             and 0 <= index < len(queue.logs)
                             else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
                     parts.append(part_cls(partition_index=index, error_code=code,
