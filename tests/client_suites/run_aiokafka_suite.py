@@ -26,7 +26,9 @@ win (a module's later definition replaces the earlier one):
 * ``kafka_config.add_scram_user(u, p)`` (``kafka-configs.sh`` in the container) becomes a
   smartbroker user with that password and every permission on "/" (PUT /api/users), so
   SCRAM logs in; ``acl_manager.add_acl`` (``kafka-acls.sh`` against ZooKeeper; smartbroker
-  has no Kafka ACL API) skips its test; ``kerberos_utils`` (GSSAPI) skips its test.
+  has no Kafka ACL API) denies READ/WRITE on a topic or CREATE on the cluster through the
+  user's permission patterns (PUT /api/permissions) and skips tests that need ACLs on groups,
+  transactional ids or DESCRIBE (no equivalent); ``kerberos_utils`` (GSSAPI) skips its test.
 * ``--docker-image`` (default ``aiolibs/kafka:2.13_2.8.1``, the suite's Makefile and CI
   default) only gives the Kafka version the tests gate on (``@kafka_versions``).
 * The broker has the suite's Kafka settings: ``NUM_PARTITIONS=2`` (auto-created topics:
@@ -70,6 +72,7 @@ CONFTEST_OVERRIDE = '''
 
 # ---- appended by smartbroker's tests/client_suites/run_aiokafka_suite.py: an external
 # broker (SB_* environment) instead of docker; these definitions replace the ones above.
+import re
 import ssl as _sb_ssl
 import urllib.request as _sb_urllib
 from base64 import b64encode as _sb_b64
@@ -97,20 +100,49 @@ class _SbExternal:
     def list_acl(self, principal=None):
         return b""
 
-    def cleanup(self):
-        pass
+    def _permit(self, user, **kinds):
+        perms = {"configure": ".*", "write": ".*", "read": ".*", **kinds}
+        self._api("PUT", f"/permissions/%2F/{user}", perms)
 
-    def add_acl(self, **acl_params):
-        pytest.skip("kafka-acls.sh in the Kafka container: smartbroker has no Kafka ACLs")
+    def cleanup(self):
+        for user in getattr(self, "_denied", ()):
+            self._permit(user)
+        self._denied = set()
+
+    def add_acl(self, *, operation, topic=None, cluster=None, allow_principal=None,
+                deny_principal=None, group=None, transactional_id=None, **rest):
+        """A deny of READ or WRITE on a topic, or of CREATE on the cluster, becomes the
+        user's read/write/configure permission pattern without that topic (or configure
+        nothing); allows are what the user already has (every permission on "/").
+        Kafka ACLs on groups, transactional ids or DESCRIBE have no smartbroker
+        equivalent (RabbitMQ's permissions name queues only): the test is skipped."""
+        if allow_principal is not None and group is None and transactional_id is None:
+            return
+        op = operation.upper()
+        if deny_principal is not None and topic is not None and op in ("READ", "WRITE"):
+            others = "^(?!" + re.escape(topic) + "$).*"
+            self._permit(deny_principal, **{op.lower(): others})
+        elif deny_principal is not None and cluster and op == "CREATE":
+            self._permit(deny_principal, configure="^$")
+        else:
+            pytest.skip(f"Kafka ACL {acl_params_text(op, topic, group, transactional_id)}: "
+                        "smartbroker's permissions have no equivalent")
+        self._denied = getattr(self, "_denied", set()) | {deny_principal}
 
     def remove_acl(self, **acl_params):
-        pytest.skip("kafka-acls.sh in the Kafka container: smartbroker has no Kafka ACLs")
+        self.cleanup()
 
     def kinit(self, *args, **kwargs):
         pytest.skip("GSSAPI (Kerberos KDC in the Kafka container): smartbroker has none")
 
     def kdestroy(self, *args, **kwargs):
         pass
+
+
+def acl_params_text(op, topic, group, transactional_id):
+    what = [f"{k} {v}" for k, v in (("topic", topic), ("group", group),
+                                     ("transactional id", transactional_id)) if v]
+    return " ".join([op, "on", *what]) if what else op
 
 
 @pytest.fixture(scope="session")
