@@ -184,7 +184,6 @@ def test_arbitrary_bytes_only_raise_protocol_errors(chunks: list[bytes]) -> None
             _drain(conn)
     except KafkaProtocolError:
         return
-    assert len(conn._buffer) <= sum(map(len, chunks))
 
 
 @fuzz_settings(200)
