@@ -193,10 +193,11 @@ class TopicAdmin:
         else:
             wanted = [(name, None) for name in body.topic_names]
         results = []
+        ids: dict[uuid.UUID, str] = {}  # topic id -> name, built once (not a scan per id)
         for name, tid in wanted:
             code, message = ErrorCode.NONE, None
             try:
-                name = self._named(name, tid)
+                name = self._named(name, tid, ids)
                 tid = self.stream_of(name).meta.topic_id  # the id it had, for the response
                 self.require("configure", name)
                 self.vhost().delete_queue(name)
@@ -210,15 +211,19 @@ class TopicAdmin:
                 error_code=code, error_message=message))
         return cls(version=request.api_version, throttle_time_ms=0, responses=results)
 
-    def _named(self, name: str | None, tid: uuid.UUID | None) -> str:
-        """The topic's name, given its name or (v6, name null) its id."""
+    def _named(self, name: str | None, tid: uuid.UUID | None, ids: dict[uuid.UUID, str]) -> str:
+        """The topic's name, given its name or (v6, name null) its id (``ids`` filled on
+        first use, checked against the queue still there)."""
         if name is not None:
             return name
         vhost = self.vhost()
-        for qname, queue in list(vhost.queues.items()):
-            if (queue.capabilities.offset_log and self.streams.valid_name(qname)
-                    and queue.meta.topic_id == tid):
-                return qname
+        if not ids:
+            ids.update((q.meta.topic_id, n) for n, q in list(vhost.queues.items())
+                       if q.capabilities.offset_log and self.streams.valid_name(n))
+        qname = ids.get(tid)  # type: ignore[arg-type]
+        queue = vhost.queues.get(qname) if qname is not None else None
+        if queue is not None and queue.capabilities.offset_log and queue.meta.topic_id == tid:
+            return qname  # type: ignore[return-value]
         raise TopicError(ErrorCode.UNKNOWN_TOPIC_ID, "This server does not host this topic ID.")
 
     # -- DescribeConfigs -------------------------------------------------------------------
