@@ -90,6 +90,7 @@ class GroupAdmin:
         group_cls = cls.DescribedGroup
         member_cls = group_cls.DescribedGroupMember
         answers = []
+        known = self.view.group_ids()  # one scan of the streams, not two per named group
         for group_id in request.body.groups or ():
             fields: dict[str, Any] = {"group_id": group_id, "error_code": ErrorCode.NONE,
                                       "group_state": DEAD, "protocol_type": "",
@@ -100,7 +101,8 @@ class GroupAdmin:
             elif not self._group_allowed(group_id):
                 fields.update(error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, group_state="")
             else:
-                summary = self.view.summary(group_id) if _usable(group_id) else None
+                summary = self.view.summary(group_id) if _usable(group_id) \
+                    and group_id in known else None
                 if summary is not None:
                     fields.update(group_state=summary.state, protocol_type=summary.protocol_type,
                                   protocol_data=summary.protocol, members=[member_cls(
@@ -114,17 +116,18 @@ class GroupAdmin:
     # -- DeleteGroups ----------------------------------------------------------------------
     def delete_groups(self, request: Request, session: Any) -> Any:
         cls = codec.response_class(DELETE_GROUPS)
+        known = self.view.group_ids()  # one scan of the streams, not two per named group
         results = [cls.DeletableGroupResult(group_id=g if g is not None else "",
-                                            error_code=self._delete_group(g))
+                                            error_code=self._delete_group(g, known))
                    for g in request.body.groups_names or ()]
         return cls(version=request.api_version, throttle_time_ms=0, results=results)
 
-    def _delete_group(self, group_id: str | None) -> ErrorCode:
+    def _delete_group(self, group_id: str | None, known: set[str]) -> ErrorCode:
         if group_id is None:
             return ErrorCode.INVALID_GROUP_ID
         if not self._group_allowed(group_id):
             return ErrorCode.GROUP_AUTHORIZATION_FAILED
-        summary = self.view.summary(group_id) if _usable(group_id) else None
+        summary = self.view.summary(group_id) if _usable(group_id) and group_id in known else None
         if summary is None:
             return ErrorCode.GROUP_ID_NOT_FOUND
         if summary.members or self.view.amqp_streams(group_id):
