@@ -9,6 +9,7 @@ library's encoder would refuse (a length it would never write) still reach the b
 
 from __future__ import annotations
 
+import random
 import struct
 import uuid
 from typing import Any
@@ -153,6 +154,53 @@ class SchemaEncoder:
             raw = draw(batch_bytes() if kind == "records" else st.binary(max_size=40))
             return (uvarint(len(raw) + 1) if self.flexible else struct.pack(">i", len(raw))) + raw
         raise AssertionError(f"unknown schema type {kind}")
+
+
+class WideRequest:
+    """A schema-built request whose top-level arrays hold ``n`` items, values from a seeded
+    ``random.Random`` (hypothesis cannot draw this much): a scale test for handlers that
+    scan everything once per item. Names come from ``names``, so they hit real topics."""
+
+    def __init__(self, api_key: int, version: int, n: int, names: list[str], seed: int = 1) -> None:
+        schema = codec.REQUESTS[api_key]._json
+        self.flexible = _in(version, schema.get("flexibleVersions"))
+        self.common = {c["name"]: c for c in schema.get("commonStructs", [])}
+        self.version, self.n, self.names, self.rng = version, n, names, random.Random(seed)
+        self.body = self._struct(schema["fields"], top=True)
+
+    def _struct(self, fields: list[dict[str, Any]], top: bool = False) -> bytes:
+        out = bytearray()
+        for f in fields:
+            if not _in(self.version, f.get("versions")) or (
+                    f.get("taggedVersions") and _in(self.version, f["taggedVersions"])):
+                continue
+            kind = f["type"]
+            sub = f.get("fields") or self.common.get(kind.lstrip("[]"), {}).get("fields")
+            if kind.startswith("[]"):
+                n = self.n if top else self.rng.randint(1, 3)
+                out += uvarint(n + 1) if self.flexible else struct.pack(">i", n)
+                for _ in range(n):
+                    out += self._struct(sub) if sub else self._scalar(kind[2:])
+            else:
+                out += self._struct(sub) if sub else self._scalar(kind)
+        return bytes(out + (b"\x00" if self.flexible else b""))
+
+    def _scalar(self, kind: str) -> bytes:
+        rng = self.rng
+        if kind in _PACK:
+            lo, hi = INT_EDGES[kind]
+            return struct.pack(_PACK[kind], max(lo, min(hi, rng.choice([0, 1, -1, rng.randint(0, 999)]))))
+        if kind in ("bool", "int8"):
+            return b"\x01"
+        if kind == "float64":
+            return struct.pack(">d", 1.0)
+        if kind == "uuid":
+            return uuid.UUID(int=rng.getrandbits(128)).bytes
+        if kind in ("bytes", "records"):
+            raw = codec.write_batch([(0, None, b"v", [])]) if kind == "records" else b"ab"
+            return (uvarint(len(raw) + 1) if self.flexible else struct.pack(">i", len(raw))) + raw
+        raw = rng.choice([rng.choice(self.names), f"x{rng.randint(0, 10**6)}"]).encode()
+        return (uvarint(len(raw) + 1) if self.flexible else struct.pack(">h", len(raw))) + raw
 
 
 def header(api_key: int, version: int, correlation_id: int, client_id: str = "fuzz") -> bytes:

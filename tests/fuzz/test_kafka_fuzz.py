@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +26,7 @@ import pytest
 from fuzz_harness import fuzz_settings
 from hypothesis import given, note
 from hypothesis import strategies as st
-from kafka_schema_strategies import frame, header, schema_request
+from kafka_schema_strategies import WideRequest, frame, header, schema_request
 
 from smartbroker.broker.core import Broker
 from smartbroker.config import Config
@@ -266,3 +267,33 @@ def test_each_key_and_version_decodes_a_schema_request(harness: Harness, pair: t
     codec.decode_request(req[4:])
     transport, _ = harness.session([req])
     harness.check(transport, {9})
+
+
+@pytest.fixture(scope="module")
+def crowded() -> Iterator[Harness]:
+    """A broker with 300 topics, for requests naming a thousand things."""
+    h = Harness()
+    vhost = h.broker.vhosts["/"]
+    for i in range(300):
+        vhost.declare_queue(f"crowd-{i}", durable=True, arguments={"x-queue-type": "stream"})
+    yield h
+    h.still_serves()
+    h.close()
+
+
+NEWEST = sorted((key, hi) for key, (_lo, hi) in SUPPORTED.items())
+
+
+@pytest.mark.parametrize("pair", NEWEST, ids=[f"key{k}v{v}" for k, v in NEWEST])
+def test_wide_requests_take_linear_time(crowded: Harness, pair: tuple[int, int]) -> None:
+    """Top-level arrays of 1000 items (topics, groups, ids...) against 300 topics: a
+    handler scanning everything per item stalls every client (DescribeGroups took 30 s for
+    3000 groups, Metadata 3 s for 2000 topic ids); each must be done within a second."""
+    key, version = pair
+    names = [f"crowd-{i}" for i in range(300)] + ["fuzz-group"]
+    req = frame(header(key, version, 9) + WideRequest(key, version, 1000, names).body)
+    start = time.monotonic()
+    transport, _ = crowded.session([req], settle=1)
+    took = time.monotonic() - start
+    crowded.check(transport, {9})
+    assert took < 1.0, f"api key {key} v{version} with 1000 items took {took:.2f}s"
