@@ -29,7 +29,8 @@ trivup cluster. Beyond that:
 * Not run: ``schema_registry/`` (needs a Schema Registry: ``SR_URL``),
   ``share_consumer_oauth/`` (starts its own OAUTHBEARER Kafka from ``KAFKA_HOME``),
   ``integration_test.py`` (the old script-style suite, run with a testconf.json, not
-  pytest), and, unless ``--share``, ``share_consumer*/`` (KIP-932 share groups, which
+  pytest; with confluent-kafka 2.16.1 it fails formatting ``confluent_kafka.version()``
+  before any test), and, unless ``--share``, ``share_consumer*/`` (KIP-932 share groups, which
   smartbroker does not implement; ~150 tests that each wait for their timeout).
 * The broker has the suite's Kafka settings that matter here
   (``group.initial.rebalance.delay.ms`` 0:
