@@ -87,11 +87,11 @@ class Harness:
     """One in-memory broker and loop shared by a test's examples (state piles up across
     them, as on a real broker)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.loop_errors: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda _loop, ctx: self.loop_errors.append(ctx))
-        self.broker = Broker(Config())
+        self.broker = Broker(config or Config())
         self.handlers = KafkaHandlers(self.broker, Node(None, 9092, "fuzz-cluster", "/"))
         self.connections: set[KafkaClientProtocol] = set()
         self.bad = Bad()
@@ -297,3 +297,38 @@ def test_wide_requests_take_linear_time(crowded: Harness, pair: tuple[int, int])
     took = time.monotonic() - start
     crowded.check(transport, {9})
     assert took < 1.0, f"api key {key} v{version} with 1000 items took {took:.2f}s"
+
+
+@pytest.fixture(scope="module")
+def sasl_required() -> Iterator[Harness]:
+    """A broker where every client must authenticate first (only ApiVersions and SASL)."""
+    h = Harness(Config(kafka_sasl_required=True))
+    yield h
+    h.close()
+
+
+SASL_PAIRS = [p for p in PAIRS if p[0] in (17, 36, 18)]
+
+
+@st.composite
+def before_login(draw: Any) -> tuple[list[bytes], set[int]]:
+    """SaslHandshake/SaslAuthenticate/ApiVersions built from their schemas (hostile
+    mechanisms and tokens), now and then followed by any other request."""
+    pairs = draw(st.lists(st.sampled_from(SASL_PAIRS), min_size=1, max_size=4))
+    if draw(st.booleans()):
+        pairs.append(draw(st.sampled_from(PAIRS)))
+    frames = [draw(schema_request(key, version, 200 + i)) for i, (key, version) in enumerate(pairs)]
+    if draw(st.booleans()):  # a mechanism we serve, so the exchange gets further
+        mechanism = draw(st.sampled_from(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])).encode()
+        frames.insert(0, frame(header(17, 1, 199) + struct.pack(">h", len(mechanism)) + mechanism))
+    return frames, {199} | {200 + i for i in range(len(pairs))}
+
+
+@fuzz_settings(300)
+@given(before_login())
+def test_hostile_sasl_exchanges_answer_or_close(sasl_required: Harness,
+                                                case: tuple[list[bytes], set[int]]) -> None:
+    frames, sent = case
+    note(repr(frames))
+    transport, _ = sasl_required.session([b"".join(frames)], settle=2)
+    sasl_required.check(transport, sent)
