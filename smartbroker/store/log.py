@@ -7,7 +7,7 @@ deleted, and its file name keeps the next offset even when it is empty.
 
 Opening the directory is ``recovery.py``, the markers ``holes.py``, the fsync rounds
 ``commit.py`` and the compaction policy ``compact.py``; this module appends, reads and
-deletes.
+deletes through ``retire.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterator
 from concurrent.futures import Executor
 
@@ -24,9 +24,10 @@ from . import record
 from .api import Frame, LogStats, Record, SegmentInfo, StoreUnavailable
 from .commit import GroupCommit
 from .handles import HandleCache
-from .holes import HoleMarkers, unlink
+from .holes import HoleMarkers
 from .recovery import COMPACT_SUFFIX, recover
-from .segment import Segment, data_name, index_name
+from .retire import Retirer
+from .segment import Segment, data_name
 
 __all__ = ["COMPACT_SUFFIX", "DIRECT_BYTES", "SegmentLog"]  # COMPACT_SUFFIX: compact.py and tests import it here
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class SegmentLog:
         self._unavailable: Exception | None = None
         self._closed = False
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
+        self._retirer = Retirer(self)  # deletion and compaction swaps (retire.py)
         self._open(verify)
         self._commit = GroupCommit(
             self._prepare, self._finished, self._has_pending, fsync, sync_interval_ms / 1000,
@@ -334,23 +336,7 @@ class SegmentLog:
 
     def delete_segment(self, base_offset: int) -> bool:
         """Delete one whole segment (e.g. all its enqueues acked). The active one is rolled first."""
-        i = bisect_left(self._bases, base_offset)
-        if i == len(self._bases) or self._bases[i] != base_offset:
-            return False
-        seg = self._segs[i]
-        if i == len(self._segs) - 1:
-            if not seg.end:
-                return False
-            self._roll()
-        if i > 0:  # out of order: leave a marker so recovery does not call the gap a loss
-            self._holes.add(seg.base, self._bases[i + 1])
-        del self._segs[i], self._bases[i]
-        self._unsynced.pop(seg.base, None)
-        self._unlink(data_name(seg.base))
-        self._unlink(os.path.basename(seg.index_path))
-        self._close_segment(seg)
-        self._holes.drop_below(self._bases[0])
-        return True
+        return self._retirer.delete_segment(base_offset)
 
     def set_start(self, offset: int) -> None:
         """Kafka's log start offset (DeleteRecords): offsets below ``offset`` are gone for
@@ -358,15 +344,11 @@ class SegmentLog:
         stored here: the caller keeps it durable (queues/stream_storage.py) and sets it
         again when the log reopens."""
         self._start = max(self._start, min(offset, self.next_offset))
-        self.delete_before(self._start)
+        self._retirer.delete_before(self._start)
 
     def delete_before(self, offset: int) -> int:
         """Delete closed segments lying entirely below ``offset``; returns how many."""
-        n = 0
-        while len(self._segs) > 1 and self._segs[0].next_offset <= offset:
-            self.delete_segment(self._segs[0].base)
-            n += 1
-        return n
+        return self._retirer.delete_before(offset)
 
     # -- compaction primitives (the policy lives in compact.py) ------------------------
 
@@ -383,40 +365,7 @@ class SegmentLog:
         one. Offsets keep their numbers; the segment still ends where it did (a marker
         covers a dropped tail). Returns False, changing nothing, if ``old`` is gone.
         """
-        i = bisect_left(self._bases, old.base)
-        if self._closed or i >= len(self._segs) - 1 or self._segs[i] is not old:
-            return False
-        if new is None:
-            return self.delete_segment(old.base)
-        if new.next_offset < old.next_offset:
-            self._holes.add(new.next_offset, old.next_offset)
-        self._unlink(index_name(old.base))  # a stale index must never describe the new file
-        os.replace(old.path + COMPACT_SUFFIX, old.path)
-        self._dir_dirty = True  # the next commit round fsyncs the directory
-        new.stats = self._stats
-        new.handles = self._handles
-        new.next_offset = old.next_offset
-        new.max_ts = max(new.max_ts, old.max_ts)  # retention ages the segment as before
-        self._segs[i] = new
-        self._unsynced.pop(old.base, None)
-        self._close_segment(old)
-        new.dirty = False  # written and fsynced by the compaction before the rename
-        self._handles.opened(new)
-        new.save_index()
-        return True
-
-    def _close_segment(self, seg: Segment) -> None:
-        """A segment leaves the log for good (deleted or replaced)."""
-        fd = seg.close(deleted=True)
-        if fd < 0:
-            return
-        if self._commit.busy:
-            self._to_close.append(fd)  # an fsync thread may be using it
-        else:
-            os.close(fd)
-
-    def _unlink(self, name: str) -> None:
-        unlink(self.directory, name)
+        return self._retirer.replace_segment(old, new)
 
     # -- closing ---------------------------------------------------------------------
 
