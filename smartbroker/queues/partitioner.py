@@ -121,13 +121,14 @@ def legacy_partition(key: str | bytes, partitions: int) -> int:
     return mmh3.hash(key, seed=LEGACY_SEED, signed=False) % partitions
 
 
-def choose(directory: Path | None, *, fsync: bool) -> str:
+def choose(directory: Path | None, *, fsync: bool, unsynced: list[Path] | None = None) -> str:
     """The partitioner of the stream stored in ``directory`` (None: in memory, new).
 
     Call before the partition logs are opened: a directory with a ``p0`` log but no
     ``partitioner`` file was written before this change and is recorded as ``legacy``;
     otherwise the stream is new and gets ``murmur2``. The file is written atomically
-    (and fsynced unless the broker never fsyncs), so a restart sees the same answer."""
+    (and fsynced unless the broker never fsyncs), so a restart sees the same answer;
+    given ``unsynced``, the fsync is left to the caller (the path is appended to it)."""
     if directory is None:
         return MURMUR2
     path = directory / FILE_NAME
@@ -138,7 +139,11 @@ def choose(directory: Path | None, *, fsync: bool) -> str:
     if recorded in PARTITIONERS:
         return recorded
     chosen = LEGACY if (directory / "p0").exists() else MURMUR2
-    _write_atomically(path, chosen + "\n", fsync)
+    if unsynced is not None:
+        _write_atomically(path, chosen + "\n", False)
+        unsynced.append(path)
+    else:
+        _write_atomically(path, chosen + "\n", fsync)
     return chosen
 
 

@@ -101,7 +101,8 @@ class StreamQueue:
         self.last_used = time.monotonic()
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
         # before the logs open: a directory with logs but no record is a legacy stream
-        self.partitioner = choose(self.directory, fsync=storage is not None and storage.fsync != "never")
+        self.partitioner = choose(self.directory, fsync=storage is not None and storage.fsync != "never",
+                                  unsynced=self.meta.unsynced)
         self._partition_of = PARTITION_OF[self.partitioner]
         self._own_route = kafka_batch.route_for(name)  # the route of records Kafka produced
         self.logs: list[Any] = [self._open_log(f"p{i}") for i in range(self.stream.partitions)]
@@ -119,6 +120,7 @@ class StreamQueue:
         self._dispatch_pending = False
         self.closed = False
         self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
+        self.created = self.meta.sync_created(storage)  # a new stream's fsyncs, off the loop
         self.groups = StreamGroups(self, self.offsets)
         self.retention = Retention(self)  # the timer that deletes old segments
         self.retention.schedule()
