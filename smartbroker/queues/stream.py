@@ -119,7 +119,7 @@ class StreamQueue:
         self._chunks: defaultdict[int, Chunks] = defaultdict(Chunks)  # recent log reads
         self._dispatch_pending = False
         self.closed = False
-        self.offsets = OffsetBook(self._open_log("offsets", segment_bytes=8 << 20))
+        self.offsets = OffsetBook(open_log(self.directory, storage, "offsets", 8 << 20, lazy=True))
         self.created = self.meta.sync_created(storage)  # a new stream's fsyncs, off the loop
         self.groups = StreamGroups(self, self.offsets)
         self.retention = Retention(self)  # the timer that deletes old segments

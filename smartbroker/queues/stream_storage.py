@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +53,52 @@ def stream_directory(storage: Storage | None, vhost: str, name: str) -> Path | N
 
 
 def open_log(directory: Path | None, storage: Storage | None, name: str,
-             segment_bytes: int) -> Any:
-    """One partition (or the offsets) log of a stream: on disk if it has a directory."""
+             segment_bytes: int, *, lazy: bool = False) -> Any:
+    """One partition (or the offsets) log of a stream: on disk if it has a directory.
+    ``lazy``: a log whose directory does not exist yet is made on first use (LazyLog)."""
     if directory is None or storage is None:
         return MemoryLog(segment_bytes=segment_bytes)
+    if lazy and not (directory / name).exists():
+        return LazyLog(lambda: open_log(directory, storage, name, segment_bytes))
     executors = storage.executors
     if executors is None:
         return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes)
     return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes,
                       executor=executors.fsync, handles=executors.handles)
+
+
+class LazyLog:
+    """A log created on its first use, not with its stream: the group offsets log, which
+    most streams never write (a directory, a segment file and two descriptors saved per
+    created stream). Reading an uncreated log (``scan_records``) or closing it creates
+    nothing; anything else opens the real log and is passed to it. Not for partition
+    logs: appends there would pay this indirection per message."""
+
+    def __init__(self, opener: Callable[[], Any]) -> None:
+        self._opener = opener
+        self._log: Any = None
+
+    @property
+    def opened(self) -> bool:
+        return self._log is not None
+
+    def scan_records(self, start: int = 0) -> Iterator[Any]:
+        return iter(()) if self._log is None else self._log.scan_records(start)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+    async def aclose(self) -> None:
+        if self._log is not None:
+            await self._log.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_log", "_opener"):
+            raise AttributeError(name)
+        if self._log is None:
+            self._log = self._opener()
+        return getattr(self._log, name)
 
 
 @dataclass
