@@ -6,8 +6,9 @@ requests from a socket (issue 14, "a cheaper Kafka receive path").
 
 A server process (uvloop, as the broker runs) holds one ``KafkaConnection`` of the chosen
 checkout behind the same adapter its listener uses (``asyncio.BufferedProtocol`` when the
-connection has ``get_buffer``, else ``data_received``), decodes every request and answers
-none; a client sends the same Produce frame (random records, so nothing compresses) over
+connection has ``get_buffer``, else ``data_received``; glibc's thresholds as
+``kafka/allocator.py`` sets them, where the checkout has it), decodes every request and
+answers none; a client sends the same Produce frame (random records, so nothing compresses) over
 loopback. The server's process CPU time from its first read to its last request is the
 number: the full broker's produce CPU moves with storage and with the neighbours on a
 shared machine, this does much less. Prints each run and the median.
@@ -29,6 +30,11 @@ import uvloop
 from smartbroker.kafka.handlers import SUPPORTED
 from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection
 
+try:  # what the listener sets when it starts, where the checkout has it
+    from smartbroker.kafka import allocator
+    allocator.tune()
+except ImportError:
+    pass
 expected = int(sys.argv[1])
 
 class Base:

@@ -7,10 +7,11 @@ connection's buffers (``asyncio.BufferedProtocol``), ``receive_data(bytes)`` cop
 ``send_response(request, body)`` returns the bytes that may be written now.
 
 Receiving costs one copy of a request's bytes, made by the kernel: small frames are read
-many at a time into a scratch buffer, a large one (a Produce) into a buffer of its own
-size, reused for the next large frame (the decoded request holds copies of what it needs,
-never a view of these buffers). Neither is ever resized while a view of it may be alive:
-a bigger one is allocated instead.
+many at a time into a scratch buffer (reused: the decoded request holds copies of what it
+needs, never a view of it), a large one (a Produce) into a buffer of its own size, freed
+with the request (``allocator.py`` lets glibc reuse those pages; a buffer kept per
+connection would hold megabytes for every idle producer). The scratch is never resized
+while a view of it may be alive: a bigger one is allocated instead.
 Kafka answers a connection's requests in the order they came (clients pipeline and match
 by correlation id, some by order), so a response that is ready before an earlier one (a
 Fetch still waiting, later) is held back until the earlier one is sent.
@@ -42,10 +43,9 @@ from smartbroker.kafka.errors import ErrorCode
 
 MAX_REQUEST_SIZE = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes default
 MAX_PRE_AUTH_SIZE = 512 * 1024  # Kafka's sasl.server.max.receive.size default
-SCRATCH = 128 * 1024  # the shared read buffer: many small frames per read
+SCRATCH = 16 * 1024  # the connection's read buffer: many small frames per read
 LARGE = 32 * 1024  # a frame over this is read into a buffer of its own, not the scratch
-MIN_ROOM = 16 * 1024  # the scratch is compacted (or replaced) when less is free
-KEEP = 2 * 1024 * 1024  # a large-frame buffer up to this size is kept for the next one
+MIN_ROOM = 4 * 1024  # the scratch is compacted (or replaced) when less is free
 _SIZE = struct.Struct(">i")
 
 
@@ -74,8 +74,7 @@ class KafkaConnection:
     ``supported`` maps each api key the broker implements to its (min, max) version: a
     request outside it is refused here, so the handlers only see what they advertised."""
 
-    __slots__ = ("_buffer", "_pos", "_end", "_frame", "_filled", "_want", "_done", "_spare",
-                 "_slots", "eof", "supported", "max_request_size", "pre_auth", "raw_tokens")
+    __slots__ = ("_buffer", "_pos", "_end", "_frame", "_filled", "_want", "_done", "_slots", "eof", "supported", "max_request_size", "pre_auth", "raw_tokens")
 
     def __init__(self, supported: Mapping[int, tuple[int, int]],
                  max_request_size: int = MAX_REQUEST_SIZE) -> None:
@@ -88,7 +87,6 @@ class KafkaConnection:
         self._filled = 0  # bytes of it read
         self._want = 0  # its size
         self._done: memoryview | None = None  # a large frame read whole, not yet parsed
-        self._spare: bytearray | None = None  # the last large frame's buffer, for the next
         # responses owed, in request order: [request, frame or None until it is ready]
         self._slots: deque[list[Any]] = deque()
         self.eof = False  # the peer closed its side
@@ -141,11 +139,7 @@ class KafkaConnection:
         return memoryview(buf)[end:]
 
     def _start_frame(self, size: int, head: memoryview) -> memoryview:
-        frame = self._spare
-        if frame is None or len(frame) < size:
-            frame = bytearray(min(KEEP, size * 5 // 4) if size <= KEEP else size)
-            if size <= KEEP:
-                self._spare = frame
+        frame = bytearray(size)
         frame[:len(head)] = head
         self._frame, self._filled, self._want = frame, len(head), size
         self._pos = self._end = 0
