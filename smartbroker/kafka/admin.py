@@ -13,6 +13,7 @@ not list it. One node is every replica: replication factor -1 or 1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -85,19 +86,26 @@ class TopicAdmin:
         cls = codec.response_class(CREATE_TOPICS)
         names = Counter(t.name for t in body.topics)  # not list.count: 10k topics, 10^8 steps
         results = []
-        for topic in body.topics:
-            try:
-                if names[topic.name] > 1:
-                    raise TopicError(ErrorCode.INVALID_REQUEST,
-                                     f"Create topics request from client contains multiple "
-                                     f"entries for the following topics: {topic.name}")
-                queue, arguments, partitions = self._create(topic, bool(body.validate_only))
-            except TopicError as exc:
-                results.append(self._created(cls, topic.name, exc.code, str(exc)))
-                continue
-            results.append(self._created(cls, topic.name, ErrorCode.NONE, None,
-                                         arguments, partitions))
+        with self._one_commit():  # one definitions commit (fsync) for all the topics
+            for topic in body.topics:
+                try:
+                    if names[topic.name] > 1:
+                        raise TopicError(ErrorCode.INVALID_REQUEST,
+                                         f"Create topics request from client contains multiple "
+                                         f"entries for the following topics: {topic.name}")
+                    queue, arguments, partitions = self._create(topic, bool(body.validate_only))
+                except TopicError as exc:
+                    results.append(self._created(cls, topic.name, exc.code, str(exc)))
+                    continue
+                results.append(self._created(cls, topic.name, ErrorCode.NONE, None,
+                                             arguments, partitions))
         return cls(version=request.api_version, throttle_time_ms=0, topics=results)
+
+    def _one_commit(self) -> contextlib.AbstractContextManager[None]:
+        """The definitions store's ``batch`` (store/definitions.py), when it persists."""
+        listener = getattr(self.broker.vhosts.get(self.streams.vhost), "listener", None)
+        store = getattr(listener, "definitions", None)
+        return contextlib.nullcontext() if store is None else store.batch()
 
     def _create(self, topic: Any, validate_only: bool) -> tuple[Any, dict[str, Any], int]:
         """Check one CreatableTopic and (unless ``validate_only``) declare its stream."""

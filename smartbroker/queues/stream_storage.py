@@ -30,8 +30,10 @@ from typing import Any
 from smartbroker.errors import AMQPError
 from smartbroker.queues.base import Storage
 from smartbroker.queues.stream_args import StreamSettings
+from smartbroker.store import pathsync
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
+from smartbroker.store.pathsync import fsync_paths
 
 log = logging.getLogger("smartbroker.stream")
 META_FILE = "meta.json"
@@ -162,7 +164,8 @@ class StreamMeta:
     def sync_created(self, storage: Storage | None) -> Future[None] | None:
         """A new stream is made durable in one round: its files (``meta.json``, ``name``,
         ``partitioner``) and the directory entries (the stream's, its parent's), fsynced
-        on the store's fsync threads, not the event loop (~1 ms per fsync: CreateTopics of
+        on the store's fsync threads in rounds shared by the streams created meanwhile
+        (store/pathsync.py), not on the event loop (~1 ms per fsync: a CreateTopics of
         hundreds of topics stalled every client). The files are written before the
         declare is answered, so a killed broker keeps them; the fsync covers power loss.
         Returns the fsync's future (None: nothing to do, or done inline without threads)."""
@@ -174,9 +177,7 @@ class StreamMeta:
         if executors is None:
             fsync_paths(paths)
             return None
-        future = executors.fsync.submit(fsync_paths, paths)
-        future.add_done_callback(_report)
-        return future
+        return pathsync.for_executor(executors.fsync).submit(paths)
 
     def arguments(self, declared: Mapping[str, Any]) -> dict[str, Any]:
         """The declared arguments with the overrides applied: what the stream does now."""
@@ -208,17 +209,3 @@ class StreamMeta:
             if partition < len(logs):
                 logs[partition].set_start(offset)
 
-
-def fsync_paths(paths: list[Path]) -> None:
-    """fsync each file or directory (blocking: a worker thread's job, or a rare change)."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _report(future: Future[None]) -> None:
-    if (exc := future.exception()) is not None:
-        log.error("a new stream's files could not be fsynced: %s", exc)

@@ -208,6 +208,23 @@ class DefinitionStore:
         if self._depth == 0:
             self._db.execute("COMMIT")
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many independent changes in one commit: one fsync, not one each (CreateTopics of
+        hundreds of topics). Unlike ``transaction`` nothing is rolled back: what the block
+        wrote is committed even if it raises, as if each change had committed alone.
+        Inside a transaction or batch, it joins it."""
+        if self._depth:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            self._db.execute("COMMIT")
+
     def _run(self, sql: str, *args: Any) -> None:
         with self.transaction():
             self._db.execute(sql, args)

@@ -111,3 +111,21 @@ def test_transaction_is_all_or_nothing(tmp_path):
         db.save_queue(QueueDef("/", "q2"))
     db.close()
     assert [q.name for q in DefinitionStore(tmp_path / "d.db").load_all().queues] == ["q1", "q2"]
+
+
+def test_batch_is_one_commit_that_keeps_what_was_written(tmp_path):
+    """``batch`` groups independent saves into one commit (one fsync) and, unlike a
+    transaction, keeps what the block wrote when it raises."""
+    db = DefinitionStore(tmp_path / "d.db")
+    commits = []
+    db._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    with db.batch():
+        for i in range(50):
+            db.save_queue(QueueDef("/", f"q{i}"))
+    assert commits == ["COMMIT"]
+    with pytest.raises(RuntimeError), db.batch():
+        db.save_queue(QueueDef("/", "late"))
+        raise RuntimeError("boom")
+    db.close()
+    names = {q.name for q in DefinitionStore(tmp_path / "d.db").load_all().queues}
+    assert names == {f"q{i}" for i in range(50)} | {"late"}
