@@ -32,6 +32,8 @@ from typing import Any
 
 import mmh3
 
+from smartbroker.store.pathsync import write_new
+
 MURMUR2 = "murmur2"
 LEGACY = "legacy"
 PARTITIONERS = (MURMUR2, LEGACY)
@@ -139,8 +141,8 @@ def choose(directory: Path | None, *, fsync: bool, unsynced: list[Path] | None =
     if recorded in PARTITIONERS:
         return recorded
     chosen = LEGACY if (directory / "p0").exists() else MURMUR2
-    if unsynced is not None:
-        _write_atomically(path, chosen + "\n", False)
+    if unsynced is not None:  # in place: a torn file reads as missing, and is chosen again
+        write_new(path, (chosen + "\n").encode())  # the same way (p0 exists or not yet)
         unsynced.append(path)
     else:
         _write_atomically(path, chosen + "\n", fsync)

@@ -33,7 +33,7 @@ from smartbroker.queues.stream_args import StreamSettings
 from smartbroker.store import pathsync
 from smartbroker.store.log import SegmentLog
 from smartbroker.store.memory import MemoryLog
-from smartbroker.store.pathsync import fsync_paths
+from smartbroker.store.pathsync import fsync_paths, write_new
 
 log = logging.getLogger("smartbroker.stream")
 META_FILE = "meta.json"
@@ -50,7 +50,7 @@ def stream_directory(storage: Storage | None, vhost: str, name: str) -> Path | N
     except FileExistsError:
         if (path / "name").exists():  # reopened: nothing to write
             return path
-    (path / "name").write_text(f"{vhost}\n{name}\n")  # fsynced by StreamMeta.sync_created
+    write_new(path / "name", f"{vhost}\n{name}\n".encode())  # fsynced by StreamMeta.sync_created
     return path
 
 
@@ -145,17 +145,22 @@ class StreamMeta:
 
     def save(self, *, sync: bool = True) -> None:
         """Write ``meta.json`` atomically and durably (temp file, fsync, rename);
-        ``sync=False``: no fsync (a new stream's files are fsynced by ``sync_created``)."""
+        ``sync=False``: the first one, written in place without fsync (a new stream's
+        files are fsynced by ``sync_created``). A kill before the declare is answered may
+        leave it torn: then ``load`` gives a new id, which no client has seen yet."""
         if self.directory is None:
             return
         raw = {"topic_id": str(self.topic_id), "partitions": self.partitions,
                "overrides": self.overrides,
                "log_start": {str(p): o for p, o in sorted(self.log_start.items())}}
+        if not sync:  # the first meta.json: no temp file, no rename (one create fewer)
+            write_new(self.directory / META_FILE, json.dumps(raw).encode())
+            return
         tmp = self.directory / (META_FILE + ".tmp")
         with open(tmp, "w") as f:
             json.dump(raw, f)
             f.flush()
-            if sync and self.fsync:
+            if self.fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, self.directory / META_FILE)
         if sync and self.fsync:

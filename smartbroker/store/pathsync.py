@@ -32,6 +32,16 @@ def fsync_paths(paths: Iterable[str | os.PathLike[str]]) -> None:
             os.close(fd)
 
 
+def write_new(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a small file in place, without fsync (one open, one write: none of the text
+    layer's extra calls); its durability is a ``PathSync`` round's job."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 class PathSync:
     """Batches fsyncs of paths onto one executor; ``submit`` returns when the round that
     covers the paths is done (its future)."""
