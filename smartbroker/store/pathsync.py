@@ -68,13 +68,19 @@ class PathSync:
             future, self._future = self._future, None
         if future is None:
             return
-        try:
-            fsync_paths(paths)
-        except OSError as exc:
-            log.error("fsync of new files failed: %s", exc)
-            future.set_exception(exc)
-        else:
+        error: OSError | None = None
+        for path in paths:  # one failure must not leave the other paths unsynced
+            try:
+                fsync_paths([path])
+            except FileNotFoundError:
+                pass  # deleted meanwhile (a stream declared and deleted): nothing to keep
+            except OSError as exc:
+                log.error("fsync of %s failed: %s", path, exc)
+                error = exc
+        if error is None:
             future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def for_executor(executor: Executor) -> PathSync:

@@ -21,16 +21,22 @@ def test_paths_queued_during_a_round_share_the_next_one(tmp_path: Path, monkeypa
     files = [tmp_path / f"f{i}" for i in range(6)]
     for f in files:
         f.write_text("x")
-    rounds: list[list[str]] = []
+    synced: list[str] = []
+    rounds = []
     gate = threading.Event()
-    real = pathsync.fsync_paths
+    real_sync, real_round = pathsync.fsync_paths, pathsync.PathSync._round
 
     def recording(paths):
-        rounds.append(list(paths))
         gate.wait(5)
-        real(paths)
+        real_sync(paths)
+        synced.extend(os.fspath(p) for p in paths)
+
+    def counting(self):
+        rounds.append(1)
+        real_round(self)
 
     monkeypatch.setattr(pathsync, "fsync_paths", recording)
+    monkeypatch.setattr(pathsync.PathSync, "_round", counting)
     with ThreadPoolExecutor(1) as pool:
         syncer = pathsync.for_executor(pool)
         assert pathsync.for_executor(pool) is syncer
@@ -40,17 +46,34 @@ def test_paths_queued_during_a_round_share_the_next_one(tmp_path: Path, monkeypa
         gate.set()
         for future in [first, *later]:
             assert future.result(5) is None
-    assert sorted(p for r in rounds for p in r if p != os.fspath(tmp_path)) == \
+    assert sorted(p for p in synced if p != os.fspath(tmp_path)) == \
         sorted(os.fspath(f) for f in files)
     assert len(rounds) <= 2  # never one round per submit
-    assert all(r.count(os.fspath(tmp_path)) == 1 for r in rounds)  # shared dir: once a round
+    assert synced.count(os.fspath(tmp_path)) == len(rounds)  # a shared dir: once a round
 
 
-def test_a_failed_fsync_fails_the_round(tmp_path: Path) -> None:
+def test_a_path_deleted_meanwhile_is_skipped_and_the_rest_synced(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A stream deleted before its round ran: its paths are gone, which is no error;
+    another path's failure fails the round but the others are still fsynced."""
+    kept = tmp_path / "kept"
+    kept.write_text("x")
+    synced: list[str] = []
+    real = pathsync.fsync_paths
+
+    def recording(paths):
+        real(paths)
+        synced.extend(os.fspath(p) for p in paths)
+
+    monkeypatch.setattr(pathsync, "fsync_paths", recording)
     with ThreadPoolExecutor(1) as pool:
-        future = pathsync.for_executor(pool).submit([tmp_path / "missing"])
-        with pytest.raises(FileNotFoundError):
-            future.result(5)
+        syncer = pathsync.for_executor(pool)
+        assert syncer.submit([tmp_path / "gone", kept]).result(5) is None
+        assert os.fspath(kept) in synced
+        (tmp_path / "notdir").write_text("x")
+        with pytest.raises(NotADirectoryError):
+            syncer.submit([tmp_path / "notdir" / "child", kept]).result(5)
+    assert synced.count(os.fspath(kept)) == 2
 
 
 def test_a_new_stream_is_fsynced_off_the_caller_and_reopens_the_same(tmp_path: Path) -> None:
