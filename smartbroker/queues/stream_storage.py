@@ -61,7 +61,9 @@ def open_log(directory: Path | None, storage: Storage | None, name: str,
     if directory is None or storage is None:
         return MemoryLog(segment_bytes=segment_bytes)
     if lazy and not (directory / name).exists():
-        return LazyLog(lambda: open_log(directory, storage, name, segment_bytes))
+        return LazyLog(lambda: open_log(directory, storage, name, segment_bytes)
+                       if directory.is_dir()  # else deleted meanwhile: do not make it again
+                       else MemoryLog(segment_bytes=segment_bytes))
     executors = storage.executors
     if executors is None:
         return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes)
