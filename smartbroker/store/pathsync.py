@@ -10,6 +10,7 @@ round, not once per stream).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -59,8 +60,20 @@ class PathSync:
             future = self._future
             if future is None:
                 future = self._future = Future()
-                self._executor.submit(self._round)
+                self._start()
             return future
+
+    def _start(self) -> None:
+        """On an event loop, the round starts once the loop is done with the current
+        callback (a CreateTopics of hundreds of topics): its fsyncs would otherwise
+        contend with the creations still to come (the filesystem journal), and all of
+        them then share one round."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._executor.submit(self._round)
+        else:
+            loop.call_soon(self._executor.submit, self._round)
 
     def _round(self) -> None:
         with self._lock:
