@@ -365,10 +365,12 @@ def test_create_topics_absurd_partitions_refused_without_allocating(broker: Brok
     quiet(broker, since)
 
 
-@pytest.mark.xfail(strict=True, reason="CreateTopics declares every stream synchronously "
-                   "(~10 ms each) inside one handler call: 300 topics stall every client for "
-                   "seconds; needs creation off the event loop or a controller-mutation quota "
-                   "(KIP-599, THROTTLING_QUOTA_EXCEEDED for v6+)")
+@pytest.mark.xfail(strict=False, reason="CreateTopics declares every stream synchronously "
+                   "inside one handler call: ~1 ms each since the fsyncs left the loop "
+                   "(docs/performance.md, 'Issue 14: creating streams'), so 300 topics stall "
+                   "other clients ~0.3-1.5 s depending on the disk: passes on a quiet machine "
+                   "only (not strict); needs creation in slices or a controller-mutation "
+                   "quota (KIP-599, THROTTLING_QUOTA_EXCEEDED for v6+)")
 def test_create_topics_by_the_hundred_does_not_stall_others(broker: BrokerProcess) -> None:
     import threading
 
