@@ -20,7 +20,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from smartbroker.errors import precondition_failed
 from smartbroker.message import Message
 from smartbroker.queues import (
     kafka_batch,  # registers the store's Kafka batch reader
@@ -50,6 +49,7 @@ from smartbroker.queues.stream_args import (
     STREAM_ARGUMENTS,
     OffsetSpec,
     StreamSettings,
+    check_reader_arguments,
     parse_offset_spec,
     policy_settings,
 )
@@ -237,12 +237,17 @@ class StreamQueue:
         for batch, count, max_ts in batches:
             lg.append_kafka_batch(batch, count, max_ts)
             n += count
-        self.stats["publish"] += n
+        return first, self._grew(partition, n)
+
+    def _grew(self, partition: int, records: int) -> PublishResult:
+        """After a Kafka append: count it, wake waiting Fetches and readers; the result
+        names the log a durable acknowledgement waits for."""
+        self.stats["publish"] += records
         if self.on_append:
             self.appended(partition)
         if self.consumers:
             self.dispatch()
-        return first, self._published[partition]
+        return self._published[partition]
 
     def appended(self, partition: int) -> None:
         """Tell the waiting readers (``on_append``) that ``partition`` grew; whoever appends
@@ -264,29 +269,15 @@ class StreamQueue:
             if compact and key is None:
                 key = self.name.encode("utf-8", "surrogateescape")
             lg.append(payload, timestamp_ms, key if compact else None)
-        self.stats["publish"] += len(records)
-        if self.on_append:
-            self.appended(partition)
-        if self.consumers:
-            self.dispatch()
-        return first, self._published[partition]
+        return first, self._grew(partition, len(records))
 
     # -- consumers -------------------------------------------------------------------------
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
         """Refuse what RabbitMQ refuses (prefetch is credit), plus our group arguments."""
         group = arguments.get("x-consumer-group")
         check_consume(self, no_ack, prefetch, grouped=group is not None)
-        parse_offset_spec(arguments.get("x-stream-offset"))
-        partition = arguments.get("x-stream-partition")
-        if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool)
-                                      or not 0 <= partition < len(self.logs)):
-            raise precondition_failed(f"invalid x-stream-partition {partition!r}: queue "
-                                      f"'{self.name}' has {len(self.logs)} partition(s)")
-        if group is not None and partition is not None:
-            raise precondition_failed("x-stream-partition and x-consumer-group cannot be combined")
+        check_reader_arguments(arguments, self.name, len(self.logs))
         if group is not None:
-            if not isinstance(group, str):  # bytes here: a long string that is not UTF-8
-                raise precondition_failed("x-consumer-group must be a UTF-8 string")
             self.groups.validate_join(group, arguments)
 
     def add_consumer(self, consumer: Consumer) -> None:

@@ -171,3 +171,19 @@ def parse_offset_spec(value: Any) -> OffsetSpec:
         return OffsetSpec("timestamp", int((time.time() - seconds) * 1000))
     raise precondition_failed(f"invalid x-stream-offset {value!r}: expected first, last, next, "
                               "an offset, a timestamp or an interval like 10m")
+
+
+def check_reader_arguments(arguments: Mapping[str, Any], queue: str, partitions: int) -> None:
+    """basic.consume arguments of a stream reader: the start offset, one partition of those
+    the stream has, and a group name (UTF-8, never with a partition), RabbitMQ's 406s."""
+    parse_offset_spec(arguments.get("x-stream-offset"))
+    group = arguments.get("x-consumer-group")
+    partition = arguments.get("x-stream-partition")
+    if partition is not None and (not isinstance(partition, int) or isinstance(partition, bool)
+                                  or not 0 <= partition < partitions):
+        raise precondition_failed(f"invalid x-stream-partition {partition!r}: queue "
+                                  f"'{queue}' has {partitions} partition(s)")
+    if group is not None and partition is not None:
+        raise precondition_failed("x-stream-partition and x-consumer-group cannot be combined")
+    if group is not None and not isinstance(group, str):  # bytes: a long string not UTF-8
+        raise precondition_failed("x-consumer-group must be a UTF-8 string")
