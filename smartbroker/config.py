@@ -105,6 +105,11 @@ class Config(BaseSettings):
     # Kafka's group.initial.rebalance.delay.ms: how long a group's first rebalance waits for
     # more members to join (each join extends it, up to the rebalance timeout)
     kafka_initial_rebalance_delay_ms: int = Field(3000, ge=0)
+    # Kafka's group.min/max.session.timeout.ms: JoinGroup with a session timeout outside
+    # them is refused (INVALID_SESSION_TIMEOUT), so no member can be checked too often or
+    # hold its partitions too long after it has gone
+    kafka_group_min_session_timeout_ms: int = Field(6000, ge=0)
+    kafka_group_max_session_timeout_ms: int = Field(1800000, ge=0)
 
     @classmethod
     def settings_customise_sources(

@@ -246,7 +246,7 @@ class TopicAdmin:
             code, message, entries = ErrorCode.NONE, None, []
             try:
                 entries = self._resource(res.resource_type, res.resource_name,
-                                         res.configuration_keys)
+                                         res.configuration_keys, session)
             except TopicError as exc:
                 code, message = exc.code, str(exc)
             results.append(result(
@@ -256,8 +256,8 @@ class TopicAdmin:
                                       synonyms) for e, read_only in entries]))
         return cls(version=request.api_version, throttle_time_ms=0, results=results)
 
-    def _resource(self, kind: int, name: str,
-                  keys: list[str] | None) -> list[tuple[configs.Entry, bool]]:
+    def _resource(self, kind: int, name: str, keys: list[str] | None,
+                  session: Any = None) -> list[tuple[configs.Entry, bool]]:
         if kind == TOPIC:
             if not self.streams.valid_name(name):
                 raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name {name!r} is illegal")
@@ -269,16 +269,17 @@ class TopicAdmin:
             if name not in ("", "0"):
                 raise TopicError(ErrorCode.INVALID_REQUEST,
                                  f"Unexpected broker id, expected 0 but received {name}")
-            entries = self._broker_configs()
+            entries = self._broker_configs(session)
             return [(e, True) for e in entries if keys is None or e.name in keys]
         raise TopicError(ErrorCode.INVALID_REQUEST,
                          f"resource type {kind} is not supported (topics: 2, brokers: 4)")
 
-    def _broker_configs(self) -> list[configs.Entry]:
+    def _broker_configs(self, session: Any = None) -> list[configs.Entry]:
         """The broker settings this broker has in Kafka's terms, with the values it really
         uses (all read-only: they are ``smartbroker serve`` options or fixed here). The
         log defaults are a new stream's: kept for ever, 500 MB segments."""
         cfg = self.broker.config
+        listeners, advertised = self._listeners(session)
         auto = "true" if cfg.kafka_auto_create_topics else "false"
         entry = configs.Entry
         return [entry("auto.create.topics.enable", auto, auto == "true", configs.BOOLEAN),
@@ -293,7 +294,28 @@ class TopicAdmin:
                 entry("log.segment.bytes", "500000000", True, configs.INT),
                 entry("log.cleanup.policy", "delete", True, configs.LIST),
                 entry("group.initial.rebalance.delay.ms",
-                      str(cfg.kafka_initial_rebalance_delay_ms), False, configs.INT)]
+                      str(cfg.kafka_initial_rebalance_delay_ms), False, configs.INT),
+                entry("group.min.session.timeout.ms",
+                      str(cfg.kafka_group_min_session_timeout_ms),
+                      cfg.kafka_group_min_session_timeout_ms == 6000, configs.INT),
+                entry("group.max.session.timeout.ms",
+                      str(cfg.kafka_group_max_session_timeout_ms),
+                      cfg.kafka_group_max_session_timeout_ms == 1800000, configs.INT),
+                entry("listeners", listeners, False, configs.STRING),
+                entry("advertised.listeners", advertised, False, configs.STRING)]
+
+    def _listeners(self, session: Any) -> tuple[str, str]:
+        """Kafka's ``listeners`` (where this node binds) and ``advertised.listeners``
+        (where Metadata sends clients: kafka_advertised_host, else the address this client
+        reached), plain and TLS; named by security protocol, SASL_ when SASL is required."""
+        cfg = self.broker.config
+        sasl = "SASL_" if cfg.kafka_sasl_required else ""
+        ports = [(f"{sasl}PLAINTEXT", cfg.kafka_port), (f"{sasl}SSL", cfg.kafka_tls_port)]
+        ports = [(name, port) for name, port in ports if port]
+        bind = "" if cfg.host in ("0.0.0.0", "::") else cfg.host  # Kafka: empty = all
+        host = cfg.kafka_advertised_host or getattr(session, "local_host", None) or bind
+        return (",".join(f"{name}://{_host(bind)}:{port}" for name, port in ports),
+                ",".join(f"{name}://{_host(host)}:{port}" for name, port in ports))
 
     @staticmethod
     def _config(cls: Any, e: configs.Entry, read_only: bool, synonyms: bool) -> Any:
@@ -306,3 +328,8 @@ class TopicAdmin:
                    is_default=e.is_default, is_sensitive=False,
                    synonyms=[synonym(name=e.name, value=e.value, source=source)] if synonyms
                    else [], config_type=e.config_type, documentation=None)
+
+
+def _host(host: str) -> str:
+    """A host as a listener URL has it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host

@@ -76,8 +76,12 @@ class Coordinator:
     """Every Kafka group of this node, in memory (committed offsets are durable, in the
     streams' books; members rejoin after a restart, as they do when a coordinator moves)."""
 
-    def __init__(self, timers: Timers | None = None, initial_delay_ms: int = 3000) -> None:
+    def __init__(self, timers: Timers | None = None, initial_delay_ms: int = 3000,
+                 session_timeout_ms: tuple[int, int] = (MIN_SESSION_TIMEOUT_MS,
+                                                        MAX_SESSION_TIMEOUT_MS)) -> None:
         self.groups: dict[str, KafkaGroup] = {}
+        # the session timeouts JoinGroup accepts (Kafka's group.min/max.session.timeout.ms)
+        self.session_timeout_ms = session_timeout_ms
         self.timers: Timers = timers or LoopTimers()
         self.rebalance = Rebalance(self.timers, initial_delay_ms)
         # called with a group whenever its members or their assignment change
@@ -109,7 +113,8 @@ class Coordinator:
         def fail(code: ErrorCode) -> None:
             respond(JoinResult(code, req.member_id))
 
-        if not MIN_SESSION_TIMEOUT_MS <= req.session_timeout_ms <= MAX_SESSION_TIMEOUT_MS:
+        low, high = self.session_timeout_ms
+        if not low <= req.session_timeout_ms <= high:
             return fail(ErrorCode.INVALID_SESSION_TIMEOUT)
         group = self.groups.get(req.group_id)
         if group is None:

@@ -70,8 +70,11 @@ class GroupCoordinator:
         self.topics = topics
         self.node_address = node_address  # session -> (node id, host, port), as Metadata says
         self.stream_names = stream_names  # () -> the Kafka vhost's topic names
+        cfg = topics.broker.config
         self.coordinator = Coordinator(
-            initial_delay_ms=topics.broker.config.kafka_initial_rebalance_delay_ms)
+            initial_delay_ms=cfg.kafka_initial_rebalance_delay_ms,
+            session_timeout_ms=(cfg.kafka_group_min_session_timeout_ms,
+                                cfg.kafka_group_max_session_timeout_ms))
         self.membership = GroupMembership(
             self.coordinator, valid_group_id,
             allowed=lambda group: group_allowed(topics.broker, topics.vhost, group))
