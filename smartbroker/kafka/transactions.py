@@ -39,6 +39,7 @@ from smartbroker.kafka.txn_log import (
     PREPARE_COMMIT,
     Partition,
     TxnMetadata,
+    TxnOffset,
     TxnStateLog,
 )
 
@@ -49,8 +50,8 @@ TRANSACTIONAL_ID_EXPIRATION_MS = 7 * 86_400_000  # Kafka's transactional.id.expi
 MAX_EPOCH = 32767  # Short.MAX_VALUE: an epoch at MAX_EPOCH - 1 is exhausted
 # (partitions, producer id, epoch, commit) -> something to await before answering, or None
 MarkerWriter = Callable[[list[Partition], int, int, bool], Any]
-# (group, {(topic, partition): offset}) -> None: the offsets become visible
-OffsetApplier = Callable[[str, dict[Partition, int]], None]
+# (group, {(topic, partition): (offset, epoch, metadata)}) -> None: they become visible
+OffsetApplier = Callable[[str, dict[Partition, TxnOffset]], None]
 
 
 class TxnError(Exception):
@@ -229,7 +230,7 @@ class TransactionCoordinator:
         self._save(meta)
 
     def txn_offset_commit(self, txn_id: str, pid: int, epoch: int, group: str,
-                          offsets: dict[Partition, int]) -> None:
+                          offsets: dict[Partition, TxnOffset]) -> None:
         """Hold the offsets until the transaction commits (dropped if it aborts)."""
         meta = self._current(txn_id, pid, epoch)
         if meta.state != ONGOING or group not in meta.groups:

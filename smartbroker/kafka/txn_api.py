@@ -31,9 +31,10 @@ from smartbroker.kafka import codec, idempotence
 from smartbroker.kafka.authz import current_user, group_allowed, vhost_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
-from smartbroker.kafka.groups import valid_group_id
+from smartbroker.kafka.groups import MAX_METADATA, valid_group_id
 from smartbroker.kafka.produce import PartitionError, Topics
 from smartbroker.kafka.transactions import Partition, TransactionCoordinator, TxnError
+from smartbroker.kafka.txn_log import TxnOffset
 from smartbroker.queues import producer_state
 
 log = logging.getLogger("smartbroker.kafka")
@@ -176,12 +177,13 @@ class TxnHandlers:
             return None
         return asyncio.ensure_future(asyncio.gather(*waits))
 
-    def apply_offsets(self, group: str, offsets: dict[Partition, int]) -> None:
-        """A committed transaction's offsets become the group's committed offsets."""
-        for (topic, index), offset in offsets.items():
+    def apply_offsets(self, group: str, offsets: dict[Partition, TxnOffset]) -> None:
+        """A committed transaction's offsets become the group's committed offsets, with
+        their leader epoch and metadata (as OffsetCommit keeps them)."""
+        for (topic, index), (offset, epoch, metadata) in offsets.items():
             try:
                 queue = self.topics.stream(topic, create=False)
-                queue.groups.commit(group, index, offset)
+                queue.groups.commit(group, index, offset, metadata, epoch)
                 queue.groups.book.log.write_out()  # an acknowledged commit survives kill -9
             except Exception as exc:  # deleted topic, or partition gone: Kafka drops it too
                 log.info("transactional offset of group %r on %s-%d dropped: %s",
@@ -263,7 +265,7 @@ class TxnHandlers:
         body, version = request.body, request.api_version
         group = body.group_id
         codes: dict[Partition, int] = {}
-        offsets: dict[Partition, int] = {}
+        offsets: dict[Partition, TxnOffset] = {}
         refusal = (ErrorCode.INVALID_GROUP_ID if not valid_group_id(group)
                    else ErrorCode.GROUP_AUTHORIZATION_FAILED
                    if not group_allowed(self.broker, self.topics.vhost, group)
@@ -281,8 +283,13 @@ class TxnHandlers:
                     codes[key] = code
                 elif not 0 <= p.partition_index < len(queue.logs):
                     codes[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                elif len(p.committed_metadata or "") > MAX_METADATA:
+                    codes[key] = ErrorCode.OFFSET_METADATA_TOO_LARGE  # as OffsetCommit
                 else:
-                    offsets[key] = p.committed_offset
+                    epoch = getattr(p, "committed_leader_epoch", None)  # v2+
+                    offsets[key] = TxnOffset(p.committed_offset,
+                                             -1 if epoch is None else epoch,
+                                             p.committed_metadata or "")
         if offsets:
             try:
                 self.coordinator.txn_offset_commit(body.transactional_id, body.producer_id,

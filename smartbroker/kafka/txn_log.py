@@ -18,7 +18,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from smartbroker.store.log import SegmentLog
 
@@ -29,6 +29,15 @@ PREPARE_COMMIT, PREPARE_ABORT = "PrepareCommit", "PrepareAbort"
 COMPLETE_COMMIT, COMPLETE_ABORT = "CompleteCommit", "CompleteAbort"
 
 Partition = tuple[str, int]  # (topic, partition)
+
+
+class TxnOffset(NamedTuple):
+    """A TxnOffsetCommit's partition, held until the commit: what OffsetCommit keeps
+    (the offset, its leader epoch and metadata), so OffsetFetch answers the same."""
+
+    offset: int
+    epoch: int = -1
+    metadata: str = ""
 
 
 @dataclass
@@ -44,7 +53,7 @@ class TxnMetadata:
     last_epoch: int = -1
     partitions: set[Partition] = field(default_factory=set)
     groups: set[str] = field(default_factory=set)
-    offsets: dict[str, dict[Partition, int]] = field(default_factory=dict)
+    offsets: dict[str, dict[Partition, TxnOffset]] = field(default_factory=dict)
     started_ms: int = -1
     updated_ms: int = -1  # last request or transition: what transactional-id expiry reads
 
@@ -54,14 +63,16 @@ class TxnMetadata:
                 "last_epoch": self.last_epoch, "partitions": sorted(self.partitions),
                 "groups": sorted(self.groups), "started": self.started_ms,
                 "updated": self.updated_ms,
-                "offsets": {g: [[t, p, o] for (t, p), o in sorted(offs.items())]
+                "offsets": {g: [[t, p, *o] for (t, p), o in sorted(offs.items())]
                             for g, offs in self.offsets.items()}}
 
     @classmethod
     def from_json(cls, txn_id: str, d: dict[str, Any]) -> TxnMetadata:
         return cls(txn_id, d["pid"], d["epoch"], d["timeout"], d["state"], d["last_pid"],
                    d["last_epoch"], {(t, p) for t, p in d["partitions"]}, set(d["groups"]),
-                   {g: {(t, p): o for t, p, o in offs} for g, offs in d["offsets"].items()},
+                   # [t, p, offset, epoch, metadata]; [t, p, offset] before they were kept
+                   {g: {(t, p): TxnOffset(*o) for t, p, *o in offs}
+                    for g, offs in d["offsets"].items()},
                    d["started"], d.get("updated", -1))
 
 
