@@ -24,8 +24,11 @@ How the suite is pointed at an existing broker, using only its own switches:
   ``ExternalService`` does nothing and whose ``SpawnedService`` refuses to spawn.
 * python-snappy, lz4 and zstandard are pip-installed into ``--cache`` and put on the
   suite's PYTHONPATH (``--no-codecs`` skips it, and kafka-python then skips 6 tests).
-* The broker it starts has the group setting the suite's own Kafka config has
-  (``group.initial.rebalance.delay.ms=0``: ``SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS``).
+* The broker it starts has the group settings the suite's own Kafka config has
+  (``group.initial.rebalance.delay.ms=0``: ``SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS``;
+  ``group.min.session.timeout.ms=1000``, which its 3000 ms sessions need:
+  ``SMARTBROKER_KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS``) and its partition count for
+  auto-created topics (``num.partitions=4``: ``SMARTBROKER_KAFKA_NUM_PARTITIONS``).
 * The sdist's pytest options (``--timeout=300 --timeout-method=thread``, DEBUG logging)
   are replaced by ``--timeout`` (default 60 s per test) with the signal method (the
   thread method ends the whole run at the first hung test) and warnings-level logging.
@@ -53,7 +56,9 @@ sys.path.insert(0, str(ROOT))
 from smartbroker.launcher import BrokerProcess  # noqa: E402
 
 CODEC_PACKAGES = ("python-snappy", "lz4", "zstandard")
-BROKER_ENV = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "0"}
+BROKER_ENV = {"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "0",
+              "SMARTBROKER_KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "1000",
+              "SMARTBROKER_KAFKA_NUM_PARTITIONS": "4"}
 SERVICE_STUB = '''"""Stand-in for kafka-python's test/service.py, absent from its sdist (written by
 smartbroker's tests/client_suites/run_kafka_python_suite.py): only external brokers."""
 
