@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -110,6 +110,14 @@ class Config(BaseSettings):
     # hold its partitions too long after it has gone
     kafka_group_min_session_timeout_ms: int = Field(6000, ge=0)
     kafka_group_max_session_timeout_ms: int = Field(1800000, ge=0)
+
+    @model_validator(mode="after")
+    def _session_bounds(self) -> Config:
+        """A minimum over the maximum would refuse every JoinGroup: say so at startup."""
+        if self.kafka_group_min_session_timeout_ms > self.kafka_group_max_session_timeout_ms:
+            raise ValueError("kafka_group_min_session_timeout_ms is over "
+                             "kafka_group_max_session_timeout_ms")
+        return self
 
     @classmethod
     def settings_customise_sources(

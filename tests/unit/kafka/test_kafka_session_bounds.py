@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from smartbroker.broker.core import Broker
-from smartbroker.config import Config
+from smartbroker.config import Config, ConfigError
 from smartbroker.kafka import codec
 from smartbroker.kafka.admin import BROKER
 from smartbroker.kafka.codec import Header, Request
@@ -82,6 +82,12 @@ def test_bounds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     cfg = Config.load()
     assert (cfg.kafka_group_min_session_timeout_ms,
             cfg.kafka_group_max_session_timeout_ms) == (250, 60000)
+
+
+def test_a_minimum_over_the_maximum_is_refused() -> None:
+    with pytest.raises(ConfigError, match="kafka_group_min_session_timeout_ms is over"):
+        Config.load(kafka_group_min_session_timeout_ms=7000,
+                    kafka_group_max_session_timeout_ms=6000)
 
 
 def broker_configs(h: KafkaHandlers) -> dict[str, tuple[str, bool, bool]]:
