@@ -183,7 +183,8 @@ class TopicAdmin:
                  arguments: dict[str, Any] | None = None, partitions: int = -1) -> Any:
         result = cls.CreatableTopicResult
         entry = result.CreatableTopicConfigs
-        described = [] if arguments is None else configs.describe(arguments)
+        described = [] if arguments is None else configs.describe(
+            arguments, max_message_size=self.broker.config.max_message_size)
         return result(name=name, topic_id=self.topic_id(name) if code == 0 else _NO_UUID,
                       error_code=code, error_message=message, topic_config_error_code=0,
                       num_partitions=partitions, replication_factor=1 if code == 0 else -1,
@@ -263,8 +264,9 @@ class TopicAdmin:
                 raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name {name!r} is illegal")
             self.require("configure", name)  # KAFKA.md: configs need configure
             stream = self.stream_of(name)  # declared arguments, with what Kafka altered
-            return [(e, False) for e in configs.describe(stream.meta.arguments(stream.arguments),
-                                                         keys)]
+            return [(e, False) for e in configs.describe(
+                stream.meta.arguments(stream.arguments), keys,
+                self.broker.config.max_message_size)]
         if kind == BROKER:
             if name not in ("", "0"):
                 raise TopicError(ErrorCode.INVALID_REQUEST,

@@ -12,7 +12,16 @@ retention.bytes    x-max-length-bytes (per partition)    -1: no size limit
 segment.bytes      x-stream-max-segment-size-bytes       500000000
 cleanup.policy     x-cleanup-policy                      delete
 delete.retention.ms x-delete-retention                   86400000 (1D)
+max.message.bytes  x-max-message-bytes                   the broker's max_message_size
 ================== ==================================== =========================
+
+``max.message.bytes`` limits a topic's record batches below the broker's
+``max_message_size`` (Produce enforces the lower of the two: the broker cannot hold more).
+Two more are accepted and not stored, as what they ask is what the broker always does:
+``compression.type`` only as ``producer`` (batches are stored as the producer compressed
+them; the broker never recompresses, so gzip, snappy, lz4, zstd and uncompressed are
+refused), and ``message.format.version``, which Kafka 3.x validates and then ignores
+(always record format v2): it describes as Kafka 3.x's default, ``3.0-IV1``.
 
 An unset config describes as what the stream actually does (a stream without
 ``x-max-age`` keeps everything: -1, not Kafka's seven days), marked as the default.
@@ -22,6 +31,7 @@ this broker does not implement (said so in the message).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +44,11 @@ SOURCE_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
 
 # Kafka topic configs this broker does not implement: named in the refusal
 KAFKA_TOPIC_CONFIGS = frozenset({
-    "compression.type", "file.delete.delay.ms", "flush.messages", "flush.ms",
+    "file.delete.delay.ms", "flush.messages", "flush.ms",
     "follower.replication.throttled.replicas", "index.interval.bytes",
     "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
-    "max.compaction.lag.ms", "max.message.bytes", "message.downconversion.enable",
-    "message.format.version", "message.timestamp.after.max.ms",
+    "max.compaction.lag.ms", "message.downconversion.enable",
+    "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms",
     "message.timestamp.type", "min.cleanable.dirty.ratio", "min.compaction.lag.ms",
     "min.insync.replicas", "preallocate", "remote.storage.enable", "segment.index.bytes",
@@ -46,6 +56,10 @@ KAFKA_TOPIC_CONFIGS = frozenset({
 })
 _UNITS = (("D", 86400), ("h", 3600), ("m", 60), ("s", 1))
 _INT32_MAX = 2**31 - 1
+MAX_MESSAGE_BYTES = "x-max-message-bytes"
+# Kafka's MetadataVersion strings ("2.8", "3.0-IV1", "0.10.2-IV0", "3.6.1")
+_FORMAT_VERSION = re.compile(r"\d+\.\d+(\.\d+)?(-IV\d+)?")
+COMPRESSION_TYPES = frozenset({"producer", "gzip", "snappy", "lz4", "zstd", "uncompressed"})
 
 
 class ConfigError(ValueError):
@@ -68,7 +82,29 @@ MAPPED: dict[str, Mapped] = {m.name: m for m in (
     Mapped("segment.bytes", "x-stream-max-segment-size-bytes", INT, "500000000"),
     Mapped("cleanup.policy", "x-cleanup-policy", LIST, "delete"),
     Mapped("delete.retention.ms", "x-delete-retention", LONG, "86400000"),
+    Mapped("max.message.bytes", MAX_MESSAGE_BYTES, INT, "1048588"),  # Kafka's; ours: describe
 )}
+
+
+def _ignored(name: str, value: str) -> None:
+    """Check a config accepted and not stored (see the module docstring)."""
+    if name == "message.format.version":
+        if not _FORMAT_VERSION.fullmatch(value.strip()):
+            raise ConfigError(f"Invalid value {value} for configuration message.format.version: "
+                              "not a Kafka version such as 3.0-IV1 or 2.8")
+        return
+    codec = value.strip().lower()
+    if codec not in COMPRESSION_TYPES:
+        raise ConfigError(f"Invalid value {value} for configuration compression.type: "
+                          "String must be one of: " + ", ".join(sorted(COMPRESSION_TYPES)))
+    if codec != "producer":
+        raise ConfigError(f"compression.type {codec} is not supported by smartbroker: "
+                          "record batches are stored as the producer compressed them "
+                          "(compression.type=producer), never recompressed")
+
+
+# accepted, validated, not stored; described with these values (Kafka 3.x's defaults)
+IGNORED: dict[str, str] = {"compression.type": "producer", "message.format.version": "3.0-IV1"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +169,12 @@ def _argument(m: Mapped, value: str) -> Any:
             raise ConfigError(f"Invalid value {size} for configuration segment.bytes: "
                               "Value must be at least 14")
         return size
+    if m.name == "max.message.bytes":
+        size = _long(m.name, value)
+        if not 0 <= size <= _INT32_MAX:  # Kafka's range for max.message.bytes
+            raise ConfigError(f"Invalid value {size} for configuration max.message.bytes: "
+                              "Value must be at least 0")
+        return size
     policy = ",".join(p.strip() for p in value.split(","))
     if policy not in CLEANUP_POLICIES:
         raise ConfigError(f"Invalid value {value} for configuration cleanup.policy: "
@@ -146,6 +188,10 @@ def to_arguments(configs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in configs:
         m = MAPPED.get(name)
+        if m is None and name in IGNORED:
+            if value is not None:
+                _ignored(name, value)
+            continue
         if m is None:
             if name in KAFKA_TOPIC_CONFIGS:
                 raise ConfigError(f"Topic config {name} is not supported by smartbroker "
@@ -183,9 +229,11 @@ def _described(m: Mapped, value: Any) -> str:
     return _text(value)
 
 
-def describe(arguments: Mapping[str, Any], keys: Iterable[str] | None = None) -> list[Entry]:
-    """Every mapped config of a stream (or those of ``keys`` among them, in our order;
-    names we do not map are left out, as Kafka leaves out unknown keys)."""
+def describe(arguments: Mapping[str, Any], keys: Iterable[str] | None = None,
+             max_message_size: int | None = None) -> list[Entry]:
+    """Every config of a stream (or those of ``keys`` among them, in our order; names we
+    do not know are left out, as Kafka leaves out unknown keys). ``max_message_size``:
+    the broker's, which an unset max.message.bytes describes as."""
     wanted = None if keys is None else set(keys)
     out = []
     for m in MAPPED.values():
@@ -193,6 +241,22 @@ def describe(arguments: Mapping[str, Any], keys: Iterable[str] | None = None) ->
             continue
         if m.argument in arguments:
             out.append(Entry(m.name, _described(m, arguments[m.argument]), False, m.config_type))
+        elif m.argument == MAX_MESSAGE_BYTES and max_message_size is not None:
+            out.append(Entry(m.name, str(max_message_size), True, m.config_type))
         else:
             out.append(Entry(m.name, m.default, True, m.config_type))
+    out += [Entry(name, value, True, STRING) for name, value in IGNORED.items()
+            if wanted is None or name in wanted]
     return out
+
+
+def message_limit(stream: Any, broker_max: int) -> int:
+    """The largest record batch ``stream`` takes: the lower of its max.message.bytes (an
+    override AlterConfigs set, else the declared argument) and the broker's limit. Read
+    per Produce without building the effective arguments (the produce path is hot)."""
+    overrides = stream.meta.overrides
+    value = (overrides[MAX_MESSAGE_BYTES] if MAX_MESSAGE_BYTES in overrides
+             else stream.arguments.get(MAX_MESSAGE_BYTES))
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < broker_max:
+        return value
+    return broker_max

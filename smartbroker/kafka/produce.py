@@ -36,7 +36,7 @@ from typing import Any
 
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
-from smartbroker.kafka import batches, codec, idempotence, records
+from smartbroker.kafka import batches, codec, configs, idempotence, records
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -190,7 +190,8 @@ class Producer:
         if not 0 <= index < len(queue.logs):
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"topic {name!r} has no partition {index}")
-        checked = self._batches(pdata.records)
+        checked = self._batches(pdata.records, configs.message_limit(
+            queue, self.broker.config.max_message_size))
         entries = self._entries(name, pdata.records, index) if queue.stream.compact else None
         try:
             original = idempotence.admit(queue, name, index, checked, self.txn_lookup)
@@ -212,11 +213,12 @@ class Producer:
         sync = None if result.sync is None else (result.sync, first + count - 1)
         return first, lg.first_offset, sync
 
-    def _batches(self, data: Any) -> list[batches.Batch]:
-        """The partition's batches, checked by header and CRC only."""
+    def _batches(self, data: Any, limit: int) -> list[batches.Batch]:
+        """The partition's batches, checked by header and CRC only, and by size against
+        ``limit`` (the topic's max.message.bytes, at most the broker's)."""
         try:
             checked = batches.split(data)
-            batches.check_size(checked, self.broker.config.max_message_size)
+            batches.check_size(checked, limit)
         except batches.BatchRefused as exc:
             raise PartitionError(exc.code, str(exc)) from None
         return checked

@@ -17,6 +17,7 @@ STREAM_ARGUMENTS = frozenset({
     "x-queue-type", "x-partitions", "x-max-age", "x-max-length-bytes",
     "x-stream-max-segment-size-bytes", "x-cleanup-policy", "x-delete-retention",
     "x-initial-cluster-size", "x-queue-leader-locator",
+    "x-max-message-bytes",  # Kafka's max.message.bytes (kafka/configs.py); an extension
 })
 EQUIVALENCE_ARGUMENTS = frozenset({"x-queue-type", "x-partitions", "x-max-age",
                                    "x-max-length-bytes", "x-stream-max-segment-size-bytes",
@@ -97,6 +98,9 @@ class StreamSettings:
                 if value <= 0:
                     raise bad(arg, f"expected a positive integer, got {value}")
                 ints[arg] = value
+        size = arguments.get("x-max-message-bytes", 0)
+        if not _is_int(size) or not 0 <= size <= 2**31 - 1:
+            raise bad("x-max-message-bytes", f"expected an integer from 0 to 2147483647, got {size!r}")
         if ints.get("x-stream-max-segment-size-bytes", 0) > MAX_SEGMENT_BYTES:
             raise precondition_failed("Exceeded max value for x-stream-max-segment-size-bytes")
         policy = _text(arguments.get("x-cleanup-policy", "delete"))

@@ -65,7 +65,8 @@ def test_create_makes_a_durable_stream_with_the_mapped_arguments(h: KafkaHandler
     assert {c.name: (c.value, c.config_source) for c in r.configs} == {
         "retention.ms": ("3600000", 1), "retention.bytes": ("5000", 1),
         "segment.bytes": ("1048576", 1), "cleanup.policy": ("compact,delete", 1),
-        "delete.retention.ms": ("90000", 1)}
+        "delete.retention.ms": ("90000", 1), "max.message.bytes": ("134217728", 5),
+        "compression.type": ("producer", 5), "message.format.version": ("3.0-IV1", 5)}
     assert h.topic("events") is not None
 
 
@@ -151,7 +152,10 @@ def test_describe_topic(h: KafkaHandlers, version: int) -> None:
     got = {c.name: (c.value, c.read_only) for c in res.configs}
     assert got == {"retention.ms": ("604800000", False), "retention.bytes": ("1000000", False),
                    "segment.bytes": ("500000000", False), "cleanup.policy": ("compact", False),
-                   "delete.retention.ms": ("86400000", False)}
+                   "delete.retention.ms": ("86400000", False),
+                   "max.message.bytes": ("134217728", False),
+                   "compression.type": ("producer", False),
+                   "message.format.version": ("3.0-IV1", False)}
     by_name = {c.name: c for c in res.configs}
     if version == 0:
         assert by_name["segment.bytes"].is_default and not by_name["retention.ms"].is_default
