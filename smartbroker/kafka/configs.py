@@ -57,8 +57,9 @@ KAFKA_TOPIC_CONFIGS = frozenset({
 _UNITS = (("D", 86400), ("h", 3600), ("m", 60), ("s", 1))
 _INT32_MAX = 2**31 - 1
 MAX_MESSAGE_BYTES = "x-max-message-bytes"
-# Kafka's MetadataVersion strings ("2.8", "3.0-IV1", "0.10.2-IV0", "3.6.1")
-_FORMAT_VERSION = re.compile(r"\d+\.\d+(\.\d+)?(-IV\d+)?")
+# Kafka's MetadataVersion strings ("2.8", "3.0-IV1", "0.10.2-IV0", "3.6.1"; before 1.0 Kafka
+# reads the first three parts and ignores more: "0.10.0.0")
+_FORMAT_VERSION = re.compile(r"\d+(\.\d+){1,3}(-IV\d+)?")
 COMPRESSION_TYPES = frozenset({"producer", "gzip", "snappy", "lz4", "zstd", "uncompressed"})
 
 

@@ -126,7 +126,7 @@ def test_unknown_compression_type_is_invalid(h: KafkaHandlers) -> None:
 
 # -- message.format.version ----------------------------------------------------------------
 
-@pytest.mark.parametrize("version", ["2.8", "3.0-IV1", "0.10.2-IV0", "3.6.1"])
+@pytest.mark.parametrize("version", ["2.8", "3.0-IV1", "0.10.2-IV0", "3.6.1", "0.10.0.0"])
 def test_message_format_version_is_accepted_and_ignored(h: KafkaHandlers, broker: Broker,
                                                         version: str) -> None:
     [r] = create(h, ("m", 1, -1, {"message.format.version": version}))
