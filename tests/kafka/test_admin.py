@@ -66,7 +66,10 @@ def test_kafka_python_create_describe_delete(kafka_broker: BrokerProcess, amqp: 
             "retention.bytes": ("1048576", "DYNAMIC_TOPIC_CONFIG", False),
             "cleanup.policy": ("compact", "DYNAMIC_TOPIC_CONFIG", False),
             "segment.bytes": ("500000000", "DEFAULT_CONFIG", False),
-            "delete.retention.ms": ("86400000", "DEFAULT_CONFIG", False)}
+            "delete.retention.ms": ("86400000", "DEFAULT_CONFIG", False),
+            "max.message.bytes": ("134217728", "DEFAULT_CONFIG", False),
+            "compression.type": ("producer", "DEFAULT_CONFIG", False),
+            "message.format.version": ("3.0-IV1", "DEFAULT_CONFIG", False)}
         modified = admin.describe_configs(resource)["topic"][name]  # the set ones only
         assert set(modified) == {"retention.ms", "retention.bytes", "cleanup.policy"}
         with pytest.raises(Exception, match="TopicAlreadyExists"):
