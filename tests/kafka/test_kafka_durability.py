@@ -139,7 +139,14 @@ def test_acknowledged_records_survive_kill_9(own_kafka_broker: BrokerProcess) ->
         assert reader.beginning_offsets([tp])[tp] == 0
     finally:
         reader.close()
-    records = kafka_python_records(broker.kafka_bootstrap, topic, 1, latest, timeout=60)
+    found = kafka_python_records(broker.kafka_bootstrap, topic, 1, latest, timeout=60)
+    # kafka-python may still deliver a batch it was never acknowledged for once the broker
+    # is back (its sender outlives close() against a dead broker): such records land after
+    # ``latest`` and are not the broker's to account for; only unacknowledged Kafka sends
+    # may be there
+    late = [r for r in found if r[1] >= latest]
+    assert all(r[3].startswith(b"kafka-") and r[3] not in acked.values() for r in late)
+    records = [r for r in found if r[1] < latest]
     assert [r[1] for r in records] == list(range(latest))  # no holes, ends at latest
     stored = {r[1]: r[3] for r in records}
     lost = {o: v for o, v in acked.items() if stored.get(o) != v}
