@@ -20,6 +20,8 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from kafka.record.memory_records import MemoryRecords
 from kafka.record.util import calc_crc32c
 
+from smartbroker.recordbatch import HEADER as BATCH_HEADER
+
 _FIXED_HEADER = struct.Struct(">hhi")  # api_key, api_version, correlation_id
 _SIZE = struct.Struct(">i")
 
@@ -315,7 +317,7 @@ def write_batch_at(records: list[tuple[int, int, bytes | None, bytes | None,
     base, first_ts = records[0][0], records[0][1]
     max_ts = first_ts
     varint = _varint
-    parts: list[bytes] = [bytes(_BATCH_HEADER.size)]
+    parts: list[bytes] = [bytes(BATCH_HEADER.size)]
     for offset, timestamp, key, value, headers in records:
         if timestamp > max_ts:
             max_ts = timestamp
@@ -339,7 +341,7 @@ def write_batch_at(records: list[tuple[int, int, bytes | None, bytes | None,
         record = b"".join(body)
         parts += (varint(len(record)), record)
     batch = bytearray(b"".join(parts))
-    _BATCH_HEADER.pack_into(batch, 0, base, len(batch) - 12, 0, 2, 0, 0,
+    BATCH_HEADER.pack_into(batch, 0, base, len(batch) - 12, 0, 2, 0, 0,
                             records[-1][0] - base, first_ts, max_ts, -1, -1, -1, len(records))
     struct.pack_into(">I", batch, 17, calc_crc32c(memoryview(batch)[21:]))  # attributes on
     return bytes(batch)
@@ -359,9 +361,6 @@ def control_batch(producer_id: int, producer_epoch: int, commit: bool,
     return bytes(batch)
 
 
-# baseOffset, length, leader epoch, magic, crc, attributes, last offset delta, first and
-# max timestamp, producer id and epoch, base sequence, record count: 61 bytes
-_BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
 _SMALL_VARINTS: list[bytes] = []
 
 

@@ -19,11 +19,10 @@ from collections import OrderedDict
 
 from smartbroker.queues import kafka_compression
 from smartbroker.queues.kafka_mapping import RecordError, route_for, stored_record
+from smartbroker.recordbatch import HEADER, HEADER_SIZE  # noqa: F401 - re-exported
 from smartbroker.store import record as store_record
 from smartbroker.store.api import Record
 
-HEADER = struct.Struct(">qiibIhiqqqhii")  # the 61-byte RecordBatch v2 header
-HEADER_SIZE = HEADER.size
 OWN_ROUTE = route_for("")
 NONE, GZIP = kafka_compression.NONE, kafka_compression.GZIP
 SUPPORTED_COMPRESSION = kafka_compression.CODECS

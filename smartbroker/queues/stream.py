@@ -61,7 +61,7 @@ from smartbroker.queues.stream_records import (
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
 from smartbroker.queues.stream_tail import Chunks, Tail, partition_budget
-from smartbroker.store.api import Frame, Record
+from smartbroker.store.api import Frame
 
 
 class StreamQueue:
@@ -209,11 +209,6 @@ class StreamQueue:
         if self.stream.compact and not self.stream.delete:
             return 0, lg.next_offset
         return lg.first_offset, lg.next_offset
-
-    def records(self, partition: int, offset: int) -> Iterator[Record]:
-        """The records of one partition from ``offset`` on (gaps left by compaction are
-        skipped); the caller stops reading when it has enough."""
-        return self.logs[partition].scan_records(offset)
 
     def kafka_frames(self, partition: int, offset: int) -> Iterator[Frame]:
         """The stored frames of one partition from the one holding ``offset`` on (it may

@@ -220,7 +220,7 @@ def test_amqp_reader_sees_committed_records_only(broker: Broker, h: KafkaHandler
     add_partitions(h, "tx", pid, epoch, [("orders", [0])])
     produce(h, [("orders", 0, data(pid, epoch, 2, txn=True))], transactional_id="tx")
     visible = [(rec.offset, queue.txns[0].is_aborted(rec.offset))
-               for rec in queue.records(0, 0)]
+               for rec in queue.logs[0].scan_records(0)]
     assert visible == [(0, True), (1, True), (3, False)]  # 2 is the marker
     assert queue.txns[0].lso(queue.logs[0].next_offset) == 3  # open: AMQP readers stop
     end(h, "tx", pid, epoch, commit=True)
