@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -21,10 +23,29 @@ from pydantic_settings import (
 )
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$"  # node and cluster names: safe inside etcd keys
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used, already phrased as one line for the operator."""
+
+
+def etcd_endpoint(url: str) -> str:
+    """``http://host:port`` or ``host:port`` (port 2379 when left out) as ``http://host:port``;
+    anything else is a ValueError naming it (aetcd speaks plain gRPC: no https)."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text if "://" in text else f"http://{text}")
+        port = parts.port or 2379
+    except ValueError:
+        raise ValueError(f"etcd endpoint {text!r} is not a URL (http://host:port)") from None
+    if parts.scheme == "https":
+        raise ValueError(f"etcd endpoint {text!r}: only http:// endpoints are supported")
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.username:
+        raise ValueError(f"etcd endpoint {text!r} is not a URL (http://host:port)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"http://{host}:{port}"
 
 
 class _TomlFile(TomlConfigSettingsSource):
@@ -110,6 +131,29 @@ class Config(BaseSettings):
     # hold its partitions too long after it has gone
     kafka_group_min_session_timeout_ms: int = Field(6000, ge=0)
     kafka_group_max_session_timeout_ms: int = Field(1800000, ge=0)
+    # cluster mode (issue 15, docs/cluster.md): with etcd endpoints this node joins the
+    # cluster cluster_name; without them it is the single node it always was.
+    # etcd: "http://host:port" or "host:port", several comma-separated (flag or env)
+    etcd: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    node_name: str | None = Field(None, pattern=_NAME)  # unset: smartbroker@<hostname>
+    cluster_name: str = Field("smartbroker", pattern=_NAME)
+    cluster_port: int = Field(25672, ge=0, le=65535)  # the cluster link (RabbitMQ's 25672)
+    advertise_host: str | None = None  # what other nodes dial; unset: host, or the hostname
+    cluster_secret: str | None = None  # unset: one created in etcd by the first node
+    # seconds a node's membership lease lives without a keepalive: how long a kill -9
+    # takes to be seen by the others (etcd raises anything under 2 to 2)
+    cluster_lease_ttl: int = Field(5, ge=2, le=300)
+
+    @field_validator("etcd", mode="before")
+    @classmethod
+    def _etcd_list(cls, value: Any) -> Any:
+        """"a,b" from a flag or the environment, a list from TOML; each endpoint checked."""
+        if value is None:
+            return []
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return items  # pydantic says what is wrong with it
+        return [etcd_endpoint(str(item)) for item in items if str(item).strip()]
 
     @model_validator(mode="after")
     def _session_bounds(self) -> Config:
@@ -145,7 +189,8 @@ class Config(BaseSettings):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(map(str, first["loc"])) or "?"
-            raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+            msg = first["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"invalid setting {where}: {msg}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
         except SettingsError as exc:  # e.g. SMARTBROKER_LOOPBACK_USERS that is not JSON

@@ -77,6 +77,17 @@ def serve(
         "--kafka-sasl-required/--kafka-sasl-optional",
         help="Kafka clients must authenticate with SASL (else: the default user under its "
              "loopback rule) [default: optional]")] = None,
+    etcd: Annotated[str | None, typer.Option(
+        help="etcd endpoints URL[,URL...]: join a cluster (docs/cluster.md) [default: none, "
+             "a single node]")] = None,
+    node_name: Annotated[str | None, typer.Option(
+        help="This node's name in the cluster [default: smartbroker@<hostname>]")] = None,
+    cluster_name: Annotated[str | None, typer.Option(
+        help="The cluster's name: its etcd key prefix [default: smartbroker]")] = None,
+    cluster_port: Annotated[int | None, typer.Option(
+        help="Port of the link between nodes [default: 25672]")] = None,
+    advertise_host: Annotated[str | None, typer.Option(
+        help="Address other nodes reach this one at [default: --host, or the hostname]")] = None,
 ) -> None:
     """Run the broker (AMQP on --port, management API on --management-port, Kafka on
     --kafka-port)."""
@@ -86,7 +97,9 @@ def serve(
                           data_dir=data_dir, log_level=log_level, tls_port=tls_port,
                           tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
                           kafka_port=kafka_port, kafka_advertised_host=kafka_advertised_host,
-                          kafka_tls_port=kafka_tls_port, kafka_sasl_required=kafka_sasl_required)
+                          kafka_tls_port=kafka_tls_port, kafka_sasl_required=kafka_sasl_required,
+                          etcd=etcd, node_name=node_name, cluster_name=cluster_name,
+                          cluster_port=cluster_port, advertise_host=advertise_host)
     except ConfigError as exc:  # already one line: a bad value, file or variable
         fail(str(exc))
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
