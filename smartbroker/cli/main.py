@@ -88,6 +88,9 @@ def serve(
         help="Port of the link between nodes [default: 25672]")] = None,
     advertise_host: Annotated[str | None, typer.Option(
         help="Address other nodes reach this one at [default: --host, or the hostname]")] = None,
+    cluster_secret: Annotated[str | None, typer.Option(
+        help="Shared secret of the cluster link (better: SMARTBROKER_CLUSTER_SECRET) "
+             "[default: one kept in etcd]")] = None,
 ) -> None:
     """Run the broker (AMQP on --port, management API on --management-port, Kafka on
     --kafka-port)."""
@@ -99,7 +102,8 @@ def serve(
                           kafka_port=kafka_port, kafka_advertised_host=kafka_advertised_host,
                           kafka_tls_port=kafka_tls_port, kafka_sasl_required=kafka_sasl_required,
                           etcd=etcd, node_name=node_name, cluster_name=cluster_name,
-                          cluster_port=cluster_port, advertise_host=advertise_host)
+                          cluster_port=cluster_port, advertise_host=advertise_host,
+                          cluster_secret=cluster_secret)
     except ConfigError as exc:  # already one line: a bad value, file or variable
         fail(str(exc))
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
