@@ -18,6 +18,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
 from typing import Any, ClassVar
 
 from smartbroker.message import Message
@@ -54,6 +55,7 @@ from smartbroker.queues.stream_args import (
     policy_settings,
 )
 from smartbroker.queues.stream_delivery import Reader, StreamEntry, fill
+from smartbroker.queues.stream_partitions import StreamPartitions
 from smartbroker.queues.stream_records import (
     PARTITION_OF,
     encode_record,
@@ -200,6 +202,12 @@ class StreamQueue:
         return self._published[index]
 
     # -- the Kafka side's read interface ---------------------------------------------------
+    @cached_property
+    def partitions(self) -> StreamPartitions:
+        """The partitions as front ends read them (``stream_partitions.py``), not the
+        store logs, which append, delete segments and move the start."""
+        return StreamPartitions(self)
+
     def bounds(self, partition: int) -> tuple[int, int]:
         """(first offset still kept, next offset to be written) of one partition: Kafka's
         log start offset and high watermark. Compaction never moves Kafka's log start (its
