@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from smartbroker.queues.arguments import LEADER_LOCATORS
 from smartbroker.queues.settings import POLICY_KEYS, POLICY_REFUSED
 from smartbroker.queues.stream_args import STREAM_POLICY_KEYS, policy_key_error
 
 EXCHANGE_KEYS = {"alternate-exchange"}
+LOCATOR_KEYS = {"queue-leader-locator"}  # where a new queue's leader goes (cluster/placement.py)
 INTEGER_KEYS = ("message-ttl", "expires", "max-length", "max-length-bytes", "delivery-limit")
 APPLY_TO = ("queues", "exchanges", "all", "classic_queues", "quorum_queues", "streams")
 
@@ -62,9 +64,12 @@ def validate_definition(definition: Mapping[str, Any]) -> None:
         if key in POLICY_REFUSED:
             raise PolicyError(f"'{key}' cannot be set by a policy (RabbitMQ refuses it too); "
                               f"use the queue argument '{POLICY_REFUSED[key]}'")
-        if key not in POLICY_KEYS and key not in EXCHANGE_KEYS and key not in STREAM_POLICY_KEYS:
+        if key in LOCATOR_KEYS and value not in LEADER_LOCATORS:
+            raise PolicyError(f"{value!r} is not a valid queue leader locator value")
+        if key not in POLICY_KEYS and key not in EXCHANGE_KEYS and key not in STREAM_POLICY_KEYS \
+                and key not in LOCATOR_KEYS:
             raise PolicyError(f"'{key}' is not a recognised policy key; supported: "
-                              f"{', '.join(sorted({*POLICY_KEYS, *EXCHANGE_KEYS, *STREAM_POLICY_KEYS}))}")
+                              f"{', '.join(sorted({*POLICY_KEYS, *EXCHANGE_KEYS, *STREAM_POLICY_KEYS, *LOCATOR_KEYS}))}")
         if (why := policy_key_error(key, value)) is not None:
             raise PolicyError(why)
         minimum = 1 if key == "expires" else 0

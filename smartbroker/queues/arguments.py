@@ -17,6 +17,10 @@ MAX_EXPIRY = 315_360_000_000
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_TYPES = ("classic", "quorum")
 QUEUE_MODES = ("default", "lazy")
+# rabbit_queue_location:queue_leader_locators(): where a queue's leader goes in a cluster
+# (cluster/placement.py); the last three are deprecated and mean "balanced". Checked on a
+# single node too, as RabbitMQ checks them on one.
+LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders", "min-masters")
 
 
 def _is_int(value: Any) -> bool:
@@ -81,6 +85,8 @@ def validate_queue_arguments(queue: str, vhost: str, arguments: Mapping[str, Any
         raise bad("x-queue-mode", f"\"unsupported queue mode '{mode}'\"")
     if (kind := string("x-queue-type")) is not None and kind not in QUEUE_TYPES:
         raise bad("x-queue-type", f"\"unsupported queue type '{kind}'\"")
+    if "x-queue-leader-locator" in arguments:
+        check_leader_locator(queue, vhost, arguments["x-queue-leader-locator"])
     if "x-single-active-consumer" in arguments and not isinstance(arguments["x-single-active-consumer"], bool):
         raise bad("x-single-active-consumer",
                   f"{{unacceptable_type,{amqp_type(arguments['x-single-active-consumer'])}}}")
@@ -90,6 +96,15 @@ def validate_queue_arguments(queue: str, vhost: str, arguments: Mapping[str, Any
                                   f"in queue '{queue}' in vhost '{vhost}'")
     if string("x-dead-letter-routing-key") is not None and dlx is None:
         raise bad("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
+
+
+def check_leader_locator(queue: str, vhost: str, value: Any) -> None:
+    """``x-queue-leader-locator``: RabbitMQ's check_queue_leader_locator_arg and 406 texts."""
+    where = f"invalid arg 'x-queue-leader-locator' for queue '{queue}' in vhost '{vhost}'"
+    if not isinstance(value, str | bytes):
+        raise precondition_failed(f"{where}: {{unacceptable_type,{amqp_type(value)}}}")
+    if _text(value) not in LEADER_LOCATORS:
+        raise precondition_failed(f"{where}: invalid_queue_locator_arg")
 
 
 def validate_consumer_arguments(queue: str, vhost: str, arguments: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.errors import precondition_failed
-from smartbroker.queues.arguments import check_replicated_properties
+from smartbroker.queues.arguments import check_leader_locator, check_replicated_properties
 
 STREAM_ARGUMENTS = frozenset({
     "x-queue-type", "x-partitions", "x-max-age", "x-max-length-bytes",
@@ -103,6 +103,8 @@ class StreamSettings:
             raise bad("x-max-message-bytes", f"expected an integer from 0 to 2147483647, got {size!r}")
         if ints.get("x-stream-max-segment-size-bytes", 0) > MAX_SEGMENT_BYTES:
             raise precondition_failed("Exceeded max value for x-stream-max-segment-size-bytes")
+        if "x-queue-leader-locator" in arguments:
+            check_leader_locator(queue, vhost, arguments["x-queue-leader-locator"])
         policy = _text(arguments.get("x-cleanup-policy", "delete"))
         if policy not in CLEANUP_POLICIES:
             raise bad("x-cleanup-policy", f"expected delete, compact or compact,delete, got {policy!r}")

@@ -1,0 +1,193 @@
+"""Which node leads each queue: the choice (RabbitMQ's locators) and its record in etcd.
+
+Every queue has one leader node, kept under ``placement/<vhost>/<queue>`` (names
+percent-encoded, so '/' and any byte are safe in a key). The value is JSON:
+``{"leader": node, "partitions": [node, ...]}``; ``partitions`` only for a stream with
+more than one partition, whose partition leaders are spread round robin over the nodes.
+
+How a leader is chosen is RabbitMQ's (rabbit_queue_location): the policy key
+``queue-leader-locator`` wins over the ``x-queue-leader-locator`` argument;
+``client-local`` (the default) puts the leader on the declaring node, ``balanced`` on the
+up node leading the fewest queues; RabbitMQ's deprecated ``random``, ``least-leaders``
+and ``min-masters`` mean ``balanced``. Exclusive and non-durable queues always live on
+their declaring node (they die with it, as in RabbitMQ).
+
+The choice is pure (``choose``, ``spread``); ``PlacementTable`` is the node's watched
+copy of the records plus the create-if-absent write that makes the first declarer win
+when two nodes declare the same queue at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, unquote
+
+CLIENT_LOCAL = "client-local"
+BALANCED = "balanced"
+# rabbit_queue_location:queue_leader_locators(): the two current values, then the
+# deprecated ones RabbitMQ still accepts and maps to balanced
+LOCATORS = {CLIENT_LOCAL: CLIENT_LOCAL, BALANCED: BALANCED,
+            "random": BALANCED, "least-leaders": BALANCED, "min-masters": BALANCED}
+ARGUMENT = "x-queue-leader-locator"
+POLICY_KEY = "queue-leader-locator"
+PREFIX = "placement/"
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def locator(arguments: Mapping[str, Any], policy: Mapping[str, Any] | None = None) -> str:
+    """The effective locator: the policy's value first, then the argument, then
+    client-local (rabbit_queue_location:leader_locator); values already validated."""
+    for value in ((policy or {}).get(POLICY_KEY), arguments.get(ARGUMENT)):
+        found = LOCATORS.get(_text(value)) if isinstance(_text(value), str) else None
+        if found is not None:
+            return found
+    return CLIENT_LOCAL
+
+
+def choose(where: str, local: str, up: Sequence[str], leaders: Mapping[str, int], *,
+           durable: bool = True, exclusive: bool = False) -> str:
+    """The leader node of a new queue. ``up``: the running nodes; ``leaders``: how many
+    queues each node leads now. Ties go to the declaring node, then by name, so two
+    nodes computing the same choice agree."""
+    if where == CLIENT_LOCAL or exclusive or not durable or not up:
+        return local
+    return min(up, key=lambda node: (leaders.get(node, 0), node != local, node))
+
+
+def spread(partitions: int, first: str, up: Sequence[str]) -> list[str]:
+    """Leaders of a stream's partitions: round robin over the up nodes (in name order),
+    starting at ``first`` (the node the locator chose), as the issue asks."""
+    nodes = sorted(set(up) | {first})
+    start = nodes.index(first)
+    return [nodes[(start + i) % len(nodes)] for i in range(partitions)]
+
+
+def key(vhost: str, queue: str) -> str:
+    """The etcd key (below the cluster prefix) of a queue's placement."""
+    return f"{PREFIX}{quote(vhost, safe='')}/{quote(queue, safe='')}"
+
+
+def parse_key(text: str) -> tuple[str, str] | None:
+    """(vhost, queue) from a placement key, None if it is not one."""
+    if not text.startswith(PREFIX):
+        return None
+    parts = text[len(PREFIX):].split("/")
+    if len(parts) != 2:
+        return None
+    return unquote(parts[0]), unquote(parts[1])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one queue lives: its leader and, for a partitioned stream, each partition's."""
+
+    leader: str
+    partitions: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        data: dict[str, Any] = {"leader": self.leader}
+        if self.partitions:
+            data["partitions"] = list(self.partitions)
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Placement | None:
+        """None for a value that is not a placement (never a traceback on bad data)."""
+        try:
+            data = json.loads(raw)
+            leader = data["leader"]
+            partitions = tuple(data.get("partitions", ()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not isinstance(leader, str) or not all(isinstance(p, str) for p in partitions):
+            return None
+        return cls(leader, partitions)
+
+
+class KeyValue(Protocol):
+    """What the table needs from the cluster's etcd client (``cluster/etcd_client.py``),
+    keys relative to the cluster prefix."""
+
+    async def create(self, key: str, value: bytes) -> bool:
+        """Put ``key`` only if it does not exist; True if this call created it."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class PlacementTable:
+    """This node's copy of every placement, fed by the etcd watch (``apply``) and read on
+    every declare and lookup without a round trip to etcd."""
+
+    def __init__(self, node: str, kv: KeyValue | None = None) -> None:
+        self.node = node
+        self.kv = kv
+        self.queues: dict[tuple[str, str], Placement] = {}
+
+    def leader(self, vhost: str, queue: str) -> str | None:
+        found = self.queues.get((vhost, queue))
+        return None if found is None else found.leader
+
+    def get(self, vhost: str, queue: str) -> Placement | None:
+        return self.queues.get((vhost, queue))
+
+    def counts(self) -> Counter[str]:
+        """Queues led per node (partition leaders counted once per partition)."""
+        counts: Counter[str] = Counter()
+        for placement in self.queues.values():
+            counts.update(placement.partitions or (placement.leader,))
+        return counts
+
+    def apply(self, text_key: str, value: bytes | None) -> tuple[str, str] | None:
+        """A watched put (``value``) or delete (None); returns the queue it was about."""
+        names = parse_key(text_key)
+        if names is None:
+            return None
+        placement = None if value is None else Placement.decode(value)
+        if placement is None:
+            self.queues.pop(names, None)
+        else:
+            self.queues[names] = placement
+        return names
+
+    def load(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """The initial read of every placement key."""
+        for text_key, value in items:
+            self.apply(text_key, value)
+
+    def propose(self, vhost: str, queue: str, arguments: Mapping[str, Any],
+                policy: Mapping[str, Any] | None, up: Sequence[str], *, durable: bool,
+                exclusive: bool, partitions: int = 1) -> Placement:
+        """The placement this node would give a new queue (nothing written)."""
+        where = locator(arguments, policy)
+        leader = choose(where, self.node, up, self.counts(), durable=durable,
+                        exclusive=exclusive)
+        parts = tuple(spread(partitions, leader, up)) if partitions > 1 else ()
+        return Placement(leader, parts)
+
+    async def record(self, vhost: str, queue: str, placement: Placement) -> Placement:
+        """Write ``placement`` unless another node placed the queue first; returns the
+        placement that holds (ours, or the winner's) and keeps it in the local copy."""
+        names = (vhost, queue)
+        if self.kv is not None:
+            path = key(vhost, queue)
+            if not await self.kv.create(path, placement.encode()):
+                raw = await self.kv.get(path)
+                winner = None if raw is None else Placement.decode(raw)
+                placement = winner or placement
+        self.queues[names] = placement
+        return placement
+
+    async def forget(self, vhost: str, queue: str) -> None:
+        """The queue was deleted."""
+        self.queues.pop((vhost, queue), None)
+        if self.kv is not None:
+            await self.kv.delete(key(vhost, queue))
