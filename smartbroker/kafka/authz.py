@@ -89,6 +89,33 @@ def topic_operations(broker: Any, vhost: str, topic: str) -> set[int]:
     return ops | {DESCRIBE} if ops else ops
 
 
+# Kafka's AclOperation codes for the cluster resource (AclEntry.supportedOperations:
+# CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE)
+CREATE, ALTER, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE = 5, 7, 9, 10, 11, 12
+_GRANTS_NOTHING = ("", "^$")  # RabbitMQ's "deny all" patterns
+
+
+def cluster_operations(broker: Any, vhost: str, user: str | None = None) -> set[int]:
+    """The cluster's authorized operations (DescribeCluster, Metadata v8-10), as Kafka
+    computes them per principal (KIP-430): everything for a user allowed everything.
+    DESCRIBE and DESCRIBE_CONFIGS with access to the Kafka vhost, CREATE (topics) with a
+    configure permission there, IDEMPOTENT_WRITE with a write permission, and the
+    cluster-wide changes (ALTER, ALTER_CONFIGS, CLUSTER_ACTION) for an ``administrator``
+    (RabbitMQ's tag for broker-wide changes); nothing without vhost access."""
+    name = current_user(broker, user)
+    if not vhost_allowed(broker, vhost, name):
+        return set()
+    ops = {DESCRIBE, DESCRIBE_CONFIGS}
+    perm = broker.permissions.get(vhost, name)
+    if perm is not None and perm.configure not in _GRANTS_NOTHING:
+        ops.add(CREATE)
+    if perm is not None and perm.write not in _GRANTS_NOTHING:
+        ops.add(IDEMPOTENT_WRITE)
+    if "administrator" in broker.users.users[name].tags:
+        ops |= {ALTER, ALTER_CONFIGS, CLUSTER_ACTION}
+    return ops
+
+
 def topic_describable(broker: Any, vhost: str, topic: str) -> bool:
     """Kafka's DESCRIBE on a topic (OffsetFetch needs it): any of configure, write or read
     on it, as Kafka implies DESCRIBE from READ, WRITE, DELETE and ALTER."""

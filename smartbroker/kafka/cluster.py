@@ -4,8 +4,9 @@ Any client that got this far may ask (before authentication only ApiVersions and
 served), as Kafka lets any principal with DESCRIBE on the cluster, which the default
 authorizer-less broker grants everyone. A request for controller endpoints (v1+,
 endpoint type 2) is UNSUPPORTED_ENDPOINT_TYPE, as a Kafka broker answers it; with
-``include_cluster_authorized_operations`` the answer lists what everyone may do to the
-cluster here: DESCRIBE and DESCRIBE_CONFIGS.
+``include_cluster_authorized_operations`` the answer lists what the asking user may do to
+the cluster (``authz.cluster_operations``: Kafka's full cluster set for a user allowed
+everything, as a broker without an authorizer answers every principal).
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ DESCRIBE_CLUSTER, CLUSTER_VERSIONS = 60, (0, 2)
 BROKERS = 1  # EndpointType: brokers (controllers: 2)
 UNSUPPORTED_ENDPOINT_TYPE = 119  # Kafka's Errors.UNSUPPORTED_ENDPOINT_TYPE
 OMITTED = None  # authorized_operations not asked for (the codec writes -2^31)
-DESCRIBE, DESCRIBE_CONFIGS = 8, 10  # Kafka's AclOperation codes
 
 
 class ClusterInfo:
     """The DescribeCluster handler; ``endpoint`` gives (node id, host, port) for a session,
     the host being the one the client reached unless one is advertised."""
 
-    def __init__(self, cluster_id: str, endpoint: Callable[[Any], tuple[int, str, int]]) -> None:
+    def __init__(self, cluster_id: str, endpoint: Callable[[Any], tuple[int, str, int]],
+                 operations: Callable[[], set[int]]) -> None:
         self.cluster_id = cluster_id
         self.endpoint = endpoint
+        self.operations = operations  # the requesting user's (authz.cluster_operations)
 
     def describe_cluster(self, request: Request, session: Any) -> Any:
         body = request.body
@@ -45,8 +47,8 @@ class ClusterInfo:
                        endpoint_type=endpoint_type, cluster_id=self.cluster_id,
                        controller_id=-1, brokers=[], authorized_operations=OMITTED)
         # the codec takes the bitfield as the set of its bits
-        operations = ({DESCRIBE, DESCRIBE_CONFIGS}
-                      if body.include_cluster_authorized_operations else OMITTED)
+        operations = (self.operations() if body.include_cluster_authorized_operations
+                      else OMITTED)
         broker = cls.DescribeClusterBroker(broker_id=node_id, host=host, port=port, rack=None,
                                            is_fenced=False)
         return cls(version=version, throttle_time_ms=0, error_code=ErrorCode.NONE,

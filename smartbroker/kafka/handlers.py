@@ -33,7 +33,12 @@ from smartbroker.kafka import (
     sasl,
     txn_api,
 )
-from smartbroker.kafka.authz import acting_as, topic_allowed, topic_operations
+from smartbroker.kafka.authz import (
+    acting_as,
+    cluster_operations,
+    topic_allowed,
+    topic_operations,
+)
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.fetch import Fetcher
@@ -134,7 +139,8 @@ class KafkaHandlers:
         self.records_admin = records_admin.RecordsAdmin(self.admin)
         self.alterer = alter_configs.ConfigAlterer(self.admin)
         self.cluster = cluster.ClusterInfo(
-            node.cluster_id, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port))
+            node.cluster_id, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port),
+            lambda: cluster_operations(broker, self.node.vhost))
         self.groups = groups.GroupCoordinator(
             self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, s.port or self.node.port),
             lambda: [t.name for t in self.topics()])
@@ -240,7 +246,7 @@ class KafkaHandlers:
                     t.authorized_operations = topic_operations(self.broker, self.node.vhost,
                                                                t.name)
         # v8-10 (librdkafka's describe_cluster): what DescribeCluster answers
-        cluster_ops = ({cluster.DESCRIBE, cluster.DESCRIBE_CONFIGS} if 8 <= version <= 10
+        cluster_ops = (self.cluster.operations() if 8 <= version <= 10
                        and body.include_cluster_authorized_operations else None)
         return cls(version=request.api_version, throttle_time_ms=0,
                    brokers=[cls.MetadataResponseBroker(
