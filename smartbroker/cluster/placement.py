@@ -112,15 +112,13 @@ class Placement:
 
 
 class KeyValue(Protocol):
-    """What the table needs from the cluster's etcd client (``cluster/etcd_client.py``),
-    keys relative to the cluster prefix."""
+    """What the table needs from the cluster's etcd client (``cluster/etcd_client.py``'s
+    ``EtcdClient``), keys relative to the cluster prefix."""
 
-    async def create(self, key: str, value: bytes) -> bool:
-        """Put ``key`` only if it does not exist; True if this call created it."""
+    async def create_if_absent(self, key: str, value: bytes) -> tuple[bool, Any]:
+        """Put ``key`` unless it exists: (created, the KV it holds, ``.value``)."""
 
-    async def get(self, key: str) -> bytes | None: ...
-
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> Any: ...
 
 
 class PlacementTable:
@@ -178,11 +176,9 @@ class PlacementTable:
         placement that holds (ours, or the winner's) and keeps it in the local copy."""
         names = (vhost, queue)
         if self.kv is not None:
-            path = key(vhost, queue)
-            if not await self.kv.create(path, placement.encode()):
-                raw = await self.kv.get(path)
-                winner = None if raw is None else Placement.decode(raw)
-                placement = winner or placement
+            created, held = await self.kv.create_if_absent(key(vhost, queue), placement.encode())
+            if not created:
+                placement = Placement.decode(held.value) or placement
         self.queues[names] = placement
         return placement
 

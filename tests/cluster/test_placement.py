@@ -4,6 +4,7 @@ placement record in etcd, and ``x-queue-leader-locator`` checked on a single nod
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pika
 import pika.exceptions
@@ -90,14 +91,10 @@ class FakeKV:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    async def create(self, k: str, value: bytes) -> bool:
-        if k in self.data:
-            return False
-        self.data[k] = value
-        return True
-
-    async def get(self, k: str) -> bytes | None:
-        return self.data.get(k)
+    async def create_if_absent(self, k: str, value: bytes) -> tuple[bool, SimpleNamespace]:
+        created = k not in self.data
+        self.data.setdefault(k, value)
+        return created, SimpleNamespace(value=self.data[k])
 
     async def delete(self, k: str) -> None:
         self.data.pop(k, None)
