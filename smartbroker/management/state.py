@@ -29,6 +29,7 @@ class ManagementState:
     _hooked: set[int] = field(default_factory=set)
     amqp_port: int | None = None
     http_port: int | None = None
+    cluster: Any = None  # cluster mode: the ClusterNode (membership: /api/nodes)
     rates: MessageRates = field(init=False)  # sampled on a timer the server starts
 
     def __post_init__(self) -> None:

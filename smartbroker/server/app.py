@@ -9,6 +9,7 @@ import os
 import signal
 import ssl
 from pathlib import Path
+from typing import Any
 
 from smartbroker.broker.core import Broker
 from smartbroker.broker.persistence import Persistence
@@ -100,9 +101,23 @@ async def start_kafka(broker: Broker, config: Config,
     return kafka
 
 
+async def join_cluster(config: Config) -> Any:
+    """Cluster mode (``--etcd``): etcd answers and the node name is free, before recovery
+    touches anything; else one StartupError line. Imported only here, only then."""
+    from smartbroker.cluster.node import ClusterError, ClusterNode
+
+    node = ClusterNode(config)
+    try:
+        await node.connect()
+    except ClusterError as exc:
+        raise StartupError(str(exc)) from None
+    return node
+
+
 async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     check_data_dir(config.data_dir)
     tls = tls_context(config)
+    cluster = await join_cluster(config) if config.etcd else None
     try:
         persistence = Persistence(config.data_dir, config.fsync)
         broker = Broker(config, persistence)  # restores from it before returning
@@ -149,11 +164,18 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    if started is not None:
-        started.set()
     try:
+        if cluster is not None:  # registered once it serves, with the ports it serves on
+            management.state.node = cluster.name
+            management.state.cluster = cluster
+            await start_cluster(cluster, server.sockets[0].getsockname()[1], management.port,
+                                config.kafka_port)
+        if started is not None:
+            started.set()
         await stop.wait()
     finally:
+        if cluster is not None:  # first: the other nodes see this one leave at once
+            await cluster.stop()
         log.info("shutting down: closing %d connection(s)", len(broker.connections))
         for srv in servers:
             srv.close()
@@ -176,6 +198,15 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
             await kafka.wait_closed()
         await persistence.aclose(broker)
         log.info("stopped")
+
+
+async def start_cluster(cluster: Any, amqp: int, http: int, kafka: int) -> None:
+    from smartbroker.cluster.node import ClusterError
+
+    try:
+        await cluster.start(amqp=amqp, http=http, kafka=kafka)
+    except ClusterError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def run(config: Config) -> None:
