@@ -2,7 +2,7 @@
 queues, with long-poll that never blocks the loop.
 
 A Fetch reads each requested partition's stored frames from the one holding its fetch
-offset (``StreamQueue.kafka_frames``), up to its partition max bytes and the request's max
+offset (``PartitionLog.frames``, ``queues/stream_partitions.py``), up to its partition max bytes and the request's max
 bytes (the first batch of the first partition with data is sent even when larger, as Kafka
 does since KIP-74). A batch produced over Kafka is sent as the bytes it was stored as, whole
 (from its first record, as Kafka does: clients skip what precedes their offset); records
@@ -35,6 +35,7 @@ from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.records import stored_to_record
+from smartbroker.queues.stream_partitions import PartitionLog
 
 _FULL_EPOCHS = (0, -1)  # FetchMetadata.INITIAL_EPOCH and FINAL_EPOCH: not incremental
 FETCH_MAX_BYTES = 55 * 1024 * 1024  # Kafka's broker fetch.max.bytes: a client asks for less
@@ -100,7 +101,7 @@ class Fetcher:
                 queue = None  # a classic queue is not a topic
             denied = queue is not None and not topic_allowed(self.broker, self.vhost, "read", name)
             for part in topic.partitions:
-                found = queue if queue is not None and 0 <= part.partition < len(queue.logs) else None
+                found = queue if queue is not None and queue.partitions.has(part.partition) else None
                 out.append(_Wanted(name, part.partition, part.fetch_offset,
                                    part.partition_max_bytes, None if denied else found,
                                    topic_id, denied))
@@ -138,7 +139,8 @@ class Fetcher:
                                          else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 failed = True
                 continue
-            first, high = queue.bounds(w.partition)
+            log = queue.partitions[w.partition]
+            first, high = log.bounds()
             if not first <= w.offset <= high:
                 parts.append(self._error(pdata, w, ErrorCode.OFFSET_OUT_OF_RANGE))
                 failed = True
@@ -150,10 +152,10 @@ class Fetcher:
             if w.offset < end:
                 # what a consumer is served is handed to the OS first: it survives a crash
                 # (kill -9) as Kafka's page cache does, so no offset it saw is reused
-                queue.logs[w.partition].write_out()
+                log.write_out()
                 limit = min(w.max_bytes, max_bytes - total)
                 skip = txns[w.partition].is_aborted if txns is not None and w.committed else None
-                records = self._batch(queue, w, limit, min_one=total == 0, end=end, skip=skip)
+                records = self._batch(log, w, limit, min_one=total == 0, end=end, skip=skip)
                 total += len(records)
             aborted = [] if txns is None or not w.committed or not records else [
                 pdata.AbortedTransaction(producer_id=pid, first_offset=offset)
@@ -166,7 +168,7 @@ class Fetcher:
                        session_id=0, responses=topics)
         return response, total, failed
 
-    def _batch(self, queue: Any, w: _Wanted, limit: int, min_one: bool, end: int,
+    def _batch(self, log: PartitionLog, w: _Wanted, limit: int, min_one: bool, end: int,
                skip: Callable[[int], bool] | None = None) -> bytes:
         """The partition's batches from the fetch offset, at most ``limit`` bytes unless
         ``min_one`` lets the first go over: stored Kafka batches as they are, AMQP
@@ -177,7 +179,7 @@ class Fetcher:
         run_size = codec.BATCH_OVERHEAD  # an upper bound of ``run`` encoded
         record_size = codec.record_size
         full = False
-        for frame in queue.kafka_frames(w.partition, w.offset):
+        for frame in log.frames(w.offset):
             if frame.base >= end:  # the last stable offset (read_committed)
                 break
             batch = frame.batch

@@ -187,7 +187,7 @@ class GroupAdmin:
             return [ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC] * len(indexes)
         codes = []
         for index in indexes:
-            if not 0 <= index < len(queue.logs):
+            if not queue.partitions.has(index):
                 codes.append(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
                 continue
             queue.groups.forget_offsets(group_id, [index])

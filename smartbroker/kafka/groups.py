@@ -253,7 +253,7 @@ class GroupCoordinator:
             queue = self._stream(topic.name)
             parts = []
             for index in topic.partition_indexes:
-                if queue is None or not 0 <= index < len(queue.logs):
+                if queue is None or not queue.partitions.has(index):
                     # Kafka answers an unknown partition with no offset and no error
                     parts.append(part(index, None))
                 elif stable and self.pending_txn_offset(group, topic.name, index):

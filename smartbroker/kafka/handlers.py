@@ -204,7 +204,7 @@ class KafkaHandlers:
         """A stream queue as a topic; None for a classic queue (not a topic) or nothing."""
         if queue is None or not queue.capabilities.offset_log:
             return None  # a queue leaves vhost.queues before it is deleted
-        return Topic(name, len(queue.logs), queue.meta.topic_id)
+        return Topic(name, len(queue.partitions), queue.meta.topic_id)
 
     def topic_id(self, name: str) -> uuid.UUID:
         """What Metadata calls the topic, and Fetch v13+ names it by: the id stored with

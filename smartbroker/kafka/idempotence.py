@@ -44,9 +44,9 @@ def producers_of(queue: Any) -> ps.StreamProducers:
     never had a producer id loads without scanning anything)."""
     state = queue.txns
     if state is None:
-        state = queue.txns = ps.StreamProducers(len(queue.logs))
+        state = queue.txns = ps.StreamProducers(len(queue.partitions))
         try:
-            ps.save(queue.directory, state, [lg.next_offset for lg in queue.logs])
+            ps.save(queue.directory, state, queue.partitions.next_offsets())
         except OSError as exc:  # kept in memory; the next maintenance pass saves it
             log.warning("producer state of stream %r not saved: %s", queue.name, exc)
     return state
@@ -69,7 +69,7 @@ def admit(queue: Any, topic: str, partition: int, batches: list[Any],
             dup = part.duplicate(h)
             if dup is not None:
                 return dup.first_offset
-    base = queue.bounds(partition)[1]
+    base = queue.partitions[partition].next_offset
     if len(headers) == 1:  # what clients send: checked before anything changes
         try:
             _check(part, headers[0], topic, partition, txn_lookup)

@@ -19,13 +19,14 @@ from smartbroker.kafka.authz import topic_describable
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.produce import PartitionError, Topics
+from smartbroker.queues.stream_partitions import PartitionLog
 
 LIST_OFFSETS = 2
 VERSIONS = (1, 7)
 EARLIEST, LATEST, MAX_TIMESTAMP = -2, -1, -3
 
 
-def max_timestamp(lg: Any) -> tuple[int, int]:
+def max_timestamp(lg: PartitionLog) -> tuple[int, int]:
     """(offset, timestamp) of the first record with the partition's largest timestamp;
     (-1, -1) when the partition is empty."""
     best = None
@@ -43,7 +44,7 @@ def max_timestamp(lg: Any) -> tuple[int, int]:
     return -1, -1  # retention took the segment meanwhile
 
 
-def offset_for_time(lg: Any, timestamp_ms: int) -> tuple[int, int]:
+def offset_for_time(lg: PartitionLog, timestamp_ms: int) -> tuple[int, int]:
     """(offset, timestamp) of the first record at or after ``timestamp_ms``; (-1, -1)
     when every record is older."""
     offset = lg.offset_for_timestamp(timestamp_ms)
@@ -54,7 +55,7 @@ def offset_for_time(lg: Any, timestamp_ms: int) -> tuple[int, int]:
     return -1, -1
 
 
-def lookup(lg: Any, timestamp_ms: int) -> tuple[int, int]:
+def lookup(lg: PartitionLog, timestamp_ms: int) -> tuple[int, int]:
     """(offset, timestamp) ListOffsets answers for one partition and requested time."""
     if timestamp_ms == EARLIEST:
         return lg.first_offset, -1
@@ -89,19 +90,18 @@ class OffsetLister:
             parts = []
             for p in topic.partitions:
                 index = p.partition_index
-                if queue is None or not 0 <= index < len(queue.logs) or (
-                        p.timestamp == MAX_TIMESTAMP and version < 7):
+                part = None if queue is None else queue.partitions.get(index)
+                if part is None or (p.timestamp == MAX_TIMESTAMP and version < 7):
                     code = (ErrorCode.TOPIC_AUTHORIZATION_FAILED if denied
-                            else ErrorCode.UNSUPPORTED_VERSION if queue is not None
-                            and 0 <= index < len(queue.logs)
+                            else ErrorCode.UNSUPPORTED_VERSION if part is not None
                             else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
                     parts.append(part_cls(partition_index=index, error_code=code,
                                           timestamp=-1, offset=-1, leader_epoch=-1,
                                           old_style_offsets=[]))
                     continue
-                offset, ts = lookup(queue.logs[index], p.timestamp)
+                offset, ts = lookup(part, p.timestamp)
                 if p.timestamp == EARLIEST:
-                    offset = queue.bounds(index)[0]  # a compacted topic's log start stays
+                    offset = part.log_start  # a compacted topic's log start stays
                 if p.timestamp == LATEST and committed and queue.txns is not None:
                     offset = queue.txns[index].lso(offset)  # read_committed: the LSO
                 parts.append(part_cls(partition_index=index, error_code=ErrorCode.NONE,

@@ -3,7 +3,7 @@
 As in Kafka, a count not above the current one is INVALID_PARTITIONS (37), manual
 assignments must name one replica list per new partition (this node, broker 0, alone), and
 from then on keyed records hash over the new count (Kafka's producers re-partition by the
-count Metadata gives them; AMQP publishes by ``len(stream.logs)``). The count is stored
+count Metadata gives them; AMQP publishes by the stream's partition count). The count is stored
 with the stream (``StreamMeta``) and survives a restart; the queue's declared
 ``x-partitions`` does not change, so an AMQP redeclare with the value it was declared with
 is still equivalent (one with the new count is not: arguments are immutable, as a RabbitMQ
@@ -54,7 +54,7 @@ class PartitionAdmin:
         name, count = topic.name, topic.count
         self.admin.require("configure", name)
         stream = self.admin.stream_of(name)
-        current = len(stream.logs)
+        current = len(stream.partitions)
         if count < current:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
                              f"Topic currently has {current} partitions, which is higher than "

@@ -187,7 +187,8 @@ class Producer:
         """Check a partition's batches, then append them all; (base offset, log start
         offset, (log, last offset) to sync or None)."""
         index = pdata.index
-        if not 0 <= index < len(queue.logs):
+        part = queue.partitions.get(index)
+        if part is None:
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"topic {name!r} has no partition {index}")
         checked = self._batches(pdata.records, configs.message_limit(
@@ -198,7 +199,7 @@ class Producer:
         except idempotence.Refused as exc:
             raise PartitionError(exc.code, str(exc)) from None
         if original is not None:  # a retry: stored once, answered with its first offset
-            return original, queue.logs[index].first_offset, None
+            return original, part.first_offset, None
         if entries is not None:
             first, result = queue.append_stored(index, entries)
             count = len(entries)
@@ -209,9 +210,8 @@ class Producer:
         appended = self.appended
         appended[0] += len(checked)
         appended[1] += count
-        lg = queue.logs[index]
         sync = None if result.sync is None else (result.sync, first + count - 1)
-        return first, lg.first_offset, sync
+        return first, part.first_offset, sync
 
     def _batches(self, data: Any, limit: int) -> list[batches.Batch]:
         """The partition's batches, checked by header and CRC only, and by size against

@@ -60,11 +60,12 @@ class RecordsAdmin:
     @staticmethod
     def _delete(stream: Any, partition: int, offset: int) -> tuple[int, ErrorCode]:
         """(low watermark, error code) for one partition."""
-        if not 0 <= partition < len(stream.logs):
+        part = stream.partitions.get(partition)
+        if part is None:
             return -1, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         if not stream.stream.delete:  # Kafka: only a topic whose cleanup.policy has delete
             return -1, ErrorCode.POLICY_VIOLATION
-        high = stream.logs[partition].next_offset
+        high = part.next_offset
         if offset == HIGH_WATERMARK:
             offset = high
         if offset < 0 or offset > high:

@@ -102,10 +102,10 @@ class TxnHandlers:
             if state is None or queue.deleted:
                 continue
             forgotten += state.expire(now)
-            state.forget_before([lg.first_offset for lg in queue.logs])
+            state.forget_before(queue.partitions.first_offsets())
             if queue.directory is None:
                 continue
-            data = producer_state.encode_snapshot(state, [lg.next_offset for lg in queue.logs])
+            data = producer_state.encode_snapshot(state, queue.partitions.next_offsets())
             self._write_later(queue, data)
         return forgotten
 
@@ -159,10 +159,10 @@ class TxnHandlers:
                 queue = self.topics.stream(topic, create=False)
             except PartitionError:
                 continue
-            if queue.deleted or not 0 <= index < len(queue.logs):
+            if queue.deleted or not queue.partitions.has(index):
                 continue
             state = idempotence.producers_of(queue)[index]
-            offset = queue.bounds(index)[1]
+            offset = queue.partitions[index].next_offset
             state.marker(pid, epoch, commit, offset, timestamp_ms=now)
             if queue.stream.compact:  # stored per record there: the marker lives in memory
                 if queue.consumers:
@@ -223,7 +223,7 @@ class TxnHandlers:
                 errors.update({(name, p): exc.code for p in parts})
                 continue
             errors.update({(name, p): ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                           for p in parts if not 0 <= p < len(queue.logs)})
+                           for p in parts if not queue.partitions.has(p)})
         if errors:
             default = ErrorCode.OPERATION_NOT_ATTEMPTED
         else:
@@ -281,7 +281,7 @@ class TxnHandlers:
                 key = (topic.name, p.partition_index)
                 if code is not None:
                     codes[key] = code
-                elif not 0 <= p.partition_index < len(queue.logs):
+                elif not queue.partitions.has(p.partition_index):
                     codes[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                 elif len(p.committed_metadata or "") > MAX_METADATA:
                     codes[key] = ErrorCode.OFFSET_METADATA_TOO_LARGE  # as OffsetCommit

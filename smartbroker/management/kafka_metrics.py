@@ -114,16 +114,16 @@ def group_metrics(broker: Any, listener: Any) -> Iterator[Any]:
         active: dict[str, bool] = {}  # every group of the vhost: AMQP consumers hold it
         for stream in _streams(vhost):
             groups = stream.groups
-            logs = stream.logs
-            for (group, partition), committed in list(groups.book.offsets.items()):
+            partitions = stream.partitions
+            for (group, index), committed in list(groups.book.offsets.items()):
                 active.setdefault(group, False)
-                if not 0 <= partition < len(logs):
+                part = partitions.get(index)
+                if part is None:
                     continue
-                log = logs[partition]
-                at = position(committed, log)
-                labels = [vname, group, stream.name, str(partition)]
+                at = position(committed, part)
+                labels = [vname, group, stream.name, str(index)]
                 current.add_metric(labels, at)
-                lag.add_metric(labels, max(log.next_offset - at, 0))
+                lag.add_metric(labels, max(part.next_offset - at, 0))
             for group in list(groups.live):
                 active[group] = active.get(group, False) or groups.amqp_active(group)
         kafka = _kafka_groups(listener) if vname == kafka_vhost else {}

@@ -70,7 +70,7 @@ def _stream_fields(q: Any) -> dict[str, Any]:
     partitions' offsets and its consumer groups as /api/streams shows them."""
     from smartbroker.management.routers.streams import group_names, partition_json
 
-    partitions = [partition_json(q, p) for p in range(len(q.logs))]
+    partitions = [partition_json(part) for part in q.partitions]
     return {"messages": sum(p["messages"] for p in partitions),
             "message_bytes": sum(p["size_bytes"] for p in partitions),
             "stream": {"partition_count": len(partitions), "partitions": partitions},

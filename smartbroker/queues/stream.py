@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -63,7 +63,6 @@ from smartbroker.queues.stream_records import (
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
 from smartbroker.queues.stream_tail import Chunks, Tail, partition_budget
-from smartbroker.store.api import Frame
 
 
 class StreamQueue:
@@ -201,28 +200,12 @@ class StreamQueue:
             self.dispatch()
         return self._published[index]
 
-    # -- the Kafka side's read interface ---------------------------------------------------
+    # -- the front ends' read interface, and Kafka's appends ------------------------------
     @cached_property
     def partitions(self) -> StreamPartitions:
         """The partitions as front ends read them (``stream_partitions.py``), not the
         store logs, which append, delete segments and move the start."""
         return StreamPartitions(self)
-
-    def bounds(self, partition: int) -> tuple[int, int]:
-        """(first offset still kept, next offset to be written) of one partition: Kafka's
-        log start offset and high watermark. Compaction never moves Kafka's log start (its
-        cleaner keeps an emptied segment's base offset): a compact-only topic starts at 0,
-        a fetch inside the removed head reads on from the first record kept."""
-        lg = self.logs[partition]
-        if self.stream.compact and not self.stream.delete:
-            return 0, lg.next_offset
-        return lg.first_offset, lg.next_offset
-
-    def kafka_frames(self, partition: int, offset: int) -> Iterator[Frame]:
-        """The stored frames of one partition from the one holding ``offset`` on (it may
-        start before ``offset``): a Kafka batch as the bytes it was stored as (``batch``),
-        an AMQP frame as its records. What Fetch serves without decoding Kafka records."""
-        return self.logs[partition].scan_frames(offset)
 
     def append_kafka_batches(self, partition: int,
                              batches: list[tuple[bytes | memoryview, int, int]]

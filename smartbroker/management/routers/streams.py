@@ -23,7 +23,8 @@ from smartbroker.management.errors import ApiError, bad_request, not_found
 from smartbroker.management.models import Body
 from smartbroker.management.routers.common import api_router, paginate, vhost_filter
 from smartbroker.queues.groups import GroupActive, GroupError, GroupInfo, UnknownGroup
-from smartbroker.queues.offsets import OffsetReset, PartitionOffsets
+from smartbroker.queues.offsets import OffsetReset
+from smartbroker.queues.stream_partitions import PartitionLog
 
 router = api_router()
 
@@ -59,15 +60,16 @@ def group_names(stream: Any) -> list[str]:
     return stream.groups.names()
 
 
-def partition_json(stream: Any, p: int) -> dict[str, Any]:
-    o = PartitionOffsets.of(p, stream.logs[p])
-    return {"partition": p, "first_offset": o.first, "last_offset": o.last, "next_offset": o.next,
+def partition_json(part: PartitionLog) -> dict[str, Any]:
+    """One partition of a stream (``StreamQueue.partitions``) as JSON."""
+    o = part.offsets()
+    return {"partition": part.index, "first_offset": o.first, "last_offset": o.last, "next_offset": o.next,
             "messages": o.messages, "size_bytes": o.size_bytes, "segments": o.segments}
 
 
 def stream_json(stream: Any) -> dict[str, Any]:
     settings = stream.stream
-    partitions = [partition_json(stream, p) for p in range(len(stream.logs))]
+    partitions = [partition_json(part) for part in stream.partitions]
     return {
         "name": stream.name, "vhost": stream.vhost, "type": "stream",
         "partition_count": len(partitions),

@@ -103,7 +103,7 @@ def test_delete_records_moves_the_start_for_every_reader_and_survives_reopening(
     reading = attach(q, Reader(credit=5))  # read 0..4 before the deletion
     assert reading.offsets == [0, 1, 2, 3, 4]
     assert delete_records(q, 0, 40) == 40
-    assert q.bounds(0) == (40, 100)
+    assert q.partitions[0].bounds() == (40, 100)
     assert delete_records(q, 0, 10) == 40  # below the start: nothing changes
     assert q.logs[0].read_record(39) is None and q.logs[0].read_record(40) is not None
     reading.settle(q, 5)
@@ -113,7 +113,7 @@ def test_delete_records_moves_the_start_for_every_reader_and_survives_reopening(
     segments_before = q.logs[0].segment_count
     q.close()
     again = on_disk(tmp_path, **{"x-stream-max-segment-size-bytes": 4096})
-    assert again.bounds(0) == (40, 100)
+    assert again.partitions[0].bounds() == (40, 100)
     assert again.logs[0].segment_count == segments_before
     assert attach(again, Reader(offset="first")).offsets[0] == 40
     assert delete_records(again, 0, 100) == 100  # the high watermark: nothing left to read

@@ -138,7 +138,7 @@ def test_below_the_log_start_after_retention(broker: Broker) -> None:
         publish(broker, 0, b"x%d" % i)
         q.logs[0].roll()
     q.logs[0].delete_before(2)
-    first, _ = q.bounds(0)
+    first, _ = q.partitions[0].bounds()
     assert first == 2
     assert only(fetch(broker, request(offset=1))).error_code == 1
     part = only(fetch(broker, request(offset=2)))

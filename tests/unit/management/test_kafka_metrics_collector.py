@@ -18,6 +18,7 @@ from smartbroker.kafka import codec
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.stats import KafkaStats, api_name, batch_counts, register
 from smartbroker.management.kafka_metrics import KafkaCollector, error_name
+from smartbroker.queues.stream_partitions import StreamPartitions
 
 pytestmark = pytest.mark.extension
 
@@ -165,8 +166,10 @@ class Listener(SimpleNamespace):
 
 
 def stream(name: str, logs: list[Log], groups: Groups) -> Any:
-    return SimpleNamespace(name=name, logs=logs, groups=groups,
-                           capabilities=SimpleNamespace(offset_log=True))
+    s = SimpleNamespace(name=name, logs=logs, groups=groups,
+                        capabilities=SimpleNamespace(offset_log=True))
+    s.partitions = StreamPartitions(s)  # type: ignore[arg-type]  # what StreamQueue gives
+    return s
 
 
 def classic(name: str) -> Any:
