@@ -10,6 +10,7 @@ from smartbroker.management.routers import (
     health,
     limits,
     metrics,
+    nodes,
     overview,
     policies,
     queues,
@@ -20,6 +21,7 @@ from smartbroker.management.routers import (
 
 ROUTERS = [
     overview.router,
+    nodes.router,
     vhosts.router,
     users.router,
     connections.router,

@@ -1,9 +1,7 @@
-"""/api/overview, /api/whoami, /api/nodes."""
+"""/api/overview, /api/whoami, /api/cluster-name (/api/nodes: routers/nodes.py)."""
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any
 
 from smartbroker.exchanges import EXCHANGE_TYPES
@@ -13,7 +11,6 @@ from smartbroker.management.formatting import product_version
 from smartbroker.management.models import WhoAmI
 from smartbroker.management.rates import OVERVIEW
 from smartbroker.management.routers.common import api_router
-from smartbroker.management.state import resident_memory
 from smartbroker.management.views import message_stats, open_connections
 
 RABBITMQ_COMPAT_VERSION = "3.13.7"
@@ -81,7 +78,7 @@ async def overview(state: StateDep, caller: CallerDep) -> dict[str, Any]:
         "rabbitmq_version": RABBITMQ_COMPAT_VERSION,
         "product_name": "smartbroker",
         "product_version": product_version(),
-        "cluster_name": state.node,
+        "cluster_name": cluster_name_of(state),
         "node": state.node,
         "rates_mode": "basic",
         "disable_stats": False,
@@ -101,55 +98,14 @@ async def whoami(user: UserDep) -> WhoAmI:
     return WhoAmI(name=user.name, tags=list(user.tags))
 
 
-def _node(state: Any) -> dict[str, Any]:
-    return {
-        "name": state.node,
-        "type": "disc",
-        "running": True,
-        "os_pid": str(os.getpid()),
-        "mem_used": resident_memory(),
-        "mem_alarm": "memory" in state.broker.alarms,
-        "disk_free_alarm": "disk" in state.broker.alarms,
-        "uptime": int((time.time() - state.started_at) * 1000),
-        "processors": os.cpu_count() or 1,
-        "rates_mode": "basic",
-        "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
-        "partitions": [],
-        **_resources(state),
-    }
-
-
-def _resources(state: Any) -> dict[str, Any]:
-    """The node's limits and use, under RabbitMQ's field names."""
-    import resource
-    import shutil
-
-    from smartbroker.server.alarms import memory_limit
-
-    cfg = state.broker.config
-    try:
-        disk_free = shutil.disk_usage(cfg.data_dir).free
-    except OSError:
-        disk_free = 0
-    try:
-        fd_used = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        fd_used = 0
-    conns = open_connections(state)
-    fd_total = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return {"mem_limit": memory_limit(cfg.memory_high_watermark), "disk_free": disk_free,
-            "disk_free_limit": cfg.disk_free_limit, "fd_used": fd_used, "fd_total": fd_total,
-            "sockets_used": len(conns), "sockets_total": cfg.max_connections,
-            "proc_used": 1, "proc_total": 1, "run_queue": 0, "db_dir": str(cfg.data_dir),
-            "enabled_plugins": [], "applications": [], "config_files": [], "log_files": [],
-            "auth_mechanisms": [{"name": "PLAIN", "enabled": True},
-                                {"name": "AMQPLAIN", "enabled": True},
-                                {"name": "EXTERNAL", "enabled": bool(getattr(cfg, "tls_cert", None))}]}
-
-
 @router.get("/cluster-name")
 async def cluster_name(state: StateDep) -> dict[str, str]:
-    return {"name": state.node}
+    return {"name": cluster_name_of(state)}
+
+
+def cluster_name_of(state: Any) -> str:
+    """The cluster's name (``--cluster-name``) in cluster mode, else the node's, as RabbitMQ."""
+    return getattr(state.cluster, "cluster_name", None) or state.node
 
 
 @router.get("/extensions")
@@ -159,17 +115,3 @@ async def cluster_name(state: StateDep) -> dict[str, str]:
 async def nothing_here() -> list[Any]:
     """RabbitMQ endpoints for plugins, feature flags and runtime parameters: none here."""
     return []
-
-
-@router.get("/nodes")
-async def nodes(state: StateDep) -> list[dict[str, Any]]:
-    return [_node(state)]
-
-
-@router.get("/nodes/{name}")
-async def node(name: str, state: StateDep) -> dict[str, Any]:
-    from smartbroker.management.errors import not_found
-
-    if name != state.node:
-        raise not_found()
-    return _node(state)

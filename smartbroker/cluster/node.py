@@ -1,0 +1,97 @@
+"""Cluster mode's composition root: one node's etcd client and membership, from its settings.
+
+``server/app.py`` builds a ``ClusterNode`` only when ``--etcd`` is given (the single node
+imports nothing from ``smartbroker.cluster``), in two steps:
+
+* ``connect()`` before recovery: etcd must answer and the node name must be free, or the
+  broker refuses to start with one line (``ClusterError``), having touched nothing;
+* ``start(ports)`` once the listeners are bound: the node registers itself with the ports
+  it really serves on, and follows the others.
+
+``stop()`` comes first at shutdown, so that the others see this node leave at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from typing import TYPE_CHECKING, Any
+
+from smartbroker.cluster.etcd_client import EtcdClient, EtcdUnavailable
+from smartbroker.cluster.membership import Membership, MembershipError, describe, record_for
+
+if TYPE_CHECKING:
+    from smartbroker.config import Config
+
+_WILDCARD = ("", "0.0.0.0", "::", "[::]")
+ETCD_TIMEOUT = 5.0  # seconds for one etcd request
+
+
+class ClusterError(Exception):
+    """The node cannot join its cluster: one line for the operator."""
+
+
+def default_node_name() -> str:
+    """RabbitMQ's ``rabbit@<hostname>``, ours (also the single node's name in the API)."""
+    return f"smartbroker@{socket.gethostname()}"
+
+
+def advertise_host(config: Config) -> str:
+    """Where the other nodes reach this one: the setting, else the listen address unless
+    it is a wildcard, else the hostname."""
+    if config.advertise_host:
+        return config.advertise_host
+    return socket.gethostname() if config.host in _WILDCARD else config.host
+
+
+class ClusterNode:
+    """One node of a cluster: ``etcd`` (the client every cluster module shares) and
+    ``membership`` (this node's lease, and who is up)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.name = config.node_name or default_node_name()
+        self.cluster_name = config.cluster_name
+        self.etcd = EtcdClient(config.etcd, config.cluster_name, timeout=ETCD_TIMEOUT)
+        record = record_for(self.name, advertise_host(config), {}, config.data_dir)
+        self.membership = Membership(self.etcd, record, config.cluster_lease_ttl)
+
+    async def connect(self) -> None:
+        """etcd answers and the name is free, or ClusterError (and nothing left open)."""
+        try:
+            await self.etcd.connect()
+            await self.membership.check_name()
+        except EtcdUnavailable as exc:
+            await self.etcd.close()
+            raise ClusterError(f"cannot reach etcd at {', '.join(self.config.etcd)}: "
+                               f"{_short(exc)}") from None
+        except MembershipError as exc:
+            await self.etcd.close()
+            raise ClusterError(str(exc)) from None
+
+    async def start(self, amqp: int, http: int, kafka: int = 0, cluster: int = 0) -> None:
+        """Register with the ports this node serves on, then follow the others."""
+        ports = {"amqp": amqp, "http": http, "kafka": kafka,
+                 "cluster": cluster or self.config.cluster_port}
+        self.membership.record = dataclasses.replace(
+            self.membership.record, amqp_port=ports["amqp"], http_port=ports["http"],
+            kafka_port=ports["kafka"], cluster_port=ports["cluster"])
+        try:
+            await self.membership.start()
+        except EtcdUnavailable as exc:
+            raise ClusterError(f"cannot join the cluster: {_short(exc)}") from None
+        except MembershipError as exc:
+            raise ClusterError(str(exc)) from None
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node, up or down, for ``/api/nodes`` (RabbitMQ's field names)."""
+        return [describe(m) for m in self.membership.members()]
+
+    async def stop(self) -> None:
+        """Leave (the lease revoked: the others see it at once), then close the client."""
+        await self.membership.stop()
+        await self.etcd.close()
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
