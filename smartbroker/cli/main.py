@@ -130,7 +130,7 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from smartbroker.cli import access, admin, demo, dlq, messages, streams
+    from smartbroker.cli import access, admin, cluster, demo, dlq, messages, streams
 
     admin.register(app)
     access.register(app)
@@ -138,6 +138,7 @@ def _register_commands() -> None:
     dlq.register(app)
     streams.register(app)
     demo.register(app)
+    cluster.register(app)
 
 
 _register_commands()

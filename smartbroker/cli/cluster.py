@@ -1,0 +1,142 @@
+"""``smartbroker cluster status|forget``: the cluster as etcd holds it.
+
+These read etcd itself rather than a node's API, as ``rabbitmqctl cluster_status`` asks
+the cluster's own store: they answer when every node is down, and ``forget`` must act on
+a node that cannot answer. Up means the node's lease is alive (``nodes/<name>``); down, a
+node seen before (``known/<name>``) whose lease is gone; leaders, the queues whose
+placement names the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from smartbroker.cli.common import CliError, JsonOpt, handle_errors, print_json, print_table
+
+cluster_app = typer.Typer(help="Cluster mode (etcd): nodes up or down, forget a node.",
+                          no_args_is_help=True)
+
+EtcdOpt = Annotated[str | None, typer.Option(
+    "--etcd", envvar="SMARTBROKER_ETCD", help="etcd endpoints URL[,URL...] of the cluster")]
+ClusterNameOpt = Annotated[str, typer.Option(
+    "--cluster-name", envvar="SMARTBROKER_CLUSTER_NAME", help="The cluster's name")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cluster_app, name="cluster")
+
+
+def _client(etcd: str | None, cluster_name: str) -> Any:
+    from smartbroker.cluster.etcd_client import EtcdClient
+    from smartbroker.config import etcd_endpoint
+
+    if not etcd:
+        raise CliError("no etcd endpoints: give --etcd URL[,URL...] or set SMARTBROKER_ETCD")
+    try:
+        endpoints = [etcd_endpoint(e) for e in etcd.split(",") if e.strip()]
+        return EtcdClient(endpoints, cluster_name)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run(coro: Any) -> Any:
+    from smartbroker.cluster.etcd_client import EtcdUnavailable
+
+    try:
+        return asyncio.run(coro)
+    except EtcdUnavailable as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _status(etcd: Any) -> list[dict[str, Any]]:
+    from smartbroker.cluster.membership import KNOWN, NODES, Member, NodeRecord, describe
+
+    async with etcd:
+        up, _ = await etcd.range(NODES)
+        known, _ = await etcd.range(KNOWN)
+        placements, _ = await etcd.range("placement/")
+    records: dict[str, NodeRecord | None] = {}
+    for kv in known:
+        records[kv.key[len(KNOWN):].decode(errors="replace")] = NodeRecord.from_json(kv.value)
+    running = set()
+    for kv in up:
+        name = kv.key[len(NODES):].decode(errors="replace")
+        running.add(name)
+        records[name] = NodeRecord.from_json(kv.value) or records.get(name)
+    leaders: dict[str, int] = {}
+    for kv in placements:
+        try:
+            leader = json.loads(kv.value).get("leader")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(leader, str):
+            leaders[leader] = leaders.get(leader, 0) + 1
+    now = time.time()
+    return [{**describe(Member(n, n in running, records[n]), now), "leaders": leaders.get(n, 0)}
+            for n in sorted(records)]
+
+
+@cluster_app.command("status")
+@handle_errors
+def status(etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker",
+           as_json: JsonOpt = False) -> None:
+    """Every node of the cluster: up or down, where it listens, how many queues it leads."""
+    nodes = _run(_status(_client(etcd, cluster_name)))
+    if as_json:
+        print_json({"cluster_name": cluster_name, "nodes": nodes})
+        return
+    if not nodes:
+        typer.echo(f"cluster {cluster_name}: no nodes")
+        return
+    print_table(["node", "status", "host", "amqp", "http", "cluster", "leaders", "uptime",
+                 "version"],
+                [[n["name"], "up" if n["running"] else "down", n.get("host", "-"),
+                  n.get("amqp_port", "-"), n.get("http_port", "-"),
+                  n.get("cluster_port", "-"), n["leaders"],
+                  _uptime(n["uptime"]) if n["running"] else "-",
+                  n.get("product_version", "-")] for n in nodes],
+                title=f"cluster {cluster_name}: {sum(n['running'] for n in nodes)} of "
+                      f"{len(nodes)} node(s) up")
+
+
+def _uptime(ms: int) -> str:
+    """``1d2h``, ``3h4m``, ``5m6s``, ``7s``: the two largest units."""
+    seconds = ms // 1000
+    spans = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for i, (unit, span) in enumerate(spans[:-1]):
+        if seconds >= span:
+            small, small_span = spans[i + 1]
+            return f"{seconds // span}{unit}{(seconds % span) // small_span}{small}"
+    return f"{seconds}s"
+
+
+async def _forget(etcd: Any, node: str) -> str | None:
+    """None when forgotten, else why not."""
+    from smartbroker.cluster.etcd_client import Delete
+    from smartbroker.cluster.membership import KNOWN, NODES
+
+    async with etcd:
+        if await etcd.get(NODES + node) is not None:
+            return f"node {node!r} is running: stop it first (only a node that is down " \
+                   "can be forgotten)"
+        if await etcd.get(KNOWN + node) is None:
+            return f"no node {node!r} in cluster {etcd.cluster_name!r}"
+        # in one transaction with the check: a node starting meanwhile is not forgotten
+        done = await etcd.commit([Delete(KNOWN + node)], absent=[NODES + node])
+        return None if done is not None else f"node {node!r} has just started: not forgotten"
+
+
+@cluster_app.command("forget")
+@handle_errors
+def forget(node: Annotated[str, typer.Argument(help="The node's name")],
+           etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker") -> None:
+    """Remove a node that is down from the cluster (RabbitMQ's forget_cluster_node)."""
+    why = _run(_forget(_client(etcd, cluster_name), node))
+    if why is not None:
+        raise CliError(why)
+    typer.echo(f"node {node} forgotten")
