@@ -70,7 +70,8 @@ class BrokerProcess:
 
     ``--prometheus-port 0`` and ``--kafka-port 0`` are passed unless ``extra_args`` names
     a port (or ``kafka=True`` asks for a free Kafka port, ``kafka_port``), so that many
-    brokers run side by side. ``tree`` runs the ``smartbroker`` of another checkout
+    brokers run side by side. ``etcd`` starts a cluster node (``node_name``,
+    ``cluster_name``, a free ``cluster_port``). ``tree`` runs the ``smartbroker`` of another checkout
     (``PYTHONPATH`` and cwd), as the soak test does with a frozen worktree.
     """
 
@@ -78,7 +79,9 @@ class BrokerProcess:
                  port: int | None = None, management_port: int | None = None,
                  extra_args: Iterable[str] = (), env: Mapping[str, str] | None = None,
                  log_level: str = "info", tree: Path | None = None,
-                 new_session: bool = False, kafka: bool = False) -> None:
+                 new_session: bool = False, kafka: bool = False,
+                 etcd: str | None = None, node_name: str | None = None,
+                 cluster_name: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         # ports we picked ourselves may be taken by someone else before the broker binds
         # them (tests run in parallel): start() then picks again, see _PORT_RETRIES
@@ -86,6 +89,10 @@ class BrokerProcess:
         self.port = port or free_port()
         self.management_port = management_port or free_port()
         self.kafka_port: int | None = free_port() if kafka else None  # None: Kafka off
+        # cluster mode (docs/cluster.md): with ``etcd``, a node named ``node_name`` of
+        # ``cluster_name`` with a cluster port of its own
+        self.etcd, self.node_name, self.cluster_name = etcd, node_name, cluster_name
+        self.cluster_port: int | None = free_port() if etcd else None
         self.log_path = log_path or self.data_dir.parent / f"broker-{self.port}.log"
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
@@ -137,7 +144,17 @@ class BrokerProcess:
                 "--port", str(self.port), "--management-port", str(self.management_port),
                 "--data-dir", str(self.data_dir), "--log-level", self.log_level,
                 *(() if "--prometheus-port" in named else ("--prometheus-port", "0")),
-                *kafka, *self.extra_args]
+                *kafka, *self._cluster_args(), *self.extra_args]
+
+    def _cluster_args(self) -> list[str]:
+        if not self.etcd:
+            return []
+        args = ["--etcd", self.etcd, "--cluster-port", str(self.cluster_port)]
+        if self.node_name:
+            args += ["--node-name", self.node_name]
+        if self.cluster_name:
+            args += ["--cluster-name", self.cluster_name]
+        return args
 
     def start(self, timeout: float = 60.0, wait_api: bool = True) -> BrokerProcess:
         """Start and wait until AMQP accepts connections (recovery is done by then) and,
@@ -157,6 +174,8 @@ class BrokerProcess:
                 self.port, self.management_port = free_port(), free_port()
                 if self.kafka_port is not None:
                     self.kafka_port = free_port()
+                if self.cluster_port is not None:
+                    self.cluster_port = free_port()
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float, wait_api: bool) -> BrokerProcess:
