@@ -19,13 +19,12 @@ from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues import kafka_compression
 from smartbroker.queues.kafka_batch import (
     COMPRESSION_MASK,
-    CONTROL,
     HEADER,
     HEADER_SIZE,
     NONE,
     SUPPORTED_COMPRESSION,
-    TRANSACTIONAL,
 )
+from smartbroker.queues.producer_state import BatchHeader
 
 _LENGTH = struct.Struct(">i")
 _MIN_LENGTH = HEADER_SIZE - 12  # batchLength counts from the partition leader epoch on
@@ -45,23 +44,21 @@ class BatchRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """One checked batch: its bytes and what its header says."""
+    """One checked batch: its bytes and its header, unpacked once here and read again by
+    the producer-state rules (``idempotence.py``, ``queues/producer_state.py``)."""
 
     data: memoryview
-    count: int  # offsets it covers
     max_ts: int  # its max timestamp, or the arrival time if it has none
-    attributes: int
-    producer_id: int
-    producer_epoch: int
-    base_sequence: int
+    header: BatchHeader
 
     @property
-    def transactional(self) -> bool:
-        return bool(self.attributes & TRANSACTIONAL)
+    def count(self) -> int:
+        """The offsets it covers (its records: ``split`` checked lastOffsetDelta + 1)."""
+        return self.header.count
 
     @property
     def control(self) -> bool:
-        return bool(self.attributes & CONTROL)
+        return self.header.control
 
 
 def check_size(checked: list[Batch], limit: int) -> None:
@@ -73,7 +70,7 @@ def check_size(checked: list[Batch], limit: int) -> None:
         if len(batch.data) > limit:
             raise BatchRefused(ErrorCode.MESSAGE_TOO_LARGE, f"record batch of {len(batch.data)} "
                                f"bytes is over the limit of {limit} bytes")
-        compression = batch.attributes & COMPRESSION_MASK
+        compression = batch.header.attributes & COMPRESSION_MASK
         if compression == NONE or batch.control:
             continue
         try:
@@ -105,7 +102,7 @@ def split(data: bytes | memoryview | None) -> list[Batch]:
         if length < _MIN_LENGTH or pos + size > end:
             raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"record batch length {length} "
                                f"does not fit the {end - pos} bytes left")
-        (_base, _length, _epoch, magic, crc, attributes, last_delta, _first_ts, max_ts,
+        (base, _length, _epoch, magic, crc, attributes, last_delta, _first_ts, max_ts,
          pid, pepoch, seq, count) = HEADER.unpack_from(view, pos)
         if magic != 2:
             raise BatchRefused(ErrorCode.CORRUPT_MESSAGE, f"record batch magic {magic} is not v2")
@@ -124,9 +121,10 @@ def split(data: bytes | memoryview | None) -> list[Batch]:
         if compression not in SUPPORTED_COMPRESSION:
             raise BatchRefused(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
                                f"compression type {compression} is not one of Kafka's (0-4)")
+        header = BatchHeader(base, last_delta, attributes, max_ts, pid, pepoch, seq, count)
         if max_ts < 0:
             now = now if now >= 0 else int(time.time() * 1000)
             max_ts = now
-        out.append(Batch(batch, count, max_ts, attributes, pid, pepoch, seq))
+        out.append(Batch(batch, max_ts, header))
         pos += size
     return out

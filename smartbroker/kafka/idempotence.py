@@ -19,10 +19,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues import producer_state as ps
+
+if TYPE_CHECKING:
+    from smartbroker.kafka.batches import Batch
 
 log = logging.getLogger("smartbroker.kafka")
 # producer id -> (its transaction's producer epoch, partitions) if it is ongoing, else its
@@ -52,18 +55,18 @@ def producers_of(queue: Any) -> ps.StreamProducers:
     return state
 
 
-def admit(queue: Any, topic: str, partition: int, batches: list[Any],
+def admit(queue: Any, topic: str, partition: int, batches: list[Batch],
           txn_lookup: TxnLookup) -> int | None:
-    """Check ``batches`` (kafka/batches.py ``Batch``) of ``partition`` and record them in
+    """Check ``batches`` of ``partition`` and record them in
     the producer state at the offsets they are about to get. Returns the original base
     offset when they are a retry (store nothing), else None (store them). Raises
     Refused with the state untouched."""
-    if all(b.producer_id < 0 for b in batches):
+    if all(b.header.producer_id < 0 for b in batches):
         if any(b.control for b in batches):
             raise Refused(ErrorCode.INVALID_RECORD, "control batches come from the coordinator")
         return None  # the plain producer: no state at all
     part = producers_of(queue)[partition]
-    headers = [ps.parse_header(b.data) for b in batches]
+    headers = [b.header for b in batches]  # unpacked once, by batches.split
     for h in headers:
         if h.producer_id >= 0 and not h.control:
             dup = part.duplicate(h)
