@@ -186,9 +186,7 @@ class GroupCoordinator:
                 codes.append((index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
             else:
                 codes.append((index, ErrorCode.NONE))
-        # handed to the OS before the answer, as Kafka's page cache holds an acknowledged
-        # commit: it survives a broker crash (kill -9), not a power cut
-        groups.book.log.write_out()
+        groups.make_commits_survive_crash()  # before the answer acknowledges them
         return codes
 
     # -- OffsetFetch -----------------------------------------------------------------------

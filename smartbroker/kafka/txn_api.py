@@ -184,7 +184,7 @@ class TxnHandlers:
             try:
                 queue = self.topics.stream(topic, create=False)
                 queue.groups.commit(group, index, offset, metadata, epoch)
-                queue.groups.book.log.write_out()  # an acknowledged commit survives kill -9
+                queue.groups.make_commits_survive_crash()
             except Exception as exc:  # deleted topic, or partition gone: Kafka drops it too
                 log.info("transactional offset of group %r on %s-%d dropped: %s",
                          group, topic, index, exc)

@@ -200,6 +200,12 @@ class StreamGroups:
         self._log(partition)
         self.book.commit(name, partition, offset, metadata, epoch)
 
+    def make_commits_survive_crash(self) -> None:
+        """Hand the commits made so far to the OS, before a front end acknowledges them:
+        an acknowledged commit then survives a broker crash (kill -9), as Kafka's page
+        cache holds it, not a power cut (the offsets log's group commit fsyncs later)."""
+        self.book.log.write_out()
+
     def reset(self, name: str, to: OffsetReset, *, dry_run: bool = False) -> list[OffsetMove]:
         """Move every partition's committed offset (``kafka-consumer-groups
         --reset-offsets``); refused while the group has members."""
