@@ -22,7 +22,7 @@ from typing import Any
 
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
-from smartbroker.kafka import codec, configs
+from smartbroker.kafka import codec, configs, slices
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -82,24 +82,36 @@ class TopicAdmin:
     # -- CreateTopics ----------------------------------------------------------------------
 
     def create_topics(self, request: Request, session: Any) -> Any:
+        """Created a slice of loop time at a time, answered once the new streams' files
+        are durable (``slices.py``): a future unless it was quick and nothing to fsync."""
         body = request.body
         cls = codec.response_class(CREATE_TOPICS)
         names = Counter(t.name for t in body.topics)  # not list.count: 10k topics, 10^8 steps
-        results = []
-        with self._one_commit():  # one definitions commit (fsync) for all the topics
-            for topic in body.topics:
-                try:
-                    if names[topic.name] > 1:
-                        raise TopicError(ErrorCode.INVALID_REQUEST,
-                                         f"Create topics request from client contains multiple "
-                                         f"entries for the following topics: {topic.name}")
-                    queue, arguments, partitions = self._create(topic, bool(body.validate_only))
-                except TopicError as exc:
-                    results.append(self._created(cls, topic.name, exc.code, str(exc)))
-                    continue
-                results.append(self._created(cls, topic.name, ErrorCode.NONE, None,
-                                             arguments, partitions))
-        return cls(version=request.api_version, throttle_time_ms=0, topics=results)
+        validate_only = bool(body.validate_only)
+
+        def step(topic: Any) -> tuple[Any, Any]:
+            try:
+                if names[topic.name] > 1:
+                    raise TopicError(ErrorCode.INVALID_REQUEST,
+                                     f"Create topics request from client contains multiple "
+                                     f"entries for the following topics: {topic.name}")
+                queue, arguments, partitions = self._create(topic, validate_only)
+            except TopicError as exc:
+                return (topic.name, exc.code, str(exc), None, -1), None
+            return ((topic.name, ErrorCode.NONE, None, arguments, partitions),
+                    getattr(queue, "created", None))
+
+        def answer(results: list[Any], failures: list[BaseException | None]) -> Any:
+            topics = []
+            for (name, code, message, arguments, partitions), failure in zip(
+                    results, failures, strict=True):
+                if failure is not None:  # created, but its files may not survive a power cut
+                    code, arguments, partitions = ErrorCode.KAFKA_STORAGE_ERROR, None, -1
+                    message = f"fsync of the new topic's files failed: {failure}"
+                topics.append(self._created(cls, name, code, message, arguments, partitions))
+            return cls(version=request.api_version, throttle_time_ms=0, topics=topics)
+
+        return slices.run(body.topics, step, self._one_commit, answer)
 
     def _one_commit(self) -> contextlib.AbstractContextManager[None]:
         """The definitions store's ``batch`` (store/definitions.py), when it persists."""
