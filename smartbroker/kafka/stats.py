@@ -15,19 +15,17 @@ records (``KafkaConnectionRecord.bytes_in``/``bytes_out``) and what closed ones 
 
 from __future__ import annotations
 
-import struct
 import weakref
 from time import perf_counter
 from typing import Any
 
 from smartbroker.kafka import codec
+from smartbroker.queues.kafka_batch import CONTROL
+from smartbroker.recordbatch import HEADER_SIZE, fields
 
-# RecordBatch v2 header fields read: batchLength (at 8), attributes (21), recordCount (57)
-_HEADER = struct.Struct(">8xi9xh34xi")
+_COUNTS = fields("batchLength", "attributes", "recordsCount")  # of the one shared layout
 _PRODUCE = 0  # api key (produce.py imports the broker; this module stays light)
 _FETCH = codec.FETCH
-_BATCH_HEADER = 61  # RecordBatch v2, up to the record count
-_CONTROL = 0x20  # attributes bit of a transaction marker batch
 Plan = tuple[tuple[str, Any, bool], ...]  # (field, nested plan or None for a code, is array)
 _PLANS: dict[type, Plan] = {}
 # id(broker) -> its KafkaListener: how the management side finds it. Weak values: a
@@ -104,13 +102,13 @@ def batch_counts(data: Any) -> tuple[int, int]:
         return 0, 0
     size = len(data)
     pos = batches = records = 0
-    unpack = _HEADER.unpack_from
-    while pos + _BATCH_HEADER <= size:
+    unpack = _COUNTS.unpack_from
+    while pos + HEADER_SIZE <= size:
         length, attributes, count = unpack(data, pos)
         end = pos + 12 + length
         if end > size or length < 0:
             break
-        if not attributes & _CONTROL:
+        if not attributes & CONTROL:
             batches += 1
             records += count
         pos = end
