@@ -86,6 +86,9 @@ class VirtualHost:
         self.replies: dict[str, Any] = {}  # direct reply-to consumers by token
         self.dead_letters = DeadLetters(self)  # this vhost's dead-letter trampoline
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
+        # builds the queue a declare asks for; cluster mode sets one that builds a proxy
+        # (cluster/remote_queue.py) for a queue another node leads
+        self.queue_factory: Callable[[QueueSpec, Any, Storage | None], Queue] = declare_queue
 
     # -- lookups -------------------------------------------------------------------------
     def where(self) -> str:
@@ -181,7 +184,7 @@ class VirtualHost:
         policy = effective_policy(self.policies, name, "queue")
         spec = QueueSpec(name, self.name, durable, exclusive, auto_delete, arguments, owner,
                          policy.definition if policy else None)
-        q = declare_queue(spec, self, self.storage)
+        q = self.queue_factory(spec, self, self.storage)
         q.policy_name = policy.name if policy else None
         self.queues[name] = q
         self.exchanges[""].router.bind(q, name, {})
