@@ -115,9 +115,11 @@ Event = Ready | Request | Response | Messages | Writable | Closed
 
 
 class _Outbound:
-    __slots__ = ("credit", "batch", "batch_bytes", "batch_count", "waiting", "waiting_bytes")
+    __slots__ = ("spec", "credit", "batch", "batch_bytes", "batch_count", "waiting",
+                 "waiting_bytes")
 
-    def __init__(self, credit: int) -> None:
+    def __init__(self, spec: ChannelSpec, credit: int) -> None:
+        self.spec = spec
         self.credit = credit
         self.batch: list = []
         self.batch_bytes = 0
@@ -284,7 +286,7 @@ class LinkConnection:
             out.waiting_bytes -= size
             self._add(number, out, parts, size)
         if not waiting and out.credit > 0:
-            self._events.append(Writable(self.channels[number]))
+            self._events.append(Writable(out.spec))
 
     # -- sending -------------------------------------------------------------------------
     def send(self, spec: ChannelSpec, item: tuple) -> bool:
@@ -293,7 +295,7 @@ class LinkConnection:
         out = self._outbound.get(spec.number)
         if out is None:
             self._ready_to_send()
-            out = self._outbound[spec.number] = _Outbound(self._peer_window)
+            out = self._outbound[spec.number] = _Outbound(spec, self._peer_window)
         parts, size = codec.encode_item(spec, item)
         if size > self.max_frame - 16:
             raise ValueError(f"an item of {size} bytes is over the link's frame limit")

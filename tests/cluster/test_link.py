@@ -1,0 +1,222 @@
+"""The cluster link over real loopback sockets: batching, calls, authentication, a peer
+killed mid-call, reconnection and back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from smartbroker.cluster.link import CallError, ClusterLink, PeerDown
+from smartbroker.cluster.link_codec import ChannelSpec
+
+PUBLISH = ChannelSpec(1, "publish", "Q", 2)  # seq | routing key, body
+SECRET = b"the-cluster-secret"
+
+
+def run(main: Callable[[], Awaitable[None]], timeout: float = 30.0) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), timeout)
+
+    asyncio.run(bounded())
+
+
+async def pair(secret_b: bytes = SECRET, **options: object) -> tuple[ClusterLink, ClusterLink]:
+    """Node a (dials) and node b (accepts), both on free loopback ports."""
+    a = await ClusterLink("a", "c", SECRET, **options).start()  # type: ignore[arg-type]
+    b = await ClusterLink("b", "c", secret_b, **options).start()  # type: ignore[arg-type]
+    a.add_peer("b", "127.0.0.1", b.port)
+    b.add_peer("a", "127.0.0.1", a.port)
+    return a, b
+
+
+def test_100k_messages_arrive_in_order_in_few_writes() -> None:
+    async def main() -> None:
+        a, b = await pair()
+        got: list[tuple] = []
+        done = asyncio.Event()
+
+        def on_publish(peer: str, items: list[tuple]) -> None:
+            assert peer == "a"
+            got.extend(items)
+            if len(got) >= 100_000:
+                done.set()
+
+        b.on_messages(PUBLISH, on_publish)
+        await a.wait_connected("b")
+        writes_before = a.writes
+        seq = 0
+        while seq < 100_000:
+            for _ in range(1000):  # what one loop pass of publishes might forward
+                if not a.send("b", PUBLISH, (seq, "rk", b"m%d" % seq)):
+                    await a.wait_writable("b", PUBLISH)
+                seq += 1
+            await asyncio.sleep(0)
+        await done.wait()
+        assert [item[0] for item in got] == list(range(100_000))
+        assert got[12345] == (12345, b"rk", b"m12345")
+        writes = a.writes - writes_before
+        assert writes <= 100_000 / 200, writes  # batched: never one write per message
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+def test_calls_answer_fail_and_await() -> None:
+    async def main() -> None:
+        a, b = await pair()
+
+        async def slow_echo(peer: str, payload: bytes) -> bytes:
+            await asyncio.sleep(0.01)
+            return peer.encode() + b":" + payload
+
+        def refuse(peer: str, payload: bytes) -> bytes:
+            raise CallError(404, "NOT_FOUND - no queue 'q'")
+
+        b.on_call("echo", lambda peer, payload: payload[::-1])
+        b.on_call("slow", slow_echo)
+        b.on_call("refuse", refuse)
+        await a.wait_connected("b")
+        assert await a.call("b", "echo", b"abc") == b"cba"
+        replies = await asyncio.gather(*(a.call("b", "slow", b"%d" % i) for i in range(50)))
+        assert replies == [b"a:%d" % i for i in range(50)]
+        with pytest.raises(CallError, match="404 NOT_FOUND") as info:
+            await a.call("b", "refuse")
+        assert info.value.code == 404
+        with pytest.raises(CallError, match="no handler for 'nope'"):
+            await a.call("b", "nope")
+        with pytest.raises(PeerDown, match="no link to node 'z'"):
+            await a.call("z", "echo")
+        await b.wait_connected("a")
+        a.on_call("who", lambda peer, payload: b"a")
+        assert await b.call("a", "who") == b"a"  # the acceptor calls too
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+def test_a_wrong_secret_never_links_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="smartbroker.cluster.link")
+
+    async def main() -> None:
+        a, b = await pair(secret_b=b"another-secret", backoff=(0.05, 0.1))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            messages = [r.getMessage() for r in caplog.records]
+            if (any("failed authentication" in m for m in messages)
+                    and any("closed by the peer: authentication failed" in m for m in messages)):
+                break
+        assert not a.connected("b") and not b.connected("a")
+        refused = [m for m in messages if "failed authentication" in m]
+        assert refused[0].startswith("cluster link from a refused: node 'a' failed")
+        assert len(refused) == 1  # retries do not repeat it
+        assert not any(r.exc_info for r in caplog.records)
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+PEER_SCRIPT = """
+import asyncio, sys
+from smartbroker.cluster.link import ClusterLink
+
+async def main():
+    link = await ClusterLink("b", "c", b"the-cluster-secret").start()
+    link.on_call("hang", lambda peer, payload: asyncio.Event().wait())
+    print(link.port, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_a_peer_killed_mid_call_fails_the_call_at_once() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", PEER_SCRIPT], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+
+        async def main() -> None:
+            a = await ClusterLink("a", "c", SECRET).start()
+            downs: list[str] = []
+            a.on_peer_down(downs.append)
+            a.add_peer("b", "127.0.0.1", port)
+            await a.wait_connected("b")
+            call = asyncio.ensure_future(a.call("b", "hang", b""))
+            await asyncio.sleep(0.05)
+            assert not call.done()
+            os.kill(proc.pid, signal.SIGKILL)
+            started = time.monotonic()
+            with pytest.raises(PeerDown, match="the link to node 'b' went down"):
+                await call
+            assert time.monotonic() - started < 2.0
+            assert downs == ["b"]
+            await a.close()
+
+        run(main)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_restarted_peer_is_dialed_again() -> None:
+    async def main() -> None:
+        a, b = await pair(backoff=(0.02, 0.2))
+        ups: list[str] = []
+        a.on_peer_up(ups.append)
+        await a.wait_connected("b")
+        ups.clear()
+        port = b.port
+        await b.close()
+        for _ in range(200):
+            if not a.connected("b"):
+                break
+            await asyncio.sleep(0.01)
+        assert not a.connected("b")
+        with pytest.raises(PeerDown):
+            a.send("b", PUBLISH, (1, "", b""))
+        b2 = await ClusterLink("b", "c", SECRET, port=port).start()
+        b2.on_call("ping", lambda peer, payload: b"pong")
+        await a.wait_connected("b", timeout=5.0)
+        assert await a.call("b", "ping") == b"pong"
+        assert ups == ["b"]
+        await a.close()
+        await b2.close()
+
+    run(main)
+
+
+def test_a_receiver_holding_a_channel_stops_the_sender_within_a_window() -> None:
+    async def main() -> None:
+        a, b = await pair(window=64 * 1024)
+        got: list[tuple] = []
+        b.on_messages(PUBLISH, lambda peer, items: got.extend(items))
+        await a.wait_connected("b")
+        await b.wait_connected("a")
+        b.hold("a", PUBLISH)
+        body = b"x" * 1000
+        seq = 0
+        while a.send("b", PUBLISH, (seq, "", body)):
+            seq += 1
+        waiting = asyncio.ensure_future(a.wait_writable("b", PUBLISH))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        assert len(got) == seq + 1 <= 64 + 1  # one window, then nothing
+        b.release("a", PUBLISH)
+        await asyncio.wait_for(waiting, 5.0)
+        assert a.writable("b", PUBLISH)
+        await a.close()
+        await b.close()
+
+    run(main)
