@@ -144,9 +144,14 @@ class Membership:
             raise MembershipError(self._in_use(current.value))
 
     async def start(self) -> None:
-        await self._register()
-        await self._seed(NODES, self.up)  # the first view, before this node says it serves
-        await self._seed(KNOWN, self.known)
+        """Register and read the first view; MembershipError for a name in use. etcd gone
+        since ``check_name`` is a lost etcd like any other: warned, retried, served."""
+        try:
+            await self._register()
+            await self._seed(NODES, self.up)  # the first view, before this node serves
+            await self._seed(KNOWN, self.known)
+        except (EtcdUnavailable, TimeoutError) as exc:
+            self._lost(exc)
         self._tasks = [asyncio.create_task(self._keep_alive(), name="cluster-lease"),
                        asyncio.create_task(self._follow(NODES, self.up), name="cluster-nodes"),
                        asyncio.create_task(self._follow(KNOWN, self.known), name="cluster-known")]
@@ -214,10 +219,7 @@ class Membership:
                     self.lease = 0
                     await self._register()
             except (EtcdUnavailable, TimeoutError) as exc:
-                if not self.etcd_lost:
-                    self.etcd_lost = True
-                    log.warning("etcd unreachable (%s): still serving local clients; "
-                                "rejoining when it answers", exc)
+                self._lost(exc)
                 continue
             except MembershipError as exc:  # someone took the name while we were away
                 log.error("cannot rejoin the cluster: %s", exc)
@@ -225,6 +227,12 @@ class Membership:
             if self.etcd_lost:
                 self.etcd_lost = False
                 log.info("etcd reachable again: node %s is a member", self.name)
+
+    def _lost(self, exc: BaseException) -> None:
+        if not self.etcd_lost:
+            self.etcd_lost = True
+            log.warning("etcd unreachable (%s): still serving local clients; rejoining "
+                        "when it answers", exc)
 
     # -- the view ----------------------------------------------------------------------------
     async def _seed(self, prefix: str, into: dict[str, NodeRecord | None]) -> int:

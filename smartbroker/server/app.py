@@ -147,11 +147,23 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     log.info("smartbroker listening for AMQP on %s port %s (data dir %s)", config.host, ports,
              config.data_dir)
     kafka = await start_kafka(broker, config, servers)
+    if cluster is not None:  # a member before its API answers, with the ports it serves on
+        try:
+            await start_cluster(cluster, server.sockets[0].getsockname()[1],
+                                config.management_port, config.kafka_port)
+        except BaseException:
+            for srv in servers:
+                srv.close()
+            if kafka is not None:
+                kafka.close()
+            raise
     from smartbroker.management import start_management
 
     try:
         management = await start_management(broker, config, server.sockets[0].getsockname()[1])
     except BaseException:
+        if cluster is not None:
+            await cluster.stop()
         server.close()
         if kafka is not None:
             kafka.close()
@@ -164,12 +176,10 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if cluster is not None:
+        management.state.node = cluster.name
+        management.state.cluster = cluster
     try:
-        if cluster is not None:  # registered once it serves, with the ports it serves on
-            management.state.node = cluster.name
-            management.state.cluster = cluster
-            await start_cluster(cluster, server.sockets[0].getsockname()[1], management.port,
-                                config.kafka_port)
         if started is not None:
             started.set()
         await stop.wait()
