@@ -79,6 +79,10 @@ def get(conn, ch, m: commands.Basic.Get) -> None:
     name = queue_name(ch, m.queue)
     conn.check("read", "queue", name)
     q = conn.vhost.queue(name, conn)
+    later = getattr(q, "get_later", None)
+    if later is not None:  # led by another node (cluster/remote_queue.py): answers later
+        later(conn, ch, m.no_ack)
+        return
     entry = q.get(m.no_ack)
     if entry is None:
         conn.send_method(ch.number, commands.Basic.GetEmpty())
