@@ -57,7 +57,7 @@ class GroupCommit:
         self._prepare = prepare
         self._finished = finished
         self._pending = pending
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.busy = False  # a round's fsync is running in a thread
@@ -78,7 +78,7 @@ class GroupCommit:
         if self.durable >= target:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        self._waiters.append((target, fut))
         self._start()
         await fut
 
@@ -89,34 +89,42 @@ class GroupCommit:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def _submit(self) -> tuple[int, asyncio.Future[None] | None] | Exception:
+        """Write out what is buffered and start its fsync in a thread: (offset covered,
+        the fsync's future or None), or the exception the write-out raised."""
+        try:
+            covered, fds = self._prepare()
+            if not fds or self.policy == "never":
+                return covered, None
+            self.busy = True
+            loop = asyncio.get_running_loop()
+            return covered, loop.run_in_executor(self._executor, fsync_all, fds)
+        except Exception as e:  # anything, or waiters would hang forever
+            return e
+
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         error: Exception | None = None
         try:
             while True:
-                waiters, self._waiters = self._waiters, []
+                submitted = self._submit()
                 error = None
-                try:
-                    covered, fds = self._prepare()
-                    if fds and self.policy != "never":
-                        self.busy = True
+                covered = None  # unknown when the write-out itself failed
+                if isinstance(submitted, Exception):
+                    error = submitted
+                else:
+                    covered, fsync = submitted
+                    if fsync is not None:
                         try:
-                            await loop.run_in_executor(self._executor, fsync_all, fds)
+                            await fsync
+                            self.fsyncs += 1
+                        except Exception as e:
+                            error = e
                         finally:
                             self.busy = False
-                        self.fsyncs += 1
-                except Exception as e:  # anything, or waiters would hang forever
-                    error = e
-                else:
-                    self.durable = max(self.durable, covered)
-                self._finished(error)
-                for fut in waiters:
-                    if fut.done():
-                        continue
                     if error is None:
-                        fut.set_result(None)
-                    else:
-                        fut.set_exception(StoreUnavailable(f"storage write failed: {error}"))
+                        self.durable = max(self.durable, covered)
+                self._finished(error)
+                self._release(error, covered)
                 if error is not None or not self._waiters:
                     break
         finally:
@@ -125,6 +133,22 @@ class GroupCommit:
                 self._start()
             elif self._pending() and not error:  # appended during the round, nobody waiting
                 self.kick()
+
+    def _release(self, error: Exception | None, covered: int | None) -> None:
+        """Wake the waiters the finished round covers (on an error, those it was to cover
+        are told); the others wait for the next round."""
+        durable = self.durable
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for target, fut in self._waiters:
+            if fut.done():
+                continue
+            if error is not None and (covered is None or target <= covered):
+                fut.set_exception(StoreUnavailable(f"storage write failed: {error}"))
+            elif error is None and target <= durable:
+                fut.set_result(None)
+            else:
+                keep.append((target, fut))
+        self._waiters = keep
 
     def sync_blocking(self) -> None:
         """Flush and fsync on the calling thread (close(), scripts and sync callers)."""

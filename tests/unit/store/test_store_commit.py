@@ -90,6 +90,34 @@ def test_fsync_runs_off_the_loop_while_appends_continue(tmp_path, monkeypatch):
     log.close()
 
 
+def test_a_waiter_the_running_round_covers_needs_no_second_fsync(tmp_path, monkeypatch):
+    """A wait for an offset written out before the running fsync began is released by
+    that fsync: one round, not two (confirms one round trip sooner)."""
+    log = SegmentLog(tmp_path / "a")
+    entered, gate = threading.Event(), threading.Event()
+    real = commit.fsync_all
+
+    def slow_fsync(fds: list[int]) -> None:
+        entered.set()
+        assert gate.wait(5)
+        real(fds)
+
+    monkeypatch.setattr(commit, "fsync_all", slow_fsync)
+
+    async def main() -> None:
+        off = log.append(b"a")
+        first = asyncio.create_task(log.wait_durable(off))
+        assert await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+        late = asyncio.create_task(log.wait_durable(off))  # arrives mid-round, same offset
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, late), 5)
+
+    asyncio.run(main())
+    assert log.stats.fsyncs == 1
+    log.close()
+
+
 def test_disk_full_refuses_then_recovers_without_damage(tmp_path, monkeypatch):
     log = SegmentLog(tmp_path / "a")
     real = segment._pwrite
