@@ -44,22 +44,18 @@ win (a module's later definition replaces the earlier one):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
-import urllib.request
-from base64 import b64encode
 from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_kafka_python_suite import summarize  # noqa: E402
+from suite_runs import add_user, management_api, run_suite  # noqa: E402
 
 from smartbroker.launcher import BrokerProcess, free_port  # noqa: E402
 
@@ -240,17 +236,6 @@ def deps(cache: Path) -> Path:
     return target
 
 
-def add_user(api: str, name: str) -> None:
-    auth = "Basic " + b64encode(b"guest:guest").decode()
-    for path, body in ((f"/users/{name}", {"password": name, "tags": ""}),
-                       (f"/permissions/%2F/{name}",
-                        {"configure": ".*", "write": ".*", "read": ".*"})):
-        req = urllib.request.Request(api + path, method="PUT", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json",
-                                              "authorization": auth})
-        urllib.request.urlopen(req, timeout=10, context=ssl._create_unverified_context()).read()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  epilog="Other arguments are passed to pytest.")
@@ -272,8 +257,7 @@ def main() -> int:
         "--kafka-tls-port", str(tls_port), "--tls-cert", str(ssl_dir / "server.crt"),
         "--tls-key", str(ssl_dir / "server.key"), "--tls-ca", str(ssl_dir / "ca.crt"),
         "--tls-port", str(free_port()))).start()
-    scheme = "https" if broker._https else "http"
-    api = f"{scheme}://127.0.0.1:{broker.management_port}/api"
+    api = management_api(broker)
     junit = a.junit or work / "junit.xml"
     env = {**os.environ, "SB_KAFKA_PORT": str(broker.kafka_port),
            "SB_KAFKA_TLS_PORT": str(tls_port), "SB_SSL_DIR": str(ssl_dir), "SB_API": api,
@@ -288,21 +272,12 @@ def main() -> int:
            "--timeout-method=signal", "-q", "-rfEs", f"--junitxml={junit}", *pytest_args]
     print(f"aiokafka {ver} suite from {src} against {broker.kafka_bootstrap} "
           f"(TLS {tls_port}):\n  {' '.join(cmd)}", flush=True)
-    try:
+
+    def users() -> None:
         for user in USERS:
             add_user(api, user)
-        rc = subprocess.run(cmd, cwd=src, env=env).returncode
-    finally:
-        broker.stop()
-        tracebacks = broker.tracebacks()
-        if tracebacks:
-            print(f"\nbroker log has {len(tracebacks)} traceback(s): {broker.log_path}")
-    if junit.exists():
-        counts, failures = summarize(junit)
-        print(f"\naiokafka {ver}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-        for name, msg in failures:
-            print(f"  FAIL {name}: {msg}")
-    return rc
+
+    return run_suite(f"aiokafka {ver}", cmd, src, env, broker, junit, setup=users)
 
 
 if __name__ == "__main__":

@@ -41,22 +41,18 @@ trivup cluster. Beyond that:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
-import urllib.request
-from base64 import b64encode
 from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_kafka_python_suite import summarize  # noqa: E402
+from suite_runs import add_user, management_api, run_suite  # noqa: E402
 
 from smartbroker.launcher import BrokerProcess  # noqa: E402
 
@@ -123,20 +119,6 @@ def deps(cache: Path, work: Path) -> Path:
     return target
 
 
-def add_user(broker: BrokerProcess, name: str) -> None:
-    """``name`` with password ``name`` and every permission on "/" (management API)."""
-    scheme = "https" if broker._https else "http"
-    api = f"{scheme}://127.0.0.1:{broker.management_port}/api"
-    auth = "Basic " + b64encode(b"guest:guest").decode()
-    for path, body in ((f"/users/{name}", {"password": name, "tags": ""}),
-                       (f"/permissions/%2F/{name}",
-                        {"configure": ".*", "write": ".*", "read": ".*"})):
-        req = urllib.request.Request(api + path, method="PUT", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json",
-                                              "authorization": auth})
-        urllib.request.urlopen(req, timeout=10, context=ssl._create_unverified_context()).read()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  epilog="Other arguments are passed to pytest.")
@@ -157,7 +139,7 @@ def main() -> int:
     if a.bootstrap is None:
         broker = BrokerProcess(work / "data", kafka=True, env=BROKER_ENV).start()
         a.bootstrap = broker.kafka_bootstrap
-        add_user(broker, SASL_USER)
+        add_user(management_api(broker), SASL_USER)
     junit = a.junit or work / "junit.xml"
     env = {**os.environ, "BROKERS": a.bootstrap, "PYTHONPATH": os.pathsep.join(
         p for p in (str(work / "stub"), str(target), os.environ.get("PYTHONPATH")) if p)}
@@ -170,21 +152,7 @@ def main() -> int:
            f"--junitxml={junit}", *pytest_args]
     print(f"confluent-kafka {version('confluent-kafka')} with its {a.tag} suite from {src} "
           f"against {a.bootstrap}:\n  {' '.join(cmd)}", flush=True)
-    try:
-        rc = subprocess.run(cmd, cwd=src, env=env).returncode
-    finally:
-        if broker is not None:
-            broker.stop()
-            tracebacks = broker.tracebacks()
-            if tracebacks:
-                print(f"\nbroker log has {len(tracebacks)} traceback(s): {broker.log_path}")
-    if junit.exists():
-        counts, failures = summarize(junit)
-        print(f"\nconfluent-kafka {a.tag} suite: "
-              + ", ".join(f"{n} {k}" for k, n in counts.items()))
-        for name, msg in failures:
-            print(f"  FAIL {name}: {msg}")
-    return rc
+    return run_suite(f"confluent-kafka {a.tag} suite", cmd, src, env, broker, junit)
 
 
 if __name__ == "__main__":

@@ -41,18 +41,19 @@ lists every failure with its first error line. ``--junit`` keeps the full report
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
-import xml.etree.ElementTree as ET
 from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite_runs import run_suite  # noqa: E402
+
 from smartbroker.launcher import BrokerProcess  # noqa: E402
 
 CODEC_PACKAGES = ("python-snappy", "lz4", "zstandard")
@@ -114,26 +115,6 @@ def unpack(archive: Path, into: Path) -> Path:
     return src
 
 
-def summarize(junit: Path) -> tuple[collections.Counter, list[tuple[str, str]]]:
-    """Outcome counts and (test, first message line) of every failure or error."""
-    counts: collections.Counter = collections.Counter()
-    failures: list[tuple[str, str]] = []
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
-        bad = case.find("failure")
-        if bad is None:
-            bad = case.find("error")
-        if bad is not None:
-            counts[bad.tag] += 1
-            msg = (bad.get("message") or bad.text or "").strip().splitlines()
-            failures.append((name, msg[0][:200] if msg else ""))
-        elif case.find("skipped") is not None:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
-    return counts, failures
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  epilog="Other arguments are passed to pytest.")
@@ -166,20 +147,7 @@ def main() -> int:
            "--timeout-method=signal", "-q", "-rfEs", f"--junitxml={junit}", *pytest_args]
     print(f"kafka-python {ver} suite from {src} against {a.bootstrap}:\n  {' '.join(cmd)}",
           flush=True)
-    try:
-        rc = subprocess.run(cmd, cwd=src, env=env).returncode
-    finally:
-        if broker is not None:
-            broker.stop()
-            tracebacks = broker.tracebacks()
-            if tracebacks:
-                print(f"\nbroker log has {len(tracebacks)} traceback(s): {broker.log_path}")
-    if junit.exists():
-        counts, failures = summarize(junit)
-        print(f"\nkafka-python {ver}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-        for name, msg in failures:
-            print(f"  FAIL {name}: {msg}")
-    return rc
+    return run_suite(f"kafka-python {ver}", cmd, src, env, broker, junit)
 
 
 if __name__ == "__main__":
