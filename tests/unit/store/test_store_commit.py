@@ -90,31 +90,42 @@ def test_fsync_runs_off_the_loop_while_appends_continue(tmp_path, monkeypatch):
     log.close()
 
 
-def test_a_waiter_the_running_round_covers_needs_no_second_fsync(tmp_path, monkeypatch):
-    """A wait for an offset written out before the running fsync began is released by
-    that fsync: one round, not two (confirms one round trip sooner)."""
+def test_a_waiter_the_running_round_covers_is_released_by_it(tmp_path, monkeypatch):
+    """A wait for an offset written out before the running fsync began returns with that
+    fsync, even when newer appends need another round (a publisher's confirm goes out one
+    fsync sooner)."""
     log = SegmentLog(tmp_path / "a")
-    entered, gate = threading.Event(), threading.Event()
+    gates = [threading.Event(), threading.Event()]
+    entered = [threading.Event(), threading.Event()]
+    calls = []
     real = commit.fsync_all
 
-    def slow_fsync(fds: list[int]) -> None:
-        entered.set()
-        assert gate.wait(5)
+    def gated_fsync(fds: list[int]) -> None:
+        n = len(calls)
+        calls.append(n)
+        entered[min(n, 1)].set()
+        assert gates[min(n, 1)].wait(5)
         real(fds)
 
-    monkeypatch.setattr(commit, "fsync_all", slow_fsync)
+    monkeypatch.setattr(commit, "fsync_all", gated_fsync)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         off = log.append(b"a")
         first = asyncio.create_task(log.wait_durable(off))
-        assert await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
-        late = asyncio.create_task(log.wait_durable(off))  # arrives mid-round, same offset
-        await asyncio.sleep(0)
-        gate.set()
-        await asyncio.wait_for(asyncio.gather(first, late), 5)
+        assert await loop.run_in_executor(None, entered[0].wait, 5)
+        late = asyncio.create_task(log.wait_durable(off))  # mid-round, an offset it covers
+        newer = log.append(b"b")
+        after = asyncio.create_task(log.wait_durable(newer))  # needs the next round
+        gates[0].set()
+        await asyncio.wait_for(first, 5)
+        await asyncio.wait_for(late, 5)  # not held by the second round's fsync
+        assert not after.done()
+        gates[1].set()
+        await asyncio.wait_for(after, 5)
 
     asyncio.run(main())
-    assert log.stats.fsyncs == 1
+    assert log.stats.fsyncs == 2
     log.close()
 
 
