@@ -28,6 +28,7 @@ from aetcd.exceptions import (
     ClientError,
     ConnectionFailedError,
     ConnectionTimeoutError,
+    InvalidArgumentError,
     RevisionCompactedError,
 )
 from aetcd.utils import prefix_range_end
@@ -35,15 +36,22 @@ from aetcd.utils import prefix_range_end
 log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "smartbroker"
-_PAGE = 1000  # keys per range request of a prefix read
+_PAGE = 1000  # keys per range request of a prefix read (halved while a page is too big)
+# a reply may carry several values of up to etcd's 1.5 MiB request limit
+_GRPC_OPTIONS = {"grpc.max_receive_message_length": 32 << 20}
 _RESUME_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)  # watch re-subscribe backoff, seconds
 
-__all__ = ["KV", "Delete", "EtcdClient", "EtcdUnavailable", "Put", "RevisionCompactedError",
+__all__ = ["KV", "Delete", "EtcdClient", "EtcdRefused", "EtcdUnavailable", "Put", "RevisionCompactedError",
            "WatchEvent"]
 
 
 class EtcdUnavailable(Exception):
     """etcd did not answer or refused (down, timeout, no leader, request too large)."""
+
+
+class EtcdRefused(EtcdUnavailable):
+    """etcd answered and refused the request itself (too large, too many operations,
+    a key twice in one transaction): sending it again cannot succeed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +125,8 @@ class EtcdClient:
         errors = []
         for i in range(len(self.endpoints)):
             host, port = self.endpoints[(self._next + i) % len(self.endpoints)]
-            client = aetcd.Client(host=host, port=port, timeout=int(max(1, self.timeout)))
+            client = aetcd.Client(host=host, port=port, timeout=int(max(1, self.timeout)),
+                                  options=_GRPC_OPTIONS)
             try:
                 await client.connect()
                 await client.status()  # the channel is lazy: this proves the server answers
@@ -162,6 +171,9 @@ class EtcdClient:
             self._next = (self._next + 1) % len(self.endpoints)
             await self._drop()
         detail = exc.details() if isinstance(exc, rpc.AioRpcError) else str(exc)
+        if isinstance(exc, InvalidArgumentError) or \
+                (isinstance(exc, rpc.AioRpcError) and exc.code() == rpc.StatusCode.INVALID_ARGUMENT):
+            return EtcdRefused(f"etcd refused: {detail}")
         return EtcdUnavailable(f"etcd: {detail}")
 
     def key(self, relative: bytes | str) -> bytes:
@@ -191,7 +203,12 @@ class EtcdClient:
                 client = await self._kv()
                 resp = await client.kvstub.Range(request, timeout=self.timeout,
                                                  metadata=client.metadata)
-            except (rpc.AioRpcError, ClientError) as exc:
+            except rpc.AioRpcError as exc:
+                if exc.code() == rpc.StatusCode.RESOURCE_EXHAUSTED and page > 1:
+                    page //= 2  # a page of big values over the message limit: smaller pages
+                    continue
+                raise await self._failed(exc) from None
+            except ClientError as exc:
                 raise await self._failed(exc) from None
             revision = revision or resp.header.revision
             out.extend(KV(self._relative(kv.key), kv.value, kv.mod_revision,

@@ -225,6 +225,10 @@ class DefinitionStore:
             self._depth = 0
             self._db.execute("COMMIT")
 
+    def pending(self) -> None:
+        """Nothing to await: every change is committed before its writer returns."""
+        return None
+
     def _run(self, sql: str, *args: Any) -> None:
         with self.transaction():
             self._db.execute(sql, args)
@@ -346,7 +350,8 @@ class DefinitionStore:
             queues=[QueueDef(v, n, bool(d), bool(a), loads(args), t)
                     for v, n, d, a, args, t in q("SELECT * FROM queues ORDER BY vhost, name")],
             bindings=[BindingDef(v, s, d, dt_, rk, loads(args)) for v, s, d, dt_, rk, args in
-                      q("SELECT * FROM bindings ORDER BY vhost, source, destination, routing_key")],
+                      q("SELECT * FROM bindings ORDER BY vhost, source, destination, routing_key, "
+                        "arguments")],
             policies=[PolicyDef(v, n, pat, loads(d), pr, ap)
                       for v, n, pat, d, pr, ap in q("SELECT * FROM policies ORDER BY vhost, name")],
         )
