@@ -45,8 +45,8 @@ class ClusterLink:
     def __init__(self, node: str, cluster: str, secret: bytes, *, host: str = "127.0.0.1",
                  port: int = 0, window: int = link_codec.WINDOW, heartbeat: float = 1.0,
                  missed_heartbeats: int = 5, call_timeout: float = 30.0,
-                 handshake_timeout: float = 5.0, backoff: tuple[float, float] = (0.05, 2.0)
-                 ) -> None:
+                 handshake_timeout: float = 5.0, backoff: tuple[float, float] = (0.05, 2.0),
+                 resolve: Callable[[str], tuple[str, int] | None] | None = None) -> None:
         self.node = node
         self.cluster = cluster
         self.secret = secret
@@ -58,6 +58,7 @@ class ClusterLink:
         self.call_timeout = call_timeout
         self.handshake_timeout = handshake_timeout
         self.backoff = backoff
+        self.resolve = resolve  # a peer's current address (membership), asked at each dial
         self.loop = asyncio.get_running_loop()
         self.channels: dict[int, ChannelSpec] = {}
         self.channel_handlers: dict[int, ChannelHandler] = {}
@@ -288,6 +289,9 @@ class ClusterLink:
         low, high = self.backoff
         delay = low
         while peer in self._wanted and not self._closing:
+            address = self.resolve(peer) if self.resolve is not None else None
+            if address is not None and address[1]:
+                self._wanted[peer] = address  # it restarted on another port
             host, port = self._wanted[peer]
             try:
                 _, link = await asyncio.wait_for(self.loop.create_connection(
