@@ -225,6 +225,7 @@ class ClusterLink:
         old = self._links.get(peer)
         if old is not None:
             old.abort("replaced by a new connection from the same node")
+            old.fail_calls()
             self._notify(self._down, peer)  # its calls failed: say so before the new one
         self._links[peer] = link
         link.was_up = True

@@ -130,16 +130,20 @@ class PeerConnection(asyncio.Protocol):
         self.transport = None
         if exc is not None and self._reason == "connection lost":
             self._reason = f"connection lost ({exc})"
-        failure = PeerDown(f"the link to node {self.peer or self.expected!r} went down: "
-                           f"{self._reason}")
-        for future in self.calls.values():
-            if not future.done():
-                future.set_exception(failure)
-        self.calls.clear()
+        self.fail_calls()
         self._wake()
         if not self.finished.done():
             self.finished.set_result(self._reason)
         self.link.lost(self)
+
+    def fail_calls(self) -> None:
+        """Fail the calls in flight on this connection with ``PeerDown``."""
+        failure = PeerDown(f"the link to node {self.peer or self.expected!r} went down: "
+                           f"{self._reason}")
+        calls, self.calls = self.calls, {}
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(failure)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -183,7 +187,7 @@ class PeerConnection(asyncio.Protocol):
             self.link.tasks.add(task)
             task.add_done_callback(self.link.tasks.discard)
         else:
-            self.conn.respond(event.call_id, result)
+            self._answer(event, result)
 
     async def _answer_later(self, event: Request, result: Any) -> None:
         try:
@@ -194,8 +198,15 @@ class PeerConnection(asyncio.Protocol):
                 self.mark()
             return
         if self.ready:
-            self.conn.respond(event.call_id, reply)
+            self._answer(event, reply)
             self.mark()
+
+    def _answer(self, event: Request, reply: Any) -> None:
+        if isinstance(reply, bytes | bytearray | memoryview):
+            self.conn.respond(event.call_id, bytes(reply))
+        else:
+            self._answer_error(event, TypeError(f"the handler returned {type(reply).__name__}"
+                                                ", not bytes"))
 
     def _answer_error(self, event: Request, exc: Exception) -> None:
         if isinstance(exc, CallError):

@@ -184,8 +184,13 @@ class LinkConnection:
             raise LinkProtocolError(f"unexpected frame {name} in state {self.state.value}")
         end = pos + 4 + size
         if len(buf) < end:
+            self._compact()  # else a stream of reads each ending mid-frame grows _in
             return None
-        body = bytes(buf[pos + 5:end])
+        view = memoryview(buf)
+        try:
+            body = view[pos + 5:end].tobytes()  # one copy (a bytearray slice would be two)
+        finally:
+            view.release()
         self._pos = end
         return FrameType(kind), body
 

@@ -16,6 +16,8 @@ import pytest
 
 from smartbroker.cluster.link import CallError, ClusterLink, PeerDown
 from smartbroker.cluster.link_codec import ChannelSpec
+from smartbroker.cluster.link_peer import PeerConnection
+from smartbroker.cluster.link_protocol import Role
 
 PUBLISH = ChannelSpec(1, "publish", "Q", 2)  # seq | routing key, body
 SECRET = b"the-cluster-secret"
@@ -93,6 +95,10 @@ def test_calls_answer_fail_and_await() -> None:
         assert info.value.code == 404
         with pytest.raises(CallError, match="no handler for 'nope'"):
             await a.call("b", "nope")
+        b.on_call("buggy", lambda peer, payload: None)  # type: ignore[arg-type,return-value]
+        with pytest.raises(CallError, match="541 internal error: TypeError"):
+            await a.call("b", "buggy")
+        assert await a.call("b", "echo", b"still up") == b"pu llits"
         with pytest.raises(PeerDown, match="no link to node 'z'"):
             await a.call("z", "echo")
         await b.wait_connected("a")
@@ -216,6 +222,29 @@ def test_a_receiver_holding_a_channel_stops_the_sender_within_a_window() -> None
         b.release("a", PUBLISH)
         await asyncio.wait_for(waiting, 5.0)
         assert a.writable("b", PUBLISH)
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+def test_a_second_connection_from_a_peer_replaces_the_first() -> None:
+    async def main() -> None:
+        a, b = await pair()
+        a.on_call("hang", lambda peer, payload: asyncio.Event().wait())
+        downs: list[str] = []
+        b.on_peer_down(downs.append)
+        await a.wait_connected("b")
+        await b.wait_connected("a")
+        first = b._links["a"]
+        pending = asyncio.ensure_future(b.call("a", "hang"))
+        await asyncio.sleep(0.05)
+        await a.loop.create_connection(lambda: PeerConnection(a, Role.DIALER, "b"),
+                                       "127.0.0.1", b.port)  # as if a restarted
+        with pytest.raises(PeerDown, match="replaced by a new connection"):
+            await asyncio.wait_for(pending, 5)
+        assert downs == ["a"]
+        assert b._links["a"] is not first
         await a.close()
         await b.close()
 

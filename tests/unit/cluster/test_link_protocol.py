@@ -161,3 +161,19 @@ def test_an_item_of_the_wrong_width_is_a_programming_error() -> None:
 def test_sending_before_the_handshake_is_a_programming_error() -> None:
     with pytest.raises(RuntimeError, match="not ready"):
         Pair().a.request(1, "m", b"")
+
+
+def test_reads_that_end_mid_frame_do_not_grow_the_buffer() -> None:
+    pair = Pair(window=1 << 26).handshake()
+    for i in range(2000):
+        pair.a.send(PUBLISH, (i, 0, "rk", b"", b"z" * 500))
+    data = pair.a.data_to_send()
+    largest = 0
+    got = 0
+    for start in range(0, len(data), 7000):  # every read ends inside a frame
+        pair.b.receive_data(data[start:start + 7000])
+        while (event := pair.b.next_event()) is not NEED_DATA:
+            got += len(event.items)
+        largest = max(largest, len(pair.b._in))
+    assert got == 2000
+    assert largest < codec.BATCH_BYTES + 2 * 7000
