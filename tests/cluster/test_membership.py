@@ -22,6 +22,7 @@ from tests.conftest import assert_clean_log
 TTL = 3  # seconds: the lease TTL the nodes get (SMARTBROKER_CLUSTER_LEASE_TTL)
 SLACK = 4.0  # seconds past the TTL a busy 2-core machine may need to see an expiry
 NAMES = ("n1", "n2", "n3")
+CHROMIUM = "/usr/bin/chromium"
 
 
 def poll(cond: Callable[[], bool], timeout: float, what: str) -> float:
@@ -124,6 +125,30 @@ def test_clean_stop_is_seen_at_once_and_forget(cluster: dict[str, Any]) -> None:
 
     nodes["n3"].start()
     poll(lambda: running(nodes["n1"]).get("n3") is True, 10, "n3 back after forget")
+
+
+def test_the_dashboard_shows_the_nodes(cluster: dict[str, Any]) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    nodes = cluster["nodes"]
+    nodes["n2"].stop()
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--headless", "--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{nodes['n1'].management_port}/#nodes")
+                page.wait_for_selector('#nodes-body tr[data-node="n2"][data-running="false"]',
+                                       timeout=10_000)
+                rows = page.eval_on_selector_all(
+                    "#nodes-body tr", "rows => rows.map(r => r.innerText.split('\\t')[1])")
+                assert rows == ["running", "down", "running"]
+            finally:
+                browser.close()
+    finally:
+        nodes["n2"].start()
 
 
 def test_a_name_held_by_a_live_node_is_refused(cluster: dict[str, Any]) -> None:

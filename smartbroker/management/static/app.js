@@ -141,6 +141,24 @@ function renderOverview(o, now) {
   drawChart();
 }
 
+function fmtUptime(ms) {
+  const s = Math.floor((ms || 0) / 1000);
+  if (s >= 86400) return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+  if (s >= 3600) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${s}s`;
+}
+
+// the cluster's nodes (one on a single node): down ones stay listed until forgotten
+function renderNodes(nodes) {
+  fill("nodes-body", nodes.map((n) => [n.name,
+    { text: n.running ? "running" : "down", cls: n.running ? null : "down" },
+    n.host ?? "", { text: n.amqp_port ?? "", num: true },
+    { text: n.running ? fmtUptime(n.uptime) : "-", num: true },
+    { text: n.mem_used == null ? "-" : fmtBytes(n.mem_used), num: true }]), 6,
+    nodes.map((n) => ({ "data-node": n.name, "data-running": String(!!n.running) })));
+}
+
 function renderQueues(queues, now) {
   fill("queues-body", queues.map((q) => {
     const s = q.message_stats || {};
@@ -220,12 +238,12 @@ function renderDlq(dlqs) {
 async function refresh() {
   clearTimeout(timer);
   const now = Date.now();
-  const names = ["overview", "queues", "exchanges", "bindings", "connections", "streams",
+  const names = ["overview", "nodes", "queues", "exchanges", "bindings", "connections", "streams",
     "groups", "dlq"];
   // lists are asked for one bounded page each: a broker with 20k queues renders 500 rows
   // per refresh, not 20k (the envelope's total_count says how many there are)
   const results = await Promise.allSettled(names.map((n) =>
-    api(n === "overview" ? n : `${n}?page=1&page_size=${PAGE_SIZE}`)));
+    api(n === "overview" || n === "nodes" ? n : `${n}?page=1&page_size=${PAGE_SIZE}`)));
   const failed = results.find((r) => r.status === "rejected" && r.reason instanceof AuthError);
   if (failed) return signOut(failed.reason.message);
   const truncated = [];
@@ -238,6 +256,7 @@ async function refresh() {
     return [n, value];
   }));
   if (data.overview) renderOverview(data.overview, now);
+  if (data.nodes) renderNodes(data.nodes);
   if (data.queues) renderQueues(data.queues, now);
   if (data.exchanges) {
     fill("exchanges-body", data.exchanges.map((e) =>
