@@ -68,6 +68,10 @@ def unbind(conn, ch, m: commands.Queue.Unbind) -> None:
 def purge(conn, ch, m: commands.Queue.Purge) -> None:
     name = queue_name(ch, m.queue)
     conn.check("read", "queue", name)
+    later = getattr(conn.vhost.queue(name, conn), "purge_later", None)
+    if later is not None:  # led by another node (cluster/remote_queue.py): answers later
+        later(conn, ch, m.nowait)
+        return
     count = conn.vhost.purge_queue(name, conn)
     if not m.nowait:
         conn.send_method(ch.number, commands.Queue.PurgeOk(message_count=count))

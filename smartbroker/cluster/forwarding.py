@@ -1,0 +1,334 @@
+"""The leader's side of queues used from other nodes: forwarded publishes, remote
+consumers, and the calls (basic.get, purge, counts) other nodes make on its queues.
+
+- Forwarded publishes (``PUBLISH`` items) go straight into the led queue
+  (``VirtualHost.enqueue``: persisted once, as a local publish), never routed again: the
+  first node routed them. Their confirms go back on ``CONFIRM`` once every log they were
+  written to is fsynced, through the same group commit a channel's confirms use
+  (``MessageStore.request_sync``, with ``PeerConfirms`` as the waiter).
+- A remote consumer is a ``RelayConsumer`` in the queue's consumer ring, like a
+  channel's: it takes a delivery while it has the credit its node granted, and sends it
+  on ``DELIVERIES``; its node's acks, requeues and discards (``CONSUMER_OPS``) settle the
+  entries it holds, with the queue's own ``ack``/``settle``, so redelivered flags,
+  dead-lettering and delivery limits are the queue's, exactly as on one node.
+- A peer that goes down takes its consumers with it: what they held is requeued
+  (``redelivered``), as when a connection closes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster.forwarding_wire import CONFIRM, DELIVERIES, Kind, Op
+from smartbroker.cluster.link_codec import ChannelSpec
+from smartbroker.errors import AMQPError, not_found
+from smartbroker.queues.base import Queue, QueueEntry, Settle, require
+
+log = logging.getLogger("smartbroker.cluster")
+
+
+class Link(Protocol):
+    """What forwarding needs from the cluster link (``cluster/link.py``)."""
+
+    def send(self, peer: str, spec: ChannelSpec, item: tuple) -> bool: ...
+
+    def writable(self, peer: str, spec: ChannelSpec) -> bool: ...
+
+    async def call(self, peer: str, method: str, payload: bytes) -> bytes: ...
+
+
+class PeerConfirms:
+    """The confirms owed to one peer: the waiter ``MessageStore.request_sync`` calls, as
+    a channel is for its client (same marks: everything up to the mark is fsynced)."""
+
+    def __init__(self, peer: str, link: Link) -> None:
+        self.peer = peer
+        self.link = link
+        self.routed_upto = 0
+        self.sent = 0
+        self.sync_waiting: deque[int] = deque()
+        self.nacked: deque[int] = deque()
+
+    def sync_mark(self) -> int:
+        return self.sync_waiting[-1] if self.sync_waiting else 0
+
+    def synced(self, mark: int) -> None:
+        waiting = self.sync_waiting
+        while waiting and waiting[0] <= mark:
+            waiting.popleft()
+        self.flush()
+
+    def sync_failed(self, mark: int) -> None:
+        waiting = self.sync_waiting
+        while waiting and waiting[0] <= mark:
+            self.nacked.append(waiting.popleft())
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what is settled, in order: nacks one by one, acks as "up to"."""
+        upto = self.routed_upto
+        if self.sync_waiting:
+            upto = min(upto, self.sync_waiting[0] - 1)
+        if upto <= self.sent:
+            return
+        nacked = sorted(self.nacked)
+        self.nacked = deque(seq for seq in nacked if seq > upto)
+        for seq in nacked:
+            if seq <= upto:
+                self.link.send(self.peer, CONFIRM, (seq, 1))
+        self.link.send(self.peer, CONFIRM, (upto, 0))
+        self.sent = upto
+
+
+class RelayConsumer:
+    """A consumer on another node, as the leader's queue sees it (``queues.base.Consumer``)."""
+
+    __slots__ = ("service", "peer", "sub", "queue", "tag", "no_ack", "exclusive", "priority",
+                 "arguments", "unacked", "parked", "credit", "handles", "cancelled")
+
+    def __init__(self, service: LeaderService, peer: str, sub: int, queue: Queue,
+                 spec: dict[str, Any]) -> None:
+        self.service = service
+        self.peer = peer
+        self.sub = sub
+        self.queue = queue
+        self.tag = str(spec.get("tag", ""))
+        self.no_ack = bool(spec.get("no_ack", False))
+        self.exclusive = bool(spec.get("exclusive", False))
+        self.priority = int(spec.get("priority", 0))
+        self.arguments = dict(spec.get("arguments") or {})
+        self.unacked = 0
+        self.parked = False
+        self.credit = int(spec.get("credit", 0))
+        self.handles: dict[int, QueueEntry] = {}
+        self.cancelled = False  # basic.cancel: no more deliveries, held ones may be settled
+
+    def can_take(self) -> bool:
+        return self.credit > 0 and self.service.link.writable(self.peer, DELIVERIES)
+
+    def credit_left(self) -> int:
+        return self.credit if self.service.link.writable(self.peer, DELIVERIES) else 0
+
+    def deliver(self, queue: Queue, entry: QueueEntry) -> None:
+        self.credit -= 1
+        msg = entry.message if entry.delivery_count == 1 else queue.delivery_message(entry)
+        handle = 0
+        if not self.no_ack:
+            handle = self.service.next_handle()
+            self.handles[handle] = entry
+            self.unacked += 1
+        self.service.link.send(self.peer, DELIVERIES, (
+            Kind.DELIVER, self.sub, handle, entry.redelivered, 0,
+            msg.exchange_rk_ss, msg.header_payload, msg.body))
+
+    def cancelled_by_broker(self) -> None:
+        self.service.consumers.pop((self.peer, self.sub), None)
+        self.service.link.send(self.peer, DELIVERIES, (Kind.CANCELLED, self.sub, 0, 0, 0,
+                                                       b"", b"", b""))
+
+    def settle(self, op: Op, handle: int) -> None:
+        entry = self.handles.pop(handle, None)
+        if entry is None:
+            return  # settled already (a requeue after a peer-down): nothing to do
+        self.unacked -= 1
+        queue = self.queue
+        if op is Op.ACK:
+            queue.ack(entry)
+        else:
+            actions = queue.settle(Settle.REQUEUE if op is Op.REQUEUE else Settle.DISCARD, [entry])
+            if actions:
+                self.service.perform(queue, actions)
+        if self.parked:
+            queue.wake(self)
+        if queue.consumers:
+            queue.dispatch()
+
+    def requeue_all(self) -> None:
+        """Its node is gone or its channel closed: every held entry back to the queue."""
+        entries = list(self.handles.values())
+        self.handles.clear()
+        self.unacked = 0
+        if entries:
+            actions = self.queue.settle(Settle.REQUEUE, entries)
+            if actions:
+                self.service.perform(self.queue, actions)
+
+
+class LeaderService:
+    """This node's queues, served to the other nodes over the link. ``vhosts``: the
+    broker's vhosts by name (read at each call, so vhosts added later are served)."""
+
+    def __init__(self, vhosts: dict[str, Any], link: Link) -> None:
+        self.vhosts = vhosts
+        self.link = link
+        self.confirms: dict[str, PeerConfirms] = {}
+        self.consumers: dict[tuple[str, int], RelayConsumer] = {}
+        self.gets: dict[tuple[str, int], tuple[Queue, QueueEntry]] = {}  # basic.get, unacked
+        self.next_handle: Callable[[], int] = itertools.count(1).__next__
+
+    def calls(self) -> dict[str, Callable[[str, bytes], Awaitable[bytes] | bytes]]:
+        """The link calls this service answers, by method."""
+        return {wire.GET: self.get, wire.PURGE: self.purge, wire.STATS: self.stats,
+                wire.CONSUME: self.consume}
+
+    def perform(self, queue: Queue, actions: list[Any]) -> None:
+        vhost = self.vhosts.get(queue.vhost)
+        if vhost is not None:
+            vhost.perform(actions)
+
+    def _queue(self, payload: dict[str, Any]) -> Queue:
+        vhost = self.vhosts.get(str(payload.get("vhost", "")))
+        name = str(payload.get("queue", ""))
+        q = None if vhost is None else vhost.queues.get(name)
+        if q is None or getattr(q, "leader", None) is not None:  # gone, or not led here
+            raise not_found(f"no queue '{name}' in vhost '{payload.get('vhost', '')}'")
+        return q
+
+    # -- publishes -----------------------------------------------------------------------
+    def on_publish(self, peer: str, items: list[tuple]) -> None:
+        """A batch of forwarded publishes: enqueue each, then one sync request for all."""
+        confirms = self.confirms.get(peer)
+        if confirms is None:
+            confirms = self.confirms[peer] = PeerConfirms(peer, self.link)
+        logs: set[Any] = set()
+        store = None
+        for seq, vhost_name, queue_name, exchange_rk, properties, body in items:
+            vhost = self.vhosts.get(vhost_name.decode(errors="replace"))
+            q = None if vhost is None else vhost.queues.get(queue_name.decode(errors="replace"))
+            confirms.routed_upto = seq
+            if q is None or getattr(q, "leader", None) is not None:
+                continue  # deleted meanwhile: dropped and confirmed, as an unroutable publish
+            try:
+                msg = wire.message(exchange_rk, properties, body)
+            except (IndexError, UnicodeDecodeError):
+                log.warning("dropped a malformed forwarded publish from %s", peer)
+                continue
+            accepted, written = vhost.enqueue((q,), msg)
+            if not accepted:
+                confirms.nacked.append(seq)
+            elif written:
+                confirms.sync_waiting.append(seq)
+                logs.update(written)
+                store = vhost.store
+        if logs and store is not None:
+            store.request_sync(confirms, tuple(logs))
+        confirms.flush()
+
+    # -- consumers -----------------------------------------------------------------------
+    def consume(self, peer: str, payload: bytes) -> bytes:
+        try:
+            spec = wire.decode(payload)
+            q = self._queue(spec)
+            if q.consumers and (spec.get("exclusive") or q.exclusive_consumer):
+                raise AMQPError(403, f"queue '{q.name}' in vhost '{q.vhost}' in exclusive use")
+            q.validate_consumer(spec.get("arguments") or {}, bool(spec.get("no_ack")),
+                                int(spec.get("prefetch", 0)))
+        except AMQPError as err:
+            return wire.encode({"code": err.code, "text": err.text})
+        except (ValueError, TypeError) as exc:
+            return wire.encode({"code": 406, "text": str(exc)})
+        sub = int(spec.get("sub", 0))
+        consumer = RelayConsumer(self, peer, sub, q, spec)
+        self.consumers[(peer, sub)] = consumer
+        q.add_consumer(consumer)
+        return wire.encode({"code": 0})
+
+    def on_consumer_ops(self, peer: str, items: list[tuple]) -> None:
+        for op, sub, handle, count in items:
+            if op >= Op.GET_ACK:
+                self._settle_get(peer, Op(op), handle)
+                continue
+            consumer = self.consumers.get((peer, sub))
+            if consumer is None:
+                continue
+            if op == Op.CREDIT:
+                if consumer.cancelled:
+                    continue
+                consumer.credit += count
+                if consumer.parked:
+                    consumer.queue.wake(consumer)
+                consumer.queue.dispatch()
+                continue
+            if op == Op.CANCEL:
+                consumer.cancelled = True
+                consumer.queue.remove_consumer(consumer)
+                if count:  # the channel is gone: nothing it held can be acked any more
+                    consumer.requeue_all()
+            elif op in (Op.ACK, Op.REQUEUE, Op.DISCARD):
+                consumer.settle(Op(op), handle)
+            if consumer.cancelled and not consumer.handles:
+                self.consumers.pop((peer, sub), None)
+
+    def peer_down(self, peer: str) -> None:
+        """Its consumers are gone and what they held goes back, redelivered."""
+        for key in [k for k in self.consumers if k[0] == peer]:
+            consumer = self.consumers.pop(key)
+            consumer.queue.remove_consumer(consumer)
+            consumer.requeue_all()
+        for key in [k for k in self.gets if k[0] == peer]:
+            q, entry = self.gets.pop(key)
+            self.perform(q, q.settle(Settle.REQUEUE, [entry]))
+        self.confirms.pop(peer, None)
+
+    # -- calls ---------------------------------------------------------------------------
+    def get(self, peer: str, payload: bytes) -> bytes:
+        try:
+            spec = wire.decode(payload)
+            q = self._queue(spec)
+            require(q, "get")
+            no_ack = bool(spec.get("no_ack"))
+            entry = q.get(no_ack)
+        except AMQPError as err:
+            return wire.encode({"code": err.code, "text": err.text})
+        except ValueError as exc:
+            return wire.encode({"code": 406, "text": str(exc)})
+        if entry is None:
+            return wire.encode({"code": 0, "empty": True})
+        handle = 0
+        if not no_ack:
+            handle = self.next_handle()
+            self.gets[(peer, handle)] = (q, entry)
+        msg = q.delivery_message(entry, on_get=True)
+        return wire.encode({"code": 0, "handle": handle, "redelivered": entry.redelivered,
+                            "count": q.message_count, "route": bytearray(msg.exchange_rk_ss),
+                            "properties": bytearray(msg.header_payload),
+                            "body": bytearray(msg.body)})  # bytearray: AMQP byte arrays
+
+    def _settle_get(self, peer: str, op: Op, handle: int) -> None:
+        found = self.gets.pop((peer, handle), None)
+        if found is None:
+            return
+        q, entry = found
+        if op is Op.GET_ACK:
+            q.ack(entry)
+        else:
+            self.perform(q, q.settle(Settle.REQUEUE if op is Op.GET_REQUEUE else Settle.DISCARD,
+                                     [entry]))
+        if q.consumers:
+            q.dispatch()
+
+    def purge(self, peer: str, payload: bytes) -> bytes:
+        try:
+            q = self._queue(wire.decode(payload))
+            require(q, "purge")
+        except AMQPError as err:
+            return wire.encode({"code": err.code, "text": err.text})
+        except ValueError as exc:
+            return wire.encode({"code": 406, "text": str(exc)})
+        return wire.encode({"code": 0, "count": q.purge()})
+
+    def stats(self, peer: str, payload: bytes) -> bytes:
+        try:
+            q = self._queue(wire.decode(payload))
+        except AMQPError as err:
+            return wire.encode({"code": err.code, "text": err.text})
+        except ValueError as exc:
+            return wire.encode({"code": 406, "text": str(exc)})
+        return wire.encode({"code": 0, "messages": q.message_count,
+                            "consumers": q.consumer_count, "unacked": q.unacked_count,
+                            "bytes": q.message_bytes})

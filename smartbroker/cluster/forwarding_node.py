@@ -1,0 +1,182 @@
+"""Queue forwarding on one node: the composition of the leader's service
+(``forwarding.LeaderService``), the forwarders of publishes (``forwarding_publish``) and
+the remote consumers (``remote_consumer``) over the cluster link, and the queue factory
+that gives a vhost a ``RemoteQueue`` for a queue another node leads.
+
+``ClusterNode`` (``cluster/node.py``) builds one, hands it the link, and calls
+``peer_down`` when membership sees a node leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster.forwarding import LeaderService, Link
+from smartbroker.cluster.forwarding_publish import Forwarder
+from smartbroker.cluster.forwarding_wire import CONFIRM, CONSUMER_OPS, DELIVERIES, PUBLISH, Op
+from smartbroker.cluster.link_peer import PeerDown
+from smartbroker.cluster.placement import PlacementTable
+from smartbroker.cluster.remote_consumer import Subscriptions
+from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.errors import AMQPError, ConnectionError
+from smartbroker.queues.base import Queue, QueueSpec, Storage
+from smartbroker.queues.types import declare_queue, queue_type
+
+log = logging.getLogger("smartbroker.cluster")
+
+
+class Registry(Protocol):
+    """Where the link's handlers are registered (``cluster/link.py``)."""
+
+    def on_messages(self, spec: Any, handler: Callable[[str, list[tuple]], None]) -> None: ...
+
+    def on_call(self, method: str, handler: Callable[[str, bytes], Any]) -> None: ...
+
+    def on_peer_down(self, callback: Callable[[str], None]) -> None: ...
+
+
+class GuardedLink:
+    """The link as forwarding uses it from inside queues and channels: a peer whose link
+    just went down is "not writable" and a send to it is dropped (its ``peer_down``
+    follows and settles what was in flight), never an exception in a dispatch loop."""
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
+
+    def send(self, peer: str, spec: Any, item: tuple) -> bool:
+        try:
+            return self.link.send(peer, spec, item)
+        except PeerDown:
+            return False
+
+    def writable(self, peer: str, spec: Any) -> bool:
+        try:
+            return self.link.writable(peer, spec)
+        except PeerDown:
+            return False
+
+    async def call(self, peer: str, method: str, payload: bytes) -> bytes:
+        return await self.link.call(peer, method, payload)
+
+    def connected(self, peer: str) -> bool:
+        return self.link.connected(peer)
+
+
+class QueueForwarding:
+    """``link``: a ``ClusterLink``; ``is_up``: whether a node is up (default: its link
+    is connected)."""
+
+    def __init__(self, node: str, vhosts: dict[str, Any], link: Any,
+                 placement: PlacementTable, is_up: Callable[[str], bool] | None = None) -> None:
+        self.node = node
+        self.vhosts = vhosts
+        self.link: Link = GuardedLink(link)
+        self.placement = placement
+        self._is_up = is_up or link.connected
+        self.leader = LeaderService(vhosts, link)
+        self.subscriptions = Subscriptions(self)
+        self.forwarders: dict[str, Forwarder] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def register(self, registry: Registry) -> None:
+        """The link channels and calls this node answers, and its peer-down callback."""
+        registry.on_peer_down(self.peer_down)
+        registry.on_messages(PUBLISH, self.leader.on_publish)
+        registry.on_messages(CONFIRM, self.on_confirms)
+        registry.on_messages(CONSUMER_OPS, self.leader.on_consumer_ops)
+        registry.on_messages(DELIVERIES, self.subscriptions.on_deliveries)
+        for method, handler in self.leader.calls().items():
+            registry.on_call(method, handler)
+
+    # -- what remote queues use ----------------------------------------------------------
+    def is_up(self, peer: str) -> bool:
+        return self._is_up(peer)
+
+    def forwarder(self, peer: str) -> Forwarder | None:
+        if not self._is_up(peer):
+            return None
+        found = self.forwarders.get(peer)
+        if found is None:
+            found = self.forwarders[peer] = Forwarder(peer, self.link)
+        return found
+
+    def on_confirms(self, peer: str, items: list[tuple]) -> None:
+        forwarder = self.forwarders.get(peer)
+        if forwarder is None:
+            return
+        for seq, nack in items:
+            forwarder.on_confirm(seq, bool(nack))
+
+    def send_op(self, peer: str, op: Op, sub: int, handle: int, count: int) -> None:
+        self.link.send(peer, CONSUMER_OPS, (op, sub, handle, count))
+
+    def settle(self, peer: str, op: Op, sub: int, handle: int) -> None:
+        if handle:
+            self.send_op(peer, op, sub, handle, 0)
+
+    async def call(self, peer: str, method: str, payload: bytes) -> bytes:
+        return await self.link.call(peer, method, payload)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], conn: Any, ch: Any,
+              ids: tuple[int, int]) -> None:
+        """Run a method's answer that waits for the leader; its refusal closes the channel
+        (or the connection) as the method's own would have."""
+        async def run() -> None:
+            try:
+                await coro
+            except ConnectionError as err:
+                conn.server_close(err.code, err.text)
+            except AMQPError as err:
+                if not ch.closing and not ch.torn_down:
+                    conn.channel_failed(ch, err.at(*ids))
+            except Exception:
+                log.exception("forwarded call failed on connection %s", getattr(conn, "name", "?"))
+                if not ch.closing and not ch.torn_down:
+                    conn.channel_failed(ch, AMQPError(541, "internal error").at(*ids))
+
+        self._keep(run())
+
+    def spawn_call(self, peer: str, method: str, payload: bytes,
+                   done: Callable[[dict[str, Any] | None], None]) -> None:
+        async def run() -> None:
+            try:
+                reply = wire.decode(await self.link.call(peer, method, payload))
+            except Exception as exc:  # the peer is gone, or answered garbage
+                log.info("call %s to %s failed: %s", method, peer, exc)
+                reply = None
+            done(reply)
+
+        self._keep(run())
+
+    def _keep(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- membership ----------------------------------------------------------------------
+    def peer_down(self, peer: str) -> None:
+        """``peer`` left: its consumers of our queues are gone (what they held is
+        requeued), our consumers of its queues are cancelled, our unconfirmed publishes to
+        it are nacked."""
+        self.leader.peer_down(peer)
+        self.subscriptions.peer_down(peer)
+        forwarder = self.forwarders.pop(peer, None)
+        if forwarder is not None:
+            forwarder.peer_down()
+
+    # -- building queues -----------------------------------------------------------------
+    def queue_factory(self, spec: QueueSpec, host: Any, storage: Storage | None) -> Queue:
+        """``VirtualHost.queue_factory`` in cluster mode: the queue itself where this node
+        leads it (or nobody placed it yet: client-local), else a ``RemoteQueue``."""
+        leader = self.placement.leader(spec.vhost, spec.name)
+        if leader is None or leader == self.node or spec.exclusive:
+            return declare_queue(spec, host, storage)
+        kind = queue_type(spec.arguments)
+        return RemoteQueue(spec.name, spec.vhost, leader, self, durable=spec.durable,
+                           auto_delete=spec.auto_delete, arguments=spec.arguments,
+                           capabilities=kind.capabilities,
+                           type_name=getattr(kind, "type_name", "classic"))

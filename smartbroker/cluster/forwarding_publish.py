@@ -1,0 +1,76 @@
+"""Publishes to a queue another node leads: sent to the leader in order, confirmed once
+the leader confirmed.
+
+One ``Forwarder`` per leader node. ``forward`` hands the message to the link (which
+batches: one write per loop pass, however many publishes) and numbers it. The
+forwarder is also the "log" a confirm waits for: ``RemoteQueue.publish`` returns it as
+the ``PublishResult.sync`` of the publish, and the group commit that fsyncs the local
+logs awaits ``sync()`` beside them (``MessageStore.request_sync``), so a publisher
+confirm leaves only after the leader confirmed everything forwarded so far, with no
+new path in the channel's confirm code.
+
+A nack from the leader (its queue refused: reject-publish) or a leader that went down
+with publishes unconfirmed makes ``sync()`` fail, which nacks the publishes that waited
+on that round (the publisher may retry), as a failed fsync does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from smartbroker.cluster.forwarding_wire import PUBLISH
+from smartbroker.queues.base import PublishResult
+from smartbroker.store.api import StoreUnavailable
+
+if TYPE_CHECKING:
+    from smartbroker.cluster.forwarding import Link
+    from smartbroker.message import Message
+
+
+class Forwarder:
+    def __init__(self, peer: str, link: Link) -> None:
+        self.peer = peer
+        self.link = link
+        self.seq = 0
+        self.confirmed = 0  # every seq up to here is settled by the leader
+        self.nacked_upto = 0  # the highest seq the leader nacked (or lost)
+        self.checked = 0  # nacks up to here were already reported by a sync()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.result = PublishResult(True, self)  # what a forwarded publish returns
+
+    def forward(self, vhost: str, queue: str, msg: Message) -> None:
+        self.seq += 1
+        self.link.send(self.peer, PUBLISH, (self.seq, vhost, queue, msg.exchange_rk_ss,
+                                            msg.header_payload, msg.body))
+
+    async def sync(self) -> None:
+        """Return once the leader settled every publish forwarded so far; raise
+        ``StoreUnavailable`` if it refused or lost one of them."""
+        target = self.seq
+        if self.confirmed < target:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters.append((target, future))
+            await future
+        if self.nacked_upto > self.checked:
+            self.checked = self.nacked_upto
+            raise StoreUnavailable(f"node {self.peer} refused or lost a forwarded publish")
+
+    def on_confirm(self, seq: int, nack: bool) -> None:
+        if nack:
+            self.nacked_upto = max(self.nacked_upto, seq)
+            return
+        if seq <= self.confirmed:
+            return
+        self.confirmed = seq
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= seq:
+            _, future = waiters.pop(0)
+            if not future.done():
+                future.set_result(None)
+
+    def peer_down(self) -> None:
+        """The leader is gone: whatever it had not confirmed is lost; say so."""
+        if self.confirmed < self.seq:
+            self.nacked_upto = self.seq
+        self.on_confirm(self.seq, False)

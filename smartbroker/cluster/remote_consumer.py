@@ -1,0 +1,129 @@
+"""Consumers of queues another node leads: subscribed on the leader, deliveries relayed.
+
+A client's consumer stays a ``ChannelConsumer`` on its own channel: delivery tags,
+prefetch and unacked records are its channel's, as for a local queue. Its queue here is
+a ``RemoteQueue``, which subscribes it on the leader (a ``RelayConsumer`` there) with
+credit: the leader sends at most what it was granted, and this node grants what the
+consumer can take (``credit_left``: prefetch minus unacked, the channel's global
+prefetch, flow and writability) minus what is already granted. Each ack gives the
+leader one more, so a prefetch of N means at most N unacked on the client, exactly as
+on one node. A consumer with no limit (no_ack or prefetch 0) gets a window of
+``WINDOW``, topped up at half.
+
+Deliveries arrive in batches (``DELIVERIES``) and go to ``Channel.deliver`` as a local
+queue's would (the channel remaps the tag: its own counter; the leader's handle stays
+in the entry). A delivery for a consumer that is gone goes back (requeue) at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster.forwarding_wire import Kind, Op
+
+if TYPE_CHECKING:
+    from smartbroker.cluster.forwarding_node import QueueForwarding
+    from smartbroker.cluster.remote_queue import RemoteQueue
+    from smartbroker.queues.base import Consumer
+
+WINDOW = 256  # credit of a consumer without a prefetch limit
+
+
+class Subscription:
+    __slots__ = ("sub", "queue", "consumer", "granted")
+
+    def __init__(self, sub: int, queue: RemoteQueue, consumer: Consumer) -> None:
+        self.sub = sub
+        self.queue = queue
+        self.consumer = consumer
+        self.granted = 0  # deliveries the leader may still send
+
+
+class Subscriptions:
+    """Every consumer on this node of a queue led elsewhere, by subscription id."""
+
+    def __init__(self, node: QueueForwarding) -> None:
+        self.node = node
+        self.by_sub: dict[int, Subscription] = {}
+        self.by_consumer: dict[int, Subscription] = {}
+        self._ids: Callable[[], int] = itertools.count(1).__next__
+
+    def _credit(self, consumer: Consumer) -> int:
+        credit_left = getattr(consumer, "credit_left", None)
+        left = credit_left() if credit_left is not None else (1 if consumer.can_take() else 0)
+        return min(left, WINDOW)
+
+    def subscribe(self, queue: RemoteQueue, consumer: Consumer) -> None:
+        sub = Subscription(self._ids(), queue, consumer)
+        self.by_sub[sub.sub] = sub
+        self.by_consumer[id(consumer)] = sub
+        sub.granted = self._credit(consumer)
+        payload = wire.encode({
+            "vhost": queue.vhost, "queue": queue.name, "sub": sub.sub, "tag": consumer.tag,
+            "no_ack": consumer.no_ack, "exclusive": consumer.exclusive,
+            "priority": consumer.priority, "arguments": dict(consumer.arguments),
+            "credit": sub.granted, "prefetch": getattr(consumer, "prefetch", 0)})
+        self.node.spawn_call(queue.leader, wire.CONSUME, payload,
+                             lambda reply: self._subscribed(sub, reply))
+
+    def _subscribed(self, sub: Subscription, reply: dict[str, Any] | None) -> None:
+        """The leader refused (or is gone): the client's consumer is cancelled, as when
+        its queue goes away."""
+        if reply is not None and not reply.get("code"):
+            return
+        if self.by_sub.pop(sub.sub, None) is None:
+            return
+        self.by_consumer.pop(id(sub.consumer), None)
+        if sub.consumer in sub.queue.consumers:
+            sub.queue.consumers.remove(sub.consumer)
+        sub.consumer.cancelled_by_broker()
+
+    def unsubscribe(self, queue: RemoteQueue, consumer: Consumer) -> None:
+        sub = self.by_consumer.pop(id(consumer), None)
+        if sub is None:
+            return
+        del self.by_sub[sub.sub]
+        gone = bool(getattr(getattr(consumer, "channel", None), "torn_down", False))
+        self.node.send_op(queue.leader, Op.CANCEL, sub.sub, 0, int(gone))
+
+    def top_up(self, consumer: Consumer) -> None:
+        sub = self.by_consumer.get(id(consumer))
+        if sub is None:
+            return
+        want = self._credit(consumer) - sub.granted
+        if want > 0 and (want >= WINDOW // 2 or sub.granted < WINDOW // 2):
+            sub.granted += want
+            self.node.send_op(sub.queue.leader, Op.CREDIT, sub.sub, 0, want)
+
+    def on_deliveries(self, peer: str, items: list[tuple]) -> None:
+        from smartbroker.cluster.remote_queue import RemoteEntry
+
+        touched: dict[int, Subscription] = {}
+        for kind, sub_id, handle, redelivered, _count, route, properties, body in items:
+            sub = self.by_sub.get(sub_id)
+            if kind == Kind.CANCELLED:
+                if sub is not None:
+                    self._subscribed(sub, None)
+                continue
+            if sub is None:  # cancelled here while it was on its way
+                if handle:
+                    self.node.send_op(peer, Op.REQUEUE, sub_id, handle, 0)
+                continue
+            sub.granted -= 1
+            msg = wire.message(route, properties, body)
+            entry = RemoteEntry(msg, handle, bool(redelivered), sub_id)
+            sub.queue.stats["deliver"] += 1
+            sub.consumer.deliver(sub.queue, entry)
+            touched[sub_id] = sub
+        for sub in touched.values():
+            if sub.sub in self.by_sub:
+                self.top_up(sub.consumer)
+
+    def peer_down(self, peer: str) -> None:
+        """The leader is gone: its consumers here are cancelled (basic.cancel), as when a
+        queue's node goes down in RabbitMQ."""
+        for sub in [s for s in self.by_sub.values() if s.queue.leader == peer]:
+            self._subscribed(sub, None)

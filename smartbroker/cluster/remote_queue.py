@@ -1,0 +1,264 @@
+"""A queue another node leads, as this node's vhost holds it: the ``Queue`` interface,
+so routing, basic.consume/get, purge and delete work unchanged on every node.
+
+Nothing is stored here: a publish is forwarded (``forwarding_publish.Forwarder``), a
+consumer subscribes on the leader (``remote_consumer.Subscriptions``), and basic.get,
+purge and the counts are calls to the leader. basic.get and queue.purge answer when
+the leader does: their handlers call ``get_later``/``purge_later`` when a queue has
+them (``handlers/basic.py``, ``handlers/queue.py``), as a tx.commit-ok waits for fsync.
+
+When the leader is down, the queue answers as RabbitMQ answers for a durable classic
+queue whose home node is down (rabbit_amqqueue:priv_absent): 404 NOT_FOUND "home node
+'N' of durable queue 'Q' in vhost 'V' is down or inaccessible" to consume, get and
+purge; publishes routed to it are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pamqp import commands
+
+from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster.forwarding_wire import Op
+from smartbroker.cluster.link_peer import CallError, PeerDown
+from smartbroker.errors import AMQPError, ChannelError, ConnectionError, not_found
+from smartbroker.queues.base import (
+    ACCEPTED,
+    Capabilities,
+    Consumer,
+    DeadLetter,
+    PublishResult,
+    QueueEntry,
+    Settle,
+    check_consume,
+    require,
+)
+
+if TYPE_CHECKING:
+    from smartbroker.cluster.forwarding_node import QueueForwarding
+    from smartbroker.message import Message
+
+log = logging.getLogger("smartbroker.cluster")
+
+
+class RemoteEntry(QueueEntry):
+    """A delivery (or basic.get) from the leader: ``seq`` holds the leader's handle."""
+
+    __slots__ = ("sub",)
+
+    def __init__(self, message: Message, handle: int, redelivered: bool, sub: int) -> None:
+        super().__init__(message, handle)
+        self.redelivered = redelivered
+        self.delivery_count = 1  # the leader already made the delivered message
+        self.sub = sub
+
+
+def reply_error(reply: dict[str, Any]) -> AMQPError | None:
+    """A refusal the leader answered, as the error this node raises."""
+    code = int(reply.get("code", 0))
+    if not code:
+        return None
+    text = str(reply.get("text", ""))
+    return ConnectionError(code, text) if code in (503, 504, 530, 540) else ChannelError(code, text)
+
+
+class RemoteQueue:
+    """``Queue`` for a queue led by ``leader``; its type's capabilities are the leader's
+    queue type's, so refusals (a stream's basic.get, ...) are the same replies."""
+
+    type_name: ClassVar[str] = "classic"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, name: str, vhost: str, leader: str, node: QueueForwarding, *,
+                 durable: bool = True, auto_delete: bool = False,
+                 arguments: Mapping[str, Any] | None = None,
+                 capabilities: Capabilities | None = None, type_name: str = "classic") -> None:
+        self.name = name
+        self.vhost = vhost
+        self.leader = leader
+        self.node = node
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.exclusive_owner = None
+        self.arguments = dict(arguments or {})
+        if capabilities is not None:
+            self.capabilities = capabilities  # type: ignore[misc]
+        self.type_name = type_name  # type: ignore[misc]
+        self.consumers: list[Consumer] = []
+        self.bindings: set[Any] = set()
+        self.policy_name: str | None = None
+        self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
+        self.uses_store = False  # the leader persists it
+        self.counts = {"messages": 0, "consumers": 0, "unacked": 0, "bytes": 0}
+
+    # -- availability --------------------------------------------------------------------
+    def absent(self) -> ChannelError:
+        return not_found(f"home node '{self.leader}' of durable queue '{self.name}' in vhost "
+                         f"'{self.vhost}' is down or inaccessible")
+
+    def check_available(self) -> None:
+        if not self.node.is_up(self.leader):
+            raise self.absent()
+
+    # -- publish -------------------------------------------------------------------------
+    def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
+        forwarder = self.node.forwarder(self.leader)
+        if forwarder is None:
+            return ACCEPTED  # home node down: dropped, as RabbitMQ drops it
+        forwarder.forward(self.vhost, self.name, message)
+        self.stats["publish"] += 1
+        return forwarder.result
+
+    # -- consumers -----------------------------------------------------------------------
+    def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
+        self.check_available()
+        check_consume(self, no_ack, prefetch)
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.append(consumer)
+        self.node.subscriptions.subscribe(self, consumer)
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+            self.node.subscriptions.unsubscribe(self, consumer)
+
+    def wake(self, consumer: Consumer) -> None:
+        self.node.subscriptions.top_up(consumer)
+
+    def dispatch(self) -> None:
+        """Credit may be back (ack, qos, writable): grant the leader what our consumers
+        can take now."""
+        top_up = self.node.subscriptions.top_up
+        for consumer in self.consumers:
+            top_up(consumer)
+
+    @property
+    def exclusive_consumer(self) -> bool:
+        return any(c.exclusive for c in self.consumers)
+
+    # -- settlement ----------------------------------------------------------------------
+    def ack(self, entry: Any) -> None:
+        self._settle_one(entry, Op.ACK)
+        self.stats["ack"] += 1
+
+    def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]:
+        kind = {Settle.ACK: Op.ACK, Settle.REQUEUE: Op.REQUEUE, Settle.DISCARD: Op.DISCARD}[op]
+        for entry in entries:
+            self._settle_one(entry, kind)
+        return []  # the leader dead-letters (its queue has the DLX settings)
+
+    def _settle_one(self, entry: RemoteEntry, op: Op) -> None:
+        if entry.sub == 0:
+            op = Op(op + Op.GET_ACK - Op.ACK)
+        self.node.settle(self.leader, op, entry.sub, entry.seq or 0)
+
+    def delivery_message(self, entry: Any, on_get: bool = False) -> Message:
+        return entry.message  # made by the leader's queue (x-delivery-count, ...)
+
+    # -- calls to the leader ---------------------------------------------------------------
+    async def _call(self, method: str, **fields: Any) -> dict[str, Any]:
+        self.check_available()
+        try:
+            raw = await self.node.call(self.leader, method,
+                                       wire.encode({"vhost": self.vhost, "queue": self.name,
+                                                    **fields}))
+            reply = wire.decode(raw)
+        except (PeerDown, CallError, TimeoutError, OSError, ValueError) as exc:
+            log.info("call %s to %s failed: %s", method, self.leader, exc)
+            raise self.absent() from None
+        err = reply_error(reply)
+        if err is not None:
+            raise err
+        return reply
+
+    def get_later(self, conn: Any, ch: Any, no_ack: bool) -> None:
+        """basic.get: ask the leader, answer get-ok/get-empty when it answers."""
+        require(self, "get")
+        self.check_available()
+        self.node.spawn(self._get(conn, ch, no_ack), conn, ch, (60, 70))
+
+    async def _get(self, conn: Any, ch: Any, no_ack: bool) -> None:
+        reply = await self._call(wire.GET, no_ack=no_ack)
+        if reply.get("empty"):
+            conn.send_method(ch.number, commands.Basic.GetEmpty())
+            return
+        msg = wire.message(bytes(reply["route"]), bytes(reply["properties"]), bytes(reply["body"]))
+        entry = RemoteEntry(msg, int(reply["handle"]), bool(reply["redelivered"]), 0)
+        if ch.torn_down or ch.closing:  # the channel closed meanwhile: back to the queue
+            if not no_ack:
+                self._settle_one(entry, Op.REQUEUE)
+            return
+        self.counts["messages"] = int(reply.get("count", 0))
+        ch.send_get_ok(self, entry, no_ack)
+
+    def purge_later(self, conn: Any, ch: Any, nowait: bool) -> None:
+        require(self, "purge")
+        self.check_available()
+
+        async def purge() -> None:
+            reply = await self._call(wire.PURGE)
+            if not nowait:
+                conn.send_method(ch.number, commands.Queue.PurgeOk(message_count=int(reply["count"])))
+
+        self.node.spawn(purge(), conn, ch, (50, 30))
+
+    async def refresh(self) -> None:
+        """The leader's counts (declare-ok, the management API)."""
+        reply = await self._call(wire.STATS)
+        for key in self.counts:
+            self.counts[key] = int(reply.get(key, 0))
+
+    def get(self, no_ack: bool = False) -> QueueEntry | None:
+        raise not_found(f"basic.get of queue '{self.name}' in vhost '{self.vhost}' must go "
+                        f"to its leader '{self.leader}'")  # handlers call get_later
+
+    def purge(self) -> int:
+        raise not_found(f"queue.purge of queue '{self.name}' in vhost '{self.vhost}' must go "
+                        f"to its leader '{self.leader}'")  # handlers call purge_later
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def touch(self) -> None:
+        return None
+
+    def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
+        self.policy_name = name
+
+    def delete(self) -> int:
+        """Deleted in the definitions: this node's consumers are cancelled; the leader
+        drops the messages when it applies the same deletion."""
+        for consumer in list(self.consumers):
+            self.remove_consumer(consumer)
+            consumer.cancelled_by_broker()
+        return self.counts["messages"]
+
+    def close(self) -> None:
+        return None
+
+    @property
+    def message_count(self) -> int:
+        return self.counts["messages"]
+
+    @property
+    def message_bytes(self) -> int:
+        return self.counts["bytes"]
+
+    message_bytes_ready = message_bytes
+
+    @property
+    def dead_letter_target(self) -> tuple[str, str | None] | None:
+        return None  # dead-lettering happens on the leader
+
+    @property
+    def consumer_count(self) -> int:
+        return max(self.counts["consumers"], len(self.consumers))
+
+    @property
+    def unacked_count(self) -> int:
+        return self.counts["unacked"]
+
+
+__all__ = ["RemoteEntry", "RemoteQueue"]

@@ -1,0 +1,234 @@
+"""Queues led by another node: publish on node 1 to a queue led by node 2, consumed on
+node 3, with confirms, acks, requeue (redelivered) and prefetch as on one node; basic.get
+and purge from a node that does not lead the queue; a leader that is down answers with
+RabbitMQ's 404.
+
+Three brokers run in this test's event loop, each with its real AMQP listener on a free
+loopback port and its real cluster link (``ClusterLink``, authenticated TCP); clients
+are aio-pika over real sockets. What etcd will do in a full cluster (definitions and
+placements seen by every node) is done here by declaring the same queue on each node
+with the placement recorded in each node's table: the code under test is forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aio_pika.exceptions
+import pytest
+
+from smartbroker.broker.core import Broker
+from smartbroker.broker.persistence import Persistence
+from smartbroker.cluster.forwarding_node import QueueForwarding
+from smartbroker.cluster.link import ClusterLink
+from smartbroker.cluster.placement import Placement, PlacementTable
+from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.config import Config
+from smartbroker.server.connection import AMQPConnection
+from smartbroker.server.flush import Flusher
+
+SECRET = b"forwarding-test-secret"
+TIMEOUT = 10.0
+
+
+@dataclass
+class Node:
+    name: str
+    broker: Broker
+    persistence: Persistence
+    server: asyncio.AbstractServer
+    link: ClusterLink
+    forwarding: QueueForwarding
+
+    @property
+    def url(self) -> str:
+        port = self.server.sockets[0].getsockname()[1]
+        return f"amqp://guest:guest@127.0.0.1:{port}/"
+
+    def place(self, queue: str, leader: str, **declare: object) -> None:
+        """What the definitions watch does on every node: the placement, then the queue."""
+        self.forwarding.placement.queues[("/", queue)] = Placement(leader)
+        if self.name != leader:
+            self.broker.vhosts["/"].declare_queue(queue, **declare)  # type: ignore[arg-type]
+
+
+async def start_node(name: str, directory: Path) -> Node:
+    config = Config(data_dir=directory)
+    persistence = Persistence(directory)
+    broker = Broker(config, persistence)
+    flusher = Flusher()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: AMQPConnection(broker, flusher), "127.0.0.1", 0)
+    link = await ClusterLink(name, "forwarding-test", SECRET, heartbeat=0.2).start()
+    forwarding = QueueForwarding(name, broker.vhosts, link, PlacementTable(name))
+    forwarding.register(link)
+    for vhost in broker.vhosts.values():
+        vhost.queue_factory = forwarding.queue_factory
+    return Node(name, broker, persistence, server, link, forwarding)
+
+
+async def stop_node(node: Node) -> None:
+    await node.link.close()
+    for conn in list(node.broker.connections):
+        if conn.transport is not None:
+            conn.transport.abort()
+    node.server.close()
+    await node.server.wait_closed()
+    await node.persistence.aclose(node.broker)
+
+
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path) -> AsyncIterator[list[Node]]:
+    nodes = [await start_node(f"n{i}", tmp_path / f"n{i}") for i in (1, 2, 3)]
+    try:
+        for a in nodes:
+            for b in nodes:
+                if a is not b:
+                    a.link.add_peer(b.name, "127.0.0.1", b.link.port)
+        for a in nodes:
+            for b in nodes:
+                if a is not b:
+                    await a.link.wait_connected(b.name, TIMEOUT)
+        yield nodes
+    finally:
+        for node in nodes:
+            await stop_node(node)
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    return None
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Nothing here may reach the broker log as an error or a traceback."""
+    yield
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+async def declare_on_leader(leader: Node, nodes: list[Node], queue: str) -> None:
+    conn = await aio_pika.connect(leader.url)
+    async with conn:
+        ch = await conn.channel()
+        await ch.declare_queue(queue, durable=True)
+    for node in nodes:
+        node.place(queue, leader.name, durable=True)
+
+
+def test_publish_on_one_consume_on_another(tmp_path: Path) -> None:
+    run(_publish_on_one_consume_on_another(tmp_path))
+
+
+async def _publish_on_one_consume_on_another(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "work")
+        assert isinstance(n1.broker.vhosts["/"].queues["work"], RemoteQueue)
+        assert not isinstance(n2.broker.vhosts["/"].queues["work"], RemoteQueue)
+
+        publisher = await aio_pika.connect(n1.url)
+        consumer = await aio_pika.connect(n3.url)
+        async with publisher, consumer:
+            pch = await publisher.channel(publisher_confirms=True)
+            for i in range(10):  # each confirm awaited: it came back from the leader
+                await asyncio.wait_for(pch.default_exchange.publish(
+                    aio_pika.Message(f"m{i}".encode(), delivery_mode=2), routing_key="work"),
+                    TIMEOUT)
+            assert n2.broker.vhosts["/"].queues["work"].message_count == 10
+
+            cch = await consumer.channel()
+            await cch.set_qos(prefetch_count=3)
+            queue = await cch.get_queue("work", ensure=False)
+            got: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+            await queue.consume(got.put)
+            first = [await asyncio.wait_for(got.get(), TIMEOUT) for _ in range(3)]
+            assert [m.body for m in first] == [b"m0", b"m1", b"m2"]
+            await asyncio.sleep(0.2)  # prefetch 3: nothing more may come before an ack
+            assert got.empty()
+            leader_queue = n2.broker.vhosts["/"].queues["work"]
+            assert leader_queue.unacked_count == 3
+
+            await first[0].nack(requeue=True)  # back to the queue's head, redelivered
+            again = await asyncio.wait_for(got.get(), TIMEOUT)
+            assert (again.body, again.redelivered) == (b"m0", True)
+            assert not first[1].redelivered
+            for m in (again, first[1], first[2]):
+                await m.ack()
+            rest = []
+            for _ in range(7):  # prefetch 3: each ack lets one more come
+                rest.append(await asyncio.wait_for(got.get(), TIMEOUT))
+                assert leader_queue.unacked_count <= 3
+                await rest[-1].ack()
+            assert [m.body for m in rest] == [f"m{i}".encode() for i in range(3, 10)]
+            for _ in range(50):
+                if leader_queue.unacked_count == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert (leader_queue.message_count, leader_queue.unacked_count) == (0, 0)
+
+
+def test_get_and_purge_from_a_node_that_does_not_lead(tmp_path: Path) -> None:
+    run(_get_and_purge_from_a_node_that_does_not_lead(tmp_path))
+
+
+async def _get_and_purge_from_a_node_that_does_not_lead(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "jobs")
+        conn = await aio_pika.connect(n1.url)
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True)
+            for i in range(5):
+                await ch.default_exchange.publish(aio_pika.Message(f"j{i}".encode()),
+                                                  routing_key="jobs")
+            queue = await ch.get_queue("jobs", ensure=False)
+            msg = await queue.get(timeout=TIMEOUT)
+            assert (msg.body, msg.redelivered) == (b"j0", False)
+            await msg.reject(requeue=True)
+            msg = await queue.get(timeout=TIMEOUT)
+            assert (msg.body, msg.redelivered) == (b"j0", True)
+            await msg.ack()
+            assert await queue.get(fail=False, no_ack=True) is not None  # j1, auto-acked
+            assert (await queue.purge()).message_count == 3
+            assert await queue.get(fail=False) is None
+        leader_queue = n2.broker.vhosts["/"].queues["jobs"]
+        assert (leader_queue.message_count, leader_queue.unacked_count) == (0, 0)
+
+
+def test_home_node_down(tmp_path: Path) -> None:
+    run(_home_node_down(tmp_path))
+
+
+async def _home_node_down(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "orders")
+        await declare_on_leader(n1, [n1, n2, n3], "local")
+        await n2.link.close()  # node 2 is gone: its link closes
+        for _ in range(100):
+            if not n3.link.connected("n2"):
+                break
+            await asyncio.sleep(0.05)
+        conn = await aio_pika.connect(n3.url)
+        async with conn:
+            ch = await conn.channel()
+            queue = await ch.get_queue("orders", ensure=False)
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity,
+                               match="home node 'n2' of durable queue 'orders' in vhost '/' "
+                                     "is down or inaccessible"):
+                await queue.consume(ignore)
+            ch = await conn.channel(publisher_confirms=True)
+            other = await ch.get_queue("local", ensure=False)  # led by n1: unaffected
+            await ch.default_exchange.publish(aio_pika.Message(b"x"), routing_key="local")
+            msg = await other.get(timeout=TIMEOUT)
+            assert msg.body == b"x"
+            await msg.ack()
