@@ -285,7 +285,10 @@ class PeerConnection(asyncio.Protocol):
             return
         self.conn.close(reason)
         self.flush()
-        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a peer that does not read would keep it open forever
+        else:
+            self.transport.close()
 
     def _direction(self) -> str:
         return "to" if self.role is Role.DIALER else "from"

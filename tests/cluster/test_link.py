@@ -249,3 +249,30 @@ def test_a_second_connection_from_a_peer_replaces_the_first() -> None:
         await b.close()
 
     run(main)
+
+
+def test_a_paused_peer_is_found_dead_by_heartbeats() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", PEER_SCRIPT], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+
+        async def main() -> None:
+            a = await ClusterLink("a", "c", SECRET, heartbeat=0.1, missed_heartbeats=3).start()
+            a.add_peer("b", "127.0.0.1", port)
+            await a.wait_connected("b")
+            call = asyncio.ensure_future(a.call("b", "hang", b""))
+            os.kill(proc.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            with pytest.raises(PeerDown, match="nothing heard for"):
+                await call
+            assert time.monotonic() - started < 2.0
+            assert not a.connected("b")
+            a.remove_peer("b")
+            await a.close()
+
+        run(main)
+    finally:
+        proc.kill()
+        proc.wait()
