@@ -222,7 +222,7 @@ class PeerConnection(asyncio.Protocol):
         else:
             level = logging.WARNING if self.link.loggable(self, reason) else logging.DEBUG
         log.log(level, "cluster link %s %s closed by the peer: %s", self._direction(),
-                self.peer or self.expected or self.address, reason)
+                self._who(), reason)
         self._reason = f"closed by the peer: {reason}"
         if self.transport is not None:
             self.transport.close()
@@ -279,7 +279,7 @@ class PeerConnection(asyncio.Protocol):
         if warn:
             level = logging.WARNING if self.link.loggable(self, reason) else logging.DEBUG
             log.log(level, "cluster link %s %s %s", self._direction(),
-                    self.peer or self.expected or self.address, reason)
+                    self._who(), reason)
         self._reason = reason
         if self.transport is None:
             return
@@ -289,6 +289,10 @@ class PeerConnection(asyncio.Protocol):
             self.transport.abort()  # a peer that does not read would keep it open forever
         else:
             self.transport.close()
+
+    def _who(self) -> str:
+        name = self.peer or self.expected
+        return f"{name} ({self.address})" if name else self.address
 
     def _direction(self) -> str:
         return "to" if self.role is Role.DIALER else "from"

@@ -123,7 +123,8 @@ def test_a_wrong_secret_never_links_and_says_why(caplog: pytest.LogCaptureFixtur
                 break
         assert not a.connected("b") and not b.connected("a")
         refused = [m for m in messages if "failed authentication" in m]
-        assert refused[0].startswith("cluster link from a refused: node 'a' failed")
+        assert refused[0].startswith("cluster link from a (127.0.0.1:")
+        assert "refused: node 'a' failed authentication" in refused[0]
         assert len(refused) == 1  # retries do not repeat it
         assert not any(r.exc_info for r in caplog.records)
         await a.close()
@@ -276,3 +277,27 @@ def test_a_paused_peer_is_found_dead_by_heartbeats() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_garbage_on_the_cluster_port_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def main() -> None:
+        b = await ClusterLink("b", "c", SECRET).start()
+        for garbage in (b"GET / HTTP/1.1\r\n\r\n", b"\x00\x00\x00\x05\x01hello",
+                        b"\xff" * 64, b"AMQP\x00\x00\x09\x01"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+            writer.write(garbage)
+            rest = await asyncio.wait_for(reader.read(), 5)  # the HELLO, maybe a CLOSE: EOF
+            assert rest[4:5] == b"\x01"
+            writer.close()
+        a = await ClusterLink("a", "c", SECRET).start()
+        a.add_peer("b", "127.0.0.1", b.port)
+        await a.wait_connected("b")  # still serving
+        assert not any(r.exc_info for r in caplog.records)
+        closed = [r.getMessage() for r in caplog.records if "cluster link from" in r.getMessage()]
+        assert len(closed) >= 3
+        await a.close()
+        await b.close()
+
+    run(main)
