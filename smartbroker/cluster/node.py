@@ -5,8 +5,9 @@ imports nothing from ``smartbroker.cluster``), in two steps:
 
 * ``connect()`` before recovery: etcd must answer and the node name must be free, or the
   broker refuses to start with one line (``ClusterError``), having touched nothing;
-* ``start(ports)`` once the listeners are bound: the node registers itself with the ports
-  it really serves on, and follows the others.
+* ``start(ports)`` once the listeners are bound: the cluster link listens (its port may
+  be 0: a free one), the node registers itself with the ports it really serves on, and
+  follows the others (the link dials the up nodes it must).
 
 ``stop()`` comes first at shutdown, so that the others see this node leave at once.
 """
@@ -21,6 +22,7 @@ from smartbroker.cluster.etcd_client import EtcdClient, EtcdUnavailable
 from smartbroker.cluster.membership import Membership, MembershipError, describe, record_for
 
 if TYPE_CHECKING:
+    from smartbroker.cluster.link import ClusterLink
     from smartbroker.config import Config
 
 _WILDCARD = ("", "0.0.0.0", "::", "[::]")
@@ -55,6 +57,7 @@ class ClusterNode:
         self.etcd = EtcdClient(config.etcd, config.cluster_name, timeout=ETCD_TIMEOUT)
         record = record_for(self.name, advertise_host(config), {}, config.data_dir)
         self.membership = Membership(self.etcd, record, config.cluster_lease_ttl)
+        self.link: ClusterLink | None = None  # the cluster link, once started
 
     async def connect(self) -> None:
         """etcd answers and the name is free, or ClusterError (and nothing left open)."""
@@ -69,18 +72,28 @@ class ClusterNode:
             await self.etcd.close()
             raise ClusterError(str(exc)) from None
 
-    async def start(self, amqp: int, http: int, kafka: int = 0, cluster: int = 0) -> None:
-        """Register with the ports this node serves on, then follow the others."""
-        ports = {"amqp": amqp, "http": http, "kafka": kafka,
-                 "cluster": cluster or self.config.cluster_port}
+    async def start(self, amqp: int, http: int, kafka: int = 0) -> None:
+        """Listen for the other nodes (the cluster link), then register with the ports this
+        node really serves on, and follow the others (the link dials those it must)."""
+        from smartbroker.cluster.link_setup import start_link
+
+        try:
+            self.link = await start_link(self.name, self.cluster_name, self.config.host,
+                                         self.config.cluster_port, self.config.cluster_secret,
+                                         self.etcd, self.membership)
+        except OSError as exc:
+            raise ClusterError(f"cannot listen on {self.config.host}:"
+                               f"{self.config.cluster_port} (cluster link): "
+                               f"{exc.strerror or exc}") from None
+        except (EtcdUnavailable, ValueError) as exc:
+            raise ClusterError(f"cannot get the cluster secret: {_short(exc)}") from None
         self.membership.record = dataclasses.replace(
-            self.membership.record, amqp_port=ports["amqp"], http_port=ports["http"],
-            kafka_port=ports["kafka"], cluster_port=ports["cluster"])
+            self.membership.record, amqp_port=amqp, http_port=http, kafka_port=kafka,
+            cluster_port=self.link.port)
         try:
             await self.membership.start()
-        except EtcdUnavailable as exc:
-            raise ClusterError(f"cannot join the cluster: {_short(exc)}") from None
         except MembershipError as exc:
+            await self.link.close()
             raise ClusterError(str(exc)) from None
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -88,8 +101,10 @@ class ClusterNode:
         return [describe(m) for m in self.membership.members()]
 
     async def stop(self) -> None:
-        """Leave (the lease revoked: the others see it at once), then close the client."""
+        """Leave (the lease revoked: the others see it at once), unlink, close the client."""
         await self.membership.stop()
+        if self.link is not None:
+            await self.link.close()
         await self.etcd.close()
 
 
