@@ -13,7 +13,8 @@ For the layers above (placement, forwarding, remote consumers):
 - ``send(peer, channel, item) -> bool`` and ``on_messages(channel, handler)``: one-way,
   batched, credit-controlled items (publishes, deliveries, settlements). ``send`` answers
   False when the caller should stop producing for that peer until ``wait_writable``.
-- ``hold``/``release``: push back on what a peer sends us on one channel.
+- ``hold``/``release``: push back on what a peer sends us on one channel;
+  ``on_writable(callback)``: told when a channel that said False may take items again.
 - ``on_peer_up``/``on_peer_down``: calls in flight when a link goes down fail with
   ``PeerDown`` first, then the callbacks run (to nack forwarded publishes, cancel remote
   consumers...).
@@ -39,6 +40,7 @@ log = logging.getLogger("smartbroker.cluster.link")
 CallHandler = Callable[[str, bytes], "bytes | Awaitable[bytes]"]
 ChannelHandler = Callable[[str, list[tuple]], None]
 PeerCallback = Callable[[str], None]
+WritableCallback = Callable[[str, "ChannelSpec | None"], None]  # None: every channel
 
 
 class ClusterLink:
@@ -70,6 +72,7 @@ class ClusterLink:
         self._dialers: dict[str, asyncio.Task] = {}
         self._up: list[PeerCallback] = []
         self._down: list[PeerCallback] = []
+        self._writable: list[WritableCallback] = []
         self._ready_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._logged: dict[str, str] = {}  # the last failure logged per peer (no repeats)
         self._next_id = 0
@@ -93,6 +96,12 @@ class ClusterLink:
 
     def on_peer_down(self, callback: PeerCallback) -> None:
         self._down.append(callback)
+
+    def on_writable(self, callback: WritableCallback) -> None:
+        """``callback(peer, channel)`` when a channel that answered False to ``send`` (or
+        ``writable``) may take items again (``channel`` None: all of them, the socket
+        drained): for producers that are not coroutines, e.g. a queue's dispatch."""
+        self._writable.append(callback)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> ClusterLink:
@@ -245,6 +254,19 @@ class ClusterLink:
         if not self._closing:
             log.info("cluster link to node %s is down: %s", peer, link.finished.result())
         self._notify(self._down, peer)
+
+    def writable_again(self, link: PeerConnection, spec: ChannelSpec | None) -> None:
+        peer = link.peer
+        if peer is None or self._links.get(peer) is not link or not self._writable:
+            return
+        if spec is not None and not link.writable(spec):
+            return
+        for callback in self._writable:
+            try:
+                callback(peer, spec)
+            except Exception as exc:
+                log.warning("writable callback %r failed for %s: %r", callback, peer, exc)
+                log.debug("writable callback failure", exc_info=True)
 
     def loggable(self, link: PeerConnection, reason: str) -> bool:
         """True the first time this failure is seen for this peer (a dialer retrying a

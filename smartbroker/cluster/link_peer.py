@@ -109,6 +109,7 @@ class PeerConnection(asyncio.Protocol):
                     self._request(event)
                 elif type(event) is Writable:
                     self._wake()
+                    self.link.writable_again(self, event.channel)
                 elif type(event) is Ready:
                     self.link.ready(self)
                 elif type(event) is Closed:
@@ -151,6 +152,7 @@ class PeerConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.paused = False
         self._wake()
+        self.link.writable_again(self, None)
 
     # -- events --------------------------------------------------------------------------
     def _messages(self, event: Messages) -> None:

@@ -99,7 +99,8 @@ class Messages:
 
 @dataclass(frozen=True, slots=True)
 class Writable:
-    """``channel`` has credit again and nothing waiting: its senders may go on."""
+    """``channel``, which answered False to ``send`` or ``writable``, has credit again and
+    nothing waiting: its senders may go on (once per False, not at every grant)."""
 
     channel: ChannelSpec
 
@@ -116,7 +117,7 @@ Event = Ready | Request | Response | Messages | Writable | Closed
 
 class _Outbound:
     __slots__ = ("spec", "credit", "batch", "batch_bytes", "batch_count", "waiting",
-                 "waiting_bytes")
+                 "waiting_bytes", "blocked")
 
     def __init__(self, spec: ChannelSpec, credit: int) -> None:
         self.spec = spec
@@ -126,6 +127,7 @@ class _Outbound:
         self.batch_count = 0
         self.waiting: deque[tuple[list, int]] = deque()
         self.waiting_bytes = 0
+        self.blocked = False  # a sender was told "not writable": owed a Writable event
 
 
 class LinkConnection:
@@ -290,7 +292,8 @@ class LinkConnection:
             parts, size = waiting.popleft()
             out.waiting_bytes -= size
             self._add(number, out, parts, size)
-        if not waiting and out.credit > 0:
+        if out.blocked and not waiting and out.credit > 0:
+            out.blocked = False
             self._events.append(Writable(out.spec))
 
     # -- sending -------------------------------------------------------------------------
@@ -307,9 +310,13 @@ class LinkConnection:
         if out.waiting or out.credit <= 0:
             out.waiting.append((parts, size))
             out.waiting_bytes += size
+            out.blocked = True
             return False
         self._add(spec.number, out, parts, size)
-        return out.credit > 0
+        if out.credit > 0:
+            return True
+        out.blocked = True
+        return False
 
     def _add(self, number: int, out: _Outbound, parts: list, size: int) -> None:
         out.credit -= size
@@ -333,7 +340,10 @@ class LinkConnection:
 
     def writable(self, spec: ChannelSpec) -> bool:
         out = self._outbound.get(spec.number)
-        return out is None or (not out.waiting and out.credit > 0)
+        if out is None or (not out.waiting and out.credit > 0):
+            return True
+        out.blocked = True
+        return False
 
     def waiting_bytes(self, spec: ChannelSpec) -> int:
         """Bytes of items queued on ``spec`` for want of credit."""

@@ -216,13 +216,17 @@ def test_a_receiver_holding_a_channel_stops_the_sender_within_a_window() -> None
         seq = 0
         while a.send("b", PUBLISH, (seq, "", body)):
             seq += 1
+        told: list[tuple] = []
+        a.on_writable(lambda peer, spec: told.append((peer, spec)))
         waiting = asyncio.ensure_future(a.wait_writable("b", PUBLISH))
         await asyncio.sleep(0.2)
         assert not waiting.done()
         assert len(got) == seq + 1 <= 64 + 1  # one window, then nothing
+        assert told == []
         b.release("a", PUBLISH)
         await asyncio.wait_for(waiting, 5.0)
         assert a.writable("b", PUBLISH)
+        assert told[0] == ("b", PUBLISH)
         await a.close()
         await b.close()
 

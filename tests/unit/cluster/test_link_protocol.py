@@ -97,6 +97,7 @@ def test_many_sends_in_one_pass_are_one_frame_and_one_write() -> None:
     assert len(batches) == 1
     assert batches[0].items[999] == (999, 1, b"rk", b"\x00\x01", b"body 999")
     assert [item[0] for item in batches[0].items] == list(range(1000))
+    assert not any(isinstance(e, Writable) for e in pair.events["a"])  # never blocked
 
 
 def test_a_big_batch_is_cut_into_bounded_frames() -> None:
