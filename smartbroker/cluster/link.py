@@ -271,7 +271,9 @@ class ClusterLink:
     def loggable(self, link: PeerConnection, reason: str) -> bool:
         """True the first time this failure is seen for this peer (a dialer retrying a
         wrong secret every two seconds logs it once, not every time)."""
-        key = link.peer or link.expected or link.address
+        key = link.peer or link.expected
+        if key is None:
+            return True  # an unnamed client: nothing kept per address (a flood of them)
         if self._logged.get(key) == reason:
             return False
         self._logged[key] = reason
