@@ -200,8 +200,27 @@ def request(call_id: int, method: str, payload: bytes) -> bytes:
                              len(name)) + name + payload
 
 
+def parse_request(body: bytes) -> tuple[int, str, bytes]:
+    """(call id, method, payload) of a REQUEST body."""
+    if len(body) < 9 or len(body) < 9 + body[8]:
+        raise LinkProtocolError("a REQUEST frame is too short")
+    stop = 9 + body[8]
+    try:
+        method = body[9:stop].decode()
+    except UnicodeDecodeError:
+        raise LinkProtocolError("a method name is not UTF-8") from None
+    return ID.unpack_from(body)[0], method, body[stop:]
+
+
 def response(call_id: int, code: int, payload: bytes) -> bytes:
     return RESPONSE_HEAD.pack(len(payload) + 11, FrameType.RESPONSE, call_id, code) + payload
+
+
+def parse_response(body: bytes) -> tuple[int, int, bytes]:
+    """(call id, code, payload) of a RESPONSE body."""
+    if len(body) < 10:
+        raise LinkProtocolError("a RESPONSE frame is too short")
+    return ID.unpack_from(body)[0], CODE.unpack_from(body, 8)[0], body[10:]
 
 
 def credit(channel: int, nbytes: int) -> bytes:

@@ -205,19 +205,9 @@ class LinkConnection:
         if kind is FrameType.MESSAGES:
             self._messages(body)
         elif kind is FrameType.REQUEST:
-            if len(body) < 9 or len(body) < 9 + body[8]:
-                raise LinkProtocolError("a REQUEST frame is too short")
-            stop = 9 + body[8]
-            try:
-                method = body[9:stop].decode()
-            except UnicodeDecodeError:
-                raise LinkProtocolError("a method name is not UTF-8") from None
-            self._events.append(Request(codec.ID.unpack_from(body)[0], method, body[stop:]))
+            self._events.append(Request(*codec.parse_request(body)))
         elif kind is FrameType.RESPONSE:
-            if len(body) < 10:
-                raise LinkProtocolError("a RESPONSE frame is too short")
-            self._events.append(Response(codec.ID.unpack_from(body)[0],
-                                         codec.CODE.unpack_from(body, 8)[0], body[10:]))
+            self._events.append(Response(*codec.parse_response(body)))
         elif kind is FrameType.CREDIT:
             self._credit(body)
         elif kind is FrameType.HEARTBEAT:
