@@ -6,8 +6,9 @@ from pamqp import commands
 
 from smartbroker.broker.direct_reply import PSEUDO_QUEUE
 from smartbroker.broker.vhost import generated_name
-from smartbroker.errors import not_found
+from smartbroker.errors import ChannelError, not_found
 from smartbroker.protocol import codec
+from smartbroker.server.held import answer_when_done
 
 
 def queue_name(ch, name: str) -> str:
@@ -37,9 +38,18 @@ def declare(conn, ch, m: commands.Queue.Declare) -> None:
         conn.exclusive_queues.add(q)
     q.touch()
     ch.last_queue = q.name
-    if not m.nowait:
-        conn.send_method(ch.number, codec.build(commands.Queue.DeclareOk,
-            queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count))
+    if m.nowait:
+        return
+    ok = codec.build(commands.Queue.DeclareOk, queue=q.name, message_count=q.message_count,
+                     consumer_count=q.consumer_count)
+    durable = getattr(q, "created", None) if created else None  # a new stream's fsync
+    if durable is None or durable.done():
+        conn.send_method(ch.number, ok)
+        return
+    answer_when_done(conn, durable, lambda: conn.send_method(ch.number, ok),
+                     lambda exc: conn.channel_failed(ch, ChannelError(
+                         506, f"RESOURCE_ERROR - the new stream's files were not made "
+                              f"durable: {exc}", 50, 10)))
 
 
 def bind(conn, ch, m: commands.Queue.Bind) -> None:

@@ -88,6 +88,7 @@ class AMQPConnection(asyncio.Protocol):
         self.has_published = False
         self.peer_cert_name: str | None = None  # CN of a verified TLS client certificate
         self.blocked = False
+        self.held: Any = None  # an answer waiting for the disk: input waits (server/held.py)
         self.access = Access(broker.permissions, self)
         self.check = self.access.check  # conn.check("write", "exchange", name) in handlers
         self.publishing = PublishSession(broker, self, self.access)  # broker/publish.py
@@ -158,6 +159,10 @@ class AMQPConnection(asyncio.Protocol):
         self.received = True
         self.bytes_in += len(data)
         self.proto.receive_data(data)
+        self.handle_buffered()
+
+    def handle_buffered(self) -> None:
+        """Handle the buffered events, then flush (also when a held answer went out)."""
         try:
             self._handle_events()
         except AMQPError as err:
@@ -169,6 +174,8 @@ class AMQPConnection(asyncio.Protocol):
         self.flush()
 
     def _handle_events(self) -> None:
+        if self.held is not None:
+            return
         next_event = self.proto.next_event
         channels = self.channels
         while True:
@@ -192,6 +199,8 @@ class AMQPConnection(asyncio.Protocol):
                 return
             elif kind is Method:
                 self._method(event.channel, event.method)
+                if self.held is not None:  # its answer waits for the disk
+                    return
             elif kind is ChannelOpen:
                 check_channel(self.broker, self)
                 channels[event.channel] = Channel(self, event.channel, self.publishing, self.vhost)

@@ -1,0 +1,49 @@
+"""An AMQP answer that must wait for the disk: the connection holds its input meanwhile.
+
+Why: a new stream's files (``meta.json``, ``partitioner``, ``name``) are fsynced off the
+loop (``StreamQueue.created``, store/pathsync.py); a ``queue.declare-ok`` sent before that
+fsync ends told the client "created" while a power cut could still lose the topic id and
+the partitioner choice. The answer now waits for it, without blocking the loop.
+
+AMQP answers on a channel in order, and the client may already have sent what follows the
+declare (a publish to the new stream, another declare): the connection stops reading and
+handling events until the answer is out, then handles what it had buffered. One fsync
+round (a few ms) is the usual wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+log = logging.getLogger("smartbroker.connection")
+
+
+def answer_when_done(conn: Any, future: Future[Any], send: Callable[[], None],
+                     fail: Callable[[BaseException], None]) -> None:
+    """``send()`` once ``future`` is done (``fail(exc)`` if it failed); until then
+    ``conn`` (an ``AMQPConnection``) reads and handles nothing more."""
+    waiting = asyncio.wrap_future(future)
+    conn.held = waiting
+    if conn.transport is not None:
+        conn.transport.pause_reading()
+
+    def release(done: asyncio.Future[Any]) -> None:
+        conn.held = None
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return
+        exc = None if done.cancelled() else done.exception()
+        if exc is None:
+            send()
+        else:
+            log.error("connection %s: %s", conn.name, exc)
+            fail(exc)
+        if not conn.blocked:  # a resource alarm keeps it paused (it resumes it)
+            transport.resume_reading()
+        conn.handle_buffered()  # what arrived after the held method, then one flush
+
+    waiting.add_done_callback(release)
