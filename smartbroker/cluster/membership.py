@@ -224,6 +224,9 @@ class Membership:
             except MembershipError as exc:  # someone took the name while we were away
                 log.error("cannot rejoin the cluster: %s", exc)
                 continue
+            except Exception as exc:  # never a dead keep-alive, never a traceback
+                log.warning("cluster lease keep-alive failed: %s: %s", type(exc).__name__, exc)
+                continue
             if self.etcd_lost:
                 self.etcd_lost = False
                 log.info("etcd reachable again: node %s is a member", self.name)
@@ -265,6 +268,10 @@ class Membership:
                     elif into.pop(name, 0) != 0:
                         self._tell(prefix, name, False)
             except (EtcdUnavailable, RevisionCompactedError, TimeoutError):
+                await asyncio.sleep(_RETRY)
+            except Exception as exc:  # never a dead watch, never a traceback
+                log.warning("cluster watch of %s failed: %s: %s", prefix, type(exc).__name__,
+                            exc)
                 await asyncio.sleep(_RETRY)
 
     def _tell(self, prefix: str, name: str, present: bool) -> None:

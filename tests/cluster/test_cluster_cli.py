@@ -59,6 +59,7 @@ def test_status_and_forget(etcd: Any, cluster_name: str) -> None:
     asyncio.run(write(etcd.endpoint, cluster_name, {
         KNOWN + "a": record("a", 1000), KNOWN + "b": record("b", 2000),
         NODES + "a": record("a", 1000),
+        NODES + "z": b"\xff not a record",  # a foreign writer: listed, never a crash
         "placement/%2F/q1": json.dumps({"leader": "a"}).encode(),
         "placement/%2F/q2": json.dumps({"leader": "a"}).encode(),
         "placement/%2F/q3": json.dumps({"leader": "b", "partitions": ["b", "a"]}).encode(),
@@ -69,8 +70,9 @@ def test_status_and_forget(etcd: Any, cluster_name: str) -> None:
     assert nodes["a"]["running"] is True and nodes["a"]["leaders"] == 2
     assert nodes["b"]["running"] is False and nodes["b"]["leaders"] == 1
     assert nodes["b"]["amqp_port"] == 2000 and nodes["b"]["uptime"] == 0
+    assert nodes["z"]["running"] is True and "host" not in nodes["z"]
     table = smartbroker("cluster", "status", *base)
-    assert "1 of 2 node(s) up" in table.stdout
+    assert "2 of 3 node(s) up" in table.stdout
 
     up = smartbroker("cluster", "forget", "a", *base)
     assert up.returncode == 1 and up.stderr.startswith("error: node 'a' is running")
@@ -81,7 +83,7 @@ def test_status_and_forget(etcd: Any, cluster_name: str) -> None:
     by_env = smartbroker("cluster", "status", "--json",
                          env={"SMARTBROKER_ETCD": etcd.endpoint,
                               "SMARTBROKER_CLUSTER_NAME": cluster_name})
-    assert [n["name"] for n in json.loads(by_env.stdout)["nodes"]] == ["a"]
+    assert [n["name"] for n in json.loads(by_env.stdout)["nodes"]] == ["a", "z"]
 
 
 @pytest.mark.parametrize("args, message", [
