@@ -19,6 +19,7 @@ import pytest
 
 from smartbroker.launcher import BrokerProcess
 from smartbroker.queues.partitioner import kafka_partition
+from tests.kafka.amqp_streams import amqp_positions
 from tests.kafka.cross_protocol_readers import (
     Record,
     aiokafka_records,
@@ -43,29 +44,6 @@ TYPED_HEADERS: dict[str, tuple[Any, bytes | None]] = {
     "h-void": (None, None),
     "h-decimal": (decimal.Decimal("3.14"), b"3.14"),
 }
-
-
-def amqp_view(broker: BrokerProcess, topic: str, count: int) -> dict[tuple[int, int], Any]:
-    """(partition, offset) -> (properties, body) as an AMQP stream reader from first sees."""
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    got: dict[tuple[int, int], Any] = {}
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=500)
-        for method, props, body in ch.consume(topic, arguments={"x-stream-offset": "first"},
-                                              inactivity_timeout=10):
-            if method is None:
-                break
-            got[props.headers["x-stream-partition"], props.headers["x-stream-offset"]] = (
-                props, body)
-            ch.basic_ack(method.delivery_tag)
-            if len(got) == count:
-                break
-        ch.cancel()
-    finally:
-        conn.close()
-    assert len(got) == count
-    return got
 
 
 async def aio_pika_publish(url: str, topic: str) -> None:
@@ -120,7 +98,7 @@ def test_every_kafka_client_reads_what_amqp_readers_see(
     assert len(reference) == COUNT
     assert confluent_records(bootstrap, name, PARTITIONS, COUNT) == reference
     assert aiokafka_records(bootstrap, name, PARTITIONS, COUNT) == reference
-    amqp = amqp_view(kafka_broker, name, COUNT)
+    amqp = amqp_positions(kafka_broker, name, COUNT)
     assert set(amqp) == {(r[0], r[1]) for r in reference}
     for partition, offset, key, value, headers, ts in reference:
         props, body = amqp[partition, offset]
@@ -184,7 +162,7 @@ def test_kafka_partitioners_agree_with_amqp_publishes(
     ck = pytest.importorskip("confluent_kafka")
     name = topic[0]
     amqp_partition = {props.headers["x-message-key"]: p
-                      for (p, _), (props, _) in amqp_view(kafka_broker, name, COUNT).items()}
+                      for (p, _), (props, _) in amqp_positions(kafka_broker, name, COUNT).items()}
     assert set(amqp_partition) == set(KEYS)
     landed: dict[str, set[int]] = {k: set() for k in KEYS}
     producer = kafka.KafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap,

@@ -19,54 +19,12 @@ import pika
 import pytest
 
 from smartbroker.launcher import BrokerProcess
+from tests.kafka.amqp_streams import amqp_read, declare_stream, delete_queue
+from tests.kafka.kafka_producers import confluent_produce
 
 pytestmark = pytest.mark.extension
 TS = 1_700_000_000_000  # ms; records i get TS + 1000 * i, one second apart
 
-
-def amqp_read(broker: BrokerProcess, queue: str, count: int,
-              **arguments: Any) -> list[tuple[Any, bytes]]:
-    """(properties, body) of the first ``count`` deliveries to a stream consumer: a
-    prefetch of ``count``, acknowledged once all came, so that none is pending when the
-    consumer is cancelled (pika's cancel nacks those, which a stream refuses as RabbitMQ's
-    do)."""
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    got: list[tuple[Any, bytes]] = []
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=count)
-        last = None
-        for method, props, body in ch.consume(queue, arguments=arguments,
-                                              inactivity_timeout=10):
-            if method is None:
-                break
-            got.append((props, body))
-            last = method.delivery_tag
-            if len(got) == count:
-                break
-        ch.cancel()
-        if last is not None:
-            ch.basic_ack(last, multiple=True)
-    finally:
-        conn.close()
-    return got
-
-
-def declare_stream(broker: BrokerProcess, name: str, partitions: int = 1) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    try:
-        conn.channel().queue_declare(name, durable=True, arguments={
-            "x-queue-type": "stream", "x-partitions": partitions})
-    finally:
-        conn.close()
-
-
-def delete_queue(broker: BrokerProcess, name: str) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    try:
-        conn.channel().queue_delete(name)
-    finally:
-        conn.close()
 
 
 # (key, value, headers) of the records kafka-python produces, in order, one partition
@@ -88,19 +46,11 @@ def produced(kafka_broker: BrokerProcess) -> Iterator[tuple[str, list[int]]]:
     """A one-partition topic with RECORDS (gzip batches from confluent-kafka, lingering so
     that they share batches; kafka-python refuses null header values) and the offsets the
     producer was told."""
-    ck = pytest.importorskip("confluent_kafka")
     name = f"x-kafka-{uuid.uuid4().hex[:8]}"
     declare_stream(kafka_broker, name)
-    reports: dict[int, Any] = {}
-    producer = ck.Producer({"bootstrap.servers": kafka_broker.kafka_bootstrap, "acks": "all",
-                            "enable.idempotence": False, "compression.type": "gzip",
-                            "linger.ms": 50})
-    for i, (k, v, h) in enumerate(RECORDS):
-        producer.produce(name, key=k, value=v, headers=h, timestamp=TS + 1000 * i,
-                         on_delivery=lambda err, msg, i=i: reports.__setitem__(
-                             i, err if err is not None else msg.offset()))
-    assert producer.flush(30) == 0
-    offsets = [reports[i] for i in range(len(RECORDS))]
+    offsets = [o for _, o in confluent_produce(
+        kafka_broker, name, RECORDS, timestamps=[TS + 1000 * i for i in range(len(RECORDS))],
+        **{"acks": "all", "compression.type": "gzip", "linger.ms": 50})]
     try:
         yield name, offsets
     finally:
@@ -179,11 +129,10 @@ def test_amqp_group_member_resumes_from_a_kafka_commit(kafka_broker: BrokerProce
 
 
 def test_confluent_gzip_batches_reach_amqp(kafka_broker: BrokerProcess) -> None:
-    ck = pytest.importorskip("confluent_kafka")
     name = f"x-gzip-{uuid.uuid4().hex[:8]}"
     declare_stream(kafka_broker, name, partitions=3)
     try:
-        landed = produce_confluent(ck, kafka_broker, name, "gzip", 30)
+        landed = produce_keyed(kafka_broker, name, "gzip", 30)
         got = amqp_read(kafka_broker, name, 30, **{"x-stream-offset": "first"})
         seen = {(p.headers["x-stream-partition"], p.headers["x-stream-offset"]):
                 (p.headers["x-message-key"], body) for p, body in got}
@@ -192,36 +141,22 @@ def test_confluent_gzip_batches_reach_amqp(kafka_broker: BrokerProcess) -> None:
         delete_queue(kafka_broker, name)
 
 
-def produce_confluent(ck: Any, broker: BrokerProcess, name: str, compression: str,
-                      count: int) -> dict[tuple[int, int], tuple[str, bytes]]:
+def produce_keyed(broker: BrokerProcess, name: str, compression: str,
+                  count: int) -> dict[tuple[int, int], tuple[str, bytes]]:
     """Produce ``count`` keyed records; (partition, offset) -> (key, value) as reported."""
-    landed: dict[tuple[int, int], tuple[str, bytes]] = {}
-    errors: list[Any] = []
-
-    def report(err: Any, msg: Any) -> None:
-        if err is not None:
-            errors.append(err)
-        else:
-            landed[msg.partition(), msg.offset()] = (msg.key().decode(), msg.value())
-
-    producer = ck.Producer({"bootstrap.servers": broker.kafka_bootstrap, "linger.ms": 20,
-                            "compression.type": compression, "enable.idempotence": False,
-                            "partitioner": "murmur2_random", "message.send.max.retries": 0})
-    for i in range(count):
-        producer.produce(name, key=f"key-{i % 5}".encode(), value=b"zipped %d " % i * 20,
-                         on_delivery=report)
-    assert producer.flush(30) == 0
-    assert errors == []
-    return landed
+    records = [(f"key-{i % 5}".encode(), b"zipped %d " % i * 20, ()) for i in range(count)]
+    landed = confluent_produce(broker, name, records, **{
+        "linger.ms": 20, "compression.type": compression, "partitioner": "murmur2_random",
+        "message.send.max.retries": 0})
+    return {at: (k.decode(), v) for at, (k, v, _) in zip(landed, records, strict=True)}
 
 
 @pytest.mark.parametrize("compression", ["snappy", "lz4", "zstd"])
 def test_confluent_other_codecs_reach_amqp(kafka_broker: BrokerProcess, compression: str) -> None:
-    ck = pytest.importorskip("confluent_kafka")
     name = f"x-{compression}-{uuid.uuid4().hex[:8]}"
     declare_stream(kafka_broker, name)
     try:
-        landed = produce_confluent(ck, kafka_broker, name, compression, 5)
+        landed = produce_keyed(kafka_broker, name, compression, 5)
         got = amqp_read(kafka_broker, name, 5, **{"x-stream-offset": "first"})
         assert [body for _, body in got] == [v for _, v in landed.values()]
     finally:

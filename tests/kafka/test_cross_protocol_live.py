@@ -15,6 +15,7 @@ import pika
 import pytest
 
 from smartbroker.launcher import BrokerProcess
+from tests.kafka.amqp_streams import stream_arguments
 from tests.kafka.cross_protocol_readers import kafka_python_records
 
 pytestmark = pytest.mark.extension
@@ -22,8 +23,7 @@ PARTITIONS = 3
 
 
 def declare_stream(ch: Any, name: str, partitions: int = PARTITIONS) -> None:
-    ch.queue_declare(name, durable=True,
-                     arguments={"x-queue-type": "stream", "x-partitions": partitions})
+    ch.queue_declare(name, durable=True, arguments=stream_arguments(partitions))
 
 
 class AmqpTail(threading.Thread):

@@ -15,6 +15,7 @@ import pytest
 
 from smartbroker.launcher import BrokerProcess
 from smartbroker.queues.partitioner import kafka_partition
+from tests.kafka.amqp_streams import Delivery, deliveries, stream_arguments
 from tests.kafka.cross_protocol_readers import kafka_python_records
 
 pytestmark = pytest.mark.extension
@@ -23,26 +24,11 @@ AMQP_TS = 1_650_000_000
 
 
 def stream(ch: Any, name: str) -> None:
-    ch.queue_declare(name, durable=True,
-                     arguments={"x-queue-type": "stream", "x-partitions": PARTITIONS})
+    ch.queue_declare(name, durable=True, arguments=stream_arguments(PARTITIONS))
 
 
-def amqp_all(ch: Any, name: str, count: int) -> list[tuple[Any, bytes]]:
-    ch.basic_qos(prefetch_count=count)
-    got: list[tuple[Any, bytes]] = []
-    last = None
-    for method, props, body in ch.consume(name, arguments={"x-stream-offset": "first"},
-                                          inactivity_timeout=10):
-        if method is None:
-            break
-        got.append((props, body))
-        last = method.delivery_tag
-        if len(got) == count:
-            break
-    ch.cancel()
-    if last is not None:
-        ch.basic_ack(last, multiple=True)
-    return got
+def amqp_all(ch: Any, name: str, count: int) -> list[Delivery]:
+    return deliveries(ch, name, count, **{"x-stream-offset": "first"})
 
 
 def test_amqp_kafka_relay_amqp(kafka_broker: BrokerProcess) -> None:

@@ -16,6 +16,7 @@ import pika
 import pytest
 
 from smartbroker.launcher import BrokerProcess
+from tests.kafka.amqp_streams import amqp_read
 from tests.kafka.cross_protocol_readers import Record, kafka_python_records
 
 pytestmark = pytest.mark.extension
@@ -103,26 +104,9 @@ def first_from(broker: BrokerProcess, name: str, offset: int) -> int | None:
 
 def amqp_offsets(broker: BrokerProcess, name: str, count: int,
                  start: int | str = "first") -> dict[int, tuple[Any, bytes]]:
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    got: dict[int, tuple[Any, bytes]] = {}
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=count)
-        last = None
-        for method, props, body in ch.consume(name, arguments={"x-stream-offset": start},
-                                              inactivity_timeout=5):
-            if method is None:
-                break
-            got[props.headers["x-stream-offset"]] = (props, body)
-            last = method.delivery_tag
-            if len(got) == count:
-                break
-        ch.cancel()
-        if last is not None:
-            ch.basic_ack(last, multiple=True)
-    finally:
-        conn.close()
-    return got
+    """offset -> (properties, body) of what an AMQP reader from ``start`` gets."""
+    return {props.headers["x-stream-offset"]: (props, body) for props, body in amqp_read(
+        broker, name, count, inactivity=5, **{"x-stream-offset": start})}
 
 
 def test_compacted_topic_keeps_the_newest_value_per_key(kafka_broker: BrokerProcess) -> None:

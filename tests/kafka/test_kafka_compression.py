@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lz4.frame
-import pika
 import pytest
 import snappy
 import zstandard
@@ -25,7 +24,9 @@ from test_kafka_abuse import Raw, batch, fetch, healthy, mark, produce, quiet
 from test_kafka_abuse_produce import peak_rss, recrc
 
 from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.kafka.amqp_streams import amqp_read
 from tests.kafka.cross_protocol_readers import confluent_records, kafka_python_records
+from tests.kafka.kafka_producers import confluent_produce
 
 CODECS = {"snappy": 2, "lz4": 3, "zstd": 4}
 CORRUPT_MESSAGE, MESSAGE_TOO_LARGE = 2, 10
@@ -48,20 +49,11 @@ def record(i: int) -> tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]:
 
 
 def produce_confluent(broker: BrokerProcess, topic: str, compression: str) -> Produced:
-    ck = pytest.importorskip("confluent_kafka")
-    offsets: dict[int, int] = {}
-    errors: list[Any] = []
-    producer = ck.Producer({"bootstrap.servers": broker.kafka_bootstrap, "acks": "all",
-                            "compression.type": compression, "linger.ms": 50,
-                            "enable.idempotence": False, "message.send.max.retries": 0})
-    for i in range(COUNT):
-        key, value, headers = record(i)
-        producer.produce(topic, key=key, value=value, headers=list(headers), partition=0,
-                         on_delivery=lambda err, msg, i=i: errors.append(err) if err
-                         else offsets.__setitem__(i, msg.offset()))
-    assert producer.flush(30) == 0
-    assert errors == []
-    return [(offsets[i], *record(i)) for i in range(COUNT)]
+    records = [record(i) for i in range(COUNT)]
+    landed = confluent_produce(broker, topic, records, partition=0, **{
+        "acks": "all", "compression.type": compression, "linger.ms": 50,
+        "message.send.max.retries": 0})
+    return [(offset, *rec) for (_, offset), rec in zip(landed, records, strict=True)]
 
 
 def produce_kafka_python(broker: BrokerProcess, topic: str, compression: str) -> Produced:
@@ -98,29 +90,6 @@ def stored_codecs(broker: BrokerProcess, topic: str, end: int) -> list[int]:
     return seen
 
 
-def amqp_read(broker: BrokerProcess, topic: str, count: int) -> list[tuple[Any, bytes]]:
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    got: list[tuple[Any, bytes]] = []
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=count)
-        last = None
-        for method, props, body in ch.consume(topic, arguments={"x-stream-offset": "first"},
-                                              inactivity_timeout=10):
-            if method is None:
-                break
-            got.append((props, body))
-            last = method.delivery_tag
-            if len(got) == count:
-                break
-        ch.cancel()
-        if last is not None:
-            ch.basic_ack(last, multiple=True)
-    finally:
-        conn.close()
-    return got
-
-
 PRODUCERS: dict[str, Callable[[BrokerProcess, str, str], Produced]] = {
     "confluent": produce_confluent, "kafka-python": produce_kafka_python}
 
@@ -138,7 +107,7 @@ def test_codec_round_trip(broker: BrokerProcess, compression: str, client: str) 
     for reader in (kafka_python_records, confluent_records):
         got = reader(broker.kafka_bootstrap, topic, 1, COUNT)
         assert [r[:5] for r in got] == want, reader.__name__
-    got_amqp = amqp_read(broker, topic, COUNT)
+    got_amqp = amqp_read(broker, topic, COUNT, **{"x-stream-offset": "first"})
     assert [(p.headers["x-stream-offset"], p.headers["x-message-key"].encode(), body,
              p.headers["n"].encode(), p.headers["trace"].encode()) for p, body in got_amqp] == [
         (o, k, v, h[0][1], h[1][1]) for o, k, v, h in produced]
@@ -185,7 +154,7 @@ def test_compacted_lz4_topic(broker: BrokerProcess) -> None:
     for key, (offset, value) in newest.items():
         assert by_offset[offset][2:4] == (key, value)
     amqp = {p.headers["x-stream-offset"]: (p.headers["x-message-key"], body)
-            for p, body in amqp_read(broker, topic, len(want))}
+            for p, body in amqp_read(broker, topic, len(want), **{"x-stream-offset": "first"})}
     assert set(amqp) == want
     assert all(amqp[o] == (k.decode(), v) for k, (o, v) in newest.items())
 

@@ -15,6 +15,7 @@ import pytest
 
 from smartbroker.launcher import BrokerProcess
 from smartbroker.queues.partitioner import kafka_partition
+from tests.kafka.amqp_streams import amqp_positions, declare_stream
 
 pytestmark = pytest.mark.extension
 PARTITIONS = 3
@@ -25,37 +26,11 @@ def name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def declare_stream(broker: BrokerProcess, queue: str, partitions: int = PARTITIONS) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    try:
-        conn.channel().queue_declare(queue, durable=True, arguments={
-            "x-queue-type": "stream", "x-partitions": partitions})
-    finally:
-        conn.close()
-
-
 def read_amqp(broker: BrokerProcess, queue: str, count: int) -> list[tuple[int, int, Any, bytes]]:
     """(partition, offset, properties, body) of the first ``count`` messages of every
     partition, as an AMQP stream consumer from ``first`` gets them, sorted."""
-    conn = pika.BlockingConnection(pika.URLParameters(broker.url))
-    got = []
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=200)
-        for method, props, body in ch.consume(queue, arguments={"x-stream-offset": "first"},
-                                              inactivity_timeout=10):
-            if method is None:
-                break
-            got.append((props.headers["x-stream-partition"], props.headers["x-stream-offset"],
-                        props, body))
-            ch.basic_ack(method.delivery_tag)
-            if len(got) == count:
-                break
-        ch.cancel()
-    finally:
-        conn.close()
-    assert len(got) == count
-    return sorted(got, key=lambda g: (g[0], g[1]))
+    return [(p, o, props, body) for (p, o), (props, body)
+            in sorted(amqp_positions(broker, queue, count).items())]
 
 
 def kafka_python_producer(broker: BrokerProcess, **config: Any) -> Any:
@@ -67,7 +42,7 @@ def kafka_python_producer(broker: BrokerProcess, **config: Any) -> Any:
 @pytest.mark.parametrize("acks", [0, 1, "all"])
 def test_kafka_python_produce_read_over_amqp(kafka_broker: BrokerProcess, acks: Any) -> None:
     topic = name("produce")
-    declare_stream(kafka_broker, topic)
+    declare_stream(kafka_broker, topic, PARTITIONS)
     producer = kafka_python_producer(kafka_broker, acks=acks)
     sent = []
     try:
