@@ -226,6 +226,9 @@ class ClusterLink:
         if link.role is Role.DIALER and peer != link.expected:
             link.abort(f"reached node {peer!r}, not {link.expected!r}", warn=True)
             return
+        if link.role is Role.DIALER and (peer not in self._wanted or self._closing):
+            link.abort(LEFT)  # removed while the handshake was under way
+            return
         if link.role is Role.ACCEPTOR and peer > self.node:
             link.abort(f"node {peer!r} dials node {self.node!r}, not the other way",
                        warn=True)
