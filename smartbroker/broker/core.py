@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from smartbroker.auth import Users
@@ -32,6 +33,7 @@ class Broker:
         self.connections: set[ClientConnection] = set()  # every listener's live clients
         self.alarms: set[str] = set()  # "memory" / "disk" while a resource alarm is on
         self.producers = persistence.producers if persistence is not None else ProducerRegistry()
+        self.on_vhost_added: list[Callable[[VirtualHost], None]] = []  # cluster mode's forwarding
         if persistence is None:
             self.add_defaults()
         else:
@@ -56,6 +58,8 @@ class Broker:
                                          else persistence.vhost(name))
             if self.recorder is not None:
                 self.recorder.vhost_added(name)
+            for hook in self.on_vhost_added:
+                hook(vhost)
         return vhost
 
     # -- limits (broker/limits.py) ---------------------------------------------------------
