@@ -6,8 +6,6 @@ that is down and refuses one that is up; a second live holder of a name is refus
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +13,9 @@ from typing import Any
 
 import pika
 import pytest
+from typer.testing import CliRunner
 
+from smartbroker.cli.main import app
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.conftest import assert_clean_log
 
@@ -40,10 +40,12 @@ def running(node: BrokerProcess) -> dict[str, bool]:
     return {n["name"]: n["running"] for n in node.get_json("/api/nodes")}
 
 
-def cli(etcd: str, cluster: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "smartbroker", "cluster", *args,
-                           "--etcd", etcd, "--cluster-name", cluster],
-                          capture_output=True, text=True, timeout=30)
+def cli(etcd: str, cluster: str, *args: str) -> Any:
+    """``smartbroker cluster ...`` run in this process (typer's runner), against etcd."""
+    result = CliRunner().invoke(app, ["cluster", *args, "--etcd", etcd,
+                                      "--cluster-name", cluster])
+    result.returncode = result.exit_code
+    return result
 
 
 def status(etcd: str, cluster: str) -> dict[str, dict[str, Any]]:
