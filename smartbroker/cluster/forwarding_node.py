@@ -10,20 +10,24 @@ that gives a vhost a ``RemoteQueue`` for a queue another node leads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster.forwarding import LeaderService, Link
 from smartbroker.cluster.forwarding_publish import Forwarder
+from smartbroker.cluster.forwarding_rehome import rehome
 from smartbroker.cluster.forwarding_wire import CONFIRM, CONSUMER_OPS, DELIVERIES, PUBLISH, Op
 from smartbroker.cluster.link_peer import PeerDown
-from smartbroker.cluster.placement import PlacementTable
+from smartbroker.cluster.placement import Placement, PlacementTable
 from smartbroker.cluster.remote_consumer import Subscriptions
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.errors import AMQPError, ConnectionError
-from smartbroker.queues.base import Queue, QueueSpec, Storage
+from smartbroker.queues.base import NoHost, Queue, QueueSpec, Storage, check_arguments
+from smartbroker.queues.stream import StreamQueue
+from smartbroker.queues.stream_args import StreamSettings
 from smartbroker.queues.types import declare_queue, queue_type
 
 log = logging.getLogger("smartbroker.cluster")
@@ -81,6 +85,7 @@ class QueueForwarding:
         self.subscriptions = Subscriptions(self)
         self.forwarders: dict[str, Forwarder] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._applying = 0  # inside applying_peers()
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -169,10 +174,32 @@ class QueueForwarding:
             forwarder.peer_down()
 
     # -- building queues -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def applying_peers(self) -> Iterator[None]:
+        """Declares inside this block apply another node's definitions (the etcd watch):
+        they never place a queue, they wait for its placement (a local stand-in until it
+        comes, see ``forwarding_rehome``)."""
+        self._applying += 1
+        try:
+            yield
+        finally:
+            self._applying -= 1
+
     def queue_factory(self, spec: QueueSpec, host: Any, storage: Storage | None) -> Queue:
-        """``VirtualHost.queue_factory`` in cluster mode: the queue itself where this node
-        leads it (or nobody placed it yet: client-local), else a ``RemoteQueue``."""
+        """``VirtualHost.queue_factory`` in cluster mode. A queue nobody placed yet is
+        placed now by its locator (declared here: client-local puts it on this node),
+        unless the declare applies another node's definitions. Then: the queue itself
+        where this node leads it, else a ``RemoteQueue``."""
         leader = self.placement.leader(spec.vhost, spec.name)
+        if leader is None and not self._applying:
+            proposal = self._propose(spec)
+            if proposal.leader == self.node or spec.exclusive:
+                q = declare_queue(spec, host, storage)  # refused here: nothing claimed
+                self.placement.claim(spec.vhost, spec.name, proposal)
+                return q
+            validate(spec)  # built by the leader, refused here with RabbitMQ's reply
+            self.placement.claim(spec.vhost, spec.name, proposal)
+            leader = proposal.leader
         if leader is None or leader == self.node or spec.exclusive:
             return declare_queue(spec, host, storage)
         kind = queue_type(spec.arguments)
@@ -180,3 +207,68 @@ class QueueForwarding:
                            auto_delete=spec.auto_delete, arguments=spec.arguments,
                            capabilities=kind.capabilities,
                            type_name=getattr(kind, "type_name", "classic"))
+
+    def _propose(self, spec: QueueSpec) -> Placement:
+        partitions = 1
+        if queue_type(spec.arguments).capabilities.offset_log:
+            asked = spec.arguments.get("x-partitions", 1)
+            partitions = asked if isinstance(asked, int) and 0 < asked <= 1024 else 1
+        return self.placement.propose(spec.vhost, spec.name, spec.arguments, spec.policy,
+                                      self.up_nodes(), durable=spec.durable,
+                                      exclusive=spec.exclusive, partitions=partitions)
+
+    def up_nodes(self) -> list[str]:
+        """This node and every node it is linked to."""
+        peers = getattr(self.link.link, "peers", None)
+        return sorted({self.node, *(peers() if peers is not None else ())})
+
+    def attach(self, vhosts: Iterable[Any]) -> None:
+        """Serve ``vhosts`` (and, through ``rehome``, fix the queues they restored before
+        forwarding existed)."""
+        for vhost in vhosts:
+            vhost.queue_factory = self.queue_factory
+            vhost.on_queue_deleted.append(self._deleted)
+            for name in list(vhost.queues):
+                rehome(self, vhost, name)
+
+    def placement_changed(self, vhost_name: str, queue: str) -> None:
+        vhost = self.vhosts.get(vhost_name)
+        if vhost is not None:
+            rehome(self, vhost, queue)
+
+    def _deleted(self, q: Queue) -> None:
+        """A queue led here was deleted: its placement goes with it."""
+        if not isinstance(q, RemoteQueue) and self.placement.leader(q.vhost, q.name) == self.node:
+            self.placement.release(q.vhost, q.name)
+
+    def writable(self, peer: str, spec: Any) -> None:
+        """The link to ``peer`` takes deliveries again: its parked consumers rejoin."""
+        if spec is not None and spec is not DELIVERIES:
+            return
+        for (node, _sub), consumer in list(self.leader.consumers.items()):
+            if node == peer and consumer.parked and not consumer.cancelled:
+                consumer.queue.wake(consumer)
+                consumer.queue.dispatch()
+
+
+def validate(spec: QueueSpec) -> None:
+    """The declare's checks (its type's 406s) without building a queue here."""
+    if queue_type(spec.arguments).capabilities.offset_log:  # a stream: no files made here
+        check_arguments(StreamQueue.capabilities, spec)
+        StreamSettings.parse(spec.name, spec.vhost, spec.durable, spec.exclusive,
+                             spec.auto_delete, spec.arguments)
+    else:
+        declare_queue(spec, NoHost(), None).close()
+
+
+async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
+    """Cluster mode: placements read and followed from etcd, forwarding on the node's
+    link, every vhost (now and later) building its queues through it."""
+    placement = await PlacementTable(node.name, node.etcd).open()
+    forwarding = QueueForwarding(node.name, broker.vhosts, node.link, placement)
+    forwarding.register(node.link)
+    node.link.on_writable(forwarding.writable)
+    placement.on_change.append(forwarding.placement_changed)
+    forwarding.attach(broker.vhosts.values())
+    broker.on_vhost_added.append(lambda vhost: forwarding.attach([vhost]))
+    return forwarding

@@ -19,12 +19,16 @@ when two nodes declare the same queue at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, unquote
+
+from smartbroker.cluster.definitions_keys import seg, unseg
 
 CLIENT_LOCAL = "client-local"
 BALANCED = "balanced"
@@ -35,6 +39,7 @@ LOCATORS = {CLIENT_LOCAL: CLIENT_LOCAL, BALANCED: BALANCED,
 ARGUMENT = "x-queue-leader-locator"
 POLICY_KEY = "queue-leader-locator"
 PREFIX = "placement/"
+log = logging.getLogger("smartbroker.cluster")
 
 
 def _text(value: Any) -> Any:
@@ -70,18 +75,21 @@ def spread(partitions: int, first: str, up: Sequence[str]) -> list[str]:
 
 
 def key(vhost: str, queue: str) -> str:
-    """The etcd key (below the cluster prefix) of a queue's placement."""
-    return f"{PREFIX}{quote(vhost, safe='')}/{quote(queue, safe='')}"
+    """The etcd key (below the cluster prefix) of a queue's placement: each name one
+    percent-encoded segment, as ``definitions_keys.seg`` encodes them."""
+    return f"{PREFIX}{seg(vhost).decode()}/{seg(queue).decode()}"
 
 
-def parse_key(text: str) -> tuple[str, str] | None:
+def parse_key(text: str | bytes) -> tuple[str, str] | None:
     """(vhost, queue) from a placement key, None if it is not one."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
     if not text.startswith(PREFIX):
         return None
     parts = text[len(PREFIX):].split("/")
     if len(parts) != 2:
         return None
-    return unquote(parts[0]), unquote(parts[1])
+    return unseg(parts[0].encode()), unseg(parts[1].encode())
 
 
 @dataclass(frozen=True)
@@ -120,15 +128,75 @@ class KeyValue(Protocol):
 
     async def delete(self, key: str) -> Any: ...
 
+    async def range(self, key: str) -> tuple[list[Any], int]:
+        """Every KV (``.key``, ``.value``) under ``key``, and the revision read at."""
+
+    def watch(self, key: str, *, start_revision: int | None = None) -> Any:
+        """Changes under ``key`` (``.kind`` "put"/"delete", ``.key``, ``.value``)."""
+
 
 class PlacementTable:
-    """This node's copy of every placement, fed by the etcd watch (``apply``) and read on
-    every declare and lookup without a round trip to etcd."""
+    """This node's copy of every placement: read at start (``open``), then followed by an
+    etcd watch, and read on every declare and lookup without a round trip to etcd.
+    ``on_change(vhost, queue)`` hears every placement that changed, whoever wrote it."""
 
     def __init__(self, node: str, kv: KeyValue | None = None) -> None:
         self.node = node
         self.kv = kv
         self.queues: dict[tuple[str, str], Placement] = {}
+        self.on_change: list[Callable[[str, str], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def open(self) -> PlacementTable:
+        """Read every placement, then follow changes."""
+        if self.kv is not None:
+            found, revision = await self.kv.range(PREFIX)
+            self.load((kv.key, kv.value) for kv in found)
+            self._spawn(self._follow(revision + 1))
+        return self
+
+    async def close(self) -> None:
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, revision: int) -> None:
+        assert self.kv is not None
+        while True:
+            try:
+                async for event in self.kv.watch(PREFIX, start_revision=revision):
+                    revision = event.revision + 1
+                    names = self.apply(event.key, event.value if event.kind == "put" else None)
+                    if names is not None:
+                        self._changed(*names)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # compacted history or etcd gone: read it all again
+                log.warning("placement watch restarts: %s", exc)
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    found, revision = await self.kv.range(PREFIX)
+                    before = set(self.queues)
+                    self.queues.clear()
+                    self.load((kv.key, kv.value) for kv in found)
+                    revision += 1
+                    for names in before | set(self.queues):
+                        self._changed(*names)
+
+    def _changed(self, vhost: str, queue: str) -> None:
+        for callback in self.on_change:
+            try:
+                callback(vhost, queue)
+            except Exception:
+                log.exception("applying the placement of queue '%s' in vhost '%s' failed",
+                              queue, vhost)
 
     def leader(self, vhost: str, queue: str) -> str | None:
         found = self.queues.get((vhost, queue))
@@ -144,7 +212,7 @@ class PlacementTable:
             counts.update(placement.partitions or (placement.leader,))
         return counts
 
-    def apply(self, text_key: str, value: bytes | None) -> tuple[str, str] | None:
+    def apply(self, text_key: str | bytes, value: bytes | None) -> tuple[str, str] | None:
         """A watched put (``value``) or delete (None); returns the queue it was about."""
         names = parse_key(text_key)
         if names is None:
@@ -156,7 +224,7 @@ class PlacementTable:
             self.queues[names] = placement
         return names
 
-    def load(self, items: Iterable[tuple[str, bytes]]) -> None:
+    def load(self, items: Iterable[tuple[str | bytes, bytes]]) -> None:
         """The initial read of every placement key."""
         for text_key, value in items:
             self.apply(text_key, value)
@@ -171,6 +239,23 @@ class PlacementTable:
         parts = tuple(spread(partitions, leader, up)) if partitions > 1 else ()
         return Placement(leader, parts)
 
+    def claim(self, vhost: str, queue: str, placement: Placement) -> None:
+        """Take ``placement`` now (the declare goes on with it) and write it to etcd in the
+        background; if another node placed the queue first, its placement is adopted
+        (``on_change`` tells the node to rebuild the queue accordingly)."""
+        self.queues[(vhost, queue)] = placement
+        if self.kv is not None:
+            self._spawn(self._record(vhost, queue, placement))
+
+    async def _record(self, vhost: str, queue: str, placement: Placement) -> None:
+        try:
+            held = await self.record(vhost, queue, placement)
+        except Exception as exc:
+            log.warning("placement of queue '%s' in vhost '%s' not written: %s", queue, vhost, exc)
+            return
+        if held != placement:
+            self._changed(vhost, queue)
+
     async def record(self, vhost: str, queue: str, placement: Placement) -> Placement:
         """Write ``placement`` unless another node placed the queue first; returns the
         placement that holds (ours, or the winner's) and keeps it in the local copy."""
@@ -182,8 +267,15 @@ class PlacementTable:
         self.queues[names] = placement
         return placement
 
+    def release(self, vhost: str, queue: str) -> None:
+        """The queue this node led was deleted: its placement goes (in the background)."""
+        self.queues.pop((vhost, queue), None)
+        if self.kv is not None:
+            self._spawn(self.forget(vhost, queue))
+
     async def forget(self, vhost: str, queue: str) -> None:
         """The queue was deleted."""
         self.queues.pop((vhost, queue), None)
         if self.kv is not None:
-            await self.kv.delete(key(vhost, queue))
+            with contextlib.suppress(Exception):
+                await self.kv.delete(key(vhost, queue))

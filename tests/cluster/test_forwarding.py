@@ -69,8 +69,8 @@ async def start_node(name: str, directory: Path) -> Node:
     link = await ClusterLink(name, "forwarding-test", SECRET, heartbeat=0.2).start()
     forwarding = QueueForwarding(name, broker.vhosts, link, PlacementTable(name))
     forwarding.register(link)
-    for vhost in broker.vhosts.values():
-        vhost.queue_factory = forwarding.queue_factory
+    link.on_writable(forwarding.writable)
+    forwarding.attach(broker.vhosts.values())
     return Node(name, broker, persistence, server, link, forwarding)
 
 
@@ -232,3 +232,60 @@ async def _home_node_down(tmp_path: Path) -> None:
             msg = await other.get(timeout=TIMEOUT)
             assert msg.body == b"x"
             await msg.ack()
+
+
+def test_a_queue_follows_its_placement_with_its_bindings(tmp_path: Path) -> None:
+    run(_a_queue_follows_its_placement_with_its_bindings(tmp_path))
+
+
+async def _a_queue_follows_its_placement_with_its_bindings(tmp_path: Path) -> None:
+    """Another node's definitions may arrive before its placement: a local stand-in, then
+    the RemoteQueue once the placement is known, bindings kept; a publish through the
+    binding on node 1 reaches node 2's queue."""
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n2], "events")
+        vhost = n1.broker.vhosts["/"]
+        with n1.forwarding.applying_peers():
+            vhost.declare_exchange("ex", "direct", durable=True)
+            vhost.declare_queue("events", durable=True)
+            vhost.bind("ex", vhost.queues["events"], "k", {})
+        assert not isinstance(vhost.queues["events"], RemoteQueue)
+        n1.forwarding.placement.queues[("/", "events")] = Placement("n2")
+        n1.forwarding.placement_changed("/", "events")
+        moved = vhost.queues["events"]
+        assert isinstance(moved, RemoteQueue)
+        assert [b.destination for b in vhost.exchanges["ex"].bindings.values()] == [moved]
+        n2.broker.vhosts["/"].declare_exchange("ex", "direct", durable=True)
+        n2.broker.vhosts["/"].bind("ex", n2.broker.vhosts["/"].queues["events"], "k", {})
+
+        conn = await aio_pika.connect(n1.url)
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True)
+            ex = await ch.get_exchange("ex", ensure=False)
+            await ex.publish(aio_pika.Message(b"e1", delivery_mode=2), routing_key="k")
+        assert n2.broker.vhosts["/"].queues["events"].message_count == 1
+
+
+def test_balanced_places_the_queue_on_the_node_leading_fewest(tmp_path: Path) -> None:
+    run(_balanced_places_the_queue_on_the_node_leading_fewest(tmp_path))
+
+
+async def _balanced_places_the_queue_on_the_node_leading_fewest(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (n1, n2, n3):
+        table = n1.forwarding.placement
+        table.queues.update({("/", "a"): Placement("n1"), ("/", "b"): Placement("n2")})
+        conn = await aio_pika.connect(n1.url)
+        async with conn:
+            ch = await conn.channel()
+            await ch.declare_queue("spread", durable=True,
+                                   arguments={"x-queue-leader-locator": "balanced"})
+            local = await ch.declare_queue("here", durable=True)  # client-local
+            assert local.name == "here"
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed,
+                               match="invalid arg 'x-max-length'"):
+                await ch.declare_queue("bad", durable=True, arguments={
+                    "x-queue-leader-locator": "balanced", "x-max-length": -1})
+        assert table.leader("/", "spread") == "n3"
+        assert isinstance(n1.broker.vhosts["/"].queues["spread"], RemoteQueue)
+        assert table.leader("/", "here") == "n1"
+        assert not isinstance(n1.broker.vhosts["/"].queues["here"], RemoteQueue)

@@ -1,0 +1,63 @@
+"""A queue's object on this node follows its placement: the queue itself where this node
+leads it, a ``RemoteQueue`` everywhere else.
+
+Why objects change: a node learns a queue and its placement from two etcd watches
+(definitions, placement) in no fixed order, and at start it restores every queue of the
+definitions before forwarding is attached. ``rehome`` swaps the object in place: same
+name, same bindings (moved binding by binding, without recording anything: the
+definitions did not change), the old object's consumers cancelled as when a queue's home
+moves in RabbitMQ. A queue swapped away from this node holds nothing worth keeping: it
+was never led here (placements never move in this version).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from smartbroker.broker.exchange import Binding
+from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.queues.base import Queue, QueueSpec
+
+if TYPE_CHECKING:
+    from smartbroker.cluster.forwarding_node import QueueForwarding
+
+
+def wanted_remote(forwarding: QueueForwarding, q: Queue) -> bool:
+    """Whether ``q``'s object here should be a ``RemoteQueue`` (placed on another node);
+    an exclusive queue always lives where it was declared."""
+    leader = forwarding.placement.leader(q.vhost, q.name)
+    return leader is not None and leader != forwarding.node and q.exclusive_owner is None
+
+
+def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
+    """Make ``vhost``'s queue ``name`` the right kind of object; returns the new object,
+    or None when nothing had to change."""
+    old = vhost.queues.get(name)
+    if old is None:
+        return None
+    remote = wanted_remote(forwarding, old)
+    if remote == isinstance(old, RemoteQueue):
+        if remote and isinstance(old, RemoteQueue):
+            old.leader = forwarding.placement.leader(vhost.name, name) or old.leader
+        return None
+    spec = QueueSpec(name, vhost.name, old.durable, False, old.auto_delete,
+                     dict(old.arguments), None, None)
+    new = forwarding.queue_factory(spec, vhost, vhost.storage)
+    new.policy_name = old.policy_name
+    default = vhost.exchanges[""].router
+    default.unbind(old, name, {})
+    vhost.queues[name] = new
+    default.bind(new, name, {})
+    for binding in list(old.bindings):
+        source = binding.source
+        if source.remove_binding(binding) is None:
+            continue
+        moved = Binding(source, new, binding.routing_key, dict(binding.arguments))
+        if source.add_binding(moved):
+            new.bindings.add(moved)
+    old.bindings.clear()
+    for consumer in list(old.consumers):
+        old.remove_consumer(consumer)
+        consumer.cancelled_by_broker()
+    old.close()
+    return new
