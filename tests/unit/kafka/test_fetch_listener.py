@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import Any
 
 from kafka.protocol.consumer import FetchRequest
@@ -18,29 +17,7 @@ from smartbroker.kafka import listener
 from smartbroker.kafka.handlers import KafkaHandlers, Node
 from smartbroker.kafka.listener import KafkaClientProtocol
 from smartbroker.message import Message
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-        self.paused = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return {"peername": ("127.0.0.1", 5555), "sockname": ("10.0.0.1", 9092)}.get(name)
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
+from tests.unit.kafka.listener_fakes import FakeTransport, api_versions, correlation_ids
 
 
 def fetch(corr: int, max_wait_ms: int = 30000) -> bytes:
@@ -53,21 +30,6 @@ def fetch(corr: int, max_wait_ms: int = 30000) -> bytes:
                          log_start_offset=-1, partition_max_bytes=1 << 20)])])
     r.with_header(correlation_id=corr, client_id="c")
     return bytes(r.encode(header=True, framed=True))
-
-
-def api_versions(corr: int) -> bytes:
-    payload = struct.pack(">hhih", 18, 0, corr, -1)
-    return struct.pack(">i", len(payload)) + payload
-
-
-def correlation_ids(writes: list[bytes]) -> list[int]:
-    data = b"".join(writes)
-    out, pos = [], 0
-    while pos < len(data):
-        size, corr = struct.unpack_from(">ii", data, pos)
-        out.append(corr)
-        pos += 4 + size
-    return out
 
 
 def setup() -> tuple[KafkaClientProtocol, FakeTransport, Any]:

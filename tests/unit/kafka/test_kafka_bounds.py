@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import struct
 import zlib
-from typing import Any
 
 import pytest
 from kafka.record.util import calc_crc32c
@@ -19,50 +18,12 @@ from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.handlers import KafkaHandlers, Node
 from smartbroker.kafka.listener import KafkaClientProtocol
 from smartbroker.queues import kafka_batch
+from tests.unit.kafka.listener_fakes import FakeTransport, api_versions, correlation_ids
 
 
-class Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.reading = True
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 9092)}.get(name)
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-
-def api_versions(corr: int) -> bytes:
-    payload = struct.pack(">hhih", 18, 0, corr, -1)
-    return struct.pack(">i", len(payload)) + payload
-
-
-def correlation_ids(data: bytes) -> list[int]:
-    out, pos = [], 0
-    while pos < len(data):
-        size, corr = struct.unpack_from(">ii", data, pos)
-        out.append(corr)
-        pos += 4 + size
-    return out
-
-
-def connected() -> tuple[KafkaClientProtocol, Transport]:
+def connected() -> tuple[KafkaClientProtocol, FakeTransport]:
     proto = KafkaClientProtocol(KafkaHandlers(Broker(Config()), Node(None, 9092, "c", "/")), set())
-    transport = Transport()
+    transport = FakeTransport(local="127.0.0.1")
     proto.connection_made(transport)  # type: ignore[arg-type]
     return proto, transport
 
@@ -75,12 +36,12 @@ def test_a_pipeline_is_answered_a_bounded_amount_per_pass(monkeypatch: pytest.Mo
     async def run() -> None:
         proto, transport = connected()
         proto.data_received(b"".join(api_versions(c) for c in range(1, 11)))
-        first = correlation_ids(b"".join(transport.writes))
+        first = correlation_ids(transport.writes)
         assert first == list(range(1, len(first) + 1)) and len(first) < 5
         assert proto.backlog and not transport.reading
         for _ in range(10):
             await asyncio.sleep(0)
-        assert correlation_ids(b"".join(transport.writes)) == list(range(1, 11))
+        assert correlation_ids(transport.writes) == list(range(1, 11))
         assert not proto.backlog and transport.reading
 
     asyncio.run(run())
@@ -93,7 +54,7 @@ def test_unread_answers_stop_reading_until_the_client_reads() -> None:
         assert not transport.reading
         proto.data_received(api_versions(1))  # already in flight: still answered
         proto.resume_writing()
-        assert transport.reading and correlation_ids(b"".join(transport.writes)) == [1]
+        assert transport.reading and correlation_ids(transport.writes) == [1]
 
     asyncio.run(run())
 
@@ -107,11 +68,11 @@ def test_backlog_waits_for_resume_writing(monkeypatch: pytest.MonkeyPatch) -> No
         proto.data_received(api_versions(1) + api_versions(2))
         for _ in range(5):
             await asyncio.sleep(0)
-        assert correlation_ids(b"".join(transport.writes)) == [1]  # nothing more while blocked
+        assert correlation_ids(transport.writes) == [1]  # nothing more while blocked
         proto.resume_writing()
         for _ in range(5):
             await asyncio.sleep(0)
-        assert correlation_ids(b"".join(transport.writes)) == [1, 2] and transport.reading
+        assert correlation_ids(transport.writes) == [1, 2] and transport.reading
         proto.connection_lost(None)
 
     asyncio.run(run())
@@ -231,9 +192,9 @@ def test_answers_held_behind_a_waiting_fetch_are_bounded() -> None:
         queue.publish(Message.build("", "s", b"x", commands.Basic.Properties()))
         for _ in range(200):
             await asyncio.sleep(0)
-            if len(correlation_ids(b"".join(transport.writes))) == 501:
+            if len(correlation_ids(transport.writes)) == 501:
                 break
-        assert correlation_ids(b"".join(transport.writes)) == list(range(1, 502))
+        assert correlation_ids(transport.writes) == list(range(1, 502))
         assert transport.reading
         proto.connection_lost(None)
         queue.close()

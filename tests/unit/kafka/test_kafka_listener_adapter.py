@@ -13,32 +13,11 @@ from smartbroker.broker.core import Broker
 from smartbroker.config import Config
 from smartbroker.kafka.handlers import KafkaHandlers, Node
 from smartbroker.kafka.listener import KafkaClientProtocol
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return {"peername": ("127.0.0.1", 5555), "sockname": ("10.0.0.1", 9092)}.get(name)
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def api_versions(corr: int) -> bytes:
-    payload = struct.pack(">hhih", 18, 0, corr, -1)
-    return struct.pack(">i", len(payload)) + payload
+from tests.unit.kafka.listener_fakes import FakeTransport, api_versions, frame
 
 
 def metadata_all(corr: int) -> bytes:
-    payload = struct.pack(">hhih", 3, 1, corr, -1) + struct.pack(">i", -1)
-    return struct.pack(">i", len(payload)) + payload
+    return frame(struct.pack(">hhih", 3, 1, corr, -1) + struct.pack(">i", -1))
 
 
 @pytest.fixture

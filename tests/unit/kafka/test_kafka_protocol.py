@@ -9,12 +9,9 @@ import pytest
 
 from smartbroker.kafka import codec
 from smartbroker.kafka.protocol import NEED_DATA, KafkaConnection, KafkaProtocolError
+from tests.unit.kafka.listener_fakes import correlation_ids, frame
 
 SUPPORTED = {18: (0, 4), 3: (0, 12)}
-
-
-def frame(payload: bytes) -> bytes:
-    return struct.pack(">i", len(payload)) + payload
 
 
 def api_versions(corr: int, version: int = 0) -> bytes:
@@ -34,15 +31,6 @@ def versions_body() -> object:
 def metadata_body() -> object:
     cls = codec.response_class(3)
     return cls(version=1, brokers=[], controller_id=0, topics=[])
-
-
-def correlation_ids(data: bytes) -> list[int]:
-    out, pos = [], 0
-    while pos < len(data):
-        size, corr = struct.unpack_from(">ii", data, pos)
-        out.append(corr)
-        pos += 4 + size
-    return out
 
 
 def test_byte_at_a_time_then_two_in_one_read() -> None:

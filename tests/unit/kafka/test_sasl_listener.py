@@ -16,24 +16,8 @@ from smartbroker.config import Config
 from smartbroker.kafka.handlers import KafkaHandlers, Node
 from smartbroker.kafka.listener import KafkaClientProtocol
 from smartbroker.kafka.protocol import MAX_PRE_AUTH_SIZE
-from tests.unit.kafka.test_kafka_listener_adapter import FakeTransport, api_versions, metadata_all
-
-
-class Transport(FakeTransport):
-    def __init__(self, peer: str = "127.0.0.1") -> None:
-        super().__init__()
-        self.peer = peer
-        self.paused = False
-
-    def get_extra_info(self, name: str) -> Any:
-        return {"peername": (self.peer, 5555), "sockname": ("127.0.0.1", 9092)}.get(name)
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-
-def frame(payload: bytes) -> bytes:
-    return struct.pack(">i", len(payload)) + payload
+from tests.unit.kafka.listener_fakes import FakeTransport, correlation_ids, frame
+from tests.unit.kafka.test_kafka_listener_adapter import api_versions, metadata_all
 
 
 def handshake(mechanism: bytes, version: int, corr: int = 5) -> bytes:
@@ -45,20 +29,11 @@ def authenticate(token: bytes, corr: int = 6) -> bytes:
     return frame(struct.pack(">hhih", 36, 0, corr, -1) + struct.pack(">i", len(token)) + token)
 
 
-def correlations(data: bytes) -> list[int]:
-    out, pos = [], 0
-    while pos < len(data):
-        size, corr = struct.unpack_from(">ii", data, pos)
-        out.append(corr)
-        pos += 4 + size
-    return out
-
-
-def connect(required: bool = True, peer: str = "127.0.0.1") -> tuple[KafkaClientProtocol, Transport, Broker]:
+def connect(required: bool = True, peer: str = "127.0.0.1") -> tuple[KafkaClientProtocol, FakeTransport, Broker]:
     broker = Broker(Config(kafka_sasl_required=required))
     handlers = KafkaHandlers(broker, Node(None, 9092, "cid", "/"))
     proto = KafkaClientProtocol(handlers, set())
-    transport = Transport(peer)
+    transport = FakeTransport(peer, local="127.0.0.1")
     proto.connection_made(transport)  # type: ignore[arg-type]
     return proto, transport, broker
 
@@ -74,7 +49,7 @@ def run(test: Any) -> None:
 def test_before_sasl_metadata_closes_the_connection() -> None:
     proto, t, broker = connect()
     proto.data_received(api_versions(1) + metadata_all(2))
-    assert correlations(b"".join(t.writes)) == [1] and t.closed
+    assert correlation_ids(b"".join(t.writes)) == [1] and t.closed
     assert broker.connections == {proto.record} and proto.record.vhost is None  # not listed
 
 
@@ -87,7 +62,7 @@ def test_before_sasl_frames_are_bounded() -> None:
 def test_without_sasl_required_a_loopback_client_is_the_default_user() -> None:
     proto, t, broker = connect(required=False)
     proto.data_received(metadata_all(2))
-    assert correlations(b"".join(t.writes)) == [2] and not t.closed
+    assert correlation_ids(b"".join(t.writes)) == [2] and not t.closed
     assert proto.session.user == "guest" and proto.record.user.name == "guest"
     proto, t, _ = connect(required=False, peer="10.9.8.7")  # guest is loopback-only
     assert proto.session.user is None
@@ -100,7 +75,7 @@ def test_sasl_v1_then_everything_is_served() -> None:
         proto, t, _ = connect()
         proto.data_received(handshake(b"PLAIN", 1) + authenticate(b"\0guest\0guest")
                             + metadata_all(7))
-        assert correlations(b"".join(t.writes)) == [5, 6, 7] and not t.closed
+        assert correlation_ids(b"".join(t.writes)) == [5, 6, 7] and not t.closed
         assert proto.record.user.name == "guest" and proto.record.auth_mechanism == "PLAIN"
     run(test)
 
@@ -112,7 +87,7 @@ def test_a_refused_login_is_answered_then_closed_later() -> None:
         proto, t, _ = connect()
         proto.data_received(handshake(b"PLAIN", 1) + authenticate(b"\0guest\0nope")
                             + metadata_all(7))
-        assert correlations(b"".join(t.writes)) == [5, 6]  # Metadata never read
+        assert correlation_ids(b"".join(t.writes)) == [5, 6]  # Metadata never read
         assert not t.closed and t.paused  # Kafka's connection.failed.authentication.delay.ms
         state["t"] = t
     run(test)
@@ -125,9 +100,9 @@ def test_raw_tokens_after_a_v0_handshake() -> None:
         proto.data_received(handshake(b"PLAIN", 0) + frame(b"\0guest\0guest") + metadata_all(7))
         data = b"".join(t.writes)
         size = struct.unpack_from(">i", data)[0]
-        assert correlations(data[:4 + size]) == [5]
+        assert correlation_ids(data[:4 + size]) == [5]
         assert data[4 + size:8 + size] == b"\0\0\0\0"  # the empty PLAIN reply, raw
-        assert correlations(data[8 + size:]) == [7] and not t.closed
+        assert correlation_ids(data[8 + size:]) == [7] and not t.closed
     run(test)
 
 
@@ -138,7 +113,7 @@ def test_a_refused_raw_token_closes_without_an_answer(token: bytes) -> None:
     def test() -> None:
         proto, t, _ = connect()
         proto.data_received(handshake(b"PLAIN", 0) + frame(token))
-        assert correlations(b"".join(t.writes)) == [5]
+        assert correlation_ids(b"".join(t.writes)) == [5]
         state["t"] = t
     run(test)
     assert state["t"].closed
