@@ -58,6 +58,7 @@ class ClusterNode:
         record = record_for(self.name, advertise_host(config), {}, config.data_dir)
         self.membership = Membership(self.etcd, record, config.cluster_lease_ttl)
         self.link: ClusterLink | None = None  # the cluster link, once started
+        self.forwarding: Any = None  # forwarding_node.QueueForwarding, once started
 
     async def connect(self) -> None:
         """etcd answers and the name is free, or ClusterError (and nothing left open)."""
@@ -72,7 +73,7 @@ class ClusterNode:
             await self.etcd.close()
             raise ClusterError(str(exc)) from None
 
-    async def start(self, amqp: int, http: int, kafka: int = 0) -> None:
+    async def start(self, amqp: int, http: int, kafka: int = 0, broker: Any = None) -> None:
         """Listen for the other nodes (the cluster link), then register with the ports this
         node really serves on, and follow the others (the link dials those it must)."""
         from smartbroker.cluster.link_setup import start_link
@@ -87,6 +88,14 @@ class ClusterNode:
                                f"{exc.strerror or exc}") from None
         except (EtcdUnavailable, ValueError) as exc:
             raise ClusterError(f"cannot get the cluster secret: {_short(exc)}") from None
+        if broker is not None:  # queues placed, forwarded and consumed across the nodes
+            from smartbroker.cluster.forwarding_node import start_forwarding
+
+            try:
+                self.forwarding = await start_forwarding(self, broker)
+            except EtcdUnavailable as exc:
+                await self.link.close()
+                raise ClusterError(f"cannot read the placements: {_short(exc)}") from None
         self.membership.record = dataclasses.replace(
             self.membership.record, amqp_port=amqp, http_port=http, kafka_port=kafka,
             cluster_port=self.link.port)
@@ -103,6 +112,8 @@ class ClusterNode:
     async def stop(self) -> None:
         """Leave (the lease revoked: the others see it at once), unlink, close the client."""
         await self.membership.stop()
+        if self.forwarding is not None:
+            await self.forwarding.placement.close()
         if self.link is not None:
             await self.link.close()
         await self.etcd.close()

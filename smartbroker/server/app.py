@@ -150,7 +150,7 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     if cluster is not None:  # a member before its API answers, with the ports it serves on
         try:
             await start_cluster(cluster, server.sockets[0].getsockname()[1],
-                                config.management_port, config.kafka_port)
+                                config.management_port, config.kafka_port, broker)
         except BaseException:
             for srv in servers:
                 srv.close()
@@ -210,11 +210,12 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
         log.info("stopped")
 
 
-async def start_cluster(cluster: Any, amqp: int, http: int, kafka: int) -> None:
+async def start_cluster(cluster: Any, amqp: int, http: int, kafka: int,
+                        broker: Broker | None = None) -> None:
     from smartbroker.cluster.node import ClusterError
 
     try:
-        await cluster.start(amqp=amqp, http=http, kafka=kafka)
+        await cluster.start(amqp=amqp, http=http, kafka=kafka, broker=broker)
     except ClusterError as exc:
         raise StartupError(str(exc)) from None
 
