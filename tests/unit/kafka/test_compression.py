@@ -5,7 +5,6 @@ truncated payloads, and stops a bomb at the limit without holding it."""
 from __future__ import annotations
 
 import os
-import struct
 import tracemalloc
 from collections.abc import Callable
 
@@ -15,10 +14,11 @@ import snappy
 import zstandard
 from kafka import codec as kafka_codec
 
-from smartbroker.kafka import batches, codec
+from smartbroker.kafka import codec
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues import kafka_batch, kafka_compression
 from smartbroker.queues.kafka_compression import GZIP, LZ4, SNAPPY, ZSTD, CompressionError, TooLarge
+from tests.unit.kafka.batch_builders import refusal, with_records
 
 PAYLOAD = os.urandom(3000) + b"abc" * 100_000  # some incompressible, mostly not
 ENCODERS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
@@ -89,22 +89,8 @@ def compressed_batch(kind: int, encode: Callable[[bytes], bytes], values: list[b
     """A batch of ``values`` (keyed, with a header) whose records are ``encode``d."""
     plain = codec.write_batch([(1000 + i, b"k%d" % i, v, [("h", b"x")])
                                for i, v in enumerate(values)])
-    data = bytearray(plain[:61]) + encode(bytes(plain[61:]))
-    struct.pack_into(">i", data, 8, len(data) - 12)
-    struct.pack_into(">h", data, 21, kind)
-    if count is not None:
-        struct.pack_into(">i", data, 23, count - 1)
-        struct.pack_into(">i", data, 57, count)
-    struct.pack_into(">I", data, 17, codec.crc32c(memoryview(data)[21:]))
-    return bytes(data)
-
-
-def refusal(data: bytes, limit: int = 1 << 20) -> ErrorCode | None:
-    try:
-        batches.check_size(batches.split(data), limit)
-    except batches.BatchRefused as exc:
-        return exc.code
-    return None
+    return with_records(plain, encode(bytes(plain[61:])), kind,
+                        len(values) if count is None else count)
 
 
 @pytest.mark.parametrize("name", ENCODERS)

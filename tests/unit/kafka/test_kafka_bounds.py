@@ -9,15 +9,15 @@ import struct
 import zlib
 
 import pytest
-from kafka.record.util import calc_crc32c
 
 from smartbroker.broker.core import Broker
 from smartbroker.config import Config
-from smartbroker.kafka import batches, codec, listener
+from smartbroker.kafka import codec, listener
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.handlers import KafkaHandlers, Node
 from smartbroker.kafka.listener import KafkaClientProtocol
 from smartbroker.queues import kafka_batch
+from tests.unit.kafka.batch_builders import refusal, with_records
 from tests.unit.kafka.listener_fakes import FakeTransport, api_versions, correlation_ids
 
 
@@ -109,27 +109,12 @@ def test_nullable_fields_may_be_null() -> None:
 
 
 def gzip_batch(inner: bytes, count: int) -> bytes:
-    head = bytearray(codec.write_batch([(0, None, b"x", [])])[:61])
-    struct.pack_into(">h", head, 21, 1)  # gzip
-    struct.pack_into(">i", head, 23, count - 1)
-    struct.pack_into(">i", head, 57, count)
-    out = bytearray(head + inner)
-    struct.pack_into(">i", out, 8, len(out) - 12)
-    struct.pack_into(">I", out, 17, calc_crc32c(bytes(out[21:])))
-    return bytes(out)
+    return with_records(codec.write_batch([(0, None, b"x", [])]), inner, 1, count)  # 1: gzip
 
 
 def gzip(data: bytes) -> bytes:
     z = zlib.compressobj(9, zlib.DEFLATED, 31)
     return z.compress(data) + z.flush()
-
-
-def refusal(data: bytes, limit: int = 1 << 20) -> ErrorCode | None:
-    try:
-        batches.check_size(batches.split(data), limit)
-    except batches.BatchRefused as exc:
-        return exc.code
-    return None
 
 
 def test_gzip_bomb_and_broken_gzip() -> None:
@@ -141,11 +126,8 @@ def test_gzip_bomb_and_broken_gzip() -> None:
 
 
 def test_more_records_claimed_than_bytes_can_hold() -> None:
-    one = bytearray(codec.write_batch([(0, None, b"x", [])]))
-    struct.pack_into(">i", one, 23, 99)
-    struct.pack_into(">i", one, 57, 100)
-    struct.pack_into(">I", one, 17, calc_crc32c(bytes(one[21:])))
-    assert refusal(bytes(one)) == ErrorCode.CORRUPT_MESSAGE
+    one = codec.write_batch([(0, None, b"x", [])])
+    assert refusal(with_records(one, one[61:], 0, 100)) == ErrorCode.CORRUPT_MESSAGE
     tiny = codec.write_batch([(0, None, b"", [])] * 1000)  # the smallest records there are
     assert refusal(tiny) is None
 
