@@ -48,7 +48,7 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "arguments": jsonable(q.arguments),
         "type": queue_type(q),
         "state": "running",
-        "node": state.node,
+        "node": getattr(q, "leader", None) or state.node,  # cluster: the leader's node
         "policy": None,
         "messages": ready + unacked,
         "messages_details": _rate(0),
@@ -61,7 +61,8 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "exclusive_consumer_tag": consumers[0].tag if consumers and consumers[0].exclusive else None,
         "consumer_utilisation": None,
         "message_stats": message_stats(q.stats, state.rates.of(id(q))),
-        **(_stream_fields(q) if q.capabilities.offset_log else {}),
+        # a stream led by another node (cluster/remote_queue.py) has no partitions here
+        **(_stream_fields(q) if q.capabilities.offset_log and hasattr(q, "partitions") else {}),
     }
 
 
