@@ -81,7 +81,8 @@ class BrokerCollector(Collector):
                                 "Resident memory of the broker process", value=resident_memory())
         yield InfoMetricFamily("rabbitmq_identity", "Node identity",
                                value={"rabbitmq_node": state.node,
-                                      "rabbitmq_cluster": state.node})
+                                      "rabbitmq_cluster": getattr(state.cluster, "cluster_name",
+                                                                  None) or state.node})
         yield InfoMetricFamily("rabbitmq_build", "Build information",
                                value={"product_name": "smartbroker",
                                       "product_version": product_version()})

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pika
 import pytest
 from typer.testing import CliRunner
@@ -89,6 +90,9 @@ def test_every_node_sees_every_node(cluster: dict[str, Any]) -> None:
     assert "mem_used" in me and me["running"] is True  # this node: measured here
     assert nodes["n1"].get_json("/api/overview")["cluster_name"] == cluster["name"]
     assert nodes["n1"].get_json("/api/cluster-name") == {"name": cluster["name"]}
+    metrics = httpx.get(f"http://127.0.0.1:{nodes['n1'].management_port}/metrics",
+                        auth=("guest", "guest"), timeout=5).text
+    assert f'rabbitmq_cluster="{cluster["name"]}"' in metrics and 'rabbitmq_node="n1"' in metrics
     seen = status(cluster["etcd"], cluster["name"])
     assert {n: s["running"] for n, s in seen.items()} == dict.fromkeys(NAMES, True)
     assert seen["n3"]["amqp_port"] == nodes["n3"].port and seen["n3"]["leaders"] == 0
