@@ -316,7 +316,8 @@ class EtcdClient:
     async def _resume_pause(self, exc: BaseException, failures: int) -> None:
         if not isinstance(exc, EtcdUnavailable):
             await self._failed(exc)
-        log.warning("etcd watch broken (%s); resuming", exc)
+        # once per outage, not once a second while etcd is away (the node says it once)
+        (log.warning if failures == 1 else log.debug)("etcd watch broken (%s); resuming", exc)
         await asyncio.sleep(_RESUME_DELAYS[min(failures, len(_RESUME_DELAYS)) - 1])
 
     # -- leases -------------------------------------------------------------------------
