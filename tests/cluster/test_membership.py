@@ -5,6 +5,7 @@ that is down and refuses one that is up; a second live holder of a name is refus
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -131,6 +132,25 @@ def test_clean_stop_is_seen_at_once_and_forget(cluster: dict[str, Any]) -> None:
 
     nodes["n3"].start()
     poll(lambda: running(nodes["n1"]).get("n3") is True, 10, "n3 back after forget")
+
+
+def test_a_lost_lease_is_taken_again(cluster: dict[str, Any]) -> None:
+    """A lease that expired behind the node's back (etcd cut off longer than the TTL, a
+    stalled loop) is seen at the next keep-alive: the node registers again."""
+    from smartbroker.cluster.etcd_client import EtcdClient
+
+    async def revoke() -> None:
+        async with EtcdClient(cluster["etcd"], cluster["name"]) as etcd:
+            kv = await etcd.get("nodes/n1")
+            assert kv is not None and kv.lease
+            await etcd.revoke_lease(kv.lease)
+
+    nodes = cluster["nodes"]
+    asyncio.run(revoke())
+    poll(lambda: "lease of node n1 expired: registering again" in nodes["n1"].log(), TTL + SLACK,
+         "n1 notices its lease is gone")
+    poll(lambda: running(nodes["n2"])["n1"] and running(nodes["n3"])["n1"], 5, "n1 up again")
+    assert "cluster node n1 is down" in nodes["n2"].log()
 
 
 def test_the_dashboard_shows_the_nodes(cluster: dict[str, Any]) -> None:
