@@ -1,0 +1,191 @@
+"""Three real nodes on a real etcd: a queue declared on node 2 is published to on node 1
+and consumed on node 3 (pika clients, real sockets): confirms, prefetch, requeue with
+redelivered, acks; basic.get and purge on node 1; /api/queues names the leader; when
+node 2 is killed (-9) its queue answers RabbitMQ's 404 on the others, whose own queues
+keep working.
+
+Every node declares the queue, as applications do: the first declare places it (client-
+local: on node 2), the others find the placement in etcd and build a proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pika
+import pika.exceptions
+import pytest
+
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.conftest import assert_clean_log
+
+NAMES = ("n1", "n2", "n3")
+TIMEOUT = 15.0
+
+
+def poll(cond: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
+    tmp = tmp_path_factory.mktemp("forwarding")
+    cluster = f"f-{free_port()}"
+    procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
+                              node_name=n, cluster_name=cluster,
+                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"}) for n in NAMES}
+    try:
+        for proc in procs.values():
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        for proc in procs.values():
+            assert_clean_log(proc)
+
+
+def leader_seen(proc: BrokerProcess, queue: str) -> str | None:
+    try:
+        return proc.get_json(f"/api/queues/%2F/{quote(queue, safe='')}").get("node")
+    except Exception:
+        return None
+
+
+def declare_everywhere(nodes: dict[str, BrokerProcess], queue: str, first: str) -> None:
+    """Declared on ``first`` (its leader), then on the others, until each names it."""
+    for name in (first, *(n for n in NAMES if n != first)):
+        conn = pika.BlockingConnection(pika.URLParameters(nodes[name].url))
+        conn.channel().queue_declare(queue, durable=True)
+        conn.close()
+    for name in NAMES:
+        poll(lambda n=name: leader_seen(nodes[n], queue) == first, f"{name} sees {queue} on {first}")
+
+
+def consume_when_linked(ch: Any, queue: str, callback: Callable[..., None]) -> Any:
+    """basic.consume, retried while the links come up (404 'home node ... is down')."""
+    deadline = time.monotonic() + TIMEOUT
+    conn = ch.connection
+    while True:
+        try:
+            return ch, ch.basic_consume(queue, callback)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404 or time.monotonic() > deadline:
+                raise
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=3)
+            time.sleep(0.05)
+
+
+def test_publish_on_1_to_a_queue_of_2_consumed_on_3(nodes: dict[str, BrokerProcess]) -> None:
+    declare_everywhere(nodes, "work", "n2")
+    pub = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    cons = pika.BlockingConnection(pika.URLParameters(nodes["n3"].url))
+    try:
+        pch = pub.channel()
+        pch.confirm_delivery()
+        poll(lambda: _published(pch, b"probe"), "a confirmed publish through node 1")
+        for i in range(10):  # each confirmed (pika raises on a nack): the leader confirmed
+            pch.basic_publish("", "work", f"m{i}".encode(),
+                              pika.BasicProperties(delivery_mode=2), mandatory=True)
+        cch = cons.channel()
+        cch.basic_qos(prefetch_count=3)
+        got: list[tuple[int, bytes, bool]] = []
+        cch, _tag = consume_when_linked(cch, "work", lambda ch, m, p, body: got.append(
+            (m.delivery_tag, body, m.redelivered)))
+        poll(lambda: (cons.process_data_events(0.05), len(got) >= 3)[1], "three deliveries")
+        cons.process_data_events(0.3)
+        assert [b for _, b, _ in got] == [b"probe", b"m0", b"m1"]  # prefetch 3: no more
+        cch.basic_nack(got[0][0], requeue=True)
+        poll(lambda: (cons.process_data_events(0.05), len(got) >= 4)[1], "the redelivery")
+        assert got[3][1:] == (b"probe", True)
+        cch.basic_ack(got[3][0])
+        cch.basic_ack(got[1][0])
+        cch.basic_ack(got[2][0])
+        while len(got) < 12:  # 3, the redelivery, then m2..m9: one more per ack
+            before = len(got)
+            poll(lambda b=before: (cons.process_data_events(0.05), len(got) > b)[1], "more")
+            for tag, _b, _r in got[before:]:
+                cch.basic_ack(tag)
+        assert [b for _, b, _ in got[4:]] == [f"m{i}".encode() for i in range(2, 10)]
+        assert not any(r for _, _, r in got[4:])
+        cons.process_data_events(0.1)
+        poll(lambda: nodes["n2"].get_json("/api/queues/%2F/work")["messages"] == 0,
+             "the leader's queue empty")
+    finally:
+        pub.close()
+        cons.close()
+
+
+def _published(ch: Any, body: bytes) -> bool:
+    try:
+        ch.basic_publish("", "work", body, mandatory=True)
+        return True
+    except pika.exceptions.UnroutableError:
+        return False
+
+
+def test_get_and_purge_on_a_node_that_does_not_lead(nodes: dict[str, BrokerProcess]) -> None:
+    declare_everywhere(nodes, "jobs", "n2")
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for i in range(4):
+            ch.basic_publish("", "jobs", f"j{i}".encode())
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # until the link to node 2 is up
+            try:
+                method, _props, body = ch.basic_get("jobs")
+                break
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                assert exc.reply_code == 404 and time.monotonic() < deadline
+                ch = conn.channel()
+        assert (body, method.redelivered) == (b"j0", False)
+        ch.basic_reject(method.delivery_tag, requeue=True)
+        method, _props, body = ch.basic_get("jobs")
+        assert (body, method.redelivered) == (b"j0", True)
+        ch.basic_ack(method.delivery_tag)
+        assert ch.queue_purge("jobs").method.message_count == 3
+        assert ch.basic_get("jobs") == (None, None, None)
+    finally:
+        conn.close()
+
+
+def test_home_node_killed(nodes: dict[str, BrokerProcess]) -> None:
+    declare_everywhere(nodes, "orders", "n2")
+    declare_everywhere(nodes, "local", "n1")
+    nodes["n2"].kill()
+    try:
+        def refused() -> bool:
+            conn = pika.BlockingConnection(pika.URLParameters(nodes["n3"].url))
+            try:
+                conn.channel().basic_consume("orders", lambda *a: None)
+                return False
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                assert exc.reply_code == 404
+                assert exc.reply_text == ("NOT_FOUND - home node 'n2' of durable queue 'orders' "
+                                          "in vhost '/' is down or inaccessible")
+                return True
+            finally:
+                if conn.is_open:
+                    conn.close()
+
+        poll(refused, "node 3 refuses to consume from node 2's queue")
+        conn = pika.BlockingConnection(pika.URLParameters(nodes["n3"].url))
+        try:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.basic_publish("", "local", b"still")
+            poll(lambda: ch.basic_get("local", auto_ack=True)[2] == b"still", "node 1's queue")
+        finally:
+            conn.close()
+    finally:
+        nodes["n2"].restart()
