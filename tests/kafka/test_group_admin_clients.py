@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,18 +16,13 @@ import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
-
-DEADLINE = 60.0
+from tests.conftest import BrokerProcess
+from tests.kafka.group_helpers import quick_rebalance_broker, wait_for
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[BrokerProcess]:
-    """A broker whose groups' first rebalance waits 100 ms for more members, not 3 s."""
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-group-admin-", kafka=True,
-                        env={"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "100"}) as proc:
+    with quick_rebalance_broker("smartbroker-kafka-group-admin-", 100) as proc:
         yield proc
 
 
@@ -45,16 +40,6 @@ def topic(broker: BrokerProcess) -> str:
     return name
 
 
-def wait_for(done: Callable[[], Any], what: str, step: Callable[[], Any] = lambda: None) -> Any:
-    end = time.monotonic() + DEADLINE
-    while not (result := done()):
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        step()
-        time.sleep(0.05)
-    return result
-
-
 @contextmanager
 def kafka_member(broker: BrokerProcess, group: str, topic: str) -> Iterator[Any]:
     """A kafka-python consumer of ``topic`` in ``group``, once it has its partitions."""
@@ -65,8 +50,8 @@ def kafka_member(broker: BrokerProcess, group: str, topic: str) -> Iterator[Any]
                              heartbeat_interval_ms=500, fetch_max_wait_ms=100)
     try:
         consumer.subscribe([topic])
-        wait_for(lambda: consumer.assignment(), "an assignment",
-                 lambda: consumer.poll(timeout_ms=50))
+        wait_for(lambda: consumer.poll(timeout_ms=50), lambda: consumer.assignment(),
+                 "an assignment")
         consumer.commit()
         yield consumer
     finally:
@@ -136,7 +121,8 @@ def test_kafka_python_admin_list_describe_delete(broker: BrokerProcess, topic: s
             refused = admin.delete_group_offsets(kg, [TopicPartition(topic, 0)])
             assert refused[TopicPartition(topic, 0)].__name__ == "GroupSubscribedToTopicError"
 
-        wait_for(lambda: admin.describe_groups([kg])[kg]["group_state"] == "Empty", "kg empty")
+        wait_for(lambda: time.sleep(0.05),
+                 lambda: admin.describe_groups([kg])[kg]["group_state"] == "Empty", "kg empty")
         assert admin.delete_group_offsets(og, [TopicPartition(topic, 0)])[
             TopicPartition(topic, 0)].__name__ == "NoError"
         assert admin.delete_groups([kg, ag, og]) == {kg: "OK", ag: "OK",
@@ -208,7 +194,7 @@ def test_kafka_member_may_not_join_an_amqp_held_group(broker: BrokerProcess, top
         try:
             consumer.subscribe([topic])
             with pytest.raises(InconsistentGroupProtocolError):
-                wait_for(lambda: False, "the refusal", lambda: consumer.poll(timeout_ms=100))
+                wait_for(lambda: consumer.poll(timeout_ms=100), lambda: False, "the refusal")
         finally:
             consumer.close()
 

@@ -15,20 +15,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
+from tests.kafka.group_helpers import DEADLINE, quick_rebalance_broker
 
 pytestmark = pytest.mark.extension
 COUNT = 10
-DEADLINE = 60.0
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[BrokerProcess]:
-    """A broker whose groups' first rebalance waits 100 ms for more members, not 3 s."""
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-groups-cli-", kafka=True,
-                        env={"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "100"}) as proc:
+    with quick_rebalance_broker("smartbroker-kafka-groups-cli-", 100) as proc:
         yield proc
 
 

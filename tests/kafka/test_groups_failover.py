@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
-from tests.kafka.test_groups_members import ALL, PARTITIONS, shared_once, wait_for
+from tests.conftest import EXTERNAL_URL, BrokerProcess
+from tests.kafka.group_helpers import create_topic, quick_rebalance_broker, wait_for
+from tests.kafka.test_groups_members import ALL, PARTITIONS, shared_once
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL_URL),
                                 reason="the Kafka listener is smartbroker's own")
@@ -26,22 +27,8 @@ pytestmark = pytest.mark.skipif(bool(EXTERNAL_URL),
 @pytest.fixture
 def broker() -> Iterator[BrokerProcess]:
     """A broker of its own (one test restarts it), with a short initial rebalance delay."""
-    with running_broker("smartbroker-kafka-failover-", kafka=True,
-                        env={"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "200"}) as proc:
+    with quick_rebalance_broker("smartbroker-kafka-failover-", 200) as proc:
         yield proc
-
-
-def create_topic(broker: BrokerProcess) -> str:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    name = f"fo-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker.kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, PARTITIONS, 1)])
-    finally:
-        admin.close()
-    return name
 
 
 _MEMBER = """
@@ -60,7 +47,7 @@ while True:
 def test_a_killed_member_leaves_by_session_timeout(broker: BrokerProcess) -> None:
     from kafka import KafkaConsumer
 
-    topic = create_topic(broker)
+    topic = create_topic(broker, "fo", PARTITIONS)
     group = f"g-{uuid.uuid4().hex[:6]}"
     child = subprocess.Popen([sys.executable, "-c", _MEMBER, broker.kafka_bootstrap, group,
                               topic], stdout=subprocess.PIPE, text=True)
@@ -90,7 +77,7 @@ def test_a_killed_member_leaves_by_session_timeout(broker: BrokerProcess) -> Non
 def test_a_restart_resumes_the_group_where_it_committed(broker: BrokerProcess) -> None:
     from confluent_kafka import Consumer, Producer
 
-    topic = create_topic(broker)
+    topic = create_topic(broker, "fo", PARTITIONS)
     group = f"g-{uuid.uuid4().hex[:6]}"
     producer = Producer({"bootstrap.servers": broker.kafka_bootstrap})
     for i in range(40):
@@ -135,7 +122,7 @@ def test_a_restart_resumes_the_group_where_it_committed(broker: BrokerProcess) -
 def test_a_static_member_restarts_without_a_rebalance(broker: BrokerProcess) -> None:
     from confluent_kafka import Consumer
 
-    topic = create_topic(broker)
+    topic = create_topic(broker, "fo", PARTITIONS)
     group = f"g-{uuid.uuid4().hex[:6]}"
     assigned: dict[str, int] = {"a": 0, "b": 0}
 

@@ -11,50 +11,27 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
+from tests.kafka.group_helpers import DEADLINE, create_topic, quick_rebalance_broker, wait_for
 
 PARTITIONS = 4
 ALL = set(range(PARTITIONS))
-DEADLINE = 60.0
 
 
 @pytest.fixture(scope="module")
 def group_broker() -> Iterator[BrokerProcess]:
-    """A broker whose groups' first rebalance waits 200 ms for more members, not 3 s."""
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-groups-", kafka=True,
-                        env={"SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": "200"}) as proc:
+    with quick_rebalance_broker("smartbroker-kafka-groups-", 200) as proc:
         yield proc
 
 
 @pytest.fixture
 def topic(group_broker: BrokerProcess) -> str:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    name = f"grp-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=group_broker.kafka_bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, PARTITIONS, 1)])
-    finally:
-        admin.close()
-    return name
-
-
-def wait_for(step: Callable[[], Any], done: Callable[[], bool], what: str,
-             deadline: float = DEADLINE) -> None:
-    """Run ``step`` (a poll) until ``done()``, failing after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while not done():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        step()
+    return create_topic(group_broker, "grp", PARTITIONS)
 
 
 def shared_once(assignments: list[set[int]]) -> bool:
