@@ -192,14 +192,13 @@ def test_a_restarted_peer_is_dialed_again() -> None:
         a, b = await pair(backoff=(0.02, 0.2))
         ups: list[str] = []
         a.on_peer_up(ups.append)
+        down = asyncio.Event()
+        a.on_peer_down(lambda peer: down.set())
         await a.wait_connected("b")
         ups.clear()
         port = b.port
         await b.close()
-        for _ in range(200):
-            if not a.connected("b"):
-                break
-            await asyncio.sleep(0.01)
+        await down.wait()
         assert not a.connected("b")
         with pytest.raises(PeerDown):
             a.send("b", PUBLISH, (1, "", b""))
