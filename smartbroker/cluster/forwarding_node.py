@@ -129,7 +129,9 @@ class QueueForwarding:
     def spawn(self, coro: Coroutine[Any, Any, None], conn: Any, ch: Any,
               ids: tuple[int, int]) -> None:
         """Run a method's answer that waits for the leader; its refusal closes the channel
-        (or the connection) as the method's own would have."""
+        (or the connection) as the method's own would have. The connection reads and
+        handles nothing more until the answer is out (AMQP answers in order, as
+        ``server/held.py`` does for a declare that waits for the disk)."""
         async def run() -> None:
             try:
                 await coro
@@ -143,7 +145,22 @@ class QueueForwarding:
                 if not ch.closing and not ch.torn_down:
                     conn.channel_failed(ch, AMQPError(541, "internal error").at(*ids))
 
-        self._keep(run())
+        task = self._keep(run())
+        transport = getattr(conn, "transport", None)
+        if transport is None or not hasattr(conn, "handle_buffered"):
+            return
+        conn.held = task
+        transport.pause_reading()
+
+        def release(_done: asyncio.Task[Any]) -> None:
+            conn.held = None
+            if transport.is_closing():
+                return
+            if not conn.blocked:  # a resource alarm keeps it paused (it resumes it)
+                transport.resume_reading()
+            conn.handle_buffered()
+
+        task.add_done_callback(release)
 
     def spawn_call(self, peer: str, method: str, payload: bytes,
                    done: Callable[[dict[str, Any] | None], None]) -> None:
@@ -157,10 +174,11 @@ class QueueForwarding:
 
         self._keep(run())
 
-    def _keep(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _keep(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- membership ----------------------------------------------------------------------
     def peer_down(self, peer: str) -> None:

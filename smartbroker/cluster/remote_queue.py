@@ -206,6 +206,18 @@ class RemoteQueue:
 
         self.node.spawn(purge(), conn, ch, (50, 30))
 
+    def declare_ok_later(self, conn: Any, ch: Any) -> None:
+        """queue.declare of a queue that exists: declare-ok with the leader's counts."""
+        self.check_available()
+
+        async def declare_ok() -> None:
+            await self.refresh()
+            conn.send_method(ch.number, commands.Queue.DeclareOk(
+                queue=self.name, message_count=self.message_count,
+                consumer_count=self.consumer_count))
+
+        self.node.spawn(declare_ok(), conn, ch, (50, 10))
+
     async def refresh(self) -> None:
         """The leader's counts (declare-ok, the management API)."""
         reply = await self._call(wire.STATS)

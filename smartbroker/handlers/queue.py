@@ -40,6 +40,10 @@ def declare(conn, ch, m: commands.Queue.Declare) -> None:
     ch.last_queue = q.name
     if m.nowait:
         return
+    later = getattr(q, "declare_ok_later", None) if not created else None
+    if later is not None:  # led by another node: its counts, or 404 if its node is down
+        later(conn, ch)
+        return
     ok = codec.build(commands.Queue.DeclareOk, queue=q.name, message_count=q.message_count,
                      consumer_count=q.consumer_count)
     durable = getattr(q, "created", None) if created else None  # a new stream's fsync

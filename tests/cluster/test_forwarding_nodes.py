@@ -149,6 +149,8 @@ def test_get_and_purge_on_a_node_that_does_not_lead(nodes: dict[str, BrokerProce
                 assert exc.reply_code == 404 and time.monotonic() < deadline
                 ch = conn.channel()
         assert (body, method.redelivered) == (b"j0", False)
+        declared = ch.queue_declare("jobs", passive=True).method  # the leader's counts
+        assert (declared.message_count, declared.consumer_count) == (3, 0)
         ch.basic_reject(method.delivery_tag, requeue=True)
         method, _props, body = ch.basic_get("jobs")
         assert (body, method.redelivered) == (b"j0", True)
@@ -162,6 +164,12 @@ def test_get_and_purge_on_a_node_that_does_not_lead(nodes: dict[str, BrokerProce
 def test_home_node_killed(nodes: dict[str, BrokerProcess]) -> None:
     declare_everywhere(nodes, "orders", "n2")
     declare_everywhere(nodes, "local", "n1")
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    poll(lambda: _linked(conn, "orders"), "node 1 linked to node 2")
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "orders", b"kept", pika.BasicProperties(delivery_mode=2))
+    conn.close()
     nodes["n2"].kill()
     try:
         def refused() -> bool:
@@ -187,5 +195,38 @@ def test_home_node_killed(nodes: dict[str, BrokerProcess]) -> None:
             poll(lambda: ch.basic_get("local", auto_ack=True)[2] == b"still", "node 1's queue")
         finally:
             conn.close()
+        conn = pika.BlockingConnection(pika.URLParameters(nodes["n3"].url))
+        try:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="home node 'n2'"):
+                conn.channel().queue_declare("orders", passive=True)
+        finally:
+            conn.close()
     finally:
         nodes["n2"].restart()
+    # back: its durable message is served again, from another node
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    try:
+        got: list[bytes | None] = []
+
+        def fetched() -> bool:
+            ch = conn.channel()
+            try:
+                got.append(ch.basic_get("orders", auto_ack=True)[2])
+                return got[-1] is not None
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                assert exc.reply_code == 404
+                return False
+
+        poll(fetched, "node 2's durable message after its restart")
+        assert got[-1] == b"kept"
+    finally:
+        conn.close()
+
+
+def _linked(conn: Any, queue: str) -> bool:
+    """A passive declare answers from the leader once the link to it is up."""
+    try:
+        conn.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
