@@ -10,7 +10,6 @@ placement names the node.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Annotated, Any
 
@@ -55,11 +54,12 @@ def _run(coro: Any) -> Any:
 
 async def _status(etcd: Any) -> list[dict[str, Any]]:
     from smartbroker.cluster.membership import KNOWN, NODES, Member, NodeRecord, describe
+    from smartbroker.cluster.placement import PREFIX, Placement
 
     async with etcd:
         up, _ = await etcd.range(NODES)
         known, _ = await etcd.range(KNOWN)
-        placements, _ = await etcd.range("placement/")
+        placements, _ = await etcd.range(PREFIX)
     records: dict[str, NodeRecord | None] = {}
     for kv in known:
         records[kv.key[len(KNOWN):].decode(errors="replace")] = NodeRecord.from_json(kv.value)
@@ -70,12 +70,9 @@ async def _status(etcd: Any) -> list[dict[str, Any]]:
         records[name] = NodeRecord.from_json(kv.value) or records.get(name)
     leaders: dict[str, int] = {}
     for kv in placements:
-        try:
-            leader = json.loads(kv.value).get("leader")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(leader, str):
-            leaders[leader] = leaders.get(leader, 0) + 1
+        placement = Placement.decode(kv.value)
+        if placement is not None:
+            leaders[placement.leader] = leaders.get(placement.leader, 0) + 1
     now = time.time()
     return [{**describe(Member(n, n in running, records[n]), now), "leaders": leaders.get(n, 0)}
             for n in sorted(records)]
