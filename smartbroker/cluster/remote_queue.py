@@ -15,6 +15,7 @@ purge; publishes routed to it are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -217,6 +218,21 @@ class RemoteQueue:
                 consumer_count=self.consumer_count))
 
         self.node.spawn(declare_ok(), conn, ch, (50, 10))
+
+    async def purge_remote(self) -> int:
+        """queue.purge for the management API (which awaits it)."""
+        require(self, "purge")
+        return int((await self._call(wire.PURGE))["count"])
+
+    async def refresh_quietly(self) -> None:
+        """The leader's counts if it answers; the last known ones if not."""
+        with contextlib.suppress(AMQPError):
+            await self.refresh()
+
+    @property
+    def state(self) -> str:
+        """As the management API shows it: RabbitMQ's "down" while the leader is."""
+        return "running" if self.node.is_up(self.leader) else "down"
 
     async def refresh(self) -> None:
         """The leader's counts (declare-ok, the management API)."""

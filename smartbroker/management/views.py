@@ -47,7 +47,7 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "owner_pid_details": _conn_ref(owner) if owner is not None else None,
         "arguments": jsonable(q.arguments),
         "type": queue_type(q),
-        "state": "running",
+        "state": getattr(q, "state", "running"),  # cluster: "down" with its leader
         "node": getattr(q, "leader", None) or state.node,  # cluster: the leader's node
         "policy": None,
         "messages": ready + unacked,

@@ -10,7 +10,9 @@ local: on node 2), the others find the placement in etcd and build a proxy.
 
 from __future__ import annotations
 
+import base64
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +26,7 @@ from tests.conftest import assert_clean_log
 
 NAMES = ("n1", "n2", "n3")
 TIMEOUT = 15.0
+AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
 def poll(cond: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
@@ -157,6 +160,11 @@ def test_get_and_purge_on_a_node_that_does_not_lead(nodes: dict[str, BrokerProce
         ch.basic_ack(method.delivery_tag)
         assert ch.queue_purge("jobs").method.message_count == 3
         assert ch.basic_get("jobs") == (None, None, None)
+        ch.basic_publish("", "jobs", b"j4")
+        api = nodes["n1"].get_json("/api/queues/%2F/jobs")  # the leader's counts
+        assert (api["node"], api["messages"], api["state"]) == ("n2", 1, "running")
+        http_delete(nodes["n1"], "/api/queues/%2F/jobs/contents")
+        assert nodes["n2"].get_json("/api/queues/%2F/jobs")["messages"] == 0
     finally:
         conn.close()
 
@@ -187,6 +195,7 @@ def test_home_node_killed(nodes: dict[str, BrokerProcess]) -> None:
                     conn.close()
 
         poll(refused, "node 3 refuses to consume from node 2's queue")
+        assert nodes["n3"].get_json("/api/queues/%2F/orders")["state"] == "down"
         conn = pika.BlockingConnection(pika.URLParameters(nodes["n3"].url))
         try:
             ch = conn.channel()
@@ -221,6 +230,13 @@ def test_home_node_killed(nodes: dict[str, BrokerProcess]) -> None:
         assert got[-1] == b"kept"
     finally:
         conn.close()
+
+
+def http_delete(proc: BrokerProcess, path: str) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{proc.management_port}{path}",
+                                     method="DELETE", headers={"Authorization": AUTH})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 204
 
 
 def _linked(conn: Any, queue: str) -> bool:

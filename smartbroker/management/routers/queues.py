@@ -48,6 +48,9 @@ async def vhost_queues(vhost: str, request: Request, state: StateDep, caller: Ca
 async def get_queue(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
     """One queue, with RabbitMQ's detail fields: its consumers, per-source rates (none kept)."""
     q = _queue(state, vhost, name)[1]
+    refresh = getattr(q, "refresh_quietly", None)  # led by another node: its counts
+    if refresh is not None:
+        await refresh()
     details = [consumer_json(c.channel.conn, c.channel, c) for c in q.consumers
                if isinstance(c, ChannelConsumer)]  # a channel's (not a test double's)
     return {**queue_json(q, state), "consumer_details": details, "incoming": [],
@@ -86,7 +89,11 @@ async def delete_queue(vhost: str, name: str, request: Request, state: StateDep,
 async def purge_queue(vhost: str, name: str, state: StateDep, caller: CallerDep) -> Response:
     q = _queue(state, vhost, name)[1]
     caller.amqp(vhost).check("read", "queue", name)
-    q.purge()
+    purge = getattr(q, "purge_remote", None)  # led by another node: purged there
+    if purge is not None:
+        await purge()
+    else:
+        q.purge()
     return Response(status_code=204)
 
 
