@@ -6,12 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
+from tests.kafka.kafka_brokers import own_kafka
 
 
 @pytest.fixture(scope="module")
 def kafka_broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-") as proc:
         yield proc

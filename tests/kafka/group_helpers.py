@@ -10,9 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
-
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
+from tests.kafka.kafka_brokers import own_kafka
 
 DEADLINE = 60.0
 
@@ -20,11 +19,8 @@ DEADLINE = 60.0
 @contextmanager
 def quick_rebalance_broker(prefix: str, delay_ms: int) -> Iterator[BrokerProcess]:
     """A broker whose groups' first rebalance waits ``delay_ms`` for more members
-    (``group.initial.rebalance.delay.ms``); skipped against an external broker, as the
-    Kafka listener is smartbroker's own."""
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker(prefix, kafka=True, env={
+    (``group.initial.rebalance.delay.ms``)."""
+    with own_kafka(prefix, env={
             "SMARTBROKER_KAFKA_INITIAL_REBALANCE_DELAY_MS": str(delay_ms)}) as proc:
         yield proc
 

@@ -20,7 +20,8 @@ from kafka import KafkaProducer
 from kafka.protocol.producer import InitProducerIdRequest, ProduceRequest
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
+from tests.kafka.kafka_brokers import own_kafka
 
 
 def name(prefix: str) -> str:
@@ -30,9 +31,7 @@ def name(prefix: str) -> str:
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     """A broker of this test alone: it gets restarted and killed."""
-    if EXTERNAL_URL:
-        pytest.skip("restarts smartbroker itself")
-    with running_broker("smartbroker-idem-", kafka=True) as proc:
+    with own_kafka("smartbroker-idem-", why="restarts smartbroker itself") as proc:
         yield proc
 
 

@@ -18,16 +18,15 @@ import pytest
 from kafka.protocol import admin, consumer, metadata, producer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
+from tests.kafka.kafka_brokers import own_kafka
 
 MAX_REQUEST = 100 * 1024 * 1024  # socket.request.max.bytes
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-abuse-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-abuse-") as proc:
         yield proc
 
 

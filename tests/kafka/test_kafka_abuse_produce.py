@@ -25,7 +25,8 @@ from kafka.protocol import admin, consumer, metadata, producer
 from kafka.record.util import calc_crc32c
 from test_kafka_abuse import Raw, batch, fetch, healthy, mark, produce, quiet
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
+from tests.kafka.kafka_brokers import own_kafka
 
 CORRUPT_MESSAGE, UNKNOWN_TOPIC, INVALID_RECORD, UNSUPPORTED_COMPRESSION = 2, 3, 87, 76
 LEADER_NOT_AVAILABLE = 5
@@ -33,9 +34,7 @@ LEADER_NOT_AVAILABLE = 5
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-abuse-produce-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-abuse-produce-") as proc:
         yield proc
 
 

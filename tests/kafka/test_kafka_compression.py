@@ -23,9 +23,10 @@ from kafka.protocol import admin
 from test_kafka_abuse import Raw, batch, fetch, healthy, mark, produce, quiet
 from test_kafka_abuse_produce import peak_rss, recrc
 
-from tests.conftest import EXTERNAL_URL, BrokerProcess, running_broker
+from tests.conftest import BrokerProcess
 from tests.kafka.amqp_streams import amqp_read
 from tests.kafka.cross_protocol_readers import confluent_records, kafka_python_records
+from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.kafka_producers import confluent_produce
 
 CODECS = {"snappy": 2, "lz4": 3, "zstd": 4}
@@ -36,9 +37,7 @@ Produced = list[tuple[int, bytes, bytes, tuple[tuple[str, bytes], ...]]]
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-codecs-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-codecs-") as proc:
         yield proc
 
 

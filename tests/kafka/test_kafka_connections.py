@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from smartbroker.launcher import BrokerProcess
-from tests.conftest import EXTERNAL_URL, running_broker
+from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.sasl_helpers import PASSWORD, add_user, api, wait_for
 
 pytestmark = pytest.mark.extension
@@ -36,9 +36,7 @@ def sasl_plain(user: str, password: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-conns-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-conns-") as proc:
         add_user(proc, "alice")
         yield proc
 

@@ -17,17 +17,16 @@ import pika
 import pytest
 
 from smartbroker.launcher import BrokerProcess
-from tests.conftest import EXTERNAL_URL, running_broker
 from tests.kafka.cross_protocol_readers import kafka_python_records
+from tests.kafka.kafka_brokers import own_kafka
 
 pytestmark = pytest.mark.extension
 
 
 @pytest.fixture
 def own_kafka_broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("kills a smartbroker subprocess of its own")
-    with running_broker("smartbroker-kafka-kill-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-kill-",
+                   why="kills a smartbroker subprocess of its own") as proc:
         yield proc
 
 

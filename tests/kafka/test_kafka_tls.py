@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.conftest import EXTERNAL_URL, running_broker
+from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.sasl_helpers import (
     PASSWORD,
     add_user,
@@ -27,10 +27,8 @@ pytestmark = pytest.mark.extension
 
 @pytest.fixture(scope="module")
 def tls_kafka(pki: Path) -> Iterator[BrokerProcess]:  # noqa: F811
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
     port = free_port()
-    with running_broker("smartbroker-kafka-tls-", kafka=True, extra_args=[
+    with own_kafka("smartbroker-kafka-tls-", extra_args=[
             "--tls-port", str(free_port()), "--tls-cert", str(pki / "server.crt"),
             "--tls-key", str(pki / "server.key"), "--tls-ca", str(pki / "ca.crt"),
             "--kafka-tls-port", str(port)]) as proc:

@@ -13,7 +13,7 @@ import pytest
 from kafka.protocol import metadata
 
 from smartbroker.launcher import BrokerProcess
-from tests.conftest import EXTERNAL_URL, running_broker
+from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.test_kafka_abuse import Raw, create_topics
 
 pytestmark = pytest.mark.extension  # kill -9 of our own broker; Kafka has no such test
@@ -21,9 +21,8 @@ pytestmark = pytest.mark.extension  # kill -9 of our own broker; Kafka has no su
 
 @pytest.fixture
 def own_kafka_broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("kills a smartbroker subprocess of its own")
-    with running_broker("smartbroker-kafka-create-kill-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-create-kill-",
+                   why="kills a smartbroker subprocess of its own") as proc:
         yield proc
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from smartbroker.launcher import BrokerProcess
 from smartbroker.queues.partitioner import kafka_partition
-from tests.conftest import EXTERNAL_URL, running_broker
 from tests.kafka.cross_protocol_readers import kafka_python_records
+from tests.kafka.kafka_brokers import own_kafka
 
 pytestmark = pytest.mark.extension
 TS = 1_700_000_000_000
@@ -37,9 +37,8 @@ def broker_and_topic() -> Iterator[tuple[BrokerProcess, str, int]]:
     """A broker of its own (restarted by the last test), a 2-partition topic with the
     batches above, and the AMQP message's append time (ms)."""
     kafka = pytest.importorskip("kafka")
-    if EXTERNAL_URL:
-        pytest.skip("restarts a smartbroker subprocess of its own")
-    with running_broker("smartbroker-kafka-times-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-times-",
+                   why="restarts a smartbroker subprocess of its own") as proc:
         topic = f"times-{uuid.uuid4().hex[:8]}"
         conn = pika.BlockingConnection(pika.URLParameters(proc.url))
         ch = conn.channel()

@@ -16,7 +16,7 @@ import pytest
 
 from smartbroker.auth import hash_password
 from smartbroker.launcher import BrokerProcess
-from tests.conftest import EXTERNAL_URL, running_broker
+from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.sasl_helpers import (
     MECHANISMS,
     PASSWORD,
@@ -34,9 +34,7 @@ pytestmark = pytest.mark.extension
 def sasl_broker() -> Iterator[BrokerProcess]:
     """A broker with users: alice (all), reader (read only), writer (no read), hashed
     (password given only as a hash), stranger (no permissions in "/")."""
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-sasl-", kafka=True) as proc:
+    with own_kafka("smartbroker-kafka-sasl-") as proc:
         add_user(proc, "alice")
         add_user(proc, "reader", permissions=(".*", "^$", ".*"))
         add_user(proc, "hashed", password=None, password_hash=hash_password(PASSWORD))

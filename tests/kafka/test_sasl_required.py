@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from smartbroker.launcher import BrokerProcess
-from tests.conftest import EXTERNAL_URL, running_broker
+from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.sasl_helpers import (
     PASSWORD,
     add_user,
@@ -28,10 +28,8 @@ METADATA_V0 = struct.pack(">ihhih", 15, 3, 0, 2, 1) + b"t" + struct.pack(">i", 0
 
 @pytest.fixture(scope="module")
 def required_broker() -> Iterator[BrokerProcess]:
-    if EXTERNAL_URL:
-        pytest.skip("the Kafka listener is smartbroker's own")
-    with running_broker("smartbroker-kafka-sasl-required-", kafka=True,
-                        extra_args=["--kafka-sasl-required"]) as proc:
+    with own_kafka("smartbroker-kafka-sasl-required-",
+                   extra_args=["--kafka-sasl-required"]) as proc:
         add_user(proc, "alice")
         yield proc
 

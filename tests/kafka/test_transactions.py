@@ -20,6 +20,7 @@ from kafka import TopicPartition as KpTopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from tests.conftest import BrokerProcess
+from tests.kafka.kafka_brokers import own_kafka
 
 
 def name(prefix: str) -> str:
@@ -308,11 +309,7 @@ def test_aiokafka_transactions(kafka_broker: BrokerProcess) -> None:
 @pytest.fixture
 def own_broker() -> Any:
     """A broker of this test alone: it gets killed."""
-    from tests.conftest import EXTERNAL_URL, running_broker
-
-    if EXTERNAL_URL:
-        pytest.skip("restarts smartbroker itself")
-    with running_broker("smartbroker-txn-", kafka=True) as proc:
+    with own_kafka("smartbroker-txn-", why="restarts smartbroker itself") as proc:
         yield proc
 
 
