@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues import producer_state as ps
+from smartbroker.queues import txn_journal
 
 if TYPE_CHECKING:
     from smartbroker.kafka.batches import Batch
@@ -52,6 +53,8 @@ def producers_of(queue: Any) -> ps.StreamProducers:
             ps.save(queue.directory, state, queue.partitions.next_offsets())
         except OSError as exc:  # kept in memory; the next maintenance pass saves it
             log.warning("producer state of stream %r not saved: %s", queue.name, exc)
+    if state.journal is None and queue.stream.compact:  # markers not in its log
+        txn_journal.attach(queue, state)
     return state
 
 

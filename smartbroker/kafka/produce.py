@@ -40,6 +40,7 @@ from smartbroker.kafka import batches, codec, configs, idempotence, records
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
+from smartbroker.queues import txn_journal
 
 log = logging.getLogger("smartbroker.kafka")
 PRODUCE = 0
@@ -210,6 +211,8 @@ class Producer:
         appended = self.appended
         appended[0] += len(checked)
         appended[1] += count
+        if entries is not None:  # a transactional batch's journal entry: durable too
+            result = txn_journal.journaled(result, queue.txns)
         sync = None if result.sync is None else (result.sync, first + count - 1)
         return first, part.first_offset, sync
 

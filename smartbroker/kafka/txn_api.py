@@ -164,9 +164,11 @@ class TxnHandlers:
             state = idempotence.producers_of(queue)[index]
             offset = queue.partitions[index].next_offset
             state.marker(pid, epoch, commit, offset, timestamp_ms=now)
-            if queue.stream.compact:  # stored per record there: the marker lives in memory
+            if queue.stream.compact:  # stored per record there: the marker is journaled
                 if queue.consumers:
                     queue.dispatch()
+                if state.journal is not None and state.journal.last >= 0:
+                    waits.append(state.journal.wait_durable())
                 continue
             first, result = queue.append_kafka_batches(index, [(batch, 1, now)])
             if queue.consumers:

@@ -147,6 +147,10 @@ class PartitionProducers:
         self.aborted: list[tuple[int, int, int]] = []  # (pid, first offset, marker offset)
         self._starts: list[int] = []  # aborted data ranges, sorted, for AMQP readers
         self._ends: list[int] = []
+        # a compacted stream's transaction journal (txn_journal.py) and this partition's
+        # index in it: transactional batches and markers are journaled as they happen
+        self.journal: Any = None
+        self.index = 0
 
     # -- checks (before an append) ---------------------------------------------------------
     def duplicate(self, h: BatchHeader) -> BatchMeta | None:
@@ -206,6 +210,8 @@ class PartitionProducers:
                 ranges[-1][1] = last
             else:
                 ranges.append([base, last])
+            if self.journal is not None:
+                self.journal.record_appended(self.index, h, base)
 
     def marker(self, pid: int, epoch: int, commit: bool, offset: int,
                coordinator_epoch: int = -1, timestamp_ms: int = -1) -> None:
@@ -221,6 +227,9 @@ class PartitionProducers:
         entry.coordinator_epoch = coordinator_epoch
         entry.last_ts = max(entry.last_ts, timestamp_ms)
         ranges = self.open.pop(pid, [])
+        if self.journal is not None:
+            self.journal.record_marker(self.index, pid, epoch, commit, offset,
+                                       coordinator_epoch, timestamp_ms)
         if not commit:
             self.aborted.append((pid, first, offset))
             for start, end in ranges:
@@ -311,11 +320,25 @@ class StreamProducers:
 
     def __init__(self, partitions: int) -> None:
         self.partitions = [PartitionProducers() for _ in range(partitions)]
+        self._journal: Any = None  # a compacted stream's TxnJournal (txn_journal.py)
+        self.journal_next = 0  # the journal offset the loaded snapshot covers up to
+
+    @property
+    def journal(self) -> Any:
+        return self._journal
+
+    @journal.setter
+    def journal(self, journal: Any) -> None:
+        self._journal = journal
+        for i, part in enumerate(self.partitions):
+            part.journal, part.index = journal, i
 
     def __getitem__(self, partition: int) -> PartitionProducers:
         parts = self.partitions
         while partition >= len(parts):  # the stream grew (CreatePartitions)
-            parts.append(PartitionProducers())
+            part = PartitionProducers()
+            part.journal, part.index = self._journal, len(parts)
+            parts.append(part)
         return parts[partition]
 
     def lso(self, partition: int, high_watermark: int) -> int:
@@ -336,13 +359,18 @@ def snapshot_path(directory: Path | None) -> Path | None:
 
 def save(directory: Path | None, state: StreamProducers, next_offsets: list[int]) -> None:
     """Write the snapshot: the state and, per partition, the offset it is complete up to
-    (the next load scans only past it). Written atomically; fsynced."""
+    (the next load scans only past it). Written atomically; fsynced. At a stream's close
+    (the only call once a journal exists) the journal is flushed and closed first."""
+    if state.journal is not None:
+        state.journal.close()
     write_snapshot(directory, encode_snapshot(state, next_offsets))
 
 
 def encode_snapshot(state: StreamProducers, next_offsets: list[int]) -> bytes:
     """The snapshot's bytes (taken on the loop, where the state is consistent)."""
+    journal = state.journal
     return json.dumps({"next": next_offsets,
+                       "journal": state.journal_next if journal is None else journal.next_offset,
                        "partitions": [p.to_json() for p in state.partitions]}).encode()
 
 
@@ -371,20 +399,27 @@ def load(directory: Path | None, logs: list[Any],
         data = json.loads(path.read_text())
         parts = [PartitionProducers.from_json(p) for p in data["partitions"]]
         nexts = list(data["next"])
+        journal_next = int(data.get("journal", 0))
         if len(parts) > len(logs) or len(nexts) != len(parts):
             raise ValueError("partition count does not match")
         parts += [PartitionProducers() for _ in range(len(logs) - len(parts))]
         nexts += [0] * (len(logs) - len(nexts))
     except (OSError, ValueError, KeyError, TypeError):
         parts, nexts = [PartitionProducers() for _ in logs], [0] * len(logs)
+        journal_next = 0
     state = StreamProducers(0)
     state.partitions = parts
+    state.journal_next = journal_next
     for p, lg in enumerate(logs):
         start = nexts[p]
         if start > lg.next_offset:  # the log lost its tail (recovery): scan it all
             state.partitions[p] = PartitionProducers()
             start = 0
         rebuild(state.partitions[p], frames(p, max(start, lg.first_offset)), start)
+    from smartbroker.queues import txn_journal  # it imports this module
+
+    txn_journal.replay_at_load(directory, state)  # a compacted stream's transactions
+    for p, lg in enumerate(logs):
         state.partitions[p].forget_before(lg.first_offset)
     return state
 
