@@ -174,7 +174,7 @@ class LeaderService:
     def calls(self) -> dict[str, Callable[[str, bytes], Awaitable[bytes] | bytes]]:
         """The link calls this service answers, by method."""
         return {wire.GET: self.get, wire.PURGE: self.purge, wire.STATS: self.stats,
-                wire.CONSUME: self.consume}
+                wire.CONSUME: self.consume, wire.DELETE: self.delete}
 
     def perform(self, queue: Queue, actions: list[Any]) -> None:
         vhost = self.vhosts.get(queue.vhost)
@@ -321,6 +321,22 @@ class LeaderService:
         except ValueError as exc:
             return wire.encode({"code": 406, "text": str(exc)})
         return wire.encode({"code": 0, "count": q.purge()})
+
+    def delete(self, peer: str, payload: bytes) -> bytes:
+        """queue.delete from another node, with RabbitMQ's if-unused/if-empty checks."""
+        try:
+            spec = wire.decode(payload)
+            vhost = self.vhosts.get(str(spec.get("vhost", "")))
+            q = None if vhost is None else vhost.queues.get(str(spec.get("queue", "")))
+            if q is None or getattr(q, "leader", None) is not None:
+                return wire.encode({"code": 0, "count": 0})  # gone: RabbitMQ says 0
+            count = vhost.delete_queue(q.name, if_unused=bool(spec.get("if_unused")),
+                                       if_empty=bool(spec.get("if_empty")))
+        except AMQPError as err:
+            return wire.encode({"code": err.code, "text": err.text})
+        except ValueError as exc:
+            return wire.encode({"code": 406, "text": str(exc)})
+        return wire.encode({"code": 0, "count": count})
 
     def stats(self, peer: str, payload: bytes) -> bytes:
         try:

@@ -15,7 +15,8 @@ link batches them, a thousand publishes are a few frames and one write):
 
 Calls (request/response; the reply code is the AMQP reply code of a refusal, its text
 the payload) carry an AMQP field table (``protocol/fields``), so arguments keep their
-AMQP types: ``queue.get``, ``queue.purge``, ``queue.stats``, ``basic.consume``.
+AMQP types: ``queue.get``, ``queue.purge``, ``queue.delete``, ``queue.stats``,
+``basic.consume``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CHANNELS = (PUBLISH, CONFIRM, CONSUMER_OPS, DELIVERIES)
 
 GET = "queue.get"
 PURGE = "queue.purge"
+DELETE = "queue.delete"
 STATS = "queue.stats"
 CONSUME = "basic.consume"
 

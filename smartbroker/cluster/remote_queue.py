@@ -219,6 +219,25 @@ class RemoteQueue:
 
         self.node.spawn(declare_ok(), conn, ch, (50, 10))
 
+    def delete_later(self, conn: Any, ch: Any, if_unused: bool, if_empty: bool,
+                     nowait: bool) -> None:
+        """queue.delete: the leader deletes it (its if-unused/if-empty checks, its count),
+        then this node drops its proxy; delete-ok before this channel's basic.cancels."""
+        self.check_available()
+        vhost = conn.vhost
+
+        async def delete() -> None:
+            reply = await self._call(wire.DELETE, if_unused=if_unused, if_empty=if_empty)
+            with ch.cancels_after_reply() as cancels:
+                vhost.drop_queue(self)
+            if not nowait:
+                conn.send_method(ch.number, commands.Queue.DeleteOk(
+                    message_count=int(reply.get("count", 0))))
+            for cancel in cancels:
+                conn.send_method(ch.number, cancel)
+
+        self.node.spawn(delete(), conn, ch, (50, 40))
+
     async def purge_remote(self) -> int:
         """queue.purge for the management API (which awaits it)."""
         require(self, "purge")

@@ -94,6 +94,10 @@ def purge(conn, ch, m: commands.Queue.Purge) -> None:
 def delete(conn, ch, m: commands.Queue.Delete) -> None:
     name = queue_name(ch, m.queue)
     conn.check("configure", "queue", name)
+    later = getattr(conn.vhost.queues.get(name), "delete_later", None)
+    if later is not None:  # led by another node (cluster/remote_queue.py): deleted there
+        later(conn, ch, m.if_unused, m.if_empty, m.nowait)
+        return
     with ch.cancels_after_reply() as cancels:
         count = conn.vhost.delete_queue(name, if_unused=m.if_unused, if_empty=m.if_empty,
                                         owner=conn)

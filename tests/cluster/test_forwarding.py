@@ -289,3 +289,38 @@ async def _balanced_places_the_queue_on_the_node_leading_fewest(tmp_path: Path) 
         assert isinstance(n1.broker.vhosts["/"].queues["spread"], RemoteQueue)
         assert table.leader("/", "here") == "n1"
         assert not isinstance(n1.broker.vhosts["/"].queues["here"], RemoteQueue)
+
+
+def test_delete_from_a_node_that_does_not_lead(tmp_path: Path) -> None:
+    run(_delete_from_a_node_that_does_not_lead(tmp_path))
+
+
+async def _delete_from_a_node_that_does_not_lead(tmp_path: Path) -> None:
+    """The leader deletes (its if-unused/if-empty checks and count); its consumers on
+    other nodes are cancelled; the deleting node's proxy is gone."""
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "gone")
+        watcher = await aio_pika.connect(n3.url)
+        conn = await aio_pika.connect(n1.url)
+        async with watcher, conn:
+            wch = await watcher.channel()
+            cancelled = asyncio.Event()
+            wq = await wch.get_queue("gone", ensure=False)
+            tag = await wq.consume(ignore)
+            ch = await conn.channel(publisher_confirms=True)
+            await ch.default_exchange.publish(aio_pika.Message(b"x"), routing_key="gone")
+            queue = await ch.get_queue("gone", ensure=False)
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match="in use"):
+                await queue.delete(if_unused=True, if_empty=False)
+            ch = await conn.channel()
+            queue = await ch.get_queue("gone", ensure=False)
+            deleted = await queue.delete(if_unused=False, if_empty=False)
+            assert deleted.message_count in (0, 1)  # 1 unless node 3's consumer took it
+            assert "gone" not in n1.broker.vhosts["/"].queues
+            assert "gone" not in n2.broker.vhosts["/"].queues
+            for _ in range(100):
+                if not n3.forwarding.subscriptions.by_sub:
+                    cancelled.set()
+                    break
+                await asyncio.sleep(0.02)
+            assert cancelled.is_set(), tag
