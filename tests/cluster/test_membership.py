@@ -114,6 +114,20 @@ def test_kill_9_is_seen_within_the_lease_then_the_restart(cluster: dict[str, Any
     assert running(nodes["n3"]) == dict.fromkeys(NAMES, True)
 
 
+def test_a_restart_right_after_kill_9_takes_its_name_back(cluster: dict[str, Any]) -> None:
+    """The old lease still holds the name, but it carries this data directory's node id:
+    the restarted node revokes it and registers, instead of refusing a 'duplicate'."""
+    nodes = cluster["nodes"]
+    ups = nodes["n1"].log().count("cluster node n2 is up")
+    nodes["n2"].kill()
+    nodes["n2"].start()  # well within the TTL: the killed process's lease is alive
+    assert "is in use by a running node" not in nodes["n2"].log()
+    # the takeover revokes the old lease (n1 sees n2 go) and registers anew (and come)
+    poll(lambda: nodes["n1"].log().count("cluster node n2 is up") == ups + 1, 10,
+         "n1 sees the new n2 come up")
+    assert running(nodes["n1"])["n2"] and running(nodes["n2"]) == dict.fromkeys(NAMES, True)
+
+
 def test_clean_stop_is_seen_at_once_and_forget(cluster: dict[str, Any]) -> None:
     nodes, etcd, name = cluster["nodes"], cluster["etcd"], cluster["name"]
     refused = cli(etcd, name, "forget", "n3")
