@@ -106,11 +106,13 @@ class TxnHandlers:
             if queue.directory is None:
                 continue
             data = producer_state.encode_snapshot(state, queue.partitions.next_offsets())
-            self._write_later(queue, data)
+            covered = state.journal.next_offset if state.journal is not None else None
+            self._write_later(queue, data, covered)
         return forgotten
 
-    def _write_later(self, queue: Any, data: bytes) -> None:
-        """The snapshot file is written and fsynced on a disk thread, not the loop."""
+    def _write_later(self, queue: Any, data: bytes, covered: int | None = None) -> None:
+        """The snapshot file is written and fsynced on a disk thread, not the loop; then
+        the journal's segments below ``covered`` (what it covers) may go."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (unit tests): now
@@ -129,6 +131,8 @@ class TxnHandlers:
             exc = None if f.cancelled() else f.exception()
             if exc is not None:  # the older snapshot stays: a longer scan at load
                 log.warning("producer state of stream %r not saved: %s", queue.name, exc)
+            elif covered is not None and not (queue.deleted or queue.closed):
+                queue.txns.journal.trim(covered)
         future.add_done_callback(done)
 
     def table(self) -> dict[int, Any]:
