@@ -23,6 +23,7 @@ from kafka.protocol.metadata import MetadataRequest, MetadataResponse
 
 from smartbroker.kafka import codec
 from smartbroker.launcher import BrokerProcess
+from tests.kafka.wire import connect, recv_frame
 
 pytestmark = pytest.mark.extension
 PARTITIONS = 3
@@ -213,19 +214,8 @@ def send(sock: socket.socket, request: Any, corr: int) -> None:
 
 
 def receive(sock: socket.socket, cls: Any, version: int) -> tuple[int, Any]:
-    size = struct.unpack(">i", recv_exactly(sock, 4))[0]
-    data = recv_exactly(sock, size)
+    data = recv_frame(sock)
     return struct.unpack_from(">i", data)[0], cls.decode(data, version=version, header=True)
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
 
 
 def fetch_request(name: str, offset: int, *, partition: int = 0, max_wait_ms: int = 0,
@@ -239,13 +229,9 @@ def fetch_request(name: str, offset: int, *, partition: int = 0, max_wait_ms: in
             log_start_offset=-1, partition_max_bytes=partition_max_bytes)])])
 
 
-def connect(broker: BrokerProcess) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=20)
-
-
 def test_long_poll_wakes_on_an_amqp_publish_and_blocks_nothing(
         kafka_broker: BrokerProcess, empty: str) -> None:
-    with connect(kafka_broker) as waiting, connect(kafka_broker) as other:
+    with connect(kafka_broker, timeout=20) as waiting, connect(kafka_broker, timeout=20) as other:
         send(waiting, fetch_request(empty, 0, max_wait_ms=15000), 1)
         # a request behind the Fetch on the same connection is answered after it
         send(waiting, MetadataRequest(version=1, topics=None), 2)
@@ -277,7 +263,7 @@ def test_long_poll_wakes_on_an_amqp_publish_and_blocks_nothing(
 
 
 def test_long_poll_times_out_empty(kafka_broker: BrokerProcess, empty: str) -> None:
-    with connect(kafka_broker) as sock:
+    with connect(kafka_broker, timeout=20) as sock:
         started = time.monotonic()
         send(sock, fetch_request(empty, 0, max_wait_ms=300), 1)
         _, resp = receive(sock, FetchResponse, 11)
@@ -288,7 +274,7 @@ def test_long_poll_times_out_empty(kafka_broker: BrokerProcess, empty: str) -> N
 
 def test_max_bytes_bounds_the_answer(kafka_broker: BrokerProcess, topic: Any) -> None:
     name, expected = topic
-    with connect(kafka_broker) as sock:
+    with connect(kafka_broker, timeout=20) as sock:
         send(sock, fetch_request(name, 0, partition_max_bytes=1), 1)
         _, one = receive(sock, FetchResponse, 11)
         send(sock, fetch_request(name, 0, max_bytes=200), 2)
@@ -301,7 +287,7 @@ def test_max_bytes_bounds_the_answer(kafka_broker: BrokerProcess, topic: Any) ->
 
 def test_offset_out_of_range(kafka_broker: BrokerProcess, topic: Any) -> None:
     name, expected = topic
-    with connect(kafka_broker) as sock:
+    with connect(kafka_broker, timeout=20) as sock:
         send(sock, fetch_request(name, len(expected[0]) + 5), 1)
         _, resp = receive(sock, FetchResponse, 11)
         part = resp.responses[0].partitions[0]
@@ -368,7 +354,7 @@ def test_retention_moves_the_log_start(kafka_broker: BrokerProcess) -> None:
         "x-stream-max-segment-size-bytes": 4096})
     try:
         publish(kafka_broker, name, [("k", b"x" * 1024)] * 100)
-        with connect(kafka_broker) as sock:
+        with connect(kafka_broker, timeout=20) as sock:
             def first_fetch_error() -> int:
                 send(sock, fetch_request(name, 0), 1)
                 return receive(sock, FetchResponse, 11)[1].responses[0].partitions[0].error_code

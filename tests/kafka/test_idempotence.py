@@ -7,7 +7,6 @@ rebuilt from the stored batch headers)."""
 from __future__ import annotations
 
 import socket
-import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from tests.conftest import BrokerProcess
 from tests.kafka.kafka_brokers import own_kafka
+from tests.kafka.wire import recv_frame
 
 
 def name(prefix: str) -> str:
@@ -91,17 +91,8 @@ class RawClient:
         self.correlation += 1
         request.with_header(correlation_id=self.correlation, client_id="raw")
         self.sock.sendall(bytes(request.encode(header=True, framed=True)))
-        (size,) = struct.unpack(">i", self._read(4))
-        payload = self._read(size)
-        return response_cls.decode(payload, version=request.API_VERSION, header=True)
-
-    def _read(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            assert chunk, "connection closed"
-            buf += chunk
-        return buf
+        return response_cls.decode(recv_frame(self.sock), version=request.API_VERSION,
+                                   header=True)
 
     def init_producer_id(self) -> tuple[int, int]:
         r = self.call(InitProducerIdRequest(version=4, transactional_id=None,

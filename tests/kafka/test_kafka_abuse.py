@@ -20,6 +20,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from tests.conftest import BrokerProcess
 from tests.kafka.kafka_brokers import own_kafka
+from tests.kafka.wire import recv_exactly
 
 MAX_REQUEST = 100 * 1024 * 1024  # socket.request.max.bytes
 
@@ -69,13 +70,7 @@ class Raw:
                 data, version=version, header=True)
 
     def recv(self, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            chunk = self.sock.recv(min(n - len(data), 1 << 20))
-            if not chunk:
-                raise EOFError(f"closed after {len(data)} of {n} bytes")
-            data += chunk
-        return bytes(data)
+        return recv_exactly(self.sock, n)
 
     def closed_by_peer(self, timeout: float = 10.0) -> bool:
         """The broker closed the connection (EOF or reset) within ``timeout``."""

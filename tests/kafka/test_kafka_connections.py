@@ -15,14 +15,14 @@ import pytest
 from smartbroker.launcher import BrokerProcess
 from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.sasl_helpers import PASSWORD, add_user, api, wait_for
+from tests.kafka.wire import frame, recv_frame
 
 pytestmark = pytest.mark.extension
 
 
 def api_versions(client_id: bytes, correlation: int = 1) -> bytes:
     """ApiVersions v0 with ``client_id``."""
-    body = struct.pack(">hhih", 18, 0, correlation, len(client_id)) + client_id
-    return struct.pack(">i", len(body)) + body
+    return frame(struct.pack(">hhih", 18, 0, correlation, len(client_id)) + client_id)
 
 
 def sasl_plain(user: str, password: str) -> bytes:
@@ -31,7 +31,7 @@ def sasl_plain(user: str, password: str) -> bytes:
     handshake = struct.pack(">hhih", 17, 1, 2, 1) + b"c" + struct.pack(">h", len(mech)) + mech
     token = b"\0" + user.encode() + b"\0" + password.encode()
     auth = struct.pack(">hhih", 36, 0, 3, 1) + b"c" + struct.pack(">i", len(token)) + token
-    return b"".join(struct.pack(">i", len(m)) + m for m in (handshake, auth))
+    return frame(handshake) + frame(auth)
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +45,8 @@ def _connect(proc: BrokerProcess, payload: bytes, replies: int) -> socket.socket
     host, port = proc.kafka_bootstrap.split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
     sock.sendall(payload)
-    for _ in range(replies):  # read each size-prefixed reply
-        head = b""
-        while len(head) < 4:
-            head += sock.recv(4 - len(head))
-        size = struct.unpack(">i", head)[0]
-        got = 0
-        while got < size:
-            got += len(sock.recv(size - got))
+    for _ in range(replies):
+        recv_frame(sock)
     return sock
 
 

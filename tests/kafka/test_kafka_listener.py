@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
+from tests.kafka.wire import connect, frame, recv_frame
 
 pytestmark = pytest.mark.extension
-
-
-def frame(payload: bytes) -> bytes:
-    return struct.pack(">i", len(payload)) + payload
 
 
 def api_versions(corr: int, version: int = 0) -> bytes:
@@ -27,31 +24,11 @@ def api_versions(corr: int, version: int = 0) -> bytes:
     return frame(struct.pack(">hhih", 18, version, corr, 1) + b"c" + flexible + body)
 
 
-def recv_frame(sock: socket.socket) -> bytes:
-    size = struct.unpack(">i", recv_exactly(sock, 4))[0]
-    return recv_exactly(sock, size)
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
 def closed_by_peer(sock: socket.socket) -> bool:
     try:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
-
-
-def connect(broker: BrokerProcess) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=10)
-    return sock
 
 
 def test_pipelined_requests_answered_in_order(kafka_broker: BrokerProcess) -> None:

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smartbroker.launcher import BrokerProcess
 from tests.kafka.sasl_helpers import wait_for
+from tests.kafka.wire import frame, recv_frame
 
 pytestmark = pytest.mark.extension  # smartbroker's metrics, not a Kafka broker's behaviour
 
@@ -58,19 +59,7 @@ def produce(proc: BrokerProcess, topic: str, count: int) -> None:
 
 
 def _frame(api_key: int, version: int, correlation: int, body: bytes) -> bytes:
-    header = struct.pack(">hhih", api_key, version, correlation, 1) + b"m"
-    return struct.pack(">i", len(header) + len(body)) + header + body
-
-
-def _read_frame(sock: socket.socket) -> bytes:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            assert chunk, "connection closed"
-            data += chunk
-        return data
-    return exactly(struct.unpack(">i", exactly(4))[0])
+    return frame(struct.pack(">hhih", api_key, version, correlation, 1) + b"m" + body)
 
 
 def test_produce_and_fetch_counted(kafka_broker: BrokerProcess) -> None:
@@ -124,7 +113,7 @@ def test_error_codes_by_kafka_name(kafka_broker: BrokerProcess) -> None:
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         # Metadata v1 for a topic name Kafka forbids: INVALID_TOPIC_EXCEPTION
         sock.sendall(_frame(3, 1, 7, struct.pack(">ih", 1, len(bad)) + bad))
-        _read_frame(sock)
+        recv_frame(sock)
     after = scrape(kafka_broker)
     assert delta(after, before, "kafka_network_request_errors_total", request="Metadata",
                  error="INVALID_TOPIC_EXCEPTION") == 1
@@ -139,7 +128,7 @@ def test_connections_bytes_and_overview(kafka_broker: BrokerProcess) -> None:
     sock = socket.create_connection((host, int(port)), timeout=10)
     try:
         sock.sendall(request)
-        answer = _read_frame(sock)
+        answer = recv_frame(sock)
         during = scrape(kafka_broker)
         assert value(during, "kafka_connections") == open_before + 1
         assert delta(during, before, "kafka_connections_opened_total") == 1
