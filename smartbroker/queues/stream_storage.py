@@ -173,9 +173,10 @@ class StreamMeta:
         ``partitioner``) and the directory entries (the stream's, its parent's), fsynced
         on the store's fsync threads in rounds shared by the streams created meanwhile
         (store/pathsync.py), not on the event loop (~1 ms per fsync: a CreateTopics of
-        hundreds of topics stalled every client). The files are written before the
-        declare is answered, so a killed broker keeps them; the fsync covers power loss.
-        Returns the fsync's future (None: nothing to do, or done inline without threads)."""
+        hundreds of topics stalled every client). The declare's answer waits for this
+        future (``StreamQueue.created``: AMQP in server/held.py, Kafka CreateTopics in
+        kafka/slices.py), so a client told "created" keeps the topic id through a power
+        cut. Returns the fsync's future (None: nothing to do, or done inline)."""
         paths, self.unsynced = self.unsynced, []
         if not paths or self.directory is None or not self.fsync:
             return None
