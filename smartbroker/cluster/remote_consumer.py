@@ -33,13 +33,16 @@ WINDOW = 256  # credit of a consumer without a prefetch limit
 
 
 class Subscription:
-    __slots__ = ("sub", "queue", "consumer", "granted")
+    __slots__ = ("sub", "queue", "consumer", "granted", "early")
 
     def __init__(self, sub: int, queue: RemoteQueue, consumer: Consumer) -> None:
         self.sub = sub
         self.queue = queue
         self.consumer = consumer
         self.granted = 0  # deliveries the leader may still send
+        # deliveries that arrived before the client was sent consume-ok (the leader
+        # dispatches as soon as it accepts): delivered right after it
+        self.early: list[tuple] | None = None
 
 
 class Subscriptions:
@@ -56,7 +59,8 @@ class Subscriptions:
         left = credit_left() if credit_left is not None else (1 if consumer.can_take() else 0)
         return min(left, WINDOW)
 
-    def subscribe(self, queue: RemoteQueue, consumer: Consumer) -> None:
+    def open(self, queue: RemoteQueue, consumer: Consumer) -> tuple[Subscription, bytes]:
+        """Register a subscription and the ``basic.consume`` call that asks the leader."""
         sub = Subscription(self._ids(), queue, consumer)
         self.by_sub[sub.sub] = sub
         self.by_consumer[id(consumer)] = sub
@@ -66,6 +70,26 @@ class Subscriptions:
             "no_ack": consumer.no_ack, "exclusive": consumer.exclusive,
             "priority": consumer.priority, "arguments": dict(consumer.arguments),
             "credit": sub.granted, "prefetch": getattr(consumer, "prefetch", 0)})
+        return sub, payload
+
+    def subscribed(self, consumer: Consumer) -> bool:
+        return id(consumer) in self.by_consumer
+
+    def drop(self, sub: Subscription) -> None:
+        """A subscription the leader refused (or never answered): forgotten here."""
+        self.by_sub.pop(sub.sub, None)
+        self.by_consumer.pop(id(sub.consumer), None)
+
+    def started(self, sub: Subscription) -> None:
+        """The client has its consume-ok: what came early is delivered now."""
+        early, sub.early = sub.early, None
+        if early:
+            self.on_deliveries(sub.queue.leader, early)
+
+    def subscribe(self, queue: RemoteQueue, consumer: Consumer) -> None:
+        """A consumer added without ``consume_later`` (no answer to wait for): a refusal
+        cancels it, as when its queue goes away."""
+        sub, payload = self.open(queue, consumer)
         self.node.spawn_call(queue.leader, wire.CONSUME, payload,
                              lambda reply: self._subscribed(sub, reply))
 
@@ -111,6 +135,10 @@ class Subscriptions:
             if sub is None:  # cancelled here while it was on its way
                 if handle:
                     self.node.send_op(peer, Op.REQUEUE, sub_id, handle, 0)
+                continue
+            if sub.early is not None:
+                sub.early.append((kind, sub_id, handle, redelivered, _count, route, properties,
+                                  body))
                 continue
             sub.granted -= 1
             msg = wire.message(route, properties, body)

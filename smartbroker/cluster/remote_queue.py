@@ -120,7 +120,33 @@ class RemoteQueue:
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
-        self.node.subscriptions.subscribe(self, consumer)
+        if not self.node.subscriptions.subscribed(consumer):
+            self.node.subscriptions.subscribe(self, consumer)
+
+    def consume_later(self, conn: Any, ch: Any, consumer: Any, nowait: bool) -> None:
+        """basic.consume: the leader accepts (its exclusivity and argument checks, its
+        replies) before the client gets consume-ok and the first delivery."""
+        self.check_available()
+        subscriptions = self.node.subscriptions
+        sub, payload = subscriptions.open(self, consumer)
+        sub.early = []
+
+        async def consume() -> None:
+            try:
+                await self._call_raw(wire.CONSUME, payload)
+            except BaseException:
+                subscriptions.drop(sub)
+                raise
+            if ch.closing or ch.torn_down:  # gone meanwhile: what came early goes back
+                subscriptions.drop(sub)
+                self.node.send_op(self.leader, Op.CANCEL, sub.sub, 0, 1)
+                return
+            if not nowait:
+                conn.send_method(ch.number, commands.Basic.ConsumeOk(consumer_tag=consumer.tag))
+            ch.add_consumer(consumer)
+            subscriptions.started(sub)
+
+        self.node.spawn(consume(), conn, ch, (60, 20))
 
     def remove_consumer(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
@@ -162,12 +188,15 @@ class RemoteQueue:
 
     # -- calls to the leader ---------------------------------------------------------------
     async def _call(self, method: str, **fields: Any) -> dict[str, Any]:
+        return await self._call_raw(method, wire.encode({"vhost": self.vhost,
+                                                         "queue": self.name, **fields}))
+
+    async def _call_raw(self, method: str, payload: bytes) -> dict[str, Any]:
+        """The leader's answer, its refusal raised as the error this node raises, and
+        RabbitMQ's 404 for a leader that is down or stops answering."""
         self.check_available()
         try:
-            raw = await self.node.call(self.leader, method,
-                                       wire.encode({"vhost": self.vhost, "queue": self.name,
-                                                    **fields}))
-            reply = wire.decode(raw)
+            reply = wire.decode(await self.node.call(self.leader, method, payload))
         except (PeerDown, CallError, TimeoutError, OSError, ValueError) as exc:
             log.info("call %s to %s failed: %s", method, self.leader, exc)
             raise self.absent() from None

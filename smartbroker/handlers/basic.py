@@ -64,6 +64,10 @@ def consume(conn, ch, m: commands.Basic.Consume) -> None:
                                prefetch=ch.consumer_prefetch,
                                priority=priority,
                                arguments=dict(args))
+    later = getattr(q, "consume_later", None)
+    if later is not None:  # led by another node: consume-ok once its leader accepted
+        later(conn, ch, consumer, m.nowait)
+        return
     if not m.nowait:
         conn.send_method(ch.number, codec.build(commands.Basic.ConsumeOk, consumer_tag=tag))
     ch.add_consumer(consumer)

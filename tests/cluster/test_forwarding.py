@@ -22,6 +22,7 @@ from typing import Any
 
 import aio_pika
 import aio_pika.exceptions
+import aiormq.exceptions
 import pytest
 
 from smartbroker.broker.core import Broker
@@ -324,3 +325,39 @@ async def _delete_from_a_node_that_does_not_lead(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.02)
             assert cancelled.is_set(), tag
+
+
+def test_the_leader_answers_consume(tmp_path: Path) -> None:
+    run(_the_leader_answers_consume(tmp_path))
+
+
+async def _the_leader_answers_consume(tmp_path: Path) -> None:
+    """An exclusive consumer on one node locks the queue for every node (403, RabbitMQ's
+    text); a stream's consumer arguments are checked by the leader (406)."""
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "solo")
+        one = await aio_pika.connect(n1.url)
+        three = await aio_pika.connect(n3.url)
+        async with one, three:
+            ch1 = await one.channel()
+            q1 = await ch1.get_queue("solo", ensure=False)
+            await q1.consume(ignore, exclusive=True)
+            ch3 = await three.channel()
+            q3 = await ch3.get_queue("solo", ensure=False)
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused,
+                               match="queue 'solo' in vhost '/' in exclusive use"):
+                await q3.consume(ignore)
+
+            ch = await three.channel()
+            await ch.set_qos(prefetch_count=10)
+            leader = await aio_pika.connect(n2.url)
+            async with leader:
+                lch = await leader.channel()
+                await lch.declare_queue("log", durable=True,
+                                        arguments={"x-queue-type": "stream"})
+            for node in (n1, n3):
+                node.place("log", "n2", durable=True, arguments={"x-queue-type": "stream"})
+            stream = await ch.get_queue("log", ensure=False)
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed,
+                               match="x-stream-offset"):
+                await stream.consume(ignore, arguments={"x-stream-offset": "nowhere"})
