@@ -222,7 +222,9 @@ class Membership:
                 self._lost(exc)
                 continue
             except MembershipError as exc:  # someone took the name while we were away
-                log.error("cannot rejoin the cluster: %s", exc)
+                if not self.etcd_lost:
+                    log.error("cannot rejoin the cluster: %s", exc)
+                self.etcd_lost = True  # said once; "a member" again when it gets through
                 continue
             except Exception as exc:  # never a dead keep-alive, never a traceback
                 log.warning("cluster lease keep-alive failed: %s: %s", type(exc).__name__, exc)
