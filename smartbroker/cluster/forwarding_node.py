@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
@@ -221,9 +222,12 @@ class QueueForwarding:
         if leader is None or leader == self.node or spec.exclusive:
             return declare_queue(spec, host, storage)
         kind = queue_type(spec.arguments)
+        # the type's refusals (a stream's basic.get, prefetch...), but not an offset log
+        # here: the Kafka front end and /api/streams read a stream's partitions, which
+        # live on its leader
         return RemoteQueue(spec.name, spec.vhost, leader, self, durable=spec.durable,
                            auto_delete=spec.auto_delete, arguments=spec.arguments,
-                           capabilities=kind.capabilities,
+                           capabilities=dataclasses.replace(kind.capabilities, offset_log=False),
                            type_name=getattr(kind, "type_name", "classic"))
 
     def _propose(self, spec: QueueSpec) -> Placement:
