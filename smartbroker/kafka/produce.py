@@ -119,6 +119,19 @@ class Topics:
 ALARM_RECHECK = 0.25  # seconds, the resource monitor's sampling interval
 
 
+class Created:
+    """A new stream's file fsync (``StreamQueue.created``) as ``_durable`` waits for a
+    log: an auto-created topic's topic id and partitioner are durable before the ack."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Any) -> None:
+        self.future = future
+
+    async def wait_durable(self, _offset: int) -> None:
+        await asyncio.wrap_future(self.future)
+
+
 class Producer:
     """The Produce handler of one listener."""
 
@@ -172,6 +185,12 @@ class Producer:
                     continue
                 if sync is not None:
                     logs.append(sync)
+                created = queue.created  # auto-created: its meta.json etc. durable too
+                if created is not None:
+                    if created.done():
+                        queue.created = None  # durable: later produces skip the check
+                    elif acks != 0:
+                        logs.append((Created(created), 0))
                 parts.append(part_cls(index=pdata.index, error_code=ErrorCode.NONE,
                                       base_offset=base, log_append_time_ms=-1,
                                       log_start_offset=log_start, record_errors=[],

@@ -161,3 +161,24 @@ def _done_within(future: Any) -> bool:
         future.result(timeout=NO_ANSWER)
         return True
     return future.done()
+
+
+def test_a_produce_that_auto_creates_its_topic_waits_for_the_fsync(
+        tmp_path: Path, slow_disk: SlowDisk) -> None:
+    """Auto-creation (kafka_auto_create_topics): the first acks=all Produce to a new topic
+    is acknowledged once the topic's files are durable, not only its records."""
+    from confluent_kafka import Producer
+
+    def scenario(config: Config) -> None:
+        producer = Producer({"bootstrap.servers": f"127.0.0.1:{config.kafka_port}",
+                             "acks": "all"})
+        delivered: list[Any] = []
+        producer.produce("auto-t", b"first", on_delivery=lambda err, msg: delivered.append(err))
+        assert slow_disk.reached.wait(15), "the new topic's files were never fsynced"
+        producer.poll(NO_ANSWER)
+        assert delivered == [], "acknowledged before the new topic's meta.json was fsynced"
+        slow_disk.release()
+        assert producer.flush(15) == 0 and delivered == [None], delivered
+        assert meta_of(tmp_path, "auto-t") in slow_disk.synced
+
+    run_broker(tmp_path, scenario)
