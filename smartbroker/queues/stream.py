@@ -187,7 +187,10 @@ class StreamQueue:
         index = self._partition_of(message, len(self.logs))
         compact = self.stream.compact
         key = message_key(message).encode("utf-8", "surrogateescape") if compact else None
-        offset = self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
+        if compact:  # compaction keeps or drops single records
+            offset = self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
+        else:  # framed with this loop pass's other publishes (store/log.py)
+            offset = self.logs[index].append_grouped(encode_record(message))
         self.stats["publish"] += 1
         if self.on_append:  # the one check the hot path pays for waiting Kafka Fetches
             self.appended(index)

@@ -12,6 +12,7 @@ deletes through ``retire.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -23,6 +24,7 @@ from concurrent.futures import Executor
 from . import record
 from .api import Frame, LogStats, Record, SegmentInfo, StoreUnavailable
 from .commit import GroupCommit
+from .grouping import AppendGroup, sealed_first
 from .handles import HandleCache
 from .holes import HoleMarkers
 from .recovery import COMPACT_SUFFIX, recover
@@ -67,6 +69,7 @@ class SegmentLog:
         self._dir_dirty = False
         self._unavailable: Exception | None = None
         self._closed = False
+        self._group = AppendGroup()  # append_grouped's records, not framed yet (grouping.py)
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
         self._retirer = Retirer(self)  # deletion and compaction swaps (retire.py)
         self._open(verify)
@@ -103,7 +106,7 @@ class SegmentLog:
 
     @property
     def next_offset(self) -> int:
-        return self._segs[-1].next_offset
+        return self._segs[-1].next_offset + len(self._group.items)
 
     @property
     def durable_offset(self) -> int:
@@ -126,6 +129,8 @@ class SegmentLog:
 
     def append(self, payload: bytes, timestamp_ms: int | None = None, key: bytes | None = None) -> int:
         """Buffer one record; returns its offset. Durable only after ``sync``/``wait_durable``."""
+        if self._group.items:
+            self._seal()
         if self._unavailable is not None:
             self._retry()
         seg = self._segs[-1]
@@ -138,12 +143,55 @@ class SegmentLog:
         self._commit.kick()
         return off
 
+    def append_grouped(self, payload: bytes, key: bytes | None = None) -> int:
+        """Buffer one record to be framed with the others this loop pass appends (see
+        ``grouping.py``); returns its offset at once."""
+        group = self._group
+        if not group.items:
+            if self._unavailable is not None:
+                self._retry()
+            loop = asyncio._get_running_loop()  # None outside a loop: framed by the next call
+            if loop is not None:
+                loop.call_soon(self._seal_soon)
+        seg = self._segs[-1]
+        n = len(group.items)
+        if n and seg.end + group.nbytes + len(payload) + (n + 1) * record.OVERHEAD > self.segment_bytes:
+            self._seal()  # the group fills the segment: this record starts the next one
+            seg, n = self._segs[-1], 0
+        if group.add(key, payload):
+            self._seal()
+        return seg.next_offset + n
+
+    def _seal(self) -> None:
+        """Frame the pending group into the active segment. If a segment must be rolled
+        and cannot be, StoreUnavailable, and the group stays pending (its offsets taken:
+        nothing else may append before it; an fsync of it fails and nacks)."""
+        group = self._group
+        if not group.items:
+            return
+        seg = self._segs[-1]
+        frame = record.encode_batch(seg.next_offset, group.ts, group.items)
+        if seg.end + len(frame) > self.segment_bytes and seg.end:
+            seg = self._roll()  # the new segment starts at the group's first offset
+        ts, items = group.ts, group.take()
+        seg.append_frame(seg.next_offset, len(items), ts, frame)
+        if len(seg.buf) >= self.write_buffer_bytes:
+            self._write_out(seg)
+        self._commit.kick()
+
+    def _seal_soon(self) -> None:
+        """The end of the loop pass: frame the group (a failure waits for its fsync)."""
+        with contextlib.suppress(StoreUnavailable):
+            self._seal()
+
     def append_batch(
         self, payloads: list[bytes], timestamp_ms: int | None = None, keys: list[bytes | None] | None = None
     ) -> list[int]:
         """Buffer several records as one frame: after a crash all are there or none is."""
         if not payloads:
             return []
+        if self._group.items:
+            self._seal()
         if self._unavailable is not None:
             self._retry()
         seg = self._segs[-1]
@@ -163,6 +211,8 @@ class SegmentLog:
                            max_ts: int) -> int:
         """Buffer a Kafka RecordBatch v2 as one frame of ``count`` offsets (copied once,
         baseOffset patched); returns its base offset."""
+        if self._group.items:
+            self._seal()
         if self._unavailable is not None:
             self._retry()
         seg = self._segs[-1]
@@ -221,12 +271,16 @@ class SegmentLog:
         return new
 
     def roll(self) -> None:
+        if self._group.items:
+            self._seal()
         if self._segs[-1].end:
             self._roll()
 
     # -- group commit hooks ----------------------------------------------------------
 
     def _prepare(self) -> tuple[int, list[int]]:
+        if self._group.items:
+            self._seal()
         covered = self.next_offset
         seg = self._segs[-1]
         if seg.write_out():
@@ -260,7 +314,7 @@ class SegmentLog:
         self._to_close.clear()
 
     def _has_pending(self) -> bool:
-        return bool(self._segs[-1].buf or self._unsynced)
+        return bool(self._group.items or self._segs[-1].buf or self._unsynced)
 
     async def sync(self) -> None:
         """Return when everything appended before the call is durable (shared fsync)."""
@@ -269,12 +323,14 @@ class SegmentLog:
     async def wait_durable(self, offset: int) -> None:
         await self._commit.wait(offset + 1)
 
+    @sealed_first
     def write_out(self) -> None:
         """Hand buffered records to the OS now (no fsync): they then survive a crash of
         this process, though not a power cut. Cheap: one pwrite of the buffer."""
         if self._unavailable is None:
             self._write_out(self._segs[-1])
 
+    @sealed_first
     def flush(self) -> None:
         """Blocking write + fsync on this thread (for close and non-async callers)."""
         self._commit.sync_blocking()
@@ -282,6 +338,8 @@ class SegmentLog:
     # -- reading ---------------------------------------------------------------------
 
     def _find(self, offset: int) -> Segment | None:
+        if self._group.items:
+            self._seal()
         i = bisect_right(self._bases, offset) - 1
         if i < 0 or offset >= self._segs[i].next_offset:
             return None
@@ -295,6 +353,7 @@ class SegmentLog:
         rec = self.read_record(offset)
         return rec.payload if rec is not None else None
 
+    @sealed_first
     def scan_records(self, start: int = 0) -> Iterator[Record]:
         start = max(start, self._start)
         i = max(0, bisect_right(self._bases, start) - 1)
@@ -302,6 +361,7 @@ class SegmentLog:
             if seg.next_offset > start and not seg.deleted:
                 yield from seg.records(start)
 
+    @sealed_first
     def scan_frames(self, start: int = 0) -> Iterator[Frame]:
         start = max(start, self._start)
         i = max(0, bisect_right(self._bases, start) - 1)
@@ -313,6 +373,7 @@ class SegmentLog:
         for rec in self.scan_records(start):
             yield rec.offset, rec.payload
 
+    @sealed_first
     def offset_for_timestamp(self, timestamp_ms: int) -> int:
         """First offset whose record timestamp is >= the given one (next_offset if none)."""
         for seg in self._segs:
@@ -323,21 +384,26 @@ class SegmentLog:
 
     # -- segments and deletion -------------------------------------------------------
 
+    @sealed_first
     def segments(self) -> list[SegmentInfo]:
         last = self._segs[-1]
         return [SegmentInfo(s.base, s.next_offset, s.end, s.max_ts, s is last) for s in self._segs]
 
     def segment_of(self, offset: int) -> int | None:
+        if self._group.items:
+            self._seal()
         last = self._segs[-1]
         if last.base <= offset < last.next_offset:  # the usual case: a recent record
             return last.base
         seg = self._find(offset)
         return seg.base if seg is not None else None
 
+    @sealed_first
     def delete_segment(self, base_offset: int) -> bool:
         """Delete one whole segment (e.g. all its enqueues acked). The active one is rolled first."""
         return self._retirer.delete_segment(base_offset)
 
+    @sealed_first
     def set_start(self, offset: int) -> None:
         """Kafka's log start offset (DeleteRecords): offsets below ``offset`` are gone for
         every reader, even inside a segment that stays; whole segments below it go. Not
@@ -346,17 +412,20 @@ class SegmentLog:
         self._start = max(self._start, min(offset, self.next_offset))
         self._retirer.delete_before(self._start)
 
+    @sealed_first
     def delete_before(self, offset: int) -> int:
         """Delete closed segments lying entirely below ``offset``; returns how many."""
         return self._retirer.delete_before(offset)
 
     # -- compaction primitives (the policy lives in compact.py) ------------------------
 
+    @sealed_first
     def closed_segments(self) -> list[Segment]:
         """Closed segments entirely in their files: immutable, so a compaction thread may
         read them through descriptors of its own."""
         return [s for s in self._segs[:-1] if not s.buf]
 
+    @sealed_first
     def replace_segment(self, old: Segment, new: Segment | None) -> bool:
         """Swap closed segment ``old`` for its compacted rewrite ``new`` (already written
         and fsynced at ``old.path + COMPACT_SUFFIX``), or delete it when ``new`` is None.

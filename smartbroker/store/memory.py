@@ -99,6 +99,10 @@ class MemoryLog:
         seg.max_ts = max(seg.max_ts, ts)
         return off
 
+    def append_grouped(self, payload: bytes, key: bytes | None = None) -> int:
+        """As ``SegmentLog.append_grouped``: nothing to frame in memory."""
+        return self.append(payload, None, key)
+
     def append_batch(
         self, payloads: list[bytes], timestamp_ms: int | None = None, keys: list[bytes | None] | None = None
     ) -> list[int]:
