@@ -30,6 +30,7 @@ from smartbroker.errors import AMQPError, not_found
 from smartbroker.queues.base import Queue, QueueEntry, Settle, require
 
 log = logging.getLogger("smartbroker.cluster")
+KNOWN_OPS = frozenset(int(op) for op in Op)
 
 
 class Link(Protocol):
@@ -232,14 +233,19 @@ class LeaderService:
             return wire.encode({"code": err.code, "text": err.text})
         except (ValueError, TypeError) as exc:
             return wire.encode({"code": 406, "text": str(exc)})
-        sub = int(spec.get("sub", 0))
-        consumer = RelayConsumer(self, peer, sub, q, spec)
+        try:
+            sub = int(spec.get("sub", 0))
+            consumer = RelayConsumer(self, peer, sub, q, spec)
+        except (ValueError, TypeError) as exc:
+            return wire.encode({"code": 406, "text": f"malformed consume: {exc}"})
         self.consumers[(peer, sub)] = consumer
         q.add_consumer(consumer)
         return wire.encode({"code": 0})
 
     def on_consumer_ops(self, peer: str, items: list[tuple]) -> None:
         for op, sub, handle, count in items:
+            if op not in KNOWN_OPS:
+                continue  # a newer peer's operation: nothing to do with it here
             if op >= Op.GET_ACK:
                 self._settle_get(peer, Op(op), handle)
                 continue
