@@ -43,6 +43,8 @@ DELETE_VERSIONS = (0, 2)
 OFFSET_DELETE_VERSIONS = (0, 0)
 GROUP_TYPE = "classic"  # every group here runs the classic protocol (KIP-848 type names)
 NO_AUTHORIZED_OPERATIONS = None  # the codec writes Kafka's "not provided" (INT32_MIN)
+# Kafka's group operations (READ, DELETE, DESCRIBE), all of which group_allowed grants
+GROUP_OPERATIONS = frozenset({3, 6, 8})
 
 
 def _usable(group_id: str | None) -> bool:
@@ -91,6 +93,7 @@ class GroupAdmin:
         member_cls = group_cls.DescribedGroupMember
         answers = []
         known = self.view.group_ids()  # one scan of the streams, not two per named group
+        asked = request.api_version >= 3 and bool(request.body.include_authorized_operations)
         for group_id in request.body.groups or ():
             fields: dict[str, Any] = {"group_id": group_id, "error_code": ErrorCode.NONE,
                                       "group_state": DEAD, "protocol_type": "",
@@ -103,6 +106,8 @@ class GroupAdmin:
             else:
                 summary = self.view.summary(group_id) if _usable(group_id) \
                     and group_id in known else None
+                if asked:  # as Kafka: the set even for a group that does not exist
+                    fields["authorized_operations"] = set(GROUP_OPERATIONS)
                 if summary is not None:
                     fields.update(group_state=summary.state, protocol_type=summary.protocol_type,
                                   protocol_data=summary.protocol, members=[member_cls(

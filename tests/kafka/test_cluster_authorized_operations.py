@@ -59,3 +59,19 @@ def test_a_read_only_user_may_only_describe_the_cluster(kafka_broker: BrokerProc
     cluster = admin.describe_cluster(include_authorized_operations=True,
                                      request_timeout=10).result(timeout=15)
     assert _names(cluster.authorized_operations) == {"DESCRIBE", "DESCRIBE_CONFIGS"}
+
+
+def test_describe_groups_lists_the_groups_operations_when_asked(
+        kafka_broker: BrokerProcess) -> None:
+    """DescribeGroups v3+ with include_authorized_operations: Kafka's group set (READ,
+    DELETE, DESCRIBE) for a user allowed everything; not asked, "not provided"."""
+    from kafka.protocol.admin import DescribeGroupsRequest
+
+    group = f"opsgroup-{uuid.uuid4().hex[:8]}"
+    with Raw(kafka_broker.kafka_port) as raw:
+        asked = raw.call(DescribeGroupsRequest, 5, groups=[group],
+                         include_authorized_operations=True)
+        plain = raw.call(DescribeGroupsRequest, 5, groups=[group],
+                         include_authorized_operations=False)
+    assert set(asked.groups[0].authorized_operations) == {3, 6, 8}
+    assert plain.groups[0].authorized_operations in (None, -2**31)
