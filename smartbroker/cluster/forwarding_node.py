@@ -76,7 +76,8 @@ class QueueForwarding:
     is connected)."""
 
     def __init__(self, node: str, vhosts: dict[str, Any], link: Any,
-                 placement: PlacementTable, is_up: Callable[[str], bool] | None = None) -> None:
+                 placement: PlacementTable, is_up: Callable[[str], bool] | None = None,
+                 connections: set[Any] | None = None) -> None:
         self.node = node
         self.vhosts = vhosts
         self.link: Link = GuardedLink(link)
@@ -87,6 +88,10 @@ class QueueForwarding:
         self.forwarders: dict[str, Forwarder] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._applying = 0  # inside applying_peers()
+        self.connections = connections if connections is not None else set()
+        self._throttled: set[Any] = set()  # publishers not read while a link is full
+        self._full: set[str] = set()  # peers whose PUBLISH channel is out of credit
+        self.throttles = 0  # how often publishers were held back (tests, metrics)
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -107,8 +112,33 @@ class QueueForwarding:
             return None
         found = self.forwarders.get(peer)
         if found is None:
-            found = self.forwarders[peer] = Forwarder(peer, self.link)
+            found = self.forwarders[peer] = Forwarder(peer, self.link, self._forwarder_full)
         return found
+
+    def _forwarder_full(self, peer: str) -> None:
+        """Stop reading every connection that publishes here until the link drains."""
+        if peer not in self._full:
+            self.throttles += 1
+        self._full.add(peer)
+        for conn in self.connections:
+            transport = getattr(conn, "transport", None)
+            if conn in self._throttled or not getattr(conn, "has_published", False) \
+                    or transport is None or transport.is_closing():
+                continue
+            self._throttled.add(conn)
+            transport.pause_reading()
+
+    def _drained(self, peer: str) -> None:
+        self._full.discard(peer)
+        if self._full:
+            return
+        throttled, self._throttled = self._throttled, set()
+        for conn in throttled:
+            transport = getattr(conn, "transport", None)
+            if transport is None or transport.is_closing() or conn.blocked \
+                    or getattr(conn, "held", None) is not None:
+                continue  # an alarm or a held answer resumes it itself
+            transport.resume_reading()
 
     def on_confirms(self, peer: str, items: list[tuple]) -> None:
         forwarder = self.forwarders.get(peer)
@@ -191,6 +221,7 @@ class QueueForwarding:
         forwarder = self.forwarders.pop(peer, None)
         if forwarder is not None:
             forwarder.peer_down()
+        self._drained(peer)
 
     # -- building queues -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -264,8 +295,11 @@ class QueueForwarding:
             self.placement.release(q.vhost, q.name)
 
     def writable(self, peer: str, spec: Any) -> None:
-        """The link to ``peer`` takes deliveries again: its parked consumers rejoin."""
-        if spec is not None and spec is not DELIVERIES:
+        """The link to ``peer`` takes items again: publishers are read again (PUBLISH),
+        parked consumers rejoin their queues (DELIVERIES)."""
+        if spec is None or spec == PUBLISH:
+            self._drained(peer)
+        if spec is not None and spec != DELIVERIES:
             return
         for (node, _sub), consumer in list(self.leader.consumers.items()):
             if node == peer and consumer.parked and not consumer.cancelled:
@@ -287,7 +321,8 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     """Cluster mode: placements read and followed from etcd, forwarding on the node's
     link, every vhost (now and later) building its queues through it."""
     placement = await PlacementTable(node.name, node.etcd).open()
-    forwarding = QueueForwarding(node.name, broker.vhosts, node.link, placement)
+    forwarding = QueueForwarding(node.name, broker.vhosts, node.link, placement,
+                                 connections=broker.connections)
     forwarding.register(node.link)
     node.link.on_writable(forwarding.writable)
     placement.on_change.append(forwarding.placement_changed)

@@ -9,6 +9,10 @@ logs awaits ``sync()`` beside them (``MessageStore.request_sync``), so a publish
 confirm leaves only after the leader confirmed everything forwarded so far, with no
 new path in the channel's confirm code.
 
+When the link to the leader is out of credit (the leader is slower than the publishers),
+``full`` is called: the node stops reading its publishing connections until the link
+drains, as RabbitMQ's credit flow holds a publisher back, so nothing buffers without bound.
+
 A nack from the leader (its queue refused: reject-publish) or a leader that went down
 with publishes unconfirmed makes ``sync()`` fail, which nacks the publishes that waited
 on that round (the publisher may retry), as a failed fsync does.
@@ -17,6 +21,7 @@ on that round (the publisher may retry), as a failed fsync does.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from smartbroker.cluster.forwarding_wire import PUBLISH
@@ -29,9 +34,13 @@ if TYPE_CHECKING:
 
 
 class Forwarder:
-    def __init__(self, peer: str, link: Link) -> None:
+    """``full``: called when the link to the leader is out of credit (the caller stops
+    reading publishers until the link drains)."""
+
+    def __init__(self, peer: str, link: Link, full: Callable[[str], None] | None = None) -> None:
         self.peer = peer
         self.link = link
+        self.full = full
         self.seq = 0
         self.confirmed = 0  # every seq up to here is settled by the leader
         self.nacked_upto = 0  # the highest seq the leader nacked (or lost)
@@ -41,8 +50,10 @@ class Forwarder:
 
     def forward(self, vhost: str, queue: str, msg: Message) -> None:
         self.seq += 1
-        self.link.send(self.peer, PUBLISH, (self.seq, vhost, queue, msg.exchange_rk_ss,
-                                            msg.header_payload, msg.body))
+        if not self.link.send(self.peer, PUBLISH, (self.seq, vhost, queue, msg.exchange_rk_ss,
+                                                   msg.header_payload, msg.body)) \
+                and self.full is not None:
+            self.full(self.peer)
 
     async def sync(self) -> None:
         """Return once the leader settled every publish forwarded so far; raise

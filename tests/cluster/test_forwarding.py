@@ -23,6 +23,7 @@ from typing import Any
 import aio_pika
 import aio_pika.exceptions
 import aiormq.exceptions
+import pika
 import pytest
 
 from smartbroker.broker.core import Broker
@@ -60,15 +61,17 @@ class Node:
             self.broker.vhosts["/"].declare_queue(queue, **declare)  # type: ignore[arg-type]
 
 
-async def start_node(name: str, directory: Path) -> Node:
+async def start_node(name: str, directory: Path, window: int = 4 * 1024 * 1024) -> Node:
     config = Config(data_dir=directory)
     persistence = Persistence(directory)
     broker = Broker(config, persistence)
     flusher = Flusher()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: AMQPConnection(broker, flusher), "127.0.0.1", 0)
-    link = await ClusterLink(name, "forwarding-test", SECRET, heartbeat=0.2).start()
-    forwarding = QueueForwarding(name, broker.vhosts, link, PlacementTable(name))
+    link = await ClusterLink(name, "forwarding-test", SECRET, heartbeat=0.2,
+                             window=window).start()
+    forwarding = QueueForwarding(name, broker.vhosts, link, PlacementTable(name),
+                                 connections=broker.connections)
     forwarding.register(link)
     link.on_writable(forwarding.writable)
     forwarding.attach(broker.vhosts.values())
@@ -86,8 +89,8 @@ async def stop_node(node: Node) -> None:
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp_path: Path) -> AsyncIterator[list[Node]]:
-    nodes = [await start_node(f"n{i}", tmp_path / f"n{i}") for i in (1, 2, 3)]
+async def cluster(tmp_path: Path, window: int = 4 * 1024 * 1024) -> AsyncIterator[list[Node]]:
+    nodes = [await start_node(f"n{i}", tmp_path / f"n{i}", window) for i in (1, 2, 3)]
     try:
         for a in nodes:
             for b in nodes:
@@ -361,3 +364,30 @@ async def _the_leader_answers_consume(tmp_path: Path) -> None:
             with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed,
                                match="x-stream-offset"):
                 await stream.consume(ignore, arguments={"x-stream-offset": "nowhere"})
+
+
+def test_publishers_wait_while_the_leaders_link_is_full(tmp_path: Path) -> None:
+    run(_publishers_wait_while_the_leaders_link_is_full(tmp_path))
+
+
+async def _publishers_wait_while_the_leaders_link_is_full(tmp_path: Path) -> None:
+    """A leader granting little credit (a 16 KiB window) holds the publisher back instead
+    of the first node buffering without bound; every message arrives."""
+    async with cluster(tmp_path, window=16 * 1024) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "flood")
+        def burst() -> None:  # pika in a thread: the publishes reach node 1 in big reads
+            conn = pika.BlockingConnection(pika.URLParameters(n1.url))
+            ch = conn.channel()
+            for _ in range(300):
+                ch.basic_publish("", "flood", b"x" * 1000)
+            conn.close()
+
+        await asyncio.to_thread(burst)
+        leader_queue = n2.broker.vhosts["/"].queues["flood"]
+        for _ in range(200):
+            if leader_queue.message_count == 300:
+                break
+            await asyncio.sleep(0.02)
+        assert leader_queue.message_count == 300
+        assert n1.forwarding.throttles > 0
+        assert not n1.forwarding._throttled
