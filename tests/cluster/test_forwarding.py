@@ -365,6 +365,21 @@ async def _the_leader_answers_consume(tmp_path: Path) -> None:
                                match="x-stream-offset"):
                 await stream.consume(ignore, arguments={"x-stream-offset": "nowhere"})
 
+            # and read from node 3 what node 1 appended, with stream offsets
+            pch = await one.channel(publisher_confirms=True)
+            for i in range(12):
+                await pch.default_exchange.publish(aio_pika.Message(b"s%d" % i),
+                                                   routing_key="log")
+            ch = await three.channel()
+            await ch.set_qos(prefetch_count=5)
+            stream = await ch.get_queue("log", ensure=False)
+            got: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+            await stream.consume(got.put, arguments={"x-stream-offset": "first"})
+            for i in range(12):
+                record = await asyncio.wait_for(got.get(), TIMEOUT)
+                assert (record.body, record.headers["x-stream-offset"]) == (b"s%d" % i, i)
+                await record.ack()
+
 
 def test_publishers_wait_while_the_leaders_link_is_full(tmp_path: Path) -> None:
     run(_publishers_wait_while_the_leaders_link_is_full(tmp_path))
