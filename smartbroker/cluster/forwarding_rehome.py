@@ -6,8 +6,9 @@ Why objects change: a node learns a queue and its placement from two etcd watche
 definitions before forwarding is attached. ``rehome`` swaps the object in place: same
 name, same bindings (moved binding by binding, without recording anything: the
 definitions did not change), the old object's consumers cancelled as when a queue's home
-moves in RabbitMQ. A queue swapped away from this node holds nothing worth keeping: it
-was never led here (placements never move in this version).
+moves in RabbitMQ. A queue swapped away from this node was never led here (placements
+never move in this version): what its stand-in took in meanwhile is forwarded to the
+leader.
 """
 
 from __future__ import annotations
@@ -59,5 +60,20 @@ def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
     for consumer in list(old.consumers):
         old.remove_consumer(consumer)
         consumer.cancelled_by_broker()
+    if isinstance(new, RemoteQueue) and old.capabilities.supports_get:
+        moved_messages(old, new)
     old.close()
     return new
+
+
+def moved_messages(old: Queue, new: Queue) -> int:
+    """What a stand-in took in before its placement came goes on to the leader (a
+    stream's stand-in keeps its records: it was never read from)."""
+    moved = 0
+    while old.message_count:
+        entry = old.get(no_ack=True)
+        if entry is None:
+            break
+        new.publish(entry.message)
+        moved += 1
+    return moved

@@ -254,6 +254,10 @@ async def _a_queue_follows_its_placement_with_its_bindings(tmp_path: Path) -> No
             vhost.declare_queue("events", durable=True)
             vhost.bind("ex", vhost.queues["events"], "k", {})
         assert not isinstance(vhost.queues["events"], RemoteQueue)
+        early = await aio_pika.connect(n1.url)
+        async with early:  # taken in by the stand-in: forwarded once the placement comes
+            ch = await early.channel(publisher_confirms=True)
+            await ch.default_exchange.publish(aio_pika.Message(b"e0"), routing_key="events")
         n1.forwarding.placement.queues[("/", "events")] = Placement("n2")
         n1.forwarding.placement_changed("/", "events")
         moved = vhost.queues["events"]
@@ -267,7 +271,9 @@ async def _a_queue_follows_its_placement_with_its_bindings(tmp_path: Path) -> No
             ch = await conn.channel(publisher_confirms=True)
             ex = await ch.get_exchange("ex", ensure=False)
             await ex.publish(aio_pika.Message(b"e1", delivery_mode=2), routing_key="k")
-        assert n2.broker.vhosts["/"].queues["events"].message_count == 1
+        leader_queue = n2.broker.vhosts["/"].queues["events"]
+        assert leader_queue.message_count == 2
+        assert [leader_queue.get(no_ack=True).message.body for _ in range(2)] == [b"e0", b"e1"]
 
 
 def test_balanced_places_the_queue_on_the_node_leading_fewest(tmp_path: Path) -> None:
