@@ -267,6 +267,11 @@ class RemoteQueue:
 
         self.node.spawn(delete(), conn, ch, (50, 40))
 
+    async def delete_remote(self) -> int:
+        """queue.delete for the management API: the leader deletes it (the API checked
+        if-unused/if-empty on the counts it showed); the caller drops this proxy."""
+        return int((await self._call(wire.DELETE))["count"])
+
     async def purge_remote(self) -> int:
         """queue.purge for the management API (which awaits it)."""
         require(self, "purge")

@@ -165,6 +165,8 @@ def test_get_and_purge_on_a_node_that_does_not_lead(nodes: dict[str, BrokerProce
         assert (api["node"], api["messages"], api["state"]) == ("n2", 1, "running")
         http_delete(nodes["n1"], "/api/queues/%2F/jobs/contents")
         assert nodes["n2"].get_json("/api/queues/%2F/jobs")["messages"] == 0
+        http_delete(nodes["n3"], "/api/queues/%2F/jobs")  # deleted on its leader
+        assert "jobs" not in {q["name"] for q in nodes["n2"].get_json("/api/queues")}
     finally:
         conn.close()
 

@@ -76,11 +76,17 @@ async def delete_queue(vhost: str, name: str, request: Request, state: StateDep,
                        caller: CallerDep) -> Response:
     vh, q = _queue(state, vhost, name)
     caller.amqp(vhost).check("configure", "queue", name)
+    refresh = getattr(q, "refresh_quietly", None)  # led by another node: its counts
+    if refresh is not None:
+        await refresh()
     params = request.query_params
     if params.get("if-unused") == "true" and q.consumer_count:
         raise bad_request(f"queue '{name}' in vhost '{vhost}' in use")
     if params.get("if-empty") == "true" and q.message_count:
         raise bad_request(f"queue '{name}' in vhost '{vhost}' not empty")
+    delete = getattr(q, "delete_remote", None)  # led by another node: deleted there
+    if delete is not None:
+        await delete()
     vh.drop_queue(q)  # the API may delete an exclusive queue, as RabbitMQ's does
     return Response(status_code=204)
 
