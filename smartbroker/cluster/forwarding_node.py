@@ -253,12 +253,13 @@ class QueueForwarding:
         if leader is None or leader == self.node or spec.exclusive:
             return declare_queue(spec, host, storage)
         kind = queue_type(spec.arguments)
-        # the type's refusals (a stream's basic.get, prefetch...), but not an offset log
-        # here: the Kafka front end and /api/streams read a stream's partitions, which
-        # live on its leader
+        # the type's refusals (a stream's basic.get, prefetch...), but neither an offset
+        # log nor browsable here: the Kafka front end, /api/streams and the DLQ tools
+        # read a stream's partitions or a queue's ready list, which live on its leader
         return RemoteQueue(spec.name, spec.vhost, leader, self, durable=spec.durable,
                            auto_delete=spec.auto_delete, arguments=spec.arguments,
-                           capabilities=dataclasses.replace(kind.capabilities, offset_log=False),
+                           capabilities=dataclasses.replace(kind.capabilities, offset_log=False,
+                                                                 supports_browse=False),
                            type_name=getattr(kind, "type_name", "classic"))
 
     def _propose(self, spec: QueueSpec) -> Placement:
