@@ -1,43 +1,27 @@
 """The definitions store in cluster mode: etcd is the source of truth, the node keeps a
-watched local copy.
+watched local copy (``etcd_view.WatchedPrefix`` over ``defs/``).
 
-Two layers make the copy. ``_confirmed`` is what etcd holds, up to ``revision``: the
-prefix read at open, then every watch event in revision order (this node's own changes
-come back through the watch like everyone else's). ``_ops`` are this node's changes that
-the watch has not confirmed yet, applied over it. Reads (``load_*``) see both, so a writer
-sees its own change at once, as with SQLite.
-
-Writers are synchronous (the recorder calls them from the event loop) and only append to
-``_ops``; the writer task sends them in order, coalescing queued changes into as few
-transactions as etcd allows (128 operations, under 1.5 MiB, no key twice), and resolves
-each change's future with its revision. ``pending()`` is the future of the last change:
-what a front end awaits before it answers -ok. While etcd is unreachable the writer
-retries; a change etcd refuses (too large) fails its future and is dropped.
-
-Changes made by OTHER nodes reach ``subscribe``d callbacks as ``DefinitionChange``s: a
-callback fires whenever a watch event (or dropping a confirmed op of ours) changes what
-the local view shows for a key, so this node's own writes never fire one.
+Each writer of ``DefinitionStoreAPI`` becomes puts and deletes of the keys that
+``definitions_keys`` lays out; what a delete takes along (a queue's bindings, a user's
+permissions) is found in the local copy. Writers return at once: the change is in the
+local copy, and ``pending()`` is the future of its etcd commit, which the front end awaits
+before it answers -ok. Changes made by OTHER nodes reach ``subscribe``d callbacks as
+``DefinitionChange``s with decoded records (cluster/definitions_sync.py applies them to
+the running broker).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.cluster import definitions_keys as K
-from smartbroker.cluster.etcd_client import (
-    Delete,
-    EtcdClient,
-    EtcdRefused,
-    EtcdUnavailable,
-    Put,
-    RevisionCompactedError,
-    WatchEvent,
-)
+from smartbroker.cluster.etcd_client import Delete, EtcdClient, Put
+from smartbroker.cluster.etcd_view import WatchedPrefix
 from smartbroker.store.definitions import (
     BindingDef,
     Definitions,
@@ -52,10 +36,6 @@ from smartbroker.store.definitions import (
 
 log = logging.getLogger("smartbroker.cluster.definitions")
 
-MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
-MAX_TXN_BYTES = 1 << 20  # below etcd's 1.5 MiB request limit, with room for the framing
-_RETRY = (0.05, 0.1, 0.25, 0.5, 1.0)  # seconds between attempts while etcd is away
-
 
 @dataclass(frozen=True, slots=True)
 class DefinitionChange:
@@ -66,164 +46,55 @@ class DefinitionChange:
     new: Any
 
 
-@dataclass(eq=False, slots=True)
-class _Op:
-    op: Put | Delete
-    group: _Group
-    revision: int | None = None  # set once etcd accepted it
-
-    def covers(self, key: bytes) -> bool:
-        k = self.op.key
-        assert isinstance(k, bytes)
-        return key.startswith(k) if isinstance(self.op, Delete) and self.op.prefix else key == k
-
-
-@dataclass(eq=False, slots=True)
-class _Group:
-    """One writer call or one transaction/batch block: committed together if it fits."""
-    ops: list[_Op] = field(default_factory=list)
-    future: asyncio.Future[int] | None = None
-    cursor: int = 0  # ops before it are in a transaction already
-    unsent: int = 0  # ops etcd has not answered for yet
-
-
 class EtcdDefinitionStore:
     """``DefinitionStoreAPI`` on etcd. ``await open()`` before the broker reads it."""
 
     def __init__(self, client: EtcdClient) -> None:
         self.client = client
-        self.revision = 0  # of the last watch event applied to _confirmed
-        self._confirmed: dict[bytes, bytes] = {}
-        self._ops: list[_Op] = []
-        self._open: _Group | None = None  # the transaction/batch block being written
-        self._depth = 0
-        self._queue: list[_Group] = []
-        self._wake = asyncio.Event()
-        self._last: asyncio.Future[int] | None = None
+        self.view = WatchedPrefix(client, K.ROOT)
         self._callbacks: list[Callable[[DefinitionChange], None]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self.view.subscribe(self._changed)
 
     async def open(self) -> EtcdDefinitionStore:
-        """Read every definition, then follow changes (watch) and send ours (writer)."""
-        kvs, self.revision = await self.client.range(K.ROOT)
-        self._confirmed = {kv.key: kv.value for kv in kvs}
-        self._tasks = [asyncio.create_task(self._watch_loop(), name="definitions-watch"),
-                       asyncio.create_task(self._write_loop(), name="definitions-writer")]
+        await self.view.open()
         return self
 
     def subscribe(self, callback: Callable[[DefinitionChange], None]) -> None:
         self._callbacks.append(callback)
 
-    # -- grouping ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One group, sent as one etcd transaction when it fits in one (else in order, in
-        as few as it takes); an exception drops the block's changes. Nests."""
-        outer = self._begin()
+    def _changed(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
         try:
-            yield
-        except BaseException:
-            if outer:
-                self._rollback()
-            raise
-        finally:
-            self._depth -= 1
-        if outer:
-            self._end()
+            table, old_record = K.decode(key, old) if old is not None else ("", None)
+            table, new_record = K.decode(key, new) if new is not None else (table, None)
+        except ValueError as exc:
+            log.error("ignoring a definition change: %s", exc)
+            return
+        change = DefinitionChange(table, old_record, new_record)
+        for callback in self._callbacks:
+            callback(change)
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
+        """One etcd transaction when it fits in one; an exception drops the block."""
+        return self.view.transaction()
+
+    def batch(self) -> AbstractContextManager[None]:
         """As ``transaction``, but what the block wrote is kept even if it raises."""
-        outer = self._begin()
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if outer:
-                self._end()
-
-    def _begin(self) -> bool:
-        self._depth += 1
-        if self._depth == 1:
-            self._open = _Group()
-            return True
-        return False
-
-    def _end(self) -> None:
-        group, self._open = self._open, None
-        if group is not None and group.ops:
-            self._enqueue(group)
-
-    def _rollback(self) -> None:
-        group, self._open = self._open, None
-        if group is not None:
-            self._ops = [o for o in self._ops if o.group is not group]
-
-    def _write(self, *ops: Put | Delete) -> None:
-        group = self._open or _Group()
-        for op in ops:
-            entry = _Op(op, group)
-            group.ops.append(entry)
-            self._ops.append(entry)
-        if group is not self._open:
-            self._enqueue(group)
-
-    def _enqueue(self, group: _Group) -> None:
-        group.future = asyncio.get_running_loop().create_future()
-        group.future.add_done_callback(_retrieve)
-        group.unsent = len(group.ops)
-        self._last = group.future
-        self._queue.append(group)
-        self._wake.set()
+        return self.view.batch()
 
     def pending(self) -> asyncio.Future[int] | None:
-        """The future of the last change sent (its etcd revision); None when done."""
-        last = self._last
-        return last if last is not None and not last.done() else None
+        """The future of the last change's etcd commit (its revision); None when done."""
+        return self.view.pending()
 
     async def flush(self) -> None:
-        """Until every change written so far is in etcd (or refused)."""
-        last = self._last
-        if last is not None:
-            await asyncio.wait([last])
-
-    # -- the local view ------------------------------------------------------------------
-    def _get(self, key: bytes) -> bytes | None:
-        value = self._confirmed.get(key)
-        for o in self._ops:
-            if o.covers(key):
-                value = o.op.value if isinstance(o.op, Put) else None
-        return value
-
-    def _view(self, under: bytes = K.ROOT) -> dict[bytes, bytes]:
-        view = {k: v for k, v in self._confirmed.items() if k.startswith(under)}
-        for o in self._ops:
-            op = o.op
-            if isinstance(op, Put):
-                assert isinstance(op.key, bytes)
-                if op.key.startswith(under):
-                    view[op.key] = op.value
-            else:
-                for k in [k for k in view if o.covers(k)]:
-                    del view[k]
-        return view
-
-    def _records(self, table: str, under: bytes = b"") -> list[Any]:
-        out = []
-        for k, v in self._view(K.prefix(table) + under).items():
-            try:
-                out.append(K.decode(k, v)[1])
-            except ValueError as exc:
-                log.error("skipping definition: %s", exc)
-        return out
+        await self.view.flush()
 
     # -- writers (the DefinitionStoreAPI) ------------------------------------------------
     def save_vhost(self, v: VHostDef) -> None:
         self._put(K.vhost(v))
 
     def delete_vhost(self, name: str) -> None:
-        with self.transaction():
-            self._write(*(Delete(K.prefix(t, name), prefix=True) for t in
+        with self.view.transaction():
+            self.view.write(*(Delete(K.prefix(t, name), prefix=True) for t in
                           ("exchanges", "queues", "bindings", "policies", "permissions",
                            "topic_permissions")), Delete(K.key("vhosts", name)))
 
@@ -232,16 +103,16 @@ class EtcdDefinitionStore:
 
     def delete_user(self, name: str) -> None:
         """As SQLite: credentials, permissions and topic permissions go, limits stay."""
-        owned = [k for t in ("permissions", "topic_permissions") for k in self._view(K.prefix(t))
+        owned = [k for t in ("permissions", "topic_permissions") for k in self.view.view(K.prefix(t))
                  if K.split(k)[1][1] == name]
-        self._write(Delete(K.key("users", name)), Delete(K.key("user_scram", name)),
+        self.view.write(Delete(K.key("users", name)), Delete(K.key("user_scram", name)),
                     *(Delete(k) for k in owned))
 
     def save_user_limits(self, name: str, limits: dict[str, int]) -> None:
         if limits:
             self._put(K.user_limits(name, limits))
         else:
-            self._write(Delete(K.key("user_limits", name)))
+            self.view.write(Delete(K.key("user_limits", name)))
 
     def load_user_limits(self) -> dict[str, dict[str, int]]:
         return dict(self._records("user_limits"))
@@ -250,7 +121,7 @@ class EtcdDefinitionStore:
         if rows:
             self._put(K.user_scram(name, rows))
         else:
-            self._write(Delete(K.key("user_scram", name)))
+            self.view.write(Delete(K.key("user_scram", name)))
 
     def load_user_scram(self) -> dict[str, dict[str, tuple[str, int, str, str]]]:
         return dict(self._records("user_scram"))
@@ -259,13 +130,13 @@ class EtcdDefinitionStore:
         self._put(K.permission(p))
 
     def delete_permission(self, user: str, vhost: str) -> None:
-        self._write(Delete(K.key("permissions", vhost, user)))
+        self.view.write(Delete(K.key("permissions", vhost, user)))
 
     def save_topic_permission(self, p: dict[str, str]) -> None:
         self._put(K.topic_permission(p))
 
     def delete_topic_permission(self, user: str, vhost: str, exchange: str) -> None:
-        self._write(Delete(K.key("topic_permissions", vhost, user, exchange)))
+        self.view.write(Delete(K.key("topic_permissions", vhost, user, exchange)))
 
     def load_topic_permissions(self) -> list[dict[str, str]]:
         return sorted(self._records("topic_permissions"),
@@ -277,7 +148,7 @@ class EtcdDefinitionStore:
     def delete_exchange(self, vhost: str, name: str) -> None:
         """Also the bindings from it (one prefix) and to it (found in the local view)."""
         to_it = self._bindings_to(vhost, "exchange", name)
-        self._write(Delete(K.key("exchanges", vhost, name)),
+        self.view.write(Delete(K.key("exchanges", vhost, name)),
                     Delete(K.prefix("bindings", vhost, name), prefix=True),
                     *(Delete(k) for k in to_it))
 
@@ -286,26 +157,26 @@ class EtcdDefinitionStore:
 
     def delete_queue(self, vhost: str, name: str) -> None:
         to_it = self._bindings_to(vhost, "queue", name)
-        self._write(Delete(K.key("queues", vhost, name)), *(Delete(k) for k in to_it))
+        self.view.write(Delete(K.key("queues", vhost, name)), *(Delete(k) for k in to_it))
 
     def _bindings_to(self, vhost: str, kind: str, name: str) -> list[bytes]:
-        return [k for k in self._view(K.prefix("bindings", vhost))
+        return [k for k in self.view.view(K.prefix("bindings", vhost))
                 if K.split(k)[1][2:4] == [kind, name]]
 
     def save_binding(self, b: BindingDef) -> None:
         self._put(K.binding(b))
 
     def delete_binding(self, b: BindingDef) -> None:
-        self._write(Delete(K.binding_key(b)))
+        self.view.write(Delete(K.binding_key(b)))
 
     def save_policy(self, p: PolicyDef) -> None:
         self._put(K.policy(p))
 
     def delete_policy(self, vhost: str, name: str) -> None:
-        self._write(Delete(K.key("policies", vhost, name)))
+        self.view.write(Delete(K.key("policies", vhost, name)))
 
     def _put(self, entry: K.Entry) -> None:
-        self._write(Put(entry.key, entry.value))
+        self.view.write(Put(entry.key, entry.value))
 
     def load_all(self) -> Definitions:
         r = self._records
@@ -319,158 +190,18 @@ class EtcdDefinitionStore:
                                                           d.routing_key, dumps(d.arguments))),
             policies=sorted(r("policies"), key=lambda d: (d.vhost, d.name)))
 
+    def _records(self, table: str, under: bytes = b"") -> list[Any]:
+        out = []
+        for k, v in self.view.view(K.prefix(table) + under).items():
+            try:
+                out.append(K.decode(k, v)[1])
+            except ValueError as exc:
+                log.error("skipping definition: %s", exc)
+        return out
+
     def close(self) -> None:
-        """Stop watching and writing (changes not yet in etcd were never answered -ok)."""
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
+        self.view.close()
 
     async def aclose(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.flush(), self.client.timeout)
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    # -- the writer ----------------------------------------------------------------------
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                txn = self._next_txn()
-                revision = await self._commit([o.op for o in txn])
-                for o in txn:
-                    o.revision = revision
-                    o.group.unsent -= 1
-                    future = o.group.future
-                    if future is not None and not future.done():
-                        if revision is None:
-                            future.set_exception(EtcdRefused("etcd refused the change"))
-                        elif o.group.unsent == 0:
-                            future.set_result(revision)
-                if revision is None:  # refused: the view forgets it (callbacks say so)
-                    self._forget(txn)
-
-    def _next_txn(self) -> list[_Op]:
-        """The longest run of queued ops etcd takes as one transaction (a group too big
-        for one goes out in several, in order)."""
-        txn: list[_Op] = []
-        puts: set[bytes] = set()
-        dels: list[_Op] = []
-        size = 0
-        while self._queue:
-            group = self._queue[0]
-            while group.cursor < len(group.ops):
-                o = group.ops[group.cursor]
-                key = o.op.key
-                assert isinstance(key, bytes)
-                if isinstance(o.op, Put):  # etcd: no key twice, no put inside a delete
-                    cost = len(key) + len(o.op.value) + 32
-                    clash = key in puts or any(d.covers(key) for d in dels)
-                else:
-                    cost = len(key) + 32
-                    clash = any(o.covers(p) for p in puts)
-                if txn and (clash or len(txn) == MAX_TXN_OPS or size + cost > MAX_TXN_BYTES):
-                    return txn
-                txn.append(o)
-                group.cursor += 1
-                size += cost
-                if isinstance(o.op, Put):
-                    puts.add(key)
-                else:
-                    dels.append(o)
-            self._queue.pop(0)
-        return txn
-
-    async def _commit(self, ops: list[Put | Delete]) -> int | None:
-        attempt = 0
-        while True:
-            try:
-                return await self.client.commit(ops)
-            except EtcdRefused as exc:
-                log.error("etcd refused a definitions change (%d operation(s)): %s",
-                          len(ops), exc)
-                return None
-            except EtcdUnavailable as exc:
-                delay = _RETRY[min(attempt, len(_RETRY) - 1)]
-                attempt += 1
-                if attempt == 1 or attempt % 20 == 0:
-                    log.warning("definitions change waits for etcd: %s", exc)
-                await asyncio.sleep(delay)
-
-    def _forget(self, txn: list[_Op]) -> None:
-        dropped = set(txn)
-        keys = self._touched(txn)
-        before = {k: self._get(k) for k in keys}
-        self._ops = [o for o in self._ops if o not in dropped]
-        self._notify(before)
-
-    # -- the watch -----------------------------------------------------------------------
-    async def _watch_loop(self) -> None:
-        while True:
-            try:
-                async for event in self.client.watch(K.ROOT, start_revision=self.revision + 1):
-                    self._apply(event)
-            except RevisionCompactedError:
-                await self._resync()
-
-    def _apply(self, event: WatchEvent) -> None:
-        """One change from etcd: ops of ours it supersedes leave the overlay first."""
-        done = [o for o in self._ops if o.revision is not None and o.revision < event.revision]
-        keys = self._touched(done)
-        keys.add(event.key)
-        before = {k: self._get(k) for k in keys}
-        if done:
-            finished = set(done)
-            self._ops = [o for o in self._ops if o not in finished]
-        if event.kind == "put":
-            self._confirmed[event.key] = event.value
-        else:
-            self._confirmed.pop(event.key, None)
-        self.revision = event.revision
-        self._notify(before)
-
-    async def _resync(self) -> None:
-        """The history since our revision was compacted away: read everything again."""
-        kvs, revision = await self.client.range(K.ROOT)
-        before = {k: self._get(k) for k in {*self._confirmed, *(kv.key for kv in kvs)}}
-        self._confirmed = {kv.key: kv.value for kv in kvs}
-        self.revision = revision
-        self._notify(before)
-
-    def _touched(self, ops: list[_Op]) -> set[bytes]:
-        keys: set[bytes] = set()
-        for o in ops:
-            key = o.op.key
-            assert isinstance(key, bytes)
-            if isinstance(o.op, Delete) and o.op.prefix:
-                keys.update(k for k in self._confirmed if k.startswith(key))
-            else:
-                keys.add(key)
-        return keys
-
-    def _notify(self, before: dict[bytes, bytes | None]) -> None:
-        for key, old in before.items():
-            new = self._get(key)
-            if new == old:
-                continue
-            try:
-                table, old_record = K.decode(key, old) if old is not None else ("", None)
-                table, new_record = K.decode(key, new) if new is not None else (table, None)
-            except ValueError as exc:
-                log.error("ignoring a definition change: %s", exc)
-                continue
-            change = DefinitionChange(table, old_record, new_record)
-            for callback in self._callbacks:
-                try:
-                    callback(change)
-                except Exception:
-                    log.exception("applying %s %s failed", table, key)
-
-
-def _retrieve(future: asyncio.Future[int]) -> None:
-    """A refusal nobody awaited is logged by the writer, not as 'never retrieved'."""
-    if not future.cancelled():
-        future.exception()
+        """Send what is queued (for up to the client's timeout), then stop."""
+        await self.view.aclose()
