@@ -25,6 +25,7 @@ from smartbroker.broker.vhost import VirtualHost
 from smartbroker.errors import AMQPError
 from smartbroker.queues.base import Storage
 from smartbroker.store.definitions import Definitions, DefinitionStore, PermissionDef
+from smartbroker.store.definitions_api import DefinitionStoreAPI
 from smartbroker.store.executors import Executors
 
 if TYPE_CHECKING:
@@ -43,11 +44,15 @@ def message_segment_bytes() -> int:
 
 
 class Persistence:
-    def __init__(self, data_dir: Path, fsync: str = "batch") -> None:
+    def __init__(self, data_dir: Path, fsync: str = "batch",
+                 definitions: DefinitionStoreAPI | None = None) -> None:
+        """``definitions``: cluster mode's store (etcd); else SQLite in ``data_dir``."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.fsync = fsync
-        self.definitions = DefinitionStore(data_dir / "definitions.sqlite3")
+        self.definitions: DefinitionStoreAPI = (
+            definitions if definitions is not None
+            else DefinitionStore(data_dir / "definitions.sqlite3"))
         self.executors = Executors()  # the disk worker threads of every store below
         self.messages = MessageStore(data_dir / "messages", fsync=fsync,
                                      segment_bytes=message_segment_bytes(),

@@ -1,4 +1,5 @@
-"""The definitions recorder: writes every durable definition change to SQLite as it happens.
+"""The definitions recorder: writes every durable definition change to the definitions
+store (SQLite; etcd in a cluster) as it happens.
 
 Users, Permissions, every VirtualHost and the Broker get it in their constructors as their
 ``listener``. While ``restoring`` is on, it writes nothing: startup rebuilds the broker
@@ -10,7 +11,7 @@ written, as in RabbitMQ.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 from smartbroker.broker.exchange import Binding, Exchange
@@ -18,7 +19,6 @@ from smartbroker.broker.permissions import Permission, TopicPermission
 from smartbroker.broker.policies import Policy
 from smartbroker.store.definitions import (
     BindingDef,
-    DefinitionStore,
     ExchangeDef,
     PermissionDef,
     PolicyDef,
@@ -26,6 +26,7 @@ from smartbroker.store.definitions import (
     UserDef,
     VHostDef,
 )
+from smartbroker.store.definitions_api import DefinitionStoreAPI
 
 
 def _persisted_queue(q: Any) -> bool:
@@ -49,9 +50,15 @@ class DefinitionsRecorder:
     """Listener of Users, Permissions, VirtualHost and Broker (definition changes only;
     never on the message path, so the ``restoring`` check costs nothing that matters)."""
 
-    def __init__(self, definitions: DefinitionStore) -> None:
+    def __init__(self, definitions: DefinitionStoreAPI) -> None:
         self.definitions = definitions
         self.restoring = False  # on while startup reads the store back: write nothing
+
+    def pending(self) -> Awaitable[object] | None:
+        """What a front end awaits before it answers -ok for the changes recorded so far:
+        None on a single node (SQLite commits in the call), the etcd commit in a cluster
+        ("a declare answers -ok only after etcd accepted it")."""
+        return self.definitions.pending()
 
     @contextlib.contextmanager
     def replaying(self) -> Iterator[None]:
