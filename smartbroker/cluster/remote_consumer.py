@@ -17,6 +17,7 @@ in the entry). A delivery for a consumer that is gone goes back (requeue) at onc
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ class Subscriptions:
         self.by_sub: dict[int, Subscription] = {}
         self.by_consumer: dict[int, Subscription] = {}
         self._ids: Callable[[], int] = itertools.count(1).__next__
+        self._woken: list[Consumer] = []  # to grant credit to at the end of this pass
 
     def _credit(self, consumer: Consumer) -> int:
         credit_left = getattr(consumer, "credit_left", None)
@@ -65,6 +67,7 @@ class Subscriptions:
         self.by_sub[sub.sub] = sub
         self.by_consumer[id(consumer)] = sub
         sub.granted = self._credit(consumer)
+        consumer.parked = sub.granted == 0
         payload = wire.encode({
             "vhost": queue.vhost, "queue": queue.name, "sub": sub.sub, "tag": consumer.tag,
             "no_ack": consumer.no_ack, "exclusive": consumer.exclusive,
@@ -113,11 +116,31 @@ class Subscriptions:
         gone = bool(getattr(getattr(consumer, "channel", None), "torn_down", False))
         self.node.send_op(queue.leader, Op.CANCEL, sub.sub, 0, int(gone))
 
+    def wake(self, consumer: Consumer) -> None:
+        """Credit may be back: granted at the end of this pass, after the settlement that
+        woke it (a requeue reaches the leader before the credit, so the requeued message
+        is the one delivered next, as on one node)."""
+        consumer.parked = False
+        self._woken.append(consumer)
+        if len(self._woken) == 1:
+            asyncio.get_running_loop().call_soon(self._grant_woken)
+
+    def _grant_woken(self) -> None:
+        woken, self._woken = self._woken, []
+        for consumer in woken:
+            self.top_up(consumer)
+
     def top_up(self, consumer: Consumer) -> None:
+        """Grant the leader what ``consumer`` can take now beyond what it was granted. A
+        consumer left without credit is parked: its channel wakes it (``RemoteQueue.wake``)
+        when an ack, qos, flow or writability may give some back, as a local queue's ring
+        does, so nothing scans consumers per ack."""
         sub = self.by_consumer.get(id(consumer))
         if sub is None:
             return
-        want = self._credit(consumer) - sub.granted
+        credit = self._credit(consumer)
+        consumer.parked = credit == 0
+        want = credit - sub.granted
         if want > 0 and (want >= WINDOW // 2 or sub.granted < WINDOW // 2):
             sub.granted += want
             self.node.send_op(sub.queue.leader, Op.CREDIT, sub.sub, 0, want)

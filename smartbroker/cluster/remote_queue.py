@@ -154,14 +154,12 @@ class RemoteQueue:
             self.node.subscriptions.unsubscribe(self, consumer)
 
     def wake(self, consumer: Consumer) -> None:
-        self.node.subscriptions.top_up(consumer)
+        self.node.subscriptions.wake(consumer)
 
     def dispatch(self) -> None:
-        """Credit may be back (ack, qos, writable): grant the leader what our consumers
-        can take now."""
-        top_up = self.node.subscriptions.top_up
-        for consumer in self.consumers:
-            top_up(consumer)
+        """Deliveries come from the leader; credit goes back to it through ``wake`` (a
+        consumer left without credit is parked, and its channel wakes it)."""
+        return None
 
     @property
     def exclusive_consumer(self) -> bool:

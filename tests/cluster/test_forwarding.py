@@ -392,15 +392,16 @@ def test_publishers_wait_while_the_leaders_link_is_full(tmp_path: Path) -> None:
 
 
 async def _publishers_wait_while_the_leaders_link_is_full(tmp_path: Path) -> None:
-    """A leader granting little credit (a 16 KiB window) holds the publisher back instead
-    of the first node buffering without bound; every message arrives."""
-    async with cluster(tmp_path, window=16 * 1024) as (n1, n2, n3):
+    """A leader granting little credit (a 4 KiB window, 5 kB messages: each one uses it
+    up) holds the publisher back instead of the first node buffering without bound;
+    every message arrives."""
+    async with cluster(tmp_path, window=4096) as (n1, n2, n3):
         await declare_on_leader(n2, [n1, n2, n3], "flood")
         def burst() -> None:  # pika in a thread: the publishes reach node 1 in big reads
             conn = pika.BlockingConnection(pika.URLParameters(n1.url))
             ch = conn.channel()
             for _ in range(300):
-                ch.basic_publish("", "flood", b"x" * 1000)
+                ch.basic_publish("", "flood", b"x" * 5000)
             conn.close()
 
         await asyncio.to_thread(burst)
