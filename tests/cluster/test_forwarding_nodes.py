@@ -66,8 +66,10 @@ def declare_everywhere(nodes: dict[str, BrokerProcess], queue: str, first: str) 
     """Declared on ``first`` (its leader), then on the others, until each names it."""
     for name in (first, *(n for n in NAMES if n != first)):
         conn = pika.BlockingConnection(pika.URLParameters(nodes[name].url))
-        conn.channel().queue_declare(queue, durable=True)
-        conn.close()
+        try:  # a redeclare asks the leader: retried while the links come up (404)
+            poll(lambda c=conn: _declared(c, queue), f"{queue} declared on {name}")
+        finally:
+            conn.close()
     for name in NAMES:
         poll(lambda n=name: leader_seen(nodes[n], queue) == first, f"{name} sees {queue} on {first}")
 
@@ -239,6 +241,15 @@ def http_delete(proc: BrokerProcess, path: str) -> None:
                                      method="DELETE", headers={"Authorization": AUTH})
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 204
+
+
+def _declared(conn: Any, queue: str) -> bool:
+    try:
+        conn.channel().queue_declare(queue, durable=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404, exc
+        return False
 
 
 def _linked(conn: Any, queue: str) -> bool:
