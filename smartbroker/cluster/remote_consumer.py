@@ -164,6 +164,11 @@ class Subscriptions:
                                   body))
                 continue
             sub.granted -= 1
+            channel = getattr(sub.consumer, "channel", None)
+            if channel is not None and (channel.closing or channel.torn_down):
+                if handle:  # its channel is closing: nothing more may go out on it
+                    self.node.send_op(peer, Op.REQUEUE, sub_id, handle, 0)
+                continue
             msg = wire.message(route, properties, body)
             entry = RemoteEntry(msg, handle, bool(redelivered), sub_id)
             sub.queue.stats["deliver"] += 1
