@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.auth import ScramCredential
@@ -36,8 +38,12 @@ _RANK = {table: i for i, table in enumerate(ORDER)}
 class DefinitionsSync:
     """Subscribed to the store; ``applied`` counts the changes applied (tests wait on it)."""
 
-    def __init__(self, broker: Broker, store: EtcdDefinitionStore) -> None:
+    def __init__(self, broker: Broker, store: EtcdDefinitionStore,
+                 applying: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+        """``applying``: the block every pass runs in (forwarding's ``applying_peers``: a
+        queue declared here for another node is never placed by this node)."""
         self.broker = broker
+        self.applying = applying
         self._changes: list[DefinitionChange] = []
         self._scheduled = False
         self.applied = 0
@@ -57,7 +63,7 @@ class DefinitionsSync:
         saves = sorted((c for c in changes if c.new is not None), key=lambda c: _RANK[c.table])
         recorder = self.broker.recorder
         assert recorder is not None
-        with recorder.replaying():
+        with recorder.replaying(), self.applying():
             for change in (*deletes, *saves):
                 try:
                     getattr(self, f"_{change.table}")(change.old, change.new)

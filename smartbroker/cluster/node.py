@@ -59,6 +59,8 @@ class ClusterNode:
         self.membership = Membership(self.etcd, record, config.cluster_lease_ttl)
         self.link: ClusterLink | None = None  # the cluster link, once started
         self.forwarding: Any = None  # forwarding_node.QueueForwarding, once started
+        self.definitions: Any = None  # definitions_etcd.EtcdDefinitionStore, once open
+        self.definitions_sync: Any = None  # definitions_sync.DefinitionsSync
 
     async def connect(self) -> None:
         """etcd answers and the name is free, or ClusterError (and nothing left open)."""
@@ -104,6 +106,30 @@ class ClusterNode:
         except MembershipError as exc:
             await self.link.close()
             raise ClusterError(str(exc)) from None
+
+    async def open_definitions(self) -> Any:
+        """The cluster's definitions store (etcd), read and followed; ClusterError."""
+        from smartbroker.cluster.definitions_sync import open_definitions
+
+        try:
+            self.definitions = await open_definitions(self.etcd)
+        except EtcdUnavailable as exc:
+            raise ClusterError(f"cannot read the definitions: {_short(exc)}") from None
+        return self.definitions
+
+    def follow_definitions(self, broker: Any, store: Any) -> None:
+        """Other nodes' definition changes are applied to ``broker`` from now on."""
+        from smartbroker.cluster.definitions_sync import DefinitionsSync
+
+        self.definitions_sync = DefinitionsSync(broker, store, self._applying_peers)
+
+    def _applying_peers(self) -> Any:
+        """Forwarding's ``applying_peers`` once it runs (queues applied for other nodes
+        are never placed here)."""
+        import contextlib
+
+        forwarding = self.forwarding
+        return forwarding.applying_peers() if forwarding is not None else contextlib.nullcontext()
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node, up or down, for ``/api/nodes`` (RabbitMQ's field names)."""

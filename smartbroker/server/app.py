@@ -114,13 +114,28 @@ async def join_cluster(config: Config) -> Any:
     return node
 
 
+async def cluster_definitions(cluster: Any) -> Any:
+    """Cluster mode's definitions: read from etcd (then followed) before the broker
+    restores from them; else one StartupError line."""
+    from smartbroker.cluster.node import ClusterError
+
+    try:
+        return await cluster.open_definitions()
+    except ClusterError as exc:
+        await cluster.etcd.close()  # not a member yet: nothing else to undo
+        raise StartupError(str(exc)) from None
+
+
 async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     check_data_dir(config.data_dir)
     tls = tls_context(config)
     cluster = await join_cluster(config) if config.etcd else None
     try:
-        persistence = Persistence(config.data_dir, config.fsync)
+        definitions = await cluster_definitions(cluster) if cluster is not None else None
+        persistence = Persistence(config.data_dir, config.fsync, definitions)
         broker = Broker(config, persistence)  # restores from it before returning
+        if cluster is not None:  # other nodes' definition changes, applied here
+            cluster.follow_definitions(broker, definitions)
     except OSError as exc:
         raise StartupError(f"cannot recover from data directory {config.data_dir}: "
                            f"{exc.strerror or exc}"

@@ -41,6 +41,7 @@ from smartbroker.protocol.events import (
 )
 from smartbroker.protocol.states import CONNECTION, HANDSHAKE, SERVER, State
 from smartbroker.server.heartbeat import Heartbeats
+from smartbroker.server.held import hold_for_definitions
 from smartbroker.server.tls import peer_common_name
 
 if TYPE_CHECKING:
@@ -226,6 +227,9 @@ class AMQPConnection(asyncio.Protocol):
                 raise err.at(*ids) from None
             return
         ch = self.channels[number]
+        recorder = self.broker.recorder  # cluster mode: -ok after etcd took the change
+        before = recorder.pending() if recorder is not None else None
+        mark = len(self._out)
         try:
             handler = CHANNEL_HANDLERS.get(type(method))
             if handler is None:
@@ -235,6 +239,11 @@ class AMQPConnection(asyncio.Protocol):
             self.channel_failed(ch, err.at(*ids))
         except ConnectionError as err:
             raise err.at(*ids) from None
+        if recorder is not None and self.held is None:
+            after = recorder.pending()  # None on a single node: SQLite committed already
+            if after is not None and after is not before and len(self._out) >= mark:
+                answer, self._out[mark:] = self._out[mark:], []
+                hold_for_definitions(self, ch, after, answer, ids)
 
     def tuned(self) -> None:
         """tune-ok went through the protocol: copy the negotiated values, start heartbeats."""

@@ -19,14 +19,21 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from smartbroker.errors import ChannelError
+
 log = logging.getLogger("smartbroker.connection")
 
 
-def answer_when_done(conn: Any, future: Future[Any], send: Callable[[], None],
-                     fail: Callable[[BaseException], None]) -> None:
+def answer_when_done(conn: Any, future: Future[Any] | asyncio.Future[Any],
+                     send: Callable[[], None], fail: Callable[[BaseException], None]) -> None:
     """``send()`` once ``future`` is done (``fail(exc)`` if it failed); until then
-    ``conn`` (an ``AMQPConnection``) reads and handles nothing more."""
-    waiting = asyncio.wrap_future(future)
+    ``conn`` (an ``AMQPConnection``) reads and handles nothing more. In a cluster the
+    answer also waits for the etcd commit of the definitions changed so far."""
+    waiting: asyncio.Future[Any] = asyncio.wrap_future(future)
+    recorder = conn.broker.recorder
+    committed = recorder.pending() if recorder is not None else None
+    if committed is not None:
+        waiting = asyncio.gather(waiting, committed)
     conn.held = waiting
     if conn.transport is not None:
         conn.transport.pause_reading()
@@ -47,3 +54,14 @@ def answer_when_done(conn: Any, future: Future[Any], send: Callable[[], None],
         conn.handle_buffered()  # what arrived after the held method, then one flush
 
     waiting.add_done_callback(release)
+
+
+def hold_for_definitions(conn: Any, ch: Any, committed: asyncio.Future[Any],
+                         answer: list[bytes], ids: tuple[int, int]) -> None:
+    """Cluster mode: ``answer`` (what a handler wrote after changing definitions) goes out
+    once etcd accepted the change ("a declare answers -ok only after etcd accepted it");
+    a change etcd refused closes the channel instead (541, as an internal error)."""
+    def fail(exc: BaseException) -> None:
+        conn.channel_failed(ch, ChannelError(541, f"INTERNAL_ERROR - the definitions store "
+                                                  f"refused the change: {exc}", *ids))
+    answer_when_done(conn, committed, lambda: conn.write_many(answer), fail)

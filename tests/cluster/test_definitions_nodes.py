@@ -1,0 +1,170 @@
+"""Definitions in etcd with real nodes: a declare's -ok comes after etcd holds it, what
+one node declares the other knows, and /api/definitions exports and imports the whole
+cluster's definitions."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from smartbroker.cluster.definitions_keys import key
+from smartbroker.cluster.etcd_client import EtcdClient
+from smartbroker.cluster.etcd_process import EtcdProcess, etcd_binary
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.conftest import assert_clean_log
+
+AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def poll(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+def api(proc: BrokerProcess, path: str, body: Any = None, method: str = "GET") -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{proc.host}:{proc.management_port}{path}",
+                                 data=data, method=method,
+                                 headers={"Authorization": AUTH,
+                                          "Content-Type": "application/json"})
+    try:
+        with _DIRECT.open(req, timeout=10) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{method} {path}: {exc.code} {exc.read()!r}") from None
+    return json.loads(raw) if raw else None
+
+
+@pytest.fixture(scope="module")
+def own_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    """An etcd of this module's own: one test freezes it (SIGSTOP)."""
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
+    proc = EtcdProcess(tmp_path_factory.mktemp("etcd")).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(own_etcd: EtcdProcess, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[str, list[BrokerProcess]]]:
+    tmp = tmp_path_factory.mktemp("definitions")
+    name = f"d-{free_port()}"
+    procs = [BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log",
+                           etcd=own_etcd.endpoint, node_name=n, cluster_name=name)
+             for n in ("d1", "d2")]
+    try:
+        for proc in procs:
+            proc.start()
+        yield name, procs
+    finally:
+        for proc in procs:
+            proc.stop()
+        for proc in procs:
+            assert_clean_log(proc)
+
+
+def etcd_has(etcd: EtcdProcess, cluster: str, k: bytes) -> bool:
+    async def get() -> bool:
+        async with EtcdClient(etcd.endpoint, cluster) as client:
+            return await client.get(k) is not None
+    return asyncio.run(get())
+
+
+def test_declare_ok_means_etcd_holds_it_and_the_other_node_knows(
+        own_etcd: EtcdProcess, cluster: tuple[str, list[BrokerProcess]]) -> None:
+    name, (d1, d2) = cluster
+    conn = pika.BlockingConnection(pika.URLParameters(d1.url))
+    try:
+        ch = conn.channel()
+        ch.exchange_declare("defs.x", "topic", durable=True)
+        ch.queue_declare("defs/q", durable=True, arguments={"x-max-length": 5})
+        ch.queue_bind("defs/q", "defs.x", "a.#")
+        # each -ok came after etcd's commit: the keys are there now, no waiting
+        assert etcd_has(own_etcd, name, key("exchanges", "/", "defs.x"))
+        assert etcd_has(own_etcd, name, key("queues", "/", "defs/q"))
+    finally:
+        conn.close()
+    poll(lambda: any(b["source"] == "defs.x" and b["destination"] == "defs/q"
+                     for b in api(d2, "/api/bindings/%2F")), "the binding on d2")
+    exchange = api(d2, "/api/exchanges/%2F/defs.x")
+    assert exchange["type"] == "topic" and exchange["durable"]
+
+
+def test_definitions_export_and_import_cover_the_cluster(
+        cluster: tuple[str, list[BrokerProcess]]) -> None:
+    _, (d1, d2) = cluster
+    api(d1, "/api/definitions", {
+        "vhosts": [{"name": "imported"}],
+        "users": [{"name": "alice", "password_hash": "", "tags": "management"}],
+        "permissions": [{"user": "alice", "vhost": "imported", "configure": ".*",
+                         "write": ".*", "read": ".*"}],
+        "queues": [{"name": "iq", "vhost": "imported", "durable": True,
+                    "auto_delete": False, "arguments": {"x-message-ttl": 1000}}],
+        "exchanges": [{"name": "ix", "vhost": "imported", "type": "fanout", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+        "bindings": [{"source": "ix", "vhost": "imported", "destination": "iq",
+                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
+    }, method="POST")
+
+    def exported() -> dict[str, Any]:
+        return api(d2, "/api/definitions")
+
+    poll(lambda: any(b["source"] == "ix" for b in exported()["bindings"]),
+         "the imported definitions exported by the other node")
+    defs = exported()
+    assert {"name": "imported"} in [{"name": v["name"]} for v in defs["vhosts"]]
+    assert any(u["name"] == "alice" for u in defs["users"])
+    assert any(p["user"] == "alice" and p["vhost"] == "imported" for p in defs["permissions"])
+    assert [q["arguments"] for q in defs["queues"] if q["name"] == "iq"] == [
+        {"x-message-ttl": 1000}]
+
+
+def test_declare_ok_waits_while_etcd_is_frozen(own_etcd: EtcdProcess,
+                                              cluster: tuple[str, list[BrokerProcess]]) -> None:
+    """No -ok while etcd cannot commit (SIGSTOP); it comes once etcd is back."""
+    name, (d1, _) = cluster
+    answered = threading.Event()
+    errors: list[BaseException] = []
+
+    def declare() -> None:
+        try:
+            conn = pika.BlockingConnection(pika.URLParameters(d1.url))
+            try:
+                conn.channel().queue_declare("frozen.q", durable=True)
+                answered.set()
+            finally:
+                conn.close()
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+            answered.set()
+
+    assert own_etcd.proc is not None
+    os.kill(own_etcd.proc.pid, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=declare)
+        worker.start()
+        assert not answered.wait(1.0), "declare-ok came while etcd was frozen"
+    finally:
+        os.kill(own_etcd.proc.pid, signal.SIGCONT)
+    worker.join(20)
+    assert answered.is_set() and not errors, errors
+    assert etcd_has(own_etcd, name, key("queues", "/", "frozen.q"))
