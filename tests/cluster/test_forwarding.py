@@ -1,24 +1,17 @@
-"""Queues led by another node: publish on node 1 to a queue led by node 2, consumed on
-node 3, with confirms, acks, requeue (redelivered) and prefetch as on one node; basic.get
-and purge from a node that does not lead the queue; a leader that is down answers with
-RabbitMQ's 404.
-
-Three brokers run in this test's event loop, each with its real AMQP listener on a free
-loopback port and its real cluster link (``ClusterLink``, authenticated TCP); clients
-are aio-pika over real sockets. What etcd will do in a full cluster (definitions and
-placements seen by every node) is done here by declaring the same queue on each node
-with the placement recorded in each node's table: the code under test is forwarding.
+"""Queues led by another node, on an in-process cluster (``forwarding_cluster``): publish
+on node 1 to a queue led by node 2, consumed on node 3, with confirms, acks, requeue
+(redelivered) and prefetch as on one node; basic.get, purge and delete from a node that
+does not lead the queue; a leader that is down answers with RabbitMQ's 404; placement
+(balanced, stand-ins rehomed with their bindings); the leader's answers to consume;
+publishers held back while a leader's link is full.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import aio_pika.exceptions
@@ -26,92 +19,9 @@ import aiormq.exceptions
 import pika
 import pytest
 
-from smartbroker.broker.core import Broker
-from smartbroker.broker.persistence import Persistence
-from smartbroker.cluster.forwarding_node import QueueForwarding
-from smartbroker.cluster.link import ClusterLink
-from smartbroker.cluster.placement import Placement, PlacementTable
+from smartbroker.cluster.placement import Placement
 from smartbroker.cluster.remote_queue import RemoteQueue
-from smartbroker.config import Config
-from smartbroker.server.connection import AMQPConnection
-from smartbroker.server.flush import Flusher
-
-SECRET = b"forwarding-test-secret"
-TIMEOUT = 10.0
-
-
-@dataclass
-class Node:
-    name: str
-    broker: Broker
-    persistence: Persistence
-    server: asyncio.AbstractServer
-    link: ClusterLink
-    forwarding: QueueForwarding
-
-    @property
-    def url(self) -> str:
-        port = self.server.sockets[0].getsockname()[1]
-        return f"amqp://guest:guest@127.0.0.1:{port}/"
-
-    def place(self, queue: str, leader: str, **declare: object) -> None:
-        """What the definitions watch does on every node: the placement, then the queue."""
-        self.forwarding.placement.queues[("/", queue)] = Placement(leader)
-        if self.name != leader:
-            self.broker.vhosts["/"].declare_queue(queue, **declare)  # type: ignore[arg-type]
-
-
-async def start_node(name: str, directory: Path, window: int = 4 * 1024 * 1024) -> Node:
-    config = Config(data_dir=directory)
-    persistence = Persistence(directory)
-    broker = Broker(config, persistence)
-    flusher = Flusher()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: AMQPConnection(broker, flusher), "127.0.0.1", 0)
-    link = await ClusterLink(name, "forwarding-test", SECRET, heartbeat=0.2,
-                             window=window).start()
-    forwarding = QueueForwarding(name, broker.vhosts, link, PlacementTable(name),
-                                 connections=broker.connections)
-    forwarding.register(link)
-    link.on_writable(forwarding.writable)
-    forwarding.attach(broker.vhosts.values())
-    return Node(name, broker, persistence, server, link, forwarding)
-
-
-async def stop_node(node: Node) -> None:
-    await node.link.close()
-    for conn in list(node.broker.connections):
-        if conn.transport is not None:
-            conn.transport.abort()
-    node.server.close()
-    await node.server.wait_closed()
-    await node.persistence.aclose(node.broker)
-
-
-@contextlib.asynccontextmanager
-async def cluster(tmp_path: Path, window: int = 4 * 1024 * 1024) -> AsyncIterator[list[Node]]:
-    nodes = [await start_node(f"n{i}", tmp_path / f"n{i}", window) for i in (1, 2, 3)]
-    try:
-        for a in nodes:
-            for b in nodes:
-                if a is not b:
-                    a.link.add_peer(b.name, "127.0.0.1", b.link.port)
-        for a in nodes:
-            for b in nodes:
-                if a is not b:
-                    await a.link.wait_connected(b.name, TIMEOUT)
-        yield nodes
-    finally:
-        for node in nodes:
-            await stop_node(node)
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-    return None
+from tests.cluster.forwarding_cluster import TIMEOUT, cluster, declare_on_leader, ignore, run
 
 
 @pytest.fixture(autouse=True)
@@ -120,15 +30,6 @@ def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not bad, [r.getMessage() for r in bad]
-
-
-async def declare_on_leader(leader: Node, nodes: list[Node], queue: str) -> None:
-    conn = await aio_pika.connect(leader.url)
-    async with conn:
-        ch = await conn.channel()
-        await ch.declare_queue(queue, durable=True)
-    for node in nodes:
-        node.place(queue, leader.name, durable=True)
 
 
 def test_publish_on_one_consume_on_another(tmp_path: Path) -> None:
