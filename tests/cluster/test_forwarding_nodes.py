@@ -259,3 +259,42 @@ def _linked(conn: Any, queue: str) -> bool:
         return True
     except pika.exceptions.ChannelClosedByBroker:
         return False
+
+
+def test_a_binding_made_on_one_node_routes_on_the_others(
+        nodes: dict[str, BrokerProcess]) -> None:
+    """Queue declared on node 2, exchange and binding made on node 1: a publish on node 3
+    through that exchange reaches node 2's queue as soon as the definitions arrive (the
+    etcd watch), without any client declaring anything on node 3."""
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n2"].url))
+    conn.channel().queue_declare("bound", durable=True)
+    conn.close()
+    poll(lambda: leader_seen(nodes["n1"], "bound") == "n2", "node 1 knows the queue")
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    ch = conn.channel()
+    ch.exchange_declare("routes", "direct", durable=True)
+    ch.queue_bind("bound", "routes", "k")
+    conn.close()
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n3"].url))
+    try:
+        channel = [conn.channel()]
+        channel[0].confirm_delivery()
+
+        def attempt() -> bool:
+            if channel[0].is_closed:
+                channel[0] = conn.channel()
+                channel[0].confirm_delivery()
+            try:
+                channel[0].basic_publish("routes", "k", b"via-n3", mandatory=True)
+                return True
+            except pika.exceptions.UnroutableError:
+                return False
+            except pika.exceptions.ChannelClosedByBroker as exc:  # exchange not there yet
+                assert exc.reply_code == 404
+                return False
+
+        poll(attempt, "the binding routes on node 3", timeout=5.0)
+    finally:
+        conn.close()
+    poll(lambda: nodes["n2"].get_json("/api/queues/%2F/bound")["messages"] >= 1,
+         "the message on node 2")
