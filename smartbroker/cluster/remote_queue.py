@@ -257,6 +257,10 @@ class RemoteQueue:
             reply = await self._call(wire.DELETE, if_unused=if_unused, if_empty=if_empty)
             with ch.cancels_after_reply() as cancels:
                 vhost.drop_queue(self)
+            recorder = getattr(getattr(conn, "broker", None), "recorder", None)
+            committed = recorder.pending() if recorder is not None else None
+            if committed is not None:  # delete-ok once etcd took the deletion
+                await committed
             if not nowait:
                 conn.send_method(ch.number, commands.Queue.DeleteOk(
                     message_count=int(reply.get("count", 0))))
