@@ -225,6 +225,8 @@ class WatchedPrefix:
                             future.set_result(revision)
                 if revision is None:  # refused: the view forgets it (callbacks say so)
                     self._forget(txn)
+                elif revision < self.revision:  # the watch is past it already (no event
+                    self._forget([o for o in txn if o in self._ops])  # will drop them)
 
     def _next_txn(self) -> list[_Op]:
         """The longest run of queued ops etcd takes as one transaction (a group too big
