@@ -66,5 +66,9 @@ class ChannelConsumer:
     def deliver(self, queue: Queue, entry: QueueEntry) -> None:
         self.channel.deliver(self, queue, entry)
 
+    def deliver_run(self, queue: Queue, entries: list) -> None:
+        """First deliveries read in a row from a log: see ``Channel.deliver_run``."""
+        self.channel.deliver_run(self, queue, entries)
+
     def cancelled_by_broker(self) -> None:
         self.channel.consumer_cancelled_by_broker(self)

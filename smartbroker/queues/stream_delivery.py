@@ -109,19 +109,22 @@ def _deliver_run(stream: StreamQueue, reader: Reader, p: int, run: Run, cursor: 
     consumer = reader.consumer
     member = reader.member
     stop = min(run.end, end, cursor + READ_BATCH)
-    credit = getattr(consumer, "credit_left", None)  # test fakes may lack it
-    if member is None and credit is not None:  # the common case, without per-record checks
+    credit = getattr(consumer, "credit_left", None)  # test fakes may lack them
+    deliver_run = getattr(consumer, "deliver_run", None)
+    if member is None and credit is not None and deliver_run is not None:
+        # the common case: no per-record checks, and the run delivered in one call
         stop = min(stop, cursor + credit())
-        deliver, get = consumer.deliver, run.get
-        sent = 0
+        get = run.get
+        entries = []
         for offset in range(cursor, stop):
             msg = get(offset)
             if msg is not None:
-                deliver(stream, StreamEntry(msg, p, offset, False, reader))
-                sent += 1
+                entries.append(StreamEntry(msg, p, offset, False, reader))
         if stop > cursor:
             reader.cursors[p] = stop
-        stream.stats["deliver"] += sent
+        if entries:
+            deliver_run(stream, entries)
+            stream.stats["deliver"] += len(entries)
         return stop > cursor
     offset = cursor
     sent = 0

@@ -158,9 +158,10 @@ class SegmentLog:
         if n and seg.end + group.nbytes + len(payload) + (n + 1) * record.OVERHEAD > self.segment_bytes:
             self._seal()  # the group fills the segment: this record starts the next one
             seg, n = self._segs[-1], 0
+        off = seg.next_offset + n
         if group.add(key, payload):
             self._seal()
-        return seg.next_offset + n
+        return off
 
     def _seal(self) -> None:
         """Frame the pending group into the active segment. If a segment must be rolled

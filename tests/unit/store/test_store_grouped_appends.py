@@ -9,6 +9,7 @@ import os
 import pytest
 
 from smartbroker.store import SegmentLog, StoreUnavailable, segment
+from smartbroker.store.grouping import GROUP_BYTES, GROUP_RECORDS
 from smartbroker.store.record import FLAG_BATCH, HEAD, PREFIX, PREFIX_SIZE
 
 
@@ -47,6 +48,17 @@ def test_offsets_come_at_once_and_one_frame_holds_the_pass(tmp_path):
     again = SegmentLog(tmp_path / "a")
     assert [p for _, p in again.scan()] == [b"m%d" % i for i in range(50)] + [b"n%d" % i for i in range(5)]
     again.close()
+
+
+def test_a_full_group_is_framed_at_once_and_offsets_run_on(tmp_path):
+    log = SegmentLog(tmp_path / "a")
+    n = GROUP_RECORDS + 10
+    assert [log.append_grouped(b"r%d" % i) for i in range(n)] == list(range(n))
+    big = [log.append_grouped(b"b" * (GROUP_BYTES // 3)) for _ in range(4)]
+    assert big == list(range(n, n + 4))
+    log.close()
+    frames = frame_flags(tmp_path / "a")
+    assert frames[0] == (FLAG_BATCH, GROUP_RECORDS) and sum(c for _, c in frames) == n + 4
 
 
 def test_the_end_of_the_loop_pass_frames_the_group(tmp_path):
