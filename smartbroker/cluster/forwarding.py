@@ -1,11 +1,7 @@
-"""The leader's side of queues used from other nodes: forwarded publishes, remote
-consumers, and the calls (basic.get, purge, counts) other nodes make on its queues.
+"""The leader's side of queues used from other nodes: remote consumers, and the calls
+(basic.get, purge, delete, counts, consume) other nodes make on its queues (forwarded
+publishes are ``forwarding_intake``'s).
 
-- Forwarded publishes (``PUBLISH`` items) go straight into the led queue
-  (``VirtualHost.enqueue``: persisted once, as a local publish), never routed again: the
-  first node routed them. Their confirms go back on ``CONFIRM`` once every log they were
-  written to is fsynced, through the same group commit a channel's confirms use
-  (``MessageStore.request_sync``, with ``PeerConfirms`` as the waiter).
 - A remote consumer is a ``RelayConsumer`` in the queue's consumer ring, like a
   channel's: it takes a delivery while it has the credit its node granted, and sends it
   on ``DELIVERIES``; its node's acks, requeues and discards (``CONSUMER_OPS``) settle the
@@ -19,12 +15,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from smartbroker.cluster import forwarding_wire as wire
-from smartbroker.cluster.forwarding_wire import CONFIRM, DELIVERIES, Kind, Op
+from smartbroker.cluster.forwarding_wire import DELIVERIES, Kind, Op
 from smartbroker.cluster.link_codec import ChannelSpec
 from smartbroker.errors import AMQPError, not_found
 from smartbroker.queues.base import Queue, QueueEntry, Settle, require
@@ -41,49 +36,6 @@ class Link(Protocol):
     def writable(self, peer: str, spec: ChannelSpec) -> bool: ...
 
     async def call(self, peer: str, method: str, payload: bytes) -> bytes: ...
-
-
-class PeerConfirms:
-    """The confirms owed to one peer: the waiter ``MessageStore.request_sync`` calls, as
-    a channel is for its client (same marks: everything up to the mark is fsynced)."""
-
-    def __init__(self, peer: str, link: Link) -> None:
-        self.peer = peer
-        self.link = link
-        self.routed_upto = 0
-        self.sent = 0
-        self.sync_waiting: deque[int] = deque()
-        self.nacked: deque[int] = deque()
-
-    def sync_mark(self) -> int:
-        return self.sync_waiting[-1] if self.sync_waiting else 0
-
-    def synced(self, mark: int) -> None:
-        waiting = self.sync_waiting
-        while waiting and waiting[0] <= mark:
-            waiting.popleft()
-        self.flush()
-
-    def sync_failed(self, mark: int) -> None:
-        waiting = self.sync_waiting
-        while waiting and waiting[0] <= mark:
-            self.nacked.append(waiting.popleft())
-        self.flush()
-
-    def flush(self) -> None:
-        """Send what is settled, in order: nacks one by one, acks as "up to"."""
-        upto = self.routed_upto
-        if self.sync_waiting:
-            upto = min(upto, self.sync_waiting[0] - 1)
-        if upto <= self.sent:
-            return
-        nacked = sorted(self.nacked)
-        self.nacked = deque(seq for seq in nacked if seq > upto)
-        for seq in nacked:
-            if seq <= upto:
-                self.link.send(self.peer, CONFIRM, (seq, 1))
-        self.link.send(self.peer, CONFIRM, (upto, 0))
-        self.sent = upto
 
 
 class RelayConsumer:
@@ -167,7 +119,6 @@ class LeaderService:
     def __init__(self, vhosts: dict[str, Any], link: Link) -> None:
         self.vhosts = vhosts
         self.link = link
-        self.confirms: dict[str, PeerConfirms] = {}
         self.consumers: dict[tuple[str, int], RelayConsumer] = {}
         self.gets: dict[tuple[str, int], tuple[Queue, QueueEntry]] = {}  # basic.get, unacked
         self.next_handle: Callable[[], int] = itertools.count(1).__next__
@@ -189,36 +140,6 @@ class LeaderService:
         if q is None or getattr(q, "leader", None) is not None:  # gone, or not led here
             raise not_found(f"no queue '{name}' in vhost '{payload.get('vhost', '')}'")
         return q
-
-    # -- publishes -----------------------------------------------------------------------
-    def on_publish(self, peer: str, items: list[tuple]) -> None:
-        """A batch of forwarded publishes: enqueue each, then one sync request for all."""
-        confirms = self.confirms.get(peer)
-        if confirms is None:
-            confirms = self.confirms[peer] = PeerConfirms(peer, self.link)
-        logs: set[Any] = set()
-        store = None
-        for seq, vhost_name, queue_name, exchange_rk, properties, body in items:
-            vhost = self.vhosts.get(vhost_name.decode(errors="replace"))
-            q = None if vhost is None else vhost.queues.get(queue_name.decode(errors="replace"))
-            confirms.routed_upto = seq
-            if q is None or getattr(q, "leader", None) is not None:
-                continue  # deleted meanwhile: dropped and confirmed, as an unroutable publish
-            try:
-                msg = wire.message(exchange_rk, properties, body)
-            except (IndexError, UnicodeDecodeError):
-                log.warning("dropped a malformed forwarded publish from %s", peer)
-                continue
-            accepted, written = vhost.enqueue((q,), msg)
-            if not accepted:
-                confirms.nacked.append(seq)
-            elif written:
-                confirms.sync_waiting.append(seq)
-                logs.update(written)
-                store = vhost.store
-        if logs and store is not None:
-            store.request_sync(confirms, tuple(logs))
-        confirms.flush()
 
     # -- consumers -----------------------------------------------------------------------
     def consume(self, peer: str, payload: bytes) -> bytes:
@@ -279,7 +200,6 @@ class LeaderService:
         for key in [k for k in self.gets if k[0] == peer]:
             q, entry = self.gets.pop(key)
             self.perform(q, q.settle(Settle.REQUEUE, [entry]))
-        self.confirms.pop(peer, None)
 
     # -- calls ---------------------------------------------------------------------------
     def get(self, peer: str, payload: bytes) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster.forwarding import LeaderService, Link
+from smartbroker.cluster.forwarding_intake import PublishIntake
 from smartbroker.cluster.forwarding_publish import Forwarder
 from smartbroker.cluster.forwarding_rehome import rehome
 from smartbroker.cluster.forwarding_wire import CONFIRM, CONSUMER_OPS, DELIVERIES, PUBLISH, Op
@@ -83,7 +84,8 @@ class QueueForwarding:
         self.link: Link = GuardedLink(link)
         self.placement = placement
         self._is_up = is_up or link.connected
-        self.leader = LeaderService(vhosts, link)
+        self.leader = LeaderService(vhosts, self.link)  # guarded: no PeerDown in a dispatch
+        self.intake = PublishIntake(vhosts, self.link)
         self.subscriptions = Subscriptions(self)
         self.forwarders: dict[str, Forwarder] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -96,7 +98,7 @@ class QueueForwarding:
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
         registry.on_peer_down(self.peer_down)
-        registry.on_messages(PUBLISH, self.leader.on_publish)
+        registry.on_messages(PUBLISH, self.intake.on_publish)
         registry.on_messages(CONFIRM, self.on_confirms)
         registry.on_messages(CONSUMER_OPS, self.leader.on_consumer_ops)
         registry.on_messages(DELIVERIES, self.subscriptions.on_deliveries)
@@ -217,6 +219,7 @@ class QueueForwarding:
         requeued), our consumers of its queues are cancelled, our unconfirmed publishes to
         it are nacked."""
         self.leader.peer_down(peer)
+        self.intake.peer_down(peer)
         self.subscriptions.peer_down(peer)
         forwarder = self.forwarders.pop(peer, None)
         if forwarder is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from smartbroker.cluster.forwarding import PeerConfirms
+from smartbroker.cluster.forwarding_intake import PeerConfirms
 from smartbroker.cluster.forwarding_publish import Forwarder
 from smartbroker.cluster.forwarding_wire import CONFIRM, PUBLISH, Op, split_route
 from smartbroker.cluster.remote_consumer import WINDOW, Subscriptions
@@ -110,3 +110,30 @@ def test_credit_granted_is_what_the_consumer_can_take() -> None:
     sub2.granted = WINDOW - 10
     subs.top_up(unlimited)  # above half the window: no op for ten
     assert sub2.granted == WINDOW - 10
+
+
+def test_a_publish_waits_for_its_queue_to_arrive() -> None:
+    """Forwarded before this node applied the queue's definition: held (with what follows
+    from the same node), then taken in order once the queue is here."""
+    from smartbroker.broker.vhost import VirtualHost
+    from smartbroker.cluster.forwarding_intake import PublishIntake
+
+    async def main() -> None:
+        link = Sent()
+        vhost = VirtualHost("/")
+        intake = PublishIntake({"/": vhost}, link)  # type: ignore[arg-type]
+        route = Message.build("", "late", b"").exchange_rk_ss
+        intake.on_publish("n1", [(1, b"/", b"late", route, b"\x00\x00", b"a")])
+        intake.on_publish("n1", [(2, b"/", b"late", route, b"\x00\x00", b"b")])
+        assert not link.items  # nothing confirmed: the queue is not here
+        await asyncio.sleep(0.05)
+        vhost.declare_queue("late")
+        for _ in range(50):
+            if link.items:
+                break
+            await asyncio.sleep(0.01)
+        queue = vhost.queues["late"]
+        assert [queue.get(no_ack=True).message.body for _ in range(2)] == [b"a", b"b"]
+        assert link.items[-1][2] == (2, 0)  # both confirmed, in one "up to"
+
+    asyncio.run(main())
