@@ -13,12 +13,15 @@ publishes are ``forwarding_intake``'s).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster.forwarding_intake import RETRY, WAIT_FOR_QUEUE
 from smartbroker.cluster.forwarding_wire import DELIVERIES, Kind, Op
 from smartbroker.cluster.link_codec import ChannelSpec
 from smartbroker.errors import AMQPError, not_found
@@ -125,8 +128,37 @@ class LeaderService:
 
     def calls(self) -> dict[str, Callable[[str, bytes], Awaitable[bytes] | bytes]]:
         """The link calls this service answers, by method."""
-        return {wire.GET: self.get, wire.PURGE: self.purge, wire.STATS: self.stats,
-                wire.CONSUME: self.consume, wire.DELETE: self.delete}
+        handlers = {wire.GET: self.get, wire.PURGE: self.purge, wire.STATS: self.stats,
+                    wire.CONSUME: self.consume, wire.DELETE: self.delete}
+        return {method: self._when_known(handler) for method, handler in handlers.items()}
+
+    def _when_known(self, handler: Callable[[str, bytes], bytes]
+                    ) -> Callable[[str, bytes], Awaitable[bytes] | bytes]:
+        """A call about a queue this node has not got yet (the caller's node saw its
+        definition first) waits for it, as a forwarded publish does (``forwarding_intake``),
+        then is answered; at once in the usual case."""
+        def call(peer: str, payload: bytes) -> Awaitable[bytes] | bytes:
+            if self._known(payload):
+                return handler(peer, payload)
+            return self._later(handler, peer, payload)
+
+        return call
+
+    def _known(self, payload: bytes) -> bool:
+        try:
+            spec = wire.decode(payload)
+        except ValueError:
+            return True  # the handler answers the garbage
+        vhost = self.vhosts.get(str(spec.get("vhost", "")))
+        q = None if vhost is None else vhost.queues.get(str(spec.get("queue", "")))
+        return q is not None and getattr(q, "leader", None) is None
+
+    async def _later(self, handler: Callable[[str, bytes], bytes], peer: str,
+                     payload: bytes) -> bytes:
+        deadline = time.monotonic() + WAIT_FOR_QUEUE
+        while not self._known(payload) and time.monotonic() < deadline:
+            await asyncio.sleep(RETRY)
+        return handler(peer, payload)
 
     def perform(self, queue: Queue, actions: list[Any]) -> None:
         vhost = self.vhosts.get(queue.vhost)
