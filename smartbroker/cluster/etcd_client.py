@@ -171,8 +171,9 @@ class EtcdClient:
             self._next = (self._next + 1) % len(self.endpoints)
             await self._drop()
         detail = exc.details() if isinstance(exc, rpc.AioRpcError) else str(exc)
-        if isinstance(exc, InvalidArgumentError) or \
-                (isinstance(exc, rpc.AioRpcError) and exc.code() == rpc.StatusCode.INVALID_ARGUMENT):
+        if isinstance(exc, InvalidArgumentError) or (isinstance(exc, rpc.AioRpcError) and exc.code()
+                                                     in (rpc.StatusCode.INVALID_ARGUMENT,
+                                                         rpc.StatusCode.RESOURCE_EXHAUSTED)):
             return EtcdRefused(f"etcd refused: {detail}")
         return EtcdUnavailable(f"etcd: {detail}")
 

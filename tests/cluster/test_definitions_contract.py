@@ -302,3 +302,42 @@ def test_an_import_bigger_than_one_etcd_request(run: Callable[[Body], None],
         other = await b.reopened(store)
         assert [q.name for q in other.load_all().queues] == [f"q{i:03}" for i in range(400)]
     run(body)
+
+
+def test_two_nodes_writing_one_key_converge_on_etcds_order(
+        run: Callable[[Body], None], request: pytest.FixtureRequest) -> None:
+    _etcd_only(run, request)
+
+    async def body(b: Backend) -> None:
+        a = await b.open()
+        c = await b.open()
+        for i in range(20):  # both write the same policy, interleaved
+            a.save_policy(PolicyDef("/", "p", "^a", {"i": i}))
+            c.save_policy(PolicyDef("/", "p", "^c", {"i": i}))
+        await b.settle(a)
+        await b.settle(c)
+        truth = (await b.open()).load_all().policies
+        for _ in range(200):
+            if a.load_all().policies == truth == c.load_all().policies:
+                break
+            await asyncio.sleep(0.01)
+        assert a.load_all().policies == truth == c.load_all().policies
+        assert truth[0].definition == {"i": 19}
+    run(body)
+
+
+def test_a_change_etcd_refuses_fails_its_commit_and_leaves_the_view(
+        run: Callable[[Body], None], request: pytest.FixtureRequest) -> None:
+    _etcd_only(run, request)
+
+    async def body(b: Backend) -> None:
+        store = await b.open()
+        store.save_queue(QueueDef("/", "kept"))
+        store.save_queue(QueueDef("/", "huge", arguments={"x-pad": "p" * (2 << 20)}))
+        refused = store.pending()
+        assert refused is not None
+        with pytest.raises(Exception, match="refused"):
+            await refused
+        assert [q.name for q in store.load_all().queues] == ["kept"]
+        assert [q.name for q in (await b.reopened(store)).load_all().queues] == ["kept"]
+    run(body)
