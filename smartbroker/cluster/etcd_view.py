@@ -214,19 +214,29 @@ class WatchedPrefix:
             while self._queue:
                 txn = self._next_txn()
                 revision = await self._commit([o.op for o in txn])
-                for o in txn:
-                    o.revision = revision
-                    o.group.unsent -= 1
-                    future = o.group.future
-                    if future is not None and not future.done():
-                        if revision is None:
-                            future.set_exception(EtcdRefused("etcd refused the change"))
-                        elif o.group.unsent == 0:
-                            future.set_result(revision)
-                if revision is None:  # refused: the view forgets it (callbacks say so)
-                    self._forget(txn)
-                elif revision < self.revision:  # the watch is past it already (no event
-                    self._forget([o for o in txn if o in self._ops])  # will drop them)
+                groups = list(dict.fromkeys(o.group for o in txn))
+                if revision is None and len(groups) > 1:  # one bad change: not its neighbours
+                    for group in groups:
+                        alone = [o for o in txn if o.group is group]
+                        self._committed(alone, await self._commit([o.op for o in alone]))
+                else:
+                    self._committed(txn, revision)
+
+    def _committed(self, txn: list[_Op], revision: int | None) -> None:
+        """etcd's answer for ``txn``: its revision, or None when it refused it."""
+        for o in txn:
+            o.revision = revision
+            o.group.unsent -= 1
+            future = o.group.future
+            if future is not None and not future.done():
+                if revision is None:
+                    future.set_exception(EtcdRefused("etcd refused the change"))
+                elif o.group.unsent == 0:
+                    future.set_result(revision)
+        if revision is None:  # refused: the view forgets it (callbacks say so)
+            self._forget(txn)
+        elif revision < self.revision:  # the watch is past it already: no event will
+            self._forget([o for o in txn if o in self._ops])  # drop these ops
 
     def _next_txn(self) -> list[_Op]:
         """The longest run of queued ops etcd takes as one transaction (a group too big

@@ -335,9 +335,12 @@ def test_a_change_etcd_refuses_fails_its_commit_and_leaves_the_view(
         store.save_queue(QueueDef("/", "kept"))
         store.save_queue(QueueDef("/", "huge", arguments={"x-pad": "p" * (2 << 20)}))
         refused = store.pending()
+        store.save_queue(QueueDef("/", "after"))  # may share a transaction with "huge"
         assert refused is not None
         with pytest.raises(Exception, match="refused"):
             await refused
-        assert [q.name for q in store.load_all().queues] == ["kept"]
-        assert [q.name for q in (await b.reopened(store)).load_all().queues] == ["kept"]
+        await b.settle(store)
+        assert [q.name for q in store.load_all().queues] == ["after", "kept"]
+        assert [q.name for q in (await b.reopened(store)).load_all().queues] == ["after",
+                                                                               "kept"]
     run(body)
