@@ -298,3 +298,23 @@ def test_a_binding_made_on_one_node_routes_on_the_others(
         conn.close()
     poll(lambda: nodes["n2"].get_json("/api/queues/%2F/bound")["messages"] >= 1,
          "the message on node 2")
+
+
+def test_balanced_places_on_the_node_leading_fewest(nodes: dict[str, BrokerProcess]) -> None:
+    """Declared on node 1 with the balanced locator: led by node 3 (which leads nothing);
+    a publish and a basic.get on node 1 right after declare-ok work (node 3 may apply the
+    definition after node 1 forwarded to it: the leader waits for it)."""
+    declare_everywhere(nodes, "anchor-1", "n1")
+    declare_everywhere(nodes, "anchor-2", "n2")
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    try:
+        ch = conn.channel()
+        ch.queue_declare("spread", durable=True,
+                         arguments={"x-queue-leader-locator": "balanced"})
+        ch.confirm_delivery()
+        ch.basic_publish("", "spread", b"placed", mandatory=True)
+        assert ch.basic_get("spread", auto_ack=True)[2] == b"placed"
+    finally:
+        conn.close()
+    assert leader_seen(nodes["n1"], "spread") == "n3"
+    poll(lambda: leader_seen(nodes["n3"], "spread") == "n3", "node 3 leads it")
