@@ -168,3 +168,25 @@ def test_declare_ok_waits_while_etcd_is_frozen(own_etcd: EtcdProcess,
     worker.join(20)
     assert answered.is_set() and not errors, errors
     assert etcd_has(own_etcd, name, key("queues", "/", "frozen.q"))
+
+
+def test_users_permissions_and_deletes_reach_the_other_node(
+        cluster: tuple[str, list[BrokerProcess]]) -> None:
+    _, (d1, d2) = cluster
+    api(d1, "/api/users/bob", {"password": "secret", "tags": ""}, method="PUT")
+    api(d1, "/api/permissions/%2F/bob", {"configure": ".*", "write": ".*", "read": ".*"},
+        method="PUT")
+    poll(lambda: any(p["user"] == "bob" for p in api(d2, "/api/permissions")),
+         "bob's permission on d2")
+    params = pika.URLParameters(f"amqp://bob:secret@{d2.host}:{d2.port}/")
+    conn = pika.BlockingConnection(params)  # bob's password hash came through etcd
+    try:
+        conn.channel().queue_declare("bob.q", durable=True)
+    finally:
+        conn.close()
+    poll(lambda: any(q["name"] == "bob.q" for q in api(d1, "/api/queues/%2F")), "bob.q on d1")
+    api(d2, "/api/queues/%2F/bob.q", method="DELETE")
+    poll(lambda: not any(q["name"] == "bob.q" for q in api(d1, "/api/queues/%2F")),
+         "bob.q gone from d1")
+    api(d2, "/api/users/bob", method="DELETE")
+    poll(lambda: all(u["name"] != "bob" for u in api(d1, "/api/users")), "bob gone from d1")
