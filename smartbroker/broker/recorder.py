@@ -52,6 +52,7 @@ class DefinitionsRecorder:
 
     def __init__(self, definitions: DefinitionStoreAPI) -> None:
         self.definitions = definitions
+        self.commits_later = definitions.commits_later  # etcd: answers await pending()
         self.restoring = False  # on while startup reads the store back: write nothing
 
     def pending(self) -> Awaitable[object] | None:

@@ -49,6 +49,8 @@ class DefinitionChange:
 class EtcdDefinitionStore:
     """``DefinitionStoreAPI`` on etcd. ``await open()`` before the broker reads it."""
 
+    commits_later = True  # a change reaches etcd after its writer returned: see pending()
+
     def __init__(self, client: EtcdClient) -> None:
         self.client = client
         self.view = WatchedPrefix(client, K.ROOT)

@@ -90,6 +90,8 @@ class AMQPConnection(asyncio.Protocol):
         self.peer_cert_name: str | None = None  # CN of a verified TLS client certificate
         self.blocked = False
         self.held: Any = None  # an answer waiting for the disk: input waits (server/held.py)
+        recorder = broker.recorder  # a store that commits after the call (etcd): answers wait
+        self._commit_wait = recorder if recorder is not None and recorder.commits_later else None
         self.access = Access(broker.permissions, self)
         self.check = self.access.check  # conn.check("write", "exchange", name) in handlers
         self.publishing = PublishSession(broker, self, self.access)  # broker/publish.py
@@ -227,7 +229,7 @@ class AMQPConnection(asyncio.Protocol):
                 raise err.at(*ids) from None
             return
         ch = self.channels[number]
-        recorder = self.broker.recorder  # cluster mode: -ok after etcd took the change
+        recorder = self._commit_wait  # cluster mode only: -ok after etcd took the change
         before = recorder.pending() if recorder is not None else None
         mark = len(self._out)
         try:

@@ -184,6 +184,8 @@ CREATE TABLE IF NOT EXISTS policies (vhost TEXT, name TEXT, pattern TEXT, defini
 class DefinitionStore:
     """The broker's definitions, one SQLite file (``:memory:`` for tests)."""
 
+    commits_later = False  # each change is committed before its writer returns
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = sqlite3.connect(os.fspath(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

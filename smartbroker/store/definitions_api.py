@@ -34,6 +34,8 @@ ScramRows = dict[str, tuple[str, int, str, str]]  # mechanism -> salt, iteration
 
 @runtime_checkable
 class DefinitionStoreAPI(Protocol):
+    commits_later: bool  # True: ``pending()`` may be an awaitable (front ends check once)
+
     # -- grouping --------------------------------------------------------------------
     def transaction(self) -> AbstractContextManager[None]:
         """All changes of the block or none (an exception rolls back); nests."""
