@@ -244,6 +244,11 @@ class QueueForwarding:
         unless the declare applies another node's definitions. Then: the queue itself
         where this node leads it, else a ``RemoteQueue``."""
         leader = self.placement.leader(spec.vhost, spec.name)
+        if leader is not None and not self._applying:
+            # a new queue declared here under a placement this node knows: written again
+            # (create-if-absent), so etcd holds one even if the old record was just deleted
+            self.placement.claim(spec.vhost, spec.name, self.placement.queues[
+                (spec.vhost, spec.name)])
         if leader is None and not self._applying:
             proposal = self._propose(spec)
             if proposal.leader == self.node or spec.exclusive:

@@ -27,7 +27,9 @@ def wanted_remote(forwarding: QueueForwarding, q: Queue) -> bool:
     """Whether ``q``'s object here should be a ``RemoteQueue`` (placed on another node);
     an exclusive queue always lives where it was declared."""
     leader = forwarding.placement.leader(q.vhost, q.name)
-    return leader is not None and leader != forwarding.node and q.exclusive_owner is None
+    if leader is None:  # unknown (not yet, or its record just went): as it is
+        return isinstance(q, RemoteQueue)
+    return leader != forwarding.node and q.exclusive_owner is None
 
 
 def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
