@@ -270,11 +270,13 @@ class WatchedPrefix:
         return txn
 
     async def _commit(self, ops: list[Put | Delete]) -> int | None:
+        """The transaction's revision; None when etcd refused it (or it could not be
+        built: never a dead writer that every later -ok would wait for)."""
         attempt = 0
         while True:
             try:
                 return await self.client.commit(ops)
-            except EtcdRefused as exc:
+            except (EtcdRefused, TypeError, ValueError) as exc:
                 log.error("etcd refused a definitions change (%d operation(s)): %s",
                           len(ops), exc)
                 return None
@@ -302,7 +304,13 @@ class WatchedPrefix:
                     self._apply(event)
                 return
             except RevisionCompactedError:
-                await self._resync()
+                while True:
+                    try:
+                        await self._resync()
+                        break
+                    except EtcdUnavailable as exc:
+                        log.warning("re-reading %r from etcd: %s", self.root, exc)
+                        await asyncio.sleep(_RETRY[-1])
 
     def _apply(self, event: WatchEvent) -> None:
         """One change from etcd: ops of ours it supersedes leave the overlay first."""
