@@ -243,6 +243,8 @@ class QueueForwarding:
         placed now by its locator (declared here: client-local puts it on this node),
         unless the declare applies another node's definitions. Then: the queue itself
         where this node leads it, else a ``RemoteQueue``."""
+        if spec.exclusive:  # its connection's alone: here, never used elsewhere, unplaced
+            return declare_queue(spec, host, storage)
         leader = self.placement.leader(spec.vhost, spec.name)
         if leader is not None and not self._applying:
             # a new queue declared here under a placement this node knows: written again
@@ -251,14 +253,14 @@ class QueueForwarding:
                 (spec.vhost, spec.name)])
         if leader is None and not self._applying:
             proposal = self._propose(spec)
-            if proposal.leader == self.node or spec.exclusive:
+            if proposal.leader == self.node:
                 q = declare_queue(spec, host, storage)  # refused here: nothing claimed
                 self.placement.claim(spec.vhost, spec.name, proposal)
                 return q
             validate(spec)  # built by the leader, refused here with RabbitMQ's reply
             self.placement.claim(spec.vhost, spec.name, proposal)
             leader = proposal.leader
-        if leader is None or leader == self.node or spec.exclusive:
+        if leader is None or leader == self.node:
             return declare_queue(spec, host, storage)
         kind = queue_type(spec.arguments)
         # the type's refusals (a stream's basic.get, prefetch...), but neither an offset
