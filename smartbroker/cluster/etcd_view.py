@@ -105,10 +105,13 @@ class WatchedPrefix:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), self.client.timeout)
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:  # bounded: a watch being set up inside aetcd may not end at once
-            await asyncio.wait(tasks, timeout=1.0)
+        for _ in range(10):  # asyncio.wait_for in 3.11 (inside aetcd) can swallow a cancel
+            tasks = [t for t in tasks if not t.done()]
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=0.1)
 
     # -- grouping ------------------------------------------------------------------------
     @contextlib.contextmanager
