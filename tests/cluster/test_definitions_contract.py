@@ -80,24 +80,37 @@ class Backend:
                 store.close()
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
-def run(request: pytest.FixtureRequest, tmp_path: Path,
-        cluster_name: str) -> Callable[[Body], None]:
+def _runner(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+            cluster_name: str) -> Callable[[Body], None]:
     etcd = None
-    if request.param == "etcd":
+    if kind == "etcd":
         if etcd_binary() is None:
             pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
         etcd = request.getfixturevalue("etcd")
 
     def runner(body: Body) -> None:
         async def main() -> None:
-            backend = Backend(request.param, tmp_path, etcd, cluster_name)
+            backend = Backend(kind, tmp_path, etcd, cluster_name)
             try:
                 await asyncio.wait_for(body(backend), 30)
             finally:
                 await backend.close()
         asyncio.run(main())
     return runner
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def run(request: pytest.FixtureRequest, tmp_path: Path,
+        cluster_name: str) -> Callable[[Body], None]:
+    """The contract: each test once per store."""
+    return _runner(request.param, request, tmp_path, cluster_name)
+
+
+@pytest.fixture
+def run_etcd(request: pytest.FixtureRequest, tmp_path: Path,
+             cluster_name: str) -> Callable[[Body], None]:
+    """What only a store shared by nodes has."""
+    return _runner("etcd", request, tmp_path, cluster_name)
 
 
 def fill(store: DefinitionStoreAPI, vhost: str = "/") -> None:
@@ -249,14 +262,7 @@ def test_transaction_rolls_back_batch_keeps(run: Callable[[Body], None]) -> None
 
 
 # -- etcd only ---------------------------------------------------------------------------
-def _etcd_only(run: Callable[[Body], None], request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params["run"] != "etcd":
-        pytest.skip("etcd only: a shared store")
-
-
-def test_two_nodes_see_each_others_changes_by_watch(run: Callable[[Body], None],
-                                                    request: pytest.FixtureRequest) -> None:
-    _etcd_only(run, request)
+def test_two_nodes_see_each_others_changes_by_watch(run_etcd: Callable[[Body], None]) -> None:
 
     async def body(b: Backend) -> None:
         a = await b.open()
@@ -284,12 +290,10 @@ def test_two_nodes_see_each_others_changes_by_watch(run: Callable[[Body], None],
         assert sorted((x.table, x.new) for x in seen_a) == [("bindings", None), ("queues", None)]
         assert a.load_all().queues == [] and a.load_all().bindings == []
         assert len(seen_c) == 2  # a node's own changes never come back as changes
-    run(body)
+    run_etcd(body)
 
 
-def test_an_import_bigger_than_one_etcd_request(run: Callable[[Body], None],
-                                               request: pytest.FixtureRequest) -> None:
-    _etcd_only(run, request)
+def test_an_import_bigger_than_one_etcd_request(run_etcd: Callable[[Body], None]) -> None:
 
     async def body(b: Backend) -> None:
         store = await b.open()
@@ -301,12 +305,11 @@ def test_an_import_bigger_than_one_etcd_request(run: Callable[[Body], None],
         assert revision
         other = await b.reopened(store)
         assert [q.name for q in other.load_all().queues] == [f"q{i:03}" for i in range(400)]
-    run(body)
+    run_etcd(body)
 
 
 def test_two_nodes_writing_one_key_converge_on_etcds_order(
-        run: Callable[[Body], None], request: pytest.FixtureRequest) -> None:
-    _etcd_only(run, request)
+        run_etcd: Callable[[Body], None]) -> None:
 
     async def body(b: Backend) -> None:
         a = await b.open()
@@ -323,12 +326,11 @@ def test_two_nodes_writing_one_key_converge_on_etcds_order(
             await asyncio.sleep(0.01)
         assert a.load_all().policies == truth == c.load_all().policies
         assert truth[0].definition == {"i": 19}
-    run(body)
+    run_etcd(body)
 
 
 def test_a_change_etcd_refuses_fails_its_commit_and_leaves_the_view(
-        run: Callable[[Body], None], request: pytest.FixtureRequest) -> None:
-    _etcd_only(run, request)
+        run_etcd: Callable[[Body], None]) -> None:
 
     async def body(b: Backend) -> None:
         store = await b.open()
@@ -343,4 +345,4 @@ def test_a_change_etcd_refuses_fails_its_commit_and_leaves_the_view(
         assert [q.name for q in store.load_all().queues] == ["after", "kept"]
         assert [q.name for q in (await b.reopened(store)).load_all().queues] == ["after",
                                                                                "kept"]
-    run(body)
+    run_etcd(body)
