@@ -157,7 +157,9 @@ def import_(state: Any, doc: Any, only_vhost: str | None = None) -> None:
     for topic in topic_permissions:
         state.broker.permissions.set_topic(topic)
     for item in _items(doc, "policies"):
-        _need(item, "name", "pattern", "definition")
+        _need(item, "name", "pattern")
+        if not isinstance(item.get("definition"), dict):  # an object, as RabbitMQ exports it
+            raise bad_request(f"definition {item!r}: 'definition' must be an object")
         set_policy(broker, vhost_of(item), item)
 
     def vhost(item: dict[str, Any]) -> Any:

@@ -123,6 +123,8 @@ def test_definitions_export_and_import_cover_the_cluster(
                        "auto_delete": False, "internal": False, "arguments": {}}],
         "bindings": [{"source": "ix", "vhost": "imported", "destination": "iq",
                       "destination_type": "queue", "routing_key": "", "arguments": {}}],
+        "policies": [{"vhost": "imported", "name": "p", "pattern": "^iq$",
+                      "definition": {"max-length": 7}, "priority": 1, "apply-to": "queues"}],
     }, method="POST")
 
     def exported() -> dict[str, Any]:
@@ -136,6 +138,8 @@ def test_definitions_export_and_import_cover_the_cluster(
     assert any(p["user"] == "alice" and p["vhost"] == "imported" for p in defs["permissions"])
     assert [q["arguments"] for q in defs["queues"] if q["name"] == "iq"] == [
         {"x-message-ttl": 1000}]
+    assert any(p["name"] == "p" and p["definition"] == {"max-length": 7}
+               for p in defs["policies"])
 
 
 def test_declare_ok_waits_while_etcd_is_frozen(own_etcd: EtcdProcess,
