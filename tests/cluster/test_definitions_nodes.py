@@ -9,11 +9,14 @@ import base64
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -194,3 +197,33 @@ def test_users_permissions_and_deletes_reach_the_other_node(
          "bob.q gone from d1")
     api(d2, "/api/users/bob", method="DELETE")
     poll(lambda: all(u["name"] != "bob" for u in api(d1, "/api/users")), "bob gone from d1")
+
+
+def test_cli_export_then_import_restores_the_cluster(
+        cluster: tuple[str, list[BrokerProcess]], tmp_path: Path) -> None:
+    """`smartbroker definitions export` on one node, a vhost deleted, `import` on the same
+    node: the other node has the vhost, its queue and binding back."""
+    _, (d1, d2) = cluster
+    api(d1, "/api/vhosts/cli-v", {}, method="PUT")
+    api(d1, "/api/permissions/cli-v/guest", {"configure": ".*", "write": ".*", "read": ".*"},
+        method="PUT")
+    api(d1, "/api/queues/cli-v/cq", {"durable": True, "arguments": {"x-max-length": 9}},
+        method="PUT")
+    api(d1, "/api/bindings/cli-v/e/amq.direct/q/cq", {"routing_key": "rk"}, method="POST")
+    poll(lambda: any(b["destination"] == "cq" for b in api(d2, "/api/bindings/cli-v")),
+         "the binding on d2")
+    base = f"http://guest:guest@{d2.host}:{d2.management_port}"
+    path = tmp_path / "defs.json"
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "smartbroker", "definitions", *args,
+                               "--api", base], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    cli("export", str(path))
+    api(d1, "/api/vhosts/cli-v", method="DELETE")
+    poll(lambda: all(v["name"] != "cli-v" for v in api(d2, "/api/vhosts")), "cli-v gone")
+    cli("import", str(path))
+    poll(lambda: any(b["destination"] == "cq" and b["routing_key"] == "rk"
+                     for b in api(d1, "/api/bindings/cli-v")), "the binding back on d1")
+    assert api(d1, "/api/queues/cli-v/cq")["arguments"] == {"x-max-length": 9}
