@@ -130,7 +130,17 @@ class LeaderService:
         """The link calls this service answers, by method."""
         handlers = {wire.GET: self.get, wire.PURGE: self.purge, wire.STATS: self.stats,
                     wire.CONSUME: self.consume, wire.DELETE: self.delete}
-        return {method: self._when_known(handler) for method, handler in handlers.items()}
+        calls = {method: self._when_known(handler) for method, handler in handlers.items()}
+        calls[wire.STATS_ALL] = self.stats_all
+        return calls
+
+    def stats_all(self, peer: str, payload: bytes) -> bytes:
+        """The counts of every queue led here, for the other nodes' queue lists."""
+        rows = [[q.vhost, q.name, q.message_count, q.consumer_count, q.unacked_count,
+                 q.message_bytes]
+                for vhost in list(self.vhosts.values()) for q in list(vhost.queues.values())
+                if getattr(q, "leader", None) is None and q.exclusive_owner is None]
+        return wire.encode({"code": 0, "queues": rows})
 
     def _when_known(self, handler: Callable[[str, bytes], bytes]
                     ) -> Callable[[str, bytes], Awaitable[bytes] | bytes]:

@@ -94,6 +94,7 @@ class QueueForwarding:
         self._throttled: set[Any] = set()  # publishers not read while a link is full
         self._full: set[str] = set()  # peers whose PUBLISH channel is out of credit
         self.throttles = 0  # how often publishers were held back (tests, metrics)
+        self._stats_task: asyncio.Task[None] | None = None
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -212,6 +213,45 @@ class QueueForwarding:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    # -- counts for the management API ---------------------------------------------------
+    def start_stats(self, interval: float) -> None:
+        """Every ``interval`` seconds (RabbitMQ's collect_statistics_interval), one call
+        per linked node brings the counts of the queues it leads, so the queue lists of
+        the management API are as current on every node as RabbitMQ's statistics are."""
+        self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(interval))
+
+    async def _stats_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            peers = getattr(self.link.link, "peers", None)
+            for peer in peers() if peers is not None else ():
+                try:
+                    reply = wire.decode(await self.link.call(peer, wire.STATS_ALL, b""))
+                except Exception as exc:  # down, or answered garbage: next time
+                    log.debug("queue counts from %s: %s", peer, exc)
+                    continue
+                self.apply_stats(peer, reply.get("queues") or [])
+
+    def apply_stats(self, peer: str, rows: list[Any]) -> None:
+        for row in rows:
+            try:
+                vhost_name, name, messages, consumers, unacked, size = row
+                q = self.vhosts[str(vhost_name)].queues.get(str(name))
+            except (KeyError, ValueError, TypeError):
+                continue
+            if isinstance(q, RemoteQueue) and q.leader == peer:
+                q.counts.update(messages=int(messages), consumers=int(consumers),
+                                unacked=int(unacked), bytes=int(size))
+
+    async def close(self) -> None:
+        """Node shutdown: counts and placements are no longer followed."""
+        task, self._stats_task = self._stats_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.placement.close()
 
     # -- membership ----------------------------------------------------------------------
     def peer_down(self, peer: str) -> None:
@@ -339,4 +379,5 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     placement.on_change.append(forwarding.placement_changed)
     forwarding.attach(broker.vhosts.values())
     broker.on_vhost_added.append(lambda vhost: forwarding.attach([vhost]))
+    forwarding.start_stats(broker.config.collect_statistics_interval / 1000)
     return forwarding

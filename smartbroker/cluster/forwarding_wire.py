@@ -39,6 +39,7 @@ GET = "queue.get"
 PURGE = "queue.purge"
 DELETE = "queue.delete"
 STATS = "queue.stats"
+STATS_ALL = "queue.stats_all"  # every queue the leader leads: the counts lists show
 CONSUME = "basic.consume"
 
 

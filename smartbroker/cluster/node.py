@@ -139,7 +139,7 @@ class ClusterNode:
         """Leave (the lease revoked: the others see it at once), unlink, close the client."""
         await self.membership.stop()
         if self.forwarding is not None:
-            await self.forwarding.placement.close()
+            await self.forwarding.close()
         if self.link is not None:
             await self.link.close()
         await self.etcd.close()

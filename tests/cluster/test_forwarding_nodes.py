@@ -43,7 +43,10 @@ def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     cluster = f"f-{free_port()}"
     procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
                               node_name=n, cluster_name=cluster,
-                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"}) for n in NAMES}
+                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3",
+                                   # queue counts from the leaders every 0.2 s
+                                   "SMARTBROKER_COLLECT_STATISTICS_INTERVAL": "200"})
+             for n in NAMES}
     try:
         for proc in procs.values():
             proc.start()
@@ -163,6 +166,8 @@ def test_get_and_purge_on_a_node_that_does_not_lead(nodes: dict[str, BrokerProce
         assert ch.queue_purge("jobs").method.message_count == 3
         assert ch.basic_get("jobs") == (None, None, None)
         ch.basic_publish("", "jobs", b"j4")
+        poll(lambda: {q["name"]: q["messages"] for q in nodes["n1"].get_json("/api/queues")}
+             .get("jobs") == 1, "node 1's queue list shows the leader's count")
         api = nodes["n1"].get_json("/api/queues/%2F/jobs")  # the leader's counts
         assert (api["node"], api["messages"], api["state"]) == ("n2", 1, "running")
         http_delete(nodes["n1"], "/api/queues/%2F/jobs/contents")
