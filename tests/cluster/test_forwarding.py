@@ -314,3 +314,39 @@ async def _publishers_wait_while_the_leaders_link_is_full(tmp_path: Path) -> Non
         assert leader_queue.message_count == 300
         assert n1.forwarding.throttles > 0
         assert not n1.forwarding._throttled
+
+
+def test_a_consumers_node_lost_requeues_what_it_held(tmp_path: Path) -> None:
+    run(_a_consumers_node_lost_requeues_what_it_held(tmp_path))
+
+
+async def _a_consumers_node_lost_requeues_what_it_held(tmp_path: Path) -> None:
+    """Node 3 holds unacked deliveries of node 2's queue and is lost (its link closes):
+    they go back to the queue, redelivered, for a consumer elsewhere, as when a
+    connection drops on one node."""
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "held")
+        consumer = await aio_pika.connect(n3.url)
+        conn = await aio_pika.connect(n1.url)
+        async with consumer, conn:
+            ch = await conn.channel(publisher_confirms=True)
+            for i in range(3):
+                await ch.default_exchange.publish(aio_pika.Message(b"h%d" % i),
+                                                  routing_key="held")
+            cch = await consumer.channel()
+            await cch.set_qos(prefetch_count=10)
+            got: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+            await (await cch.get_queue("held", ensure=False)).consume(got.put)
+            for _ in range(3):
+                await asyncio.wait_for(got.get(), TIMEOUT)
+            leader_queue = n2.broker.vhosts["/"].queues["held"]
+            assert (leader_queue.message_count, leader_queue.unacked_count) == (0, 3)
+            await n3.link.close()  # node 3 is gone for the others
+            for _ in range(250):
+                if leader_queue.message_count == 3:
+                    break
+                await asyncio.sleep(0.02)
+            queue = await ch.get_queue("held", ensure=False)
+            again = [await queue.get(timeout=TIMEOUT, no_ack=True) for _ in range(3)]
+            assert [(m.body, m.redelivered) for m in again] == [
+                (b"h0", True), (b"h1", True), (b"h2", True)]
