@@ -115,6 +115,7 @@ class EtcdClient:
         self._next = 0  # index of the endpoint to try first
         self._client: aetcd.Client | None = None
         self._closed = False  # close() was called: watches end instead of resuming
+        self._connecting = asyncio.Lock()
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> None:
@@ -122,6 +123,14 @@ class EtcdClient:
             raise EtcdUnavailable("etcd client closed")
         if self._client is not None:
             return
+        async with self._connecting:  # the watch and a writer reconnecting at once: one
+            if self._client is None:  # channel, not two (one of them leaked)
+                await self._connect()
+        if self._closed:  # closed while connecting
+            await self._drop()
+            raise EtcdUnavailable("etcd client closed")
+
+    async def _connect(self) -> None:
         errors = []
         for i in range(len(self.endpoints)):
             host, port = self.endpoints[(self._next + i) % len(self.endpoints)]
