@@ -64,7 +64,9 @@ def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
         consumer.cancelled_by_broker()
     if isinstance(new, RemoteQueue) and old.capabilities.supports_get:
         moved_messages(old, new)
-    old.close()
+        old.delete()  # empty now: its timers (x-expires, TTL) stop with it
+    else:
+        old.close()  # a stream's stand-in keeps its files; a proxy has nothing to stop
     return new
 
 
