@@ -350,3 +350,28 @@ async def _a_consumers_node_lost_requeues_what_it_held(tmp_path: Path) -> None:
             again = [await queue.get(timeout=TIMEOUT, no_ack=True) for _ in range(3)]
             assert [(m.body, m.redelivered) for m in again] == [
                 (b"h0", True), (b"h1", True), (b"h2", True)]
+
+
+def test_a_leader_lost_cancels_its_remote_consumers(tmp_path: Path) -> None:
+    run(_a_leader_lost_cancels_its_remote_consumers(tmp_path))
+
+
+async def _a_leader_lost_cancels_its_remote_consumers(tmp_path: Path) -> None:
+    """Node 2 is lost: node 3's consumer of its queue gets basic.cancel (the client's
+    consumer_cancel_notify), as RabbitMQ cancels consumers of a queue whose node is down."""
+    async with cluster(tmp_path) as (n1, n2, n3):
+        await declare_on_leader(n2, [n1, n2, n3], "far")
+        consumer = await aio_pika.connect(n3.url)
+        async with consumer:
+            cch = await consumer.channel()
+            tag = await (await cch.get_queue("far", ensure=False)).consume(ignore)
+            (conn,) = [c for c in n3.broker.connections]
+            (channel,) = conn.channels.values()
+            assert tag in channel.consumers
+            await n2.link.close()
+            for _ in range(250):
+                if tag not in channel.consumers:
+                    break
+                await asyncio.sleep(0.02)
+            assert tag not in channel.consumers
+            assert not n3.forwarding.subscriptions.by_sub
