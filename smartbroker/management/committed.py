@@ -3,19 +3,19 @@
 The routers change definitions synchronously, as the AMQP handlers do; in a cluster the
 definitions store commits to etcd afterwards (``DefinitionsRecorder.pending()``). This
 ASGI wrapper holds the response of a PUT, POST or DELETE until that commit is done, so a
-204 means what a declare-ok means. On a single node ``pending()`` is None and nothing
-waits; reads pass straight through.
+2xx means what a declare-ok means; a change etcd refused is answered 500 instead (the
+store has logged it and dropped it from this node's view). On a single node the store
+commits in the call (``commits_later`` is False) and nothing is wrapped.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 from collections.abc import Callable
 from typing import Any
 
 from smartbroker.management.state import ManagementState
 
-log = logging.getLogger("smartbroker.management")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -25,20 +25,31 @@ class DefinitionsCommitted:
         self.state = state
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] in _READS:
+        recorder = self.state.broker.recorder
+        if scope["type"] != "http" or scope["method"] in _READS or recorder is None \
+                or not recorder.commits_later:
             await self.app(scope, receive, send)
             return
+        refused: list[bytes] = []
 
         async def send_after_commit(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                recorder = self.state.broker.recorder
-                pending = recorder.pending() if recorder is not None else None
+                pending = recorder.pending()
                 if pending is not None:
                     try:
                         await pending
-                    except Exception as exc:  # refused: the store logged it and dropped it
-                        log.error("%s %s: the definitions store refused the change: %s",
-                                  scope["method"], scope.get("path"), exc)
+                    except Exception as exc:
+                        refused.append(json.dumps({
+                            "error": "internal_error",
+                            "reason": f"the definitions store refused the change: {exc}",
+                        }).encode())
+                        message = {"type": "http.response.start", "status": 500, "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(refused[0])).encode())]}
+            elif refused:  # the route's own body is replaced by the refusal
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": refused[0]}
             await send(message)
 
         await self.app(scope, receive, send_after_commit)

@@ -227,3 +227,16 @@ def test_cli_export_then_import_restores_the_cluster(
     poll(lambda: any(b["destination"] == "cq" and b["routing_key"] == "rk"
                      for b in api(d1, "/api/bindings/cli-v")), "the binding back on d1")
     assert api(d1, "/api/queues/cli-v/cq")["arguments"] == {"x-max-length": 9}
+
+
+def test_a_change_etcd_refuses_is_an_error_and_undone(
+        cluster: tuple[str, list[BrokerProcess]]) -> None:
+    """A queue whose definition is over etcd's request limit: the API answers 500, and
+    the node that took it drops it again (etcd is the truth)."""
+    _, (d1, _) = cluster
+    with pytest.raises(AssertionError, match="500.*refused"):
+        api(d1, "/api/queues/%2F/too-big", {"durable": True,
+                                            "arguments": {"x-pad": "p" * (2 << 20)}},
+            method="PUT")
+    poll(lambda: all(q["name"] != "too-big" for q in api(d1, "/api/queues/%2F")),
+         "too-big dropped by d1")
