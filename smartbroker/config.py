@@ -143,6 +143,10 @@ class Config(BaseSettings):
     # seconds a node's membership lease lives without a keepalive: how long a kill -9
     # takes to be seen by the others (etcd raises anything under 2 to 2)
     cluster_lease_ttl: int = Field(5, ge=2, le=300)
+    # SO_REUSEPORT on the AMQP and Kafka listeners: set by ``serve --workers`` on its
+    # nodes, which share those ports (cluster/workers.py); off, a second broker on the
+    # port is refused as before
+    reuse_port: bool = False
 
     @field_validator("etcd", mode="before")
     @classmethod

@@ -36,7 +36,8 @@ class EtcdProcess:
 
     def __init__(self, directory: Path, *, name: str = "smartbroker-etcd",
                  host: str = HOST, client_port: int | None = None,
-                 peer_port: int | None = None, binary: str | None = None) -> None:
+                 peer_port: int | None = None, binary: str | None = None,
+                 new_session: bool = False) -> None:
         self.directory = Path(directory)
         self.name = name
         self.host = host
@@ -45,6 +46,7 @@ class EtcdProcess:
         self.peer_port = peer_port or free_port()
         self.binary = binary or etcd_binary()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.new_session = new_session  # a Ctrl-C of the caller does not reach etcd
 
     @property
     def data_dir(self) -> Path:
@@ -92,7 +94,8 @@ class EtcdProcess:
             log.write(f"===== start at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL,
+                                         start_new_session=self.new_session)
         try:
             self.wait_healthy(timeout)
         except (RuntimeError, TimeoutError) as exc:
