@@ -85,7 +85,7 @@ async def start_kafka(broker: Broker, config: Config,
         if not port:
             continue
         try:
-            await kafka.start(config.host, port, ssl=ctx)
+            await kafka.start(config.host, port, ssl=ctx, reuse_port=config.reuse_port)
         except OSError as exc:
             for srv in servers:
                 srv.close()
@@ -144,7 +144,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     flusher = Flusher()
     try:
         server = await loop.create_server(lambda: AMQPConnection(broker, flusher),
-                                          config.host, config.port, reuse_address=True, backlog=1024)
+                                          config.host, config.port, reuse_address=True, backlog=1024,
+                                          reuse_port=config.reuse_port)
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     servers = [server]
@@ -152,7 +153,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
         try:
             servers.append(await loop.create_server(lambda: AMQPConnection(broker, flusher),
                                                     config.host, config.tls_port, ssl=tls,
-                                                    reuse_address=True, backlog=1024))
+                                                    reuse_address=True, backlog=1024,
+                                                    reuse_port=config.reuse_port))
         except OSError as exc:
             server.close()
             raise StartupError(f"cannot listen on {config.host}:{config.tls_port} (TLS): "
