@@ -91,23 +91,31 @@ def serve(
     cluster_secret: Annotated[str | None, typer.Option(
         help="Shared secret of the cluster link (better: SMARTBROKER_CLUSTER_SECRET) "
              "[default: one kept in etcd]")] = None,
+    workers: Annotated[str | None, typer.Option(
+        help="Run N nodes (or 'auto': one per core) as one cluster sharing the AMQP and "
+             "Kafka ports, with their own etcd unless --etcd (docs/cluster.md) "
+             "[default: one process]")] = None,
 ) -> None:
     """Run the broker (AMQP on --port, management API on --management-port, Kafka on
     --kafka-port)."""
+    flags = dict(host=host, port=port, management_port=management_port,
+                 prometheus_port=prometheus_port,
+                 data_dir=data_dir, log_level=log_level, tls_port=tls_port,
+                 tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
+                 kafka_port=kafka_port, kafka_advertised_host=kafka_advertised_host,
+                 kafka_tls_port=kafka_tls_port, kafka_sasl_required=kafka_sasl_required,
+                 etcd=etcd, node_name=node_name, cluster_name=cluster_name,
+                 cluster_port=cluster_port, advertise_host=advertise_host,
+                 cluster_secret=cluster_secret)
     try:
-        cfg = Config.load(config, host=host, port=port, management_port=management_port,
-                          prometheus_port=prometheus_port,
-                          data_dir=data_dir, log_level=log_level, tls_port=tls_port,
-                          tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca,
-                          kafka_port=kafka_port, kafka_advertised_host=kafka_advertised_host,
-                          kafka_tls_port=kafka_tls_port, kafka_sasl_required=kafka_sasl_required,
-                          etcd=etcd, node_name=node_name, cluster_name=cluster_name,
-                          cluster_port=cluster_port, advertise_host=advertise_host,
-                          cluster_secret=cluster_secret)
+        cfg = Config.load(config, **flags)
     except ConfigError as exc:  # already one line: a bad value, file or variable
         fail(str(exc))
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers is not None:
+        serve_workers(cfg, {k: v for k, v in flags.items() if v is not None}, config, workers)
+        return
     from smartbroker.server.app import StartupError, run
 
     try:
@@ -119,6 +127,18 @@ def serve(
     except Exception as exc:  # still one line; the traceback only with --log-level debug
         logging.getLogger("smartbroker").debug("the broker stopped", exc_info=True)
         fail(f"the broker stopped: {type(exc).__name__}: {exc}")
+
+
+def serve_workers(cfg: Config, flags: dict[str, Any], config: Path | None, count: str) -> None:
+    """``serve --workers``: a supervisor of N cluster nodes (cluster/workers.py)."""
+    from smartbroker.cluster.workers import WorkersError, run_workers, worker_count
+
+    try:
+        code = run_workers(cfg, flags, config, worker_count(count))
+    except (ValueError, WorkersError) as exc:
+        fail(str(exc))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
