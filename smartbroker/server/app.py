@@ -16,6 +16,7 @@ from smartbroker.broker.persistence import Persistence
 from smartbroker.config import Config
 from smartbroker.kafka.handlers import Node
 from smartbroker.kafka.listener import KafkaListener
+from smartbroker.server import gc_tuning
 from smartbroker.server.alarms import ResourceMonitor
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
@@ -126,7 +127,10 @@ async def cluster_definitions(cluster: Any) -> Any:
         raise StartupError(str(exc)) from None
 
 
-async def serve(config: Config, started: asyncio.Event | None = None) -> None:
+async def serve(config: Config, started: asyncio.Event | None = None,
+                tune_gc: bool = False) -> None:
+    """Run the broker until SIGTERM/SIGINT. ``tune_gc``: the process is ours alone (the
+    CLI), so the collector is tuned for it (server/gc_tuning.py)."""
     check_data_dir(config.data_dir)
     tls = tls_context(config)
     cluster = await join_cluster(config) if config.etcd else None
@@ -196,6 +200,8 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     if cluster is not None:
         management.state.node = cluster.name
         management.state.cluster = cluster
+    if tune_gc:
+        gc_tuning.freeze_startup_state()
     try:
         if started is not None:
             started.set()
@@ -238,9 +244,10 @@ async def start_cluster(cluster: Any, amqp: int, http: int, kafka: int,
 
 
 def run(config: Config) -> None:
+    gc_tuning.tune_for_serving()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, tune_gc=True))
     else:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, tune_gc=True))
