@@ -301,6 +301,8 @@ class ClusterLink:
         self._ticker = self.loop.call_later(self.heartbeat, self._tick)
         now = self.loop.time()
         for link in list(self._links.values()):
+            if not link.ready:  # closed (by the peer, say); connection_lost is on its way
+                continue
             if link.received:
                 link.received = False
                 link.last_heard = now
