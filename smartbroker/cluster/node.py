@@ -61,6 +61,7 @@ class ClusterNode:
         self.forwarding: Any = None  # forwarding_node.QueueForwarding, once started
         self.definitions: Any = None  # definitions_etcd.EtcdDefinitionStore, once open
         self.definitions_sync: Any = None  # definitions_sync.DefinitionsSync
+        self.kafka: Any = None  # kafka_peers.KafkaPeers, once the Kafka listener serves it
 
     async def connect(self) -> None:
         """etcd answers and the name is free, or ClusterError (and nothing left open)."""
@@ -107,6 +108,17 @@ class ClusterNode:
             await self.link.close()
             raise ClusterError(str(exc)) from None
 
+    async def serve_kafka(self, handlers: Any, broker: Any) -> None:
+        """The Kafka listener's ``handlers`` see every node as a broker (kafka_peers)."""
+        from smartbroker.cluster.kafka_peers import start_kafka_peers
+
+        if self.forwarding is None:
+            return
+        try:
+            self.kafka = await start_kafka_peers(self, broker, handlers)
+        except EtcdUnavailable as exc:
+            raise ClusterError(f"cannot read the Kafka topics: {_short(exc)}") from None
+
     async def open_definitions(self) -> Any:
         """The cluster's definitions store (etcd), read and followed; ClusterError."""
         from smartbroker.cluster.definitions_sync import open_definitions
@@ -138,6 +150,8 @@ class ClusterNode:
     async def stop(self) -> None:
         """Leave (the lease revoked: the others see it at once), unlink, close the client."""
         await self.membership.stop()
+        if self.kafka is not None:
+            await self.kafka.close()
         if self.forwarding is not None:
             await self.forwarding.close()
         if self.link is not None:

@@ -1,4 +1,10 @@
-"""DescribeCluster: this node is the whole cluster, its only broker and its controller.
+"""DescribeCluster, and what a cluster of nodes tells the Kafka front end (``Peers``).
+
+On a single node this node is the whole cluster, its only broker and its controller. In
+cluster mode (``--etcd``) the front end is given a ``Peers`` (cluster/kafka_peers.py):
+every up node with a Kafka listener is a broker, a topic led by another node is listed
+with that node as its partitions' leader, and this node answers NOT_LEADER_OR_FOLLOWER for
+its partitions (Kafka's answer: the client refreshes Metadata and goes to the leader).
 
 Any client that got this far may ask (before authentication only ApiVersions and SASL are
 served), as Kafka lets any principal with DESCRIBE on the cluster, which the default
@@ -11,8 +17,10 @@ everything, as a broker without an authorizer answers every principal).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from smartbroker.kafka import codec
 from smartbroker.kafka.codec import Request
@@ -24,6 +32,44 @@ UNSUPPORTED_ENDPOINT_TYPE = 119  # Kafka's Errors.UNSUPPORTED_ENDPOINT_TYPE
 OMITTED = None  # authorized_operations not asked for (the codec writes -2^31)
 
 
+Endpoint = tuple[int, str, int]  # Kafka broker id, host, port
+
+
+@dataclass(frozen=True)
+class RemoteTopic:
+    """A topic whose stream another node leads: what Metadata says about it here."""
+
+    name: str
+    leader: int  # the leading node's broker id
+    partitions: int
+    topic_id: uuid.UUID
+
+
+class Peers(Protocol):
+    """The cluster as the Kafka front end sees it (cluster/kafka_peers.py implements it)."""
+
+    node_id: int  # this node's Kafka broker id
+    cluster_id: str  # the same on every node
+
+    def brokers(self) -> Sequence[Endpoint]:
+        """Every up node with a Kafka listener (this one included)."""
+
+    def remote_topics(self) -> Sequence[RemoteTopic]:
+        """The Kafka vhost's topics led by other up nodes."""
+
+    def remote_topic(self, name: str) -> RemoteTopic | None: ...
+
+    def led_elsewhere(self, name: str) -> bool:
+        """Whether another node leads topic ``name`` (so it is not created or served here)."""
+
+    def coordinator(self, group: str) -> Endpoint | None:
+        """The node coordinating ``group`` when it is not this one."""
+
+    def coordinated_elsewhere(self, group: str, topics: Sequence[str]) -> bool:
+        """Whether another node coordinates ``group`` (or must: ``topics`` are led there);
+        the group's requests then answer NOT_COORDINATOR."""
+
+
 class ClusterInfo:
     """The DescribeCluster handler; ``endpoint`` gives (node id, host, port) for a session,
     the host being the one the client reached unless one is advertised."""
@@ -33,6 +79,7 @@ class ClusterInfo:
         self.cluster_id = cluster_id
         self.endpoint = endpoint
         self.operations = operations  # the requesting user's (authz.cluster_operations)
+        self.peers: Peers | None = None  # cluster mode: every node is a broker
 
     def describe_cluster(self, request: Request, session: Any) -> Any:
         body = request.body
@@ -49,8 +96,9 @@ class ClusterInfo:
         # the codec takes the bitfield as the set of its bits
         operations = (self.operations() if body.include_cluster_authorized_operations
                       else OMITTED)
-        broker = cls.DescribeClusterBroker(broker_id=node_id, host=host, port=port, rack=None,
-                                           is_fenced=False)
+        found = [(node_id, host, port)] if self.peers is None else self.peers.brokers()
+        brokers = [cls.DescribeClusterBroker(broker_id=i, host=h, port=p, rack=None,
+                                             is_fenced=False) for i, h, p in found]
         return cls(version=version, throttle_time_ms=0, error_code=ErrorCode.NONE,
                    error_message=None, endpoint_type=BROKERS, cluster_id=self.cluster_id,
-                   controller_id=node_id, brokers=[broker], authorized_operations=operations)
+                   controller_id=node_id, brokers=brokers, authorized_operations=operations)

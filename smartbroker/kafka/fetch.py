@@ -65,6 +65,9 @@ class Fetcher:
         self.topic_id = topic_id  # the id Metadata gives a topic (handlers.py)
         self._names: dict[uuid.UUID, str] = {}  # topic id -> name, rebuilt on a miss
         self._fresh = False  # _names was rebuilt during the request being read
+        # cluster mode: whether another node leads a topic (handlers.attach_peers), asked
+        # only for a partition that is not read here: NOT_LEADER_OR_FOLLOWER
+        self.led_elsewhere: Callable[[str], bool] | None = None
 
     def fetch(self, request: Request, session: Any) -> Any:
         """The response body, or a future of it when the request waits for data."""
@@ -107,6 +110,12 @@ class Fetcher:
                                    topic_id, denied))
         return out
 
+    def _missing(self, name: str) -> ErrorCode:
+        """Why a named partition is not read here: another node leads it, or it is unknown."""
+        elsewhere = self.led_elsewhere
+        return (ErrorCode.NOT_LEADER_OR_FOLLOWER if elsewhere is not None and elsewhere(name)
+                else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+
     def _name_of(self, topic_id: uuid.UUID, queues: Any) -> str | None:
         """The stream a v13+ Fetch names by id (the cache is rebuilt when an id is new)."""
         name = self._names.get(topic_id)
@@ -136,7 +145,7 @@ class Fetcher:
             if queue is None or queue.deleted:
                 parts.append(self._error(pdata, w, ErrorCode.TOPIC_AUTHORIZATION_FAILED if w.denied
                                          else ErrorCode.UNKNOWN_TOPIC_ID if w.topic is None
-                                         else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                                         else self._missing(w.topic)))
                 failed = True
                 continue
             log = queue.partitions[w.partition]

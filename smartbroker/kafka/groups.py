@@ -83,6 +83,9 @@ class GroupCoordinator:
         # (the transaction coordinator's, wired by handlers.py): OffsetFetch with
         # require_stable answers UNSTABLE_OFFSET_COMMIT for it
         self.pending_txn_offset: Any = lambda group, topic, partition: False
+        # cluster mode (handlers.attach_peers): a group is coordinated by the node leading
+        # its topics (its offsets live in their streams), kafka/cluster.Peers
+        self.peers: Any = None
 
     def _show_members(self, group: Any) -> None:
         """Let the streams a group subscribes to show its Kafka members (with lag) in
@@ -101,15 +104,14 @@ class GroupCoordinator:
         """A group's members come from one protocol at a time: while AMQP consumers hold
         the group on a stream, a Kafka member is INCONSISTENT_GROUP_PROTOCOL (Kafka's
         answer to a member whose protocol type differs from the group's)."""
-        body, version = request.body, request.api_version
+        body = request.body
+        if self.peers is not None and valid_group_id(body.group_id) \
+                and self.peers.coordinated_elsewhere(body.group_id, ()):
+            return _join_refused(request, ErrorCode.NOT_COORDINATOR)
         if not valid_group_id(body.group_id) or not group_view.amqp_holder(
                 self.topics, body.group_id):
             return self.membership.join_group(request, session)
-        cls = codec.response_class(JOIN_GROUP)
-        return cls(version=version, throttle_time_ms=0,
-                   error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL, generation_id=-1,
-                   protocol_type=None, protocol_name=None if version >= 7 else "", leader="",
-                   skip_assignment=False, member_id=body.member_id or "", members=[])
+        return _join_refused(request, ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
 
     # -- FindCoordinator -------------------------------------------------------------------
 
@@ -117,19 +119,27 @@ class GroupCoordinator:
         cls = codec.response_class(FIND_COORDINATOR)
         body, version = request.body, request.api_version
         key_type = body.key_type if version >= 1 else KEY_GROUP
-        node_id, host, port = self.node_address(session)
+        here = self.node_address(session)
         if key_type in (KEY_GROUP, KEY_TRANSACTION):  # transactions too (txn_api.py)
             code, message = ErrorCode.NONE, None
         else:
             code, message = ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}"
-        if code != ErrorCode.NONE:
-            node_id, host, port = -1, "", -1
+
+        def where(key: str) -> tuple[int, str, int]:
+            if code != ErrorCode.NONE:
+                return -1, "", -1
+            if key_type == KEY_GROUP and self.peers is not None:  # transactions stay here
+                return self.peers.coordinator(key) or here
+            return here
+
         if version < 4:
+            node_id, host, port = where(body.key)
             return cls(version=version, throttle_time_ms=0, error_code=code,
                        error_message=message, node_id=node_id, host=host, port=port)
         return cls(version=version, throttle_time_ms=0, coordinators=[
-            cls.Coordinator(key=key, node_id=node_id, host=host, port=port, error_code=code,
-                            error_message=message) for key in body.coordinator_keys])
+            cls.Coordinator(key=key, node_id=n, host=h, port=p, error_code=code,
+                            error_message=message)
+            for key in body.coordinator_keys for n, h, p in (where(key),)])
 
     # -- OffsetCommit ----------------------------------------------------------------------
 
@@ -144,6 +154,9 @@ class GroupCoordinator:
             refusal = ErrorCode.INVALID_GROUP_ID
         elif not group_allowed(self.topics.broker, self.topics.vhost, group):
             refusal = ErrorCode.GROUP_AUTHORIZATION_FAILED
+        elif self.peers is not None and self.peers.coordinated_elsewhere(
+                group, [t.name for t in body.topics]):
+            refusal = ErrorCode.NOT_COORDINATOR
         else:
             code = self.coordinator.commit_check(
                 group, body.generation_id_or_member_epoch, body.member_id or "",
@@ -221,6 +234,9 @@ class GroupCoordinator:
             return ErrorCode.INVALID_GROUP_ID, []
         if not group_allowed(self.topics.broker, self.topics.vhost, group):
             return ErrorCode.GROUP_AUTHORIZATION_FAILED, []
+        if self.peers is not None and self.peers.coordinated_elsewhere(
+                group, [t.name for t in wanted or ()]):
+            return ErrorCode.NOT_COORDINATOR, []
 
         def part(index: int, offset: int | None, code: ErrorCode = ErrorCode.NONE,
                  extra: tuple[int, str] = (-1, "")) -> Any:
@@ -274,6 +290,15 @@ class GroupCoordinator:
             return self.topics.stream(name, create=False)
         except PartitionError:
             return None
+
+
+def _join_refused(request: Request, code: ErrorCode) -> Any:
+    """A JoinGroup answered with ``code`` before the group sees it."""
+    cls = codec.response_class(JOIN_GROUP)
+    version = request.api_version
+    return cls(version=version, throttle_time_ms=0, error_code=code, generation_id=-1,
+               protocol_type=None, protocol_name=None if version >= 7 else "", leader="",
+               skip_assignment=False, member_id=request.body.member_id or "", members=[])
 
 
 def _epoch(partition: Any) -> int:

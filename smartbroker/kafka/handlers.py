@@ -5,13 +5,15 @@ and ``KafkaConnection`` refuses anything outside it before a handler runs. Add a
 adding its handler to ``HANDLERS`` and its versions to ``SUPPORTED``.
 
 Topics are the stream queues of the Kafka vhost (``kafka_vhost``): a stream's partitions
-are the topic's partitions. This node is the only broker (node id 0), leader and only
-in-sync replica of every partition, with no leader epochs (-1).
+are the topic's partitions. A single node is the only broker (node id 0), leader and only
+in-sync replica of every partition, with no leader epochs (-1). In cluster mode
+(``attach_peers``) every node is a broker and a topic's leader is its stream's node.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -119,6 +121,7 @@ class Topic:
     name: str
     partitions: int
     topic_id: uuid.UUID
+    leader: int = NODE_ID  # the broker id of the node leading its stream
 
 
 class KafkaHandlers:
@@ -138,11 +141,14 @@ class KafkaHandlers:
         self.partitions = partitions.PartitionAdmin(self.admin)
         self.records_admin = records_admin.RecordsAdmin(self.admin)
         self.alterer = alter_configs.ConfigAlterer(self.admin)
+        self.peers: cluster.Peers | None = None  # cluster mode (attach_peers)
+        self.node_id = NODE_ID  # this node's broker id
         self.cluster = cluster.ClusterInfo(
-            node.cluster_id, lambda s: (NODE_ID, self.node.host or s.local_host, self.node.port),
+            node.cluster_id, lambda s: (self.node_id, self.node.host or s.local_host, self.node.port),
             lambda: cluster_operations(broker, self.node.vhost))
         self.groups = groups.GroupCoordinator(
-            self.streams, lambda s: (NODE_ID, self.node.host or s.local_host, s.port or self.node.port),
+            self.streams,
+            lambda s: (self.node_id, self.node.host or s.local_host, s.port or self.node.port),
             lambda: [t.name for t in self.topics()])
         self.coordinator = self.groups.coordinator  # the Kafka groups (kafka/coordinator.py)
         self.txn.group_of = self.coordinator.group  # TxnOffsetCommit checks member/generation
@@ -177,6 +183,15 @@ class KafkaHandlers:
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 
+    def attach_peers(self, peers: cluster.Peers) -> None:
+        """Cluster mode: the other nodes are brokers too, their topics listed with them as
+        leaders, and this node refuses what they lead (NOT_LEADER_OR_FOLLOWER)."""
+        self.peers = self.cluster.peers = self.groups.peers = peers
+        self.node_id = peers.node_id
+        self.node = dataclasses.replace(self.node, cluster_id=peers.cluster_id)
+        self.cluster.cluster_id = peers.cluster_id
+        self.streams.led_elsewhere = self.fetcher.led_elsewhere = peers.led_elsewhere
+
     def handle(self, request: Request, session: Session) -> Any:
         """The response body for ``request`` (its api key is one of SUPPORTED), with the
         permission checks made as the session's user (authz.py)."""
@@ -195,16 +210,24 @@ class KafkaHandlers:
             topic = self._topic(name, queue)
             if topic is not None and valid_topic_name(name):
                 yield topic
+        if self.peers is not None:
+            for remote in self.peers.remote_topics():
+                yield Topic(remote.name, remote.partitions, remote.topic_id, remote.leader)
 
     def topic(self, name: str) -> Topic | None:
         vhost = self.broker.vhosts.get(self.node.vhost)
-        return None if vhost is None else self._topic(name, vhost.queues.get(name))
+        found = None if vhost is None else self._topic(name, vhost.queues.get(name))
+        if found is None and self.peers is not None:
+            remote = self.peers.remote_topic(name)
+            if remote is not None:
+                return Topic(remote.name, remote.partitions, remote.topic_id, remote.leader)
+        return found
 
     def _topic(self, name: str, queue: Any) -> Topic | None:
         """A stream queue as a topic; None for a classic queue (not a topic) or nothing."""
         if queue is None or not queue.capabilities.offset_log:
             return None  # a queue leaves vhost.queues before it is deleted
-        return Topic(name, len(queue.partitions), queue.meta.topic_id)
+        return Topic(name, len(queue.partitions), queue.meta.topic_id, self.node_id)
 
     def topic_id(self, name: str) -> uuid.UUID:
         """What Metadata calls the topic, and Fetch v13+ names it by: the id stored with
@@ -248,11 +271,12 @@ class KafkaHandlers:
         # v8-10 (librdkafka's describe_cluster): what DescribeCluster answers
         cluster_ops = (self.cluster.operations() if 8 <= version <= 10
                        and body.include_cluster_authorized_operations else None)
+        found = ([(NODE_ID, self.node.host or session.local_host, session.port or self.node.port)]
+                 if self.peers is None else self.peers.brokers())
         return cls(version=request.api_version, throttle_time_ms=0,
-                   brokers=[cls.MetadataResponseBroker(
-                       node_id=NODE_ID, host=self.node.host or session.local_host,
-                       port=session.port or self.node.port, rack=None)],
-                   cluster_id=self.node.cluster_id, controller_id=NODE_ID, topics=topics,
+                   brokers=[cls.MetadataResponseBroker(node_id=i, host=h, port=p, rack=None)
+                            for i, h, p in found],
+                   cluster_id=self.node.cluster_id, controller_id=self.node_id, topics=topics,
                    authorized_operations=cluster_ops)
 
     def _requested(self, cls: Any, wanted: Any, create: bool, by_id: dict[Any, Topic]) -> Any:
@@ -266,12 +290,17 @@ class KafkaHandlers:
         if not valid_topic_name(name):
             return self._topic_error(cls, name, ErrorCode.INVALID_TOPIC_EXCEPTION)
         found = self.topic(name)
+        if found is None and self.peers is not None and self.peers.led_elsewhere(name):
+            # its stream is another node's, not yet described there: Kafka's answer while
+            # a topic's leader is being elected, which clients retry
+            return self._topic_error(cls, name, ErrorCode.LEADER_NOT_AVAILABLE)
         if found is None and create and self.broker.config.kafka_auto_create_topics and \
                 not topic_allowed(self.broker, self.node.vhost, "configure", name):
             # Kafka's Metadata: a topic the client may not create is refused as such
             return self._topic_error(cls, name, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
-        if found is None and create:  # when kafka_auto_create_topics is on
-            try:
+        if found is None and create and (self.peers is None
+                                         or not self.peers.led_elsewhere(name)):
+            try:  # when kafka_auto_create_topics is on
                 self.streams.stream(name, create=True)
             except produce.PartitionError as exc:
                 return self._topic_error(cls, name, exc.code)
@@ -290,8 +319,9 @@ class KafkaHandlers:
     @staticmethod
     def _topic_metadata(cls: Any, topic: Topic) -> Any:
         part = cls.MetadataResponseTopic.MetadataResponsePartition
-        partitions = [part(error_code=ErrorCode.NONE, partition_index=i, leader_id=NODE_ID,
-                           leader_epoch=-1, replica_nodes=[NODE_ID], isr_nodes=[NODE_ID],
+        leader = topic.leader
+        partitions = [part(error_code=ErrorCode.NONE, partition_index=i, leader_id=leader,
+                           leader_epoch=-1, replica_nodes=[leader], isr_nodes=[leader],
                            offline_replicas=[]) for i in range(topic.partitions)]
         return cls.MetadataResponseTopic(error_code=ErrorCode.NONE, name=topic.name,
                                          topic_id=topic.topic_id, is_internal=False,

@@ -83,10 +83,13 @@ class OffsetLister:
             # Kafka: ListOffsets needs DESCRIBE on the topic (any permission here), checked
             # before the topic's existence; a refusal is TOPIC_AUTHORIZATION_FAILED
             denied = not topic_describable(self.topics.broker, self.topics.vhost, topic.name)
+            missing = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             try:
                 queue = None if denied else self.topics.stream(topic.name, create=False)
-            except PartitionError:
+            except PartitionError as exc:  # NOT_LEADER_OR_FOLLOWER: another node leads it
                 queue = None
+                if exc.code == ErrorCode.NOT_LEADER_OR_FOLLOWER:
+                    missing = exc.code
             parts = []
             for p in topic.partitions:
                 index = p.partition_index
@@ -94,7 +97,7 @@ class OffsetLister:
                 if part is None or (p.timestamp == MAX_TIMESTAMP and version < 7):
                     code = (ErrorCode.TOPIC_AUTHORIZATION_FAILED if denied
                             else ErrorCode.UNSUPPORTED_VERSION if part is not None
-                            else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                            else missing)
                     parts.append(part_cls(partition_index=index, error_code=code,
                                           timestamp=-1, offset=-1, leader_epoch=-1,
                                           old_style_offsets=[]))

@@ -69,6 +69,9 @@ class Topics:
         self.broker = broker
         self.vhost = vhost
         self.valid_name = valid_name
+        # cluster mode: whether another node leads a topic (handlers.attach_peers); asked
+        # only when the topic is not a stream here, never on the produce path
+        self.led_elsewhere: Callable[[str], bool] | None = None
         self._window = self._spent = 0.0  # auto-creation time spent since _window began
 
     def _may_auto_create(self) -> bool:
@@ -91,6 +94,10 @@ class Topics:
                                  f"{need} access to topic {name!r} refused")
         vhost = self.broker.vhosts.get(self.vhost)
         queue = None if vhost is None else vhost.queues.get(name)
+        if (queue is None or not queue.capabilities.offset_log) \
+                and self.led_elsewhere is not None and self.led_elsewhere(name):
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                                 f"topic {name!r} is led by another node")
         if queue is None and create and vhost is not None and self.broker.config.kafka_auto_create_topics \
                 and topic_allowed(self.broker, self.vhost, "configure", name):
             if not self._may_auto_create():

@@ -171,7 +171,8 @@ async def serve(config: Config, started: asyncio.Event | None = None,
     if cluster is not None:  # a member before its API answers, with the ports it serves on
         try:
             await start_cluster(cluster, server.sockets[0].getsockname()[1],
-                                config.management_port, config.kafka_port, broker)
+                                config.management_port, config.kafka_port, broker,
+                                None if kafka is None else kafka.handlers)
         except BaseException:
             for srv in servers:
                 srv.close()
@@ -234,11 +235,13 @@ async def serve(config: Config, started: asyncio.Event | None = None,
 
 
 async def start_cluster(cluster: Any, amqp: int, http: int, kafka: int,
-                        broker: Broker | None = None) -> None:
+                        broker: Broker | None = None, kafka_handlers: Any = None) -> None:
     from smartbroker.cluster.node import ClusterError
 
     try:
         await cluster.start(amqp=amqp, http=http, kafka=kafka, broker=broker)
+        if kafka_handlers is not None:  # Metadata names every node and each topic's leader
+            await cluster.serve_kafka(kafka_handlers, broker)
     except ClusterError as exc:
         raise StartupError(str(exc)) from None
 

@@ -1,0 +1,151 @@
+"""Kafka clients on three real nodes on a real etcd: a topic created through node 1 is
+produced to through node 2 and consumed (in a group) through node 3 with confluent-kafka
+(librdkafka): Metadata on any node lists the three brokers and node 1 as the leader, the
+clients find it themselves; a Produce, Fetch or ListOffsets sent to a node that does not
+lead the partition is NOT_LEADER_OR_FOLLOWER; the group's coordinator is the topic's
+leader, wherever the consumer asks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka.protocol import consumer, metadata
+
+from smartbroker.cluster.kafka_peers import broker_id
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.conftest import assert_clean_log
+from tests.kafka.test_kafka_abuse import Raw, batch, fetch, produce
+
+NAMES = ("n1", "n2", "n3")
+TIMEOUT = 20.0
+NOT_LEADER = 6
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
+    tmp = tmp_path_factory.mktemp("kafka-cluster")
+    cluster = f"k-{free_port()}"
+    procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
+                              node_name=n, cluster_name=cluster, kafka=True,
+                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"})
+             for n in NAMES}
+    try:
+        for proc in procs.values():
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        for proc in procs.values():
+            assert_clean_log(proc)
+
+
+def poll(cond: Any, what: str, timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+    return found
+
+
+def create_topic(node: BrokerProcess, topic: str, partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": node.kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic].result(TIMEOUT)
+
+
+def described(node: BrokerProcess, topic: str) -> Any:
+    """The topic as ``node`` describes it once it names a leader, else None."""
+    admin = AdminClient({"bootstrap.servers": node.kafka_bootstrap})
+    meta = admin.list_topics(topic, timeout=TIMEOUT)
+    found = meta.topics[topic]
+    return meta if found.error is None and found.partitions else None
+
+
+def test_metadata_on_every_node_names_three_brokers_and_the_leader(
+        nodes: dict[str, BrokerProcess]) -> None:
+    create_topic(nodes["n1"], "meta-topic", partitions=2)
+    expected = {broker_id(n): ("127.0.0.1", nodes[n].kafka_port) for n in NAMES}
+    for name in NAMES:
+        meta = poll(lambda n=name: described(nodes[n], "meta-topic"), f"{name} describes it")
+        assert {b.id: (b.host, b.port) for b in meta.brokers.values()} == expected
+        parts = meta.topics["meta-topic"].partitions
+        assert sorted(parts) == [0, 1]
+        assert {p.leader for p in parts.values()} == {broker_id("n1")}
+    # the same cluster id from every node
+    ids = {AdminClient({"bootstrap.servers": nodes[n].kafka_bootstrap}).list_topics(
+        timeout=TIMEOUT).cluster_id for n in NAMES}
+    assert len(ids) == 1
+
+
+def test_clients_bootstrapped_on_other_nodes_produce_and_consume(
+        nodes: dict[str, BrokerProcess]) -> None:
+    create_topic(nodes["n1"], "orders")
+    for name in NAMES:  # as in Kafka, a new topic reaches every broker's metadata shortly
+        poll(lambda n=name: described(nodes[n], "orders"), f"{name} describes it")
+    producer = Producer({"bootstrap.servers": nodes["n2"].kafka_bootstrap, "linger.ms": 5})
+    errors: list[Any] = []
+    for i in range(50):
+        producer.produce("orders", key=b"k", value=f"m{i}".encode(),
+                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    assert producer.flush(TIMEOUT) == 0 and errors == []
+
+    consumer = Consumer({"bootstrap.servers": nodes["n3"].kafka_bootstrap, "group.id": "g-orders",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        consumer.subscribe(["orders"])
+        got: list[bytes] = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(got) < 50 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append(msg.value())
+            elif msg is not None and msg.error().code() != KafkaError._PARTITION_EOF:
+                raise AssertionError(msg.error())
+        assert got == [f"m{i}".encode() for i in range(50)]
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition("orders", 0)], timeout=TIMEOUT)
+        assert committed[0].offset == 50
+    finally:
+        consumer.close()
+    # the group was coordinated by the topic's leader, where its offset lives
+    with Raw(nodes["n2"].kafka_port) as raw:
+        F = metadata.FindCoordinatorRequest
+        answer = raw.call(F, 2, key="g-orders", key_type=0)
+        assert (answer.error_code, answer.node_id, answer.port) == (
+            0, broker_id("n1"), nodes["n1"].kafka_port)
+
+
+def test_a_node_that_does_not_lead_answers_not_leader(nodes: dict[str, BrokerProcess]) -> None:
+    create_topic(nodes["n1"], "led-by-n1")
+    poll(lambda: described(nodes["n2"], "led-by-n1"), "n2 describes it")
+    with Raw(nodes["n2"].kafka_port) as raw:
+        assert produce(raw, "led-by-n1", batch([b"x"])).error_code == NOT_LEADER
+        assert fetch(raw, "led-by-n1", 0).error_code == NOT_LEADER
+        L = consumer.ListOffsetsRequest
+        answer = raw.call(L, 4, replica_id=-1, isolation_level=0, topics=[
+            L.ListOffsetsTopic(name="led-by-n1", partitions=[L.ListOffsetsTopic.ListOffsetsPartition(
+                partition_index=0, current_leader_epoch=-1, timestamp=-1)])])
+        assert answer.topics[0].partitions[0].error_code == NOT_LEADER
+        # Metadata asked of n2 does not create the topic there: it stays n1's
+        M = metadata.MetadataRequest
+        meta = raw.call(M, 8, topics=[M.MetadataRequestTopic(name="led-by-n1")],
+                        allow_auto_topic_creation=True, include_cluster_authorized_operations=False,
+                        include_topic_authorized_operations=False)
+        assert meta.topics[0].partitions[0].leader_id == broker_id("n1")
+    with Raw(nodes["n1"].kafka_port) as raw:  # the leader takes it
+        assert produce(raw, "led-by-n1", batch([b"x"])).error_code == 0
+
+
+def test_a_topic_auto_created_through_a_node_is_led_by_it(nodes: dict[str, BrokerProcess]) -> None:
+    producer = Producer({"bootstrap.servers": nodes["n3"].kafka_bootstrap})
+    producer.produce("auto-on-n3", value=b"hello")
+    assert producer.flush(TIMEOUT) == 0
+    meta = poll(lambda: described(nodes["n1"], "auto-on-n3"), "n1 describes it")
+    assert meta.topics["auto-on-n3"].partitions[0].leader == broker_id("n3")
