@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from smartbroker.cluster.link import CallError, ClusterLink, PeerDown
-from smartbroker.cluster.link_codec import ChannelSpec
+from smartbroker.cluster.link_codec import ChannelSpec, FrameType, frame
 from smartbroker.cluster.link_peer import PeerConnection
 from smartbroker.cluster.link_protocol import Role
 
@@ -310,6 +310,25 @@ def test_garbage_on_the_cluster_port_is_one_log_line(caplog: pytest.LogCaptureFi
         assert not any(r.exc_info for r in caplog.records)
         closed = [r.getMessage() for r in caplog.records if "cluster link from" in r.getMessage()]
         assert len(closed) >= 3
+        await a.close()
+        await b.close()
+
+    run(main)
+
+
+def test_a_heartbeat_tick_between_a_peers_close_and_connection_lost_is_quiet() -> None:
+    """The peer's CLOSE is read (the link is closed) but ``connection_lost`` comes a loop
+    turn later: a heartbeat tick in between skips that link instead of raising."""
+    async def main() -> None:
+        a, b = await pair()
+        await a.wait_connected("b")
+        link = a._links["b"]
+        link.data_received(frame(FrameType.CLOSE, b"going away"))
+        assert not link.ready and a._links.get("b") is link  # connection_lost not yet run
+        link.sent = False  # quiet since the last tick: this one would send a heartbeat
+        a._tick()
+        await link.finished
+        assert not a.connected("b")
         await a.close()
         await b.close()
 
