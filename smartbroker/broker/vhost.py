@@ -324,7 +324,10 @@ class VirtualHost:
                 return ROUTED  # the common transient case
             if result.sync is None:
                 return ROUTED if result.accepted else REFUSED
-            return Published(True, result.accepted, (result.sync,))
+            answer = result.answer  # a stream's result is one per partition: so is this
+            if answer is None:
+                answer = result.answer = Published(True, result.accepted, (result.sync,))
+            return answer
         queues = route(self, ex, msg, keys)
         if not queues:
             return UNROUTED

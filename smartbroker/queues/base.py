@@ -199,11 +199,12 @@ class PublishResult:
     which the vhost syncs itself). Classic queues return the two shared constants below
     and streams one cached result per partition log, so a publish allocates nothing."""
 
-    __slots__ = ("accepted", "sync")
+    __slots__ = ("accepted", "sync", "answer")
 
     def __init__(self, accepted: bool, sync: Any = None) -> None:
         self.accepted = accepted
         self.sync = sync
+        self.answer: Any = None  # the vhost's answer for this result, kept by the vhost
 
 
 ACCEPTED = PublishResult(True)
