@@ -4,7 +4,7 @@ These read etcd itself rather than a node's API, as ``rabbitmqctl cluster_status
 the cluster's own store: they answer when every node is down, and ``forget`` must act on
 a node that cannot answer. Up means the node's lease is alive (``nodes/<name>``); down, a
 node seen before (``known/<name>``) whose lease is gone; leaders, the queues whose
-placement names the node.
+placement names the node. Forgetting a node deletes the queues it led (``_led_by``).
 """
 
 from __future__ import annotations
@@ -112,20 +112,60 @@ def _uptime(ms: int) -> str:
     return f"{seconds}s"
 
 
-async def _forget(etcd: Any, node: str) -> str | None:
-    """None when forgotten, else why not."""
+FORGET_OPS = 100  # deletions per etcd transaction (etcd takes at most 128 operations)
+
+
+async def _forget(etcd: Any, node: str) -> tuple[str | None, int]:
+    """(None when forgotten, else why not; how many queues went with it)."""
     from smartbroker.cluster.etcd_client import Delete
     from smartbroker.cluster.membership import KNOWN, NODES
 
     async with etcd:
         if await etcd.get(NODES + node) is not None:
-            return f"node {node!r} is running: stop it first (only a node that is down " \
-                   "can be forgotten)"
+            return (f"node {node!r} is running: stop it first (only a node that is down "
+                    "can be forgotten)"), 0
         if await etcd.get(KNOWN + node) is None:
-            return f"no node {node!r} in cluster {etcd.cluster_name!r}"
-        # in one transaction with the check: a node starting meanwhile is not forgotten
-        done = await etcd.commit([Delete(KNOWN + node)], absent=[NODES + node])
-        return None if done is not None else f"node {node!r} has just started: not forgotten"
+            return f"no node {node!r} in cluster {etcd.cluster_name!r}", 0
+        keys, queues = await _led_by(etcd, node)
+        # each transaction carries the check: a node starting meanwhile is not forgotten
+        # (what was deleted before it started stays deleted, as RabbitMQ's forget is not
+        # undone either); the node's own record goes last
+        batches = [keys[i:i + FORGET_OPS] for i in range(0, len(keys), FORGET_OPS)]
+        for batch in [*batches, [KNOWN.encode() + node.encode()]]:
+            done = await etcd.commit([Delete(k) for k in batch], absent=[NODES + node])
+            if done is None:
+                return f"node {node!r} has just started: not forgotten", 0
+        return None, queues
+
+
+async def _led_by(etcd: Any, node: str) -> tuple[list[bytes], int]:
+    """The keys to delete with ``node``, as RabbitMQ's forget_cluster_node deletes the
+    durable classic queues whose home node it was (rabbit_amqqueue:forget_all_durable:
+    no replica to recover them from, which is every queue here): each queue's
+    placement, definition and bindings to it, its Kafka topic description, and the
+    Kafka groups it coordinated. The other nodes see the deletions through their watches
+    and drop their proxies. Returns (keys, number of queues)."""
+    from smartbroker.cluster import definitions_keys as dk
+    from smartbroker.cluster.placement import PREFIX, Placement, parse_key
+
+    placements, _ = await etcd.range(PREFIX)
+    gone: set[tuple[str, str]] = set()
+    keys: list[bytes] = []
+    for kv in placements:
+        placement, names = Placement.decode(kv.value), parse_key(kv.key)
+        if placement is not None and names is not None and placement.leader == node:
+            gone.add(names)
+            keys += [kv.key, dk.key("queues", *names),
+                     b"kafka/topics/" + dk.seg(names[0]) + b"/" + dk.seg(names[1])]
+    if gone:
+        bindings, _ = await etcd.range(dk.ROOT + b"bindings/")
+        for kv in bindings:
+            _table, names = dk.split(kv.key)
+            if len(names) > 3 and names[2] == "queue" and (names[0], names[3]) in gone:
+                keys.append(kv.key)
+    groups, _ = await etcd.range(b"kafka/groups/")
+    keys += [kv.key for kv in groups if kv.value == node.encode()]
+    return keys, len(gone)
 
 
 @cluster_app.command("forget")
@@ -133,7 +173,8 @@ async def _forget(etcd: Any, node: str) -> str | None:
 def forget(node: Annotated[str, typer.Argument(help="The node's name")],
            etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker") -> None:
     """Remove a node that is down from the cluster (RabbitMQ's forget_cluster_node)."""
-    why = _run(_forget(_client(etcd, cluster_name), node))
+    why, queues = _run(_forget(_client(etcd, cluster_name), node))
     if why is not None:
         raise CliError(why)
-    typer.echo(f"node {node} forgotten")
+    typer.echo(f"node {node} forgotten" + (f", with the {queues} queue(s) it led"
+                                          if queues else ""))
