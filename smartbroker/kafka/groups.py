@@ -40,6 +40,7 @@ from smartbroker.kafka.join import (
     SYNC_VERSIONS,
     GroupMembership,
 )
+from smartbroker.kafka.membership import subscription_topics
 from smartbroker.kafka.produce import PartitionError, Topics
 from smartbroker.queues.groups import GroupActive, UnknownPartition
 
@@ -106,7 +107,7 @@ class GroupCoordinator:
         answer to a member whose protocol type differs from the group's)."""
         body = request.body
         if self.peers is not None and valid_group_id(body.group_id) \
-                and self.peers.coordinated_elsewhere(body.group_id, ()):
+                and self.peers.coordinated_elsewhere(body.group_id, _subscribed(body)):
             return _join_refused(request, ErrorCode.NOT_COORDINATOR)
         if not valid_group_id(body.group_id) or not group_view.amqp_holder(
                 self.topics, body.group_id):
@@ -290,6 +291,15 @@ class GroupCoordinator:
             return self.topics.stream(name, create=False)
         except PartitionError:
             return None
+
+
+def _subscribed(body: Any) -> list[str]:
+    """The topics a consumer-protocol JoinGroup subscribes to (cluster mode: the group is
+    coordinated by their leader, where its offsets live)."""
+    if body.protocol_type != "consumer":
+        return []
+    return sorted({t for p in body.protocols or ()
+                   for t in subscription_topics(bytes(p.metadata or b""))})
 
 
 def _join_refused(request: Request, code: ErrorCode) -> Any:

@@ -60,8 +60,22 @@ def create_topic(node: BrokerProcess, topic: str, partitions: int = 1) -> None:
     admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic].result(TIMEOUT)
 
 
+def raw_metadata(node: BrokerProcess, topic: str) -> Any:
+    """Metadata v8 for ``topic`` asked of ``node`` itself (a client library may ask any
+    broker it knows), without creating it."""
+    M = metadata.MetadataRequest
+    with Raw(node.kafka_port) as raw:
+        return raw.call(M, 8, topics=[M.MetadataRequestTopic(name=topic)],
+                        allow_auto_topic_creation=False,
+                        include_cluster_authorized_operations=False,
+                        include_topic_authorized_operations=False)
+
+
 def described(node: BrokerProcess, topic: str) -> Any:
-    """The topic as ``node`` describes it once it names a leader, else None."""
+    """The topic as ``node`` describes it once it names a leader (as librdkafka reads it),
+    else None."""
+    if raw_metadata(node, topic).topics[0].error_code != 0:
+        return None
     admin = AdminClient({"bootstrap.servers": node.kafka_bootstrap})
     meta = admin.list_topics(topic, timeout=TIMEOUT)
     found = meta.topics[topic]
@@ -78,10 +92,18 @@ def test_metadata_on_every_node_names_three_brokers_and_the_leader(
         parts = meta.topics["meta-topic"].partitions
         assert sorted(parts) == [0, 1]
         assert {p.leader for p in parts.values()} == {broker_id("n1")}
-    # the same cluster id from every node
+        own = raw_metadata(nodes[name], "meta-topic")  # what this node itself answers
+        assert {(b.node_id, b.host, b.port) for b in own.brokers} == {
+            (i, *where) for i, where in expected.items()}
+        assert [p.leader_id for p in own.topics[0].partitions] == [broker_id("n1")] * 2
+    # the same cluster id from every node, and DescribeCluster lists the same brokers
     ids = {AdminClient({"bootstrap.servers": nodes[n].kafka_bootstrap}).list_topics(
         timeout=TIMEOUT).cluster_id for n in NAMES}
     assert len(ids) == 1
+    admin = AdminClient({"bootstrap.servers": nodes["n3"].kafka_bootstrap})
+    described_cluster = admin.describe_cluster().result(TIMEOUT)
+    assert {n.id: (n.host, n.port) for n in described_cluster.nodes} == expected
+    assert {described_cluster.cluster_id} == ids
 
 
 def test_clients_bootstrapped_on_other_nodes_produce_and_consume(
@@ -138,6 +160,7 @@ def test_a_node_that_does_not_lead_answers_not_leader(nodes: dict[str, BrokerPro
         meta = raw.call(M, 8, topics=[M.MetadataRequestTopic(name="led-by-n1")],
                         allow_auto_topic_creation=True, include_cluster_authorized_operations=False,
                         include_topic_authorized_operations=False)
+        assert meta.topics[0].error_code == 0, meta
         assert meta.topics[0].partitions[0].leader_id == broker_id("n1")
     with Raw(nodes["n1"].kafka_port) as raw:  # the leader takes it
         assert produce(raw, "led-by-n1", batch([b"x"])).error_code == 0
