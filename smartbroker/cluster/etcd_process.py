@@ -68,7 +68,10 @@ class EtcdProcess:
                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"{self.name}={peer}",
-                "--initial-cluster-state", "new", "--log-level", "warn"]
+                "--initial-cluster-state", "new", "--log-level", "warn",
+                # etcd 3.4 keeps every revision unless told: a long-lived serve --workers
+                # would fill its 2 GiB quota with old declares (watches re-read after it)
+                "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h"]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
