@@ -53,6 +53,7 @@ class TopicAdmin:
                  topic_id: Callable[[str], uuid.UUID]) -> None:
         self.broker = broker
         self.streams = streams  # the vhost's name and Kafka's topic name rule
+        self.node_id = 0  # this node's broker id: a topic's only replica (cluster mode: its own)
         self.topic_id = topic_id
 
     def vhost(self) -> Any:
@@ -151,8 +152,7 @@ class TopicAdmin:
                  name, partitions, vhost.name)
         return queue, arguments, partitions
 
-    @staticmethod
-    def _partitions(topic: Any, default: int = 1) -> int:
+    def _partitions(self, topic: Any, default: int = 1) -> int:
         """The partition count, from num_partitions or a manual assignment (all on us)."""
         assignments = topic.assignments or []
         rf = topic.replication_factor
@@ -166,10 +166,10 @@ class TopicAdmin:
                 raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                                  "Partitions should be a consecutive 0-based integer sequence")
             for a in assignments:
-                if list(a.broker_ids) != [0]:
+                if list(a.broker_ids) != [self.node_id]:
                     raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                                     f"partition {a.partition_index}: this single node "
-                                     f"(broker 0) is the only replica, got {a.broker_ids}")
+                                     f"partition {a.partition_index}: this node (broker "
+                                     f"{self.node_id}) is the only replica, got {a.broker_ids}")
             partitions = len(indexes)
         else:
             partitions = default if topic.num_partitions == -1 else topic.num_partitions

@@ -187,7 +187,7 @@ class KafkaHandlers:
         """Cluster mode: the other nodes are brokers too, their topics listed with them as
         leaders, and this node refuses what they lead (NOT_LEADER_OR_FOLLOWER)."""
         self.peers = self.cluster.peers = self.groups.peers = peers
-        self.node_id = peers.node_id
+        self.node_id = self.admin.node_id = peers.node_id
         self.node = dataclasses.replace(self.node, cluster_id=peers.cluster_id)
         self.cluster.cluster_id = peers.cluster_id
         self.streams.led_elsewhere = self.fetcher.led_elsewhere = peers.led_elsewhere

@@ -73,9 +73,10 @@ class PartitionAdmin:
                                  f"Increasing the number of partitions by {count - current} "
                                  f"but {len(assignments)} assignments provided.")
             for a in assignments:
-                if list(a.broker_ids) != [0]:
+                if list(a.broker_ids) != [self.admin.node_id]:
                     raise TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                                     "this single node (broker 0) is the only replica, got "
+                                     f"this node (broker {self.admin.node_id}) is the only "
+                                     "replica, got "
                                      f"{list(a.broker_ids)}")
         if validate_only:
             return

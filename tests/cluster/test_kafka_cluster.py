@@ -167,8 +167,28 @@ def test_a_node_that_does_not_lead_answers_not_leader(nodes: dict[str, BrokerPro
 
 
 def test_a_topic_auto_created_through_a_node_is_led_by_it(nodes: dict[str, BrokerProcess]) -> None:
-    producer = Producer({"bootstrap.servers": nodes["n3"].kafka_bootstrap})
-    producer.produce("auto-on-n3", value=b"hello")
-    assert producer.flush(TIMEOUT) == 0
+    """Created where the request arrives (client-local), then found by clients anywhere
+    (a client library may send its Metadata to any broker it knows: asked raw here)."""
+    M = metadata.MetadataRequest
+    with Raw(nodes["n3"].kafka_port) as raw:
+        created = raw.call(M, 8, topics=[M.MetadataRequestTopic(name="auto-on-n3")],
+                           allow_auto_topic_creation=True,
+                           include_cluster_authorized_operations=False,
+                           include_topic_authorized_operations=False)
+    assert created.topics[0].error_code in (0, 5), created  # 5: being created, retry
     meta = poll(lambda: described(nodes["n1"], "auto-on-n3"), "n1 describes it")
     assert meta.topics["auto-on-n3"].partitions[0].leader == broker_id("n3")
+    producer = Producer({"bootstrap.servers": nodes["n1"].kafka_bootstrap})
+    producer.produce("auto-on-n3", value=b"hello")
+    assert producer.flush(TIMEOUT) == 0
+
+
+def test_a_manual_assignment_names_the_node_itself(nodes: dict[str, BrokerProcess]) -> None:
+    admin = AdminClient({"bootstrap.servers": nodes["n2"].kafka_bootstrap})
+    wrong = admin.create_topics([NewTopic("assigned-n1", 1, replica_assignment=[[broker_id("n1")]])])
+    with pytest.raises(Exception, match="only replica"):
+        wrong["assigned-n1"].result(TIMEOUT)
+    done = admin.create_topics([NewTopic("assigned", 1, replica_assignment=[[broker_id("n2")]])])
+    done["assigned"].result(TIMEOUT)
+    meta = poll(lambda: described(nodes["n3"], "assigned"), "n3 describes it")
+    assert meta.topics["assigned"].partitions[0].leader == broker_id("n2")
