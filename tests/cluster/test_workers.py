@@ -202,6 +202,34 @@ def test_integration_across_connections(workers: Workers) -> None:
     run_integration(workers, ["test_basic_ack.py"])
 
 
+def test_dead_worker_is_started_again(workers: Workers) -> None:
+    """kill -9 of a serving worker: the supervisor starts it again (same name and data
+    directory) and the cluster is whole again."""
+    def worker_pid(suffix: bytes) -> int:
+        for pid in workers.descendants():
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+            if b"--node-name" in argv and argv[argv.index(b"--node-name") + 1].endswith(suffix):
+                return pid
+        raise AssertionError(f"no worker {suffix!r}")
+
+    os.kill(worker_pid(b"-w1"), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:  # the supervisor saw it die, and its API answers again
+        assert workers.proc is not None and workers.proc.poll() is None, workers.log()
+        if "exited with code -9: starting it again" in workers.log():
+            try:  # the new process answers on the worker's port (the old one is dead)
+                ports = {n[-3:]: p for n, p in workers.apis().items()}
+                workers.get("/api/overview", ports["-w1"])
+                break
+            except (KeyError, OSError):
+                pass
+        assert time.monotonic() < deadline, workers.log()[-3000:]
+        time.sleep(0.1)
+    with pika.BlockingConnection(pika.URLParameters(workers.url)) as conn:
+        conn.channel().queue_declare("after-restart", durable=True)
+
+
 def test_sigterm_stops_every_process(workers: Workers) -> None:
     children = workers.descendants()
     assert len(children) == 3  # etcd and two workers
@@ -209,7 +237,7 @@ def test_sigterm_stops_every_process(workers: Workers) -> None:
     left = [pid for pid in children if Path(f"/proc/{pid}").exists()
             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
     assert left == []
-    assert workers.log().count("INFO smartbroker: stopped") == 2
+    assert workers.log().count("INFO smartbroker: stopped") >= 2
 
 
 def test_no_etcd_binary_is_one_line(tmp_path: Path) -> None:
