@@ -12,7 +12,6 @@ deletes through ``retire.py``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -69,7 +68,7 @@ class SegmentLog:
         self._dir_dirty = False
         self._unavailable: Exception | None = None
         self._closed = False
-        self._group = AppendGroup()  # append_grouped's records, not framed yet (grouping.py)
+        self._group = AppendGroup(self)  # append_grouped's records, not framed yet
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
         self._retirer = Retirer(self)  # deletion and compaction swaps (retire.py)
         self._open(verify)
@@ -130,7 +129,7 @@ class SegmentLog:
     def append(self, payload: bytes, timestamp_ms: int | None = None, key: bytes | None = None) -> int:
         """Buffer one record; returns its offset. Durable only after ``sync``/``wait_durable``."""
         if self._group.items:
-            self._seal()
+            self._group.seal()
         if self._unavailable is not None:
             self._retry()
         seg = self._segs[-1]
@@ -144,46 +143,9 @@ class SegmentLog:
         return off
 
     def append_grouped(self, payload: bytes, key: bytes | None = None) -> int:
-        """Buffer one record to be framed with the others this loop pass appends (see
-        ``grouping.py``); returns its offset at once."""
-        group = self._group
-        if not group.items:
-            if self._unavailable is not None:
-                self._retry()
-            loop = asyncio._get_running_loop()  # None outside a loop: framed by the next call
-            if loop is not None:
-                loop.call_soon(self._seal_soon)
-        seg = self._segs[-1]
-        n = len(group.items)
-        if n and seg.end + group.nbytes + len(payload) + (n + 1) * record.OVERHEAD > self.segment_bytes:
-            self._seal()  # the group fills the segment: this record starts the next one
-            seg, n = self._segs[-1], 0
-        off = seg.next_offset + n
-        if group.add(key, payload):
-            self._seal()
-        return off
-
-    def _seal(self) -> None:
-        """Frame the pending group into the active segment. If a segment must be rolled
-        and cannot be, StoreUnavailable, and the group stays pending (its offsets taken:
-        nothing else may append before it; an fsync of it fails and nacks)."""
-        group = self._group
-        if not group.items:
-            return
-        seg = self._segs[-1]
-        frame = record.encode_batch(seg.next_offset, group.ts, group.items)
-        if seg.end + len(frame) > self.segment_bytes and seg.end:
-            seg = self._roll()  # the new segment starts at the group's first offset
-        ts, items = group.ts, group.take()
-        seg.append_frame(seg.next_offset, len(items), ts, frame)
-        if len(seg.buf) >= self.write_buffer_bytes:
-            self._write_out(seg)
-        self._commit.kick()
-
-    def _seal_soon(self) -> None:
-        """The end of the loop pass: frame the group (a failure waits for its fsync)."""
-        with contextlib.suppress(StoreUnavailable):
-            self._seal()
+        """Buffer one record to be framed with the others this loop pass appends
+        (``grouping.py``); returns its offset at once."""
+        return self._group.append(payload, key)
 
     def append_batch(
         self, payloads: list[bytes], timestamp_ms: int | None = None, keys: list[bytes | None] | None = None
@@ -192,7 +154,7 @@ class SegmentLog:
         if not payloads:
             return []
         if self._group.items:
-            self._seal()
+            self._group.seal()
         if self._unavailable is not None:
             self._retry()
         seg = self._segs[-1]
@@ -213,7 +175,7 @@ class SegmentLog:
         """Buffer a Kafka RecordBatch v2 as one frame of ``count`` offsets (copied once,
         baseOffset patched); returns its base offset."""
         if self._group.items:
-            self._seal()
+            self._group.seal()
         if self._unavailable is not None:
             self._retry()
         seg = self._segs[-1]
@@ -273,7 +235,7 @@ class SegmentLog:
 
     def roll(self) -> None:
         if self._group.items:
-            self._seal()
+            self._group.seal()
         if self._segs[-1].end:
             self._roll()
 
@@ -281,7 +243,7 @@ class SegmentLog:
 
     def _prepare(self) -> tuple[int, list[int]]:
         if self._group.items:
-            self._seal()
+            self._group.seal()
         covered = self.next_offset
         seg = self._segs[-1]
         if seg.write_out():
@@ -340,7 +302,7 @@ class SegmentLog:
 
     def _find(self, offset: int) -> Segment | None:
         if self._group.items:
-            self._seal()
+            self._group.seal()
         i = bisect_right(self._bases, offset) - 1
         if i < 0 or offset >= self._segs[i].next_offset:
             return None
@@ -392,7 +354,7 @@ class SegmentLog:
 
     def segment_of(self, offset: int) -> int | None:
         if self._group.items:
-            self._seal()
+            self._group.seal()
         last = self._segs[-1]
         if last.base <= offset < last.next_offset:  # the usual case: a recent record
             return last.base
@@ -406,10 +368,8 @@ class SegmentLog:
 
     @sealed_first
     def set_start(self, offset: int) -> None:
-        """Kafka's log start offset (DeleteRecords): offsets below ``offset`` are gone for
-        every reader, even inside a segment that stays; whole segments below it go. Not
-        stored here: the caller keeps it durable (queues/stream_storage.py) and sets it
-        again when the log reopens."""
+        """Kafka's log start offset (``api.Log.set_start``); the caller keeps it durable
+        (queues/stream_storage.py) and sets it again when the log reopens."""
         self._start = max(self._start, min(offset, self.next_offset))
         self._retirer.delete_before(self._start)
 
@@ -428,13 +388,9 @@ class SegmentLog:
 
     @sealed_first
     def replace_segment(self, old: Segment, new: Segment | None) -> bool:
-        """Swap closed segment ``old`` for its compacted rewrite ``new`` (already written
-        and fsynced at ``old.path + COMPACT_SUFFIX``), or delete it when ``new`` is None.
-
-        The rename is atomic: after a crash the directory holds the old file or the new
-        one. Offsets keep their numbers; the segment still ends where it did (a marker
-        covers a dropped tail). Returns False, changing nothing, if ``old`` is gone.
-        """
+        """Swap closed segment ``old`` for its compacted rewrite ``new`` (written and
+        fsynced at ``old.path + COMPACT_SUFFIX``), or delete it when ``new`` is None: an
+        atomic rename (``retire.py``). False, changing nothing, if ``old`` is gone."""
         return self._retirer.replace_segment(old, new)
 
     # -- closing ---------------------------------------------------------------------
