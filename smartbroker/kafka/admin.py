@@ -75,6 +75,9 @@ class TopicAdmin:
         vhost = self.vhost()
         queue = vhost.queues.get(name) if self.streams.valid_name(name) else None
         if queue is None or not queue.capabilities.offset_log:
+            if self._elsewhere(name):  # cluster mode: its configs and files are the leader's
+                raise TopicError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                                 f"topic {name!r} is led by another node")
             raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                              "This server does not host this topic-partition."
                              if queue is None else f"{name!r} is a classic queue, not a topic")
@@ -219,7 +222,10 @@ class TopicAdmin:
             code, message = ErrorCode.NONE, None
             try:
                 name = self._named(name, tid, ids)
-                tid = self.stream_of(name).meta.topic_id  # the id it had, for the response
+                # the id it had, for the response; a topic led by another node is deleted
+                # from the definitions, which its leader applies (cluster mode)
+                tid = (self.topic_id(name) if self._elsewhere(name)
+                       else self.stream_of(name).meta.topic_id)
                 self.require("configure", name)
                 self.vhost().delete_queue(name)
                 log.info("Kafka topic %r deleted from vhost %r", name, self.streams.vhost)
@@ -231,6 +237,10 @@ class TopicAdmin:
                 name=name, topic_id=tid if tid is not None else _NO_UUID,
                 error_code=code, error_message=message))
         return cls(version=request.api_version, throttle_time_ms=0, responses=results)
+
+    def _elsewhere(self, name: str) -> bool:
+        elsewhere = self.streams.led_elsewhere
+        return elsewhere is not None and elsewhere(name)
 
     def _named(self, name: str | None, tid: uuid.UUID | None, ids: dict[uuid.UUID, str]) -> str:
         """The topic's name, given its name or (v6, name null) its id (``ids`` filled on

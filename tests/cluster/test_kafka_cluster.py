@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from kafka.protocol import admin as kafka_admin
 from kafka.protocol import consumer, metadata
 
 from smartbroker.cluster.kafka_peers import broker_id
@@ -192,3 +193,16 @@ def test_a_manual_assignment_names_the_node_itself(nodes: dict[str, BrokerProces
     done["assigned"].result(TIMEOUT)
     meta = poll(lambda: described(nodes["n3"], "assigned"), "n3 describes it")
     assert meta.topics["assigned"].partitions[0].leader == broker_id("n2")
+
+
+def test_a_deleted_topic_leaves_every_node(nodes: dict[str, BrokerProcess]) -> None:
+    create_topic(nodes["n1"], "short-lived")
+    for name in NAMES:
+        poll(lambda n=name: described(nodes[n], "short-lived"), f"{name} describes it")
+    D = kafka_admin.DeleteTopicsRequest
+    with Raw(nodes["n2"].kafka_port) as raw:  # not its leader: deleted from the definitions
+        answer = raw.call(D, 4, topic_names=["short-lived"], timeout_ms=10000)
+    assert answer.responses[0].error_code == 0, answer
+    for name in NAMES:
+        poll(lambda n=name: raw_metadata(nodes[n], "short-lived").topics[0].error_code == 3,
+             f"{name} no longer knows it")
