@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aetcd
@@ -42,7 +42,7 @@ _GRPC_OPTIONS = {"grpc.max_receive_message_length": 32 << 20}
 _RESUME_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)  # watch re-subscribe backoff, seconds
 
 __all__ = ["KV", "Delete", "EtcdClient", "EtcdRefused", "EtcdUnavailable", "Put", "RevisionCompactedError",
-           "WatchEvent"]
+           "WatchEvent", "stop_tasks"]
 
 
 class EtcdUnavailable(Exception):
@@ -379,3 +379,20 @@ class EtcdClient:
                     if result is not None:
                         await result
                 return
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again while one survives (at most
+    about 1 s). 3.11's ``asyncio.wait_for`` inside aetcd can swallow a cancel: a plain
+    ``await task`` then waits forever, and a node stopping hangs until it is killed."""
+    pending = list(tasks)
+    for _ in range(10):
+        for task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: no "exception was never retrieved" later
+        pending = [task for task in pending if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)

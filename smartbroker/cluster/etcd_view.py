@@ -35,6 +35,7 @@ from smartbroker.cluster.etcd_client import (
     Put,
     RevisionCompactedError,
     WatchEvent,
+    stop_tasks,
 )
 
 log = logging.getLogger("smartbroker.cluster.view")
@@ -105,13 +106,7 @@ class WatchedPrefix:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.flush(), self.client.timeout)
         tasks, self._tasks = self._tasks, []
-        for _ in range(10):  # asyncio.wait_for in 3.11 (inside aetcd) can swallow a cancel
-            tasks = [t for t in tasks if not t.done()]
-            if not tasks:
-                break
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=0.1)
+        await stop_tasks(tasks)  # asyncio.wait_for in 3.11 (inside aetcd) can swallow a cancel
 
     # -- grouping ------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -35,7 +35,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from smartbroker.cluster.etcd_client import EtcdClient, EtcdUnavailable, RevisionCompactedError
+from smartbroker.cluster.etcd_client import (
+    EtcdClient,
+    EtcdUnavailable,
+    RevisionCompactedError,
+    stop_tasks,
+)
 
 log = logging.getLogger("smartbroker.cluster")
 
@@ -157,12 +162,8 @@ class Membership:
                        asyncio.create_task(self._follow(KNOWN, self.known), name="cluster-known")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await stop_tasks(tasks)
         if self.lease:
             lease, self.lease = self.lease, 0
             try:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from smartbroker.cluster.definitions_keys import seg, unseg
+from smartbroker.cluster.etcd_client import stop_tasks
 
 CLIENT_LOCAL = "client-local"
 BALANCED = "balanced"
@@ -157,9 +158,7 @@ class PlacementTable:
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
