@@ -133,9 +133,11 @@ class TopicAdmin:
         vhost = self.vhost()
         self.require("configure", name)
         existing = vhost.queues.get(name)
-        if existing is not None:
-            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS,
-                             f"Topic '{name}' already exists." if existing.capabilities.offset_log
+        if existing is not None or self._elsewhere(name):  # placed on another node: its
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS,  # proxy or not here yet
+                             f"Topic '{name}' already exists."
+                             if existing is None or existing.capabilities.offset_log
+                             or existing.type_name == "stream"
                              else f"'{name}' is the name of a classic queue in vhost "
                                   f"'{vhost.name}'")
         partitions = self._partitions(topic, self.broker.config.kafka_num_partitions)

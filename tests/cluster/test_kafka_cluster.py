@@ -163,6 +163,8 @@ def test_a_node_that_does_not_lead_answers_not_leader(nodes: dict[str, BrokerPro
                         include_topic_authorized_operations=False)
         assert meta.topics[0].error_code == 0, meta
         assert meta.topics[0].partitions[0].leader_id == broker_id("n1")
+    with pytest.raises(Exception, match="already exists"):  # from any node it asks
+        create_topic(nodes["n2"], "led-by-n1")
     with Raw(nodes["n1"].kafka_port) as raw:  # the leader takes it
         assert produce(raw, "led-by-n1", batch([b"x"])).error_code == 0
 
