@@ -144,19 +144,25 @@ def test_declare_publish_consume_on_either_worker(workers: Workers) -> None:
     try:
         by_node = connections_by_node(workers, conns)
         (a, a_conns), (b, b_conns) = sorted(by_node.items())
-        # declare on w0, publish through w1, consume on w0: every path crosses the link
-        declare, publish, consume = a_conns[0], b_conns[0], a_conns[-1]
+        # declare on w1, publish through w0, consume on w1: publishes cross the link, and
+        # worker 0's API (the cluster's) lists a queue led by w1
+        declare, publish, consume = b_conns[0], a_conns[0], b_conns[-1]
         ch = declare.channel()
         ch.queue_declare("workers-q", durable=True,
                          arguments={"x-queue-leader-locator": "client-local"})
+        deadline = time.monotonic() + 10  # w0 learns of it through etcd (the known race)
+        while "workers-q" not in {q["name"] for q in workers.get("/api/queues")}:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         pub = publish.channel()
         pub.confirm_delivery()
         for i in range(50):
             pub.basic_publish("", "workers-q", f"m{i}".encode(),
                               pika.BasicProperties(delivery_mode=2))
-        queues = workers.get("/api/queues")
+        queues = workers.get("/api/queues")  # worker 0's API: the whole cluster's queues
         assert isinstance(queues, list)
-        assert {q["name"]: q["node"] for q in queues}["workers-q"] == a
+        assert {q["name"]: q["node"] for q in queues}["workers-q"] == b
+        assert a.endswith("-w0") and b.endswith("-w1")
         sub = consume.channel()
         sub.basic_qos(prefetch_count=10)
         got = []
