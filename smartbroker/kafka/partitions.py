@@ -1,7 +1,8 @@
 """CreatePartitions: a topic's stream grows to more partitions, never fewer.
 
 As in Kafka, a count not above the current one is INVALID_PARTITIONS (37), manual
-assignments must name one replica list per new partition (this node, broker 0, alone), and
+assignments must name one replica list per new partition (this node alone: broker 0, or
+its own id in cluster mode), and
 from then on keyed records hash over the new count (Kafka's producers re-partition by the
 count Metadata gives them; AMQP publishes by the stream's partition count). The count is stored
 with the stream (``StreamMeta``) and survives a restart; the queue's declared
