@@ -99,28 +99,21 @@ class Channel:
         conn.write_many(codec.content_frames(self.number, msg.header_payload, msg.body, conn.frame_max))
 
     def deliver_run(self, consumer: ChannelConsumer, queue: Queue, entries: list[Any]) -> None:
-        """``deliver`` for a run of first deliveries a log reads in a row (their messages
-        ready to send): one call and one write for the run (a stream's hot path)."""
-        number = self.number
-        conn = self.conn
-        frame_max = conn.frame_max
-        tag_ss = consumer.tag_ss
-        unacked = None if consumer.no_ack else self.unacked
-        deliver_frame, content_frames = codec.deliver_frame, codec.content_frames
-        out: list[bytes] = []
-        tag = self.delivery_tag
-        for entry in entries:
-            tag += 1
-            msg = entry.message
-            if unacked is not None:
+        """``deliver`` for a run of first deliveries (not redelivered) a log reads in a row,
+        their messages ready to send: one call and one write for the run (a stream's hot
+        path)."""
+        first = self.delivery_tag + 1
+        self.delivery_tag += len(entries)
+        if not consumer.no_ack:
+            unacked = self.unacked
+            for tag, entry in enumerate(entries, first):
                 unacked[tag] = Unacked(tag, entry, queue, consumer)
-            out.append(deliver_frame(number, tag_ss, tag, entry.redelivered, msg.exchange_rk_ss))
-            out += content_frames(number, msg.header_payload, msg.body, frame_max)
-        self.delivery_tag = tag
-        if unacked is not None:
             consumer.unacked += len(entries)
             self.unacked_total += len(entries)
-        conn.write_many(out)
+        out: list[bytes] = []
+        codec.first_deliveries(out, self.number, consumer.tag_ss, first,
+                               [entry.message for entry in entries], self.conn.frame_max)
+        self.conn.write_many(out)
 
     def send_get_ok(self, queue: Queue, entry: QueueEntry, no_ack: bool) -> None:
         self.delivery_tag += 1

@@ -51,6 +51,30 @@ def test_deliver_frame_decodes_with_pamqp_for_any_utf8_exchange(channel, tag, de
 
 
 @SETTINGS
+@given(channel=channels, tag=utf8_shortstr, first=st.integers(1, 2**40),
+       bodies=st.lists(st.binary(max_size=300), min_size=1, max_size=5),
+       exchange=pamqp_names, routing_key=utf8_shortstr)
+def test_first_deliveries_are_deliver_and_content_frames_back_to_back(
+        channel, tag, first, bodies, exchange, routing_key):
+    """A log's run of deliveries is byte for byte what one deliver_frame and
+    content_frames per message make (frame_max 100: bodies split over frames too)."""
+    route = (exchange, routing_key, ex_rk(exchange, routing_key))
+    header = b"\x00\x3c\x00\x00" + b"\x00" * 8 + b"\x00\x00"
+
+    class Msg:
+        def __init__(self, body: bytes) -> None:
+            self.route, self.header_payload, self.body = route, header, body
+
+    out: list[bytes] = []
+    codec.first_deliveries(out, channel, codec.shortstr(tag), first, [Msg(b) for b in bodies], 100)
+    expected = b"".join(
+        codec.deliver_frame(channel, codec.shortstr(tag), first + i, False, route[2])
+        + b"".join(codec.content_frames(channel, header, body, 100))
+        for i, body in enumerate(bodies))
+    assert b"".join(out) == expected
+
+
+@SETTINGS
 @given(channel=channels, delivery_tag=delivery_tags, redelivered=st.booleans(),
        exchange=pamqp_names, routing_key=utf8_shortstr, message_count=ulongs)
 def test_get_ok_frame_matches_pamqp(channel, delivery_tag, redelivered, exchange, routing_key,
