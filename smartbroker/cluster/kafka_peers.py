@@ -10,8 +10,10 @@ Implements ``kafka/cluster.Peers`` for ``KafkaHandlers.attach_peers``:
   spread over the nodes yet. The leader describes each stream of the Kafka vhost it
   leads under ``kafka/topics/<vhost>/<topic>`` (``{"leader", "id", "partitions"}``: the
   topic id kept with the stream and its current partition count, so a CreatePartitions on
-  the leader is seen everywhere), rewritten by a scan every ``SCAN`` seconds when it
-  changed; the other nodes list the topic with that leader. A topic whose placement names
+  the leader is seen everywhere), rewritten by a look every ``SCAN`` seconds when it
+  changed (the look goes through the vhost's streams only, and through all its queues
+  when their number changed or every ``FULL_SCAN`` looks); the other nodes list the
+  topic with that leader. A topic whose placement names
   another node but whose description has not arrived is LEADER_NOT_AVAILABLE (Kafka's
   answer while a topic's leader is elected; clients retry).
 * **Group coordinators.** Kafka hashes a group id to a ``__consumer_offsets`` partition
@@ -47,6 +49,7 @@ from smartbroker.kafka.cluster import Endpoint, RemoteTopic
 log = logging.getLogger("smartbroker.cluster")
 ROOT = b"kafka/"
 SCAN = 0.5  # seconds between two looks at the streams this node leads
+FULL_SCAN = 10  # every 10th look (or when the number of queues changed) finds new streams
 
 
 def broker_id(node: str) -> int:
@@ -75,6 +78,9 @@ class KafkaPeers:
         self._topics = ROOT + b"topics/" + seg(vhost) + b"/"
         self._groups = ROOT + b"groups/" + seg(vhost) + b"/"
         self._written: dict[str, bytes] = {}  # topic -> the description this node wrote
+        self._streams: set[str] = set()  # the vhost's streams at the last full look
+        self._size = -1  # how many queues the vhost had then
+        self._looks = 0
         self._task: asyncio.Task[None] | None = None
 
     async def open(self) -> KafkaPeers:
@@ -146,9 +152,17 @@ class KafkaPeers:
         """Describe in etcd every stream of the Kafka vhost this node leads, when changed."""
         vhost = self.broker.vhosts.get(self.vhost)
         queues = vhost.queues if vhost is not None else {}
+        self._looks += 1
+        if len(queues) != self._size or self._looks % FULL_SCAN == 0:
+            # the streams among every queue (an AMQP vhost may hold many classic ones):
+            # only when the count changed, and now and then (a delete and a declare)
+            self._size = len(queues)
+            self._streams = {n for n, q in list(queues.items()) if q.capabilities.offset_log}
         seen = set()
-        for name, queue in list(queues.items()):
-            if not queue.capabilities.offset_log or self._leader(name) != self.name:
+        for name in list(self._streams):
+            queue = queues.get(name)
+            if queue is None or not queue.capabilities.offset_log \
+                    or self._leader(name) != self.name:
                 continue
             seen.add(name)
             value = json.dumps({"leader": self.name, "id": str(queue.meta.topic_id),
