@@ -45,7 +45,8 @@ class Workers:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 60.0) -> Workers:
-        with open(self.log_path, "wb") as log:
+        mark = len(self.log()) if self.log_path.exists() else 0  # a restart appends
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "smartbroker", "serve", "--workers", "2",
                  "--host", "127.0.0.1", "--port", str(self.port),
@@ -53,7 +54,7 @@ class Workers:
                  "--kafka-port", "0", "--data-dir", str(self.data)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
-        while "2 workers serving AMQP" not in self.log():  # written once both answer
+        while "2 workers serving AMQP" not in self.log()[mark:]:  # once both answer
             assert self.proc.poll() is None, f"serve --workers exited:\n{self.log()}"
             assert time.monotonic() < deadline, f"not serving in {timeout}s:\n{self.log()}"
             time.sleep(0.05)
@@ -233,7 +234,10 @@ def test_dead_worker_is_started_again(workers: Workers) -> None:
         assert time.monotonic() < deadline, workers.log()[-3000:]
         time.sleep(0.1)
     with pika.BlockingConnection(pika.URLParameters(workers.url)) as conn:
-        conn.channel().queue_declare("after-restart", durable=True)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("after-restart", durable=True)
+        ch.basic_publish("", "after-restart", b"kept", pika.BasicProperties(delivery_mode=2))
 
 
 def test_sigterm_stops_every_process(workers: Workers) -> None:
@@ -244,6 +248,17 @@ def test_sigterm_stops_every_process(workers: Workers) -> None:
             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
     assert left == []
     assert workers.log().count("INFO smartbroker: stopped") >= 2
+
+
+def test_restart_on_the_same_data_dir(workers: Workers) -> None:
+    """Stopped, then started again: etcd comes back from its data (on new ports), and so
+    do the durable queue and message of the test above."""
+    assert workers.proc is not None and workers.proc.poll() is not None  # stopped above
+    workers.start()
+    with pika.BlockingConnection(pika.URLParameters(workers.url)) as conn:
+        method, _props, body = conn.channel().basic_get("after-restart", auto_ack=True)
+    assert method is not None and body == b"kept"
+    assert workers.stop() == 0
 
 
 def test_no_etcd_binary_is_one_line(tmp_path: Path) -> None:
