@@ -103,6 +103,9 @@ class KafkaPeers:
             return None
         return broker_id(node), record.host, record.kafka_port
 
+    def own(self) -> Endpoint | None:
+        return self._endpoint(self.name)
+
     def brokers(self) -> Sequence[Endpoint]:
         names = sorted({self.name, *self.membership.up})
         return [e for e in map(self._endpoint, names) if e is not None]

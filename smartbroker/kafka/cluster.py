@@ -54,6 +54,10 @@ class Peers(Protocol):
     def brokers(self) -> Sequence[Endpoint]:
         """Every up node with a Kafka listener (this one included)."""
 
+    def own(self) -> Endpoint | None:
+        """This node as ``brokers`` names it (``serve --workers``: its own port, not the
+        shared one a client may have reached it on)."""
+
     def remote_topics(self) -> Sequence[RemoteTopic]:
         """The Kafka vhost's topics led by other up nodes."""
 

@@ -147,9 +147,7 @@ class KafkaHandlers:
             node.cluster_id, lambda s: (self.node_id, self.node.host or s.local_host, self.node.port),
             lambda: cluster_operations(broker, self.node.vhost))
         self.groups = groups.GroupCoordinator(
-            self.streams,
-            lambda s: (self.node_id, self.node.host or s.local_host, s.port or self.node.port),
-            lambda: [t.name for t in self.topics()])
+            self.streams, self._coordinator_address, lambda: [t.name for t in self.topics()])
         self.coordinator = self.groups.coordinator  # the Kafka groups (kafka/coordinator.py)
         self.txn.group_of = self.coordinator.group  # TxnOffsetCommit checks member/generation
         self.groups.pending_txn_offset = self.txn.coordinator.pending_offset
@@ -191,6 +189,11 @@ class KafkaHandlers:
         self.node = dataclasses.replace(self.node, cluster_id=peers.cluster_id)
         self.cluster.cluster_id = peers.cluster_id
         self.streams.led_elsewhere = self.fetcher.led_elsewhere = peers.led_elsewhere
+
+    def _coordinator_address(self, s: Session) -> tuple[int, str, int]:
+        """Where FindCoordinator sends a client to reach this node: as Metadata names it."""
+        own = self.peers.own() if self.peers is not None else None
+        return own or (self.node_id, self.node.host or s.local_host, s.port or self.node.port)
 
     def handle(self, request: Request, session: Session) -> Any:
         """The response body for ``request`` (its api key is one of SUPPORTED), with the
