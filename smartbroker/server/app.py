@@ -170,8 +170,8 @@ async def serve(config: Config, started: asyncio.Event | None = None,
     kafka = await start_kafka(broker, config, servers)
     if cluster is not None:  # a member before its API answers, with the ports it serves on
         try:
-            kafka_port = config.kafka_port
-            if kafka is not None and kafka_port and config.reuse_port:
+            kafka_port = config.kafka_port or config.kafka_tls_port  # TLS only: that one
+            if kafka is not None and config.kafka_port and config.reuse_port:
                 # serve --workers: the shared port bootstraps; each worker is a Kafka
                 # broker at a port of its own, so clients reach a partition's leader
                 kafka_port = await kafka.start(config.host, 0)
