@@ -147,8 +147,8 @@ class KafkaPeers:
         while True:
             try:
                 self.scan()
-            except Exception:  # never a dead task: one line, and the next scan
-                log.exception("describing this node's Kafka topics failed")
+            except Exception as exc:  # never a dead task: one line, and the next look
+                log.warning("describing this node's Kafka topics failed: %s", exc)
             await asyncio.sleep(SCAN)
 
     def scan(self) -> None:
