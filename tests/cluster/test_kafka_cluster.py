@@ -208,3 +208,17 @@ def test_a_deleted_topic_leaves_every_node(nodes: dict[str, BrokerProcess]) -> N
     for name in NAMES:
         poll(lambda n=name: raw_metadata(nodes[n], "short-lived").topics[0].error_code == 3,
              f"{name} no longer knows it")
+
+
+def test_a_topic_whose_leader_is_down_has_no_leader_until_it_is_back(
+        nodes: dict[str, BrokerProcess]) -> None:
+    create_topic(nodes["n1"], "home-n1")
+    poll(lambda: described(nodes["n2"], "home-n1"), "n2 describes it")
+    nodes["n1"].stop()
+    poll(lambda: raw_metadata(nodes["n2"], "home-n1").topics[0].error_code == 5,
+         "LEADER_NOT_AVAILABLE on n2 while n1 is down")
+    assert {b.node_id for b in raw_metadata(nodes["n2"], "home-n1").brokers} == {
+        broker_id("n2"), broker_id("n3")}
+    nodes["n1"].start()
+    meta = poll(lambda: described(nodes["n2"], "home-n1"), "n2 describes it again")
+    assert meta.topics["home-n1"].partitions[0].leader == broker_id("n1")
