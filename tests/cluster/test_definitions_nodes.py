@@ -26,7 +26,7 @@ from smartbroker.cluster.definitions_keys import key
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.etcd_process import EtcdProcess, etcd_binary
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.conftest import assert_clean_log
+from tests.cluster.node_group import start_all, stop_all
 
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -75,14 +75,10 @@ def cluster(own_etcd: EtcdProcess, tmp_path_factory: pytest.TempPathFactory
                            etcd=own_etcd.endpoint, node_name=n, cluster_name=name)
              for n in ("d1", "d2")]
     try:
-        for proc in procs:
-            proc.start()
+        start_all(procs)
         yield name, procs
     finally:
-        for proc in procs:
-            proc.stop()
-        for proc in procs:
-            assert_clean_log(proc)
+        stop_all(procs)
 
 
 def etcd_has(etcd: EtcdProcess, cluster: str, k: bytes) -> bool:

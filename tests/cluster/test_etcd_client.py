@@ -4,6 +4,7 @@ watches that survive an etcd restart, leases."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +18,7 @@ from smartbroker.cluster.etcd_client import (
     Put,
     WatchEvent,
     parse_endpoints,
+    stop_tasks,
 )
 from smartbroker.cluster.etcd_process import EtcdProcess
 from smartbroker.launcher import free_port
@@ -175,3 +177,23 @@ def test_leases_keep_keys_alive_and_revoking_deletes_them(etcd: EtcdProcess,
         await asyncio.wait_for(keeper, 3)  # the next refresh finds the lease gone
         assert lost.is_set()
     run(etcd, cluster_name, body)
+
+
+def test_stop_tasks_outlasts_a_swallowed_cancel() -> None:
+    """3.11's ``asyncio.wait_for`` (inside aetcd) can swallow a cancel: a node stopping
+    must not then wait forever for its watch task (it hung until SIGKILL)."""
+    async def stubborn() -> None:
+        # swallowed, as wait_for does when its inner future completed meanwhile
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        await asyncio.Event().wait()  # and back to waiting for watch events
+
+    async def failed() -> None:
+        raise ValueError("retrieved by stop_tasks, never logged as unretrieved")
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(stubborn()), asyncio.create_task(failed())]
+        await asyncio.sleep(0)
+        await asyncio.wait_for(stop_tasks(tasks), 2)
+        assert all(task.done() for task in tasks)
+    asyncio.run(main())

@@ -22,7 +22,7 @@ import pika.exceptions
 import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.conftest import assert_clean_log
+from tests.cluster.node_group import start_all, stop_all
 
 NAMES = ("n1", "n2", "n3")
 TIMEOUT = 15.0
@@ -48,14 +48,10 @@ def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
                                    "SMARTBROKER_COLLECT_STATISTICS_INTERVAL": "200"})
              for n in NAMES}
     try:
-        for proc in procs.values():
-            proc.start()
+        start_all(procs.values())
         yield procs
     finally:
-        for proc in procs.values():
-            proc.stop()
-        for proc in procs.values():
-            assert_clean_log(proc)
+        stop_all(procs.values())
 
 
 def leader_seen(proc: BrokerProcess, queue: str) -> str | None:

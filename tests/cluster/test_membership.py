@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from smartbroker.cli.main import app
 from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.node_group import start_all, stop_all
 from tests.conftest import assert_clean_log
 
 TTL = 3  # seconds: the lease TTL the nodes get (SMARTBROKER_CLUSTER_LEASE_TTL)
@@ -69,14 +70,10 @@ def cluster(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     name = f"m-{free_port()}"
     nodes = {n: node(tmp, etcd.endpoint, name, n) for n in NAMES}
     try:
-        for proc in nodes.values():
-            proc.start()
+        start_all(nodes.values())
         yield {"etcd": etcd.endpoint, "name": name, "nodes": nodes, "tmp": tmp}
     finally:
-        for proc in nodes.values():
-            proc.stop()
-        for proc in nodes.values():
-            assert_clean_log(proc)
+        stop_all(nodes.values())
 
 
 def test_every_node_sees_every_node(cluster: dict[str, Any]) -> None:
