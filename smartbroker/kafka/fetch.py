@@ -68,6 +68,8 @@ class Fetcher:
         # cluster mode: whether another node leads a topic (handlers.attach_peers), asked
         # only for a partition that is not read here: NOT_LEADER_OR_FOLLOWER
         self.led_elsewhere: Callable[[str], bool] | None = None
+        # and the name of a topic id another node leads (v13+ names topics by id)
+        self.remote_name: Callable[[uuid.UUID], str | None] | None = None
 
     def fetch(self, request: Request, session: Any) -> Any:
         """The response body, or a future of it when the request waits for data."""
@@ -97,6 +99,8 @@ class Fetcher:
             if by_id:
                 topic_id: uuid.UUID | None = topic.topic_id
                 name = self._name_of(topic.topic_id, queues)
+                if name is None and self.remote_name is not None:
+                    name = self.remote_name(topic.topic_id)  # answered NOT_LEADER_OR_FOLLOWER
             else:
                 topic_id, name = None, topic.topic
             queue = queues.get(name) if name is not None else None

@@ -189,6 +189,8 @@ class KafkaHandlers:
         self.node = dataclasses.replace(self.node, cluster_id=peers.cluster_id)
         self.cluster.cluster_id = peers.cluster_id
         self.streams.led_elsewhere = self.fetcher.led_elsewhere = peers.led_elsewhere
+        self.fetcher.remote_name = lambda tid: next(
+            (t.name for t in peers.remote_topics() if t.topic_id == tid), None)
 
     def _coordinator_address(self, s: Session) -> tuple[int, str, int]:
         """Where FindCoordinator sends a client to reach this node: as Metadata names it."""

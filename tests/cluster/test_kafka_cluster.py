@@ -62,11 +62,11 @@ def create_topic(node: BrokerProcess, topic: str, partitions: int = 1) -> None:
 
 
 def raw_metadata(node: BrokerProcess, topic: str) -> Any:
-    """Metadata v8 for ``topic`` asked of ``node`` itself (a client library may ask any
-    broker it knows), without creating it."""
+    """Metadata v10 (with topic ids) for ``topic`` asked of ``node`` itself (a client
+    library may ask any broker it knows), without creating it."""
     M = metadata.MetadataRequest
     with Raw(node.kafka_port) as raw:
-        return raw.call(M, 8, topics=[M.MetadataRequestTopic(name=topic)],
+        return raw.call(M, 10, topics=[M.MetadataRequestTopic(name=topic)],
                         allow_auto_topic_creation=False,
                         include_cluster_authorized_operations=False,
                         include_topic_authorized_operations=False)
@@ -151,6 +151,16 @@ def test_a_node_that_does_not_lead_answers_not_leader(nodes: dict[str, BrokerPro
     with Raw(nodes["n2"].kafka_port) as raw:
         assert produce(raw, "led-by-n1", batch([b"x"])).error_code == NOT_LEADER
         assert fetch(raw, "led-by-n1", 0).error_code == NOT_LEADER
+        F = consumer.FetchRequest  # v13+: the topic named by its id, the same from every node
+        tid = raw_metadata(nodes["n1"], "led-by-n1").topics[0].topic_id
+        assert tid.int != 0 and raw_metadata(nodes["n2"], "led-by-n1").topics[0].topic_id == tid
+        by_id = raw.call(F, 13, replica_id=-1, max_wait_ms=0, min_bytes=1, max_bytes=1 << 20,
+                         isolation_level=0, session_id=0, session_epoch=-1, topics=[
+                             F.FetchTopic(topic_id=tid, partitions=[F.FetchTopic.FetchPartition(
+                                 partition=0, current_leader_epoch=-1, fetch_offset=0,
+                                 log_start_offset=-1, partition_max_bytes=1 << 20)])],
+                         forgotten_topics_data=[], rack_id="")
+        assert by_id.responses[0].partitions[0].error_code == NOT_LEADER
         L = consumer.ListOffsetsRequest
         answer = raw.call(L, 4, replica_id=-1, isolation_level=0, topics=[
             L.ListOffsetsTopic(name="led-by-n1", partitions=[L.ListOffsetsTopic.ListOffsetsPartition(
