@@ -29,6 +29,8 @@ from smartbroker.queues.base import Queue, QueueEntry, Settle, require
 
 log = logging.getLogger("smartbroker.cluster")
 KNOWN_OPS = frozenset(int(op) for op in Op)
+_ACK = int(Op.ACK)  # plain ints: compared once per operation on the hot path
+_CREDIT = int(Op.CREDIT)
 
 
 class Link(Protocol):
@@ -88,6 +90,7 @@ class RelayConsumer:
                                                        b"", b"", b""))
 
     def settle(self, op: Op, handle: int) -> None:
+        """Requeue or discard one held delivery (the caller wakes and dispatches)."""
         entry = self.handles.pop(handle, None)
         if entry is None:
             return  # settled already (a requeue after a peer-down): nothing to do
@@ -99,10 +102,6 @@ class RelayConsumer:
             actions = queue.settle(Settle.REQUEUE if op is Op.REQUEUE else Settle.DISCARD, [entry])
             if actions:
                 self.service.perform(queue, actions)
-        if self.parked:
-            queue.wake(self)
-        if queue.consumers:
-            queue.dispatch()
 
     def requeue_all(self) -> None:
         """Its node is gone or its channel closed: every held entry back to the queue."""
@@ -206,32 +205,55 @@ class LeaderService:
         return wire.encode({"code": 0})
 
     def on_consumer_ops(self, peer: str, items: list[tuple]) -> None:
+        """One link frame's operations, in order; each queue they touched dispatches once,
+        after the whole batch (not once per ack and once per credit grant): what it then
+        delivers is the same, the requeues of the batch first, as on one node."""
+        consumers = self.consumers
+        touched: dict[int, Queue] = {}
         for op, sub, handle, count in items:
-            if op not in KNOWN_OPS:
-                continue  # a newer peer's operation: nothing to do with it here
-            if op >= Op.GET_ACK:
-                self._settle_get(peer, Op(op), handle)
-                continue
-            consumer = self.consumers.get((peer, sub))
-            if consumer is None:
-                continue
-            if op == Op.CREDIT:
-                if consumer.cancelled:
+            if op == _ACK:  # the hot path: one ack of a remote consumer's delivery
+                consumer = consumers.get((peer, sub))
+                if consumer is None:
+                    continue
+                entry = consumer.handles.pop(handle, None)
+                if entry is None:
+                    continue  # settled already (a requeue after a peer-down)
+                consumer.unacked -= 1
+                queue = consumer.queue
+                queue.ack(entry)
+            elif op == _CREDIT:
+                consumer = consumers.get((peer, sub))
+                if consumer is None or consumer.cancelled:
                     continue
                 consumer.credit += count
-                if consumer.parked:
-                    consumer.queue.wake(consumer)
-                consumer.queue.dispatch()
+                queue = consumer.queue
+            elif op not in KNOWN_OPS:
+                continue  # a newer peer's operation: nothing to do with it here
+            elif op >= Op.GET_ACK:
+                queue = self._settle_get(peer, Op(op), handle)
+                if queue is not None:
+                    touched[id(queue)] = queue
                 continue
-            if op == Op.CANCEL:
-                consumer.cancelled = True
-                consumer.queue.remove_consumer(consumer)
-                if count:  # the channel is gone: nothing it held can be acked any more
-                    consumer.requeue_all()
-            elif op in (Op.ACK, Op.REQUEUE, Op.DISCARD):
-                consumer.settle(Op(op), handle)
+            else:
+                consumer = consumers.get((peer, sub))
+                if consumer is None:
+                    continue
+                queue = consumer.queue
+                if op == Op.CANCEL:
+                    consumer.cancelled = True
+                    queue.remove_consumer(consumer)
+                    if count:  # the channel is gone: nothing it held can be acked any more
+                        consumer.requeue_all()
+                else:  # REQUEUE, DISCARD
+                    consumer.settle(Op(op), handle)
+            if consumer.parked and not consumer.cancelled:
+                queue.wake(consumer)
+            touched[id(queue)] = queue
             if consumer.cancelled and not consumer.handles:
-                self.consumers.pop((peer, sub), None)
+                consumers.pop((peer, sub), None)
+        for queue in touched.values():
+            if queue.consumers:
+                queue.dispatch()
 
     def peer_down(self, peer: str) -> None:
         """Its consumers are gone and what they held goes back, redelivered."""
@@ -267,18 +289,18 @@ class LeaderService:
                             "properties": bytearray(msg.header_payload),
                             "body": bytearray(msg.body)})  # bytearray: AMQP byte arrays
 
-    def _settle_get(self, peer: str, op: Op, handle: int) -> None:
+    def _settle_get(self, peer: str, op: Op, handle: int) -> Queue | None:
+        """Settle a basic.get delivery; its queue (to dispatch after the batch), if any."""
         found = self.gets.pop((peer, handle), None)
         if found is None:
-            return
+            return None
         q, entry = found
         if op is Op.GET_ACK:
             q.ack(entry)
         else:
             self.perform(q, q.settle(Settle.REQUEUE if op is Op.GET_REQUEUE else Settle.DISCARD,
                                      [entry]))
-        if q.consumers:
-            q.dispatch()
+        return q
 
     def purge(self, peer: str, payload: bytes) -> bytes:
         try:

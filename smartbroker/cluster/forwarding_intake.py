@@ -102,9 +102,16 @@ class PublishIntake:
             confirms = self.confirms[peer] = PeerConfirms(peer, self.link)
         logs: set[Any] = set()
         store = None
+        found: dict[tuple[bytes, bytes], tuple[Any, Any]] = {}  # looked up once per batch
         for i, (seq, vhost_name, queue_name, exchange_rk, properties, body) in enumerate(items):
-            vhost = self.vhosts.get(vhost_name.decode(errors="replace"))
-            q = None if vhost is None else vhost.queues.get(queue_name.decode(errors="replace"))
+            key = (vhost_name, queue_name)
+            target = found.get(key)
+            if target is None:
+                vhost = self.vhosts.get(vhost_name.decode(errors="replace"))
+                q = None if vhost is None else vhost.queues.get(
+                    queue_name.decode(errors="replace"))
+                target = found[key] = (vhost, q)
+            vhost, q = target
             if q is None or getattr(q, "leader", None) is not None:
                 now = time.monotonic()
                 if since is None or now - since < WAIT_FOR_QUEUE:

@@ -27,6 +27,7 @@ from typing import Any
 
 from smartbroker.cluster.link_codec import ChannelSpec
 from smartbroker.message import Message
+from smartbroker.protocol.codec import property_flags
 from smartbroker.protocol.fields import Malformed, decode_table, encode_table
 
 PUBLISH = ChannelSpec(20, "publish", "Q", 5)
@@ -87,7 +88,18 @@ def split_route(exchange_rk: bytes) -> tuple[str, str]:
     return exchange, routing_key
 
 
+ROUTES_KEPT = 4096  # routes remembered (then forgotten all at once: a bound, not an LRU)
+_routes: dict[bytes, tuple[str, str, bytes]] = {}
+
+
 def message(exchange_rk: bytes, properties: bytes, body: bytes) -> Message:
-    """The message as it arrived at the first node (its raw content, not re-encoded)."""
-    exchange, routing_key = split_route(exchange_rk)
-    return Message(exchange, routing_key, exchange_rk, properties, body)
+    """The message as it arrived at the first node (its raw content, not re-encoded).
+    Its route is decoded once per distinct route and shared, as a connection interns
+    the routes of its publishes: per message only the flags are read."""
+    route = _routes.get(exchange_rk)
+    if route is None:
+        exchange, routing_key = split_route(exchange_rk)
+        if len(_routes) >= ROUTES_KEPT:
+            _routes.clear()
+        route = _routes[exchange_rk] = (exchange, routing_key, exchange_rk)
+    return Message.routed(route, properties, body, property_flags(properties))

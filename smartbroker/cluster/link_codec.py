@@ -102,6 +102,9 @@ def encode_item(spec: ChannelSpec, item: tuple) -> tuple[list, int]:
     nfixed = spec.nfixed
     if len(item) != nfixed + spec.blobs:
         raise ValueError(f"channel {spec.name} takes {spec.width} fields, not {len(item)}")
+    if not spec.blobs:  # fixed fields only (acks, credit, confirms): one pack
+        head = spec.header.pack(*item)
+        return [head], len(head)
     blobs = [b.encode() if type(b) is str else b for b in item[nfixed:]]
     lens = [len(b) for b in blobs]
     head = spec.header.pack(*item[:nfixed], *lens)
