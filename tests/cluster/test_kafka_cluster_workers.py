@@ -22,7 +22,8 @@ from smartbroker.launcher import free_port
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
 
-pytestmark = pytest.mark.skipif(etcd_binary() is None, reason="no etcd binary (etcd-server)")
+pytestmark = [pytest.mark.skipif(etcd_binary() is None, reason="no etcd binary (etcd-server)"),
+              pytest.mark.slow]  # a supervisor, its etcd and two workers: ~12 s
 
 
 @pytest.fixture(scope="module")
