@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from smartbroker.auth import Users
@@ -34,6 +34,9 @@ class Broker:
         self.alarms: set[str] = set()  # "memory" / "disk" while a resource alarm is on
         self.producers = persistence.producers if persistence is not None else ProducerRegistry()
         self.on_vhost_added: list[Callable[[VirtualHost], None]] = []  # cluster mode's forwarding
+        # cluster mode: awaited (with the vhost's name) before a 404, so a queue or exchange
+        # another node just declared is seen (cluster/visibility.py); None on one node
+        self.catch_up: Callable[[str | None], Awaitable[None]] | None = None
         if persistence is None:
             self.add_defaults()
         else:

@@ -50,6 +50,11 @@ class DefinitionsSync:
         self.changed = asyncio.Event()  # set after each pass that applied something
         store.subscribe(self._received)
 
+    @property
+    def busy(self) -> bool:
+        """Changes received and not applied yet (they are, later in this loop pass)."""
+        return self._scheduled
+
     def _received(self, change: DefinitionChange) -> None:
         self._changes.append(change)
         if not self._scheduled:

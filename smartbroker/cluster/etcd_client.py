@@ -227,6 +227,22 @@ class EtcdClient:
                 return out, revision
             start = resp.kvs[-1].key + b"\0"
 
+    async def newest(self, key: bytes | str = b"") -> int:
+        """The highest mod revision of a key under ``key`` (0 when there is none): a
+        watch of that prefix that has applied it has seen every key there now. One small
+        read (keys only, one key), for the rare path that must catch up (a 404)."""
+        start = self.key(key)
+        request = rpc.RangeRequest(key=start, range_end=prefix_range_end(start), limit=1,
+                                   keys_only=True, sort_order=rpc.RangeRequest.DESCEND,
+                                   sort_target=rpc.RangeRequest.MOD)
+        try:
+            client = await self._kv()
+            resp = await client.kvstub.Range(request, timeout=self.timeout,
+                                             metadata=client.metadata)
+        except (rpc.AioRpcError, ClientError) as exc:
+            raise await self._failed(exc) from None
+        return resp.kvs[0].mod_revision if resp.kvs else 0
+
     # -- writes -------------------------------------------------------------------------
     async def put(self, key: bytes | str, value: bytes, lease: int = 0) -> int:
         """The revision of the write."""

@@ -99,6 +99,11 @@ class ClusterNode:
             except EtcdUnavailable as exc:
                 await self.link.close()
                 raise ClusterError(f"cannot read the placements: {_short(exc)}") from None
+        if broker is not None and self.definitions_sync is not None:
+            from smartbroker.cluster.visibility import CatchUp  # a 404 waits for the watches
+
+            broker.catch_up = CatchUp(self.etcd, self.definitions.view, self.definitions_sync,
+                                      self.forwarding)
         self.membership.record = dataclasses.replace(
             self.membership.record, amqp_port=amqp, http_port=http, kafka_port=kafka,
             cluster_port=self.link.port)

@@ -147,12 +147,14 @@ class PlacementTable:
         self.queues: dict[tuple[str, str], Placement] = {}
         self.on_change: list[Callable[[str, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.revision = 0  # of the last placement change applied (visibility.py waits on it)
 
     async def open(self) -> PlacementTable:
         """Read every placement, then follow changes."""
         if self.kv is not None:
             found, revision = await self.kv.range(PREFIX)
             self.load((kv.key, kv.value) for kv in found)
+            self.revision = revision
             self._spawn(self._follow(revision + 1))
         return self
 
@@ -171,6 +173,7 @@ class PlacementTable:
             try:
                 async for event in self.kv.watch(PREFIX, start_revision=revision):
                     revision = event.revision + 1
+                    self.revision = event.revision
                     names = self.apply(event.key, event.value if event.kind == "put" else None)
                     if names is not None:
                         self._changed(*names)
@@ -185,6 +188,7 @@ class PlacementTable:
                     before = set(self.queues)
                     self.queues.clear()
                     self.load((kv.key, kv.value) for kv in found)
+                    self.revision = revision
                     revision += 1
                     for names in before | set(self.queues):
                         self._changed(*names)

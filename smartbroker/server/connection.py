@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
@@ -42,6 +43,7 @@ from smartbroker.protocol.events import (
 from smartbroker.protocol.states import CONNECTION, HANDSHAKE, SERVER, State
 from smartbroker.server.heartbeat import Heartbeats
 from smartbroker.server.held import hold_for_definitions
+from smartbroker.server.not_found import retry_after_catch_up
 from smartbroker.server.tls import peer_common_name
 
 if TYPE_CHECKING:
@@ -164,9 +166,12 @@ class AMQPConnection(asyncio.Protocol):
         self.proto.receive_data(data)
         self.handle_buffered()
 
-    def handle_buffered(self) -> None:
-        """Handle the buffered events, then flush (also when a held answer went out)."""
+    def handle_buffered(self, first: Callable[[], None] | None = None) -> None:
+        """Handle the buffered events, then flush (also when a held answer went out);
+        ``first``: a method held for a cluster catch-up (not_found.py), run again first."""
         try:
+            if first is not None:
+                first()
             self._handle_events()
         except AMQPError as err:
             self._connection_error(err if isinstance(err, ConnectionError)
@@ -189,6 +194,9 @@ class AMQPConnection(asyncio.Protocol):
                 try:
                     ch.publish(event.route, event.mandatory, event.header, event.flags, event.body)
                 except ChannelError as err:
+                    if err.code == 404 and retry_after_catch_up(
+                            self, lambda ch=ch, event=event: self._publish_again(ch, event)):
+                        return
                     self.channel_failed(ch, err.at(60, 40))
             elif kind is Ack:
                 ch = channels[event.channel]
@@ -220,7 +228,16 @@ class AMQPConnection(asyncio.Protocol):
                 return
             # Heartbeat: ``received`` is already set; ConnectionClosed: connection_lost follows
 
-    def _method(self, number: int, method: Any) -> None:
+    def _publish_again(self, ch: Channel, event: Any) -> None:
+        """A publish refused with 404 (no exchange) once more, after a cluster catch-up."""
+        if self.channels.get(ch.number) is not ch or ch.closing:
+            return
+        try:
+            ch.publish(event.route, event.mandatory, event.header, event.flags, event.body)
+        except ChannelError as err:
+            self.channel_failed(ch, err.at(60, 40))
+
+    def _method(self, number: int, method: Any, retry: bool = True) -> None:
         ids = method.index >> 16, method.index & 0xFFFF
         if number == 0:
             try:
@@ -238,6 +255,9 @@ class AMQPConnection(asyncio.Protocol):
                 raise not_implemented(f"method {method.name} is not supported")
             handler(self, ch, method)
         except ChannelError as err:
+            if err.code == 404 and retry and retry_after_catch_up(
+                    self, lambda: self._method(number, method, False)):
+                return
             self.channel_failed(ch, err.at(*ids))
         except ConnectionError as err:
             raise err.at(*ids) from None

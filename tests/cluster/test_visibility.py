@@ -1,0 +1,96 @@
+"""A queue or exchange declared on one node is never 404 on another right after declare-ok
+(issue 15; RabbitMQ makes it visible cluster-wide before -ok): before a 404 a node
+catches up with etcd (cluster/visibility.py, server/not_found.py). Three real nodes, one
+real etcd, pika clients over real sockets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.node_group import start_all, stop_all
+
+NAMES = ("v1", "v2", "v3")
+ROUNDS = 50
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
+    tmp = tmp_path_factory.mktemp("visibility")
+    cluster = f"v-{free_port()}"
+    procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
+                              node_name=n, cluster_name=cluster,
+                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"})
+             for n in NAMES}
+    try:
+        start_all(procs.values())
+        yield procs
+    finally:
+        stop_all(procs.values())
+
+
+def channel(proc: BrokerProcess) -> Any:
+    return pika.BlockingConnection(pika.URLParameters(proc.url)).channel()
+
+
+def linked(nodes: dict[str, BrokerProcess]) -> None:
+    """Every node reaches every other over the cluster link: until then a consume of a
+    queue led elsewhere is refused as its leader being down (a different 404)."""
+    deadline = time.monotonic() + 15
+    for leader in NAMES:
+        decl = channel(nodes[leader])
+        decl.queue_declare(f"links-{leader}", durable=True)
+        for other in NAMES:
+            ch = channel(nodes[other])
+            while True:
+                try:
+                    ch.basic_consume(f"links-{leader}", lambda *a: None)
+                    break
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    assert exc.reply_code == 404 and time.monotonic() < deadline, exc
+                    ch = ch.connection.channel()
+            ch.connection.close()
+        decl.queue_delete(f"links-{leader}")
+        decl.connection.close()
+
+
+def test_declared_on_one_node_is_found_at_once_on_another(nodes: dict[str, BrokerProcess]) -> None:
+    linked(nodes)
+    first, second, third = (channel(nodes[n]) for n in NAMES)
+    try:
+        for i in range(ROUNDS):
+            queue, exchange = f"vis-q-{i}", f"vis-x-{i}"
+            first.queue_declare(queue, durable=True)
+            second.queue_declare(queue, passive=True)  # passive: 404 if unknown
+            tag = second.basic_consume(queue, lambda *a: None)
+            second.basic_cancel(tag)
+            first.exchange_declare(exchange, "direct", durable=True)
+            third.exchange_declare(exchange, passive=True)
+            third.queue_bind(queue, exchange, routing_key="k")  # both must be known
+            third.basic_publish(exchange, "k", b"m")  # a publish to it: no 404 either
+        # the publishes of the last round went to the queue through its leader
+        deadline = time.monotonic() + 10
+        while first.queue_declare(f"vis-q-{ROUNDS - 1}", passive=True).method.message_count < 1:
+            assert time.monotonic() < deadline, "the publish through v3 never arrived"
+    finally:
+        for ch in (first, second, third):
+            ch.connection.close()
+
+
+def test_a_real_404_is_answered_quickly(nodes: dict[str, BrokerProcess]) -> None:
+    """A queue that exists nowhere: one etcd read and the 404, not a wait of seconds."""
+    ch = channel(nodes["v2"])
+    try:
+        started = time.monotonic()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+            ch.queue_declare("vis-nowhere", passive=True)
+        assert info.value.reply_code == 404
+        assert time.monotonic() - started < 1.0
+    finally:
+        ch.connection.close()
