@@ -48,7 +48,8 @@ class Forwarder:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.result = PublishResult(True, self)  # what a forwarded publish returns
 
-    def forward(self, vhost: str, queue: str, msg: Message) -> None:
+    def forward(self, vhost: str | bytes, queue: str | bytes, msg: Message) -> None:
+        """Send ``msg`` to the leader's ``queue`` (names as UTF-8 bytes, or str)."""
         self.seq += 1
         if not self.link.send(self.peer, PUBLISH, (self.seq, vhost, queue, msg.exchange_rk_ss,
                                                    msg.header_payload, msg.body)) \

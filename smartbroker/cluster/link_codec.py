@@ -105,11 +105,14 @@ def encode_item(spec: ChannelSpec, item: tuple) -> tuple[list, int]:
     if not spec.blobs:  # fixed fields only (acks, credit, confirms): one pack
         head = spec.header.pack(*item)
         return [head], len(head)
-    blobs = [b.encode() if type(b) is str else b for b in item[nfixed:]]
-    lens = [len(b) for b in blobs]
+    blobs = item[nfixed:]
+    for blob in blobs:
+        if type(blob) is str:  # rare on the hot paths (their callers pass bytes)
+            blobs = tuple(b.encode() if type(b) is str else b for b in blobs)
+            break
+    lens = tuple(map(len, blobs))
     head = spec.header.pack(*item[:nfixed], *lens)
-    blobs.insert(0, head)
-    return blobs, len(head) + sum(lens)
+    return [head, *blobs], len(head) + sum(lens)
 
 
 def decode_items(spec: ChannelSpec, data: bytes, pos: int, count: int) -> list[tuple]:

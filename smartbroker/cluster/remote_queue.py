@@ -94,6 +94,8 @@ class RemoteQueue:
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
         self.uses_store = False  # the leader persists it
         self.counts = {"messages": 0, "consumers": 0, "unacked": 0, "bytes": 0}
+        # encoded once: every forwarded publish carries them
+        self._vhost_bytes, self._name_bytes = vhost.encode(), name.encode()
 
     # -- availability --------------------------------------------------------------------
     def absent(self) -> ChannelError:
@@ -109,7 +111,7 @@ class RemoteQueue:
         forwarder = self.node.forwarder(self.leader)
         if forwarder is None:
             return ACCEPTED  # home node down: dropped, as RabbitMQ drops it
-        forwarder.forward(self.vhost, self.name, message)
+        forwarder.forward(self._vhost_bytes, self._name_bytes, message)
         self.stats["publish"] += 1
         return forwarder.result
 
