@@ -115,7 +115,15 @@ class TopicAdmin:
                 topics.append(self._created(cls, name, code, message, arguments, partitions))
             return cls(version=request.api_version, throttle_time_ms=0, topics=topics)
 
-        return slices.run(body.topics, step, self._one_commit, answer)
+        return self._committed(slices.run(body.topics, step, self._one_commit, answer),
+                               lambda b: b.topics)
+
+    def _committed(self, response: Any, entries: Callable[[Any], Any]) -> Any:
+        """Cluster mode: answered once etcd took the definitions (slices.after_commit)."""
+        recorder = getattr(self.broker, "recorder", None)
+        if recorder is None or not recorder.commits_later:
+            return response  # a single node: SQLite committed in the call
+        return slices.after_commit(response, recorder.pending, entries)
 
     def _one_commit(self) -> contextlib.AbstractContextManager[None]:
         """The definitions store's ``batch`` (store/definitions.py), when it persists."""
@@ -238,7 +246,8 @@ class TopicAdmin:
             results.append(cls.DeletableTopicResult(
                 name=name, topic_id=tid if tid is not None else _NO_UUID,
                 error_code=code, error_message=message))
-        return cls(version=request.api_version, throttle_time_ms=0, responses=results)
+        return self._committed(cls(version=request.api_version, throttle_time_ms=0,
+                                   responses=results), lambda b: b.responses)
 
     def _elsewhere(self, name: str) -> bool:
         elsewhere = self.streams.led_elsewhere

@@ -10,14 +10,16 @@ loop between slices; the answer then waits for the new streams' files to be fsyn
 "created" keeps its topic id and configs through a power cut.
 
 A request that fits in one slice and created nothing that awaits an fsync (memory-only
-streams, validate_only, refusals) is answered in the same call, as before.
+streams, validate_only, refusals) is answered in the same call, as before. In cluster mode
+the answer also waits for etcd to take the definitions (``after_commit``), as a declare's
+-ok does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from time import perf_counter
@@ -91,6 +93,31 @@ def run(items: Sequence[T], step: Callable[[T], tuple[R, Future[None] | None]],
         return answer(work.results, await work.finish())
 
     return detached(rest())
+
+
+def after_commit(response: Any, pending: Callable[[], Awaitable[object] | None],
+                 entries: Callable[[Any], Iterable[Any]]) -> Any:
+    """``response`` (or a future of it) once the definitions store committed what the
+    request recorded (cluster mode: etcd took it; ``pending`` as the recorder's). If the
+    store refused it (and undid it), the ``entries`` that succeeded answer
+    UNKNOWN_SERVER_ERROR instead."""
+
+    async def later() -> Any:
+        body = await response if isinstance(response, asyncio.Future) else response
+        waiting = pending()
+        if waiting is not None:
+            try:
+                await waiting
+            except Exception as exc:
+                for entry in entries(body):
+                    if entry.error_code == 0:
+                        entry.error_code = -1  # Kafka's UNKNOWN_SERVER_ERROR
+                        entry.error_message = f"the definitions store refused it: {exc}"
+        return body
+
+    if not isinstance(response, asyncio.Future) and pending() is None:
+        return response
+    return detached(later())
 
 
 def detached(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:

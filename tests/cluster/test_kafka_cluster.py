@@ -8,6 +8,7 @@ leader, wherever the consumer asks.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.protocol import admin as kafka_admin
 from kafka.protocol import consumer, metadata
 
+from smartbroker.cluster import definitions_keys as dk
+from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.conftest import assert_clean_log
@@ -207,14 +210,25 @@ def test_a_manual_assignment_names_the_node_itself(nodes: dict[str, BrokerProces
     assert meta.topics["assigned"].partitions[0].leader == broker_id("n2")
 
 
+def in_etcd(node: BrokerProcess, topic: str) -> bool:
+    """Whether etcd holds the topic's stream definition (what every node applies)."""
+    async def get() -> bool:
+        assert node.etcd is not None and node.cluster_name is not None
+        async with EtcdClient(node.etcd, node.cluster_name) as etcd:
+            return await etcd.get(dk.key("queues", "/", topic)) is not None
+    return asyncio.run(get())
+
+
 def test_a_deleted_topic_leaves_every_node(nodes: dict[str, BrokerProcess]) -> None:
     create_topic(nodes["n1"], "short-lived")
+    assert in_etcd(nodes["n1"], "short-lived")  # answered once etcd took it, as a declare
     for name in NAMES:
         poll(lambda n=name: described(nodes[n], "short-lived"), f"{name} describes it")
     D = kafka_admin.DeleteTopicsRequest
     with Raw(nodes["n2"].kafka_port) as raw:  # not its leader: deleted from the definitions
         answer = raw.call(D, 4, topic_names=["short-lived"], timeout_ms=10000)
     assert answer.responses[0].error_code == 0, answer
+    assert not in_etcd(nodes["n1"], "short-lived")
     for name in NAMES:
         poll(lambda n=name: raw_metadata(nodes[n], "short-lived").topics[0].error_code == 3,
              f"{name} no longer knows it")
