@@ -123,13 +123,14 @@ class Persistence:
         for edef in defs.exchanges:
             vhost = broker.vhosts.get(edef.vhost)
             if vhost is not None and edef.name not in vhost.exchanges:
-                self._try(vhost.declare_exchange, edef.name, edef.type, durable=True,
+                self._try(vhost.declare_exchange, edef.name, edef.type, durable=edef.durable,
                           auto_delete=edef.auto_delete, internal=edef.internal,
                           arguments=edef.arguments)
         for qdef in defs.queues:
             vhost = broker.vhosts.get(qdef.vhost)
             if vhost is not None:
-                self._try(vhost.declare_queue, qdef.name, durable=True, auto_delete=qdef.auto_delete,
+                self._try(vhost.declare_queue, qdef.name, durable=qdef.durable,
+                          auto_delete=qdef.auto_delete,
                           arguments=qdef.arguments)
         for bdef in defs.bindings:
             vhost = broker.vhosts.get(bdef.vhost)

@@ -29,16 +29,6 @@ from smartbroker.store.definitions import (
 from smartbroker.store.definitions_api import DefinitionStoreAPI
 
 
-def _persisted_queue(q: Any) -> bool:
-    return q.durable and q.exclusive_owner is None
-
-
-def _persisted_binding(binding: Binding) -> bool:
-    dest = binding.destination
-    durable_dest = dest.durable if isinstance(dest, Exchange) else _persisted_queue(dest)
-    return binding.source.durable and durable_dest
-
-
 def _binding_def(vhost: str, binding: Binding) -> BindingDef:
     dest = binding.destination
     kind = "exchange" if isinstance(dest, Exchange) else "queue"
@@ -54,6 +44,18 @@ class DefinitionsRecorder:
         self.definitions = definitions
         self.commits_later = definitions.commits_later  # etcd: answers await pending()
         self.restoring = False  # on while startup reads the store back: write nothing
+        # a cluster's store (etcd) also keeps transient queues and exchanges (on the
+        # declaring node's lease), so every node sees them, as RabbitMQ's nodes do
+        self.transient = getattr(definitions, "keeps_transient", False)
+
+    def _kept_queue(self, q: Any) -> bool:
+        return q.exclusive_owner is None and (q.durable or self.transient)
+
+    def _kept_binding(self, binding: Binding) -> bool:
+        dest = binding.destination
+        kept_dest = (dest.durable or self.transient) if isinstance(dest, Exchange) \
+            else self._kept_queue(dest)
+        return (binding.source.durable or self.transient) and kept_dest
 
     def pending(self) -> Awaitable[object] | None:
         """What a front end awaits before it answers -ok for the changes recorded so far:
@@ -72,29 +74,29 @@ class DefinitionsRecorder:
 
     # -- vhost definitions ---------------------------------------------------------------
     def exchange_declared(self, vhost: str, ex: Exchange) -> None:
-        if ex.durable and not self.restoring:
-            self.definitions.save_exchange(ExchangeDef(vhost, ex.name, ex.type_name, True,
+        if (ex.durable or self.transient) and not self.restoring:
+            self.definitions.save_exchange(ExchangeDef(vhost, ex.name, ex.type_name, ex.durable,
                                                        ex.auto_delete, ex.internal, dict(ex.arguments)))
 
     def exchange_deleted(self, vhost: str, ex: Exchange) -> None:
-        if ex.durable and not self.restoring:
+        if (ex.durable or self.transient) and not self.restoring:
             self.definitions.delete_exchange(vhost, ex.name)
 
     def queue_declared(self, vhost: str, q: Any) -> None:
-        if _persisted_queue(q) and not self.restoring:
-            self.definitions.save_queue(QueueDef(vhost, q.name, True, q.auto_delete,
+        if self._kept_queue(q) and not self.restoring:
+            self.definitions.save_queue(QueueDef(vhost, q.name, q.durable, q.auto_delete,
                                                  dict(q.arguments), q.type_name))
 
     def queue_deleted(self, vhost: str, q: Any) -> None:
-        if _persisted_queue(q) and not self.restoring:
+        if self._kept_queue(q) and not self.restoring:
             self.definitions.delete_queue(vhost, q.name)
 
     def binding_added(self, vhost: str, binding: Binding) -> None:
-        if _persisted_binding(binding) and not self.restoring:
+        if self._kept_binding(binding) and not self.restoring:
             self.definitions.save_binding(_binding_def(vhost, binding))
 
     def binding_removed(self, vhost: str, binding: Binding) -> None:
-        if _persisted_binding(binding) and not self.restoring:
+        if self._kept_binding(binding) and not self.restoring:
             self.definitions.delete_binding(_binding_def(vhost, binding))
 
     def policy_set(self, vhost: str, policy: Policy) -> None:

@@ -50,9 +50,14 @@ class EtcdDefinitionStore:
     """``DefinitionStoreAPI`` on etcd. ``await open()`` before the broker reads it."""
 
     commits_later = True  # a change reaches etcd after its writer returned: see pending()
+    # transient (non-durable, non-exclusive) queues and exchanges, and bindings to or from
+    # them, are kept too, on the lease of the node that declared them: every node sees
+    # them, and they vanish with their node (RabbitMQ deletes a dead node's transients)
+    keeps_transient = True
 
     def __init__(self, client: EtcdClient) -> None:
         self.client = client
+        self.lease: Callable[[], int] = lambda: 0  # the node's membership lease, once a member
         self.view = WatchedPrefix(client, K.ROOT)
         self._callbacks: list[Callable[[DefinitionChange], None]] = []
         self.view.subscribe(self._changed)
@@ -145,7 +150,7 @@ class EtcdDefinitionStore:
                       key=lambda p: (p["user"], p["vhost"], p["exchange"]))
 
     def save_exchange(self, e: ExchangeDef) -> None:
-        self._put(K.exchange(e))
+        self._put(K.exchange(e), transient=not e.durable)
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         """Also the bindings from it (one prefix) and to it (found in the local view)."""
@@ -155,7 +160,7 @@ class EtcdDefinitionStore:
                     *(Delete(k) for k in to_it))
 
     def save_queue(self, q: QueueDef) -> None:
-        self._put(K.queue(q))
+        self._put(K.queue(q), transient=not q.durable)
 
     def delete_queue(self, vhost: str, name: str) -> None:
         to_it = self._bindings_to(vhost, "queue", name)
@@ -166,7 +171,20 @@ class EtcdDefinitionStore:
                 if K.split(k)[1][2:4] == [kind, name]]
 
     def save_binding(self, b: BindingDef) -> None:
-        self._put(K.binding(b))
+        ends = (K.key("exchanges", b.vhost, b.source),
+                K.key("exchanges" if b.destination_type == "exchange" else "queues", b.vhost,
+                      b.destination))
+        self._put(K.binding(b), transient=any(self._transient(k) for k in ends))
+
+    def _transient(self, key: bytes) -> bool:
+        """The definition at ``key`` is a transient one (built-in exchanges are absent)."""
+        raw = self.view.get(key)
+        if raw is None:
+            return False
+        try:
+            return not K.decode(key, raw)[1].durable
+        except ValueError:
+            return False
 
     def delete_binding(self, b: BindingDef) -> None:
         self.view.write(Delete(K.binding_key(b)))
@@ -177,8 +195,8 @@ class EtcdDefinitionStore:
     def delete_policy(self, vhost: str, name: str) -> None:
         self.view.write(Delete(K.key("policies", vhost, name)))
 
-    def _put(self, entry: K.Entry) -> None:
-        self.view.write(Put(entry.key, entry.value))
+    def _put(self, entry: K.Entry, transient: bool = False) -> None:
+        self.view.write(Put(entry.key, entry.value, self.lease() if transient else 0))
 
     def load_all(self) -> Definitions:
         r = self._records

@@ -144,7 +144,8 @@ class DefinitionsSync:
         if new is None:
             vhost.delete_exchange(old.name)
         elif new.name not in vhost.exchanges:
-            vhost.declare_exchange(new.name, new.type, durable=True, auto_delete=new.auto_delete,
+            vhost.declare_exchange(new.name, new.type, durable=new.durable,
+                                   auto_delete=new.auto_delete,
                                    internal=new.internal, arguments=new.arguments)
 
     def _queues(self, old: Any, new: Any) -> None:
@@ -154,7 +155,7 @@ class DefinitionsSync:
         if new is None:
             vhost.delete_queue(old.name)
         elif new.name not in vhost.queues:
-            vhost.declare_queue(new.name, durable=True, auto_delete=new.auto_delete,
+            vhost.declare_queue(new.name, durable=new.durable, auto_delete=new.auto_delete,
                                 arguments=new.arguments)
 
     def _bindings(self, old: Any, new: Any) -> None:

@@ -290,15 +290,15 @@ class QueueForwarding:
             # a new queue declared here under a placement this node knows: written again
             # (create-if-absent), so etcd holds one even if the old record was just deleted
             self.placement.claim(spec.vhost, spec.name, self.placement.queues[
-                (spec.vhost, spec.name)])
+                (spec.vhost, spec.name)], not spec.durable)
         if leader is None and not self._applying:
             proposal = self._propose(spec)
             if proposal.leader == self.node:
                 q = declare_queue(spec, host, storage)  # refused here: nothing claimed
-                self.placement.claim(spec.vhost, spec.name, proposal)
+                self.placement.claim(spec.vhost, spec.name, proposal, not spec.durable)
                 return q
             validate(spec)  # built by the leader, refused here with RabbitMQ's reply
-            self.placement.claim(spec.vhost, spec.name, proposal)
+            self.placement.claim(spec.vhost, spec.name, proposal, not spec.durable)
             leader = proposal.leader
         if leader is None or leader == self.node:
             return declare_queue(spec, host, storage)

@@ -112,6 +112,11 @@ class ClusterNode:
         except MembershipError as exc:
             await self.link.close()
             raise ClusterError(str(exc)) from None
+        lease = lambda: self.membership.lease  # noqa: E731 - transients live on it
+        if self.definitions is not None:
+            self.definitions.lease = lease
+        if self.forwarding is not None:
+            self.forwarding.placement.lease = lease
 
     async def serve_kafka(self, handlers: Any, broker: Any) -> None:
         """The Kafka listener's ``handlers`` see every node as a broker (kafka_peers)."""

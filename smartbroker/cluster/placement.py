@@ -124,8 +124,8 @@ class KeyValue(Protocol):
     """What the table needs from the cluster's etcd client (``cluster/etcd_client.py``'s
     ``EtcdClient``), keys relative to the cluster prefix."""
 
-    async def create_if_absent(self, key: str, value: bytes) -> tuple[bool, Any]:
-        """Put ``key`` unless it exists: (created, the KV it holds, ``.value``)."""
+    async def create_if_absent(self, key: str, value: bytes, lease: int = 0) -> tuple[bool, Any]:
+        """Put ``key`` (on ``lease``) unless it exists: (created, the KV it holds)."""
 
     async def delete(self, key: str) -> Any: ...
 
@@ -148,6 +148,8 @@ class PlacementTable:
         self.on_change: list[Callable[[str, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.revision = 0  # of the last placement change applied (visibility.py waits on it)
+        # the node's membership lease: a transient queue's placement goes with its node
+        self.lease: Callable[[], int] = lambda: 0
 
     async def open(self) -> PlacementTable:
         """Read every placement, then follow changes."""
@@ -242,29 +244,31 @@ class PlacementTable:
         parts = tuple(spread(partitions, leader, up)) if partitions > 1 else ()
         return Placement(leader, parts)
 
-    def claim(self, vhost: str, queue: str, placement: Placement) -> None:
+    def claim(self, vhost: str, queue: str, placement: Placement, transient: bool = False) -> None:
         """Take ``placement`` now (the declare goes on with it) and write it to etcd in the
         background; if another node placed the queue first, its placement is adopted
         (``on_change`` tells the node to rebuild the queue accordingly)."""
         self.queues[(vhost, queue)] = placement
         if self.kv is not None:
-            self._spawn(self._record(vhost, queue, placement))
+            self._spawn(self._record(vhost, queue, placement, self.lease() if transient else 0))
 
-    async def _record(self, vhost: str, queue: str, placement: Placement) -> None:
+    async def _record(self, vhost: str, queue: str, placement: Placement, lease: int = 0) -> None:
         try:
-            held = await self.record(vhost, queue, placement)
+            held = await self.record(vhost, queue, placement, lease)
         except Exception as exc:
             log.warning("placement of queue '%s' in vhost '%s' not written: %s", queue, vhost, exc)
             return
         if held != placement:
             self._changed(vhost, queue)
 
-    async def record(self, vhost: str, queue: str, placement: Placement) -> Placement:
+    async def record(self, vhost: str, queue: str, placement: Placement,
+                     lease: int = 0) -> Placement:
         """Write ``placement`` unless another node placed the queue first; returns the
         placement that holds (ours, or the winner's) and keeps it in the local copy."""
         names = (vhost, queue)
         if self.kv is not None:
-            created, held = await self.kv.create_if_absent(key(vhost, queue), placement.encode())
+            args = (key(vhost, queue), placement.encode(), *((lease,) if lease else ()))
+            created, held = await self.kv.create_if_absent(*args)
             if not created:
                 placement = Placement.decode(held.value) or placement
         self.queues[names] = placement

@@ -67,7 +67,8 @@ def test_declares_on_one_broker_reach_the_other(etcd: EtcdProcess, cluster_name:
         vhost.bind("ex", q, "k.#", {"x": b"\x00"})  # likely one transaction with the queue
         broker_a.users.add("carol", "pw", ["monitoring"])
         broker_a.permissions.set(Permission("carol", "/", "^c", "^w", "^r"))
-        vhost.declare_queue("transient", durable=False)  # never in etcd
+        vhost.declare_queue("transient", durable=False)  # in etcd too (on the node's lease)
+        vhost.declare_queue("mine", exclusive=True, owner=object())  # exclusive: never
         await store_a.flush()
         there = broker_b.vhosts["/"]
 
@@ -83,7 +84,8 @@ def test_declares_on_one_broker_reach_the_other(etcd: EtcdProcess, cluster_name:
         assert broker_b.users.users["carol"].password_hash == \
             broker_a.users.users["carol"].password_hash
         assert broker_b.users.users["carol"].scram  # the SCRAM credentials came too
-        assert "transient" not in there.queues
+        await until(lambda: "transient" in there.queues, sync_b, "the transient queue on b")
+        assert there.queues["transient"].durable is False and "mine" not in there.queues
         assert store_b.pending() is None  # applying wrote nothing back
 
         vhost.delete_exchange("ex")  # its binding goes with it, on both

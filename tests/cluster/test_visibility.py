@@ -94,3 +94,56 @@ def test_a_real_404_is_answered_quickly(nodes: dict[str, BrokerProcess]) -> None
         assert time.monotonic() - started < 1.0
     finally:
         ch.connection.close()
+
+
+def test_transient_queue_and_exchange_are_seen_on_every_node(
+        nodes: dict[str, BrokerProcess]) -> None:
+    """A non-durable, non-exclusive queue and exchange (and their binding) declared on v1
+    are known on v2 and v3 at once: consumed on v2, published to on v3 (RabbitMQ's
+    transient definitions are cluster-wide too; the queue lives on v1)."""
+    first, second, third = (channel(nodes[n]) for n in NAMES)
+    try:
+        first.exchange_declare("vis-tx", "direct", durable=False)
+        first.queue_declare("vis-tq", durable=False)
+        first.queue_bind("vis-tq", "vis-tx", routing_key="k")
+        got: list[bytes] = []
+        second.basic_consume("vis-tq", lambda ch, m, p, body: got.append(body), auto_ack=True)
+        third.exchange_declare("vis-tx", "direct", passive=True)
+        third.basic_publish("vis-tx", "k", b"through v3")
+        deadline = time.monotonic() + 10
+        while not got:
+            assert time.monotonic() < deadline, "the message never reached v2's consumer"
+            second.connection.process_data_events(time_limit=0.05)
+        assert got == [b"through v3"]
+        assert second.queue_declare("vis-tq", passive=True).method.queue == "vis-tq"
+    finally:
+        for ch in (first, second, third):
+            ch.connection.close()
+
+
+def test_transients_die_with_their_node(nodes: dict[str, BrokerProcess]) -> None:
+    """kill -9 of the declaring node: once its lease expires, its transient queue and
+    exchange are gone from the others (RabbitMQ deletes a dead node's transients), while
+    a durable queue it leads stays known (down)."""
+    ch = channel(nodes["v3"])
+    ch.queue_declare("vis-dies", durable=False)
+    ch.exchange_declare("vis-dies-x", "fanout", durable=False)
+    ch.queue_declare("vis-stays", durable=True)
+    ch.connection.close()
+    nodes["v3"].kill()
+    deadline = time.monotonic() + 15
+
+    def names(kind: str) -> set[str]:
+        return {q["name"] for q in nodes["v2"].get_json(f"/api/{kind}")}
+
+    while "vis-dies" in names("queues") or "vis-dies-x" in names("exchanges"):
+        assert time.monotonic() < deadline, "v3's transients outlived v3"
+        time.sleep(0.1)
+    assert "vis-stays" in names("queues")
+    other = channel(nodes["v2"])
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+            other.queue_declare("vis-dies", passive=True)
+        assert "no queue 'vis-dies'" in str(info.value)
+    finally:
+        other.connection.close()
