@@ -187,10 +187,16 @@ class ClusterLink:
     def send(self, peer: str, spec: ChannelSpec, item: tuple) -> bool:
         """Queue ``item`` for ``peer`` on ``spec`` (written at the end of this loop pass,
         batched with the others); False: stop producing until ``wait_writable``."""
-        return self._link(peer).send(spec, item)
+        link = self._links.get(peer)  # _link inlined: once per forwarded message
+        if link is None:
+            raise PeerDown(f"no link to node {peer!r}")
+        return link.send(spec, item)
 
     def writable(self, peer: str, spec: ChannelSpec) -> bool:
-        return self._link(peer).writable(spec)
+        link = self._links.get(peer)  # _link inlined: once per remote delivery
+        if link is None:
+            raise PeerDown(f"no link to node {peer!r}")
+        return link.writable(spec)
 
     async def wait_writable(self, peer: str, spec: ChannelSpec) -> None:
         await self._link(peer).wait_writable(spec)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from smartbroker.queues.base import Consumer
 
 WINDOW = 256  # credit of a consumer without a prefetch limit
+_CANCELLED = int(Kind.CANCELLED)  # a plain int: compared once per delivery
 
 
 class Subscription:
@@ -151,7 +152,7 @@ class Subscriptions:
         touched: dict[int, Subscription] = {}
         for kind, sub_id, handle, redelivered, _count, route, properties, body in items:
             sub = self.by_sub.get(sub_id)
-            if kind == Kind.CANCELLED:
+            if kind == _CANCELLED:
                 if sub is not None:
                     self._subscribed(sub, None)
                 continue
