@@ -201,10 +201,6 @@ def test_integration_subset_passes(workers: Workers) -> None:
                               "test_basic_qos.py"])
 
 
-@pytest.mark.xfail(strict=False, reason="known race (reported): a queue declared through "
-                   "one node is 404 on another node until that node's etcd watch brought "
-                   "the definition, so a consume on a second connection right after "
-                   "declare-ok can land on a node that does not know the queue yet")
 def test_integration_across_connections(workers: Workers) -> None:
     run_integration(workers, ["test_basic_ack.py"])
 
