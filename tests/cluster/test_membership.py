@@ -219,7 +219,9 @@ def test_a_node_cut_off_from_etcd_serves_and_rejoins(tmp_path: Path) -> None:
         own.stop()
         conn = pika.BlockingConnection(pika.URLParameters(proc.url))
         ch = conn.channel()
-        ch.queue_declare("local", auto_delete=True)
+        # exclusive: its connection's alone, never in etcd (a transient or durable queue
+        # is a cluster-wide definition: its declare-ok waits for etcd)
+        ch.queue_declare("local", exclusive=True)
         ch.basic_publish("", "local", b"still here")
         poll(lambda: ch.basic_get("local", auto_ack=True)[2] == b"still here", 5,
              "a local publish and get without etcd")
