@@ -237,6 +237,12 @@ class AMQPConnection(asyncio.Protocol):
         except ChannelError as err:
             self.channel_failed(ch, err.at(60, 40))
 
+    def _method_again(self, number: int, method: Any, ch: Channel) -> None:
+        """A method refused with 404 once more, after a cluster catch-up (its channel may
+        have been closed by the server meanwhile: then nothing)."""
+        if self.channels.get(number) is ch and not ch.closing:
+            self._method(number, method, False)
+
     def _method(self, number: int, method: Any, retry: bool = True) -> None:
         ids = method.index >> 16, method.index & 0xFFFF
         if number == 0:
@@ -256,7 +262,7 @@ class AMQPConnection(asyncio.Protocol):
             handler(self, ch, method)
         except ChannelError as err:
             if err.code == 404 and retry and retry_after_catch_up(
-                    self, lambda: self._method(number, method, False)):
+                    self, lambda: self._method_again(number, method, ch)):
                 return
             self.channel_failed(ch, err.at(*ids))
         except ConnectionError as err:
