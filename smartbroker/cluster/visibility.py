@@ -12,8 +12,8 @@ prefix (the newest mod revision under ``defs/`` and ``placement/``), then a wait
 the definitions view and the placement table have applied those revisions, the
 definitions sync has applied them to the broker, and no queue of the vhost is a stand-in
 still waiting for its placement (a consumer added to a stand-in would be cancelled when
-the placement comes). Then the front end runs the method again (``server/connection.py``).
-Bounded by ``DEADLINE``: an unreachable etcd or a watch that lags longer answers the 404
+the placement comes; at most ``STAND_IN_WAIT`` of that). Then the front end runs the
+method again (``server/connection.py``). Bounded by ``DEADLINE``: an unreachable etcd or a watch that lags longer answers the 404
 as it was. Only the 404 path pays; the wait checks every few ms (it is rare and short,
 and the watch loops have no per-revision wake-up to hook into).
 """
@@ -31,6 +31,9 @@ from smartbroker.cluster.remote_queue import RemoteQueue
 log = logging.getLogger("smartbroker.cluster")
 
 DEADLINE = 3.0  # seconds: then the 404 goes out anyway
+# a stand-in's placement is written next to its definition, so it comes within ms; one
+# stuck without a placement (a failed write) must not slow every 404 of its vhost by 3 s
+STAND_IN_WAIT = 0.5
 _CHECK = 0.003  # seconds between two looks while the watches catch up
 
 
@@ -56,23 +59,33 @@ class CatchUp:
         except (TimeoutError, EtcdUnavailable) as exc:
             log.info("cannot check etcd before a 404: %s", exc)
             return
-        while not self._caught_up(wanted, vhost):
+        while not self._watched(wanted):
             if loop.time() >= deadline:
                 log.info("the etcd watches lag more than %.0f s: answering 404", DEADLINE)
                 return
             await asyncio.sleep(_CHECK)
+        deadline = min(deadline, loop.time() + STAND_IN_WAIT)
+        waiting = self._stand_ins(vhost, None)  # one scan of the vhost, then only these
+        while waiting and loop.time() < deadline:
+            await asyncio.sleep(_CHECK)
+            waiting = self._stand_ins(vhost, waiting)
 
-    def _caught_up(self, wanted: list[int], vhost: str | None) -> bool:
+    def _watched(self, wanted: list[int]) -> bool:
+        """The watches applied what etcd held (and the broker took the definitions)."""
         if self.view.revision < wanted[0] or self.sync.busy:
             return False
+        return self.forwarding is None or self.forwarding.placement.revision >= wanted[1]
+
+    def _stand_ins(self, vhost: str | None, among: list[str] | None) -> list[str]:
+        """The queues of ``vhost`` (``among`` these names, or all) known here without
+        their placement: a consumer added to one would be cancelled when it comes."""
         forwarding = self.forwarding
-        if forwarding is None:
-            return True
-        placement = forwarding.placement
-        if placement.revision < wanted[1]:
-            return False
-        host = forwarding.vhosts.get(vhost) if vhost is not None else None
+        host = forwarding.vhosts.get(vhost) if forwarding is not None and vhost else None
         if host is None:
-            return True
-        return not any(placement.leader(vhost, name) is None and q.exclusive_owner is None
-                       and not isinstance(q, RemoteQueue) for name, q in host.queues.items())
+            return []
+        placement = forwarding.placement
+        queues = host.queues
+        names = queues if among is None else among
+        return [name for name in names if (q := queues.get(name)) is not None
+                and placement.leader(vhost, name) is None and q.exclusive_owner is None
+                and not isinstance(q, RemoteQueue)]
