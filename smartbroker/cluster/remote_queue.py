@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pamqp import commands
 
 from smartbroker.cluster import forwarding_wire as wire
-from smartbroker.cluster.forwarding_wire import Op
+from smartbroker.cluster.forwarding_wire import CONSUMER_OPS, Op
 from smartbroker.cluster.link_peer import CallError, PeerDown
 from smartbroker.errors import AMQPError, ChannelError, ConnectionError, not_found
 from smartbroker.queues.base import (
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from smartbroker.message import Message
 
 log = logging.getLogger("smartbroker.cluster")
+_ACK = int(Op.ACK)  # struct packs a plain int faster than an IntEnum
 
 
 class RemoteEntry(QueueEntry):
@@ -169,8 +170,13 @@ class RemoteQueue:
 
     # -- settlement ----------------------------------------------------------------------
     def ack(self, entry: Any) -> None:
-        self._settle_one(entry, Op.ACK)
+        """basic.ack's hot path: a consumer's delivery goes straight to the link (the
+        rest, a basic.get's or a no-ack one, through ``_settle_one``)."""
         self.stats["ack"] += 1
+        if entry.sub and entry.seq:
+            self.node.link.send(self.leader, CONSUMER_OPS, (_ACK, entry.sub, entry.seq, 0))
+        else:
+            self._settle_one(entry, Op.ACK)
 
     def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]:
         kind = {Settle.ACK: Op.ACK, Settle.REQUEUE: Op.REQUEUE, Settle.DISCARD: Op.DISCARD}[op]
