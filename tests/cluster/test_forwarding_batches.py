@@ -94,3 +94,13 @@ def test_a_cancelled_consumer_settled_late_stays_out_of_the_ring() -> None:
     consume(service, 2, 1)
     assert [(d[0], d[3]) for d in link.deliveries()] == [(2, b"1")]
     assert ("n1", 1) not in service.consumers  # cancelled and nothing held: forgotten
+
+
+def test_forwarded_messages_share_their_route() -> None:
+    """Decoded once per distinct route (as a connection interns its publishes' routes),
+    the raw property bytes and body kept as they came."""
+    route = Message.build("amq.direct", "rk", b"").exchange_rk_ss
+    a = wire.message(bytes(route), b"\x00\x00", b"a")
+    b = wire.message(bytes(route), b"\x00\x00", b"b")
+    assert a.route is b.route and a.route[:2] == ("amq.direct", "rk")
+    assert (a.header_payload, a.body) == (b"\x00\x00", b"a")
