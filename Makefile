@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: serve test lint bench clean venv
+.PHONY: serve test test-slow lint bench clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,13 @@ venv: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/smartbroker serve --data-dir ./data
 
-## Run the test suite (in parallel on all cores)
+## Run the test suite (in parallel on all cores); tests marked slow are left out
 test: $(STAMP)
-	$(PY) -m pytest -n auto -q
+	$(PY) -m pytest -n auto -q -m "not slow"
+
+## The long runs marked slow (cluster partitions and --workers with Kafka)
+test-slow: $(STAMP)
+	$(PY) -m pytest -n auto -q -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check smartbroker tests benchmarks
