@@ -43,7 +43,7 @@ from smartbroker.protocol.events import (
 from smartbroker.protocol.states import CONNECTION, HANDSHAKE, SERVER, State
 from smartbroker.server.heartbeat import Heartbeats
 from smartbroker.server.held import hold_for_definitions
-from smartbroker.server.not_found import retry_after_catch_up
+from smartbroker.server.not_found import method_again, publish_again, retry_after_catch_up
 from smartbroker.server.tls import peer_common_name
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ class AMQPConnection(asyncio.Protocol):
                     ch.publish(event.route, event.mandatory, event.header, event.flags, event.body)
                 except ChannelError as err:
                     if err.code == 404 and retry_after_catch_up(
-                            self, lambda ch=ch, event=event: self._publish_again(ch, event)):
+                            self, lambda ch=ch, event=event: publish_again(self, ch, event)):
                         return
                     self.channel_failed(ch, err.at(60, 40))
             elif kind is Ack:
@@ -228,21 +228,6 @@ class AMQPConnection(asyncio.Protocol):
                 return
             # Heartbeat: ``received`` is already set; ConnectionClosed: connection_lost follows
 
-    def _publish_again(self, ch: Channel, event: Any) -> None:
-        """A publish refused with 404 (no exchange) once more, after a cluster catch-up."""
-        if self.channels.get(ch.number) is not ch or ch.closing:
-            return
-        try:
-            ch.publish(event.route, event.mandatory, event.header, event.flags, event.body)
-        except ChannelError as err:
-            self.channel_failed(ch, err.at(60, 40))
-
-    def _method_again(self, number: int, method: Any, ch: Channel) -> None:
-        """A method refused with 404 once more, after a cluster catch-up (its channel may
-        have been closed by the server meanwhile: then nothing)."""
-        if self.channels.get(number) is ch and not ch.closing:
-            self._method(number, method, False)
-
     def _method(self, number: int, method: Any, retry: bool = True) -> None:
         ids = method.index >> 16, method.index & 0xFFFF
         if number == 0:
@@ -262,7 +247,7 @@ class AMQPConnection(asyncio.Protocol):
             handler(self, ch, method)
         except ChannelError as err:
             if err.code == 404 and retry and retry_after_catch_up(
-                    self, lambda: self._method_again(number, method, ch)):
+                    self, lambda: method_again(self, number, method, ch)):
                 return
             self.channel_failed(ch, err.at(*ids))
         except ConnectionError as err:

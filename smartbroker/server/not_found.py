@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from smartbroker.errors import ChannelError
+
 log = logging.getLogger("smartbroker.connection")
 
 
@@ -42,3 +44,20 @@ def retry_after_catch_up(conn: Any, again: Callable[[], None]) -> bool:
 
     task.add_done_callback(release)
     return True
+
+
+def publish_again(conn: Any, ch: Any, event: Any) -> None:
+    """A publish refused with 404 (no exchange) once more, after the catch-up (its channel
+    may have been closed meanwhile: then nothing)."""
+    if conn.channels.get(ch.number) is not ch or ch.closing:
+        return
+    try:
+        ch.publish(event.route, event.mandatory, event.header, event.flags, event.body)
+    except ChannelError as err:
+        conn.channel_failed(ch, err.at(60, 40))
+
+
+def method_again(conn: Any, number: int, method: Any, ch: Any) -> None:
+    """A method refused with 404 once more, after the catch-up (as ``publish_again``)."""
+    if conn.channels.get(number) is ch and not ch.closing:
+        conn._method(number, method, False)  # noqa: SLF001 - the connection's own retry
