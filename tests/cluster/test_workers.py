@@ -229,11 +229,6 @@ def test_dead_worker_is_started_again(workers: Workers) -> None:
                 pass
         assert time.monotonic() < deadline, workers.log()[-3000:]
         time.sleep(0.1)
-    with pika.BlockingConnection(pika.URLParameters(workers.url)) as conn:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        ch.queue_declare("after-restart", durable=True)
-        ch.basic_publish("", "after-restart", b"kept", pika.BasicProperties(delivery_mode=2))
 
 
 def test_sigterm_stops_every_process(workers: Workers) -> None:
@@ -248,8 +243,16 @@ def test_sigterm_stops_every_process(workers: Workers) -> None:
 
 def test_restart_on_the_same_data_dir(workers: Workers) -> None:
     """Stopped, then started again: etcd comes back from its data (on new ports), and so
-    do the durable queue and message of the test above."""
-    assert workers.proc is not None and workers.proc.poll() is not None  # stopped above
+    do a durable queue and its persistent message. Self-contained: pytest-xdist may run
+    this module's tests on different processes, each with its own fixture."""
+    if workers.proc is None or workers.proc.poll() is not None:
+        workers.start()
+    with pika.BlockingConnection(pika.URLParameters(workers.url)) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.queue_declare("after-restart", durable=True)
+        ch.basic_publish("", "after-restart", b"kept", pika.BasicProperties(delivery_mode=2))
+    assert workers.stop() == 0
     workers.start()
     with pika.BlockingConnection(pika.URLParameters(workers.url)) as conn:
         method, _props, body = conn.channel().basic_get("after-restart", auto_ack=True)
