@@ -6,7 +6,7 @@ once (queues, stream tails, unacked maps). With CPython's default thresholds (70
 10) a young collection runs every few hundred messages and an older one walks those live
 objects over and over, though almost nothing the broker makes is cyclic garbage:
 profiled, the collector's passes cost a fifth to a quarter of a stream delivery
-(docs/performance.md, "The garbage collector"). So: young collections every 20,000
+(docs/performance.md, "Issue 14: streams over AMQP, second pass"). So: young collections every 20,000
 allocations, older generations much less often, and everything alive once startup is
 done (definitions, restored queues, imported modules) frozen out of the collector's
 walks. Cycles are still collected, later.
