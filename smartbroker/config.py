@@ -143,6 +143,10 @@ class Config(BaseSettings):
     # seconds a node's membership lease lives without a keepalive: how long a kill -9
     # takes to be seen by the others (etcd raises anything under 2 to 2)
     cluster_lease_ttl: int = Field(5, ge=2, le=300)
+    # seconds a definitions change (declare, bind, delete, user...) waits for its etcd
+    # commit before the client gets RabbitMQ's "metadata store operation timed out" (541;
+    # 503 from the API): etcd unreachable never leaves a declare waiting forever
+    cluster_metadata_timeout: float = Field(5.0, gt=0, le=300)
     # SO_REUSEPORT on the AMQP and Kafka listeners: set by ``serve --workers`` on its
     # nodes, which share those ports (cluster/workers.py); off, a second broker on the
     # port is refused as before
