@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from smartbroker.kafka import codec
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues import kafka_compression
+from smartbroker.queues.batch_header import BatchHeader
 from smartbroker.queues.kafka_batch import (
     COMPRESSION_MASK,
     HEADER,
@@ -24,7 +25,6 @@ from smartbroker.queues.kafka_batch import (
     NONE,
     SUPPORTED_COMPRESSION,
 )
-from smartbroker.queues.producer_state import BatchHeader
 
 _LENGTH = struct.Struct(">i")
 _MIN_LENGTH = HEADER_SIZE - 12  # batchLength counts from the partition leader epoch on
@@ -45,7 +45,7 @@ class BatchRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class Batch:
     """One checked batch: its bytes and its header, unpacked once here and read again by
-    the producer-state rules (``idempotence.py``, ``queues/producer_state.py``)."""
+    the producer-state rules (``idempotence.py``, ``queues/partition_producers.py``)."""
 
     data: memoryview
     max_ts: int  # its max timestamp, or the arrival time if it has none

@@ -17,7 +17,7 @@ id 0, so clients stay on full fetches; an incremental one gets FETCH_SESSION_ID_
 as from a Kafka broker whose session cache is full. ``read_committed`` (isolation level
 1) reads up to the partition's last stable offset and gets the aborted transactions in the
 fetched range (producer id, first offset), so the client drops their records; every Fetch
-reports the last stable offset (``queues/producer_state.py``).
+reports the last stable offset (``queues/partition_producers.py``).
 """
 
 from __future__ import annotations

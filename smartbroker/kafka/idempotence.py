@@ -1,5 +1,5 @@
 """Produce's producer-id checks: retries answered with their original offset, sequences,
-epochs and transactional writes, with Kafka's rules (``queues/producer_state.py``).
+epochs and transactional writes, with Kafka's rules (``queues/partition_producers.py``).
 
 Kafka validates a partition's batches against its producer state before appending any
 (``UnifiedLog.analyzeAndValidateProducerState``): a retry of one of a producer's last five
@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.queues import producer_state as ps
 from smartbroker.queues import txn_journal
+from smartbroker.queues.batch_header import BatchHeader
+from smartbroker.queues.partition_producers import PartitionProducers, ProducerStateError
 
 if TYPE_CHECKING:
     from smartbroker.kafka.batches import Batch
@@ -79,7 +81,7 @@ def admit(queue: Any, topic: str, partition: int, batches: list[Batch],
     if len(headers) == 1:  # what clients send: checked before anything changes
         try:
             _check(part, headers[0], topic, partition, txn_lookup)
-        except ps.ProducerStateError as exc:
+        except ProducerStateError as exc:
             raise Refused(ErrorCode[exc.error], str(exc)) from None
         part.appended(headers[0], base)
         return None
@@ -91,11 +93,11 @@ def admit(queue: Any, topic: str, partition: int, batches: list[Batch],
             _check(part, h, topic, partition, txn_lookup)
             part.appended(h, base)
             base += h.last_offset_delta + 1
-    except (Refused, ps.ProducerStateError) as exc:
+    except (Refused, ProducerStateError) as exc:
         for pid, (entry, ranges) in saved.items():  # leave the state as it was
             _restore(part.producers, pid, entry)
             _restore(part.open, pid, ranges)
-        if isinstance(exc, ps.ProducerStateError):
+        if isinstance(exc, ProducerStateError):
             raise Refused(ErrorCode[exc.error], str(exc)) from None
         raise
     return None
@@ -108,7 +110,7 @@ def _restore(table: dict[int, Any], key: int, value: Any) -> None:
         table[key] = value
 
 
-def _check(part: ps.PartitionProducers, h: ps.BatchHeader, topic: str, partition: int,
+def _check(part: PartitionProducers, h: BatchHeader, topic: str, partition: int,
            txn_lookup: TxnLookup) -> None:
     if h.control:
         raise Refused(ErrorCode.INVALID_RECORD, "control batches come from the coordinator")

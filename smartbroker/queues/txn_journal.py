@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from smartbroker.queues import producer_state as ps
+from smartbroker.queues.batch_header import BatchHeader
 from smartbroker.queues.stream_storage import open_log
 from smartbroker.store.log import SegmentLog
 
@@ -55,7 +56,7 @@ class TxnJournal:
     def next_offset(self) -> int:
         return self.log.next_offset if getattr(self.log, "opened", True) else 0
 
-    def record_appended(self, partition: int, h: ps.BatchHeader, base: int) -> None:
+    def record_appended(self, partition: int, h: BatchHeader, base: int) -> None:
         if h.transactional and self.active:
             self.last = self.log.append(_APPENDED.pack(
                 b"A", partition, base, h.last_offset_delta, h.attributes, h.max_timestamp,
@@ -92,7 +93,7 @@ def replay(journal: Any, state: ps.StreamProducers, start: int, name: str) -> in
             if payload[:1] == b"A":
                 (_, p, base, delta, attributes, max_ts, pid, epoch, seq,
                  n) = _APPENDED.unpack(payload)
-                state[p].appended(ps.BatchHeader(base, delta, attributes, max_ts, pid,
+                state[p].appended(BatchHeader(base, delta, attributes, max_ts, pid,
                                                  epoch, seq, n), base)
             elif payload[:1] == b"M":
                 _, p, pid, epoch, commit, offset, coord, ts = _MARKER.unpack(payload)

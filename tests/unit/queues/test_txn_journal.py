@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from smartbroker.queues import batch_header as bh
 from smartbroker.queues import producer_state as ps
 from smartbroker.queues import txn_journal
 from smartbroker.queues.base import Storage
@@ -32,8 +33,8 @@ def state_of(q: StreamQueue) -> ps.StreamProducers:
     return q.txns
 
 
-def txn_batch(base: int, count: int, seq: int) -> ps.BatchHeader:
-    return ps.BatchHeader(base, count - 1, TRANSACTIONAL, 0, PID, EPOCH, seq, count)
+def txn_batch(base: int, count: int, seq: int) -> bh.BatchHeader:
+    return bh.BatchHeader(base, count - 1, TRANSACTIONAL, 0, PID, EPOCH, seq, count)
 
 
 def write(q: StreamQueue, count: int) -> int:
