@@ -59,6 +59,9 @@ class EtcdDefinitionStore:
         self.client = client
         self.lease: Callable[[], int] = lambda: 0  # the node's membership lease, once a member
         self.view = WatchedPrefix(client, K.ROOT)
+        self.timeout = 5.0  # seconds pending() waits (config.cluster_metadata_timeout)
+        self._raw: asyncio.Future[int] | None = None  # the view's future pending() bounds
+        self._bounded: asyncio.Future[int] | None = None
         self._callbacks: list[Callable[[DefinitionChange], None]] = []
         self.view.subscribe(self._changed)
 
@@ -89,8 +92,19 @@ class EtcdDefinitionStore:
         return self.view.batch()
 
     def pending(self) -> asyncio.Future[int] | None:
-        """The future of the last change's etcd commit (its revision); None when done."""
-        return self.view.pending()
+        """The future of the last change's etcd commit (its revision); None when done.
+        Bounded by ``timeout``: then it fails with TimeoutError (the front ends answer
+        RabbitMQ's "metadata store operation timed out") while the change stays queued
+        and reaches etcd once it answers, as a timed-out Khepri command may still apply.
+        A waiter that comes after a timeout gets a fresh bound."""
+        last = self.view.pending()
+        if last is None:
+            return None
+        bounded = self._bounded
+        if self._raw is not last or bounded is None or bounded.done():
+            bounded = self._bounded = _bounded(last, self.timeout)
+            self._raw = last
+        return bounded
 
     async def flush(self) -> None:
         await self.view.flush()
@@ -225,3 +239,33 @@ class EtcdDefinitionStore:
     async def aclose(self) -> None:
         """Send what is queued (for up to the client's timeout), then stop."""
         await self.view.aclose()
+
+
+def _bounded(future: asyncio.Future[int], seconds: float) -> asyncio.Future[int]:
+    """``future``'s outcome, or TimeoutError after ``seconds`` (``future`` itself is left
+    alone: the writer still resolves it, and other waiters may still need it)."""
+    loop = asyncio.get_running_loop()
+    out: asyncio.Future[int] = loop.create_future()
+
+    def expire() -> None:
+        if not out.done():
+            out.set_exception(TimeoutError(
+                f"the metadata store operation timed out (etcd did not commit it within "
+                f"{seconds:g} s)"))
+
+    timer = loop.call_later(seconds, expire)
+
+    def settle(done: asyncio.Future[int]) -> None:
+        timer.cancel()
+        if out.done():
+            return
+        if done.cancelled():
+            out.cancel()
+        elif (exc := done.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(done.result())
+
+    future.add_done_callback(settle)
+    out.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "not retrieved"
+    return out

@@ -137,6 +137,7 @@ class ClusterNode:
             self.definitions = await open_definitions(self.etcd)
         except EtcdUnavailable as exc:
             raise ClusterError(f"cannot read the definitions: {_short(exc)}") from None
+        self.definitions.timeout = self.config.cluster_metadata_timeout
         return self.definitions
 
     def follow_definitions(self, broker: Any, store: Any) -> None:

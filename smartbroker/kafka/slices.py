@@ -109,10 +109,12 @@ def after_commit(response: Any, pending: Callable[[], Awaitable[object] | None],
             try:
                 await waiting
             except Exception as exc:
+                timed_out = isinstance(exc, TimeoutError)  # etcd did not commit in time
                 for entry in entries(body):
-                    if entry.error_code == 0:
-                        entry.error_code = -1  # Kafka's UNKNOWN_SERVER_ERROR
-                        entry.error_message = f"the definitions store refused it: {exc}"
+                    if entry.error_code == 0:  # Kafka's REQUEST_TIMED_OUT, UNKNOWN_SERVER_ERROR
+                        entry.error_code = 7 if timed_out else -1
+                        entry.error_message = str(exc) if timed_out else \
+                            f"the definitions store refused it: {exc}"
         return body
 
     if not isinstance(response, asyncio.Future) and pending() is None:

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from smartbroker.errors import ChannelError
+from pamqp.commands import INDEX_MAPPING
+
+from smartbroker.errors import ChannelError, ConnectionError
 
 log = logging.getLogger("smartbroker.connection")
 
@@ -60,8 +62,16 @@ def hold_for_definitions(conn: Any, ch: Any, committed: asyncio.Future[Any],
                          answer: list[bytes], ids: tuple[int, int]) -> None:
     """Cluster mode: ``answer`` (what a handler wrote after changing definitions) goes out
     once etcd accepted the change ("a declare answers -ok only after etcd accepted it");
-    a change etcd refused closes the channel instead (541, as an internal error)."""
+    a change etcd refused closes the channel instead (541, as an internal error); one etcd
+    did not commit in time closes the connection, as RabbitMQ's Khepri timeout does."""
     def fail(exc: BaseException) -> None:
-        conn.channel_failed(ch, ChannelError(541, f"INTERNAL_ERROR - the definitions store "
+        if isinstance(exc, TimeoutError):  # rabbit_amqqueue_process: internal_error
+            method = INDEX_MAPPING.get((ids[0] << 16) | ids[1])
+            name = method.name.lower() if method is not None else "the operation"
+            conn._connection_error(ConnectionError(  # noqa: SLF001 - server/'s own close
+                541, f"could not {name} because the metadata store "
+                     f"operation timed out", *ids))
+            return
+        conn.channel_failed(ch, ChannelError(541, f"the definitions store "
                                                   f"refused the change: {exc}", *ids))
     answer_when_done(conn, committed, lambda: conn.write_many(answer), fail)
