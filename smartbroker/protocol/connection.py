@@ -347,6 +347,22 @@ class Connection:
         self._buf = b""
         self._pos = 0
 
+    def adopt(self, frame_max: int, channel_max: int, heartbeat: int,
+              channels: list[int]) -> None:
+        """A connection handed over by a sibling worker (server/handoff.py) starts open,
+        with what it negotiated there and its channels open."""
+        self.state = _OPEN
+        self.frame_max, self.channel_max, self.heartbeat = frame_max, channel_max, heartbeat
+        self.channels = {number: ChannelRecord() for number in channels}
+
+    def unread(self) -> bytes | None:
+        """The input not yet turned into events (what a handover carries), or None when
+        it cannot travel: a message half assembled, or the peer's end of input seen."""
+        if self._eof or self.state is not _OPEN or any(
+                ch.state is not _CH_OPEN for ch in self.channels.values()):
+            return None
+        return self._buf[self._pos:]
+
     def send_channel_open_ok(self, channel: int) -> bytes:
         return codec.channel_open_ok_frame(channel)
 
