@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smartbroker.auth import Users
 from smartbroker.broker.idempotence import ProducerRegistry
@@ -37,6 +37,9 @@ class Broker:
         # cluster mode: awaited (with the vhost's name) before a 404, so a queue or exchange
         # another node just declared is seen (cluster/visibility.py); None on one node
         self.catch_up: Callable[[str | None], Awaitable[None]] | None = None
+        # serve --workers: moves a connection to the worker leading its queue
+        # (server/handoff.py); None on one node and across machines
+        self.handoff: Any = None
         if persistence is None:
             self.add_defaults()
         else:
