@@ -70,6 +70,11 @@ class CatchUp:
             await asyncio.sleep(_CHECK)
             waiting = self._stand_ins(vhost, waiting)
 
+    def stand_in(self, vhost: str, name: str) -> bool:
+        """Queue ``name`` is known here without its placement yet (declared on another
+        node a moment ago): the API catches up before it shows it (its leader, counts)."""
+        return bool(self._stand_ins(vhost, [name]))
+
     def _watched(self, wanted: list[int]) -> bool:
         """The watches applied what etcd held (and the broker took the definitions)."""
         if self.view.revision < wanted[0] or self.sync.busy:

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smartbroker.errors import AMQPError
 from smartbroker.management import errors
+from smartbroker.management.caught_up import CaughtUp
 from smartbroker.management.committed import DefinitionsCommitted
 from smartbroker.management.deps import RawPathMiddleware
 from smartbroker.management.formatting import product_version
@@ -32,4 +33,4 @@ def create_app(state: ManagementState) -> Any:
         app.add_exception_handler(exc_class, errors.invalid_input_handler)
     for router in ROUTERS:
         app.include_router(router)
-    return DefinitionsCommitted(RawPathMiddleware(app), state)
+    return DefinitionsCommitted(CaughtUp(RawPathMiddleware(app), state), state)

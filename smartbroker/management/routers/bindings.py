@@ -57,7 +57,11 @@ def _between(state: Any, vhost: str, source: str, kind: Kind, dest: str) -> list
 @router.get("/bindings/{vhost}/e/{source}/{kind}/{dest}")
 async def get_bindings(vhost: str, source: str, kind: Kind, dest: str,
                  state: StateDep) -> list[dict[str, Any]]:
-    return _between(state, vhost, source, kind, dest)
+    found = _between(state, vhost, source, kind, dest)
+    if not found and state.broker.catch_up is not None:  # cluster: bound elsewhere just now?
+        await state.broker.catch_up(vhost)
+        found = _between(state, vhost, source, kind, dest)
+    return found
 
 
 @router.post("/bindings/{vhost}/e/{source}/{kind}/{dest}", status_code=201)

@@ -20,9 +20,13 @@ from smartbroker.management.views import bindings_of, consumer_json, queue_json
 router = api_router()
 
 
-def _queue(state: Any, vhost: str, name: str) -> tuple[Any, Any]:
+async def _queue(state: Any, vhost: str, name: str) -> tuple[Any, Any]:
     vh = lookup_vhost(state.broker, vhost)
     q = vh.queues.get(name)
+    catch_up = state.broker.catch_up  # cluster: declared elsewhere a moment ago?
+    if q is not None and catch_up is not None and catch_up.stand_in(vhost, name):
+        await catch_up(vhost)  # its placement comes: the queue object follows it
+        q = vh.queues.get(name)
     if q is None:
         raise not_found()
     return vh, q
@@ -47,7 +51,7 @@ async def vhost_queues(vhost: str, request: Request, state: StateDep, caller: Ca
 @router.get("/queues/{vhost}/{name}")
 async def get_queue(vhost: str, name: str, state: StateDep) -> dict[str, Any]:
     """One queue, with RabbitMQ's detail fields: its consumers, per-source rates (none kept)."""
-    q = _queue(state, vhost, name)[1]
+    q = (await _queue(state, vhost, name))[1]
     refresh = getattr(q, "refresh_quietly", None)  # led by another node: its counts
     if refresh is not None:
         await refresh()
@@ -74,7 +78,7 @@ async def put_queue(vhost: str, name: str, body: QueueBody, state: StateDep,
 @router.delete("/queues/{vhost}/{name}", status_code=204)
 async def delete_queue(vhost: str, name: str, request: Request, state: StateDep,
                        caller: CallerDep) -> Response:
-    vh, q = _queue(state, vhost, name)
+    vh, q = await _queue(state, vhost, name)
     caller.amqp(vhost).check("configure", "queue", name)
     refresh = getattr(q, "refresh_quietly", None)  # led by another node: its counts
     if refresh is not None:
@@ -93,7 +97,7 @@ async def delete_queue(vhost: str, name: str, request: Request, state: StateDep,
 
 @router.delete("/queues/{vhost}/{name}/contents", status_code=204)
 async def purge_queue(vhost: str, name: str, state: StateDep, caller: CallerDep) -> Response:
-    q = _queue(state, vhost, name)[1]
+    q = (await _queue(state, vhost, name))[1]
     caller.amqp(vhost).check("read", "queue", name)
     purge = getattr(q, "purge_remote", None)  # led by another node: purged there
     if purge is not None:
@@ -106,13 +110,13 @@ async def purge_queue(vhost: str, name: str, state: StateDep, caller: CallerDep)
 @router.post("/queues/{vhost}/{name}/get")
 async def get_messages(vhost: str, name: str, body: GetBody, state: StateDep,
                        caller: CallerDep) -> list[dict[str, Any]]:
-    vh, q = _queue(state, vhost, name)
+    vh, q = await _queue(state, vhost, name)
     caller.amqp(vhost).check("read", "queue", name, Refusal.REASON)
     return ops.get(vh, q.name, body.count, body.ackmode, body.encoding, body.truncate)
 
 
 @router.get("/queues/{vhost}/{name}/bindings")
 async def queue_bindings(vhost: str, name: str, state: StateDep) -> list[dict[str, Any]]:
-    vh, q = _queue(state, vhost, name)
+    vh, q = await _queue(state, vhost, name)
     return [b for b in bindings_of(vh) if b["destination_type"] == "queue"
             and b["destination"] == q.name]

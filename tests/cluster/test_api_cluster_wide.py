@@ -1,0 +1,63 @@
+"""The management API on any node answers for the whole cluster, as RabbitMQ's does
+(issue 15): a definition declared on another node a moment ago is never a 404 (the API
+catches up with etcd before one, management/caught_up.py). Two real nodes, one real etcd,
+pika clients and HTTP over real sockets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pika
+import pytest
+
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.http_api import call, get
+from tests.cluster.node_group import start_all, stop_all
+
+NAMES = ("w1", "w2")
+ROUNDS = 30
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
+    tmp = tmp_path_factory.mktemp("api-cluster-wide")
+    cluster = f"w-{free_port()}"
+    procs = [BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
+                           node_name=n, cluster_name=cluster,
+                           env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3",
+                                "SMARTBROKER_COLLECT_STATISTICS_INTERVAL": "200"})
+             for n in NAMES]
+    try:
+        start_all(procs)
+        yield procs
+    finally:
+        stop_all(procs)
+
+
+def channel(proc: BrokerProcess) -> Any:
+    return pika.BlockingConnection(pika.URLParameters(proc.url)).channel()
+
+
+def test_declared_on_one_node_is_no_404_on_the_others_api(nodes: list[BrokerProcess]) -> None:
+    first, second = nodes
+    ch = channel(first)
+    try:
+        for i in range(ROUNDS):
+            q, x = f"api-q-{i}", f"api-x-{i}"
+            ch.queue_declare(q, durable=True)
+            ch.exchange_declare(x, "direct", durable=True)
+            ch.queue_bind(q, x, routing_key="k")
+            assert get(second, f"/api/bindings/%2F/e/{x}/q/{q}")[0]["routing_key"] == "k"
+            ch.queue_declare(f"api-q2-{i}", durable=True)
+            assert get(second, f"/api/queues/%2F/api-q2-{i}")["node"] == "w1"
+            ch.exchange_declare(f"api-x2-{i}", "fanout", durable=True)
+            assert get(second, f"/api/exchanges/%2F/api-x2-{i}")["type"] == "fanout"
+        start = time.monotonic()
+        status, body = call(second, "/api/queues/%2F/" + quote("no-such-queue", safe=""))
+        assert status == 404 and body["error"] == "Object Not Found", (status, body)
+        assert time.monotonic() - start < 1.0  # one etcd read more, not the 3 s bound
+    finally:
+        ch.connection.close()
