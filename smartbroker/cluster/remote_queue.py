@@ -231,6 +231,17 @@ class RemoteQueue:
         self.counts["messages"] = int(reply.get("count", 0))
         ch.send_get_ok(self, entry, no_ack)
 
+    async def get_remote(self) -> RemoteEntry | None:
+        """basic.get for the management API: the leader's next message, left unsettled
+        (the caller settles it through ``settle``), or None when the queue is empty."""
+        require(self, "get")
+        reply = await self._call(wire.GET, no_ack=False)
+        if reply.get("empty"):
+            return None
+        self.counts["messages"] = int(reply.get("count", 0))
+        msg = wire.message(bytes(reply["route"]), bytes(reply["properties"]), bytes(reply["body"]))
+        return RemoteEntry(msg, int(reply["handle"]), bool(reply["redelivered"]), 0)
+
     def purge_later(self, conn: Any, ch: Any, nowait: bool) -> None:
         require(self, "purge")
         self.check_available()
