@@ -52,6 +52,29 @@ def get(vhost: VirtualHost, queue_name: str, count: int, ackmode: AckMode, encod
     except Exception:
         vhost.perform(q.settle(Settle.REQUEUE, [entry for entry, _ in taken]))  # stays queued
         raise
+    return _settled(vhost, q, taken, ackmode)
+
+
+async def get_remote(vhost: VirtualHost, q: Any, count: int, ackmode: AckMode, encoding: str,
+                     truncate: int | None) -> list[dict[str, Any]]:
+    """``get`` for a queue another node leads (cluster/remote_queue.py): each message
+    comes from its leader, and is settled there as ``ackmode`` says."""
+    taken: list[tuple[QueueEntry, dict[str, Any]]] = []
+    try:
+        for _ in range(max(count, 0)):
+            entry = await q.get_remote()
+            if entry is None:
+                break
+            taken.append((entry, message_json(entry, q.message_count, encoding, truncate)))
+    except BaseException:
+        q.settle(Settle.REQUEUE, [entry for entry, _ in taken])  # stays queued
+        raise
+    return _settled(vhost, q, taken, ackmode)
+
+
+def _settled(vhost: VirtualHost, q: Any, taken: list[tuple[QueueEntry, dict[str, Any]]],
+             ackmode: AckMode) -> list[dict[str, Any]]:
+    """The messages taken, settled as ``ackmode`` says (requeued, acked or discarded)."""
     entries = [entry for entry, _ in taken]
     if ackmode in ("ack_requeue_true", "reject_requeue_true"):
         op = Settle.REQUEUE

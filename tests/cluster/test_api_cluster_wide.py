@@ -61,3 +61,43 @@ def test_declared_on_one_node_is_no_404_on_the_others_api(nodes: list[BrokerProc
         assert time.monotonic() - start < 1.0  # one etcd read more, not the 3 s bound
     finally:
         ch.connection.close()
+
+
+def poll(cond: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
+
+
+def test_get_messages_through_a_node_that_does_not_lead_the_queue(
+        nodes: list[BrokerProcess]) -> None:
+    first, second = nodes
+    ch = channel(first)
+    try:
+        ch.queue_declare("api-get", durable=True)
+        ch.confirm_delivery()
+        for i in range(3):
+            ch.basic_publish("", "api-get", f"m{i}".encode(),
+                             pika.BasicProperties(headers={"i": i}))
+        path = "/api/queues/%2F/api-get/get"
+        status, got = call(second, path, {"count": 2, "ackmode": "ack_requeue_true",
+                                          "encoding": "auto"}, "POST")
+        assert status == 200, (status, got)
+        assert [m["payload"] for m in got] == ["m0", "m1"]
+        assert got[0]["properties"]["headers"] == {"i": 0} and got[0]["routing_key"] == "api-get"
+        assert got[1]["message_count"] == 1  # as RabbitMQ: what is left after this one
+        poll(lambda: get(first, "/api/queues/%2F/api-get")["messages_ready"] == 3,
+             "the two requeued on the leader")
+        status, got = call(second, path, {"count": 5, "ackmode": "ack_requeue_false",
+                                          "encoding": "base64", "truncate": 1}, "POST")
+        assert status == 200, (status, got)
+        assert [m["payload"] for m in got] == ["bQ==", "bQ==", "bQ=="]  # "m", truncated
+        assert [m["redelivered"] for m in got] == [True, True, False]
+        poll(lambda: ch.queue_declare("api-get", passive=True).method.message_count == 0,
+             "acked on the leader")
+        status, got = call(second, path, {"count": 1, "ackmode": "ack_requeue_true",
+                                          "encoding": "auto"}, "POST")
+        assert (status, got) == (200, [])
+    finally:
+        ch.connection.close()

@@ -112,6 +112,9 @@ async def get_messages(vhost: str, name: str, body: GetBody, state: StateDep,
                        caller: CallerDep) -> list[dict[str, Any]]:
     vh, q = await _queue(state, vhost, name)
     caller.amqp(vhost).check("read", "queue", name, Refusal.REASON)
+    if hasattr(q, "get_remote"):  # led by another node: taken and settled there
+        return await ops.get_remote(vh, q, body.count, body.ackmode, body.encoding,
+                                    body.truncate)
     return ops.get(vh, q.name, body.count, body.ackmode, body.encoding, body.truncate)
 
 
