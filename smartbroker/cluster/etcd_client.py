@@ -10,6 +10,7 @@ What the wrapper adds over aetcd: paged prefix reads at one revision (a big defi
 set is more than one gRPC message), transactions that return their revision (so a node
 can tell its own changes from others' in the watch stream), a watch that resumes after a
 broken stream from the last revision it delivered, and a lease kept alive by a task.
+Which endpoint is up, and what a failure means, is ``etcd_connection.py``'s job.
 """
 
 from __future__ import annotations
@@ -20,38 +21,21 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-import aetcd
 from aetcd import rpc
-from aetcd.exceptions import (
-    ClientError,
-    ConnectionFailedError,
-    ConnectionTimeoutError,
-    InvalidArgumentError,
-    RevisionCompactedError,
-)
+from aetcd.exceptions import ClientError, RevisionCompactedError
 from aetcd.utils import prefix_range_end
+
+from smartbroker.cluster.etcd_connection import EtcdConnection, EtcdRefused, EtcdUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "smartbroker"
 _PAGE = 1000  # keys per range request of a prefix read (halved while a page is too big)
-# a reply may carry several values of up to etcd's 1.5 MiB request limit
-_GRPC_OPTIONS = {"grpc.max_receive_message_length": 32 << 20}
 _RESUME_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)  # watch re-subscribe backoff, seconds
 
-__all__ = ["KV", "Delete", "EtcdClient", "EtcdRefused", "EtcdUnavailable", "Put", "RevisionCompactedError",
-           "WatchEvent", "stop_tasks"]
-
-
-class EtcdUnavailable(Exception):
-    """etcd did not answer or refused (down, timeout, no leader, request too large)."""
-
-
-class EtcdRefused(EtcdUnavailable):
-    """etcd answered and refused the request itself (too large, too many operations,
-    a key twice in one transaction): sending it again cannot succeed."""
+__all__ = ["KV", "Delete", "EtcdClient", "EtcdRefused", "EtcdUnavailable", "Put",
+           "RevisionCompactedError", "WatchEvent", "stop_tasks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,22 +68,6 @@ class WatchEvent:
     revision: int  # the revision of the change (for a delete, of the deletion)
 
 
-def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
-    """``http://h:p,h2:p2`` (or a list) -> [(host, port)]; the scheme is optional."""
-    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
-    out = []
-    for item in (i.strip() for i in items):
-        if not item:
-            continue
-        parts = urlsplit(item if "//" in item else f"//{item}")
-        if parts.hostname is None:
-            raise ValueError(f"not an etcd endpoint: {item!r}")
-        out.append((parts.hostname, parts.port or 2379))
-    if not out:
-        raise ValueError("no etcd endpoint given")
-    return out
-
-
 class EtcdClient:
     """aetcd bound to ``/smartbroker/<cluster_name>/``. ``connect()`` picks the first
     endpoint that answers; after a failure the next call tries the next one."""
@@ -108,56 +76,17 @@ class EtcdClient:
                  *, timeout: float = 5.0) -> None:
         if not cluster_name or "/" in cluster_name:
             raise ValueError(f"cluster name must be non-empty without '/': {cluster_name!r}")
-        self.endpoints = parse_endpoints(endpoints)
         self.cluster_name = cluster_name
         self.prefix = f"/smartbroker/{cluster_name}/".encode()
         self.timeout = timeout
-        self._next = 0  # index of the endpoint to try first
-        self._client: aetcd.Client | None = None
-        self._closed = False  # close() was called: watches end instead of resuming
-        self._connecting = asyncio.Lock()
+        self._conn = EtcdConnection(endpoints, timeout)
 
     # -- connection ---------------------------------------------------------------------
     async def connect(self) -> None:
-        if self._closed:
-            raise EtcdUnavailable("etcd client closed")
-        if self._client is not None:
-            return
-        async with self._connecting:  # the watch and a writer reconnecting at once: one
-            if self._client is None:  # channel, not two (one of them leaked)
-                await self._connect()
-        if self._closed:  # closed while connecting
-            await self._drop()
-            raise EtcdUnavailable("etcd client closed")
-
-    async def _connect(self) -> None:
-        errors = []
-        for i in range(len(self.endpoints)):
-            host, port = self.endpoints[(self._next + i) % len(self.endpoints)]
-            client = aetcd.Client(host=host, port=port, timeout=int(max(1, self.timeout)),
-                                  options=_GRPC_OPTIONS)
-            try:
-                await client.connect()
-                await client.status()  # the channel is lazy: this proves the server answers
-            except (ClientError, OSError) as exc:
-                errors.append(f"{host}:{port}: {exc}")
-                with contextlib.suppress(Exception):
-                    await client.close()
-                continue
-            self._next = (self._next + i) % len(self.endpoints)
-            self._client = client
-            return
-        raise EtcdUnavailable("no etcd endpoint answered: " + "; ".join(errors))
+        await self._conn.connect()
 
     async def close(self) -> None:
-        self._closed = True
-        await self._drop()
-
-    async def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+        await self._conn.close()
 
     async def __aenter__(self) -> EtcdClient:
         await self.connect()
@@ -165,26 +94,6 @@ class EtcdClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    async def _kv(self) -> aetcd.Client:
-        await self.connect()
-        assert self._client is not None
-        return self._client
-
-    async def _failed(self, exc: BaseException) -> EtcdUnavailable:
-        """The error to raise; a lost or silent server also drops the connection (the
-        next call tries the next endpoint)."""
-        if isinstance(exc, ConnectionFailedError | ConnectionTimeoutError) or \
-                (isinstance(exc, rpc.AioRpcError) and
-                 exc.code() in (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED)):
-            self._next = (self._next + 1) % len(self.endpoints)
-            await self._drop()
-        detail = exc.details() if isinstance(exc, rpc.AioRpcError) else str(exc)
-        if isinstance(exc, InvalidArgumentError) or (isinstance(exc, rpc.AioRpcError) and exc.code()
-                                                     in (rpc.StatusCode.INVALID_ARGUMENT,
-                                                         rpc.StatusCode.RESOURCE_EXHAUSTED)):
-            return EtcdRefused(f"etcd refused: {detail}")
-        return EtcdUnavailable(f"etcd: {detail}")
 
     def key(self, relative: bytes | str) -> bytes:
         """The absolute etcd key of ``relative``."""
@@ -210,16 +119,16 @@ class EtcdClient:
             request = rpc.RangeRequest(key=start, range_end=end, limit=page if prefix else 0,
                                        revision=revision)
             try:
-                client = await self._kv()
+                client = await self._conn.client()
                 resp = await client.kvstub.Range(request, timeout=self.timeout,
                                                  metadata=client.metadata)
             except rpc.AioRpcError as exc:
                 if exc.code() == rpc.StatusCode.RESOURCE_EXHAUSTED and page > 1:
                     page //= 2  # a page of big values over the message limit: smaller pages
                     continue
-                raise await self._failed(exc) from None
+                raise await self._conn.failed(exc) from None
             except ClientError as exc:
-                raise await self._failed(exc) from None
+                raise await self._conn.failed(exc) from None
             revision = revision or resp.header.revision
             out.extend(KV(self._relative(kv.key), kv.value, kv.mod_revision,
                           kv.create_revision, kv.lease) for kv in resp.kvs)
@@ -236,11 +145,11 @@ class EtcdClient:
                                    keys_only=True, sort_order=rpc.RangeRequest.DESCEND,
                                    sort_target=rpc.RangeRequest.MOD)
         try:
-            client = await self._kv()
+            client = await self._conn.client()
             resp = await client.kvstub.Range(request, timeout=self.timeout,
                                              metadata=client.metadata)
         except (rpc.AioRpcError, ClientError) as exc:
-            raise await self._failed(exc) from None
+            raise await self._conn.failed(exc) from None
         return resp.kvs[0].mod_revision if resp.kvs else 0
 
     # -- writes -------------------------------------------------------------------------
@@ -268,11 +177,11 @@ class EtcdClient:
                     for k, rev in (mod_revisions or {}).items()]
         request = rpc.TxnRequest(compare=compare, success=[self._op(op) for op in ops])
         try:
-            client = await self._kv()
+            client = await self._conn.client()
             resp = await client.kvstub.Txn(request, timeout=self.timeout,
                                            metadata=client.metadata)
         except (rpc.AioRpcError, ClientError) as exc:
-            raise await self._failed(exc) from None
+            raise await self._conn.failed(exc) from None
         return resp.header.revision if resp.succeeded else None
 
     def _op(self, op: Put | Delete) -> rpc.RequestOp:
@@ -309,12 +218,12 @@ class EtcdClient:
         failures = 0
         while True:
             try:
-                client = await self._kv()
+                client = await self._conn.client()
                 watch = await client.watch(absolute, range_end=end, start_revision=start_revision)
             except RevisionCompactedError:
                 raise
             except (TimeoutError, rpc.AioRpcError, ClientError, EtcdUnavailable) as exc:
-                if self._closed:
+                if self._conn.closed:
                     return
                 failures += 1
                 await self._resume_pause(exc, failures)
@@ -326,12 +235,12 @@ class EtcdClient:
                     start_revision = kv.mod_revision + 1
                     kind: Literal["put", "delete"] = "put" if event.kind == "PUT" else "delete"
                     yield WatchEvent(kind, self._relative(kv.key), kv.value, kv.mod_revision)
-                if self._closed:  # the stream ended because we closed
+                if self._conn.closed:  # the stream ended because we closed
                     return
             except RevisionCompactedError:
                 raise
             except (rpc.AioRpcError, ClientError) as exc:
-                if self._closed:
+                if self._conn.closed:
                     return
                 failures += 1
                 await self._resume_pause(exc, failures)
@@ -341,7 +250,7 @@ class EtcdClient:
 
     async def _resume_pause(self, exc: BaseException, failures: int) -> None:
         if not isinstance(exc, EtcdUnavailable):
-            await self._failed(exc)
+            await self._conn.failed(exc)
         # once per outage, not once a second while etcd is away (the node says it once)
         (log.warning if failures == 1 else log.debug)("etcd watch broken (%s); resuming", exc)
         await asyncio.sleep(_RESUME_DELAYS[min(failures, len(_RESUME_DELAYS)) - 1])
@@ -350,26 +259,26 @@ class EtcdClient:
     async def grant_lease(self, ttl: int) -> int:
         """A new lease of ``ttl`` seconds; its id."""
         try:
-            client = await self._kv()
+            client = await self._conn.client()
             return (await client.lease(ttl)).id
         except (rpc.AioRpcError, ClientError) as exc:
-            raise await self._failed(exc) from None
+            raise await self._conn.failed(exc) from None
 
     async def revoke_lease(self, lease_id: int) -> None:
         """Ends the lease now: its keys are deleted (a clean node stop)."""
         try:
-            client = await self._kv()
+            client = await self._conn.client()
             await client.revoke_lease(lease_id)
         except (rpc.AioRpcError, ClientError) as exc:
-            raise await self._failed(exc) from None
+            raise await self._conn.failed(exc) from None
 
     async def refresh_lease(self, lease_id: int) -> int:
         """One keep-alive: the TTL left after it (0 or less: the lease has expired)."""
         try:
-            client = await self._kv()
+            client = await self._conn.client()
             reply = await client.refresh_lease(lease_id)
         except (rpc.AioRpcError, ClientError) as exc:
-            raise await self._failed(exc) from None
+            raise await self._conn.failed(exc) from None
         return reply.TTL if reply is not None else 0
 
     async def keep_alive(self, lease_id: int, ttl: int,

@@ -17,9 +17,9 @@ from smartbroker.cluster.etcd_client import (
     EtcdUnavailable,
     Put,
     WatchEvent,
-    parse_endpoints,
     stop_tasks,
 )
+from smartbroker.cluster.etcd_connection import parse_endpoints
 from smartbroker.cluster.etcd_process import EtcdProcess
 from smartbroker.launcher import free_port
 
