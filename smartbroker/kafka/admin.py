@@ -158,9 +158,13 @@ class TopicAdmin:
             if validate_only:  # what declare_queue would refuse, without declaring
                 StreamSettings.parse(name, vhost.name, True, False, False, arguments)
                 return None, arguments, partitions
-            queue, _ = vhost.declare_queue(name, durable=True, arguments=arguments)
+            declared, later = configs.split_declared(arguments)
+            queue, _ = vhost.declare_queue(name, durable=True, arguments=declared)
         except AMQPError as exc:
             raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from None
+        if later:  # compression.type: kept in the new stream's overrides (configs.py)
+            queue.meta.overrides.update(later)
+            queue.meta.save()
         log.info("Kafka topic %r created as a stream of %d partition(s) in vhost %r",
                  name, partitions, vhost.name)
         return queue, arguments, partitions

@@ -4,24 +4,33 @@ A topic's configs are its stream's declaration arguments (so a topic created by 
 stream declared over AMQP describe the same way) with what AlterConfigs changed laid over
 them (``overrides``; kept beside the declaration, see ``alter_configs.py``):
 
-================== ==================================== =========================
-Kafka config       queue argument                        unset (our default)
-================== ==================================== =========================
-retention.ms       x-max-age (whole seconds, as "7D")    -1: kept for ever
-retention.bytes    x-max-length-bytes (per partition)    -1: no size limit
-segment.bytes      x-stream-max-segment-size-bytes       500000000
-cleanup.policy     x-cleanup-policy                      delete
-delete.retention.ms x-delete-retention                   86400000 (1D)
-max.message.bytes  x-max-message-bytes                   the broker's max_message_size
-================== ==================================== =========================
+=================== =================================== =========================
+Kafka config        queue argument                      unset (our default)
+=================== =================================== =========================
+retention.ms        x-max-age (whole seconds, as "7D")  -1: kept for ever
+retention.bytes     x-max-length-bytes (per partition)  -1: no size limit
+segment.bytes       x-stream-max-segment-size-bytes     500000000
+cleanup.policy      x-cleanup-policy                    delete
+delete.retention.ms x-delete-retention (whole seconds)  86400000 (1D)
+max.message.bytes   x-max-message-bytes                 the broker's max_message_size
+compression.type    x-compression-type (overrides only) producer
+=================== =================================== =========================
+
+Kafka takes any long for ``retention.ms`` and ``delete.retention.ms``; stream ages are
+whole seconds, so a value that is not is rounded *up* to the next second (900 ms keeps
+data and tombstones 1 s, and describes as 1000): never shorter than asked, and Kafka's own
+retention checks run only every few minutes anyway.
 
 ``max.message.bytes`` limits a topic's record batches below the broker's
 ``max_message_size`` (Produce enforces the lower of the two: the broker cannot hold more).
-Two more are accepted and not stored, as what they ask is what the broker always does:
-``compression.type`` only as ``producer`` (batches are stored as the producer compressed
-them; the broker never recompresses, so gzip, snappy, lz4, zstd and uncompressed are
-refused), and ``message.format.version``, which Kafka 3.x validates and then ignores
-(always record format v2): it describes as Kafka 3.x's default, ``3.0-IV1``.
+``compression.type`` is Kafka's: ``producer`` stores batches as the producer compressed
+them (the fast path, no record decoded); ``uncompressed``, ``gzip``, ``snappy``, ``lz4`` or
+``zstd`` make Produce re-encode a batch of another codec to that one before storing it, as
+Kafka's LogValidator does (``recompress.py``). It is not a stream queue argument (AMQP
+declares cannot set it; AMQP publishes are stored uncompressed whatever it says), so it is
+kept only in the stream's overrides (``OVERRIDE_ONLY``), CreateTopics' included.
+``message.format.version`` is accepted and not stored: Kafka 3.x validates and then
+ignores it (always record format v2); it describes as Kafka 3.x's default, ``3.0-IV1``.
 
 An unset config describes as what the stream actually does (a stream without
 ``x-max-age`` keeps everything: -1, not Kafka's seven days), marked as the default.
@@ -56,11 +65,16 @@ KAFKA_TOPIC_CONFIGS = frozenset({
 })
 _UNITS = (("D", 86400), ("h", 3600), ("m", 60), ("s", 1))
 _INT32_MAX = 2**31 - 1
-MAX_MESSAGE_BYTES = "x-max-message-bytes"
 # Kafka's MetadataVersion strings ("2.8", "3.0-IV1", "0.10.2-IV0", "3.6.1"; before 1.0 Kafka
 # reads the first three parts and ignores more: "0.10.0.0")
 _FORMAT_VERSION = re.compile(r"\d+(\.\d+){1,3}(-IV\d+)?")
-COMPRESSION_TYPES = frozenset({"producer", "gzip", "snappy", "lz4", "zstd", "uncompressed"})
+MAX_MESSAGE_BYTES = "x-max-message-bytes"
+COMPRESSION = "x-compression-type"
+# Kafka's compression.type values -> the codec id a stored batch must have (None: as sent)
+CODECS: dict[str, int | None] = {"producer": None, "uncompressed": 0, "gzip": 1,
+                                 "snappy": 2, "lz4": 3, "zstd": 4}
+# arguments kept in the stream's overrides only, never declared (not stream arguments)
+OVERRIDE_ONLY = frozenset({COMPRESSION})
 
 
 class ConfigError(ValueError):
@@ -84,28 +98,19 @@ MAPPED: dict[str, Mapped] = {m.name: m for m in (
     Mapped("cleanup.policy", "x-cleanup-policy", LIST, "delete"),
     Mapped("delete.retention.ms", "x-delete-retention", LONG, "86400000"),
     Mapped("max.message.bytes", MAX_MESSAGE_BYTES, INT, "1048588"),  # Kafka's; ours: describe
+    Mapped("compression.type", COMPRESSION, STRING, "producer"),
 )}
 
 
 def _ignored(name: str, value: str) -> None:
     """Check a config accepted and not stored (see the module docstring)."""
-    if name == "message.format.version":
-        if not _FORMAT_VERSION.fullmatch(value.strip()):
-            raise ConfigError(f"Invalid value {value} for configuration message.format.version: "
-                              "not a Kafka version such as 3.0-IV1 or 2.8")
-        return
-    codec = value.strip().lower()
-    if codec not in COMPRESSION_TYPES:
-        raise ConfigError(f"Invalid value {value} for configuration compression.type: "
-                          "String must be one of: " + ", ".join(sorted(COMPRESSION_TYPES)))
-    if codec != "producer":
-        raise ConfigError(f"compression.type {codec} is not supported by smartbroker: "
-                          "record batches are stored as the producer compressed them "
-                          "(compression.type=producer), never recompressed")
+    if not _FORMAT_VERSION.fullmatch(value.strip()):
+        raise ConfigError(f"Invalid value {value} for configuration message.format.version: "
+                          "not a Kafka version such as 3.0-IV1 or 2.8")
 
 
 # accepted, validated, not stored; described with these values (Kafka 3.x's defaults)
-IGNORED: dict[str, str] = {"compression.type": "producer", "message.format.version": "3.0-IV1"}
+IGNORED: dict[str, str] = {"message.format.version": "3.0-IV1"}
 
 
 @dataclass(frozen=True)
@@ -146,10 +151,7 @@ def _duration(name: str, value: str, *, infinite: bool) -> str | None:
     if ms < 0:
         raise ConfigError(f"Invalid value {ms} for configuration {name}: Value must be at least "
                           f"{-1 if infinite else 0}")
-    if ms % 1000:
-        raise ConfigError(f"Invalid value {ms} for configuration {name}: smartbroker keeps "
-                          "stream ages in whole seconds (a multiple of 1000 ms)")
-    return age_string(ms)
+    return age_string(-(-ms // 1000) * 1000)  # whole seconds, rounded up (module docstring)
 
 
 def _argument(m: Mapped, value: str) -> Any:
@@ -170,6 +172,12 @@ def _argument(m: Mapped, value: str) -> Any:
             raise ConfigError(f"Invalid value {size} for configuration segment.bytes: "
                               "Value must be at least 14")
         return size
+    if m.name == "compression.type":
+        codec = value.strip()  # Kafka trims, and compares case-sensitively
+        if codec not in CODECS:
+            raise ConfigError(f"Invalid value {value} for configuration compression.type: "
+                              "String must be one of: " + ", ".join(CODECS))
+        return None if codec == "producer" else codec
     if m.name == "max.message.bytes":
         size = _long(m.name, value)
         if not 0 <= size <= _INT32_MAX:  # Kafka's range for max.message.bytes
@@ -204,6 +212,12 @@ def to_arguments(configs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
         if argument is not None:
             out[m.argument] = argument
     return out
+
+
+def split_declared(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``to_arguments``' output as (what a declare takes, what only overrides may hold)."""
+    declared = {k: v for k, v in arguments.items() if k not in OVERRIDE_ONLY}
+    return declared, {k: v for k, v in arguments.items() if k in OVERRIDE_ONLY}
 
 
 def overrides(declared: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,3 +275,10 @@ def message_limit(stream: Any, broker_max: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < broker_max:
         return value
     return broker_max
+
+
+def target_codec(stream: Any) -> int | None:
+    """The codec Produce must store ``stream``'s batches in (compression.type), None for
+    ``producer``: as sent. Read per Produce: an empty overrides dict costs one test."""
+    overrides = stream.meta.overrides
+    return CODECS.get(overrides.get(COMPRESSION) or "producer") if overrides else None

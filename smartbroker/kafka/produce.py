@@ -36,7 +36,7 @@ from typing import Any
 
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
-from smartbroker.kafka import batches, codec, configs, idempotence, records
+from smartbroker.kafka import batches, codec, configs, idempotence, recompress, records
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -72,6 +72,8 @@ class Topics:
         # cluster mode: whether another node leads a topic (handlers.attach_peers); asked
         # only when the topic is not a stream here, never on the produce path
         self.led_elsewhere: Callable[[str], bool] | None = None
+        # and whether another node leads one partition of a topic held here (spread)
+        self.partition_elsewhere: Callable[[str, int], bool] | None = None
         self._window = self._spent = 0.0  # auto-creation time spent since _window began
 
     def _may_auto_create(self) -> bool:
@@ -218,8 +220,17 @@ class Producer:
         if part is None:
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"topic {name!r} has no partition {index}")
-        checked = self._batches(pdata.records, configs.message_limit(
-            queue, self.broker.config.max_message_size))
+        elsewhere = self.topics.partition_elsewhere
+        if elsewhere is not None and elsewhere(name, index):
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                                 f"partition {index} of topic {name!r} is led by another node")
+        limit = configs.message_limit(queue, self.broker.config.max_message_size)
+        checked = self._batches(pdata.records, limit)
+        if queue.meta.overrides:  # a compression.type other than producer: re-encoded
+            try:
+                checked = recompress.to_topic_codec(queue, checked, limit)
+            except batches.BatchRefused as exc:
+                raise PartitionError(exc.code, str(exc)) from None
         entries = self._entries(name, pdata.records, index) if queue.stream.compact else None
         try:
             original = idempotence.admit(queue, name, index, checked, self.txn_lookup)
