@@ -85,11 +85,14 @@ class Users:
         return self.save(User(name, hash_password(password), list(tags or []),
                               scram=scram_credentials(password)))
 
-    def save(self, user: User) -> User:
+    def save(self, user: User, *, keep_scram: bool = True) -> User:
         """Store ``user``. One saved without SCRAM credentials keeps the old ones while its
-        password hash is unchanged (a change of tags), and loses them with a new hash."""
+        password hash is unchanged (a change of tags), and loses them with a new hash;
+        ``keep_scram=False``: its credentials are exactly ``user.scram`` (Kafka's
+        AlterUserScramCredentials deleting the last one)."""
         old = self.users.get(user.name)
-        if not user.scram and old is not None and old.password_hash == user.password_hash:
+        if keep_scram and not user.scram and old is not None \
+                and old.password_hash == user.password_hash:
             user.scram = old.scram
         self.users[user.name] = user
         if self.listener is not None:
