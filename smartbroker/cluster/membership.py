@@ -66,6 +66,8 @@ class NodeRecord:
     version: str
     started_at: float  # epoch seconds
     node_id: str  # which data directory (a restart of the same node keeps it)
+    handoff: str = ""  # serve --workers: where siblings hand it client sockets (cluster/handoff.py)
+    host_id: str = ""  # which machine: sockets pass only between workers of one
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -75,7 +77,7 @@ class NodeRecord:
         """The record, or None for a value that is not one (a foreign or newer writer)."""
         try:
             doc = json.loads(data)
-            return cls(**{f: doc[f] for f in cls.__dataclass_fields__})
+            return cls(**{f: doc[f] for f in cls.__dataclass_fields__ if f in doc})
         except (ValueError, TypeError, KeyError):
             return None
 

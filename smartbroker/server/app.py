@@ -168,6 +168,7 @@ async def serve(config: Config, started: asyncio.Event | None = None,
     log.info("smartbroker listening for AMQP on %s port %s (data dir %s)", config.host, ports,
              config.data_dir)
     kafka = await start_kafka(broker, config, servers)
+    handoff: Any = None  # cluster/handoff.HandoffListener with --workers
     if cluster is not None:  # a member before its API answers, with the ports it serves on
         try:
             kafka_port = config.kafka_port or config.kafka_tls_port  # TLS only: that one
@@ -175,6 +176,10 @@ async def serve(config: Config, started: asyncio.Event | None = None,
                 # serve --workers: the shared port bootstraps; each worker is a Kafka
                 # broker at a port of its own, so clients reach a partition's leader
                 kafka_port = await kafka.start(config.host, 0)
+            if config.reuse_port:  # serve --workers: connections move to their queue's worker
+                from smartbroker.cluster.handoff import start_handoff
+
+                handoff = await start_handoff(cluster, broker, flusher)
             await start_cluster(cluster, server.sockets[0].getsockname()[1],
                                 config.management_port, kafka_port, broker,
                                 None if kafka is None else kafka.handlers)
@@ -215,6 +220,8 @@ async def serve(config: Config, started: asyncio.Event | None = None,
     finally:
         if cluster is not None:  # first: the other nodes see this one leave at once
             await cluster.stop()
+        if handoff is not None:
+            await handoff.close()
         log.info("shutting down: closing %d connection(s)", len(broker.connections))
         for srv in servers:
             srv.close()

@@ -97,6 +97,9 @@ class AMQPConnection(asyncio.Protocol):
         self.access = Access(broker.permissions, self)
         self.check = self.access.check  # conn.check("write", "exchange", name) in handlers
         self.publishing = PublishSession(broker, self, self.access)  # broker/publish.py
+        # serve --workers: the first consume or publish on a queue a sibling worker leads
+        # moves the connection there (server/handoff.py); None once decided
+        self.handoff = broker.handoff
 
     @property
     def state(self) -> State:
@@ -186,11 +189,16 @@ class AMQPConnection(asyncio.Protocol):
             return
         next_event = self.proto.next_event
         channels = self.channels
+        handoff = self.handoff
         while True:
             event = next_event()
             kind = type(event)
             if kind is Publish:  # the hot path: one event per message, straight to the channel
                 ch = channels[event.channel]
+                if handoff is not None:
+                    if handoff.moves(self, event):
+                        return
+                    handoff = None
                 try:
                     ch.publish(event.route, event.mandatory, event.header, event.flags, event.body)
                 except ChannelError as err:
@@ -209,6 +217,8 @@ class AMQPConnection(asyncio.Protocol):
             elif event is NEED_DATA or event is PAUSED:
                 return
             elif kind is Method:
+                if self.handoff is not None and self.handoff.moves(self, event):
+                    return
                 self._method(event.channel, event.method)
                 if self.held is not None:  # its answer waits for the disk
                     return

@@ -1,0 +1,242 @@
+"""``serve --workers 2``: a connection moves to the worker that leads its queue.
+
+Real processes on free loopback ports (``serve --workers 2`` as test_workers.py starts
+it), real clients (pika, aio-pika). A connection that lands on the worker not leading its
+queue is handed to the other one at its first publish or consume (its socket passed over
+a Unix socket, server/handoff.py): asserted from outside, by which worker's
+/api/connections lists it (each client names its connection), and the client sees the
+same broker: confirms, delivery tags going on, prefetch, redelivered flags, heartbeats;
+no message lost or duplicated. A connection already committed to a local queue stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+
+import aio_pika
+import pika
+import pytest
+
+from smartbroker.cluster.etcd_process import etcd_binary
+from tests.cluster.test_workers import Workers
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
+    running = Workers(tmp_path_factory.mktemp("handoff")).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        assert "Traceback" not in running.log(), running.log()
+
+
+def where(workers: Workers, name: str) -> str | None:
+    """The worker whose /api/connections lists the connection named ``name``."""
+    for node, port in workers.apis().items():
+        listed = workers.get("/api/connections", port)
+        assert isinstance(listed, list)
+        if any((c.get("client_properties") or {}).get("connection_name") == name
+               for c in listed):
+            return node
+    return None
+
+
+def pika_on(workers: Workers, node: str, heartbeat: int = 60) \
+        -> tuple[pika.BlockingConnection, str]:
+    """A pika connection that landed on ``node`` (SO_REUSEPORT picks at random: others
+    are closed), and its name."""
+    for _ in range(60):
+        name = f"handoff-{next(_names)}"
+        params = pika.URLParameters(workers.url)
+        params.client_properties = {"connection_name": name}
+        params.heartbeat = heartbeat
+        conn = pika.BlockingConnection(params)
+        if where(workers, name) == node:
+            return conn, name
+        conn.close()
+    raise AssertionError(f"no connection landed on {node} in 60 tries")
+
+
+def nodes(workers: Workers) -> tuple[str, str]:
+    w0, w1 = sorted(workers.apis())
+    assert w0.endswith("-w0") and w1.endswith("-w1")
+    return w0, w1
+
+
+def declare_on(workers: Workers, node: str, queue: str) -> None:
+    """A durable queue led by ``node`` (declared there, client-local), known to both."""
+    conn, _ = pika_on(workers, node)
+    conn.channel().queue_declare(queue, durable=True,
+                                 arguments={"x-queue-leader-locator": "client-local"})
+    conn.close()
+    deadline = time.monotonic() + 10
+    while True:  # every worker's API lists it with its leader once its watch applied it
+        seen = [{q["name"]: q.get("node") for q in workers.get("/api/queues", port)}  # type: ignore[union-attr]
+                .get(queue) for port in workers.apis().values()]
+        if seen == [node, node]:
+            return
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.02)
+
+
+def queue_counts(workers: Workers, queue: str) -> tuple[int, int]:
+    info = workers.get(f"/api/queues/%2F/{queue}")
+    assert isinstance(info, dict)
+    return info.get("messages_ready", 0), info.get("messages_unacknowledged", 0)
+
+
+def test_publisher_with_confirms_moves_to_the_leader(workers: Workers) -> None:
+    w0, w1 = nodes(workers)
+    declare_on(workers, w1, "ho-pub")
+    conn, name = pika_on(workers, w0, heartbeat=1)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for i in range(200):  # each publish waits for its confirm: tags must line up
+        ch.basic_publish("", "ho-pub", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2),
+                         mandatory=True)
+        if i == 0:
+            assert where(workers, name) == w1  # moved at its first publish
+    # idle for 4 heartbeat intervals: the new worker must send and expect heartbeats
+    conn.process_data_events(time_limit=4)
+    ch.basic_publish("", "ho-pub", b"after", pika.BasicProperties(delivery_mode=2))
+    assert where(workers, name) == w1
+    assert conn.is_open
+    conn.close()
+    reader, _ = pika_on(workers, w1)
+    sub = reader.channel()
+    got = []
+    while True:
+        method, _props, body = sub.basic_get("ho-pub", auto_ack=True)
+        if method is None:
+            break
+        got.append(body.decode())
+    assert got == [f"m{i}" for i in range(200)] + ["after"]  # none lost, none twice
+    sub.queue_delete("ho-pub")
+    reader.close()
+
+
+def test_consumer_moves_with_its_channel_state(workers: Workers) -> None:
+    w0, w1 = nodes(workers)
+    declare_on(workers, w1, "ho-con")
+    pub, _ = pika_on(workers, w1)
+    pch = pub.channel()
+    pch.confirm_delivery()
+    for i in range(20):
+        pch.basic_publish("", "ho-con", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    conn, name = pika_on(workers, w0)
+    ch = conn.channel()
+    # before the move, through the cluster link: two gets acked, one rejected (requeued)
+    for _ in range(2):
+        method, _props, _body = ch.basic_get("ho-con")
+        ch.basic_ack(method.delivery_tag)
+    method, _props, body = ch.basic_get("ho-con")
+    assert method.delivery_tag == 3
+    ch.basic_reject(method.delivery_tag, requeue=True)
+    assert where(workers, name) == w0
+    ch.basic_qos(prefetch_count=5)
+    got: list[tuple[int, bool, str]] = []
+    ch.basic_consume("ho-con", lambda c, m, p, b: got.append(
+        (m.delivery_tag, m.redelivered, b.decode())))
+    conn.process_data_events(time_limit=0)
+    assert where(workers, name) == w1  # moved at basic.consume, before handling it
+    deadline = time.monotonic() + 10
+    while len(got) < 5:
+        conn.process_data_events(time_limit=0.05)
+        assert time.monotonic() < deadline, got
+    # the prefetch travelled: 5 unacked on the leader and the rest ready, no more sent
+    while queue_counts(workers, "ho-con") != (13, 5):
+        assert time.monotonic() < deadline, queue_counts(workers, "ho-con")
+        time.sleep(0.02)
+    assert len(got) == 5
+    # the tags go on from the gets (4 on), and the rejected message comes back redelivered
+    assert [t for t, _, _ in got] == [4, 5, 6, 7, 8]
+    assert got[0][1:] == (True, body.decode())
+    assert all(not redelivered for _, redelivered, _ in got[1:])
+    while len(got) < 18:
+        ch.basic_ack(got[-1][0], multiple=True)
+        conn.process_data_events(time_limit=0.05)
+        assert time.monotonic() < deadline, len(got)
+    ch.basic_ack(got[-1][0], multiple=True)
+    bodies = [b for _, _, b in got]
+    assert sorted(bodies) == sorted(f"m{i}" for i in range(2, 20))  # each exactly once
+    while queue_counts(workers, "ho-con") != (0, 0):
+        assert time.monotonic() < deadline, queue_counts(workers, "ho-con")
+        time.sleep(0.02)
+    ch.queue_delete("ho-con")
+    conn.close()
+    pub.close()
+
+
+def test_committed_to_a_local_queue_it_stays(workers: Workers) -> None:
+    w0, w1 = nodes(workers)
+    declare_on(workers, w0, "ho-local")
+    declare_on(workers, w1, "ho-remote")
+    conn, name = pika_on(workers, w0)
+    ch = conn.channel()
+    ch.basic_consume("ho-local", lambda *a: None, auto_ack=True)  # decided: stays on w0
+    pch = conn.channel()
+    pch.confirm_delivery()
+    for i in range(50):
+        pch.basic_publish("", "ho-remote", f"r{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    assert where(workers, name) == w0  # forwarded, as before
+    deadline = time.monotonic() + 10
+    while queue_counts(workers, "ho-remote")[0] != 50:
+        assert time.monotonic() < deadline, queue_counts(workers, "ho-remote")
+        time.sleep(0.02)
+    pch.queue_delete("ho-remote")
+    pch.queue_delete("ho-local")
+    conn.close()
+
+
+def test_aio_pika_publisher_and_consumer_move(workers: Workers) -> None:
+    w0, w1 = nodes(workers)
+    declare_on(workers, w0, "ho-aio")
+
+    async def on(node: str) -> tuple[aio_pika.abc.AbstractConnection, str]:
+        for _ in range(60):
+            name = f"handoff-aio-{next(_names)}"
+            conn = await aio_pika.connect(workers.url, client_properties={
+                "connection_name": name})
+            if await asyncio.to_thread(where, workers, name) == node:
+                return conn, name
+            await conn.close()
+        raise AssertionError(f"no connection landed on {node}")
+
+    async def run() -> None:
+        consumer, cname = await on(w1)
+        publisher, pname = await on(w1)
+        cch = await consumer.channel()
+        await cch.set_qos(prefetch_count=50)
+        queue = await cch.get_queue("ho-aio", ensure=False)
+        got: list[str] = []
+        done = asyncio.Event()
+
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            got.append(message.body.decode())
+            await message.ack()
+            if len(got) == 1000:
+                done.set()
+
+        await queue.consume(take)
+        assert await asyncio.to_thread(where, workers, cname) == w0
+        pch = await publisher.channel(publisher_confirms=True)
+        # many publishes in flight at once: some arrive while the connection moves
+        await asyncio.gather(*(pch.default_exchange.publish(
+            aio_pika.Message(f"a{i}".encode(), delivery_mode=2), "ho-aio")
+            for i in range(1000)))
+        assert await asyncio.to_thread(where, workers, pname) == w0
+        await asyncio.wait_for(done.wait(), 20)
+        assert sorted(got) == sorted(f"a{i}" for i in range(1000))  # each exactly once
+        await pch.queue_delete("ho-aio")
+        await publisher.close()
+        await consumer.close()
+
+    asyncio.run(run())
