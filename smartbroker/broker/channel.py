@@ -11,6 +11,7 @@ increase), so an ack with ``multiple`` pops from the front: O(1) per message.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
@@ -311,6 +312,16 @@ class Channel:
         waiting = self.sync_waiting
         while waiting and waiting[0] <= mark:
             self.nacked.append(waiting.popleft())
+        self.conn.confirms_pending(self)
+
+    def nack_waiting(self, seq: int) -> None:
+        """Publish ``seq``, still waiting for its sync, was refused after routing (a
+        cluster leader's reject-publish): nacked alone, its neighbours still confirmed."""
+        try:
+            self.sync_waiting.remove(seq)
+        except ValueError:
+            return  # settled already (the channel closed meanwhile)
+        bisect.insort(self.nacked, seq)
         self.conn.confirms_pending(self)
 
     def synced(self, mark: int) -> None:

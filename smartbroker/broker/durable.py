@@ -149,6 +149,9 @@ class MessageStore:
                                    executor=executors.compact if executors is not None else None)
         self._waiters: set[SyncWaiter] = set()
         self._logs: set[Any] = set()
+        # cluster mode: claims of forwarded publishes made since the last request_sync
+        # (cluster/forwarding_publish.py): bound to their publisher by the next one
+        self.claims: set[Any] = set()
         self.write_out_pending = False
         self._sync_task: asyncio.Task[None] | None = None
         self.failed = False
@@ -268,6 +271,20 @@ class MessageStore:
         """Call ``waiter.synced`` once ``logs`` (default: the message log) are fsynced."""
         self._waiters.add(waiter)
         self._logs.update(logs or (self.log,))
+        if self.claims:  # cluster: forwarded publishes a remote leader may refuse alone
+            self._bind_claims(waiter, logs)
+
+    def _bind_claims(self, waiter: SyncWaiter, logs: tuple[Any, ...]) -> None:
+        """Tell each claim among ``logs`` (made by the publish just routed) whom to nack if
+        its leader refuses it: this waiter's publish, alone. A claim no sync asked for
+        (a publish without confirms) is dropped here or at the end of the loop pass."""
+        claims, self.claims = self.claims, set()
+        nack = getattr(waiter, "nack_waiting", None)
+        if nack is not None:
+            mark = waiter.sync_mark()
+            for lg in logs:
+                if lg in claims:
+                    lg.bind(nack, mark)
         if self._sync_task is None:
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_rounds())
 
@@ -279,8 +296,15 @@ class MessageStore:
                 if self._marks:
                     self._write_marks()  # a transaction's acks are covered by its fsync
                 marks = [(w, w.sync_mark()) for w in batch]
+                fsynced = []
+                for lg in logs:  # streams' transient publishes need the OS, not the disk
+                    if getattr(lg, "written_only", False):
+                        lg.write_out()
+                    else:
+                        fsynced.append(lg)
                 try:
-                    await asyncio.gather(*(lg.sync() for lg in logs))
+                    if fsynced:
+                        await asyncio.gather(*(lg.sync() for lg in fsynced))
                 except StoreUnavailable as exc:
                     log.error("fsync failed, nacking %d publisher(s): %s", len(marks), exc)
                     for waiter, mark in marks:
