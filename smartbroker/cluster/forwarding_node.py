@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
 from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster import partition_spread
 from smartbroker.cluster.forwarding import LeaderService, Link
 from smartbroker.cluster.forwarding_intake import PublishIntake
 from smartbroker.cluster.forwarding_publish import Forwarder
@@ -279,10 +280,15 @@ class QueueForwarding:
             self._applying -= 1
 
     def queue_factory(self, spec: QueueSpec, host: Any, storage: Storage | None) -> Queue:
-        """``VirtualHost.queue_factory`` in cluster mode. A queue nobody placed yet is
-        placed now by its locator (declared here: client-local puts it on this node),
-        unless the declare applies another node's definitions. Then: the queue itself
-        where this node leads it, else a ``RemoteQueue``."""
+        """``VirtualHost.queue_factory`` in cluster mode (``_build``); a stream whose
+        partitions are spread over the nodes is held on every node (``partition_spread``)."""
+        return partition_spread.attach(self, self._build(spec, host, storage))
+
+    def _build(self, spec: QueueSpec, host: Any, storage: Storage | None) -> Queue:
+        """A queue nobody placed yet is placed now by its locator (declared here:
+        client-local puts it on this node), unless the declare applies another node's
+        definitions. Then: the queue itself where this node leads it, else a
+        ``RemoteQueue``."""
         if spec.exclusive:  # its connection's alone: here, never used elsewhere, unplaced
             return declare_queue(spec, host, storage)
         leader = self.placement.leader(spec.vhost, spec.name)
@@ -300,7 +306,8 @@ class QueueForwarding:
             validate(spec)  # built by the leader, refused here with RabbitMQ's reply
             self.placement.claim(spec.vhost, spec.name, proposal, not spec.durable)
             leader = proposal.leader
-        if leader is None or leader == self.node:
+        if leader is None or leader == self.node \
+                or partition_spread.spread(self.placement.get(spec.vhost, spec.name)):
             return declare_queue(spec, host, storage)
         kind = queue_type(spec.arguments)
         # the type's refusals (a stream's basic.get, prefetch...), but neither an offset

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Binding
+from smartbroker.cluster import partition_spread
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.queues.base import Queue, QueueSpec
 
@@ -29,6 +30,8 @@ def wanted_remote(forwarding: QueueForwarding, q: Queue) -> bool:
     leader = forwarding.placement.leader(q.vhost, q.name)
     if leader is None:  # unknown (not yet, or its record just went): as it is
         return isinstance(q, RemoteQueue)
+    if partition_spread.spread(forwarding.placement.get(q.vhost, q.name)):
+        return False  # a stream spread over the nodes is held on every node
     return leader != forwarding.node and q.exclusive_owner is None
 
 
@@ -42,6 +45,7 @@ def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
     if remote == isinstance(old, RemoteQueue):
         if remote and isinstance(old, RemoteQueue):
             old.leader = forwarding.placement.leader(vhost.name, name) or old.leader
+        partition_spread.attach(forwarding, old)  # a kept stream learns its spread
         return None
     spec = QueueSpec(name, vhost.name, old.durable, False, old.auto_delete,
                      dict(old.arguments), None, None)

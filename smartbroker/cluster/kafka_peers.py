@@ -6,8 +6,10 @@ Implements ``kafka/cluster.Peers`` for ``KafkaHandlers.attach_peers``:
   broker, at its advertised host and Kafka port. Its broker id is derived from its node
   name (``broker_id``: CRC-32, 31 bits), so every node computes the same id for a node,
   and a node keeps its id across restarts and data directories.
-* **Topics.** A stream's partitions all live on its leader (its placement): they are not
-  spread over the nodes yet. The leader describes each stream of the Kafka vhost it
+* **Topics.** A topic's leader is its stream's (its placement); a stream whose
+  placement spreads its partitions over the nodes has each partition led by the node
+  the placement names (``partition_layout``, ``partition_elsewhere``: see
+  ``partition_spread.py``). The leader describes each stream of the Kafka vhost it
   leads under ``kafka/topics/<vhost>/<topic>`` (``{"leader", "id", "partitions"}``: the
   topic id kept with the stream and its current partition count, so a CreatePartitions on
   the leader is seen everywhere), rewritten by a look every ``SCAN`` seconds when it
@@ -44,6 +46,7 @@ from typing import Any
 from smartbroker.cluster.definitions_keys import seg, unseg
 from smartbroker.cluster.etcd_client import Delete, Put
 from smartbroker.cluster.etcd_view import WatchedPrefix
+from smartbroker.cluster.partition_spread import owner, spread
 from smartbroker.kafka.cluster import Endpoint, RemoteTopic
 
 log = logging.getLogger("smartbroker.cluster")
@@ -120,7 +123,8 @@ class KafkaPeers:
 
     def _remote(self, name: str, raw: bytes | None) -> RemoteTopic | None:
         leader = self._leader(name)
-        if raw is None or leader is None or leader == self.name:
+        if raw is None or leader is None or leader == self.name \
+                or spread(self.placement.get(self.vhost, name)):  # held here too
             return None
         endpoint = self._endpoint(leader)
         try:
@@ -142,6 +146,26 @@ class KafkaPeers:
             if topic is not None:
                 found.append(topic)
         return found
+
+    def partition_layout(self, name: str, topic_id: uuid.UUID, partitions: int
+                         ) -> tuple[uuid.UUID | None, tuple[int, ...]] | None:
+        placement = self.placement.get(self.vhost, name)
+        if placement is None or not spread(placement):
+            return None
+        if placement.leader != self.name:  # the id the leader describes (one id everywhere)
+            topic_id = None
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                doc = json.loads(self.view.get(self._topics + seg(name)) or b"{}")
+                if doc.get("leader") == placement.leader:
+                    topic_id = uuid.UUID(doc["id"])
+        leaders = tuple(e[0] if (e := self._endpoint(owner(placement, i))) is not None else -1
+                        for i in range(partitions))
+        return topic_id, leaders
+
+    def partition_elsewhere(self, name: str, partition: int) -> bool:
+        placement = self.placement.get(self.vhost, name)
+        return placement is not None and bool(placement.partitions) \
+            and owner(placement, partition) != self.name
 
     async def _scan_loop(self) -> None:
         while True:

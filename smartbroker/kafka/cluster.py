@@ -69,6 +69,16 @@ class Peers(Protocol):
     def coordinator(self, group: str) -> Endpoint | None:
         """The node coordinating ``group`` when it is not this one."""
 
+    def partition_layout(self, name: str, topic_id: uuid.UUID, partitions: int
+                         ) -> tuple[uuid.UUID | None, tuple[int, ...]] | None:
+        """A topic whose partitions are led by several nodes (held here, ``topic_id`` the
+        local stream's): (the id its leader gives it, None until described; each
+        partition's leader's broker id, -1 while that node is down). None otherwise."""
+
+    def partition_elsewhere(self, name: str, partition: int) -> bool:
+        """Whether another node leads ``partition`` of a topic held here (its Produce,
+        Fetch and ListOffsets answer NOT_LEADER_OR_FOLLOWER)."""
+
     def coordinated_elsewhere(self, group: str, topics: Sequence[str]) -> bool:
         """Whether another node coordinates ``group`` (or must: ``topics`` are led there);
         the group's requests then answer NOT_COORDINATOR."""

@@ -68,6 +68,8 @@ class Fetcher:
         # cluster mode: whether another node leads a topic (handlers.attach_peers), asked
         # only for a partition that is not read here: NOT_LEADER_OR_FOLLOWER
         self.led_elsewhere: Callable[[str], bool] | None = None
+        # and whether another node leads one partition of a topic held here (spread)
+        self.partition_elsewhere: Callable[[str, int], bool] | None = None
         # and the name of a topic id another node leads (v13+ names topics by id)
         self.remote_name: Callable[[uuid.UUID], str | None] | None = None
 
@@ -107,17 +109,21 @@ class Fetcher:
             if queue is not None and not queue.capabilities.offset_log:
                 queue = None  # a classic queue is not a topic
             denied = queue is not None and not topic_allowed(self.broker, self.vhost, "read", name)
+            elsewhere = self.partition_elsewhere if queue is not None else None
             for part in topic.partitions:
                 found = queue if queue is not None and queue.partitions.has(part.partition) else None
+                if elsewhere is not None and found is not None and elsewhere(name, part.partition):
+                    found = None  # NOT_LEADER_OR_FOLLOWER (_missing)
                 out.append(_Wanted(name, part.partition, part.fetch_offset,
                                    part.partition_max_bytes, None if denied else found,
                                    topic_id, denied))
         return out
 
-    def _missing(self, name: str) -> ErrorCode:
+    def _missing(self, name: str, partition: int = -1) -> ErrorCode:
         """Why a named partition is not read here: another node leads it, or it is unknown."""
-        elsewhere = self.led_elsewhere
+        elsewhere, spread = self.led_elsewhere, self.partition_elsewhere
         return (ErrorCode.NOT_LEADER_OR_FOLLOWER if elsewhere is not None and elsewhere(name)
+                or spread is not None and spread(name, partition)
                 else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
 
     def _name_of(self, topic_id: uuid.UUID, queues: Any) -> str | None:
@@ -149,7 +155,7 @@ class Fetcher:
             if queue is None or queue.deleted:
                 parts.append(self._error(pdata, w, ErrorCode.TOPIC_AUTHORIZATION_FAILED if w.denied
                                          else ErrorCode.UNKNOWN_TOPIC_ID if w.topic is None
-                                         else self._missing(w.topic)))
+                                         else self._missing(w.topic, w.partition)))
                 failed = True
                 continue
             log = queue.partitions[w.partition]

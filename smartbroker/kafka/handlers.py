@@ -33,6 +33,7 @@ from smartbroker.kafka import (
     produce,
     records_admin,
     sasl,
+    scram_admin,
     txn_api,
 )
 from smartbroker.kafka.authz import (
@@ -71,6 +72,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     group_admin.DELETE_GROUPS: group_admin.DELETE_VERSIONS,
     group_admin.OFFSET_DELETE: group_admin.OFFSET_DELETE_VERSIONS,
     **txn_api.VERSIONS,  # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, ...
+    **scram_admin.VERSIONS,  # Describe/AlterUserScramCredentials
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -122,6 +124,7 @@ class Topic:
     partitions: int
     topic_id: uuid.UUID
     leader: int = NODE_ID  # the broker id of the node leading its stream
+    leaders: tuple[int, ...] = ()  # cluster: each partition's, when spread (-1: down)
 
 
 class KafkaHandlers:
@@ -131,6 +134,7 @@ class KafkaHandlers:
         self.broker = broker
         self.node = node
         self.sasl = sasl.SaslHandlers(broker, node.vhost)
+        self.scram_admin = scram_admin.ScramAdmin(broker, node.vhost)
         self.fetcher = Fetcher(broker, node.vhost, self.topic_id)
         self.streams = produce.Topics(broker, node.vhost, valid_topic_name)
         self.producer = produce.Producer(broker, self.streams)
@@ -178,6 +182,8 @@ class KafkaHandlers:
             group_admin.DELETE_GROUPS: self.group_admin.delete_groups,
             group_admin.OFFSET_DELETE: self.group_admin.offset_delete,
             **self.txn.table(),
+            scram_admin.DESCRIBE_SCRAM: self.scram_admin.describe,
+            scram_admin.ALTER_SCRAM: self.scram_admin.alter,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 
@@ -189,6 +195,9 @@ class KafkaHandlers:
         self.node = dataclasses.replace(self.node, cluster_id=peers.cluster_id)
         self.cluster.cluster_id = peers.cluster_id
         self.streams.led_elsewhere = self.fetcher.led_elsewhere = peers.led_elsewhere
+        self.lister.partition_elsewhere = peers.partition_elsewhere
+        self.streams.partition_elsewhere = peers.partition_elsewhere
+        self.fetcher.partition_elsewhere = peers.partition_elsewhere
         self.fetcher.remote_name = lambda tid: next(
             (t.name for t in peers.remote_topics() if t.topic_id == tid), None)
 
@@ -232,7 +241,15 @@ class KafkaHandlers:
         """A stream queue as a topic; None for a classic queue (not a topic) or nothing."""
         if queue is None or not queue.capabilities.offset_log:
             return None  # a queue leaves vhost.queues before it is deleted
-        return Topic(name, len(queue.partitions), queue.meta.topic_id, self.node_id)
+        topic = Topic(name, len(queue.partitions), queue.meta.topic_id, self.node_id)
+        layout = None if self.peers is None else self.peers.partition_layout(
+            name, topic.topic_id, topic.partitions)
+        if layout is None:
+            return topic
+        topic_id, leaders = layout  # partitions spread over the nodes
+        if topic_id is None:  # its leader has not described it yet: LEADER_NOT_AVAILABLE
+            return None
+        return Topic(name, topic.partitions, topic_id, self.node_id, leaders)
 
     def topic_id(self, name: str) -> uuid.UUID:
         """What Metadata calls the topic, and Fetch v13+ names it by: the id stored with
@@ -324,10 +341,13 @@ class KafkaHandlers:
     @staticmethod
     def _topic_metadata(cls: Any, topic: Topic) -> Any:
         part = cls.MetadataResponseTopic.MetadataResponsePartition
-        leader = topic.leader
-        partitions = [part(error_code=ErrorCode.NONE, partition_index=i, leader_id=leader,
-                           leader_epoch=-1, replica_nodes=[leader], isr_nodes=[leader],
-                           offline_replicas=[]) for i in range(topic.partitions)]
+        leaders = topic.leaders or (topic.leader,) * topic.partitions
+        partitions = [part(error_code=ErrorCode.NONE if leader >= 0
+                           else ErrorCode.LEADER_NOT_AVAILABLE, partition_index=i,
+                           leader_id=leader, leader_epoch=-1,
+                           replica_nodes=[leader] if leader >= 0 else [],
+                           isr_nodes=[leader] if leader >= 0 else [],
+                           offline_replicas=[]) for i, leader in enumerate(leaders)]
         return cls.MetadataResponseTopic(error_code=ErrorCode.NONE, name=topic.name,
                                          topic_id=topic.topic_id, is_internal=False,
                                          partitions=partitions, authorized_operations=None)

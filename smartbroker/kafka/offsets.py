@@ -12,6 +12,7 @@ UNKNOWN_TOPIC_OR_PARTITION, as Kafka reports a topic missing from its metadata).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from smartbroker.kafka import codec
@@ -71,6 +72,8 @@ class OffsetLister:
 
     def __init__(self, topics: Topics) -> None:
         self.topics = topics
+        # cluster mode: whether another node leads a partition of a topic held here
+        self.partition_elsewhere: Callable[[str, int], bool] | None = None
 
     def list_offsets(self, request: Request, session: Any) -> Any:
         cls = codec.response_class(LIST_OFFSETS)
@@ -91,9 +94,12 @@ class OffsetLister:
                 if exc.code == ErrorCode.NOT_LEADER_OR_FOLLOWER:
                     missing = exc.code
             parts = []
+            spread = self.partition_elsewhere if queue is not None else None
             for p in topic.partitions:
                 index = p.partition_index
                 part = None if queue is None else queue.partitions.get(index)
+                if spread is not None and part is not None and spread(topic.name, index):
+                    part, missing = None, ErrorCode.NOT_LEADER_OR_FOLLOWER  # another node's
                 if part is None or (p.timestamp == MAX_TIMESTAMP and version < 7):
                     code = (ErrorCode.TOPIC_AUTHORIZATION_FAILED if denied
                             else ErrorCode.UNSUPPORTED_VERSION if part is not None

@@ -95,11 +95,13 @@ def test_metadata_on_every_node_names_three_brokers_and_the_leader(
         assert {b.id: (b.host, b.port) for b in meta.brokers.values()} == expected
         parts = meta.topics["meta-topic"].partitions
         assert sorted(parts) == [0, 1]
-        assert {p.leader for p in parts.values()} == {broker_id("n1")}
+        # its partitions spread round robin from the leader (test_partition_spread.py)
+        assert [parts[i].leader for i in (0, 1)] == [broker_id("n1"), broker_id("n2")]
         own = raw_metadata(nodes[name], "meta-topic")  # what this node itself answers
         assert {(b.node_id, b.host, b.port) for b in own.brokers} == {
             (i, *where) for i, where in expected.items()}
-        assert [p.leader_id for p in own.topics[0].partitions] == [broker_id("n1")] * 2
+        assert [p.leader_id for p in own.topics[0].partitions] == [broker_id("n1"),
+                                                                   broker_id("n2")]
     # the same cluster id from every node, and DescribeCluster lists the same brokers
     ids = {AdminClient({"bootstrap.servers": nodes[n].kafka_bootstrap}).list_topics(
         timeout=TIMEOUT).cluster_id for n in NAMES}

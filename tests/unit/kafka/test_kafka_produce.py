@@ -210,6 +210,8 @@ def test_acks_wait_until_the_partition_log_is_durable(tmp_path: Any) -> None:
                          storage=Storage(store=None, data_dir=tmp_path, fsync="always"))
 
     class OneTopic:
+        partition_elsewhere = None  # a single node
+
         def stream(self, name: str, *, create: bool, need: str | None = None) -> StreamQueue:
             return stream
 

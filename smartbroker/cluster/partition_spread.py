@@ -1,0 +1,200 @@
+"""A stream whose partitions are spread over the nodes, as AMQP clients use it on any node.
+
+The placement of a stream with several partitions names a leader node per partition
+(``placement.spread``). Every node then holds the stream itself (``StreamQueue``, the same
+partitions, its files in its own data directory), but a partition's records are only ever
+appended on the node the placement names for it: elsewhere that partition's log stays
+empty. So a partition's offsets, Kafka batches and AMQP records are one log on one node,
+exactly as on a single node, and a node that is down takes only its partitions away.
+
+``PartitionSpread`` is attached to such a stream on every node (``attach``): it replaces
+the stream's publish and consumer entry points on that one object (instance attributes),
+so streams that are not spread, and a single node, run the unchanged ``StreamQueue`` code:
+
+* **publish**: the partition of the message is chosen as the stream chooses it (the key's
+  murmur2, as Kafka clients do); on its node the stream appends it, else it is forwarded
+  to that node (a ``RemoteQueue``'s forwarder: batched on the link, the publisher confirm
+  waits for that node's fsync), where the same choice lands it locally.
+* **consumers**: a consumer reads this node's partitions from the local stream, and every
+  other node holding partitions it reads (all of them, or the one ``x-stream-partition``
+  names) relays its own through a ``PartitionRelay``: a consumer of the same channel and
+  tag subscribed on that node (``remote_consumer``), with the same arguments. Each node
+  reads only its partitions (the others are empty there), so records, offsets and
+  ``x-stream-offset`` are those of one node; a consumer group (``x-consumer-group``)
+  assigns each node's partitions among the group's consumers there, and its committed
+  offsets live with the partitions. A consumer another node relays (a ``RelayConsumer``
+  here) reads this node's partitions only. Credit is per node: a prefetch of N allows up
+  to N unacked deliveries from each node holding partitions.
+* **a node that is down**: a publish keyed to one of its partitions is dropped, a
+  consume that needs it is refused with RabbitMQ's 404 for a down home node, and
+  consumers reading it are cancelled (``basic.cancel``) when it goes, as for the queues
+  of a down node. Its partitions come back with it (their files are its own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from smartbroker.broker.consumer import ChannelConsumer
+from smartbroker.cluster.forwarding import RelayConsumer
+from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.queues.base import PublishResult
+from smartbroker.queues.stream import StreamQueue
+from smartbroker.queues.stream_records import PARTITION_OF
+
+if TYPE_CHECKING:
+    from smartbroker.cluster.forwarding_node import QueueForwarding
+    from smartbroker.cluster.placement import Placement
+    from smartbroker.message import Message
+    from smartbroker.queues.base import Consumer
+
+_REMOTE_CAPABILITIES = dataclasses.replace(StreamQueue.capabilities, offset_log=False,
+                                           supports_browse=False)
+
+
+def spread(placement: Placement | None) -> bool:
+    """Whether ``placement`` puts a stream's partitions on more than one node (then every
+    node holds the stream, each appending to its own partitions only)."""
+    return placement is not None and len(set(placement.partitions)) > 1
+
+
+def owner(placement: Placement, partition: int) -> str:
+    """The node leading ``partition``; one added after the placement (CreatePartitions on
+    the leader) is the stream leader's."""
+    parts = placement.partitions
+    return parts[partition] if 0 <= partition < len(parts) else placement.leader
+
+
+class PartitionRelay(ChannelConsumer):
+    """One node's share of a client's consumer: the same channel, tag, prefetch and
+    arguments, subscribed on that node (``queue`` is a ``RemoteQueue`` to it), so its
+    deliveries, acks and credit go through the channel as any remote queue's do."""
+
+    __slots__ = ("origin", "spread")
+
+    def __init__(self, origin: Any, queue: RemoteQueue, owner: PartitionSpread) -> None:
+        super().__init__(origin.channel, queue, origin.tag, no_ack=origin.no_ack,
+                         exclusive=origin.exclusive, prefetch=origin.prefetch,
+                         priority=origin.priority, arguments=origin.arguments)
+        self.origin = origin
+        self.spread = owner
+
+    def cancelled_by_broker(self) -> None:
+        """Its node is down or refused: the client's consumer is cancelled as a whole, as
+        a consumer of a down node's queue is."""
+        self.spread.lost(self.origin)
+
+
+class PartitionSpread:
+    """The publish and consumer entry points of one node's copy of a spread stream."""
+
+    def __init__(self, stream: StreamQueue, forwarding: QueueForwarding,
+                 placement: Placement) -> None:
+        self.stream = stream
+        self.forwarding = forwarding
+        self.node = forwarding.node
+        self.placement = placement
+        self.remotes: dict[str, RemoteQueue] = {}
+        self.relays: dict[Any, list[PartitionRelay]] = {}
+        self._partition_of = PARTITION_OF[stream.partitioner]
+
+    @property
+    def leader(self) -> str:
+        return self.placement.leader
+
+    def owners(self) -> set[str]:
+        """Every node whose partitions hold records."""
+        nodes = set(self.placement.partitions)
+        if len(self.stream.logs) > len(self.placement.partitions):
+            nodes.add(self.placement.leader)
+        return nodes
+
+    def remote(self, node: str) -> RemoteQueue:
+        """The stream as another node holds it: publishes forwarded to it, consumers
+        subscribed on it (its partitions only)."""
+        found = self.remotes.get(node)
+        if found is None:
+            s = self.stream
+            found = self.remotes[node] = RemoteQueue(
+                s.name, s.vhost, node, self.forwarding, durable=True, arguments=s.arguments,
+                capabilities=_REMOTE_CAPABILITIES, type_name="stream")
+        return found
+
+    # -- publish -------------------------------------------------------------------------
+    def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
+        stream = self.stream
+        node = owner(self.placement, self._partition_of(message, len(stream.logs)))
+        if node == self.node:
+            return StreamQueue.publish(stream, message, store_id)
+        return self.remote(node).publish(message)  # dropped while its node is down
+
+    # -- consumers -----------------------------------------------------------------------
+    def needed(self, arguments: Mapping[str, Any]) -> set[str]:
+        """The other nodes a consumer with ``arguments`` reads from."""
+        only = arguments.get("x-stream-partition")
+        nodes = {owner(self.placement, only)} if isinstance(only, int) else self.owners()
+        nodes.discard(self.node)
+        return nodes
+
+    def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool,
+                          prefetch: int) -> None:
+        StreamQueue.validate_consumer(self.stream, arguments, no_ack, prefetch)
+        for node in sorted(self.needed(arguments)):
+            self.remote(node).check_available()  # 404: home node down
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        StreamQueue.add_consumer(self.stream, consumer)  # this node's partitions
+        if isinstance(consumer, RelayConsumer) or not isinstance(consumer, ChannelConsumer):
+            return  # relayed from another node: that node asks each owner itself
+        relays = self.relays[consumer] = []
+        for node in sorted(self.needed(consumer.arguments)):
+            relay = PartitionRelay(consumer, self.remote(node), self)
+            relays.append(relay)
+            relay.queue.add_consumer(relay)  # subscribed there; a refusal cancels it
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        StreamQueue.remove_consumer(self.stream, consumer)
+        for relay in self.relays.pop(consumer, ()):
+            relay.queue.remove_consumer(relay)
+
+    def lost(self, consumer: Consumer) -> None:
+        """A node this consumer reads from went down (or refused it)."""
+        if consumer in self.relays:
+            self.remove_consumer(consumer)
+            consumer.cancelled_by_broker()
+
+
+def attach(forwarding: QueueForwarding, q: Any) -> Any:
+    """Give this node's stream ``q`` the entry points of its spread placement (when it has
+    one); returns ``q``. Idempotent: a placement seen again only updates it."""
+    if not getattr(getattr(q, "capabilities", None), "offset_log", False) \
+            or isinstance(q, RemoteQueue) or not isinstance(q, StreamQueue):
+        return q
+    placement = forwarding.placement.get(q.vhost, q.name)
+    if not spread(placement):
+        return q
+    assert placement is not None
+    current = q.__dict__.get("spread")
+    if isinstance(current, PartitionSpread):
+        current.placement = placement
+        return q
+    router = PartitionSpread(q, forwarding, placement)
+    # instance attributes: only this object takes the spread paths, every other stream
+    # keeps the class's methods (nothing added to the hot paths of the others)
+    q.spread = router
+    q.publish = router.publish
+    q.validate_consumer = router.validate_consumer
+    q.add_consumer = router.add_consumer
+    q.remove_consumer = router.remove_consumer
+    return q
+
+
+def spread_of(q: Any) -> PartitionSpread | None:
+    """The spread of a stream on this node, None when it is not spread."""
+    found = getattr(q, "__dict__", {}).get("spread")
+    return found if isinstance(found, PartitionSpread) else None
+
+
+__all__ = ["PartitionRelay", "PartitionSpread", "attach", "owner", "spread", "spread_of"]
