@@ -226,3 +226,23 @@ def test_alter_needs_the_administrator_tag(broker: BrokerProcess) -> None:
     assert error_of(mine.alter_user_scram_credentials([alteration])[name]) == \
         CLUSTER_AUTHORIZATION_FAILED
     assert logs_in(broker, "SCRAM-SHA-256", name, PASSWORD)
+
+
+def test_credentials_survive_a_restart(broker: BrokerProcess) -> None:
+    """Upserted and deleted credentials are the users' own, persisted with them (last in
+    the module: it restarts the module's broker)."""
+    admin = cka.AdminClient({"bootstrap.servers": broker.kafka_bootstrap})
+    created = f"kept-{uuid.uuid4().hex[:8]}"
+    upsert(admin, created, SHA256, "kept-pw")
+    api(broker, "PUT", f"/permissions/%2F/{created}", {"configure": ".*", "write": ".*",
+                                                       "read": ".*"})
+    trimmed = user(broker)
+    admin.alter_user_scram_credentials([cka.UserScramCredentialDeletion(trimmed, SHA256)])[
+        trimmed].result(30)
+    del admin
+    broker.restart()
+    admin = cka.AdminClient({"bootstrap.servers": broker.kafka_bootstrap})
+    assert described(admin, created) == {SHA256: 8192}
+    assert described(admin, trimmed) == {SHA512: 4096}
+    assert logs_in(broker, "SCRAM-SHA-256", created, "kept-pw")
+    assert refused(broker, "SCRAM-SHA-256", trimmed, PASSWORD)
