@@ -273,6 +273,8 @@ class MessageStore:
         self._logs.update(logs or (self.log,))
         if self.claims:  # cluster: forwarded publishes a remote leader may refuse alone
             self._bind_claims(waiter, logs)
+        if self._sync_task is None:
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_rounds())
 
     def _bind_claims(self, waiter: SyncWaiter, logs: tuple[Any, ...]) -> None:
         """Tell each claim among ``logs`` (made by the publish just routed) whom to nack if
@@ -285,8 +287,6 @@ class MessageStore:
             for lg in logs:
                 if lg in claims:
                     lg.bind(nack, mark)
-        if self._sync_task is None:
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_rounds())
 
     async def _sync_rounds(self) -> None:
         try:
