@@ -13,16 +13,20 @@ When the link to the leader is out of credit (the leader is slower than the publ
 ``full`` is called: the node stops reading its publishing connections until the link
 drains, as RabbitMQ's credit flow holds a publisher back, so nothing buffers without bound.
 
-A nack from the leader (its queue refused: reject-publish) or a leader that went down
-with publishes unconfirmed makes ``sync()`` fail, which nacks the publishes that waited
-on that round (the publisher may retry), as a failed fsync does.
+A queue that may refuse publishes (``x-overflow``/policy ``overflow`` reject-publish)
+gets a ``Claim`` per forwarded publish instead of the shared result: the publish's sync
+request binds it to its publisher (``MessageStore.claims``), so the leader's nack of that
+publish nacks it alone (``Channel.nack_waiting``), not the publishes waiting on the same
+group-commit round. Any other nack (a policy this node has not seen yet), or a leader
+that went down with publishes unconfirmed, makes ``sync()`` fail, which nacks the
+publishes that waited on that round (the publisher may retry), as a failed fsync does.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.forwarding_wire import PUBLISH
 from smartbroker.queues.base import PublishResult
@@ -47,6 +51,8 @@ class Forwarder:
         self.checked = 0  # nacks up to here were already reported by a sync()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.result = PublishResult(True, self)  # what a forwarded publish returns
+        # seq -> (nack, mark): claimed publishes the leader has not settled yet
+        self.claimed: dict[int, tuple[Callable[[int], None], int]] = {}
 
     def forward(self, vhost: str | bytes, queue: str | bytes, msg: Message) -> None:
         """Send ``msg`` to the leader's ``queue`` (names as UTF-8 bytes, or str)."""
@@ -55,6 +61,16 @@ class Forwarder:
                                                    msg.header_payload, msg.body)) \
                 and self.full is not None:
             self.full(self.peer)
+
+    def claim(self, claims: set[Any] | None) -> PublishResult:
+        """The result of the publish just forwarded, with a ``Claim`` of its own for its
+        publisher to bind (``claims``: its vhost's ``MessageStore.claims``)."""
+        claim = Claim(self, self.seq)
+        if claims is not None:
+            if not claims:  # a publish without confirms never binds its claim
+                asyncio.get_running_loop().call_soon(claims.clear)
+            claims.add(claim)
+        return PublishResult(True, claim)
 
     async def sync(self) -> None:
         """Return once the leader settled every publish forwarded so far; raise
@@ -69,12 +85,19 @@ class Forwarder:
             raise StoreUnavailable(f"node {self.peer} refused or lost a forwarded publish")
 
     def on_confirm(self, seq: int, nack: bool) -> None:
+        claimed = self.claimed
         if nack:
-            self.nacked_upto = max(self.nacked_upto, seq)
+            owner = claimed.pop(seq, None) if claimed else None
+            if owner is not None:
+                owner[0](owner[1])  # that publish alone
+            else:
+                self.nacked_upto = max(self.nacked_upto, seq)
             return
         if seq <= self.confirmed:
             return
         self.confirmed = seq
+        while claimed and (first := next(iter(claimed))) <= seq:
+            del claimed[first]
         waiters = self._waiters
         while waiters and waiters[0][0] <= seq:
             _, future = waiters.pop(0)
@@ -83,6 +106,27 @@ class Forwarder:
 
     def peer_down(self) -> None:
         """The leader is gone: whatever it had not confirmed is lost; say so."""
+        claimed, self.claimed = self.claimed, {}
+        for nack, mark in claimed.values():
+            nack(mark)
         if self.confirmed < self.seq:
             self.nacked_upto = self.seq
         self.on_confirm(self.seq, False)
+
+
+class Claim:
+    """One forwarded publish a leader may refuse: awaited as its sync (the forwarder's),
+    and bound by its sync request to the publisher to nack alone if the leader refuses."""
+
+    __slots__ = ("forwarder", "seq")
+
+    def __init__(self, forwarder: Forwarder, seq: int) -> None:
+        self.forwarder = forwarder
+        self.seq = seq
+
+    def bind(self, nack: Callable[[int], None], mark: int) -> None:
+        if self.seq > self.forwarder.confirmed:
+            self.forwarder.claimed[self.seq] = (nack, mark)
+
+    async def sync(self) -> None:
+        await self.forwarder.sync()

@@ -67,6 +67,11 @@ def reply_error(reply: dict[str, Any]) -> AMQPError | None:
     return ConnectionError(code, text) if code in (503, 504, 530, 540) else ChannelError(code, text)
 
 
+def _rejects(overflow: Any) -> bool:
+    return overflow in ("reject-publish", "reject-publish-dlx", b"reject-publish",
+                        b"reject-publish-dlx")
+
+
 class RemoteQueue:
     """``Queue`` for a queue led by ``leader``; its type's capabilities are the leader's
     queue type's, so refusals (a stream's basic.get, ...) are the same replies."""
@@ -95,6 +100,8 @@ class RemoteQueue:
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
         self.uses_store = False  # the leader persists it
         self.counts = {"messages": 0, "consumers": 0, "unacked": 0, "bytes": 0}
+        # x-overflow (or a policy's overflow) reject-publish: the leader may nack a publish
+        self.may_reject = _rejects(self.arguments.get("x-overflow"))
         # encoded once: every forwarded publish carries them
         self._vhost_bytes, self._name_bytes = vhost.encode(), name.encode()
 
@@ -114,6 +121,10 @@ class RemoteQueue:
             return ACCEPTED  # home node down: dropped, as RabbitMQ drops it
         forwarder.forward(self._vhost_bytes, self._name_bytes, message)
         self.stats["publish"] += 1
+        if self.may_reject:  # the leader may nack it: a claim to nack this publish alone
+            host = self.node.vhosts.get(self.vhost)
+            store = host.store if host is not None else None
+            return forwarder.claim(store.claims if store is not None else None)
         return forwarder.result
 
     # -- consumers -----------------------------------------------------------------------
@@ -328,6 +339,8 @@ class RemoteQueue:
 
     def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
         self.policy_name = name
+        self.may_reject = _rejects(self.arguments.get("x-overflow")) or \
+            _rejects((definition or {}).get("overflow"))
 
     def delete(self) -> int:
         """Deleted in the definitions: this node's consumers are cancelled; the leader
