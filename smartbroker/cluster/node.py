@@ -62,6 +62,7 @@ class ClusterNode:
         self.definitions: Any = None  # definitions_etcd.EtcdDefinitionStore, once open
         self.definitions_sync: Any = None  # definitions_sync.DefinitionsSync
         self.kafka: Any = None  # kafka_peers.KafkaPeers, once the Kafka listener serves it
+        self.clients: Any = None  # clients.ClusterClients, once the management API serves
 
     async def connect(self) -> None:
         """etcd answers and the name is free, or ClusterError (and nothing left open)."""
@@ -153,6 +154,16 @@ class ClusterNode:
 
         forwarding = self.forwarding
         return forwarding.applying_peers() if forwarding is not None else contextlib.nullcontext()
+
+    def serve_clients(self, local: Any, close: Any) -> None:
+        """Every node's connections, channels and consumers for the management API
+        (cluster/clients.py): ``local()`` this node's rows, ``close(name, reason)``."""
+        from smartbroker.cluster.clients import ClusterClients
+
+        if self.link is not None:
+            self.clients = ClusterClients(self.link,
+                                          self.config.collect_statistics_interval / 1000,
+                                          local, close)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node, up or down, for ``/api/nodes`` (RabbitMQ's field names)."""

@@ -136,7 +136,8 @@ async def serve(config: Config, started: asyncio.Event | None = None,
     cluster = await join_cluster(config) if config.etcd else None
     try:
         definitions = await cluster_definitions(cluster) if cluster is not None else None
-        persistence = Persistence(config.data_dir, config.fsync, definitions)
+        persistence = Persistence(config.data_dir, config.fsync, definitions,
+                                  config.stream_flush_interval_ms)
         broker = Broker(config, persistence)  # restores from it before returning
         if cluster is not None:  # other nodes' definition changes, applied here
             cluster.follow_definitions(broker, definitions)
@@ -211,6 +212,9 @@ async def serve(config: Config, started: asyncio.Event | None = None,
     if cluster is not None:
         management.state.node = cluster.name
         management.state.cluster = cluster
+        from smartbroker.management.clients import attach  # every node's clients listed
+
+        attach(management.state)
     if tune_gc:
         gc_tuning.freeze_startup_state()
     try:
