@@ -101,3 +101,46 @@ def test_get_messages_through_a_node_that_does_not_lead_the_queue(
         assert (status, got) == (200, [])
     finally:
         ch.connection.close()
+
+
+def test_connections_channels_consumers_of_every_node_and_closing_one_elsewhere(
+        nodes: list[BrokerProcess]) -> None:
+    first, second = nodes
+    params = pika.URLParameters(first.url)
+    params.client_properties = {"connection_name": "api-on-w1"}
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    ch.queue_declare("api-consumed", durable=True)
+    tag = ch.basic_consume("api-consumed", lambda *a: None)
+    try:
+        mine = next(c for c in get(first, "/api/connections")
+                    if c["client_properties"].get("connection_name") == "api-on-w1")
+        name = mine["name"]
+        for path in ("/api/connections", "/api/vhosts/%2F/connections"):
+            found = [c for c in get(second, path) if c["name"] == name]
+            assert [(c["node"], c["user"]) for c in found] == [("w1", "guest")], path
+        assert get(second, "/api/connections/" + quote(name, safe=""))["node"] == "w1"
+        chans = [c for c in get(second, "/api/channels")
+                 if c["connection_details"]["name"] == name]
+        assert [(c["node"], c["number"], c["consumer_count"]) for c in chans] == [("w1", 1, 1)]
+        assert get(second, "/api/channels/" + quote(chans[0]["name"], safe=""))["node"] == "w1"
+        assert len(get(second, f"/api/connections/{quote(name, safe='')}/channels")) == 1
+        consumers = [c for c in get(second, "/api/consumers/%2F") if c["consumer_tag"] == tag]
+        assert consumers and consumers[0]["queue"] == {"name": "api-consumed", "vhost": "/"}
+        assert consumers[0]["channel_details"]["node"] == "w1"
+
+        status, _ = call(second, "/api/connections/" + quote(name, safe=""), method="DELETE")
+        assert status == 204
+        deadline = time.monotonic() + 10
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            while time.monotonic() < deadline:
+                conn.process_data_events(time_limit=0.1)
+        assert closed.value.reply_code == 320
+        assert closed.value.reply_text == "CONNECTION_FORCED - Closed via management plugin"
+        poll(lambda: all(c["name"] != name for c in get(second, "/api/connections")),
+             "the closed connection gone from w2's list")
+        status, _ = call(second, "/api/connections/no-such-connection", method="DELETE")
+        assert status == 404
+    finally:
+        if conn.is_open:
+            conn.close()
