@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def hold_port(port: int = 0) -> socket.socket | None:
+    """A socket bound to ``port`` (0: one the kernel picks) that never listens, with
+    SO_REUSEADDR. While it is open the kernel gives the port to no bind(0) or connect()
+    of any process, yet a broker still listens on it, since its listeners all set
+    SO_REUSEADDR too. None when someone listens there already."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
+    socks.clear()
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -73,6 +95,11 @@ class BrokerProcess:
     brokers run side by side. ``etcd`` starts a cluster node (``node_name``,
     ``cluster_name``, a free ``cluster_port``). ``tree`` runs the ``smartbroker`` of another checkout
     (``PYTHONPATH`` and cwd), as the soak test does with a frozen worktree.
+
+    Its ports are held (``hold_port``) for as long as this object lives: a port freed by a
+    kill -9 or a stop is not handed to another process's bind(0) or connection before the
+    restart binds it again (that happened: "address already in use" on a restart while
+    other tests ran).
     """
 
     def __init__(self, data_dir: Path, *, log_path: Path | None = None,
@@ -86,13 +113,15 @@ class BrokerProcess:
         # ports we picked ourselves may be taken by someone else before the broker binds
         # them (tests run in parallel): start() then picks again, see _PORT_RETRIES
         self._own_ports = port is None and management_port is None
-        self.port = port or free_port()
-        self.management_port = management_port or free_port()
-        self.kafka_port: int | None = free_port() if kafka else None  # None: Kafka off
+        self._holds: list[socket.socket] = []
+        weakref.finalize(self, _close_all, self._holds)
+        self.port = self._held(port)
+        self.management_port = self._held(management_port)
+        self.kafka_port: int | None = self._held() if kafka else None  # None: Kafka off
         # cluster mode (docs/cluster.md): with ``etcd``, a node named ``node_name`` of
         # ``cluster_name`` with a cluster port of its own
         self.etcd, self.node_name, self.cluster_name = etcd, node_name, cluster_name
-        self.cluster_port: int | None = free_port() if etcd else None
+        self.cluster_port: int | None = self._held() if etcd else None
         self.log_path = log_path or self.data_dir.parent / f"broker-{self.port}.log"
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
@@ -105,6 +134,15 @@ class BrokerProcess:
         self.stop_seconds = 0.0  # SIGTERM until exit (or SIGKILL), of the last stop()
         self._serving = False  # the management API answered: the SIGTERM handler is in
         self._https = False  # the API speaks HTTPS when TLS is configured (flag, env or file)
+
+    def _held(self, port: int | None = None) -> int:
+        """``port`` (None: a free one), held while this object lives (``hold_port``)."""
+        sock = hold_port(port or 0)
+        if sock is None:  # the caller's port, with a listener on it: start() will say so
+            assert port, "the kernel gave no free port"
+            return port
+        self._holds.append(sock)
+        return sock.getsockname()[1]
 
     @property
     def host(self) -> str:
@@ -171,11 +209,12 @@ class BrokerProcess:
                     and "cannot listen on" in self.log().rsplit("===== start at", 1)[-1]
                 if not lost_race or attempt == _PORT_RETRIES - 1:
                     raise
-                self.port, self.management_port = free_port(), free_port()
+                _close_all(self._holds)
+                self.port, self.management_port = self._held(), self._held()
                 if self.kafka_port is not None:
-                    self.kafka_port = free_port()
+                    self.kafka_port = self._held()
                 if self.cluster_port is not None:
-                    self.cluster_port = free_port()
+                    self.cluster_port = self._held()
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float, wait_api: bool) -> BrokerProcess:

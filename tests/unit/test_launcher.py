@@ -65,6 +65,9 @@ def test_start_stop_kill_restart(tmp_path: Path) -> None:
         proc.kill()
         assert not proc.alive() and proc.proc is not None
         assert proc.proc.returncode == -signal.SIGKILL
+        for port in ports:  # held for the restart: no one else's bind (nor bind(0)) gets it
+            with socket.socket() as other, pytest.raises(OSError):
+                other.bind(("127.0.0.1", port))
         proc.start()  # same ports and data dir after kill -9
         assert (proc.port, proc.management_port) == ports and proc.serving()
         assert proc.stop() == 0
@@ -86,10 +89,13 @@ def test_a_broker_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -> N
 
 
 def test_a_picked_port_taken_before_the_broker_binds_it_means_new_ports(tmp_path: Path) -> None:
-    """Parallel tests race for free ports: the launcher picks again instead of failing."""
+    """The launcher holds the ports it picks against bind(0) and plain binds, not against
+    a listener that sets SO_REUSEADDR (another broker given that port): then it picks again
+    instead of failing."""
     proc = BrokerProcess(tmp_path / "data")
     taken = proc.port
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
         proc.start()
