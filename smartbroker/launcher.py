@@ -66,6 +66,30 @@ def _close_all(socks: list[socket.socket]) -> None:
     socks.clear()
 
 
+class PortHolds:
+    """The ports of a restartable child (a broker, etcd), held (``hold_port``) for as
+    long as this object lives: a port freed by a kill -9 or a stop is not handed to
+    another process's bind(0) or connection before the restart binds it again (that
+    happened: "address already in use" on a restart while other tests ran)."""
+
+    def __init__(self) -> None:
+        self._socks: list[socket.socket] = []
+        weakref.finalize(self, _close_all, self._socks)
+
+    def take(self, port: int | None = None) -> int:
+        """``port`` (None: a free one), held from now on."""
+        sock = hold_port(port or 0)
+        if sock is None:  # the caller's port, with a listener on it: the child will say so
+            if not port:
+                raise OSError("the kernel gave no free loopback port")
+            return port
+        self._socks.append(sock)
+        return sock.getsockname()[1]
+
+    def release(self) -> None:
+        _close_all(self._socks)
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -96,10 +120,7 @@ class BrokerProcess:
     ``cluster_name``, a free ``cluster_port``). ``tree`` runs the ``smartbroker`` of another checkout
     (``PYTHONPATH`` and cwd), as the soak test does with a frozen worktree.
 
-    Its ports are held (``hold_port``) for as long as this object lives: a port freed by a
-    kill -9 or a stop is not handed to another process's bind(0) or connection before the
-    restart binds it again (that happened: "address already in use" on a restart while
-    other tests ran).
+    Its ports are held (``PortHolds``) for as long as this object lives.
     """
 
     def __init__(self, data_dir: Path, *, log_path: Path | None = None,
@@ -113,15 +134,14 @@ class BrokerProcess:
         # ports we picked ourselves may be taken by someone else before the broker binds
         # them (tests run in parallel): start() then picks again, see _PORT_RETRIES
         self._own_ports = port is None and management_port is None
-        self._holds: list[socket.socket] = []
-        weakref.finalize(self, _close_all, self._holds)
-        self.port = self._held(port)
-        self.management_port = self._held(management_port)
-        self.kafka_port: int | None = self._held() if kafka else None  # None: Kafka off
+        self._ports = PortHolds()
+        self.port = self._ports.take(port)
+        self.management_port = self._ports.take(management_port)
+        self.kafka_port: int | None = self._ports.take() if kafka else None  # None: Kafka off
         # cluster mode (docs/cluster.md): with ``etcd``, a node named ``node_name`` of
         # ``cluster_name`` with a cluster port of its own
         self.etcd, self.node_name, self.cluster_name = etcd, node_name, cluster_name
-        self.cluster_port: int | None = self._held() if etcd else None
+        self.cluster_port: int | None = self._ports.take() if etcd else None
         self.log_path = log_path or self.data_dir.parent / f"broker-{self.port}.log"
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
@@ -134,15 +154,6 @@ class BrokerProcess:
         self.stop_seconds = 0.0  # SIGTERM until exit (or SIGKILL), of the last stop()
         self._serving = False  # the management API answered: the SIGTERM handler is in
         self._https = False  # the API speaks HTTPS when TLS is configured (flag, env or file)
-
-    def _held(self, port: int | None = None) -> int:
-        """``port`` (None: a free one), held while this object lives (``hold_port``)."""
-        sock = hold_port(port or 0)
-        if sock is None:  # the caller's port, with a listener on it: start() will say so
-            assert port, "the kernel gave no free port"
-            return port
-        self._holds.append(sock)
-        return sock.getsockname()[1]
 
     @property
     def host(self) -> str:
@@ -209,12 +220,12 @@ class BrokerProcess:
                     and "cannot listen on" in self.log().rsplit("===== start at", 1)[-1]
                 if not lost_race or attempt == _PORT_RETRIES - 1:
                     raise
-                _close_all(self._holds)
-                self.port, self.management_port = self._held(), self._held()
+                self._ports.release()
+                self.port, self.management_port = self._ports.take(), self._ports.take()
                 if self.kafka_port is not None:
-                    self.kafka_port = self._held()
+                    self.kafka_port = self._ports.take()
                 if self.cluster_port is not None:
-                    self.cluster_port = self._held()
+                    self.cluster_port = self._ports.take()
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float, wait_api: bool) -> BrokerProcess:

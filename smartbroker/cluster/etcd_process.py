@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from smartbroker.launcher import HOST, free_port, port_open
+from smartbroker.launcher import HOST, PortHolds, port_open
 
 ETCD_BINARY = "etcd"  # Debian's etcd-server (3.4.23 on bookworm) installs /usr/bin/etcd
 _POLL = 0.02  # seconds between health probes
@@ -32,7 +32,8 @@ def etcd_binary() -> str | None:
 
 class EtcdProcess:
     """One ``etcd`` child: a single-member cluster on loopback, restartable on the same
-    ports and data directory. ``endpoint`` is what ``--etcd`` and the client take."""
+    ports (held while this object lives: ``PortHolds``; etcd's listeners set SO_REUSEADDR)
+    and data directory. ``endpoint`` is what ``--etcd`` and the client take."""
 
     def __init__(self, directory: Path, *, name: str = "smartbroker-etcd",
                  host: str = HOST, client_port: int | None = None,
@@ -42,8 +43,9 @@ class EtcdProcess:
         self.name = name
         self.host = host
         self._own_ports = client_port is None and peer_port is None
-        self.client_port = client_port or free_port()
-        self.peer_port = peer_port or free_port()
+        self._ports = PortHolds()
+        self.client_port = self._ports.take(client_port)
+        self.peer_port = self._ports.take(peer_port)
         self.binary = binary or etcd_binary()
         self.proc: subprocess.Popen[bytes] | None = None
         self.new_session = new_session  # a Ctrl-C of the caller does not reach etcd
@@ -85,7 +87,8 @@ class EtcdProcess:
             except RuntimeError:
                 if not self._own_ports or attempt == _PORT_RETRIES - 1:
                     raise
-                self.client_port, self.peer_port = free_port(), free_port()
+                self._ports.release()
+                self.client_port, self.peer_port = self._ports.take(), self._ports.take()
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float) -> EtcdProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def test_start_restart_keeps_data_and_stop(tmp_path: Path) -> None:
         port = proc.client_port
         assert proc.stop() is not None
         assert not proc.alive() and not proc.healthy()
+        with socket.socket() as other, pytest.raises(OSError):  # held for the restart
+            other.bind((proc.host, port))
         proc.start()
         assert proc.client_port == port  # a restart keeps its ports and its data
         assert _get(proc.endpoint, b"/k") == b"v"
