@@ -35,6 +35,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
         yield running
     finally:
         running.stop()
+        print(running.log()[-6000:])  # shown when a test failed: which moves happened
         assert "Traceback" not in running.log(), running.log()
 
 
