@@ -241,3 +241,40 @@ def test_aio_pika_publisher_and_consumer_move(workers: Workers) -> None:
         await consumer.close()
 
     asyncio.run(run())
+
+
+def test_unacked_delivery_or_exclusive_queue_keeps_it_here(workers: Workers) -> None:
+    w0, w1 = nodes(workers)
+    declare_on(workers, w1, "ho-busy")
+    pub, _ = pika_on(workers, w1)
+    pch = pub.channel()
+    pch.confirm_delivery()
+    for i in range(6):
+        pch.basic_publish("", "ho-busy", f"b{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    # a basic.get not acked yet, or an exclusive queue of its own: moving would lose them
+    unacked, uname = pika_on(workers, w0)
+    uch = unacked.channel()
+    held, _props, _body = uch.basic_get("ho-busy")
+    assert held is not None
+    exclusive, ename = pika_on(workers, w0)
+    ech = exclusive.channel()
+    ech.queue_declare("", exclusive=True)
+    got = []
+    for conn, ch in ((unacked, uch), (exclusive, ech)):
+        ch.basic_qos(prefetch_count=1)
+        ch.basic_consume("ho-busy", lambda c, m, p, b: got.append(b.decode()))
+        deadline = time.monotonic() + 10
+        while not got:
+            conn.process_data_events(time_limit=0.05)
+            assert time.monotonic() < deadline
+        got.clear()
+    assert where(workers, uname) == w0 and where(workers, ename) == w0  # stayed, forwarded
+    uch.basic_ack(held.delivery_tag)
+    unacked.close()
+    exclusive.close()  # its unacked delivery goes back to the queue
+    deadline = time.monotonic() + 10
+    while queue_counts(workers, "ho-busy") != (5, 0):
+        assert time.monotonic() < deadline, queue_counts(workers, "ho-busy")
+        time.sleep(0.02)
+    pch.queue_delete("ho-busy")
+    pub.close()
