@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_groups import Member, join, publish
+from stream_group_helpers import Member, join, publish
 
 from smartbroker.errors import ChannelError
 from smartbroker.queues.groups import GroupActive, MemberInfo, UnknownGroup
