@@ -6,8 +6,9 @@
   durable queues and ``x-queue-leader-locator=balanced`` (two queues per worker; messages
   transient as in run.py's F). run.py's F declares non-durable queues, which exist on
   their declaring node only (not in etcd), so half the connections could not reach them.
-  The kernel spreads the connections of each run over the workers at random, so about
-  half the publishes are forwarded and half the deliveries cross the link.
+  The kernel spreads the connections of each run over the workers at random; each then
+  moves, at its first publish or basic.consume, to the worker leading its queue (its
+  socket handed over, server/handoff.py), so after that nothing crosses the link.
 - ``forward``: two nodes (separate ports), the queue led by node 2; 1 publisher, 1
   consumer (1 KiB, prefetch 100) through node 2 (the leader) and through node 1 (every
   publish, delivery and ack crosses the link). msg/s and each node's CPU.
