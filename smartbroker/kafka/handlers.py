@@ -35,6 +35,7 @@ from smartbroker.kafka import (
     sasl,
     scram_admin,
     txn_api,
+    txn_describe,
 )
 from smartbroker.kafka.authz import (
     acting_as,
@@ -73,6 +74,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     group_admin.OFFSET_DELETE: group_admin.OFFSET_DELETE_VERSIONS,
     **txn_api.VERSIONS,  # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, ...
     **scram_admin.VERSIONS,  # Describe/AlterUserScramCredentials
+    **txn_describe.VERSIONS,  # DescribeProducers, DescribeTransactions, ListTransactions
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -140,6 +142,7 @@ class KafkaHandlers:
         self.producer = produce.Producer(broker, self.streams)
         self.txn = txn_api.TxnHandlers(broker, self.streams)  # idempotence, transactions
         self.producer.txn_lookup = self.txn.coordinator.lookup
+        self.txn_describe = txn_describe.TxnDescriber(broker, self.streams, self.txn.coordinator)
         self.lister = offsets.OffsetLister(self.streams)
         self.admin = admin.TopicAdmin(broker, self.streams, self.topic_id)
         self.partitions = partitions.PartitionAdmin(self.admin)
@@ -184,6 +187,9 @@ class KafkaHandlers:
             **self.txn.table(),
             scram_admin.DESCRIBE_SCRAM: self.scram_admin.describe,
             scram_admin.ALTER_SCRAM: self.scram_admin.alter,
+            txn_describe.DESCRIBE_PRODUCERS: self.txn_describe.describe_producers,
+            txn_describe.DESCRIBE_TRANSACTIONS: self.txn_describe.describe_transactions,
+            txn_describe.LIST_TRANSACTIONS: self.txn_describe.list_transactions,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 

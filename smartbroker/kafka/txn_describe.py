@@ -93,7 +93,7 @@ class TxnDescriber:
 
     def _producers(self, name: str, index: int, state_cls: Any) -> list[Any]:
         queue = self.topics.stream(name, create=False, need="read")
-        if index not in queue.partitions:
+        if not queue.partitions.has(index):
             raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                                  f"topic {name!r} has no partition {index}")
         elsewhere = self.topics.partition_elsewhere
