@@ -94,9 +94,21 @@ def queue_counts(workers: Workers, queue: str) -> tuple[int, int]:
     return info.get("messages_ready", 0), info.get("messages_unacknowledged", 0)
 
 
+def handovers(workers: Workers) -> dict[str, tuple[int, int, int]]:
+    """Each worker's (handed over, taken over, failed), from its own /api/nodes/{name}."""
+    out = {}
+    for node, port in workers.apis().items():
+        info = workers.get(f"/api/nodes/{node}", port)
+        assert isinstance(info, dict)
+        out[node] = (info["connections_handed_over"], info["connections_taken_over"],
+                     info["connection_handovers_failed"])
+    return out
+
+
 def test_publisher_with_confirms_moves_to_the_leader(workers: Workers) -> None:
     w0, w1 = nodes(workers)
     declare_on(workers, w1, "ho-pub")
+    before = handovers(workers)
     conn, name = pika_on(workers, w0, heartbeat=1)
     ch = conn.channel()
     ch.confirm_delivery()
@@ -111,6 +123,9 @@ def test_publisher_with_confirms_moves_to_the_leader(workers: Workers) -> None:
     assert where(workers, name) == w1
     assert conn.is_open
     conn.close()
+    after = handovers(workers)
+    assert after[w0][0] == before[w0][0] + 1 and after[w1][1] == before[w1][1] + 1
+    assert after[w0][2] == before[w0][2]
     reader, _ = pika_on(workers, w1)
     sub = reader.channel()
     got = []

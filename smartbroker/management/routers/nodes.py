@@ -33,7 +33,18 @@ def _node(state: Any) -> dict[str, Any]:
         "exchange_types": [{"name": n, "description": "", "enabled": True} for n in EXCHANGE_TYPES],
         "partitions": [],
         **_resources(state),
+        **_handovers(state.broker),
     }
+
+
+def _handovers(broker: Any) -> dict[str, Any]:
+    """serve --workers: connections this worker handed to a sibling leading their queue,
+    took from one, or failed to hand (then kept; server/handoff.py). None elsewhere."""
+    moves = broker.handoff
+    if moves is None:
+        return {}
+    return {"connections_handed_over": moves.sent, "connections_taken_over": moves.received,
+            "connection_handovers_failed": moves.failed}
 
 
 def _resources(state: Any) -> dict[str, Any]:
