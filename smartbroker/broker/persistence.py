@@ -45,7 +45,8 @@ def message_segment_bytes() -> int:
 
 class Persistence:
     def __init__(self, data_dir: Path, fsync: str = "batch",
-                 definitions: DefinitionStoreAPI | None = None) -> None:
+                 definitions: DefinitionStoreAPI | None = None,
+                 stream_flush_interval_ms: float = 1000.0) -> None:
         """``definitions``: cluster mode's store (etcd); else SQLite in ``data_dir``."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
@@ -58,7 +59,8 @@ class Persistence:
                                      segment_bytes=message_segment_bytes(),
                                      executors=self.executors)
         # what every vhost (and through it every durable queue) persists into
-        self.storage = Storage(self.messages, data_dir, fsync, self.executors)
+        self.storage = Storage(self.messages, data_dir, fsync, self.executors,
+                               stream_flush_interval_ms)
         # the listener of users, permissions and every vhost (broker/recorder.py)
         self.recorder = DefinitionsRecorder(self.definitions)
         # producers' dedup state; its files under the broker's bound on open handles

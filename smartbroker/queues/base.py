@@ -264,6 +264,8 @@ class Storage:
     data_dir: Path  # stream queues keep their logs under data_dir/streams
     fsync: str = "batch"
     executors: Executors | None = None  # the broker's disk worker threads
+    # how often a stream partition's data nobody waits for is fsynced (store/commit.py)
+    stream_flush_interval_ms: float = 1000.0
 
 
 @dataclass(frozen=True)

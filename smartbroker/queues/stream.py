@@ -22,6 +22,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from smartbroker.message import Message
+from smartbroker.protocol.codec import FLAG_PERSISTENT
 from smartbroker.queues import (
     kafka_batch,  # registers the store's Kafka batch reader
     producer_state,
@@ -63,6 +64,7 @@ from smartbroker.queues.stream_records import (
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
 from smartbroker.queues.stream_tail import Chunks, Tail, partition_budget
+from smartbroker.store.commit import WrittenOut
 
 
 class StreamQueue:
@@ -112,9 +114,12 @@ class StreamQueue:
         # None for a stream that never had a producer id: the AMQP-only read path
         self.txns = producer_state.load(self.directory, self.logs, lambda p, o: (
             (f.base, f.batch) for f in self.logs[p].scan_frames(o)))
-        # what a publish to each partition returns: confirm once that log is fsynced
-        self._published = [ACCEPTED if self.directory is None else PublishResult(True, lg)
-                           for lg in self.logs]
+        # what a publish to each partition returns: a persistent one is confirmed once that
+        # log is fsynced, a transient one once the OS has it (store/commit.py WrittenOut)
+        self._published: list[PublishResult] = []
+        self._written: list[PublishResult] = []
+        for lg in self.logs:
+            self.add_publish_results(lg)
         budget = partition_budget(len(self.logs))
         self._tails = [Tail(i, budget) for i in range(len(self.logs))]  # live readers' fast path
         self._chunks: defaultdict[int, Chunks] = defaultdict(Chunks)  # recent log reads
@@ -137,8 +142,15 @@ class StreamQueue:
         return cls(spec.name, spec.vhost, arguments=spec.arguments, host=host,
                    settings=settings, storage=storage, policy=spec.policy)
 
+    def add_publish_results(self, lg: Any) -> None:
+        """The cached results a publish to a new partition log returns."""
+        on_disk = self.directory is not None
+        self._published.append(PublishResult(True, lg) if on_disk else ACCEPTED)
+        self._written.append(PublishResult(True, WrittenOut(lg)) if on_disk else ACCEPTED)
+
     def _open_log(self, name: str, segment_bytes: int | None = None) -> Any:
-        return open_log(self.directory, self.storage, name, segment_bytes or self.stream.segment_bytes)
+        return open_log(self.directory, self.storage, name, segment_bytes or self.stream.segment_bytes,
+                        partition=True)
 
     # -- counts ----------------------------------------------------------------------------
     @property
@@ -201,7 +213,9 @@ class StreamQueue:
                 self._tails[index].clear()
                 self._chunks.clear()
             self.dispatch()
-        return self._published[index]
+        if message.flags & FLAG_PERSISTENT:
+            return self._published[index]
+        return self._written[index]
 
     # -- the front ends' read interface, and Kafka's appends ------------------------------
     @cached_property

@@ -18,7 +18,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from smartbroker.queues.base import ACCEPTED, PublishResult
 from smartbroker.queues.groups_members import _Progress
 from smartbroker.queues.stream_args import StreamSettings, policy_settings
 from smartbroker.queues.stream_tail import Tail, partition_budget
@@ -38,7 +37,7 @@ def add_partitions(stream: StreamQueue, count: int) -> None:
     for p in range(old, count):
         lg = stream._open_log(f"p{p}")
         stream.logs.append(lg)
-        stream._published.append(ACCEPTED if stream.directory is None else PublishResult(True, lg))
+        stream.add_publish_results(lg)
         stream._tails.append(Tail(p, partition_budget(count)))
     stream.declared = dataclasses.replace(stream.declared, partitions=count)
     stream.stream = dataclasses.replace(stream.stream, partitions=count)

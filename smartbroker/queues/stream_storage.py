@@ -55,9 +55,11 @@ def stream_directory(storage: Storage | None, vhost: str, name: str) -> Path | N
 
 
 def open_log(directory: Path | None, storage: Storage | None, name: str,
-             segment_bytes: int, *, lazy: bool = False) -> Any:
+             segment_bytes: int, *, lazy: bool = False, partition: bool = False) -> Any:
     """One partition (or the offsets) log of a stream: on disk if it has a directory.
-    ``lazy``: a log whose directory does not exist yet is made on first use (LazyLog)."""
+    ``lazy``: a log whose directory does not exist yet is made on first use (LazyLog).
+    ``partition``: unwaited records are fsynced every ``stream_flush_interval_ms`` (as
+    Kafka's partitions), not within 5 ms as the offsets and journal logs are."""
     if directory is None or storage is None:
         return MemoryLog(segment_bytes=segment_bytes)
     if lazy and not (directory / name).exists():
@@ -65,10 +67,12 @@ def open_log(directory: Path | None, storage: Storage | None, name: str,
                        if directory.is_dir()  # else deleted meanwhile: do not make it again
                        else MemoryLog(segment_bytes=segment_bytes))
     executors = storage.executors
+    idle = storage.stream_flush_interval_ms if partition else None
     if executors is None:
-        return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes)
+        return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes,
+                          idle_fsync_ms=idle)
     return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes,
-                      executor=executors.fsync, handles=executors.handles)
+                      executor=executors.fsync, handles=executors.handles, idle_fsync_ms=idle)
 
 
 class LazyLog:

@@ -45,6 +45,7 @@ class SegmentLog:
         fsync: str = "batch",
         segment_bytes: int = 32 << 20,
         sync_interval_ms: float = 5.0,
+        idle_fsync_ms: float | None = None,  # unwaited data's fsync interval (commit.py)
         index_interval: int = 4096,
         write_buffer_bytes: int = 1 << 20,
         verify: bool = False,
@@ -74,7 +75,8 @@ class SegmentLog:
         self._open(verify)
         self._commit = GroupCommit(
             self._prepare, self._finished, self._has_pending, fsync, sync_interval_ms / 1000,
-            durable=self.next_offset, executor=executor,
+            durable=self.next_offset, executor=executor, write_out=self.write_out,
+            idle_fsync=None if idle_fsync_ms is None else idle_fsync_ms / 1000,
         )
 
     # -- opening ---------------------------------------------------------------------

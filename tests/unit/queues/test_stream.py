@@ -19,6 +19,7 @@ from smartbroker.queues.stream import StreamEntry, StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
 from smartbroker.queues.stream_records import decode_record
 from smartbroker.queues.types import QuorumQueue, declare_queue, queue_type
+from smartbroker.store.commit import WrittenOut
 from smartbroker.store.log import SegmentLog
 
 
@@ -214,11 +215,28 @@ def test_in_memory_publish_needs_no_fsync():
     assert stream().publish(msg("x")) is ACCEPTED
 
 
-def test_on_disk_publish_names_the_partition_log_to_fsync(tmp_path):
+def test_on_disk_persistent_publish_names_the_partition_log_to_fsync(tmp_path):
     q = stream(StreamSettings(partitions=2), storage=Storage(None, tmp_path))
-    result = q.publish(msg("x", key="a"))
+    persistent = Message.build("", "a", b"x", commands.Basic.Properties(delivery_mode=2))
+    result = q.publish(persistent)
     assert result.accepted and isinstance(result.sync, SegmentLog)
     assert result.sync in q.logs
+    q.close()
+
+
+def test_on_disk_transient_publish_waits_for_the_os_only(tmp_path):
+    """A transient message's confirm needs its record written out, not fsynced: the
+    result names the same partition log, as written-only."""
+    q = stream(StreamSettings(partitions=2), storage=Storage(None, tmp_path))
+    result = q.publish(msg("x", key="a"))
+    assert result.accepted and isinstance(result.sync, WrittenOut)
+    assert result.sync.log in q.logs
+    def on_disk() -> int:
+        return sum(p.stat().st_size for p in tmp_path.rglob("p*/*.log"))
+
+    assert on_disk() == 0  # still in the broker's buffer
+    result.sync.write_out()
+    assert on_disk() > len(b"x")  # the OS has it: a kill -9 keeps it
     q.close()
 
 
