@@ -116,14 +116,15 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
 
 def connections_by_node(workers: Workers, conns: list[pika.BlockingConnection]) \
         -> dict[str, list[pika.BlockingConnection]]:
-    """Which node each open connection landed on, by its local port in each node's
-    /api/connections."""
+    """Which node each open connection landed on, by its local port among the rows each
+    node's /api/connections shows as its own (every node lists the cluster's clients)."""
     by_port = {c._impl._transport._sock.getsockname()[1]: c for c in conns}  # noqa: SLF001
     found: dict[str, list[pika.BlockingConnection]] = {}
     for name, port in workers.apis().items():
         listed = workers.get("/api/connections", port)
         assert isinstance(listed, list)
-        found[name] = [by_port[c["peer_port"]] for c in listed if c["peer_port"] in by_port]
+        found[name] = [by_port[c["peer_port"]] for c in listed
+                       if c["peer_port"] in by_port and c["node"] == name]
     return found
 
 
