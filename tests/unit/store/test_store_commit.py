@@ -257,3 +257,38 @@ def test_unexpected_error_in_a_round_fails_waiters_instead_of_hanging(tmp_path, 
 
     asyncio.run(main())
     log.close()
+
+
+def test_idle_fsync_writes_out_soon_and_fsyncs_later(tmp_path):
+    """A stream partition's unwaited records reach the OS within the short interval but
+    wait for the idle fsync tick; a waiter still gets its fsync at once."""
+    log = SegmentLog(tmp_path / "a", sync_interval_ms=1, idle_fsync_ms=60_000)
+    on_disk = tmp_path / "a" / segment.data_name(0)
+
+    async def main() -> None:
+        log.append(b"nobody waits for me")
+        deadline = time.monotonic() + 5
+        while on_disk.stat().st_size == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        assert on_disk.stat().st_size > 0  # written out: a kill -9 keeps it
+        assert log.stats.fsyncs == 0 and log.durable_offset == 0  # not fsynced yet
+        off = log.append(b"a confirm waits for me")
+        await log.wait_durable(off)  # no minute's wait: a round starts at once
+        assert log.durable_offset == 2 and log.stats.fsyncs == 1
+
+    asyncio.run(main())
+    log.close()
+
+
+def test_idle_fsync_tick_makes_unwaited_records_durable(tmp_path):
+    log = SegmentLog(tmp_path / "a", sync_interval_ms=1, idle_fsync_ms=20)
+
+    async def main() -> None:
+        log.append(b"nobody waits for me")
+        deadline = time.monotonic() + 5
+        while log.durable_offset < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    asyncio.run(main())
+    assert log.durable_offset == 1 and log.stats.fsyncs == 1
+    log.close()
