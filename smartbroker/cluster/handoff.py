@@ -214,6 +214,7 @@ class HandoffListener:
             raise
 
     async def close(self) -> None:
+        await self.handoff.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -299,5 +299,7 @@ class Handoff:
         conn.handle_buffered()
 
     async def close(self) -> None:
+        """Shutdown: moves in flight end (their connections are closed with the rest)."""
+        self.siblings = lambda node: None
         for task in list(self._tasks):
             task.cancel()
