@@ -24,7 +24,7 @@ from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.conftest import assert_clean_log
-from tests.kafka.test_kafka_abuse import Raw, batch, fetch, produce
+from tests.kafka.raw_client import Raw, batch, fetch, produce
 
 NAMES = ("n1", "n2", "n3")
 TIMEOUT = 20.0

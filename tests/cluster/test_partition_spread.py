@@ -28,7 +28,7 @@ from kafka.protocol import metadata
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.node_group import start_all, stop_all
-from tests.kafka.test_kafka_abuse import Raw, batch, produce
+from tests.kafka.raw_client import Raw, batch, produce
 
 NAMES = ("n1", "n2", "n3")
 TIMEOUT = 20.0

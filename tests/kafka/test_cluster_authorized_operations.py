@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 
 from smartbroker.launcher import BrokerProcess
+from tests.kafka.raw_client import Raw
 from tests.kafka.sasl_helpers import PASSWORD, add_user, confluent_sasl
-from tests.kafka.test_kafka_abuse import Raw
 
 CLUSTER_SET = {"CREATE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS",
                "ALTER_CONFIGS", "IDEMPOTENT_WRITE"}

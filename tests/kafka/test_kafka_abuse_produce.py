@@ -1,6 +1,7 @@
-"""Hostile Produce requests and a group join storm on a real broker's Kafka port: batches
-whose CRC, record count, length or varints lie, 100k tiny records, unknown compression,
-10k topics that do not exist (bounded by the vhost's max-queues), huge header counts.
+"""Hostile Produce requests on a real broker's Kafka port: batches whose CRC, record count,
+length or varints lie, 100k tiny records, unknown compression, 10k topics that do not
+exist (bounded by the vhost's max-queues), huge header counts. (A join storm and the rest:
+test_kafka_abuse.py.)
 Each gets Kafka's error (or is stored as sent where the broker checks headers only, see
 kafka/batches.py), nothing reaches the log as ERROR or a traceback, AMQP readers of the
 stream survive what was stored, and another client keeps working in the same test.
@@ -21,12 +22,12 @@ from typing import Any
 
 import pika
 import pytest
-from kafka.protocol import admin, consumer, metadata, producer
+from kafka.protocol import admin, metadata, producer
 from kafka.record.util import calc_crc32c
-from test_kafka_abuse import Raw, batch, fetch, healthy, mark, produce, quiet
 
 from tests.conftest import BrokerProcess
 from tests.kafka.kafka_brokers import own_kafka
+from tests.kafka.raw_client import Raw, batch, fetch, healthy, mark, produce, quiet
 
 CORRUPT_MESSAGE, UNKNOWN_TOPIC, INVALID_RECORD, UNSUPPORTED_COMPRESSION = 2, 3, 87, 76
 LEADER_NOT_AVAILABLE = 5
@@ -374,47 +375,5 @@ def test_headers_by_the_thousand(broker: BrokerProcess) -> None:
         assert part.error_code == 0
         assert b"with-headers" in bytes(fetch(raw, topic, part.base_offset).records)
     assert amqp_reads_until(broker, topic, b"with-headers")
-    healthy(broker)
-    quiet(broker, since)
-
-
-# -- a join storm ---------------------------------------------------------------------------------
-
-
-def test_join_group_storm(broker: BrokerProcess) -> None:
-    """300 connections join one group (v5: MEMBER_ID_REQUIRED, then again with the id) and
-    vanish without leaving; the coordinator answers each, the broker stays responsive, and
-    a member of another group is its leader meanwhile."""
-    since = mark(broker)
-    group = f"storm-{uuid.uuid4().hex[:8]}"
-    J = consumer.JoinGroupRequest
-    proto = [J.JoinGroupRequestProtocol(name="range", metadata=b"\x00\x01\x00\x00\x00\x00")]
-
-    def join(raw: Raw, member: str, name: str = group) -> Any:
-        return raw.call(J, 5, group_id=name, session_timeout_ms=6000,
-                        rebalance_timeout_ms=6000, member_id=member, group_instance_id=None,
-                        protocol_type="consumer", protocols=proto)
-
-    stormers = [Raw(broker.kafka_port) for _ in range(300)]
-    try:
-        ids = []
-        for raw in stormers:
-            first = join(raw, "")
-            assert first.error_code == 79, first  # MEMBER_ID_REQUIRED
-            ids.append(first.member_id)
-        for raw, member in zip(stormers, ids, strict=True):  # the second join waits for the rebalance
-            raw.sock.sendall(raw.encode(J, 5, group_id=group, session_timeout_ms=6000,
-                                        rebalance_timeout_ms=6000, member_id=member,
-                                        group_instance_id=None, protocol_type="consumer",
-                                        protocols=proto))
-        healthy(broker)
-        with Raw(broker.kafka_port, timeout=30) as calm:
-            other = f"calm-{uuid.uuid4().hex[:8]}"
-            member = join(calm, "", other).member_id
-            joined = join(calm, member, other)
-            assert joined.error_code == 0 and joined.leader == member, joined
-    finally:
-        for raw in stormers:
-            raw.close()
     healthy(broker)
     quiet(broker, since)

@@ -20,7 +20,6 @@ import snappy
 import zstandard
 from kafka import codec as kafka_codec
 from kafka.protocol import admin
-from test_kafka_abuse import Raw, batch, fetch, healthy, mark, produce, quiet
 from test_kafka_abuse_produce import peak_rss, recrc
 
 from tests.conftest import BrokerProcess
@@ -28,6 +27,7 @@ from tests.kafka.amqp_streams import amqp_read
 from tests.kafka.cross_protocol_readers import confluent_records, kafka_python_records
 from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.kafka_producers import confluent_produce
+from tests.kafka.raw_client import Raw, batch, fetch, healthy, mark, produce, quiet
 
 CODECS = {"snappy": 2, "lz4": 3, "zstd": 4}
 CORRUPT_MESSAGE, MESSAGE_TOO_LARGE = 2, 10

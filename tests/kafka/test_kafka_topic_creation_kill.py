@@ -14,7 +14,7 @@ from kafka.protocol import metadata
 
 from smartbroker.launcher import BrokerProcess
 from tests.kafka.kafka_brokers import own_kafka
-from tests.kafka.test_kafka_abuse import Raw, create_topics
+from tests.kafka.raw_client import Raw, create_topics
 
 pytestmark = pytest.mark.extension  # kill -9 of our own broker; Kafka has no such test
 

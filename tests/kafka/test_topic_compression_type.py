@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_kafka_abuse import mark, quiet
 from test_kafka_compression import COUNT, produce_confluent, produce_kafka_python, stored_codecs
 
 from tests.conftest import BrokerProcess
@@ -22,6 +21,7 @@ from tests.kafka.amqp_streams import amqp_read
 from tests.kafka.cross_protocol_readers import confluent_records, kafka_python_records
 from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.kafka_producers import confluent_produce
+from tests.kafka.raw_client import mark, quiet
 
 ck = pytest.importorskip("confluent_kafka")
 cka = pytest.importorskip("confluent_kafka.admin")

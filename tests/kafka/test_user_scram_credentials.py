@@ -26,10 +26,10 @@ from kafka.protocol.sasl import (
     SaslHandshakeResponse,
 )
 from scramp import ScramClient
-from test_kafka_abuse import Raw, mark, quiet
 
 from smartbroker.launcher import BrokerProcess
 from tests.kafka.kafka_brokers import own_kafka
+from tests.kafka.raw_client import Raw, mark, quiet
 from tests.kafka.sasl_helpers import (
     PASSWORD,
     add_user,
