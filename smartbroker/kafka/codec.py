@@ -9,6 +9,7 @@ another codec (e.g. ``kio``) can replace this module alone.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -286,30 +287,16 @@ def write_batch(records: Iterable[tuple[int, bytes | None, bytes | None,
 
 
 BATCH_OVERHEAD = 61  # the RecordBatch v2 header, before its first record
-_ENCODERS = {1: gzip_encode, 2: snappy_encode, 3: lz4_encode, 4: zstd_encode}
+# gzip at zlib's default level 6, as Kafka's (the library's default is 9: twice the CPU)
+_ENCODERS = {1: functools.partial(gzip_encode, compresslevel=6), 2: snappy_encode,
+             3: lz4_encode, 4: zstd_encode}
 
 
-def recompress(data: bytes | memoryview, compression: int) -> bytes:
-    """One RecordBatch v2 re-encoded with codec ``compression`` (0: none; 1-4 gzip, snappy
-    in xerial framing as Kafka's, lz4, zstd), always, even where it does not shrink (as
-    Kafka's broker; the library's builder would fall back to none). Records, their offset
-    deltas, timestamps and headers, the producer fields and the other attribute bits are
-    kept. The caller bounded what ``data`` inflates to (``batches.check_size``)."""
-    old = next(read_batches(data))
-    builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=0, is_transactional=old.is_transactional,
-        producer_id=old.producer_id, producer_epoch=old.producer_epoch,
-        base_sequence=old.base_sequence, batch_size=2**31 - 1)
-    for rec in old:
-        builder.append(rec.offset - old.base_offset, timestamp=rec.timestamp, key=rec.key,
-                       value=rec.value, headers=list(rec.headers))
-    batch = builder.build()
-    if compression:
-        batch[BATCH_OVERHEAD:] = _ENCODERS[compression](bytes(batch[BATCH_OVERHEAD:]))
-    struct.pack_into(">qiib", batch, 0, old.base_offset, len(batch) - 12, old.leader_epoch, 2)
-    struct.pack_into(">h", batch, 21, (old.attributes & ~0x07) | compression)
-    struct.pack_into(">I", batch, 17, calc_crc32c(memoryview(batch)[21:]))
-    return bytes(batch)
+def compress(compression: int, payload: bytes | memoryview) -> bytes:
+    """A batch's records section compressed with codec ``compression`` (1-4: gzip, snappy
+    in xerial framing as Kafka's Java client writes it, lz4 frames, zstd), by kafka-python's
+    codec functions: what the broker stores when a topic's compression.type says so."""
+    return _ENCODERS[compression](bytes(payload))
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
@@ -409,6 +396,6 @@ _SMALL_VARINTS.extend(bytes([v]) if v < 128 else bytes([(v & 0x7F) | 0x80, v >> 
 __all__ = ["API_VERSIONS", "BATCH_OVERHEAD", "crc32c", "FETCH", "METADATA", "REQUESTS", "RESPONSES", "DecodeError", "Header",
            "Record", "Request", "api_versions_error", "control_batch", "decode_header", "decode_request",
            "encode_response", "frame_size", "is_flexible", "max_version",
-           "peek_header", "read_batches", "read_records", "recompress", "record_size",
+           "peek_header", "read_batches", "read_records", "compress", "record_size",
            "response_class",
            "write_batch", "write_batch_at"]
