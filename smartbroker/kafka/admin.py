@@ -163,8 +163,13 @@ class TopicAdmin:
         except AMQPError as exc:
             raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from None
         if later:  # compression.type: kept in the new stream's overrides (configs.py)
-            queue.meta.overrides.update(later)
-            queue.meta.save()
+            meta = getattr(queue, "meta", None)
+            if meta is None:  # cluster mode: placed on another node, whose overrides these are
+                raise TopicError(ErrorCode.INVALID_CONFIG, f"Topic '{name}' was created on "
+                                 "another node without its compression.type: set it with "
+                                 "AlterConfigs")
+            meta.overrides.update(later)
+            meta.save()
         log.info("Kafka topic %r created as a stream of %d partition(s) in vhost %r",
                  name, partitions, vhost.name)
         return queue, arguments, partitions
