@@ -55,6 +55,7 @@ class TLSWorkers:
             listed = self.get("/api/connections", port)
             assert isinstance(listed, list)
             if any((c.get("client_properties") or {}).get("connection_name") == name
+                   and c.get("node") == node  # every worker lists the cluster's clients
                    for c in listed):
                 return node
         return None

@@ -45,6 +45,7 @@ def where(workers: Workers, name: str) -> str | None:
         listed = workers.get("/api/connections", port)
         assert isinstance(listed, list)
         if any((c.get("client_properties") or {}).get("connection_name") == name
+               and c.get("node") == node  # every worker lists the cluster's clients
                for c in listed):
             return node
     return None
