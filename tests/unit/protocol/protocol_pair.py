@@ -4,11 +4,14 @@ bytes out, a few lines each."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
+import pytest
 from pamqp import body as pamqp_body
 from pamqp import commands, frame, header
 
+from smartbroker.errors import ConnectionError
 from smartbroker.protocol.connection import Connection
 from smartbroker.protocol.events import NEED_DATA, PAUSED, Event
 
@@ -74,3 +77,23 @@ class Pair:
     def open_channel(self, number: int = 1) -> bytes:
         self.feed(method(number, commands.Channel.Open()))
         return self.server.send_channel_open_ok(number)
+
+
+def open_pair(**limits: Any) -> Pair:
+    """A pair past the handshake with channel 1 open."""
+    pair = Pair(**limits)
+    pair.handshake()
+    pair.open_channel(1)
+    return pair
+
+
+def connection_error(pair: Pair, data: bytes) -> ConnectionError:
+    """The connection error (a hard error: the connection closes) ``data`` raises."""
+    with pytest.raises(ConnectionError) as info:
+        pair.feed(data)
+    return info.value
+
+
+def raw_frame(ftype: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
+    """A frame built by hand, so that it can lie (size, end marker, type)."""
+    return struct.pack("!BHI", ftype, channel, len(payload)) + payload + end

@@ -1,23 +1,30 @@
-"""The sans-IO server connection: handshake, channel and content states, RabbitMQ's
-errors for every illegal move, frame limits. Bytes in, events and bytes out."""
+"""The sans-IO server connection: handshake, frames and channels, with RabbitMQ's errors
+for every illegal move and the frame limits. Bytes in, events and bytes out. (Publish and
+content frames: test_protocol_content.py.)"""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
-from pamqp import commands, frame, header, heartbeat
-from protocol_pair import PROTOCOL_HEADER, START, Pair, method, publish, read_frames
+from pamqp import commands, frame, heartbeat
+from protocol_pair import (
+    PROTOCOL_HEADER,
+    START,
+    Pair,
+    connection_error,
+    method,
+    open_pair,
+    publish,
+    raw_frame,
+    read_frames,
+)
 
 from smartbroker.errors import ConnectionError
 from smartbroker.protocol.connection import Connection, LocalProtocolError
 from smartbroker.protocol.events import (
     NEED_DATA,
     PAUSED,
-    Ack,
     BadProtocolHeader,
     ChannelClosed,
-    ChannelFailed,
     ChannelOpen,
     ConnectionClosed,
     Heartbeat,
@@ -26,23 +33,6 @@ from smartbroker.protocol.events import (
     Publish,
 )
 from smartbroker.protocol.states import ChannelState, State
-
-
-def _error(pair: Pair, data: bytes) -> ConnectionError:
-    with pytest.raises(ConnectionError) as info:
-        pair.feed(data)
-    return info.value
-
-
-def _raw_frame(ftype: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
-    return struct.pack("!BHI", ftype, channel, len(payload)) + payload + end
-
-
-def open_pair(**limits: object) -> Pair:
-    pair = Pair(**limits)
-    pair.handshake()
-    pair.open_channel(1)
-    return pair
 
 
 # -- handshake ---------------------------------------------------------------------------
@@ -113,7 +103,7 @@ def test_connection_method_out_of_order_is_503(state_setup: int, sent: object, t
     ]
     for step in steps[:state_setup - 1]:
         step()
-    err = _error(pair, method(0, sent))
+    err = connection_error(pair, method(0, sent))
     assert (err.code, err.text) == (503, text)
     assert (err.class_id, err.method_id) == (10, sent.index & 0xFFFF)
 
@@ -130,7 +120,7 @@ def test_tune_ok_out_of_limits_is_530(frame_max: int, channel_max: int, text: st
     pair.server.send_start(START)
     pair.feed(method(0, commands.Connection.StartOk(mechanism="PLAIN", response="x")))
     pair.server.send_tune()
-    err = _error(pair, method(0, commands.Connection.TuneOk(channel_max=channel_max,
+    err = connection_error(pair, method(0, commands.Connection.TuneOk(channel_max=channel_max,
                                                             frame_max=frame_max)))
     assert (err.code, err.text, err.class_id, err.method_id) == (530, text, 10, 31)
     assert pair.server.state is State.AWAIT_TUNE_OK
@@ -177,49 +167,49 @@ def test_frame_larger_than_pre_tune_limit() -> None:
     pair = Pair()
     pair.feed(PROTOCOL_HEADER)
     pair.server.send_start(START)
-    err = _error(pair, _raw_frame(1, 0, b"\0" * 4097))
+    err = connection_error(pair, raw_frame(1, 0, b"\0" * 4097))
     assert (err.code, err.text) == (501, "type 1, all octets = <<>>: {frame_too_large,4097,4088}")
 
 
 def test_frame_larger_than_negotiated_frame_max() -> None:
     pair = Pair()
     pair.handshake(frame_max=8192)
-    err = _error(pair, _raw_frame(3, 1, b"x" * 8193))
+    err = connection_error(pair, raw_frame(3, 1, b"x" * 8193))
     assert err.text == "type 3, all octets = <<>>: {frame_too_large,8193,8184}"
 
 
 def test_invalid_frame_end_marker() -> None:
     pair = open_pair()
-    err = _error(pair, _raw_frame(8, 0, b"", end=b"\x00"))
+    err = connection_error(pair, raw_frame(8, 0, b"", end=b"\x00"))
     assert (err.code, err.text) == (501, "type 8, all octets = <<>>: {invalid_frame_end_marker,0}")
 
 
 def test_error_drops_the_buffered_input() -> None:
     pair = open_pair()
-    pair.server.receive_data(_raw_frame(8, 0, b"", end=b"\x00") + publish(1))
+    pair.server.receive_data(raw_frame(8, 0, b"", end=b"\x00") + publish(1))
     with pytest.raises(ConnectionError):
         pair.server.next_event()
     assert pair.server.next_event() is NEED_DATA
 
 
 @pytest.mark.parametrize(("data", "code", "text", "ids"), [
-    (_raw_frame(2, 0, b"\0" * 14), 505, "content frame of type 2 on channel 0", (0, 0)),
-    (_raw_frame(3, 0, b"x"), 505, "content frame of type 3 on channel 0", (0, 0)),
-    (_raw_frame(9, 0, b""), 501, "unknown frame type 9", (0, 0)),
+    (raw_frame(2, 0, b"\0" * 14), 505, "content frame of type 2 on channel 0", (0, 0)),
+    (raw_frame(3, 0, b"x"), 505, "content frame of type 3 on channel 0", (0, 0)),
+    (raw_frame(9, 0, b""), 501, "unknown frame type 9", (0, 0)),
     (method(0, commands.Basic.Qos()), 504, "unexpected method in connection state running", (60, 10)),
-    (_raw_frame(8, 1, b""), 505, "heartbeat frame on non-zero channel 1", (0, 0)),
+    (raw_frame(8, 1, b""), 505, "heartbeat frame on non-zero channel 1", (0, 0)),
     (method(2, commands.Basic.Qos()), 504, "expected 'channel.open'", (60, 10)),
     (method(1, commands.Channel.Open()), 504, "second 'channel.open' seen", (20, 10)),
-    (_raw_frame(2, 2, b"\0" * 14), 504, "unexpected content header on channel 2", (0, 0)),
-    (_raw_frame(3, 2, b"x"), 504, "unexpected content body on channel 2", (0, 0)),
-    (_raw_frame(2, 1, b"\0<" + b"\0" * 12), 505, "expected method frame, got content header", (0, 0)),
-    (_raw_frame(3, 1, b"x"), 505, "expected content header for class 60, got content body", (0, 0)),
-    (_raw_frame(1, 1, b"\0\x3c\0\x28\0\0\x05ab"), 502, "cannot decode basic.publish", (60, 40)),
+    (raw_frame(2, 2, b"\0" * 14), 504, "unexpected content header on channel 2", (0, 0)),
+    (raw_frame(3, 2, b"x"), 504, "unexpected content body on channel 2", (0, 0)),
+    (raw_frame(2, 1, b"\0<" + b"\0" * 12), 505, "expected method frame, got content header", (0, 0)),
+    (raw_frame(3, 1, b"x"), 505, "expected content header for class 60, got content body", (0, 0)),
+    (raw_frame(1, 1, b"\0\x3c\0\x28\0\0\x05ab"), 502, "cannot decode basic.publish", (60, 40)),
     (method(1, commands.Basic.Publish(immediate=True)), 540, "immediate=true", (60, 40)),
-    (_raw_frame(1, 1, b"\0\x3c\x01\x00"), 540, "unknown method (class 60, method 256)", (60, 256)),
+    (raw_frame(1, 1, b"\0\x3c\x01\x00"), 540, "unknown method (class 60, method 256)", (60, 256)),
 ])
 def test_illegal_frames_in_open_state(data: bytes, code: int, text: str, ids: tuple[int, int]) -> None:
-    err = _error(open_pair(), data)
+    err = connection_error(open_pair(), data)
     assert (err.code, err.text, (err.class_id, err.method_id)) == (code, text, ids)
 
 
@@ -227,7 +217,7 @@ def test_channel_frame_before_open_is_505() -> None:
     pair = Pair()
     pair.feed(PROTOCOL_HEADER)
     pair.server.send_start(START)
-    err = _error(pair, method(1, commands.Channel.Open()))
+    err = connection_error(pair, method(1, commands.Channel.Open()))
     assert (err.code, err.text) == (505, "type 1 on channel 1 before connection.open")
 
 
@@ -244,7 +234,7 @@ def test_channel_open_and_channel_max() -> None:
     [(number, ok)] = read_frames(pair.server.send_channel_open_ok(5))
     assert number == 5 and isinstance(ok, commands.Channel.OpenOk)
     pair.feed(method(7, commands.Channel.Open()))
-    err = _error(pair, method(9, commands.Channel.Open()))
+    err = connection_error(pair, method(9, commands.Channel.Open()))
     assert (err.code, err.text) == (530, "number of channels opened (2) has reached the "
                                          "negotiated channel_max (2)")
 
@@ -255,7 +245,7 @@ def test_server_channel_close_drops_frames_until_close_ok() -> None:
     pair.server.send_channel_close(1, 404, "NOT_FOUND - x", 60, 40)
     assert pair.server.channels[1].state is ChannelState.CLOSING
     dropped = (frame.marshal(commands.Basic.Qos(), 1) + publish(1)
-               + _raw_frame(3, 1, b"stray body"))
+               + raw_frame(3, 1, b"stray body"))
     assert pair.feed(dropped) == []
     assert pair.feed(method(1, commands.Channel.CloseOk())) == [ChannelClosed(1)]
     assert 1 not in pair.server.channels
@@ -277,145 +267,3 @@ def test_client_channel_close_then_close_ok_frees_the_number() -> None:
     assert isinstance(event.method, commands.Channel.Close)
     pair.server.send_channel_close_ok(1)
     assert pair.server.channels == {}
-
-
-# -- publish -------------------------------------------------------------------------------------
-def test_publish_becomes_one_event() -> None:
-    pair = open_pair()
-    props = commands.Basic.Properties(content_type="text/plain", delivery_mode=2)
-    [event] = pair.feed(publish(1, b"hello", exchange="amq.direct", routing_key="k",
-                                props=props, mandatory=True))
-    assert isinstance(event, Publish)
-    assert (event.channel, event.route[:2], event.mandatory, event.body) == (
-        1, ("amq.direct", "k"), True, b"hello")
-    assert event.route[2] == b"\x0aamq.direct\x01k"
-    assert event.flags & (1 << 16)  # FLAG_PERSISTENT
-    assert pair.server.channels[1].state is ChannelState.OPEN
-
-
-def test_empty_body_publish_completes_at_the_header() -> None:
-    [event] = open_pair().feed(publish(1, b""))
-    assert isinstance(event, Publish) and event.body == b""
-
-
-def test_body_split_over_frames_is_joined() -> None:
-    pair = Pair()
-    pair.handshake(frame_max=4096)
-    pair.open_channel(1)
-    body = bytes(range(256)) * 40
-    [event] = pair.feed(publish(1, body, frame_max=4096))
-    assert event.body == body
-
-
-def test_routes_and_headers_are_interned() -> None:
-    pair = open_pair()
-    props = commands.Basic.Properties(content_type="a")
-    first, second = pair.feed(publish(1, props=props) + publish(1, props=props))
-    assert first.route is second.route
-    assert first.header is second.header
-
-
-def test_ack_fast_path() -> None:
-    pair = open_pair()
-    data = method(1, commands.Basic.Ack(delivery_tag=2**40, multiple=True))
-    assert pair.feed(data) == [Ack(1, 2**40, True)]
-
-
-def test_message_over_max_size_fails_the_channel_only() -> None:
-    pair = open_pair(max_message_size=10)
-    events = pair.feed(method(1, commands.Basic.Publish(routing_key="q"))
-                       + frame.marshal(header.ContentHeader(
-                           0, 11, commands.Basic.Properties()), 1))
-    [failed] = events
-    assert isinstance(failed, ChannelFailed) and failed.channel == 1
-    err = failed.error
-    assert (err.code, err.text, err.class_id, err.method_id) == (
-        406, "message size 11 is larger than configured max size 10", 60, 40)
-    pair.server.send_channel_close(1, err.code, err.reply_text, err.class_id, err.method_id)
-    assert pair.feed(_raw_frame(3, 1, b"x" * 11)) == []  # the body is dropped
-
-
-def test_unknown_delivery_mode_fails_the_channel() -> None:
-    header = b"\x00\x3c\x00\x00" + struct.pack("!Q", 1) + b"\x10\x00" + b"\x03"
-    data = method(1, commands.Basic.Publish(routing_key="q")) + _raw_frame(2, 1, header)
-    [failed] = open_pair().feed(data)
-    assert failed.error.text == "invalid message: {delivery_mode_unknown,3}"
-
-
-def test_malformed_properties_are_502() -> None:
-    header = b"\x00\x3c\x00\x00" + struct.pack("!Q", 1) + b"\x80\x00" + b"\x09abc"
-    err = _error(open_pair(), method(1, commands.Basic.Publish()) + _raw_frame(2, 1, header))
-    assert (err.code, err.class_id, err.method_id) == (502, 60, 40)
-    assert err.text.startswith("unable to decode content properties: ")
-
-
-def test_body_longer_than_declared_is_501() -> None:
-    data = publish(1, b"abc")[:-11] + _raw_frame(3, 1, b"abcd")
-    err = _error(open_pair(), data)
-    assert (err.code, err.text, err.class_id) == (501, "content body exceeds declared size 3", 60)
-
-
-def test_method_while_awaiting_content_is_505() -> None:
-    pair = open_pair()
-    pair.feed(method(1, commands.Basic.Publish()))
-    err = _error(pair, method(1, commands.Basic.Qos()))
-    assert (err.code, err.text, err.class_id, err.method_id) == (
-        505, "expected content header for class 60, got non content header frame instead", 60, 10)
-
-
-def test_content_header_for_another_class_is_505() -> None:
-    header = b"\x00\x32\x00\x00" + struct.pack("!Q", 1) + b"\x00\x00"
-    err = _error(open_pair(), method(1, commands.Basic.Publish()) + _raw_frame(2, 1, header))
-    assert (err.code, err.text) == (505, "expected content header for class 60, got one for "
-                                         "class 50 instead")
-
-
-def test_send_content_splits_to_the_negotiated_frame_max() -> None:
-    pair = Pair()
-    pair.handshake(frame_max=4096)
-    frames = read_frames(b"".join(pair.server.send_content(1, b"\x00\x3c\x00\x00" + struct.pack("!Q", 10000) + b"\x00\x00", b"x" * 10000)))
-    sizes = [len(f.value) for _, f in frames[1:]]
-    assert sizes == [4088, 4088, 1824]
-
-
-def test_other_methods_are_decoded_with_pamqp_classes() -> None:
-    args = {"x-max-length": 10, "nested": {"deep": [1, "two"]}}
-    [event] = open_pair().feed(method(1, commands.Queue.Declare(queue="q", durable=True,
-                                                                arguments=args)))
-    assert isinstance(event.method, commands.Queue.Declare)
-    assert (event.method.queue, event.method.durable, event.method.arguments) == ("q", True, args)
-
-
-def test_a_13_byte_content_header_that_looks_like_an_ack_is_a_header() -> None:
-    looks_like_ack = b"\x00\x3c\x00\x50" + b"\x00" * 9  # class 60, weight 0x50, truncated
-    err = _error(open_pair(), _raw_frame(2, 1, looks_like_ack))  # no publish before it
-    assert (err.code, err.text) == (505, "expected method frame, got content header")
-
-
-def test_ack_in_the_middle_of_a_message_is_505() -> None:
-    pair = open_pair()
-    pair.feed(method(1, commands.Basic.Publish()))
-    err = _error(pair, method(1, commands.Basic.Ack(delivery_tag=1)))
-    assert err.code == 505
-
-
-def test_oversized_frame_is_refused_from_its_header_alone() -> None:
-    pair = Pair()
-    pair.handshake(frame_max=4096)
-    err = _error(pair, struct.pack("!BHI", 1, 1, 5000))
-    assert err.text == "type 1, all octets = <<>>: {frame_too_large,5000,4088}"
-
-
-def test_deliver_get_ok_return_and_heartbeat_frames() -> None:
-    server = open_pair().server
-    route = b"\x0aamq.direct\x01k"
-    frames = read_frames(server.send_deliver(1, b"\x03ctg", 5, True, route)
-                         + server.send_get_ok(1, 6, False, route, 3)
-                         + server.send_return(1, 312, "NO_ROUTE", route)
-                         + server.send_heartbeat())
-    deliver, get_ok, returned, beat = (f for _, f in frames)
-    assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered,
-            deliver.exchange, deliver.routing_key) == ("ctg", 5, True, "amq.direct", "k")
-    assert (get_ok.delivery_tag, get_ok.message_count) == (6, 3)
-    assert (returned.reply_code, returned.reply_text, returned.routing_key) == (312, "NO_ROUTE", "k")
-    assert type(beat).__name__ == "Heartbeat"
