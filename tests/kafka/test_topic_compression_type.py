@@ -139,3 +139,16 @@ def test_ms_configs_that_are_not_whole_seconds(admin: Any) -> None:
     assert got["delete.retention.ms"].value == "1000"
     incremental(admin, topic, "retention.ms", "1500", cka.AlterConfigOpType.SET)
     assert described(admin, topic)["retention.ms"].value == "2000"
+
+
+def test_codec_survives_a_restart(broker: BrokerProcess) -> None:
+    """Kept with the stream's overrides (meta.json): after a restart the topic still says
+    zstd and still re-encodes (last in the module: it restarts the module's broker)."""
+    admin = cka.AdminClient({"bootstrap.servers": broker.kafka_bootstrap})
+    topic = create(admin, {"compression.type": "zstd"})
+    del admin
+    broker.restart()
+    admin = cka.AdminClient({"bootstrap.servers": broker.kafka_bootstrap})
+    assert described(admin, topic)["compression.type"].value == "zstd"
+    produce_confluent(broker, topic, "none")
+    assert set(stored_codecs(broker, topic, COUNT)) == {4}
