@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
+from pamqp.commands import INDEX_MAPPING
+
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster import partition_spread
 from smartbroker.cluster.forwarding import LeaderService, Link
@@ -172,6 +174,11 @@ class QueueForwarding:
                 await coro
             except ConnectionError as err:
                 conn.server_close(err.code, err.text)
+            except TimeoutError:  # etcd did not take the change in time (held.py's answer)
+                method = INDEX_MAPPING.get((ids[0] << 16) | ids[1])
+                name = method.name.lower() if method is not None else "the operation"
+                conn.server_close(541, f"INTERNAL_ERROR - could not {name} because the "
+                                       f"metadata store operation timed out")
             except AMQPError as err:
                 if not ch.closing and not ch.torn_down:
                     conn.channel_failed(ch, err.at(*ids))
