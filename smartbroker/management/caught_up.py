@@ -11,11 +11,14 @@ a single node ``broker.catch_up`` is None and nothing is wrapped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 from smartbroker.management.state import ManagementState
+
+log = logging.getLogger("smartbroker.management")
 
 # the routes whose 404 may be a definition this node has not applied yet: the ones
 # carrying a vhost in their second segment first
@@ -69,7 +72,10 @@ class CaughtUp:
         await self.app(scope, recording, unless_404)
         if not held:
             return
-        await catch_up(vhost)
+        try:
+            await catch_up(vhost)  # bounded; etcd unreachable gives up by itself
+        except Exception as exc:  # never a 500 instead of the 404: answer again as it is
+            log.warning("catching up with etcd before an API 404 failed: %s", exc)
         replay = list(received)
 
         async def replaying() -> dict[str, Any]:
