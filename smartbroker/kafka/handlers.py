@@ -34,6 +34,7 @@ from smartbroker.kafka import (
     records_admin,
     sasl,
     scram_admin,
+    slices,
     txn_api,
     txn_describe,
 )
@@ -274,7 +275,7 @@ class KafkaHandlers:
 
     # -- Metadata --------------------------------------------------------------------------
 
-    def metadata(self, request: Request, session: Session) -> Any:
+    def metadata(self, request: Request, session: Session, caught_up: bool = False) -> Any:
         cls = codec.response_class(codec.METADATA)
         body = request.body
         wanted = body.topics
@@ -301,11 +302,23 @@ class KafkaHandlers:
                        and body.include_cluster_authorized_operations else None)
         found = ([(NODE_ID, self.node.host or session.local_host, session.port or self.node.port)]
                  if self.peers is None else self.peers.brokers())
+        if not caught_up and self.broker.catch_up is not None and any(
+                t.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION for t in topics):
+            # cluster mode: another node may have created it a moment ago (as AMQP's 404s)
+            return slices.detached(self._metadata_caught_up(request, session))
         return cls(version=request.api_version, throttle_time_ms=0,
                    brokers=[cls.MetadataResponseBroker(node_id=i, host=h, port=p, rack=None)
                             for i, h, p in found],
                    cluster_id=self.node.cluster_id, controller_id=self.node_id, topics=topics,
                    authorized_operations=cluster_ops)
+
+    async def _metadata_caught_up(self, request: Request, session: Session) -> Any:
+        """Metadata again once this node applied what etcd holds (cluster/visibility.py,
+        bounded): only an unknown topic pays the etcd read."""
+        catch_up = self.broker.catch_up
+        assert catch_up is not None
+        await catch_up(self.node.vhost)
+        return self.metadata(request, session, caught_up=True)
 
     def _requested(self, cls: Any, wanted: Any, create: bool, by_id: dict[Any, Topic]) -> Any:
         name = wanted.name
