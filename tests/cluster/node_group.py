@@ -1,14 +1,40 @@
-"""Starting and stopping a test cluster's broker processes together, as a cluster is
-started and stopped in production: the joins and leaves overlap (a bug there shows), and
-a fixture waits for the slowest node instead of the sum of them."""
+"""A test cluster's broker processes: each node built the same way (``cluster_node``),
+started and stopped together as a cluster is in production (the joins and leaves overlap,
+so a bug there shows, and a fixture waits for the slowest node instead of the sum of
+them), and ``poll`` for what the nodes must come to agree on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
 from smartbroker.launcher import BrokerProcess
 from tests.conftest import assert_clean_log
+
+T = TypeVar("T")
+
+
+def cluster_node(tmp: Path, name: str, etcd: str, cluster: str, *,
+                 env: Mapping[str, str] | None = None, **kwargs: Any) -> BrokerProcess:
+    """Node ``name`` of ``cluster``: data under ``tmp/name``, log ``tmp/name.log``, and a
+    3 s membership lease, so that a killed node is seen down well within a test."""
+    return BrokerProcess(tmp / name / "data", log_path=tmp / f"{name}.log", etcd=etcd,
+                         node_name=name, cluster_name=cluster,
+                         env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3", **(env or {})}, **kwargs)
+
+
+def poll(cond: Callable[[], T], what: str, timeout: float = 20.0) -> T:
+    """The first truthy ``cond()``, asked every 50 ms; fails at ``timeout`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not (found := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+    return found
 
 
 def start_all(procs: Iterable[BrokerProcess]) -> None:

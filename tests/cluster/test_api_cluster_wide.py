@@ -15,7 +15,7 @@ import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.http_api import call, get
-from tests.cluster.node_group import start_all, stop_all
+from tests.cluster.node_group import cluster_node, poll, start_all, stop_all
 
 NAMES = ("w1", "w2")
 ROUNDS = 30
@@ -25,10 +25,8 @@ ROUNDS = 30
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
     tmp = tmp_path_factory.mktemp("api-cluster-wide")
     cluster = f"w-{free_port()}"
-    procs = [BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
-                           node_name=n, cluster_name=cluster,
-                           env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3",
-                                "SMARTBROKER_COLLECT_STATISTICS_INTERVAL": "200"})
+    procs = [cluster_node(tmp, n, etcd.endpoint, cluster,
+                          env={"SMARTBROKER_COLLECT_STATISTICS_INTERVAL": "200"})
              for n in NAMES]
     try:
         start_all(procs)
@@ -61,13 +59,6 @@ def test_declared_on_one_node_is_no_404_on_the_others_api(nodes: list[BrokerProc
         assert time.monotonic() - start < 1.0  # one etcd read more, not the 3 s bound
     finally:
         ch.connection.close()
-
-
-def poll(cond: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.05)
 
 
 def test_get_messages_through_a_node_that_does_not_lead_the_queue(

@@ -7,9 +7,8 @@ their bindings), keeps its own queues, answers a plain 404 for the gone queue (n
 
 from __future__ import annotations
 
-import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -19,27 +18,16 @@ from typer.testing import CliRunner
 
 from smartbroker.cli import app
 from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.node_group import cluster_node, poll
 from tests.conftest import assert_clean_log
 
 TIMEOUT = 15.0
 
 
-def poll(cond: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-    return found
-
-
 @pytest.fixture
 def pair(etcd: Any, tmp_path: Any) -> Iterator[tuple[dict[str, BrokerProcess], str]]:
     cluster = f"forget-{free_port()}"
-    procs = {n: BrokerProcess(tmp_path / n / "data", log_path=tmp_path / f"{n}.log",
-                              etcd=etcd.endpoint, node_name=n, cluster_name=cluster,
-                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"})
-             for n in ("n1", "n2")}
+    procs = {n: cluster_node(tmp_path, n, etcd.endpoint, cluster) for n in ("n1", "n2")}
     try:
         for proc in procs.values():
             proc.start()

@@ -17,17 +17,14 @@ import pytest
 from pamqp.commands import Basic
 
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import start_all, stop_all
+from tests.cluster.node_group import cluster_node, start_all, stop_all
 
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
     tmp = tmp_path_factory.mktemp("forward-nacks")
     cluster = f"fn-{free_port()}"
-    procs = [BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
-                           node_name=n, cluster_name=cluster,
-                           env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"})
-             for n in ("fn1", "fn2")]
+    procs = [cluster_node(tmp, n, etcd.endpoint, cluster) for n in ("fn1", "fn2")]
     try:
         start_all(procs)
         yield procs

@@ -22,30 +22,19 @@ import pika.exceptions
 import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import start_all, stop_all
+from tests.cluster.node_group import cluster_node, poll, start_all, stop_all
 
 NAMES = ("n1", "n2", "n3")
 TIMEOUT = 15.0
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
-def poll(cond: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
     tmp = tmp_path_factory.mktemp("forwarding")
     cluster = f"f-{free_port()}"
-    procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
-                              node_name=n, cluster_name=cluster,
-                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3",
-                                   # queue counts from the leaders every 0.2 s
-                                   "SMARTBROKER_COLLECT_STATISTICS_INTERVAL": "200"})
+    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster,  # queue counts every 0.2 s
+                             env={"SMARTBROKER_COLLECT_STATISTICS_INTERVAL": "200"})
              for n in NAMES}
     try:
         start_all(procs.values())

@@ -23,6 +23,7 @@ from smartbroker.cluster import definitions_keys as dk
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.node_group import cluster_node, poll
 from tests.conftest import assert_clean_log
 from tests.kafka.raw_client import Raw, batch, fetch, produce
 
@@ -35,10 +36,7 @@ NOT_LEADER = 6
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
     tmp = tmp_path_factory.mktemp("kafka-cluster")
     cluster = f"k-{free_port()}"
-    procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
-                              node_name=n, cluster_name=cluster, kafka=True,
-                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"})
-             for n in NAMES}
+    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster, kafka=True) for n in NAMES}
     try:
         for proc in procs.values():
             proc.start()
@@ -48,15 +46,6 @@ def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
             proc.stop()
         for proc in procs.values():
             assert_clean_log(proc)
-
-
-def poll(cond: Any, what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-    return found
 
 
 def create_topic(node: BrokerProcess, topic: str, partitions: int = 1) -> None:

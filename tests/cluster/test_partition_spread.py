@@ -14,20 +14,20 @@ and its records are back after a restart.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from kafka.protocol import consumer as kconsumer
 from kafka.protocol import metadata
 
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import start_all, stop_all
+from tests.cluster.node_group import cluster_node, poll, start_all, stop_all
 from tests.kafka.raw_client import Raw, batch, produce
 
 NAMES = ("n1", "n2", "n3")
@@ -39,24 +39,12 @@ NOT_LEADER, LEADER_NOT_AVAILABLE = 6, 5
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
     tmp = tmp_path_factory.mktemp("spread")
     cluster = f"s-{free_port()}"
-    procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
-                              node_name=n, cluster_name=cluster, kafka=True,
-                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"})
-             for n in NAMES}
+    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster, kafka=True) for n in NAMES}
     try:
         start_all(procs.values())
         yield procs
     finally:
         stop_all(procs.values())
-
-
-def poll(cond: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-    return found
 
 
 def metadata_of(node: BrokerProcess, topic: str) -> Any:
@@ -192,6 +180,12 @@ def test_kafka_produce_and_group_over_spread_partitions(nodes: dict[str, BrokerP
         mine = list_offset(nodes[name], "spread-k", index)
         assert (mine.error_code, mine.offset) == (
             0, sum(1 for p, _ in acked.values() if p == index))
+        # the management API shows the stream once per node, led by its stream leader
+        assert nodes[name].get_json("/api/queues/%2F/spread-k")["node"] == "n1"
+    admin = AdminClient({"bootstrap.servers": nodes["n2"].kafka_bootstrap})
+    grown = admin.create_partitions([NewPartitions("spread-k", 4)])["spread-k"]
+    with pytest.raises(Exception, match="spread over the cluster"):
+        grown.result(TIMEOUT)
 
 
 def test_amqp_publishes_land_in_the_kafka_keys_partitions(nodes: dict[str, BrokerProcess]) -> None:

@@ -14,7 +14,7 @@ import pika.exceptions
 import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import start_all, stop_all
+from tests.cluster.node_group import cluster_node, start_all, stop_all
 
 NAMES = ("v1", "v2", "v3")
 ROUNDS = 50
@@ -24,10 +24,7 @@ ROUNDS = 50
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
     tmp = tmp_path_factory.mktemp("visibility")
     cluster = f"v-{free_port()}"
-    procs = {n: BrokerProcess(tmp / n / "data", log_path=tmp / f"{n}.log", etcd=etcd.endpoint,
-                              node_name=n, cluster_name=cluster,
-                              env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3"})
-             for n in NAMES}
+    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
     try:
         start_all(procs.values())
         yield procs
