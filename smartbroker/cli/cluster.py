@@ -69,13 +69,16 @@ async def _status(etcd: Any) -> list[dict[str, Any]]:
         running.add(name)
         records[name] = NodeRecord.from_json(kv.value) or records.get(name)
     leaders: dict[str, int] = {}
+    partitions: dict[str, int] = {}  # stream partitions led, when spread over the nodes
     for kv in placements:
         placement = Placement.decode(kv.value)
         if placement is not None:
             leaders[placement.leader] = leaders.get(placement.leader, 0) + 1
+            for node in placement.partitions:
+                partitions[node] = partitions.get(node, 0) + 1
     now = time.time()
-    return [{**describe(Member(n, n in running, records[n]), now), "leaders": leaders.get(n, 0)}
-            for n in sorted(records)]
+    return [{**describe(Member(n, n in running, records[n]), now), "leaders": leaders.get(n, 0),
+             "partition_leaders": partitions.get(n, 0)} for n in sorted(records)]
 
 
 @cluster_app.command("status")
@@ -90,11 +93,11 @@ def status(etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker",
     if not nodes:
         typer.echo(f"cluster {cluster_name}: no nodes")
         return
-    print_table(["node", "status", "host", "amqp", "http", "cluster", "leaders", "uptime",
-                 "version"],
+    print_table(["node", "status", "host", "amqp", "http", "cluster", "leaders", "partitions",
+                 "uptime", "version"],
                 [[n["name"], "up" if n["running"] else "down", n.get("host", "-"),
                   n.get("amqp_port", "-"), n.get("http_port", "-"),
-                  n.get("cluster_port", "-"), n["leaders"],
+                  n.get("cluster_port", "-"), n["leaders"], n["partition_leaders"],
                   _uptime(n["uptime"]) if n["running"] else "-",
                   n.get("product_version", "-")] for n in nodes],
                 title=f"cluster {cluster_name}: {sum(n['running'] for n in nodes)} of "

@@ -56,6 +56,11 @@ class PartitionAdmin:
         self.admin.require("configure", name)
         stream = self.admin.stream_of(name)
         current = len(stream.partitions)
+        spread = self.admin.streams.partition_elsewhere  # cluster: partitions on other nodes
+        if spread is not None and any(spread(name, i) for i in range(current)):
+            raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                             f"Topic {name!r} has its partitions spread over the cluster's "
+                             "nodes: adding partitions to it is not supported yet.")
         if count < current:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
                              f"Topic currently has {current} partitions, which is higher than "

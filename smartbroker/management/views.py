@@ -48,7 +48,9 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "arguments": jsonable(q.arguments),
         "type": queue_type(q),
         "state": getattr(q, "state", "running"),  # cluster: "down" with its leader
-        "node": getattr(q, "leader", None) or state.node,  # cluster: the leader's node
+        # cluster: the leader's node (a stream spread over the nodes: its stream leader's)
+        "node": getattr(q, "leader", None) or getattr(getattr(q, "spread", None), "leader",
+                                                       None) or state.node,
         "policy": None,
         "messages": ready + unacked,
         "messages_details": _rate(0),

@@ -69,6 +69,7 @@ def test_status_and_forget(etcd: Any, cluster_name: str) -> None:
     nodes = {n["name"]: n for n in json.loads(shown.stdout)["nodes"]}
     assert nodes["a"]["running"] is True and nodes["a"]["leaders"] == 2
     assert nodes["b"]["running"] is False and nodes["b"]["leaders"] == 1
+    assert (nodes["a"]["partition_leaders"], nodes["b"]["partition_leaders"]) == (1, 1)
     assert nodes["b"]["amqp_port"] == 2000 and nodes["b"]["uptime"] == 0
     assert nodes["z"]["running"] is True and "host" not in nodes["z"]
     table = smartbroker("cluster", "status", *base)
