@@ -49,8 +49,9 @@ def parse_args(argv=None):
                    help="run the scale sweep (1/10/100/1000 queues; 1/10/100 connection pairs; "
                    "10,000 topic bindings) instead of A-F")
     p.add_argument("--streams", action="store_true",
-                   help="run issue 14's stream scenarios (S1 1 KiB confirms, S2 128 B, S4 four "
-                   "readers, SB B on a stream) instead of A-F; add B to compare with classic")
+                   help="run issue 14's stream scenarios (S1 1 KiB confirms, S1p the same "
+                   "persistent, S2 128 B, S4 four readers, SB B on a stream) instead of A-F; "
+                   "add B to compare with classic")
     p.add_argument("--reps", type=int, default=3, help="repetitions per scenario [%(default)s]")
     p.add_argument("--duration", type=float, default=5, help="publish seconds [%(default)s]")
     p.add_argument("--latency-duration", type=float, default=10,
