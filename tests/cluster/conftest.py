@@ -8,10 +8,13 @@ see each other's keys.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,17 +22,30 @@ import pytest
 from smartbroker.cluster.etcd_process import EtcdProcess, etcd_binary
 
 
-@pytest.fixture(scope="session")
-def etcd() -> Iterator[EtcdProcess]:
-    """A started single-member etcd for the whole session (``etcd.endpoint`` is its URL)."""
+@contextmanager
+def private_etcd(directory: Path) -> Iterator[EtcdProcess]:
+    """A started single-member etcd in ``directory`` (the test skips without the binary),
+    stopped at the end, resumed first if a test left it frozen (SIGSTOP)."""
     if etcd_binary() is None:
         pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
-    tmp = Path(tempfile.mkdtemp(prefix="smartbroker-etcd-"))
-    proc = EtcdProcess(tmp).start()
+    proc = EtcdProcess(directory).start()
     try:
         yield proc
     finally:
+        if proc.alive():
+            assert proc.proc is not None
+            os.kill(proc.proc.pid, signal.SIGCONT)
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd() -> Iterator[EtcdProcess]:
+    """A started single-member etcd for the whole session (``etcd.endpoint`` is its URL)."""
+    tmp = Path(tempfile.mkdtemp(prefix="smartbroker-etcd-"))
+    try:
+        with private_etcd(tmp) as proc:
+            yield proc
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 

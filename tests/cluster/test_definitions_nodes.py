@@ -5,17 +5,12 @@ cluster's definitions."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,46 +19,25 @@ import pytest
 
 from smartbroker.cluster.definitions_keys import key
 from smartbroker.cluster.etcd_client import EtcdClient
-from smartbroker.cluster.etcd_process import EtcdProcess, etcd_binary
+from smartbroker.cluster.etcd_process import EtcdProcess
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import start_all, stop_all
-
-AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def poll(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
+from tests.cluster.conftest import private_etcd
+from tests.cluster.http_api import call
+from tests.cluster.node_group import poll, start_all, stop_all
 
 
 def api(proc: BrokerProcess, path: str, body: Any = None, method: str = "GET") -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://{proc.host}:{proc.management_port}{path}",
-                                 data=data, method=method,
-                                 headers={"Authorization": AUTH,
-                                          "Content-Type": "application/json"})
-    try:
-        with _DIRECT.open(req, timeout=10) as resp:
-            raw = resp.read()
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"{method} {path}: {exc.code} {exc.read()!r}") from None
-    return json.loads(raw) if raw else None
+    """The JSON of a request that must succeed."""
+    status, data = call(proc, path, body, method, timeout=10)
+    assert status < 400, f"{method} {path}: {status} {data!r}"
+    return data
 
 
 @pytest.fixture(scope="module")
 def own_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     """An etcd of this module's own: one test freezes it (SIGSTOP)."""
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
-    proc = EtcdProcess(tmp_path_factory.mktemp("etcd")).start()
-    try:
+    with private_etcd(tmp_path_factory.mktemp("etcd")) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

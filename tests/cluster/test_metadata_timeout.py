@@ -16,8 +16,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from smartbroker.cluster.etcd_process import EtcdProcess, etcd_binary
+from smartbroker.cluster.etcd_process import EtcdProcess
 from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.conftest import private_etcd
 from tests.cluster.http_api import call
 from tests.cluster.node_group import start_all, stop_all
 
@@ -28,15 +29,8 @@ SLACK = 1.5  # a loaded 2-core machine's scheduling on top of it
 @pytest.fixture(scope="module")
 def frozen_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
     """An etcd of this module's own: the test freezes it."""
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
-    proc = EtcdProcess(tmp_path_factory.mktemp("etcd")).start()
-    try:
+    with private_etcd(tmp_path_factory.mktemp("etcd")) as proc:
         yield proc
-    finally:
-        if proc.proc is not None and proc.proc.poll() is None:
-            os.kill(proc.proc.pid, signal.SIGCONT)
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
