@@ -228,6 +228,31 @@ def test_alter_needs_the_administrator_tag(broker: BrokerProcess) -> None:
     assert logs_in(broker, "SCRAM-SHA-256", name, PASSWORD)
 
 
+def test_kafka_python_admin_and_login(broker: BrokerProcess) -> None:
+    """kafka-python's admin client salts the password itself; its producer then logs in
+    with SCRAM-SHA-512 and the new password."""
+    kadmin = pytest.importorskip("kafka.admin")
+    kafka = pytest.importorskip("kafka")
+    name = user(broker)
+    client = kadmin.KafkaAdminClient(bootstrap_servers=broker.kafka_bootstrap)
+    try:
+        assert client.alter_user_scram_credentials([kadmin.UserScramCredentialUpsertion(
+            name, kadmin.ScramMechanism.SCRAM_SHA_512, "kp-pw", iterations=8192)]) == {
+            name: None}
+        infos = client.describe_user_scram_credentials([name])[name]["credential_infos"]
+        assert {(i["mechanism"].name, i["iterations"]) for i in infos} == {
+            ("SCRAM_SHA_256", 4096), ("SCRAM_SHA_512", 8192)}
+    finally:
+        client.close()
+    producer = kafka.KafkaProducer(
+        bootstrap_servers=broker.kafka_bootstrap, security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=name, sasl_plain_password="kp-pw")
+    try:
+        assert producer.send(topic_name("kp"), b"x").get(timeout=15).offset == 0
+    finally:
+        producer.close()
+
+
 def test_credentials_survive_a_restart(broker: BrokerProcess) -> None:
     """Upserted and deleted credentials are the users' own, persisted with them (last in
     the module: it restarts the module's broker)."""
