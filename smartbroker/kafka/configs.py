@@ -102,8 +102,8 @@ MAPPED: dict[str, Mapped] = {m.name: m for m in (
 )}
 
 
-def _ignored(name: str, value: str) -> None:
-    """Check a config accepted and not stored (see the module docstring)."""
+def _ignored(value: str) -> None:
+    """Check message.format.version, accepted and not stored (the module docstring)."""
     if not _FORMAT_VERSION.fullmatch(value.strip()):
         raise ConfigError(f"Invalid value {value} for configuration message.format.version: "
                           "not a Kafka version such as 3.0-IV1 or 2.8")
@@ -199,7 +199,7 @@ def to_arguments(configs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
         m = MAPPED.get(name)
         if m is None and name in IGNORED:
             if value is not None:
-                _ignored(name, value)
+                _ignored(value)
             continue
         if m is None:
             if name in KAFKA_TOPIC_CONFIGS:
