@@ -230,6 +230,10 @@ class TxnHandlers:
                 continue
             errors.update({(name, p): ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                            for p in parts if not queue.partitions.has(p)})
+            spread = self.topics.partition_elsewhere  # cluster: its markers go to its node
+            if spread is not None:  # and this coordinator writes none there: refused
+                errors.update({(name, p): ErrorCode.NOT_LEADER_OR_FOLLOWER
+                               for p in parts if (name, p) not in errors and spread(name, p)})
         if errors:
             default = ErrorCode.OPERATION_NOT_ATTEMPTED
         else:
