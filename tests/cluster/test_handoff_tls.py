@@ -110,9 +110,12 @@ def test_a_tls_connection_stays_a_plain_one_moves(tls_workers: TLSWorkers) -> No
     declarer.channel().queue_declare("ho-tls", durable=True,
                                      arguments={"x-queue-leader-locator": "client-local"})
     deadline = time.monotonic() + 10
-    while any("ho-tls" not in {q["name"] for q in tls_workers.get("/api/queues", p)}  # type: ignore[union-attr]
-              for p in tls_workers.apis().values()):
-        assert time.monotonic() < deadline
+    while True:  # both workers know the queue and its leader (its placement applied)
+        seen = [{q["name"]: q.get("node") for q in tls_workers.get("/api/queues", p)}  # type: ignore[union-attr]
+                .get("ho-tls") for p in tls_workers.apis().values()]
+        if seen == [w1, w1]:
+            break
+        assert time.monotonic() < deadline, seen
         time.sleep(0.02)
     for tls, expected in ((True, w0), (False, w1)):
         conn, name = tls_workers.connect_on(w0, tls=tls)
