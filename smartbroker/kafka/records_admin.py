@@ -48,9 +48,13 @@ class RecordsAdmin:
             except TopicError as exc:
                 failure = exc.code
             partitions = []
+            spread = self.admin.streams.partition_elsewhere  # cluster: another node's
             for p in topic.partitions:
                 low, code = -1, failure
-                if stream is not None:
+                if stream is not None and spread is not None \
+                        and spread(topic.name, p.partition_index):
+                    code = ErrorCode.NOT_LEADER_OR_FOLLOWER  # its records are on its node
+                elif stream is not None:
                     low, code = self._delete(stream, p.partition_index, p.offset)
                 partitions.append(part(partition_index=p.partition_index, low_watermark=low,
                                        error_code=code))

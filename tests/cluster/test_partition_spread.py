@@ -22,6 +22,7 @@ import pika.exceptions
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from kafka.protocol import admin as kafka_admin
 from kafka.protocol import consumer as kconsumer
 from kafka.protocol import metadata
 
@@ -177,6 +178,11 @@ def test_kafka_produce_and_group_over_spread_partitions(nodes: dict[str, BrokerP
         assert list_offset(other, "spread-k", index).error_code == NOT_LEADER
         with Raw(other.kafka_port) as raw:
             assert produce(raw, "spread-k", batch([b"x"]), index).error_code == NOT_LEADER
+            D = kafka_admin.DeleteRecordsRequest
+            deleted = raw.call(D, 2, topics=[D.DeleteRecordsTopic(name="spread-k", partitions=[
+                D.DeleteRecordsTopic.DeleteRecordsPartition(partition_index=index, offset=0)])],
+                timeout_ms=5000)
+            assert deleted.topics[0].partitions[0].error_code == NOT_LEADER
         mine = list_offset(nodes[name], "spread-k", index)
         assert (mine.error_code, mine.offset) == (
             0, sum(1 for p, _ in acked.values() if p == index))
