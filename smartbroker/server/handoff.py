@@ -209,7 +209,10 @@ class Handoff:
                 return
             if transport.get_write_buffer_size() or conn.blocked or conn._out:  # noqa: SLF001
                 raise HandoffRefused("output not written yet")
-            carried = replay_frames(conn, event) + (conn.proto.unread() or b"")
+            unread = conn.proto.unread()
+            if unread is None:  # end of input seen meanwhile: nothing may be left behind
+                raise HandoffRefused("the input cannot travel")
+            carried = replay_frames(conn, event) + unread
             fd = transport.get_extra_info("socket").fileno()
             await self.send(address, capture(conn), carried, fd, release)
         except (HandoffRefused, OSError, TimeoutError, ValueError) as exc:
