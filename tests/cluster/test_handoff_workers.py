@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import aio_pika
@@ -21,7 +23,7 @@ import pika
 import pytest
 
 from smartbroker.cluster.etcd_process import etcd_binary
-from tests.cluster.test_workers import Workers
+from tests.cluster.test_workers import _AUTH, _DIRECT, Workers
 
 _names = itertools.count()
 
@@ -51,16 +53,19 @@ def where(workers: Workers, name: str) -> str | None:
     return None
 
 
-def pika_on(workers: Workers, node: str, heartbeat: int = 60) \
+def pika_on(workers: Workers, node: str, heartbeat: int = 60, user: str = "guest:guest") \
         -> tuple[pika.BlockingConnection, str]:
     """A pika connection that landed on ``node`` (SO_REUSEPORT picks at random: others
-    are closed), and its name."""
+    are closed, or were refused), and its name."""
     for _ in range(60):
         name = f"handoff-{next(_names)}"
-        params = pika.URLParameters(workers.url)
+        params = pika.URLParameters(workers.url.replace("guest:guest", user))
         params.client_properties = {"connection_name": name}
         params.heartbeat = heartbeat
-        conn = pika.BlockingConnection(params)
+        try:
+            conn = pika.BlockingConnection(params)
+        except pika.exceptions.AMQPConnectionError:
+            continue  # a connection limit on the worker it landed on
         if where(workers, name) == node:
             return conn, name
         conn.close()
@@ -294,3 +299,49 @@ def test_unacked_delivery_or_exclusive_queue_keeps_it_here(workers: Workers) -> 
         time.sleep(0.02)
     pch.queue_delete("ho-busy")
     pub.close()
+
+
+def put(workers: Workers, path: str, body: object) -> None:
+    req = urllib.request.Request(f"http://127.0.0.1:{workers.http}{path}", method="PUT",
+                                 data=json.dumps(body).encode(),
+                                 headers={**_AUTH, "Content-Type": "application/json"})
+    with _DIRECT.open(req, timeout=5):
+        pass
+
+
+def test_a_target_that_refuses_leaves_it_here_forwarding(workers: Workers) -> None:
+    w0, w1 = nodes(workers)
+    declare_on(workers, w1, "ho-refused")
+    put(workers, "/api/users/ho-limited", {"password": "pw", "tags": ""})
+    put(workers, "/api/permissions/%2F/ho-limited", {"configure": ".*", "write": ".*",
+                                                    "read": ".*"})
+    put(workers, "/api/user-limits/ho-limited/max-connections", {"value": 1})
+    deadline = time.monotonic() + 10
+    while not all(workers.get("/api/user-limits/ho-limited", port)
+                  for port in workers.apis().values()):  # both workers applied the limit
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # the user's one connection on w1: w1 refuses to take a second one
+    holder, _ = pika_on(workers, w1, user="ho-limited:pw")
+    mover, name = pika_on(workers, w0, user="ho-limited:pw")
+    before = handovers(workers)
+    ch = mover.channel()
+    ch.confirm_delivery()
+    for i in range(20):
+        ch.basic_publish("", "ho-refused", f"f{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    assert where(workers, name) == w0  # refused by w1: it stayed and forwarded
+    after = handovers(workers)
+    assert after[w0][2] == before[w0][2] + 1 and after[w0][0] == before[w0][0]
+    while queue_counts(workers, "ho-refused") != (20, 0):  # every publish once
+        assert time.monotonic() < deadline, queue_counts(workers, "ho-refused")
+        time.sleep(0.02)
+    mover.close()
+    holder.close()
+    reader, _ = pika_on(workers, w1)
+    rch = reader.channel()
+    got = []
+    while (found := rch.basic_get("ho-refused", auto_ack=True))[0] is not None:
+        got.append(found[2].decode())
+    assert got == [f"f{i}" for i in range(20)]
+    rch.queue_delete("ho-refused")
+    reader.close()
