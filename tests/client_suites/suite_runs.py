@@ -37,22 +37,23 @@ def add_user(api: str, name: str) -> None:
 
 
 def summarize(junit: Path) -> tuple[collections.Counter, list[tuple[str, str]]]:
-    """Outcome counts and (test, first message line) of every failure or error."""
-    counts: collections.Counter = collections.Counter()
-    failures: list[tuple[str, str]] = []
+    """Outcome counts and (test, first message line) of every failure or error. A test
+    run again by pytest-rerunfailures has an empty entry per rerun: its last one counts."""
+    outcomes: dict[str, tuple[str, str | None]] = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
         bad = case.find("failure")
         if bad is None:
             bad = case.find("error")
         if bad is not None:
-            counts[bad.tag] += 1
             msg = (bad.get("message") or bad.text or "").strip().splitlines()
-            failures.append((name, msg[0][:200] if msg else ""))
+            outcomes[name] = (bad.tag, msg[0][:200] if msg else "")
         elif case.find("skipped") is not None:
-            counts["skipped"] += 1
+            outcomes[name] = ("skipped", None)
         else:
-            counts["passed"] += 1
+            outcomes[name] = ("passed", None)
+    counts = collections.Counter(tag for tag, _ in outcomes.values())
+    failures = [(name, msg) for name, (_, msg) in outcomes.items() if msg is not None]
     return counts, failures
 
 
