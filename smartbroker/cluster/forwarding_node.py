@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pamqp.commands import INDEX_MAPPING
 
 from smartbroker.cluster import forwarding_wire as wire
-from smartbroker.cluster import partition_spread
+from smartbroker.cluster import partition_bounds, partition_spread
 from smartbroker.cluster.forwarding import LeaderService, Link
 from smartbroker.cluster.forwarding_intake import PublishIntake
 from smartbroker.cluster.forwarding_publish import Forwarder
@@ -98,6 +98,7 @@ class QueueForwarding:
         self._full: set[str] = set()  # peers whose PUBLISH channel is out of credit
         self.throttles = 0  # how often publishers were held back (tests, metrics)
         self._stats_task: asyncio.Task[None] | None = None
+        self.bounds: Any = None  # partition_bounds.BoundsFollower, once started
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -259,6 +260,8 @@ class QueueForwarding:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.bounds is not None:
+            await self.bounds.close()
         await self.placement.close()
 
     # -- membership ----------------------------------------------------------------------
@@ -394,4 +397,5 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     forwarding.attach(broker.vhosts.values())
     broker.on_vhost_added.append(lambda vhost: forwarding.attach([vhost]))
     forwarding.start_stats(broker.config.collect_statistics_interval / 1000)
+    forwarding.bounds = partition_bounds.start(forwarding, node.link)
     return forwarding

@@ -34,13 +34,15 @@ so streams that are not spread, and a single node, run the unchanged ``StreamQue
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.consumer import ChannelConsumer
 from smartbroker.cluster.forwarding import RelayConsumer
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.queues.base import PublishResult
+from smartbroker.queues.groups import GroupError
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_records import PARTITION_OF
 
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
 _REMOTE_CAPABILITIES = dataclasses.replace(StreamQueue.capabilities, offset_log=False,
                                            supports_browse=False)
+_SPREADS: weakref.WeakSet[PartitionSpread] = weakref.WeakSet()  # every node's, this process
 
 
 def spread(placement: Placement | None) -> bool:
@@ -65,6 +68,21 @@ def owner(placement: Placement, partition: int) -> str:
     the leader) is the stream leader's."""
     parts = placement.partitions
     return parts[partition] if 0 <= partition < len(parts) else placement.leader
+
+
+class RemotePartition:
+    """Another node's partition as the group views read it (``queues/groups.py``)."""
+
+    __slots__ = ("index", "first_offset", "next_offset")
+
+    def __init__(self, index: int, first_offset: int, next_offset: int) -> None:
+        self.index = index
+        self.first_offset = first_offset
+        self.next_offset = next_offset
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int:
+        raise GroupError(f"partition {self.index} is led by another node: resetting it to "
+                         "a time is not supported yet (reset it with a Kafka client)")
 
 
 class PartitionRelay(ChannelConsumer):
@@ -99,6 +117,9 @@ class PartitionSpread:
         self.remotes: dict[str, RemoteQueue] = {}
         self.relays: dict[Any, list[PartitionRelay]] = {}
         self._partition_of = PARTITION_OF[stream.partitioner]
+        # the other nodes' partitions' (first, next) offsets, as they last told them
+        # (``partition_bounds``: the group views of the stream leader read them)
+        self.bounds: dict[int, tuple[int, int]] = {}
 
     @property
     def leader(self) -> str:
@@ -121,6 +142,27 @@ class PartitionSpread:
                 s.name, s.vhost, node, self.forwarding, durable=True, arguments=s.arguments,
                 capabilities=_REMOTE_CAPABILITIES, type_name="stream")
         return found
+
+    def learn(self, node: str, bounds: list[Any]) -> None:
+        """``node``'s copy's bounds, one ``[first, next]`` per partition: kept for the
+        partitions it leads."""
+        for index, pair in enumerate(bounds):
+            if owner(self.placement, index) == node and node != self.node:
+                try:
+                    self.bounds[index] = (int(pair[0]), int(pair[1]))
+                except (IndexError, TypeError, ValueError):
+                    continue
+
+    def group_views(self) -> list[Any]:
+        """The partitions as this copy's consumer groups read their bounds: this node's
+        logs, and the others' bounds as last told (``queues/groups.py`` asks for them)."""
+        views: list[Any] = []
+        for index, lg in enumerate(self.stream.logs):
+            if owner(self.placement, index) == self.node:
+                views.append(lg)
+            else:
+                views.append(RemotePartition(index, *self.bounds.get(index, (0, 0))))
+        return views
 
     # -- publish -------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
@@ -188,7 +230,17 @@ def attach(forwarding: QueueForwarding, q: Any) -> Any:
     q.validate_consumer = router.validate_consumer
     q.add_consumer = router.add_consumer
     q.remove_consumer = router.remove_consumer
+    q.group_views = router.group_views
+    _SPREADS.add(router)
     return q
+
+
+def led_by(forwarding: QueueForwarding) -> Iterator[PartitionSpread]:
+    """The spread streams whose stream leader is ``forwarding``'s node."""
+    for spread in list(_SPREADS):
+        if spread.forwarding is forwarding and spread.leader == forwarding.node \
+                and not spread.stream.deleted and not spread.stream.closed:
+            yield spread
 
 
 def spread_of(q: Any) -> PartitionSpread | None:
@@ -197,4 +249,5 @@ def spread_of(q: Any) -> PartitionSpread | None:
     return found if isinstance(found, PartitionSpread) else None
 
 
-__all__ = ["PartitionRelay", "PartitionSpread", "attach", "owner", "spread", "spread_of"]
+__all__ = ["PartitionRelay", "PartitionSpread", "RemotePartition", "attach", "led_by", "owner", "spread",
+           "spread_of"]

@@ -178,7 +178,7 @@ class StreamGroups:
         for member in external:
             owners.update(dict.fromkeys(member.partitions, member.consumer_tag))
         partitions = []
-        for p, lg in enumerate(self.stream.logs):
+        for p, lg in enumerate(self._views()):
             committed = position(self.book.get(name, p), lg)
             partitions.append(PartitionLag(p, committed, lg.first_offset, lg.next_offset,
                                            max(lg.next_offset - committed, 0), owners.get(p)))
@@ -212,7 +212,7 @@ class StreamGroups:
         self.require(name)
         self.refuse_if_active(name, "resetting offsets")
         plan = []
-        for p, lg in enumerate(self.stream.logs):
+        for p, lg in enumerate(self._views()):
             before = position(self.book.get(name, p), lg)
             after = to.target(lg, before)
             plan.append(OffsetMove(p, before, after, max(lg.next_offset - after, 0)))
@@ -236,6 +236,13 @@ class StreamGroups:
         self.book.forget(name, partitions)
 
     # -- helpers -----------------------------------------------------------------------------
+    def _views(self) -> list[Any]:
+        """Each partition's log as describe and reset read its bounds; a stream whose
+        partitions are spread over cluster nodes gives those of other nodes as they last
+        told them (``cluster/partition_spread.py``)."""
+        views = getattr(self.stream, "group_views", None)
+        return views() if views is not None else list(self.stream.logs)
+
     def _log(self, partition: int) -> Any:
         logs = self.stream.logs
         if not 0 <= partition < len(logs):

@@ -13,7 +13,10 @@ and its records are back after a restart.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,6 +174,15 @@ def test_kafka_produce_and_group_over_spread_partitions(nodes: dict[str, BrokerP
     assert {p for p, _ in acked.values()} == {0, 1, 2}  # 60 keys reach every partition
     got = group_read(nodes["n3"], "spread-k", "g-spread", 60)
     assert {m.key(): (m.partition(), m.offset()) for m in got} == acked
+    # the group's view on its coordinator, the stream leader: every partition's end and
+    # lag, the other nodes' partitions included (their bounds asked of them)
+    ends = [sum(1 for p, _ in acked.values() if p == i) for i in range(3)]
+    produce_keyed(nodes, "spread-k", 3)  # k0..k2 again: a lag of 3
+    view = poll(lambda: _group_view(nodes["n1"], "spread-k", "g-spread", 3), "a lag of 3")
+    assert [p["committed_offset"] for p in view["partitions"]] == ends
+    extra = [sum(1 for key in (b"k0", b"k1", b"k2") if acked[key][0] == i) for i in range(3)]
+    planned = _reset_latest(nodes["n1"], "spread-k", "g-spread")
+    assert [p["after"] - p["before"] for p in planned["partitions"]] == extra
     # each partition is served by its node alone
     for index, name in enumerate(NAMES):
         other = nodes[NAMES[(index + 1) % 3]]
@@ -184,8 +196,7 @@ def test_kafka_produce_and_group_over_spread_partitions(nodes: dict[str, BrokerP
                 timeout_ms=5000)
             assert deleted.topics[0].partitions[0].error_code == NOT_LEADER
         mine = list_offset(nodes[name], "spread-k", index)
-        assert (mine.error_code, mine.offset) == (
-            0, sum(1 for p, _ in acked.values() if p == index))
+        assert (mine.error_code, mine.offset) == (0, ends[index] + extra[index])
         # the management API shows the stream once per node, led by its stream leader
         assert nodes[name].get_json("/api/queues/%2F/spread-k")["node"] == "n1"
     admin = AdminClient({"bootstrap.servers": nodes["n2"].kafka_bootstrap})
@@ -285,6 +296,22 @@ def test_a_killed_node_takes_only_its_partition_away(nodes: dict[str, BrokerProc
          "n3 leads partition 2 again")
     got = poll(lambda: _fetched(nodes["n3"], "spread-d", 2), "partition 2 served again")
     assert got == on_n3
+
+
+def _group_view(node: BrokerProcess, topic: str, group: str, lag: int) -> Any:
+    view = node.get_json(f"/api/groups/%2F/{topic}/{group}")
+    return view if view["lag"] == lag else None
+
+
+def _reset_latest(node: BrokerProcess, topic: str, group: str) -> Any:
+    """``smartbroker groups reset-offsets --to-latest --dry-run``, as the CLI asks it."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{node.management_port}/api/groups/%2F/{topic}/{group}/reset",
+        data=json.dumps({"to": "latest", "dry_run": True}).encode(), method="POST",
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
 
 
 def _fetched(node: BrokerProcess, topic: str, partition: int) -> int:
