@@ -23,6 +23,7 @@ import base64
 import json
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -199,8 +200,9 @@ class Handoff:
             released = True
             transport.close()  # our copy of the socket only: close, never shutdown
 
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()  # the loop's clock counts milliseconds only (uvloop)
         try:
-            loop = asyncio.get_running_loop()
             deadline = loop.time() + DRAIN_TIMEOUT
             await asyncio.sleep(0)  # the answers before this frame are flushed
             while transport.get_write_buffer_size() and loop.time() < deadline:
@@ -226,7 +228,8 @@ class Handoff:
                 self._stay(conn, event, leader, f"{type(exc).__name__}: {exc}")
             return
         self.sent += 1
-        log.info("connection %s handed to worker %s, which leads its queue", conn.name, leader)
+        log.info("connection %s handed to worker %s, which leads its queue (%.1f ms)",
+                 conn.name, leader, (time.monotonic() - started) * 1000)
 
     def _stay(self, conn: AMQPConnection, event: Publish | Method, leader: str,
               why: str) -> None:
