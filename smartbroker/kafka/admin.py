@@ -162,12 +162,12 @@ class TopicAdmin:
             queue, _ = vhost.declare_queue(name, durable=True, arguments=declared)
         except AMQPError as exc:
             raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from None
-        if later:  # compression.type: kept in the new stream's overrides (configs.py)
+        if later:  # compression.type, flush.ms...: kept in the new stream's overrides
             meta = getattr(queue, "meta", None)
             if meta is None:  # cluster mode: placed on another node, whose overrides these are
                 raise TopicError(ErrorCode.INVALID_CONFIG, f"Topic '{name}' was created on "
-                                 "another node without its compression.type: set it with "
-                                 "AlterConfigs")
+                                 "another node without its configs "
+                                 f"{', '.join(sorted(later))}: set them with AlterConfigs")
             meta.overrides.update(later)
             meta.save()
         log.info("Kafka topic %r created as a stream of %d partition(s) in vhost %r",
@@ -217,8 +217,10 @@ class TopicAdmin:
                  arguments: dict[str, Any] | None = None, partitions: int = -1) -> Any:
         result = cls.CreatableTopicResult
         entry = result.CreatableTopicConfigs
+        cfg = self.broker.config
         described = [] if arguments is None else configs.describe(
-            arguments, max_message_size=self.broker.config.max_message_size)
+            arguments, max_message_size=cfg.max_message_size,
+            flush_interval_ms=cfg.stream_flush_interval_ms)
         return result(name=name, topic_id=self.topic_id(name) if code == 0 else _NO_UUID,
                       error_code=code, error_message=message, topic_config_error_code=0,
                       num_partitions=partitions, replication_factor=1 if code == 0 else -1,
@@ -306,9 +308,10 @@ class TopicAdmin:
                 raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Topic name {name!r} is illegal")
             self.require("configure", name)  # KAFKA.md: configs need configure
             stream = self.stream_of(name)  # declared arguments, with what Kafka altered
+            cfg = self.broker.config
             return [(e, False) for e in configs.describe(
-                stream.meta.arguments(stream.arguments), keys,
-                self.broker.config.max_message_size)]
+                stream.meta.arguments(stream.arguments), keys, cfg.max_message_size,
+                cfg.stream_flush_interval_ms)]
         if kind == BROKER:
             if name not in ("", "0"):
                 raise TopicError(ErrorCode.INVALID_REQUEST,

@@ -26,7 +26,7 @@ from typing import Any
 
 from smartbroker.broker.policies import effective_policy
 from smartbroker.errors import AMQPError
-from smartbroker.kafka import codec, configs
+from smartbroker.kafka import codec, configs, stored_configs
 from smartbroker.kafka.admin import BROKER, TOPIC, TopicAdmin, TopicError
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -113,7 +113,7 @@ def _incremental(current: dict[str, str], ops: Iterable[Any]) -> dict[str, str |
     out: dict[str, str | None] = dict(current)
     for op in ops:
         name, value, kind = op.name, op.value, op.config_operation
-        mapped = configs.MAPPED.get(name)
+        mapped = configs.MAPPED.get(name) or stored_configs.STORED.get(name)
         if kind == DELETE:
             if mapped is None:
                 configs.to_arguments([(name, None)])  # unknown or unsupported: refused
@@ -130,7 +130,8 @@ def _incremental(current: dict[str, str], ops: Iterable[Any]) -> dict[str, str |
             verb = "append" if kind == APPEND else "subtract"
             raise TopicError(ErrorCode.INVALID_CONFIG,
                              f"Config value {verb} is not allowed for config key: {name}")
-        have = [v for v in (out.get(name) or mapped.default).split(",") if v]
+        text = out.get(name)  # "" (an empty cleanup.policy) is a value, not the default
+        have = [v for v in (mapped.default if text is None else text).split(",") if v]
         given = [v.strip() for v in value.split(",") if v.strip()]
         if kind == APPEND:
             have += [v for v in given if v not in have]

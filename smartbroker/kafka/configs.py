@@ -45,24 +45,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smartbroker.kafka import stored_configs
 from smartbroker.queues.stream_args import CLEANUP_POLICIES, parse_age
 
 # Kafka's ConfigType (DescribeConfigs v3+) and ConfigSource numbers
 BOOLEAN, STRING, INT, LONG, LIST = 1, 2, 3, 5, 7
 SOURCE_TOPIC, SOURCE_STATIC_BROKER, SOURCE_DEFAULT = 1, 4, 5
 
-# Kafka topic configs this broker does not implement: named in the refusal
-KAFKA_TOPIC_CONFIGS = frozenset({
-    "file.delete.delay.ms", "flush.messages", "flush.ms",
-    "follower.replication.throttled.replicas", "index.interval.bytes",
-    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
-    "max.compaction.lag.ms", "message.downconversion.enable",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms",
-    "message.timestamp.type", "min.cleanable.dirty.ratio", "min.compaction.lag.ms",
-    "min.insync.replicas", "preallocate", "remote.storage.enable", "segment.index.bytes",
-    "segment.jitter.ms", "segment.ms", "unclean.leader.election.enable",
-})
+# Kafka topic configs this broker does not implement (tiered storage): named in the refusal
+KAFKA_TOPIC_CONFIGS = frozenset({"local.retention.bytes", "local.retention.ms",
+                                 "remote.storage.enable"})
 _UNITS = (("D", 86400), ("h", 3600), ("m", 60), ("s", 1))
 _INT32_MAX = 2**31 - 1
 # Kafka's MetadataVersion strings ("2.8", "3.0-IV1", "0.10.2-IV0", "3.6.1"; before 1.0 Kafka
@@ -74,7 +66,7 @@ COMPRESSION = "x-compression-type"
 CODECS: dict[str, int | None] = {"producer": None, "uncompressed": 0, "gzip": 1,
                                  "snappy": 2, "lz4": 3, "zstd": 4}
 # arguments kept in the stream's overrides only, never declared (not stream arguments)
-OVERRIDE_ONLY = frozenset({COMPRESSION})
+OVERRIDE_ONLY = frozenset({COMPRESSION}) | stored_configs.ARGUMENTS
 
 
 class ConfigError(ValueError):
@@ -184,10 +176,10 @@ def _argument(m: Mapped, value: str) -> Any:
             raise ConfigError(f"Invalid value {size} for configuration max.message.bytes: "
                               "Value must be at least 0")
         return size
-    policy = ",".join(p.strip() for p in value.split(","))
+    policy = ",".join(p.strip() for p in value.split(",")) if value.strip() else ""
     if policy not in CLEANUP_POLICIES:
         raise ConfigError(f"Invalid value {value} for configuration cleanup.policy: "
-                          "expected delete, compact or compact,delete")
+                          "expected delete, compact, compact,delete or nothing")
     return policy
 
 
@@ -197,6 +189,14 @@ def to_arguments(configs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in configs:
         m = MAPPED.get(name)
+        stored = stored_configs.STORED.get(name)
+        if stored is not None:
+            if value is not None:
+                try:
+                    out[stored.argument] = stored_configs.parse(name, value)
+                except stored_configs.StoredConfigError as exc:
+                    raise ConfigError(str(exc)) from None
+            continue
         if m is None and name in IGNORED:
             if value is not None:
                 _ignored(value)
@@ -214,6 +214,10 @@ def to_arguments(configs: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
     return out
 
 
+_ARGUMENTS = tuple(m.argument for m in MAPPED.values()) + tuple(
+    s.argument for s in stored_configs.STORED.values())
+
+
 def split_declared(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``to_arguments``' output as (what a declare takes, what only overrides may hold)."""
     declared = {k: v for k, v in arguments.items() if k not in OVERRIDE_ONLY}
@@ -225,10 +229,10 @@ def overrides(declared: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[st
     (``to_arguments``' output, the topic's whole config set): argument -> value, or None
     to unset one the declaration set."""
     out: dict[str, Any] = {}
-    for m in MAPPED.values():
-        have, want = declared.get(m.argument), wanted.get(m.argument)
+    for argument in _ARGUMENTS:
+        have, want = declared.get(argument), wanted.get(argument)
         if (None if have is None else _text(have)) != (None if want is None else _text(want)):
-            out[m.argument] = want
+            out[argument] = want
     return out
 
 
@@ -245,10 +249,12 @@ def _described(m: Mapped, value: Any) -> str:
 
 
 def describe(arguments: Mapping[str, Any], keys: Iterable[str] | None = None,
-             max_message_size: int | None = None) -> list[Entry]:
+             max_message_size: int | None = None,
+             flush_interval_ms: int | None = None) -> list[Entry]:
     """Every config of a stream (or those of ``keys`` among them, in our order; names we
-    do not know are left out, as Kafka leaves out unknown keys). ``max_message_size``:
-    the broker's, which an unset max.message.bytes describes as."""
+    do not know are left out, as Kafka leaves out unknown keys). ``max_message_size``
+    and ``flush_interval_ms``: the broker's, which an unset max.message.bytes and
+    flush.ms describe as."""
     wanted = None if keys is None else set(keys)
     out = []
     for m in MAPPED.values():
@@ -260,6 +266,15 @@ def describe(arguments: Mapping[str, Any], keys: Iterable[str] | None = None,
             out.append(Entry(m.name, str(max_message_size), True, m.config_type))
         else:
             out.append(Entry(m.name, m.default, True, m.config_type))
+    for spec in stored_configs.STORED.values():
+        if wanted is not None and spec.name not in wanted:
+            continue
+        if spec.argument in arguments:
+            out.append(Entry(spec.name, stored_configs.described(arguments[spec.argument]),
+                             False, spec.config_type))
+        else:
+            out.append(Entry(spec.name, stored_configs.default_of(spec, flush_interval_ms),
+                             True, spec.config_type))
     out += [Entry(name, value, True, STRING) for name, value in IGNORED.items()
             if wanted is None or name in wanted]
     return out

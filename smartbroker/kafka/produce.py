@@ -12,7 +12,8 @@ and AMQP readers decode them. A compacted topic's records are decoded and stored
 * ``acks=1`` / ``acks=-1``: one node is every replica, so both answer once the append is
   durable under the stream's fsync mode, the same wait an AMQP publisher confirm does
   (``PublishResult.sync``: the partition log's ``sync``), as a future so the loop never
-  blocks; in-memory streams answer at once.
+  blocks; in-memory streams answer at once. A topic whose ``min.insync.replicas`` is above
+  1 refuses acks=all with NOT_ENOUGH_REPLICAS, as Kafka with one replica in sync.
 
 Refusals, per partition, with Kafka's codes: a name Kafka forbids is
 INVALID_TOPIC_EXCEPTION; an unknown topic (auto-creation off, or the name held by a classic
@@ -40,6 +41,7 @@ from smartbroker.kafka import batches, codec, configs, idempotence, recompress, 
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
+from smartbroker.kafka.stored_configs import insync_shortfall
 from smartbroker.queues import txn_journal
 
 log = logging.getLogger("smartbroker.kafka")
@@ -183,7 +185,7 @@ class Producer:
                     if acks not in (0, 1, -1):
                         raise PartitionError(ErrorCode.INVALID_REQUIRED_ACKS, f"acks={acks}")
                     queue = self.topics.stream(topic.name, create=True, need="write")
-                    base, log_start, sync = self._append(queue, topic.name, pdata)
+                    base, log_start, sync = self._append(queue, topic.name, pdata, acks)
                 except PartitionError as exc:
                     errors = [part_cls.BatchIndexAndErrorMessage(
                         batch_index=i, batch_index_error_message=m) for i, m in exc.record_errors]
@@ -212,7 +214,7 @@ class Producer:
             return response
         return asyncio.ensure_future(self._durable(response, logs))
 
-    def _append(self, queue: Any, name: str, pdata: Any) -> tuple[int, int, Any]:
+    def _append(self, queue: Any, name: str, pdata: Any, acks: int) -> tuple[int, int, Any]:
         """Check a partition's batches, then append them all; (base offset, log start
         offset, (log, last offset) to sync or None)."""
         index = pdata.index
@@ -224,6 +226,12 @@ class Producer:
         if elsewhere is not None and elsewhere(name, index):
             raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
                                  f"partition {index} of topic {name!r} is led by another node")
+        if acks == -1 and queue.meta.overrides:  # min.insync.replicas above our one replica
+            wanted = insync_shortfall(queue.meta.overrides)
+            if wanted is not None:
+                raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS, "The size of the current "
+                                     f"ISR [0] is insufficient to satisfy the min.isr "
+                                     f"requirement of {wanted} for partition {name}-{index}")
         limit = configs.message_limit(queue, self.broker.config.max_message_size)
         checked = self._batches(pdata.records, limit)
         if queue.meta.overrides:  # a compression.type other than producer: re-encoded

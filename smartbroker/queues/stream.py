@@ -150,7 +150,7 @@ class StreamQueue:
 
     def _open_log(self, name: str, segment_bytes: int | None = None) -> Any:
         return open_log(self.directory, self.storage, name, segment_bytes or self.stream.segment_bytes,
-                        partition=True)
+                        partition=True, overrides=self.meta.overrides)
 
     # -- counts ----------------------------------------------------------------------------
     @property

@@ -3,8 +3,9 @@
 * ``add_partitions`` (CreatePartitions): a stream only grows; the new count is durable in
   ``StreamMeta`` and keyed publishes hash over it from then on, as in Kafka. The declared
   ``x-partitions`` stays what AMQP redeclares are checked against.
-* ``set_overrides`` (AlterConfigs): retention, segment size and cleanup policy from
-  arguments Kafka set on top of the declared ones; the retention timer reads them at once.
+* ``set_overrides`` (AlterConfigs): retention, segment size, cleanup policy and the
+  partitions' fsync interval (flush.ms) from arguments Kafka set on top of the declared
+  ones; the retention timer and the logs read them at once.
 * ``delete_records`` (DeleteRecords): moves a partition's log start offset; offsets below it
   are gone for Kafka and AMQP readers alike.
 
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.queues.groups_members import _Progress
 from smartbroker.queues.stream_args import StreamSettings, policy_settings
+from smartbroker.queues.stream_storage import flush_interval_ms
 from smartbroker.queues.stream_tail import Tail, partition_budget
+from smartbroker.store.log import SegmentLog
 
 if TYPE_CHECKING:
     from smartbroker.queues.stream import StreamQueue
@@ -78,8 +81,12 @@ def set_overrides(stream: StreamQueue, overrides: Mapping[str, Any],
     stream.meta.save()
     stream.declared = settings
     stream.stream = policy_settings(settings, policy)
+    idle_ms = flush_interval_ms(stream.meta.overrides, stream.storage.stream_flush_interval_ms
+                                if stream.storage is not None else 0.0)
     for lg in stream.logs:
         lg.segment_bytes = stream.stream.segment_bytes
+        if isinstance(lg, SegmentLog):  # memory logs never fsync
+            lg.set_idle_fsync_ms(idle_ms)
     stream.retention.cancel()  # rescheduled with the new settings (or not at all)
     stream.retention.schedule()
 

@@ -25,7 +25,8 @@ EQUIVALENCE_ARGUMENTS = frozenset({"x-queue-type", "x-partitions", "x-max-age",
 # policy keys RabbitMQ applies to streams (rabbit_stream_queue:make_stream_conf); each is
 # combined with the queue argument by taking the smaller value
 STREAM_POLICY_KEYS = ("max-age", "max-length-bytes", "stream-max-segment-size-bytes")
-CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
+# "": neither (Kafka's empty cleanup.policy): nothing deleted or compacted, kept for ever
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact", "")
 _AGE = re.compile(r"^(\d+)([YMDhms])$")
 _AGE_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
 # x-stream-max-segment-size-bytes: RabbitMQ refuses values above 3 GB (its text below) and

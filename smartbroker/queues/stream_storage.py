@@ -37,6 +37,8 @@ from smartbroker.store.pathsync import fsync_paths, write_new
 
 log = logging.getLogger("smartbroker.stream")
 META_FILE = "meta.json"
+# Kafka's flush.ms and flush.messages, kept in the overrides only (kafka/stored_configs.py)
+FLUSH_MS, FLUSH_MESSAGES = "x-flush-ms", "x-flush-messages"
 
 
 def stream_directory(storage: Storage | None, vhost: str, name: str) -> Path | None:
@@ -55,11 +57,13 @@ def stream_directory(storage: Storage | None, vhost: str, name: str) -> Path | N
 
 
 def open_log(directory: Path | None, storage: Storage | None, name: str,
-             segment_bytes: int, *, lazy: bool = False, partition: bool = False) -> Any:
+             segment_bytes: int, *, lazy: bool = False, partition: bool = False,
+             overrides: Mapping[str, Any] | None = None) -> Any:
     """One partition (or the offsets) log of a stream: on disk if it has a directory.
     ``lazy``: a log whose directory does not exist yet is made on first use (LazyLog).
     ``partition``: unwaited records are fsynced every ``stream_flush_interval_ms`` (as
-    Kafka's partitions), not within 5 ms as the offsets and journal logs are."""
+    Kafka's partitions), not within 5 ms as the offsets and journal logs are; a topic's
+    flush.ms in the stream's ``overrides`` replaces that interval (``flush_interval_ms``)."""
     if directory is None or storage is None:
         return MemoryLog(segment_bytes=segment_bytes)
     if lazy and not (directory / name).exists():
@@ -67,12 +71,23 @@ def open_log(directory: Path | None, storage: Storage | None, name: str,
                        if directory.is_dir()  # else deleted meanwhile: do not make it again
                        else MemoryLog(segment_bytes=segment_bytes))
     executors = storage.executors
-    idle = storage.stream_flush_interval_ms if partition else None
+    idle = (flush_interval_ms(overrides or {}, storage.stream_flush_interval_ms)
+            if partition else None)
     if executors is None:
         return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes,
                           idle_fsync_ms=idle)
     return SegmentLog(directory / name, fsync=storage.fsync, segment_bytes=segment_bytes,
                       executor=executors.fsync, handles=executors.handles, idle_fsync_ms=idle)
+
+
+def flush_interval_ms(overrides: Mapping[str, Any], default: float) -> float:
+    """A partition's idle fsync interval: Kafka's flush.ms for its topic (kept in the
+    overrides by kafka/stored_configs.py), 0 for flush.messages=1 (fsynced once written
+    out), else the broker's ``stream_flush_interval_ms``."""
+    if overrides.get(FLUSH_MESSAGES) == 1:
+        return 0.0
+    value = overrides.get(FLUSH_MS)
+    return float(value) if isinstance(value, int) and value >= 0 else default
 
 
 class LazyLog:

@@ -101,6 +101,13 @@ class GroupCommit:
             loop = asyncio.get_running_loop()
             self._fsync_timer = loop.call_later(self.idle_fsync, self._start)
 
+    def set_idle_fsync(self, seconds: float) -> None:
+        """A new idle fsync interval (a topic's flush.ms altered): what waits for the old
+        tick is fsynced now, later data on the new one."""
+        self.idle_fsync = seconds
+        if self._fsync_timer is not None:
+            self._start()
+
     async def wait(self, target: int) -> None:
         """Return once every offset below ``target`` is durable; raise StoreUnavailable if not."""
         if self.durable >= target:

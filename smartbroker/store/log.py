@@ -113,6 +113,10 @@ class SegmentLog:
     def durable_offset(self) -> int:
         return self._commit.durable
 
+    def set_idle_fsync_ms(self, ms: float) -> None:
+        """Unwaited data's fsync interval from now on (a topic's flush.ms, commit.py)."""
+        self._commit.set_idle_fsync(ms / 1000)
+
     @property
     def size_bytes(self) -> int:
         return sum(s.end for s in self._segs)

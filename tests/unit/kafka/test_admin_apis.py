@@ -207,7 +207,7 @@ def test_alter_refusals_change_nothing(h: KafkaHandlers, broker: Broker) -> None
     before = described(h, "orders")
     code, message = alter(h, "orders", {"no.such.config": "1"})
     assert (code, message) == (ErrorCode.INVALID_CONFIG, "Unknown topic config name: no.such.config")
-    assert alter(h, "orders", {"min.insync.replicas": "2"})[0] == ErrorCode.INVALID_CONFIG
+    assert alter(h, "orders", {"min.insync.replicas": "0"})[0] == ErrorCode.INVALID_CONFIG
     assert alter(h, "orders", {"retention.ms": "soon"})[0] == ErrorCode.INVALID_CONFIG
     assert alter(h, "orders", {"segment.bytes": "10"})[0] == ErrorCode.INVALID_CONFIG
     assert alter(h, "nope", {"retention.ms": "1000"})[0] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
@@ -218,8 +218,8 @@ def test_alter_refusals_change_nothing(h: KafkaHandlers, broker: Broker) -> None
     assert incremental(h, "orders", [("retention.ms", SET, None)])[0] == ErrorCode.INVALID_REQUEST
     assert incremental(h, "orders", [("retention.ms", SET, "1000"),
                                      ("retention.ms", DELETE, None)])[0] == ErrorCode.INVALID_REQUEST
-    assert incremental(h, "orders", [("cleanup.policy", SUBTRACT, "delete")])[0] == \
-        ErrorCode.INVALID_CONFIG  # an empty policy
+    assert incremental(h, "orders", [("cleanup.policy", APPEND, "none")])[0] == \
+        ErrorCode.INVALID_CONFIG  # not a policy
     assert described(h, "orders") == before
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from smartbroker.broker.core import Broker
-from smartbroker.kafka import codec, configs
+from smartbroker.kafka import codec, configs, stored_configs
 from smartbroker.kafka.admin import TOPIC
 from smartbroker.kafka.handlers import KafkaHandlers, Node, Session
 from tests.unit.kafka.kafka_fixtures import broker_with
@@ -62,7 +62,8 @@ def test_create_makes_a_durable_stream_with_the_mapped_arguments(h: KafkaHandler
     assert q.arguments == {"x-queue-type": "stream", "x-partitions": 4, "x-max-age": "1h",
                            "x-max-length-bytes": 5000, "x-stream-max-segment-size-bytes": 1048576,
                            "x-cleanup-policy": "compact,delete", "x-delete-retention": "90s"}
-    assert {c.name: (c.value, c.config_source) for c in r.configs} == {
+    assert {c.name: (c.value, c.config_source) for c in r.configs  # stored_configs.py's
+            if c.name not in stored_configs.STORED} == {  # (all default) aside
         "retention.ms": ("3600000", 1), "retention.bytes": ("5000", 1),
         "segment.bytes": ("1048576", 1), "cleanup.policy": ("compact,delete", 1),
         "delete.retention.ms": ("90000", 1), "max.message.bytes": ("134217728", 5),
@@ -81,7 +82,7 @@ def test_create_defaults(h: KafkaHandlers, broker: Broker) -> None:
     (("bad name", 1, 1, {}), 17), (("amq.x", 1, 1, {}), 17), (("orders", 1, 1, {}), 36),
     (("classic", 1, 1, {}), 36), (("t", 0, 1, {}), 37), (("t", -2, 1, {}), 37),
     (("t", 2000, 1, {}), 37), (("t", 1, 3, {}), 38), (("t", 1, 0, {}), 38),
-    (("t", 1, 1, {"no.such": "1"}), 40), (("t", 1, 1, {"min.insync.replicas": "1"}), 40),
+    (("t", 1, 1, {"no.such": "1"}), 40), (("t", 1, 1, {"min.insync.replicas": "0"}), 40),
     (("t", 1, 1, {"retention.ms": "-2"}), 40), (("t", 1, 1, {"retention.ms": "x"}), 40),
     (("t", 1, 1, {"retention.bytes": "0"}), 40), (("t", 1, 1, {"cleanup.policy": "none"}), 40),
     (("t", 1, 1, {"segment.bytes": "10"}), 40), (("t", 1, 1, {"segment.bytes": "4000000000"}), 40),
@@ -95,8 +96,8 @@ def test_create_refusals(h: KafkaHandlers, broker: Broker, topic: Any, code: int
 
 
 def test_unsupported_config_names_itself(h: KafkaHandlers) -> None:
-    [r] = create(h, ("t", 1, 1, {"min.insync.replicas": "1"}))
-    assert "min.insync.replicas is not supported" in r.error_message
+    [r] = create(h, ("t", 1, 1, {"remote.storage.enable": "true"}))
+    assert "remote.storage.enable is not supported" in r.error_message
 
 
 def test_create_validate_only_and_duplicates(h: KafkaHandlers, broker: Broker) -> None:
@@ -149,7 +150,8 @@ def describe(h: KafkaHandlers, resources: list[tuple[int, str, list[str] | None]
 def test_describe_topic(h: KafkaHandlers, version: int) -> None:
     [res] = describe(h, [(TOPIC, "orders", None)], version)
     assert res.error_code == 0
-    got = {c.name: (c.value, c.read_only) for c in res.configs}
+    got = {c.name: (c.value, c.read_only) for c in res.configs
+           if c.name not in stored_configs.STORED}  # all default (test_topic_configs_stored)
     assert got == {"retention.ms": ("604800000", False), "retention.bytes": ("1000000", False),
                    "segment.bytes": ("500000000", False), "cleanup.policy": ("compact", False),
                    "delete.retention.ms": ("86400000", False),
