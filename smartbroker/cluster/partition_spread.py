@@ -85,12 +85,30 @@ class RemotePartition:
                          "a time is not supported yet (reset it with a Kafka client)")
 
 
+_PARKED = ChannelConsumer.__dict__["parked"]  # the slot a relay's ``parked`` keeps
+
+
 class PartitionRelay(ChannelConsumer):
     """One node's share of a client's consumer: the same channel, tag, prefetch and
     arguments, subscribed on that node (``queue`` is a ``RemoteQueue`` to it), so its
-    deliveries, acks and credit go through the channel as any remote queue's do."""
+    deliveries, acks and credit go through the channel as any remote queue's do.
+
+    A relay left without credit is parked, and so is its origin: the channel wakes the
+    consumers it holds (an ack, qos, flow, writability), and the stream's ``wake`` wakes
+    the origin's parked relays (``PartitionSpread.wake``)."""
 
     __slots__ = ("origin", "spread")
+
+    @property  # type: ignore[override]
+    def parked(self) -> bool:
+        return bool(_PARKED.__get__(self))
+
+    @parked.setter
+    def parked(self, value: bool) -> None:
+        _PARKED.__set__(self, value)
+        origin = getattr(self, "origin", None)  # unset while ChannelConsumer initialises
+        if value and origin is not None:
+            origin.parked = True
 
     def __init__(self, origin: Any, queue: RemoteQueue, owner: PartitionSpread) -> None:
         super().__init__(origin.channel, queue, origin.tag, no_ack=origin.no_ack,
@@ -201,6 +219,14 @@ class PartitionSpread:
         for relay in self.relays.pop(consumer, ()):
             relay.queue.remove_consumer(relay)
 
+    def wake(self, consumer: Consumer) -> None:
+        """The channel gives ``consumer`` credit back: its parked relays ask for it (the
+        local stream never parks a reader)."""
+        consumer.parked = False
+        for relay in self.relays.get(consumer, ()):
+            if relay.parked:
+                relay.queue.wake(relay)
+
     def lost(self, consumer: Consumer) -> None:
         """A node this consumer reads from went down (or refused it)."""
         if consumer in self.relays:
@@ -230,6 +256,7 @@ def attach(forwarding: QueueForwarding, q: Any) -> Any:
     q.validate_consumer = router.validate_consumer
     q.add_consumer = router.add_consumer
     q.remove_consumer = router.remove_consumer
+    q.wake = router.wake
     q.group_views = router.group_views
     _SPREADS.add(router)
     return q

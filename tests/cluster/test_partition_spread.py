@@ -96,14 +96,16 @@ def produce_keyed(nodes: dict[str, BrokerProcess], topic: str, count: int
     return acked
 
 
-def amqp_read(node: BrokerProcess, queue: str, count: int, arguments: dict[str, Any] | None = None
-              ) -> list[tuple[int, int, bytes, Any]]:
+def amqp_read(node: BrokerProcess, queue: str, count: int, arguments: dict[str, Any] | None = None,
+              global_prefetch: int = 0) -> list[tuple[int, int, bytes, Any]]:
     """(partition, offset, body, key header) of ``count`` deliveries to a reader on ``node``."""
     conn = pika.BlockingConnection(pika.URLParameters(node.url))
     got: list[tuple[int, int, bytes, Any]] = []
     try:
         ch = conn.channel()
         ch.basic_qos(prefetch_count=50)
+        if global_prefetch:  # the channel's credit, shared by every node's deliveries
+            ch.basic_qos(prefetch_count=global_prefetch, global_qos=True)
 
         def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
             h = props.headers or {}
@@ -232,6 +234,9 @@ def test_amqp_publishes_land_in_the_kafka_keys_partitions(nodes: dict[str, Broke
             else:
                 assert (partition, offset) == acked[k]
     # one partition, read through a node that does not hold it
+    # a channel prefetch smaller than the nodes read from: a node's relay left without
+    # credit is woken when the channel's credit is back
+    assert len(amqp_read(nodes["n2"], "spread-a", total, global_prefetch=2)) == total
     in_2 = sorted((p, o) for p, o, _, _ in got if p == 2)
     only = amqp_read(nodes["n1"], "spread-a", len(in_2), {"x-stream-partition": 2})
     assert sorted((p, o) for p, o, _, _ in only) == in_2
