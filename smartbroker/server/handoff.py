@@ -70,18 +70,22 @@ def queue_leader(queue: Any) -> str | None:
 
 
 def publish_leader(vhost: Any, event: Publish) -> str | None:
-    """The one other node leading every queue this publish goes to, else None."""
+    """The one other node leading every queue this publish goes to, else None (also for
+    a message whose headers do not decode: the publish itself then answers as usual)."""
     exchange, key, _ = event.route
-    if event.flags & codec.FLAG_HEADERS and has_sender_routing(event.header):
-        return None  # CC/BCC route by headers: not worth a move
-    if exchange == "":
-        leaders = {queue_leader(vhost.queues.get(key))}
-    else:
-        ex = vhost.exchanges.get(exchange)
-        if ex is None:
-            return None
-        msg = Message.routed(event.route, event.header, event.body, event.flags)
-        leaders = {queue_leader(q) for q in route(vhost, ex, msg, [key])}
+    try:
+        if event.flags & codec.FLAG_HEADERS and has_sender_routing(event.header):
+            return None  # CC/BCC route by headers: not worth a move
+        if exchange == "":
+            leaders = {queue_leader(vhost.queues.get(key))}
+        else:
+            ex = vhost.exchanges.get(exchange)
+            if ex is None:
+                return None
+            msg = Message.routed(event.route, event.header, event.body, event.flags)
+            leaders = {queue_leader(q) for q in route(vhost, ex, msg, [key])}
+    except Exception:  # noqa: BLE001 - routing is only a hint here
+        return None
     return leaders.pop() if len(leaders) == 1 else None
 
 
