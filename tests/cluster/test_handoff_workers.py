@@ -345,3 +345,39 @@ def test_a_target_that_refuses_leaves_it_here_forwarding(workers: Workers) -> No
     assert got == [f"f{i}" for i in range(20)]
     rch.queue_delete("ho-refused")
     reader.close()
+
+
+def test_through_an_exchange_it_moves_only_when_one_sibling_leads_every_queue(
+        workers: Workers) -> None:
+    w0, w1 = nodes(workers)
+    declare_on(workers, w1, "ho-x-far")
+    declare_on(workers, w0, "ho-x-near")
+    setup, _ = pika_on(workers, w1)
+    sch = setup.channel()
+    sch.exchange_declare("ho-x-direct", "direct", durable=True)
+    sch.exchange_declare("ho-x-fanout", "fanout", durable=True)
+    sch.queue_bind("ho-x-far", "ho-x-direct", "far")
+    sch.queue_bind("ho-x-far", "ho-x-fanout")
+    sch.queue_bind("ho-x-near", "ho-x-fanout")
+    deadline = time.monotonic() + 10
+    while not all(len(workers.get("/api/exchanges/%2F/ho-x-fanout/bindings/source", port)) == 2  # type: ignore[arg-type]
+                  for port in workers.apis().values()):  # both workers applied the bindings
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for exchange, key, expected in (("ho-x-direct", "far", w1), ("ho-x-fanout", "", w0)):
+        conn, name = pika_on(workers, w0)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for i in range(10):
+            ch.basic_publish(exchange, key, f"{exchange}{i}".encode(),
+                             pika.BasicProperties(delivery_mode=2))
+        assert where(workers, name) == expected, exchange  # fanout: two leaders, it stays
+        conn.close()
+    while (queue_counts(workers, "ho-x-far")[0], queue_counts(workers, "ho-x-near")[0]) != (20, 10):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for q in ("ho-x-far", "ho-x-near"):
+        sch.queue_delete(q)
+    for x in ("ho-x-direct", "ho-x-fanout"):
+        sch.exchange_delete(x)
+    setup.close()
