@@ -8,7 +8,8 @@
   their declaring node only (not in etcd), so half the connections could not reach them.
   The kernel spreads the connections of each run over the workers at random; each then
   moves, at its first publish or basic.consume, to the worker leading its queue (its
-  socket handed over, server/handoff.py), so after that nothing crosses the link.
+  socket handed over, server/handoff.py), so after that nothing crosses the link; each
+  run's ``connections_moved`` says how many of the 8 moved.
 - ``forward``: two nodes (separate ports), the queue led by node 2; 1 publisher, 1
   consumer (1 KiB, prefetch 100) through node 2 (the leader) and through node 1 (every
   publish, delivery and ack crosses the link). msg/s and each node's CPU.
@@ -115,6 +116,20 @@ def get_json(port: int, path: str) -> object:
         return json.loads(resp.read())
 
 
+def handovers(http: int) -> int:
+    """Connections the workers handed to the worker leading their queue so far (each
+    worker's own /api/nodes/{name}; 0 for a single node, which has no such counter)."""
+    nodes = get_json(http, "/api/nodes")
+    assert isinstance(nodes, list)
+    total = 0
+    for node in nodes:
+        if node.get("running"):
+            info = get_json(node.get("http_port", http), f"/api/nodes/{node['name']}")
+            assert isinstance(info, dict)
+            total += info.get("connections_handed_over", 0)
+    return total
+
+
 def predeclare(url: str, http: int, names: list[str], durable: bool,
                arguments: dict) -> None:
     """Declare the queues on one connection and wait until every node lists them, so
@@ -176,8 +191,10 @@ def bench_f(args: argparse.Namespace, tmp: Path) -> dict:
             runs: dict[str, list[dict]] = {name: [] for name in targets}
             for rep in range(1, args.reps + 1):
                 for name, target in targets.items():
+                    moved = handovers(https[name])
                     res = run_once(scenario, target, lg)
                     res["rep"] = rep
+                    res["connections_moved"] = handovers(https[name]) - moved  # of 8
                     runs[name].append(res)
                     print(f"  {key} {name} rep {rep}: pub {res.get('pub_rate', 0):,.0f}/s "
                           f"deliv {res.get('deliv_rate', 0):,.0f}/s broker CPU "
