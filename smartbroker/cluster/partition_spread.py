@@ -159,6 +159,9 @@ class PartitionSpread:
             found = self.remotes[node] = RemoteQueue(
                 s.name, s.vhost, node, self.forwarding, durable=True, arguments=s.arguments,
                 capabilities=_REMOTE_CAPABILITIES, type_name="stream")
+            # an ack of its delivery gives the channel's credit back to the local readers
+            # too (a channel prefetch is shared): the channel dispatches the acked queue
+            found.dispatch = s.dispatch  # type: ignore[method-assign]
         return found
 
     def learn(self, node: str, bounds: list[Any]) -> None:
@@ -226,6 +229,7 @@ class PartitionSpread:
         for relay in self.relays.get(consumer, ()):
             if relay.parked:
                 relay.queue.wake(relay)
+        self.stream.dispatch()  # and its local reader (once per loop pass)
 
     def lost(self, consumer: Consumer) -> None:
         """A node this consumer reads from went down (or refused it)."""
