@@ -3,8 +3,9 @@
 Real processes on free loopback ports (``serve --workers 2`` as test_workers.py starts
 it), real clients (pika, aio-pika). A connection that lands on the worker not leading its
 queue is handed to the other one at its first publish or consume (its socket passed over
-a Unix socket, server/handoff.py): asserted from outside, by which worker's
-/api/connections lists it (each client names its connection), and the client sees the
+a Unix socket, server/handoff.py): asserted from outside, by the node its
+/api/connections row names (each client names its connection) and by the workers'
+handover counters in /api/nodes/{name}, and the client sees the
 same broker: confirms, delivery tags going on, prefetch, redelivered flags, heartbeats;
 no message lost or duplicated. A connection already committed to a local queue stays.
 """
