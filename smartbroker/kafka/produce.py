@@ -38,6 +38,7 @@ from typing import Any
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
 from smartbroker.kafka import batches, codec, configs, idempotence, recompress, records
+from smartbroker.kafka.append_time import append_time, stamp
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
@@ -185,7 +186,7 @@ class Producer:
                     if acks not in (0, 1, -1):
                         raise PartitionError(ErrorCode.INVALID_REQUIRED_ACKS, f"acks={acks}")
                     queue = self.topics.stream(topic.name, create=True, need="write")
-                    base, log_start, sync = self._append(queue, topic.name, pdata, acks)
+                    base, log_start, sync, stamped = self._append(queue, topic.name, pdata, acks)
                 except PartitionError as exc:
                     errors = [part_cls.BatchIndexAndErrorMessage(
                         batch_index=i, batch_index_error_message=m) for i, m in exc.record_errors]
@@ -203,7 +204,7 @@ class Producer:
                     elif acks != 0:
                         logs.append((Created(created), 0))
                 parts.append(part_cls(index=pdata.index, error_code=ErrorCode.NONE,
-                                      base_offset=base, log_append_time_ms=-1,
+                                      base_offset=base, log_append_time_ms=stamped,
                                       log_start_offset=log_start, record_errors=[],
                                       error_message=None))
             answers.append(topic_cls(name=topic.name, partition_responses=parts))
@@ -214,9 +215,10 @@ class Producer:
             return response
         return asyncio.ensure_future(self._durable(response, logs))
 
-    def _append(self, queue: Any, name: str, pdata: Any, acks: int) -> tuple[int, int, Any]:
+    def _append(self, queue: Any, name: str, pdata: Any,
+                acks: int) -> tuple[int, int, Any, int]:
         """Check a partition's batches, then append them all; (base offset, log start
-        offset, (log, last offset) to sync or None)."""
+        offset, (log, last offset) to sync or None, log append time or -1)."""
         index = pdata.index
         part = queue.partitions.get(index)
         if part is None:
@@ -234,18 +236,23 @@ class Producer:
                                      f"requirement of {wanted} for partition {name}-{index}")
         limit = configs.message_limit(queue, self.broker.config.max_message_size)
         checked = self._batches(pdata.records, limit)
+        stamped = -1  # LogAppendTime (append_time.py): the time every record gets
         if queue.meta.overrides:  # a compression.type other than producer: re-encoded
+            stamped = append_time(queue)
             try:
                 checked = recompress.to_topic_codec(queue, checked, limit)
+                if stamped >= 0:
+                    checked = stamp(checked, stamped)
             except batches.BatchRefused as exc:
                 raise PartitionError(exc.code, str(exc)) from None
-        entries = self._entries(name, pdata.records, index) if queue.stream.compact else None
+        entries = (self._entries(name, pdata.records, index, stamped) if queue.stream.compact
+                   else None)
         try:
             original = idempotence.admit(queue, name, index, checked, self.txn_lookup)
         except idempotence.Refused as exc:
             raise PartitionError(exc.code, str(exc)) from None
         if original is not None:  # a retry: stored once, answered with its first offset
-            return original, part.first_offset, None
+            return original, part.first_offset, None, -1
         if entries is not None:
             first, result = queue.append_stored(index, entries)
             count = len(entries)
@@ -259,7 +266,7 @@ class Producer:
         if entries is not None:  # a transactional batch's journal entry: durable too
             result = txn_journal.journaled(result, queue.txns)
         sync = None if result.sync is None else (result.sync, first + count - 1)
-        return first, part.first_offset, sync
+        return first, part.first_offset, sync, stamped
 
     def _batches(self, data: Any, limit: int) -> list[batches.Batch]:
         """The partition's batches, checked by header and CRC only, and by size against
@@ -271,10 +278,11 @@ class Producer:
             raise PartitionError(exc.code, str(exc)) from None
         return checked
 
-    def _entries(self, name: str, data: Any,
-                 index: int = 0) -> list[tuple[bytes, int, bytes | None]]:
-        """(stored record, timestamp ms, key) of every record in ``data``; a keyless record
-        refuses the batch with INVALID_RECORD and its index, as Kafka's LogValidator."""
+    def _entries(self, name: str, data: Any, index: int = 0,
+                 stamped: int = -1) -> list[tuple[bytes, int, bytes | None]]:
+        """(stored record, timestamp ms, key) of every record in ``data`` (``stamped``:
+        LogAppendTime's for all); a keyless record refuses the batch with INVALID_RECORD
+        and its index, as Kafka's LogValidator."""
         if not data:
             raise PartitionError(ErrorCode.CORRUPT_MESSAGE, "no record batch")
         route = records.route_for(name)
@@ -294,7 +302,7 @@ class Producer:
                                              f"record of {len(value)} bytes is over the limit "
                                              f"of {limit} bytes")
                     key = rec.key
-                    ts = rec.timestamp if rec.timestamp >= 0 else now
+                    ts = stamped if stamped >= 0 else rec.timestamp if rec.timestamp >= 0 else now
                     out.append((records.stored_record(route, ts, key, value, list(rec.headers)),
                                 ts, key))
         except codec.DecodeError as exc:

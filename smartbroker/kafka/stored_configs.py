@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from smartbroker.kafka.append_time import TIMESTAMP_TYPE
 from smartbroker.queues.stream_storage import FLUSH_MESSAGES, FLUSH_MS
 
 BOOLEAN, STRING, INT, LONG, DOUBLE, LIST = 1, 2, 3, 5, 6, 7  # Kafka's ConfigType numbers
@@ -147,7 +148,7 @@ STORED: dict[str, Stored] = {s.name: s for s in (
     Stored("message.timestamp.after.max.ms", LONG, _LONG_MAX_TEXT, _at_least(0)),
 )}
 ARGUMENTS = frozenset(s.argument for s in STORED.values())
-assert {FLUSH_MS, FLUSH_MESSAGES, MIN_INSYNC} <= ARGUMENTS  # the names the streams read
+assert {FLUSH_MS, FLUSH_MESSAGES, MIN_INSYNC, TIMESTAMP_TYPE} <= ARGUMENTS  # names read elsewhere
 
 
 def parse(name: str, value: str) -> Any:

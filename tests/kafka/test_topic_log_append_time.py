@@ -1,0 +1,103 @@
+"""A topic's ``message.timestamp.type=LogAppendTime`` (kafka/append_time.py), set with
+confluent-kafka's AdminClient: whatever timestamp a producer gives, its records carry the
+broker's append time, which the produce response reports and Kafka consumers and AMQP
+readers see; a CreateTime topic keeps the producer's; a compacted topic's records get the
+append time too."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import BrokerProcess
+from tests.kafka.amqp_streams import amqp_read
+from tests.kafka.cross_protocol_readers import confluent_records
+from tests.kafka.kafka_brokers import own_kafka
+from tests.kafka.raw_client import mark, quiet
+
+ck = pytest.importorskip("confluent_kafka")
+cka = pytest.importorskip("confluent_kafka.admin")
+
+OLD = 1_000_000_000_000  # 2001: the producer's timestamp on every record
+COUNT = 20
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[BrokerProcess]:
+    with own_kafka("smartbroker-kafka-append-time-") as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def admin(broker: BrokerProcess) -> Any:
+    return cka.AdminClient({"bootstrap.servers": broker.kafka_bootstrap})
+
+
+def create(admin: Any, config: dict[str, str]) -> str:
+    topic = f"append-time-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([cka.NewTopic(topic, 1, 1, config=config)])[topic].result(30)
+    return topic
+
+
+def produce(broker: BrokerProcess, topic: str, compression: str) -> list[tuple[int, int]]:
+    """(timestamp type, timestamp) of each record's delivery report, in order."""
+    producer = ck.Producer({"bootstrap.servers": broker.kafka_bootstrap, "acks": "all",
+                            "compression.type": compression, "linger.ms": 5,
+                            "enable.idempotence": False})
+    reports: list[tuple[int, int]] = []
+
+    def done(err: Any, msg: Any) -> None:
+        assert err is None, err
+        reports.append(msg.timestamp())
+    for i in range(COUNT):
+        producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, timestamp=OLD, on_delivery=done)
+    assert producer.flush(30) == 0
+    return reports
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+def test_log_append_time_replaces_the_producers_timestamps(broker: BrokerProcess, admin: Any,
+                                                           compression: str) -> None:
+    since = mark(broker)
+    topic = create(admin, {"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    reports = produce(broker, topic, compression)
+    after = int(time.time() * 1000)
+    assert {kind for kind, _ in reports} == {ck.TIMESTAMP_LOG_APPEND_TIME}
+    assert all(before <= ts <= after for _, ts in reports), (before, reports, after)
+    read = confluent_records(broker.kafka_bootstrap, topic, 1, COUNT)
+    assert len(read) == COUNT and all(before <= r[5] <= after for r in read)
+    amqp = amqp_read(broker, topic, COUNT, **{"x-stream-offset": "first"})
+    assert all(before // 1000 <= props.timestamp <= after // 1000 + 1 for props, _ in amqp)
+    quiet(broker, since)
+
+
+def test_create_time_keeps_the_producers_timestamps(broker: BrokerProcess, admin: Any) -> None:
+    topic = create(admin, {"message.timestamp.type": "CreateTime"})
+    assert {r for r in produce(broker, topic, "none")} == {(ck.TIMESTAMP_CREATE_TIME, OLD)}
+    assert {r[5] for r in confluent_records(broker.kafka_bootstrap, topic, 1, COUNT)} == {OLD}
+
+
+def test_compacted_topic_records_get_the_append_time(broker: BrokerProcess, admin: Any) -> None:
+    topic = create(admin, {"message.timestamp.type": "LogAppendTime", "cleanup.policy": "compact"})
+    before = int(time.time() * 1000)
+    produce(broker, topic, "none")
+    after = int(time.time() * 1000)
+    read = confluent_records(broker.kafka_bootstrap, topic, 1, COUNT)
+    assert len(read) == COUNT and all(before <= r[5] <= after for r in read), read[:2]
+
+
+def test_altered_to_log_append_time_applies_at_once(broker: BrokerProcess, admin: Any) -> None:
+    topic = create(admin, {})
+    assert {ts for _, ts in produce(broker, topic, "none")} == {OLD}
+    res = cka.ConfigResource(cka.ResourceType.TOPIC, topic, incremental_configs=[
+        cka.ConfigEntry("message.timestamp.type", "LogAppendTime",
+                        incremental_operation=cka.AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(30)
+    assert OLD not in {ts for _, ts in produce(broker, topic, "none")}
+    stamps = [r[5] for r in confluent_records(broker.kafka_bootstrap, topic, 1, 2 * COUNT)]
+    assert stamps[:COUNT] == [OLD] * COUNT and OLD not in stamps[COUNT:]
