@@ -32,10 +32,14 @@ kept only in the stream's overrides (``OVERRIDE_ONLY``), CreateTopics' included.
 ``message.format.version`` is accepted and not stored: Kafka 3.x validates and then
 ignores it (always record format v2); it describes as Kafka 3.x's default, ``3.0-IV1``.
 
-An unset config describes as what the stream actually does (a stream without
+An empty ``cleanup.policy`` (Kafka accepts an empty list) is neither delete nor compact:
+``x-cleanup-policy`` "", nothing is deleted (whatever retention says) or compacted.
+Kafka's other topic configs (``flush.ms``, ``min.insync.replicas``, ``segment.ms``...) are
+validated, kept in the overrides and described by ``stored_configs.py``, which says which
+are acted on. An unset config describes as what the stream actually does (a stream without
 ``x-max-age`` keeps everything: -1, not Kafka's seven days), marked as the default.
 Any other config is refused with INVALID_CONFIG: an unknown name, or one Kafka knows that
-this broker does not implement (said so in the message).
+this broker does not implement (tiered storage's: said so in the message).
 """
 
 from __future__ import annotations

@@ -22,13 +22,15 @@ Acted on:
 * ``min.insync.replicas``: every partition has one replica, so a value above 1 makes
   Produce with acks=all fail with NOT_ENOUGH_REPLICAS (19), as Kafka does with one broker
   in sync; acks=0/1 are unaffected.
+* ``message.timestamp.type=LogAppendTime``: records carry the broker's append time
+  (append_time.py).
 
 Stored and described, not acted on (the README's Kafka section says why for each):
 ``file.delete.delay.ms``, ``segment.index.bytes``, ``segment.jitter.ms``, ``segment.ms``,
 ``index.interval.bytes``, ``preallocate``, ``message.downconversion.enable``,
 ``unclean.leader.election.enable``, the two ``*.replication.throttled.replicas``,
 ``max.compaction.lag.ms``, ``min.compaction.lag.ms``, ``min.cleanable.dirty.ratio``,
-``message.timestamp.type``, ``message.timestamp.difference.max.ms``,
+``message.timestamp.difference.max.ms``,
 ``message.timestamp.before.max.ms`` and ``message.timestamp.after.max.ms``.
 """
 
