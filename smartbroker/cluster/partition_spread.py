@@ -185,6 +185,21 @@ class PartitionSpread:
                 views.append(RemotePartition(index, *self.bounds.get(index, (0, 0))))
         return views
 
+    def describe(self, partitions: list[dict[str, Any]]) -> None:
+        """The management API's partitions of this copy (``partition_json``): each gets
+        its ``leader``; one led elsewhere, its offsets as its node last told them (known on
+        the stream leader, which asks for them)."""
+        for part in partitions:
+            index = part.get("partition")
+            if not isinstance(index, int):
+                continue
+            node = part["leader"] = owner(self.placement, index)
+            known = self.bounds.get(index) if node != self.node else None
+            if known is not None:
+                first, end = known
+                part.update(first_offset=first, next_offset=end, messages=end - first,
+                            last_offset=end - 1 if end > first else None)
+
     # -- publish -------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         stream = self.stream

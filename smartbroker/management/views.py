@@ -74,6 +74,9 @@ def _stream_fields(q: Any) -> dict[str, Any]:
     from smartbroker.management.routers.streams import group_names, partition_json
 
     partitions = [partition_json(part) for part in q.partitions]
+    spread = getattr(q, "spread", None)  # cluster: partitions led by several nodes
+    if spread is not None:
+        spread.describe(partitions)  # each one's leader (cluster/partition_spread.py)
     return {"messages": sum(p["messages"] for p in partitions),
             "message_bytes": sum(p["size_bytes"] for p in partitions),
             "stream": {"partition_count": len(partitions), "partitions": partitions},

@@ -182,6 +182,8 @@ def test_kafka_produce_and_group_over_spread_partitions(nodes: dict[str, BrokerP
     produce_keyed(nodes, "spread-k", 3)  # k0..k2 again: a lag of 3
     view = poll(lambda: _group_view(nodes["n1"], "spread-k", "g-spread", 3), "a lag of 3")
     assert [p["committed_offset"] for p in view["partitions"]] == ends
+    shown = poll(lambda: _queue_view(nodes["n1"], "spread-k", 63), "the leader counts 63")
+    assert [p["leader"] for p in shown["stream"]["partitions"]] == list(NAMES)
     extra = [sum(1 for key in (b"k0", b"k1", b"k2") if acked[key][0] == i) for i in range(3)]
     planned = _reset_latest(nodes["n1"], "spread-k", "g-spread")
     assert [p["after"] - p["before"] for p in planned["partitions"]] == extra
@@ -306,6 +308,11 @@ def test_a_killed_node_takes_only_its_partition_away(nodes: dict[str, BrokerProc
 def _group_view(node: BrokerProcess, topic: str, group: str, lag: int) -> Any:
     view = node.get_json(f"/api/groups/%2F/{topic}/{group}")
     return view if view["lag"] == lag else None
+
+
+def _queue_view(node: BrokerProcess, queue: str, messages: int) -> Any:
+    view = node.get_json(f"/api/queues/%2F/{queue}")
+    return view if view["messages"] == messages else None
 
 
 def _reset_latest(node: BrokerProcess, topic: str, group: str) -> Any:
