@@ -204,6 +204,9 @@ class KafkaHandlers:
         self.streams.led_elsewhere = self.fetcher.led_elsewhere = peers.led_elsewhere
         self.lister.partition_elsewhere = peers.partition_elsewhere
         self.streams.partition_elsewhere = peers.partition_elsewhere
+        # producer ids unique over the nodes: a partition's idempotence state is keyed by
+        # them, and the producers of one partition may have asked different nodes
+        self.txn.coordinator.pid_base = peers.node_id << 32
         self.fetcher.partition_elsewhere = peers.partition_elsewhere
         self.fetcher.remote_name = lambda tid: next(
             (t.name for t in peers.remote_topics() if t.topic_id == tid), None)

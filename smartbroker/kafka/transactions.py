@@ -83,6 +83,9 @@ class TransactionCoordinator:
         self.txns: dict[str, TxnMetadata] = {}
         self._next_id = 0
         self._block_end = 0  # ids below it are reserved (persisted)
+        # cluster mode (handlers.attach_peers): this node's broker id << 32 is added to the
+        # ids it hands out, so two nodes never give two producers the same id
+        self.pid_base = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._by_pid: dict[int, str] = {}  # producer id -> its transactional id
         self._durable = directory is None  # False: ids cannot be reserved durably
@@ -148,7 +151,7 @@ class TransactionCoordinator:
             self._block_end = end
         pid = self._next_id
         self._next_id += 1
-        return pid
+        return self.pid_base + pid
 
     # -- InitProducerId --------------------------------------------------------------------
     def init_producer_id(self, txn_id: str | None, timeout_ms: int, expected_pid: int = -1,

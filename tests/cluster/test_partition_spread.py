@@ -203,6 +203,17 @@ def test_kafka_produce_and_group_over_spread_partitions(nodes: dict[str, BrokerP
         assert (mine.error_code, mine.offset) == (0, ends[index] + extra[index])
         # the management API shows the stream once per node, led by its stream leader
         assert nodes[name].get_json("/api/queues/%2F/spread-k")["node"] == "n1"
+    # idempotent producers that asked different nodes for their ids write to the same
+    # partitions: ids are unique over the nodes, so no record is taken for another's retry
+    before = sum(list_offset(nodes[n], "spread-k", i).offset for i, n in enumerate(NAMES))
+    for name in ("n1", "n3"):
+        producer = Producer({"bootstrap.servers": nodes[name].kafka_bootstrap,
+                             "enable.idempotence": True, "partitioner": "murmur2_random"})
+        for i in range(10):
+            producer.produce("spread-k", key=f"k{i}".encode(), value=name.encode())
+        assert producer.flush(TIMEOUT) == 0
+    after = sum(list_offset(nodes[n], "spread-k", i).offset for i, n in enumerate(NAMES))
+    assert after - before == 20
     admin = AdminClient({"bootstrap.servers": nodes["n2"].kafka_bootstrap})
     grown = admin.create_partitions([NewPartitions("spread-k", 4)])["spread-k"]
     with pytest.raises(Exception, match="spread over the cluster"):
