@@ -46,7 +46,7 @@ from typing import Any
 from smartbroker.cluster.definitions_keys import seg, unseg
 from smartbroker.cluster.etcd_client import Delete, Put
 from smartbroker.cluster.etcd_view import WatchedPrefix
-from smartbroker.cluster.partition_spread import owner, spread
+from smartbroker.cluster.partition_spread import owner, spread, spread_of
 from smartbroker.kafka.cluster import Endpoint, RemoteTopic
 
 log = logging.getLogger("smartbroker.cluster")
@@ -152,15 +152,26 @@ class KafkaPeers:
         placement = self.placement.get(self.vhost, name)
         if placement is None or not spread(placement):
             return None
+        held: Any = None  # the leader names a node once that node told it it holds it
         if placement.leader != self.name:  # the id the leader describes (one id everywhere)
             topic_id = None
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 doc = json.loads(self.view.get(self._topics + seg(name)) or b"{}")
                 if doc.get("leader") == placement.leader:
                     topic_id = uuid.UUID(doc["id"])
-        leaders = tuple(e[0] if (e := self._endpoint(owner(placement, i))) is not None else -1
-                        for i in range(partitions))
-        return topic_id, leaders
+        else:
+            vhost = self.broker.vhosts.get(self.vhost)
+            found = spread_of(None if vhost is None else vhost.queues.get(name))
+            held = {} if found is None else found.bounds
+        leaders = []
+        for i in range(partitions):
+            node = owner(placement, i)
+            endpoint = self._endpoint(node)
+            # a partition of a node that has not got the topic yet (its definitions watch
+            # is behind: a Produce there could auto-create it anew) has no leader yet
+            known = held is None or node == self.name or i in held
+            leaders.append(endpoint[0] if endpoint is not None and known else -1)
+        return topic_id, tuple(leaders)
 
     def partition_elsewhere(self, name: str, partition: int) -> bool:
         placement = self.placement.get(self.vhost, name)

@@ -79,7 +79,10 @@ def test_metadata_on_every_node_names_three_brokers_and_the_leader(
         nodes: dict[str, BrokerProcess]) -> None:
     create_topic(nodes["n1"], "meta-topic", partitions=2)
     expected = {broker_id(n): ("127.0.0.1", nodes[n].kafka_port) for n in NAMES}
-    for name in NAMES:
+    spread = [broker_id("n1"), broker_id("n2")]  # round robin from the leader
+    for name in NAMES:  # n2 leads partition 1 once n1 knows n2 holds the topic
+        poll(lambda n=name: [p.leader_id for p in raw_metadata(
+            nodes[n], "meta-topic").topics[0].partitions] == spread, f"{name} names n1, n2")
         meta = poll(lambda n=name: described(nodes[n], "meta-topic"), f"{name} describes it")
         assert {b.id: (b.host, b.port) for b in meta.brokers.values()} == expected
         parts = meta.topics["meta-topic"].partitions
