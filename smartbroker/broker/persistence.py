@@ -132,8 +132,8 @@ class Persistence:
             vhost = broker.vhosts.get(qdef.vhost)
             if vhost is not None:
                 self._try(vhost.declare_queue, qdef.name, durable=qdef.durable,
-                          auto_delete=qdef.auto_delete,
-                          arguments=qdef.arguments)
+                          auto_delete=qdef.auto_delete, arguments=qdef.arguments,
+                          server_named=True)  # a stored amq.gen- name was generated
         for bdef in defs.bindings:
             vhost = broker.vhosts.get(bdef.vhost)
             if vhost is None:

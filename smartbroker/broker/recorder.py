@@ -5,7 +5,7 @@ Users, Permissions, every VirtualHost and the Broker get it in their constructor
 ``listener``. While ``restoring`` is on, it writes nothing: startup rebuilds the broker
 through the same declare/set calls a client makes, and what is being read back from the
 store must not be written into it again. Transient objects and exclusive queues are never
-written, as in RabbitMQ.
+written on a single node, as in RabbitMQ; a cluster's store keeps them (on the node's lease).
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class DefinitionsRecorder:
         self.transient = getattr(definitions, "keeps_transient", False)
 
     def _kept_queue(self, q: Any) -> bool:
-        return q.exclusive_owner is None and (q.durable or self.transient)
+        # a cluster keeps exclusive queues too, marked with their owner: RabbitMQ's other
+        # nodes know them (405 RESOURCE_LOCKED, their name taken, publishes routed to them)
+        return self.transient or (q.durable and q.exclusive_owner is None)
 
     def _kept_binding(self, binding: Binding) -> bool:
         dest = binding.destination
@@ -84,8 +86,13 @@ class DefinitionsRecorder:
 
     def queue_declared(self, vhost: str, q: Any) -> None:
         if self._kept_queue(q) and not self.restoring:
-            self.definitions.save_queue(QueueDef(vhost, q.name, q.durable, q.auto_delete,
-                                                 dict(q.arguments), q.type_name))
+            qdef = QueueDef(vhost, q.name, q.durable, q.auto_delete, dict(q.arguments),
+                            q.type_name)
+            if q.exclusive_owner is None:
+                self.definitions.save_queue(qdef)
+            else:  # only a cluster's store (etcd) has this
+                self.definitions.save_exclusive_queue(  # type: ignore[attr-defined]
+                    qdef, str(getattr(q.exclusive_owner, "name", "")))
 
     def queue_deleted(self, vhost: str, q: Any) -> None:
         if self._kept_queue(q) and not self.restoring:

@@ -58,6 +58,7 @@ class EtcdDefinitionStore:
     def __init__(self, client: EtcdClient) -> None:
         self.client = client
         self.lease: Callable[[], int] = lambda: 0  # the node's membership lease, once a member
+        self.node = ""  # this node's name (ClusterNode sets it): owner of its exclusive queues
         self.view = WatchedPrefix(client, K.ROOT)
         self.timeout = 5.0  # seconds pending() waits (config.cluster_metadata_timeout)
         self._raw: asyncio.Future[int] | None = None  # the view's future pending() bounds
@@ -176,6 +177,14 @@ class EtcdDefinitionStore:
     def save_queue(self, q: QueueDef) -> None:
         self._put(K.queue(q), transient=not q.durable)
 
+    def save_exclusive_queue(self, q: QueueDef, connection: str) -> None:
+        """An exclusive queue, on this node's lease and marked with its owner: the other
+        nodes route publishes to it and refuse everything else with 405, as RabbitMQ's
+        cluster-wide exclusive queues; it goes with its connection or its node."""
+        record = K.ExclusiveQueueDef(q.vhost, q.name, q.durable, q.auto_delete, q.arguments,
+                                     q.type, self.node, connection)
+        self._put(K.queue(record), transient=True)
+
     def delete_queue(self, vhost: str, name: str) -> None:
         to_it = self._bindings_to(vhost, "queue", name)
         self.view.write(Delete(K.key("queues", vhost, name)), *(Delete(k) for k in to_it))
@@ -196,9 +205,10 @@ class EtcdDefinitionStore:
         if raw is None:
             return False
         try:
-            return not K.decode(key, raw)[1].durable
+            record = K.decode(key, raw)[1]
         except ValueError:
             return False
+        return not record.durable or isinstance(record, K.ExclusiveQueueDef)
 
     def delete_binding(self, b: BindingDef) -> None:
         self.view.write(Delete(K.binding_key(b)))
@@ -213,16 +223,28 @@ class EtcdDefinitionStore:
         self.view.write(Put(entry.key, entry.value, self.lease() if transient else 0))
 
     def load_all(self) -> Definitions:
+        """What restore declares: exclusive queues (and bindings to them) are left out,
+        being another connection's (``exclusive_definitions`` has them)."""
         r = self._records
+        every = r("queues")
+        queues = [q for q in every if not isinstance(q, K.ExclusiveQueueDef)]
+        skipped = {(q.vhost, q.name) for q in every if isinstance(q, K.ExclusiveQueueDef)}
         return Definitions(
             vhosts=sorted(r("vhosts"), key=lambda d: d.name),
             users=sorted(r("users"), key=lambda d: d.name),
             permissions=sorted(r("permissions"), key=lambda d: (d.user, d.vhost)),
             exchanges=sorted(r("exchanges"), key=lambda d: (d.vhost, d.name)),
-            queues=sorted(r("queues"), key=lambda d: (d.vhost, d.name)),
-            bindings=sorted(r("bindings"), key=lambda d: (d.vhost, d.source, d.destination,
-                                                          d.routing_key, dumps(d.arguments))),
+            queues=sorted(queues, key=lambda d: (d.vhost, d.name)),
+            bindings=sorted((b for b in r("bindings") if not _to_exclusive(b, skipped)),
+                            key=lambda d: (d.vhost, d.source, d.destination, d.routing_key,
+                                           dumps(d.arguments))),
             policies=sorted(r("policies"), key=lambda d: (d.vhost, d.name)))
+
+    def exclusive_definitions(self) -> tuple[list[K.ExclusiveQueueDef], list[BindingDef]]:
+        """Every node's exclusive queues and the bindings to them (not in ``load_all``)."""
+        queues = [q for q in self._records("queues") if isinstance(q, K.ExclusiveQueueDef)]
+        names = {(q.vhost, q.name) for q in queues}
+        return queues, [b for b in self._records("bindings") if _to_exclusive(b, names)]
 
     def _records(self, table: str, under: bytes = b"") -> list[Any]:
         out = []
@@ -239,6 +261,10 @@ class EtcdDefinitionStore:
     async def aclose(self) -> None:
         """Send what is queued (for up to the client's timeout), then stop."""
         await self.view.aclose()
+
+
+def _to_exclusive(b: BindingDef, exclusive: set[tuple[str, str]]) -> bool:
+    return b.destination_type == "queue" and (b.vhost, b.destination) in exclusive
 
 
 def _bounded(future: asyncio.Future[int], seconds: float) -> asyncio.Future[int]:

@@ -112,6 +112,14 @@ def exchange(e: ExchangeDef) -> Entry:
     return Entry(key("exchanges", e.vhost, e.name), _fields(e))
 
 
+@dataclass
+class ExclusiveQueueDef(QueueDef):
+    """An exclusive queue as the other nodes know it (on its node's lease): its owning
+    node and connection, so they answer 405 RESOURCE_LOCKED and route publishes to it."""
+    exclusive_node: str = ""
+    exclusive_connection: str = ""
+
+
 def queue(q: QueueDef) -> Entry:
     return Entry(key("queues", q.vhost, q.name), _fields(q))
 
@@ -140,6 +148,8 @@ def decode(k: bytes, value: bytes) -> tuple[str, Any]:
     table, names = split(k)
     try:
         data = loads(value.decode())
+        if table == "queues" and "exclusive_node" in data:
+            return table, ExclusiveQueueDef(**data)
         if table in _RECORDS:
             return table, _RECORDS[table](**data)
         if table == "user_limits":

@@ -23,6 +23,7 @@ from smartbroker.auth import ScramCredential
 from smartbroker.broker.permissions import InvalidRegex, Permission, TopicPermission
 from smartbroker.broker.policies import Policy, PolicyError
 from smartbroker.cluster.definitions_etcd import DefinitionChange, EtcdDefinitionStore
+from smartbroker.cluster.exclusive_queues import remote_owner
 from smartbroker.errors import AMQPError
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ class DefinitionsSync:
     def busy(self) -> bool:
         """Changes received and not applied yet (they are, later in this loop pass)."""
         return self._scheduled
+
+    def received(self, change: DefinitionChange) -> None:
+        """Apply ``change`` later in this loop pass (as one from the watch)."""
+        self._received(change)
 
     def _received(self, change: DefinitionChange) -> None:
         self._changes.append(change)
@@ -152,11 +157,14 @@ class DefinitionsSync:
         vhost = self.broker.vhosts.get((new or old).vhost)
         if vhost is None:
             return
-        if new is None:
-            vhost.delete_queue(old.name)
+        if new is None:  # an exclusive one's owner is never a connection of this node
+            vhost.delete_queue(old.name, owner=getattr(vhost.queues.get(old.name),
+                                                       "exclusive_owner", None))
         elif new.name not in vhost.queues:
+            owner = remote_owner(new)  # another node's exclusive queue: 405 here
             vhost.declare_queue(new.name, durable=new.durable, auto_delete=new.auto_delete,
-                                arguments=new.arguments)
+                                arguments=new.arguments, exclusive=owner is not None,
+                                owner=owner, server_named=True)  # amq.gen-: checked there
 
     def _bindings(self, old: Any, new: Any) -> None:
         b = new or old

@@ -139,7 +139,7 @@ class LeaderService:
         rows = [[q.vhost, q.name, q.message_count, q.consumer_count, q.unacked_count,
                  q.message_bytes]
                 for vhost in list(self.vhosts.values()) for q in list(vhost.queues.values())
-                if getattr(q, "leader", None) is None and q.exclusive_owner is None]
+                if getattr(q, "leader", None) is None]
         return wire.encode({"code": 0, "queues": rows})
 
     def _when_known(self, handler: Callable[[str, bytes], bytes]

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from pamqp.commands import INDEX_MAPPING
 
+from smartbroker.cluster import exclusive_queues, partition_bounds, partition_spread
 from smartbroker.cluster import forwarding_wire as wire
-from smartbroker.cluster import partition_bounds, partition_spread
 from smartbroker.cluster.forwarding import LeaderService, Link
 from smartbroker.cluster.forwarding_intake import PublishIntake
 from smartbroker.cluster.forwarding_publish import Forwarder
@@ -299,8 +299,8 @@ class QueueForwarding:
         client-local puts it on this node), unless the declare applies another node's
         definitions. Then: the queue itself where this node leads it, else a
         ``RemoteQueue``."""
-        if spec.exclusive:  # its connection's alone: here, never used elsewhere, unplaced
-            return declare_queue(spec, host, storage)
+        if spec.exclusive:  # its connection's alone: on its node, unplaced; 405 elsewhere
+            return exclusive_queues.locked_remote(self, spec) or declare_queue(spec, host, storage)
         leader = self.placement.leader(spec.vhost, spec.name)
         if leader is not None and not self._applying:
             # a new queue declared here under a placement this node knows: written again

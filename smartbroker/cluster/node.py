@@ -105,6 +105,9 @@ class ClusterNode:
 
             broker.catch_up = CatchUp(self.etcd, self.definitions.view, self.definitions_sync,
                                       self.forwarding)
+            from smartbroker.cluster.exclusive_queues import apply_at_start  # the others'
+
+            apply_at_start(self.definitions, self.definitions_sync, self.name)
         self.membership.record = dataclasses.replace(
             self.membership.record, amqp_port=amqp, http_port=http, kafka_port=kafka,
             cluster_port=self.link.port)
@@ -136,6 +139,7 @@ class ClusterNode:
 
         try:
             self.definitions = await open_definitions(self.etcd)
+            self.definitions.node = self.name  # the owner its exclusive queues are marked with
         except EtcdUnavailable as exc:
             raise ClusterError(f"cannot read the definitions: {_short(exc)}") from None
         self.definitions.timeout = self.config.cluster_metadata_timeout

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from smartbroker.broker.core import Broker
 from smartbroker.broker.permissions import Permission
 from smartbroker.broker.persistence import Persistence
@@ -17,6 +19,7 @@ from smartbroker.cluster.definitions_sync import DefinitionsSync
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.etcd_process import EtcdProcess
 from smartbroker.config import Config
+from smartbroker.errors import AMQPError
 
 Node = tuple[Broker, EtcdDefinitionStore, DefinitionsSync]
 
@@ -68,7 +71,7 @@ def test_declares_on_one_broker_reach_the_other(etcd: EtcdProcess, cluster_name:
         broker_a.users.add("carol", "pw", ["monitoring"])
         broker_a.permissions.set(Permission("carol", "/", "^c", "^w", "^r"))
         vhost.declare_queue("transient", durable=False)  # in etcd too (on the node's lease)
-        vhost.declare_queue("mine", exclusive=True, owner=object())  # exclusive: never
+        vhost.declare_queue("mine", exclusive=True, owner=object())  # locked on b (405)
         await store_a.flush()
         there = broker_b.vhosts["/"]
 
@@ -85,7 +88,11 @@ def test_declares_on_one_broker_reach_the_other(etcd: EtcdProcess, cluster_name:
             broker_a.users.users["carol"].password_hash
         assert broker_b.users.users["carol"].scram  # the SCRAM credentials came too
         await until(lambda: "transient" in there.queues, sync_b, "the transient queue on b")
-        assert there.queues["transient"].durable is False and "mine" not in there.queues
+        assert there.queues["transient"].durable is False
+        await until(lambda: "mine" in there.queues, sync_b, "the exclusive queue on b")
+        with pytest.raises(AMQPError) as locked:  # its owner is no connection of b
+            there.queue("mine", object())
+        assert locked.value.code == 405
         assert store_b.pending() is None  # applying wrote nothing back
 
         vhost.delete_exchange("ex")  # its binding goes with it, on both
