@@ -38,11 +38,11 @@ from typing import Any
 from smartbroker.broker.core import Broker
 from smartbroker.errors import AMQPError
 from smartbroker.kafka import batches, codec, configs, idempotence, recompress, records
-from smartbroker.kafka.append_time import append_time, stamp
 from smartbroker.kafka.authz import topic_allowed
 from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.stored_configs import insync_shortfall
+from smartbroker.kafka.timestamps import append_time, bounds, out_of_range, stamp
 from smartbroker.queues import txn_journal
 
 log = logging.getLogger("smartbroker.kafka")
@@ -236,9 +236,9 @@ class Producer:
                                      f"requirement of {wanted} for partition {name}-{index}")
         limit = configs.message_limit(queue, self.broker.config.max_message_size)
         checked = self._batches(pdata.records, limit)
-        stamped = -1  # LogAppendTime (append_time.py): the time every record gets
-        if queue.meta.overrides:  # a compression.type other than producer: re-encoded
-            stamped = append_time(queue)
+        stamped = -1  # LogAppendTime (timestamps.py): the time every record gets
+        if queue.meta.overrides:  # compression.type, timestamp configs (overrides only)
+            stamped = self._topic_configs(queue, checked)
             try:
                 checked = recompress.to_topic_codec(queue, checked, limit)
                 if stamped >= 0:
@@ -267,6 +267,25 @@ class Producer:
             result = txn_journal.journaled(result, queue.txns)
         sync = None if result.sync is None else (result.sync, first + count - 1)
         return first, part.first_offset, sync, stamped
+
+    @staticmethod
+    def _topic_configs(queue: Any, checked: list[batches.Batch]) -> int:
+        """The topic's timestamp bounds checked (timestamps.py): INVALID_TIMESTAMP with
+        Kafka's record errors; returns the LogAppendTime to stamp, or -1."""
+        limits = bounds(queue.meta.overrides)
+        if limits is not None:
+            try:
+                errors = out_of_range(checked, *limits, int(time.time() * 1000))
+            except batches.BatchRefused as exc:
+                raise PartitionError(exc.code, str(exc)) from None
+            if errors:
+                shown = ", ".join(f"RecordError(batchIndex={i}, message='{m}')"
+                                  for i, m in errors[:3])
+                raise PartitionError(ErrorCode.INVALID_TIMESTAMP, "One or more records have "
+                                     f"been rejected due to {len(errors)} record errors in "
+                                     "total, and only showing the first three errors at "
+                                     f"most: [{shown}]", errors)
+        return append_time(queue)
 
     def _batches(self, data: Any, limit: int) -> list[batches.Batch]:
         """The partition's batches, checked by header and CRC only, and by size against

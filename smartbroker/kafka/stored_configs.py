@@ -22,16 +22,15 @@ Acted on:
 * ``min.insync.replicas``: every partition has one replica, so a value above 1 makes
   Produce with acks=all fail with NOT_ENOUGH_REPLICAS (19), as Kafka does with one broker
   in sync; acks=0/1 are unaffected.
-* ``message.timestamp.type=LogAppendTime``: records carry the broker's append time
-  (append_time.py).
+* ``message.timestamp.type=LogAppendTime``: records carry the broker's append time;
+  ``message.timestamp.before.max.ms``, ``after.max.ms`` and ``difference.max.ms`` bound
+  CreateTime records' timestamps (INVALID_TIMESTAMP): timestamps.py.
 
 Stored and described, not acted on (the README's Kafka section says why for each):
 ``file.delete.delay.ms``, ``segment.index.bytes``, ``segment.jitter.ms``, ``segment.ms``,
 ``index.interval.bytes``, ``preallocate``, ``message.downconversion.enable``,
 ``unclean.leader.election.enable``, the two ``*.replication.throttled.replicas``,
-``max.compaction.lag.ms``, ``min.compaction.lag.ms``, ``min.cleanable.dirty.ratio``,
-``message.timestamp.difference.max.ms``,
-``message.timestamp.before.max.ms`` and ``message.timestamp.after.max.ms``.
+``max.compaction.lag.ms``, ``min.compaction.lag.ms`` and ``min.cleanable.dirty.ratio``.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from smartbroker.kafka.append_time import TIMESTAMP_TYPE
+from smartbroker.kafka.timestamps import AFTER, BEFORE, DIFFERENCE, TIMESTAMP_TYPE
 from smartbroker.queues.stream_storage import FLUSH_MESSAGES, FLUSH_MS
 
 BOOLEAN, STRING, INT, LONG, DOUBLE, LIST = 1, 2, 3, 5, 6, 7  # Kafka's ConfigType numbers
@@ -150,7 +149,8 @@ STORED: dict[str, Stored] = {s.name: s for s in (
     Stored("message.timestamp.after.max.ms", LONG, _LONG_MAX_TEXT, _at_least(0)),
 )}
 ARGUMENTS = frozenset(s.argument for s in STORED.values())
-assert {FLUSH_MS, FLUSH_MESSAGES, MIN_INSYNC, TIMESTAMP_TYPE} <= ARGUMENTS  # names read elsewhere
+assert {FLUSH_MS, FLUSH_MESSAGES, MIN_INSYNC, TIMESTAMP_TYPE, BEFORE, AFTER,  # names read
+        DIFFERENCE} <= ARGUMENTS  # elsewhere
 
 
 def parse(name: str, value: str) -> Any:

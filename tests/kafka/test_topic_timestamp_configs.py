@@ -1,8 +1,10 @@
-"""A topic's ``message.timestamp.type=LogAppendTime`` (kafka/append_time.py), set with
-confluent-kafka's AdminClient: whatever timestamp a producer gives, its records carry the
-broker's append time, which the produce response reports and Kafka consumers and AMQP
-readers see; a CreateTime topic keeps the producer's; a compacted topic's records get the
-append time too."""
+"""A topic's timestamp configs (kafka/timestamps.py), set with confluent-kafka's
+AdminClient. ``message.timestamp.type=LogAppendTime``: whatever timestamp a producer
+gives, its records carry the broker's append time, which the produce response reports and
+Kafka consumers and AMQP readers see; a CreateTime topic keeps the producer's; a compacted
+topic's records get the append time too. ``message.timestamp.before.max.ms`` /
+``after.max.ms`` / ``difference.max.ms``: a record too far from the broker's clock is
+refused INVALID_TIMESTAMP (nothing of the batch stored), others are stored."""
 
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def create(admin: Any, config: dict[str, str]) -> str:
     return topic
 
 
-def produce(broker: BrokerProcess, topic: str, compression: str) -> list[tuple[int, int]]:
+def produce(broker: BrokerProcess, topic: str, compression: str,
+            timestamp: int = OLD) -> list[tuple[int, int]]:
     """(timestamp type, timestamp) of each record's delivery report, in order."""
     producer = ck.Producer({"bootstrap.servers": broker.kafka_bootstrap, "acks": "all",
                             "compression.type": compression, "linger.ms": 5,
@@ -54,7 +57,8 @@ def produce(broker: BrokerProcess, topic: str, compression: str) -> list[tuple[i
         assert err is None, err
         reports.append(msg.timestamp())
     for i in range(COUNT):
-        producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, timestamp=OLD, on_delivery=done)
+        producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, timestamp=timestamp,
+                         on_delivery=done)
     assert producer.flush(30) == 0
     return reports
 
@@ -101,3 +105,36 @@ def test_altered_to_log_append_time_applies_at_once(broker: BrokerProcess, admin
     assert OLD not in {ts for _, ts in produce(broker, topic, "none")}
     stamps = [r[5] for r in confluent_records(broker.kafka_bootstrap, topic, 1, 2 * COUNT)]
     assert stamps[:COUNT] == [OLD] * COUNT and OLD not in stamps[COUNT:]
+
+
+def refusals(broker: BrokerProcess, topic: str, timestamps: list[int]) -> list[Any]:
+    """Each record's delivery error (None: stored), one batch per record."""
+    producer = ck.Producer({"bootstrap.servers": broker.kafka_bootstrap, "retries": 0,
+                            "enable.idempotence": False, "linger.ms": 0,
+                            "batch.num.messages": 1, "message.timeout.ms": 10000})
+    errors: list[Any] = []
+    for ts in timestamps:
+        producer.produce(topic, value=b"v", timestamp=ts,
+                         on_delivery=lambda err, _msg: errors.append(err))
+        producer.flush(30)
+    return [None if e is None else e.code() for e in errors]
+
+
+def test_timestamp_bounds_refuse_records_too_far_from_now(broker: BrokerProcess,
+                                                         admin: Any) -> None:
+    since = mark(broker)
+    bad = ck.KafkaError.INVALID_TIMESTAMP
+    hour = 3_600_000
+    now = int(time.time() * 1000)
+    before = create(admin, {"message.timestamp.before.max.ms": str(hour)})
+    assert refusals(broker, before, [OLD, now, now + 10 * hour]) == [bad, None, None]
+    after = create(admin, {"message.timestamp.after.max.ms": str(hour)})
+    assert refusals(broker, after, [OLD, now, now + 10 * hour]) == [None, None, bad]
+    both = create(admin, {"message.timestamp.difference.max.ms": str(hour)})
+    assert refusals(broker, both, [OLD, now, now + 10 * hour]) == [bad, None, bad]
+    stamped = create(admin, {"message.timestamp.before.max.ms": str(hour),
+                             "message.timestamp.type": "LogAppendTime"})
+    assert refusals(broker, stamped, [OLD]) == [None]  # the append time is never out of range
+    stored = confluent_records(broker.kafka_bootstrap, before, 1, 2)
+    assert [(r[1], r[5]) for r in stored] == [(0, now), (1, now + 10 * hour)]  # the OLD one: not
+    quiet(broker, since)
