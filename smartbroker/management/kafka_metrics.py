@@ -114,7 +114,9 @@ def group_metrics(broker: Any, listener: Any) -> Iterator[Any]:
         active: dict[str, bool] = {}  # every group of the vhost: AMQP consumers hold it
         for stream in _streams(vhost):
             groups = stream.groups
-            partitions = stream.partitions
+            views = getattr(stream, "group_views", None)  # cluster: a spread stream's
+            partitions = (dict(enumerate(views())) if views is not None  # others' bounds
+                          else stream.partitions)
             for (group, index), committed in list(groups.book.offsets.items()):
                 active.setdefault(group, False)
                 part = partitions.get(index)
