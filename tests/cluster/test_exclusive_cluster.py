@@ -103,6 +103,42 @@ def test_locked_on_the_other_node_and_reached_by_its_publishes(nodes: list[Broke
     other.close()
 
 
+def test_fanout_to_an_exclusive_queue_and_reply_through_the_other_node(
+        nodes: list[BrokerProcess]) -> None:
+    """What celery's remote control (kombu's pidbox) does: the worker's exclusive,
+    auto-delete, x-expires queue bound to a fanout exchange; a client on another node
+    declares its reply queue (auto-delete, x-expires) bound to a direct exchange,
+    publishes the command to the fanout, and the worker replies through the direct
+    exchange. It failed whenever the client landed on the other worker: the exclusive
+    queue and its binding were known to their node alone."""
+    tag = free_port()
+    worker, client = connect(nodes[0]), connect(nodes[1])
+    try:
+        w = worker.channel()
+        w.exchange_declare(f"pidbox-{tag}", "fanout")
+        box = f"w-{tag}.celery.pidbox"
+        w.queue_declare(box, exclusive=True, auto_delete=True, arguments={"x-expires": 10000})
+        w.queue_bind(box, f"pidbox-{tag}")
+        c = client.channel()
+        c.exchange_declare(f"reply-{tag}", "direct")
+        reply = f"{tag}.reply.celery.pidbox"
+        c.queue_declare(reply, auto_delete=True, arguments={"x-expires": 10000,
+                                                            "x-message-ttl": 10000})
+        c.queue_bind(reply, f"reply-{tag}", routing_key=str(tag))
+        c.basic_publish(f"pidbox-{tag}", "", b'{"method": "ping"}',
+                        pika.BasicProperties(reply_to=str(tag), correlation_id="t1"))
+        method, props, body = next(w.consume(box, inactivity_timeout=10))
+        assert body == b'{"method": "ping"}' and props.reply_to == str(tag)
+        w.basic_ack(method.delivery_tag)
+        w.basic_publish(f"reply-{tag}", props.reply_to, b'{"ok": "pong"}',
+                        pika.BasicProperties(correlation_id=props.correlation_id))
+        _method, props, body = next(c.consume(reply, inactivity_timeout=10))
+        assert (body, props.correlation_id) == (b'{"ok": "pong"}', "t1")
+    finally:
+        worker.close()
+        client.close()
+
+
 def test_gone_with_its_node_and_not_left_by_a_restart(nodes: list[BrokerProcess]) -> None:
     first = connect(nodes[0])
     name = first.channel().queue_declare("", exclusive=True).method.queue  # server-named
