@@ -283,10 +283,10 @@ def attach(forwarding: QueueForwarding, q: Any) -> Any:
 
 def led_by(forwarding: QueueForwarding) -> Iterator[PartitionSpread]:
     """The spread streams whose stream leader is ``forwarding``'s node."""
-    for spread in list(_SPREADS):
-        if spread.forwarding is forwarding and spread.leader == forwarding.node \
-                and not spread.stream.deleted and not spread.stream.closed:
-            yield spread
+    for found in list(_SPREADS):
+        if found.forwarding is forwarding and found.leader == forwarding.node \
+                and not found.stream.deleted and not found.stream.closed:
+            yield found
 
 
 def spread_of(q: Any) -> PartitionSpread | None:
@@ -295,5 +295,5 @@ def spread_of(q: Any) -> PartitionSpread | None:
     return found if isinstance(found, PartitionSpread) else None
 
 
-__all__ = ["PartitionRelay", "PartitionSpread", "RemotePartition", "attach", "led_by", "owner", "spread",
-           "spread_of"]
+__all__ = ["PartitionRelay", "PartitionSpread", "RemotePartition", "attach", "led_by", "owner",
+           "spread", "spread_of"]
