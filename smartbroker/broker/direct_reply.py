@@ -34,7 +34,9 @@ class ReplyTo:
     def __init__(self, channel: Channel, registry: dict[str, ReplyTo]) -> None:
         self.channel = channel
         self.registry = registry
-        self.token = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        # a cluster's registry adds ".<node>": a reply published on any node finds it
+        self.token = base64.urlsafe_b64encode(os.urandom(18)).decode() + \
+            getattr(registry, "suffix", "")
         self.name = PREFIX + self.token
         self.consumers: list[Any] = []
         registry[self.token] = self

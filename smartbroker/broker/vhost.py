@@ -355,8 +355,9 @@ class VirtualHost:
         if not rk.startswith(REPLY_PREFIX):
             return UNROUTED
         reply = self.replies.get(rk[len(REPLY_PREFIX):])
-        if reply is None:
-            return UNROUTED
+        if reply is None:  # cluster mode: maybe a channel of another node (its token says)
+            forward = getattr(self.replies, "forward", None)
+            return UNROUTED if forward is None else forward(self, msg)
         reply.deliver(msg)
         return ROUTED
 

@@ -23,6 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster import reply_to
 from smartbroker.cluster.forwarding_wire import CONFIRM
 
 if TYPE_CHECKING:
@@ -112,6 +113,10 @@ class PublishIntake:
                     queue_name.decode(errors="replace"))
                 target = found[key] = (vhost, q)
             vhost, q = target
+            if q is None and vhost is not None and reply_to.is_reply(queue_name):
+                confirms.routed_upto = seq  # a direct reply to a channel here
+                reply_to.deliver_forwarded(vhost, exchange_rk, properties, body)
+                continue
             if q is None or getattr(q, "leader", None) is not None:
                 now = time.monotonic()
                 if since is None or now - since < WAIT_FOR_QUEUE:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pamqp.commands import INDEX_MAPPING
 
-from smartbroker.cluster import exclusive_queues, partition_bounds, partition_spread
+from smartbroker.cluster import exclusive_queues, partition_bounds, partition_spread, reply_to
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster.forwarding import LeaderService, Link
 from smartbroker.cluster.forwarding_intake import PublishIntake
@@ -349,6 +349,7 @@ class QueueForwarding:
         for vhost in vhosts:
             vhost.queue_factory = self.queue_factory
             vhost.on_queue_deleted.append(self._deleted)
+            reply_to.install(self, vhost)  # direct reply-to across the nodes
             for name in list(vhost.queues):
                 rehome(self, vhost, name)
 

@@ -1,7 +1,8 @@
 """Exclusive queues are cluster-wide, as in RabbitMQ (cluster/exclusive_queues.py): a
 connection on another node gets 405 RESOURCE_LOCKED for every use of one, its name is
 taken, publishes from any node reach it (RPC replies), and it goes with its connection
-or its node. Two real nodes, one real etcd, pika clients over real sockets."""
+or its node. Direct reply-to reaches a channel of another node (cluster/reply_to.py).
+Two real nodes, one real etcd, pika clients over real sockets."""
 
 from __future__ import annotations
 
@@ -136,6 +137,37 @@ def test_fanout_to_an_exclusive_queue_and_reply_through_the_other_node(
         assert (body, props.correlation_id) == (b'{"ok": "pong"}', "t1")
     finally:
         worker.close()
+        client.close()
+
+
+def test_direct_reply_to_a_channel_of_the_other_node(nodes: list[BrokerProcess]) -> None:
+    """RabbitMQ's direct reply-to in a cluster: the server replies on its node to the
+    client's channel on the other (the reply-to names that node)."""
+    server, client = connect(nodes[0]), connect(nodes[1])
+    try:
+        s = server.channel()
+        requests = f"rpc-{free_port()}"
+        s.queue_declare(requests, exclusive=True)
+        c = client.channel()
+        replies: list[tuple[bytes, str]] = []
+        c.basic_consume("amq.rabbitmq.reply-to",
+                        lambda _c, _m, p, b: replies.append((b, p.correlation_id)),
+                        auto_ack=True)
+        c.basic_publish("", requests, b"2+2", pika.BasicProperties(
+            reply_to="amq.rabbitmq.reply-to", correlation_id="c1"))
+        _method, props, body = next(s.consume(requests, auto_ack=True, inactivity_timeout=10))
+        assert body == b"2+2" and props.reply_to.endswith(".x2")
+        s.cancel()
+        s.basic_publish("", props.reply_to, b"4", pika.BasicProperties(correlation_id="c1"))
+        poll(lambda: client.process_data_events(0.05) or replies, "the reply on x2")
+        assert replies == [(b"4", "c1")]
+        # a reply to a channel gone, or to a token naming no node, is dropped
+        c.close()
+        s.confirm_delivery()
+        s.basic_publish("", props.reply_to, b"late")
+        s.basic_publish("", "amq.rabbitmq.reply-to.nonode", b"lost")
+    finally:
+        server.close()
         client.close()
 
 
