@@ -157,16 +157,31 @@ def test_kcat_reads_the_same(kafka_broker: BrokerProcess, topic: tuple[str, floa
 def test_kafka_partitioners_agree_with_amqp_publishes(
         kafka_broker: BrokerProcess, topic: tuple[str, float, float]) -> None:
     """kafka-python's and aiokafka's default partitioner and librdkafka's murmur2_random
-    put each key in the partition its AMQP publishes landed in."""
+    put each key in the partition its AMQP publishes landed in. (They produce to a stream
+    of their own with as many partitions: the module's topic must keep what the other tests
+    read, whichever runs first.)"""
     kafka = pytest.importorskip("kafka")
     ck = pytest.importorskip("confluent_kafka")
-    name = topic[0]
-    amqp_partition = {props.headers["x-message-key"]: p
-                      for (p, _), (props, _) in amqp_positions(kafka_broker, name, COUNT).items()}
+    amqp_partition = {props.headers["x-message-key"]: p for (p, _), (props, _)
+                      in amqp_positions(kafka_broker, topic[0], COUNT).items()}
     assert set(amqp_partition) == set(KEYS)
+    name = f"x-kafka-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(kafka_broker.url))
+    ch = conn.channel()
+    ch.queue_declare(name, durable=True, arguments={"x-queue-type": "stream",
+                                                    "x-partitions": PARTITIONS})
+    try:
+        landed = produced_to(kafka, ck, kafka_broker.kafka_bootstrap, name)
+    finally:
+        ch.queue_delete(name)
+        conn.close()
+    assert landed == {k: {amqp_partition[k]} for k in KEYS}
+
+
+def produced_to(kafka: Any, ck: Any, bootstrap: str, name: str) -> dict[str, set[int]]:
+    """Each key produced to ``name`` by the three client libraries: where it landed."""
     landed: dict[str, set[int]] = {k: set() for k in KEYS}
-    producer = kafka.KafkaProducer(bootstrap_servers=kafka_broker.kafka_bootstrap,
-                                   enable_idempotence=False)
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     try:
         futures = [(k, producer.send(name, key=k.encode(), value=b"kp")) for k in KEYS]
         for k, future in futures:
@@ -174,8 +189,7 @@ def test_kafka_partitioners_agree_with_amqp_publishes(
     finally:
         producer.close(timeout=10)
     reports: list[tuple[str, int]] = []
-    cproducer = ck.Producer({"bootstrap.servers": kafka_broker.kafka_bootstrap,
-                             "partitioner": "murmur2_random"})
+    cproducer = ck.Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
     for k in KEYS:
         cproducer.produce(name, key=k.encode(), value=b"ck", on_delivery=lambda err, msg: (
             reports.append((msg.key().decode(), msg.partition())) if err is None else None))
@@ -183,8 +197,8 @@ def test_kafka_partitioners_agree_with_amqp_publishes(
     for k, p in reports:
         landed[k].add(p)
     assert len(reports) == len(KEYS)
-    asyncio.run(aiokafka_send(kafka_broker.kafka_bootstrap, name, landed))
-    assert landed == {k: {amqp_partition[k]} for k in KEYS}
+    asyncio.run(aiokafka_send(bootstrap, name, landed))
+    return landed
 
 
 async def aiokafka_send(bootstrap: str, name: str, landed: dict[str, set[int]]) -> None:
