@@ -228,6 +228,13 @@ class LeaderService:
                     continue
                 consumer.credit += count
                 queue = consumer.queue
+            elif op == Op.DRAIN:  # a spread stream's consumer moves its credit elsewhere
+                consumer = consumers.get((peer, sub))
+                if consumer is not None:
+                    returned, consumer.credit = max(consumer.credit, 0), 0
+                    self.link.send(peer, DELIVERIES, (Kind.DRAINED, sub, 0, 0, returned,
+                                                      b"", b"", b""))
+                continue
             elif op not in KNOWN_OPS:
                 continue  # a newer peer's operation: nothing to do with it here
             elif op >= Op.GET_ACK:

@@ -55,6 +55,7 @@ class Op(enum.IntEnum):
     GET_ACK = 6  # settlements of a basic.get delivery (sub 0)
     GET_REQUEUE = 7
     GET_DISCARD = 8
+    DRAIN = 9  # give back the credit not used yet (answered by ``Kind.DRAINED``)
 
 
 class Kind(enum.IntEnum):
@@ -62,6 +63,7 @@ class Kind(enum.IntEnum):
 
     DELIVER = 1
     CANCELLED = 2  # the queue was deleted: basic.cancel to the client
+    DRAINED = 3  # ``Op.DRAIN``'s answer: ``count`` credit given back (after every delivery)
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:

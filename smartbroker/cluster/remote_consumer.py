@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from smartbroker.queues.base import Consumer
 
 WINDOW = 256  # credit of a consumer without a prefetch limit
-_CANCELLED = int(Kind.CANCELLED)  # a plain int: compared once per delivery
+_DELIVER = int(Kind.DELIVER)  # a plain int: compared once per delivery
+_CANCELLED, _DRAINED = int(Kind.CANCELLED), int(Kind.DRAINED)
 
 
 class Subscription:
@@ -146,15 +147,32 @@ class Subscriptions:
             sub.granted += want
             self.node.send_op(sub.queue.leader, Op.CREDIT, sub.sub, 0, want)
 
+    def drain(self, consumer: Consumer) -> None:
+        """Ask the leader for the credit ``consumer`` was granted and has not used (a
+        spread stream's consumer moves it to another node, ``cluster/spread_credit.py``);
+        ``granted`` counts it until the answer, so it is never granted twice."""
+        sub = self.by_consumer.get(id(consumer))
+        if sub is not None and sub.granted > 0:
+            self.node.send_op(sub.queue.leader, Op.DRAIN, sub.sub, 0, 0)
+
+    def _drained(self, sub: Subscription, count: int) -> None:
+        """The leader gave ``count`` back, after every delivery it sent before."""
+        sub.granted = max(sub.granted - count, 0)
+        wake = getattr(sub.consumer, "drained", None)
+        if wake is not None:
+            wake()
+
     def on_deliveries(self, peer: str, items: list[tuple]) -> None:
         from smartbroker.cluster.remote_queue import RemoteEntry
 
         touched: dict[int, Subscription] = {}
         for kind, sub_id, handle, redelivered, _count, route, properties, body in items:
             sub = self.by_sub.get(sub_id)
-            if kind == _CANCELLED:
-                if sub is not None:
+            if kind != _DELIVER:
+                if kind == _CANCELLED and sub is not None:
                     self._subscribed(sub, None)
+                elif kind == _DRAINED and sub is not None:
+                    self._drained(sub, _count)
                 continue
             if sub is None:  # cancelled here while it was on its way
                 if handle:
