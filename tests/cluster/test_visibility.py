@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -15,6 +16,7 @@ import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.node_group import cluster_node, start_all, stop_all
+from tests.conftest import assert_clean_log
 
 NAMES = ("v1", "v2", "v3")
 ROUNDS = 50
@@ -118,16 +120,20 @@ def test_transient_queue_and_exchange_are_seen_on_every_node(
             ch.connection.close()
 
 
-def test_transients_die_with_their_node(nodes: dict[str, BrokerProcess]) -> None:
+def test_transients_die_with_their_node(nodes: dict[str, BrokerProcess], tmp_path: Path) -> None:
     """kill -9 of the declaring node: once its lease expires, its transient queue and
     exchange are gone from the others (RabbitMQ deletes a dead node's transients), while
-    a durable queue it leads stays known (down)."""
-    ch = channel(nodes["v3"])
+    a durable queue it leads stays known (down). The node killed is a fourth, v4: the
+    module's three stay up for whatever test runs after this one."""
+    assert nodes["v1"].etcd is not None and nodes["v1"].cluster_name is not None
+    doomed = cluster_node(tmp_path, "v4", nodes["v1"].etcd, nodes["v1"].cluster_name)
+    doomed.start()
+    ch = channel(doomed)
     ch.queue_declare("vis-dies", durable=False)
     ch.exchange_declare("vis-dies-x", "fanout", durable=False)
     ch.queue_declare("vis-stays", durable=True)
     ch.connection.close()
-    nodes["v3"].kill()
+    doomed.kill()
     deadline = time.monotonic() + 15
 
     def names(kind: str) -> set[str]:
@@ -144,3 +150,4 @@ def test_transients_die_with_their_node(nodes: dict[str, BrokerProcess]) -> None
         assert "no queue 'vis-dies'" in str(info.value)
     finally:
         other.connection.close()
+    assert_clean_log(doomed)
