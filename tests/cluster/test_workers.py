@@ -24,7 +24,7 @@ import pika
 import pytest
 
 from smartbroker.cluster.etcd_process import etcd_binary
-from smartbroker.launcher import free_port
+from smartbroker.launcher import PortHolds, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 _AUTH = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
@@ -35,7 +35,8 @@ class Workers:
     """A running ``serve --workers 2``: its process, ports and log."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port, self.http = free_port(), free_port()
+        self._ports = PortHolds()  # kept for a restart while stopped
+        self.port, self.http = self._ports.take(), self._ports.take()
         self.log_path = tmp / "workers.log"
         self.data = tmp / "data"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,7 +104,7 @@ class Workers:
 
 
 @pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     if etcd_binary() is None:
         pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
     running = Workers(tmp_path_factory.mktemp("workers")).start()
@@ -112,6 +113,15 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     finally:
         running.stop()
         assert "Traceback" not in running.log(), running.log()
+
+
+@pytest.fixture
+def workers(supervisor: Workers) -> Workers:
+    """The module's ``serve --workers``, started again when a test before this one (on
+    this pytest-xdist process, in whatever order) stopped it."""
+    if supervisor.proc is None or supervisor.proc.poll() is not None:
+        supervisor.start()
+    return supervisor
 
 
 def connections_by_node(workers: Workers, conns: list[pika.BlockingConnection]) \
@@ -244,10 +254,7 @@ def test_sigterm_stops_every_process(workers: Workers) -> None:
 
 def test_restart_on_the_same_data_dir(workers: Workers) -> None:
     """Stopped, then started again: etcd comes back from its data (on new ports), and so
-    do a durable queue and its persistent message. Self-contained: pytest-xdist may run
-    this module's tests on different processes, each with its own fixture."""
-    if workers.proc is None or workers.proc.poll() is not None:
-        workers.start()
+    do a durable queue and its persistent message."""
     with pika.BlockingConnection(pika.URLParameters(workers.url)) as conn:
         ch = conn.channel()
         ch.confirm_delivery()
