@@ -23,7 +23,7 @@ import pytest
 
 from smartbroker.cluster.etcd_process import etcd_binary
 from smartbroker.launcher import free_port
-from tests.cluster.test_workers import Workers
+from tests.cluster.workers_process import Workers
 from tests.security.test_tls import _cert, _key, _write
 
 _names = itertools.count()

@@ -24,7 +24,7 @@ import pika
 import pytest
 
 from smartbroker.cluster.etcd_process import etcd_binary
-from tests.cluster.test_workers import _AUTH, _DIRECT, Workers
+from tests.cluster.workers_process import AUTH, DIRECT, Workers
 
 _names = itertools.count()
 
@@ -305,8 +305,8 @@ def test_unacked_delivery_or_exclusive_queue_keeps_it_here(workers: Workers) -> 
 def put(workers: Workers, path: str, body: object) -> None:
     req = urllib.request.Request(f"http://127.0.0.1:{workers.http}{path}", method="PUT",
                                  data=json.dumps(body).encode(),
-                                 headers={**_AUTH, "Content-Type": "application/json"})
-    with _DIRECT.open(req, timeout=5):
+                                 headers={**AUTH, "Content-Type": "application/json"})
+    with DIRECT.open(req, timeout=5):
         pass
 
 
