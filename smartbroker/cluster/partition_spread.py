@@ -33,14 +33,19 @@ so streams that are not spread, and a single node, run the unchanged ``StreamQue
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pamqp import commands
+
 from smartbroker.broker.consumer import ChannelConsumer
-from smartbroker.cluster.forwarding import RelayConsumer
+from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster.forwarding_wire import Op
 from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.cluster.spread_credit import CreditShare, share, unshare
 from smartbroker.queues.base import PublishResult
 from smartbroker.queues.groups import GroupError
 from smartbroker.queues.stream import StreamQueue
@@ -97,7 +102,7 @@ class PartitionRelay(ChannelConsumer):
     consumers it holds (an ack, qos, flow, writability), and the stream's ``wake`` wakes
     the origin's parked relays (``PartitionSpread.wake``)."""
 
-    __slots__ = ("origin", "spread")
+    __slots__ = ("origin", "spread", "share", "delivered")
 
     @property  # type: ignore[override]
     def parked(self) -> bool:
@@ -116,6 +121,30 @@ class PartitionRelay(ChannelConsumer):
                          priority=origin.priority, arguments=origin.arguments)
         self.origin = origin
         self.spread = owner
+        self.share: CreditShare | None = None
+        self.delivered = 0  # a grant its node sits on is asked back (``spread_credit``)
+
+    def deliver(self, queue: Any, entry: Any) -> None:
+        self.delivered += 1
+        self.channel.deliver(self, queue, entry)
+
+    def credit_left(self) -> int:
+        """What its node may have been granted in all: within the consumer's prefetch
+        with its other sources (``spread_credit``), not a prefetch of its own."""
+        n = ChannelConsumer.credit_left(self)
+        share = self.share
+        return n if share is None else min(n, share.relay_allowance(self))
+
+    def can_take(self) -> bool:
+        return self.credit_left() > 0
+
+    def drained(self) -> None:
+        """Its node gave unused credit back: the consumer's other sources take it first
+        (this relay asks again at the next wake)."""
+        share = self.share
+        if share is not None:
+            share.wake()
+            self.parked = True
 
     def cancelled_by_broker(self) -> None:
         """Its node is down or refused: the client's consumer is cancelled as a whole, as
@@ -134,6 +163,7 @@ class PartitionSpread:
         self.placement = placement
         self.remotes: dict[str, RemoteQueue] = {}
         self.relays: dict[Any, list[PartitionRelay]] = {}
+        self._subscribed: dict[Any, list[PartitionRelay]] = {}  # consume-ok sent, not yet added
         self._partition_of = PARTITION_OF[stream.partitioner]
         # the other nodes' partitions' (first, next) offsets, as they last told them
         # (``partition_bounds``: the group views of the stream leader read them)
@@ -162,6 +192,7 @@ class PartitionSpread:
             # an ack of its delivery gives the channel's credit back to the local readers
             # too (a channel prefetch is shared): the channel dispatches the acked queue
             found.dispatch = s.dispatch  # type: ignore[method-assign]
+            found.wake = self._wake_relay  # type: ignore[method-assign]
         return found
 
     def learn(self, node: str, bounds: list[Any]) -> None:
@@ -222,24 +253,98 @@ class PartitionSpread:
         for node in sorted(self.needed(arguments)):
             self.remote(node).check_available()  # 404: home node down
 
-    def add_consumer(self, consumer: Consumer) -> None:
-        StreamQueue.add_consumer(self.stream, consumer)  # this node's partitions
-        if isinstance(consumer, RelayConsumer) or not isinstance(consumer, ChannelConsumer):
-            return  # relayed from another node: that node asks each owner itself
-        relays = self.relays[consumer] = []
+    def _relays(self, consumer: ChannelConsumer) -> list[PartitionRelay]:
+        """Its relays, one per other node it reads, sharing its prefetch."""
+        relays = [PartitionRelay(consumer, self.remote(node), self)
+                  for node in sorted(self.needed(consumer.arguments))]
+        if relays:
+            found = share(consumer, self.forwarding.subscriptions, self.stream.dispatch)
+            if found is not None:
+                found.set_relays(relays)
+                for relay in relays:
+                    relay.share = found
+                found.start()
+        return relays
+
+    def consume_later(self, conn: Any, ch: Any, consumer: Any, nowait: bool) -> None:
+        """basic.consume: consume-ok once every other node it reads has subscribed its
+        relay (the connection reads nothing meanwhile, ``QueueForwarding.spawn``), so a
+        reader attached at ``next`` gets what any node appends after its consume-ok;
+        what a relay delivers before that waits for it (``Subscription.early``)."""
+        if not isinstance(consumer, ChannelConsumer) or not self.needed(consumer.arguments):
+            if not nowait:
+                conn.send_method(ch.number, commands.Basic.ConsumeOk(consumer_tag=consumer.tag))
+            ch.add_consumer(consumer)
+            return
         for node in sorted(self.needed(consumer.arguments)):
-            relay = PartitionRelay(consumer, self.remote(node), self)
-            relays.append(relay)
-            relay.queue.add_consumer(relay)  # subscribed there; a refusal cancels it
+            self.remote(node).check_available()
+        subscriptions = self.forwarding.subscriptions
+        relays = self._relays(consumer)
+        opened = []
+        for relay in relays:
+            sub, payload = subscriptions.open(relay.queue, relay)
+            sub.early = []
+            opened.append((relay, sub, payload))
+
+        def abandon() -> None:
+            unshare(consumer)
+            for relay, sub, _ in opened:
+                subscriptions.drop(sub)
+                self.forwarding.send_op(relay.queue.leader, Op.CANCEL, sub.sub, 0, 1)
+
+        async def consume() -> None:
+            answers = await asyncio.gather(
+                *(relay.queue._call_raw(wire.CONSUME, payload) for relay, _, payload in opened),
+                return_exceptions=True)
+            failed = next((a for a in answers if isinstance(a, BaseException)), None)
+            if failed is not None or ch.closing or ch.torn_down:
+                abandon()
+                if failed is not None:
+                    raise failed
+                return
+            if not nowait:
+                conn.send_method(ch.number, commands.Basic.ConsumeOk(consumer_tag=consumer.tag))
+            self._subscribed[consumer] = relays
+            ch.add_consumer(consumer)
+            for _, sub, _ in opened:
+                subscriptions.started(sub)
+
+        self.forwarding.spawn(consume(), conn, ch, (60, 20))
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        relays = self._subscribed.pop(consumer, None)
+        if relays is None and isinstance(consumer, ChannelConsumer):
+            relays = self._relays(consumer)  # added without consume_later: subscribed here
+        StreamQueue.add_consumer(self.stream, consumer)  # this node's partitions
+        if not relays:
+            return  # relayed from another node: that node asks each owner itself
+        self.relays[consumer] = relays
+        for relay in relays:
+            relay.queue.add_consumer(relay)  # subscribed there (unless already); a refusal cancels it
 
     def remove_consumer(self, consumer: Consumer) -> None:
         StreamQueue.remove_consumer(self.stream, consumer)
         for relay in self.relays.pop(consumer, ()):
             relay.queue.remove_consumer(relay)
+        unshare(consumer)
+
+    def _wake_relay(self, relay: Consumer) -> None:
+        """The channel gives a relay credit back (its delivery was acked): when the
+        consumer's prefetch is shared, each of its sources in turn may take it."""
+        found = getattr(relay, "share", None)
+        if found is not None:
+            found.wake()
+        else:
+            self.forwarding.subscriptions.wake(relay)
 
     def wake(self, consumer: Consumer) -> None:
         """The channel gives ``consumer`` credit back: its parked relays ask for it (the
         local stream never parks a reader)."""
+        relays = self.relays.get(consumer)
+        found = relays[0].share if relays else None
+        if found is not None:
+            found.wake()
+            return
         consumer.parked = False
         for relay in self.relays.get(consumer, ()):
             if relay.parked:
@@ -274,6 +379,7 @@ def attach(forwarding: QueueForwarding, q: Any) -> Any:
     q.publish = router.publish
     q.validate_consumer = router.validate_consumer
     q.add_consumer = router.add_consumer
+    q.consume_later = router.consume_later
     q.remove_consumer = router.remove_consumer
     q.wake = router.wake
     q.group_views = router.group_views
