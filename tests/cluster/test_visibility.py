@@ -29,6 +29,7 @@ def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
     try:
         start_all(procs.values())
+        linked(procs)  # every test starts from a cluster whose links are up
         yield procs
     finally:
         stop_all(procs.values())
@@ -60,7 +61,6 @@ def linked(nodes: dict[str, BrokerProcess]) -> None:
 
 
 def test_declared_on_one_node_is_found_at_once_on_another(nodes: dict[str, BrokerProcess]) -> None:
-    linked(nodes)
     first, second, third = (channel(nodes[n]) for n in NAMES)
     try:
         for i in range(ROUNDS):
