@@ -216,12 +216,12 @@ def test_a_node_cut_off_from_etcd_serves_and_rejoins(tmp_path: Path) -> None:
     proc = node(tmp_path, own.endpoint, "cut", "solo")
     try:
         proc.start()
-        own.stop()
         conn = pika.BlockingConnection(pika.URLParameters(proc.url))
         ch = conn.channel()
-        # exclusive: its connection's alone, never in etcd (a transient or durable queue
-        # is a cluster-wide definition: its declare-ok waits for etcd)
+        # declared while etcd answers: every queue is a cluster-wide definition, exclusive
+        # ones too (as in RabbitMQ), so a declare-ok waits for etcd
         ch.queue_declare("local", exclusive=True)
+        own.stop()
         ch.basic_publish("", "local", b"still here")
         poll(lambda: ch.basic_get("local", auto_ack=True)[2] == b"still here", 5,
              "a local publish and get without etcd")
