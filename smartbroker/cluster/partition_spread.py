@@ -263,7 +263,6 @@ class PartitionSpread:
                 found.set_relays(relays)
                 for relay in relays:
                     relay.share = found
-                found.start()
         return relays
 
     def consume_later(self, conn: Any, ch: Any, consumer: Any, nowait: bool) -> None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from smartbroker.cluster.remote_consumer import Subscriptions
 
 IDLE = 0.05  # seconds an unused grant may pin credit another source may be waiting for
+UNLIMITED = 1 << 30  # no prefetch (the channel's global one may still bound it)
 
 
 class CreditShare:
@@ -42,32 +43,49 @@ class CreditShare:
         self.relays: list[Any] = []  # PartitionRelay
         self.subscriptions = subscriptions
         self.dispatch = dispatch
-        self.budget = origin.prefetch
-        self.slice = 1
         self._turn = 0
         self._seen: dict[int, int] = {}  # id(relay) -> its deliveries at the last look
         self._timer: asyncio.TimerHandle | None = None
+        self.stopped = False
 
     def set_relays(self, relays: list[Any]) -> None:
         self.relays = list(relays)
-        self.slice = max(1, self.budget // (len(relays) + 1))
 
     # -- what each source holds and may take -----------------------------------------------
     def granted(self, relay: Any) -> int:
         sub = self.subscriptions.by_consumer.get(id(relay))
         return sub.granted if sub is not None else 0
 
-    def free(self) -> int:
-        held = self.origin.unacked
+    def budget(self) -> tuple[int, int]:
+        """(the credit of all its sources, what they hold): its prefetch, and within its
+        channel's global prefetch what the channel's other deliveries leave."""
+        origin = self.origin
+        unacked = origin.unacked
+        granted = 0
         for relay in self.relays:
-            held += relay.unacked + self.granted(relay)
-        return self.budget - held
+            unacked += relay.unacked
+            granted += self.granted(relay)
+        budget = origin.prefetch or UNLIMITED
+        ch = origin.channel
+        if ch.global_prefetch:
+            budget = min(budget, ch.global_prefetch - (ch.unacked_total - unacked))
+        return budget, unacked + granted
+
+    def free(self) -> int:
+        budget, held = self.budget()
+        if held >= budget:
+            self.start()  # a grant its node sits on may be what another source waits for
+        return budget - held
 
     def relay_allowance(self, relay: Any) -> int:
         """What ``relay``'s node may have been granted in all (``Subscriptions.top_up``
-        grants the difference)."""
+        grants the difference): a slice of the budget at a time."""
         granted = self.granted(relay)
-        return granted + max(0, min(self.slice - granted, self.free()))
+        budget, held = self.budget()
+        if held >= budget:
+            self.start()
+        part = max(1, budget // (len(self.relays) + 1))
+        return granted + max(0, min(part - granted, budget - held))
 
     # -- turns -----------------------------------------------------------------------------
     def wake(self) -> None:
@@ -84,24 +102,32 @@ class CreditShare:
                 self.subscriptions.wake(source)
 
     def start(self) -> None:
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(IDLE, self._look)
+        """Look at the grants in ``IDLE`` seconds (only while credit runs short)."""
+        if self._timer is None and not self.stopped:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # driven by hand (unit tests): nothing to look at later
+                return
+            self._timer = loop.call_later(IDLE, self._look)
 
     def _look(self) -> None:
         """Nothing free, and a node sits on a grant it has not used since the last look:
         asked back, so a source with records gets it; credit free with relays parked
         (drained before): they ask again."""
         self._timer = None
-        free = self.free()
+        budget, held = self.budget()
         for relay in self.relays:
             seen, self._seen[id(relay)] = self._seen.get(id(relay)), relay.delivered
-            if free <= 0 and seen == relay.delivered and self.granted(relay) > 0:
+            if held >= budget and seen == relay.delivered and self.granted(relay) > 0:
                 self.subscriptions.drain(relay)
-        if free > 0 and any(relay.parked for relay in self.relays):
+        parked = any(relay.parked for relay in self.relays)
+        if held < budget and parked:
             self.wake()  # a relay drained earlier asks again
-        self.start()
+        if held >= budget or parked:
+            self.start()  # looks again while credit is short
 
     def stop(self) -> None:
+        self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -127,10 +153,9 @@ class SharedOrigin(ChannelConsumer):
 
 def share(origin: ChannelConsumer, subscriptions: Subscriptions,
           dispatch: Callable[[], None]) -> CreditShare | None:
-    """A share for ``origin`` when its prefetch limits it (None: no_ack or no prefetch,
-    where every node's window is unlimited anyway)."""
-    if origin.no_ack or origin.prefetch <= 0 or type(origin) not in (ChannelConsumer,
-                                                                     SharedOrigin):
+    """A share for ``origin`` (None: no_ack, nothing to bound). Without a prefetch the
+    channel's global one (basic.qos global, now or later) bounds its sources together."""
+    if origin.no_ack or type(origin) not in (ChannelConsumer, SharedOrigin):
         return None
     found = _SHARES[id(origin)] = CreditShare(origin, subscriptions, dispatch)
     origin.__class__ = SharedOrigin

@@ -28,8 +28,8 @@ __all__ = ["nodes"]  # the three nodes of test_partition_spread.py (module fixtu
 QUIET = 0.15  # seconds a held window is watched for one delivery too many
 
 
-def read_in_windows(node: BrokerProcess, queue: str, total: int, prefetch: int
-                    ) -> tuple[int, set[tuple[int, int]]]:
+def read_in_windows(node: BrokerProcess, queue: str, total: int, prefetch: int,
+                    global_qos: bool = False) -> tuple[int, set[tuple[int, int]]]:
     """Read ``total`` records with ``prefetch``, acking a window only once it is full (or
     holds the rest): (the most deliveries ever held unacked, the (partition, offset)s)."""
     conn = pika.BlockingConnection(pika.URLParameters(node.url))
@@ -38,7 +38,9 @@ def read_in_windows(node: BrokerProcess, queue: str, total: int, prefetch: int
     most = 0
     try:
         ch = conn.channel()
-        ch.basic_qos(prefetch_count=prefetch)
+        if global_qos:  # a stream needs a consumer prefetch: the channel's bounds it here
+            ch.basic_qos(prefetch_count=50)
+        ch.basic_qos(prefetch_count=prefetch, global_qos=global_qos)
 
         def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
             held.append(method.delivery_tag)
@@ -61,15 +63,16 @@ def read_in_windows(node: BrokerProcess, queue: str, total: int, prefetch: int
     return most, seen
 
 
-@pytest.mark.parametrize("prefetch", [4, 1])
+@pytest.mark.parametrize(("prefetch", "global_qos"), [(4, False), (1, False), (3, True)])
 def test_prefetch_bounds_the_consumer_over_every_node(nodes: dict[str, BrokerProcess],
-                                                      prefetch: int) -> None:
-    topic = f"credit-{prefetch}"
+                                                      prefetch: int, global_qos: bool) -> None:
+    """A consumer's prefetch (1: below the three nodes), or its channel's global one."""
+    topic = f"credit-{prefetch}-{int(global_qos)}"
     spread_topic(nodes, topic)
     total = 36 if prefetch > 1 else 15
     acked = produce_keyed(nodes, topic, total)
     assert len({p for p, _ in acked.values()}) == 3  # records on every node
-    most, seen = read_in_windows(nodes["n2"], topic, total, prefetch)
+    most, seen = read_in_windows(nodes["n2"], topic, total, prefetch, global_qos)
     assert most <= prefetch, f"{most} unacked with prefetch {prefetch}"
     assert seen == set(acked.values())
 
