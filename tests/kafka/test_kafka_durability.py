@@ -37,9 +37,13 @@ class KafkaWriter(threading.Thread):
     def __init__(self, broker: BrokerProcess, topic: str) -> None:
         super().__init__(daemon=True)
         kafka = pytest.importorskip("kafka")
+        # what is in flight when the broker dies fails within 6 s, so that close() can
+        # flush and stop the producer's thread (its flush raises while a batch is pending,
+        # and the thread then went on retrying a dead broker under the next tests)
         self.producer = kafka.KafkaProducer(
             bootstrap_servers=broker.kafka_bootstrap, acks="all", enable_idempotence=False,
-            linger_ms=2, retries=0, request_timeout_ms=5000, max_block_ms=5000)
+            linger_ms=2, retries=0, request_timeout_ms=5000, max_block_ms=5000,
+            delivery_timeout_ms=6000)
         self.topic = topic
         self.acked: dict[int, bytes] = {}
         self.stop = threading.Event()
@@ -61,7 +65,7 @@ class KafkaWriter(threading.Thread):
         self.stop.set()
         self.join(10)
         with contextlib.suppress(Exception):  # closing against a dead broker may complain
-            self.producer.close(timeout=2)
+            self.producer.close(timeout=10)
 
 
 class AmqpWriter(threading.Thread):
