@@ -43,6 +43,7 @@ from pamqp import commands
 
 from smartbroker.broker.consumer import ChannelConsumer
 from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster import spread_pending
 from smartbroker.cluster.forwarding_wire import Op
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.cluster.spread_credit import CreditShare, share, unshare
@@ -359,18 +360,28 @@ class PartitionSpread:
 
 def attach(forwarding: QueueForwarding, q: Any) -> Any:
     """Give this node's stream ``q`` the entry points of its spread placement (when it has
-    one); returns ``q``. Idempotent: a placement seen again only updates it."""
+    one); returns ``q``. Idempotent: a placement seen again only updates it. A stream of
+    several partitions without a placement yet holds its publishes until it has one
+    (``spread_pending``); then they go to this name's object, ``q``."""
     if not getattr(getattr(q, "capabilities", None), "offset_log", False) \
             or isinstance(q, RemoteQueue) or not isinstance(q, StreamQueue):
+        spread_pending.release(forwarding, q)
         return q
     placement = forwarding.placement.get(q.vhost, q.name)
-    if not spread(placement):
+    if placement is None:
+        spread_pending.hold(forwarding, q)
         return q
-    assert placement is not None
+    if spread(placement):
+        _spread(forwarding, q, placement)
+    spread_pending.release(forwarding, q)
+    return q
+
+
+def _spread(forwarding: QueueForwarding, q: StreamQueue, placement: Placement) -> None:
     current = q.__dict__.get("spread")
     if isinstance(current, PartitionSpread):
         current.placement = placement
-        return q
+        return
     router = PartitionSpread(q, forwarding, placement)
     # instance attributes: only this object takes the spread paths, every other stream
     # keeps the class's methods (nothing added to the hot paths of the others)
@@ -383,7 +394,6 @@ def attach(forwarding: QueueForwarding, q: Any) -> Any:
     q.wake = router.wake
     q.group_views = router.group_views
     _SPREADS.add(router)
-    return q
 
 
 def led_by(forwarding: QueueForwarding) -> Iterator[PartitionSpread]:
