@@ -23,8 +23,11 @@ so streams that are not spread, and a single node, run the unchanged ``StreamQue
   ``x-stream-offset`` are those of one node; a consumer group (``x-consumer-group``)
   assigns each node's partitions among the group's consumers there, and its committed
   offsets live with the partitions. A consumer another node relays (a ``RelayConsumer``
-  here) reads this node's partitions only. Credit is per node: a prefetch of N allows up
-  to N unacked deliveries from each node holding partitions.
+  here) reads this node's partitions only. Its consume-ok waits until every relay has
+  subscribed (``consume_later``), and its prefetch is shared by its local reader and its
+  relays (``spread_credit``): N unacked at most, over every node, as on one node.
+* **before the placement**: a stream of several partitions known from its definition
+  alone holds its publishes until the placement says where they go (``spread_pending``).
 * **a node that is down**: a publish keyed to one of its partitions is dropped, a
   consume that needs it is refused with RabbitMQ's 404 for a down home node, and
   consumers reading it are cancelled (``basic.cancel``) when it goes, as for the queues
@@ -46,7 +49,8 @@ from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster import spread_pending
 from smartbroker.cluster.forwarding_wire import Op
 from smartbroker.cluster.remote_queue import RemoteQueue
-from smartbroker.cluster.spread_credit import CreditShare, share, unshare
+from smartbroker.cluster.spread_credit import share, unshare
+from smartbroker.cluster.spread_relay import PartitionRelay
 from smartbroker.queues.base import PublishResult
 from smartbroker.queues.groups import GroupError
 from smartbroker.queues.stream import StreamQueue
@@ -89,68 +93,6 @@ class RemotePartition:
     def offset_for_timestamp(self, timestamp_ms: int) -> int:
         raise GroupError(f"partition {self.index} is led by another node: resetting it to "
                          "a time is not supported yet (reset it with a Kafka client)")
-
-
-_PARKED = ChannelConsumer.__dict__["parked"]  # the slot a relay's ``parked`` keeps
-
-
-class PartitionRelay(ChannelConsumer):
-    """One node's share of a client's consumer: the same channel, tag, prefetch and
-    arguments, subscribed on that node (``queue`` is a ``RemoteQueue`` to it), so its
-    deliveries, acks and credit go through the channel as any remote queue's do.
-
-    A relay left without credit is parked, and so is its origin: the channel wakes the
-    consumers it holds (an ack, qos, flow, writability), and the stream's ``wake`` wakes
-    the origin's parked relays (``PartitionSpread.wake``)."""
-
-    __slots__ = ("origin", "spread", "share", "delivered")
-
-    @property  # type: ignore[override]
-    def parked(self) -> bool:
-        return bool(_PARKED.__get__(self))
-
-    @parked.setter
-    def parked(self, value: bool) -> None:
-        _PARKED.__set__(self, value)
-        origin = getattr(self, "origin", None)  # unset while ChannelConsumer initialises
-        if value and origin is not None:
-            origin.parked = True
-
-    def __init__(self, origin: Any, queue: RemoteQueue, owner: PartitionSpread) -> None:
-        super().__init__(origin.channel, queue, origin.tag, no_ack=origin.no_ack,
-                         exclusive=origin.exclusive, prefetch=origin.prefetch,
-                         priority=origin.priority, arguments=origin.arguments)
-        self.origin = origin
-        self.spread = owner
-        self.share: CreditShare | None = None
-        self.delivered = 0  # a grant its node sits on is asked back (``spread_credit``)
-
-    def deliver(self, queue: Any, entry: Any) -> None:
-        self.delivered += 1
-        self.channel.deliver(self, queue, entry)
-
-    def credit_left(self) -> int:
-        """What its node may have been granted in all: within the consumer's prefetch
-        with its other sources (``spread_credit``), not a prefetch of its own."""
-        n = ChannelConsumer.credit_left(self)
-        share = self.share
-        return n if share is None else min(n, share.relay_allowance(self))
-
-    def can_take(self) -> bool:
-        return self.credit_left() > 0
-
-    def drained(self) -> None:
-        """Its node gave unused credit back: the consumer's other sources take it first
-        (this relay asks again at the next wake)."""
-        share = self.share
-        if share is not None:
-            share.wake()
-            self.parked = True
-
-    def cancelled_by_broker(self) -> None:
-        """Its node is down or refused: the client's consumer is cancelled as a whole, as
-        a consumer of a down node's queue is."""
-        self.spread.lost(self.origin)
 
 
 class PartitionSpread:
