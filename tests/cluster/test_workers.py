@@ -138,6 +138,13 @@ def test_integration_across_connections(workers: Workers) -> None:
     run_integration(workers, ["test_basic_ack.py"])
 
 
+def test_exclusive_queues_and_rpc_across_workers(workers: Workers) -> None:
+    """Exclusive queues 405 on the other worker, direct reply-to and celery's remote
+    control (an exclusive pidbox queue behind a fanout) whichever worker each lands on."""
+    run_integration(workers, ["test_queues.py", "test_direct_reply_to.py::test_rpc_round_trip",
+                              "test_celery.py::test_remote_control_ping"])
+
+
 def test_dead_worker_is_started_again(workers: Workers) -> None:
     """kill -9 of a serving worker: the supervisor starts it again (same name and data
     directory) and the cluster is whole again."""
