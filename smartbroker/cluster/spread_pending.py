@@ -47,11 +47,12 @@ class PendingPublishes:
         self.held: list[Message] = []
         self.result = PublishResult(True, self)
         self.syncs: list[Any] = []  # the released publishes' own syncs
-        loop = asyncio.get_running_loop()
-        self.released: asyncio.Future[None] = loop.create_future()
-        self._timer = loop.call_later(WAIT, self._expired)
+        self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._timer: asyncio.TimerHandle | None = None
 
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
+        if self._timer is None:  # the first publish waits at most WAIT seconds
+            self._timer = asyncio.get_running_loop().call_later(WAIT, self._expired)
         self.held.append(message)
         return self.result
 
@@ -67,7 +68,8 @@ class PendingPublishes:
         """The placement is known: what was held goes to ``target`` (this name's queue
         object now: the stand-in kept, with a spread's routing or its own, or what
         replaced it), in order; the stand-in publishes on its own again."""
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         attributes = self.stand_in.__dict__
         if attributes.get("publish") == self.publish:  # not replaced by a spread's router
             del attributes["publish"]

@@ -11,6 +11,7 @@ had it (a reader there of that partition, or a Kafka fetch, missed it).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pika
@@ -19,6 +20,7 @@ from smartbroker.cluster import definitions_keys
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.placement import Placement
 from smartbroker.cluster.placement import key as placement_key
+from smartbroker.cluster.spread_pending import WAIT
 from smartbroker.launcher import BrokerProcess
 from smartbroker.queues.partitioner import header_key_partition
 from smartbroker.store.definitions import QueueDef
@@ -70,3 +72,28 @@ def test_a_publish_before_the_placement_goes_where_the_placement_says(
     got = amqp_read(nodes["n1"], name, 3)  # and every partition from one node, once
     assert sorted((p, body) for p, _, body, _ in got) == \
         [(p, f"early-{p}".encode()) for p in range(3)]
+
+
+def test_a_placement_that_never_comes_keeps_the_publish_here(
+        etcd: Any, nodes: dict[str, BrokerProcess]) -> None:
+    """No placement within 3 s: the held publish is kept in the copy of the node it
+    reached (as before) and confirmed, not lost or nacked."""
+    name, cluster = "pending-none", nodes["n1"].cluster_name
+    assert cluster is not None
+    entry = definitions_keys.queue(QueueDef("/", name, arguments={
+        "x-queue-type": "stream", "x-partitions": 3}, type="stream"))
+    asyncio.run(put(etcd.endpoint, cluster, {entry.key: entry.value}))
+    poll(lambda: call(nodes["n2"], f"/api/queues/%2F/{name}")[0] == 200,
+         "n2 knows the stream from its definition alone")
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n2"].url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        started = time.monotonic()
+        ch.basic_publish("", name, b"kept", pika.BasicProperties(
+            headers={"x-message-key": key_in(0)}))  # returns once confirmed (acked)
+        assert time.monotonic() - started >= WAIT - 0.5  # held for the placement first
+    finally:
+        conn.close()
+    got = amqp_read(nodes["n2"], name, 1)
+    assert [(p, body) for p, _, body, _ in got] == [(0, b"kept")]
