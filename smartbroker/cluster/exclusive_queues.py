@@ -14,12 +14,15 @@ node dies (the lease). A restarted node deletes what its previous process left.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.cluster import definitions_keys as K
 from smartbroker.cluster.definitions_etcd import DefinitionChange
 from smartbroker.cluster.definitions_keys import ExclusiveQueueDef
+from smartbroker.cluster.etcd_client import EtcdUnavailable
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.queues.base import QueueSpec
 from smartbroker.queues.types import queue_type
@@ -85,3 +88,34 @@ def apply_at_start(store: EtcdDefinitionStore, sync: DefinitionsSync, node: str)
             sync.received(DefinitionChange("bindings", None, b))
     if stale:
         log.info("deleted %d exclusive queue(s) of this node's previous process", len(stale))
+
+
+RELEASE_WAIT = 3.0  # seconds a 405 waits for a deletion etcd already holds to arrive here
+_CHECK = 0.003
+
+
+async def released(etcd: Any, vhosts: dict[str, Any], vhost: str, name: str) -> None:
+    """Before a 405 for another node's exclusive queue: if etcd no longer holds it (its
+    connection closed a moment ago, its close-ok already sent), wait until this node
+    applied the deletion, so the method runs again and finds the name free. A lock etcd
+    still holds returns at once (the 405 stands). One etcd read, on the 405 path only."""
+    host = vhosts.get(vhost)
+    q = host.queues.get(name) if host is not None else None
+    if q is None or not isinstance(q.exclusive_owner, RemoteOwner):
+        return
+    key = K.key("queues", vhost, name)
+    try:
+        found = await etcd.get(key)
+        record = K.decode(key, found.value)[1] if found is not None else None
+    except (EtcdUnavailable, ValueError) as exc:  # the 405 as it was
+        log.info("cannot check etcd before a 405: %s", exc)
+        return
+    owner = q.exclusive_owner
+    if remote_owner(record) is not None and (record.exclusive_node, record.exclusive_connection) \
+            == (owner.node, owner.name):
+        return  # still locked
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RELEASE_WAIT
+    while host.queues.get(name) is q and loop.time() < deadline:
+        await asyncio.sleep(_CHECK)
+

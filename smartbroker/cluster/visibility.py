@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from smartbroker.cluster.etcd_client import EtcdUnavailable
+from smartbroker.cluster.exclusive_queues import released
 from smartbroker.cluster.placement import PREFIX as PLACEMENTS
 from smartbroker.cluster.remote_queue import RemoteQueue
 
@@ -48,7 +49,13 @@ class CatchUp:
         self.sync = sync
         self.forwarding = forwarding
 
-    async def __call__(self, vhost: str | None = None) -> None:
+    async def __call__(self, vhost: str | None = None, locked: str | None = None) -> None:
+        """``locked``: a 405 for that queue is about to go out (another node's exclusive
+        queue whose deletion etcd may already hold): only that is waited for."""
+        if locked is not None:
+            if self.forwarding is not None and vhost is not None:
+                await released(self.etcd, self.forwarding.vhosts, vhost, locked)
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DEADLINE
         reads = [self.etcd.newest(self.view.root)]

@@ -256,8 +256,9 @@ class AMQPConnection(asyncio.Protocol):
                 raise not_implemented(f"method {method.name} is not supported")
             handler(self, ch, method)
         except ChannelError as err:
-            if err.code == 404 and retry and retry_after_catch_up(
-                    self, lambda: method_again(self, number, method, ch)):
+            locked = getattr(method, "queue", None) if err.code == 405 else None
+            if (err.code == 404 or locked) and retry and retry_after_catch_up(
+                    self, lambda: method_again(self, number, method, ch), locked):
                 return
             self.channel_failed(ch, err.at(*ids))
         except ConnectionError as err:

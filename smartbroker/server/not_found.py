@@ -20,15 +20,17 @@ from smartbroker.errors import ChannelError
 log = logging.getLogger("smartbroker.connection")
 
 
-def retry_after_catch_up(conn: Any, again: Callable[[], None]) -> bool:
+def retry_after_catch_up(conn: Any, again: Callable[[], None], locked: str | None = None) -> bool:
     """True when ``again`` will run once the node caught up (``conn``'s input held until
-    then); False on a single node or a closing connection: answer the 404 now."""
+    then); False on a single node or a closing connection: answer the 404 now.
+    ``locked``: a 405 about that queue instead (another node's exclusive queue that may
+    be gone already: ``exclusive_queues.released``)."""
     catch_up = conn.broker.catch_up
     transport = conn.transport
     if catch_up is None or transport is None or transport.is_closing():
         return False
     vhost = conn.vhost.name if conn.vhost is not None else None
-    task = asyncio.ensure_future(catch_up(vhost))
+    task = asyncio.ensure_future(catch_up(vhost, locked) if locked else catch_up(vhost))
     conn.held = task
     transport.pause_reading()
 
