@@ -25,6 +25,7 @@ from smartbroker.errors import (
     access_refused,
     command_invalid,
     not_found,
+    not_implemented,
     precondition_failed,
     resource_locked,
 )
@@ -198,6 +199,10 @@ class VirtualHost:
         if q is None:
             return 0  # RabbitMQ: deleting a missing queue succeeds with 0 messages
         self.check_exclusive(q, owner)
+        if (if_unused or if_empty) and not q.capabilities.delete_conditions:
+            flag = "if-unused" if if_unused else "if-empty"  # RabbitMQ 3.10's quorum queues
+            raise not_implemented(f"cannot delete queue '{name}' {self.where()}. queue.delete operations "
+                                  f"with {flag} flag set are not supported by {q.capabilities.label}")
         if if_unused and q.consumer_count:
             raise precondition_failed(f"queue '{name}' {self.where()} in use")
         if if_empty and q.message_count:

@@ -59,6 +59,8 @@ def consume(conn, ch, m: commands.Basic.Consume) -> None:
     if q.consumers and (m.exclusive or q.exclusive_consumer):
         raise access_refused(f"queue '{q.name}' in vhost '{conn.vhost.name}' in exclusive use")
     q.validate_consumer(args, m.no_ack, ch.consumer_prefetch)
+    if ch.global_prefetch and not q.capabilities.supports_global_qos:  # RabbitMQ 3.10's 540
+        raise not_implemented(f"queue '{q.name}' in vhost '{conn.vhost.name}' does not support global qos")
     priority = args.get("x-priority", 0)
     consumer = ChannelConsumer(ch, q, tag, no_ack=m.no_ack, exclusive=m.exclusive,
                                prefetch=ch.consumer_prefetch,

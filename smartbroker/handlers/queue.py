@@ -8,6 +8,7 @@ from smartbroker.broker.direct_reply import PSEUDO_QUEUE
 from smartbroker.broker.vhost import generated_name
 from smartbroker.errors import ChannelError, not_found
 from smartbroker.protocol import codec
+from smartbroker.queues.types import check_server_named
 from smartbroker.server.held import answer_when_done
 
 
@@ -28,6 +29,8 @@ def declare(conn, ch, m: commands.Queue.Declare) -> None:
     if m.passive:
         name = m.queue  # RabbitMQ: no "last declared queue" shortcut here ('' is not found)
     else:
+        if not m.queue:
+            check_server_named(m.arguments or {})
         name = m.queue or generated_name("amq.gen-")
         conn.check("configure", "queue", name)
         conn.access.check_declare("queue", name, m.arguments, name in conn.vhost.queues)

@@ -5,30 +5,13 @@ through ``declare_queue`` and never names a type."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from smartbroker.errors import precondition_failed
-from smartbroker.queues.arguments import check_replicated_properties
-from smartbroker.queues.base import Capabilities, Queue, QueueHost, QueueSpec, QueueType, Storage
+from smartbroker.queues.base import Queue, QueueHost, QueueSpec, QueueType, Storage
 from smartbroker.queues.classic import ClassicQueue
+from smartbroker.queues.quorum import QuorumQueue
 from smartbroker.queues.stream import StreamQueue
-
-
-class QuorumQueue:
-    """``x-queue-type: quorum`` is served by a classic queue (one node: no replicas), with
-    the declare checks RabbitMQ's quorum type makes."""
-
-    capabilities: ClassVar[Capabilities] = ClassicQueue.capabilities
-
-    @classmethod
-    def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> Queue:
-        if "x-max-priority" in spec.arguments:
-            raise precondition_failed(f"invalid arg 'x-max-priority' for queue '{spec.name}' in "
-                                      f"vhost '{spec.vhost}' of queue type rabbit_quorum_queue")
-        check_replicated_properties(spec.name, spec.vhost, spec.durable, spec.exclusive,
-                                    spec.auto_delete)
-        return ClassicQueue.declare(spec, host, storage)
-
 
 QUEUE_TYPES: dict[str, type[QueueType]] = {
     "classic": ClassicQueue, "quorum": QuorumQueue, "stream": StreamQueue,
@@ -49,3 +32,11 @@ def queue_type(arguments: Mapping[str, Any]) -> type[QueueType]:
 def declare_queue(spec: QueueSpec, host: QueueHost, storage: Storage | None) -> Queue:
     """Validate and build the queue a queue.declare asks for."""
     return queue_type(spec.arguments).declare(spec, host, storage)
+
+
+def check_server_named(arguments: Mapping[str, Any]) -> None:
+    """A queue.declare with an empty name, for a type that has no server-named queues
+    (quorum): RabbitMQ's 406 (rabbit_channel, 3.10.8)."""
+    caps = queue_type(arguments).capabilities
+    if not caps.server_named:
+        raise precondition_failed(f"Cannot declare a server-named queue for type {caps.rabbit_type}")

@@ -1,0 +1,117 @@
+"""``x-queue-type: quorum`` on one node, as a client of RabbitMQ 3.10 sees it.
+
+A single node has no replicas, so a quorum queue is a classic queue configured with the
+quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3.10.8):
+
+- declare: the quorum type's own arguments are validated; those of the other types are
+  refused by name; no server-named queues; durable, not exclusive, not auto-delete;
+- the type's arguments must match on redeclare;
+- a returned message (nack/reject with requeue, a lost channel) goes to the BACK of the
+  queue, where a classic queue puts it back at its old place;
+- ``x-delivery-count`` and ``x-delivery-limit`` (``QueueSettings.quorum``);
+- consumers: no global QoS, no other type's consumer arguments;
+- queue.delete refuses if-unused and if-empty.
+
+Why a subclass and not a wrapper: the vhost, the channels and the queue's own timers must
+see ONE object (identity is how the vhost finds and drops a queue), so the classic queue is
+configured through its class attributes and ready list; no quorum branch is added to
+classic.py's paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from smartbroker.errors import precondition_failed
+from smartbroker.protocol.field_types import amqp_type
+from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
+from smartbroker.queues.base import Capabilities, QueueEntry, QueueHost, QueueSpec, Storage
+from smartbroker.queues.classic import ClassicQueue
+from smartbroker.queues.ready import ReadyList
+
+# rabbit_quorum_queue:capabilities() queue_arguments (3.10.8)
+QUORUM_ARGUMENTS = frozenset({
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy",
+    "x-expires", "x-max-length", "x-max-length-bytes", "x-max-in-memory-length",
+    "x-max-in-memory-bytes", "x-overflow", "x-single-active-consumer", "x-queue-type",
+    "x-quorum-initial-group-size", "x-delivery-limit", "x-message-ttl", "x-queue-leader-locator",
+})
+# the other types' declare arguments: RabbitMQ refuses these by name, and keeps any other
+# (unknown) x- argument, as for classic queues
+OTHER_TYPES_ARGUMENTS = frozenset({
+    "x-max-priority", "x-queue-mode", "x-queue-version", "x-queue-master-locator",
+    "x-max-age", "x-stream-max-segment-size-bytes", "x-initial-cluster-size",
+})
+# basic.consume arguments of the other types (classic, stream), refused the same way
+OTHER_TYPES_CONSUMER_ARGUMENTS = ("x-cancel-on-ha-failover", "x-stream-offset")
+DLX_STRATEGIES = ("at-most-once", "at-least-once")
+RABBIT_TYPE = "rabbit_quorum_queue"
+
+
+class ReturnsLast(ReadyList):
+    """rabbit_fifo (3.10) enqueues a returned message again, behind every waiting one, in
+    the order of the returns: a requeued entry rejoins the tail and takes a new position."""
+
+    __slots__ = ()
+
+    def requeue(self, entry: QueueEntry) -> None:
+        entry.seq = None  # ``pop`` gives it a fresh position
+        self.push(entry)
+
+
+class QuorumQueue(ClassicQueue):
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        rabbit_type=RABBIT_TYPE, label="quorum queues", equivalence_arguments=QUORUM_ARGUMENTS,
+        server_named=False, supports_global_qos=False, delete_conditions=False)
+    type_name: ClassVar[str] = "quorum"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ready = ReturnsLast(self._next_position)
+
+    @classmethod
+    def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> QuorumQueue:
+        """RabbitMQ's order: the type's argument values, then the other types' arguments by
+        name, then the properties (rabbit_quorum_queue:declare)."""
+        check_quorum_arguments(spec.name, spec.vhost, spec.arguments)
+        check_replicated_properties(spec.name, spec.vhost, spec.durable, spec.exclusive,
+                                    spec.auto_delete)
+        return cls(spec.name, spec.vhost, durable=spec.durable, auto_delete=spec.auto_delete,
+                   arguments=spec.arguments, host=host, policy=spec.policy)
+
+    def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
+        for arg in OTHER_TYPES_CONSUMER_ARGUMENTS:
+            if arg in arguments:
+                raise precondition_failed(f"invalid arg '{arg}' for queue '{self.name}' in vhost "
+                                          f"'{self.vhost}' of queue type {RABBIT_TYPE}")
+        super().validate_consumer(arguments, no_ack, prefetch)
+
+
+def check_quorum_arguments(queue: str, vhost: str, arguments: Mapping[str, Any]) -> None:
+    """rabbit_amqqueue:check_declare_arguments for the quorum type, with its 406 texts."""
+    def bad(arg: str, why: str) -> Exception:
+        return precondition_failed(f"invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {why}")
+
+    validate_queue_arguments(queue, vhost, {k: v for k, v in arguments.items() if k in QUORUM_ARGUMENTS})
+    for arg in ("x-max-in-memory-length", "x-max-in-memory-bytes", "x-quorum-initial-group-size"):
+        value = arguments.get(arg)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad(arg, f'"expected integer, got {amqp_type(value)}"')
+        if value < 0:
+            raise bad(arg, f"{{value_negative,{value}}}")
+        if value == 0 and arg == "x-quorum-initial-group-size":
+            raise bad(arg, "{value_zero,0}")
+    strategy = arguments.get("x-dead-letter-strategy")
+    if strategy is not None:
+        if not isinstance(strategy, str | bytes):
+            raise bad("x-dead-letter-strategy", f"{{unacceptable_type,{amqp_type(strategy)}}}")
+        text = strategy.decode(errors="replace") if isinstance(strategy, bytes) else strategy
+        if text not in DLX_STRATEGIES:
+            raise bad("x-dead-letter-strategy", "invalid_dlx_strategy")
+    for arg in arguments:
+        if arg in OTHER_TYPES_ARGUMENTS:
+            raise precondition_failed(f"invalid arg '{arg}' for queue '{queue}' in vhost "
+                                      f"'{vhost}' of queue type {RABBIT_TYPE}")

@@ -1,0 +1,182 @@
+"""Quorum queues as a client sees them on one RabbitMQ 3.10 node: the arguments they refuse
+or accept at declare, the consumer arguments and global QoS they refuse, queue.delete's
+flags, the order of requeued messages and ``x-delivery-count``/``x-delivery-limit`` on
+consumer loss. Every test here passes against RabbitMQ 3.10 (SMARTBROKER_TEST_URL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingChannel
+
+from .deadletter_helpers import get_one
+from .helpers import channel_error, connect, connection_error
+from .lifecycle_helpers import collect_one, declare_dlq, dlx_args
+
+QQ = {"x-queue-type": "quorum"}
+
+
+@pytest.fixture
+def quorum(broker_url: str, qname: str) -> Iterator[str]:
+    """Name for a quorum queue the test declares; deleted afterwards."""
+    yield qname + ".qq"
+    with connect(broker_url) as c:
+        c.channel().queue_delete(qname + ".qq")
+
+
+def declare_refused(conn: pika.BlockingConnection, name: str, arguments: dict[str, Any]) -> str:
+    with channel_error(406) as err:
+        conn.channel().queue_declare(name, durable=True, arguments={**QQ, **arguments})
+    return err[0].reply_text
+
+
+# -- declare: what quorum queues refuse and accept -------------------------------------------
+
+@pytest.mark.parametrize("arg, value", [
+    ("x-max-priority", 5), ("x-queue-mode", "lazy"), ("x-queue-version", 2),
+    ("x-max-age", "1D"), ("x-stream-max-segment-size-bytes", 1000),
+    ("x-initial-cluster-size", 1), ("x-queue-master-locator", "min-masters"),
+])
+def test_arguments_of_other_queue_types_are_refused(conn: pika.BlockingConnection, quorum: str,
+                                                    arg: str, value: Any) -> None:
+    assert declare_refused(conn, quorum, {arg: value}) == (
+        f"PRECONDITION_FAILED - invalid arg '{arg}' for queue '{quorum}' in vhost '/' "
+        "of queue type rabbit_quorum_queue")
+
+
+@pytest.mark.parametrize("arg, value, why", [
+    ("x-dead-letter-strategy", "sometimes", "invalid_dlx_strategy"),
+    ("x-dead-letter-strategy", 1, "{unacceptable_type,signedint}"),
+    ("x-quorum-initial-group-size", 0, "{value_zero,0}"),
+    ("x-quorum-initial-group-size", -2, "{value_negative,-2}"),
+    ("x-quorum-initial-group-size", "3", '"expected integer, got longstr"'),
+    ("x-max-in-memory-length", -1, "{value_negative,-1}"),
+    ("x-max-in-memory-bytes", "10", '"expected integer, got longstr"'),
+])
+def test_quorum_arguments_are_validated(conn: pika.BlockingConnection, quorum: str, arg: str,
+                                        value: Any, why: str) -> None:
+    assert declare_refused(conn, quorum, {arg: value}) == (
+        f"PRECONDITION_FAILED - invalid arg '{arg}' for queue '{quorum}' in vhost '/': {why}")
+
+
+@pytest.mark.parametrize("arguments", [
+    {"x-quorum-initial-group-size": 3}, {"x-quorum-initial-group-size": 1},
+    {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
+     "x-dead-letter-exchange": "amq.fanout"},
+    {"x-dead-letter-strategy": "at-least-once", "x-dead-letter-exchange": "amq.fanout"},
+    {"x-dead-letter-strategy": "at-most-once"},
+    {"x-max-in-memory-length": 10, "x-max-in-memory-bytes": 1000},
+    {"x-overflow": "reject-publish-dlx"},
+    {"x-single-active-consumer": True, "x-queue-leader-locator": "balanced"},
+    {"x-unknown-to-rabbitmq": 1},
+])
+def test_quorum_arguments_are_accepted(ch: BlockingChannel, quorum: str,
+                                       arguments: dict[str, Any]) -> None:
+    ok = ch.queue_declare(quorum, durable=True, arguments={**QQ, **arguments})
+    assert ok.method.queue == quorum
+
+
+def test_redeclare_with_another_quorum_argument_is_inequivalent(conn: pika.BlockingConnection,
+                                                                quorum: str) -> None:
+    conn.channel().queue_declare(quorum, durable=True,
+                                 arguments={**QQ, "x-max-in-memory-length": 5})
+    text = declare_refused(conn, quorum, {"x-max-in-memory-length": 6})
+    assert text == (f"PRECONDITION_FAILED - inequivalent arg 'x-max-in-memory-length' for queue "
+                    f"'{quorum}' in vhost '/': received '6' but current is '5'")
+
+
+def test_server_named_quorum_queue_is_refused(conn: pika.BlockingConnection) -> None:
+    text = declare_refused(conn, "", {})
+    assert text == (
+        "PRECONDITION_FAILED - Cannot declare a server-named queue for type rabbit_quorum_queue")
+
+
+# -- queue.delete flags, consumers ------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["if_unused", "if_empty"])
+def test_delete_with_if_flags_is_not_implemented(conn: pika.BlockingConnection, quorum: str,
+                                                 flag: str) -> None:
+    conn.channel().queue_declare(quorum, durable=True, arguments=QQ)
+    with connection_error(540) as err:
+        conn.channel().queue_delete(quorum, **{flag: True})
+    assert err[0].reply_text == (
+        f"NOT_IMPLEMENTED - cannot delete queue '{quorum}' in vhost '/'. queue.delete operations "
+        f"with {flag.replace('_', '-')} flag set are not supported by quorum queues")
+
+
+def test_global_qos_consumer_is_refused(conn: pika.BlockingConnection, quorum: str) -> None:
+    """A consumer under a global prefetch limit: RabbitMQ closes the connection (540)."""
+    chan = conn.channel()
+    chan.queue_declare(quorum, durable=True, arguments=QQ)
+    chan.basic_qos(prefetch_count=10, global_qos=True)
+    with connection_error(540) as err:
+        chan.basic_consume(quorum, lambda *a: None)
+    assert err[0].reply_text == (f"NOT_IMPLEMENTED - queue '{quorum}' in vhost '/' does not "
+                                 "support global qos")
+
+
+def test_global_qos_zero_consumer_is_accepted(ch: BlockingChannel, quorum: str) -> None:
+    ch.queue_declare(quorum, durable=True, arguments=QQ)
+    ch.basic_qos(prefetch_count=0, global_qos=True)
+    assert ch.basic_consume(quorum, lambda *a: None)
+
+
+@pytest.mark.parametrize("arg, value", [("x-stream-offset", "first"),
+                                        ("x-cancel-on-ha-failover", True)])
+def test_consumer_arguments_of_other_types_are_refused(conn: pika.BlockingConnection, quorum: str,
+                                                       arg: str, value: Any) -> None:
+    chan = conn.channel()
+    chan.queue_declare(quorum, durable=True, arguments=QQ)
+    with channel_error(406) as err:
+        chan.basic_consume(quorum, lambda *a: None, arguments={arg: value})
+    assert err[0].reply_text == (f"PRECONDITION_FAILED - invalid arg '{arg}' for queue '{quorum}' "
+                                 "in vhost '/' of queue type rabbit_quorum_queue")
+
+
+# -- requeue order, delivery count on consumer loss -------------------------------------------
+
+def test_requeued_messages_come_back_first_in_return_order(ch: BlockingChannel, quorum: str) -> None:
+    """RabbitMQ 3.10's rabbit_fifo puts a returned message at the back of the queue, in the order
+    they were returned (a classic queue puts them back at their place by age)."""
+    ch.queue_declare(quorum, durable=True, arguments=QQ)
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", quorum, f"m{i}".encode())
+    tags = {}
+    for _ in range(3):
+        got = get_one(ch, quorum)
+        tags[got.body] = got.method.delivery_tag
+    ch.basic_nack(tags[b"m2"], requeue=True)
+    ch.basic_reject(tags[b"m0"], requeue=True)
+    order = []
+    for _ in range(4):
+        got = get_one(ch, quorum)
+        order.append(got.body)
+        ch.basic_ack(got.method.delivery_tag)
+    ch.basic_ack(tags[b"m1"])
+    assert order == [b"m3", b"m4", b"m2", b"m0"]
+
+
+def test_channel_loss_counts_as_a_delivery(broker_url: str, ch: BlockingChannel, quorum: str) -> None:
+    """Messages left unacked when a channel closes come back with x-delivery-count raised, and
+    count toward x-delivery-limit (RabbitMQ 3.10 counts every return)."""
+    dlq = declare_dlq(ch, quorum + ".dlq")
+    try:
+        ch.queue_declare(quorum, durable=True, arguments=dlx_args(dlq, **QQ, **{"x-delivery-limit": 1}))
+        ch.confirm_delivery()
+        ch.basic_publish("", quorum, b"lost")
+        counts = []
+        for _ in range(2):
+            with connect(broker_url) as other:
+                chan = other.channel()
+                got = get_one(chan, quorum)
+                counts.append((got.method.redelivered, got.headers.get("x-delivery-count")))
+        got = collect_one(ch, dlq)
+        assert got.body == b"lost"
+        assert got.headers["x-death"][0]["reason"] == "delivery_limit"
+        assert counts == [(False, 0), (True, 1)]
+    finally:
+        ch.queue_delete(quorum + ".dlq")
