@@ -65,7 +65,15 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "message_stats": message_stats(q.stats, state.rates.of(id(q))),
         # a stream led by another node (cluster/remote_queue.py) has no partitions here
         **(_stream_fields(q) if q.capabilities.offset_log and hasattr(q, "partitions") else {}),
+        **(_quorum_fields(q, state) if q.type_name == "quorum" else {}),
     }
+
+
+def _quorum_fields(q: Any, state: ManagementState) -> dict[str, Any]:
+    """RabbitMQ's quorum queue fields; one node (issue 15 has no replicas): its leader is
+    the only member, and online."""
+    leader = getattr(q, "leader", None) or state.node
+    return {"leader": leader, "members": [leader], "online": [leader]}
 
 
 def _stream_fields(q: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - a returned message (nack/reject with requeue, a lost channel) goes to the BACK of the
   queue, where a classic queue puts it back at its old place;
 - ``x-delivery-count`` and ``x-delivery-limit`` (``QueueSettings.quorum``);
+- ``x-overflow: reject-publish-dlx`` is served as drop-head;
 - consumers: no global QoS, no other type's consumer arguments;
 - queue.delete refuses if-unused and if-empty.
 
@@ -21,6 +22,7 @@ classic.py's paths.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
@@ -29,6 +31,7 @@ from smartbroker.queues.arguments import check_replicated_properties, validate_q
 from smartbroker.queues.base import Capabilities, QueueEntry, QueueHost, QueueSpec, Storage
 from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.ready import ReadyList
+from smartbroker.queues.settings import QueueSettings
 
 # rabbit_quorum_queue:capabilities() queue_arguments (3.10.8)
 QUORUM_ARGUMENTS = frozenset({
@@ -69,6 +72,18 @@ class QuorumQueue(ClassicQueue):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ready = ReturnsLast(self._next_position)
+
+    @property
+    def settings(self) -> QueueSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: QueueSettings) -> None:
+        """rabbit_quorum_queue:overflow/3: ``reject-publish-dlx`` is accepted but served as
+        drop-head (RabbitMQ logs a warning); the other modes are kept."""
+        if settings.overflow == "reject-publish-dlx":
+            settings = replace(settings, overflow="drop-head")
+        self._settings = settings
 
     @classmethod
     def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> QuorumQueue:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pika
 import pytest
@@ -14,7 +15,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from .deadletter_helpers import get_one
 from .helpers import channel_error, connect, connection_error
-from .lifecycle_helpers import collect_one, declare_dlq, dlx_args
+from .lifecycle_helpers import api_base, api_request, collect_one, declare_dlq, dlx_args
 
 QQ = {"x-queue-type": "quorum"}
 
@@ -180,3 +181,34 @@ def test_channel_loss_counts_as_a_delivery(broker_url: str, ch: BlockingChannel,
         assert counts == [(False, 0), (True, 1)]
     finally:
         ch.queue_delete(quorum + ".dlq")
+
+
+def test_reject_publish_dlx_is_served_as_drop_head(ch: BlockingChannel, quorum: str) -> None:
+    """rabbit_quorum_queue accepts x-overflow reject-publish-dlx but runs drop-head: both
+    publishes are confirmed, the oldest is dead-lettered (reason maxlen)."""
+    dlq = declare_dlq(ch, quorum + ".dlq")
+    try:
+        ch.queue_declare(quorum, durable=True, arguments=dlx_args(
+            dlq, **QQ, **{"x-max-length": 1, "x-overflow": "reject-publish-dlx"}))
+        ch.confirm_delivery()
+        ch.basic_publish("", quorum, b"a")
+        ch.basic_publish("", quorum, b"b")  # confirmed: an unroutable nack would raise
+        dead = collect_one(ch, dlq)
+        assert dead.body == b"a"
+        assert dead.headers["x-death"][0]["reason"] == "maxlen"
+        assert get_one(ch, quorum).body == b"b"
+    finally:
+        ch.queue_delete(quorum + ".dlq")
+
+
+def test_management_shows_quorum_leader_members_online(broker: Any, ch: BlockingChannel,
+                                                        quorum: str) -> None:
+    """/api/queues: type quorum; on one node, that node leads and is the only member, online."""
+    ch.queue_declare(quorum, durable=True, arguments=QQ)
+    base = api_base(broker)
+    status, overview = api_request(base, "GET", "/api/overview")
+    assert status == 200
+    status, q = api_request(base, "GET", f"/api/queues/%2F/{quote(quorum, safe='')}")
+    assert status == 200
+    node = overview["node"]
+    assert (q["type"], q["leader"], q["members"], q["online"]) == ("quorum", node, [node], [node])
