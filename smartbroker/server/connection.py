@@ -385,11 +385,21 @@ class AMQPConnection(asyncio.Protocol):
         only after the heartbeat timeout, at most 30 s). A client that reads close-ok before
         EOF shuts down cleanly instead of seeing a lost connection."""
         self._teardown()
-        self.write(self.proto.send_close_ok())
+        recorder = self._commit_wait
+        committed = recorder.pending() if recorder is not None else None
+        if committed is None:
+            self.write(self.proto.send_close_ok())
+        else:  # cluster mode: its exclusive queues gone from etcd first (RabbitMQ's order)
+            committed.add_done_callback(lambda _done: self._close_ok_now())
         if self._heartbeats is not None:
             self._heartbeats.stop()
         linger = self.heartbeat if 0 < self.heartbeat < CLOSED_LINGER else CLOSED_LINGER
         self._timers.append(asyncio.get_running_loop().call_later(linger, self.close_transport))
+
+    def _close_ok_now(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.write(self.proto.send_close_ok())
+            self.flush()
 
     def close_silently(self) -> None:
         """A failed handshake (before tune-ok, or a login refused to a client without
