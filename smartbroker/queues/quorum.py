@@ -10,6 +10,7 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
   queue, where a classic queue puts it back at its old place;
 - ``x-delivery-count`` and ``x-delivery-limit`` (``QueueSettings.quorum``);
 - ``x-overflow: reject-publish-dlx`` is served as drop-head;
+- every message is stored, persistent or not (RabbitMQ's Raft log keeps them all);
 - consumers: no global QoS, no other type's consumer arguments;
 - queue.delete refuses if-unused and if-empty.
 
@@ -26,9 +27,17 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from smartbroker.errors import precondition_failed
+from smartbroker.message import Message
 from smartbroker.protocol.field_types import amqp_type
 from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
-from smartbroker.queues.base import Capabilities, QueueEntry, QueueHost, QueueSpec, Storage
+from smartbroker.queues.base import (
+    Capabilities,
+    PublishResult,
+    QueueEntry,
+    QueueHost,
+    QueueSpec,
+    Storage,
+)
 from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.ready import ReadyList
 from smartbroker.queues.settings import QueueSettings
@@ -72,6 +81,24 @@ class QuorumQueue(ClassicQueue):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ready = ReturnsLast(self._next_position)
+        self._stored: PublishResult | None = None  # the answer for a message stored here
+
+    def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
+        """Every message of a quorum queue is kept on disk, as RabbitMQ's Raft log keeps
+        them whatever their delivery mode: the vhost stores persistent ones; a transient
+        one is stored here, and its confirm waits for the same fsync."""
+        store = self.host.store
+        if store_id is not None or store is None or not self.uses_store:
+            return super().publish(message, store_id)
+        sid = store.enqueue(self.vhost, (self.name,), message)
+        result = super().publish(message, sid)
+        if not result.accepted:
+            store.forget(self.vhost, self.name, sid)
+            return result
+        stored = self._stored
+        if stored is None or stored.sync is not store.log:
+            stored = self._stored = PublishResult(True, store.log)
+        return stored
 
     @property
     def settings(self) -> QueueSettings:

@@ -5,13 +5,17 @@ consumer loss. Every test here passes against RabbitMQ 3.10 (SMARTBROKER_TEST_UR
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pika
+import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
+
+from tests.conftest import BrokerProcess
 
 from .deadletter_helpers import get_one
 from .helpers import channel_error, connect, connection_error
@@ -212,3 +216,30 @@ def test_management_shows_quorum_leader_members_online(broker: Any, ch: Blocking
     assert status == 200
     node = overview["node"]
     assert (q["type"], q["leader"], q["members"], q["online"]) == ("quorum", node, [node], [node])
+
+
+def test_transient_messages_survive_a_kill(own_broker: BrokerProcess, uid: str) -> None:
+    """A quorum queue keeps every message on disk, delivery mode 1 too (RabbitMQ's Raft log
+    does): confirmed transient messages, one acked and one delivered but unacked, are there
+    after a kill -9, the unacked one redelivered, and still delivery mode 1."""
+    name = f"qq.transient.{uid}"
+    c = connect(own_broker.url)
+    chan = c.channel()
+    chan.queue_declare(name, durable=True, arguments=QQ)
+    chan.confirm_delivery()
+    for body in (b"t0", b"t1", b"t2"):
+        chan.basic_publish("", name, body, pika.BasicProperties(delivery_mode=1))
+    acked = get_one(chan, name)
+    chan.basic_ack(acked.method.delivery_tag)
+    get_one(chan, name)  # t1: delivered, never acked
+    chan.queue_declare(name, passive=True)  # a round trip: the ack has been read
+    own_broker.kill()
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        c.close()
+    own_broker.start()
+    with connect(own_broker.url) as c:
+        chan = c.channel()
+        got = [get_one(chan, name) for _ in range(2)]
+        assert sorted(g.body for g in got) == [b"t1", b"t2"]
+        assert [g.props.delivery_mode for g in got] == [1, 1]
+        assert chan.basic_get(name, auto_ack=True)[0] is None
