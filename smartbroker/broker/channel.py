@@ -390,7 +390,7 @@ class Channel:
             self.tx_rollback()  # settlements of an uncommitted transaction never happened
         records = list(self.unacked.values())
         self.unacked.clear()
-        self._settle(Settle.REQUEUE, records)  # a requeue dispatches itself
+        self._settle(Settle.RETURN, records)  # a requeue dispatches itself
         for tag in list(self.consumers):
             self.cancel_consumer(tag)
         self.tx = None

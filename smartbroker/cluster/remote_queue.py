@@ -190,7 +190,8 @@ class RemoteQueue:
             self._settle_one(entry, Op.ACK)
 
     def settle(self, op: Settle, entries: list[Any]) -> list[DeadLetter]:
-        kind = {Settle.ACK: Op.ACK, Settle.REQUEUE: Op.REQUEUE, Settle.DISCARD: Op.DISCARD}[op]
+        kind = {Settle.ACK: Op.ACK, Settle.REQUEUE: Op.REQUEUE, Settle.RETURN: Op.REQUEUE,
+                Settle.DISCARD: Op.DISCARD}[op]
         for entry in entries:
             self._settle_one(entry, kind)
         return []  # the leader dead-letters (its queue has the DLX settings)

@@ -222,6 +222,7 @@ class Settle(enum.Enum):
     ACK = "ack"
     REQUEUE = "requeue"
     DISCARD = "discard"
+    RETURN = "return"  # a closed channel's deliveries: a requeue (quorum queues: first)
 
 
 class DeadLetter(NamedTuple):

@@ -271,7 +271,7 @@ class ClassicQueue:
         actions: list[DeadLetter] = []
         self._actions = actions
         try:
-            if op is Settle.REQUEUE:
+            if op is not Settle.DISCARD:  # REQUEUE, RETURN
                 self._requeue(entries)
             else:
                 for entry in entries:

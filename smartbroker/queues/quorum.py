@@ -6,8 +6,8 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - declare: the quorum type's own arguments are validated; those of the other types are
   refused by name; no server-named queues; durable, not exclusive, not auto-delete;
 - the type's arguments must match on redeclare;
-- a returned message (nack/reject with requeue, a lost channel) goes to the BACK of the
-  queue, where a classic queue puts it back at its old place;
+- a message nacked or rejected with requeue goes to the BACK of the queue, where a classic
+  queue puts it back at its old place (a closed channel's deliveries come back first);
 - ``x-delivery-count`` and ``x-delivery-limit`` (``QueueSettings.quorum``);
 - ``x-overflow: reject-publish-dlx`` is served as drop-head;
 - every message is stored, persistent or not (RabbitMQ's Raft log keeps them all);
@@ -22,7 +22,7 @@ classic.py's paths.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -32,10 +32,12 @@ from smartbroker.protocol.field_types import amqp_type
 from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
 from smartbroker.queues.base import (
     Capabilities,
+    DeadLetter,
     PublishResult,
     QueueEntry,
     QueueHost,
     QueueSpec,
+    Settle,
     Storage,
 )
 from smartbroker.queues.classic import ClassicQueue
@@ -62,12 +64,21 @@ RABBIT_TYPE = "rabbit_quorum_queue"
 
 
 class ReturnsLast(ReadyList):
-    """rabbit_fifo (3.10) enqueues a returned message again, behind every waiting one, in
-    the order of the returns: a requeued entry rejoins the tail and takes a new position."""
+    """rabbit_fifo (3.10) enqueues a nacked/rejected message again, behind every waiting
+    one, in the order of the returns: it rejoins the tail and takes a new position. The
+    deliveries of a closed channel come back first, by age, as a classic queue's do
+    (``to_front``, set for a ``Settle.RETURN``)."""
 
-    __slots__ = ()
+    __slots__ = ("to_front",)
+
+    def __init__(self, next_position: Callable[[], int]) -> None:
+        super().__init__(next_position)
+        self.to_front = False
 
     def requeue(self, entry: QueueEntry) -> None:
+        if self.to_front:
+            super().requeue(entry)
+            return
         entry.seq = None  # ``pop`` gives it a fresh position
         self.push(entry)
 
@@ -80,7 +91,7 @@ class QuorumQueue(ClassicQueue):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.ready = ReturnsLast(self._next_position)
+        self.ready: ReturnsLast = ReturnsLast(self._next_position)  # type: ignore[assignment]
         self._stored: PublishResult | None = None  # the answer for a message stored here
 
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
@@ -121,6 +132,15 @@ class QuorumQueue(ClassicQueue):
                                     spec.auto_delete)
         return cls(spec.name, spec.vhost, durable=spec.durable, auto_delete=spec.auto_delete,
                    arguments=spec.arguments, host=host, policy=spec.policy)
+
+    def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
+        if op is not Settle.RETURN:
+            return super().settle(op, entries)
+        self.ready.to_front = True
+        try:
+            return super().settle(op, entries)
+        finally:
+            self.ready.to_front = False
 
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
         for arg in OTHER_TYPES_CONSUMER_ARGUMENTS:

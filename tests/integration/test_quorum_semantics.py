@@ -18,7 +18,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from tests.conftest import BrokerProcess
 
 from .deadletter_helpers import get_one
-from .helpers import channel_error, connect, connection_error
+from .helpers import channel_error, connect, connection_error, wait_until
 from .lifecycle_helpers import api_base, api_request, collect_one, declare_dlq, dlx_args
 
 QQ = {"x-queue-type": "quorum"}
@@ -243,3 +243,29 @@ def test_transient_messages_survive_a_kill(own_broker: BrokerProcess, uid: str) 
         assert sorted(g.body for g in got) == [b"t1", b"t2"]
         assert [g.props.delivery_mode for g in got] == [1, 1]
         assert chan.basic_get(name, auto_ack=True)[0] is None
+
+
+def test_a_closed_channels_deliveries_come_back_first(broker_url: str, ch: BlockingChannel,
+                                                      quorum: str) -> None:
+    """rabbit_fifo returns a lost consumer's messages ahead of the waiting ones (by age),
+    while a nack with requeue sends its message to the back."""
+    ch.queue_declare(quorum, durable=True, arguments=QQ)
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", quorum, f"m{i}".encode())
+    with connect(broker_url) as other:
+        chan = other.channel()
+        chan.basic_qos(prefetch_count=3)
+        got: list[tuple[bytes, int]] = []
+        chan.basic_consume(quorum, lambda c, m, p, body: got.append((body, m.delivery_tag)))
+        wait_until(other, lambda: len(got) == 3)
+        chan.basic_reject(dict(got)[b"m1"], requeue=True)  # to the back: behind m4
+        wait_until(other, lambda: len(got) == 4)  # the freed credit takes m3
+        assert [body for body, _ in got] == [b"m0", b"m1", b"m2", b"m3"]
+        chan.close()
+    order = []
+    for _ in range(5):
+        d = get_one(ch, quorum)
+        order.append((d.body, d.method.redelivered))
+    ch.basic_ack(0, multiple=True)
+    assert order == [(b"m0", True), (b"m2", True), (b"m3", True), (b"m4", False), (b"m1", True)]
