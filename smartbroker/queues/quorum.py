@@ -11,7 +11,7 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - ``x-delivery-count`` and ``x-delivery-limit`` (``QueueSettings.quorum``);
 - ``x-overflow: reject-publish-dlx`` is served as drop-head;
 - every message is stored, persistent or not (RabbitMQ's Raft log keeps them all);
-- consumers: no global QoS, no other type's consumer arguments;
+- consumers: no global QoS, no other type's consumer arguments; prefetch 0 means 2000;
 - queue.delete refuses if-unused and if-empty.
 
 Why a subclass and not a wrapper: the vhost, the channels and the queue's own timers must
@@ -32,6 +32,7 @@ from smartbroker.protocol.field_types import amqp_type
 from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
 from smartbroker.queues.base import (
     Capabilities,
+    Consumer,
     DeadLetter,
     PublishResult,
     QueueEntry,
@@ -61,6 +62,7 @@ OTHER_TYPES_ARGUMENTS = frozenset({
 OTHER_TYPES_CONSUMER_ARGUMENTS = ("x-cancel-on-ha-failover", "x-stream-offset")
 DLX_STRATEGIES = ("at-most-once", "at-least-once")
 RABBIT_TYPE = "rabbit_quorum_queue"
+UNLIMITED_PREFETCH = 2000  # what a consumer's prefetch 0 means (rabbit_quorum_queue:consume)
 
 
 class ReturnsLast(ReadyList):
@@ -132,6 +134,13 @@ class QuorumQueue(ClassicQueue):
                                     spec.auto_delete)
         return cls(spec.name, spec.vhost, durable=spec.durable, auto_delete=spec.auto_delete,
                    arguments=spec.arguments, host=host, policy=spec.policy)
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """rabbit_quorum_queue:consume turns prefetch 0 ("no limit") into 2000 for Ra: a
+        consumer that acks holds at most that many unacked messages."""
+        if not consumer.no_ack and getattr(consumer, "prefetch", None) == 0:
+            consumer.prefetch = UNLIMITED_PREFETCH  # type: ignore[attr-defined]
+        super().add_consumer(consumer)
 
     def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
         if op is not Settle.RETURN:

@@ -269,3 +269,22 @@ def test_a_closed_channels_deliveries_come_back_first(broker_url: str, ch: Block
         order.append((d.body, d.method.redelivered))
     ch.basic_ack(0, multiple=True)
     assert order == [(b"m0", True), (b"m2", True), (b"m3", True), (b"m4", False), (b"m1", True)]
+
+
+def test_prefetch_zero_means_2000(conn: pika.BlockingConnection, ch: BlockingChannel,
+                                  quorum: str) -> None:
+    """rabbit_quorum_queue:consume makes "no prefetch limit" 2000: an acking consumer without
+    basic.qos holds at most 2000 unacked messages; one ack lets one more through."""
+    ch.queue_declare(quorum, durable=True, arguments=QQ)
+    ch.confirm_delivery()
+    for _ in range(2010):
+        ch.basic_publish("", quorum, b"x")
+    chan = conn.channel()
+    tags: list[int] = []
+    chan.basic_consume(quorum, lambda c, m, p, body: tags.append(m.delivery_tag))
+    wait_until(conn, lambda: len(tags) == 2000, timeout=20)
+    assert chan.queue_declare(quorum, passive=True).method.message_count == 10
+    assert len(tags) == 2000
+    chan.basic_ack(tags[0])
+    wait_until(conn, lambda: len(tags) == 2001)
+    assert chan.queue_declare(quorum, passive=True).method.message_count == 9
