@@ -288,3 +288,30 @@ def test_prefetch_zero_means_2000(conn: pika.BlockingConnection, ch: BlockingCha
     chan.basic_ack(tags[0])
     wait_until(conn, lambda: len(tags) == 2001)
     assert chan.queue_declare(quorum, passive=True).method.message_count == 9
+
+
+def test_recover_requeues_to_the_back(broker_url: str, ch: BlockingChannel, quorum: str) -> None:
+    """basic.recover(requeue) settles like a nack with requeue: to the back, counted."""
+    ch.queue_declare(quorum, durable=True, arguments=QQ)
+    ch.confirm_delivery()
+    for i in range(3):
+        ch.basic_publish("", quorum, f"m{i}".encode())
+    with connect(broker_url) as other:
+        chan = other.channel()
+        assert [get_one(chan, quorum).body for _ in range(2)] == [b"m0", b"m1"]
+        chan.basic_recover(requeue=True)
+    order = []
+    for _ in range(3):
+        d = get_one(ch, quorum)
+        order.append((d.body, d.method.redelivered, d.headers.get("x-delivery-count")))
+    ch.basic_ack(0, multiple=True)
+    assert order == [(b"m2", False, 0), (b"m0", True, 1), (b"m1", True, 1)]
+
+
+def test_redeclare_without_initial_group_size_is_inequivalent(conn: pika.BlockingConnection,
+                                                              quorum: str) -> None:
+    conn.channel().queue_declare(quorum, durable=True,
+                                 arguments={**QQ, "x-quorum-initial-group-size": 3})
+    assert declare_refused(conn, quorum, {}) == (
+        f"PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue "
+        f"'{quorum}' in vhost '/': received none but current is the value '3' of type 'signedint'")
