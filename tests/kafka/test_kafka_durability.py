@@ -237,7 +237,7 @@ def test_what_a_consumer_saw_survives_kill_9(own_kafka_broker: BrokerProcess) ->
                 for records in consumer.poll(timeout_ms=50).values():
                     seen.update((r.offset, r.value) for r in records)
         with contextlib.suppress(Exception):
-            consumer.close(timeout=1)
+            consumer.close(timeout_ms=1000)
 
     reader = threading.Thread(target=tail, daemon=True)
     reader.start()
