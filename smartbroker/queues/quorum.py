@@ -9,7 +9,8 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - a message nacked or rejected with requeue goes to the BACK of the queue, where a classic
   queue puts it back at its old place (a closed channel's deliveries come back first);
 - ``x-delivery-count`` and ``x-delivery-limit`` (``QueueSettings.quorum``);
-- ``x-overflow: reject-publish-dlx`` is served as drop-head;
+- ``x-overflow: reject-publish-dlx`` is served as drop-head; ``reject-publish`` accepts the
+  publish that crosses the limit, then refuses until the queue is down to 80 % of it;
 - every message is stored, persistent or not (RabbitMQ's Raft log keeps them all);
 - consumers: no global QoS, no other type's consumer arguments; prefetch 0 means 2000;
 - queue.delete refuses if-unused and if-empty.
@@ -31,6 +32,7 @@ from smartbroker.message import Message
 from smartbroker.protocol.field_types import amqp_type
 from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
 from smartbroker.queues.base import (
+    REFUSED,
     Capabilities,
     Consumer,
     DeadLetter,
@@ -42,6 +44,7 @@ from smartbroker.queues.base import (
     Storage,
 )
 from smartbroker.queues.classic import ClassicQueue
+from smartbroker.queues.quorum_limits import RejectPublish
 from smartbroker.queues.ready import ReadyList
 from smartbroker.queues.settings import QueueSettings
 
@@ -100,6 +103,15 @@ class QuorumQueue(ClassicQueue):
         """Every message of a quorum queue is kept on disk, as RabbitMQ's Raft log keeps
         them whatever their delivery mode: the vhost stores persistent ones; a transient
         one is stored here, and its confirm waits for the same fsync."""
+        limits = self._reject_publish
+        if limits is not None and limits.refuses(self.ready):
+            return REFUSED
+        result = self._publish(message, store_id)
+        if limits is not None and result.accepted:
+            limits.published(self.ready)
+        return result
+
+    def _publish(self, message: Message, store_id: int | None) -> PublishResult:
         store = self.host.store
         if store_id is not None or store is None or not self.uses_store:
             return super().publish(message, store_id)
@@ -120,10 +132,12 @@ class QuorumQueue(ClassicQueue):
     @settings.setter
     def settings(self, settings: QueueSettings) -> None:
         """rabbit_quorum_queue:overflow/3: ``reject-publish-dlx`` is accepted but served as
-        drop-head (RabbitMQ logs a warning); the other modes are kept."""
+        drop-head (RabbitMQ logs a warning); ``reject-publish`` limits are kept out of the
+        classic queue's settings and applied by ``RejectPublish`` (quorum_limits.py)."""
         if settings.overflow == "reject-publish-dlx":
             settings = replace(settings, overflow="drop-head")
-        self._settings = settings
+        self._settings, self._reject_publish = RejectPublish.split(
+            settings, getattr(self, "_reject_publish", None))
 
     @classmethod
     def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> QuorumQueue:

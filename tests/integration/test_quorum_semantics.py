@@ -315,3 +315,26 @@ def test_redeclare_without_initial_group_size_is_inequivalent(conn: pika.Blockin
     assert declare_refused(conn, quorum, {}) == (
         f"PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size' for queue "
         f"'{quorum}' in vhost '/': received none but current is the value '3' of type 'signedint'")
+
+
+def test_reject_publish_blocks_until_80_percent(ch: BlockingChannel, quorum: str) -> None:
+    """rabbit_fifo accepts the publish that takes the queue past x-max-length, then nacks
+    publishes until the ready messages are down to 80 % of the limit."""
+    ch.queue_declare(quorum, durable=True, arguments={
+        **QQ, "x-max-length": 10, "x-overflow": "reject-publish"})
+    ch.confirm_delivery()
+
+    def publish() -> str:
+        try:
+            ch.basic_publish("", quorum, b"m")
+        except pika.exceptions.NackError:
+            return "nack"
+        return "ack"
+
+    assert [publish() for _ in range(12)] == ["ack"] * 11 + ["nack"]
+    outcomes = []
+    for _ in range(3):
+        assert ch.basic_get(quorum, auto_ack=True)[0] is not None
+        outcomes.append(publish())
+    assert outcomes == ["nack", "nack", "ack"]  # 10, 9: still refused; 8 = 80 %: accepted
+    assert ch.queue_declare(quorum, passive=True).method.message_count == 9
