@@ -12,6 +12,7 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - ``x-overflow: reject-publish-dlx`` is served as drop-head; ``reject-publish`` accepts the
   publish that crosses the limit, then refuses until the queue is down to 80 % of it;
 - every message is stored, persistent or not (RabbitMQ's Raft log keeps them all);
+- single active consumer: the next one starts as soon as the active one is cancelled;
 - consumers: no global QoS, no other type's consumer arguments; prefetch 0 means 2000;
 - queue.delete refuses if-unused and if-empty.
 
@@ -155,6 +156,16 @@ class QuorumQueue(ClassicQueue):
         if not consumer.no_ack and getattr(consumer, "prefetch", None) == 0:
             consumer.prefetch = UNLIMITED_PREFETCH  # type: ignore[attr-defined]
         super().add_consumer(consumer)
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        """Single active consumer: rabbit_fifo activates the next consumer as soon as the
+        active one is cancelled, while the old one still holds its unacked messages (a
+        classic queue waits until they are settled)."""
+        super().remove_consumer(consumer)
+        if self._ring.waiting_for is consumer:
+            self._ring.waiting_for = None
+            if self.consumers:
+                self.dispatch()
 
     def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
         if op is not Settle.RETURN:

@@ -338,3 +338,25 @@ def test_reject_publish_blocks_until_80_percent(ch: BlockingChannel, quorum: str
         outcomes.append(publish())
     assert outcomes == ["nack", "nack", "ack"]  # 10, 9: still refused; 8 = 80 %: accepted
     assert ch.queue_declare(quorum, passive=True).method.message_count == 9
+
+
+def test_single_active_consumer_hands_over_at_cancel(broker_url: str, ch: BlockingChannel,
+                                                     quorum: str) -> None:
+    """rabbit_fifo activates the waiting consumer as soon as the active one cancels, though
+    that one still holds unacked messages (a classic queue waits for them)."""
+    ch.queue_declare(quorum, durable=True, arguments={**QQ, "x-single-active-consumer": True})
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", quorum, f"m{i}".encode())
+    with connect(broker_url) as a, connect(broker_url) as b:
+        cha, chb = a.channel(), b.channel()
+        cha.basic_qos(prefetch_count=2)
+        chb.basic_qos(prefetch_count=2)
+        got_a: list[bytes] = []
+        got_b: list[bytes] = []
+        tag = cha.basic_consume(quorum, lambda c, m, p, body: got_a.append(body))
+        wait_until(a, lambda: len(got_a) == 2)
+        chb.basic_consume(quorum, lambda c, m, p, body: got_b.append(body))
+        cha.basic_cancel(tag)  # m0 and m1 stay unacked on a's channel
+        wait_until(b, lambda: len(got_b) == 2)
+        assert (got_a, got_b) == ([b"m0", b"m1"], [b"m2", b"m3"])
