@@ -16,7 +16,8 @@ suite's own switches where it has them:
 * pika 1.3.2: PyPI's sdists have no tests; the tree is ``git archive 1.3.2`` of a pika
   clone (``--pika-git``, default the mirror) or an unpacked Debian
   ``python-pika_1.3.2.orig.tar.gz`` (``--pika-src``). Its acceptance tests hard-code
-  port 5672: they read ``PIKA_TEST_PORT`` instead.
+  port 5672: they read ``PIKA_TEST_PORT`` instead. Run with ``-p no:aiomisc`` (see
+  ``suite``), and with tornado, gevent and twisted installed (else 85 adapter tests fail).
 * py-amqp 5.4.2 and kombu 5.7.0: ``RABBITMQ_HOST``/``RABBITMQ_5672_TCP``. kombu's durable
   ``priority_requeue_test`` queue fails the next run on any broker: a fresh broker each run.
 * aiormq 7.2.4, aio-pika 10.2.1 (building their sdists needs ``uv_build`` on PATH): the
@@ -49,7 +50,7 @@ SDISTS = {"py-amqp": "amqp==5.4.2", "kombu": "kombu==5.7.0", "aiormq": "aiormq==
 VENV_PACKAGES = ("pika==1.3.2", *SDISTS.values(), "pytest", "pytest-timeout",
                  "aiomisc-pytest>=2,<3", "aiomisc", "markdown-pytest>=0.6.6,<0.7",
                  "pytest-rst", "shortuuid", "timeout-decorator", "pytest-freezer",
-                 "pytest-rerunfailures", "hypothesis", "Pyro4")
+                 "pytest-rerunfailures", "hypothesis", "Pyro4", "tornado", "gevent", "twisted")
 PIKA_MIRROR = Path("/work/.mirror/pika+pika/repo")
 # appended to aiormq's and aio-pika's tests/conftest.py: later definitions win
 URL_FIXTURES = '''
@@ -137,7 +138,10 @@ def suite(name: str, a: argparse.Namespace, py: Path, work: Path, url: str,
               f"--junitxml={junit}"]
     if name == "pika":
         src = pika_tree(a, work)
-        return [*common, "--timeout=60", "tests/acceptance/blocking_adapter_test.py",
+        # aiomisc-pytest (the aio suites' plugin, in the same venv) installs a SIGTERM
+        # handler that pika's forked ForwardServer inherits: it then outlives stop()
+        return [*common, "-p", "no:aiomisc", "--timeout=60",
+                "tests/acceptance/blocking_adapter_test.py",
                 "tests/acceptance/async_adapter_tests.py",
                 "tests/acceptance/enforce_one_basicget_test.py"], src, env
     src = sdist_tree(py, SDISTS[name], a.cache, work)
