@@ -65,6 +65,9 @@ OTHER_TYPES_ARGUMENTS = frozenset({
 # basic.consume arguments of the other types (classic, stream), refused the same way
 OTHER_TYPES_CONSUMER_ARGUMENTS = ("x-cancel-on-ha-failover", "x-stream-offset")
 DLX_STRATEGIES = ("at-most-once", "at-least-once")
+# 3.10 has no validator for it: a negative limit acts as 0 (the first return dead-letters),
+# a non-integer as no limit (QueueSettings reads it so)
+UNCHECKED = frozenset({"x-delivery-limit"})
 RABBIT_TYPE = "rabbit_quorum_queue"
 UNLIMITED_PREFETCH = 2000  # what a consumer's prefetch 0 means (rabbit_quorum_queue:consume)
 
@@ -189,7 +192,8 @@ def check_quorum_arguments(queue: str, vhost: str, arguments: Mapping[str, Any])
     def bad(arg: str, why: str) -> Exception:
         return precondition_failed(f"invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {why}")
 
-    validate_queue_arguments(queue, vhost, {k: v for k, v in arguments.items() if k in QUORUM_ARGUMENTS})
+    validate_queue_arguments(queue, vhost, {k: v for k, v in arguments.items()
+                                            if k in QUORUM_ARGUMENTS and k not in UNCHECKED})
     for arg in ("x-max-in-memory-length", "x-max-in-memory-bytes", "x-quorum-initial-group-size"):
         value = arguments.get(arg)
         if value is None:

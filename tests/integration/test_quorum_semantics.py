@@ -77,6 +77,7 @@ def test_quorum_arguments_are_validated(conn: pika.BlockingConnection, quorum: s
     {"x-overflow": "reject-publish-dlx"},
     {"x-single-active-consumer": True, "x-queue-leader-locator": "balanced"},
     {"x-unknown-to-rabbitmq": 1},
+    {"x-delivery-limit": -1}, {"x-delivery-limit": "abc"},  # 3.10 does not check it
 ])
 def test_quorum_arguments_are_accepted(ch: BlockingChannel, quorum: str,
                                        arguments: dict[str, Any]) -> None:
