@@ -160,6 +160,15 @@ class QuorumQueue(ClassicQueue):
             consumer.prefetch = UNLIMITED_PREFETCH  # type: ignore[attr-defined]
         super().add_consumer(consumer)
 
+    def restore(self, records: list[Any]) -> None:
+        """Recovery. RabbitMQ's log keeps each message's delivery count; the store keeps
+        only whether it was delivered, so a redelivered one comes back as returned once
+        (``x-delivery-count: 1`` on its next delivery: exact for the usual single delivery)."""
+        super().restore(records)
+        for entry in self.ready:
+            if entry.redelivered and not entry.delivery_count:
+                entry.delivery_count = 1
+
     def remove_consumer(self, consumer: Consumer) -> None:
         """Single active consumer: rabbit_fifo activates the next consumer as soon as the
         active one is cancelled, while the old one still holds its unacked messages (a
