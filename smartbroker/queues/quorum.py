@@ -180,6 +180,8 @@ class QuorumQueue(ClassicQueue):
                 self.dispatch()
 
     def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
+        if self._reject_publish is not None and op is not Settle.ACK:
+            self._reject_publish.before_growth(self.ready)  # a requeue may lengthen it
         if op is not Settle.RETURN:
             return super().settle(op, entries)
         self.ready.to_front = True

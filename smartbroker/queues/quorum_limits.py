@@ -30,11 +30,15 @@ class RejectPublish:
         return replace(settings, max_length=None, max_length_bytes=None), limits
 
     def refuses(self, ready: ReadyList) -> bool:
-        """Checked before a publish. Being blocked ends once the queue is down to the low
-        limit (RabbitMQ notices on the command that gets it there; here, at the next publish)."""
+        """Checked before a publish."""
+        self.before_growth(ready)
+        return self.blocked
+
+    def before_growth(self, ready: ReadyList) -> None:
+        """Being blocked ends once the queue is down to the low limit. Only publishes and
+        requeues make it longer, so checking before each of them sees every low point."""
         if self.blocked and self._below_low_limit(ready):
             self.blocked = False
-        return self.blocked
 
     def published(self, ready: ReadyList) -> None:
         """After an accepted publish: past a limit now blocks the following ones."""

@@ -362,3 +362,22 @@ def test_single_active_consumer_hands_over_at_cancel(broker_url: str, ch: Blocki
         cha.basic_cancel(tag)  # m0 and m1 stay unacked on a's channel
         wait_until(b, lambda: len(got_b) == 2)
         assert (got_a, got_b) == ([b"m0", b"m1"], [b"m2", b"m3"])
+
+
+def test_reject_publish_unblocks_at_80_percent_even_if_requeues_refill(ch: BlockingChannel,
+                                                                        quorum: str) -> None:
+    """The block ends when the queue gets down to 80 %, not at the next publish: taking three
+    (11 -> 8 ready) unblocks, even after two of them are requeued (10 ready) again."""
+    ch.queue_declare(quorum, durable=True, arguments={
+        **QQ, "x-max-length": 10, "x-overflow": "reject-publish"})
+    ch.confirm_delivery()
+    for _ in range(11):
+        ch.basic_publish("", quorum, b"m")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", quorum, b"m")
+    taken = [get_one(ch, quorum).method.delivery_tag for _ in range(3)]
+    ch.basic_nack(taken[0], requeue=True)
+    ch.basic_nack(taken[1], requeue=True)
+    ch.basic_publish("", quorum, b"m")  # accepted: 10 ready, not blocked any more
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", quorum, b"m")  # 11: blocked again
