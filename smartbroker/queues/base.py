@@ -142,8 +142,7 @@ class Capabilities:
     offset_log: bool = False  # read by offset, with consumer groups (``groups``; /api/streams)
     supports_browse: bool = True  # a ``ready`` list operator tools browse and take from (dlq)
     label: str = "classic queues"  # as RabbitMQ names the type in its 540 replies
-    # quorum queues refuse these (RabbitMQ 3.10): a '' name, a consumer under global
-    # basic.qos, queue.delete if-unused/if-empty
+    # False for quorum: a '' name, a global basic.qos consumer, queue.delete if-unused/empty
     server_named: bool = True
     supports_global_qos: bool = True
     delete_conditions: bool = True
