@@ -6,7 +6,8 @@ other method to the handlers; replies and deliveries go to a list written once p
 pass (``flush.Flusher``). What is left here is I/O: the transport, timers (handshake,
 close, linger), heartbeats, pause/resume reading for resource alarms and write
 back-pressure. Every error becomes the AMQP reply RabbitMQ gives; unexpected exceptions
-become 541 INTERNAL_ERROR, never a crash. Implements ``broker.outbox.ClientConnection``.
+become 541 INTERNAL_ERROR, never a crash; how a connection ends is ``server/closing.py``.
+Implements ``broker.outbox.ClientConnection``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from smartbroker.broker.publish import PublishSession
 from smartbroker.errors import AMQPError, ChannelError, ConnectionError, not_implemented
 from smartbroker.handlers import CHANNEL_HANDLERS
 from smartbroker.handlers import connection as connection_class
-from smartbroker.protocol import codec
 from smartbroker.protocol.connection import Connection
 from smartbroker.protocol.events import (
     NEED_DATA,
@@ -40,7 +40,8 @@ from smartbroker.protocol.events import (
     ProtocolHeader,
     Publish,
 )
-from smartbroker.protocol.states import CONNECTION, HANDSHAKE, SERVER, State
+from smartbroker.protocol.states import State
+from smartbroker.server import closing
 from smartbroker.server.heartbeat import Heartbeats
 from smartbroker.server.held import hold_for_definitions
 from smartbroker.server.not_found import method_again, publish_again, retry_after_catch_up
@@ -50,11 +51,6 @@ if TYPE_CHECKING:
     from smartbroker.broker.core import Broker, VirtualHost
 
 log = logging.getLogger("smartbroker.connection")
-
-CLOSE_TIMEOUT = 3.0
-SILENT_CLOSE_DELAY = 3.0  # RabbitMQ's ?SILENT_CLOSE_DELAY: a failed handshake waits, then hangs up
-CLOSED_LINGER = 30.0  # after close-ok, the client closes the socket (RabbitMQ's ?CLOSING_TIMEOUT)
-_ENDED = (State.CLOSING, State.CLOSED)
 
 
 class AMQPConnection(asyncio.Protocol):
@@ -122,7 +118,7 @@ class AMQPConnection(asyncio.Protocol):
         self.peer_cert_name = peer_common_name(transport)
         loop = asyncio.get_running_loop()
         self._timers.append(loop.call_later(self.broker.config.handshake_timeout,
-                                            self._handshake_timeout))
+                                            closing.handshake_timeout, self))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.proto.state is not State.CLOSED:
@@ -133,7 +129,7 @@ class AMQPConnection(asyncio.Protocol):
         if self._heartbeats is not None:
             self._heartbeats.stop()
         self.broker.connections.discard(self)
-        self._teardown()
+        closing.teardown(self)
 
     # -- flow control (resource alarms) ----------------------------------------------------
     def block(self, reason: str) -> None:
@@ -234,7 +230,7 @@ class AMQPConnection(asyncio.Protocol):
                 self.write(self.proto.send_start(
                     connection_class.start_method(self.peer_cert_name is not None)))
             elif kind is BadProtocolHeader:
-                self._bad_header()
+                closing.bad_header(self)
                 return
             # Heartbeat: ``received`` is already set; ConnectionClosed: connection_lost follows
 
@@ -351,91 +347,27 @@ class AMQPConnection(asyncio.Protocol):
         self.write(self.proto.send_channel_close(ch.number, err.code, err.reply_text,
                                                  err.class_id, err.method_id))
 
-    # -- connection lifecycle ------------------------------------------------------------
+    # -- connection lifecycle (the close sequences live in server/closing.py) ------------
     def _connection_error(self, err: ConnectionError) -> None:
-        state = self.proto.state
-        if state in _ENDED:
-            return
-        log.warning("closing connection %s: %s (class %d, method %d)", self.name, err.reply_text,
-                    err.class_id, err.method_id)
-        if state is State.AWAIT_HEADER:
-            self.close_transport()
-            return
-        if state in HANDSHAKE or (state, SERVER, commands.Connection.Close) not in CONNECTION:
-            self.close_silently()
-            return
-        self._teardown()
-        self.write(self.proto.send_connection_close(err.code, err.reply_text, err.class_id,
-                                                    err.method_id))
-        self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
+        closing.connection_error(self, err)
 
     def server_close(self, code: int = 320, text: str = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'") -> None:
         """Broker-initiated close (shutdown, management API)."""
-        if self.proto.state is State.OPEN:
-            self._teardown()
-            self.write(self.proto.send_connection_close(code, text))
-            self.flush()
-            self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
-        else:
-            self.close_transport()
+        closing.server_close(self, code, text)
 
     def closed_by_client(self) -> None:
-        """``connection.close`` from the client: release channels and exclusive queues now,
-        answer close-ok, then leave the socket to the client as RabbitMQ does (closed here
-        only after the heartbeat timeout, at most 30 s). A client that reads close-ok before
-        EOF shuts down cleanly instead of seeing a lost connection."""
-        self._teardown()
-        recorder = self._commit_wait
-        committed = recorder.pending() if recorder is not None else None
-        if committed is None:
-            self.write(self.proto.send_close_ok())
-        else:  # cluster mode: its exclusive queues gone from etcd first (RabbitMQ's order)
-            committed.add_done_callback(lambda _done: self._close_ok_now())
-        if self._heartbeats is not None:
-            self._heartbeats.stop()
-        linger = self.heartbeat if 0 < self.heartbeat < CLOSED_LINGER else CLOSED_LINGER
-        self._timers.append(asyncio.get_running_loop().call_later(linger, self.close_transport))
-
-    def _close_ok_now(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.write(self.proto.send_close_ok())
-            self.flush()
+        """``connection.close`` from the client (close-ok, then the client hangs up)."""
+        closing.closed_by_client(self)
 
     def close_silently(self) -> None:
-        """A failed handshake (before tune-ok, or a login refused to a client without
-        ``authentication_failure_close``): as RabbitMQ, no ``connection.close``; input is
-        ignored and the socket dropped after SILENT_CLOSE_DELAY, which also slows down
-        password guessing."""
-        self.proto.abort()
-        self._timers.append(asyncio.get_running_loop().call_later(SILENT_CLOSE_DELAY,
-                                                                  self.close_transport))
+        """A failed handshake: no ``connection.close``, the socket dropped later."""
+        closing.close_silently(self)
 
     def refuse(self, code: int, text: str) -> None:
-        """``connection.close`` during the handshake (a refused login): the client reads it,
-        answers close-ok (then we hang up) or is dropped after CLOSE_TIMEOUT."""
-        self.write(self.proto.send_connection_close(code, text))
-        self._timers.append(asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.close_transport))
+        """``connection.close`` during the handshake (a refused login)."""
+        closing.refuse(self, code, text)
 
     def close_transport(self) -> None:
         self.flush()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-
-    def _bad_header(self) -> None:
-        if self.transport is not None:
-            self.transport.write(codec.PROTOCOL_HEADER)
-        self.close_transport()
-
-    def _handshake_timeout(self) -> None:
-        if self.proto.state not in (State.OPEN, State.CLOSING, State.CLOSED):
-            log.warning("handshake timeout on %s", self.name)
-            self.close_transport()
-
-    def _teardown(self) -> None:
-        channels, self.channels = self.channels, {}
-        for ch in channels.values():
-            ch.teardown()
-        self._confirm_channels.clear()
-        queues, self.exclusive_queues = self.exclusive_queues, set()
-        for q in queues:
-            self.vhost.drop_queue(q)
