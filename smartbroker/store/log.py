@@ -6,8 +6,8 @@ deliberate gap from a lost file). Offsets are never reused: the newest segment i
 deleted, and its file name keeps the next offset even when it is empty.
 
 Opening the directory is ``recovery.py``, the markers ``holes.py``, the fsync rounds
-``commit.py`` and the compaction policy ``compact.py``; this module appends, reads and
-deletes through ``retire.py``.
+``commit.py`` (each round's bookkeeping ``rounds.py``) and the compaction policy
+``compact.py``; this module appends, reads and deletes through ``retire.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .handles import HandleCache
 from .holes import HoleMarkers
 from .recovery import COMPACT_SUFFIX, recover
 from .retire import Retirer
+from .rounds import SyncRounds
 from .segment import Segment, data_name
 
 __all__ = ["COMPACT_SUFFIX", "DIRECT_BYTES", "SegmentLog"]  # COMPACT_SUFFIX: compact.py and tests import it here
@@ -64,7 +65,6 @@ class SegmentLog:
         self._bases: list[int] = []
         self._holes = HoleMarkers(self.directory)
         self._unsynced: dict[int, Segment] = {}  # base -> segment written but not fsynced
-        self._in_round: list[tuple[Segment, int]] = []  # (segment, its write count) being fsynced
         self._to_close: list[int] = []
         self._dir_dirty = False
         self._unavailable: Exception | None = None
@@ -73,8 +73,9 @@ class SegmentLog:
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
         self._retirer = Retirer(self)  # deletion and compaction swaps (retire.py)
         self._open(verify)
+        rounds = SyncRounds(self)  # what each fsync round covers (rounds.py)
         self._commit = GroupCommit(
-            self._prepare, self._finished, self._has_pending, fsync, sync_interval_ms / 1000,
+            rounds.prepare, rounds.finished, rounds.has_pending, fsync, sync_interval_ms / 1000,
             durable=self.next_offset, executor=executor, write_out=self.write_out,
             idle_fsync=None if idle_fsync_ms is None else idle_fsync_ms / 1000,
         )
@@ -245,45 +246,7 @@ class SegmentLog:
         if self._segs[-1].end:
             self._roll()
 
-    # -- group commit hooks ----------------------------------------------------------
-
-    def _prepare(self) -> tuple[int, list[int]]:
-        if self._group.items:
-            self._group.seal()
-        covered = self.next_offset
-        seg = self._segs[-1]
-        if seg.write_out():
-            self._unsynced[seg.base] = seg
-        self._in_round = [(s, s.writes) for s in self._unsynced.values()]
-        self._unsynced.clear()
-        fds = [s.handle() for s, _ in self._in_round]  # dirty: open, and kept open meanwhile
-        if self._dir_dirty:
-            fds.append(self._dir_fd)
-            self._dir_dirty = False
-        return covered, fds
-
-    def _finished(self, error: Exception | None) -> None:
-        if error is None:
-            self._unavailable = None
-            for s, writes in self._in_round:
-                if s.writes == writes:  # nothing written since: the cache may close it now
-                    s.dirty = False
-            self._handles.trim()
-        else:
-            log.error("commit failed: %s", error)
-            self._stats.fsync_errors += 1
-            self._unavailable = error
-            for s, _ in self._in_round:
-                if not s.deleted:
-                    self._unsynced[s.base] = s
-            self._dir_dirty = True
-        self._in_round = []
-        for fd in self._to_close:
-            os.close(fd)
-        self._to_close.clear()
-
-    def _has_pending(self) -> bool:
-        return bool(self._group.items or self._segs[-1].buf or self._unsynced)
+    # -- durability (each round's bookkeeping is rounds.py) ------------------------------
 
     async def sync(self) -> None:
         """Return when everything appended before the call is durable (shared fsync)."""
