@@ -4,7 +4,7 @@ Each partition's batches are checked whole before anything is appended, so a par
 data is stored entirely or not at all (Kafka's rule too). Records go to the partition the
 request names (a Kafka client partitions; nothing is re-partitioned here). A batch is
 checked by its header and CRC only (``batches.py``) and stored as the bytes it arrived as
-(``StreamQueue.append_kafka_batches``): no record is decoded, Fetch serves the same bytes,
+(``stream_appends.append_kafka_batches``): no record is decoded, Fetch serves the same bytes,
 and AMQP readers decode them. A compacted topic's records are decoded and stored one by one
 (``records.py``), since compaction needs each record's key. Acknowledgement:
 
@@ -43,7 +43,7 @@ from smartbroker.kafka.codec import Request
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.stored_configs import insync_shortfall
 from smartbroker.kafka.timestamps import append_time, bounds, out_of_range, stamp
-from smartbroker.queues import txn_journal
+from smartbroker.queues import stream_appends, txn_journal
 
 log = logging.getLogger("smartbroker.kafka")
 PRODUCE = 0
@@ -254,11 +254,11 @@ class Producer:
         if original is not None:  # a retry: stored once, answered with its first offset
             return original, part.first_offset, None, -1
         if entries is not None:
-            first, result = queue.append_stored(index, entries)
+            first, result = stream_appends.append_stored(queue, index, entries)
             count = len(entries)
         else:
-            first, result = queue.append_kafka_batches(
-                index, [(b.data, b.count, b.max_ts) for b in checked])
+            first, result = stream_appends.append_kafka_batches(
+                queue, index, [(b.data, b.count, b.max_ts) for b in checked])
             count = sum(b.count for b in checked)
         appended = self.appended
         appended[0] += len(checked)

@@ -35,7 +35,7 @@ from smartbroker.kafka.groups import MAX_METADATA, valid_group_id
 from smartbroker.kafka.produce import PartitionError, Topics
 from smartbroker.kafka.transactions import Partition, TransactionCoordinator, TxnError
 from smartbroker.kafka.txn_log import TxnOffset
-from smartbroker.queues import producer_state
+from smartbroker.queues import producer_state, stream_appends
 
 log = logging.getLogger("smartbroker.kafka")
 INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN = 22, 24, 25
@@ -174,7 +174,7 @@ class TxnHandlers:
                 if state.journal is not None and state.journal.last >= 0:
                     waits.append(state.journal.wait_durable())
                 continue
-            first, result = queue.append_kafka_batches(index, [(batch, 1, now)])
+            first, result = stream_appends.append_kafka_batches(queue, index, [(batch, 1, now)])
             if queue.consumers:
                 queue.dispatch()  # the LSO moved: AMQP readers may go on
             if result.sync is not None:

@@ -7,7 +7,8 @@ per partition; reading never removes anything. Prefetch is credit and an ack onl
 credit (and, in a consumer group, commits). ``basic.get``, nack/reject and purge are
 refused as RabbitMQ refuses them. Retention deletes whole closed segments by age or size.
 Consumer groups live in ``groups.py``; how readers get their deliveries (credit, the
-in-memory tail of recent publishes, shared chunks of older records) in ``stream_delivery.py``.
+in-memory tail of recent publishes, shared chunks of older records) in ``stream_delivery.py``;
+Kafka Produce's appends in ``stream_appends.py``.
 """
 
 from __future__ import annotations
@@ -217,62 +218,18 @@ class StreamQueue:
             return self._published[index]
         return self._written[index]
 
-    # -- the front ends' read interface, and Kafka's appends ------------------------------
+    # -- the front ends' read interface (Kafka's appends: stream_appends.py) -------------
     @cached_property
     def partitions(self) -> StreamPartitions:
         """The partitions as front ends read them (``stream_partitions.py``), not the
         store logs, which append, delete segments and move the start."""
         return StreamPartitions(self)
 
-    def append_kafka_batches(self, partition: int,
-                             batches: list[tuple[bytes | memoryview, int, int]]
-                             ) -> tuple[int, PublishResult]:
-        """The Kafka front end's append of checked RecordBatch v2 bytes, each ``(batch,
-        offsets it covers (lastOffsetDelta + 1), max timestamp ms)``, stored as they are
-        (only baseOffset and partitionLeaderEpoch are patched, both outside the CRC), to
-        ``partition`` (a Kafka producer chose it). Returns the first batch's base offset
-        and the result whose ``sync`` log a durable acknowledgement waits for. AMQP
-        readers decode the records (``kafka_batch.py``); producer id, epoch and sequence
-        stay in the stored batch headers."""
-        lg = self.logs[partition]
-        first = lg.next_offset
-        n = 0
-        for batch, count, max_ts in batches:
-            lg.append_kafka_batch(batch, count, max_ts)
-            n += count
-        return first, self._grew(partition, n)
-
-    def _grew(self, partition: int, records: int) -> PublishResult:
-        """After a Kafka append: count it, wake waiting Fetches and readers; the result
-        names the log a durable acknowledgement waits for."""
-        self.stats["publish"] += records
-        if self.on_append:
-            self.appended(partition)
-        if self.consumers:
-            self.dispatch()
-        return self._published[partition]
-
     def appended(self, partition: int) -> None:
         """Tell the waiting readers (``on_append``) that ``partition`` grew; whoever appends
         outside ``publish`` (Kafka Produce) calls this too."""
         for callback in list(self.on_append):
             callback(partition)
-
-    def append_stored(self, partition: int,
-                      records: list[tuple[bytes, int, bytes | None]]) -> tuple[int, PublishResult]:
-        """The Kafka front end's append: ``(stored record, timestamp ms, key)`` entries go
-        to ``partition`` as they are (a Kafka producer chose it). Returns the first offset
-        and the result whose ``sync`` log a durable acknowledgement waits for. The
-        compaction key is the Kafka key (an unkeyed record's is the topic name, as for an
-        unkeyed AMQP publish)."""
-        lg = self.logs[partition]
-        compact = self.stream.compact
-        first = lg.next_offset
-        for payload, timestamp_ms, key in records:
-            if compact and key is None:
-                key = self.name.encode("utf-8", "surrogateescape")
-            lg.append(payload, timestamp_ms, key if compact else None)
-        return first, self._grew(partition, len(records))
 
     # -- consumers -------------------------------------------------------------------------
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:

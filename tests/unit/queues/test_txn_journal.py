@@ -12,6 +12,7 @@ from smartbroker.queues import txn_journal
 from smartbroker.queues.base import Storage
 from smartbroker.queues.kafka_batch import TRANSACTIONAL
 from smartbroker.queues.stream import StreamQueue
+from smartbroker.queues.stream_appends import append_stored
 from smartbroker.queues.stream_args import StreamSettings
 
 PID, EPOCH = 7, 0
@@ -40,7 +41,7 @@ def txn_batch(base: int, count: int, seq: int) -> bh.BatchHeader:
 def write(q: StreamQueue, count: int) -> int:
     """``count`` keyed records stored one by one, as a compacted topic stores Kafka's."""
     first = q.logs[0].next_offset
-    q.append_stored(0, [(b"\x00\x00" + b"\x00" * 4, 0, b"k%d" % i) for i in range(count)])
+    append_stored(q, 0, [(b"\x00\x00" + b"\x00" * 4, 0, b"k%d" % i) for i in range(count)])
     return first
 
 
