@@ -18,8 +18,9 @@ live one is rewritten by ``store.reclaim.Reclaimer`` once less than half of it i
 live enqueues and the marks still needed stay at their offsets, the rest goes (so one
 parked message no longer pins every acked segment after it). ``refs`` (offset -> record
 size and queues still holding it) and ``live`` (segment -> live enqueue bytes) are what
-both need. Publisher confirms wait for ``sync`` through ``SyncWaiters``: one fsync round
-for everyone who asked since the last one.
+both need (rebuilt at start-up by ``durable_recovery.py``). Publisher confirms wait
+for ``sync`` through ``SyncWaiters``: one fsync round for everyone who asked since the
+last one.
 """
 
 from __future__ import annotations
@@ -29,18 +30,16 @@ import logging
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from smartbroker.broker import durable_recovery
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues.arguments import parse_expiration
 from smartbroker.store.api import StoreUnavailable
 from smartbroker.store.executors import Executors
 from smartbroker.store.log import SegmentLog
-from smartbroker.store.reclaim import Reclaimer, SparseSegments
+from smartbroker.store.reclaim import Reclaimer
 
 log = logging.getLogger("smartbroker.store")
 _u16 = struct.Struct("<H")
@@ -118,17 +117,6 @@ def decode_marks(data: bytes) -> tuple[bytes, str, str, tuple[int, ...]]:
     (count,) = _u32.unpack_from(data, pos)
     offsets = struct.unpack_from(f"<{count}Q", data, pos + 4)
     return kind.upper(), vhost, queue, offsets
-
-
-@dataclass(slots=True)
-class RecoveredEntry:
-    offset: int
-    timestamp_ms: int
-    size: int
-    priority: int
-    expiration_ms: int | None
-    redelivered: bool
-    stored: int = 0  # bytes of its enqueue record
 
 
 class SyncWaiter(Protocol):
@@ -315,71 +303,13 @@ class MessageStore:
         finally:
             self._sync_task = None
 
-    # -- recovery --------------------------------------------------------------------------
-    def recover(self) -> dict[tuple[str, str], list[RecoveredEntry]]:
+    # -- recovery (durable_recovery.py) ----------------------------------------------------
+    def recover(self) -> dict[tuple[str, str], list[durable_recovery.RecoveredEntry]]:
         """Every live (queue -> entries) in the log, in enqueue order, bodies left on disk."""
-        live: dict[tuple[str, str], dict[int, RecoveredEntry]] = defaultdict(dict)
-        delivered: set[tuple[str, str, int]] = set()
-        sparse = SparseSegments(self.log, self.reclaimer.kept)
-        for record in self.log.scan_records():
-            data = record.payload
-            kind = data[:1]
-            sparse.see(record.offset, kind == b"E")
-            if kind == b"E":
-                try:
-                    vhost, queues, msg = decode_enqueue(data)
-                except (struct.error, ValueError, IndexError):
-                    self.log.stats.bad_records += 1
-                    continue
-                priority, expiration_ms = self._recovered_facts(msg)
-                entry = RecoveredEntry(record.offset, record.timestamp_ms, len(msg.body),
-                                       priority, expiration_ms, False, len(data))
-                for queue in queues:
-                    live[(vhost, queue)][record.offset] = entry if len(queues) == 1 else \
-                        RecoveredEntry(*_fields(entry))
-            elif kind in (b"a", b"d", b"A", b"D"):
-                try:
-                    mark, vhost, queue, offsets = decode_marks(data)
-                except (struct.error, UnicodeDecodeError):
-                    self.log.stats.bad_records += 1
-                    continue
-                if mark == b"A":
-                    entries = live[(vhost, queue)]
-                    for offset in offsets:
-                        entries.pop(offset, None)
-                else:
-                    delivered.update((vhost, queue, offset) for offset in offsets)
-        sparse.finish()
-        result: dict[tuple[str, str], list[RecoveredEntry]] = {}
-        refs = self._refs
-        for (vhost, queue), entries in live.items():
-            if not entries:
-                continue
-            for offset, entry in entries.items():
-                entry.redelivered = (vhost, queue, offset) in delivered
-                ref = refs.get(offset)
-                if ref is not None:
-                    refs[offset] = ref + 1
-                    continue
-                refs[offset] = entry.stored << 16 | 1
-                base = self.log.segment_of(offset)
-                if base is not None:
-                    self._live[base] += entry.stored
-            result[(vhost, queue)] = list(entries.values())
-        return result
-
-    def _recovered_facts(self, msg: Message) -> tuple[int, int | None]:
-        """(priority, per-message TTL) of a recovered message. Properties that cannot be
-        read (a record damaged on disk) are counted and the message is kept as if it had
-        neither: recovery never fails on one message."""
-        try:
-            return (msg.priority if msg.flags & codec.FLAG_PRIORITY else 0), _expiration_ms(msg)
-        except ValueError:
-            self.undecodable_properties += 1
-            return 0, None
+        return durable_recovery.recover(self)
 
     def drop_unclaimed(self, claimed: set[tuple[str, str]],
-                       recovered: dict[tuple[str, str], list[RecoveredEntry]]) -> None:
+                       recovered: dict[tuple[str, str], list[durable_recovery.RecoveredEntry]]) -> None:
         """Forget entries of queues that no longer exist (deleted while the broker was down)."""
         for key, entries in recovered.items():
             if key not in claimed:
@@ -396,14 +326,3 @@ class MessageStore:
         self._write_marks()
         self.log.close()
 
-
-def _fields(entry: RecoveredEntry) -> Iterator[object]:
-    return iter((entry.offset, entry.timestamp_ms, entry.size, entry.priority,
-                 entry.expiration_ms, entry.redelivered, entry.stored))
-
-
-def _expiration_ms(msg: Message) -> int | None:
-    if not msg.flags & codec.FLAG_EXPIRATION:
-        return None
-    expiration = msg.properties.expiration  # unreadable properties: Malformed, counted
-    return parse_expiration(expiration) if isinstance(expiration, str) else None
