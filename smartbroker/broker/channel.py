@@ -24,7 +24,8 @@ from smartbroker.broker.direct_reply import rewrite_reply_to
 from smartbroker.errors import ChannelError, precondition_failed
 from smartbroker.message import Message
 from smartbroker.protocol import codec
-from smartbroker.queues.base import QueueEntry, Settle, require
+from smartbroker.queues.base import QueueEntry, Settle
+from smartbroker.queues.capabilities import require
 
 if TYPE_CHECKING:
     from smartbroker.broker.outbox import Outbox

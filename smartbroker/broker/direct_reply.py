@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from smartbroker.errors import precondition_failed
 from smartbroker.message import Message
-from smartbroker.queues.base import Capabilities, QueueEntry
+from smartbroker.queues.base import QueueEntry
+from smartbroker.queues.capabilities import Capabilities
 
 if TYPE_CHECKING:
     from smartbroker.broker.channel import Channel

@@ -32,7 +32,8 @@ from smartbroker.errors import (
 from smartbroker.exchanges import EXCHANGE_TYPES
 from smartbroker.message import Message, has_sender_routing, with_sender_routing
 from smartbroker.protocol.codec import FLAG_HEADERS
-from smartbroker.queues.base import ACCEPTED, DeadLetter, Queue, QueueSpec, Storage, require
+from smartbroker.queues.base import ACCEPTED, DeadLetter, Queue, QueueSpec, Storage
+from smartbroker.queues.capabilities import require
 from smartbroker.queues.types import declare_queue
 
 PREDECLARED = {

@@ -25,7 +25,8 @@ from smartbroker.cluster.forwarding_intake import RETRY, WAIT_FOR_QUEUE
 from smartbroker.cluster.forwarding_wire import DELIVERIES, Kind, Op
 from smartbroker.cluster.link_codec import ChannelSpec
 from smartbroker.errors import AMQPError, not_found
-from smartbroker.queues.base import Queue, QueueEntry, Settle, require
+from smartbroker.queues.base import Queue, QueueEntry, Settle
+from smartbroker.queues.capabilities import require
 
 log = logging.getLogger("smartbroker.cluster")
 KNOWN_OPS = frozenset(int(op) for op in Op)

@@ -30,7 +30,8 @@ from smartbroker.cluster.placement import Placement, PlacementTable
 from smartbroker.cluster.remote_consumer import Subscriptions
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.errors import AMQPError, ConnectionError
-from smartbroker.queues.base import NoHost, Queue, QueueSpec, Storage, check_arguments
+from smartbroker.queues.base import NoHost, Queue, QueueSpec, Storage
+from smartbroker.queues.capabilities import check_arguments
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
 from smartbroker.queues.types import declare_queue, queue_type

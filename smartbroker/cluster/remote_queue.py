@@ -28,15 +28,13 @@ from smartbroker.cluster.link_peer import CallError, PeerDown
 from smartbroker.errors import AMQPError, ChannelError, ConnectionError, not_found
 from smartbroker.queues.base import (
     ACCEPTED,
-    Capabilities,
     Consumer,
     DeadLetter,
     PublishResult,
     QueueEntry,
     Settle,
-    check_consume,
-    require,
 )
+from smartbroker.queues.capabilities import Capabilities, check_consume, require
 
 if TYPE_CHECKING:
     from smartbroker.cluster.forwarding_node import QueueForwarding

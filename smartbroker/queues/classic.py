@@ -25,7 +25,6 @@ from smartbroker.queues.arguments import (
 from smartbroker.queues.base import (
     ACCEPTED,
     REFUSED,
-    Capabilities,
     Consumer,
     DeadLetter,
     NoHost,
@@ -35,8 +34,8 @@ from smartbroker.queues.base import (
     QueueSpec,
     Settle,
     Storage,
-    check_consume,
 )
+from smartbroker.queues.capabilities import Capabilities, check_consume
 from smartbroker.queues.expiry import MessageExpiry
 from smartbroker.queues.limits import over_limit, would_overflow
 from smartbroker.queues.paging import PAGE_OUT_AFTER, Pager

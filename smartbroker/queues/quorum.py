@@ -34,7 +34,6 @@ from smartbroker.protocol.field_types import amqp_type
 from smartbroker.queues.arguments import check_replicated_properties, validate_queue_arguments
 from smartbroker.queues.base import (
     REFUSED,
-    Capabilities,
     Consumer,
     DeadLetter,
     PublishResult,
@@ -44,6 +43,7 @@ from smartbroker.queues.base import (
     Settle,
     Storage,
 )
+from smartbroker.queues.capabilities import Capabilities
 from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.quorum_limits import RejectPublish
 from smartbroker.queues.ready import ReadyList

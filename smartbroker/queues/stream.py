@@ -30,7 +30,6 @@ from smartbroker.queues import (
 )
 from smartbroker.queues.base import (
     ACCEPTED,
-    Capabilities,
     Consumer,
     DeadLetter,
     NoHost,
@@ -39,10 +38,8 @@ from smartbroker.queues.base import (
     QueueSpec,
     Settle,
     Storage,
-    check_arguments,
-    check_consume,
-    refused,
 )
+from smartbroker.queues.capabilities import Capabilities, check_arguments, check_consume, refused
 from smartbroker.queues.groups import StreamGroups
 from smartbroker.queues.offsets import OffsetBook
 from smartbroker.queues.partitioner import choose

@@ -72,7 +72,7 @@ class StreamSettings:
     def parse(cls, queue: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool,
               arguments: Mapping[str, Any]) -> StreamSettings:
         """The declare's settings, RabbitMQ's 406s (unknown arguments are refused before,
-        by ``queues.base.check_arguments`` reading ``STREAM_ARGUMENTS``)."""
+        by ``queues.capabilities.check_arguments`` reading ``STREAM_ARGUMENTS``)."""
         where = f"for queue '{queue}' in vhost '{vhost}'"
         check_replicated_properties(queue, vhost, durable, exclusive, auto_delete)
 

@@ -12,7 +12,8 @@ from pamqp import commands
 from smartbroker.errors import AMQPError
 from smartbroker.message import Message
 from smartbroker.queues import stream as stream_module
-from smartbroker.queues.base import ACCEPTED, QueueSpec, Settle, Storage, require
+from smartbroker.queues.base import ACCEPTED, QueueSpec, Settle, Storage
+from smartbroker.queues.capabilities import require
 from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.partitioner import kafka_partition, legacy_partition
 from smartbroker.queues.stream import StreamEntry, StreamQueue
