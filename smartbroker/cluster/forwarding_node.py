@@ -1,7 +1,8 @@
 """Queue forwarding on one node: the composition of the leader's service
 (``forwarding.LeaderService``), the forwarders of publishes (``forwarding_publish``) and
 the remote consumers (``remote_consumer``) over the cluster link, and the queue factory
-that gives a vhost a ``RemoteQueue`` for a queue another node leads.
+that gives a vhost a ``RemoteQueue`` for a queue another node leads (whose counts
+``queue_counts`` brings).
 
 ``ClusterNode`` (``cluster/node.py``) builds one, hands it the link, and calls
 ``peer_down`` when membership sees a node leave.
@@ -27,6 +28,7 @@ from smartbroker.cluster.forwarding_rehome import rehome
 from smartbroker.cluster.forwarding_wire import CONFIRM, CONSUMER_OPS, DELIVERIES, PUBLISH, Op
 from smartbroker.cluster.link_peer import PeerDown
 from smartbroker.cluster.placement import Placement, PlacementTable
+from smartbroker.cluster.queue_counts import LeaderCounts
 from smartbroker.cluster.remote_consumer import Subscriptions
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.errors import AMQPError, ConnectionError
@@ -98,7 +100,7 @@ class QueueForwarding:
         self._throttled: set[Any] = set()  # publishers not read while a link is full
         self._full: set[str] = set()  # peers whose PUBLISH channel is out of credit
         self.throttles = 0  # how often publishers were held back (tests, metrics)
-        self._stats_task: asyncio.Task[None] | None = None
+        self.counts = LeaderCounts(vhosts, self.link)  # for the management API (queue_counts.py)
         self.bounds: Any = None  # partition_bounds.BoundsFollower, once started
 
     def register(self, registry: Registry) -> None:
@@ -224,43 +226,9 @@ class QueueForwarding:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- counts for the management API ---------------------------------------------------
-    def start_stats(self, interval: float) -> None:
-        """Every ``interval`` seconds (RabbitMQ's collect_statistics_interval), one call
-        per linked node brings the counts of the queues it leads, so the queue lists of
-        the management API are as current on every node as RabbitMQ's statistics are."""
-        self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(interval))
-
-    async def _stats_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            peers = getattr(self.link.link, "peers", None)
-            for peer in peers() if peers is not None else ():
-                try:
-                    reply = wire.decode(await self.link.call(peer, wire.STATS_ALL, b""))
-                except Exception as exc:  # down, or answered garbage: next time
-                    log.debug("queue counts from %s: %s", peer, exc)
-                    continue
-                self.apply_stats(peer, reply.get("queues") or [])
-
-    def apply_stats(self, peer: str, rows: list[Any]) -> None:
-        for row in rows:
-            try:
-                vhost_name, name, messages, consumers, unacked, size = row
-                q = self.vhosts[str(vhost_name)].queues.get(str(name))
-            except (KeyError, ValueError, TypeError):
-                continue
-            if isinstance(q, RemoteQueue) and q.leader == peer:
-                q.counts.update(messages=int(messages), consumers=int(consumers),
-                                unacked=int(unacked), bytes=int(size))
-
     async def close(self) -> None:
         """Node shutdown: counts and placements are no longer followed."""
-        task, self._stats_task = self._stats_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.counts.close()
         if self.bounds is not None:
             await self.bounds.close()
         await self.placement.close()
@@ -398,6 +366,6 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     placement.on_change.append(forwarding.placement_changed)
     forwarding.attach(broker.vhosts.values())
     broker.on_vhost_added.append(lambda vhost: forwarding.attach([vhost]))
-    forwarding.start_stats(broker.config.collect_statistics_interval / 1000)
+    forwarding.counts.start(broker.config.collect_statistics_interval / 1000)
     forwarding.bounds = partition_bounds.start(forwarding, node.link)
     return forwarding
