@@ -22,6 +22,7 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from kafka.record.memory_records import MemoryRecords
 from kafka.record.util import calc_crc32c
 
+from smartbroker.kafka.null_fields import refused_null
 from smartbroker.recordbatch import HEADER as BATCH_HEADER
 
 _FIXED_HEADER = struct.Struct(">hhi")  # api_key, api_version, correlation_id
@@ -158,44 +159,10 @@ def decode_request(payload: bytes | memoryview) -> Request:
     except Exception as exc:  # the library raises whatever its generated code hits
         raise DecodeError(f"malformed {cls.name} v{header.api_version}: "
                           f"{type(exc).__name__}: {exc}") from None
-    _refuse_nulls(cls._struct._fields, body, header.api_version, cls.name)
+    null = refused_null(cls._struct._fields, body, header.api_version)  # null_fields.py
+    if null is not None:
+        raise DecodeError(f"{cls.name} v{header.api_version}: null {null}, not nullable")
     return Request(header, body)
-
-
-def _refuse_nulls(fields: Any, obj: Any, version: int, where: str) -> None:
-    """Kafka's parser refuses a null (length -1, or 0 when compact) in a string, bytes or
-    array field not nullable in this version; the library decodes it as None, which no
-    handler expects (found by tests/fuzz/test_kafka_fuzz.py). Checked along a plan made
-    once per schema and version: a Produce pays about a microsecond per partition."""
-    plan = _PLANS.get((id(fields), version))
-    if plan is None:  # the schemas' field tuples live as long as the classes: ids are stable
-        plan = _PLANS[(id(fields), version)] = _null_plan(fields, version)
-    for name, required, sub, many in plan:
-        value = getattr(obj, name, None)
-        if value is None:
-            if required:
-                raise DecodeError(f"{where} v{version}: null {name}, not nullable")
-        elif sub:
-            for item in (value if many else (value,)):
-                _refuse_nulls(sub, item, version, where)
-
-
-def _null_plan(fields: Any, version: int) -> tuple[tuple[str, bool, Any, bool], ...]:
-    """(name, null refused, nested fields or None, is an array) of the fields to check."""
-    plan = []
-    for f in fields:
-        if not f.for_version_q(version) or f.tagged_field_q(version):
-            continue
-        required = not f.nullable_for_version_q(version) and (
-            f.is_array() or f.is_struct() or f.type_str in _NULLABLE_TYPES)
-        sub = f._fields if (f.is_struct_array() or f.is_struct()) else None
-        if required or sub:
-            plan.append((f.name, required, sub, f.is_struct_array()))
-    return tuple(plan)
-
-
-_NULLABLE_TYPES = frozenset({"string", "bytes", "records"})
-_PLANS: dict[tuple[int, int], tuple[tuple[str, bool, Any, bool], ...]] = {}
 
 
 def response_class(api_key: int) -> type[ApiMessage]:
