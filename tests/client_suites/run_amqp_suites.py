@@ -5,6 +5,10 @@ against smartbroker, one suite at a time.
     .venv/bin/python tests/client_suites/run_amqp_suites.py                  # all five
     .venv/bin/python tests/client_suites/run_amqp_suites.py pika aio-pika --workers 2
     .venv/bin/python tests/client_suites/run_amqp_suites.py py-amqp --url amqp://guest:guest@127.0.0.1:5672/
+    .venv/bin/python tests/client_suites/run_amqp_suites.py aio-pika -k test_memory_leak
+
+Other arguments go to pytest after the suite's own paths (so select with ``-k``; for
+aiormq a ``-k`` replaces the default ``-k "not amqps"``).
 
 Not a pytest module of ours (the file name keeps it out of collection). Each suite runs
 in a virtualenv of its own (``--cache``/venv, made once: the clients at the versions of
