@@ -47,6 +47,10 @@ class DefinitionsRecorder:
         # a cluster's store (etcd) also keeps transient queues and exchanges (on the
         # declaring node's lease), so every node sees them, as RabbitMQ's nodes do
         self.transient = getattr(definitions, "keeps_transient", False)
+        # etcd: a queue or exchange created here is written only if no other node created
+        # it a moment ago (create-if-absent; else the declare catches up and runs again)
+        self._create_queue = getattr(definitions, "create_queue", definitions.save_queue)
+        self._create_exchange = getattr(definitions, "create_exchange", definitions.save_exchange)
 
     def _kept_queue(self, q: Any) -> bool:
         # a cluster keeps exclusive queues too, marked with their owner: RabbitMQ's other
@@ -77,8 +81,8 @@ class DefinitionsRecorder:
     # -- vhost definitions ---------------------------------------------------------------
     def exchange_declared(self, vhost: str, ex: Exchange) -> None:
         if (ex.durable or self.transient) and not self.restoring:
-            self.definitions.save_exchange(ExchangeDef(vhost, ex.name, ex.type_name, ex.durable,
-                                                       ex.auto_delete, ex.internal, dict(ex.arguments)))
+            self._create_exchange(ExchangeDef(vhost, ex.name, ex.type_name, ex.durable,
+                                              ex.auto_delete, ex.internal, dict(ex.arguments)))
 
     def exchange_deleted(self, vhost: str, ex: Exchange) -> None:
         if (ex.durable or self.transient) and not self.restoring:
@@ -89,7 +93,7 @@ class DefinitionsRecorder:
             qdef = QueueDef(vhost, q.name, q.durable, q.auto_delete, dict(q.arguments),
                             q.type_name)
             if q.exclusive_owner is None:
-                self.definitions.save_queue(qdef)
+                self._create_queue(qdef)
             else:  # only a cluster's store (etcd) has this
                 self.definitions.save_exclusive_queue(  # type: ignore[attr-defined]
                     qdef, str(getattr(q.exclusive_owner, "name", "")))

@@ -167,6 +167,10 @@ class EtcdDefinitionStore:
     def save_exchange(self, e: ExchangeDef) -> None:
         self._put(K.exchange(e), transient=not e.durable)
 
+    def create_exchange(self, e: ExchangeDef) -> None:
+        """As ``save_exchange``, for one the broker just created: see ``_create``."""
+        self._create(K.exchange(e), transient=not e.durable)
+
     def delete_exchange(self, vhost: str, name: str) -> None:
         """Also the bindings from it (one prefix) and to it (found in the local view)."""
         to_it = self._bindings_to(vhost, "exchange", name)
@@ -177,13 +181,17 @@ class EtcdDefinitionStore:
     def save_queue(self, q: QueueDef) -> None:
         self._put(K.queue(q), transient=not q.durable)
 
+    def create_queue(self, q: QueueDef) -> None:
+        """As ``save_queue``, for one the broker just created: see ``_create``."""
+        self._create(K.queue(q), transient=not q.durable)
+
     def save_exclusive_queue(self, q: QueueDef, connection: str) -> None:
         """An exclusive queue, on this node's lease and marked with its owner: the other
         nodes route publishes to it and refuse everything else with 405, as RabbitMQ's
         cluster-wide exclusive queues; it goes with its connection or its node."""
         record = K.ExclusiveQueueDef(q.vhost, q.name, q.durable, q.auto_delete, q.arguments,
                                      q.type, self.node, connection)
-        self._put(K.queue(record), transient=True)
+        self._create(K.queue(record), transient=True)
 
     def delete_queue(self, vhost: str, name: str) -> None:
         to_it = self._bindings_to(vhost, "queue", name)
@@ -221,6 +229,17 @@ class EtcdDefinitionStore:
 
     def _put(self, entry: K.Entry, transient: bool = False) -> None:
         self.view.write(Put(entry.key, entry.value, self.lease() if transient else 0))
+
+    def _create(self, entry: K.Entry, transient: bool) -> None:
+        """A queue or exchange the broker just created (the recorder calls ``create_*``
+        only then: a redeclare writes nothing) is written only if etcd does not have it
+        (``save_*`` replace, as SQLite's do): another node
+        may have declared it a moment ago, before this broker applied it (even if our view
+        has it already, the sync applies it later in this loop pass). Then ``pending()``
+        fails with ``CreateConflict``: the front end catches up and runs the declare again
+        (405, 406 or declare-ok, as one node), as RabbitMQ's Khepri refuses the second."""
+        self.view.write(Put(entry.key, entry.value, self.lease() if transient else 0),
+                        absent=True)
 
     def load_all(self) -> Definitions:
         """What restore declares: exclusive queues (and bindings to them) are left out,

@@ -14,6 +14,12 @@ revision. ``pending()`` is the future of the last write: what a front end awaits
 it answers -ok. While etcd is unreachable the writer retries; a write etcd refuses (too
 large) fails its future and is dropped from the view.
 
+A write made with ``absent=True`` (a queue or exchange this node does not know) is
+create-if-absent: its transaction also compares the keys' version to 0. When another
+node created one first, nothing of that transaction is written (its other groups go again
+alone), the write's future fails with ``CreateConflict`` and the view drops it, telling
+subscribers "ours deleted, theirs created", so the caller can catch up and run again.
+
 Subscribers hear ``(key, old, new)`` whenever a watch event (or dropping an op of ours
 that etcd refused or that a later change superseded) changes what the view shows for a
 key, so this node's own writes never come back as changes.
@@ -42,6 +48,7 @@ log = logging.getLogger("smartbroker.cluster.view")
 
 MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
 MAX_TXN_BYTES = 1 << 20  # below etcd's 1.5 MiB request limit, with room for the framing
+_CONFLICT = -1  # _commit's answer when a create-if-absent key existed already
 _RETRY = (0.05, 0.1, 0.25, 0.5, 1.0)  # seconds between attempts while etcd is away
 
 Listener = Callable[[bytes, "bytes | None", "bytes | None"], None]
@@ -52,6 +59,7 @@ class _Op:
     op: Put | Delete
     group: _Group
     revision: int | None = None  # set once etcd accepted it
+    absent: bool = False  # a Put only if no one has created the key (create-if-absent)
 
     def covers(self, key: bytes) -> bool:
         k = self.op.key
@@ -66,6 +74,13 @@ class _Group:
     future: asyncio.Future[int] | None = None
     cursor: int = 0  # ops before it are in a transaction already
     unsent: int = 0  # ops etcd has not answered for yet
+
+
+class CreateConflict(EtcdRefused):
+    """A create-if-absent write found the key created by another node: the caller catches
+    up (the watch brings the other record) and runs again (``catch_up`` says so)."""
+
+    catch_up = True
 
 
 class WatchedPrefix:
@@ -153,10 +168,11 @@ class WatchedPrefix:
         if group is not None:
             self._ops = [o for o in self._ops if o.group is not group]
 
-    def write(self, *ops: Put | Delete) -> None:
+    def write(self, *ops: Put | Delete, absent: bool = False) -> None:
+        """``absent``: each Put only if its key does not exist in etcd yet."""
         group = self._open or _Group()
         for op in ops:
-            entry = _Op(op, group)
+            entry = _Op(op, group, absent=absent and isinstance(op, Put))
             group.ops.append(entry)
             self._ops.append(entry)
         if group is not self._open:
@@ -211,17 +227,21 @@ class WatchedPrefix:
             self._wake.clear()
             while self._queue:
                 txn = self._next_txn()
-                revision = await self._commit([o.op for o in txn])
+                revision = await self._commit(txn)
                 groups = list(dict.fromkeys(o.group for o in txn))
-                if revision is None and len(groups) > 1:  # one bad change: not its neighbours
-                    for group in groups:
+                if (revision is None or revision == _CONFLICT) and len(groups) > 1:
+                    for group in groups:  # one bad change (or conflict): not its neighbours
                         alone = [o for o in txn if o.group is group]
-                        self._committed(alone, await self._commit([o.op for o in alone]))
+                        self._committed(alone, await self._commit(alone))
                 else:
                     self._committed(txn, revision)
 
     def _committed(self, txn: list[_Op], revision: int | None) -> None:
-        """etcd's answer for ``txn``: its revision, or None when it refused it."""
+        """etcd's answer for ``txn``: its revision, None when it refused it, ``_CONFLICT``
+        when a create-if-absent key existed."""
+        if revision == _CONFLICT:
+            self._conflicted(txn)
+            return
         for o in txn:
             o.revision = revision
             o.group.unsent -= 1
@@ -267,13 +287,34 @@ class WatchedPrefix:
             self._queue.pop(0)
         return txn
 
-    async def _commit(self, ops: list[Put | Delete]) -> int | None:
+    def _conflicted(self, txn: list[_Op]) -> None:
+        """Another node created a key first: our ops are dropped, and subscribers hear our
+        record deleted, then theirs created (if the watch has it already), never a change
+        from ours to theirs (which would leave ours applied)."""
+        for o in txn:
+            o.group.unsent -= 1
+            future = o.group.future
+            if future is not None and not future.done():
+                key = o.op.key
+                future.set_exception(CreateConflict(f"{key!r} was created by another node"))
+        keys = self._touched(txn)
+        before = {k: self.get(k) for k in keys}
+        dropped = set(txn)
+        self._ops = [o for o in self._ops if o not in dropped]
+        self._notify({k: v for k, v in before.items() if v is not None}, gone=True)
+        self._notify(dict.fromkeys(keys))
+
+    async def _commit(self, txn: list[_Op]) -> int | None:
         """The transaction's revision; None when etcd refused it (or it could not be
-        built: never a dead writer that every later -ok would wait for)."""
+        built: never a dead writer that every later -ok would wait for); ``_CONFLICT``
+        when a create-if-absent key was there already."""
+        ops = [o.op for o in txn]
+        absent = [o.op.key for o in txn if o.absent]
         attempt = 0
         while True:
             try:
-                return await self.client.commit(ops)
+                revision = await self.client.commit(ops, absent=absent)
+                return _CONFLICT if revision is None else revision
             except (EtcdRefused, TypeError, ValueError) as exc:
                 log.error("etcd refused a definitions change (%d operation(s)): %s",
                           len(ops), exc)
@@ -345,9 +386,10 @@ class WatchedPrefix:
                 keys.add(key)
         return keys
 
-    def _notify(self, before: dict[bytes, bytes | None]) -> None:
+    def _notify(self, before: dict[bytes, bytes | None], gone: bool = False) -> None:
+        """``gone``: tell each key as deleted, whatever the view shows now."""
         for key, old in before.items():
-            new = self.get(key)
+            new = None if gone else self.get(key)
             if new != old:
                 for callback in self._callbacks:
                     try:

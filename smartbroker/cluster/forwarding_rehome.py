@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 def wanted_remote(forwarding: QueueForwarding, q: Queue) -> bool:
     """Whether ``q``'s object here should be a ``RemoteQueue`` (placed on another node);
-    an exclusive queue always lives where it was declared."""
+    an exclusive queue always lives where it was declared (another node's stays its
+    proxy even under a stray placement naming this node: a declare that lost the race)."""
+    if q.exclusive_owner is not None:
+        return isinstance(q, RemoteQueue)
     leader = forwarding.placement.leader(q.vhost, q.name)
     if leader is None:  # unknown (not yet, or its record just went): as it is
         return isinstance(q, RemoteQueue)

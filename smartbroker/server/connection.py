@@ -263,7 +263,8 @@ class AMQPConnection(asyncio.Protocol):
             after = recorder.pending()  # None on a single node: SQLite committed already
             if after is not None and after is not before and len(self._out) >= mark:
                 answer, self._out[mark:] = self._out[mark:], []
-                hold_for_definitions(self, ch, after, answer, ids)
+                hold_for_definitions(self, ch, after, answer, ids,
+                                     lambda: method_again(self, number, method, ch))
 
     def tuned(self) -> None:
         """tune-ok went through the protocol: copy the negotiated values, start heartbeats."""

@@ -22,6 +22,7 @@ from typing import Any
 from pamqp.commands import INDEX_MAPPING
 
 from smartbroker.errors import ChannelError, ConnectionError
+from smartbroker.server.not_found import retry_after_catch_up
 
 log = logging.getLogger("smartbroker.connection")
 
@@ -49,9 +50,10 @@ def answer_when_done(conn: Any, future: Future[Any] | asyncio.Future[Any],
         if exc is None:
             send()
         else:
-            log.error("connection %s: %s", conn.name, exc)
+            if not getattr(exc, "catch_up", False):  # a declare lost a race: retried
+                log.error("connection %s: %s", conn.name, exc)
             fail(exc)
-        if not conn.blocked:  # a resource alarm keeps it paused (it resumes it)
+        if not conn.blocked and conn.held is None:  # an alarm or a catch-up keeps it paused
             transport.resume_reading()
         conn.handle_buffered()  # what arrived after the held method, then one flush
 
@@ -59,12 +61,18 @@ def answer_when_done(conn: Any, future: Future[Any] | asyncio.Future[Any],
 
 
 def hold_for_definitions(conn: Any, ch: Any, committed: asyncio.Future[Any],
-                         answer: list[bytes], ids: tuple[int, int]) -> None:
+                         answer: list[bytes], ids: tuple[int, int],
+                         again: Callable[[], None] | None = None) -> None:
     """Cluster mode: ``answer`` (what a handler wrote after changing definitions) goes out
     once etcd accepted the change ("a declare answers -ok only after etcd accepted it");
     a change etcd refused closes the channel instead (541, as an internal error); one etcd
-    did not commit in time closes the connection, as RabbitMQ's Khepri timeout does."""
+    did not commit in time closes the connection, as RabbitMQ's Khepri timeout does.
+    A queue or exchange another node created first (``exc.catch_up``: etcd_view's
+    ``CreateConflict``) drops ``answer``: the node catches up and runs ``again``."""
     def fail(exc: BaseException) -> None:
+        if getattr(exc, "catch_up", False) and again is not None \
+                and retry_after_catch_up(conn, again):
+            return
         if isinstance(exc, TimeoutError):  # rabbit_amqqueue_process: internal_error
             method = INDEX_MAPPING.get((ids[0] << 16) | ids[1])
             name = method.name.lower() if method is not None else "the operation"
