@@ -4,7 +4,8 @@
 The race: node 1 creates ``q`` (etcd has it once its declare-ok went out), node 2 is
 asked for ``q`` a few ms later, before its watch applied node 1's record. Node 2 must
 answer as a single node would (405 for another connection's exclusive queue, 406 for
-inequivalent arguments), as RabbitMQ's Khepri refuses the second creation. Many rounds,
+inequivalent arguments or an exchange of another type), as RabbitMQ's Khepri refuses the
+second creation. Many rounds,
 each declare on node 2 sent right after node 1's -ok; then both sent at once from two
 threads, where exactly one may win. Two real nodes, one real etcd, pika clients."""
 
@@ -87,6 +88,13 @@ def test_right_after_declare_ok_the_other_node_refuses(nodes: list[BrokerProcess
             assert outcome(second, durable(name, 1000)) == 200  # equivalent: declare-ok
             assert row(nodes[1], name)["arguments"] == {"x-message-ttl": 1000}
             second.channel().queue_delete(name)
+        for n in range(ROUNDS):
+            name = f"{base}-e{n}"
+            assert outcome(first, lambda ch, x=name: ch.exchange_declare(x, "direct")) == 200
+            assert outcome(second, lambda ch, x=name: ch.exchange_declare(x, "fanout")) == 406, \
+                f"round {n}: exchange {name} replaced"
+            assert outcome(second, lambda ch, x=name: ch.exchange_declare(x, "direct")) == 200
+            second.channel().exchange_delete(name)
     finally:
         first.close()
         second.close()
@@ -127,6 +135,22 @@ def test_both_at_once_exactly_one_wins(nodes: list[BrokerProcess]) -> None:
                 for p in nodes:
                     assert row(p, name)["arguments"] == {"x-message-ttl": ttl}, f"round {n}"
                 conns[0].channel().queue_delete(name)
+            for n in range(ROUNDS):
+                name = f"{base}-e{n}"
+                start = threading.Barrier(2)
+                kinds = ["direct", "fanout"]
+
+                def run3(i: int, kinds: list[str] = kinds, start: Any = start,
+                         name: str = name) -> int:
+                    start.wait(5)
+                    return outcome(conns[i], lambda ch: ch.exchange_declare(name, kinds[i]))
+
+                codes = list(pool.map(run3, (0, 1)))
+                assert sorted(codes) == [200, 406], f"round {n}: {codes}"
+                kind = kinds[codes.index(200)]
+                for p in nodes:
+                    assert p.get_json(f"/api/exchanges/%2F/{name}", timeout=10)["type"] == kind
+                conns[0].channel().exchange_delete(name)
     finally:
         for c in conns:
             c.close()
