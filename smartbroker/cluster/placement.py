@@ -147,6 +147,9 @@ class PlacementTable:
         self.queues: dict[tuple[str, str], Placement] = {}
         self.on_change: list[Callable[[str, str], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        # the last background write of each queue's placement: the next one waits for it,
+        # so a release never deletes before the claim it follows was written (a stray)
+        self._writes: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self.revision = 0  # of the last placement change applied (visibility.py waits on it)
         # the node's membership lease: a transient queue's placement goes with its node
         self.lease: Callable[[], int] = lambda: 0
@@ -164,10 +167,25 @@ class PlacementTable:
         tasks, self._tasks = self._tasks, set()
         await stop_tasks(tasks)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _in_order(self, vhost: str, queue: str, write: Callable[[], Any]) -> None:
+        """``await write()`` in the background once the queue's previous write is done."""
+        names = (vhost, queue)
+        before = self._writes.get(names)
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await write()
+
+        task = self._writes[names] = self._spawn(run())
+        task.add_done_callback(
+            lambda done: self._writes.pop(names) if self._writes.get(names) is done else None)
 
     async def _follow(self, revision: int) -> None:
         assert self.kv is not None
@@ -250,7 +268,8 @@ class PlacementTable:
         (``on_change`` tells the node to rebuild the queue accordingly)."""
         self.queues[(vhost, queue)] = placement
         if self.kv is not None:
-            self._spawn(self._record(vhost, queue, placement, self.lease() if transient else 0))
+            lease = self.lease() if transient else 0
+            self._in_order(vhost, queue, lambda: self._record(vhost, queue, placement, lease))
 
     async def _record(self, vhost: str, queue: str, placement: Placement, lease: int = 0) -> None:
         try:
@@ -278,7 +297,12 @@ class PlacementTable:
         """The queue this node led was deleted: its placement goes (in the background)."""
         self.queues.pop((vhost, queue), None)
         if self.kv is not None:
-            self._spawn(self.forget(vhost, queue))
+            self._in_order(vhost, queue, lambda: self._release(vhost, queue))
+
+    async def _release(self, vhost: str, queue: str) -> None:
+        held = self.queues.get((vhost, queue))  # set again by a claim written meanwhile
+        if held is None or held.leader == self.node:  # else another node's: it stays
+            await self.forget(vhost, queue)
 
     async def forget(self, vhost: str, queue: str) -> None:
         """The queue was deleted."""
