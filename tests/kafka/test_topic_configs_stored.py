@@ -19,6 +19,7 @@ from tests.conftest import BrokerProcess
 from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.kafka_producers import confluent_produce
 from tests.kafka.raw_client import mark, quiet
+from tests.kafka.topic_admin import create_topic, described, incremental
 
 ck = pytest.importorskip("confluent_kafka")
 cka = pytest.importorskip("confluent_kafka.admin")
@@ -65,20 +66,10 @@ def admin(broker: BrokerProcess) -> Any:
 
 
 def create(admin: Any, config: dict[str, str]) -> str:
-    topic = f"stored-cfg-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([cka.NewTopic(topic, 1, 1, config=config)])[topic].result(30)
-    return topic
+    return create_topic(admin, config, 'stored-cfg')
 
 
-def described(admin: Any, topic: str) -> dict[str, Any]:
-    res = cka.ConfigResource(cka.ResourceType.TOPIC, topic)
-    return admin.describe_configs([res])[res].result(30)
 
-
-def incremental(admin: Any, topic: str, name: str, value: str | None, op: Any) -> None:
-    res = cka.ConfigResource(cka.ResourceType.TOPIC, topic, incremental_configs=[
-        cka.ConfigEntry(name, value, incremental_operation=op)])
-    admin.incremental_alter_configs([res])[res].result(30)
 
 
 def delivery_errors(broker: BrokerProcess, topic: str, acks: str) -> list[Any]:

@@ -9,7 +9,6 @@ refused INVALID_TIMESTAMP (nothing of the batch stored), others are stored."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.kafka.amqp_streams import amqp_read
 from tests.kafka.cross_protocol_readers import confluent_records
 from tests.kafka.kafka_brokers import own_kafka
 from tests.kafka.raw_client import mark, quiet
+from tests.kafka.topic_admin import create_topic
 
 ck = pytest.importorskip("confluent_kafka")
 cka = pytest.importorskip("confluent_kafka.admin")
@@ -40,9 +40,8 @@ def admin(broker: BrokerProcess) -> Any:
 
 
 def create(admin: Any, config: dict[str, str]) -> str:
-    topic = f"append-time-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([cka.NewTopic(topic, 1, 1, config=config)])[topic].result(30)
-    return topic
+    return create_topic(admin, config, 'append-time')
+
 
 
 def produce(broker: BrokerProcess, topic: str, compression: str,
