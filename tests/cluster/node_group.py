@@ -6,13 +6,14 @@ them), and ``poll`` for what the nodes must come to agree on.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from smartbroker.launcher import BrokerProcess
+from smartbroker.launcher import BrokerProcess, free_port
 from tests.conftest import assert_clean_log
 
 T = TypeVar("T")
@@ -57,3 +58,16 @@ def stop_all(procs: Iterable[BrokerProcess]) -> None:
     for proc in group:
         assert_clean_log(proc)
     assert not hung, f"nodes stopped together did not exit cleanly: {hung}"
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, etcd: str, names: Iterable[str]) -> Iterator[list[BrokerProcess]]:
+    """Nodes ``names`` of a fresh cluster (its own key prefix in ``etcd``), started
+    together, stopped together (cleanly: ``stop_all``) when the block ends."""
+    cluster = f"{tmp.name}-{free_port()}"
+    procs = [cluster_node(tmp, n, etcd, cluster) for n in names]
+    try:
+        start_all(procs)
+        yield procs
+    finally:
+        stop_all(procs)

@@ -22,21 +22,15 @@ import pika.exceptions
 import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import cluster_node, start_all, stop_all
+from tests.cluster.node_group import running_cluster
 
 ROUNDS = 60
 
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
-    tmp = tmp_path_factory.mktemp("declare-race")
-    cluster = f"r-{free_port()}"
-    procs = [cluster_node(tmp, n, etcd.endpoint, cluster) for n in ("r1", "r2")]
-    try:
-        start_all(procs)
+    with running_cluster(tmp_path_factory.mktemp("declare-race"), etcd.endpoint, ('r1', 'r2')) as procs:
         yield procs
-    finally:
-        stop_all(procs)
 
 
 def connect(proc: BrokerProcess) -> pika.BlockingConnection:

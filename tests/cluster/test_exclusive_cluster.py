@@ -16,7 +16,7 @@ import pika.exceptions
 import pytest
 
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import cluster_node, poll, start_all, stop_all
+from tests.cluster.node_group import poll, running_cluster
 
 LOCKED = ("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost "
           "'/'. It could be originally declared on another connection or the exclusive "
@@ -25,14 +25,8 @@ LOCKED = ("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
-    tmp = tmp_path_factory.mktemp("exclusive")
-    cluster = f"x-{free_port()}"
-    procs = [cluster_node(tmp, n, etcd.endpoint, cluster) for n in ("x1", "x2")]
-    try:
-        start_all(procs)
+    with running_cluster(tmp_path_factory.mktemp("exclusive"), etcd.endpoint, ('x1', 'x2')) as procs:
         yield procs
-    finally:
-        stop_all(procs)
 
 
 def connect(proc: BrokerProcess) -> pika.BlockingConnection:

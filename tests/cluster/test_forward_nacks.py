@@ -16,20 +16,14 @@ import pika
 import pytest
 from pamqp.commands import Basic
 
-from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import cluster_node, start_all, stop_all
+from smartbroker.launcher import BrokerProcess
+from tests.cluster.node_group import running_cluster
 
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerProcess]]:
-    tmp = tmp_path_factory.mktemp("forward-nacks")
-    cluster = f"fn-{free_port()}"
-    procs = [cluster_node(tmp, n, etcd.endpoint, cluster) for n in ("fn1", "fn2")]
-    try:
-        start_all(procs)
+    with running_cluster(tmp_path_factory.mktemp("forward-nacks"), etcd.endpoint, ('fn1', 'fn2')) as procs:
         yield procs
-    finally:
-        stop_all(procs)
 
 
 async def publish_all(url: str, rounds: int) -> list[tuple[str, str]]:
