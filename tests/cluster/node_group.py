@@ -71,3 +71,14 @@ def running_cluster(tmp: Path, etcd: str, names: Iterable[str]) -> Iterator[list
         yield procs
     finally:
         stop_all(procs)
+
+
+def all_members(procs: Iterable[BrokerProcess], timeout: float = 20.0) -> None:
+    """Every node sees every node up (``/api/nodes``): nodes started together register in
+    any order, and placements made before a node is seen leave it out (a stream's
+    partitions are spread over the nodes up at its declare)."""
+    group = list(procs)
+    names = {proc.node_name for proc in group}
+    for proc in group:
+        poll(lambda p=proc: {n["name"] for n in p.get_json("/api/nodes") if n["running"]} >= names,
+             f"{proc.node_name} sees every node up", timeout)

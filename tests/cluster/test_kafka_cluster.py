@@ -23,7 +23,7 @@ from smartbroker.cluster import definitions_keys as dk
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import cluster_node, poll
+from tests.cluster.node_group import all_members, cluster_node, poll
 from tests.conftest import assert_clean_log
 from tests.kafka.raw_client import Raw, batch, fetch, produce
 
@@ -40,6 +40,7 @@ def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     try:
         for proc in procs.values():
             proc.start()
+        all_members(procs.values())  # a topic's partitions spread over the nodes up
         yield procs
     finally:
         for proc in procs.values():

@@ -31,7 +31,7 @@ from kafka.protocol import metadata
 
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import cluster_node, poll, start_all, stop_all
+from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
 from tests.kafka.raw_client import Raw, batch, produce
 
 NAMES = ("n1", "n2", "n3")
@@ -46,6 +46,7 @@ def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster, kafka=True) for n in NAMES}
     try:
         start_all(procs.values())
+        all_members(procs.values())  # the spread is over the nodes up at the declare
         yield procs
     finally:
         stop_all(procs.values())
