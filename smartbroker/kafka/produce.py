@@ -89,6 +89,20 @@ class Topics:
             self._window, self._spent = now, 0.0
         return self._spent < CREATE_BUDGET
 
+    def local_partition(self, queue: Any, name: str, index: int) -> Any:
+        """Partition ``index`` of topic ``name``'s stream ``queue``, served here: raises
+        UNKNOWN_TOPIC_OR_PARTITION when it has none, NOT_LEADER_OR_FOLLOWER when another
+        node leads it (a spread stream)."""
+        part = queue.partitions.get(index)
+        if part is None:
+            raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                 f"topic {name!r} has no partition {index}")
+        elsewhere = self.partition_elsewhere
+        if elsewhere is not None and elsewhere(name, index):
+            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                                 f"partition {index} of topic {name!r} is led by another node")
+        return part
+
     def stream(self, name: str, *, create: bool, need: str | None = None) -> Any:
         """The stream queue of topic ``name``; raises PartitionError when there is none, or
         when the client may not ``need`` it (authz.py; creating needs ``configure``)."""
@@ -220,14 +234,7 @@ class Producer:
         """Check a partition's batches, then append them all; (base offset, log start
         offset, (log, last offset) to sync or None, log append time or -1)."""
         index = pdata.index
-        part = queue.partitions.get(index)
-        if part is None:
-            raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                                 f"topic {name!r} has no partition {index}")
-        elsewhere = self.topics.partition_elsewhere
-        if elsewhere is not None and elsewhere(name, index):
-            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
-                                 f"partition {index} of topic {name!r} is led by another node")
+        part = self.topics.local_partition(queue, name, index)
         if acks == -1 and queue.meta.overrides:  # min.insync.replicas above our one replica
             wanted = insync_shortfall(queue.meta.overrides)
             if wanted is not None:

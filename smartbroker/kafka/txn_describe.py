@@ -93,13 +93,7 @@ class TxnDescriber:
 
     def _producers(self, name: str, index: int, state_cls: Any) -> list[Any]:
         queue = self.topics.stream(name, create=False, need="read")
-        if not queue.partitions.has(index):
-            raise PartitionError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                                 f"topic {name!r} has no partition {index}")
-        elsewhere = self.topics.partition_elsewhere
-        if elsewhere is not None and elsewhere(name, index):
-            raise PartitionError(ErrorCode.NOT_LEADER_OR_FOLLOWER,
-                                 f"partition {index} of topic {name!r} is led by another node")
+        self.topics.local_partition(queue, name, index)
         txns = queue.txns
         if txns is None or index >= len(txns.partitions):
             return []  # never a producer id here

@@ -17,7 +17,7 @@ from smartbroker.kafka import codec, records
 from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.handlers import KafkaHandlers, Node
 from smartbroker.kafka.offsets import lookup
-from smartbroker.kafka.produce import NO_RESPONSE, Producer
+from smartbroker.kafka.produce import NO_RESPONSE, Producer, Topics
 from smartbroker.store.memory import MemoryLog
 from tests.unit.kafka.kafka_fixtures import SESSION, THREE_PARTITIONS, broker_with
 
@@ -211,6 +211,7 @@ def test_acks_wait_until_the_partition_log_is_durable(tmp_path: Any) -> None:
 
     class OneTopic:
         partition_elsewhere = None  # a single node
+        local_partition = Topics.local_partition
 
         def stream(self, name: str, *, create: bool, need: str | None = None) -> StreamQueue:
             return stream
