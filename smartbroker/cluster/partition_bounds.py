@@ -14,12 +14,12 @@ Only a node leading spread streams asks; others answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster import partition_spread
+from smartbroker.cluster.etcd_client import stop_tasks
 
 if TYPE_CHECKING:
     from smartbroker.cluster.forwarding_node import QueueForwarding
@@ -68,9 +68,7 @@ class BoundsFollower:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task])
 
     async def _loop(self) -> None:
         while True:

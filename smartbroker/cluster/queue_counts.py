@@ -9,11 +9,11 @@ management API are as current on every node as RabbitMQ's statistics are. Split 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from smartbroker.cluster import forwarding_wire as wire
+from smartbroker.cluster.etcd_client import stop_tasks
 from smartbroker.cluster.remote_queue import RemoteQueue
 
 log = logging.getLogger("smartbroker.cluster")
@@ -58,6 +58,4 @@ class LeaderCounts:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_tasks([task])
