@@ -95,15 +95,26 @@ def parse_key(text: str | bytes) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one queue lives: its leader and, for a partitioned stream, each partition's."""
+    """Where one queue lives: its leader and, for a partitioned stream, each partition's.
+
+    A replicated queue also names its replica set (docs/replication.md): ``members`` for
+    a quorum queue or a one-partition stream, ``partition_members`` (one list per
+    partition) for a partitioned stream; empty = not replicated. ``leader`` and
+    ``partitions`` always name the CURRENT leaders, so routing follows a failover."""
 
     leader: str
     partitions: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
+    partition_members: tuple[tuple[str, ...], ...] = ()
 
     def encode(self) -> bytes:
         data: dict[str, Any] = {"leader": self.leader}
         if self.partitions:
             data["partitions"] = list(self.partitions)
+        if self.members:
+            data["members"] = list(self.members)
+        if self.partition_members:
+            data["partition_members"] = [list(m) for m in self.partition_members]
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -113,11 +124,22 @@ class Placement:
             data = json.loads(raw)
             leader = data["leader"]
             partitions = tuple(data.get("partitions", ()))
+            members = tuple(data.get("members", ()))
+            partition_members = tuple(tuple(m) for m in data.get("partition_members", ()))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        if not isinstance(leader, str) or not all(isinstance(p, str) for p in partitions):
+        names = (leader, *partitions, *members, *(n for m in partition_members for n in m))
+        if not all(isinstance(n, str) for n in names):
             return None
-        return cls(leader, partitions)
+        return cls(leader, partitions, members, partition_members)
+
+    def replicas(self, partition: int = 0) -> tuple[str, ...]:
+        """The replica set of one partition (``members`` when there is one log); empty
+        when that log is not replicated."""
+        if self.partition_members:
+            pm = self.partition_members
+            return pm[partition] if 0 <= partition < len(pm) else ()
+        return self.members
 
 
 class KeyValue(Protocol):
