@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import struct
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from smartbroker.broker import durable  # the record format (a module: the two import each other)
 from smartbroker.message import Message
@@ -24,6 +24,7 @@ from smartbroker.store.reclaim import SparseSegments
 
 if TYPE_CHECKING:
     from smartbroker.broker.durable import MessageStore
+    from smartbroker.store.log import SegmentLog as Log
 
 
 @dataclass(slots=True)
@@ -40,20 +41,48 @@ class RecoveredEntry:
 def recover(store: MessageStore) -> dict[tuple[str, str], list[RecoveredEntry]]:
     """Every live (queue -> entries) in the log, in enqueue order, bodies left on disk."""
     lg = store.log
+    sparse = SparseSegments(lg, store.reclaimer.kept)
+    live = replay(lg, store, sparse.see)
+    sparse.finish()
+    refs = store._refs
+    for entries in live.values():
+        for entry in entries:
+            offset = entry.offset
+            ref = refs.get(offset)
+            if ref is not None:
+                refs[offset] = ref + 1
+                continue
+            refs[offset] = entry.stored << 16 | 1
+            base = lg.segment_of(offset)
+            if base is not None:
+                store._live[base] += entry.stored
+    return live
+
+
+class Counts(Protocol):
+    undecodable_properties: int
+
+
+def replay(lg: Log, counts: Counts, see: Callable[[int, bool], None] | None = None
+           ) -> dict[tuple[str, str], list[RecoveredEntry]]:
+    """The replay both the shared store and a quorum queue's own log
+    (``queues/quorum_log.py``) recover with: ``E`` records give each queue its entries,
+    ``a``/``A`` forget them, ``d``/``D`` mark them delivered. ``see(offset, is_enqueue)``
+    hears every record (the shared store's sparse-segment bookkeeping)."""
     live: dict[tuple[str, str], dict[int, RecoveredEntry]] = defaultdict(dict)
     delivered: set[tuple[str, str, int]] = set()
-    sparse = SparseSegments(lg, store.reclaimer.kept)
     for record in lg.scan_records():
         data = record.payload
         kind = data[:1]
-        sparse.see(record.offset, kind == b"E")
+        if see is not None:
+            see(record.offset, kind == b"E")
         if kind == b"E":
             try:
                 vhost, queues, msg = durable.decode_enqueue(data)
             except (struct.error, ValueError, IndexError):
                 lg.stats.bad_records += 1
                 continue
-            priority, expiration_ms = _recovered_facts(store, msg)
+            priority, expiration_ms = _recovered_facts(counts, msg)
             entry = RecoveredEntry(record.offset, record.timestamp_ms, len(msg.body),
                                    priority, expiration_ms, False, len(data))
             for queue in queues:
@@ -71,34 +100,24 @@ def recover(store: MessageStore) -> dict[tuple[str, str], list[RecoveredEntry]]:
                     entries.pop(offset, None)
             else:
                 delivered.update((vhost, queue, offset) for offset in offsets)
-    sparse.finish()
     result: dict[tuple[str, str], list[RecoveredEntry]] = {}
-    refs = store._refs
     for (vhost, queue), entries in live.items():
         if not entries:
             continue
         for offset, entry in entries.items():
             entry.redelivered = (vhost, queue, offset) in delivered
-            ref = refs.get(offset)
-            if ref is not None:
-                refs[offset] = ref + 1
-                continue
-            refs[offset] = entry.stored << 16 | 1
-            base = lg.segment_of(offset)
-            if base is not None:
-                store._live[base] += entry.stored
         result[(vhost, queue)] = list(entries.values())
     return result
 
 
-def _recovered_facts(store: MessageStore, msg: Message) -> tuple[int, int | None]:
+def _recovered_facts(counts: Counts, msg: Message) -> tuple[int, int | None]:
     """(priority, per-message TTL) of a recovered message. Properties that cannot be
     read (a record damaged on disk) are counted and the message is kept as if it had
     neither: recovery never fails on one message."""
     try:
         return (msg.priority if msg.flags & codec.FLAG_PRIORITY else 0), _expiration_ms(msg)
     except ValueError:
-        store.undecodable_properties += 1
+        counts.undecodable_properties += 1
         return 0, None
 
 
