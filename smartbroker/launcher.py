@@ -129,8 +129,12 @@ class BrokerProcess:
                  log_level: str = "info", tree: Path | None = None,
                  new_session: bool = False, kafka: bool = False,
                  etcd: str | None = None, node_name: str | None = None,
-                 cluster_name: str | None = None) -> None:
+                 cluster_name: str | None = None, host: str = HOST,
+                 listen_host: str | None = None, wrapper: Iterable[str] = ()) -> None:
         self.data_dir = Path(data_dir)
+        # where clients reach it, what it binds (--host; default ``host``), and a command
+        # it runs under: tests/cluster/netns.py runs nodes in network namespaces
+        self._host, self.listen_host, self.wrapper = host, listen_host or host, list(wrapper)
         # ports we picked ourselves may be taken by someone else before the broker binds
         # them (tests run in parallel): start() then picks again, see _PORT_RETRIES
         self._own_ports = port is None and management_port is None
@@ -157,23 +161,23 @@ class BrokerProcess:
 
     @property
     def host(self) -> str:
-        return HOST
+        return self._host
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@{HOST}:{self.port}/"
+        return f"amqp://guest:guest@{self.host}:{self.port}/"
 
     @property
     def kafka_bootstrap(self) -> str:
         """``host:port`` for Kafka clients (the listener is up once the API answers: it
         starts before the management API)."""
         assert self.kafka_port is not None, "started without kafka=True"
-        return f"{HOST}:{self.kafka_port}"
+        return f"{self.host}:{self.kafka_port}"
 
     @property
     def api(self) -> str:
         """The management API's base URL with the default credentials."""
-        return f"http://guest:guest@{HOST}:{self.management_port}"
+        return f"http://guest:guest@{self.host}:{self.management_port}"
 
     @property
     def pid(self) -> int:
@@ -189,7 +193,8 @@ class BrokerProcess:
         # environment there, which an older Config ignores
         kafka = () if "--kafka-port" in named or self.tree is not None \
             else ("--kafka-port", str(self.kafka_port or 0))
-        return [sys.executable, "-m", "smartbroker", "serve", "--host", HOST,
+        return [*self.wrapper, sys.executable, "-m", "smartbroker", "serve",
+                "--host", self.listen_host,
                 "--port", str(self.port), "--management-port", str(self.management_port),
                 "--data-dir", str(self.data_dir), "--log-level", self.log_level,
                 *(() if "--prometheus-port" in named else ("--prometheus-port", "0")),
@@ -244,7 +249,7 @@ class BrokerProcess:
                                          env=env, cwd=self.tree,
                                          start_new_session=self.new_session)
         try:
-            wait_for_port(HOST, self.port, self.proc, timeout)
+            wait_for_port(self.host, self.port, self.proc, timeout)
             if wait_api:
                 self.wait_serving(self.started_at + timeout - time.monotonic())
         except (RuntimeError, TimeoutError) as exc:
@@ -329,7 +334,7 @@ class BrokerProcess:
 
     def _request(self, path: str, timeout: float) -> bytes:
         scheme = "https" if self._https else "http"
-        req = urllib.request.Request(f"{scheme}://{HOST}:{self.management_port}{path}",
+        req = urllib.request.Request(f"{scheme}://{self.host}:{self.management_port}{path}",
                                      headers={"Authorization": _AUTH})
         with _DIRECT.open(req, timeout=timeout) as resp:
             return resp.read()
