@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from smartbroker.errors import precondition_failed
 from smartbroker.message import Message
@@ -48,6 +48,9 @@ from smartbroker.queues.classic import ClassicQueue
 from smartbroker.queues.quorum_limits import RejectPublish
 from smartbroker.queues.ready import ReadyList
 from smartbroker.queues.settings import QueueSettings
+
+if TYPE_CHECKING:
+    from smartbroker.queues.quorum_log import QuorumLog
 
 # rabbit_quorum_queue:capabilities() queue_arguments (3.10.8)
 QUORUM_ARGUMENTS = frozenset({
@@ -102,6 +105,10 @@ class QuorumQueue(ClassicQueue):
         super().__init__(*args, **kwargs)
         self.ready: ReturnsLast = ReturnsLast(self._next_position)  # type: ignore[assignment]
         self._stored: PublishResult | None = None  # the answer for a message stored here
+        # replicated (``quorum_replicated.lead``): the queue's own log, and the answer for
+        # a message stored there (its confirm waits for the replica set's commit)
+        self.own_log: QuorumLog | None = None
+        self.own_result: PublishResult | None = None
 
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         """Every message of a quorum queue is kept on disk, as RabbitMQ's Raft log keeps
@@ -116,6 +123,9 @@ class QuorumQueue(ClassicQueue):
         return result
 
     def _publish(self, message: Message, store_id: int | None) -> PublishResult:
+        own = self.own_result
+        if own is not None:
+            return self._publish_own(message, own)
         store = self.host.store
         if store_id is not None or store is None or not self.uses_store:
             return super().publish(message, store_id)
@@ -128,6 +138,17 @@ class QuorumQueue(ClassicQueue):
         if stored is None or stored.sync is not store.log:
             stored = self._stored = PublishResult(True, store.log)
         return stored
+
+    def _publish_own(self, message: Message, own: PublishResult) -> PublishResult:
+        """Replicated: into the queue's own log (``quorum_replicated``)."""
+        qlog = self.own_log
+        assert qlog is not None
+        sid = qlog.enqueue(self.vhost, (self.name,), message)
+        result = super().publish(message, sid)
+        if not result.accepted:
+            qlog.forget(self.vhost, self.name, sid)
+            return result
+        return own
 
     @property
     def settings(self) -> QueueSettings:

@@ -1,0 +1,108 @@
+"""A quorum queue led here whose messages live in its own replicated log (issue 16).
+
+``lead`` turns a ``QuorumQueue`` into the leader of a replicated one: it rebuilds the
+queue from the log (``QuorumLog.recover``: what a follower's copy holds is what the old
+leader had, so failover is a restart of the queue; unacked messages of the old leader
+come back ``redelivered``), then every enqueue and mark goes to that log. The queue keeps
+using ``host.store`` as it does on one node: ``OwnStore`` is its host with the store
+swapped, so classic.py needs no replicated branch. A publish's confirm waits for
+``CommittedSync``: the local fsync AND the replica set's commit (``committed``, from the
+replication core), as RabbitMQ confirms once the Raft entry is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from smartbroker.queues.base import PublishResult
+from smartbroker.store.api import StoreUnavailable
+
+if TYPE_CHECKING:
+    from smartbroker.queues.quorum import QuorumQueue
+    from smartbroker.queues.quorum_log import QuorumLog
+
+Committed = Callable[[int], Awaitable[Any]]  # ReplicatedLog.committed: held by the ISR
+
+
+class OwnStore:
+    """The queue's host (its vhost) with ``store`` its own log: everything else (timers,
+    dead-lettering, auto-delete) is the vhost's."""
+
+    __slots__ = ("_host", "store")
+
+    def __init__(self, host: Any, store: QuorumLog) -> None:
+        self._host = host
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+
+class CommittedSync:
+    """What a confirm waits for (``MessageStore.request_sync`` awaits ``sync``): every
+    record appended before the call fsynced here and committed by the replica set. A
+    commit that fails (this node stopped leading, its lease lapsed) nacks, never confirms."""
+
+    __slots__ = ("qlog", "committed")
+
+    def __init__(self, qlog: QuorumLog, committed: Committed) -> None:
+        self.qlog = qlog
+        self.committed = committed
+
+    async def sync(self) -> None:
+        last = self.qlog.log.next_offset - 1
+        await self.qlog.sync()
+        try:
+            await self.committed(last)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the commit is a nack
+            raise StoreUnavailable(f"quorum queue '{self.qlog.queue}' not committed: {exc}") from exc
+
+
+def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
+    """Make ``queue`` keep its messages in ``qlog``, rebuilt from it; returns how many
+    messages it holds."""
+    if queue.own_log is qlog:
+        return queue.message_count
+    queue.uses_store = False  # the vhost no longer writes its messages to the shared store
+    queue.host = OwnStore(getattr(queue.host, "_host", queue.host), qlog)
+    queue.own_log = qlog
+    queue.own_result = PublishResult(True, CommittedSync(qlog, committed))
+    qlog.leading = True
+    entries = qlog.recover()
+    if entries:
+        queue.restore(entries)
+        queue.dispatch()
+    return len(entries)
+
+
+class Detached:
+    """The store of a queue object that no longer leads: its late settlements are not
+    written (the log is a follower's now, appended to by the core alone); bodies it
+    still holds on disk can be read."""
+
+    __slots__ = ("qlog",)
+
+    def __init__(self, qlog: QuorumLog) -> None:
+        self.qlog = qlog
+
+    def delivered(self, vhost: str, queue: str, offset: int) -> None:
+        return None
+
+    forget = delivered
+
+    def load(self, offset: int) -> Any:
+        return self.qlog.load(offset)
+
+
+def release(queue: QuorumQueue) -> None:
+    """This object stops leading (another node does now): whatever it still settles or
+    forgets is not written; the new leader has the log's truth."""
+    qlog = queue.own_log
+    if qlog is not None:
+        qlog.leading = False
+        queue.host = OwnStore(getattr(queue.host, "_host", queue.host), Detached(qlog))  # type: ignore[arg-type]
+        queue.own_log = None
+        queue.own_result = None
