@@ -19,7 +19,13 @@ from typing import Any, Protocol
 
 from pamqp.commands import INDEX_MAPPING
 
-from smartbroker.cluster import exclusive_queues, partition_bounds, partition_spread, reply_to
+from smartbroker.cluster import (
+    exclusive_queues,
+    partition_bounds,
+    partition_spread,
+    reply_to,
+    spread_replicas,
+)
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster.forwarding import LeaderService, Link
 from smartbroker.cluster.forwarding_intake import PublishIntake
@@ -303,9 +309,13 @@ class QueueForwarding:
         if queue_type(spec.arguments).capabilities.offset_log:
             asked = spec.arguments.get("x-partitions", 1)
             partitions = asked if isinstance(asked, int) and 0 < asked <= 1024 else 1
-        return self.placement.propose(spec.vhost, spec.name, spec.arguments, spec.policy,
-                                      self.up_nodes(), durable=spec.durable,
-                                      exclusive=spec.exclusive, partitions=partitions)
+        proposal = self.placement.propose(spec.vhost, spec.name, spec.arguments, spec.policy,
+                                          self.up_nodes(), durable=spec.durable,
+                                          exclusive=spec.exclusive, partitions=partitions)
+        if queue_type(spec.arguments).capabilities.offset_log:  # x-initial-cluster-size
+            proposal = spread_replicas.replicate(proposal, partitions, spread_replicas.cluster_size(
+                spec.arguments), self.up_nodes())
+        return proposal
 
     def up_nodes(self) -> list[str]:
         """This node and every node it is linked to."""

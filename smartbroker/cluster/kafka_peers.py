@@ -47,10 +47,12 @@ from smartbroker.cluster.definitions_keys import seg, unseg
 from smartbroker.cluster.etcd_client import Delete, Put
 from smartbroker.cluster.etcd_view import WatchedPrefix
 from smartbroker.cluster.partition_spread import owner, spread, spread_of
+from smartbroker.cluster.spread_replicas import log_id
 from smartbroker.kafka.cluster import Endpoint, RemoteTopic
 
 log = logging.getLogger("smartbroker.cluster")
 ROOT = b"kafka/"
+ISR = b"replica/isr/"  # the replication core's in-sync sets (docs/replication.md)
 SCAN = 0.5  # seconds between two looks at the streams this node leads
 FULL_SCAN = 10  # every 10th look (or when the number of queues changed) finds new streams
 
@@ -78,6 +80,7 @@ class KafkaPeers:
         self.node_id = broker_id(self.name)
         self.cluster_id = cluster_id(node.cluster_name)
         self.view = WatchedPrefix(node.etcd, ROOT)
+        self.isr = WatchedPrefix(node.etcd, ISR)  # replicated streams' in-sync replicas
         self._topics = ROOT + b"topics/" + seg(vhost) + b"/"
         self._groups = ROOT + b"groups/" + seg(vhost) + b"/"
         self._written: dict[str, bytes] = {}  # topic -> the description this node wrote
@@ -88,6 +91,7 @@ class KafkaPeers:
 
     async def open(self) -> KafkaPeers:
         await self.view.open()
+        await self.isr.open()
         self._task = asyncio.create_task(self._scan_loop(), name="kafka-topics-scan")
         return self
 
@@ -97,6 +101,7 @@ class KafkaPeers:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.view.aclose()
+        await self.isr.aclose()
 
     # -- brokers -------------------------------------------------------------------------
     def _endpoint(self, node: str) -> Endpoint | None:
@@ -172,6 +177,27 @@ class KafkaPeers:
             known = held is None or node == self.name or i in held
             leaders.append(endpoint[0] if endpoint is not None and known else -1)
         return topic_id, tuple(leaders)
+
+    def partition_replicas(self, name: str, partitions: int
+                           ) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None:
+        """A replicated topic's (replicas, in-sync replicas) per partition, as broker
+        ids: its placement's members, and the ISR its leader keeps under ``replica/isr/``
+        (the members up until it wrote one). None when the topic is not replicated."""
+        placement = self.placement.get(self.vhost, name)
+        if placement is None or not placement.partition_members:
+            return None
+        out = []
+        for i in range(partitions):
+            members = placement.replicas(i) or (owner(placement, i),)
+            isr: Any = None
+            raw = self.isr.get(ISR + log_id(self.vhost, name, i).encode())
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                isr = json.loads(raw)["isr"] if raw is not None else None
+            if not isinstance(isr, list):
+                isr = [m for m in members if m == self.name or m in self.membership.up]
+            out.append((tuple(broker_id(m) for m in members),
+                        tuple(broker_id(m) for m in isr if isinstance(m, str))))
+        return tuple(out)
 
     def partition_elsewhere(self, name: str, partition: int) -> bool:
         placement = self.placement.get(self.vhost, name)

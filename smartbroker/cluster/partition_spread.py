@@ -68,9 +68,11 @@ _SPREADS: weakref.WeakSet[PartitionSpread] = weakref.WeakSet()  # every node's, 
 
 
 def spread(placement: Placement | None) -> bool:
-    """Whether ``placement`` puts a stream's partitions on more than one node (then every
-    node holds the stream, each appending to its own partitions only)."""
-    return placement is not None and len(set(placement.partitions)) > 1
+    """Whether ``placement`` puts a stream's partitions on more than one node, or copies
+    them to several (``spread_replicas``): then every node holds the stream, each
+    appending to the partitions it leads only."""
+    return placement is not None and (len(set(placement.partitions)) > 1
+                                      or any(len(m) > 1 for m in placement.partition_members))
 
 
 def owner(placement: Placement, partition: int) -> str:

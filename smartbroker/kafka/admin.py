@@ -8,7 +8,9 @@ stream's arguments (``configs.py`` maps them).
 A name held by a classic queue is not a topic: CreateTopics says TOPIC_ALREADY_EXISTS (the
 name is taken, which is what Kafka says for a taken name; the message says it is a classic
 queue), DeleteTopics and DescribeConfigs say UNKNOWN_TOPIC_OR_PARTITION, as Metadata does
-not list it. One node is every replica: replication factor -1 or 1.
+not list it. One node is every replica: replication factor -1 or 1. In cluster mode a
+factor up to the number of nodes up is the stream's ``x-initial-cluster-size``: each
+partition copied on that many nodes (docs/replication.md, "Streams").
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DELETE_TOPICS, DELETE_VERSIONS = 20, (1, 6)
 DESCRIBE_CONFIGS, DESCRIBE_VERSIONS = 32, (0, 4)
 TOPIC, BROKER = 2, 4  # DescribeConfigs resource types
 MAX_PARTITIONS = 1024  # StreamSettings' limit on x-partitions
+REPLICAS = "x-initial-cluster-size"  # RabbitMQ's name for a stream's replica count
 _NO_UUID = uuid.UUID(int=0)
 
 
@@ -54,6 +57,7 @@ class TopicAdmin:
         self.broker = broker
         self.streams = streams  # the vhost's name and Kafka's topic name rule
         self.node_id = 0  # this node's broker id: a topic's only replica (cluster mode: its own)
+        self.brokers: Callable[[], int] = lambda: 1  # cluster mode: the up nodes (attach_peers)
         self.topic_id = topic_id
 
     def vhost(self) -> Any:
@@ -154,6 +158,8 @@ class TopicAdmin:
         except configs.ConfigError as exc:
             raise TopicError(ErrorCode.INVALID_CONFIG, str(exc)) from None
         arguments = {**STREAM_ARGUMENTS, "x-partitions": partitions, **arguments}
+        if not topic.assignments and topic.replication_factor > 1:  # checked by _partitions
+            arguments[REPLICAS] = topic.replication_factor  # copied to that many nodes
         try:
             if validate_only:  # what declare_queue would refuse, without declaring
                 StreamSettings.parse(name, vhost.name, True, False, False, arguments)
@@ -199,11 +205,12 @@ class TopicAdmin:
                 raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
                                  "Replication factor must be larger than 0, or -1 to use "
                                  "the default value.")
-            if rf > 1:
+            brokers = self.brokers()
+            if rf > brokers:  # cluster mode: the nodes up now (docs/replication.md)
                 raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
                                  f"Unable to replicate the partition {rf} time(s): The target "
                                  f"replication factor of {rf} cannot be reached because only "
-                                 "1 broker(s) are registered.")
+                                 f"{brokers} broker(s) are registered.")
         if partitions <= 0:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
                              "Number of partitions was set to an invalid non-positive value.")
@@ -223,7 +230,8 @@ class TopicAdmin:
             flush_interval_ms=cfg.stream_flush_interval_ms)
         return result(name=name, topic_id=self.topic_id(name) if code == 0 else _NO_UUID,
                       error_code=code, error_message=message, topic_config_error_code=0,
-                      num_partitions=partitions, replication_factor=1 if code == 0 else -1,
+                      num_partitions=partitions,
+                      replication_factor=_factor(arguments) if code == 0 else -1,
                       configs=[entry(name=e.name, value=e.value, read_only=False,
                                      config_source=e.source, is_sensitive=False)
                                for e in described] if code == 0 else None)
@@ -380,3 +388,9 @@ class TopicAdmin:
 def _host(host: str) -> str:
     """A host as a listener URL has it: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host
+
+
+def _factor(arguments: dict[str, Any] | None) -> int:
+    """A created topic's replication factor: its stream's replica count."""
+    size = (arguments or {}).get(REPLICAS, 1)
+    return size if isinstance(size, int) and size > 0 else 1

@@ -75,6 +75,11 @@ class Peers(Protocol):
         local stream's): (the id its leader gives it, None until described; each
         partition's leader's broker id, -1 while that node is down). None otherwise."""
 
+    def partition_replicas(self, name: str, partitions: int
+                           ) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None:
+        """A replicated topic held here: each partition's (replica broker ids, in-sync
+        ones), for Metadata; None when it is not replicated."""
+
     def partition_elsewhere(self, name: str, partition: int) -> bool:
         """Whether another node leads ``partition`` of a topic held here (its Produce,
         Fetch and ListOffsets answer NOT_LEADER_OR_FOLLOWER)."""

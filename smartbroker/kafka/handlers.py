@@ -128,6 +128,8 @@ class Topic:
     topic_id: uuid.UUID
     leader: int = NODE_ID  # the broker id of the node leading its stream
     leaders: tuple[int, ...] = ()  # cluster: each partition's, when spread (-1: down)
+    # cluster: each partition's (replicas, in-sync replicas) when replicated
+    replicas: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
 
 
 class KafkaHandlers:
@@ -199,6 +201,7 @@ class KafkaHandlers:
         leaders, and this node refuses what they lead (NOT_LEADER_OR_FOLLOWER)."""
         self.peers = self.cluster.peers = self.groups.peers = peers
         self.node_id = self.admin.node_id = peers.node_id
+        self.admin.brokers = lambda: len(peers.brokers())  # a replication factor's bound
         self.node = dataclasses.replace(self.node, cluster_id=peers.cluster_id)
         self.cluster.cluster_id = peers.cluster_id
         self.streams.led_elsewhere = self.fetcher.led_elsewhere = peers.led_elsewhere
@@ -259,7 +262,8 @@ class KafkaHandlers:
         topic_id, leaders = layout  # partitions spread over the nodes
         if topic_id is None:  # its leader has not described it yet: LEADER_NOT_AVAILABLE
             return None
-        return Topic(name, topic.partitions, topic_id, self.node_id, leaders)
+        replicas = self.peers.partition_replicas(name, topic.partitions) or ()
+        return Topic(name, topic.partitions, topic_id, self.node_id, leaders, replicas)
 
     def topic_id(self, name: str) -> uuid.UUID:
         """What Metadata calls the topic, and Fetch v13+ names it by: the id stored with
@@ -364,12 +368,14 @@ class KafkaHandlers:
     def _topic_metadata(cls: Any, topic: Topic) -> Any:
         part = cls.MetadataResponseTopic.MetadataResponsePartition
         leaders = topic.leaders or (topic.leader,) * topic.partitions
+        alone = [((leader,), (leader,)) if leader >= 0 else ((), ()) for leader in leaders]
+        sets = topic.replicas or alone  # replicated: its members and ISR, else the leader
         partitions = [part(error_code=ErrorCode.NONE if leader >= 0
                            else ErrorCode.LEADER_NOT_AVAILABLE, partition_index=i,
                            leader_id=leader, leader_epoch=-1,
-                           replica_nodes=[leader] if leader >= 0 else [],
-                           isr_nodes=[leader] if leader >= 0 else [],
-                           offline_replicas=[]) for i, leader in enumerate(leaders)]
+                           replica_nodes=list(sets[i][0]), isr_nodes=list(sets[i][1]),
+                           offline_replicas=[])
+                      for i, leader in enumerate(leaders)]
         return cls.MetadataResponseTopic(error_code=ErrorCode.NONE, name=topic.name,
                                          topic_id=topic.topic_id, is_internal=False,
                                          partitions=partitions, authorized_operations=None)

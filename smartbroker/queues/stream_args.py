@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartbroker.errors import precondition_failed
+from smartbroker.protocol.field_types import amqp_type
 from smartbroker.queues.arguments import check_leader_locator, check_replicated_properties
 
 STREAM_ARGUMENTS = frozenset({
@@ -106,6 +107,13 @@ class StreamSettings:
             raise precondition_failed("Exceeded max value for x-stream-max-segment-size-bytes")
         if "x-queue-leader-locator" in arguments:
             check_leader_locator(queue, vhost, arguments["x-queue-leader-locator"])
+        if "x-initial-cluster-size" in arguments:  # rabbit_amqqueue's check_initial_cluster_size_arg
+            size = arguments["x-initial-cluster-size"]
+            if not _is_int(size):
+                raise bad("x-initial-cluster-size", f'"expected integer, got {amqp_type(size)}"')
+            if size <= 0:
+                raise bad("x-initial-cluster-size",
+                          "{value_zero,0}" if size == 0 else f"{{value_negative,{size}}}")
         policy = _text(arguments.get("x-cleanup-policy", "delete"))
         if policy not in CLEANUP_POLICIES:
             raise bad("x-cleanup-policy", f"expected delete, compact or compact,delete, got {policy!r}")
