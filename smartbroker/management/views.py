@@ -6,6 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Exchange
 from smartbroker.management.formatting import jsonable, properties_key
+from smartbroker.management.replicas import (
+    describe_partitions,
+    leader_of,
+    quorum_counts,
+    replica_fields,
+)
 
 if TYPE_CHECKING:
     from smartbroker.broker.vhost import VirtualHost
@@ -49,8 +55,7 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "type": queue_type(q),
         "state": getattr(q, "state", "running"),  # cluster: "down" with its leader
         # cluster: the leader's node (a stream spread over the nodes: its stream leader's)
-        "node": getattr(q, "leader", None) or getattr(getattr(q, "spread", None), "leader",
-                                                       None) or state.node,
+        "node": leader_of(q, state),
         "policy": None,
         "messages": ready + unacked,
         "messages_details": _rate(0),
@@ -64,19 +69,15 @@ def queue_json(q: Any, state: ManagementState) -> dict[str, Any]:
         "consumer_utilisation": None,
         "message_stats": message_stats(q.stats, state.rates.of(id(q))),
         # a stream led by another node (cluster/remote_queue.py) has no partitions here
-        **(_stream_fields(q) if q.capabilities.offset_log and hasattr(q, "partitions") else {}),
-        **(_quorum_fields(q, state) if q.type_name == "quorum" else {}),
+        **(_stream_fields(q, state) if q.capabilities.offset_log and hasattr(q, "partitions")
+           else {}),
+        # RabbitMQ's quorum and stream fields: leader, members, online (replicas.py)
+        **(replica_fields(q, state) if q.type_name in ("quorum", "stream") else {}),
+        **(quorum_counts(q, ready + unacked) if q.type_name == "quorum" else {}),
     }
 
 
-def _quorum_fields(q: Any, state: ManagementState) -> dict[str, Any]:
-    """RabbitMQ's quorum queue fields; one node (issue 15 has no replicas): its leader is
-    the only member, and online."""
-    leader = getattr(q, "leader", None) or state.node
-    return {"leader": leader, "members": [leader], "online": [leader]}
-
-
-def _stream_fields(q: Any) -> dict[str, Any]:
+def _stream_fields(q: Any, state: ManagementState) -> dict[str, Any]:
     """A stream's messages are the records in its log (nothing is consumed away); its
     partitions' offsets and its consumer groups as /api/streams shows them."""
     from smartbroker.management.routers.streams import group_names, partition_json
@@ -85,6 +86,7 @@ def _stream_fields(q: Any) -> dict[str, Any]:
     spread = getattr(q, "spread", None)  # cluster: partitions led by several nodes
     if spread is not None:
         spread.describe(partitions)  # each one's leader (cluster/partition_spread.py)
+        describe_partitions(q, state, partitions)  # and replicas, when replicated
     return {"messages": sum(p["messages"] for p in partitions),
             "message_bytes": sum(p["size_bytes"] for p in partitions),
             "stream": {"partition_count": len(partitions), "partitions": partitions},
