@@ -8,7 +8,9 @@ name, same bindings (moved binding by binding, without recording anything: the
 definitions did not change), the old object's consumers cancelled as when a queue's home
 moves in RabbitMQ. A queue swapped away from this node was never led here (placements
 never move in this version): what its stand-in took in meanwhile is forwarded to the
-leader.
+leader. A replicated quorum queue's leader does move (failover): its consumers carry on
+with the new object (or resubscribe at the new leader), and nothing is forwarded, since
+the new leader rebuilt the queue from its copy of the log.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.broker.exchange import Binding
 from smartbroker.cluster import partition_spread
+from smartbroker.cluster.remote_consumer import carries_on
 from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.queues import quorum_replicated
 from smartbroker.queues.base import Queue, QueueSpec
 
 if TYPE_CHECKING:
@@ -47,7 +51,11 @@ def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
     remote = wanted_remote(forwarding, old)
     if remote == isinstance(old, RemoteQueue):
         if remote and isinstance(old, RemoteQueue):
-            old.leader = forwarding.placement.leader(vhost.name, name) or old.leader
+            leader = forwarding.placement.leader(vhost.name, name) or old.leader
+            if leader != old.leader:
+                old.leader = leader
+                if carries_on(forwarding, old):  # a replicated queue's failover
+                    forwarding.subscriptions.resubscribe(old)
         partition_spread.attach(forwarding, old)  # a kept stream learns its spread
         return None
     spec = QueueSpec(name, vhost.name, old.durable, False, old.auto_delete,
@@ -66,10 +74,21 @@ def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
         if source.add_binding(moved):
             new.bindings.add(moved)
     old.bindings.clear()
+    replicated = carries_on(forwarding, old)
     for consumer in list(old.consumers):
         old.remove_consumer(consumer)
-        consumer.cancelled_by_broker()
-    if isinstance(new, RemoteQueue) and old.capabilities.supports_get:
+        if not replicated:
+            consumer.cancelled_by_broker()
+        elif hasattr(consumer, "peer"):  # another node's (a RelayConsumer): it resubscribes
+            forwarding.leader.consumers.pop((consumer.peer, consumer.sub), None)
+            consumer.cancelled = True
+        else:  # a client's here carries on with the queue's new object
+            consumer.queue = new
+            new.add_consumer(consumer)
+    if replicated:  # the log holds its messages: the new leader has them all
+        quorum_replicated.release(old)  # type: ignore[arg-type]
+        old.delete()  # its settlements are no longer written; its timers stop
+    elif isinstance(new, RemoteQueue) and old.capabilities.supports_get:
         moved_messages(old, new)
         old.delete()  # empty now: its timers (x-expires, TTL) stop with it
     else:

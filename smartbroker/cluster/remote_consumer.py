@@ -31,17 +31,20 @@ if TYPE_CHECKING:
     from smartbroker.queues.base import Consumer
 
 WINDOW = 256  # credit of a consumer without a prefetch limit
+CARRY_ON = 30.0  # seconds a replicated queue's consumer waits for a new leader
+CARRY_ON_POLL = 0.2
 _DELIVER = int(Kind.DELIVER)  # a plain int: compared once per delivery
 _CANCELLED, _DRAINED = int(Kind.CANCELLED), int(Kind.DRAINED)
 
 
 class Subscription:
-    __slots__ = ("sub", "queue", "consumer", "granted", "early")
+    __slots__ = ("sub", "queue", "consumer", "granted", "early", "leader")
 
     def __init__(self, sub: int, queue: RemoteQueue, consumer: Consumer) -> None:
         self.sub = sub
         self.queue = queue
         self.consumer = consumer
+        self.leader = queue.leader  # where it was made (a replicated queue's may move)
         self.granted = 0  # deliveries the leader may still send
         # deliveries that arrived before the client was sent consume-ok (the leader
         # dispatches as soon as it accepts): delivered right after it
@@ -199,6 +202,56 @@ class Subscriptions:
 
     def peer_down(self, peer: str) -> None:
         """The leader is gone: its consumers here are cancelled (basic.cancel), as when a
-        queue's node goes down in RabbitMQ."""
-        for sub in [s for s in self.by_sub.values() if s.queue.leader == peer]:
-            self._subscribed(sub, None)
+        queue's node goes down in RabbitMQ. A replicated quorum queue's consumers carry on
+        (as RabbitMQ's do): they subscribe again at its next leader."""
+        waiting: dict[int, RemoteQueue] = {}
+        for sub in [s for s in self.by_sub.values() if s.leader == peer]:
+            if carries_on(self.node, sub.queue):
+                self.drop(sub)  # the consumer stays on its queue, without a subscription
+                waiting[id(sub.queue)] = sub.queue
+            else:
+                self._subscribed(sub, None)
+        for queue in waiting.values():
+            self.node._keep(self._await_leader(queue))
+
+    async def _await_leader(self, queue: RemoteQueue) -> None:
+        """Until a leader of ``queue`` is up (the one the placement names: a new one, or
+        the old one back within its lease), then ``resubscribe``; consumers still waiting
+        after ``CARRY_ON`` seconds are cancelled."""
+        deadline = asyncio.get_running_loop().time() + CARRY_ON
+        while asyncio.get_running_loop().time() < deadline:
+            if not queue.consumers or self._all_at_leader(queue):
+                return
+            if self.node.is_up(queue.leader):
+                self.resubscribe(queue)
+                return
+            await asyncio.sleep(CARRY_ON_POLL)
+        for consumer in list(queue.consumers):
+            if id(consumer) not in self.by_consumer:
+                queue.consumers.remove(consumer)
+                consumer.cancelled_by_broker()
+
+    def _all_at_leader(self, queue: RemoteQueue) -> bool:
+        subs = self.by_consumer
+        return all(id(c) in subs and subs[id(c)].leader == queue.leader
+                   for c in queue.consumers)
+
+    def resubscribe(self, queue: RemoteQueue) -> None:
+        """A replicated queue's leader moved: each of its consumers here subscribes at the
+        new leader, afresh (the old leader's delivery handles mean nothing there: what it
+        held unacked comes back ``redelivered`` from the log, and acks of the old
+        deliveries are ignored there)."""
+        for consumer in list(queue.consumers):
+            old = self.by_consumer.get(id(consumer))
+            if old is not None:
+                if old.leader == queue.leader:
+                    continue
+                self.drop(old)
+                self.node.send_op(old.leader, Op.CANCEL, old.sub, 0, 1)  # if it is back
+            self.subscribe(queue, consumer)
+
+
+def carries_on(node: Any, queue: Any) -> bool:
+    """Whether ``queue`` is replicated (its consumers survive its leader)."""
+    placement = node.placement.get(queue.vhost, queue.name)
+    return placement is not None and len(getattr(placement, "members", ())) > 1

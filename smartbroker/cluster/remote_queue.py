@@ -25,9 +25,11 @@ from pamqp import commands
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster.forwarding_wire import CONSUMER_OPS, Op
 from smartbroker.cluster.link_peer import CallError, PeerDown
+from smartbroker.cluster.remote_consumer import carries_on
 from smartbroker.errors import AMQPError, ChannelError, ConnectionError, not_found
 from smartbroker.queues.base import (
     ACCEPTED,
+    REFUSED,
     Consumer,
     DeadLetter,
     PublishResult,
@@ -115,8 +117,9 @@ class RemoteQueue:
     # -- publish -------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         forwarder = self.node.forwarder(self.leader)
-        if forwarder is None:
-            return ACCEPTED  # home node down: dropped, as RabbitMQ drops it
+        if forwarder is None:  # home node down: dropped, as RabbitMQ drops it; a
+            # replicated queue's is nacked (the publisher sends it again to the next leader)
+            return REFUSED if carries_on(self.node, self) else ACCEPTED
         forwarder.forward(self._vhost_bytes, self._name_bytes, message)
         self.stats["publish"] += 1
         if self.may_reject:  # the leader may nack it: a claim to nack this publish alone

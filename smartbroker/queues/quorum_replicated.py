@@ -100,7 +100,7 @@ class Detached:
 def release(queue: QuorumQueue) -> None:
     """This object stops leading (another node does now): whatever it still settles or
     forgets is not written; the new leader has the log's truth."""
-    qlog = queue.own_log
+    qlog = getattr(queue, "own_log", None)  # None: a proxy, or never led here
     if qlog is not None:
         qlog.leading = False
         queue.host = OwnStore(getattr(queue.host, "_host", queue.host), Detached(qlog))  # type: ignore[arg-type]
