@@ -126,6 +126,10 @@ class Membership:
         self.known: dict[str, NodeRecord | None] = {}
         self.listeners: list[Listener] = []
         self.lease = 0
+        # loop time before which etcd cannot have expired ``lease`` (measured from when
+        # the last grant or refresh that got through was SENT): replication's leaders
+        # confirm nothing past it (cluster/replication)
+        self.lease_deadline = 0.0
         self.etcd_lost = False  # the warning was logged; the node is cut off from etcd
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -168,6 +172,7 @@ class Membership:
         await stop_tasks(tasks)
         if self.lease:
             lease, self.lease = self.lease, 0
+            self.lease_deadline = 0.0
             try:
                 await asyncio.wait_for(self.etcd.revoke_lease(lease), 2.0)
             except (EtcdUnavailable, TimeoutError) as exc:
@@ -178,6 +183,7 @@ class Membership:
         """A new lease, and ``nodes/<name>`` on it if nobody else holds the name."""
         key = NODES + self.name
         value = self.record.to_json()
+        sent = asyncio.get_running_loop().time()
         lease = await self.etcd.grant_lease(self.ttl)
         try:
             created, current = await self.etcd.create_if_absent(key, value, lease)
@@ -194,6 +200,7 @@ class Membership:
                 await self.etcd.revoke_lease(lease)
             raise
         self.lease = lease
+        self.lease_deadline = sent + self.ttl
         log.info("joined cluster %s as node %s (lease %x, %ds)", self.etcd.cluster_name,
                  self.name, lease, self.ttl)
 
@@ -214,13 +221,17 @@ class Membership:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
+                sent = asyncio.get_running_loop().time()
                 if not self.lease:
                     await self._register()
-                elif await self.etcd.refresh_lease(self.lease) <= 0:
+                elif (left := await self.etcd.refresh_lease(self.lease)) <= 0:
                     log.warning("cluster lease of node %s expired: registering again",
                                 self.name)
                     self.lease = 0
+                    self.lease_deadline = 0.0
                     await self._register()
+                else:
+                    self.lease_deadline = sent + left
             except (EtcdUnavailable, TimeoutError) as exc:
                 self._lost(exc)
                 continue
