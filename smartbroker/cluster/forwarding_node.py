@@ -23,6 +23,7 @@ from smartbroker.cluster import (
     exclusive_queues,
     partition_bounds,
     partition_spread,
+    quorum_replicas,
     reply_to,
     spread_replicas,
 )
@@ -108,6 +109,7 @@ class QueueForwarding:
         self.throttles = 0  # how often publishers were held back (tests, metrics)
         self.counts = LeaderCounts(vhosts, self.link)  # for the management API (queue_counts.py)
         self.bounds: Any = None  # partition_bounds.BoundsFollower, once started
+        self.replicas: Any = None  # quorum_replicas.QuorumReplicas, once started
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -237,6 +239,8 @@ class QueueForwarding:
         await self.counts.close()
         if self.bounds is not None:
             await self.bounds.close()
+        if self.replicas is not None:
+            self.replicas.close()
         await self.placement.close()
 
     # -- membership ----------------------------------------------------------------------
@@ -267,7 +271,8 @@ class QueueForwarding:
     def queue_factory(self, spec: QueueSpec, host: Any, storage: Storage | None) -> Queue:
         """``VirtualHost.queue_factory`` in cluster mode (``_build``); a stream whose
         partitions are spread over the nodes is held on every node (``partition_spread``)."""
-        return partition_spread.attach(self, self._build(spec, host, storage))
+        q = partition_spread.attach(self, self._build(spec, host, storage))
+        return q if self.replicas is None else self.replicas.attach(q)
 
     def _build(self, spec: QueueSpec, host: Any, storage: Storage | None) -> Queue:
         """A queue nobody placed yet is placed now by its locator (declared here:
@@ -315,6 +320,8 @@ class QueueForwarding:
         if queue_type(spec.arguments).capabilities.offset_log:  # x-initial-cluster-size
             proposal = spread_replicas.replicate(proposal, partitions, spread_replicas.cluster_size(
                 spec.arguments), self.up_nodes())
+        elif self.replicas is not None and self.replicas.replication is not None:
+            proposal = quorum_replicas.replicate(proposal, spec, self.up_nodes())
         return proposal
 
     def up_nodes(self) -> list[str]:
@@ -374,7 +381,10 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     forwarding.register(node.link)
     node.link.on_writable(forwarding.writable)
     placement.on_change.append(forwarding.placement_changed)
+    forwarding.replicas = quorum_replicas.QuorumReplicas(forwarding, node)
+    placement.on_change.append(forwarding.replicas.placement_changed)  # after rehome
     forwarding.attach(broker.vhosts.values())
+    forwarding.replicas.attach_all(broker.vhosts.values())
     broker.on_vhost_added.append(lambda vhost: forwarding.attach([vhost]))
     forwarding.counts.start(broker.config.collect_statistics_interval / 1000)
     forwarding.bounds = partition_bounds.start(forwarding, node.link)
