@@ -21,6 +21,7 @@ class ErrorCode(IntEnum):
     NOT_COORDINATOR = 16
     INVALID_TOPIC_EXCEPTION = 17
     NOT_ENOUGH_REPLICAS = 19  # acks=all and min.insync.replicas above our one replica
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20  # replicated: appended, too few replicas took it
     INVALID_REQUIRED_ACKS = 21
     ILLEGAL_GENERATION = 22
     INCONSISTENT_GROUP_PROTOCOL = 23

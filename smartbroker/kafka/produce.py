@@ -14,6 +14,11 @@ and AMQP readers decode them. A compacted topic's records are decoded and stored
   (``PublishResult.sync``: the partition log's ``sync``), as a future so the loop never
   blocks; in-memory streams answer at once. A topic whose ``min.insync.replicas`` is above
   1 refuses acks=all with NOT_ENOUGH_REPLICAS, as Kafka with one replica in sync.
+  A partition copied on several nodes (docs/replication.md, "Streams"): acks=all waits
+  for its in-sync replicas (NOT_ENOUGH_REPLICAS before the append when the ISR is below
+  min.insync.replicas, NOT_ENOUGH_REPLICAS_AFTER_APPEND when they did not take it in
+  time, NOT_LEADER_OR_FOLLOWER when this node stopped leading it), acks=1 for the
+  leader's own log only.
 
 Refusals, per partition, with Kafka's codes: a name Kafka forbids is
 INVALID_TOPIC_EXCEPTION; an unknown topic (auto-creation off, or the name held by a classic
@@ -44,6 +49,7 @@ from smartbroker.kafka.errors import ErrorCode
 from smartbroker.kafka.stored_configs import insync_shortfall
 from smartbroker.kafka.timestamps import append_time, bounds, out_of_range, stamp
 from smartbroker.queues import stream_appends, txn_journal
+from smartbroker.queues.stream_replicated import NotCommitted
 
 log = logging.getLogger("smartbroker.kafka")
 PRODUCE = 0
@@ -235,7 +241,12 @@ class Producer:
         offset, (log, last offset) to sync or None, log append time or -1)."""
         index = pdata.index
         part = self.topics.local_partition(queue, name, index)
-        if acks == -1 and queue.meta.overrides:  # min.insync.replicas above our one replica
+        replication = queue.replication  # None unless copied on several nodes
+        if acks == -1 and replication is not None:  # the ISR against min.insync.replicas
+            short = replication.shortfall(index)
+            if short is not None:
+                raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS, short)
+        elif acks == -1 and queue.meta.overrides:  # min.insync.replicas above our one replica
             wanted = insync_shortfall(queue.meta.overrides)
             if wanted is not None:
                 raise PartitionError(ErrorCode.NOT_ENOUGH_REPLICAS, "The size of the current "
@@ -272,7 +283,10 @@ class Producer:
         appended[1] += count
         if entries is not None:  # a transactional batch's journal entry: durable too
             result = txn_journal.journaled(result, queue.txns)
-        sync = None if result.sync is None else (result.sync, first + count - 1)
+        waited = result.sync
+        if acks == 1 and replication is not None:  # the leader's own log, not the replicas
+            waited = getattr(waited, "local", waited)
+        sync = None if waited is None else (waited, first + count - 1)
         return first, part.first_offset, sync, stamped
 
     @staticmethod
@@ -358,10 +372,14 @@ class Producer:
             await asyncio.gather(*(lg.wait_durable(last) for lg, last in logs))
         except Exception as exc:  # StoreUnavailable: the disk refused; retried later
             log.warning("Kafka produce not durable: %s", exc)
+            code = ErrorCode.KAFKA_STORAGE_ERROR
+            if isinstance(exc, NotCommitted):  # replicated: leader lost, or too few replicas
+                code = (ErrorCode.NOT_LEADER_OR_FOLLOWER if exc.leader_lost
+                        else ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND)
             for topic in response.responses:
                 for part in topic.partition_responses:
                     if part.error_code == ErrorCode.NONE:
-                        part.error_code = ErrorCode.KAFKA_STORAGE_ERROR
+                        part.error_code = code
                         part.base_offset = -1
                         part.error_message = str(exc)
         return response

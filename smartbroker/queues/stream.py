@@ -59,6 +59,7 @@ from smartbroker.queues.stream_records import (
     PARTITION_OF,
     encode_record,
     message_key,
+    record_head,
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
 from smartbroker.queues.stream_tail import Chunks, Tail, partition_budget
@@ -130,6 +131,11 @@ class StreamQueue:
         self.retention.schedule()
         # called with a partition that grew: Kafka Fetches waiting for data (kafka/fetch.py)
         self.on_append: list[Callable[[int], None]] = []
+        # a replicated stream (cluster/replication/stream_replica.py): per partition, the
+        # offset readers stop at (its high watermark where this node leads it, else 0:
+        # another node serves it); None, as on one node: every record is readable
+        self.limits: list[int] | None = None
+        self.replication: Any = None  # and its partitions' replicated logs
 
     @classmethod
     def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> StreamQueue:
@@ -200,7 +206,7 @@ class StreamQueue:
         if compact:  # compaction keeps or drops single records
             offset = self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
         else:  # framed with this loop pass's other publishes (store/log.py)
-            offset = self.logs[index].append_grouped(encode_record(message))
+            offset = self.logs[index].append_grouped(message.body, None, record_head(message))
         self.stats["publish"] += 1
         if self.on_append:  # the one check the hot path pays for waiting Kafka Fetches
             self.appended(index)

@@ -93,6 +93,9 @@ def read_partition(stream: StreamQueue, reader: Reader, p: int) -> bool:
     lg = stream.logs[p]
     txns = stream.txns  # committed data only: up to the last stable offset
     end = lg.next_offset if txns is None else txns[p].lso(lg.next_offset)
+    limits = stream.limits  # replicated: up to the high watermark
+    if limits is not None and limits[p] < end:
+        end = limits[p]
     if cursor >= end:
         return False
     if stream.stream.compact or cursor < lg.first_offset:
@@ -184,15 +187,12 @@ def _read_log(stream: StreamQueue, reader: Reader, p: int, cursor: int, end: int
     member = reader.member
     sent = False
     for rec in islice(lg.scan_records(cursor), READ_BATCH):
-        if not consumer.can_take() or reader.cursors.get(p) is None:
+        if not consumer.can_take() or reader.cursors.get(p) is None or rec.offset >= end:
             break
-        if txns is not None:
-            if rec.offset >= end:
-                break
-            if txns[p].is_aborted(rec.offset):  # an aborted transaction's record
-                reader.cursors[p] = rec.offset + 1
-                sent = True  # progress: the caller reads on
-                continue
+        if txns is not None and txns[p].is_aborted(rec.offset):  # an aborted transaction's
+            reader.cursors[p] = rec.offset + 1
+            sent = True  # progress: the caller reads on
+            continue
         message = decode_record(rec.payload, p, rec.offset, stream._own_route)
         redelivered = member.group.was_delivered(p, rec.offset) if member else False
         reader.cursors[p] = rec.offset + 1

@@ -39,8 +39,13 @@ class PartitionLog:
 
     @property
     def next_offset(self) -> int:
-        """The offset the next record gets: Kafka's high watermark and log end offset."""
-        return self._log.next_offset
+        """The offset the next record gets: Kafka's high watermark and log end offset
+        (replicated: the high watermark, which the log end may be past)."""
+        limits = self._stream.limits
+        end = self._log.next_offset
+        if limits is None or limits[self.index] >= end:
+            return end
+        return max(limits[self.index], self._log.first_offset)
 
     @property
     def log_start(self) -> int:
@@ -52,7 +57,7 @@ class PartitionLog:
 
     def bounds(self) -> tuple[int, int]:
         """(log start offset, high watermark): what Fetch checks an offset against."""
-        return self.log_start, self._log.next_offset
+        return self.log_start, self.next_offset
 
     @property
     def size_bytes(self) -> int:
