@@ -59,6 +59,7 @@ from smartbroker.queues.stream_records import (
     PARTITION_OF,
     encode_record,
     message_key,
+    record_head,
 )
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
 from smartbroker.queues.stream_tail import Chunks, Tail, partition_budget
@@ -205,7 +206,7 @@ class StreamQueue:
         if compact:  # compaction keeps or drops single records
             offset = self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
         else:  # framed with this loop pass's other publishes (store/log.py)
-            offset = self.logs[index].append_grouped(encode_record(message))
+            offset = self.logs[index].append_grouped(message.body, None, record_head(message))
         self.stats["publish"] += 1
         if self.on_append:  # the one check the hot path pays for waiting Kafka Fetches
             self.appended(index)

@@ -57,9 +57,15 @@ _prefixes: dict[tuple[bytes, bytes], bytes] = {}  # (route, content header) -> r
 
 
 def encode_record(msg: Message) -> bytes:
-    """Route and content header length-prefixed, then the body. Publishers repeat a few
-    routes and headers, so their encoded prefix is remembered (bounded like the splice
-    cuts): a record is then one concatenation."""
+    """Route and content header length-prefixed, then the body."""
+    return record_head(msg) + msg.body
+
+
+def record_head(msg: Message) -> bytes:
+    """A record's bytes before the body: route and content header, length-prefixed.
+    Publishers repeat a few routes and headers, so the encoded head is remembered (bounded
+    like the splice cuts); a publish hands it and the body to the log separately
+    (``append_grouped``'s ``head``), so the body is copied once, into the frame."""
     ex_rk = msg.route[2]
     header = msg.header_payload
     prefix = _prefixes.get((ex_rk, header))
@@ -68,7 +74,7 @@ def encode_record(msg: Message) -> bytes:
         if len(_prefixes) >= MAX_TEMPLATES:
             _prefixes.clear()
         _prefixes[(ex_rk, header)] = prefix
-    return prefix + msg.body
+    return prefix
 
 
 def decode_record(data: bytes, partition: int, offset: int, own_route: bytes | None = None) -> Message:

@@ -25,61 +25,92 @@ from .api import StoreUnavailable
 if TYPE_CHECKING:
     from .log import SegmentLog
 
-GROUP_BYTES = 256 << 10  # a group is framed at once past this many payload bytes
+GROUP_BYTES = 256 << 10  # a group is framed before its entries pass this many bytes
 GROUP_RECORDS = 4096  # ... or this many records
+_FRAME_HEAD = record.PREFIX_SIZE + record.HEAD_SIZE  # a frame's bytes before its entries
+_ENTRY_SIZE = record.ENTRY_SIZE
+_entry_pack = record.ENTRY.pack
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AppendGroup:
-    """The log's records not framed yet (the log's own helper, as ``retire.Retirer``)."""
+    """The log's records not framed yet (the log's own helper, as ``retire.Retirer``).
 
-    __slots__ = ("log", "items", "nbytes", "ts")
+    ``items`` is the group's frame body after its head, kept as parts (each record's entry
+    header, its ``head`` and payload), so sealing is one join and one CRC: a record's bytes
+    are copied once into the frame, never concatenated first. ``room`` is what the group
+    may still take (the segment's free space or the group bound, whichever is smaller),
+    computed when the group starts, so an append is a subtraction and a comparison."""
+
+    __slots__ = ("log", "items", "count", "room", "ts", "nbytes")
 
     def __init__(self, log: SegmentLog) -> None:
         self.log = log
-        self.items: list[tuple[bytes | None, bytes]] = []
-        self.nbytes = 0
+        self.items: list[bytes] = []  # truthy while records wait to be framed (a group started)
+        self.count = 0
+        self.room = 0  # bytes of entries the group may still take
+        self.nbytes = 0  # bytes of entries it holds
         self.ts = 0
 
-    def append(self, payload: bytes, key: bytes | None) -> int:
-        """Keep one record; its offset."""
+    def _start(self) -> None:
+        """A first record: the disk retried if it failed, the time taken, the frame's
+        bounds computed and the end of the loop pass asked to frame it."""
         lg = self.log
+        if lg._unavailable is not None:  # noqa: SLF001 - the log's own helper
+            lg._retry()  # noqa: SLF001
+        self.ts = int(time.time() * 1000)
+        self.room = min(GROUP_BYTES, lg.segment_bytes - lg._segs[-1].end - _FRAME_HEAD)  # noqa: SLF001
+        self.nbytes = 0
+        self.items = [b""]  # the slot of the frame's prefix and head (record.encode_parts)
+        loop = asyncio._get_running_loop()  # None outside a loop: framed by the next call
+        if loop is not None:
+            loop.call_soon(self.seal_soon)
+
+    def append(self, payload: bytes, key: bytes | None = None, head: bytes = b"") -> int:
+        """Keep one record, ``head + payload`` (``head`` spares the caller joining them);
+        its offset."""
+        n = self.count
+        if not n:
+            self._start()
+        size = len(head) + len(payload)
+        entry = _ENTRY_SIZE + size if key is None else _ENTRY_SIZE + len(key) + size
+        if entry > self.room and n:
+            self.seal()  # past the segment's end or the group's bound: this record starts the next
+            self._start()
+            n = 0
+        self.room -= entry
+        self.nbytes += entry
         items = self.items
-        if not items:
-            if lg._unavailable is not None:  # noqa: SLF001 - the log's own helper
-                lg._retry()  # noqa: SLF001
-            self.ts = int(time.time() * 1000)
-            loop = asyncio._get_running_loop()  # None outside a loop: framed by the next call
-            if loop is not None:
-                loop.call_soon(self.seal_soon)
-        seg = lg._segs[-1]  # noqa: SLF001
-        n = len(items)
-        if n and seg.end + self.nbytes + len(payload) + (n + 1) * record.OVERHEAD > lg.segment_bytes:
-            self.seal()  # the group fills the segment: this record starts the next group
-            seg, n, self.ts = lg._segs[-1], 0, int(time.time() * 1000)  # noqa: SLF001
-        off = seg.next_offset + n
-        self.items.append((key, payload))
-        self.nbytes += len(payload)
-        if self.nbytes >= GROUP_BYTES or n + 1 >= GROUP_RECORDS:
-            self.seal()
+        if key is None:
+            items.append(_entry_pack(-1, size))
+        else:
+            items.append(_entry_pack(len(key), size))
+            items.append(key)
+        if head:
+            items.append(head)
+        items.append(payload)
+        self.count = n + 1
+        off = self.log._segs[-1].next_offset + n  # noqa: SLF001
+        if n + 1 >= GROUP_RECORDS or self.nbytes >= GROUP_BYTES:
+            self.seal_soon()  # full: framed now (if a roll fails, it waits like a pass's end)
         return off
 
     def seal(self) -> None:
         """Frame the group into the active segment. If a segment must be rolled and cannot
         be, StoreUnavailable, and the group stays pending (its offsets are taken: nothing
         else may append before it; an fsync of it fails and nacks)."""
-        items = self.items
-        if not items:
+        count = self.count
+        if not count:
             return
         lg = self.log
         seg = lg._segs[-1]  # noqa: SLF001
-        frame = record.encode_batch(seg.next_offset, self.ts, items)
-        if seg.end + len(frame) > lg.segment_bytes and seg.end:
+        if seg.end + _FRAME_HEAD + self.nbytes > lg.segment_bytes and seg.end:
             seg = lg._roll()  # noqa: SLF001 - the new segment starts at the group's first offset
+        frame = record.encode_parts(seg.next_offset, self.ts, count, self.items)
         self.items = []
-        self.nbytes = 0
-        seg.append_frame(seg.next_offset, len(items), self.ts, frame)
+        self.count = 0
+        seg.append_frame(seg.next_offset, count, self.ts, frame)
         if len(seg.buf) >= lg.write_buffer_bytes:
             lg._write_out(seg)  # noqa: SLF001
         lg._commit.kick()  # noqa: SLF001

@@ -108,7 +108,7 @@ class SegmentLog:
 
     @property
     def next_offset(self) -> int:
-        return self._segs[-1].next_offset + len(self._group.items)
+        return self._segs[-1].next_offset + self._group.count
 
     @property
     def durable_offset(self) -> int:
@@ -149,10 +149,10 @@ class SegmentLog:
         self._commit.kick()
         return off
 
-    def append_grouped(self, payload: bytes, key: bytes | None = None) -> int:
-        """Buffer one record to be framed with the others this loop pass appends
-        (``grouping.py``); returns its offset at once."""
-        return self._group.append(payload, key)
+    def append_grouped(self, payload: bytes, key: bytes | None = None, head: bytes = b"") -> int:
+        """Buffer one record, ``head + payload``, to be framed with the others this loop
+        pass appends (``grouping.py``); returns its offset at once."""
+        return self._group.append(payload, key, head)
 
     def append_batch(
         self, payloads: list[bytes], timestamp_ms: int | None = None, keys: list[bytes | None] | None = None

@@ -99,9 +99,9 @@ class MemoryLog:
         seg.max_ts = max(seg.max_ts, ts)
         return off
 
-    def append_grouped(self, payload: bytes, key: bytes | None = None) -> int:
+    def append_grouped(self, payload: bytes, key: bytes | None = None, head: bytes = b"") -> int:
         """As ``SegmentLog.append_grouped``: nothing to frame in memory."""
-        return self.append(payload, None, key)
+        return self.append(head + payload if head else payload, None, key)
 
     def append_batch(
         self, payloads: list[bytes], timestamp_ms: int | None = None, keys: list[bytes | None] | None = None

@@ -2,8 +2,12 @@
 
 A frame is ``prefix | head | entries``:
 
-* prefix ``<4sII``: magic ``b"\\xa7SB1"``, body length (bytes after the prefix), CRC-32
-  (zlib) of the body. The magic lets recovery resynchronise after a corrupt length.
+* prefix ``<4sII``: magic ``b"\\xa7SB1"``, body length (bytes after the prefix), CRC of
+  the body: CRC-32C when the head's flags have ``FLAG_CRC32C`` (every frame written now:
+  the ``crc32c`` package hashes 1 KiB in ~0.04 us, zlib's CRC-32 in ~0.23 us, which was
+  a tenth of a stream publish), else zlib's CRC-32 (frames written before). The flags
+  byte is covered by the CRC either way, so a flipped flag fails the check. The magic
+  lets recovery resynchronise after a corrupt length.
 * head ``<QqBI``: base offset, timestamp (ms), flags, entry count.
 * each entry ``<iI``: key length (-1 = no key), payload length; then key, payload bytes.
 
@@ -42,6 +46,7 @@ OVERHEAD = PREFIX_SIZE + HEAD_SIZE + ENTRY_SIZE  # bytes added to a single recor
 MAX_BODY = 1 << 30
 FLAG_BATCH = 1
 FLAG_KAFKA = 2
+FLAG_CRC32C = 4  # the frame's CRC is CRC-32C, not zlib's CRC-32 (a Kafka frame's is zlib's)
 _KAFKA_HEAD = struct.Struct("<QqBIiI")  # HEAD + the one ENTRY of a Kafka frame
 KAFKA_BATCH_CRC = 21  # the batch's bytes before its CRC-32C covers the rest
 _KAFKA_COVERED = _KAFKA_HEAD.size + KAFKA_BATCH_CRC  # what the frame CRC covers
@@ -52,6 +57,10 @@ OK, INCOMPLETE, BAD = 0, 1, 2
 
 _crc = zlib.crc32
 _prefix_pack = PREFIX.pack
+_prefix_pack_into = PREFIX.pack_into
+_head_pack = HEAD.pack
+_BLANK_PREFIX = bytes(PREFIX_SIZE)
+_join = bytearray().join  # a bytearray, so the prefix is packed in place after the CRC
 _single_pack = SINGLE.pack
 
 
@@ -63,14 +72,14 @@ def frame_size(payload_len: int, key_len: int = 0) -> int:
 def encode_into(buf: bytearray, offset: int, ts: int, key: bytes | None, payload: bytes) -> None:
     """Append one single-record frame to ``buf`` (no intermediate copies)."""
     if key is None:
-        head = _single_pack(offset, ts, 0, 1, -1, len(payload))
-        crc = _crc(payload, _crc(head))
+        head = _single_pack(offset, ts, FLAG_CRC32C, 1, -1, len(payload))
+        crc = _crc32c(payload, _crc32c(head))
         buf += _prefix_pack(MAGIC, SINGLE.size + len(payload), crc)
         buf += head
         buf += payload
     else:
-        head = _single_pack(offset, ts, 0, 1, len(key), len(payload))
-        crc = _crc(payload, _crc(key, _crc(head)))
+        head = _single_pack(offset, ts, FLAG_CRC32C, 1, len(key), len(payload))
+        crc = _crc32c(payload, _crc32c(key, _crc32c(head)))
         buf += _prefix_pack(MAGIC, SINGLE.size + len(key) + len(payload), crc)
         buf += head
         buf += key
@@ -79,14 +88,26 @@ def encode_into(buf: bytearray, offset: int, ts: int, key: bytes | None, payload
 
 def encode_batch(base: int, ts: int, items: list[tuple[bytes | None, bytes]]) -> bytes:
     """One frame holding several records; offsets are ``base .. base+len(items)-1``."""
-    parts = [HEAD.pack(base, ts, FLAG_BATCH, len(items))]
+    parts = [HEAD.pack(base, ts, FLAG_BATCH | FLAG_CRC32C, len(items))]
     for key, payload in items:
         parts.append(ENTRY.pack(-1 if key is None else len(key), len(payload)))
         if key is not None:
             parts.append(key)
         parts.append(payload)
     body = b"".join(parts)
-    return _prefix_pack(MAGIC, len(body), _crc(body)) + body
+    return _prefix_pack(MAGIC, len(body), _crc32c(body)) + body
+
+
+def encode_parts(base: int, ts: int, count: int, parts: list[bytes]) -> bytearray:
+    """A batch frame of ``count`` records whose entries (entry headers, keys, payloads) are
+    ``parts[1:]``; ``parts[0]`` is a slot this fills with the prefix and head, so the frame
+    is one join (each record's bytes copied once, none joined beforehand) and one CRC."""
+    parts[0] = _BLANK_PREFIX + _head_pack(base, ts, FLAG_BATCH | FLAG_CRC32C, count)
+    frame = _join(parts)
+    with memoryview(frame) as mv:
+        crc = _crc32c(mv[PREFIX_SIZE:])
+    _prefix_pack_into(frame, 0, MAGIC, len(frame) - PREFIX_SIZE, crc)
+    return frame
 
 
 def kafka_head(base: int, ts: int, count: int, batch: bytes | bytearray | memoryview) -> bytes:
@@ -156,10 +177,12 @@ def check(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     if avail < size:
         return INCOMPLETE, size
     start = pos + PREFIX_SIZE
-    if data[start + 16] & FLAG_KAFKA:  # the flags byte of HEAD
+    flags = data[start + 16]  # the flags byte of HEAD
+    if flags & FLAG_KAFKA:
         return (OK, size) if _check_kafka(data, start, length, crc) == OK else (BAD, 0)
-    if _crc(memoryview(data)[start : pos + size]) != crc:
-        return BAD, 0
+    with memoryview(data) as mv:
+        if (_crc32c if flags & FLAG_CRC32C else _crc)(mv[start : pos + size]) != crc:
+            return BAD, 0
     # CRC matched; still make sure the entries add up, so decode() cannot run off the end.
     _base, _ts, flags, count = HEAD.unpack_from(data, start)
     p, end = start + HEAD_SIZE, pos + size

@@ -10,7 +10,9 @@ import pytest
 
 from smartbroker.store import SegmentLog, StoreUnavailable, segment
 from smartbroker.store.grouping import GROUP_BYTES, GROUP_RECORDS
-from smartbroker.store.record import FLAG_BATCH, HEAD, PREFIX, PREFIX_SIZE
+from smartbroker.store.record import FLAG_BATCH, FLAG_CRC32C, HEAD, PREFIX, PREFIX_SIZE
+
+GROUPED = FLAG_BATCH | FLAG_CRC32C  # a group's frame: a batch, CRC-32C
 
 
 def frame_flags(directory: os.PathLike[str]) -> list[tuple[int, int]]:
@@ -44,7 +46,7 @@ def test_offsets_come_at_once_and_one_frame_holds_the_pass(tmp_path):
     assert asyncio.run(main()) == list(range(55))
     log.close()
     frames = frame_flags(tmp_path / "a")
-    assert frames == [(FLAG_BATCH, 50), (FLAG_BATCH, 5)]
+    assert frames == [(GROUPED, 50), (GROUPED, 5)]
     again = SegmentLog(tmp_path / "a")
     assert [p for _, p in again.scan()] == [b"m%d" % i for i in range(50)] + [b"n%d" % i for i in range(5)]
     again.close()
@@ -58,7 +60,7 @@ def test_a_full_group_is_framed_at_once_and_offsets_run_on(tmp_path):
     assert big == list(range(n, n + 4))
     log.close()
     frames = frame_flags(tmp_path / "a")
-    assert frames[0] == (FLAG_BATCH, GROUP_RECORDS) and sum(c for _, c in frames) == n + 4
+    assert frames[0] == (GROUPED, GROUP_RECORDS) and sum(c for _, c in frames) == n + 4
 
 
 def test_the_end_of_the_loop_pass_frames_the_group(tmp_path):
@@ -72,7 +74,7 @@ def test_the_end_of_the_loop_pass_frames_the_group(tmp_path):
 
     asyncio.run(main())
     log.close()
-    assert frame_flags(tmp_path / "a") == [(FLAG_BATCH, 3)]
+    assert frame_flags(tmp_path / "a") == [(GROUPED, 3)]
 
 
 def test_a_group_never_overfills_a_segment(tmp_path):
