@@ -4,20 +4,24 @@ These read etcd itself rather than a node's API, as ``rabbitmqctl cluster_status
 the cluster's own store: they answer when every node is down, and ``forget`` must act on
 a node that cannot answer. Up means the node's lease is alive (``nodes/<name>``); down, a
 node seen before (``known/<name>``) whose lease is gone; leaders, the queues whose
-placement names the node. Forgetting a node deletes the queues it led (``_led_by``).
+placement names the node; followers, the replica sets (``replica/isr/``) it is in without
+leading, and out of sync, those where it is a member not in the ISR (the ISR lag).
+Forgetting a node deletes the queues it led (``_led_by``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
 
 from smartbroker.cli.common import CliError, JsonOpt, handle_errors, print_json, print_table
 
-cluster_app = typer.Typer(help="Cluster mode (etcd): nodes up or down, forget a node.",
+cluster_app = typer.Typer(help="Cluster mode (etcd): nodes up or down, forget a node, "
+                               "rebalance leaders.",
                           no_args_is_help=True)
 
 EtcdOpt = Annotated[str | None, typer.Option(
@@ -30,7 +34,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cluster_app, name="cluster")
 
 
-def _client(etcd: str | None, cluster_name: str) -> Any:
+def connect_etcd(etcd: str | None, cluster_name: str) -> Any:
+    """An EtcdClient (not yet connected) for ``--etcd``, or CliError."""
     from smartbroker.cluster.etcd_client import EtcdClient
     from smartbroker.config import etcd_endpoint
 
@@ -43,7 +48,8 @@ def _client(etcd: str | None, cluster_name: str) -> Any:
         raise CliError(str(exc)) from None
 
 
-def _run(coro: Any) -> Any:
+def run_etcd(coro: Any) -> Any:
+    """Run ``coro``; etcd unreachable is a CliError (one line)."""
     from smartbroker.cluster.etcd_client import EtcdUnavailable
 
     try:
@@ -52,7 +58,9 @@ def _run(coro: Any) -> Any:
         raise CliError(str(exc)) from None
 
 
-async def _status(etcd: Any) -> list[dict[str, Any]]:
+async def _status(etcd: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every node, the replica sets with members out of sync: the ISR lag)."""
+    from smartbroker.cli.replica_state import read
     from smartbroker.cluster.membership import KNOWN, NODES, Member, NodeRecord, describe
     from smartbroker.cluster.placement import PREFIX, Placement
 
@@ -60,6 +68,7 @@ async def _status(etcd: Any) -> list[dict[str, Any]]:
         up, _ = await etcd.range(NODES)
         known, _ = await etcd.range(KNOWN)
         placements, _ = await etcd.range(PREFIX)
+        replicas = await read(etcd)
     records: dict[str, NodeRecord | None] = {}
     for kv in known:
         records[kv.key[len(KNOWN):].decode(errors="replace")] = NodeRecord.from_json(kv.value)
@@ -76,32 +85,50 @@ async def _status(etcd: Any) -> list[dict[str, Any]]:
             leaders[placement.leader] = leaders.get(placement.leader, 0) + 1
             for node in placement.partitions:
                 partitions[node] = partitions.get(node, 0) + 1
+    followers: Counter[str] = Counter()  # replicas held of logs led by another node
+    lagging: Counter[str] = Counter()  # of those, the ones not in the ISR
+    behind = []
+    for r in replicas.logs:
+        followers.update(m for m in r.members if m != r.leader)
+        late = [m for m in r.members if m not in r.isr]
+        lagging.update(late)
+        if late:
+            behind.append({"vhost": r.vhost, "queue": r.queue, "partition": r.partition,
+                           "leader": r.leader, "members": r.members, "isr": r.isr,
+                           "out_of_sync": late})
     now = time.time()
     return [{**describe(Member(n, n in running, records[n]), now), "leaders": leaders.get(n, 0),
-             "partition_leaders": partitions.get(n, 0)} for n in sorted(records)]
+             "partition_leaders": partitions.get(n, 0), "followers": followers[n],
+             "out_of_sync": lagging[n]} for n in sorted(records)], behind
 
 
 @cluster_app.command("status")
 @handle_errors
 def status(etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker",
            as_json: JsonOpt = False) -> None:
-    """Every node of the cluster: up or down, where it listens, how many queues it leads."""
-    nodes = _run(_status(_client(etcd, cluster_name)))
+    """Every node of the cluster: up or down, where it listens, how many queues it leads
+    and follows (replicas), how many of its replicas are out of sync (the ISR lag)."""
+    nodes, behind = run_etcd(_status(connect_etcd(etcd, cluster_name)))
     if as_json:
-        print_json({"cluster_name": cluster_name, "nodes": nodes})
+        print_json({"cluster_name": cluster_name, "nodes": nodes, "out_of_sync": behind})
         return
     if not nodes:
         typer.echo(f"cluster {cluster_name}: no nodes")
         return
     print_table(["node", "status", "host", "amqp", "http", "cluster", "leaders", "partitions",
-                 "uptime", "version"],
+                 "followers", "out of sync", "uptime", "version"],
                 [[n["name"], "up" if n["running"] else "down", n.get("host", "-"),
                   n.get("amqp_port", "-"), n.get("http_port", "-"),
                   n.get("cluster_port", "-"), n["leaders"], n["partition_leaders"],
+                  n["followers"], n["out_of_sync"],
                   _uptime(n["uptime"]) if n["running"] else "-",
                   n.get("product_version", "-")] for n in nodes],
                 title=f"cluster {cluster_name}: {sum(n['running'] for n in nodes)} of "
                       f"{len(nodes)} node(s) up")
+    for b in behind:
+        part = "" if b["partition"] is None else f" partition {b['partition']}"
+        typer.echo(f"out of sync: queue '{b['queue']}'{part} in vhost '{b['vhost']}': "
+                   f"{', '.join(b['out_of_sync'])} (leader {b['leader'] or 'none'})")
 
 
 def _uptime(ms: int) -> str:
@@ -176,7 +203,7 @@ async def _led_by(etcd: Any, node: str) -> tuple[list[bytes], int]:
 def forget(node: Annotated[str, typer.Argument(help="The node's name")],
            etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker") -> None:
     """Remove a node that is down from the cluster (RabbitMQ's forget_cluster_node)."""
-    why, queues = _run(_forget(_client(etcd, cluster_name), node))
+    why, queues = run_etcd(_forget(connect_etcd(etcd, cluster_name), node))
     if why is not None:
         raise CliError(why)
     typer.echo(f"node {node} forgotten" + (f", with the {queues} queue(s) it led"

@@ -150,7 +150,7 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from smartbroker.cli import access, admin, cluster, demo, dlq, messages, streams
+    from smartbroker.cli import access, admin, cluster, demo, dlq, messages, replicas, streams
 
     admin.register(app)
     access.register(app)
@@ -159,6 +159,7 @@ def _register_commands() -> None:
     streams.register(app)
     demo.register(app)
     cluster.register(app)
+    replicas.register(admin.queues_app, cluster.cluster_app)
 
 
 _register_commands()
