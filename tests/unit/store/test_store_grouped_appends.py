@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import zlib
 
 import pytest
 
 from smartbroker.store import SegmentLog, StoreUnavailable, segment
 from smartbroker.store.grouping import GROUP_BYTES, GROUP_RECORDS
-from smartbroker.store.record import FLAG_BATCH, FLAG_CRC32C, HEAD, PREFIX, PREFIX_SIZE
+from smartbroker.store.record import (
+    ENTRY,
+    FLAG_BATCH,
+    FLAG_CRC32C,
+    HEAD,
+    MAGIC,
+    PREFIX,
+    PREFIX_SIZE,
+)
 
 GROUPED = FLAG_BATCH | FLAG_CRC32C  # a group's frame: a batch, CRC-32C
 
@@ -120,3 +129,33 @@ def test_a_failed_roll_keeps_the_group_and_fails_its_fsync(tmp_path, monkeypatch
     log.close()
     assert "Traceback" not in caplog.text and "Exception in callback" not in caplog.text
     assert [p[:1] for _, p in SegmentLog(tmp_path / "a", segment_bytes=1024).scan()] == [b"x", b"y"]
+
+
+def test_frames_written_with_zlibs_crc_still_read(tmp_path):
+    """Segments from before FLAG_CRC32C hold frames with zlib's CRC-32: they read as before."""
+    body = HEAD.pack(0, 1, FLAG_BATCH, 2) + ENTRY.pack(-1, 1) + b"a" + ENTRY.pack(-1, 1) + b"b"
+    os.makedirs(tmp_path / "a")
+    with open(tmp_path / "a" / segment.data_name(0), "wb") as f:
+        f.write(PREFIX.pack(MAGIC, len(body), zlib.crc32(body)) + body)
+    log = SegmentLog(tmp_path / "a")
+    assert log.append_grouped(b"c") == 2
+    assert [p for _, p in log.scan()] == [b"a", b"b", b"c"]
+    assert log.stats.bad_records == 0
+    log.close()
+
+
+def test_a_damaged_crc32c_frame_is_skipped(tmp_path):
+    log = SegmentLog(tmp_path / "a")
+    for body in (b"first", b"second"):
+        log.append_grouped(body)
+    log.write_out()  # frames the first group
+    log.append_grouped(b"third")
+    log.close()
+    path = tmp_path / "a" / segment.data_name(0)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"second")] ^= 1
+    path.write_bytes(bytes(data))
+    again = SegmentLog(tmp_path / "a")
+    assert [p for _, p in again.scan()] == [b"third"]
+    assert again.stats.bad_records == 1
+    again.close()
