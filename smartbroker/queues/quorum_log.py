@@ -155,10 +155,18 @@ class QuorumLog:
             if not self.closed:
                 self.log.write_out()
 
+    @property
+    def next_offset(self) -> int:
+        return self.log.next_offset
+
     async def sync(self) -> None:
+        """Everything appended so far durable (this pass's marks written first)."""
         if self._marks:
             self.write_marks()
         await self.log.sync()
+
+    async def wait_durable(self, offset: int) -> None:
+        await self.log.wait_durable(offset)
 
     def load(self, offset: int) -> Message:
         data = self.log.read(offset)

@@ -6,8 +6,9 @@ leader had, so failover is a restart of the queue; unacked messages of the old l
 come back ``redelivered``), then every enqueue and mark goes to that log. The queue keeps
 using ``host.store`` as it does on one node: ``OwnStore`` is its host with the store
 swapped, so classic.py needs no replicated branch. A publish's confirm waits for
-``CommittedSync``: the local fsync AND the replica set's commit (``committed``, from the
-replication core), as RabbitMQ confirms once the Raft entry is committed.
+``CommittedSync`` (the replicated streams' own, ``stream_replicated.py``): the local fsync
+AND the replica set's commit (``committed``, from the replication core), as RabbitMQ
+confirms once the Raft entry is committed; a failed commit is a nack.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.queues.base import PublishResult
-from smartbroker.store.api import StoreUnavailable
+from smartbroker.queues.stream_replicated import CommittedSync
 
 if TYPE_CHECKING:
     from smartbroker.queues.quorum import QuorumQueue
@@ -39,28 +40,6 @@ class OwnStore:
         return getattr(self._host, name)
 
 
-class CommittedSync:
-    """What a confirm waits for (``MessageStore.request_sync`` awaits ``sync``): every
-    record appended before the call fsynced here and committed by the replica set. A
-    commit that fails (this node stopped leading, its lease lapsed) nacks, never confirms."""
-
-    __slots__ = ("qlog", "committed")
-
-    def __init__(self, qlog: QuorumLog, committed: Committed) -> None:
-        self.qlog = qlog
-        self.committed = committed
-
-    async def sync(self) -> None:
-        last = self.qlog.log.next_offset - 1
-        await self.qlog.sync()
-        try:
-            await self.committed(last)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of the commit is a nack
-            raise StoreUnavailable(f"quorum queue '{self.qlog.queue}' not committed: {exc}") from exc
-
-
 def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
     """Make ``queue`` keep its messages in ``qlog``, rebuilt from it; returns how many
     messages it holds."""
@@ -69,7 +48,8 @@ def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
     queue.uses_store = False  # the vhost no longer writes its messages to the shared store
     queue.host = OwnStore(getattr(queue.host, "_host", queue.host), qlog)
     queue.own_log = qlog
-    queue.own_result = PublishResult(True, CommittedSync(qlog, committed))
+    name = f"quorum queue '{queue.name}' in vhost '{queue.vhost}'"
+    queue.own_result = PublishResult(True, CommittedSync(qlog, committed, name))
     qlog.leading = True
     entries = qlog.recover()
     if entries:

@@ -9,7 +9,8 @@ import asyncio
 from smartbroker.queues.base import NoHost, QueueSpec, Settle
 from smartbroker.queues.quorum import QuorumQueue
 from smartbroker.queues.quorum_log import QuorumLog, directory
-from smartbroker.queues.quorum_replicated import CommittedSync, lead, release
+from smartbroker.queues.quorum_replicated import lead, release
+from smartbroker.queues.stream_replicated import CommittedSync
 from smartbroker.store.api import StoreUnavailable
 from tests.unit.queues.classic_queue_helpers import FakeConsumer, msg
 
