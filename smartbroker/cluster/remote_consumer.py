@@ -253,5 +253,6 @@ class Subscriptions:
 
 def carries_on(node: Any, queue: Any) -> bool:
     """Whether ``queue`` is replicated (its consumers survive its leader)."""
-    placement = node.placement.get(queue.vhost, queue.name)
-    return placement is not None and len(getattr(placement, "members", ())) > 1
+    table = getattr(node, "placement", None)
+    placement = None if table is None else table.get(queue.vhost, queue.name)
+    return placement is not None and len(placement.members) > 1
