@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.cluster.definitions_keys import seg
 from smartbroker.cluster.placement import Placement
 from smartbroker.cluster.spread_replicas import members_after
 from smartbroker.queues import quorum_replicated
 from smartbroker.queues.base import QueueSpec
 from smartbroker.queues.quorum import QuorumQueue
-from smartbroker.queues.quorum_log import QuorumLog, directory, log_id
+from smartbroker.queues.quorum_log import QuorumLog, directory
 from smartbroker.queues.types import queue_type
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ def replicate(proposal: Placement, spec: QueueSpec, up: Sequence[str]) -> Placem
         return proposal
     members = members_after(proposal.leader, up, group_size(spec.arguments))
     return dataclasses.replace(proposal, members=members) if len(members) > 1 else proposal
+
+
+def log_id(vhost: str, queue: str) -> str:
+    """The replication core's name of a quorum queue's log: ``<vhost>/<queue>``."""
+    return f"{seg(vhost).decode()}/{seg(queue).decode()}"
 
 
 def min_insync(members: Sequence[str]) -> int:

@@ -37,13 +37,9 @@ SEGMENT_BYTES = 8 << 20  # smaller than the shared store's: head deletion frees 
 DIRECTORY = "quorum"
 
 
-def log_id(vhost: str, queue: str) -> str:
-    """The spec's log id ``<vhost>/<queue>``, each part percent-encoded."""
-    return f"{_seg(vhost)}/{_seg(queue)}"
-
-
 def _seg(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
+    """A name as one path segment: every byte but [A-Za-z0-9_.~-] percent-encoded."""
+    return urllib.parse.quote_from_bytes(name.encode("utf-8", "surrogateescape"), safe=b"")
 
 
 def directory(data_dir: Path, vhost: str, queue: str) -> Path:
