@@ -6,7 +6,8 @@ a node that cannot answer. Up means the node's lease is alive (``nodes/<name>``)
 node seen before (``known/<name>``) whose lease is gone; leaders, the queues whose
 placement names the node; followers, the replica sets (``replica/isr/``) it is in without
 leading, and out of sync, those where it is a member not in the ISR (the ISR lag).
-Forgetting a node deletes the queues it led (``_led_by``).
+Forgetting a node deletes the queues it led (``_led_by``) and takes it out of the
+replica sets of the others (``replica_change.drop_everywhere``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ FORGET_OPS = 100  # deletions per etcd transaction (etcd takes at most 128 opera
 
 async def _forget(etcd: Any, node: str) -> tuple[str | None, int]:
     """(None when forgotten, else why not; how many queues went with it)."""
+    from smartbroker.cli.replica_change import drop_everywhere
     from smartbroker.cluster.etcd_client import Delete
     from smartbroker.cluster.membership import KNOWN, NODES
 
@@ -165,15 +167,16 @@ async def _forget(etcd: Any, node: str) -> tuple[str | None, int]:
             done = await etcd.commit([Delete(k) for k in batch], absent=[NODES + node])
             if done is None:
                 return f"node {node!r} has just started: not forgotten", 0
+        await drop_everywhere(etcd, node)  # the replicas it held of the others' queues
         return None, queues
 
 
 async def _led_by(etcd: Any, node: str) -> tuple[list[bytes], int]:
     """The keys to delete with ``node``, as RabbitMQ's forget_cluster_node deletes the
     durable classic queues whose home node it was (rabbit_amqqueue:forget_all_durable:
-    no replica to recover them from, which is every queue here): each queue's
-    placement, definition and bindings to it, its Kafka topic description, and the
-    Kafka groups it coordinated. The other nodes see the deletions through their watches
+    no replica to recover them from; a replicated queue it still leads had no member in
+    sync to take over): each queue's placement, definition, replica records and bindings
+    to it, its Kafka topic description, and the Kafka groups it coordinated. The other nodes see the deletions through their watches
     and drop their proxies. Returns (keys, number of queues)."""
     from smartbroker.cluster import definitions_keys as dk
     from smartbroker.cluster.placement import PREFIX, Placement, parse_key
@@ -188,6 +191,8 @@ async def _led_by(etcd: Any, node: str) -> tuple[list[bytes], int]:
             keys += [kv.key, dk.key("queues", *names),
                      b"kafka/topics/" + dk.seg(names[0]) + b"/" + dk.seg(names[1])]
     if gone:
+        replicas, _ = await etcd.range(b"replica/isr/")  # their replica sets go too
+        keys += [kv.key for kv in replicas if _log_queue(kv.key) in gone]
         bindings, _ = await etcd.range(dk.ROOT + b"bindings/")
         for kv in bindings:
             _table, names = dk.split(kv.key)
@@ -196,6 +201,14 @@ async def _led_by(etcd: Any, node: str) -> tuple[list[bytes], int]:
     groups, _ = await etcd.range(b"kafka/groups/")
     keys += [kv.key for kv in groups if kv.value == node.encode()]
     return keys, len(gone)
+
+
+def _log_queue(key: bytes) -> tuple[str, str] | None:
+    """(vhost, queue) of a ``replica/isr/<log id>`` key."""
+    from smartbroker.cluster.definitions_keys import unseg
+
+    parts = key[len(b"replica/isr/"):].split(b"/")
+    return (unseg(parts[0]), unseg(parts[1])) if len(parts) in (2, 3) else None
 
 
 @cluster_app.command("forget")

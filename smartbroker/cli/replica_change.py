@@ -43,12 +43,41 @@ async def set_members(etcd: Any, r: Replicas, members: list[str],
     record = {**r.record, "members": members, "isr": [n for n in r.isr if n in members]}
     ops = [Put(ISR + r.log, _encode(record))]
     revisions: dict[bytes | str, int] = {ISR + r.log: r.revision}
-    if placement is not None and r.partition is None:
-        data, revision = placement
+    data, revision = placement or ({}, 0)
+    if r.partition is None:
+        shown: dict[str, Any] | None = {**data, "members": members}
+    else:  # a stream partition: its entry of partition_members
+        parts = data.get("partition_members")
+        shown = None
+        if isinstance(parts, list) and 0 <= r.partition < len(parts):
+            shown = {**data, "partition_members": [
+                members if i == r.partition else part for i, part in enumerate(parts)]}
+    if placement is not None and shown is not None:
         where = placement_key(r.vhost, r.queue)
-        ops.append(Put(where, _encode({**data, "members": members})))
+        ops.append(Put(where, _encode(shown)))
         revisions[where] = revision
     return await etcd.commit(ops, mod_revisions=revisions) is not None
+
+
+async def drop_everywhere(etcd: Any, node: str) -> int:
+    """Remove a forgotten ``node`` from every replica set it is a member of and does not
+    lead, never as the last member (RabbitMQ's forget_cluster_node shrinks the quorum
+    queues too): how many. Partitions of one stream share a placement, so each round
+    writes what it can and the next reads again."""
+    done = failed_rounds = 0
+    while failed_rounds < RETRIES:
+        state = await read(etcd)
+        pending = [r for r in state.logs
+                   if node in r.members and len(r.members) > 1 and r.leader != node]
+        if not pending:
+            break
+        made = 0
+        for r in pending:
+            after = [m for m in r.members if m != node]
+            made += await set_members(etcd, r, after, state.placements.get((r.vhost, r.queue)))
+        done += made
+        failed_rounds += not made
+    return done
 
 
 async def change_members(etcd: Any, vhost: str, queue: str, node: str, *, add: bool,

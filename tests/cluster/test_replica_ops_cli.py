@@ -211,3 +211,31 @@ def test_rebalance_plan() -> None:
     assert rebalance_moves([_log("x", "a", ["a", "b"]), _log("y", "a", ["a", "b"])],
                            {"a"}) == []
     assert rebalance_moves([_log("x", "d", ["d", "b"])] * 3, {"a", "b"}) == []
+
+
+def test_forget_takes_the_node_out_of_the_replica_sets(etcd: Any, cluster_name: str,
+                                                        cli: Any) -> None:
+    """As RabbitMQ's forget_cluster_node shrinks the quorum queues: d (down) leaves every
+    replica set it is in; the queues it led (no member took over) go with their records."""
+    async def setup() -> None:
+        async with EtcdClient(etcd.endpoint, cluster_name) as client:
+            await client.put(ISR + log_id("/", "q1"), json.dumps(
+                {"members": ["a", "b", "d"], "isr": ["a", "b", "d"], "epoch": 7}).encode())
+            await client.put(placement_key("/", "q1"), json.dumps(
+                {"leader": "a", "members": ["a", "b", "d"]}).encode())
+            await client.put(dk.key("queues", "/", "dq"), _queue_def("dq", "quorum"))
+            await client.put(placement_key("/", "dq"), json.dumps(
+                {"leader": "d", "members": ["d", "c"]}).encode())
+            await client.put(ISR + log_id("/", "dq"), json.dumps(
+                {"members": ["d", "c"], "isr": ["d"], "epoch": 3}).encode())
+    asyncio.run(setup())
+    done = cli("cluster", "forget", "d")
+    assert done.returncode == 0 and "with the 1 queue(s) it led" in done.stdout, done.stderr
+    assert cli.read("q1") == ({"members": ["a", "b"], "isr": ["a", "b"], "epoch": 7},
+                              {"leader": "a", "members": ["a", "b"]})
+
+    async def gone() -> list[Any]:
+        async with EtcdClient(etcd.endpoint, cluster_name) as client:
+            return [await client.get(k) for k in (ISR + log_id("/", "dq"),
+                                                  placement_key("/", "dq"))]
+    assert asyncio.run(gone()) == [None, None]
