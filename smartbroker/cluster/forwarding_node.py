@@ -38,6 +38,7 @@ from smartbroker.cluster.placement import Placement, PlacementTable
 from smartbroker.cluster.queue_counts import LeaderCounts
 from smartbroker.cluster.remote_consumer import Subscriptions
 from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.cluster.replication import stream_replicas
 from smartbroker.errors import AMQPError, ConnectionError
 from smartbroker.queues.base import NoHost, Queue, QueueSpec, Storage
 from smartbroker.queues.capabilities import check_arguments
@@ -110,6 +111,7 @@ class QueueForwarding:
         self.counts = LeaderCounts(vhosts, self.link)  # for the management API (queue_counts.py)
         self.bounds: Any = None  # partition_bounds.BoundsFollower, once started
         self.replicas: Any = None  # quorum_replicas.QuorumReplicas, once started
+        self.stream_replicas: Any = None  # replication/stream_replicas.StreamReplicas
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -241,6 +243,8 @@ class QueueForwarding:
             await self.bounds.close()
         if self.replicas is not None:
             self.replicas.close()
+        if self.stream_replicas is not None:
+            self.stream_replicas.close()
         await self.placement.close()
 
     # -- membership ----------------------------------------------------------------------
@@ -272,6 +276,8 @@ class QueueForwarding:
         """``VirtualHost.queue_factory`` in cluster mode (``_build``); a stream whose
         partitions are spread over the nodes is held on every node (``partition_spread``)."""
         q = partition_spread.attach(self, self._build(spec, host, storage))
+        if self.stream_replicas is not None:
+            q = self.stream_replicas.attach(q)
         return q if self.replicas is None else self.replicas.attach(q)
 
     def _build(self, spec: QueueSpec, host: Any, storage: Storage | None) -> Queue:
@@ -385,6 +391,9 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     placement.on_change.append(forwarding.replicas.placement_changed)  # after rehome
     forwarding.attach(broker.vhosts.values())
     forwarding.replicas.attach_all(broker.vhosts.values())
+    forwarding.stream_replicas = stream_replicas.StreamReplicas(forwarding, node)
+    placement.on_change.append(forwarding.stream_replicas.placement_changed)
+    forwarding.stream_replicas.attach_all(broker.vhosts.values())
     broker.on_vhost_added.append(lambda vhost: forwarding.attach([vhost]))
     forwarding.counts.start(broker.config.collect_statistics_interval / 1000)
     forwarding.bounds = partition_bounds.start(forwarding, node.link)

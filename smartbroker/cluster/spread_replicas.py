@@ -14,9 +14,11 @@ partition and one of many take one path: ``partition_spread.spread`` holds it on
 node, each partition appended on its leader only and copied by the replication core to
 its members (``cluster/replication/stream_replica.py``).
 
-Log ids (``replica/leader/<id>``, ``replica/isr/<id>`` in etcd): ``<vhost>/<queue>/<p>``
-per partition, ``<vhost>/<queue>/offsets`` for the group offsets, each name part
-percent-encoded as ``definitions_keys.seg`` does.
+Log ids (``replica/leader/<id>``, ``replica/isr/<id>`` in etcd, the replication core's
+``LogName``): ``<vhost>/<queue>/<p>`` per partition, and ``<vhost>/<queue>`` for the
+group offsets log (copied on partition 0's members; its leader is the stream's leader,
+``placement.leader``: the Kafka group coordinator), each name part percent-encoded as
+``definitions_keys.seg`` does.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from smartbroker.cluster.definitions_keys import seg
 from smartbroker.cluster.placement import Placement
 
 ARGUMENT = "x-initial-cluster-size"
-OFFSETS = "offsets"  # the group offsets log's part in its log id
+OFFSETS = "offsets"  # the group offsets log, where a partition index goes
 
 
 def cluster_size(arguments: Mapping[str, Any]) -> int:
@@ -62,8 +64,10 @@ def replicated(placement: Placement | None) -> bool:
 
 
 def log_id(vhost: str, queue: str, part: int | str) -> str:
-    """The log id of partition ``part`` (or ``OFFSETS``) of stream ``queue``."""
-    return f"{seg(vhost).decode()}/{seg(queue).decode()}/{part}"
+    """The log id of partition ``part`` of stream ``queue``, or of its group offsets
+    (``OFFSETS``: the stream's own id, as a quorum queue's)."""
+    base = f"{seg(vhost).decode()}/{seg(queue).decode()}"
+    return base if part == OFFSETS else f"{base}/{part}"
 
 
 def with_leader(placement: Placement, part: int | str, node: str) -> Placement:

@@ -21,6 +21,8 @@ offsets only: a commit's metadata string is not kept, and OffsetFetch answers ""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -166,14 +168,16 @@ class GroupCoordinator:
         simple = (body.generation_id_or_member_epoch < 0 and not body.member_id
                   and getattr(body, "group_instance_id", None) is None)
         answers = []
+        waits: list[Any] = []  # replicated streams: their offsets logs' commits
         for topic in body.topics:
-            codes = self._commit_topic(group, topic, refusal, simple)
+            codes = self._commit_topic(group, topic, refusal, simple, waits)
             answers.append(topic_cls(name=topic.name, partitions=[
                 part_cls(partition_index=i, error_code=c) for i, c in codes]))
-        return cls(version=request.api_version, throttle_time_ms=0, topics=answers)
+        response = cls(version=request.api_version, throttle_time_ms=0, topics=answers)
+        return response if not waits else asyncio.ensure_future(_replicated(response, waits))
 
     def _commit_topic(self, group: str, topic: Any, refusal: ErrorCode | None,
-                      simple: bool) -> list[tuple[int, ErrorCode]]:
+                      simple: bool, waits: list[Any]) -> list[tuple[int, ErrorCode]]:
         parts = [(p.partition_index, p.committed_offset, p.committed_metadata or "",
                   _epoch(p)) for p in topic.partitions]
         if refusal is not None:
@@ -201,6 +205,10 @@ class GroupCoordinator:
             else:
                 codes.append((index, ErrorCode.NONE))
         groups.make_commits_survive_crash()  # before the answer acknowledges them
+        replication = getattr(queue, "replication", None)  # copied on several nodes
+        wait = None if replication is None else replication.offsets_committed()
+        if wait is not None:
+            waits.append(wait)
         return codes
 
     # -- OffsetFetch -----------------------------------------------------------------------
@@ -315,3 +323,18 @@ def _epoch(partition: Any) -> int:
     """A committed partition's leader epoch (OffsetCommit v6+; -1 before, or unknown)."""
     epoch = getattr(partition, "committed_leader_epoch", None)
     return -1 if epoch is None else epoch
+
+
+async def _replicated(response: Any, waits: list[Any]) -> Any:
+    """An OffsetCommit answered once the replicated offsets logs hold it; a commit the
+    replica set did not take (this node stopped leading the stream) is NOT_COORDINATOR,
+    so the client finds the new coordinator and commits again."""
+    try:
+        await asyncio.gather(*waits)
+    except Exception as exc:  # noqa: BLE001 - leadership lost, fenced, timed out
+        logging.getLogger("smartbroker.kafka").warning("offset commit not replicated: %s", exc)
+        for topic in response.topics:
+            for part in topic.partitions:
+                if part.error_code == ErrorCode.NONE:
+                    part.error_code = ErrorCode.NOT_COORDINATOR
+    return response

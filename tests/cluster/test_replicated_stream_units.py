@@ -56,7 +56,7 @@ def test_cluster_size_reads_the_argument() -> None:
 
 def test_log_ids_and_leader_changes() -> None:
     assert log_id("/", "a b", 2) == "%2F/a%20b/2"
-    assert log_id("v", "s", OFFSETS) == "v/s/offsets"
+    assert log_id("v", "s", OFFSETS) == "v/s"  # the group offsets: the stream's own id
     placed = Placement("n1", ("n1", "n2"), partition_members=(("n1", "n2"), ("n2", "n1")))
     assert with_leader(placed, 1, "n1").partitions == ("n1", "n1")
     assert with_leader(placed, OFFSETS, "n2").leader == "n2"
