@@ -165,6 +165,7 @@ class KafkaPeers:
                 if doc.get("leader") == placement.leader:
                     topic_id = uuid.UUID(doc["id"])
         else:
+            topic_id = self._kept_id(name, placement) or topic_id
             vhost = self.broker.vhosts.get(self.vhost)
             found = spread_of(None if vhost is None else vhost.queues.get(name))
             held = {} if found is None else found.bounds
@@ -199,6 +200,17 @@ class KafkaPeers:
                         tuple(broker_id(m) for m in isr if isinstance(m, str))))
         return tuple(out)
 
+    def _kept_id(self, name: str, placement: Any) -> uuid.UUID | None:
+        """A replicated stream keeps the topic id its first leader described when its
+        leadership moves here (each node's copy made its own id: a new one would look
+        to clients like a topic deleted and created again)."""
+        if placement is None or not placement.partition_members:
+            return None
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            doc = json.loads(self.view.get(self._topics + seg(name)) or b"{}")
+            return uuid.UUID(doc["id"]) if doc else None
+        return None
+
     def partition_elsewhere(self, name: str, partition: int) -> bool:
         placement = self.placement.get(self.vhost, name)
         return placement is not None and bool(placement.partitions) \
@@ -229,7 +241,9 @@ class KafkaPeers:
                     or self._leader(name) != self.name:
                 continue
             seen.add(name)
-            value = json.dumps({"leader": self.name, "id": str(queue.meta.topic_id),
+            topic_id = self._kept_id(name, self.placement.get(self.vhost, name)) \
+                or queue.meta.topic_id
+            value = json.dumps({"leader": self.name, "id": str(topic_id),
                                 "partitions": len(queue.partitions)}, sort_keys=True).encode()
             if self._written.get(name) != value:
                 self._written[name] = value

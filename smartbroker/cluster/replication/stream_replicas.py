@@ -116,6 +116,8 @@ class StreamCopies:
             if hooks is not None and isinstance(part, int):
                 hooks.append(lambda hw, p=part: self._advanced(p, hw))
         stream_replicated.replicate(stream, self)
+        if self._appended not in stream.on_append:  # a publish nobody awaits ships too
+            stream.on_append.append(self._appended)
         for copy in list(self.copies.values()):
             self.role_changed(copy.part, getattr(copy.replicated, "role", None))
 
@@ -158,6 +160,13 @@ class StreamCopies:
                      stream.name, stream.vhost)
             self.owner.lead_in_placement(stream.vhost, stream.name, part)
 
+    def _appended(self, p: int) -> None:
+        """Records were appended to partition ``p`` (led here): the core ships them
+        even if no confirm or acks=all waits for them (it batches per loop pass)."""
+        copy = self.copies.get(p)
+        if copy is not None and copy.leading:
+            copy.replicated.appended()
+
     def _advanced(self, p: int, hw: int) -> None:
         copy = self.copies.get(p)
         if copy is not None and copy.leading:
@@ -174,6 +183,8 @@ class StreamCopies:
     def close(self, delete: bool = False) -> None:
         replication = self.owner.replication
         stream = self.stream
+        if self._appended in stream.on_append:
+            stream.on_append.remove(self._appended)
         for part in list(self.copies):
             self.copies.pop(part)
             if replication is not None:

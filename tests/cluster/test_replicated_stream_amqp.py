@@ -1,0 +1,133 @@
+"""An AMQP stream with x-initial-cluster-size 3 on three real nodes loses its leader
+(kill -9) while a publisher with confirms keeps publishing through another node: every
+confirmed message is read back from offset ``first`` on a survivor, in publish order,
+and none twice (each is published once: a nacked one is never sent again)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+
+NAMES = ("n1", "n2", "n3")
+QUEUE = "rs-amqp-kill"
+FAILOVER = 10.0
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
+    tmp = tmp_path_factory.mktemp("rs-amqp")
+    cluster = f"ra-{free_port()}"
+    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
+    try:
+        start_all(procs.values())
+        all_members(procs.values())
+        yield procs
+    finally:
+        stop_all(procs.values())
+
+
+class Publisher:
+    """Publishes ``m<i>`` with confirms through one node, one at a time, reconnecting
+    when its connection or channel goes; ``confirmed`` in order."""
+
+    def __init__(self, node: BrokerProcess) -> None:
+        self.node = node
+        self.confirmed: list[bytes] = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = pika.BlockingConnection(pika.URLParameters(self.node.url))
+            except pika.exceptions.AMQPError:
+                time.sleep(0.1)
+                continue
+            try:
+                ch = conn.channel()
+                ch.confirm_delivery()
+                while not self._stop.is_set():
+                    body = f"m{self.sent}".encode()
+                    self.sent += 1
+                    try:
+                        ch.basic_publish("", QUEUE, body, pika.BasicProperties(delivery_mode=2))
+                    except pika.exceptions.NackError:
+                        continue  # not confirmed: may or may not be stored
+                    self.confirmed.append(body)
+            except pika.exceptions.AMQPError:
+                time.sleep(0.1)
+            finally:
+                if conn.is_open:
+                    conn.close()
+
+    def start(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def read_all(node: BrokerProcess, count: int) -> list[bytes]:
+    """Bodies from offset ``first`` on ``node`` until ``count`` came and 0.5 s of quiet."""
+    conn = pika.BlockingConnection(pika.URLParameters(node.url))
+    got: list[bytes] = []
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=500)
+
+        def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            got.append(body)
+            ch.basic_ack(method.delivery_tag)
+
+        ch.basic_consume(QUEUE, on_message, arguments={"x-stream-offset": "first"})
+        poll(lambda: (conn.process_data_events(0.05), len(got) >= count)[1],
+             f"{count} messages read on {node.node_name}", 30)
+        conn.process_data_events(0.5)
+    finally:
+        conn.close()
+    return got
+
+
+def test_kill_the_leader_keeps_every_confirmed_message(nodes: dict[str, BrokerProcess]) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    conn.channel().queue_declare(QUEUE, durable=True, arguments={
+        "x-queue-type": "stream", "x-initial-cluster-size": 3})
+    conn.close()
+    publisher = Publisher(nodes["n2"]).start()  # forwarded to the leader, n1
+    poll(lambda: len(publisher.confirmed) >= 200, "200 confirmed")
+    nodes["n1"].kill()
+    killed = time.monotonic()
+    before = len(publisher.confirmed)
+    poll(lambda: len(publisher.confirmed) > before, "confirms again after the failover",
+         FAILOVER + 10)
+    took = time.monotonic() - killed
+    poll(lambda: len(publisher.confirmed) >= before + 200, "200 more confirmed")
+    publisher.stop()
+    assert took < FAILOVER + 5, f"confirms resumed {took:.1f} s after the kill"
+    got = read_all(nodes["n3"], len(publisher.confirmed))
+    missing = [b for b in publisher.confirmed if b not in set(got)]
+    assert not missing, f"{len(missing)} confirmed messages lost, e.g. {missing[:3]}"
+    order = [int(b[1:]) for b in got]
+    firsts = {}
+    for i, n in enumerate(order):
+        firsts.setdefault(n, i)
+    confirmed = [int(b[1:]) for b in publisher.confirmed]
+    positions = [firsts[n] for n in confirmed]
+    assert positions == sorted(positions), "confirmed messages out of publish order"
+    assert len(set(order)) == len(order), "a message stored twice (each is published once)"
+    nodes["n1"].start()
+    all_members(nodes.values())
