@@ -67,6 +67,9 @@ class Run(Protocol):
 
     def get(self, offset: int) -> Message | None: ...
 
+    def run(self, start: int, stop: int) -> list[Message | None]:
+        """``get`` of ``start .. stop - 1`` (``stop <= end``) in one call."""
+
 
 def fill(stream: StreamQueue, reader: Reader) -> None:
     """Deliver to ``reader`` while it has credit, taking turns over its partitions."""
@@ -117,18 +120,16 @@ def _deliver_run(stream: StreamQueue, reader: Reader, p: int, run: Run, cursor: 
     if member is None and credit is not None and deliver_run is not None:
         # the common case: no per-record checks, and the run delivered in one call
         stop = min(stop, cursor + credit())
-        get = run.get
-        entries = []
-        for offset in range(cursor, stop):
-            msg = get(offset)
-            if msg is not None:
-                entries.append(StreamEntry(msg, p, offset, False, reader))
-        if stop > cursor:
-            reader.cursors[p] = stop
+        if stop <= cursor:
+            return False
+        entries = [StreamEntry(msg, p, offset, False, reader)
+                   for offset, msg in zip(range(cursor, stop), run.run(cursor, stop), strict=True)
+                   if msg is not None]
+        reader.cursors[p] = stop
         if entries:
             deliver_run(stream, entries)
             stream.stats["deliver"] += len(entries)
-        return stop > cursor
+        return True
     offset = cursor
     sent = 0
     while offset < stop and consumer.can_take() and p in reader.cursors:

@@ -38,6 +38,7 @@ def test_a_tail_message_is_byte_for_byte_what_reading_the_record_back_gives(make
         assert got.headers["x-stream-offset"] == offset
         assert got.headers["x-stream-partition"] == 3
     assert tail.get(12) is tail.get(12)  # built once, shared by every reader
+    assert tail.run(10, 15) == [tail.get(offset) for offset in range(10, 15)]  # the same objects
 
 
 def test_an_append_made_elsewhere_breaks_the_run_and_the_next_publish_starts_anew():
@@ -184,3 +185,13 @@ def test_chunks_of_large_messages_stop_early_and_continue(monkeypatch):
     chunks = list(q._chunks[0].chunks.values())
     assert len(chunks) > 1 and all(len(c.messages) <= 5 for c in chunks)  # ~10 kB each
     assert chunks[0].base == 0 and all(a.end == b.base for a, b in zip(chunks, chunks[1:], strict=False))
+
+
+def test_a_run_builds_what_no_reader_built_and_shares_the_rest():
+    tail = Tail(0)
+    for offset in range(5):
+        tail.add(offset, msg(f"m{offset}"))
+    seen = tail.get(2)
+    run = tail.run(1, 4)
+    assert run[1] is seen and [m.headers["x-stream-offset"] for m in run] == [1, 2, 3]
+    assert tail.built[1:4] == run and tail.built[0] is None and tail.built[4] is None
