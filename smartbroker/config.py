@@ -152,6 +152,9 @@ class Config(BaseSettings):
     # commit before the client gets RabbitMQ's "metadata store operation timed out" (541;
     # 503 from the API): etcd unreachable never leaves a declare waiting forever
     cluster_metadata_timeout: float = Field(5.0, gt=0, le=300)
+    # ms a replica may lag its leader before it leaves the in-sync set (Kafka's
+    # replica.lag.time.max.ms; docs/replication.md)
+    replica_lag_ms: int = Field(10_000, ge=100, le=3_600_000)
     # SO_REUSEPORT on the AMQP and Kafka listeners: set by ``serve --workers`` on its
     # nodes, which share those ports (cluster/workers.py); off, a second broker on the
     # port is refused as before

@@ -63,6 +63,7 @@ class ClusterNode:
         self.definitions_sync: Any = None  # definitions_sync.DefinitionsSync
         self.kafka: Any = None  # kafka_peers.KafkaPeers, once the Kafka listener serves it
         self.clients: Any = None  # clients.ClusterClients, once the management API serves
+        self.replication: Any = None  # replication.Replication, once the link runs
 
     async def connect(self) -> None:
         """etcd answers and the name is free, or ClusterError (and nothing left open)."""
@@ -92,6 +93,15 @@ class ClusterNode:
                                f"{exc.strerror or exc}") from None
         except (EtcdUnavailable, ValueError) as exc:
             raise ClusterError(f"cannot get the cluster secret: {_short(exc)}") from None
+        from smartbroker.cluster.replication import Replication  # replicated logs' core
+
+        try:
+            self.replication = await Replication(self.name, self.link, self.etcd,
+                                                 self.membership,
+                                                 replica_lag_ms=self.config.replica_lag_ms).start()
+        except EtcdUnavailable as exc:
+            await self.link.close()
+            raise ClusterError(f"cannot read the replicas: {_short(exc)}") from None
         if broker is not None:  # queues placed, forwarded and consumed across the nodes
             from smartbroker.cluster.forwarding_node import start_forwarding
 
@@ -180,6 +190,8 @@ class ClusterNode:
             await self.kafka.close()
         if self.forwarding is not None:
             await self.forwarding.close()
+        if self.replication is not None:
+            await self.replication.stop()
         if self.link is not None:
             await self.link.close()
         await self.etcd.close()
