@@ -50,14 +50,15 @@ async def create(etcd: Any, name: LogName, me: str, members: tuple[str, ...],
 
 def lead_placement(held: placements.Placement | None, name: LogName,
                    me: str) -> placements.Placement | None:
-    """The queue's placement with ``me`` leading the log (its partition's entry; the
-    queue's ``leader`` too for a queue or a stream's first partition)."""
+    """The queue's placement with ``me`` leading the log (its partition's entry, or the
+    queue's ``leader`` for a queue; a replicated stream's ``leader`` is its group offsets
+    log's, named like a queue: ``stream_replicas.py``)."""
     if held is None:
         return None
     parts = list(held.partitions)
     if name.partition is not None and 0 <= name.partition < len(parts):
         parts[name.partition] = me
-    lead = me if not name.partition else held.leader
+    lead = me if name.partition is None else held.leader
     return dataclasses.replace(held, leader=lead, partitions=tuple(parts))
 
 

@@ -95,7 +95,9 @@ def test_the_winner_of_an_election_leads_in_the_placement() -> None:
     moved = lead_placement(stream, LogName("/", "s", 1), "n3")
     assert moved is not None and moved.partitions == ("n1", "n3", "n3") and moved.leader == "n1"
     first = lead_placement(stream, LogName("/", "s", 0), "n2")
-    assert first is not None and first.leader == "n2" and first.partitions[0] == "n2"
+    assert first is not None and first.leader == "n1" and first.partitions[0] == "n2"
+    offsets = lead_placement(stream, LogName("/", "s"), "n3")  # the stream's group offsets
+    assert offsets is not None and offsets.leader == "n3" and offsets.partitions == stream.partitions
     assert lead_placement(None, LogName("/", "q"), "n2") is None
     assert Placement.decode(stream.encode()) == stream
     assert stream.replicas(2) == ("n3", "n1") and stream.replicas(9) == ()
