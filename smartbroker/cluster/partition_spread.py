@@ -51,7 +51,7 @@ from smartbroker.cluster.forwarding_wire import Op
 from smartbroker.cluster.remote_queue import RemoteQueue
 from smartbroker.cluster.spread_credit import share, unshare
 from smartbroker.cluster.spread_relay import PartitionRelay
-from smartbroker.queues.base import PublishResult
+from smartbroker.queues.base import REFUSED, PublishResult
 from smartbroker.queues.groups import GroupError
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_records import PARTITION_OF
@@ -110,6 +110,7 @@ class PartitionSpread:
         self.relays: dict[Any, list[PartitionRelay]] = {}
         self._subscribed: dict[Any, list[PartitionRelay]] = {}  # consume-ok sent, not yet added
         self._partition_of = PARTITION_OF[stream.partitioner]
+        self.replicated = any(len(m) > 1 for m in placement.partition_members)
         # the other nodes' partitions' (first, next) offsets, as they last told them
         # (``partition_bounds``: the group views of the stream leader read them)
         self.bounds: dict[int, tuple[int, int]] = {}
@@ -182,6 +183,8 @@ class PartitionSpread:
         node = owner(self.placement, self._partition_of(message, len(stream.logs)))
         if node == self.node:
             return StreamQueue.publish(stream, message, store_id)
+        if self.replicated and self.forwarding.forwarder(node) is None:
+            return REFUSED  # its leader is down: nacked (sent again once one is elected)
         return self.remote(node).publish(message)  # dropped while its node is down
 
     # -- consumers -----------------------------------------------------------------------
@@ -325,6 +328,7 @@ def _spread(forwarding: QueueForwarding, q: StreamQueue, placement: Placement) -
     current = q.__dict__.get("spread")
     if isinstance(current, PartitionSpread):
         current.placement = placement
+        current.replicated = any(len(m) > 1 for m in placement.partition_members)
         return
     router = PartitionSpread(q, forwarding, placement)
     # instance attributes: only this object takes the spread paths, every other stream

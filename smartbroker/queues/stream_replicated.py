@@ -103,14 +103,19 @@ def lead(stream: StreamQueue, p: int, committed: Committed, high_watermark: int)
     publishes wait for the replica set, its producer state is rebuilt from its copy (a
     follower appended raw frames, which nothing observed), and its readers read up to
     ``high_watermark``."""
-    lg = stream.logs[p]
-    name = f"partition {p} of stream '{stream.name}' in vhost '{stream.vhost}'"
-    result = PublishResult(True, CommittedSync(lg, committed, name))
-    stream._published[p] = stream._written[p] = result
+    confirm_through(stream, p, committed)
     _rebuild_producers(stream, p)
     stream._tails[p].clear()
     stream._chunks.pop(p, None)
     advance(stream, p, high_watermark)
+
+
+def confirm_through(stream: StreamQueue, p: int, committed: Committed) -> None:
+    """Publishes to partition ``p`` are confirmed once ``committed`` says the replica
+    set holds them (set before this node knows its role: nothing is confirmed early)."""
+    name = f"partition {p} of stream '{stream.name}' in vhost '{stream.vhost}'"
+    result = PublishResult(True, CommittedSync(stream.logs[p], committed, name))
+    stream._published[p] = stream._written[p] = result
 
 
 def follow(stream: StreamQueue, p: int) -> None:
@@ -160,5 +165,5 @@ def reload_offsets(stream: StreamQueue) -> None:
     book.offsets, book.extra = fresh.offsets, fresh.extra
 
 
-__all__ = ["CommittedSync", "NotCommitted", "advance", "follow", "lead", "reload_offsets",
-           "replicate"]
+__all__ = ["CommittedSync", "NotCommitted", "advance", "confirm_through", "follow", "lead",
+           "reload_offsets", "replicate"]

@@ -21,8 +21,6 @@ NAMES = ("n1", "n2", "n3")
 QUEUE = "rs-amqp-kill"
 FAILOVER = 10.0
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:

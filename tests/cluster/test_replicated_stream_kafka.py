@@ -26,8 +26,6 @@ TIMEOUT = 30.0
 TOPIC = "rs-kill"
 FAILOVER = 10.0  # seconds: the bound with the default timeouts (here a 3 s lease)
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:

@@ -27,12 +27,15 @@ replicated, and a single node, never reach this module.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from smartbroker.cluster.spread_replicas import OFFSETS, log_id, replicated
+from smartbroker.cluster.replication.records import LogName, NotLeader
+from smartbroker.cluster.replication.replicated_log import LEADER_ROLE
+from smartbroker.cluster.spread_replicas import OFFSETS, replicated
 from smartbroker.queues import stream_replicated
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.store.memory import MemoryLog
@@ -53,7 +56,12 @@ def min_insync(members: Sequence[str], overrides: Any) -> int:
 
 
 def _leading(role: Any) -> bool:
-    return str(getattr(role, "value", role)) == "leader"
+    return role == LEADER_ROLE
+
+
+def _name(stream: StreamQueue, part: int | str) -> LogName:
+    """The core's name of a partition's log, or (``OFFSETS``) of the group offsets."""
+    return LogName(stream.vhost, stream.name, None if part == OFFSETS else int(part))
 
 
 @dataclasses.dataclass
@@ -74,6 +82,9 @@ class StreamCopies:
         self.owner = owner
         self.stream = stream
         self.copies: dict[int | str, Copy] = {}
+        self.opening: dict[int | str, asyncio.Task[Any]] = {}
+        self.waiting: dict[int | str, list[asyncio.Future[None]]] = {}  # commits before open
+        self.closed = False
         self.detached = MemoryLog()  # the offset book's log while another node leads it
         self.real_offsets: Any = None  # the offsets log the core replicates
 
@@ -91,12 +102,16 @@ class StreamCopies:
 
     # -- roles ---------------------------------------------------------------------------
     def open(self, placement: Any) -> None:
-        """Open every log of the stream this node is a member of (idempotent)."""
+        """Open every log of the stream this node is a member of (idempotent; the core's
+        ``open`` reads etcd, so each runs as a task). Until a partition's replica is
+        open its readers here read nothing and its confirms wait for it."""
         stream = self.stream
         node = self.owner.node
-        replication = self.owner.replication
-        if replication is None:
+        if self.owner.replication is None:
             return
+        stream_replicated.replicate(stream, self)
+        if self._appended not in stream.on_append:  # a publish nobody awaits ships too
+            stream.on_append.append(self._appended)
         wanted: list[tuple[int | str, Any, tuple[str, ...]]] = []
         for p, lg in enumerate(stream.logs):
             members = tuple(placement.replicas(p))
@@ -104,22 +119,59 @@ class StreamCopies:
                 wanted.append((p, lg, members))
         first = tuple(placement.replicas(0))
         if node in first and len(first) > 1:
-            wanted.append((OFFSETS, self._offsets_log(), first))
+            wanted.append((OFFSETS, None, first))
         for part, lg, members in wanted:
-            if part in self.copies:
+            if part in self.copies or part in self.opening:
                 continue
-            need = min_insync(members, stream.meta.overrides)
-            rl = replication.open(log_id(stream.vhost, stream.name, part), lg, members, need,
-                                  lambda role, part=part: self.role_changed(part, role))
-            self.copies[part] = Copy(part, rl, members, need)
-            hooks = getattr(rl, "on_high_watermark", None)
-            if hooks is not None and isinstance(part, int):
-                hooks.append(lambda hw, p=part: self._advanced(p, hw))
-        stream_replicated.replicate(stream, self)
-        if self._appended not in stream.on_append:  # a publish nobody awaits ships too
-            stream.on_append.append(self._appended)
-        for copy in list(self.copies.values()):
-            self.role_changed(copy.part, getattr(copy.replicated, "role", None))
+            if isinstance(part, int):  # its confirms wait for the replica set from now on
+                stream_replicated.confirm_through(stream, part, self._committer(part))
+            self.opening[part] = self.owner.spawn(self._open(part, lg, members))
+
+    async def _open(self, part: int | str, lg: Any, members: tuple[str, ...]) -> None:
+        stream = self.stream
+        replication = self.owner.replication
+        name = _name(stream, part)
+        need = min_insync(members, stream.meta.overrides)
+        try:
+            if lg is None:
+                lg = self._offsets_log()
+            rl = await replication.open(name, lg, members, min_insync=need,
+                                        on_role_change=lambda role: self.role_changed(part, role))
+        except Exception as exc:  # etcd away, or closed meanwhile: tried again on a change
+            log.warning("replica %s of stream '%s' in vhost '%s' not opened: %s", part,
+                        stream.name, stream.vhost, exc)
+            self.opening.pop(part, None)
+            return
+        if self.closed or stream.deleted or stream.closed:
+            replication.close(name)
+            return
+        self.copies[part] = Copy(part, rl, members, need)
+        opened = self.opening.pop(part, None)
+        if isinstance(part, int):
+            rl.on_high_watermark.append(lambda hw: self._advanced(part, hw))
+        self.role_changed(part, rl.role)
+        if opened is not None and self.waiting.get(part):
+            for future in self.waiting.pop(part):
+                if not future.done():
+                    future.set_result(None)
+
+    def _committer(self, part: int) -> Any:
+        """``committed`` of partition ``part``'s replica, once it is open."""
+        async def committed(offset: int) -> None:
+            copy = self.copies.get(part)
+            if copy is None:
+                if part not in self.opening:
+                    raise NotLeader(f"partition {part} of stream '{self.stream.name}' is "
+                                    "not replicated here")
+                future = asyncio.get_running_loop().create_future()
+                self.waiting.setdefault(part, []).append(future)
+                await future
+                copy = self.copies.get(part)
+                if copy is None:
+                    raise NotLeader(f"partition {part} of stream '{self.stream.name}' "
+                                    "was closed here")
+            await copy.replicated.committed(offset)
+        return committed
 
     def _offsets_log(self) -> Any:
         """The real offsets log (a LazyLog is opened: the core appends to it)."""
@@ -149,8 +201,8 @@ class StreamCopies:
                 book.log = self.detached
         elif leading:
             assert isinstance(part, int)
-            stream_replicated.lead(stream, part, copy.replicated.committed,
-                                   int(getattr(copy.replicated, "high_watermark", 0)))
+            stream_replicated.lead(stream, part, self._committer(part),
+                                   copy.replicated.high_watermark)
         else:
             assert isinstance(part, int)
             stream_replicated.follow(stream, part)
@@ -180,19 +232,35 @@ class StreamCopies:
             return None
         return copy.replicated.committed(self.real_offsets.next_offset - 1)
 
-    def close(self, delete: bool = False) -> None:
+    def close(self, forget: bool = False) -> None:
+        """Stop replicating here; ``forget``: the stream was deleted, so the replica
+        records of the logs this node led go too."""
+        self.closed = True
         replication = self.owner.replication
         stream = self.stream
         if self._appended in stream.on_append:
             stream.on_append.remove(self._appended)
-        for part in list(self.copies):
-            self.copies.pop(part)
-            if replication is not None:
-                try:
-                    replication.close(log_id(stream.vhost, stream.name, part))
-                except Exception as exc:  # never a traceback at shutdown or delete
-                    log.warning("closing replica %s of stream '%s' failed: %s", part,
-                                stream.name, exc)
+        for task in self.opening.values():
+            task.cancel()
+        self.opening.clear()
+        for futures in self.waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        self.waiting.clear()
+        copies, self.copies = self.copies, {}
+        for copy in copies.values():
+            if replication is None:
+                continue
+            name = _name(stream, copy.part)
+            try:
+                if forget and copy.leading:
+                    self.owner.spawn(replication.forget(name))
+                else:
+                    replication.close(name)
+            except Exception as exc:  # never a traceback at shutdown or delete
+                log.warning("closing replica %s of stream '%s' failed: %s", copy.part,
+                            stream.name, exc)
 
 
 class StreamReplicas:
@@ -203,10 +271,17 @@ class StreamReplicas:
         self.node = forwarding.node
         self.cluster = node  # ClusterNode: its ``replication`` (the core), once built
         self.streams: dict[tuple[str, str], StreamCopies] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def replication(self) -> Any:
         return getattr(self.cluster, "replication", None)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def attach(self, q: Any) -> Any:
         """Called with every queue built (``queue_factory``) and after placement changes:
@@ -229,10 +304,11 @@ class StreamReplicas:
     def placement_changed(self, vhost: str, name: str) -> None:
         host = self.forwarding.vhosts.get(vhost)
         q = None if host is None else host.queues.get(name)
-        if q is None or getattr(q, "deleted", False):
+        if q is None or getattr(q, "deleted", False) \
+                or self.forwarding.placement.get(vhost, name) is None:
             found = self.streams.pop((vhost, name), None)
             if found is not None:
-                found.close()
+                found.close(forget=True)
             return
         self.attach(q)
 
@@ -261,9 +337,12 @@ class StreamReplicas:
             self.forwarding.placement_changed(vhost, name)
 
     def close(self) -> None:
+        """Node shutdown: stop replicating (the logs are the streams', closed with them)."""
         streams, self.streams = self.streams, {}
         for found in streams.values():
             found.close()
+        for task in self._tasks:
+            task.cancel()
 
 
 __all__ = ["StreamCopies", "StreamReplicas", "min_insync"]
