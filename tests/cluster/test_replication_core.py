@@ -167,16 +167,26 @@ def test_commit_failover_truncation_and_fencing(etcd: EtcdProcess, cluster_name:
 def test_leader_key_is_on_the_lease(etcd: EtcdProcess, cluster_name: str,
                                     tmp_path: Path) -> None:
     """The leader key lives on the leader's membership lease and its mod_revision is the
-    epoch; a clean stop of the leader hands the log over at once."""
+    epoch; a transfer moves the leadership; a clean stop of the leader hands the log over
+    at once."""
     async def main() -> None:
         nodes = await three(etcd, cluster_name, tmp_path)
         n1 = nodes[0]
         kv = await n1.client.get(f"{LEADER}{NAME.id}")
         assert kv is not None and kv.lease == n1.membership.lease
         assert kv.mod_revision == n1.rlog.epoch
-        await n1.stop()
-        await until(lambda: any(n.rlog.role == "leader" for n in nodes[1:]), "a new leader")
-        for node in nodes[1:]:
+        # a transfer: n1 stops its owner, n3 gets everything, n1 gives the key up, n3 (the
+        # only candidate while the transfer key names it) takes it
+        last = n1.log.append(b"before the transfer")
+        await n1.rlog.committed(last)
+        await n1.replication.transfer(NAME, "n3")
+        n3 = nodes[2]
+        await until(lambda: n3.rlog.role == "leader", "n3 leads")
+        assert n1.roles == ["leader", "none", "follower"] and n3.rlog.epoch > kv.mod_revision
+        assert payloads(n3.log) == payloads(n1.log)
+        await n3.stop()
+        await until(lambda: any(n.rlog.role == "leader" for n in nodes[:2]), "a new leader")
+        for node in nodes[:2]:
             await node.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))

@@ -53,6 +53,7 @@ class Leader:
         self.adding: set[str] = set()
         self.isr_task: asyncio.Task[None] | None = None
         self.stopped: NotLeader | None = None
+        self.handing_over = False  # a transfer: the owner stopped, the target catches up
         self._scheduled = False
 
     # -- shipping ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ revision wins, and drive the role.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("smartbroker.cluster.replication")
 LEADER_ROLE, FOLLOWER_ROLE, NO_ROLE = "leader", "follower", "none"
 RoleCallback = Callable[[str], Any]
+HAND_OVER = 10.0  # seconds a transfer's target has to catch up
+ELECTION_WAIT = 5.0  # seconds ``committed`` waits for this node's election under way
 
 
 class ReplicatedLog:
@@ -68,7 +71,15 @@ class ReplicatedLog:
         self.leading: Leader | None = None
         self.following = Follower(self)
         self.electing: Any = None  # the election task running, if any
+        self.opening: asyncio.Task[None] | None = None  # the first reads of its keys
         self.closed = False
+
+    def __await__(self) -> Any:
+        """``await replication.open(...)``: once the keys are read (and a replica set
+        created here is led here)."""
+        if self.opening is not None:
+            yield from asyncio.shield(self.opening).__await__()
+        return self
 
     # -- the owner's API ---------------------------------------------------------------------
     async def committed(self, offset: int) -> None:
@@ -76,6 +87,10 @@ class ReplicatedLog:
         member and at least ``min_insync`` replicas; ``NotLeader`` if this node does not
         lead or stops leading first (then the record may or may not survive: nack)."""
         leading = self.leading
+        if leading is None and isinstance(self.electing, asyncio.Task):
+            # just opened, or an election of this node under way: its outcome decides
+            await asyncio.wait([self.electing], timeout=ELECTION_WAIT)
+            leading = self.leading
         if leading is None:
             raise NotLeader(f"node {self.ctx.node} does not lead {self.id}", self.leader)
         leading.kick()
@@ -122,6 +137,9 @@ class ReplicatedLog:
         log.info("node %s leads %s (epoch %d, log end %d)", self.ctx.node, self.id, epoch,
                  self.log.next_offset)
         self._tell(LEADER_ROLE)
+        transfer = self.keys[TRANSFER]
+        if transfer.value is not None and decode_node(transfer.value, "to") == self.ctx.node:
+            self.ctx.spawn(self.ctx.transferred(self, transfer.revision))  # done: it goes
         for node in list(self.leading.progress):
             if self.ctx.link.connected(node):
                 self.leading.peer_up(node)  # probe: where does its log end?
@@ -148,6 +166,10 @@ class ReplicatedLog:
             record = IsrRecord.decode(value.value) if value.value is not None else None
             if record is not None:
                 self.set_isr(record, value.revision)
+        elif kind == TRANSFER and value.value is not None and self.leading is not None:
+            target = decode_node(value.value, "to")
+            if target is not None and target != self.ctx.node and target in self.members:
+                self.ctx.spawn(self._hand_over(self.leading, target))
         if self.leader is None and self.leading is None:
             self.ctx.elect_soon(self)
 
@@ -173,6 +195,34 @@ class ReplicatedLog:
             self.following.reset()
         self.leader, self.epoch = node, value.revision
         self._tell(FOLLOWER_ROLE)
+
+    async def _hand_over(self, leading: Leader, target: str) -> None:
+        """A transfer to ``target``: the owner stops appending, ``target`` gets the rest,
+        then this node gives up its leader key (fenced by its epoch) and ``target``, the
+        only candidate while the transfer key names it, takes it. If ``target`` does not
+        catch up within ``HAND_OVER`` seconds, this node leads on (the owner is told
+        ``leader`` again and recovers as after any election)."""
+        if leading.handing_over:
+            return
+        leading.handing_over = True
+        self._tell(NO_ROLE)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HAND_OVER
+        try:
+            while self.leading is leading and loop.time() < deadline:
+                p = leading.progress.get(target)
+                caught_up = (p is not None and p.acked >= self.log.next_offset
+                             and target in self.isr)
+                if caught_up and await self.ctx.give_up(self, leading.epoch):
+                    self.step_down(f"handed over to node {target}", None)
+                    return
+                leading.kick()
+                await asyncio.sleep(0.02)
+        except Exception as exc:  # etcd away: lead on
+            log.warning("hand-over of %s to %s failed: %s", self.id, target, exc)
+        leading.handing_over = False
+        if self.leading is leading:
+            self._tell(LEADER_ROLE)
 
     def set_isr(self, record: IsrRecord, revision: int) -> None:
         if revision < self.isr_revision:

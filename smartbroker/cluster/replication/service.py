@@ -35,6 +35,7 @@ from smartbroker.cluster.replication.records import (
     decode_node,
     default_min_insync,
     encode_node,
+    encode_transfer,
     key_of,
     split_key,
 )
@@ -96,56 +97,78 @@ class Replication:
         return task
 
     # -- the owners' API -----------------------------------------------------------------------
-    async def open(self, name: LogName, lg: SegmentLog, members: Sequence[str], *,
-                   min_insync: int | None = None,
-                   on_role_change: RoleCallback | None = None) -> ReplicatedLog:
+    def open(self, name: LogName | str, lg: SegmentLog, members: Sequence[str],
+             min_insync: int | None = None,
+             on_role_change: RoleCallback | None = None) -> ReplicatedLog:
         """Replicate ``lg`` (this node being one of ``members``; the first of them is the
-        first leader when the replica set is new). Returns at once with the role known
-        from etcd (``none`` while an election is to come); ``on_role_change`` says the rest.
-        EtcdUnavailable if etcd cannot be read."""
+        first leader when the replica set is new). Returns at once, role ``none``; the
+        keys are read in the background and ``on_role_change`` tells the role. Awaiting
+        the result waits for those reads (and, for a new replica set created here, for
+        this node to lead it)."""
+        name = _name(name)
         members = tuple(members)
         if name.id in self.logs:
             raise ValueError(f"{name.id} is open already")
         rlog = ReplicatedLog(self, name, lg, members,
                              min_insync or default_min_insync(len(members)), on_role_change)
         self.logs[name.id] = rlog  # before the reads: the watch's news is not lost meanwhile
-        rlog.electing = True  # no election until the three keys are read
-        try:
-            rlog.apply(TRANSFER, await election.read(self.etcd, name, TRANSFER))
-            rlog.apply(ISR, await election.read(self.etcd, name, ISR))
-            rlog.apply(LEADER, await election.read(self.etcd, name, LEADER))
-        except BaseException:
-            self.logs.pop(name.id, None)
-            raise
-        finally:
-            rlog.electing = None
+        rlog.electing = rlog.opening = self.spawn(self._first_reads(rlog))
+        return rlog
+
+    async def _first_reads(self, rlog: ReplicatedLog) -> None:
+        """The three keys as of now, then an election or the replica set's creation if
+        one is due (retried while etcd does not answer)."""
+        delay = 0.1
+        while not rlog.closed:
+            try:
+                for kind in (TRANSFER, ISR, LEADER):
+                    rlog.apply(kind, await election.read(self.etcd, rlog.name, kind))
+                break
+            except (EtcdUnavailable, TimeoutError) as exc:
+                log.info("replica keys of %s not read yet: %s", rlog.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        rlog.electing = None
         if rlog.leader is None and rlog.leading is None:
             self.elect_soon(rlog)
         if rlog.keys[ISR].value is None and isinstance(rlog.electing, asyncio.Task):
             await asyncio.wait([rlog.electing])  # a new replica set: led here on return
-        return rlog
 
-    def get(self, name: LogName) -> ReplicatedLog | None:
-        return self.logs.get(name.id)
+    def get(self, name: LogName | str) -> ReplicatedLog | None:
+        return self.logs.get(_name(name).id)
 
-    def close(self, name: LogName) -> None:
+    def close(self, name: LogName | str) -> None:
         """Stop replicating the log here (a node stopping, a member removed); its keys
         stay (the others go on)."""
-        rlog = self.logs.pop(name.id, None)
+        rlog = self.logs.pop(_name(name).id, None)
         if rlog is not None:
             rlog.close()
 
-    async def forget(self, name: LogName) -> None:
+    async def forget(self, name: LogName | str) -> None:
         """The log is gone everywhere (its queue deleted): close it and delete its keys."""
+        name = _name(name)
         self.close(name)
         await self.etcd.commit([Delete(key_of(kind, name)) for kind in KINDS])
 
-    async def transfer(self, name: LogName, to: str) -> None:
-        """Ask the leader to hand the log over to ``to``: written as the transfer key
-        (its leader acts on it: ``Leader``)."""
-        from smartbroker.cluster.replication.records import encode_transfer
+    async def transfer(self, name: LogName | str, to: str, ttl: int = 10) -> None:
+        """Ask the leader to hand the log over to ``to``: the transfer key, on a lease of
+        ``ttl`` seconds of its own (a transfer that does not happen leaves nothing)."""
+        name = _name(name)
+        lease = await self.etcd.grant_lease(ttl)
+        await self.etcd.put(key_of(TRANSFER, name), encode_transfer(to), lease)
 
-        await self.etcd.put(key_of(TRANSFER, name), encode_transfer(to))
+    async def give_up(self, rlog: ReplicatedLog, epoch: int) -> bool:
+        """Delete this node's leader key of ``epoch`` (a transfer): False if it is not
+        that key any more."""
+        key = key_of(LEADER, rlog.name)
+        return await self.etcd.commit([Delete(key)], mod_revisions={key: epoch}) is not None
+
+    async def transferred(self, rlog: ReplicatedLog, revision: int) -> None:
+        """The transfer naming this node is done: its key goes (unless rewritten since),
+        so the others may compete again if this node fails."""
+        key = key_of(TRANSFER, rlog.name)
+        with contextlib.suppress(EtcdUnavailable, TimeoutError):
+            await self.etcd.commit([Delete(key)], mod_revisions={key: revision})
 
     # -- elections -------------------------------------------------------------------------------
     def elect_soon(self, rlog: ReplicatedLog) -> None:
@@ -186,7 +209,9 @@ class Replication:
 
     async def _elect(self, rlog: ReplicatedLog) -> None:
         try:
-            rank = await self._rank(rlog)
+            target = rlog.keys[TRANSFER].value
+            handed = target is not None and decode_node(target, "to") == self.node
+            rank = 0 if handed else await self._rank(rlog)
             if rank:
                 await asyncio.sleep(rank * ELECTION_STEP)
             for _ in range(5):
@@ -323,3 +348,12 @@ class Replication:
                     rlog.tick(now)
                 except Exception:
                     log.exception("replica tick of %s failed", rlog.id)
+
+
+def _name(name: LogName | str) -> LogName:
+    if isinstance(name, LogName):
+        return name
+    found = LogName.parse(name)
+    if found is None:
+        raise ValueError(f"not a log id: {name!r}")
+    return found
