@@ -6,9 +6,10 @@ The API the owners of replicated logs (quorum queues, stream partitions) code ag
     from smartbroker.cluster.replication import LogName, NotLeader, Replication
 
     replication: Replication = cluster_node.replication   # one per node, started with it
-    rlog = await replication.open(LogName(vhost, queue[, partition]), segment_log, members,
-                                  min_insync=None,          # default: a majority
-                                  on_role_change=callback)  # callback("leader"|"follower"|"none")
+    rlog = replication.open(LogName(vhost, queue[, partition]) or "<log id>", segment_log,
+                            members, min_insync=None,   # default: a majority
+                            on_role_change=callback)    # callback("leader"|"follower"|"none")
+    await rlog           # optional: its etcd keys read (a new set created here: led here)
     rlog.role            # "leader", "follower" or "none" (no leader known: an election)
     rlog.leader          # the node leading it, if known; rlog.epoch its epoch
     rlog.isr, rlog.members, rlog.min_insync, rlog.high_watermark
