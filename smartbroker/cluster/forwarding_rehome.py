@@ -58,6 +58,13 @@ def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
                     forwarding.subscriptions.resubscribe(old)
         partition_spread.attach(forwarding, old)  # a kept stream learns its spread
         return None
+    return swap(forwarding, vhost, old)
+
+
+def swap(forwarding: QueueForwarding, vhost: Any, old: Queue) -> Queue:
+    """Replace ``old`` by a new object built for its placement (``rehome``; a replicated
+    quorum queue that leads again after following is rebuilt from its log this way)."""
+    name = old.name
     spec = QueueSpec(name, vhost.name, old.durable, False, old.auto_delete,
                      dict(old.arguments), None, None)
     new = forwarding.queue_factory(spec, vhost, vhost.storage)
@@ -85,7 +92,7 @@ def rehome(forwarding: QueueForwarding, vhost: Any, name: str) -> Queue | None:
         else:  # a client's here carries on with the queue's new object
             consumer.queue = new
             new.add_consumer(consumer)
-    if replicated:  # the log holds its messages: the new leader has them all
+    if getattr(old, "led", False):  # its log holds its messages: the new leader has them
         quorum_replicated.release(old)  # type: ignore[arg-type]
         old.delete()  # its settlements are no longer written; its timers stop
     elif isinstance(new, RemoteQueue) and old.capabilities.supports_get:

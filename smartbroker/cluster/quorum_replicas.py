@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from smartbroker.cluster.definitions_keys import seg
+from smartbroker.cluster.forwarding_rehome import swap
 from smartbroker.cluster.placement import Placement
+from smartbroker.cluster.replication import LEADER_ROLE, LogName
 from smartbroker.cluster.spread_replicas import members_after
 from smartbroker.queues import quorum_replicated
 from smartbroker.queues.base import QueueSpec
@@ -55,21 +56,12 @@ def replicate(proposal: Placement, spec: QueueSpec, up: Sequence[str]) -> Placem
     return dataclasses.replace(proposal, members=members) if len(members) > 1 else proposal
 
 
-def log_id(vhost: str, queue: str) -> str:
-    """The replication core's name of a quorum queue's log: ``<vhost>/<queue>``."""
-    return f"{seg(vhost).decode()}/{seg(queue).decode()}"
-
-
-def min_insync(members: Sequence[str]) -> int:
-    """A majority of the members (Raft's quorum: 2 of 3, 2 of 2)."""
-    return len(members) // 2 + 1
-
-
 @dataclass
 class Replica:
     qlog: QuorumLog
     replicated: Any  # the core's ReplicatedLog
     members: tuple[str, ...]
+    stale: bool = False  # its queue object here stopped leading: rebuilt if it leads again
 
 
 class QuorumReplicas:
@@ -114,16 +106,27 @@ class QuorumReplicas:
         qlog = QuorumLog(directory(storage.data_dir, vhost, queue), vhost, queue,
                          fsync=storage.fsync, executors=storage.executors)
         members = tuple(placement.members)
-        replicated = replication.open(log_id(vhost, queue), qlog.log, members,
-                                      min_insync(members),
+        replicated = replication.open(LogName(vhost, queue), qlog.log, members, None,
                                       lambda role: self._role_changed(vhost, queue, role))
+        qlog.on_written = replicated.appended
         replica = self.replicas[key] = Replica(qlog, replicated, members)
         return replica
 
-    def _role_changed(self, vhost: str, queue: str, role: Any) -> None:
-        """The core made this node leader: the placement names it (the election wrote
-        it); apply it now rather than when the watch brings it back."""
-        if str(getattr(role, "value", role)) != "leader":
+    def _role_changed(self, vhost: str, queue: str, role: str) -> None:
+        """The core's news. Leader: the election wrote the placement naming this node;
+        applied now rather than when the watch brings it back, so the queue is rebuilt
+        from the log at once (or again, if its object here had stopped leading: the log
+        may have changed under it since). Anything else: a queue object leading here
+        stops writing (its publishes are nacked) until the placement moves it."""
+        replica = self.replicas.get((vhost, queue))
+        host = self.forwarding.vhosts.get(vhost)
+        q = None if host is None else host.queues.get(queue)
+        if replica is None or host is None:
+            return
+        if role != LEADER_ROLE:
+            if isinstance(q, QuorumQueue) and q.own_log is not None:
+                quorum_replicated.release(q)
+                replica.stale = True
             return
         table = self.forwarding.placement
         placement = table.get(vhost, queue)
@@ -131,7 +134,9 @@ class QuorumReplicas:
             table.queues[(vhost, queue)] = dataclasses.replace(
                 placement, leader=self.forwarding.node)
             self.forwarding.placement_changed(vhost, queue)
-            self.placement_changed(vhost, queue)
+        elif replica.stale and isinstance(q, QuorumQueue):
+            swap(self.forwarding, host, q)  # a fresh object, rebuilt from the log
+        replica.stale = False
 
     def placement_changed(self, vhost: str, queue: str) -> None:
         """After ``rehome``: the object here follows its (maybe new) role; a replica this
@@ -157,13 +162,20 @@ class QuorumReplicas:
             return
         replication = self.replication
         try:
-            if replication is not None:
-                replication.close(log_id(*key))
+            if replication is None:
+                pass
+            elif replica.replicated.role == LEADER_ROLE:  # the queue was deleted: keys go
+                self.forwarding._keep(replication.forget(LogName(*key)))
+            else:
+                replication.close(LogName(*key))
         finally:
             replica.qlog.destroy()
 
     def close(self) -> None:
         """Node shutdown: the logs are closed (kept)."""
         replicas, self.replicas = self.replicas, {}
-        for replica in replicas.values():
+        replication = self.replication
+        for key, replica in replicas.items():
+            if replication is not None:
+                replication.close(LogName(*key))
             replica.qlog.close()

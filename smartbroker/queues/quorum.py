@@ -109,6 +109,7 @@ class QuorumQueue(ClassicQueue):
         # a message stored there (its confirm waits for the replica set's commit)
         self.own_log: QuorumLog | None = None
         self.own_result: PublishResult | None = None
+        self.led = False  # it wrote to its own log once (then never a stand-in)
 
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         """Every message of a quorum queue is kept on disk, as RabbitMQ's Raft log keeps
@@ -142,7 +143,8 @@ class QuorumQueue(ClassicQueue):
     def _publish_own(self, message: Message, own: PublishResult) -> PublishResult:
         """Replicated: into the queue's own log (``quorum_replicated``)."""
         qlog = self.own_log
-        assert qlog is not None
+        if qlog is None:  # it led and no longer does (quorum_replicated.release)
+            return REFUSED
         sid = qlog.enqueue(self.vhost, (self.name,), message)
         result = super().publish(message, sid)
         if not result.accepted:

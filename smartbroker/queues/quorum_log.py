@@ -24,6 +24,7 @@ import shutil
 import time
 import urllib.parse
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ class QuorumLog:
         self.undecodable_properties = 0  # recovered messages with unreadable properties
         self.closed = False
         self.leading = False  # the queue here writes to it; else the core alone appends
+        # told at the end of each loop pass that appended (the core ships what nobody
+        # awaits a commit of: settlements, publishes without confirms)
+        self.on_written: Callable[[], None] | None = None
 
     # -- writing (the leader) -----------------------------------------------------------
     def enqueue(self, vhost: str, queues: tuple[str, ...], msg: Message) -> int:
@@ -150,6 +154,8 @@ class QuorumLog:
                 self.write_marks()
             if not self.closed:
                 self.log.write_out()
+                if self.on_written is not None:
+                    self.on_written()
 
     @property
     def next_offset(self) -> int:

@@ -48,6 +48,7 @@ def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
     queue.uses_store = False  # the vhost no longer writes its messages to the shared store
     queue.host = OwnStore(getattr(queue.host, "_host", queue.host), qlog)
     queue.own_log = qlog
+    queue.led = True  # for good: what it holds is the log's, never forwarded elsewhere
     name = f"quorum queue '{queue.name}' in vhost '{queue.vhost}'"
     queue.own_result = PublishResult(True, CommittedSync(qlog, committed, name))
     qlog.leading = True
@@ -84,5 +85,4 @@ def release(queue: QuorumQueue) -> None:
     if qlog is not None:
         qlog.leading = False
         queue.host = OwnStore(getattr(queue.host, "_host", queue.host), Detached(qlog))  # type: ignore[arg-type]
-        queue.own_log = None
-        queue.own_result = None
+        queue.own_log = None  # its publishes are nacked from now on

@@ -1,0 +1,303 @@
+"""Replicated quorum queues on three real nodes and a real etcd (issue 16), with pika.
+
+- a quorum queue gets ``x-quorum-initial-group-size`` members (default 3), each keeping
+  the queue's own log; a size of 1 is today's unreplicated queue;
+- x-delivery-limit and dead-lettering work as on one node;
+- kill -9 of the leader while a publisher confirms through another node: every confirmed
+  message is there afterwards, consumed from a survivor in publishing order, duplicates
+  only among those unconfirmed, failover well under 10 s; a consumer on a surviving node
+  carries on (its unacked message comes back redelivered); the old leader restarted
+  catches up as a follower;
+- SIGSTOP of the leader then SIGCONT: whatever its node confirmed is in the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+
+NAMES = ("n1", "n2", "n3")
+QUORUM = {"x-queue-type": "quorum"}
+FAILOVER = 10.0  # seconds: the issue's bound with the default timeouts (tests use 3 s leases)
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
+    tmp = tmp_path_factory.mktemp("quorum-replicated")
+    cluster = f"q-{free_port()}"
+    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
+    try:
+        start_all(procs.values())
+        all_members(procs.values())  # members are the nodes up at the declare
+        yield procs
+    finally:
+        for proc in procs.values():
+            if proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)  # a test that failed while it paused
+        stop_all(procs.values())
+
+
+def connect(node: BrokerProcess) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(node.url))
+
+
+def declare(node: BrokerProcess, name: str, **arguments: Any) -> None:
+    conn = connect(node)
+    try:
+        conn.channel().queue_declare(name, durable=True, arguments={**QUORUM, **arguments})
+    finally:
+        conn.close()
+
+
+def described(node: BrokerProcess, name: str) -> dict[str, Any] | None:
+    try:
+        return node.get_json(f"/api/queues/%2F/{name}")
+    except Exception:  # noqa: BLE001 - not there (yet), or the node is down
+        return None
+
+
+def replicated(nodes: dict[str, BrokerProcess], name: str) -> dict[str, Any]:
+    """The queue's description once every node names the same three members."""
+    def agreed() -> dict[str, Any] | None:
+        found = [described(n, name) for n in nodes.values()]
+        if all(f is not None and sorted(f.get("members", ())) == sorted(NAMES) for f in found):
+            return found[0]
+        return None
+
+    return poll(agreed, f"every node names 3 members of {name}")
+
+
+def leader_of(nodes: dict[str, BrokerProcess], name: str, via: str) -> str:
+    found = described(nodes[via], name)
+    assert found is not None
+    return found["leader"]
+
+
+def test_members_and_their_logs(nodes: dict[str, BrokerProcess]) -> None:
+    declare(nodes["n1"], "qr-members")
+    info = replicated(nodes, "qr-members")
+    assert info["leader"] == "n1" and info["members"][0] == "n1"
+    for node in nodes.values():  # each member keeps the queue's own log
+        poll(lambda n=node: (n.data_dir / "quorum" / "%2F%2Fqr-members").is_dir(),
+             f"{node.node_name} holds the log")
+    declare(nodes["n2"], "qr-single", **{"x-quorum-initial-group-size": 1})
+    single = poll(lambda: described(nodes["n2"], "qr-single"), "qr-single listed")
+    assert single["members"] == ["n2"]
+    assert not (nodes["n2"].data_dir / "quorum" / "%2F%2Fqr-single").exists()
+
+
+def test_delivery_limit_and_dead_lettering(nodes: dict[str, BrokerProcess]) -> None:
+    conn = connect(nodes["n1"])
+    try:
+        ch = conn.channel()
+        ch.queue_declare("qr-dead", durable=True)
+        ch.queue_declare("qr-limited", durable=True, arguments={
+            **QUORUM, "x-delivery-limit": 1, "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "qr-dead"})
+    finally:
+        conn.close()
+    replicated(nodes, "qr-limited")
+    conn = connect(nodes["n2"])  # through a follower's node
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("", "qr-limited", b"poison")
+        for count in (0, 1):  # basic.get counts from 0; returned twice: past the limit of 1
+            method, props, body = poll(lambda: _get(ch, "qr-limited"), "the message")
+            assert body == b"poison"
+            assert (props.headers or {}).get("x-delivery-count") == count
+            ch.basic_nack(method.delivery_tag, requeue=True)
+        dead = poll(lambda: _get(ch, "qr-dead", ack=True), "dead-lettered")
+        assert dead[2] == b"poison"
+        assert dead[1].headers["x-death"][0]["reason"] == "delivery_limit"
+    finally:
+        conn.close()
+
+
+def _get(ch: Any, queue: str, ack: bool = False) -> Any:
+    method, props, body = ch.basic_get(queue, auto_ack=ack)
+    return None if method is None else (method, props, body)
+
+
+class Publisher(threading.Thread):
+    """Numbered publishes with confirms, one at a time, republishing what is nacked or
+    never confirmed (as a client library's confirm-and-retry loop does)."""
+
+    def __init__(self, node: BrokerProcess, queue: str) -> None:
+        super().__init__(daemon=True)
+        self.node, self.queue = node, queue
+        self.confirmed: list[int] = []
+        self.confirmed_at: list[float] = []
+        self.unconfirmed: set[int] = set()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def _run(self) -> None:
+        conn = connect(self.node)
+        ch = conn.channel()
+        ch.confirm_delivery()
+        n = 0
+        while not self.stop.is_set():
+            try:
+                ch.basic_publish("", self.queue, str(n).encode(),
+                                 pika.BasicProperties(delivery_mode=2), mandatory=False)
+            except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+                self.unconfirmed.add(n)
+                time.sleep(0.05)
+                continue  # the same number again
+            self.confirmed.append(n)
+            self.confirmed_at.append(time.monotonic())
+            n += 1
+        conn.close()
+
+
+def drain(node: BrokerProcess, queue: str, expect: int) -> list[tuple[int, bool]]:
+    """(number, redelivered) of every message left, consumed and acked through ``node``."""
+    got: list[tuple[int, bool]] = []
+    conn = connect(node)
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=200)
+
+        def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            got.append((int(body), method.redelivered))
+            ch.basic_ack(method.delivery_tag)
+
+        ch.basic_consume(queue, on_message)
+        deadline = time.monotonic() + 20
+        idle = 0
+        while time.monotonic() < deadline:
+            before = len(got)
+            conn.process_data_events(time_limit=0.3)
+            idle = idle + 1 if len(got) == before else 0
+            if len(got) >= expect and idle >= 3:
+                break
+    finally:
+        conn.close()
+    return got
+
+
+def check_confirmed(publisher: Publisher, got: list[int]) -> None:
+    """Every confirmed number is there, in publishing order; duplicates only of
+    numbers that were once unconfirmed."""
+    first: dict[int, int] = {}
+    for i, n in enumerate(got):
+        first.setdefault(n, i)
+    missing = [n for n in publisher.confirmed if n not in first]
+    assert not missing, f"confirmed but lost: {missing[:20]}"
+    positions = [first[n] for n in publisher.confirmed]
+    assert positions == sorted(positions), "confirmed messages out of publishing order"
+    dupes = {n for n in first if got.count(n) > 1}
+    assert dupes <= publisher.unconfirmed, f"duplicates of confirmed: {dupes - publisher.unconfirmed}"
+
+
+@pytest.mark.slow
+def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
+    declare(nodes["n1"], "qr-kill")
+    declare(nodes["n1"], "qr-consumed")
+    replicated(nodes, "qr-kill")
+    replicated(nodes, "qr-consumed")
+    old = leader_of(nodes, "qr-kill", "n2")
+    survivors = [n for n in NAMES if n != old]
+    via, reader = nodes[survivors[0]], nodes[survivors[1]]
+    # a consumer on a surviving node, holding one message unacked at the kill
+    conn = connect(reader)
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=1)
+    seen: list[tuple[bytes, bool, int]] = []
+    ch.basic_consume("qr-consumed",
+                     lambda c, m, p, b: seen.append((b, m.redelivered, m.delivery_tag)))
+    feed = connect(via).channel()
+    feed.confirm_delivery()
+    feed.basic_publish("", "qr-consumed", b"held")
+    poll(lambda: conn.process_data_events(time_limit=0.05) or seen, "the first delivery")
+    assert [(b, r) for b, r, _ in seen] == [(b"held", False)]
+
+    publisher = Publisher(via, "qr-kill")
+    publisher.start()
+    poll(lambda: len(publisher.confirmed) >= 200, "200 confirmed before the kill")
+    killed_at = time.monotonic()
+    nodes[old].kill()
+    try:
+        poll(lambda: publisher.confirmed_at and publisher.confirmed_at[-1] > killed_at + 0.01,
+             "a confirm after the kill", timeout=FAILOVER + 5)
+        failover = publisher.confirmed_at[-1] - killed_at
+        poll(lambda: len(publisher.confirmed) >= 400, "200 more confirmed after the failover")
+        publisher.stop.set()
+        publisher.join(10)
+        assert publisher.error is None, publisher.error
+        assert failover < FAILOVER, f"failover took {failover:.1f}s"
+        # the consumer carried on: the message it held comes back redelivered (its ack of
+        # the old leader's delivery frees its prefetch), then new messages follow
+        ch.basic_ack(seen[0][2])
+        feed.basic_publish("", "qr-consumed", b"after")
+
+        def delivered(body: bytes, redelivered: bool) -> int | None:
+            conn.process_data_events(time_limit=0.05)
+            return next((t for b, r, t in seen if b == body and r == redelivered), None)
+
+        ch.basic_ack(poll(lambda: delivered(b"held", True), "the held message redelivered"))
+        poll(lambda: delivered(b"after", False), "a new message to the same consumer")
+        got = drain(reader, "qr-kill", len(publisher.confirmed))
+        check_confirmed(publisher, [n for n, _ in got])
+    finally:
+        conn.close()
+        feed.connection.close()
+        nodes[old].restart()
+    # the old leader caught up as a follower: it serves the queue through the new leader
+    new = leader_of(nodes, "qr-kill", survivors[0])
+    assert new != old
+    feed = connect(nodes[old]).channel()
+    feed.confirm_delivery()
+    poll(lambda: _published(feed, "qr-kill", b"back"), "a publish through the old leader")
+
+
+def _published(ch: Any, queue: str, body: bytes) -> bool:
+    try:
+        ch.basic_publish("", queue, body)
+        return True
+    except pika.exceptions.NackError:
+        return False
+
+
+@pytest.mark.slow
+def test_pause_the_leader(nodes: dict[str, BrokerProcess]) -> None:
+    declare(nodes["n2"], "qr-pause")
+    replicated(nodes, "qr-pause")
+    old = leader_of(nodes, "qr-pause", "n1")
+    other = next(n for n in NAMES if n != old)
+    # a publisher on the paused node: what it confirms after SIGCONT must be in the queue
+    on_old = Publisher(nodes[old], "qr-pause")
+    on_old.start()
+    poll(lambda: len(on_old.confirmed) >= 50, "confirms before the pause")
+    os.kill(nodes[old].pid, signal.SIGSTOP)
+    try:
+        poll(lambda: (d := described(nodes[other], "qr-pause")) is not None
+             and d["leader"] != old, "a new leader while the old one is paused",
+             timeout=FAILOVER + 5)
+    finally:
+        os.kill(nodes[old].pid, signal.SIGCONT)
+    poll(lambda: len(on_old.confirmed) >= 100, "publishing through the old node again")
+    on_old.stop.set()
+    on_old.join(10)
+    assert on_old.error is None, on_old.error
+    got = drain(nodes[other], "qr-pause", len(on_old.confirmed))
+    check_confirmed(on_old, [n for n, _ in got])
