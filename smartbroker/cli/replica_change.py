@@ -23,7 +23,14 @@ import json
 from typing import Any
 
 from smartbroker.cli.common import CliError
-from smartbroker.cli.replica_state import ISR, LEADER, TRANSFER, ClusterReplicas, Replicas, read
+from smartbroker.cli.replica_state import ClusterReplicas, Replicas, read
+from smartbroker.cluster.replication.records import (
+    ISR,
+    LEADER,
+    TRANSFER,
+    decode_node,
+    encode_transfer,
+)
 
 TRANSFER_TTL = 10  # seconds: the transfer key's lease, kept alive while the command waits
 RETRIES = 20  # compare-and-swap attempts against a leader changing the ISR meanwhile
@@ -133,7 +140,7 @@ async def transfer(etcd: Any, r: Replicas, to: str, timeout: float) -> None:
     lease = await etcd.grant_lease(TRANSFER_TTL)
     keeper = asyncio.get_running_loop().create_task(etcd.keep_alive(lease, TRANSFER_TTL))
     try:
-        await etcd.commit([Put(TRANSFER + r.log, _encode({"to": to}), lease)])
+        await etcd.commit([Put(TRANSFER + r.log, encode_transfer(to), lease)])
         try:
             await asyncio.wait_for(_leader_is(etcd, r.log, to), timeout)
         except TimeoutError:
@@ -150,19 +157,11 @@ async def transfer(etcd: Any, r: Replicas, to: str, timeout: float) -> None:
 async def _leader_is(etcd: Any, log: str, node: str) -> None:
     """Returns once ``replica/leader/<log>`` names ``node``."""
     found, revision = await etcd.range(LEADER + log, prefix=False)
-    if found and _node(found[0].value) == node:
+    if found and decode_node(found[0].value) == node:
         return
     async for event in etcd.watch(LEADER + log, start_revision=revision + 1, prefix=False):
-        if event.kind == "put" and _node(event.value) == node:
+        if event.kind == "put" and decode_node(event.value) == node:
             return
-
-
-def _node(raw: bytes) -> str | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data.get("node") if isinstance(data, dict) else None
 
 
 async def move_leaders(etcd: Any, moves: list[tuple[Replicas, str]], timeout: float,

@@ -12,8 +12,10 @@ prefix (docs/replication.md):
 - ``placement/<vhost>/<queue>``: the queue's leader and, for routing and the management
   API, the same ``members`` (rewritten with them in the same transaction).
 
+Names and values are the replication core's (``cluster/replication/records.py``).
 Everything here is pure but ``read``: the plans (``grow_targets``, ``rebalance_moves``)
-are tested without etcd.
+are tested without etcd. Imported only when a command runs (a single node's CLI loads
+nothing of cluster mode).
 """
 
 from __future__ import annotations
@@ -26,18 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smartbroker.cli.common import CliError
+from smartbroker.cluster.replication.records import ISR, LEADER, TRANSFER, LogName, decode_node
 
-ISR = "replica/isr/"
-LEADER = "replica/leader/"
-TRANSFER = "replica/transfer/"
+__all__ = ["ISR", "LEADER", "TRANSFER", "ClusterReplicas", "Replicas", "grow_targets",
+           "leader_counts", "log_id", "read", "rebalance_moves"]
 
 
 def log_id(vhost: str, queue: str, partition: int | None = None) -> str:
     """``<vhost>/<queue>[/<partition>]``, each name one percent-encoded segment."""
-    from smartbroker.cluster.definitions_keys import seg
-
-    base = f"{seg(vhost).decode()}/{seg(queue).decode()}"
-    return base if partition is None else f"{base}/{partition}"
+    return LogName(vhost, queue, partition).id
 
 
 def _json(raw: bytes) -> dict[str, Any] | None:
@@ -133,17 +132,6 @@ def _pattern(text: str, what: str) -> re.Pattern[str]:
         raise CliError(f"bad --{what}-pattern {text!r}: {exc}") from None
 
 
-def _parse_log(text: str) -> tuple[str, str, int | None] | None:
-    from smartbroker.cluster.definitions_keys import unseg
-
-    parts = text.split("/")
-    if len(parts) == 2:
-        return unseg(parts[0].encode()), unseg(parts[1].encode()), None
-    if len(parts) == 3 and parts[2].isdigit():
-        return unseg(parts[0].encode()), unseg(parts[1].encode()), int(parts[2])
-    return None
-
-
 async def read(etcd: Any) -> ClusterReplicas:
     """Everything the commands look at (several prefix reads; a change compares the
     revisions it depends on, so a read that is a moment old is safe)."""
@@ -168,12 +156,12 @@ async def read(etcd: Any) -> ClusterReplicas:
             out.placements[found] = (data, kv.mod_revision)
     leaders: dict[str, str] = {}
     for kv in (await etcd.range(LEADER))[0]:
-        data = _json(kv.value) or {}
-        if isinstance(data.get("node"), str):
-            leaders[kv.key[len(LEADER):].decode(errors="replace")] = data["node"]
+        node = decode_node(kv.value)
+        if node is not None:
+            leaders[kv.key[len(LEADER):].decode(errors="replace")] = node
     for kv in (await etcd.range(ISR))[0]:
         text = kv.key[len(ISR):].decode(errors="replace")
-        data, names = _json(kv.value), _parse_log(text)
+        data, names = _json(kv.value), LogName.parse(text)
         if data is not None and names is not None:
             out.logs.append(Replicas(*names, data, kv.mod_revision, leaders.get(text)))
     return out
