@@ -51,6 +51,8 @@ class Leader:
         self.hw = rlog.high_watermark
         self.waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self.adding: set[str] = set()
+        self._in_sync_key: tuple[Any, int] | None = None
+        self._in_sync: frozenset[str] = frozenset()
         self.isr_task: asyncio.Task[None] | None = None
         self.stopped: NotLeader | None = None
         self.handing_over = False  # a transfer: the owner stopped, the target catches up
@@ -164,8 +166,14 @@ class Leader:
         if node not in self.rlog.isr and self.isr_task is None:
             self.tend_isr()
 
-    def in_sync(self) -> set[str]:
-        return {*self.rlog.isr, *self.adding, self.ctx.node}
+    def in_sync(self) -> frozenset[str]:
+        """The members the high watermark waits for: etcd's ISR, those on their way in,
+        and this node (kept until either changes: asked on every commit)."""
+        key = (self.rlog.isr, len(self.adding))
+        if key != self._in_sync_key:
+            self._in_sync_key = key
+            self._in_sync = frozenset({*self.rlog.isr, *self.adding, self.ctx.node})
+        return self._in_sync
 
     def advance(self) -> None:
         """A new high watermark (never lower), then the waiters it releases."""
