@@ -65,6 +65,7 @@ class ReplicatedLog:
         self.highest_epoch = 0  # the highest seen: appends of lower epochs are refused
         self.isr: tuple[str, ...] = ()
         self.isr_revision = 0
+        self.had_isr = False  # an ISR record was seen: if it goes, the set was deleted
         self.high_watermark = 0
         self.keys: dict[str, Versioned] = {LEADER: Versioned(None, 0), ISR: Versioned(None, 0),
                                            TRANSFER: Versioned(None, 0)}
@@ -166,6 +167,8 @@ class ReplicatedLog:
             record = IsrRecord.decode(value.value) if value.value is not None else None
             if record is not None:
                 self.set_isr(record, value.revision)
+            elif value.value is None and self.had_isr:
+                self.isr = ()  # the replica set was deleted (its queue too): no elections
         elif kind == TRANSFER and value.value is not None and self.leading is not None:
             target = decode_node(value.value, "to")
             if target is not None and target != self.ctx.node and target in self.members:
@@ -228,6 +231,7 @@ class ReplicatedLog:
         if revision < self.isr_revision:
             return
         self.isr_revision = revision
+        self.had_isr = True
         self.keys[ISR] = Versioned(record.encode(), revision)
         changed = record.members != self.members
         self.members, self.isr = record.members, record.isr

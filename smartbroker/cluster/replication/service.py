@@ -179,7 +179,7 @@ class Replication:
                 or rlog.keys[LEADER].value or not self.membership.lease):
             return
         if rlog.keys[ISR].value is None:
-            if rlog.members and rlog.members[0] == self.node:
+            if rlog.members and rlog.members[0] == self.node and not rlog.had_isr:
                 rlog.electing = self.spawn(self._create(rlog))
             return
         if self.node not in rlog.isr:
