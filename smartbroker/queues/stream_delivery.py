@@ -105,7 +105,10 @@ def read_partition(stream: StreamQueue, reader: Reader, p: int) -> bool:
         return _read_log(stream, reader, p, cursor, end)
     tail = stream._tails[p]  # AMQP publishes: never aborted, so only ``end`` bounds them
     if tail.base <= cursor < tail.end:
-        return _deliver_run(stream, reader, p, tail, cursor, end)
+        moved = _deliver_run(stream, reader, p, tail, cursor, end)
+        if len(stream.readers) == 1:  # nobody else reads it: what this reader read goes
+            tail.trim(reader.cursors.get(p, cursor))
+        return moved
     chunk = stream._chunks[p].get(cursor) or _load_chunk(stream, p, cursor, end)
     return _deliver_run(stream, reader, p, chunk, cursor, end)
 

@@ -26,6 +26,7 @@ from smartbroker.queues.stream_records import MAX_TEMPLATES, offset_entry_packer
 STREAM_BYTES = 16 << 20  # body bytes a stream keeps, split over its partitions
 PARTITION_BYTES = 4 << 20  # but at least this per partition
 MAX_ENTRIES = 32768
+TRIM = 256  # read offsets a one-reader tail drops at a time (Tail.trim)
 _body = attrgetter("body")
 _new_message = Message.__new__
 _pack_offset, _OFFSET_NAME = offset_entry_packer()
@@ -101,6 +102,17 @@ class Tail:
             msg._properties = None
             out[k] = built[i] = msg
         return out
+
+    def trim(self, offset: int) -> None:
+        """Drop what every reader has read (the offsets below ``offset``), once there are
+        ``TRIM`` of them: they are freed while still in the CPU's cache, as a classic
+        queue frees an acked message, instead of megabytes later; a reader that goes back
+        (a new one, a group's next owner) reads them from the log."""
+        n = min(offset - self.base, len(self.sources))
+        if n >= TRIM:
+            self.nbytes -= sum(map(len, map(_body, self.sources[:n])))
+            del self.sources[:n], self.built[:n]
+            self.base += n
 
     def _drop_oldest(self) -> None:
         """Drop the oldest quarter: amortised O(1) per publish, and most of the tail stays."""

@@ -14,7 +14,7 @@ from smartbroker.queues.base import Storage
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
 from smartbroker.queues.stream_records import decode_record, delivery_message, encode_record
-from smartbroker.queues.stream_tail import CHUNK, Chunks, Tail
+from smartbroker.queues.stream_tail import CHUNK, TRIM, Chunks, Tail
 from tests.unit.queues.test_stream import Reader, attach, fill, msg
 
 
@@ -195,3 +195,16 @@ def test_a_run_builds_what_no_reader_built_and_shares_the_rest():
     run = tail.run(1, 4)
     assert run[1] is seen and [m.headers["x-stream-offset"] for m in run] == [1, 2, 3]
     assert tail.built[1:4] == run and tail.built[0] is None and tail.built[4] is None
+
+
+def test_a_lone_reader_drops_what_it_read_and_a_later_one_reads_it_from_the_log():
+    q = StreamQueue("s", "/")
+    first = attach(q, ChannelLikeReader(10_000))
+    fill(q, TRIM + 10)
+    tail = q._tails[0]
+    assert (tail.base, len(tail.sources), tail.nbytes) == (TRIM, 10, 10 * len(b"m300"))
+    second = attach(q, ChannelLikeReader(10_000))  # from the log, then the tail
+    assert deliveries(second) == deliveries(first)
+    fill(q, TRIM + 10, start=TRIM + 10)  # two readers: nothing is dropped behind them
+    assert tail.base == TRIM and deliveries(second) == deliveries(first)
+    assert [e.offset for e in second.got] == list(range(2 * TRIM + 20))
