@@ -209,7 +209,6 @@ def check_confirmed(publisher: Publisher, got: list[int]) -> None:
     assert dupes <= publisher.unconfirmed, f"duplicates of confirmed: {dupes - publisher.unconfirmed}"
 
 
-@pytest.mark.slow
 def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
     declare(nodes["n1"], "qr-kill")
     declare(nodes["n1"], "qr-consumed")
@@ -278,7 +277,6 @@ def _published(ch: Any, queue: str, body: bytes) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_pause_the_leader(nodes: dict[str, BrokerProcess]) -> None:
     declare(nodes["n2"], "qr-pause")
     replicated(nodes, "qr-pause")
