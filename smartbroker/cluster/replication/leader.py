@@ -69,6 +69,12 @@ class Leader:
         self._scheduled = False
         if self.stopped is not None:
             return
+        try:
+            self._ship()
+        except (OSError, ValueError) as exc:  # a read of the log failed: the tick retries
+            log.warning("shipping %s failed: %s", self.rlog.id, exc)
+
+    def _ship(self) -> None:
         rlog, link = self.rlog, self.ctx.link
         lg = rlog.log
         now = self.loop.time()

@@ -93,8 +93,15 @@ class Replication:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        """A background task ended: an error is one log line, never an unretrieved
+        exception's traceback."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("replication task failed: %s: %s", type(exc).__name__, exc)
 
     # -- the owners' API -----------------------------------------------------------------------
     def open(self, name: LogName | str, lg: SegmentLog, members: Sequence[str],
