@@ -3,7 +3,9 @@
 producing through the failover (NOT_LEADER_OR_FOLLOWER, then the new leader from
 Metadata), every record it was told is stored is read back at its offset from a
 survivor, and a consumer group's committed offsets (in the replicated offsets log) are
-where it left them, on the new coordinator."""
+where it left them, on the new coordinator. While the killed node is out of the ISR, a
+min.insync.replicas of 3 refuses acks=all with NOT_ENOUGH_REPLICAS (acks=1 still
+stored); once it is back in sync acks=all is stored again."""
 
 from __future__ import annotations
 
@@ -14,17 +16,21 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, NewTopic
+from kafka.protocol import producer
 
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
 from tests.cluster.test_replicated_stream import replica_sets
+from tests.kafka.raw_client import Raw, batch
+from tests.kafka.topic_admin import incremental
 
 NAMES = ("n1", "n2", "n3")
 TIMEOUT = 30.0
 TOPIC = "rs-kill"
 FAILOVER = 10.0  # seconds: the issue's bound with the default timeouts (here a 3 s lease)
+NOT_ENOUGH_REPLICAS = 19
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +139,26 @@ def test_kill_the_partition_leader_loses_nothing_acknowledged(
     # the group resumes where it committed, on the new leader (its coordinator)
     rest = consume(survivors, "g-kill", 10, commit=False)
     assert rest and rest[0].offset() == 100, (leader, [m.offset() for m in rest[:3]])
+    # n1 is out of the ISR: acks=all needs min.insync.replicas in sync, acks=1 the leader
+    incremental(AdminClient({"bootstrap.servers": survivors}), TOPIC, "min.insync.replicas",
+                "3", AlterConfigOpType.SET)
+    assert leader is not None
+    poll(lambda: produce_acks(nodes[leader], -1) == NOT_ENOUGH_REPLICAS,
+         "acks=all refused with NOT_ENOUGH_REPLICAS")
+    assert produce_acks(nodes[leader], 1) == 0
     nodes["n1"].start()  # back as a follower: the cluster as the fixture made it
     all_members(nodes.values())
+    poll(lambda: produce_acks(nodes[leader], -1) == 0, "acks=all once n1 is in sync again")
+
+
+def produce_acks(node: BrokerProcess, acks: int) -> int:
+    """One record produced to the topic with ``acks``: the partition's error code."""
+    P = producer.ProduceRequest
+    with Raw(node.kafka_port) as raw:
+        resp = raw.call(P, 7, transactional_id=None, acks=acks, timeout_ms=10000, topic_data=[
+            P.TopicProduceData(name=TOPIC, partition_data=[
+                P.TopicProduceData.PartitionProduceData(index=0, records=batch([b"x"]))])])
+    return resp.responses[0].partition_responses[0].error_code
 
 
 def _led(nodes: dict[str, BrokerProcess], topic: str) -> str | None:

@@ -93,8 +93,14 @@ class StreamCopies:
         """Why acks=all is refused before the append (Kafka's NOT_ENOUGH_REPLICAS), or
         None when the in-sync set is at least min.insync.replicas."""
         copy = self.copies.get(partition)
-        isr = None if copy is None else getattr(copy.replicated, "isr", None)
-        if copy is None or isr is None or len(isr) >= copy.need:
+        if copy is None:
+            return None
+        rl = copy.replicated
+        need = min_insync(rl.members, self.stream.meta.overrides)  # AlterConfigs may move it
+        if need != copy.need:
+            copy.need = rl.min_insync = need
+        isr = rl.isr
+        if len(isr) >= need:
             return None
         return (f"The size of the current ISR {sorted(isr)} is insufficient to satisfy the "
                 f"min.isr requirement of {copy.need} for partition "
