@@ -152,6 +152,11 @@ class ReplicatedLog:
                         leading.epoch, reason)
             leading.stop(NotLeader(f"node {self.ctx.node} no longer leads {self.id}: "
                                    f"{reason}", leader))
+            held = self.keys[LEADER]
+            if held.value and held.revision == leading.epoch and not self.closed:
+                # its key may outlive the local deadline (a lease refreshed just in time):
+                # give it up, or no one could be elected while it stands
+                self.ctx.spawn(self.ctx.give_up(self, leading.epoch))
         self.leader = leader
         self._tell(FOLLOWER_ROLE if leader else NO_ROLE)
 

@@ -182,8 +182,10 @@ class Replication:
         """Try to lead ``rlog`` if it has no leader and this node may (an ISR member,
         with a lease, and no transfer naming another node); or create its replica set
         if there is none and this node is its first member."""
+        m = self.membership
         if (rlog.electing is not None or rlog.closed or rlog.leading is not None
-                or rlog.keys[LEADER].value or not self.membership.lease):
+                or rlog.keys[LEADER].value or not m.lease
+                or asyncio.get_running_loop().time() >= m.lease_deadline):
             return
         if rlog.keys[ISR].value is None:
             if rlog.members and rlog.members[0] == self.node and not rlog.had_isr:
