@@ -18,13 +18,14 @@ from smartbroker.message import Message
 from smartbroker.queues.base import Consumer
 from smartbroker.queues.stream_args import OffsetSpec
 from smartbroker.queues.stream_records import decode_record
-from smartbroker.queues.stream_tail import CHUNK, CHUNK_BYTES
+from smartbroker.queues.stream_tail import CHUNK, CHUNK_BYTES, TRIM
 
 if TYPE_CHECKING:
     from smartbroker.queues.groups import GroupMember
     from smartbroker.queues.stream import StreamQueue
 
 READ_BATCH = 128  # offsets one reader takes from one partition before the next partition
+TRIM_READERS = 16  # past this many readers the tail keeps its byte bound only (no min cursor)
 
 
 class StreamEntry:
@@ -106,8 +107,10 @@ def read_partition(stream: StreamQueue, reader: Reader, p: int) -> bool:
     tail = stream._tails[p]  # AMQP publishes: never aborted, so only ``end`` bounds them
     if tail.base <= cursor < tail.end:
         moved = _deliver_run(stream, reader, p, tail, cursor, end)
-        if len(stream.readers) == 1:  # nobody else reads it: what this reader read goes
-            tail.trim(reader.cursors.get(p, cursor))
+        now = reader.cursors.get(p, cursor)
+        if now - tail.base >= TRIM and len(stream.readers) <= TRIM_READERS:
+            # what every reader of the partition has read goes (Tail.trim)
+            tail.trim(min(r.cursors.get(p, now) for r in stream.readers.values()))
         return moved
     chunk = stream._chunks[p].get(cursor) or _load_chunk(stream, p, cursor, end)
     return _deliver_run(stream, reader, p, chunk, cursor, end)

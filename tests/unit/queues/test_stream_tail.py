@@ -197,7 +197,7 @@ def test_a_run_builds_what_no_reader_built_and_shares_the_rest():
     assert tail.built[1:4] == run and tail.built[0] is None and tail.built[4] is None
 
 
-def test_a_lone_reader_drops_what_it_read_and_a_later_one_reads_it_from_the_log():
+def test_what_every_reader_read_leaves_the_tail_and_a_later_reader_reads_it_from_the_log():
     q = StreamQueue("s", "/")
     first = attach(q, ChannelLikeReader(10_000))
     fill(q, TRIM + 10)
@@ -205,6 +205,11 @@ def test_a_lone_reader_drops_what_it_read_and_a_later_one_reads_it_from_the_log(
     assert (tail.base, len(tail.sources), tail.nbytes) == (TRIM, 10, 10 * len(b"m300"))
     second = attach(q, ChannelLikeReader(10_000))  # from the log, then the tail
     assert deliveries(second) == deliveries(first)
-    fill(q, TRIM + 10, start=TRIM + 10)  # two readers: nothing is dropped behind them
+    slow = attach(q, ChannelLikeReader(TRIM // 2))
+    fill(q, TRIM + 10, start=TRIM + 10)  # nothing is dropped that a reader has not read
     assert tail.base == TRIM and deliveries(second) == deliveries(first)
     assert [e.offset for e in second.got] == list(range(2 * TRIM + 20))
+    while len(slow.got) < 2 * TRIM + 20:
+        slow.settle(q, TRIM // 2)
+        assert tail.base <= min(slow.offsets[-1] + 1, 2 * TRIM + 20)
+    assert tail.base == 2 * TRIM and deliveries(slow) == deliveries(first)
