@@ -11,13 +11,15 @@ from collections.abc import Collection, Iterable, Mapping
 
 from smartbroker.store.replica import Cursor
 
+LINK_GRACE = 1.0  # seconds a follower's link may be down before it leaves the ISR
 MAX_MARKS = 4096  # sends remembered per follower (bounded by the link's credit anyway)
 
 
 class Progress:
     """What the leader knows of one follower."""
 
-    __slots__ = ("acked", "blocked", "caught_up_at", "cursor", "marks", "node", "sent_hw")
+    __slots__ = ("acked", "blocked", "caught_up_at", "cursor", "down_since", "marks", "node",
+                 "sent_hw")
 
     def __init__(self, node: str, now: float) -> None:
         self.node = node
@@ -27,6 +29,7 @@ class Progress:
         self.marks: deque[tuple[int, float]] = deque()  # (end shipped, when)
         self.blocked = False  # the link said stop: wait for it to be writable
         self.sent_hw = -1  # the high watermark it was last told
+        self.down_since: float | None = None  # its link went down then (None: up)
 
     def shipped(self, end: int, now: float) -> None:
         marks = self.marks
@@ -74,14 +77,17 @@ def high_watermark(me: str, leader_end: int, progress: Mapping[str, Progress],
 
 def to_drop(me: str, isr: Collection[str], members: Collection[str], leader_end: int,
             progress: Mapping[str, Progress], up: Collection[str], now: float,
-            lag: float) -> list[str]:
-    """In-sync members that must leave the set: no longer members, down, or lagging."""
+            lag: float, link_grace: float = LINK_GRACE) -> list[str]:
+    """In-sync members that must leave the set: no longer members, down (for
+    membership, or their link for longer than ``link_grace``: a kill -9 closes the
+    socket at once, membership sees it only when the lease expires), or lagging."""
     out = []
     for node in isr:
         if node == me:
             continue
         p = progress.get(node)
         if (node not in members or node not in up or p is None
+                or (p.down_since is not None and now - p.down_since > link_grace)
                 or p.lagging(leader_end, now, lag)):
             out.append(node)
     return out

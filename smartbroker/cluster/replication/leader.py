@@ -48,6 +48,9 @@ class Leader:
         self.epoch_start = rlog.log.next_offset if start is None else start
         now = self.loop.time()
         self.progress = {n: isr.Progress(n, now) for n in rlog.members if n != self.ctx.node}
+        for p in self.progress.values():
+            if not self.ctx.link.connected(p.node):
+                p.down_since = now
         self.hw = rlog.high_watermark
         self.waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self.adding: set[str] = set()
@@ -110,6 +113,7 @@ class Leader:
                     p.sent_hw = self.hw
             except PeerDown:
                 p.reset(None)
+                p.down_since = p.down_since or now
 
     def _epoch_for(self, offset: int) -> tuple[int, int | None]:
         """(the epoch that wrote ``offset``, where the next epoch starts): a chunk never
@@ -127,6 +131,7 @@ class Leader:
             p.sent_hw = self.hw
         except PeerDown:
             p.reset(None)
+            p.down_since = p.down_since or self.loop.time()
 
     def writable(self, node: str) -> None:
         p = self.progress.get(node)
@@ -138,12 +143,14 @@ class Leader:
         p = self.progress.get(node)
         if p is not None:
             p.reset(None)
+            p.down_since = None
             self._send_empty(p, self.rlog.log.next_offset)
 
     def peer_down(self, node: str) -> None:
         p = self.progress.get(node)
         if p is not None:
             p.reset(None)
+            p.down_since = self.loop.time()
 
     # -- acks ----------------------------------------------------------------------------
     def on_ack(self, node: str, epoch: int, code: int, offset: int) -> None:
@@ -282,6 +289,8 @@ class Leader:
                 self.progress[node] = p = isr.Progress(node, now)
                 if self.ctx.link.connected(node):
                     self._send_empty(p, self.rlog.log.next_offset)
+                else:
+                    p.down_since = now
         for node in [n for n in self.progress if n not in self.rlog.members]:
             del self.progress[node]
         self.advance()

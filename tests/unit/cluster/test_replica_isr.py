@@ -59,6 +59,9 @@ def test_who_leaves_and_who_comes_back() -> None:
     assert isr.to_drop("n1", ("n1", "n2"), members, 100, p, up - {"n2"}, 0.0, 10.0) == ["n2"]
     assert isr.to_drop("n1", ("n1", "n2"), ("n1",), 100, p, up, 0.0, 10.0) == ["n2"]
     assert isr.to_drop("n1", ("n1", "n4"), members, 100, p, up, 0.0, 10.0) == ["n4"]  # never heard
+    p["n2"].down_since = -0.5  # its link is down: it goes after a second, not a lease TTL
+    assert isr.to_drop("n1", ("n1", "n2"), members, 100, p, up, 0.0, 10.0) == []
+    assert isr.to_drop("n1", ("n1", "n2"), members, 100, p, up, 0.6, 10.0) == ["n2"]
     p.update(progress(n4=90))
     # back once it holds the high watermark and the leader's epoch start
     assert isr.to_add("n1", ("n1", "n2"), members, 90, 0, p, up) == ["n4"]
