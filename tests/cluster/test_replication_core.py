@@ -193,3 +193,36 @@ def test_leader_key_is_on_the_lease(etcd: EtcdProcess, cluster_name: str,
             await node.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_follower_down_catches_up_from_older_segments(etcd: EtcdProcess, cluster_name: str,
+                                                        tmp_path: Path) -> None:
+    """A follower killed leaves the ISR within about a second (its link), so commits go
+    on with the other two; restarted, it copies what it missed over several segments
+    (the frame-by-frame path) and the leader's new log start, and comes back in sync."""
+    async def main() -> None:
+        n1, n2, n3 = await three(etcd, cluster_name, tmp_path)
+        first = n1.log.append(b"first")
+        await n1.rlog.committed(first)
+        await n3.kill()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        last = n1.log.append(b"while n3 is down")
+        await asyncio.wait_for(n1.rlog.committed(last), 5)
+        assert loop.time() - started < 3 and "n3" not in n1.rlog.isr
+        n1.log.append_batch([b"batch-%d" % i for i in range(50)])
+        for i in range(3000):
+            last = n1.log.append(b"y" * 100 + b"%d" % i)
+        await n1.rlog.committed(last)
+        assert n1.log.segment_count > 3
+        n1.log.delete_before(n1.log.segments()[2].base_offset)  # the leader's start moves
+        n3 = await Node(etcd, cluster_name, "n3", tmp_path / "n3").start()
+        await n3.open()
+        await until(lambda: "n3" in n1.rlog.isr, "n3 back in sync")
+        start = n1.log.first_offset
+        assert [r for r in payloads(n3.log) if r[0] >= start] == payloads(n1.log)
+        assert n3.log.first_offset <= start and n3.log.next_offset == n1.log.next_offset
+        for node in (n1, n2, n3):
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
