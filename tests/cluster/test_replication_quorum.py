@@ -1,7 +1,7 @@
 """Replicated quorum queues on three real nodes and a real etcd (issue 16), with pika.
 
 - a quorum queue gets ``x-quorum-initial-group-size`` members (default 3), each keeping
-  the queue's own log; a size of 1 is today's unreplicated queue;
+  the queue's own log (deleted with the queue); a size of 1 is today's unreplicated queue;
 - x-delivery-limit and dead-lettering work as on one node;
 - kill -9 of the leader while a publisher confirms through another node: every confirmed
   message is there afterwards, consumed from a survivor in publishing order, duplicates
@@ -92,6 +92,14 @@ def test_members_and_their_logs(nodes: dict[str, BrokerProcess]) -> None:
     for node in nodes.values():  # each member keeps the queue's own log
         poll(lambda n=node: (n.data_dir / "quorum" / "%2F%2Fqr-members").is_dir(),
              f"{node.node_name} holds the log")
+    conn = connect(nodes["n3"])  # deleted through a follower's node: every copy goes
+    try:
+        conn.channel().queue_delete("qr-members")
+    finally:
+        conn.close()
+    for node in nodes.values():
+        poll(lambda n=node: not (n.data_dir / "quorum" / "%2F%2Fqr-members").exists(),
+             f"{node.node_name} deleted its copy")
     declare(nodes["n2"], "qr-single", **{"x-quorum-initial-group-size": 1})
     single = poll(lambda: described(nodes["n2"], "qr-single"), "qr-single listed")
     assert single["members"] == ["n2"]
