@@ -200,13 +200,14 @@ class StreamQueue:
     # -- publish ---------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         """Append to the key's partition; the result names that log for confirms."""
-        index = self._partition_of(message, len(self.logs))
+        logs = self.logs
+        index = self._partition_of(message, len(logs)) if len(logs) > 1 else 0
         compact = self.stream.compact
         key = message_key(message).encode("utf-8", "surrogateescape") if compact else None
         if compact:  # compaction keeps or drops single records
-            offset = self.logs[index].append(encode_record(message), int(time.time() * 1000), key)
+            offset = logs[index].append(encode_record(message), int(time.time() * 1000), key)
         else:  # framed with this loop pass's other publishes (store/log.py)
-            offset = self.logs[index].append_grouped(message.body, None, record_head(message))
+            offset = logs[index].append_grouped(message.body, None, record_head(message))
         self.stats["publish"] += 1
         if self.on_append:  # the one check the hot path pays for waiting Kafka Fetches
             self.appended(index)
@@ -216,7 +217,8 @@ class StreamQueue:
             else:  # what the tail or the chunks held may be compacted away from now on
                 self._tails[index].clear()
                 self._chunks.clear()
-            self.dispatch()
+            if not self._dispatch_pending:  # once per loop pass: no call for the rest
+                self.dispatch()
         if message.flags & FLAG_PERSISTENT:
             return self._published[index]
         return self._written[index]

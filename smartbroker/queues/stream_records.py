@@ -55,6 +55,7 @@ def message_key(msg: Message) -> str:
 
 
 _prefixes: dict[tuple[bytes, bytes], bytes] = {}  # (route, content header) -> record prefix
+_last_head: list[Any] = [None, None, b""]  # the last publish's route, header and record head
 
 
 def encode_record(msg: Message) -> bytes:
@@ -69,12 +70,16 @@ def record_head(msg: Message) -> bytes:
     (``append_grouped``'s ``head``), so the body is copied once, into the frame."""
     ex_rk = msg.route[2]
     header = msg.header_payload
+    last = _last_head
+    if header is last[1] and ex_rk is last[0]:  # a connection interns both: a run of
+        return last[2]  # publishes like the last one costs two identity checks
     prefix = _prefixes.get((ex_rk, header))
     if prefix is None:
         prefix = b"".join((_u16.pack(len(ex_rk)), ex_rk, _u32.pack(len(header)), header))
         if len(_prefixes) >= MAX_TEMPLATES:
             _prefixes.clear()
         _prefixes[(ex_rk, header)] = prefix
+    last[0], last[1], last[2] = ex_rk, header, prefix
     return prefix
 
 
