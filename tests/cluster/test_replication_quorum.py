@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -24,6 +25,9 @@ from typing import Any
 import pika
 import pytest
 
+from smartbroker.cluster.etcd_client import EtcdClient
+from smartbroker.cluster.replication import LogName, election
+from smartbroker.cluster.replication.records import ISR, IsrRecord
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
 
@@ -269,12 +273,24 @@ def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
         conn.close()
         feed.connection.close()
         nodes[old].restart()
-    # the old leader caught up as a follower: it serves the queue through the new leader
+    # the old leader caught up as a follower: back in the in-sync set, and it serves the
+    # queue through the new leader
     new = leader_of(nodes, "qr-kill", survivors[0])
     assert new != old
+    poll(lambda: old in in_sync(nodes[old], "qr-kill"), f"{old} back in the ISR", timeout=30)
     feed = connect(nodes[old]).channel()
     feed.confirm_delivery()
     poll(lambda: _published(feed, "qr-kill", b"back"), "a publish through the old leader")
+
+
+def in_sync(node: BrokerProcess, queue: str) -> tuple[str, ...]:
+    """The queue's ISR as etcd holds it (``replica/isr/<log id>``)."""
+    async def read() -> tuple[str, ...]:
+        async with EtcdClient(node.etcd, node.cluster_name) as etcd:
+            found = await election.read(etcd, LogName("/", queue), ISR)
+        record = None if found.value is None else IsrRecord.decode(found.value)
+        return () if record is None else record.isr
+    return asyncio.run(read())
 
 
 def _published(ch: Any, queue: str, body: bytes) -> bool:
