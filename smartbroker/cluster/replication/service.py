@@ -225,8 +225,9 @@ class Replication:
                 await asyncio.sleep(rank * ELECTION_STEP)
             for _ in range(5):
                 lease = self.membership.lease
+                target = rlog.keys[TRANSFER].value  # (one may have come while it waited)
                 if (rlog.closed or rlog.keys[LEADER].value or self.node not in rlog.isr
-                        or not lease):
+                        or not lease or decode_node(target or b"", "to") not in (None, self.node)):
                     return
                 epoch = await election.elect(self.etcd, rlog.name, self.node, lease,
                                              rlog.isr_revision)
