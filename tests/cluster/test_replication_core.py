@@ -156,11 +156,14 @@ def test_commit_failover_truncation_and_fencing(etcd: EtcdProcess, cluster_name:
         # a leader past its lease deadline confirms nothing and steps down
         last = new.log.append(b"unconfirmed")
         new.membership.lease_deadline = 0.0
+        lapsed = new.rlog.epoch
         with pytest.raises(NotLeader):
             await asyncio.wait_for(new.rlog.committed(last), 5)
         assert new.rlog.role != "leader"
-        # its key, still on a live lease, is given up: another member takes over
-        await until(lambda: any(n.rlog.role == "leader" for n in (n1, other)), "a successor")
+        # its key, still on a live lease, is given up: a member takes over in a newer
+        # epoch (maybe this node again, once its next keep-alive moves the deadline)
+        await until(lambda: any(n.rlog.role == "leader" and n.rlog.epoch > lapsed
+                                for n in (n1, new, other)), "a successor")
         for node in (n1, new, other):
             await node.stop()
 
