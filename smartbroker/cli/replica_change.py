@@ -142,10 +142,12 @@ async def transfer(etcd: Any, r: Replicas, to: str, timeout: float) -> None:
     try:
         await etcd.commit([Put(TRANSFER + r.log, encode_transfer(to), lease)])
         try:
-            await asyncio.wait_for(_leader_is(etcd, r.log, to), timeout)
+            went = await asyncio.wait_for(_new_leader(etcd, r.log, r.leader), timeout)
         except TimeoutError:
             raise CliError(f"{r.describe()}: the leadership did not move from "
                            f"'{r.leader}' to '{to}' within {timeout:g} s") from None
+        if went != to:
+            raise CliError(f"{r.describe()}: the leadership went to '{went}', not '{to}'")
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -154,14 +156,17 @@ async def transfer(etcd: Any, r: Replicas, to: str, timeout: float) -> None:
             await etcd.revoke_lease(lease)  # the transfer key goes with it
 
 
-async def _leader_is(etcd: Any, log: str, node: str) -> None:
-    """Returns once ``replica/leader/<log>`` names ``node``."""
+async def _new_leader(etcd: Any, log: str, old: str | None) -> str:
+    """The node ``replica/leader/<log>`` names once it names another than ``old``."""
     found, revision = await etcd.range(LEADER + log, prefix=False)
-    if found and decode_node(found[0].value) == node:
-        return
+    node = decode_node(found[0].value) if found else None
+    if node is not None and node != old:
+        return node
     async for event in etcd.watch(LEADER + log, start_revision=revision + 1, prefix=False):
-        if event.kind == "put" and decode_node(event.value) == node:
-            return
+        node = decode_node(event.value) if event.kind == "put" else None
+        if node is not None and node != old:
+            return node
+    raise TimeoutError  # the watch ended: etcd closed
 
 
 async def move_leaders(etcd: Any, moves: list[tuple[Replicas, str]], timeout: float,
