@@ -140,9 +140,9 @@ def test_kill_the_partition_leader_loses_nothing_acknowledged(
     rest = consume(survivors, "g-kill", 10, commit=False)
     assert rest and rest[0].offset() == 100, (leader, [m.offset() for m in rest[:3]])
     # n1 is out of the ISR: acks=all needs min.insync.replicas in sync, acks=1 the leader
-    incremental(AdminClient({"bootstrap.servers": survivors}), TOPIC, "min.insync.replicas",
-                "3", AlterConfigOpType.SET)
-    assert leader is not None
+    assert leader is not None  # altered on the leader's copy (configs stay per copy)
+    incremental(AdminClient({"bootstrap.servers": nodes[leader].kafka_bootstrap}), TOPIC,
+                "min.insync.replicas", "3", AlterConfigOpType.SET)
     poll(lambda: produce_acks(nodes[leader], -1) == NOT_ENOUGH_REPLICAS,
          "acks=all refused with NOT_ENOUGH_REPLICAS")
     assert produce_acks(nodes[leader], 1) == 0

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from smartbroker.cluster.replication.records import LogName, NotLeader
+from smartbroker.cluster.replication.records import LogName
 from smartbroker.cluster.replication.replicated_log import LEADER_ROLE
 from smartbroker.cluster.spread_replicas import OFFSETS, replicated
 from smartbroker.queues import stream_replicated
@@ -82,8 +82,6 @@ class StreamCopies:
         self.owner = owner
         self.stream = stream
         self.copies: dict[int | str, Copy] = {}
-        self.opening: dict[int | str, asyncio.Task[Any]] = {}
-        self.waiting: dict[int | str, list[asyncio.Future[None]]] = {}  # commits before open
         self.closed = False
         self.detached = MemoryLog()  # the offset book's log while another node leads it
         self.real_offsets: Any = None  # the offsets log the core replicates
@@ -108,12 +106,14 @@ class StreamCopies:
 
     # -- roles ---------------------------------------------------------------------------
     def open(self, placement: Any) -> None:
-        """Open every log of the stream this node is a member of (idempotent; the core's
-        ``open`` reads etcd, so each runs as a task). Until a partition's replica is
-        open its readers here read nothing and its confirms wait for it."""
+        """Open every log of the stream this node is a member of (idempotent). The core
+        reads its keys in the background; until it tells this node's role a partition
+        is read by nobody here, and its confirms wait (``committed`` waits for the
+        election under way)."""
         stream = self.stream
         node = self.owner.node
-        if self.owner.replication is None:
+        replication = self.owner.replication
+        if replication is None:
             return
         stream_replicated.replicate(stream, self)
         if self._appended not in stream.on_append:  # a publish nobody awaits ships too
@@ -127,57 +127,25 @@ class StreamCopies:
         if node in first and len(first) > 1:
             wanted.append((OFFSETS, None, first))
         for part, lg, members in wanted:
-            if part in self.copies or part in self.opening:
-                continue
-            if isinstance(part, int):  # its confirms wait for the replica set from now on
-                stream_replicated.confirm_through(stream, part, self._committer(part))
-            self.opening[part] = self.owner.spawn(self._open(part, lg, members))
+            if part not in self.copies:
+                self._open(part, lg, members)
 
-    async def _open(self, part: int | str, lg: Any, members: tuple[str, ...]) -> None:
+    def _open(self, part: int | str, lg: Any, members: tuple[str, ...]) -> None:
         stream = self.stream
-        replication = self.owner.replication
-        name = _name(stream, part)
         need = min_insync(members, stream.meta.overrides)
         try:
-            if lg is None:
-                lg = self._offsets_log()
-            rl = await replication.open(name, lg, members, min_insync=need,
-                                        on_role_change=lambda role: self.role_changed(part, role))
-        except Exception as exc:  # etcd away, or closed meanwhile: tried again on a change
+            rl = self.owner.replication.open(
+                _name(stream, part), self._offsets_log() if lg is None else lg, members,
+                min_insync=need, on_role_change=lambda role: self.role_changed(part, role))
+        except Exception as exc:  # e.g. open already (a stream object replaced): one line
             log.warning("replica %s of stream '%s' in vhost '%s' not opened: %s", part,
                         stream.name, stream.vhost, exc)
-            self.opening.pop(part, None)
-            return
-        if self.closed or stream.deleted or stream.closed:
-            replication.close(name)
             return
         self.copies[part] = Copy(part, rl, members, need)
-        opened = self.opening.pop(part, None)
-        if isinstance(part, int):
+        if isinstance(part, int):  # its confirms wait for the replica set from now on
             rl.on_high_watermark.append(lambda hw: self._advanced(part, hw))
+            stream_replicated.confirm_through(stream, part, rl.committed)
         self.role_changed(part, rl.role)
-        if opened is not None and self.waiting.get(part):
-            for future in self.waiting.pop(part):
-                if not future.done():
-                    future.set_result(None)
-
-    def _committer(self, part: int) -> Any:
-        """``committed`` of partition ``part``'s replica, once it is open."""
-        async def committed(offset: int) -> None:
-            copy = self.copies.get(part)
-            if copy is None:
-                if part not in self.opening:
-                    raise NotLeader(f"partition {part} of stream '{self.stream.name}' is "
-                                    "not replicated here")
-                future = asyncio.get_running_loop().create_future()
-                self.waiting.setdefault(part, []).append(future)
-                await future
-                copy = self.copies.get(part)
-                if copy is None:
-                    raise NotLeader(f"partition {part} of stream '{self.stream.name}' "
-                                    "was closed here")
-            await copy.replicated.committed(offset)
-        return committed
 
     def _offsets_log(self) -> Any:
         """The real offsets log (a LazyLog is opened: the core appends to it)."""
@@ -207,7 +175,7 @@ class StreamCopies:
                 book.log = self.detached
         elif leading:
             assert isinstance(part, int)
-            stream_replicated.lead(stream, part, self._committer(part),
+            stream_replicated.lead(stream, part, copy.replicated.committed,
                                    copy.replicated.high_watermark)
         else:
             assert isinstance(part, int)
@@ -246,14 +214,6 @@ class StreamCopies:
         stream = self.stream
         if self._appended in stream.on_append:
             stream.on_append.remove(self._appended)
-        for task in self.opening.values():
-            task.cancel()
-        self.opening.clear()
-        for futures in self.waiting.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
-        self.waiting.clear()
         copies, self.copies = self.copies, {}
         for copy in copies.values():
             if replication is None:
