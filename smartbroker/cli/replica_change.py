@@ -51,8 +51,9 @@ async def set_members(etcd: Any, r: Replicas, members: list[str],
     ops = [Put(ISR + r.log, _encode(record))]
     revisions: dict[bytes | str, int] = {ISR + r.log: r.revision}
     data, revision = placement or ({}, 0)
-    if r.partition is None:
-        shown: dict[str, Any] | None = {**data, "members": members}
+    if r.partition is None:  # a quorum queue's (a stream's offsets log: its partitions')
+        shown: dict[str, Any] | None = (None if "partition_members" in data
+                                        else {**data, "members": members})
     else:  # a stream partition: its entry of partition_members
         parts = data.get("partition_members")
         shown = None
