@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.replication.records import LogName
-from smartbroker.cluster.replication.replicated_log import LEADER_ROLE
+from smartbroker.cluster.replication.replicated_log import FOLLOWER_ROLE, LEADER_ROLE
 from smartbroker.cluster.spread_replicas import OFFSETS, replicated
 from smartbroker.queues import stream_replicated
 from smartbroker.queues.stream import StreamQueue
@@ -73,6 +73,7 @@ class Copy:
     members: tuple[str, ...]
     need: int  # min-insync
     leading: bool = False
+    followed: bool = False  # it has followed another leader since it was opened
 
 
 class StreamCopies:
@@ -164,7 +165,9 @@ class StreamCopies:
             return
         leading = _leading(role)
         if leading == copy.leading:
+            copy.followed = copy.followed or role == FOLLOWER_ROLE
             return
+        moved = copy.leading or copy.followed  # not this replica's first role
         copy.leading = leading
         if part == OFFSETS:
             book = stream.offsets
@@ -173,18 +176,32 @@ class StreamCopies:
                 stream_replicated.reload_offsets(stream)
             else:
                 book.log = self.detached
-        elif leading:
-            assert isinstance(part, int)
-            stream_replicated.lead(stream, part, copy.replicated.committed,
-                                   copy.replicated.high_watermark)
         else:
             assert isinstance(part, int)
-            stream_replicated.follow(stream, part)
+            if moved:
+                self._cancel_readers(part)
+            if leading:
+                stream_replicated.lead(stream, part, copy.replicated.committed,
+                                       copy.replicated.high_watermark)
+            else:
+                stream_replicated.follow(stream, part)
         if leading:
             log.info("this node leads %s of stream '%s' in vhost '%s'",
                      "the group offsets" if part == OFFSETS else f"partition {part}",
                      stream.name, stream.vhost)
             self.owner.lead_in_placement(stream.vhost, stream.name, part)
+
+    def _cancel_readers(self, p: int) -> None:
+        """Partition ``p`` became readable here, or stopped being: the readers of it on
+        this node (local ones and those other nodes relay) hold cursors that no longer
+        say what they were given (another node served them), so they are cancelled
+        (``basic.cancel``), as when a node they read from goes down; the client
+        consumes again from where it got to."""
+        stream = self.stream
+        for consumer, reader in list(stream.readers.items()):
+            if p in reader.cursors:
+                stream.remove_consumer(consumer)
+                consumer.cancelled_by_broker()
 
     def _appended(self, p: int) -> None:
         """Records were appended to partition ``p`` (led here): the core ships them
