@@ -1,11 +1,13 @@
 """Replicated streams declared on three real nodes on a real etcd: Kafka's
 ``replication.factor`` and RabbitMQ's ``x-initial-cluster-size`` give each partition a
 replica set, every node names it in Metadata (replicas and ISR), a factor above the
-nodes is refused as Kafka refuses it, and a replicated stream of one partition is held
-on every node, so a publish through one node is read through another."""
+nodes is refused as Kafka refuses it, a replicated stream of one partition is held
+on every node, so a publish through one node is read through another, and a deleted
+replicated topic leaves no replica record in etcd."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka.protocol import metadata
 
+from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
@@ -120,3 +123,29 @@ def read(node: BrokerProcess, queue: str, count: int) -> list[tuple[int, bytes]]
     finally:
         conn.close()
     return got
+
+
+def test_a_deleted_replicated_topic_leaves_no_replica_records(
+        nodes: dict[str, BrokerProcess], etcd: Any) -> None:
+    admin = AdminClient({"bootstrap.servers": nodes["n3"].kafka_bootstrap})
+    admin.create_topics([NewTopic("rs-gone", num_partitions=2, replication_factor=3)]
+                        )["rs-gone"].result(TIMEOUT)
+    ids = [broker_id(n) for n in NAMES]
+    poll(lambda: replica_sets(nodes["n1"], "rs-gone") is not None
+         and all(sorted(isr) == sorted(ids) for _, _, isr in replica_sets(nodes["n1"], "rs-gone")),
+         "both partitions in sync on three nodes")
+    admin.delete_topics(["rs-gone"])["rs-gone"].result(TIMEOUT)
+    for name in NAMES:
+        poll(lambda n=name: metadata_of(nodes[n], "rs-gone").error_code == 3,
+             f"{name} no longer lists the topic")
+    poll(lambda: not replica_keys(etcd, nodes["n1"], "rs-gone"), "its replica records deleted")
+
+
+def replica_keys(etcd: Any, node: BrokerProcess, topic: str) -> list[bytes]:
+    """The cluster's replica/ keys naming ``topic`` (read straight from etcd)."""
+    async def read() -> list[bytes]:
+        async with EtcdClient(etcd.endpoint, node.cluster_name) as client:
+            found, _ = await client.range("replica/")
+        return [kv.key for kv in found]
+
+    return [k for k in asyncio.run(read()) if f"/{topic}".encode() in k]

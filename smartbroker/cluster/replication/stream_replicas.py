@@ -281,6 +281,9 @@ class StreamReplicas:
             found = None
         if found is None:
             found = self.streams[key] = StreamCopies(self, q)
+            host = self.forwarding.vhosts.get(q.vhost)
+            if host is not None:  # a vhost added since the start
+                self.follow_deletes(host)
         found.open(placement)
         return q
 
@@ -297,8 +300,22 @@ class StreamReplicas:
 
     def attach_all(self, vhosts: Any) -> None:
         for host in vhosts:
+            self.follow_deletes(host)
             for q in list(host.queues.values()):
                 self.attach(q)
+
+    def follow_deletes(self, host: Any) -> None:
+        """Hear ``host``'s deleted queues (once per vhost)."""
+        if self.deleted not in host.on_queue_deleted:
+            host.on_queue_deleted.append(self.deleted)
+
+    def deleted(self, q: Any) -> None:
+        """A stream was deleted here (its logs closed in the same call, before the core
+        could touch them again): its replicas stop, and the records of those this node
+        led go from etcd."""
+        found = self.streams.pop((q.vhost, q.name), None)
+        if found is not None and found.stream is q:
+            found.close(forget=True)
 
     def lead_in_placement(self, vhost: str, name: str, part: int | str) -> None:
         """This node won ``part``: the local placement names it now (the election's
