@@ -160,3 +160,13 @@ def test_rebalance_and_shrink(cluster: Cluster) -> None:
         r = cluster.replicas(queue)
         assert "n2" not in r.members and r.leader in ("n1", "n3")
     cluster.agree(queues[0], members=[m for m in ("n1", "n3")])
+
+    # grown back: n2 starts a fresh copy (its old one was deleted) and catches up
+    publish(cluster.nodes["n3"], queues[0], 50)
+    grown = cluster.cli("queues", "grow", "n2", "all", "--queue-pattern", "^ops-rb", "--json")
+    assert grown.returncode == 0, grown.stderr
+    assert sorted(r["name"] for r in json.loads(grown.stdout)) == queues
+    for queue in queues:
+        poll(lambda q=queue: set(cluster.replicas(q).isr) == set(NAMES),
+             f"n2 back in the ISR of {queue}", timeout=30)
+    cluster.agree(queues[0], online=list(cluster.replicas(queues[0]).members))
