@@ -5,8 +5,9 @@
   hand-over proves: ``delete-member`` of the leader, twice, leaves the new member alone
   leading, and every confirmed message is consumed from it;
 - ``/api/queues`` on every node names the leader, the members and those online;
-- ``cluster rebalance`` moves leaders until each node leads about as many, and
-  ``queues shrink`` takes a node out of every replica set.
+- ``cluster rebalance`` moves leaders until each node leads about as many,
+  ``queues shrink`` takes a node out of every replica set (its copies deleted) and
+  ``queues grow`` puts it back (fresh copies that catch up).
 """
 
 from __future__ import annotations
