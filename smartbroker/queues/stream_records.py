@@ -6,6 +6,7 @@ headers, as RabbitMQ adds ``x-stream-offset``."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import mmh3
@@ -158,19 +159,20 @@ def delivery_message(route: tuple[str, str, bytes], header_payload: bytes, flags
     return msg
 
 
-def splice_cuts(header_payload: bytes, flags: int, partition: int) -> tuple[bytes, bytes]:
-    """``delivery_message``'s splice as two fixed parts around the offset entry: the
-    header up to it (with the table's new size) and from the partition entry on. A tail
-    remembers them per header (``stream_tail.Tail``): a delivery is then one pack and
-    one join of three."""
+Splice = tuple[Callable[[bytes, int, bytes], bytes], bytes, bytes]
+
+
+def splice_cuts(header_payload: bytes, flags: int, partition: int) -> Splice:
+    """``delivery_message``'s splice as one struct: ``pack(before, offset, after)`` is the
+    delivery header, ``before`` the header up to the offset entry's value (the table's
+    new size, the existing entries, the entry's name and type), ``after`` the partition
+    entry and the rest. A tail remembers it per header (``stream_tail.Tail``): a delivery
+    header is then one call."""
     head, size, table, rest = _template(header_payload, flags)
     part = _partition_entries.get(partition)
     if part is None:
         part = _partition_entries[partition] = codec.table_entry_int(_PARTITION_SS, partition)
-    return (b"".join((head, _be_u32.pack(size + _OFFSET_ENTRY.size + len(part)), table)),
-            part + rest)
-
-
-def offset_entry_packer() -> tuple[Any, bytes]:
-    """What a tail packs an offset entry with: the struct's pack and its leading name."""
-    return _OFFSET_ENTRY.pack, _OFFSET_SS
+    before = b"".join((head, _be_u32.pack(size + _OFFSET_ENTRY.size + len(part)), table,
+                       _OFFSET_SS, b"l"))
+    after = part + rest
+    return struct.Struct(f"!{len(before)}sq{len(after)}s").pack, before, after

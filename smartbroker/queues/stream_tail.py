@@ -21,7 +21,7 @@ from operator import attrgetter
 
 from smartbroker.message import Message
 from smartbroker.protocol.codec import FLAG_HEADERS
-from smartbroker.queues.stream_records import MAX_TEMPLATES, offset_entry_packer, splice_cuts
+from smartbroker.queues.stream_records import MAX_TEMPLATES, Splice, splice_cuts
 
 STREAM_BYTES = 16 << 20  # body bytes a stream keeps, split over its partitions
 PARTITION_BYTES = 4 << 20  # but at least this per partition
@@ -29,7 +29,6 @@ MAX_ENTRIES = 32768
 TRIM = 256  # read offsets a one-reader tail drops at a time (Tail.trim)
 _body = attrgetter("body")
 _new_message = Message.__new__
-_pack_offset, _OFFSET_NAME = offset_entry_packer()
 
 
 def partition_budget(partitions: int) -> int:
@@ -51,7 +50,7 @@ class Tail:
         self.built: list[Message | None] = []
         self.nbytes = 0
         self.max_bytes = max_bytes
-        self.cuts: dict[bytes, tuple[bytes, bytes]] = {}  # header -> splice_cuts
+        self.cuts: dict[bytes, Splice] = {}  # header -> splice_cuts
 
     @property
     def end(self) -> int:
@@ -96,7 +95,7 @@ class Tail:
                 cut = cuts[header] = splice_cuts(header, src.flags, self.partition)
             msg = new(Message)
             msg.route = src.route
-            msg.header_payload = b"".join((cut[0], _pack_offset(_OFFSET_NAME, b"l", start + k), cut[1]))
+            msg.header_payload = cut[0](cut[1], start + k, cut[2])
             msg.body = src.body
             msg.flags = src.flags | FLAG_HEADERS
             msg._properties = None

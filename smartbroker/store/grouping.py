@@ -30,6 +30,7 @@ GROUP_RECORDS = 4096  # ... or this many records
 _FRAME_HEAD = record.PREFIX_SIZE + record.HEAD_SIZE  # a frame's bytes before its entries
 _ENTRY_SIZE = record.ENTRY_SIZE
 _entry_pack = record.ENTRY.pack
+_entries: dict[int, bytes] = {}  # payload size -> its entry header (publishers repeat sizes)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,7 +84,12 @@ class AppendGroup:
         self.nbytes += entry
         items = self.items
         if key is None:
-            items.append(_entry_pack(-1, size))
+            ent = _entries.get(size)
+            if ent is None:
+                if len(_entries) >= 1024:
+                    _entries.clear()
+                ent = _entries[size] = _entry_pack(-1, size)
+            items.append(ent)
         else:
             items.append(_entry_pack(len(key), size))
             items.append(key)
