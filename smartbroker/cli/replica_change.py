@@ -89,10 +89,11 @@ async def drop_everywhere(etcd: Any, node: str) -> int:
 
 
 async def change_members(etcd: Any, vhost: str, queue: str, node: str, *, add: bool,
-                         timeout: float, state: ClusterReplicas | None = None
+                         timeout: float = 30.0, state: ClusterReplicas | None = None
                          ) -> tuple[str, int]:
     """Add or remove ``node`` as a member of a quorum queue: ("ok" or "already a member"
-    / "not a member", the number of members after). CliError when it cannot be done.
+    / "not a member", the number of members after). CliError when it cannot be done;
+    ``timeout``: seconds a leader being removed has to hand over.
     ``state``: a read to start from (``grow`` and ``shrink`` read once for every queue);
     a failed compare-and-swap reads again."""
     for _ in range(RETRIES):

@@ -41,13 +41,12 @@ def register(queues_app: typer.Typer, cluster_app: typer.Typer) -> None:
 @handle_errors
 def add_member(vhost: Annotated[str, typer.Argument(help="The queue's vhost")],
                queue: Annotated[str, typer.Argument(help="The quorum queue")], node: NodeArg,
-               etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker",
-               timeout: TimeoutOpt = 30.0) -> None:
+               etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker") -> None:
     """Add NODE as a replica of a quorum queue (rabbitmq-queues add_member)."""
     from smartbroker.cli.replica_change import change_members
 
     result, _ = run_etcd(_with(connect_etcd(etcd, cluster_name), lambda client: change_members(
-        client, vhost, queue, node, add=True, timeout=timeout)))
+        client, vhost, queue, node, add=True)))
     typer.echo(f"queue '{queue}' in vhost '{vhost}': node {node} "
                + ("added" if result == "ok" else "is already a member"))
 
@@ -98,8 +97,8 @@ async def _grow(etcd: Any, node: str, selection: str, vhosts: str,
     state = await read(etcd)
     state.check_node(node, running=True)
     targets = grow_targets(state.quorum_logs(vhosts, queues), node, selection)
-    return [await _row(change_members(etcd, r.vhost, r.queue, node, add=True, timeout=0,
-                                      state=state), r, len(r.members) + 1) for r in targets]
+    return [await _row(change_members(etcd, r.vhost, r.queue, node, add=True, state=state),
+                       r, len(r.members) + 1) for r in targets]
 
 
 @handle_errors
