@@ -61,6 +61,10 @@ class PartitionAdmin:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
                              f"Topic {name!r} has its partitions spread over the cluster's "
                              "nodes: adding partitions to it is not supported yet.")
+        if getattr(stream, "replication", None) is not None:  # copied on several nodes
+            raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                             f"Topic {name!r} is replicated over the cluster's nodes: adding "
+                             "partitions to it is not supported yet.")
         if count < current:
             raise TopicError(ErrorCode.INVALID_PARTITIONS,
                              f"Topic currently has {current} partitions, which is higher than "
