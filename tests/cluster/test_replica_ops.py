@@ -171,3 +171,12 @@ def test_rebalance_and_shrink(cluster: Cluster) -> None:
         poll(lambda q=queue: set(cluster.replicas(q).isr) == set(NAMES),
              f"n2 back in the ISR of {queue}", timeout=30)
     cluster.agree(queues[0], online=list(cluster.replicas(queues[0]).members))
+
+
+def test_a_replicated_stream_shows_its_members(cluster: Cluster) -> None:
+    cluster.declare("n2", "ops-stream", **{"x-queue-type": "stream",
+                                           "x-initial-cluster-size": 3})
+    page = cluster.agree("ops-stream", members=["n2", "n3", "n1"])
+    assert (page["type"], page["leader"], page["online"]) == ("stream", "n2", ["n2", "n3", "n1"])
+    assert [(p["members"], p["online"]) for p in page["stream"]["partitions"]] == [
+        (["n2", "n3", "n1"], ["n2", "n3", "n1"])]
