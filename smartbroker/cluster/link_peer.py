@@ -231,13 +231,19 @@ class PeerConnection(asyncio.Protocol):
 
     # -- sending -------------------------------------------------------------------------
     def send(self, spec: ChannelSpec, item: tuple) -> bool:
-        ok = self.conn.send(spec, item)
+        try:
+            ok = self.conn.send(spec, item)
+        except RuntimeError:  # closing (a CLOSE sent or received), not yet lost: down
+            raise PeerDown(f"the link to node {self.peer!r} went down: {self._reason}") from None
         self.mark()
         return ok and not self.paused
 
     def call(self, call_id: int, method: str, payload: bytes) -> asyncio.Future[bytes]:
         future: asyncio.Future[bytes] = self.link.loop.create_future()
-        self.conn.request(call_id, method, payload)
+        try:
+            self.conn.request(call_id, method, payload)
+        except RuntimeError:  # as in send
+            raise PeerDown(f"the link to node {self.peer!r} went down: {self._reason}") from None
         self.calls[call_id] = future
         self.mark()
         return future
