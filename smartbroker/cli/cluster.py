@@ -90,7 +90,8 @@ async def _status(etcd: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     lagging: Counter[str] = Counter()  # of those, the ones not in the ISR
     behind = []
     for r in replicas.logs:
-        followers.update(m for m in r.members if m != r.leader)
+        if r.leader is not None:  # without a leader (an election due) no one follows
+            followers.update(m for m in r.members if m != r.leader)
         late = [m for m in r.members if m not in r.isr]
         lagging.update(late)
         if late:

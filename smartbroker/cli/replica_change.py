@@ -117,6 +117,10 @@ async def change_members(etcd: Any, vhost: str, queue: str, node: str, *, add: b
                 state = None
                 continue
             after = [m for m in members if m != node]
+            if not [m for m in r.isr if m in after]:
+                raise CliError(f"{r.describe()}: no other member is in sync (in sync: "
+                               f"{', '.join(r.isr) or 'none'}); without '{node}' none could "
+                               "lead it")
         if await set_members(etcd, r, after, state.placements.get((vhost, queue))):
             return "ok", len(after)
         state = None

@@ -28,6 +28,7 @@ QUEUES = {  # name: (type, members, isr, leader); members None = no replica set
     "solo": ("quorum", ["a"], ["a"], "a"),
     "single": ("quorum", None, None, "a"),
     "cl": ("classic", None, None, "a"),
+    "behind": ("quorum", ["d", "c"], ["d"], None),  # its leader d is down, c lags
 }
 
 
@@ -45,13 +46,14 @@ async def _write(endpoint: str, cluster: str) -> None:
                 await etcd.put(NODES + node, record(node, 1000 * (i + 1)), lease)
         for name, (kind, members, isr, leader) in QUEUES.items():
             await etcd.put(dk.key("queues", "/", name), _queue_def(name, kind))
-            placement: dict[str, Any] = {"leader": leader}
+            placement: dict[str, Any] = {"leader": leader or members[0]}
             if members is not None:
                 placement["members"] = members
                 await etcd.put(ISR + log_id("/", name), json.dumps(
                     {"members": members, "isr": isr, "epoch": 7}).encode())
-                await etcd.put(LEADER + log_id("/", name), json.dumps({"node": leader}).encode(),
-                               lease)
+                if leader is not None:
+                    await etcd.put(LEADER + log_id("/", name),
+                                   json.dumps({"node": leader}).encode(), lease)
             await etcd.put(placement_key("/", name), json.dumps(placement).encode())
 
 
@@ -110,6 +112,7 @@ def test_add_and_delete_member(cli: Any) -> None:
     (("add-member", "/", "single", "c"), "has no replica set"),
     (("delete-member", "/", "solo", "a"), "the last member cannot be removed"),
     (("delete-member", "/", "q1", "x"), "no node 'x' in the cluster"),
+    (("delete-member", "/", "behind", "d"), "no other member is in sync (in sync: d)"),
     (("grow", "d"), "node 'd' is not running"),
     (("grow", "c", "some"), "selection must be 'all' or 'even'"),
     (("grow", "c", "--queue-pattern", "("), "bad --queue-pattern '('"),
@@ -186,10 +189,11 @@ def test_status_counts_followers_and_members_out_of_sync(cli: Any) -> None:
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     nodes = {n["name"]: n for n in shown["nodes"]}
-    # q1 a+b, q2 b+a+c (c out of sync), solo a
+    # q1 a+b, q2 b+a+c (c out of sync), solo a, behind d+c without a leader (c behind)
     assert {n: (v["followers"], v["out_of_sync"]) for n, v in nodes.items()} == {
-        "a": (1, 0), "b": (1, 0), "c": (1, 1), "d": (0, 0)}
-    assert [(b["queue"], b["out_of_sync"]) for b in shown["out_of_sync"]] == [("q2", ["c"])]
+        "a": (1, 0), "b": (1, 0), "c": (1, 2), "d": (0, 0)}
+    assert sorted((b["queue"], b["out_of_sync"]) for b in shown["out_of_sync"]) == [
+        ("behind", ["c"]), ("q2", ["c"])]
     table = cli("cluster", "status")
     assert "out of sync: queue 'q2' in vhost '/': c (leader b)" in table.stdout
 
@@ -230,7 +234,7 @@ def test_forget_takes_the_node_out_of_the_replica_sets(etcd: Any, cluster_name: 
                 {"members": ["d", "c"], "isr": ["d"], "epoch": 3}).encode())
     asyncio.run(setup())
     done = cli("cluster", "forget", "d")
-    assert done.returncode == 0 and "with the 1 queue(s) it led" in done.stdout, done.stderr
+    assert done.returncode == 0 and "with the 2 queue(s) it led" in done.stdout, done.stderr
     assert cli.read("q1") == ({"members": ["a", "b"], "isr": ["a", "b"], "epoch": 7},
                               {"leader": "a", "members": ["a", "b"]})
 
