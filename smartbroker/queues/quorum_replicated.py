@@ -13,6 +13,7 @@ confirms once the Raft entry is committed; a failed commit is a nack.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,11 +53,40 @@ def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
     name = f"quorum queue '{queue.name}' in vhost '{queue.vhost}'"
     queue.own_result = PublishResult(True, CommittedSync(qlog, committed, name))
     qlog.leading = True
+    queue.wake = _dispatching_wake(queue)
     entries = qlog.recover()
     if entries:
         queue.restore(entries)
         queue.dispatch()
     return len(entries)
+
+
+def _dispatching_wake(queue: QuorumQueue) -> Callable[[Any], None]:
+    """``wake`` that also dispatches at the end of the loop pass. A channel dispatches
+    the queue of the delivery just settled, and a consumer that carried on across a
+    failover settles the old leader's deliveries on the old queue object: without this,
+    the credit its ack gives back would wait for the next publish."""
+    ring_wake = queue.wake
+    pending = False
+
+    def dispatch() -> None:
+        nonlocal pending
+        pending = False
+        if not queue.deleted:
+            queue.dispatch()
+
+    def wake(consumer: Any) -> None:
+        nonlocal pending
+        ring_wake(consumer)
+        if pending:
+            return
+        loop = asyncio._get_running_loop()
+        if loop is None:  # no event loop (tools, tests): the caller dispatches
+            return
+        pending = True
+        loop.call_soon(dispatch)
+
+    return wake
 
 
 class Detached:

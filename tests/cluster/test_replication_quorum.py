@@ -221,27 +221,40 @@ def check_confirmed(publisher: Publisher, got: list[int]) -> None:
     assert dupes <= publisher.unconfirmed, f"duplicates of confirmed: {dupes - publisher.unconfirmed}"
 
 
+class HeldConsumer:
+    """A consumer (prefetch 1) on ``node`` holding its first delivery unacked."""
+
+    def __init__(self, node: BrokerProcess, queue: str, feed: Any) -> None:
+        self.conn = connect(node)
+        self.ch = self.conn.channel()
+        self.ch.basic_qos(prefetch_count=1)
+        self.seen: list[tuple[bytes, bool, int]] = []
+        self.ch.basic_consume(queue, lambda c, m, p, b: self.seen.append(
+            (b, m.redelivered, m.delivery_tag)))
+        feed.basic_publish("", queue, b"held")
+        self.wait(b"held", False)
+
+    def wait(self, body: bytes, redelivered: bool) -> int:
+        """The delivery tag of ``body`` once it came (``redelivered`` as given)."""
+        def came() -> int | None:
+            self.conn.process_data_events(time_limit=0.05)
+            return next((t for b, r, t in self.seen if b == body and r == redelivered), None)
+
+        return poll(came, f"{body!r} delivered (redelivered={redelivered})")
+
+
 def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
-    declare(nodes["n1"], "qr-kill")
-    declare(nodes["n1"], "qr-consumed")
-    replicated(nodes, "qr-kill")
-    replicated(nodes, "qr-consumed")
+    for queue in ("qr-kill", "qr-consumed-1", "qr-consumed-2"):
+        declare(nodes["n1"], queue)
+        replicated(nodes, queue)
     old = leader_of(nodes, "qr-kill", "n2")
     survivors = [n for n in NAMES if n != old]
     via, reader = nodes[survivors[0]], nodes[survivors[1]]
-    # a consumer on a surviving node, holding one message unacked at the kill
-    conn = connect(reader)
-    ch = conn.channel()
-    ch.basic_qos(prefetch_count=1)
-    seen: list[tuple[bytes, bool, int]] = []
-    ch.basic_consume("qr-consumed",
-                     lambda c, m, p, b: seen.append((b, m.redelivered, m.delivery_tag)))
     feed = connect(via).channel()
     feed.confirm_delivery()
-    feed.basic_publish("", "qr-consumed", b"held")
-    poll(lambda: conn.process_data_events(time_limit=0.05) or seen, "the first delivery")
-    assert [(b, r) for b, r, _ in seen] == [(b"held", False)]
-
+    # a consumer on each surviving node (one of them will lead next), each holding one
+    # message unacked at the kill
+    held = [HeldConsumer(reader, "qr-consumed-1", feed), HeldConsumer(via, "qr-consumed-2", feed)]
     publisher = Publisher(via, "qr-kill")
     publisher.start()
     poll(lambda: len(publisher.confirmed) >= 200, "200 confirmed before the kill")
@@ -256,21 +269,18 @@ def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
         publisher.join(10)
         assert publisher.error is None, publisher.error
         assert failover < FAILOVER, f"failover took {failover:.1f}s"
-        # the consumer carried on: the message it held comes back redelivered (its ack of
-        # the old leader's delivery frees its prefetch), then new messages follow
-        ch.basic_ack(seen[0][2])
-        feed.basic_publish("", "qr-consumed", b"after")
-
-        def delivered(body: bytes, redelivered: bool) -> int | None:
-            conn.process_data_events(time_limit=0.05)
-            return next((t for b, r, t in seen if b == body and r == redelivered), None)
-
-        ch.basic_ack(poll(lambda: delivered(b"held", True), "the held message redelivered"))
-        poll(lambda: delivered(b"after", False), "a new message to the same consumer")
+        # the consumers carried on: the message each held comes back redelivered (its ack
+        # of the old leader's delivery frees its prefetch), then new messages follow
+        for i, consumer in enumerate(held, 1):
+            consumer.ch.basic_ack(consumer.seen[0][2])
+            consumer.ch.basic_ack(consumer.wait(b"held", True))
+            feed.basic_publish("", f"qr-consumed-{i}", b"after")
+            consumer.wait(b"after", False)
         got = drain(reader, "qr-kill", len(publisher.confirmed))
         check_confirmed(publisher, [n for n, _ in got])
     finally:
-        conn.close()
+        for consumer in held:
+            consumer.conn.close()
         feed.connection.close()
         nodes[old].restart()
     # the old leader caught up as a follower: back in the in-sync set, and it serves the
