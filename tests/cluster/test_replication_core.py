@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from smartbroker.cluster.etcd_client import EtcdClient
+from smartbroker.cluster.etcd_client import EtcdClient, Put
 from smartbroker.cluster.etcd_process import EtcdProcess
 from smartbroker.cluster.link import ClusterLink
 from smartbroker.cluster.link_setup import start_link
@@ -190,6 +190,17 @@ def test_leader_key_is_on_the_lease(etcd: EtcdProcess, cluster_name: str,
         await until(lambda: n3.rlog.role == "leader", "n3 leads")
         assert n1.roles == ["leader", "none", "follower"] and n3.rlog.epoch > kv.mod_revision
         assert payloads(n3.log) == payloads(n1.log)
+        # a key naming a node that does not act on it (its election's answer lost):
+        # that node gives it up and a proper election follows
+        n2 = nodes[1]
+        key = f"{LEADER}{NAME.id}"
+        held = await n2.client.get(key)
+        assert held is not None
+        fake = await n2.client.commit([Put(key, b'{"node":"n2"}', n2.membership.lease)],
+                                      mod_revisions={key: held.mod_revision})
+        assert fake is not None
+        await until(lambda: any(n.rlog.role == "leader" and n.rlog.epoch > fake
+                                for n in nodes), "an election after the orphan key")
         await n3.stop()
         await until(lambda: any(n.rlog.role == "leader" for n in nodes[:2]), "a new leader")
         for node in nodes[:2]:

@@ -73,6 +73,7 @@ class ReplicatedLog:
         self.following = Follower(self)
         self.electing: Any = None  # the election task running, if any
         self.opening: asyncio.Task[None] | None = None  # the first reads of its keys
+        self.giving_up = False
         self.closed = False
 
     def __await__(self) -> Any:
@@ -253,6 +254,15 @@ class ReplicatedLog:
     def tick(self, now: float) -> None:
         if self.leading is not None:
             self.leading.tick(now)
+            return
+        held = self.keys[LEADER]
+        if (held.value and self.electing is None and not self.giving_up
+                and decode_node(held.value) == self.ctx.node):
+            # a key naming this node that it does not act on (an election whose answer
+            # was lost, a give-up that failed): it goes, and a proper election follows
+            self.giving_up = True
+            task = self.ctx.spawn(self.ctx.give_up(self, held.revision))
+            task.add_done_callback(lambda _t: setattr(self, "giving_up", False))
         elif self.leader is None:
             self.ctx.elect_soon(self)
 
