@@ -9,12 +9,15 @@ Standard library plus smartbroker and the test harness's netns module.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import signal
 import sys
 import time
 import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ sys.path.insert(0, str(HERE.parent))
 from smartbroker.cluster.etcd_process import EtcdProcess  # noqa: E402
 from smartbroker.launcher import BrokerProcess  # noqa: E402
 from tests.cluster.netns import NetnsUnavailable, Network, netns_etcd, netns_node  # noqa: E402
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
 
 
 class ReplicaCluster:
@@ -45,7 +50,7 @@ class ReplicaCluster:
         else:
             self.netns_reason = "not asked for (--no-netns)"
         env = {"SMARTBROKER_CLUSTER_LEASE_TTL": str(lease_ttl)} if lease_ttl else {}
-        cluster = f"bench-{os.getpid()}"
+        cluster = self.cluster_name = f"bench-{os.getpid()}"
         if self.net is not None:
             self.etcd = netns_etcd(self.net, tmp / "etcd", new_session=True)
             self.nodes = {n: netns_node(self.net, tmp, n, self.etcd.endpoint, cluster,
@@ -114,6 +119,21 @@ class ReplicaCluster:
             with contextlib.suppress(OSError, ValueError):
                 info = self.nodes[leader].get_json(path)
         return info if isinstance(info, dict) else {}
+
+    def replica_set(self, queue: str, vhost: str = "/") -> dict[str, Any]:
+        """The queue's ``replica/isr/<log id>`` record in etcd (``members``, ``isr``,
+        ``epoch``; docs/replication.md), read through etcd's JSON gateway; {} if none."""
+        key = f"/smartbroker/{self.cluster_name}/replica/isr/" \
+              f"{urllib.parse.quote(vhost, safe='')}/{urllib.parse.quote(queue, safe='')}"
+        req = urllib.request.Request(
+            f"{self.etcd.endpoint}/v3/kv/range", method="POST",
+            data=json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode())
+        try:
+            with _DIRECT.open(req, timeout=2) as resp:
+                kvs = json.loads(resp.read()).get("kvs") or []
+        except (OSError, ValueError):
+            return {}
+        return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else {}
 
     def leader(self, queue: str) -> str | None:
         info = self.queue(queue)
