@@ -44,14 +44,14 @@ class AppendGroup:
     may still take (the segment's free space or the group bound, whichever is smaller),
     computed when the group starts, so an append is a subtraction and a comparison."""
 
-    __slots__ = ("log", "items", "count", "room", "ts", "nbytes")
+    __slots__ = ("log", "items", "count", "room", "ts", "base")
 
     def __init__(self, log: SegmentLog) -> None:
         self.log = log
         self.items: list[bytes] = []  # truthy while records wait to be framed (a group started)
         self.count = 0
         self.room = 0  # bytes of entries the group may still take
-        self.nbytes = 0  # bytes of entries it holds
+        self.base = 0  # the group's first offset
         self.ts = 0
 
     def _start(self) -> None:
@@ -61,8 +61,9 @@ class AppendGroup:
         if lg._unavailable is not None:  # noqa: SLF001 - the log's own helper
             lg._retry()  # noqa: SLF001
         self.ts = int(time.time() * 1000)
-        self.room = min(GROUP_BYTES, lg.segment_bytes - lg._segs[-1].end - _FRAME_HEAD)  # noqa: SLF001
-        self.nbytes = 0
+        seg = lg._segs[-1]  # noqa: SLF001
+        self.base = seg.next_offset
+        self.room = min(GROUP_BYTES, lg.segment_bytes - seg.end - _FRAME_HEAD)
         self.items = [b""]  # the slot of the frame's prefix and head (record.encode_parts)
         loop = asyncio._get_running_loop()  # None outside a loop: framed by the next call
         if loop is not None:
@@ -81,7 +82,6 @@ class AppendGroup:
             self._start()
             n = 0
         self.room -= entry
-        self.nbytes += entry
         items = self.items
         if key is None:
             ent = _entries.get(size)
@@ -97,10 +97,9 @@ class AppendGroup:
             items.append(head)
         items.append(payload)
         self.count = n + 1
-        off = self.log._segs[-1].next_offset + n  # noqa: SLF001
-        if n + 1 >= GROUP_RECORDS or self.nbytes >= GROUP_BYTES:
+        if self.room <= 0 or n + 1 >= GROUP_RECORDS:
             self.seal_soon()  # full: framed now (if a roll fails, it waits like a pass's end)
-        return off
+        return self.base + n
 
     def seal(self) -> None:
         """Frame the group into the active segment. If a segment must be rolled and cannot
@@ -111,9 +110,9 @@ class AppendGroup:
             return
         lg = self.log
         seg = lg._segs[-1]  # noqa: SLF001
-        if seg.end + _FRAME_HEAD + self.nbytes > lg.segment_bytes and seg.end:
-            seg = lg._roll()  # noqa: SLF001 - the new segment starts at the group's first offset
         frame = record.encode_parts(seg.next_offset, self.ts, count, self.items)
+        if seg.end + len(frame) > lg.segment_bytes and seg.end:
+            seg = lg._roll()  # noqa: SLF001 - the new segment starts at the group's first offset
         self.items = []
         self.count = 0
         seg.append_frame(seg.next_offset, count, self.ts, frame)
