@@ -60,6 +60,7 @@ class Subscriptions:
         self.by_consumer: dict[int, Subscription] = {}
         self._ids: Callable[[], int] = itertools.count(1).__next__
         self._woken: list[Consumer] = []  # to grant credit to at the end of this pass
+        self._awaiting: set[int] = set()  # replicated queues whose consumers await a leader
 
     def _credit(self, consumer: Consumer) -> int:
         credit_left = getattr(consumer, "credit_left", None)
@@ -97,9 +98,21 @@ class Subscriptions:
     def subscribe(self, queue: RemoteQueue, consumer: Consumer) -> None:
         """A consumer added without ``consume_later`` (no answer to wait for): a refusal
         cancels it, as when its queue goes away."""
+        if carries_on(self.node, queue) and not self.node.is_up(queue.leader):
+            self._carry_on(queue)  # a replicated queue's consumer waits for a leader
+            return
         sub, payload = self.open(queue, consumer)
         self.node.spawn_call(queue.leader, wire.CONSUME, payload,
-                             lambda reply: self._subscribed(sub, reply))
+                             lambda reply: self._answered(sub, reply))
+
+    def _answered(self, sub: Subscription, reply: dict[str, Any] | None) -> None:
+        """No answer (the leader went meanwhile): a replicated queue's consumer carries on
+        and subscribes at the next leader; anything else as ``_subscribed``."""
+        if reply is None and sub.sub in self.by_sub and carries_on(self.node, sub.queue):
+            self.drop(sub)
+            self._carry_on(sub.queue)
+            return
+        self._subscribed(sub, reply)
 
     def _subscribed(self, sub: Subscription, reply: dict[str, Any] | None) -> None:
         """The leader refused (or is gone): the client's consumer is cancelled, as when
@@ -204,32 +217,39 @@ class Subscriptions:
         """The leader is gone: its consumers here are cancelled (basic.cancel), as when a
         queue's node goes down in RabbitMQ. A replicated quorum queue's consumers carry on
         (as RabbitMQ's do): they subscribe again at its next leader."""
-        waiting: dict[int, RemoteQueue] = {}
         for sub in [s for s in self.by_sub.values() if s.leader == peer]:
             if carries_on(self.node, sub.queue):
                 self.drop(sub)  # the consumer stays on its queue, without a subscription
-                waiting[id(sub.queue)] = sub.queue
+                self._carry_on(sub.queue)
             else:
                 self._subscribed(sub, None)
-        for queue in waiting.values():
+
+    def _carry_on(self, queue: RemoteQueue) -> None:
+        """Its consumers without a subscription subscribe once a leader is up (one
+        waiting task per queue)."""
+        if id(queue) not in self._awaiting:
+            self._awaiting.add(id(queue))
             self.node._keep(self._await_leader(queue))
 
     async def _await_leader(self, queue: RemoteQueue) -> None:
         """Until a leader of ``queue`` is up (the one the placement names: a new one, or
         the old one back within its lease), then ``resubscribe``; consumers still waiting
         after ``CARRY_ON`` seconds are cancelled."""
-        deadline = asyncio.get_running_loop().time() + CARRY_ON
-        while asyncio.get_running_loop().time() < deadline:
-            if not queue.consumers or self._all_at_leader(queue):
-                return
-            if self.node.is_up(queue.leader):
-                self.resubscribe(queue)
-                return
-            await asyncio.sleep(CARRY_ON_POLL)
-        for consumer in list(queue.consumers):
-            if id(consumer) not in self.by_consumer:
-                queue.consumers.remove(consumer)
-                consumer.cancelled_by_broker()
+        try:
+            deadline = asyncio.get_running_loop().time() + CARRY_ON
+            while asyncio.get_running_loop().time() < deadline:
+                if not queue.consumers or self._all_at_leader(queue):
+                    return
+                if self.node.is_up(queue.leader):
+                    self.resubscribe(queue)
+                    return
+                await asyncio.sleep(CARRY_ON_POLL)
+            for consumer in list(queue.consumers):
+                if id(consumer) not in self.by_consumer:
+                    queue.consumers.remove(consumer)
+                    consumer.cancelled_by_broker()
+        finally:
+            self._awaiting.discard(id(queue))
 
     def _all_at_leader(self, queue: RemoteQueue) -> bool:
         subs = self.by_consumer

@@ -312,11 +312,16 @@ def _published(ch: Any, queue: str, body: bytes) -> bool:
 
 
 def test_pause_the_leader(nodes: dict[str, BrokerProcess]) -> None:
-    declare(nodes["n2"], "qr-pause")
-    replicated(nodes, "qr-pause")
+    for queue in ("qr-pause", "qr-pause-consumed"):
+        declare(nodes["n2"], queue)
+        replicated(nodes, queue)
     old = leader_of(nodes, "qr-pause", "n1")
     other = next(n for n in NAMES if n != old)
-    # a publisher on the paused node: what it confirms after SIGCONT must be in the queue
+    # a publisher on the paused node: what it confirms after SIGCONT must be in the queue;
+    # a consumer there too, which carries on once its node follows
+    feed = connect(nodes[old]).channel()
+    feed.confirm_delivery()
+    held = HeldConsumer(nodes[old], "qr-pause-consumed", feed)
     on_old = Publisher(nodes[old], "qr-pause")
     on_old.start()
     poll(lambda: len(on_old.confirmed) >= 50, "confirms before the pause")
@@ -327,9 +332,19 @@ def test_pause_the_leader(nodes: dict[str, BrokerProcess]) -> None:
              timeout=FAILOVER + 5)
     finally:
         os.kill(nodes[old].pid, signal.SIGCONT)
-    poll(lambda: len(on_old.confirmed) >= 100, "publishing through the old node again")
-    on_old.stop.set()
-    on_old.join(10)
-    assert on_old.error is None, on_old.error
-    got = drain(nodes[other], "qr-pause", len(on_old.confirmed))
-    check_confirmed(on_old, [n for n, _ in got])
+    try:
+        poll(lambda: len(on_old.confirmed) >= 100, "publishing through the old node again")
+        on_old.stop.set()
+        on_old.join(10)
+        assert on_old.error is None, on_old.error
+        got = drain(nodes[other], "qr-pause", len(on_old.confirmed))
+        check_confirmed(on_old, [n for n, _ in got])
+        poll(lambda: described(nodes[old], "qr-pause-consumed")["leader"] != old,
+             "the old leader's node follows")
+        held.ch.basic_ack(held.seen[0][2])
+        held.ch.basic_ack(held.wait(b"held", True))
+        feed.basic_publish("", "qr-pause-consumed", b"after")
+        held.wait(b"after", False)
+    finally:
+        held.conn.close()
+        feed.connection.close()
