@@ -1,7 +1,12 @@
-"""Replicated streams without nodes: the replica sets a placement gets, the log ids, and
-``x-initial-cluster-size`` refused as RabbitMQ refuses it."""
+"""Replicated streams without nodes: the replica sets a placement gets, the log ids,
+``x-initial-cluster-size`` refused as RabbitMQ refuses it, and the queue side of a
+replicated partition on a real (in-memory) stream: reads stop at the high watermark, a
+confirm waits for the replica set, a failed commit is a nack."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import pytest
 
@@ -17,7 +22,11 @@ from smartbroker.cluster.spread_replicas import (
     with_leader,
 )
 from smartbroker.errors import AMQPError
+from smartbroker.message import Message
+from smartbroker.queues import stream_replicated
+from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
+from smartbroker.store.api import StoreUnavailable
 
 UP = ["n1", "n2", "n3"]
 
@@ -79,3 +88,103 @@ def test_initial_cluster_size_refused_as_rabbitmq_does(value: object, why: str) 
 
 def test_initial_cluster_size_accepted() -> None:
     assert _parse(3).partitions == 1
+
+
+# -- the queue side (queues/stream_replicated.py), on a real in-memory stream ------------
+
+class Reader:
+    """A consumer with plenty of credit that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.tag, self.no_ack, self.exclusive, self.priority = "r", False, False, 0
+        self.parked, self.unacked = False, 0
+        self.arguments = {"x-stream-offset": "first"}
+        self.got: list[int] = []
+        self.cancelled = False
+
+    def can_take(self) -> bool:
+        return True
+
+    def deliver(self, queue: StreamQueue, entry: Any) -> None:
+        self.got.append(entry.offset)
+
+    def cancelled_by_broker(self) -> None:
+        self.cancelled = True
+
+
+def _stream() -> StreamQueue:
+    return StreamQueue("s", "/", settings=StreamSettings(partitions=1))
+
+
+def _publish(stream: StreamQueue, n: int) -> None:
+    for i in range(n):
+        stream.publish(Message.build("", "s", f"m{i}".encode()))
+
+
+def test_readers_and_kafka_bounds_stop_at_the_high_watermark() -> None:
+    stream = _stream()
+    stream_replicated.replicate(stream, object())
+    reader = Reader()
+    stream.add_consumer(reader)
+    _publish(stream, 5)
+    stream.dispatch_now()
+    assert reader.got == [] and stream.partitions[0].bounds() == (0, 0)  # a follower's
+    committed: list[int] = []
+    stream_replicated.lead(stream, 0, _recorder(committed), 3)
+    stream.dispatch_now()
+    assert reader.got == [0, 1, 2] and stream.partitions[0].next_offset == 3
+    grew: list[int] = []
+    stream.on_append.append(grew.append)  # a waiting Fetch
+    stream_replicated.advance(stream, 0, 5)
+    stream.dispatch_now()
+    assert reader.got == [0, 1, 2, 3, 4] and grew == [0]
+    stream_replicated.advance(stream, 0, 4)  # never backwards
+    assert stream.partitions[0].bounds() == (0, 5)
+    stream_replicated.follow(stream, 0)
+    _publish(stream, 1)
+    stream.dispatch_now()
+    assert reader.got == [0, 1, 2, 3, 4] and stream.partitions[0].next_offset == 0
+
+
+def test_a_confirm_waits_for_the_replica_set_and_acks_1_for_the_log() -> None:
+    stream = _stream()
+    stream_replicated.replicate(stream, object())
+    committed: list[int] = []
+    stream_replicated.lead(stream, 0, _recorder(committed), 0)
+    _publish(stream, 3)
+    result = stream.publish(Message.build("", "s", b"last"))
+    sync = result.sync
+    assert isinstance(sync, stream_replicated.CommittedSync) and not sync.written_only
+    asyncio.run(sync.sync())
+    assert committed == [3]  # everything appended before the call
+    asyncio.run(sync.wait_durable(1))
+    assert committed == [3, 1]
+    assert sync.local is stream.logs[0]  # what Kafka's acks=1 waits for
+
+
+def test_a_failed_commit_is_a_nack_never_a_confirm() -> None:
+    stream = _stream()
+    stream_replicated.replicate(stream, object())
+
+    async def lost(offset: int) -> None:
+        raise RuntimeError("no longer leads")
+
+    stream_replicated.lead(stream, 0, lost, 0)
+    _publish(stream, 1)
+    sync = stream.publish(Message.build("", "s", b"x")).sync
+    with pytest.raises(stream_replicated.NotCommitted) as caught:
+        asyncio.run(sync.sync())
+    assert caught.value.leader_lost and isinstance(caught.value, StoreUnavailable)
+
+
+def test_a_single_node_stream_has_no_replication() -> None:
+    stream = _stream()
+    assert stream.limits is None and stream.replication is None
+    _publish(stream, 2)
+    assert stream.partitions[0].next_offset == 2
+
+
+def _recorder(committed: list[int]) -> Any:
+    async def committed_at(offset: int) -> None:
+        committed.append(offset)
+    return committed_at
