@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import zlib
 from bisect import bisect_right
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -155,25 +156,44 @@ def append_chunk(log: SegmentLog, chunk: Chunk) -> int:
     run = 0  # data[run:pos] is not in the segment's buffer yet
     pos = 0
     total = len(data)
+    limit = log.segment_bytes
+    at = seg.end  # the segment's end before data[run:pos]
+    view = memoryview(data)
     try:
         while pos < total:
-            status, flen = record.check(data, pos)
-            if status != record.OK:
-                raise BadChunk(f"bad frame at byte {pos} of a chunk from {chunk.start}",
-                               seg.next_offset)
-            base, ts, _flags, count = _head(data, pos + _PREFIX)
+            # the usual frame, one record, checked inline (the checks ``record.check``
+            # makes for that kind); anything else (a batch, a Kafka frame, a bad one)
+            # goes through ``record.check``
+            flen = 0
+            if pos + _SINGLE_MIN <= total:
+                magic, length, crc = _prefix_unpack(data, pos)
+                flen = _PREFIX + length
+                base, ts, flags, count, klen, plen = _single_unpack(data, pos + _PREFIX)
+                if (magic != _MAGIC or pos + flen > total or flags or count != 1
+                        or _SINGLE_MIN + (klen if klen > 0 else 0) + plen != flen
+                        or _crc(view[pos + _PREFIX:pos + flen]) != crc):
+                    flen = 0
+            if not flen:
+                status, flen = record.check(data, pos)
+                if status != record.OK:
+                    raise BadChunk(f"bad frame at byte {pos} of a chunk from {chunk.start}",
+                                   seg.next_offset)
+                base, ts, _flags, count = _head(data, pos + _PREFIX)
             if base < seg.next_offset:
                 raise BadChunk(f"frame at offset {base} overlaps the log's end "
                                f"{seg.next_offset}", seg.next_offset)
-            if seg.end + (pos - run) + flen > log.segment_bytes and seg.end + (pos - run):
-                seg.buf += data[run:pos]
+            where = at + (pos - run)
+            if where + flen > limit and where:
+                seg.buf += view[run:pos]
                 run = pos
                 seg = log._roll()  # noqa: SLF001 - a gap before ``base`` may open it
-            seg.note(base, count, ts, seg.end + (pos - run))
+                at = where = seg.end
+            seg.note(base, count, ts, where)
             pos += flen
     finally:
         if pos > run:
-            seg.buf += data[run:pos]
+            seg.buf += view[run:pos]
+        view.release()
         if pos:
             if len(seg.buf) >= log.write_buffer_bytes:
                 log._write_out(seg)  # noqa: SLF001
@@ -181,6 +201,14 @@ def append_chunk(log: SegmentLog, chunk: Chunk) -> int:
     if chunk.end > seg.next_offset:
         seg.next_offset = chunk.end  # the leader's gap after its last frame
     return log.next_offset
+
+
+_SINGLE = record.SINGLE  # HEAD + one ENTRY
+_single_unpack = _SINGLE.unpack_from
+_prefix_unpack = record.PREFIX.unpack_from
+_MAGIC = record.MAGIC
+_crc = zlib.crc32
+_SINGLE_MIN = _PREFIX + _SINGLE.size
 
 
 async def _quiet(log: SegmentLog) -> None:

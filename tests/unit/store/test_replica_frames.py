@@ -142,3 +142,27 @@ def test_epoch_checkpoints(tmp_path) -> None:
     assert EpochCheckpoints(str(tmp_path)).entries == [(5, 0), (9, 100), (20, 120)]
     (tmp_path / "leader-epoch-checkpoint").write_text("garbage")
     assert EpochCheckpoints(str(tmp_path)).entries == []
+
+
+def test_kafka_batches_are_copied_as_stored(tmp_path) -> None:
+    from smartbroker.kafka import codec
+    from smartbroker.queues import kafka_batch
+
+    def put(lg: SegmentLog, n: int, size: int = 10) -> None:
+        data = codec.write_batch([(1_700_000_000_000 + i, b"k", b"v" * size, [])
+                                  for i in range(n)])
+        (_b, _l, _e, _m, _c, _a, last, _f, max_ts, *_r) = kafka_batch.HEADER.unpack_from(data)
+        lg.append_kafka_batch(data, last + 1, max_ts)
+
+    leader = SegmentLog(tmp_path / "l")
+    follower = SegmentLog(tmp_path / "f")
+    put(leader, 5)
+    leader.append(b"amqp")
+    put(leader, 3, size=70_000)  # past DIRECT_BYTES: written from the request's bytes
+    put(leader, 1)
+    assert ship(leader, follower, Cursor(0)) == 1
+
+    def frames(lg: SegmentLog) -> list[tuple[int, int, bytes | None]]:
+        return [(f.base, f.count, f.batch) for f in lg.scan_frames(0)]
+
+    assert frames(follower) == frames(leader) and follower.next_offset == 10
