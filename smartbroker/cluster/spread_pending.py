@@ -1,5 +1,5 @@
-"""Publishes to a stream of several partitions known here before its placement: held
-until the placement says where each partition lives.
+"""Publishes to a stream of several partitions (or a replicated one) known here before its
+placement: held until the placement says where each partition lives.
 
 Why: a node learns a queue's definition and its placement from two etcd watches in no
 fixed order. A stream built from the definition alone is a stand-in (``StreamQueue`` on
@@ -22,6 +22,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.cluster.spread_replicas import cluster_size
 from smartbroker.queues.base import PublishResult
 from smartbroker.queues.stream import StreamQueue
 
@@ -95,9 +96,10 @@ class PendingPublishes:
 
 
 def hold(forwarding: QueueForwarding, q: Any) -> None:
-    """``q`` is a stream of several partitions without a placement yet: its publishes
-    wait for it."""
-    if not isinstance(q, StreamQueue) or len(q.logs) < 2 or "publish" in q.__dict__:
+    """``q`` is a stream of several partitions, or a replicated one (whose partition this
+    node may only follow), without a placement yet: its publishes wait for it."""
+    if not isinstance(q, StreamQueue) or "publish" in q.__dict__ \
+            or (len(q.logs) < 2 and cluster_size(q.arguments) < 2):
         return
     try:
         pending = PendingPublishes(forwarding, q)
