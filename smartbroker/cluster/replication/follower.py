@@ -104,8 +104,9 @@ class Follower:
                                            timeout=HANDSHAKE_TIMEOUT)
             answer = wire.loads(raw)
             their_epoch, their_end = int(answer["epoch"]), int(answer["end"])
-            if int(answer["leader_epoch"]) != epoch or epoch < rlog.highest_epoch:
-                return  # it no longer leads that epoch: the next append tries again
+            if (int(answer["leader_epoch"]) != epoch or epoch < rlog.highest_epoch
+                    or rlog.leading is not None or rlog.closed):
+                return  # it no longer leads that epoch (or this node does): start again
             if their_epoch < 0:
                 target = 0  # nothing here is known to the leader
             else:

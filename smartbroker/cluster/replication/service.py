@@ -184,6 +184,7 @@ class Replication:
         if there is none and this node is its first member."""
         m = self.membership
         if (rlog.electing is not None or rlog.closed or rlog.leading is not None
+                or rlog.following.busy  # a truncation may be under way: not while it runs
                 or rlog.keys[LEADER].value or not m.lease
                 or asyncio.get_running_loop().time() >= m.lease_deadline):
             return
@@ -227,7 +228,8 @@ class Replication:
                 lease = self.membership.lease
                 target = rlog.keys[TRANSFER].value  # (one may have come while it waited)
                 if (rlog.closed or rlog.keys[LEADER].value or self.node not in rlog.isr
-                        or not lease or decode_node(target or b"", "to") not in (None, self.node)):
+                        or not lease or rlog.following.busy
+                        or decode_node(target or b"", "to") not in (None, self.node)):
                     return
                 epoch = await election.elect(self.etcd, rlog.name, self.node, lease,
                                              rlog.isr_revision)
