@@ -104,6 +104,7 @@ def test_members_and_their_logs(nodes: dict[str, BrokerProcess]) -> None:
     for node in nodes.values():
         poll(lambda n=node: not (n.data_dir / "quorum" / "%2F%2Fqr-members").exists(),
              f"{node.node_name} deleted its copy")
+    poll(lambda: in_sync(nodes["n1"], "qr-members") == (), "its replica keys deleted")
     declare(nodes["n2"], "qr-single", **{"x-quorum-initial-group-size": 1})
     single = poll(lambda: described(nodes["n2"], "qr-single"), "qr-single listed")
     assert single["members"] == ["n2"]
