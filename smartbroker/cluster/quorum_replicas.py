@@ -165,11 +165,18 @@ class QuorumReplicas:
             if replication is None:
                 pass
             elif replica.replicated.role == LEADER_ROLE:  # the queue was deleted: keys go
-                self.forwarding._keep(replication.forget(LogName(*key)))
+                self.forwarding._keep(self._forget(replication, LogName(*key)))
             else:
                 replication.close(LogName(*key))
         finally:
             replica.qlog.destroy()
+
+    async def _forget(self, replication: Any, name: LogName) -> None:
+        try:
+            await replication.forget(name)
+        except Exception as exc:  # noqa: BLE001 - etcd away: the keys stay, harmless
+            log.warning("replica keys of deleted quorum queue '%s' in vhost '%s' not "
+                        "deleted: %s", name.queue, name.vhost, exc)
 
     def close(self) -> None:
         """Node shutdown: the logs are closed (kept)."""
