@@ -174,7 +174,7 @@ class QuorumReplicas:
     async def _forget(self, replication: Any, name: LogName) -> None:
         try:
             await replication.forget(name)
-        except Exception as exc:  # noqa: BLE001 - etcd away: the keys stay, harmless
+        except Exception as exc:  # noqa: BLE001 - etcd away: the keys stay behind
             log.warning("replica keys of deleted quorum queue '%s' in vhost '%s' not "
                         "deleted: %s", name.queue, name.vhost, exc)
 
