@@ -73,7 +73,7 @@ class Copy:
     members: tuple[str, ...]
     need: int  # min-insync
     leading: bool = False
-    followed: bool = False  # it has followed another leader since it was opened
+    settled: bool = False  # it has had a role (leader or follower) since it was opened
 
 
 class StreamCopies:
@@ -164,10 +164,10 @@ class StreamCopies:
         if copy is None or stream.deleted or stream.closed:
             return
         leading = _leading(role)
+        moved = copy.settled  # a role held before: readers here were served elsewhere
+        copy.settled = copy.settled or role in (LEADER_ROLE, FOLLOWER_ROLE)
         if leading == copy.leading:
-            copy.followed = copy.followed or role == FOLLOWER_ROLE
             return
-        moved = copy.leading or copy.followed  # not this replica's first role
         copy.leading = leading
         if part == OFFSETS:
             book = stream.offsets
