@@ -150,7 +150,17 @@ def version() -> None:
 
 
 def _register_commands() -> None:
-    from smartbroker.cli import access, admin, cluster, demo, dlq, messages, replicas, streams
+    from smartbroker.cli import (
+        access,
+        admin,
+        cluster,
+        demo,
+        dlq,
+        messages,
+        replicas,
+        stream_replicas,
+        streams,
+    )
 
     admin.register(app)
     access.register(app)
@@ -160,6 +170,7 @@ def _register_commands() -> None:
     demo.register(app)
     cluster.register(app)
     replicas.register(admin.queues_app, cluster.cluster_app)
+    stream_replicas.register(streams.streams_app)
 
 
 _register_commands()

@@ -124,6 +124,15 @@ class ClusterReplicas:
                        and vhosts.search(r.vhost) and queues.search(r.queue)),
                       key=lambda r: (r.vhost, r.queue))
 
+    def stream_logs(self, vhost_pattern: str = ".*", queue_pattern: str = ".*") -> list[Replicas]:
+        """Every replicated stream partition whose names match (not the group offsets
+        logs: a partition's leader is where its publishes and reads go)."""
+        vhosts, queues = _pattern(vhost_pattern, "vhost"), _pattern(queue_pattern, "queue")
+        return sorted((r for r in self.logs if r.partition is not None
+                       and self.types.get((r.vhost, r.queue)) == "stream"
+                       and vhosts.search(r.vhost) and queues.search(r.queue)),
+                      key=lambda r: (r.vhost, r.queue, r.partition or 0))
+
 
 def _pattern(text: str, what: str) -> re.Pattern[str]:
     try:

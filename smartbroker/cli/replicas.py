@@ -6,7 +6,8 @@ As RabbitMQ's: ``grow NODE all|even`` adds NODE to every matching quorum queue i
 a member of (``even``: only those with an even number of members), ``shrink NODE``
 removes it from every one it is a member of (never the last member), ``add-member`` /
 ``delete-member`` change one queue, ``cluster rebalance`` moves leaders so each running
-node leads about as many quorum queues. grow and shrink print one row per queue
+node leads about as many quorum queues (and, with ``streams`` or ``all``, stream
+partitions: ``rabbitmq-queues rebalance stream``). grow and shrink print one row per queue
 (vhost, name, size, result) and exit 1 when a row is an error (RabbitMQ exits 0).
 """
 
@@ -149,22 +150,26 @@ def _report(rows: list[list[Any]], errors_only: bool, as_json: bool) -> None:
 
 @handle_errors
 def rebalance(kind: Annotated[str, typer.Argument(
-                  help="all, quorum or classic (classic queues have no replicas)")] = "all",
+                  help="all, quorum, streams or classic (classic queues have no replicas)")
+              ] = "all",
               vhost_pattern: VhostPatternOpt = ".*", queue_pattern: QueuePatternOpt = ".*",
               etcd: EtcdOpt = None, cluster_name: ClusterNameOpt = "smartbroker",
               timeout: TimeoutOpt = 30.0, as_json: JsonOpt = False) -> None:
-    """Move quorum queue leaders so each node leads about as many (rabbitmq-queues
-    rebalance)."""
-    if kind not in ("all", "quorum", "classic"):
-        raise CliError(f"type must be all, quorum or classic, not {kind!r}")
+    """Move quorum queue and stream partition leaders so each node leads about as many
+    of each (rabbitmq-queues rebalance)."""
+    kind = "streams" if kind == "stream" else kind  # RabbitMQ's spelling
+    if kind not in ("all", "quorum", "streams", "classic"):
+        raise CliError(f"type must be all, quorum, streams or classic, not {kind!r}")
     counts, failures = run_etcd(_with(connect_etcd(etcd, cluster_name), lambda client:
                                       _rebalance(client, kind, vhost_pattern, queue_pattern,
                                                  timeout)))
+    kinds = [k for k in ("quorum", "stream") if kind in ("all", f"{k}s", k)]
     if as_json:
-        print_json({"nodes": [{"node": n, "quorum_leaders": c} for n, c in counts],
-                    "errors": failures})
+        print_json({"nodes": [{"node": n, **{f"{k}_leaders": c[k] for k in kinds}}
+                              for n, c in counts], "errors": failures})
     else:
-        print_table(["node", "quorum leaders"], counts)
+        print_table(["node", *(f"{k} leaders" for k in kinds)],
+                    [[n, *(c[k] for k in kinds)] for n, c in counts])
         for failure in failures:
             typer.echo(f"error: {failure}", err=True)
     if failures:
@@ -172,18 +177,26 @@ def rebalance(kind: Annotated[str, typer.Argument(
 
 
 async def _rebalance(etcd: Any, kind: str, vhosts: str, queues: str,
-                     timeout: float) -> tuple[list[tuple[str, int]], list[str]]:
-    """Per running node, the quorum queues it leads afterwards; the transfers that failed."""
+                     timeout: float) -> tuple[list[tuple[str, dict[str, int]]], list[str]]:
+    """Per running node, the quorum queues and stream partitions it leads afterwards;
+    the transfers that failed. Each type is balanced on its own (a node leading many
+    queues and no stream partitions is not balanced by moving partitions to it)."""
     from smartbroker.cli.replica_change import move_leaders
     from smartbroker.cli.replica_state import leader_counts, read, rebalance_moves
 
+    def selected(state: Any) -> dict[str, list[Any]]:
+        return {"quorum": state.quorum_logs(vhosts, queues)
+                if kind in ("all", "quorum") else [],
+                "stream": state.stream_logs(vhosts, queues)
+                if kind in ("all", "streams") else []}
+
     state = await read(etcd)
-    logs = state.quorum_logs(vhosts, queues)
     failures: list[str] = []
     if kind != "classic":
-        moves = rebalance_moves(logs, state.up)
+        moves = [m for logs in selected(state).values() for m in rebalance_moves(logs, state.up)]
         failures = [f for f in await move_leaders(etcd, moves, timeout) if f is not None]
         state = await read(etcd)
-        logs = state.quorum_logs(vhosts, queues)
-    counts = leader_counts((r for r in logs if r.leader in state.up), state.up)
-    return sorted(counts.items()), failures
+    logs = selected(state)
+    counts = {k: leader_counts((r for r in found if r.leader in state.up), state.up)
+              for k, found in logs.items()}
+    return [(n, {k: counts[k][n] for k in counts}) for n in sorted(state.up)], failures

@@ -284,6 +284,9 @@ def _name(key: bytes, prefix: bytes) -> str:
 
 async def start_kafka_peers(node: Any, broker: Any, handlers: Any) -> KafkaPeers:
     """Cluster mode with a Kafka listener: its handlers see the whole cluster."""
+    from smartbroker.cluster.kafka_reassign import StreamReassigner
+
     peers = await KafkaPeers(node, broker, broker.config.kafka_vhost).open()
     handlers.attach_peers(peers)
+    handlers.reassignments.reassigner = StreamReassigner(node, broker.config.kafka_vhost)
     return peers

@@ -31,6 +31,7 @@ from smartbroker.kafka import (
     offsets,
     partitions,
     produce,
+    reassignments,
     records_admin,
     sasl,
     scram_admin,
@@ -76,6 +77,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     **txn_api.VERSIONS,  # InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, ...
     **scram_admin.VERSIONS,  # Describe/AlterUserScramCredentials
     **txn_describe.VERSIONS,  # DescribeProducers, DescribeTransactions, ListTransactions
+    **reassignments.VERSIONS,  # Alter/ListPartitionReassignments
 }
 NODE_ID = 0
 MAX_TOPIC_LENGTH = 249  # Kafka's Topic.MAX_NAME_LENGTH
@@ -151,6 +153,9 @@ class KafkaHandlers:
         self.partitions = partitions.PartitionAdmin(self.admin)
         self.records_admin = records_admin.RecordsAdmin(self.admin)
         self.alterer = alter_configs.ConfigAlterer(self.admin)
+        self.reassignments = reassignments.Reassignments(  # cluster mode: kafka_peers
+            broker, node.vhost, reassignments.SingleNode(
+                lambda name: None if (t := self.topic(name)) is None else t.partitions))
         self.peers: cluster.Peers | None = None  # cluster mode (attach_peers)
         self.node_id = NODE_ID  # this node's broker id
         self.cluster = cluster.ClusterInfo(
@@ -193,6 +198,8 @@ class KafkaHandlers:
             txn_describe.DESCRIBE_PRODUCERS: self.txn_describe.describe_producers,
             txn_describe.DESCRIBE_TRANSACTIONS: self.txn_describe.describe_transactions,
             txn_describe.LIST_TRANSACTIONS: self.txn_describe.list_transactions,
+            reassignments.ALTER_REASSIGNMENTS: self.reassignments.alter,
+            reassignments.LIST_REASSIGNMENTS: self.reassignments.list,
         }
         assert self.table.keys() == SUPPORTED.keys(), "advertise exactly what is implemented"
 
