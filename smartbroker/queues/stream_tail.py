@@ -82,20 +82,23 @@ class Tail:
         sources = self.sources
         cuts = self.cuts
         new = _new_message
+        last = cut = None  # the header the cut was looked up for (publishers repeat one)
         for k, msg in enumerate(out):
             if msg is not None:
                 continue
             i = start - base + k
             src = sources[i]
             header = src.header_payload
-            cut = cuts.get(header)
-            if cut is None:
-                if len(cuts) >= MAX_TEMPLATES:
-                    cuts.clear()
-                cut = cuts[header] = splice_cuts(header, src.flags, self.partition)
+            if header is not last:
+                last = header
+                cut = cuts.get(header)
+                if cut is None:
+                    if len(cuts) >= MAX_TEMPLATES:
+                        cuts.clear()
+                    cut = cuts[header] = splice_cuts(header, src.flags, self.partition)
             msg = new(Message)
             msg.route = src.route
-            msg.header_payload = cut[0](cut[1], start + k, cut[2])
+            msg.header_payload = cut[0](cut[1], start + k, cut[2])  # type: ignore[index]
             msg.body = src.body
             msg.flags = src.flags | FLAG_HEADERS
             msg._properties = None
