@@ -5,7 +5,8 @@ Metadata), every record it was told is stored is read back at its offset from a
 survivor, and a consumer group's committed offsets (in the replicated offsets log) are
 where it left them, on the new coordinator. While the killed node is out of the ISR, a
 min.insync.replicas of 3 refuses acks=all with NOT_ENOUGH_REPLICAS (acks=1 still
-stored); once it is back in sync acks=all is stored again."""
+stored); once it is back in sync acks=all is stored again, and the old leader, now a
+follower, answers NOT_LEADER_OR_FOLLOWER."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ NAMES = ("n1", "n2", "n3")
 TIMEOUT = 30.0
 TOPIC = "rs-kill"
 FAILOVER = 10.0  # seconds: the issue's bound with the default timeouts (here a 3 s lease)
-NOT_ENOUGH_REPLICAS = 19
+NOT_ENOUGH_REPLICAS, NOT_LEADER = 19, 6
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,7 @@ def test_kill_the_partition_leader_loses_nothing_acknowledged(
     nodes["n1"].start()  # back as a follower: the cluster as the fixture made it
     all_members(nodes.values())
     poll(lambda: produce_acks(nodes[leader], -1) == 0, "acks=all once n1 is in sync again")
+    assert produce_acks(nodes["n1"], -1) == NOT_LEADER  # back as a follower: not served
 
 
 def produce_acks(node: BrokerProcess, acks: int) -> int:
