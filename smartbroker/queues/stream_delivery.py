@@ -31,8 +31,9 @@ TRIM_READERS = 16  # past this many readers the tail keeps its byte bound only (
 class StreamEntry:
     """One delivery from a stream: what the channel tracks until it is acked."""
 
-    __slots__ = ("message", "partition", "offset", "redelivered", "delivery_count", "store_id",
-                 "reader")
+    __slots__ = ("message", "partition", "offset", "redelivered", "reader")
+    delivery_count = 1  # a log never redelivers an entry: a replay is a new one
+    store_id = None  # a log is its own store
 
     def __init__(self, message: Message, partition: int, offset: int, redelivered: bool,
                  reader: Reader) -> None:
@@ -40,8 +41,6 @@ class StreamEntry:
         self.partition = partition
         self.offset = offset
         self.redelivered = redelivered
-        self.delivery_count = 1
-        self.store_id = None
         self.reader = reader
 
 
