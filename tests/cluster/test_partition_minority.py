@@ -139,9 +139,15 @@ def test_the_minority_confirms_nothing_and_the_majority_carries_on(
              "members shown", 10)
     if len(queue_info(nodes["pm1"], queue).get("members", [])) < 2:
         pytest.skip("a quorum queue declared with 3 members has one: replication not wired")
-    poll(lambda: leader_of(nodes["pm1"], queue) == "pm3"
-         and len(queue_info(nodes["pm1"], queue).get("online", [])) == 3,
-         "pm1 sees the queue led by pm3 with its three members online")
+    seen: dict[str, Any] = {}
+
+    def whole() -> bool:
+        seen.update(queue_info(nodes["pm1"], queue))
+        return seen.get("leader") == "pm3" and len(seen.get("online", [])) == 3
+    try:
+        poll(whole, "pm1 sees the queue led by pm3 with its three members online")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last seen: {seen}") from None
     asyncio.run(partition_scenario(net, nodes, queue))
 
 
