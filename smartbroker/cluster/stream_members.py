@@ -155,7 +155,7 @@ async def read_stream(etcd: Any, vhost: str, stream: str) -> StreamState:
                            "stream", UNKNOWN)
     data = _json(found[0].value) or {}
     state = StreamState(vhost, stream, data, found[0].mod_revision)
-    if not any(len(m) > 1 for m in state.partition_members):
+    if not state.partition_members:  # a replicated stream's always has them
         raise ReplicaError(f"{state.describe()} has no replica set (declared with "
                            "x-initial-cluster-size 1, or on a single node)")
     base = LogName(vhost, stream).id
