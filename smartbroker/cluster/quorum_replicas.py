@@ -17,10 +17,10 @@ that goes (the queue was deleted) or no longer names this node deletes the local
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.forwarding_rehome import swap
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("smartbroker.cluster")
 GROUP_SIZE = "x-quorum-initial-group-size"
 DEFAULT_SIZE = 3  # RabbitMQ's default for a quorum queue
+FORGET_WAIT = 5.0  # seconds a deleted queue's replica keys wait for their creation
 
 
 def group_size(arguments: Any) -> int:
@@ -56,12 +57,34 @@ def replicate(proposal: Placement, spec: QueueSpec, up: Sequence[str]) -> Placem
     return dataclasses.replace(proposal, members=members) if len(members) > 1 else proposal
 
 
-@dataclass
 class Replica:
-    qlog: QuorumLog
-    replicated: Any  # the core's ReplicatedLog
-    members: tuple[str, ...]
-    stale: bool = False  # its queue object here stopped leading: rebuilt if it leads again
+    """One queue's copy here: its log, and its ``ReplicatedLog`` once the core has it
+    (opened later when an earlier replica set of the same name is still being deleted)."""
+
+    def __init__(self, qlog: QuorumLog) -> None:
+        self.qlog = qlog
+        self.replicated: Any = None
+        self.ready = asyncio.Event()
+        self.stale = False  # its queue object here stopped leading: rebuilt if it leads again
+        qlog.on_written = self.appended
+
+    def opened(self, replicated: Any) -> None:
+        self.replicated = replicated
+        self.ready.set()
+        replicated.appended()
+
+    async def committed(self, offset: int) -> None:
+        if self.replicated is None:
+            await self.ready.wait()
+        await self.replicated.committed(offset)
+
+    def appended(self) -> None:
+        if self.replicated is not None:
+            self.replicated.appended()
+
+    @property
+    def role(self) -> str | None:
+        return None if self.replicated is None else self.replicated.role
 
 
 class QuorumReplicas:
@@ -71,6 +94,8 @@ class QuorumReplicas:
         self.forwarding = forwarding
         self.node = node  # ClusterNode: its ``replication`` (the core), once built
         self.replicas: dict[tuple[str, str], Replica] = {}
+        self.retiring: dict[tuple[str, str], asyncio.Task[None]] = {}  # keys being deleted
+        self._hosts: set[int] = set()  # vhosts whose deletions are followed
 
     @property
     def replication(self) -> Any:
@@ -87,7 +112,7 @@ class QuorumReplicas:
         replica = self._open(q.vhost, q.name, placement)
         if replica is not None and isinstance(q, QuorumQueue) \
                 and placement.leader == self.forwarding.node:
-            count = quorum_replicated.lead(q, replica.qlog, replica.replicated.committed)
+            count = quorum_replicated.lead(q, replica.qlog, replica.committed)
             if count:
                 log.info("quorum queue '%s' in vhost '%s' led here: %d message(s) from its log",
                          q.name, q.vhost, count)
@@ -103,13 +128,25 @@ class QuorumReplicas:
         storage = getattr(host, "storage", None)
         if replication is None or storage is None:
             return None
+        if id(host) not in self._hosts:
+            self._hosts.add(id(host))
+            host.on_queue_deleted.append(self.deleted)
         qlog = QuorumLog(directory(storage.data_dir, vhost, queue), vhost, queue,
                          fsync=storage.fsync, executors=storage.executors)
+        replica = self.replicas[key] = Replica(qlog)
         members = tuple(placement.members)
-        replicated = replication.open(LogName(vhost, queue), qlog.log, members, None,
-                                      lambda role: self._role_changed(vhost, queue, role))
-        qlog.on_written = replicated.appended
-        replica = self.replicas[key] = Replica(qlog, replicated, members)
+
+        def open_replica() -> None:
+            if self.replicas.get(key) is replica:
+                replica.opened(replication.open(
+                    LogName(vhost, queue), qlog.log, members, None,
+                    lambda role: self._role_changed(vhost, queue, role)))
+
+        retiring = self.retiring.get(key)
+        if retiring is None:
+            open_replica()
+        else:  # the queue's previous replica set is being deleted: then this one opens
+            retiring.add_done_callback(lambda _done: open_replica())
         return replica
 
     def _role_changed(self, vhost: str, queue: str, role: str) -> None:
@@ -142,13 +179,21 @@ class QuorumReplicas:
         """After ``rehome``: the object here follows its (maybe new) role; a replica this
         node no longer holds (queue deleted, or shrunk away) is closed and deleted."""
         placement = self.forwarding.placement.get(vhost, queue)
-        if placement is None or self.forwarding.node not in placement.members:
-            self._drop((vhost, queue))
-            return
         host = self.forwarding.vhosts.get(vhost)
         q = None if host is None else host.queues.get(queue)
-        if q is not None:
+        if placement is None:
+            if q is None:  # deleted (its vhost's deletion dropped it already, normally)
+                self._drop((vhost, queue), deleted=True)
+            return  # else: declared again here, its new placement on its way
+        if self.forwarding.node not in placement.members:
+            self._drop((vhost, queue), deleted=False)  # shrunk away: the others go on
+        elif q is not None:
             self.attach(q)
+
+    def deleted(self, q: Any) -> None:
+        """The vhost dropped the queue: its copy here goes (the leader's replica keys too:
+        the node whose queue object led it)."""
+        self._drop((q.vhost, q.name), deleted=True, led=getattr(q, "led", False))
 
     def attach_all(self, vhosts: Any) -> None:
         """At start: the queues restored before forwarding existed."""
@@ -156,23 +201,33 @@ class QuorumReplicas:
             for q in list(host.queues.values()):
                 self.attach(q)
 
-    def _drop(self, key: tuple[str, str]) -> None:
+    def _drop(self, key: tuple[str, str], deleted: bool, led: bool = False) -> None:
         replica = self.replicas.pop(key, None)
         if replica is None:
             return
         replication = self.replication
         try:
-            if replication is None:
+            if replication is None or replica.replicated is None:
                 pass
-            elif replica.replicated.role == LEADER_ROLE:  # the queue was deleted: keys go
-                self.forwarding._keep(self._forget(replication, LogName(*key)))
+            elif deleted and (led or replica.role == LEADER_ROLE):  # its replica keys too
+                rlog = replica.replicated
+                replication.close(LogName(*key))
+                task = self.forwarding._keep(self._forget(replication, LogName(*key), rlog))
+                self.retiring[key] = task
+                task.add_done_callback(lambda done: self.retiring.pop(key, None)
+                                       if self.retiring.get(key) is done else None)
             else:
                 replication.close(LogName(*key))
         finally:
             replica.qlog.destroy()
 
-    async def _forget(self, replication: Any, name: LogName) -> None:
+    async def _forget(self, replication: Any, name: LogName, rlog: Any) -> None:
+        """Delete the replica keys, after the replica set's creation if it is still
+        under way (a queue deleted right after its declare), so none are left behind."""
         try:
+            for task in (getattr(rlog, "opening", None), getattr(rlog, "electing", None)):
+                if isinstance(task, asyncio.Task) and not task.done():
+                    await asyncio.wait([task], timeout=FORGET_WAIT)
             await replication.forget(name)
         except Exception as exc:  # noqa: BLE001 - etcd away: the keys stay behind
             log.warning("replica keys of deleted quorum queue '%s' in vhost '%s' not "
@@ -183,6 +238,6 @@ class QuorumReplicas:
         replicas, self.replicas = self.replicas, {}
         replication = self.replication
         for key, replica in replicas.items():
-            if replication is not None:
+            if replication is not None and replica.replicated is not None:
                 replication.close(LogName(*key))
             replica.qlog.close()

@@ -349,3 +349,29 @@ def test_pause_the_leader(nodes: dict[str, BrokerProcess]) -> None:
     finally:
         held.conn.close()
         feed.connection.close()
+
+
+def test_delete_and_declare_again(nodes: dict[str, BrokerProcess]) -> None:
+    """A client suite's habit: delete a quorum queue and declare it again at once."""
+    conn = connect(nodes["n1"])
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for round_ in range(3):
+            ch.queue_declare("qr-again", durable=True, arguments=QUORUM)
+            for i in range(5):
+                ch.basic_publish("", "qr-again", f"{round_}-{i}".encode())
+            if round_ < 2:
+                ch.queue_delete("qr-again")
+    finally:
+        conn.close()
+    replicated(nodes, "qr-again")
+    conn = connect(nodes["n2"])
+    try:
+        ch = conn.channel()
+        bodies = [poll(lambda: _get(ch, "qr-again", ack=True), "a message")[2]
+                  for _ in range(5)]
+        assert bodies == [f"2-{i}".encode() for i in range(5)]
+        assert _get(ch, "qr-again") is None
+    finally:
+        conn.close()
