@@ -226,3 +226,35 @@ def test_kafka_partition_reassignment(cluster: Cluster) -> None:
         assert cluster.state(topic).partition(0).members == target
     finally:
         admin.close()
+
+
+def test_rebalance_moves_stream_partition_leaders(cluster: Cluster) -> None:
+    from smartbroker.cluster.stream_members import transfer
+
+    topic = "sops-rebalance"
+    admin = AdminClient({"bootstrap.servers": cluster.nodes["n1"].kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)]
+                        )[topic].result(TIMEOUT)
+
+    def logs() -> list[Any]:
+        state = cluster.state(topic)
+        return [state.logs.get(p) for p in range(3)]
+    poll(lambda: all(lg is not None and lg.leader and len(lg.isr) == 3 for lg in logs()),
+         "every partition led with 3 replicas in sync", timeout=TIMEOUT)
+
+    async def all_to_n1(found: list[Any]) -> None:  # unbalance it: n1 leads every partition
+        async with EtcdClient(cluster.endpoint, cluster.name) as etcd:
+            for lg in found:
+                if lg.leader != "n1":
+                    await transfer(etcd, lg.name.id, lg.leader, "n1", TIMEOUT)
+    asyncio.run(all_to_n1(logs()))
+    assert [lg.leader for lg in logs()] == ["n1"] * 3
+
+    done = cluster.cli("cluster", "rebalance", "streams", "--queue-pattern", "^sops-rebalance$",
+                       "--json")
+    assert done.returncode == 0, done.output
+    assert sorted(lg.leader for lg in logs()) == ["n1", "n2", "n3"]
+    assert {n["node"]: n["stream_leaders"] for n in json.loads(done.stdout)["nodes"]} == {
+        "n1": 1, "n2": 1, "n3": 1}
+    poll(lambda: sorted(p[0] for p in replica_sets(cluster.nodes["n2"], topic) or []) == sorted(
+        IDS.values()), "Metadata names the new leaders", timeout=TIMEOUT)
