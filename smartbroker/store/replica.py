@@ -25,6 +25,8 @@ import zlib
 from bisect import bisect_right
 from typing import TYPE_CHECKING, NamedTuple
 
+from crc32c import crc32c as _crc32c
+
 from . import record
 from .api import StoreUnavailable
 from .holes import hole_name, unlink
@@ -169,9 +171,10 @@ def append_chunk(log: SegmentLog, chunk: Chunk) -> int:
                 magic, length, crc = _prefix_unpack(data, pos)
                 flen = _PREFIX + length
                 base, ts, flags, count, klen, plen = _single_unpack(data, pos + _PREFIX)
-                if (magic != _MAGIC or pos + flen > total or flags or count != 1
+                if (magic != _MAGIC or pos + flen > total or count != 1
                         or _SINGLE_MIN + (klen if klen > 0 else 0) + plen != flen
-                        or _crc(view[pos + _PREFIX:pos + flen]) != crc):
+                        or flags & ~_FLAG_CRC32C
+                        or (_crc32c if flags else _crc)(view[pos + _PREFIX:pos + flen]) != crc):
                     flen = 0
             if not flen:
                 status, flen = record.check(data, pos)
@@ -207,7 +210,8 @@ _SINGLE = record.SINGLE  # HEAD + one ENTRY
 _single_unpack = _SINGLE.unpack_from
 _prefix_unpack = record.PREFIX.unpack_from
 _MAGIC = record.MAGIC
-_crc = zlib.crc32
+_crc = zlib.crc32  # frames written before CRC-32C
+_FLAG_CRC32C = record.FLAG_CRC32C
 _SINGLE_MIN = _PREFIX + _SINGLE.size
 
 

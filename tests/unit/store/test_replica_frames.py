@@ -166,3 +166,27 @@ def test_kafka_batches_are_copied_as_stored(tmp_path) -> None:
         return [(f.base, f.count, f.batch) for f in lg.scan_frames(0)]
 
     assert frames(follower) == frames(leader) and follower.next_offset == 10
+
+
+def test_single_frames_of_either_crc_are_checked(tmp_path) -> None:
+    """The follower's inline check of one-record frames: CRC-32C frames (written now) and
+    zlib-CRC ones (written before) are taken; a flipped flags byte is refused."""
+    import zlib
+
+    from smartbroker.store import record
+
+    head = record.SINGLE.pack(0, 1, 0, 1, -1, 3)
+    legacy = record.PREFIX.pack(record.MAGIC, len(head) + 3, zlib.crc32(head + b"old")) \
+        + head + b"old"
+    follower = SegmentLog(tmp_path / "f")
+    append_chunk(follower, Chunk(0, 1, legacy))
+    leader = SegmentLog(tmp_path / "l")
+    leader.append(b"old")
+    leader.append(b"new")
+    second = read_chunk(leader, Cursor(1)).data
+    flipped = bytearray(second)
+    flipped[record.PREFIX_SIZE + 16] ^= record.FLAG_CRC32C  # claims zlib's CRC
+    with pytest.raises(BadChunk):
+        append_chunk(follower, Chunk(1, 2, bytes(flipped)))
+    append_chunk(follower, Chunk(1, 2, second))
+    assert [p for _o, _k, p in records(follower)] == [b"old", b"new"]
