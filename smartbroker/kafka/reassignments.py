@@ -185,7 +185,14 @@ class Reassignments:
         topic_cls = cls.OngoingTopicReassignment
         part_cls = topic_cls.OngoingPartitionReassignment
         by_topic: dict[str, list[Any]] = {}
-        for one in sorted(await self.reassigner.ongoing(), key=lambda o: (o.topic, o.partition)):
+        try:
+            ongoing = await self.reassigner.ongoing()
+        except Exception as exc:  # etcd away: one line, never a traceback
+            log.warning("listing the partition reassignments failed: %s", exc)
+            return cls(version=request.api_version, throttle_time_ms=0,
+                       error_code=ErrorCode.UNKNOWN_SERVER_ERROR, error_message=str(exc),
+                       topics=[])
+        for one in sorted(ongoing, key=lambda o: (o.topic, o.partition)):
             if asked is None or (one.topic, one.partition) in asked:
                 by_topic.setdefault(one.topic, []).append(part_cls(
                     partition_index=one.partition, replicas=list(one.replicas),
