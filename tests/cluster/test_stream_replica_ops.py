@@ -154,6 +154,10 @@ def test_add_replica_then_delete_the_leaders(cluster: Cluster) -> None:
     got = cluster.read_all(topic, len(acked) + len(more))
     assert got == {**acked, **more}  # every acknowledged record, at its offset
 
+    back = cluster.cli("streams", "add-replica", "/", topic, leader)  # its old copy resumes
+    assert back.returncode == 0, back.output
+    cluster.listed(topic, list(NAMES))
+
 
 def test_refusals_are_one_line(cluster: Cluster) -> None:
     topic = "sops-refused"
