@@ -49,6 +49,7 @@ from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster import spread_pending
 from smartbroker.cluster.forwarding_wire import Op
 from smartbroker.cluster.remote_queue import RemoteQueue
+from smartbroker.cluster.spread_carry_on import CarryOn, resume_arguments
 from smartbroker.cluster.spread_credit import share, unshare
 from smartbroker.cluster.spread_relay import PartitionRelay
 from smartbroker.queues.base import REFUSED, PublishResult
@@ -111,6 +112,7 @@ class PartitionSpread:
         self._subscribed: dict[Any, list[PartitionRelay]] = {}  # consume-ok sent, not yet added
         self._partition_of = PARTITION_OF[stream.partitioner]
         self.replicated = any(len(m) > 1 for m in placement.partition_members)
+        self.carry = CarryOn(self) if self.replicated else None
         # the other nodes' partitions' (first, next) offsets, as they last told them
         # (``partition_bounds``: the group views of the stream leader read them)
         self.bounds: dict[int, tuple[int, int]] = {}
@@ -201,9 +203,12 @@ class PartitionSpread:
         for node in sorted(self.needed(arguments)):
             self.remote(node).check_available()  # 404: home node down
 
-    def _relays(self, consumer: ChannelConsumer) -> list[PartitionRelay]:
-        """Its relays, one per other node it reads, sharing its prefetch."""
-        relays = [PartitionRelay(consumer, self.remote(node), self)
+    def _relays(self, consumer: ChannelConsumer,
+                positions: dict[int, int] | None = None) -> list[PartitionRelay]:
+        """Its relays, one per other node it reads, sharing its prefetch; ``positions``:
+        where a consumer carrying on got to (``spread_carry_on``)."""
+        relays = [PartitionRelay(consumer, self.remote(node), self, resume_arguments(
+                      consumer.arguments, positions, self.led_by(node)) if positions else None)
                   for node in sorted(self.needed(consumer.arguments))]
         if relays:
             found = share(consumer, self.forwarding.subscriptions, self.stream.dispatch)
@@ -212,6 +217,11 @@ class PartitionSpread:
                 for relay in relays:
                     relay.share = found
         return relays
+
+    relays_for = _relays
+
+    def led_by(self, node: str) -> set[int]:
+        return {i for i in range(len(self.stream.logs)) if owner(self.placement, i) == node}
 
     def consume_later(self, conn: Any, ch: Any, consumer: Any, nowait: bool) -> None:
         """basic.consume: consume-ok once every other node it reads has subscribed its
@@ -271,6 +281,8 @@ class PartitionSpread:
 
     def remove_consumer(self, consumer: Consumer) -> None:
         StreamQueue.remove_consumer(self.stream, consumer)
+        if self.carry is not None:
+            self.carry.forget(consumer)
         for relay in self.relays.pop(consumer, ()):
             relay.queue.remove_consumer(relay)
         unshare(consumer)
@@ -299,7 +311,10 @@ class PartitionSpread:
         self.stream.dispatch()  # and its local reader (once per loop pass)
 
     def lost(self, consumer: Consumer) -> None:
-        """A node this consumer reads from went down (or refused it)."""
+        """A node this consumer reads from went down (or refused it): cancelled, unless
+        the stream is replicated (the consumer carries on at the next leader)."""
+        if self.carry is not None and self.carry.keep(consumer):
+            return
         if consumer in self.relays:
             self.remove_consumer(consumer)
             consumer.cancelled_by_broker()
@@ -329,6 +344,8 @@ def _spread(forwarding: QueueForwarding, q: StreamQueue, placement: Placement) -
     if isinstance(current, PartitionSpread):
         current.placement = placement
         current.replicated = any(len(m) > 1 for m in placement.partition_members)
+        if current.carry is not None:
+            current.carry.rejoin()  # consumers waiting for a new leader
         return
     router = PartitionSpread(q, forwarding, placement)
     # instance attributes: only this object takes the spread paths, every other stream

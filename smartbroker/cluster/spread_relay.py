@@ -42,10 +42,12 @@ class PartitionRelay(ChannelConsumer):
         if value and origin is not None:
             origin.parked = True
 
-    def __init__(self, origin: Any, queue: RemoteQueue, owner: PartitionSpread) -> None:
+    def __init__(self, origin: Any, queue: RemoteQueue, owner: PartitionSpread,
+                 arguments: Any = None) -> None:
         super().__init__(origin.channel, queue, origin.tag, no_ack=origin.no_ack,
                          exclusive=origin.exclusive, prefetch=origin.prefetch,
-                         priority=origin.priority, arguments=origin.arguments)
+                         priority=origin.priority,
+                         arguments=origin.arguments if arguments is None else arguments)
         self.origin = origin
         self.spread = owner
         self.share: CreditShare | None = None
@@ -53,6 +55,9 @@ class PartitionRelay(ChannelConsumer):
 
     def deliver(self, queue: Any, entry: Any) -> None:
         self.delivered += 1
+        carry = self.spread.carry  # a replicated stream: where the consumer got to
+        if carry is not None:
+            carry.delivered(self.origin, entry.message.header_payload)
         self.channel.deliver(self, queue, entry)
 
     def credit_left(self) -> int:

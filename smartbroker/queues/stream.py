@@ -27,6 +27,7 @@ from smartbroker.protocol.codec import FLAG_PERSISTENT
 from smartbroker.queues import (
     kafka_batch,  # registers the store's Kafka batch reader
     producer_state,
+    stream_replicated,
 )
 from smartbroker.queues.base import (
     ACCEPTED,
@@ -61,6 +62,7 @@ from smartbroker.queues.stream_records import (
     message_key,
     record_head,
 )
+from smartbroker.queues.stream_replicated import RESUME
 from smartbroker.queues.stream_storage import StreamMeta, open_log, stream_directory
 from smartbroker.queues.stream_tail import Chunks, Tail, partition_budget
 from smartbroker.store.commit import WrittenOut
@@ -260,6 +262,8 @@ class StreamQueue:
             partitions = [only] if only is not None else range(len(self.logs))
             for p in partitions:
                 reader.cursors[p] = self.start_offset(p, reader.start)
+            if RESUME in args:  # relayed for a consumer carrying on (a replicated stream)
+                stream_replicated.resume(reader, args[RESUME])
         self.dispatch_now()
 
     def remove_consumer(self, consumer: Consumer) -> None:

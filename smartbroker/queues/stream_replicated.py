@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from smartbroker.queues.stream import StreamQueue
 
 log = logging.getLogger("smartbroker.stream")
+# a relayed reader's starting offsets, per partition ("p:offset,..."): set by the node of
+# a consumer that carries on across a failover (cluster/spread_carry_on.py), not clients
+RESUME = "x-stream-resume"
 Committed = Callable[[int], Awaitable[Any]]  # ReplicatedLog.committed
 COMMIT_TIMEOUT = 30.0  # Kafka's request.timeout.ms default: acks=all gives up after it
 
@@ -157,6 +160,29 @@ def _rebuild_producers(stream: StreamQueue, p: int) -> None:
     state.partitions[p] = part
 
 
+def encode_positions(positions: dict[int, int]) -> str:
+    return ",".join(f"{p}:{o}" for p, o in sorted(positions.items()))
+
+
+def decode_positions(value: Any) -> dict[int, int]:
+    """``RESUME``'s value; whatever does not parse is left out."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    out: dict[int, int] = {}
+    for item in value.split(",") if isinstance(value, str) else ():
+        p, _, o = item.partition(":")
+        if p.isdigit() and o.isdigit():
+            out[int(p)] = int(o)
+    return out
+
+
+def resume(reader: Any, value: Any) -> None:
+    """A reader relayed for a consumer that carries on starts where it got to."""
+    for p, offset in decode_positions(value).items():
+        if p in reader.cursors:
+            reader.cursors[p] = offset
+
+
 def reload_offsets(stream: StreamQueue) -> None:
     """The group offsets as this node's copy of the offsets log holds them (it now leads
     the stream: its groups are coordinated here)."""
@@ -165,5 +191,6 @@ def reload_offsets(stream: StreamQueue) -> None:
     book.offsets, book.extra = fresh.offsets, fresh.extra
 
 
-__all__ = ["CommittedSync", "NotCommitted", "advance", "confirm_through", "follow", "lead",
-           "reload_offsets", "replicate"]
+__all__ = ["RESUME", "CommittedSync", "NotCommitted", "advance", "confirm_through",
+           "decode_positions", "encode_positions", "follow", "lead", "reload_offsets",
+           "replicate", "resume"]

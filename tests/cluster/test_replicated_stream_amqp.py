@@ -1,7 +1,9 @@
 """An AMQP stream with x-initial-cluster-size 3 on three real nodes loses its leader
 (kill -9) while a publisher with confirms keeps publishing through another node: every
 confirmed message is read back from offset ``first`` on a survivor, in publish order,
-and none twice (each is published once: a nacked one is never sent again)."""
+and none twice (each is published once: a nacked one is never sent again). Consumers
+on both survivors, attached before the kill, carry on through it: no basic.cancel,
+every record once and in order."""
 
 from __future__ import annotations
 
@@ -79,6 +81,49 @@ class Publisher:
         self._thread.join(30)
 
 
+class Follower:
+    """A consumer reading from ``first`` on one node through the whole test, in a thread:
+    what it got (offset, body) and whether the broker cancelled it."""
+
+    def __init__(self, node: BrokerProcess) -> None:
+        self.node = node
+        self.got: list[tuple[int, bytes]] = []
+        self.cancelled = False
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(self.node.url))
+        try:
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=100)
+
+            def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
+                self.got.append(((props.headers or {}).get("x-stream-offset"), body))
+                ch.basic_ack(method.delivery_tag)
+
+            def on_cancel(_frame: Any) -> None:
+                self.cancelled = True
+
+            ch.add_on_cancel_callback(on_cancel)
+            ch.basic_consume(QUEUE, on_message, arguments={"x-stream-offset": "first"})
+            self.ready.set()
+            while not self._stop.is_set():
+                conn.process_data_events(0.05)
+        finally:
+            conn.close()
+
+    def start(self) -> Follower:
+        self._thread.start()
+        assert self.ready.wait(20)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
 def read_all(node: BrokerProcess, count: int) -> list[bytes]:
     """Bodies from offset ``first`` on ``node`` until ``count`` came and 0.5 s of quiet."""
     conn = pika.BlockingConnection(pika.URLParameters(node.url))
@@ -105,6 +150,9 @@ def test_kill_the_leader_keeps_every_confirmed_message(nodes: dict[str, BrokerPr
     conn.channel().queue_declare(QUEUE, durable=True, arguments={
         "x-queue-type": "stream", "x-initial-cluster-size": 3})
     conn.close()
+    # consumers on the two survivors, reading through the failover (one of them becomes
+    # the leader and reads on locally; the other reads on through a relay to it)
+    followers = [Follower(nodes[n]).start() for n in ("n2", "n3")]
     publisher = Publisher(nodes["n2"]).start()  # forwarded to the leader, n1
     poll(lambda: len(publisher.confirmed) >= 200, "200 confirmed")
     nodes["n1"].kill()
@@ -127,5 +175,11 @@ def test_kill_the_leader_keeps_every_confirmed_message(nodes: dict[str, BrokerPr
     positions = [firsts[n] for n in confirmed]
     assert positions == sorted(positions), "confirmed messages out of publish order"
     assert len(set(order)) == len(order), "a message stored twice (each is published once)"
+    for follower in followers:  # they carried on: everything once, in order
+        poll(lambda f=follower: len(f.got) >= len(got), f"{follower.node.node_name} reads on")
+        follower.stop()
+        assert not follower.cancelled
+        assert [body for _, body in follower.got] == got
+        assert [offset for offset, _ in follower.got] == list(range(len(got)))
     nodes["n1"].start()
     all_members(nodes.values())

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from smartbroker.cluster.partition_spread import spread_of
 from smartbroker.cluster.replication.records import LogName
 from smartbroker.cluster.replication.replicated_log import FOLLOWER_ROLE, LEADER_ROLE
 from smartbroker.cluster.spread_replicas import OFFSETS, replicated
@@ -179,7 +180,7 @@ class StreamCopies:
         else:
             assert isinstance(part, int)
             if moved:
-                self._cancel_readers(part)
+                self._cancel_readers(part, leading)
             if leading:
                 stream_replicated.lead(stream, part, copy.replicated.committed,
                                        copy.replicated.high_watermark)
@@ -191,17 +192,23 @@ class StreamCopies:
                      stream.name, stream.vhost)
             self.owner.lead_in_placement(stream.vhost, stream.name, part)
 
-    def _cancel_readers(self, p: int) -> None:
-        """Partition ``p`` became readable here, or stopped being: the readers of it on
-        this node (local ones and those other nodes relay) hold cursors that no longer
-        say what they were given (another node served them), so they are cancelled
-        (``basic.cancel``), as when a node they read from goes down; the client
-        consumes again from where it got to."""
+    def _cancel_readers(self, p: int, gained: bool) -> None:
+        """Partition ``p`` became readable here (``gained``), or stopped being. A client's
+        consumer here carries on (``spread_carry_on``): it reads ``p`` on from where it
+        got to, here or through a relay to the new leader. A reader another node relays
+        holds a cursor this node did not serve: it is cancelled, and its own node
+        carries its consumer on."""
         stream = self.stream
+        found = spread_of(stream)
+        carry = None if found is None else found.carry
         for consumer, reader in list(stream.readers.items()):
-            if p in reader.cursors:
-                stream.remove_consumer(consumer)
-                consumer.cancelled_by_broker()
+            if p not in reader.cursors:
+                continue
+            if carry is not None and (carry.reposition(consumer, p) if gained
+                                      else carry.keep(consumer)):
+                continue
+            stream.remove_consumer(consumer)
+            consumer.cancelled_by_broker()
 
     def _appended(self, p: int) -> None:
         """Records were appended to partition ``p`` (led here): the core ships them
