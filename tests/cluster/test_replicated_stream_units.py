@@ -12,6 +12,7 @@ import pytest
 
 from smartbroker.cluster.partition_spread import spread
 from smartbroker.cluster.placement import Placement
+from smartbroker.cluster.spread_carry_on import delivered_at
 from smartbroker.cluster.spread_replicas import (
     OFFSETS,
     cluster_size,
@@ -26,6 +27,7 @@ from smartbroker.message import Message
 from smartbroker.queues import stream_replicated
 from smartbroker.queues.stream import StreamQueue
 from smartbroker.queues.stream_args import StreamSettings
+from smartbroker.queues.stream_records import delivery_message
 from smartbroker.store.api import StoreUnavailable
 
 UP = ["n1", "n2", "n3"]
@@ -188,3 +190,35 @@ def _recorder(committed: list[int]) -> Any:
     async def committed_at(offset: int) -> None:
         committed.append(offset)
     return committed_at
+
+
+def test_where_a_relayed_delivery_is_found_in_its_header() -> None:
+    published = Message.build("", "s", b"body")
+    delivered = delivery_message(published.route, published.header_payload, published.flags,
+                                 b"body", 2, 12345678901)
+    assert delivered_at(delivered.header_payload) == (2, 12345678901)
+    assert delivered.headers["x-stream-offset"] == 12345678901  # what the client sees
+    assert delivered_at(published.header_payload) is None
+
+
+def test_resume_positions_survive_their_argument() -> None:
+    encoded = stream_replicated.encode_positions({3: 10, 0: 7})
+    assert encoded == "0:7,3:10"
+    assert stream_replicated.decode_positions(encoded.encode()) == {0: 7, 3: 10}
+    assert stream_replicated.decode_positions("x:1,2:-1,4:5") == {4: 5}  # bad items left out
+    assert stream_replicated.decode_positions(42) == {}
+
+
+def test_a_relayed_reader_starts_where_its_consumer_got_to() -> None:
+    stream = StreamQueue("s", "/", settings=StreamSettings(partitions=2))
+    for i in range(12):  # keyed by routing key: both partitions get some
+        stream.publish(Message.build("", f"k{i}", f"m{i}".encode()))
+    ends = [lg.next_offset for lg in stream.logs]
+    assert min(ends) >= 3  # both partitions hold some
+    got: list[tuple[int, int]] = []
+    reader = Reader()
+    reader.deliver = lambda queue, entry: got.append((entry.partition, entry.offset))  # type: ignore[method-assign]
+    reader.arguments = {"x-stream-offset": "first", stream_replicated.RESUME: "1:2,9:1"}
+    stream.add_consumer(reader)
+    assert sorted(o for p, o in got if p == 0) == list(range(ends[0]))  # from first
+    assert sorted(o for p, o in got if p == 1) == list(range(2, ends[1]))  # from 2
