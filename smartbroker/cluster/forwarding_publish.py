@@ -81,7 +81,9 @@ class Forwarder:
             self._waiters.append((target, future))
             await future
         if self.nacked_upto > self.checked:
-            self.checked = self.nacked_upto
+            # up to this round's own publishes: a nack (or a loss) of later ones is the
+            # next round's to report, else those publishes would be confirmed
+            self.checked = min(self.nacked_upto, target)
             raise StoreUnavailable(f"node {self.peer} refused or lost a forwarded publish")
 
     def on_confirm(self, seq: int, nack: bool) -> None:
