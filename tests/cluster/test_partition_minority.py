@@ -197,3 +197,62 @@ async def partition_scenario(net: Network, nodes: dict[str, BrokerProcess],
     assert not lost, f"confirmed and lost: {sorted(lost)}"
     assert [c for c in consumed if c.startswith("before-")] == before, "order of pm3's"
     assert [c for c in consumed if c.startswith("after-")] == after, "order of pm1's"
+
+
+def test_a_cut_off_follower_confirms_nothing_it_could_not_forward(
+        cut_cluster: tuple[Network, dict[str, BrokerProcess]]) -> None:
+    """A publisher pipelining through the cut node to a queue the majority leads: every
+    publish in flight when the leader is seen gone is nacked, not only the first round's
+    (the others were confirmed and lost: benchmarks/chaos.py found it)."""
+    net, nodes = cut_cluster
+    all_members(nodes.values())
+    queue = f"pf-{uuid.uuid4().hex[:8]}"
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["pm1"].url))  # pm1 leads it
+    conn.channel().queue_declare(queue, durable=True, arguments={
+        "x-queue-type": "quorum", "x-quorum-initial-group-size": 3})
+    conn.close()
+    poll(lambda: leader_of(nodes["pm3"], queue) == "pm1", "pm3 knows the queue's leader")
+    confirmed = asyncio.run(pipeline_through_a_cut(net, nodes["pm3"], queue))
+    all_members(nodes.values())
+    consumed = drain(nodes["pm1"], queue)
+    assert confirmed, "nothing was confirmed before the cut"
+    lost = sorted(set(confirmed) - set(consumed))
+    assert not lost, f"confirmed through the cut node and lost: {lost[:10]}"
+
+
+async def pipeline_through_a_cut(net: Network, proc: BrokerProcess, queue: str) -> list[str]:
+    """Publish with 20 unconfirmed at a time through ``proc`` before, during and after
+    its cut; the bodies acked."""
+    conn = await aiormq.connect(proc.url)
+    ch = await conn.channel(publisher_confirms=True)
+    window = asyncio.Semaphore(20)
+    confirmed: list[str] = []
+
+    async def one(body: str) -> None:
+        try:
+            if isinstance(await ch.basic_publish(body.encode(), routing_key=queue,
+                                                 properties=PERSISTENT), Basic.Ack):
+                confirmed.append(body)
+        except aiormq.exceptions.AMQPError:
+            pass
+        finally:
+            window.release()
+
+    async def publish_for(seconds: float, tag: str) -> list[asyncio.Task]:
+        tasks, end, i = [], time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            await window.acquire()
+            tasks.append(asyncio.create_task(one(f"{tag}-{i}")))
+            i += 1
+            await asyncio.sleep(0.01)
+        return tasks
+
+    tasks = await publish_for(1.0, "before")
+    net.cut(proc.node_name or "")
+    try:
+        tasks += await publish_for(6.0, "cut")  # past the 3 s lease: the leader is gone
+    finally:
+        net.heal(proc.node_name or "")
+    await asyncio.wait(tasks, timeout=20)
+    await conn.close()
+    return confirmed
