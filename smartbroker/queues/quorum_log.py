@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable
@@ -64,6 +63,7 @@ class QuorumLog:
         self._prefix = durable.enqueue_prefix(vhost, (queue,))
         self._live: defaultdict[int, int] = defaultdict(int)  # segment base -> live enqueues
         self._marks: dict[bytes, list[int]] = {}  # this pass's d/a marks
+        self._unplaced: list[int] = []  # this pass's enqueues, not counted in _live yet
         self.write_out_pending = False
         self.undecodable_properties = 0  # recovered messages with unreadable properties
         self.closed = False
@@ -74,13 +74,27 @@ class QuorumLog:
 
     # -- writing (the leader) -----------------------------------------------------------
     def enqueue(self, vhost: str, queues: tuple[str, ...], msg: Message) -> int:
-        offset = self.log.append(durable.encode_enqueue(vhost, queues, msg, self._prefix),
-                                 int(time.time() * 1000))
+        """One record, framed with the rest of this loop pass's (``append_grouped``): a
+        follower then checks and indexes one frame per pass, not one per message."""
+        offset = self.log.append_grouped(durable.encode_enqueue(vhost, queues, msg,
+                                                                self._prefix))
+        self._unplaced.append(offset)
         self._schedule_write_out()
-        base = self.log.segment_of(offset)
-        if base is not None:
-            self._live[base] += 1
         return offset
+
+    def _place(self) -> None:
+        """Count this pass's enqueues in their segments (known once their group is
+        framed: asking per enqueue would frame each alone)."""
+        offsets, self._unplaced = self._unplaced, []
+        segment_of, live = self.log.segment_of, self._live
+        first = segment_of(offsets[0])
+        if first is not None and segment_of(offsets[-1]) == first:
+            live[first] += len(offsets)  # the usual case: one segment
+            return
+        for offset in offsets:
+            base = segment_of(offset)
+            if base is not None:
+                live[base] += 1
 
     def delivered(self, vhost: str, queue: str, offset: int) -> None:
         self._mark(durable.MARK_DELIVERED, offset)
@@ -102,6 +116,8 @@ class QuorumLog:
         marks, self._marks = self._marks, {}
         if self.closed or not self.leading:
             return
+        if self._unplaced:
+            self._place()
         emptied = False
         for kind, offsets in marks.items():
             try:
@@ -154,6 +170,8 @@ class QuorumLog:
                 self.write_marks()
             if not self.closed:
                 self.log.write_out()
+                if self._unplaced:
+                    self._place()
                 if self.on_written is not None:
                     self.on_written()
 
@@ -182,6 +200,7 @@ class QuorumLog:
         """The queue's live entries, in enqueue order (bodies left on disk); delivered
         ones come back ``redelivered``. Rebuilds the per-segment live counts."""
         self._live.clear()
+        self._unplaced.clear()
         entries = durable_recovery.replay(self.log, self).get((self.vhost, self.queue), [])
         for entry in entries:
             base = self.log.segment_of(entry.offset)
