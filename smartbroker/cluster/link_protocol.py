@@ -18,8 +18,10 @@ peer's window, then what the peer grants back); items sent without credit wait h
 ``send`` returns False, telling the caller to stop producing until a ``Writable`` event.
 So a slow peer holds at most one window per channel in flight, and what waits here is
 bounded by the callers who honour ``send``'s answer. The receiver grants back what it has
-received at each ``data_to_send`` (after its handlers ran), unless the channel is
-``hold``-ed: that is how a receiver pushes back (a full queue, a blocked connection).
+received at a ``data_to_send`` (after its handlers ran) once that is a quarter window
+(HTTP/2's WINDOW_UPDATE threshold: a grant per batch was a write, and a wake-up of the
+peer, per batch), unless the channel is ``hold``-ed: that is how a receiver pushes back
+(a full queue, a blocked connection).
 Frames go out in the order they were queued; a channel's items keep their order always.
 """
 
@@ -377,8 +379,9 @@ class LinkConnection:
     def data_to_send(self) -> bytes:
         """All queued frames (and credit grants) as one buffer, or b"" if none."""
         if self._received and self.state is State.READY:
-            for number, nbytes in self._received.items():
-                if nbytes and number not in self._held:
+            due = self.window >> 2  # grants of a quarter window: not one frame (and one
+            for number, nbytes in self._received.items():  # write) per batch received
+                if nbytes >= due and number not in self._held:
                     self._out.append(codec.credit(number, min(nbytes, 0xFFFFFFFF)))
                     self._received[number] = 0
         self._cut_all()
@@ -390,4 +393,5 @@ class LinkConnection:
 
     def has_output(self) -> bool:
         return (bool(self._out) or any(out.batch_count for out in self._outbound.values())
-                or any(n for c, n in self._received.items() if c not in self._held))
+                or any(n >= self.window >> 2 for c, n in self._received.items()
+                       if c not in self._held))
