@@ -49,7 +49,7 @@ _ACK = int(Op.ACK)  # struct packs a plain int faster than an IntEnum
 class RemoteEntry(QueueEntry):
     """A delivery (or basic.get) from the leader: ``seq`` holds the leader's handle."""
 
-    __slots__ = ("sub",)
+    __slots__ = ("sub", "leader")  # leader: a basic.get's, set only for them
 
     def __init__(self, message: Message, handle: int, redelivered: bool, sub: int) -> None:
         super().__init__(message, handle)
@@ -199,6 +199,9 @@ class RemoteQueue:
 
     def _settle_one(self, entry: RemoteEntry, op: Op) -> None:
         if entry.sub == 0:
+            if getattr(entry, "leader", self.leader) != self.leader:
+                return  # an old leader's basic.get (a failover since): its handle means
+                # nothing to the new one, whose log gives the message back redelivered
             op = Op(op + Op.GET_ACK - Op.ACK)
         self.node.settle(self.leader, op, entry.sub, entry.seq or 0)
 
@@ -237,6 +240,7 @@ class RemoteQueue:
             return
         msg = wire.message(bytes(reply["route"]), bytes(reply["properties"]), bytes(reply["body"]))
         entry = RemoteEntry(msg, int(reply["handle"]), bool(reply["redelivered"]), 0)
+        entry.leader = self.leader
         if ch.torn_down or ch.closing:  # the channel closed meanwhile: back to the queue
             if not no_ack:
                 self._settle_one(entry, Op.REQUEUE)
@@ -253,7 +257,9 @@ class RemoteQueue:
             return None
         self.counts["messages"] = int(reply.get("count", 0))
         msg = wire.message(bytes(reply["route"]), bytes(reply["properties"]), bytes(reply["body"]))
-        return RemoteEntry(msg, int(reply["handle"]), bool(reply["redelivered"]), 0)
+        entry = RemoteEntry(msg, int(reply["handle"]), bool(reply["redelivered"]), 0)
+        entry.leader = self.leader
+        return entry
 
     def purge_later(self, conn: Any, ch: Any, nowait: bool) -> None:
         require(self, "purge")
