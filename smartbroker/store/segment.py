@@ -126,9 +126,12 @@ class Segment:
         self.next_offset = offset + 1
         _encode_into(buf, offset, ts, key, payload)
 
-    def append_frame(self, offset: int, count: int, ts: int, frame: bytes) -> None:
+    def append_frame(self, offset: int, count: int, ts: int, frame: bytes | bytearray) -> None:
         self.note(offset, count, ts, self.written + len(self.buf))
-        self.buf += frame
+        if self.buf or type(frame) is not bytearray:
+            self.buf += frame
+        else:  # a fresh frame (record.encode_parts) becomes the empty buffer: no copy
+            self.buf = frame
 
     def append_kafka(self, offset: int, count: int, ts: int,
                      batch: bytes | bytearray | memoryview) -> None:
