@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.forwarding_rehome import swap
 from smartbroker.cluster.placement import Placement
-from smartbroker.cluster.replication import LEADER_ROLE, LogName
+from smartbroker.cluster.replication import LEADER_ROLE, LogName, NotLeader
 from smartbroker.cluster.spread_replicas import members_after
 from smartbroker.queues import quorum_replicated
 from smartbroker.queues.base import QueueSpec
@@ -76,6 +76,8 @@ class Replica:
     async def committed(self, offset: int) -> None:
         if self.replicated is None:
             await self.ready.wait()
+            if self.replicated is None:  # dropped before the core had it: a nack
+                raise NotLeader(f"the replica of {self.qlog.queue} was dropped here")
         await self.replicated.committed(offset)
 
     def appended(self) -> None:
@@ -205,6 +207,7 @@ class QuorumReplicas:
         replica = self.replicas.pop(key, None)
         if replica is None:
             return
+        replica.ready.set()  # a commit still waiting for the core fails (a nack)
         replication = self.replication
         try:
             if replication is None or replica.replicated is None:
