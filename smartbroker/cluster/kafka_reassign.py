@@ -21,6 +21,7 @@ CRC of the name, ``kafka_peers.broker_id``), over every node the cluster knows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -30,6 +31,7 @@ from smartbroker.cluster.kafka_peers import broker_id
 from smartbroker.cluster.replication.records import LogName
 from smartbroker.cluster.stream_members import (
     BUSY,
+    TIMEOUT,
     UNKNOWN,
     ReplicaError,
     StreamState,
@@ -47,6 +49,7 @@ from smartbroker.kafka.reassignments import (
 log = logging.getLogger("smartbroker.cluster")
 PREFIX = "reassign/"
 CHECK = 0.2  # seconds between two looks at the new replicas' progress
+RETRY = 1.0  # seconds before a move goes on after etcd failed it
 HAND_OVER = 30.0  # seconds a leaving leader has to hand over (then the move is retried)
 
 
@@ -113,6 +116,9 @@ class StreamReassigner:
                                        compare)
         except ReplicaError as exc:
             raise _kafka_error(exc) from None
+        self._start(topic, partition, target, revision)
+
+    def _start(self, topic: str, partition: int, target: list[str], revision: int) -> None:
         task = asyncio.get_running_loop().create_task(
             self._finish(topic, partition, target, revision))
         self._tasks.add(task)
@@ -120,8 +126,14 @@ class StreamReassigner:
 
     async def _finish(self, topic: str, partition: int, target: list[str],
                       revision: int) -> None:
-        """Steps 2 and 3 (the module docstring), while the record is this move's."""
+        """Steps 2 and 3 (the module docstring), while the record is this move's: a
+        hand-over that did not finish in time is tried again, as Kafka's controller
+        keeps a reassignment going; a topic that went ends it (its record deleted)."""
         key = self._key(topic, partition)
+
+        def plan(state: StreamState, now: list[str]) -> list[str] | None:
+            return list(target)
+
         try:
             while True:
                 found = await self.etcd.get(key)
@@ -129,24 +141,31 @@ class StreamReassigner:
                     return  # cancelled, or replaced by a newer move
                 state = await read_stream(self.etcd, self.vhost, topic)
                 if all(n in one.isr for one in state.affected(partition) for n in target):
-                    break
+                    try:
+                        await change(self.etcd, self.vhost, topic, partition, plan,
+                                     HAND_OVER, [Delete(key)], {key: revision})
+                    except ReplicaError as exc:
+                        if exc.kind not in (TIMEOUT, BUSY):
+                            raise
+                        log.info("reassignment of %s-%d: %s; trying again", topic,
+                                 partition, exc)
+                    else:
+                        log.info("reassignment of %s-%d done: replicas %s", topic,
+                                 partition, ",".join(target))
+                        return
                 await asyncio.sleep(CHECK)
-
-            def plan(state: StreamState, now: list[str]) -> list[str] | None:
-                return list(target)
-
-            await change(self.etcd, self.vhost, topic, partition, plan, HAND_OVER,
-                         [Delete(key)], {key: revision})
-            log.info("reassignment of %s-%d done: replicas %s", topic, partition,
-                     ",".join(target))
-        except ReplicaError as exc:
+        except ReplicaError as exc:  # the topic went, or nothing in sync would be left
             log.warning("reassignment of %s-%d to %s stopped: %s", topic, partition,
                         ",".join(target), exc)
+            with contextlib.suppress(Exception):
+                await self.etcd.commit([Delete(key)], mod_revisions={key: revision})
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # etcd away: one line; the record goes with the lease
-            log.warning("reassignment of %s-%d to %s stopped: %s", topic, partition,
+        except Exception as exc:  # etcd away: one line, and the move goes on later
+            log.warning("reassignment of %s-%d to %s paused: %s", topic, partition,
                         ",".join(target), exc)
+            await asyncio.sleep(RETRY)
+            self._start(topic, partition, target, revision)
 
     async def _cancel(self, topic: str, partition: int, key: str, found: Any) -> None:
         """Kafka's cancel: the original replicas back, the record gone."""
