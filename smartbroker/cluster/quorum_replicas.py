@@ -241,6 +241,7 @@ class QuorumReplicas:
         replicas, self.replicas = self.replicas, {}
         replication = self.replication
         for key, replica in replicas.items():
+            replica.ready.set()
             if replication is not None and replica.replicated is not None:
                 replication.close(LogName(*key))
             replica.qlog.close()
