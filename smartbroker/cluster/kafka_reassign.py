@@ -74,7 +74,9 @@ class StreamReassigner:
     def _key(self, topic: str, partition: int) -> str:
         return PREFIX + LogName(self.vhost, topic, partition).id
 
-    async def _brokers(self, state: StreamState) -> dict[int, str]:
+    @staticmethod
+    def _brokers(state: StreamState) -> dict[int, str]:
+        """Broker id -> node, for every node the cluster knows (up or not)."""
         return {broker_id(n): n for n in state.known | state.up}
 
     async def alter(self, topic: str, partition: int, replicas: list[int] | None,
@@ -92,7 +94,7 @@ class StreamReassigner:
                                     f"reassignment for {topic}-{partition}.")
             await self._cancel(topic, partition, key, found)
             return
-        names = await self._brokers(state)
+        names = self._brokers(state)
         check_target(replicas, set(names))
         if not allow_factor_change and len(replicas) != len(members):
             raise ReassignError(ErrorCode.INVALID_REPLICATION_FACTOR,
