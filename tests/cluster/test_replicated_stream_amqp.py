@@ -41,8 +41,9 @@ class Publisher:
     """Publishes ``m<i>`` with confirms through one node, one at a time, reconnecting
     when its connection or channel goes; ``confirmed`` in order."""
 
-    def __init__(self, node: BrokerProcess) -> None:
+    def __init__(self, node: BrokerProcess, queue: str = QUEUE) -> None:
         self.node = node
+        self.queue = queue
         self.confirmed: list[bytes] = []
         self.sent = 0
         self._stop = threading.Event()
@@ -62,7 +63,8 @@ class Publisher:
                     body = f"m{self.sent}".encode()
                     self.sent += 1
                     try:
-                        ch.basic_publish("", QUEUE, body, pika.BasicProperties(delivery_mode=2))
+                        ch.basic_publish("", self.queue, body, pika.BasicProperties(
+                            delivery_mode=2, headers={"x-message-key": body}))
                     except pika.exceptions.NackError:
                         continue  # not confirmed: may or may not be stored
                     self.confirmed.append(body)
@@ -85,9 +87,11 @@ class Follower:
     """A consumer reading from ``first`` on one node through the whole test, in a thread:
     what it got (offset, body) and whether the broker cancelled it."""
 
-    def __init__(self, node: BrokerProcess) -> None:
+    def __init__(self, node: BrokerProcess, queue: str = QUEUE) -> None:
         self.node = node
+        self.queue = queue
         self.got: list[tuple[int, bytes]] = []
+        self.partitions: list[int] = []
         self.cancelled = False
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -100,14 +104,16 @@ class Follower:
             ch.basic_qos(prefetch_count=100)
 
             def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
-                self.got.append(((props.headers or {}).get("x-stream-offset"), body))
+                headers = props.headers or {}
+                self.got.append((headers.get("x-stream-offset"), body))
+                self.partitions.append(headers.get("x-stream-partition"))
                 ch.basic_ack(method.delivery_tag)
 
             def on_cancel(_frame: Any) -> None:
                 self.cancelled = True
 
             ch.add_on_cancel_callback(on_cancel)
-            ch.basic_consume(QUEUE, on_message, arguments={"x-stream-offset": "first"})
+            ch.basic_consume(self.queue, on_message, arguments={"x-stream-offset": "first"})
             self.ready.set()
             while not self._stop.is_set():
                 conn.process_data_events(0.05)
@@ -181,5 +187,43 @@ def test_kill_the_leader_keeps_every_confirmed_message(nodes: dict[str, BrokerPr
         assert not follower.cancelled
         assert [body for _, body in follower.got] == got
         assert [offset for offset, _ in follower.got] == list(range(len(got)))
+    nodes["n1"].start()
+    all_members(nodes.values())
+
+
+def test_consumers_of_a_partitioned_stream_carry_on(nodes: dict[str, BrokerProcess]) -> None:
+    """Three partitions led by n1, n2 and n3, each copied on all three: killing n1
+    moves p0 to n2 or n3, where a consumer reads it on locally, while the consumer on the
+    other survivor reads it on through a new relay; each gets every record of every
+    partition once, in order per partition."""
+    queue = "rs-amqp-parts"
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    conn.channel().queue_declare(queue, durable=True, arguments={
+        "x-queue-type": "stream", "x-partitions": 3, "x-initial-cluster-size": 3})
+    conn.close()
+    followers = [Follower(nodes[n], queue).start() for n in ("n2", "n3")]
+    publisher = Publisher(nodes["n3"], queue).start()
+    poll(lambda: len(publisher.confirmed) >= 60 and all(0 in f.partitions for f in followers),
+         "60 confirmed, and partition 0 read on both survivors")
+    nodes["n1"].kill()
+    # partition 0 read on past where each consumer was: it carried on at the new leader
+    seen = [max(o for p, (o, _) in zip(f.partitions, f.got, strict=False) if p == 0)
+            for f in followers]
+    for follower, last in zip(followers, seen, strict=True):
+        poll(lambda f=follower, last=last: any(
+            p == 0 and o > last for p, (o, _) in zip(f.partitions, list(f.got), strict=False)),
+            f"{follower.node.node_name} reads partition 0 on", FAILOVER + 20)
+    publisher.stop()
+    confirmed = set(publisher.confirmed)
+    for follower in followers:
+        poll(lambda f=follower: confirmed <= {b for _, b in f.got},
+             f"{follower.node.node_name} reads every confirmed record")
+        follower.stop()
+        assert not follower.cancelled
+        per_partition: dict[int, list[int]] = {}
+        for partition, (offset, _) in zip(follower.partitions, follower.got, strict=True):
+            per_partition.setdefault(partition, []).append(offset)
+        for partition, offsets in per_partition.items():
+            assert offsets == sorted(set(offsets)), (follower.node.node_name, partition)
     nodes["n1"].start()
     all_members(nodes.values())
