@@ -132,17 +132,17 @@ async def run(args: argparse.Namespace, cluster: ReplicaCluster, result: dict) -
     print(f"  members online: {result['members_online']}", file=sys.stderr)
     ledger = Ledger()
     faults = [f for f in FAULTS if f != "partition" or cluster.partitions]
-    urls = lambda: [cluster.url(n) for n in cluster.names if n not in cluster.killed]  # noqa: E731
+    nodes = lambda: {n: cluster.url(n) for n in cluster.names if n not in cluster.killed}  # noqa: E731
     stop, finish, stop_consumers = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    pubs = [Publisher(k, queues + streams, urls, ledger, args.rate,
+    pubs = [Publisher(k, queues + streams, nodes, ledger, args.rate,
                       rng=random.Random(rng.random())) for k in range(args.publishers)]
-    cons = [Consumer(k, q, urls, ledger, stream=q in streams, rng=random.Random(rng.random()))
+    cons = [Consumer(k, q, nodes, ledger, stream=q in streams, rng=random.Random(rng.random()))
             for k, q in enumerate(q for q in queues + streams
                                   for _ in range(1 if q in streams else args.consumers))]
     pub_tasks = [asyncio.create_task(p.run(stop, finish)) for p in pubs]
     con_tasks = [asyncio.create_task(c.run(stop_consumers)) for c in cons]
     nemesis = Nemesis(cluster, queues + streams, rng, faults)
-    t0 = time.monotonic()
+    t0 = result["t0"] = nemesis.t0 = time.monotonic()
     await nemesis.run(t0 + args.minutes * 60)
     result["faults"] = nemesis.events
     print("  chaos over: repairing, settling, draining", file=sys.stderr)
@@ -195,7 +195,7 @@ def main() -> None:
     try:
         cluster.start()
         ledger = asyncio.run(run(args, cluster, result))
-        result["check"] = check(ledger)
+        result["check"] = check(ledger, result.pop("t0"))
     finally:
         result["broker_tracebacks"] = cluster.tracebacks()
         cluster.stop()

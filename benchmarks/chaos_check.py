@@ -63,7 +63,18 @@ def order_violations(ledger: Ledger) -> dict[str, int]:
     return dict(out)
 
 
-def check(ledger: Ledger) -> dict:
+def detail(ledger: Ledger, mids: list[str], t0: float) -> dict[str, list[str]]:
+    """Each delivery of ``mids``: consumer connection, seconds into the run, flag."""
+    want = set(mids)
+    out: dict[str, list[str]] = defaultdict(list)
+    for d in ledger.deliveries:
+        if d.mid in want:
+            out[d.mid].append(f"{d.consumer} {d.at - t0:.1f}s a{d.attempt}"
+                              + (" redelivered" if d.redelivered else ""))
+    return dict(out)
+
+
+def check(ledger: Ledger, t0: float = 0.0) -> dict:
     consumed = {d.mid for d in ledger.deliveries}
     lost = sorted(ledger.confirmed - consumed, key=_seq)
     phantom = sorted(consumed - ledger.sent.keys(), key=_seq)
@@ -84,6 +95,7 @@ def check(ledger: Ledger) -> dict:
         "phantom_sample": phantom[:20],
         "duplicated": {k: len(v) for k, v in dups.items()},
         "duplicated_sample": {k: v[:10] for k, v in dups.items() if v},
+        "duplicated_among_confirmed_detail": detail(ledger, dups["among_confirmed"][:10], t0),
         "order_violations": order_violations(ledger),
         "nacks": ledger.nacks,
         "returns": ledger.returns,

@@ -33,8 +33,9 @@ class Delivery:
     mid: str
     attempt: int
     redelivered: bool
-    consumer: str  # the consumer's connection (k:n): FIFO holds within one
+    consumer: str  # the consumer's connection (k:n@node): FIFO holds within one
     offset: int | None = None  # a stream's
+    at: float = 0.0  # time.monotonic() when it came
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Stalled(Exception):
 class Publisher:
     k: int
     queues: list[str]
-    urls: Callable[[], list[str]]  # where it may connect now
+    nodes: Callable[[], dict[str, str]]  # name -> URL of the nodes it may connect to now
     ledger: Ledger
     rate: float  # publishes per second
     window: int = 20
@@ -100,7 +101,7 @@ class Publisher:
         while not finish.is_set():
             if stop.is_set() and not self.resend:
                 return
-            conn = await connect(self.rng.choice(self.urls()), self.ledger)
+            conn = await connect(self.rng.choice(list(self.nodes().values())), self.ledger)
             if conn is None:
                 await asyncio.sleep(0.3)
                 continue
@@ -175,7 +176,7 @@ class Publisher:
 class Consumer:
     k: int
     queue: str
-    urls: Callable[[], list[str]]
+    nodes: Callable[[], dict[str, str]]
     ledger: Ledger
     stream: bool = False
     prefetch: int = 50
@@ -185,13 +186,14 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            conn = await connect(self.rng.choice(self.urls()), self.ledger)
+            node, url = self.rng.choice(list(self.nodes().items()))
+            conn = await connect(url, self.ledger)
             if conn is None:
                 await asyncio.sleep(0.3)
                 continue
             self.sessions += 1
             try:
-                await self.session(conn, stop, f"{self.k}:{self.sessions}")
+                await self.session(conn, stop, f"{self.k}:{self.sessions}@{node}")
             except Exception:  # noqa: BLE001 - the connection failed: another node
                 await asyncio.sleep(self.rng.uniform(0.2, 0.5))  # its queue may be down
             finally:
@@ -211,7 +213,7 @@ class Consumer:
                 self.next_offset = max(self.next_offset, offset + 1)
             self.ledger.deliveries.append(Delivery(
                 self.queue, props.message_id or mid, int(attempt or 0),
-                bool(msg.delivery.redelivered), tag, offset))
+                bool(msg.delivery.redelivered), tag, offset, time.monotonic()))
             self.ledger.last_delivery = time.monotonic()
             await ch.basic_ack(msg.delivery.delivery_tag)
 
