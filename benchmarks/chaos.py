@@ -184,8 +184,10 @@ def main() -> None:
     started = dt.datetime.now(dt.UTC)
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "../smartbroker"],
+                           capture_output=True, text=True).stdout.split("\n")
     result: dict = {"benchmark": "chaos", "started": started.isoformat(timespec="seconds"),
-                    "commit": commit, "command": " ".join(sys.argv), "seed": args.seed,
+                    "commit": commit, "uncommitted": [d[3:] for d in dirty if d], "command": " ".join(sys.argv), "seed": args.seed,
                     "machine": machine_info(), "settings": {
                         k: v for k, v in vars(args).items() if k not in ("out", "keep")}}
     cluster = ReplicaCluster(tmp, netns=not args.no_netns)
