@@ -18,21 +18,16 @@ which that member then takes. These functions only write the records, as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
 from smartbroker.cli.common import CliError
 from smartbroker.cli.replica_state import ClusterReplicas, Replicas, read
+from smartbroker.cluster import stream_members
 from smartbroker.cluster.replication.records import (
     ISR,
-    LEADER,
-    TRANSFER,
-    decode_node,
-    encode_transfer,
 )
 
-TRANSFER_TTL = 10  # seconds: the transfer key's lease, kept alive while the command waits
 RETRIES = 20  # compare-and-swap attempts against a leader changing the ISR meanwhile
 
 
@@ -141,38 +136,10 @@ def _successor(r: Replicas, up: set[str]) -> str:
 async def transfer(etcd: Any, r: Replicas, to: str, timeout: float) -> None:
     """Move the leadership of ``r`` to ``to`` and wait until ``to`` holds the leader key
     (CliError after ``timeout`` seconds)."""
-    from smartbroker.cluster.etcd_client import Put
-
-    lease = await etcd.grant_lease(TRANSFER_TTL)
-    keeper = asyncio.get_running_loop().create_task(etcd.keep_alive(lease, TRANSFER_TTL))
     try:
-        await etcd.commit([Put(TRANSFER + r.log, encode_transfer(to), lease)])
-        try:
-            went = await asyncio.wait_for(_new_leader(etcd, r.log, r.leader), timeout)
-        except TimeoutError:
-            raise CliError(f"{r.describe()}: the leadership did not move from "
-                           f"'{r.leader}' to '{to}' within {timeout:g} s") from None
-        if went != to:
-            raise CliError(f"{r.describe()}: the leadership went to '{went}', not '{to}'")
-    finally:
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await keeper
-        with contextlib.suppress(Exception):
-            await etcd.revoke_lease(lease)  # the transfer key goes with it
-
-
-async def _new_leader(etcd: Any, log: str, old: str | None) -> str:
-    """The node ``replica/leader/<log>`` names once it names another than ``old``."""
-    found, revision = await etcd.range(LEADER + log, prefix=False)
-    node = decode_node(found[0].value) if found else None
-    if node is not None and node != old:
-        return node
-    async for event in etcd.watch(LEADER + log, start_revision=revision + 1, prefix=False):
-        node = decode_node(event.value) if event.kind == "put" else None
-        if node is not None and node != old:
-            return node
-    raise TimeoutError  # the watch ended: etcd closed
+        await stream_members.transfer(etcd, r.log, r.leader, to, timeout, r.describe())
+    except stream_members.ReplicaError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def move_leaders(etcd: Any, moves: list[tuple[Replicas, str]], timeout: float,

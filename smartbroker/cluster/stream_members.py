@@ -211,9 +211,13 @@ def successor(one: LogState, up: set[str], among: Sequence[str] | None = None) -
                        f"{', '.join(one.isr) or 'none'}); wait until one has caught up")
 
 
-async def transfer(etcd: Any, log: str, old: str | None, to: str, timeout: float) -> None:
+async def transfer(etcd: Any, log: str, old: str | None, to: str, timeout: float,
+                   what: str | None = None) -> None:
     """Move the leadership of ``log`` from ``old`` to ``to`` and wait until ``to`` holds
-    its leader key (ReplicaError after ``timeout`` seconds, or when another took it)."""
+    its leader key (ReplicaError after ``timeout`` seconds, or when another took it;
+    its text starts with ``what``, the log id by default). The CLI's quorum commands
+    and the stream/Kafka replica changes all move leaders through this one function."""
+    what = what or log
     lease = await etcd.grant_lease(TRANSFER_TTL)
     keeper = asyncio.get_running_loop().create_task(etcd.keep_alive(lease, TRANSFER_TTL))
     try:
@@ -221,10 +225,10 @@ async def transfer(etcd: Any, log: str, old: str | None, to: str, timeout: float
         try:
             went = await asyncio.wait_for(_new_leader(etcd, log, old), timeout)
         except TimeoutError:
-            raise ReplicaError(f"the leadership of {log} did not move from '{old}' to "
+            raise ReplicaError(f"{what}: the leadership did not move from '{old}' to "
                                f"'{to}' within {timeout:g} s", TIMEOUT) from None
         if went != to:
-            raise ReplicaError(f"the leadership of {log} went to '{went}', not '{to}'")
+            raise ReplicaError(f"{what}: the leadership went to '{went}', not '{to}'")
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
