@@ -37,8 +37,9 @@ def max_timestamp(lg: PartitionLog) -> tuple[int, int]:
     if best is None:
         return -1, -1
     start = max(best.base_offset, lg.first_offset)
+    end = min(best.next_offset, lg.next_offset)  # a replicated partition: its high watermark
     for rec in lg.scan_records(start):
-        if rec.offset >= best.next_offset:
+        if rec.offset >= end:
             break
         if rec.timestamp_ms == best.max_timestamp_ms:
             return rec.offset, rec.timestamp_ms
