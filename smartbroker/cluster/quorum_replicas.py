@@ -80,9 +80,9 @@ class Replica:
                 raise NotLeader(f"the replica of {self.qlog.queue} was dropped here")
         await self.replicated.committed(offset)
 
-    def appended(self) -> None:
+    def appended(self, urgent: bool = True) -> None:
         if self.replicated is not None:
-            self.replicated.appended()
+            self.replicated.appended(urgent)  # settlements alone (False) may wait a little
 
     @property
     def role(self) -> str | None:
@@ -115,7 +115,7 @@ class QuorumReplicas:
         if replica is not None and isinstance(q, QuorumQueue) \
                 and placement.leader == self.forwarding.node:
             count = quorum_replicated.lead(q, replica.qlog, replica.committed)
-            if count:
+            if count > 0:
                 log.info("quorum queue '%s' in vhost '%s' led here: %d message(s) from its log",
                          q.name, q.vhost, count)
         return q
@@ -160,6 +160,7 @@ class QuorumReplicas:
         replica = self.replicas.get((vhost, queue))
         host = self.forwarding.vhosts.get(vhost)
         q = None if host is None else host.queues.get(queue)
+        log.info("QDEBUG role %s %s %s", queue, role, type(q).__name__)
         if replica is None or host is None:
             return
         if role != LEADER_ROLE:

@@ -70,7 +70,7 @@ class QuorumLog:
         self.leading = False  # the queue here writes to it; else the core alone appends
         # told at the end of each loop pass that appended (the core ships what nobody
         # awaits a commit of: settlements, publishes without confirms)
-        self.on_written: Callable[[], None] | None = None
+        self.on_written: Callable[[bool], None] | None = None
 
     # -- writing (the leader) -----------------------------------------------------------
     def enqueue(self, vhost: str, queues: tuple[str, ...], msg: Message) -> int:
@@ -166,6 +166,7 @@ class QuorumLog:
         any delivery or confirm of this pass leaves)."""
         if self.write_out_pending:
             self.write_out_pending = False
+            enqueued = bool(self._unplaced)
             if self._marks:
                 self.write_marks()
             if not self.closed:
@@ -173,7 +174,7 @@ class QuorumLog:
                 if self._unplaced:
                     self._place()
                 if self.on_written is not None:
-                    self.on_written()
+                    self.on_written(enqueued)  # False: settlements alone, nobody waits
 
     @property
     def next_offset(self) -> int:

@@ -146,10 +146,17 @@ def test_commit_failover_truncation_and_fencing(etcd: EtcdProcess, cluster_name:
         await until(lambda: "n1" in new.rlog.isr, "n1 back in sync", timeout=10)
         assert n1.rlog.checkpoints.entries == new.rlog.checkpoints.entries
 
+        # records nobody waits for (settlements) are shipped a little later, unasked
+        settled = new.log.append(b"settled")
+        new.rlog.appended(urgent=False)
+        await until(lambda: n1.log.durable_offset > settled
+                    and other.log.durable_offset > settled, "lazy records shipped",
+                    timeout=5)
+
         # an append of an older epoch is refused: the sender learns it is stale
         acks: list[tuple] = []
         n1.link.on_messages(wire.ACK, lambda peer, items: acks.extend(items))
-        n1.link.send(other.name, wire.APPEND, (epoch1, epoch1, 0, 0, 205, 205, NAME.id, b""))
+        n1.link.send(other.name, wire.APPEND, (epoch1, epoch1, 0, 0, 206, 206, NAME.id, b""))
         await until(lambda: acks, "a refusal")
         assert acks[0][2] == wire.STALE and acks[0][1] == new.rlog.epoch
 

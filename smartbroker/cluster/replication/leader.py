@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("smartbroker.cluster.replication")
 _seq = itertools.count()
+LAZY_SHIP = 0.005  # seconds records nobody waits for may wait to be shipped
 
 
 class Leader:
@@ -60,6 +61,7 @@ class Leader:
         self.stopped: NotLeader | None = None
         self.handing_over = False  # a transfer: the owner stopped, the target catches up
         self._scheduled = False
+        self._later: asyncio.TimerHandle | None = None  # kick_later's timer
 
     # -- shipping ------------------------------------------------------------------------
     def kick(self) -> None:
@@ -68,8 +70,18 @@ class Leader:
             self._scheduled = True
             self.loop.call_soon(self.ship)
 
+    def kick_later(self) -> None:
+        """Records nobody waits for (a quorum queue's settlements): shipped with the next
+        kick, or within ``LAZY_SHIP`` seconds. A pass of acks alone then costs no
+        ``APPEND``, follower fsync and ``ACK`` of its own."""
+        if self._later is None and not self._scheduled and self.stopped is None:
+            self._later = self.loop.call_later(LAZY_SHIP, self.kick)
+
     def ship(self) -> None:
         self._scheduled = False
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         if self.stopped is not None:
             return
         try:
@@ -299,6 +311,9 @@ class Leader:
     def stop(self, error: NotLeader) -> None:
         """Leadership is over: every waiter fails (nothing more is confirmed here)."""
         self.stopped = error
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         waiters, self.waiters = self.waiters, []
         for _o, _s, fut in waiters:
             if not fut.done():

@@ -103,10 +103,16 @@ class ReplicatedLog:
             return
         await leading.wait(offset)
 
-    def appended(self) -> None:
-        """Records were appended that nobody awaits (settlements): ship them soon."""
-        if self.leading is not None:
-            self.leading.kick()
+    def appended(self, urgent: bool = True) -> None:
+        """Records were appended that nobody awaits yet: ship them at the end of this
+        loop pass, or (``urgent=False``: settlements, which nobody will await) within a
+        few milliseconds, with whatever follows."""
+        leading = self.leading
+        if leading is not None:
+            if urgent:
+                leading.kick()
+            else:
+                leading.kick_later()
 
     @property
     def in_sync(self) -> tuple[str, ...]:
