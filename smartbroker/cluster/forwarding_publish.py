@@ -25,7 +25,7 @@ publishes that waited on that round (the publisher may retry), as a failed fsync
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.forwarding_wire import PUBLISH
@@ -72,10 +72,15 @@ class Forwarder:
             claims.add(claim)
         return PublishResult(True, claim)
 
-    async def sync(self) -> None:
+    def sync(self) -> Awaitable[None]:
         """Return once the leader settled every publish forwarded so far; raise
-        ``StoreUnavailable`` if it refused or lost one of them."""
-        target = self.seq
+        ``StoreUnavailable`` if it refused or lost one of them. "So far" is taken NOW,
+        when the group-commit round starts (right after it took its publishers' marks),
+        not when the coroutine first runs: a publish forwarded in between belongs to the
+        next round, and must be that round's to nack if the leader loses it."""
+        return self._settled(self.seq)
+
+    async def _settled(self, target: int) -> None:
         if self.confirmed < target:
             future = asyncio.get_running_loop().create_future()
             self._waiters.append((target, future))
@@ -130,5 +135,5 @@ class Claim:
         if self.seq > self.forwarder.confirmed:
             self.forwarder.claimed[self.seq] = (nack, mark)
 
-    async def sync(self) -> None:
-        await self.forwarder.sync()
+    def sync(self) -> Awaitable[None]:
+        return self.forwarder.sync()
