@@ -135,13 +135,15 @@ class MessageStore:
         self._refs: dict[int, int] = {}  # enqueue offset -> record size << 16 | queues holding it
         self.reclaimer = Reclaimer(self.log, self._refs, self._live, (decode_marks, encode_marks),
                                    executor=executors.compact if executors is not None else None)
-        self._waiters: set[SyncWaiter] = set()
-        self._logs: set[Any] = set()
+        # confirms: the logs each waiter (a channel, a peer's forwarded publishes) asked
+        # for since its last release, and the one task serving each waiter
+        self._wanted: dict[SyncWaiter, set[Any]] = {}
+        self._serving: dict[SyncWaiter, asyncio.Task[None]] = {}
+        self._sync_failure_logged = -1.0
         # cluster mode: claims of forwarded publishes made since the last request_sync
         # (cluster/forwarding_publish.py): bound to their publisher by the next one
         self.claims: set[Any] = set()
         self.write_out_pending = False
-        self._sync_task: asyncio.Task[None] | None = None
         self.failed = False
         self._prefixes: dict[tuple[str, tuple[str, ...]], bytes] = {}  # E record starts
         self._marks: dict[tuple[bytes, str, str], list[int]] = {}  # this pass's d/a marks
@@ -257,12 +259,14 @@ class MessageStore:
     # -- group commit for confirms --------------------------------------------------------
     def request_sync(self, waiter: SyncWaiter, logs: tuple[Any, ...] = ()) -> None:
         """Call ``waiter.synced`` once ``logs`` (default: the message log) are fsynced."""
-        self._waiters.add(waiter)
-        self._logs.update(logs or (self.log,))
+        wanted = self._wanted.get(waiter)
+        if wanted is None:
+            self._wanted[waiter] = wanted = set()
+        wanted.update(logs or (self.log,))
         if self.claims:  # cluster: forwarded publishes a remote leader may refuse alone
             self._bind_claims(waiter, logs)
-        if self._sync_task is None:
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_rounds())
+        if waiter not in self._serving:
+            self._serving[waiter] = asyncio.get_running_loop().create_task(self._serve(waiter))
 
     def _bind_claims(self, waiter: SyncWaiter, logs: tuple[Any, ...]) -> None:
         """Tell each claim among ``logs`` (made by the publish just routed) whom to nack if
@@ -276,14 +280,20 @@ class MessageStore:
                 if lg in claims:
                     lg.bind(nack, mark)
 
-    async def _sync_rounds(self) -> None:
+    async def _serve(self, waiter: SyncWaiter) -> None:
+        """Release ``waiter`` round after round, each time once the logs it asked for are
+        synced. One task per waiter, not one for the node: a log that cannot commit (a
+        replicated queue short of in-sync replicas) holds back only the waiters that
+        wrote to it, never every other channel's confirms. Each log's own group commit
+        still shares one fsync among every waiter asking at the same time."""
         try:
-            while self._waiters:
-                batch, self._waiters = self._waiters, set()
-                logs, self._logs = self._logs, set()
+            while True:
+                logs = self._wanted.pop(waiter, None)
+                if not logs:
+                    return
                 if self._marks:
                     self._write_marks()  # a transaction's acks are covered by its fsync
-                marks = [(w, w.sync_mark()) for w in batch]
+                mark = waiter.sync_mark()
                 fsynced = []
                 for lg in logs:  # streams' transient publishes need the OS, not the disk
                     if getattr(lg, "written_only", False):
@@ -291,17 +301,25 @@ class MessageStore:
                     else:
                         fsynced.append(lg)
                 try:
-                    if fsynced:
+                    if len(fsynced) == 1:
+                        await fsynced[0].sync()
+                    elif fsynced:
                         await asyncio.gather(*(lg.sync() for lg in fsynced))
-                except StoreUnavailable as exc:
-                    log.error("fsync failed, nacking %d publisher(s): %s", len(marks), exc)
-                    for waiter, mark in marks:
-                        waiter.sync_failed(mark)
+                except Exception as exc:  # noqa: BLE001 - not known stored: nack, never a dead task
+                    self._sync_failed(exc)
+                    waiter.sync_failed(mark)
                     continue
-                for waiter, mark in marks:
-                    waiter.synced(mark)
+                waiter.synced(mark)
         finally:
-            self._sync_task = None
+            del self._serving[waiter]
+
+    def _sync_failed(self, exc: Exception) -> None:
+        """One log line per failure and second, however many publishers it nacks."""
+        now = time.monotonic()
+        if now - self._sync_failure_logged >= 1.0:
+            self._sync_failure_logged = now
+            what = "fsync failed" if isinstance(exc, StoreUnavailable) else "sync failed"
+            log.error("%s, nacking publishers waiting for it: %s", what, exc)
 
     # -- recovery (durable_recovery.py) ----------------------------------------------------
     def recover(self) -> dict[tuple[str, str], list[durable_recovery.RecoveredEntry]]:
