@@ -160,7 +160,6 @@ class QuorumReplicas:
         replica = self.replicas.get((vhost, queue))
         host = self.forwarding.vhosts.get(vhost)
         q = None if host is None else host.queues.get(queue)
-        log.info("QDEBUG role %s %s %s", queue, role, type(q).__name__)
         if replica is None or host is None:
             return
         if role != LEADER_ROLE:

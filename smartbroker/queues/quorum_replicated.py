@@ -43,9 +43,9 @@ class OwnStore:
 
 def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
     """Make ``queue`` keep its messages in ``qlog``, rebuilt from it; returns how many
-    messages it holds."""
+    messages it recovered (-1: it leads with this log already)."""
     if queue.own_log is qlog:
-        return queue.message_count
+        return -1  # leads already
     queue.uses_store = False  # the vhost no longer writes its messages to the shared store
     queue.host = OwnStore(getattr(queue.host, "_host", queue.host), qlog)
     queue.own_log = qlog

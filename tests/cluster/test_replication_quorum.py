@@ -22,8 +22,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiormq
 import pika
 import pytest
+from pamqp.commands import Basic
 
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.replication import LogName, election
@@ -33,6 +35,7 @@ from tests.cluster.node_group import all_members, cluster_node, poll, start_all,
 
 NAMES = ("n1", "n2", "n3")
 QUORUM = {"x-queue-type": "quorum"}
+QUIET = 10.0  # seconds without a delivery that end a drain
 FAILOVER = 10.0  # seconds: the issue's bound with the default timeouts (tests use 3 s leases)
 
 
@@ -182,41 +185,102 @@ class Publisher(threading.Thread):
         conn.close()
 
 
+class PipelinedPublisher(threading.Thread):
+    """Confirms pipelined (aiormq, up to ``WINDOW`` outstanding), each publish a new
+    number: a nacked one is not sent again (so order and duplicates are simple to check)."""
+
+    WINDOW = 50
+
+    def __init__(self, node: BrokerProcess, queue: str) -> None:
+        super().__init__(daemon=True)
+        self.node, self.queue = node, queue
+        self.confirmed: list[int] = []
+        self.unconfirmed: set[int] = set()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    async def _run(self) -> None:
+        conn = await aiormq.connect(self.node.url)
+        ch = await conn.channel(publisher_confirms=True)
+        window = asyncio.Semaphore(self.WINDOW)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(n: int) -> None:
+            try:
+                confirm = await ch.basic_publish(str(n).encode(), routing_key=self.queue,
+                                                 properties=Basic.Properties(delivery_mode=2))
+                if isinstance(confirm, Basic.Ack):
+                    self.confirmed.append(n)
+                else:
+                    self.unconfirmed.add(n)
+            except aiormq.exceptions.AMQPError:
+                self.unconfirmed.add(n)
+            finally:
+                window.release()
+
+        n = 0
+        while not self.stop.is_set():
+            await window.acquire()
+            task = asyncio.ensure_future(one(n))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        self.unconfirmed.update(range(n))
+        self.unconfirmed.difference_update(self.confirmed)
+        await conn.close()
+
+
 def drain(node: BrokerProcess, queue: str, expect: int) -> list[tuple[int, bool]]:
-    """(number, redelivered) of every message left, consumed and acked through ``node``."""
+    """(number, redelivered) of every message left, consumed and acked through ``node``:
+    until ``expect`` came and nothing more for a while, or nothing at all for ``QUIET``
+    seconds (a busy machine drains slowly: no fixed deadline)."""
     got: list[tuple[int, bool]] = []
     conn = connect(node)
     try:
         ch = conn.channel()
-        ch.basic_qos(prefetch_count=200)
+        ch.basic_qos(prefetch_count=500)
 
         def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
             got.append((int(body), method.redelivered))
-            ch.basic_ack(method.delivery_tag)
+            if len(got) % 100 == 0:
+                ch.basic_ack(method.delivery_tag, multiple=True)
 
         ch.basic_consume(queue, on_message)
-        deadline = time.monotonic() + 20
+        last_news = time.monotonic()
         idle = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() - last_news < QUIET:
             before = len(got)
             conn.process_data_events(time_limit=0.3)
-            idle = idle + 1 if len(got) == before else 0
+            if len(got) == before:
+                idle += 1
+            else:
+                idle, last_news = 0, time.monotonic()
             if len(got) >= expect and idle >= 3:
                 break
+        ch.basic_ack(0, multiple=True)
     finally:
         conn.close()
     return got
 
 
-def check_confirmed(publisher: Publisher, got: list[int]) -> None:
-    """Every confirmed number is there, in publishing order; duplicates only of
-    numbers that were once unconfirmed."""
+def check_confirmed(publisher: Publisher | PipelinedPublisher, got: list[int]) -> None:
+    """Every confirmed number is there, in publishing order (numbers rise as they are
+    published); duplicates only of numbers that were once unconfirmed."""
     first: dict[int, int] = {}
     for i, n in enumerate(got):
         first.setdefault(n, i)
     missing = [n for n in publisher.confirmed if n not in first]
-    assert not missing, f"confirmed but lost: {missing[:20]}"
-    positions = [first[n] for n in publisher.confirmed]
+    assert not missing, (f"confirmed but lost: {len(missing)} of {len(publisher.confirmed)}, "
+                         f"first {missing[:20]}; {len(got)} consumed, up to {max(got, default=-1)}")
+    positions = [first[n] for n in sorted(publisher.confirmed)]
     assert positions == sorted(positions), "confirmed messages out of publishing order"
     dupes = {n for n in first if got.count(n) > 1}
     assert dupes <= publisher.unconfirmed, f"duplicates of confirmed: {dupes - publisher.unconfirmed}"
@@ -245,7 +309,7 @@ class HeldConsumer:
 
 
 def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
-    for queue in ("qr-kill", "qr-consumed-1", "qr-consumed-2"):
+    for queue in ("qr-kill", "qr-kill-pipelined", "qr-consumed-1", "qr-consumed-2"):
         declare(nodes["n1"], queue)
         replicated(nodes, queue)
     old = leader_of(nodes, "qr-kill", "n2")
@@ -258,7 +322,10 @@ def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
     held = [HeldConsumer(reader, "qr-consumed-1", feed), HeldConsumer(via, "qr-consumed-2", feed)]
     publisher = Publisher(via, "qr-kill")
     publisher.start()
-    poll(lambda: len(publisher.confirmed) >= 200, "200 confirmed before the kill")
+    pipelined = PipelinedPublisher(reader, "qr-kill-pipelined")
+    pipelined.start()
+    poll(lambda: len(publisher.confirmed) >= 200 and len(pipelined.confirmed) >= 500,
+         "confirms before the kill")
     killed_at = time.monotonic()
     nodes[old].kill()
     try:
@@ -266,9 +333,12 @@ def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
              "a confirm after the kill", timeout=FAILOVER + 5)
         failover = publisher.confirmed_at[-1] - killed_at
         poll(lambda: len(publisher.confirmed) >= 400, "200 more confirmed after the failover")
-        publisher.stop.set()
-        publisher.join(10)
-        assert publisher.error is None, publisher.error
+        confirmed = len(pipelined.confirmed)
+        poll(lambda: len(pipelined.confirmed) >= confirmed + 500, "pipelined confirms after")
+        for thread in (publisher, pipelined):
+            thread.stop.set()
+            thread.join(15)
+            assert thread.error is None, thread.error
         assert failover < FAILOVER, f"failover took {failover:.1f}s"
         # the consumers carried on: the message each held comes back redelivered (its ack
         # of the old leader's delivery frees its prefetch), then new messages follow
@@ -279,6 +349,8 @@ def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
             consumer.wait(b"after", False)
         got = drain(reader, "qr-kill", len(publisher.confirmed))
         check_confirmed(publisher, [n for n, _ in got])
+        got = drain(via, "qr-kill-pipelined", len(pipelined.confirmed))
+        check_confirmed(pipelined, [n for n, _ in got])
     finally:
         for consumer in held:
             consumer.conn.close()
