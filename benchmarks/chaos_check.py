@@ -74,6 +74,12 @@ def detail(ledger: Ledger, mids: list[str], t0: float) -> dict[str, list[str]]:
     return dict(out)
 
 
+def sent_where(ledger: Ledger, mid: str, t0: float) -> str:
+    """Its queue, and through which node and when it was last published."""
+    node, at = ledger.last_sent[mid]
+    return f"{ledger.queue_of[mid]} via {node} at {at - t0:.1f}s, attempt {ledger.sent[mid]}"
+
+
 def check(ledger: Ledger, t0: float = 0.0) -> dict:
     consumed = {d.mid for d in ledger.deliveries}
     lost = sorted(ledger.confirmed - consumed, key=_seq)
@@ -91,6 +97,7 @@ def check(ledger: Ledger, t0: float = 0.0) -> dict:
         "consumed": len(consumed),
         "lost": len(lost),
         "lost_sample": lost[:20],
+        "lost_detail": {m: sent_where(ledger, m, t0) for m in lost[:40]},
         "phantom": len(phantom),
         "phantom_sample": phantom[:20],
         "duplicated": {k: len(v) for k, v in dups.items()},

@@ -43,6 +43,7 @@ class Ledger:
     """What the clients did: the checker's only input."""
     sent: dict[str, int] = field(default_factory=dict)  # message id -> publishes of it
     queue_of: dict[str, str] = field(default_factory=dict)
+    last_sent: dict[str, tuple[str, float]] = field(default_factory=dict)  # via, when
     confirmed: set[str] = field(default_factory=set)
     confirmed_first_try: set[str] = field(default_factory=set)  # acked on attempt 1
     nacks: int = 0
@@ -101,13 +102,14 @@ class Publisher:
         while not finish.is_set():
             if stop.is_set() and not self.resend:
                 return
-            conn = await connect(self.rng.choice(list(self.nodes().values())), self.ledger)
+            node, url = self.rng.choice(list(self.nodes().items()))
+            conn = await connect(url, self.ledger)
             if conn is None:
                 await asyncio.sleep(0.3)
                 continue
             pending: dict[asyncio.Future, str] = {}
             try:
-                await self.session(conn, stop, pending)
+                await self.session(conn, stop, pending, node)
             except Exception:  # noqa: BLE001 - the connection failed or stalled
                 pass
             finally:  # in publish order: republished in it
@@ -118,7 +120,7 @@ class Publisher:
                 await close_quietly(conn)
 
     async def session(self, conn: aiormq.Connection, stop: asyncio.Event,
-                      pending: dict[asyncio.Future, str]) -> None:
+                      pending: dict[asyncio.Future, str], node: str) -> None:
         ch = await conn.channel(publisher_confirms=True, on_return_raises=True)
         until = time.monotonic() + self.rng.uniform(5, 30)  # then hop to another node
         gap = 1.0 / self.rate
@@ -127,6 +129,7 @@ class Publisher:
             mid = self.next_message()
             attempt = self.ledger.sent.get(mid, 0) + 1
             self.ledger.sent[mid] = attempt
+            self.ledger.last_sent[mid] = (node, time.monotonic())
             props = Basic.Properties(delivery_mode=2, message_id=mid)
             fut = asyncio.ensure_future(ch.basic_publish(
                 f"{mid}:{attempt}".encode(), routing_key=self.ledger.queue_of[mid],
