@@ -16,6 +16,11 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - consumers: no global QoS, no other type's consumer arguments; prefetch 0 means 2000;
 - queue.delete refuses if-unused and if-empty.
 
+On a cluster a quorum queue with more than one member is replicated: its leader's
+object keeps its messages in a log of its own (``quorum_replicated.lead``,
+``quorum_log.py``; docs/replication.md) instead of the shared store, and its confirms
+wait for the replica set's commit; everything above applies unchanged.
+
 Why a subclass and not a wrapper: the vhost, the channels and the queue's own timers must
 see ONE object (identity is how the vhost finds and drops a queue), so the classic queue is
 configured through its class attributes and ready list; no quorum branch is added to
