@@ -3,7 +3,11 @@
 ``lead`` turns a ``QuorumQueue`` into the leader of a replicated one: it rebuilds the
 queue from the log (``QuorumLog.recover``: what a follower's copy holds is what the old
 leader had, so failover is a restart of the queue; unacked messages of the old leader
-come back ``redelivered``), then every enqueue and mark goes to that log. The queue keeps
+come back ``redelivered``), then every enqueue and mark goes to that log. Every message
+rebuilt so comes back ``redelivered``: the old leader marks a delivery in the pass it
+delivers, but the mark reaches the followers a moment later, so any of them may have
+been delivered already (AMQP's flag means "may have been"; RabbitMQ's Raft state knows
+exactly, at the price of a commit per delivery). The queue keeps
 using ``host.store`` as it does on one node: ``OwnStore`` is its host with the store
 swapped, so classic.py needs no replicated branch. A publish's confirm waits for
 ``CommittedSync`` (the replicated streams' own, ``stream_replicated.py``): the local fsync
@@ -57,6 +61,8 @@ def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
     entries = qlog.recover()
     if entries:
         queue.restore(entries)
+        for entry in queue.ready:  # the flag alone: x-delivery-count stays the log's
+            entry.redelivered = True
         queue.dispatch()
     return len(entries)
 
