@@ -67,11 +67,6 @@ def reply_error(reply: dict[str, Any]) -> AMQPError | None:
     return ConnectionError(code, text) if code in (503, 504, 530, 540) else ChannelError(code, text)
 
 
-def _rejects(overflow: Any) -> bool:
-    return overflow in ("reject-publish", "reject-publish-dlx", b"reject-publish",
-                        b"reject-publish-dlx")
-
-
 class RemoteQueue:
     """``Queue`` for a queue led by ``leader``; its type's capabilities are the leader's
     queue type's, so refusals (a stream's basic.get, ...) are the same replies."""
@@ -100,8 +95,6 @@ class RemoteQueue:
         self.stats = {"publish": 0, "deliver": 0, "ack": 0, "redeliver": 0, "dead_lettered": 0}
         self.uses_store = False  # the leader persists it
         self.counts = {"messages": 0, "consumers": 0, "unacked": 0, "bytes": 0}
-        # x-overflow (or a policy's overflow) reject-publish: the leader may nack a publish
-        self.may_reject = _rejects(self.arguments.get("x-overflow"))
         # encoded once: every forwarded publish carries them
         self._vhost_bytes, self._name_bytes = vhost.encode(), name.encode()
 
@@ -122,11 +115,14 @@ class RemoteQueue:
             return REFUSED if carries_on(self.node, self) else ACCEPTED
         forwarder.forward(self._vhost_bytes, self._name_bytes, message)
         self.stats["publish"] += 1
-        if self.may_reject:  # the leader may nack it: a claim to nack this publish alone
-            host = self.node.vhosts.get(self.vhost)
-            store = host.store if host is not None else None
-            return forwarder.claim(store.claims if store is not None else None)
-        return forwarder.result
+        # a claim: if the leader refuses or loses this publish, its own publisher is
+        # nacked for it. Confirms are released per publisher (MessageStore._serve), so a
+        # forwarder cannot tell from its sync rounds whose publish a loss was.
+        host = self.node.vhosts.get(self.vhost)
+        store = host.store if host is not None else None
+        if store is None:
+            return forwarder.result
+        return forwarder.claim(store.claims)
 
     # -- consumers -----------------------------------------------------------------------
     def validate_consumer(self, arguments: Mapping[str, Any], no_ack: bool, prefetch: int) -> None:
@@ -347,8 +343,6 @@ class RemoteQueue:
 
     def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
         self.policy_name = name
-        self.may_reject = _rejects(self.arguments.get("x-overflow")) or \
-            _rejects((definition or {}).get("overflow"))
 
     def delete(self) -> int:
         """Deleted in the definitions: this node's consumers are cancelled; the leader

@@ -32,6 +32,11 @@ class _CommitWaiter:
         if self.ch.number in self.conn.channels:
             self.conn.fail_channel(self.ch, ChannelError(506, "message store unavailable", 90, 20))
 
+    def nack_waiting(self, seq: int) -> None:
+        """A publish of the transaction was refused or lost by its queue's leader (cluster
+        forwarding): the commit cannot be answered -ok."""
+        self.sync_failed(seq)
+
 
 def commit(conn, ch, m: commands.Tx.Commit) -> None:
     if ch.tx is None:
