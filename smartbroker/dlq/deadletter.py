@@ -188,18 +188,27 @@ class DeadLetters:
 
 def _route_dead_letter(vhost: Any, message: Message, queue_name: str, reason: str,
                        dlx: str, dlrk: str | None) -> int:
-    exchange = vhost.exchanges.get(dlx)
-    if exchange is None:
-        return 0  # RabbitMQ drops the message when the DLX does not exist
-    try:
-        dead, keys = with_death(message, queue_name, reason, dlx, dlrk)
-    except Malformed:
-        return 0  # a damaged record (validated messages always splice)
-    targets = vhost.route(exchange, dead, keys)
-    if not targets:
-        return 0
-    deaths = (dead.headers or {}).get("x-death") or []
-    targets = [queue for queue in targets if not is_cycle(queue.name, deaths)]
+    dead, targets = dead_letter_targets(vhost, message, queue_name, reason, dlx, dlrk)
     if targets:
         vhost.enqueue(targets, dead)
     return len(targets)
+
+
+def dead_letter_targets(vhost: Any, message: Message, queue_name: str, reason: str,
+                        dlx: str, dlrk: str | None) -> tuple[Message, list[Any]]:
+    """The dead-lettered copy and the queues it goes to, cycles left out; no queues when
+    the DLX does not exist (RabbitMQ drops the message then) or the record is damaged.
+    Also used by at-least-once dead-lettering (queues/quorum_dlx.py), which publishes
+    the copy itself to await each target's confirm."""
+    exchange = vhost.exchanges.get(dlx)
+    if exchange is None:
+        return message, []
+    try:
+        dead, keys = with_death(message, queue_name, reason, dlx, dlrk)
+    except Malformed:
+        return message, []  # a damaged record (validated messages always splice)
+    targets = vhost.route(exchange, dead, keys)
+    if not targets:
+        return dead, []
+    deaths = (dead.headers or {}).get("x-death") or []
+    return dead, [queue for queue in targets if not is_cycle(queue.name, deaths)]
