@@ -66,12 +66,11 @@ class SegmentLog:
         self._holes = HoleMarkers(self.directory)
         self._unsynced: dict[int, Segment] = {}  # base -> segment written but not fsynced
         self._to_close: list[int] = []
-        self._dir_dirty = False
+        self._dir_dirty = False  # the next fsync round opens and fsyncs the directory
         self._unavailable: Exception | None = None
         self._closed = False
         self._group = AppendGroup(self)  # append_grouped's records, not framed yet
         self.append_grouped = self._group.append  # type: ignore[method-assign] # one call less per publish
-        self._dir_fd = os.open(self.directory, os.O_RDONLY)
         self._retirer = Retirer(self)  # deletion and compaction swaps (retire.py)
         self._open(verify)
         rounds = SyncRounds(self)  # what each fsync round covers (rounds.py)
@@ -382,7 +381,6 @@ class SegmentLog:
         for fd in self._to_close:
             os.close(fd)
         self._to_close.clear()
-        os.close(self._dir_fd)
 
     async def aclose(self) -> None:
         with contextlib.suppress(StoreUnavailable):

@@ -30,6 +30,7 @@ from crc32c import crc32c as _crc32c
 from . import record
 from .api import StoreUnavailable
 from .holes import hole_name, unlink
+from .pathsync import fsync_paths
 from .segment import Segment, data_name
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ async def truncate(log: SegmentLog, offset: int) -> int:
     seg._last_idx = seg.idx_pos[-1] if keep else -seg.interval  # noqa: SLF001
     unlink(log.directory, os.path.basename(seg.index_path))  # stale now: rebuilt if needed
     _cut_holes(log, log.next_offset)
-    os.fsync(log._dir_fd)  # noqa: SLF001
+    fsync_paths([log.directory])
     log._commit.durable = log.next_offset  # noqa: SLF001
     return log.next_offset
 
@@ -273,7 +274,7 @@ async def reset(log: SegmentLog, offset: int) -> int:
         _drop(log, seg, keep_last=False)
     log._create(offset)  # noqa: SLF001
     log._holes.drop_below(offset)  # noqa: SLF001
-    os.fsync(log._dir_fd)  # noqa: SLF001
+    fsync_paths([log.directory])
     log._dir_dirty = False  # noqa: SLF001
     log._commit.durable = offset  # noqa: SLF001
     log._start = min(log._start, offset)  # noqa: SLF001

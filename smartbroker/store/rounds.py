@@ -43,8 +43,11 @@ class SyncRounds:
         self.in_round = [(s, s.writes) for s in lg._unsynced.values()]
         lg._unsynced.clear()
         fds = [s.handle() for s, _ in self.in_round]  # dirty: open, and kept open meanwhile
-        if lg._dir_dirty:
-            fds.append(lg._dir_fd)
+        if lg._dir_dirty:  # opened for this round only: a log holds no descriptor while
+            # idle, so thousands of logs (replicated queues) cost no descriptor each
+            fd = os.open(lg.directory, os.O_RDONLY)
+            lg._to_close.append(fd)  # closed by ``finished``, after the fsync
+            fds.append(fd)
             lg._dir_dirty = False
         return covered, fds
 

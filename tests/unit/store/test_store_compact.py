@@ -178,7 +178,7 @@ def test_crash_before_the_rename_leaves_the_old_segment(tmp_path):
     compactor = Compactor(log)
     rewrites = compactor._work(compactor._snapshot(), None)  # written + fsynced, not renamed
     assert list((tmp_path / "a").glob("*" + COMPACT_SUFFIX))
-    os.close(log._dir_fd)  # "crash": drop the log without closing it cleanly
+    # "crash": drop the log without closing it cleanly
     for seg in log._segs:
         os.close(seg.fd)
     for rw in rewrites:
@@ -199,7 +199,7 @@ def test_crash_after_the_rename_leaves_the_new_segment(tmp_path):
     Compactor(log).run()
     after = list(log.scan_records())
     log.flush()
-    os.close(log._dir_fd)  # no clean close: indexes of the active segment unsaved
+    # no clean close: indexes of the active segment unsaved
     for seg in log._segs:
         os.close(seg.fd)
     log = disk_log(tmp_path / "a")

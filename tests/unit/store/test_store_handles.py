@@ -116,3 +116,24 @@ def test_the_bound_is_per_cache_a_log_without_one_has_its_own(tmp_path: Path,
     for lg in [*shared, alone]:
         lg.close()
     assert len(cache) == 0
+
+
+def test_many_idle_logs_hold_no_descriptor_each(tmp_path: Path, cache: HandleCache) -> None:
+    """A log's directory is opened only for the fsync round that needs it (a segment
+    created or deleted): thousands of idle logs (replicated quorum queues) used to keep a
+    descriptor each, and a client declaring queues could exhaust the broker's."""
+    before = fds()
+    logs = [SegmentLog(tmp_path / f"d{i}", handles=cache) for i in range(4 * CAP)]
+    for lg in logs:
+        lg.append(b"x")
+        lg.flush()  # the new directory entry fsynced through a descriptor of its own
+    assert fds() - before <= CAP
+    logs[0].append(b"y" * 300)
+    logs[0].roll()  # a new segment: the directory is fsynced again in the next round
+    logs[0].flush()
+    assert fds() - before <= CAP
+    for lg in logs:
+        lg.close()
+    again = SegmentLog(tmp_path / "d0", handles=cache)
+    assert [p for _, p in again.scan()] == [b"x", b"y" * 300]
+    again.close()
