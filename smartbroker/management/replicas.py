@@ -70,9 +70,12 @@ def describe_partitions(q: Any, state: ManagementState, partitions: list[dict[st
 
 def quorum_counts(q: Any, messages: int) -> dict[str, Any]:
     """RabbitMQ 3.10's counters a quorum queue shows beside the classic ones: every
-    message is on disk (persistent), none waits in a dead-letter stage (at-least-once
-    dead-lettering runs as at-most-once here), and the single active consumer's tag."""
+    message is on disk (persistent), those waiting for at-least-once dead-lettering
+    (``messages_dlx``, counted in ``messages`` as rabbit_fifo's messages_total does), and
+    the single active consumer's tag."""
     sac = getattr(getattr(q, "settings", None), "single_active_consumer", False)
     consumers = list(q.consumers) if sac else []
-    return {"messages_persistent": messages, "messages_dlx": 0, "message_bytes_dlx": 0,
+    dlx = getattr(q, "messages_dlx", 0)
+    return {"messages": messages + dlx, "messages_persistent": messages + dlx,
+            "messages_dlx": dlx, "message_bytes_dlx": getattr(q, "message_bytes_dlx", 0),
             "single_active_consumer_ctag": consumers[0].tag if consumers else None}
