@@ -14,7 +14,10 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - every message is stored, persistent or not (RabbitMQ's Raft log keeps them all);
 - single active consumer: the next one starts as soon as the active one is cancelled;
 - consumers: no global QoS, no other type's consumer arguments; prefetch 0 means 2000;
-- queue.delete refuses if-unused and if-empty.
+- queue.delete refuses if-unused and if-empty;
+- ``x-dead-letter-strategy: at-least-once`` with ``x-overflow: reject-publish`` keeps a
+  dead-lettered message until its targets confirm it (``quorum_dlx.py``); with any other
+  overflow it falls back to at-most-once, as RabbitMQ does (and logs).
 
 On a cluster a quorum queue with more than one member is replicated: its leader's
 object keeps its messages in a log of its own (``quorum_replicated.lead``,
@@ -29,6 +32,7 @@ classic.py's paths.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -50,6 +54,7 @@ from smartbroker.queues.base import (
 )
 from smartbroker.queues.capabilities import Capabilities
 from smartbroker.queues.classic import ClassicQueue
+from smartbroker.queues.quorum_dlx import DeadLetterWorker
 from smartbroker.queues.quorum_limits import RejectPublish
 from smartbroker.queues.ready import ReadyList
 from smartbroker.queues.settings import QueueSettings
@@ -77,6 +82,7 @@ DLX_STRATEGIES = ("at-most-once", "at-least-once")
 # a non-integer as no limit (QueueSettings reads it so)
 UNCHECKED = frozenset({"x-delivery-limit"})
 RABBIT_TYPE = "rabbit_quorum_queue"
+log = logging.getLogger("smartbroker.queues")
 UNLIMITED_PREFETCH = 2000  # what a consumer's prefetch 0 means (rabbit_quorum_queue:consume)
 
 
@@ -115,18 +121,27 @@ class QuorumQueue(ClassicQueue):
         self.own_log: QuorumLog | None = None
         self.own_result: PublishResult | None = None
         self.led = False  # it wrote to its own log once (then never a stand-in)
+        self.dlx_worker: DeadLetterWorker | None = None  # at-least-once, once needed
 
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         """Every message of a quorum queue is kept on disk, as RabbitMQ's Raft log keeps
         them whatever their delivery mode: the vhost stores persistent ones; a transient
         one is stored here, and its confirm waits for the same fsync."""
         limits = self._reject_publish
-        if limits is not None and limits.refuses(self.ready):
+        if limits is not None and limits.refuses(*self._held()):
             return REFUSED
         result = self._publish(message, store_id)
         if limits is not None and result.accepted:
-            limits.published(self.ready)
+            limits.published(*self._held())
         return result
+
+    def _held(self) -> tuple[int, int]:
+        """What reject-publish limits count: the ready messages and those waiting for
+        at-least-once dead-lettering (rabbit_fifo:is_over_limit)."""
+        ready, worker = self.ready, self.dlx_worker
+        if worker is None:
+            return ready.count, ready.bytes
+        return ready.count + worker.count, ready.bytes + worker.bytes
 
     def _publish(self, message: Message, store_id: int | None) -> PublishResult:
         own = self.own_result
@@ -170,6 +185,68 @@ class QuorumQueue(ClassicQueue):
             settings = replace(settings, overflow="drop-head")
         self._settings, self._reject_publish = RejectPublish.split(
             settings, getattr(self, "_reject_publish", None))
+        self.at_least_once = self._dead_letter_strategy(settings) == "at-least-once"
+        worker = getattr(self, "dlx_worker", None)
+        if worker is not None:
+            worker.retry()  # RabbitMQ's worker looks the topology up again
+
+    def _dead_letter_strategy(self, settings: QueueSettings) -> str:
+        """rabbit_quorum_queue:dlh/5: at-least-once needs a DLX and reject-publish;
+        with drop-head it falls back to at-most-once (and says so)."""
+        strategy = self.arguments.get("x-dead-letter-strategy")
+        if isinstance(strategy, bytes):
+            strategy = strategy.decode(errors="replace")
+        if strategy != "at-least-once" or settings.dead_letter_exchange is None:
+            return "at-most-once"
+        if settings.overflow != "reject-publish":
+            log.warning("Falling back to dead-letter-strategy at-most-once for queue '%s' in "
+                        "vhost '%s' because configured dead-letter-strategy at-least-once is "
+                        "incompatible with effective overflow strategy %s. To enable "
+                        "dead-letter-strategy at-least-once, set overflow strategy to "
+                        "reject-publish.", self.name, self.vhost, settings.overflow)
+            return "at-most-once"
+        return "at-least-once"
+
+    def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
+        """At-least-once: the entry stays stored, held by the worker until every target
+        confirmed its copy (``quorum_dlx.py``); else as a classic queue (at-most-once)."""
+        if not self.at_least_once or self.deleted or not self.leads_here:
+            super()._dead_letter(entry, reason)
+            return
+        worker = self.dlx_worker
+        if worker is None:
+            worker = self.dlx_worker = DeadLetterWorker(self)
+        self.stats["dead_lettered"] += 1
+        worker.discard(entry, reason)
+
+    @property
+    def leads_here(self) -> bool:
+        """False once a replicated queue's leadership moved away (quorum_replicated.release)."""
+        return not (self.led and self.own_log is None)
+
+    def release_discarded(self, entry: QueueEntry) -> None:
+        """Every dead-letter target confirmed: forgotten, as an ack would."""
+        if self.leads_here:
+            self._forget(entry)
+
+    @property
+    def messages_dlx(self) -> int:
+        worker = self.dlx_worker
+        return 0 if worker is None else worker.count
+
+    @property
+    def message_bytes_dlx(self) -> int:
+        worker = self.dlx_worker
+        return 0 if worker is None else worker.bytes
+
+    def delete(self) -> int:
+        """The held dead letters go with the queue (rabbit_fifo drops its discards)."""
+        worker, self.dlx_worker = self.dlx_worker, None
+        count = super().delete()
+        if worker is not None:
+            for entry in worker.close():
+                self._forget(entry)
+        return count
 
     @classmethod
     def declare(cls, spec: QueueSpec, host: QueueHost, storage: Storage | None = None) -> QuorumQueue:
@@ -209,7 +286,7 @@ class QuorumQueue(ClassicQueue):
 
     def settle(self, op: Settle, entries: list[QueueEntry]) -> list[DeadLetter]:
         if self._reject_publish is not None and op is not Settle.ACK:
-            self._reject_publish.before_growth(self.ready)  # a requeue may lengthen it
+            self._reject_publish.before_growth(*self._held())  # a requeue may lengthen it
         if op is not Settle.RETURN:
             return super().settle(op, entries)
         self.ready.to_front = True
