@@ -46,6 +46,11 @@ _u16 = struct.Struct("<H")
 _u32 = struct.Struct("<I")
 _ack = struct.Struct("<cQ")
 MARK_DELIVERED, MARK_FORGET = b"d", b"a"
+# ``z`` + a reason code: dead-lettered at-least-once, held until its targets confirm
+# (queues/quorum_dlx.py); replay hands such entries back to the dead-letter stage
+MARK_DEAD = b"z"
+DEAD_REASONS = {"rejected": b"r", "expired": b"x", "maxlen": b"m", "delivery_limit": b"l"}
+_DEAD_BY_CODE = {code: reason for reason, code in DEAD_REASONS.items()}
 
 
 def _name(value: str) -> bytes:
@@ -104,6 +109,18 @@ def encode_marks(kind: bytes, vhost: str, queue: str, offsets: list[int]) -> byt
     """A ``d``/``a`` record: one queue's marks of one loop pass."""
     return b"".join((kind, _name(vhost), _name(queue), _u32.pack(len(offsets)),
                      struct.pack(f"<{len(offsets)}Q", *offsets)))
+
+
+def dead_mark(reason: str) -> bytes:
+    """The mark kind (two bytes) of an at-least-once dead-letter for ``reason``."""
+    return MARK_DEAD + DEAD_REASONS.get(reason, b"r")
+
+
+def decode_dead(data: bytes) -> tuple[str, str, str, tuple[int, ...]]:
+    """A ``z`` record -> (reason, vhost, queue, offsets)."""
+    reason = _DEAD_BY_CODE.get(data[1:2], "rejected")
+    _, vhost, queue, offsets = decode_marks(data[1:])
+    return reason, vhost, queue, offsets
 
 
 def decode_marks(data: bytes) -> tuple[bytes, str, str, tuple[int, ...]]:
@@ -171,6 +188,11 @@ class MessageStore:
 
     def forget(self, vhost: str, queue: str, offset: int) -> None:
         self._mark(MARK_FORGET, vhost, queue, offset)
+
+    def dead_lettered(self, vhost: str, queue: str, offset: int, reason: str) -> None:
+        """At-least-once: the message waits for its dead-letter targets (a restart puts
+        it back there, not in the queue); ``forget`` follows once they confirmed."""
+        self._mark(dead_mark(reason), vhost, queue, offset)
 
     def _mark(self, kind: bytes, vhost: str, queue: str, offset: int) -> None:
         pending = self._marks.get((kind, vhost, queue))

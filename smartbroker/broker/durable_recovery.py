@@ -36,6 +36,7 @@ class RecoveredEntry:
     expiration_ms: int | None
     redelivered: bool
     stored: int = 0  # bytes of its enqueue record
+    dead_reason: str | None = None  # held for at-least-once dead-lettering (``z`` mark)
 
 
 def recover(store: MessageStore) -> dict[tuple[str, str], list[RecoveredEntry]]:
@@ -67,10 +68,12 @@ def replay(lg: Log, counts: Counts, see: Callable[[int, bool], None] | None = No
            ) -> dict[tuple[str, str], list[RecoveredEntry]]:
     """The replay both the shared store and a quorum queue's own log
     (``queues/quorum_log.py``) recover with: ``E`` records give each queue its entries,
-    ``a``/``A`` forget them, ``d``/``D`` mark them delivered. ``see(offset, is_enqueue)``
+    ``a``/``A`` forget them, ``d``/``D`` mark them delivered, ``z`` dead-lettered
+    at-least-once (still held: ``dead_reason``). ``see(offset, is_enqueue)``
     hears every record (the shared store's sparse-segment bookkeeping)."""
     live: dict[tuple[str, str], dict[int, RecoveredEntry]] = defaultdict(dict)
     delivered: set[tuple[str, str, int]] = set()
+    dead: dict[tuple[str, str, int], str] = {}
     for record in lg.scan_records():
         data = record.payload
         kind = data[:1]
@@ -100,12 +103,21 @@ def replay(lg: Log, counts: Counts, see: Callable[[int, bool], None] | None = No
                     entries.pop(offset, None)
             else:
                 delivered.update((vhost, queue, offset) for offset in offsets)
+        elif kind == durable.MARK_DEAD:
+            try:
+                reason, vhost, queue, offsets = durable.decode_dead(data)
+            except (struct.error, UnicodeDecodeError):
+                lg.stats.bad_records += 1
+                continue
+            dead.update(((vhost, queue, offset), reason) for offset in offsets)
     result: dict[tuple[str, str], list[RecoveredEntry]] = {}
     for (vhost, queue), entries in live.items():
         if not entries:
             continue
         for offset, entry in entries.items():
             entry.redelivered = (vhost, queue, offset) in delivered
+            if dead:
+                entry.dead_reason = dead.get((vhost, queue, offset))
         result[(vhost, queue)] = list(entries.values())
     return result
 

@@ -213,11 +213,16 @@ class QuorumQueue(ClassicQueue):
         if not self.at_least_once or self.deleted or not self.leads_here:
             super()._dead_letter(entry, reason)
             return
-        worker = self.dlx_worker
-        if worker is None:
-            worker = self.dlx_worker = DeadLetterWorker(self)
         self.stats["dead_lettered"] += 1
-        worker.discard(entry, reason)
+        if entry.store_id is not None:
+            self.host.store.dead_lettered(self.vhost, self.name, entry.store_id, reason)
+        self._worker().discard(entry, reason)
+
+    def _worker(self) -> DeadLetterWorker:
+        worker = self.dlx_worker
+        if worker is None or worker.closed:  # closed: it stopped leading, and leads again
+            worker = self.dlx_worker = DeadLetterWorker(self)
+        return worker
 
     @property
     def leads_here(self) -> bool:
@@ -269,6 +274,12 @@ class QuorumQueue(ClassicQueue):
         """Recovery. RabbitMQ's log keeps each message's delivery count; the store keeps
         only whether it was delivered, so a redelivered one comes back as returned once
         (``x-delivery-count: 1`` on its next delivery: exact for the usual single delivery)."""
+        held = [rec for rec in records if getattr(rec, "dead_reason", None) is not None]
+        if held:  # at-least-once dead letters go back to the dead-letter stage
+            records = [rec for rec in records if getattr(rec, "dead_reason", None) is None]
+            worker = self._worker()
+            for entry, rec in zip(self.pager.restored_entries(held, None), held, strict=True):
+                worker.discard(entry, rec.dead_reason)
         super().restore(records)
         for entry in self.ready:
             if entry.redelivered and not entry.delivery_count:

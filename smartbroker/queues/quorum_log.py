@@ -102,6 +102,10 @@ class QuorumLog:
     def forget(self, vhost: str, queue: str, offset: int) -> None:
         self._mark(durable.MARK_FORGET, offset)
 
+    def dead_lettered(self, vhost: str, queue: str, offset: int, reason: str) -> None:
+        """At-least-once dead-lettering holds it (in the log, so a failover keeps it)."""
+        self._mark(durable.dead_mark(reason), offset)
+
     def _mark(self, kind: bytes, offset: int) -> None:
         pending = self._marks.get(kind)
         if pending is not None:

@@ -7,6 +7,7 @@ counters lag up to 5 s, hence the waits)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +16,8 @@ import pika
 import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
+
+from tests.conftest import BrokerProcess
 
 from .deadletter_helpers import get_one
 from .helpers import connect, wait_until
@@ -119,3 +122,32 @@ def test_at_least_once_without_reject_publish_is_at_most_once(
     _wait_stats(conn, broker, quorum, messages=1)
     _reject_one(ch, quorum)
     _wait_stats(conn, broker, quorum, messages=0, messages_dlx=0, messages_unacknowledged=0)
+
+
+def test_held_dead_letters_survive_a_kill(own_broker: BrokerProcess, uid: str) -> None:
+    """The hold is on disk (RabbitMQ keeps its discards in the Raft log): a dead letter its
+    full target refused is, after a kill -9, neither lost nor back in the source's ready
+    messages; the restarted broker forwards it (the target's reject-publish block, memory
+    only, is gone, as in RabbitMQ)."""
+    source, target = f"qq.dlx.{uid}", f"qq.dlx.{uid}.target"
+    c = connect(own_broker.url)
+    ch = c.channel()
+    ch.queue_declare(target, durable=True, arguments={
+        **QQ, "x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.queue_declare(source, durable=True, arguments=dlx_args(target, **AT_LEAST_ONCE))
+    ch.confirm_delivery()
+    assert [_publish(ch, target, b"t") for _ in range(3)] == ["ack", "ack", "nack"]
+    ch.basic_publish("", source, b"m")
+    _reject_one(ch, source)
+    _wait_stats(c, own_broker, source, messages_dlx=1)
+    own_broker.kill()
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        c.close()
+    own_broker.start()
+    with connect(own_broker.url) as c:
+        ch = c.channel()
+        wait_until(c, lambda: ch.queue_declare(target, passive=True).method.message_count == 3)
+        assert ch.queue_declare(source, passive=True).method.message_count == 0
+        _wait_stats(c, own_broker, source, messages_dlx=0, messages=0)
+        bodies = [get_one(ch, target).body for _ in range(3)]
+        assert bodies == [b"t", b"t", b"m"]
