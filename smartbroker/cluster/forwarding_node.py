@@ -26,6 +26,7 @@ from smartbroker.cluster import (
     quorum_replicas,
     reply_to,
     spread_replicas,
+    topic_configs,
 )
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster.forwarding import LeaderService, Link
@@ -112,6 +113,7 @@ class QueueForwarding:
         self.bounds: Any = None  # partition_bounds.BoundsFollower, once started
         self.replicas: Any = None  # quorum_replicas.QuorumReplicas, once started
         self.stream_replicas: Any = None  # replication/stream_replicas.StreamReplicas
+        self.topic_configs: Any = None  # topic_configs.TopicConfigs (Kafka topic configs)
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -245,6 +247,8 @@ class QueueForwarding:
             self.replicas.close()
         if self.stream_replicas is not None:
             self.stream_replicas.close()
+        if self.topic_configs is not None:
+            self.topic_configs.close()
         await self.placement.close()
 
     # -- membership ----------------------------------------------------------------------
@@ -276,6 +280,8 @@ class QueueForwarding:
         """``VirtualHost.queue_factory`` in cluster mode (``_build``); a stream whose
         partitions are spread over the nodes is held on every node (``partition_spread``)."""
         q = partition_spread.attach(self, self._build(spec, host, storage))
+        if self.topic_configs is not None:  # before its replicas: min.insync.replicas
+            q = self.topic_configs.attach(q)
         if self.stream_replicas is not None:
             q = self.stream_replicas.attach(q)
         return q if self.replicas is None else self.replicas.attach(q)
@@ -393,6 +399,7 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     forwarding.replicas.attach_all(broker.vhosts.values())
     forwarding.stream_replicas = stream_replicas.StreamReplicas(forwarding, node)
     placement.on_change.append(forwarding.stream_replicas.placement_changed)
+    forwarding.topic_configs = await topic_configs.start(forwarding, node.etcd)
     forwarding.stream_replicas.attach_all(broker.vhosts.values())
     broker.on_vhost_added.append(lambda vhost: forwarding.attach([vhost]))
     forwarding.counts.start(broker.config.collect_statistics_interval / 1000)

@@ -289,4 +289,7 @@ async def start_kafka_peers(node: Any, broker: Any, handlers: Any) -> KafkaPeers
     peers = await KafkaPeers(node, broker, broker.config.kafka_vhost).open()
     handlers.attach_peers(peers)
     handlers.reassignments.reassigner = StreamReassigner(node, broker.config.kafka_vhost)
+    configs = getattr(node.forwarding, "topic_configs", None)
+    if configs is not None:  # altered topic configs reach every node (topic_configs.py)
+        handlers.admin.configs_changed = configs.publish
     return peers

