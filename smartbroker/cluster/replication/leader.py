@@ -252,7 +252,11 @@ class Leader:
                 self._send_empty(p, lg.next_offset)
             elif p.sent_hw != self.hw and p.cursor.offset >= lg.next_offset:
                 self._send_empty(p, p.cursor.offset)
-        self.kick()
+        end = lg.next_offset
+        # only what a failed read or a full link left behind: an idle log's tick reads
+        # nothing (2,000 idle quorum queues cost their leader 10% of a core in reads)
+        if any(p.cursor is not None and p.cursor.offset < end for p in self.progress.values()):
+            self.kick()
         if self.isr_task is None:
             self.tend_isr()
 
