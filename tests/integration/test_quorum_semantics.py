@@ -381,3 +381,23 @@ def test_reject_publish_unblocks_at_80_percent_even_if_requeues_refill(ch: Block
     ch.basic_publish("", quorum, b"m")  # accepted: 10 ready, not blocked any more
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", quorum, b"m")  # 11: blocked again
+
+
+def test_max_in_memory_limits_change_nothing_a_client_sees(broker: Any, conn: pika.BlockingConnection,
+                                                           ch: BlockingChannel, quorum: str) -> None:
+    """3.10's rabbit_fifo keeps no message bodies in memory (query_in_memory_usage is
+    {0, 0}): x-max-in-memory-length/-bytes are accepted and kept, every message is there,
+    and /api/queues shows messages_ram and message_bytes_ram 0."""
+    arguments = {**QQ, "x-max-in-memory-length": 0, "x-max-in-memory-bytes": 0}
+    ch.queue_declare(quorum, durable=True, arguments=arguments)
+    for body in (b"a", b"b", b"c"):
+        ch.basic_publish("", quorum, body)
+    base = api_base(broker)
+    path = f"/api/queues/%2F/{quote(quorum, safe='')}"
+
+    def shown() -> bool:
+        return api_request(base, "GET", path)[1].get("messages") == 3
+    wait_until(conn, shown, timeout=20.0)  # RabbitMQ refreshes queue stats every 5 s
+    q = api_request(base, "GET", path)[1]
+    assert (q["messages_ram"], q["message_bytes_ram"], q["arguments"]) == (0, 0, arguments)
+    assert [get_one(ch, quorum).body for _ in range(3)] == [b"a", b"b", b"c"]
