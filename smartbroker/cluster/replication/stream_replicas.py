@@ -34,13 +34,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.partition_spread import spread_of
-from smartbroker.cluster.replication import stream_copy_files
+from smartbroker.cluster.replication import stream_copy_files, stream_offsets
 from smartbroker.cluster.replication.records import LogName
 from smartbroker.cluster.replication.replicated_log import FOLLOWER_ROLE, LEADER_ROLE
 from smartbroker.cluster.spread_replicas import OFFSETS, replicated
 from smartbroker.queues import stream_replicated
 from smartbroker.queues.stream import StreamQueue
-from smartbroker.store.memory import MemoryLog
 
 if TYPE_CHECKING:
     from smartbroker.cluster.forwarding_node import QueueForwarding
@@ -86,7 +85,9 @@ class StreamCopies:
         self.stream = stream
         self.copies: dict[int | str, Copy] = {}
         self.closed = False
-        self.detached = MemoryLog()  # the offset book's log while another node leads it
+        # the offset book's log while another node leads the offsets: kept here and sent
+        # to that node (stream_offsets.py)
+        self.detached = stream_offsets.ForwardedOffsets(self)
         self.real_offsets: Any = None  # the offsets log the core replicates
 
     # -- Produce's question ------------------------------------------------------------
@@ -129,6 +130,9 @@ class StreamCopies:
         first = tuple(placement.replicas(0))
         if node in first and len(first) > 1:
             wanted.append((OFFSETS, None, first))
+        elif stream.offsets.log is not self.detached:  # no copy here: the leader's counts
+            stream.offsets.log = self.detached
+            self.owner.spawn(stream_offsets.read_from_leader(self, None))
         for part, lg, members in wanted:
             if part not in self.copies:
                 self._open(part, lg, members)
@@ -210,6 +214,9 @@ class StreamCopies:
             if leading:
                 book.log = self.real_offsets
                 stream_replicated.reload_offsets(stream)
+                for p, led in list(self.copies.items()):
+                    if isinstance(p, int) and led.leading:
+                        stream_offsets.resume_groups(stream, p)
             else:
                 book.log = self.detached
         else:
@@ -219,6 +226,7 @@ class StreamCopies:
             if leading:
                 stream_replicated.lead(stream, part, copy.replicated.committed,
                                        copy.replicated.high_watermark)
+                stream_offsets.serve_partition(self, part)
             else:
                 stream_replicated.follow(stream, part)
         if leading:
@@ -297,6 +305,8 @@ class StreamReplicas:
         self.cluster = node  # ClusterNode: its ``replication`` (the core), once built
         self.streams: dict[tuple[str, str], StreamCopies] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # group offsets committed on nodes that do not lead them
+        self.offsets_link = stream_offsets.OffsetsLink(self)
 
     @property
     def replication(self) -> Any:
