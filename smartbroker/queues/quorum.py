@@ -11,6 +11,8 @@ quorum type's rules (rabbit_quorum_queue.erl, rabbit_fifo.erl, checked against 3
 - ``x-delivery-count`` and ``x-delivery-limit`` (``QueueSettings.quorum``);
 - ``x-overflow: reject-publish-dlx`` is served as drop-head; ``reject-publish`` accepts the
   publish that crosses the limit, then refuses until the queue is down to 80 % of it;
+- message TTL: an expired message leaves only from the head of the queue (rabbit_fifo's
+  expire_msgs), so one behind a live head stays, counted, until it gets there;
 - every message is stored, persistent or not (RabbitMQ's Raft log keeps them all);
 - single active consumer: the next one starts as soon as the active one is cancelled;
 - consumers: no global QoS, no other type's consumer arguments; prefetch 0 means 2000;
@@ -33,6 +35,7 @@ classic.py's paths.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -122,6 +125,7 @@ class QuorumQueue(ClassicQueue):
         self.own_result: PublishResult | None = None
         self.led = False  # it wrote to its own log once (then never a stand-in)
         self.dlx_worker: DeadLetterWorker | None = None  # at-least-once, once needed
+        self._overdue: set[QueueEntry] = set()  # expired behind the head: wait for it
 
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         """Every message of a quorum queue is kept on disk, as RabbitMQ's Raft log keeps
@@ -262,6 +266,42 @@ class QuorumQueue(ClassicQueue):
                                     spec.auto_delete)
         return cls(spec.name, spec.vhost, durable=spec.durable, auto_delete=spec.auto_delete,
                    arguments=spec.arguments, host=host, policy=spec.policy)
+
+    def _expire(self, entry: QueueEntry) -> None:
+        """Its TTL ran out: it goes if it is the head; else it waits for that."""
+        if self.deleted:
+            return
+        if self.ready.peek() is entry:
+            super()._expire(entry)
+            self._expire_head()
+        else:
+            self._overdue.add(entry)
+
+    def _expire_head(self) -> None:
+        """The head changed: expired messages now at the head leave (rabbit_fifo checks
+        after every command)."""
+        ready, overdue = self.ready, self._overdue
+        now = time.monotonic()
+        while True:
+            head = ready.peek()
+            if head is None or head.expires_at is None or head.expires_at > now:
+                break
+            overdue.discard(head)
+            ready.remove(head)
+            self._dead_letter(head, "expired")
+        for entry in [e for e in overdue if not e.ready]:  # delivered or removed meanwhile
+            overdue.discard(entry)
+
+    def get(self, no_ack: bool = False) -> QueueEntry | None:
+        entry = super().get(no_ack)
+        if self._overdue:
+            self._expire_head()
+        return entry
+
+    def dispatch(self) -> None:
+        super().dispatch()
+        if self._overdue:
+            self._expire_head()
 
     def add_consumer(self, consumer: Consumer) -> None:
         """rabbit_quorum_queue:consume turns prefetch 0 ("no limit") into 2000 for Ra: a

@@ -401,3 +401,31 @@ def test_max_in_memory_limits_change_nothing_a_client_sees(broker: Any, conn: pi
     q = api_request(base, "GET", path)[1]
     assert (q["messages_ram"], q["message_bytes_ram"], q["arguments"]) == (0, 0, arguments)
     assert [get_one(ch, quorum).body for _ in range(3)] == [b"a", b"b", b"c"]
+
+
+def test_expired_messages_leave_only_from_the_head(conn: pika.BlockingConnection, ch: BlockingChannel,
+                                                   quorum: str) -> None:
+    """rabbit_fifo drops an expired message only at the head: one behind a live message
+    stays (counted) until that one is taken, then goes to the DLX at once. A control
+    queue's head message, published later with the same TTL, shows the time has passed."""
+    dlq = declare_dlq(ch, quorum + ".dlq")
+    control = quorum + ".control"
+    try:
+        for name in (quorum, control):
+            ch.queue_declare(name, durable=True, arguments=dlx_args(dlq, **QQ))
+        short = pika.BasicProperties(expiration="100")
+        ch.basic_publish("", quorum, b"m1")
+        ch.basic_publish("", quorum, b"m2", short)
+        ch.basic_publish("", quorum, b"m3")
+        ch.basic_publish("", control, b"c", short)
+
+        def dead() -> int:
+            return ch.queue_declare(dlq, passive=True).method.message_count
+        wait_until(conn, lambda: dead() == 1)  # the control expired: so did m2's TTL
+        assert ch.queue_declare(quorum, passive=True).method.message_count == 3
+        assert get_one(ch, quorum).body == b"m1"
+        wait_until(conn, lambda: dead() == 2)  # m2 reached the head, and went
+        assert [get_one(ch, dlq).body for _ in range(2)] == [b"c", b"m2"]
+        assert get_one(ch, quorum).body == b"m3"
+    finally:
+        ch.queue_delete(control)
