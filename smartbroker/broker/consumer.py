@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 class ChannelConsumer:
     __slots__ = ("channel", "queue", "tag", "tag_ss", "no_ack", "exclusive", "priority",
-                 "prefetch", "unacked", "arguments", "parked")
+                 "prefetch", "unacked", "arguments", "parked", "shown_prefetch")
 
     def __init__(self, channel: Channel, queue: Queue, tag: str, *, no_ack: bool,
                  exclusive: bool, prefetch: int, priority: int = 0,
@@ -30,6 +30,7 @@ class ChannelConsumer:
         self.exclusive = exclusive
         self.priority = priority
         self.prefetch = prefetch
+        self.shown_prefetch = prefetch  # as asked: a quorum queue may raise ``prefetch``
         self.unacked = 0
         self.arguments = arguments or {}
         self.parked = False  # a classic queue left it out of its ring: wake it on credit

@@ -223,7 +223,7 @@ def consumer_json(conn: Any, ch: Any, consumer: Any) -> dict[str, Any]:
         "queue": {"name": q.name, "vhost": q.vhost},
         "ack_required": not consumer.no_ack,
         "exclusive": consumer.exclusive,
-        "prefetch_count": consumer.prefetch,
+        "prefetch_count": getattr(consumer, "shown_prefetch", consumer.prefetch),
         "arguments": jsonable(consumer.arguments),
         "active": True,
         "activity_status": "up",
