@@ -429,3 +429,19 @@ def test_expired_messages_leave_only_from_the_head(conn: pika.BlockingConnection
         assert get_one(ch, quorum).body == b"m3"
     finally:
         ch.queue_delete(control)
+
+
+def test_prefetch_zero_shows_as_zero(broker: Any, conn: pika.BlockingConnection, ch: BlockingChannel,
+                                     quorum: str) -> None:
+    """The 2000 is internal: /api/consumers shows the consumer's prefetch_count 0."""
+    ch.queue_declare(quorum, durable=True, arguments=QQ)
+    ch.basic_consume(quorum, lambda c, m, p, body: None, consumer_tag="zero")
+    base = api_base(broker)
+    found: list[dict[str, Any]] = []
+
+    def listed() -> bool:
+        found[:] = [c for c in api_request(base, "GET", "/api/consumers")[1]
+                    if c["queue"]["name"] == quorum]
+        return bool(found)
+    wait_until(conn, listed, timeout=20.0)
+    assert (found[0]["consumer_tag"], found[0]["prefetch_count"]) == ("zero", 0)
