@@ -18,7 +18,8 @@ from smartbroker.queues.stream_args import STREAM_POLICY_KEYS, policy_key_error
 
 EXCHANGE_KEYS = {"alternate-exchange"}
 LOCATOR_KEYS = {"queue-leader-locator"}  # where a new queue's leader goes (cluster/placement.py)
-INTEGER_KEYS = ("message-ttl", "expires", "max-length", "max-length-bytes", "delivery-limit")
+INTEGER_KEYS = ("message-ttl", "expires", "max-length", "max-length-bytes", "delivery-limit",
+                "max-in-memory-length", "max-in-memory-bytes")
 APPLY_TO = ("queues", "exchanges", "all", "classic_queues", "quorum_queues", "streams")
 
 
@@ -76,6 +77,8 @@ def validate_definition(definition: Mapping[str, Any]) -> None:
         if key in INTEGER_KEYS and (not isinstance(value, int) or isinstance(value, bool)
                                     or value < minimum):
             raise PolicyError(f"'{key}' must be an integer >= {minimum}, got {value!r}")
+        if key == "dead-letter-strategy" and value not in ("at-most-once", "at-least-once"):
+            raise PolicyError(f"{value!r} is not a valid dead letter strategy")
         if key == "overflow" and value not in ("drop-head", "reject-publish", "reject-publish-dlx"):
             raise PolicyError(f"'overflow' must be drop-head, reject-publish or reject-publish-dlx, got {value!r}")
         if key in ("dead-letter-exchange", "dead-letter-routing-key", "alternate-exchange") and not isinstance(value, str):

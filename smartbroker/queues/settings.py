@@ -23,6 +23,10 @@ POLICY_KEYS = {
     "dead-letter-exchange": "x-dead-letter-exchange",
     "dead-letter-routing-key": "x-dead-letter-routing-key",
     "delivery-limit": "x-delivery-limit",
+    # quorum queues' (RabbitMQ 3.10 accepts them for any queue; others ignore them)
+    "dead-letter-strategy": "x-dead-letter-strategy",
+    "max-in-memory-length": "x-max-in-memory-length",
+    "max-in-memory-bytes": "x-max-in-memory-bytes",
 }
 POLICY_REFUSED = {"max-priority": "x-max-priority",
                   "single-active-consumer": "x-single-active-consumer"}
