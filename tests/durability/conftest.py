@@ -24,6 +24,8 @@ import pika
 import pika.exceptions
 import pytest
 
+from tests.conftest import EXTERNAL_URL, BrokerProcess, assert_clean_log
+
 TIMEOUT = 10.0
 
 
@@ -255,11 +257,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 _FAILED = pytest.StashKey[bool]()
 
 
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker for a module whose tests each bounce it themselves and look only at
+    objects they named (``qname``/``uid``): a broker start and stop less per test."""
+    if EXTERNAL_URL:
+        pytest.skip("needs a smartbroker subprocess of its own")
+    proc = BrokerProcess(data_dir=tmp_path_factory.mktemp("durable") / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+    assert_clean_log(proc)
+
+
+@pytest.fixture
+def shared_sb(module_broker: BrokerProcess, request: pytest.FixtureRequest) -> Iterator[Durable]:
+    """``sb`` on the module's broker, started again if a failed test left it down."""
+    if not module_broker.alive():
+        module_broker.start()
+    yield from _with_log_on_failure(module_broker, request)
+
+
 @pytest.fixture
 def sb(own_broker: Any, request: pytest.FixtureRequest) -> Iterator[Durable]:
     """The test's own broker (started), with durability helpers. A failing test shows the
     end of the broker's log (recovery lines included)."""
-    yield Durable(own_broker)
+    yield from _with_log_on_failure(own_broker, request)
+
+
+def _with_log_on_failure(proc: Any, request: pytest.FixtureRequest) -> Iterator[Durable]:
+    yield Durable(proc)
     if request.node.stash.get(_FAILED, False):
         print("---- broker log (tail) ----")
-        print("\n".join(own_broker.log().splitlines()[-40:]))
+        print("\n".join(proc.log().splitlines()[-40:]))

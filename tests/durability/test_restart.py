@@ -23,6 +23,13 @@ pytestmark = pytest.mark.extension
 MODES = ["restart", "kill"]
 
 
+@pytest.fixture
+def sb(shared_sb):
+    """One broker for the module: each test bounces it itself and checks only the objects
+    it named, so a fresh broker per test proved nothing more and cost a start and a stop."""
+    return shared_sb
+
+
 def bounce(sb, mode: str) -> None:
     if mode == "restart":
         sb.restart()
