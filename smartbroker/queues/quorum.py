@@ -34,7 +34,6 @@ classic.py's paths.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -57,7 +56,7 @@ from smartbroker.queues.base import (
 )
 from smartbroker.queues.capabilities import Capabilities
 from smartbroker.queues.classic import ClassicQueue
-from smartbroker.queues.quorum_dlx import DeadLetterWorker
+from smartbroker.queues.quorum_dlx import DeadLetterWorker, dead_letter_strategy
 from smartbroker.queues.quorum_limits import RejectPublish
 from smartbroker.queues.ready import ReadyList
 from smartbroker.queues.settings import QueueSettings
@@ -85,7 +84,6 @@ DLX_STRATEGIES = ("at-most-once", "at-least-once")
 # a non-integer as no limit (QueueSettings reads it so)
 UNCHECKED = frozenset({"x-delivery-limit"})
 RABBIT_TYPE = "rabbit_quorum_queue"
-log = logging.getLogger("smartbroker.queues")
 UNLIMITED_PREFETCH = 2000  # what a consumer's prefetch 0 means (rabbit_quorum_queue:consume)
 
 
@@ -116,6 +114,7 @@ class QuorumQueue(ClassicQueue):
     type_name: ClassVar[str] = "quorum"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._policy: Mapping[str, Any] | None = kwargs.get("policy")  # the settings read it
         super().__init__(*args, **kwargs)
         self.ready: ReturnsLast = ReturnsLast(self._next_position)  # type: ignore[assignment]
         self._stored: PublishResult | None = None  # the answer for a message stored here
@@ -195,21 +194,12 @@ class QuorumQueue(ClassicQueue):
             worker.retry()  # RabbitMQ's worker looks the topology up again
 
     def _dead_letter_strategy(self, settings: QueueSettings) -> str:
-        """rabbit_quorum_queue:dlh/5: at-least-once needs a DLX and reject-publish;
-        with drop-head it falls back to at-most-once (and says so)."""
-        strategy = self.arguments.get("x-dead-letter-strategy")
-        if isinstance(strategy, bytes):
-            strategy = strategy.decode(errors="replace")
-        if strategy != "at-least-once" or settings.dead_letter_exchange is None:
-            return "at-most-once"
-        if settings.overflow != "reject-publish":
-            log.warning("Falling back to dead-letter-strategy at-most-once for queue '%s' in "
-                        "vhost '%s' because configured dead-letter-strategy at-least-once is "
-                        "incompatible with effective overflow strategy %s. To enable "
-                        "dead-letter-strategy at-least-once, set overflow strategy to "
-                        "reject-publish.", self.name, self.vhost, settings.overflow)
-            return "at-most-once"
-        return "at-least-once"
+        return dead_letter_strategy(self.name, self.vhost, self.arguments,
+                                    getattr(self, "_policy", None), settings)
+
+    def apply_policy(self, name: str | None, definition: Mapping[str, Any] | None) -> None:
+        self._policy = definition
+        super().apply_policy(name, definition)
 
     def _dead_letter(self, entry: QueueEntry, reason: str) -> None:
         """At-least-once: the entry stays stored, held by the worker until every target

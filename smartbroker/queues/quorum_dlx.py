@@ -24,14 +24,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from smartbroker.dlq.deadletter import dead_letter_targets
 from smartbroker.queues.base import QueueEntry
+from smartbroker.queues.settings import QueueSettings
 
 log = logging.getLogger("smartbroker.queues")
 RETRY_AFTER = 120.0  # seconds (rabbit: dead_letter_worker_publisher_confirm_timeout)
+
+
+def dead_letter_strategy(queue: str, vhost: str, arguments: Mapping[str, Any],
+                         policy: Mapping[str, Any] | None, settings: QueueSettings) -> str:
+    """rabbit_quorum_queue:dlh/5: the argument, else the policy's ``dead-letter-strategy``;
+    at-least-once needs a DLX and reject-publish, and with any other overflow it falls
+    back to at-most-once (logged, as RabbitMQ does)."""
+    strategy = arguments.get("x-dead-letter-strategy")
+    if strategy is None and policy:
+        strategy = policy.get("dead-letter-strategy")
+    if isinstance(strategy, bytes):
+        strategy = strategy.decode(errors="replace")
+    if strategy != "at-least-once" or settings.dead_letter_exchange is None:
+        return "at-most-once"
+    if settings.overflow != "reject-publish":
+        log.warning("Falling back to dead-letter-strategy at-most-once for queue '%s' in "
+                    "vhost '%s' because configured dead-letter-strategy at-least-once is "
+                    "incompatible with effective overflow strategy %s. To enable "
+                    "dead-letter-strategy at-least-once, set overflow strategy to "
+                    "reject-publish.", queue, vhost, settings.overflow)
+        return "at-most-once"
+    return "at-least-once"
 
 
 class DeadLetterSource(Protocol):

@@ -151,3 +151,25 @@ def test_held_dead_letters_survive_a_kill(own_broker: BrokerProcess, uid: str) -
         _wait_stats(c, own_broker, source, messages_dlx=0, messages=0)
         bodies = [get_one(ch, target).body for _ in range(3)]
         assert bodies == [b"t", b"t", b"m"]
+
+
+def test_strategy_from_a_policy(broker: Any, conn: pika.BlockingConnection, ch: BlockingChannel,
+                                quorum: str) -> None:
+    """``dead-letter-strategy`` is a policy key too (the queue argument would win)."""
+    base = api_base(broker)
+    path = f"/api/policies/%2F/{quote(quorum, safe='')}"
+    status, _ = api_request(base, "PUT", path, {
+        "pattern": f"^{quorum}$", "apply-to": "queues", "definition": {
+            "dead-letter-strategy": "at-least-once", "overflow": "reject-publish",
+            "dead-letter-exchange": "amq.direct", "dead-letter-routing-key": "nowhere"}})
+    assert status in (201, 204)
+    try:
+        ch.queue_declare(quorum, durable=True, arguments=QQ)
+        ch.basic_publish("", quorum, b"m")
+        _reject_one(ch, quorum)
+        _wait_stats(conn, broker, quorum, messages_dlx=1, messages=1)
+    finally:
+        api_request(base, "DELETE", path)
+    status, _ = api_request(base, "PUT", path, {
+        "pattern": "^nothing$", "definition": {"dead-letter-strategy": "sometimes"}})
+    assert status == 400
