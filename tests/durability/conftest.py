@@ -261,9 +261,17 @@ _FAILED = pytest.StashKey[bool]()
 def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """One broker for a module whose tests each bounce it themselves and look only at
     objects they named (``qname``/``uid``): a broker start and stop less per test."""
+    with started_broker(tmp_path_factory.mktemp("durable") / "data") as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def started_broker(data_dir: Path, **kwargs: Any) -> Iterator[BrokerProcess]:
+    """A broker on ``data_dir`` (``kwargs`` go to ``BrokerProcess``, e.g. ``env``) as
+    ``own_broker`` makes one: stopped, and its log checked, at the end."""
     if EXTERNAL_URL:
         pytest.skip("needs a smartbroker subprocess of its own")
-    proc = BrokerProcess(data_dir=tmp_path_factory.mktemp("durable") / "data").start()
+    proc = BrokerProcess(data_dir=data_dir, **kwargs).start()
     try:
         yield proc
     finally:
@@ -276,17 +284,18 @@ def shared_sb(module_broker: BrokerProcess, request: pytest.FixtureRequest) -> I
     """``sb`` on the module's broker, started again if a failed test left it down."""
     if not module_broker.alive():
         module_broker.start()
-    yield from _with_log_on_failure(module_broker, request)
+    yield from with_log_on_failure(module_broker, request)
 
 
 @pytest.fixture
 def sb(own_broker: Any, request: pytest.FixtureRequest) -> Iterator[Durable]:
     """The test's own broker (started), with durability helpers. A failing test shows the
     end of the broker's log (recovery lines included)."""
-    yield from _with_log_on_failure(own_broker, request)
+    yield from with_log_on_failure(own_broker, request)
 
 
-def _with_log_on_failure(proc: Any, request: pytest.FixtureRequest) -> Iterator[Durable]:
+def with_log_on_failure(proc: Any, request: pytest.FixtureRequest) -> Iterator[Durable]:
+    """``proc`` as ``Durable``; the tail of its log printed if the test failed."""
     yield Durable(proc)
     if request.node.stash.get(_FAILED, False):
         print("---- broker log (tail) ----")

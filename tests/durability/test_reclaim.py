@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.durability.conftest import started_broker, with_log_on_failure
 from tests.durability.test_crash import JOIN_TIMEOUT, Consumer, Publisher, kill_after, msg_id
 
 pytestmark = pytest.mark.extension
@@ -26,12 +29,11 @@ ROUNDS, PER_ROUND = 6, 600  # ~14 MiB through B
 
 
 @pytest.fixture
-def small_segments(sb: Any) -> Any:
-    """``sb`` (conftest.py), restarted with small message-store segments."""
-    sb.stop()
-    sb.proc.env["SMARTBROKER_MESSAGE_SEGMENT_BYTES"] = str(SEGMENT)
-    sb.start()
-    return sb
+def small_segments(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``sb`` (conftest.py) with small message-store segments from its first start."""
+    env = {"SMARTBROKER_MESSAGE_SEGMENT_BYTES": str(SEGMENT)}
+    with started_broker(tmp_path / "data", env=env) as proc:
+        yield from with_log_on_failure(proc, request)
 
 
 def poll(cond: Any, timeout: float, what: str) -> None:
