@@ -36,6 +36,7 @@ log = logging.getLogger("smartbroker.cluster")
 METHOD = "stream.offsets.commit"  # (vhost, stream, records) -> appended by the leader
 READ = "stream.offsets.read"  # (vhost, stream) -> every record the leader's book holds
 RETRY = 0.5  # seconds between two attempts while the offsets leader is unreachable
+NOT_LEADING = b'{"not_leading": true}'  # an answer: ask again (a refusal, not an error)
 COMMIT_WAIT = 10.0  # how long the leader waits for its replica set before answering
 
 
@@ -210,33 +211,38 @@ class OffsetsLink:
 
     async def send(self, stream: Any, records: list[tuple[bytes, bytes]]) -> None:
         payload = encode_request(stream.vhost, stream.name, records)
-        await self.replicas.cluster.link.call(self._leader(stream), METHOD, payload)
+        decode_reply(await self.replicas.cluster.link.call(self._leader(stream), METHOD, payload))
 
     async def read(self, stream: Any) -> list[tuple[bytes, bytes]]:
         payload = encode_request(stream.vhost, stream.name, None)
         return decode_reply(await self.replicas.cluster.link.call(
             self._leader(stream), READ, payload))
 
-    def _leading(self, payload: bytes) -> tuple[StreamCopies, list[tuple[bytes, bytes]]]:
+    def _leading(self, payload: bytes) -> tuple[StreamCopies | None, list[tuple[bytes, bytes]]]:
+        """The stream's copies when this node leads its group offsets (else None: the
+        asker tries again, e.g. while an election is under way)."""
         vhost, name, records = decode_request(payload)
         found = self.replicas.streams.get((vhost, name))
         copy = None if found is None else found.copies.get(OFFSETS)
-        if found is None or copy is None or not copy.leading:
-            raise RuntimeError(f"this node does not lead the group offsets of '{name}'")
-        return found, records
+        return (found if copy is not None and copy.leading else None), records
 
     async def _answer_commit(self, peer: str, payload: bytes) -> bytes:
         """Another node's group commits: appended here, answered once replicated."""
         found, records = self._leading(payload)
+        if found is None:
+            return NOT_LEADING
         apply_records(found.stream.offsets, records, write=True)
         committed = found.offsets_committed()
         if committed is not None:
-            await asyncio.wait_for(committed, COMMIT_WAIT)
-        return b"{}"
+            try:
+                await asyncio.wait_for(committed, COMMIT_WAIT)
+            except Exception:  # noqa: BLE001 - leadership lost, too few replicas: again
+                return NOT_LEADING
+        return encode_reply([])
 
     def _answer_read(self, peer: str, payload: bytes) -> bytes:
         found, _ = self._leading(payload)
-        return encode_reply(book_records(found.stream.offsets))
+        return NOT_LEADING if found is None else encode_reply(book_records(found.stream.offsets))
 
 
 def encode_request(vhost: str, name: str, records: list[tuple[bytes, bytes]] | None) -> bytes:
@@ -252,7 +258,11 @@ def decode_request(payload: bytes) -> tuple[str, str, list[tuple[bytes, bytes]]]
 
 
 def decode_reply(payload: bytes) -> list[tuple[bytes, bytes]]:
-    return _decode(json.loads(payload).get("records"))
+    """The records of an answer; raises when the asked node did not take or read them."""
+    body = json.loads(payload)
+    if body.get("not_leading"):
+        raise RuntimeError("the node asked does not lead the group offsets (yet)")
+    return _decode(body.get("records"))
 
 
 def encode_reply(records: list[tuple[bytes, bytes]]) -> bytes:

@@ -131,7 +131,7 @@ class StreamCopies:
         if node in first and len(first) > 1:
             wanted.append((OFFSETS, None, first))
         elif stream.offsets.log is not self.detached:  # no copy here: the leader's counts
-            stream.offsets.log = self.detached
+            self._offsets_log()
             self.owner.spawn(stream_offsets.read_from_leader(self, None))
         for part, lg, members in wanted:
             if part not in self.copies:
