@@ -266,6 +266,9 @@ class QuorumQueue(ClassicQueue):
             self._expire_head()
         else:
             self._overdue.add(entry)
+            # until it is gone, each dispatch checks the head (an instance attribute:
+            # the usual dispatch, the hot path, stays as it is)
+            self.dispatch = self._dispatch_then_expire  # type: ignore[method-assign]
 
     def _expire_head(self) -> None:
         """The head changed: expired messages now at the head leave (rabbit_fifo checks
@@ -281,6 +284,8 @@ class QuorumQueue(ClassicQueue):
             self._dead_letter(head, "expired")
         for entry in [e for e in overdue if not e.ready]:  # delivered or removed meanwhile
             overdue.discard(entry)
+        if not overdue and "dispatch" in self.__dict__:
+            del self.dispatch
 
     def get(self, no_ack: bool = False) -> QueueEntry | None:
         entry = super().get(no_ack)
@@ -288,10 +293,9 @@ class QuorumQueue(ClassicQueue):
             self._expire_head()
         return entry
 
-    def dispatch(self) -> None:
-        super().dispatch()
-        if self._overdue:
-            self._expire_head()
+    def _dispatch_then_expire(self) -> None:
+        ClassicQueue.dispatch(self)
+        self._expire_head()
 
     def add_consumer(self, consumer: Consumer) -> None:
         """rabbit_quorum_queue:consume turns prefetch 0 ("no limit") into 2000 for Ra: a
