@@ -67,6 +67,26 @@ def confluent_produce(config: dict[str, Any], topic: str, values: list[bytes],
     return delivered, errors
 
 
+def confluent_refused(config: dict[str, Any], topic: str,
+                      timeout: float = 15.0) -> tuple[list[Any], list[Any]]:
+    """``confluent_produce`` of one record by a client whose login the broker refuses:
+    back as soon as the client reports the authentication error, not after a message
+    timeout; the record is then purged, so its delivery result is an error too."""
+    from confluent_kafka import KafkaError, Producer
+
+    errors: list[Any] = []
+    delivered: list[Any] = []
+    producer = Producer({**config, "error_cb": errors.append})
+    producer.produce(topic, b"x", callback=lambda err, msg: delivered.append(err))
+    deadline = time.monotonic() + timeout
+    while (not any(e.code() == KafkaError._AUTHENTICATION for e in errors)
+           and time.monotonic() < deadline):
+        producer.poll(0.05)
+    producer.purge()
+    producer.flush(timeout)
+    return delivered, errors
+
+
 def confluent_consume(config: dict[str, Any], topic: str, count: int,
                       timeout: float = 20.0) -> list[bytes]:
     """The first ``count`` values of ``topic``, from the beginning, within ``timeout``."""

@@ -23,6 +23,7 @@ from tests.kafka.sasl_helpers import (
     add_user,
     confluent_consume,
     confluent_produce,
+    confluent_refused,
     confluent_sasl,
     topic_name,
 )
@@ -60,7 +61,7 @@ def test_confluent_wrong_password_is_an_authentication_error(sasl_broker: Broker
     from confluent_kafka import KafkaError
 
     config = confluent_sasl(sasl_broker.kafka_bootstrap, mechanism, "alice", "wrong")
-    delivered, errors = confluent_produce(config, topic_name(), [b"x"], timeout=3)
+    delivered, errors = confluent_refused(config, topic_name())
     assert delivered and delivered[0] is not None  # never delivered
     auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
     assert auth, errors
@@ -155,7 +156,7 @@ def test_a_user_imported_with_a_hash_has_plain_but_no_scram(sasl_broker: BrokerP
     plain = confluent_sasl(sasl_broker.kafka_bootstrap, "PLAIN", "hashed", PASSWORD)
     assert confluent_produce(plain, topic, [b"x"])[0] == [None]
     scram = confluent_sasl(sasl_broker.kafka_bootstrap, "SCRAM-SHA-512", "hashed", PASSWORD)
-    _, errors = confluent_produce(scram, topic, [b"y"], timeout=3)
+    _, errors = confluent_refused(scram, topic)
     auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
     assert auth and "has no SCRAM-SHA-512 credentials" in auth[0].str()
 
@@ -164,7 +165,7 @@ def test_a_user_without_access_to_the_kafka_vhost_is_refused(sasl_broker: Broker
     from confluent_kafka import KafkaError
 
     config = confluent_sasl(sasl_broker.kafka_bootstrap, "PLAIN", "stranger", PASSWORD)
-    _, errors = confluent_produce(config, topic_name(), [b"x"], timeout=3)
+    _, errors = confluent_refused(config, topic_name())
     auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
     assert auth and "has no access to vhost '/'" in auth[0].str()
 
