@@ -16,7 +16,7 @@ from smartbroker.broker.persistence import Persistence
 from smartbroker.config import Config
 from smartbroker.kafka.handlers import Node
 from smartbroker.kafka.listener import KafkaListener
-from smartbroker.server import gc_tuning
+from smartbroker.server import fd_limit, gc_tuning
 from smartbroker.server.alarms import ResourceMonitor
 from smartbroker.server.connection import AMQPConnection
 from smartbroker.server.flush import Flusher
@@ -263,6 +263,7 @@ async def start_cluster(cluster: Any, amqp: int, http: int, kafka: int,
 
 
 def run(config: Config) -> None:
+    fd_limit.raise_to_hard()  # before the stores size their open-file caches from it
     gc_tuning.tune_for_serving()
     try:
         import uvloop
