@@ -23,7 +23,11 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType
 from kafka.protocol import producer
 
+from smartbroker.cluster import topic_configs
+from smartbroker.cluster.replication import stream_offsets
 from smartbroker.launcher import BrokerProcess, free_port
+from smartbroker.queues.offsets import OffsetBook
+from smartbroker.store.memory import MemoryLog
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
 from tests.cluster.test_stream_replica_ops import Cluster
 from tests.kafka.raw_client import Raw, batch
@@ -192,3 +196,39 @@ def test_group_commits_on_a_partition_leader_survive_its_kill(cluster: Cluster) 
     assert not set(again) & set(first), sorted(set(again) & set(first))[:5]
     cluster.nodes[leaders[1]].start()
     all_members(cluster.nodes.values())
+
+
+# -- the pure parts ------------------------------------------------------------------------
+
+def test_forwarded_records_apply_as_the_offsets_log_replays_them() -> None:
+    sent = OffsetBook(MemoryLog())
+    sent.commit("g", 0, 5)
+    sent.commit("g", 1, 7, "meta", 3)
+    sent.commit("h", 0, 2)
+    sent.forget("h")
+    records = stream_offsets.book_records(sent)
+    assert sorted(k for k, _ in records) == [b"g\x000", b"g\x001"]
+    leader = OffsetBook(MemoryLog())
+    leader.commit("h", 0, 9)  # deleted on the sender: a tombstone goes with the commits
+    stream_offsets.apply_records(leader, [*records, (b"h\x000", b"")], write=True)
+    assert leader.offsets == {("g", 0): 5, ("g", 1): 7}
+    assert leader.extra_of("g", 1) == (3, "meta")
+    assert OffsetBook(leader.log).offsets == leader.offsets  # what a new leader replays
+    seeded = OffsetBook(MemoryLog())
+    stream_offsets.apply_records(seeded, records, write=False)
+    assert seeded.offsets == leader.offsets and seeded.log.next_offset == 0
+
+
+def test_wire_answers_and_config_records() -> None:
+    records = [(b"g\x000", b"\x01" * 8)]
+    vhost, name, got = stream_offsets.decode_request(
+        stream_offsets.encode_request("/", "s", records))
+    assert (vhost, name, got) == ("/", "s", records)
+    assert stream_offsets.decode_reply(stream_offsets.encode_reply(records)) == records
+    with pytest.raises(RuntimeError, match="does not lead"):
+        stream_offsets.decode_reply(stream_offsets.NOT_LEADING)
+    k = topic_configs.key("/", "a/b")
+    assert topic_configs.parse_key(k) == ("/", "a/b")
+    assert topic_configs.decode(b'{"overrides": {"x-min-insync-replicas": 3}}') == {
+        "x-min-insync-replicas": 3}
+    assert topic_configs.decode(b"not json") is None and topic_configs.decode(b"[]") is None
