@@ -130,7 +130,7 @@ class StreamCopies:
         first = tuple(placement.replicas(0))
         if node in first and len(first) > 1:
             wanted.append((OFFSETS, None, first))
-        elif stream.offsets.log is not self.detached:  # no copy here: the leader's counts
+        elif node not in first and stream.offsets.log is not self.detached:  # no copy here
             self._offsets_log()
             self.owner.spawn(stream_offsets.read_from_leader(self, None))
         for part, lg, members in wanted:
