@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType
 from kafka.protocol import producer
 
 from smartbroker.cluster import topic_configs
+from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.replication import stream_offsets
 from smartbroker.launcher import BrokerProcess, free_port
 from smartbroker.queues.offsets import OffsetBook
@@ -75,6 +77,7 @@ def test_an_altered_min_insync_is_everywhere_and_survives_the_leaders_kill(
     other = next(n for n in NAMES if n != leader)  # altered through a follower's node
     incremental(AdminClient({"bootstrap.servers": cluster.nodes[other].kafka_bootstrap}),
                 topic, "min.insync.replicas", "3", AlterConfigOpType.SET)
+    assert config_record(cluster, topic) is not None
     for name in NAMES:
         poll(lambda n=name: min_insync(cluster.nodes[n], topic) == "3",
              f"{name} describes min.insync.replicas=3", timeout=TIMEOUT)
@@ -94,6 +97,20 @@ def test_an_altered_min_insync_is_everywhere_and_survives_the_leaders_kill(
     poll(lambda: produce_acks(cluster.nodes[new], topic, -1) == 0,
          "acks=all stored once the third replica is in sync again", timeout=TIMEOUT)
     assert min_insync(cluster.nodes[leader], topic) == "3"
+    # deleting the topic deletes its configs (a topic of that name created again starts
+    # from the defaults)
+    admin = AdminClient({"bootstrap.servers": cluster.nodes[new].kafka_bootstrap})
+    admin.delete_topics([topic])[topic].result(TIMEOUT)
+    poll(lambda: config_record(cluster, topic) is None, "the stream_configs record deleted",
+         timeout=TIMEOUT)
+
+
+def config_record(cluster: Cluster, topic: str) -> bytes | None:
+    async def one() -> bytes | None:
+        async with EtcdClient(cluster.endpoint, cluster.name) as etcd:
+            found = await etcd.get(topic_configs.key("/", topic))
+            return None if found is None else found.value
+    return asyncio.run(one())
 
 
 def records_on_disk(node: BrokerProcess, topic: str, partition: int = 0) -> int:
