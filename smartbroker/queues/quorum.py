@@ -190,8 +190,14 @@ class QuorumQueue(ClassicQueue):
             settings, getattr(self, "_reject_publish", None))
         self.at_least_once = self._dead_letter_strategy(settings) == "at-least-once"
         worker = getattr(self, "dlx_worker", None)
-        if worker is not None:
+        if worker is None:
+            return
+        if self.at_least_once:
             worker.retry()  # RabbitMQ's worker looks the topology up again
+        else:  # rabbit_fifo_dlx:switch_from(at_least_once): the held messages are deleted
+            self.dlx_worker = None
+            for entry in worker.drop(self.vhost):
+                self._forget(entry)
 
     def _dead_letter_strategy(self, settings: QueueSettings) -> str:
         return dead_letter_strategy(self.name, self.vhost, self.arguments,

@@ -199,6 +199,14 @@ class DeadLetterWorker:
         if self._timer is None and not self.closed:
             self._timer = self.queue.host.call_later(RETRY_AFTER, self.retry)
 
+    def drop(self, vhost: str) -> list[QueueEntry]:
+        """The strategy is no longer at-least-once: RabbitMQ deletes what is held."""
+        if self.count:
+            log.info("Deleted %d dead-lettered messages (with total messages size of %d "
+                     "bytes) in queue '%s' in vhost '%s'", self.count, self.bytes,
+                     self.queue.name, vhost)
+        return self.close()
+
     def close(self) -> list[QueueEntry]:
         """The queue is deleted or stops leading: its held entries (for the caller to
         forget or leave to the next leader's recovery)."""
