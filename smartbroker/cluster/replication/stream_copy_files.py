@@ -20,9 +20,19 @@ from smartbroker.store.log import SegmentLog
 log = logging.getLogger("smartbroker.cluster")
 
 
-async def wipe(stream: Any, part: int | str, offsets_log: Any) -> None:
-    """Empty partition ``part``'s log (``OFFSETS``: ``offsets_log``, the copy of the
-    group offsets) on this node; never raises (one log line)."""
+async def wipe(copies: Any, part: int | str) -> None:
+    """Empty partition ``part``'s log (``OFFSETS``: the copy of the group offsets) of
+    ``copies`` (a ``StreamCopies``) on this node, once at a time; never raises."""
+    if part in copies.wiping:
+        return
+    copies.wiping.add(part)
+    try:
+        await _wipe(copies.stream, part, copies.real_offsets)
+    finally:
+        copies.wiping.discard(part)
+
+
+async def _wipe(stream: Any, part: int | str, offsets_log: Any) -> None:
     lg = offsets_log if part == OFFSETS else stream.logs[int(part)]
     if not isinstance(lg, SegmentLog) or stream.deleted or stream.closed:
         return

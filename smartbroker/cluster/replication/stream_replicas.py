@@ -89,6 +89,7 @@ class StreamCopies:
         # to that node (stream_offsets.py)
         self.detached = stream_offsets.ForwardedOffsets(self)
         self.real_offsets: Any = None  # the offsets log the core replicates
+        self.wiping: set[int | str] = set()  # removed copies being deleted
 
     # -- Produce's question ------------------------------------------------------------
     def shortfall(self, partition: int) -> str | None:
@@ -155,11 +156,11 @@ class StreamCopies:
                 self.owner.replication.close(_name(self.stream, part))
             except Exception as exc:  # noqa: BLE001 - one line, the files go anyway
                 log.warning("closing removed replica %s failed: %s", part, exc)
-            self.owner.spawn(stream_copy_files.wipe(self.stream, part, self.real_offsets))
+            self.owner.spawn(stream_copy_files.wipe(self, part))
         for p in range(len(self.stream.logs)):  # a copy left from before a restart
             if node not in placement.replicas(p) and p not in self.copies \
                     and self.stream.logs[p].next_offset > 0 and self.stream.limits is not None:
-                self.owner.spawn(stream_copy_files.wipe(self.stream, p, None))
+                self.owner.spawn(stream_copy_files.wipe(self, p))
 
     def configs_changed(self) -> None:
         """The topic's configs changed (AlterConfigs here or on another node): each
