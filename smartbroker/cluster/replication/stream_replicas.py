@@ -208,7 +208,7 @@ class StreamCopies:
         if leading == copy.leading:
             return
         copy.leading = leading
-        if not leading and copy.members:  # handed over: removed meanwhile?
+        if not leading:  # handed over: removed from the replica set meanwhile?
             self.prune(self.owner.forwarding.placement.get(stream.vhost, stream.name))
         if part == OFFSETS:
             book = stream.offsets
