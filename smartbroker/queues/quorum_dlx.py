@@ -116,7 +116,11 @@ class DeadLetterWorker:
 
     def retry(self) -> None:
         """Try the waiting ones again (timer, or the queue's settings changed)."""
-        self._timer = None
+        if asyncio._get_running_loop() is None:
+            return  # no loop (tools, unit tests): they keep waiting
+        if self._timer is not None:
+            self._timer.cancel()  # a policy change: the next retry is timed from now
+            self._timer = None
         waiting, self._waiting = self._waiting, []
         self._send(waiting)
 
