@@ -166,7 +166,7 @@ class Listener(SimpleNamespace):
 
 
 def stream(name: str, logs: list[Log], groups: Groups) -> Any:
-    s = SimpleNamespace(name=name, logs=logs, groups=groups,
+    s = SimpleNamespace(name=name, logs=logs, groups=groups, limits=None,  # not replicated
                         capabilities=SimpleNamespace(offset_log=True))
     s.partitions = StreamPartitions(s)  # type: ignore[arg-type]  # what StreamQueue gives
     return s
