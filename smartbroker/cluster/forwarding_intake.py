@@ -11,7 +11,8 @@ etcd took the definition, and a client may publish through any node before this 
 definitions watch brought it here. Such a publish (and every later one from the same
 node, to keep their order) waits here, up to ``WAIT_FOR_QUEUE`` seconds, for the queue to
 appear; after that the queue is taken to be gone and the publish is dropped and
-confirmed, as a publish to a deleted queue is.
+confirmed, as a publish to a deleted queue is. One for a queue another node leads now (the
+sender's placement is behind a failover) is nacked instead: confirming it would lose it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class PeerConfirms:
         self.sent = 0
         self.sync_waiting: deque[int] = deque()
         self.nacked: deque[int] = deque()
+        # the link it was made for went down: its sync rounds may still end, but its
+        # seqs mean nothing to the peer's next forwarder (which starts again at 1), so
+        # a late "confirmed up to N" would confirm publishes this node never stored
+        self.gone = False
 
     def sync_mark(self) -> int:
         return self.sync_waiting[-1] if self.sync_waiting else 0
@@ -63,6 +68,8 @@ class PeerConfirms:
 
     def flush(self) -> None:
         """Send what is settled, in order: nacks one by one, acks as "up to"."""
+        if self.gone:
+            return  # the peer's forwarder nacked all of it when that link went down
         upto = self.routed_upto
         if self.sync_waiting:
             upto = min(upto, self.sync_waiting[0] - 1)
@@ -122,8 +129,10 @@ class PublishIntake:
                 if since is None or now - since < WAIT_FOR_QUEUE:
                     self._hold(peer, items[i:], now if since is None else since)
                     break
-                confirms.routed_upto = seq  # gone: dropped and confirmed
-                continue
+                confirms.routed_upto = seq
+                if q is not None:  # led by another node (a failover moved it): nacked,
+                    confirms.nacked.append(seq)  # the publisher sends it again there
+                continue  # None: gone (deleted), dropped and confirmed as RabbitMQ does
             since = None  # the queue came: later unknown ones get a fresh wait
             confirms.routed_upto = seq
             try:
@@ -158,5 +167,7 @@ class PublishIntake:
 
     def peer_down(self, peer: str) -> None:
         """What it forwarded and we did not take is its to nack (its forwarder does)."""
-        self.confirms.pop(peer, None)
+        confirms = self.confirms.pop(peer, None)
+        if confirms is not None:
+            confirms.gone = True
         self.waiting.pop(peer, None)

@@ -137,3 +137,63 @@ def test_a_publish_waits_for_its_queue_to_arrive() -> None:
         assert link.items[-1][2] == (2, 0)  # both confirmed, in one "up to"
 
     asyncio.run(main())
+
+
+class _Intake:
+    """A vhost for ``PublishIntake``: ``q`` takes every publish; the store records who
+    asked for a sync, so a test ends the round when it likes."""
+
+    def __init__(self, q: Any) -> None:
+        self.queues = {"q": q}
+        self.asked: list[Any] = []
+        self.store = SimpleNamespace(request_sync=lambda waiter, logs: self.asked.append(waiter))
+
+    def enqueue(self, queues: Any, msg: Any) -> tuple[bool, set[Any]]:
+        return True, {"qlog"}
+
+
+def test_a_round_that_ends_after_its_link_went_down_confirms_nothing() -> None:
+    """The peer's forwarder nacked everything when the link went down and numbers its
+    publishes from 1 again on the next link: a late "up to N" of the old link's round
+    would confirm the new link's publishes 1..N, stored or not (chaos run: confirmed
+    and lost around pauses and cuts)."""
+    from smartbroker.cluster.forwarding_intake import PublishIntake
+
+    link = Sent()
+    vhost = _Intake(SimpleNamespace())
+    intake = PublishIntake({"/": vhost}, link)  # type: ignore[arg-type]
+    route = Message.build("", "q", b"").exchange_rk_ss
+    intake.on_publish("n1", [(seq, b"/", b"q", route, b"\x00\x00", b"x") for seq in (1, 2, 3)])
+    old = vhost.asked[-1]
+    intake.peer_down("n1")  # the link to n1 went down, its round still waits
+    intake.on_publish("n1", [(1, b"/", b"q", route, b"\x00\x00", b"y")])  # the next link
+    old.synced(old.sync_mark())  # the old round ends now
+    assert [item for _p, _s, item in link.items] == []  # not (3, 0): n1's seq 1..3 are new
+    new = vhost.asked[-1]
+    new.synced(new.sync_mark())
+    assert [item for _p, _s, item in link.items] == [(1, 0)]
+
+
+def test_a_publish_to_a_queue_led_elsewhere_now_is_nacked() -> None:
+    """Forwarded to a leader that lost the queue in a failover (the sender's placement is
+    behind): after the wait it is nacked, never dropped and confirmed."""
+    from smartbroker.cluster import forwarding_intake
+    from smartbroker.cluster.forwarding_intake import PublishIntake
+
+    async def main() -> None:
+        link = Sent()
+        vhost = _Intake(SimpleNamespace(leader="n3"))  # a RemoteQueue: n3 leads it now
+        intake = PublishIntake({"/": vhost}, link)  # type: ignore[arg-type]
+        route = Message.build("", "q", b"").exchange_rk_ss
+        intake.on_publish("n1", [(1, b"/", b"q", route, b"\x00\x00", b"x")])
+        for _ in range(100):
+            if link.items:
+                break
+            await asyncio.sleep(0.01)
+        assert [item for _p, _s, item in link.items] == [(1, 1), (1, 0)]
+
+    wait, forwarding_intake.WAIT_FOR_QUEUE = forwarding_intake.WAIT_FOR_QUEUE, 0.05
+    try:
+        asyncio.run(main())
+    finally:
+        forwarding_intake.WAIT_FOR_QUEUE = wait
