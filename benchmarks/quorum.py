@@ -12,6 +12,8 @@ own measure over the publishing window.
 
     .venv/bin/python benchmarks/quorum.py                       # reps 3, 5 s each
     .venv/bin/python benchmarks/quorum.py --reps 1 --duration 2  # a check that it runs
+    .venv/bin/python benchmarks/quorum.py --rabbitmq amqp://guest:guest@localhost:5672/
+        # also RabbitMQ's quorum queue (one node: a lower bound for three), same scenario
 
 Results go to benchmarks/results/quorum-<date>.json.
 """
@@ -31,7 +33,7 @@ import pika
 from machine import descendants, machine_info
 from replica_cluster import HERE, ReplicaCluster
 from report import summarize
-from runner import Target, build_loadgen, run_once
+from runner import Target, build_loadgen, make_target, run_once
 from scenarios import Scenario, names_for, standard_scenarios
 
 from smartbroker.launcher import BrokerProcess
@@ -79,6 +81,10 @@ def main() -> None:
     p.add_argument("--quiet-max", type=float, default=5,
                    help="seconds to wait for a quiet machine before each run")
     p.add_argument("--out", help="JSON file [benchmarks/results/quorum-<date>.json]")
+    p.add_argument("--rabbitmq", metavar="URL",
+                   help="also run the quorum scenario on this RabbitMQ (one node there: "
+                        "a lower bound for its quorum queues), e.g. "
+                        "amqp://guest:guest@localhost:5672/")
     args = p.parse_args()
     build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="sb-quorum-bench-"))
@@ -88,6 +94,9 @@ def main() -> None:
     cluster = ReplicaCluster(tmp / "cluster", netns=False)
     lg = loadgen_args(args)
     runs: dict[str, list[dict]] = {"classic, one node": [], "quorum, three nodes": []}
+    rabbit = "RabbitMQ quorum, one node"
+    if args.rabbitmq:
+        runs[rabbit] = []
     try:
         single.start()
         cluster.start()
@@ -100,6 +109,11 @@ def main() -> None:
         targets = {"classic, one node": (classic, Target(single.url, "classic", descendants(
                        [single.pid]))),
                    "quorum, three nodes": (quorum, Target(cluster.url("n1"), "quorum", pids))}
+        if args.rabbitmq:
+            with pika.BlockingConnection(pika.URLParameters(args.rabbitmq)) as conn:
+                conn.channel().queue_declare(queue_of(quorum), durable=True,
+                                             arguments=QUORUM_ARGS)
+            targets[rabbit] = (quorum, make_target(args.rabbitmq, "rabbitmq", None))
         for rep in range(1, args.reps + 1):
             for name, (scenario, target) in targets.items():
                 res = run_once(scenario, target, lg)
@@ -120,6 +134,8 @@ def main() -> None:
         for name, r in runs.items()}
     med = {name: out_runs[name]["median"] for name in runs}
     one, three = med["classic, one node"]["deliv_rate"], med["quorum, three nodes"]["deliv_rate"]
+    if args.rabbitmq and med[rabbit]["deliv_rate"] and three:
+        out_runs["quorum_over_rabbitmq_quorum"] = round(three / med[rabbit]["deliv_rate"], 3)
     result = {"benchmark": "quorum", "started": started.isoformat(timespec="seconds"),
               "machine": machine_info(), "command": " ".join(sys.argv), "reps": args.reps,
               "duration_s": args.duration, "replica_set": replica_set, **out_runs,
