@@ -311,8 +311,8 @@ class Channel:
     def sync_failed(self, mark: int) -> None:
         """The store could not fsync: nack what was waiting (the publisher may retry)."""
         waiting = self.sync_waiting
-        while waiting and waiting[0] <= mark:
-            self.nacked.append(waiting.popleft())
+        while waiting and waiting[0] <= mark:  # in order: a later publish may be refused
+            bisect.insort(self.nacked, waiting.popleft())  # already (flush acks up to it)
         self.conn.confirms_pending(self)
 
     def nack_waiting(self, seq: int) -> None:

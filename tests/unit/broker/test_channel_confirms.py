@@ -67,3 +67,17 @@ def test_a_failed_fsync_nacks_what_waited_for_it(conn, ch) -> None:
     assert conn.flush() == [codec.ack_frame(2, 1, False), codec.nack_frame(2, 2, False),
                             codec.nack_frame(2, 3, False)]
 
+
+
+def test_a_failed_sync_nacks_in_order_behind_a_later_refusal(conn, ch) -> None:
+    """A replicated queue's leader steps down: the publishes waiting for its commit are
+    nacked when the round fails, AFTER later ones were already refused at routing. Each
+    is nacked, none covered by an ack multiple sent past it (chaos run: a paused leader's
+    burst was confirmed and lost)."""
+    ch.confirm_settled(1, True, True)
+    ch.confirm_settled(2, True, True)  # waiting for the commit
+    ch.confirm_settled(3, False, False)  # refused: the queue no longer leads
+    mark = ch.sync_mark()
+    ch.sync_failed(mark)
+    assert conn.flush() == [codec.nack_frame(2, 1, False), codec.nack_frame(2, 2, False),
+                            codec.nack_frame(2, 3, False)]
