@@ -182,8 +182,11 @@ class PartitionSpread:
     # -- publish -------------------------------------------------------------------------
     def publish(self, message: Message, store_id: int | None = None) -> PublishResult:
         stream = self.stream
-        node = owner(self.placement, self._partition_of(message, len(stream.logs)))
+        p = self._partition_of(message, len(stream.logs))
+        node = owner(self.placement, p)
         if node == self.node:
+            if self.replicated and stepped_down(stream, p):
+                return REFUSED  # see ``stepped_down``
             return StreamQueue.publish(stream, message, store_id)
         if self.replicated and self.forwarding.forwarder(node) is None:
             return REFUSED  # its leader is down: nacked (sent again once one is elected)
@@ -320,6 +323,18 @@ class PartitionSpread:
             consumer.cancelled_by_broker()
 
 
+def stepped_down(stream: StreamQueue, p: int) -> bool:
+    """Whether this node's copy of replicated partition ``p`` led and no longer does
+    while the placement here still names this node (a leader cut off from etcd, or
+    paused past its lease, does not hear the election elsewhere). A publish is then
+    nacked at once: appended, it would sit in a copy only the new leader's frames may
+    fill, its confirm waiting for an election this node cannot win. A copy that has
+    not had a role yet (just opened) takes publishes: they wait for its election."""
+    copies = getattr(getattr(stream, "replication", None), "copies", None)
+    copy = copies.get(p) if copies else None
+    return copy is not None and copy.settled and not copy.leading
+
+
 def attach(forwarding: QueueForwarding, q: Any) -> Any:
     """Give this node's stream ``q`` the entry points of its spread placement (when it has
     one); returns ``q``. Idempotent: a placement seen again only updates it. A stream of
@@ -376,4 +391,4 @@ def spread_of(q: Any) -> PartitionSpread | None:
 
 
 __all__ = ["PartitionRelay", "PartitionSpread", "RemotePartition", "attach", "led_by", "owner",
-           "spread", "spread_of"]
+           "spread", "spread_of", "stepped_down"]

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiormq
@@ -18,6 +19,8 @@ import pika
 import pytest
 from pamqp.commands import Basic
 
+from smartbroker.cluster.partition_spread import stepped_down
+from smartbroker.cluster.replication.stream_replicas import Copy
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
 
@@ -166,3 +169,17 @@ def test_a_lost_leader_loses_no_confirmed_record(nodes: dict[str, BrokerProcess]
     lost = sorted(confirmed - got)
     assert not lost, f"{len(lost)} confirmed records lost (nacked {publisher.nacked}), " \
                      f"e.g. {lost[:10]}"
+
+
+def test_a_copy_that_stepped_down_refuses_publishes() -> None:
+    """Unit: a copy that led and lost it (its node's placement not yet told) nacks at
+    once; a copy just opened (no role yet) takes publishes, which wait for its election."""
+    copy = Copy(0, None, NAMES, 2)
+    stream = SimpleNamespace(replication=SimpleNamespace(copies={0: copy}))
+    assert not stepped_down(stream, 0)  # just opened
+    copy.settled = copy.leading = True
+    assert not stepped_down(stream, 0)  # leading
+    copy.leading = False
+    assert stepped_down(stream, 0)  # led, then its lease lapsed
+    assert not stepped_down(stream, 1)  # not copied here
+    assert not stepped_down(SimpleNamespace(replication=None), 0)
