@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from smartbroker.cluster.spread_replicas import cluster_size
 from smartbroker.queues.base import PublishResult
 from smartbroker.queues.stream import StreamQueue
+from smartbroker.store.api import StoreUnavailable
 
 if TYPE_CHECKING:
     from smartbroker.cluster.forwarding_node import QueueForwarding
@@ -48,6 +49,7 @@ class PendingPublishes:
         self.held: list[Message] = []
         self.result = PublishResult(True, self)
         self.syncs: list[Any] = []  # the released publishes' own syncs
+        self.refused = 0  # released publishes their target refused (or dropped)
         self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -59,10 +61,16 @@ class PendingPublishes:
 
     async def sync(self) -> None:
         """Once released: every held publish's own sync (fsync here, or the confirm of
-        the node it was forwarded to)."""
+        the node it was forwarded to); a failure if the target refused one of them (a
+        replicated partition whose leader is not reachable yet: a confirm would tell
+        the publisher it is stored). Every waiter (channel) asks for all of them: the
+        held publishes of several channels are released together."""
         await self.released
-        syncs, self.syncs = self.syncs, []
-        for sync in {id(s): s for s in syncs}.values():
+        if self.refused:
+            raise StoreUnavailable(f"{self.refused} publishes to stream "
+                                   f"'{self.stand_in.name}' held for its placement were "
+                                   "refused where it routed them")
+        for sync in {id(s): s for s in self.syncs}.values():
             await sync.sync()
 
     def release(self, target: Any) -> None:
@@ -79,7 +87,9 @@ class PendingPublishes:
             held = []  # deleted meanwhile: dropped, as a publish routed to it then would be
         for message in held:
             result = target.publish(message)
-            if result.sync is not None:
+            if not result.accepted:
+                self.refused += 1
+            elif result.sync is not None:
                 self.syncs.append(result.sync)
         if not self.released.done():
             self.released.set_result(None)

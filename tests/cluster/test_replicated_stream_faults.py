@@ -21,7 +21,10 @@ from pamqp.commands import Basic
 
 from smartbroker.cluster.partition_spread import stepped_down
 from smartbroker.cluster.replication.stream_replicas import Copy
+from smartbroker.cluster.spread_pending import PendingPublishes
 from smartbroker.launcher import BrokerProcess, free_port
+from smartbroker.queues.base import REFUSED, PublishResult
+from smartbroker.store.api import StoreUnavailable
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
 
 NAMES = ("n1", "n2", "n3")
@@ -183,3 +186,35 @@ def test_a_copy_that_stepped_down_refuses_publishes() -> None:
     assert stepped_down(stream, 0)  # led, then its lease lapsed
     assert not stepped_down(stream, 1)  # not copied here
     assert not stepped_down(SimpleNamespace(replication=None), 0)
+
+
+def test_a_held_publish_its_target_refuses_is_nacked() -> None:
+    """Unit: a stream's stand-in held publishes for its placement; released to a
+    replicated partition whose leader is not reachable yet (the target refuses them),
+    their confirm fails, for every channel that waits on them (it was confirmed: lost)."""
+
+    class Target:
+        deleted = closed = False
+
+        def __init__(self) -> None:
+            self.results = [REFUSED, PublishResult(True, None)]
+
+        def publish(self, message: Any) -> PublishResult:
+            return self.results.pop(0)
+
+    async def scenario() -> list[bool]:
+        stand_in = SimpleNamespace(name="s", vhost="/", __dict__={})
+        pending = PendingPublishes(SimpleNamespace(), stand_in)  # type: ignore[arg-type]
+        pending.publish(object())  # type: ignore[arg-type]
+        pending.publish(object())  # type: ignore[arg-type]
+        pending.release(Target())
+        failed = []
+        for _ in range(2):  # two channels' rounds
+            try:
+                await pending.result.sync.sync()
+                failed.append(False)
+            except StoreUnavailable:
+                failed.append(True)
+        return failed
+
+    assert asyncio.run(scenario()) == [True, True]
