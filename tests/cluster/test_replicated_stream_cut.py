@@ -4,7 +4,9 @@ namespaces) while a publisher pipelines confirms through it (benchmarks/chaos.py
 in the stream once the node is healed. The chaos mix mattered: the same channel also
 publishes to a quorum queue that node leads, which refuses at once when its leader
 steps down, while the stream's publishes wait for their commit and fail later; their
-nacks must not fall behind the refusals (an ack multiple went past them). Three real
+nacks must not fall behind the refusals (an ack multiple went past them). A guard: this
+test passed before that fix too (the chaos mix's timing; the unit test in
+tests/unit/broker/test_channel_confirms.py reproduces the bug). Three real
 nodes, one real etcd, aiormq and pika over real sockets; needs root (skips without)."""
 
 from __future__ import annotations
