@@ -116,6 +116,24 @@ class CarryOn:
         self.positions.pop(consumer, None)
         self.waiting.pop(consumer, None)
 
+    def _led_here(self, consumer: Any) -> bool:
+        """Whether the partitions ``consumer`` reads that the placement here puts on
+        this node are led by this node's copies. One that stepped down (a leader paused
+        or cut off past its lease) is still named here until etcd's watch brings the new
+        leader: the consumer waits for that, then reads on through a relay to it (taken
+        for rejoined at once, it stayed a local reader of a copy that serves nothing)."""
+        spread = self.spread
+        copies = getattr(spread.stream.replication, "copies", None)
+        if not copies:
+            return True
+        mine = spread.led_by(spread.node)
+        only = consumer.arguments.get("x-stream-partition")
+        for p in ([only] if isinstance(only, int) else mine):
+            copy = copies.get(p)
+            if p in mine and copy is not None and not copy.leading:
+                return False
+        return True
+
     def _schedule(self, delay: float) -> None:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(delay, self.rejoin)
@@ -130,7 +148,8 @@ class CarryOn:
                 self.forget(consumer)
                 continue
             nodes = spread.needed(consumer.arguments)
-            if any(spread.forwarding.forwarder(n) is None for n in nodes):
+            if any(spread.forwarding.forwarder(n) is None for n in nodes) \
+                    or not self._led_here(consumer):
                 if now > deadline:  # no leader for what it reads: cancelled, as before
                     self.forget(consumer)
                     spread.remove_consumer(consumer)

@@ -26,6 +26,7 @@ from smartbroker.launcher import BrokerProcess, free_port
 from smartbroker.queues.base import REFUSED, PublishResult
 from smartbroker.store.api import StoreUnavailable
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+from tests.cluster.test_replicated_stream_amqp import Follower
 
 NAMES = ("n1", "n2", "n3")
 FAILOVER = 10.0
@@ -218,3 +219,45 @@ def test_a_held_publish_its_target_refuses_is_nacked() -> None:
         return failed
 
     assert asyncio.run(scenario()) == [True, True]
+
+
+def test_consumers_read_on_after_their_paused_leader_resumes(
+        nodes: dict[str, BrokerProcess]) -> None:
+    """A consumer on every node, the leader paused past its lease then resumed: each
+    reads every confirmed record, the one on the old leader's node too (it stayed a
+    local reader of a copy that no longer served anything: its node's placement still
+    named itself when it rejoined, so it never got a relay to the new leader; chaos.py
+    --queues 0 --streams counted those records lost)."""
+    queue = "rs-fault-readers"
+    conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
+    conn.channel().queue_declare(queue, durable=True, arguments={
+        "x-queue-type": "stream", "x-initial-cluster-size": 3})
+    conn.close()
+    old = poll(lambda: leader(nodes["n2"], queue), "the stream's leader")
+    via, other = (n for n in NAMES if n != old)
+    followers = {n: Follower(nodes[n], queue).start() for n in NAMES}
+    publisher = Pipelined(nodes[via], queue)
+    publisher.start()
+    try:
+        poll(lambda: len(publisher.confirmed) >= 300, "300 confirmed before the pause")
+        os.kill(nodes[old].pid, signal.SIGSTOP)
+        try:
+            poll(lambda: leader(nodes[other], queue) not in (None, old),
+                 "a new leader while the old one is paused", FAILOVER + 5)
+        finally:
+            os.kill(nodes[old].pid, signal.SIGCONT)
+        after = len(publisher.confirmed)
+        poll(lambda: len(publisher.confirmed) >= after + 300, "300 more confirmed",
+             FAILOVER + 10)
+    finally:
+        publisher.stop.set()
+        publisher.join(30)
+    wanted = {str(n).encode() for n in publisher.confirmed}
+    missing = {}
+    for name, follower in followers.items():
+        try:
+            poll(lambda f=follower: wanted <= {b for _, b in f.got}, f"{name} reads on")
+        except AssertionError:
+            missing[name] = len(wanted - {b for _, b in follower.got})
+        follower.stop()
+    assert not missing, f"records not read (old leader {old}): {missing}"
