@@ -11,8 +11,11 @@ from typing import Any
 import pika
 import pytest
 
-from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+from smartbroker.launcher import BrokerProcess
+from tests.cluster.node_group import (
+    member_nodes,
+    poll,
+)
 
 NAMES = ("n1", "n2", "n3")
 SOURCE, TARGET = "qdlx-source", "qdlx-target"
@@ -23,15 +26,8 @@ AT_LEAST_ONCE = {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-o
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
-    tmp = tmp_path_factory.mktemp("quorum-dlx")
-    cluster = f"qd-{free_port()}"
-    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
-    try:
-        start_all(procs.values())
-        all_members(procs.values())
+    with member_nodes(tmp_path_factory.mktemp("quorum-dlx"), etcd.endpoint, NAMES) as procs:
         yield procs
-    finally:
-        stop_all(procs.values())
 
 
 def described(node: BrokerProcess, name: str) -> dict[str, Any] | None:

@@ -16,8 +16,12 @@ import pika
 import pika.exceptions
 import pytest
 
-from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+from smartbroker.launcher import BrokerProcess
+from tests.cluster.node_group import (
+    all_members,
+    member_nodes,
+    poll,
+)
 
 NAMES = ("n1", "n2", "n3")
 QUEUE = "rs-amqp-kill"
@@ -26,15 +30,8 @@ FAILOVER = 10.0
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
-    tmp = tmp_path_factory.mktemp("rs-amqp")
-    cluster = f"ra-{free_port()}"
-    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
-    try:
-        start_all(procs.values())
-        all_members(procs.values())
+    with member_nodes(tmp_path_factory.mktemp("rs-amqp"), etcd.endpoint, NAMES) as procs:
         yield procs
-    finally:
-        stop_all(procs.values())
 
 
 class Publisher:

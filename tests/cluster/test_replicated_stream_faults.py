@@ -22,10 +22,14 @@ from pamqp.commands import Basic
 from smartbroker.cluster.partition_spread import stepped_down
 from smartbroker.cluster.replication.stream_replicas import Copy
 from smartbroker.cluster.spread_pending import PendingPublishes
-from smartbroker.launcher import BrokerProcess, free_port
+from smartbroker.launcher import BrokerProcess
 from smartbroker.queues.base import REFUSED, PublishResult
 from smartbroker.store.api import StoreUnavailable
-from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+from tests.cluster.node_group import (
+    all_members,
+    member_nodes,
+    poll,
+)
 from tests.cluster.test_replicated_stream_amqp import Follower
 
 NAMES = ("n1", "n2", "n3")
@@ -34,19 +38,8 @@ FAILOVER = 10.0
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
-    tmp = tmp_path_factory.mktemp("rs-faults")
-    cluster = f"rf-{free_port()}"
-    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
-    try:
-        start_all(procs.values())
-        all_members(procs.values())
+    with member_nodes(tmp_path_factory.mktemp("rs-faults"), etcd.endpoint, NAMES) as procs:
         yield procs
-    finally:
-        for proc in procs.values():
-            if proc.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGCONT)  # a test that failed while it paused
-        stop_all(procs.values())
 
 
 class Pipelined(threading.Thread):

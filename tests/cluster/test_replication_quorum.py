@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import threading
@@ -30,8 +29,14 @@ from pamqp.commands import Basic
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.replication import LogName, election
 from smartbroker.cluster.replication.records import ISR, IsrRecord
-from smartbroker.launcher import BrokerProcess, free_port
-from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
+from smartbroker.launcher import BrokerProcess
+from tests.cluster.node_group import (
+    all_members,
+    member_nodes,
+    poll,
+    start_all,
+    stop_all,
+)
 
 NAMES = ("n1", "n2", "n3")
 QUORUM = {"x-queue-type": "quorum"}
@@ -41,19 +46,8 @@ FAILOVER = 10.0  # seconds: the issue's bound with the default timeouts (tests u
 
 @pytest.fixture(scope="module")
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
-    tmp = tmp_path_factory.mktemp("quorum-replicated")
-    cluster = f"q-{free_port()}"
-    procs = {n: cluster_node(tmp, n, etcd.endpoint, cluster) for n in NAMES}
-    try:
-        start_all(procs.values())
-        all_members(procs.values())  # members are the nodes up at the declare
+    with member_nodes(tmp_path_factory.mktemp("quorum-replicated"), etcd.endpoint, NAMES) as procs:
         yield procs
-    finally:
-        for proc in procs.values():
-            if proc.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGCONT)  # a test that failed while it paused
-        stop_all(procs.values())
 
 
 def connect(node: BrokerProcess) -> pika.BlockingConnection:
