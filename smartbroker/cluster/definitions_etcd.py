@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +64,9 @@ class EtcdDefinitionStore:
         self._raw: asyncio.Future[int] | None = None  # the view's future pending() bounds
         self._bounded: asyncio.Future[int] | None = None
         self._callbacks: list[Callable[[DefinitionChange], None]] = []
+        # once the node links to others: pending() also waits until they applied it
+        # (cluster/definitions_seen.py), as RabbitMQ's -ok comes after every node has it
+        self.seen: Callable[[int], Awaitable[None]] | None = None
         self.view.subscribe(self._changed)
 
     async def open(self) -> EtcdDefinitionStore:
@@ -103,7 +106,7 @@ class EtcdDefinitionStore:
             return None
         bounded = self._bounded
         if self._raw is not last or bounded is None or bounded.done():
-            bounded = self._bounded = _bounded(last, self.timeout)
+            bounded = self._bounded = _bounded(last, self.timeout, self.seen)
             self._raw = last
         return bounded
 
@@ -286,9 +289,11 @@ def _to_exclusive(b: BindingDef, exclusive: set[tuple[str, str]]) -> bool:
     return b.destination_type == "queue" and (b.vhost, b.destination) in exclusive
 
 
-def _bounded(future: asyncio.Future[int], seconds: float) -> asyncio.Future[int]:
+def _bounded(future: asyncio.Future[int], seconds: float,
+             seen: Callable[[int], Awaitable[None]] | None = None) -> asyncio.Future[int]:
     """``future``'s outcome, or TimeoutError after ``seconds`` (``future`` itself is left
-    alone: the writer still resolves it, and other waiters may still need it)."""
+    alone: the writer still resolves it, and other waiters may still need it). With
+    ``seen``, a committed revision is given once ``seen(revision)`` returned."""
     loop = asyncio.get_running_loop()
     out: asyncio.Future[int] = loop.create_future()
 
@@ -300,6 +305,16 @@ def _bounded(future: asyncio.Future[int], seconds: float) -> asyncio.Future[int]
 
     timer = loop.call_later(seconds, expire)
 
+    def give(revision: int) -> None:
+        if not out.done():
+            out.set_result(revision)
+
+    def given(revision: int, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("waiting for the other nodes to apply revision %d failed: %r",
+                      revision, exc)
+        give(revision)
+
     def settle(done: asyncio.Future[int]) -> None:
         timer.cancel()
         if out.done():
@@ -308,8 +323,12 @@ def _bounded(future: asyncio.Future[int], seconds: float) -> asyncio.Future[int]
             out.cancel()
         elif (exc := done.exception()) is not None:
             out.set_exception(exc)
+        elif seen is None:
+            give(done.result())
         else:
-            out.set_result(done.result())
+            revision = done.result()
+            task = loop.create_task(seen(revision))
+            task.add_done_callback(lambda t: given(revision, t))
 
     future.add_done_callback(settle)
     out.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "not retrieved"

@@ -118,6 +118,10 @@ class ClusterNode:
             from smartbroker.cluster.exclusive_queues import apply_at_start  # the others'
 
             apply_at_start(self.definitions, self.definitions_sync, self.name)
+            from smartbroker.cluster.definitions_seen import DefinitionsSeen  # -ok when all have it
+
+            self.definitions.seen = DefinitionsSeen(self.link, self.definitions.view,
+                                                    self.definitions_sync).everywhere
         self.membership.record = dataclasses.replace(
             self.membership.record, amqp_port=amqp, http_port=http, kafka_port=kafka,
             cluster_port=self.link.port)

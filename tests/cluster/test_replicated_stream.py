@@ -131,8 +131,8 @@ def test_a_deleted_replicated_topic_leaves_no_replica_records(
     admin.create_topics([NewTopic("rs-gone", num_partitions=2, replication_factor=3)]
                         )["rs-gone"].result(TIMEOUT)
     ids = [broker_id(n) for n in NAMES]
-    poll(lambda: replica_sets(nodes["n1"], "rs-gone") is not None
-         and all(sorted(isr) == sorted(ids) for _, _, isr in replica_sets(nodes["n1"], "rs-gone")),
+    poll(lambda: (found := replica_sets(nodes["n1"], "rs-gone")) is not None
+         and all(sorted(isr) == sorted(ids) for _, _, isr in found),
          "both partitions in sync on three nodes")
     admin.delete_topics(["rs-gone"])["rs-gone"].result(TIMEOUT)
     for name in NAMES:

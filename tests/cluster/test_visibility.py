@@ -82,6 +82,28 @@ def test_declared_on_one_node_is_found_at_once_on_another(nodes: dict[str, Broke
             ch.connection.close()
 
 
+def test_a_binding_made_on_one_node_routes_publishes_of_another_at_once(
+        nodes: dict[str, BrokerProcess]) -> None:
+    """bind-ok means every node routes through the binding (RabbitMQ's -ok comes once the
+    whole cluster has it): a mandatory publish made on another node right after it is
+    routed, never returned unroutable (celery's remote-control replies did this)."""
+    binder, publisher = channel(nodes["v1"]), channel(nodes["v2"])
+    publisher.confirm_delivery()
+    try:
+        publisher.exchange_declare("vis-route", "direct")
+        for i in range(ROUNDS):
+            queue = f"vis-route-{i}"
+            binder.queue_declare(queue, auto_delete=True)
+            binder.queue_bind(queue, "vis-route", routing_key=queue)
+            # confirmed, or UnroutableError had the binding not been there
+            publisher.basic_publish("vis-route", queue, b"m", mandatory=True)
+            assert binder.queue_declare(queue, passive=True).method.message_count == 1
+            binder.queue_delete(queue)
+    finally:
+        for ch in (binder, publisher):
+            ch.connection.close()
+
+
 def test_a_real_404_is_answered_quickly(nodes: dict[str, BrokerProcess]) -> None:
     """A queue that exists nowhere: one etcd read and the 404, not a wait of seconds."""
     ch = channel(nodes["v2"])

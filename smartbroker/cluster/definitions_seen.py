@@ -1,0 +1,69 @@
+"""A definition change is answered -ok once every linked node has applied it.
+
+Why: RabbitMQ answers declare-ok and bind-ok after the change is in every node's copy
+of the metadata, so a client may bind on node 2 and have a publish made on node 1 a
+moment later route through that binding (celery's remote control does exactly this: its
+reply queue is bound on the client's node, the worker replies from its own). Here a
+change reaches the other nodes through their etcd watches a few milliseconds after etcd
+took it, and a publish routed in between was dropped as unroutable.
+
+So after etcd committed a change at revision R, the writer asks each node it has a link
+to (``METHOD``, R) and answers -ok once all replied. A node replies when its definitions
+view has applied R and the broker has taken the changes (or after ``WAIT``: a paused or
+lagging node delays -ok by at most that, never fails it). A node without a link (down,
+cut off) is not waited for: it reads everything again from etcd when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import Any
+
+from smartbroker.cluster.link_peer import CallError, PeerDown
+
+log = logging.getLogger("smartbroker.cluster")
+
+METHOD = "defs.seen"
+WAIT = 1.0  # seconds a node waits for its watch before it answers anyway
+_CHECK = 0.002  # seconds between two looks (the watch has no per-revision wake-up)
+_REVISION = struct.Struct(">Q")
+
+
+class DefinitionsSeen:
+    """``await everywhere(revision)``; serves the other nodes' ``METHOD`` calls."""
+
+    def __init__(self, link: Any, view: Any, sync: Any) -> None:
+        """``view``: the definitions' ``WatchedPrefix``; ``sync``: ``DefinitionsSync``."""
+        self.link = link
+        self.view = view
+        self.sync = sync
+        link.on_call(METHOD, self._answer)
+
+    def applied(self, revision: int) -> bool:
+        return self.view.revision >= revision and not self.sync.busy
+
+    async def everywhere(self, revision: int) -> None:
+        """Every linked node applied ``revision`` (or was given ``WAIT`` to)."""
+        peers = self.link.peers()
+        if not peers:
+            return
+        payload = _REVISION.pack(revision)
+        answers = await asyncio.gather(
+            *(self.link.call(peer, METHOD, payload, WAIT + 1.0) for peer in peers),
+            return_exceptions=True)
+        for peer, answer in zip(peers, answers, strict=True):
+            if isinstance(answer, (PeerDown, CallError, TimeoutError)):
+                log.debug("node %s did not confirm definitions revision %d: %s", peer,
+                          revision, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+
+    async def _answer(self, peer: str, payload: bytes) -> bytes:
+        (revision,) = _REVISION.unpack(payload)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not self.applied(revision) and loop.time() < deadline:
+            await asyncio.sleep(_CHECK)
+        return b""
