@@ -31,9 +31,10 @@ import struct
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from smartbroker.broker import durable_recovery
+from smartbroker.broker import confirm_rounds, durable_recovery
+from smartbroker.broker.confirm_rounds import Waiter as SyncWaiter
 from smartbroker.message import Message
 from smartbroker.protocol import codec
 from smartbroker.store.api import StoreUnavailable
@@ -134,12 +135,6 @@ def decode_marks(data: bytes) -> tuple[bytes, str, str, tuple[int, ...]]:
     (count,) = _u32.unpack_from(data, pos)
     offsets = struct.unpack_from(f"<{count}Q", data, pos + 4)
     return kind.upper(), vhost, queue, offsets
-
-
-class SyncWaiter(Protocol):
-    def sync_mark(self) -> int: ...
-    def synced(self, mark: int) -> None: ...
-    def sync_failed(self, mark: int) -> None: ...
 
 
 class MessageStore:
@@ -304,38 +299,24 @@ class MessageStore:
 
     async def _serve(self, waiter: SyncWaiter) -> None:
         """Release ``waiter`` round after round, each time once the logs it asked for are
-        synced. One task per waiter, not one for the node: a log that cannot commit (a
+        synced (``confirm_rounds``: a replicated log's commit overlaps the next rounds).
+        One task per waiter, not one for the node: a log that cannot commit (a
         replicated queue short of in-sync replicas) holds back only the waiters that
         wrote to it, never every other channel's confirms. Each log's own group commit
         still shares one fsync among every waiter asking at the same time."""
         try:
-            while True:
-                logs = self._wanted.pop(waiter, None)
-                if not logs:
-                    return
-                if self._marks:
-                    self._write_marks()  # a transaction's acks are covered by its fsync
-                mark = waiter.sync_mark()
-                fsynced = []
-                for lg in logs:  # streams' transient publishes need the OS, not the disk
-                    if getattr(lg, "written_only", False):
-                        lg.write_out()
-                    else:
-                        fsynced.append(lg)
-                try:
-                    if len(fsynced) == 1:
-                        await fsynced[0].sync()
-                    elif fsynced:
-                        await asyncio.gather(*(lg.sync() for lg in fsynced))
-                except Exception as exc:  # noqa: BLE001 - not known stored: nack, never a dead task
-                    self._sync_failed(exc)
-                    waiter.sync_failed(mark)
-                    continue
-                waiter.synced(mark)
+            await confirm_rounds.serve(waiter, lambda: self._next_round(waiter),
+                                       self._sync_failed)
         finally:
             del self._serving[waiter]
 
-    def _sync_failed(self, exc: Exception) -> None:
+    def _next_round(self, waiter: SyncWaiter) -> set[Any] | None:
+        logs = self._wanted.pop(waiter, None)
+        if logs and self._marks:
+            self._write_marks()  # a transaction's acks are covered by its fsync
+        return logs
+
+    def _sync_failed(self, exc: BaseException) -> None:
         """One log line per failure and second, however many publishers it nacks."""
         now = time.monotonic()
         if now - self._sync_failure_logged >= 1.0:

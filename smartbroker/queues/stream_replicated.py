@@ -70,13 +70,32 @@ class CommittedSync:
     async def sync(self) -> None:
         """AMQP confirms (``MessageStore.request_sync``): everything appended so far."""
         last = self.local.next_offset - 1
-        await self.local.sync()
-        await self._commit(last, None)
+        await self._both(self.local.sync(), last, None)
+
+    def begin(self) -> tuple[Awaitable[Any], asyncio.Future[None]]:
+        """A confirm round in two parts (``broker/confirm_rounds.py``): the local fsync of
+        everything appended so far, and its commit by the replica set, already waited
+        for, which the round's release awaits while the next rounds go on."""
+        last = self.local.next_offset - 1
+        return self.local.sync(), asyncio.ensure_future(self._commit(last, None))
 
     async def wait_durable(self, offset: int) -> None:
         """Kafka acks=all: up to ``offset``, within ``COMMIT_TIMEOUT``."""
-        await self.local.wait_durable(offset)
-        await self._commit(offset, COMMIT_TIMEOUT)
+        await self._both(self.local.wait_durable(offset), offset, COMMIT_TIMEOUT)
+
+    async def _both(self, local: Awaitable[Any], offset: int, timeout: float | None) -> None:
+        """The local fsync and the replica set's commit, waited for side by side: one
+        after the other, a confirm round was the leader's fsync (started only when the
+        round began) plus what was left of the followers' round trip, and a channel's
+        next round waits for this one (36% more msg/s on three nodes, see
+        docs/performance.md)."""
+        commit = asyncio.ensure_future(self._commit(offset, timeout))
+        try:
+            await local
+        except BaseException:
+            commit.cancel()
+            raise
+        await commit
 
     async def _commit(self, offset: int, timeout: float | None) -> None:
         if offset < 0:
