@@ -10,8 +10,9 @@ took it, and a publish routed in between was dropped as unroutable.
 So after etcd committed a change at revision R, the writer asks each node it has a link
 to (``METHOD``, R) and answers -ok once all replied. A node replies when its definitions
 view has applied R and the broker has taken the changes (or after ``WAIT``: a paused or
-lagging node delays -ok by at most that, never fails it). A node without a link (down,
-cut off) is not waited for: it reads everything again from etcd when it comes back.
+lagging node delays -ok by at most that, never fails it). A node without a link, or
+whose link has been silent for two heartbeats (down, paused, cut off), is not waited
+for: it reads everything again from etcd when it comes back.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ class DefinitionsSeen:
 
     async def everywhere(self, revision: int) -> None:
         """Every linked node applied ``revision`` (or was given ``WAIT`` to)."""
-        peers = self.link.peers()
+        peers = [peer for peer in self.link.peers() if self.link.lively(peer)]
         if not peers:
             return
         payload = _REVISION.pack(revision)
         answers = await asyncio.gather(
-            *(self.link.call(peer, METHOD, payload, WAIT + 1.0) for peer in peers),
+            *(self.link.call(peer, METHOD, payload, WAIT + 0.5) for peer in peers),
             return_exceptions=True)
         for peer, answer in zip(peers, answers, strict=True):
             if isinstance(answer, (PeerDown, CallError, TimeoutError)):

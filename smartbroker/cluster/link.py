@@ -164,6 +164,13 @@ class ClusterLink:
     def peers(self) -> list[str]:
         return sorted(self._links)
 
+    def lively(self, peer: str) -> bool:
+        """The link to ``peer`` carried something within the last two heartbeats (a
+        paused or cut-off peer keeps its link for ``missed_heartbeats`` more)."""
+        link = self._links.get(peer)
+        return link is not None and (link.received or
+                                     self.loop.time() - link.last_heard <= 2 * self.heartbeat)
+
     async def wait_connected(self, peer: str, timeout: float = 10.0) -> None:
         if peer in self._links:
             return
