@@ -33,8 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smartbroker.cluster.etcd_process import EtcdProcess
+import pytest
+
+from smartbroker.cluster.etcd_process import EtcdProcess, etcd_binary
 from smartbroker.launcher import BrokerProcess
+from tests.cluster.node_group import all_members, start_all, stop_all
 
 OWNER = "sbnet"  # every namespace this module makes is named sbnet-<pid>-<tag>-<role>
 CLUSTER_NET, CLIENT_NET = "10.231", "10.232"
@@ -246,3 +249,26 @@ def netns_node(net: Network, tmp: Path, name: str, etcd: str, cluster: str, *,
                          # guest from the client link, which is not loopback
                          env={"SMARTBROKER_CLUSTER_LEASE_TTL": "3",
                               "SMARTBROKER_LOOPBACK_USERS": "[]", **(env or {})}, **kwargs)
+
+
+@contextlib.contextmanager
+def netns_cluster(tmp: Path, names: Sequence[str], prefix: str
+                  ) -> Iterator[tuple[Network, dict[str, BrokerProcess]]]:
+    """Nodes ``names`` in namespaces of their own and their etcd, every node seeing every
+    node up before the block (a test heals what it cut); skips the test without etcd or
+    network namespaces (not root)."""
+    if etcd_binary() is None:
+        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
+    try:
+        check_available()
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    with network() as net, netns_etcd(net, tmp / "etcd") as etcd:
+        cluster = f"{prefix}-{secrets.token_hex(4)}"
+        procs = [netns_node(net, tmp, name, etcd.endpoint, cluster) for name in names]
+        try:
+            start_all(procs)
+            all_members(procs)
+            yield net, {proc.node_name or "": proc for proc in procs}
+        finally:
+            stop_all(procs)

@@ -19,17 +19,9 @@ import pika
 import pytest
 from pamqp.commands import Basic
 
-from smartbroker.cluster.etcd_process import etcd_binary
 from smartbroker.launcher import BrokerProcess
-from tests.cluster.netns import (
-    NetnsUnavailable,
-    Network,
-    check_available,
-    netns_etcd,
-    netns_node,
-    network,
-)
-from tests.cluster.node_group import all_members, poll, start_all, stop_all
+from tests.cluster.netns import Network, netns_cluster
+from tests.cluster.node_group import all_members, poll
 
 NAMES = ("pm1", "pm2", "pm3")
 PERSISTENT = Basic.Properties(delivery_mode=2)
@@ -40,22 +32,8 @@ def cut_cluster(tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[tuple[Network, dict[str, BrokerProcess]]]:
     """Three nodes in namespaces of their own and their etcd, every node seeing every
     node up before any test (and again after each: a test heals what it cut)."""
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
-    try:
-        check_available()
-    except NetnsUnavailable as exc:
-        pytest.skip(str(exc))
-    tmp = tmp_path_factory.mktemp("partition")
-    with network() as net, netns_etcd(net, tmp / "etcd") as etcd:
-        cluster = f"pm-{uuid.uuid4().hex[:8]}"
-        procs = [netns_node(net, tmp, name, etcd.endpoint, cluster) for name in NAMES]
-        try:
-            start_all(procs)
-            all_members(procs)
-            yield net, {proc.node_name or "": proc for proc in procs}
-        finally:
-            stop_all(procs)
+    with netns_cluster(tmp_path_factory.mktemp("partition"), NAMES, "pm") as cluster:
+        yield cluster
 
 
 def running_nodes(proc: BrokerProcess) -> set[str]:

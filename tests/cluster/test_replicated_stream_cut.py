@@ -22,17 +22,9 @@ import pika
 import pytest
 from pamqp.commands import Basic
 
-from smartbroker.cluster.etcd_process import etcd_binary
 from smartbroker.launcher import BrokerProcess
-from tests.cluster.netns import (
-    NetnsUnavailable,
-    Network,
-    check_available,
-    netns_etcd,
-    netns_node,
-    network,
-)
-from tests.cluster.node_group import all_members, poll, start_all, stop_all
+from tests.cluster.netns import Network, netns_cluster
+from tests.cluster.node_group import all_members, poll
 from tests.cluster.test_partition_minority import (
     PERSISTENT,
     drain,
@@ -46,22 +38,8 @@ NAMES = ("sc1", "sc2", "sc3")
 @pytest.fixture(scope="module")
 def cut_cluster(tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[tuple[Network, dict[str, BrokerProcess]]]:
-    if etcd_binary() is None:
-        pytest.skip("no etcd binary on PATH (Debian: apt-get install etcd-server)")
-    try:
-        check_available()
-    except NetnsUnavailable as exc:
-        pytest.skip(str(exc))
-    tmp = tmp_path_factory.mktemp("stream-cut")
-    with network() as net, netns_etcd(net, tmp / "etcd") as etcd:
-        cluster = f"sc-{uuid.uuid4().hex[:8]}"
-        procs = [netns_node(net, tmp, name, etcd.endpoint, cluster) for name in NAMES]
-        try:
-            start_all(procs)
-            all_members(procs)
-            yield net, {proc.node_name or "": proc for proc in procs}
-        finally:
-            stop_all(procs)
+    with netns_cluster(tmp_path_factory.mktemp("stream-cut"), NAMES, "sc") as cluster:
+        yield cluster
 
 
 def read_all(node: BrokerProcess, queue: str, wanted: set[str]) -> set[str]:
