@@ -30,6 +30,7 @@ from smartbroker.cluster.spread_replicas import members_after
 from smartbroker.queues import quorum_replicated
 from smartbroker.queues.base import QueueSpec
 from smartbroker.queues.quorum import QuorumQueue
+from smartbroker.queues.quorum_hold import CommitHold
 from smartbroker.queues.quorum_log import QuorumLog, directory
 from smartbroker.queues.types import queue_type
 
@@ -66,12 +67,41 @@ class Replica:
         self.replicated: Any = None
         self.ready = asyncio.Event()
         self.stale = False  # its queue object here stopped leading: rebuilt if it leads again
+        self.hold: CommitHold | None = None  # the leading queue's enqueues not committed
+        self._waiting: asyncio.Future[None] | None = None  # hw passed, commit did not
         qlog.on_written = self.appended
 
     def opened(self, replicated: Any) -> None:
         self.replicated = replicated
+        replicated.on_high_watermark.append(self.hw_moved)
         self.ready.set()
         replicated.appended()
+
+    @property
+    def committed_end(self) -> int:
+        """The high watermark known here: a new leader's rebuilt entries from it on wait."""
+        return 0 if self.replicated is None else self.replicated.high_watermark
+
+    def hw_moved(self, hw: int) -> None:
+        """The leader's high watermark moved (once per batch of acks): the held enqueues
+        below it go into the queue if it is a commit, i.e. enough in-sync replicas and a
+        valid lease (``Leader.ready``); else they wait for the commit's release."""
+        hold = self.hold
+        if hold is None or not hold.count or hold.first >= hw:
+            return
+        leading = self.replicated.leading
+        if leading is None:
+            return
+        if leading.ready(hw - 1):
+            hold.release(hw)
+        elif self._waiting is None:  # too few in sync (a rare state): one waiter
+            fut = self._waiting = leading.wait(hold.last)
+            fut.add_done_callback(lambda f: self._committed(f, leading, hold))
+
+    def _committed(self, fut: asyncio.Future[None], leading: Any, hold: CommitHold) -> None:
+        self._waiting = None
+        if not fut.cancelled() and fut.exception() is None and self.hold is hold:
+            hold.release(leading.hw)  # NotLeader: the queue object was released
 
     async def committed(self, offset: int) -> None:
         if self.replicated is None:
@@ -114,7 +144,10 @@ class QuorumReplicas:
         replica = self._open(q.vhost, q.name, placement)
         if replica is not None and isinstance(q, QuorumQueue) \
                 and placement.leader == self.forwarding.node:
-            count = quorum_replicated.lead(q, replica.qlog, replica.committed)
+            count = quorum_replicated.lead(q, replica.qlog, replica.committed,
+                                           replica.committed_end)
+            if count >= 0:
+                replica.hold = q.hold
             if count > 0:
                 log.info("quorum queue '%s' in vhost '%s' led here: %d message(s) from its log",
                          q.name, q.vhost, count)

@@ -62,6 +62,7 @@ from smartbroker.queues.ready import ReadyList
 from smartbroker.queues.settings import QueueSettings
 
 if TYPE_CHECKING:
+    from smartbroker.queues.quorum_hold import CommitHold
     from smartbroker.queues.quorum_log import QuorumLog
 
 # rabbit_quorum_queue:capabilities() queue_arguments (3.10.8)
@@ -123,6 +124,8 @@ class QuorumQueue(ClassicQueue):
         self.own_log: QuorumLog | None = None
         self.own_result: PublishResult | None = None
         self.led = False  # it wrote to its own log once (then never a stand-in)
+        # replicated: enqueues not committed yet, kept out of the ready list (quorum_hold)
+        self.hold: CommitHold | None = None
         self.dlx_worker: DeadLetterWorker | None = None  # at-least-once, once needed
         self._overdue: set[QueueEntry] = set()  # expired behind the head: wait for it
 
@@ -141,10 +144,13 @@ class QuorumQueue(ClassicQueue):
     def _held(self) -> tuple[int, int]:
         """What reject-publish limits count: the ready messages and those waiting for
         at-least-once dead-lettering (rabbit_fifo:is_over_limit)."""
-        ready, worker = self.ready, self.dlx_worker
+        ready, worker, hold = self.ready, self.dlx_worker, self.hold
+        count, nbytes = ready.count, ready.bytes
+        if hold is not None:
+            count, nbytes = count + hold.count, nbytes + hold.bytes
         if worker is None:
-            return ready.count, ready.bytes
-        return ready.count + worker.count, ready.bytes + worker.bytes
+            return count, nbytes
+        return count + worker.count, nbytes + worker.bytes
 
     def _publish(self, message: Message, store_id: int | None) -> PublishResult:
         own = self.own_result
@@ -169,11 +175,42 @@ class QuorumQueue(ClassicQueue):
         if qlog is None:  # it led and no longer does (quorum_replicated.release)
             return REFUSED
         sid = qlog.enqueue(self.vhost, (self.name,), message)
+        hold = self.hold
+        if hold is not None:  # into the queue once committed (CommitHold.release)
+            hold.add(sid, message)
+            return own
         result = super().publish(message, sid)
         if not result.accepted:
             qlog.forget(self.vhost, self.name, sid)
             return result
         return own
+
+    @property
+    def message_count(self) -> int:
+        """Ready messages, with the enqueues not committed yet: what the queue accepted
+        (its publishers' confirms are on their way), as queue.declare-ok and /api/queues
+        count them."""
+        hold = self.hold
+        return self.ready.count if hold is None else self.ready.count + hold.count
+
+    @property
+    def message_bytes(self) -> int:
+        hold = self.hold
+        return self.ready.bytes if hold is None else self.ready.bytes + hold.bytes
+
+    message_bytes_ready = message_bytes
+
+    def purge(self) -> int:
+        """The enqueues not committed yet go too: a purge applies after them in the log."""
+        count = super().purge()
+        hold = self.hold
+        if hold is None or not hold.count:
+            return count
+        store = self.host.store
+        offsets = hold.take()
+        for offset in offsets:
+            store.forget(self.vhost, self.name, offset)
+        return count + len(offsets)
 
     @property
     def settings(self) -> QueueSettings:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.queues.base import PublishResult
+from smartbroker.queues.quorum_hold import CommitHold
 from smartbroker.queues.stream_replicated import CommittedSync
 
 if TYPE_CHECKING:
@@ -45,9 +46,13 @@ class OwnStore:
         return getattr(self._host, name)
 
 
-def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
+def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed,
+         committed_end: int | None = None) -> int:
     """Make ``queue`` keep its messages in ``qlog``, rebuilt from it; returns how many
-    messages it recovered (-1: it leads with this log already)."""
+    messages it recovered (-1: it leads with this log already). ``committed_end``: the
+    replica set's high watermark as known here; given, enqueues wait in a
+    ``CommitHold`` until committed (the rebuilt ones from that offset on too), and the
+    caller releases them (None: into the queue at once, for tools and unit tests)."""
     if queue.own_log is qlog:
         return -1  # leads already
     queue.uses_store = False  # the vhost no longer writes its messages to the shared store
@@ -58,13 +63,21 @@ def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed) -> int:
     queue.own_result = PublishResult(True, CommittedSync(qlog, committed, name))
     qlog.leading = True
     queue.wake = _dispatching_wake(queue)
+    queue.hold = hold = None if committed_end is None else CommitHold(queue)
     entries = qlog.recover()
+    if entries and hold is not None and committed_end is not None:
+        held = [rec for rec in entries
+                if rec.offset >= committed_end and rec.dead_reason is None]
+        if held:
+            hold.hold_recovered(held)
+            entries = [rec for rec in entries
+                       if rec.offset < committed_end or rec.dead_reason is not None]
     if entries:
         queue.restore(entries)
         for entry in queue.ready:  # the flag alone: x-delivery-count stays the log's
             entry.redelivered = True
         queue.dispatch()
-    return len(entries)
+    return len(entries) + (0 if hold is None else hold.count)
 
 
 def _dispatching_wake(queue: QuorumQueue) -> Callable[[Any], None]:
@@ -120,5 +133,8 @@ def release(queue: QuorumQueue) -> None:
     qlog = getattr(queue, "own_log", None)  # None: a proxy, or never led here
     if qlog is not None:
         qlog.leading = False
+        hold, queue.hold = queue.hold, None
+        if hold is not None:  # not applied here: the next leader rebuilds what committed
+            hold.close()
         queue.host = OwnStore(getattr(queue.host, "_host", queue.host), Detached(qlog))  # type: ignore[arg-type]
         queue.own_log = None  # its publishes are nacked from now on
