@@ -359,6 +359,8 @@ def _spread(forwarding: QueueForwarding, q: StreamQueue, placement: Placement) -
     if isinstance(current, PartitionSpread):
         current.placement = placement
         current.replicated = any(len(m) > 1 for m in placement.partition_members)
+        if current.replicated and current.carry is None:  # its first replicas added
+            current.carry = CarryOn(current)
         if current.carry is not None:
             current.carry.rejoin()  # consumers waiting for a new leader
         return

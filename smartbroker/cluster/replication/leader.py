@@ -88,6 +88,8 @@ class Leader:
             self._ship()
         except (OSError, ValueError) as exc:  # a read of the log failed: the tick retries
             log.warning("shipping %s failed: %s", self.rlog.id, exc)
+        if len(self.in_sync()) == 1:  # in sync alone: no ack will move the high watermark
+            self.advance()
 
     def _ship(self) -> None:
         rlog, link = self.rlog, self.ctx.link
