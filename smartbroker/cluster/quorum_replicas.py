@@ -69,6 +69,7 @@ class Replica:
         self.stale = False  # its queue object here stopped leading: rebuilt if it leads again
         self.hold: CommitHold | None = None  # the leading queue's enqueues not committed
         self._waiting: asyncio.Future[None] | None = None  # hw passed, commit did not
+        self._lapsed = False  # ``serving`` found the lease lapsed: a step-down is due
         qlog.on_written = self.appended
 
     def opened(self, replicated: Any) -> None:
@@ -102,6 +103,26 @@ class Replica:
         self._waiting = None
         if not fut.cancelled() and fut.exception() is None and self.hold is hold:
             hold.release(leading.hw)  # NotLeader: the queue object was released
+
+    def serving(self) -> bool:
+        """Whether the queue led here may deliver now (``QuorumQueue.serves``): not once
+        this node's lease has lapsed by its own clock, which the core's tick may not have
+        seen yet (a node resumed from a pause reads its sockets first); the step-down
+        follows at once, in its own callback (not inside the queue's dispatch)."""
+        replicated = self.replicated
+        leading = None if replicated is None else replicated.leading
+        if leading is None or leading.lease_ok():
+            return True  # before the first election here: as it accepts, it delivers
+        if not self._lapsed:
+            self._lapsed = True
+            asyncio.get_running_loop().call_soon(self._step_down, leading)
+        return False
+
+    def _step_down(self, leading: Any) -> None:
+        self._lapsed = False
+        replicated = self.replicated
+        if replicated is not None and replicated.leading is leading and not leading.lease_ok():
+            replicated.step_down("its lease lapsed")
 
     async def committed(self, offset: int) -> None:
         if self.replicated is None:
@@ -145,7 +166,7 @@ class QuorumReplicas:
         if replica is not None and isinstance(q, QuorumQueue) \
                 and placement.leader == self.forwarding.node:
             count = quorum_replicated.lead(q, replica.qlog, replica.committed,
-                                           replica.committed_end)
+                                           replica.committed_end, replica.serving)
             if count >= 0:
                 replica.hold = q.hold
             if count > 0:

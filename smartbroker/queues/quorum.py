@@ -124,6 +124,8 @@ class QuorumQueue(ClassicQueue):
         self.own_log: QuorumLog | None = None
         self.own_result: PublishResult | None = None
         self.led = False  # it wrote to its own log once (then never a stand-in)
+        # replicated: whether this node's leadership still holds (``serves``)
+        self.serving: Callable[[], bool] | None = None
         # replicated: enqueues not committed yet, kept out of the ready list (quorum_hold)
         self.hold: CommitHold | None = None
         self.dlx_worker: DeadLetterWorker | None = None  # at-least-once, once needed
@@ -330,14 +332,33 @@ class QuorumQueue(ClassicQueue):
         if not overdue and "dispatch" in self.__dict__:
             del self.dispatch
 
+    def dispatch(self) -> None:
+        if self.led and not self.serves():
+            return
+        ClassicQueue.dispatch(self)
+
+    def serves(self) -> bool:
+        """Whether a replicated queue's object led here may hand out messages now: not
+        once it stopped leading (``quorum_replicated.release``: the new leader gives them
+        out, flagged), nor once this node's lease has lapsed by its own clock though the
+        core has not stepped down yet (``serving``): a node resumed from a pause reads its
+        sockets before its lease check runs, and a consumer's ack there handed the next
+        ready message, delivered already by the new leader, out again unflagged."""
+        if self.own_log is None:
+            return False
+        serving = self.serving
+        return serving is None or serving()
+
     def get(self, no_ack: bool = False) -> QueueEntry | None:
+        if self.led and not self.serves():
+            return None
         entry = super().get(no_ack)
         if self._overdue:
             self._expire_head()
         return entry
 
     def _dispatch_then_expire(self) -> None:
-        ClassicQueue.dispatch(self)
+        QuorumQueue.dispatch(self)
         self._expire_head()
 
     def add_consumer(self, consumer: Consumer) -> None:

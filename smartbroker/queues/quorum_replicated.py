@@ -47,18 +47,21 @@ class OwnStore:
 
 
 def lead(queue: QuorumQueue, qlog: QuorumLog, committed: Committed,
-         committed_end: int | None = None) -> int:
+         committed_end: int | None = None, serving: Callable[[], bool] | None = None) -> int:
     """Make ``queue`` keep its messages in ``qlog``, rebuilt from it; returns how many
     messages it recovered (-1: it leads with this log already). ``committed_end``: the
     replica set's high watermark as known here; given, enqueues wait in a
     ``CommitHold`` until committed (the rebuilt ones from that offset on too), and the
-    caller releases them (None: into the queue at once, for tools and unit tests)."""
+    caller releases them (None: into the queue at once, for tools and unit tests).
+    ``serving``: whether this node's leadership still holds, asked before every
+    dispatch (``QuorumQueue.serves``)."""
     if queue.own_log is qlog:
         return -1  # leads already
     queue.uses_store = False  # the vhost no longer writes its messages to the shared store
     queue.host = OwnStore(getattr(queue.host, "_host", queue.host), qlog)
     queue.own_log = qlog
     queue.led = True  # for good: what it holds is the log's, never forwarded elsewhere
+    queue.serving = serving
     name = f"quorum queue '{queue.name}' in vhost '{queue.vhost}'"
     queue.own_result = PublishResult(True, CommittedSync(qlog, committed, name))
     qlog.leading = True
