@@ -13,6 +13,7 @@ Resumed, the followers catch up, and the consumer gets both messages, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -102,8 +103,6 @@ def test_a_message_reaches_its_consumer_only_once_committed(
         assert ch.queue_declare(QUEUE, passive=True).method.message_count == 0
     finally:
         consumer.close()
-        try:
+        with contextlib.suppress(pika.exceptions.AMQPError):
             ch.queue_delete(QUEUE)
-        except pika.exceptions.AMQPError:
-            pass
         conn.close()
