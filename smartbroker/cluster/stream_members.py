@@ -15,7 +15,17 @@ its copy when its placement names it (``stream_replicas``); a leader named in
   partition 0 rewrites that log's record in the same transaction;
 - a member that leads the partition (or, for partition 0, the offsets log) is asked to
   hand over first: a transfer key on a short lease of the caller's, so a caller that
-  dies leaves nothing behind.
+  dies leaves nothing behind;
+- a stream declared without replicas (``x-initial-cluster-size`` 1, Kafka's
+  ``replication.factor`` 1) gains its first one the same way: ``read_stream`` shows each
+  partition as a replica set of one, its owner, in sync (what it is), and the first
+  change writes its ISR records (the owner alone in sync: the new member must catch up
+  before it may be elected), the placement's ``partitions`` and ``partition_members``
+  (one list per partition, the others' of one member) in the same transaction, which
+  compares the placement and each ISR key (absent, or a stale one from a deleted
+  namesake, overwritten). The owner's node then leads its partitions' logs with the data
+  where it is; the new member copies it as any follower catches up. Partition 0 goes
+  first: its replica set also holds the stream's group offsets.
 
 Shared by the CLI (imported when a command runs) and the Kafka front end of a cluster
 node; it never imports either. Errors are ``ReplicaError`` with a ``kind`` each caller
@@ -32,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smartbroker.cluster import definitions_keys as dk
-from smartbroker.cluster.etcd_client import Put
+from smartbroker.cluster.etcd_client import Delete, Put
 from smartbroker.cluster.membership import KNOWN, NODES
 from smartbroker.cluster.placement import key as placement_key
 from smartbroker.cluster.replication.records import (
@@ -106,6 +116,7 @@ class StreamState:
     logs: dict[int | None, LogState] = field(default_factory=dict)  # None: group offsets
     up: set[str] = field(default_factory=set)
     known: set[str] = field(default_factory=set)
+    unreplicated: bool = False  # declared without replicas: none was ever added
 
     def describe(self, partition: int | None = None) -> str:
         where = "" if partition is None else f" partition {partition}"
@@ -133,6 +144,9 @@ class StreamState:
         logs = [self.partition(p)]
         if p == 0 and None in self.logs:
             logs.append(self.logs[None])
+        elif p != 0 and self.unreplicated:
+            raise ReplicaError(f"{self.describe()} has no replicas yet: add one to partition "
+                               "0 first (its replicas also hold the group offsets)")
         return logs
 
     def check_node(self, node: str, *, running: bool) -> None:
@@ -155,9 +169,13 @@ async def read_stream(etcd: Any, vhost: str, stream: str) -> StreamState:
                            "stream", UNKNOWN)
     data = _json(found[0].value) or {}
     state = StreamState(vhost, stream, data, found[0].mod_revision)
-    if not state.partition_members:  # a replicated stream's always has them
-        raise ReplicaError(f"{state.describe()} has no replica set (declared with "
-                           "x-initial-cluster-size 1, or on a single node)")
+    if not state.partition_members:  # never replicated: each partition on its owner alone
+        owners = _names(data.get("partitions")) or _names([data.get("leader")])
+        if not owners:
+            raise ReplicaError(f"{state.describe()}: its placement names no node", BUSY)
+        state.placement = {**data, "partitions": owners,
+                           "partition_members": [[o] for o in owners]}
+        state.unreplicated = True
     base = LogName(vhost, stream).id
     leaders: dict[str, str] = {}
     for kv in (await etcd.range(LEADER + base))[0]:
@@ -170,11 +188,28 @@ async def read_stream(etcd: Any, vhost: str, stream: str) -> StreamState:
         if name is None or record is None or (name.vhost, name.queue) != (vhost, stream):
             continue  # another stream whose encoded name starts with this one's
         state.logs[name.partition] = LogState(name, record, kv.mod_revision, leaders.get(text))
+    _never_replicated(state)
     up, _ = await etcd.range(NODES)
     known, _ = await etcd.range(KNOWN)
     state.up = {kv.key[len(NODES):].decode(errors="replace") for kv in up}
     state.known = {kv.key[len(KNOWN):].decode(errors="replace") for kv in known}
     return state
+
+
+def _never_replicated(state: StreamState) -> None:
+    """The partitions (and group offsets) never replicated get the ISR record they would
+    have: their one member, its owner, in sync. It does not exist yet (revision 0: the
+    change creates it), or, on a stream declared without replicas, it is a deleted
+    namesake's left behind (overwritten at its revision)."""
+    parts = state.partition_members
+    logs = state.logs
+    for p, members in [*enumerate(parts), (None, parts[0] if parts else [])]:
+        found = logs.get(p)
+        if len(members) != 1 or (found is not None and not state.unreplicated):
+            continue
+        record = {"members": list(members), "isr": list(members), "epoch": 0}
+        logs[p] = LogState(LogName(state.vhost, state.stream, p), record,
+                           found.revision if found is not None else 0, None)
 
 
 async def set_members(etcd: Any, state: StreamState, p: int, members: list[str],
@@ -192,6 +227,8 @@ async def set_members(etcd: Any, state: StreamState, p: int, members: list[str],
                   "isr": [n for n in one.isr if n in members]}
         ops.append(Put(key, _encode(record)))
         revisions[key] = one.revision
+        if one.revision == 0 or state.unreplicated:  # a first replica: no leader yet, and
+            ops.append(Delete(LEADER + one.name.id))  # none left by a deleted namesake
     parts = state.partition_members
     parts[p] = list(members)
     where = placement_key(state.vhost, state.stream)

@@ -17,7 +17,8 @@ Permissions, as Kafka's: ALTER on the cluster (an ``administrator``, ``authz``) 
 change, DESCRIBE on the cluster (access to the Kafka vhost) for the list; otherwise
 CLUSTER_AUTHORIZATION_FAILED. Errors per partition are Kafka's:
 UNKNOWN_TOPIC_OR_PARTITION, INVALID_REPLICA_ASSIGNMENT (an empty list, a broker twice,
-a broker that is not registered, a stream without replicas), INVALID_REPLICATION_FACTOR
+a broker that is not registered, another partition than 0 of a topic without replicas
+yet), INVALID_REPLICATION_FACTOR
 (v1's ``allow_replication_factor_change`` false and another size),
 NO_REASSIGNMENT_IN_PROGRESS (a cancel with none under way).
 """
@@ -138,7 +139,9 @@ class Reassignments:
             if request.api_version >= 1 else True
         results: dict[tuple[str, int], tuple[int, str | None]] = {}
         for topic in body.topics:
-            for part in topic.partitions:
+            # partition 0 first: a topic without replicas gains them there first (its
+            # replicas hold the group offsets: cluster/stream_members.py)
+            for part in sorted(topic.partitions, key=lambda one: one.partition_index):
                 replicas = None if part.replicas is None else list(part.replicas)
                 try:
                     await self.reassigner.alter(topic.name, part.partition_index, replicas,

@@ -44,6 +44,7 @@ log = logging.getLogger("smartbroker.stream")
 RESUME = "x-stream-resume"
 Committed = Callable[[int], Awaitable[Any]]  # ReplicatedLog.committed
 COMMIT_TIMEOUT = 30.0  # Kafka's request.timeout.ms default: acks=all gives up after it
+NO_LIMIT = 1 << 62  # a partition of a replicated stream that has one replica: read freely
 
 
 class NotCommitted(StoreUnavailable):
@@ -112,11 +113,13 @@ class CommittedSync:
                                leader_lost=True) from exc
 
 
-def replicate(stream: StreamQueue, replication: Any) -> None:
+def replicate(stream: StreamQueue, replication: Any, limits: list[int] | None = None) -> None:
     """``stream`` is replicated: every partition unreadable until ``lead`` or ``advance``
-    says otherwise (a follower's copy is served by its leader's node)."""
+    says otherwise (a follower's copy is served by its leader's node), unless ``limits``
+    says where each starts (a stream gaining its first replicas: what it served stays
+    readable, ``NO_LIMIT`` for a partition still on one node)."""
     if stream.limits is None:
-        stream.limits = [0] * len(stream.logs)
+        stream.limits = [0] * len(stream.logs) if limits is None else limits
     stream.replication = replication
 
 
@@ -210,6 +213,6 @@ def reload_offsets(stream: StreamQueue) -> None:
     book.offsets, book.extra = fresh.offsets, fresh.extra
 
 
-__all__ = ["RESUME", "CommittedSync", "NotCommitted", "advance", "confirm_through",
+__all__ = ["NO_LIMIT", "RESUME", "CommittedSync", "NotCommitted", "advance", "confirm_through",
            "decode_positions", "encode_positions", "follow", "lead", "reload_offsets",
            "replicate", "resume"]

@@ -30,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.partition_spread import spread_of
-from smartbroker.cluster.replication import stream_copy_files, stream_offsets
+from smartbroker.cluster.replication import stream_copy_files, stream_limits, stream_offsets
 from smartbroker.cluster.replication.records import LogName
 from smartbroker.cluster.replication.replicated_log import FOLLOWER_ROLE, LEADER_ROLE
 from smartbroker.cluster.spread_replicas import OFFSETS, replicated
@@ -120,7 +121,11 @@ class StreamCopies:
         replication = self.owner.replication
         if replication is None:
             return
+        if stream.limits is None:  # what this node served without replicas stays readable
+            stream_replicated.replicate(stream, self, stream_limits.initial(
+                stream, placement, node, stream in self.owner.served))
         stream_replicated.replicate(stream, self)
+        stream_limits.follow(stream, placement, node, self.copies)
         if self._appended not in stream.on_append:  # a publish nobody awaits ships too
             stream.on_append.append(self._appended)
         wanted: list[tuple[int | str, Any, tuple[str, ...]]] = []
@@ -157,7 +162,7 @@ class StreamCopies:
             except Exception as exc:  # noqa: BLE001 - one line, the files go anyway
                 log.warning("closing removed replica %s failed: %s", part, exc)
             self.owner.spawn(stream_copy_files.wipe(self, part))
-        for p in range(len(self.stream.logs)):  # a copy left from before a restart
+        for p in range(len(placement.partition_members)):  # a copy left from a restart
             if node not in placement.replicas(p) and p not in self.copies \
                     and self.stream.logs[p].next_offset > 0 and self.stream.limits is not None:
                 self.owner.spawn(stream_copy_files.wipe(self, p))
@@ -227,6 +232,7 @@ class StreamCopies:
             if leading:
                 stream_replicated.lead(stream, part, copy.replicated.committed,
                                        copy.replicated.high_watermark)
+                copy.replicated.appended()  # the high watermark now (an ISR of one: its end)
                 stream_offsets.serve_partition(self, part)
             else:
                 stream_replicated.follow(stream, part)
@@ -308,6 +314,8 @@ class StreamReplicas:
         self._tasks: set[asyncio.Task[Any]] = set()
         # group offsets committed on nodes that do not lead them
         self.offsets_link = stream_offsets.OffsetsLink(self)
+        # streams held here while not replicated (``stream_limits``: a first replica added)
+        self.served: weakref.WeakSet[StreamQueue] = weakref.WeakSet()
 
     @property
     def replication(self) -> Any:
@@ -326,6 +334,8 @@ class StreamReplicas:
             return q
         placement = self.forwarding.placement.get(q.vhost, q.name)
         if not replicated(placement):
+            if placement is not None:
+                self.served.add(q)
             return q
         key = (q.vhost, q.name)
         found = self.streams.get(key)
@@ -349,6 +359,10 @@ class StreamReplicas:
             if found is not None:
                 found.close(forget=True)
             return
+        found = self.streams.get((vhost, name))
+        if found is not None and found.stream is not q:  # swapped for a proxy: no copy here
+            del self.streams[(vhost, name)]
+            found.close()
         self.attach(q)
 
     def attach_all(self, vhosts: Any) -> None:
