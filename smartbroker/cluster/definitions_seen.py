@@ -9,7 +9,9 @@ took it, and a publish routed in between was dropped as unroutable.
 
 So after etcd committed a change at revision R, the writer asks each node it has a link
 to (``METHOD``, R) and answers -ok once all replied. A node replies when its definitions
-view has applied R and the broker has taken the changes (or after ``WAIT``: a paused or
+view has applied R and the broker has taken the changes (a write that changed nothing
+made no watch event: after ``ASK_AFTER`` it reads the newest revision etcd holds under
+the prefix and waits for that instead), or after ``WAIT`` (a paused or
 lagging node delays -ok by at most that, never fails it). A node without a link, or
 whose link has been silent for two heartbeats (down, paused, cut off), is not waited
 for: it reads everything again from etcd when it comes back.
@@ -22,6 +24,7 @@ import logging
 import struct
 from typing import Any
 
+from smartbroker.cluster.etcd_client import EtcdUnavailable
 from smartbroker.cluster.link_peer import CallError, PeerDown
 
 log = logging.getLogger("smartbroker.cluster")
@@ -29,15 +32,18 @@ log = logging.getLogger("smartbroker.cluster")
 METHOD = "defs.seen"
 WAIT = 1.0  # seconds a node waits for its watch before it answers anyway
 _CHECK = 0.002  # seconds between two looks (the watch has no per-revision wake-up)
+ASK_AFTER = 0.02  # seconds without the revision before etcd is asked what it holds
 _REVISION = struct.Struct(">Q")
 
 
 class DefinitionsSeen:
     """``await everywhere(revision)``; serves the other nodes' ``METHOD`` calls."""
 
-    def __init__(self, link: Any, view: Any, sync: Any) -> None:
-        """``view``: the definitions' ``WatchedPrefix``; ``sync``: ``DefinitionsSync``."""
+    def __init__(self, link: Any, view: Any, sync: Any, etcd: Any) -> None:
+        """``view``: the definitions' ``WatchedPrefix``; ``sync``: ``DefinitionsSync``;
+        ``etcd``: the node's ``EtcdClient``."""
         self.link = link
+        self.etcd = etcd
         self.view = view
         self.sync = sync
         link.on_call(METHOD, self._answer)
@@ -65,6 +71,16 @@ class DefinitionsSeen:
         (revision,) = _REVISION.unpack(payload)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT
+        ask = loop.time() + ASK_AFTER
         while not self.applied(revision) and loop.time() < deadline:
-            await asyncio.sleep(_CHECK)
+            if loop.time() < ask:
+                await asyncio.sleep(_CHECK)
+                continue
+            ask = deadline  # once: a write that changed nothing (a delete of a missing
+            try:  # key) made no event to wait for; what etcd holds now is the bound
+                newest = await asyncio.wait_for(self.etcd.newest(self.view.root),
+                                                max(deadline - loop.time(), 0.001))
+            except (TimeoutError, EtcdUnavailable):
+                break
+            revision = min(revision, newest)
         return b""

@@ -121,7 +121,7 @@ class ClusterNode:
             from smartbroker.cluster.definitions_seen import DefinitionsSeen  # -ok when all have it
 
             self.definitions.seen = DefinitionsSeen(self.link, self.definitions.view,
-                                                    self.definitions_sync).everywhere
+                                                    self.definitions_sync, self.etcd).everywhere
         self.membership.record = dataclasses.replace(
             self.membership.record, amqp_port=amqp, http_port=http, kafka_port=kafka,
             cluster_port=self.link.port)
