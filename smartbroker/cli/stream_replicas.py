@@ -1,7 +1,8 @@
 """``smartbroker streams add-replica|delete-replica``: RabbitMQ's ``rabbitmq-streams
-add_replica|delete_replica``, for each partition of a replicated stream (all by default,
+add_replica|delete_replica``, for each partition of a stream (all by default,
 ``--partition N`` for one), on the records in etcd (``cluster/stream_members.py``), so
-they work whichever nodes are up.
+they work whichever nodes are up. A stream declared without replicas gains its first ones
+this way (partition 0 first: the default order).
 
 The new replica catches up and joins the ISR on its own (the partition's leader ships
 its log); a replica that leads is asked to hand over to one in sync first. Each
@@ -18,7 +19,7 @@ from smartbroker.cli.cluster import ClusterNameOpt, EtcdOpt, connect_etcd, run_e
 from smartbroker.cli.common import CliError, handle_errors
 
 VhostArg = Annotated[str, typer.Argument(help="The stream's vhost")]
-StreamArg = Annotated[str, typer.Argument(help="The replicated stream")]
+StreamArg = Annotated[str, typer.Argument(help="The stream")]
 NodeArg = Annotated[str, typer.Argument(help="The node's name")]
 PartitionOpt = Annotated[int | None, typer.Option(
     "--partition", min=0, help="Only this partition (default: every partition)")]

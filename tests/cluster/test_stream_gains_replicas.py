@@ -260,3 +260,44 @@ def _owners(nodes: Nodes, queue: str) -> list[str] | None:
         return nodes.state(queue).placement["partitions"]
     except Exception:  # noqa: BLE001 - not placed yet
         return None
+
+
+def test_kafka_topic_of_factor_one_moves_to_another_node(nodes: Nodes) -> None:
+    """kafka-reassign-partitions' usual move: a topic's only replica goes to another
+    broker (copied there first, then the leadership and the old replica leave)."""
+    topic = "gains-move"
+    admin = AdminClient({"bootstrap.servers": nodes.procs["n1"].kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]
+                        )[topic].result(TIMEOUT)
+    owner = poll(lambda: _members(nodes, topic), f"{topic} placed")[0]
+    producer = Producer({"bootstrap.servers": nodes.bootstrap, "acks": "all"})
+    acked: dict[bytes, int] = {}
+    for i in range(100):
+        producer.produce(topic, value=f"v{i}".encode(),
+                         on_delivery=lambda err, msg: acked.update({msg.value(): msg.offset()}))
+    assert producer.flush(TIMEOUT) == 0 and len(acked) == 100
+    to = next(n for n in NAMES if n != owner)
+    reassigner = KafkaAdminClient(bootstrap_servers=nodes.bootstrap)
+    try:
+        tp = KafkaTopicPartition(topic, 0)
+        assert reassigner.alter_partition_reassignments({tp: [broker_id(to)]}) == {tp: None}
+        poll(lambda: reassigner.list_partition_reassignments() == {}, "the move done",
+             timeout=TIMEOUT)
+    finally:
+        reassigner.close()
+    state = nodes.state(topic)
+    assert state.partition(0).members == [to] and state.partition(0).leader == to
+    for i in range(100, 150):
+        producer.produce(topic, value=f"v{i}".encode(),
+                         on_delivery=lambda err, msg: acked.update({msg.value(): msg.offset()}))
+    assert producer.flush(TIMEOUT) == 0 and len(acked) == 150
+    consumer = Consumer({"bootstrap.servers": nodes.bootstrap, "group.id": "gains-move",
+                         "enable.auto.commit": False})
+    got: dict[bytes, int] = {}
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        poll(lambda: _drain(consumer, got) >= len(acked), f"{len(acked)} records",
+             timeout=TIMEOUT)
+    finally:
+        consumer.close()
+    assert got == acked and sorted(acked.values()) == list(range(150))
