@@ -30,7 +30,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from smartbroker.cluster import link_codec
 from smartbroker.cluster.link_codec import ChannelSpec
-from smartbroker.cluster.link_peer import LEFT, STOPPING, CallError, PeerConnection, PeerDown
+from smartbroker.cluster.link_peer import (
+    LEFT,
+    STALLED,
+    STOPPING,
+    CallError,
+    PeerConnection,
+    PeerDown,
+)
 from smartbroker.cluster.link_protocol import Role
 
 __all__ = ["CallError", "ClusterLink", "PeerDown"]
@@ -78,6 +85,9 @@ class ClusterLink:
         self._next_id = 0
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self.ticked = self.loop.time()  # when the heartbeat tick last ran (``stalled``)
+        # whether this node's membership lease may have expired (link_setup: its deadline)
+        self.lease_lapsed: Callable[[], bool] = lambda: False
         self._closing = False
 
     # -- registration --------------------------------------------------------------------
@@ -308,11 +318,26 @@ class ClusterLink:
             link.abort("closed: no handshake within "
                        f"{self.handshake_timeout:g} s", warn=True)
 
+    def stalled(self, link: PeerConnection) -> bool:
+        """This node's loop stood still (SIGSTOP, a frozen host: its tick over two
+        heartbeats late) past its membership lease, and ``link`` is older than that: the
+        peers may have given this node up meanwhile and taken back what they had sent on
+        it (a relayed delivery handed to another consumer, flagged), so the link is closed
+        unread, as they closed it or are about to. ``data_received`` asks this before it
+        reads; ``_tick`` closes them all if it runs first (uvloop runs due timers first
+        when a stopped process resumes)."""
+        return (self.loop.time() - self.ticked > 2 * self.heartbeat
+                and link.opened_at < self.ticked and self.lease_lapsed())
+
     def _tick(self) -> None:
         """Heartbeats: send one on a link that was quiet; close a link that has been
         silent for ``missed_heartbeats`` ticks."""
         self._ticker = self.loop.call_later(self.heartbeat, self._tick)
         now = self.loop.time()
+        stood_still, self.ticked = now - self.ticked > 2 * self.heartbeat, now
+        if stood_still and self.lease_lapsed():  # see ``stalled``
+            for link in list(self._open):
+                link.abort(STALLED, warn=True)
         for link in list(self._links.values()):
             if not link.ready:  # closed (by the peer, say); connection_lost is on its way
                 continue

@@ -38,6 +38,7 @@ NOT_IMPLEMENTED = 540  # no handler for the method (AMQP's NOT_IMPLEMENTED)
 INTERNAL_ERROR = 541  # the handler failed unexpectedly (AMQP's INTERNAL_ERROR)
 STOPPING = "node stopping"
 LEFT = "the node left the cluster"
+STALLED = "closed unread: this node stood still past its membership lease"
 ORDERLY = frozenset({STOPPING, LEFT})  # closes that are no one's fault: logged at INFO
 
 
@@ -73,7 +74,7 @@ class PeerConnection(asyncio.Protocol):
         self.received = True  # bytes arrived since the last heartbeat tick
         self.sent = False  # bytes written since the last heartbeat tick
         self.paused = False  # the transport's buffer is over its high-water mark
-        self.last_heard = link.loop.time()
+        self.last_heard = self.opened_at = link.loop.time()
         self.was_up = False  # it became the link to its peer
         self._dirty = False
         self._waiters: list[asyncio.Future[None]] = []
@@ -96,6 +97,10 @@ class PeerConnection(asyncio.Protocol):
         self.flush()  # our HELLO
 
     def data_received(self, data: bytes) -> None:
+        link = self.link
+        if link.loop.time() - link.ticked > 2 * link.heartbeat and link.stalled(self):
+            self.abort(STALLED, warn=True)
+            return
         self.received = True
         conn = self.conn
         conn.receive_data(data)

@@ -31,6 +31,7 @@ async def start_link(node: str, cluster: str, host: str, port: int, configured_s
 
     link = await ClusterLink(node, cluster, secret, host=host, port=port,
                              resolve=resolve).start()
+    link.lease_lapsed = lambda: link.loop.time() >= membership.lease_deadline
     follow(link, membership)
     return link
 

@@ -102,3 +102,66 @@ def test_a_resumed_leader_delivers_nothing_more(nodes: dict[str, BrokerProcess])
     finally:
         feed_conn.close()
         held.close()
+
+
+def test_a_resumed_node_drops_what_its_stale_link_carried(nodes: dict[str, BrokerProcess]) -> None:
+    """The other shape of the same symptom: a consumer on another node than the leader,
+    whose deliveries are relayed. The leader relays committed messages to it while its
+    node is paused, then gives up on the silent link and gives them to a consumer
+    elsewhere, flagged; the resumed node must not hand the relayed copies, still in its
+    socket, to its client as first deliveries. (Its node is not a member here: a paused
+    member holds the commits, so nothing would be relayed to it meanwhile.)"""
+    queue = "qd-relayed"
+    conn = connect(nodes["n1"])
+    try:
+        conn.channel().queue_declare(queue, durable=True, arguments={
+            "x-queue-type": "quorum", "x-queue-leader-locator": "client-local",
+            "x-quorum-initial-group-size": 2})
+    finally:
+        conn.close()
+    found = poll(lambda: all((d := described(n, queue)) is not None
+                             and len(d.get("online", ())) == 2 for n in nodes.values())
+                 and described(nodes["n1"], queue), "two members online everywhere")
+    leader, members = found["leader"], found["members"]
+    other = next(n for n in members if n != leader)
+    paused = next(n for n in NAMES if n not in members)
+    held = connect(nodes[paused])  # its deliveries are relayed from the leader
+    held_ch = held.channel()
+    held_ch.basic_qos(prefetch_count=10)
+    seen: list[tuple[bytes, bool, int]] = []
+    held_ch.basic_consume(queue, lambda _c, m, _p, b: seen.append((b, m.redelivered,
+                                                                   m.delivery_tag)))
+    held.process_data_events(time_limit=0.5)  # subscribed at the leader, with credit
+    feed_conn = connect(nodes[other])
+    feed = feed_conn.channel()
+    feed.confirm_delivery()
+    try:
+        os.kill(nodes[paused].pid, signal.SIGSTOP)
+        try:
+            for i in range(3):  # relayed to the paused node: they wait in its socket
+                feed.basic_publish("", queue, str(i).encode())
+            # the leader gives up on the silent link: back to the queue, flagged, and
+            # to a consumer on the third node, which acks them
+            got = drain(nodes[other], queue, 3)
+            assert sorted(n for n, _ in got) == [0, 1, 2]
+            assert all(redelivered for _, redelivered in got), got
+        finally:
+            os.kill(nodes[paused].pid, signal.SIGCONT)
+        feed.basic_publish("", queue, b"after")
+        acked = 0
+
+        def came() -> bool:
+            nonlocal acked
+            held.process_data_events(time_limit=0.05)
+            for _body, _r, tag in seen[acked:]:
+                held_ch.basic_ack(tag)
+            acked = len(seen)
+            return any(body == b"after" for body, _r, _t in seen)
+
+        poll(came, "a new message for the consumer on the resumed node", timeout=FAILOVER)
+        again = [(body, redelivered) for body, redelivered, _t in seen if body != b"after"]
+        assert all(redelivered for _, redelivered in again), \
+            f"delivered again without redelivered=true: {again}"
+    finally:
+        feed_conn.close()
+        held.close()
