@@ -220,6 +220,9 @@ class StreamCopies:
             if leading:
                 book.log = self.real_offsets
                 stream_replicated.reload_offsets(stream)
+                unsent, self.detached.pending = self.detached.pending, {}
+                if unsent:  # committed here while another node led them (or no one did)
+                    stream_offsets.apply_records(book, list(unsent.items()), write=True)
                 for p, led in list(self.copies.items()):
                     if isinstance(p, int) and led.leading:
                         stream_offsets.resume_groups(stream, p)
