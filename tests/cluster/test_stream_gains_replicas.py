@@ -61,6 +61,13 @@ class Nodes:
             return all(lg is not None and lg.leader and len(lg.isr) == size for lg in logs)
         poll(done, f"{stream}: {size} replicas in sync", timeout=TIMEOUT)
 
+    def replica_keys(self, stream: str) -> list[bytes]:
+        async def one() -> list[bytes]:
+            async with EtcdClient(self.endpoint, self.name) as etcd:
+                found, _ = await etcd.range("replica/")
+                return [kv.key for kv in found if f"/%2F/{stream}".encode() in kv.key]
+        return asyncio.run(one())
+
     def restart(self, name: str) -> None:
         self.procs[name].start()
         all_members(self.procs.values())
@@ -253,6 +260,11 @@ def test_refusals_then_a_spread_stream_gains_a_replica_everywhere(nodes: Nodes) 
          "every replica in sync", timeout=TIMEOUT)
     got = read(nodes.procs["n3"], queue, len(bodies))
     assert sorted(body for _, body in got) == sorted(bodies)
+
+    conn = pika.BlockingConnection(pika.URLParameters(nodes.procs["n2"].url))
+    conn.channel().queue_delete(queue)
+    conn.close()
+    poll(lambda: not nodes.replica_keys(queue), "its replica records deleted with it")
 
 
 def _owners(nodes: Nodes, queue: str) -> list[str] | None:
