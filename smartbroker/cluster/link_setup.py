@@ -31,7 +31,8 @@ async def start_link(node: str, cluster: str, host: str, port: int, configured_s
 
     link = await ClusterLink(node, cluster, secret, host=host, port=port,
                              resolve=resolve).start()
-    link.lease_lapsed = lambda: link.loop.time() >= membership.lease_deadline
+    # (no deadline yet: this node has not joined, its peers hold nothing of it)
+    link.lease_lapsed = lambda: 0 < membership.lease_deadline <= link.loop.time()
     follow(link, membership)
     return link
 
