@@ -320,22 +320,25 @@ class ClusterLink:
 
     def stalled(self, link: PeerConnection) -> bool:
         """This node's loop stood still (SIGSTOP, a frozen host: its tick over two
-        heartbeats late) past its membership lease, and ``link`` is older than that: the
-        peers may have given this node up meanwhile and taken back what they had sent on
-        it (a relayed delivery handed to another consumer, flagged), so the link is closed
-        unread, as they closed it or are about to. ``data_received`` asks this before it
-        reads; ``_tick`` closes them all if it runs first (uvloop runs due timers first
-        when a stopped process resumes)."""
-        return (self.loop.time() - self.ticked > 2 * self.heartbeat
-                and link.opened_at < self.ticked and self.lease_lapsed())
+        heartbeats late) past its membership lease or its peers' heartbeat patience, and
+        ``link`` is older than that: the peers may have given this node up meanwhile and
+        taken back what they had sent on it (a relayed delivery handed to another
+        consumer, flagged), so the link is closed unread, as they closed it or are about
+        to. ``data_received`` asks this before it reads; ``_tick`` closes them all if it
+        runs first (uvloop runs due timers first when a stopped process resumes)."""
+        return link.opened_at < self.ticked and self._given_up(self.loop.time() - self.ticked)
+
+    def _given_up(self, late: float) -> bool:
+        return late > 2 * self.heartbeat and (late > self.heartbeat * self.missed_heartbeats
+                                              or self.lease_lapsed())
 
     def _tick(self) -> None:
         """Heartbeats: send one on a link that was quiet; close a link that has been
         silent for ``missed_heartbeats`` ticks."""
         self._ticker = self.loop.call_later(self.heartbeat, self._tick)
         now = self.loop.time()
-        stood_still, self.ticked = now - self.ticked > 2 * self.heartbeat, now
-        if stood_still and self.lease_lapsed():  # see ``stalled``
+        late, self.ticked = now - self.ticked, now
+        if self._given_up(late):  # see ``stalled``
             for link in list(self._open):
                 link.abort(STALLED, warn=True)
         for link in list(self._links.values()):

@@ -38,7 +38,7 @@ NOT_IMPLEMENTED = 540  # no handler for the method (AMQP's NOT_IMPLEMENTED)
 INTERNAL_ERROR = 541  # the handler failed unexpectedly (AMQP's INTERNAL_ERROR)
 STOPPING = "node stopping"
 LEFT = "the node left the cluster"
-STALLED = "closed unread: this node stood still past its membership lease"
+STALLED = "closed unread: this node stood still, its peers may have given it up"
 ORDERLY = frozenset({STOPPING, LEFT})  # closes that are no one's fault: logged at INFO
 
 
