@@ -85,7 +85,7 @@ class ClusterLink:
         self._next_id = 0
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self.ticked = self.loop.time()  # when the heartbeat tick last ran (``stalled``)
+        self.ticked = self.loop.time()  # when the heartbeat tick last ran (``given_up``)
         # whether this node's membership lease may have expired (link_setup: its deadline)
         self.lease_lapsed: Callable[[], bool] = lambda: False
         self._closing = False
@@ -318,29 +318,32 @@ class ClusterLink:
             link.abort("closed: no handshake within "
                        f"{self.handshake_timeout:g} s", warn=True)
 
-    def stalled(self, link: PeerConnection) -> bool:
-        """This node's loop stood still (SIGSTOP, a frozen host: its tick over two
-        heartbeats late) past its membership lease or its peers' heartbeat patience, and
-        ``link`` is older than that: the peers may have given this node up meanwhile and
-        taken back what they had sent on it (a relayed delivery handed to another
-        consumer, flagged), so the link is closed unread, as they closed it or are about
-        to. ``data_received`` asks this before it reads; ``_tick`` closes them all if it
-        runs first (uvloop runs due timers first when a stopped process resumes)."""
-        return link.opened_at < self.ticked and self._given_up(self.loop.time() - self.ticked)
-
-    def _given_up(self, late: float) -> bool:
-        return late > 2 * self.heartbeat and (late > self.heartbeat * self.missed_heartbeats
-                                              or self.lease_lapsed())
+    def given_up(self, link: PeerConnection, quiet: float) -> bool:
+        """Whether the peer may have given this node up while ``link`` was silent for
+        ``quiet`` seconds, over two heartbeats: this node's membership lease lapsed
+        meanwhile (SIGSTOP, a frozen host, a network cut: the others see it leave once
+        etcd expires the lease), or its loop stood still longer than the peers'
+        heartbeat patience. The peer then
+        took back what it had sent on the link (a relayed delivery handed to another
+        consumer, flagged), so the link is closed unread, as the peer closed it or is
+        about to. ``data_received`` asks this before it reads; ``_tick`` asks it too, as
+        it may run first (uvloop runs due timers first when a stopped process resumes)."""
+        if quiet <= 2 * self.heartbeat:
+            return False
+        return self.lease_lapsed() or (link.opened_at < self.ticked and self.loop.time()
+                                       - self.ticked > self.heartbeat * self.missed_heartbeats)
 
     def _tick(self) -> None:
         """Heartbeats: send one on a link that was quiet; close a link that has been
         silent for ``missed_heartbeats`` ticks."""
         self._ticker = self.loop.call_later(self.heartbeat, self._tick)
         now = self.loop.time()
-        late, self.ticked = now - self.ticked, now
-        if self._given_up(late):  # see ``stalled``
-            for link in list(self._open):
+        late = now - self.ticked  # over a heartbeat: this node stood still
+        for link in list(self._open):  # what it received came before that
+            quiet = late - self.heartbeat if link.received else now - link.last_heard
+            if quiet > 2 * self.heartbeat and self.given_up(link, quiet):
                 link.abort(STALLED, warn=True)
+        self.ticked = now
         for link in list(self._links.values()):
             if not link.ready:  # closed (by the peer, say); connection_lost is on its way
                 continue

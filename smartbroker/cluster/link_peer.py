@@ -38,7 +38,7 @@ NOT_IMPLEMENTED = 540  # no handler for the method (AMQP's NOT_IMPLEMENTED)
 INTERNAL_ERROR = 541  # the handler failed unexpectedly (AMQP's INTERNAL_ERROR)
 STOPPING = "node stopping"
 LEFT = "the node left the cluster"
-STALLED = "closed unread: this node stood still, its peers may have given it up"
+STALLED = "closed unread: its peer may have given this node up (lease lapsed, or stood still)"
 ORDERLY = frozenset({STOPPING, LEFT})  # closes that are no one's fault: logged at INFO
 
 
@@ -98,7 +98,8 @@ class PeerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         link = self.link
-        if link.loop.time() - link.ticked > 2 * link.heartbeat and link.stalled(self):
+        quiet = link.loop.time() - self.last_heard
+        if quiet > 2 * link.heartbeat and link.given_up(self, quiet):
             self.abort(STALLED, warn=True)
             return
         self.received = True

@@ -227,8 +227,7 @@ class Membership:
                 elif (left := await self.etcd.refresh_lease(self.lease)) <= 0:
                     log.warning("cluster lease of node %s expired: registering again",
                                 self.name)
-                    self.lease = 0
-                    self.lease_deadline = 0.0
+                    self.lease = 0  # (its deadline, past, stays: the link's ``given_up``)
                     await self._register()
                 else:
                     self.lease_deadline = sent + left
