@@ -1,13 +1,19 @@
-"""A replicated quorum queue's old leader delivers nothing once its lease has lapsed
-(issue 16: "unacked messages are redelivered with redelivered=true").
+"""A paused node, once resumed, hands its consumers nothing the cluster gave others
+meanwhile (issue 16: "unacked messages are redelivered with redelivered=true").
 
-The chaos run's shape (benchmarks/results/chaos-2026-12-05-third.json, nine messages):
-the leader is paused (SIGSTOP) with messages ready behind a consumer at its prefetch;
-the new leader delivers them, flagged, to a consumer on another node, which acks them;
-the paused node resumes, reads its own consumer's ack before its lease check runs, and
-(before the fix) handed it the next ready message WITHOUT the flag: a confirmed
-message delivered twice, the second time as a first delivery. Three real nodes, pika
-clients, SIGSTOP/SIGCONT.
+The chaos run's shape (benchmarks/results/chaos-2026-12-05-third.json, nine messages,
+each confirmed, delivered flagged by a new leader, then again WITHOUT the flag to a
+consumer on the node that had been paused, as it resumed). Two paths, one test each:
+
+- the paused node led the queue: messages wait ready behind its consumer's prefetch;
+  the new leader delivers them, flagged, to a consumer elsewhere; the resumed node read
+  its consumer's ack before its lease check ran and handed it the next ready message
+  (fixed by ``QuorumQueue.serves``);
+- the paused node only had a consumer: the leader relayed deliveries to it while it was
+  paused, then gave up on it and gave them to another consumer, flagged; the resumed
+  node read the relayed copies from its socket (fixed by ``ClusterLink.given_up``).
+
+Three real nodes, pika clients, SIGSTOP/SIGCONT.
 """
 
 from __future__ import annotations
