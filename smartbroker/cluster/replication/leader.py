@@ -187,6 +187,10 @@ class Leader:
             p.reset(offset)
             self.kick()
             if code == wire.MISMATCH:
+                # its log matches this one up to ``offset``: one that holds everything
+                # already (a whole-cluster restart) sends no other ack, and the high
+                # watermark stayed where the election left it
+                self.advance()
                 return
         p.acknowledged(offset, self.rlog.log.next_offset, self.loop.time())
         self.advance()
