@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster.forwarding_rehome import swap
 from smartbroker.cluster.placement import Placement
+from smartbroker.cluster.quorum_commits import CommitGate
 from smartbroker.cluster.replication import LEADER_ROLE, LogName, NotLeader
 from smartbroker.cluster.spread_replicas import members_after
 from smartbroker.queues import quorum_replicated
 from smartbroker.queues.base import QueueSpec
 from smartbroker.queues.quorum import QuorumQueue
-from smartbroker.queues.quorum_hold import CommitHold
 from smartbroker.queues.quorum_log import QuorumLog, directory
 from smartbroker.queues.types import queue_type
 
@@ -67,42 +67,15 @@ class Replica:
         self.replicated: Any = None
         self.ready = asyncio.Event()
         self.stale = False  # its queue object here stopped leading: rebuilt if it leads again
-        self.hold: CommitHold | None = None  # the leading queue's enqueues not committed
-        self._waiting: asyncio.Future[None] | None = None  # hw passed, commit did not
+        self.gate = CommitGate()  # when the leading queue's held enqueues are committed
         self._lapsed = False  # ``serving`` found the lease lapsed: a step-down is due
         qlog.on_written = self.appended
 
     def opened(self, replicated: Any) -> None:
         self.replicated = replicated
-        replicated.on_high_watermark.append(self.hw_moved)
+        self.gate.opened(replicated)
         self.ready.set()
         replicated.appended()
-
-    @property
-    def committed_end(self) -> int:
-        """The high watermark known here: a new leader's rebuilt entries from it on wait."""
-        return 0 if self.replicated is None else self.replicated.high_watermark
-
-    def hw_moved(self, hw: int) -> None:
-        """The leader's high watermark moved (once per batch of acks): the held enqueues
-        below it go into the queue if it is a commit, i.e. enough in-sync replicas and a
-        valid lease (``Leader.ready``); else they wait for the commit's release."""
-        hold = self.hold
-        if hold is None or not hold.count or hold.first >= hw:
-            return
-        leading = self.replicated.leading
-        if leading is None:
-            return
-        if leading.ready(hw - 1):
-            hold.release(hw)
-        elif self._waiting is None:  # too few in sync (a rare state): one waiter
-            fut = self._waiting = leading.wait(hold.last)
-            fut.add_done_callback(lambda f: self._committed(f, leading, hold))
-
-    def _committed(self, fut: asyncio.Future[None], leading: Any, hold: CommitHold) -> None:
-        self._waiting = None
-        if not fut.cancelled() and fut.exception() is None and self.hold is hold:
-            hold.release(leading.hw)  # NotLeader: the queue object was released
 
     def serving(self) -> bool:
         """Whether the queue led here may deliver now (``QuorumQueue.serves``): not once
@@ -166,9 +139,9 @@ class QuorumReplicas:
         if replica is not None and isinstance(q, QuorumQueue) \
                 and placement.leader == self.forwarding.node:
             count = quorum_replicated.lead(q, replica.qlog, replica.committed,
-                                           replica.committed_end, replica.serving)
+                                           replica.gate.committed_end, replica.serving)
             if count >= 0:
-                replica.hold = q.hold
+                replica.gate.held(q.hold)
             if count > 0:
                 log.info("quorum queue '%s' in vhost '%s' led here: %d message(s) from its log",
                          q.name, q.vhost, count)
@@ -221,6 +194,7 @@ class QuorumReplicas:
                 quorum_replicated.release(q)
                 replica.stale = True
             return
+        replica.gate.elected()
         table = self.forwarding.placement
         placement = table.get(vhost, queue)
         if placement is not None and placement.leader != self.forwarding.node:
