@@ -39,7 +39,7 @@ from smartbroker.cluster.placement import Placement, PlacementTable
 from smartbroker.cluster.queue_counts import LeaderCounts
 from smartbroker.cluster.remote_consumer import Subscriptions
 from smartbroker.cluster.remote_queue import RemoteQueue
-from smartbroker.cluster.replication import stream_replicas
+from smartbroker.cluster.replication import stream_replica_sets
 from smartbroker.errors import AMQPError, ConnectionError
 from smartbroker.queues.base import NoHost, Queue, QueueSpec, Storage
 from smartbroker.queues.capabilities import check_arguments
@@ -112,7 +112,7 @@ class QueueForwarding:
         self.counts = LeaderCounts(vhosts, self.link)  # for the management API (queue_counts.py)
         self.bounds: Any = None  # partition_bounds.BoundsFollower, once started
         self.replicas: Any = None  # quorum_replicas.QuorumReplicas, once started
-        self.stream_replicas: Any = None  # replication/stream_replicas.StreamReplicas
+        self.stream_replicas: Any = None  # replication/stream_replica_sets.StreamReplicas
         self.topic_configs: Any = None  # topic_configs.TopicConfigs (Kafka topic configs)
 
     def register(self, registry: Registry) -> None:
@@ -397,7 +397,7 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     placement.on_change.append(forwarding.replicas.placement_changed)  # after rehome
     forwarding.attach(broker.vhosts.values())
     forwarding.replicas.attach_all(broker.vhosts.values())
-    forwarding.stream_replicas = stream_replicas.StreamReplicas(forwarding, node)
+    forwarding.stream_replicas = stream_replica_sets.StreamReplicas(forwarding, node)
     placement.on_change.append(forwarding.stream_replicas.placement_changed)
     forwarding.topic_configs = await topic_configs.start(forwarding, node.etcd)
     forwarding.stream_replicas.attach_all(broker.vhosts.values())

@@ -30,7 +30,8 @@ from smartbroker.queues.offsets import OffsetBook
 from smartbroker.store.memory import MemoryLog
 
 if TYPE_CHECKING:
-    from smartbroker.cluster.replication.stream_replicas import StreamCopies, StreamReplicas
+    from smartbroker.cluster.replication.stream_replica_sets import StreamReplicas
+    from smartbroker.cluster.replication.stream_replicas import StreamCopies
 
 log = logging.getLogger("smartbroker.cluster")
 METHOD = "stream.offsets.commit"  # (vhost, stream, records) -> appended by the leader
