@@ -8,7 +8,8 @@ consumer can take (``credit_left``: prefetch minus unacked, the channel's global
 prefetch, flow and writability) minus what is already granted. Each ack gives the
 leader one more, so a prefetch of N means at most N unacked on the client, exactly as
 on one node. A consumer with no limit (no_ack or prefetch 0) gets a window of
-``WINDOW``, topped up at half.
+``WINDOW``, topped up at half. No credit goes out for a subscription whose basic.consume
+the leader has not answered yet (it would drop it): it goes with the answer.
 
 Deliveries arrive in batches (``DELIVERIES``) and go to ``Channel.deliver`` as a local
 queue's would (the channel remaps the tag: its own counter; the leader's handle stays
@@ -38,7 +39,7 @@ _CANCELLED, _DRAINED = int(Kind.CANCELLED), int(Kind.DRAINED)
 
 
 class Subscription:
-    __slots__ = ("sub", "queue", "consumer", "granted", "early", "leader")
+    __slots__ = ("sub", "queue", "consumer", "granted", "early", "leader", "asked")
 
     def __init__(self, sub: int, queue: RemoteQueue, consumer: Consumer) -> None:
         self.sub = sub
@@ -49,6 +50,12 @@ class Subscription:
         # deliveries that arrived before the client was sent consume-ok (the leader
         # dispatches as soon as it accepts): delivered right after it
         self.early: list[tuple] | None = None
+        # its basic.consume is on its way (``subscribe``): the leader does not know the
+        # subscription yet and would drop credit sent for it, so none is sent until it
+        # answers (a consumer that carried on across a transfer, acking the old
+        # leader's deliveries while the new leader was still taking over, got nothing
+        # more: the credit its acks gave back never reached the new leader)
+        self.asked = False
 
 
 class Subscriptions:
@@ -102,17 +109,21 @@ class Subscriptions:
             self._carry_on(queue)  # a replicated queue's consumer waits for a leader
             return
         sub, payload = self.open(queue, consumer)
+        sub.asked = True
         self.node.spawn_call(queue.leader, wire.CONSUME, payload,
                              lambda reply: self._answered(sub, reply))
 
     def _answered(self, sub: Subscription, reply: dict[str, Any] | None) -> None:
         """No answer (the leader went meanwhile): a replicated queue's consumer carries on
         and subscribes at the next leader; anything else as ``_subscribed``."""
+        sub.asked = False
         if reply is None and sub.sub in self.by_sub and carries_on(self.node, sub.queue):
             self.drop(sub)
             self._carry_on(sub.queue)
             return
         self._subscribed(sub, reply)
+        if sub.sub in self.by_sub:  # accepted: what the acks meanwhile gave back goes now
+            self.top_up(sub.consumer)
 
     def _subscribed(self, sub: Subscription, reply: dict[str, Any] | None) -> None:
         """The leader refused (or is gone): the client's consumer is cancelled, as when
@@ -154,8 +165,8 @@ class Subscriptions:
         when an ack, qos, flow or writability may give some back, as a local queue's ring
         does, so nothing scans consumers per ack."""
         sub = self.by_consumer.get(id(consumer))
-        if sub is None:
-            return
+        if sub is None or sub.asked:
+            return  # (asked: topped up when the leader answers)
         credit = self._credit(consumer)
         consumer.parked = credit == 0
         want = credit - sub.granted
@@ -168,7 +179,7 @@ class Subscriptions:
         spread stream's consumer moves it to another node, ``cluster/spread_credit.py``);
         ``granted`` counts it until the answer, so it is never granted twice."""
         sub = self.by_consumer.get(id(consumer))
-        if sub is not None and sub.granted > 0:
+        if sub is not None and sub.granted > 0 and not sub.asked:  # (asked: see Subscription)
             self.node.send_op(sub.queue.leader, Op.DRAIN, sub.sub, 0, 0)
 
     def _drained(self, sub: Subscription, count: int) -> None:
