@@ -3,14 +3,15 @@
 etcd, pika and aiormq clients.
 
 Leadership moved (``queues delete-member`` of the leader n1: a transfer to n2) while a
-publisher on n3 pipelines confirms and a consumer on n2 acks (relayed from n1, then local
-to the new leader): the old leader's object drops its held tail, the new one rebuilds it
-from its copy and releases it once committed: every confirmed message arrives, in
-order, and any second delivery is flagged. Without the hold, 7 runs in 8 failed: first
-deliveries out of publishing order. (A consumer on n3, relayed from the old leader then
-from the new one, sometimes got nothing more after the move, the new leader holding
-its messages ready with one consumer and nothing unacked, with or without the hold: a
-remote consumer's carry-on across a transfer, left to its owner.)
+publisher on n2 pipelines confirms and a consumer on n3 acks, relayed from n1, then from
+n2 (its subscription moves: ``remote_consumer.Subscriptions.resubscribe``): the old
+leader's object drops its held tail, the new one rebuilds it from its copy and releases
+it once committed: every confirmed message arrives, in order, and any second delivery
+is flagged. Without the hold, 7 runs in 8 failed: first deliveries out of publishing
+order. With a small prefetch the consumer is out of credit most of the time, so the
+acks of the old leader's deliveries give credit back while its new subscription is on
+its way to n2: that credit once went out before n2 knew the subscription, was dropped
+there, and the consumer got nothing more (n2: messages ready, 1 consumer, 0 unacked).
 """
 
 from __future__ import annotations
@@ -48,21 +49,31 @@ def described(node: BrokerProcess, queue: str) -> Any:
 
 
 def test_held_messages_survive_a_leadership_transfer(nodes: dict[str, BrokerProcess]) -> None:
-    queue = "qc-moved"
+    moved_under_a_relayed_consumer(nodes, "qc-moved", prefetch=50)
+
+
+def test_a_relayed_consumer_with_a_small_prefetch_carries_on(
+        nodes: dict[str, BrokerProcess]) -> None:
+    moved_under_a_relayed_consumer(nodes, "qc-moved-p10", prefetch=10)
+
+
+def moved_under_a_relayed_consumer(nodes: dict[str, BrokerProcess], queue: str,
+                                   prefetch: int) -> None:
+    """The leader n1 hands ``queue`` to n2 under a publisher on n2 and a consumer on n3."""
     with contextlib.closing(connect(nodes["n1"])) as conn:
         conn.channel().queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
     poll(lambda: set(in_sync(nodes["n1"], queue)) == set(NAMES), "all three in sync")
     got: list[tuple[int, bool]] = []
-    consumer = connect(nodes["n2"])  # relayed from n1, then local to the new leader
+    consumer = connect(nodes["n3"])  # relayed from n1, then from the new leader n2
     ch = consumer.channel()
-    ch.basic_qos(prefetch_count=50)
+    ch.basic_qos(prefetch_count=prefetch)
 
     def on_message(c: Any, method: Any, _p: Any, body: bytes) -> None:
         got.append((int(body), method.redelivered))
         c.basic_ack(method.delivery_tag)
 
     ch.basic_consume(queue, on_message)
-    publisher = PipelinedPublisher(nodes["n3"], queue)
+    publisher = PipelinedPublisher(nodes["n2"], queue)
     publisher.start()
     moved: list[Any] = []
     try:
