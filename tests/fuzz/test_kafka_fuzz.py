@@ -288,15 +288,23 @@ NEWEST = sorted((key, hi) for key, (_lo, hi) in SUPPORTED.items())
 def test_wide_requests_take_linear_time(crowded: Harness, pair: tuple[int, int]) -> None:
     """Top-level arrays of 1000 items (topics, groups, ids...) against 300 topics: a
     handler scanning everything per item stalls every client (DescribeGroups took 30 s for
-    3000 groups, Metadata 3 s for 2000 topic ids); each must be done within a second."""
+    3000 groups, Metadata 3 s for 2000 topic ids). Ten times the items may take about ten
+    times as long, not a hundred: 1000 items within a second, or within 30 times what
+    100 took (a loaded machine slows both alike; quadratic work is 100 times)."""
     key, version = pair
     names = [f"crowd-{i}" for i in range(300)] + ["fuzz-group"]
-    req = frame(header(key, version, 9) + WideRequest(key, version, 1000, names).body)
-    start = time.monotonic()
-    transport, _ = crowded.session([req], settle=1)
-    took = time.monotonic() - start
-    crowded.check(transport, {9})
-    assert took < 1.0, f"api key {key} v{version} with 1000 items took {took:.2f}s"
+
+    def timed(items: int) -> float:
+        req = frame(header(key, version, 9) + WideRequest(key, version, items, names).body)
+        start = time.monotonic()
+        transport, _ = crowded.session([req], settle=1)
+        took = time.monotonic() - start
+        crowded.check(transport, {9})
+        return took
+
+    small, big = timed(100), timed(1000)
+    assert big < max(1.0, 30 * small), \
+        f"api key {key} v{version}: 1000 items took {big:.2f}s, 100 took {small:.3f}s"
 
 
 @pytest.fixture(scope="module")
