@@ -19,12 +19,14 @@ in the entry). A delivery for a consumer that is gone goes back (requeue) at onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from smartbroker.cluster import forwarding_wire as wire
 from smartbroker.cluster.forwarding_wire import Kind, Op
+from smartbroker.cluster.link_peer import PeerDown
 
 if TYPE_CHECKING:
     from smartbroker.cluster.forwarding_node import QueueForwarding
@@ -117,7 +119,13 @@ class Subscriptions:
         """No answer (the leader went meanwhile): a replicated queue's consumer carries on
         and subscribes at the next leader; anything else as ``_subscribed``."""
         sub.asked = False
-        if reply is None and sub.sub in self.by_sub and carries_on(self.node, sub.queue):
+        if sub.sub not in self.by_sub:  # cancelled while its basic.consume was on its way
+            if reply is not None and not reply.get("code"):  # the leader took it after the
+                gone = bool(getattr(getattr(sub.consumer, "channel", None), "torn_down", False))
+                with contextlib.suppress(PeerDown):  # CANCEL (ignored then): cancel it now
+                    self.node.send_op(sub.leader, Op.CANCEL, sub.sub, 0, int(gone))
+            return
+        if reply is None and carries_on(self.node, sub.queue):
             self.drop(sub)
             self._carry_on(sub.queue)
             return

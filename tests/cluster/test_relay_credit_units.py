@@ -62,3 +62,23 @@ def test_no_credit_goes_to_the_leader_before_it_accepts_the_subscription() -> No
     consumer.left = 5
     subs.top_up(consumer)  # type: ignore[arg-type]
     assert node.ops[-1] == ("n2", Op.CREDIT, sub.sub, 0, 1)
+
+
+def test_a_consumer_cancelled_before_the_leader_took_it_is_cancelled_there_again() -> None:
+    """basic.cancel while the basic.consume waits at a leader still taking over: the
+    CANCEL reaches it first (an unknown subscription, ignored), then the CONSUME
+    registers; once it answers, the CANCEL goes again, or the leader would keep a
+    consumer nobody has."""
+    node = Node()
+    subs = Subscriptions(node)  # type: ignore[arg-type]
+    queue = SimpleNamespace(vhost="/", name="q", leader="n2", consumers=[])
+    consumer = Consumer(3)
+    queue.consumers.append(consumer)
+    subs.subscribe(queue, consumer)  # type: ignore[arg-type]
+    [(_, _, answered)] = node.calls
+    sub = subs.by_consumer[id(consumer)]
+    subs.unsubscribe(queue, consumer)  # type: ignore[arg-type]
+    assert node.ops == [("n2", Op.CANCEL, sub.sub, 0, 0)]
+    answered({"code": 0})
+    assert node.ops == [("n2", Op.CANCEL, sub.sub, 0, 0)] * 2
+    assert not subs.subscribed(consumer)  # type: ignore[arg-type]
