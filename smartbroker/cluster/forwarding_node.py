@@ -114,6 +114,7 @@ class QueueForwarding:
         self.replicas: Any = None  # quorum_replicas.QuorumReplicas, once started
         self.stream_replicas: Any = None  # replication/stream_replica_sets.StreamReplicas
         self.topic_configs: Any = None  # topic_configs.TopicConfigs (Kafka topic configs)
+        self.running: Callable[[], Iterable[str]] = tuple  # members etcd says are running
 
     def register(self, registry: Registry) -> None:
         """The link channels and calls this node answers, and its peer-down callback."""
@@ -331,15 +332,21 @@ class QueueForwarding:
                                           exclusive=spec.exclusive, partitions=partitions)
         if queue_type(spec.arguments).capabilities.offset_log:  # x-initial-cluster-size
             proposal = spread_replicas.replicate(proposal, partitions, spread_replicas.cluster_size(
-                spec.arguments), self.up_nodes())
+                spec.arguments), self.replica_nodes())
         elif self.replicas is not None and self.replicas.replication is not None:
-            proposal = quorum_replicas.replicate(proposal, spec, self.up_nodes())
+            proposal = quorum_replicas.replicate(proposal, spec, self.replica_nodes())
         return proposal
 
     def up_nodes(self) -> list[str]:
         """This node and every node it is linked to."""
         peers = getattr(self.link.link, "peers", None)
         return sorted({self.node, *(peers() if peers is not None else ())})
+
+    def replica_nodes(self) -> list[str]:
+        """Where replicas may go: the linked nodes and every member etcd says is running,
+        as RabbitMQ picks a quorum queue's members among its running nodes (a node just
+        back, its link still being dialled, gets its copy once linked)."""
+        return sorted({*self.up_nodes(), *self.running()})
 
     def attach(self, vhosts: Iterable[Any]) -> None:
         """Serve ``vhosts`` (and, through ``rehome``, fix the queues they restored before
@@ -391,6 +398,7 @@ async def start_forwarding(node: Any, broker: Any) -> QueueForwarding:
     forwarding = QueueForwarding(node.name, broker.vhosts, node.link, placement,
                                  connections=broker.connections)
     forwarding.register(node.link)
+    forwarding.running = lambda: [m.name for m in node.membership.members() if m.running]
     node.link.on_writable(forwarding.writable)
     placement.on_change.append(forwarding.placement_changed)
     forwarding.replicas = quorum_replicas.QuorumReplicas(forwarding, node)
