@@ -19,11 +19,11 @@ serve: $(STAMP)
 
 ## Run the test suite (in parallel on all cores); tests marked slow are left out
 test: $(STAMP)
-	$(PY) -m pytest -n auto -q -m "not slow"
+	$(PY) -m pytest -n auto --dist loadscope -q -m "not slow"
 
 ## The long runs marked slow (cluster partitions and --workers with Kafka)
 test-slow: $(STAMP)
-	$(PY) -m pytest -n auto -q -m slow
+	$(PY) -m pytest -n auto --dist loadscope -q -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check smartbroker tests benchmarks
