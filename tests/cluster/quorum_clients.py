@@ -13,6 +13,9 @@ import aiormq
 import pika
 from pamqp.commands import Basic
 
+from smartbroker.cluster.etcd_client import EtcdClient
+from smartbroker.cluster.replication import LogName, election
+from smartbroker.cluster.replication.records import ISR, IsrRecord
 from smartbroker.launcher import BrokerProcess
 from tests.cluster.node_group import (
     poll,
@@ -189,3 +192,13 @@ class HeldConsumer:
             return next((t for b, r, t in self.seen if b == body and r == redelivered), None)
 
         return poll(came, f"{body!r} delivered (redelivered={redelivered})")
+
+
+def in_sync(node: BrokerProcess, queue: str) -> tuple[str, ...]:
+    """The queue's ISR as etcd holds it (``replica/isr/<log id>``)."""
+    async def read() -> tuple[str, ...]:
+        async with EtcdClient(node.etcd, node.cluster_name) as etcd:
+            found = await election.read(etcd, LogName("/", queue), ISR)
+        record = None if found.value is None else IsrRecord.decode(found.value)
+        return () if record is None else record.isr
+    return asyncio.run(read())

@@ -12,7 +12,6 @@ Resumed, the followers catch up, and the consumer gets both messages, in order.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -22,12 +21,9 @@ from typing import Any
 import pika
 import pytest
 
-from smartbroker.cluster.etcd_client import EtcdClient
-from smartbroker.cluster.replication import LogName, election
-from smartbroker.cluster.replication.records import ISR, IsrRecord
 from smartbroker.launcher import BrokerProcess
 from tests.cluster.node_group import member_nodes, poll
-from tests.cluster.quorum_clients import connect
+from tests.cluster.quorum_clients import connect, in_sync
 
 NAMES = ("n1", "n2", "n3")
 QUEUE = "qc-held"
@@ -38,16 +34,6 @@ QUIET = 0.5  # seconds the consumer is watched for a delivery that must not come
 def nodes(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerProcess]]:
     with member_nodes(tmp_path_factory.mktemp("quorum-commit"), etcd.endpoint, NAMES) as procs:
         yield procs
-
-
-def in_sync(node: BrokerProcess, queue: str) -> tuple[str, ...]:
-    """The queue's ISR as etcd holds it."""
-    async def read() -> tuple[str, ...]:
-        async with EtcdClient(node.etcd, node.cluster_name) as etcd:
-            found = await election.read(etcd, LogName("/", queue), ISR)
-        record = None if found.value is None else IsrRecord.decode(found.value)
-        return () if record is None else record.isr
-    return asyncio.run(read())
 
 
 class Consumer:

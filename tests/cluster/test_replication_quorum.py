@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -23,9 +22,6 @@ from typing import Any
 import pika
 import pytest
 
-from smartbroker.cluster.etcd_client import EtcdClient
-from smartbroker.cluster.replication import LogName, election
-from smartbroker.cluster.replication.records import ISR, IsrRecord
 from smartbroker.launcher import BrokerProcess
 from tests.cluster.node_group import (
     all_members,
@@ -42,6 +38,7 @@ from tests.cluster.quorum_clients import (
     check_confirmed,
     connect,
     drain,
+    in_sync,
 )
 
 NAMES = ("n1", "n2", "n3")
@@ -193,16 +190,6 @@ def test_kill_the_leader(nodes: dict[str, BrokerProcess]) -> None:
     feed = connect(nodes[old]).channel()
     feed.confirm_delivery()
     poll(lambda: _published(feed, "qr-kill", b"back"), "a publish through the old leader")
-
-
-def in_sync(node: BrokerProcess, queue: str) -> tuple[str, ...]:
-    """The queue's ISR as etcd holds it (``replica/isr/<log id>``)."""
-    async def read() -> tuple[str, ...]:
-        async with EtcdClient(node.etcd, node.cluster_name) as etcd:
-            found = await election.read(etcd, LogName("/", queue), ISR)
-        record = None if found.value is None else IsrRecord.decode(found.value)
-        return () if record is None else record.isr
-    return asyncio.run(read())
 
 
 def _published(ch: Any, queue: str, body: bytes) -> bool:

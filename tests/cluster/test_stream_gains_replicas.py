@@ -30,28 +30,17 @@ from kafka import TopicPartition as KafkaTopicPartition
 
 from smartbroker.cluster.etcd_client import EtcdClient
 from smartbroker.cluster.kafka_peers import broker_id
-from smartbroker.cluster.stream_members import read_stream
 from smartbroker.launcher import BrokerProcess, free_port
 from tests.cluster.node_group import all_members, cluster_node, poll, start_all, stop_all
-from tests.cluster.test_cluster_cli import smartbroker
+from tests.cluster.test_stream_replica_ops import Cluster
 
 NAMES = ("n1", "n2", "n3")
 TIMEOUT = 30.0
 
 
-class Nodes:
-    def __init__(self, procs: dict[str, BrokerProcess], endpoint: str, name: str) -> None:
-        self.procs, self.endpoint, self.name = procs, endpoint, name
-        self.bootstrap = ",".join(p.kafka_bootstrap for p in procs.values())
-
-    def cli(self, *args: str) -> Any:
-        return smartbroker(*args, "--etcd", self.endpoint, "--cluster-name", self.name)
-
-    def state(self, stream: str) -> Any:
-        async def one() -> Any:
-            async with EtcdClient(self.endpoint, self.name) as etcd:
-                return await read_stream(etcd, "/", stream)
-        return asyncio.run(one())
+class Nodes(Cluster):
+    """test_stream_replica_ops' cluster helpers (``nodes``, ``cli``, ``state``), and
+    what these tests wait for."""
 
     def in_sync(self, stream: str, size: int, partitions: int = 1) -> None:
         """Every partition's log and the group offsets' led, with ``size`` in sync."""
@@ -69,8 +58,8 @@ class Nodes:
         return asyncio.run(one())
 
     def restart(self, name: str) -> None:
-        self.procs[name].start()
-        all_members(self.procs.values())
+        self.nodes[name].start()
+        all_members(self.nodes.values())
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +127,12 @@ def read(node: BrokerProcess, queue: str, count: int) -> list[tuple[int, bytes]]
 
 def test_amqp_stream_gains_two_replicas_then_loses_its_leader(nodes: Nodes) -> None:
     queue = "gains-amqp"
-    conn = pika.BlockingConnection(pika.URLParameters(nodes.procs["n1"].url))
+    conn = pika.BlockingConnection(pika.URLParameters(nodes.nodes["n1"].url))
     conn.channel().queue_declare(queue, durable=True, arguments={
         "x-queue-type": "stream", "x-initial-cluster-size": 1})
     conn.close()
     bodies = [f"m{i}".encode() for i in range(300)]
-    publish(nodes.procs["n1"], queue, bodies[:100])
+    publish(nodes.nodes["n1"], queue, bodies[:100])
     assert nodes.state(queue).partition(0).members == ["n1"]  # no replica yet
 
     for node in ("n2", "n3"):
@@ -152,12 +141,12 @@ def test_amqp_stream_gains_two_replicas_then_loses_its_leader(nodes: Nodes) -> N
         assert f"node {node} added" in added.stdout
     nodes.in_sync(queue, 3)
     assert nodes.state(queue).partition(0).leader == "n1"  # its records stayed there
-    publish(nodes.procs["n1"], queue, bodies[100:200])  # confirmed by the replica set
+    publish(nodes.nodes["n1"], queue, bodies[100:200])  # confirmed by the replica set
 
-    nodes.procs["n1"].kill()
+    nodes.nodes["n1"].kill()
     try:
-        publish(nodes.procs["n2"], queue, bodies[200:])  # once a survivor leads
-        got = read(nodes.procs["n3"], queue, len(bodies))
+        publish(nodes.nodes["n2"], queue, bodies[200:])  # once a survivor leads
+        got = read(nodes.nodes["n3"], queue, len(bodies))
         assert [body for _, body in got] == bodies
         assert [offset for offset, _ in got] == list(range(len(bodies)))
     finally:
@@ -166,7 +155,7 @@ def test_amqp_stream_gains_two_replicas_then_loses_its_leader(nodes: Nodes) -> N
 
 def test_kafka_topic_of_factor_one_reassigned_to_three(nodes: Nodes) -> None:
     topic = "gains-kafka"
-    admin = AdminClient({"bootstrap.servers": nodes.procs["n2"].kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": nodes.nodes["n2"].kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]
                         )[topic].result(TIMEOUT)
     leader = poll(lambda: _members(nodes, topic), f"{topic} placed")[0]
@@ -197,7 +186,7 @@ def test_kafka_topic_of_factor_one_reassigned_to_three(nodes: Nodes) -> None:
     assert nodes.state(topic).partition(0).members == target
     produce([f"l{i}".encode() for i in range(100)])
 
-    nodes.procs[leader].kill()
+    nodes.nodes[leader].kill()
     try:
         produce([f"after{i}".encode() for i in range(50)])  # retried until a survivor leads
         consumer = Consumer({"bootstrap.servers": nodes.bootstrap, "group.id": "gains",
@@ -231,7 +220,7 @@ def _drain(consumer: Any, got: dict[bytes, int]) -> int:
 
 def test_refusals_then_a_spread_stream_gains_a_replica_everywhere(nodes: Nodes) -> None:
     queue = "gains-spread"
-    conn = pika.BlockingConnection(pika.URLParameters(nodes.procs["n1"].url))
+    conn = pika.BlockingConnection(pika.URLParameters(nodes.nodes["n1"].url))
     conn.channel().queue_declare(queue, durable=True, arguments={
         "x-queue-type": "stream", "x-partitions": 3})
     conn.close()
@@ -249,7 +238,7 @@ def test_refusals_then_a_spread_stream_gains_a_replica_everywhere(nodes: Nodes) 
         assert len(done.output.strip().splitlines()) == 1, done.output
 
     bodies = [f"s{i}".encode() for i in range(90)]
-    publish(nodes.procs["n1"], queue, bodies)  # spread over the three partitions
+    publish(nodes.nodes["n1"], queue, bodies)  # spread over the three partitions
     added = nodes.cli("streams", "add-replica", "/", queue, "n2")
     assert added.returncode == 0, added.output
     state = nodes.state(queue)
@@ -258,10 +247,10 @@ def test_refusals_then_a_spread_stream_gains_a_replica_everywhere(nodes: Nodes) 
     poll(lambda: all(len(nodes.state(queue).partition(p).isr) == len(m) for p, m in
                      enumerate(nodes.state(queue).partition_members)),
          "every replica in sync", timeout=TIMEOUT)
-    got = read(nodes.procs["n3"], queue, len(bodies))
+    got = read(nodes.nodes["n3"], queue, len(bodies))
     assert sorted(body for _, body in got) == sorted(bodies)
 
-    conn = pika.BlockingConnection(pika.URLParameters(nodes.procs["n2"].url))
+    conn = pika.BlockingConnection(pika.URLParameters(nodes.nodes["n2"].url))
     conn.channel().queue_delete(queue)
     conn.close()
     poll(lambda: not nodes.replica_keys(queue), "its replica records deleted with it")
@@ -278,7 +267,7 @@ def test_kafka_topic_of_factor_one_moves_to_another_node(nodes: Nodes) -> None:
     """kafka-reassign-partitions' usual move: a topic's only replica goes to another
     broker (copied there first, then the leadership and the old replica leave)."""
     topic = "gains-move"
-    admin = AdminClient({"bootstrap.servers": nodes.procs["n1"].kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": nodes.nodes["n1"].kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]
                         )[topic].result(TIMEOUT)
     owner = poll(lambda: _members(nodes, topic), f"{topic} placed")[0]
