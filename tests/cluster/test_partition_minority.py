@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiormq
@@ -201,16 +201,23 @@ def test_a_cut_off_follower_confirms_nothing_it_could_not_forward(
 async def pipeline_through_a_cut(net: Network, proc: BrokerProcess, queue: str) -> list[str]:
     """Publish with 20 unconfirmed at a time through ``proc`` before, during and after
     its cut; the bodies acked."""
+    return [body for _, body in await alternate_through_a_cut(net, proc, (queue,))]
+
+
+async def alternate_through_a_cut(net: Network, proc: BrokerProcess,
+                                  queues: Sequence[str]) -> list[tuple[str, str]]:
+    """Publish to ``queues`` in turn, 20 unconfirmed at a time, through ``proc`` before,
+    during and after its cut; the (queue, body) pairs acked."""
     conn = await aiormq.connect(proc.url)
     ch = await conn.channel(publisher_confirms=True)
     window = asyncio.Semaphore(20)
-    confirmed: list[str] = []
+    confirmed: list[tuple[str, str]] = []
 
-    async def one(body: str) -> None:
+    async def one(queue: str, body: str) -> None:
         try:
             if isinstance(await ch.basic_publish(body.encode(), routing_key=queue,
                                                  properties=PERSISTENT), Basic.Ack):
-                confirmed.append(body)
+                confirmed.append((queue, body))
         except aiormq.exceptions.AMQPError:
             pass
         finally:
@@ -220,7 +227,7 @@ async def pipeline_through_a_cut(net: Network, proc: BrokerProcess, queue: str) 
         tasks, end, i = [], time.monotonic() + seconds, 0
         while time.monotonic() < end:
             await window.acquire()
-            tasks.append(asyncio.create_task(one(f"{tag}-{i}")))
+            tasks.append(asyncio.create_task(one(queues[i % len(queues)], f"{tag}-{i}")))
             i += 1
             await asyncio.sleep(0.01)
         return tasks

@@ -12,21 +12,18 @@ nodes, one real etcd, aiormq and pika over real sockets; needs root (skips witho
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import aiormq
 import pika
 import pytest
-from pamqp.commands import Basic
 
 from smartbroker.launcher import BrokerProcess
 from tests.cluster.netns import Network, netns_cluster
 from tests.cluster.node_group import all_members, poll
 from tests.cluster.test_partition_minority import (
-    PERSISTENT,
+    alternate_through_a_cut,
     drain,
     leader_of,
     pipeline_through_a_cut,
@@ -81,46 +78,6 @@ def test_confirmed_through_a_cut_off_stream_leader_are_kept(
     got = read_all(nodes["sc2"], queue, set(confirmed))
     lost = sorted(set(confirmed) - got, key=lambda b: (b.split("-")[0], int(b.split("-")[1])))
     assert not lost, f"{len(lost)} confirmed through the cut-off leader and lost: {lost[:10]}"
-
-
-async def alternate_through_a_cut(net: Network, proc: BrokerProcess,
-                                  queues: tuple[str, str]) -> list[tuple[str, str]]:
-    """Publish to ``queues`` in turn, 20 unconfirmed at a time, through ``proc`` before,
-    during and after its cut; the (queue, body) pairs acked."""
-    conn = await aiormq.connect(proc.url)
-    ch = await conn.channel(publisher_confirms=True)
-    window = asyncio.Semaphore(20)
-    confirmed: list[tuple[str, str]] = []
-
-    async def one(queue: str, body: str) -> None:
-        try:
-            if isinstance(await ch.basic_publish(body.encode(), routing_key=queue,
-                                                 properties=PERSISTENT), Basic.Ack):
-                confirmed.append((queue, body))
-        except aiormq.exceptions.AMQPError:
-            pass
-        finally:
-            window.release()
-
-    async def publish_for(seconds: float, tag: str) -> list[asyncio.Task]:
-        tasks, end, i = [], time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            await window.acquire()
-            queue = queues[i % 2]
-            tasks.append(asyncio.create_task(one(queue, f"{tag}-{i}")))
-            i += 1
-            await asyncio.sleep(0.01)
-        return tasks
-
-    tasks = await publish_for(1.0, "before")
-    net.cut(proc.node_name or "")
-    try:
-        tasks += await publish_for(6.0, "cut")  # past the 3 s lease: the leader is gone
-    finally:
-        net.heal(proc.node_name or "")
-    await asyncio.wait(tasks, timeout=20)
-    await conn.close()
-    return confirmed
 
 
 def test_a_stream_and_a_quorum_queue_through_their_cut_off_leader(

@@ -31,6 +31,7 @@ from tests.cluster.node_group import (
     poll,
 )
 from tests.cluster.test_replicated_stream_amqp import Follower
+from tests.cluster.test_replicated_stream_cut import read_all
 
 NAMES = ("n1", "n2", "n3")
 FAILOVER = 10.0
@@ -103,29 +104,6 @@ def leader(node: BrokerProcess, queue: str) -> str | None:
         return None
 
 
-def read_all(node: BrokerProcess, queue: str, wanted: set[int]) -> set[int]:
-    """Numbers read from ``first`` on ``node`` until ``wanted`` are all in, or 3 s of quiet."""
-    got: set[int] = set()
-    conn = pika.BlockingConnection(pika.URLParameters(node.url))
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=1000)
-
-        def on_message(ch: Any, method: Any, props: Any, body: bytes) -> None:
-            got.add(int(body))
-            ch.basic_ack(method.delivery_tag, multiple=True)
-
-        ch.basic_consume(queue, on_message, arguments={"x-stream-offset": "first"})
-        quiet = 0
-        while not wanted <= got and quiet < 30:
-            before = len(got)
-            conn.process_data_events(0.1)
-            quiet = 0 if len(got) > before else quiet + 1
-    finally:
-        conn.close()
-    return got
-
-
 @pytest.mark.parametrize("fault", ["pause", "kill", "pause-via-leader"])
 def test_a_lost_leader_loses_no_confirmed_record(nodes: dict[str, BrokerProcess],
                                                  fault: str) -> None:
@@ -162,7 +140,7 @@ def test_a_lost_leader_loses_no_confirmed_record(nodes: dict[str, BrokerProcess]
         nodes[old].start()
         all_members(nodes.values())
     confirmed = set(publisher.confirmed)
-    got = read_all(nodes[reader], queue, confirmed)
+    got = {int(b) for b in read_all(nodes[reader], queue, {str(n) for n in confirmed})}
     lost = sorted(confirmed - got)
     assert not lost, f"{len(lost)} confirmed records lost (nacked {publisher.nacked}), " \
                      f"e.g. {lost[:10]}"

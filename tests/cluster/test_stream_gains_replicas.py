@@ -189,15 +189,7 @@ def test_kafka_topic_of_factor_one_reassigned_to_three(nodes: Nodes) -> None:
     nodes.nodes[leader].kill()
     try:
         produce([f"after{i}".encode() for i in range(50)])  # retried until a survivor leads
-        consumer = Consumer({"bootstrap.servers": nodes.bootstrap, "group.id": "gains",
-                             "enable.auto.commit": False})
-        got: dict[bytes, int] = {}
-        try:
-            consumer.assign([TopicPartition(topic, 0, 0)])
-            poll(lambda: _drain(consumer, got) >= len(acked), f"{len(acked)} records",
-                 timeout=TIMEOUT)
-        finally:
-            consumer.close()
+        got = read_partition(nodes, topic, "gains", len(acked))
         assert got == acked  # every acknowledged record, at the offset it was given
         assert sorted(acked.values()) == list(range(250))
     finally:
@@ -209,6 +201,19 @@ def _members(nodes: Nodes, topic: str) -> list[str] | None:
         return nodes.state(topic).partition(0).members
     except Exception:  # noqa: BLE001 - not placed yet
         return None
+
+
+def read_partition(nodes: Nodes, topic: str, group: str, count: int) -> dict[bytes, int]:
+    """value -> offset of partition 0's records from offset 0, until ``count`` came."""
+    consumer = Consumer({"bootstrap.servers": nodes.bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    got: dict[bytes, int] = {}
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        poll(lambda: _drain(consumer, got) >= count, f"{count} records", timeout=TIMEOUT)
+    finally:
+        consumer.close()
+    return got
 
 
 def _drain(consumer: Any, got: dict[bytes, int]) -> int:
@@ -292,13 +297,5 @@ def test_kafka_topic_of_factor_one_moves_to_another_node(nodes: Nodes) -> None:
         producer.produce(topic, value=f"v{i}".encode(),
                          on_delivery=lambda err, msg: acked.update({msg.value(): msg.offset()}))
     assert producer.flush(TIMEOUT) == 0 and len(acked) == 150
-    consumer = Consumer({"bootstrap.servers": nodes.bootstrap, "group.id": "gains-move",
-                         "enable.auto.commit": False})
-    got: dict[bytes, int] = {}
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        poll(lambda: _drain(consumer, got) >= len(acked), f"{len(acked)} records",
-             timeout=TIMEOUT)
-    finally:
-        consumer.close()
+    got = read_partition(nodes, topic, "gains-move", len(acked))
     assert got == acked and sorted(acked.values()) == list(range(150))
